@@ -1,0 +1,118 @@
+// SPDX-License-Identifier: Apache-2.0
+// Layout, block offsets and the codec base class (shared argument checks, EF and DIANA passes).
+#include "host/codecs/internal.hpp"
+
+#include <cmath>
+
+namespace gcomp {
+
+Layout::Layout(int64_t num_elems) : Layout(std::vector<int64_t>{num_elems}) {}
+
+Layout::Layout(std::vector<int64_t> segment_elems) : segments_(std::move(segment_elems)) {
+  offsets_.reserve(segments_.size() + 1);
+  int64_t off = 0;
+  for (size_t i = 0; i < segments_.size(); ++i) {
+    GCOMP_EXPECTS(segments_[i] >= 0, gcompErrorInvalidArgument,
+                  "layout: segment " + std::to_string(i) + " has negative size " + std::to_string(segments_[i]));
+    GCOMP_EXPECTS(off <= (int64_t{1} << 50) - segments_[i], gcompErrorInvalidArgument,
+                  "layout: more than 2^50 elements in total");
+    offsets_.push_back(off);
+    off += segments_[i];
+  }
+  offsets_.push_back(off);
+  num_elems_ = off;
+}
+
+uint64_t Layout::digest() const {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (int64_t s : segments_) {
+    const uint64_t v = static_cast<uint64_t>(s);
+    for (int b = 0; b < 8; ++b) {
+      h ^= (v >> (8 * b)) & 0xffu;
+      h *= 0x100000001b3ull;
+    }
+  }
+  return h;
+}
+
+std::vector<int64_t> block_offsets(const Layout& layout, int64_t block) {
+  std::vector<int64_t> out;
+  for (size_t s = 0; s < layout.segments().size(); ++s) {
+    const int64_t len = layout.segments()[s];
+    const int64_t begin = layout.segment_offset(s);
+    const int64_t b = block > 0 ? block : len;
+    for (int64_t o = 0; o < len; o += b) out.push_back(begin + o);
+  }
+  out.push_back(layout.num_elems());
+  return out;
+}
+
+namespace detail {
+
+void require_finite(const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (!is_finite_f(x[i]))
+      GCOMP_FAIL(gcompErrorNonFinite, "non-finite gradient: element " + std::to_string(i) + " is " +
+                                          (std::isnan(x[i]) ? "NaN" : "Inf"));
+}
+
+void corrupt(const CodecSpec& spec, const std::string& why) {
+  GCOMP_FAIL(gcompErrorCorruptPayload, "corrupt " + std::string(spec.name()) + " payload: " + why);
+}
+
+}  // namespace detail
+
+void Codec::check_encode_args(std::span<const float> x, std::span<uint8_t> payload) const {
+  GCOMP_EXPECTS(static_cast<int64_t>(x.size()) == num_elems(), gcompErrorInvalidArgument,
+                "encode: input has " + std::to_string(x.size()) + " elements, layout has " +
+                    std::to_string(num_elems()));
+  GCOMP_EXPECTS(payload.size() >= encoded_bytes(), gcompErrorWorkspaceTooSmall,
+                "encode: payload buffer has " + std::to_string(payload.size()) + " bytes, needs " +
+                    std::to_string(encoded_bytes()));
+}
+
+void Codec::check_decode_args(std::span<const uint8_t> payload, std::span<float> out) const {
+  GCOMP_EXPECTS(static_cast<int64_t>(out.size()) == num_elems(), gcompErrorInvalidArgument,
+                "decode: output has " + std::to_string(out.size()) + " elements, layout has " +
+                    std::to_string(num_elems()));
+  if (payload.size() != encoded_bytes())
+    detail::corrupt(spec(), "size is " + std::to_string(payload.size()) + " bytes, expected " +
+                                std::to_string(encoded_bytes()));
+  validate(payload);
+}
+
+void Codec::compute_scales(std::span<const float>, std::span<float>) const {
+  GCOMP_FAIL(gcompErrorNotSupported, std::string(spec().name()) + " has no shareable scales");
+}
+
+void Codec::encode_with_scales(std::span<const float>, std::span<const float>, const RngKey&,
+                               std::span<uint8_t>) const {
+  GCOMP_FAIL(gcompErrorNotSupported, std::string(spec().name()) + " has no shareable scales");
+}
+
+void Codec::encode_ef(std::span<const float> p, const RngKey& key, std::span<uint8_t> payload,
+                      std::span<float> e) const {
+  GCOMP_EXPECTS(e.size() == p.size(), gcompErrorInvalidArgument, "encode_ef: memory size differs from input");
+  encode(p, key, payload);
+  const float* pp = p.data();
+  float* pe = e.data();
+  if (pp == pe) {
+    // In place: decode into the memory, then e = p - decoded needs p; keep decode_accumulate form:
+    // e = p + (-1) * decoded is exactly p - decoded.
+    decode_accumulate(payload.first(encoded_bytes()), key, -1.0f, e);
+    return;
+  }
+  std::copy(p.begin(), p.end(), e.begin());
+  decode_accumulate(payload.first(encoded_bytes()), key, -1.0f, e);
+}
+
+void Codec::encode_diana(std::span<const float> g, std::span<float> h, float alpha, const RngKey& key,
+                         std::span<uint8_t> payload, std::span<float> delta) const {
+  GCOMP_EXPECTS(g.size() == h.size() && g.size() == delta.size(), gcompErrorInvalidArgument,
+                "encode_diana: g, h and delta must have the same size");
+  for (size_t i = 0; i < g.size(); ++i) delta[i] = g[i] - h[i];
+  encode(delta, key, payload);
+  decode_accumulate(payload.first(encoded_bytes()), key, alpha, h);
+}
+
+}  // namespace gcomp

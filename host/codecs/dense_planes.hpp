@@ -1,0 +1,47 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include "host/codecs/internal.hpp"
+
+#include <gcomp/detail/codec_math.hpp>
+
+namespace gcomp::detail {
+
+/// dither, terngrad and natdither: per-block fp32 scale plus sign and level bit planes.
+class DensePlaneCodec final : public Codec {
+ public:
+  DensePlaneCodec(CodecSpec spec, Layout layout);
+  size_t encoded_bytes() const override;
+  double encoded_bits() const override;
+  Guarantee guarantee() const override;
+  bool randomized() const override { return true; }
+  int64_t num_scales() const override { return num_blocks_; }
+  void encode(std::span<const float> x, const RngKey& key, std::span<uint8_t> payload) const override;
+  void compute_scales(std::span<const float> x, std::span<float> scales) const override;
+  void encode_with_scales(std::span<const float> x, std::span<const float> scales, const RngKey& key,
+                          std::span<uint8_t> payload) const override;
+  void validate(std::span<const uint8_t> payload) const override;
+  void decode_accumulate(std::span<const uint8_t> payload, const RngKey& key, float weight,
+                         std::span<float> out) const override;
+  void decode(std::span<const uint8_t> payload, const RngKey& key, std::span<float> out) const override;
+
+  [[nodiscard]] const std::vector<int64_t>& blocks() const { return blocks_; }
+  [[nodiscard]] int nbits() const { return nbits_; }
+
+ private:
+  float block_scale(const float* x, int64_t len) const;
+  Quantized quantize(float y, float scale, float u) const;
+  float value(uint32_t level, bool negative, float scale) const;
+  void write(std::span<const float> x, std::span<const float> scales, const RngKey& key,
+             std::span<uint8_t> payload) const;
+  void decode_impl(std::span<const uint8_t> payload, float weight, bool overwrite, std::span<float> out) const;
+
+  uint32_t levels_ = 1;
+  uint32_t norm_ = 2;
+  int nbits_ = 1;
+  std::vector<int64_t> blocks_;
+  int64_t num_blocks_ = 0;
+  int64_t groups_ = 0;
+};
+
+}  // namespace gcomp::detail

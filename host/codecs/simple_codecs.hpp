@@ -1,0 +1,88 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include "host/codecs/internal.hpp"
+
+namespace gcomp::detail {
+
+#define GCOMP_CODEC_DECODE_METHODS                                                                  \
+  void validate(std::span<const uint8_t> payload) const override;                                  \
+  void decode_accumulate(std::span<const uint8_t> payload, const RngKey& key, float weight,        \
+                         std::span<float> out) const override;                                     \
+  void decode(std::span<const uint8_t> payload, const RngKey& key, std::span<float> out) const override;
+
+/// identity: the fp32 values themselves.
+class IdentityCodec final : public Codec {
+ public:
+  IdentityCodec(CodecSpec spec, Layout layout) : Codec(std::move(spec), std::move(layout)) {}
+  size_t encoded_bytes() const override;
+  double encoded_bits() const override;
+  Guarantee guarantee() const override;
+  bool randomized() const override { return false; }
+  void encode(std::span<const float> x, const RngKey& key, std::span<uint8_t> payload) const override;
+  GCOMP_CODEC_DECODE_METHODS
+};
+
+/// sign: blockwise scaled sign (scale = mean |x| of the block) or plain signs (scale=none).
+class SignCodec final : public Codec {
+ public:
+  SignCodec(CodecSpec spec, Layout layout);
+  size_t encoded_bytes() const override;
+  double encoded_bits() const override;
+  Guarantee guarantee() const override;
+  bool randomized() const override { return false; }
+  int64_t num_scales() const override;
+  void encode(std::span<const float> x, const RngKey& key, std::span<uint8_t> payload) const override;
+  GCOMP_CODEC_DECODE_METHODS
+  [[nodiscard]] const std::vector<int64_t>& blocks() const { return blocks_; }
+
+ private:
+  void decode_impl(std::span<const uint8_t> payload, float weight, bool overwrite, std::span<float> out) const;
+  std::vector<int64_t> blocks_;
+  int64_t num_blocks_ = 0;
+  int64_t words_ = 0;
+};
+
+/// natural: sign + 8-bit exponent per element, stochastic rounding to a power of two.
+class NaturalCodec final : public Codec {
+ public:
+  NaturalCodec(CodecSpec spec, Layout layout);
+  size_t encoded_bytes() const override;
+  double encoded_bits() const override;
+  Guarantee guarantee() const override;
+  bool randomized() const override { return true; }
+  void encode(std::span<const float> x, const RngKey& key, std::span<uint8_t> payload) const override;
+  GCOMP_CODEC_DECODE_METHODS
+
+ private:
+  void decode_impl(std::span<const uint8_t> payload, float weight, bool overwrite, std::span<float> out) const;
+  int64_t words_ = 0;
+};
+
+/// topk (largest |x|, ties to the lower index) and randk (uniform without replacement, indices
+/// regenerated from the seed): values plus (topk) bit-packed indices or (randk) the stream id.
+class SparseCodec final : public Codec {
+ public:
+  SparseCodec(CodecSpec spec, Layout layout);
+  size_t encoded_bytes() const override;
+  double encoded_bits() const override;
+  Guarantee guarantee() const override;
+  bool randomized() const override { return spec().id == CodecId::kRandK; }
+  void encode(std::span<const float> x, const RngKey& key, std::span<uint8_t> payload) const override;
+  GCOMP_CODEC_DECODE_METHODS
+  [[nodiscard]] int64_t k() const { return k_; }
+  [[nodiscard]] int index_bits() const { return index_bits_; }
+  /// Selected indices in increasing order (topk: of x; randk: from the key).
+  std::vector<int64_t> select(std::span<const float> x, const RngKey& key) const;
+
+ private:
+  void decode_impl(std::span<const uint8_t> payload, const RngKey& key, float weight, bool overwrite,
+                   std::span<float> out) const;
+  std::vector<int64_t> read_indices(std::span<const uint8_t> payload, const RngKey& key) const;
+  int64_t k_ = 0;
+  int index_bits_ = 0;
+};
+
+#undef GCOMP_CODEC_DECODE_METHODS
+
+}  // namespace gcomp::detail

@@ -1,0 +1,208 @@
+// SPDX-License-Identifier: Apache-2.0
+// Wire format v1 frames (docs/wire-format.md "Framed payload").
+#include <gcomp/wire.hpp>
+
+#include "host/codecs/internal.hpp"
+
+#include <array>
+#include <cstdio>
+
+namespace gcomp {
+namespace {
+
+constexpr size_t kFixedHeader = 80;
+
+std::array<uint32_t, 256> make_crc_table() {
+  std::array<uint32_t, 256> t{};
+  for (uint32_t i = 0; i < 256; ++i) {
+    uint32_t c = i;
+    for (int k = 0; k < 8; ++k) c = (c & 1u) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+    t[i] = c;
+  }
+  return t;
+}
+
+void put_u16(std::vector<uint8_t>& v, size_t off, uint16_t x) { std::memcpy(v.data() + off, &x, 2); }
+void put_u32(std::vector<uint8_t>& v, size_t off, uint32_t x) { std::memcpy(v.data() + off, &x, 4); }
+void put_u64(std::vector<uint8_t>& v, size_t off, uint64_t x) { std::memcpy(v.data() + off, &x, 8); }
+template <class T>
+T get(std::span<const uint8_t> v, size_t off) {
+  T x;
+  std::memcpy(&x, v.data() + off, sizeof(T));
+  return x;
+}
+
+[[noreturn]] void bad(const std::string& why) {
+  GCOMP_FAIL(gcompErrorCorruptPayload, "corrupt framed payload: " + why);
+}
+
+size_t align8(size_t v) { return (v + 7) & ~size_t{7}; }
+
+}  // namespace
+
+uint32_t crc32(std::span<const uint8_t> bytes, uint32_t crc) {
+  static const std::array<uint32_t, 256> table = make_crc_table();
+  crc = ~crc;
+  for (uint8_t b : bytes) crc = table[(crc ^ b) & 0xffu] ^ (crc >> 8);
+  return ~crc;
+}
+
+std::vector<uint8_t> frame_payload(const Codec& codec, const RngKey& key, std::span<const uint8_t> raw) {
+  GCOMP_EXPECTS(raw.size() == codec.encoded_bytes(), gcompErrorInvalidArgument,
+                "frame_payload: raw payload has " + std::to_string(raw.size()) + " bytes, codec expects " +
+                    std::to_string(codec.encoded_bytes()));
+  const std::string spec = codec.spec().canonical();
+  const auto& segs = codec.layout().segments();
+  const size_t seg_off = align8(kFixedHeader + spec.size());
+  const size_t header = seg_off + 8 * segs.size() + 8;
+  GCOMP_EXPECTS(header <= 0xffffffffu, gcompErrorInvalidArgument, "frame_payload: layout too large for a frame");
+  std::vector<uint8_t> out(header + raw.size(), 0);
+  put_u32(out, 0, kWireMagic);
+  put_u16(out, 4, kWireVersion);
+  put_u16(out, 6, 0);
+  put_u32(out, 8, static_cast<uint32_t>(header));
+  put_u32(out, 12, static_cast<uint32_t>(codec.spec().id));
+  put_u64(out, 16, static_cast<uint64_t>(codec.num_elems()));
+  put_u64(out, 24, segs.size());
+  put_u64(out, 32, codec.layout().digest());
+  put_u64(out, 40, key.seed);
+  put_u32(out, 48, key.step);
+  put_u32(out, 52, key.rank);
+  put_u32(out, 56, key.stream_offset);
+  put_u32(out, 60, static_cast<uint32_t>(spec.size()));
+  put_u64(out, 64, raw.size());
+  put_u32(out, 72, crc32(raw));
+  std::memcpy(out.data() + kFixedHeader, spec.data(), spec.size());
+  for (size_t s = 0; s < segs.size(); ++s) put_u64(out, seg_off + 8 * s, static_cast<uint64_t>(segs[s]));
+  put_u32(out, 76, crc32(std::span<const uint8_t>(out.data(), header)));
+  if (!raw.empty()) std::memcpy(out.data() + header, raw.data(), raw.size());
+  return out;
+}
+
+FrameInfo parse_frame(std::span<const uint8_t> in) {
+  if (in.size() < kFixedHeader)
+    bad("truncated: " + std::to_string(in.size()) + " bytes, a header needs at least " + std::to_string(kFixedHeader));
+  if (get<uint32_t>(in, 0) != kWireMagic) bad("wrong magic (not a gcomp payload)");
+  const uint16_t version = get<uint16_t>(in, 4);
+  if (version != kWireVersion)
+    bad("format version " + std::to_string(version) + " is not supported (this build reads version " +
+        std::to_string(kWireVersion) + ")");
+  if (get<uint16_t>(in, 6) != 0) bad("reserved flags are not zero");
+  const uint32_t header = get<uint32_t>(in, 8);
+  if (header < kFixedHeader + 8 || header % 8 != 0) bad("header size " + std::to_string(header) + " is invalid");
+  if (header > in.size()) bad("truncated inside the header");
+  std::vector<uint8_t> hcopy(in.begin(), in.begin() + header);
+  std::memset(hcopy.data() + 76, 0, 4);
+  if (crc32(hcopy) != get<uint32_t>(in, 76)) bad("header checksum mismatch");
+
+  const uint32_t spec_len = get<uint32_t>(in, 60);
+  const uint64_t nseg = get<uint64_t>(in, 24);
+  const size_t seg_off = align8(kFixedHeader + spec_len);
+  if (spec_len > header || nseg > (header - seg_off) / 8 || seg_off + 8 * nseg + 8 != header)
+    bad("header sizes are inconsistent");
+  const std::string text(reinterpret_cast<const char*>(in.data()) + kFixedHeader, spec_len);
+
+  FrameInfo info;
+  try {
+    info.spec = CodecSpec::parse(text);
+  } catch (const Error& e) {
+    bad(std::string("codec spec in header: ") + e.what());
+  }
+  if (info.spec.canonical() != text) bad("codec spec in header is not canonical: '" + text + "'");
+  if (static_cast<uint32_t>(info.spec.id) != get<uint32_t>(in, 12)) bad("codec id disagrees with the codec spec");
+  std::vector<int64_t> segs(nseg);
+  for (uint64_t s = 0; s < nseg; ++s) {
+    const uint64_t v = get<uint64_t>(in, seg_off + 8 * s);
+    if (v > (uint64_t{1} << 50)) bad("segment " + std::to_string(s) + " is too large");
+    segs[s] = static_cast<int64_t>(v);
+  }
+  try {
+    info.layout = Layout(std::move(segs));
+  } catch (const Error& e) {
+    bad(e.what());
+  }
+  if (static_cast<uint64_t>(info.layout.num_elems()) != get<uint64_t>(in, 16))
+    bad("element count disagrees with the segment table");
+  if (info.layout.digest() != get<uint64_t>(in, 32)) bad("layout digest mismatch");
+  info.key.seed = get<uint64_t>(in, 40);
+  info.key.step = get<uint32_t>(in, 48);
+  info.key.rank = get<uint32_t>(in, 52);
+  info.key.stream_offset = get<uint32_t>(in, 56);
+  info.body_bytes = get<uint64_t>(in, 64);
+  info.body_crc32 = get<uint32_t>(in, 72);
+  info.header_bytes = header;
+
+  const auto codec = make_codec(info.spec, info.layout);
+  if (info.body_bytes != codec->encoded_bytes())
+    bad("body size " + std::to_string(info.body_bytes) + " does not match the codec (" +
+        std::to_string(codec->encoded_bytes()) + " bytes)");
+  const uint64_t have = in.size() - header;
+  if (have < info.body_bytes)
+    bad("truncated: body has " + std::to_string(have) + " of " + std::to_string(info.body_bytes) + " bytes");
+  if (have > info.body_bytes) bad(std::to_string(have - info.body_bytes) + " trailing bytes after the body");
+  if (crc32(in.subspan(header, info.body_bytes)) != info.body_crc32) bad("body checksum mismatch");
+  codec->validate(in.subspan(header, info.body_bytes));
+  return info;
+}
+
+std::string frame_info_json(const FrameInfo& info) {
+  auto codec = make_codec(info.spec, info.layout);
+  const Guarantee g = codec->guarantee();
+  std::string s = "{";
+  auto field = [&](const std::string& k, const std::string& v, bool quote) {
+    if (s.size() > 1) s += ", ";
+    s += "\"" + k + "\": " + (quote ? "\"" + v + "\"" : v);
+  };
+  const std::string canon = info.spec.canonical();
+  const size_t colon = canon.find(':');
+  field("format_version", std::to_string(kWireVersion), false);
+  field("codec", std::string(info.spec.name()), true);
+  field("spec", canon, true);
+  std::string params = "{";
+  if (colon != std::string::npos) {
+    std::string rest = canon.substr(colon + 1);
+    size_t pos = 0;
+    while (pos <= rest.size()) {
+      size_t comma = rest.find(',', pos);
+      if (comma == std::string::npos) comma = rest.size();
+      const std::string item = rest.substr(pos, comma - pos);
+      const size_t eq = item.find('=');
+      if (params.size() > 1) params += ", ";
+      params += "\"" + item.substr(0, eq) + "\": \"" + item.substr(eq + 1) + "\"";
+      pos = comma + 1;
+    }
+  }
+  params += "}";
+  field("params", params, false);
+  field("n", std::to_string(info.layout.num_elems()), false);
+  std::string segs = "[";
+  for (size_t i = 0; i < info.layout.segments().size(); ++i)
+    segs += (i ? ", " : "") + std::to_string(info.layout.segments()[i]);
+  field("segments", segs + "]", false);
+  field("layout_digest", std::to_string(info.layout.digest()), false);
+  field("seed", std::to_string(info.key.seed), false);
+  field("step", std::to_string(info.key.step), false);
+  field("rank", std::to_string(info.key.rank), false);
+  field("stream_offset", std::to_string(info.key.stream_offset), false);
+  field("header_bytes", std::to_string(info.header_bytes), false);
+  field("bytes", std::to_string(info.body_bytes), false);
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.6f",
+                info.layout.num_elems() ? codec->encoded_bits() / static_cast<double>(info.layout.num_elems()) : 0.0);
+  field("bits_per_element", buf, false);
+  std::snprintf(buf, sizeof buf, "%08x", info.body_crc32);
+  field("body_crc32", buf, true);
+  const char* kind = g.kind == Guarantee::Kind::kUnbiased ? "unbiased"
+                     : g.kind == Guarantee::Kind::kContractive ? "contractive" : "none";
+  field("class", kind, true);
+  if (g.kind == Guarantee::Kind::kUnbiased) {
+    std::snprintf(buf, sizeof buf, "%.17g", g.omega);
+    field("omega", buf, false);
+  } else if (g.kind == Guarantee::Kind::kContractive) {
+    std::snprintf(buf, sizeof buf, "%.17g", g.delta);
+    field("delta", buf, false);
+  }
+  return s + "}";
+}
+
+}  // namespace gcomp

@@ -1,0 +1,181 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file codec.hpp
+/// @brief Codec specs, tensor layouts and the CPU reference codecs.
+///
+/// A codec is built from a spec string (`name[:key=value,...]`, see `gcomp-codec list`) and a
+/// tensor layout (the segment sizes of one flat gradient buffer). Its raw payload has an exact size
+/// known before any data exists (`encoded_bytes`). The math of every codec is in
+/// spec/ALGORITHMS.md; the byte layout of every payload in docs/wire-format.md.
+///
+/// Thread safety: a Codec is immutable after construction; its methods may run concurrently.
+#pragma once
+
+#include <gcomp/detail/philox.hpp>
+#include <gcomp/error.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace gcomp {
+
+/// Where a codec's random bits come from (seed, encoding rank, step, uplink/downlink stream).
+using RngKey = detail::RngKey;
+
+/// Codec identifiers as written on the wire. Never renumbered.
+enum class CodecId : uint32_t {
+  kIdentity = 1,
+  kDither = 2,
+  kTernGrad = 3,
+  kSign = 4,
+  kTopK = 5,
+  kRandK = 6,
+  kNatural = 7,
+  kNatDither = 8,
+};
+
+/// Norm used by dithering codecs: l1, l2, l_inf or a general l_p (p in (1, inf)).
+enum class Norm : uint32_t { kL1 = 1, kL2 = 2, kLinf = 3, kLp = 4 };
+
+/// A parsed, validated codec spec. Every field has a value (defaults filled in).
+struct CodecSpec {
+  CodecId id = CodecId::kIdentity;
+  uint32_t levels = 1;     ///< dither/natdither: s >= 1
+  Norm norm = Norm::kL2;   ///< dither/natdither
+  double p = 2.0;          ///< l_p exponent (norm = kLp)
+  int64_t block = 0;       ///< dither/natdither/sign block size; 0 = one block per segment
+  double clip = 0.0;       ///< terngrad: clip at clip * sigma; 0 = off
+  bool scaled = true;      ///< sign: scale = mean |x| per block (false: plain signs, scale=none)
+  int64_t k = 0;           ///< topk/randk: fixed k (0: use ratio)
+  double ratio = 0.01;     ///< topk/randk: k = max(1, floor(ratio * n)) when k == 0
+  bool unbiased = true;    ///< randk: scale by n/k on decode
+
+  /// Parses `name[:key=value,...]`. Unknown names, keys or bad values throw gcomp::Error
+  /// (gcompErrorInvalidArgument) with a message that lists what is valid.
+  static CodecSpec parse(std::string_view text);
+  /// Canonical text: name and every parameter in a fixed order; parse(canonical()) == *this.
+  [[nodiscard]] std::string canonical() const;
+  [[nodiscard]] std::string_view name() const;
+  bool operator==(const CodecSpec&) const = default;
+};
+
+/// One line of `gcomp-codec list`: a codec, its parameters with defaults, and what it guarantees.
+struct CodecDescription {
+  std::string name;
+  std::string params;    ///< e.g. "levels=1 norm=l2|linf|l1|lp p=2 block=0"
+  std::string guarantee; ///< declared omega or delta, as a formula
+  std::string bits;      ///< message size formula
+};
+/// Every codec this build knows, in wire-id order.
+std::vector<CodecDescription> list_codecs();
+
+/// Segments of one flat buffer. Blocks never cross a segment boundary.
+class Layout {
+ public:
+  Layout() = default;
+  /// One segment of `num_elems` elements.
+  explicit Layout(int64_t num_elems);
+  /// Several segments; every size must be >= 0.
+  explicit Layout(std::vector<int64_t> segment_elems);
+
+  [[nodiscard]] int64_t num_elems() const { return num_elems_; }
+  [[nodiscard]] const std::vector<int64_t>& segments() const { return segments_; }
+  [[nodiscard]] int64_t segment_offset(size_t s) const { return offsets_[s]; }
+  /// FNV-1a 64 over the little-endian int64 segment sizes (docs/wire-format.md).
+  [[nodiscard]] uint64_t digest() const;
+  bool operator==(const Layout& o) const { return segments_ == o.segments_; }
+
+ private:
+  std::vector<int64_t> segments_;
+  std::vector<int64_t> offsets_;
+  int64_t num_elems_ = 0;
+};
+
+/// Blocks of a layout for block size `block` (0: one block per segment): global start offsets,
+/// with a final entry equal to num_elems. Empty segments contribute no block.
+std::vector<int64_t> block_offsets(const Layout& layout, int64_t block);
+
+/// What a codec promises about its error (spec/ALGORITHMS.md §1, §9.3).
+struct Guarantee {
+  enum class Kind { kUnbiased, kContractive, kNone };
+  Kind kind = Kind::kNone;
+  double omega = 0.0;  ///< unbiased: E|C(x)-x|^2 <= omega |x|^2 for every x
+  double delta = 0.0;  ///< contractive: E|C(x)-x|^2 <= (1-delta) |x|^2 for every x
+};
+
+/// CPU reference codec. The CUDA kernels produce byte-identical payloads for the same RngKey.
+class Codec {
+ public:
+  virtual ~Codec() = default;
+  Codec(const Codec&) = delete;
+  Codec& operator=(const Codec&) = delete;
+
+  [[nodiscard]] const CodecSpec& spec() const { return spec_; }
+  [[nodiscard]] const Layout& layout() const { return layout_; }
+  [[nodiscard]] int64_t num_elems() const { return layout_.num_elems(); }
+
+  /// Exact size of the raw payload in bytes (no frame header).
+  [[nodiscard]] virtual size_t encoded_bytes() const = 0;
+  /// Information bits of a message by the spec's formula (§9.2 T16). encoded_bytes() * 8 is this
+  /// rounded up to whole 32-bit words (bit planes pad the last group of 32 elements).
+  [[nodiscard]] virtual double encoded_bits() const = 0;
+  /// Declared worst-case omega or delta for this layout.
+  [[nodiscard]] virtual Guarantee guarantee() const = 0;
+  /// True when the codec draws random bits (its payload depends on the RngKey).
+  [[nodiscard]] virtual bool randomized() const = 0;
+  /// Number of fp32 scales in the payload (0 for codecs without per-block scales).
+  [[nodiscard]] virtual int64_t num_scales() const { return 0; }
+
+  /// Encodes x (num_elems floats) into payload (encoded_bytes bytes).
+  /// @throws gcomp::Error gcompErrorNonFinite if x holds NaN or Inf; payload is then untouched.
+  virtual void encode(std::span<const float> x, const RngKey& key, std::span<uint8_t> payload) const = 0;
+
+  /// Computes the per-block scales encode would use (num_scales() values). Codecs that allow
+  /// shared scales (terngrad, dither with l_inf) accept them back through encode_with_scales.
+  virtual void compute_scales(std::span<const float> x, std::span<float> scales) const;
+  /// encode() with caller-given scales (e.g. the max over workers: TernGrad scaler sharing).
+  /// Each scale must be >= the block's own max |x| for the result to stay unbiased.
+  virtual void encode_with_scales(std::span<const float> x, std::span<const float> scales,
+                                  const RngKey& key, std::span<uint8_t> payload) const;
+
+  /// Checks a raw payload without decoding it.
+  /// @throws gcomp::Error gcompErrorCorruptPayload naming the first problem found.
+  virtual void validate(std::span<const uint8_t> payload) const = 0;
+
+  /// out[i] = out[i] + weight * decode(payload)[i]. Validates first; on error out is untouched.
+  virtual void decode_accumulate(std::span<const uint8_t> payload, const RngKey& key, float weight,
+                                 std::span<float> out) const = 0;
+  /// out = decode(payload). Validates first; on error out is untouched.
+  virtual void decode(std::span<const uint8_t> payload, const RngKey& key, std::span<float> out) const = 0;
+
+  /// Error feedback, one pass (DESIGN.md §2): payload = C(p); e = p - decode(payload).
+  /// p and e may alias (the memory is then updated in place).
+  void encode_ef(std::span<const float> p, const RngKey& key, std::span<uint8_t> payload,
+                 std::span<float> e) const;
+  /// DIANA (spec §8.1): delta = g - h; payload = Q(delta); h = h + alpha * decode(payload).
+  /// `delta` is caller scratch of num_elems floats.
+  void encode_diana(std::span<const float> g, std::span<float> h, float alpha, const RngKey& key,
+                    std::span<uint8_t> payload, std::span<float> delta) const;
+
+ protected:
+  Codec(CodecSpec spec, Layout layout) : spec_(std::move(spec)), layout_(std::move(layout)) {}
+  void check_encode_args(std::span<const float> x, std::span<uint8_t> payload) const;
+  void check_decode_args(std::span<const uint8_t> payload, std::span<float> out) const;
+
+ private:
+  CodecSpec spec_;
+  Layout layout_;
+};
+
+/// Builds the CPU codec of a spec for a layout.
+/// @throws gcomp::Error gcompErrorInvalidArgument when the spec does not fit the layout.
+std::unique_ptr<Codec> make_codec(const CodecSpec& spec, const Layout& layout);
+inline std::unique_ptr<Codec> make_codec(std::string_view spec, const Layout& layout) {
+  return make_codec(CodecSpec::parse(spec), layout);
+}
+
+}  // namespace gcomp

@@ -1,0 +1,129 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file codec_math.hpp
+/// @brief Per-element math of every codec (spec/ALGORITHMS.md §2, §3, §5.3), shared by the CPU
+/// reference codecs and the CUDA kernels. Pure functions of their arguments.
+#pragma once
+
+#include <gcomp/detail/hd.hpp>
+#include <gcomp/detail/philox.hpp>
+
+namespace gcomp::detail {
+
+// ---------------------------------------------------------------------------------------------
+// Bit planes (docs/wire-format.md "Bit planes"): elements are grouped by 32 consecutive global
+// indices. A group stores 1 + nbits words: word 0 holds the sign bits (bit j = 1: element j of the
+// group is negative), word 1 + k holds bit k of the level of each element. A warp ballot per
+// plane produces exactly these words on the GPU.
+// ---------------------------------------------------------------------------------------------
+
+inline constexpr int kGroupElems = 32;
+
+/// Words per group for `nbits` level planes plus the sign plane.
+GCOMP_HD int group_words(int nbits) { return 1 + nbits; }
+
+/// Level of lane `lane` in a group whose level planes start at `planes`.
+GCOMP_HD uint32_t plane_level(const uint32_t* planes, int nbits, int lane) {
+  uint32_t level = 0;
+  for (int k = 0; k < nbits; ++k) level |= ((planes[k] >> lane) & 1u) << k;
+  return level;
+}
+
+/// A quantized element: its level and sign (sign only meaningful for level > 0).
+struct Quantized {
+  uint32_t level;
+  bool negative;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Random dithering / QSGD / TernGrad rounding (§2.1 steps 2-4, §3.1).
+// r = s|y|/nu in double (the product is exact, the quotient correctly rounded), clamped to [0, s];
+// level = floor(r) + [u < r - floor(r)]. |y| = nu gives r = s exactly, hence level s with no draw.
+// ---------------------------------------------------------------------------------------------
+
+GCOMP_HD Quantized dither_quantize(float y, float nu, uint32_t levels, float u) {
+  if (nu == 0.0f || y == 0.0f) return Quantized{0u, false};
+  double r = (static_cast<double>(levels) * static_cast<double>(abs_f(y))) / static_cast<double>(nu);
+  const double s = static_cast<double>(levels);
+  if (r > s) r = s;
+  const double fl = static_cast<double>(static_cast<uint32_t>(r));
+  const double tau = r - fl;
+  uint32_t level = static_cast<uint32_t>(fl);
+  if (static_cast<double>(u) < tau) level += 1u;
+  return Quantized{level, level != 0u && y < 0.0f};
+}
+
+/// Decoded value nu * level / s, rounded once from double (level = s reproduces nu exactly).
+GCOMP_HD float dither_value(uint32_t level, bool negative, float nu, uint32_t levels) {
+  if (level == 0u) return 0.0f;
+  const float mag = static_cast<float>((static_cast<double>(nu) * static_cast<double>(level)) /
+                                       static_cast<double>(levels));
+  return negative ? -mag : mag;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Natural dithering (§5.3): levels {0, 2^(1-s), ..., 1/2, 1} of r = |y|/nu; level code j in 0..s
+// stands for 0 (j = 0) or 2^(j-s). Unbiased stochastic rounding between adjacent levels.
+// ---------------------------------------------------------------------------------------------
+
+GCOMP_HD Quantized natdither_quantize(float y, float nu, uint32_t levels, float u) {
+  if (nu == 0.0f || y == 0.0f) return Quantized{0u, false};
+  double r = static_cast<double>(abs_f(y)) / static_cast<double>(nu);
+  if (r >= 1.0) return Quantized{levels, y < 0.0f};
+  // floor(log2 r) from the exponent field (r is a normal double: r >= 2^-300 for float inputs).
+  const int64_t e = static_cast<int64_t>((double_bits(r) >> 52) & 0x7ff) - 1023;
+  int64_t j = e + static_cast<int64_t>(levels);  // level index of 2^e
+  double lo, hi;
+  if (j < 1) {
+    j = 0;
+    lo = 0.0;
+    hi = bits_double(static_cast<uint64_t>(1023 + 1 - static_cast<int64_t>(levels)) << 52);
+  } else {
+    lo = bits_double(static_cast<uint64_t>(1023 + e) << 52);
+    hi = lo * 2.0;
+  }
+  const double tau = (r - lo) / (hi - lo);
+  uint32_t level = static_cast<uint32_t>(j);
+  if (static_cast<double>(u) < tau) level += 1u;
+  return Quantized{level, level != 0u && y < 0.0f};
+}
+
+GCOMP_HD float natdither_value(uint32_t level, bool negative, float nu, uint32_t levels) {
+  if (level == 0u) return 0.0f;
+  const double lv = bits_double(static_cast<uint64_t>(1023 + static_cast<int64_t>(level) -
+                                                      static_cast<int64_t>(levels)) << 52);
+  const float mag = static_cast<float>(static_cast<double>(nu) * lv);
+  return negative ? -mag : mag;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Natural compression (§5.3), bit-level form: keep sign and exponent, and increment the exponent
+// iff the 23-bit mantissa exceeds a uniform integer in [0, 2^23). That gives P(up) = (|t|-a)/a
+// exactly. Subnormals use the same rule between 0 (code 0) and 2^-126 (code 1), which keeps them
+// unbiased. Rounding up from 2^127 would overflow; it is clamped to 2^127 (biased only there).
+// Code: 8-bit exponent field e in 0..254 (0 means zero) plus the sign bit.
+// ---------------------------------------------------------------------------------------------
+
+GCOMP_HD uint32_t natural_exponent_code(float t, uint32_t word) {
+  const uint32_t bits = float_bits(t) & 0x7fffffffu;
+  uint32_t e = bits >> 23;
+  const uint32_t mant = bits & 0x7fffffu;
+  if (mant > (word >> 9)) e += 1u;
+  if (e > 254u) e = 254u;
+  return e;
+}
+
+GCOMP_HD float natural_value(uint32_t code, bool negative) {
+  if (code == 0u) return 0.0f;
+  return bits_float((negative ? 0x80000000u : 0u) | (code << 23));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scaled sign (§3.2): bit = x < 0 (zero maps to +1), value = +-scale.
+// ---------------------------------------------------------------------------------------------
+
+GCOMP_HD float sign_value(bool negative, float scale) { return negative ? -scale : scale; }
+
+/// out + weight * v, never fused: the one accumulation rule of decode_accumulate on every backend.
+GCOMP_HD float accumulate(float out, float weight, float v) { return out + weight * v; }
+
+}  // namespace gcomp::detail

@@ -1,0 +1,60 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file sparse.hpp
+/// @brief Selection orders and index packing of the sparse codecs (spec/ALGORITHMS.md §4).
+#pragma once
+
+#include <gcomp/detail/hd.hpp>
+
+namespace gcomp::detail {
+
+/// k from the spec: a fixed k clamped to n, else max(1, floor(ratio * n)); 0 when n = 0.
+GCOMP_HD int64_t sparse_k(int64_t n, int64_t fixed_k, double ratio) {
+  if (n <= 0) return 0;
+  if (fixed_k > 0) return fixed_k < n ? fixed_k : n;
+  int64_t k = static_cast<int64_t>(ratio * static_cast<double>(n));
+  if (k < 1) k = 1;
+  return k < n ? k : n;
+}
+
+/// Top-k order on float bit patterns: larger |x| first, ties to the lower index. Comparing the
+/// magnitude bits (sign cleared) as unsigned integers orders finite floats by |x|.
+GCOMP_HD bool topk_before(uint32_t bits_a, int64_t a, uint32_t bits_b, int64_t b) {
+  const uint32_t ma = bits_a & 0x7fffffffu;
+  const uint32_t mb = bits_b & 0x7fffffffu;
+  return ma != mb ? ma > mb : a < b;
+}
+
+/// Random-k order: smaller Philox key first, ties to the lower index. The k first elements form
+/// a uniform k-subset (a random permutation by sorting on random keys).
+GCOMP_HD bool randk_before(uint32_t key_a, int64_t a, uint32_t key_b, int64_t b) {
+  return key_a != key_b ? key_a < key_b : a < b;
+}
+
+/// The n/k scale of unbiased random-k, rounded once from double.
+GCOMP_HD float randk_scale(int64_t n, int64_t k) {
+  return k > 0 ? static_cast<float>(static_cast<double>(n) / static_cast<double>(k)) : 0.0f;
+}
+
+/// Word w of the index bit stream: index j occupies stream bits [j*bits, (j+1)*bits), and stream
+/// bit i is bit (i % 32) of word i / 32 (least significant bit first). Each word depends only on
+/// the indices it overlaps, so a GPU thread per word writes it without atomics.
+GCOMP_HD uint32_t pack_index_word(const int64_t* idx, int64_t k, int bits, int64_t w) {
+  if (bits == 0) return 0u;
+  const int64_t first_bit = w * 32;
+  const int64_t last_bit = first_bit + 31;
+  int64_t j = first_bit / bits;
+  const int64_t j_end = last_bit / bits;
+  uint32_t word = 0;
+  for (; j <= j_end && j < k; ++j) {
+    const int64_t start = j * bits;  // stream position of bit 0 of index j
+    const uint64_t v = static_cast<uint64_t>(idx[j]);
+    const int64_t shift = start - first_bit;
+    if (shift >= 0)
+      word |= static_cast<uint32_t>(v << shift);
+    else
+      word |= static_cast<uint32_t>(v >> (-shift));
+  }
+  return word;
+}
+
+}  // namespace gcomp::detail

@@ -1,0 +1,48 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file wire.hpp
+/// @brief Framed payloads (wire format v1): a self-describing header in front of a raw payload,
+/// for files and messages that must validate on their own. Byte layout: docs/wire-format.md.
+#pragma once
+
+#include <gcomp/codec.hpp>
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace gcomp {
+
+inline constexpr uint32_t kWireMagic = 0x504d4347u;  ///< "GCMP" as little-endian bytes
+inline constexpr uint16_t kWireVersion = 1;
+
+/// Everything a framed payload's header says.
+struct FrameInfo {
+  CodecSpec spec;
+  Layout layout;
+  RngKey key;
+  uint64_t body_bytes = 0;
+  uint32_t body_crc32 = 0;
+  size_t header_bytes = 0;
+};
+
+/// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320) of bytes.
+uint32_t crc32(std::span<const uint8_t> bytes, uint32_t crc = 0);
+
+/// Header + raw payload. The raw payload must have codec.encoded_bytes() bytes.
+std::vector<uint8_t> frame_payload(const Codec& codec, const RngKey& key, std::span<const uint8_t> raw);
+
+/// Parses and checks a framed payload: magic, version, header checksum, spec, layout digest,
+/// sizes (no truncation, no trailing bytes) and the body checksum, then the codec's own validation.
+/// @throws gcomp::Error gcompErrorCorruptPayload with the reason.
+FrameInfo parse_frame(std::span<const uint8_t> framed);
+
+/// The raw payload inside a framed payload that parse_frame accepted.
+inline std::span<const uint8_t> frame_body(std::span<const uint8_t> framed, const FrameInfo& info) {
+  return framed.subspan(info.header_bytes, info.body_bytes);
+}
+
+/// The header as one JSON object (codec, params, n, segments, bytes, seed, step, rank, ...).
+std::string frame_info_json(const FrameInfo& info);
+
+}  // namespace gcomp
