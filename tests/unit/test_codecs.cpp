@@ -1,0 +1,418 @@
+// SPDX-License-Identifier: Apache-2.0
+// Per-codec behaviour over edge sizes and layouts: sizes, determinism, decoded values against an
+// independent model of each operator, accumulate/EF/DIANA identities, bad input.
+#include "common/test_util.hpp"
+
+#include <gcomp/detail/hd.hpp>
+#include <gcomp/detail/sparse.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <tuple>
+
+using namespace gcomp;
+using gcomp::test::bitwise_equal;
+using gcomp::test::bytes_equal;
+
+namespace {
+
+const char* const kSpecs[] = {
+    "identity",
+    "dither",
+    "dither:levels=4,norm=l2,block=16",
+    "dither:levels=1,norm=linf,block=33",
+    "dither:levels=3,norm=lp,p=3,block=31",
+    "dither:levels=2,norm=l1",
+    "terngrad",
+    "terngrad:clip=2.5",
+    "sign",
+    "sign:block=32",
+    "sign:block=7,scale=none",
+    "topk:ratio=0.1",
+    "topk:k=5",
+    "randk:ratio=0.25",
+    "randk:k=3,unbiased=0",
+    "natural",
+    "natdither:levels=3,norm=l2,block=32",
+    "natdither:levels=5,norm=linf",
+};
+
+std::vector<std::vector<int64_t>> layouts() {
+  return {{0}, {1}, {31}, {32}, {33}, {15}, {16}, {17}, {4095}, {4097}, {10000}, {5, 0, 40, 1, 33}, {64, 64, 7}};
+}
+
+std::string name_of(const std::vector<int64_t>& segs) {
+  std::string s;
+  for (auto v : segs) s += (s.empty() ? "" : "_") + std::to_string(v);
+  return s;
+}
+
+/// Input with zeros, ties and a wide dynamic range, finite.
+std::vector<float> make_input(int64_t n, uint64_t seed) {
+  std::vector<float> x = gcomp::test::gaussian(n, seed);
+  for (int64_t i = 0; i < n; ++i) {
+    if (i % 11 == 3) x[i] = 0.0f;
+    if (i % 13 == 5) x[i] = 0.75f;  // ties in magnitude
+    if (i % 17 == 7) x[i] = -0.75f;
+    if (i % 29 == 1) x[i] *= 1e-30f;
+  }
+  return x;
+}
+
+class CodecTest : public testing::TestWithParam<std::tuple<const char*, std::vector<int64_t>>> {
+ protected:
+  void SetUp() override {
+    spec_ = CodecSpec::parse(std::get<0>(GetParam()));
+    layout_ = Layout(std::get<1>(GetParam()));
+    codec_ = make_codec(spec_, layout_);
+    x_ = make_input(layout_.num_elems(), 42);
+  }
+  CodecSpec spec_;
+  Layout layout_;
+  std::unique_ptr<Codec> codec_;
+  std::vector<float> x_;
+  RngKey key_{0x1234567890abcdefull, 2, 9, 0};
+};
+
+TEST_P(CodecTest, DeterministicForOneKey) {
+  const auto a = test::encode(*codec_, x_, key_);
+  const auto b = test::encode(*codec_, x_, key_);
+  EXPECT_TRUE(bytes_equal(a, b));
+  EXPECT_EQ(a.size(), codec_->encoded_bytes());
+  EXPECT_GE(8.0 * static_cast<double>(a.size()), codec_->encoded_bits());
+  EXPECT_LT(8.0 * static_cast<double>(a.size()) - codec_->encoded_bits(), 32.0 * 33 + 64);
+}
+
+TEST_P(CodecTest, RankChangesRandomBits) {
+  if (!codec_->randomized() || layout_.num_elems() < 64) GTEST_SKIP() << "deterministic codec or too few elements";
+  RngKey other = key_;
+  other.rank = 3;
+  EXPECT_NE(test::encode(*codec_, x_, key_), test::encode(*codec_, x_, other));
+  other = key_;
+  other.step = 10;
+  EXPECT_NE(test::encode(*codec_, x_, key_), test::encode(*codec_, x_, other));
+}
+
+TEST_P(CodecTest, DecodedValuesFollowTheOperator) {
+  const auto p = test::encode(*codec_, x_, key_);
+  const auto y = test::decode(*codec_, p, key_);
+  const int64_t n = layout_.num_elems();
+  const auto blocks = block_offsets(layout_, spec_.id == CodecId::kTernGrad ? 0 : spec_.block);
+  switch (spec_.id) {
+    case CodecId::kIdentity:
+      EXPECT_TRUE(bitwise_equal(x_, y));
+      break;
+    case CodecId::kDither:
+    case CodecId::kTernGrad:
+    case CodecId::kNatDither: {
+      for (size_t b = 0; b + 1 < blocks.size(); ++b) {
+        // Independent norm in plain double arithmetic; the codec's fixed-order norm must agree.
+        double l1 = 0, l2 = 0, li = 0, lp = 0;
+        for (int64_t i = blocks[b]; i < blocks[b + 1]; ++i) {
+          const double a = std::fabs(static_cast<double>(x_[i]));
+          l1 += a; l2 += a * a; li = std::max(li, a); lp += std::pow(a, spec_.p);
+        }
+        double nu = spec_.norm == Norm::kL1 ? l1 : spec_.norm == Norm::kL2 ? std::sqrt(l2)
+                    : spec_.norm == Norm::kLinf ? li : std::pow(lp, 1.0 / spec_.p);
+        if (spec_.id == CodecId::kTernGrad) nu = li;
+        float scale;
+        std::memcpy(&scale, p.data() + 4 * b, 4);
+        if (spec_.id == CodecId::kTernGrad && spec_.clip > 0) {
+          EXPECT_LE(scale, static_cast<float>(li));
+          nu = scale;
+        } else {
+          EXPECT_NEAR(scale, nu, 1e-6 * nu + 1e-37) << "block " << b;
+        }
+        for (int64_t i = blocks[b]; i < blocks[b + 1]; ++i) {
+          if (x_[i] == 0.0f || scale == 0.0f) {
+            EXPECT_EQ(y[i], 0.0f) << i;
+            continue;
+          }
+          if (y[i] != 0.0f) {
+            EXPECT_EQ(std::signbit(y[i]), std::signbit(x_[i])) << i;
+          }
+          const double r = std::fabs(static_cast<double>(x_[i])) / scale;  // in units of the scale
+          const double v = std::fabs(static_cast<double>(y[i])) / scale;
+          if (spec_.id == CodecId::kNatDither) {
+            // v is 0 or a power of two 2^(j-s), adjacent to r.
+            const double lo_level = std::ldexp(1.0, 1 - static_cast<int>(spec_.levels));
+            if (r >= lo_level) {
+              const double lo = std::ldexp(1.0, static_cast<int>(std::floor(std::log2(r))));
+              EXPECT_TRUE(std::fabs(v - lo) <= 1e-6 * lo || std::fabs(v - 2 * lo) <= 2e-6 * lo) << i;
+            } else {
+              EXPECT_TRUE(v == 0.0 || std::fabs(v - lo_level) <= 1e-6 * lo_level) << i;
+            }
+          } else {
+            const double s = spec_.levels;
+            const double level = v * s;
+            EXPECT_NEAR(level, std::round(level), 1e-4) << i;
+            const double rs = std::min(r * s, s);
+            EXPECT_TRUE(std::round(level) == std::floor(rs) || std::round(level) == std::ceil(rs) ||
+                        std::fabs(rs - std::round(level)) < 1e-5)
+                << i << ": level " << level << " for r*s " << rs;
+          }
+        }
+      }
+      break;
+    }
+    case CodecId::kSign: {
+      for (size_t b = 0; b + 1 < blocks.size(); ++b) {
+        double l1 = 0;
+        for (int64_t i = blocks[b]; i < blocks[b + 1]; ++i) l1 += std::fabs(static_cast<double>(x_[i]));
+        const double scale = spec_.scaled ? l1 / static_cast<double>(blocks[b + 1] - blocks[b]) : 1.0;
+        for (int64_t i = blocks[b]; i < blocks[b + 1]; ++i) {
+          EXPECT_NEAR(std::fabs(y[i]), scale, 1e-6 * scale) << i;
+          EXPECT_EQ(y[i] < 0, x_[i] < 0) << i;
+        }
+      }
+      break;
+    }
+    case CodecId::kTopK: {
+      const int64_t k = static_cast<int64_t>(std::count_if(y.begin(), y.end(), [](float v) { return v != 0.0f; }));
+      EXPECT_LE(k, codec_->encoded_bits() > 0 ? n : 0);
+      // Every kept element is >= every dropped element in |x|; kept values are exact; ties kept by lower index.
+      std::vector<int64_t> order(static_cast<size_t>(n));
+      std::iota(order.begin(), order.end(), 0);
+      std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return std::fabs(x_[a]) > std::fabs(x_[b]); });
+      const int64_t want_k = detail::sparse_k(n, spec_.k, spec_.ratio);
+      for (int64_t j = 0; j < n; ++j) {
+        const int64_t i = order[j];
+        if (j < want_k) EXPECT_EQ(y[i], x_[i]) << "rank " << j << " index " << i;
+        else EXPECT_EQ(y[i], 0.0f) << "rank " << j << " index " << i;
+      }
+      break;
+    }
+    case CodecId::kRandK: {
+      const int64_t want_k = detail::sparse_k(n, spec_.k, spec_.ratio);
+      const float sc = spec_.unbiased ? detail::randk_scale(n, want_k) : 1.0f;
+      int64_t kept = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        if (y[i] != 0.0f) {
+          ++kept;
+          EXPECT_EQ(y[i], x_[i] * sc) << i;
+        }
+      }
+      EXPECT_LE(kept, want_k);
+      break;
+    }
+    case CodecId::kNatural:
+      for (int64_t i = 0; i < n; ++i) {
+        if (x_[i] == 0.0f) { EXPECT_EQ(y[i], 0.0f); continue; }
+        const double a = std::fabs(static_cast<double>(x_[i]));
+        const double lo = std::ldexp(1.0, static_cast<int>(std::floor(std::log2(a))));
+        const double v = std::fabs(static_cast<double>(y[i]));
+        EXPECT_TRUE(v == lo || v == 2 * lo) << i << ": " << x_[i] << " -> " << y[i];
+        EXPECT_EQ(std::signbit(y[i]), std::signbit(x_[i]));
+      }
+      break;
+  }
+}
+
+TEST_P(CodecTest, DecodeAccumulateIsOutPlusWeightTimesDecode) {
+  const auto p = test::encode(*codec_, x_, key_);
+  const auto y = test::decode(*codec_, p, key_);
+  std::vector<float> out = make_input(layout_.num_elems(), 7);
+  std::vector<float> expect = out;
+  for (size_t i = 0; i < out.size(); ++i) expect[i] = expect[i] + 0.3f * y[i];
+  codec_->decode_accumulate(p, key_, 0.3f, out);
+  EXPECT_TRUE(bitwise_equal(out, expect));
+}
+
+TEST_P(CodecTest, ErrorFeedbackAndDianaPasses) {
+  // EF: e = p - decode(C(p)), also in place.
+  std::vector<uint8_t> payload(codec_->encoded_bytes());
+  std::vector<float> e(x_.size());
+  codec_->encode_ef(x_, key_, payload, e);
+  const auto y = test::decode(*codec_, payload, key_);
+  std::vector<float> expect(x_.size());
+  for (size_t i = 0; i < x_.size(); ++i) expect[i] = x_[i] - y[i];
+  EXPECT_TRUE(bitwise_equal(e, expect));
+  std::vector<float> inplace = x_;
+  codec_->encode_ef(inplace, key_, payload, inplace);
+  EXPECT_TRUE(bitwise_equal(inplace, expect));
+  // DIANA: delta = g - h, h += alpha * decode(Q(delta)).
+  std::vector<float> h = make_input(layout_.num_elems(), 5);
+  std::vector<float> h0 = h, delta(x_.size()), d2(x_.size());
+  codec_->encode_diana(x_, h, 0.25f, key_, payload, delta);
+  for (size_t i = 0; i < x_.size(); ++i) d2[i] = x_[i] - h0[i];
+  const auto q = test::decode(*codec_, test::encode(*codec_, d2, key_), key_);
+  for (size_t i = 0; i < x_.size(); ++i) h0[i] = h0[i] + 0.25f * q[i];
+  EXPECT_TRUE(bitwise_equal(h, h0));
+}
+
+TEST_P(CodecTest, NonFiniteInputIsRejectedAndPayloadUntouched) {
+  if (layout_.num_elems() == 0) GTEST_SKIP() << "no element to poison";
+  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                    -std::numeric_limits<float>::infinity()}) {
+    std::vector<float> x = x_;
+    x[x.size() / 2] = bad;
+    std::vector<uint8_t> payload(codec_->encoded_bytes(), 0xA5);
+    try {
+      codec_->encode(x, key_, payload);
+      ADD_FAILURE() << "accepted " << bad;
+    } catch (const Error& err) {
+      EXPECT_EQ(err.status(), gcompErrorNonFinite) << err.what();
+      EXPECT_NE(std::string(err.what()).find("non-finite"), std::string::npos);
+    }
+    EXPECT_TRUE(std::all_of(payload.begin(), payload.end(), [](uint8_t v) { return v == 0xA5; }));
+  }
+}
+
+TEST_P(CodecTest, MalformedPayloadsAreRejectedAndOutputUntouched) {
+  auto p = test::encode(*codec_, x_, key_);
+  std::vector<float> out(x_.size(), 3.0f);
+  auto expect_reject = [&](const std::vector<uint8_t>& bad, const char* what) {
+    try {
+      codec_->decode(bad, key_, out);
+      ADD_FAILURE() << what << " accepted";
+    } catch (const Error& err) {
+      EXPECT_EQ(err.status(), gcompErrorCorruptPayload) << what;
+    }
+    EXPECT_TRUE(std::all_of(out.begin(), out.end(), [](float v) { return v == 3.0f; })) << what;
+  };
+  auto trunc = p;
+  if (!trunc.empty()) {
+    trunc.pop_back();
+    expect_reject(trunc, "truncated");
+  }
+  auto longer = p;
+  longer.push_back(0);
+  expect_reject(longer, "trailing byte");
+  if (codec_->num_scales() > 0) {
+    auto neg = p;
+    const float minus = -1.0f;
+    std::memcpy(neg.data(), &minus, 4);
+    expect_reject(neg, "negative scale");
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    std::memcpy(neg.data(), &nan, 4);
+    expect_reject(neg, "NaN scale");
+  }
+}
+
+TEST_P(CodecTest, ZeroVectorDecodesToZero) {
+  std::vector<float> z(x_.size(), 0.0f);
+  const auto y = test::decode(*codec_, test::encode(*codec_, z, key_), key_);
+  for (size_t i = 0; i < y.size(); ++i) {
+    if (spec_.id == CodecId::kSign && !spec_.scaled) {
+      EXPECT_EQ(y[i], 1.0f);  // plain sign: zero maps to +1
+    } else {
+      EXPECT_EQ(y[i], 0.0f) << i;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllCodecs, CodecTest, testing::Combine(testing::ValuesIn(kSpecs), testing::ValuesIn(layouts())),
+                         [](const auto& param_info) {
+                           std::string s = std::get<0>(param_info.param);
+                           for (char& c : s) if (!isalnum(static_cast<unsigned char>(c))) c = '_';
+                           return s + "_n" + name_of(std::get<1>(param_info.param));
+                         });
+
+TEST(CodecEdgeTest, DitherSingleNonzeroAndConstantVectorAreExact) {
+  // §2.6: a single nonzero gives level s deterministically; l_inf reproduces a constant vector.
+  for (const char* s : {"dither:levels=1,norm=l2", "dither:levels=5,norm=l2", "dither:levels=3,norm=linf",
+                        "dither:levels=2,norm=lp,p=3", "natdither:levels=3"}) {
+    auto c = make_codec(s, Layout(100));
+    std::vector<float> x(100, 0.0f);
+    x[37] = -3.25f;
+    for (uint32_t step = 0; step < 20; ++step) {
+      RngKey key{7, 0, step, 0};
+      EXPECT_TRUE(bitwise_equal(test::decode(*c, test::encode(*c, x, key), key), x)) << s;
+    }
+  }
+  auto c = make_codec("dither:levels=3,norm=linf,block=10", Layout(95));
+  std::vector<float> x(95, 0.1f);
+  RngKey key{1, 0, 0, 0};
+  EXPECT_TRUE(bitwise_equal(test::decode(*c, test::encode(*c, x, key), key), x));
+}
+
+TEST(CodecEdgeTest, BlocksNeverCrossSegments) {
+  // Two segments with very different magnitudes: with a per-segment block each gets its own scale.
+  auto c = make_codec("sign:block=0", Layout(std::vector<int64_t>{3, 2}));
+  std::vector<float> x{1.0f, -2.0f, 3.0f, 100.0f, -300.0f};
+  const auto y = test::decode(*c, test::encode(*c, x, RngKey{}), RngKey{});
+  EXPECT_TRUE(bitwise_equal(y, {2.0f, -2.0f, 2.0f, 200.0f, -200.0f}));
+  EXPECT_EQ(c->num_scales(), 2);
+  auto d = make_codec("dither:block=4", Layout(std::vector<int64_t>{6, 5}));
+  EXPECT_EQ(d->num_scales(), 4);  // 4+2 | 4+1
+}
+
+TEST(CodecEdgeTest, TopKTiesGoToLowerIndex) {
+  auto c = make_codec("topk:k=3", Layout(8));
+  std::vector<float> x{1, -2, 2, 0.5, -2, 2, 1, 2};
+  const auto y = test::decode(*c, test::encode(*c, x, RngKey{}), RngKey{});
+  EXPECT_TRUE(bitwise_equal(y, {0, -2, 2, 0, -2, 0, 0, 0}));
+}
+
+TEST(CodecEdgeTest, RandKSelectsExactlyKDistinctIndicesAndDependsOnTheKey) {
+  auto c = make_codec("randk:k=10,unbiased=0", Layout(1000));
+  std::vector<float> x(1000);
+  for (int i = 0; i < 1000; ++i) x[i] = static_cast<float>(i + 1);
+  RngKey a{5, 0, 0, 0}, b{5, 1, 0, 0};
+  const auto ya = test::decode(*c, test::encode(*c, x, a), a);
+  const auto yb = test::decode(*c, test::encode(*c, x, b), b);
+  EXPECT_EQ(std::count_if(ya.begin(), ya.end(), [](float v) { return v != 0; }), 10);
+  EXPECT_NE(ya, yb);
+  // The receiver regenerates the indices from the seed; a receiver with another seed gets others.
+  const auto p = test::encode(*c, x, a);
+  RngKey wrong_seed = a;
+  wrong_seed.seed = 6;
+  EXPECT_NE(test::decode(*c, p, wrong_seed), ya);
+}
+
+TEST(CodecEdgeTest, NaturalCompressionEdgeCases) {
+  auto c = make_codec("natural", Layout(6));
+  const float maxf = std::numeric_limits<float>::max();
+  const float sub = std::numeric_limits<float>::denorm_min() * 3;
+  std::vector<float> x{maxf, -maxf, sub, 1.0f, -0.0f, std::ldexp(1.0f, -126)};
+  for (uint32_t step = 0; step < 50; ++step) {
+    RngKey key{3, 0, step, 0};
+    const auto y = test::decode(*c, test::encode(*c, x, key), key);
+    EXPECT_EQ(y[0], std::ldexp(1.0f, 127));  // clamped instead of overflowing to Inf
+    EXPECT_EQ(y[1], -std::ldexp(1.0f, 127));
+    EXPECT_TRUE(y[2] == 0.0f || y[2] == std::ldexp(1.0f, -126));
+    EXPECT_EQ(y[3], 1.0f);  // powers of two are exact
+    EXPECT_EQ(y[4], 0.0f);
+    EXPECT_EQ(y[5], std::ldexp(1.0f, -126));
+  }
+}
+
+TEST(CodecEdgeTest, SharedScalesForTernGrad) {
+  auto c = make_codec("terngrad", Layout(std::vector<int64_t>{10, 10}));
+  std::vector<float> x = test::gaussian(20, 3);
+  std::vector<float> own(2);
+  c->compute_scales(x, own);
+  std::vector<float> shared{own[0] * 2, own[1] * 3};
+  std::vector<uint8_t> p(c->encoded_bytes());
+  c->encode_with_scales(x, shared, RngKey{}, p);
+  const auto y = test::decode(*c, p, RngKey{});
+  for (int i = 0; i < 20; ++i) EXPECT_TRUE(y[i] == 0.0f || std::fabs(y[i]) == shared[i / 10]) << i;
+  std::vector<float> bad{-1.0f, 1.0f};
+  EXPECT_THROW(c->encode_with_scales(x, bad, RngKey{}, p), Error);
+  EXPECT_THROW(make_codec("topk", Layout(3))->compute_scales(x, own), Error);
+}
+
+TEST(CodecEdgeTest, ArgumentErrors) {
+  auto c = make_codec("dither", Layout(10));
+  std::vector<float> x(9);
+  std::vector<uint8_t> p(c->encoded_bytes());
+  try {
+    c->encode(x, RngKey{}, p);
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), gcompErrorInvalidArgument);
+  }
+  std::vector<float> x10(10);
+  std::vector<uint8_t> small(c->encoded_bytes() - 1);
+  try {
+    c->encode(x10, RngKey{}, small);
+    ADD_FAILURE();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), gcompErrorWorkspaceTooSmall);
+  }
+  EXPECT_THROW(Layout(std::vector<int64_t>{3, -1}), Error);
+}
+
+}  // namespace
