@@ -1,0 +1,325 @@
+// SPDX-License-Identifier: Apache-2.0
+// Backend-independent parts of the communicator layer: enums, timeout resolution, collective
+// descriptors, rank-order reduction and check_agreement.
+#include "host/comm/comm_internal.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <thread>
+#include <type_traits>
+
+namespace gcomp {
+
+size_t data_type_bytes(DataType type) {
+  switch (type) {
+    case DataType::kF32:
+      return 4;
+    case DataType::kF64:
+      return 8;
+    case DataType::kI32:
+      return 4;
+    case DataType::kI64:
+      return 8;
+    case DataType::kU64:
+      return 8;
+  }
+  GCOMP_FAIL(gcompErrorInvalidArgument, "unknown DataType value " +
+                                            std::to_string(static_cast<int32_t>(type)) +
+                                            " (valid: f32, f64, i32, i64, u64)");
+}
+
+const char* data_type_name(DataType type) noexcept {
+  switch (type) {
+    case DataType::kF32:
+      return "f32";
+    case DataType::kF64:
+      return "f64";
+    case DataType::kI32:
+      return "i32";
+    case DataType::kI64:
+      return "i64";
+    case DataType::kU64:
+      return "u64";
+  }
+  return "unknown";
+}
+
+const char* reduce_op_name(ReduceOp op) noexcept {
+  switch (op) {
+    case ReduceOp::kSum:
+      return "sum";
+    case ReduceOp::kMax:
+      return "max";
+  }
+  return "unknown";
+}
+
+int64_t resolve_comm_timeout_ms(int64_t requested_ms) {
+  GCOMP_EXPECTS(
+      requested_ms >= 0, gcompErrorInvalidArgument,
+      "communicator timeout_ms must be >= 0 (0: default), got " + std::to_string(requested_ms));
+  if (requested_ms > 0) return requested_ms;
+  const char* env = std::getenv("GCOMP_COMM_TIMEOUT_MS");
+  if (env == nullptr || *env == '\0') return kDefaultCommTimeoutMs;
+  errno = 0;
+  char* end = nullptr;
+  const long long value = std::strtoll(env, &end, 10);
+  GCOMP_EXPECTS(
+      errno == 0 && end != env && *end == '\0' && value > 0, gcompErrorInvalidArgument,
+      std::string("GCOMP_COMM_TIMEOUT_MS must be a positive integer (milliseconds), got \"") + env +
+          "\"");
+  return static_cast<int64_t>(value);
+}
+
+void Communicator::synchronize(Stream /*stream*/) {}
+
+void Communicator::host_allgather(const void* send, void* recv, size_t bytes_per_rank) {
+  allgather(send, recv, bytes_per_rank, nullptr);
+}
+
+uint64_t fnv1a64(std::string_view text) noexcept {
+  uint64_t hash = 0xcbf29ce484222325ULL;
+  for (const char c : text) {
+    hash ^= static_cast<uint8_t>(c);
+    hash *= 0x100000001b3ULL;
+  }
+  return hash;
+}
+
+namespace {
+
+constexpr size_t kShownTextChars = 240;
+
+std::string quoted(std::string_view text) {
+  std::string out = "\"";
+  out.append(text.substr(0, kShownTextChars));
+  if (text.size() > kShownTextChars) out += "...";
+  out += "\"";
+  if (text.size() > kShownTextChars) out += " (" + std::to_string(text.size()) + " bytes)";
+  return out;
+}
+
+}  // namespace
+
+void check_agreement(Communicator& comm, std::string_view what_description,
+                     std::string_view canonical_text) {
+  const int num_ranks = comm.size();
+  const auto ranks = static_cast<size_t>(num_ranks);
+  const uint64_t digest = fnv1a64(canonical_text);
+  std::vector<uint64_t> digests(ranks);
+  comm.host_allgather(&digest, digests.data(), sizeof(uint64_t));
+  if (std::all_of(digests.begin(), digests.end(), [&](uint64_t d) { return d == digests[0]; })) {
+    return;
+  }
+
+  const uint64_t length = canonical_text.size();
+  std::vector<uint64_t> lengths(ranks);
+  comm.host_allgather(&length, lengths.data(), sizeof(uint64_t));
+  const size_t max_length = static_cast<size_t>(*std::max_element(lengths.begin(), lengths.end()));
+  std::string padded(canonical_text);
+  padded.resize(max_length, '\0');
+  std::string all(detail::checked_mul(max_length, ranks, "check_agreement text"), '\0');
+  if (max_length > 0) comm.host_allgather(padded.data(), all.data(), max_length);
+
+  std::vector<std::string_view> texts(ranks);
+  for (size_t r = 0; r < ranks; ++r) {
+    texts[r] = std::string_view(all.data() + r * max_length, static_cast<size_t>(lengths[r]));
+  }
+  // Ranks grouped by distinct text, in order of first appearance; group 0 holds rank 0.
+  std::vector<std::vector<int>> groups;
+  std::vector<std::string_view> group_text;
+  for (int r = 0; r < num_ranks; ++r) {
+    const auto it = std::find(group_text.begin(), group_text.end(), texts[static_cast<size_t>(r)]);
+    if (it == group_text.end()) {
+      group_text.push_back(texts[static_cast<size_t>(r)]);
+      groups.push_back({r});
+    } else {
+      groups[static_cast<size_t>(it - group_text.begin())].push_back(r);
+    }
+  }
+  std::string message = std::string(what_description) + " differs across ranks:";
+  if (groups.size() == 1) {
+    // Equal texts with different digests cannot happen; report rather than ignore.
+    GCOMP_FAIL(gcompErrorInternal, message + " digests differ but texts are equal");
+  }
+  for (size_t g = 1; g < groups.size(); ++g) {
+    message += (g == 1 ? " " : "; ");
+    message += "rank 0: " + quoted(group_text[0]) + " vs ";
+    message += (groups[g].size() == 1 ? "rank " : "ranks ") + detail::join_ranks(groups[g]) + ": " +
+               quoted(group_text[g]);
+  }
+  std::vector<int> differing;
+  for (size_t g = 1; g < groups.size(); ++g) {
+    differing.insert(differing.end(), groups[g].begin(), groups[g].end());
+  }
+  std::sort(differing.begin(), differing.end());
+  message += " (" + std::to_string(differing.size()) + " of " + std::to_string(num_ranks) +
+             " ranks differ from rank 0: " + detail::join_ranks(differing) + ")";
+  GCOMP_FAIL(gcompErrorMismatch, message);
+}
+
+namespace detail {
+
+const char* collective_name(int32_t kind) noexcept {
+  switch (static_cast<CollectiveKind>(kind)) {
+    case CollectiveKind::kAllgather:
+      return "allgather";
+    case CollectiveKind::kAlltoall:
+      return "alltoall";
+    case CollectiveKind::kAllreduce:
+      return "allreduce";
+    case CollectiveKind::kBroadcast:
+      return "broadcast";
+    case CollectiveKind::kBarrier:
+      return "barrier";
+  }
+  return "unknown collective";
+}
+
+std::string describe(const CollectiveDesc& desc) {
+  std::string out = std::string(collective_name(desc.kind)) + " #" + std::to_string(desc.seq);
+  switch (static_cast<CollectiveKind>(desc.kind)) {
+    case CollectiveKind::kAllgather:
+      return out + " (" + std::to_string(desc.bytes) + " bytes per rank)";
+    case CollectiveKind::kAlltoall:
+      return out + " (" + std::to_string(desc.bytes) + " bytes per peer)";
+    case CollectiveKind::kAllreduce:
+      return out + " (" + std::to_string(desc.bytes) + " x " +
+             data_type_name(static_cast<DataType>(desc.type)) + ", " +
+             reduce_op_name(static_cast<ReduceOp>(desc.op)) + ")";
+    case CollectiveKind::kBroadcast:
+      return out + " (" + std::to_string(desc.bytes) + " bytes from root " +
+             std::to_string(desc.root) + ")";
+    case CollectiveKind::kBarrier:
+      return out;
+  }
+  return out;
+}
+
+std::string join_ranks(const std::vector<int>& ranks) {
+  std::string out;
+  for (size_t i = 0; i < ranks.size(); ++i) {
+    if (i > 0) out += ",";
+    out += std::to_string(ranks[i]);
+  }
+  return out;
+}
+
+std::string check_descs(const CollectiveDesc* descs, int num_ranks) {
+  const auto same = [](const CollectiveDesc& a, const CollectiveDesc& b) {
+    return a.kind == b.kind && a.type == b.type && a.op == b.op && a.root == b.root &&
+           a.seq == b.seq && a.bytes == b.bytes;
+  };
+  std::vector<int> differing;
+  for (int r = 1; r < num_ranks; ++r) {
+    if (!same(descs[r], descs[0])) differing.push_back(r);
+  }
+  if (differing.empty()) return {};
+  std::string message = "collective mismatch across ranks (ranks " + join_ranks(differing) +
+                        " differ from rank 0): rank 0: " + describe(descs[0]);
+  std::vector<bool> shown(static_cast<size_t>(num_ranks), false);
+  for (const int r : differing) {
+    if (shown[static_cast<size_t>(r)]) continue;
+    std::vector<int> group;
+    for (const int q : differing) {
+      if (!shown[static_cast<size_t>(q)] && same(descs[q], descs[r])) {
+        group.push_back(q);
+        shown[static_cast<size_t>(q)] = true;
+      }
+    }
+    message += (group.size() == 1 ? " vs rank " : " vs ranks ") + join_ranks(group) + ": " +
+               describe(descs[r]);
+  }
+  return message;
+}
+
+namespace {
+
+template <class T>
+T combine(T acc, T value, ReduceOp op) noexcept {
+  if (op == ReduceOp::kMax) {
+    if constexpr (std::is_floating_point_v<T>) {
+      if (std::isnan(acc)) return acc;
+      if (std::isnan(value)) return value;
+    }
+    return value > acc ? value : acc;
+  }
+  if constexpr (std::is_floating_point_v<T>) {
+    return acc + value;
+  } else {
+    using U = std::make_unsigned_t<T>;
+    return static_cast<T>(static_cast<U>(static_cast<U>(acc) + static_cast<U>(value)));
+  }
+}
+
+template <class T>
+void reduce_typed(const void* const* inputs, int num_inputs, void* out, size_t count, ReduceOp op) {
+  auto* dst = static_cast<T*>(out);
+  for (size_t i = 0; i < count; ++i) {
+    T acc = static_cast<const T*>(inputs[0])[i];
+    for (int k = 1; k < num_inputs; ++k)
+      acc = combine(acc, static_cast<const T*>(inputs[k])[i], op);
+    dst[i] = acc;
+  }
+}
+
+}  // namespace
+
+void reduce_rank_order(const void* const* inputs, int num_inputs, void* out, size_t count,
+                       DataType type, ReduceOp op) {
+  if (count == 0 || num_inputs <= 0) return;
+  GCOMP_EXPECTS(
+      op == ReduceOp::kSum || op == ReduceOp::kMax, gcompErrorInvalidArgument,
+      "unknown ReduceOp value " + std::to_string(static_cast<int32_t>(op)) + " (valid: sum, max)");
+  switch (type) {
+    case DataType::kF32:
+      reduce_typed<float>(inputs, num_inputs, out, count, op);
+      return;
+    case DataType::kF64:
+      reduce_typed<double>(inputs, num_inputs, out, count, op);
+      return;
+    case DataType::kI32:
+      reduce_typed<int32_t>(inputs, num_inputs, out, count, op);
+      return;
+    case DataType::kI64:
+      reduce_typed<int64_t>(inputs, num_inputs, out, count, op);
+      return;
+    case DataType::kU64:
+      reduce_typed<uint64_t>(inputs, num_inputs, out, count, op);
+      return;
+  }
+  GCOMP_FAIL(gcompErrorInvalidArgument, "unknown DataType value " +
+                                            std::to_string(static_cast<int32_t>(type)) +
+                                            " (valid: f32, f64, i32, i64, u64)");
+}
+
+bool ranges_overlap(const void* a, size_t a_bytes, const void* b, size_t b_bytes) noexcept {
+  if (a_bytes == 0 || b_bytes == 0) return false;
+  const auto pa = reinterpret_cast<uintptr_t>(a);
+  const auto pb = reinterpret_cast<uintptr_t>(b);
+  return pa < pb + b_bytes && pb < pa + a_bytes;
+}
+
+size_t checked_mul(size_t a, size_t b, const char* what) {
+  GCOMP_EXPECTS(b == 0 || a <= std::numeric_limits<size_t>::max() / b, gcompErrorInvalidArgument,
+                std::string(what) + ": size " + std::to_string(a) + " x " + std::to_string(b) +
+                    " overflows size_t");
+  return a * b;
+}
+
+void Backoff::pause() {
+  ++polls_;
+  if (polls_ <= 64) {
+    std::this_thread::yield();
+    return;
+  }
+  const int step = std::min(polls_ - 64, 20);
+  std::this_thread::sleep_for(std::chrono::microseconds(50 * step));
+}
+
+}  // namespace detail
+}  // namespace gcomp
