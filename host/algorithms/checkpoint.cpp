@@ -1,0 +1,123 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "host/algorithms/checkpoint.hpp"
+
+#include <gcomp/error.hpp>
+#include <gcomp/wire.hpp>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include <unistd.h>
+
+namespace gcomp::detail {
+
+namespace {
+
+constexpr uint32_t kMagic = 0x504b4347u;  // "GCKP"
+constexpr uint32_t kVersion = 1;
+
+template <class T>
+void put(std::vector<uint8_t>& out, T v) {
+  const size_t at = out.size();
+  out.resize(at + sizeof(T));
+  std::memcpy(out.data() + at, &v, sizeof(T));
+}
+
+struct Reader {
+  const std::vector<uint8_t>& b;
+  size_t pos = 0;
+  const std::string& what;
+  template <class T>
+  T get() {
+    if (b.size() - pos < sizeof(T)) GCOMP_FAIL(gcompErrorCorruptPayload, "checkpoint " + what + " is truncated");
+    T v;
+    std::memcpy(&v, b.data() + pos, sizeof(T));
+    pos += sizeof(T);
+    return v;
+  }
+};
+
+}  // namespace
+
+void write_checkpoint(const std::string& path, const CheckpointData& d) {
+  std::vector<uint8_t> out;
+  put(out, kMagic);
+  put(out, kVersion);
+  put(out, d.config_digest);
+  put(out, d.rank);
+  put(out, d.world);
+  put(out, d.step);
+  put(out, static_cast<uint32_t>(d.arrays.size()));
+  for (const auto& [name, v] : d.arrays) {
+    put(out, static_cast<uint32_t>(name.size()));
+    out.insert(out.end(), name.begin(), name.end());
+    put(out, static_cast<uint64_t>(v.size()));
+    const size_t at = out.size();
+    out.resize(at + 8 * v.size());
+    if (!v.empty()) std::memcpy(out.data() + at, v.data(), 8 * v.size());
+  }
+  put(out, crc32(out));
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    if (!f) GCOMP_FAIL(gcompErrorIo, "cannot create checkpoint '" + tmp + "': " + std::strerror(errno));
+    f.write(reinterpret_cast<const char*>(out.data()), static_cast<std::streamsize>(out.size()));
+    f.flush();
+    if (!f) {
+      std::filesystem::remove(tmp);
+      GCOMP_FAIL(gcompErrorIo, "cannot write checkpoint '" + tmp + "'");
+    }
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) {
+    std::filesystem::remove(tmp);
+    GCOMP_FAIL(gcompErrorIo, "cannot rename checkpoint to '" + path + "': " + ec.message());
+  }
+}
+
+CheckpointData parse_checkpoint(const std::vector<uint8_t>& bytes, const std::string& what) {
+  if (bytes.size() < 40) GCOMP_FAIL(gcompErrorCorruptPayload, "checkpoint " + what + " is truncated");
+  uint32_t stored;
+  std::memcpy(&stored, bytes.data() + bytes.size() - 4, 4);
+  Reader r{bytes, 0, what};
+  if (r.get<uint32_t>() != kMagic) GCOMP_FAIL(gcompErrorCorruptPayload, what + " is not a gcomp checkpoint");
+  const uint32_t version = r.get<uint32_t>();
+  if (version != kVersion)
+    GCOMP_FAIL(gcompErrorCorruptPayload, "checkpoint " + what + " has version " + std::to_string(version) +
+                                             ", this build reads version " + std::to_string(kVersion));
+  if (crc32(std::span<const uint8_t>(bytes.data(), bytes.size() - 4)) != stored)
+    GCOMP_FAIL(gcompErrorCorruptPayload, "checkpoint " + what + " fails its checksum");
+  CheckpointData d;
+  d.config_digest = r.get<uint64_t>();
+  d.rank = r.get<uint32_t>();
+  d.world = r.get<uint32_t>();
+  d.step = r.get<uint64_t>();
+  const uint32_t count = r.get<uint32_t>();
+  for (uint32_t a = 0; a < count; ++a) {
+    const uint32_t len = r.get<uint32_t>();
+    if (bytes.size() - 4 - r.pos < len) GCOMP_FAIL(gcompErrorCorruptPayload, "checkpoint " + what + " is truncated");
+    std::string name(reinterpret_cast<const char*>(bytes.data() + r.pos), len);
+    r.pos += len;
+    const uint64_t n = r.get<uint64_t>();
+    if ((bytes.size() - 4 - r.pos) / 8 < n) GCOMP_FAIL(gcompErrorCorruptPayload, "checkpoint " + what + " is truncated");
+    std::vector<double> v(n);
+    if (n) std::memcpy(v.data(), bytes.data() + r.pos, 8 * n);
+    r.pos += 8 * n;
+    d.arrays.emplace_back(std::move(name), std::move(v));
+  }
+  if (r.pos != bytes.size() - 4) GCOMP_FAIL(gcompErrorCorruptPayload, "checkpoint " + what + " has trailing bytes");
+  return d;
+}
+
+CheckpointData read_checkpoint(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) GCOMP_FAIL(gcompErrorIo, "cannot open checkpoint '" + path + "': " + std::strerror(errno));
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  return parse_checkpoint(bytes, "'" + path + "'");
+}
+
+}  // namespace gcomp::detail

@@ -1,0 +1,139 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file session.hpp
+/// @brief The orchestrator: one Session per rank runs a compressed distributed algorithm around a
+/// codec and a communicator (spec/ALGORITHMS.md §8, DESIGN.md §2-3).
+///
+/// Each rank builds a Session with the same configuration and calls step() once per iteration
+/// with its local gradient. step() writes the update u that every rank applies as x <- x - u
+/// (apply() does that, plus the proximal step of DIANA). All ranks obtain bit-identical updates.
+///
+/// CPU backend: state (EF memories, DIANA shifts, momentum, server errors) is kept in double; the
+/// messages themselves are the codec's fp32 payloads. Buffers are sized at construction.
+#pragma once
+
+#include <gcomp/codec.hpp>
+#include <gcomp/comm.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace gcomp {
+
+/// Algorithms, by their names in configs and on the command line.
+enum class Algorithm {
+  kGd,             ///< "gd": uncompressed averaging, u = lr * mean g (+ momentum)
+  kCompressedGd,   ///< "compressed-gd": u = lr * mean Q(g_i) (+ momentum); QSGD, TernGrad (§8.5)
+  kSignSgdMv,      ///< "signsgd-mv": u = lr * sgn(sum_i sgn(g_i)) (§3.3), codec sign:scale=none
+  kEfSgd,          ///< "ef-sgd": p = lr*d + e, u = mean C(p_i), e = p - C(p) (§8.2, §4.3 with topk)
+  kDiana,          ///< "diana": shifts h_i, h; u = lr * (beta v + h + mean Q(g_i - h_i)) (§8.1)
+  kDistEfSgdm,     ///< "dist-ef-sgdm": two-way EF with momentum (§8.3)
+  kDoubleSqueeze,  ///< "doublesqueeze": two-way EF, lr after compression (§8.4)
+  kHessianEc,      ///< "hessian-ec": v = g + A e, u = lr * mean Q(v_i), e = v - Q(v) (§6)
+};
+
+/// Error-compensation matrix of hessian-ec: A = 0, I, I - lr*H, or I - lr*diag(H).
+enum class Compensation { kNone, kClassical, kHessian, kDiagonal };
+
+/// What a step does with NaN/Inf in any rank's gradient (DESIGN.md §4).
+enum class NonFinitePolicy {
+  kError,  ///< every rank throws gcompErrorNonFinite; state untouched
+  kSkip,   ///< the step is a no-op on every rank: u = 0, state and step counter untouched
+  kZero,   ///< non-finite entries are replaced by 0 and the step runs
+};
+
+/// Where the server role of two-way algorithms runs.
+enum class ServerMode {
+  kSharded,     ///< rank r owns element shard r: alltoall up, server step, allgather down
+  kReplicated,  ///< every rank runs the whole-vector server step on the allgathered messages
+};
+
+enum class Regularizer { kNone, kL1, kL2 };
+
+/// Configuration of a Session. Every rank must pass an equal configuration (checked at setup).
+struct SessionConfig {
+  Algorithm algorithm = Algorithm::kGd;
+  std::string codec = "identity";         ///< uplink codec spec
+  std::string server_codec = "identity";  ///< downlink codec spec (dist-ef-sgdm, doublesqueeze)
+  double lr = 0.1;                        ///< gamma / eta
+  double alpha = -1.0;                    ///< DIANA shift step; < 0: 1/(omega+1) of the codec
+  double momentum = 0.0;                  ///< beta / mu
+  bool nesterov = true;                   ///< ef-sgd and dist-ef-sgdm momentum form
+  int delay = 0;                          ///< tau: gradients are consumed tau steps late
+  uint64_t seed = 0;
+  Regularizer prox = Regularizer::kNone;  ///< DIANA prox_{lr R} applied by apply()
+  double prox_lambda = 0.0;
+  NonFinitePolicy nonfinite = NonFinitePolicy::kError;
+  bool tie_to_zero = true;                ///< signsgd-mv: a tied vote gives 0 (else +1)
+  bool shared_scale = true;               ///< compressed-gd with terngrad: max scale over ranks
+  ServerMode server = ServerMode::kReplicated;
+  Compensation compensation = Compensation::kHessian;
+  /// hessian-ec: out = H v at the current point (full Hessian), called by step() on this rank.
+  std::function<void(std::span<const double> v, std::span<double> out)> hessian_product;
+  /// hessian-ec with kDiagonal: diag(H) at the current point, written into out.
+  std::function<void(std::span<double> out)> hessian_diagonal;
+
+  /// Canonical text of every field that must agree across ranks and checkpoints.
+  [[nodiscard]] std::string canonical() const;
+};
+
+Algorithm parse_algorithm(std::string_view name);
+const char* algorithm_name(Algorithm a);
+
+/// What one step did.
+struct StepStats {
+  uint64_t step = 0;          ///< the step counter after this step
+  bool skipped = false;       ///< kSkip policy dropped the step
+  size_t bytes_up = 0;        ///< compressed bytes this rank sent for its own message
+  size_t bytes_down = 0;      ///< compressed bytes of the server message(s) this rank received
+  size_t bytes_received = 0;  ///< all bytes the collectives delivered to this rank
+  double bits_per_element_up = 0.0;
+  double bits_per_element_down = 0.0;
+};
+
+/// One rank's side of a distributed compressed algorithm.
+class Session {
+ public:
+  /// Builds the session, sizes every buffer, and checks that all ranks agree on configuration and
+  /// layout (throws gcompErrorMismatch on every rank otherwise).
+  Session(Communicator& comm, Layout layout, SessionConfig config);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  /// One round: reads this rank's gradient, writes the update u (x <- x - u). Collective: every
+  /// rank calls it with the same step. Thread-compatible (one thread per Session).
+  StepStats step(std::span<const double> grad, std::span<double> update);
+  StepStats step(std::span<const float> grad, std::span<float> update);
+  /// step() followed by x <- prox(x - u).
+  StepStats apply(std::span<const double> grad, std::span<double> x);
+
+  [[nodiscard]] uint64_t step_count() const;
+  [[nodiscard]] const SessionConfig& config() const;
+  [[nodiscard]] const Layout& layout() const;
+  [[nodiscard]] const Codec& uplink_codec() const;
+  /// DIANA's alpha in use (after auto), else 0.
+  [[nodiscard]] double alpha() const;
+
+  /// Named state arrays of this rank (EF memories, shifts, momentum, server errors, delay queue).
+  [[nodiscard]] std::vector<std::pair<std::string, const std::vector<double>*>> state() const;
+
+  /// Writes this rank's state to `path` (via a temporary file and rename). Not collective.
+  void save(const std::string& path) const;
+  /// Restores state written by save() of a session with the same configuration, layout, rank and
+  /// world size. On any error (gcompErrorIo, gcompErrorCorruptPayload, gcompErrorMismatch) the
+  /// running state is untouched.
+  void load(const std::string& path);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// prox of lr * R, in place: l1 soft-threshold or l2 shrink x / (1 + lr * lambda).
+void apply_prox(Regularizer r, double lr_lambda, std::span<double> x);
+
+}  // namespace gcomp
