@@ -542,17 +542,18 @@ std::vector<std::pair<std::string, const std::vector<double>*>> Session::state()
   return out;
 }
 
-void Session::save(const std::string& path) const {
+void Session::save(const std::string& path, const Extras& extras) const {
   detail::CheckpointData d;
   d.config_digest = fnv1a64(impl_->cfg.canonical() + ";layout=" + std::to_string(impl_->layout.digest()));
   d.rank = static_cast<uint32_t>(impl_->rank);
   d.world = static_cast<uint32_t>(impl_->P);
   d.step = impl_->k;
   for (const auto& [name, v] : impl_->st) d.arrays.emplace_back(name, v);
+  for (const auto& [name, v] : extras) d.arrays.emplace_back("extra:" + name, *v);
   detail::write_checkpoint(path, d);
 }
 
-void Session::load(const std::string& path) {
+void Session::load(const std::string& path, const Extras& extras) {
   const detail::CheckpointData d = detail::read_checkpoint(path);
   const uint64_t want = fnv1a64(impl_->cfg.canonical() + ";layout=" + std::to_string(impl_->layout.digest()));
   GCOMP_EXPECTS(d.config_digest == want, gcompErrorMismatch,
@@ -563,9 +564,15 @@ void Session::load(const std::string& path) {
   GCOMP_EXPECTS(d.rank == static_cast<uint32_t>(impl_->rank), gcompErrorMismatch,
                 "checkpoint '" + path + "' belongs to rank " + std::to_string(d.rank) + ", not rank " +
                     std::to_string(impl_->rank));
-  std::map<std::string, std::vector<double>> next;
-  for (const auto& [name, v] : d.arrays) next[name] = v;
-  GCOMP_EXPECTS(next.size() == impl_->st.size(), gcompErrorMismatch, "checkpoint '" + path + "' has other state arrays");
+  std::map<std::string, std::vector<double>> next, extra;
+  for (const auto& [name, v] : d.arrays) (name.rfind("extra:", 0) == 0 ? extra[name.substr(6)] : next[name]) = v;
+  GCOMP_EXPECTS(next.size() == impl_->st.size() && extra.size() == extras.size(), gcompErrorMismatch,
+                "checkpoint '" + path + "' has other state arrays");
+  for (const auto& [name, v] : extras) {
+    auto it = extra.find(name);
+    GCOMP_EXPECTS(it != extra.end() && it->second.size() == v->size(), gcompErrorMismatch,
+                  "checkpoint '" + path + "': array '" + name + "' is missing or has the wrong size");
+  }
   for (const auto& [name, v] : impl_->st) {
     auto it = next.find(name);
     GCOMP_EXPECTS(it != next.end() && it->second.size() == v.size(), gcompErrorMismatch,
@@ -573,6 +580,7 @@ void Session::load(const std::string& path) {
   }
   impl_->st = std::move(next);
   impl_->k = d.step;
+  for (const auto& [name, v] : extras) *v = extra[name];
 }
 
 }  // namespace gcomp

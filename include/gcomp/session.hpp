@@ -121,12 +121,16 @@ class Session {
   /// Named state arrays of this rank (EF memories, shifts, momentum, server errors, delay queue).
   [[nodiscard]] std::vector<std::pair<std::string, const std::vector<double>*>> state() const;
 
-  /// Writes this rank's state to `path` (via a temporary file and rename). Not collective.
-  void save(const std::string& path) const;
+  /// Caller arrays stored next to the session state (e.g. the parameters x of a training loop).
+  using Extras = std::vector<std::pair<std::string, std::vector<double>*>>;
+
+  /// Writes this rank's state, and `extras`, to `path` (via a temporary file and rename). Not
+  /// collective; each rank writes its own file.
+  void save(const std::string& path, const Extras& extras = {}) const;
   /// Restores state written by save() of a session with the same configuration, layout, rank and
-  /// world size. On any error (gcompErrorIo, gcompErrorCorruptPayload, gcompErrorMismatch) the
-  /// running state is untouched.
-  void load(const std::string& path);
+  /// world size, and the same extras (by name and size). On any error (gcompErrorIo,
+  /// gcompErrorCorruptPayload, gcompErrorMismatch) the running state and the extras are untouched.
+  void load(const std::string& path, const Extras& extras = {});
 
  private:
   struct Impl;

@@ -1,0 +1,441 @@
+// SPDX-License-Identifier: Apache-2.0
+// gcomp-train: distributed l2-regularised logistic regression / least squares on LIBSVM data with
+// any algorithm and codec; reports the distance to the exact optimum and the bits sent.
+#include <gcomp/comm.hpp>
+#include <gcomp/problems.hpp>
+#include <gcomp/session.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+namespace {
+
+using namespace gcomp;
+
+constexpr const char* kUsage = R"(usage: gcomp-train --data PATH [options]
+problem:   --data PATH (LIBSVM)  --features N  --no-bias  --loss logistic|squared
+           --l2 LAMBDA|auto (auto: L0/100)  --l1 LAMBDA1 (prox, diana only)
+workers:   --workers N (contiguous split)  --backend local|mpi  --device cpu
+algorithm: --algo gd|compressed-gd|diana|ef-sgd|dist-ef-sgdm|doublesqueeze|signsgd-mv|hessian-ec
+           --codec SPEC  --server-codec SPEC  --server replicated|sharded
+           --lr GAMMA|auto  --alpha A|auto  --momentum BETA  --delay TAU  --batch B  --seed S
+           --compensation none|classical|hessian|diagonal (hessian-ec)
+run:       --iters T  --compare "ALGO[=CODEC];ALGO[=CODEC];..."
+output:    --json PATH  --csv PATH  --quiet  --log-every K
+state:     --checkpoint PATH --checkpoint-every K  --resume PATH
+)";
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct Options {
+  std::string data, loss = "logistic", l2 = "auto", lr = "auto", alpha = "auto", backend = "local", device = "cpu";
+  std::string algo = "diana", codec = "dither:levels=1,norm=linf", server_codec = "sign", server = "replicated";
+  std::string compensation = "hessian", compare, json, csv, checkpoint, resume;
+  int64_t features = 0, iters = 1000, batch = 0, checkpoint_every = 0, log_every = 0;
+  int workers = 10, delay = 0;
+  double l1 = 0, momentum = 0;
+  uint64_t seed = 1;
+  bool bias = true, quiet = false;
+};
+
+double to_double(const std::string& flag, const std::string& v) {
+  char* end = nullptr;
+  const double d = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end != '\0' || !std::isfinite(d)) throw UsageError(flag + ": '" + v + "' is not a number");
+  return d;
+}
+
+int64_t to_int(const std::string& flag, const std::string& v) {
+  char* end = nullptr;
+  const long long d = std::strtoll(v.c_str(), &end, 10);
+  if (v.empty() || *end != '\0') throw UsageError(flag + ": '" + v + "' is not an integer");
+  return d;
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  std::map<std::string, std::string*> str = {
+      {"--data", &o.data}, {"--loss", &o.loss}, {"--l2", &o.l2}, {"--lr", &o.lr}, {"--alpha", &o.alpha},
+      {"--backend", &o.backend}, {"--device", &o.device}, {"--algo", &o.algo}, {"--codec", &o.codec},
+      {"--server-codec", &o.server_codec}, {"--server", &o.server}, {"--compensation", &o.compensation},
+      {"--compare", &o.compare}, {"--json", &o.json}, {"--csv", &o.csv}, {"--checkpoint", &o.checkpoint},
+      {"--resume", &o.resume}};
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--quiet") { o.quiet = true; continue; }
+    if (a == "--bias") { o.bias = true; continue; }
+    if (a == "--no-bias") { o.bias = false; continue; }
+    if (a == "-h" || a == "--help") { std::fputs(kUsage, stdout); std::exit(0); }
+    if (i + 1 >= argc) throw UsageError(a.rfind("--", 0) == 0 ? a + " needs a value" : "unexpected argument '" + a + "'");
+    const std::string v = argv[++i];
+    if (auto it = str.find(a); it != str.end()) *it->second = v;
+    else if (a == "--features") o.features = to_int(a, v);
+    else if (a == "--iters") o.iters = to_int(a, v);
+    else if (a == "--batch") o.batch = to_int(a, v);
+    else if (a == "--checkpoint-every") o.checkpoint_every = to_int(a, v);
+    else if (a == "--log-every") o.log_every = to_int(a, v);
+    else if (a == "--workers") o.workers = static_cast<int>(to_int(a, v));
+    else if (a == "--delay") o.delay = static_cast<int>(to_int(a, v));
+    else if (a == "--l1") o.l1 = to_double(a, v);
+    else if (a == "--momentum") o.momentum = to_double(a, v);
+    else if (a == "--seed") o.seed = static_cast<uint64_t>(to_int(a, v));
+    else throw UsageError("unknown option " + a);
+  }
+  if (o.data.empty()) throw UsageError("--data is required");
+  if (o.iters < 0) throw UsageError("--iters must be >= 0");
+  if (o.workers < 1) throw UsageError("--workers must be >= 1");
+  if (o.loss != "logistic" && o.loss != "squared") throw UsageError("--loss must be logistic or squared");
+  if (o.backend != "local" && o.backend != "mpi" && o.backend != "nccl") throw UsageError("--backend must be local, mpi or nccl");
+  if (o.device != "cpu" && o.device != "cuda") throw UsageError("--device must be cpu or cuda");
+  if (o.server != "replicated" && o.server != "sharded") throw UsageError("--server must be replicated or sharded");
+  if (!o.checkpoint.empty() && o.checkpoint_every <= 0) throw UsageError("--checkpoint needs --checkpoint-every K > 0");
+  return o;
+}
+
+/// One configuration of a run (the main one, or an entry of --compare).
+struct RunSpec {
+  Algorithm algo;
+  std::string codec;
+};
+
+struct HistoryPoint {
+  int64_t iter;
+  double rel_error, f_gap;
+  uint64_t bytes_up, bytes_down;
+};
+
+struct RunResult {
+  RunSpec spec;
+  SessionConfig cfg;
+  std::vector<HistoryPoint> history;
+  uint64_t bytes_up = 0, bytes_down = 0;
+  double seconds = 0, bits_per_element = 0;
+  int64_t iters = 0;
+};
+
+struct Context {
+  Options opt;
+  Dataset data;
+  std::unique_ptr<Problem> problem;
+  std::vector<double> xstar;
+  double fstar = 0, xstar_sq = 0, L = 0, L0 = 0, lambda = 0;
+};
+
+double omega_or_zero(const std::string& codec, int64_t d) {
+  const Guarantee g = make_codec(codec, Layout(d))->guarantee();
+  return g.kind == Guarantee::Kind::kUnbiased ? g.omega : 0.0;
+}
+
+SessionConfig make_config(const Context& c, const RunSpec& r) {
+  const Options& o = c.opt;
+  SessionConfig cfg;
+  cfg.algorithm = r.algo;
+  cfg.codec = r.algo == Algorithm::kGd ? "identity" : r.codec;
+  cfg.server_codec = o.server_codec;
+  cfg.server = o.server == "sharded" ? ServerMode::kSharded : ServerMode::kReplicated;
+  cfg.momentum = o.momentum;
+  cfg.delay = o.delay;
+  cfg.seed = o.seed;
+  if (o.l1 > 0) {
+    cfg.prox = Regularizer::kL1;
+    cfg.prox_lambda = o.l1;
+  }
+  if (o.compensation == "none") cfg.compensation = Compensation::kNone;
+  else if (o.compensation == "classical") cfg.compensation = Compensation::kClassical;
+  else if (o.compensation == "diagonal") cfg.compensation = Compensation::kDiagonal;
+  else if (o.compensation == "hessian") cfg.compensation = Compensation::kHessian;
+  else throw UsageError("--compensation must be none, classical, hessian or diagonal");
+  if (o.alpha != "auto") cfg.alpha = to_double("--alpha", o.alpha);
+  const int64_t d = c.problem->dim();
+  const double n = c.problem->workers();
+  const double omega = omega_or_zero(cfg.codec, d);
+  if (o.lr != "auto") {
+    cfg.lr = to_double("--lr", o.lr);
+  } else {
+    // The spec's safe steps (spec/ALGORITHMS.md §7.2, §8, §9.2).
+    switch (r.algo) {
+      case Algorithm::kDiana:
+      case Algorithm::kCompressedGd: cfg.lr = 1.0 / (c.L * (1.0 + 6.0 * omega / n)); break;
+      case Algorithm::kGd:
+      case Algorithm::kEfSgd:
+      case Algorithm::kHessianEc: cfg.lr = 1.0 / c.L; break;
+      case Algorithm::kDistEfSgdm: cfg.lr = 0.05 / c.L; break;
+      case Algorithm::kDoubleSqueeze: cfg.lr = 0.5 / c.L; break;
+      case Algorithm::kSignSgdMv: {
+        double m = 0;
+        for (double v : c.xstar) m = std::max(m, std::fabs(v));
+        cfg.lr = 1e-2 * m;
+        break;
+      }
+    }
+    if (o.delay > 0) cfg.lr = 1.0 / (c.L * (1.0 + omega) * (o.delay + 1));
+    if (o.momentum > 0 && r.algo != Algorithm::kDistEfSgdm) cfg.lr *= 1.0 - o.momentum;
+  }
+  return cfg;
+}
+
+/// Runs one configuration on this rank's communicator; rank 0 fills `result`.
+void run_rank(const Context& c, Communicator& comm, const RunSpec& r, RunResult& result, bool progress) {
+  const Options& o = c.opt;
+  const int64_t d = c.problem->dim();
+  SessionConfig cfg = make_config(c, r);
+  const int rank = comm.rank();
+  std::vector<double> x(static_cast<size_t>(d), 0.0), g(static_cast<size_t>(d));
+  if (r.algo == Algorithm::kHessianEc) {
+    cfg.hessian_product = [&](std::span<const double> v, std::span<double> out) {
+      c.problem->hessian_product(x, -1, v, out);
+    };
+    cfg.hessian_diagonal = [&](std::span<double> out) { c.problem->hessian_diagonal(x, -1, out); };
+  }
+  Session session(comm, Layout(d), cfg);
+  std::vector<double> iter_box(1, 0.0);
+  const Session::Extras extras{{"x", &x}, {"iter", &iter_box}};
+  if (!o.resume.empty()) session.load(o.resume + ".rank" + std::to_string(rank), extras);
+  int64_t start = static_cast<int64_t>(iter_box[0]);
+  const int64_t every = o.log_every > 0 ? o.log_every : std::max<int64_t>(1, o.iters / 500);
+  auto record = [&](int64_t k, uint64_t up, uint64_t down) {
+    double e = 0;
+    for (int64_t j = 0; j < d; ++j) e += (x[j] - c.xstar[j]) * (x[j] - c.xstar[j]);
+    result.history.push_back({k, e / c.xstar_sq, c.problem->value(x) - c.fstar, up, down});
+  };
+  uint64_t up = 0, down = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  if (rank == 0) record(start, 0, 0);
+  for (int64_t k = start; k < o.iters; ++k) {
+    if (o.batch > 0)
+      c.problem->stochastic_gradient(x, rank, o.batch, o.seed * 1000003ull + static_cast<uint64_t>(k) * 4099ull + rank, g);
+    else
+      c.problem->gradient(x, rank, g);
+    const StepStats s = session.apply(g, x);
+    up += s.bytes_up;
+    down += s.bytes_down;
+    if (rank == 0) {
+      result.bits_per_element = s.bits_per_element_up;
+      if ((k + 1) % every == 0 || k + 1 == o.iters) record(k + 1, up, down);
+      if (progress && ((k + 1) % std::max<int64_t>(1, o.iters / 50) == 0 || k + 1 == o.iters)) {
+        std::fprintf(stderr, "\r  %-14s iter %8lld/%lld  rel_error %.3e", algorithm_name(r.algo),
+                     static_cast<long long>(k + 1), static_cast<long long>(o.iters), result.history.back().rel_error);
+        if (k + 1 == o.iters) std::fputc('\n', stderr);
+      }
+    }
+    if (o.checkpoint_every > 0 && (k + 1) % o.checkpoint_every == 0) {
+      iter_box[0] = static_cast<double>(k + 1);
+      session.save(o.checkpoint + ".rank" + std::to_string(rank), extras);
+    }
+  }
+  if (rank == 0) {
+    result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    result.bytes_up = up;
+    result.bytes_down = down;
+    result.iters = o.iters;
+    result.cfg = cfg;
+    result.spec = r;
+  }
+}
+
+std::vector<RunSpec> runs_of(const Options& o) {
+  std::vector<RunSpec> out;
+  if (o.compare.empty()) {
+    out.push_back({parse_algorithm(o.algo), o.codec});
+    return out;
+  }
+  size_t pos = 0;
+  while (pos <= o.compare.size()) {
+    size_t semi = o.compare.find(';', pos);
+    if (semi == std::string::npos) semi = o.compare.size();
+    const std::string item = o.compare.substr(pos, semi - pos);
+    pos = semi + 1;
+    if (item.empty()) continue;
+    const size_t eq = item.find('=');
+    const std::string algo = item.substr(0, eq);
+    out.push_back({parse_algorithm(algo), eq == std::string::npos ? o.codec : item.substr(eq + 1)});
+  }
+  if (out.empty()) throw UsageError("--compare lists no configuration");
+  return out;
+}
+
+std::string json_escape(const std::string& s) {
+  std::string out;
+  for (char ch : s) {
+    if (ch == '"' || ch == '\\') out += '\\';
+    out += ch;
+  }
+  return out;
+}
+
+void write_outputs(const Context& c, const std::vector<RunResult>& results) {
+  const Options& o = c.opt;
+  if (!o.json.empty()) {
+    std::ofstream f(o.json);
+    if (!f) GCOMP_FAIL(gcompErrorIo, "cannot write '" + o.json + "'");
+    auto run_json = [&](const RunResult& r) {
+      const HistoryPoint& last = r.history.back();
+      f << "{\"algo\": \"" << algorithm_name(r.spec.algo) << "\", \"codec\": \"" << json_escape(r.cfg.codec)
+        << "\", \"lr\": " << r.cfg.lr << ", \"iters\": " << r.iters << ", \"seconds\": " << r.seconds
+        << ", \"final\": {\"rel_error\": " << last.rel_error << ", \"f_gap\": " << last.f_gap << "}"
+        << ", \"bytes_up\": " << r.bytes_up << ", \"bytes_down\": " << r.bytes_down
+        << ", \"bits_per_element_up\": " << r.bits_per_element << ", \"history\": [";
+      for (size_t i = 0; i < r.history.size(); ++i) {
+        const auto& h = r.history[i];
+        f << (i ? ", " : "") << "{\"iter\": " << h.iter << ", \"rel_error\": " << h.rel_error << ", \"f_gap\": " << h.f_gap
+          << ", \"bytes_up\": " << h.bytes_up << ", \"bytes_down\": " << h.bytes_down << "}";
+      }
+      f << "]}";
+    };
+    f.precision(17);
+    f << "{\"data\": \"" << json_escape(o.data) << "\", \"workers\": " << c.problem->workers() << ", \"dim\": "
+      << c.problem->dim() << ", \"lambda\": " << c.lambda << ", \"L\": " << c.L << ", \"f_star\": " << c.fstar;
+    if (results.size() == 1) {
+      f << ", ";
+      // The single-run JSON carries the run's fields at top level.
+      f << "\"run\": ";
+      run_json(results[0]);
+      const RunResult& r = results[0];
+      f << ", \"iters\": " << r.iters << ", \"final\": {\"rel_error\": " << r.history.back().rel_error
+        << ", \"f_gap\": " << r.history.back().f_gap << "}, \"bytes_up\": " << r.bytes_up
+        << ", \"bytes_down\": " << r.bytes_down << ", \"history\": [";
+      for (size_t i = 0; i < r.history.size(); ++i) {
+        const auto& h = r.history[i];
+        f << (i ? ", " : "") << "{\"iter\": " << h.iter << ", \"rel_error\": " << h.rel_error << ", \"f_gap\": " << h.f_gap
+          << ", \"bytes_up\": " << h.bytes_up << "}";
+      }
+      f << "]";
+    } else {
+      f << ", \"runs\": [";
+      for (size_t i = 0; i < results.size(); ++i) {
+        if (i) f << ", ";
+        run_json(results[i]);
+      }
+      f << "]";
+    }
+    f << "}\n";
+  }
+  if (!o.csv.empty()) {
+    std::ofstream f(o.csv);
+    if (!f) GCOMP_FAIL(gcompErrorIo, "cannot write '" + o.csv + "'");
+    f.precision(17);
+    f << "algo,codec,iter,rel_error,f_gap,bytes_up,bytes_down\n";
+    for (const auto& r : results)
+      for (const auto& h : r.history)
+        f << algorithm_name(r.spec.algo) << ",\"" << r.cfg.codec << "\"," << h.iter << "," << h.rel_error << ","
+          << h.f_gap << "," << h.bytes_up << "," << h.bytes_down << "\n";
+  }
+}
+
+std::string first_hit(const RunResult& r, double eps, bool bits) {
+  for (const auto& h : r.history)
+    if (h.rel_error <= eps) {
+      char buf[64];
+      if (bits)
+        std::snprintf(buf, sizeof buf, "%.3g", 8.0 * static_cast<double>(h.bytes_up));
+      else
+        std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(h.iter));
+      return buf;
+    }
+  return "-";
+}
+
+void print_table(const Context& c, const std::vector<RunResult>& results) {
+  std::printf("\n%s: n = %d workers, d = %lld, lambda = %.4g, L = %.4g, f* = %.10f\n", c.opt.data.c_str(),
+              c.problem->workers(), static_cast<long long>(c.problem->dim()), c.lambda, c.L, c.fstar);
+  std::printf("%-14s %-32s %10s %9s %10s %10s %10s %10s %11s %10s\n", "algo", "codec", "lr", "bits/elem", "it@1e-6",
+              "bits@1e-6", "it@1e-10", "bits@1e-10", "rel_error", "f-f*");
+  for (const auto& r : results) {
+    const HistoryPoint& last = r.history.back();
+    std::printf("%-14s %-32s %10.4g %9.3f %10s %10s %10s %10s %11.3e %10.3e\n", algorithm_name(r.spec.algo),
+                r.cfg.codec.c_str(), r.cfg.lr, r.bits_per_element, first_hit(r, 1e-6, false).c_str(),
+                first_hit(r, 1e-6, true).c_str(), first_hit(r, 1e-10, false).c_str(), first_hit(r, 1e-10, true).c_str(),
+                last.rel_error, last.f_gap);
+  }
+  std::printf("(bits = uplink bits sent by one worker until the first iteration at or below the target)\n");
+}
+
+int run(int argc, char** argv) {
+  Context c;
+  c.opt = parse(argc, argv);
+  const Options& o = c.opt;
+  if (o.device == "cuda")
+    GCOMP_FAIL(gcompErrorNotSupported, "--device cuda: the Session's CUDA backend is not available in this build yet");
+  if (o.backend == "nccl")
+    GCOMP_FAIL(gcompErrorNotSupported, "--backend nccl needs --device cuda, which is not available in this build yet");
+  std::unique_ptr<Communicator> mpi;
+  int workers = o.workers;
+  if (o.backend == "mpi") {
+    mpi = make_mpi_world();
+    workers = mpi->size();
+  }
+  const bool root = !mpi || mpi->rank() == 0;
+  c.data = load_libsvm(o.data, o.features, o.bias);
+  const Loss loss = o.loss == "squared" ? Loss::kSquared : Loss::kLogistic;
+  Problem unreg(c.data, workers, loss, 0.0);
+  c.L0 = unreg.smoothness_without_reg();
+  c.lambda = o.l2 == "auto" ? c.L0 / 100.0 : to_double("--l2", o.l2);
+  c.L = c.L0 + c.lambda;
+  c.problem = std::make_unique<Problem>(c.data, workers, loss, c.lambda);
+  if (o.l1 > 0) {
+    // x* of the composite problem by proximal gradient in double until the iterate stops moving.
+    std::vector<double> x(static_cast<size_t>(c.problem->dim()), 0.0), g(x.size()), prev;
+    for (int it = 0; it < 200000; ++it) {
+      prev = x;
+      c.problem->gradient(x, -1, g);
+      for (size_t j = 0; j < x.size(); ++j) x[j] -= g[j] / c.L;
+      apply_prox(Regularizer::kL1, o.l1 / c.L, x);
+      if (x == prev) break;
+    }
+    c.xstar = x;
+    double l1n = 0;
+    for (double v : x) l1n += std::fabs(v);
+    c.fstar = c.problem->value(x) + o.l1 * l1n;
+  } else {
+    c.xstar = c.problem->solve();
+    c.fstar = c.problem->value(c.xstar);
+  }
+  for (double v : c.xstar) c.xstar_sq += v * v;
+  if (c.xstar_sq == 0) c.xstar_sq = 1;
+  const bool progress = root && !o.quiet && ::isatty(2);
+  std::vector<RunResult> results;
+  for (const RunSpec& r : runs_of(o)) {
+    RunResult result;
+    if (mpi) {
+      run_rank(c, *mpi, r, result, progress);
+    } else {
+      run_local(workers, [&](Communicator& comm) { run_rank(c, comm, r, result, progress); });
+    }
+    results.push_back(std::move(result));
+  }
+  if (root) {
+    print_table(c, results);
+    write_outputs(c, results);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "gcomp-train: %s\n%s", e.what(), kUsage);
+    return 2;
+  } catch (const gcomp::Error& e) {
+    std::fprintf(stderr, "gcomp-train: error: %s (%s)\n", e.what(), gcompGetErrorString(e.status()));
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "gcomp-train: error: %s\n", e.what());
+    return 1;
+  }
+}
