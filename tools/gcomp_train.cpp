@@ -31,7 +31,7 @@ algorithm: --algo gd|compressed-gd|diana|ef-sgd|dist-ef-sgdm|doublesqueeze|signs
            --codec SPEC  --server-codec SPEC  --server replicated|sharded
            --lr GAMMA|auto  --alpha A|auto  --momentum BETA  --delay TAU  --batch B  --seed S
            --compensation none|classical|hessian|diagonal (hessian-ec)
-run:       --iters T  --compare "ALGO[=CODEC];ALGO[=CODEC];..."
+run:       --iters T  --compare "ALGO[=CODEC[|SERVER_CODEC]];..."
 output:    --json PATH  --csv PATH  --quiet  --log-every K
 state:     --checkpoint PATH --checkpoint-every K  --resume PATH
 )";
@@ -109,6 +109,7 @@ Options parse(int argc, char** argv) {
 struct RunSpec {
   Algorithm algo;
   std::string codec;
+  std::string server_codec;  // empty: --server-codec
 };
 
 struct HistoryPoint {
@@ -144,7 +145,7 @@ SessionConfig make_config(const Context& c, const RunSpec& r) {
   SessionConfig cfg;
   cfg.algorithm = r.algo;
   cfg.codec = r.algo == Algorithm::kGd ? "identity" : r.codec;
-  cfg.server_codec = o.server_codec;
+  cfg.server_codec = r.server_codec.empty() ? o.server_codec : r.server_codec;
   cfg.server = o.server == "sharded" ? ServerMode::kSharded : ServerMode::kReplicated;
   cfg.momentum = o.momentum;
   cfg.delay = o.delay;
@@ -249,7 +250,7 @@ void run_rank(const Context& c, Communicator& comm, const RunSpec& r, RunResult&
 std::vector<RunSpec> runs_of(const Options& o) {
   std::vector<RunSpec> out;
   if (o.compare.empty()) {
-    out.push_back({parse_algorithm(o.algo), o.codec});
+    out.push_back({parse_algorithm(o.algo), o.codec, ""});
     return out;
   }
   size_t pos = 0;
@@ -259,9 +260,15 @@ std::vector<RunSpec> runs_of(const Options& o) {
     const std::string item = o.compare.substr(pos, semi - pos);
     pos = semi + 1;
     if (item.empty()) continue;
+    // ALGO[=CODEC[|SERVER_CODEC]]
     const size_t eq = item.find('=');
     const std::string algo = item.substr(0, eq);
-    out.push_back({parse_algorithm(algo), eq == std::string::npos ? o.codec : item.substr(eq + 1)});
+    std::string codec = eq == std::string::npos ? o.codec : item.substr(eq + 1), server;
+    if (const size_t bar = codec.find('|'); bar != std::string::npos) {
+      server = codec.substr(bar + 1);
+      codec = codec.substr(0, bar);
+    }
+    out.push_back({parse_algorithm(algo), codec, server});
   }
   if (out.empty()) throw UsageError("--compare lists no configuration");
   return out;
@@ -284,7 +291,7 @@ void write_outputs(const Context& c, const std::vector<RunResult>& results) {
     auto run_json = [&](const RunResult& r) {
       const HistoryPoint& last = r.history.back();
       f << "{\"algo\": \"" << algorithm_name(r.spec.algo) << "\", \"codec\": \"" << json_escape(r.cfg.codec)
-        << "\", \"lr\": " << r.cfg.lr << ", \"iters\": " << r.iters << ", \"seconds\": " << r.seconds
+        << "\", \"server_codec\": \"" << json_escape(r.cfg.server_codec) << "\", \"lr\": " << r.cfg.lr << ", \"iters\": " << r.iters << ", \"seconds\": " << r.seconds
         << ", \"final\": {\"rel_error\": " << last.rel_error << ", \"f_gap\": " << last.f_gap << "}"
         << ", \"bytes_up\": " << r.bytes_up << ", \"bytes_down\": " << r.bytes_down
         << ", \"bits_per_element_up\": " << r.bits_per_element << ", \"history\": [";
