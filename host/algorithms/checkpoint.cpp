@@ -21,9 +21,9 @@ constexpr uint32_t kVersion = 1;
 
 template <class T>
 void put(std::vector<uint8_t>& out, T v) {
-  const size_t at = out.size();
-  out.resize(at + sizeof(T));
-  std::memcpy(out.data() + at, &v, sizeof(T));
+  uint8_t bytes[sizeof(T)];
+  std::memcpy(bytes, &v, sizeof(T));
+  out.insert(out.end(), bytes, bytes + sizeof(T));
 }
 
 struct Reader {
@@ -55,9 +55,8 @@ void write_checkpoint(const std::string& path, const CheckpointData& d) {
     put(out, static_cast<uint32_t>(name.size()));
     out.insert(out.end(), name.begin(), name.end());
     put(out, static_cast<uint64_t>(v.size()));
-    const size_t at = out.size();
-    out.resize(at + 8 * v.size());
-    if (!v.empty()) std::memcpy(out.data() + at, v.data(), 8 * v.size());
+    const auto* raw = reinterpret_cast<const uint8_t*>(v.data());
+    out.insert(out.end(), raw, raw + 8 * v.size());
   }
   put(out, crc32(out));
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());

@@ -4,6 +4,7 @@
 #include <gcomp/session.hpp>
 
 #include "host/algorithms/checkpoint.hpp"
+#include "host/common/nvtx.hpp"
 
 #include <gcomp/wire.hpp>
 
@@ -66,6 +67,7 @@ std::string SessionConfig::canonical() const {
        ";nonfinite=" + std::to_string(static_cast<int>(nonfinite)) + ";tie0=" + (tie_to_zero ? "1" : "0") +
        ";shared_scale=" + (shared_scale ? "1" : "0") + ";server=" + std::to_string(static_cast<int>(server)) +
        ";compensation=" + std::to_string(static_cast<int>(compensation)) + ";format=" + std::to_string(kWireVersion);
+  // track_norms only adds measurements; it is not part of the agreement.
   return s;
 }
 
@@ -247,6 +249,7 @@ void Session::Impl::decode_own(const Codec& codec, const uint8_t* msg, const Rng
 // Encodes src with the uplink codec (TernGrad scaler sharing when configured) into `send` and
 // allgathers every rank's message into `recv`.
 void Session::Impl::allgather_messages(const std::vector<double>& src, StepStats& s) {
+  detail::NvtxRange encode_range("gcomp encode");
   for (int64_t i = 0; i < n; ++i) f32a[i] = static_cast<float>(src[i]);
   const std::span<const float> x(f32a.data(), static_cast<size_t>(n));
   const std::span<uint8_t> out(send.data(), up_bytes);
@@ -258,6 +261,13 @@ void Session::Impl::allgather_messages(const std::vector<double>& src, StepStats
   } else {
     up->encode(x, up_key(rank), out);
   }
+  if (cfg.track_norms) {
+    decode_own(*up, send.data(), up_key(rank), f32b);
+    double err = 0;
+    for (int64_t i = 0; i < n; ++i) err += (static_cast<double>(f32b[i]) - src[i]) * (static_cast<double>(f32b[i]) - src[i]);
+    s.compression_error_sq = err;
+  }
+  detail::NvtxRange comm_range("gcomp communicate");
   comm.allgather(send.data(), recv.data(), up_bytes, nullptr);
   s.bytes_up += up_bytes;
   s.bytes_received += up_bytes * static_cast<size_t>(P - 1);
@@ -266,6 +276,7 @@ void Session::Impl::allgather_messages(const std::vector<double>& src, StepStats
 // out = (1/P) sum_j decode(message j), accumulated in rank order in double.
 void Session::Impl::mean_of_messages(const Codec& codec, const uint8_t* msgs, size_t stride, bool uplink_keys,
                                      std::vector<double>& out, int shard) {
+  detail::NvtxRange range("gcomp decode");
   const int64_t m = codec.num_elems();
   std::fill(out.begin(), out.begin() + m, 0.0);
   for (int j = 0; j < P; ++j) {
@@ -349,6 +360,7 @@ void Session::Impl::two_way_round(const std::vector<double>& p, std::vector<doub
 }
 
 StepStats Session::Impl::run(std::span<const double> grad_in, std::span<double> u) {
+  detail::NvtxRange step_range("gcomp step");
   GCOMP_EXPECTS(static_cast<int64_t>(grad_in.size()) == n && static_cast<int64_t>(u.size()) == n,
                 gcompErrorInvalidArgument,
                 "step: gradient and update must have " + std::to_string(n) + " elements (got " +
@@ -473,6 +485,7 @@ StepStats Session::Impl::run(std::span<const double> grad_in, std::span<double> 
       break;
     }
     case Algorithm::kHessianEc: {
+      detail::NvtxRange range("gcomp update");
       auto& e = S("error");
       std::vector<double>& v = grad_buf;
       switch (cfg.compensation) {
@@ -493,6 +506,13 @@ StepStats Session::Impl::run(std::span<const double> grad_in, std::span<double> 
       if (cfg.compensation == Compensation::kNone) std::fill(e.begin(), e.end(), 0.0);
       for (int64_t i = 0; i < n; ++i) u[i] = lr * acc[i];
       break;
+    }
+  }
+  if (cfg.track_norms) {
+    for (const char* name : {"error", "shift_worker"}) {
+      auto it = st.find(name);
+      if (it == st.end()) continue;
+      for (double v : it->second) s.memory_norm_sq += v * v;
     }
   }
   ++k;

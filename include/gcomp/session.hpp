@@ -71,6 +71,8 @@ struct SessionConfig {
   bool shared_scale = true;               ///< compressed-gd with terngrad: max scale over ranks
   ServerMode server = ServerMode::kReplicated;
   Compensation compensation = Compensation::kHessian;
+  /// Fill StepStats::memory_norm_sq and compression_error_sq (one extra pass over the data).
+  bool track_norms = false;
   /// hessian-ec: out = H v at the current point (full Hessian), called by step() on this rank.
   std::function<void(std::span<const double> v, std::span<double> out)> hessian_product;
   /// hessian-ec with kDiagonal: diag(H) at the current point, written into out.
@@ -92,6 +94,10 @@ struct StepStats {
   size_t bytes_received = 0;  ///< all bytes the collectives delivered to this rank
   double bits_per_element_up = 0.0;
   double bits_per_element_down = 0.0;
+  /// With track_norms: |memory|^2 of this rank after the step (EF error e_i, or DIANA shift h_i),
+  /// and |C(p) - p|^2 of this rank's uplink message; 0 otherwise.
+  double memory_norm_sq = 0.0;
+  double compression_error_sq = 0.0;
 };
 
 /// One rank's side of a distributed compressed algorithm.
