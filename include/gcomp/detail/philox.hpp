@@ -32,7 +32,7 @@ GCOMP_HD Philox4x32 philox4x32_rounds(Philox4x32 ctr, uint32_t k0, uint32_t k1) 
   constexpr uint32_t kM1 = 0xCD9E8D57u;
   constexpr uint32_t kW0 = 0x9E3779B9u;
   constexpr uint32_t kW1 = 0xBB67AE85u;
-#if defined(__CUDACC__)
+#if defined(__CUDA_ARCH__)
 #pragma unroll
 #endif
   for (int r = 0; r < R; ++r) {

@@ -1,0 +1,129 @@
+// SPDX-License-Identifier: Apache-2.0
+// Shared pieces of gcomp-bench subcommands: nccl-tests style size flags, statistics, a minimal
+// JSON writer and the run metadata (command line, git sha, device, seed).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace gcomp::bench {
+
+/// One subcommand: `gcomp-bench <name> [options]`.
+struct Subcommand {
+  const char* name;
+  const char* summary;
+  int (*run)(int argc, char** argv);
+};
+
+/// "4M", "1G", "65536" -> bytes (K/M/G are powers of 1024, as in nccl-tests).
+inline int64_t parse_size(const std::string& s) {
+  if (s.empty()) throw std::invalid_argument("empty size");
+  size_t used = 0;
+  const double v = std::stod(s, &used);
+  int64_t mult = 1;
+  if (used < s.size()) {
+    switch (s[used]) {
+      case 'K': case 'k': mult = int64_t{1} << 10; break;
+      case 'M': case 'm': mult = int64_t{1} << 20; break;
+      case 'G': case 'g': mult = int64_t{1} << 30; break;
+      default: throw std::invalid_argument("bad size suffix in '" + s + "'");
+    }
+  }
+  return static_cast<int64_t>(v * static_cast<double>(mult));
+}
+
+/// Median and spread of a sample (sorted copy).
+struct Stats {
+  double median = 0, min = 0, max = 0;
+};
+inline Stats stats_of(std::vector<double> v) {
+  Stats s;
+  if (v.empty()) return s;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  s.median = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+  s.min = v.front();
+  s.max = v.back();
+  return s;
+}
+
+inline std::string json_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out;
+}
+
+/// A flat JSON object built field by field (numbers and strings).
+class JsonObject {
+ public:
+  JsonObject& num(const std::string& key, double v) {
+    std::ostringstream o;
+    o.precision(10);
+    o << v;
+    fields_.emplace_back(key, o.str());
+    return *this;
+  }
+  JsonObject& integer(const std::string& key, int64_t v) {
+    fields_.emplace_back(key, std::to_string(v));
+    return *this;
+  }
+  JsonObject& str(const std::string& key, const std::string& v) {
+    fields_.emplace_back(key, "\"" + json_escape(v) + "\"");
+    return *this;
+  }
+  JsonObject& raw(const std::string& key, const std::string& v) {
+    fields_.emplace_back(key, v);
+    return *this;
+  }
+  [[nodiscard]] std::string dump(const std::string& indent = "") const {
+    std::string out = "{";
+    for (size_t i = 0; i < fields_.size(); ++i)
+      out += (i ? ", " : "") + std::string("\n") + indent + "  \"" + json_escape(fields_[i].first) + "\": " +
+             fields_[i].second;
+    return out + "\n" + indent + "}";
+  }
+
+ private:
+  std::vector<std::pair<std::string, std::string>> fields_;
+};
+
+/// `git rev-parse HEAD` of the source tree, or "unknown".
+inline std::string git_sha(const char* source_dir) {
+  const std::string cmd = std::string("git -C '") + source_dir + "' rev-parse HEAD 2>/dev/null";
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return "unknown";
+  char buf[128] = {0};
+  std::string out;
+  if (std::fgets(buf, sizeof buf, p) != nullptr) out = buf;
+  pclose(p);
+  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+  return out.empty() ? "unknown" : out;
+}
+
+inline std::string command_line(int argc, char** argv) {
+  std::string s;
+  for (int i = 0; i < argc; ++i) s += (i ? " " : "") + std::string(argv[i]);
+  return s;
+}
+
+}  // namespace gcomp::bench

@@ -1,0 +1,383 @@
+// SPDX-License-Identifier: Apache-2.0
+// gcomp::cuda::DeviceCodec: argument checks at the boundary, the one workspace planner, the device
+// block/tile tables, and dispatch to the launchers of cuda/dispatch/*_launch.cu.
+#include "cuda/common/cuda_check.cuh"
+#include "cuda/dispatch/plan.cuh"
+
+#include <gcomp/cuda.hpp>
+#include <gcomp/detail/codec_math.hpp>
+#include <gcomp/detail/reduce.hpp>
+#include <gcomp/detail/sparse.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+namespace gcomp::cuda {
+
+namespace {
+
+using detail::DecodeMode;
+using detail::Fuse;
+using detail::Input;
+
+constexpr size_t kAlign = 256;
+
+size_t align_up(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
+
+bool is_sparse(CodecId id) { return id == CodecId::kTopK || id == CodecId::kRandK; }
+bool is_dense(CodecId id) {
+  return id == CodecId::kDither || id == CodecId::kTernGrad || id == CodecId::kNatDither;
+}
+
+/// Offsets of the workspace parts (npos: absent). Built once by plan_workspace; carve() turns them
+/// into pointers, so the size query and the calls cannot drift apart (STYLE.md §7).
+struct WorkspaceLayout {
+  static constexpr size_t npos = ~size_t{0};
+  size_t scales = npos, aux_f = npos, aux_d = npos, tile_vals = npos, select = npos;
+  size_t cnt_a = npos, cnt_b = npos, off_a = npos, off_b = npos, scan_temp = npos, idx = npos, sample = npos;
+  size_t total = 0;
+};
+
+class Carver {
+ public:
+  explicit Carver(size_t start) : end_(start) {}
+  size_t take(size_t bytes) {
+    if (bytes == 0) return WorkspaceLayout::npos;
+    const size_t off = align_up(end_);
+    end_ = off + bytes;
+    return off;
+  }
+  [[nodiscard]] size_t end() const { return align_up(end_); }
+
+ private:
+  size_t end_;
+};
+
+template <class T>
+T* part(void* base, size_t off) {
+  return off == WorkspaceLayout::npos ? nullptr : reinterpret_cast<T*>(static_cast<uint8_t*>(base) + off);
+}
+
+}  // namespace
+
+struct DeviceCodec::Impl {
+  CodecSpec spec;
+  Layout layout;
+  size_t payload_bytes = 0;
+  detail::DevicePlan plan;
+  WorkspaceLayout wl;
+  int64_t* d_tables = nullptr;
+
+  Impl(const CodecSpec& s, const Layout& l) : spec(s), layout(l) {
+    GCOMP_EXPECTS(is_sparse(spec.id) || is_dense(spec.id) || spec.id == CodecId::kSign ||
+                      spec.id == CodecId::kNatural || spec.id == CodecId::kIdentity,
+                  gcompErrorNotSupported,
+                  "DeviceCodec: no GPU kernels for codec '" + std::string(spec.name()) +
+                      "' (GPU codecs: identity, dither, terngrad, sign, topk, randk, natural, natdither)");
+    payload_bytes = make_codec(spec, layout)->encoded_bytes();  // validates spec vs layout
+    build_plan();
+    plan_workspace();
+  }
+
+  ~Impl() {
+    if (d_tables != nullptr) (void)cudaFree(d_tables);
+  }
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+
+  void build_plan() {
+    detail::DevicePlan& p = plan;
+    p.id = spec.id;
+    p.levels = spec.levels;
+    p.norm = static_cast<uint32_t>(spec.norm);
+    p.p = spec.p;
+    p.clip = spec.clip;
+    p.scaled = spec.scaled;
+    p.unbiased = spec.unbiased;
+    p.nbits = static_cast<int>(gcomp::detail::ceil_log2_u64(uint64_t{spec.levels} + 1));
+    p.n = layout.num_elems();
+    p.groups = gcomp::detail::ceil_div(p.n, gcomp::detail::kGroupElems);
+    p.payload_bytes = payload_bytes;
+    int device = 0;
+    int sms = 0;
+    GCOMP_CUDA_TRY(cudaGetDevice(&device));
+    GCOMP_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    p.max_blocks = static_cast<int64_t>(std::max(sms, 1)) * 8;
+
+    if (is_sparse(spec.id)) {
+      p.k = gcomp::detail::sparse_k(p.n, spec.k, spec.ratio);
+      p.index_bits = static_cast<int>(gcomp::detail::ceil_log2_u64(static_cast<uint64_t>(p.n)));
+      p.sel_tiles = gcomp::detail::ceil_div(p.n, detail::kSelectTile);
+      p.scan_temp_bytes = p.sel_tiles > 0 ? detail::query_scan_temp_bytes(p.sel_tiles) : 0;
+      if (spec.id == CodecId::kTopK && p.n > 0) plan_sample();
+      return;
+    }
+    const bool scaled_sign = spec.id == CodecId::kSign && spec.scaled;
+    if (!is_dense(spec.id) && !scaled_sign) return;
+    upload_tables(spec.id == CodecId::kTernGrad ? 0 : spec.block);
+    p.num_scales = p.num_blocks;
+  }
+
+  /// spec §4.4 sampling (synxlin): stride = ceil(n / max(ceil(0.01 n), ceil(2/rho)) / 32) * 32 + 1,
+  /// lowered by 8 while n / stride is below the target; everything when n <= ceil(2/rho).
+  void plan_sample() {
+    detail::DevicePlan& p = plan;
+    const double n = static_cast<double>(p.n);
+    const double rho = static_cast<double>(p.k) / n;
+    const double target = std::max(std::ceil(0.01 * n), std::ceil(2.0 / rho));
+    int64_t stride = 1;
+    if (n > std::ceil(2.0 / rho)) {
+      stride = static_cast<int64_t>(std::ceil(n / target / 32.0)) * 32 + 1;
+      while (stride > 8 && n / static_cast<double>(stride) < target) stride -= 8;
+      stride = std::clamp<int64_t>(stride, 1, p.n);
+    }
+    p.sample_stride = stride;
+    p.sample_start = 0;  // drawn per call from the RngKey (sample_start_for)
+    // Sized for the largest sample (start 0); a call with start > 0 takes one or a few fewer.
+    p.sample_count = gcomp::detail::ceil_div(p.n, stride);
+    p.sample_k = 0;
+  }
+
+  void upload_tables(int64_t block) {
+    detail::DevicePlan& p = plan;
+    const std::vector<int64_t>& segs = layout.segments();
+    const int64_t num_segments = static_cast<int64_t>(segs.size());
+    std::vector<int64_t> seg_off(segs.size() + 1), seg_block0(segs.size()), seg_bsize(segs.size());
+    std::vector<int64_t> blocks = block_offsets(layout, block);
+    const int64_t m = static_cast<int64_t>(blocks.size()) - 1;
+    int64_t running = 0;
+    for (size_t s = 0; s < segs.size(); ++s) {
+      seg_off[s] = layout.segment_offset(s);
+      seg_block0[s] = running;
+      const int64_t len = segs[s];
+      seg_bsize[s] = len == 0 ? 1 : (block > 0 ? block : len);
+      running += len == 0 ? 0 : gcomp::detail::ceil_div(len, seg_bsize[s]);
+    }
+    seg_off[segs.size()] = layout.num_elems();
+    GCOMP_EXPECTS(running == m, gcompErrorInternal, "DeviceCodec: block table disagrees with block_offsets");
+    std::vector<int64_t> block_tile(static_cast<size_t>(m) + 1);
+    std::vector<int64_t> tile_begin, tile_block;
+    for (int64_t b = 0; b < m; ++b) {
+      block_tile[b] = static_cast<int64_t>(tile_begin.size());
+      for (int64_t o = blocks[b]; o < blocks[b + 1]; o += gcomp::detail::kTileElems) {
+        tile_begin.push_back(o);
+        tile_block.push_back(b);
+      }
+    }
+    block_tile[m] = static_cast<int64_t>(tile_begin.size());
+    p.num_blocks = m;
+    p.num_tiles = static_cast<int64_t>(tile_begin.size());
+
+    std::vector<int64_t> all;
+    auto append = [&all](const std::vector<int64_t>& v) {
+      const size_t at = all.size();
+      all.insert(all.end(), v.begin(), v.end());
+      return at;
+    };
+    const size_t o_seg_off = append(seg_off), o_seg_block0 = append(seg_block0), o_seg_bsize = append(seg_bsize);
+    const size_t o_blocks = append(blocks), o_block_tile = append(block_tile);
+    const size_t o_tile_begin = append(tile_begin), o_tile_block = append(tile_block);
+    GCOMP_CUDA_TRY(cudaMalloc(reinterpret_cast<void**>(&d_tables), all.size() * sizeof(int64_t)));
+    GCOMP_CUDA_TRY(cudaMemcpy(d_tables, all.data(), all.size() * sizeof(int64_t), cudaMemcpyHostToDevice));
+    p.map = detail::BlockMap{d_tables + o_seg_off, d_tables + o_seg_block0, d_tables + o_seg_bsize, num_segments};
+    p.blocks = d_tables + o_blocks;
+    p.block_tile = d_tables + o_block_tile;
+    p.tile_begin = d_tables + o_tile_begin;
+    p.tile_block = d_tables + o_tile_block;
+  }
+
+  void plan_workspace() {
+    const detail::DevicePlan& p = plan;
+    Carver c(sizeof(DeviceStatus));
+    const auto m = static_cast<size_t>(p.num_blocks);
+    if (is_dense(p.id) || (p.id == CodecId::kSign && p.scaled)) {
+      wl.scales = c.take(m * sizeof(float));
+      wl.tile_vals = c.take(static_cast<size_t>(p.num_tiles) * sizeof(double));
+      if (p.id == CodecId::kTernGrad && p.clip > 0.0) {
+        wl.aux_f = c.take(m * sizeof(float));
+        wl.aux_d = c.take(m * sizeof(double));
+      }
+    }
+    if (is_sparse(p.id) && p.n > 0) {
+      const size_t tiles = static_cast<size_t>(p.sel_tiles);
+      wl.select = c.take(sizeof(detail::SelectState));
+      wl.cnt_a = c.take(tiles * sizeof(int64_t));
+      wl.cnt_b = c.take(tiles * sizeof(int64_t));
+      wl.off_a = c.take(tiles * sizeof(int64_t));
+      wl.off_b = c.take(tiles * sizeof(int64_t));
+      wl.scan_temp = c.take(p.scan_temp_bytes);
+      if (p.id == CodecId::kTopK) {
+        wl.idx = c.take(static_cast<size_t>(p.k) * sizeof(int64_t));
+        wl.sample = c.take(static_cast<size_t>(p.sample_count) * sizeof(float));
+      }
+    }
+    wl.total = c.end();
+  }
+
+  [[nodiscard]] detail::Workspace carve(void* base) const {
+    detail::Workspace w;
+    w.status = static_cast<DeviceStatus*>(base);
+    w.scales = part<float>(base, wl.scales);
+    w.aux_f = part<float>(base, wl.aux_f);
+    w.aux_d = part<double>(base, wl.aux_d);
+    w.tile_vals = part<double>(base, wl.tile_vals);
+    w.select = part<detail::SelectState>(base, wl.select);
+    w.cnt_a = part<int64_t>(base, wl.cnt_a);
+    w.cnt_b = part<int64_t>(base, wl.cnt_b);
+    w.off_a = part<int64_t>(base, wl.off_a);
+    w.off_b = part<int64_t>(base, wl.off_b);
+    w.scan_temp = part<void>(base, wl.scan_temp);
+    w.idx = part<int64_t>(base, wl.idx);
+    w.sample = part<float>(base, wl.sample);
+    return w;
+  }
+
+  /// Boundary checks shared by every call; resets the status word on the stream.
+  detail::Workspace begin_call(const char* what, void* d_workspace, size_t workspace_bytes, Stream stream) const {
+    GCOMP_EXPECTS(d_workspace != nullptr, gcompErrorInvalidArgument, std::string(what) + ": workspace is null");
+    GCOMP_EXPECTS(reinterpret_cast<uintptr_t>(d_workspace) % kAlign == 0, gcompErrorInvalidArgument,
+                  std::string(what) + ": workspace must be 256-byte aligned");
+    GCOMP_EXPECTS(workspace_bytes >= wl.total, gcompErrorWorkspaceTooSmall,
+                  std::string(what) + ": workspace has " + std::to_string(workspace_bytes) + " bytes, needs " +
+                      std::to_string(wl.total));
+    auto* st = static_cast<uint8_t*>(d_workspace);
+    GCOMP_CUDA_TRY(cudaMemsetAsync(st, 0, offsetof(DeviceStatus, index), stream));
+    GCOMP_CUDA_TRY(cudaMemsetAsync(st + offsetof(DeviceStatus, index), 0xff, sizeof(uint64_t), stream));
+    return carve(d_workspace);
+  }
+
+  void check_vector(const char* what, const char* name, const void* ptr) const {
+    GCOMP_EXPECTS(plan.n == 0 || ptr != nullptr, gcompErrorInvalidArgument,
+                  std::string(what) + ": " + name + " is null");
+    GCOMP_EXPECTS(reinterpret_cast<uintptr_t>(ptr) % 4 == 0, gcompErrorInvalidArgument,
+                  std::string(what) + ": " + name + " must be 4-byte aligned");
+  }
+
+  void encode(const char* what, Input in, const RngKey& key, void* d_payload, Fuse fuse, float* d_mem, float alpha,
+              bool sampled, void* d_workspace, size_t workspace_bytes, Stream stream) const {
+    check_vector(what, "input", in.x);
+    check_vector(what, "payload", payload_bytes > 0 ? d_payload : nullptr);
+    if (fuse != Fuse::kNone) check_vector(what, "memory", d_mem);
+    const detail::Workspace w = begin_call(what, d_workspace, workspace_bytes, stream);
+    auto* payload = static_cast<uint8_t*>(d_payload);
+    if (is_sparse(plan.id)) {
+      detail::DevicePlan p = plan;
+      if (sampled) {
+        p.sample_start =
+            static_cast<int64_t>(gcomp::detail::philox_word(key, gcomp::detail::kStreamSelect, 0) %
+                                 static_cast<uint64_t>(p.sample_stride));
+        p.sample_count = gcomp::detail::ceil_div(p.n - p.sample_start, p.sample_stride);
+        const double ks = std::ceil(static_cast<double>(p.k) / static_cast<double>(p.n) *
+                                    static_cast<double>(p.sample_count));
+        p.sample_k = std::clamp<int64_t>(static_cast<int64_t>(ks), 1, p.sample_count);
+      }
+      detail::launch_sparse_encode(p, w, in, key, payload, fuse, d_mem, alpha, sampled, stream);
+    } else {
+      detail::launch_elementwise_encode(plan, w, in, key, payload, fuse, d_mem, alpha, stream);
+    }
+  }
+
+  void decode(const char* what, const void* d_payloads, size_t stride, int count, const float* h_weights,
+              DecodeMode mode, const RngKey& key, float* d_out, void* d_workspace, size_t workspace_bytes,
+              Stream stream) const {
+    check_vector(what, "output", d_out);
+    GCOMP_EXPECTS(count >= 0, gcompErrorInvalidArgument, std::string(what) + ": negative payload count");
+    if (count > 0) check_vector(what, "payload", payload_bytes > 0 ? d_payloads : nullptr);
+    GCOMP_EXPECTS(count <= 1 || (stride >= payload_bytes && stride % 4 == 0), gcompErrorInvalidArgument,
+                  std::string(what) + ": payload stride must be a multiple of 4 and >= " +
+                      std::to_string(payload_bytes));
+    const detail::Workspace w = begin_call(what, d_workspace, workspace_bytes, stream);
+    const auto* payloads = static_cast<const uint8_t*>(d_payloads);
+    if (is_sparse(plan.id))
+      detail::launch_sparse_decode(plan, w, payloads, stride, count, h_weights, mode, key, d_out, stream);
+    else
+      detail::launch_elementwise_decode(plan, w, payloads, stride, count, h_weights, mode, d_out, stream);
+  }
+};
+
+bool device_available(std::string* why) {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    if (why != nullptr) *why = cudaGetErrorString(err);
+    return false;
+  }
+  if (count == 0) {
+    if (why != nullptr) *why = "no CUDA device";
+    return false;
+  }
+  return true;
+}
+
+DeviceCodec::DeviceCodec(const CodecSpec& spec, const Layout& layout) : impl_(std::make_unique<Impl>(spec, layout)) {}
+DeviceCodec::DeviceCodec(std::string_view spec, const Layout& layout) : DeviceCodec(CodecSpec::parse(spec), layout) {}
+DeviceCodec::~DeviceCodec() = default;
+DeviceCodec::DeviceCodec(DeviceCodec&&) noexcept = default;
+DeviceCodec& DeviceCodec::operator=(DeviceCodec&&) noexcept = default;
+
+const CodecSpec& DeviceCodec::spec() const { return impl_->spec; }
+const Layout& DeviceCodec::layout() const { return impl_->layout; }
+int64_t DeviceCodec::num_elems() const { return impl_->plan.n; }
+size_t DeviceCodec::encoded_bytes() const { return impl_->payload_bytes; }
+size_t DeviceCodec::workspace_bytes() const { return impl_->wl.total; }
+
+void DeviceCodec::encode(const float* d_x, const RngKey& key, void* d_payload, void* d_workspace,
+                         size_t workspace_bytes, Stream stream) const {
+  impl_->encode("encode", Input{d_x, nullptr}, key, d_payload, Fuse::kNone, nullptr, 0.0f, false, d_workspace,
+                workspace_bytes, stream);
+}
+
+void DeviceCodec::encode_ef(const float* d_p, float* d_e, const RngKey& key, void* d_payload, void* d_workspace,
+                            size_t workspace_bytes, Stream stream) const {
+  impl_->encode("encode_ef", Input{d_p, nullptr}, key, d_payload, Fuse::kEF, d_e, 0.0f, false, d_workspace,
+                workspace_bytes, stream);
+}
+
+void DeviceCodec::encode_diana(const float* d_g, float* d_h, float alpha, const RngKey& key, void* d_payload,
+                               void* d_workspace, size_t workspace_bytes, Stream stream) const {
+  GCOMP_EXPECTS(impl_->plan.n == 0 || d_g != d_h, gcompErrorInvalidArgument, "encode_diana: g and h must not alias");
+  impl_->check_vector("encode_diana", "h", d_h);
+  impl_->encode("encode_diana", Input{d_g, d_h}, key, d_payload, Fuse::kDiana, d_h, alpha, false, d_workspace,
+                workspace_bytes, stream);
+}
+
+void DeviceCodec::topk_sampled(const float* d_x, const RngKey& key, void* d_payload, void* d_workspace,
+                               size_t workspace_bytes, Stream stream) const {
+  GCOMP_EXPECTS(impl_->spec.id == CodecId::kTopK, gcompErrorNotSupported,
+                "topk_sampled: only the topk codec has a sampled-threshold path");
+  impl_->encode("topk_sampled", Input{d_x, nullptr}, key, d_payload, Fuse::kNone, nullptr, 0.0f, true, d_workspace,
+                workspace_bytes, stream);
+}
+
+void DeviceCodec::decode(const void* d_payload, const RngKey& key, float* d_out, void* d_workspace,
+                         size_t workspace_bytes, Stream stream) const {
+  impl_->decode("decode", d_payload, impl_->payload_bytes, 1, nullptr, DecodeMode::kOverwrite, key, d_out,
+                d_workspace, workspace_bytes, stream);
+}
+
+void DeviceCodec::decode_accumulate(const void* d_payload, const RngKey& key, float weight, float* d_out,
+                                    void* d_workspace, size_t workspace_bytes, Stream stream) const {
+  impl_->decode("decode_accumulate", d_payload, impl_->payload_bytes, 1, &weight, DecodeMode::kAccumulate, key, d_out,
+                d_workspace, workspace_bytes, stream);
+}
+
+void DeviceCodec::decode_reduce(const void* d_payloads, size_t stride, int num_payloads, const float* h_weights,
+                                const RngKey& key, float* d_out, void* d_workspace, size_t workspace_bytes,
+                                Stream stream) const {
+  impl_->decode("decode_reduce", d_payloads, stride, num_payloads, h_weights, DecodeMode::kReduce, key, d_out,
+                d_workspace, workspace_bytes, stream);
+}
+
+gcompStatus_t read_status(const void* d_workspace, Stream stream, uint64_t* index) {
+  GCOMP_EXPECTS(d_workspace != nullptr, gcompErrorInvalidArgument, "read_status: workspace is null");
+  DeviceStatus h{};
+  GCOMP_CUDA_TRY(cudaMemcpyAsync(&h, d_workspace, sizeof h, cudaMemcpyDeviceToHost, stream));
+  GCOMP_CUDA_TRY(cudaStreamSynchronize(stream));
+  if (index != nullptr) *index = h.index;
+  return static_cast<gcompStatus_t>(h.code);
+}
+
+}  // namespace gcomp::cuda

@@ -1,0 +1,112 @@
+// SPDX-License-Identifier: Apache-2.0
+// The device plan of one DeviceCodec (codec parameters, device tables) and its workspace carve-up,
+// plus the launchers implemented by the per-family translation units. Layers (STYLE.md §5):
+// DeviceCodec (argument checks) -> launchers here (pick kernels, carve workspace, launch, check)
+// -> thin __global__ kernels -> block/warp helpers -> GCOMP_HD math of include/gcomp/detail.
+#pragma once
+
+#include "cuda/common/device_types.cuh"
+
+#include <gcomp/codec.hpp>
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace gcomp::cuda::detail {
+
+/// Elements per selection tile of topk/randk (16 block-scan rounds of 256 threads).
+inline constexpr int64_t kSelectTile = 4096;
+
+/// Radix-select state (cuda/topk/radix_select.cuh), one per workspace.
+struct SelectState {
+  uint32_t prefix;  ///< the threshold key T, built digit by digit (exact mode)
+  uint32_t mode;    ///< kSelectExact or kSelectTruncate
+  int64_t k_rem;    ///< elements equal to T (exact) / at or above T (truncate) still to take
+  uint32_t step;    ///< randk: the key stream (from the RngKey or the payload header)
+  uint32_t rank;
+  float thr;        ///< topk_sampled: current magnitude threshold
+  int32_t round;    ///< topk_sampled: adaptation rounds done
+  int32_t done;     ///< topk_sampled: adaptation finished
+  int32_t pad;
+  unsigned long long count;      ///< topk_sampled: elements with |x| >= thr
+  unsigned long long hist[256];  ///< digit histogram of the current pass
+};
+
+/// Everything a launcher needs to know about the codec; plain data, passed by const reference.
+struct DevicePlan {
+  CodecId id = CodecId::kIdentity;
+  uint32_t levels = 1;
+  uint32_t norm = 2;
+  double p = 2.0;
+  double clip = 0.0;
+  bool scaled = true;
+  bool unbiased = true;
+  int nbits = 1;
+  int64_t n = 0;
+  int64_t num_blocks = 0;   ///< quantization blocks (scales), dense and sign
+  int64_t num_scales = 0;   ///< fp32 scales in the payload
+  int64_t num_tiles = 0;    ///< reduction tiles over all blocks
+  int64_t groups = 0;       ///< ceil(n / 32)
+  int64_t k = 0;            ///< topk/randk
+  int index_bits = 0;       ///< topk
+  int64_t sel_tiles = 0;    ///< ceil(n / kSelectTile): topk/randk selection tiles
+  size_t scan_temp_bytes = 0;
+  int64_t sample_start = 0;  ///< topk_sampled (host-computed)
+  int64_t sample_stride = 1;
+  int64_t sample_count = 0;
+  int64_t sample_k = 0;
+  int64_t max_blocks = 1;    ///< grid cap: SM count * blocks per SM
+  size_t payload_bytes = 0;
+
+  // device tables (owned by the DeviceCodec)
+  BlockMap map{};
+  const int64_t* blocks = nullptr;      ///< num_blocks + 1 element offsets
+  const int64_t* block_tile = nullptr;  ///< num_blocks + 1 tile offsets
+  const int64_t* tile_begin = nullptr;  ///< num_tiles first elements
+  const int64_t* tile_block = nullptr;  ///< num_tiles owning blocks
+};
+
+/// Pointers into the caller's workspace (a 256-byte aligned carve-up made by one planner).
+struct Workspace {
+  DeviceStatus* status = nullptr;
+  float* scales = nullptr;      ///< num_blocks
+  float* aux_f = nullptr;       ///< num_blocks (terngrad with clip: max |x|)
+  double* aux_d = nullptr;      ///< num_blocks (terngrad with clip: mean)
+  double* tile_vals = nullptr;  ///< num_tiles
+  SelectState* select = nullptr;
+  int64_t* cnt_a = nullptr;     ///< sel_tiles each
+  int64_t* cnt_b = nullptr;
+  int64_t* off_a = nullptr;
+  int64_t* off_b = nullptr;
+  void* scan_temp = nullptr;    ///< scan_temp_bytes
+  int64_t* idx = nullptr;       ///< k selected indices (topk)
+  float* sample = nullptr;      ///< sample_count magnitudes (topk_sampled)
+};
+
+/// What the fused encode pass also updates.
+enum class Fuse { kNone, kEF, kDiana };
+
+/// Decode flavours: overwrite (P = 1), accumulate onto out (P = 1), reduce (out = 0 first).
+enum class DecodeMode { kOverwrite, kAccumulate, kReduce };
+
+/// Dense and elementwise codecs (dither, terngrad, natdither, sign, natural, identity).
+void launch_elementwise_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key,
+                               uint8_t* d_payload, Fuse fuse, float* d_mem, float alpha, cudaStream_t stream);
+void launch_elementwise_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads,
+                               size_t stride, int num_payloads, const float* h_weights, DecodeMode mode,
+                               float* d_out, cudaStream_t stream);
+
+/// topk and randk. `sampled` selects the DGC-style threshold path (topk only).
+void launch_sparse_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key,
+                          uint8_t* d_payload, Fuse fuse, float* d_mem, float alpha, bool sampled,
+                          cudaStream_t stream);
+void launch_sparse_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads,
+                          size_t stride, int num_payloads, const float* h_weights, DecodeMode mode,
+                          const RngKey& key, float* d_out, cudaStream_t stream);
+
+/// CUB scan temp storage for `items` int64 values (queried once at construction).
+size_t query_scan_temp_bytes(int64_t items);
+
+}  // namespace gcomp::cuda::detail

@@ -1,0 +1,169 @@
+// SPDX-License-Identifier: Apache-2.0
+// Launchers of topk (cuda/topk) and randk (cuda/randk): exact radix selection, fused EF/DIANA
+// updates, index packing, the DGC-style sampled top-k, and the decodes (P payloads in rank order).
+#include "cuda/common/common_kernels.cuh"
+#include "cuda/common/cuda_check.cuh"
+#include "cuda/dispatch/plan.cuh"
+#include "cuda/randk/randk_kernels.cuh"
+#include "cuda/topk/radix_select.cuh"
+#include "cuda/topk/topk_kernels.cuh"
+
+#include <gcomp/detail/sparse.hpp>
+
+#include <cub/device/device_scan.cuh>
+
+namespace gcomp::cuda::detail {
+
+namespace {
+
+constexpr int kAdaptRounds = 10;  // spec §4.4
+
+unsigned selection_grid(const DevicePlan& plan, int64_t n) {
+  // Per-block histogram counters are 32-bit: keep every block under 2^31 elements.
+  return grid_for(n, kThreads * 16, plan.max_blocks, gcomp::detail::ceil_div(n, int64_t{1} << 31));
+}
+
+void init_select(const Workspace& ws, int64_t k, const uint8_t* header, uint32_t step, uint32_t rank,
+                 cudaStream_t stream) {
+  GCOMP_LAUNCH(init_select_kernel, 1, kThreads, stream, ws.select, k, reinterpret_cast<const uint32_t*>(header), step,
+               rank);
+}
+
+/// Step 1 of radix_select.cuh: four 8-bit digit passes leave T and k_rem in the select state.
+template <class KeyFn>
+void radix_passes(const DevicePlan& plan, const Workspace& ws, KeyFn kf, int64_t n, bool report_nonfinite,
+                  cudaStream_t stream) {
+  const unsigned grid = selection_grid(plan, n);
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    GCOMP_LAUNCH((radix_histogram_kernel<KeyFn>), grid, kThreads, stream, kf, n, shift, ws.select, ws.status,
+                 report_nonfinite && shift == 24);
+    GCOMP_LAUNCH(radix_digit_kernel, 1, kThreads, stream, ws.select, shift);
+  }
+}
+
+/// Steps 2-3 of radix_select.cuh over the plan's n elements.
+template <class KeyFn>
+void select_and_scatter(const DevicePlan& plan, const Workspace& ws, KeyFn kf, const ScatterArgs& args,
+                        cudaStream_t stream) {
+  const int64_t tiles = plan.sel_tiles;
+  const unsigned grid = grid_for(tiles, 1, plan.max_blocks);
+  GCOMP_LAUNCH((count_tiles_kernel<KeyFn>), grid, kThreads, stream, kf, plan.n, tiles, ws.select, ws.cnt_a, ws.cnt_b);
+  size_t bytes = plan.scan_temp_bytes;
+  GCOMP_CUDA_TRY(cub::DeviceScan::ExclusiveSum(ws.scan_temp, bytes, ws.cnt_a, ws.off_a, tiles, stream));
+  bytes = plan.scan_temp_bytes;
+  GCOMP_CUDA_TRY(cub::DeviceScan::ExclusiveSum(ws.scan_temp, bytes, ws.cnt_b, ws.off_b, tiles, stream));
+  GCOMP_LAUNCH((scatter_selected_kernel<KeyFn>), grid, kThreads, stream, kf, plan.n, tiles, ws.select, ws.off_a,
+               ws.off_b, args, ws.status);
+}
+
+int fuse_code(Fuse f) { return f == Fuse::kNone ? 0 : (f == Fuse::kEF ? 1 : 2); }
+
+float randk_value_scale(const DevicePlan& plan) {
+  return plan.unbiased ? gcomp::detail::randk_scale(plan.n, plan.k) : 1.0f;
+}
+
+/// DGC-style threshold (spec §4.4) into the select state: sample, select on the sample, adapt.
+void sampled_threshold(const DevicePlan& plan, const Workspace& ws, Input in, cudaStream_t stream) {
+  GCOMP_LAUNCH(gather_sample_kernel, grid_for(plan.sample_count, kThreads, plan.max_blocks), kThreads, stream, in,
+               plan.sample_start, plan.sample_stride, plan.sample_count, ws.sample);
+  init_select(ws, plan.sample_k, nullptr, 0, 0, stream);
+  radix_passes(plan, ws, MagnitudeKey{Input{ws.sample, nullptr}}, plan.sample_count, false, stream);
+  GCOMP_LAUNCH(sample_threshold_kernel, 1, 1, stream, ws.select, plan.k);
+  const unsigned grid = grid_for(plan.n, kThreads * 16, plan.max_blocks);
+  for (int r = 0; r < kAdaptRounds; ++r) {
+    GCOMP_LAUNCH(count_above_kernel, grid, kThreads, stream, in, plan.n, ws.select);
+    GCOMP_LAUNCH(adapt_threshold_kernel, 1, 1, stream, ws.select, plan.k, r == kAdaptRounds - 1 ? 1 : 0);
+  }
+  GCOMP_LAUNCH(finalize_sampled_kernel, 1, 1, stream, ws.select, plan.k);
+}
+
+}  // namespace
+
+size_t query_scan_temp_bytes(int64_t items) {
+  size_t bytes = 0;
+  GCOMP_CUDA_TRY(cub::DeviceScan::ExclusiveSum(nullptr, bytes, static_cast<int64_t*>(nullptr),
+                                               static_cast<int64_t*>(nullptr), items));
+  return bytes;
+}
+
+void launch_sparse_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key,
+                          uint8_t* d_payload, Fuse fuse, float* d_mem, float alpha, bool sampled,
+                          cudaStream_t stream) {
+  if (plan.n == 0 || plan.k == 0) return;
+  ScatterArgs args{};
+  args.op = kScatterEncode;
+  args.fuse = fuse_code(fuse);
+  args.in = in;
+  args.mem = d_mem;
+  args.alpha = alpha;
+  if (plan.id == CodecId::kTopK) {
+    args.vals_out = reinterpret_cast<float*>(d_payload);
+    args.idx_out = ws.idx;
+    args.scale = 1.0f;
+    const MagnitudeKey kf{in};
+    if (sampled) {
+      GCOMP_LAUNCH(check_finite_kernel, grid_for(plan.n, kThreads, plan.max_blocks), kThreads, stream, in, plan.n,
+                   ws.status);
+      sampled_threshold(plan, ws, in, stream);
+      radix_passes(plan, ws, kf, plan.n, false, stream);  // skipped on the device in truncate mode
+    } else {
+      init_select(ws, plan.k, nullptr, 0, 0, stream);
+      radix_passes(plan, ws, kf, plan.n, true, stream);
+    }
+    select_and_scatter(plan, ws, kf, args, stream);
+    const int64_t words = gcomp::detail::ceil_div(plan.k * plan.index_bits, 32);
+    GCOMP_LAUNCH(pack_indices_kernel, grid_for(words, kThreads, plan.max_blocks), kThreads, stream, ws.idx, plan.k,
+                 plan.index_bits, reinterpret_cast<uint32_t*>(d_payload + 4 * plan.k), words, ws.status);
+    return;
+  }
+  GCOMP_LAUNCH(check_finite_kernel, grid_for(plan.n, kThreads, plan.max_blocks), kThreads, stream, in, plan.n,
+               ws.status);
+  args.hdr_out = reinterpret_cast<uint32_t*>(d_payload);
+  args.vals_out = reinterpret_cast<float*>(d_payload + 8);
+  args.scale = randk_value_scale(plan);
+  const RandomKey kf{key};
+  init_select(ws, plan.k, nullptr, key.step, key.rank, stream);
+  radix_passes(plan, ws, kf, plan.n, false, stream);
+  select_and_scatter(plan, ws, kf, args, stream);
+}
+
+void launch_sparse_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                          int num_payloads, const float* h_weights, DecodeMode mode, const RngKey& key,
+                          float* d_out, cudaStream_t stream) {
+  if (plan.n == 0) return;
+  const bool topk = plan.id == CodecId::kTopK;
+  const unsigned grid_k = grid_for(plan.k, kThreads, plan.max_blocks);
+  for (int j = 0; j < num_payloads; ++j) {
+    const uint8_t* pj = d_payloads + static_cast<size_t>(j) * stride;
+    const uint64_t base = static_cast<uint64_t>(j) << 40;
+    if (topk)
+      GCOMP_LAUNCH(validate_topk_kernel, grid_k, kThreads, stream, pj, plan.n, plan.k, plan.index_bits, base, ws.status);
+    else
+      GCOMP_LAUNCH(validate_randk_kernel, grid_k, kThreads, stream, pj, plan.k, base, ws.status);
+  }
+  const bool overwrite = mode == DecodeMode::kOverwrite;
+  if (mode != DecodeMode::kAccumulate && !(overwrite && !topk))
+    GCOMP_LAUNCH(fill_zero_kernel, grid_for(plan.n, kThreads, plan.max_blocks), kThreads, stream, d_out, plan.n,
+                 ws.status);
+  for (int j = 0; j < num_payloads; ++j) {
+    const uint8_t* pj = d_payloads + static_cast<size_t>(j) * stride;
+    const float w = overwrite ? 1.0f : (h_weights != nullptr ? h_weights[j] : 1.0f);
+    if (topk) {
+      GCOMP_LAUNCH(scatter_topk_kernel, grid_k, kThreads, stream, pj, plan.k, plan.index_bits, w, overwrite ? 1 : 0,
+                   d_out, ws.status);
+      continue;
+    }
+    ScatterArgs args{};
+    args.op = overwrite ? kScatterDecodeOverwrite : kScatterDecodeAccumulate;
+    args.vals_in = reinterpret_cast<const float*>(pj + 8);
+    args.scale = randk_value_scale(plan);
+    args.weight = w;
+    args.out = d_out;
+    const RandomKey kf{key};
+    init_select(ws, plan.k, pj, 0, 0, stream);
+    radix_passes(plan, ws, kf, plan.n, false, stream);
+    select_and_scatter(plan, ws, kf, args, stream);
+  }
+}
+
+}  // namespace gcomp::cuda::detail

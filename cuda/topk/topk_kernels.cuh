@@ -1,0 +1,135 @@
+// SPDX-License-Identifier: Apache-2.0
+// topk payload (host/codecs/sparse_codecs.cpp, spec §4.1): k fp32 values, then ceil(k w / 32) words
+// of w-bit indices (w = ceil(log2 n)), ascending, packed LSB first by pack_index_word (one thread
+// per output word, no atomics). Decode: one thread per entry. And the DGC-style sampled threshold
+// (spec §4.4) that feeds the selection of cuda/topk/radix_select.cuh in truncate mode.
+#pragma once
+
+#include "cuda/common/device_types.cuh"
+#include "cuda/dispatch/plan.cuh"
+#include "cuda/topk/radix_select.cuh"
+
+#include <gcomp/detail/codec_math.hpp>
+#include <gcomp/detail/sparse.hpp>
+
+#include <cub/block/block_reduce.cuh>
+
+namespace gcomp::cuda::detail {
+
+__global__ void __launch_bounds__(kThreads)
+    pack_indices_kernel(const int64_t* idx, int64_t k, int bits, uint32_t* packed, int64_t words,
+                        const DeviceStatus* status) {
+  if (status_failed(status)) return;
+  for (int64_t w = global_thread(); w < words; w += grid_threads())
+    packed[w] = gcomp::detail::pack_index_word(idx, k, bits, w);
+}
+
+/// Index j of the packed stream (bits <= 50, so a field spans at most 3 words).
+__device__ inline int64_t read_packed_index(const uint32_t* packed, int64_t j, int bits) {
+  if (bits == 0) return 0;
+  const int64_t pos = j * bits;
+  int64_t word = pos / 32;
+  const int off = static_cast<int>(pos % 32);
+  uint64_t v = static_cast<uint64_t>(packed[word]) >> off;
+  int have = 32 - off;
+  while (have < bits) {
+    ++word;
+    v |= static_cast<uint64_t>(packed[word]) << have;
+    have += 32;
+  }
+  return static_cast<int64_t>(v & ((uint64_t{1} << bits) - 1u));
+}
+
+/// SparseCodec::validate for topk: finite values, indices < n and strictly increasing, zero padding.
+__global__ void __launch_bounds__(kThreads)
+    validate_topk_kernel(const uint8_t* payload, int64_t n, int64_t k, int bits, uint64_t index_base,
+                         DeviceStatus* status) {
+  const float* vals = reinterpret_cast<const float*>(payload);
+  const uint32_t* packed = reinterpret_cast<const uint32_t*>(payload + 4 * k);
+  for (int64_t j = global_thread(); j < k; j += grid_threads()) {
+    const int64_t idx = read_packed_index(packed, j, bits);
+    const bool bad = !gcomp::detail::is_finite_f(vals[j]) || idx >= n ||
+                     (j > 0 && idx <= read_packed_index(packed, j - 1, bits));
+    if (bad) raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(j));
+  }
+  const int64_t used = k * bits;
+  if (global_thread() == 0 && used % 32 != 0 && (packed[used / 32] >> (used % 32)) != 0u)
+    raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(k));
+}
+
+/// out[idx_j] = v_j (overwrite, out zeroed before) or out[idx_j] + weight * v_j. The payload was
+/// validated, so the indices are distinct and in range.
+__global__ void __launch_bounds__(kThreads)
+    scatter_topk_kernel(const uint8_t* payload, int64_t k, int bits, float weight, int overwrite, float* out,
+                        const DeviceStatus* status) {
+  if (status_failed(status)) return;
+  const float* vals = reinterpret_cast<const float*>(payload);
+  const uint32_t* packed = reinterpret_cast<const uint32_t*>(payload + 4 * k);
+  for (int64_t j = global_thread(); j < k; j += grid_threads()) {
+    const int64_t idx = read_packed_index(packed, j, bits);
+    const float v = vals[j] * 1.0f;
+    out[idx] = overwrite != 0 ? v : gcomp::detail::accumulate(out[idx], weight, v);
+  }
+}
+
+// ------------------------------------------------------------------ sampled threshold (§4.4)
+
+/// sample[s] = |x[start + s * stride]|.
+__global__ void __launch_bounds__(kThreads)
+    gather_sample_kernel(Input in, int64_t start, int64_t stride, int64_t count, float* sample) {
+  for (int64_t s = global_thread(); s < count; s += grid_threads())
+    sample[s] = gcomp::detail::abs_f(in(start + s * stride));
+}
+
+/// After the selection on the sample: thr = its k_s-th largest magnitude; reset for selecting k.
+__global__ void sample_threshold_kernel(SelectState* s, int64_t k) {
+  s->thr = gcomp::detail::bits_float(s->prefix);
+  s->prefix = 0;
+  s->mode = kSelectExact;
+  s->k_rem = k;
+  s->count = 0;
+  s->round = 0;
+  s->done = 0;
+}
+
+/// count of |x| >= thr (skipped once the adaptation is done).
+__global__ void __launch_bounds__(kThreads) count_above_kernel(Input in, int64_t n, SelectState* s) {
+  using Reduce = cub::BlockReduce<unsigned long long, kThreads>;
+  __shared__ typename Reduce::TempStorage tmp;
+  if (s->done != 0) return;
+  const float thr = s->thr;
+  unsigned long long c = 0;
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) c += gcomp::detail::abs_f(in(i)) >= thr ? 1u : 0u;
+  const unsigned long long total = Reduce(tmp).Sum(c);
+  if (threadIdx.x == 0 && total != 0) atomicAdd(&s->count, total);
+}
+
+/// One adaptation round (one thread): fewer than 0.8 k candidates lowers thr by 0.8 (except in the
+/// last round); otherwise the adaptation stops.
+__global__ void adapt_threshold_kernel(SelectState* s, int64_t k, int last_round) {
+  if (s->done != 0) return;
+  if (static_cast<double>(s->count) < 0.8 * static_cast<double>(k) && last_round == 0) {
+    s->thr = s->thr * 0.8f;
+    s->count = 0;
+    s->round += 1;
+  } else {
+    s->done = 1;
+  }
+}
+
+/// Chooses the final selection: between k and 1.3 k candidates, the first k candidates in index
+/// order (truncate mode, T = thr); otherwise the exact top-k (the exact radix passes run next).
+__global__ void finalize_sampled_kernel(SelectState* s, int64_t k) {
+  const double c = static_cast<double>(s->count);
+  const double kd = static_cast<double>(k);
+  if (c >= kd && c <= 1.3 * kd) {
+    s->mode = kSelectTruncate;
+    s->prefix = gcomp::detail::float_bits(s->thr) & 0x7fffffffu;
+  } else {
+    s->mode = kSelectExact;
+    s->prefix = 0;
+  }
+  s->k_rem = k;
+}
+
+}  // namespace gcomp::cuda::detail

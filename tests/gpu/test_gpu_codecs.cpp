@@ -1,0 +1,393 @@
+// SPDX-License-Identifier: Apache-2.0
+// GPU codecs against their oracle, the CPU reference codecs (STYLE.md §8): for every codec, size
+// and seed, the GPU payload is byte-identical to the CPU payload and every decode flavour (decode,
+// decode_accumulate, decode_reduce of 3 payloads, fused EF and DIANA) is bit-identical. Every call
+// runs on a non-default stream with a workspace of exactly workspace_bytes(). Without a device
+// every test skips with a one-line reason.
+#include "common/test_util.hpp"
+#include "gpu/gpu_test_util.hpp"
+
+#include <gcomp/codec.hpp>
+#include <gcomp/cuda.hpp>
+#include <gcomp/detail/sparse.hpp>
+
+#include <cctype>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <vector>
+
+namespace gcomp::test {
+namespace {
+
+const std::vector<std::string> kSpecs = {
+    "dither:levels=1,norm=l2",
+    "dither:levels=4,norm=l2,block=512",
+    "dither:levels=3,norm=linf,block=100",
+    "dither:levels=2,norm=lp,p=3,block=1000",
+    "dither:levels=7,norm=l1,block=33",
+    "terngrad",
+    "terngrad:clip=2.5",
+    "natdither:levels=3,norm=l2,block=256",
+    "sign",
+    "sign:block=64",
+    "sign:block=4096,scale=none",
+    "topk:k=100",
+    "topk:ratio=0.01",
+    "randk:k=50,unbiased=1",
+    "randk:ratio=0.05,unbiased=0",
+    "natural",
+    "identity",
+};
+
+/// Layouts: single segments of the edge sizes, and one multi-segment layout with an empty segment.
+const std::vector<std::vector<int64_t>> kLayouts = {
+    {1}, {31}, {32}, {33}, {4095}, {4097}, {1000003}, {5, 0, 4097, 31, 100000},
+};
+
+const std::vector<uint64_t> kSeeds = {0x1234abcdull, 0x9e3779b97f4a7c15ull};
+
+/// Gaussian data with exact zeros, negative zeros and repeated magnitudes (top-k ties).
+std::vector<float> test_input(int64_t n, uint64_t seed) {
+  std::vector<float> x = gaussian(n, seed);
+  for (int64_t i = 0; i < n; ++i) {
+    if (i % 13 == 0) x[i] = 0.0f;
+    if (i % 19 == 0) x[i] = -0.0f;
+    if (i % 17 == 0) x[i] = (i % 34 == 0) ? 0.5f : -0.5f;
+  }
+  return x;
+}
+
+RngKey key_for(uint64_t seed, uint32_t rank) { return RngKey{seed, rank, 7u + rank, 0u}; }
+
+std::string layout_name(const std::vector<int64_t>& segs) {
+  std::string s;
+  for (int64_t v : segs) s += (s.empty() ? "" : "_") + std::to_string(v);
+  return s;
+}
+
+std::string sanitize(const std::string& s) {
+  std::string out;
+  for (char c : s) out += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+  return out;
+}
+
+using CodecParam = std::tuple<std::string, std::vector<int64_t>, uint64_t>;
+
+class GpuCodecs : public GpuParamFixture<CodecParam> {
+ protected:
+  void SetUp() override {
+    GpuParamFixture<CodecParam>::SetUp();
+    if (IsSkipped()) return;
+    const auto& [spec, segs, seed] = GetParam();
+    layout_ = Layout(segs);
+    cpu_ = make_codec(spec, layout_);
+    gpu_ = std::make_unique<cuda::DeviceCodec>(spec, layout_);
+    seed_ = seed;
+    n_ = layout_.num_elems();
+    ws_ = std::make_unique<DeviceBuffer<uint8_t>>(gpu_->workspace_bytes());
+  }
+
+  void expect_ok() {
+    uint64_t index = 0;
+    const gcompStatus_t st = cuda::read_status(ws_->get(), stream_, &index);
+    EXPECT_EQ(st, gcompSuccess) << "device status index " << index;
+  }
+
+  Layout layout_;
+  std::unique_ptr<Codec> cpu_;
+  std::unique_ptr<cuda::DeviceCodec> gpu_;
+  std::unique_ptr<DeviceBuffer<uint8_t>> ws_;
+  uint64_t seed_ = 0;
+  int64_t n_ = 0;
+};
+
+TEST_P(GpuCodecs, SizesMatchCpu) {
+  EXPECT_EQ(gpu_->encoded_bytes(), cpu_->encoded_bytes());
+  EXPECT_GE(gpu_->workspace_bytes(), sizeof(cuda::DeviceStatus));
+}
+
+TEST_P(GpuCodecs, EncodeMatchesCpuBytes) {
+  const std::vector<float> x = test_input(n_, seed_);
+  const RngKey key = key_for(seed_, 1);
+  const std::vector<uint8_t> want = encode(*cpu_, x, key);
+  DeviceBuffer<float> d_x(x);
+  DeviceBuffer<uint8_t> d_payload(gpu_->encoded_bytes());
+  gpu_->encode(d_x.get(), key, d_payload.get(), ws_->get(), gpu_->workspace_bytes(), stream_);
+  expect_ok();
+  EXPECT_TRUE(bytes_equal(d_payload.download(), want));
+}
+
+TEST_P(GpuCodecs, DecodeMatchesCpuBits) {
+  const std::vector<float> x = test_input(n_, seed_);
+  const RngKey key = key_for(seed_, 2);
+  const std::vector<uint8_t> payload = encode(*cpu_, x, key);
+  DeviceBuffer<uint8_t> d_payload(payload);
+
+  DeviceBuffer<float> d_out(static_cast<size_t>(n_));
+  d_out.fill_bytes(0x7f);
+  gpu_->decode(d_payload.get(), key, d_out.get(), ws_->get(), gpu_->workspace_bytes(), stream_);
+  expect_ok();
+  EXPECT_TRUE(bitwise_equal(d_out.download(), decode(*cpu_, payload, key)));
+
+  std::vector<float> base = test_input(n_, seed_ + 99);
+  const float weight = 0.37f;
+  d_out.upload(base);
+  gpu_->decode_accumulate(d_payload.get(), key, weight, d_out.get(), ws_->get(), gpu_->workspace_bytes(), stream_);
+  expect_ok();
+  cpu_->decode_accumulate(payload, key, weight, base);
+  EXPECT_TRUE(bitwise_equal(d_out.download(), base));
+}
+
+TEST_P(GpuCodecs, DecodeReduceOfThreePayloadsMatchesCpu) {
+  constexpr int kP = 3;
+  const size_t bytes = cpu_->encoded_bytes();
+  const size_t stride = bytes + 12;  // not tight: exercises the stride
+  std::vector<uint8_t> packed(stride * kP, 0);
+  std::vector<std::vector<uint8_t>> payloads;
+  for (int j = 0; j < kP; ++j) {
+    payloads.push_back(encode(*cpu_, test_input(n_, seed_ + 10 * j), key_for(seed_, static_cast<uint32_t>(j))));
+    std::memcpy(packed.data() + stride * j, payloads.back().data(), bytes);
+  }
+  DeviceBuffer<uint8_t> d_payloads(packed);
+  DeviceBuffer<float> d_out(static_cast<size_t>(n_));
+  const RngKey key = key_for(seed_, 0);
+  for (const bool weighted : {true, false}) {
+    const std::vector<float> weights = {0.5f, -1.25f, 2.0f};
+    std::vector<float> want(static_cast<size_t>(n_), 0.0f);
+    for (int j = 0; j < kP; ++j) cpu_->decode_accumulate(payloads[j], key, weighted ? weights[j] : 1.0f, want);
+    d_out.fill_bytes(0x7f);
+    gpu_->decode_reduce(d_payloads.get(), stride, kP, weighted ? weights.data() : nullptr, key, d_out.get(), ws_->get(),
+                        gpu_->workspace_bytes(), stream_);
+    expect_ok();
+    EXPECT_TRUE(bitwise_equal(d_out.download(), want)) << (weighted ? "weighted" : "unit weights");
+  }
+}
+
+TEST_P(GpuCodecs, ErrorFeedbackMatchesCpu) {
+  const std::vector<float> p = test_input(n_, seed_ + 1);
+  const RngKey key = key_for(seed_, 3);
+  std::vector<uint8_t> want_payload(cpu_->encoded_bytes());
+  std::vector<float> want_e(p.size());
+  cpu_->encode_ef(p, key, want_payload, want_e);
+
+  DeviceBuffer<float> d_p(p);
+  DeviceBuffer<float> d_e(p.size());
+  DeviceBuffer<uint8_t> d_payload(gpu_->encoded_bytes());
+  gpu_->encode_ef(d_p.get(), d_e.get(), key, d_payload.get(), ws_->get(), gpu_->workspace_bytes(), stream_);
+  expect_ok();
+  EXPECT_TRUE(bytes_equal(d_payload.download(), want_payload));
+  EXPECT_TRUE(bitwise_equal(d_e.download(), want_e));
+
+  // In place: the memory is the input.
+  gpu_->encode_ef(d_p.get(), d_p.get(), key, d_payload.get(), ws_->get(), gpu_->workspace_bytes(), stream_);
+  expect_ok();
+  EXPECT_TRUE(bytes_equal(d_payload.download(), want_payload));
+  EXPECT_TRUE(bitwise_equal(d_p.download(), want_e)) << "in place";
+}
+
+TEST_P(GpuCodecs, DianaMatchesCpu) {
+  const std::vector<float> g = test_input(n_, seed_ + 2);
+  std::vector<float> h = test_input(n_, seed_ + 3);
+  for (float& v : h) v *= 0.25f;
+  const float alpha = 0.3f;
+  const RngKey key = key_for(seed_, 4);
+  DeviceBuffer<float> d_g(g);
+  DeviceBuffer<float> d_h(h);
+  std::vector<uint8_t> want_payload(cpu_->encoded_bytes());
+  std::vector<float> delta(g.size());
+  cpu_->encode_diana(g, h, alpha, key, want_payload, delta);
+
+  DeviceBuffer<uint8_t> d_payload(gpu_->encoded_bytes());
+  gpu_->encode_diana(d_g.get(), d_h.get(), alpha, key, d_payload.get(), ws_->get(), gpu_->workspace_bytes(), stream_);
+  expect_ok();
+  EXPECT_TRUE(bytes_equal(d_payload.download(), want_payload));
+  EXPECT_TRUE(bitwise_equal(d_h.download(), h));
+}
+
+std::vector<CodecParam> all_params() {
+  std::vector<CodecParam> out;
+  for (const auto& s : kSpecs)
+    for (const auto& l : kLayouts)
+      for (uint64_t seed : kSeeds) out.emplace_back(s, l, seed);
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(AllCodecs, GpuCodecs, testing::ValuesIn(all_params()),
+                         [](const testing::TestParamInfo<CodecParam>& p) {
+                           return sanitize(std::get<0>(p.param)) + "_n" + layout_name(std::get<1>(p.param)) +
+                                  "_s" + std::to_string(p.index % kSeeds.size());
+                         });
+
+// ------------------------------------------------------------------------- non-parameterized
+
+class GpuCodecBehaviour : public GpuFixture {};
+
+TEST_F(GpuCodecBehaviour, GraphCaptureAndReplayOfEncode) {
+  for (const std::string spec : {"dither:levels=4,block=512", "topk:ratio=0.01", "randk:k=77"}) {
+    const Layout layout({4097, 70000});
+    const auto cpu = make_codec(spec, layout);
+    cuda::DeviceCodec gpu(spec, layout);
+    const std::vector<float> x = test_input(layout.num_elems(), 5);
+    const RngKey key = key_for(5, 1);
+    DeviceBuffer<float> d_x(x);
+    DeviceBuffer<uint8_t> d_payload(gpu.encoded_bytes());
+    DeviceBuffer<uint8_t> ws(gpu.workspace_bytes());
+
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    GCOMP_TEST_CUDA(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    gpu.encode(d_x.get(), key, d_payload.get(), ws.get(), gpu.workspace_bytes(), stream_);
+    GCOMP_TEST_CUDA(cudaStreamEndCapture(stream_, &graph));
+    GCOMP_TEST_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+    const std::vector<uint8_t> want = encode(*cpu, x, key);
+    for (int replay = 0; replay < 2; ++replay) {
+      d_payload.fill_bytes(0);
+      GCOMP_TEST_CUDA(cudaGraphLaunch(exec, stream_));
+      EXPECT_EQ(cuda::read_status(ws.get(), stream_), gcompSuccess);
+      EXPECT_TRUE(bytes_equal(d_payload.download(), want)) << spec << " replay " << replay;
+    }
+    GCOMP_TEST_CUDA(cudaGraphExecDestroy(exec));
+    GCOMP_TEST_CUDA(cudaGraphDestroy(graph));
+  }
+}
+
+TEST_F(GpuCodecBehaviour, NonFiniteInputSetsStatusAndLeavesOutputsUntouched) {
+  for (const std::string& spec : kSpecs) {
+    for (const float bad : {std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::infinity()}) {
+      const Layout layout({3000, 5000});
+      cuda::DeviceCodec gpu(spec, layout);
+      std::vector<float> x = test_input(layout.num_elems(), 11);
+      x[4321] = bad;
+      DeviceBuffer<float> d_x(x);
+      DeviceBuffer<float> d_e(x.size());
+      d_e.fill_bytes(0x5a);
+      DeviceBuffer<uint8_t> d_payload(gpu.encoded_bytes());
+      d_payload.fill_bytes(0xab);
+      DeviceBuffer<uint8_t> ws(gpu.workspace_bytes());
+      gpu.encode_ef(d_x.get(), d_e.get(), key_for(11, 0), d_payload.get(), ws.get(), gpu.workspace_bytes(), stream_);
+      uint64_t index = 0;
+      EXPECT_EQ(cuda::read_status(ws.get(), stream_, &index), gcompErrorNonFinite) << spec;
+      EXPECT_LE(index, 4321u) << spec;
+      for (uint8_t b : d_payload.download()) ASSERT_EQ(b, 0xab) << spec << ": payload written on error";
+      for (float v : d_e.download()) {
+        uint32_t u;
+        std::memcpy(&u, &v, 4);
+        ASSERT_EQ(u, 0x5a5a5a5au) << spec << ": memory written on error";
+      }
+      // The status is reset by the next call.
+      x[4321] = 1.0f;
+      d_x.upload(x);
+      gpu.encode(d_x.get(), key_for(11, 0), d_payload.get(), ws.get(), gpu.workspace_bytes(), stream_);
+      EXPECT_EQ(cuda::read_status(ws.get(), stream_), gcompSuccess) << spec;
+    }
+  }
+}
+
+TEST_F(GpuCodecBehaviour, CorruptPayloadSetsStatusAndLeavesOutputUntouched) {
+  const Layout layout(1000);
+  for (const std::string spec : {"dither:levels=4,block=100", "sign:block=64", "topk:k=10", "natural", "identity"}) {
+    const auto cpu = make_codec(spec, layout);
+    cuda::DeviceCodec gpu(spec, layout);
+    std::vector<uint8_t> payload = encode(*cpu, test_input(1000, 3), key_for(3, 0));
+    if (spec.rfind("topk", 0) == 0) {
+      const float nan = std::numeric_limits<float>::quiet_NaN();
+      std::memcpy(payload.data(), &nan, 4);  // a non-finite value
+    } else if (spec == "natural") {
+      payload[4 * 32 + 5] = 255;  // exponent code 255
+    } else if (spec == "identity") {
+      const float inf = std::numeric_limits<float>::infinity();
+      std::memcpy(payload.data() + 40, &inf, 4);
+    } else {
+      const float neg = -1.0f;
+      std::memcpy(payload.data(), &neg, 4);  // a negative scale
+    }
+    EXPECT_THROW(cpu->validate(payload), Error) << spec;
+    DeviceBuffer<uint8_t> d_payload(payload);
+    DeviceBuffer<float> d_out(1000);
+    d_out.fill_bytes(0x33);
+    DeviceBuffer<uint8_t> ws(gpu.workspace_bytes());
+    gpu.decode(d_payload.get(), RngKey{}, d_out.get(), ws.get(), gpu.workspace_bytes(), stream_);
+    EXPECT_EQ(cuda::read_status(ws.get(), stream_), gcompErrorCorruptPayload) << spec;
+    for (float v : d_out.download()) {
+      uint32_t u;
+      std::memcpy(&u, &v, 4);
+      ASSERT_EQ(u, 0x33333333u) << spec << ": output written on error";
+    }
+  }
+}
+
+TEST_F(GpuCodecBehaviour, WorkspaceAndArgumentChecks) {
+  cuda::DeviceCodec gpu("dither:levels=2,block=128", Layout(5000));
+  DeviceBuffer<float> d_x(5000);
+  DeviceBuffer<uint8_t> d_payload(gpu.encoded_bytes());
+  DeviceBuffer<uint8_t> ws(gpu.workspace_bytes());
+  try {
+    gpu.encode(d_x.get(), RngKey{}, d_payload.get(), ws.get(), gpu.workspace_bytes() - 1, stream_);
+    ADD_FAILURE() << "a workspace one byte short was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), gcompErrorWorkspaceTooSmall);
+  }
+  try {
+    gpu.encode(nullptr, RngKey{}, d_payload.get(), ws.get(), gpu.workspace_bytes(), stream_);
+    ADD_FAILURE() << "a null input was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), gcompErrorInvalidArgument);
+  }
+  try {
+    gpu.topk_sampled(d_x.get(), RngKey{}, d_payload.get(), ws.get(), gpu.workspace_bytes(), stream_);
+    ADD_FAILURE() << "topk_sampled on a dither codec was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), gcompErrorNotSupported);
+  }
+  for (const char* cpu_only : {"sdither", "spherical"}) {
+    try {
+      cuda::DeviceCodec other(cpu_only, Layout(100));
+      ADD_FAILURE() << cpu_only << " has no GPU kernels but was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), gcompErrorNotSupported) << cpu_only << ": " << e.what();
+    }
+  }
+}
+
+/// Reads index j of a topk payload (w-bit LSB-first stream after the k values).
+int64_t topk_index(const std::vector<uint8_t>& payload, int64_t k, int bits, int64_t j) {
+  uint64_t v = 0;
+  for (int b = 0; b < bits; ++b) {
+    const int64_t pos = k * 32 + j * bits + b;
+    v |= static_cast<uint64_t>((payload[static_cast<size_t>(pos / 8)] >> (pos % 8)) & 1u) << b;
+  }
+  return static_cast<int64_t>(v);
+}
+
+TEST_F(GpuCodecBehaviour, SampledTopkIsAValidPayloadWithExactlyK) {
+  for (const int64_t n : {int64_t{1000}, int64_t{100003}, int64_t{1} << 20}) {
+    for (const std::string spec : {"topk:ratio=0.001", "topk:ratio=0.01", "topk:k=1"}) {
+      const Layout layout(n);
+      const auto cpu = make_codec(spec, layout);
+      cuda::DeviceCodec gpu(spec, layout);
+      const std::vector<float> x = test_input(n, 21);
+      DeviceBuffer<float> d_x(x);
+      DeviceBuffer<uint8_t> d_payload(gpu.encoded_bytes());
+      DeviceBuffer<uint8_t> ws(gpu.workspace_bytes());
+      gpu.topk_sampled(d_x.get(), key_for(21, 0), d_payload.get(), ws.get(), gpu.workspace_bytes(), stream_);
+      ASSERT_EQ(cuda::read_status(ws.get(), stream_), gcompSuccess);
+      const std::vector<uint8_t> payload = d_payload.download();
+      EXPECT_NO_THROW(cpu->validate(payload)) << spec << " n=" << n;  // k entries, ascending, finite
+      const int64_t k = detail::sparse_k(n, cpu->spec().k, cpu->spec().ratio);
+      const int bits = static_cast<int>(detail::ceil_log2_u64(static_cast<uint64_t>(n)));
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t idx = topk_index(payload, k, bits, j);
+        float v;
+        std::memcpy(&v, payload.data() + 4 * j, 4);
+        ASSERT_EQ(std::memcmp(&v, &x[idx], 4), 0) << spec << ": value " << j << " is not x[" << idx << "]";
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace gcomp::test
