@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "host/codecs/dense_planes.hpp"
+#include "host/codecs/sdither.hpp"
 #include "host/codecs/simple_codecs.hpp"
+#include "host/codecs/spherical.hpp"
 
 namespace gcomp {
 
@@ -14,6 +16,8 @@ std::unique_ptr<Codec> make_codec(const CodecSpec& spec, const Layout& layout) {
     case CodecId::kTopK:
     case CodecId::kRandK: return std::make_unique<detail::SparseCodec>(spec, layout);
     case CodecId::kNatural: return std::make_unique<detail::NaturalCodec>(spec, layout);
+    case CodecId::kSDither: return std::make_unique<detail::SDitherCodec>(spec, layout);
+    case CodecId::kSpherical: return std::make_unique<detail::SphericalCodec>(spec, layout);
   }
   GCOMP_FAIL(gcompErrorInvalidArgument, "unknown codec id " + std::to_string(static_cast<uint32_t>(spec.id)));
 }

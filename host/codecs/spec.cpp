@@ -25,6 +25,8 @@ constexpr NameId kCodecs[] = {
     {"randk", CodecId::kRandK, "k,ratio,unbiased"},
     {"natural", CodecId::kNatural, ""},
     {"natdither", CodecId::kNatDither, "levels,norm,p,block"},
+    {"sdither", CodecId::kSDither, "levels,norm,block,code,chunk"},
+    {"spherical", CodecId::kSpherical, "block,bits,unscaled"},
 };
 
 std::string valid_names() {
@@ -114,6 +116,7 @@ CodecSpec CodecSpec::parse(std::string_view text_in) {
     spec.norm = Norm::kLinf;
   }
   if (spec.id == CodecId::kNatDither) spec.levels = 3;
+  if (spec.id == CodecId::kSpherical) spec.block = 16;
 
   std::map<std::string, std::string> kv;
   if (colon != std::string::npos) {
@@ -147,7 +150,7 @@ CodecSpec CodecSpec::parse(std::string_view text_in) {
     } else if (key == "p") {
       spec.p = parse_double(text, key, value);
     } else if (key == "block") {
-      spec.block = parse_int(text, key, value, 0, INT64_MAX);
+      spec.block = parse_int(text, key, value, spec.id == CodecId::kSpherical ? 1 : 0, INT64_MAX);
     } else if (key == "clip") {
       spec.clip = parse_double(text, key, value);
       if (spec.clip < 0) bad(text, "clip must be >= 0 (0 turns clipping off)");
@@ -162,8 +165,23 @@ CodecSpec CodecSpec::parse(std::string_view text_in) {
       if (!(spec.ratio > 0.0 && spec.ratio <= 1.0)) bad(text, "ratio must be in (0, 1]");
     } else if (key == "unbiased") {
       spec.unbiased = parse_bool(text, key, value);
+    } else if (key == "code") {
+      if (value == "gamma") spec.code = EliasCode::kGamma;
+      else if (value == "delta") spec.code = EliasCode::kDelta;
+      else bad(text, "code=" + value + " is not one of gamma, delta");
+    } else if (key == "chunk") {
+      spec.chunk = parse_int(text, key, value, 1, int64_t{1} << 24);
+    } else if (key == "bits") {
+      spec.bits = static_cast<uint32_t>(parse_int(text, key, value, 1, 16));
+    } else if (key == "unscaled") {
+      spec.unscaled = parse_bool(text, key, value);
     }
   }
+  if (spec.id == CodecId::kSDither && spec.norm != Norm::kL2 && spec.norm != Norm::kLinf)
+    bad(text, "sdither supports norm=l2 or norm=linf");
+  if (spec.id == CodecId::kSpherical && (int64_t{1} << spec.bits) > (int64_t{1} << 22) / spec.block)
+    bad(text, "2^bits * block = 2^" + std::to_string(spec.bits) + " * " + std::to_string(spec.block) +
+                  " exceeds the encoder work cap 2^22 normals per block");
   if (kv.count("k") && kv.count("ratio")) bad(text, "give either k or ratio, not both");
   if (spec.norm == Norm::kLp) {
     if (!kv.count("p")) bad(text, "norm=lp needs p (e.g. norm=lp,p=3)");
@@ -203,6 +221,13 @@ std::string CodecSpec::canonical() const {
       s += (k > 0 ? ":k=" + std::to_string(k) : ":ratio=" + fmt_double(ratio)) +
            ",unbiased=" + (unbiased ? "1" : "0");
       break;
+    case CodecId::kSDither:
+      s += ":levels=" + std::to_string(levels) + ",norm=" + norm_name(norm) + ",block=" + std::to_string(block) +
+           ",code=" + (code == EliasCode::kDelta ? "delta" : "gamma") + ",chunk=" + std::to_string(chunk);
+      break;
+    case CodecId::kSpherical:
+      s += ":block=" + std::to_string(block) + ",bits=" + std::to_string(bits) + ",unscaled=" + (unscaled ? "1" : "0");
+      break;
   }
   return s;
 }
@@ -226,6 +251,12 @@ std::vector<CodecDescription> list_codecs() {
       {"natdither", "levels=3 norm=l2|linf|l1|lp p=2 block=0",
        "unbiased: omega <= 1/8 + (b^(1/r)/2^(s-1)) min(1, b^(1/r)/2^(s-1)), r = min(p,2)",
        "32 ceil(n/b) + n (1 + ceil(log2(s+1)))"},
+      {"sdither", "levels=1 norm=l2|linf block=0 code=gamma|delta chunk=4096",
+       "unbiased: as dither (same quantizer); s=1: l2 sqrt(b)-1, linf (sqrt(b)-1)/2",
+       "32 m + 32 + 32 ceil(n/C) + sum_nz [len(gap) + 1 + [s>1] len(level)]; buffer: worst case"},
+      {"spherical", "block=16 bits=8 unscaled=0",
+       "unbiased: omega = 1/beta(m_b,B)^2 - 1 for every input; unscaled=1: delta = 2 beta - 1 if beta > 1/2",
+       "sum_blocks (B + 32)"},
   };
 }
 

@@ -36,23 +36,33 @@ enum class CodecId : uint32_t {
   kRandK = 6,
   kNatural = 7,
   kNatDither = 8,
+  kSDither = 9,     ///< sparse-coded dithering (spec/ALGORITHMS.md §5.2(a))
+  kSpherical = 10,  ///< spherical codebook (spec/ALGORITHMS.md §5.2(b))
 };
 
 /// Norm used by dithering codecs: l1, l2, l_inf or a general l_p (p in (1, inf)).
 enum class Norm : uint32_t { kL1 = 1, kL2 = 2, kLinf = 3, kLp = 4 };
 
+/// Elias code of the sdither records: gamma (2 floor(log2 n) + 1 bits) or delta.
+enum class EliasCode : uint32_t { kGamma = 1, kDelta = 2 };
+
 /// A parsed, validated codec spec. Every field has a value (defaults filled in).
 struct CodecSpec {
   CodecId id = CodecId::kIdentity;
-  uint32_t levels = 1;     ///< dither/natdither: s >= 1
-  Norm norm = Norm::kL2;   ///< dither/natdither
+  uint32_t levels = 1;     ///< dither/natdither/sdither: s >= 1
+  Norm norm = Norm::kL2;   ///< dither/natdither/sdither (sdither: l2 or linf)
   double p = 2.0;          ///< l_p exponent (norm = kLp)
-  int64_t block = 0;       ///< dither/natdither/sign block size; 0 = one block per segment
+  int64_t block = 0;       ///< dither/natdither/sign/sdither block size; 0 = one block per segment;
+                           ///< spherical: m_b >= 1 (default 16)
   double clip = 0.0;       ///< terngrad: clip at clip * sigma; 0 = off
   bool scaled = true;      ///< sign: scale = mean |x| per block (false: plain signs, scale=none)
   int64_t k = 0;           ///< topk/randk: fixed k (0: use ratio)
   double ratio = 0.01;     ///< topk/randk: k = max(1, floor(ratio * n)) when k == 0
   bool unbiased = true;    ///< randk: scale by n/k on decode
+  EliasCode code = EliasCode::kGamma;  ///< sdither: record code
+  int64_t chunk = 4096;    ///< sdither: coordinates per chunk of the directory, C >= 1
+  uint32_t bits = 8;       ///< spherical: codebook index bits B in 1..16 (2^B codewords)
+  bool unscaled = false;   ///< spherical: decode nu * c (biased) instead of (nu / beta) * c
 
   /// Parses `name[:key=value,...]`. Unknown names, keys or bad values throw gcomp::Error
   /// (gcompErrorInvalidArgument) with a message that lists what is valid.
@@ -118,11 +128,27 @@ class Codec {
   [[nodiscard]] const Layout& layout() const { return layout_; }
   [[nodiscard]] int64_t num_elems() const { return layout_.num_elems(); }
 
-  /// Exact size of the raw payload in bytes (no frame header).
+  /// Exact size of the raw payload in bytes (no frame header). Variable-length codecs (sdither)
+  /// always fill this many bytes: the message, then zero padding up to this worst-case size.
   [[nodiscard]] virtual size_t encoded_bytes() const = 0;
   /// Information bits of a message by the spec's formula (§9.2 T16). encoded_bytes() * 8 is this
-  /// rounded up to whole 32-bit words (bit planes pad the last group of 32 elements).
+  /// rounded up to whole 32-bit words (bit planes pad the last group of 32 elements). For a
+  /// variable-length codec: the worst case over all messages (an upper bound of payload_bits).
   [[nodiscard]] virtual double encoded_bits() const = 0;
+  /// Bytes of `payload` (encoded_bytes() bytes) that carry the message; the rest is zero padding.
+  /// Fixed-size codecs: encoded_bytes().
+  /// @throws gcomp::Error gcompErrorCorruptPayload when the payload's length field is impossible.
+  [[nodiscard]] virtual size_t used_bytes(std::span<const uint8_t> payload) const {
+    (void)payload;
+    return encoded_bytes();
+  }
+  /// Information bits of this message (§5.2(c): scales, directories, length fields and records
+  /// included). Fixed-size codecs: encoded_bits().
+  /// @throws gcomp::Error gcompErrorCorruptPayload when the payload's length field is impossible.
+  [[nodiscard]] virtual double payload_bits(std::span<const uint8_t> payload) const {
+    (void)payload;
+    return encoded_bits();
+  }
   /// Declared worst-case omega or delta for this layout.
   [[nodiscard]] virtual Guarantee guarantee() const = 0;
   /// True when the codec draws random bits (its payload depends on the RngKey).

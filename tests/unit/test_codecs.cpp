@@ -5,10 +5,12 @@
 
 #include <gcomp/detail/hd.hpp>
 #include <gcomp/detail/sparse.hpp>
+#include <gcomp/detail/spherical.hpp>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <numeric>
 #include <tuple>
 
@@ -37,6 +39,11 @@ const char* const kSpecs[] = {
     "natural",
     "natdither:levels=3,norm=l2,block=32",
     "natdither:levels=5,norm=linf",
+    "sdither",
+    "sdither:levels=4,norm=linf,block=16,code=delta,chunk=32",
+    "sdither:levels=3,norm=l2,block=33,chunk=7",
+    "spherical:block=8,bits=4",
+    "spherical:block=5,bits=3,unscaled=1",
 };
 
 std::vector<std::vector<int64_t>> layouts() {
@@ -106,7 +113,8 @@ TEST_P(CodecTest, DecodedValuesFollowTheOperator) {
       break;
     case CodecId::kDither:
     case CodecId::kTernGrad:
-    case CodecId::kNatDither: {
+    case CodecId::kNatDither:
+    case CodecId::kSDither: {
       for (size_t b = 0; b + 1 < blocks.size(); ++b) {
         // Independent norm in plain double arithmetic; the codec's fixed-order norm must agree.
         double l1 = 0, l2 = 0, li = 0, lp = 0;
@@ -195,6 +203,31 @@ TEST_P(CodecTest, DecodedValuesFollowTheOperator) {
         }
       }
       EXPECT_LE(kept, want_k);
+      break;
+    }
+    case CodecId::kSpherical: {
+      // Each block decodes to a multiple of a unit vector: |y_l| = nu / beta (unscaled: nu), with
+      // nu the l2 norm on the wire (checked against an independent double norm).
+      std::map<int64_t, double> betas;
+      for (size_t b = 0; b + 1 < blocks.size(); ++b) {
+        double l2 = 0, yy = 0;
+        for (int64_t i = blocks[b]; i < blocks[b + 1]; ++i) {
+          l2 += static_cast<double>(x_[i]) * x_[i];
+          yy += static_cast<double>(y[i]) * y[i];
+        }
+        float nu;
+        std::memcpy(&nu, p.data() + 4 * b, 4);
+        EXPECT_NEAR(nu, std::sqrt(l2), 1e-6 * std::sqrt(l2) + 1e-37) << "block " << b;
+        if (nu == 0.0f) {
+          EXPECT_EQ(yy, 0.0) << "block " << b;
+          continue;
+        }
+        const int64_t len = blocks[b + 1] - blocks[b];
+        if (!betas.count(len)) betas[len] = detail::spherical_beta(len, spec_.bits);
+        const double beta = betas[len];
+        const double want = spec_.unscaled ? nu : nu / beta;
+        EXPECT_NEAR(std::sqrt(yy), want, 1e-6 * want) << "block " << b;
+      }
       break;
     }
     case CodecId::kNatural:

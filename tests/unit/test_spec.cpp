@@ -37,11 +37,17 @@ TEST(CodecSpecTest, DefaultsAndCanonicalText) {
   EXPECT_EQ(CodecSpec::parse("randk:k=1000,unbiased=1").canonical(), "randk:k=1000,unbiased=1");
   EXPECT_EQ(CodecSpec::parse("natural").canonical(), "natural");
   EXPECT_EQ(CodecSpec::parse("natdither:levels=4,norm=linf").canonical(), "natdither:levels=4,norm=linf,block=0");
+  EXPECT_EQ(CodecSpec::parse("sdither").canonical(), "sdither:levels=1,norm=l2,block=0,code=gamma,chunk=4096");
+  EXPECT_EQ(CodecSpec::parse("sdither:code=delta,levels=4,norm=inf,chunk=64").canonical(),
+            "sdither:levels=4,norm=linf,block=0,code=delta,chunk=64");
+  EXPECT_EQ(CodecSpec::parse("spherical").canonical(), "spherical:block=16,bits=8,unscaled=0");
+  EXPECT_EQ(CodecSpec::parse("spherical:bits=12,unscaled=1").canonical(), "spherical:block=16,bits=12,unscaled=1");
 }
 
 TEST(CodecSpecTest, CanonicalRoundTrips) {
   for (const char* s : {"dither:levels=7,norm=lp,p=2.5,block=33", "terngrad:clip=1.75", "randk:ratio=0.125,unbiased=0",
-                        "sign:block=16,scale=none", "natdither:levels=2,norm=l1,block=4"}) {
+                        "sign:block=16,scale=none", "natdither:levels=2,norm=l1,block=4",
+                        "sdither:levels=3,norm=l2,block=33,code=delta,chunk=100", "spherical:block=4,bits=16,unscaled=0"}) {
     const CodecSpec a = CodecSpec::parse(s);
     EXPECT_EQ(CodecSpec::parse(a.canonical()), a) << s;
     EXPECT_EQ(a.canonical(), s);
@@ -67,10 +73,17 @@ TEST(CodecSpecTest, ErrorsNameTheBadPartAndListValidOnes) {
   EXPECT_NE(error_of("sign:block=1,,").find("empty parameter"), std::string::npos);
   EXPECT_NE(error_of("sign:block=1,block=2").find("given twice"), std::string::npos);
   EXPECT_NE(error_of("terngrad:clip=-1").find("clip must be >= 0"), std::string::npos);
+  EXPECT_NE(error_of("sdither:norm=l1").find("sdither supports norm=l2 or norm=linf"), std::string::npos);
+  EXPECT_NE(error_of("sdither:code=rice").find("not one of gamma, delta"), std::string::npos);
+  EXPECT_NE(error_of("sdither:chunk=0").find("chunk=0 is out of range"), std::string::npos);
+  EXPECT_NE(error_of("spherical:bits=17").find("bits=17 is out of range [1, 16]"), std::string::npos);
+  EXPECT_NE(error_of("spherical:block=0").find("block=0 is out of range"), std::string::npos);
+  EXPECT_NE(error_of("spherical:bits=16,block=128").find("exceeds the encoder work cap 2^22"), std::string::npos);
+  EXPECT_NE(error_of("spherical:levels=2").find("valid keys: block,bits,unscaled"), std::string::npos);
 }
 
 TEST(CodecSpecTest, ListCoversEveryCodec) {
   const auto list = gcomp::list_codecs();
-  ASSERT_EQ(list.size(), 8u);
+  ASSERT_EQ(list.size(), 10u);
   for (const auto& d : list) EXPECT_NO_THROW((void)CodecSpec::parse(d.name)) << d.name;
 }

@@ -134,6 +134,10 @@ const GoldenCase kGolden[] = {
     {"randk_r025", "randk:ratio=0.25"},
     {"natural", "natural"},
     {"natdither_s3", "natdither:levels=3,norm=l2,block=32"},
+    {"sdither_l2_s1", "sdither"},
+    {"sdither_linf_s4_delta", "sdither:levels=4,norm=linf,block=33,code=delta,chunk=64"},
+    {"spherical_b8_B6", "spherical:block=8,bits=6"},
+    {"spherical_b5_B3_unscaled", "spherical:block=5,bits=3,unscaled=1"},
 };
 
 std::vector<float> golden_input(int64_t n) {

@@ -1,0 +1,239 @@
+// SPDX-License-Identifier: Apache-2.0
+// sdither: sparse-coded dithering (spec/ALGORITHMS.md §5.2(a)). The quantizer is dither's (§2.1):
+// same block scales, same Philox draws (stream 0, element index), same levels, so the decoded
+// vector equals dither's bit for bit. Only the coding differs: one Elias record per nonzero.
+// Byte layout: docs/wire-format.md §3.7.
+#include "host/codecs/sdither.hpp"
+
+#include <gcomp/detail/codec_math.hpp>
+#include <gcomp/detail/elias.hpp>
+
+#include <algorithm>
+
+namespace gcomp::detail {
+
+namespace {
+
+/// Largest record-stream length over every record sequence that fits a chunk of `len`
+/// coordinates: f(L) = max(f(L - 1), max_g f(L - g) + cost(g)), cost(g) = len(g) + 1 + len(s)
+/// (len(s): the longest level code, s > 1). Splitting a gap g >= 4 (gamma: g >= 2) into two
+/// halves never shortens the stream, so gaps up to kMaxGap suffice; with Elias-delta the worst
+/// case is not "every element nonzero" (gap 2 costs 4 + 1 bits against 2 x (1 + 1)).
+int64_t worst_chunk_bits(int64_t len, uint32_t code, uint32_t levels) {
+  constexpr int kMaxGap = 16;
+  const int64_t level_bits = levels > 1 ? elias_len(code, levels) : 0;
+  int64_t cost[kMaxGap + 1] = {0};
+  for (int g = 1; g <= kMaxGap; ++g) cost[g] = elias_len(code, static_cast<uint64_t>(g)) + 1 + level_bits;
+  int64_t ring[kMaxGap + 1] = {0};  // f(L - r) at ring[(L - r) mod (kMaxGap + 1)]
+  for (int64_t l = 1; l <= len; ++l) {
+    int64_t best = ring[(l - 1) % (kMaxGap + 1)];
+    for (int g = 1; g <= kMaxGap && g <= l; ++g) best = std::max(best, ring[(l - g) % (kMaxGap + 1)] + cost[g]);
+    ring[l % (kMaxGap + 1)] = best;
+  }
+  return ring[len % (kMaxGap + 1)];
+}
+
+}  // namespace
+
+SDitherCodec::SDitherCodec(CodecSpec spec, Layout layout) : Codec(std::move(spec), std::move(layout)) {
+  const CodecSpec& sp = this->spec();
+  GCOMP_EXPECTS(sp.norm == Norm::kL2 || sp.norm == Norm::kLinf, gcompErrorInvalidArgument,
+                "sdither supports norm=l2 or norm=linf");
+  GCOMP_EXPECTS(sp.chunk >= 1 && sp.chunk <= (int64_t{1} << 24), gcompErrorInvalidArgument,
+                "sdither: chunk must be in [1, 2^24]");
+  CodecSpec dither_spec;
+  dither_spec.id = CodecId::kDither;
+  dither_spec.levels = sp.levels;
+  dither_spec.norm = sp.norm;
+  dither_spec.p = sp.p;
+  dither_spec.block = sp.block;
+  dither_ = std::make_unique<DensePlaneCodec>(dither_spec, this->layout());
+  levels_ = sp.levels;
+  code_ = sp.code == EliasCode::kDelta ? kEliasDelta : kEliasGamma;
+  chunk_ = sp.chunk;
+  blocks_ = block_offsets(this->layout(), sp.block);
+  num_blocks_ = static_cast<int64_t>(blocks_.size()) - 1;
+  const int64_t n = num_elems();
+  num_chunks_ = ceil_div(n, chunk_);
+  if (num_chunks_ > 0) {
+    const int64_t full = num_chunks_ - 1;
+    const int64_t last = n - full * chunk_;
+    const int64_t per_full = full > 0 ? worst_chunk_bits(chunk_, code_, levels_) : 0;
+    const int64_t per_last = worst_chunk_bits(last, code_, levels_);
+    GCOMP_EXPECTS(full == 0 || per_full <= int64_t{0xffffffff} / full, gcompErrorInvalidArgument,
+                  "sdither: the worst-case stream does not fit 32-bit bit offsets; use fewer elements per message");
+    worst_bits_ = full * per_full + per_last;
+  }
+  GCOMP_EXPECTS(worst_bits_ <= int64_t{0xffffffff}, gcompErrorInvalidArgument,
+                "sdither: the worst-case stream (" + std::to_string(worst_bits_) +
+                    " bits) does not fit 32-bit bit offsets; use fewer elements per message");
+  stream_words_ = ceil_div(worst_bits_, 32);
+}
+
+size_t SDitherCodec::stream_offset_bytes() const { return static_cast<size_t>(4 * num_blocks_ + 4 + 4 * num_chunks_); }
+
+size_t SDitherCodec::encoded_bytes() const { return stream_offset_bytes() + static_cast<size_t>(4 * stream_words_); }
+
+double SDitherCodec::encoded_bits() const {
+  return 32.0 * static_cast<double>(num_blocks_ + 1 + num_chunks_) + static_cast<double>(worst_bits_);
+}
+
+uint32_t SDitherCodec::total_bits(std::span<const uint8_t> payload) const {
+  if (payload.size() != encoded_bytes())
+    corrupt(spec(), "size is " + std::to_string(payload.size()) + " bytes, expected " + std::to_string(encoded_bytes()));
+  const uint32_t total = load_u32(payload.data() + 4 * num_blocks_);
+  if (total > static_cast<uint64_t>(worst_bits_))
+    corrupt(spec(), "total stream bits " + std::to_string(total) + " exceed the worst case " +
+                        std::to_string(worst_bits_));
+  return total;
+}
+
+size_t SDitherCodec::used_bytes(std::span<const uint8_t> payload) const {
+  return stream_offset_bytes() + static_cast<size_t>(4 * ceil_div(total_bits(payload), 32));
+}
+
+double SDitherCodec::payload_bits(std::span<const uint8_t> payload) const {
+  return 32.0 * static_cast<double>(num_blocks_ + 1 + num_chunks_) + static_cast<double>(total_bits(payload));
+}
+
+void SDitherCodec::compute_scales(std::span<const float> x, std::span<float> scales) const {
+  dither_->compute_scales(x, scales);
+}
+
+void SDitherCodec::encode(std::span<const float> x, const RngKey& key, std::span<uint8_t> payload) const {
+  check_encode_args(x, payload);
+  std::vector<float> scales(static_cast<size_t>(num_blocks_));
+  compute_scales(x, scales);
+  write(x, scales, key, payload);
+}
+
+void SDitherCodec::encode_with_scales(std::span<const float> x, std::span<const float> scales, const RngKey& key,
+                                      std::span<uint8_t> payload) const {
+  check_encode_args(x, payload);
+  GCOMP_EXPECTS(static_cast<int64_t>(scales.size()) == num_blocks_, gcompErrorInvalidArgument,
+                "encode_with_scales: needs " + std::to_string(num_blocks_) + " scales");
+  require_finite(x.data(), num_elems());
+  for (size_t b = 0; b < scales.size(); ++b)
+    GCOMP_EXPECTS(is_finite_f(scales[b]) && scales[b] >= 0.0f, gcompErrorInvalidArgument,
+                  "encode_with_scales: scale " + std::to_string(b) + " is negative or not finite");
+  write(x, scales, key, payload);
+}
+
+void SDitherCodec::write(std::span<const float> x, std::span<const float> scales, const RngKey& key,
+                         std::span<uint8_t> payload) const {
+  const int64_t n = num_elems();
+  std::vector<uint32_t> words(static_cast<size_t>(stream_words_), 0u);
+  std::vector<uint32_t> dir(static_cast<size_t>(num_chunks_), 0u);
+  uint64_t pos = 0;
+  int64_t block = 0;
+  Philox4x32 rnd{};
+  for (int64_t c = 0; c < num_chunks_; ++c) {
+    dir[static_cast<size_t>(c)] = static_cast<uint32_t>(pos);
+    const int64_t begin = c * chunk_;
+    const int64_t end = std::min(n, begin + chunk_);
+    int64_t prev = begin - 1;
+    for (int64_t i = begin; i < end; ++i) {
+      while (i >= blocks_[block + 1]) ++block;
+      if ((i & 3) == 0 || i == begin) rnd = philox_block(key, kStreamElement, static_cast<uint64_t>(i) >> 2);
+      const Quantized q = dither_quantize(x[i], scales[block], levels_, uniform01(rnd.v[i & 3]));
+      if (q.level == 0u) continue;
+      pos = sdither_write_record(words.data(), pos, code_, static_cast<uint64_t>(i - prev), q.negative, q.level,
+                                 levels_);
+      prev = i;
+    }
+  }
+  uint8_t* out = payload.data();
+  std::fill(out, out + encoded_bytes(), uint8_t{0});
+  for (int64_t b = 0; b < num_blocks_; ++b) store_f32(out + 4 * b, scales[b]);
+  store_u32(out + 4 * num_blocks_, static_cast<uint32_t>(pos));
+  for (int64_t c = 0; c < num_chunks_; ++c) store_u32(out + 4 * (num_blocks_ + 1 + c), dir[static_cast<size_t>(c)]);
+  uint8_t* stream = out + stream_offset_bytes();
+  for (int64_t w = 0; w < stream_words_; ++w) store_u32(stream + 4 * w, words[static_cast<size_t>(w)]);
+}
+
+void SDitherCodec::walk(std::span<const uint8_t> payload, float* values) const {
+  const uint32_t total = total_bits(payload);
+  const uint8_t* in = payload.data();
+  std::vector<float> scales(static_cast<size_t>(num_blocks_));
+  for (int64_t b = 0; b < num_blocks_; ++b) {
+    const float s = load_f32(in + 4 * b);
+    if (!is_finite_f(s) || s < 0.0f || float_bits(s) == 0x80000000u)
+      corrupt(spec(), "scale of block " + std::to_string(b) + " is negative or not finite");
+    scales[static_cast<size_t>(b)] = s;
+  }
+  std::vector<uint32_t> dir(static_cast<size_t>(num_chunks_));
+  for (int64_t c = 0; c < num_chunks_; ++c) {
+    dir[static_cast<size_t>(c)] = load_u32(in + 4 * (num_blocks_ + 1 + c));
+    if (c == 0 && dir[0] != 0u) corrupt(spec(), "chunk 0 does not start at stream bit 0");
+    if (c > 0 && dir[static_cast<size_t>(c)] < dir[static_cast<size_t>(c - 1)])
+      corrupt(spec(), "chunk offsets decrease at chunk " + std::to_string(c));
+    if (dir[static_cast<size_t>(c)] > total)
+      corrupt(spec(), "chunk " + std::to_string(c) + " starts beyond the total stream bits");
+  }
+  if (num_chunks_ == 0 && total != 0u) corrupt(spec(), "records in an empty message");
+  std::vector<uint32_t> words(static_cast<size_t>(stream_words_));
+  const uint8_t* stream = in + stream_offset_bytes();
+  for (int64_t w = 0; w < stream_words_; ++w) words[static_cast<size_t>(w)] = load_u32(stream + 4 * w);
+  // Padding: every stream bit at or beyond `total` is zero.
+  for (int64_t w = total / 32; w < stream_words_; ++w) {
+    const uint32_t keep = (w == total / 32 && total % 32 != 0) ? ((1u << (total % 32)) - 1u) : 0u;
+    if (words[static_cast<size_t>(w)] & ~keep) corrupt(spec(), "bits set beyond the total stream bits");
+  }
+  const int64_t n = num_elems();
+  const uint32_t level_log = floor_log2_u64(levels_);
+  int64_t block = 0;
+  for (int64_t c = 0; c < num_chunks_; ++c) {
+    const int64_t begin = c * chunk_;
+    const int64_t len = std::min(n, begin + chunk_) - begin;
+    uint64_t pos = dir[static_cast<size_t>(c)];
+    const uint64_t end = c + 1 < num_chunks_ ? dir[static_cast<size_t>(c + 1)] : total;
+    const uint32_t gap_log = floor_log2_u64(static_cast<uint64_t>(len));
+    int64_t prev = -1;  // relative to the chunk start
+    const std::string where = " in chunk " + std::to_string(c);
+    while (pos < end) {
+      uint64_t gap = 0;
+      uint32_t st = read_elias(words.data(), pos, end, code_, gap_log, gap);
+      if (st == kEliasTooLong) corrupt(spec(), "over-long Elias prefix of a gap" + where);
+      if (st != kEliasOk) corrupt(spec(), "a gap code runs past the end of its chunk" + where);
+      if (gap > static_cast<uint64_t>(len - 1 - prev)) corrupt(spec(), "a gap runs past the end of its chunk" + where);
+      const int64_t rel = prev + static_cast<int64_t>(gap);
+      if (pos >= end) corrupt(spec(), "a record has no sign bit" + where);
+      const bool negative = get_bit(words.data(), pos) != 0u;
+      pos += 1;
+      uint64_t level = 1;
+      if (levels_ > 1u) {
+        st = read_elias(words.data(), pos, end, code_, level_log, level);
+        if (st == kEliasTooLong) corrupt(spec(), "over-long Elias prefix of a level" + where);
+        if (st != kEliasOk) corrupt(spec(), "a level code runs past the end of its chunk" + where);
+        if (level > levels_) corrupt(spec(), "level above " + std::to_string(levels_) + where);
+      }
+      const int64_t i = begin + rel;
+      while (i >= blocks_[block + 1]) ++block;
+      const float scale = scales[static_cast<size_t>(block)];
+      if (scale == 0.0f) corrupt(spec(), "a nonzero in block " + std::to_string(block) + ", whose scale is 0");
+      if (values) values[i] = dither_value(static_cast<uint32_t>(level), negative, scale, levels_);
+      prev = rel;
+    }
+  }
+}
+
+void SDitherCodec::validate(std::span<const uint8_t> payload) const { walk(payload, nullptr); }
+
+void SDitherCodec::decode_impl(std::span<const uint8_t> payload, float weight, bool overwrite,
+                               std::span<float> out) const {
+  check_decode_args(payload, out);
+  std::vector<float> v(out.size(), 0.0f);
+  walk(payload, v.data());
+  for (size_t i = 0; i < out.size(); ++i) out[i] = overwrite ? v[i] : accumulate(out[i], weight, v[i]);
+}
+
+void SDitherCodec::decode_accumulate(std::span<const uint8_t> payload, const RngKey&, float weight,
+                                     std::span<float> out) const {
+  decode_impl(payload, weight, false, out);
+}
+
+void SDitherCodec::decode(std::span<const uint8_t> payload, const RngKey&, std::span<float> out) const {
+  decode_impl(payload, 1.0f, true, out);
+}
+
+}  // namespace gcomp::detail

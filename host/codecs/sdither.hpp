@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include "host/codecs/dense_planes.hpp"
+#include "host/codecs/internal.hpp"
+
+#include <memory>
+
+namespace gcomp::detail {
+
+/// sdither (spec/ALGORITHMS.md §5.2(a)): the dither quantizer of §2.1 (same scales, draws and
+/// levels as `dither`), with the nonzeros sent as chunked Elias-coded records.
+/// Payload (docs/wire-format.md §3.7): m f32 scales, u32 total stream bits, ceil(n/C) u32 chunk
+/// offsets, then the record bit stream padded with zeros to the worst-case size.
+class SDitherCodec final : public Codec {
+ public:
+  SDitherCodec(CodecSpec spec, Layout layout);
+  size_t encoded_bytes() const override;
+  double encoded_bits() const override;
+  size_t used_bytes(std::span<const uint8_t> payload) const override;
+  double payload_bits(std::span<const uint8_t> payload) const override;
+  Guarantee guarantee() const override { return dither_->guarantee(); }
+  bool randomized() const override { return true; }
+  int64_t num_scales() const override { return num_blocks_; }
+  void encode(std::span<const float> x, const RngKey& key, std::span<uint8_t> payload) const override;
+  void compute_scales(std::span<const float> x, std::span<float> scales) const override;
+  void encode_with_scales(std::span<const float> x, std::span<const float> scales, const RngKey& key,
+                          std::span<uint8_t> payload) const override;
+  void validate(std::span<const uint8_t> payload) const override;
+  void decode_accumulate(std::span<const uint8_t> payload, const RngKey& key, float weight,
+                         std::span<float> out) const override;
+  void decode(std::span<const uint8_t> payload, const RngKey& key, std::span<float> out) const override;
+
+  [[nodiscard]] int64_t num_chunks() const { return num_chunks_; }
+  /// Worst-case record bits of the whole stream (the buffer holds any valid stream).
+  [[nodiscard]] int64_t worst_stream_bits() const { return worst_bits_; }
+
+ private:
+  /// Header words before the stream: m scales, the total, the directory.
+  [[nodiscard]] size_t stream_offset_bytes() const;
+  uint32_t total_bits(std::span<const uint8_t> payload) const;
+  void write(std::span<const float> x, std::span<const float> scales, const RngKey& key,
+             std::span<uint8_t> payload) const;
+  /// Validates the payload; with `values` non-null also writes the dense decoded vector into it.
+  void walk(std::span<const uint8_t> payload, float* values) const;
+  void decode_impl(std::span<const uint8_t> payload, float weight, bool overwrite, std::span<float> out) const;
+
+  std::unique_ptr<DensePlaneCodec> dither_;  // the quantizer's scales and guarantee
+  uint32_t levels_ = 1;
+  uint32_t code_ = 1;
+  int64_t chunk_ = 4096;
+  std::vector<int64_t> blocks_;
+  int64_t num_blocks_ = 0;
+  int64_t num_chunks_ = 0;
+  int64_t worst_bits_ = 0;
+  int64_t stream_words_ = 0;
+};
+
+}  // namespace gcomp::detail
