@@ -26,6 +26,7 @@ extern "C" const char* gcompGetErrorString(gcompStatus_t status) {
     case gcompErrorMismatch: return "configuration mismatch";
     case gcompErrorTimeout: return "timeout";
     case gcompErrorIo: return "i/o error";
+    case gcompErrorOutOfMemory: return "out of memory";
     case gcompErrorCuda: return "CUDA error";
     case gcompErrorNccl: return "NCCL error";
     case gcompErrorMpi: return "MPI error";

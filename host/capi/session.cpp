@@ -1,0 +1,210 @@
+// SPDX-License-Identifier: Apache-2.0
+// C ABI: sessions (the orchestrator of host/algorithms) on communicator handles.
+#include "host/capi/capi_internal.hpp"
+
+#include <algorithm>
+
+using gcomp::capi::comm_ref;
+using gcomp::capi::require_non_null;
+using gcomp::capi::session_ref;
+using gcomp::capi::slot_of;
+using gcomp::capi::translate_exceptions;
+
+namespace {
+
+template <class Enum>
+Enum enum_field(int value, int max_value, const char* field) {
+  GCOMP_EXPECTS(value >= 0 && value <= max_value, gcompErrorInvalidArgument,
+                std::string("config->") + field + " is " + std::to_string(value) + ", valid values are 0.." +
+                    std::to_string(max_value));
+  return static_cast<Enum>(value);
+}
+
+[[noreturn]] void callback_failed(const char* which, gcompStatus_t status) {
+  GCOMP_FAIL(status == gcompSuccess ? gcompErrorInternal : status,
+             std::string("the ") + which + " callback returned status " + std::to_string(static_cast<int>(status)) +
+                 " (" + gcompGetErrorString(status) + ")");
+}
+
+gcomp::SessionConfig to_cpp(const gcompSessionConfig_t& c) {
+  gcomp::capi::check_config_header(c.size, sizeof(gcompSessionConfig_t), c.magic, GCOMP_SESSION_CONFIG_MAGIC,
+                                   c.version, "gcompSessionConfig_t", "GCOMP_SESSION_CONFIG_INITIALIZER");
+  require_non_null(c.algorithm, "config->algorithm");
+  require_non_null(c.codec_spec, "config->codec_spec");
+  require_non_null(c.server_codec_spec, "config->server_codec_spec");
+  gcomp::SessionConfig s;
+  s.algorithm = gcomp::parse_algorithm(c.algorithm);
+  s.codec = c.codec_spec;
+  s.server_codec = c.server_codec_spec;
+  s.lr = c.lr;
+  s.alpha = c.alpha;
+  s.momentum = c.momentum;
+  s.nesterov = c.nesterov != 0;
+  s.delay = c.delay;
+  s.seed = c.seed;
+  // These C enum values equal the C++ enumerators' positions (asserted below).
+  s.nonfinite = enum_field<gcomp::NonFinitePolicy>(static_cast<int>(c.nonfinite), 2, "nonfinite");
+  // gcomp::ServerMode lists kSharded first: map by name.
+  const auto server = enum_field<gcompServerMode_t>(static_cast<int>(c.server), 1, "server");
+  s.server = server == gcompServerSharded ? gcomp::ServerMode::kSharded : gcomp::ServerMode::kReplicated;
+  s.prox = enum_field<gcomp::Regularizer>(static_cast<int>(c.prox), 2, "prox");
+  s.prox_lambda = c.prox_lambda;
+  s.tie_to_zero = c.tie_to_zero != 0;
+  s.shared_scale = c.shared_scale != 0;
+  s.compensation = enum_field<gcomp::Compensation>(static_cast<int>(c.compensation), 3, "compensation");
+  if (c.hessian_product != nullptr) {
+    s.hessian_product = [fn = c.hessian_product, user = c.hessian_user_data](std::span<const double> v,
+                                                                            std::span<double> out) {
+      const gcompStatus_t st = fn(v.data(), out.data(), static_cast<int64_t>(v.size()), user);
+      if (st != gcompSuccess) callback_failed("hessian_product", st);
+    };
+  }
+  if (c.hessian_diagonal != nullptr) {
+    s.hessian_diagonal = [fn = c.hessian_diagonal, user = c.hessian_user_data](std::span<double> out) {
+      const gcompStatus_t st = fn(out.data(), static_cast<int64_t>(out.size()), user);
+      if (st != gcompSuccess) callback_failed("hessian_diagonal", st);
+    };
+  }
+  return s;
+}
+
+static_assert(static_cast<int>(gcomp::NonFinitePolicy::kError) == gcompNonFiniteError &&
+              static_cast<int>(gcomp::NonFinitePolicy::kSkip) == gcompNonFiniteSkip &&
+              static_cast<int>(gcomp::NonFinitePolicy::kZero) == gcompNonFiniteZero);
+static_assert(static_cast<int>(gcomp::Regularizer::kNone) == gcompProxNone &&
+              static_cast<int>(gcomp::Regularizer::kL1) == gcompProxL1 &&
+              static_cast<int>(gcomp::Regularizer::kL2) == gcompProxL2);
+static_assert(static_cast<int>(gcomp::Compensation::kNone) == gcompCompensationNone &&
+              static_cast<int>(gcomp::Compensation::kClassical) == gcompCompensationClassical &&
+              static_cast<int>(gcomp::Compensation::kHessian) == gcompCompensationHessian &&
+              static_cast<int>(gcomp::Compensation::kDiagonal) == gcompCompensationDiagonal);
+
+void check_stats(const gcompStepStats_t* stats) {
+  if (stats == nullptr) return;
+  GCOMP_EXPECTS(stats->size == sizeof(gcompStepStats_t), gcompErrorInvalidArgument,
+                "stats->size is " + std::to_string(stats->size) + ", expected sizeof(gcompStepStats_t) = " +
+                    std::to_string(sizeof(gcompStepStats_t)) + ": initialise it with GCOMP_STEP_STATS_INITIALIZER");
+}
+
+void write_stats(const gcomp::StepStats& s, gcompStepStats_t* stats) {
+  if (stats == nullptr) return;
+  stats->step = s.step;
+  stats->bytes_up = s.bytes_up;
+  stats->bytes_down = s.bytes_down;
+  stats->bytes_received = s.bytes_received;
+  stats->bits_per_element_up = s.bits_per_element_up;
+  stats->bits_per_element_down = s.bits_per_element_down;
+  stats->skipped = s.skipped ? 1 : 0;
+}
+
+// Data pointers may be NULL only for an empty layout.
+size_t num_elems_checked(const gcompSession& s, const void* a, const char* a_name, const void* b, const char* b_name) {
+  const size_t n = s.update.size();
+  if (n > 0) {
+    require_non_null(a, a_name);
+    require_non_null(b, b_name);
+  }
+  return n;
+}
+
+}  // namespace
+
+extern "C" gcompStatus_t gcompSessionCreate(gcompSession_t* session, gcompComm_t comm,
+                                            const gcompSessionConfig_t* config, const int64_t* segment_elems,
+                                            int num_segments) {
+  return translate_exceptions(nullptr, "gcompSessionCreate", [&] {
+    require_non_null(session, "session");
+    const gcompComm& c = comm_ref(comm);
+    require_non_null(config, "config");
+    gcomp::SessionConfig cfg = to_cpp(*config);
+    gcomp::Layout layout = gcomp::capi::layout_from(segment_elems, num_segments);
+    auto s = std::make_unique<gcompSession>();
+    s->comm = c.comm;
+    s->update.resize(static_cast<size_t>(layout.num_elems()));
+    s->session = std::make_unique<gcomp::Session>(*s->comm, std::move(layout), std::move(cfg));
+    *session = s.release();
+  });
+}
+
+extern "C" gcompStatus_t gcompSessionDestroy(gcompSession_t session) {
+  return translate_exceptions(nullptr, "gcompSessionDestroy", [&] {
+    if (session == nullptr) return;
+    session_ref(session).tag = 0;
+    delete session;
+  });
+}
+
+extern "C" const char* gcompSessionGetLastError(gcompSession_t session) {
+  gcomp::capi::ErrorSlot* slot = slot_of(session);
+  return slot ? slot->text : "";
+}
+
+extern "C" gcompStatus_t gcompSessionNumElems(gcompSession_t session, int64_t* num_elems) {
+  return translate_exceptions(slot_of(session), "gcompSessionNumElems", [&] {
+    const gcompSession& s = session_ref(session);
+    require_non_null(num_elems, "num_elems");
+    *num_elems = s.session->layout().num_elems();
+  });
+}
+
+extern "C" gcompStatus_t gcompSessionStepCount(gcompSession_t session, uint64_t* step_count) {
+  return translate_exceptions(slot_of(session), "gcompSessionStepCount", [&] {
+    const gcompSession& s = session_ref(session);
+    require_non_null(step_count, "step_count");
+    *step_count = s.session->step_count();
+  });
+}
+
+extern "C" gcompStatus_t gcompSessionStep(gcompSession_t session, const double* h_grad, double* h_update,
+                                          gcompStepStats_t* stats) {
+  return translate_exceptions(slot_of(session), "gcompSessionStep", [&] {
+    gcompSession& s = session_ref(session);
+    const size_t n = num_elems_checked(s, h_grad, "h_grad", h_update, "h_update");
+    check_stats(stats);
+    // The update goes to session scratch first: the caller's buffer is written only on success,
+    // and h_grad may overlap h_update in any way.
+    const gcomp::StepStats st = s.session->step(std::span<const double>(h_grad, n), std::span<double>(s.update));
+    std::copy(s.update.begin(), s.update.end(), h_update);
+    write_stats(st, stats);
+  });
+}
+
+extern "C" gcompStatus_t gcompSessionStepF32(gcompSession_t session, const float* h_grad, float* h_update,
+                                             gcompStepStats_t* stats) {
+  return translate_exceptions(slot_of(session), "gcompSessionStepF32", [&] {
+    gcompSession& s = session_ref(session);
+    const size_t n = num_elems_checked(s, h_grad, "h_grad", h_update, "h_update");
+    check_stats(stats);
+    // Session::step(float) converts through its own double buffers and writes the update last.
+    const gcomp::StepStats st = s.session->step(std::span<const float>(h_grad, n), std::span<float>(h_update, n));
+    write_stats(st, stats);
+  });
+}
+
+extern "C" gcompStatus_t gcompSessionApply(gcompSession_t session, const double* h_grad, double* h_x,
+                                           gcompStepStats_t* stats) {
+  return translate_exceptions(slot_of(session), "gcompSessionApply", [&] {
+    gcompSession& s = session_ref(session);
+    const size_t n = num_elems_checked(s, h_grad, "h_grad", h_x, "h_x");
+    check_stats(stats);
+    // Session::apply consumes the gradient completely before it writes x.
+    const gcomp::StepStats st = s.session->apply(std::span<const double>(h_grad, n), std::span<double>(h_x, n));
+    write_stats(st, stats);
+  });
+}
+
+extern "C" gcompStatus_t gcompSessionSave(gcompSession_t session, const char* path) {
+  return translate_exceptions(slot_of(session), "gcompSessionSave", [&] {
+    const gcompSession& s = session_ref(session);
+    require_non_null(path, "path");
+    s.session->save(path);
+  });
+}
+
+extern "C" gcompStatus_t gcompSessionLoad(gcompSession_t session, const char* path) {
+  return translate_exceptions(slot_of(session), "gcompSessionLoad", [&] {
+    gcompSession& s = session_ref(session);
+    require_non_null(path, "path");
+    s.session->load(path);
+  });
+}
