@@ -27,6 +27,7 @@ constexpr NameId kCodecs[] = {
     {"natdither", CodecId::kNatDither, "levels,norm,p,block"},
     {"sdither", CodecId::kSDither, "levels,norm,block,code,chunk"},
     {"spherical", CodecId::kSpherical, "block,bits,unscaled"},
+    {"grid", CodecId::kGrid, "step,bits"},
 };
 
 std::string valid_names() {
@@ -116,6 +117,10 @@ CodecSpec CodecSpec::parse(std::string_view text_in) {
     spec.norm = Norm::kLinf;
   }
   if (spec.id == CodecId::kNatDither) spec.levels = 3;
+  if (spec.id == CodecId::kGrid) {
+    spec.bits = 16;
+    spec.step = 0.00390625;  // 2^-8
+  }
   if (spec.id == CodecId::kSpherical) spec.block = 16;
 
   std::map<std::string, std::string> kv;
@@ -172,7 +177,11 @@ CodecSpec CodecSpec::parse(std::string_view text_in) {
     } else if (key == "chunk") {
       spec.chunk = parse_int(text, key, value, 1, int64_t{1} << 24);
     } else if (key == "bits") {
-      spec.bits = static_cast<uint32_t>(parse_int(text, key, value, 1, 16));
+      spec.bits = spec.id == CodecId::kGrid ? static_cast<uint32_t>(parse_int(text, key, value, 2, 32))
+                                            : static_cast<uint32_t>(parse_int(text, key, value, 1, 16));
+    } else if (key == "step") {
+      spec.step = parse_double(text, key, value);
+      if (!(spec.step > 0.0)) bad(text, "step must be > 0");
     } else if (key == "unscaled") {
       spec.unscaled = parse_bool(text, key, value);
     }
@@ -228,6 +237,9 @@ std::string CodecSpec::canonical() const {
     case CodecId::kSpherical:
       s += ":block=" + std::to_string(block) + ",bits=" + std::to_string(bits) + ",unscaled=" + (unscaled ? "1" : "0");
       break;
+    case CodecId::kGrid:
+      s += ":step=" + fmt_double(step) + ",bits=" + std::to_string(bits);
+      break;
   }
   return s;
 }
@@ -257,6 +269,9 @@ std::vector<CodecDescription> list_codecs() {
       {"spherical", "block=16 bits=8 unscaled=0",
        "unbiased: omega = 1/beta(m_b,B)^2 - 1 for every input; unscaled=1: delta = 2 beta - 1 if beta > 1/2",
        "sum_blocks (B + 32)"},
+      {"grid", "step=0.00390625 bits=16",
+       "deterministic, absolute: |C(x)_i - x_i| <= step/2 while |x_i| <= (2^(bits-1)-1) step (saturates beyond)",
+       "bits n"},
   };
 }
 

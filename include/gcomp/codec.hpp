@@ -38,6 +38,7 @@ enum class CodecId : uint32_t {
   kNatDither = 8,
   kSDither = 9,     ///< sparse-coded dithering (spec/ALGORITHMS.md §5.2(a))
   kSpherical = 10,  ///< spherical codebook (spec/ALGORITHMS.md §5.2(b))
+  kGrid = 11,       ///< deterministic rounding to a grid (spec/ALGORITHMS.md §6.1, §7.1)
 };
 
 /// Norm used by dithering codecs: l1, l2, l_inf or a general l_p (p in (1, inf)).
@@ -63,6 +64,7 @@ struct CodecSpec {
   int64_t chunk = 4096;    ///< sdither: coordinates per chunk of the directory, C >= 1
   uint32_t bits = 8;       ///< spherical: codebook index bits B in 1..16 (2^B codewords)
   bool unscaled = false;   ///< spherical: decode nu * c (biased) instead of (nu / beta) * c
+  double step = 0.00390625;  ///< grid: the quantum Delta (> 0, default 2^-8); bits = level width (2..32)
 
   /// Parses `name[:key=value,...]`. Unknown names, keys or bad values throw gcomp::Error
   /// (gcompErrorInvalidArgument) with a message that lists what is valid.

@@ -44,6 +44,8 @@ const char* const kSpecs[] = {
     "sdither:levels=3,norm=l2,block=33,chunk=7",
     "spherical:block=8,bits=4",
     "spherical:block=5,bits=3,unscaled=1",
+    "grid:step=0.25,bits=4",
+    "grid:step=0.001",
 };
 
 std::vector<std::vector<int64_t>> layouts() {
@@ -227,6 +229,19 @@ TEST_P(CodecTest, DecodedValuesFollowTheOperator) {
         const double beta = betas[len];
         const double want = spec_.unscaled ? nu : nu / beta;
         EXPECT_NEAR(std::sqrt(yy), want, 1e-6 * want) << "block " << b;
+      }
+      break;
+    }
+    case CodecId::kGrid: {
+      // Nearest grid point step * rint(x / step), saturated at +-(2^(bits-1) - 1) steps.
+      const double lim = static_cast<double>((int64_t{1} << (spec_.bits - 1)) - 1) * spec_.step;
+      for (int64_t i = 0; i < n; ++i) {
+        const double x = x_[i];
+        const double want = std::max(-lim, std::min(lim, spec_.step * std::nearbyint(x / spec_.step)));
+        EXPECT_NEAR(y[i], want, 1e-6 * std::fabs(want)) << i << ": " << x_[i];
+        if (std::fabs(x) <= lim) {
+          EXPECT_LE(std::fabs(y[i] - x), spec_.step / 2 * (1 + 1e-6)) << i;
+        }
       }
       break;
     }

@@ -36,6 +36,8 @@ TEST(CodecSpecTest, DefaultsAndCanonicalText) {
   EXPECT_EQ(CodecSpec::parse("topk:k=7").canonical(), "topk:k=7");
   EXPECT_EQ(CodecSpec::parse("randk:k=1000,unbiased=1").canonical(), "randk:k=1000,unbiased=1");
   EXPECT_EQ(CodecSpec::parse("natural").canonical(), "natural");
+  EXPECT_EQ(CodecSpec::parse("grid:step=0.5").canonical(), "grid:step=0.5,bits=16");
+  EXPECT_EQ(CodecSpec::parse("grid:bits=32,step=1e-3").canonical(), "grid:step=0.001,bits=32");
   EXPECT_EQ(CodecSpec::parse("natdither:levels=4,norm=linf").canonical(), "natdither:levels=4,norm=linf,block=0");
   EXPECT_EQ(CodecSpec::parse("sdither").canonical(), "sdither:levels=1,norm=l2,block=0,code=gamma,chunk=4096");
   EXPECT_EQ(CodecSpec::parse("sdither:code=delta,levels=4,norm=inf,chunk=64").canonical(),
@@ -73,6 +75,9 @@ TEST(CodecSpecTest, ErrorsNameTheBadPartAndListValidOnes) {
   EXPECT_NE(error_of("sign:block=1,,").find("empty parameter"), std::string::npos);
   EXPECT_NE(error_of("sign:block=1,block=2").find("given twice"), std::string::npos);
   EXPECT_NE(error_of("terngrad:clip=-1").find("clip must be >= 0"), std::string::npos);
+  EXPECT_EQ(CodecSpec::parse("grid").canonical(), "grid:step=0.00390625,bits=16");
+  EXPECT_NE(error_of("grid:step=0").find("step must be > 0"), std::string::npos);
+  EXPECT_NE(error_of("grid:step=1,bits=33").find("out of range"), std::string::npos);
   EXPECT_NE(error_of("sdither:norm=l1").find("sdither supports norm=l2 or norm=linf"), std::string::npos);
   EXPECT_NE(error_of("sdither:code=rice").find("not one of gamma, delta"), std::string::npos);
   EXPECT_NE(error_of("sdither:chunk=0").find("chunk=0 is out of range"), std::string::npos);
@@ -84,6 +89,6 @@ TEST(CodecSpecTest, ErrorsNameTheBadPartAndListValidOnes) {
 
 TEST(CodecSpecTest, ListCoversEveryCodec) {
   const auto list = gcomp::list_codecs();
-  ASSERT_EQ(list.size(), 10u);
+  ASSERT_EQ(list.size(), 11u);
   for (const auto& d : list) EXPECT_NO_THROW((void)CodecSpec::parse(d.name)) << d.name;
 }

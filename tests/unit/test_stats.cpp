@@ -221,6 +221,8 @@ TEST(MessageSizeTest, SpecFormulas) {
     }
     EXPECT_EQ(make_codec("natural", Layout(d))->encoded_bits(), 9 * dd);
     EXPECT_EQ(make_codec("identity", Layout(d))->encoded_bits(), 32 * dd);
+    EXPECT_EQ(make_codec("grid:step=0.5,bits=11", Layout(d))->encoded_bits(), 11 * dd);
+    EXPECT_EQ(make_codec("grid:step=0.5,bits=11", Layout(d))->encoded_bytes(), static_cast<size_t>(4 * std::ceil(11 * dd / 32)));
     // Bytes: the bits rounded up to whole 32-bit words per part (bit planes pad the last group).
     auto dense = make_codec("dither:levels=1,block=16", Layout(d));
     EXPECT_EQ(dense->encoded_bytes(), static_cast<size_t>(4 * std::ceil(dd / 16) + 8 * std::ceil(dd / 32)));

@@ -134,6 +134,7 @@ const GoldenCase kGolden[] = {
     {"randk_r025", "randk:ratio=0.25"},
     {"natural", "natural"},
     {"natdither_s3", "natdither:levels=3,norm=l2,block=32"},
+    {"grid_b12", "grid:step=0.125,bits=12"},
     {"sdither_l2_s1", "sdither"},
     {"sdither_linf_s4_delta", "sdither:levels=4,norm=linf,block=33,code=delta,chunk=64"},
     {"spherical_b8_B6", "spherical:block=8,bits=6"},
