@@ -132,7 +132,7 @@ struct Context {
   Dataset data;
   std::unique_ptr<Problem> problem;
   std::vector<double> xstar;
-  double fstar = 0, xstar_sq = 0, L = 0, L0 = 0, lambda = 0;
+  double fstar = 0, xstar_sq = 0, L = 0, L0 = 0, lambda = 0, grad0_inf = 0;
 };
 
 double omega_or_zero(const std::string& codec, int64_t d) {
@@ -304,7 +304,8 @@ void write_outputs(const Context& c, const std::vector<RunResult>& results) {
     };
     f.precision(17);
     f << "{\"data\": \"" << json_escape(o.data) << "\", \"workers\": " << c.problem->workers() << ", \"dim\": "
-      << c.problem->dim() << ", \"lambda\": " << c.lambda << ", \"L\": " << c.L << ", \"f_star\": " << c.fstar;
+      << c.problem->dim() << ", \"lambda\": " << c.lambda << ", \"L\": " << c.L << ", \"f_star\": " << c.fstar
+      << ", \"grad0_inf\": " << c.grad0_inf << ", \"xstar_sq\": " << c.xstar_sq;
     if (results.size() == 1) {
       f << ", ";
       // The single-run JSON carries the run's fields at top level.
@@ -412,6 +413,11 @@ int run(int argc, char** argv) {
   }
   for (double v : c.xstar) c.xstar_sq += v * v;
   if (c.xstar_sq == 0) c.xstar_sq = 1;
+  {
+    std::vector<double> zero(static_cast<size_t>(c.problem->dim()), 0.0), g0(zero.size());
+    c.problem->gradient(zero, -1, g0);
+    for (double v : g0) c.grad0_inf = std::max(c.grad0_inf, std::fabs(v));
+  }
   const bool progress = root && !o.quiet && ::isatty(2);
   std::vector<RunResult> results;
   for (const RunSpec& r : runs_of(o)) {
