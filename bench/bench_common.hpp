@@ -38,6 +38,37 @@ inline int64_t parse_size(const std::string& s) {
   return static_cast<int64_t>(v * static_cast<double>(mult));
 }
 
+/// Deterministic, roughly Gaussian input (Irwin-Hall of 4 uniforms from splitmix64).
+inline std::vector<float> make_input(int64_t n, uint64_t seed) {
+  std::vector<float> x(static_cast<size_t>(n));
+  uint64_t s = seed;
+  auto next = [&s]() {
+    uint64_t z = (s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  };
+  for (int64_t i = 0; i < n; ++i) {
+    const uint64_t r = next();
+    double u = 0;
+    for (int j = 0; j < 4; ++j) u += static_cast<double>((r >> (16 * j)) & 0xffffu) / 65536.0;
+    x[i] = static_cast<float>((u - 2.0) * 1.7320508075688772);
+  }
+  return x;
+}
+
+/// Splits "a;b;c" at `sep`, dropping empty items.
+inline std::vector<std::string> split_list(const std::string& list, char sep) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= list.size()) {
+    const size_t end = std::min(list.find(sep, start), list.size());
+    if (end > start) out.push_back(list.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
+}
+
 /// Median and spread of a sample (sorted copy).
 struct Stats {
   double median = 0, min = 0, max = 0;

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// gcomp-bench: `gcomp-bench <subcommand> [options]`. Subcommands live in a table so that others
-// (comm: the nccl-tests style collective table; bits: bits/element against omega) plug in here.
+// gcomp-bench: `gcomp-bench <subcommand> [options]`. Subcommands live in a table: codecs (kernel
+// throughput), comm (the nccl-tests style collective table), bits (bits/element against omega).
 #include "bench/bench_common.hpp"
 
 #include <cstdio>
@@ -10,12 +10,16 @@
 
 namespace gcomp::bench {
 int run_codecs(int argc, char** argv);
+int run_comm(int argc, char** argv);
+int run_bits(int argc, char** argv);
 }  // namespace gcomp::bench
 
 namespace {
 
 const gcomp::bench::Subcommand kSubcommands[] = {
     {"codecs", "encode/decode throughput of every codec vs same-run copy bandwidth", gcomp::bench::run_codecs},
+    {"comm", "nccl-tests style table: fp32 allreduce vs compressed allgather / two-way exchange", gcomp::bench::run_comm},
+    {"bits", "bits per coordinate vs declared and measured omega, ratio R to the lower bound", gcomp::bench::run_bits},
 };
 
 void usage() {
