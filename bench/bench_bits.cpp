@@ -232,12 +232,7 @@ int run_bits(int argc, char** argv) {
     top.str("tool", "gcomp-bench bits").str("command", "gcomp-bench " + command_line(argc, argv));
     top.str("git_sha", git_sha(GCOMP_SOURCE_DIR)).integer("seed", static_cast<int64_t>(o.seed)).integer("draws", o.draws);
     top.raw("inputs", ins).raw("records", recs);
-    std::ofstream f(o.json);
-    f << top.dump() << "\n";
-    if (!f) {
-      std::fprintf(stderr, "gcomp-bench bits: cannot write %s\n", o.json.c_str());
-      return 1;
-    }
+    if (!write_json_file(o.json, top, "gcomp-bench bits")) return 1;
   }
   return failures > 0 ? 1 : 0;
 }

@@ -309,18 +309,8 @@ bool parse_options(int argc, char** argv, Options& o) {
     if (a == "-h" || a == "--help") {
       usage();
       return false;
-    } else if (a == "-b" || a == "--minbytes") {
-      o.min_bytes = parse_size(value());
-    } else if (a == "-e" || a == "--maxbytes") {
-      o.max_bytes = parse_size(value());
-    } else if (a == "-f" || a == "--stepfactor") {
-      o.factor = std::stod(value());
-    } else if (a == "-n" || a == "--iters") {
-      o.iters = std::stoi(value());
-    } else if (a == "-w" || a == "--warmup_iters") {
-      o.warmup = std::stoi(value());
-    } else if (a == "-c" || a == "--check") {
-      o.check = std::stoi(value()) != 0;
+    } else if (parse_sweep_flag(a, value, o)) {
+      continue;
     } else if (a == "--codecs") {
       std::string list = value();
       size_t start = 0;
@@ -456,12 +446,7 @@ int run_codecs(int argc, char** argv) {
     top.str("git_sha", git_sha(GCOMP_SOURCE_DIR)).str("device", device).str("path", path);
     top.integer("seed", static_cast<int64_t>(o.seed)).integer("iters", o.iters).integer("warmup", o.warmup);
     top.raw("records", recs);
-    std::ofstream f(o.json);
-    f << top.dump() << "\n";
-    if (!f) {
-      std::fprintf(stderr, "gcomp-bench codecs: cannot write %s\n", o.json.c_str());
-      return 1;
-    }
+    if (!write_json_file(o.json, top, "gcomp-bench codecs")) return 1;
   }
   return total_wrong > 0 ? 1 : 0;
 }

@@ -90,18 +90,8 @@ bool parse_options(int argc, char** argv, Options& o) {
     if (a == "-h" || a == "--help") {
       usage();
       return false;
-    } else if (a == "-b" || a == "--minbytes") {
-      o.min_bytes = parse_size(value());
-    } else if (a == "-e" || a == "--maxbytes") {
-      o.max_bytes = parse_size(value());
-    } else if (a == "-f" || a == "--stepfactor") {
-      o.factor = std::stod(value());
-    } else if (a == "-n" || a == "--iters") {
-      o.iters = std::stoi(value());
-    } else if (a == "-w" || a == "--warmup_iters") {
-      o.warmup = std::stoi(value());
-    } else if (a == "-c" || a == "--check") {
-      o.check = std::stoi(value()) != 0;
+    } else if (parse_sweep_flag(a, value, o)) {
+      continue;
     } else if (a == "--check-max") {
       o.check_max_bytes = parse_size(value());
     } else if (a == "--codec") {
@@ -789,13 +779,7 @@ bool write_json(const Options& o, const RunInfo& info, int p, const std::vector<
   top.str("device", info.device).str("memory", info.memory).integer("seed", static_cast<int64_t>(o.seed));
   top.integer("iters", o.iters).integer("warmup", o.warmup).integer("check", o.check ? 1 : 0);
   top.raw("codecs", codecs).raw("records", recs);
-  std::ofstream f(o.json);
-  f << top.dump() << "\n";
-  if (!f) {
-    std::fprintf(stderr, "gcomp-bench comm: cannot write %s\n", o.json.c_str());
-    return false;
-  }
-  return true;
+  return write_json_file(o.json, top, "gcomp-bench comm");
 }
 
 int run_cpu_backend(const Options& o, int argc, char** argv) {

@@ -9,6 +9,8 @@
 #include <map>
 #include <sstream>
 #include <stdexcept>
+#include <cstdio>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -155,6 +157,31 @@ inline std::string command_line(int argc, char** argv) {
   std::string s;
   for (int i = 0; i < argc; ++i) s += (i ? " " : "") + std::string(argv[i]);
   return s;
+}
+
+/// The nccl-tests sweep flags shared by `codecs` and `comm` (-b -e -f -n -w -c). Returns false when
+/// `flag` is not one of them; `value()` yields the flag's argument.
+template <class Options, class Value>
+bool parse_sweep_flag(const std::string& flag, Value&& value, Options& o) {
+  if (flag == "-b" || flag == "--minbytes") o.min_bytes = parse_size(value());
+  else if (flag == "-e" || flag == "--maxbytes") o.max_bytes = parse_size(value());
+  else if (flag == "-f" || flag == "--stepfactor") o.factor = std::stod(value());
+  else if (flag == "-n" || flag == "--iters") o.iters = std::stoi(value());
+  else if (flag == "-w" || flag == "--warmup_iters") o.warmup = std::stoi(value());
+  else if (flag == "-c" || flag == "--check") o.check = std::stoi(value()) != 0;
+  else return false;
+  return true;
+}
+
+/// Writes a JSON document to `path`; false (with a message naming `tool`) when it cannot.
+inline bool write_json_file(const std::string& path, const JsonObject& top, const char* tool) {
+  std::ofstream f(path);
+  f << top.dump() << "\n";
+  if (!f) {
+    std::fprintf(stderr, "%s: cannot write %s\n", tool, path.c_str());
+    return false;
+  }
+  return true;
 }
 
 }  // namespace gcomp::bench
