@@ -6,6 +6,7 @@
 #include "host/algorithms/checkpoint.hpp"
 #include "host/common/nvtx.hpp"
 
+#include <gcomp/detail/half.hpp>
 #include <gcomp/wire.hpp>
 
 #include <algorithm>
@@ -540,6 +541,18 @@ StepStats Session::step(std::span<const float> grad, std::span<float> update) {
   const StepStats s = impl_->run(g, u);
   for (size_t i = 0; i < u.size(); ++i) update[i] = static_cast<float>(u[i]);
   return s;
+}
+
+StepStats Session::step_bf16(std::span<const uint16_t> grad, std::span<double> update) {
+  std::vector<double> g(grad.size());
+  for (size_t i = 0; i < g.size(); ++i) g[i] = static_cast<double>(detail::bf16_to_float(grad[i]));
+  return impl_->run(g, update);
+}
+
+StepStats Session::step_f16(std::span<const uint16_t> grad, std::span<double> update) {
+  std::vector<double> g(grad.size());
+  for (size_t i = 0; i < g.size(); ++i) g[i] = static_cast<double>(detail::f16_to_float(grad[i]));
+  return impl_->run(g, update);
 }
 
 StepStats Session::apply(std::span<const double> grad, std::span<double> x) {

@@ -114,6 +114,10 @@ class Session {
   /// rank calls it with the same step. Thread-compatible (one thread per Session).
   StepStats step(std::span<const double> grad, std::span<double> update);
   StepStats step(std::span<const float> grad, std::span<float> update);
+  /// 16-bit gradients (raw bits of bfloat16 or IEEE fp16), widened exactly on input; the state
+  /// stays in double, so these equal step() on the widened values bit for bit.
+  StepStats step_bf16(std::span<const uint16_t> grad, std::span<double> update);
+  StepStats step_f16(std::span<const uint16_t> grad, std::span<double> update);
   /// step() followed by x <- prox(x - u).
   StepStats apply(std::span<const double> grad, std::span<double> x);
 

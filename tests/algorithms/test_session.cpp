@@ -6,11 +6,13 @@
 
 #include <gcomp/comm.hpp>
 #include <gcomp/session.hpp>
+#include <gcomp/detail/half.hpp>
 
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -335,6 +337,42 @@ TEST(SessionTest, TernGradSharesTheMaxScale) {
   }
   const double unit = c.lr * static_cast<double>(static_cast<float>(smax)) / kRanks;
   for (double v : updates[0]) EXPECT_NEAR(v / unit, std::round(v / unit), 1e-5);
+}
+
+}  // namespace
+
+namespace {
+
+TEST(SessionTest, SixteenBitGradientsEqualTheirWidenedValues) {
+  // bf16 and fp16 gradients are widened exactly; the state stays in double, so a step on 16-bit
+  // input equals a step on the widened values bit for bit.
+  const SessionConfig c = config(Algorithm::kDiana, "dither:levels=1,norm=linf,block=8");
+  run_local(2, [&](Communicator& comm) {
+    Session a(comm, Layout(kDim), c), b(comm, Layout(kDim), c), f(comm, Layout(kDim), c), h(comm, Layout(kDim), c);
+    std::vector<double> x(kDim, 0.0), g(kDim), wide(kDim), ua(kDim), ub(kDim), uf(kDim), uh(kDim), wide16(kDim);
+    std::vector<uint16_t> bf(kDim), hf(kDim);
+    for (int k = 0; k < 5; ++k) {
+      gradient(comm.rank(), x, g);
+      for (int64_t j = 0; j < kDim; ++j) {
+        uint32_t bits;
+        const float v = static_cast<float>(g[j]);
+        std::memcpy(&bits, &v, 4);
+        bf[j] = static_cast<uint16_t>(bits >> 16);
+        wide[j] = static_cast<double>(detail::bf16_to_float(bf[j]));
+        const _Float16 half = static_cast<_Float16>(v);
+        std::memcpy(&hf[j], &half, 2);
+        wide16[j] = static_cast<double>(static_cast<float>(half));
+      }
+      b.step_bf16(bf, ub);
+      a.step(wide, ua);
+      EXPECT_TRUE(ua == ub) << "step " << k;
+      f.step_f16(hf, uf);
+      h.step(wide16, uh);
+      EXPECT_TRUE(uf == uh) << "step " << k;
+      for (int64_t j = 0; j < kDim; ++j) x[j] -= ua[j];
+    }
+    EXPECT_EQ(f.step_count(), 5u);
+  });
 }
 
 }  // namespace
