@@ -30,9 +30,10 @@ struct Reader {
   const std::vector<uint8_t>& b;
   size_t pos = 0;
   const std::string& what;
+  // Reads stop at the trailing CRC (the caller checked b.size() >= 40), so pos <= b.size() - 4.
   template <class T>
   T get() {
-    if (b.size() - pos < sizeof(T)) GCOMP_FAIL(gcompErrorCorruptPayload, "checkpoint " + what + " is truncated");
+    if (b.size() - 4 - pos < sizeof(T)) GCOMP_FAIL(gcompErrorCorruptPayload, "checkpoint " + what + " is truncated");
     T v;
     std::memcpy(&v, b.data() + pos, sizeof(T));
     pos += sizeof(T);

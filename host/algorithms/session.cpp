@@ -107,6 +107,10 @@ struct Session::Impl {
 
   // State, by name (saved in checkpoints).
   std::map<std::string, std::vector<double>> st;
+  // Arrays a step writes before its last collective, with their values at the start of the step:
+  // a step that throws (timeout, dead peer, codec error) restores them, so state stays untouched.
+  // By name: load() replaces the arrays.
+  std::vector<std::pair<std::string, std::vector<double>>> rollback;
 
   Impl(Communicator& c, Layout l, SessionConfig config) : comm(c), layout(std::move(l)), cfg(std::move(config)) {}
 
@@ -241,6 +245,13 @@ void Session::Impl::setup() {
       break;
   }
   if (cfg.delay > 0) add("delay_queue", un * static_cast<size_t>(cfg.delay + 1));
+
+  std::vector<std::string> early;  // written before the step's last collective
+  if (cfg.delay > 0) early.push_back("delay_queue");
+  if ((cfg.algorithm == Algorithm::kEfSgd && cfg.momentum > 0) || cfg.algorithm == Algorithm::kDistEfSgdm)
+    early.push_back("momentum");
+  if (two_way(cfg.algorithm) && cfg.server == ServerMode::kSharded) early.push_back("error");
+  for (const auto& name : early) rollback.emplace_back(name, std::vector<double>(S(name).size()));
 }
 
 void Session::Impl::decode_own(const Codec& codec, const uint8_t* msg, const RngKey& key, std::vector<float>& out) {
@@ -381,6 +392,15 @@ StepStats Session::Impl::run(std::span<const double> grad_in, std::span<double> 
     s.skipped = true;
     return s;
   }
+  for (auto& [name, saved] : rollback) saved = S(name);
+  struct Restore {
+    Impl& impl;
+    bool committed = false;
+    ~Restore() {
+      if (committed) return;
+      for (auto& [name, saved] : impl.rollback) std::copy(saved.begin(), saved.end(), impl.S(name).begin());
+    }
+  } restore{*this};
   // The gradient this step consumes (bounded delay: the one from max(0, k - tau)).
   const double* g = grad_in.data();
   if (bad) {  // kZero
@@ -516,6 +536,7 @@ StepStats Session::Impl::run(std::span<const double> grad_in, std::span<double> 
       for (double v : it->second) s.memory_norm_sq += v * v;
     }
   }
+  restore.committed = true;
   ++k;
   s.step = k;
   if (n > 0) {

@@ -3,6 +3,8 @@
 #include "host/capi/capi_internal.hpp"
 
 #include <algorithm>
+#include <cstring>
+#include <type_traits>
 
 using gcomp::capi::comm_ref;
 using gcomp::capi::require_non_null;
@@ -18,6 +20,17 @@ Enum enum_field(int value, int max_value, const char* field) {
                 std::string("config->") + field + " is " + std::to_string(value) + ", valid values are 0.." +
                     std::to_string(max_value));
   return static_cast<Enum>(value);
+}
+
+// The integer a C caller stored in an enum field. Read through memcpy: in C++, loading an enum
+// lvalue that holds a value outside the enum's range is undefined (UBSan: -fsanitize=enum), and
+// validating out-of-range values is the point here.
+template <class CEnum>
+int raw_enum(const CEnum& field) {
+  std::underlying_type_t<CEnum> raw;
+  static_assert(sizeof(raw) == sizeof(field));
+  std::memcpy(&raw, &field, sizeof(raw));
+  return static_cast<int>(raw);
 }
 
 [[noreturn]] void callback_failed(const char* which, gcompStatus_t status) {
@@ -43,15 +56,15 @@ gcomp::SessionConfig to_cpp(const gcompSessionConfig_t& c) {
   s.delay = c.delay;
   s.seed = c.seed;
   // These C enum values equal the C++ enumerators' positions (asserted below).
-  s.nonfinite = enum_field<gcomp::NonFinitePolicy>(static_cast<int>(c.nonfinite), 2, "nonfinite");
+  s.nonfinite = enum_field<gcomp::NonFinitePolicy>(raw_enum(c.nonfinite), 2, "nonfinite");
   // gcomp::ServerMode lists kSharded first: map by name.
-  const auto server = enum_field<gcompServerMode_t>(static_cast<int>(c.server), 1, "server");
+  const auto server = enum_field<gcompServerMode_t>(raw_enum(c.server), 1, "server");
   s.server = server == gcompServerSharded ? gcomp::ServerMode::kSharded : gcomp::ServerMode::kReplicated;
-  s.prox = enum_field<gcomp::Regularizer>(static_cast<int>(c.prox), 2, "prox");
+  s.prox = enum_field<gcomp::Regularizer>(raw_enum(c.prox), 2, "prox");
   s.prox_lambda = c.prox_lambda;
   s.tie_to_zero = c.tie_to_zero != 0;
   s.shared_scale = c.shared_scale != 0;
-  s.compensation = enum_field<gcomp::Compensation>(static_cast<int>(c.compensation), 3, "compensation");
+  s.compensation = enum_field<gcomp::Compensation>(raw_enum(c.compensation), 3, "compensation");
   if (c.hessian_product != nullptr) {
     s.hessian_product = [fn = c.hessian_product, user = c.hessian_user_data](std::span<const double> v,
                                                                             std::span<double> out) {

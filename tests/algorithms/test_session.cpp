@@ -18,6 +18,8 @@
 #include <limits>
 #include <mutex>
 
+#include <unistd.h>
+
 using namespace gcomp;
 
 namespace {
@@ -123,7 +125,8 @@ TEST_P(SessionAlgoTest, CheckpointResumeIsBitIdentical) {
     run_local(kRanks, [&](Communicator& comm) {
       Session s(comm, Layout(kDim), c);
       std::vector<double> x(kDim, 0.0), g(kDim);
-      const std::string path = dir + "/ckpt.rank" + std::to_string(comm.rank());
+      // Per test: ctest runs the parameterised cases as parallel processes.
+      const std::string path = dir + "/ckpt." + std::to_string(::getpid()) + ".rank" + std::to_string(comm.rank());
       const Session::Extras extras{{"x", &x}};
       if (phase == 1) {
         s.load(path, extras);
@@ -156,7 +159,7 @@ TEST(SessionTest, CorruptOrForeignCheckpointsAreRejectedAndStateUntouched) {
     std::vector<double> x(kDim, 1.0), g(kDim);
     gradient(comm.rank(), x, g);
     s.apply(g, x);
-    const std::string path = dir + "/bad.rank" + std::to_string(comm.rank());
+    const std::string path = dir + "/bad." + std::to_string(::getpid()) + ".rank" + std::to_string(comm.rank());
     s.save(path);
     std::ifstream in(path, std::ios::binary);
     std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -200,7 +203,7 @@ TEST(SessionTest, CorruptOrForeignCheckpointsAreRejectedAndStateUntouched) {
       EXPECT_EQ(e.status(), gcompErrorMismatch);
     }
     try {
-      s.load(dir + "/bad.rank" + std::to_string(1 - comm.rank()));
+      s.load(dir + "/bad." + std::to_string(::getpid()) + ".rank" + std::to_string(1 - comm.rank()));
       ADD_FAILURE();
     } catch (const Error& e) {
       EXPECT_EQ(e.status(), gcompErrorMismatch);

@@ -208,7 +208,9 @@ TEST_P(CapiPlanRoundTrip, BytesAndDecodeEqualCppApi) {
     EXPECT_EQ(r, rank);
     EXPECT_EQ(s, step);
     ASSERT_LE(off + bytes, framed.size());
-    EXPECT_EQ(std::memcmp(framed.data() + off, want.data(), bytes), 0);
+    if (bytes > 0) {
+      EXPECT_EQ(std::memcmp(framed.data() + off, want.data(), bytes), 0);
+    }
   }
 }
 

@@ -55,7 +55,7 @@ Levels levels_from_dither(const Codec& dither, const std::vector<uint8_t>& p) {
   const int64_t n = dither.num_elems();
   const int64_t m = dither.num_scales();
   out.scales.resize(static_cast<size_t>(m));
-  std::memcpy(out.scales.data(), p.data(), 4 * static_cast<size_t>(m));
+  if (m > 0) std::memcpy(out.scales.data(), p.data(), 4 * static_cast<size_t>(m));
   const int nb = static_cast<int>(std::bit_width(dither.spec().levels));
   out.level.resize(static_cast<size_t>(n));
   out.negative.resize(static_cast<size_t>(n));
