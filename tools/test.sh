@@ -11,4 +11,4 @@ jobs=$(nproc 2>/dev/null || echo 2)
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGCOMP_CUDA=AUTO -DGCOMP_MPI=AUTO -DGCOMP_WERROR=ON
 cmake --build "$build" -j "$jobs"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-ctest --test-dir "$build" -j "$jobs" --output-on-failure --label-exclude large
+ctest --test-dir "$build" -j "$jobs" --output-on-failure --label-exclude "large|slow"
