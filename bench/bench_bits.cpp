@@ -110,21 +110,6 @@ bool parse_options(int argc, char** argv, Options& o) {
   return true;
 }
 
-/// The Gaussian vector of `gcomp-codec bits`: mt19937_64 and Box-Muller (std::normal_distribution
-/// is implementation-defined).
-std::vector<float> gaussian(int64_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<float> x(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; i += 2) {
-    const double u1 = (static_cast<double>(rng() >> 11) + 0.5) * 0x1.0p-53;
-    const double u2 = static_cast<double>(rng() >> 11) * 0x1.0p-53;
-    const double r = std::sqrt(-2.0 * std::log(u1));
-    x[static_cast<size_t>(i)] = static_cast<float>(r * std::cos(6.283185307179586 * u2));
-    if (i + 1 < n) x[static_cast<size_t>(i + 1)] = static_cast<float>(r * std::sin(6.283185307179586 * u2));
-  }
-  return x;
-}
-
 std::vector<float> read_f32(const std::string& path) {
   std::ifstream f(path, std::ios::binary | std::ios::ate);
   if (!f) throw std::runtime_error("cannot open " + path);
@@ -182,7 +167,7 @@ int run_bits(int argc, char** argv) {
     return 2;
   }
   std::vector<Input> inputs;
-  inputs.push_back({"gaussian", "N(0,1), mt19937_64 seed " + std::to_string(o.seed), gaussian(o.n, o.seed)});
+  inputs.push_back({"gaussian", "N(0,1), mt19937_64 seed " + std::to_string(o.seed), gaussian_vector(o.n, o.seed)});
   if (!o.grad.empty()) inputs.push_back({"grad", o.grad, read_f32(o.grad)});
 
   std::printf("# gcomp-bench bits: R = bits / ((d/2) log2(1 + 1/omega)), omega = eps/(1-eps), eps = 1-delta for\n"

@@ -238,17 +238,7 @@ int cmd_bits(int argc, char** argv) {
   if (n < 1) throw UsageError("--n must be >= 1");
   const std::vector<std::string> specs = f.count("--codecs") ? split_specs(f["--codecs"]) : bits_report_default_specs();
   if (specs.empty()) throw UsageError("--codecs lists no codec");
-  // Gaussian input from a fixed generator and our own Box-Muller (std::normal_distribution is
-  // implementation-defined).
-  std::mt19937_64 rng(seed);
-  std::vector<float> x(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; i += 2) {
-    const double u1 = (static_cast<double>(rng() >> 11) + 0.5) * 0x1.0p-53;
-    const double u2 = static_cast<double>(rng() >> 11) * 0x1.0p-53;
-    const double r = std::sqrt(-2.0 * std::log(u1));
-    x[static_cast<size_t>(i)] = static_cast<float>(r * std::cos(6.283185307179586 * u2));
-    if (i + 1 < n) x[static_cast<size_t>(i + 1)] = static_cast<float>(r * std::sin(6.283185307179586 * u2));
-  }
+  const std::vector<float> x = gaussian_vector(n, seed);
   BitsReportOptions opt;
   opt.key = RngKey{seed, 0, 0, 0};
   std::vector<BitsReport> reports;

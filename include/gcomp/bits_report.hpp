@@ -67,4 +67,9 @@ std::string bits_report_json(const BitsReport& report);
 /// The codecs of the spec's reference table (§5.1, §5.2): what `gcomp-codec bits` prints by default.
 std::vector<std::string> bits_report_default_specs();
 
+/// The reports' Gaussian input: mt19937_64 and Box-Muller (std::normal_distribution is
+/// implementation-defined), so `gcomp-codec bits`, `gcomp-bench bits` and the tests see the same
+/// vector for the same (n, seed).
+std::vector<float> gaussian_vector(int64_t n, uint64_t seed);
+
 }  // namespace gcomp

@@ -2,6 +2,7 @@
 // Helpers shared by the test suites: deterministic inputs and first-mismatch assertions.
 #pragma once
 
+#include <gcomp/bits_report.hpp>
 #include <gcomp/codec.hpp>
 
 #include <gtest/gtest.h>
@@ -14,20 +15,8 @@
 
 namespace gcomp::test {
 
-/// Gaussian vector from a fixed seed (std::mt19937_64 + Box-Muller done by the standard library is
-/// implementation-defined, so use our own transform for cross-platform stability).
-inline std::vector<float> gaussian(int64_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<float> x(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; i += 2) {
-    const double u1 = (static_cast<double>(rng() >> 11) + 0.5) * 0x1.0p-53;
-    const double u2 = static_cast<double>(rng() >> 11) * 0x1.0p-53;
-    const double r = std::sqrt(-2.0 * std::log(u1));
-    x[i] = static_cast<float>(r * std::cos(6.283185307179586 * u2));
-    if (i + 1 < n) x[i + 1] = static_cast<float>(r * std::sin(6.283185307179586 * u2));
-  }
-  return x;
-}
+/// Gaussian vector from a fixed seed (the bits reports' generator: platform-independent).
+inline std::vector<float> gaussian(int64_t n, uint64_t seed) { return gaussian_vector(n, seed); }
 
 inline double sq_norm(const std::vector<float>& x) {
   double s = 0;
