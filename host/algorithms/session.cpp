@@ -115,6 +115,11 @@ struct Session::Impl {
   Impl(Communicator& c, Layout l, SessionConfig config) : comm(c), layout(std::move(l)), cfg(std::move(config)) {}
 
   std::vector<double>& S(const std::string& name) { return st.at(name); }
+  /// Where a rolled-back array's saved part starts: the current step's slot of the delay queue.
+  size_t rollback_offset(const std::string& name) const {
+    if (name != "delay_queue") return 0;
+    return static_cast<size_t>(k % (static_cast<uint64_t>(cfg.delay) + 1)) * static_cast<size_t>(n);
+  }
 
   RngKey up_key(int r, int shard = -1) const {
     return RngKey{cfg.seed, static_cast<uint32_t>(r), static_cast<uint32_t>(k),
@@ -251,7 +256,9 @@ void Session::Impl::setup() {
   if ((cfg.algorithm == Algorithm::kEfSgd && cfg.momentum > 0) || cfg.algorithm == Algorithm::kDistEfSgdm)
     early.push_back("momentum");
   if (two_way(cfg.algorithm) && cfg.server == ServerMode::kSharded) early.push_back("error");
-  for (const auto& name : early) rollback.emplace_back(name, std::vector<double>(S(name).size()));
+  // The delay queue is only written in the slot of the current step: save that slot alone.
+  for (const auto& name : early)
+    rollback.emplace_back(name, std::vector<double>(name == "delay_queue" ? un : S(name).size()));
 }
 
 void Session::Impl::decode_own(const Codec& codec, const uint8_t* msg, const RngKey& key, std::vector<float>& out) {
@@ -392,13 +399,18 @@ StepStats Session::Impl::run(std::span<const double> grad_in, std::span<double> 
     s.skipped = true;
     return s;
   }
-  for (auto& [name, saved] : rollback) saved = S(name);
+  for (auto& [name, saved] : rollback) {
+    const auto first = S(name).begin() + static_cast<std::ptrdiff_t>(rollback_offset(name));
+    std::copy(first, first + static_cast<std::ptrdiff_t>(saved.size()), saved.begin());
+  }
   struct Restore {
     Impl& impl;
     bool committed = false;
     ~Restore() {
       if (committed) return;
-      for (auto& [name, saved] : impl.rollback) std::copy(saved.begin(), saved.end(), impl.S(name).begin());
+      for (auto& [name, saved] : impl.rollback)
+        std::copy(saved.begin(), saved.end(),
+                  impl.S(name).begin() + static_cast<std::ptrdiff_t>(impl.rollback_offset(name)));
     }
   } restore{*this};
   // The gradient this step consumes (bounded delay: the one from max(0, k - tau)).
