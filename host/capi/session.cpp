@@ -194,6 +194,38 @@ extern "C" gcompStatus_t gcompSessionStepF32(gcompSession_t session, const float
   });
 }
 
+namespace {
+
+// 16-bit host gradients: Session::step_bf16/step_f16 widen the whole gradient before they run the
+// step, so h_grad may overlap h_update; the update goes to session scratch and is copied out only
+// on success.
+template <class Step>
+gcompStatus_t step_16bit(gcompSession_t session, const char* function, const uint16_t* h_grad, double* h_update,
+                         gcompStepStats_t* stats, Step step) {
+  return translate_exceptions(slot_of(session), function, [&] {
+    gcompSession& s = session_ref(session);
+    const size_t n = num_elems_checked(s, h_grad, "h_grad", h_update, "h_update");
+    check_stats(stats);
+    const gcomp::StepStats st = step(*s.session, std::span<const uint16_t>(h_grad, n), std::span<double>(s.update));
+    std::copy(s.update.begin(), s.update.end(), h_update);
+    write_stats(st, stats);
+  });
+}
+
+}  // namespace
+
+extern "C" gcompStatus_t gcompSessionStepBF16(gcompSession_t session, const uint16_t* h_grad, double* h_update,
+                                              gcompStepStats_t* stats) {
+  return step_16bit(session, "gcompSessionStepBF16", h_grad, h_update, stats,
+                    [](gcomp::Session& s, std::span<const uint16_t> g, std::span<double> u) { return s.step_bf16(g, u); });
+}
+
+extern "C" gcompStatus_t gcompSessionStepF16(gcompSession_t session, const uint16_t* h_grad, double* h_update,
+                                             gcompStepStats_t* stats) {
+  return step_16bit(session, "gcompSessionStepF16", h_grad, h_update, stats,
+                    [](gcomp::Session& s, std::span<const uint16_t> g, std::span<double> u) { return s.step_f16(g, u); });
+}
+
 extern "C" gcompStatus_t gcompSessionApply(gcompSession_t session, const double* h_grad, double* h_x,
                                            gcompStepStats_t* stats) {
   return translate_exceptions(slot_of(session), "gcompSessionApply", [&] {

@@ -484,7 +484,7 @@ typedef struct gcompStepStats_v1 {
  * configuration and layout; otherwise every rank fails with gcompErrorMismatch and the same message.
  *
  * All buffers and state are allocated here; steps do not allocate (except gcompSessionStepF32,
- * which converts through temporary double buffers).
+ * gcompSessionStepBF16 and gcompSessionStepF16, which convert through temporary double buffers).
  * @param[out] session       host pointer; receives the session on success.
  * @param[in]  comm          communicator of this rank; the session keeps it alive.
  * @param[in]  config        host pointer to a config initialised with GCOMP_SESSION_CONFIG_INITIALIZER.
@@ -543,6 +543,42 @@ GCOMP_EXPORT GCOMP_NODISCARD gcompStatus_t gcompSessionStep(gcompSession_t sessi
  */
 GCOMP_EXPORT GCOMP_NODISCARD gcompStatus_t gcompSessionStepF32(gcompSession_t session, const float* h_grad,
                                                                float* h_update, gcompStepStats_t* stats);
+
+/**
+ * @brief gcompSessionStep() with bfloat16 gradients in host memory. @p h_grad holds the raw bit
+ * patterns (bfloat16 is the upper half of an IEEE binary32: sign, 8 exponent bits, 7 mantissa
+ * bits), which are widened exactly; the state stays the backend's (double on the CPU backend).
+ * The update is therefore bit for bit the update of gcompSessionStep() on the widened gradient
+ * (every bfloat16 value is exactly representable as a float and a double). NaN and Inf patterns
+ * are non-finite gradients (the session's policy applies).
+ *
+ * @param[in]  session  the session.
+ * @param[in]  h_grad   host array of num_elems uint16_t: bfloat16 bit patterns.
+ * @param[out] h_update host array of num_elems doubles; untouched on failure. May overlap
+ *                      @p h_grad in any way (the gradient is widened before anything is written).
+ * @param[out] stats    NULL, or as in gcompSessionStep().
+ * @return as gcompSessionStep(): gcompSuccess; gcompErrorInvalidArgument (NULL session, grad or
+ *         update with num_elems > 0, stats without its size); gcompErrorNonFinite;
+ *         gcompErrorTimeout; gcompErrorMpi; gcompErrorOutOfMemory.
+ *
+ * Collective, synchronous, one thread at a time per session, like gcompSessionStep(). Converts
+ * through a temporary double buffer (allocates).
+ */
+GCOMP_EXPORT GCOMP_NODISCARD gcompStatus_t gcompSessionStepBF16(gcompSession_t session, const uint16_t* h_grad,
+                                                                double* h_update, gcompStepStats_t* stats);
+
+/**
+ * @brief gcompSessionStepBF16() for IEEE 754 binary16 (fp16) gradients: @p h_grad holds the raw
+ * bit patterns (sign, 5 exponent bits, 10 mantissa bits; subnormals included), widened exactly.
+ * The update equals gcompSessionStep() on the widened gradient bit for bit. Same contract and
+ * return values as gcompSessionStepBF16().
+ * @param[in]  session  the session.
+ * @param[in]  h_grad   host array of num_elems uint16_t: fp16 bit patterns.
+ * @param[out] h_update host array of num_elems doubles; untouched on failure; may overlap @p h_grad.
+ * @param[out] stats    NULL, or as in gcompSessionStep().
+ */
+GCOMP_EXPORT GCOMP_NODISCARD gcompStatus_t gcompSessionStepF16(gcompSession_t session, const uint16_t* h_grad,
+                                                               double* h_update, gcompStepStats_t* stats);
 
 /**
  * @brief gcompSessionStep() followed by x <- prox(x - u) (the proximal step of DIANA when

@@ -7,6 +7,7 @@
 #include "common/test_util.hpp"
 
 #include <gcomp/comm.hpp>
+#include <gcomp/detail/half.hpp>
 #include <gcomp/gcomp.h>
 #include <gcomp/session.hpp>
 #include <gcomp/wire.hpp>
@@ -446,7 +447,30 @@ void gradient(int r, int step, const std::vector<double>& x, std::vector<double>
     g[j] = (x[j] - std::sin(0.3 * static_cast<double>(j) + r)) * (1.0 + 0.25 * r) + 0.01 * step;
 }
 
-enum class Mode { kApply, kStep, kStepF32 };
+enum class Mode { kApply, kStep, kStepF32, kStepBF16, kStepF16, kStepWidenedBF16, kStepWidenedF16 };
+
+/// 16-bit test gradients: bfloat16 by truncating the float, fp16 by truncating its mantissa (the
+/// values here are normal in both formats). Any bit pattern is a valid input; the C ABI must widen
+/// exactly, which the comparison with gcompSessionStep on detail::*_to_float checks.
+uint16_t bf16_bits(double v) {
+  const auto f = static_cast<float>(v);
+  uint32_t b = 0;
+  std::memcpy(&b, &f, sizeof b);
+  return static_cast<uint16_t>(b >> 16);
+}
+
+uint16_t f16_bits(double v) {
+  const auto f = static_cast<float>(v);
+  uint32_t b = 0;
+  std::memcpy(&b, &f, sizeof b);
+  const uint32_t sign = (b >> 16) & 0x8000u;
+  int32_t exp = static_cast<int32_t>((b >> 23) & 0xffu) - 127 + 15;
+  if (f == 0.0f || exp < 1) return static_cast<uint16_t>(sign);  // tiny values: signed zero
+  if (exp > 30) exp = 30;
+  return static_cast<uint16_t>(sign | (static_cast<uint32_t>(exp) << 10) | ((b >> 13) & 0x3ffu));
+}
+
+bool is_16bit(Mode m) { return m == Mode::kStepBF16 || m == Mode::kStepF16 || m == Mode::kStepWidenedBF16 || m == Mode::kStepWidenedF16; }
 
 struct Run {
   std::vector<std::vector<std::vector<double>>> out;  // [rank][step] -> x (apply) or update (step)
@@ -515,6 +539,31 @@ Run run_c(const gcompSessionConfig_t& cfg, Mode mode, bool in_place = false) {
             status = gcompSessionStep(s, u.data(), u.data(), &st);
           } else {
             status = gcompSessionStep(s, g.data(), u.data(), &st);
+          }
+          res.out[r].push_back(u);
+          for (int64_t j = 0; j < kDim; ++j) x[j] -= u[j];
+        } else if (is_16bit(mode)) {
+          // 16-bit gradients through gcompSessionStepBF16/F16, or their exact widening through
+          // gcompSessionStep: the updates must be equal bit for bit.
+          const bool bf = mode == Mode::kStepBF16 || mode == Mode::kStepWidenedBF16;
+          std::vector<uint16_t> bits(kDim);
+          for (int64_t j = 0; j < kDim; ++j) bits[j] = bf ? bf16_bits(g[j]) : f16_bits(g[j]);
+          if (mode == Mode::kStepBF16 || mode == Mode::kStepF16) {
+            auto* fn = bf ? gcompSessionStepBF16 : gcompSessionStepF16;
+            if (in_place) {
+              // The gradient's bits at the start of the update's memory (allowed to overlap).
+              alignas(double) unsigned char buf[kDim * sizeof(double)];
+              std::memcpy(buf, bits.data(), bits.size() * sizeof(uint16_t));
+              status = fn(s, reinterpret_cast<const uint16_t*>(buf), reinterpret_cast<double*>(buf), &st);
+              std::memcpy(u.data(), buf, sizeof buf);
+            } else {
+              status = fn(s, bits.data(), u.data(), &st);
+            }
+          } else {
+            std::vector<double> wide(kDim);
+            for (int64_t j = 0; j < kDim; ++j)
+              wide[j] = static_cast<double>(bf ? detail::bf16_to_float(bits[j]) : detail::f16_to_float(bits[j]));
+            status = gcompSessionStep(s, wide.data(), u.data(), &st);
           }
           res.out[r].push_back(u);
           for (int64_t j = 0; j < kDim; ++j) x[j] -= u[j];
@@ -614,6 +663,14 @@ TEST_P(CapiSessionEqualsCpp, StepInPlace) {
 }
 TEST_P(CapiSessionEqualsCpp, StepF32) {
   expect_same(run_c(c_config(), Mode::kStepF32), run_cpp(cpp_config(), Mode::kStepF32));
+}
+TEST_P(CapiSessionEqualsCpp, StepBF16EqualsStepOnWidenedValues) {
+  expect_same(run_c(c_config(), Mode::kStepBF16), run_c(c_config(), Mode::kStepWidenedBF16));
+  expect_same(run_c(c_config(), Mode::kStepBF16, true), run_c(c_config(), Mode::kStepWidenedBF16));
+}
+TEST_P(CapiSessionEqualsCpp, StepF16EqualsStepOnWidenedValues) {
+  expect_same(run_c(c_config(), Mode::kStepF16), run_c(c_config(), Mode::kStepWidenedF16));
+  expect_same(run_c(c_config(), Mode::kStepF16, true), run_c(c_config(), Mode::kStepWidenedF16));
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -731,6 +788,60 @@ TEST_F(CapiSessionErrors, StepArgumentsAndNonFinite) {
   // Stats are optional.
   g[4] = 0.0;
   ASSERT_OK(gcompSessionStep(s_, g.data(), u.data(), nullptr));
+}
+
+TEST_F(CapiSessionErrors, Step16BitArgumentsAndNonFinite) {
+  gcompSessionConfig_t cfg = GCOMP_SESSION_CONFIG_INITIALIZER;
+  cfg.algorithm = "diana";
+  cfg.codec_spec = "dither:levels=1,norm=linf";
+  create(cfg);
+  using StepFn = gcompStatus_t (*)(gcompSession_t, const uint16_t*, double*, gcompStepStats_t*);
+  const struct {
+    StepFn fn;
+    const char* name;
+    uint16_t one, nan, inf;
+  } cases[] = {{gcompSessionStepBF16, "gcompSessionStepBF16", 0x3f80, 0x7fc0, 0xff80},
+               {gcompSessionStepF16, "gcompSessionStepF16", 0x3c00, 0x7e00, 0xfc00}};
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    std::vector<uint16_t> g(10, c.one);
+    std::vector<double> u(10, 9.0);
+    gcompStepStats_t st = GCOMP_STEP_STATS_INITIALIZER;
+    EXPECT_FAIL(c.fn(nullptr, g.data(), u.data(), &st), gcompErrorInvalidArgument, "argument session");
+    EXPECT_FAIL(c.fn(s_, nullptr, u.data(), &st), gcompErrorInvalidArgument, "h_grad");
+    EXPECT_FAIL(c.fn(s_, g.data(), nullptr, &st), gcompErrorInvalidArgument, "h_update");
+    st.size = sizeof(gcompStepStats_t) - 8;
+    EXPECT_FAIL(c.fn(s_, g.data(), u.data(), &st), gcompErrorInvalidArgument, "stats->size");
+    st.size = sizeof(gcompStepStats_t);
+    for (const uint16_t bad : {c.nan, c.inf}) {
+      g[3] = bad;
+      EXPECT_FAIL(c.fn(s_, g.data(), u.data(), &st), gcompErrorNonFinite, "non-finite");
+      EXPECT_NE(std::string(gcompSessionGetLastError(s_)).find(c.name), std::string::npos);
+    }
+    EXPECT_EQ(u, std::vector<double>(10, 9.0));
+    EXPECT_EQ(st.step, 0u);
+    uint64_t steps = 7;
+    ASSERT_OK(gcompSessionStepCount(s_, &steps));
+    EXPECT_EQ(steps, 0u);
+  }
+  // One valid step each: 1.0 in both formats gives the update of gcompSessionStep on 1.0.
+  gcompComm_t c2 = nullptr;
+  gcompSession_t ref = nullptr;
+  ASSERT_OK(gcompCommCreateLocalGroup(1, 60000, &c2));
+  ASSERT_OK(gcompSessionCreate(&ref, c2, &cfg, &n_, 1));
+  const std::vector<double> ones(10, 1.0);
+  for (const auto& c : cases) {
+    std::vector<uint16_t> g(10, c.one);
+    std::vector<double> u(10), want(10);
+    gcompStepStats_t st = GCOMP_STEP_STATS_INITIALIZER;
+    ASSERT_OK(c.fn(s_, g.data(), u.data(), &st));
+    ASSERT_OK(gcompSessionStep(ref, ones.data(), want.data(), nullptr));
+    EXPECT_TRUE(doubles_equal(u, want)) << c.name;
+    EXPECT_GT(st.step, 0u);
+    EXPECT_GT(st.bytes_up, 0u);
+  }
+  EXPECT_EQ(gcompSessionDestroy(ref), gcompSuccess);
+  EXPECT_EQ(gcompCommDestroy(c2), gcompSuccess);
 }
 
 TEST_F(CapiSessionErrors, CallbackStatusAndExceptions) {

@@ -183,6 +183,18 @@ static void test_session(void) {
   EXPECT(stats.step == 1 && stats.bytes_up > 0 && stats.skipped == 0);
   EXPECT_OK(gcompSessionStepCount(session, &steps));
   EXPECT(steps == 1);
+  /* 16-bit gradients from C: bfloat16 1.0 is 0x3f80, fp16 1.0 is 0x3c00; a NaN pattern is refused. */
+  {
+    uint16_t bits[kN];
+    for (i = 0; i < kN; ++i) bits[i] = 0x3f80u;
+    EXPECT_OK(gcompSessionStepBF16(session, bits, update, &stats));
+    for (i = 0; i < kN; ++i) bits[i] = 0x3c00u;
+    EXPECT_OK(gcompSessionStepF16(session, bits, update, &stats));
+    EXPECT(stats.step == 3);
+    bits[5] = 0x7e00u;
+    EXPECT_STATUS(gcompSessionStepF16(session, bits, update, &stats), gcompErrorNonFinite, "non-finite");
+    EXPECT_STATUS(gcompSessionStepBF16(session, NULL, update, &stats), gcompErrorInvalidArgument, "h_grad");
+  }
   EXPECT(gcompSessionDestroy(session) == gcompSuccess);
   EXPECT(gcompCommDestroy(comm) == gcompSuccess);
   EXPECT(gcompSessionDestroy(NULL) == gcompSuccess && gcompCommDestroy(NULL) == gcompSuccess);
