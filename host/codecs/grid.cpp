@@ -10,6 +10,8 @@
 #include <gcomp/detail/grid.hpp>
 #include <gcomp/detail/sparse.hpp>
 
+#include <algorithm>
+
 namespace gcomp::detail {
 
 namespace {
@@ -29,11 +31,19 @@ class GridCodec final : public Codec {
   void encode(std::span<const float> x, const RngKey&, std::span<uint8_t> payload) const override {
     check_encode_args(x, payload);
     require_finite(x.data(), num_elems());
-    std::vector<int64_t> stored(static_cast<size_t>(num_elems()));
-    for (int64_t i = 0; i < num_elems(); ++i)
-      stored[i] = static_cast<int64_t>(static_cast<uint64_t>(grid_level(x[i], spec().step, spec().bits)) & mask_);
-    for (int64_t w = 0; w < words_; ++w)
-      store_u32(payload.data() + 4 * w, pack_index_word(stored.data(), num_elems(), bits_, w));
+    // Packed in pieces of kPiece elements: a piece spans kPiece * bits_ bits, a whole number of
+    // words, so packing it on its own gives the same words as packing all n at once, with
+    // bounded scratch.
+    constexpr int64_t kPiece = 32 * 1024;
+    std::vector<int64_t> stored(static_cast<size_t>(std::min(num_elems(), kPiece)));
+    for (int64_t begin = 0; begin < num_elems(); begin += kPiece) {
+      const int64_t len = std::min(num_elems() - begin, kPiece);
+      for (int64_t i = 0; i < len; ++i)
+        stored[i] = static_cast<int64_t>(static_cast<uint64_t>(grid_level(x[begin + i], spec().step, spec().bits)) & mask_);
+      const int64_t w0 = begin / 32 * bits_, piece_words = ceil_div(len * bits_, 32);
+      for (int64_t w = 0; w < piece_words; ++w)
+        store_u32(payload.data() + 4 * (w0 + w), pack_index_word(stored.data(), len, bits_, w));
+    }
   }
 
   void validate(std::span<const uint8_t> payload) const override {

@@ -151,7 +151,8 @@ void SDitherCodec::write(std::span<const float> x, std::span<const float> scales
   for (int64_t w = 0; w < stream_words_; ++w) store_u32(stream + 4 * w, words[static_cast<size_t>(w)]);
 }
 
-void SDitherCodec::walk(std::span<const uint8_t> payload, float* values) const {
+template <class Sink>
+void SDitherCodec::walk(std::span<const uint8_t> payload, Sink&& sink) const {
   const uint32_t total = total_bits(payload);
   const uint8_t* in = payload.data();
   std::vector<float> scales(static_cast<size_t>(num_blocks_));
@@ -211,20 +212,29 @@ void SDitherCodec::walk(std::span<const uint8_t> payload, float* values) const {
       while (i >= blocks_[block + 1]) ++block;
       const float scale = scales[static_cast<size_t>(block)];
       if (scale == 0.0f) corrupt(spec(), "a nonzero in block " + std::to_string(block) + ", whose scale is 0");
-      if (values) values[i] = dither_value(static_cast<uint32_t>(level), negative, scale, levels_);
+      sink(i, dither_value(static_cast<uint32_t>(level), negative, scale, levels_));
       prev = rel;
     }
   }
 }
 
-void SDitherCodec::validate(std::span<const uint8_t> payload) const { walk(payload, nullptr); }
+void SDitherCodec::validate(std::span<const uint8_t> payload) const {
+  walk(payload, [](int64_t, float) {});
+}
 
 void SDitherCodec::decode_impl(std::span<const uint8_t> payload, float weight, bool overwrite,
                                std::span<float> out) const {
-  check_decode_args(payload, out);
-  std::vector<float> v(out.size(), 0.0f);
-  walk(payload, v.data());
-  for (size_t i = 0; i < out.size(); ++i) out[i] = overwrite ? v[i] : accumulate(out[i], weight, v[i]);
+  check_decode_args(payload, out);  // validates, so the walk below cannot fail half-way
+  // No n-sized scratch: the nonzeros arrive in increasing i; the zeros between them are
+  // accumulated as zeros (accumulate(o, w, 0) is not always o: -0 + 0 is +0).
+  int64_t next = 0;
+  walk(payload, [&](int64_t i, float v) {
+    for (; next < i; ++next) out[next] = overwrite ? 0.0f : accumulate(out[next], weight, 0.0f);
+    out[i] = overwrite ? v : accumulate(out[i], weight, v);
+    next = i + 1;
+  });
+  for (; next < static_cast<int64_t>(out.size()); ++next)
+    out[next] = overwrite ? 0.0f : accumulate(out[next], weight, 0.0f);
 }
 
 void SDitherCodec::decode_accumulate(std::span<const uint8_t> payload, const RngKey&, float weight,

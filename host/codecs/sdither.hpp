@@ -41,8 +41,10 @@ class SDitherCodec final : public Codec {
   uint32_t total_bits(std::span<const uint8_t> payload) const;
   void write(std::span<const float> x, std::span<const float> scales, const RngKey& key,
              std::span<uint8_t> payload) const;
-  /// Validates the payload; with `values` non-null also writes the dense decoded vector into it.
-  void walk(std::span<const uint8_t> payload, float* values) const;
+  /// Validates the payload and calls sink(i, value) for each nonzero, in increasing i
+  /// (defined and instantiated in sdither.cpp only).
+  template <class Sink>
+  void walk(std::span<const uint8_t> payload, Sink&& sink) const;
   void decode_impl(std::span<const uint8_t> payload, float weight, bool overwrite, std::span<float> out) const;
 
   std::unique_ptr<DensePlaneCodec> dither_;  // the quantizer's scales and guarantee

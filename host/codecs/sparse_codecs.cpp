@@ -34,8 +34,63 @@ Guarantee SparseCodec::guarantee() const {
   return Guarantee{Guarantee::Kind::kContractive, 0.0, k / n};
 }
 
+namespace {
+
+/// An element's rank word (topk: float bits, randk: Philox key) and its index.
+struct Ranked {
+  uint32_t word;
+  int64_t index;
+};
+
+/// The k first of n elements in the strict total order `before` (topk_before / randk_before), in
+/// increasing index order, with O(k) memory: a heap of the k first so far whose top is the last of
+/// them; an element enters when it comes before that top. Same set as a full selection, since the
+/// order has no ties.
+template <class Word, class Before>
+std::vector<int64_t> first_k_bounded(int64_t n, int64_t k, Word word, Before before) {
+  const auto precedes = [&](const Ranked& a, const Ranked& b) { return before(a.word, a.index, b.word, b.index); };
+  std::vector<Ranked> heap;
+  heap.reserve(static_cast<size_t>(k));
+  for (int64_t i = 0; i < n; ++i) {
+    const Ranked r{word(i), i};
+    if (static_cast<int64_t>(heap.size()) < k) {
+      heap.push_back(r);
+      std::push_heap(heap.begin(), heap.end(), precedes);
+    } else if (precedes(r, heap.front())) {
+      std::pop_heap(heap.begin(), heap.end(), precedes);
+      heap.back() = r;
+      std::push_heap(heap.begin(), heap.end(), precedes);
+    }
+  }
+  std::vector<int64_t> idx(heap.size());
+  for (size_t j = 0; j < heap.size(); ++j) idx[j] = heap[j].index;
+  std::sort(idx.begin(), idx.end());
+  return idx;
+}
+
+}  // namespace
+
 std::vector<int64_t> SparseCodec::select(std::span<const float> x, const RngKey& key) const {
   const int64_t n = num_elems();
+  // Random-k keys, in increasing i: one Philox block serves four elements (philox_word's words).
+  Philox4x32 block{};
+  uint64_t block_q = ~uint64_t{0};
+  const auto randk_word = [&](int64_t i) {
+    const uint64_t q = static_cast<uint64_t>(i) >> 2;
+    if (q != block_q) {
+      block = philox_block(key, kStreamSelect, q);
+      block_q = q;
+    }
+    return block.v[static_cast<uint64_t>(i) & 3u];
+  };
+  if (k_ <= n / 8) {
+    // Small k: O(k) scratch instead of O(n), so n >= 2^31 needs no n-sized index array.
+    if (spec().id == CodecId::kTopK)
+      return first_k_bounded(n, k_, [&](int64_t i) { return float_bits(x[i]); },
+                             [](uint32_t a, int64_t ia, uint32_t b, int64_t ib) { return topk_before(a, ia, b, ib); });
+    return first_k_bounded(n, k_, randk_word,
+                           [](uint32_t a, int64_t ia, uint32_t b, int64_t ib) { return randk_before(a, ia, b, ib); });
+  }
   std::vector<int64_t> idx(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) idx[i] = i;
   const auto mid = idx.begin() + k_;
@@ -46,7 +101,7 @@ std::vector<int64_t> SparseCodec::select(std::span<const float> x, const RngKey&
     });
   } else {
     std::vector<uint32_t> keys(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) keys[i] = philox_word(key, kStreamSelect, static_cast<uint64_t>(i));
+    for (int64_t i = 0; i < n; ++i) keys[i] = randk_word(i);
     std::nth_element(idx.begin(), mid, idx.end(), [&](int64_t a, int64_t b) {
       return randk_before(keys[a], a, keys[b], b);
     });

@@ -4,6 +4,7 @@
 #include "common/test_util.hpp"
 
 #include <gcomp/detail/hd.hpp>
+#include <gcomp/detail/philox.hpp>
 #include <gcomp/detail/sparse.hpp>
 #include <gcomp/detail/spherical.hpp>
 
@@ -392,6 +393,43 @@ TEST(CodecEdgeTest, TopKTiesGoToLowerIndex) {
   std::vector<float> x{1, -2, 2, 0.5, -2, 2, 1, 2};
   const auto y = test::decode(*c, test::encode(*c, x, RngKey{}), RngKey{});
   EXPECT_TRUE(bitwise_equal(y, {0, -2, 2, 0, -2, 0, 0, 0}));
+}
+
+// topk and randk select with O(k) scratch when k <= n/8 and with a full index sort above: both
+// must give the set of a plain sort on (key, index) for every k around the switch.
+TEST(CodecEdgeTest, SparseSelectionMatchesAFullSortOnBothSidesOfTheBoundedPath) {
+  const int64_t n = 1000;
+  std::vector<float> x(n);
+  for (int64_t i = 0; i < n; ++i) x[i] = static_cast<float>(1 + (i * 37) % 11) * (i % 3 == 0 ? -0.5f : 0.5f);  // ties, no zeros
+  const RngKey key{77, 3, 5, 0};
+  // The selected indices are the nonzeros of the decoded vector (x has no zeros).
+  const auto selected = [&](const std::string& spec) {
+    auto c = make_codec(spec, Layout(n));
+    const auto y = test::decode(*c, test::encode(*c, x, key), key);
+    std::vector<int64_t> idx;
+    for (int64_t i = 0; i < n; ++i)
+      if (y[i] != 0.0f) idx.push_back(i);
+    return idx;
+  };
+  for (int64_t k : {int64_t{1}, int64_t{2}, int64_t{124}, int64_t{125}, int64_t{126}, int64_t{500}, n - 1, n}) {
+    std::vector<int64_t> order(static_cast<size_t>(n));
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+      return detail::topk_before(detail::float_bits(x[a]), a, detail::float_bits(x[b]), b);
+    });
+    std::vector<int64_t> want(order.begin(), order.begin() + k);
+    std::sort(want.begin(), want.end());
+    EXPECT_EQ(selected("topk:k=" + std::to_string(k)), want) << "topk k=" << k;
+
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+      return detail::randk_before(detail::philox_word(key, detail::kStreamSelect, static_cast<uint64_t>(a)), a,
+                                  detail::philox_word(key, detail::kStreamSelect, static_cast<uint64_t>(b)), b);
+    });
+    want.assign(order.begin(), order.begin() + k);
+    std::sort(want.begin(), want.end());
+    EXPECT_EQ(selected("randk:unbiased=0,k=" + std::to_string(k)), want) << "randk k=" << k;
+  }
 }
 
 TEST(CodecEdgeTest, RandKSelectsExactlyKDistinctIndicesAndDependsOnTheKey) {
