@@ -26,7 +26,8 @@ using namespace gcomp;
 constexpr const char* kUsage = R"(usage: gcomp-train --data PATH [options]
 problem:   --data PATH (LIBSVM)  --features N  --no-bias  --loss logistic|squared
            --l2 LAMBDA|auto (auto: L0/100)  --l1 LAMBDA1 (prox, diana only)
-workers:   --workers N (contiguous split)  --backend local|mpi  --device cpu
+workers:   --workers N (contiguous split)  --backend local|mpi  --device cpu|host-f32|cuda (session backend: double state,
+           fp32 state on the CPU, fp32 state on the GPU)
 algorithm: --algo gd|compressed-gd|diana|ef-sgd|dist-ef-sgdm|doublesqueeze|signsgd-mv|hessian-ec
            --codec SPEC  --server-codec SPEC  --server replicated|sharded
            --lr GAMMA|auto  --alpha A|auto  --momentum BETA  --delay TAU  --batch B  --seed S
@@ -99,7 +100,8 @@ Options parse(int argc, char** argv) {
   if (o.workers < 1) throw UsageError("--workers must be >= 1");
   if (o.loss != "logistic" && o.loss != "squared") throw UsageError("--loss must be logistic or squared");
   if (o.backend != "local" && o.backend != "mpi" && o.backend != "nccl") throw UsageError("--backend must be local, mpi or nccl");
-  if (o.device != "cpu" && o.device != "cuda") throw UsageError("--device must be cpu or cuda");
+  if (o.device != "cpu" && o.device != "host-f32" && o.device != "cuda")
+    throw UsageError("--device must be cpu, host-f32 or cuda");
   if (o.server != "replicated" && o.server != "sharded") throw UsageError("--server must be replicated or sharded");
   if (!o.checkpoint.empty() && o.checkpoint_every <= 0) throw UsageError("--checkpoint needs --checkpoint-every K > 0");
   return o;
@@ -150,6 +152,7 @@ SessionConfig make_config(const Context& c, const RunSpec& r) {
   cfg.momentum = o.momentum;
   cfg.delay = o.delay;
   cfg.seed = o.seed;
+  cfg.backend = parse_backend(o.device);
   if (o.l1 > 0) {
     cfg.prox = Regularizer::kL1;
     cfg.prox_lambda = o.l1;
@@ -375,10 +378,8 @@ int run(int argc, char** argv) {
   Context c;
   c.opt = parse(argc, argv);
   const Options& o = c.opt;
-  if (o.device == "cuda")
-    GCOMP_FAIL(gcompErrorNotSupported, "--device cuda: the Session's CUDA backend is not available in this build yet");
   if (o.backend == "nccl")
-    GCOMP_FAIL(gcompErrorNotSupported, "--backend nccl needs --device cuda, which is not available in this build yet");
+    GCOMP_FAIL(gcompErrorNotSupported, "--backend nccl is not wired into gcomp-train yet; use local or mpi (with --device cuda the payloads are staged through host memory)");
   std::unique_ptr<Communicator> mpi;
   int workers = o.workers;
   if (o.backend == "mpi") {

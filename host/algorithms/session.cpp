@@ -4,6 +4,7 @@
 #include <gcomp/session.hpp>
 
 #include "host/algorithms/checkpoint.hpp"
+#include "host/algorithms/f32_engine.hpp"
 #include "host/common/nvtx.hpp"
 
 #include <gcomp/detail/half.hpp>
@@ -35,6 +36,12 @@ constexpr AlgoName kAlgos[] = {
     {Algorithm::kHessianEc, "hessian-ec"},
 };
 
+struct BackendName {
+  Backend b;
+  const char* name;
+};
+constexpr BackendName kBackends[] = {{Backend::kCpu, "cpu"}, {Backend::kHostF32, "host-f32"}, {Backend::kCuda, "cuda"}};
+
 bool two_way(Algorithm a) { return a == Algorithm::kDistEfSgdm || a == Algorithm::kDoubleSqueeze; }
 
 std::string fmt(double v) {
@@ -59,6 +66,19 @@ const char* algorithm_name(Algorithm a) {
   return "unknown";
 }
 
+Backend parse_backend(std::string_view name) {
+  for (const auto& b : kBackends)
+    if (name == b.name) return b.b;
+  GCOMP_FAIL(gcompErrorInvalidArgument,
+             "unknown session backend '" + std::string(name) + "'; valid backends: cpu, host-f32, cuda");
+}
+
+const char* backend_name(Backend b) {
+  for (const auto& e : kBackends)
+    if (e.b == b) return e.name;
+  return "unknown";
+}
+
 std::string SessionConfig::canonical() const {
   std::string s = std::string("algo=") + algorithm_name(algorithm) + ";codec=" + CodecSpec::parse(codec).canonical();
   if (two_way(algorithm)) s += ";server_codec=" + CodecSpec::parse(server_codec).canonical();
@@ -68,6 +88,9 @@ std::string SessionConfig::canonical() const {
        ";nonfinite=" + std::to_string(static_cast<int>(nonfinite)) + ";tie0=" + (tie_to_zero ? "1" : "0") +
        ";shared_scale=" + (shared_scale ? "1" : "0") + ";server=" + std::to_string(static_cast<int>(server)) +
        ";compensation=" + std::to_string(static_cast<int>(compensation)) + ";format=" + std::to_string(kWireVersion);
+  // The default cpu backend is left out, so that its digests (checkpoints) stay those of before
+  // the backend field existed.
+  if (backend != Backend::kCpu) s += std::string(";backend=") + backend_name(backend);
   // track_norms only adds measurements; it is not part of the agreement.
   return s;
 }
@@ -111,6 +134,13 @@ struct Session::Impl {
   // a step that throws (timeout, dead peer, codec error) restores them, so state stays untouched.
   // By name: load() replaces the arrays.
   std::vector<std::pair<std::string, std::vector<double>>> rollback;
+
+  // fp32 backends (host-f32, cuda): the engine owns the state; `st` stays empty.
+  std::unique_ptr<detail::F32Engine> f32;
+  std::vector<float> hg, hu;                              // host staging of the host-API steps
+  mutable std::map<std::string, std::vector<double>> snapshot;  // state() of an fp32 backend
+  void f32_snapshot() const;
+  StepStats f32_step_host(std::span<const double> grad, std::span<double> update);
 
   Impl(Communicator& c, Layout l, SessionConfig config) : comm(c), layout(std::move(l)), cfg(std::move(config)) {}
 
@@ -200,9 +230,20 @@ void Session::Impl::setup() {
     }
   }
 
+  std::unique_ptr<detail::VecOps> ops;
+  if (cfg.backend == Backend::kHostF32) ops = detail::make_host_ops(comm);
+  if (cfg.backend == Backend::kCuda) ops = detail::make_device_ops(comm);
+
   // Agreement on everything that shapes the messages and the state.
   std::string desc = cfg.canonical() + ";layout=" + std::to_string(layout.digest()) + ";world=" + std::to_string(P);
   check_agreement(comm, "session configuration", desc);
+
+  if (ops) {
+    f32 = std::make_unique<detail::F32Engine>(comm, layout, cfg, alpha, shard_begin, std::move(ops));
+    hg.resize(static_cast<size_t>(n));
+    hu.resize(static_cast<size_t>(n));
+    return;
+  }
 
   const size_t un = static_cast<size_t>(n);
   f32a.resize(un);
@@ -567,9 +608,43 @@ Session::Session(Communicator& comm, Layout layout, SessionConfig config)
 
 Session::~Session() = default;
 
-StepStats Session::step(std::span<const double> grad, std::span<double> update) { return impl_->run(grad, update); }
+// fp32 backends: the gradient rounded to fp32, the fp32 update widened back (exact).
+StepStats Session::Impl::f32_step_host(std::span<const double> grad, std::span<double> update) {
+  GCOMP_EXPECTS(static_cast<int64_t>(grad.size()) == n && static_cast<int64_t>(update.size()) == n,
+                gcompErrorInvalidArgument,
+                "step: gradient and update must have " + std::to_string(n) + " elements (got " +
+                    std::to_string(grad.size()) + " and " + std::to_string(update.size()) + ")");
+  for (size_t i = 0; i < hg.size(); ++i) hg[i] = static_cast<float>(grad[i]);
+  const StepStats stats = f32->run_host(hg.data(), hu.data());
+  for (size_t i = 0; i < hu.size(); ++i) update[i] = static_cast<double>(hu[i]);
+  return stats;
+}
+
+void Session::Impl::f32_snapshot() const {
+  snapshot.clear();
+  for (const auto& [name, a] : f32->arrays()) {
+    std::vector<float> h(a.size);
+    f32->ops().to_host(h.data(), a.data, a.size);
+    snapshot[name].assign(h.begin(), h.end());
+  }
+}
+
+StepStats Session::step(std::span<const double> grad, std::span<double> update) {
+  if (impl_->f32) return impl_->f32_step_host(grad, update);
+  return impl_->run(grad, update);
+}
 
 StepStats Session::step(std::span<const float> grad, std::span<float> update) {
+  if (impl_->f32) {
+    const auto n = static_cast<size_t>(impl_->n);
+    GCOMP_EXPECTS(grad.size() == n && update.size() == n, gcompErrorInvalidArgument,
+                  "step: gradient and update must have " + std::to_string(n) + " elements (got " +
+                      std::to_string(grad.size()) + " and " + std::to_string(update.size()) + ")");
+    // Through the session's own update buffer: `update` is written only on success.
+    const StepStats s = impl_->f32->run_host(grad.data(), impl_->hu.data());
+    std::copy(impl_->hu.begin(), impl_->hu.end(), update.begin());
+    return s;
+  }
   std::vector<double> g(grad.begin(), grad.end()), u(update.size());
   const StepStats s = impl_->run(g, u);
   for (size_t i = 0; i < u.size(); ++i) update[i] = static_cast<float>(u[i]);
@@ -579,24 +654,47 @@ StepStats Session::step(std::span<const float> grad, std::span<float> update) {
 StepStats Session::step_bf16(std::span<const uint16_t> grad, std::span<double> update) {
   std::vector<double> g(grad.size());
   for (size_t i = 0; i < g.size(); ++i) g[i] = static_cast<double>(detail::bf16_to_float(grad[i]));
-  return impl_->run(g, update);
+  return step(std::span<const double>(g), update);
 }
 
 StepStats Session::step_f16(std::span<const uint16_t> grad, std::span<double> update) {
   std::vector<double> g(grad.size());
   for (size_t i = 0; i < g.size(); ++i) g[i] = static_cast<double>(detail::f16_to_float(grad[i]));
-  return impl_->run(g, update);
+  return step(std::span<const double>(g), update);
+}
+
+StepStats Session::step_device(const void* d_grad, GradType type, float* d_update, Stream stream) {
+  GCOMP_EXPECTS(impl_->cfg.backend == Backend::kCuda, gcompErrorNotSupported,
+                std::string("step_device needs the cuda backend; this session's backend is ") +
+                    backend_name(impl_->cfg.backend));
+  GCOMP_EXPECTS(impl_->n == 0 || (d_grad != nullptr && d_update != nullptr), gcompErrorInvalidArgument,
+                "step_device: d_grad and d_update must not be null");
+  GCOMP_EXPECTS(type == GradType::kF32 || type == GradType::kBF16 || type == GradType::kF16, gcompErrorInvalidArgument,
+                "step_device: unknown gradient type " + std::to_string(static_cast<int>(type)));
+  detail::VecOps& ops = impl_->f32->ops();
+  ops.set_stream(stream);
+  const StepStats s = impl_->f32->run(d_grad, type);
+  ops.copy(d_update, impl_->f32->update_buffer(), static_cast<size_t>(impl_->n));
+  return s;
+}
+
+gcompStatus_t Session::device_status(uint64_t* index) {
+  if (!impl_->f32) {
+    if (index != nullptr) *index = UINT64_MAX;
+    return gcompSuccess;
+  }
+  return impl_->f32->ops().device_status(index);
 }
 
 StepStats Session::apply(std::span<const double> grad, std::span<double> x) {
   std::vector<double> upd(x.size());
-  const StepStats s = impl_->run(grad, upd);
+  const StepStats s = step(grad, std::span<double>(upd));
   for (size_t i = 0; i < x.size(); ++i) x[i] -= upd[i];
   if (!s.skipped) apply_prox(impl_->cfg.prox, impl_->cfg.lr * impl_->cfg.prox_lambda, x);
   return s;
 }
 
-uint64_t Session::step_count() const { return impl_->k; }
+uint64_t Session::step_count() const { return impl_->f32 ? impl_->f32->step_count() : impl_->k; }
 const SessionConfig& Session::config() const { return impl_->cfg; }
 const Layout& Session::layout() const { return impl_->layout; }
 const Codec& Session::uplink_codec() const { return *impl_->up; }
@@ -604,7 +702,8 @@ double Session::alpha() const { return impl_->alpha; }
 
 std::vector<std::pair<std::string, const std::vector<double>*>> Session::state() const {
   std::vector<std::pair<std::string, const std::vector<double>*>> out;
-  for (const auto& [name, v] : impl_->st) out.emplace_back(name, &v);
+  if (impl_->f32) impl_->f32_snapshot();
+  for (const auto& [name, v] : impl_->f32 ? impl_->snapshot : impl_->st) out.emplace_back(name, &v);
   return out;
 }
 
@@ -613,8 +712,9 @@ void Session::save(const std::string& path, const Extras& extras) const {
   d.config_digest = fnv1a64(impl_->cfg.canonical() + ";layout=" + std::to_string(impl_->layout.digest()));
   d.rank = static_cast<uint32_t>(impl_->rank);
   d.world = static_cast<uint32_t>(impl_->P);
-  d.step = impl_->k;
-  for (const auto& [name, v] : impl_->st) d.arrays.emplace_back(name, v);
+  d.step = step_count();
+  if (impl_->f32) impl_->f32_snapshot();
+  for (const auto& [name, v] : impl_->f32 ? impl_->snapshot : impl_->st) d.arrays.emplace_back(name, v);
   for (const auto& [name, v] : extras) d.arrays.emplace_back("extra:" + name, *v);
   detail::write_checkpoint(path, d);
 }
@@ -632,17 +732,38 @@ void Session::load(const std::string& path, const Extras& extras) {
                     std::to_string(impl_->rank));
   std::map<std::string, std::vector<double>> next, extra;
   for (const auto& [name, v] : d.arrays) (name.rfind("extra:", 0) == 0 ? extra[name.substr(6)] : next[name]) = v;
-  GCOMP_EXPECTS(next.size() == impl_->st.size() && extra.size() == extras.size(), gcompErrorMismatch,
+  if (impl_->f32) impl_->f32_snapshot();  // names and sizes of the fp32 state
+  const auto& current = impl_->f32 ? impl_->snapshot : impl_->st;
+  GCOMP_EXPECTS(next.size() == current.size() && extra.size() == extras.size(), gcompErrorMismatch,
                 "checkpoint '" + path + "' has other state arrays");
   for (const auto& [name, v] : extras) {
     auto it = extra.find(name);
     GCOMP_EXPECTS(it != extra.end() && it->second.size() == v->size(), gcompErrorMismatch,
                   "checkpoint '" + path + "': array '" + name + "' is missing or has the wrong size");
   }
-  for (const auto& [name, v] : impl_->st) {
+  for (const auto& [name, v] : current) {
     auto it = next.find(name);
     GCOMP_EXPECTS(it != next.end() && it->second.size() == v.size(), gcompErrorMismatch,
                   "checkpoint '" + path + "': state '" + name + "' is missing or has the wrong size");
+  }
+  if (impl_->f32) {
+    // fp32 state: every value must be an fp32 number (the file holds it widened exactly).
+    std::map<std::string, std::vector<float>> f;
+    for (const auto& [name, v] : next) {
+      auto& out = f[name];
+      out.resize(v.size());
+      for (size_t i = 0; i < v.size(); ++i) {
+        out[i] = static_cast<float>(v[i]);
+        GCOMP_EXPECTS(static_cast<double>(out[i]) == v[i] || (std::isnan(v[i]) && std::isnan(out[i])),
+                      gcompErrorCorruptPayload,
+                      "checkpoint '" + path + "': state '" + name + "' element " + std::to_string(i) +
+                          " is not an fp32 value");
+      }
+    }
+    for (const auto& [name, a] : impl_->f32->arrays()) impl_->f32->ops().from_host(a.data, f[name].data(), a.size);
+    impl_->f32->set_step_count(d.step);
+    for (const auto& [name, v] : extras) *v = extra[name];
+    return;
   }
   impl_->st = std::move(next);
   impl_->k = d.step;

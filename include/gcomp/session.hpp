@@ -7,8 +7,14 @@
 /// with its local gradient. step() writes the update u that every rank applies as x <- x - u
 /// (apply() does that, plus the proximal step of DIANA). All ranks obtain bit-identical updates.
 ///
-/// CPU backend: state (EF memories, DIANA shifts, momentum, server errors) is kept in double; the
-/// messages themselves are the codec's fp32 payloads. Buffers are sized at construction.
+/// Backends (SessionConfig::backend, docs/algorithms.md "Backends"):
+///  - kCpu (default): state (EF memories, DIANA shifts, momentum, server errors) is kept in double;
+///    the messages themselves are the codec's fp32 payloads.
+///  - kCuda: state in fp32 device memory; every step is a sequence of DeviceCodec calls and small
+///    CUDA kernels enqueued on the caller's stream (step_device()).
+///  - kHostF32: the CUDA backend's CPU twin: the same fp32 orchestration over the CPU codecs and
+///    plain loops. For one seed, kCuda and kHostF32 produce bit-identical updates and state.
+/// Buffers are sized at construction on every backend.
 #pragma once
 
 #include <gcomp/codec.hpp>
@@ -53,6 +59,19 @@ enum class ServerMode {
 
 enum class Regularizer { kNone, kL1, kL2 };
 
+/// Where the state lives and the step runs (part of the agreement and of the checkpoint digest).
+enum class Backend {
+  kCpu,      ///< "cpu": double state on the host (the reference backend)
+  kHostF32,  ///< "host-f32": fp32 state on the host; the CPU twin of kCuda, bit for bit
+  kCuda,     ///< "cuda": fp32 state in device memory; steps enqueued on a CUDA stream
+};
+
+Backend parse_backend(std::string_view name);
+const char* backend_name(Backend b);
+
+/// Element type of a gradient handed to step_device().
+enum class GradType { kF32, kBF16, kF16 };
+
 /// Configuration of a Session. Every rank must pass an equal configuration (checked at setup).
 struct SessionConfig {
   Algorithm algorithm = Algorithm::kGd;
@@ -73,6 +92,9 @@ struct SessionConfig {
   Compensation compensation = Compensation::kHessian;
   /// Fill StepStats::memory_norm_sq and compression_error_sq (one extra pass over the data).
   bool track_norms = false;
+  /// Where the state lives and the step runs. kHostF32 and kCuda keep fp32 state (spec §8.1
+  /// caution 2: DIANA then plateaus near 1e-7..1e-10 instead of reaching 1e-10 and below).
+  Backend backend = Backend::kCpu;
   /// hessian-ec: out = H v at the current point (full Hessian), called by step() on this rank.
   std::function<void(std::span<const double> v, std::span<double> out)> hessian_product;
   /// hessian-ec with kDiagonal: diag(H) at the current point, written into out.
@@ -121,6 +143,30 @@ class Session {
   /// step() followed by x <- prox(x - u).
   StepStats apply(std::span<const double> grad, std::span<double> x);
 
+  /// kCuda only: one round on device buffers, enqueued on `stream`.
+  /// @param[in]  d_grad   device memory, num_elems elements of `type` (bf16/f16 are widened exactly
+  ///                      to fp32 by the first kernel; the state is fp32).
+  /// @param[out] d_update device memory, num_elems floats; written only when the step succeeds. It
+  ///                      may alias d_grad (the update is copied out last).
+  /// @param[in]  stream   CUDA stream (nullptr: the legacy default stream); every kernel, copy and
+  ///                      (nccl) collective of the step goes on it.
+  /// Host synchronization (docs/gpu.md "Session on the GPU"): none with a device communicator
+  /// (nccl) and nonfinite=kZero; one 8-byte read of the agreed non-finite flag per step with
+  /// kError/kSkip; with a host communicator (local, mpi) the payloads are staged through pinned
+  /// host buffers allocated at construction, which syncs the stream before each collective and
+  /// once at the end of the step (codec status check). hessian-ec with kHessian/kDiagonal stages
+  /// the callbacks through host memory (syncs). TernGrad scaler sharing encodes on the host (syncs).
+  /// Determinism: bit-identical to a kHostF32 session with the same configuration and seed.
+  /// @throws gcomp::Error gcompErrorNotSupported on another backend; as step() otherwise. On a
+  ///         thrown error the state is untouched (restored on the stream).
+  StepStats step_device(const void* d_grad, GradType type, float* d_update, Stream stream);
+
+  /// kCuda: syncs the stream of the last step and returns the first codec data error (status word,
+  /// DeviceStatus) recorded by the steps since the last check, then clears it. With a device
+  /// communicator and nonfinite=kZero the step itself never syncs, so this is where such errors
+  /// (a non-finite intermediate, e.g. overflowing state) surface. gcompSuccess on other backends.
+  gcompStatus_t device_status(uint64_t* index = nullptr);
+
   [[nodiscard]] uint64_t step_count() const;
   [[nodiscard]] const SessionConfig& config() const;
   [[nodiscard]] const Layout& layout() const;
@@ -129,6 +175,8 @@ class Session {
   [[nodiscard]] double alpha() const;
 
   /// Named state arrays of this rank (EF memories, shifts, momentum, server errors, delay queue).
+  /// fp32 backends: a snapshot converted exactly to double (kCuda: copied from the device, syncs),
+  /// valid until the next call of state() or a step.
   [[nodiscard]] std::vector<std::pair<std::string, const std::vector<double>*>> state() const;
 
   /// Caller arrays stored next to the session state (e.g. the parameters x of a training loop).
@@ -140,6 +188,8 @@ class Session {
   /// Restores state written by save() of a session with the same configuration, layout, rank and
   /// world size, and the same extras (by name and size). On any error (gcompErrorIo,
   /// gcompErrorCorruptPayload, gcompErrorMismatch) the running state and the extras are untouched.
+  /// fp32 backends store their state converted exactly to double (same GCKP format); loading a
+  /// value that is not an fp32 number fails with gcompErrorCorruptPayload.
   void load(const std::string& path, const Extras& extras = {});
 
  private:

@@ -60,6 +60,16 @@ if [ -n "$mpiexec" ]; then
   python3 -c "
 import json; a=json.load(open('$work/local.json')); b=json.load(open('$work/mpi.json'))
 assert a['history']==b['history'], 'local and mpi histories differ'" || say "local vs mpi"
+  # The fp32 session backend (the CUDA backend's CPU twin): local and mpi bit-identical too.
+  fargs=(--data "$data/mushrooms" --algo dist-ef-sgdm --codec "sign:block=16" --server-codec sign --server sharded
+         --momentum 0.9 --iters 60 --quiet --seed 3 --device host-f32)
+  "$tool" "${fargs[@]}" --workers 4 --json "$work/local32.json" > /dev/null || say "local host-f32 run"
+  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+    "$mpiexec" --allow-run-as-root --oversubscribe -n 4 "$tool" "${fargs[@]}" --backend mpi --json "$work/mpi32.json" \
+    > /dev/null || say "mpi host-f32 run"
+  python3 -c "
+import json; a=json.load(open('$work/local32.json')); b=json.load(open('$work/mpi32.json'))
+assert a['history']==b['history'], 'host-f32: local and mpi histories differ'" || say "host-f32 local vs mpi"
 fi
 
 # Bad input: a message and a non-zero exit.

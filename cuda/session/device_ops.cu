@@ -1,0 +1,309 @@
+// SPDX-License-Identifier: Apache-2.0
+// VecOps on the GPU (the cuda Session backend): DeviceCodec calls and the kernels of
+// session_kernels.cuh, all on one stream, buffers allocated at construction. With a host
+// communicator (local, mpi) the collectives are staged through pinned host buffers (a stream sync
+// before each collective); with a device communicator (nccl) they are enqueued on the stream.
+// docs/gpu.md "Session on the GPU" lists every host synchronization.
+#include "cuda/common/cuda_check.cuh"
+#include "cuda/session/session_kernels.cuh"
+#include "host/algorithms/vec_ops.hpp"
+
+#include <gcomp/cuda.hpp>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace gcomp::detail {
+
+namespace {
+
+using cuda::DeviceCodec;
+using cuda::DeviceStatus;
+using cuda::detail::kThreads;
+
+class DeviceOps final : public VecOps {
+ public:
+  explicit DeviceOps(Communicator& comm) : comm_(comm), host_comm_(comm.memory_space() == MemorySpace::kHost) {
+    std::string why;
+    GCOMP_EXPECTS(cuda::device_available(&why), gcompErrorNotSupported,
+                  "session backend 'cuda': no usable CUDA device (" + why + ")");
+    int device = 0, sms = 0;
+    GCOMP_CUDA_TRY(cudaGetDevice(&device));
+    GCOMP_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    max_blocks_ = static_cast<int64_t>(std::max(sms, 1)) * 8;
+    sticky_ = reinterpret_cast<DeviceStatus*>(alloc_bytes(sizeof(DeviceStatus)));
+    flags_ = reinterpret_cast<int64_t*>(alloc_bytes(2 * sizeof(int64_t)));
+    GCOMP_CUDA_TRY(cudaMallocHost(reinterpret_cast<void**>(&h_small_), 64));
+    reset_sticky();
+    GCOMP_CUDA_TRY(cudaStreamSynchronize(stream_));
+  }
+
+  ~DeviceOps() override {
+    for (void* p : device_) (void)cudaFree(p);
+    for (void* p : pinned_) (void)cudaFreeHost(p);
+    if (h_small_ != nullptr) (void)cudaFreeHost(h_small_);
+  }
+  DeviceOps(const DeviceOps&) = delete;
+  DeviceOps& operator=(const DeviceOps&) = delete;
+
+  [[nodiscard]] bool on_device() const override { return true; }
+  void set_stream(Stream stream) override { stream_ = stream; }
+
+  float* alloc_f32(size_t n) override { return static_cast<float*>(alloc_raw(n * sizeof(float))); }
+  uint8_t* alloc_bytes(size_t n) override { return static_cast<uint8_t*>(alloc_raw(n)); }
+
+  void to_host(float* h_dst, const float* src, size_t n) override {
+    if (n > 0) GCOMP_CUDA_TRY(cudaMemcpyAsync(h_dst, src, n * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+    GCOMP_CUDA_TRY(cudaStreamSynchronize(stream_));
+  }
+  void from_host(float* dst, const float* h_src, size_t n) override {
+    if (n > 0) GCOMP_CUDA_TRY(cudaMemcpyAsync(dst, h_src, n * sizeof(float), cudaMemcpyHostToDevice, stream_));
+    GCOMP_CUDA_TRY(cudaStreamSynchronize(stream_));
+  }
+
+  void copy(float* dst, const float* src, size_t n) override {
+    if (dst != src && n > 0)
+      GCOMP_CUDA_TRY(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
+  }
+  void fill_zero(float* dst, size_t n) override {
+    if (n > 0) GCOMP_CUDA_TRY(cudaMemsetAsync(dst, 0, n * sizeof(float), stream_));  // +0.0f
+  }
+  void widen(const void* src, GradType type, float* dst, size_t n) override {
+    const auto m = static_cast<int64_t>(n);
+    switch (type) {
+      case GradType::kF32: copy(dst, static_cast<const float*>(src), n); return;
+      case GradType::kBF16:
+        GCOMP_LAUNCH(cuda::detail::widen_bf16_kernel, grid(m), kThreads, stream_, static_cast<const uint16_t*>(src),
+                     dst, m);
+        return;
+      case GradType::kF16:
+        GCOMP_LAUNCH(cuda::detail::widen_f16_kernel, grid(m), kThreads, stream_, static_cast<const uint16_t*>(src),
+                     dst, m);
+        return;
+    }
+  }
+  void zero_nonfinite(float* x, size_t n) override {
+    GCOMP_LAUNCH(cuda::detail::zero_nonfinite_kernel, grid(n), kThreads, stream_, x, static_cast<int64_t>(n));
+  }
+  void scale(float* dst, float a, const float* x, size_t n) override {
+    GCOMP_LAUNCH(cuda::detail::scale_kernel, grid(n), kThreads, stream_, dst, a, x, static_cast<int64_t>(n));
+  }
+  void lincomb(float* dst, float a, const float* x, float b, const float* y, size_t n) override {
+    GCOMP_LAUNCH(cuda::detail::lincomb_kernel, grid(n), kThreads, stream_, dst, a, x, b, y, static_cast<int64_t>(n));
+  }
+  void mul(float* dst, const float* x, const float* y, size_t n) override {
+    GCOMP_LAUNCH(cuda::detail::mul_kernel, grid(n), kThreads, stream_, dst, x, y, static_cast<int64_t>(n));
+  }
+  void vote(float* u, const float* acc, float lr, bool tie_to_zero, size_t n) override {
+    GCOMP_LAUNCH(cuda::detail::vote_kernel, grid(n), kThreads, stream_, u, acc, lr, tie_to_zero,
+                 static_cast<int64_t>(n));
+  }
+
+  // The one host synchronization of a step with nonfinite = error/skip: the agreed flag.
+  void nonfinite_agree(const float* x, size_t n, int64_t* local, int64_t* any) override {
+    GCOMP_CUDA_TRY(cudaMemsetAsync(flags_, 0, 2 * sizeof(int64_t), stream_));
+    GCOMP_LAUNCH(cuda::detail::nonfinite_flag_kernel, grid(n), kThreads, stream_, x, static_cast<int64_t>(n), flags_);
+    auto* h = reinterpret_cast<int64_t*>(h_small_);
+    if (host_comm_) {
+      GCOMP_CUDA_TRY(cudaMemcpyAsync(h, flags_, sizeof(int64_t), cudaMemcpyDeviceToHost, stream_));
+      GCOMP_CUDA_TRY(cudaStreamSynchronize(stream_));
+      *local = h[0];
+      comm_.allreduce(&h[0], any, 1, DataType::kI64, ReduceOp::kMax, nullptr);
+      return;
+    }
+    comm_.allreduce(flags_, flags_ + 1, 1, DataType::kI64, ReduceOp::kMax, stream_);
+    GCOMP_CUDA_TRY(cudaMemcpyAsync(h, flags_, 2 * sizeof(int64_t), cudaMemcpyDeviceToHost, stream_));
+    comm_.synchronize(stream_);
+    GCOMP_CUDA_TRY(cudaStreamSynchronize(stream_));
+    *local = h[0];
+    *any = h[1];
+  }
+
+  int add_codec(const CodecSpec& spec, const Layout& layout, bool shared_scale) override {
+    Entry e;
+    e.dev = std::make_unique<DeviceCodec>(spec, layout);
+    if (shared_scale) {
+      e.host = make_codec(spec, layout);
+      e.h_x.resize(static_cast<size_t>(layout.num_elems()));
+      e.h_payload.resize(e.host->encoded_bytes());
+      e.scales.resize(static_cast<size_t>(e.host->num_scales()));
+      e.scales_max.resize(e.scales.size());
+      if (!host_comm_ && !e.scales.empty()) e.d_scales = alloc_f32(e.scales.size());
+    }
+    if (e.dev->workspace_bytes() > ws_bytes_) {
+      if (ws_ != nullptr) {
+        device_.erase(std::find(device_.begin(), device_.end(), ws_));
+        GCOMP_CUDA_TRY(cudaFree(ws_));
+        ws_ = nullptr;
+      }
+      ws_bytes_ = e.dev->workspace_bytes();
+      ws_ = alloc_raw(ws_bytes_);
+    }
+    codecs_.push_back(std::move(e));
+    return static_cast<int>(codecs_.size()) - 1;
+  }
+  [[nodiscard]] size_t encoded_bytes(int c) const override { return dev(c).encoded_bytes(); }
+
+  void encode(int c, const float* x, const RngKey& key, uint8_t* payload) override {
+    dev(c).encode(x, key, payload, ws_, ws_bytes_, stream_);
+    merge();
+  }
+  void encode_ef(int c, const float* p, float* e, const RngKey& key, uint8_t* payload) override {
+    dev(c).encode_ef(p, e, key, payload, ws_, ws_bytes_, stream_);
+    merge();
+  }
+  void encode_diana(int c, const float* g, float* h, float alpha, const RngKey& key, uint8_t* payload) override {
+    dev(c).encode_diana(g, h, alpha, key, payload, ws_, ws_bytes_, stream_);
+    merge();
+  }
+  // TernGrad scaler sharing: the scales and the encode run on the host CPU codec (byte-identical
+  // to the kernels by the DeviceCodec contract); x is staged down, the payload up (syncs).
+  void encode_shared_scale(int c, const float* x, const RngKey& key, uint8_t* payload) override {
+    Entry& e = codecs_[static_cast<size_t>(c)];
+    const Codec& k = *e.host;
+    to_host(e.h_x.data(), x, e.h_x.size());
+    k.compute_scales(e.h_x, e.scales);
+    if (host_comm_) {
+      comm_.allreduce(e.scales.data(), e.scales_max.data(), e.scales.size(), DataType::kF32, ReduceOp::kMax, nullptr);
+    } else if (!e.scales.empty()) {
+      from_host(e.d_scales, e.scales.data(), e.scales.size());
+      comm_.allreduce(e.d_scales, e.d_scales, e.scales.size(), DataType::kF32, ReduceOp::kMax, stream_);
+      comm_.synchronize(stream_);
+      to_host(e.scales_max.data(), e.d_scales, e.scales.size());
+    }
+    k.encode_with_scales(e.h_x, e.scales_max, key, e.h_payload);
+    if (!e.h_payload.empty())
+      GCOMP_CUDA_TRY(cudaMemcpyAsync(payload, e.h_payload.data(), e.h_payload.size(), cudaMemcpyHostToDevice, stream_));
+    GCOMP_CUDA_TRY(cudaStreamSynchronize(stream_));
+  }
+  void decode(int c, const uint8_t* payload, const RngKey& key, float* out) override {
+    dev(c).decode(payload, key, out, ws_, ws_bytes_, stream_);
+    merge();
+  }
+  void decode_reduce(int c, const uint8_t* payloads, size_t stride, int count, const std::vector<RngKey>& keys,
+                     float* out) override {
+    dev(c).decode_reduce(payloads, stride, count, nullptr, keys.at(0), out, ws_, ws_bytes_, stream_);
+    merge();
+  }
+
+  void reserve_staging(size_t bytes) override {
+    if (!host_comm_ || bytes <= staging_bytes_) return;
+    staging_bytes_ = bytes;
+    h_send_ = alloc_pinned(bytes);
+    h_recv_ = alloc_pinned(bytes);
+  }
+  void allgather(const uint8_t* send, uint8_t* recv, size_t bytes) override {
+    const size_t all = bytes * static_cast<size_t>(comm_.size());
+    if (!host_comm_) {
+      comm_.allgather(send, recv, bytes, stream_);
+      return;
+    }
+    stage_down(send, bytes);
+    comm_.allgather(h_send_, h_recv_, bytes, nullptr);
+    if (all > 0) GCOMP_CUDA_TRY(cudaMemcpyAsync(recv, h_recv_, all, cudaMemcpyHostToDevice, stream_));
+  }
+  void alltoall(const uint8_t* send, uint8_t* recv, size_t bytes) override {
+    const size_t all = bytes * static_cast<size_t>(comm_.size());
+    if (!host_comm_) {
+      comm_.alltoall(send, recv, bytes, stream_);
+      return;
+    }
+    stage_down(send, all);
+    comm_.alltoall(h_send_, h_recv_, bytes, nullptr);
+    if (all > 0) GCOMP_CUDA_TRY(cudaMemcpyAsync(recv, h_recv_, all, cudaMemcpyHostToDevice, stream_));
+  }
+
+  void begin_step() override {
+    if (host_comm_) reset_sticky();  // device communicator: kept until device_status() reads it
+  }
+  void end_step() override {
+    if (!host_comm_) return;
+    read_sticky();  // syncs: the step's last kernels have run when it returns
+    throw_if_failed();
+  }
+  gcompStatus_t device_status(uint64_t* index) override {
+    read_sticky();
+    const DeviceStatus st = last_;
+    reset_sticky();
+    GCOMP_CUDA_TRY(cudaStreamSynchronize(stream_));
+    if (index != nullptr) *index = st.index;
+    return static_cast<gcompStatus_t>(st.code);
+  }
+
+ private:
+  struct Entry {
+    std::unique_ptr<DeviceCodec> dev;
+    std::unique_ptr<Codec> host;  // TernGrad scaler sharing only
+    std::vector<float> h_x, scales, scales_max;
+    std::vector<uint8_t> h_payload;
+    float* d_scales = nullptr;
+  };
+
+  const DeviceCodec& dev(int c) const { return *codecs_[static_cast<size_t>(c)].dev; }
+  unsigned grid(size_t n) const {
+    return cuda::detail::grid_for(static_cast<int64_t>(n), kThreads, max_blocks_);
+  }
+  void* alloc_raw(size_t bytes) {
+    void* p = nullptr;
+    GCOMP_CUDA_TRY(cudaMalloc(&p, std::max<size_t>(bytes, 4)));
+    device_.push_back(p);
+    GCOMP_CUDA_TRY(cudaMemset(p, 0, std::max<size_t>(bytes, 4)));
+    return p;
+  }
+  uint8_t* alloc_pinned(size_t bytes) {
+    void* p = nullptr;
+    GCOMP_CUDA_TRY(cudaMallocHost(&p, std::max<size_t>(bytes, 4)));
+    pinned_.push_back(p);
+    return static_cast<uint8_t*>(p);
+  }
+  void merge() {
+    GCOMP_LAUNCH(cuda::detail::merge_status_kernel, 1u, 1u, stream_, static_cast<const DeviceStatus*>(ws_), sticky_);
+  }
+  void reset_sticky() {
+    auto* b = reinterpret_cast<uint8_t*>(sticky_);
+    GCOMP_CUDA_TRY(cudaMemsetAsync(b, 0, offsetof(DeviceStatus, index), stream_));
+    GCOMP_CUDA_TRY(cudaMemsetAsync(b + offsetof(DeviceStatus, index), 0xff, sizeof(uint64_t), stream_));
+  }
+  void read_sticky() {
+    GCOMP_CUDA_TRY(cudaMemcpyAsync(h_small_, sticky_, sizeof(DeviceStatus), cudaMemcpyDeviceToHost, stream_));
+    GCOMP_CUDA_TRY(cudaStreamSynchronize(stream_));
+    std::memcpy(&last_, h_small_, sizeof last_);
+  }
+  void throw_if_failed() const {
+    if (last_.code == gcompSuccess) return;
+    const auto code = static_cast<gcompStatus_t>(last_.code);
+    GCOMP_FAIL(code, std::string("session step on the GPU: a codec reported ") + gcompGetErrorString(code) +
+                         " at index " + std::to_string(last_.index) + "; state unchanged");
+  }
+  // Payload down to the pinned send buffer, with the step's status record: an encode error is
+  // reported here, before the collective, as the host twin's encode would throw.
+  void stage_down(const uint8_t* send, size_t bytes) {
+    GCOMP_EXPECTS(bytes <= staging_bytes_, gcompErrorInternal, "session staging buffer too small");
+    if (bytes > 0) GCOMP_CUDA_TRY(cudaMemcpyAsync(h_send_, send, bytes, cudaMemcpyDeviceToHost, stream_));
+    read_sticky();
+    throw_if_failed();
+  }
+
+  Communicator& comm_;
+  const bool host_comm_;
+  Stream stream_ = nullptr;
+  int64_t max_blocks_ = 1;
+  std::vector<void*> device_, pinned_;
+  std::vector<Entry> codecs_;
+  void* ws_ = nullptr;
+  size_t ws_bytes_ = 0;
+  DeviceStatus* sticky_ = nullptr;
+  DeviceStatus last_{};
+  int64_t* flags_ = nullptr;
+  uint8_t* h_small_ = nullptr;
+  uint8_t *h_send_ = nullptr, *h_recv_ = nullptr;
+  size_t staging_bytes_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<VecOps> make_device_ops(Communicator& comm) { return std::make_unique<DeviceOps>(comm); }
+
+}  // namespace gcomp::detail

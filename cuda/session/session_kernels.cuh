@@ -1,0 +1,58 @@
+// SPDX-License-Identifier: Apache-2.0
+// Elementwise kernels of the cuda Session backend: thin grid-stride loops over the shared fp32 math
+// of gcomp/detail/session_math.hpp (explicitly rounded multiplies and adds, never fused), so that
+// they equal the host-f32 loops of host/algorithms/host_ops.cpp bit for bit.
+#pragma once
+
+#include "cuda/common/device_types.cuh"
+
+#include <gcomp/detail/half.hpp>
+#include <gcomp/detail/session_math.hpp>
+
+namespace gcomp::cuda::detail {
+namespace {
+
+__global__ void __launch_bounds__(kThreads) widen_bf16_kernel(const uint16_t* src, float* dst, int64_t n) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) dst[i] = gcomp::detail::bf16_to_float(src[i]);
+}
+
+__global__ void __launch_bounds__(kThreads) widen_f16_kernel(const uint16_t* src, float* dst, int64_t n) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) dst[i] = gcomp::detail::f16_to_float(src[i]);
+}
+
+__global__ void __launch_bounds__(kThreads) zero_nonfinite_kernel(float* x, int64_t n) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) x[i] = gcomp::detail::zero_nonfinite_f(x[i]);
+}
+
+__global__ void __launch_bounds__(kThreads) scale_kernel(float* dst, float a, const float* x, int64_t n) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) dst[i] = gcomp::detail::mul_rn(a, x[i]);
+}
+
+__global__ void __launch_bounds__(kThreads)
+    lincomb_kernel(float* dst, float a, const float* x, float b, const float* y, int64_t n) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) dst[i] = gcomp::detail::lincomb_f(a, x[i], b, y[i]);
+}
+
+__global__ void __launch_bounds__(kThreads) mul_kernel(float* dst, const float* x, const float* y, int64_t n) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) dst[i] = gcomp::detail::mul_rn(x[i], y[i]);
+}
+
+__global__ void __launch_bounds__(kThreads)
+    vote_kernel(float* u, const float* acc, float lr, bool tie_to_zero, int64_t n) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) u[i] = gcomp::detail::vote_f(acc[i], lr, tie_to_zero);
+}
+
+/// flag = 1 when x holds a NaN or Inf (flag zeroed before the launch; every writer stores 1).
+__global__ void __launch_bounds__(kThreads) nonfinite_flag_kernel(const float* x, int64_t n, int64_t* flag) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads())
+    if (!gcomp::detail::is_finite_f(x[i])) *flag = 1;
+}
+
+/// Keeps the first codec error of a step: copies the workspace status word into the sticky one
+/// unless that already holds an error.
+__global__ void merge_status_kernel(const DeviceStatus* call, DeviceStatus* sticky) {
+  if (sticky->code == 0 && call->code != 0) *sticky = *call;
+}
+
+}  // namespace
+}  // namespace gcomp::cuda::detail

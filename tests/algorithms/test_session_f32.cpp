@@ -1,0 +1,491 @@
+// SPDX-License-Identifier: Apache-2.0
+// The fp32 Session backends through their CPU twin, backend host-f32 (docs/algorithms.md
+// "Backends"): every algorithm runs, ranks agree bit for bit, runs are deterministic, the state is
+// fp32, checkpoints resume bit-identically, non-finite policies, rollback of a failed step,
+// 16-bit gradients, and the spec's convergence targets where fp32 state allows them. The device
+// backend is compared against this twin bit for bit in tests/gpu/test_gpu_session.cpp.
+#include "algorithms/problem_fixture.hpp"
+
+#include <gcomp/comm.hpp>
+#include <gcomp/detail/half.hpp>
+#include <gcomp/session.hpp>
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <mutex>
+
+#include <unistd.h>
+
+using namespace gcomp;
+
+namespace {
+
+constexpr int kRanks = 4;
+const std::vector<int64_t> kSegments = {23, 1, 40};  // 64 elements, a one-element segment
+constexpr int64_t kDim = 64;
+
+void gradient(int r, const std::vector<double>& x, std::vector<double>& g) {
+  for (int64_t j = 0; j < kDim; ++j) {
+    const double c = std::sin(0.7 * static_cast<double>(j) + r) * static_cast<double>(1 + (j % 5));
+    g[j] = (x[j] - c) * (1.0 + r / 4.0);
+  }
+}
+
+struct F32Case {
+  const char* name;
+  Algorithm algo;
+  const char* codec;
+  const char* server_codec;
+  double momentum;
+  ServerMode server;
+  int delay;
+};
+
+const F32Case kF32Cases[] = {
+    {"gd", Algorithm::kGd, "identity", "identity", 0.0, ServerMode::kReplicated, 0},
+    {"gd_momentum_delay", Algorithm::kGd, "identity", "identity", 0.5, ServerMode::kReplicated, 2},
+    {"qsgd", Algorithm::kCompressedGd, "dither:levels=2,norm=l2,block=8", "identity", 0.0, ServerMode::kReplicated, 0},
+    {"terngrad_shared", Algorithm::kCompressedGd, "terngrad", "identity", 0.5, ServerMode::kReplicated, 0},
+    {"signsgd_mv", Algorithm::kSignSgdMv, "sign:scale=none", "identity", 0.0, ServerMode::kReplicated, 0},
+    {"ef_sgd_topk", Algorithm::kEfSgd, "topk:k=5", "identity", 0.0, ServerMode::kReplicated, 0},
+    {"ef_sgd_sign_momentum", Algorithm::kEfSgd, "sign:block=8", "identity", 0.9, ServerMode::kReplicated, 0},
+    {"diana", Algorithm::kDiana, "dither:levels=1,norm=linf,block=8", "identity", 0.0, ServerMode::kReplicated, 0},
+    {"diana_momentum", Algorithm::kDiana, "natural", "identity", 0.5, ServerMode::kReplicated, 0},
+    {"dist_ef_sgdm_replicated", Algorithm::kDistEfSgdm, "sign:block=8", "sign:block=8", 0.5, ServerMode::kReplicated, 0},
+    {"dist_ef_sgdm_sharded", Algorithm::kDistEfSgdm, "sign:block=8", "sign:block=8", 0.9, ServerMode::kSharded, 0},
+    {"doublesqueeze_replicated", Algorithm::kDoubleSqueeze, "randk:k=9", "natural", 0.0, ServerMode::kReplicated, 0},
+    {"doublesqueeze_sharded", Algorithm::kDoubleSqueeze, "dither:levels=3,norm=l2", "topk:k=5", 0.0,
+     ServerMode::kSharded, 0},
+    {"hessian_ec_classical", Algorithm::kHessianEc, "natural", "identity", 0.0, ServerMode::kReplicated, 0},
+    {"hessian_ec_full", Algorithm::kHessianEc, "sign:block=16", "identity", 0.0, ServerMode::kReplicated, 0},
+    {"compressed_gd_delay", Algorithm::kCompressedGd, "dither:levels=1,norm=linf", "identity", 0.0,
+     ServerMode::kReplicated, 3},
+};
+
+SessionConfig f32_config(const F32Case& c, Backend backend = Backend::kHostF32) {
+  SessionConfig cfg;
+  cfg.algorithm = c.algo;
+  cfg.codec = c.codec;
+  cfg.server_codec = c.server_codec;
+  cfg.momentum = c.momentum;
+  cfg.server = c.server;
+  cfg.delay = c.delay;
+  cfg.lr = 0.05;
+  cfg.seed = 19;
+  cfg.backend = backend;
+  if (c.algo == Algorithm::kHessianEc) {
+    cfg.compensation = std::string(c.name) == "hessian_ec_full" ? Compensation::kHessian : Compensation::kClassical;
+    // Hessian of the test objective: diag(1 + r/4) on rank r; the product is the same on every
+    // rank here (the mean Hessian), which is what hessian-ec assumes.
+    cfg.hessian_product = [](std::span<const double> v, std::span<double> out) {
+      for (size_t i = 0; i < v.size(); ++i) out[i] = 1.375 * v[i];
+    };
+  }
+  return cfg;
+}
+
+struct Traj {
+  std::vector<std::vector<double>> x;                                        // per rank
+  std::vector<std::vector<std::pair<std::string, std::vector<double>>>> st;  // per rank
+  std::vector<StepStats> stats;                                              // rank 0
+};
+
+Traj run(const SessionConfig& cfg, int steps) {
+  Traj t;
+  t.x.assign(kRanks, {});
+  t.st.assign(kRanks, {});
+  std::mutex m;
+  run_local(kRanks, [&](Communicator& comm) {
+    Session s(comm, Layout(kSegments), cfg);
+    std::vector<double> x(kDim, 0.0), g(kDim);
+    std::vector<StepStats> stats;
+    for (int k = 0; k < steps; ++k) {
+      gradient(comm.rank(), x, g);
+      stats.push_back(s.apply(g, x));
+    }
+    std::lock_guard<std::mutex> lock(m);
+    t.x[comm.rank()] = x;
+    for (const auto& [name, v] : s.state()) t.st[comm.rank()].emplace_back(name, *v);
+    if (comm.rank() == 0) t.stats = stats;
+  });
+  return t;
+}
+
+bool bits_equal(const std::vector<double>& a, const std::vector<double>& b) {
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(double)) == 0);
+}
+
+class F32AlgoTest : public testing::TestWithParam<F32Case> {};
+
+TEST_P(F32AlgoTest, RanksAgreeRunsAreDeterministicAndStateIsFp32) {
+  const SessionConfig cfg = f32_config(GetParam());
+  const Traj a = run(cfg, 50);
+  for (int r = 1; r < kRanks; ++r) EXPECT_TRUE(bits_equal(a.x[r], a.x[0])) << "rank " << r << " diverged";
+  const Traj b = run(cfg, 50);
+  EXPECT_TRUE(bits_equal(a.x[0], b.x[0])) << "two runs differ";
+  for (double v : a.x[0]) ASSERT_TRUE(std::isfinite(v));
+  EXPECT_EQ(a.stats.back().step, 50u);
+  EXPECT_GT(a.stats.back().bytes_up, 0u);
+  ASSERT_FALSE(a.st[0].empty() && GetParam().algo != Algorithm::kSignSgdMv &&
+               !(GetParam().algo == Algorithm::kCompressedGd && GetParam().momentum == 0 && GetParam().delay == 0) &&
+               GetParam().algo != Algorithm::kGd);
+  for (const auto& [name, v] : a.st[0])
+    for (size_t i = 0; i < v.size(); ++i)
+      ASSERT_EQ(static_cast<double>(static_cast<float>(v[i])), v[i]) << name << "[" << i << "] is not an fp32 value";
+  // The fp32 state is not the double backend's state: the two runs differ but stay close.
+  SessionConfig dbl = cfg;
+  dbl.backend = Backend::kCpu;
+  const Traj c = run(dbl, 50);
+  double diff = 0, norm = 0;
+  for (int64_t j = 0; j < kDim; ++j) {
+    diff = std::max(diff, std::abs(c.x[0][j] - a.x[0][j]));
+    norm = std::max(norm, std::abs(c.x[0][j]));
+  }
+  // Randomized codecs draw the same bits, but one rounding difference can flip a stochastic
+  // level or a top-k choice, so only a loose bound holds for every algorithm: both trajectories
+  // stay in the same region. Deterministic ones (gd) agree to fp32 accuracy.
+  EXPECT_LE(diff, GetParam().algo == Algorithm::kGd ? 1e-5 * (1 + norm) : 0.5 * (1 + norm));
+}
+
+TEST_P(F32AlgoTest, CheckpointResumeIsBitIdentical) {
+  const SessionConfig c = f32_config(GetParam());
+  const Traj full = run(c, 30);
+  const std::string dir = testing::TempDir();
+  std::vector<std::vector<double>> resumed(kRanks);
+  std::mutex m;
+  for (int phase = 0; phase < 2; ++phase) {
+    run_local(kRanks, [&](Communicator& comm) {
+      Session s(comm, Layout(kSegments), c);
+      std::vector<double> x(kDim, 0.0), g(kDim);
+      const std::string path = dir + "/f32ckpt." + std::to_string(::getpid()) + ".rank" + std::to_string(comm.rank());
+      const Session::Extras extras{{"x", &x}};
+      if (phase == 1) {
+        s.load(path, extras);
+        EXPECT_EQ(s.step_count(), 15u);
+      }
+      for (int k = 0; k < 15; ++k) {
+        gradient(comm.rank(), x, g);
+        s.apply(g, x);
+      }
+      if (phase == 0) s.save(path, extras);
+      std::lock_guard<std::mutex> lock(m);
+      resumed[comm.rank()] = x;
+    });
+  }
+  for (int r = 0; r < kRanks; ++r) EXPECT_TRUE(bits_equal(resumed[r], full.x[r])) << "rank " << r;
+}
+
+INSTANTIATE_TEST_SUITE_P(AllAlgorithms, F32AlgoTest, testing::ValuesIn(kF32Cases),
+                         [](const auto& param_info) { return std::string(param_info.param.name); });
+
+TEST(SessionF32Test, BackendIsPartOfTheAgreementAndTheCheckpoint) {
+  SessionConfig a = f32_config(kF32Cases[7]);
+  SessionConfig b = a;
+  b.backend = Backend::kCpu;
+  EXPECT_NE(a.canonical(), b.canonical());
+  EXPECT_EQ(b.canonical().find("backend"), std::string::npos) << "cpu digests must stay as before";
+  EXPECT_NE(a.canonical().find(";backend=host-f32"), std::string::npos);
+  EXPECT_EQ(parse_backend("cuda"), Backend::kCuda);
+  EXPECT_STREQ(backend_name(Backend::kHostF32), "host-f32");
+  try {
+    (void)parse_backend("gpu");
+    FAIL() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), gcompErrorInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("host-f32"), std::string::npos);
+  }
+  // Ranks with different backends fail at setup with gcompErrorMismatch on every rank.
+  std::vector<int> mismatches(2, 0);
+  run_local(2, [&](Communicator& comm) {
+    try {
+      Session s(comm, Layout(kDim), comm.rank() == 0 ? a : b);
+    } catch (const Error& e) {
+      if (e.status() == gcompErrorMismatch) mismatches[comm.rank()] = 1;
+    }
+  });
+  EXPECT_EQ(mismatches, std::vector<int>({1, 1}));
+  // A cpu checkpoint does not load into a host-f32 session.
+  const std::string path = testing::TempDir() + "/f32x." + std::to_string(::getpid());
+  run_local(1, [&](Communicator& comm) {
+    Session cpu(comm, Layout(kDim), b);
+    std::vector<double> g(kDim, 0.5), u(kDim);
+    (void)cpu.step(g, u);
+    cpu.save(path);
+    Session f32(comm, Layout(kDim), a);
+    try {
+      f32.load(path);
+      ADD_FAILURE() << "loaded a cpu checkpoint";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), gcompErrorMismatch);
+    }
+    EXPECT_EQ(f32.step_count(), 0u);
+  });
+}
+
+TEST(SessionF32Test, CudaBackendWithoutDeviceIsAClearError) {
+  SessionConfig c = f32_config(kF32Cases[0], Backend::kCuda);
+  run_local(1, [&](Communicator& comm) {
+    try {
+      Session s(comm, Layout(kDim), c);
+      std::vector<double> g(kDim, 1.0), u(kDim);
+      (void)s.step(g, u);  // a machine with a GPU runs it
+      SUCCEED();
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), gcompErrorNotSupported) << e.what();
+      EXPECT_NE(std::string(e.what()).find("cuda"), std::string::npos) << e.what();
+    }
+  });
+  // step_device is for the cuda backend only.
+  run_local(1, [&](Communicator& comm) {
+    Session s(comm, Layout(kDim), f32_config(kF32Cases[0]));
+    try {
+      (void)s.step_device(nullptr, GradType::kF32, nullptr, nullptr);
+      ADD_FAILURE() << "step_device ran on host-f32";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), gcompErrorNotSupported);
+    }
+  });
+}
+
+TEST(SessionF32Test, NonFinitePolicies) {
+  for (NonFinitePolicy policy : {NonFinitePolicy::kError, NonFinitePolicy::kSkip, NonFinitePolicy::kZero}) {
+    SCOPED_TRACE(static_cast<int>(policy));
+    SessionConfig c = f32_config(kF32Cases[8]);  // diana with momentum
+    c.nonfinite = policy;
+    std::vector<int> threw(kRanks, 0), skipped(kRanks, 0), state_same(kRanks, 0);
+    std::vector<uint64_t> steps(kRanks, 0);
+    std::vector<std::vector<double>> u_out(kRanks);
+    run_local(kRanks, [&](Communicator& comm) {
+      const int r = comm.rank();
+      Session s(comm, Layout(kSegments), c);
+      std::vector<double> x(kDim, 0.0), g(kDim), u(kDim, 7.0);
+      for (int k = 0; k < 5; ++k) {
+        gradient(r, x, g);
+        s.apply(g, x);
+      }
+      std::vector<std::vector<double>> before;
+      for (const auto& [name, v] : s.state()) before.push_back(*v);
+      gradient(r, x, g);
+      if (r == 2) g[3] = std::numeric_limits<double>::infinity();
+      if (r == 3) g[10] = std::nan("");
+      try {
+        const StepStats st = s.step(g, u);
+        skipped[r] = st.skipped;
+      } catch (const Error& e) {
+        threw[r] = e.status() == gcompErrorNonFinite;
+      }
+      std::vector<std::vector<double>> after;
+      for (const auto& [name, v] : s.state()) after.push_back(*v);
+      state_same[r] = before == after;
+      steps[r] = s.step_count();
+      u_out[r] = u;
+    });
+    for (int r = 0; r < kRanks; ++r) {
+      SCOPED_TRACE(r);
+      if (policy == NonFinitePolicy::kError) {
+        EXPECT_EQ(threw[r], 1);
+        EXPECT_EQ(state_same[r], 1);
+        EXPECT_EQ(steps[r], 5u);
+        EXPECT_EQ(u_out[r], std::vector<double>(kDim, 7.0)) << "update written on failure";
+      } else if (policy == NonFinitePolicy::kSkip) {
+        EXPECT_EQ(skipped[r], 1);
+        EXPECT_EQ(state_same[r], 1);
+        EXPECT_EQ(steps[r], 5u);
+        EXPECT_EQ(u_out[r], std::vector<double>(kDim, 0.0));
+      } else {
+        EXPECT_EQ(threw[r] + skipped[r], 0);
+        EXPECT_EQ(steps[r], 6u);
+        for (double v : u_out[r]) EXPECT_TRUE(std::isfinite(v));
+        EXPECT_TRUE(bits_equal(u_out[r], u_out[0]));
+      }
+    }
+  }
+}
+
+/// Forwards to a local communicator, but throws (on every rank, so nobody waits) at collective
+/// number `fail_at` of the armed step.
+class FailingComm final : public Communicator {
+ public:
+  explicit FailingComm(Communicator& inner) : in_(inner) {}
+  void arm(int at) {
+    fail_at_ = at;
+    count_ = 0;
+  }
+  int count() const { return count_; }
+  int rank() const override { return in_.rank(); }
+  int size() const override { return in_.size(); }
+  const char* backend() const override { return in_.backend(); }
+  MemorySpace memory_space() const override { return in_.memory_space(); }
+  void allgather(const void* s, void* r, size_t b, Stream st) override {
+    hit();
+    in_.allgather(s, r, b, st);
+  }
+  void alltoall(const void* s, void* r, size_t b, Stream st) override {
+    hit();
+    in_.alltoall(s, r, b, st);
+  }
+  void allreduce(const void* s, void* r, size_t c, DataType t, ReduceOp o, Stream st) override {
+    hit();
+    in_.allreduce(s, r, c, t, o, st);
+  }
+  void broadcast(void* b, size_t n, int root, Stream st) override {
+    hit();
+    in_.broadcast(b, n, root, st);
+  }
+  void barrier() override { in_.barrier(); }
+  void host_allgather(const void* s, void* r, size_t b) override { in_.host_allgather(s, r, b); }
+  void abort(std::string_view why) noexcept override { in_.abort(why); }
+  bool is_aborted() const noexcept override { return in_.is_aborted(); }
+
+ private:
+  void hit() {
+    if (count_++ == fail_at_) GCOMP_FAIL(gcompErrorTimeout, "injected failure at collective " + std::to_string(fail_at_));
+  }
+  Communicator& in_;
+  int fail_at_ = -1;
+  int count_ = 0;
+};
+
+TEST(SessionF32Test, AFailedStepLeavesStateUntouched) {
+  for (const F32Case& fc : kF32Cases) {
+    SCOPED_TRACE(fc.name);
+    const SessionConfig c = f32_config(fc);
+    // Collectives of one step (counted on a good step), then fail at each of them in turn.
+    int per_step = 0;
+    run_local(2, [&](Communicator& inner) {
+      FailingComm comm(inner);
+      Session s(comm, Layout(kSegments), c);
+      std::vector<double> x(kDim, 0.0), g(kDim), u(kDim);
+      gradient(comm.rank(), x, g);
+      comm.arm(-1);
+      (void)s.step(g, u);
+      if (comm.rank() == 0) per_step = comm.count();
+    });
+    ASSERT_GT(per_step, 0);
+    for (int at = 0; at < per_step; ++at) {
+      std::vector<int> ok(2, 0);
+      run_local(2, [&](Communicator& inner) {
+        FailingComm comm(inner);
+        Session s(comm, Layout(kSegments), c);
+        std::vector<double> x(kDim, 0.0), g(kDim), u(kDim, 3.0);
+        for (int k = 0; k < 4; ++k) {
+          gradient(comm.rank(), x, g);
+          s.apply(g, x);
+        }
+        std::vector<std::vector<double>> before;
+        for (const auto& [name, v] : s.state()) before.push_back(*v);
+        gradient(comm.rank(), x, g);
+        comm.arm(at);
+        bool threw = false;
+        try {
+          (void)s.step(g, u);
+        } catch (const Error&) {
+          threw = true;
+        }
+        std::vector<std::vector<double>> after;
+        for (const auto& [name, v] : s.state()) after.push_back(*v);
+        ok[comm.rank()] = threw && before == after && s.step_count() == 4u && u == std::vector<double>(kDim, 3.0);
+      });
+      EXPECT_EQ(ok, std::vector<int>({1, 1})) << "failure at collective " << at << " of " << per_step;
+    }
+  }
+}
+
+TEST(SessionF32Test, SixteenBitGradientsEqualTheirWidenedValues) {
+  SessionConfig c = f32_config(kF32Cases[7]);
+  std::vector<uint16_t> bf(kDim), hf(kDim);
+  for (int64_t i = 0; i < kDim; ++i) {
+    bf[i] = static_cast<uint16_t>(0x3f80 + 37 * i);  // bf16 around 1.0 .. 
+    hf[i] = static_cast<uint16_t>(0x3c00 + 53 * i);  // fp16
+  }
+  run_local(1, [&](Communicator& comm) {
+    Session a(comm, Layout(kSegments), c), b(comm, Layout(kSegments), c);
+    std::vector<double> ua(kDim), ub(kDim), g(kDim);
+    for (int k = 0; k < 3; ++k) {
+      for (int64_t i = 0; i < kDim; ++i) g[i] = detail::bf16_to_float(bf[i]);
+      (void)a.step_bf16(bf, ua);
+      (void)b.step(g, ub);
+      EXPECT_TRUE(bits_equal(ua, ub));
+      for (int64_t i = 0; i < kDim; ++i) g[i] = detail::f16_to_float(hf[i]);
+      (void)a.step_f16(hf, ua);
+      (void)b.step(g, ub);
+      EXPECT_TRUE(bits_equal(ua, ub));
+    }
+  });
+}
+
+// ------------------------------------------------------------------------------------------------
+// Convergence on the shipped data (spec §9.2), fp32 state.
+
+using DataSetup = test::Setup;
+
+TEST(SessionF32Targets, DianaLinfReachesTheFp32Plateau) {
+  // T6-fp32: DIANA, l_inf, s = 1, whole vector, alpha = 1/(omega+1), gamma = 1/(L(1+6 omega/n)).
+  // The spec's fp32 target is e <= 1e-7 at K_th (spec §8.1 caution 2: fp32 state stalls once
+  // |gamma v_j| < ulp(x_j)/2; the reference plateau is 1e-10..2.4e-10, madelon 1e-8). The caller's
+  // x stays in double here, so only the state (h_i, h) and the update are fp32.
+  for (const char* name : {"mushrooms", "a9a", "w8a", "phishing", "madelon"}) {
+    if (!test::dataset_enabled(name)) continue;
+    SCOPED_TRACE(name);
+    const DataSetup& s = DataSetup::get(name);
+    SessionConfig cfg;
+    cfg.algorithm = Algorithm::kDiana;
+    cfg.codec = "dither:levels=1,norm=linf";
+    cfg.backend = Backend::kHostF32;
+    cfg.seed = 1;
+    const double omega = (std::sqrt(static_cast<double>(s.problem->dim())) - 1.0) / 2.0;
+    cfg.lr = test::diana_gamma(s, omega);
+    const int64_t K = test::diana_budget(s, omega, 1e-10);
+    const auto e = test::run_session(s, cfg, K);
+    std::vector<double> tail(e.end() - std::min<int64_t>(1000, K), e.end());
+    std::sort(tail.begin(), tail.end());
+    std::printf("[ diana f32 ] %s: K_th = %lld, e(K_th) = %.3g, plateau (median of last 1000) = %.3g\n", name,
+                static_cast<long long>(K), e.back(), tail[tail.size() / 2]);
+    EXPECT_LE(e.back(), 1e-7);
+  }
+}
+
+TEST(SessionF32Targets, EfSgdSingleNodeConverges) {
+  // T11 with fp32 state: one node, full gradient, scaled sign, gamma = 1/L. The double backend
+  // reaches 1e-12; fp32 state (e, and the update rounded to fp32) floors at about
+  // (2^-24)^2 * |x*|^2-relative noise, so the target here is 1e-9 within 5000 steps (K_hit is about 900).
+  const char* name = "mushrooms";
+  if (!test::dataset_enabled(name)) GTEST_SKIP() << test::slow_tier_reason(name);
+  const DataSetup& s = DataSetup::get(name, 1);
+  for (const char* codec : {"sign", "sign:block=4"}) {
+    SCOPED_TRACE(codec);
+    SessionConfig cfg;
+    cfg.algorithm = Algorithm::kEfSgd;
+    cfg.codec = codec;
+    cfg.lr = 1.0 / s.L;
+    cfg.backend = Backend::kHostF32;
+    const auto e = test::run_session(s, cfg, 5000);
+    const int64_t hit = test::first_hit(e, 1e-9);
+    std::printf("[ ef-sgd f32 ] %s %s: K_hit(1e-9) = %lld, final e = %.3g\n", name, codec,
+                static_cast<long long>(hit), e.back());
+    EXPECT_GE(hit, 0);
+  }
+}
+
+TEST(SessionF32Targets, GdAndBoundedDelayConverge) {
+  // T15 with fp32 state: exact gradients, tau in {0, 8}, gamma = 1/(L (tau + 1)): e <= 1e-4 at
+  // step 6000 (the double target; fp32 is far below it), and every e_k <= 1.5.
+  const char* name = "mushrooms";
+  if (!test::dataset_enabled(name)) GTEST_SKIP() << test::slow_tier_reason(name);
+  const DataSetup& s = DataSetup::get(name);
+  for (int tau : {0, 8}) {
+    SCOPED_TRACE(tau);
+    SessionConfig cfg;
+    cfg.algorithm = Algorithm::kGd;
+    cfg.delay = tau;
+    cfg.lr = 1.0 / (s.L * (tau + 1));
+    cfg.backend = Backend::kHostF32;
+    const auto e = test::run_session(s, cfg, 6000);
+    for (double v : e) ASSERT_LE(v, 1.5);
+    EXPECT_LE(e.back(), 1e-4);
+  }
+}
+
+}  // namespace
