@@ -27,7 +27,7 @@ extra collective: `error` raises gcomp.Error(NON_FINITE) on every rank, `skip` r
 import numpy as np
 
 from ._api import Codec
-from ._lib import Error, Status
+from ._errors import Error, Status
 
 ALGORITHMS = ("gd", "compressed-gd", "ef-sgd", "diana")
 NONFINITE = ("error", "skip", "zero")

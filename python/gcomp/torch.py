@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ._lib import Error, Status
+from ._errors import Error, Status
 from .algorithms import ALGORITHMS, NONFINITE, CompressedReducer
 
 _GOLDEN = 0x9E3779B97F4A7C15

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# test_install.sh <build dir> <source dir> <generator> <C++ compiler> [C compiler]
+# test_install.sh <build dir> <source dir> <generator> <C++ compiler> [C compiler] [Python interpreter]
 # cmake --install into a temporary prefix; the examples configure with find_package(gcomp) and
 # -DCMAKE_PREFIX_PATH=<prefix>, build and run; the C example also builds with
 # `pkg-config --cflags --libs gcomp`. Prints every failed check; exits non-zero on any.
@@ -11,6 +11,8 @@ generator="$3"
 cxx="$4"
 cc="${5:-}"
 [ -n "$cc" ] || cc=cc
+python="${6:-}"
+[ -n "$python" ] || python=python3
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 prefix="$work/prefix"
@@ -90,6 +92,42 @@ if command -v pkg-config > /dev/null; then
   fi
 else
   say "pkg-config not found: install it (apt-get install -y pkg-config) to test gcomp.pc"
+fi
+
+# Python package: installed next to its extension under <prefix>/lib/pythonX.Y/site-packages
+# (GCOMP_INSTALL_PYTHONDIR), importable with nothing but the prefix on PYTHONPATH.
+if compgen -G "$build/python/gcomp/_core*.so" > /dev/null; then
+  module=$(find "$prefix" -path '*/gcomp/_core*.so' | head -1)
+  if [ -z "$module" ]; then
+    say "the Python extension gcomp._core is built but not installed"
+  else
+    pydir=$(dirname "$(dirname "$module")")
+    [ -f "$pydir/gcomp/__init__.py" ] && [ -f "$pydir/gcomp/torch.py" ] || say "Python sources not installed next to _core"
+    if "$python" -c "import numpy" 2> /dev/null; then
+      if (cd "$work" && env -u PYTHONPATH PYTHONPATH="$pydir" PYTHONDONTWRITEBYTECODE=1 "$python" -c "
+import threading, numpy as np, gcomp
+assert gcomp.library_path().startswith('$pydir'), gcomp.library_path()
+c = gcomp.Codec('dither:levels=4,norm=linf,block=64', [100, 28], seed=3)
+x = np.linspace(-1, 1, 128).astype(np.float32)
+y = c.decode(c.encode(x, rank=1, step=2), rank=1, step=2)
+assert y.shape == (128,) and np.abs(y - x).max() <= 0.25
+comms, out = gcomp.local_group(2), [None, None]
+def rank(r):
+    s = gcomp.Session(comms[r], 128, algorithm='diana', codec='dither:levels=1,norm=linf', lr=0.5)
+    out[r] = s.step(x * (r + 1))
+ts = [threading.Thread(target=rank, args=(r,)) for r in range(2)]
+[t.start() for t in ts]; [t.join() for t in ts]
+assert np.array_equal(out[0], out[1])
+print('installed Python package: gcomp', gcomp.__version__, 'from', '$pydir')
+") > "$work/py.out" 2>&1; then
+        cat "$work/py.out"
+      else
+        cat "$work/py.out"; say "the installed Python package does not import or run"
+      fi
+    else
+      echo "installed Python package: not run ($python has no NumPy)"
+    fi
+  fi
 fi
 
 [ $fail -eq 0 ] && echo "install + examples: all checks passed"

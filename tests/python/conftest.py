@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Shared setup of the Python tests: the package from python/ and the built shared library.
+"""Shared setup of the Python tests: the package from python/ and the compiled extension.
 
-ctest (tests/python/CMakeLists.txt) sets GCOMP_LIBRARY and GCOMP_CODEC_CLI; run by hand, the
-package finds the library in a build tree of this checkout (docs/python.md)."""
+ctest (tests/python/CMakeLists.txt) sets PYTHONPATH to python/ and <build>/python (where the
+extension gcomp._core is built) and GCOMP_CODEC_CLI. By hand:
+PYTHONPATH=python:build/python python3 -m pytest -q tests/python (docs/python.md)."""
 import os
 import pathlib
 import shutil

@@ -27,31 +27,41 @@ def data(rank):
     return torch.tensor(x, dtype=torch.float32), torch.tensor(y)
 
 
-def make_model():
+def make_model(dtype=torch.float32):
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(D, HIDDEN), torch.nn.Tanh(), torch.nn.Linear(HIDDEN, CLASSES))
+    model = torch.nn.Sequential(torch.nn.Linear(D, HIDDEN), torch.nn.Tanh(), torch.nn.Linear(HIDDEN, CLASSES))
+    return model.to(dtype)
+
+
+def model_dtype(model):
+    return next(model.parameters()).dtype
 
 
 def global_loss(model, world):
-    """Mean cross-entropy over every rank's shard (same value on every rank)."""
+    """Mean cross-entropy over every rank's shard (same value on every rank), in float32 for a
+    16-bit model too (its inputs are rounded to the model's dtype)."""
     total = torch.zeros(1)
+    dtype = model_dtype(model)
     with torch.no_grad():
         for r in range(world):
             x, y = data(r)
-            total += F.cross_entropy(model(x), y)
+            total += F.cross_entropy(model(x.to(dtype)).float(), y)
     return float(total / world)
 
 
-def train(rank, world, steps, state=None, ddp=None, opt=None):
+def train(rank, world, steps, state=None, ddp=None, opt=None, dtype=torch.float32):
+    """SGD steps with DDP; a 16-bit model (bf16/fp16 parameters, so 16-bit gradient buckets) sees
+    its inputs rounded to its dtype and computes the loss in float32."""
     if ddp is None:
-        ddp = DDP(make_model())
+        ddp = DDP(make_model(dtype))
         if state is not None:
             ddp.register_comm_hook(state, gtorch.hook)
         opt = torch.optim.SGD(ddp.parameters(), lr=LR)
     x, y = data(rank)
+    x = x.to(model_dtype(ddp.module))
     for _ in range(steps):
         opt.zero_grad()
-        F.cross_entropy(ddp(x), y).backward()
+        F.cross_entropy(ddp(x).float(), y).backward()
         opt.step()
     return ddp, opt
 
@@ -71,16 +81,27 @@ def main(rank, world, port, steps, outdir):
         "diana": dict(algorithm="diana", codec="dither:levels=1,norm=linf,block=64", seed=5),
         "ef-sign": dict(algorithm="ef-sgd", codec="sign:block=64", lr=LR, seed=5),
         "compressed-gd": dict(algorithm="compressed-gd", codec="dither:levels=4,norm=linf,block=64", seed=5),
+        # Negative control: top-2 without error feedback barely moves (the tolerance must reject it).
+        "top2-no-memory": dict(algorithm="compressed-gd", codec="topk:k=2", seed=5),
+        # 16-bit models: bf16 / fp16 gradient buckets through the hook (float64 state inside); the
+        # uncompressed reference of each is the `gd` hook on the same 16-bit model.
+        "gd-bf16": dict(algorithm="gd"),
+        "diana-bf16": dict(algorithm="diana", codec="dither:levels=1,norm=linf,block=64", seed=5),
+        "gd-fp16": dict(algorithm="gd"),
+        "diana-fp16": dict(algorithm="diana", codec="dither:levels=1,norm=linf,block=64", seed=5),
     }
+    dtypes = {"gd-bf16": torch.bfloat16, "diana-bf16": torch.bfloat16, "gd-fp16": torch.float16,
+              "diana-fp16": torch.float16}
     for name, cfg in configs.items():
         state = gtorch.HookState(**cfg) if cfg is not None else None
-        ddp, _ = train(rank, world, steps, state)
+        ddp, _ = train(rank, world, steps, state, dtype=dtypes.get(name, torch.float32))
         p = params_of(ddp)
         gathered = [torch.empty_like(p) for _ in range(world)]
         dist.all_gather(gathered, p)
         if name == "none":
             reference = p.clone()
-        results[name] = {"loss": global_loss(ddp.module, world), "equal_to_uncompressed": bool(torch.equal(p, reference)),
+        results[name] = {"loss": global_loss(ddp.module, world), "dtype": str(p.dtype),
+                         "equal_to_uncompressed": bool(p.dtype == reference.dtype and torch.equal(p, reference)),
                          "replicas_equal": all(torch.equal(g, gathered[0]) for g in gathered),
                          "bytes_sent": state.bytes_sent if state else None,
                          "layout_changes": state.layout_changes if state else None}

@@ -1,15 +1,13 @@
 # SPDX-License-Identifier: Apache-2.0
 """gcomp.Codec: sizes, round trips, byte equality with gcomp-codec and the golden files, errors."""
-import ctypes
 import pathlib
-import shutil
+import re
 import subprocess
 
 import numpy as np
 import pytest
 
 import gcomp
-from gcomp import _lib
 
 SPECS = ["identity", "dither:levels=4,norm=linf,block=256", "dither:levels=1,norm=l2", "terngrad",
          "sign:block=32", "topk:k=50", "randk:k=40", "natural", "natdither:levels=3,norm=l2,block=32"]
@@ -25,10 +23,14 @@ def sample(n, seed=7):
     return np.random.default_rng(seed).standard_normal(n).astype(np.float32)
 
 
-def test_library_loads_and_version_matches():
-    assert gcomp.abi_version() == _lib.ABI_VERSION
-    assert gcomp.library_path()
-    assert gcomp.status_string(gcomp.Status.CORRUPT_PAYLOAD)
+def test_extension_loads_and_version_matches_the_header():
+    header = (pathlib.Path(__file__).resolve().parents[2] / "include" / "gcomp" / "gcomp.h").read_text()
+    major, minor, patch = (int(re.search(rf"#define GCOMP_VERSION_{k} (\d+)", header).group(1))
+                           for k in ("MAJOR", "MINOR", "PATCH"))
+    assert gcomp.abi_version() == major * 10000 + minor * 100 + patch
+    assert pathlib.Path(gcomp.library_path()).name.startswith("_core")
+    assert gcomp.status_string(gcomp.Status.CORRUPT_PAYLOAD) == "corrupt payload"
+    assert {c["name"] for c in gcomp.list_codecs()} >= {"identity", "dither", "sign", "topk"}
 
 
 @pytest.mark.parametrize("spec", SPECS)
@@ -135,27 +137,3 @@ def test_outputs_in_place_and_converted():
     acc64 = np.zeros(64)
     codec.decode_accumulate(p, acc64, weight=2.0)
     np.testing.assert_allclose(acc64, 2.0 * out, rtol=1e-6)
-
-
-def test_struct_layout_matches_the_c_header(tmp_path):
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no C compiler to check the struct layout")
-    include = pathlib.Path(__file__).resolve().parents[2] / "include"
-    checks = {"gcompCodecConfig_t": _lib.CodecConfig, "gcompSessionConfig_t": _lib.SessionConfig,
-              "gcompStepStats_t": _lib.StepStatsC}
-    lines = ["#include <gcomp/gcomp.h>", "#include <stddef.h>", "#include <stdio.h>", "int main(void) {"]
-    for cname, py in checks.items():
-        lines.append(f'  printf("{cname} %zu\\n", sizeof({cname}));')
-        for field, _ in py._fields_:
-            lines.append(f'  printf("{cname}.{field} %zu\\n", offsetof({cname}, {field}));')
-    lines += ["  return 0;", "}"]
-    (tmp_path / "layout.c").write_text("\n".join(lines) + "\n")
-    subprocess.run([cc, "-std=c99", "-I", str(include), str(tmp_path / "layout.c"), "-o", str(tmp_path / "layout")],
-                   check=True, timeout=60)
-    got = dict(line.split() for line in subprocess.run([str(tmp_path / "layout")], check=True, capture_output=True,
-                                                       text=True).stdout.splitlines())
-    for cname, py in checks.items():
-        assert int(got[cname]) == ctypes.sizeof(py), cname
-        for field, _ in py._fields_:
-            assert int(got[f"{cname}.{field}"]) == getattr(py, field).offset, f"{cname}.{field}"

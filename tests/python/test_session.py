@@ -250,3 +250,35 @@ def test_hessian_ec_callback_from_python():
         s.step(np.ones(N))
     _, errors = run_ranks(failing, nranks=1)
     assert isinstance(errors[0], gcomp.Error) and isinstance(errors[0].__cause__, ValueError)
+
+
+def test_float16_numpy_steps_state_and_norms():
+    """NumPy float16 gradients are widened exactly (float64 update equal to the float64 step);
+    raw uint16 arrays need step_bf16/step_f16; state() and track_norms expose the session's state."""
+    def fn(comm):
+        cfg = dict(algorithm="ef-sgd", codec="topk:k=7", lr=0.3, seed=4, track_norms=True)
+        a = gcomp.Session(comm, SEGMENTS, **cfg)
+        b = gcomp.Session(comm, SEGMENTS, **cfg)
+        g16 = (np.linspace(-2, 2, N) * (comm.rank + 1)).astype(np.float16)
+        u16 = a.step(g16)
+        u64 = b.step(g16.astype(np.float64))
+        assert u16.dtype == np.float64 and np.array_equal(u16, u64)
+        with pytest.raises(gcomp.Error) as e:
+            a.step(g16.view(np.uint16))
+        assert "step_bf16" in e.value.message
+        assert np.array_equal(a.step_f16(g16.view(np.uint16)), b.step(g16.astype(np.float64)))
+        st = a.state()
+        assert st and all(v.shape == (N,) for v in st.values())
+        assert a.last_stats.memory_norm_sq > 0 and a.last_stats.compression_error_sq > 0
+        return True
+    results, errors = run_ranks(fn, nranks=2)
+    assert errors == [None, None] and results == [True, True]
+
+
+def test_bits_report_and_codec_list():
+    codec = gcomp.Codec("dither:levels=1,norm=linf,block=64", 4096, seed=1)
+    x = np.random.default_rng(0).standard_normal(4096).astype(np.float32)
+    r = codec.bits_report(x)
+    assert r["num_elems"] == 4096 and r["bits"] <= r["bits_worst"] + 1e-9 and r["guarantee"][0] == "unbiased"
+    assert r["r_declared"] > 1.0
+    assert "dither" in {c["name"] for c in gcomp.list_codecs()}
