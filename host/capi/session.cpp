@@ -3,6 +3,7 @@
 #include "host/capi/capi_internal.hpp"
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 #include <type_traits>
 
@@ -39,9 +40,14 @@ int raw_enum(const CEnum& field) {
                  " (" + gcompGetErrorString(status) + ")");
 }
 
+// Size of a gcompSessionConfig_t from a header before `backend` was appended (still accepted).
+constexpr size_t kSessionConfigSizeNoBackend = offsetof(gcompSessionConfig_t, backend);
+
 gcomp::SessionConfig to_cpp(const gcompSessionConfig_t& c) {
-  gcomp::capi::check_config_header(c.size, sizeof(gcompSessionConfig_t), c.magic, GCOMP_SESSION_CONFIG_MAGIC,
-                                   c.version, "gcompSessionConfig_t", "GCOMP_SESSION_CONFIG_INITIALIZER");
+  const bool has_backend = c.size != kSessionConfigSizeNoBackend;
+  gcomp::capi::check_config_header(c.size, has_backend ? sizeof(gcompSessionConfig_t) : kSessionConfigSizeNoBackend,
+                                   c.magic, GCOMP_SESSION_CONFIG_MAGIC, c.version, "gcompSessionConfig_t",
+                                   "GCOMP_SESSION_CONFIG_INITIALIZER");
   require_non_null(c.algorithm, "config->algorithm");
   require_non_null(c.codec_spec, "config->codec_spec");
   require_non_null(c.server_codec_spec, "config->server_codec_spec");
@@ -65,6 +71,7 @@ gcomp::SessionConfig to_cpp(const gcompSessionConfig_t& c) {
   s.tie_to_zero = c.tie_to_zero != 0;
   s.shared_scale = c.shared_scale != 0;
   s.compensation = enum_field<gcomp::Compensation>(raw_enum(c.compensation), 3, "compensation");
+  if (has_backend) s.backend = enum_field<gcomp::Backend>(raw_enum(c.backend), 2, "backend");
   if (c.hessian_product != nullptr) {
     s.hessian_product = [fn = c.hessian_product, user = c.hessian_user_data](std::span<const double> v,
                                                                             std::span<double> out) {
@@ -84,6 +91,12 @@ gcomp::SessionConfig to_cpp(const gcompSessionConfig_t& c) {
 static_assert(static_cast<int>(gcomp::NonFinitePolicy::kError) == gcompNonFiniteError &&
               static_cast<int>(gcomp::NonFinitePolicy::kSkip) == gcompNonFiniteSkip &&
               static_cast<int>(gcomp::NonFinitePolicy::kZero) == gcompNonFiniteZero);
+static_assert(static_cast<int>(gcomp::Backend::kCpu) == gcompBackendCpu &&
+              static_cast<int>(gcomp::Backend::kHostF32) == gcompBackendHostF32 &&
+              static_cast<int>(gcomp::Backend::kCuda) == gcompBackendCuda);
+static_assert(static_cast<int>(gcomp::GradType::kF32) == gcompGradFloat32 &&
+              static_cast<int>(gcomp::GradType::kBF16) == gcompGradBFloat16 &&
+              static_cast<int>(gcomp::GradType::kF16) == gcompGradFloat16);
 static_assert(static_cast<int>(gcomp::Regularizer::kNone) == gcompProxNone &&
               static_cast<int>(gcomp::Regularizer::kL1) == gcompProxL1 &&
               static_cast<int>(gcomp::Regularizer::kL2) == gcompProxL2);
@@ -234,6 +247,19 @@ extern "C" gcompStatus_t gcompSessionApply(gcompSession_t session, const double*
     check_stats(stats);
     // Session::apply consumes the gradient completely before it writes x.
     const gcomp::StepStats st = s.session->apply(std::span<const double>(h_grad, n), std::span<double>(h_x, n));
+    write_stats(st, stats);
+  });
+}
+
+extern "C" gcompStatus_t gcompSessionStepDevice(gcompSession_t session, const void* d_grad, gcompGradType_t type,
+                                                float* d_update, gcompStepStats_t* stats, gcompStream_t stream) {
+  return translate_exceptions(slot_of(session), "gcompSessionStepDevice", [&] {
+    gcompSession& s = session_ref(session);
+    (void)num_elems_checked(s, d_grad, "d_grad", d_update, "d_update");
+    check_stats(stats);
+    const auto t = enum_field<gcomp::GradType>(raw_enum(type), 2, "type");
+    // Session::step_device checks the backend and writes d_update (on the stream) only on success.
+    const gcomp::StepStats st = s.session->step_device(d_grad, t, d_update, stream);
     write_stats(st, stats);
   });
 }

@@ -19,10 +19,10 @@
  *   thread-local text only). Successful calls leave both texts as they were. Outputs (buffers,
  *   handles, out-parameters, session state) are untouched on failure unless a function documents
  *   otherwise. No C++ exception ever crosses this interface.
- * - **Memory.** Every pointer in this version of the ABI is host memory (`h_` prefix for data
- *   buffers). The CUDA variants with a stream argument (`gcompEncodeAsync`, `gcompDecodeAsync`,
- *   a device-resident session step) are not part of this version; they will be added with the
- *   CUDA backend of the C ABI. gcompStream_t is declared now so that callers can already use it.
+ * - **Memory.** Pointers are host memory (`h_` prefix for data buffers) except in
+ *   gcompSessionStepDevice(), whose `d_` buffers are device memory and whose stream comes last.
+ *   The codec variants with a stream argument (`gcompEncodeAsync`, `gcompDecodeAsync`) are not
+ *   part of this version yet.
  * - **Synchronization.** All functions declared here are synchronous and run on the calling
  *   thread; collective session and communicator calls block until the collective completes.
  * - **Thread safety.** gcompGetVersion(), gcompGetErrorString() and gcompGetLastError(): any
@@ -424,6 +424,23 @@ typedef gcompStatus_t (*gcompHessianProductFn_t)(const double* h_v, double* h_ou
 /** Diagonal-Hessian callback of hessian-ec: h_out = diag(H) at the current point. As above. */
 typedef gcompStatus_t (*gcompHessianDiagonalFn_t)(double* h_out, int64_t num_elems, void* user_data);
 
+/**
+ * Where a session keeps its state and runs its steps (docs/algorithms.md "Backends"). Part of the
+ * configuration every rank must agree on, and of the checkpoint digest.
+ */
+typedef enum {
+  gcompBackendCpu = 0,     /**< double state on the host (default; the reference backend) */
+  gcompBackendHostF32 = 1, /**< fp32 state on the host: the CPU twin of gcompBackendCuda, bit for bit */
+  gcompBackendCuda = 2     /**< fp32 state in device memory; gcompSessionStepDevice() on a stream */
+} gcompBackend_t;
+
+/** Element type of the device gradient of gcompSessionStepDevice(). */
+typedef enum {
+  gcompGradFloat32 = 0,  /**< IEEE binary32 */
+  gcompGradBFloat16 = 1, /**< bfloat16 (raw 16-bit patterns), widened exactly to fp32 */
+  gcompGradFloat16 = 2   /**< IEEE binary16 (raw 16-bit patterns), widened exactly to fp32 */
+} gcompGradType_t;
+
 /** Value of gcompSessionConfig_t::magic. */
 #define GCOMP_SESSION_CONFIG_MAGIC 0x67635353u /* "SScg" */
 
@@ -456,13 +473,16 @@ typedef struct gcompSessionConfig_v1 {
   gcompHessianProductFn_t hessian_product;   /**< hessian-ec with Hessian compensation; default NULL */
   gcompHessianDiagonalFn_t hessian_diagonal; /**< hessian-ec with Diagonal compensation; default NULL */
   void* hessian_user_data;         /**< passed to the callbacks; default NULL */
+  /* Appended in 0.1 (ABI append-only): a config whose `size` ends before this field (built with
+     an older header) is accepted and gets the default. */
+  gcompBackend_t backend;          /**< default gcompBackendCpu */
 } gcompSessionConfig_t;
 
 /** Default session config (plain averaging "gd", identity codec), as gcomp::SessionConfig{}. */
 #define GCOMP_SESSION_CONFIG_INITIALIZER                                                          \
   { sizeof(gcompSessionConfig_t), GCOMP_SESSION_CONFIG_MAGIC, GCOMP_VERSION_CODE, "gd", "identity", \
     "identity", 0.1, -1.0, 0.0, 1, 0, 0u, gcompNonFiniteError, gcompServerReplicated, gcompProxNone, \
-    0.0, 1, 1, gcompCompensationHessian, NULL, NULL, NULL }
+    0.0, 1, 1, gcompCompensationHessian, NULL, NULL, NULL, gcompBackendCpu }
 
 /** What one step did. Set `size` (GCOMP_STEP_STATS_INITIALIZER) before passing it to a step. */
 typedef struct gcompStepStats_v1 {
@@ -590,6 +610,35 @@ GCOMP_EXPORT GCOMP_NODISCARD gcompStatus_t gcompSessionStepF16(gcompSession_t se
  */
 GCOMP_EXPORT GCOMP_NODISCARD gcompStatus_t gcompSessionApply(gcompSession_t session, const double* h_grad,
                                                              double* h_x, gcompStepStats_t* stats);
+
+/**
+ * @brief One round on device buffers, for a session with backend gcompBackendCuda: every kernel,
+ * copy and (nccl) collective of the step is enqueued on @p stream. Collective: every rank calls it
+ * once per step (or gcompSessionStep* on the same step).
+ *
+ * Memory: @p d_grad and @p d_update are device memory (cudaMalloc or managed), 4-byte aligned
+ * (2-byte for 16-bit gradients); they may overlap (the update is copied out last).
+ * Synchronization (docs/gpu.md "Session on the GPU"): with a device communicator (nccl) and
+ * nonfinite gcompNonFiniteZero the call does not wait for the GPU; with gcompNonFiniteError/Skip it
+ * reads the agreed non-finite flag (one 8-byte copy and a stream sync); with a host communicator
+ * (local, mpi) the payloads are staged through pinned host buffers allocated at creation (a stream
+ * sync before each collective, and one at the end of the step to read the codec status). No
+ * allocation in any case. hessian-ec with Hessian/Diagonal compensation and TernGrad scaler sharing
+ * stage through host memory (sync).
+ * Determinism: bit-identical to a gcompBackendHostF32 session with the same configuration and seed.
+ * @param[in]  session  the session (backend gcompBackendCuda).
+ * @param[in]  d_grad   device array of num_elems elements of @p type.
+ * @param[in]  type     gcompGradFloat32, gcompGradBFloat16 or gcompGradFloat16.
+ * @param[out] d_update device array of num_elems floats; written (on the stream) only on success.
+ * @param[out] stats    NULL, or a host gcompStepStats_t with `size` set; written on success.
+ * @param[in]  stream   CUDA stream (cudaStream_t); NULL is the legacy default stream.
+ * @return gcompSuccess; gcompErrorNotSupported (another backend); gcompErrorInvalidArgument;
+ *         gcompErrorNonFinite (policy error: state untouched); gcompErrorCuda; gcompErrorTimeout;
+ *         gcompErrorMpi; gcompErrorNccl. On failure the state is restored (on the stream).
+ */
+GCOMP_EXPORT GCOMP_NODISCARD gcompStatus_t gcompSessionStepDevice(gcompSession_t session, const void* d_grad,
+                                                                  gcompGradType_t type, float* d_update,
+                                                                  gcompStepStats_t* stats, gcompStream_t stream);
 
 /**
  * @brief Writes this rank's session state (EF memories, shifts, momentum, step counter) to
