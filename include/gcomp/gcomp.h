@@ -25,6 +25,7 @@
  *   part of this version yet.
  * - **Synchronization.** All functions declared here are synchronous and run on the calling
  *   thread; collective session and communicator calls block until the collective completes.
+ *   Exception: gcompSessionStepDevice() enqueues on its stream and documents where it syncs.
  * - **Thread safety.** gcompGetVersion(), gcompGetErrorString() and gcompGetLastError(): any
  *   thread. A plan is immutable after creation: any number of threads may use one plan at the same
  *   time (not while it is being destroyed). A communicator or session handle is used by one thread
