@@ -21,7 +21,7 @@ size_t round4(size_t b) { return (b + 3) / 4 * 4; }
 
 F32Engine::F32Engine(Communicator& comm, const Layout& layout, const SessionConfig& cfg, double alpha,
                      std::vector<int64_t> shard_begin, std::unique_ptr<VecOps> ops)
-    : comm_(comm), cfg_(cfg), ops_(std::move(ops)), shard_begin_(std::move(shard_begin)) {
+    : cfg_(cfg), ops_(std::move(ops)), shard_begin_(std::move(shard_begin)) {
   P_ = comm.size();
   rank_ = comm.rank();
   n_ = static_cast<size_t>(layout.num_elems());

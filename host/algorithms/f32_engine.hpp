@@ -43,7 +43,6 @@ class F32Engine {
   double own_error(const float* src);
   void track(StepStats& s);
 
-  Communicator& comm_;
   SessionConfig cfg_;
   std::unique_ptr<VecOps> ops_;
   int P_ = 1, rank_ = 0;
