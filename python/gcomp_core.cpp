@@ -618,6 +618,40 @@ class SessionBinding {
     return step16(std::move(g), std::move(update), n, bf16);
   }
 
+  // backend "cuda": one step on CUDA tensors (float32, bfloat16 or float16 gradient, float32
+  // update, both contiguous on the same device), enqueued on `stream` (the caller passes torch's
+  // current stream); the update is written when the step succeeds.
+  py::dict step_device(py::handle grad, py::handle update, uintptr_t stream) {
+    const int64_t n = live().layout().num_elems();
+    auto device_tensor = [n](py::handle t, const char* what) {
+      if (!is_torch_tensor(t)) invalid(std::string(what) + ": expected a CUDA torch tensor, got " + type_name(t));
+      const std::string device = py::str(t.attr("device").attr("type"));
+      if (device != "cuda") invalid(std::string(what) + ": expected a CUDA tensor, got a " + device + " tensor");
+      if (!t.attr("is_contiguous")().cast<bool>()) invalid(std::string(what) + ": the tensor is not contiguous");
+      if (t.attr("numel")().cast<int64_t>() != n) {
+        invalid(std::string(what) + ": expected " + std::to_string(n) + " elements, got " +
+                std::to_string(t.attr("numel")().cast<int64_t>()));
+      }
+      return std::make_pair(reinterpret_cast<void*>(t.attr("data_ptr")().cast<uintptr_t>()),
+                            std::string(py::str(t.attr("dtype"))));
+    };
+    const auto [d_grad, gdt] = device_tensor(grad, "step: grad");
+    const auto [d_update, udt] = device_tensor(update, "step: update");
+    if (udt != "torch.float32") invalid("step: update: expected a float32 CUDA tensor, got " + udt);
+    gcomp::GradType type = gcomp::GradType::kF32;
+    if (gdt == "torch.bfloat16") {
+      type = gcomp::GradType::kBF16;
+    } else if (gdt == "torch.float16") {
+      type = gcomp::GradType::kF16;
+    } else if (gdt != "torch.float32") {
+      invalid("step: grad: expected a float32, bfloat16 or float16 CUDA tensor, got " + gdt);
+    }
+    const gcomp::StepStats st = run("step", [&](gcomp::Session& s) {
+      return s.step_device(d_grad, type, static_cast<float*>(d_update), reinterpret_cast<gcomp::Stream>(stream));
+    });
+    return stats_dict(st);
+  }
+
   py::tuple apply(py::handle grad, py::object x) {
     const int64_t n = live().layout().num_elems();
     const HostBuffer g = host_buffer(grad, "apply: grad", Elem::kF64, n, false);
@@ -828,6 +862,9 @@ PYBIND11_MODULE(_core, m) {
           "compensation", [](const ConfigBinding& c) { return std::string(name_of(kCompensation, c.cfg.compensation)); },
           [](ConfigBinding& c, const std::string& v) { c.cfg.compensation = choose(kCompensation, v, "compensation"); })
       .def_property(
+          "backend", [](const ConfigBinding& c) { return std::string(gcomp::backend_name(c.cfg.backend)); },
+          [](ConfigBinding& c, const std::string& v) { c.cfg.backend = gcomp::parse_backend(v); })
+      .def_property(
           "track_norms", [](const ConfigBinding& c) { return c.cfg.track_norms; },
           [](ConfigBinding& c, bool v) { c.cfg.track_norms = v; })
       .def_property(
@@ -851,6 +888,10 @@ PYBIND11_MODULE(_core, m) {
       .def("step_f16", [](SessionBinding& s, py::handle g, py::object u) { return s.step_raw16(g, std::move(u), false); },
            py::arg("grad"), py::arg("update") = py::none())
       .def("apply", &SessionBinding::apply, py::arg("grad"), py::arg("x"))
+      .def("step_device", &SessionBinding::step_device, py::arg("grad"), py::arg("update"), py::arg("stream"),
+           "backend 'cuda': one step on CUDA tensors, enqueued on the CUDA stream whose handle is `stream`")
+      .def_property_readonly("backend",
+                             [](SessionBinding& s) { return std::string(gcomp::backend_name(s.live().config().backend)); })
       .def("state", &SessionBinding::state)
       .def("save", &SessionBinding::save, py::arg("path"))
       .def("load", &SessionBinding::load, py::arg("path"))

@@ -251,7 +251,8 @@ class Session:
     def __init__(self, comm, segments, algorithm="gd", codec="identity", server_codec="identity", lr=0.1,
                  alpha=None, momentum=0.0, nesterov=True, delay=0, seed=0, nonfinite="error",
                  server="replicated", prox=None, prox_lambda=0.0, tie_to_zero=True, shared_scale=True,
-                 compensation="hessian", hessian_product=None, hessian_diagonal=None, track_norms=False):
+                 compensation="hessian", hessian_product=None, hessian_diagonal=None, track_norms=False,
+                 backend="cpu"):
         if not isinstance(comm, Communicator) or comm.closed:
             raise Error(Status.INVALID_ARGUMENT, "Session: comm must be an open gcomp.Communicator")
         self.segments = _segments(segments)
@@ -273,6 +274,7 @@ class Session:
         cfg.shared_scale = bool(shared_scale)
         cfg.compensation = _choice(compensation, "compensation")
         cfg.track_norms = bool(track_norms)
+        cfg.backend = _choice(backend, "backend")
         cfg.hessian_product = hessian_product
         cfg.hessian_diagonal = hessian_diagonal
         self.comm = comm
@@ -280,6 +282,7 @@ class Session:
         self.last_stats = None
         self._core = _core.Session(comm._core, self.segments, cfg)
         self.num_elems = self._core.num_elems
+        self.backend = self._core.backend
 
     @property
     def step_count(self):
@@ -299,7 +302,14 @@ class Session:
         """One collective round: returns the update u (x <- x - u), written into `update` when
         given. float64 and float32 gradients give an update of the same dtype (the state stays in
         double); float16 and bfloat16 gradients (NumPy float16, torch float16/bfloat16) are widened
-        exactly and give a float64 update. Stats: last_stats."""
+        exactly and give a float64 update. Stats: last_stats.
+
+        backend="cuda" with a CUDA tensor gradient (float32, bfloat16 or float16): the step runs on
+        the device, enqueued on torch's current CUDA stream of that device, and the update is a
+        float32 CUDA tensor (`update`, when given, must be one). Other backends copy CUDA tensors
+        to the host."""
+        if self.backend == "cuda" and _is_torch(grad) and grad.device.type == "cuda":
+            return self._step_device(grad, update)
         tdt = _torch_dtype(grad)
         if tdt in _16BIT or (tdt is None and isinstance(grad, np.ndarray) and grad.dtype == np.float16):
             if _is_torch(grad):
@@ -318,6 +328,16 @@ class Session:
         result, stats = self._core.step(g, buf)
         self._stats(stats)
         return finish(result)
+
+    def _step_device(self, grad, update):
+        import torch
+        g = grad.detach()
+        if not g.is_contiguous():
+            g = g.contiguous()
+        u = torch.empty(self.num_elems, dtype=torch.float32, device=g.device) if update is None else update
+        stream = torch.cuda.current_stream(g.device)
+        self._stats(self._core.step_device(g, u.detach() if _is_torch(u) else u, stream.cuda_stream))
+        return u
 
     def step_bf16(self, grad_bits, update=None):
         """step() on raw bfloat16 bit patterns (a uint16 array); float64 update."""
@@ -365,7 +385,8 @@ class Session:
 
 
 _CHOICES = {"nonfinite": ("error", "skip", "zero"), "server": ("replicated", "sharded"),
-            "prox": ("l1", "l2", "none"), "compensation": ("none", "classical", "hessian", "diagonal")}
+            "prox": ("l1", "l2", "none"), "compensation": ("none", "classical", "hessian", "diagonal"),
+            "backend": ("cpu", "host-f32", "cuda")}
 
 
 def _choice(value, what):

@@ -282,3 +282,29 @@ def test_bits_report_and_codec_list():
     assert r["num_elems"] == 4096 and r["bits"] <= r["bits_worst"] + 1e-9 and r["guarantee"][0] == "unbiased"
     assert r["r_declared"] > 1.0
     assert "dither" in {c["name"] for c in gcomp.list_codecs()}
+
+
+def test_backend_option():
+    """backend="host-f32" (fp32 state, the CUDA backend's CPU twin) runs the same algorithm; the
+    ranks agree bitwise and it tracks the double backend closely. Ranks must agree on the backend."""
+    grads = np.random.default_rng(5).standard_normal((6, 2, N))
+
+    def fn(backend):
+        def body(comm):
+            s = gcomp.Session(comm, SEGMENTS, algorithm="diana", codec="dither:levels=2,norm=linf,block=16",
+                              lr=0.2, seed=8, backend=backend)
+            assert s.backend == backend
+            return [s.step(grads[k, comm.rank]) for k in range(6)]
+        results, errors = run_ranks(body, nranks=2)
+        assert errors == [None, None]
+        return results
+    f32, f64 = fn("host-f32"), fn("cpu")
+    for k in range(6):
+        assert np.array_equal(f32[0][k], f32[1][k])
+        np.testing.assert_allclose(f32[0][k], f64[0][k], rtol=1e-4, atol=1e-5)
+    _, errors = run_ranks(lambda c: gcomp.Session(c, SEGMENTS, backend="cpu" if c.rank else "host-f32"), nranks=2,
+                          abort_on_error=False)
+    assert all(isinstance(e, gcomp.Error) and e.status == gcomp.Status.MISMATCH for e in errors)
+    with pytest.raises(gcomp.Error) as e:
+        gcomp.Session(gcomp.local_group(1)[0], SEGMENTS, backend="gpu")
+    assert "backend" in e.value.message and "cuda" in e.value.message
