@@ -5,10 +5,13 @@
 // untouched; T1 (unbiasedness) and T16 (sizes).
 #include "common/test_util.hpp"
 
+#include <gcomp/detail/codec_math.hpp>
 #include <gcomp/detail/elias.hpp>
 
 #include <algorithm>
 #include <bit>
+#include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <tuple>
@@ -389,6 +392,93 @@ TEST(SDitherFuzzTest, RandomBitFlipsAreRejectedOrDecodeCleanly) {
   }
   EXPECT_GT(rejected, 300);  // most flips land in the stream or the padding and break it
   RecordProperty("accepted", accepted);
+}
+
+namespace {
+
+/// The GPU decode's view of a payload (cuda/sdither/sdither_kernels.cuh): the header checks, then
+/// detail::sdither_walk_chunk per chunk, with the decoded values. Empty when a check fails.
+std::vector<float> walk_like_the_gpu(const Codec& c, const std::vector<uint8_t>& p) {
+  const CodecSpec& sp = c.spec();
+  const int64_t n = c.num_elems();
+  const std::vector<int64_t> blocks = block_offsets(c.layout(), sp.block);
+  const int64_t m = static_cast<int64_t>(blocks.size()) - 1;
+  const int64_t chunks = (n + sp.chunk - 1) / sp.chunk;
+  const int64_t worst = static_cast<int64_t>(c.encoded_bits()) - 32 * (m + 1 + chunks);
+  const uint32_t code = sp.code == EliasCode::kDelta ? detail::kEliasDelta : detail::kEliasGamma;
+  std::vector<uint32_t> w(p.size() / 4);
+  std::memcpy(w.data(), p.data(), p.size());
+  std::vector<float> scales(static_cast<size_t>(m));
+  std::memcpy(scales.data(), p.data(), 4 * static_cast<size_t>(m));
+  const uint32_t total = w[static_cast<size_t>(m)];
+  const uint32_t* dir = w.data() + m + 1;
+  const uint32_t* stream = dir + chunks;
+  const int64_t words = static_cast<int64_t>(w.size()) - (m + 1 + chunks);
+  if (static_cast<int64_t>(total) > worst) return {};
+  for (float s : scales)
+    if (!std::isfinite(s) || s < 0.0f || std::signbit(s)) return {};
+  for (int64_t k = 0; k < chunks; ++k)
+    if ((k == 0 && dir[0] != 0u) || (k > 0 && dir[k] < dir[k - 1]) || dir[k] > total) return {};
+  for (int64_t k = total / 32; k < words; ++k) {
+    const uint32_t keep = (k == total / 32 && total % 32 != 0) ? ((1u << (total % 32)) - 1u) : 0u;
+    if ((stream[k] & ~keep) != 0u) return {};
+  }
+  std::vector<float> out(static_cast<size_t>(n), 0.0f);
+  int64_t b = 0;
+  for (int64_t k = 0; k < chunks; ++k) {
+    const int64_t begin = k * sp.chunk;
+    const int64_t len = std::min(n - begin, sp.chunk);
+    const uint64_t end = k + 1 < chunks ? dir[k + 1] : total;
+    const uint32_t st = detail::sdither_walk_chunk(stream, dir[k], end, code, sp.levels, len,
+                                                   [&](int64_t rel, bool negative, uint32_t level) {
+                                                     const int64_t i = begin + rel;
+                                                     while (i >= blocks[static_cast<size_t>(b) + 1]) ++b;
+                                                     const float s = scales[static_cast<size_t>(b)];
+                                                     if (s == 0.0f) return false;
+                                                     out[static_cast<size_t>(i)] =
+                                                         detail::dither_value(level, negative, s, sp.levels);
+                                                     return true;
+                                                   });
+    if (st != detail::kSdOk) return {};
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST(SDitherFuzzTest, SharedChunkParserAgreesWithTheCodec) {
+  // detail::sdither_walk_chunk is the parser of the GPU decode: on valid and bit-flipped payloads it
+  // accepts exactly what the codec accepts and decodes to the same bits.
+  std::mt19937_64 rng(20240602);
+  int rejected = 0;
+  for (const char* spec : {"sdither:levels=3,block=50,chunk=32", "sdither:levels=1,norm=linf,code=delta,chunk=16",
+                           "sdither:levels=6,norm=linf,block=40,code=delta,chunk=7"}) {
+    const Layout layout(std::vector<int64_t>{130, 0, 70});
+    auto c = make_codec(spec, layout);
+    const auto good = test::encode(*c, input(layout.num_elems(), 5), RngKey{2, 1, 0, 0});
+    for (int t = 0; t < 400; ++t) {
+      auto bad = good;
+      const int flips = t == 0 ? 0 : 1 + static_cast<int>(rng() % 2);
+      for (int f = 0; f < flips; ++f) {
+        const size_t bit = rng() % (8 * bad.size());
+        bad[bit / 8] ^= static_cast<uint8_t>(1u << (bit % 8));
+      }
+      const std::vector<float> shared = walk_like_the_gpu(*c, bad);
+      std::vector<float> out(static_cast<size_t>(layout.num_elems()));
+      bool accepted = true;
+      try {
+        c->decode(bad, RngKey{}, out);
+      } catch (const Error&) {
+        accepted = false;
+        ++rejected;
+      }
+      ASSERT_EQ(!shared.empty(), accepted) << spec << " case " << t;
+      if (accepted) {
+        ASSERT_TRUE(bitwise_equal(shared, out)) << spec << " case " << t;
+      }
+    }
+  }
+  EXPECT_GT(rejected, 300);
 }
 
 // -------------------------------------------------------------------------------- T1 and T16

@@ -65,19 +65,26 @@ GCOMP_HD void put_bits(uint32_t* words, uint64_t pos, uint64_t value, uint32_t n
   put_bits_with([words](uint64_t w, uint32_t bits) { words[w] |= bits; }, pos, value, nbits);
 }
 
-/// Writes code(n), n >= 1, at pos; returns the position after it.
-GCOMP_HD uint64_t write_elias(uint32_t* words, uint64_t pos, uint32_t code, uint64_t n) {
+/// Writes code(n), n >= 1, at pos through or_word (see put_bits_with); returns the position after
+/// it. The CPU passes a plain OR into a zeroed array, a kernel an atomicOr into a zeroed stream.
+template <class OrWord>
+GCOMP_HD uint64_t write_elias_with(OrWord&& or_word, uint64_t pos, uint32_t code, uint64_t n) {
   const uint32_t l = floor_log2_u64(n);
   if (code == kEliasDelta) {
     const uint64_t lp1 = uint64_t{l} + 1u;
     const uint32_t ll = floor_log2_u64(lp1);
-    put_bits(words, pos + ll, lp1, ll + 1u);
+    put_bits_with(or_word, pos + ll, lp1, ll + 1u);
     pos += 2u * ll + 1u;
-    if (l > 0u) put_bits(words, pos, n, l);  // the low l bits: put_bits keeps only nbits of value
+    if (l > 0u) put_bits_with(or_word, pos, n, l);  // the low l bits: only nbits of value are written
     return pos + l;
   }
-  put_bits(words, pos + l, n, l + 1u);
+  put_bits_with(or_word, pos + l, n, l + 1u);
   return pos + 2u * l + 1u;
+}
+
+/// write_elias_with on a plain zeroed word array.
+GCOMP_HD uint64_t write_elias(uint32_t* words, uint64_t pos, uint32_t code, uint64_t n) {
+  return write_elias_with([words](uint64_t w, uint32_t bits) { words[w] |= bits; }, pos, code, n);
 }
 
 GCOMP_HD uint32_t get_bit(const uint32_t* words, uint64_t pos) { return (words[pos >> 5] >> (pos & 31u)) & 1u; }
@@ -135,14 +142,69 @@ GCOMP_HD uint32_t sdither_record_bits(uint32_t code, uint64_t gap, uint32_t leve
   return elias_len(code, gap) + 1u + (levels > 1u ? elias_len(code, level) : 0u);
 }
 
-/// Writes one record at pos into zeroed words; returns the position after it.
+/// Writes one record at pos through or_word (zeroed words); returns the position after it.
+template <class OrWord>
+GCOMP_HD uint64_t sdither_write_record_with(OrWord&& or_word, uint64_t pos, uint32_t code, uint64_t gap,
+                                            bool negative, uint32_t level, uint32_t levels) {
+  pos = write_elias_with(or_word, pos, code, gap);
+  if (negative) put_bits_with(or_word, pos, 1u, 1u);
+  pos += 1u;
+  if (levels > 1u) pos = write_elias_with(or_word, pos, code, level);
+  return pos;
+}
+
+/// Writes one record at pos into a plain zeroed word array; returns the position after it.
 GCOMP_HD uint64_t sdither_write_record(uint32_t* words, uint64_t pos, uint32_t code, uint64_t gap, bool negative,
                                        uint32_t level, uint32_t levels) {
-  pos = write_elias(words, pos, code, gap);
-  if (negative) put_bits(words, pos, 1u, 1u);
-  pos += 1u;
-  if (levels > 1u) pos = write_elias(words, pos, code, level);
-  return pos;
+  return sdither_write_record_with([words](uint64_t w, uint32_t bits) { words[w] |= bits; }, pos, code, gap,
+                                   negative, level, levels);
+}
+
+/// Outcome of parsing one chunk of records (sdither_walk_chunk); kSdOk = a well-formed chunk.
+enum : uint32_t {
+  kSdOk = 0,
+  kSdGapTooLong,      ///< over-long Elias prefix of a gap
+  kSdGapPastEnd,      ///< a gap code runs past the end of its chunk
+  kSdGapBeyondChunk,  ///< a gap runs past the chunk's last element
+  kSdNoSign,          ///< a record has no sign bit
+  kSdLevelTooLong,    ///< over-long Elias prefix of a level
+  kSdLevelPastEnd,    ///< a level code runs past the end of its chunk
+  kSdLevelTooBig,     ///< level above s
+  kSdRejected,        ///< on_record refused the record (the CPU and GPU: a nonzero in a zero-scale block)
+};
+
+/// Parses the records of one chunk of `len` >= 1 elements, stream bits [pos, end), in order, and
+/// calls on_record(rel, negative, level) for each (rel: index from the chunk start, increasing;
+/// level 1 when s = 1). on_record returns false to reject the record. Returns kSdOk when the
+/// chunk parses into whole records ending exactly at `end`, else the first problem. The one parser
+/// of the CPU codec and the GPU decode kernels (docs/wire-format.md §3.7 "Validation").
+template <class OnRecord>
+GCOMP_HD uint32_t sdither_walk_chunk(const uint32_t* words, uint64_t pos, uint64_t end, uint32_t code,
+                                     uint32_t levels, int64_t len, OnRecord&& on_record) {
+  const uint32_t gap_log = floor_log2_u64(static_cast<uint64_t>(len));
+  const uint32_t level_log = floor_log2_u64(levels);
+  int64_t prev = -1;  // relative to the chunk start
+  while (pos < end) {
+    uint64_t gap = 0;
+    uint32_t st = read_elias(words, pos, end, code, gap_log, gap);
+    if (st == kEliasTooLong) return kSdGapTooLong;
+    if (st != kEliasOk) return kSdGapPastEnd;
+    if (gap > static_cast<uint64_t>(len - 1 - prev)) return kSdGapBeyondChunk;
+    const int64_t rel = prev + static_cast<int64_t>(gap);
+    if (pos >= end) return kSdNoSign;
+    const bool negative = get_bit(words, pos) != 0u;
+    pos += 1;
+    uint64_t level = 1;
+    if (levels > 1u) {
+      st = read_elias(words, pos, end, code, level_log, level);
+      if (st == kEliasTooLong) return kSdLevelTooLong;
+      if (st != kEliasOk) return kSdLevelPastEnd;
+      if (level > levels) return kSdLevelTooBig;
+    }
+    if (!on_record(rel, negative, static_cast<uint32_t>(level))) return kSdRejected;
+    prev = rel;
+  }
+  return kSdOk;
 }
 
 }  // namespace gcomp::detail

@@ -57,4 +57,15 @@ GCOMP_HD uint32_t pack_index_word(const int64_t* idx, int64_t k, int bits, int64
   return word;
 }
 
+/// Field j of the same LSB-first stream, for fields of 1..32 bits (a field spans at most two
+/// words): the inverse of pack_index_word. Used by the spherical and grid kernels.
+GCOMP_HD uint64_t read_packed_field(const uint32_t* words, int64_t j, uint32_t bits) {
+  const uint64_t pos = static_cast<uint64_t>(j) * bits;
+  const uint64_t w = pos >> 5;
+  const uint32_t off = static_cast<uint32_t>(pos & 31u);
+  uint64_t v = static_cast<uint64_t>(words[w]) >> off;
+  if (off + bits > 32u) v |= static_cast<uint64_t>(words[w + 1]) << (32u - off);
+  return v & ((uint64_t{1} << bits) - 1u);
+}
+
 }  // namespace gcomp::detail
