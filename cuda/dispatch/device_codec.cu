@@ -3,14 +3,19 @@
 // block/tile tables, and dispatch to the launchers of cuda/dispatch/*_launch.cu.
 #include "cuda/common/cuda_check.cuh"
 #include "cuda/dispatch/plan.cuh"
+#include "host/codecs/spherical.hpp"
 
 #include <gcomp/cuda.hpp>
 #include <gcomp/detail/codec_math.hpp>
+#include <gcomp/detail/elias.hpp>
+#include <gcomp/detail/norms.hpp>
 #include <gcomp/detail/reduce.hpp>
 #include <gcomp/detail/sparse.hpp>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -30,6 +35,12 @@ bool is_sparse(CodecId id) { return id == CodecId::kTopK || id == CodecId::kRand
 bool is_dense(CodecId id) {
   return id == CodecId::kDither || id == CodecId::kTernGrad || id == CodecId::kNatDither;
 }
+/// sdither, spherical, grid: cuda/dispatch/coded_launch.cu.
+bool is_coded(CodecId id) { return id == CodecId::kSDither || id == CodecId::kSpherical || id == CodecId::kGrid; }
+/// Codecs with fp32 block scales from the fixed-order reduction (block_reduce.cuh).
+bool has_block_scales(CodecId id, bool scaled) {
+  return is_dense(id) || (id == CodecId::kSign && scaled) || id == CodecId::kSDither || id == CodecId::kSpherical;
+}
 
 /// Offsets of the workspace parts (npos: absent). Built once by plan_workspace; carve() turns them
 /// into pointers, so the size query and the calls cannot drift apart (STYLE.md §7).
@@ -37,6 +48,7 @@ struct WorkspaceLayout {
   static constexpr size_t npos = ~size_t{0};
   size_t scales = npos, aux_f = npos, aux_d = npos, tile_vals = npos, select = npos;
   size_t cnt_a = npos, cnt_b = npos, off_a = npos, off_b = npos, scan_temp = npos, idx = npos, sample = npos;
+  size_t sd_last = npos, sd_first = npos, sd_rest = npos, sd_prev = npos, sd_off = npos, sd_total = npos;
   size_t total = 0;
 };
 
@@ -71,13 +83,15 @@ struct DeviceCodec::Impl {
   int64_t* d_tables = nullptr;
 
   Impl(const CodecSpec& s, const Layout& l) : spec(s), layout(l) {
-    GCOMP_EXPECTS(is_sparse(spec.id) || is_dense(spec.id) || spec.id == CodecId::kSign ||
+    GCOMP_EXPECTS(is_sparse(spec.id) || is_dense(spec.id) || is_coded(spec.id) || spec.id == CodecId::kSign ||
                       spec.id == CodecId::kNatural || spec.id == CodecId::kIdentity,
                   gcompErrorNotSupported,
                   "DeviceCodec: no GPU kernels for codec '" + std::string(spec.name()) +
-                      "' (GPU codecs: identity, dither, terngrad, sign, topk, randk, natural, natdither)");
-    payload_bytes = make_codec(spec, layout)->encoded_bytes();  // validates spec vs layout
-    build_plan();
+                      "' (GPU codecs: identity, dither, terngrad, sign, topk, randk, natural, natdither, sdither, "
+                      "spherical, grid)");
+    const std::unique_ptr<Codec> cpu = make_codec(spec, layout);  // validates spec vs layout
+    payload_bytes = cpu->encoded_bytes();
+    build_plan(*cpu);
     plan_workspace();
   }
 
@@ -87,7 +101,7 @@ struct DeviceCodec::Impl {
   Impl(const Impl&) = delete;
   Impl& operator=(const Impl&) = delete;
 
-  void build_plan() {
+  void build_plan(const Codec& cpu) {
     detail::DevicePlan& p = plan;
     p.id = spec.id;
     p.levels = spec.levels;
@@ -114,10 +128,57 @@ struct DeviceCodec::Impl {
       if (spec.id == CodecId::kTopK && p.n > 0) plan_sample();
       return;
     }
+    if (is_coded(spec.id)) {
+      plan_coded(cpu);
+      return;
+    }
     const bool scaled_sign = spec.id == CodecId::kSign && spec.scaled;
     if (!is_dense(spec.id) && !scaled_sign) return;
     upload_tables(spec.id == CodecId::kTernGrad ? 0 : spec.block);
     p.num_scales = p.num_blocks;
+  }
+
+  /// sdither (§5.2(a)), spherical (§5.2(b)), grid (§6.1): sizes from the CPU codec's formulas.
+  void plan_coded(const Codec& cpu) {
+    detail::DevicePlan& p = plan;
+    p.bits = spec.bits;
+    if (spec.id == CodecId::kGrid) {
+      p.step = spec.step;
+      return;
+    }
+    if (spec.id == CodecId::kSpherical) {
+      p.norm = gcomp::detail::kNormL2;
+      p.unscaled = spec.unscaled;
+      // beta(len, B) of every distinct block length (host quadrature, the CPU codec's cache).
+      std::vector<int64_t> lens;
+      const std::vector<int64_t> blocks = block_offsets(layout, spec.block);
+      for (size_t b = 0; b + 1 < blocks.size(); ++b) lens.push_back(blocks[b + 1] - blocks[b]);
+      std::sort(lens.begin(), lens.end());
+      lens.erase(std::unique(lens.begin(), lens.end()), lens.end());
+      std::vector<int64_t> betas(lens.size());
+      for (size_t k = 0; k < lens.size(); ++k) {
+        const double beta = gcomp::detail::cached_spherical_beta(lens[k], spec.bits);
+        std::memcpy(&betas[k], &beta, sizeof beta);
+      }
+      const size_t at = upload_tables(spec.block, lens, betas);
+      p.num_betas = static_cast<int64_t>(lens.size());
+      p.beta_len = d_tables + at;
+      p.beta_val = reinterpret_cast<const double*>(d_tables + at + lens.size());
+      p.num_scales = p.num_blocks;
+      p.index_words = gcomp::detail::ceil_div(p.num_blocks * static_cast<int64_t>(spec.bits), 32);
+      return;
+    }
+    p.code = spec.code == EliasCode::kDelta ? gcomp::detail::kEliasDelta : gcomp::detail::kEliasGamma;
+    p.chunk = spec.chunk;
+    p.num_chunks = gcomp::detail::ceil_div(p.n, spec.chunk);
+    p.sd_tiles = gcomp::detail::ceil_div(p.n, detail::kSDitherTile);
+    upload_tables(spec.block);
+    p.num_scales = p.num_blocks;
+    // encoded_bits() = 32 (m + 1 + D) + Wbits exactly (integers below 2^53).
+    p.worst_bits = static_cast<int64_t>(cpu.encoded_bits()) - 32 * (p.num_blocks + 1 + p.num_chunks);
+    p.stream_words = gcomp::detail::ceil_div(p.worst_bits, 32);
+    GCOMP_EXPECTS(payload_bytes == static_cast<size_t>(4 * (p.num_blocks + 1 + p.num_chunks + p.stream_words)),
+                  gcompErrorInternal, "DeviceCodec: sdither payload size disagrees with the CPU codec");
   }
 
   /// spec §4.4 sampling (synxlin): stride = ceil(n / max(ceil(0.01 n), ceil(2/rho)) / 32) * 32 + 1,
@@ -140,7 +201,10 @@ struct DeviceCodec::Impl {
     p.sample_k = 0;
   }
 
-  void upload_tables(int64_t block) {
+  /// Uploads the block/tile tables (and `extra_a`, `extra_b` after them); returns the offset of
+  /// extra_a in d_tables.
+  size_t upload_tables(int64_t block, const std::vector<int64_t>& extra_a = {},
+                       const std::vector<int64_t>& extra_b = {}) {
     detail::DevicePlan& p = plan;
     const std::vector<int64_t>& segs = layout.segments();
     const int64_t num_segments = static_cast<int64_t>(segs.size());
@@ -179,6 +243,8 @@ struct DeviceCodec::Impl {
     const size_t o_seg_off = append(seg_off), o_seg_block0 = append(seg_block0), o_seg_bsize = append(seg_bsize);
     const size_t o_blocks = append(blocks), o_block_tile = append(block_tile);
     const size_t o_tile_begin = append(tile_begin), o_tile_block = append(tile_block);
+    const size_t o_extra = append(extra_a);
+    append(extra_b);
     GCOMP_CUDA_TRY(cudaMalloc(reinterpret_cast<void**>(&d_tables), all.size() * sizeof(int64_t)));
     GCOMP_CUDA_TRY(cudaMemcpy(d_tables, all.data(), all.size() * sizeof(int64_t), cudaMemcpyHostToDevice));
     p.map = detail::BlockMap{d_tables + o_seg_off, d_tables + o_seg_block0, d_tables + o_seg_bsize, num_segments};
@@ -186,13 +252,14 @@ struct DeviceCodec::Impl {
     p.block_tile = d_tables + o_block_tile;
     p.tile_begin = d_tables + o_tile_begin;
     p.tile_block = d_tables + o_tile_block;
+    return o_extra;
   }
 
   void plan_workspace() {
     const detail::DevicePlan& p = plan;
     Carver c(sizeof(DeviceStatus));
     const auto m = static_cast<size_t>(p.num_blocks);
-    if (is_dense(p.id) || (p.id == CodecId::kSign && p.scaled)) {
+    if (has_block_scales(p.id, p.scaled)) {
       wl.scales = c.take(m * sizeof(float));
       wl.tile_vals = c.take(static_cast<size_t>(p.num_tiles) * sizeof(double));
       if (p.id == CodecId::kTernGrad && p.clip > 0.0) {
@@ -213,6 +280,16 @@ struct DeviceCodec::Impl {
         wl.sample = c.take(static_cast<size_t>(p.sample_count) * sizeof(float));
       }
     }
+    if (p.id == CodecId::kSpherical) wl.idx = c.take(m * sizeof(int64_t));
+    if (p.id == CodecId::kSDither) {
+      const size_t tiles = static_cast<size_t>(p.sd_tiles) * sizeof(int64_t);
+      wl.sd_last = c.take(tiles);
+      wl.sd_first = c.take(tiles);
+      wl.sd_rest = c.take(tiles);
+      wl.sd_prev = c.take(tiles);
+      wl.sd_off = c.take(tiles);
+      wl.sd_total = c.take(sizeof(int64_t));
+    }
     wl.total = c.end();
   }
 
@@ -231,6 +308,9 @@ struct DeviceCodec::Impl {
     w.scan_temp = part<void>(base, wl.scan_temp);
     w.idx = part<int64_t>(base, wl.idx);
     w.sample = part<float>(base, wl.sample);
+    w.sd = detail::SDitherTiles{part<int64_t>(base, wl.sd_last), part<int64_t>(base, wl.sd_first),
+                                part<int64_t>(base, wl.sd_rest),  part<int64_t>(base, wl.sd_prev),
+                                part<int64_t>(base, wl.sd_off),   part<int64_t>(base, wl.sd_total)};
     return w;
   }
 
@@ -274,6 +354,8 @@ struct DeviceCodec::Impl {
         p.sample_k = std::clamp<int64_t>(static_cast<int64_t>(ks), 1, p.sample_count);
       }
       detail::launch_sparse_encode(p, w, in, key, payload, fuse, d_mem, alpha, sampled, stream);
+    } else if (is_coded(plan.id)) {
+      detail::launch_coded_encode(plan, w, in, key, payload, fuse, d_mem, alpha, stream);
     } else {
       detail::launch_elementwise_encode(plan, w, in, key, payload, fuse, d_mem, alpha, stream);
     }
@@ -292,6 +374,8 @@ struct DeviceCodec::Impl {
     const auto* payloads = static_cast<const uint8_t*>(d_payloads);
     if (is_sparse(plan.id))
       detail::launch_sparse_decode(plan, w, payloads, stride, count, h_weights, mode, key, d_out, stream);
+    else if (is_coded(plan.id))
+      detail::launch_coded_decode(plan, w, payloads, stride, count, h_weights, mode, key, d_out, stream);
     else
       detail::launch_elementwise_decode(plan, w, payloads, stride, count, h_weights, mode, d_out, stream);
   }
@@ -369,6 +453,14 @@ void DeviceCodec::decode_reduce(const void* d_payloads, size_t stride, int num_p
                                 Stream stream) const {
   impl_->decode("decode_reduce", d_payloads, stride, num_payloads, h_weights, DecodeMode::kReduce, key, d_out,
                 d_workspace, workspace_bytes, stream);
+}
+
+void codebook_normals(const RngKey& key, uint64_t first, int64_t count, double* d_out, Stream stream) {
+  GCOMP_EXPECTS(count >= 0, gcompErrorInvalidArgument, "codebook_normals: negative count");
+  GCOMP_EXPECTS(count == 0 || d_out != nullptr, gcompErrorInvalidArgument, "codebook_normals: output is null");
+  GCOMP_EXPECTS(first < (uint64_t{1} << 50) && static_cast<uint64_t>(count) <= (uint64_t{1} << 50) - first,
+                gcompErrorInvalidArgument, "codebook_normals: codebook indices must stay below 2^50");
+  detail::launch_codebook_normals(key, first, count, d_out, stream);
 }
 
 gcompStatus_t read_status(const void* d_workspace, Stream stream, uint64_t* index) {

@@ -19,6 +19,20 @@ namespace gcomp::cuda::detail {
 /// Elements per selection tile of topk/randk (16 block-scan rounds of 256 threads).
 inline constexpr int64_t kSelectTile = 4096;
 
+/// sdither encode tiles: 256 threads x 16 consecutive elements (cuda/sdither/sdither_kernels.cuh).
+inline constexpr int kSDitherItems = 16;
+inline constexpr int64_t kSDitherTile = 256 * kSDitherItems;
+
+/// sdither encode state in the workspace, one entry per tile (plus the stream total).
+struct SDitherTiles {
+  int64_t* last = nullptr;   ///< last nonzero element of the tile, -1 if none
+  int64_t* first = nullptr;  ///< first nonzero element of the tile, -1 if none
+  int64_t* rest = nullptr;   ///< record bits of the tile without the first record's gap code
+  int64_t* prev = nullptr;   ///< last nonzero element before the tile, -1 if none
+  int64_t* off = nullptr;    ///< stream bit offset of the tile's first record
+  int64_t* total = nullptr;  ///< one value: T, the stream bits of the message
+};
+
 /// Radix-select state (cuda/topk/radix_select.cuh), one per workspace.
 struct SelectState {
   uint32_t prefix;  ///< the threshold key T, built digit by digit (exact mode)
@@ -60,12 +74,27 @@ struct DevicePlan {
   int64_t max_blocks = 1;    ///< grid cap: SM count * blocks per SM
   size_t payload_bytes = 0;
 
+  // sdither (spec §5.2(a)), spherical (§5.2(b)), grid (§6.1)
+  uint32_t code = 1;         ///< sdither: kEliasGamma or kEliasDelta
+  int64_t chunk = 4096;      ///< sdither: elements per directory chunk
+  int64_t num_chunks = 0;    ///< sdither: ceil(n / chunk)
+  int64_t sd_tiles = 0;      ///< sdither: ceil(n / kSDitherTile) encode tiles
+  int64_t worst_bits = 0;    ///< sdither: worst-case record bits (the stream buffer holds them)
+  int64_t stream_words = 0;  ///< sdither: ceil(worst_bits / 32)
+  uint32_t bits = 8;         ///< spherical: index bits B; grid: level bits B
+  bool unscaled = false;     ///< spherical
+  double step = 0.0;         ///< grid
+  int64_t index_words = 0;   ///< spherical: ceil(m B / 32)
+  int64_t num_betas = 0;     ///< spherical: distinct block lengths (table below)
+
   // device tables (owned by the DeviceCodec)
   BlockMap map{};
   const int64_t* blocks = nullptr;      ///< num_blocks + 1 element offsets
   const int64_t* block_tile = nullptr;  ///< num_blocks + 1 tile offsets
   const int64_t* tile_begin = nullptr;  ///< num_tiles first elements
   const int64_t* tile_block = nullptr;  ///< num_tiles owning blocks
+  const int64_t* beta_len = nullptr;    ///< spherical: num_betas distinct block lengths, ascending
+  const double* beta_val = nullptr;     ///< spherical: beta(len, B) of each (host quadrature)
 };
 
 /// Pointers into the caller's workspace (a 256-byte aligned carve-up made by one planner).
@@ -83,6 +112,7 @@ struct Workspace {
   void* scan_temp = nullptr;    ///< scan_temp_bytes
   int64_t* idx = nullptr;       ///< k selected indices (topk)
   float* sample = nullptr;      ///< sample_count magnitudes (topk_sampled)
+  SDitherTiles sd{};            ///< sdither: per-tile scan state (sd_tiles each)
 };
 
 /// What the fused encode pass also updates.
@@ -105,6 +135,15 @@ void launch_sparse_encode(const DevicePlan& plan, const Workspace& ws, Input in,
 void launch_sparse_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads,
                           size_t stride, int num_payloads, const float* h_weights, DecodeMode mode,
                           const RngKey& key, float* d_out, cudaStream_t stream);
+
+/// sdither, spherical and grid (cuda/dispatch/coded_launch.cu).
+void launch_coded_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key,
+                         uint8_t* d_payload, Fuse fuse, float* d_mem, float alpha, cudaStream_t stream);
+void launch_coded_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                         int num_payloads, const float* h_weights, DecodeMode mode, const RngKey& key,
+                         float* d_out, cudaStream_t stream);
+/// d_out[i] = codebook normal first + i (include/gcomp/detail/spherical.hpp), for the CPU==GPU test.
+void launch_codebook_normals(const RngKey& key, uint64_t first, int64_t count, double* d_out, cudaStream_t stream);
 
 /// CUB scan temp storage for `items` int64 values (queried once at construction).
 size_t query_scan_temp_bytes(int64_t items);

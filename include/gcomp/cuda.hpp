@@ -92,7 +92,8 @@ class DeviceCodec {
               size_t workspace_bytes, Stream stream) const;
 
   /// d_out = decode(payload). `key` matters only for randk (seed, stream offset; the step and
-  /// rank come from the payload). Corrupt payload: status gcompErrorCorruptPayload, d_out untouched.
+  /// rank come from the payload) and spherical (the codebook's seed, step, rank and stream offset).
+  /// Corrupt payload: status gcompErrorCorruptPayload, d_out untouched.
   void decode(const void* d_payload, const RngKey& key, float* d_out, void* d_workspace,
               size_t workspace_bytes, Stream stream) const;
 
@@ -132,6 +133,12 @@ class DeviceCodec {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+/// Diagnostics: d_out[i] = the spherical codebook normal of index first + i (docs/wire-format.md
+/// §3.8), computed on the device by the same code as the CPU's detail::codebook_normal, so the two
+/// agree bit for bit (tested). Enqueue-only. @param d_out device, count doubles.
+/// @throws gcomp::Error gcompErrorInvalidArgument (indices beyond 2^50), gcompErrorCuda.
+void codebook_normals(const RngKey& key, uint64_t first, int64_t count, double* d_out, Stream stream);
 
 /// Waits for `stream` (cudaStreamSynchronize: this call syncs) and returns the status word of a
 /// workspace used on it. @param[out] index if non-null, gets DeviceStatus::index.

@@ -10,6 +10,7 @@
 #include <gcomp/codec.hpp>
 #include <gcomp/cuda.hpp>
 #include <gcomp/detail/sparse.hpp>
+#include <gcomp/detail/spherical.hpp>
 
 #include <cctype>
 #include <cmath>
@@ -41,12 +42,29 @@ const std::vector<std::string> kSpecs = {
     "randk:ratio=0.05,unbiased=0",
     "natural",
     "identity",
+    "sdither:levels=1,norm=l2",
+    "sdither:levels=4,norm=linf,block=512,code=delta,chunk=1000",
+    "sdither:levels=3,norm=l2,block=100,chunk=33",
+    "sdither:levels=2,norm=linf,block=64,chunk=1",
+    "spherical:block=16,bits=3",
+    "spherical:block=5,bits=2,unscaled=1",
+    "grid:step=0.01,bits=6",
+    "grid:step=0.25,bits=2",
+    "grid:step=1e-6,bits=32",
+};
+
+/// Codecs too slow on the CPU oracle for a million elements (2^B codebook normals per element).
+const std::vector<std::string> kSmallSpecs = {
+    "spherical",
+    "spherical:block=4,bits=12",
+    "spherical:block=33,bits=6,unscaled=1",
 };
 
 /// Layouts: single segments of the edge sizes, and one multi-segment layout with an empty segment.
 const std::vector<std::vector<int64_t>> kLayouts = {
     {1}, {31}, {32}, {33}, {4095}, {4097}, {1000003}, {5, 0, 4097, 31, 100000},
 };
+const std::vector<std::vector<int64_t>> kSmallLayouts = {{1}, {31}, {33}, {4097}, {5, 0, 40, 17, 300}};
 
 const std::vector<uint64_t> kSeeds = {0x1234abcdull, 0x9e3779b97f4a7c15ull};
 
@@ -208,26 +226,31 @@ TEST_P(GpuCodecs, DianaMatchesCpu) {
   EXPECT_TRUE(bitwise_equal(d_h.download(), h));
 }
 
-std::vector<CodecParam> all_params() {
+std::vector<CodecParam> all_params(const std::vector<std::string>& specs,
+                                   const std::vector<std::vector<int64_t>>& layouts) {
   std::vector<CodecParam> out;
-  for (const auto& s : kSpecs)
-    for (const auto& l : kLayouts)
+  for (const auto& s : specs)
+    for (const auto& l : layouts)
       for (uint64_t seed : kSeeds) out.emplace_back(s, l, seed);
   return out;
 }
 
-INSTANTIATE_TEST_SUITE_P(AllCodecs, GpuCodecs, testing::ValuesIn(all_params()),
-                         [](const testing::TestParamInfo<CodecParam>& p) {
-                           return sanitize(std::get<0>(p.param)) + "_n" + layout_name(std::get<1>(p.param)) +
-                                  "_s" + std::to_string(p.index % kSeeds.size());
-                         });
+std::string param_name(const testing::TestParamInfo<CodecParam>& p) {
+  return sanitize(std::get<0>(p.param)) + "_n" + layout_name(std::get<1>(p.param)) + "_s" +
+         std::to_string(p.index % kSeeds.size());
+}
+
+INSTANTIATE_TEST_SUITE_P(AllCodecs, GpuCodecs, testing::ValuesIn(all_params(kSpecs, kLayouts)), param_name);
+INSTANTIATE_TEST_SUITE_P(SmallLayouts, GpuCodecs, testing::ValuesIn(all_params(kSmallSpecs, kSmallLayouts)),
+                         param_name);
 
 // ------------------------------------------------------------------------- non-parameterized
 
 class GpuCodecBehaviour : public GpuFixture {};
 
 TEST_F(GpuCodecBehaviour, GraphCaptureAndReplayOfEncode) {
-  for (const std::string spec : {"dither:levels=4,block=512", "topk:ratio=0.01", "randk:k=77"}) {
+  for (const std::string spec : {"dither:levels=4,block=512", "topk:ratio=0.01", "randk:k=77",
+                                 "sdither:levels=2,block=512,chunk=700", "spherical:block=8,bits=4", "grid:bits=9"}) {
     const Layout layout({4097, 70000});
     const auto cpu = make_codec(spec, layout);
     cuda::DeviceCodec gpu(spec, layout);
@@ -343,12 +366,161 @@ TEST_F(GpuCodecBehaviour, WorkspaceAndArgumentChecks) {
   } catch (const Error& e) {
     EXPECT_EQ(e.status(), gcompErrorNotSupported);
   }
-  for (const char* cpu_only : {"sdither", "spherical"}) {
-    try {
-      cuda::DeviceCodec other(cpu_only, Layout(100));
-      ADD_FAILURE() << cpu_only << " has no GPU kernels but was accepted";
-    } catch (const Error& e) {
-      EXPECT_EQ(e.status(), gcompErrorNotSupported) << cpu_only << ": " << e.what();
+  for (const char* spec : {"sdither", "spherical", "grid"}) {
+    EXPECT_NO_THROW({ const cuda::DeviceCodec codec(spec, Layout(100)); }) << spec;
+  }
+}
+
+/// A payload with one corruption (applied to a copy of a valid payload).
+struct Corruption {
+  const char* what;
+  std::vector<uint8_t> payload;
+};
+
+uint32_t load_word(const std::vector<uint8_t>& p, size_t word) {
+  uint32_t v;
+  std::memcpy(&v, p.data() + 4 * word, 4);
+  return v;
+}
+void store_word(std::vector<uint8_t>& p, size_t word, uint32_t v) { std::memcpy(p.data() + 4 * word, &v, 4); }
+
+TEST_F(GpuCodecBehaviour, CorruptSditherStreamsSetStatusAndLeaveOutputUntouched) {
+  // n = 1000, 10 blocks of 100, 16 chunks of 64: words 0-9 scales, 10 T, 11-26 directory, 27.. stream.
+  const Layout layout(1000);
+  const std::string spec = "sdither:levels=4,norm=linf,block=100,chunk=64";
+  const auto cpu = make_codec(spec, layout);
+  cuda::DeviceCodec gpu(spec, layout);
+  const std::vector<float> x = test_input(1000, 8);
+  const std::vector<uint8_t> good = encode(*cpu, x, key_for(8, 0));
+  const size_t kT = 10, kDir = 11, kStream = 27;
+  const size_t words = good.size() / 4;
+  const uint32_t total = load_word(good, kT);
+  ASSERT_GT(total, 64u);
+  ASSERT_LT(kStream + (total + 31) / 32, words) << "the test needs padding words";
+  ASSERT_LT(load_word(good, kDir + 1), load_word(good, kDir + 2));
+
+  std::vector<Corruption> cases;
+  auto add = [&](const char* what, auto&& edit) {
+    std::vector<uint8_t> p = good;
+    edit(p);
+    cases.push_back({what, p});
+  };
+  add("total bits beyond the worst case", [&](auto& p) { store_word(p, kT, 0xffffffffu); });
+  add("chunk 0 not at bit 0", [&](auto& p) { store_word(p, kDir, 1u); });
+  add("decreasing chunk offsets", [&](auto& p) { store_word(p, kDir + 2, load_word(p, kDir + 1) - 1u); });
+  add("chunk offset beyond T", [&](auto& p) { store_word(p, kDir + 15, total + 1u); });
+  add("padding bit set", [&](auto& p) { store_word(p, words - 1, 0x80000000u); });
+  add("over-long gap prefix", [&](auto& p) { store_word(p, kStream, 0u); });
+  add("nonzero in a zero-scale block", [&](auto& p) { store_word(p, 0, 0u); });
+  add("negative zero scale", [&](auto& p) { store_word(p, 3, 0x80000000u); });
+  add("record cut short by T", [&](auto& p) {
+    // Drop the last bit of the stream: its last record loses its level code (and the padding
+    // rule no longer sees the dropped bit only if it was 0, so clear it as well).
+    const uint32_t t = total - 1u;
+    store_word(p, kT, t);
+    const size_t w = kStream + t / 32;
+    store_word(p, w, load_word(p, w) & ~(1u << (t % 32)));
+  });
+
+  DeviceBuffer<uint8_t> ws(gpu.workspace_bytes());
+  for (const Corruption& c : cases) {
+    EXPECT_THROW(cpu->validate(c.payload), Error) << c.what << ": the CPU accepts it";
+    DeviceBuffer<uint8_t> d_payload(c.payload);
+    DeviceBuffer<float> d_out(1000);
+    d_out.fill_bytes(0x33);
+    gpu.decode(d_payload.get(), RngKey{}, d_out.get(), ws.get(), gpu.workspace_bytes(), stream_);
+    EXPECT_EQ(cuda::read_status(ws.get(), stream_), gcompErrorCorruptPayload) << c.what;
+    gpu.decode_accumulate(d_payload.get(), RngKey{}, 0.5f, d_out.get(), ws.get(), gpu.workspace_bytes(), stream_);
+    EXPECT_EQ(cuda::read_status(ws.get(), stream_), gcompErrorCorruptPayload) << c.what;
+    // decode_reduce: a good payload, then the corrupt one (rank 1): nothing is written.
+    std::vector<uint8_t> both = good;
+    both.insert(both.end(), c.payload.begin(), c.payload.end());
+    DeviceBuffer<uint8_t> d_both(both);
+    uint64_t index = 0;
+    gpu.decode_reduce(d_both.get(), good.size(), 2, nullptr, RngKey{}, d_out.get(), ws.get(), gpu.workspace_bytes(),
+                      stream_);
+    EXPECT_EQ(cuda::read_status(ws.get(), stream_, &index), gcompErrorCorruptPayload) << c.what;
+    EXPECT_EQ(index >> 40, 1u) << c.what << ": the status names payload 1";
+    for (float v : d_out.download()) {
+      uint32_t u;
+      std::memcpy(&u, &v, 4);
+      ASSERT_EQ(u, 0x33333333u) << c.what << ": output written on error";
+    }
+  }
+  // The good payload still decodes (the status is reset per call).
+  DeviceBuffer<uint8_t> d_good(good);
+  DeviceBuffer<float> d_out(1000);
+  gpu.decode(d_good.get(), RngKey{}, d_out.get(), ws.get(), gpu.workspace_bytes(), stream_);
+  EXPECT_EQ(cuda::read_status(ws.get(), stream_), gcompSuccess);
+  EXPECT_TRUE(bitwise_equal(d_out.download(), decode(*cpu, good, RngKey{})));
+}
+
+TEST_F(GpuCodecBehaviour, CorruptSphericalAndGridPayloadsAreRejected) {
+  const Layout layout({50, 0, 77});
+  for (const std::string spec : {"spherical:block=8,bits=5", "grid:step=0.5,bits=3"}) {
+    const auto cpu = make_codec(spec, layout);
+    cuda::DeviceCodec gpu(spec, layout);
+    std::vector<float> x = test_input(layout.num_elems(), 4);
+    for (int i = 0; i < 8; ++i) x[static_cast<size_t>(i)] = 0.0f;  // spherical: block 0 has norm 0
+    const std::vector<uint8_t> good = encode(*cpu, x, key_for(4, 0));
+    std::vector<std::vector<uint8_t>> bad;
+    if (spec.rfind("spherical", 0) == 0) {
+      std::vector<uint8_t> p = good;
+      store_word(p, 1, 0xbf800000u);  // norm -1
+      bad.push_back(p);
+      p = good;
+      const size_t index_word = 17;  // 17 blocks of norms, then the indices: block 0's index is bits 0..4
+      store_word(p, index_word, load_word(p, index_word) | 1u);
+      bad.push_back(p);
+      p = good;
+      store_word(p, p.size() / 4 - 1, load_word(p, p.size() / 4 - 1) | 0x80000000u);  // padding (17 x 5 bits)
+      bad.push_back(p);
+    } else {
+      std::vector<uint8_t> p = good;
+      store_word(p, 0, (load_word(p, 0) & ~7u) | 4u);  // level -4 = -2^(B-1)
+      bad.push_back(p);
+      p = good;
+      store_word(p, p.size() / 4 - 1, load_word(p, p.size() / 4 - 1) | 0x80000000u);  // padding (127 x 3 bits)
+      bad.push_back(p);
+    }
+    DeviceBuffer<uint8_t> ws(gpu.workspace_bytes());
+    for (size_t k = 0; k < bad.size(); ++k) {
+      EXPECT_THROW(cpu->validate(bad[k]), Error) << spec << " case " << k;
+      DeviceBuffer<uint8_t> d_payload(bad[k]);
+      DeviceBuffer<float> d_out(static_cast<size_t>(layout.num_elems()));
+      d_out.fill_bytes(0x33);
+      gpu.decode(d_payload.get(), key_for(4, 0), d_out.get(), ws.get(), gpu.workspace_bytes(), stream_);
+      EXPECT_EQ(cuda::read_status(ws.get(), stream_), gcompErrorCorruptPayload) << spec << " case " << k;
+      for (float v : d_out.download()) {
+        uint32_t u;
+        std::memcpy(&u, &v, 4);
+        ASSERT_EQ(u, 0x33333333u) << spec << " case " << k << ": output written on error";
+      }
+    }
+  }
+}
+
+TEST_F(GpuCodecBehaviour, CodebookRegenerationMatchesCpuBits) {
+  struct Range {
+    uint64_t first;
+    int64_t count;
+  };
+  const std::vector<Range> ranges = {{0, 4099}, {12345677, 1001}, {(uint64_t{1} << 50) - 4096, 4096},
+                                     {uint64_t{1} << 33, 513}};
+  const std::vector<RngKey> keys = {RngKey{0, 0, 0, 0}, RngKey{0x9e3779b97f4a7c15ull, 3, 1234, 0},
+                                    RngKey{42, 7, 0xffffffffu, detail::kStreamDownlink}};
+  for (const RngKey& key : keys) {
+    for (const Range& r : ranges) {
+      DeviceBuffer<double> d_out(static_cast<size_t>(r.count));
+      cuda::codebook_normals(key, r.first, r.count, d_out.get(), stream_);
+      sync();
+      const std::vector<double> got = d_out.download();
+      for (int64_t i = 0; i < r.count; ++i) {
+        const double want = detail::codebook_normal(key, r.first + static_cast<uint64_t>(i));
+        ASSERT_EQ(std::memcmp(&got[static_cast<size_t>(i)], &want, sizeof want), 0)
+            << "codebook index " << r.first + static_cast<uint64_t>(i) << " (seed " << key.seed << "): GPU "
+            << got[static_cast<size_t>(i)] << ", CPU " << want;
+      }
     }
   }
 }

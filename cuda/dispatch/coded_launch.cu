@@ -1,0 +1,184 @@
+// SPDX-License-Identifier: Apache-2.0
+// Launchers of the coded codecs: sdither (cuda/sdither), spherical (cuda/spherical) and grid
+// (cuda/grid), with their fused EF/DIANA variants and decode-reduce of P payloads in rank order.
+#include "cuda/common/common_kernels.cuh"
+#include "cuda/common/cuda_check.cuh"
+#include "cuda/dispatch/plan.cuh"
+#include "cuda/fused/decode_elements.cuh"
+#include "cuda/grid/grid_kernels.cuh"
+#include "cuda/quant/block_reduce.cuh"
+#include "cuda/sdither/sdither_kernels.cuh"
+#include "cuda/spherical/spherical_kernels.cuh"
+
+#include <gcomp/detail/reduce.hpp>
+
+#include <algorithm>
+
+namespace gcomp::cuda::detail {
+
+namespace {
+
+SDitherParams sdither_params(const DevicePlan& plan) {
+  return SDitherParams{plan.map,        plan.blocks,      plan.n,          plan.num_blocks,
+                       plan.chunk,      plan.num_chunks,  plan.sd_tiles,   plan.stream_words,
+                       plan.worst_bits, plan.levels,      plan.code};
+}
+
+SphericalParams spherical_params(const DevicePlan& plan) {
+  return SphericalParams{plan.blocks,   plan.num_blocks, plan.index_words, plan.bits,
+                         plan.unscaled, plan.beta_len,   plan.beta_val,    plan.num_betas};
+}
+
+GridParams grid_params(const DevicePlan& plan) {
+  return GridParams{plan.n, gcomp::detail::ceil_div(plan.n * static_cast<int64_t>(plan.bits), 32), plan.bits,
+                    plan.step};
+}
+
+int fuse_code(Fuse f) { return f == Fuse::kNone ? 0 : (f == Fuse::kEF ? 1 : 2); }
+
+/// The fp32 block norms (l2: sqrt of the fixed-order sum of squares; l_inf: max |x|) into
+/// ws.scales, in the order of cuda/quant/block_reduce.cuh; a non-finite norm sets the status.
+template <class Op>
+void block_norms(const DevicePlan& plan, const Workspace& ws, Input in, Op op, cudaStream_t stream) {
+  const FinishArgs fin{Finish::kNorm, plan.norm, plan.p, 0.0, ws.scales, nullptr, nullptr, ws.status};
+  GCOMP_LAUNCH((reduce_tiles_kernel<Op, SameOp<Op>>), grid_for(plan.num_tiles, 1, plan.max_blocks), kThreads, stream,
+               in, SameOp<Op>{op}, plan.tile_begin, plan.tile_block, plan.blocks, plan.num_tiles, ws.tile_vals);
+  GCOMP_LAUNCH((combine_tiles_kernel<Op>), grid_for(plan.num_blocks, kWarpsPerBlock, plan.max_blocks), kThreads,
+               stream, op, plan.block_tile, plan.blocks, plan.num_blocks, ws.tile_vals, fin);
+}
+
+void sdither_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key, uint8_t* d_payload,
+                    int fuse, float* d_mem, float alpha, cudaStream_t stream) {
+  if (plan.n == 0) {  // the payload is T = 0 alone
+    GCOMP_CUDA_TRY(cudaMemsetAsync(d_payload, 0, plan.payload_bytes, stream));
+    return;
+  }
+  if (plan.norm == gcomp::detail::kNormLinf)
+    block_norms(plan, ws, in, gcomp::detail::AbsMaxOp{}, stream);
+  else
+    block_norms(plan, ws, in, gcomp::detail::SquareSumOp{}, stream);
+  const SDitherParams p = sdither_params(plan);
+  const unsigned tiles = grid_for(plan.sd_tiles, 1, plan.max_blocks);
+  GCOMP_LAUNCH(sdither_count_kernel, tiles, kThreads, stream, p, in, ws.scales, key, ws.sd, ws.status);
+  GCOMP_LAUNCH(sdither_scan_tiles_kernel, 1, kThreads, stream, p, ws.sd, ws.status);
+  GCOMP_LAUNCH(sdither_zero_stream_kernel, grid_for(plan.stream_words, kThreads, plan.max_blocks), kThreads, stream,
+               p, d_payload, ws.status);
+  GCOMP_LAUNCH(sdither_write_kernel, tiles, kThreads, stream, p, in, ws.scales, key, ws.sd, d_payload, fuse, d_mem,
+               alpha, ws.status);
+}
+
+void spherical_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key, uint8_t* d_payload,
+                      int fuse, float* d_mem, float alpha, cudaStream_t stream) {
+  if (plan.n == 0) return;
+  block_norms(plan, ws, in, gcomp::detail::SquareSumOp{}, stream);
+  const SphericalParams p = spherical_params(plan);
+  GCOMP_LAUNCH(spherical_encode_kernel, grid_for(plan.num_blocks, kWarpsPerBlock, plan.max_blocks), kThreads, stream,
+               p, in, ws.scales, key, ws.idx, d_payload, fuse, d_mem, alpha, ws.status);
+  GCOMP_LAUNCH(spherical_pack_kernel, grid_for(plan.index_words, kThreads, plan.max_blocks), kThreads, stream, p,
+               ws.idx, d_payload, ws.status);
+}
+
+void grid_encode(const DevicePlan& plan, const Workspace& ws, Input in, uint8_t* d_payload, int fuse, float* d_mem,
+                 float alpha, cudaStream_t stream) {
+  if (plan.n == 0) return;
+  GCOMP_LAUNCH(check_finite_kernel, grid_for(plan.n, kThreads, plan.max_blocks), kThreads, stream, in, plan.n,
+               ws.status);
+  GCOMP_LAUNCH(grid_encode_kernel, grid_for(plan.groups, kWarpsPerBlock, plan.max_blocks), kThreads, stream,
+               grid_params(plan), in, reinterpret_cast<uint32_t*>(d_payload), fuse, d_mem, alpha, ws.status);
+}
+
+/// Weight of payload j for a decode mode.
+float weight_of(DecodeMode mode, const float* h_weights, int j) {
+  if (mode == DecodeMode::kOverwrite) return 1.0f;
+  return h_weights != nullptr ? h_weights[j] : 1.0f;
+}
+
+void grid_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                 int num_payloads, const float* h_weights, DecodeMode mode, float* d_out, cudaStream_t stream) {
+  const GridParams p = grid_params(plan);
+  const unsigned grid = grid_for(plan.n, kThreads, plan.max_blocks);
+  for (int j = 0; j < num_payloads; ++j)
+    GCOMP_LAUNCH(grid_validate_kernel, grid, kThreads, stream, p, d_payloads + static_cast<size_t>(j) * stride,
+                 static_cast<uint64_t>(j) << 40, ws.status);
+  const GridDecoder dec{p};
+  WeightList w{};
+  if (mode == DecodeMode::kOverwrite) {
+    GCOMP_LAUNCH((decode_elements_kernel<GridDecoder>), grid, kThreads, stream, dec, plan.n, d_payloads, stride, 1,
+                 w, 0, false, d_out, ws.status);
+    return;
+  }
+  for (int first = 0; first < num_payloads; first += kMaxWeights) {
+    const int count = std::min(kMaxWeights, num_payloads - first);
+    for (int j = 0; j < count; ++j) w.w[j] = weight_of(mode, h_weights, first + j);
+    const bool from_zero = mode == DecodeMode::kReduce && first == 0;
+    GCOMP_LAUNCH((decode_elements_kernel<GridDecoder>), grid, kThreads, stream, dec, plan.n,
+                 d_payloads + static_cast<size_t>(first) * stride, stride, count, w, 1, from_zero, d_out, ws.status);
+  }
+}
+
+}  // namespace
+
+void launch_coded_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key,
+                         uint8_t* d_payload, Fuse fuse, float* d_mem, float alpha, cudaStream_t stream) {
+  const int f = fuse_code(fuse);
+  switch (plan.id) {
+    case CodecId::kSDither: sdither_encode(plan, ws, in, key, d_payload, f, d_mem, alpha, stream); return;
+    case CodecId::kSpherical: spherical_encode(plan, ws, in, key, d_payload, f, d_mem, alpha, stream); return;
+    case CodecId::kGrid: grid_encode(plan, ws, in, d_payload, f, d_mem, alpha, stream); return;
+    default: GCOMP_FAIL(gcompErrorInternal, "launch_coded_encode: not an sdither, spherical or grid codec");
+  }
+}
+
+void launch_coded_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                         int num_payloads, const float* h_weights, DecodeMode mode, const RngKey& key,
+                         float* d_out, cudaStream_t stream) {
+  if (plan.id == CodecId::kGrid) {
+    if (plan.n > 0) grid_decode(plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
+    return;
+  }
+  const bool sdither = plan.id == CodecId::kSDither;
+  GCOMP_EXPECTS(sdither || plan.id == CodecId::kSpherical, gcompErrorInternal,
+                "launch_coded_decode: not an sdither, spherical or grid codec");
+  // Validate every payload before anything is written (an empty sdither message still has T).
+  const SDitherParams sp = sdither_params(plan);
+  const SphericalParams pp = spherical_params(plan);
+  for (int j = 0; j < num_payloads; ++j) {
+    const uint8_t* pj = d_payloads + static_cast<size_t>(j) * stride;
+    const uint64_t base = static_cast<uint64_t>(j) << 40;
+    if (sdither) {
+      const int64_t work = std::max({plan.num_blocks, plan.num_chunks, plan.stream_words, int64_t{1}});
+      GCOMP_LAUNCH(sdither_validate_header_kernel, grid_for(work, kThreads, plan.max_blocks), kThreads, stream, sp, pj,
+                   base, ws.status);
+      GCOMP_LAUNCH(sdither_validate_chunks_kernel, grid_for(plan.num_chunks, kThreads, plan.max_blocks), kThreads,
+                   stream, sp, pj, base, ws.status);
+    } else {
+      GCOMP_LAUNCH(spherical_validate_kernel, grid_for(plan.num_blocks, kThreads, plan.max_blocks), kThreads, stream,
+                   pp, pj, base, ws.status);
+    }
+  }
+  if (plan.n == 0) return;
+  if (mode == DecodeMode::kReduce && num_payloads == 0) {
+    GCOMP_LAUNCH(fill_zero_kernel, grid_for(plan.n, kThreads, plan.max_blocks), kThreads, stream, d_out, plan.n,
+                 ws.status);
+    return;
+  }
+  const unsigned grid = sdither ? grid_for(plan.num_chunks, kThreads, plan.max_blocks)
+                                : grid_for(plan.num_blocks, kThreads, plan.max_blocks);
+  const int count = mode == DecodeMode::kOverwrite ? 1 : num_payloads;
+  for (int j = 0; j < count; ++j) {
+    const uint8_t* pj = d_payloads + static_cast<size_t>(j) * stride;
+    const float w = weight_of(mode, h_weights, j);
+    const int m = mode == DecodeMode::kOverwrite ? 0 : 1;
+    const bool from_zero = mode == DecodeMode::kReduce && j == 0;
+    if (sdither)
+      GCOMP_LAUNCH(sdither_decode_kernel, grid, kThreads, stream, sp, pj, w, m, from_zero, d_out, ws.status);
+    else
+      GCOMP_LAUNCH(spherical_decode_kernel, grid, kThreads, stream, pp, pj, key, w, m, from_zero, d_out, ws.status);
+  }
+}
+
+void launch_codebook_normals(const RngKey& key, uint64_t first, int64_t count, double* d_out, cudaStream_t stream) {
+  GCOMP_LAUNCH(codebook_normals_kernel, grid_for(count, kThreads, 1024), kThreads, stream, key, first, count, d_out);
+}
+
+}  // namespace gcomp::cuda::detail

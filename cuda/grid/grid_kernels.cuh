@@ -1,0 +1,99 @@
+// SPDX-License-Identifier: Apache-2.0
+// grid (spec/ALGORITHMS.md §6.1, §7.1): l = rint(x / step) clamped to +-(2^(B-1) - 1), stored as
+// B-bit two's complement fields packed LSB first (docs/wire-format.md §3.9, host/codecs/grid.cpp).
+//
+// Encode: one warp per group of 32 consecutive elements. The group's 32 fields are exactly B words
+// (32 B bits), so groups never share a word. Lane j computes the field of element 32 g + j
+// (grid_level, the CPU's function); lane k < B assembles word k of the group from the fields that
+// overlap bits [32 k, 32 k + 32) with __shfl_sync, the same shifts as pack_index_word. Lanes past n
+// hold field 0 (the CPU's zero padding). The fused EF/DIANA update is done by the lane that owns
+// the element, with the decoded value grid_value(l): one pass, in place safe.
+// Decode: one thread per element (decode_elements_kernel with GridDecoder).
+#pragma once
+
+#include "cuda/common/device_types.cuh"
+
+#include <gcomp/detail/codec_math.hpp>
+#include <gcomp/detail/grid.hpp>
+#include <gcomp/detail/sparse.hpp>
+
+namespace gcomp::cuda::detail {
+
+struct GridParams {
+  int64_t n;
+  int64_t words;  ///< ceil(n B / 32)
+  uint32_t bits;  ///< 2..32
+  double step;
+};
+
+__device__ inline uint64_t grid_mask(uint32_t bits) { return (uint64_t{1} << bits) - 1u; }
+
+/// Encode (fuse: 0 none, 1 EF e = p - v, 2 DIANA h = h + alpha v). The finiteness pass runs
+/// before; with a non-finite input nothing is written.
+__global__ void __launch_bounds__(kThreads)
+    grid_encode_kernel(GridParams p, Input in, uint32_t* payload, int fuse, float* mem, float alpha,
+                       const DeviceStatus* status) {
+  using namespace gcomp::detail;
+  if (status_failed(status)) return;
+  const int lane = static_cast<int>(threadIdx.x & 31u);
+  const int bits = static_cast<int>(p.bits);
+  const int fields_per_word = 31 / bits + 2;  // bound on the fields overlapping one word
+  const int first = (32 * lane) / bits;       // first field overlapping word `lane` of the group
+  const int last = (32 * lane + 31) / bits;
+  const int64_t num_groups = ceil_div(p.n, kGroupElems);
+  for (int64_t g = global_warp(); g < num_groups; g += grid_warps()) {
+    const int64_t i = g * kGroupElems + lane;
+    const bool live = i < p.n;
+    float x = 0.0f;
+    int64_t level = 0;
+    if (live) {
+      x = in(i);
+      level = grid_level(x, p.step, p.bits);
+    }
+    const uint32_t field = static_cast<uint32_t>(static_cast<uint64_t>(level) & grid_mask(p.bits));
+    uint32_t word = 0;
+    for (int f = 0; f < fields_per_word; ++f) {
+      const int src = first + f;
+      const uint32_t v = __shfl_sync(kFullMask, field, src & 31);
+      if (src <= last && src < kGroupElems) {
+        const int shift = src * bits - 32 * lane;
+        word |= shift >= 0 ? static_cast<uint32_t>(static_cast<uint64_t>(v) << shift)
+                           : static_cast<uint32_t>(static_cast<uint64_t>(v) >> (-shift));
+      }
+    }
+    const int64_t w = g * bits + lane;
+    if (lane < bits && w < p.words) payload[w] = word;
+    if (fuse != 0 && live) {
+      const float v = grid_value(level, p.step);
+      mem[i] = fuse == 1 ? accumulate(x, -1.0f, v) : accumulate(mem[i], alpha, v);
+    }
+  }
+}
+
+/// Element decoder for decode_elements_kernel: sign-extends the field, value step * l.
+struct GridDecoder {
+  GridParams p;
+  __device__ int64_t locate(int64_t) const { return 0; }
+  __device__ float operator()(const uint8_t* payload, int64_t i, int64_t) const {
+    using namespace gcomp::detail;
+    const uint64_t s = read_packed_field(reinterpret_cast<const uint32_t*>(payload), i, p.bits);
+    const int64_t level = (s >> (p.bits - 1)) != 0u ? static_cast<int64_t>(s) - static_cast<int64_t>(grid_mask(p.bits)) - 1
+                                                    : static_cast<int64_t>(s);
+    return grid_value(level, p.step);
+  }
+};
+
+/// GridCodec::validate: no field equal to -2^(B-1); zero padding after the last field.
+__global__ void __launch_bounds__(kThreads)
+    grid_validate_kernel(GridParams p, const uint8_t* payload, uint64_t index_base, DeviceStatus* status) {
+  const uint32_t* words = reinterpret_cast<const uint32_t*>(payload);
+  const uint64_t most_negative = uint64_t{1} << (p.bits - 1);
+  for (int64_t i = global_thread(); i < p.n; i += grid_threads())
+    if (gcomp::detail::read_packed_field(words, i, p.bits) == most_negative)
+      raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(i));
+  const int64_t used = p.n * static_cast<int64_t>(p.bits);
+  if (global_thread() == 0 && used % 32 != 0 && (words[used / 32] >> (used % 32)) != 0u)
+    raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(p.n));
+}
+
+}  // namespace gcomp::cuda::detail
