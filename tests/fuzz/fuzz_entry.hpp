@@ -23,6 +23,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <vector>
 
 #include <unistd.h>
@@ -190,7 +191,11 @@ inline void checkpoint(std::span<const uint8_t> bytes) {
 class TempFile {
  public:
   explicit TempFile(std::span<const uint8_t> bytes) {
-    const auto dir = std::filesystem::temp_directory_path();
+    // tmpfs when there is one: a write, read and remove per input, and a stalled disk (a loaded
+    // machine) made close() exceed libFuzzer's per-input timeout.
+    std::error_code ec;
+    const auto dir = std::filesystem::is_directory("/dev/shm", ec) ? std::filesystem::path("/dev/shm")
+                                                                   : std::filesystem::temp_directory_path();
     path_ = (dir / ("gcomp-fuzz-" + std::to_string(::getpid()) + ".txt")).string();
     std::ofstream f(path_, std::ios::binary | std::ios::trunc);
     f.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
