@@ -24,5 +24,26 @@ __global__ void __launch_bounds__(kThreads) fill_zero_kernel(float* out, int64_t
   for (int64_t i = global_thread(); i < n; i += grid_threads()) out[i] = 0.0f;
 }
 
+/// Caller-given block scales of an encode with shared scales (DeviceCodec::encode_with_scales):
+/// a negative or non-finite scale b reports gcompErrorInvalidArgument at the block's first element
+/// blocks[b], as the CPU codec rejects it. Does nothing once an earlier kernel reported an error,
+/// so a non-finite input (checked first) keeps its status.
+__global__ void __launch_bounds__(kThreads)
+    check_scales_kernel(const float* scales, const int64_t* blocks, int64_t num_blocks, DeviceStatus* status) {
+  if (status_failed(status)) return;
+  for (int64_t b = global_thread(); b < num_blocks; b += grid_threads()) {
+    const float s = scales[b];
+    if (!gcomp::detail::is_finite_f(s) || s < 0.0f)
+      raise_status(status, gcompErrorInvalidArgument, static_cast<uint64_t>(blocks[b]));
+  }
+}
+
+/// dst = src (num floats) unless the status word reports an error (DeviceCodec::compute_scales).
+__global__ void __launch_bounds__(kThreads)
+    copy_if_ok_kernel(const float* src, float* dst, int64_t num, const DeviceStatus* status) {
+  if (status_failed(status)) return;
+  for (int64_t i = global_thread(); i < num; i += grid_threads()) dst[i] = src[i];
+}
+
 }  // namespace
 }  // namespace gcomp::cuda::detail

@@ -47,24 +47,36 @@ void block_norms(const DevicePlan& plan, const Workspace& ws, Input in, Op op, c
                stream, op, plan.block_tile, plan.blocks, plan.num_blocks, ws.tile_vals, fin);
 }
 
+/// The block scales of sdither (the l2 or l_inf norms of its dither) into ws.scales.
+void sdither_scales(const DevicePlan& plan, const Workspace& ws, Input in, cudaStream_t stream) {
+  if (plan.norm == gcomp::detail::kNormLinf)
+    block_norms(plan, ws, in, gcomp::detail::AbsMaxOp{}, stream);
+  else
+    block_norms(plan, ws, in, gcomp::detail::SquareSumOp{}, stream);
+}
+
+/// The sdither message for the block scales `scales` (device, num_blocks floats): count, scan,
+/// zero the stream, write. Every kernel does nothing once the status word reports an error.
+void sdither_write(const DevicePlan& plan, const Workspace& ws, Input in, const float* scales, const RngKey& key,
+                   uint8_t* d_payload, int fuse, float* d_mem, float alpha, cudaStream_t stream) {
+  const SDitherParams p = sdither_params(plan);
+  const unsigned tiles = grid_for(plan.sd_tiles, 1, plan.max_blocks);
+  GCOMP_LAUNCH(sdither_count_kernel, tiles, kThreads, stream, p, in, scales, key, ws.sd, ws.status);
+  GCOMP_LAUNCH(sdither_scan_tiles_kernel, 1, kThreads, stream, p, ws.sd, ws.status);
+  GCOMP_LAUNCH(sdither_zero_stream_kernel, grid_for(plan.stream_words, kThreads, plan.max_blocks), kThreads, stream,
+               p, d_payload, ws.status);
+  GCOMP_LAUNCH(sdither_write_kernel, tiles, kThreads, stream, p, in, scales, key, ws.sd, d_payload, fuse, d_mem,
+               alpha, ws.status);
+}
+
 void sdither_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key, uint8_t* d_payload,
                     int fuse, float* d_mem, float alpha, cudaStream_t stream) {
   if (plan.n == 0) {  // the payload is T = 0 alone
     GCOMP_CUDA_TRY(cudaMemsetAsync(d_payload, 0, plan.payload_bytes, stream));
     return;
   }
-  if (plan.norm == gcomp::detail::kNormLinf)
-    block_norms(plan, ws, in, gcomp::detail::AbsMaxOp{}, stream);
-  else
-    block_norms(plan, ws, in, gcomp::detail::SquareSumOp{}, stream);
-  const SDitherParams p = sdither_params(plan);
-  const unsigned tiles = grid_for(plan.sd_tiles, 1, plan.max_blocks);
-  GCOMP_LAUNCH(sdither_count_kernel, tiles, kThreads, stream, p, in, ws.scales, key, ws.sd, ws.status);
-  GCOMP_LAUNCH(sdither_scan_tiles_kernel, 1, kThreads, stream, p, ws.sd, ws.status);
-  GCOMP_LAUNCH(sdither_zero_stream_kernel, grid_for(plan.stream_words, kThreads, plan.max_blocks), kThreads, stream,
-               p, d_payload, ws.status);
-  GCOMP_LAUNCH(sdither_write_kernel, tiles, kThreads, stream, p, in, ws.scales, key, ws.sd, d_payload, fuse, d_mem,
-               alpha, ws.status);
+  sdither_scales(plan, ws, in, stream);
+  sdither_write(plan, ws, in, ws.scales, key, d_payload, fuse, d_mem, alpha, stream);
 }
 
 void spherical_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key, uint8_t* d_payload,
@@ -127,6 +139,21 @@ void launch_coded_encode(const DevicePlan& plan, const Workspace& ws, Input in, 
     case CodecId::kGrid: grid_encode(plan, ws, in, d_payload, f, d_mem, alpha, stream); return;
     default: GCOMP_FAIL(gcompErrorInternal, "launch_coded_encode: not an sdither, spherical or grid codec");
   }
+}
+
+void launch_coded_scales(const DevicePlan& plan, const Workspace& ws, Input in, cudaStream_t stream) {
+  GCOMP_EXPECTS(plan.id == CodecId::kSDither, gcompErrorInternal, "launch_coded_scales: not an sdither codec");
+  if (plan.n > 0) sdither_scales(plan, ws, in, stream);
+}
+
+void launch_coded_encode_scaled(const DevicePlan& plan, const Workspace& ws, Input in, const float* scales,
+                                const RngKey& key, uint8_t* d_payload, cudaStream_t stream) {
+  GCOMP_EXPECTS(plan.id == CodecId::kSDither, gcompErrorInternal, "launch_coded_encode_scaled: not an sdither codec");
+  if (plan.n == 0) {  // as sdither_encode: the payload is T = 0 alone
+    GCOMP_CUDA_TRY(cudaMemsetAsync(d_payload, 0, plan.payload_bytes, stream));
+    return;
+  }
+  sdither_write(plan, ws, in, scales, key, d_payload, 0, nullptr, 0.0f, stream);
 }
 
 void launch_coded_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,

@@ -37,6 +37,8 @@ bool is_dense(CodecId id) {
 }
 /// sdither, spherical, grid: cuda/dispatch/coded_launch.cu.
 bool is_coded(CodecId id) { return id == CodecId::kSDither || id == CodecId::kSpherical || id == CodecId::kGrid; }
+/// Codecs whose CPU codec has compute_scales / encode_with_scales (dense planes and sdither).
+bool has_shareable_scales(CodecId id) { return is_dense(id) || id == CodecId::kSDither; }
 /// Codecs with fp32 block scales from the fixed-order reduction (block_reduce.cuh).
 bool has_block_scales(CodecId id, bool scaled) {
   return is_dense(id) || (id == CodecId::kSign && scaled) || id == CodecId::kSDither || id == CodecId::kSpherical;
@@ -78,6 +80,7 @@ struct DeviceCodec::Impl {
   CodecSpec spec;
   Layout layout;
   size_t payload_bytes = 0;
+  int64_t num_scales = 0;  ///< the CPU codec's num_scales()
   detail::DevicePlan plan;
   WorkspaceLayout wl;
   int64_t* d_tables = nullptr;
@@ -91,6 +94,7 @@ struct DeviceCodec::Impl {
                       "spherical, grid)");
     const std::unique_ptr<Codec> cpu = make_codec(spec, layout);  // validates spec vs layout
     payload_bytes = cpu->encoded_bytes();
+    num_scales = cpu->num_scales();
     build_plan(*cpu);
     plan_workspace();
   }
@@ -361,6 +365,34 @@ struct DeviceCodec::Impl {
     }
   }
 
+  void check_shareable(const char* what) const {
+    GCOMP_EXPECTS(has_shareable_scales(plan.id), gcompErrorNotSupported,
+                  std::string(what) + ": " + std::string(spec.name()) +
+                      " has no shareable scales (dither, terngrad, natdither and sdither have)");
+  }
+
+  void compute_scales(const float* d_x, float* d_scales, void* d_workspace, size_t workspace_bytes,
+                      Stream stream) const {
+    const char* what = "compute_scales";
+    check_shareable(what);
+    check_vector(what, "input", d_x);
+    check_vector(what, "scales", num_scales > 0 ? d_scales : nullptr);
+    const detail::Workspace w = begin_call(what, d_workspace, workspace_bytes, stream);
+    detail::launch_shared_scales(plan, w, Input{d_x, nullptr}, d_scales, stream);
+  }
+
+  void encode_with_scales(const float* d_x, const float* d_scales, const RngKey& key, void* d_payload,
+                          void* d_workspace, size_t workspace_bytes, Stream stream) const {
+    const char* what = "encode_with_scales";
+    check_shareable(what);
+    check_vector(what, "input", d_x);
+    check_vector(what, "scales", num_scales > 0 ? d_scales : nullptr);
+    check_vector(what, "payload", payload_bytes > 0 ? d_payload : nullptr);
+    const detail::Workspace w = begin_call(what, d_workspace, workspace_bytes, stream);
+    detail::launch_encode_with_scales(plan, w, Input{d_x, nullptr}, d_scales, key, static_cast<uint8_t*>(d_payload),
+                                      stream);
+  }
+
   void decode(const char* what, const void* d_payloads, size_t stride, int count, const float* h_weights,
               DecodeMode mode, const RngKey& key, float* d_out, void* d_workspace, size_t workspace_bytes,
               Stream stream) const {
@@ -407,6 +439,17 @@ const Layout& DeviceCodec::layout() const { return impl_->layout; }
 int64_t DeviceCodec::num_elems() const { return impl_->plan.n; }
 size_t DeviceCodec::encoded_bytes() const { return impl_->payload_bytes; }
 size_t DeviceCodec::workspace_bytes() const { return impl_->wl.total; }
+int64_t DeviceCodec::num_scales() const { return impl_->num_scales; }
+
+void DeviceCodec::compute_scales(const float* d_x, float* d_scales, void* d_workspace, size_t workspace_bytes,
+                                 Stream stream) const {
+  impl_->compute_scales(d_x, d_scales, d_workspace, workspace_bytes, stream);
+}
+
+void DeviceCodec::encode_with_scales(const float* d_x, const float* d_scales, const RngKey& key, void* d_payload,
+                                     void* d_workspace, size_t workspace_bytes, Stream stream) const {
+  impl_->encode_with_scales(d_x, d_scales, key, d_payload, d_workspace, workspace_bytes, stream);
+}
 
 void DeviceCodec::encode(const float* d_x, const RngKey& key, void* d_payload, void* d_workspace,
                          size_t workspace_bytes, Stream stream) const {

@@ -140,6 +140,37 @@ void launch_elementwise_encode(const DevicePlan& plan, const Workspace& ws, Inpu
   }
 }
 
+void launch_shared_scales(const DevicePlan& plan, const Workspace& ws, Input in, float* d_scales, cudaStream_t stream) {
+  if (plan.n == 0 || plan.num_blocks == 0) return;
+  // The scales encode() computes, by the same launches, into ws.scales; copied out only when every
+  // scale is finite (the CPU codec throws before it returns any).
+  if (plan.id == CodecId::kSDither)
+    launch_coded_scales(plan, ws, in, stream);
+  else
+    dense_scales(plan, ws, in, stream);
+  GCOMP_LAUNCH(copy_if_ok_kernel, grid_for(plan.num_blocks, kThreads, plan.max_blocks), kThreads, stream, ws.scales,
+               d_scales, plan.num_blocks, ws.status);
+}
+
+void launch_encode_with_scales(const DevicePlan& plan, const Workspace& ws, Input in, const float* d_scales,
+                               const RngKey& key, uint8_t* d_payload, cudaStream_t stream) {
+  // The CPU codec's order: non-finite input (gcompErrorNonFinite) first, then the scales
+  // (gcompErrorInvalidArgument); the writing kernels skip once either is reported.
+  if (plan.n > 0) {
+    GCOMP_LAUNCH(check_finite_kernel, grid_for(plan.n, kThreads, plan.max_blocks), kThreads, stream, in, plan.n,
+                 ws.status);
+    GCOMP_LAUNCH(check_scales_kernel, grid_for(plan.num_blocks, kThreads, plan.max_blocks), kThreads, stream,
+                 d_scales, plan.blocks, plan.num_blocks, ws.status);
+  }
+  if (plan.id == CodecId::kSDither) {
+    launch_coded_encode_scaled(plan, ws, in, d_scales, key, d_payload, stream);
+    return;
+  }
+  if (plan.n == 0) return;
+  GCOMP_LAUNCH(quantize_planes_kernel, grid_for(plan.groups, kWarpsPerBlock, plan.max_blocks), kThreads, stream,
+               dense_params(plan), in, d_scales, key, d_payload, 0, nullptr, 0.0f, ws.status);
+}
+
 void launch_elementwise_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads,
                                size_t stride, int num_payloads, const float* h_weights, DecodeMode mode,
                                float* d_out, cudaStream_t stream) {

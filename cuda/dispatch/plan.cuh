@@ -145,6 +145,21 @@ void launch_coded_decode(const DevicePlan& plan, const Workspace& ws, const uint
 /// d_out[i] = codebook normal first + i (include/gcomp/detail/spherical.hpp), for the CPU==GPU test.
 void launch_codebook_normals(const RngKey& key, uint64_t first, int64_t count, double* d_out, cudaStream_t stream);
 
+/// Shared block scales (DeviceCodec::compute_scales / encode_with_scales; dither, terngrad,
+/// natdither, sdither). launch_shared_scales: the scales encode() would use, computed by the same
+/// launches into ws.scales, then copied to d_scales (num_blocks floats) unless the status word
+/// reports an error. launch_encode_with_scales: the encode pass alone with the given d_scales,
+/// after the input check (gcompErrorNonFinite) and the scale check (gcompErrorInvalidArgument).
+void launch_shared_scales(const DevicePlan& plan, const Workspace& ws, Input in, float* d_scales,
+                          cudaStream_t stream);
+void launch_encode_with_scales(const DevicePlan& plan, const Workspace& ws, Input in, const float* d_scales,
+                               const RngKey& key, uint8_t* d_payload, cudaStream_t stream);
+/// The sdither parts of the two (cuda/dispatch/coded_launch.cu): scales into ws.scales; the
+/// message for given scales (no input or scale check).
+void launch_coded_scales(const DevicePlan& plan, const Workspace& ws, Input in, cudaStream_t stream);
+void launch_coded_encode_scaled(const DevicePlan& plan, const Workspace& ws, Input in, const float* scales,
+                                const RngKey& key, uint8_t* d_payload, cudaStream_t stream);
+
 /// CUB scan temp storage for `items` int64 values (queried once at construction).
 size_t query_scan_temp_bytes(int64_t items);
 

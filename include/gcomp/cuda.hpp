@@ -54,7 +54,8 @@ using Stream = CUstream_st*;
 /// element index involved (the first element of the offending block for block-scaled codecs; the
 /// payload element or group for corrupt payloads; payload number * 2^40 + position in decode_reduce).
 struct DeviceStatus {
-  uint32_t code;      ///< gcompStatus_t: gcompSuccess, gcompErrorNonFinite or gcompErrorCorruptPayload
+  uint32_t code;      ///< gcompStatus_t: gcompSuccess, gcompErrorNonFinite, gcompErrorCorruptPayload, or
+                      ///< gcompErrorInvalidArgument (encode_with_scales: a negative or non-finite scale)
   uint32_t reserved;  ///< zero
   uint64_t index;     ///< UINT64_MAX when no error
 };
@@ -86,10 +87,36 @@ class DeviceCodec {
   /// topk_sampled). Always >= sizeof(DeviceStatus).
   [[nodiscard]] size_t workspace_bytes() const;
 
+  /// Number of fp32 block scales in the payload: the CPU codec's num_scales().
+  [[nodiscard]] int64_t num_scales() const;
+
   /// payload = C(x). @param[in] d_x device, num_elems floats. @param[out] d_payload device,
   /// encoded_bytes(), 4-byte aligned. NaN/Inf in d_x: status gcompErrorNonFinite, payload untouched.
   void encode(const float* d_x, const RngKey& key, void* d_payload, void* d_workspace,
               size_t workspace_bytes, Stream stream) const;
+
+  /// Shared scales, step 1 (TernGrad scaler sharing; the CPU's Codec::compute_scales): the
+  /// num_scales() block scales encode() would use, computed by the same kernels in the same order,
+  /// so they are bit-identical to the CPU codec's. Codecs: dither, terngrad, natdither, sdither.
+  /// @param[in]  d_x      device, num_elems floats.
+  /// @param[out] d_scales device, num_scales() floats, 4-byte aligned, not inside the workspace.
+  ///             A non-finite scale: status gcompErrorNonFinite (index: the block's first element)
+  ///             and d_scales untouched.
+  /// @throws gcomp::Error gcompErrorNotSupported for the other codecs (as the CPU codec).
+  void compute_scales(const float* d_x, float* d_scales, void* d_workspace, size_t workspace_bytes,
+                      Stream stream) const;
+
+  /// Shared scales, step 2 (the CPU's Codec::encode_with_scales): payload = C(x) with the given
+  /// block scales instead of x's own (e.g. their max over the ranks, an allreduce kMax of the
+  /// compute_scales() outputs), byte-identical to the CPU codec for the same scales and key. Each
+  /// scale must be >= the block's own scale for the result to stay unbiased (not checked).
+  /// @param[in] d_scales device, num_scales() floats, 4-byte aligned, not inside the workspace.
+  /// Data errors, in the CPU codec's order: NaN/Inf in d_x: status gcompErrorNonFinite; else a
+  /// negative or non-finite scale: status gcompErrorInvalidArgument (index: the block's first
+  /// element). On either, the payload is untouched.
+  /// @throws gcomp::Error gcompErrorNotSupported for codecs without shareable scales.
+  void encode_with_scales(const float* d_x, const float* d_scales, const RngKey& key, void* d_payload,
+                          void* d_workspace, size_t workspace_bytes, Stream stream) const;
 
   /// d_out = decode(payload). `key` matters only for randk (seed, stream offset; the step and
   /// rank come from the payload) and spherical (the codebook's seed, step, rank and stream offset).

@@ -12,6 +12,7 @@
 #include <gcomp/detail/sparse.hpp>
 #include <gcomp/detail/spherical.hpp>
 
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <cstring>
@@ -235,6 +236,52 @@ std::vector<CodecParam> all_params(const std::vector<std::string>& specs,
   return out;
 }
 
+/// Codecs whose CPU codec has compute_scales / encode_with_scales.
+bool shareable(const Codec& c) {
+  const CodecId id = c.spec().id;
+  return id == CodecId::kDither || id == CodecId::kTernGrad || id == CodecId::kNatDither || id == CodecId::kSDither;
+}
+
+// TernGrad scaler sharing on the device: the scales of x and of a second rank's y, their max, and
+// the encode with the max. Oracle: the CPU codec's compute_scales / encode_with_scales.
+TEST_P(GpuCodecs, SharedScalesMatchCpuBytes) {
+  EXPECT_EQ(gpu_->num_scales(), cpu_->num_scales());
+  const std::vector<float> x = test_input(n_, seed_), y = test_input(n_, seed_ + 5);
+  DeviceBuffer<float> d_x(x);
+  DeviceBuffer<float> d_scales(static_cast<size_t>(std::max<int64_t>(gpu_->num_scales(), 1)));
+  if (!shareable(*cpu_)) {
+    try {
+      gpu_->compute_scales(d_x.get(), d_scales.get(), ws_->get(), gpu_->workspace_bytes(), stream_);
+      ADD_FAILURE() << "compute_scales accepted a codec without shareable scales";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), gcompErrorNotSupported) << e.what();
+    }
+    return;
+  }
+  const auto m = static_cast<size_t>(cpu_->num_scales());
+  std::vector<float> sx(m), sy(m), smax(m);
+  cpu_->compute_scales(x, sx);
+  cpu_->compute_scales(y, sy);
+  for (size_t b = 0; b < m; ++b) smax[b] = std::max(sx[b], sy[b]);
+  const RngKey key = key_for(seed_, 3);
+  std::vector<uint8_t> want(cpu_->encoded_bytes());
+  cpu_->encode_with_scales(x, smax, key, want);
+
+  gpu_->compute_scales(d_x.get(), d_scales.get(), ws_->get(), gpu_->workspace_bytes(), stream_);
+  expect_ok();
+  std::vector<float> got = d_scales.download();
+  got.resize(m);
+  EXPECT_TRUE(bitwise_equal(got, sx));
+  std::vector<float> padded = smax;
+  padded.resize(d_scales.size(), 0.0f);
+  d_scales.upload(padded);
+  DeviceBuffer<uint8_t> d_payload(gpu_->encoded_bytes());
+  gpu_->encode_with_scales(d_x.get(), d_scales.get(), key, d_payload.get(), ws_->get(), gpu_->workspace_bytes(),
+                           stream_);
+  expect_ok();
+  EXPECT_TRUE(bytes_equal(d_payload.download(), want));
+}
+
 std::string param_name(const testing::TestParamInfo<CodecParam>& p) {
   return sanitize(std::get<0>(p.param)) + "_n" + layout_name(std::get<1>(p.param)) + "_s" +
          std::to_string(p.index % kSeeds.size());
@@ -308,6 +355,60 @@ TEST_F(GpuCodecBehaviour, NonFiniteInputSetsStatusAndLeavesOutputsUntouched) {
       EXPECT_EQ(cuda::read_status(ws.get(), stream_), gcompSuccess) << spec;
     }
   }
+}
+
+TEST_F(GpuCodecBehaviour, SharedScaleErrorsSetStatusAndLeaveOutputsUntouched) {
+  for (const std::string spec : {"terngrad", "terngrad:clip=2.5", "dither:levels=3,norm=linf,block=100",
+                                 "sdither:levels=2,norm=l2,block=64,chunk=100"}) {
+    const Layout layout({3000, 5000});
+    cuda::DeviceCodec gpu(spec, layout);
+    const auto m = static_cast<size_t>(gpu.num_scales());
+    std::vector<float> x = test_input(layout.num_elems(), 12);
+    DeviceBuffer<float> d_x(x);
+    DeviceBuffer<float> d_scales(m);
+    DeviceBuffer<uint8_t> d_payload(gpu.encoded_bytes());
+    DeviceBuffer<uint8_t> ws(gpu.workspace_bytes());
+    const RngKey key = key_for(12, 0);
+    auto payload_untouched = [&] {
+      for (uint8_t b : d_payload.download())
+        if (b != 0xab) return false;
+      return true;
+    };
+    // Good scales, then a negative one: gcompErrorInvalidArgument at its block's first element.
+    gpu.compute_scales(d_x.get(), d_scales.get(), ws.get(), gpu.workspace_bytes(), stream_);
+    EXPECT_EQ(cuda::read_status(ws.get(), stream_), gcompSuccess) << spec;
+    std::vector<float> scales = d_scales.download();
+    const size_t bad_block = m - 1;
+    scales[bad_block] = -1.0f;
+    d_scales.upload(scales);
+    d_payload.fill_bytes(0xab);
+    gpu.encode_with_scales(d_x.get(), d_scales.get(), key, d_payload.get(), ws.get(), gpu.workspace_bytes(), stream_);
+    uint64_t index = 0;
+    EXPECT_EQ(cuda::read_status(ws.get(), stream_, &index), gcompErrorInvalidArgument) << spec;
+    EXPECT_EQ(index, block_offsets(layout, gpu.spec().id == CodecId::kTernGrad ? 0 : gpu.spec().block)[bad_block])
+        << spec;
+    EXPECT_TRUE(payload_untouched()) << spec << ": payload written with a negative scale";
+    // Non-finite input: gcompErrorNonFinite first (before the scale check), payload untouched;
+    // compute_scales leaves the scales untouched.
+    x[4321] = std::numeric_limits<float>::quiet_NaN();
+    d_x.upload(x);
+    gpu.encode_with_scales(d_x.get(), d_scales.get(), key, d_payload.get(), ws.get(), gpu.workspace_bytes(), stream_);
+    EXPECT_EQ(cuda::read_status(ws.get(), stream_, &index), gcompErrorNonFinite) << spec;
+    EXPECT_LE(index, 4321u) << spec;
+    EXPECT_TRUE(payload_untouched()) << spec << ": payload written with a non-finite input";
+    gpu.compute_scales(d_x.get(), d_scales.get(), ws.get(), gpu.workspace_bytes(), stream_);
+    EXPECT_EQ(cuda::read_status(ws.get(), stream_), gcompErrorNonFinite) << spec;
+    EXPECT_TRUE(bitwise_equal(d_scales.download(), scales)) << spec << ": scales written on error";
+  }
+  // Codecs without shareable scales refuse, as the CPU codec does.
+  cuda::DeviceCodec sign("sign", Layout(100));
+  DeviceBuffer<float> d_x(std::vector<float>(100, 1.0f));
+  DeviceBuffer<float> d_s(1);
+  DeviceBuffer<uint8_t> d_p(sign.encoded_bytes());
+  DeviceBuffer<uint8_t> ws(sign.workspace_bytes());
+  EXPECT_THROW(sign.encode_with_scales(d_x.get(), d_s.get(), key_for(1, 0), d_p.get(), ws.get(),
+                                       sign.workspace_bytes(), stream_),
+               Error);
 }
 
 TEST_F(GpuCodecBehaviour, CorruptPayloadSetsStatusAndLeavesOutputUntouched) {
