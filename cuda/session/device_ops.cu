@@ -125,12 +125,13 @@ class DeviceOps final : public VecOps {
     Entry e;
     e.dev = std::make_unique<DeviceCodec>(spec, layout);
     if (shared_scale) {
-      e.host = make_codec(spec, layout);
-      e.h_x.resize(static_cast<size_t>(layout.num_elems()));
-      e.h_payload.resize(e.host->encoded_bytes());
-      e.scales.resize(static_cast<size_t>(e.host->num_scales()));
-      e.scales_max.resize(e.scales.size());
-      if (!host_comm_ && !e.scales.empty()) e.d_scales = alloc_f32(e.scales.size());
+      const auto m = static_cast<size_t>(e.dev->num_scales());
+      e.num_scales = m;
+      e.d_scales = alloc_f32(m);
+      if (host_comm_) {
+        e.h_scales = alloc_pinned_f32(m);
+        e.h_scales_max = alloc_pinned_f32(m);
+      }
     }
     if (e.dev->workspace_bytes() > ws_bytes_) {
       if (ws_ != nullptr) {
@@ -158,25 +159,32 @@ class DeviceOps final : public VecOps {
     dev(c).encode_diana(g, h, alpha, key, payload, ws_, ws_bytes_, stream_);
     merge();
   }
-  // TernGrad scaler sharing: the scales and the encode run on the host CPU codec (byte-identical
-  // to the kernels by the DeviceCodec contract); x is staged down, the payload up (syncs).
+  // TernGrad scaler sharing on the device (docs/gpu.md "Session on the GPU"): the block scales
+  // by DeviceCodec::compute_scales, their max over the ranks, and DeviceCodec::encode_with_scales,
+  // which equal the CPU codec's compute_scales / encode_with_scales byte for byte. Device
+  // communicator: the allreduce is enqueued on the stream, no host sync. Host communicator: the
+  // scales go down through pinned memory with the step's status record (one sync, like
+  // stage_down; a non-finite scale throws here as the twin's compute_scales does), the allreduce
+  // runs on the host, and the max goes back up on the stream.
   void encode_shared_scale(int c, const float* x, const RngKey& key, uint8_t* payload) override {
     Entry& e = codecs_[static_cast<size_t>(c)];
-    const Codec& k = *e.host;
-    to_host(e.h_x.data(), x, e.h_x.size());
-    k.compute_scales(e.h_x, e.scales);
-    if (host_comm_) {
-      comm_.allreduce(e.scales.data(), e.scales_max.data(), e.scales.size(), DataType::kF32, ReduceOp::kMax, nullptr);
-    } else if (!e.scales.empty()) {
-      from_host(e.d_scales, e.scales.data(), e.scales.size());
-      comm_.allreduce(e.d_scales, e.d_scales, e.scales.size(), DataType::kF32, ReduceOp::kMax, stream_);
-      comm_.synchronize(stream_);
-      to_host(e.scales_max.data(), e.d_scales, e.scales.size());
+    const DeviceCodec& k = *e.dev;
+    k.compute_scales(x, e.d_scales, ws_, ws_bytes_, stream_);
+    merge();
+    if (e.num_scales > 0) {
+      if (host_comm_) {
+        const size_t bytes = e.num_scales * sizeof(float);
+        GCOMP_CUDA_TRY(cudaMemcpyAsync(e.h_scales, e.d_scales, bytes, cudaMemcpyDeviceToHost, stream_));
+        read_sticky();  // syncs
+        throw_if_failed();
+        comm_.allreduce(e.h_scales, e.h_scales_max, e.num_scales, DataType::kF32, ReduceOp::kMax, nullptr);
+        GCOMP_CUDA_TRY(cudaMemcpyAsync(e.d_scales, e.h_scales_max, bytes, cudaMemcpyHostToDevice, stream_));
+      } else {
+        comm_.allreduce(e.d_scales, e.d_scales, e.num_scales, DataType::kF32, ReduceOp::kMax, stream_);
+      }
     }
-    k.encode_with_scales(e.h_x, e.scales_max, key, e.h_payload);
-    if (!e.h_payload.empty())
-      GCOMP_CUDA_TRY(cudaMemcpyAsync(payload, e.h_payload.data(), e.h_payload.size(), cudaMemcpyHostToDevice, stream_));
-    GCOMP_CUDA_TRY(cudaStreamSynchronize(stream_));
+    k.encode_with_scales(x, e.d_scales, key, payload, ws_, ws_bytes_, stream_);
+    merge();
   }
   void decode(int c, const uint8_t* payload, const RngKey& key, float* out) override {
     dev(c).decode(payload, key, out, ws_, ws_bytes_, stream_);
@@ -235,10 +243,12 @@ class DeviceOps final : public VecOps {
  private:
   struct Entry {
     std::unique_ptr<DeviceCodec> dev;
-    std::unique_ptr<Codec> host;  // TernGrad scaler sharing only
-    std::vector<float> h_x, scales, scales_max;
-    std::vector<uint8_t> h_payload;
+    // TernGrad scaler sharing only: the scales on the device; with a host communicator, pinned
+    // host copies of this rank's scales and of their max.
+    size_t num_scales = 0;
     float* d_scales = nullptr;
+    float* h_scales = nullptr;
+    float* h_scales_max = nullptr;
   };
 
   const DeviceCodec& dev(int c) const { return *codecs_[static_cast<size_t>(c)].dev; }
@@ -252,6 +262,7 @@ class DeviceOps final : public VecOps {
     GCOMP_CUDA_TRY(cudaMemset(p, 0, std::max<size_t>(bytes, 4)));
     return p;
   }
+  float* alloc_pinned_f32(size_t n) { return reinterpret_cast<float*>(alloc_pinned(n * sizeof(float))); }
   uint8_t* alloc_pinned(size_t bytes) {
     void* p = nullptr;
     GCOMP_CUDA_TRY(cudaMallocHost(&p, std::max<size_t>(bytes, 4)));

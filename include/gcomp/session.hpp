@@ -155,7 +155,9 @@ class Session {
   /// kError/kSkip; with a host communicator (local, mpi) the payloads are staged through pinned
   /// host buffers allocated at construction, which syncs the stream before each collective and
   /// once at the end of the step (codec status check). hessian-ec with kHessian/kDiagonal stages
-  /// the callbacks through host memory (syncs). TernGrad scaler sharing encodes on the host (syncs).
+  /// the callbacks through host memory (syncs). TernGrad scaler sharing runs on the device
+  /// (DeviceCodec::compute_scales, allreduce max, encode_with_scales): no extra sync with a device
+  /// communicator, one (the scales to the host) with a host communicator.
   /// Determinism: bit-identical to a kHostF32 session with the same configuration and seed.
   /// @throws gcomp::Error gcompErrorNotSupported on another backend; as step() otherwise. On a
   ///         thrown error the state is untouched (restored on the stream).

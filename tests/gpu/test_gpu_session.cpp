@@ -44,6 +44,8 @@ const SessCase kSessCases[] = {
      ServerMode::kSharded, 0},
     {"hessian_ec_full", Algorithm::kHessianEc, "sign:block=16", "identity", 0.0, ServerMode::kReplicated, 0},
     {"hessian_ec_diagonal", Algorithm::kHessianEc, "natural", "identity", 0.0, ServerMode::kReplicated, 0},
+    {"terngrad_clip_shared", Algorithm::kCompressedGd, "terngrad:clip=2.5", "identity", 0.0, ServerMode::kReplicated,
+     0},
 };
 
 const std::vector<std::vector<int64_t>> kLayouts = {{1}, {33}, {23, 1, 40}, {4096, 1000, 7}};
