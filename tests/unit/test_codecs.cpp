@@ -480,6 +480,67 @@ TEST(CodecEdgeTest, SharedScalesForTernGrad) {
   EXPECT_THROW(make_codec("topk", Layout(3))->compute_scales(x, own), Error);
 }
 
+// The CPU contract that DeviceCodec::compute_scales / encode_with_scales mirror (tests/gpu): which
+// codecs share scales, the status of each error and their order (non-finite input before a bad
+// scale), -0 accepted as a scale, and the payload untouched on error.
+TEST(CodecEdgeTest, SharedScaleContractMirroredByTheDevice) {
+  const Layout layout(std::vector<int64_t>{40, 0, 25});
+  const std::vector<float> x = test::gaussian(65, 4);
+  for (const char* spec : {"terngrad", "terngrad:clip=2.5", "dither:levels=3,norm=linf,block=16",
+                           "natdither:levels=2,norm=l2,block=8", "sdither:levels=2,norm=l2,block=16,chunk=7"}) {
+    auto c = make_codec(spec, layout);
+    ASSERT_GT(c->num_scales(), 0) << spec;
+    std::vector<float> scales(static_cast<size_t>(c->num_scales()));
+    c->compute_scales(x, scales);
+    // Sharing one's own scales is plain encode.
+    std::vector<uint8_t> p(c->encoded_bytes()), q(c->encoded_bytes());
+    c->encode_with_scales(x, scales, RngKey{5, 1, 2, 0}, p);
+    c->encode(x, RngKey{5, 1, 2, 0}, q);
+    EXPECT_EQ(p, q) << spec;
+    auto expect_status = [&](const std::vector<float>& xx, const std::vector<float>& ss, gcompStatus_t want) {
+      std::vector<uint8_t> out(c->encoded_bytes(), 0xab);
+      try {
+        c->encode_with_scales(xx, ss, RngKey{}, out);
+        ADD_FAILURE() << spec << ": accepted";
+      } catch (const Error& e) {
+        EXPECT_EQ(e.status(), want) << spec << ": " << e.what();
+      }
+      for (uint8_t b : out) ASSERT_EQ(b, 0xab) << spec << ": payload written on error";
+    };
+    std::vector<float> bad = scales;
+    bad.back() = -1.0f;
+    expect_status(x, bad, gcompErrorInvalidArgument);
+    bad.back() = std::numeric_limits<float>::infinity();
+    expect_status(x, bad, gcompErrorInvalidArgument);
+    std::vector<float> nan_x = x;
+    nan_x[30] = std::numeric_limits<float>::quiet_NaN();
+    expect_status(nan_x, bad, gcompErrorNonFinite);  // the input is checked first
+    std::vector<float> keep = scales;
+    try {
+      c->compute_scales(nan_x, keep);
+      ADD_FAILURE() << spec << ": compute_scales accepted a NaN";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), gcompErrorNonFinite) << spec;
+    }
+    std::vector<float> negzero = scales;
+    negzero[0] = -0.0f;
+    std::vector<uint8_t> out(c->encoded_bytes());
+    EXPECT_NO_THROW(c->encode_with_scales(x, negzero, RngKey{}, out)) << spec;
+  }
+  for (const char* spec : {"sign", "sign:scale=none", "topk:k=3", "randk:k=3", "natural", "identity", "spherical",
+                           "grid"}) {
+    auto c = make_codec(spec, layout);
+    std::vector<float> scales(static_cast<size_t>(std::max<int64_t>(c->num_scales(), 1)));
+    try {
+      c->compute_scales(x, scales);
+      ADD_FAILURE() << spec << ": compute_scales accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), gcompErrorNotSupported) << spec;
+      EXPECT_NE(std::string(e.what()).find("has no shareable scales"), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(CodecEdgeTest, ArgumentErrors) {
   auto c = make_codec("dither", Layout(10));
   std::vector<float> x(9);
