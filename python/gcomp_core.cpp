@@ -11,6 +11,9 @@
 #include <gcomp/bits_report.hpp>
 #include <gcomp/codec.hpp>
 #include <gcomp/comm.hpp>
+#if defined(GCOMP_HAVE_CUDA)
+#include <gcomp/cuda.hpp>
+#endif
 #include <gcomp/error.hpp>
 #include <gcomp/gcomp.h>
 #include <gcomp/session.hpp>
@@ -429,6 +432,45 @@ CommBinding mpi_comm(int64_t timeout_ms) {
   return CommBinding(std::shared_ptr<gcomp::Communicator>(std::move(c)));
 }
 
+/// Empty when this build and this machine can run the nccl backend, else the reason.
+std::string nccl_unusable() {
+  if (!gcomp::nccl_available())
+    return "this gcomp build has no nccl backend (configure with -DGCOMP_CUDA=ON and NCCL installed with the "
+           "CUDA toolkit)";
+#if defined(GCOMP_HAVE_CUDA)
+  std::string why;
+  if (!gcomp::cuda::device_available(&why)) return "no usable CUDA device (" + why + ")";
+#endif
+  return {};
+}
+
+/// This process's rank of an nccl communicator, the NCCL id exchanged over TCP: rank 0 listens on
+/// master_addr:master_port (docs/python.md "DDP hook on CUDA buckets").
+CommBinding nccl_comm(int rank, int world_size, const std::string& master_addr, int master_port, int device,
+                      int64_t timeout_ms) {
+  if (timeout_ms < 0) invalid("nccl_comm: timeout_ms must be >= 0 (0: default), got " + std::to_string(timeout_ms));
+  if (world_size < 1 || rank < 0 || rank >= world_size)
+    invalid("nccl_comm: need 0 <= rank < world_size, got rank " + std::to_string(rank) + " of " +
+            std::to_string(world_size));
+  if (master_addr.empty()) invalid("nccl_comm: master_addr is empty");
+  if (master_port < 1 || master_port > 65535) invalid("nccl_comm: master_port " + std::to_string(master_port) + " is outside 1..65535");
+  if (const std::string why = nccl_unusable(); !why.empty()) raise_error(gcompErrorNotSupported, "nccl_comm: " + why);
+  gcomp::NcclOptions o;
+  o.bootstrap = gcomp::NcclBootstrap::kTcp;
+  o.rank = rank;
+  o.world_size = world_size;
+  o.master_addr = master_addr;
+  o.master_port = master_port;
+  o.device = device;
+  o.timeout_ms = timeout_ms;
+  std::unique_ptr<gcomp::Communicator> c;
+  {
+    py::gil_scoped_release nogil;
+    c = gcomp::make_nccl_communicator(o);
+  }
+  return CommBinding(std::shared_ptr<gcomp::Communicator>(std::move(c)));
+}
+
 // ------------------------------------------------------------------------------------------------
 // Session configuration: gcomp::SessionConfig with string-valued enums.
 
@@ -813,6 +855,10 @@ PYBIND11_MODULE(_core, m) {
       .def("close", &CommBinding::close);
   m.def("local_group", &local_group, py::arg("num_ranks"), py::arg("timeout_ms") = 0);
   m.def("mpi_comm", &mpi_comm, py::arg("timeout_ms") = 0);
+  m.def("nccl_comm", &nccl_comm, py::arg("rank"), py::arg("world_size"), py::arg("master_addr"),
+        py::arg("master_port"), py::arg("device") = -1, py::arg("timeout_ms") = 0);
+  m.def("nccl_unusable", &nccl_unusable,
+        "'' when this build has the nccl backend and a CUDA device is visible, else the reason");
 
   py::class_<ConfigBinding>(m, "SessionConfig")
       .def(py::init<>())

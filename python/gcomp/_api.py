@@ -221,6 +221,50 @@ def mpi_comm(timeout_ms=0):
     return Communicator(_core.mpi_comm(int(timeout_ms)))
 
 
+def nccl_unusable():
+    """'' when this build has the nccl backend and a CUDA device is visible, else the reason."""
+    return _core.nccl_unusable()
+
+
+def nccl_comm(rank=None, world_size=None, master_addr=None, master_port=None, device=-1, timeout_ms=0):
+    """This process's rank of a gcomp nccl communicator (device buffers, one process per GPU),
+    the NCCL id exchanged over TCP: rank 0 listens on master_addr:master_port.
+
+    Defaults come from the launcher environment that torchrun and torch.distributed use: rank from
+    RANK, world_size from WORLD_SIZE, master_addr from MASTER_ADDR, and the port from
+    GCOMP_NCCL_PORT, else MASTER_PORT + 1, so that it does not collide with torch's own store on
+    MASTER_PORT. device -1: LOCAL_RANK, else rank modulo the device count. Collective: every rank
+    calls it. Status.NOT_SUPPORTED (with the reason) without the nccl backend or a CUDA device."""
+    import os
+
+    def env_int(name):
+        v = os.environ.get(name)
+        if v is None or v.strip() == "":
+            return None
+        try:
+            return int(v)
+        except ValueError:
+            raise Error(Status.INVALID_ARGUMENT, f"nccl_comm: {name}={v!r} is not an integer") from None
+
+    why = _core.nccl_unusable()
+    if why:
+        raise Error(Status.NOT_SUPPORTED, f"nccl_comm: {why}")
+    rank = env_int("RANK") if rank is None else int(rank)
+    world_size = env_int("WORLD_SIZE") if world_size is None else int(world_size)
+    master_addr = os.environ.get("MASTER_ADDR") if master_addr is None else str(master_addr)
+    if master_port is None:
+        master_port = env_int("GCOMP_NCCL_PORT")
+        if master_port is None:
+            base = env_int("MASTER_PORT")
+            master_port = None if base is None else base + 1
+    missing = [name for name, v in (("rank (RANK)", rank), ("world_size (WORLD_SIZE)", world_size),
+                                    ("master_addr (MASTER_ADDR)", master_addr),
+                                    ("master_port (GCOMP_NCCL_PORT or MASTER_PORT)", master_port)) if v is None]
+    if missing:
+        raise Error(Status.INVALID_ARGUMENT, "nccl_comm: not set: " + ", ".join(missing))
+    return Communicator(_core.nccl_comm(rank, world_size, master_addr, int(master_port), int(device), int(timeout_ms)))
+
+
 @dataclasses.dataclass(frozen=True)
 class StepStats:
     """What one session step did (gcomp::StepStats). The norms are filled with track_norms=True."""
