@@ -2,6 +2,9 @@
 // gcomp-train: distributed l2-regularised logistic regression / least squares on LIBSVM data with
 // any algorithm and codec; reports the distance to the exact optimum and the bits sent.
 #include <gcomp/comm.hpp>
+#if defined(GCOMP_HAVE_CUDA)
+#include <gcomp/cuda.hpp>
+#endif
 #include <gcomp/problems.hpp>
 #include <gcomp/session.hpp>
 
@@ -26,8 +29,9 @@ using namespace gcomp;
 constexpr const char* kUsage = R"(usage: gcomp-train --data PATH [options]
 problem:   --data PATH (LIBSVM)  --features N  --no-bias  --loss logistic|squared
            --l2 LAMBDA|auto (auto: L0/100)  --l1 LAMBDA1 (prox, diana only)
-workers:   --workers N (contiguous split)  --backend local|mpi  --device cpu|host-f32|cuda (session backend: double state,
-           fp32 state on the CPU, fp32 state on the GPU)
+workers:   --workers N (contiguous split)  --backend local|mpi|nccl  --device cpu|host-f32|cuda (session backend: double
+           state, fp32 state on the CPU, fp32 state on the GPU). nccl: one process per GPU, launched by mpirun or with
+           RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT (or GCOMP_NCCL_ID_FILE); implies --device cuda
 algorithm: --algo gd|compressed-gd|diana|ef-sgd|dist-ef-sgdm|doublesqueeze|signsgd-mv|hessian-ec
            --codec SPEC  --server-codec SPEC  --server replicated|sharded
            --lr GAMMA|auto  --alpha A|auto  --momentum BETA  --delay TAU  --batch B  --seed S
@@ -49,7 +53,7 @@ struct Options {
   int workers = 10, delay = 0;
   double l1 = 0, momentum = 0;
   uint64_t seed = 1;
-  bool bias = true, quiet = false;
+  bool bias = true, quiet = false, device_given = false;
 };
 
 double to_double(const std::string& flag, const std::string& v) {
@@ -82,6 +86,7 @@ Options parse(int argc, char** argv) {
     if (a == "-h" || a == "--help") { std::fputs(kUsage, stdout); std::exit(0); }
     if (i + 1 >= argc) throw UsageError(a.rfind("--", 0) == 0 ? a + " needs a value" : "unexpected argument '" + a + "'");
     const std::string v = argv[++i];
+    if (a == "--device") o.device_given = true;
     if (auto it = str.find(a); it != str.end()) *it->second = v;
     else if (a == "--features") o.features = to_int(a, v);
     else if (a == "--iters") o.iters = to_int(a, v);
@@ -102,6 +107,12 @@ Options parse(int argc, char** argv) {
   if (o.backend != "local" && o.backend != "mpi" && o.backend != "nccl") throw UsageError("--backend must be local, mpi or nccl");
   if (o.device != "cpu" && o.device != "host-f32" && o.device != "cuda")
     throw UsageError("--device must be cpu, host-f32 or cuda");
+  if (o.backend == "nccl") {
+    if (o.device_given && o.device != "cuda")
+      throw UsageError("--backend nccl runs the cuda session backend (device buffers); drop --device " + o.device +
+                       " or use --device cuda");
+    o.device = "cuda";
+  }
   if (o.server != "replicated" && o.server != "sharded") throw UsageError("--server must be replicated or sharded");
   if (!o.checkpoint.empty() && o.checkpoint_every <= 0) throw UsageError("--checkpoint needs --checkpoint-every K > 0");
   return o;
@@ -374,19 +385,36 @@ void print_table(const Context& c, const std::vector<RunResult>& results) {
   std::printf("(bits = uplink bits sent by one worker until the first iteration at or below the target)\n");
 }
 
+/// --backend nccl: this process's rank (bootstrap from the launcher: GCOMP_NCCL_ID_FILE, else
+/// MASTER_ADDR/MASTER_PORT with RANK/WORLD_SIZE, else MPI under mpirun). Checks the build and the
+/// device first, so that a machine without a GPU fails at once with the reason instead of waiting
+/// for its peers in the id exchange.
+std::unique_ptr<Communicator> make_nccl_world() {
+  GCOMP_EXPECTS(nccl_available(), gcompErrorNotSupported,
+                "--backend nccl: this gcomp build has no nccl backend (configure with -DGCOMP_CUDA=ON and NCCL "
+                "installed with the CUDA toolkit); use --backend local or mpi");
+#if defined(GCOMP_HAVE_CUDA)
+  std::string why;
+  GCOMP_EXPECTS(cuda::device_available(&why), gcompErrorNotSupported,
+                "--backend nccl needs one CUDA device per process and none is usable (" + why + "); use --backend local or mpi");
+#endif
+  return make_nccl_communicator();
+}
+
 int run(int argc, char** argv) {
   Context c;
   c.opt = parse(argc, argv);
   const Options& o = c.opt;
-  if (o.backend == "nccl")
-    GCOMP_FAIL(gcompErrorNotSupported, "--backend nccl is not wired into gcomp-train yet; use local or mpi (with --device cuda the payloads are staged through host memory)");
-  std::unique_ptr<Communicator> mpi;
+  // One communicator per process (mpi, nccl), or run_local's threads (local).
+  std::unique_ptr<Communicator> world;
   int workers = o.workers;
   if (o.backend == "mpi") {
-    mpi = make_mpi_world();
-    workers = mpi->size();
+    world = make_mpi_world();
+  } else if (o.backend == "nccl") {
+    world = make_nccl_world();
   }
-  const bool root = !mpi || mpi->rank() == 0;
+  if (world) workers = world->size();
+  const bool root = !world || world->rank() == 0;
   c.data = load_libsvm(o.data, o.features, o.bias);
   const Loss loss = o.loss == "squared" ? Loss::kSquared : Loss::kLogistic;
   Problem unreg(c.data, workers, loss, 0.0);
@@ -423,8 +451,8 @@ int run(int argc, char** argv) {
   std::vector<RunResult> results;
   for (const RunSpec& r : runs_of(o)) {
     RunResult result;
-    if (mpi) {
-      run_rank(c, *mpi, r, result, progress);
+    if (world) {
+      run_rank(c, *world, r, result, progress);
     } else {
       run_local(workers, [&](Communicator& comm) { run_rank(c, comm, r, result, progress); });
     }

@@ -81,5 +81,20 @@ for a in "--data $work/missing.svm" "--data $work/bad.svm" "--data $data/mushroo
   [ -s "$work/err" ] || say "no message for: $a"
 done
 
+# --backend nccl: on a machine without a GPU (or a build without NCCL) it must fail at once with the
+# reason, not wait for peers in the NCCL id exchange (RANK 0 of 2 would otherwise listen for rank 1).
+if ! nvidia-smi -L > /dev/null 2>&1; then
+  RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=29531 timeout 60 \
+    "$tool" --data "$data/mushrooms" --backend nccl --iters 2 --quiet > /dev/null 2> "$work/nccl_err"
+  rc=$?
+  [ "$rc" = 124 ] && say "--backend nccl without a GPU hung"
+  [ "$rc" = 0 ] && say "--backend nccl without a GPU succeeded"
+  grep -q "backend nccl" "$work/nccl_err" || say "--backend nccl without a GPU: no clear message ($(cat "$work/nccl_err"))"
+fi
+if $tool --data "$data/mushrooms" --backend nccl --device cpu --quiet > /dev/null 2> "$work/err"; then
+  say "accepted: --backend nccl --device cpu"
+fi
+grep -q "cuda session backend" "$work/err" || say "no message for --backend nccl --device cpu"
+
 [ "$fail" = 0 ] && echo "gcomp-train: all checks passed"
 exit $fail
