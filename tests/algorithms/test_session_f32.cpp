@@ -5,6 +5,7 @@
 // 16-bit gradients, and the spec's convergence targets where fp32 state allows them. The device
 // backend is compared against this twin bit for bit in tests/gpu/test_gpu_session.cpp.
 #include "algorithms/problem_fixture.hpp"
+#include "algorithms/session_cases.hpp"
 
 #include <gcomp/comm.hpp>
 #include <gcomp/detail/half.hpp>
@@ -33,57 +34,13 @@ void gradient(int r, const std::vector<double>& x, std::vector<double>& g) {
   }
 }
 
-struct F32Case {
-  const char* name;
-  Algorithm algo;
-  const char* codec;
-  const char* server_codec;
-  double momentum;
-  ServerMode server;
-  int delay;
-};
+using test::SessionCase;
 
-const F32Case kF32Cases[] = {
-    {"gd", Algorithm::kGd, "identity", "identity", 0.0, ServerMode::kReplicated, 0},
-    {"gd_momentum_delay", Algorithm::kGd, "identity", "identity", 0.5, ServerMode::kReplicated, 2},
-    {"qsgd", Algorithm::kCompressedGd, "dither:levels=2,norm=l2,block=8", "identity", 0.0, ServerMode::kReplicated, 0},
-    {"terngrad_shared", Algorithm::kCompressedGd, "terngrad", "identity", 0.5, ServerMode::kReplicated, 0},
-    {"signsgd_mv", Algorithm::kSignSgdMv, "sign:scale=none", "identity", 0.0, ServerMode::kReplicated, 0},
-    {"ef_sgd_topk", Algorithm::kEfSgd, "topk:k=5", "identity", 0.0, ServerMode::kReplicated, 0},
-    {"ef_sgd_sign_momentum", Algorithm::kEfSgd, "sign:block=8", "identity", 0.9, ServerMode::kReplicated, 0},
-    {"diana", Algorithm::kDiana, "dither:levels=1,norm=linf,block=8", "identity", 0.0, ServerMode::kReplicated, 0},
-    {"diana_momentum", Algorithm::kDiana, "natural", "identity", 0.5, ServerMode::kReplicated, 0},
-    {"dist_ef_sgdm_replicated", Algorithm::kDistEfSgdm, "sign:block=8", "sign:block=8", 0.5, ServerMode::kReplicated, 0},
-    {"dist_ef_sgdm_sharded", Algorithm::kDistEfSgdm, "sign:block=8", "sign:block=8", 0.9, ServerMode::kSharded, 0},
-    {"doublesqueeze_replicated", Algorithm::kDoubleSqueeze, "randk:k=9", "natural", 0.0, ServerMode::kReplicated, 0},
-    {"doublesqueeze_sharded", Algorithm::kDoubleSqueeze, "dither:levels=3,norm=l2", "topk:k=5", 0.0,
-     ServerMode::kSharded, 0},
-    {"hessian_ec_classical", Algorithm::kHessianEc, "natural", "identity", 0.0, ServerMode::kReplicated, 0},
-    {"hessian_ec_full", Algorithm::kHessianEc, "sign:block=16", "identity", 0.0, ServerMode::kReplicated, 0},
-    {"compressed_gd_delay", Algorithm::kCompressedGd, "dither:levels=1,norm=linf", "identity", 0.0,
-     ServerMode::kReplicated, 3},
-};
-
-SessionConfig f32_config(const F32Case& c, Backend backend = Backend::kHostF32) {
-  SessionConfig cfg;
-  cfg.algorithm = c.algo;
-  cfg.codec = c.codec;
-  cfg.server_codec = c.server_codec;
-  cfg.momentum = c.momentum;
-  cfg.server = c.server;
-  cfg.delay = c.delay;
-  cfg.lr = 0.05;
-  cfg.seed = 19;
-  cfg.backend = backend;
-  if (c.algo == Algorithm::kHessianEc) {
-    cfg.compensation = std::string(c.name) == "hessian_ec_full" ? Compensation::kHessian : Compensation::kClassical;
-    // Hessian of the test objective: diag(1 + r/4) on rank r; the product is the same on every
-    // rank here (the mean Hessian), which is what hessian-ec assumes.
-    cfg.hessian_product = [](std::span<const double> v, std::span<double> out) {
-      for (size_t i = 0; i < v.size(); ++i) out[i] = 1.375 * v[i];
-    };
-  }
-  return cfg;
+SessionConfig f32_config(const SessionCase& c, Backend backend = Backend::kHostF32) {
+  return test::session_case_config(c, backend);
+}
+SessionConfig f32_config(std::string_view name, Backend backend = Backend::kHostF32) {
+  return test::session_case_config(test::session_case(name), backend);
 }
 
 struct Traj {
@@ -117,7 +74,7 @@ bool bits_equal(const std::vector<double>& a, const std::vector<double>& b) {
   return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(double)) == 0);
 }
 
-class F32AlgoTest : public testing::TestWithParam<F32Case> {};
+class F32AlgoTest : public testing::TestWithParam<SessionCase> {};
 
 TEST_P(F32AlgoTest, RanksAgreeRunsAreDeterministicAndStateIsFp32) {
   const SessionConfig cfg = f32_config(GetParam());
@@ -177,11 +134,11 @@ TEST_P(F32AlgoTest, CheckpointResumeIsBitIdentical) {
   for (int r = 0; r < kRanks; ++r) EXPECT_TRUE(bits_equal(resumed[r], full.x[r])) << "rank " << r;
 }
 
-INSTANTIATE_TEST_SUITE_P(AllAlgorithms, F32AlgoTest, testing::ValuesIn(kF32Cases),
+INSTANTIATE_TEST_SUITE_P(AllAlgorithms, F32AlgoTest, testing::ValuesIn(test::kSessionCases),
                          [](const auto& param_info) { return std::string(param_info.param.name); });
 
 TEST(SessionF32Test, BackendIsPartOfTheAgreementAndTheCheckpoint) {
-  SessionConfig a = f32_config(kF32Cases[7]);
+  SessionConfig a = f32_config("diana");
   SessionConfig b = a;
   b.backend = Backend::kCpu;
   EXPECT_NE(a.canonical(), b.canonical());
@@ -225,7 +182,7 @@ TEST(SessionF32Test, BackendIsPartOfTheAgreementAndTheCheckpoint) {
 }
 
 TEST(SessionF32Test, CudaBackendWithoutDeviceIsAClearError) {
-  SessionConfig c = f32_config(kF32Cases[0], Backend::kCuda);
+  SessionConfig c = f32_config("gd", Backend::kCuda);
   run_local(1, [&](Communicator& comm) {
     try {
       Session s(comm, Layout(kDim), c);
@@ -239,7 +196,7 @@ TEST(SessionF32Test, CudaBackendWithoutDeviceIsAClearError) {
   });
   // step_device is for the cuda backend only.
   run_local(1, [&](Communicator& comm) {
-    Session s(comm, Layout(kDim), f32_config(kF32Cases[0]));
+    Session s(comm, Layout(kDim), f32_config("gd"));
     try {
       (void)s.step_device(nullptr, GradType::kF32, nullptr, nullptr);
       ADD_FAILURE() << "step_device ran on host-f32";
@@ -252,7 +209,7 @@ TEST(SessionF32Test, CudaBackendWithoutDeviceIsAClearError) {
 TEST(SessionF32Test, NonFinitePolicies) {
   for (NonFinitePolicy policy : {NonFinitePolicy::kError, NonFinitePolicy::kSkip, NonFinitePolicy::kZero}) {
     SCOPED_TRACE(static_cast<int>(policy));
-    SessionConfig c = f32_config(kF32Cases[8]);  // diana with momentum
+    SessionConfig c = f32_config("diana_momentum");  // diana with momentum
     c.nonfinite = policy;
     std::vector<int> threw(kRanks, 0), skipped(kRanks, 0), state_same(kRanks, 0);
     std::vector<uint64_t> steps(kRanks, 0);
@@ -349,7 +306,7 @@ class FailingComm final : public Communicator {
 };
 
 TEST(SessionF32Test, AFailedStepLeavesStateUntouched) {
-  for (const F32Case& fc : kF32Cases) {
+  for (const SessionCase& fc : test::kSessionCases) {
     SCOPED_TRACE(fc.name);
     const SessionConfig c = f32_config(fc);
     // Collectives of one step (counted on a good step), then fail at each of them in turn.
@@ -394,7 +351,7 @@ TEST(SessionF32Test, AFailedStepLeavesStateUntouched) {
 }
 
 TEST(SessionF32Test, SixteenBitGradientsEqualTheirWidenedValues) {
-  SessionConfig c = f32_config(kF32Cases[7]);
+  SessionConfig c = f32_config("diana");
   std::vector<uint16_t> bf(kDim), hf(kDim);
   for (int64_t i = 0; i < kDim; ++i) {
     bf[i] = static_cast<uint16_t>(0x3f80 + 37 * i);  // bf16 around 1.0 .. 

@@ -4,6 +4,7 @@
 // updates and state must equal the twin's bit for bit, step after step. Gradients go in through
 // step_device() on a non-default stream (fp32 and bf16) and through the host API. Skips without a
 // device.
+#include "algorithms/session_cases.hpp"
 #include "gpu/gpu_test_util.hpp"
 
 #include <gcomp/comm.hpp>
@@ -18,60 +19,11 @@
 namespace gcomp::test {
 namespace {
 
-struct SessCase {
-  const char* name;
-  Algorithm algo;
-  const char* codec;
-  const char* server_codec;
-  double momentum;
-  ServerMode server;
-  int delay;
-};
-
-const SessCase kSessCases[] = {
-    {"gd_momentum_delay", Algorithm::kGd, "identity", "identity", 0.5, ServerMode::kReplicated, 2},
-    {"qsgd", Algorithm::kCompressedGd, "dither:levels=2,norm=l2,block=8", "identity", 0.0, ServerMode::kReplicated, 0},
-    {"terngrad_shared", Algorithm::kCompressedGd, "terngrad", "identity", 0.5, ServerMode::kReplicated, 0},
-    {"signsgd_mv", Algorithm::kSignSgdMv, "sign:scale=none", "identity", 0.0, ServerMode::kReplicated, 0},
-    {"ef_sgd_topk", Algorithm::kEfSgd, "topk:k=5", "identity", 0.0, ServerMode::kReplicated, 0},
-    {"ef_sgd_sign_momentum", Algorithm::kEfSgd, "sign:block=8", "identity", 0.9, ServerMode::kReplicated, 0},
-    {"diana", Algorithm::kDiana, "dither:levels=1,norm=linf,block=8", "identity", 0.0, ServerMode::kReplicated, 0},
-    {"diana_momentum", Algorithm::kDiana, "natural", "identity", 0.5, ServerMode::kReplicated, 0},
-    {"dist_ef_sgdm_replicated", Algorithm::kDistEfSgdm, "sign:block=8", "sign:block=8", 0.5, ServerMode::kReplicated, 0},
-    {"dist_ef_sgdm_sharded", Algorithm::kDistEfSgdm, "sign:block=8", "sign:block=8", 0.9, ServerMode::kSharded, 0},
-    {"doublesqueeze_replicated", Algorithm::kDoubleSqueeze, "randk:k=9", "natural", 0.0, ServerMode::kReplicated, 0},
-    {"doublesqueeze_sharded", Algorithm::kDoubleSqueeze, "dither:levels=3,norm=l2", "topk:k=5", 0.0,
-     ServerMode::kSharded, 0},
-    {"hessian_ec_full", Algorithm::kHessianEc, "sign:block=16", "identity", 0.0, ServerMode::kReplicated, 0},
-    {"hessian_ec_diagonal", Algorithm::kHessianEc, "natural", "identity", 0.0, ServerMode::kReplicated, 0},
-    {"terngrad_clip_shared", Algorithm::kCompressedGd, "terngrad:clip=2.5", "identity", 0.0, ServerMode::kReplicated,
-     0},
-};
+using SessCase = SessionCase;
 
 const std::vector<std::vector<int64_t>> kLayouts = {{1}, {33}, {23, 1, 40}, {4096, 1000, 7}};
 
-SessionConfig sess_config(const SessCase& c, Backend backend) {
-  SessionConfig cfg;
-  cfg.algorithm = c.algo;
-  cfg.codec = c.codec;
-  cfg.server_codec = c.server_codec;
-  cfg.momentum = c.momentum;
-  cfg.server = c.server;
-  cfg.delay = c.delay;
-  cfg.lr = 0.05;
-  cfg.seed = 23;
-  cfg.backend = backend;
-  if (c.algo == Algorithm::kHessianEc) {
-    cfg.compensation = std::string(c.name) == "hessian_ec_full" ? Compensation::kHessian : Compensation::kDiagonal;
-    cfg.hessian_product = [](std::span<const double> v, std::span<double> out) {
-      for (size_t i = 0; i < v.size(); ++i) out[i] = 1.25 * v[i];
-    };
-    cfg.hessian_diagonal = [](std::span<double> out) {
-      for (size_t i = 0; i < out.size(); ++i) out[i] = 1.0 + 0.01 * static_cast<double>(i % 9);
-    };
-  }
-  return cfg;
-}
+SessionConfig sess_config(const SessCase& c, Backend backend) { return session_case_config(c, backend); }
 
 std::vector<float> grad_of(int rank, int step, int64_t n) {
   std::vector<float> g(static_cast<size_t>(n));
@@ -147,7 +99,7 @@ TEST_P(GpuSessionTest, DeviceStepsEqualTheHostF32TwinBitForBit) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllAlgorithms, GpuSessionTest,
-                         testing::Combine(testing::ValuesIn(kSessCases), testing::ValuesIn(kLayouts)),
+                         testing::Combine(testing::ValuesIn(kSessionCases), testing::ValuesIn(kLayouts)),
                          [](const auto& param_info) {
                            std::string s = std::get<0>(param_info.param).name;
                            for (int64_t v : std::get<1>(param_info.param)) s += "_" + std::to_string(v);
@@ -158,7 +110,7 @@ class GpuSessionMisc : public GpuFixture {};
 
 TEST_F(GpuSessionMisc, Bf16DeviceGradientsEqualTheirWidenedValues) {
   const int64_t n = 1000;
-  SessionConfig cfg = sess_config(kSessCases[6], Backend::kCuda);
+  SessionConfig cfg = sess_config(session_case("diana"), Backend::kCuda);
   run_local(1, [&](Communicator& comm) {
     Session a(comm, Layout(n), cfg), b(comm, Layout(n), cfg);
     std::vector<uint16_t> bf(static_cast<size_t>(n));
@@ -180,7 +132,7 @@ TEST_F(GpuSessionMisc, Bf16DeviceGradientsEqualTheirWidenedValues) {
 
 TEST_F(GpuSessionMisc, NonFiniteSkipAndCheckpointResume) {
   const int64_t n = 257;
-  SessionConfig cfg = sess_config(kSessCases[9], Backend::kCuda);
+  SessionConfig cfg = sess_config(session_case("dist_ef_sgdm_sharded"), Backend::kCuda);
   cfg.nonfinite = NonFinitePolicy::kSkip;
   const std::string path = testing::TempDir() + "/gpu_sess_ckpt";
   run_local(1, [&](Communicator& comm) {
