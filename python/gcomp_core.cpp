@@ -432,11 +432,12 @@ CommBinding mpi_comm(int64_t timeout_ms) {
   return CommBinding(std::shared_ptr<gcomp::Communicator>(std::move(c)));
 }
 
-/// Empty when this build and this machine can run the nccl backend, else the reason.
+/// Empty when this build and this machine can run the nccl backend, else the reason: no nccl
+/// backend, NCCL cannot be loaded (gcomp::nccl_unusable loads it on the first call: the NCCL
+/// already in the process, e.g. torch's, else GCOMP_NCCL_LIBRARY / libnccl.so.2 / the toolkit's),
+/// or no usable CUDA device.
 std::string nccl_unusable() {
-  if (!gcomp::nccl_available())
-    return "this gcomp build has no nccl backend (configure with -DGCOMP_CUDA=ON and NCCL installed with the "
-           "CUDA toolkit)";
+  if (std::string why = gcomp::nccl_unusable(); !why.empty()) return why;
 #if defined(GCOMP_HAVE_CUDA)
   std::string why;
   if (!gcomp::cuda::device_available(&why)) return "no usable CUDA device (" + why + ")";
@@ -858,7 +859,10 @@ PYBIND11_MODULE(_core, m) {
   m.def("nccl_comm", &nccl_comm, py::arg("rank"), py::arg("world_size"), py::arg("master_addr"),
         py::arg("master_port"), py::arg("device") = -1, py::arg("timeout_ms") = 0);
   m.def("nccl_unusable", &nccl_unusable,
-        "'' when this build has the nccl backend and a CUDA device is visible, else the reason");
+        "'' when this build has the nccl backend, NCCL loads and a CUDA device is visible, else the reason");
+  m.def("nccl_library", [] { return std::make_pair(gcomp::nccl_library(), gcomp::nccl_version()); },
+        "(path, version code) of the NCCL the nccl backend loaded (loading it on the first call); ('', 0) "
+        "when it cannot be loaded or the build has no nccl backend");
 
   py::class_<ConfigBinding>(m, "SessionConfig")
       .def(py::init<>())

@@ -6,11 +6,15 @@
 // communicator (ncclCommAbort) when it expires. Collectives are enqueue-only, so a peer that never
 // joins is detected where the host waits: at setup, in barrier(), synchronize() and
 // host_allgather().
+//
+// NCCL itself is loaded at run time (nccl_loader.hpp): every NCCL call goes through the NcclApi
+// table, which make_nccl_communicator() resolves before anything else, so a missing or unusable
+// NCCL is reported (gcompErrorNotSupported) before any rendezvous or device check.
 #include "host/comm/comm_internal.hpp"
+#include "host/comm/nccl_loader.hpp"
 #include "host/comm/rendezvous.hpp"
 
 #include <cuda_runtime_api.h>
-#include <nccl.h>
 
 #include <cstdlib>
 #include <span>
@@ -28,9 +32,10 @@ using detail::CollectiveKind;
       std::string(call) + " failed: " + cudaGetErrorName(code) + ": " + cudaGetErrorString(code));
 }
 
-[[noreturn]] void throw_nccl(ncclResult_t code, const char* call, const char* file, int line) {
+[[noreturn]] void throw_nccl(const detail::NcclApi& nccl, ncclResult_t code, const char* call,
+                             const char* file, int line) {
   detail::throw_error(gcompErrorNccl, file, line,
-                      std::string(call) + " failed: " + ncclGetErrorString(code));
+                      std::string(call) + " failed: " + nccl.GetErrorString(code));
 }
 
 /// Throws gcomp::Error(gcompErrorCuda) naming the call and the CUDA error.
@@ -41,11 +46,13 @@ using detail::CollectiveKind;
   } while (0)
 
 /// Throws gcomp::Error(gcompErrorNccl) naming the call and the NCCL error (setup calls only;
-/// communicator calls go through NcclCommunicator::check).
-#define GCOMP_NCCL_TRY(call)                                                                  \
-  do {                                                                                        \
-    const ncclResult_t gcomp_nccl_rc_ = (call);                                               \
-    if (gcomp_nccl_rc_ != ncclSuccess) throw_nccl(gcomp_nccl_rc_, #call, __FILE__, __LINE__); \
+/// communicator calls go through NcclCommunicator::check). @p api is the NcclApi the call used.
+#define GCOMP_NCCL_TRY(api, call)                                   \
+  do {                                                              \
+    const ncclResult_t gcomp_nccl_rc_ = (call);                     \
+    if (gcomp_nccl_rc_ != ncclSuccess) {                            \
+      throw_nccl((api), gcomp_nccl_rc_, #call, __FILE__, __LINE__); \
+    }                                                               \
   } while (0)
 
 /// Makes `device` current for its lifetime and restores the previous device after.
@@ -110,14 +117,15 @@ ncclRedOp_t nccl_op(ReduceOp op) {
 
 class NcclCommunicator final : public Communicator {
  public:
-  NcclCommunicator(int rank, int world_size, int device, const ncclUniqueId& id, int64_t timeout_ms)
-      : rank_(rank), size_(world_size), device_(device), timeout_ms_(timeout_ms) {
+  NcclCommunicator(const detail::NcclApi& nccl, int rank, int world_size, int device,
+                   const ncclUniqueId& id, int64_t timeout_ms)
+      : nccl_(&nccl), rank_(rank), size_(world_size), device_(device), timeout_ms_(timeout_ms) {
     const DeviceGuard guard(device_);
     try {
       ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
       config.blocking = 0;
       ncclUniqueId id_copy = id;
-      check(ncclCommInitRankConfig(&comm_, size_, id_copy, rank_, &config), "setup",
+      check(nccl_->CommInitRankConfig(&comm_, size_, id_copy, rank_, &config), "setup",
             "ncclCommInitRankConfig");
       GCOMP_CUDA_TRY(cudaStreamCreateWithFlags(&internal_stream_, cudaStreamNonBlocking));
       GCOMP_CUDA_TRY(cudaMalloc(&d_barrier_word_, sizeof(int32_t)));
@@ -133,15 +141,15 @@ class NcclCommunicator final : public Communicator {
       const DeviceGuard guard(device_);
       if (comm_ != nullptr) {
         // Flush outstanding work, bounded by the timeout; abort when it does not finish.
-        ncclResult_t state = ncclCommFinalize(comm_);
+        ncclResult_t state = nccl_->CommFinalize(comm_);
         const detail::Deadline deadline(timeout_ms_);
         detail::Backoff backoff;
         while (state == ncclInProgress && !deadline.expired()) {
           backoff.pause();
-          if (ncclCommGetAsyncError(comm_, &state) != ncclSuccess) break;
+          if (nccl_->CommGetAsyncError(comm_, &state) != ncclSuccess) break;
         }
         if (state == ncclSuccess) {
-          static_cast<void>(ncclCommDestroy(comm_));
+          static_cast<void>(nccl_->CommDestroy(comm_));
           comm_ = nullptr;
         }
       }
@@ -161,7 +169,7 @@ class NcclCommunicator final : public Communicator {
     check_buffers(desc, send, bytes_per_rank, recv,
                   detail::checked_mul(bytes_per_rank, ranks(), "allgather"));
     const DeviceGuard guard(device_);
-    check(ncclAllGather(send, recv, bytes_per_rank, ncclUint8, comm_, stream), desc,
+    check(nccl_->AllGather(send, recv, bytes_per_rank, ncclUint8, comm_, stream), desc,
           "ncclAllGather");
   }
 
@@ -175,19 +183,19 @@ class NcclCommunicator final : public Communicator {
     const DeviceGuard guard(device_);
     const auto* src = static_cast<const std::byte*>(send);
     auto* dst = static_cast<std::byte*>(recv);
-    GCOMP_NCCL_TRY(ncclGroupStart());
+    GCOMP_NCCL_TRY(*nccl_, nccl_->GroupStart());
     for (int peer = 0; peer < size_; ++peer) {
       const size_t offset = static_cast<size_t>(peer) * bytes_per_peer;
       const ncclResult_t sent =
-          ncclSend(src + offset, bytes_per_peer, ncclUint8, peer, comm_, stream);
+          nccl_->Send(src + offset, bytes_per_peer, ncclUint8, peer, comm_, stream);
       const ncclResult_t received =
-          ncclRecv(dst + offset, bytes_per_peer, ncclUint8, peer, comm_, stream);
+          nccl_->Recv(dst + offset, bytes_per_peer, ncclUint8, peer, comm_, stream);
       if (sent != ncclSuccess || received != ncclSuccess) {
-        static_cast<void>(ncclGroupEnd());
+        static_cast<void>(nccl_->GroupEnd());
         check(sent != ncclSuccess ? sent : received, desc, "ncclSend/ncclRecv");
       }
     }
-    check(ncclGroupEnd(), desc, "ncclGroupEnd");
+    check(nccl_->GroupEnd(), desc, "ncclGroupEnd");
   }
 
   void allreduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op,
@@ -198,7 +206,7 @@ class NcclCommunicator final : public Communicator {
     const size_t bytes = detail::checked_mul(count, data_type_bytes(type), "allreduce");
     check_buffers(desc, send, bytes, recv, bytes);
     const DeviceGuard guard(device_);
-    check(ncclAllReduce(send, recv, count, nccl_type(type), nccl_op(op), comm_, stream), desc,
+    check(nccl_->AllReduce(send, recv, count, nccl_type(type), nccl_op(op), comm_, stream), desc,
           "ncclAllReduce");
   }
 
@@ -209,15 +217,15 @@ class NcclCommunicator final : public Communicator {
                   detail::describe(desc) + ": root outside 0.." + std::to_string(size_ - 1));
     check_buffers(desc, buf, bytes, buf, bytes);
     const DeviceGuard guard(device_);
-    check(ncclBroadcast(buf, buf, bytes, ncclUint8, root, comm_, stream), desc, "ncclBroadcast");
+    check(nccl_->Broadcast(buf, buf, bytes, ncclUint8, root, comm_, stream), desc, "ncclBroadcast");
   }
 
   void barrier() override {
     const CollectiveDesc desc = next_desc(CollectiveKind::kBarrier, 0);
     throw_if_aborted(desc);
     const DeviceGuard guard(device_);
-    check(ncclAllReduce(d_barrier_word_, d_barrier_word_, 1, ncclInt32, ncclSum, comm_,
-                        internal_stream_),
+    check(nccl_->AllReduce(d_barrier_word_, d_barrier_word_, 1, ncclInt32, ncclSum, comm_,
+                           internal_stream_),
           desc, "ncclAllReduce");
     wait_stream(internal_stream_, detail::describe(desc));
   }
@@ -257,7 +265,7 @@ class NcclCommunicator final : public Communicator {
       abort_reason_.clear();
     }
     if (comm_ != nullptr) {
-      static_cast<void>(ncclCommAbort(comm_));
+      static_cast<void>(nccl_->CommAbort(comm_));
       comm_ = nullptr;
     }
   }
@@ -300,13 +308,13 @@ class NcclCommunicator final : public Communicator {
       if (deadline.expired()) fail_timeout(what, call);
       backoff.pause();
       if (comm_ == nullptr) break;
-      const ncclResult_t query = ncclCommGetAsyncError(comm_, &rc);
+      const ncclResult_t query = nccl_->CommGetAsyncError(comm_, &rc);
       if (query != ncclSuccess) rc = query;
     }
     if (rc == ncclSuccess) return;
-    const std::string detail_text = comm_ != nullptr ? ncclGetLastError(comm_) : "";
+    const std::string detail_text = comm_ != nullptr ? nccl_->GetLastError(comm_) : "";
     const std::string message = what + ": " + call + " failed on rank " + std::to_string(rank_) +
-                                ": " + ncclGetErrorString(rc) +
+                                ": " + nccl_->GetErrorString(rc) +
                                 (detail_text.empty() ? "" : " (" + detail_text + ")");
     abort(message);
     GCOMP_FAIL(gcompErrorNccl, message + "; communicator aborted");
@@ -321,7 +329,7 @@ class NcclCommunicator final : public Communicator {
       if (state == cudaSuccess) return;
       if (state != cudaErrorNotReady) throw_cuda(state, "cudaStreamQuery", __FILE__, __LINE__);
       ncclResult_t async = ncclSuccess;
-      if (comm_ != nullptr && ncclCommGetAsyncError(comm_, &async) == ncclSuccess &&
+      if (comm_ != nullptr && nccl_->CommGetAsyncError(comm_, &async) == ncclSuccess &&
           async != ncclSuccess && async != ncclInProgress) {
         check(async, what, "asynchronous NCCL operation");
       }
@@ -340,7 +348,7 @@ class NcclCommunicator final : public Communicator {
 
   void release() noexcept {
     if (comm_ != nullptr) {
-      static_cast<void>(ncclCommAbort(comm_));
+      static_cast<void>(nccl_->CommAbort(comm_));
       comm_ = nullptr;
     }
     if (d_barrier_word_ != nullptr) static_cast<void>(cudaFree(d_barrier_word_));
@@ -349,6 +357,7 @@ class NcclCommunicator final : public Communicator {
     internal_stream_ = nullptr;
   }
 
+  const detail::NcclApi* nccl_;
   int rank_;
   int size_;
   int device_;
@@ -378,7 +387,32 @@ int select_device(const NcclOptions& options, const detail::LauncherEnv& env, in
 
 bool nccl_available() noexcept { return true; }
 
+std::string nccl_unusable() {
+  if (std::string why = detail::nccl_load_error(); !why.empty()) return why;
+  int count = 0;
+  const cudaError_t rc = cudaGetDeviceCount(&count);
+  if (rc != cudaSuccess) {
+    static_cast<void>(cudaGetLastError());
+    return std::string("no usable CUDA device (cudaGetDeviceCount: ") + cudaGetErrorName(rc) +
+           ": " + cudaGetErrorString(rc) + ")";
+  }
+  if (count == 0) return "no usable CUDA device (cudaGetDeviceCount returned 0)";
+  return {};
+}
+
+std::string nccl_library() {
+  return detail::nccl_load_error().empty() ? detail::nccl_api().path : std::string();
+}
+
+int nccl_version() {
+  return detail::nccl_load_error().empty() ? detail::nccl_api().version : 0;
+}
+
 std::unique_ptr<Communicator> make_nccl_communicator(const NcclOptions& options) {
+  // NCCL first: without it nothing below (rendezvous with the peers, device selection) is useful.
+  const std::string unloadable = detail::nccl_load_error();
+  GCOMP_EXPECTS(unloadable.empty(), gcompErrorNotSupported, "make_nccl_communicator: " + unloadable);
+  const detail::NcclApi& nccl = detail::nccl_api();
   const int64_t timeout_ms = resolve_comm_timeout_ms(options.timeout_ms);
   const detail::LauncherEnv env = detail::read_launcher_env();
   std::string id_file = options.id_file;
@@ -410,7 +444,7 @@ std::unique_ptr<Communicator> make_nccl_communicator(const NcclOptions& options)
             std::to_string(mpi->size()));
     rank = mpi->rank();
     world_size = mpi->size();
-    if (rank == 0) GCOMP_NCCL_TRY(ncclGetUniqueId(&id));
+    if (rank == 0) GCOMP_NCCL_TRY(nccl, nccl.GetUniqueId(&id));
     mpi->broadcast(&id, sizeof(id), 0, nullptr);
 #else
     GCOMP_FAIL(gcompErrorNotSupported,
@@ -422,7 +456,7 @@ std::unique_ptr<Communicator> make_nccl_communicator(const NcclOptions& options)
                   "make_nccl_communicator: need 0 <= RANK < WORLD_SIZE (got RANK " +
                       std::to_string(rank) + ", WORLD_SIZE " + std::to_string(world_size) +
                       "); set them or NcclOptions::rank / world_size");
-    if (rank == 0) GCOMP_NCCL_TRY(ncclGetUniqueId(&id));
+    if (rank == 0) GCOMP_NCCL_TRY(nccl, nccl.GetUniqueId(&id));
     if (method == NcclBootstrap::kTcp) {
       detail::tcp_broadcast_blob(master_addr, master_port, rank, world_size, blob, timeout_ms);
     } else {
@@ -430,7 +464,7 @@ std::unique_ptr<Communicator> make_nccl_communicator(const NcclOptions& options)
     }
   }
   const int device = select_device(options, env, rank);
-  return std::make_unique<NcclCommunicator>(rank, world_size, device, id, timeout_ms);
+  return std::make_unique<NcclCommunicator>(nccl, rank, world_size, device, id, timeout_ms);
 }
 
 }  // namespace gcomp

@@ -18,6 +18,15 @@ std::unique_ptr<Communicator> make_mpi_world(const MpiOptions& /*options*/) {
 #if !defined(GCOMP_HAVE_NCCL)
 bool nccl_available() noexcept { return false; }
 
+std::string nccl_unusable() {
+  return "this gcomp build has no nccl backend (configure with -DGCOMP_CUDA=ON and NCCL installed "
+         "with the CUDA toolkit)";
+}
+
+std::string nccl_library() { return {}; }
+
+int nccl_version() { return 0; }
+
 std::unique_ptr<Communicator> make_nccl_communicator(const NcclOptions& /*options*/) {
   GCOMP_FAIL(gcompErrorNotSupported,
              "make_nccl_communicator: this gcomp build has no nccl backend (configure with "

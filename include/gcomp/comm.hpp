@@ -248,13 +248,32 @@ struct NcclOptions {
 };
 
 /// @brief True when this build contains the nccl backend (configured with CUDA and NCCL).
+/// NCCL itself is loaded at run time, when the first nccl communicator is created (see
+/// nccl_unusable()); libgcomp does not link it.
 [[nodiscard]] bool nccl_available() noexcept;
+
+/// @brief Empty when the nccl backend can run here, else the reason: the build has no nccl
+/// backend, NCCL cannot be loaded (the message names the library tried and the loader's error),
+/// or no CUDA device is visible. Loads NCCL on the first call, as make_nccl_communicator() does:
+/// GCOMP_NCCL_LIBRARY (a path) when set, else "libnccl.so.2" (the NCCL already in the process, if
+/// any), else the NCCL found next to the CUDA toolkit at configure time. The outcome of loading
+/// is kept for the life of the process (docs/communicators.md "Which NCCL is used").
+[[nodiscard]] std::string nccl_unusable();
+
+/// @brief The file NCCL was loaded from (loading it on the first call); empty when it cannot be
+/// loaded or the build has no nccl backend.
+[[nodiscard]] std::string nccl_library();
+
+/// @brief ncclGetVersion of the loaded NCCL (e.g. 22809 for 2.28.9; loading it on the first
+/// call); 0 when it cannot be loaded or the build has no nccl backend.
+[[nodiscard]] int nccl_version();
 
 /// @brief Creates this process's rank of a non-blocking NCCL communicator: exchanges the unique id
 /// (NcclOptions::bootstrap), selects the device, and initializes under the timeout (aborting on
 /// expiry). Collective over all ranks.
 /// @param[in] options bootstrap, rank, device and timeout.
-/// @throws gcomp::Error(gcompErrorNotSupported) when built without NCCL,
+/// @throws gcomp::Error(gcompErrorNotSupported) when built without NCCL or when NCCL cannot be
+///         loaded (checked first, before any rendezvous or device selection; nccl_unusable()),
 ///         gcomp::Error(gcompErrorInvalidArgument) for missing or bad launcher variables,
 ///         gcomp::Error(gcompErrorTimeout) when setup does not complete in time,
 ///         gcomp::Error(gcompErrorNccl / gcompErrorCuda) when a library call fails.

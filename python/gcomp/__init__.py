@@ -26,11 +26,11 @@ except ImportError as _exc:
         "an installed copy (docs/python.md)") from _exc
 
 from ._api import (Codec, Communicator, Guarantee, Session, StepStats, local_group, mpi_comm,  # noqa: E402
-                   nccl_comm, nccl_unusable)
+                   nccl_comm, nccl_library, nccl_unusable)
 
 __all__ = ["Codec", "Communicator", "Error", "Guarantee", "LibraryNotFound", "Session", "Status", "StepStats",
-           "abi_version", "library_path", "list_codecs", "local_group", "mpi_comm", "nccl_comm", "nccl_unusable",
-           "status_string"]
+           "abi_version", "library_path", "list_codecs", "local_group", "mpi_comm", "nccl_comm", "nccl_library",
+           "nccl_unusable", "status_string"]
 __version__ = "0.1.0"
 
 

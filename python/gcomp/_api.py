@@ -222,8 +222,19 @@ def mpi_comm(timeout_ms=0):
 
 
 def nccl_unusable():
-    """'' when this build has the nccl backend and a CUDA device is visible, else the reason."""
+    """'' when this build has the nccl backend, NCCL loads and a CUDA device is visible, else the reason.
+
+    Loads NCCL on the first call (as nccl_comm() does): the library named by GCOMP_NCCL_LIBRARY, else
+    the libnccl.so.2 already in the process (torch's, once torch is imported), else the CUDA toolkit's.
+    With torch in the same process, import torch before this call (docs/python.md)."""
     return _core.nccl_unusable()
+
+
+def nccl_library():
+    """(path, version code) of the NCCL the nccl backend uses, e.g. ('/…/libnccl.so.2', 22809) for 2.28.9;
+    ('', 0) when it cannot be loaded (nccl_unusable() says why) or the build has no nccl backend.
+    Loads NCCL on the first call, like nccl_unusable()."""
+    return tuple(_core.nccl_library())
 
 
 def nccl_comm(rank=None, world_size=None, master_addr=None, master_port=None, device=-1, timeout_ms=0):

@@ -3,7 +3,7 @@
 # test_install.sh <build dir> <source dir> <generator> <C++ compiler> [C compiler] [Python interpreter]
 # cmake --install into a temporary prefix; the examples configure with find_package(gcomp) and
 # -DCMAKE_PREFIX_PATH=<prefix>, build and run; the C example also builds with
-# `pkg-config --cflags --libs gcomp`. Prints every failed check; exits non-zero on any.
+# `pkg-config --cflags --libs gcomp`. No installed file may depend on NCCL (loaded at run time). Prints every failed check; exits non-zero on any.
 set -u
 build="$1"
 src="$2"
@@ -34,6 +34,16 @@ for tool in gcomp-codec gcomp-train; do
   if [ -x "$build/tools/$tool" ] && [ ! -x "$prefix/bin/$tool" ]; then say "$tool not installed"; fi
 done
 if [ -x "$prefix/bin/gcomp-codec" ]; then "$prefix/bin/gcomp-codec" list > /dev/null || say "installed gcomp-codec does not run"; fi
+# NCCL is loaded at run time by the nccl backend: no installed file may make it a dependency.
+nccl_dep='libnccl|nccl\.so|-lnccl'
+if grep -qiE "$nccl_dep" "$libdir"/cmake/gcomp/gcompTargets*.cmake "$libdir/pkgconfig/gcomp.pc"; then
+  say "the installed package names NCCL as a dependency: $(grep -ilE "$nccl_dep" "$libdir"/cmake/gcomp/gcompTargets*.cmake "$libdir/pkgconfig/gcomp.pc" | tr '\n' ' ')"
+fi
+if command -v readelf > /dev/null; then
+  while IFS= read -r elf; do
+    if readelf -d "$elf" 2> /dev/null | grep -q "NEEDED.*libnccl"; then say "$elf links libnccl"; fi
+  done < <(find "$prefix" -type f \( -name 'libgcomp.so*' -o -name '_core*.so' -o -path '*/bin/gcomp-*' \))
+fi
 export LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 # value_after <file> <label>: the number that follows "<label> " on the first matching line.

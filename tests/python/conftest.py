@@ -11,14 +11,6 @@ import sys
 
 import pytest
 
-# In a CUDA build gcomp._core links the CUDA toolkit's libnccl.so.2; a pip torch needs its own,
-# newer NCCL and fails to import (undefined symbol ncclCommResume) when gcomp's was loaded first.
-# Load torch first, as a DDP program does (docs/python.md "Install").
-try:
-    import torch  # noqa: F401
-except ImportError:
-    pass
-
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 if str(ROOT / "python") not in sys.path:
     sys.path.insert(0, str(ROOT / "python"))
