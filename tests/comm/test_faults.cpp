@@ -34,7 +34,9 @@ using gcomp::Communicator;
 using Clock = std::chrono::steady_clock;
 
 constexpr int kRanks = 3;
-constexpr int64_t kTimeoutMs = 300;
+// 1 s: long enough that a healthy rank never misses a collective on a loaded 2-core machine (or
+// under ASan), short enough to keep the stall tests quick.
+constexpr int64_t kTimeoutMs = 1000;
 constexpr int kWarmupSteps = 3;
 // Allowed time from the start of the failed step until a rank's exception: the collective
 // timeout, a stalled rank's sleep, and slack for sanitizer builds on a loaded machine.
