@@ -136,6 +136,15 @@ def main(rank, world, port, steps, outdir):
     with open(os.path.join(outdir, f"rank{rank}.json"), "w") as f:
         json.dump(results, f)
     dist.destroy_process_group()
+    # Leave without interpreter finalization. torch releases the Python callback of a completed
+    # hook future (the `.then(finish)` of gcomp.torch.hook) on a gloo worker thread, which needs the
+    # GIL; when that thread is late (a loaded machine) and the main thread is already finalizing,
+    # take_gil() ends the thread with pthread_exit and libstdc++ calls std::terminate (SIGABRT after
+    # all results are written; seen in about 1 of 10 runs on 2 busy cores). Every Python DDP hook
+    # on gloo has this exit race; docs/python.md "DDP hook" says how to end workers.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
