@@ -3,6 +3,7 @@
 // (cuda/grid), with their fused EF/DIANA variants and decode-reduce of P payloads in rank order.
 #include "cuda/common/common_kernels.cuh"
 #include "cuda/common/cuda_check.cuh"
+#include "cuda/dispatch/decode_launch.cuh"
 #include "cuda/dispatch/plan.cuh"
 #include "cuda/fused/decode_elements.cuh"
 #include "cuda/grid/grid_kernels.cuh"
@@ -112,20 +113,7 @@ void grid_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_p
   for (int j = 0; j < num_payloads; ++j)
     GCOMP_LAUNCH(grid_validate_kernel, grid, kThreads, stream, p, d_payloads + static_cast<size_t>(j) * stride,
                  static_cast<uint64_t>(j) << 40, ws.status);
-  const GridDecoder dec{p};
-  WeightList w{};
-  if (mode == DecodeMode::kOverwrite) {
-    GCOMP_LAUNCH((decode_elements_kernel<GridDecoder>), grid, kThreads, stream, dec, plan.n, d_payloads, stride, 1,
-                 w, 0, false, d_out, ws.status);
-    return;
-  }
-  for (int first = 0; first < num_payloads; first += kMaxWeights) {
-    const int count = std::min(kMaxWeights, num_payloads - first);
-    for (int j = 0; j < count; ++j) w.w[j] = weight_of(mode, h_weights, first + j);
-    const bool from_zero = mode == DecodeMode::kReduce && first == 0;
-    GCOMP_LAUNCH((decode_elements_kernel<GridDecoder>), grid, kThreads, stream, dec, plan.n,
-                 d_payloads + static_cast<size_t>(first) * stride, stride, count, w, 1, from_zero, d_out, ws.status);
-  }
+  launch_decode_elements(GridDecoder{p}, plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 // decode-reduce of P payloads (cuda/fused).
 #include "cuda/common/common_kernels.cuh"
 #include "cuda/common/cuda_check.cuh"
+#include "cuda/dispatch/decode_launch.cuh"
 #include "cuda/dispatch/plan.cuh"
 #include "cuda/fused/decode_elements.cuh"
 #include "cuda/identity/identity_kernels.cuh"
@@ -77,30 +78,6 @@ void dense_scales(const DevicePlan& plan, const Workspace& ws, Input in, cudaStr
 }
 
 int fuse_code(Fuse f) { return f == Fuse::kNone ? 0 : (f == Fuse::kEF ? 1 : 2); }
-
-template <class Decoder>
-void decode_with(const Decoder& dec, const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads,
-                 size_t stride, int num_payloads, const float* h_weights, DecodeMode mode, float* d_out,
-                 cudaStream_t stream) {
-  const unsigned grid = grid_for(plan.n, kThreads, plan.max_blocks);
-  WeightList w{};
-  if (mode == DecodeMode::kOverwrite) {
-    GCOMP_LAUNCH((decode_elements_kernel<Decoder>), grid, kThreads, stream, dec, plan.n, d_payloads, stride, 1, w,
-                 0, false, d_out, ws.status);
-    return;
-  }
-  if (mode == DecodeMode::kReduce && num_payloads == 0) {
-    GCOMP_LAUNCH(fill_zero_kernel, grid, kThreads, stream, d_out, plan.n, ws.status);
-    return;
-  }
-  for (int first = 0; first < num_payloads; first += kMaxWeights) {
-    const int count = std::min(kMaxWeights, num_payloads - first);
-    for (int j = 0; j < count; ++j) w.w[j] = h_weights != nullptr ? h_weights[first + j] : 1.0f;
-    const bool from_zero = mode == DecodeMode::kReduce && first == 0;
-    GCOMP_LAUNCH((decode_elements_kernel<Decoder>), grid, kThreads, stream, dec, plan.n,
-                 d_payloads + static_cast<size_t>(first) * stride, stride, count, w, 1, from_zero, d_out, ws.status);
-  }
-}
 
 }  // namespace
 
@@ -199,24 +176,16 @@ void launch_elementwise_decode(const DevicePlan& plan, const Workspace& ws, cons
       default: GCOMP_FAIL(gcompErrorInternal, "launch_elementwise_decode: not an elementwise codec");
     }
   }
+  const auto run = [&](const auto& dec) {
+    launch_decode_elements(dec, plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
+  };
   switch (plan.id) {
     case CodecId::kDither:
     case CodecId::kTernGrad:
-    case CodecId::kNatDither:
-      decode_with(DenseDecoder{dense_params(plan)}, plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out,
-                  stream);
-      return;
-    case CodecId::kSign:
-      decode_with(SignDecoder{sign_params(plan)}, plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out,
-                  stream);
-      return;
-    case CodecId::kNatural:
-      decode_with(NaturalDecoder{natural_params(plan)}, plan, ws, d_payloads, stride, num_payloads, h_weights, mode,
-                  d_out, stream);
-      return;
-    default:
-      decode_with(IdentityDecoder{}, plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
-      return;
+    case CodecId::kNatDither: run(DenseDecoder{dense_params(plan)}); return;
+    case CodecId::kSign: run(SignDecoder{sign_params(plan)}); return;
+    case CodecId::kNatural: run(NaturalDecoder{natural_params(plan)}); return;
+    default: run(IdentityDecoder{}); return;
   }
 }
 
