@@ -78,33 +78,14 @@ void usage() {
 }
 
 bool parse_options(int argc, char** argv, Options& o) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw std::invalid_argument("missing value after " + a);
-      return argv[++i];
-    };
-    if (a == "-h" || a == "--help") {
-      usage();
-      return false;
-    } else if (a == "--n") {
-      o.n = std::stoll(value());
-    } else if (a == "--seed") {
-      o.seed = std::stoull(value(), nullptr, 0);
-    } else if (a == "--grad") {
-      o.grad = value();
-    } else if (a == "--codecs") {
-      for (auto& s : split_list(value(), ';')) o.codecs.push_back(s);
-    } else if (a == "--codec") {
-      o.codecs.push_back(value());
-    } else if (a == "--draws") {
-      o.draws = std::stoi(value());
-    } else if (a == "-J" || a == "--json") {
-      o.json = value();
-    } else {
-      throw std::invalid_argument("unknown option " + a + " (see gcomp-bench bits --help)");
-    }
-  }
+  const bool go = parse_flags(argc, argv, "bits", usage, o, [&](const std::string& a, auto& value) {
+    if (a == "--n") o.n = std::stoll(value());
+    else if (a == "--grad") o.grad = value();
+    else if (a == "--draws") o.draws = std::stoi(value());
+    else return false;
+    return true;
+  });
+  if (!go) return false;
   if (o.codecs.empty()) o.codecs = kDefaultSpecs;
   if (o.n < 1 || o.draws < 1) throw std::invalid_argument("need --n >= 1 and --draws >= 1");
   return true;

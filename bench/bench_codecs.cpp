@@ -320,37 +320,13 @@ Record run_gpu(const Options& o, GpuContext& ctx, const std::string& spec, int64
 #endif  // GCOMP_HAVE_CUDA
 
 bool parse_options(int argc, char** argv, Options& o) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw std::invalid_argument("missing value after " + a);
-      return argv[++i];
-    };
-    if (a == "-h" || a == "--help") {
-      usage();
-      return false;
-    } else if (parse_sweep_flag(a, value, o)) {
-      continue;
-    } else if (a == "--codecs") {
-      std::string list = value();
-      size_t start = 0;
-      while (start <= list.size()) {
-        const size_t end = std::min(list.find(';', start), list.size());
-        if (end > start) o.codecs.push_back(list.substr(start, end - start));
-        start = end + 1;
-      }
-    } else if (a == "--codec") {
-      o.codecs.push_back(value());
-    } else if (a == "--seed") {
-      o.seed = std::stoull(value(), nullptr, 0);
-    } else if (a == "--cpu") {
-      o.force_cpu = true;
-    } else if (a == "-J" || a == "--json") {
-      o.json = value();
-    } else {
-      throw std::invalid_argument("unknown option " + a + " (see gcomp-bench codecs --help)");
-    }
-  }
+  const bool go = parse_flags(argc, argv, "codecs", usage, o, [&](const std::string& a, auto& value) {
+    if (parse_sweep_flag(a, value, o)) return true;
+    if (a == "--cpu") o.force_cpu = true;
+    else return false;
+    return true;
+  });
+  if (!go) return false;
   if (o.codecs.empty()) o.codecs = kDefaultCodecs;
   if (o.iters < 1 || o.warmup < 0 || !(o.factor > 1.0) || o.min_bytes < 4)
     throw std::invalid_argument("need -n >= 1, -w >= 0, -f > 1 and -b >= 4");

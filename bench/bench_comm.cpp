@@ -81,23 +81,10 @@ void usage() {
 }
 
 bool parse_options(int argc, char** argv, Options& o) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw std::invalid_argument("missing value after " + a);
-      return argv[++i];
-    };
-    if (a == "-h" || a == "--help") {
-      usage();
-      return false;
-    } else if (parse_sweep_flag(a, value, o)) {
-      continue;
-    } else if (a == "--check-max") {
+  const bool go = parse_flags(argc, argv, "comm", usage, o, [&](const std::string& a, auto& value) {
+    if (parse_sweep_flag(a, value, o)) return true;
+    if (a == "--check-max") {
       o.check_max_bytes = parse_size(value());
-    } else if (a == "--codec") {
-      o.codecs.push_back(value());
-    } else if (a == "--codecs") {
-      for (auto& s : split_list(value(), ';')) o.codecs.push_back(s);
     } else if (a == "--backend") {
       const std::string b = value();
       if (b == "local") o.backend = Backend::kLocal;
@@ -106,14 +93,12 @@ bool parse_options(int argc, char** argv, Options& o) {
       else throw std::invalid_argument("--backend must be local, mpi or nccl, got '" + b + "'");
     } else if (a == "--ranks") {
       o.ranks = std::stoi(value());
-    } else if (a == "--seed") {
-      o.seed = std::stoull(value(), nullptr, 0);
-    } else if (a == "-J" || a == "--json") {
-      o.json = value();
     } else {
-      throw std::invalid_argument("unknown option " + a + " (see gcomp-bench comm --help)");
+      return false;
     }
-  }
+    return true;
+  });
+  if (!go) return false;
   if (o.codecs.empty()) o.codecs.push_back("dither:levels=4,block=512");
   for (const auto& c : o.codecs) static_cast<void>(CodecSpec::parse(c));  // bad specs fail before any rank starts
   if (o.iters < 1 || o.warmup < 0 || !(o.factor > 1.0) || o.min_bytes < 4 || o.max_bytes < o.min_bytes)

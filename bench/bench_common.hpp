@@ -173,6 +173,38 @@ bool parse_sweep_flag(const std::string& flag, Value&& value, Options& o) {
   return true;
 }
 
+/// The flag loop of every gcomp-bench subcommand. For each argument, `handle(flag, value)` says
+/// whether it took the flag (`value()` consumes the next argument; a missing one throws). The flags
+/// every subcommand has are taken here: --seed, -J/--json, --codec (repeatable) and --codecs "a;b".
+/// -h/--help prints `usage()` and returns false; an unknown flag throws, naming `command`.
+template <class Options, class Handler>
+bool parse_flags(int argc, char** argv, const char* command, void (*usage)(), Options& o, Handler&& handle) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw std::invalid_argument("missing value after " + a);
+      return argv[++i];
+    };
+    if (a == "-h" || a == "--help") {
+      usage();
+      return false;
+    }
+    if (handle(a, value)) continue;
+    if (a == "--seed") {
+      o.seed = std::stoull(value(), nullptr, 0);
+    } else if (a == "-J" || a == "--json") {
+      o.json = value();
+    } else if (a == "--codec") {
+      o.codecs.push_back(value());
+    } else if (a == "--codecs") {
+      for (auto& c : split_list(value(), ';')) o.codecs.push_back(c);
+    } else {
+      throw std::invalid_argument("unknown option " + a + " (see gcomp-bench " + command + " --help)");
+    }
+  }
+  return true;
+}
+
 /// Writes a JSON document to `path`; false (with a message naming `tool`) when it cannot.
 inline bool write_json_file(const std::string& path, const JsonObject& top, const char* tool) {
   std::ofstream f(path);
