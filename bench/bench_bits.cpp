@@ -117,24 +117,12 @@ struct Record {
   BitsReport report;
 };
 
-std::string r_text(double r) {
-  if (!std::isfinite(r)) return "n/a";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.3f", r);
-  return buf;
-}
-
 void print_record(const Record& rec) {
   const BitsReport& r = rec.report;
-  char declared[64], measured[64];
-  if (r.declared.kind == Guarantee::Kind::kUnbiased) std::snprintf(declared, sizeof declared, "omega<=%.4g", r.declared.omega);
-  else if (r.declared.kind == Guarantee::Kind::kContractive) std::snprintf(declared, sizeof declared, "delta>=%.4g", r.declared.delta);
-  else std::snprintf(declared, sizeof declared, "none");
-  const char* how = r.method == ErrorMeasure::kExact ? "exact" : r.method == ErrorMeasure::kMonteCarlo ? "mc" : "1 draw";
-  std::snprintf(measured, sizeof measured, "%s=%.4g (%s)", r.measured_is_omega ? "omega" : "eps", r.measured, how);
+  const BitsReportText t = bits_report_text(r, 3);
   std::printf("%-9s %-60s %8lld %10.0f %9.4f %-18s %-24s %8s %8s\n", rec.input.c_str(), r.spec.c_str(),
-              static_cast<long long>(r.num_elems), r.bits, r.bits_per_coord, declared, measured,
-              r_text(r.r_declared).c_str(), r_text(r.r_measured).c_str());
+              static_cast<long long>(r.num_elems), r.bits, r.bits_per_coord, t.declared.c_str(), t.measured.c_str(),
+              t.r_declared.c_str(), t.r_measured.c_str());
 }
 
 }  // namespace

@@ -224,13 +224,6 @@ std::vector<std::string> split_specs(const std::string& list) {
   return out;
 }
 
-std::string r_text(double r) {
-  if (!std::isfinite(r)) return "n/a";
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2f", r);
-  return buf;
-}
-
 int cmd_bits(int argc, char** argv) {
   auto f = parse_flags(argc, argv, 2, {"--n", "--seed", "--codecs", "--json"}, nullptr);
   const int64_t n = f.count("--n") ? parse_number<int64_t>("--n", f["--n"]) : 1024;
@@ -249,14 +242,9 @@ int cmd_bits(int argc, char** argv) {
   std::printf("%-58s %8s %9s %-22s %-24s %8s %8s\n", "codec", "bits", "bits/crd", "declared", "measured", "R_decl",
               "R_meas");
   for (const auto& r : reports) {
-    char declared[64], measured[64];
-    if (r.declared.kind == Guarantee::Kind::kUnbiased) std::snprintf(declared, sizeof declared, "omega<=%.4g", r.declared.omega);
-    else if (r.declared.kind == Guarantee::Kind::kContractive) std::snprintf(declared, sizeof declared, "delta>=%.4g", r.declared.delta);
-    else std::snprintf(declared, sizeof declared, "none");
-    const char* how = r.method == ErrorMeasure::kExact ? "exact" : r.method == ErrorMeasure::kMonteCarlo ? "mc" : "1 draw";
-    std::snprintf(measured, sizeof measured, "%s=%.4g (%s)", r.measured_is_omega ? "omega" : "eps", r.measured, how);
-    std::printf("%-58s %8.0f %9.4f %-22s %-24s %8s %8s\n", r.spec.c_str(), r.bits, r.bits_per_coord, declared, measured,
-                r_text(r.r_declared).c_str(), r_text(r.r_measured).c_str());
+    const BitsReportText t = bits_report_text(r, 2);
+    std::printf("%-58s %8.0f %9.4f %-22s %-24s %8s %8s\n", r.spec.c_str(), r.bits, r.bits_per_coord, t.declared.c_str(),
+                t.measured.c_str(), t.r_declared.c_str(), t.r_measured.c_str());
   }
   if (f.count("--json")) {
     std::string json = "{\"command\": \"bits\", \"n\": " + std::to_string(n) + ", \"seed\": " + std::to_string(seed) +

@@ -172,6 +172,26 @@ BitsReport bits_report(const Codec& codec, std::span<const float> x, const BitsR
   return r;
 }
 
+BitsReportText bits_report_text(const BitsReport& r, int r_digits) {
+  char buf[64];
+  BitsReportText t;
+  if (r.declared.kind == Guarantee::Kind::kUnbiased) std::snprintf(buf, sizeof buf, "omega<=%.4g", r.declared.omega);
+  else if (r.declared.kind == Guarantee::Kind::kContractive) std::snprintf(buf, sizeof buf, "delta>=%.4g", r.declared.delta);
+  else std::snprintf(buf, sizeof buf, "none");
+  t.declared = buf;
+  const char* how = r.method == ErrorMeasure::kExact ? "exact" : r.method == ErrorMeasure::kMonteCarlo ? "mc" : "1 draw";
+  std::snprintf(buf, sizeof buf, "%s=%.4g (%s)", r.measured_is_omega ? "omega" : "eps", r.measured, how);
+  t.measured = buf;
+  const auto ratio = [&](double v) -> std::string {
+    if (!std::isfinite(v)) return "n/a";
+    std::snprintf(buf, sizeof buf, "%.*f", r_digits, v);
+    return buf;
+  };
+  t.r_declared = ratio(r.r_declared);
+  t.r_measured = ratio(r.r_measured);
+  return t;
+}
+
 std::string bits_report_json(const BitsReport& r) {
   const char* kind = r.declared.kind == Guarantee::Kind::kUnbiased      ? "unbiased"
                      : r.declared.kind == Guarantee::Kind::kContractive ? "contractive"

@@ -64,6 +64,15 @@ double lower_bound_bits(int64_t num_elems, double eps);
 /// One JSON object; R values that are n/a are null.
 std::string bits_report_json(const BitsReport& report);
 
+/// The text cells of one report's table row, as `gcomp-codec bits` and `gcomp-bench bits` print
+/// them: the declared guarantee ("omega<=W", "delta>=D" or "none"), the measured error with how it
+/// was measured ("omega=W (exact)", "eps=E (mc)", ...), and both R values with `r_digits`
+/// decimals ("n/a" when not finite).
+struct BitsReportText {
+  std::string declared, measured, r_declared, r_measured;
+};
+BitsReportText bits_report_text(const BitsReport& report, int r_digits);
+
 /// The codecs of the spec's reference table (§5.1, §5.2): what `gcomp-codec bits` prints by default.
 std::vector<std::string> bits_report_default_specs();
 

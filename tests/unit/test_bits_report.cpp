@@ -6,6 +6,7 @@
 #include <gcomp/bits_report.hpp>
 
 #include <cmath>
+#include <cstdio>
 
 using namespace gcomp;
 
@@ -111,6 +112,18 @@ TEST(BitsReportTest, SpecReferenceValues) {
   EXPECT_TRUE(std::isnan(id.r_declared));
   EXPECT_TRUE(std::isnan(id.r_measured));
   EXPECT_NE(bits_report_json(id).find("\"R_declared\": null, \"R_measured\": null"), std::string::npos);
+  const BitsReportText idt = bits_report_text(id, 2);
+  EXPECT_EQ(idt.declared, "omega<=0");
+  EXPECT_EQ(idt.r_declared, "n/a");
+  EXPECT_EQ(idt.r_measured, "n/a");
+  // A contractive codec: its delta, the measured eps with its method, R to the asked precision.
+  const BitsReport tk = report("topk:k=8");
+  const BitsReportText tkt = bits_report_text(tk, 3);
+  EXPECT_EQ(tkt.declared.rfind("delta>=", 0), 0u) << tkt.declared;
+  EXPECT_EQ(tkt.measured.rfind("eps=", 0), 0u) << tkt.measured;
+  char want[32];
+  std::snprintf(want, sizeof want, "%.3f", tk.r_measured);
+  EXPECT_EQ(tkt.r_measured, want);
 }
 
 TEST(BitsReportTest, MeasuresAndArguments) {
