@@ -6,6 +6,8 @@
 // (session.cpp); where fp32 needs a rounding choice, it is named in docs/algorithms.md "Backends".
 #include "host/algorithms/f32_engine.hpp"
 
+#include "host/algorithms/algorithm_state.hpp"
+
 #include "host/common/nvtx.hpp"
 
 #include <algorithm>
@@ -15,7 +17,6 @@ namespace gcomp::detail {
 
 namespace {
 constexpr uint32_t kServerRankId = 0xffffffffu;  // as the CPU backend: the replicated server's encoder
-bool two_way(Algorithm a) { return a == Algorithm::kDistEfSgdm || a == Algorithm::kDoubleSqueeze; }
 size_t round4(size_t b) { return (b + 3) / 4 * 4; }
 }  // namespace
 
@@ -43,15 +44,9 @@ F32Engine::F32Engine(Communicator& comm, const Layout& layout, const SessionConf
     } else {
       up_bytes_ = 0;
       for (int r = 0; r < P_; ++r) {
-        std::vector<int64_t> segs;
-        for (size_t s = 0; s < layout.segments().size(); ++s) {
-          const int64_t b = std::max(layout.segment_offset(s), shard_begin_[r]);
-          const int64_t e = std::min(layout.segment_offset(s + 1), shard_begin_[r + 1]);
-          if (e > b) segs.push_back(e - b);
-        }
-        if (segs.empty()) segs.push_back(0);
-        up_shard_.push_back(o.add_codec(up_spec, Layout(segs), false));
-        down_shard_.push_back(o.add_codec(down_spec, Layout(segs), false));
+        const Layout segs(shard_segments(layout, shard_begin_[r], shard_begin_[r + 1]));
+        up_shard_.push_back(o.add_codec(up_spec, segs, false));
+        down_shard_.push_back(o.add_codec(down_spec, segs, false));
         up_bytes_ = std::max(up_bytes_, o.encoded_bytes(up_shard_.back()));
         down_bytes_ = std::max(down_bytes_, o.encoded_bytes(down_shard_.back()));
       }
@@ -75,37 +70,10 @@ F32Engine::F32Engine(Communicator& comm, const Layout& layout, const SessionConf
     h_d2_.resize(n_);
   }
 
-  auto add = [&](const std::string& name, size_t size) { st_[name] = Array{o.alloc_f32(size), size}; };
   const size_t mine = cfg.server == ServerMode::kSharded && two_way(cfg.algorithm)
                           ? static_cast<size_t>(shard_begin_[rank_ + 1] - shard_begin_[rank_])
                           : n_;
-  switch (cfg.algorithm) {
-    case Algorithm::kGd:
-    case Algorithm::kCompressedGd:
-      if (cfg.momentum > 0) add("momentum", n_);
-      break;
-    case Algorithm::kSignSgdMv: break;
-    case Algorithm::kEfSgd:
-      add("error", n_);
-      if (cfg.momentum > 0) add("momentum", n_);
-      break;
-    case Algorithm::kDiana:
-      add("shift_worker", n_);
-      add("shift_server", n_);
-      if (cfg.momentum > 0) add("momentum", n_);
-      break;
-    case Algorithm::kDistEfSgdm:
-      add("error", n_);
-      add("momentum", n_);
-      add("server_error", mine);
-      break;
-    case Algorithm::kDoubleSqueeze:
-      add("error", n_);
-      add("server_error", mine);
-      break;
-    case Algorithm::kHessianEc: add("error", n_); break;
-  }
-  if (cfg.delay > 0) add("delay_queue", n_ * static_cast<size_t>(cfg.delay + 1));
+  for (const auto& [name, size] : state_arrays(cfg, n_, mine)) st_[name] = Array{o.alloc_f32(size), size};
   // Every array a step writes is saved at its start (the delay queue: only the slot it writes), so
   // a step that fails anywhere (collective, codec, callback) leaves the state as it was.
   for (const auto& [name, a] : st_) {

@@ -3,6 +3,7 @@
 // communicator, CPU backend (double state, fp32 messages).
 #include <gcomp/session.hpp>
 
+#include "host/algorithms/algorithm_state.hpp"
 #include "host/algorithms/checkpoint.hpp"
 #include "host/algorithms/f32_engine.hpp"
 #include "host/common/nvtx.hpp"
@@ -42,7 +43,7 @@ struct BackendName {
 };
 constexpr BackendName kBackends[] = {{Backend::kCpu, "cpu"}, {Backend::kHostF32, "host-f32"}, {Backend::kCuda, "cuda"}};
 
-bool two_way(Algorithm a) { return a == Algorithm::kDistEfSgdm || a == Algorithm::kDoubleSqueeze; }
+using detail::two_way;
 
 std::string fmt(double v) {
   char buf[64];
@@ -205,15 +206,9 @@ void Session::Impl::setup() {
       for (int r = 0; r <= P; ++r) shard_begin[r] = (n / P) * r + ((n % P) * r) / P;
       up_bytes = 0;
       for (int r = 0; r < P; ++r) {
-        std::vector<int64_t> segs;
-        for (size_t s = 0; s < layout.segments().size(); ++s) {
-          const int64_t b = std::max(layout.segment_offset(s), shard_begin[r]);
-          const int64_t e = std::min(layout.segment_offset(s + 1), shard_begin[r + 1]);
-          if (e > b) segs.push_back(e - b);
-        }
-        if (segs.empty()) segs.push_back(0);
-        up_shard.push_back(make_codec(up_spec, Layout(segs)));
-        down_shard.push_back(make_codec(down_spec, Layout(segs)));
+        const Layout segs(detail::shard_segments(layout, shard_begin[r], shard_begin[r + 1]));
+        up_shard.push_back(make_codec(up_spec, segs));
+        down_shard.push_back(make_codec(down_spec, segs));
         up_bytes = std::max(up_bytes, up_shard.back()->encoded_bytes());
         down_bytes = std::max(down_bytes, down_shard.back()->encoded_bytes());
       }
@@ -258,39 +253,8 @@ void Session::Impl::setup() {
   scales.resize(static_cast<size_t>(up->num_scales()));
   scales_max.resize(scales.size());
 
-  auto add = [&](const std::string& name, size_t size) { st[name].assign(size, 0.0); };
-  switch (cfg.algorithm) {
-    case Algorithm::kGd:
-    case Algorithm::kCompressedGd:
-      if (cfg.momentum > 0) add("momentum", un);
-      break;
-    case Algorithm::kSignSgdMv:
-      break;
-    case Algorithm::kEfSgd:
-      add("error", un);
-      if (cfg.momentum > 0) add("momentum", un);
-      break;
-    case Algorithm::kDiana:
-      add("shift_worker", un);
-      add("shift_server", un);
-      if (cfg.momentum > 0) add("momentum", un);
-      break;
-    case Algorithm::kDistEfSgdm:
-      add("error", un);
-      add("momentum", un);
-      add("server_error", cfg.server == ServerMode::kSharded
-                               ? static_cast<size_t>(shard_begin[rank + 1] - shard_begin[rank]) : un);
-      break;
-    case Algorithm::kDoubleSqueeze:
-      add("error", un);
-      add("server_error", cfg.server == ServerMode::kSharded
-                               ? static_cast<size_t>(shard_begin[rank + 1] - shard_begin[rank]) : un);
-      break;
-    case Algorithm::kHessianEc:
-      add("error", un);
-      break;
-  }
-  if (cfg.delay > 0) add("delay_queue", un * static_cast<size_t>(cfg.delay + 1));
+  const size_t shard = shard_begin.empty() ? un : static_cast<size_t>(shard_begin[rank + 1] - shard_begin[rank]);
+  for (const auto& [name, size] : detail::state_arrays(cfg, un, shard)) st[name].assign(size, 0.0);
 
   std::vector<std::string> early;  // written before the step's last collective
   if (cfg.delay > 0) early.push_back("delay_queue");
