@@ -130,11 +130,6 @@ void DensePlaneCodec::encode_with_scales(std::span<const float> x, std::span<con
   write(x, scales, key, payload);
 }
 
-Quantized DensePlaneCodec::quantize(float y, float scale, float u) const {
-  return spec().id == CodecId::kNatDither ? natdither_quantize(y, scale, levels_, u)
-                                          : dither_quantize(y, scale, levels_, u);
-}
-
 float DensePlaneCodec::value(uint32_t level, bool negative, float scale) const {
   return spec().id == CodecId::kNatDither ? natdither_value(level, negative, scale, levels_)
                                           : dither_value(level, negative, scale, levels_);
@@ -147,19 +142,32 @@ void DensePlaneCodec::write(std::span<const float> x, std::span<const float> sca
   uint8_t* groups = out + 4 * num_blocks_;
   const int64_t n = num_elems();
   const int words = group_words(nbits_);
+  const bool natural = spec().id == CodecId::kNatDither;
   int64_t block = 0;
-  Philox4x32 rnd{};
   uint32_t w[1 + 32];
   for (int64_t g = 0; g < groups_; ++g) {
     std::fill(w, w + words, 0u);
-    for (int lane = 0; lane < kGroupElems; ++lane) {
-      const int64_t i = g * kGroupElems + lane;
-      if (i >= n) break;
-      while (i >= blocks_[block + 1]) ++block;
-      if ((i & 3) == 0) rnd = philox_block(key, kStreamElement, static_cast<uint64_t>(i) >> 2);
-      const Quantized q = quantize(x[i], scales[block], uniform01(rnd.v[i & 3]));
-      w[0] |= static_cast<uint32_t>(q.negative) << lane;
-      for (int k = 0; k < nbits_; ++k) w[1 + k] |= ((q.level >> k) & 1u) << lane;
+    // One Philox block per four elements (the group form of the element math).
+    for (int lane0 = 0; lane0 < kGroupElems && g * kGroupElems + lane0 < n; lane0 += kPhiloxGroupElems) {
+      const int64_t i0 = g * kGroupElems + lane0;
+      float y[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      float nu[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      for (int j = 0; j < 4 && i0 + j < n; ++j) {
+        while (i0 + j >= blocks_[block + 1]) ++block;
+        y[j] = x[i0 + j];
+        nu[j] = scales[block];
+      }
+      const Philox4x32 rnd = philox_block(key, kStreamElement, static_cast<uint64_t>(i0) >> 2);
+      Quantized q[4];
+      if (natural)
+        natdither_quantize4(y, nu, levels_, rnd, q);
+      else
+        dither_quantize4(y, nu, levels_, rnd, q);
+      for (int j = 0; j < 4; ++j) {
+        const int lane = lane0 + j;
+        w[0] |= static_cast<uint32_t>(q[j].negative) << lane;
+        for (int k = 0; k < nbits_; ++k) w[1 + k] |= ((q[j].level >> k) & 1u) << lane;
+      }
     }
     for (int k = 0; k < words; ++k) store_u32(groups + 4 * (g * words + k), w[k]);
   }

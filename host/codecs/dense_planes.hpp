@@ -30,7 +30,6 @@ class DensePlaneCodec final : public Codec {
 
  private:
   float block_scale(const float* x, int64_t len) const;
-  Quantized quantize(float y, float scale, float u) const;
   float value(uint32_t level, bool negative, float scale) const;
   void write(std::span<const float> x, std::span<const float> scales, const RngKey& key,
              std::span<uint8_t> payload) const;

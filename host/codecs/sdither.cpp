@@ -126,19 +126,30 @@ void SDitherCodec::write(std::span<const float> x, std::span<const float> scales
   std::vector<uint32_t> dir(static_cast<size_t>(num_chunks_), 0u);
   uint64_t pos = 0;
   int64_t block = 0;
-  Philox4x32 rnd{};
-  for (int64_t c = 0; c < num_chunks_; ++c) {
-    dir[static_cast<size_t>(c)] = static_cast<uint32_t>(pos);
-    const int64_t begin = c * chunk_;
-    const int64_t end = std::min(n, begin + chunk_);
-    int64_t prev = begin - 1;
-    for (int64_t i = begin; i < end; ++i) {
-      while (i >= blocks_[block + 1]) ++block;
-      if ((i & 3) == 0 || i == begin) rnd = philox_block(key, kStreamElement, static_cast<uint64_t>(i) >> 2);
-      const Quantized q = dither_quantize(x[i], scales[block], levels_, uniform01(rnd.v[i & 3]));
-      if (q.level == 0u) continue;
-      pos = sdither_write_record(words.data(), pos, code_, static_cast<uint64_t>(i - prev), q.negative, q.level,
-                                 levels_);
+  // Quantized elements in increasing index order, one Philox block per group of four (the group
+  // form of the element math); records are written per chunk as the elements come.
+  int64_t chunk = -1;
+  int64_t prev = -1;
+  for (int64_t i0 = 0; i0 < n; i0 += kPhiloxGroupElems) {
+    float y[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    float nu[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int j = 0; j < 4 && i0 + j < n; ++j) {
+      while (i0 + j >= blocks_[block + 1]) ++block;
+      y[j] = x[i0 + j];
+      nu[j] = scales[block];
+    }
+    Quantized q[4];
+    dither_quantize4(y, nu, levels_, philox_block(key, kStreamElement, static_cast<uint64_t>(i0) >> 2), q);
+    for (int j = 0; j < 4 && i0 + j < n; ++j) {
+      const int64_t i = i0 + j;
+      if (i / chunk_ != chunk) {  // the first element of a chunk: its directory entry; gaps restart
+        chunk = i / chunk_;
+        dir[static_cast<size_t>(chunk)] = static_cast<uint32_t>(pos);
+        prev = chunk * chunk_ - 1;
+      }
+      if (q[j].level == 0u) continue;
+      pos = sdither_write_record(words.data(), pos, code_, static_cast<uint64_t>(i - prev), q[j].negative,
+                                 q[j].level, levels_);
       prev = i;
     }
   }

@@ -148,12 +148,16 @@ void NaturalCodec::encode(std::span<const float> x, const RngKey& key, std::span
   uint8_t* signs = payload.data();
   uint8_t* codes = payload.data() + 4 * words_;
   std::fill(payload.begin(), payload.begin() + static_cast<std::ptrdiff_t>(encoded_bytes()), uint8_t{0});
-  Philox4x32 rnd{};
-  for (int64_t i = 0; i < n; ++i) {
-    if ((i & 3) == 0) rnd = philox_block(key, kStreamElement, static_cast<uint64_t>(i) >> 2);
-    const uint32_t code = natural_exponent_code(x[i], rnd.v[i & 3]);
-    codes[i] = static_cast<uint8_t>(code);
-    if (code != 0 && x[i] < 0.0f) signs[4 * (i / 32) + (i % 32) / 8] |= static_cast<uint8_t>(1u << (i % 8));
+  for (int64_t i0 = 0; i0 < n; i0 += kPhiloxGroupElems) {
+    float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int j = 0; j < 4 && i0 + j < n; ++j) t[j] = x[i0 + j];
+    uint32_t code[4];
+    natural_codes4(t, philox_block(key, kStreamElement, static_cast<uint64_t>(i0) >> 2), code);
+    for (int j = 0; j < 4 && i0 + j < n; ++j) {
+      const int64_t i = i0 + j;
+      codes[i] = static_cast<uint8_t>(code[j]);
+      if (code[j] != 0 && x[i] < 0.0f) signs[4 * (i / 32) + (i % 32) / 8] |= static_cast<uint8_t>(1u << (i % 8));
+    }
   }
 }
 

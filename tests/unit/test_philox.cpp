@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // Philox4x32-10 known-answer tests (Random123 kat_vectors) and gcomp's stream layout.
+#include <gcomp/detail/codec_math.hpp>
 #include <gcomp/detail/philox.hpp>
 #include <gcomp/detail/detmath.hpp>
 
@@ -50,6 +51,40 @@ TEST(PhiloxTest, StreamsAreDistinctAndLayoutFree) {
   RngKey k5 = key; k5.stream_offset = kStreamDownlink; seen.insert(philox_word(k5, kStreamElement, 5));
   RngKey k6 = key; k6.seed = 12345ull | (1ull << 40); seen.insert(philox_word(k6, kStreamElement, 5));
   EXPECT_EQ(seen.size(), 7u);
+}
+
+TEST(PhiloxTest, GroupFormsEqualTheElementFunctionsWordByWord) {
+  // One block per group of four gives, element by element, what the element functions give with
+  // philox_word: the group API changes no payload bit.
+  const RngKey key{0x0123456789abcdefull, 5, 11, kStreamDownlink};
+  const float ys[] = {0.0f, -0.0f, 1.0f, -1.0f, 0.3f, -0.7f, 2.5f, -1e-30f, 3e38f, -5e-45f, 0.125f, -0.999f};
+  const float nus[] = {0.0f, 1.0f, 2.5f, 1e-30f, 3e38f, 0.5f};
+  for (uint64_t q = 0; q < 64; ++q) {
+    const Philox4x32 r = philox_block(key, kStreamElement, q);
+    for (uint32_t levels : {1u, 3u, 4u, 7u, 1000u}) {
+      float y[4], nu[4];
+      for (int j = 0; j < 4; ++j) {
+        y[j] = ys[(q + 3 * j) % (sizeof ys / sizeof ys[0])];
+        nu[j] = nus[(q + j) % (sizeof nus / sizeof nus[0])];
+        if (nu[j] != 0.0f && abs_f(y[j]) > nu[j]) nu[j] = abs_f(y[j]);
+      }
+      Quantized d[4], nd[4];
+      uint32_t codes[4];
+      dither_quantize4(y, nu, levels, r, d);
+      natdither_quantize4(y, nu, levels, r, nd);
+      natural_codes4(y, r, codes);
+      for (int j = 0; j < 4; ++j) {
+        const uint32_t w = philox_word(key, kStreamElement, 4 * q + static_cast<uint64_t>(j));
+        const Quantized de = dither_quantize(y[j], nu[j], levels, uniform01(w));
+        const Quantized ne = natdither_quantize(y[j], nu[j], levels, uniform01(w));
+        EXPECT_EQ(d[j].level, de.level);
+        EXPECT_EQ(d[j].negative, de.negative);
+        EXPECT_EQ(nd[j].level, ne.level);
+        EXPECT_EQ(nd[j].negative, ne.negative);
+        EXPECT_EQ(codes[j], natural_exponent_code(y[j], w));
+      }
+    }
+  }
 }
 
 TEST(PhiloxTest, UniformIsInUnitIntervalAndExact) {

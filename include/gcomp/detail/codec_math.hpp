@@ -123,6 +123,29 @@ GCOMP_HD float natural_value(uint32_t code, bool negative) {
 
 GCOMP_HD float sign_value(bool negative, float scale) { return negative ? -scale : scale; }
 
+// ---------------------------------------------------------------------------------------------
+// Group forms: one Philox block serves the four elements of group q = index / 4 (philox.hpp).
+// Element 4q + j of a group uses word j of philox_block(key, kStreamElement, q). Each function
+// takes the group's block once and returns, for j = 0..3, exactly what the element function
+// returns with word r.v[j]. Positions past the end of the buffer are passed as y = 0 (nu and
+// scale arbitrary): they give level 0 / code 0 and are ignored by the caller. nu[j] is the
+// scale of element 4q + j (a group may straddle a block or segment boundary).
+// ---------------------------------------------------------------------------------------------
+
+GCOMP_HD void dither_quantize4(const float (&y)[4], const float (&nu)[4], uint32_t levels, const Philox4x32& r,
+                               Quantized (&out)[4]) {
+  for (int j = 0; j < 4; ++j) out[j] = dither_quantize(y[j], nu[j], levels, uniform01(r.v[j]));
+}
+
+GCOMP_HD void natdither_quantize4(const float (&y)[4], const float (&nu)[4], uint32_t levels, const Philox4x32& r,
+                                  Quantized (&out)[4]) {
+  for (int j = 0; j < 4; ++j) out[j] = natdither_quantize(y[j], nu[j], levels, uniform01(r.v[j]));
+}
+
+GCOMP_HD void natural_codes4(const float (&t)[4], const Philox4x32& r, uint32_t (&code)[4]) {
+  for (int j = 0; j < 4; ++j) code[j] = natural_exponent_code(t[j], r.v[j]);
+}
+
 /// out + weight * v, never fused: the one accumulation rule of decode_accumulate on every backend.
 GCOMP_HD float accumulate(float out, float weight, float v) { return out + weight * v; }
 

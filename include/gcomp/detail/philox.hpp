@@ -68,14 +68,23 @@ struct RngKey {
   uint32_t stream_offset = 0;  ///< 0 for the uplink, kStreamDownlink for the downlink
 };
 
-/// The 4 random words of element group q = index / 4.
+/// Elements per Philox group: elements 4q .. 4q + 3 share the block of counter q.
+inline constexpr int kPhiloxGroupElems = 4;
+
+/// The 4 random words of element group q = index / 4: word j belongs to element 4q + j.
+///
+/// This is the group API: evaluate the block once per group and hand its words to the group
+/// functions of codec_math.hpp (dither_quantize4, natdither_quantize4, natural_codes4), which give
+/// exactly the results of the element functions with word j for element 4q + j.
 GCOMP_HD Philox4x32 philox_block(const RngKey& key, uint32_t stream, uint64_t q) {
   const uint32_t s = stream + key.stream_offset;
   Philox4x32 ctr{{static_cast<uint32_t>(q), static_cast<uint32_t>(q >> 32) | (s << 16), key.rank, key.step}};
   return philox4x32_10(ctr, static_cast<uint32_t>(key.seed), static_cast<uint32_t>(key.seed >> 32));
 }
 
-/// The random word of one element.
+/// The random word of one element: word (index % 4) of philox_block(key, stream, index / 4).
+/// It evaluates the whole block for one word, so a loop over elements pays 4 blocks per group:
+/// loops use philox_block once per group instead (one block serves its four elements).
 GCOMP_HD uint32_t philox_word(const RngKey& key, uint32_t stream, uint64_t index) {
   return philox_block(key, stream, index >> 2).v[index & 3u];
 }
