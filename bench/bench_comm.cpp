@@ -524,14 +524,15 @@ void gpu_allgather(Communicator& comm, GpuRank& g, const Options& o, const std::
   const auto x = upload_input(n, o.seed, rank, g.stream);
   DeviceMem payload(stride), all(stride * static_cast<size_t>(p)), out(static_cast<size_t>(n) * sizeof(float)), ws(ws_bytes);
   zero(payload, stride, g.stream);
+  std::vector<RngKey> keys;  // payload j was encoded with rank j's key
+  for (int j = 0; j < p; ++j) keys.push_back(uplink_key(o.seed, j));
   GpuTimer timer(comm, g.stream);
   const std::vector<Stage> stages = {
       {kEnc, [&] { codec.encode(x->floats(), uplink_key(o.seed, rank), payload.bytes(), ws.bytes(), ws_bytes, g.stream); }},
       {kComm, [&] { comm.allgather(payload.bytes(), all.bytes(), stride, g.stream); }},
       {kDec,
        [&] {
-         codec.decode_reduce(all.bytes(), stride, p, nullptr, uplink_key(o.seed, 0), out.floats(), ws.bytes(), ws_bytes,
-                             g.stream);
+         codec.decode_reduce(all.bytes(), stride, p, nullptr, keys.data(), out.floats(), ws.bytes(), ws_bytes, g.stream);
        }},
   };
   std::function<int64_t()> check;
@@ -567,6 +568,8 @@ void gpu_twoway(Communicator& comm, GpuRank& g, const Options& o, const std::str
   zero(down, stride, g.stream);
   const cuda::DeviceCodec& mine = codecs[static_cast<size_t>(rank)];
   const auto at = [&](const DeviceMem& m, int j) { return m.bytes() + static_cast<size_t>(j) * stride; };
+  std::vector<RngKey> keys;  // rank j's message for this rank's shard
+  for (int j = 0; j < p; ++j) keys.push_back(shard_key(o.seed, j, rank, false));
   GpuTimer timer(comm, g.stream);
   const std::vector<Stage> stages = {
       {kEnc,
@@ -578,8 +581,7 @@ void gpu_twoway(Communicator& comm, GpuRank& g, const Options& o, const std::str
       {kComm, [&] { comm.alltoall(send.bytes(), recv.bytes(), stride, g.stream); }},
       {kDec,
        [&] {
-         mine.decode_reduce(recv.bytes(), stride, p, nullptr, shard_key(o.seed, 0, rank, false), sum.floats(), ws.bytes(),
-                            ws_bytes, g.stream);
+         mine.decode_reduce(recv.bytes(), stride, p, nullptr, keys.data(), sum.floats(), ws.bytes(), ws_bytes, g.stream);
        }},
       {kEnc, [&] { mine.encode(sum.floats(), shard_key(o.seed, rank, rank, true), down.bytes(), ws.bytes(), ws_bytes, g.stream); }},
       {kComm, [&] { comm.allgather(down.bytes(), all.bytes(), stride, g.stream); }},

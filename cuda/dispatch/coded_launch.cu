@@ -145,7 +145,7 @@ void launch_coded_encode_scaled(const DevicePlan& plan, const Workspace& ws, Inp
 }
 
 void launch_coded_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
-                         int num_payloads, const float* h_weights, DecodeMode mode, const RngKey& key,
+                         int num_payloads, const float* h_weights, DecodeMode mode, const RngKey* keys,
                          float* d_out, cudaStream_t stream) {
   if (plan.id == CodecId::kGrid) {
     if (plan.n > 0) grid_decode(plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
@@ -188,7 +188,8 @@ void launch_coded_decode(const DevicePlan& plan, const Workspace& ws, const uint
     if (sdither)
       GCOMP_LAUNCH(sdither_decode_kernel, grid, kThreads, stream, sp, pj, w, m, from_zero, d_out, ws.status);
     else
-      GCOMP_LAUNCH(spherical_decode_kernel, grid, kThreads, stream, pp, pj, key, w, m, from_zero, d_out, ws.status);
+      GCOMP_LAUNCH(spherical_decode_kernel, grid, kThreads, stream, pp, pj, keys[j], w, m, from_zero, d_out,
+                   ws.status);  // payload j's codebook: its sender's key
   }
 }
 

@@ -69,6 +69,12 @@ class Carver {
   size_t end_;
 };
 
+/// Owner of the device tables: a member, so a constructor that throws after the upload frees them.
+struct DeviceFree {
+  void operator()(int64_t* p) const noexcept { (void)cudaFree(p); }
+};
+using DeviceTables = std::unique_ptr<int64_t, DeviceFree>;
+
 template <class T>
 T* part(void* base, size_t off) {
   return off == WorkspaceLayout::npos ? nullptr : reinterpret_cast<T*>(static_cast<uint8_t*>(base) + off);
@@ -83,7 +89,7 @@ struct DeviceCodec::Impl {
   int64_t num_scales = 0;  ///< the CPU codec's num_scales()
   detail::DevicePlan plan;
   WorkspaceLayout wl;
-  int64_t* d_tables = nullptr;
+  DeviceTables tables;        ///< the one allocation: block/tile tables (and spherical betas)
 
   Impl(const CodecSpec& s, const Layout& l) : spec(s), layout(l) {
     GCOMP_EXPECTS(is_sparse(spec.id) || is_dense(spec.id) || is_coded(spec.id) || spec.id == CodecId::kSign ||
@@ -99,9 +105,7 @@ struct DeviceCodec::Impl {
     plan_workspace();
   }
 
-  ~Impl() {
-    if (d_tables != nullptr) (void)cudaFree(d_tables);
-  }
+  ~Impl() = default;
   Impl(const Impl&) = delete;
   Impl& operator=(const Impl&) = delete;
 
@@ -166,8 +170,8 @@ struct DeviceCodec::Impl {
       }
       const size_t at = upload_tables(spec.block, lens, betas);
       p.num_betas = static_cast<int64_t>(lens.size());
-      p.beta_len = d_tables + at;
-      p.beta_val = reinterpret_cast<const double*>(d_tables + at + lens.size());
+      p.beta_len = tables.get() + at;
+      p.beta_val = reinterpret_cast<const double*>(tables.get() + at + lens.size());
       p.num_scales = p.num_blocks;
       p.index_words = gcomp::detail::ceil_div(p.num_blocks * static_cast<int64_t>(spec.bits), 32);
       return;
@@ -206,7 +210,8 @@ struct DeviceCodec::Impl {
   }
 
   /// Uploads the block/tile tables (and `extra_a`, `extra_b` after them); returns the offset of
-  /// extra_a in d_tables.
+  /// extra_a in the tables. The copy has completed when it returns (a pageable cudaMemcpy may
+  /// return before its DMA does), so the kernels of any stream read the tables.
   size_t upload_tables(int64_t block, const std::vector<int64_t>& extra_a = {},
                        const std::vector<int64_t>& extra_b = {}) {
     detail::DevicePlan& p = plan;
@@ -249,8 +254,12 @@ struct DeviceCodec::Impl {
     const size_t o_tile_begin = append(tile_begin), o_tile_block = append(tile_block);
     const size_t o_extra = append(extra_a);
     append(extra_b);
-    GCOMP_CUDA_TRY(cudaMalloc(reinterpret_cast<void**>(&d_tables), all.size() * sizeof(int64_t)));
-    GCOMP_CUDA_TRY(cudaMemcpy(d_tables, all.data(), all.size() * sizeof(int64_t), cudaMemcpyHostToDevice));
+    int64_t* raw = nullptr;
+    GCOMP_CUDA_TRY(cudaMalloc(reinterpret_cast<void**>(&raw), all.size() * sizeof(int64_t)));
+    tables.reset(raw);
+    GCOMP_CUDA_TRY(cudaMemcpy(raw, all.data(), all.size() * sizeof(int64_t), cudaMemcpyHostToDevice));
+    GCOMP_CUDA_TRY(cudaStreamSynchronize(nullptr));
+    const int64_t* d_tables = raw;
     p.map = detail::BlockMap{d_tables + o_seg_off, d_tables + o_seg_block0, d_tables + o_seg_bsize, num_segments};
     p.blocks = d_tables + o_blocks;
     p.block_tile = d_tables + o_block_tile;
@@ -332,6 +341,9 @@ struct DeviceCodec::Impl {
     return carve(d_workspace);
   }
 
+  /// randk regenerates its indices from the key, spherical its codebook.
+  [[nodiscard]] bool reads_key() const { return plan.id == CodecId::kRandK || plan.id == CodecId::kSpherical; }
+
   void check_vector(const char* what, const char* name, const void* ptr) const {
     GCOMP_EXPECTS(plan.n == 0 || ptr != nullptr, gcompErrorInvalidArgument,
                   std::string(what) + ": " + name + " is null");
@@ -393,11 +405,15 @@ struct DeviceCodec::Impl {
                                       stream);
   }
 
+  /// `keys`: count host keys, payload j's at keys[j] (nullptr only for codecs that read none).
   void decode(const char* what, const void* d_payloads, size_t stride, int count, const float* h_weights,
-              DecodeMode mode, const RngKey& key, float* d_out, void* d_workspace, size_t workspace_bytes,
+              DecodeMode mode, const RngKey* keys, float* d_out, void* d_workspace, size_t workspace_bytes,
               Stream stream) const {
     check_vector(what, "output", d_out);
     GCOMP_EXPECTS(count >= 0, gcompErrorInvalidArgument, std::string(what) + ": negative payload count");
+    GCOMP_EXPECTS(count == 0 || keys != nullptr || !reads_key(), gcompErrorInvalidArgument,
+                  std::string(what) + ": " + std::string(spec.name()) +
+                      " payloads are decoded with the key they were encoded with; pass one key per payload");
     if (count > 0) check_vector(what, "payload", payload_bytes > 0 ? d_payloads : nullptr);
     GCOMP_EXPECTS(count <= 1 || (stride >= payload_bytes && stride % 4 == 0), gcompErrorInvalidArgument,
                   std::string(what) + ": payload stride must be a multiple of 4 and >= " +
@@ -405,9 +421,9 @@ struct DeviceCodec::Impl {
     const detail::Workspace w = begin_call(what, d_workspace, workspace_bytes, stream);
     const auto* payloads = static_cast<const uint8_t*>(d_payloads);
     if (is_sparse(plan.id))
-      detail::launch_sparse_decode(plan, w, payloads, stride, count, h_weights, mode, key, d_out, stream);
+      detail::launch_sparse_decode(plan, w, payloads, stride, count, h_weights, mode, keys, d_out, stream);
     else if (is_coded(plan.id))
-      detail::launch_coded_decode(plan, w, payloads, stride, count, h_weights, mode, key, d_out, stream);
+      detail::launch_coded_decode(plan, w, payloads, stride, count, h_weights, mode, keys, d_out, stream);
     else
       detail::launch_elementwise_decode(plan, w, payloads, stride, count, h_weights, mode, d_out, stream);
   }
@@ -481,22 +497,24 @@ void DeviceCodec::topk_sampled(const float* d_x, const RngKey& key, void* d_payl
 
 void DeviceCodec::decode(const void* d_payload, const RngKey& key, float* d_out, void* d_workspace,
                          size_t workspace_bytes, Stream stream) const {
-  impl_->decode("decode", d_payload, impl_->payload_bytes, 1, nullptr, DecodeMode::kOverwrite, key, d_out,
+  impl_->decode("decode", d_payload, impl_->payload_bytes, 1, nullptr, DecodeMode::kOverwrite, &key, d_out,
                 d_workspace, workspace_bytes, stream);
 }
 
 void DeviceCodec::decode_accumulate(const void* d_payload, const RngKey& key, float weight, float* d_out,
                                     void* d_workspace, size_t workspace_bytes, Stream stream) const {
-  impl_->decode("decode_accumulate", d_payload, impl_->payload_bytes, 1, &weight, DecodeMode::kAccumulate, key, d_out,
-                d_workspace, workspace_bytes, stream);
+  impl_->decode("decode_accumulate", d_payload, impl_->payload_bytes, 1, &weight, DecodeMode::kAccumulate, &key,
+                d_out, d_workspace, workspace_bytes, stream);
 }
 
 void DeviceCodec::decode_reduce(const void* d_payloads, size_t stride, int num_payloads, const float* h_weights,
-                                const RngKey& key, float* d_out, void* d_workspace, size_t workspace_bytes,
+                                const RngKey* h_keys, float* d_out, void* d_workspace, size_t workspace_bytes,
                                 Stream stream) const {
-  impl_->decode("decode_reduce", d_payloads, stride, num_payloads, h_weights, DecodeMode::kReduce, key, d_out,
+  impl_->decode("decode_reduce", d_payloads, stride, num_payloads, h_weights, DecodeMode::kReduce, h_keys, d_out,
                 d_workspace, workspace_bytes, stream);
 }
+
+bool DeviceCodec::decode_reads_key() const { return impl_->reads_key(); }
 
 void codebook_normals(const RngKey& key, uint64_t first, int64_t count, double* d_out, Stream stream) {
   GCOMP_EXPECTS(count >= 0, gcompErrorInvalidArgument, "codebook_normals: negative count");

@@ -132,15 +132,17 @@ void launch_elementwise_decode(const DevicePlan& plan, const Workspace& ws, cons
 void launch_sparse_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key,
                           uint8_t* d_payload, Fuse fuse, float* d_mem, float alpha, bool sampled,
                           cudaStream_t stream);
+/// Decodes: `keys` holds num_payloads host keys (payload j's at keys[j]); randk reads them.
 void launch_sparse_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads,
                           size_t stride, int num_payloads, const float* h_weights, DecodeMode mode,
-                          const RngKey& key, float* d_out, cudaStream_t stream);
+                          const RngKey* keys, float* d_out, cudaStream_t stream);
 
 /// sdither, spherical and grid (cuda/dispatch/coded_launch.cu).
 void launch_coded_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key,
                          uint8_t* d_payload, Fuse fuse, float* d_mem, float alpha, cudaStream_t stream);
+/// `keys`: num_payloads host keys (payload j's at keys[j]); spherical reads them.
 void launch_coded_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
-                         int num_payloads, const float* h_weights, DecodeMode mode, const RngKey& key,
+                         int num_payloads, const float* h_weights, DecodeMode mode, const RngKey* keys,
                          float* d_out, cudaStream_t stream);
 /// d_out[i] = codebook normal first + i (include/gcomp/detail/spherical.hpp), for the CPU==GPU test.
 void launch_codebook_normals(const RngKey& key, uint64_t first, int64_t count, double* d_out, cudaStream_t stream);

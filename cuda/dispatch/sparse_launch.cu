@@ -89,7 +89,12 @@ size_t query_scan_temp_bytes(int64_t items) {
 void launch_sparse_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key,
                           uint8_t* d_payload, Fuse fuse, float* d_mem, float alpha, bool sampled,
                           cudaStream_t stream) {
-  if (plan.n == 0 || plan.k == 0) return;
+  if (plan.n == 0) {  // k = 0: topk writes nothing, randk its header (as the CPU codec)
+    if (plan.id == CodecId::kRandK)
+      GCOMP_LAUNCH(write_randk_header_kernel, 1, 1, stream, reinterpret_cast<uint32_t*>(d_payload), key.step,
+                   key.rank);
+    return;
+  }
   ScatterArgs args{};
   args.op = kScatterEncode;
   args.fuse = fuse_code(fuse);
@@ -128,7 +133,7 @@ void launch_sparse_encode(const DevicePlan& plan, const Workspace& ws, Input in,
 }
 
 void launch_sparse_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
-                          int num_payloads, const float* h_weights, DecodeMode mode, const RngKey& key,
+                          int num_payloads, const float* h_weights, DecodeMode mode, const RngKey* keys,
                           float* d_out, cudaStream_t stream) {
   if (plan.n == 0) return;
   const bool topk = plan.id == CodecId::kTopK;
@@ -159,7 +164,7 @@ void launch_sparse_decode(const DevicePlan& plan, const Workspace& ws, const uin
     args.scale = randk_value_scale(plan);
     args.weight = w;
     args.out = d_out;
-    const RandomKey kf{key};
+    const RandomKey kf{keys[j]};  // payload j's seed and stream; its step and rank from its header
     init_select(ws, plan.k, pj, 0, 0, stream);
     radix_passes(plan, ws, kf, plan.n, false, stream);
     select_and_scatter(plan, ws, kf, args, stream);

@@ -11,6 +11,13 @@
 
 namespace gcomp::cuda::detail {
 
+/// The payload header [step, rank] alone: the encode of an empty layout (n = 0, k = 0), where the
+/// selection launches nothing. One thread.
+__global__ void write_randk_header_kernel(uint32_t* header, uint32_t step, uint32_t rank) {
+  header[0] = step;
+  header[1] = rank;
+}
+
 /// SparseCodec::validate for randk: every value finite.
 __global__ void __launch_bounds__(kThreads)
     validate_randk_kernel(const uint8_t* payload, int64_t k, uint64_t index_base, DeviceStatus* status) {

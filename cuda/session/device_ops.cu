@@ -4,6 +4,13 @@
 // communicator (local, mpi) the collectives are staged through pinned host buffers (a stream sync
 // before each collective); with a device communicator (nccl) they are enqueued on the stream.
 // docs/gpu.md "Session on the GPU" lists every host synchronization.
+//
+// Streams: a step_device runs on the caller's stream (set_stream ... use_own_stream); everything
+// else (the host API, state(), save(), load(), device_status()) runs on the session's own
+// non-blocking stream, which waits for the last step_device through an event, so a caller stream
+// destroyed after its step is never used again. Buffers are zeroed on the own stream and the
+// allocation returns after the zeroing completed, so the zeros are in place before any stream
+// touches them.
 #include "cuda/common/cuda_check.cuh"
 #include "cuda/session/session_kernels.cuh"
 #include "host/algorithms/vec_ops.hpp"
@@ -23,6 +30,25 @@ using cuda::DeviceCodec;
 using cuda::DeviceStatus;
 using cuda::detail::kThreads;
 
+/// Everything DeviceOps allocates, released by its destructor. A member, so that a constructor
+/// that throws half way (a failed cudaMallocHost after two cudaMallocs) frees what it got.
+class Resources {
+ public:
+  Resources() = default;
+  ~Resources() {
+    for (void* p : device) (void)cudaFree(p);
+    for (void* p : pinned) (void)cudaFreeHost(p);
+    if (event != nullptr) (void)cudaEventDestroy(event);
+    if (stream != nullptr) (void)cudaStreamDestroy(stream);
+  }
+  Resources(const Resources&) = delete;
+  Resources& operator=(const Resources&) = delete;
+
+  std::vector<void*> device, pinned;
+  Stream stream = nullptr;      ///< the session's own stream (non-blocking)
+  cudaEvent_t event = nullptr;  ///< recorded at the end of every step_device
+};
+
 class DeviceOps final : public VecOps {
  public:
   explicit DeviceOps(Communicator& comm) : comm_(comm), host_comm_(comm.memory_space() == MemorySpace::kHost) {
@@ -33,23 +59,40 @@ class DeviceOps final : public VecOps {
     GCOMP_CUDA_TRY(cudaGetDevice(&device));
     GCOMP_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
     max_blocks_ = static_cast<int64_t>(std::max(sms, 1)) * 8;
+    GCOMP_CUDA_TRY(cudaStreamCreateWithFlags(&res_.stream, cudaStreamNonBlocking));
+    GCOMP_CUDA_TRY(cudaEventCreateWithFlags(&res_.event, cudaEventDisableTiming));
+    stream_ = res_.stream;
     sticky_ = reinterpret_cast<DeviceStatus*>(alloc_bytes(sizeof(DeviceStatus)));
     flags_ = reinterpret_cast<int64_t*>(alloc_bytes(2 * sizeof(int64_t)));
-    GCOMP_CUDA_TRY(cudaMallocHost(reinterpret_cast<void**>(&h_small_), 64));
+    h_small_ = alloc_pinned(64);
     reset_sticky();
     GCOMP_CUDA_TRY(cudaStreamSynchronize(stream_));
   }
 
-  ~DeviceOps() override {
-    for (void* p : device_) (void)cudaFree(p);
-    for (void* p : pinned_) (void)cudaFreeHost(p);
-    if (h_small_ != nullptr) (void)cudaFreeHost(h_small_);
-  }
+  ~DeviceOps() override = default;
   DeviceOps(const DeviceOps&) = delete;
   DeviceOps& operator=(const DeviceOps&) = delete;
 
   [[nodiscard]] bool on_device() const override { return true; }
-  void set_stream(Stream stream) override { stream_ = stream; }
+  // step_device: the caller's stream, ordered after the previous step_device (its event), unless it
+  // is being captured into a graph (an event of an earlier, uncaptured launch cannot be waited on
+  // inside a capture; the caller orders the graph's launches).
+  void set_stream(Stream stream) override {
+    if (stream != res_.stream && step_pending_ && !capturing(stream))
+      GCOMP_CUDA_TRY(cudaStreamWaitEvent(stream, res_.event, 0));
+    stream_ = stream;
+  }
+  // After step_device: back to the own stream, which waits (on the device) for the work just
+  // enqueued on the caller's stream. Nothing of the caller's stream is kept.
+  void use_own_stream() override {
+    if (stream_ == res_.stream) return;
+    const Stream caller = stream_;
+    stream_ = res_.stream;
+    if (capturing(caller)) return;
+    GCOMP_CUDA_TRY(cudaEventRecord(res_.event, caller));
+    GCOMP_CUDA_TRY(cudaStreamWaitEvent(res_.stream, res_.event, 0));
+    step_pending_ = true;
+  }
 
   float* alloc_f32(size_t n) override { return static_cast<float*>(alloc_raw(n * sizeof(float))); }
   uint8_t* alloc_bytes(size_t n) override { return static_cast<uint8_t*>(alloc_raw(n)); }
@@ -135,7 +178,7 @@ class DeviceOps final : public VecOps {
     }
     if (e.dev->workspace_bytes() > ws_bytes_) {
       if (ws_ != nullptr) {
-        device_.erase(std::find(device_.begin(), device_.end(), ws_));
+        res_.device.erase(std::find(res_.device.begin(), res_.device.end(), ws_));
         GCOMP_CUDA_TRY(cudaFree(ws_));
         ws_ = nullptr;
       }
@@ -192,7 +235,8 @@ class DeviceOps final : public VecOps {
   }
   void decode_reduce(int c, const uint8_t* payloads, size_t stride, int count, const std::vector<RngKey>& keys,
                      float* out) override {
-    dev(c).decode_reduce(payloads, stride, count, nullptr, keys.at(0), out, ws_, ws_bytes_, stream_);
+    GCOMP_EXPECTS(keys.size() >= static_cast<size_t>(count), gcompErrorInternal, "decode_reduce: one key per payload");
+    dev(c).decode_reduce(payloads, stride, count, nullptr, keys.data(), out, ws_, ws_bytes_, stream_);
     merge();
   }
 
@@ -255,19 +299,34 @@ class DeviceOps final : public VecOps {
   unsigned grid(size_t n) const {
     return cuda::detail::grid_for(static_cast<int64_t>(n), kThreads, max_blocks_);
   }
+  // Zero-filled on the own stream; returns once the zeros are written, so they are ordered before
+  // whatever any stream does with the buffer later (a step on a caller's non-blocking stream).
   void* alloc_raw(size_t bytes) {
-    void* p = nullptr;
-    GCOMP_CUDA_TRY(cudaMalloc(&p, std::max<size_t>(bytes, 4)));
-    device_.push_back(p);
-    GCOMP_CUDA_TRY(cudaMemset(p, 0, std::max<size_t>(bytes, 4)));
+    const size_t size = std::max<size_t>(bytes, 4);
+    void*& p = res_.device.emplace_back(nullptr);  // listed before it exists: never leaked
+    GCOMP_CUDA_TRY(cudaMalloc(&p, size));
+    GCOMP_CUDA_TRY(cudaMemsetAsync(p, 0, size, res_.stream));
+    GCOMP_CUDA_TRY(cudaStreamSynchronize(res_.stream));
     return p;
   }
   float* alloc_pinned_f32(size_t n) { return reinterpret_cast<float*>(alloc_pinned(n * sizeof(float))); }
   uint8_t* alloc_pinned(size_t bytes) {
-    void* p = nullptr;
+    void*& p = res_.pinned.emplace_back(nullptr);
     GCOMP_CUDA_TRY(cudaMallocHost(&p, std::max<size_t>(bytes, 4)));
-    pinned_.push_back(p);
     return static_cast<uint8_t*>(p);
+  }
+  /// True when `s` is being captured into a graph (then no event of an uncaptured launch may be
+  /// recorded or waited on with it). The legacy stream while another stream captures globally
+  /// counts as capturing.
+  static bool capturing(Stream s) {
+    cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+    const cudaError_t err = cudaStreamIsCapturing(s, &st);
+    if (err == cudaErrorStreamCaptureImplicit) {
+      (void)cudaGetLastError();
+      return true;
+    }
+    GCOMP_CUDA_TRY(err);
+    return st != cudaStreamCaptureStatusNone;
   }
   void merge() {
     GCOMP_LAUNCH(cuda::detail::merge_status_kernel, 1u, 1u, stream_, static_cast<const DeviceStatus*>(ws_), sticky_);
@@ -297,11 +356,12 @@ class DeviceOps final : public VecOps {
     throw_if_failed();
   }
 
+  Resources res_;  // first member: destroyed last, after the codecs
   Communicator& comm_;
   const bool host_comm_;
-  Stream stream_ = nullptr;
+  Stream stream_ = nullptr;    // where operations are enqueued now: res_.stream, or a step_device's
+  bool step_pending_ = false;  // res_.event marks the end of a step_device
   int64_t max_blocks_ = 1;
-  std::vector<void*> device_, pinned_;
   std::vector<Entry> codecs_;
   void* ws_ = nullptr;
   size_t ws_bytes_ = 0;

@@ -19,6 +19,7 @@ class HostOps final : public VecOps {
 
   [[nodiscard]] bool on_device() const override { return false; }
   void set_stream(Stream) override {}
+  void use_own_stream() override {}
 
   float* alloc_f32(size_t n) override { return f32_.emplace_back(std::max<size_t>(n, 1), 0.0f).data(); }
   uint8_t* alloc_bytes(size_t n) override { return bytes_.emplace_back(std::max<size_t>(n, 1), uint8_t{0}).data(); }

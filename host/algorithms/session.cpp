@@ -636,9 +636,21 @@ StepStats Session::step_device(const void* d_grad, GradType type, float* d_updat
   GCOMP_EXPECTS(type == GradType::kF32 || type == GradType::kBF16 || type == GradType::kF16, gcompErrorInvalidArgument,
                 "step_device: unknown gradient type " + std::to_string(static_cast<int>(type)));
   detail::VecOps& ops = impl_->f32->ops();
+  // The step on the caller's stream; afterwards the session's own stream again (ordered after it),
+  // so the host API and the checkpoint functions never use a stream the caller may have destroyed.
   ops.set_stream(stream);
-  const StepStats s = impl_->f32->run(d_grad, type);
-  ops.copy(d_update, impl_->f32->update_buffer(), static_cast<size_t>(impl_->n));
+  StepStats s;
+  try {
+    s = impl_->f32->run(d_grad, type);
+    ops.copy(d_update, impl_->f32->update_buffer(), static_cast<size_t>(impl_->n));
+  } catch (...) {
+    try {
+      ops.use_own_stream();  // switches back first, whatever the CUDA calls after it report
+    } catch (...) {
+    }
+    throw;  // the step's error is the one to report
+  }
+  ops.use_own_stream();
   return s;
 }
 

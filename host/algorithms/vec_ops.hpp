@@ -26,8 +26,13 @@ class VecOps {
 
   /// True for the device implementation (buffers are device memory).
   [[nodiscard]] virtual bool on_device() const = 0;
-  /// The stream later operations are enqueued on (device); ignored on the host.
+  /// step_device: later operations are enqueued on the caller's `stream` (device), after the
+  /// previous step_device's work; ignored on the host. Undone by use_own_stream().
   virtual void set_stream(Stream stream) = 0;
+  /// End of a step_device: later operations (the host API, state, checkpoints) go to the
+  /// implementation's own stream again, ordered on the device after the work enqueued on the
+  /// caller's stream; the caller's stream is not used again (it may be destroyed). Host: no-op.
+  virtual void use_own_stream() = 0;
 
   // Memory (allocated at setup, owned by the implementation, zero-filled).
   virtual float* alloc_f32(size_t n) = 0;
@@ -68,8 +73,8 @@ class VecOps {
   /// encode with those scales.
   virtual void encode_shared_scale(int c, const float* x, const RngKey& key, uint8_t* payload) = 0;
   virtual void decode(int c, const uint8_t* payload, const RngKey& key, float* out) = 0;
-  /// out = 0; out = out + decode(payload_j) for j = 0..count-1 (rank order). keys[j] is payload
-  /// j's key (the device uses keys[0]: only randk reads the key, and only its seed and stream).
+  /// out = 0; out = out + decode(payload_j, keys[j]) for j = 0..count-1 (rank order). keys[j] is
+  /// payload j's key (its sender's rank: spherical codebooks depend on it).
   virtual void decode_reduce(int c, const uint8_t* payloads, size_t stride, int count,
                              const std::vector<RngKey>& keys, float* out) = 0;
 

@@ -140,13 +140,22 @@ class DeviceCodec {
   void encode_diana(const float* d_g, float* d_h, float alpha, const RngKey& key, void* d_payload,
                     void* d_workspace, size_t workspace_bytes, Stream stream) const;
 
-  /// out = 0; for j = 0..P-1: out = out + w_j * decode(payload_j), in rank order, bit-identical to
-  /// P CPU decode_accumulate calls. Payload j starts at d_payloads + j * stride bytes (stride a
-  /// multiple of 4, >= encoded_bytes()). @param h_weights host array of P weights, or nullptr for
-  /// all 1. Any corrupt payload: status gcompErrorCorruptPayload, d_out untouched.
+  /// out = 0; for j = 0..P-1: out = out + w_j * decode(payload_j, key_j), in rank order,
+  /// bit-identical to P CPU decode_accumulate calls, payload j with its own key. Payload j starts at
+  /// d_payloads + j * stride bytes (stride a multiple of 4, >= encoded_bytes()).
+  /// @param h_weights host array of P weights, or nullptr for all 1.
+  /// @param h_keys host array of P keys: h_keys[j] is the key payload j was encoded with (the
+  ///        sender's rank, step and stream). randk reads its seed and stream offset (step and rank
+  ///        come from the payload); spherical regenerates payload j's codebook from it, so a wrong
+  ///        key decodes other values. nullptr is accepted only for the codecs whose decode reads no
+  ///        key (every codec but randk and spherical): gcompErrorInvalidArgument otherwise.
+  /// Any corrupt payload: status gcompErrorCorruptPayload, d_out untouched.
   void decode_reduce(const void* d_payloads, size_t stride, int num_payloads, const float* h_weights,
-                     const RngKey& key, float* d_out, void* d_workspace, size_t workspace_bytes,
+                     const RngKey* h_keys, float* d_out, void* d_workspace, size_t workspace_bytes,
                      Stream stream) const;
+
+  /// True when decode, decode_accumulate and decode_reduce read the RngKey (randk, spherical).
+  [[nodiscard]] bool decode_reads_key() const;
 
   /// topk only: DGC-style sampled threshold (spec §4.4). A strided sample of |x| (start drawn from
   /// philox_word(key, kStreamSelect, 0)) gives a threshold, adapted up to 10 rounds (x0.8 while

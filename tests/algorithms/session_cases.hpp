@@ -45,6 +45,12 @@ inline constexpr SessionCase kSessionCases[] = {
     {"hessian_ec_classical", Algorithm::kHessianEc, "natural", "identity", 0.0, ServerMode::kReplicated, 0},
     {"hessian_ec_full", Algorithm::kHessianEc, "sign:block=16", "identity", 0.0, ServerMode::kReplicated, 0},
     {"hessian_ec_diagonal", Algorithm::kHessianEc, "natural", "identity", 0.0, ServerMode::kReplicated, 0},
+    // Spherical codebooks depend on the sender's key (rank, step): the decode-reduce of the ranks'
+    // messages must decode message j with rank j's key, replicated and sharded.
+    {"compressed_gd_spherical", Algorithm::kCompressedGd, "spherical:block=8,bits=4", "identity", 0.0,
+     ServerMode::kReplicated, 0},
+    {"dist_ef_sgdm_sharded_spherical", Algorithm::kDistEfSgdm, "spherical:block=8,bits=3", "sign:block=8", 0.5,
+     ServerMode::kSharded, 0},
 };
 
 /// The case called `name` (a test-suite typo is a hard failure, not a silent default).

@@ -7,6 +7,7 @@
 #include "algorithms/problem_fixture.hpp"
 #include "algorithms/session_cases.hpp"
 
+#include <gcomp/codec.hpp>
 #include <gcomp/comm.hpp>
 #include <gcomp/detail/half.hpp>
 #include <gcomp/session.hpp>
@@ -136,6 +137,50 @@ TEST_P(F32AlgoTest, CheckpointResumeIsBitIdentical) {
 
 INSTANTIATE_TEST_SUITE_P(AllAlgorithms, F32AlgoTest, testing::ValuesIn(test::kSessionCases),
                          [](const auto& param_info) { return std::string(param_info.param.name); });
+
+// The mean of the ranks' messages decodes message j with rank j's key (spherical codebooks depend
+// on it): one compressed-gd step of the host-f32 twin equals, bit for bit, lr * fp32(1/P) * the sum
+// of the CPU codec's decodes of each rank's message with that rank's key. With rank 0's key for
+// every message (the mix-up the cuda backend once had) the result is different, so this case and
+// the GPU suite's comparison with this twin catch it.
+TEST(SessionF32Test, MeanDecodesEachRanksMessageWithItsOwnKey) {
+  const SessionConfig cfg = f32_config("compressed_gd_spherical");
+  const Layout layout(kSegments);
+  std::vector<std::vector<float>> grads(kRanks), updates(kRanks);
+  std::mutex m;
+  run_local(kRanks, [&](Communicator& comm) {
+    Session s(comm, layout, cfg);
+    std::vector<double> x(kDim, 0.25), gd(kDim);
+    gradient(comm.rank(), x, gd);
+    std::vector<float> g(gd.begin(), gd.end()), u(kDim);
+    (void)s.step(std::span<const float>(g), std::span<float>(u));
+    std::lock_guard<std::mutex> lock(m);
+    grads[comm.rank()] = g;
+    updates[comm.rank()] = u;
+  });
+  const auto codec = make_codec(cfg.codec, layout);
+  const auto mean_update = [&](bool own_keys) {
+    std::vector<float> acc(kDim, 0.0f);
+    for (int j = 0; j < kRanks; ++j) {
+      const RngKey key{cfg.seed, static_cast<uint32_t>(j), 0u, 0u};  // rank j's uplink key at step 0
+      std::vector<uint8_t> payload(codec->encoded_bytes());
+      codec->encode(grads[j], key, payload);
+      const RngKey dec = own_keys ? key : RngKey{cfg.seed, 0u, 0u, 0u};
+      codec->decode_accumulate(payload, dec, 1.0f, acc);
+    }
+    const auto inv_p = static_cast<float>(1.0 / kRanks);
+    const auto lr = static_cast<float>(cfg.lr);
+    std::vector<double> u(kDim);
+    for (int64_t i = 0; i < kDim; ++i) u[i] = lr * (inv_p * acc[i]);
+    return u;
+  };
+  const std::vector<double> want = mean_update(true), mixed = mean_update(false);
+  EXPECT_FALSE(bits_equal(want, mixed)) << "the keys do not matter to this case: it cannot catch a mix-up";
+  for (int r = 0; r < kRanks; ++r) {
+    const std::vector<double> got(updates[r].begin(), updates[r].end());
+    EXPECT_TRUE(bits_equal(got, want)) << "rank " << r;
+  }
+}
 
 TEST(SessionF32Test, BackendIsPartOfTheAgreementAndTheCheckpoint) {
   SessionConfig a = f32_config("diana");

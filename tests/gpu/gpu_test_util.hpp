@@ -21,14 +21,19 @@ inline void cuda_ok(cudaError_t err, const char* what) {
 }
 #define GCOMP_TEST_CUDA(call) ::gcomp::test::cuda_ok((call), #call)
 
-/// Device memory of `count` elements of T (exactly that many bytes are requested).
+/// Device memory of `count` elements of T (exactly that many bytes are requested), bound to the
+/// stream the test's codec calls run on. Every transfer and fill is enqueued on that stream and
+/// waited for: it is ordered after the work already on the stream (an upload never lands under a
+/// running kernel, a download sees every kernel before it) and complete when it returns (nothing
+/// lands after a later kernel). Plain cudaMemcpy/cudaMemset would use the legacy default stream,
+/// which is not ordered with a non-blocking stream.
 template <class T>
 class DeviceBuffer {
  public:
-  explicit DeviceBuffer(size_t count) : count_(count) {
+  DeviceBuffer(size_t count, cudaStream_t stream) : count_(count), stream_(stream) {
     if (count > 0) GCOMP_TEST_CUDA(cudaMalloc(reinterpret_cast<void**>(&ptr_), count * sizeof(T)));
   }
-  explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) { upload(host); }
+  DeviceBuffer(const std::vector<T>& host, cudaStream_t stream) : DeviceBuffer(host.size(), stream) { upload(host); }
   ~DeviceBuffer() {
     if (ptr_ != nullptr) (void)cudaFree(ptr_);
   }
@@ -38,21 +43,28 @@ class DeviceBuffer {
   T* get() const { return ptr_; }
   size_t size() const { return count_; }
   size_t bytes() const { return count_ * sizeof(T); }
+  cudaStream_t stream() const { return stream_; }
   void upload(const std::vector<T>& host) {
-    if (!host.empty()) GCOMP_TEST_CUDA(cudaMemcpy(ptr_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
+    if (host.size() > count_) throw std::runtime_error("DeviceBuffer::upload: more elements than the buffer holds");
+    if (!host.empty())
+      GCOMP_TEST_CUDA(cudaMemcpyAsync(ptr_, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice, stream_));
+    GCOMP_TEST_CUDA(cudaStreamSynchronize(stream_));
   }
   std::vector<T> download() const {
     std::vector<T> host(count_);
-    if (count_ > 0) GCOMP_TEST_CUDA(cudaMemcpy(host.data(), ptr_, bytes(), cudaMemcpyDeviceToHost));
+    if (count_ > 0) GCOMP_TEST_CUDA(cudaMemcpyAsync(host.data(), ptr_, bytes(), cudaMemcpyDeviceToHost, stream_));
+    GCOMP_TEST_CUDA(cudaStreamSynchronize(stream_));
     return host;
   }
   void fill_bytes(int value) {
-    if (count_ > 0) GCOMP_TEST_CUDA(cudaMemset(ptr_, value, bytes()));
+    if (count_ > 0) GCOMP_TEST_CUDA(cudaMemsetAsync(ptr_, value, bytes(), stream_));
+    GCOMP_TEST_CUDA(cudaStreamSynchronize(stream_));
   }
 
  private:
   T* ptr_ = nullptr;
   size_t count_ = 0;
+  cudaStream_t stream_ = nullptr;
 };
 
 /// Skips every test of a suite when no CUDA device is present, and gives each test its own

@@ -14,11 +14,14 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <span>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -107,7 +110,7 @@ class GpuCodecs : public GpuParamFixture<CodecParam> {
     gpu_ = std::make_unique<cuda::DeviceCodec>(spec, layout_);
     seed_ = seed;
     n_ = layout_.num_elems();
-    ws_ = std::make_unique<DeviceBuffer<uint8_t>>(gpu_->workspace_bytes());
+    ws_ = std::make_unique<DeviceBuffer<uint8_t>>(gpu_->workspace_bytes(), stream_);
   }
 
   void expect_ok() {
@@ -133,8 +136,8 @@ TEST_P(GpuCodecs, EncodeMatchesCpuBytes) {
   const std::vector<float> x = test_input(n_, seed_);
   const RngKey key = key_for(seed_, 1);
   const std::vector<uint8_t> want = encode(*cpu_, x, key);
-  DeviceBuffer<float> d_x(x);
-  DeviceBuffer<uint8_t> d_payload(gpu_->encoded_bytes());
+  DeviceBuffer<float> d_x(x, stream_);
+  DeviceBuffer<uint8_t> d_payload(gpu_->encoded_bytes(), stream_);
   gpu_->encode(d_x.get(), key, d_payload.get(), ws_->get(), gpu_->workspace_bytes(), stream_);
   expect_ok();
   EXPECT_TRUE(bytes_equal(d_payload.download(), want));
@@ -144,9 +147,9 @@ TEST_P(GpuCodecs, DecodeMatchesCpuBits) {
   const std::vector<float> x = test_input(n_, seed_);
   const RngKey key = key_for(seed_, 2);
   const std::vector<uint8_t> payload = encode(*cpu_, x, key);
-  DeviceBuffer<uint8_t> d_payload(payload);
+  DeviceBuffer<uint8_t> d_payload(payload, stream_);
 
-  DeviceBuffer<float> d_out(static_cast<size_t>(n_));
+  DeviceBuffer<float> d_out(static_cast<size_t>(n_), stream_);
   d_out.fill_bytes(0x7f);
   gpu_->decode(d_payload.get(), key, d_out.get(), ws_->get(), gpu_->workspace_bytes(), stream_);
   expect_ok();
@@ -171,18 +174,30 @@ TEST_P(GpuCodecs, DecodeReduceOfThreePayloadsMatchesCpu) {
     payloads.push_back(encode(*cpu_, test_input(n_, seed_ + 10 * j), key_for(seed_, static_cast<uint32_t>(j))));
     std::memcpy(packed.data() + stride * j, payloads.back().data(), bytes);
   }
-  DeviceBuffer<uint8_t> d_payloads(packed);
-  DeviceBuffer<float> d_out(static_cast<size_t>(n_));
-  const RngKey key = key_for(seed_, 0);
+  DeviceBuffer<uint8_t> d_payloads(packed, stream_);
+  DeviceBuffer<float> d_out(static_cast<size_t>(n_), stream_);
+  // Payload j is decoded with its own sender's key, on the CPU and on the device.
+  std::vector<RngKey> keys;
+  for (int j = 0; j < kP; ++j) keys.push_back(key_for(seed_, static_cast<uint32_t>(j)));
   for (const bool weighted : {true, false}) {
     const std::vector<float> weights = {0.5f, -1.25f, 2.0f};
     std::vector<float> want(static_cast<size_t>(n_), 0.0f);
-    for (int j = 0; j < kP; ++j) cpu_->decode_accumulate(payloads[j], key, weighted ? weights[j] : 1.0f, want);
+    for (int j = 0; j < kP; ++j) cpu_->decode_accumulate(payloads[j], keys[j], weighted ? weights[j] : 1.0f, want);
     d_out.fill_bytes(0x7f);
-    gpu_->decode_reduce(d_payloads.get(), stride, kP, weighted ? weights.data() : nullptr, key, d_out.get(), ws_->get(),
-                        gpu_->workspace_bytes(), stream_);
+    gpu_->decode_reduce(d_payloads.get(), stride, kP, weighted ? weights.data() : nullptr, keys.data(), d_out.get(),
+                        ws_->get(), gpu_->workspace_bytes(), stream_);
     expect_ok();
     EXPECT_TRUE(bitwise_equal(d_out.download(), want)) << (weighted ? "weighted" : "unit weights");
+  }
+  // The oracle notices a key mix-up where the key matters: spherical codebooks depend on the
+  // sender's rank and step, so rank 0's key for every payload decodes other values.
+  if (cpu_->spec().id == CodecId::kSpherical && n_ >= 31) {
+    std::vector<float> right(static_cast<size_t>(n_), 0.0f), wrong(static_cast<size_t>(n_), 0.0f);
+    for (int j = 0; j < kP; ++j) {
+      cpu_->decode_accumulate(payloads[j], keys[j], 1.0f, right);
+      cpu_->decode_accumulate(payloads[j], keys[0], 1.0f, wrong);
+    }
+    EXPECT_FALSE(bitwise_equal(right, wrong)) << "the keys do not matter to this case: it cannot catch a mix-up";
   }
 }
 
@@ -193,9 +208,9 @@ TEST_P(GpuCodecs, ErrorFeedbackMatchesCpu) {
   std::vector<float> want_e(p.size());
   cpu_->encode_ef(p, key, want_payload, want_e);
 
-  DeviceBuffer<float> d_p(p);
-  DeviceBuffer<float> d_e(p.size());
-  DeviceBuffer<uint8_t> d_payload(gpu_->encoded_bytes());
+  DeviceBuffer<float> d_p(p, stream_);
+  DeviceBuffer<float> d_e(p.size(), stream_);
+  DeviceBuffer<uint8_t> d_payload(gpu_->encoded_bytes(), stream_);
   gpu_->encode_ef(d_p.get(), d_e.get(), key, d_payload.get(), ws_->get(), gpu_->workspace_bytes(), stream_);
   expect_ok();
   EXPECT_TRUE(bytes_equal(d_payload.download(), want_payload));
@@ -214,13 +229,13 @@ TEST_P(GpuCodecs, DianaMatchesCpu) {
   for (float& v : h) v *= 0.25f;
   const float alpha = 0.3f;
   const RngKey key = key_for(seed_, 4);
-  DeviceBuffer<float> d_g(g);
-  DeviceBuffer<float> d_h(h);
+  DeviceBuffer<float> d_g(g, stream_);
+  DeviceBuffer<float> d_h(h, stream_);
   std::vector<uint8_t> want_payload(cpu_->encoded_bytes());
   std::vector<float> delta(g.size());
   cpu_->encode_diana(g, h, alpha, key, want_payload, delta);
 
-  DeviceBuffer<uint8_t> d_payload(gpu_->encoded_bytes());
+  DeviceBuffer<uint8_t> d_payload(gpu_->encoded_bytes(), stream_);
   gpu_->encode_diana(d_g.get(), d_h.get(), alpha, key, d_payload.get(), ws_->get(), gpu_->workspace_bytes(), stream_);
   expect_ok();
   EXPECT_TRUE(bytes_equal(d_payload.download(), want_payload));
@@ -247,8 +262,8 @@ bool shareable(const Codec& c) {
 TEST_P(GpuCodecs, SharedScalesMatchCpuBytes) {
   EXPECT_EQ(gpu_->num_scales(), cpu_->num_scales());
   const std::vector<float> x = test_input(n_, seed_), y = test_input(n_, seed_ + 5);
-  DeviceBuffer<float> d_x(x);
-  DeviceBuffer<float> d_scales(static_cast<size_t>(std::max<int64_t>(gpu_->num_scales(), 1)));
+  DeviceBuffer<float> d_x(x, stream_);
+  DeviceBuffer<float> d_scales(static_cast<size_t>(std::max<int64_t>(gpu_->num_scales(), 1)), stream_);
   if (!shareable(*cpu_)) {
     try {
       gpu_->compute_scales(d_x.get(), d_scales.get(), ws_->get(), gpu_->workspace_bytes(), stream_);
@@ -275,7 +290,7 @@ TEST_P(GpuCodecs, SharedScalesMatchCpuBytes) {
   std::vector<float> padded = smax;
   padded.resize(d_scales.size(), 0.0f);
   d_scales.upload(padded);
-  DeviceBuffer<uint8_t> d_payload(gpu_->encoded_bytes());
+  DeviceBuffer<uint8_t> d_payload(gpu_->encoded_bytes(), stream_);
   gpu_->encode_with_scales(d_x.get(), d_scales.get(), key, d_payload.get(), ws_->get(), gpu_->workspace_bytes(),
                            stream_);
   expect_ok();
@@ -303,9 +318,9 @@ TEST_F(GpuCodecBehaviour, GraphCaptureAndReplayOfEncode) {
     cuda::DeviceCodec gpu(spec, layout);
     const std::vector<float> x = test_input(layout.num_elems(), 5);
     const RngKey key = key_for(5, 1);
-    DeviceBuffer<float> d_x(x);
-    DeviceBuffer<uint8_t> d_payload(gpu.encoded_bytes());
-    DeviceBuffer<uint8_t> ws(gpu.workspace_bytes());
+    DeviceBuffer<float> d_x(x, stream_);
+    DeviceBuffer<uint8_t> d_payload(gpu.encoded_bytes(), stream_);
+    DeviceBuffer<uint8_t> ws(gpu.workspace_bytes(), stream_);
 
     cudaGraph_t graph = nullptr;
     cudaGraphExec_t exec = nullptr;
@@ -332,12 +347,12 @@ TEST_F(GpuCodecBehaviour, NonFiniteInputSetsStatusAndLeavesOutputsUntouched) {
       cuda::DeviceCodec gpu(spec, layout);
       std::vector<float> x = test_input(layout.num_elems(), 11);
       x[4321] = bad;
-      DeviceBuffer<float> d_x(x);
-      DeviceBuffer<float> d_e(x.size());
+      DeviceBuffer<float> d_x(x, stream_);
+      DeviceBuffer<float> d_e(x.size(), stream_);
       d_e.fill_bytes(0x5a);
-      DeviceBuffer<uint8_t> d_payload(gpu.encoded_bytes());
+      DeviceBuffer<uint8_t> d_payload(gpu.encoded_bytes(), stream_);
       d_payload.fill_bytes(0xab);
-      DeviceBuffer<uint8_t> ws(gpu.workspace_bytes());
+      DeviceBuffer<uint8_t> ws(gpu.workspace_bytes(), stream_);
       gpu.encode_ef(d_x.get(), d_e.get(), key_for(11, 0), d_payload.get(), ws.get(), gpu.workspace_bytes(), stream_);
       uint64_t index = 0;
       EXPECT_EQ(cuda::read_status(ws.get(), stream_, &index), gcompErrorNonFinite) << spec;
@@ -364,10 +379,10 @@ TEST_F(GpuCodecBehaviour, SharedScaleErrorsSetStatusAndLeaveOutputsUntouched) {
     cuda::DeviceCodec gpu(spec, layout);
     const auto m = static_cast<size_t>(gpu.num_scales());
     std::vector<float> x = test_input(layout.num_elems(), 12);
-    DeviceBuffer<float> d_x(x);
-    DeviceBuffer<float> d_scales(m);
-    DeviceBuffer<uint8_t> d_payload(gpu.encoded_bytes());
-    DeviceBuffer<uint8_t> ws(gpu.workspace_bytes());
+    DeviceBuffer<float> d_x(x, stream_);
+    DeviceBuffer<float> d_scales(m, stream_);
+    DeviceBuffer<uint8_t> d_payload(gpu.encoded_bytes(), stream_);
+    DeviceBuffer<uint8_t> ws(gpu.workspace_bytes(), stream_);
     const RngKey key = key_for(12, 0);
     auto payload_untouched = [&] {
       for (uint8_t b : d_payload.download())
@@ -402,10 +417,10 @@ TEST_F(GpuCodecBehaviour, SharedScaleErrorsSetStatusAndLeaveOutputsUntouched) {
   }
   // Codecs without shareable scales refuse, as the CPU codec does.
   cuda::DeviceCodec sign("sign", Layout(100));
-  DeviceBuffer<float> d_x(std::vector<float>(100, 1.0f));
-  DeviceBuffer<float> d_s(1);
-  DeviceBuffer<uint8_t> d_p(sign.encoded_bytes());
-  DeviceBuffer<uint8_t> ws(sign.workspace_bytes());
+  DeviceBuffer<float> d_x(std::vector<float>(100, 1.0f), stream_);
+  DeviceBuffer<float> d_s(1, stream_);
+  DeviceBuffer<uint8_t> d_p(sign.encoded_bytes(), stream_);
+  DeviceBuffer<uint8_t> ws(sign.workspace_bytes(), stream_);
   EXPECT_THROW(sign.encode_with_scales(d_x.get(), d_s.get(), key_for(1, 0), d_p.get(), ws.get(),
                                        sign.workspace_bytes(), stream_),
                Error);
@@ -430,10 +445,10 @@ TEST_F(GpuCodecBehaviour, CorruptPayloadSetsStatusAndLeavesOutputUntouched) {
       std::memcpy(payload.data(), &neg, 4);  // a negative scale
     }
     EXPECT_THROW(cpu->validate(payload), Error) << spec;
-    DeviceBuffer<uint8_t> d_payload(payload);
-    DeviceBuffer<float> d_out(1000);
+    DeviceBuffer<uint8_t> d_payload(payload, stream_);
+    DeviceBuffer<float> d_out(1000, stream_);
     d_out.fill_bytes(0x33);
-    DeviceBuffer<uint8_t> ws(gpu.workspace_bytes());
+    DeviceBuffer<uint8_t> ws(gpu.workspace_bytes(), stream_);
     gpu.decode(d_payload.get(), RngKey{}, d_out.get(), ws.get(), gpu.workspace_bytes(), stream_);
     EXPECT_EQ(cuda::read_status(ws.get(), stream_), gcompErrorCorruptPayload) << spec;
     for (float v : d_out.download()) {
@@ -446,9 +461,9 @@ TEST_F(GpuCodecBehaviour, CorruptPayloadSetsStatusAndLeavesOutputUntouched) {
 
 TEST_F(GpuCodecBehaviour, WorkspaceAndArgumentChecks) {
   cuda::DeviceCodec gpu("dither:levels=2,block=128", Layout(5000));
-  DeviceBuffer<float> d_x(5000);
-  DeviceBuffer<uint8_t> d_payload(gpu.encoded_bytes());
-  DeviceBuffer<uint8_t> ws(gpu.workspace_bytes());
+  DeviceBuffer<float> d_x(5000, stream_);
+  DeviceBuffer<uint8_t> d_payload(gpu.encoded_bytes(), stream_);
+  DeviceBuffer<uint8_t> ws(gpu.workspace_bytes(), stream_);
   try {
     gpu.encode(d_x.get(), RngKey{}, d_payload.get(), ws.get(), gpu.workspace_bytes() - 1, stream_);
     ADD_FAILURE() << "a workspace one byte short was accepted";
@@ -470,6 +485,93 @@ TEST_F(GpuCodecBehaviour, WorkspaceAndArgumentChecks) {
   for (const char* spec : {"sdither", "spherical", "grid"}) {
     EXPECT_NO_THROW({ const cuda::DeviceCodec codec(spec, Layout(100)); }) << spec;
   }
+  // decode_reduce needs one key per payload where the decode reads keys (randk, spherical).
+  for (const char* spec : {"randk:k=10", "spherical:block=8,bits=3", "sign", "topk:k=10"}) {
+    const cuda::DeviceCodec codec(spec, Layout(100));
+    DeviceBuffer<uint8_t> d_payloads(2 * codec.encoded_bytes() + 8, stream_);
+    d_payloads.fill_bytes(0);
+    DeviceBuffer<float> d_out(100, stream_);
+    DeviceBuffer<uint8_t> w(codec.workspace_bytes(), stream_);
+    const bool reads = codec.decode_reads_key();
+    EXPECT_EQ(reads, std::string(spec).rfind("randk", 0) == 0 || std::string(spec).rfind("spherical", 0) == 0) << spec;
+    try {
+      codec.decode_reduce(d_payloads.get(), codec.encoded_bytes(), 2, nullptr, nullptr, d_out.get(), w.get(),
+                          codec.workspace_bytes(), stream_);
+      EXPECT_FALSE(reads) << spec << ": decode_reduce without keys was accepted";
+    } catch (const Error& e) {
+      EXPECT_TRUE(reads) << spec << ": " << e.what();
+      EXPECT_EQ(e.status(), gcompErrorInvalidArgument) << spec;
+    }
+    sync();
+  }
+}
+
+// An empty layout (n = 0): the payload bytes equal the CPU codec's (randk: the 8-byte header of
+// step and rank; sdither: T = 0; every other codec: no bytes), for encode, EF and DIANA, and the
+// decodes write nothing and report success.
+TEST_F(GpuCodecBehaviour, EmptyLayoutPayloadsMatchCpu) {
+  for (const std::vector<int64_t>& segs : {std::vector<int64_t>{0}, std::vector<int64_t>{0, 0}}) {
+    const Layout layout(segs);
+    for (const std::string& spec : kSpecs) {
+      const auto cpu = make_codec(spec, layout);
+      cuda::DeviceCodec gpu(spec, layout);
+      ASSERT_EQ(gpu.encoded_bytes(), cpu->encoded_bytes()) << spec;
+      const RngKey key = key_for(3, 2);
+      std::vector<uint8_t> want(cpu->encoded_bytes(), 0xab);
+      cpu->encode(std::span<const float>(), key, want);
+      DeviceBuffer<uint8_t> ws(gpu.workspace_bytes(), stream_);
+      DeviceBuffer<uint8_t> d_payload(std::max<size_t>(gpu.encoded_bytes(), 1), stream_);
+      for (int op = 0; op < 3; ++op) {
+        d_payload.fill_bytes(0xab);
+        DeviceBuffer<float> none(0, stream_), h(0, stream_);
+        if (op == 0) gpu.encode(none.get(), key, d_payload.get(), ws.get(), gpu.workspace_bytes(), stream_);
+        if (op == 1) gpu.encode_ef(none.get(), h.get(), key, d_payload.get(), ws.get(), gpu.workspace_bytes(), stream_);
+        if (op == 2)
+          gpu.encode_diana(none.get(), h.get(), 0.5f, key, d_payload.get(), ws.get(), gpu.workspace_bytes(), stream_);
+        EXPECT_EQ(cuda::read_status(ws.get(), stream_), gcompSuccess) << spec << " op " << op;
+        std::vector<uint8_t> got = d_payload.download();
+        got.resize(want.size());
+        EXPECT_TRUE(bytes_equal(got, want)) << spec << " op " << op << " (" << segs.size() << " segments)";
+      }
+      const size_t stride = std::max<size_t>(4, (want.size() + 3) / 4 * 4);
+      std::vector<uint8_t> three(3 * stride, 0);
+      for (size_t j = 0; j < 3; ++j) std::copy(want.begin(), want.end(), three.begin() + static_cast<long>(j * stride));
+      DeviceBuffer<uint8_t> d_three(three, stream_);
+      const std::vector<RngKey> keys = {key, key, key};
+      DeviceBuffer<float> out(0, stream_);
+      gpu.decode(d_three.get(), key, out.get(), ws.get(), gpu.workspace_bytes(), stream_);
+      EXPECT_EQ(cuda::read_status(ws.get(), stream_), gcompSuccess) << spec << " decode";
+      gpu.decode_reduce(d_three.get(), stride, 3, nullptr, keys.data(), out.get(), ws.get(), gpu.workspace_bytes(),
+                        stream_);
+      EXPECT_EQ(cuda::read_status(ws.get(), stream_), gcompSuccess) << spec << " decode_reduce";
+    }
+  }
+}
+
+// The test helpers are ordered with the stream the codec calls run on (gpu_test_util.hpp): work
+// already on the stream (here a host callback that holds the stream for 200 ms, then a device
+// memset) completes before a helper's fill, upload or download. Helpers on the legacy default
+// stream would not wait for a non-blocking stream: their bytes would land first and be
+// overwritten, and the download would read the bytes from before the memset.
+void CUDART_CB hold_stream(void*) { std::this_thread::sleep_for(std::chrono::milliseconds(200)); }
+
+TEST_F(GpuCodecBehaviour, TestHelpersAreOrderedWithTheStream) {
+  DeviceBuffer<uint8_t> buf(1 << 20, stream_);
+  buf.fill_bytes(0x11);
+  // fill: after the stream's memset
+  GCOMP_TEST_CUDA(cudaLaunchHostFunc(stream_, hold_stream, nullptr));
+  GCOMP_TEST_CUDA(cudaMemsetAsync(buf.get(), 0xaa, buf.bytes(), stream_));
+  buf.fill_bytes(0x55);
+  for (uint8_t b : buf.download()) ASSERT_EQ(b, 0x55) << "fill_bytes landed before earlier work on the stream";
+  // upload: after the stream's memset
+  GCOMP_TEST_CUDA(cudaLaunchHostFunc(stream_, hold_stream, nullptr));
+  GCOMP_TEST_CUDA(cudaMemsetAsync(buf.get(), 0xaa, buf.bytes(), stream_));
+  buf.upload(std::vector<uint8_t>(buf.size(), 0x66));
+  for (uint8_t b : buf.download()) ASSERT_EQ(b, 0x66) << "upload landed before earlier work on the stream";
+  // download: sees the stream's memset
+  GCOMP_TEST_CUDA(cudaLaunchHostFunc(stream_, hold_stream, nullptr));
+  GCOMP_TEST_CUDA(cudaMemsetAsync(buf.get(), 0x77, buf.bytes(), stream_));
+  for (uint8_t b : buf.download()) ASSERT_EQ(b, 0x77) << "download read before earlier work on the stream";
 }
 
 /// A payload with one corruption (applied to a copy of a valid payload).
@@ -523,11 +625,11 @@ TEST_F(GpuCodecBehaviour, CorruptSditherStreamsSetStatusAndLeaveOutputUntouched)
     store_word(p, w, load_word(p, w) & ~(1u << (t % 32)));
   });
 
-  DeviceBuffer<uint8_t> ws(gpu.workspace_bytes());
+  DeviceBuffer<uint8_t> ws(gpu.workspace_bytes(), stream_);
   for (const Corruption& c : cases) {
     EXPECT_THROW(cpu->validate(c.payload), Error) << c.what << ": the CPU accepts it";
-    DeviceBuffer<uint8_t> d_payload(c.payload);
-    DeviceBuffer<float> d_out(1000);
+    DeviceBuffer<uint8_t> d_payload(c.payload, stream_);
+    DeviceBuffer<float> d_out(1000, stream_);
     d_out.fill_bytes(0x33);
     gpu.decode(d_payload.get(), RngKey{}, d_out.get(), ws.get(), gpu.workspace_bytes(), stream_);
     EXPECT_EQ(cuda::read_status(ws.get(), stream_), gcompErrorCorruptPayload) << c.what;
@@ -536,9 +638,9 @@ TEST_F(GpuCodecBehaviour, CorruptSditherStreamsSetStatusAndLeaveOutputUntouched)
     // decode_reduce: a good payload, then the corrupt one (rank 1): nothing is written.
     std::vector<uint8_t> both = good;
     both.insert(both.end(), c.payload.begin(), c.payload.end());
-    DeviceBuffer<uint8_t> d_both(both);
+    DeviceBuffer<uint8_t> d_both(both, stream_);
     uint64_t index = 0;
-    gpu.decode_reduce(d_both.get(), good.size(), 2, nullptr, RngKey{}, d_out.get(), ws.get(), gpu.workspace_bytes(),
+    gpu.decode_reduce(d_both.get(), good.size(), 2, nullptr, nullptr, d_out.get(), ws.get(), gpu.workspace_bytes(),
                       stream_);
     EXPECT_EQ(cuda::read_status(ws.get(), stream_, &index), gcompErrorCorruptPayload) << c.what;
     EXPECT_EQ(index >> 40, 1u) << c.what << ": the status names payload 1";
@@ -549,8 +651,8 @@ TEST_F(GpuCodecBehaviour, CorruptSditherStreamsSetStatusAndLeaveOutputUntouched)
     }
   }
   // The good payload still decodes (the status is reset per call).
-  DeviceBuffer<uint8_t> d_good(good);
-  DeviceBuffer<float> d_out(1000);
+  DeviceBuffer<uint8_t> d_good(good, stream_);
+  DeviceBuffer<float> d_out(1000, stream_);
   gpu.decode(d_good.get(), RngKey{}, d_out.get(), ws.get(), gpu.workspace_bytes(), stream_);
   EXPECT_EQ(cuda::read_status(ws.get(), stream_), gcompSuccess);
   EXPECT_TRUE(bitwise_equal(d_out.download(), decode(*cpu, good, RngKey{})));
@@ -584,11 +686,11 @@ TEST_F(GpuCodecBehaviour, CorruptSphericalAndGridPayloadsAreRejected) {
       store_word(p, p.size() / 4 - 1, load_word(p, p.size() / 4 - 1) | 0x80000000u);  // padding (127 x 3 bits)
       bad.push_back(p);
     }
-    DeviceBuffer<uint8_t> ws(gpu.workspace_bytes());
+    DeviceBuffer<uint8_t> ws(gpu.workspace_bytes(), stream_);
     for (size_t k = 0; k < bad.size(); ++k) {
       EXPECT_THROW(cpu->validate(bad[k]), Error) << spec << " case " << k;
-      DeviceBuffer<uint8_t> d_payload(bad[k]);
-      DeviceBuffer<float> d_out(static_cast<size_t>(layout.num_elems()));
+      DeviceBuffer<uint8_t> d_payload(bad[k], stream_);
+      DeviceBuffer<float> d_out(static_cast<size_t>(layout.num_elems()), stream_);
       d_out.fill_bytes(0x33);
       gpu.decode(d_payload.get(), key_for(4, 0), d_out.get(), ws.get(), gpu.workspace_bytes(), stream_);
       EXPECT_EQ(cuda::read_status(ws.get(), stream_), gcompErrorCorruptPayload) << spec << " case " << k;
@@ -612,7 +714,7 @@ TEST_F(GpuCodecBehaviour, CodebookRegenerationMatchesCpuBits) {
                                     RngKey{42, 7, 0xffffffffu, detail::kStreamDownlink}};
   for (const RngKey& key : keys) {
     for (const Range& r : ranges) {
-      DeviceBuffer<double> d_out(static_cast<size_t>(r.count));
+      DeviceBuffer<double> d_out(static_cast<size_t>(r.count), stream_);
       cuda::codebook_normals(key, r.first, r.count, d_out.get(), stream_);
       sync();
       const std::vector<double> got = d_out.download();
@@ -643,9 +745,9 @@ TEST_F(GpuCodecBehaviour, SampledTopkIsAValidPayloadWithExactlyK) {
       const auto cpu = make_codec(spec, layout);
       cuda::DeviceCodec gpu(spec, layout);
       const std::vector<float> x = test_input(n, 21);
-      DeviceBuffer<float> d_x(x);
-      DeviceBuffer<uint8_t> d_payload(gpu.encoded_bytes());
-      DeviceBuffer<uint8_t> ws(gpu.workspace_bytes());
+      DeviceBuffer<float> d_x(x, stream_);
+      DeviceBuffer<uint8_t> d_payload(gpu.encoded_bytes(), stream_);
+      DeviceBuffer<uint8_t> ws(gpu.workspace_bytes(), stream_);
       gpu.topk_sampled(d_x.get(), key_for(21, 0), d_payload.get(), ws.get(), gpu.workspace_bytes(), stream_);
       ASSERT_EQ(cuda::read_status(ws.get(), stream_), gcompSuccess);
       const std::vector<uint8_t> payload = d_payload.download();

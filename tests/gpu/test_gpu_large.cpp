@@ -57,15 +57,15 @@ TEST_F(GpuLarge, LargeSignBlocksBeyond2Pow31MatchCpu) {
   const std::vector<float> x = large_input();
   const RngKey key{7, 0, 1, 0};
   const std::vector<uint8_t> want = encode(*cpu, x, key);
-  DeviceBuffer<uint8_t> d_payload(gpu.encoded_bytes());
-  DeviceBuffer<uint8_t> ws(gpu.workspace_bytes());
+  DeviceBuffer<uint8_t> d_payload(gpu.encoded_bytes(), stream_);
+  DeviceBuffer<uint8_t> ws(gpu.workspace_bytes(), stream_);
   {
-    DeviceBuffer<float> d_x(x);
+    DeviceBuffer<float> d_x(x, stream_);
     gpu.encode(d_x.get(), key, d_payload.get(), ws.get(), gpu.workspace_bytes(), stream_);
     ASSERT_EQ(cuda::read_status(ws.get(), stream_), gcompSuccess);
   }
   EXPECT_TRUE(bytes_equal(d_payload.download(), want));
-  DeviceBuffer<float> d_out(static_cast<size_t>(kN));
+  DeviceBuffer<float> d_out(static_cast<size_t>(kN), stream_);
   gpu.decode(d_payload.get(), key, d_out.get(), ws.get(), gpu.workspace_bytes(), stream_);
   ASSERT_EQ(cuda::read_status(ws.get(), stream_), gcompSuccess);
   EXPECT_TRUE(bitwise_equal(d_out.download(), decode(*cpu, want, key)));
@@ -80,9 +80,9 @@ TEST_F(GpuLarge, LargeTopkFindsPlantedIndicesBeyond2Pow31) {
   for (int64_t j = 0; j < kK; ++j) planted.push_back(j < 8 ? 1000 * j + 3 : kN - 1 - 33554467 * (kK - 1 - j));
   std::sort(planted.begin(), planted.end());
   for (size_t j = 0; j < planted.size(); ++j) x[planted[j]] = (j % 2 ? -2.0f : 2.0f) + static_cast<float>(j);
-  DeviceBuffer<float> d_x(x);
-  DeviceBuffer<uint8_t> d_payload(gpu.encoded_bytes());
-  DeviceBuffer<uint8_t> ws(gpu.workspace_bytes());
+  DeviceBuffer<float> d_x(x, stream_);
+  DeviceBuffer<uint8_t> d_payload(gpu.encoded_bytes(), stream_);
+  DeviceBuffer<uint8_t> ws(gpu.workspace_bytes(), stream_);
   gpu.encode(d_x.get(), RngKey{}, d_payload.get(), ws.get(), gpu.workspace_bytes(), stream_);
   ASSERT_EQ(cuda::read_status(ws.get(), stream_), gcompSuccess);
   const std::vector<uint8_t> payload = d_payload.download();

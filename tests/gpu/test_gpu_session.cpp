@@ -56,7 +56,7 @@ TEST_P(GpuSessionTest, DeviceStepsEqualTheHostF32TwinBitForBit) {
       std::vector<std::vector<float>> us;
       cudaStream_t stream = nullptr;
       if (backend == Backend::kCuda) GCOMP_TEST_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-      DeviceBuffer<float> d_g(static_cast<size_t>(n)), d_u(static_cast<size_t>(n));
+      DeviceBuffer<float> d_g(static_cast<size_t>(n), stream), d_u(static_cast<size_t>(n), stream);
       for (int k = 0; k < kSteps; ++k) {
         const std::vector<float> g = grad_of(r, k, n);
         std::vector<float> u(static_cast<size_t>(n));
@@ -119,8 +119,8 @@ TEST_F(GpuSessionMisc, Bf16DeviceGradientsEqualTheirWidenedValues) {
       bf[i] = static_cast<uint16_t>(0x3f00 + (i * 97) % 0x300);
       wide[i] = detail::bf16_to_float(bf[i]);
     }
-    DeviceBuffer<uint16_t> d_bf(bf);
-    DeviceBuffer<float> d_w(wide), d_ua(static_cast<size_t>(n)), d_ub(static_cast<size_t>(n));
+    DeviceBuffer<uint16_t> d_bf(bf, stream_);
+    DeviceBuffer<float> d_w(wide, stream_), d_ua(static_cast<size_t>(n), stream_), d_ub(static_cast<size_t>(n), stream_);
     for (int k = 0; k < 3; ++k) {
       (void)a.step_device(d_bf.get(), GradType::kBF16, d_ua.get(), stream_);
       (void)b.step_device(d_w.get(), GradType::kF32, d_ub.get(), stream_);
@@ -128,6 +128,61 @@ TEST_F(GpuSessionMisc, Bf16DeviceGradientsEqualTheirWidenedValues) {
       EXPECT_TRUE(d_ua.download() == d_ub.download());
     }
   });
+}
+
+// step_device on a caller's stream that is destroyed right after the call (no sync), then the host
+// API, state() and a checkpoint: they run on the session's own stream, after the step's work, and
+// equal the host-f32 twin bit for bit. A session that kept using the last step_device stream would
+// fail here or run on a destroyed (possibly recycled) handle.
+TEST_F(GpuSessionMisc, HostApiAfterTheCallerStreamIsDestroyed) {
+  const int64_t n = 4097;
+  const std::string path = testing::TempDir() + "/gpu_sess_stream_ckpt";
+  for (const char* name : {"diana", "compressed_gd_spherical"}) {
+    std::vector<std::vector<float>> dev_updates, twin_updates;
+    std::vector<std::pair<std::string, std::vector<double>>> dev_state, twin_state;
+    for (Backend backend : {Backend::kCuda, Backend::kHostF32}) {
+      run_local(1, [&](Communicator& comm) {
+        Session s(comm, Layout(n), sess_config(session_case(name), backend));
+        std::vector<std::vector<float>> us;
+        DeviceBuffer<float> d_g(static_cast<size_t>(n), stream_), d_u(static_cast<size_t>(n), stream_);
+        for (int k = 0; k < 6; ++k) {
+          const std::vector<float> g = grad_of(0, k, n);
+          std::vector<float> u(static_cast<size_t>(n));
+          if (backend == Backend::kCuda && k % 2 == 0) {
+            d_g.upload(g);
+            cudaStream_t caller = nullptr;
+            GCOMP_TEST_CUDA(cudaStreamCreateWithFlags(&caller, cudaStreamNonBlocking));
+            (void)s.step_device(d_g.get(), GradType::kF32, d_u.get(), caller);
+            GCOMP_TEST_CUDA(cudaStreamDestroy(caller));  // the step may still be running
+            GCOMP_TEST_CUDA(cudaDeviceSynchronize());
+            u = d_u.download();
+          } else {
+            (void)s.step(std::span<const float>(g), std::span<float>(u));
+          }
+          us.push_back(u);
+        }
+        EXPECT_EQ(s.device_status(), gcompSuccess);
+        std::vector<std::pair<std::string, std::vector<double>>> st;
+        for (const auto& [key, v] : s.state()) st.emplace_back(key, *v);
+        s.save(path);
+        Session t(comm, Layout(n), sess_config(session_case(name), backend));
+        t.load(path);
+        std::vector<float> u1(static_cast<size_t>(n)), u2(static_cast<size_t>(n));
+        (void)s.step(std::span<const float>(grad_of(0, 6, n)), std::span<float>(u1));
+        (void)t.step(std::span<const float>(grad_of(0, 6, n)), std::span<float>(u2));
+        EXPECT_TRUE(u1 == u2) << name << ": resumed session differs";
+        us.push_back(u1);
+        (backend == Backend::kCuda ? dev_updates : twin_updates) = us;
+        (backend == Backend::kCuda ? dev_state : twin_state) = st;
+      });
+    }
+    ASSERT_EQ(dev_updates.size(), twin_updates.size());
+    for (size_t k = 0; k < dev_updates.size(); ++k)
+      EXPECT_TRUE(std::memcmp(dev_updates[k].data(), twin_updates[k].data(), dev_updates[k].size() * sizeof(float)) ==
+                  0)
+          << name << " step " << k;
+    EXPECT_TRUE(dev_state == twin_state) << name;
+  }
 }
 
 TEST_F(GpuSessionMisc, NonFiniteSkipAndCheckpointResume) {
