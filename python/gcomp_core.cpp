@@ -23,6 +23,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include "callback_comm.hpp"
+
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -419,6 +421,17 @@ std::vector<CommBinding> local_group(int num_ranks, int64_t timeout_ms) {
   return out;
 }
 
+/// This process's rank of a communicator whose collectives the Python object `transport` carries
+/// (callback_comm.hpp; gcomp.ddp passes a torch.distributed process group wrapper).
+CommBinding callback_comm(int rank, int size, py::object transport) {
+  if (size < 1 || rank < 0 || rank >= size)
+    invalid("callback_comm: need 0 <= rank < size, got rank " + std::to_string(rank) + " of " + std::to_string(size));
+  for (const char* method : {"allgather", "alltoall", "broadcast", "barrier"}) {
+    if (!py::hasattr(transport, method)) invalid(std::string("callback_comm: the transport has no method ") + method);
+  }
+  return CommBinding(std::make_shared<gcomp_py::CallbackCommunicator>(rank, size, std::move(transport)));
+}
+
 CommBinding mpi_comm(int64_t timeout_ms) {
   if (timeout_ms < 0) invalid("mpi_comm: timeout_ms must be >= 0 (0: default), got " + std::to_string(timeout_ms));
   if (!gcomp::mpi_available()) {
@@ -607,8 +620,13 @@ class SessionBinding {
       : comm_(comm.live()), callbacks_(config.callbacks) {
     gcomp::Layout layout = layout_of(segments);
     gcomp::SessionConfig cfg = config.cfg;  // copies std::function wrappers (shared_ptr only)
-    py::gil_scoped_release nogil;           // collective: the peers run on other Python threads
-    session_ = std::make_unique<gcomp::Session>(*comm_, std::move(layout), std::move(cfg));
+    (void)gcomp_py::take_pending_cause();
+    try {
+      py::gil_scoped_release nogil;  // collective: the peers run on other Python threads
+      session_ = std::make_unique<gcomp::Session>(*comm_, std::move(layout), std::move(cfg));
+    } catch (const gcomp::Error& e) {
+      raise_error(e.status(), e.what(), gcomp_py::take_pending_cause());  // a Python transport's exception
+    }
   }
 
   ~SessionBinding() {
@@ -626,12 +644,14 @@ class SessionBinding {
     if (!lock.owns_lock()) invalid(std::string(what) + ": the session is in use by another thread");
     if (!session_) invalid(std::string(what) + ": the session is closed");
     callbacks_->error = py::object();
+    (void)gcomp_py::take_pending_cause();
     try {
       py::gil_scoped_release nogil;
       return fn(*session_);
     } catch (const gcomp::Error& e) {
       py::object cause = std::move(callbacks_->error);
-      raise_error(e.status(), e.what(), cause);
+      py::object transport_cause = gcomp_py::take_pending_cause();  // a Python transport's exception
+      raise_error(e.status(), e.what(), cause ? cause : transport_cause);
     }
   }
 
@@ -856,6 +876,9 @@ PYBIND11_MODULE(_core, m) {
       .def("close", &CommBinding::close);
   m.def("local_group", &local_group, py::arg("num_ranks"), py::arg("timeout_ms") = 0);
   m.def("mpi_comm", &mpi_comm, py::arg("timeout_ms") = 0);
+  m.def("callback_comm", &callback_comm, py::arg("rank"), py::arg("size"), py::arg("transport"),
+        "A communicator whose collectives the Python object `transport` carries (allgather, alltoall, broadcast, "
+        "barrier over uint8 arrays; allreduce is an allgather reduced here in rank order)");
   m.def("nccl_comm", &nccl_comm, py::arg("rank"), py::arg("world_size"), py::arg("master_addr"),
         py::arg("master_port"), py::arg("device") = -1, py::arg("timeout_ms") = 0);
   m.def("nccl_unusable", &nccl_unusable,

@@ -3,9 +3,10 @@
 
 Bindings of the gcomp C++ library (the compiled extension gcomp._core, built with the project by
 pybind11): codecs (`Codec`), communicators (`local_group`, `mpi_comm`) and sessions (`Session`)
-over NumPy arrays and torch tensors. `gcomp.torch` (imported on first access) holds the PyTorch
-DDP communication hook, and `gcomp.algorithms` the transport-independent compressed reduction that
-the hook runs. The manual is docs/python.md.
+over NumPy arrays and torch tensors. `gcomp.ddp` (imported on first access; needs torch) holds the
+PyTorch DDP communication hook (`GcompState`, `gcomp_hook`), and `gcomp.algorithms` a
+transport-independent compressed reduction in float64 for other frameworks. The manual is
+docs/python.md.
 """
 import importlib
 import pkgutil
@@ -55,6 +56,10 @@ def list_codecs():
 
 
 def __getattr__(name):
-    if name in ("torch", "algorithms"):
+    if name in ("ddp", "algorithms"):
         return importlib.import_module(f"{__name__}.{name}")
+    if name == "torch":
+        raise AttributeError("gcomp.torch was replaced by gcomp.ddp: HookState(...) is now gcomp.ddp.GcompState("
+                             "process_group, algorithm=..., codec=..., ...) and gcomp.torch.hook is "
+                             "gcomp.ddp.gcomp_hook (docs/python.md)")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

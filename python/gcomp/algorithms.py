@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 """Transport-independent compressed averaging: one worker's side of `compressed-gd`, `ef-sgd` and
 `diana` (docs/algorithms.md) around a gcomp Codec, for training loops whose ranks exchange bytes
-through another framework (the PyTorch DDP hook in gcomp.torch uses torch.distributed).
+through another framework, in float64 (the PyTorch DDP hook, gcomp.ddp, runs real Sessions instead).
 
 Per step, every worker calls `message = reducer.encode(grad)`, the application allgathers the
 fixed-size messages (rank order), and every worker calls `estimate = reducer.reduce(messages)`,

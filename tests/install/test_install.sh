@@ -112,7 +112,7 @@ if compgen -G "$build/python/gcomp/_core*.so" > /dev/null; then
     say "the Python extension gcomp._core is built but not installed"
   else
     pydir=$(dirname "$(dirname "$module")")
-    [ -f "$pydir/gcomp/__init__.py" ] && [ -f "$pydir/gcomp/torch.py" ] || say "Python sources not installed next to _core"
+    [ -f "$pydir/gcomp/__init__.py" ] && [ -f "$pydir/gcomp/ddp.py" ] || say "Python sources not installed next to _core"
     if "$python" -c "import numpy" 2> /dev/null; then
       if (cd "$work" && env -u PYTHONPATH PYTHONPATH="$pydir" PYTHONDONTWRITEBYTECODE=1 "$python" -c "
 import threading, numpy as np, gcomp
