@@ -21,6 +21,7 @@ DATASETS = ["mushrooms", "a9a", "w8a", "phishing", "madelon"]
 ITERS = {"mushrooms": 5000, "phishing": 6000, "a9a": 6000, "w8a": 8000, "madelon": 9000}
 L1 = "dither:levels=1,norm=linf"
 L2 = "dither:levels=1,norm=l2"
+LONG_EF_DATASET = "mushrooms"  # the 30000-step run without error feedback (section 3), one dataset for time
 
 
 def experiments(ds, L):
@@ -35,6 +36,11 @@ def experiments(ds, L):
         ("ef", "single node: error feedback vs none, scaled sign and top-k (gamma = 1/L)",
          ["--workers", "1", "--iters", "5000", "--lr", repr(1.0 / L["L1"]), "--compare",
           "ef-sgd=sign;compressed-gd=sign;ef-sgd=sign:block=4;ef-sgd=topk:ratio=0.125;compressed-gd=topk:ratio=0.125"]),
+    ] + ([
+        ("ef_long", "single node, 30000 steps: scaled sign and top-k without error feedback keep converging",
+         ["--workers", "1", "--iters", "30000", "--lr", repr(1.0 / L["L1"]), "--compare",
+          "compressed-gd=sign;compressed-gd=topk:ratio=0.125;ef-sgd=topk:ratio=0.125"]),
+    ] if ds == LONG_EF_DATASET else []) + [
         ("twoway", "two-way dist-EF-SGDM (scaled sign up and down) vs the uncompressed twin, minibatch 32",
          ["--iters", str(n), "--batch", "32", "--momentum", "0.9", "--lr", repr(0.05 / L["L"]), "--compare",
           "dist-ef-sgdm=sign|sign;dist-ef-sgdm=sign:block=16|sign:block=16;dist-ef-sgdm=identity|identity"]),
@@ -181,12 +187,36 @@ def write_report(args, results, commands):
                   f"![{ds} blocks](plots/{ds}_blocks_iters.png)", ""]
 
     # Claim 3: error feedback on one node.
+    def at_iter(run, k):
+        hist = [h for h in run["history"] if h["iter"] <= k]
+        return hist[-1]["rel_error"] if hist else None
+
     ok_ef = all(first_hit(get(ds, "ef")[0], 1e-12) is not None for ds in dss)
     ok_noef = all(get(ds, "ef")[1]["final"]["rel_error"] > 1e-6 for ds in dss)
-    lines += ["## 3. Error feedback makes biased compressors converge", "",
+    speedup = {ds: first_hit(get(ds, "ef")[4], 1e-6) / first_hit(get(ds, "ef")[3], 1e-6) for ds in dss
+               if first_hit(get(ds, "ef")[4], 1e-6) and first_hit(get(ds, "ef")[3], 1e-6)}
+    ok_topk = len(speedup) == len(dss)
+    lines += ["## 3. Error feedback makes biased compressors converge at the rate of GD", "",
               f"Claim (EF-SGD, §8.2): scaled-sign SGD with error feedback converges like GD (one node, full "
-              f"gradient, gamma = 1/L): reached 1e-12 on every dataset: {verdict(ok_ef)}; the same compressor without "
-              f"error feedback stalls: {verdict(ok_noef)}. Top-k behaves the same way.", ""]
+              f"gradient, gamma = 1/L): reached 1e-12 on every dataset: {verdict(ok_ef)}. Without error feedback "
+              f"the same compressors do not stall, they converge too, only slowly: with one node and full gradients a "
+              f"contractive compressor with gamma = 1/L still takes a descent step, so scaled sign keeps converging "
+              f"linearly at a much lower rate (still above 1e-6 after 5000 steps on every dataset: "
+              f"{verdict(ok_noef)}; rel_error after 5000 steps: " +
+              ", ".join(f"{ds} {get(ds, 'ef')[1]['final']['rel_error']:.2g}" for ds in dss) + "). "
+              f"Top-k (12.5 %) without error feedback converges linearly as well, and error feedback reaches 1e-6 "
+              + ", ".join(f"{ds} {v:.1f}x" for ds, v in speedup.items()) +
+              f" sooner ({verdict(ok_topk)} on every dataset).", ""]
+    if (LONG_EF_DATASET, "ef_long") in results:
+        lr_runs = get(LONG_EF_DATASET, "ef_long")
+        marks = (5000, 10000, 20000, 30000)
+        lines += [f"{LONG_EF_DATASET}, 30000 steps (rel_error after k steps; it@ = first logged step at or below):", "",
+                  "| run | " + " | ".join(f"k = {k}" for k in marks) + " | it@1e-6 | it@1e-10 | it@1e-12 |",
+                  "|---|" + "---|" * (len(marks) + 3)]
+        for r in lr_runs:
+            lines.append(f"| {label(r)} | " + " | ".join(fmt(at_iter(r, k)) for k in marks) + " | " +
+                         " | ".join(fmt(first_hit(r, e)) for e in (1e-6, 1e-10, 1e-12)) + " |")
+        lines += ["", f"![{LONG_EF_DATASET} ef long](plots/{LONG_EF_DATASET}_ef_long_iters.png)", ""]
     for ds in dss:
         lines += [f"**{ds}**", "", table(results[(ds, "ef")][1]), "", f"![{ds} ef](plots/{ds}_ef_iters.png)", ""]
 
@@ -262,8 +292,15 @@ def write_report(args, results, commands):
               "- Block quantization (section 2) wins in iterations, but not in bits, because every block carries a "
               "32-bit scale.", "",
               "## Commands", "", "```"] + commands + ["```", ""]
-    with open(os.path.join(args.out, "reproduction.md"), "w") as f:
-        f.write("\n".join(lines))
+    path = os.path.join(args.out, "reproduction.md")
+    text = "\n".join(lines)
+    old = open(path).read() if os.path.exists(path) else ""
+    begin, end = "<!-- BEGIN dl (tools/reproduce_dl.py) -->", "<!-- END dl -->"
+    if begin in old and end in old:  # the deep-learning section of tools/reproduce_dl.py stays
+        block = old[old.index(begin):old.index(end) + len(end)]
+        text = text.replace("## Where results differ from the papers", block + "\n\n## Where results differ from the papers", 1)
+    with open(path, "w") as f:
+        f.write(text)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@
 # (tests/python/CMakeLists.txt) and leaves the torch tests out.
 # Not run under the sanitizers, and why:
 #   InstallAndExamples        links uninstrumented example programs against the installed ASan build
+#   PipInstall                builds an uninstrumented wheel of its own (pip; the same test runs in tools/test.sh)
 #   CapiErrors.BadAllocBecomesOutOfMemory
 #                             asks for 2^51 bytes; ASan's allocator reports out-of-memory instead of
 #                             letting operator new throw std::bad_alloc
@@ -48,7 +49,7 @@ asan_common="halt_on_error=1:abort_on_error=1:allocator_may_return_null=1:detect
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 mpi_tests='^(CommMpi\.|GcompTrainCli$|BenchComm\.mpi)'
-excluded="^(InstallAndExamples|CapiErrors\\.BadAllocBecomesOutOfMemory)\$$scope_excluded"
+excluded="^(InstallAndExamples|PipInstall|CapiErrors\\.BadAllocBecomesOutOfMemory)\$$scope_excluded"
 status=0
 # shellcheck disable=SC2086
 ASAN_OPTIONS="$asan_common:detect_leaks=${leaks}" ctest --test-dir "$build" -j "$jobs" --output-on-failure \

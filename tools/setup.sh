@@ -38,7 +38,9 @@ if ! python3 -c 'import os, sysconfig; raise SystemExit(not os.path.exists(os.pa
     echo "gcomp setup: $(command -v python3) has no Python.h; the Python extension will not be built" >&2
   fi
 fi
-python3 -c "import numpy, pytest, pybind11" 2> /dev/null || pip_install numpy pytest pybind11
+# scikit-build-core: the build backend of `pip install .` (pyproject.toml; the PipInstall test builds
+# with it offline, --no-build-isolation).
+python3 -c "import numpy, pytest, pybind11, scikit_build_core" 2> /dev/null || pip_install numpy pytest pybind11 scikit-build-core
 if [ "${GCOMP_SETUP_TORCH:-0}" = 1 ] && ! python3 -c "import torch" 2> /dev/null; then
   echo "gcomp setup: installing PyTorch from PyPI (~2.8 GB of wheels, a few minutes)"
   start=$(date +%s)
