@@ -79,9 +79,9 @@ void usage() {
 
 bool parse_options(int argc, char** argv, Options& o) {
   const bool go = parse_flags(argc, argv, "bits", usage, o, [&](const std::string& a, auto& value) {
-    if (a == "--n") o.n = std::stoll(value());
+    if (a == "--n") o.n = parse_int(a, value(), 1, int64_t{1} << 40);
     else if (a == "--grad") o.grad = value();
-    else if (a == "--draws") o.draws = std::stoi(value());
+    else if (a == "--draws") o.draws = static_cast<int>(parse_int(a, value(), 1, 1000000));
     else return false;
     return true;
   });

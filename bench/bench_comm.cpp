@@ -44,6 +44,10 @@ namespace {
 
 enum class Backend { kLocal, kMpi, kNccl };
 
+/// Most thread ranks of --ranks: each is an OS thread, and every rank decodes every other rank's
+/// message, so a row's work and memory grow as P^2 (local_footprint() bounds the memory too).
+constexpr int64_t kMaxRanks = 1024;
+
 struct Options {
   int64_t min_bytes = int64_t{64} << 10;
   int64_t max_bytes = int64_t{16} << 20;
@@ -53,7 +57,7 @@ struct Options {
   bool check = true;
   int64_t check_max_bytes = int64_t{64} << 20;
   Backend backend = Backend::kLocal;
-  int ranks = -1;  // local: default 4; nccl without a launcher: default = number of devices
+  int ranks = -1;  // not given (--ranks takes 1..kMaxRanks); local: 4; nccl without a launcher: the devices
   uint64_t seed = 0x5eed;
   std::vector<std::string> codecs;
   std::string json;
@@ -84,7 +88,7 @@ bool parse_options(int argc, char** argv, Options& o) {
   const bool go = parse_flags(argc, argv, "comm", usage, o, [&](const std::string& a, auto& value) {
     if (parse_sweep_flag(a, value, o)) return true;
     if (a == "--check-max") {
-      o.check_max_bytes = parse_size(value());
+      o.check_max_bytes = parse_size(a, value());
     } else if (a == "--backend") {
       const std::string b = value();
       if (b == "local") o.backend = Backend::kLocal;
@@ -92,7 +96,7 @@ bool parse_options(int argc, char** argv, Options& o) {
       else if (b == "nccl") o.backend = Backend::kNccl;
       else throw std::invalid_argument("--backend must be local, mpi or nccl, got '" + b + "'");
     } else if (a == "--ranks") {
-      o.ranks = std::stoi(value());
+      o.ranks = static_cast<int>(parse_int(a, value(), 1, kMaxRanks));
     } else {
       return false;
     }
@@ -103,7 +107,6 @@ bool parse_options(int argc, char** argv, Options& o) {
   for (const auto& c : o.codecs) static_cast<void>(CodecSpec::parse(c));  // bad specs fail before any rank starts
   if (o.iters < 1 || o.warmup < 0 || !(o.factor > 1.0) || o.min_bytes < 4 || o.max_bytes < o.min_bytes)
     throw std::invalid_argument("need -n >= 1, -w >= 0, -f > 1 and 4 <= -b <= -e");
-  if (o.ranks == 0 || o.ranks < -1) throw std::invalid_argument("--ranks must be >= 1");
   return true;
 }
 
@@ -769,6 +772,20 @@ bool write_json(const Options& o, const RunInfo& info, int p, const std::vector<
   return write_json_file(o.json, top, "gcomp-bench comm");
 }
 
+/// Host bytes the local backend holds at once at the largest size: per rank its input, output, own
+/// message and the P gathered messages (twice for the two-way rows), and when the row is checked
+/// the P inputs of the two-way reference.
+uint64_t local_footprint(const Options& o, int p) {
+  const uint64_t n = static_cast<uint64_t>(o.max_bytes) / 4;
+  uint64_t msg = 0;
+  for (const auto& c : o.codecs) msg = std::max<uint64_t>(msg, make_codec(c, Layout(static_cast<int64_t>(n)))->encoded_bytes());
+  const auto P = static_cast<uint64_t>(p);
+  const long double per_rank = 8.0L * n + 2.0L * (P + 1) * (msg + 4) +
+                               (o.check && o.max_bytes <= o.check_max_bytes ? 4.0L * n * P : 0.0L);
+  const long double total = per_rank * P;
+  return total >= 1.8e19L ? UINT64_MAX : static_cast<uint64_t>(total);
+}
+
 int run_cpu_backend(const Options& o, int argc, char** argv) {
   std::vector<Row> rows;
   int64_t wrong = 0;
@@ -776,6 +793,8 @@ int run_cpu_backend(const Options& o, int argc, char** argv) {
   bool lead = true;
   if (o.backend == Backend::kLocal) {
     p = o.ranks > 0 ? o.ranks : 4;
+    io::check_allocation(local_footprint(o, p), "gcomp-bench comm with " + std::to_string(p) + " local ranks (--ranks) up to " +
+                                                   std::to_string(o.max_bytes) + " bytes per rank (-e)");
     const RunInfo info{"local", "cpu (" + std::to_string(std::thread::hardware_concurrency()) + " hardware threads)", "host"};
     run_local(p, [&](Communicator& comm) {
       const int64_t w = run_rank(comm, o, info, argc, argv, comm.rank() == 0 ? &rows : nullptr,

@@ -3,14 +3,17 @@
 // JSON writer and the run metadata (command line, git sha, device, seed).
 #pragma once
 
+#include <gcomp/io.hpp>
+
 #include <algorithm>
+#include <charconv>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <sstream>
 #include <stdexcept>
-#include <cstdio>
-#include <fstream>
 #include <string>
 #include <vector>
 
@@ -23,21 +26,57 @@ struct Subcommand {
   int (*run)(int argc, char** argv);
 };
 
-/// "4M", "1G", "65536" -> bytes (K/M/G are powers of 1024, as in nccl-tests).
-inline int64_t parse_size(const std::string& s) {
-  if (s.empty()) throw std::invalid_argument("empty size");
-  size_t used = 0;
-  const double v = std::stod(s, &used);
-  int64_t mult = 1;
-  if (used < s.size()) {
+/// An integer flag value in [lo, hi]; anything else (not a number, trailing text, out of range)
+/// throws std::invalid_argument naming the flag.
+inline int64_t parse_int(const std::string& flag, const std::string& v, int64_t lo, int64_t hi) {
+  int64_t out = 0;
+  const auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
+  if (ec != std::errc() || ptr != v.data() + v.size() || v.empty() || out < lo || out > hi)
+    throw std::invalid_argument(flag + ": '" + v + "' is not an integer in " + std::to_string(lo) + ".." +
+                                std::to_string(hi));
+  return out;
+}
+
+/// A 64-bit seed: decimal or 0x-hexadecimal, 0..2^64-1 (no sign, no wrap-around).
+inline uint64_t parse_seed(const std::string& flag, const std::string& v) {
+  const bool hex = v.size() > 2 && v[0] == '0' && (v[1] == 'x' || v[1] == 'X');
+  const char* first = v.data() + (hex ? 2 : 0);
+  uint64_t out = 0;
+  const auto [ptr, ec] = std::from_chars(first, v.data() + v.size(), out, hex ? 16 : 10);
+  if (ec != std::errc() || ptr != v.data() + v.size() || first == v.data() + v.size())
+    throw std::invalid_argument(flag + ": '" + v + "' is not an integer in 0..2^64-1");
+  return out;
+}
+
+/// A finite number > lo; throws std::invalid_argument naming the flag otherwise.
+inline double parse_real_above(const std::string& flag, const std::string& v, double lo) {
+  char* end = nullptr;
+  const double d = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end != '\0' || !std::isfinite(d) || !(d > lo))
+    throw std::invalid_argument(flag + ": '" + v + "' is not a finite number > " + std::to_string(lo));
+  return d;
+}
+
+/// "4M", "1G", "65536" -> bytes (K/M/G are powers of 1024, as in nccl-tests), 0..2^40.
+inline int64_t parse_size(const std::string& flag, const std::string& s) {
+  char* end = nullptr;
+  const double v = std::strtod(s.c_str(), &end);
+  const size_t used = static_cast<size_t>(end - s.c_str());
+  double mult = 1;
+  if (used + 1 == s.size()) {
     switch (s[used]) {
-      case 'K': case 'k': mult = int64_t{1} << 10; break;
-      case 'M': case 'm': mult = int64_t{1} << 20; break;
-      case 'G': case 'g': mult = int64_t{1} << 30; break;
-      default: throw std::invalid_argument("bad size suffix in '" + s + "'");
+      case 'K': case 'k': mult = 1024.0; break;
+      case 'M': case 'm': mult = 1024.0 * 1024; break;
+      case 'G': case 'g': mult = 1024.0 * 1024 * 1024; break;
+      default: mult = -1;
     }
+  } else if (used != s.size()) {
+    mult = -1;
   }
-  return static_cast<int64_t>(v * static_cast<double>(mult));
+  const double bytes = v * mult;
+  if (s.empty() || used == 0 || mult < 0 || !std::isfinite(bytes) || bytes < 0 || bytes > 1099511627776.0)
+    throw std::invalid_argument(flag + ": '" + s + "' is not a size in 0..1T bytes (suffix K, M or G: powers of 1024)");
+  return static_cast<int64_t>(bytes);
 }
 
 /// Deterministic, roughly Gaussian input (Irwin-Hall of 4 uniforms from splitmix64).
@@ -163,12 +202,12 @@ inline std::string command_line(int argc, char** argv) {
 /// `flag` is not one of them; `value()` yields the flag's argument.
 template <class Options, class Value>
 bool parse_sweep_flag(const std::string& flag, Value&& value, Options& o) {
-  if (flag == "-b" || flag == "--minbytes") o.min_bytes = parse_size(value());
-  else if (flag == "-e" || flag == "--maxbytes") o.max_bytes = parse_size(value());
-  else if (flag == "-f" || flag == "--stepfactor") o.factor = std::stod(value());
-  else if (flag == "-n" || flag == "--iters") o.iters = std::stoi(value());
-  else if (flag == "-w" || flag == "--warmup_iters") o.warmup = std::stoi(value());
-  else if (flag == "-c" || flag == "--check") o.check = std::stoi(value()) != 0;
+  if (flag == "-b" || flag == "--minbytes") o.min_bytes = parse_size(flag, value());
+  else if (flag == "-e" || flag == "--maxbytes") o.max_bytes = parse_size(flag, value());
+  else if (flag == "-f" || flag == "--stepfactor") o.factor = parse_real_above(flag, value(), 1.0);
+  else if (flag == "-n" || flag == "--iters") o.iters = static_cast<int>(parse_int(flag, value(), 1, 1000000000));
+  else if (flag == "-w" || flag == "--warmup_iters") o.warmup = static_cast<int>(parse_int(flag, value(), 0, 1000000000));
+  else if (flag == "-c" || flag == "--check") o.check = parse_int(flag, value(), 0, 1) != 0;
   else return false;
   return true;
 }
@@ -191,7 +230,7 @@ bool parse_flags(int argc, char** argv, const char* command, void (*usage)(), Op
     }
     if (handle(a, value)) continue;
     if (a == "--seed") {
-      o.seed = std::stoull(value(), nullptr, 0);
+      o.seed = parse_seed(a, value());
     } else if (a == "-J" || a == "--json") {
       o.json = value();
     } else if (a == "--codec") {
@@ -202,15 +241,17 @@ bool parse_flags(int argc, char** argv, const char* command, void (*usage)(), Op
       throw std::invalid_argument("unknown option " + a + " (see gcomp-bench " + command + " --help)");
     }
   }
+  if (!o.json.empty()) io::check_output(o.json, io::OutputOptions{"--json", {}, true});  // before any work
   return true;
 }
 
-/// Writes a JSON document to `path`; false (with a message naming `tool`) when it cannot.
+/// Writes a JSON document to `path` (gcomp::io rules: temporary file and rename, every write
+/// checked); false (with a message naming `tool`) when it cannot.
 inline bool write_json_file(const std::string& path, const JsonObject& top, const char* tool) {
-  std::ofstream f(path);
-  f << top.dump() << "\n";
-  if (!f) {
-    std::fprintf(stderr, "%s: cannot write %s\n", tool, path.c_str());
+  try {
+    io::write_file(path, top.dump() + "\n", io::OutputOptions{"--json", {}, true});
+  } catch (const Error& e) {
+    std::fprintf(stderr, "%s: %s\n", tool, e.what());
     return false;
   }
   return true;

@@ -37,7 +37,9 @@ int main(int argc, char** argv) {
   for (const auto& s : kSubcommands) {
     if (std::strcmp(argv[1], s.name) != 0) continue;
     try {
-      return s.run(argc - 1, argv + 1);
+      const int rc = s.run(argc - 1, argv + 1);
+      gcomp::io::flush_stdout();  // a lost table is a failure (`> /dev/full`)
+      return rc;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "gcomp-bench %s: %s\n", s.name, e.what());
       return 1;

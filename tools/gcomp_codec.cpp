@@ -2,21 +2,18 @@
 // gcomp-codec: encode, decode and inspect gcomp payload files; list codecs; demo table.
 #include <gcomp/bits_report.hpp>
 #include <gcomp/codec.hpp>
+#include <gcomp/io.hpp>
 #include <gcomp/wire.hpp>
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
-#include <iostream>
 #include <map>
 #include <random>
 #include <string>
 #include <vector>
-
-#include <unistd.h>
 
 namespace {
 
@@ -38,33 +35,42 @@ struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-std::vector<uint8_t> read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) GCOMP_FAIL(gcompErrorIo, "cannot open '" + path + "': " + std::strerror(errno));
-  std::vector<uint8_t> data((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  if (f.bad()) GCOMP_FAIL(gcompErrorIo, "cannot read '" + path + "'");
-  return data;
+/// Largest input read from something that is not a regular file (a pipe, a device): its size is
+/// not known in advance (`--in /dev/zero` would never end).
+constexpr uint64_t kMaxStreamInput = uint64_t{1} << 30;
+
+/// A raw float32 input (encode): a regular file whole, another file up to kMaxStreamInput bytes.
+std::vector<uint8_t> read_input(const std::string& path) {
+  io::InputFile in(path, "--in");
+  return in.read_all(in.regular() ? UINT64_MAX : kMaxStreamInput, "1 GiB, the limit for a non-regular input");
 }
 
-/// Writes through a temporary file and a rename, so a failure never leaves a partial output.
-void write_file_atomic(const std::string& path, const void* data, size_t bytes) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) GCOMP_FAIL(gcompErrorIo, "cannot create '" + tmp + "': " + std::strerror(errno));
-    f.write(static_cast<const char*>(data), static_cast<std::streamsize>(bytes));
-    f.flush();
-    if (!f) {
-      std::filesystem::remove(tmp);
-      GCOMP_FAIL(gcompErrorIo, "cannot write '" + tmp + "'");
-    }
+/// A framed payload (decode, info). From a regular file: the whole file. From a pipe or device:
+/// the 80-byte fixed header first, then no more than the header says the frame holds (plus one
+/// byte, so that trailing bytes are reported), read as it arrives, so that a stream that is no
+/// frame or never ends stops at once.
+std::vector<uint8_t> read_frame(const std::string& path, const char* what) {
+  io::InputFile in(path, what);
+  if (in.regular()) return in.read_all(UINT64_MAX, "memory");
+  std::vector<uint8_t> buf(80);
+  buf.resize(in.read(buf.data(), buf.size()));
+  uint32_t magic = 0, header = 0;
+  uint64_t body = 0;
+  if (buf.size() == 80) {
+    std::memcpy(&magic, buf.data(), 4);
+    std::memcpy(&header, buf.data() + 8, 4);
+    std::memcpy(&body, buf.data() + 64, 8);
   }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::filesystem::remove(tmp);
-    GCOMP_FAIL(gcompErrorIo, "cannot rename to '" + path + "': " + ec.message());
+  if (magic != kWireMagic || header < 80 || body > (uint64_t{1} << 62)) return buf;  // parse_frame says why
+  const uint64_t want = header + body + 1;
+  io::check_allocation(want, std::string(what) + " '" + printable(path) + "' (frame of " + std::to_string(want - 1) + " bytes)");
+  uint8_t chunk[1 << 16];
+  while (buf.size() < want) {
+    const size_t n = in.read(chunk, static_cast<size_t>(std::min<uint64_t>(sizeof chunk, want - buf.size())));
+    if (n == 0) break;
+    buf.insert(buf.end(), chunk, chunk + n);
   }
+  return buf;
 }
 
 template <class T>
@@ -114,7 +120,10 @@ int cmd_list() {
 int cmd_encode(int argc, char** argv) {
   auto f = parse_flags(argc, argv, 2, {"--codec", "--in", "--out", "--seed", "--step", "--rank", "--segments"}, nullptr);
   const CodecSpec spec = CodecSpec::parse(need(f, "--codec"));
-  const auto raw = read_file(need(f, "--in"));
+  const std::string in = need(f, "--in"), out = need(f, "--out");
+  const io::OutputOptions out_opt{"--out", {in}};
+  io::check_output(out, out_opt);
+  const auto raw = read_input(in);
   if (raw.size() % 4 != 0)
     GCOMP_FAIL(gcompErrorInvalidArgument, "input '" + f["--in"] + "' has " + std::to_string(raw.size()) +
                                               " bytes, not a whole number of float32 values");
@@ -145,18 +154,27 @@ int cmd_encode(int argc, char** argv) {
   std::vector<uint8_t> body(codec->encoded_bytes());
   codec->encode(x, key, body);
   const auto framed = frame_payload(*codec, key, body);
-  write_file_atomic(need(f, "--out"), framed.data(), framed.size());
+  io::write_file(out, framed, out_opt);
   return 0;
 }
 
 int cmd_decode(int argc, char** argv) {
   auto f = parse_flags(argc, argv, 2, {"--in", "--out"}, nullptr);
-  const auto framed = read_file(need(f, "--in"));
+  const std::string in = need(f, "--in"), out = need(f, "--out");
+  const io::OutputOptions out_opt{"--out", {in}};
+  io::check_output(out, out_opt);
+  const auto framed = read_frame(in, "--in");
   const FrameInfo info = parse_frame(framed);
   auto codec = make_codec(info.spec, info.layout);
+  // n comes from the file: a few bytes of a sparse payload may claim any n. Bounded by the memory
+  // and the disk space that the decoded output needs, before allocating it.
+  const uint64_t out_bytes = 4 * static_cast<uint64_t>(info.layout.num_elems());
+  const std::string what = "decoding '" + printable(in) + "' (n = " + std::to_string(info.layout.num_elems()) + ")";
+  io::check_allocation(out_bytes, what);
+  io::check_space(out, out_bytes, "--out");
   std::vector<float> y(static_cast<size_t>(info.layout.num_elems()));
   codec->decode(frame_body(framed, info), info.key, y);
-  write_file_atomic(need(f, "--out"), y.data(), y.size() * 4);
+  io::write_file(out, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(y.data()), out_bytes), out_opt);
   return 0;
 }
 
@@ -164,7 +182,7 @@ int cmd_info(int argc, char** argv) {
   std::vector<std::string> pos;
   parse_flags(argc, argv, 2, {}, &pos);
   if (pos.size() != 1) throw UsageError("info takes one payload file");
-  const auto framed = read_file(pos[0]);
+  const auto framed = read_frame(pos[0], "payload file");
   std::printf("%s\n", frame_info_json(parse_frame(framed)).c_str());
   return 0;
 }
@@ -231,6 +249,8 @@ int cmd_bits(int argc, char** argv) {
   if (n < 1) throw UsageError("--n must be >= 1");
   const std::vector<std::string> specs = f.count("--codecs") ? split_specs(f["--codecs"]) : bits_report_default_specs();
   if (specs.empty()) throw UsageError("--codecs lists no codec");
+  const io::OutputOptions json_opt{"--json", {}};
+  if (f.count("--json")) io::check_output(f["--json"], json_opt);
   const std::vector<float> x = gaussian_vector(n, seed);
   BitsReportOptions opt;
   opt.key = RngKey{seed, 0, 0, 0};
@@ -251,7 +271,7 @@ int cmd_bits(int argc, char** argv) {
                        ", \"records\": [";
     for (size_t i = 0; i < reports.size(); ++i) json += (i ? ",\n  " : "\n  ") + bits_report_json(reports[i]);
     json += "\n]}\n";
-    write_file_atomic(f["--json"], json.data(), json.size());
+    io::write_file(f["--json"], json, json_opt);
   }
   return 0;
 }
@@ -265,25 +285,26 @@ int main(int argc, char** argv) {
   }
   const std::string cmd = argv[1];
   try {
-    if (cmd == "list") return cmd_list();
-    if (cmd == "encode") return cmd_encode(argc, argv);
-    if (cmd == "decode") return cmd_decode(argc, argv);
-    if (cmd == "info") return cmd_info(argc, argv);
-    if (cmd == "demo") return cmd_demo(argc, argv);
-    if (cmd == "bits") return cmd_bits(argc, argv);
-    if (cmd == "-h" || cmd == "--help" || cmd == "help") {
-      std::fputs(kUsage, stdout);
-      return 0;
-    }
-    throw UsageError("unknown command '" + cmd + "'");
+    int rc = 2;
+    if (cmd == "list") rc = cmd_list();
+    else if (cmd == "encode") rc = cmd_encode(argc, argv);
+    else if (cmd == "decode") rc = cmd_decode(argc, argv);
+    else if (cmd == "info") rc = cmd_info(argc, argv);
+    else if (cmd == "demo") rc = cmd_demo(argc, argv);
+    else if (cmd == "bits") rc = cmd_bits(argc, argv);
+    else if (cmd == "-h" || cmd == "--help" || cmd == "help") rc = (std::fputs(kUsage, stdout), 0);
+    else throw UsageError("unknown command '" + printable(cmd) + "'");
+    io::flush_stdout();  // a lost table or JSON line is a failure (`> /dev/full`)
+    return rc;
   } catch (const UsageError& e) {
-    std::fprintf(stderr, "gcomp-codec: %s\n%s", e.what(), kUsage);
+    std::fprintf(stderr, "gcomp-codec: %s\n%s", printable(e.what(), SIZE_MAX).c_str(), kUsage);
     return 2;
   } catch (const gcomp::Error& e) {
-    std::fprintf(stderr, "gcomp-codec: error: %s (%s)\n", e.what(), gcompGetErrorString(e.status()));
+    std::fprintf(stderr, "gcomp-codec: error: %s (%s)\n", printable(e.what(), SIZE_MAX).c_str(),
+                 gcompGetErrorString(e.status()));
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "gcomp-codec: error: %s\n", e.what());
+    std::fprintf(stderr, "gcomp-codec: error: %s\n", printable(e.what(), SIZE_MAX).c_str());
     return 1;
   }
 }

@@ -5,19 +5,25 @@
 #if defined(GCOMP_HAVE_CUDA)
 #include <gcomp/cuda.hpp>
 #endif
+#include <gcomp/io.hpp>
 #include <gcomp/problems.hpp>
 #include <gcomp/session.hpp>
 
 #include <algorithm>
+#include <cerrno>
+#include <cfloat>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
+#include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <unistd.h>
@@ -54,19 +60,50 @@ struct Options {
   double l1 = 0, momentum = 0;
   uint64_t seed = 1;
   bool bias = true, quiet = false, device_given = false;
+  std::set<std::string> given;  // every flag on the command line
 };
+
+/// Most thread ranks of the local backend (--workers): each is an OS thread, and every rank decodes
+/// the messages of all the others, so a step costs P^2 decodes.
+constexpr int64_t kMaxLocalWorkers = 256;
 
 double to_double(const std::string& flag, const std::string& v) {
   char* end = nullptr;
+  errno = 0;
   const double d = std::strtod(v.c_str(), &end);
-  if (v.empty() || *end != '\0' || !std::isfinite(d)) throw UsageError(flag + ": '" + v + "' is not a number");
+  if (v.empty() || *end != '\0' || !std::isfinite(d) || errno == ERANGE)
+    throw UsageError(flag + ": '" + v + "' is not a finite number");
   return d;
 }
 
-int64_t to_int(const std::string& flag, const std::string& v) {
-  char* end = nullptr;
-  const long long d = std::strtoll(v.c_str(), &end, 10);
-  if (v.empty() || *end != '\0') throw UsageError(flag + ": '" + v + "' is not an integer");
+/// A number in [lo, hi] (hi_open: [lo, hi)).
+double to_double_in(const std::string& flag, const std::string& v, double lo, double hi, bool hi_open = false) {
+  const double d = to_double(flag, v);
+  if (d < lo || d > hi || (hi_open && d == hi)) {
+    char range[96];
+    if (hi == DBL_MAX) std::snprintf(range, sizeof range, "must be >= %g", lo);
+    else std::snprintf(range, sizeof range, "is outside [%g, %g%s", lo, hi, hi_open ? ")" : "]");
+    throw UsageError(flag + ": " + v + " " + range);
+  }
+  return d;
+}
+
+int64_t to_int(const std::string& flag, const std::string& v, int64_t lo = INT64_MIN, int64_t hi = INT64_MAX) {
+  int64_t d = 0;
+  const auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), d);
+  if (v.empty() || ec == std::errc::invalid_argument || ptr != v.data() + v.size())
+    throw UsageError(flag + ": '" + v + "' is not an integer");
+  if (ec == std::errc::result_out_of_range || d < lo || d > hi)
+    throw UsageError(flag + ": " + v + (hi == INT64_MAX ? " must be >= " + std::to_string(lo)
+                                                       : " is outside " + std::to_string(lo) + ".." + std::to_string(hi)));
+  return d;
+}
+
+uint64_t to_u64(const std::string& flag, const std::string& v) {
+  uint64_t d = 0;
+  const auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), d);
+  if (v.empty() || ec != std::errc() || ptr != v.data() + v.size())
+    throw UsageError(flag + ": '" + v + "' is not an integer in 0..2^64-1");
   return d;
 }
 
@@ -87,22 +124,32 @@ Options parse(int argc, char** argv) {
     if (i + 1 >= argc) throw UsageError(a.rfind("--", 0) == 0 ? a + " needs a value" : "unexpected argument '" + a + "'");
     const std::string v = argv[++i];
     if (a == "--device") o.device_given = true;
+    o.given.insert(a);
     if (auto it = str.find(a); it != str.end()) *it->second = v;
-    else if (a == "--features") o.features = to_int(a, v);
-    else if (a == "--iters") o.iters = to_int(a, v);
-    else if (a == "--batch") o.batch = to_int(a, v);
-    else if (a == "--checkpoint-every") o.checkpoint_every = to_int(a, v);
-    else if (a == "--log-every") o.log_every = to_int(a, v);
-    else if (a == "--workers") o.workers = static_cast<int>(to_int(a, v));
-    else if (a == "--delay") o.delay = static_cast<int>(to_int(a, v));
-    else if (a == "--l1") o.l1 = to_double(a, v);
-    else if (a == "--momentum") o.momentum = to_double(a, v);
-    else if (a == "--seed") o.seed = static_cast<uint64_t>(to_int(a, v));
+    else if (a == "--features") o.features = to_int(a, v, 1, kMaxLibsvmIndex);
+    else if (a == "--iters") o.iters = to_int(a, v, 0, int64_t{1} << 53);
+    else if (a == "--batch") o.batch = to_int(a, v, 1);
+    else if (a == "--checkpoint-every") o.checkpoint_every = to_int(a, v, 1);
+    else if (a == "--log-every") o.log_every = to_int(a, v, 1);
+    else if (a == "--workers") o.workers = static_cast<int>(to_int(a, v, 1, INT32_MAX));
+    else if (a == "--delay") o.delay = static_cast<int>(to_int(a, v, 0, INT32_MAX - 1));
+    else if (a == "--l1") o.l1 = to_double_in(a, v, 0, DBL_MAX);
+    else if (a == "--momentum") o.momentum = to_double_in(a, v, 0, 1, true);
+    else if (a == "--seed") o.seed = to_u64(a, v);
     else throw UsageError("unknown option " + a);
   }
   if (o.data.empty()) throw UsageError("--data is required");
-  if (o.iters < 0) throw UsageError("--iters must be >= 0");
-  if (o.workers < 1) throw UsageError("--workers must be >= 1");
+  if (o.backend == "local" && o.workers > kMaxLocalWorkers)
+    throw UsageError("--workers " + std::to_string(o.workers) + " is more than the local backend's " +
+                     std::to_string(kMaxLocalWorkers) + " thread ranks (each decodes all P messages per step: P^2 work); "
+                     "use --backend mpi for more ranks");
+  // Values of the string-valued numeric flags, checked here so that a bad one fails before any work.
+  if (o.l2 != "auto") to_double_in("--l2", o.l2, 0, DBL_MAX);
+  if (o.lr != "auto" && !(to_double("--lr", o.lr) > 0)) throw UsageError("--lr: " + o.lr + " is not > 0");
+  if (o.alpha != "auto") {
+    const double alpha = to_double("--alpha", o.alpha);
+    if (!(alpha > 0 && alpha <= 1)) throw UsageError("--alpha: " + o.alpha + " is outside (0, 1]");
+  }
   if (o.loss != "logistic" && o.loss != "squared") throw UsageError("--loss must be logistic or squared");
   if (o.backend != "local" && o.backend != "mpi" && o.backend != "nccl") throw UsageError("--backend must be local, mpi or nccl");
   if (o.device != "cpu" && o.device != "host-f32" && o.device != "cuda")
@@ -114,7 +161,10 @@ Options parse(int argc, char** argv) {
     o.device = "cuda";
   }
   if (o.server != "replicated" && o.server != "sharded") throw UsageError("--server must be replicated or sharded");
+  if (o.compensation != "none" && o.compensation != "classical" && o.compensation != "hessian" && o.compensation != "diagonal")
+    throw UsageError("--compensation must be none, classical, hessian or diagonal");
   if (!o.checkpoint.empty() && o.checkpoint_every <= 0) throw UsageError("--checkpoint needs --checkpoint-every K > 0");
+  if (o.checkpoint.empty() && o.given.count("--checkpoint-every")) throw UsageError("--checkpoint-every needs --checkpoint PATH");
   return o;
 }
 
@@ -282,10 +332,36 @@ std::vector<RunSpec> runs_of(const Options& o) {
       server = codec.substr(bar + 1);
       codec = codec.substr(0, bar);
     }
-    out.push_back({parse_algorithm(algo), codec, server});
+    const Algorithm a = parse_algorithm(algo);
+    if (a == Algorithm::kGd && eq != std::string::npos)
+      throw UsageError("--compare: gd sends uncompressed gradients; '" + item + "' gives it a codec");
+    out.push_back({a, codec, server});
   }
   if (out.empty()) throw UsageError("--compare lists no configuration");
   return out;
+}
+
+bool two_way_algo(Algorithm a) { return a == Algorithm::kDistEfSgdm || a == Algorithm::kDoubleSqueeze; }
+
+/// A flag that no configuration of the run would use is a usage error, not silently ignored.
+void check_flags_apply(const Options& o, const std::vector<RunSpec>& runs) {
+  bool two_way = false, diana = false, hessian_ec = false;
+  for (const RunSpec& r : runs) {
+    two_way |= two_way_algo(r.algo);
+    diana |= r.algo == Algorithm::kDiana;
+    hessian_ec |= r.algo == Algorithm::kHessianEc;
+    if (!r.server_codec.empty() && !two_way_algo(r.algo))
+      throw UsageError(std::string("--compare: ") + algorithm_name(r.algo) +
+                       " has no server (downlink) codec; only dist-ef-sgdm and doublesqueeze do");
+  }
+  if (o.compare.empty() && runs[0].algo == Algorithm::kGd && o.given.count("--codec"))
+    throw UsageError("--codec has no effect with --algo gd (it sends uncompressed gradients); use compressed-gd");
+  for (const char* f : {"--server-codec", "--server"})
+    if (o.given.count(f) && !two_way)
+      throw UsageError(std::string(f) + " has no effect: only dist-ef-sgdm and doublesqueeze have a server step");
+  if (o.given.count("--alpha") && !diana) throw UsageError("--alpha has no effect: it is diana's shift step");
+  if (o.given.count("--compensation") && !hessian_ec)
+    throw UsageError("--compensation has no effect: it selects hessian-ec's error compensation");
 }
 
 std::string json_escape(const std::string& s) {
@@ -299,9 +375,9 @@ std::string json_escape(const std::string& s) {
 
 void write_outputs(const Context& c, const std::vector<RunResult>& results) {
   const Options& o = c.opt;
+  std::string json_text, csv_text;
   if (!o.json.empty()) {
-    std::ofstream f(o.json);
-    if (!f) GCOMP_FAIL(gcompErrorIo, "cannot write '" + o.json + "'");
+    std::ostringstream f;
     auto run_json = [&](const RunResult& r) {
       const HistoryPoint& last = r.history.back();
       f << "{\"algo\": \"" << algorithm_name(r.spec.algo) << "\", \"codec\": \"" << json_escape(r.cfg.codec)
@@ -344,17 +420,30 @@ void write_outputs(const Context& c, const std::vector<RunResult>& results) {
       f << "]";
     }
     f << "}\n";
+    json_text = f.str();
   }
   if (!o.csv.empty()) {
-    std::ofstream f(o.csv);
-    if (!f) GCOMP_FAIL(gcompErrorIo, "cannot write '" + o.csv + "'");
+    std::ostringstream f;
     f.precision(17);
     f << "algo,codec,iter,rel_error,f_gap,bytes_up,bytes_down\n";
     for (const auto& r : results)
       for (const auto& h : r.history)
         f << algorithm_name(r.spec.algo) << ",\"" << r.cfg.codec << "\"," << h.iter << "," << h.rel_error << ","
           << h.f_gap << "," << h.bytes_up << "," << h.bytes_down << "\n";
+    csv_text = f.str();
   }
+  // Each output on its own: one that fails does not keep the other from being written.
+  std::string failed;
+  for (const auto& [flag, path, text] : {std::tuple<const char*, const std::string&, const std::string&>{"--json", o.json, json_text},
+                                         {"--csv", o.csv, csv_text}}) {
+    if (path.empty()) continue;
+    try {
+      io::write_file(path, text, io::OutputOptions{flag, {o.data}});
+    } catch (const Error& e) {
+      failed += (failed.empty() ? "" : "; ") + std::string(e.what());
+    }
+  }
+  if (!failed.empty()) GCOMP_FAIL(gcompErrorIo, failed);
 }
 
 std::string first_hit(const RunResult& r, double eps, bool bits) {
@@ -401,10 +490,33 @@ std::unique_ptr<Communicator> make_nccl_world() {
   return make_nccl_communicator();
 }
 
+/// The run's output files, checked before any work (io::check_output: directory writable, not a
+/// directory, FIFO with a reader..., and none of them the data file).
+void check_outputs(const Options& o) {
+  for (const auto& [flag, path] : {std::pair<const char*, const std::string&>{"--json", o.json}, {"--csv", o.csv}})
+    if (!path.empty()) io::check_output(path, io::OutputOptions{flag, {o.data}});
+  if (!o.json.empty() && !o.csv.empty() && (o.json == o.csv || io::same_file(o.json, o.csv)))
+    throw UsageError("--json and --csv name the same file");
+  if (!o.checkpoint.empty()) io::check_output(o.checkpoint, io::OutputOptions{"--checkpoint", {o.data}});
+}
+
+/// Memory for the vectors of dimension d the run keeps (per worker: the session state, at most
+/// 4 + delay + 1 arrays, its iterate and gradient; and the reference solution's), refused before
+/// allocating when it exceeds what is available: d and the delay come from the input.
+void check_run_memory(const Options& o, int64_t d, int workers_here) {
+  const long double per_worker = 8.0L * d * (4.0L + (o.delay + 1.0L) + 4.0L);
+  const long double total = per_worker * workers_here + 8.0L * d * 16.0L;
+  io::check_allocation(total >= 1.8e19L ? UINT64_MAX : static_cast<uint64_t>(total),
+                       "the run (d = " + std::to_string(d) + " features, " + std::to_string(workers_here) +
+                           " worker(s) in this process, --delay " + std::to_string(o.delay) + ")");
+}
+
 int run(int argc, char** argv) {
   Context c;
   c.opt = parse(argc, argv);
   const Options& o = c.opt;
+  const std::vector<RunSpec> runs = runs_of(o);
+  check_flags_apply(o, runs);
   // One communicator per process (mpi, nccl), or run_local's threads (local).
   std::unique_ptr<Communicator> world;
   int workers = o.workers;
@@ -413,25 +525,55 @@ int run(int argc, char** argv) {
   } else if (o.backend == "nccl") {
     world = make_nccl_world();
   }
-  if (world) workers = world->size();
+  if (world) {
+    workers = world->size();
+    if (o.given.count("--workers") && o.workers != workers)
+      throw UsageError("--workers " + std::to_string(o.workers) + ": the " + o.backend + " backend has " +
+                       std::to_string(workers) + " rank(s) (the launcher's -n decides; drop --workers)");
+  }
   const bool root = !world || world->rank() == 0;
+  if (root) check_outputs(o);
   c.data = load_libsvm(o.data, o.features, o.bias);
+  check_run_memory(o, c.data.cols, world ? 1 : workers);
   const Loss loss = o.loss == "squared" ? Loss::kSquared : Loss::kLogistic;
   Problem unreg(c.data, workers, loss, 0.0);
   c.L0 = unreg.smoothness_without_reg();
   c.lambda = o.l2 == "auto" ? c.L0 / 100.0 : to_double("--l2", o.l2);
   c.L = c.L0 + c.lambda;
   c.problem = std::make_unique<Problem>(c.data, workers, loss, c.lambda);
+  if (o.batch > 0) {
+    int64_t fewest = c.problem->rows_of(0);
+    for (int i = 1; i < workers; ++i) fewest = std::min(fewest, c.problem->rows_of(i));
+    if (o.batch > fewest)
+      throw UsageError("--batch " + std::to_string(o.batch) + " exceeds the " + std::to_string(fewest) +
+                       " rows of the smallest worker's share of the data");
+  }
   if (o.l1 > 0) {
-    // x* of the composite problem by proximal gradient in double until the iterate stops moving.
+    // x* of the composite problem by proximal gradient in double (step 1/L), until the iterate stops
+    // moving: a fixed point, or 64 steps in a row that move it by rounding only (8 ulp of |x|_inf;
+    // the iteration can cycle between neighbouring doubles forever).
     std::vector<double> x(static_cast<size_t>(c.problem->dim()), 0.0), g(x.size()), prev;
-    for (int it = 0; it < 200000; ++it) {
+    constexpr int kMaxProxSteps = 200000;
+    int it = 0, stalled = 0;
+    double move = 0;
+    for (; it < kMaxProxSteps && stalled < 64; ++it) {
       prev = x;
       c.problem->gradient(x, -1, g);
       for (size_t j = 0; j < x.size(); ++j) x[j] -= g[j] / c.L;
       apply_prox(Regularizer::kL1, o.l1 / c.L, x);
       if (x == prev) break;
+      double top = 0;
+      move = 0;
+      for (size_t j = 0; j < x.size(); ++j) {
+        move = std::max(move, std::fabs(x[j] - prev[j]));
+        top = std::max(top, std::fabs(x[j]));
+      }
+      stalled = move <= 8 * DBL_EPSILON * top ? stalled + 1 : 0;
     }
+    if (it == kMaxProxSteps)
+      GCOMP_FAIL(gcompErrorInvalidArgument, "the reference solution with --l1 did not converge in " +
+                                                std::to_string(kMaxProxSteps) + " proximal steps (last move " +
+                                                std::to_string(move) + "); a larger --l2 makes it better conditioned");
     c.xstar = x;
     double l1n = 0;
     for (double v : x) l1n += std::fabs(v);
@@ -449,7 +591,7 @@ int run(int argc, char** argv) {
   }
   const bool progress = root && !o.quiet && ::isatty(2);
   std::vector<RunResult> results;
-  for (const RunSpec& r : runs_of(o)) {
+  for (const RunSpec& r : runs) {
     RunResult result;
     if (world) {
       run_rank(c, *world, r, result, progress);
@@ -461,6 +603,7 @@ int run(int argc, char** argv) {
   if (root) {
     print_table(c, results);
     write_outputs(c, results);
+    io::flush_stdout();
   }
   return 0;
 }
@@ -471,13 +614,14 @@ int main(int argc, char** argv) {
   try {
     return run(argc, argv);
   } catch (const UsageError& e) {
-    std::fprintf(stderr, "gcomp-train: %s\n%s", e.what(), kUsage);
+    std::fprintf(stderr, "gcomp-train: %s\n%s", printable(e.what(), SIZE_MAX).c_str(), kUsage);
     return 2;
   } catch (const gcomp::Error& e) {
-    std::fprintf(stderr, "gcomp-train: error: %s (%s)\n", e.what(), gcompGetErrorString(e.status()));
+    std::fprintf(stderr, "gcomp-train: error: %s (%s)\n", printable(e.what(), SIZE_MAX).c_str(),
+                 gcompGetErrorString(e.status()));
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "gcomp-train: error: %s\n", e.what());
+    std::fprintf(stderr, "gcomp-train: error: %s\n", printable(e.what(), SIZE_MAX).c_str());
     return 1;
   }
 }

@@ -2,15 +2,10 @@
 #include "host/algorithms/checkpoint.hpp"
 
 #include <gcomp/error.hpp>
+#include <gcomp/io.hpp>
 #include <gcomp/wire.hpp>
 
-#include <cerrno>
-#include <cstdio>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
-
-#include <unistd.h>
 
 namespace gcomp::detail {
 
@@ -18,6 +13,8 @@ namespace {
 
 constexpr uint32_t kMagic = 0x504b4347u;  // "GCKP"
 constexpr uint32_t kVersion = 1;
+/// A checkpoint read from a pipe or device (not a regular file) is refused past this size.
+constexpr uint64_t kMaxStreamCheckpoint = uint64_t{1} << 30;
 
 template <class T>
 void put(std::vector<uint8_t>& out, T v) {
@@ -60,23 +57,7 @@ void write_checkpoint(const std::string& path, const CheckpointData& d) {
     out.insert(out.end(), raw, raw + 8 * v.size());
   }
   put(out, crc32(out));
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) GCOMP_FAIL(gcompErrorIo, "cannot create checkpoint '" + tmp + "': " + std::strerror(errno));
-    f.write(reinterpret_cast<const char*>(out.data()), static_cast<std::streamsize>(out.size()));
-    f.flush();
-    if (!f) {
-      std::filesystem::remove(tmp);
-      GCOMP_FAIL(gcompErrorIo, "cannot write checkpoint '" + tmp + "'");
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::filesystem::remove(tmp);
-    GCOMP_FAIL(gcompErrorIo, "cannot rename checkpoint to '" + path + "': " + ec.message());
-  }
+  io::write_file(path, out, io::OutputOptions{"checkpoint", {}, true});
 }
 
 CheckpointData parse_checkpoint(const std::vector<uint8_t>& bytes, const std::string& what) {
@@ -114,10 +95,9 @@ CheckpointData parse_checkpoint(const std::vector<uint8_t>& bytes, const std::st
 }
 
 CheckpointData read_checkpoint(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) GCOMP_FAIL(gcompErrorIo, "cannot open checkpoint '" + path + "': " + std::strerror(errno));
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  return parse_checkpoint(bytes, "'" + path + "'");
+  io::InputFile f(path, "checkpoint");
+  const std::vector<uint8_t> bytes = f.read_all(f.regular() ? UINT64_MAX : kMaxStreamCheckpoint, "1 GiB");
+  return parse_checkpoint(bytes, "'" + printable(path) + "'");
 }
 
 }  // namespace gcomp::detail

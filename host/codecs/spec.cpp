@@ -47,7 +47,8 @@ std::string trim(std::string_view v) {
 }
 
 [[noreturn]] void bad(const std::string& spec, const std::string& why) {
-  GCOMP_FAIL(gcompErrorInvalidArgument, "codec spec '" + spec + "': " + why);
+  // The text may come from a file or a command line: quoted escaped.
+  GCOMP_FAIL(gcompErrorInvalidArgument, "codec spec '" + printable(spec) + "': " + printable(why, SIZE_MAX));
 }
 
 int64_t parse_int(const std::string& spec, const std::string& key, const std::string& v, int64_t lo, int64_t hi) {

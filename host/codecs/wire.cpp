@@ -51,6 +51,9 @@ std::vector<uint8_t> frame_payload(const Codec& codec, const RngKey& key, std::s
   GCOMP_EXPECTS(raw.size() == codec.encoded_bytes(), gcompErrorInvalidArgument,
                 "frame_payload: raw payload has " + std::to_string(raw.size()) + " bytes, codec expects " +
                     std::to_string(codec.encoded_bytes()));
+  GCOMP_EXPECTS(key.stream_offset == 0 || key.stream_offset == detail::kStreamDownlink, gcompErrorInvalidArgument,
+                "frame_payload: stream offset " + std::to_string(key.stream_offset) +
+                    " is neither 0 (uplink) nor " + std::to_string(detail::kStreamDownlink) + " (downlink)");
   const std::string spec = codec.spec().canonical();
   const auto& segs = codec.layout().segments();
   const size_t seg_off = align8(kFixedHeader + spec.size());
@@ -103,12 +106,14 @@ FrameInfo parse_frame(std::span<const uint8_t> in) {
   const std::string text(reinterpret_cast<const char*>(in.data()) + kFixedHeader, spec_len);
 
   FrameInfo info;
+  // The spec text is untrusted: messages quote it escaped (no terminal escape sequences, and a NUL
+  // does not cut the message short).
   try {
     info.spec = CodecSpec::parse(text);
   } catch (const Error& e) {
-    bad(std::string("codec spec in header: ") + e.what());
+    bad("codec spec in header: " + printable(e.what(), SIZE_MAX));
   }
-  if (info.spec.canonical() != text) bad("codec spec in header is not canonical: '" + text + "'");
+  if (info.spec.canonical() != text) bad("codec spec in header is not canonical: '" + printable(text) + "'");
   if (static_cast<uint32_t>(info.spec.id) != get<uint32_t>(in, 12)) bad("codec id disagrees with the codec spec");
   std::vector<int64_t> segs(nseg);
   for (uint64_t s = 0; s < nseg; ++s) {
@@ -128,6 +133,9 @@ FrameInfo parse_frame(std::span<const uint8_t> in) {
   info.key.step = get<uint32_t>(in, 48);
   info.key.rank = get<uint32_t>(in, 52);
   info.key.stream_offset = get<uint32_t>(in, 56);
+  if (info.key.stream_offset != 0 && info.key.stream_offset != detail::kStreamDownlink)
+    bad("stream offset " + std::to_string(info.key.stream_offset) + " is neither 0 (uplink) nor " +
+        std::to_string(detail::kStreamDownlink) + " (downlink)");
   info.body_bytes = get<uint64_t>(in, 64);
   info.body_crc32 = get<uint32_t>(in, 72);
   info.header_bytes = header;

@@ -2,13 +2,14 @@
 #include <gcomp/problems.hpp>
 
 #include <gcomp/error.hpp>
+#include <gcomp/io.hpp>
 
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
 #include <cstring>
-#include <fstream>
+#include <functional>
 #include <numeric>
 #include <random>
 #include <set>
@@ -35,7 +36,9 @@ void cholesky_solve(std::vector<double>& a, std::vector<double>& b, int64_t n) {
   for (int64_t j = 0; j < n; ++j) {
     double s = a[j * n + j];
     for (int64_t k = 0; k < j; ++k) s -= a[j * n + k] * a[j * n + k];
-    GCOMP_EXPECTS(s > 0, gcompErrorInternal, "Newton system is not positive definite");
+    GCOMP_EXPECTS(s > 0, gcompErrorInvalidArgument,
+                  "the Newton system of the reference solution is not positive definite (l2 regularization 0 with "
+                  "linearly dependent features?); use a positive l2 regularization");
     const double l = std::sqrt(s);
     a[j * n + j] = l;
     for (int64_t i = j + 1; i < n; ++i) {
@@ -79,19 +82,62 @@ double power_iteration(const std::vector<double>& m, int64_t n) {
   return lambda;
 }
 
+/// Lines of a text file read in chunks, each at most kMaxLineBytes long (a file without newlines,
+/// such as /dev/zero, is refused at that length instead of filling memory).
+class LineReader {
+ public:
+  explicit LineReader(io::InputFile& f) : f_(f), buf_(size_t{1} << 16) {}
+  bool next(std::string& line, int64_t lineno) {
+    line.clear();
+    for (;;) {
+      if (pos_ == end_) {
+        if (eof_) return !line.empty();
+        pos_ = 0;
+        end_ = f_.read(buf_.data(), buf_.size());
+        if (end_ == 0) {
+          eof_ = true;
+          return !line.empty();
+        }
+      }
+      const auto* first = buf_.data() + pos_;
+      const auto* nl = static_cast<const uint8_t*>(std::memchr(first, '\n', end_ - pos_));
+      const size_t take = nl != nullptr ? static_cast<size_t>(nl - first) : end_ - pos_;
+      if (line.size() + take > kMaxLineBytes)
+        GCOMP_FAIL(gcompErrorInvalidArgument, printable(f_.path()) + ":" + std::to_string(lineno) + ": line longer than " +
+                                                  std::to_string(kMaxLineBytes) + " bytes");
+      line.append(reinterpret_cast<const char*>(first), take);
+      pos_ += take;
+      if (nl != nullptr) {
+        ++pos_;
+        return true;
+      }
+    }
+  }
+
+ private:
+  static constexpr size_t kMaxLineBytes = size_t{64} << 20;
+  io::InputFile& f_;
+  std::vector<uint8_t> buf_;
+  size_t pos_ = 0, end_ = 0;
+  bool eof_ = false;
+};
+
 }  // namespace
 
 Dataset load_libsvm(const std::string& path, int64_t features, bool bias) {
-  std::ifstream f(path);
-  if (!f) GCOMP_FAIL(gcompErrorIo, "cannot open data file '" + path + "': " + std::strerror(errno));
+  GCOMP_EXPECTS(features >= 0 && features <= kMaxLibsvmIndex, gcompErrorInvalidArgument,
+                "load_libsvm: features must be in 0.." + std::to_string(kMaxLibsvmIndex) + ", got " +
+                    std::to_string(features));
+  io::InputFile f(path, "data file");
+  LineReader lines(f);
   Dataset d;
   std::string line;
   int64_t lineno = 0, max_index = 0;
   std::vector<double> raw_labels;
   auto bad = [&](const std::string& why) {
-    GCOMP_FAIL(gcompErrorInvalidArgument, path + ":" + std::to_string(lineno) + ": " + why);
+    GCOMP_FAIL(gcompErrorInvalidArgument, printable(path) + ":" + std::to_string(lineno) + ": " + why);
   };
-  while (std::getline(f, line)) {
+  while (lines.next(line, lineno + 1)) {
     ++lineno;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     const char* p = line.data();
@@ -113,7 +159,7 @@ Dataset load_libsvm(const std::string& path, int64_t features, bool bias) {
       if (idx <= prev) bad("indices must be >= 1 and increasing (got " + std::to_string(idx) + ")");
       if (features > 0 && idx > features)
         bad("index " + std::to_string(idx) + " exceeds --features " + std::to_string(features));
-      if (idx > INT32_MAX - 1) bad("index too large");
+      if (idx > kMaxLibsvmIndex) bad("index " + std::to_string(idx) + " exceeds " + std::to_string(kMaxLibsvmIndex));
       double v = 0;
       auto [vp, vec] = std::from_chars(ip + 1, end, v);
       if (vec != std::errc() || !std::isfinite(v)) bad("bad value for index " + std::to_string(idx));
@@ -133,8 +179,7 @@ Dataset load_libsvm(const std::string& path, int64_t features, bool bias) {
     }
     d.row_ptr.push_back(static_cast<int64_t>(d.col.size()));
   }
-  if (f.bad()) GCOMP_FAIL(gcompErrorIo, "error reading '" + path + "'");
-  if (raw_labels.empty()) GCOMP_FAIL(gcompErrorInvalidArgument, path + ": no data rows");
+  if (raw_labels.empty()) GCOMP_FAIL(gcompErrorInvalidArgument, printable(path) + ": no data rows");
   d.rows = static_cast<int64_t>(raw_labels.size());
   const int64_t base = features > 0 ? features : max_index;
   d.cols = base + (bias ? 1 : 0);
@@ -142,7 +187,7 @@ Dataset load_libsvm(const std::string& path, int64_t features, bool bias) {
     if (c < 0) c = static_cast<int32_t>(base);
   std::set<double> distinct(raw_labels.begin(), raw_labels.end());
   if (distinct.size() > 2)
-    GCOMP_FAIL(gcompErrorInvalidArgument, path + ": " + std::to_string(distinct.size()) +
+    GCOMP_FAIL(gcompErrorInvalidArgument, printable(path) + ": " + std::to_string(distinct.size()) +
                                               " distinct labels; binary classification needs two");
   const double hi = *distinct.rbegin();
   d.label.resize(raw_labels.size());
@@ -263,6 +308,7 @@ void Problem::hessian_diagonal(std::span<const double> x, int worker, std::span<
 double Problem::smoothness_without_reg() const {
   const Dataset& d = *data_;
   const int64_t n = d.cols;
+  if (n > kDenseMaxDim) return smoothness_matrix_free();
   std::vector<double> m(static_cast<size_t>(n * n));
   double best = 0;
   std::vector<double> total(static_cast<size_t>(n * n), 0.0);
@@ -282,9 +328,98 @@ double Problem::smoothness_without_reg() const {
   return loss_ == Loss::kLogistic ? best : power_iteration(total, n);
 }
 
+double Problem::smoothness_matrix_free() const {
+  const Dataset& d = *data_;
+  const int64_t n = d.cols;
+  // The largest eigenvalue of M_i = (1/m_i) sum_r a_r a_r^T by power iteration with products from
+  // the rows (O(nnz) each), with the stopping rule of the dense power_iteration().
+  auto top = [&](const std::function<void(const std::vector<double>&, std::vector<double>&)>& apply) {
+    std::vector<double> v(static_cast<size_t>(n), 1.0), w(static_cast<size_t>(n));
+    double lambda = 0;
+    for (int it = 0; it < 100000; ++it) {
+      double norm = 0;
+      for (double t : v) norm += t * t;
+      norm = std::sqrt(norm);
+      if (norm == 0) return 0.0;
+      for (double& t : v) t /= norm;
+      apply(v, w);
+      double rq = 0;
+      for (int64_t i = 0; i < n; ++i) rq += v[i] * w[i];
+      if (it > 10 && std::fabs(rq - lambda) <= 1e-13 * std::fabs(rq)) return rq;
+      lambda = rq;
+      v.swap(w);
+    }
+    return lambda;
+  };
+  auto worker_product = [&](int i, const std::vector<double>& v, std::vector<double>& w, double scale) {
+    const double inv = scale / static_cast<double>(rows_of(i));
+    for (int64_t r = begin_[i]; r < begin_[i + 1]; ++r) axpy_row(d, r, inv * dot_row(d, r, v), w);
+  };
+  if (loss_ == Loss::kLogistic) {
+    double best = 0;
+    for (int i = 0; i < workers_; ++i) {
+      best = std::max(best, top([&](const std::vector<double>& v, std::vector<double>& w) {
+                        std::fill(w.begin(), w.end(), 0.0);
+                        worker_product(i, v, w, 1.0);
+                      }) / 4.0);
+    }
+    return best;
+  }
+  return top([&](const std::vector<double>& v, std::vector<double>& w) {
+    std::fill(w.begin(), w.end(), 0.0);
+    for (int i = 0; i < workers_; ++i) worker_product(i, v, w, 1.0 / workers_);
+  });
+}
+
+std::vector<double> Problem::solve_matrix_free(double tol, int max_iters) const {
+  const int64_t n = data_->cols;
+  const auto un = static_cast<size_t>(n);
+  // Newton's method with the Newton system solved by conjugate gradients on Hessian-vector
+  // products (O(nnz) each): the forcing term min(0.5, sqrt|g|) |g| makes the steps superlinear.
+  std::vector<double> x(un, 0.0), g(un), p(un), r(un), dir(un), hd(un);
+  auto norm = [](const std::vector<double>& v) {
+    double s = 0;
+    for (double t : v) s += t * t;
+    return std::sqrt(s);
+  };
+  for (int it = 0; it < max_iters; ++it) {
+    gradient(x, -1, g);
+    const double gn = norm(g);
+    if (gn < tol) return x;
+    const double target = std::min(0.5, std::sqrt(gn)) * gn;
+    std::fill(p.begin(), p.end(), 0.0);
+    r = g;
+    dir = g;
+    double rr = gn * gn;
+    for (int64_t k = 0; k < std::max<int64_t>(n, 100) && std::sqrt(rr) > target; ++k) {
+      hessian_product(x, -1, dir, hd);
+      double dhd = 0;
+      for (size_t j = 0; j < un; ++j) dhd += dir[j] * hd[j];
+      if (!(dhd > 0)) break;
+      const double a = rr / dhd;
+      double rr_next = 0;
+      for (size_t j = 0; j < un; ++j) {
+        p[j] += a * dir[j];
+        r[j] -= a * hd[j];
+        rr_next += r[j] * r[j];
+      }
+      const double b = rr_next / rr;
+      for (size_t j = 0; j < un; ++j) dir[j] = r[j] + b * dir[j];
+      rr = rr_next;
+    }
+    for (size_t j = 0; j < un; ++j) x[j] -= p[j];
+  }
+  gradient(x, -1, g);
+  GCOMP_EXPECTS(norm(g) < tol * 1e3, gcompErrorInvalidArgument,
+                "the reference solution did not converge (Newton-CG, |grad f| = " + std::to_string(norm(g)) +
+                    "); a larger l2 regularization makes the problem better conditioned");
+  return x;
+}
+
 std::vector<double> Problem::solve(double tol, int max_iters) const {
   const Dataset& d = *data_;
   const int64_t n = d.cols;
+  if (n > kDenseMaxDim) return solve_matrix_free(tol, std::max(max_iters, 200));
   std::vector<double> x(static_cast<size_t>(n), 0.0), g(static_cast<size_t>(n)), h(static_cast<size_t>(n * n));
   for (int it = 0; it < max_iters; ++it) {
     gradient(x, -1, g);
@@ -312,8 +447,9 @@ std::vector<double> Problem::solve(double tol, int max_iters) const {
   gradient(x, -1, g);
   double gn = 0;
   for (double v : g) gn += v * v;
-  GCOMP_EXPECTS(std::sqrt(gn) < tol * 1e3, gcompErrorInternal,
-                "Newton did not converge: |grad f| = " + std::to_string(std::sqrt(gn)));
+  GCOMP_EXPECTS(std::sqrt(gn) < tol * 1e3, gcompErrorInvalidArgument,
+                "the reference solution did not converge (Newton, |grad f| = " + std::to_string(std::sqrt(gn)) +
+                    "); a larger l2 regularization makes the problem better conditioned");
   return x;
 }
 

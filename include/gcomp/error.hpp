@@ -7,6 +7,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 namespace gcomp {
 
@@ -20,6 +21,11 @@ class Error : public std::runtime_error {
  private:
   gcompStatus_t status_;
 };
+
+/// @brief @p text made safe to quote in a message: printable ASCII kept, every other byte
+/// (control characters and escape sequences, NUL, bytes >= 0x7f) written as \xNN, and at most
+/// @p max_chars input bytes shown ("..." and the length after). For text from files and headers.
+[[nodiscard]] std::string printable(std::string_view text, size_t max_chars = 240);
 
 namespace detail {
 [[noreturn]] void throw_error(gcompStatus_t status, const char* file, int line, std::string message);

@@ -21,6 +21,9 @@ struct Dataset {
   std::vector<double> label;
 };
 
+/// Largest feature index (and `features`) load_libsvm accepts: columns are int32.
+inline constexpr int64_t kMaxLibsvmIndex = int64_t{0x7fffffff} - 1;
+
 /// Reads a LIBSVM text file (label, then 1-based increasing index:value pairs). Two distinct labels
 /// map to -1 (smaller) and +1 (larger). `features` > 0 forces the dimension (indices beyond it are
 /// an error); otherwise it is the largest index. `bias` appends a constant-1 column.
@@ -54,12 +57,21 @@ class Problem {
   void hessian_diagonal(std::span<const double> x, int worker, std::span<double> out) const;
 
   /// L0 = max_i lambda_max(A_i^T A_i)/(4 m_i) (logistic) or lambda_max((1/n) sum A_i^T A_i / m_i)
-  /// (least squares), by power iteration to relative accuracy 1e-12.
+  /// (least squares), by power iteration to relative accuracy 1e-12. Up to kDenseMaxDim features
+  /// on dense d x d matrices, above with products from the sparse rows (O(d) memory).
   [[nodiscard]] double smoothness_without_reg() const;
-  /// Minimiser of f by Newton's method in double, until |grad f| < tol.
+  /// Minimiser of f by Newton's method in double, until |grad f| < tol: up to kDenseMaxDim features
+  /// with a dense Hessian and Cholesky, above Newton-CG on Hessian-vector products (O(d) memory).
+  /// @throws gcomp::Error(gcompErrorInvalidArgument) when it does not converge (e.g. no l2 term).
   [[nodiscard]] std::vector<double> solve(double tol = 1e-12, int max_iters = 50) const;
 
+  /// Largest dimension solved with dense d x d matrices (32 MiB each).
+  static constexpr int64_t kDenseMaxDim = 2048;
+
  private:
+  [[nodiscard]] double smoothness_matrix_free() const;
+  [[nodiscard]] std::vector<double> solve_matrix_free(double tol, int max_iters) const;
+
   const Dataset* data_;
   int workers_;
   Loss loss_;

@@ -66,5 +66,114 @@ for args in "encode --codec dither --in $work/odd.f32 --out $work/o.gcp" \
   [ ! -e "$work/o.gcp" ] || { echo "FAILED: output written for: $args"; fail=1; }
 done
 
+# ---- Files and bad input (DESIGN.md §4, docs/hardening.md "Files"; issue 18 #1, #4, #6, #14, #16).
+say() { echo "FAILED: $*"; fail=1; }
+p="$work/dither.gcp"
+# A failed write to stdout is an error. The only /dev file touched is /dev/full, as a redirect: no
+# /dev path is ever given as an output here (a regressed tool would replace it).
+for args in "list" "info $p" "demo --n 64"; do
+  if $tool $args > /dev/full 2> "$work/err"; then say "exit 0 with stdout on /dev/full: $args"; fi
+  grep -q "No space left" "$work/err" || say "no message for stdout on /dev/full: $args ($(cat "$work/err"))"
+done
+[ -c /dev/full ] || say "/dev/full is no longer a character device"
+# A FIFO is written through, never replaced; without a reader it is refused at once.
+mkfifo "$work/fifo"
+timeout 20 "$tool" decode --in "$p" --out "$work/fifo" 2> "$work/err" && say "decode into a FIFO nobody reads succeeded"
+grep -q "nobody reads" "$work/err" || say "no message for a FIFO without a reader ($(cat "$work/err"))"
+( timeout 20 cat "$work/fifo" > "$work/fifo.out" ) &
+reader=$!
+for i in $(seq 100); do "$tool" decode --in "$p" --out "$work/fifo" 2> /dev/null && break; sleep 0.1; done
+wait "$reader"
+[ -p "$work/fifo" ] || say "the FIFO was replaced"
+cmp -s "$work/fifo.out" "$work/dither.f32" || say "the FIFO's reader did not get the decoded bytes"
+# A character device (a private node of the full device, where mknod is allowed): written through,
+# the failed write is an error, the node stays.
+if mknod "$work/full" c 1 7 2> /dev/null; then
+  "$tool" decode --in "$p" --out "$work/full" 2> "$work/err" && say "decode to a full device exited 0"
+  [ -c "$work/full" ] || say "the character device was replaced by a regular file"
+fi
+# A symbolic link is followed and kept; the target keeps its mode. A dangling link is refused.
+cp "$work/identity.f32" "$work/target.f32"; chmod 600 "$work/target.f32"; ln -s target.f32 "$work/link.f32"
+check "$tool" decode --in "$p" --out "$work/link.f32"
+[ -L "$work/link.f32" ] || say "the symbolic link was replaced"
+cmp -s "$work/target.f32" "$work/dither.f32" || say "the link's target did not get the output"
+[ "$(stat -c %a "$work/target.f32")" = 600 ] || say "mode 600 became $(stat -c %a "$work/target.f32")"
+ln -s missing.f32 "$work/dangling.f32"
+"$tool" decode --in "$p" --out "$work/dangling.f32" 2> /dev/null && say "a dangling link was written"
+# A hard-linked file is refused (a rename would split it from its other name).
+cp "$work/identity.f32" "$work/hard1.f32"; ln "$work/hard1.f32" "$work/hard2.f32"
+"$tool" decode --in "$p" --out "$work/hard2.f32" 2> "$work/err" && say "a hard-linked output was replaced"
+grep -q "hard links" "$work/err" || say "no message for a hard link"
+cmp -s "$work/hard1.f32" "$work/identity.f32" || say "the hard link's other name changed"
+# The input is never the output (same device and inode, also through a link).
+cp "$p" "$work/self.gcp"; cp "$work/x.f32" "$work/self.f32"; ln -s self.gcp "$work/selflink.gcp"
+for args in "decode --in $work/self.gcp --out $work/self.gcp" "decode --in $work/selflink.gcp --out $work/self.gcp" \
+            "encode --codec dither --in $work/self.f32 --out $work/self.f32"; do
+  $tool $args 2> "$work/err" && say "input overwritten: $args"
+  grep -q "same file as the input" "$work/err" || say "no message for: $args"
+done
+cmp -s "$work/self.gcp" "$p" || say "the payload input was modified"
+cmp -s "$work/self.f32" "$work/x.f32" || say "the float input was modified"
+# Inputs: a directory, a stream that is no frame, a frame followed by more bytes from a pipe.
+"$tool" decode --in "$work" --out "$work/o.f32" 2> "$work/err" && say "a directory was decoded"
+grep -q "is a directory" "$work/err" || say "no message for a directory input ($(cat "$work/err"))"
+timeout 20 "$tool" decode --in /dev/zero --out "$work/o.f32" 2> "$work/err"; rc=$?
+[ "$rc" = 1 ] || say "decode --in /dev/zero: exit $rc (124: it read without bound)"
+cat "$p" /dev/zero 2> /dev/null | timeout 20 "$tool" decode --in /dev/stdin --out "$work/o.f32" 2> "$work/err"; rc=$?
+[ "$rc" = 1 ] || say "a frame followed by /dev/zero on a pipe: exit $rc"
+grep -q "trailing" "$work/err" || say "no message for trailing bytes on a pipe ($(cat "$work/err"))"
+head -c 4000 "$work/x.f32" | "$tool" encode --codec sign --in /dev/stdin --out "$work/pipe.gcp" || say "encode from a pipe"
+[ ! -e "$work/o.f32" ] || say "an output was left by a failed decode"
+# A few header bytes that claim 2^40 or 2^50 elements (top-k): refused before allocating 4n bytes.
+python3 - "$work" <<'PY'
+import struct, sys, zlib
+d = sys.argv[1]
+ref = open(d + "/topk.gcp", "rb").read()
+codec_id = struct.unpack_from("<I", ref, 12)[0]
+def frame(spec, n, body, stream=0):
+    spec = spec.encode()
+    seg_off = (80 + len(spec) + 7) & ~7
+    header = seg_off + 8 + 8
+    h = 0xcbf29ce484222325
+    for b in struct.pack("<Q", n):
+        h = ((h ^ b) * 0x100000001b3) & 0xffffffffffffffff
+    out = bytearray(header)
+    struct.pack_into("<IHHIIQQQQIIIIQI", out, 0, 0x504d4347, 1, 0, header, codec_id, n, 1, h, 0, 0, 0, stream,
+                     len(spec), len(body), zlib.crc32(body))
+    out[80:80 + len(spec)] = spec
+    struct.pack_into("<Q", out, seg_off, n)
+    struct.pack_into("<I", out, 76, zlib.crc32(bytes(out)))
+    return bytes(out) + body
+for e in (40, 50):
+    w = (e + 31) // 32
+    open("%s/huge%d.gcp" % (d, e), "wb").write(frame("topk:k=1", 2 ** e, struct.pack("<f", 1.0) + b"\0" * 4 * w))
+open(d + "/small.gcp", "wb").write(frame("topk:k=1", 1000, struct.pack("<f", 1.0) + b"\0" * 4))
+open(d + "/stream7.gcp", "wb").write(frame("topk:k=1", 1000, struct.pack("<f", 1.0) + b"\0" * 4, stream=7))
+PY
+check "$tool" decode --in "$work/small.gcp" --out "$work/small.f32"
+for e in 40 50; do
+  timeout 60 "$tool" decode --in "$work/huge$e.gcp" --out "$work/huge.f32" 2> "$work/err"; rc=$?
+  [ "$rc" = 1 ] || say "a 2^$e-element top-k frame: exit $rc"
+  grep -q "refused before allocating" "$work/err" || say "no message for a 2^$e-element frame ($(cat "$work/err"))"
+done
+[ ! -e "$work/huge.f32" ] || say "output left by a refused decode"
+# Header text is escaped in messages; a stream offset other than 0 or 8 is refused.
+"$tool" info "$work/stream7.gcp" > /dev/null 2> "$work/err" && say "stream offset 7 accepted"
+grep -q "stream offset 7" "$work/err" || say "no message for stream offset 7 ($(cat "$work/err"))"
+python3 - "$work/small.gcp" "$work/evil.gcp" <<'PY'
+import struct, sys, zlib
+f = bytearray(open(sys.argv[1], "rb").read())
+f[80:88] = b"\x1b[31m\0zq"
+header = struct.unpack_from("<I", f, 8)[0]
+struct.pack_into("<I", f, 76, 0)
+struct.pack_into("<I", f, 76, zlib.crc32(bytes(f[:header])))
+open(sys.argv[2], "wb").write(f)
+PY
+"$tool" info "$work/evil.gcp" > /dev/null 2> "$work/err" && say "a header with control bytes was accepted"
+if grep -q $'\x1b' "$work/err"; then say "an escape sequence from a header reached stderr"; fi
+grep -q 'x1b\[31m\\x00zq' "$work/err" || say "the escaped header text (after the NUL too) is missing: $(cat -v "$work/err")"
+# No temporary file is left anywhere in the work directory.
+ls -a "$work" | grep -q "gcomp-tmp" && say "temporary files left: $(ls -a "$work" | grep gcomp-tmp)"
+
 if [ "$fail" = 0 ]; then echo "gcomp-codec CLI: all checks passed ($count codecs)"; fi
 exit $fail

@@ -96,5 +96,74 @@ if $tool --data "$data/mushrooms" --backend nccl --device cpu --quiet > /dev/nul
 fi
 grep -q "cuda session backend" "$work/err" || say "no message for --backend nccl --device cpu"
 
+# ---- Bad input and files (DESIGN.md §4; issue 18 #4, #6, #7, #8, #10, #12, #16).
+m="$data/mushrooms"
+# Every numeric flag is range-checked with a message naming it; flags no configuration uses are errors.
+while IFS='|' read -r flag args; do
+  timeout 60 $tool --data "$m" --iters 3 --quiet $args > /dev/null 2> "$work/err"; rc=$?
+  [ "$rc" = 2 ] || say "exit $rc (not 2) for: $args"
+  grep -q -- "$flag" "$work/err" || say "the message for '$args' does not name $flag: $(head -1 "$work/err")"
+done <<'FLAGS'
+--alpha|--alpha -1
+--alpha|--alpha 0
+--l1|--l1 -1
+--batch|--batch -1
+--batch|--batch 100000
+--features|--features -5
+--iters|--iters 18446744073709551617
+--momentum|--momentum 1.5
+--l2|--l2 -1
+--lr|--lr -0.5
+--seed|--seed -1
+--delay|--delay -1
+--workers|--workers 0
+--workers|--workers 100000
+--checkpoint-every|--checkpoint-every 5
+--codec|--algo gd --codec sign
+--server-codec|--algo diana --server-codec sign
+--server|--algo ef-sgd --server sharded
+--alpha|--algo ef-sgd --alpha 0.5
+--compensation|--algo diana --compensation none
+--compare|--compare gd=sign
+--compare|--compare diana=sign|sign
+FLAGS
+if [ -n "$mpiexec" ]; then
+  $tool --data "$m" --iters 3 --quiet --backend mpi --workers 4 > /dev/null 2> "$work/err" && say "--workers 4 with a 1-rank mpi world accepted"
+  grep -q -- "--workers" "$work/err" || say "no message for --workers under --backend mpi"
+fi
+# The number of elements to hold is bounded before allocating (feature index, delay).
+printf '1 1:1 2147483646:2\n-1 2:1\n1 3:1\n-1 1:0.5 4:1\n' > "$work/wide.svm"
+timeout 60 $tool --data "$work/wide.svm" --workers 2 --iters 5 --quiet > /dev/null 2> "$work/err"; rc=$?
+[ "$rc" = 1 ] || say "a feature index of 2^31-2: exit $rc"
+grep -q "refused before allocating" "$work/err" || say "no message for a huge feature index: $(cat "$work/err")"
+timeout 60 $tool --data "$m" --delay 2000000000 --iters 5 --quiet > /dev/null 2> "$work/err"; rc=$?
+{ [ "$rc" = 1 ] && grep -q "refused before allocating" "$work/err"; } || say "--delay 2e9: exit $rc, $(cat "$work/err")"
+# A 4-row file with one feature index of 10000 (40000) solves in seconds (sparse reference solution).
+for idx in 10000 40000; do
+  printf "1 1:1 $idx:2\n-1 2:1\n1 3:1\n-1 1:0.5 4:1\n" > "$work/sparse.svm"
+  timeout 60 $tool --data "$work/sparse.svm" --workers 2 --iters 50 --quiet --json "$work/sparse.json" > /dev/null \
+    || say "a 4-row file with feature index $idx (exit $?)"
+done
+# --l1 reference solutions that used to cycle between neighbouring doubles for 200000 steps.
+for l1 in 0.1 0.03 0.05; do
+  timeout 120 $tool --data "$m" --iters 20 --l1 $l1 --quiet > /dev/null || say "--l1 $l1 did not finish in 120 s (exit $?)"
+done
+# Inputs: a directory, a stream without newlines.
+$tool --data "$work" --iters 3 --quiet > /dev/null 2> "$work/err" && say "a directory as --data was accepted"
+grep -q "is a directory" "$work/err" || say "no message for a directory as --data: $(cat "$work/err")"
+timeout 60 $tool --data /dev/zero --iters 3 --quiet > /dev/null 2> "$work/err"; rc=$?
+[ "$rc" = 1 ] || say "--data /dev/zero: exit $rc"
+# Outputs: checked before the run; never the data file; stdout failures are errors.
+cp "$m" "$work/m.svm"
+$tool --data "$work/m.svm" --iters 3 --quiet --json "$work/m.svm" > /dev/null 2> "$work/err" && say "--json = --data accepted"
+cmp -s "$work/m.svm" "$m" || say "the data file was overwritten"
+start=$(date +%s)
+timeout 60 $tool --data "$m" --iters 100000000 --quiet --csv "$work/nodir/x.csv" > /dev/null 2> "$work/err"; rc=$?
+[ "$rc" = 1 ] || say "an unwritable --csv: exit $rc (124: the run started)"
+[ $(( $(date +%s) - start )) -lt 30 ] || say "an unwritable --csv was found only after the run"
+$tool --data "$m" --iters 3 --quiet > /dev/full 2> "$work/err" && say "exit 0 with stdout on /dev/full"
+grep -q "No space left" "$work/err" || say "no message for stdout on /dev/full"
+ls -a "$work" | grep -q "gcomp-tmp" && say "temporary files left: $(ls -a "$work" | grep gcomp-tmp)"
+
 [ "$fail" = 0 ] && echo "gcomp-train: all checks passed"
 exit $fail

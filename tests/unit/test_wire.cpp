@@ -30,6 +30,57 @@ gcompStatus_t status_of(const std::vector<uint8_t>& bytes, std::string* msg = nu
 
 }  // namespace
 
+namespace {
+
+/// Recomputes the header checksum (bytes 76..79) after a test patched the header.
+void refresh_header_crc(std::vector<uint8_t>& f) {
+  uint32_t header = 0;
+  std::memcpy(&header, f.data() + 8, 4);
+  std::memset(f.data() + 76, 0, 4);
+  const uint32_t c = crc32(std::span<const uint8_t>(f.data(), header));
+  std::memcpy(f.data() + 76, &c, 4);
+}
+
+}  // namespace
+
+// Issue 18 #16: the spec text of a header is untrusted. A message quoting it escapes control
+// characters (no terminal escape sequences reach stderr) and a NUL does not cut it short.
+TEST(WireTest, HeaderTextIsEscapedInMessages) {
+  auto f = framed_example("topk:k=3", Layout(int64_t{64}), RngKey{1, 0, 0, 0});
+  uint32_t spec_len = 0;
+  std::memcpy(&spec_len, f.data() + 60, 4);
+  ASSERT_EQ(spec_len, 8u);  // "topk:k=3"
+  const char evil[8] = {'\x1b', '[', '3', '1', 'm', '\0', 'z', 'q'};
+  std::memcpy(f.data() + 80, evil, 8);
+  refresh_header_crc(f);
+  std::string msg;
+  ASSERT_EQ(status_of(f, &msg), gcompErrorCorruptPayload);
+  EXPECT_EQ(msg.find('\x1b'), std::string::npos) << msg;
+  EXPECT_EQ(msg.find('\0'), std::string::npos);
+  EXPECT_NE(msg.find("\\x1b[31m\\x00zq"), std::string::npos) << msg;
+  EXPECT_EQ(std::strlen(msg.c_str()), msg.size()) << "a NUL would truncate the printed message";
+}
+
+// Issue 18 #16: the stream offset of a frame is 0 (uplink) or 8 (downlink), nothing else.
+TEST(WireTest, StreamOffsetIsZeroOrEight) {
+  for (uint32_t off : {0u, 8u, 7u, 16u, 0xffffffffu}) {
+    auto f = framed_example("sign:block=8", Layout(int64_t{40}), RngKey{5, 1, 2, 0});
+    std::memcpy(f.data() + 56, &off, 4);
+    refresh_header_crc(f);
+    std::string msg;
+    const gcompStatus_t st = status_of(f, &msg);
+    if (off == 0 || off == 8) {
+      EXPECT_EQ(st, gcompSuccess) << off << ": " << msg;
+    } else {
+      EXPECT_EQ(st, gcompErrorCorruptPayload) << off;
+      EXPECT_NE(msg.find("stream offset " + std::to_string(off)), std::string::npos) << msg;
+    }
+  }
+  auto c = make_codec("sign", Layout(int64_t{8}));
+  const std::vector<uint8_t> body(c->encoded_bytes(), 0);
+  EXPECT_THROW((void)frame_payload(*c, RngKey{0, 0, 0, 7}, body), Error);
+}
+
 TEST(WireTest, FrameRoundTrip) {
   const Layout layout(std::vector<int64_t>{10, 0, 77});
   const RngKey key{0xfeedfacecafebeefull, 3, 12, 0};
