@@ -563,7 +563,8 @@ class GcompState:
         return out
 
     def _finish_iteration(self, iteration, compressed):
-        buckets = self._iter_metrics
+        # Entries of an earlier iteration can only be left over by a failed exchange: dropped.
+        buckets = [b for b in self._iter_metrics if b["iteration"] == iteration]
         self._iter_metrics = []
         sent = sum(b["bytes_sent"] for b in buckets)
         recv = sum(b["bytes_received"] for b in buckets)
@@ -687,7 +688,6 @@ class GcompState:
             if last:
                 self._finish_iteration(iteration, True)
         except BaseException as exc:  # noqa: BLE001 - handed to DDP through the future
-            self._iter_metrics = [] if last else self._iter_metrics
             fut.set_exception(exc)
             return
         fut.set_result(buffer)
