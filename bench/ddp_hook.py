@@ -70,7 +70,8 @@ def worker(rank, world, port, args, outdir):
         net = torch.nn.Sequential(torch.nn.Linear(64, 512), torch.nn.ReLU(), torch.nn.Linear(512, 512), torch.nn.ReLU(),
                                   torch.nn.Linear(512, 10))
         model = DDP(net, bucket_cap_mb=args.bucket_cap_mb) if args.bucket_cap_mb > 0 else DDP(net)
-        lr, momentum = 0.05, 0.9
+        # signSGD-MV's step is lr per coordinate: it needs a much smaller lr than the others.
+        lr, momentum = (1e-3 if isinstance(cfg, dict) and cfg.get("algorithm") == "signsgd-mv" else 0.05), 0.9
         state = None
         if isinstance(cfg, dict) and cfg.get("momentum"):
             opt = torch.optim.SGD(model.parameters(), lr=lr)  # the algorithm's own momentum
