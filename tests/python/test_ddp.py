@@ -188,6 +188,8 @@ def test_state_dict_round_trip_resumes_bit_identically(train):
 def test_hook_equals_local_group_sessions_bitwise(transport, name):
     """Direct hook calls on 3 ranks against Sessions on a local group: the torch.distributed
     transport delivers the same bytes, so every result is bit-identical."""
+    if "unsupported" in transport[0][name]:
+        pytest.skip(f"this build's Session does not support it: {transport[0][name]['unsupported']}")
     for res in transport:
         assert res[name]["equal"], res[name]
         assert res[name]["iter"] == ddp_worker.TRANSPORT_STEPS
