@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// VecOps on the GPU (the cuda Session backend): DeviceCodec calls and the kernels of
+// VecOps<float> on the GPU (the cuda Session backend): DeviceCodec calls and the kernels of
 // session_kernels.cuh, all on one stream, buffers allocated at construction. With a host
 // communicator (local, mpi) the collectives are staged through pinned host buffers (a stream sync
 // before each collective); with a device communicator (nccl) they are enqueued on the stream.
@@ -18,6 +18,7 @@
 #include <gcomp/cuda.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -39,6 +40,7 @@ class Resources {
     for (void* p : device) (void)cudaFree(p);
     for (void* p : pinned) (void)cudaFreeHost(p);
     if (event != nullptr) (void)cudaEventDestroy(event);
+    for (cudaEvent_t e : timing) (void)cudaEventDestroy(e);
     if (stream != nullptr) (void)cudaStreamDestroy(stream);
   }
   Resources(const Resources&) = delete;
@@ -47,9 +49,10 @@ class Resources {
   std::vector<void*> device, pinned;
   Stream stream = nullptr;      ///< the session's own stream (non-blocking)
   cudaEvent_t event = nullptr;  ///< recorded at the end of every step_device
+  std::vector<cudaEvent_t> timing;  ///< phase timing (SessionConfig::time_phases) only
 };
 
-class DeviceOps final : public VecOps {
+class DeviceOps final : public VecOps<float> {
  public:
   explicit DeviceOps(Communicator& comm) : comm_(comm), host_comm_(comm.memory_space() == MemorySpace::kHost) {
     std::string why;
@@ -94,7 +97,7 @@ class DeviceOps final : public VecOps {
     step_pending_ = true;
   }
 
-  float* alloc_f32(size_t n) override { return static_cast<float*>(alloc_raw(n * sizeof(float))); }
+  float* alloc(size_t n) override { return static_cast<float*>(alloc_raw(n * sizeof(float))); }
   uint8_t* alloc_bytes(size_t n) override { return static_cast<uint8_t*>(alloc_raw(n)); }
 
   void to_host(float* h_dst, const float* src, size_t n) override {
@@ -127,8 +130,8 @@ class DeviceOps final : public VecOps {
         return;
     }
   }
-  void zero_nonfinite(float* x, size_t n) override {
-    GCOMP_LAUNCH(cuda::detail::zero_nonfinite_kernel, grid(n), kThreads, stream_, x, static_cast<int64_t>(n));
+  void zero_nonfinite(float* dst, const float* src, size_t n) override {
+    GCOMP_LAUNCH(cuda::detail::zero_nonfinite_kernel, grid(n), kThreads, stream_, dst, src, static_cast<int64_t>(n));
   }
   void scale(float* dst, float a, const float* x, size_t n) override {
     GCOMP_LAUNCH(cuda::detail::scale_kernel, grid(n), kThreads, stream_, dst, a, x, static_cast<int64_t>(n));
@@ -170,7 +173,7 @@ class DeviceOps final : public VecOps {
     if (shared_scale) {
       const auto m = static_cast<size_t>(e.dev->num_scales());
       e.num_scales = m;
-      e.d_scales = alloc_f32(m);
+      e.d_scales = alloc(m);
       if (host_comm_) {
         e.h_scales = alloc_pinned_f32(m);
         e.h_scales_max = alloc_pinned_f32(m);
@@ -267,8 +270,13 @@ class DeviceOps final : public VecOps {
     if (all > 0) GCOMP_CUDA_TRY(cudaMemcpyAsync(recv, h_recv_, all, cudaMemcpyHostToDevice, stream_));
   }
 
+  [[nodiscard]] bool synchronous_errors() const override { return false; }
   void begin_step() override {
     if (host_comm_) reset_sticky();  // device communicator: kept until device_status() reads it
+    if (!res_.timing.empty()) {
+      marks_ = 0;
+      phase(Phase::kEncode);
+    }
   }
   void end_step() override {
     if (!host_comm_) return;
@@ -282,6 +290,36 @@ class DeviceOps final : public VecOps {
     GCOMP_CUDA_TRY(cudaStreamSynchronize(stream_));
     if (index != nullptr) *index = st.index;
     return static_cast<gcompStatus_t>(st.code);
+  }
+
+  // Phase timing: an event at every phase boundary of the step (a pool created once), read at the
+  // end of the step (one sync on the stream).
+  void enable_timing() override {
+    while (res_.timing.size() < kMaxMarks + 1) {
+      cudaEvent_t& e = res_.timing.emplace_back(nullptr);
+      GCOMP_CUDA_TRY(cudaEventCreateWithFlags(&e, cudaEventDefault));
+    }
+  }
+  void phase(Phase p) override {
+    if (res_.timing.empty()) return;
+    if (marks_ > 0 && phases_[marks_ - 1] == p) return;
+    if (marks_ == kMaxMarks) return;  // later boundaries go to the last phase marked
+    GCOMP_CUDA_TRY(cudaEventRecord(res_.timing[marks_], stream_));
+    phases_[marks_++] = p;
+  }
+  std::array<double, kNumPhases> phase_times() override {
+    std::array<double, kNumPhases> t{};
+    if (res_.timing.empty() || marks_ == 0) return t;
+    cudaEvent_t end = res_.timing[kMaxMarks];
+    GCOMP_CUDA_TRY(cudaEventRecord(end, stream_));
+    GCOMP_CUDA_TRY(cudaEventSynchronize(end));
+    for (size_t i = 0; i < marks_; ++i) {
+      float ms = 0;
+      GCOMP_CUDA_TRY(cudaEventElapsedTime(&ms, res_.timing[i], i + 1 < marks_ ? res_.timing[i + 1] : end));
+      t[static_cast<size_t>(phases_[i])] += 1e3 * static_cast<double>(ms);
+    }
+    marks_ = 0;
+    return t;
   }
 
  private:
@@ -371,10 +409,13 @@ class DeviceOps final : public VecOps {
   uint8_t* h_small_ = nullptr;
   uint8_t *h_send_ = nullptr, *h_recv_ = nullptr;
   size_t staging_bytes_ = 0;
+  static constexpr size_t kMaxMarks = 64;
+  std::array<Phase, kMaxMarks> phases_{};
+  size_t marks_ = 0;
 };
 
 }  // namespace
 
-std::unique_ptr<VecOps> make_device_ops(Communicator& comm) { return std::make_unique<DeviceOps>(comm); }
+std::unique_ptr<VecOps<float>> make_device_ops(Communicator& comm) { return std::make_unique<DeviceOps>(comm); }
 
 }  // namespace gcomp::detail

@@ -20,8 +20,8 @@ __global__ void __launch_bounds__(kThreads) widen_f16_kernel(const uint16_t* src
   for (int64_t i = global_thread(); i < n; i += grid_threads()) dst[i] = gcomp::detail::f16_to_float(src[i]);
 }
 
-__global__ void __launch_bounds__(kThreads) zero_nonfinite_kernel(float* x, int64_t n) {
-  for (int64_t i = global_thread(); i < n; i += grid_threads()) x[i] = gcomp::detail::zero_nonfinite_f(x[i]);
+__global__ void __launch_bounds__(kThreads) zero_nonfinite_kernel(float* dst, const float* src, int64_t n) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) dst[i] = gcomp::detail::zero_nonfinite_f(src[i]);
 }
 
 __global__ void __launch_bounds__(kThreads) scale_kernel(float* dst, float a, const float* x, int64_t n) {

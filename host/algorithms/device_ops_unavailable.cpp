@@ -4,7 +4,7 @@
 
 namespace gcomp::detail {
 
-std::unique_ptr<VecOps> make_device_ops(Communicator&) {
+std::unique_ptr<VecOps<float>> make_device_ops(Communicator&) {
   GCOMP_FAIL(gcompErrorNotSupported,
              "session backend 'cuda': this build of gcomp has no CUDA support (configure with -DGCOMP_CUDA=ON); "
              "backend 'host-f32' runs the same fp32 algorithm on the CPU");

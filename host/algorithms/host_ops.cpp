@@ -1,19 +1,53 @@
 // SPDX-License-Identifier: Apache-2.0
-// VecOps on the host: the CPU codecs and plain loops over gcomp/detail/session_math.hpp. This is
-// the twin of cuda/session/device_ops.cu that the CPU-only test suite runs.
+// VecOps on the host, for double state (backend "cpu") and fp32 state (backend "host-f32", the
+// twin of cuda/session/device_ops.cu that the CPU-only test suite runs): the CPU codecs and plain
+// loops. fp32 element math is gcomp/detail/session_math.hpp (as the kernels); double math is the
+// same expressions in double. Messages are fp32 payloads on both: the double implementation rounds
+// its input to fp32 for the codec and widens what it decodes (exactly).
 #include "host/algorithms/vec_ops.hpp"
 
 #include <gcomp/detail/session_math.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <deque>
+#include <type_traits>
 
 namespace gcomp::detail {
 
 namespace {
 
-class HostOps final : public VecOps {
+// Element math of one state type: fp32 through session_math.hpp (shared with the kernels), double
+// as the same expressions (contraction is off in the whole build, so nothing is fused).
+template <class T>
+struct Math;
+
+template <>
+struct Math<float> {
+  static float mul(float a, float b) { return mul_rn(a, b); }
+  static float lincomb(float a, float x, float b, float y) { return lincomb_f(a, x, b, y); }
+  static float vote(float acc, float lr, bool tie0) { return vote_f(acc, lr, tie0); }
+  static bool nonfinite(float v) { return (float_bits(v) & 0x7f800000u) == 0x7f800000u; }
+};
+
+template <>
+struct Math<double> {
+  static double mul(double a, double b) { return a * b; }
+  static double lincomb(double a, double x, double b, double y) { return a * x + b * y; }
+  static double vote(double acc, double lr, bool tie0) {
+    const double v = acc > 0 ? 1.0 : (acc < 0 ? -1.0 : (tie0 ? 0.0 : 1.0));
+    return lr * v;
+  }
+  static bool nonfinite(double v) {
+    return (double_bits(v) & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
+  }
+};
+
+template <class T>
+class HostOps final : public VecOps<T> {
+  static constexpr bool kF32 = std::is_same_v<T, float>;
+
  public:
   explicit HostOps(Communicator& comm) : comm_(comm) {}
 
@@ -21,104 +55,142 @@ class HostOps final : public VecOps {
   void set_stream(Stream) override {}
   void use_own_stream() override {}
 
-  float* alloc_f32(size_t n) override { return f32_.emplace_back(std::max<size_t>(n, 1), 0.0f).data(); }
+  T* alloc(size_t n) override { return t_.emplace_back(std::max<size_t>(n, 1), T{0}).data(); }
   uint8_t* alloc_bytes(size_t n) override { return bytes_.emplace_back(std::max<size_t>(n, 1), uint8_t{0}).data(); }
-  void to_host(float* h_dst, const float* src, size_t n) override { std::copy(src, src + n, h_dst); }
-  void from_host(float* dst, const float* h_src, size_t n) override { std::copy(h_src, h_src + n, dst); }
+  void to_host(T* h_dst, const T* src, size_t n) override { copy(h_dst, src, n); }
+  void from_host(T* dst, const T* h_src, size_t n) override { copy(dst, h_src, n); }
 
-  void copy(float* dst, const float* src, size_t n) override {
-    if (dst != src) std::copy(src, src + n, dst);
+  void copy(T* dst, const T* src, size_t n) override {
+    if (dst != src && n > 0) std::memmove(dst, src, n * sizeof(T));
   }
-  void fill_zero(float* dst, size_t n) override { std::fill(dst, dst + n, 0.0f); }
-  void widen(const void* src, GradType type, float* dst, size_t n) override {
+  void fill_zero(T* dst, size_t n) override { std::fill(dst, dst + n, T{0}); }
+  void widen(const void* src, GradType type, T* dst, size_t n) override {
     switch (type) {
-      case GradType::kF32: copy(dst, static_cast<const float*>(src), n); return;
+      case GradType::kF32:
+        if constexpr (kF32) {
+          copy(dst, static_cast<const float*>(src), n);
+        } else {
+          const auto* s = static_cast<const float*>(src);
+          for (size_t i = 0; i < n; ++i) dst[i] = static_cast<T>(s[i]);
+        }
+        return;
       case GradType::kBF16: {
         const auto* s = static_cast<const uint16_t*>(src);
-        for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_float(s[i]);
+        for (size_t i = 0; i < n; ++i) dst[i] = static_cast<T>(bf16_to_float(s[i]));
         return;
       }
       case GradType::kF16: {
         const auto* s = static_cast<const uint16_t*>(src);
-        for (size_t i = 0; i < n; ++i) dst[i] = f16_to_float(s[i]);
+        for (size_t i = 0; i < n; ++i) dst[i] = static_cast<T>(f16_to_float(s[i]));
         return;
       }
     }
   }
-  void zero_nonfinite(float* x, size_t n) override {
-    for (size_t i = 0; i < n; ++i) x[i] = zero_nonfinite_f(x[i]);
+  void zero_nonfinite(T* dst, const T* src, size_t n) override {
+    for (size_t i = 0; i < n; ++i) dst[i] = Math<T>::nonfinite(src[i]) ? T{0} : src[i];
   }
-  void scale(float* dst, float a, const float* x, size_t n) override {
-    for (size_t i = 0; i < n; ++i) dst[i] = mul_rn(a, x[i]);
+  void scale(T* dst, T a, const T* x, size_t n) override {
+    for (size_t i = 0; i < n; ++i) dst[i] = Math<T>::mul(a, x[i]);
   }
-  void lincomb(float* dst, float a, const float* x, float b, const float* y, size_t n) override {
-    for (size_t i = 0; i < n; ++i) dst[i] = lincomb_f(a, x[i], b, y[i]);
+  void lincomb(T* dst, T a, const T* x, T b, const T* y, size_t n) override {
+    for (size_t i = 0; i < n; ++i) dst[i] = Math<T>::lincomb(a, x[i], b, y[i]);
   }
-  void mul(float* dst, const float* x, const float* y, size_t n) override {
-    for (size_t i = 0; i < n; ++i) dst[i] = mul_rn(x[i], y[i]);
+  void mul(T* dst, const T* x, const T* y, size_t n) override {
+    for (size_t i = 0; i < n; ++i) dst[i] = Math<T>::mul(x[i], y[i]);
   }
-  void vote(float* u, const float* acc, float lr, bool tie_to_zero, size_t n) override {
-    for (size_t i = 0; i < n; ++i) u[i] = vote_f(acc[i], lr, tie_to_zero);
+  void vote(T* u, const T* acc, T lr, bool tie_to_zero, size_t n) override {
+    for (size_t i = 0; i < n; ++i) u[i] = Math<T>::vote(acc[i], lr, tie_to_zero);
   }
 
-  void nonfinite_agree(const float* x, size_t n, int64_t* local, int64_t* any) override {
-    int64_t bad = 0;
-    for (size_t i = 0; i < n; ++i) bad |= is_finite_f(x[i]) ? 0 : 1;
-    *local = bad;
-    comm_.allreduce(&bad, any, 1, DataType::kI64, ReduceOp::kMax, nullptr);
+  void nonfinite_agree(const T* x, size_t n, int64_t* local, int64_t* any) override {
+    // Branch-free so that the compiler vectorizes the scan (one read of x).
+    unsigned bad = 0;
+    for (size_t i = 0; i < n; ++i) bad |= Math<T>::nonfinite(x[i]) ? 1u : 0u;
+    int64_t mine = bad != 0 ? 1 : 0;
+    *local = mine;
+    comm_.allreduce(&mine, any, 1, DataType::kI64, ReduceOp::kMax, nullptr);
   }
 
   int add_codec(const CodecSpec& spec, const Layout& layout, bool shared_scale) override {
     Entry e;
     e.codec = make_codec(spec, layout);
     const size_t n = static_cast<size_t>(layout.num_elems());
-    e.delta.assign(std::max<size_t>(n, 1), 0.0f);
     if (shared_scale) {
       e.scales.assign(static_cast<size_t>(e.codec->num_scales()), 0.0f);
       e.scales_max.assign(e.scales.size(), 0.0f);
     }
     codecs_.push_back(std::move(e));
+    // fp32 scratch: the codec input (double: rounded state; float: DIANA's delta) and, for double,
+    // the decoded values.
+    if (n > f32a_.size()) f32a_.resize(n);
+    if (!kF32 && n > f32b_.size()) f32b_.resize(n);
     return static_cast<int>(codecs_.size()) - 1;
   }
-  [[nodiscard]] size_t encoded_bytes(int c) const override { return codecs_[static_cast<size_t>(c)].codec->encoded_bytes(); }
+  [[nodiscard]] size_t encoded_bytes(int c) const override { return codec(c).encoded_bytes(); }
 
-  void encode(int c, const float* x, const RngKey& key, uint8_t* payload) override {
+  void encode(int c, const T* x, const RngKey& key, uint8_t* payload) override {
     const Codec& k = codec(c);
-    k.encode(in(k, x), key, out(k, payload));
+    k.encode(to_f32(k, x), key, out(k, payload));
   }
-  void encode_ef(int c, const float* p, float* e, const RngKey& key, uint8_t* payload) override {
+  void encode_ef(int c, const T* p, T* e, const RngKey& key, uint8_t* payload) override {
     const Codec& k = codec(c);
-    k.encode_ef(in(k, p), key, out(k, payload), std::span<float>(e, static_cast<size_t>(k.num_elems())));
+    if constexpr (kF32) {
+      k.encode_ef(in(k, p), key, out(k, payload), std::span<float>(e, static_cast<size_t>(k.num_elems())));
+    } else {
+      const std::span<uint8_t> pay = out(k, payload);
+      k.encode(to_f32(k, p), key, pay);
+      const float* d = decode_f32(k, pay, key);
+      for (int64_t i = 0; i < k.num_elems(); ++i) e[i] = p[i] - static_cast<double>(d[i]);
+    }
   }
-  void encode_diana(int c, const float* g, float* h, float alpha, const RngKey& key, uint8_t* payload) override {
+  void encode_diana(int c, const T* g, T* h, T alpha, const RngKey& key, uint8_t* payload) override {
+    const Codec& k = codec(c);
+    const auto n = static_cast<size_t>(k.num_elems());
+    if constexpr (kF32) {
+      k.encode_diana(in(k, g), std::span<float>(h, n), alpha, key, out(k, payload), std::span<float>(f32a_.data(), n));
+    } else {
+      for (size_t i = 0; i < n; ++i) f32a_[i] = static_cast<float>(g[i] - h[i]);  // delta, rounded once
+      const std::span<uint8_t> pay = out(k, payload);
+      k.encode(std::span<const float>(f32a_.data(), n), key, pay);
+      const float* d = decode_f32(k, pay, key);
+      for (size_t i = 0; i < n; ++i) h[i] += alpha * static_cast<double>(d[i]);
+    }
+  }
+  void encode_shared_scale(int c, const T* x, const RngKey& key, uint8_t* payload) override {
     Entry& e = codecs_[static_cast<size_t>(c)];
     const Codec& k = *e.codec;
-    const size_t n = static_cast<size_t>(k.num_elems());
-    k.encode_diana(in(k, g), std::span<float>(h, n), alpha, key, out(k, payload), std::span<float>(e.delta.data(), n));
-  }
-  void encode_shared_scale(int c, const float* x, const RngKey& key, uint8_t* payload) override {
-    Entry& e = codecs_[static_cast<size_t>(c)];
-    const Codec& k = *e.codec;
-    k.compute_scales(in(k, x), e.scales);
+    const std::span<const float> xf = to_f32(k, x);
+    k.compute_scales(xf, e.scales);
     comm_.allreduce(e.scales.data(), e.scales_max.data(), e.scales.size(), DataType::kF32, ReduceOp::kMax, nullptr);
-    k.encode_with_scales(in(k, x), e.scales_max, key, out(k, payload));
+    k.encode_with_scales(xf, e.scales_max, key, out(k, payload));
   }
-  void decode(int c, const uint8_t* payload, const RngKey& key, float* o) override {
+  void decode(int c, const uint8_t* payload, const RngKey& key, T* o) override {
     const Codec& k = codec(c);
-    k.decode(std::span<const uint8_t>(payload, k.encoded_bytes()), key,
-             std::span<float>(o, static_cast<size_t>(k.num_elems())));
+    const auto n = static_cast<size_t>(k.num_elems());
+    const std::span<const uint8_t> pay(payload, k.encoded_bytes());
+    if constexpr (kF32) {
+      k.decode(pay, key, std::span<float>(o, n));
+    } else {
+      const float* d = decode_f32(k, pay, key);
+      for (size_t i = 0; i < n; ++i) o[i] = static_cast<double>(d[i]);
+    }
   }
   void decode_reduce(int c, const uint8_t* payloads, size_t stride, int count, const std::vector<RngKey>& keys,
-                     float* o) override {
+                     T* o) override {
     const Codec& k = codec(c);
-    const std::span<float> acc(o, static_cast<size_t>(k.num_elems()));
+    const auto n = static_cast<size_t>(k.num_elems());
+    auto pay = [&](int j) { return std::span<const uint8_t>(payloads + stride * static_cast<size_t>(j), k.encoded_bytes()); };
     // Validate every payload before out changes (as the device decode_reduce).
-    for (int j = 0; j < count; ++j)
-      k.validate(std::span<const uint8_t>(payloads + stride * static_cast<size_t>(j), k.encoded_bytes()));
-    std::fill(acc.begin(), acc.end(), 0.0f);
-    for (int j = 0; j < count; ++j)
-      k.decode_accumulate(std::span<const uint8_t>(payloads + stride * static_cast<size_t>(j), k.encoded_bytes()),
-                          keys[static_cast<size_t>(j)], 1.0f, acc);
+    for (int j = 0; j < count; ++j) k.validate(pay(j));
+    std::fill(o, o + n, T{0});
+    for (int j = 0; j < count; ++j) {
+      if constexpr (kF32) {
+        k.decode_accumulate(pay(j), keys[static_cast<size_t>(j)], 1.0f, std::span<float>(o, n));
+      } else {
+        const float* d = decode_f32(k, pay(j), keys[static_cast<size_t>(j)]);
+        for (size_t i = 0; i < n; ++i) o[i] += static_cast<double>(d[i]);
+      }
+    }
   }
 
   void reserve_staging(size_t) override {}
@@ -127,32 +199,83 @@ class HostOps final : public VecOps {
   }
   void alltoall(const uint8_t* send, uint8_t* recv, size_t bytes) override { comm_.alltoall(send, recv, bytes, nullptr); }
 
-  void begin_step() override {}
+  [[nodiscard]] bool synchronous_errors() const override { return true; }
+  void begin_step() override {
+    if (!timing_) return;
+    times_.fill(0.0);
+    current_ = -1;
+    last_ = Clock::now();
+  }
   void end_step() override {}
   gcompStatus_t device_status(uint64_t* index) override {
     if (index != nullptr) *index = UINT64_MAX;
     return gcompSuccess;
   }
 
+  void enable_timing() override { timing_ = true; }
+  void phase(Phase p) override {
+    if (!timing_) return;
+    mark();
+    current_ = static_cast<int>(p);
+  }
+  std::array<double, kNumPhases> phase_times() override {
+    if (timing_) {
+      mark();
+      current_ = -1;
+    }
+    return times_;
+  }
+
  private:
+  using Clock = std::chrono::steady_clock;
   struct Entry {
     std::unique_ptr<Codec> codec;
-    std::vector<float> delta, scales, scales_max;
+    std::vector<float> scales, scales_max;
   };
   const Codec& codec(int c) const { return *codecs_[static_cast<size_t>(c)].codec; }
   static std::span<const float> in(const Codec& k, const float* x) {
     return std::span<const float>(x, static_cast<size_t>(k.num_elems()));
   }
   static std::span<uint8_t> out(const Codec& k, uint8_t* p) { return std::span<uint8_t>(p, k.encoded_bytes()); }
+  // The codec's fp32 input: the state itself (float), or rounded once into scratch (double).
+  std::span<const float> to_f32(const Codec& k, const T* x) {
+    if constexpr (kF32) {
+      return in(k, x);
+    } else {
+      const auto n = static_cast<size_t>(k.num_elems());
+      for (size_t i = 0; i < n; ++i) f32a_[i] = static_cast<float>(x[i]);
+      return std::span<const float>(f32a_.data(), n);
+    }
+  }
+  const float* decode_f32(const Codec& k, std::span<const uint8_t> payload, const RngKey& key) {
+    k.decode(payload.first(k.encoded_bytes()), key, std::span<float>(f32b_.data(), static_cast<size_t>(k.num_elems())));
+    return f32b_.data();
+  }
+  void mark() {
+    const auto now = Clock::now();
+    if (current_ >= 0) times_[static_cast<size_t>(current_)] += std::chrono::duration<double, std::micro>(now - last_).count();
+    last_ = now;
+  }
 
   Communicator& comm_;
-  std::deque<std::vector<float>> f32_;  // deque: growing it never moves the buffers handed out
+  std::deque<std::vector<T>> t_;  // deque: growing it never moves the buffers handed out
   std::deque<std::vector<uint8_t>> bytes_;
   std::vector<Entry> codecs_;
+  std::vector<float> f32a_, f32b_;
+  bool timing_ = false;
+  int current_ = -1;
+  Clock::time_point last_{};
+  std::array<double, kNumPhases> times_{};
 };
 
 }  // namespace
 
-std::unique_ptr<VecOps> make_host_ops(Communicator& comm) { return std::make_unique<HostOps>(comm); }
+template <class T>
+std::unique_ptr<VecOps<T>> make_host_ops(Communicator& comm) {
+  return std::make_unique<HostOps<T>>(comm);
+}
+
+template std::unique_ptr<VecOps<float>> make_host_ops<float>(Communicator&);
+template std::unique_ptr<VecOps<double>> make_host_ops<double>(Communicator&);
 
 }  // namespace gcomp::detail

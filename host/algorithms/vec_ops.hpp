@@ -1,18 +1,22 @@
 // SPDX-License-Identifier: Apache-2.0
-// The vector-operations interface of the fp32 Session backends (docs/algorithms.md "Backends").
+// The vector-operations interface of the Session engine (docs/algorithms.md "Backends").
 //
-// The fp32 orchestration (f32_engine.cpp) is written once against VecOps; two implementations:
-//  - host (host_ops.cpp): CPU codecs and plain loops, the twin that CI tests;
-//  - device (cuda/session/device_ops.cu): DeviceCodec calls and small kernels on one stream.
-// Buffers come from alloc_*() and live in the implementation's memory space; the engine only does
-// pointer arithmetic on them. Elementwise math is gcomp/detail/session_math.hpp on both sides, so
-// the two implementations round identically. Host-compiler clean: no CUDA types.
+// The orchestration of every algorithm (host/algorithms/engine.cpp) is written once against
+// VecOps<T>, T the type of the state: three implementations:
+//  - VecOps<double> on the host (host_ops.cpp): backend "cpu", double state, fp32 messages;
+//  - VecOps<float> on the host (host_ops.cpp): backend "host-f32", the twin the CPU suite tests;
+//  - VecOps<float> on the device (cuda/session/device_ops.cu): backend "cuda", DeviceCodec calls
+//    and small kernels on one stream.
+// Buffers come from alloc*() and live in the implementation's memory space; the engine only does
+// pointer arithmetic on them. fp32 elementwise math is gcomp/detail/session_math.hpp on both fp32
+// implementations, so they round identically. Host-compiler clean: no CUDA types.
 #pragma once
 
 #include <gcomp/codec.hpp>
 #include <gcomp/comm.hpp>
 #include <gcomp/session.hpp>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -20,6 +24,11 @@
 
 namespace gcomp::detail {
 
+/// The phases of a step, as StepStats reports their times (time_phases) and NVTX names them.
+enum class Phase : int { kEncode = 0, kComm = 1, kDecode = 2, kUpdate = 3 };
+inline constexpr int kNumPhases = 4;
+
+template <class T>
 class VecOps {
  public:
   virtual ~VecOps() = default;
@@ -35,48 +44,50 @@ class VecOps {
   virtual void use_own_stream() = 0;
 
   // Memory (allocated at setup, owned by the implementation, zero-filled).
-  virtual float* alloc_f32(size_t n) = 0;
+  virtual T* alloc(size_t n) = 0;
   virtual uint8_t* alloc_bytes(size_t n) = 0;
   /// Host <-> implementation memory; both return when the host side may be reused (device: syncs).
-  virtual void to_host(float* h_dst, const float* src, size_t n) = 0;
-  virtual void from_host(float* dst, const float* h_src, size_t n) = 0;
+  virtual void to_host(T* h_dst, const T* src, size_t n) = 0;
+  virtual void from_host(T* dst, const T* h_src, size_t n) = 0;
 
   // Elementwise (n elements; dst may equal an input).
-  virtual void copy(float* dst, const float* src, size_t n) = 0;
-  virtual void fill_zero(float* dst, size_t n) = 0;
-  /// dst = widen(src): fp32 copy, or exact bf16/f16 -> fp32. src == dst (fp32) is a no-op.
-  virtual void widen(const void* src, GradType type, float* dst, size_t n) = 0;
-  /// x[i] = finite ? x[i] : 0.
-  virtual void zero_nonfinite(float* x, size_t n) = 0;
+  virtual void copy(T* dst, const T* src, size_t n) = 0;
+  virtual void fill_zero(T* dst, size_t n) = 0;
+  /// dst = widen(src): exact bf16/f16 -> T, or a copy of T values (kF32 on an fp32 backend).
+  virtual void widen(const void* src, GradType type, T* dst, size_t n) = 0;
+  /// dst[i] = finite(src[i]) ? src[i] : +0 (dst may equal src).
+  virtual void zero_nonfinite(T* dst, const T* src, size_t n) = 0;
   /// dst = a * x
-  virtual void scale(float* dst, float a, const float* x, size_t n) = 0;
-  /// dst = a * x + b * y (unfused)
-  virtual void lincomb(float* dst, float a, const float* x, float b, const float* y, size_t n) = 0;
+  virtual void scale(T* dst, T a, const T* x, size_t n) = 0;
+  /// dst = a * x + b * y (two products, then their sum; never fused)
+  virtual void lincomb(T* dst, T a, const T* x, T b, const T* y, size_t n) = 0;
   /// dst = x * y
-  virtual void mul(float* dst, const float* x, const float* y, size_t n) = 0;
-  /// u = lr * vote(acc)
-  virtual void vote(float* u, const float* acc, float lr, bool tie_to_zero, size_t n) = 0;
+  virtual void mul(T* dst, const T* x, const T* y, size_t n) = 0;
+  /// u = lr * vote(acc): +1, -1, or for a tie 0 (tie_to_zero) / +1
+  virtual void vote(T* u, const T* acc, T lr, bool tie_to_zero, size_t n) = 0;
 
   /// Non-finite agreement: local = any non-finite in x (this rank), any = max over all ranks
   /// (an allreduce). Device: the host reads both (syncs).
-  virtual void nonfinite_agree(const float* x, size_t n, int64_t* local, int64_t* any) = 0;
+  virtual void nonfinite_agree(const T* x, size_t n, int64_t* local, int64_t* any) = 0;
 
-  // Codecs, by the handle add_codec() returns.
+  // Codecs, by the handle add_codec() returns. Messages are always the codec's fp32 payloads: a
+  // double implementation rounds its input to fp32 for the codec and widens decoded values.
   virtual int add_codec(const CodecSpec& spec, const Layout& layout, bool shared_scale) = 0;
   [[nodiscard]] virtual size_t encoded_bytes(int c) const = 0;
-  virtual void encode(int c, const float* x, const RngKey& key, uint8_t* payload) = 0;
+  virtual void encode(int c, const T* x, const RngKey& key, uint8_t* payload) = 0;
   /// payload = C(p); e = p - decode(payload). p != e.
-  virtual void encode_ef(int c, const float* p, float* e, const RngKey& key, uint8_t* payload) = 0;
+  virtual void encode_ef(int c, const T* p, T* e, const RngKey& key, uint8_t* payload) = 0;
   /// payload = Q(g - h); h = h + alpha * decode(payload).
-  virtual void encode_diana(int c, const float* g, float* h, float alpha, const RngKey& key, uint8_t* payload) = 0;
+  virtual void encode_diana(int c, const T* g, T* h, T alpha, const RngKey& key, uint8_t* payload) = 0;
   /// TernGrad scaler sharing: the block scales of x, their max over all ranks (an allreduce), then
   /// encode with those scales.
-  virtual void encode_shared_scale(int c, const float* x, const RngKey& key, uint8_t* payload) = 0;
-  virtual void decode(int c, const uint8_t* payload, const RngKey& key, float* out) = 0;
-  /// out = 0; out = out + decode(payload_j, keys[j]) for j = 0..count-1 (rank order). keys[j] is
-  /// payload j's key (its sender's rank: spherical codebooks depend on it).
+  virtual void encode_shared_scale(int c, const T* x, const RngKey& key, uint8_t* payload) = 0;
+  virtual void decode(int c, const uint8_t* payload, const RngKey& key, T* out) = 0;
+  /// out = sum_j decode(payload_j, keys[j]), j = 0..count-1 in rank order (T accumulation, starting
+  /// from 0). keys[j] is payload j's key (its sender's rank: spherical codebooks depend on it).
+  /// Every payload is validated before out changes.
   virtual void decode_reduce(int c, const uint8_t* payloads, size_t stride, int count,
-                             const std::vector<RngKey>& keys, float* out) = 0;
+                             const std::vector<RngKey>& keys, T* out) = 0;
 
   // Communication on alloc_bytes() buffers.
   /// Sizes the host staging of a host communicator (device): `bytes` per direction.
@@ -84,6 +95,9 @@ class VecOps {
   virtual void allgather(const uint8_t* send, uint8_t* recv, size_t bytes_per_rank) = 0;
   virtual void alltoall(const uint8_t* send, uint8_t* recv, size_t bytes_per_peer) = 0;
 
+  /// True when every error of a call is thrown by that call (host). The device reports codec data
+  /// errors at end_step() (host communicator) or device_status() (device communicator).
+  [[nodiscard]] virtual bool synchronous_errors() const = 0;
   /// Step boundaries: begin resets the codec status record; end reports a codec data error
   /// recorded during the step (device with a host communicator: syncs; device communicator: no-op,
   /// see device_status()).
@@ -91,10 +105,18 @@ class VecOps {
   virtual void end_step() = 0;
   /// Syncs and returns (then clears) the first codec data error recorded since the last check.
   virtual gcompStatus_t device_status(uint64_t* index) = 0;
+
+  // Phase timing (SessionConfig::time_phases): enable once at setup; then begin_step() starts the
+  // clock, phase() marks where the work of a phase begins, phase_times() returns the time of each
+  // phase of the step in microseconds (device: CUDA events, syncs).
+  virtual void enable_timing() = 0;
+  virtual void phase(Phase p) = 0;
+  virtual std::array<double, kNumPhases> phase_times() = 0;
 };
 
-std::unique_ptr<VecOps> make_host_ops(Communicator& comm);
+template <class T>
+std::unique_ptr<VecOps<T>> make_host_ops(Communicator& comm);
 /// Device implementation; gcompErrorNotSupported in a build without CUDA or without a device.
-std::unique_ptr<VecOps> make_device_ops(Communicator& comm);
+std::unique_ptr<VecOps<float>> make_device_ops(Communicator& comm);
 
 }  // namespace gcomp::detail

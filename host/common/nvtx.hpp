@@ -22,4 +22,31 @@ class NvtxRange {
   NvtxRange& operator=(const NvtxRange&) = delete;
 };
 
+/// Consecutive ranges on the calling thread: enter() closes the open one (if any) and opens the
+/// next; the destructor closes the last, also when an exception leaves the scope.
+class NvtxPhase {
+ public:
+  NvtxPhase() = default;
+  NvtxPhase(const NvtxPhase&) = delete;
+  NvtxPhase& operator=(const NvtxPhase&) = delete;
+#if defined(GCOMP_HAVE_NVTX)
+  void enter(const char* name) {
+    close();
+    nvtxRangePushA(name);
+    open_ = true;
+  }
+  void close() {
+    if (open_) nvtxRangePop();
+    open_ = false;
+  }
+  ~NvtxPhase() { close(); }
+
+ private:
+  bool open_ = false;
+#else
+  void enter(const char*) {}
+  void close() {}
+#endif
+};
+
 }  // namespace gcomp::detail

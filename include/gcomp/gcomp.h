@@ -504,8 +504,10 @@ typedef struct gcompStepStats_v1 {
  * @brief Creates this rank's session. Collective: every rank of @p comm calls it with an equal
  * configuration and layout; otherwise every rank fails with gcompErrorMismatch and the same message.
  *
- * All buffers and state are allocated here; steps do not allocate (except gcompSessionStepF32,
- * gcompSessionStepBF16 and gcompSessionStepF16, which convert through temporary double buffers).
+ * All buffers and state are allocated here; steps do not allocate, except that the first step of
+ * a kind that converts between the caller's element type and the state's (e.g. gcompSessionStep on
+ * a gcompBackendHostF32 session, gcompSessionStepF32 on gcompBackendCpu, the 16-bit steps) sizes
+ * the session's conversion buffers once.
  * @param[out] session       host pointer; receives the session on success.
  * @param[in]  comm          communicator of this rank; the session keeps it alive.
  * @param[in]  config        host pointer to a config initialised with GCOMP_SESSION_CONFIG_INITIALIZER.
@@ -559,8 +561,10 @@ GCOMP_EXPORT GCOMP_NODISCARD gcompStatus_t gcompSessionStep(gcompSession_t sessi
                                                             double* h_update, gcompStepStats_t* stats);
 
 /**
- * @brief gcompSessionStep() with fp32 buffers (the state stays in double): equal to converting the
- * gradient to double, stepping, and rounding the update to float. Same contract otherwise.
+ * @brief gcompSessionStep() with fp32 buffers. On gcompBackendHostF32 the buffers are used as they
+ * are (no conversion); on gcompBackendCpu it equals converting the gradient to double, stepping,
+ * and rounding the update to float. Same contract otherwise (the update is written only on
+ * success and may overlap the gradient in any way).
  */
 GCOMP_EXPORT GCOMP_NODISCARD gcompStatus_t gcompSessionStepF32(gcompSession_t session, const float* h_grad,
                                                                float* h_update, gcompStepStats_t* stats);
@@ -583,7 +587,7 @@ GCOMP_EXPORT GCOMP_NODISCARD gcompStatus_t gcompSessionStepF32(gcompSession_t se
  *         gcompErrorTimeout; gcompErrorMpi; gcompErrorOutOfMemory.
  *
  * Collective, synchronous, one thread at a time per session, like gcompSessionStep(). Converts
- * through a temporary double buffer (allocates).
+ * through a buffer of the session (sized at its first 16-bit step).
  */
 GCOMP_EXPORT GCOMP_NODISCARD gcompStatus_t gcompSessionStepBF16(gcompSession_t session, const uint16_t* h_grad,
                                                                 double* h_update, gcompStepStats_t* stats);

@@ -72,6 +72,14 @@ const char* backend_name(Backend b);
 /// Element type of a gradient handed to step_device().
 enum class GradType { kF32, kBF16, kF16 };
 
+/// How the delays tau_k^i of the bounded-delay mode are chosen (spec/ALGORITHMS.md §7.1): worker i
+/// consumes at step k the gradient it was given at step max(0, k - tau_k^i), 0 <= tau_k^i <= delay.
+enum class DelayMode {
+  kFixed,   ///< tau_k^i = delay for every step and worker (default)
+  kTable,   ///< tau_k^i = delay_table[(k mod R) * P + i], R = delay_table.size() / P rows, cyclic
+  kRandom,  ///< tau_k^i uniform in {0, ..., delay}, drawn from (seed, i, k) (detail/session_keys.hpp)
+};
+
 /// Configuration of a Session. Every rank must pass an equal configuration (checked at setup).
 struct SessionConfig {
   Algorithm algorithm = Algorithm::kGd;
@@ -79,9 +87,14 @@ struct SessionConfig {
   std::string server_codec = "identity";  ///< downlink codec spec (dist-ef-sgdm, doublesqueeze)
   double lr = 0.1;                        ///< gamma / eta
   double alpha = -1.0;                    ///< DIANA shift step; < 0: 1/(omega+1) of the codec
-  double momentum = 0.0;                  ///< beta / mu
-  bool nesterov = true;                   ///< ef-sgd and dist-ef-sgdm momentum form
-  int delay = 0;                          ///< tau: gradients are consumed tau steps late
+  /// beta / mu in [0, 1). Every algorithm but hessian-ec (which rejects it) has a momentum form
+  /// (docs/algorithms.md "Update orders"); signsgd-mv with momentum is Signum.
+  double momentum = 0.0;
+  bool nesterov = true;                   ///< ef-sgd, dist-ef-sgdm and doublesqueeze momentum form
+  int delay = 0;                          ///< tau: the delay bound (kFixed: every gradient is tau steps late)
+  DelayMode delay_mode = DelayMode::kFixed;
+  /// kTable: R rows of P (world size) delays, row-major, each in [0, delay]; row k mod R is step k's.
+  std::vector<int32_t> delay_table;
   uint64_t seed = 0;
   Regularizer prox = Regularizer::kNone;  ///< DIANA prox_{lr R} applied by apply()
   double prox_lambda = 0.0;
@@ -92,6 +105,9 @@ struct SessionConfig {
   Compensation compensation = Compensation::kHessian;
   /// Fill StepStats::memory_norm_sq and compression_error_sq (one extra pass over the data).
   bool track_norms = false;
+  /// Fill StepStats::encode_us, comm_us, decode_us and update_us (cuda: CUDA events, and the step
+  /// syncs its stream once at the end to read them). Not part of the agreement.
+  bool time_phases = false;
   /// Where the state lives and the step runs. kHostF32 and kCuda keep fp32 state (spec §8.1
   /// caution 2: DIANA then plateaus near 1e-7..1e-10 instead of reaching 1e-10 and below).
   Backend backend = Backend::kCpu;
@@ -120,6 +136,10 @@ struct StepStats {
   /// and |C(p) - p|^2 of this rank's uplink message; 0 otherwise.
   double memory_norm_sq = 0.0;
   double compression_error_sq = 0.0;
+  /// With time_phases: wall time of the step's phases on this rank, in microseconds. encode: the
+  /// input check and pre-ops, encode; comm: the collectives (the non-finite agreement included);
+  /// decode: decode-reduce and decode; update: the post-ops that write state and the update.
+  double encode_us = 0.0, comm_us = 0.0, decode_us = 0.0, update_us = 0.0;
 };
 
 /// One rank's side of a distributed compressed algorithm.
@@ -134,10 +154,16 @@ class Session {
 
   /// One round: reads this rank's gradient, writes the update u (x <- x - u). Collective: every
   /// rank calls it with the same step. Thread-compatible (one thread per Session).
+  /// `update` is written only when the step succeeds; it may alias `grad` (the gradient is read
+  /// completely before the update is written). No allocation in a step: the conversions between
+  /// the caller's type and the state type (double <-> fp32) go through buffers the session
+  /// allocates at the first step of that kind.
   StepStats step(std::span<const double> grad, std::span<double> update);
+  /// fp32 buffers: on host-f32 the gradient is used as is (no conversion, no copy); on cpu it is
+  /// widened exactly to double and the update rounded to fp32.
   StepStats step(std::span<const float> grad, std::span<float> update);
-  /// 16-bit gradients (raw bits of bfloat16 or IEEE fp16), widened exactly on input; the state
-  /// stays in double, so these equal step() on the widened values bit for bit.
+  /// 16-bit gradients (raw bits of bfloat16 or IEEE fp16), widened exactly on input, so these
+  /// equal step() on the widened values bit for bit.
   StepStats step_bf16(std::span<const uint16_t> grad, std::span<double> update);
   StepStats step_f16(std::span<const uint16_t> grad, std::span<double> update);
   /// step() followed by x <- prox(x - u).
@@ -177,8 +203,8 @@ class Session {
   [[nodiscard]] double alpha() const;
 
   /// Named state arrays of this rank (EF memories, shifts, momentum, server errors, delay queue).
-  /// fp32 backends: a snapshot converted exactly to double (kCuda: copied from the device, syncs),
-  /// valid until the next call of state() or a step.
+  /// A snapshot in double (fp32 state widened exactly; kCuda: copied from the device, syncs), sorted
+  /// by name, valid until the next call of state() or a step.
   [[nodiscard]] std::vector<std::pair<std::string, const std::vector<double>*>> state() const;
 
   /// Caller arrays stored next to the session state (e.g. the parameters x of a training loop).

@@ -1,0 +1,846 @@
+// SPDX-License-Identifier: Apache-2.0
+// The Session engine (engine.hpp): every algorithm's step, written once over VecOps<T>.
+//
+// Each elementwise update is one VecOps call (fp32: gcomp/detail/session_math.hpp on the host and
+// in the kernels, so host-f32 and cuda round identically; double: the same expressions in double);
+// means are decode-reduces in rank order 0..P-1 times T(1/P). The update order of each algorithm is
+// spec/ALGORITHMS.md §8, listed in docs/algorithms.md "Update orders". Keys of every message:
+// gcomp/detail/session_keys.hpp.
+#include "host/algorithms/engine.hpp"
+
+#include "host/algorithms/vec_ops.hpp"
+#include "host/common/nvtx.hpp"
+
+#include <gcomp/detail/half.hpp>
+#include <gcomp/detail/session_keys.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+
+namespace gcomp::detail {
+
+std::vector<int64_t> shard_segments(const Layout& layout, int64_t begin, int64_t end) {
+  std::vector<int64_t> segs;
+  for (size_t s = 0; s < layout.segments().size(); ++s) {
+    const int64_t b = std::max(layout.segment_offset(s), begin);
+    const int64_t e = std::min(layout.segment_offset(s + 1), end);
+    if (e > b) segs.push_back(e - b);
+  }
+  if (segs.empty()) segs.push_back(0);
+  return segs;
+}
+
+namespace {
+
+/// Name and length of each state array of a rank (the checkpoint's names): n elements each, except
+/// the server error of a sharded two-way run (`shard` elements, this rank's shard) and the delay
+/// queue (bound + 1 slots).
+std::vector<std::pair<std::string, size_t>> state_arrays(const SessionConfig& cfg, size_t n, size_t shard) {
+  std::vector<std::pair<std::string, size_t>> out;
+  const size_t server = cfg.server == ServerMode::kSharded ? shard : n;
+  const bool momentum = cfg.momentum > 0;
+  switch (cfg.algorithm) {
+    case Algorithm::kGd:
+    case Algorithm::kCompressedGd:
+    case Algorithm::kSignSgdMv:  // Signum: the worker's momentum before the sign
+      if (momentum) out.emplace_back("momentum", n);
+      break;
+    case Algorithm::kEfSgd:
+      out.emplace_back("error", n);
+      if (momentum) out.emplace_back("momentum", n);
+      break;
+    case Algorithm::kDiana:
+      out.emplace_back("shift_worker", n);
+      out.emplace_back("shift_server", n);
+      if (momentum) out.emplace_back("momentum", n);
+      break;
+    case Algorithm::kDistEfSgdm:
+      out.emplace_back("error", n);
+      out.emplace_back("momentum", n);
+      out.emplace_back("server_error", server);
+      break;
+    case Algorithm::kDoubleSqueeze:
+      out.emplace_back("error", n);
+      if (momentum) out.emplace_back("momentum", n);
+      out.emplace_back("server_error", server);
+      break;
+    case Algorithm::kHessianEc: out.emplace_back("error", n); break;
+  }
+  if (cfg.delay > 0) out.emplace_back("delay_queue", n * static_cast<size_t>(cfg.delay + 1));
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+size_t round4(size_t b) { return (b + 3) / 4 * 4; }
+
+constexpr const char* kPhaseNames[kNumPhases] = {"gcomp encode", "gcomp communicate", "gcomp decode", "gcomp update"};
+
+template <class T>
+class EngineImpl final : public Engine {
+ public:
+  EngineImpl(Communicator& comm, const Layout& layout, const SessionConfig& cfg, double alpha,
+             std::unique_ptr<VecOps<T>> ops);
+
+  StepStats step(std::span<const double> grad, std::span<double> update) override;
+  StepStats step(std::span<const float> grad, std::span<float> update) override;
+  StepStats step16(std::span<const uint16_t> grad, GradType type, std::span<double> update) override;
+  StepStats step_device(const void* d_grad, GradType type, float* d_update, Stream stream) override;
+  [[nodiscard]] uint64_t step_count() const override { return k_; }
+  [[nodiscard]] std::vector<std::pair<std::string, std::vector<double>>> state() override;
+  void load(const std::map<std::string, std::vector<double>>& arrays, uint64_t step, const std::string& what) override;
+  gcompStatus_t device_status(uint64_t* index) override { return ops_->device_status(index); }
+
+ private:
+  struct Array {
+    T* data;
+    size_t size;
+  };
+  struct Saved {
+    T* state;  // the array (resolved at the start of each step: the delay slot moves)
+    T* copy;
+    size_t size;
+    std::string name;
+  };
+
+  /// One round: grad and out in the ops' memory space. The gradient is read completely before out
+  /// is written; out is written only when the step succeeds (device: at the end of the step).
+  StepStats run(const T* grad, T* out);
+  /// run() on host buffers (the device stages them through its own).
+  StepStats run_host(const T* h_grad, T* h_update);
+  void check_sizes(size_t grad, size_t update) const;
+  T* host_in();   // staging of the gradient in T, n elements, allocated at first use
+  T* host_out();  // staging of the update in T
+
+  void enter(Phase p);
+  RngKey up_key(int r, int shard = -1) const;
+  RngKey down_key(int shard = -1) const;
+  const std::vector<RngKey>& up_keys(int shard);
+  int delay_now() const;
+  void compress_mean(const T* src, T* err, StepStats& s);
+  void two_way_round(const T* p, T* e, T* server_err, T* result, StepStats& s);
+  void hessian_term(const T* e, T* t);
+  double own_error(const T* src);
+  void track(StepStats& s);
+  T* S(const char* name) { return st_.at(name).data; }
+
+  SessionConfig cfg_;
+  std::unique_ptr<VecOps<T>> ops_;
+  int P_ = 1, rank_ = 0;
+  size_t n_ = 0;
+  uint64_t k_ = 0;
+  T lr_{}, mu_{}, one_minus_mu_{}, alpha_{}, inv_p_{};
+  bool share_scale_ = false;
+  int delay_bound_ = 0;
+
+  int up_ = -1, down_ = -1;  // whole-vector codecs
+  std::vector<int> up_shard_, down_shard_;
+  std::vector<int64_t> shard_begin_;          // P + 1 offsets (sharded two-way only)
+  size_t up_bytes_ = 0, down_bytes_ = 0;      // message sizes (sharded: max over shards)
+  size_t up_stride_ = 0, down_stride_ = 0;    // rounded up to 4 bytes (device decode_reduce)
+
+  T *gin_ = nullptr, *work_ = nullptr, *tmp_ = nullptr, *tmp2_ = nullptr, *acc_ = nullptr, *res_ = nullptr,
+    *u_ = nullptr;
+  uint8_t *send_ = nullptr, *recv_ = nullptr, *send2_ = nullptr, *recv2_ = nullptr;
+  std::vector<RngKey> keys_;
+  std::vector<T> h_a_, h_b_;          // host scratch: norms (and hessian callbacks of fp32 state)
+  std::vector<double> h_d_, h_d2_;    // hessian callbacks of fp32 state
+  std::vector<T> h_in_, h_out_;       // staging of the host API (first use)
+
+  std::map<std::string, Array> st_;
+  std::vector<Saved> rollback_;
+  NvtxPhase nvtx_;
+};
+
+template <class T>
+EngineImpl<T>::EngineImpl(Communicator& comm, const Layout& layout, const SessionConfig& cfg, double alpha,
+                          std::unique_ptr<VecOps<T>> ops)
+    : cfg_(cfg), ops_(std::move(ops)) {
+  P_ = comm.size();
+  rank_ = comm.rank();
+  n_ = static_cast<size_t>(layout.num_elems());
+  lr_ = static_cast<T>(cfg.lr);
+  mu_ = static_cast<T>(cfg.momentum);
+  one_minus_mu_ = static_cast<T>(1.0 - cfg.momentum);
+  alpha_ = static_cast<T>(alpha);
+  inv_p_ = static_cast<T>(1.0 / static_cast<double>(P_));
+  delay_bound_ = cfg.delay;
+  VecOps<T>& o = *ops_;
+  if (cfg.time_phases) o.enable_timing();
+
+  const CodecSpec up_spec = CodecSpec::parse(cfg.algorithm == Algorithm::kGd ? "identity" : cfg.codec);
+  share_scale_ = cfg.shared_scale && up_spec.id == CodecId::kTernGrad && cfg.algorithm == Algorithm::kCompressedGd;
+  up_ = o.add_codec(up_spec, layout, share_scale_);
+  up_bytes_ = o.encoded_bytes(up_);
+  if (two_way(cfg.algorithm)) {
+    const CodecSpec down_spec = CodecSpec::parse(cfg.server_codec);
+    if (cfg.server == ServerMode::kReplicated) {
+      down_ = o.add_codec(down_spec, layout, false);
+      down_bytes_ = o.encoded_bytes(down_);
+    } else {
+      shard_begin_.resize(static_cast<size_t>(P_) + 1);
+      for (int r = 0; r <= P_; ++r) shard_begin_[static_cast<size_t>(r)] = shard_begin(layout.num_elems(), P_, r);
+      up_bytes_ = 0;
+      for (int r = 0; r < P_; ++r) {
+        const Layout segs(shard_segments(layout, shard_begin_[static_cast<size_t>(r)], shard_begin_[static_cast<size_t>(r) + 1]));
+        up_shard_.push_back(o.add_codec(up_spec, segs, false));
+        down_shard_.push_back(o.add_codec(down_spec, segs, false));
+        up_bytes_ = std::max(up_bytes_, o.encoded_bytes(up_shard_.back()));
+        down_bytes_ = std::max(down_bytes_, o.encoded_bytes(down_shard_.back()));
+      }
+    }
+  }
+  up_stride_ = round4(up_bytes_);
+  down_stride_ = round4(down_bytes_);
+  const size_t per_rank = std::max(up_stride_, down_stride_);
+  const size_t all = std::max<size_t>(per_rank * static_cast<size_t>(P_), 1);
+  o.reserve_staging(all);
+  send_ = o.alloc_bytes(all);
+  recv_ = o.alloc_bytes(all);
+  if (two_way(cfg.algorithm)) {
+    send2_ = o.alloc_bytes(std::max<size_t>(down_stride_, 1));
+    recv2_ = o.alloc_bytes(std::max<size_t>(down_stride_ * static_cast<size_t>(P_), 1));
+  }
+  // Work buffers, each only where an algorithm uses it.
+  const Algorithm a = cfg.algorithm;
+  const bool momentum = cfg.momentum > 0;
+  if (cfg.nonfinite == NonFinitePolicy::kZero || o.on_device()) gin_ = o.alloc(n_);
+  acc_ = o.alloc(n_);
+  if (a == Algorithm::kEfSgd || two_way(a) || a == Algorithm::kHessianEc) work_ = o.alloc(n_);
+  if ((a == Algorithm::kEfSgd || a == Algorithm::kDistEfSgdm || a == Algorithm::kDoubleSqueeze) && momentum) tmp_ = o.alloc(n_);
+  if (a == Algorithm::kDiana || a == Algorithm::kHessianEc) tmp_ = o.alloc(n_);
+  if (a == Algorithm::kDiana && cfg.track_norms) tmp2_ = o.alloc(n_);
+  if (two_way(a) || cfg.track_norms) res_ = o.alloc(n_);
+  if (!o.synchronous_errors()) u_ = o.alloc(n_);
+  keys_.resize(static_cast<size_t>(P_));
+  if (cfg.track_norms) {
+    h_a_.resize(n_);
+    h_b_.resize(n_);
+  }
+  if (a == Algorithm::kHessianEc && !std::is_same_v<T, double>) {
+    h_a_.resize(n_);
+    h_b_.resize(n_);
+    h_d_.resize(n_);
+    h_d2_.resize(n_);
+  }
+
+  const size_t mine = cfg.server == ServerMode::kSharded && two_way(a)
+                          ? static_cast<size_t>(shard_begin_[static_cast<size_t>(rank_) + 1] - shard_begin_[static_cast<size_t>(rank_)])
+                          : n_;
+  for (const auto& [name, size] : state_arrays(cfg, n_, mine)) st_[name] = Array{o.alloc(size), size};
+  // Every array a step may write is saved at its start (the delay queue: only the slot it writes),
+  // so a step that fails anywhere (collective, codec, callback, a peer's corrupt payload after the
+  // last collective) leaves the state as it was.
+  for (const auto& [name, arr] : st_) {
+    const size_t size = name == "delay_queue" ? n_ : arr.size;
+    rollback_.push_back(Saved{arr.data, o.alloc(size), size, name});
+  }
+}
+
+template <class T>
+void EngineImpl<T>::enter(Phase p) {
+  nvtx_.enter(kPhaseNames[static_cast<int>(p)]);
+  ops_->phase(p);
+}
+
+template <class T>
+RngKey EngineImpl<T>::up_key(int r, int shard) const {
+  const auto k = static_cast<uint32_t>(k_);
+  return shard < 0 ? uplink_key(cfg_.seed, static_cast<uint32_t>(r), k)
+                   : uplink_shard_key(cfg_.seed, static_cast<uint32_t>(r), k, shard);
+}
+
+template <class T>
+RngKey EngineImpl<T>::down_key(int shard) const {
+  const auto k = static_cast<uint32_t>(k_);
+  return shard < 0 ? downlink_key(cfg_.seed, k) : downlink_shard_key(cfg_.seed, k, shard);
+}
+
+template <class T>
+const std::vector<RngKey>& EngineImpl<T>::up_keys(int shard) {
+  for (int j = 0; j < P_; ++j) keys_[static_cast<size_t>(j)] = up_key(j, shard);
+  return keys_;
+}
+
+// tau_k^i of this rank at the current step (spec §7.1).
+template <class T>
+int EngineImpl<T>::delay_now() const {
+  switch (cfg_.delay_mode) {
+    case DelayMode::kFixed: return cfg_.delay;
+    case DelayMode::kTable: {
+      const size_t rows = cfg_.delay_table.size() / static_cast<size_t>(P_);
+      return cfg_.delay_table[static_cast<size_t>(k_ % rows) * static_cast<size_t>(P_) + static_cast<size_t>(rank_)];
+    }
+    case DelayMode::kRandom:
+      return static_cast<int>(random_delay(cfg_.seed, static_cast<uint32_t>(rank_), static_cast<uint32_t>(k_),
+                                           static_cast<uint32_t>(cfg_.delay)));
+  }
+  return cfg_.delay;
+}
+
+// acc = T(1/P) * sum_j decode(C(src_j)) in rank order; with err: err = src - decode(C(src)).
+template <class T>
+void EngineImpl<T>::compress_mean(const T* src, T* err, StepStats& s) {
+  VecOps<T>& o = *ops_;
+  enter(Phase::kEncode);
+  if (err != nullptr)
+    o.encode_ef(up_, src, err, up_key(rank_), send_);
+  else if (share_scale_)
+    o.encode_shared_scale(up_, src, up_key(rank_), send_);
+  else
+    o.encode(up_, src, up_key(rank_), send_);
+  if (cfg_.track_norms) s.compression_error_sq = own_error(src);
+  enter(Phase::kComm);
+  o.allgather(send_, recv_, up_stride_);
+  s.bytes_up += up_bytes_;
+  s.bytes_received += up_stride_ * static_cast<size_t>(P_ - 1);
+  enter(Phase::kDecode);
+  o.decode_reduce(up_, recv_, up_stride_, P_, up_keys(-1), acc_);
+  o.scale(acc_, inv_p_, acc_, n_);
+}
+
+// §8.3/§8.4: workers send C(p) and keep e = p - C(p); the server averages the decoded messages,
+// adds its error, sends C~(p~) and keeps e~ = p~ - C~(p~). result = decode(C~(p~)).
+template <class T>
+void EngineImpl<T>::two_way_round(const T* p, T* e, T* server_err, T* result, StepStats& s) {
+  VecOps<T>& o = *ops_;
+  if (cfg_.server == ServerMode::kReplicated) {
+    // Every rank runs the whole-vector server step on the allgathered messages; the downlink message
+    // is computed (and counted) but need not travel.
+    compress_mean(p, e, s);
+    enter(Phase::kEncode);
+    o.lincomb(work_, T{1}, server_err, T{1}, acc_, n_);
+    o.encode_ef(down_, work_, server_err, down_key(), send2_);
+    enter(Phase::kDecode);
+    o.decode(down_, send2_, down_key(), result);
+    s.bytes_down += down_bytes_;
+    return;
+  }
+  enter(Phase::kEncode);
+  for (int r = 0; r < P_; ++r) {
+    const auto b = static_cast<size_t>(shard_begin_[static_cast<size_t>(r)]);
+    o.encode_ef(up_shard_[static_cast<size_t>(r)], p + b, e + b, up_key(rank_, r), send_ + up_stride_ * static_cast<size_t>(r));
+    s.bytes_up += o.encoded_bytes(up_shard_[static_cast<size_t>(r)]);
+  }
+  enter(Phase::kComm);
+  o.alltoall(send_, recv_, up_stride_);
+  s.bytes_received += up_stride_ * static_cast<size_t>(P_ - 1);
+  enter(Phase::kDecode);
+  const auto mlen = static_cast<size_t>(shard_begin_[static_cast<size_t>(rank_) + 1] - shard_begin_[static_cast<size_t>(rank_)]);
+  o.decode_reduce(up_shard_[static_cast<size_t>(rank_)], recv_, up_stride_, P_, up_keys(rank_), acc_);
+  o.scale(acc_, inv_p_, acc_, mlen);
+  enter(Phase::kEncode);
+  o.lincomb(work_, T{1}, server_err, T{1}, acc_, mlen);
+  o.encode_ef(down_shard_[static_cast<size_t>(rank_)], work_, server_err, down_key(rank_), send2_);
+  enter(Phase::kComm);
+  o.allgather(send2_, recv2_, down_stride_);
+  s.bytes_received += down_stride_ * static_cast<size_t>(P_ - 1);
+  enter(Phase::kDecode);
+  for (int r = 0; r < P_; ++r) {
+    const auto b = static_cast<size_t>(shard_begin_[static_cast<size_t>(r)]);
+    o.decode(down_shard_[static_cast<size_t>(r)], recv2_ + down_stride_ * static_cast<size_t>(r), down_key(r), result + b);
+    s.bytes_down += o.encoded_bytes(down_shard_[static_cast<size_t>(r)]);
+  }
+}
+
+// hessian-ec's compensation t = A e - ... : t = e - lr (H e) (kHessian) or e - (lr diag(H)) e
+// (kDiagonal). The callbacks are host functions over double arrays: double state is passed as is,
+// fp32 state is widened (exactly) and their result rounded to fp32 once.
+template <class T>
+void EngineImpl<T>::hessian_term(const T* e, T* t) {
+  VecOps<T>& o = *ops_;
+  if constexpr (std::is_same_v<T, double>) {
+    if (cfg_.compensation == Compensation::kHessian)
+      cfg_.hessian_product(std::span<const double>(e, n_), std::span<double>(t, n_));
+    else
+      cfg_.hessian_diagonal(std::span<double>(t, n_));
+  } else {
+    o.to_host(h_a_.data(), e, n_);
+    for (size_t i = 0; i < n_; ++i) h_d_[i] = static_cast<double>(h_a_[i]);
+    if (cfg_.compensation == Compensation::kHessian)
+      cfg_.hessian_product(std::span<const double>(h_d_.data(), n_), std::span<double>(h_d2_.data(), n_));
+    else
+      cfg_.hessian_diagonal(std::span<double>(h_d2_.data(), n_));
+    for (size_t i = 0; i < n_; ++i) h_b_[i] = static_cast<T>(h_d2_[i]);
+    o.from_host(t, h_b_.data(), n_);
+  }
+  o.scale(t, lr_, t, n_);                                                // t = lr (H e)  or lr diag(H)
+  if (cfg_.compensation == Compensation::kDiagonal) o.mul(t, t, e, n_);  // t = t e
+  o.lincomb(t, T{1}, e, T{-1}, t, n_);                                   // t = e - t
+}
+
+// |decode(own uplink message) - src|^2, summed in double in index order on the host.
+template <class T>
+double EngineImpl<T>::own_error(const T* src) {
+  ops_->decode(up_, send_, up_key(rank_), res_);
+  ops_->to_host(h_a_.data(), res_, n_);
+  ops_->to_host(h_b_.data(), src, n_);
+  double e2 = 0;
+  for (size_t i = 0; i < n_; ++i) {
+    const double d = static_cast<double>(h_a_[i]) - static_cast<double>(h_b_[i]);
+    e2 += d * d;
+  }
+  return e2;
+}
+
+template <class T>
+void EngineImpl<T>::track(StepStats& s) {
+  for (const char* name : {"error", "shift_worker"}) {
+    auto it = st_.find(name);
+    if (it == st_.end()) continue;
+    ops_->to_host(h_a_.data(), it->second.data, it->second.size);
+    for (size_t i = 0; i < it->second.size; ++i) s.memory_norm_sq += static_cast<double>(h_a_[i]) * static_cast<double>(h_a_[i]);
+  }
+}
+
+template <class T>
+StepStats EngineImpl<T>::run(const T* grad, T* out) {
+  NvtxRange step_range("gcomp step");
+  struct ClosePhase {  // the phase ranges nest inside the step range, also on an exception
+    NvtxPhase& p;
+    ~ClosePhase() { p.close(); }
+  } close_phase{nvtx_};
+  VecOps<T>& o = *ops_;
+  StepStats s;
+  o.begin_step();
+  enter(Phase::kEncode);
+  // The gradient the step reads: the caller's, or (nonfinite = zero) a copy with NaN/Inf -> 0.
+  const T* g = grad;
+  if (cfg_.nonfinite == NonFinitePolicy::kZero) {
+    // Finite entries are kept bit for bit and every rank runs the step, so no agreement is
+    // needed (and none is waited for).
+    o.zero_nonfinite(gin_, grad, n_);
+    g = gin_;
+  } else {
+    enter(Phase::kComm);
+    int64_t bad = 0, any_bad = 0;
+    o.nonfinite_agree(grad, n_, &bad, &any_bad);
+    if (any_bad && cfg_.nonfinite == NonFinitePolicy::kError)
+      GCOMP_FAIL(gcompErrorNonFinite, std::string("non-finite gradient on ") + (bad ? "this rank" : "another rank") +
+                                          " at step " + std::to_string(k_) + "; state unchanged");
+    if (any_bad) {  // kSkip
+      o.fill_zero(out, n_);
+      s.step = k_;
+      s.skipped = true;
+      return s;
+    }
+    enter(Phase::kEncode);
+  }
+  // Where the update is computed: the caller's buffer when every error surfaces synchronously (it
+  // is written only after the last call that can fail), else the engine's own, copied out last.
+  T* const u = o.synchronous_errors() ? out : u_;
+  const size_t slots = static_cast<size_t>(delay_bound_) + 1;
+  for (Saved& sv : rollback_) {
+    sv.state = st_.at(sv.name).data + (sv.name == "delay_queue" ? (k_ % slots) * n_ : size_t{0});
+    o.copy(sv.copy, sv.state, sv.size);
+  }
+  try {
+    if (delay_bound_ > 0) {
+      // Bounded delay (spec §7.1): keep the last bound + 1 gradients; consume the one given at
+      // step max(0, k - tau_k), encoded with the RNG step k at which it is consumed.
+      T* q = S("delay_queue");
+      o.copy(q + (k_ % slots) * n_, g, n_);
+      const auto tau = static_cast<uint64_t>(delay_now());
+      const uint64_t src = k_ >= tau ? k_ - tau : 0;
+      g = q + (src % slots) * n_;
+    }
+    const T lr = lr_, mu = mu_;
+    const bool momentum = cfg_.momentum > 0;
+    switch (cfg_.algorithm) {
+      case Algorithm::kGd:
+      case Algorithm::kCompressedGd:
+        compress_mean(g, nullptr, s);
+        enter(Phase::kUpdate);
+        if (momentum) {
+          o.lincomb(S("momentum"), mu, S("momentum"), T{1}, acc_, n_);  // m = mu m + mean
+          o.scale(u, lr, S("momentum"), n_);
+        } else {
+          o.scale(u, lr, acc_, n_);
+        }
+        break;
+      case Algorithm::kSignSgdMv: {
+        const T* v = g;
+        if (momentum) {  // Signum (spec §3.3): m = mu m + (1 - mu) g, then the sign of m
+          o.lincomb(S("momentum"), mu, S("momentum"), one_minus_mu_, g, n_);
+          v = S("momentum");
+        }
+        o.encode(up_, v, up_key(rank_), send_);
+        enter(Phase::kComm);
+        o.allgather(send_, recv_, up_stride_);
+        s.bytes_up += up_bytes_;
+        s.bytes_received += up_stride_ * static_cast<size_t>(P_ - 1);
+        enter(Phase::kDecode);
+        o.decode_reduce(up_, recv_, up_stride_, P_, up_keys(-1), acc_);  // sum of signs
+        enter(Phase::kUpdate);
+        o.vote(u, acc_, lr, cfg_.tie_to_zero, n_);
+        s.bytes_down += (n_ + 7) / 8;  // the vote is one sign per element
+        break;
+      }
+      case Algorithm::kEfSgd: {
+        T* e = S("error");
+        if (momentum) {
+          T* m = S("momentum");
+          o.lincomb(m, mu, m, T{1}, g, n_);  // m = mu m + g
+          const T* d = m;
+          if (cfg_.nesterov) {
+            o.lincomb(tmp_, T{1}, g, mu, m, n_);  // d = g + mu m
+            d = tmp_;
+          }
+          o.lincomb(work_, lr, d, T{1}, e, n_);  // p = lr d + e
+        } else {
+          o.lincomb(work_, lr, g, T{1}, e, n_);
+        }
+        compress_mean(work_, e, s);
+        enter(Phase::kUpdate);
+        o.copy(u, acc_, n_);
+        break;
+      }
+      case Algorithm::kDiana: {
+        T* hi = S("shift_worker");
+        T* h = S("shift_server");
+        if (cfg_.track_norms) o.lincomb(tmp2_, T{1}, g, T{-1}, hi, n_);  // delta, before h_i moves
+        o.encode_diana(up_, g, hi, alpha_, up_key(rank_), send_);       // h_i += alpha Q(g - h_i)
+        if (cfg_.track_norms) s.compression_error_sq = own_error(tmp2_);
+        enter(Phase::kComm);
+        o.allgather(send_, recv_, up_stride_);
+        s.bytes_up += up_bytes_;
+        s.bytes_received += up_stride_ * static_cast<size_t>(P_ - 1);
+        enter(Phase::kDecode);
+        o.decode_reduce(up_, recv_, up_stride_, P_, up_keys(-1), acc_);
+        o.scale(acc_, inv_p_, acc_, n_);
+        enter(Phase::kUpdate);
+        o.lincomb(tmp_, T{1}, h, T{1}, acc_, n_);  // g^ = h + mean
+        if (momentum) {
+          o.lincomb(S("momentum"), mu, S("momentum"), T{1}, tmp_, n_);
+          o.scale(u, lr, S("momentum"), n_);
+        } else {
+          o.scale(u, lr, tmp_, n_);
+        }
+        o.lincomb(h, T{1}, h, alpha_, acc_, n_);  // h += alpha mean
+        break;
+      }
+      case Algorithm::kDistEfSgdm: {
+        T* e = S("error");
+        T* m = S("momentum");
+        o.lincomb(m, mu, m, T{1}, g, n_);  // m = mu m + g
+        const T* d = m;
+        if (cfg_.nesterov) {
+          o.lincomb(tmp_, mu, m, T{1}, g, n_);  // d = mu m + g
+          d = tmp_;
+        }
+        o.lincomb(work_, T{1}, e, lr, d, n_);  // p = e + lr d
+        two_way_round(work_, e, S("server_error"), res_, s);
+        enter(Phase::kUpdate);
+        o.copy(u, res_, n_);
+        break;
+      }
+      case Algorithm::kDoubleSqueeze: {
+        T* e = S("error");
+        const T* d = g;
+        if (momentum) {  // §8.3's momentum in gradient units: m = mu m + g; d = g + mu m or m
+          T* m = S("momentum");
+          o.lincomb(m, mu, m, T{1}, g, n_);
+          d = m;
+          if (cfg_.nesterov) {
+            o.lincomb(tmp_, T{1}, g, mu, m, n_);
+            d = tmp_;
+          }
+        }
+        o.lincomb(work_, T{1}, d, T{1}, e, n_);  // v = d + e
+        two_way_round(work_, e, S("server_error"), res_, s);
+        enter(Phase::kUpdate);
+        o.scale(u, lr, res_, n_);
+        break;
+      }
+      case Algorithm::kHessianEc: {
+        T* e = S("error");
+        switch (cfg_.compensation) {
+          case Compensation::kNone: o.copy(work_, g, n_); break;
+          case Compensation::kClassical: o.lincomb(work_, T{1}, g, T{1}, e, n_); break;
+          case Compensation::kHessian:
+          case Compensation::kDiagonal:
+            hessian_term(e, tmp_);
+            o.lincomb(work_, T{1}, g, T{1}, tmp_, n_);  // v = g + t
+            break;
+        }
+        compress_mean(work_, cfg_.compensation == Compensation::kNone ? nullptr : e, s);
+        enter(Phase::kUpdate);
+        o.scale(u, lr, acc_, n_);
+        break;
+      }
+    }
+    if (cfg_.track_norms) track(s);
+    o.end_step();
+  } catch (...) {
+    for (const Saved& sv : rollback_) o.copy(sv.state, sv.copy, sv.size);
+    throw;
+  }
+  if (u != out) o.copy(out, u, n_);
+  if (cfg_.time_phases) {
+    const std::array<double, kNumPhases> t = o.phase_times();
+    s.encode_us = t[0];
+    s.comm_us = t[1];
+    s.decode_us = t[2];
+    s.update_us = t[3];
+  }
+  ++k_;
+  s.step = k_;
+  if (n_ > 0) {
+    s.bits_per_element_up = 8.0 * static_cast<double>(s.bytes_up) / static_cast<double>(n_);
+    s.bits_per_element_down = 8.0 * static_cast<double>(s.bytes_down) / static_cast<double>(n_);
+  }
+  return s;
+}
+
+template <class T>
+void EngineImpl<T>::check_sizes(size_t grad, size_t update) const {
+  GCOMP_EXPECTS(grad == n_ && update == n_, gcompErrorInvalidArgument,
+                "step: gradient and update must have " + std::to_string(n_) + " elements (got " +
+                    std::to_string(grad) + " and " + std::to_string(update) + ")");
+}
+
+template <class T>
+T* EngineImpl<T>::host_in() {
+  if (h_in_.size() != n_) h_in_.resize(n_);
+  return h_in_.data();
+}
+
+template <class T>
+T* EngineImpl<T>::host_out() {
+  if (h_out_.size() != n_) h_out_.resize(n_);
+  return h_out_.data();
+}
+
+template <class T>
+StepStats EngineImpl<T>::run_host(const T* h_grad, T* h_update) {
+  VecOps<T>& o = *ops_;
+  if (!o.on_device()) return run(h_grad, h_update);
+  o.from_host(gin_, h_grad, n_);
+  const StepStats s = run(gin_, u_);
+  o.to_host(h_update, u_, n_);
+  return s;
+}
+
+template <class T>
+StepStats EngineImpl<T>::step(std::span<const double> grad, std::span<double> update) {
+  check_sizes(grad.size(), update.size());
+  if constexpr (std::is_same_v<T, double>) {
+    return run_host(grad.data(), update.data());
+  } else {
+    // fp32 state: the gradient rounded to fp32 once, the fp32 update widened (exactly).
+    T* g = host_in();
+    for (size_t i = 0; i < n_; ++i) g[i] = static_cast<T>(grad[i]);
+    T* u = host_out();
+    const StepStats s = run_host(g, u);
+    for (size_t i = 0; i < n_; ++i) update[i] = static_cast<double>(u[i]);
+    return s;
+  }
+}
+
+template <class T>
+StepStats EngineImpl<T>::step(std::span<const float> grad, std::span<float> update) {
+  check_sizes(grad.size(), update.size());
+  if constexpr (std::is_same_v<T, float>) {
+    return run_host(grad.data(), update.data());
+  } else {
+    // double state: the gradient widened exactly, the update rounded to fp32.
+    T* g = host_in();
+    for (size_t i = 0; i < n_; ++i) g[i] = static_cast<T>(grad[i]);
+    T* u = host_out();
+    const StepStats s = run_host(g, u);
+    for (size_t i = 0; i < n_; ++i) update[i] = static_cast<float>(u[i]);
+    return s;
+  }
+}
+
+template <class T>
+StepStats EngineImpl<T>::step16(std::span<const uint16_t> grad, GradType type, std::span<double> update) {
+  check_sizes(grad.size(), update.size());
+  T* g = host_in();
+  for (size_t i = 0; i < n_; ++i)
+    g[i] = static_cast<T>(type == GradType::kBF16 ? bf16_to_float(grad[i]) : f16_to_float(grad[i]));
+  if constexpr (std::is_same_v<T, double>) {
+    return run_host(g, update.data());
+  } else {
+    T* u = host_out();
+    const StepStats s = run_host(g, u);
+    for (size_t i = 0; i < n_; ++i) update[i] = static_cast<double>(u[i]);
+    return s;
+  }
+}
+
+template <class T>
+StepStats EngineImpl<T>::step_device(const void* d_grad, GradType type, float* d_update, Stream stream) {
+  GCOMP_EXPECTS(ops_->on_device(), gcompErrorNotSupported,
+                std::string("step_device needs the cuda backend; this session's backend is ") +
+                    backend_name(cfg_.backend));
+  if constexpr (std::is_same_v<T, float>) {
+    GCOMP_EXPECTS(n_ == 0 || (d_grad != nullptr && d_update != nullptr), gcompErrorInvalidArgument,
+                  "step_device: d_grad and d_update must not be null");
+    GCOMP_EXPECTS(type == GradType::kF32 || type == GradType::kBF16 || type == GradType::kF16,
+                  gcompErrorInvalidArgument, "step_device: unknown gradient type " + std::to_string(static_cast<int>(type)));
+    // The step on the caller's stream; afterwards the session's own stream again (ordered after it),
+    // so the host API and the checkpoint functions never use a stream the caller may have destroyed.
+    ops_->set_stream(stream);
+    StepStats s;
+    try {
+      const float* g = static_cast<const float*>(d_grad);
+      if (type != GradType::kF32) {  // widened exactly by the first kernel
+        ops_->widen(d_grad, type, gin_, n_);
+        g = gin_;
+      }
+      s = run(g, d_update);
+    } catch (...) {
+      try {
+        ops_->use_own_stream();  // switches back first, whatever the CUDA calls after it report
+      } catch (...) {
+      }
+      throw;  // the step's error is the one to report
+    }
+    ops_->use_own_stream();
+    return s;
+  } else {
+    (void)d_grad, (void)type, (void)d_update, (void)stream;
+    GCOMP_FAIL(gcompErrorInternal, "device step on a double engine");
+  }
+}
+
+template <class T>
+std::vector<std::pair<std::string, std::vector<double>>> EngineImpl<T>::state() {
+  std::vector<std::pair<std::string, std::vector<double>>> out;
+  std::vector<T> h;
+  for (const auto& [name, a] : st_) {
+    h.resize(a.size);
+    ops_->to_host(h.data(), a.data, a.size);
+    out.emplace_back(name, std::vector<double>(h.begin(), h.end()));
+  }
+  return out;
+}
+
+template <class T>
+void EngineImpl<T>::load(const std::map<std::string, std::vector<double>>& arrays, uint64_t step,
+                         const std::string& what) {
+  auto names = [](const auto& m) {
+    std::string s;
+    for (const auto& kv : m) s += (s.empty() ? "" : ", ") + kv.first;
+    return "{" + s + "}";
+  };
+  GCOMP_EXPECTS(arrays.size() == st_.size(), gcompErrorMismatch,
+                what + " holds the state arrays " + names(arrays) + ", this session has " + names(st_) +
+                    " (another configuration, or a checkpoint of a gcomp that had no momentum for this algorithm)");
+  std::map<std::string, std::vector<T>> next;
+  for (const auto& [name, a] : st_) {
+    auto it = arrays.find(name);
+    GCOMP_EXPECTS(it != arrays.end() && it->second.size() == a.size, gcompErrorMismatch,
+                  what + ": state '" + name + "' is missing or has the wrong size");
+    auto& v = next[name];
+    v.resize(a.size);
+    for (size_t i = 0; i < a.size; ++i) {
+      v[i] = static_cast<T>(it->second[i]);
+      // fp32 state: the file holds each value widened exactly, so it must round-trip.
+      GCOMP_EXPECTS(static_cast<double>(v[i]) == it->second[i] || (std::isnan(it->second[i]) && std::isnan(v[i])),
+                    gcompErrorCorruptPayload,
+                    what + ": state '" + name + "' element " + std::to_string(i) + " is not an fp32 value");
+    }
+  }
+  for (const auto& [name, a] : st_) ops_->from_host(a.data, next[name].data(), a.size);
+  k_ = step;
+}
+
+}  // namespace
+
+SessionSetup validate_session(const SessionConfig& cfg, const Layout& layout, int world) {
+  GCOMP_EXPECTS(cfg.delay >= 0, gcompErrorInvalidArgument, "delay must be >= 0");
+  GCOMP_EXPECTS(std::isfinite(cfg.lr) && cfg.lr >= 0, gcompErrorInvalidArgument, "lr must be finite and >= 0");
+  GCOMP_EXPECTS(cfg.momentum >= 0 && cfg.momentum < 1, gcompErrorInvalidArgument, "momentum must be in [0, 1)");
+  GCOMP_EXPECTS(!(cfg.algorithm == Algorithm::kHessianEc && cfg.momentum > 0), gcompErrorInvalidArgument,
+                "hessian-ec has no momentum form (its compensation A = I - lr H assumes the plain step "
+                "x <- x - lr mean Q(v), spec/ALGORITHMS.md §6); use momentum 0, or ef-sgd for error feedback with momentum");
+  switch (cfg.delay_mode) {
+    case DelayMode::kFixed:
+    case DelayMode::kRandom:
+      GCOMP_EXPECTS(cfg.delay_table.empty(), gcompErrorInvalidArgument,
+                    "delay_table is given but delay_mode is not table");
+      break;
+    case DelayMode::kTable: {
+      const size_t p = static_cast<size_t>(world);
+      GCOMP_EXPECTS(!cfg.delay_table.empty() && cfg.delay_table.size() % p == 0, gcompErrorInvalidArgument,
+                    "delay_table must hold whole rows of " + std::to_string(world) + " delays (one per rank); it has " +
+                        std::to_string(cfg.delay_table.size()) + " entries");
+      for (size_t i = 0; i < cfg.delay_table.size(); ++i)
+        GCOMP_EXPECTS(cfg.delay_table[i] >= 0 && cfg.delay_table[i] <= cfg.delay, gcompErrorInvalidArgument,
+                      "delay_table[" + std::to_string(i) + "] (step row " + std::to_string(i / p) + ", rank " +
+                          std::to_string(i % p) + ") is " + std::to_string(cfg.delay_table[i]) +
+                          ", outside [0, delay = " + std::to_string(cfg.delay) + "]");
+      break;
+    }
+    default:
+      GCOMP_FAIL(gcompErrorInvalidArgument, "delay_mode is " + std::to_string(static_cast<int>(cfg.delay_mode)) +
+                                                "; valid: fixed, table, random");
+  }
+  SessionSetup out;
+  const CodecSpec up_spec = CodecSpec::parse(cfg.algorithm == Algorithm::kGd ? "identity" : cfg.codec);
+  if (cfg.algorithm == Algorithm::kSignSgdMv)
+    GCOMP_EXPECTS(up_spec.id == CodecId::kSign && !up_spec.scaled, gcompErrorInvalidArgument,
+                  "signsgd-mv sends plain signs: use codec sign:scale=none");
+  if (cfg.algorithm == Algorithm::kHessianEc) {
+    if (cfg.compensation == Compensation::kHessian)
+      GCOMP_EXPECTS(static_cast<bool>(cfg.hessian_product), gcompErrorInvalidArgument,
+                    "hessian-ec with full Hessian needs hessian_product");
+    if (cfg.compensation == Compensation::kDiagonal)
+      GCOMP_EXPECTS(static_cast<bool>(cfg.hessian_diagonal), gcompErrorInvalidArgument,
+                    "hessian-ec with diagonal Hessian needs hessian_diagonal");
+  }
+  out.uplink = make_codec(up_spec, layout);
+  if (two_way(cfg.algorithm)) {
+    const CodecSpec down_spec = CodecSpec::parse(cfg.server_codec);
+    if (cfg.server == ServerMode::kSharded) {
+      // Shard s's messages use stream offset 16 (s + 1) (+ 8): the 16-bit stream id bounds the world.
+      GCOMP_EXPECTS(world <= 4095, gcompErrorInvalidArgument,
+                    "the sharded server supports up to 4095 ranks (this world has " + std::to_string(world) + ")");
+      for (int r = 0; r < world; ++r) {
+        const Layout segs(shard_segments(layout, shard_begin(layout.num_elems(), world, r),
+                                         shard_begin(layout.num_elems(), world, r + 1)));
+        (void)make_codec(up_spec, segs);
+        (void)make_codec(down_spec, segs);
+      }
+    } else {
+      (void)make_codec(down_spec, layout);
+    }
+  }
+  if (cfg.algorithm == Algorithm::kDiana) {
+    const Guarantee g = out.uplink->guarantee();
+    if (cfg.alpha < 0) {
+      GCOMP_EXPECTS(g.kind == Guarantee::Kind::kUnbiased, gcompErrorInvalidArgument,
+                    "diana needs an unbiased codec for alpha=auto; give alpha explicitly");
+      out.alpha = 1.0 / (g.omega + 1.0);
+    } else {
+      out.alpha = cfg.alpha;
+    }
+  }
+  return out;
+}
+
+std::unique_ptr<Engine> make_engine(Communicator& comm, const Layout& layout, const SessionConfig& cfg, double alpha,
+                                    const std::function<void()>& agree) {
+  switch (cfg.backend) {
+    case Backend::kCpu: {
+      auto ops = make_host_ops<double>(comm);
+      agree();
+      return std::make_unique<EngineImpl<double>>(comm, layout, cfg, alpha, std::move(ops));
+    }
+    case Backend::kHostF32: {
+      auto ops = make_host_ops<float>(comm);
+      agree();
+      return std::make_unique<EngineImpl<float>>(comm, layout, cfg, alpha, std::move(ops));
+    }
+    case Backend::kCuda: {
+      auto ops = make_device_ops(comm);
+      agree();
+      return std::make_unique<EngineImpl<float>>(comm, layout, cfg, alpha, std::move(ops));
+    }
+  }
+  GCOMP_FAIL(gcompErrorInvalidArgument, "unknown session backend " + std::to_string(static_cast<int>(cfg.backend)));
+}
+
+}  // namespace gcomp::detail
