@@ -92,19 +92,8 @@ TEST_P(F32AlgoTest, RanksAgreeRunsAreDeterministicAndStateIsFp32) {
   for (const auto& [name, v] : a.st[0])
     for (size_t i = 0; i < v.size(); ++i)
       ASSERT_EQ(static_cast<double>(static_cast<float>(v[i])), v[i]) << name << "[" << i << "] is not an fp32 value";
-  // The fp32 state is not the double backend's state: the two runs differ but stay close.
-  SessionConfig dbl = cfg;
-  dbl.backend = Backend::kCpu;
-  const Traj c = run(dbl, 50);
-  double diff = 0, norm = 0;
-  for (int64_t j = 0; j < kDim; ++j) {
-    diff = std::max(diff, std::abs(c.x[0][j] - a.x[0][j]));
-    norm = std::max(norm, std::abs(c.x[0][j]));
-  }
-  // Randomized codecs draw the same bits, but one rounding difference can flip a stochastic
-  // level or a top-k choice, so only a loose bound holds for every algorithm: both trajectories
-  // stay in the same region. Deterministic ones (gd) agree to fp32 accuracy.
-  EXPECT_LE(diff, GetParam().algo == Algorithm::kGd ? 1e-5 * (1 + norm) : 0.5 * (1 + norm));
+  // The double backend runs the same engine in double: tests/algorithms/test_session_cross.cpp
+  // compares the two within a bound derived from fp32 rounding, for every algorithm.
 }
 
 TEST_P(F32AlgoTest, CheckpointResumeIsBitIdentical) {
