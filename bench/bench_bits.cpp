@@ -13,6 +13,9 @@
 #include <gcomp/bits_report.hpp>
 #include <gcomp/codec.hpp>
 
+#include "tools/support/inputs.hpp"
+#include "tools/support/report.hpp"
+
 #include <cmath>
 #include <cstdio>
 #include <fstream>

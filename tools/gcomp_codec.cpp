@@ -5,6 +5,9 @@
 #include <gcomp/io.hpp>
 #include <gcomp/wire.hpp>
 
+#include "tools/support/inputs.hpp"
+#include "tools/support/report.hpp"
+
 #include <algorithm>
 #include <charconv>
 #include <cmath>

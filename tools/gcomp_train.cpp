@@ -6,8 +6,9 @@
 #include <gcomp/cuda.hpp>
 #endif
 #include <gcomp/io.hpp>
-#include <gcomp/problems.hpp>
 #include <gcomp/session.hpp>
+
+#include "tools/support/problems.hpp"
 
 #include <algorithm>
 #include <cerrno>

@@ -8,9 +8,7 @@
 #include <gcomp/detail/sparse.hpp>
 
 #include <cmath>
-#include <cstdio>
 #include <limits>
-#include <random>
 
 namespace gcomp {
 
@@ -96,22 +94,6 @@ double exact_error(const Codec& c, std::span<const float> x) {
   }
 }
 
-std::string num(double v) {
-  if (!std::isfinite(v)) return "null";
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.17g", v);
-  return buf;
-}
-
-std::string escape(const std::string& s) {
-  std::string o;
-  for (char ch : s) {
-    if (ch == '"' || ch == '\\') o += '\\';
-    o += ch;
-  }
-  return o;
-}
-
 }  // namespace
 
 double lower_bound_bits(int64_t num_elems, double eps) {
@@ -170,89 +152,6 @@ BitsReport bits_report(const Codec& codec, std::span<const float> x, const BitsR
   r.r_declared = r.bits_worst / r.lb_declared_bits;  // NaN propagates "n/a"
   r.r_measured = r.bits / r.lb_measured_bits;
   return r;
-}
-
-BitsReportText bits_report_text(const BitsReport& r, int r_digits) {
-  char buf[64];
-  BitsReportText t;
-  if (r.declared.kind == Guarantee::Kind::kUnbiased) std::snprintf(buf, sizeof buf, "omega<=%.4g", r.declared.omega);
-  else if (r.declared.kind == Guarantee::Kind::kContractive) std::snprintf(buf, sizeof buf, "delta>=%.4g", r.declared.delta);
-  else std::snprintf(buf, sizeof buf, "none");
-  t.declared = buf;
-  const char* how = r.method == ErrorMeasure::kExact ? "exact" : r.method == ErrorMeasure::kMonteCarlo ? "mc" : "1 draw";
-  std::snprintf(buf, sizeof buf, "%s=%.4g (%s)", r.measured_is_omega ? "omega" : "eps", r.measured, how);
-  t.measured = buf;
-  const auto ratio = [&](double v) -> std::string {
-    if (!std::isfinite(v)) return "n/a";
-    std::snprintf(buf, sizeof buf, "%.*f", r_digits, v);
-    return buf;
-  };
-  t.r_declared = ratio(r.r_declared);
-  t.r_measured = ratio(r.r_measured);
-  return t;
-}
-
-std::string bits_report_json(const BitsReport& r) {
-  const char* kind = r.declared.kind == Guarantee::Kind::kUnbiased      ? "unbiased"
-                     : r.declared.kind == Guarantee::Kind::kContractive ? "contractive"
-                                                                         : "none";
-  const char* method = r.method == ErrorMeasure::kExact ? "exact" : r.method == ErrorMeasure::kMonteCarlo ? "monte-carlo"
-                                                                                                           : "single-draw";
-  std::string s = "{\"spec\": \"" + escape(r.spec) + "\"";
-  s += ", \"n\": " + std::to_string(r.num_elems);
-  s += ", \"bits\": " + num(r.bits);
-  s += ", \"bits_worst\": " + num(r.bits_worst);
-  s += ", \"bits_per_coord\": " + num(r.bits_per_coord);
-  s += std::string(", \"class\": \"") + kind + "\"";
-  s += ", \"declared_omega\": " + (r.declared.kind == Guarantee::Kind::kUnbiased ? num(r.declared.omega) : "null");
-  s += ", \"declared_delta\": " + (r.declared.kind == Guarantee::Kind::kContractive ? num(r.declared.delta) : "null");
-  s += std::string(", \"measured_kind\": \"") + (r.measured_is_omega ? "omega" : "epsilon") + "\"";
-  s += ", \"measured\": " + num(r.measured);
-  s += std::string(", \"method\": \"") + method + "\"";
-  s += ", \"draws\": " + std::to_string(r.draws);
-  s += ", \"lb_declared_bits\": " + num(r.lb_declared_bits);
-  s += ", \"lb_measured_bits\": " + num(r.lb_measured_bits);
-  s += ", \"R_declared\": " + num(r.r_declared);
-  s += ", \"R_measured\": " + num(r.r_measured);
-  return s + "}";
-}
-
-std::vector<float> gaussian_vector(int64_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::vector<float> x(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; i += 2) {
-    const double u1 = (static_cast<double>(rng() >> 11) + 0.5) * 0x1.0p-53;
-    const double u2 = static_cast<double>(rng() >> 11) * 0x1.0p-53;
-    const double r = std::sqrt(-2.0 * std::log(u1));
-    x[static_cast<size_t>(i)] = static_cast<float>(r * std::cos(6.283185307179586 * u2));
-    if (i + 1 < n) x[static_cast<size_t>(i + 1)] = static_cast<float>(r * std::sin(6.283185307179586 * u2));
-  }
-  return x;
-}
-
-std::vector<std::string> bits_report_default_specs() {
-  return {
-      "identity",
-      "natural",
-      "dither:levels=1,norm=l2",
-      "dither:levels=1,norm=linf,block=64",
-      "dither:levels=4,norm=linf",
-      "terngrad",
-      "natdither:levels=3,norm=l2",
-      "sign",
-      "topk:k=32",
-      "randk:k=32",
-      "sdither:levels=1,norm=l2",
-      "sdither:levels=1,norm=l2,code=delta",
-      "sdither:levels=1,norm=linf",
-      "sdither:levels=4,norm=linf",
-      "sdither:levels=4,norm=linf,code=delta",
-      "sdither:levels=32,norm=l2",
-      "spherical:block=8,bits=8",
-      "spherical:block=16,bits=12",
-      "spherical:block=4,bits=16",
-      "spherical:block=16,bits=8,unscaled=1",
-  };
 }
 
 }  // namespace gcomp

@@ -5,7 +5,6 @@
 #include "host/codecs/internal.hpp"
 
 #include <array>
-#include <cstdio>
 
 namespace gcomp {
 namespace {
@@ -151,66 +150,6 @@ FrameInfo parse_frame(std::span<const uint8_t> in) {
   if (crc32(in.subspan(header, info.body_bytes)) != info.body_crc32) bad("body checksum mismatch");
   codec->validate(in.subspan(header, info.body_bytes));
   return info;
-}
-
-std::string frame_info_json(const FrameInfo& info) {
-  auto codec = make_codec(info.spec, info.layout);
-  const Guarantee g = codec->guarantee();
-  std::string s = "{";
-  auto field = [&](const std::string& k, const std::string& v, bool quote) {
-    if (s.size() > 1) s += ", ";
-    s += "\"" + k + "\": " + (quote ? "\"" + v + "\"" : v);
-  };
-  const std::string canon = info.spec.canonical();
-  const size_t colon = canon.find(':');
-  field("format_version", std::to_string(kWireVersion), false);
-  field("codec", std::string(info.spec.name()), true);
-  field("spec", canon, true);
-  std::string params = "{";
-  if (colon != std::string::npos) {
-    std::string rest = canon.substr(colon + 1);
-    size_t pos = 0;
-    while (pos <= rest.size()) {
-      size_t comma = rest.find(',', pos);
-      if (comma == std::string::npos) comma = rest.size();
-      const std::string item = rest.substr(pos, comma - pos);
-      const size_t eq = item.find('=');
-      if (params.size() > 1) params += ", ";
-      params += "\"" + item.substr(0, eq) + "\": \"" + item.substr(eq + 1) + "\"";
-      pos = comma + 1;
-    }
-  }
-  params += "}";
-  field("params", params, false);
-  field("n", std::to_string(info.layout.num_elems()), false);
-  std::string segs = "[";
-  for (size_t i = 0; i < info.layout.segments().size(); ++i)
-    segs += (i ? ", " : "") + std::to_string(info.layout.segments()[i]);
-  field("segments", segs + "]", false);
-  field("layout_digest", std::to_string(info.layout.digest()), false);
-  field("seed", std::to_string(info.key.seed), false);
-  field("step", std::to_string(info.key.step), false);
-  field("rank", std::to_string(info.key.rank), false);
-  field("stream_offset", std::to_string(info.key.stream_offset), false);
-  field("header_bytes", std::to_string(info.header_bytes), false);
-  field("bytes", std::to_string(info.body_bytes), false);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%.6f",
-                info.layout.num_elems() ? codec->encoded_bits() / static_cast<double>(info.layout.num_elems()) : 0.0);
-  field("bits_per_element", buf, false);
-  std::snprintf(buf, sizeof buf, "%08x", info.body_crc32);
-  field("body_crc32", buf, true);
-  const char* kind = g.kind == Guarantee::Kind::kUnbiased ? "unbiased"
-                     : g.kind == Guarantee::Kind::kContractive ? "contractive" : "none";
-  field("class", kind, true);
-  if (g.kind == Guarantee::Kind::kUnbiased) {
-    std::snprintf(buf, sizeof buf, "%.17g", g.omega);
-    field("omega", buf, false);
-  } else if (g.kind == Guarantee::Kind::kContractive) {
-    std::snprintf(buf, sizeof buf, "%.17g", g.delta);
-    field("delta", buf, false);
-  }
-  return s + "}";
 }
 
 }  // namespace gcomp

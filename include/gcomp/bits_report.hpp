@@ -6,12 +6,13 @@
 /// (omega or delta), the measured error on x, and the ratio R = bits / b_LB to the lower bound
 /// b_LB = (n/2) log2(1/eps) of §5.1 (eps = omega/(1+omega) for unbiased codecs, 1 - delta for
 /// contractive ones), twice: declared guarantee at the worst-case length, measured error at the
-/// actual length. gcomp-codec `bits` prints it; gcomp-bench calls bits_report() the same way.
+/// actual length. gcomp-codec `bits` and gcomp-bench `bits` print it (their formatting is in
+/// tools/support/report.hpp, not part of the library).
 ///
 /// @code
 ///   auto codec = gcomp::make_codec("sdither:levels=4,norm=linf", gcomp::Layout(x.size()));
 ///   gcomp::BitsReport r = gcomp::bits_report(*codec, x);
-///   std::puts(gcomp::bits_report_json(r).c_str());
+///   std::printf("%.1f bits, R = %.2f\n", r.bits, r.r_measured);
 /// @endcode
 /// Thread safety: pure function of its arguments (no shared state).
 #pragma once
@@ -21,7 +22,6 @@
 #include <cstdint>
 #include <span>
 #include <string>
-#include <vector>
 
 namespace gcomp {
 
@@ -60,25 +60,5 @@ BitsReport bits_report(const Codec& codec, std::span<const float> x, const BitsR
 
 /// b_LB = (n/2) log2(1/eps) (§5.1); NaN when eps <= 0 or eps >= 1 gives no finite positive bound.
 double lower_bound_bits(int64_t num_elems, double eps);
-
-/// One JSON object; R values that are n/a are null.
-std::string bits_report_json(const BitsReport& report);
-
-/// The text cells of one report's table row, as `gcomp-codec bits` and `gcomp-bench bits` print
-/// them: the declared guarantee ("omega<=W", "delta>=D" or "none"), the measured error with how it
-/// was measured ("omega=W (exact)", "eps=E (mc)", ...), and both R values with `r_digits`
-/// decimals ("n/a" when not finite).
-struct BitsReportText {
-  std::string declared, measured, r_declared, r_measured;
-};
-BitsReportText bits_report_text(const BitsReport& report, int r_digits);
-
-/// The codecs of the spec's reference table (§5.1, §5.2): what `gcomp-codec bits` prints by default.
-std::vector<std::string> bits_report_default_specs();
-
-/// The reports' Gaussian input: mt19937_64 and Box-Muller (std::normal_distribution is
-/// implementation-defined), so `gcomp-codec bits`, `gcomp-bench bits` and the tests see the same
-/// vector for the same (n, seed).
-std::vector<float> gaussian_vector(int64_t n, uint64_t seed);
 
 }  // namespace gcomp

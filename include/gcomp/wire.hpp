@@ -42,7 +42,4 @@ inline std::span<const uint8_t> frame_body(std::span<const uint8_t> framed, cons
   return framed.subspan(info.header_bytes, info.body_bytes);
 }
 
-/// The header as one JSON object (codec, params, n, segments, bytes, seed, step, rank, ...).
-std::string frame_info_json(const FrameInfo& info);
-
 }  // namespace gcomp

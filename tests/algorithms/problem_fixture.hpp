@@ -4,8 +4,9 @@
 #pragma once
 
 #include <gcomp/comm.hpp>
-#include <gcomp/problems.hpp>
 #include <gcomp/session.hpp>
+
+#include "tools/support/problems.hpp"
 
 #include <cmath>
 #include <cstdlib>

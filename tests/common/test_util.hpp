@@ -2,8 +2,9 @@
 // Helpers shared by the test suites: deterministic inputs and first-mismatch assertions.
 #pragma once
 
-#include <gcomp/bits_report.hpp>
 #include <gcomp/codec.hpp>
+
+#include "tools/support/inputs.hpp"
 
 #include <gtest/gtest.h>
 

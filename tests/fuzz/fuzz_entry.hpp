@@ -8,10 +8,10 @@
 
 #include <gcomp/codec.hpp>
 #include <gcomp/gcomp.h>
-#include <gcomp/problems.hpp>
 #include <gcomp/wire.hpp>
 
 #include "host/algorithms/checkpoint.hpp"
+#include "tools/support/problems.hpp"
 
 #include <algorithm>
 #include <cstdint>

@@ -5,6 +5,8 @@
 
 #include <gcomp/bits_report.hpp>
 
+#include "tools/support/report.hpp"
+
 #include <cmath>
 #include <cstdio>
 

@@ -4,6 +4,8 @@
 
 #include <gcomp/wire.hpp>
 
+#include "tools/support/report.hpp"
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>

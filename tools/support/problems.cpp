@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include <gcomp/problems.hpp>
+#include "tools/support/problems.hpp"
 
 #include <gcomp/error.hpp>
 #include <gcomp/io.hpp>
