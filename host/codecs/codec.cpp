@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Layout, block offsets and the codec base class (shared argument checks, EF and DIANA passes).
 #include "host/codecs/internal.hpp"
+#include "host/codecs/pieces.hpp"
 
 #include <cmath>
 
@@ -50,10 +51,10 @@ std::vector<int64_t> block_offsets(const Layout& layout, int64_t block) {
 namespace detail {
 
 void require_finite(const float* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i)
-    if (!is_finite_f(x[i]))
-      GCOMP_FAIL(gcompErrorNonFinite, "non-finite gradient: element " + std::to_string(i) + " is " +
-                                          (std::isnan(x[i]) ? "NaN" : "Inf"));
+  const int64_t i = find_nonfinite_parallel(x, n);
+  if (i >= 0)
+    GCOMP_FAIL(gcompErrorNonFinite, "non-finite gradient: element " + std::to_string(i) + " is " +
+                                        (std::isnan(x[i]) ? "NaN" : "Inf"));
 }
 
 void corrupt(const CodecSpec& spec, const std::string& why) {
@@ -79,6 +80,27 @@ void Codec::check_decode_args(std::span<const uint8_t> payload, std::span<float>
     detail::corrupt(spec(), "size is " + std::to_string(payload.size()) + " bytes, expected " +
                                 std::to_string(encoded_bytes()));
   validate(payload);
+}
+
+void Codec::check_reduce_args(std::span<const std::span<const uint8_t>> payloads, std::span<const RngKey> keys,
+                              std::span<const float> weights, std::span<float> out) const {
+  GCOMP_EXPECTS(keys.size() == payloads.size() && weights.size() == payloads.size(), gcompErrorInvalidArgument,
+                "decode_reduce: " + std::to_string(payloads.size()) + " payloads, " + std::to_string(keys.size()) +
+                    " keys and " + std::to_string(weights.size()) + " weights");
+  for (size_t j = 0; j < payloads.size(); ++j) {
+    try {
+      check_decode_args(payloads[j], out);
+    } catch (const Error& e) {
+      if (e.status() != gcompErrorCorruptPayload) throw;
+      GCOMP_FAIL(gcompErrorCorruptPayload, "decode_reduce: payload " + std::to_string(j) + ": " + e.what());
+    }
+  }
+}
+
+void Codec::decode_reduce(std::span<const std::span<const uint8_t>> payloads, std::span<const RngKey> keys,
+                          std::span<const float> weights, std::span<float> out) const {
+  check_reduce_args(payloads, keys, weights, out);
+  for (size_t j = 0; j < payloads.size(); ++j) decode_accumulate(payloads[j], keys[j], weights[j], out);
 }
 
 void Codec::compute_scales(std::span<const float>, std::span<float>) const {

@@ -4,11 +4,14 @@
 // (1 + nbits) uint32 words (sign plane, level planes). See docs/wire-format.md.
 #include "host/codecs/dense_planes.hpp"
 
+#include "host/codecs/pieces.hpp"
+
 #include <gcomp/detail/codec_math.hpp>
 #include <gcomp/detail/norms.hpp>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 namespace gcomp::detail {
 
@@ -81,20 +84,33 @@ Guarantee DensePlaneCodec::guarantee() const {
   return g;
 }
 
-float DensePlaneCodec::block_scale(const float* x, int64_t len) const {
+std::vector<float> DensePlaneCodec::scales_of(const float* x) const {
+  using kernels::ReduceOp;
+  std::vector<float> scales(static_cast<size_t>(num_blocks_));
+  const auto len = [&](int64_t b) { return blocks_[b + 1] - blocks_[b]; };
   if (spec().id == CodecId::kTernGrad) {
-    const float mx = static_cast<float>(block_reduce(AbsMaxOp{}, x, len));
-    if (spec().clip <= 0.0 || !is_finite_f(mx)) return mx;
-    const double mean = block_reduce(SumOp{}, x, len) / static_cast<double>(len);
-    const double css = block_reduce(CenteredSquareSumOp{mean}, x, len);
-    return terngrad_scale(mx, css, len, spec().clip);
+    const std::vector<double> mx = reduce_blocks(blocks_, x, ReduceOp::kAbsMax);
+    for (int64_t b = 0; b < num_blocks_; ++b) scales[b] = static_cast<float>(mx[b]);
+    if (spec().clip > 0.0) {
+      const std::vector<double> sums = reduce_blocks(blocks_, x, ReduceOp::kSum);
+      std::vector<double> means(static_cast<size_t>(num_blocks_));
+      for (int64_t b = 0; b < num_blocks_; ++b) means[b] = sums[b] / static_cast<double>(len(b));
+      const std::vector<double> css = reduce_blocks(blocks_, x, ReduceOp::kCenteredSquareSum, means);
+      for (int64_t b = 0; b < num_blocks_; ++b)
+        if (is_finite_f(scales[b])) scales[b] = terngrad_scale(scales[b], css[b], len(b), spec().clip);
+    }
+    return scales;
   }
-  switch (norm_) {
-    case kNormL1: return finish_norm(norm_, block_reduce(AbsSumOp{}, x, len), 1.0);
-    case kNormL2: return finish_norm(norm_, block_reduce(SquareSumOp{}, x, len), 2.0);
-    case kNormLinf: return finish_norm(norm_, block_reduce(AbsMaxOp{}, x, len), 0.0);
-    default: return finish_norm(norm_, block_reduce(PowSumOp{spec().p}, x, len), spec().p);
+  if (norm_ == kNormLp) {  // the portable power per element: no SIMD kernel
+    for (int64_t b = 0; b < num_blocks_; ++b)
+      scales[b] = finish_norm(norm_, block_reduce(PowSumOp{spec().p}, x + blocks_[b], len(b)), spec().p);
+    return scales;
   }
+  const ReduceOp op = norm_ == kNormL1 ? ReduceOp::kAbsSum : norm_ == kNormL2 ? ReduceOp::kSquareSum : ReduceOp::kAbsMax;
+  const double p = norm_ == kNormL1 ? 1.0 : norm_ == kNormL2 ? 2.0 : 0.0;
+  const std::vector<double> reduced = reduce_blocks(blocks_, x, op);
+  for (int64_t b = 0; b < num_blocks_; ++b) scales[b] = finish_norm(norm_, reduced[b], p);
+  return scales;
 }
 
 void DensePlaneCodec::compute_scales(std::span<const float> x, std::span<float> scales) const {
@@ -102,19 +118,18 @@ void DensePlaneCodec::compute_scales(std::span<const float> x, std::span<float> 
                 "compute_scales: input size differs from the layout");
   GCOMP_EXPECTS(static_cast<int64_t>(scales.size()) == num_blocks_, gcompErrorInvalidArgument,
                 "compute_scales: needs " + std::to_string(num_blocks_) + " scales");
-  for (int64_t b = 0; b < num_blocks_; ++b) {
-    const float s = block_scale(x.data() + blocks_[b], blocks_[b + 1] - blocks_[b]);
-    if (!is_finite_f(s))
+  const std::vector<float> s = scales_of(x.data());
+  for (int64_t b = 0; b < num_blocks_; ++b)
+    if (!is_finite_f(s[b]))
       GCOMP_FAIL(gcompErrorNonFinite, "non-finite gradient in block " + std::to_string(b) + " (elements " +
                                           std::to_string(blocks_[b]) + ".." + std::to_string(blocks_[b + 1] - 1) + ")");
-    scales[b] = s;
-  }
+  std::copy(s.begin(), s.end(), scales.begin());
 }
 
 void DensePlaneCodec::encode(std::span<const float> x, const RngKey& key, std::span<uint8_t> payload) const {
   check_encode_args(x, payload);
   std::vector<float> scales(static_cast<size_t>(num_blocks_));
-  compute_scales(x, scales);
+  compute_scales(x, scales);  // throws on a non-finite block before the payload changes
   write(x, scales, key, payload);
 }
 
@@ -143,34 +158,41 @@ void DensePlaneCodec::write(std::span<const float> x, std::span<const float> sca
   const int64_t n = num_elems();
   const int words = group_words(nbits_);
   const bool natural = spec().id == CodecId::kNatDither;
-  int64_t block = 0;
-  uint32_t w[1 + 32];
-  for (int64_t g = 0; g < groups_; ++g) {
-    std::fill(w, w + words, 0u);
-    // One Philox block per four elements (the group form of the element math).
-    for (int lane0 = 0; lane0 < kGroupElems && g * kGroupElems + lane0 < n; lane0 += kPhiloxGroupElems) {
-      const int64_t i0 = g * kGroupElems + lane0;
-      float y[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-      float nu[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-      for (int j = 0; j < 4 && i0 + j < n; ++j) {
-        while (i0 + j >= blocks_[block + 1]) ++block;
-        y[j] = x[i0 + j];
-        nu[j] = scales[block];
+  const bool fused = levels_ <= kernels::kQuantizePlanesMaxLevels && (!natural || levels_ <= kNatDitherRcpMaxLevels);
+  for_each_piece(n, [&](int64_t begin, int64_t end) {
+    uint32_t rnd[kSubElems];
+    uint32_t coded[kSubElems];
+    float nu[kSubElems], recip[kSubElems], tail[kGroupElems];
+    uint32_t packed[kSubElems / kGroupElems * (1 + 32)];
+    for_each_sub(begin, end, [&](int64_t a, int64_t e) {
+      // One Philox block per four elements, then each block run with its scale.
+      kernels::philox_words(key, kStreamElement, static_cast<uint64_t>(a) / 4, ceil_div(e - a, 4), rnd);
+      const int64_t g = ceil_div(e - a, kGroupElems);
+      if (fused) {
+        for_each_run(blocks_, a, e, [&](int64_t r0, int64_t r1, int64_t b) {
+          std::fill(nu + (r0 - a), nu + (r1 - a), scales[b]);
+          std::fill(recip + (r0 - a), recip + (r1 - a), kernels::plane_reciprocal(natural, scales[b], levels_));
+        });
+        const int64_t full = (e - a) / kGroupElems;
+        kernels::quantize_planes(natural, x.data() + a, nu, recip, rnd, full, levels_, nbits_, packed);
+        if (full < g) {  // the last, partial group: lanes past n quantize x = 0 (level 0, no sign)
+          const int64_t t0 = full * kGroupElems;
+          std::fill(tail, tail + kGroupElems, 0.0f);
+          std::copy(x.data() + a + t0, x.data() + e, tail);
+          std::fill(nu + (e - a), nu + g * kGroupElems, 0.0f);
+          std::fill(recip + (e - a), recip + g * kGroupElems, 0.0f);
+          kernels::quantize_planes(natural, tail, nu + t0, recip + t0, rnd + t0, 1, levels_, nbits_, packed + full * words);
+        }
+      } else {
+        for_each_run(blocks_, a, e, [&](int64_t r0, int64_t r1, int64_t b) {
+          kernels::quantize(natural, x.data() + r0, r1 - r0, scales[b], levels_, rnd + (r0 - a), coded + (r0 - a));
+        });
+        std::fill(coded + (e - a), coded + g * kGroupElems, 0u);  // lanes past n: level 0, no sign
+        kernels::pack_planes(coded, g, nbits_, packed);
       }
-      const Philox4x32 rnd = philox_block(key, kStreamElement, static_cast<uint64_t>(i0) >> 2);
-      Quantized q[4];
-      if (natural)
-        natdither_quantize4(y, nu, levels_, rnd, q);
-      else
-        dither_quantize4(y, nu, levels_, rnd, q);
-      for (int j = 0; j < 4; ++j) {
-        const int lane = lane0 + j;
-        w[0] |= static_cast<uint32_t>(q[j].negative) << lane;
-        for (int k = 0; k < nbits_; ++k) w[1 + k] |= ((q[j].level >> k) & 1u) << lane;
-      }
-    }
-    for (int k = 0; k < words; ++k) store_u32(groups + 4 * (g * words + k), w[k]);
-  }
+      std::memcpy(groups + 4 * (a / kGroupElems) * words, packed, sizeof(uint32_t) * static_cast<size_t>(g * words));
+    });
+  });
 }
 
 void DensePlaneCodec::validate(std::span<const uint8_t> payload) const {
@@ -187,8 +209,38 @@ void DensePlaneCodec::validate(std::span<const uint8_t> payload) const {
   const int words = group_words(nbits_);
   const int64_t n = num_elems();
   const bool level_check = (uint64_t{1} << nbits_) != uint64_t{levels_} + 1;
-  uint32_t w[1 + 32];
-  for (int64_t g = 0; g < groups_; ++g) {
+  // Groups g0 .. g1 - 1: the first bad group, or -1. Levels above s are found 32 lanes at a time
+  // by a bit-sliced comparison of the planes with s, from the top bit down.
+  const auto first_bad = [&](int64_t g0, int64_t g1) -> int64_t {
+    uint32_t w[1 + 32];
+    for (int64_t g = g0; g < g1; ++g) {
+      for (int k = 0; k < words; ++k) w[k] = load_u32(groups + 4 * (g * words + k));
+      const int64_t live = std::min<int64_t>(kGroupElems, n - g * kGroupElems);
+      const uint32_t live_mask = live == 32 ? 0xffffffffu : ((1u << live) - 1u);
+      uint32_t nonzero = 0, padding = 0;
+      for (int k = 0; k < nbits_; ++k) nonzero |= w[1 + k];
+      for (int k = 0; k < words; ++k) padding |= w[k] & ~live_mask;
+      if (padding != 0u || (w[0] & ~nonzero) != 0u) return g;
+      if (level_check) {
+        uint32_t above = 0, equal = ~0u;
+        for (int k = nbits_ - 1; k >= 0; --k) {
+          const uint32_t sk = ((levels_ >> k) & 1u) ? ~0u : 0u;
+          above |= equal & w[1 + k] & ~sk;
+          equal &= ~(w[1 + k] ^ sk);
+        }
+        if (above & live_mask) return g;
+      }
+    }
+    return -1;
+  };
+  std::vector<int64_t> bad(static_cast<size_t>(num_pieces(n)), -1);
+  for_each_piece(n, [&](int64_t begin, int64_t end) {
+    bad[static_cast<size_t>(begin / kPieceElems)] = first_bad(begin / kGroupElems, ceil_div(end, kGroupElems));
+  });
+  for (int64_t g : bad) {
+    if (g < 0) continue;
+    // Name the problem of the first bad group.
+    uint32_t w[1 + 32];
     for (int k = 0; k < words; ++k) w[k] = load_u32(groups + 4 * (g * words + k));
     const int64_t live = std::min<int64_t>(kGroupElems, n - g * kGroupElems);
     const uint32_t live_mask = live == 32 ? 0xffffffffu : ((1u << live) - 1u);
@@ -197,37 +249,60 @@ void DensePlaneCodec::validate(std::span<const uint8_t> payload) const {
     for (int k = 0; k < words; ++k)
       if (w[k] & ~live_mask) corrupt(spec(), "padding bits set in the last group");
     if (w[0] & ~nonzero) corrupt(spec(), "sign bit set on a zero level in group " + std::to_string(g));
-    if (level_check)
-      for (int lane = 0; lane < live; ++lane)
-        if (plane_level(w + 1, nbits_, lane) > levels_)
-          corrupt(spec(), "level above " + std::to_string(levels_) + " at element " +
-                              std::to_string(g * kGroupElems + lane));
+    for (int lane = 0; lane < live; ++lane)
+      if (plane_level(w + 1, nbits_, lane) > levels_)
+        corrupt(spec(), "level above " + std::to_string(levels_) + " at element " + std::to_string(g * kGroupElems + lane));
   }
+}
+
+void DensePlaneCodec::decode_range(const uint8_t* payload, int64_t begin, int64_t end, float weight, bool accumulate,
+                                   float* out) const {
+  const uint8_t* groups = payload + 4 * num_blocks_;
+  const int words = group_words(nbits_);
+  if (nbits_ > 8) {  // s >= 256: element by element (a table of 2^nbits values would not pay)
+    uint32_t w[1 + 32];
+    for_each_run(blocks_, begin, end, [&](int64_t r0, int64_t r1, int64_t b) {
+      const float scale = load_f32(payload + 4 * b);
+      for (int64_t i = r0; i < r1; ++i) {
+        for (int k = 0; k < words; ++k) w[k] = load_u32(groups + 4 * ((i / kGroupElems) * words + k));
+        const int lane = static_cast<int>(i % kGroupElems);
+        const float v = value(plane_level(w + 1, nbits_, lane), (w[0] >> lane) & 1u, scale);
+        out[i - begin] = accumulate ? gcomp::detail::accumulate(out[i - begin], weight, v) : v;
+      }
+    });
+    return;
+  }
+  uint32_t local[kSubElems / kGroupElems * 9];
+  float table[256];
+  for_each_sub(begin, end, [&](int64_t a, int64_t e) {
+    // The sub-range's group words, copied to aligned scratch (payloads need not be 4-byte aligned).
+    const int64_t g0 = a / kGroupElems, g1 = ceil_div(e, kGroupElems);
+    std::memcpy(local, groups + 4 * g0 * words, sizeof(uint32_t) * static_cast<size_t>((g1 - g0) * words));
+    for_each_run(blocks_, a, e, [&](int64_t r0, int64_t r1, int64_t b) {
+      const float scale = load_f32(payload + 4 * b);
+      for (uint32_t level = 0; level < (1u << nbits_); ++level)
+        table[level] = level <= levels_ ? value(level, false, scale) : 0.0f;
+      kernels::decode_planes(local, nbits_, r0 - g0 * kGroupElems, r1 - r0, table, weight, accumulate, out + (r0 - begin));
+    });
+  });
 }
 
 void DensePlaneCodec::decode_impl(std::span<const uint8_t> payload, float weight, bool overwrite,
                                   std::span<float> out) const {
   check_decode_args(payload, out);
-  const uint8_t* in = payload.data();
-  const uint8_t* groups = in + 4 * num_blocks_;
-  const int words = group_words(nbits_);
-  const int64_t n = num_elems();
-  int64_t block = 0;
-  float scale = num_blocks_ > 0 ? load_f32(in) : 0.0f;
-  uint32_t w[1 + 32];
-  for (int64_t g = 0; g < groups_; ++g) {
-    for (int k = 0; k < words; ++k) w[k] = load_u32(groups + 4 * (g * words + k));
-    for (int lane = 0; lane < kGroupElems; ++lane) {
-      const int64_t i = g * kGroupElems + lane;
-      if (i >= n) break;
-      while (i >= blocks_[block + 1]) {
-        ++block;
-        scale = load_f32(in + 4 * block);
-      }
-      const float v = value(plane_level(w + 1, nbits_, lane), (w[0] >> lane) & 1u, scale);
-      out[i] = overwrite ? v : accumulate(out[i], weight, v);
-    }
-  }
+  for_each_piece(num_elems(), [&](int64_t begin, int64_t end) {
+    decode_range(payload.data(), begin, end, weight, !overwrite, out.data() + begin);
+  });
+}
+
+void DensePlaneCodec::decode_reduce(std::span<const std::span<const uint8_t>> payloads, std::span<const RngKey> keys,
+                                    std::span<const float> weights, std::span<float> out) const {
+  check_reduce_args(payloads, keys, weights, out);
+  for_each_piece(num_elems(), [&](int64_t begin, int64_t end) {
+    for_each_sub(begin, end, [&](int64_t a, int64_t e) {  // out[a, e) stays in L1 across the payloads
+      for (size_t j = 0; j < payloads.size(); ++j) decode_range(payloads[j].data(), a, e, weights[j], true, out.data() + a);
+    });
+  });
 }
 
 void DensePlaneCodec::decode_accumulate(std::span<const uint8_t> payload, const RngKey&, float weight,

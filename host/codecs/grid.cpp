@@ -5,12 +5,15 @@
 #include "host/codecs/grid.hpp"
 
 #include "host/codecs/internal.hpp"
+#include "host/codecs/pieces.hpp"
 
 #include <gcomp/detail/codec_math.hpp>
 #include <gcomp/detail/grid.hpp>
 #include <gcomp/detail/sparse.hpp>
 
 #include <algorithm>
+#include <climits>
+#include <cstring>
 
 namespace gcomp::detail {
 
@@ -21,7 +24,6 @@ class GridCodec final : public Codec {
   GridCodec(CodecSpec spec, Layout layout) : Codec(std::move(spec), std::move(layout)) {
     bits_ = static_cast<int>(this->spec().bits);
     words_ = ceil_div(num_elems() * bits_, 32);
-    mask_ = bits_ == 32 ? 0xffffffffull : ((uint64_t{1} << bits_) - 1);
   }
   size_t encoded_bytes() const override { return static_cast<size_t>(4 * words_); }
   double encoded_bits() const override { return static_cast<double>(bits_) * static_cast<double>(num_elems()); }
@@ -31,26 +33,40 @@ class GridCodec final : public Codec {
   void encode(std::span<const float> x, const RngKey&, std::span<uint8_t> payload) const override {
     check_encode_args(x, payload);
     require_finite(x.data(), num_elems());
-    // Packed in pieces of kPiece elements: a piece spans kPiece * bits_ bits, a whole number of
-    // words, so packing it on its own gives the same words as packing all n at once, with
-    // bounded scratch.
-    constexpr int64_t kPiece = 32 * 1024;
-    std::vector<int64_t> stored(static_cast<size_t>(std::min(num_elems(), kPiece)));
-    for (int64_t begin = 0; begin < num_elems(); begin += kPiece) {
-      const int64_t len = std::min(num_elems() - begin, kPiece);
-      for (int64_t i = 0; i < len; ++i)
-        stored[i] = static_cast<int64_t>(static_cast<uint64_t>(grid_level(x[begin + i], spec().step, spec().bits)) & mask_);
-      const int64_t w0 = begin / 32 * bits_, piece_words = ceil_div(len * bits_, 32);
-      for (int64_t w = 0; w < piece_words; ++w)
-        store_u32(payload.data() + 4 * (w0 + w), pack_index_word(stored.data(), len, bits_, w));
-    }
+    // A sub-range of kSubElems elements spans kSubElems * bits_ bits, a whole number of words, so
+    // packing it on its own gives the same words as packing all n at once.
+    const double inv = grid_inverse_step(spec().step);
+    for_each_piece(num_elems(), [&](int64_t begin, int64_t end) {
+      int32_t levels[kSubElems];
+      uint32_t words[kSubElems];
+      for_each_sub(begin, end, [&](int64_t a, int64_t e) {
+        kernels::grid_levels(x.data() + a, e - a, spec().step, inv, spec().bits, levels);
+        kernels::pack_fields(levels, e - a, spec().bits, words);
+        std::memcpy(payload.data() + 4 * (a / 32 * bits_), words, sizeof(uint32_t) * static_cast<size_t>(ceil_div((e - a) * bits_, 32)));
+      });
+    });
   }
 
   void validate(std::span<const uint8_t> payload) const override {
     if (payload.size() != encoded_bytes()) corrupt(spec(), "wrong size");
-    const uint64_t most_negative = uint64_t{1} << (bits_ - 1);
-    for (int64_t i = 0; i < num_elems(); ++i)
-      if (stored(payload, i) == most_negative) corrupt(spec(), "level out of range at element " + std::to_string(i));
+    const int32_t most_negative = static_cast<int32_t>(bits_ == 32 ? INT32_MIN : -(int64_t{1} << (bits_ - 1)));
+    std::vector<int64_t> bad(static_cast<size_t>(num_pieces(num_elems())), -1);
+    for_each_piece(num_elems(), [&](int64_t begin, int64_t end) {
+      int32_t levels[kSubElems];
+      uint32_t words[kSubElems];
+      for_each_sub(begin, end, [&](int64_t a, int64_t e) {
+        if (bad[static_cast<size_t>(begin / kPieceElems)] >= 0) return;
+        read_words(payload.data(), a, e, words);
+        kernels::unpack_fields(words, 0, e - a, spec().bits, levels);
+        for (int64_t i = 0; i < e - a; ++i)
+          if (levels[i] == most_negative) {
+            bad[static_cast<size_t>(begin / kPieceElems)] = a + i;
+            return;
+          }
+      });
+    });
+    for (int64_t i : bad)
+      if (i >= 0) corrupt(spec(), "level out of range at element " + std::to_string(i));
     const int64_t used = num_elems() * bits_;
     if (used % 32 != 0 && (load_u32(payload.data() + 4 * (used / 32)) >> (used % 32)))
       corrupt(spec(), "padding bits set after the last level");
@@ -59,31 +75,38 @@ class GridCodec final : public Codec {
   void decode_accumulate(std::span<const uint8_t> payload, const RngKey&, float weight,
                          std::span<float> out) const override {
     check_decode_args(payload, out);
-    for (int64_t i = 0; i < num_elems(); ++i) out[i] = accumulate(out[i], weight, value(payload, i));
+    for_each_piece(num_elems(), [&](int64_t b, int64_t e) { decode_range(payload.data(), b, e, weight, true, out.data() + b); });
   }
 
   void decode(std::span<const uint8_t> payload, const RngKey&, std::span<float> out) const override {
     check_decode_args(payload, out);
-    for (int64_t i = 0; i < num_elems(); ++i) out[i] = value(payload, i);
+    for_each_piece(num_elems(), [&](int64_t b, int64_t e) { decode_range(payload.data(), b, e, 1.0f, false, out.data() + b); });
+  }
+
+  void decode_reduce(std::span<const std::span<const uint8_t>> payloads, std::span<const RngKey> keys,
+                     std::span<const float> weights, std::span<float> out) const override {
+    check_reduce_args(payloads, keys, weights, out);
+    reduce_pieces(*this, payloads, weights, out);
+  }
+
+  void decode_range(const uint8_t* payload, int64_t begin, int64_t end, float weight, bool accumulate, float* out) const {
+    int32_t levels[kSubElems];
+    uint32_t words[kSubElems];
+    for_each_sub(begin, end, [&](int64_t a, int64_t e) {
+      read_words(payload, a, e, words);
+      kernels::unpack_fields(words, 0, e - a, spec().bits, levels);
+      kernels::grid_decode(levels, e - a, spec().step, weight, accumulate, out + (a - begin));
+    });
   }
 
  private:
-  uint64_t stored(std::span<const uint8_t> payload, int64_t i) const {
-    const int64_t bit = i * bits_;
-    uint64_t lo = load_u32(payload.data() + 4 * (bit / 32));
-    if (bit % 32 + bits_ > 32) lo |= static_cast<uint64_t>(load_u32(payload.data() + 4 * (bit / 32 + 1))) << 32;
-    return (lo >> (bit % 32)) & mask_;
-  }
-  float value(std::span<const uint8_t> payload, int64_t i) const {
-    const uint64_t s = stored(payload, i);
-    const int64_t level = (s >> (bits_ - 1)) ? static_cast<int64_t>(s) - static_cast<int64_t>(mask_) - 1
-                                             : static_cast<int64_t>(s);
-    return grid_value(level, spec().step);
+  /// The words holding the fields of elements [a, e) (a a multiple of 32), copied to aligned scratch.
+  void read_words(const uint8_t* payload, int64_t a, int64_t e, uint32_t* words) const {
+    std::memcpy(words, payload + 4 * (a / 32 * bits_), sizeof(uint32_t) * static_cast<size_t>(ceil_div((e - a) * bits_, 32)));
   }
 
   int bits_ = 16;
   int64_t words_ = 0;
-  uint64_t mask_ = 0xffff;
 };
 
 }  // namespace

@@ -2,10 +2,13 @@
 // identity, sign (scaled sign and plain sign, §3.2-3.3) and natural compression (§5.3).
 #include "host/codecs/simple_codecs.hpp"
 
+#include "host/codecs/pieces.hpp"
+
 #include <gcomp/detail/codec_math.hpp>
 #include <gcomp/detail/norms.hpp>
 
 #include <algorithm>
+#include <cstring>
 
 namespace gcomp::detail {
 
@@ -18,25 +21,55 @@ Guarantee IdentityCodec::guarantee() const { return Guarantee{Guarantee::Kind::k
 void IdentityCodec::encode(std::span<const float> x, const RngKey&, std::span<uint8_t> payload) const {
   check_encode_args(x, payload);
   require_finite(x.data(), num_elems());
-  if (num_elems() > 0) std::memcpy(payload.data(), x.data(), encoded_bytes());
+  for_each_piece(num_elems(), [&](int64_t begin, int64_t end) {
+    std::memcpy(payload.data() + 4 * begin, x.data() + begin, sizeof(float) * static_cast<size_t>(end - begin));
+  });
 }
 
 void IdentityCodec::validate(std::span<const uint8_t> payload) const {
   if (payload.size() != encoded_bytes()) corrupt(spec(), "wrong size");
-  for (int64_t i = 0; i < num_elems(); ++i)
-    if (!is_finite_f(load_f32(payload.data() + 4 * i)))
-      corrupt(spec(), "element " + std::to_string(i) + " is not finite");
+  std::vector<int64_t> bad(static_cast<size_t>(num_pieces(num_elems())), -1);
+  for_each_piece(num_elems(), [&](int64_t begin, int64_t end) {
+    float local[kSubElems];  // aligned copy: a payload need not be 4-byte aligned
+    for_each_sub(begin, end, [&](int64_t a, int64_t e) {
+      if (bad[static_cast<size_t>(begin / kPieceElems)] >= 0) return;
+      std::memcpy(local, payload.data() + 4 * a, sizeof(float) * static_cast<size_t>(e - a));
+      const int64_t i = kernels::find_nonfinite(local, e - a);
+      if (i >= 0) bad[static_cast<size_t>(begin / kPieceElems)] = a + i;
+    });
+  });
+  for (int64_t i : bad)
+    if (i >= 0) corrupt(spec(), "element " + std::to_string(i) + " is not finite");
+}
+
+void IdentityCodec::decode_range(const uint8_t* payload, int64_t begin, int64_t end, float weight, bool accumulate,
+                                 float* out) const {
+  if (!accumulate) {
+    std::memcpy(out, payload + 4 * begin, sizeof(float) * static_cast<size_t>(end - begin));
+    return;
+  }
+  float local[kSubElems];
+  for_each_sub(begin, end, [&](int64_t a, int64_t e) {
+    std::memcpy(local, payload + 4 * a, sizeof(float) * static_cast<size_t>(e - a));
+    kernels::axpy(local, e - a, weight, out + (a - begin));
+  });
 }
 
 void IdentityCodec::decode_accumulate(std::span<const uint8_t> payload, const RngKey&, float weight,
                                       std::span<float> out) const {
   check_decode_args(payload, out);
-  for (int64_t i = 0; i < num_elems(); ++i) out[i] = accumulate(out[i], weight, load_f32(payload.data() + 4 * i));
+  for_each_piece(num_elems(), [&](int64_t b, int64_t e) { decode_range(payload.data(), b, e, weight, true, out.data() + b); });
 }
 
 void IdentityCodec::decode(std::span<const uint8_t> payload, const RngKey&, std::span<float> out) const {
   check_decode_args(payload, out);
-  if (num_elems() > 0) std::memcpy(out.data(), payload.data(), encoded_bytes());
+  for_each_piece(num_elems(), [&](int64_t b, int64_t e) { decode_range(payload.data(), b, e, 1.0f, false, out.data() + b); });
+}
+
+void IdentityCodec::decode_reduce(std::span<const std::span<const uint8_t>> payloads, std::span<const RngKey> keys,
+                                  std::span<const float> weights, std::span<float> out) const {
+  check_reduce_args(payloads, keys, weights, out);
+  reduce_pieces(*this, payloads, weights, out);
 }
 
 // --------------------------------------------------------------------------------------- sign
@@ -67,9 +100,9 @@ void SignCodec::encode(std::span<const float> x, const RngKey&, std::span<uint8_
   const int64_t m = num_scales();
   std::vector<float> scales(static_cast<size_t>(m));
   if (spec().scaled) {
+    const std::vector<double> sums = reduce_blocks(blocks_, x.data(), kernels::ReduceOp::kAbsSum);
     for (int64_t b = 0; b < m; ++b) {
-      const int64_t len = blocks_[b + 1] - blocks_[b];
-      scales[b] = finish_mean_abs(block_reduce(AbsSumOp{}, x.data() + blocks_[b], len), len);
+      scales[b] = finish_mean_abs(sums[b], blocks_[b + 1] - blocks_[b]);
       if (!is_finite_f(scales[b]))
         GCOMP_FAIL(gcompErrorNonFinite, "non-finite gradient in block " + std::to_string(b));
     }
@@ -80,12 +113,20 @@ void SignCodec::encode(std::span<const float> x, const RngKey&, std::span<uint8_
   for (int64_t b = 0; b < m; ++b) store_f32(out + 4 * b, scales[b]);
   uint8_t* words = out + 4 * m;
   const int64_t n = num_elems();
-  for (int64_t g = 0; g < words_; ++g) {
-    uint32_t w = 0;
-    for (int lane = 0; lane < kGroupElems && g * kGroupElems + lane < n; ++lane)
-      w |= static_cast<uint32_t>(is_negative_f(x[g * kGroupElems + lane])) << lane;
-    store_u32(words + 4 * g, w);
-  }
+  for_each_piece(n, [&](int64_t begin, int64_t end) {
+    uint32_t local[kSubElems / kGroupElems];
+    float tail[kGroupElems];
+    for_each_sub(begin, end, [&](int64_t a, int64_t e) {
+      const int64_t full = (e - a) / kGroupElems;
+      kernels::sign_words(x.data() + a, full, local);
+      if (a + full * kGroupElems < e) {  // the last, partial group: lanes past n read +0 (bit 0)
+        std::fill(tail, tail + kGroupElems, 0.0f);
+        std::copy(x.data() + a + full * kGroupElems, x.data() + e, tail);
+        kernels::sign_words(tail, 1, local + full);
+      }
+      std::memcpy(words + 4 * (a / kGroupElems), local, sizeof(uint32_t) * static_cast<size_t>(ceil_div(e - a, kGroupElems)));
+    });
+  });
 }
 
 void SignCodec::validate(std::span<const uint8_t> payload) const {
@@ -102,22 +143,35 @@ void SignCodec::validate(std::span<const uint8_t> payload) const {
   }
 }
 
+void SignCodec::decode_range(const uint8_t* payload, int64_t begin, int64_t end, float weight, bool accumulate,
+                             float* out) const {
+  const uint8_t* words = payload + 4 * num_scales();
+  uint32_t local[kSubElems / kGroupElems];
+  for_each_sub(begin, end, [&](int64_t a, int64_t e) {
+    const int64_t g0 = a / kGroupElems;
+    std::memcpy(local, words + 4 * g0, sizeof(uint32_t) * static_cast<size_t>(ceil_div(e, kGroupElems) - g0));
+    const auto run = [&](int64_t r0, int64_t r1, float scale) {
+      kernels::decode_planes(local, 0, r0 - g0 * kGroupElems, r1 - r0, &scale, weight, accumulate, out + (r0 - begin));
+    };
+    if (spec().scaled)
+      for_each_run(blocks_, a, e, [&](int64_t r0, int64_t r1, int64_t b) { run(r0, r1, load_f32(payload + 4 * b)); });
+    else
+      run(a, e, 1.0f);
+  });
+}
+
 void SignCodec::decode_impl(std::span<const uint8_t> payload, float weight, bool overwrite,
                             std::span<float> out) const {
   check_decode_args(payload, out);
-  const uint8_t* words = payload.data() + 4 * num_scales();
-  int64_t block = 0;
-  float scale = spec().scaled ? (num_blocks_ > 0 ? load_f32(payload.data()) : 0.0f) : 1.0f;
-  for (int64_t i = 0; i < num_elems(); ++i) {
-    if (spec().scaled)
-      while (i >= blocks_[block + 1]) {
-        ++block;
-        scale = load_f32(payload.data() + 4 * block);
-      }
-    const bool neg = (load_u32(words + 4 * (i / kGroupElems)) >> (i % kGroupElems)) & 1u;
-    const float v = sign_value(neg, scale);
-    out[i] = overwrite ? v : accumulate(out[i], weight, v);
-  }
+  for_each_piece(num_elems(), [&](int64_t b, int64_t e) {
+    decode_range(payload.data(), b, e, weight, !overwrite, out.data() + b);
+  });
+}
+
+void SignCodec::decode_reduce(std::span<const std::span<const uint8_t>> payloads, std::span<const RngKey> keys,
+                              std::span<const float> weights, std::span<float> out) const {
+  check_reduce_args(payloads, keys, weights, out);
+  reduce_pieces(*this, payloads, weights, out);
 }
 
 void SignCodec::decode_accumulate(std::span<const uint8_t> payload, const RngKey&, float weight,
@@ -147,44 +201,78 @@ void NaturalCodec::encode(std::span<const float> x, const RngKey& key, std::span
   const int64_t n = num_elems();
   uint8_t* signs = payload.data();
   uint8_t* codes = payload.data() + 4 * words_;
-  std::fill(payload.begin(), payload.begin() + static_cast<std::ptrdiff_t>(encoded_bytes()), uint8_t{0});
-  for (int64_t i0 = 0; i0 < n; i0 += kPhiloxGroupElems) {
-    float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    for (int j = 0; j < 4 && i0 + j < n; ++j) t[j] = x[i0 + j];
-    uint32_t code[4];
-    natural_codes4(t, philox_block(key, kStreamElement, static_cast<uint64_t>(i0) >> 2), code);
-    for (int j = 0; j < 4 && i0 + j < n; ++j) {
-      const int64_t i = i0 + j;
-      codes[i] = static_cast<uint8_t>(code[j]);
-      if (code[j] != 0 && x[i] < 0.0f) signs[4 * (i / 32) + (i % 32) / 8] |= static_cast<uint8_t>(1u << (i % 8));
-    }
-  }
+  for (int64_t i = n; i < 4 * ceil_div(n, 4); ++i) codes[i] = 0;  // padding bytes
+  for_each_piece(n, [&](int64_t begin, int64_t end) {
+    uint32_t rnd[kSubElems];
+    uint32_t local[kSubElems / kGroupElems];
+    for_each_sub(begin, end, [&](int64_t a, int64_t e) {
+      // One Philox block per four elements (natural_codes4's words).
+      kernels::philox_words(key, kStreamElement, static_cast<uint64_t>(a) / 4, ceil_div(e - a, 4), rnd);
+      kernels::natural_encode(x.data() + a, e - a, rnd, codes + a, local);
+      std::memcpy(signs + 4 * (a / kGroupElems), local, sizeof(uint32_t) * static_cast<size_t>(ceil_div(e - a, kGroupElems)));
+    });
+  });
 }
 
 void NaturalCodec::validate(std::span<const uint8_t> payload) const {
   if (payload.size() != encoded_bytes()) corrupt(spec(), "wrong size");
   const uint8_t* codes = payload.data() + 4 * words_;
   const int64_t n = num_elems();
-  for (int64_t i = 0; i < n; ++i) {
-    if (codes[i] == 255) corrupt(spec(), "exponent code 255 at element " + std::to_string(i));
-    const bool neg = (load_u32(payload.data() + 4 * (i / 32)) >> (i % 32)) & 1u;
-    if (neg && codes[i] == 0) corrupt(spec(), "sign bit set on a zero at element " + std::to_string(i));
-  }
+  const auto explain = [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      if (codes[i] == 255) corrupt(spec(), "exponent code 255 at element " + std::to_string(i));
+      const bool neg = (load_u32(payload.data() + 4 * (i / 32)) >> (i % 32)) & 1u;
+      if (neg && codes[i] == 0) corrupt(spec(), "sign bit set on a zero at element " + std::to_string(i));
+    }
+  };
+  std::vector<uint8_t> bad(static_cast<size_t>(num_pieces(n)), 0);
+  for_each_piece(n, [&](int64_t begin, int64_t end) {
+    bool any = false;
+    for (int64_t g = begin / kGroupElems; g < ceil_div(end, kGroupElems); ++g) {
+      // per group: a code 255, or a sign bit on a zero code
+      const int64_t i0 = g * kGroupElems, i1 = std::min(end, i0 + kGroupElems);
+      uint32_t zero = 0;
+      bool max_code = false;
+      for (int64_t i = i0; i < i1; ++i) {
+        zero |= static_cast<uint32_t>(codes[i] == 0) << (i - i0);
+        max_code |= codes[i] == 255;
+      }
+      any |= max_code || (load_u32(payload.data() + 4 * g) & zero) != 0u;
+    }
+    bad[static_cast<size_t>(begin / kPieceElems)] = any;
+  });
+  for (size_t p = 0; p < bad.size(); ++p)
+    if (bad[p]) explain(static_cast<int64_t>(p) * kPieceElems, std::min(n, static_cast<int64_t>(p + 1) * kPieceElems));
   for (int64_t i = n; i < 4 * ceil_div(n, 4); ++i)
     if (codes[i] != 0) corrupt(spec(), "padding bytes are not zero");
   if (n % 32 != 0 && (load_u32(payload.data() + 4 * (words_ - 1)) >> (n % 32)))
     corrupt(spec(), "padding bits set in the last sign word");
 }
 
+void NaturalCodec::decode_range(const uint8_t* payload, int64_t begin, int64_t end, float weight, bool accumulate,
+                                float* out) const {
+  const uint8_t* codes = payload + 4 * words_;
+  uint32_t local[kSubElems / kGroupElems];
+  for_each_sub(begin, end, [&](int64_t a, int64_t e) {
+    const int64_t g0 = a / kGroupElems;
+    std::memcpy(local, payload + 4 * g0, sizeof(uint32_t) * static_cast<size_t>(ceil_div(e, kGroupElems) - g0));
+    kernels::natural_decode(codes + g0 * kGroupElems, local, a - g0 * kGroupElems, e - a, weight, accumulate,
+                            out + (a - begin));
+  });
+}
+
 void NaturalCodec::decode_impl(std::span<const uint8_t> payload, float weight, bool overwrite,
                                std::span<float> out) const {
   check_decode_args(payload, out);
-  const uint8_t* codes = payload.data() + 4 * words_;
-  for (int64_t i = 0; i < num_elems(); ++i) {
-    const bool neg = (load_u32(payload.data() + 4 * (i / 32)) >> (i % 32)) & 1u;
-    const float v = natural_value(codes[i], neg);
-    out[i] = overwrite ? v : accumulate(out[i], weight, v);
-  }
+  for_each_piece(num_elems(), [&](int64_t b, int64_t e) {
+    decode_range(payload.data(), b, e, weight, !overwrite, out.data() + b);
+  });
+}
+
+void NaturalCodec::decode_reduce(std::span<const std::span<const uint8_t>> payloads, std::span<const RngKey> keys,
+                                 std::span<const float> weights, std::span<float> out) const {
+  check_reduce_args(payloads, keys, weights, out);
+  reduce_pieces(*this, payloads, weights, out);
 }
 
 void NaturalCodec::decode_accumulate(std::span<const uint8_t> payload, const RngKey&, float weight,

@@ -11,6 +11,14 @@ namespace gcomp::detail {
                          std::span<float> out) const override;                                     \
   void decode(std::span<const uint8_t> payload, const RngKey& key, std::span<float> out) const override;
 
+/// The range decoder of a dense codec (see reduce_pieces in pieces.hpp): elements [begin, end) of
+/// a validated payload into out[0, end - begin), written or accumulated with `weight`.
+#define GCOMP_CODEC_RANGE_METHODS                                                                   \
+  void decode_reduce(std::span<const std::span<const uint8_t>> payloads, std::span<const RngKey> keys, \
+                     std::span<const float> weights, std::span<float> out) const override;        \
+  void decode_range(const uint8_t* payload, int64_t begin, int64_t end, float weight, bool accumulate, \
+                    float* out) const;
+
 /// identity: the fp32 values themselves.
 class IdentityCodec final : public Codec {
  public:
@@ -21,6 +29,7 @@ class IdentityCodec final : public Codec {
   bool randomized() const override { return false; }
   void encode(std::span<const float> x, const RngKey& key, std::span<uint8_t> payload) const override;
   GCOMP_CODEC_DECODE_METHODS
+  GCOMP_CODEC_RANGE_METHODS
 };
 
 /// sign: blockwise scaled sign (scale = mean |x| of the block) or plain signs (scale=none).
@@ -34,6 +43,7 @@ class SignCodec final : public Codec {
   int64_t num_scales() const override;
   void encode(std::span<const float> x, const RngKey& key, std::span<uint8_t> payload) const override;
   GCOMP_CODEC_DECODE_METHODS
+  GCOMP_CODEC_RANGE_METHODS
   [[nodiscard]] const std::vector<int64_t>& blocks() const { return blocks_; }
 
  private:
@@ -53,6 +63,7 @@ class NaturalCodec final : public Codec {
   bool randomized() const override { return true; }
   void encode(std::span<const float> x, const RngKey& key, std::span<uint8_t> payload) const override;
   GCOMP_CODEC_DECODE_METHODS
+  GCOMP_CODEC_RANGE_METHODS
 
  private:
   void decode_impl(std::span<const uint8_t> payload, float weight, bool overwrite, std::span<float> out) const;
@@ -84,5 +95,6 @@ class SparseCodec final : public Codec {
 };
 
 #undef GCOMP_CODEC_DECODE_METHODS
+#undef GCOMP_CODEC_RANGE_METHODS
 
 }  // namespace gcomp::detail

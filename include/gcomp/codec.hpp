@@ -180,6 +180,15 @@ class Codec {
   /// out = decode(payload). Validates first; on error out is untouched.
   virtual void decode(std::span<const uint8_t> payload, const RngKey& key, std::span<float> out) const = 0;
 
+  /// Decode-reduce of several payloads: for j = 0, 1, ... in this order,
+  /// out[i] = out[i] + weights[j] * decode(payloads[j])[i], bit for bit what decode_accumulate of
+  /// each payload in turn gives (keys[j] is payload j's key). Every payload is validated before
+  /// out changes; on error out is untouched. The dense codecs do it in one pass over out.
+  /// @throws gcomp::Error gcompErrorInvalidArgument when the spans' sizes disagree,
+  ///         gcompErrorCorruptPayload naming the first bad payload.
+  virtual void decode_reduce(std::span<const std::span<const uint8_t>> payloads, std::span<const RngKey> keys,
+                             std::span<const float> weights, std::span<float> out) const;
+
   /// Error feedback, one pass (DESIGN.md §2): payload = C(p); e = p - decode(payload).
   /// p and e may alias (the memory is then updated in place).
   void encode_ef(std::span<const float> p, const RngKey& key, std::span<uint8_t> payload,
@@ -193,6 +202,9 @@ class Codec {
   Codec(CodecSpec spec, Layout layout) : spec_(std::move(spec)), layout_(std::move(layout)) {}
   void check_encode_args(std::span<const float> x, std::span<uint8_t> payload) const;
   void check_decode_args(std::span<const uint8_t> payload, std::span<float> out) const;
+  /// The argument checks of decode_reduce: matching sizes, then every payload's check_decode_args.
+  void check_reduce_args(std::span<const std::span<const uint8_t>> payloads, std::span<const RngKey> keys,
+                         std::span<const float> weights, std::span<float> out) const;
 
  private:
   CodecSpec spec_;

@@ -40,15 +40,46 @@ struct Quantized {
 // level = floor(r) + [u < r - floor(r)]. |y| = nu gives r = s exactly, hence level s with no draw.
 // ---------------------------------------------------------------------------------------------
 
-GCOMP_HD Quantized dither_quantize(float y, float nu, uint32_t levels, float u) {
-  if (nu == 0.0f || y == 0.0f) return Quantized{0u, false};
-  double r = (static_cast<double>(levels) * static_cast<double>(abs_f(y))) / static_cast<double>(nu);
+/// The level of a quotient r >= 0 (r = s|y|/nu rounded to double): r clamped to s, then
+/// floor(r) + [u < r - floor(r)]. Exact at every step, hence a nondecreasing function of r.
+GCOMP_HD uint32_t dither_level(double r, uint32_t levels, float u) {
   const double s = static_cast<double>(levels);
   if (r > s) r = s;
   const double fl = static_cast<double>(static_cast<uint32_t>(r));
   const double tau = r - fl;
   uint32_t level = static_cast<uint32_t>(fl);
   if (static_cast<double>(u) < tau) level += 1u;
+  return level;
+}
+
+GCOMP_HD Quantized dither_quantize(float y, float nu, uint32_t levels, float u) {
+  if (nu == 0.0f || y == 0.0f) return Quantized{0u, false};
+  const double r = (static_cast<double>(levels) * static_cast<double>(abs_f(y))) / static_cast<double>(nu);
+  const uint32_t level = dither_level(r, levels, u);
+  return Quantized{level, level != 0u && y < 0.0f};
+}
+
+/// 2^-50, the relative half-width of the bracket around a quotient computed with a reciprocal.
+inline constexpr double kQuotientSlack = 8.8817841970012523e-16;
+
+/// dither_quantize with inv_nu = 1.0 / double(nu) computed once per block instead of a division
+/// per element. The same result for every input:
+///   a = s|y| is exact (s <= 2^20, |y| has 24 significant bits) and q = a * inv_nu equals
+///   (a/nu)(1 + d1)(1 + d2) with |d1|, |d2| <= 2^-53, while dither_quantize uses
+///   r = RN(a/nu) = (a/nu)(1 + d3). Hence |r - q| <= 3.0001 * 2^-53 q, and r lies in
+///   [q - q 2^-50, q + q 2^-50] also after those two operations round (q 2^-50 is exact: for
+///   float inputs q >= 2^-277). dither_level is nondecreasing in r: when both ends of the bracket
+///   give one level, r gives it too. Otherwise r is within 2^-50 (relative) of a level boundary,
+///   which happens for about 2^-48 of the elements, and the division decides.
+/// tests/unit/test_fast_math.cpp checks it against dither_quantize (adversarial inputs in the
+/// default run, every float y for several (nu, s, u) in FastMathExhaustive, label `slow`).
+GCOMP_HD Quantized dither_quantize_rcp(float y, float nu, double inv_nu, uint32_t levels, float u) {
+  if (nu == 0.0f || y == 0.0f) return Quantized{0u, false};
+  const double a = static_cast<double>(levels) * static_cast<double>(abs_f(y));
+  const double q = a * inv_nu;
+  const double d = q * kQuotientSlack;
+  uint32_t level = dither_level(q - d, levels, u);
+  if (level != dither_level(q + d, levels, u)) level = dither_level(a / static_cast<double>(nu), levels, u);
   return Quantized{level, level != 0u && y < 0.0f};
 }
 
@@ -65,10 +96,11 @@ GCOMP_HD float dither_value(uint32_t level, bool negative, float nu, uint32_t le
 // stands for 0 (j = 0) or 2^(j-s). Unbiased stochastic rounding between adjacent levels.
 // ---------------------------------------------------------------------------------------------
 
-GCOMP_HD Quantized natdither_quantize(float y, float nu, uint32_t levels, float u) {
-  if (nu == 0.0f || y == 0.0f) return Quantized{0u, false};
-  double r = static_cast<double>(abs_f(y)) / static_cast<double>(nu);
-  if (r >= 1.0) return Quantized{levels, y < 0.0f};
+/// The level of a quotient r > 0 (r = |y|/nu rounded to double): levels for r >= 1, else the
+/// level index j of 2^floor(log2 r) (0 below 2^(1-s)) plus [u < tau], tau the exact position of r
+/// between level j and j + 1. Nondecreasing in r when 2^(1-s) is a normal double (s <= 1022).
+GCOMP_HD uint32_t natdither_level(double r, uint32_t levels, float u) {
+  if (r >= 1.0) return levels;
   // floor(log2 r) from the exponent field (r is a normal double: r >= 2^-300 for float inputs).
   const int64_t e = static_cast<int64_t>((double_bits(r) >> 52) & 0x7ff) - 1023;
   int64_t j = e + static_cast<int64_t>(levels);  // level index of 2^e
@@ -84,6 +116,28 @@ GCOMP_HD Quantized natdither_quantize(float y, float nu, uint32_t levels, float 
   const double tau = (r - lo) / (hi - lo);
   uint32_t level = static_cast<uint32_t>(j);
   if (static_cast<double>(u) < tau) level += 1u;
+  return level;
+}
+
+GCOMP_HD Quantized natdither_quantize(float y, float nu, uint32_t levels, float u) {
+  if (nu == 0.0f || y == 0.0f) return Quantized{0u, false};
+  const uint32_t level = natdither_level(static_cast<double>(abs_f(y)) / static_cast<double>(nu), levels, u);
+  return Quantized{level, level != 0u && y < 0.0f};
+}
+
+/// Largest s for which natdither_quantize_rcp uses the reciprocal (natdither_level is monotone).
+inline constexpr uint32_t kNatDitherRcpMaxLevels = 64;
+
+/// natdither_quantize with inv_nu = 1.0 / double(nu) once per block; the same result for every
+/// input, by the bracket argument of dither_quantize_rcp (here a = |y|).
+GCOMP_HD Quantized natdither_quantize_rcp(float y, float nu, double inv_nu, uint32_t levels, float u) {
+  if (nu == 0.0f || y == 0.0f) return Quantized{0u, false};
+  if (levels > kNatDitherRcpMaxLevels) return natdither_quantize(y, nu, levels, u);
+  const double a = static_cast<double>(abs_f(y));
+  const double q = a * inv_nu;
+  const double d = q * kQuotientSlack;
+  uint32_t level = natdither_level(q - d, levels, u);
+  if (level != natdither_level(q + d, levels, u)) level = natdither_level(a / static_cast<double>(nu), levels, u);
   return Quantized{level, level != 0u && y < 0.0f};
 }
 

@@ -1,0 +1,135 @@
+// SPDX-License-Identifier: Apache-2.0
+// CPU kernels of the codecs: the loops of encode, decode and decode-reduce over a range of
+// elements, in SIMD (Google Highway, instruction set chosen at run time: AVX-512, AVX2, SSE4 or
+// the portable EMU128) and as a scalar reference written directly from the GCOMP_HD element math.
+// Both produce the same bits for every input: the SIMD kernels compute the same IEEE operations
+// lane by lane (contraction is off), and where they take a faster exact route (the reciprocal
+// forms of codec_math.hpp) lanes it cannot decide fall back to the element function.
+//
+// Ranges are given by pointers already offset to their first element; "coded" levels are
+// level | (negative << 31). The codecs split buffers into pieces and call these per piece
+// (host/codecs/*.cpp); the thread pool runs the pieces.
+#pragma once
+
+#include <gcomp/detail/philox.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace gcomp::detail::kernels {
+
+/// Sign bit of a coded level.
+inline constexpr uint32_t kNegativeBit = 0x80000000u;
+
+// ------------------------------------------------------------------------------ dispatch
+
+/// The instruction set the kernels run with: a Highway target name ("AVX3", "AVX2", "SSE4",
+/// "EMU128", ...) or "scalar" (the reference kernels: builds without Highway, or forced).
+std::string active_target();
+
+/// Targets this build and CPU can run: (id, name) pairs, the best first, "scalar" (id -1) last.
+std::vector<std::pair<int64_t, std::string>> available_targets();
+
+/// For tests and benchmarks: run the kernels with one target of available_targets() (-1: the
+/// scalar reference), or 0 to go back to the best one. Not thread-safe against running kernels.
+void force_target(int64_t target);
+
+// ------------------------------------------------------------------------------ kernels
+
+/// words[4k + j] = philox_block(key, stream, first_q + k).v[j] for k < num_q.
+void philox_words(const RngKey& key, uint32_t stream, uint64_t first_q, int64_t num_q, uint32_t* words);
+
+enum class ReduceOp { kAbsSum, kSquareSum, kSum, kCenteredSquareSum, kAbsMax };
+
+/// The value of one tile x[0, len), 0 < len <= kTileElems, in the order of reduce.hpp (lanes,
+/// then the halving tree over the lanes). `mean` is used by kCenteredSquareSum only.
+double reduce_tile(ReduceOp op, const float* x, int64_t len, double mean);
+
+/// Index of the first NaN or Inf in x[0, n), or -1.
+int64_t find_nonfinite(const float* x, int64_t n);
+
+/// coded[i] = dither (natural = false) or natdither level of x[i] with scale nu, s = levels and
+/// uniform01(words[i]), for i < len: exactly dither_quantize / natdither_quantize.
+void quantize(bool natural, const float* x, int64_t len, float nu, uint32_t levels, const uint32_t* words,
+              uint32_t* coded);
+
+/// Largest s for which quantize_planes takes its single-precision route (wider s: quantize and
+/// pack_planes).
+inline constexpr uint32_t kQuantizePlanesMaxLevels = 1024;
+
+/// The reciprocal quantize_planes takes per element: float(s / nu) for dither, float(1 / nu) for
+/// natdither, when it is a normal float; else 0 (the element math then decides every element).
+float plane_reciprocal(bool natural, float nu, uint32_t levels);
+
+/// quantize and pack_planes in one pass over num_groups whole groups of 32 elements (s <=
+/// kQuantizePlanesMaxLevels, natdither s <= kNatDitherRcpMaxLevels): element i has scale nu[i],
+/// recip[i] = plane_reciprocal(natural, nu[i], levels) and word words[i]; writes
+/// num_groups (1 + nbits) words. Lanes past the buffer's end must hold x = 0.
+void quantize_planes(bool natural, const float* x, const float* nu, const float* recip, const uint32_t* words,
+                     int64_t num_groups, uint32_t levels, int nbits, uint32_t* out);
+
+/// Bit planes of num_groups groups of 32 coded levels: group g writes 1 + nbits words at
+/// out + g (1 + nbits) (sign plane, then level bit k), as docs/wire-format.md says.
+void pack_planes(const uint32_t* coded, int64_t num_groups, int nbits, uint32_t* out);
+
+/// out[g] bit j = [x[32 g + j] < 0] for g < num_groups.
+void sign_words(const float* x, int64_t num_groups, uint32_t* out);
+
+/// Decodes elements first .. first + len - 1 of the plane groups at `groups` (group g at
+/// groups + g (1 + nbits); nbits = 0: sign plane only, level 0): v = table[level], negated when
+/// the sign bit is set; out[i] = v, or out[i] + weight * v when `accumulate`. table has
+/// 2^nbits entries (levels above the codec's s never reach here: validation rejects them).
+void decode_planes(const uint32_t* groups, int nbits, int64_t first, int64_t len, const float* table, float weight,
+                   bool accumulate, float* out);
+
+/// Natural compression of x[0, len) with words[i] (natural_exponent_code): codes[i] one byte each;
+/// the sign bits (code != 0 and x < 0) of 32-element group g in signs[g], for the groups that
+/// x[0, len) covers (len a multiple of 32, or the buffer's end: missing lanes are 0).
+void natural_encode(const float* x, int64_t len, const uint32_t* words, uint8_t* codes, uint32_t* signs);
+
+/// natural_value of elements first .. first + len - 1 (codes and signs of the whole payload).
+void natural_decode(const uint8_t* codes, const uint32_t* signs, int64_t first, int64_t len, float weight,
+                    bool accumulate, float* out);
+
+/// levels[i] = grid_level(x[i], step, bits) for i < len (inv_step = grid_inverse_step(step)).
+void grid_levels(const float* x, int64_t len, double step, double inv_step, uint32_t bits, int32_t* levels);
+
+/// The LSB-first stream of `bits`-bit two's complement fields of levels[0, len), written from
+/// bit 0 of words[0]; len * bits is a multiple of 32, or the last word is zero-padded.
+void pack_fields(const int32_t* levels, int64_t len, uint32_t bits, uint32_t* words);
+
+/// Sign-extended fields first .. first + len - 1 of such a stream.
+void unpack_fields(const uint32_t* words, int64_t first, int64_t len, uint32_t bits, int32_t* levels);
+
+/// out[i] = grid_value(levels[i], step), or out[i] + weight * that, for i < len.
+void grid_decode(const int32_t* levels, int64_t len, double step, float weight, bool accumulate, float* out);
+
+/// out[i] = out[i] + weight * v[i] for i < len (accumulate(), never fused).
+void axpy(const float* v, int64_t len, float weight, float* out);
+
+// ------------------------------------------------------------------------------ reference
+
+namespace ref {
+void philox_words(const RngKey& key, uint32_t stream, uint64_t first_q, int64_t num_q, uint32_t* words);
+double reduce_tile(ReduceOp op, const float* x, int64_t len, double mean);
+int64_t find_nonfinite(const float* x, int64_t n);
+void quantize(bool natural, const float* x, int64_t len, float nu, uint32_t levels, const uint32_t* words,
+              uint32_t* coded);
+void pack_planes(const uint32_t* coded, int64_t num_groups, int nbits, uint32_t* out);
+void quantize_planes(bool natural, const float* x, const float* nu, const float* recip, const uint32_t* words,
+                     int64_t num_groups, uint32_t levels, int nbits, uint32_t* out);
+void sign_words(const float* x, int64_t num_groups, uint32_t* out);
+void decode_planes(const uint32_t* groups, int nbits, int64_t first, int64_t len, const float* table, float weight,
+                   bool accumulate, float* out);
+void natural_encode(const float* x, int64_t len, const uint32_t* words, uint8_t* codes, uint32_t* signs);
+void natural_decode(const uint8_t* codes, const uint32_t* signs, int64_t first, int64_t len, float weight,
+                    bool accumulate, float* out);
+void grid_levels(const float* x, int64_t len, double step, double inv_step, uint32_t bits, int32_t* levels);
+void pack_fields(const int32_t* levels, int64_t len, uint32_t bits, uint32_t* words);
+void unpack_fields(const uint32_t* words, int64_t first, int64_t len, uint32_t bits, int32_t* levels);
+void grid_decode(const int32_t* levels, int64_t len, double step, float weight, bool accumulate, float* out);
+void axpy(const float* v, int64_t len, float weight, float* out);
+}  // namespace ref
+
+}  // namespace gcomp::detail::kernels

@@ -1,0 +1,176 @@
+// SPDX-License-Identifier: Apache-2.0
+// The scalar reference kernels (host/codecs/kernels.hpp), written directly from the GCOMP_HD
+// element math. Builds without Highway run these; with Highway they are the oracle of the SIMD
+// kernels' tests (tests/unit/test_kernels.cpp) and the target "scalar" of force_target.
+#include "host/codecs/kernels.hpp"
+
+#include <gcomp/detail/codec_math.hpp>
+#include <gcomp/detail/grid.hpp>
+#include <gcomp/detail/reduce.hpp>
+#include <gcomp/detail/sparse.hpp>
+
+namespace gcomp::detail::kernels {
+
+float plane_reciprocal(bool natural, float nu, uint32_t levels) {
+  if (nu == 0.0f) return 0.0f;
+  const double r = (natural ? 1.0 : static_cast<double>(levels)) / static_cast<double>(nu);
+  const float f = static_cast<float>(r);
+  return f >= 1.17549435e-38f && f <= 3.40282347e+38f ? f : 0.0f;  // normal and finite
+}
+
+}  // namespace gcomp::detail::kernels
+
+namespace gcomp::detail::kernels::ref {
+
+void philox_words(const RngKey& key, uint32_t stream, uint64_t first_q, int64_t num_q, uint32_t* words) {
+  for (int64_t k = 0; k < num_q; ++k) {
+    const Philox4x32 r = philox_block(key, stream, first_q + static_cast<uint64_t>(k));
+    for (int j = 0; j < 4; ++j) words[4 * k + j] = r.v[j];
+  }
+}
+
+namespace {
+template <class Op>
+double tile_value(const Op& op, const float* x, int64_t len) {
+  double lanes[kLanes];
+  for (int l = 0; l < kLanes; ++l) lanes[l] = lane_accumulate(op, x, len, l);
+  return tree_combine_pow2(op, lanes, kLanes);
+}
+}  // namespace
+
+double reduce_tile(ReduceOp op, const float* x, int64_t len, double mean) {
+  switch (op) {
+    case ReduceOp::kAbsSum: return tile_value(AbsSumOp{}, x, len);
+    case ReduceOp::kSquareSum: return tile_value(SquareSumOp{}, x, len);
+    case ReduceOp::kSum: return tile_value(SumOp{}, x, len);
+    case ReduceOp::kCenteredSquareSum: return tile_value(CenteredSquareSumOp{mean}, x, len);
+    case ReduceOp::kAbsMax: return tile_value(AbsMaxOp{}, x, len);
+  }
+  return 0.0;
+}
+
+int64_t find_nonfinite(const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (!is_finite_f(x[i])) return i;
+  return -1;
+}
+
+void quantize(bool natural, const float* x, int64_t len, float nu, uint32_t levels, const uint32_t* words,
+              uint32_t* coded) {
+  for (int64_t i = 0; i < len; ++i) {
+    const float u = uniform01(words[i]);
+    const Quantized q = natural ? natdither_quantize(x[i], nu, levels, u) : dither_quantize(x[i], nu, levels, u);
+    coded[i] = q.level | (q.negative ? kNegativeBit : 0u);
+  }
+}
+
+void pack_planes(const uint32_t* coded, int64_t num_groups, int nbits, uint32_t* out) {
+  const int words = group_words(nbits);
+  for (int64_t g = 0; g < num_groups; ++g) {
+    uint32_t* w = out + g * words;
+    for (int k = 0; k < words; ++k) w[k] = 0;
+    for (int lane = 0; lane < kGroupElems; ++lane) {
+      const uint32_t c = coded[g * kGroupElems + lane];
+      w[0] |= (c >> 31) << lane;
+      for (int k = 0; k < nbits; ++k) w[1 + k] |= ((c >> k) & 1u) << lane;
+    }
+  }
+}
+
+void quantize_planes(bool natural, const float* x, const float* nu, const float* recip, const uint32_t* words,
+                     int64_t num_groups, uint32_t levels, int nbits, uint32_t* out) {
+  (void)recip;
+  uint32_t coded[kGroupElems];
+  for (int64_t g = 0; g < num_groups; ++g) {
+    for (int lane = 0; lane < kGroupElems; ++lane) {
+      const int64_t i = g * kGroupElems + lane;
+      quantize(natural, x + i, 1, nu[i], levels, words + i, coded + lane);
+    }
+    pack_planes(coded, 1, nbits, out + g * group_words(nbits));
+  }
+}
+
+void sign_words(const float* x, int64_t num_groups, uint32_t* out) {
+  for (int64_t g = 0; g < num_groups; ++g) {
+    uint32_t w = 0;
+    for (int lane = 0; lane < kGroupElems; ++lane)
+      w |= static_cast<uint32_t>(is_negative_f(x[g * kGroupElems + lane])) << lane;
+    out[g] = w;
+  }
+}
+
+void decode_planes(const uint32_t* groups, int nbits, int64_t first, int64_t len, const float* table, float weight,
+                   bool accumulate, float* out) {
+  const int words = group_words(nbits);
+  for (int64_t i = 0; i < len; ++i) {
+    const int64_t e = first + i;
+    const uint32_t* w = groups + (e / kGroupElems) * words;
+    const int lane = static_cast<int>(e % kGroupElems);
+    const uint32_t level = plane_level(w + 1, nbits, lane);
+    const float mag = table[level];
+    const float v = ((w[0] >> lane) & 1u) ? -mag : mag;
+    out[i] = accumulate ? gcomp::detail::accumulate(out[i], weight, v) : v;
+  }
+}
+
+void natural_encode(const float* x, int64_t len, const uint32_t* words, uint8_t* codes, uint32_t* signs) {
+  for (int64_t g = 0; g * kGroupElems < len; ++g) signs[g] = 0;
+  for (int64_t i = 0; i < len; ++i) {
+    const uint32_t code = natural_exponent_code(x[i], words[i]);
+    codes[i] = static_cast<uint8_t>(code);
+    if (code != 0 && x[i] < 0.0f) signs[i / kGroupElems] |= 1u << (i % kGroupElems);
+  }
+}
+
+void natural_decode(const uint8_t* codes, const uint32_t* signs, int64_t first, int64_t len, float weight,
+                    bool accumulate, float* out) {
+  for (int64_t i = 0; i < len; ++i) {
+    const int64_t e = first + i;
+    const float v = natural_value(codes[e], (signs[e / kGroupElems] >> (e % kGroupElems)) & 1u);
+    out[i] = accumulate ? gcomp::detail::accumulate(out[i], weight, v) : v;
+  }
+}
+
+void grid_levels(const float* x, int64_t len, double step, double inv_step, uint32_t bits, int32_t* levels) {
+  (void)inv_step;
+  for (int64_t i = 0; i < len; ++i) levels[i] = static_cast<int32_t>(grid_level(x[i], step, bits));
+}
+
+void pack_fields(const int32_t* levels, int64_t len, uint32_t bits, uint32_t* words) {
+  const uint64_t mask = bits == 32 ? 0xffffffffull : ((uint64_t{1} << bits) - 1);
+  uint64_t acc = 0;
+  uint32_t have = 0;
+  int64_t w = 0;
+  for (int64_t i = 0; i < len; ++i) {
+    acc |= (static_cast<uint64_t>(static_cast<uint32_t>(levels[i])) & mask) << have;
+    have += bits;
+    if (have >= 32) {
+      words[w++] = static_cast<uint32_t>(acc);
+      acc >>= 32;
+      have -= 32;
+    }
+  }
+  if (have > 0) words[w] = static_cast<uint32_t>(acc);
+}
+
+void unpack_fields(const uint32_t* words, int64_t first, int64_t len, uint32_t bits, int32_t* levels) {
+  for (int64_t i = 0; i < len; ++i) {
+    const uint64_t v = read_packed_field(words, first + i, bits);
+    const bool neg = bits < 64 && ((v >> (bits - 1)) & 1u);
+    const int64_t s = neg ? static_cast<int64_t>(v) - (int64_t{1} << bits) : static_cast<int64_t>(v);
+    levels[i] = static_cast<int32_t>(s);
+  }
+}
+
+void grid_decode(const int32_t* levels, int64_t len, double step, float weight, bool accumulate, float* out) {
+  for (int64_t i = 0; i < len; ++i) {
+    const float v = grid_value(levels[i], step);
+    out[i] = accumulate ? gcomp::detail::accumulate(out[i], weight, v) : v;
+  }
+}
+
+void axpy(const float* v, int64_t len, float weight, float* out) {
+  for (int64_t i = 0; i < len; ++i) out[i] = accumulate(out[i], weight, v[i]);
+}
+
+}  // namespace gcomp::detail::kernels::ref

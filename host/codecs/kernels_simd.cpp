@@ -1,0 +1,870 @@
+// SPDX-License-Identifier: Apache-2.0
+// SIMD kernels of the CPU codecs (host/codecs/kernels.hpp) with Google Highway: this file is
+// compiled once per instruction set (foreach_target.h) and HWY_DYNAMIC_DISPATCH picks the best one
+// the CPU supports at run time. Every kernel computes, lane by lane, the IEEE operations of the
+// element math (no contraction: the build passes -ffp-contract=off), so its bits equal the scalar
+// reference kernels' (kernels_ref.cpp); tests/unit/test_kernels.cpp compares them on every target.
+// Where the math divides in double (dither, natdither, grid), a lane computes the quotient with a
+// reciprocal and brackets it (codec_math.hpp, dither_quantize_rcp): lanes whose bracket straddles
+// a level boundary (about 2^-48 of them) are redone by the element function.
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "host/codecs/kernels_simd.cpp"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/highway.h>
+
+#include "host/codecs/kernels.hpp"
+
+#include <gcomp/detail/codec_math.hpp>
+#include <gcomp/detail/grid.hpp>
+#include <gcomp/detail/reduce.hpp>
+
+#include <algorithm>
+#include <cstring>
+
+HWY_BEFORE_NAMESPACE();
+namespace gcomp::detail::kernels {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+#if HWY_TARGET == HWY_SCALAR
+// The portable fallback (a CPU without SSE4, or a compiler whose Highway has no EMU128 target): the
+// reference kernels.
+void PhiloxWords(const RngKey& key, uint32_t stream, uint64_t first_q, int64_t num_q, uint32_t* words) {
+  ref::philox_words(key, stream, first_q, num_q, words);
+}
+double ReduceTile(ReduceOp op, const float* x, int64_t len, double mean) { return ref::reduce_tile(op, x, len, mean); }
+int64_t FindNonfinite(const float* x, int64_t n) { return ref::find_nonfinite(x, n); }
+void Quantize(bool natural, const float* x, int64_t len, float nu, uint32_t levels, const uint32_t* words,
+              uint32_t* coded) {
+  ref::quantize(natural, x, len, nu, levels, words, coded);
+}
+void PackPlanes(const uint32_t* coded, int64_t num_groups, int nbits, uint32_t* out) {
+  ref::pack_planes(coded, num_groups, nbits, out);
+}
+void QuantizePlanes(bool natural, const float* x, const float* nu, const float* recip, const uint32_t* words,
+                    int64_t num_groups, uint32_t levels, int nbits, uint32_t* out) {
+  ref::quantize_planes(natural, x, nu, recip, words, num_groups, levels, nbits, out);
+}
+void SignWords(const float* x, int64_t num_groups, uint32_t* out) { ref::sign_words(x, num_groups, out); }
+void DecodePlanes(const uint32_t* groups, int nbits, int64_t first, int64_t len, const float* table, float weight,
+                  bool accumulate, float* out) {
+  ref::decode_planes(groups, nbits, first, len, table, weight, accumulate, out);
+}
+void NaturalEncode(const float* x, int64_t len, const uint32_t* words, uint8_t* codes, uint32_t* signs) {
+  ref::natural_encode(x, len, words, codes, signs);
+}
+void NaturalDecode(const uint8_t* codes, const uint32_t* signs, int64_t first, int64_t len, float weight,
+                   bool accumulate, float* out) {
+  ref::natural_decode(codes, signs, first, len, weight, accumulate, out);
+}
+void GridLevels(const float* x, int64_t len, double step, double inv_step, uint32_t bits, int32_t* levels) {
+  ref::grid_levels(x, len, step, inv_step, bits, levels);
+}
+void PackFields(const int32_t* levels, int64_t len, uint32_t bits, uint32_t* words) {
+  ref::pack_fields(levels, len, bits, words);
+}
+void UnpackFields(const uint32_t* words, int64_t first, int64_t len, uint32_t bits, int32_t* levels) {
+  ref::unpack_fields(words, first, len, bits, levels);
+}
+void GridDecode(const int32_t* levels, int64_t len, double step, float weight, bool accumulate, float* out) {
+  ref::grid_decode(levels, len, step, weight, accumulate, out);
+}
+void Axpy(const float* v, int64_t len, float weight, float* out) { ref::axpy(v, len, weight, out); }
+#else
+// ------------------------------------------------------------------------------ helpers
+
+/// Bits of a mask (lane j -> bit j), for any lane count up to 64.
+template <class D, class M>
+HWY_INLINE uint64_t mask_bits(D d, M m) {
+  // Read back exactly the bytes StoreMaskBits writes: a wider load would miss store forwarding.
+  constexpr size_t kBytes = (hn::MaxLanes(D()) + 7) / 8;
+  uint8_t bytes[8];
+  hn::StoreMaskBits(d, m, bytes);
+  if constexpr (kBytes == 1) {
+    return bytes[0];
+  } else if constexpr (kBytes == 2) {
+    uint16_t v;
+    std::memcpy(&v, bytes, 2);
+    return v;
+  } else if constexpr (kBytes <= 4) {
+    uint32_t v = 0;
+    std::memcpy(&v, bytes, kBytes);
+    return v;
+  } else {
+    uint64_t v = 0;
+    std::memcpy(&v, bytes, kBytes);
+    return v;
+  }
+}
+
+/// Lane j holds 1 << j (j < 32).
+template <class DU>
+HWY_INLINE hn::Vec<DU> lane_bits(DU du) {
+  return hn::Shl(hn::Set(du, 1u), hn::Iota(du, 0));
+}
+
+// ------------------------------------------------------------------------------ Philox
+
+// The counters live in the low halves of 64-bit lanes (a block per lane): one MulEven gives the
+// whole 64-bit product of a round's multiply, its high word is one shift away, and its low word
+// is already in place (the high halves carry junk that MulEven ignores and no XOR moves down).
+
+/// kV independent vectors of blocks through the 10 rounds together: one round's multiplies take
+/// several cycles, and independent vectors keep the multiplier busy meanwhile.
+template <int kV, class D64>
+HWY_INLINE void philox_rounds64(D64 d, hn::Vec<D64> (&c0)[kV], hn::Vec<D64> (&c1)[kV], hn::Vec<D64> (&c2)[kV],
+                              hn::Vec<D64> (&c3)[kV], const uint32_t* k0, const uint32_t* k1) {
+  const hn::Repartition<uint32_t, D64> d32;
+  const auto m0 = hn::Set(d32, 0xD2511F53u);
+  const auto m1 = hn::Set(d32, 0xCD9E8D57u);
+  for (int r = 0; r < 10; ++r) {
+    const auto rk0 = hn::Set(d, k0[r]);
+    const auto rk1 = hn::Set(d, k1[r]);
+#pragma GCC unroll 8
+    for (int v = 0; v < kV; ++v) {
+      const auto p0 = hn::MulEven(hn::BitCast(d32, c0[v]), m0);  // hi0:lo0
+      const auto p1 = hn::MulEven(hn::BitCast(d32, c2[v]), m1);  // hi1:lo1
+      c0[v] = hn::Xor(hn::Xor(hn::ShiftRight<32>(p1), c1[v]), rk0);
+      c1[v] = p1;
+      c2[v] = hn::Xor(hn::Xor(hn::ShiftRight<32>(p0), c3[v]), rk1);
+      c3[v] = p0;
+    }
+  }
+}
+
+void PhiloxWords64(const RngKey& key, uint32_t stream, uint64_t first_q, int64_t num_q, uint32_t* words) {
+  constexpr int kV = 4;
+  const hn::ScalableTag<uint64_t> d;
+  const hn::Repartition<uint32_t, decltype(d)> d32;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  uint32_t k0[10], k1[10];
+  k0[0] = static_cast<uint32_t>(key.seed);
+  k1[0] = static_cast<uint32_t>(key.seed >> 32);
+  for (int r = 1; r < 10; ++r) {
+    k0[r] = k0[r - 1] + 0x9E3779B9u;
+    k1[r] = k1[r - 1] + 0xBB67AE85u;
+  }
+  const uint32_t s = stream + key.stream_offset;
+  int64_t k = 0;
+  while (k + kV * lanes <= num_q) {
+    const uint64_t q = first_q + static_cast<uint64_t>(k);
+    if ((q & 0xffffffffull) + static_cast<uint64_t>(kV * lanes) > 0x100000000ull) break;  // the low word wraps
+    hn::Vec<decltype(d)> c0[kV], c1[kV], c2[kV], c3[kV];
+    for (int v = 0; v < kV; ++v) {
+      c0[v] = hn::Iota(d, (q & 0xffffffffull) + static_cast<uint64_t>(v * lanes));
+      c1[v] = hn::Set(d, static_cast<uint32_t>(q >> 32) | (s << 16));
+      c2[v] = hn::Set(d, key.rank);
+      c3[v] = hn::Set(d, key.step);
+    }
+    philox_rounds64<kV>(d, c0, c1, c2, c3, k0, k1);
+    for (int v = 0; v < kV; ++v) {
+      // (word 0, word 1) and (word 2, word 3) of each block as 64-bit pairs, then interleaved.
+      const auto w01 = hn::BitCast(d, hn::OddEven(hn::BitCast(d32, hn::ShiftLeft<32>(c1[v])), hn::BitCast(d32, c0[v])));
+      const auto w23 = hn::BitCast(d, hn::OddEven(hn::BitCast(d32, hn::ShiftLeft<32>(c3[v])), hn::BitCast(d32, c2[v])));
+      hn::StoreInterleaved2(w01, w23, d, reinterpret_cast<uint64_t*>(words + 4 * (k + v * lanes)));
+    }
+    k += kV * lanes;
+  }
+  if (k < num_q) ref::philox_words(key, stream, first_q + static_cast<uint64_t>(k), num_q - k, words + 4 * k);
+}
+
+// Without AVX-512 (no three-input logic op, fewer lanes) a block per 32-bit lane is faster: the
+// high words of even and odd lanes come from two MulEven and are blended back.
+template <class D>
+HWY_INLINE void mul_hi_lo(D d, hn::Vec<D> a, uint32_t m, hn::Vec<D>& hi, hn::Vec<D>& lo) {
+  const hn::RepartitionToWide<D> dw;
+  const auto vm = hn::Set(d, m);
+  const auto even = hn::MulEven(a, vm);                                                      // lanes 0, 2, ...
+  const auto odd = hn::MulEven(hn::BitCast(d, hn::ShiftRight<32>(hn::BitCast(dw, a))), vm);  // lanes 1, 3, ...
+  hi = hn::OddEven(hn::BitCast(d, odd), hn::BitCast(d, hn::ShiftRight<32>(even)));
+  lo = hn::OddEven(hn::BitCast(d, hn::ShiftLeft<32>(odd)), hn::BitCast(d, even));
+}
+
+template <int kV, class D>
+HWY_INLINE void philox_rounds32(D d, hn::Vec<D> (&c0)[kV], hn::Vec<D> (&c1)[kV], hn::Vec<D> (&c2)[kV],
+                                hn::Vec<D> (&c3)[kV], const uint32_t* k0, const uint32_t* k1) {
+  for (int r = 0; r < 10; ++r) {
+    const auto rk0 = hn::Set(d, k0[r]);
+    const auto rk1 = hn::Set(d, k1[r]);
+#pragma GCC unroll 8
+    for (int v = 0; v < kV; ++v) {
+      hn::Vec<D> hi0, lo0, hi1, lo1;
+      mul_hi_lo(d, c0[v], 0xD2511F53u, hi0, lo0);
+      mul_hi_lo(d, c2[v], 0xCD9E8D57u, hi1, lo1);
+      c0[v] = hn::Xor(hn::Xor(hi1, c1[v]), rk0);
+      c1[v] = lo1;
+      c2[v] = hn::Xor(hn::Xor(hi0, c3[v]), rk1);
+      c3[v] = lo0;
+    }
+  }
+}
+
+void PhiloxWords32(const RngKey& key, uint32_t stream, uint64_t first_q, int64_t num_q, uint32_t* words) {
+  constexpr int kV = 4;
+  const hn::ScalableTag<uint32_t> d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  uint32_t k0[10], k1[10];
+  k0[0] = static_cast<uint32_t>(key.seed);
+  k1[0] = static_cast<uint32_t>(key.seed >> 32);
+  for (int r = 1; r < 10; ++r) {
+    k0[r] = k0[r - 1] + 0x9E3779B9u;
+    k1[r] = k1[r - 1] + 0xBB67AE85u;
+  }
+  const uint32_t s = stream + key.stream_offset;
+  int64_t k = 0;
+  while (k + kV * lanes <= num_q) {
+    const uint64_t q = first_q + static_cast<uint64_t>(k);
+    if ((q & 0xffffffffull) + static_cast<uint64_t>(kV * lanes) > 0x100000000ull) break;  // the low word wraps
+    hn::Vec<decltype(d)> c0[kV], c1[kV], c2[kV], c3[kV];
+    for (int v = 0; v < kV; ++v) {
+      c0[v] = hn::Iota(d, static_cast<uint32_t>(q) + static_cast<uint32_t>(v * lanes));
+      c1[v] = hn::Set(d, static_cast<uint32_t>(q >> 32) | (s << 16));
+      c2[v] = hn::Set(d, key.rank);
+      c3[v] = hn::Set(d, key.step);
+    }
+    philox_rounds32<kV>(d, c0, c1, c2, c3, k0, k1);
+    for (int v = 0; v < kV; ++v) hn::StoreInterleaved4(c0[v], c1[v], c2[v], c3[v], d, words + 4 * (k + v * lanes));
+    k += kV * lanes;
+  }
+  if (k < num_q) ref::philox_words(key, stream, first_q + static_cast<uint64_t>(k), num_q - k, words + 4 * k);
+}
+
+void PhiloxWords(const RngKey& key, uint32_t stream, uint64_t first_q, int64_t num_q, uint32_t* words) {
+#if HWY_TARGET <= HWY_AVX3
+  PhiloxWords64(key, stream, first_q, num_q, words);
+#else
+  PhiloxWords32(key, stream, first_q, num_q, words);
+#endif
+}
+
+// ------------------------------------------------------------------------------ reductions
+
+template <ReduceOp kOp, class DD>
+HWY_INLINE hn::Vec<DD> reduce_term(DD dd, hn::Vec<DD> v, double mean) {
+  if constexpr (kOp == ReduceOp::kAbsSum) return hn::Abs(v);
+  if constexpr (kOp == ReduceOp::kSquareSum) return hn::Mul(v, v);
+  if constexpr (kOp == ReduceOp::kSum) return v;
+  if constexpr (kOp == ReduceOp::kCenteredSquareSum) {
+    const auto c = hn::Sub(v, hn::Set(dd, mean));
+    return hn::Mul(c, c);
+  }
+  if constexpr (kOp == ReduceOp::kAbsMax)
+    return hn::IfThenElse(hn::IsFinite(v), hn::Abs(v), hn::Set(dd, bits_double(0x7ff0000000000000ull)));
+}
+
+template <ReduceOp kOp, class DD>
+HWY_INLINE hn::Vec<DD> reduce_combine(hn::Vec<DD> a, hn::Vec<DD> b) {
+  if constexpr (kOp == ReduceOp::kAbsMax)
+    return hn::Max(a, b);  // no NaN reaches here: non-finite terms are +Inf
+  else
+    return hn::Add(a, b);
+}
+
+template <ReduceOp kOp, class Op>
+double ReduceTileT(const Op& op, const float* x, int64_t len, double mean) {
+  const hn::ScalableTag<double> dd;
+  const hn::Rebind<float, decltype(dd)> df;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(dd));
+  HWY_ALIGN double acc_lanes[kLanes];
+  const int64_t rows = len / kLanes;
+  const int64_t rem = len % kLanes;
+  for (int64_t l0 = 0; l0 < kLanes; l0 += lanes) {
+    auto acc = hn::Set(dd, op.identity());
+    for (int64_t r = 0; r < rows; ++r)
+      acc = reduce_combine<kOp, decltype(dd)>(acc, reduce_term<kOp>(dd, hn::PromoteTo(dd, hn::LoadU(df, x + r * kLanes + l0)), mean));
+    hn::Store(acc, dd, acc_lanes + l0);
+  }
+  for (int64_t l = 0; l < rem; ++l) acc_lanes[l] = op.combine(acc_lanes[l], op.term(x[rows * kLanes + l]));
+  int64_t s = kLanes / 2;
+  for (; s >= lanes; s /= 2)
+    for (int64_t i = 0; i < s; i += lanes)
+      hn::Store(reduce_combine<kOp, decltype(dd)>(hn::Load(dd, acc_lanes + i), hn::Load(dd, acc_lanes + i + s)), dd,
+                acc_lanes + i);
+  for (; s >= 1; s /= 2)
+    for (int64_t i = 0; i < s; ++i) acc_lanes[i] = op.combine(acc_lanes[i], acc_lanes[i + s]);
+  return acc_lanes[0];
+}
+
+double ReduceTile(ReduceOp op, const float* x, int64_t len, double mean) {
+  switch (op) {
+    case ReduceOp::kAbsSum: return ReduceTileT<ReduceOp::kAbsSum>(AbsSumOp{}, x, len, mean);
+    case ReduceOp::kSquareSum: return ReduceTileT<ReduceOp::kSquareSum>(SquareSumOp{}, x, len, mean);
+    case ReduceOp::kSum: return ReduceTileT<ReduceOp::kSum>(SumOp{}, x, len, mean);
+    case ReduceOp::kCenteredSquareSum:
+      return ReduceTileT<ReduceOp::kCenteredSquareSum>(CenteredSquareSumOp{mean}, x, len, mean);
+    case ReduceOp::kAbsMax: return ReduceTileT<ReduceOp::kAbsMax>(AbsMaxOp{}, x, len, mean);
+  }
+  return 0.0;
+}
+
+int64_t FindNonfinite(const float* x, int64_t n) {
+  const hn::ScalableTag<uint32_t> du;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(du));
+  const auto exp_mask = hn::Set(du, 0x7f800000u);
+  const uint32_t* bits = reinterpret_cast<const uint32_t*>(x);
+  int64_t i = 0;
+  for (; i + 4 * lanes <= n; i += 4 * lanes) {
+    const auto a = hn::And(hn::LoadU(du, bits + i), exp_mask);
+    const auto b = hn::And(hn::LoadU(du, bits + i + lanes), exp_mask);
+    const auto c = hn::And(hn::LoadU(du, bits + i + 2 * lanes), exp_mask);
+    const auto e = hn::And(hn::LoadU(du, bits + i + 3 * lanes), exp_mask);
+    const auto bad = hn::Or(hn::Or(hn::Eq(a, exp_mask), hn::Eq(b, exp_mask)), hn::Or(hn::Eq(c, exp_mask), hn::Eq(e, exp_mask)));
+    if (!hn::AllFalse(du, bad)) return ref::find_nonfinite(x + i, 4 * lanes) + i;
+  }
+  const int64_t tail = ref::find_nonfinite(x + i, n - i);
+  return tail < 0 ? -1 : tail + i;
+}
+
+// ------------------------------------------------------------------------------ dither
+
+/// dither_level of each lane of r (clamp to s, floor, compare with u), as doubles.
+template <class DD>
+HWY_INLINE hn::Vec<DD> dither_level_v(DD dd, hn::Vec<DD> r, hn::Vec<DD> s, hn::Vec<DD> u) {
+  r = hn::Min(r, s);
+  const auto fl = hn::Floor(r);
+  return hn::Add(fl, hn::IfThenElseZero(hn::Lt(u, hn::Sub(r, fl)), hn::Set(dd, 1.0)));
+}
+
+/// natdither_level of each lane of r > 0 (s <= kNatDitherRcpMaxLevels), as doubles.
+template <class DD>
+HWY_INLINE hn::Vec<DD> natdither_level_v(DD dd, hn::Vec<DD> r, double s, hn::Vec<DD> u) {
+  const hn::RebindToUnsigned<DD> du;
+  const auto bits = hn::BitCast(du, r);
+  // biased exponent E as a double (exact: 2^52 + E - 2^52), j = E - 1023 + s
+  const auto e_biased = hn::Sub(hn::BitCast(dd, hn::Or(hn::ShiftRight<52>(bits), hn::Set(du, 0x4330000000000000ull))),
+                                hn::Set(dd, 4503599627370496.0));
+  const auto j = hn::Add(e_biased, hn::Set(dd, s - 1023.0));
+  // tau between 2^e and 2^(e+1): r 2^-e - 1 (the mantissa of r in [1, 2), minus 1); below the
+  // first level: r / 2^(1-s) = r 2^(s-1). Both exact.
+  const auto mant = hn::BitCast(dd, hn::Or(hn::And(bits, hn::Set(du, 0x000fffffffffffffull)), hn::Set(du, 0x3ff0000000000000ull)));
+  const auto small = hn::Lt(j, hn::Set(dd, 1.0));
+  const auto tau = hn::IfThenElse(small, hn::Mul(r, hn::Set(dd, bits_double(static_cast<uint64_t>(1023 + s - 1) << 52))),
+                                  hn::Sub(mant, hn::Set(dd, 1.0)));
+  const auto base = hn::IfThenZeroElse(small, j);
+  const auto level = hn::Add(base, hn::IfThenElseZero(hn::Lt(u, tau), hn::Set(dd, 1.0)));
+  return hn::IfThenElse(hn::Ge(r, hn::Set(dd, 1.0)), hn::Set(dd, s), level);
+}
+
+void Quantize(bool natural, const float* x, int64_t len, float nu, uint32_t levels, const uint32_t* words,
+              uint32_t* coded) {
+  if (nu == 0.0f) {
+    std::fill(coded, coded + len, 0u);
+    return;
+  }
+  if (natural && levels > kNatDitherRcpMaxLevels) {
+    ref::quantize(natural, x, len, nu, levels, words, coded);
+    return;
+  }
+  const hn::ScalableTag<double> dd;
+  const hn::Rebind<float, decltype(dd)> df;
+  const hn::Rebind<uint32_t, decltype(dd)> du;
+  const hn::Rebind<int32_t, decltype(dd)> di;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(dd));
+  const double inv = 1.0 / static_cast<double>(nu);
+  const double sd = static_cast<double>(levels);
+  const auto v_s = hn::Set(dd, sd);
+  const auto v_inv = hn::Set(dd, inv);
+  const auto v_slack = hn::Set(dd, kQuotientSlack);
+  const auto v_u_scale = hn::Set(dd, 5.9604644775390625e-8);  // 2^-24
+  const auto sign_bit = hn::Set(du, kNegativeBit);
+  const auto zero_f = hn::Zero(df);
+  int64_t i = 0;
+  for (; i + lanes <= len; i += lanes) {
+    const auto xf = hn::LoadU(df, x + i);
+    const auto y = hn::PromoteTo(dd, xf);
+    const auto u = hn::Mul(hn::PromoteTo(dd, hn::BitCast(di, hn::ShiftRight<8>(hn::LoadU(du, words + i)))), v_u_scale);
+    const auto a = natural ? hn::Abs(y) : hn::Mul(v_s, hn::Abs(y));
+    const auto q = hn::Mul(a, v_inv);
+    const auto dq = hn::Mul(q, v_slack);
+    hn::Vec<decltype(dd)> lo, hi;
+    if (natural) {
+      lo = natdither_level_v(dd, hn::Sub(q, dq), sd, u);
+      hi = natdither_level_v(dd, hn::Add(q, dq), sd, u);
+    } else {
+      lo = dither_level_v(dd, hn::Sub(q, dq), v_s, u);
+      hi = dither_level_v(dd, hn::Add(q, dq), v_s, u);
+    }
+    const auto level = hn::BitCast(du, hn::DemoteTo(di, lo));
+    const auto negative = hn::And(hn::Ne(level, hn::Zero(du)), hn::RebindMask(du, hn::Lt(xf, zero_f)));
+    hn::StoreU(hn::Or(level, hn::IfThenElseZero(negative, sign_bit)), du, coded + i);
+    const auto straddle = hn::Ne(lo, hi);
+    if (HWY_UNLIKELY(!hn::AllFalse(dd, straddle))) {
+      const uint64_t m = mask_bits(dd, straddle);
+      for (int64_t j = 0; j < lanes; ++j)
+        if ((m >> j) & 1u) ref::quantize(natural, x + i + j, 1, nu, levels, words + i + j, coded + i + j);
+    }
+  }
+  ref::quantize(natural, x + i, len - i, nu, levels, words + i, coded + i);
+}
+
+/// dither_level of each lane of r >= 0 in single precision (exact: floor and r - floor(r) of a
+/// float are floats).
+template <class DF>
+HWY_INLINE hn::Vec<DF> dither_level_f(DF df, hn::Vec<DF> r, hn::Vec<DF> s, hn::Vec<DF> u) {
+  r = hn::Min(r, s);
+  const auto fl = hn::Floor(r);
+  return hn::Add(fl, hn::IfThenElseZero(hn::Lt(u, hn::Sub(r, fl)), hn::Set(df, 1.0f)));
+}
+
+/// natdither_level of each lane of a normal float r > 0 (s <= kNatDitherRcpMaxLevels), exactly.
+template <class DF>
+HWY_INLINE hn::Vec<DF> natdither_level_f(DF df, hn::Vec<DF> r, float s, hn::Vec<DF> u) {
+  const hn::RebindToUnsigned<DF> du;
+  const hn::RebindToSigned<DF> di;
+  const auto bits = hn::BitCast(du, r);
+  const auto j = hn::ConvertTo(df, hn::Add(hn::BitCast(di, hn::ShiftRight<23>(bits)), hn::Set(di, static_cast<int32_t>(s) - 127)));
+  const auto mant = hn::BitCast(df, hn::Or(hn::And(bits, hn::Set(du, 0x7fffffu)), hn::Set(du, 0x3f800000u)));
+  const auto small = hn::Lt(j, hn::Set(df, 1.0f));
+  const auto tau = hn::IfThenElse(small, hn::Mul(r, hn::Set(df, bits_float(static_cast<uint32_t>(127 + s - 1) << 23))),
+                                  hn::Sub(mant, hn::Set(df, 1.0f)));
+  const auto level = hn::Add(hn::IfThenZeroElse(small, j), hn::IfThenElseZero(hn::Lt(u, tau), hn::Set(df, 1.0f)));
+  return hn::IfThenElse(hn::Ge(r, hn::Set(df, 1.0f)), hn::Set(df, s), level);
+}
+
+// Single-precision route of quantize_planes. The reference divides in double:
+// r = RN(s|y| / nu). Here q = RN(|y| * recip) with recip = RN(s / nu) (one more rounding of the
+// double quotient), so |q - r| <= (3 * 2^-24 + 2^-53) q. The bracket [q - q 2^-20, q + q 2^-20]
+// (2^-20 q exact, as q >= 2^-100) holds r after its own rounding, and the level is a
+// nondecreasing function of r evaluated exactly on floats: when both ends agree, that is r's
+// level. Lanes where they disagree (about 2^-17 s of them), where q is outside [2^-100, 2^100]
+// (underflow or overflow) or where recip is 0 or negative (no single-precision reciprocal) are
+// redone by the element math. q = 0 is exact when y = 0 or nu = 0 (recip = 0), where the
+// reference gives level 0 too.
+template <bool kNatural, int kBits>
+void QuantizePlanesT(const float* x, const float* nu, const float* recip, const uint32_t* words, int64_t num_groups,
+                     uint32_t levels, uint32_t* out) {
+  const hn::ScalableTag<float> df;
+  const hn::RebindToUnsigned<decltype(df)> du;
+  const hn::RebindToSigned<decltype(df)> di;
+  constexpr int kLanesF = static_cast<int>(hn::MaxLanes(decltype(df)()));
+  const float sf = static_cast<float>(levels);
+  const auto v_s = hn::Set(df, sf);
+  const auto v_slack = hn::Set(df, 9.5367431640625e-7f);     // 2^-20
+  const auto v_u_scale = hn::Set(df, 5.9604644775390625e-8f);  // 2^-24
+  const auto v_min = hn::Set(df, 7.8886090522101181e-31f);     // 2^-100
+  const auto v_max = hn::Set(df, 1.2676506002282294e+30f);     // 2^100
+  const auto v_2p23 = hn::Set(df, 8388608.0f);                 // level + 2^23: the level in the low bits
+  const auto zero = hn::Zero(df);
+  HWY_ALIGN uint32_t patch[kLanesF];
+  for (int64_t g = 0; g < num_groups; ++g) {
+    uint32_t w[1 + kBits] = {};
+    for (int o = 0; o < kGroupElems; o += kLanesF) {
+      const int64_t i = g * kGroupElems + o;
+      const auto y = hn::LoadU(df, x + i);
+      const auto ay = hn::Abs(y);
+      const auto rc = hn::LoadU(df, recip + i);
+      const auto q = hn::Mul(ay, rc);
+      const auto u = hn::Mul(hn::ConvertTo(df, hn::BitCast(di, hn::ShiftRight<8>(hn::LoadU(du, words + i)))), v_u_scale);
+      const auto dq = hn::Mul(q, v_slack);
+      hn::Vec<decltype(df)> lo, hi;
+      if constexpr (kNatural) {
+        lo = natdither_level_f(df, hn::Sub(q, dq), sf, u);
+        hi = natdither_level_f(df, hn::Add(q, dq), sf, u);
+      } else {
+        lo = dither_level_f(df, hn::Sub(q, dq), v_s, u);
+        hi = dither_level_f(df, hn::Add(q, dq), v_s, u);
+      }
+      auto level_bits = hn::BitCast(du, hn::Add(lo, v_2p23));
+      auto negative = hn::RebindMask(du, hn::And(hn::Ne(lo, zero), hn::Lt(y, zero)));
+      const auto in_range = hn::And(hn::Ge(q, v_min), hn::Le(q, v_max));
+      const auto exact_zero = hn::And(hn::Eq(q, zero), hn::Or(hn::Eq(ay, zero), hn::Eq(rc, zero)));
+      const auto redo = hn::Or(hn::Ne(lo, hi), hn::Not(hn::Or(in_range, exact_zero)));
+      if (HWY_UNLIKELY(!hn::AllFalse(df, redo))) {
+        hn::Store(hn::Or(level_bits, hn::IfThenElseZero(negative, hn::Set(du, kNegativeBit))), du, patch);
+        const uint64_t m = mask_bits(df, redo);
+        for (int j = 0; j < kLanesF; ++j)
+          if ((m >> j) & 1u) {
+            ref::quantize(kNatural, x + i + j, 1, nu[i + j], levels, words + i + j, patch + j);
+            patch[j] = (patch[j] & kNegativeBit) | (0x4b000000u + (patch[j] & ~kNegativeBit));  // bits of level + 2^23
+          }
+        const auto patched = hn::Load(du, patch);
+        negative = hn::TestBit(patched, hn::Set(du, kNegativeBit));
+        level_bits = hn::And(patched, hn::Set(du, ~kNegativeBit));
+      }
+      w[0] |= static_cast<uint32_t>(mask_bits(du, negative) << o);
+#pragma GCC unroll 16
+      for (int k = 0; k < kBits; ++k)
+        w[1 + k] |= static_cast<uint32_t>(mask_bits(du, hn::TestBit(level_bits, hn::Set(du, 1u << k))) << o);
+    }
+    std::memcpy(out + g * (1 + kBits), w, sizeof(w));
+  }
+}
+
+template <bool kNatural>
+void QuantizePlanesN(const float* x, const float* nu, const float* recip, const uint32_t* words, int64_t num_groups,
+                     uint32_t levels, int nbits, uint32_t* out) {
+  switch (nbits) {
+    case 1: return QuantizePlanesT<kNatural, 1>(x, nu, recip, words, num_groups, levels, out);
+    case 2: return QuantizePlanesT<kNatural, 2>(x, nu, recip, words, num_groups, levels, out);
+    case 3: return QuantizePlanesT<kNatural, 3>(x, nu, recip, words, num_groups, levels, out);
+    case 4: return QuantizePlanesT<kNatural, 4>(x, nu, recip, words, num_groups, levels, out);
+    case 5: return QuantizePlanesT<kNatural, 5>(x, nu, recip, words, num_groups, levels, out);
+    case 6: return QuantizePlanesT<kNatural, 6>(x, nu, recip, words, num_groups, levels, out);
+    case 7: return QuantizePlanesT<kNatural, 7>(x, nu, recip, words, num_groups, levels, out);
+    case 8: return QuantizePlanesT<kNatural, 8>(x, nu, recip, words, num_groups, levels, out);
+    case 9: return QuantizePlanesT<kNatural, 9>(x, nu, recip, words, num_groups, levels, out);
+    case 10: return QuantizePlanesT<kNatural, 10>(x, nu, recip, words, num_groups, levels, out);
+    case 11: return QuantizePlanesT<kNatural, 11>(x, nu, recip, words, num_groups, levels, out);
+    default: ref::quantize_planes(kNatural, x, nu, recip, words, num_groups, levels, nbits, out);
+  }
+}
+
+void QuantizePlanes(bool natural, const float* x, const float* nu, const float* recip, const uint32_t* words,
+                    int64_t num_groups, uint32_t levels, int nbits, uint32_t* out) {
+  if (hn::MaxLanes(hn::ScalableTag<float>()) > kGroupElems) {
+    ref::quantize_planes(natural, x, nu, recip, words, num_groups, levels, nbits, out);
+    return;
+  }
+  if (natural)
+    QuantizePlanesN<true>(x, nu, recip, words, num_groups, levels, nbits, out);
+  else
+    QuantizePlanesN<false>(x, nu, recip, words, num_groups, levels, nbits, out);
+}
+
+void PackPlanes(const uint32_t* coded, int64_t num_groups, int nbits, uint32_t* out) {
+  const hn::ScalableTag<uint32_t> du;
+  const int lanes = static_cast<int>(hn::Lanes(du));
+  if (lanes > kGroupElems) {
+    ref::pack_planes(coded, num_groups, nbits, out);
+    return;
+  }
+  const int words = group_words(nbits);
+  const auto sign_bit = hn::Set(du, kNegativeBit);
+  for (int64_t g = 0; g < num_groups; ++g) {
+    uint32_t w[1 + 32] = {};
+    for (int o = 0; o < kGroupElems; o += lanes) {
+      const auto c = hn::LoadU(du, coded + g * kGroupElems + o);
+      w[0] |= static_cast<uint32_t>(mask_bits(du, hn::TestBit(c, sign_bit)) << o);
+      for (int k = 0; k < nbits; ++k)
+        w[1 + k] |= static_cast<uint32_t>(mask_bits(du, hn::TestBit(c, hn::Set(du, 1u << k))) << o);
+    }
+    std::memcpy(out + g * words, w, sizeof(uint32_t) * static_cast<size_t>(words));
+  }
+}
+
+void SignWords(const float* x, int64_t num_groups, uint32_t* out) {
+  const hn::ScalableTag<float> df;
+  const int lanes = static_cast<int>(hn::Lanes(df));
+  if (lanes > kGroupElems) {
+    ref::sign_words(x, num_groups, out);
+    return;
+  }
+  const auto zero = hn::Zero(df);
+  for (int64_t g = 0; g < num_groups; ++g) {
+    uint32_t w = 0;
+    for (int o = 0; o < kGroupElems; o += lanes)
+      w |= static_cast<uint32_t>(mask_bits(df, hn::Lt(hn::LoadU(df, x + g * kGroupElems + o), zero)) << o);
+    out[g] = w;
+  }
+}
+
+void DecodePlanes(const uint32_t* groups, int nbits, int64_t first, int64_t len, const float* table, float weight,
+                  bool accumulate, float* out) {
+  const hn::ScalableTag<float> df;
+  const hn::RebindToUnsigned<decltype(df)> du;
+  const hn::RebindToSigned<decltype(df)> di;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  const int words = group_words(nbits);
+  const int table_size = 1 << nbits;
+  if (lanes > kGroupElems || nbits > 8) {
+    ref::decode_planes(groups, nbits, first, len, table, weight, accumulate, out);
+    return;
+  }
+  // head: up to the first element whose lane offset in its group is a multiple of `lanes`
+  int64_t i = std::min<int64_t>(len, (lanes - first % lanes) % lanes);
+  ref::decode_planes(groups, nbits, first, i, table, weight, accumulate, out);
+  const bool lookup = table_size <= lanes;
+  HWY_ALIGN float padded[64] = {};
+  if (lookup) std::memcpy(padded, table, sizeof(float) * static_cast<size_t>(table_size));
+  const auto table_vec = hn::Load(df, padded);
+  const auto bitsel = lane_bits(du);
+  const auto v_weight = hn::Set(df, weight);
+  for (; i + lanes <= len; i += lanes) {
+    const int64_t e = first + i;
+    const uint32_t* w = groups + (e / kGroupElems) * words;
+    const int o = static_cast<int>(e % kGroupElems);
+    auto level = hn::Zero(du);
+    for (int k = 0; k < nbits; ++k)
+      level = hn::Or(level, hn::IfThenElseZero(hn::TestBit(hn::Set(du, w[1 + k] >> o), bitsel), hn::Set(du, 1u << k)));
+    hn::Vec<decltype(df)> v;
+    if (nbits == 0)
+      v = hn::Set(df, table[0]);
+    else if (lookup)
+      v = hn::TableLookupLanes(table_vec, hn::IndicesFromVec(df, hn::BitCast(di, level)));
+    else
+      v = hn::GatherIndex(df, table, hn::BitCast(di, level));
+    v = hn::IfThenElse(hn::RebindMask(df, hn::TestBit(hn::Set(du, w[0] >> o), bitsel)), hn::Neg(v), v);
+    if (accumulate) v = hn::Add(hn::LoadU(df, out + i), hn::Mul(v_weight, v));
+    hn::StoreU(v, df, out + i);
+  }
+  ref::decode_planes(groups, nbits, first + i, len - i, table, weight, accumulate, out + i);
+}
+
+// ------------------------------------------------------------------------------ natural
+
+void NaturalEncode(const float* x, int64_t len, const uint32_t* words, uint8_t* codes, uint32_t* signs) {
+  const hn::ScalableTag<uint32_t> du;
+  const hn::Rebind<uint8_t, decltype(du)> d8;
+  const hn::RebindToSigned<decltype(du)> di;
+  const int lanes = static_cast<int>(hn::Lanes(du));
+  if (lanes > kGroupElems) {
+    ref::natural_encode(x, len, words, codes, signs);
+    return;
+  }
+  const uint32_t* xb = reinterpret_cast<const uint32_t*>(x);
+  const int64_t full = len / kGroupElems;
+  for (int64_t g = 0; g < full; ++g) {
+    uint32_t sw = 0;
+    for (int o = 0; o < kGroupElems; o += lanes) {
+      const int64_t i = g * kGroupElems + o;
+      const auto bits = hn::LoadU(du, xb + i);
+      const auto mag = hn::And(bits, hn::Set(du, 0x7fffffffu));
+      auto e = hn::ShiftRight<23>(mag);
+      const auto mant = hn::And(mag, hn::Set(du, 0x7fffffu));
+      const auto thr = hn::ShiftRight<9>(hn::LoadU(du, words + i));
+      e = hn::Add(e, hn::IfThenElseZero(hn::Gt(mant, thr), hn::Set(du, 1u)));
+      e = hn::Min(e, hn::Set(du, 254u));
+      hn::StoreU(hn::DemoteTo(d8, hn::BitCast(di, e)), d8, codes + i);
+      // negative: code != 0 and x < 0 (the sign bit set on a nonzero magnitude)
+      const auto neg = hn::And(hn::Ne(e, hn::Zero(du)), hn::Ne(mag, bits));
+      sw |= static_cast<uint32_t>(mask_bits(du, neg) << o);
+    }
+    signs[g] = sw;
+  }
+  const int64_t done = full * kGroupElems;
+  if (done < len) ref::natural_encode(x + done, len - done, words + done, codes + done, signs + full);
+}
+
+void NaturalDecode(const uint8_t* codes, const uint32_t* signs, int64_t first, int64_t len, float weight,
+                   bool accumulate, float* out) {
+  const hn::ScalableTag<float> df;
+  const hn::RebindToUnsigned<decltype(df)> du;
+  const hn::Rebind<uint8_t, decltype(du)> d8;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  if (lanes > kGroupElems) {
+    ref::natural_decode(codes, signs, first, len, weight, accumulate, out);
+    return;
+  }
+  int64_t i = std::min<int64_t>(len, (lanes - first % lanes) % lanes);
+  ref::natural_decode(codes, signs, first, i, weight, accumulate, out);
+  const auto bitsel = lane_bits(du);
+  const auto v_weight = hn::Set(df, weight);
+  for (; i + lanes <= len; i += lanes) {
+    const int64_t e = first + i;
+    const auto code = hn::PromoteTo(du, hn::LoadU(d8, codes + e));
+    const auto neg = hn::TestBit(hn::Set(du, signs[e / kGroupElems] >> (e % kGroupElems)), bitsel);
+    // code 0 is +0 (validation rejects a sign bit on a zero code)
+    auto v = hn::BitCast(df, hn::Or(hn::ShiftLeft<23>(code), hn::IfThenElseZero(neg, hn::Set(du, 0x80000000u))));
+    if (accumulate) v = hn::Add(hn::LoadU(df, out + i), hn::Mul(v_weight, v));
+    hn::StoreU(v, df, out + i);
+  }
+  ref::natural_decode(codes, signs, first + i, len - i, weight, accumulate, out + i);
+}
+
+// ------------------------------------------------------------------------------ grid
+
+void GridLevels(const float* x, int64_t len, double step, double inv_step, uint32_t bits, int32_t* levels) {
+  if (inv_step == 0.0) {
+    ref::grid_levels(x, len, step, inv_step, bits, levels);
+    return;
+  }
+  const hn::ScalableTag<double> dd;
+  const hn::Rebind<float, decltype(dd)> df;
+  const hn::Rebind<int32_t, decltype(dd)> di;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(dd));
+  const double lim = static_cast<double>((int64_t{1} << (bits - 1)) - 1);
+  const auto v_lim = hn::Set(dd, lim);
+  const auto v_nlim = hn::Set(dd, -lim);
+  const auto v_inv = hn::Set(dd, inv_step);
+  const auto v_slack = hn::Set(dd, kQuotientSlack);
+  int64_t i = 0;
+  for (; i + lanes <= len; i += lanes) {
+    const auto q = hn::Mul(hn::PromoteTo(dd, hn::LoadU(df, x + i)), v_inv);
+    const auto dq = hn::Mul(hn::Abs(q), v_slack);
+    const auto lo = hn::Max(hn::Min(hn::Round(hn::Sub(q, dq)), v_lim), v_nlim);
+    const auto hi = hn::Max(hn::Min(hn::Round(hn::Add(q, dq)), v_lim), v_nlim);
+    hn::StoreU(hn::DemoteTo(di, lo), di, levels + i);
+    const auto straddle = hn::Ne(lo, hi);
+    if (HWY_UNLIKELY(!hn::AllFalse(dd, straddle))) {
+      const uint64_t m = mask_bits(dd, straddle);
+      for (int64_t j = 0; j < lanes; ++j)
+        if ((m >> j) & 1u) levels[i + j] = static_cast<int32_t>(grid_level(x[i + j], step, bits));
+    }
+  }
+  ref::grid_levels(x + i, len - i, step, inv_step, bits, levels + i);
+}
+
+// Fields of 8 and 16 bits are whole bytes: plain little-endian stores and loads through bytes
+// (which alias anything), vectorized by the compiler for each target.
+void PackFields(const int32_t* levels, int64_t len, uint32_t bits, uint32_t* words) {
+  uint8_t* bytes = reinterpret_cast<uint8_t*>(words);
+  if (bits == 16) {
+    for (int64_t i = 0; i < len; ++i) {
+      const uint16_t v = static_cast<uint16_t>(levels[i]);
+      std::memcpy(bytes + 2 * i, &v, 2);
+    }
+    if (len % 2) std::memset(bytes + 2 * len, 0, 2);
+  } else if (bits == 8) {
+    for (int64_t i = 0; i < len; ++i) bytes[i] = static_cast<uint8_t>(levels[i]);
+    for (int64_t i = len; i % 4 != 0; ++i) bytes[i] = 0;
+  } else if (bits == 32) {
+    std::memcpy(words, levels, sizeof(int32_t) * static_cast<size_t>(len));
+  } else {
+    ref::pack_fields(levels, len, bits, words);
+  }
+}
+
+void UnpackFields(const uint32_t* words, int64_t first, int64_t len, uint32_t bits, int32_t* levels) {
+  const uint8_t* bytes = reinterpret_cast<const uint8_t*>(words);
+  if (bits == 16) {
+    for (int64_t i = 0; i < len; ++i) {
+      int16_t v;
+      std::memcpy(&v, bytes + 2 * (first + i), 2);
+      levels[i] = v;
+    }
+  } else if (bits == 8) {
+    for (int64_t i = 0; i < len; ++i) levels[i] = static_cast<int8_t>(bytes[first + i]);
+  } else if (bits == 32) {
+    std::memcpy(levels, words + first, sizeof(int32_t) * static_cast<size_t>(len));
+  } else {
+    ref::unpack_fields(words, first, len, bits, levels);
+  }
+}
+
+void GridDecode(const int32_t* levels, int64_t len, double step, float weight, bool accumulate, float* out) {
+  const hn::ScalableTag<double> dd;
+  const hn::Rebind<float, decltype(dd)> df;
+  const hn::Rebind<int32_t, decltype(dd)> di;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(dd));
+  const auto v_step = hn::Set(dd, step);
+  const auto v_weight = hn::Set(df, weight);
+  int64_t i = 0;
+  for (; i + lanes <= len; i += lanes) {
+    auto v = hn::DemoteTo(df, hn::Mul(v_step, hn::PromoteTo(dd, hn::LoadU(di, levels + i))));
+    if (accumulate) v = hn::Add(hn::LoadU(df, out + i), hn::Mul(v_weight, v));
+    hn::StoreU(v, df, out + i);
+  }
+  ref::grid_decode(levels + i, len - i, step, weight, accumulate, out + i);
+}
+
+// ------------------------------------------------------------------------------ identity
+
+void Axpy(const float* v, int64_t len, float weight, float* out) {
+  const hn::ScalableTag<float> df;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  const auto w = hn::Set(df, weight);
+  int64_t i = 0;
+  for (; i + lanes <= len; i += lanes) hn::StoreU(hn::Add(hn::LoadU(df, out + i), hn::Mul(w, hn::LoadU(df, v + i))), df, out + i);
+  ref::axpy(v + i, len - i, weight, out + i);
+}
+
+#endif  // HWY_TARGET == HWY_SCALAR
+
+}  // namespace HWY_NAMESPACE
+}  // namespace gcomp::detail::kernels
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+#include <atomic>
+
+namespace gcomp::detail::kernels {
+
+HWY_EXPORT(PhiloxWords);
+HWY_EXPORT(ReduceTile);
+HWY_EXPORT(FindNonfinite);
+HWY_EXPORT(Quantize);
+HWY_EXPORT(PackPlanes);
+HWY_EXPORT(QuantizePlanes);
+HWY_EXPORT(SignWords);
+HWY_EXPORT(DecodePlanes);
+HWY_EXPORT(NaturalEncode);
+HWY_EXPORT(NaturalDecode);
+HWY_EXPORT(GridLevels);
+HWY_EXPORT(PackFields);
+HWY_EXPORT(UnpackFields);
+HWY_EXPORT(GridDecode);
+HWY_EXPORT(Axpy);
+
+namespace {
+std::atomic<bool> g_reference{false};
+bool reference() { return g_reference.load(std::memory_order_relaxed); }
+}  // namespace
+
+std::string active_target() {
+  if (reference()) return "scalar";
+  // The target HWY_DYNAMIC_DISPATCH picks: the best of the supported and compiled ones.
+  const std::vector<int64_t> targets = hwy::SupportedAndGeneratedTargets();
+  return targets.empty() ? "scalar" : hwy::TargetName(targets.front());
+}
+
+std::vector<std::pair<int64_t, std::string>> available_targets() {
+  std::vector<std::pair<int64_t, std::string>> out;
+  hwy::SetSupportedTargetsForTest(0);
+  for (int64_t t : hwy::SupportedAndGeneratedTargets()) out.emplace_back(t, hwy::TargetName(t));
+  out.emplace_back(-1, "scalar");
+  return out;
+}
+
+void force_target(int64_t target) {
+  g_reference.store(target == -1, std::memory_order_relaxed);
+  hwy::SetSupportedTargetsForTest(target > 0 ? target : 0);
+}
+
+#define GCOMP_KERNEL(name, fn, params, args) \
+  void name params {                         \
+    if (reference()) return ref::name args;  \
+    return HWY_DYNAMIC_DISPATCH(fn) args;    \
+  }
+
+GCOMP_KERNEL(philox_words, PhiloxWords,
+             (const RngKey& key, uint32_t stream, uint64_t first_q, int64_t num_q, uint32_t* words),
+             (key, stream, first_q, num_q, words))
+GCOMP_KERNEL(quantize, Quantize,
+             (bool natural, const float* x, int64_t len, float nu, uint32_t levels, const uint32_t* words,
+              uint32_t* coded),
+             (natural, x, len, nu, levels, words, coded))
+GCOMP_KERNEL(pack_planes, PackPlanes, (const uint32_t* coded, int64_t num_groups, int nbits, uint32_t* out),
+             (coded, num_groups, nbits, out))
+GCOMP_KERNEL(quantize_planes, QuantizePlanes,
+             (bool natural, const float* x, const float* nu, const float* recip, const uint32_t* words,
+              int64_t num_groups, uint32_t levels, int nbits, uint32_t* out),
+             (natural, x, nu, recip, words, num_groups, levels, nbits, out))
+GCOMP_KERNEL(sign_words, SignWords, (const float* x, int64_t num_groups, uint32_t* out), (x, num_groups, out))
+GCOMP_KERNEL(decode_planes, DecodePlanes,
+             (const uint32_t* groups, int nbits, int64_t first, int64_t len, const float* table, float weight,
+              bool accumulate, float* out),
+             (groups, nbits, first, len, table, weight, accumulate, out))
+GCOMP_KERNEL(natural_encode, NaturalEncode,
+             (const float* x, int64_t len, const uint32_t* words, uint8_t* codes, uint32_t* signs),
+             (x, len, words, codes, signs))
+GCOMP_KERNEL(natural_decode, NaturalDecode,
+             (const uint8_t* codes, const uint32_t* signs, int64_t first, int64_t len, float weight,
+              bool accumulate, float* out),
+             (codes, signs, first, len, weight, accumulate, out))
+GCOMP_KERNEL(grid_levels, GridLevels,
+             (const float* x, int64_t len, double step, double inv_step, uint32_t bits, int32_t* levels),
+             (x, len, step, inv_step, bits, levels))
+GCOMP_KERNEL(pack_fields, PackFields, (const int32_t* levels, int64_t len, uint32_t bits, uint32_t* words),
+             (levels, len, bits, words))
+GCOMP_KERNEL(unpack_fields, UnpackFields,
+             (const uint32_t* words, int64_t first, int64_t len, uint32_t bits, int32_t* levels),
+             (words, first, len, bits, levels))
+GCOMP_KERNEL(grid_decode, GridDecode,
+             (const int32_t* levels, int64_t len, double step, float weight, bool accumulate, float* out),
+             (levels, len, step, weight, accumulate, out))
+GCOMP_KERNEL(axpy, Axpy, (const float* v, int64_t len, float weight, float* out), (v, len, weight, out))
+#undef GCOMP_KERNEL
+
+double reduce_tile(ReduceOp op, const float* x, int64_t len, double mean) {
+  if (reference()) return ref::reduce_tile(op, x, len, mean);
+  return HWY_DYNAMIC_DISPATCH(ReduceTile)(op, x, len, mean);
+}
+
+int64_t find_nonfinite(const float* x, int64_t n) {
+  if (reference()) return ref::find_nonfinite(x, n);
+  return HWY_DYNAMIC_DISPATCH(FindNonfinite)(x, n);
+}
+
+}  // namespace gcomp::detail::kernels
+#endif  // HWY_ONCE

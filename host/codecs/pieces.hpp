@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: Apache-2.0
+// How the CPU codecs split a buffer: pieces of kPieceElems elements (a multiple of 128, so a
+// piece holds whole bit-plane groups of 32 and whole Philox groups of 4) run on the thread pool;
+// a piece is processed in sub-ranges of kSubElems elements whose scratch stays in L1. The pieces
+// depend on n only, never on the number of threads, so every result is bit-identical for any
+// thread count (tests/unit/test_kernels.cpp checks 1, 2, 3 and 5 threads).
+#pragma once
+
+#include "host/codecs/internal.hpp"
+#include "host/codecs/kernels.hpp"
+#include "host/common/thread_pool.hpp"
+
+#include <algorithm>
+#include <span>
+#include <vector>
+
+namespace gcomp::detail {
+
+inline constexpr int64_t kPieceElems = int64_t{1} << 16;
+inline constexpr int64_t kSubElems = 2048;
+static_assert(kPieceElems % kSubElems == 0 && kSubElems % 128 == 0, "pieces hold whole groups");
+
+inline int64_t num_pieces(int64_t n) { return ceil_div(n, kPieceElems); }
+
+/// Runs f(begin, end) for every piece of [0, n): on the pool when n is large, else in order on
+/// the calling thread.
+template <class F>
+void for_each_piece(int64_t n, F&& f) {
+  const int64_t pieces = num_pieces(n);
+  if (n < kParallelMinElems) {
+    for (int64_t p = 0; p < pieces; ++p) f(p * kPieceElems, std::min(n, (p + 1) * kPieceElems));
+    return;
+  }
+  parallel_for(pieces, [&](int64_t p) { f(p * kPieceElems, std::min(n, (p + 1) * kPieceElems)); });
+}
+
+/// Runs f(begin, end) for the sub-ranges of [begin, end).
+template <class F>
+void for_each_sub(int64_t begin, int64_t end, F&& f) {
+  for (int64_t a = begin; a < end; a += kSubElems) f(a, std::min(end, a + kSubElems));
+}
+
+/// Index of the block holding element i (blocks: start offsets and a final n).
+inline int64_t block_of(const std::vector<int64_t>& blocks, int64_t i) {
+  return static_cast<int64_t>(std::upper_bound(blocks.begin(), blocks.end(), i) - blocks.begin()) - 1;
+}
+
+/// Calls f(run_begin, run_end, block) for the parts of [begin, end) in one block each.
+template <class F>
+void for_each_run(const std::vector<int64_t>& blocks, int64_t begin, int64_t end, F&& f) {
+  if (begin >= end) return;
+  for (int64_t b = block_of(blocks, begin); begin < end; ++b) {
+    const int64_t run_end = std::min(end, blocks[static_cast<size_t>(b) + 1]);
+    f(begin, run_end, b);
+    begin = run_end;
+  }
+}
+
+/// decode_reduce of a dense codec with a range decoder: for each L1-sized sub-range of out, every
+/// payload in order is accumulated into it (out is read and written once per sub-range, and the
+/// result is the one of decode_accumulate per payload in turn).
+template <class C>
+void reduce_pieces(const C& codec, std::span<const std::span<const uint8_t>> payloads, std::span<const float> weights,
+                   std::span<float> out) {
+  for_each_piece(codec.num_elems(), [&](int64_t begin, int64_t end) {
+    for_each_sub(begin, end, [&](int64_t a, int64_t e) {
+      for (size_t j = 0; j < payloads.size(); ++j)
+        codec.decode_range(payloads[j].data(), a, e, weights[j], true, out.data() + a);
+    });
+  });
+}
+
+/// The reduced value of every block [blocks[b], blocks[b + 1]) of x in the order of reduce.hpp:
+/// tiles (kernels::reduce_tile) in parallel, then the halving tree over each block's tiles.
+/// means[b] is the mean of block b for kCenteredSquareSum (else unused, may be empty).
+std::vector<double> reduce_blocks(const std::vector<int64_t>& blocks, const float* x, kernels::ReduceOp op,
+                                  std::span<const double> means = {});
+
+/// Index of the first NaN or Inf in x[0, n), or -1 (parallel for large n).
+int64_t find_nonfinite_parallel(const float* x, int64_t n);
+
+}  // namespace gcomp::detail

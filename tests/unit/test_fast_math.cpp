@@ -1,0 +1,281 @@
+// SPDX-License-Identifier: Apache-2.0
+// The division-free forms of the element math (dither_quantize_rcp, natdither_quantize_rcp,
+// grid_level_rcp: a reciprocal per block and a bracket, codec_math.hpp / grid.hpp) give exactly the
+// results of the division forms. FastMath.* (default run): random floats over the whole range and
+// inputs built to land on or next to a level boundary. FastMathExhaustive.* (label `slow`, see
+// tests/unit/CMakeLists.txt): every non-negative float y for several (nu, s, u), and every finite
+// float x for several grid steps.
+#include <gcomp/detail/codec_math.hpp>
+#include <gcomp/detail/grid.hpp>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace gcomp::detail;
+
+namespace {
+
+/// u values: the 24-bit uniforms of uniform01 (0, tiny, 1/2, a typical value, the largest).
+const float kUs[] = {0.0f, 5.9604644775390625e-8f, 0.5f, 0.3183098733425140380859375f, 1.0f - 5.9604644775390625e-8f};
+
+float random_float(std::mt19937_64& rng) {
+  // Any finite bit pattern: uniform exponents, so tiny and huge magnitudes are as likely as O(1).
+  for (;;) {
+    const float f = bits_float(static_cast<uint32_t>(rng()));
+    if (is_finite_f(f)) return f;
+  }
+}
+
+testing::AssertionResult same_dither(float y, float nu, uint32_t s, float u) {
+  const Quantized a = dither_quantize(y, nu, s, u);
+  const Quantized b = dither_quantize_rcp(y, nu, 1.0 / static_cast<double>(nu), s, u);
+  if (a.level == b.level && a.negative == b.negative) return testing::AssertionSuccess();
+  return testing::AssertionFailure() << "dither y=" << y << " nu=" << nu << " s=" << s << " u=" << u << ": "
+                                     << a.level << " vs " << b.level;
+}
+
+testing::AssertionResult same_natdither(float y, float nu, uint32_t s, float u) {
+  const Quantized a = natdither_quantize(y, nu, s, u);
+  const Quantized b = natdither_quantize_rcp(y, nu, 1.0 / static_cast<double>(nu), s, u);
+  if (a.level == b.level && a.negative == b.negative) return testing::AssertionSuccess();
+  return testing::AssertionFailure() << "natdither y=" << y << " nu=" << nu << " s=" << s << " u=" << u << ": "
+                                     << a.level << " vs " << b.level;
+}
+
+testing::AssertionResult same_grid(float x, double step, uint32_t bits) {
+  const int64_t a = grid_level(x, step, bits);
+  const int64_t b = grid_level_rcp(x, step, grid_inverse_step(step), bits);
+  if (a == b) return testing::AssertionSuccess();
+  return testing::AssertionFailure() << "grid x=" << x << " step=" << step << " bits=" << bits << ": " << a << " vs "
+                                     << b;
+}
+
+}  // namespace
+
+TEST(FastMath, RandomFloatsOverTheWholeRange) {
+  std::mt19937_64 rng(7);
+  const uint32_t levels[] = {1, 2, 3, 4, 7, 15, 16, 127, 255, 1000, 1u << 20};
+  for (int i = 0; i < 400000; ++i) {
+    const float y = random_float(rng);
+    float nu = std::fabs(random_float(rng));
+    if (i % 3 == 0) nu = std::fabs(y) * (1.0f + static_cast<float>(rng() % 8) / 8.0f);  // the usual case nu >= |y|
+    const uint32_t s = levels[rng() % (sizeof levels / sizeof levels[0])];
+    const float u = uniform01(static_cast<uint32_t>(rng()));
+    ASSERT_TRUE(same_dither(y, nu, s, u));
+    ASSERT_TRUE(same_natdither(y, nu, s, u));
+    ASSERT_TRUE(same_natdither(y, nu, 1 + s % 70, u));
+  }
+  const double steps[] = {0.00390625, 0.001, 0.1, 1.0 / 3.0, 1e-30, 7e20, 1e-250, 1e250, 5e-324, 1e300};
+  for (int i = 0; i < 400000; ++i) {
+    const float x = random_float(rng);
+    const double step = steps[rng() % (sizeof steps / sizeof steps[0])] * (1.0 + static_cast<double>(rng() % 1000) / 7.0);
+    const uint32_t bits = 2 + static_cast<uint32_t>(rng() % 31);
+    ASSERT_TRUE(same_grid(x, step, bits));
+  }
+}
+
+TEST(FastMath, QuotientsOnAndNextToLevelBoundaries) {
+  // y chosen so that s|y|/nu is k + u (a boundary of the level decision) or an integer, then the
+  // neighbouring floats: the cases where the reciprocal's bracket straddles the boundary and the
+  // division has to decide.
+  std::mt19937_64 rng(11);
+  int checked = 0;
+  for (int t = 0; t < 20000; ++t) {
+    const float nu = std::ldexp(1.0f + static_cast<float>(rng() % (1u << 23)) * 0x1p-23f, static_cast<int>(rng() % 200) - 100);
+    const uint32_t s = 1 + static_cast<uint32_t>(rng() % 16);
+    const uint32_t k = static_cast<uint32_t>(rng() % (s + 1));
+    for (float u : kUs) {
+      for (double target : {static_cast<double>(k) + static_cast<double>(u), static_cast<double>(k)}) {
+        float y = static_cast<float>(target * static_cast<double>(nu) / static_cast<double>(s));
+        for (int step = 0; step < 3; ++step) y = std::nextafter(y, 0.0f);
+        for (int step = 0; step < 7; ++step, y = std::nextafter(y, INFINITY)) {
+          ASSERT_TRUE(same_dither(y, nu, s, u));
+          ASSERT_TRUE(same_dither(-y, nu, s, u));
+          ++checked;
+        }
+      }
+      // natdither boundaries: r = 2^-j and r = 2^-j (1 + u)
+      const int j = static_cast<int>(rng() % 12);
+      for (double target : {std::ldexp(1.0, -j), std::ldexp(1.0 + static_cast<double>(u), -j - 1)}) {
+        float y = static_cast<float>(target * static_cast<double>(nu));
+        for (int step = 0; step < 3; ++step) y = std::nextafter(y, 0.0f);
+        for (int step = 0; step < 7; ++step, y = std::nextafter(y, INFINITY)) ASSERT_TRUE(same_natdither(y, nu, s, u));
+      }
+    }
+    // grid: x / step on a half-integer (a tie of the rounding) and its neighbours
+    const double step = std::ldexp(1.0 + static_cast<double>(rng() % 1000) / 1000.0, static_cast<int>(rng() % 40) - 30);
+    const double half = static_cast<double>(static_cast<int64_t>(rng() % 60000) - 30000) + 0.5;
+    float x = static_cast<float>(half * step);
+    for (int step_i = 0; step_i < 3; ++step_i) x = std::nextafter(x, -INFINITY);
+    for (int step_i = 0; step_i < 7; ++step_i, x = std::nextafter(x, INFINITY)) ASSERT_TRUE(same_grid(x, step, 16));
+  }
+  EXPECT_GT(checked, 1000000);
+}
+
+TEST(FastMath, QuotientsWithinTheBracketOfABoundary) {
+  // The hard cases: s|y|/nu within 2^-50 (relative) of a decision boundary k + u without being on
+  // it, so that the reciprocal's bracket straddles the boundary and the division must decide.
+  // With nu = N 2^-23 (N odd, 24 bits) and y = Y 2^-24: r 2^24 = s Y 2^23 / N, which is within
+  // 1/64 of an integer t for about 1 in 32 choices of Y; u = (t mod 2^24) 2^-24 puts a boundary
+  // there.
+  std::mt19937_64 rng(5);
+  int straddled = 0, checked = 0;
+  for (int t = 0; t < 1000000 && checked < 20000; ++t) {
+    const uint64_t n_odd = (1ull << 23) | (rng() & ((1ull << 23) - 1)) | 1u;
+    const uint64_t y_int = (1ull << 23) | (rng() & ((1ull << 23) - 1));
+    const uint32_t s = (t & 1) ? 1000u : (1u << 20);
+    // s Y 2^23 = t N + rem, in 64-bit pieces (s Y < 2^44, the remainder times 2^23 < 2^47).
+    const uint64_t a = static_cast<uint64_t>(s) * y_int;
+    const uint64_t t_hi = a / n_odd, ra = (a % n_odd) << 23;
+    const uint64_t rem = ra % n_odd;
+    if (rem == 0 || (rem > n_odd / 64 && rem < n_odd - n_odd / 64)) continue;
+    const uint64_t boundary = (t_hi << 23) + ra / n_odd + (rem > n_odd / 2 ? 1 : 0);
+    const float u = static_cast<float>(boundary & 0xffffffu) * 5.9604644775390625e-8f;
+    const float nu = std::ldexp(static_cast<float>(n_odd), -23);
+    const float y = std::ldexp(static_cast<float>(y_int), -24);
+    const double q = static_cast<double>(s) * y * (1.0 / static_cast<double>(nu));
+    const double d = q * kQuotientSlack;
+    straddled += dither_level(q - d, s, u) != dither_level(q + d, s, u);
+    ASSERT_TRUE(same_dither(y, nu, s, u));
+    ASSERT_TRUE(same_dither(-y, nu, s, u));
+    ++checked;
+  }
+  EXPECT_EQ(checked, 20000);
+  EXPECT_GT(straddled, 100) << "the cases should exercise the division fallback";
+  std::printf("%d of %d cases straddle a boundary\n", straddled, checked);
+}
+
+TEST(FastMath, GridQuotientsWithinTheBracketOfATie) {
+  // x / step within 2^-50 of a half-integer without being one: x = X 2^-23 and step = N 2^-62
+  // with N the odd integer nearest X 2^40 / t for an odd t, so that 2 x / step = t (1 + e),
+  // |e| < 2^-52.
+  std::mt19937_64 rng(13);
+  int straddled = 0;
+  for (int t = 0; t < 20000; ++t) {
+    const uint64_t x_int = (1ull << 23) | (rng() & ((1ull << 23) - 1));
+    const uint64_t odd = 1025 + 2 * (rng() % 400);
+    uint64_t n = (x_int << 40) / odd;
+    n |= 1u;
+    const double step = std::ldexp(static_cast<double>(n), -62);
+    const float x = std::ldexp(static_cast<float>(x_int), -23);
+    const double inv = grid_inverse_step(step);
+    const double q = static_cast<double>(x) * inv;
+    const double d = q * kQuotientSlack;
+    straddled += grid_level_of(q - d, 16) != grid_level_of(q + d, 16);
+    ASSERT_TRUE(same_grid(x, step, 16));
+    ASSERT_TRUE(same_grid(-x, step, 16));
+  }
+  EXPECT_GT(straddled, 100) << "the cases should exercise the division fallback";
+}
+
+TEST(FastMath, ExactQuotientsAndPowersOfTwo) {
+  // nu a power of two: a/nu is exact, and every boundary is hit exactly by some y.
+  for (int e = -140; e <= 120; e += 13) {
+    const float nu = std::ldexp(1.0f, e);
+    for (uint32_t s : {1u, 2u, 3u, 4u, 8u}) {
+      for (uint32_t m = 0; m <= 64 * s; ++m) {
+        const float y = std::ldexp(static_cast<float>(m) / 64.0f, e) / static_cast<float>(s);
+        for (float u : kUs) {
+          ASSERT_TRUE(same_dither(y, nu, s, u));
+          ASSERT_TRUE(same_natdither(y, nu, s, u));
+        }
+      }
+    }
+  }
+}
+
+namespace {
+
+/// Calls check(bits) for every uint32 in [0, limit) on two threads; returns the mismatch count
+/// and the first mismatching bits.
+template <class Check>
+uint64_t sweep(uint64_t limit, Check check, uint32_t* first_bad) {
+  std::atomic<uint64_t> bad{0};
+  std::atomic<uint32_t> first{0xffffffffu};
+  auto run = [&](uint64_t begin, uint64_t end) {
+    for (uint64_t b = begin; b < end; ++b)
+      if (!check(static_cast<uint32_t>(b))) {
+        bad.fetch_add(1);
+        uint32_t f = first.load();
+        while (b < f && !first.compare_exchange_weak(f, static_cast<uint32_t>(b))) {
+        }
+      }
+  };
+  std::thread other(run, limit / 2, limit);
+  run(0, limit / 2);
+  other.join();
+  *first_bad = first.load();
+  return bad.load();
+}
+
+}  // namespace
+
+TEST(FastMathExhaustive, DitherEveryFloat) {
+  struct Case {
+    float nu;
+    uint32_t s;
+    float u;
+  };
+  const Case cases[] = {{1.0f, 1, 0.5f}, {0.7f, 4, 0.3183098733425140380859375f}, {3.3e-20f, 3, 0.0f},
+                        {1.7e30f, 15, 1.0f - 5.9604644775390625e-8f}, {0.1f, 255, 0.25f}};
+  for (const Case& c : cases) {
+    const double inv = 1.0 / static_cast<double>(c.nu);
+    uint32_t first = 0;
+    // Every non-negative finite float y (the level depends on |y|; the sign only sets `negative`).
+    const uint64_t bad = sweep(0x7f800000ull, [&](uint32_t b) {
+      const float y = bits_float(b);
+      return dither_quantize(y, c.nu, c.s, c.u).level == dither_quantize_rcp(y, c.nu, inv, c.s, c.u).level;
+    }, &first);
+    EXPECT_EQ(bad, 0u) << "nu=" << c.nu << " s=" << c.s << " u=" << c.u << " first y bits " << first;
+  }
+}
+
+TEST(FastMathExhaustive, NatDitherEveryFloat) {
+  const float nus[] = {1.0f, 0.7f, 2.9e-25f};
+  for (float nu : nus)
+    for (uint32_t s : {3u, 8u}) {
+      const float u = 0.3183098733425140380859375f;
+      const double inv = 1.0 / static_cast<double>(nu);
+      uint32_t first = 0;
+      const uint64_t bad = sweep(0x7f800000ull, [&](uint32_t b) {
+        const float y = bits_float(b);
+        return natdither_quantize(y, nu, s, u).level == natdither_quantize_rcp(y, nu, inv, s, u).level;
+      }, &first);
+      EXPECT_EQ(bad, 0u) << "nu=" << nu << " s=" << s << " first y bits " << first;
+    }
+}
+
+TEST(FastMathExhaustive, DitherEveryScale) {
+  // Every positive finite float nu for fixed y, s, u.
+  for (float y : {0.37f, 1.0f}) {
+    uint32_t first = 0;
+    const uint64_t bad = sweep(0x7f800000ull, [&](uint32_t b) {
+      const float nu = bits_float(b);
+      if (nu == 0.0f) return true;
+      return dither_quantize(y, nu, 4, 0.5f).level ==
+             dither_quantize_rcp(y, nu, 1.0 / static_cast<double>(nu), 4, 0.5f).level;
+    }, &first);
+    EXPECT_EQ(bad, 0u) << "y=" << y << " first nu bits " << first;
+  }
+}
+
+TEST(FastMathExhaustive, GridEveryFloat) {
+  for (double step : {0.001, 1.0 / 3.0, 0.00390625 * 1.1, 1e-30}) {
+    const double inv = grid_inverse_step(step);
+    uint32_t first = 0;
+    const uint64_t bad = sweep(0x100000000ull, [&](uint32_t b) {
+      const float x = bits_float(b);
+      if (!is_finite_f(x)) return true;
+      return grid_level(x, step, 16) == grid_level_rcp(x, step, inv, 16);
+    }, &first);
+    EXPECT_EQ(bad, 0u) << "step=" << step << " first x bits " << first;
+  }
+}

@@ -1,0 +1,230 @@
+// SPDX-License-Identifier: Apache-2.0
+// The CPU codecs' SIMD kernels and thread pool change no bit: for every instruction set this CPU
+// runs (Highway targets, and the scalar reference kernels written from the element math) and for
+// 1, 2, 3 and 5 threads, encode, decode, decode_accumulate, decode_reduce and compute_scales give
+// the same bytes. Sizes reach past the parallel threshold and cut blocks, groups and pieces
+// unevenly. The kernels are also compared one by one with the reference on inputs built to sit on
+// level boundaries.
+#include "common/test_util.hpp"
+
+#include "host/codecs/kernels.hpp"
+#include "host/common/thread_pool.hpp"
+
+#include <gcomp/detail/codec_math.hpp>
+#include <gcomp/threads.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+using namespace gcomp;
+namespace kernels = gcomp::detail::kernels;
+
+namespace {
+
+const char* const kSpecs[] = {
+    "identity",
+    "dither:levels=4,norm=l2,block=512",
+    "dither:levels=1,norm=linf,block=4096",
+    "dither:levels=3,norm=l1,block=100",
+    "dither:levels=300,norm=l2,block=1000",
+    "dither:levels=2,norm=lp,p=3,block=777",
+    "terngrad",
+    "terngrad:clip=2.5",
+    "natdither:levels=3,norm=l2",
+    "natdither:levels=5,norm=linf,block=333",
+    "natdither:levels=80,norm=l2,block=5000",
+    "sign",
+    "sign:block=4096",
+    "sign:block=1000,scale=none",
+    "natural",
+    "grid:step=0.00390625,bits=16",
+    "grid:step=0.001,bits=8",
+    "grid:step=0.01,bits=11",
+    "grid:step=0.1,bits=32",
+    "topk:ratio=0.01",
+    "randk:ratio=0.01",
+    "sdither:levels=4,norm=linf,block=4096",
+};
+
+/// Gaussian with zeros, ties, tiny and huge values, and values on the level boundaries of
+/// dither:levels=4 (x = k/4 of the block scale is hit when the block max is 1).
+std::vector<float> make_input(int64_t n, uint64_t seed) {
+  std::vector<float> x = test::gaussian(n, seed);
+  for (int64_t i = 0; i < n; ++i) {
+    if (i % 11 == 3) x[static_cast<size_t>(i)] = 0.0f;
+    if (i % 13 == 5) x[static_cast<size_t>(i)] = -0.0f;
+    if (i % 17 == 7) x[static_cast<size_t>(i)] = 0.25f * static_cast<float>(i % 5);
+    if (i % 29 == 1) x[static_cast<size_t>(i)] *= 1e-30f;
+    if (i % 31 == 2) x[static_cast<size_t>(i)] *= 1e20f;
+  }
+  return x;
+}
+
+struct Results {
+  std::vector<uint8_t> payload;
+  std::vector<float> scales, decoded, accumulated, reduced;
+};
+
+Results run(const Codec& c, const std::vector<float>& x) {
+  Results r;
+  const RngKey key{0x1234567890abcdefull, 3, 17, 0};
+  r.payload = test::encode(c, x, key);
+  if (c.num_scales() > 0 && c.spec().id != CodecId::kSign && c.spec().id != CodecId::kSDither) {
+    r.scales.assign(static_cast<size_t>(c.num_scales()), 0.0f);
+    c.compute_scales(x, r.scales);
+  }
+  r.decoded = test::decode(c, r.payload, key);
+  r.accumulated = x;
+  c.decode_accumulate(r.payload, key, 0.75f, r.accumulated);
+  // decode_reduce of three payloads (ranks 0..2) into a non-zero output
+  std::vector<std::vector<uint8_t>> ps;
+  std::vector<RngKey> keys;
+  for (uint32_t rank = 0; rank < 3; ++rank) {
+    keys.push_back(RngKey{0x1234567890abcdefull, rank, 17, 0});
+    ps.push_back(test::encode(c, x, keys.back()));
+  }
+  std::vector<std::span<const uint8_t>> spans(ps.begin(), ps.end());
+  const std::vector<float> weights = {1.0f, -0.5f, 0.3f};
+  r.reduced = x;
+  c.decode_reduce(spans, keys, weights, r.reduced);
+  // ... which is decode_accumulate of each payload in turn
+  std::vector<float> seq = x;
+  for (size_t j = 0; j < ps.size(); ++j) c.decode_accumulate(ps[j], keys[j], weights[j], seq);
+  EXPECT_TRUE(test::bitwise_equal(r.reduced, seq)) << c.spec().canonical() << ": decode_reduce";
+  return r;
+}
+
+void expect_same(const Results& a, const Results& b, const std::string& what) {
+  EXPECT_TRUE(test::bytes_equal(a.payload, b.payload)) << what << ": payload";
+  EXPECT_TRUE(test::bitwise_equal(a.scales, b.scales)) << what << ": scales";
+  EXPECT_TRUE(test::bitwise_equal(a.decoded, b.decoded)) << what << ": decode";
+  EXPECT_TRUE(test::bitwise_equal(a.accumulated, b.accumulated)) << what << ": decode_accumulate";
+  EXPECT_TRUE(test::bitwise_equal(a.reduced, b.reduced)) << what << ": decode_reduce";
+}
+
+class KernelTargets : public testing::Test {
+ protected:
+  void TearDown() override {
+    kernels::force_target(0);
+    set_cpu_threads(0);
+  }
+};
+
+}  // namespace
+
+TEST_F(KernelTargets, EveryInstructionSetAndThreadCountGivesTheSameBits) {
+  const auto targets = kernels::available_targets();
+  ASSERT_FALSE(targets.empty());
+  EXPECT_EQ(targets.back().second, "scalar");
+  // Sizes: below and above the parallel threshold (2^18), odd, and a layout of uneven segments.
+  // Sizes: below the parallel threshold (2^18), and above it in uneven segments. The thread
+  // count only changes which thread runs a piece, so it is varied on the best target.
+  const std::vector<std::vector<int64_t>> layouts = {{1000}, {70001, 3, 131072 + 5, 64, 100000}};
+  for (const char* spec : kSpecs) {
+    for (const auto& segs : layouts) {
+      const Layout layout(segs);
+      const auto codec = make_codec(spec, layout);
+      const std::vector<float> x = make_input(layout.num_elems(), 99);
+      kernels::force_target(-1);
+      set_cpu_threads(1);
+      const Results want = run(*codec, x);
+      for (size_t t = 0; t + 1 < targets.size(); ++t) {
+        const auto& [id, name] = targets[t];
+        if (name == "SCALAR") continue;  // Highway's fallback target runs the reference kernels
+        kernels::force_target(id);
+        for (int threads : {1, 2, 3, 5}) {
+          if (threads > 1 && (t > 0 || layout.num_elems() < detail::kParallelMinElems)) continue;
+          set_cpu_threads(threads);
+          expect_same(want, run(*codec, x), std::string(spec) + " n=" + std::to_string(layout.num_elems()) + " " +
+                                               name + " threads=" + std::to_string(threads));
+        }
+      }
+    }
+  }
+}
+
+TEST_F(KernelTargets, QuantizeMatchesTheElementMathOnLevelBoundaries) {
+  // Inputs that put s|y|/nu on, or one float away from, k + u for the lane's own u.
+  std::mt19937_64 rng(3);
+  const int64_t n = 4096;
+  std::vector<uint32_t> words(n);
+  for (auto& w : words) w = static_cast<uint32_t>(rng());
+  for (int64_t i = 5; i < n; i += 97) words[i] &= 0xffu;  // u = 0: any r > 0 rounds up
+  for (uint32_t s : {1u, 3u, 4u, 7u, 16u, 1000u, 1u << 20}) {
+    for (bool natural : {false, true}) {
+      if (natural && s > 100) continue;
+      const float nu = std::ldexp(1.0f + static_cast<float>(rng() % 1000) / 1000.0f, static_cast<int>(rng() % 40) - 20);
+      std::vector<float> x(n);
+      for (int64_t i = 0; i < n; ++i) {
+        const double u = detail::uniform01(words[i]);
+        const double k = static_cast<double>(rng() % (s + 1));
+        double r = natural ? std::ldexp(1.0 + u, -static_cast<int>(rng() % 8) - 1) : (k + u) / s;
+        float y = static_cast<float>(r * nu);
+        const int shift = static_cast<int>(i % 3) - 1;
+        if (shift < 0) y = std::nextafter(y, 0.0f);
+        if (shift > 0) y = std::nextafter(y, INFINITY);
+        x[i] = (i & 4) ? -y : y;
+        // with u = 0, a quotient that underflows single precision must still give level 1
+        if (i % 97 == 5) x[i] = (i & 8) ? -1.4e-45f : std::ldexp(nu, -140);
+      }
+      std::vector<uint32_t> want(n), got(n);
+      kernels::ref::quantize(natural, x.data(), n, nu, s, words.data(), want.data());
+      // quantize_planes with scales varying per element (a block per 7 elements, one of them 0)
+      std::vector<float> nus(n), recips(n);
+      for (int64_t i = 0; i < n; ++i) {
+        nus[i] = (i / 7) % 5 == 4 ? 0.0f : nu * (1.0f + static_cast<float>((i / 7) % 5) / 8.0f);
+        recips[i] = kernels::plane_reciprocal(natural, nus[i], s);
+      }
+      const int nbits = static_cast<int>(detail::ceil_log2_u64(uint64_t{s} + 1));
+      std::vector<uint32_t> want_planes(n / 32 * (1 + nbits)), got_planes(want_planes.size());
+      const bool planes = s <= kernels::kQuantizePlanesMaxLevels;
+      if (planes) kernels::ref::quantize_planes(natural, x.data(), nus.data(), recips.data(), words.data(), n / 32, s, nbits, want_planes.data());
+      for (const auto& [id, name] : kernels::available_targets()) {
+        kernels::force_target(id);
+        kernels::quantize(natural, x.data(), n, nu, s, words.data(), got.data());
+        EXPECT_EQ(want, got) << name << " s=" << s << " natural=" << natural;
+        if (!planes) continue;
+        kernels::quantize_planes(natural, x.data(), nus.data(), recips.data(), words.data(), n / 32, s, nbits, got_planes.data());
+        EXPECT_EQ(want_planes, got_planes) << name << " planes s=" << s << " natural=" << natural;
+      }
+    }
+  }
+}
+
+TEST_F(KernelTargets, PhiloxWordsMatchTheBlockFunctionAcrossTheLowCounterWrap) {
+  const RngKey key{0xfeedfacecafebeefull, 7, 3, detail::kStreamDownlink};
+  std::vector<uint32_t> want(4 * 100), got(4 * 100);
+  for (uint64_t first : {uint64_t{0}, uint64_t{13}, uint64_t{0xffffffffu} - 40, (uint64_t{5} << 32) - 7}) {
+    kernels::ref::philox_words(key, detail::kStreamElement, first, 100, want.data());
+    for (int64_t k = 0; k < 100; ++k)
+      for (int j = 0; j < 4; ++j)
+        ASSERT_EQ(want[4 * k + j], detail::philox_block(key, detail::kStreamElement, first + k).v[j]);
+    for (const auto& [id, name] : kernels::available_targets()) {
+      kernels::force_target(id);
+      kernels::philox_words(key, detail::kStreamElement, first, 100, got.data());
+      EXPECT_EQ(want, got) << name << " first=" << first;
+    }
+  }
+}
+
+TEST(ThreadPool, RunsEveryTaskOnceAndRethrowsTheLowestFailure) {
+  set_cpu_threads(3);
+  std::vector<int> hits(1000, 0);
+  detail::parallel_for(1000, [&](int64_t t) { hits[static_cast<size_t>(t)] += 1; });
+  EXPECT_TRUE(std::all_of(hits.begin(), hits.end(), [](int h) { return h == 1; }));
+  try {
+    detail::parallel_for(100, [&](int64_t t) {
+      if (t == 40 || t == 70) throw Error(gcompErrorInvalidArgument, "task " + std::to_string(t));
+    });
+    ADD_FAILURE() << "no exception";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), "task 40");
+  }
+  EXPECT_THROW(set_cpu_threads(-1), Error);
+  EXPECT_THROW(set_cpu_threads(100000), Error);
+  set_cpu_threads(0);
+  EXPECT_GE(cpu_threads(), 1);
+}
