@@ -108,6 +108,14 @@ void grid_decode(const int32_t* levels, int64_t len, double step, float weight, 
 /// out[i] = out[i] + weight * v[i] for i < len (accumulate(), never fused).
 void axpy(const float* v, int64_t len, float weight, float* out);
 
+/// Top-k order keys: ord[i] = 0x7fffffff - (bits of |x[i]|), so that a smaller key comes first in
+/// the top-k order (larger |x|; NaN and Inf, above every finite value, get keys below 2^23).
+void topk_order_keys(const float* x, int64_t len, uint32_t* ord);
+
+/// Writes the positions i < len with keys[i] <= threshold to idx, in increasing order; returns
+/// their count (idx holds len entries).
+int64_t select_at_most(const uint32_t* keys, int64_t len, uint32_t threshold, uint32_t* idx);
+
 // ------------------------------------------------------------------------------ reference
 
 namespace ref {
@@ -130,6 +138,8 @@ void pack_fields(const int32_t* levels, int64_t len, uint32_t bits, uint32_t* wo
 void unpack_fields(const uint32_t* words, int64_t first, int64_t len, uint32_t bits, int32_t* levels);
 void grid_decode(const int32_t* levels, int64_t len, double step, float weight, bool accumulate, float* out);
 void axpy(const float* v, int64_t len, float weight, float* out);
+void topk_order_keys(const float* x, int64_t len, uint32_t* ord);
+int64_t select_at_most(const uint32_t* keys, int64_t len, uint32_t threshold, uint32_t* idx);
 }  // namespace ref
 
 }  // namespace gcomp::detail::kernels

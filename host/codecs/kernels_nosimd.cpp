@@ -50,5 +50,9 @@ void grid_decode(const int32_t* levels, int64_t len, double step, float weight, 
   ref::grid_decode(levels, len, step, weight, accumulate, out);
 }
 void axpy(const float* v, int64_t len, float weight, float* out) { ref::axpy(v, len, weight, out); }
+void topk_order_keys(const float* x, int64_t len, uint32_t* ord) { ref::topk_order_keys(x, len, ord); }
+int64_t select_at_most(const uint32_t* keys, int64_t len, uint32_t threshold, uint32_t* idx) {
+  return ref::select_at_most(keys, len, threshold, idx);
+}
 
 }  // namespace gcomp::detail::kernels

@@ -173,4 +173,15 @@ void axpy(const float* v, int64_t len, float weight, float* out) {
   for (int64_t i = 0; i < len; ++i) out[i] = accumulate(out[i], weight, v[i]);
 }
 
+void topk_order_keys(const float* x, int64_t len, uint32_t* ord) {
+  for (int64_t i = 0; i < len; ++i) ord[i] = 0x7fffffffu - (float_bits(x[i]) & 0x7fffffffu);
+}
+
+int64_t select_at_most(const uint32_t* keys, int64_t len, uint32_t threshold, uint32_t* idx) {
+  int64_t count = 0;
+  for (int64_t i = 0; i < len; ++i)
+    if (keys[i] <= threshold) idx[count++] = static_cast<uint32_t>(i);
+  return count;
+}
+
 }  // namespace gcomp::detail::kernels::ref

@@ -71,6 +71,10 @@ void GridDecode(const int32_t* levels, int64_t len, double step, float weight, b
   ref::grid_decode(levels, len, step, weight, accumulate, out);
 }
 void Axpy(const float* v, int64_t len, float weight, float* out) { ref::axpy(v, len, weight, out); }
+void TopkOrderKeys(const float* x, int64_t len, uint32_t* ord) { ref::topk_order_keys(x, len, ord); }
+int64_t SelectAtMost(const uint32_t* keys, int64_t len, uint32_t threshold, uint32_t* idx) {
+  return ref::select_at_most(keys, len, threshold, idx);
+}
 #else
 // ------------------------------------------------------------------------------ helpers
 
@@ -759,6 +763,38 @@ void Axpy(const float* v, int64_t len, float weight, float* out) {
   ref::axpy(v + i, len - i, weight, out + i);
 }
 
+// ------------------------------------------------------------------------------ sparse
+
+void TopkOrderKeys(const float* x, int64_t len, uint32_t* ord) {
+  const hn::ScalableTag<uint32_t> du;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(du));
+  const auto mag = hn::Set(du, 0x7fffffffu);
+  const uint32_t* xb = reinterpret_cast<const uint32_t*>(x);
+  int64_t i = 0;
+  for (; i + lanes <= len; i += lanes) hn::StoreU(hn::Sub(mag, hn::And(hn::LoadU(du, xb + i), mag)), du, ord + i);
+  ref::topk_order_keys(x + i, len - i, ord + i);
+}
+
+int64_t SelectAtMost(const uint32_t* keys, int64_t len, uint32_t threshold, uint32_t* idx) {
+  const hn::ScalableTag<uint32_t> du;
+  const hn::RebindToSigned<decltype(du)> di;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(du));
+  // unsigned key <= threshold as a signed comparison of both with the top bit flipped
+  const auto bias = hn::Set(du, 0x80000000u);
+  const auto t = hn::BitCast(di, hn::Set(du, threshold ^ 0x80000000u));
+  auto pos = hn::Iota(du, 0u);
+  const auto step = hn::Set(du, static_cast<uint32_t>(lanes));
+  int64_t count = 0, i = 0;
+  for (; i + lanes <= len; i += lanes, pos = hn::Add(pos, step)) {
+    const auto hit = hn::RebindMask(du, hn::Not(hn::Gt(hn::BitCast(di, hn::Xor(hn::LoadU(du, keys + i), bias)), t)));
+    if (hn::AllFalse(du, hit)) continue;
+    count += static_cast<int64_t>(hn::CompressBlendedStore(pos, hit, du, idx + count));
+  }
+  for (; i < len; ++i)
+    if (keys[i] <= threshold) idx[count++] = static_cast<uint32_t>(i);
+  return count;
+}
+
 #endif  // HWY_TARGET == HWY_SCALAR
 
 }  // namespace HWY_NAMESPACE
@@ -785,6 +821,8 @@ HWY_EXPORT(PackFields);
 HWY_EXPORT(UnpackFields);
 HWY_EXPORT(GridDecode);
 HWY_EXPORT(Axpy);
+HWY_EXPORT(TopkOrderKeys);
+HWY_EXPORT(SelectAtMost);
 
 namespace {
 std::atomic<bool> g_reference{false};
@@ -854,11 +892,17 @@ GCOMP_KERNEL(grid_decode, GridDecode,
              (const int32_t* levels, int64_t len, double step, float weight, bool accumulate, float* out),
              (levels, len, step, weight, accumulate, out))
 GCOMP_KERNEL(axpy, Axpy, (const float* v, int64_t len, float weight, float* out), (v, len, weight, out))
+GCOMP_KERNEL(topk_order_keys, TopkOrderKeys, (const float* x, int64_t len, uint32_t* ord), (x, len, ord))
 #undef GCOMP_KERNEL
 
 double reduce_tile(ReduceOp op, const float* x, int64_t len, double mean) {
   if (reference()) return ref::reduce_tile(op, x, len, mean);
   return HWY_DYNAMIC_DISPATCH(ReduceTile)(op, x, len, mean);
+}
+
+int64_t select_at_most(const uint32_t* keys, int64_t len, uint32_t threshold, uint32_t* idx) {
+  if (reference()) return ref::select_at_most(keys, len, threshold, idx);
+  return HWY_DYNAMIC_DISPATCH(SelectAtMost)(keys, len, threshold, idx);
 }
 
 int64_t find_nonfinite(const float* x, int64_t n) {

@@ -2,6 +2,10 @@
 // topk (§4.1) and randk (§4.2). Payload layouts in docs/wire-format.md.
 #include "host/codecs/simple_codecs.hpp"
 
+#include "host/codecs/kernels.hpp"
+#include "host/codecs/pieces.hpp"
+#include "host/codecs/select.hpp"
+
 #include <gcomp/detail/codec_math.hpp>
 #include <gcomp/detail/sparse.hpp>
 
@@ -34,87 +38,39 @@ Guarantee SparseCodec::guarantee() const {
   return Guarantee{Guarantee::Kind::kContractive, 0.0, k / n};
 }
 
-namespace {
-
-/// An element's rank word (topk: float bits, randk: Philox key) and its index.
-struct Ranked {
-  uint32_t word;
-  int64_t index;
-};
-
-/// The k first of n elements in the strict total order `before` (topk_before / randk_before), in
-/// increasing index order, with O(k) memory: a heap of the k first so far whose top is the last of
-/// them; an element enters when it comes before that top. Same set as a full selection, since the
-/// order has no ties.
-template <class Word, class Before>
-std::vector<int64_t> first_k_bounded(int64_t n, int64_t k, Word word, Before before) {
-  const auto precedes = [&](const Ranked& a, const Ranked& b) { return before(a.word, a.index, b.word, b.index); };
-  std::vector<Ranked> heap;
-  heap.reserve(static_cast<size_t>(k));
-  for (int64_t i = 0; i < n; ++i) {
-    const Ranked r{word(i), i};
-    if (static_cast<int64_t>(heap.size()) < k) {
-      heap.push_back(r);
-      std::push_heap(heap.begin(), heap.end(), precedes);
-    } else if (precedes(r, heap.front())) {
-      std::pop_heap(heap.begin(), heap.end(), precedes);
-      heap.back() = r;
-      std::push_heap(heap.begin(), heap.end(), precedes);
-    }
-  }
-  std::vector<int64_t> idx(heap.size());
-  for (size_t j = 0; j < heap.size(); ++j) idx[j] = heap[j].index;
-  std::sort(idx.begin(), idx.end());
-  return idx;
-}
-
-}  // namespace
-
 std::vector<int64_t> SparseCodec::select(std::span<const float> x, const RngKey& key) const {
   const int64_t n = num_elems();
-  // Random-k keys, in increasing i: one Philox block serves four elements (philox_word's words).
-  Philox4x32 block{};
-  uint64_t block_q = ~uint64_t{0};
-  const auto randk_word = [&](int64_t i) {
-    const uint64_t q = static_cast<uint64_t>(i) >> 2;
-    if (q != block_q) {
-      block = philox_block(key, kStreamSelect, q);
-      block_q = q;
-    }
-    return block.v[static_cast<uint64_t>(i) & 3u];
-  };
-  if (k_ <= n / 8) {
-    // Small k: O(k) scratch instead of O(n), so n >= 2^31 needs no n-sized index array.
-    if (spec().id == CodecId::kTopK)
-      return first_k_bounded(n, k_, [&](int64_t i) { return float_bits(x[i]); },
-                             [](uint32_t a, int64_t ia, uint32_t b, int64_t ib) { return topk_before(a, ia, b, ib); });
-    return first_k_bounded(n, k_, randk_word,
-                           [](uint32_t a, int64_t ia, uint32_t b, int64_t ib) { return randk_before(a, ia, b, ib); });
-  }
-  std::vector<int64_t> idx(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) idx[i] = i;
-  const auto mid = idx.begin() + k_;
+  if (k_ <= 0 || k_ >= n) return select_first_k(n, k_, OrderKeys{}, 0);  // nothing or everything
   if (spec().id == CodecId::kTopK) {
-    // Order: larger |x| first, then the lower index (topk_before in sparse.hpp).
-    std::nth_element(idx.begin(), mid, idx.end(), [&](int64_t a, int64_t b) {
-      return topk_before(float_bits(x[a]), a, float_bits(x[b]), b);
-    });
-  } else {
-    std::vector<uint32_t> keys(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) keys[i] = randk_word(i);
-    std::nth_element(idx.begin(), mid, idx.end(), [&](int64_t a, int64_t b) {
-      return randk_before(keys[a], a, keys[b], b);
-    });
+    // Order keys 0x7fffffff - |x| bits: larger |x| first (topk_before); NaN and Inf come first of
+    // all, so every one of them is a candidate when the threshold is at least 2^23 - 1.
+    const OrderKeys keys = [&](int64_t a, int64_t e, uint32_t* out) { kernels::topk_order_keys(x.data() + a, e - a, out); };
+    const uint32_t t = std::max<uint32_t>(sampled_threshold(n, k_, keys), 0x7fffffu);
+    return select_first_k(n, k_, keys, t);
   }
-  idx.resize(static_cast<size_t>(k_));
-  std::sort(idx.begin(), idx.end());
-  return idx;
+  // Random-k: the Philox words of the select stream, one block per four elements (randk_before).
+  // The k smallest of n uniform words lie below about (k + 4 sqrt(k) + 16) 2^32 / n.
+  const OrderKeys keys = [&](int64_t a, int64_t e, uint32_t* out) {
+    const int64_t a4 = a & ~int64_t{3};
+    uint32_t words[kSubElems + 8];
+    kernels::philox_words(key, kStreamSelect, static_cast<uint64_t>(a4) / 4, ceil_div(e - a4, 4), words);
+    std::copy(words + (a - a4), words + (e - a4), out);
+  };
+  const double k = static_cast<double>(k_);
+  const double t = (k + 4.0 * std::sqrt(k) + 16.0) / static_cast<double>(std::max<int64_t>(n, 1)) * 4294967296.0;
+  return select_first_k(n, k_, keys, t >= 4294967295.0 ? 0xffffffffu : static_cast<uint32_t>(t));
 }
 
 void SparseCodec::encode(std::span<const float> x, const RngKey& key, std::span<uint8_t> payload) const {
   check_encode_args(x, payload);
-  require_finite(x.data(), num_elems());
+  if (spec().id == CodecId::kRandK) require_finite(x.data(), num_elems());
   const std::vector<int64_t> idx = select(x, key);
+  if (spec().id == CodecId::kTopK) {
+    // NaN and Inf are first in the top-k order: when x holds any, the selection holds one, and
+    // require_finite names the first of x.
+    for (int64_t i : idx)
+      if (!is_finite_f(x[i])) require_finite(x.data(), num_elems());
+  }
   uint8_t* out = payload.data();
   if (spec().id == CodecId::kRandK) {
     store_u32(out, key.step);

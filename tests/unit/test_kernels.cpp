@@ -8,6 +8,7 @@
 #include "common/test_util.hpp"
 
 #include "host/codecs/kernels.hpp"
+#include "host/codecs/select.hpp"
 #include "host/common/thread_pool.hpp"
 
 #include <gcomp/detail/codec_math.hpp>
@@ -15,6 +16,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -206,6 +208,31 @@ TEST_F(KernelTargets, PhiloxWordsMatchTheBlockFunctionAcrossTheLowCounterWrap) {
       kernels::force_target(id);
       kernels::philox_words(key, detail::kStreamElement, first, 100, got.data());
       EXPECT_EQ(want, got) << name << " first=" << first;
+    }
+  }
+}
+
+TEST(SelectFirstK, EqualsAFullSortForEveryThresholdAndTieStructure) {
+  // Keys with many ties (a few distinct values), spread values, and all equal; thresholds that
+  // are right, far too low (retries upward), far too high (retries downward) and hopeless (the
+  // radix select); parallel sizes.
+  std::mt19937_64 rng(21);
+  for (int64_t n : {int64_t{1000}, (int64_t{1} << 18) + 333}) {
+    for (int pattern = 0; pattern < 3; ++pattern) {
+      std::vector<uint32_t> key(static_cast<size_t>(n));
+      for (auto& v : key)
+        v = pattern == 0 ? static_cast<uint32_t>(rng() % 7) * 0x10000000u : pattern == 1 ? static_cast<uint32_t>(rng()) : 42u;
+      const detail::OrderKeys keys = [&](int64_t a, int64_t e, uint32_t* out) { std::copy(key.begin() + a, key.begin() + e, out); };
+      for (int64_t k : {int64_t{1}, n / 100, n / 3, n - 1}) {
+        std::vector<int64_t> order(static_cast<size_t>(n));
+        std::iota(order.begin(), order.end(), 0);
+        std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return key[a] < key[b]; });
+        std::vector<int64_t> want(order.begin(), order.begin() + k);
+        std::sort(want.begin(), want.end());
+        for (uint32_t t : {detail::sampled_threshold(n, k, keys), 0u, 0xffffffffu, key[static_cast<size_t>(order[k - 1])]}) {
+          EXPECT_EQ(detail::select_first_k(n, k, keys, t), want) << "n=" << n << " pattern=" << pattern << " k=" << k << " t=" << t;
+        }
+      }
     }
   }
 }

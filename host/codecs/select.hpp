@@ -1,0 +1,30 @@
+// SPDX-License-Identifier: Apache-2.0
+// Exact selection of the sparse codecs: the first k of n elements in a strict total order given by
+// 32-bit order keys (smaller first) with ties to the lower index, returned in increasing index
+// order. One parallel pass collects the elements whose key is at most a threshold (candidates),
+// then a selection among the candidates finds the k-th; scratch is O(k), never O(n). When the
+// threshold leaves fewer than k candidates or too many, a few wider or narrower thresholds are
+// tried, and as a last resort an exact radix select on the keys (three histogram passes of
+// 2048 bins, then one emitting pass) finds the k-th key with O(1) scratch.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+namespace gcomp::detail {
+
+/// Writes the order keys of elements [a, e) to out[0, e - a). Called from several threads at
+/// once, for disjoint ranges.
+using OrderKeys = std::function<void(int64_t a, int64_t e, uint32_t* out)>;
+
+/// The first k of [0, n) in the order (key, index), in increasing index order. `threshold` is a
+/// first guess of the k-th key (exact results for any value; speed depends on it being a little
+/// above the k-th key).
+std::vector<int64_t> select_first_k(int64_t n, int64_t k, const OrderKeys& keys, uint32_t threshold);
+
+/// A threshold guess for select_first_k from the keys of up to 65536 evenly spaced elements: the
+/// sample's key at rank k/n plus four standard deviations.
+uint32_t sampled_threshold(int64_t n, int64_t k, const OrderKeys& keys);
+
+}  // namespace gcomp::detail
