@@ -97,10 +97,23 @@ void Codec::check_reduce_args(std::span<const std::span<const uint8_t>> payloads
   }
 }
 
+void Codec::decode_range(std::span<const uint8_t>, int64_t, int64_t, float, bool, float*) const {
+  GCOMP_FAIL(gcompErrorNotSupported, std::string(spec().name()) + " has no range decoder");
+}
+
 void Codec::decode_reduce(std::span<const std::span<const uint8_t>> payloads, std::span<const RngKey> keys,
                           std::span<const float> weights, std::span<float> out) const {
   check_reduce_args(payloads, keys, weights, out);
-  for (size_t j = 0; j < payloads.size(); ++j) decode_accumulate(payloads[j], keys[j], weights[j], out);
+  if (!range_decodable()) {
+    for (size_t j = 0; j < payloads.size(); ++j) decode_accumulate(payloads[j], keys[j], weights[j], out);
+    return;
+  }
+  // Every payload into each L1-sized sub-range while it is there: out is read and written once.
+  detail::for_each_piece(num_elems(), [&](int64_t begin, int64_t end) {
+    detail::for_each_sub(begin, end, [&](int64_t a, int64_t e) {
+      for (size_t j = 0; j < payloads.size(); ++j) decode_range(payloads[j], a, e, weights[j], true, out.data() + a);
+    });
+  });
 }
 
 void Codec::compute_scales(std::span<const float>, std::span<float>) const {
@@ -116,25 +129,36 @@ void Codec::encode_ef(std::span<const float> p, const RngKey& key, std::span<uin
                       std::span<float> e) const {
   GCOMP_EXPECTS(e.size() == p.size(), gcompErrorInvalidArgument, "encode_ef: memory size differs from input");
   encode(p, key, payload);
-  const float* pp = p.data();
-  float* pe = e.data();
-  if (pp == pe) {
-    // In place: decode into the memory, then e = p - decoded needs p; keep decode_accumulate form:
-    // e = p + (-1) * decoded is exactly p - decoded.
-    decode_accumulate(payload.first(encoded_bytes()), key, -1.0f, e);
+  const std::span<const uint8_t> msg = payload.first(encoded_bytes());
+  if (!range_decodable()) {
+    // e = p + (-1) * decoded is exactly p - decoded; in place the copy is a no-op.
+    if (p.data() != e.data()) std::copy(p.begin(), p.end(), e.begin());
+    decode_accumulate(msg, key, -1.0f, e);
     return;
   }
-  std::copy(p.begin(), p.end(), e.begin());
-  decode_accumulate(payload.first(encoded_bytes()), key, -1.0f, e);
+  // One pass over e: per sub-range, e = p, then e + (-1) * decoded while it is in L1.
+  detail::for_each_piece(num_elems(), [&](int64_t begin, int64_t end) {
+    detail::for_each_sub(begin, end, [&](int64_t a, int64_t b) {
+      if (p.data() != e.data()) std::copy(p.begin() + a, p.begin() + b, e.begin() + a);
+      decode_range(msg, a, b, -1.0f, true, e.data() + a);
+    });
+  });
 }
 
 void Codec::encode_diana(std::span<const float> g, std::span<float> h, float alpha, const RngKey& key,
                          std::span<uint8_t> payload, std::span<float> delta) const {
   GCOMP_EXPECTS(g.size() == h.size() && g.size() == delta.size(), gcompErrorInvalidArgument,
                 "encode_diana: g, h and delta must have the same size");
-  for (size_t i = 0; i < g.size(); ++i) delta[i] = g[i] - h[i];
+  detail::for_each_piece(num_elems(), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) delta[i] = g[i] - h[i];
+  });
   encode(delta, key, payload);
-  decode_accumulate(payload.first(encoded_bytes()), key, alpha, h);
+  const std::span<const uint8_t> msg = payload.first(encoded_bytes());
+  if (!range_decodable()) {
+    decode_accumulate(msg, key, alpha, h);
+    return;
+  }
+  detail::for_each_piece(num_elems(), [&](int64_t begin, int64_t end) { decode_range(msg, begin, end, alpha, true, h.data() + begin); });
 }
 
 }  // namespace gcomp

@@ -255,8 +255,9 @@ void DensePlaneCodec::validate(std::span<const uint8_t> payload) const {
   }
 }
 
-void DensePlaneCodec::decode_range(const uint8_t* payload, int64_t begin, int64_t end, float weight, bool accumulate,
-                                   float* out) const {
+void DensePlaneCodec::decode_range(std::span<const uint8_t> payload_span, int64_t begin, int64_t end, float weight,
+                                   bool accumulate, float* out) const {
+  const uint8_t* payload = payload_span.data();
   const uint8_t* groups = payload + 4 * num_blocks_;
   const int words = group_words(nbits_);
   if (nbits_ > 8) {  // s >= 256: element by element (a table of 2^nbits values would not pay)
@@ -291,17 +292,7 @@ void DensePlaneCodec::decode_impl(std::span<const uint8_t> payload, float weight
                                   std::span<float> out) const {
   check_decode_args(payload, out);
   for_each_piece(num_elems(), [&](int64_t begin, int64_t end) {
-    decode_range(payload.data(), begin, end, weight, !overwrite, out.data() + begin);
-  });
-}
-
-void DensePlaneCodec::decode_reduce(std::span<const std::span<const uint8_t>> payloads, std::span<const RngKey> keys,
-                                    std::span<const float> weights, std::span<float> out) const {
-  check_reduce_args(payloads, keys, weights, out);
-  for_each_piece(num_elems(), [&](int64_t begin, int64_t end) {
-    for_each_sub(begin, end, [&](int64_t a, int64_t e) {  // out[a, e) stays in L1 across the payloads
-      for (size_t j = 0; j < payloads.size(); ++j) decode_range(payloads[j].data(), a, e, weights[j], true, out.data() + a);
-    });
+    decode_range(payload, begin, end, weight, !overwrite, out.data() + begin);
   });
 }
 

@@ -24,8 +24,9 @@ class DensePlaneCodec final : public Codec {
   void decode_accumulate(std::span<const uint8_t> payload, const RngKey& key, float weight,
                          std::span<float> out) const override;
   void decode(std::span<const uint8_t> payload, const RngKey& key, std::span<float> out) const override;
-  void decode_reduce(std::span<const std::span<const uint8_t>> payloads, std::span<const RngKey> keys,
-                     std::span<const float> weights, std::span<float> out) const override;
+  bool range_decodable() const override { return true; }
+  void decode_range(std::span<const uint8_t> payload, int64_t begin, int64_t end, float weight, bool accumulate,
+                    float* out) const override;
 
   [[nodiscard]] const std::vector<int64_t>& blocks() const { return blocks_; }
   [[nodiscard]] int nbits() const { return nbits_; }
@@ -36,7 +37,6 @@ class DensePlaneCodec final : public Codec {
   void write(std::span<const float> x, std::span<const float> scales, const RngKey& key,
              std::span<uint8_t> payload) const;
   void decode_impl(std::span<const uint8_t> payload, float weight, bool overwrite, std::span<float> out) const;
-  void decode_range(const uint8_t* payload, int64_t begin, int64_t end, float weight, bool accumulate, float* out) const;
 
   uint32_t levels_ = 1;
   uint32_t norm_ = 2;

@@ -75,25 +75,21 @@ class GridCodec final : public Codec {
   void decode_accumulate(std::span<const uint8_t> payload, const RngKey&, float weight,
                          std::span<float> out) const override {
     check_decode_args(payload, out);
-    for_each_piece(num_elems(), [&](int64_t b, int64_t e) { decode_range(payload.data(), b, e, weight, true, out.data() + b); });
+    for_each_piece(num_elems(), [&](int64_t b, int64_t e) { decode_range(payload, b, e, weight, true, out.data() + b); });
   }
 
   void decode(std::span<const uint8_t> payload, const RngKey&, std::span<float> out) const override {
     check_decode_args(payload, out);
-    for_each_piece(num_elems(), [&](int64_t b, int64_t e) { decode_range(payload.data(), b, e, 1.0f, false, out.data() + b); });
+    for_each_piece(num_elems(), [&](int64_t b, int64_t e) { decode_range(payload, b, e, 1.0f, false, out.data() + b); });
   }
 
-  void decode_reduce(std::span<const std::span<const uint8_t>> payloads, std::span<const RngKey> keys,
-                     std::span<const float> weights, std::span<float> out) const override {
-    check_reduce_args(payloads, keys, weights, out);
-    reduce_pieces(*this, payloads, weights, out);
-  }
-
-  void decode_range(const uint8_t* payload, int64_t begin, int64_t end, float weight, bool accumulate, float* out) const {
+  bool range_decodable() const override { return true; }
+  void decode_range(std::span<const uint8_t> payload, int64_t begin, int64_t end, float weight, bool accumulate,
+                    float* out) const override {
     int32_t levels[kSubElems];
     uint32_t words[kSubElems];
     for_each_sub(begin, end, [&](int64_t a, int64_t e) {
-      read_words(payload, a, e, words);
+      read_words(payload.data(), a, e, words);
       kernels::unpack_fields(words, 0, e - a, spec().bits, levels);
       kernels::grid_decode(levels, e - a, spec().step, weight, accumulate, out + (a - begin));
     });

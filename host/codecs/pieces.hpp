@@ -56,20 +56,6 @@ void for_each_run(const std::vector<int64_t>& blocks, int64_t begin, int64_t end
   }
 }
 
-/// decode_reduce of a dense codec with a range decoder: for each L1-sized sub-range of out, every
-/// payload in order is accumulated into it (out is read and written once per sub-range, and the
-/// result is the one of decode_accumulate per payload in turn).
-template <class C>
-void reduce_pieces(const C& codec, std::span<const std::span<const uint8_t>> payloads, std::span<const float> weights,
-                   std::span<float> out) {
-  for_each_piece(codec.num_elems(), [&](int64_t begin, int64_t end) {
-    for_each_sub(begin, end, [&](int64_t a, int64_t e) {
-      for (size_t j = 0; j < payloads.size(); ++j)
-        codec.decode_range(payloads[j].data(), a, e, weights[j], true, out.data() + a);
-    });
-  });
-}
-
 /// The reduced value of every block [blocks[b], blocks[b + 1]) of x in the order of reduce.hpp:
 /// tiles (kernels::reduce_tile) in parallel, then the halving tree over each block's tiles.
 /// means[b] is the mean of block b for kCenteredSquareSum (else unused, may be empty).

@@ -42,15 +42,15 @@ void IdentityCodec::validate(std::span<const uint8_t> payload) const {
     if (i >= 0) corrupt(spec(), "element " + std::to_string(i) + " is not finite");
 }
 
-void IdentityCodec::decode_range(const uint8_t* payload, int64_t begin, int64_t end, float weight, bool accumulate,
-                                 float* out) const {
+void IdentityCodec::decode_range(std::span<const uint8_t> payload, int64_t begin, int64_t end, float weight,
+                                 bool accumulate, float* out) const {
   if (!accumulate) {
-    std::memcpy(out, payload + 4 * begin, sizeof(float) * static_cast<size_t>(end - begin));
+    std::memcpy(out, payload.data() + 4 * begin, sizeof(float) * static_cast<size_t>(end - begin));
     return;
   }
   float local[kSubElems];
   for_each_sub(begin, end, [&](int64_t a, int64_t e) {
-    std::memcpy(local, payload + 4 * a, sizeof(float) * static_cast<size_t>(e - a));
+    std::memcpy(local, payload.data() + 4 * a, sizeof(float) * static_cast<size_t>(e - a));
     kernels::axpy(local, e - a, weight, out + (a - begin));
   });
 }
@@ -58,18 +58,12 @@ void IdentityCodec::decode_range(const uint8_t* payload, int64_t begin, int64_t 
 void IdentityCodec::decode_accumulate(std::span<const uint8_t> payload, const RngKey&, float weight,
                                       std::span<float> out) const {
   check_decode_args(payload, out);
-  for_each_piece(num_elems(), [&](int64_t b, int64_t e) { decode_range(payload.data(), b, e, weight, true, out.data() + b); });
+  for_each_piece(num_elems(), [&](int64_t b, int64_t e) { decode_range(payload, b, e, weight, true, out.data() + b); });
 }
 
 void IdentityCodec::decode(std::span<const uint8_t> payload, const RngKey&, std::span<float> out) const {
   check_decode_args(payload, out);
-  for_each_piece(num_elems(), [&](int64_t b, int64_t e) { decode_range(payload.data(), b, e, 1.0f, false, out.data() + b); });
-}
-
-void IdentityCodec::decode_reduce(std::span<const std::span<const uint8_t>> payloads, std::span<const RngKey> keys,
-                                  std::span<const float> weights, std::span<float> out) const {
-  check_reduce_args(payloads, keys, weights, out);
-  reduce_pieces(*this, payloads, weights, out);
+  for_each_piece(num_elems(), [&](int64_t b, int64_t e) { decode_range(payload, b, e, 1.0f, false, out.data() + b); });
 }
 
 // --------------------------------------------------------------------------------------- sign
@@ -143,9 +137,9 @@ void SignCodec::validate(std::span<const uint8_t> payload) const {
   }
 }
 
-void SignCodec::decode_range(const uint8_t* payload, int64_t begin, int64_t end, float weight, bool accumulate,
-                             float* out) const {
-  const uint8_t* words = payload + 4 * num_scales();
+void SignCodec::decode_range(std::span<const uint8_t> payload, int64_t begin, int64_t end, float weight,
+                             bool accumulate, float* out) const {
+  const uint8_t* words = payload.data() + 4 * num_scales();
   uint32_t local[kSubElems / kGroupElems];
   for_each_sub(begin, end, [&](int64_t a, int64_t e) {
     const int64_t g0 = a / kGroupElems;
@@ -154,7 +148,7 @@ void SignCodec::decode_range(const uint8_t* payload, int64_t begin, int64_t end,
       kernels::decode_planes(local, 0, r0 - g0 * kGroupElems, r1 - r0, &scale, weight, accumulate, out + (r0 - begin));
     };
     if (spec().scaled)
-      for_each_run(blocks_, a, e, [&](int64_t r0, int64_t r1, int64_t b) { run(r0, r1, load_f32(payload + 4 * b)); });
+      for_each_run(blocks_, a, e, [&](int64_t r0, int64_t r1, int64_t b) { run(r0, r1, load_f32(payload.data() + 4 * b)); });
     else
       run(a, e, 1.0f);
   });
@@ -164,14 +158,8 @@ void SignCodec::decode_impl(std::span<const uint8_t> payload, float weight, bool
                             std::span<float> out) const {
   check_decode_args(payload, out);
   for_each_piece(num_elems(), [&](int64_t b, int64_t e) {
-    decode_range(payload.data(), b, e, weight, !overwrite, out.data() + b);
+    decode_range(payload, b, e, weight, !overwrite, out.data() + b);
   });
-}
-
-void SignCodec::decode_reduce(std::span<const std::span<const uint8_t>> payloads, std::span<const RngKey> keys,
-                              std::span<const float> weights, std::span<float> out) const {
-  check_reduce_args(payloads, keys, weights, out);
-  reduce_pieces(*this, payloads, weights, out);
 }
 
 void SignCodec::decode_accumulate(std::span<const uint8_t> payload, const RngKey&, float weight,
@@ -249,13 +237,13 @@ void NaturalCodec::validate(std::span<const uint8_t> payload) const {
     corrupt(spec(), "padding bits set in the last sign word");
 }
 
-void NaturalCodec::decode_range(const uint8_t* payload, int64_t begin, int64_t end, float weight, bool accumulate,
-                                float* out) const {
-  const uint8_t* codes = payload + 4 * words_;
+void NaturalCodec::decode_range(std::span<const uint8_t> payload, int64_t begin, int64_t end, float weight,
+                                bool accumulate, float* out) const {
+  const uint8_t* codes = payload.data() + 4 * words_;
   uint32_t local[kSubElems / kGroupElems];
   for_each_sub(begin, end, [&](int64_t a, int64_t e) {
     const int64_t g0 = a / kGroupElems;
-    std::memcpy(local, payload + 4 * g0, sizeof(uint32_t) * static_cast<size_t>(ceil_div(e, kGroupElems) - g0));
+    std::memcpy(local, payload.data() + 4 * g0, sizeof(uint32_t) * static_cast<size_t>(ceil_div(e, kGroupElems) - g0));
     kernels::natural_decode(codes + g0 * kGroupElems, local, a - g0 * kGroupElems, e - a, weight, accumulate,
                             out + (a - begin));
   });
@@ -265,14 +253,8 @@ void NaturalCodec::decode_impl(std::span<const uint8_t> payload, float weight, b
                                std::span<float> out) const {
   check_decode_args(payload, out);
   for_each_piece(num_elems(), [&](int64_t b, int64_t e) {
-    decode_range(payload.data(), b, e, weight, !overwrite, out.data() + b);
+    decode_range(payload, b, e, weight, !overwrite, out.data() + b);
   });
-}
-
-void NaturalCodec::decode_reduce(std::span<const std::span<const uint8_t>> payloads, std::span<const RngKey> keys,
-                                 std::span<const float> weights, std::span<float> out) const {
-  check_reduce_args(payloads, keys, weights, out);
-  reduce_pieces(*this, payloads, weights, out);
 }
 
 void NaturalCodec::decode_accumulate(std::span<const uint8_t> payload, const RngKey&, float weight,

@@ -11,13 +11,11 @@ namespace gcomp::detail {
                          std::span<float> out) const override;                                     \
   void decode(std::span<const uint8_t> payload, const RngKey& key, std::span<float> out) const override;
 
-/// The range decoder of a dense codec (see reduce_pieces in pieces.hpp): elements [begin, end) of
-/// a validated payload into out[0, end - begin), written or accumulated with `weight`.
+/// The range decoder of a dense codec (Codec::decode_range).
 #define GCOMP_CODEC_RANGE_METHODS                                                                   \
-  void decode_reduce(std::span<const std::span<const uint8_t>> payloads, std::span<const RngKey> keys, \
-                     std::span<const float> weights, std::span<float> out) const override;        \
-  void decode_range(const uint8_t* payload, int64_t begin, int64_t end, float weight, bool accumulate, \
-                    float* out) const;
+  bool range_decodable() const override { return true; }                                          \
+  void decode_range(std::span<const uint8_t> payload, int64_t begin, int64_t end, float weight,    \
+                    bool accumulate, float* out) const override;
 
 /// identity: the fp32 values themselves.
 class IdentityCodec final : public Codec {

@@ -180,6 +180,17 @@ class Codec {
   /// out = decode(payload). Validates first; on error out is untouched.
   virtual void decode(std::span<const uint8_t> payload, const RngKey& key, std::span<float> out) const = 0;
 
+  /// True when decode_range works: the dense codecs (identity, dither, terngrad, natdither, sign,
+  /// natural, grid), whose element i depends on a fixed part of the payload only.
+  [[nodiscard]] virtual bool range_decodable() const { return false; }
+  /// Elements [begin, end) of the decode of a payload that validate() accepted:
+  /// out[i - begin] = decode(payload)[i], or out[i - begin] + weight * decode(payload)[i] when
+  /// `accumulate`. Nothing is checked (callers validate once per payload, then decode pieces, for
+  /// example on several threads).
+  /// @throws gcomp::Error gcompErrorNotSupported when !range_decodable().
+  virtual void decode_range(std::span<const uint8_t> payload, int64_t begin, int64_t end, float weight,
+                            bool accumulate, float* out) const;
+
   /// Decode-reduce of several payloads: for j = 0, 1, ... in this order,
   /// out[i] = out[i] + weights[j] * decode(payloads[j])[i], bit for bit what decode_accumulate of
   /// each payload in turn gives (keys[j] is payload j's key). Every payload is validated before
@@ -189,7 +200,8 @@ class Codec {
   virtual void decode_reduce(std::span<const std::span<const uint8_t>> payloads, std::span<const RngKey> keys,
                              std::span<const float> weights, std::span<float> out) const;
 
-  /// Error feedback, one pass (DESIGN.md §2): payload = C(p); e = p - decode(payload).
+  /// Error feedback (DESIGN.md §2): payload = C(p); e = p - decode(payload). Range-decodable
+  /// codecs update e in one pass after the encode.
   /// p and e may alias (the memory is then updated in place).
   void encode_ef(std::span<const float> p, const RngKey& key, std::span<uint8_t> payload,
                  std::span<float> e) const;
