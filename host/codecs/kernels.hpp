@@ -92,6 +92,10 @@ void natural_encode(const float* x, int64_t len, const uint32_t* words, uint8_t*
 void natural_decode(const uint8_t* codes, const uint32_t* signs, int64_t first, int64_t len, float weight,
                     bool accumulate, float* out);
 
+/// True when one of num_groups whole groups of 32 natural codes is invalid: a code 255, or a sign
+/// bit on a zero code.
+bool natural_invalid(const uint8_t* codes, const uint32_t* signs, int64_t num_groups);
+
 /// levels[i] = grid_level(x[i], step, bits) for i < len (inv_step = grid_inverse_step(step)).
 void grid_levels(const float* x, int64_t len, double step, double inv_step, uint32_t bits, int32_t* levels);
 
@@ -133,6 +137,7 @@ void decode_planes(const uint32_t* groups, int nbits, int64_t first, int64_t len
 void natural_encode(const float* x, int64_t len, const uint32_t* words, uint8_t* codes, uint32_t* signs);
 void natural_decode(const uint8_t* codes, const uint32_t* signs, int64_t first, int64_t len, float weight,
                     bool accumulate, float* out);
+bool natural_invalid(const uint8_t* codes, const uint32_t* signs, int64_t num_groups);
 void grid_levels(const float* x, int64_t len, double step, double inv_step, uint32_t bits, int32_t* levels);
 void pack_fields(const int32_t* levels, int64_t len, uint32_t bits, uint32_t* words);
 void unpack_fields(const uint32_t* words, int64_t first, int64_t len, uint32_t bits, int32_t* levels);

@@ -37,6 +37,9 @@ void natural_decode(const uint8_t* codes, const uint32_t* signs, int64_t first, 
                     bool accumulate, float* out) {
   ref::natural_decode(codes, signs, first, len, weight, accumulate, out);
 }
+bool natural_invalid(const uint8_t* codes, const uint32_t* signs, int64_t num_groups) {
+  return ref::natural_invalid(codes, signs, num_groups);
+}
 void grid_levels(const float* x, int64_t len, double step, double inv_step, uint32_t bits, int32_t* levels) {
   ref::grid_levels(x, len, step, inv_step, bits, levels);
 }

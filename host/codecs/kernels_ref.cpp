@@ -131,6 +131,19 @@ void natural_decode(const uint8_t* codes, const uint32_t* signs, int64_t first, 
   }
 }
 
+bool natural_invalid(const uint8_t* codes, const uint32_t* signs, int64_t num_groups) {
+  for (int64_t g = 0; g < num_groups; ++g) {
+    uint32_t zero = 0;
+    for (int lane = 0; lane < kGroupElems; ++lane) {
+      const uint8_t c = codes[g * kGroupElems + lane];
+      if (c == 255) return true;
+      zero |= static_cast<uint32_t>(c == 0) << lane;
+    }
+    if (signs[g] & zero) return true;
+  }
+  return false;
+}
+
 void grid_levels(const float* x, int64_t len, double step, double inv_step, uint32_t bits, int32_t* levels) {
   (void)inv_step;
   for (int64_t i = 0; i < len; ++i) levels[i] = static_cast<int32_t>(grid_level(x[i], step, bits));

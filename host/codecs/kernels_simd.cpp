@@ -58,6 +58,9 @@ void NaturalDecode(const uint8_t* codes, const uint32_t* signs, int64_t first, i
                    bool accumulate, float* out) {
   ref::natural_decode(codes, signs, first, len, weight, accumulate, out);
 }
+bool NaturalInvalid(const uint8_t* codes, const uint32_t* signs, int64_t num_groups) {
+  return ref::natural_invalid(codes, signs, num_groups);
+}
 void GridLevels(const float* x, int64_t len, double step, double inv_step, uint32_t bits, int32_t* levels) {
   ref::grid_levels(x, len, step, inv_step, bits, levels);
 }
@@ -666,6 +669,27 @@ void NaturalDecode(const uint8_t* codes, const uint32_t* signs, int64_t first, i
   ref::natural_decode(codes, signs, first + i, len - i, weight, accumulate, out + i);
 }
 
+bool NaturalInvalid(const uint8_t* codes, const uint32_t* signs, int64_t num_groups) {
+  const hn::ScalableTag<uint8_t> d8;
+  constexpr int64_t kLanes8 = static_cast<int64_t>(hn::MaxLanes(decltype(d8)()));
+  if (kLanes8 > 64) return ref::natural_invalid(codes, signs, num_groups);
+  const auto zero = hn::Zero(d8);
+  const auto max_code = hn::Set(d8, uint8_t{255});
+  int64_t g = 0;
+  for (; g + 2 <= num_groups; g += 2) {  // 64 codes: two groups
+    uint64_t zeros = 0;
+    auto bad = hn::MaskFromVec(zero);
+    for (int64_t o = 0; o < 64; o += kLanes8) {
+      const auto v = hn::LoadU(d8, codes + g * kGroupElems + o);
+      zeros |= mask_bits(d8, hn::Eq(v, zero)) << o;
+      bad = hn::Or(bad, hn::Eq(v, max_code));
+    }
+    const uint64_t sign_bits = signs[g] | (static_cast<uint64_t>(signs[g + 1]) << 32);
+    if (!hn::AllFalse(d8, bad) || (sign_bits & zeros) != 0u) return true;
+  }
+  return ref::natural_invalid(codes + g * kGroupElems, signs + g, num_groups - g);
+}
+
 // ------------------------------------------------------------------------------ grid
 
 void GridLevels(const float* x, int64_t len, double step, double inv_step, uint32_t bits, int32_t* levels) {
@@ -816,6 +840,7 @@ HWY_EXPORT(SignWords);
 HWY_EXPORT(DecodePlanes);
 HWY_EXPORT(NaturalEncode);
 HWY_EXPORT(NaturalDecode);
+HWY_EXPORT(NaturalInvalid);
 HWY_EXPORT(GridLevels);
 HWY_EXPORT(PackFields);
 HWY_EXPORT(UnpackFields);
@@ -898,6 +923,11 @@ GCOMP_KERNEL(topk_order_keys, TopkOrderKeys, (const float* x, int64_t len, uint3
 double reduce_tile(ReduceOp op, const float* x, int64_t len, double mean) {
   if (reference()) return ref::reduce_tile(op, x, len, mean);
   return HWY_DYNAMIC_DISPATCH(ReduceTile)(op, x, len, mean);
+}
+
+bool natural_invalid(const uint8_t* codes, const uint32_t* signs, int64_t num_groups) {
+  if (reference()) return ref::natural_invalid(codes, signs, num_groups);
+  return HWY_DYNAMIC_DISPATCH(NaturalInvalid)(codes, signs, num_groups);
 }
 
 int64_t select_at_most(const uint32_t* keys, int64_t len, uint32_t threshold, uint32_t* idx) {

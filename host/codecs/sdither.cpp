@@ -5,10 +5,14 @@
 // Byte layout: docs/wire-format.md §3.7.
 #include "host/codecs/sdither.hpp"
 
+#include "host/codecs/kernels.hpp"
+#include "host/codecs/pieces.hpp"
+
 #include <gcomp/detail/codec_math.hpp>
 #include <gcomp/detail/elias.hpp>
 
 #include <algorithm>
+#include <cstring>
 
 namespace gcomp::detail {
 
@@ -119,47 +123,138 @@ void SDitherCodec::encode_with_scales(std::span<const float> x, std::span<const 
   write(x, scales, key, payload);
 }
 
+namespace {
+
+/// An Elias code as a stream value (its first bit at bit 0) and its length in bits.
+struct StreamCode {
+  uint64_t value = 0;
+  uint32_t len = 0;
+};
+
+StreamCode stream_code(uint32_t code, uint64_t v) {
+  uint32_t w[3] = {0, 0, 0};
+  StreamCode c;
+  c.len = static_cast<uint32_t>(write_elias(w, 0, code, v));
+  c.value = w[0] | (static_cast<uint64_t>(w[1]) << 32);
+  return c;
+}
+
+/// Codes of 1 .. kTable - 1 (gaps and levels), computed once per codec.
+constexpr uint64_t kCodeTable = 4096;
+
+/// Appends bits LSB first to a little-endian word stream, through a small aligned buffer.
+class StreamWriter {
+ public:
+  explicit StreamWriter(uint8_t* out) : out_(out) {}
+  uint64_t pos() const { return pos_; }
+  void put(uint64_t v, uint32_t len) {  // len <= 64, v < 2^len
+    if (len > 32) {
+      put32(v & 0xffffffffu, 32);
+      v >>= 32;
+      len -= 32;
+    }
+    put32(v, len);
+  }
+  /// Writes the last partial word and returns the number of words written.
+  int64_t finish() {
+    if (have_ > 0) buf_[fill_++] = static_cast<uint32_t>(acc_);
+    drain();
+    return written_;
+  }
+
+ private:
+  void put32(uint64_t v, uint32_t len) {
+    acc_ |= v << have_;
+    have_ += len;
+    pos_ += len;
+    if (have_ >= 32) {
+      buf_[fill_++] = static_cast<uint32_t>(acc_);
+      acc_ >>= 32;
+      have_ -= 32;
+      if (fill_ == kBuf) drain();
+    }
+  }
+  void drain() {
+    std::memcpy(out_ + 4 * written_, buf_, sizeof(uint32_t) * static_cast<size_t>(fill_));
+    written_ += fill_;
+    fill_ = 0;
+  }
+  static constexpr int64_t kBuf = 1024;
+  uint8_t* out_;
+  uint32_t buf_[kBuf];
+  int64_t fill_ = 0, written_ = 0;
+  uint64_t acc_ = 0;
+  uint32_t have_ = 0;
+  uint64_t pos_ = 0;
+};
+
+}  // namespace
+
 void SDitherCodec::write(std::span<const float> x, std::span<const float> scales, const RngKey& key,
                          std::span<uint8_t> payload) const {
   const int64_t n = num_elems();
-  std::vector<uint32_t> words(static_cast<size_t>(stream_words_), 0u);
+  uint8_t* out = payload.data();
+  uint8_t* stream = out + stream_offset_bytes();
+  // Record codes of small gaps and levels from tables (the same bits as sdither_write_record).
+  std::vector<StreamCode> gap_codes(static_cast<size_t>(std::min<uint64_t>(kCodeTable, static_cast<uint64_t>(chunk_) + 1)));
+  for (size_t g = 1; g < gap_codes.size(); ++g) gap_codes[g] = stream_code(code_, g);
+  std::vector<StreamCode> level_codes(levels_ > 1 ? static_cast<size_t>(std::min<uint64_t>(kCodeTable, uint64_t{levels_} + 1)) : 0);
+  for (size_t l = 1; l < level_codes.size(); ++l) level_codes[l] = stream_code(code_, l);
+  const auto gap_code = [&](uint64_t g) { return g < gap_codes.size() ? gap_codes[g] : stream_code(code_, g); };
+  const auto level_code = [&](uint32_t l) { return l < level_codes.size() ? level_codes[l] : stream_code(code_, l); };
+
+  StreamWriter w(stream);
   std::vector<uint32_t> dir(static_cast<size_t>(num_chunks_), 0u);
-  uint64_t pos = 0;
-  int64_t block = 0;
-  // Quantized elements in increasing index order, one Philox block per group of four (the group
-  // form of the element math); records are written per chunk as the elements come.
-  int64_t chunk = -1;
-  int64_t prev = -1;
-  for (int64_t i0 = 0; i0 < n; i0 += kPhiloxGroupElems) {
-    float y[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    float nu[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    for (int j = 0; j < 4 && i0 + j < n; ++j) {
-      while (i0 + j >= blocks_[block + 1]) ++block;
-      y[j] = x[i0 + j];
-      nu[j] = scales[block];
-    }
-    Quantized q[4];
-    dither_quantize4(y, nu, levels_, philox_block(key, kStreamElement, static_cast<uint64_t>(i0) >> 2), q);
-    for (int j = 0; j < 4 && i0 + j < n; ++j) {
-      const int64_t i = i0 + j;
-      if (i / chunk_ != chunk) {  // the first element of a chunk: its directory entry; gaps restart
-        chunk = i / chunk_;
-        dir[static_cast<size_t>(chunk)] = static_cast<uint32_t>(pos);
-        prev = chunk * chunk_ - 1;
+  int64_t chunk = 0;              // chunk of the next record
+  int64_t next_chunk = chunk_;    // first element of chunk + 1
+  int64_t prev = -1;              // the previous nonzero, or the chunk start - 1
+  uint32_t rnd[kSubElems];
+  uint32_t coded[kSubElems];
+  for (int64_t a = 0; a < n; a += kSubElems) {
+    const int64_t e = std::min(n, a + kSubElems);
+    // One Philox block per four elements; dither's levels, run by run.
+    kernels::philox_words(key, kStreamElement, static_cast<uint64_t>(a) / 4, ceil_div(e - a, 4), rnd);
+    for_each_run(blocks_, a, e, [&](int64_t r0, int64_t r1, int64_t b) {
+      kernels::quantize(false, x.data() + r0, r1 - r0, scales[b], levels_, rnd + (r0 - a), coded + (r0 - a));
+    });
+    for (int64_t j0 = 0; j0 < e - a; j0 += 64) {
+      const int64_t j1 = std::min<int64_t>(e - a, j0 + 64);
+      uint64_t nonzero = 0;
+      for (int64_t j = j0; j < j1; ++j) nonzero |= static_cast<uint64_t>(coded[j] != 0u) << (j - j0);
+      while (nonzero != 0) {
+        const int64_t i = a + j0 + __builtin_ctzll(nonzero);
+        nonzero &= nonzero - 1;
+        while (i >= next_chunk) {  // chunks before i's: their offsets are the position so far
+          ++chunk;
+          dir[static_cast<size_t>(chunk)] = static_cast<uint32_t>(w.pos());
+          prev = next_chunk - 1;
+          next_chunk += chunk_;
+        }
+        const uint32_t c = coded[i - a];
+        const StreamCode g = gap_code(static_cast<uint64_t>(i - prev));
+        const uint64_t sign = c >> 31;
+        if (levels_ > 1) {
+          const StreamCode l = level_code(c & ~kernels::kNegativeBit);
+          if (g.len + 1 + l.len <= 64) {
+            w.put(g.value | (sign << g.len) | (l.value << (g.len + 1)), g.len + 1 + l.len);
+          } else {
+            w.put(g.value | (sign << g.len), g.len + 1);
+            w.put(l.value, l.len);
+          }
+        } else {
+          w.put(g.value | (sign << g.len), g.len + 1);
+        }
+        prev = i;
       }
-      if (q[j].level == 0u) continue;
-      pos = sdither_write_record(words.data(), pos, code_, static_cast<uint64_t>(i - prev), q[j].negative,
-                                 q[j].level, levels_);
-      prev = i;
     }
   }
-  uint8_t* out = payload.data();
-  std::fill(out, out + encoded_bytes(), uint8_t{0});
+  for (++chunk; chunk < num_chunks_; ++chunk) dir[static_cast<size_t>(chunk)] = static_cast<uint32_t>(w.pos());
+  const uint64_t total = w.pos();
+  const int64_t used = w.finish();
+  std::memset(stream + 4 * used, 0, static_cast<size_t>(4 * (stream_words_ - used)));  // zero padding
   for (int64_t b = 0; b < num_blocks_; ++b) store_f32(out + 4 * b, scales[b]);
-  store_u32(out + 4 * num_blocks_, static_cast<uint32_t>(pos));
+  store_u32(out + 4 * num_blocks_, static_cast<uint32_t>(total));
   for (int64_t c = 0; c < num_chunks_; ++c) store_u32(out + 4 * (num_blocks_ + 1 + c), dir[static_cast<size_t>(c)]);
-  uint8_t* stream = out + stream_offset_bytes();
-  for (int64_t w = 0; w < stream_words_; ++w) store_u32(stream + 4 * w, words[static_cast<size_t>(w)]);
 }
 
 template <class Sink>

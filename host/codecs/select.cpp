@@ -112,7 +112,7 @@ std::vector<int64_t> radix_first_k(int64_t n, int64_t k, const OrderKeys& keys) 
 }  // namespace
 
 uint32_t sampled_threshold(int64_t n, int64_t k, const OrderKeys& keys) {
-  const int64_t samples = std::min<int64_t>(n, 65536);
+  const int64_t samples = std::min<int64_t>((n + 15) / 16, 65536);
   if (samples <= 0 || k <= 0) return 0;
   std::vector<uint32_t> sample(static_cast<size_t>(samples));
   for (int64_t j = 0; j < samples; ++j) {

@@ -23,8 +23,8 @@ using OrderKeys = std::function<void(int64_t a, int64_t e, uint32_t* out)>;
 /// above the k-th key).
 std::vector<int64_t> select_first_k(int64_t n, int64_t k, const OrderKeys& keys, uint32_t threshold);
 
-/// A threshold guess for select_first_k from the keys of up to 65536 evenly spaced elements: the
-/// sample's key at rank k/n plus four standard deviations.
+/// A threshold guess for select_first_k from the keys of n/16 (at most 65536) evenly spaced
+/// elements: the sample's key at rank k/n plus four standard deviations.
 uint32_t sampled_threshold(int64_t n, int64_t k, const OrderKeys& keys);
 
 }  // namespace gcomp::detail

@@ -215,17 +215,18 @@ void NaturalCodec::validate(std::span<const uint8_t> payload) const {
   };
   std::vector<uint8_t> bad(static_cast<size_t>(num_pieces(n)), 0);
   for_each_piece(n, [&](int64_t begin, int64_t end) {
-    bool any = false;
-    for (int64_t g = begin / kGroupElems; g < ceil_div(end, kGroupElems); ++g) {
-      // per group: a code 255, or a sign bit on a zero code
-      const int64_t i0 = g * kGroupElems, i1 = std::min(end, i0 + kGroupElems);
+    // per group: a code 255, or a sign bit on a zero code (sign words copied: 4-byte aligned)
+    uint32_t signs[kPieceElems / kGroupElems];
+    const int64_t g0 = begin / kGroupElems, full = (end - begin) / kGroupElems;
+    std::memcpy(signs, payload.data() + 4 * g0, sizeof(uint32_t) * static_cast<size_t>(ceil_div(end - begin, kGroupElems)));
+    bool any = kernels::natural_invalid(codes + begin, signs, full);
+    if (begin + full * kGroupElems < end) {  // the last, partial group
       uint32_t zero = 0;
-      bool max_code = false;
-      for (int64_t i = i0; i < i1; ++i) {
-        zero |= static_cast<uint32_t>(codes[i] == 0) << (i - i0);
-        max_code |= codes[i] == 255;
+      for (int64_t i = begin + full * kGroupElems; i < end; ++i) {
+        zero |= static_cast<uint32_t>(codes[i] == 0) << (i % kGroupElems);
+        any |= codes[i] == 255;
       }
-      any |= max_code || (load_u32(payload.data() + 4 * g) & zero) != 0u;
+      any |= (signs[full] & zero) != 0u;
     }
     bad[static_cast<size_t>(begin / kPieceElems)] = any;
   });
