@@ -13,9 +13,18 @@ namespace {
 /// Reports the smallest index of a NaN/Inf input element (gcompErrorNonFinite). Used before every
 /// encode whose codec has no scale that would carry a non-finite input (identity, plain sign,
 /// natural, randk, topk_sampled).
+/// One quad (a 16-byte load when aligned) per thread and iteration.
 __global__ void __launch_bounds__(kThreads) check_finite_kernel(Input in, int64_t n, DeviceStatus* status) {
-  for (int64_t i = global_thread(); i < n; i += grid_threads())
-    if (!gcomp::detail::is_finite_f(in(i))) raise_status(status, gcompErrorNonFinite, static_cast<uint64_t>(i));
+  const int64_t quads = gcomp::detail::ceil_div(n, int64_t{lanes::kQuadElems});
+  const bool vec = in.aligned16();
+  for (int64_t q = global_thread(); q < quads; q += grid_threads()) {
+    const int64_t first = q * lanes::kQuadElems;
+    const int live = lanes::quad_live(first, n);
+    const Quad x = load_quad(in, first, live, vec);
+    GCOMP_QUAD_UNROLL
+    for (int j = 0; j < lanes::kQuadElems; ++j) if (j < live)
+      if (!gcomp::detail::is_finite_f(x.v[j])) raise_status(status, gcompErrorNonFinite, static_cast<uint64_t>(first + j));
+  }
 }
 
 /// Fills out with +0.0f unless the status word reports an error (sparse decode, empty reduce).

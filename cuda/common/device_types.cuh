@@ -3,6 +3,8 @@
 // difference g - h), the element -> quantization-block map, and the launch geometry.
 #pragma once
 
+#include "cuda/common/lanes.hpp"
+
 #include <gcomp/cuda.hpp>
 #include <gcomp/detail/codec_math.hpp>
 #include <gcomp/detail/hd.hpp>
@@ -38,7 +40,77 @@ struct Input {
   const float* x;
   const float* sub;
   __device__ float operator()(int64_t i) const { return sub != nullptr ? x[i] - sub[i] : x[i]; }
+  /// Both pointers 16-byte aligned: quads starting at a multiple of 4 load as one float4 each.
+  __device__ bool aligned16() const {
+    return (reinterpret_cast<uintptr_t>(x) & 15u) == 0 && (reinterpret_cast<uintptr_t>(sub) & 15u) == 0;
+  }
 };
+
+/// Four consecutive elements of one thread (the quad layout of cuda/common/lanes.hpp).
+struct Quad {
+  float v[lanes::kQuadElems];
+};
+
+/// Elements first .. first + live - 1 of the input (the rest 0): one 16-byte load per pointer when
+/// the quad is whole and `vec` (Input::aligned16() and `first` a multiple of 4), else element loads.
+/// x[i] - sub[i] is the same single fp32 rounding either way.
+__device__ inline Quad load_quad(const Input& in, int64_t first, int live, bool vec) {
+  Quad q{{0.0f, 0.0f, 0.0f, 0.0f}};
+  if (live == lanes::kQuadElems && vec) {
+    const float4 a = __ldg(reinterpret_cast<const float4*>(in.x + first));
+    if (in.sub != nullptr) {
+      const float4 b = __ldg(reinterpret_cast<const float4*>(in.sub + first));
+      q = Quad{{a.x - b.x, a.y - b.y, a.z - b.z, a.w - b.w}};
+    } else {
+      q = Quad{{a.x, a.y, a.z, a.w}};
+    }
+    return q;
+  }
+  GCOMP_QUAD_UNROLL
+  for (int j = 0; j < lanes::kQuadElems; ++j) if (j < live) q.v[j] = in(first + j);
+  return q;
+}
+
+/// Stores the live elements of a quad to dst[first ..]: one 16-byte store when whole and `vec`.
+__device__ inline void store_quad(float* dst, int64_t first, int live, bool vec, const Quad& q) {
+  if (live == lanes::kQuadElems && vec) {
+    *reinterpret_cast<float4*>(dst + first) = make_float4(q.v[0], q.v[1], q.v[2], q.v[3]);
+    return;
+  }
+  GCOMP_QUAD_UNROLL
+  for (int j = 0; j < lanes::kQuadElems; ++j) if (j < live) dst[first + j] = q.v[j];
+}
+
+/// Loads the live elements of a quad of dst (for accumulate modes), like load_quad.
+__device__ inline Quad load_out_quad(const float* dst, int64_t first, int live, bool vec) {
+  Quad q{{0.0f, 0.0f, 0.0f, 0.0f}};
+  if (live == lanes::kQuadElems && vec) {
+    const float4 a = *reinterpret_cast<const float4*>(dst + first);
+    return Quad{{a.x, a.y, a.z, a.w}};
+  }
+  GCOMP_QUAD_UNROLL
+  for (int j = 0; j < lanes::kQuadElems; ++j) if (j < live) q.v[j] = dst[first + j];
+  return q;
+}
+
+__device__ inline bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+/// 32 x 32-bit warp exchange of the 8 x 8 nibble transpose (lanes.hpp): lane m of each 8-lane
+/// group ends with the group's word of plane first + m.
+__device__ inline uint32_t transpose_nibbles(uint32_t x, int lane) {
+#pragma unroll
+  for (int d = 4; d >= 1; d /= 2) x = lanes::transpose_stage(x, __shfl_xor_sync(0xffffffffu, x, d), lane, d);
+  return x;
+}
+
+/// OR of the 8 lanes' nibbles of a group, each at its position (the one-plane case: sign words).
+__device__ inline uint32_t gather_nibbles(uint32_t nibble, int lane) {
+  uint32_t x = lanes::nibble_at(nibble, lane);
+  x |= __shfl_xor_sync(0xffffffffu, x, 1);
+  x |= __shfl_xor_sync(0xffffffffu, x, 2);
+  x |= __shfl_xor_sync(0xffffffffu, x, 4);
+  return x;
+}
 
 /// Element -> quantization block. Blocks never cross segments and are uniform inside a segment
 /// (the last one of a segment may be short), so the block of i is found from its segment.
@@ -49,17 +121,7 @@ struct BlockMap {
   int64_t num_segments;
 
   __device__ int64_t block_of(int64_t i) const {
-    // Largest s with seg_off[s] <= i: that segment is non-empty and holds i, since seg_off[S] = n > i.
-    int64_t lo = 0;
-    int64_t hi = num_segments - 1;
-    while (lo < hi) {
-      const int64_t mid = lo + (hi - lo + 1) / 2;
-      if (seg_off[mid] <= i)
-        lo = mid;
-      else
-        hi = mid - 1;
-    }
-    return seg_block0[lo] + (i - seg_off[lo]) / seg_bsize[lo];
+    return lanes::block_of(seg_off, seg_block0, seg_bsize, num_segments, i);
   }
 };
 

@@ -5,6 +5,7 @@
 #include "cuda/common/cuda_check.cuh"
 #include "cuda/dispatch/decode_launch.cuh"
 #include "cuda/dispatch/plan.cuh"
+#include "cuda/dispatch/reduce_launch.cuh"
 #include "cuda/fused/decode_elements.cuh"
 #include "cuda/grid/grid_kernels.cuh"
 #include "cuda/quant/block_reduce.cuh"
@@ -42,10 +43,7 @@ int fuse_code(Fuse f) { return f == Fuse::kNone ? 0 : (f == Fuse::kEF ? 1 : 2); 
 template <class Op>
 void block_norms(const DevicePlan& plan, const Workspace& ws, Input in, Op op, cudaStream_t stream) {
   const FinishArgs fin{Finish::kNorm, plan.norm, plan.p, 0.0, ws.scales, nullptr, nullptr, ws.status};
-  GCOMP_LAUNCH((reduce_tiles_kernel<Op, SameOp<Op>>), grid_for(plan.num_tiles, 1, plan.max_blocks), kThreads, stream,
-               in, SameOp<Op>{op}, plan.tile_begin, plan.tile_block, plan.blocks, plan.num_tiles, ws.tile_vals);
-  GCOMP_LAUNCH((combine_tiles_kernel<Op>), grid_for(plan.num_blocks, kWarpsPerBlock, plan.max_blocks), kThreads,
-               stream, op, plan.block_tile, plan.blocks, plan.num_blocks, ws.tile_vals, fin);
+  launch_block_reduce(plan, ws, in, SameOp<Op>{op}, op, fin, stream);
 }
 
 /// The block scales of sdither (the l2 or l_inf norms of its dither) into ws.scales.
@@ -94,10 +92,13 @@ void spherical_encode(const DevicePlan& plan, const Workspace& ws, Input in, con
 void grid_encode(const DevicePlan& plan, const Workspace& ws, Input in, uint8_t* d_payload, int fuse, float* d_mem,
                  float alpha, cudaStream_t stream) {
   if (plan.n == 0) return;
-  GCOMP_LAUNCH(check_finite_kernel, grid_for(plan.n, kThreads, plan.max_blocks), kThreads, stream, in, plan.n,
-               ws.status);
+  if (fuse != 0)  // the memory must stay untouched on a non-finite input: check first
+    GCOMP_LAUNCH(check_finite_kernel, grid_for(gcomp::detail::ceil_div(plan.n, int64_t{lanes::kQuadElems}), kThreads,
+                                               plan.max_blocks),
+                 kThreads, stream, in, plan.n, ws.status);
   GCOMP_LAUNCH(grid_encode_kernel, grid_for(plan.groups, kWarpsPerBlock, plan.max_blocks), kThreads, stream,
-               grid_params(plan), in, reinterpret_cast<uint32_t*>(d_payload), fuse, d_mem, alpha, ws.status);
+               grid_params(plan), in, reinterpret_cast<uint32_t*>(d_payload), fuse, fuse == 0, d_mem, alpha,
+               ws.status);
 }
 
 /// Weight of payload j for a decode mode.

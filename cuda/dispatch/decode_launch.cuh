@@ -40,4 +40,34 @@ void launch_decode_elements(const Decoder& dec, const DevicePlan& plan, const Wo
   }
 }
 
+/// Enqueues the decode of the quad-layout codecs (decode_quads_kernel): one pass over each payload,
+/// validation included; batches of kMaxWeights payloads as above. A reduce of zero payloads writes
+/// zeros.
+template <class Decoder>
+void launch_decode_quads(const Decoder& dec, const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads,
+                         size_t stride, int num_payloads, const float* h_weights, DecodeMode mode, float* d_out,
+                         cudaStream_t stream) {
+  const unsigned grid = grid_for(gcomp::detail::ceil_div(plan.n, int64_t{lanes::kSpanElems}), kWarpsPerBlock,
+                                 plan.max_blocks);
+  WeightList w{};
+  if (mode == DecodeMode::kOverwrite) {
+    GCOMP_LAUNCH((decode_quads_kernel<Decoder, true>), grid, kThreads, stream, dec, plan.n, d_payloads, stride, 1, w,
+                 true, uint64_t{0}, d_out, ws.status);
+    return;
+  }
+  if (mode == DecodeMode::kReduce && num_payloads == 0) {
+    GCOMP_LAUNCH(fill_zero_kernel, grid_for(plan.n, kThreads, plan.max_blocks), kThreads, stream, d_out, plan.n,
+                 ws.status);
+    return;
+  }
+  for (int first = 0; first < num_payloads; first += kMaxWeights) {
+    const int count = std::min(kMaxWeights, num_payloads - first);
+    for (int j = 0; j < count; ++j) w.w[j] = h_weights != nullptr ? h_weights[first + j] : 1.0f;
+    const bool from_zero = mode == DecodeMode::kReduce && first == 0;
+    GCOMP_LAUNCH((decode_quads_kernel<Decoder, false>), grid, kThreads, stream, dec, plan.n,
+                 d_payloads + static_cast<size_t>(first) * stride, stride, count, w, from_zero,
+                 static_cast<uint64_t>(first), d_out, ws.status);
+  }
+}
+
 }  // namespace gcomp::cuda::detail

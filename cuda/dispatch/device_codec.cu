@@ -242,6 +242,10 @@ struct DeviceCodec::Impl {
     block_tile[m] = static_cast<int64_t>(tile_begin.size());
     p.num_blocks = m;
     p.num_tiles = static_cast<int64_t>(tile_begin.size());
+    std::vector<int64_t> multi;  // blocks of more than one tile: phase 2 of the scale reduction
+    for (int64_t b = 0; b < m; ++b)
+      if (block_tile[b + 1] - block_tile[b] > 1) multi.push_back(b);
+    p.num_multi_blocks = static_cast<int64_t>(multi.size());
 
     std::vector<int64_t> all;
     auto append = [&all](const std::vector<int64_t>& v) {
@@ -251,7 +255,7 @@ struct DeviceCodec::Impl {
     };
     const size_t o_seg_off = append(seg_off), o_seg_block0 = append(seg_block0), o_seg_bsize = append(seg_bsize);
     const size_t o_blocks = append(blocks), o_block_tile = append(block_tile);
-    const size_t o_tile_begin = append(tile_begin), o_tile_block = append(tile_block);
+    const size_t o_tile_begin = append(tile_begin), o_tile_block = append(tile_block), o_multi = append(multi);
     const size_t o_extra = append(extra_a);
     append(extra_b);
     int64_t* raw = nullptr;
@@ -265,6 +269,7 @@ struct DeviceCodec::Impl {
     p.block_tile = d_tables + o_block_tile;
     p.tile_begin = d_tables + o_tile_begin;
     p.tile_block = d_tables + o_tile_block;
+    p.multi_blocks = d_tables + o_multi;
     return o_extra;
   }
 

@@ -6,6 +6,7 @@
 #include "cuda/common/cuda_check.cuh"
 #include "cuda/dispatch/decode_launch.cuh"
 #include "cuda/dispatch/plan.cuh"
+#include "cuda/dispatch/reduce_launch.cuh"
 #include "cuda/fused/decode_elements.cuh"
 #include "cuda/identity/identity_kernels.cuh"
 #include "cuda/natural/natural_kernels.cuh"
@@ -16,6 +17,7 @@
 #include <gcomp/detail/reduce.hpp>
 
 #include <algorithm>
+#include <type_traits>
 
 namespace gcomp::cuda::detail {
 
@@ -29,10 +31,63 @@ using gcomp::detail::SquareSumOp;
 using gcomp::detail::SumOp;
 
 DenseParams dense_params(const DevicePlan& plan) {
-  return DenseParams{plan.map, plan.n, plan.num_blocks, plan.levels, plan.nbits, plan.id == CodecId::kNatDither};
+  return DenseParams{plan.map,   plan.blocks, plan.n, plan.num_blocks,
+                     plan.levels, plan.nbits, plan.id == CodecId::kNatDither};
 }
 
-SignParams sign_params(const DevicePlan& plan) { return SignParams{plan.map, plan.n, plan.num_scales}; }
+SignParams sign_params(const DevicePlan& plan) { return SignParams{plan.map, plan.blocks, plan.n, plan.num_scales}; }
+
+/// Grids of the quad layout (cuda/common/lanes.hpp): warps per 128-element span, threads per quad.
+unsigned span_grid(const DevicePlan& plan) {
+  return grid_for(gcomp::detail::ceil_div(plan.n, int64_t{lanes::kSpanElems}), kWarpsPerBlock, plan.max_blocks);
+}
+unsigned quad_grid(const DevicePlan& plan) {
+  return grid_for(gcomp::detail::ceil_div(plan.n, int64_t{lanes::kQuadElems}), kThreads, plan.max_blocks);
+}
+
+/// The dense quantize pass, by quantizer and fused update.
+void quantize_planes(const DevicePlan& plan, const Workspace& ws, Input in, const float* scales, const RngKey& key,
+                     uint8_t* d_payload, int fuse, float* d_mem, float alpha, cudaStream_t stream) {
+  const DenseParams d = dense_params(plan);
+  const unsigned grid = span_grid(plan);
+  const bool nat = d.natural;
+  if (fuse == 0 && !nat)
+    GCOMP_LAUNCH((quantize_planes_kernel<false, 0>), grid, kThreads, stream, d, in, scales, key, d_payload, d_mem,
+                 alpha, ws.status);
+  else if (fuse == 0)
+    GCOMP_LAUNCH((quantize_planes_kernel<true, 0>), grid, kThreads, stream, d, in, scales, key, d_payload, d_mem,
+                 alpha, ws.status);
+  else if (fuse == 1 && !nat)
+    GCOMP_LAUNCH((quantize_planes_kernel<false, 1>), grid, kThreads, stream, d, in, scales, key, d_payload, d_mem,
+                 alpha, ws.status);
+  else if (fuse == 1)
+    GCOMP_LAUNCH((quantize_planes_kernel<true, 1>), grid, kThreads, stream, d, in, scales, key, d_payload, d_mem,
+                 alpha, ws.status);
+  else if (!nat)
+    GCOMP_LAUNCH((quantize_planes_kernel<false, 2>), grid, kThreads, stream, d, in, scales, key, d_payload, d_mem,
+                 alpha, ws.status);
+  else
+    GCOMP_LAUNCH((quantize_planes_kernel<true, 2>), grid, kThreads, stream, d, in, scales, key, d_payload, d_mem,
+                 alpha, ws.status);
+}
+
+/// An elementwise encode kernel template `K<kFuse, kCheck>` of the codecs without block scales
+/// (plain sign, natural, identity): the plain encode checks finiteness in its one pass (the payload
+/// is then unspecified on a non-finite input); the fused EF/DIANA variants check first, in a pass
+/// of their own, so that the memory is never written on a non-finite input.
+template <class Launch>
+void checked_encode(const DevicePlan& plan, const Workspace& ws, Input in, int fuse, cudaStream_t stream,
+                    Launch launch) {
+  if (fuse == 0) {
+    launch(std::integral_constant<int, 0>{}, std::true_type{});
+    return;
+  }
+  GCOMP_LAUNCH(check_finite_kernel, quad_grid(plan), kThreads, stream, in, plan.n, ws.status);
+  if (fuse == 1)
+    launch(std::integral_constant<int, 1>{}, std::false_type{});
+  else
+    launch(std::integral_constant<int, 2>{}, std::false_type{});
+}
 
 NaturalParams natural_params(const DevicePlan& plan) { return NaturalParams{plan.n, plan.groups}; }
 
@@ -44,11 +99,7 @@ FinishArgs finish_args(const DevicePlan& plan, const Workspace& ws, Finish kind)
 template <class Op, class OpOfBlock>
 void reduce_blocks(const DevicePlan& plan, const Workspace& ws, Input in, OpOfBlock op_of_block, Op op,
                    FinishArgs fin, cudaStream_t stream) {
-  GCOMP_LAUNCH((reduce_tiles_kernel<Op, OpOfBlock>), grid_for(plan.num_tiles, 1, plan.max_blocks), kThreads,
-               stream, in, op_of_block, plan.tile_begin, plan.tile_block, plan.blocks, plan.num_tiles,
-               ws.tile_vals);
-  GCOMP_LAUNCH((combine_tiles_kernel<Op>), grid_for(plan.num_blocks, kWarpsPerBlock, plan.max_blocks), kThreads,
-               stream, op, plan.block_tile, plan.blocks, plan.num_blocks, ws.tile_vals, fin);
+  launch_block_reduce(plan, ws, in, op_of_block, op, fin, stream);
 }
 
 template <class Op>
@@ -85,33 +136,42 @@ void launch_elementwise_encode(const DevicePlan& plan, const Workspace& ws, Inpu
                                uint8_t* d_payload, Fuse fuse, float* d_mem, float alpha, cudaStream_t stream) {
   if (plan.n == 0) return;
   const int f = fuse_code(fuse);
-  const unsigned grid_groups = grid_for(plan.groups, kWarpsPerBlock, plan.max_blocks);
-  const unsigned grid_elems = grid_for(plan.n, kThreads, plan.max_blocks);
   switch (plan.id) {
     case CodecId::kDither:
     case CodecId::kTernGrad:
     case CodecId::kNatDither:
       dense_scales(plan, ws, in, stream);
-      GCOMP_LAUNCH(quantize_planes_kernel, grid_groups, kThreads, stream, dense_params(plan), in, ws.scales, key,
-                   d_payload, f, d_mem, alpha, ws.status);
+      quantize_planes(plan, ws, in, ws.scales, key, d_payload, f, d_mem, alpha, stream);
       return;
-    case CodecId::kSign:
-      if (plan.scaled)
-        reduce_blocks(plan, ws, in, AbsSumOp{}, Finish::kMeanAbs, stream);
-      else
-        GCOMP_LAUNCH(check_finite_kernel, grid_elems, kThreads, stream, in, plan.n, ws.status);
-      GCOMP_LAUNCH(encode_sign_kernel, grid_groups, kThreads, stream, sign_params(plan), in, ws.scales, d_payload,
-                   f, d_mem, alpha, ws.status);
+    case CodecId::kSign: {
+      const SignParams d = sign_params(plan);
+      const auto launch = [&](auto fz, auto check) {
+        GCOMP_LAUNCH((encode_sign_kernel<decltype(fz)::value, decltype(check)::value>), span_grid(plan), kThreads,
+                     stream, d, in, ws.scales, d_payload, d_mem, alpha, ws.status);
+      };
+      if (!plan.scaled) {
+        checked_encode(plan, ws, in, f, stream, launch);
+        return;
+      }
+      reduce_blocks(plan, ws, in, AbsSumOp{}, Finish::kMeanAbs, stream);  // a non-finite x: a non-finite scale
+      if (f == 0) launch(std::integral_constant<int, 0>{}, std::false_type{});
+      if (f == 1) launch(std::integral_constant<int, 1>{}, std::false_type{});
+      if (f == 2) launch(std::integral_constant<int, 2>{}, std::false_type{});
       return;
-    case CodecId::kNatural:
-      GCOMP_LAUNCH(check_finite_kernel, grid_elems, kThreads, stream, in, plan.n, ws.status);
-      GCOMP_LAUNCH(encode_natural_kernel, grid_groups, kThreads, stream, natural_params(plan), in, key, d_payload,
-                   f, d_mem, alpha, ws.status);
+    }
+    case CodecId::kNatural: {
+      const NaturalParams d = natural_params(plan);
+      checked_encode(plan, ws, in, f, stream, [&](auto fz, auto check) {
+        GCOMP_LAUNCH((encode_natural_kernel<decltype(fz)::value, decltype(check)::value>), span_grid(plan), kThreads,
+                     stream, d, in, key, d_payload, d_mem, alpha, ws.status);
+      });
       return;
+    }
     case CodecId::kIdentity:
-      GCOMP_LAUNCH(check_finite_kernel, grid_elems, kThreads, stream, in, plan.n, ws.status);
-      GCOMP_LAUNCH(encode_identity_kernel, grid_elems, kThreads, stream, in, plan.n,
-                   reinterpret_cast<float*>(d_payload), f, d_mem, alpha, ws.status);
+      checked_encode(plan, ws, in, f, stream, [&](auto fz, auto check) {
+        GCOMP_LAUNCH((encode_identity_kernel<decltype(fz)::value, decltype(check)::value>), quad_grid(plan), kThreads,
+                     stream, in, plan.n, reinterpret_cast<float*>(d_payload), d_mem, alpha, ws.status);
+      });
       return;
     default: GCOMP_FAIL(gcompErrorInternal, "launch_elementwise_encode: not an elementwise codec");
   }
@@ -134,8 +194,7 @@ void launch_encode_with_scales(const DevicePlan& plan, const Workspace& ws, Inpu
   // The CPU codec's order: non-finite input (gcompErrorNonFinite) first, then the scales
   // (gcompErrorInvalidArgument); the writing kernels skip once either is reported.
   if (plan.n > 0) {
-    GCOMP_LAUNCH(check_finite_kernel, grid_for(plan.n, kThreads, plan.max_blocks), kThreads, stream, in, plan.n,
-                 ws.status);
+    GCOMP_LAUNCH(check_finite_kernel, quad_grid(plan), kThreads, stream, in, plan.n, ws.status);
     GCOMP_LAUNCH(check_scales_kernel, grid_for(plan.num_blocks, kThreads, plan.max_blocks), kThreads, stream,
                  d_scales, plan.blocks, plan.num_blocks, ws.status);
   }
@@ -144,48 +203,36 @@ void launch_encode_with_scales(const DevicePlan& plan, const Workspace& ws, Inpu
     return;
   }
   if (plan.n == 0) return;
-  GCOMP_LAUNCH(quantize_planes_kernel, grid_for(plan.groups, kWarpsPerBlock, plan.max_blocks), kThreads, stream,
-               dense_params(plan), in, d_scales, key, d_payload, 0, nullptr, 0.0f, ws.status);
+  quantize_planes(plan, ws, in, d_scales, key, d_payload, 0, nullptr, 0.0f, stream);
 }
 
 void launch_elementwise_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads,
                                size_t stride, int num_payloads, const float* h_weights, DecodeMode mode,
                                float* d_out, cudaStream_t stream) {
   if (plan.n == 0) return;
-  const unsigned grid_groups = grid_for(plan.groups, kThreads, plan.max_blocks);
-  const unsigned grid_elems = grid_for(plan.n, kThreads, plan.max_blocks);
-  for (int j = 0; j < num_payloads; ++j) {
-    const uint8_t* pj = d_payloads + static_cast<size_t>(j) * stride;
-    const uint64_t base = static_cast<uint64_t>(j) << 40;
-    switch (plan.id) {
-      case CodecId::kDither:
-      case CodecId::kTernGrad:
-      case CodecId::kNatDither:
-        GCOMP_LAUNCH(validate_planes_kernel, grid_groups, kThreads, stream, dense_params(plan), pj, base, ws.status);
-        break;
-      case CodecId::kSign:
-        GCOMP_LAUNCH(validate_sign_kernel, grid_for(std::max<int64_t>(plan.num_scales, 1), kThreads, plan.max_blocks),
-                     kThreads, stream, sign_params(plan), pj, base, ws.status);
-        break;
-      case CodecId::kNatural:
-        GCOMP_LAUNCH(validate_natural_kernel, grid_elems, kThreads, stream, natural_params(plan), pj, base, ws.status);
-        break;
-      case CodecId::kIdentity:
-        GCOMP_LAUNCH(validate_identity_kernel, grid_elems, kThreads, stream, plan.n, pj, base, ws.status);
-        break;
-      default: GCOMP_FAIL(gcompErrorInternal, "launch_elementwise_decode: not an elementwise codec");
-    }
-  }
-  const auto run = [&](const auto& dec) {
-    launch_decode_elements(dec, plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
-  };
   switch (plan.id) {
     case CodecId::kDither:
     case CodecId::kTernGrad:
-    case CodecId::kNatDither: run(DenseDecoder{dense_params(plan)}); return;
-    case CodecId::kSign: run(SignDecoder{sign_params(plan)}); return;
-    case CodecId::kNatural: run(NaturalDecoder{natural_params(plan)}); return;
-    default: run(IdentityDecoder{}); return;
+      launch_decode_quads(DenseQuadDecoder<false>{dense_params(plan)}, plan, ws, d_payloads, stride, num_payloads,
+                          h_weights, mode, d_out, stream);
+      return;
+    case CodecId::kNatDither:
+      launch_decode_quads(DenseQuadDecoder<true>{dense_params(plan)}, plan, ws, d_payloads, stride, num_payloads,
+                          h_weights, mode, d_out, stream);
+      return;
+    case CodecId::kSign:
+      launch_decode_quads(SignQuadDecoder{sign_params(plan)}, plan, ws, d_payloads, stride, num_payloads, h_weights,
+                          mode, d_out, stream);
+      return;
+    case CodecId::kNatural:
+      launch_decode_quads(NaturalQuadDecoder{natural_params(plan)}, plan, ws, d_payloads, stride, num_payloads,
+                          h_weights, mode, d_out, stream);
+      return;
+    case CodecId::kIdentity:
+      launch_decode_quads(IdentityQuadDecoder{plan.n}, plan, ws, d_payloads, stride, num_payloads, h_weights, mode,
+                          d_out, stream);
+      return;
+    default: GCOMP_FAIL(gcompErrorInternal, "launch_elementwise_decode: not an elementwise codec");
   }
 }
 

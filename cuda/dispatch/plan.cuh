@@ -93,6 +93,8 @@ struct DevicePlan {
   const int64_t* block_tile = nullptr;  ///< num_blocks + 1 tile offsets
   const int64_t* tile_begin = nullptr;  ///< num_tiles first elements
   const int64_t* tile_block = nullptr;  ///< num_tiles owning blocks
+  const int64_t* multi_blocks = nullptr;  ///< the blocks of more than one tile (phase 2 of the scales)
+  int64_t num_multi_blocks = 0;
   const int64_t* beta_len = nullptr;    ///< spherical: num_betas distinct block lengths, ascending
   const double* beta_val = nullptr;     ///< spherical: beta(len, B) of each (host quadrature)
 };

@@ -33,4 +33,36 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+/// Decode of the quad-layout codecs (dense planes, sign, natural, identity), one thread per quad,
+/// a warp per 128-element span: the decoder reads each payload's words once and validates what it
+/// reads in the same pass (gcompErrorCorruptPayload; the output's content is then unspecified, see
+/// DeviceCodec::decode). kOverwrite: out = v (one payload); otherwise acc = (start_from_zero ? 0 :
+/// out); acc = accumulate(acc, w_j, v_j) for j = 0..P-1 in order; out = acc: the same roundings as
+/// P CPU decode_accumulate calls. Every lane of a span calls the decoder (those past n check the
+/// last group's padding).
+template <class Decoder, bool kOverwrite>
+__global__ void __launch_bounds__(kThreads)
+    decode_quads_kernel(Decoder dec, int64_t n, const uint8_t* __restrict__ payloads, size_t stride, int num_payloads,
+                        WeightList weights, bool start_from_zero, uint64_t first_payload, float* __restrict__ out,
+                        DeviceStatus* status) {
+  const int lane = static_cast<int>(threadIdx.x & 31u);
+  const int64_t spans = gcomp::detail::ceil_div(n, int64_t{lanes::kSpanElems});
+  const bool vec = aligned16(out);
+  for (int64_t s = global_warp(); s < spans; s += grid_warps()) {
+    const int64_t first = s * lanes::kSpanElems + lanes::kQuadElems * lane;
+    const int live = lanes::quad_live(first, n);
+    Quad acc{{0.0f, 0.0f, 0.0f, 0.0f}};
+    if (!kOverwrite && !start_from_zero) acc = load_out_quad(out, first, live, vec);
+    for (int j = 0; j < num_payloads; ++j) {
+      float v[lanes::kQuadElems] = {0.0f, 0.0f, 0.0f, 0.0f};
+      dec(payloads + static_cast<size_t>(j) * stride, first, live, lane, (first_payload + static_cast<uint64_t>(j)) << 40,
+          status, v);
+      GCOMP_QUAD_UNROLL
+      for (int e = 0; e < lanes::kQuadElems; ++e)
+        acc.v[e] = kOverwrite ? v[e] : gcomp::detail::accumulate(acc.v[e], weights.w[j], v[e]);
+    }
+    if (live > 0) store_quad(out, first, live, vec, acc);
+  }
+}
+
 }  // namespace gcomp::cuda::detail

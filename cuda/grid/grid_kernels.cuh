@@ -28,11 +28,12 @@ struct GridParams {
 
 __device__ inline uint64_t grid_mask(uint32_t bits) { return (uint64_t{1} << bits) - 1u; }
 
-/// Encode (fuse: 0 none, 1 EF e = p - v, 2 DIANA h = h + alpha v). The finiteness pass runs
-/// before; with a non-finite input nothing is written.
+/// Encode (fuse: 0 none, 1 EF e = p - v, 2 DIANA h = h + alpha v). `check`: the non-finite check
+/// folded into this pass (plain encode: one read of the input; the payload's content is then
+/// unspecified); the fused variants run check_finite_kernel before, so that nothing is written.
 __global__ void __launch_bounds__(kThreads)
-    grid_encode_kernel(GridParams p, Input in, uint32_t* payload, int fuse, float* mem, float alpha,
-                       const DeviceStatus* status) {
+    grid_encode_kernel(GridParams p, Input in, uint32_t* __restrict__ payload, int fuse, bool check, float* mem,
+                       float alpha, DeviceStatus* status) {
   using namespace gcomp::detail;
   if (status_failed(status)) return;
   const int lane = static_cast<int>(threadIdx.x & 31u);
@@ -49,6 +50,7 @@ __global__ void __launch_bounds__(kThreads)
     if (live) {
       x = in(i);
       level = grid_level(x, p.step, p.bits);
+      if (check && !is_finite_f(x)) raise_status(status, gcompErrorNonFinite, static_cast<uint64_t>(i));
     }
     const uint32_t field = static_cast<uint32_t>(static_cast<uint64_t>(level) & grid_mask(p.bits));
     uint32_t word = 0;

@@ -8,33 +8,63 @@
 
 namespace gcomp::cuda::detail {
 
-/// fuse: 0 plain, 1 EF (e = p - p), 2 DIANA (h = h + alpha delta).
+/// One quad (16-byte load and store) per thread. kFuse: 0 plain, 1 EF (e = p - p), 2 DIANA (h = h +
+/// alpha delta, h = in.sub). kCheck: the non-finite check folded into this pass (plain encode; the
+/// payload's content is then unspecified); the fused variants run check_finite_kernel before.
+template <int kFuse, bool kCheck>
 __global__ void __launch_bounds__(kThreads)
-    encode_identity_kernel(Input in, int64_t n, float* payload, int fuse, float* mem, float alpha,
-                           const DeviceStatus* status) {
+    encode_identity_kernel(Input in, int64_t n, float* __restrict__ payload, float* mem, float alpha,
+                           DeviceStatus* status) {
   using gcomp::detail::accumulate;
   if (status_failed(status)) return;
-  for (int64_t i = global_thread(); i < n; i += grid_threads()) {
-    const float x = in(i);
-    payload[i] = x;
-    if (fuse == 1) mem[i] = accumulate(x, -1.0f, x);
-    if (fuse == 2) mem[i] = accumulate(mem[i], alpha, x);
+  const int64_t quads = gcomp::detail::ceil_div(n, int64_t{lanes::kQuadElems});
+  const bool vec = in.aligned16() && aligned16(payload) && (kFuse == 0 || aligned16(mem));
+  for (int64_t q = global_thread(); q < quads; q += grid_threads()) {
+    const int64_t first = q * lanes::kQuadElems;
+    const int live = lanes::quad_live(first, n);
+    Quad h{{0.0f, 0.0f, 0.0f, 0.0f}};
+    Quad x;
+    if constexpr (kFuse == 2) {
+      const Quad g = load_quad(Input{in.x, nullptr}, first, live, vec);
+      h = load_out_quad(mem, first, live, vec);
+      GCOMP_QUAD_UNROLL
+      for (int j = 0; j < lanes::kQuadElems; ++j) x.v[j] = g.v[j] - h.v[j];
+    } else {
+      x = load_quad(in, first, live, vec);
+    }
+    if constexpr (kCheck) {
+      GCOMP_QUAD_UNROLL
+      for (int j = 0; j < lanes::kQuadElems; ++j) if (j < live)
+        if (!gcomp::detail::is_finite_f(x.v[j]))
+          raise_status(status, gcompErrorNonFinite, static_cast<uint64_t>(first + j));
+    }
+    store_quad(payload, first, live, vec, x);
+    if constexpr (kFuse != 0) {
+      Quad out;
+      GCOMP_QUAD_UNROLL
+      for (int j = 0; j < lanes::kQuadElems; ++j)
+        out.v[j] = kFuse == 1 ? accumulate(x.v[j], -1.0f, x.v[j]) : accumulate(h.v[j], alpha, x.v[j]);
+      store_quad(mem, first, live, vec, out);
+    }
   }
 }
 
-struct IdentityDecoder {
-  __device__ int64_t locate(int64_t) const { return 0; }
-  __device__ float operator()(const uint8_t* payload, int64_t i, int64_t) const {
-    return reinterpret_cast<const float*>(payload)[i];
+/// Quad decoder: the 4 values (one 16-byte load when aligned), IdentityCodec::validate's check
+/// (every value finite) on what it read.
+struct IdentityQuadDecoder {
+  int64_t n;
+  __device__ void operator()(const uint8_t* payload, int64_t first, int live, int, uint64_t index_base,
+                             DeviceStatus* status, float (&v)[lanes::kQuadElems]) const {
+    if (live == 0) return;
+    const float* p = reinterpret_cast<const float*>(payload);
+    const Quad q = load_quad(Input{p, nullptr}, first, live, aligned16(p));
+    GCOMP_QUAD_UNROLL
+    for (int j = 0; j < lanes::kQuadElems; ++j) if (j < live) {
+      if (!gcomp::detail::is_finite_f(q.v[j]))
+        raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(first + j));
+      v[j] = q.v[j];
+    }
   }
 };
-
-/// IdentityCodec::validate: every value finite.
-__global__ void __launch_bounds__(kThreads)
-    validate_identity_kernel(int64_t n, const uint8_t* payload, uint64_t index_base, DeviceStatus* status) {
-  const float* v = reinterpret_cast<const float*>(payload);
-  for (int64_t i = global_thread(); i < n; i += grid_threads())
-    if (!gcomp::detail::is_finite_f(v[i])) raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(i));
-}
 
 }  // namespace gcomp::cuda::detail

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // Natural compression (spec §5.3). Payload (host/codecs/simple_codecs.cpp): ceil(n/32) sign words,
 // then n exponent codes (one byte each, natural_exponent_code) padded with zeros to 4 bytes.
-// One warp per 32 elements: the sign word is a ballot, and each lane 4q assembles the little-endian
-// word of codes 4q..4q+3 from its neighbours by shuffles.
+// Quad layout (cuda/common/lanes.hpp): a thread draws one Philox block for its 4 elements
+// (natural_codes4), writes their 4 codes as one little-endian word, and the 8 lanes of a 32-element
+// group OR their sign nibbles into the group's sign word.
 #pragma once
 
 #include "cuda/common/device_types.cuh"
@@ -17,68 +18,90 @@ struct NaturalParams {
   int64_t words;  ///< ceil(n / 32)
 };
 
-/// fuse: 0 plain, 1 EF (e = p - v), 2 DIANA (h = h + alpha v). The input was checked finite before.
+/// kFuse: 0 plain, 1 EF (e = p - v), 2 DIANA (h = h + alpha v, h = in.sub). kCheck: the non-finite
+/// check folded into this pass (plain encode; the payload's content is then unspecified); the fused
+/// variants run check_finite_kernel before, so that nothing is written on a non-finite input.
+template <int kFuse, bool kCheck>
 __global__ void __launch_bounds__(kThreads)
-    encode_natural_kernel(NaturalParams d, Input in, gcomp::detail::RngKey key, uint8_t* payload, int fuse,
-                          float* mem, float alpha, const DeviceStatus* status) {
+    encode_natural_kernel(NaturalParams d, Input in, gcomp::detail::RngKey key, uint8_t* __restrict__ payload,
+                          float* mem, float alpha, DeviceStatus* status) {
   using namespace gcomp::detail;
   if (status_failed(status)) return;
   uint32_t* signs = reinterpret_cast<uint32_t*>(payload);
   uint32_t* codes = reinterpret_cast<uint32_t*>(payload + 4 * d.words);
   const int lane = static_cast<int>(threadIdx.x & 31u);
-  for (int64_t g = global_warp(); g < d.words; g += grid_warps()) {
-    const int64_t i = g * kGroupElems + lane;
-    const bool live = i < d.n;
-    float x = 0.0f;
-    uint32_t code = 0;
-    if (live) {
-      x = in(i);
-      code = natural_exponent_code(x, philox_word(key, kStreamElement, static_cast<uint64_t>(i)));
+  const int64_t spans = ceil_div(d.n, lanes::kSpanElems);
+  const bool vec = in.aligned16() && (kFuse == 0 || aligned16(mem));
+  for (int64_t s = global_warp(); s < spans; s += grid_warps()) {
+    const int64_t first = s * lanes::kSpanElems + lanes::kQuadElems * lane;
+    const int live = lanes::quad_live(first, d.n);
+    Quad h{{0.0f, 0.0f, 0.0f, 0.0f}};
+    Quad x;
+    if constexpr (kFuse == 2) {
+      const Quad g = load_quad(Input{in.x, nullptr}, first, live, vec);
+      h = load_out_quad(mem, first, live, vec);
+      GCOMP_QUAD_UNROLL
+      for (int j = 0; j < lanes::kQuadElems; ++j) x.v[j] = g.v[j] - h.v[j];
+    } else {
+      x = load_quad(in, first, live, vec);
     }
-    const bool negative = code != 0u && x < 0.0f;
-    const uint32_t sign_word = __ballot_sync(kFullMask, negative);
-    if (lane == 0) signs[g] = sign_word;
-    const uint32_t c1 = __shfl_down_sync(kFullMask, code, 1);
-    const uint32_t c2 = __shfl_down_sync(kFullMask, code, 2);
-    const uint32_t c3 = __shfl_down_sync(kFullMask, code, 3);
-    if ((lane & 3) == 0 && live) codes[i / 4] = code | (c1 << 8) | (c2 << 16) | (c3 << 24);
-    if (fuse != 0 && live) {
-      const float v = natural_value(code, negative);
-      mem[i] = fuse == 1 ? accumulate(x, -1.0f, v) : accumulate(mem[i], alpha, v);
+    uint32_t code[lanes::kQuadElems] = {0u, 0u, 0u, 0u};
+    uint32_t nib = 0;
+    if (live > 0) {
+      natural_codes4(x.v, philox_block(key, kStreamElement, static_cast<uint64_t>(first) / lanes::kQuadElems), code);
+      GCOMP_QUAD_UNROLL
+      for (int j = 0; j < lanes::kQuadElems; ++j) {
+        if (j >= live) {
+          code[j] = 0u;
+          continue;
+        }
+        if (code[j] != 0u && x.v[j] < 0.0f) nib |= 1u << j;
+        if constexpr (kCheck) {
+          if (!is_finite_f(x.v[j])) raise_status(status, gcompErrorNonFinite, static_cast<uint64_t>(first + j));
+        }
+      }
+    }
+    const uint32_t word = gather_nibbles(nib, lane);
+    const int64_t w = first / kGroupElems;
+    if (lane % lanes::kLanesPerGroup == 0 && w < d.words) signs[w] = word;
+    if (live > 0) codes[first / lanes::kQuadElems] = code[0] | (code[1] << 8) | (code[2] << 16) | (code[3] << 24);
+    if constexpr (kFuse != 0) {
+      if (live > 0) {
+        Quad out;
+        GCOMP_QUAD_UNROLL
+        for (int j = 0; j < lanes::kQuadElems; ++j) {
+          const float v = natural_value(code[j], ((nib >> j) & 1u) != 0u);
+          out.v[j] = kFuse == 1 ? accumulate(x.v[j], -1.0f, v) : accumulate(h.v[j], alpha, v);
+        }
+        store_quad(mem, first, live, vec, out);
+      }
     }
   }
 }
 
-struct NaturalDecoder {
+/// Quad decoder: the quad's sign nibble and its code word, one read each, with NaturalCodec::
+/// validate's checks on them (no code 255, no sign on a zero code, zero padding bits and bytes).
+struct NaturalQuadDecoder {
   NaturalParams d;
-  __device__ int64_t locate(int64_t) const { return 0; }
-  __device__ float operator()(const uint8_t* payload, int64_t i, int64_t) const {
-    const uint32_t w = reinterpret_cast<const uint32_t*>(payload)[i / 32];
-    const uint32_t code = payload[4 * d.words + i];
-    return gcomp::detail::natural_value(code, ((w >> (i % 32)) & 1u) != 0u);
+  __device__ void operator()(const uint8_t* payload, int64_t first, int live, int lane, uint64_t index_base,
+                             DeviceStatus* status, float (&v)[lanes::kQuadElems]) const {
+    const int64_t w = first / gcomp::detail::kGroupElems;
+    if (w >= d.words) return;
+    const uint32_t nib = lanes::nibble_of(reinterpret_cast<const uint32_t*>(payload)[w], lane);
+    uint32_t codes = 0;
+    if (first < 4 * ((d.n + 3) / 4)) codes = reinterpret_cast<const uint32_t*>(payload + 4 * d.words)[first / 4];
+    const uint32_t dead_codes = live >= 4 ? 0u : (live == 0 ? codes : codes >> (8 * live));
+    if ((nib >> live) != 0u || dead_codes != 0u)
+      raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(d.n));
+    GCOMP_QUAD_UNROLL
+    for (int j = 0; j < lanes::kQuadElems; ++j) if (j < live) {
+      const uint32_t code = (codes >> (8 * j)) & 0xffu;
+      const bool negative = ((nib >> j) & 1u) != 0u;
+      if (code == 255u || (negative && code == 0u))
+        raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(first + j));
+      v[j] = gcomp::detail::natural_value(code, negative);
+    }
   }
 };
-
-/// NaturalCodec::validate: no code 255, no sign on a zero code, zero padding bytes and bits.
-__global__ void __launch_bounds__(kThreads)
-    validate_natural_kernel(NaturalParams d, const uint8_t* payload, uint64_t index_base, DeviceStatus* status) {
-  const uint8_t* codes = payload + 4 * d.words;
-  const int64_t padded = 4 * ((d.n + 3) / 4);
-  for (int64_t i = global_thread(); i < padded; i += grid_threads()) {
-    bool bad;
-    if (i < d.n) {
-      const uint32_t w = reinterpret_cast<const uint32_t*>(payload)[i / 32];
-      const bool negative = ((w >> (i % 32)) & 1u) != 0u;
-      bad = codes[i] == 255 || (negative && codes[i] == 0);
-    } else {
-      bad = codes[i] != 0;
-    }
-    if (bad) raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(i));
-  }
-  if (global_thread() == 0 && d.n % 32 != 0) {
-    const uint32_t w = reinterpret_cast<const uint32_t*>(payload)[d.words - 1];
-    if ((w >> (d.n % 32)) != 0u) raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(d.n));
-  }
-}
 
 }  // namespace gcomp::cuda::detail

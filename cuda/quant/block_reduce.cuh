@@ -1,15 +1,23 @@
 // SPDX-License-Identifier: Apache-2.0
 // Per-block scales in the fixed order of include/gcomp/detail/reduce.hpp, bit-identical to the
-// host's block_reduce (host/codecs/internal.hpp):
-//  phase 1 (reduce_tiles_kernel): one CUDA block of kLanes = 256 threads per tile of 4096
-//    elements; thread l accumulates elements l, l + 256, ... of the tile sequentially in double;
-//    the 256 lane values are combined by the halving tree s = 128, ..., 1 (shared memory down to
-//    s = 32, then warp shuffles: at each step lane i < s combines lanes i and i + s, exactly the
-//    host's tree_combine_pow2 on 256 values);
-//  phase 2 (combine_tiles_kernel): one warp per quantization block runs the halving tree over the
-//    block's tile values padded to a power of two with the identity (padded slots are combined as
-//    op.combine(v, identity), the same expression the host evaluates), then lane 0 finishes the
-//    scale (norms.hpp) and reports a non-finite scale in the status word.
+// host's block_reduce (host/codecs/internal.hpp), as a two-level tree:
+//  phase 1 (reduce_tiles_kernel): one warp per tile of 4096 elements. The warp stands for the 256
+//    lanes of the order: thread t holds lanes 4t .. 4t + 3 and 128 + 4t .. 128 + 4t + 3, so that each
+//    256-element round of the tile is two 16-byte loads per thread; lane l accumulates elements
+//    l, l + 256, ... sequentially in double. The halving tree s = 128 .. 1 is then: s = 128 in
+//    registers, s = 64 .. 4 by __shfl_down_sync (16, 8, 4, 2, 1 threads apart), s = 2, 1 in
+//    registers; at every step lane i < s combines lanes i and i + s, exactly tree_combine_pow2 on
+//    256 values. A tile that is its block's only tile (every block up to 4096 elements) finishes
+//    its scale right there; no second phase runs for it. For the max of |x| (AbsMaxOp), whose
+//    result does not depend on the order, the warp takes the integer max of the magnitude bits
+//    instead (a NaN's bits exceed +Inf's, and both give +Inf, as AbsMaxOp::term does).
+//  phase 2 (combine_blocks_kernel), only for blocks of more than one tile: one CUDA block of 256
+//    threads per such block runs the halving tree over its T tile values padded to P = 2^ceil(log2
+//    T) with the identity: for P > 256, thread i first runs the levels s >= 256 on its own tiles
+//    i, i + 256, ... (they only combine tiles of one residue mod 256), then the 256 results run the
+//    levels s = 128 .. 1 in shared memory. A padded slot contributes op.identity() through the same
+//    op.combine(v, identity) the host evaluates. Thread 0 finishes the scale (norms.hpp) and reports
+//    a non-finite scale in the status word.
 #pragma once
 
 #include "cuda/common/device_types.cuh"
@@ -33,38 +41,6 @@ struct CenteredOpOfBlock {
     return gcomp::detail::CenteredSquareSumOp{mean[block]};
   }
 };
-
-template <class Op, class OpOfBlock>
-__global__ void __launch_bounds__(kThreads)
-    reduce_tiles_kernel(Input in, OpOfBlock op_of_block, const int64_t* tile_begin, const int64_t* tile_block,
-                        const int64_t* blocks, int64_t num_tiles, double* tile_vals) {
-  __shared__ double lanes[kThreads];
-  const int lane = static_cast<int>(threadIdx.x);
-  for (int64_t t = blockIdx.x; t < num_tiles; t += gridDim.x) {
-    const int64_t b = tile_block[t];
-    const int64_t begin = tile_begin[t];
-    const int64_t rest = blocks[b + 1] - begin;
-    const int64_t len = rest < gcomp::detail::kTileElems ? rest : gcomp::detail::kTileElems;
-    const Op op = op_of_block(b);
-    double acc = op.identity();
-    for (int64_t j = lane; j < len; j += kThreads) acc = op.combine(acc, op.term(in(begin + j)));
-    lanes[lane] = acc;
-    __syncthreads();
-    for (int s = kThreads / 2; s >= 32; s /= 2) {
-      if (lane < s) lanes[lane] = op.combine(lanes[lane], lanes[lane + s]);
-      __syncthreads();
-    }
-    if (lane < 32) {
-      double v = lanes[lane];
-      for (int s = 16; s >= 1; s /= 2) {
-        const double other = __shfl_down_sync(kFullMask, v, static_cast<unsigned>(s));
-        if (lane < s) v = op.combine(v, other);
-      }
-      if (lane == 0) tile_vals[t] = v;
-    }
-    __syncthreads();  // lanes[] is reused by the next tile
-  }
-}
 
 /// What phase 2 does with a block's reduced value.
 enum class Finish : int {
@@ -105,27 +81,108 @@ __device__ inline void finish_block(const FinishArgs& f, int64_t b, double r, in
   if (!is_finite_f(scale)) raise_status(f.status, gcompErrorNonFinite, static_cast<uint64_t>(first));
 }
 
+/// Whether the reduction's result depends on the order of the combines (max does not).
+template <class Op>
+inline constexpr bool kOrderFree = false;
+template <>
+inline constexpr bool kOrderFree<gcomp::detail::AbsMaxOp> = true;
+
+/// One warp per tile (see the top of this file). `fin` finishes the blocks made of one tile.
+template <class Op, class OpOfBlock>
+__global__ void __launch_bounds__(kThreads)
+    reduce_tiles_kernel(Input in, OpOfBlock op_of_block, const int64_t* __restrict__ tile_begin,
+                        const int64_t* __restrict__ tile_block, const int64_t* __restrict__ blocks,
+                        const int64_t* __restrict__ block_tile, int64_t num_tiles, double* __restrict__ tile_vals,
+                        FinishArgs fin) {
+  const int t = static_cast<int>(threadIdx.x & 31u);
+  for (int64_t tile = global_warp(); tile < num_tiles; tile += grid_warps()) {
+    const int64_t b = tile_block[tile];
+    const int64_t begin = tile_begin[tile];
+    const int64_t rest = blocks[b + 1] - begin;
+    const int64_t len = rest < gcomp::detail::kTileElems ? rest : gcomp::detail::kTileElems;
+    const bool vec = in.aligned16() && begin % lanes::kQuadElems == 0;
+    const Op op = op_of_block(b);
+    double v;
+    if constexpr (kOrderFree<Op>) {
+      uint32_t mx = 0;
+      for (int64_t e = lanes::kQuadElems * t; e < len; e += 32 * lanes::kQuadElems) {
+        const int live = lanes::quad_live(e, len);
+        const Quad x = load_quad(in, begin + e, live, vec);
+        GCOMP_QUAD_UNROLL
+        for (int j = 0; j < lanes::kQuadElems; ++j)
+          if (j < live) mx = max(mx, gcomp::detail::float_bits(x.v[j]) & 0x7fffffffu);
+      }
+      mx = __reduce_max_sync(kFullMask, mx);
+      v = mx >= 0x7f800000u ? gcomp::detail::bits_double(0x7ff0000000000000ull)
+                            : static_cast<double>(gcomp::detail::bits_float(mx));
+    } else {
+      double acc[2][lanes::kQuadElems];
+      GCOMP_QUAD_UNROLL
+      for (int j = 0; j < lanes::kQuadElems; ++j) acc[0][j] = acc[1][j] = op.identity();
+      for (int64_t round = 0; round < len; round += gcomp::detail::kLanes) {
+        GCOMP_QUAD_UNROLL
+        for (int h = 0; h < 2; ++h) {
+          const int64_t e = round + 128 * h + lanes::kQuadElems * t;
+          const int live = lanes::quad_live(e, len);
+          const Quad x = load_quad(in, begin + e, live, vec);
+          GCOMP_QUAD_UNROLL
+          for (int j = 0; j < lanes::kQuadElems; ++j)
+            if (j < live) acc[h][j] = op.combine(acc[h][j], op.term(x.v[j]));
+        }
+      }
+      double lane[lanes::kQuadElems];
+      GCOMP_QUAD_UNROLL
+      for (int j = 0; j < lanes::kQuadElems; ++j) lane[j] = op.combine(acc[0][j], acc[1][j]);  // s = 128
+#pragma unroll
+      for (int d = 16; d >= 1; d /= 2) {  // s = 64 .. 4: lanes 4t + j and 4(t + d) + j
+        GCOMP_QUAD_UNROLL
+        for (int j = 0; j < lanes::kQuadElems; ++j) {
+          const double other = __shfl_down_sync(kFullMask, lane[j], static_cast<unsigned>(d));
+          if (t < d) lane[j] = op.combine(lane[j], other);
+        }
+      }
+      lane[0] = op.combine(lane[0], lane[2]);  // s = 2
+      lane[1] = op.combine(lane[1], lane[3]);
+      v = op.combine(lane[0], lane[1]);  // s = 1
+    }
+    if (t == 0) {
+      if (block_tile[b + 1] - block_tile[b] == 1)
+        finish_block(fin, b, v, blocks[b], blocks[b + 1] - blocks[b]);
+      else
+        tile_vals[tile] = v;
+    }
+  }
+}
+
+/// Phase 2 for the blocks of more than one tile (`multi`: their indices), one CUDA block each.
 template <class Op>
 __global__ void __launch_bounds__(kThreads)
-    combine_tiles_kernel(Op op, const int64_t* block_tile, const int64_t* blocks, int64_t num_blocks,
-                         double* tile_vals, FinishArgs fin) {
-  const int lane = static_cast<int>(threadIdx.x & 31u);
-  for (int64_t b = global_warp(); b < num_blocks; b += grid_warps()) {
+    combine_blocks_kernel(Op op, const int64_t* __restrict__ multi, int64_t count,
+                          const int64_t* __restrict__ block_tile, const int64_t* __restrict__ blocks,
+                          double* tile_vals, FinishArgs fin) {
+  __shared__ double lanes_v[kThreads];
+  const int i = static_cast<int>(threadIdx.x);
+  for (int64_t idx = blockIdx.x; idx < count; idx += gridDim.x) {
+    const int64_t b = multi[idx];
     double* v = tile_vals + block_tile[b];
     const int64_t tiles = block_tile[b + 1] - block_tile[b];
     const int64_t padded = gcomp::detail::next_pow2(tiles);
-    for (int64_t s = padded / 2; s >= 1; s /= 2) {
-      // Level s writes v[0, s) and reads v[i] (its own slot) and v[i + s] >= s: no lane reads a
-      // slot another lane writes in the same level.
-      for (int64_t i = lane; i < s && i < tiles; i += 32)
-        v[i] = op.combine(v[i], i + s < tiles ? v[i + s] : op.identity());
-      __syncwarp();
+    int64_t width = padded;  // the tree's live width after the levels s >= 256
+    if (padded > kThreads) {
+      // Levels s = padded/2 .. 256 touch only tiles of one residue mod 256: thread i runs them on
+      // its own tiles, in place (slots below padded/2 < tiles always exist).
+      for (int64_t s = padded / 2; s >= kThreads; s /= 2)
+        for (int64_t k = i; k < s; k += kThreads) v[k] = op.combine(v[k], k + s < tiles ? v[k + s] : op.identity());
+      width = kThreads;
     }
-    if (lane == 0) {
-      const double r = tiles > 0 ? v[0] : op.identity();
-      finish_block(fin, b, r, blocks[b], blocks[b + 1] - blocks[b]);
+    lanes_v[i] = i < width ? (i < tiles ? v[i] : op.identity()) : op.identity();
+    __syncthreads();
+    for (int s = static_cast<int>(width / 2); s >= 1; s /= 2) {
+      if (i < s) lanes_v[i] = op.combine(lanes_v[i], lanes_v[i + s]);
+      __syncthreads();
     }
-    __syncwarp();
+    if (i == 0) finish_block(fin, b, tiles > 0 ? lanes_v[0] : op.identity(), blocks[b], blocks[b + 1] - blocks[b]);
+    __syncthreads();  // lanes_v is reused by the next block
   }
 }
 

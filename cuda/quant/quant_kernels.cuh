@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 // dither / QSGD (spec §2), terngrad (§3.1) and natural dithering (§5.3): the elementwise quantize
-// pass with bit-plane packing, the element decoder and the payload validator.
+// pass with bit-plane packing, the quad decoder (decode and validation in one read of the payload).
 //
 // Payload (host/codecs/dense_planes.cpp): m fp32 scales, then ceil(n/32) groups of 1 + nbits words
-// (sign plane, level planes), a group being 32 consecutive global element indices. One warp per
-// group: lane j quantizes element 32 g + j with its own Philox word (philox_word: counter
-// index / 4, word index % 4), and one __ballot_sync per plane yields the group's words.
+// (sign plane, level planes), a group being 32 consecutive global element indices.
+// Quad layout (cuda/common/lanes.hpp): a thread quantizes the 4 elements 4q .. 4q + 3 from one
+// 16-byte load and one Philox block (the group functions dither_quantize4 / natdither_quantize4);
+// a warp covers 128 elements, and the 8 lanes of each 32-element group transpose their plane
+// nibbles (3 shuffles per 8 planes) so that lane m writes the group's word of plane m.
 #pragma once
 
 #include "cuda/common/device_types.cuh"
@@ -17,6 +19,7 @@ namespace gcomp::cuda::detail {
 
 struct DenseParams {
   BlockMap map;
+  const int64_t* blocks;  ///< num_blocks + 1 block offsets
   int64_t n;
   int64_t num_blocks;
   uint32_t levels;
@@ -24,22 +27,22 @@ struct DenseParams {
   bool natural;  ///< natdither levels instead of uniform levels
 };
 
-__device__ inline gcomp::detail::Quantized dense_quantize(const DenseParams& d, float y, float scale, float u) {
-  return d.natural ? gcomp::detail::natdither_quantize(y, scale, d.levels, u)
-                   : gcomp::detail::dither_quantize(y, scale, d.levels, u);
+template <bool kNatural>
+__device__ inline float dense_value(uint32_t level, bool negative, float scale, uint32_t levels) {
+  if constexpr (kNatural)
+    return gcomp::detail::natdither_value(level, negative, scale, levels);
+  else
+    return gcomp::detail::dither_value(level, negative, scale, levels);
 }
 
-__device__ inline float dense_value(const DenseParams& d, uint32_t level, bool negative, float scale) {
-  return d.natural ? gcomp::detail::natdither_value(level, negative, scale, d.levels)
-                   : gcomp::detail::dither_value(level, negative, scale, d.levels);
-}
-
-/// Quantize pass. `fuse`: 0 plain; 1 EF (mem = e: e = p - v); 2 DIANA (mem = h: h = h + alpha v).
-/// The scales come from the workspace and are copied into the payload here, so that a non-finite
-/// input (status set by the scale pass) leaves the payload and the memory untouched.
+/// Quantize pass. kFuse: 0 plain; 1 EF (mem = e: e = p - v); 2 DIANA (mem = h = in.sub:
+/// h = h + alpha v). The scales come from the workspace (or the caller: encode_with_scales) and are
+/// copied into the payload here, so that a non-finite input (status set by the scale pass) leaves
+/// the payload and the memory untouched.
+template <bool kNatural, int kFuse>
 __global__ void __launch_bounds__(kThreads)
-    quantize_planes_kernel(DenseParams d, Input in, const float* scales, gcomp::detail::RngKey key,
-                           uint8_t* payload, int fuse, float* mem, float alpha, const DeviceStatus* status) {
+    quantize_planes_kernel(DenseParams d, Input in, const float* __restrict__ scales, gcomp::detail::RngKey key,
+                           uint8_t* __restrict__ payload, float* mem, float alpha, const DeviceStatus* status) {
   using namespace gcomp::detail;
   if (status_failed(status)) return;
   float* out_scales = reinterpret_cast<float*>(payload);
@@ -47,75 +50,84 @@ __global__ void __launch_bounds__(kThreads)
   uint32_t* groups = reinterpret_cast<uint32_t*>(payload + 4 * d.num_blocks);
   const int words = group_words(d.nbits);
   const int lane = static_cast<int>(threadIdx.x & 31u);
+  const int m = lane % lanes::kLanesPerGroup;
   const int64_t num_groups = ceil_div(d.n, kGroupElems);
-  for (int64_t g = global_warp(); g < num_groups; g += grid_warps()) {
-    const int64_t i = g * kGroupElems + lane;
-    const bool live = i < d.n;
-    Quantized q{0u, false};
-    float x = 0.0f;
-    float scale = 0.0f;
-    if (live) {
-      x = in(i);
-      scale = scales[d.map.block_of(i)];
-      q = dense_quantize(d, x, scale, uniform01(philox_word(key, kStreamElement, static_cast<uint64_t>(i))));
+  const int64_t spans = ceil_div(d.n, lanes::kSpanElems);
+  const bool vec = in.aligned16() && (kFuse == 0 || aligned16(mem));
+  for (int64_t s = global_warp(); s < spans; s += grid_warps()) {
+    const int64_t first = s * lanes::kSpanElems + lanes::kQuadElems * lane;
+    const int live = lanes::quad_live(first, d.n);
+    Quad x{{0.0f, 0.0f, 0.0f, 0.0f}};
+    Quad h{{0.0f, 0.0f, 0.0f, 0.0f}};
+    if constexpr (kFuse == 2) {
+      const Quad g = load_quad(Input{in.x, nullptr}, first, live, vec);
+      h = load_out_quad(mem, first, live, vec);
+      GCOMP_QUAD_UNROLL
+      for (int j = 0; j < lanes::kQuadElems; ++j) x.v[j] = g.v[j] - h.v[j];  // the CPU's delta buffer
+    } else {
+      x = load_quad(in, first, live, vec);
     }
-    uint32_t word = __ballot_sync(kFullMask, q.negative);
-    for (int k = 0; k < d.nbits; ++k) {
-      const uint32_t plane = __ballot_sync(kFullMask, ((q.level >> k) & 1u) != 0u);
-      if (lane == k + 1) word = plane;
+    uint32_t level[lanes::kQuadElems] = {0u, 0u, 0u, 0u};
+    bool negative[lanes::kQuadElems] = {false, false, false, false};
+    float nu[lanes::kQuadElems] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (live > 0) {
+      int64_t block[lanes::kQuadElems];
+      lanes::quad_blocks(d.map.block_of(first), d.blocks, first, live, block);
+      GCOMP_QUAD_UNROLL
+      for (int j = 0; j < lanes::kQuadElems; ++j) nu[j] = scales[block[j]];
+      const Philox4x32 r = philox_block(key, kStreamElement, static_cast<uint64_t>(first) / lanes::kQuadElems);
+      lanes::quantize_quad<kNatural>(x.v, nu, d.levels, r, live, level, negative);
     }
-    if (lane < words) groups[g * words + lane] = word;
-    if (fuse != 0 && live) {
-      const float v = dense_value(d, q.level, q.negative, scale);
-      mem[i] = fuse == 1 ? accumulate(x, -1.0f, v) : accumulate(mem[i], alpha, v);
+    const int64_t group = first / kGroupElems;
+    for (int c = 0; c < words; c += lanes::kPlanesPerPass) {  // warp-uniform: every lane shuffles
+      const uint32_t w = transpose_nibbles(lanes::plane_nibbles(level, negative, c, words), lane);
+      if (c + m < words && group < num_groups) groups[group * words + c + m] = w;
+    }
+    if constexpr (kFuse != 0) {
+      if (live > 0) {
+        Quad out;
+        GCOMP_QUAD_UNROLL
+        for (int j = 0; j < lanes::kQuadElems; ++j) {
+          const float v = dense_value<kNatural>(level[j], negative[j], nu[j], d.levels);
+          out.v[j] = kFuse == 1 ? accumulate(x.v[j], -1.0f, v) : accumulate(h.v[j], alpha, v);
+        }
+        store_quad(mem, first, live, vec, out);
+      }
     }
   }
 }
 
-/// Element decoder (one thread per element reads its group's words; the warp shares them).
-struct DenseDecoder {
+/// Quad decoder of the dense plane codecs: the quad's 4 values from one read of its group words,
+/// and the checks of DensePlaneCodec::validate on what it read (its scales finite, >= 0 and not -0;
+/// no level above `levels`; no sign bit on a zero level; no bit set for an element past n).
+template <bool kNatural>
+struct DenseQuadDecoder {
   DenseParams d;
-  __device__ int64_t locate(int64_t i) const { return d.map.block_of(i); }
-  __device__ float operator()(const uint8_t* payload, int64_t i, int64_t block) const {
+  __device__ void operator()(const uint8_t* payload, int64_t first, int live, int lane, uint64_t index_base,
+                             DeviceStatus* status, float (&v)[lanes::kQuadElems]) const {
     using namespace gcomp::detail;
-    const float scale = reinterpret_cast<const float*>(payload)[block];
-    const uint32_t* w = reinterpret_cast<const uint32_t*>(payload + 4 * d.num_blocks) +
-                        (i / kGroupElems) * group_words(d.nbits);
-    const int lane = static_cast<int>(i % kGroupElems);
-    const uint32_t level = plane_level(w + 1, d.nbits, lane);
-    return dense_value(d, level, ((w[0] >> lane) & 1u) != 0u, scale);
+    const int64_t group = first / kGroupElems;
+    if (group >= ceil_div(d.n, kGroupElems)) return;
+    const float* scales = reinterpret_cast<const float*>(payload);
+    const uint32_t* w = reinterpret_cast<const uint32_t*>(payload + 4 * d.num_blocks) + group * group_words(d.nbits);
+    const uint32_t signs = lanes::nibble_of(w[0], lane);
+    uint32_t level[lanes::kQuadElems];
+    const uint32_t any = signs | lanes::quad_levels(w + 1, d.nbits, lane, level);
+    const uint32_t dead = 0xfu & ~((1u << live) - 1u);
+    if ((any & dead) != 0u) raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(d.n));
+    if (live == 0) return;
+    int64_t block[lanes::kQuadElems];
+    lanes::quad_blocks(d.map.block_of(first), d.blocks, first, live, block);
+    GCOMP_QUAD_UNROLL
+    for (int j = 0; j < lanes::kQuadElems; ++j) if (j < live) {
+      const bool negative = ((signs >> j) & 1u) != 0u;
+      const float scale = scales[block[j]];
+      const bool bad = level[j] > d.levels || (negative && level[j] == 0u) || !is_finite_f(scale) ||
+                       scale < 0.0f || float_bits(scale) == 0x80000000u;
+      if (bad) raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(first + j));
+      v[j] = dense_value<kNatural>(level[j], negative, scale, d.levels);
+    }
   }
 };
-
-/// The checks of DensePlaneCodec::validate: scales finite, >= 0 and not -0; no padding bits in the
-/// last group; no sign bit on a zero level; no level above `levels`.
-__global__ void __launch_bounds__(kThreads)
-    validate_planes_kernel(DenseParams d, const uint8_t* payload, uint64_t index_base, DeviceStatus* status) {
-  using namespace gcomp::detail;
-  const float* scales = reinterpret_cast<const float*>(payload);
-  for (int64_t b = global_thread(); b < d.num_blocks; b += grid_threads()) {
-    const float s = scales[b];
-    if (!is_finite_f(s) || s < 0.0f || float_bits(s) == 0x80000000u)
-      raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(b));
-  }
-  const uint32_t* groups = reinterpret_cast<const uint32_t*>(payload + 4 * d.num_blocks);
-  const int words = group_words(d.nbits);
-  const bool level_check = (uint64_t{1} << d.nbits) != uint64_t{d.levels} + 1;
-  const int64_t num_groups = ceil_div(d.n, kGroupElems);
-  for (int64_t g = global_thread(); g < num_groups; g += grid_threads()) {
-    const uint32_t* w = groups + g * words;
-    const int64_t left = d.n - g * kGroupElems;
-    const int live = left < kGroupElems ? static_cast<int>(left) : kGroupElems;
-    const uint32_t live_mask = live == 32 ? 0xffffffffu : ((1u << live) - 1u);
-    uint32_t nonzero = 0;
-    bool bad = false;
-    for (int k = 0; k < d.nbits; ++k) nonzero |= w[1 + k];
-    for (int k = 0; k < words; ++k) bad = bad || (w[k] & ~live_mask) != 0u;
-    bad = bad || (w[0] & ~nonzero) != 0u;
-    if (level_check)
-      for (int lane = 0; lane < live && !bad; ++lane) bad = plane_level(w + 1, d.nbits, lane) > d.levels;
-    if (bad) raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(g * kGroupElems));
-  }
-}
 
 }  // namespace gcomp::cuda::detail

@@ -12,14 +12,21 @@ namespace gcomp::cuda::detail {
 
 struct SignParams {
   BlockMap map;
+  const int64_t* blocks;  ///< block offsets (scaled signs)
   int64_t n;
   int64_t num_scales;  ///< 0 for plain signs
 };
 
-/// One warp per 32-element word. fuse: 0 plain, 1 EF (e = p - v), 2 DIANA (h = h + alpha v).
+/// Quad layout (cuda/common/lanes.hpp): a thread tests the 4 elements of one 16-byte load, the 8
+/// lanes of a 32-element word OR their nibbles together (3 shuffles) and lane 0 of them writes the
+/// word. kFuse: 0 plain, 1 EF (e = p - v), 2 DIANA (h = h + alpha v, h = in.sub). kCheck: the
+/// non-finite check of plain signs folded into this pass (status gcompErrorNonFinite at the element;
+/// the payload's content is then unspecified, see DeviceCodec::encode); scaled signs and the fused
+/// variants are checked before (the scale pass, check_finite_kernel), so that nothing is written.
+template <int kFuse, bool kCheck>
 __global__ void __launch_bounds__(kThreads)
-    encode_sign_kernel(SignParams d, Input in, const float* scales, uint8_t* payload, int fuse, float* mem,
-                       float alpha, const DeviceStatus* status) {
+    encode_sign_kernel(SignParams d, Input in, const float* __restrict__ scales, uint8_t* __restrict__ payload,
+                       float* mem, float alpha, DeviceStatus* status) {
   using namespace gcomp::detail;
   if (status_failed(status)) return;
   float* out_scales = reinterpret_cast<float*>(payload);
@@ -27,48 +34,75 @@ __global__ void __launch_bounds__(kThreads)
   uint32_t* words = reinterpret_cast<uint32_t*>(payload + 4 * d.num_scales);
   const int lane = static_cast<int>(threadIdx.x & 31u);
   const int64_t num_words = ceil_div(d.n, kGroupElems);
-  for (int64_t g = global_warp(); g < num_words; g += grid_warps()) {
-    const int64_t i = g * kGroupElems + lane;
-    const bool live = i < d.n;
-    const float x = live ? in(i) : 0.0f;
-    const bool negative = live && is_negative_f(x);
-    const uint32_t word = __ballot_sync(kFullMask, negative);
-    if (lane == 0) words[g] = word;
-    if (fuse != 0 && live) {
-      const float scale = d.num_scales > 0 ? scales[d.map.block_of(i)] : 1.0f;
-      const float v = sign_value(negative, scale);
-      mem[i] = fuse == 1 ? accumulate(x, -1.0f, v) : accumulate(mem[i], alpha, v);
+  const int64_t spans = ceil_div(d.n, lanes::kSpanElems);
+  const bool vec = in.aligned16() && (kFuse == 0 || aligned16(mem));
+  for (int64_t s = global_warp(); s < spans; s += grid_warps()) {
+    const int64_t first = s * lanes::kSpanElems + lanes::kQuadElems * lane;
+    const int live = lanes::quad_live(first, d.n);
+    Quad h{{0.0f, 0.0f, 0.0f, 0.0f}};
+    Quad x;
+    if constexpr (kFuse == 2) {
+      const Quad g = load_quad(Input{in.x, nullptr}, first, live, vec);
+      h = load_out_quad(mem, first, live, vec);
+      GCOMP_QUAD_UNROLL
+      for (int j = 0; j < lanes::kQuadElems; ++j) x.v[j] = g.v[j] - h.v[j];
+    } else {
+      x = load_quad(in, first, live, vec);
+    }
+    uint32_t nib = 0;
+    GCOMP_QUAD_UNROLL
+    for (int j = 0; j < lanes::kQuadElems; ++j) if (j < live) {
+      if (is_negative_f(x.v[j])) nib |= 1u << j;
+      if constexpr (kCheck) {
+        if (!is_finite_f(x.v[j])) raise_status(status, gcompErrorNonFinite, static_cast<uint64_t>(first + j));
+      }
+    }
+    const uint32_t word = gather_nibbles(nib, lane);
+    const int64_t w = first / kGroupElems;
+    if (lane % lanes::kLanesPerGroup == 0 && w < num_words) words[w] = word;
+    if constexpr (kFuse != 0) {
+      if (live > 0) {
+        int64_t block[lanes::kQuadElems] = {0, 0, 0, 0};
+        if (d.num_scales > 0) lanes::quad_blocks(d.map.block_of(first), d.blocks, first, live, block);
+        Quad out;
+        GCOMP_QUAD_UNROLL
+        for (int j = 0; j < lanes::kQuadElems; ++j) {
+          const float scale = d.num_scales > 0 ? scales[block[j]] : 1.0f;
+          const float v = sign_value(((nib >> j) & 1u) != 0u, scale);
+          out.v[j] = kFuse == 1 ? accumulate(x.v[j], -1.0f, v) : accumulate(h.v[j], alpha, v);
+        }
+        store_quad(mem, first, live, vec, out);
+      }
     }
   }
 }
 
-struct SignDecoder {
+/// Quad decoder: one read of the quad's word and scales, with SignCodec::validate's checks on what
+/// it read (scales finite, >= 0 and not -0; no bit set for an element past n).
+struct SignQuadDecoder {
   SignParams d;
-  __device__ int64_t locate(int64_t i) const { return d.num_scales > 0 ? d.map.block_of(i) : 0; }
-  __device__ float operator()(const uint8_t* payload, int64_t i, int64_t block) const {
+  __device__ void operator()(const uint8_t* payload, int64_t first, int live, int lane, uint64_t index_base,
+                             DeviceStatus* status, float (&v)[lanes::kQuadElems]) const {
     using namespace gcomp::detail;
-    const float scale = d.num_scales > 0 ? reinterpret_cast<const float*>(payload)[block] : 1.0f;
-    const uint32_t w = reinterpret_cast<const uint32_t*>(payload + 4 * d.num_scales)[i / kGroupElems];
-    return sign_value(((w >> (i % kGroupElems)) & 1u) != 0u, scale);
+    const int64_t w = first / kGroupElems;
+    if (w >= ceil_div(d.n, kGroupElems)) return;
+    const uint32_t nib = lanes::nibble_of(reinterpret_cast<const uint32_t*>(payload + 4 * d.num_scales)[w], lane);
+    if ((nib >> live) != 0u) raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(d.n));
+    if (live == 0) return;
+    const float* scales = reinterpret_cast<const float*>(payload);
+    int64_t block[lanes::kQuadElems] = {0, 0, 0, 0};
+    if (d.num_scales > 0) lanes::quad_blocks(d.map.block_of(first), d.blocks, first, live, block);
+    GCOMP_QUAD_UNROLL
+    for (int j = 0; j < lanes::kQuadElems; ++j) if (j < live) {
+      float scale = 1.0f;
+      if (d.num_scales > 0) {
+        scale = scales[block[j]];
+        if (!is_finite_f(scale) || !(scale >= 0.0f) || float_bits(scale) == 0x80000000u)
+          raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(block[j]));
+      }
+      v[j] = sign_value(((nib >> j) & 1u) != 0u, scale);
+    }
   }
 };
-
-/// SignCodec::validate: scales finite, >= 0 and not -0; no padding bits in the last word.
-__global__ void __launch_bounds__(kThreads)
-    validate_sign_kernel(SignParams d, const uint8_t* payload, uint64_t index_base, DeviceStatus* status) {
-  using namespace gcomp::detail;
-  const float* scales = reinterpret_cast<const float*>(payload);
-  for (int64_t b = global_thread(); b < d.num_scales; b += grid_threads()) {
-    const float s = scales[b];
-    if (!is_finite_f(s) || !(s >= 0.0f) || float_bits(s) == 0x80000000u)
-      raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(b));
-  }
-  const int64_t rem = d.n % kGroupElems;
-  if (global_thread() == 0 && rem != 0) {
-    const int64_t last = ceil_div(d.n, kGroupElems) - 1;
-    const uint32_t w = reinterpret_cast<const uint32_t*>(payload + 4 * d.num_scales)[last];
-    if ((w >> rem) != 0u) raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(d.n));
-  }
-}
 
 }  // namespace gcomp::cuda::detail

@@ -16,8 +16,13 @@
 ///    gcompErrorWorkspaceTooSmall, gcompErrorCuda with the CUDA error string);
 ///  - data errors (NaN/Inf in the input of an encode, a corrupt payload in a decode) cannot be seen by
 ///    the host without a sync. They are written to the device status word at the start of the
-///    workspace (see DeviceStatus) and the kernels that would write outputs leave the payload, the
-///    output and the EF/DIANA memories untouched. read_status() syncs the stream and returns it.
+///    workspace (see DeviceStatus); read_status() syncs the stream and returns it. What the outputs
+///    hold then: the EF/DIANA memories are always untouched. The payload of an encode is untouched,
+///    except for plain sign, natural, identity and grid, whose one pass over the input checks as
+///    it writes: their payload is then unspecified (it must not be sent). The output of a decode is
+///    unspecified for dither, terngrad, natdither, sign, natural and identity, whose decode reads
+///    each payload once and validates as it decodes; the other codecs validate first and leave it
+///    untouched. Either way the status word reports the error, and the next call resets it.
 ///
 /// @code
 ///   gcomp::Layout layout({4096, 1000});
@@ -91,7 +96,9 @@ class DeviceCodec {
   [[nodiscard]] int64_t num_scales() const;
 
   /// payload = C(x). @param[in] d_x device, num_elems floats. @param[out] d_payload device,
-  /// encoded_bytes(), 4-byte aligned. NaN/Inf in d_x: status gcompErrorNonFinite, payload untouched.
+  /// encoded_bytes(), 4-byte aligned. NaN/Inf in d_x: status gcompErrorNonFinite (index: the first
+  /// element of the offending block, or the element); the payload is untouched, or unspecified for
+  /// plain sign, natural, identity and grid (see "Errors" above).
   void encode(const float* d_x, const RngKey& key, void* d_payload, void* d_workspace,
               size_t workspace_bytes, Stream stream) const;
 
@@ -120,7 +127,8 @@ class DeviceCodec {
 
   /// d_out = decode(payload). `key` matters only for randk (seed, stream offset; the step and
   /// rank come from the payload) and spherical (the codebook's seed, step, rank and stream offset).
-  /// Corrupt payload: status gcompErrorCorruptPayload, d_out untouched.
+  /// Corrupt payload: status gcompErrorCorruptPayload; d_out untouched, or unspecified for the
+  /// one-pass decoders (see "Errors" above).
   void decode(const void* d_payload, const RngKey& key, float* d_out, void* d_workspace,
               size_t workspace_bytes, Stream stream) const;
 
@@ -149,7 +157,8 @@ class DeviceCodec {
   ///        come from the payload); spherical regenerates payload j's codebook from it, so a wrong
   ///        key decodes other values. nullptr is accepted only for the codecs whose decode reads no
   ///        key (every codec but randk and spherical): gcompErrorInvalidArgument otherwise.
-  /// Any corrupt payload: status gcompErrorCorruptPayload, d_out untouched.
+  /// Any corrupt payload: status gcompErrorCorruptPayload (index: payload j * 2^40 + position);
+  /// d_out untouched, or unspecified for the one-pass decoders (see "Errors" above).
   void decode_reduce(const void* d_payloads, size_t stride, int num_payloads, const float* h_weights,
                      const RngKey* h_keys, float* d_out, void* d_workspace, size_t workspace_bytes,
                      Stream stream) const;

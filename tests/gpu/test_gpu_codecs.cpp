@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <span>
@@ -363,6 +364,16 @@ TEST_F(GpuCodecBehaviour, NonFiniteInputSetsStatusAndLeavesOutputsUntouched) {
         std::memcpy(&u, &v, 4);
         ASSERT_EQ(u, 0x5a5a5a5au) << spec << ": memory written on error";
       }
+      // The plain encode reports it too (one-pass codecs may have written part of the payload).
+      gpu.encode(d_x.get(), key_for(11, 0), d_payload.get(), ws.get(), gpu.workspace_bytes(), stream_);
+      EXPECT_EQ(cuda::read_status(ws.get(), stream_, &index), gcompErrorNonFinite) << spec << " (encode)";
+      EXPECT_LE(index, 4321u) << spec;
+      const std::string name(gpu.spec().name());
+      if (name != "sign" && name != "natural" && name != "identity" && name != "grid") {
+        for (uint8_t b : d_payload.download()) ASSERT_EQ(b, 0xab) << spec << ": payload written on error";
+      } else if (name == "sign" && gpu.spec().scaled) {
+        for (uint8_t b : d_payload.download()) ASSERT_EQ(b, 0xab) << spec << ": payload written on error";
+      }
       // The status is reset by the next call.
       x[4321] = 1.0f;
       d_x.upload(x);
@@ -426,7 +437,10 @@ TEST_F(GpuCodecBehaviour, SharedScaleErrorsSetStatusAndLeaveOutputsUntouched) {
                Error);
 }
 
-TEST_F(GpuCodecBehaviour, CorruptPayloadSetsStatusAndLeavesOutputUntouched) {
+// The one-pass decoders (dense planes, sign, natural, identity) validate as they decode: the status
+// reports the corrupt payload and its position; their output is unspecified (DeviceCodec::decode).
+// topk validates first and leaves the output untouched.
+TEST_F(GpuCodecBehaviour, CorruptPayloadSetsStatus) {
   const Layout layout(1000);
   for (const std::string spec : {"dither:levels=4,block=100", "sign:block=64", "topk:k=10", "natural", "identity"}) {
     const auto cpu = make_codec(spec, layout);
@@ -451,11 +465,26 @@ TEST_F(GpuCodecBehaviour, CorruptPayloadSetsStatusAndLeavesOutputUntouched) {
     DeviceBuffer<uint8_t> ws(gpu.workspace_bytes(), stream_);
     gpu.decode(d_payload.get(), RngKey{}, d_out.get(), ws.get(), gpu.workspace_bytes(), stream_);
     EXPECT_EQ(cuda::read_status(ws.get(), stream_), gcompErrorCorruptPayload) << spec;
-    for (float v : d_out.download()) {
-      uint32_t u;
-      std::memcpy(&u, &v, 4);
-      ASSERT_EQ(u, 0x33333333u) << spec << ": output written on error";
+    if (spec.rfind("topk", 0) == 0) {
+      for (float v : d_out.download()) {
+        uint32_t u;
+        std::memcpy(&u, &v, 4);
+        ASSERT_EQ(u, 0x33333333u) << spec << ": output written on error";
+      }
     }
+    // decode_reduce of a good payload and the corrupt one: the status names payload 1.
+    std::vector<uint8_t> both = encode(*cpu, test_input(1000, 4), key_for(4, 0));
+    both.insert(both.end(), payload.begin(), payload.end());
+    DeviceBuffer<uint8_t> d_both(both, stream_);
+    const std::vector<RngKey> keys = {key_for(4, 0), RngKey{}};
+    uint64_t index = 0;
+    gpu.decode_reduce(d_both.get(), payload.size(), 2, nullptr, keys.data(), d_out.get(), ws.get(),
+                      gpu.workspace_bytes(), stream_);
+    EXPECT_EQ(cuda::read_status(ws.get(), stream_, &index), gcompErrorCorruptPayload) << spec;
+    EXPECT_EQ(index >> 40, 1u) << spec;
+    // A good payload decodes after it (the status is reset per call).
+    gpu.decode(d_both.get(), RngKey{}, d_out.get(), ws.get(), gpu.workspace_bytes(), stream_);
+    EXPECT_EQ(cuda::read_status(ws.get(), stream_), gcompSuccess) << spec;
   }
 }
 
@@ -761,6 +790,44 @@ TEST_F(GpuCodecBehaviour, SampledTopkIsAValidPayloadWithExactlyK) {
         ASSERT_EQ(std::memcmp(&v, &x[idx], 4), 0) << spec << ": value " << j << " is not x[" << idx << "]";
       }
     }
+  }
+}
+
+// Corruptions the one-pass decoders must each see (DensePlaneCodec / SignCodec / NaturalCodec
+// validate), also in the last, partly filled group of 32 (n = 1001).
+TEST_F(GpuCodecBehaviour, OnePassDecodersSeeEveryCorruption) {
+  const Layout layout(1001);
+  struct Case {
+    std::string spec;
+    std::string what;
+    std::function<void(std::vector<uint8_t>&)> edit;
+  };
+  const std::vector<Case> cases = {
+      {"dither:levels=4,block=512", "negative zero scale", [](auto& p) { store_word(p, 1, 0x80000000u); }},
+      {"dither:levels=4,block=512", "padding bit in the last group", [](auto& p) { p[p.size() - 1] |= 0x80; }},
+      {"dither:levels=4,block=512", "sign on a zero level",
+       [](auto& p) {
+         for (size_t w = 0; w < 4; ++w) store_word(p, 2 + w, 0);  // group 0: all levels 0
+         store_word(p, 2, 1u);                                     // sign of element 0
+       }},
+      {"dither:levels=5,block=512", "level above levels",
+       [](auto& p) { store_word(p, 2 + 1, 0xffffffffu); store_word(p, 2 + 2, 0xffffffffu); store_word(p, 2 + 3, 0xffffffffu); }},
+      {"sign:block=64", "padding bit of the last word", [](auto& p) { p[p.size() - 1] |= 0x80; }},
+      {"natural", "code 255", [](auto& p) { p[4 * 32 + 7] = 255; }},
+      {"natural", "nonzero padding byte", [](auto& p) { p[p.size() - 1] = 1; }},
+      {"identity", "infinite value", [](auto& p) { store_word(p, 1000, 0x7f800000u); }},
+  };
+  for (const Case& c : cases) {
+    const auto cpu = make_codec(c.spec, layout);
+    cuda::DeviceCodec gpu(c.spec, layout);
+    std::vector<uint8_t> payload = encode(*cpu, test_input(1001, 6), key_for(6, 0));
+    c.edit(payload);
+    EXPECT_THROW(cpu->validate(payload), Error) << c.spec << ": " << c.what << ": the CPU accepts it";
+    DeviceBuffer<uint8_t> d_payload(payload, stream_);
+    DeviceBuffer<float> d_out(1001, stream_);
+    DeviceBuffer<uint8_t> ws(gpu.workspace_bytes(), stream_);
+    gpu.decode(d_payload.get(), RngKey{}, d_out.get(), ws.get(), gpu.workspace_bytes(), stream_);
+    EXPECT_EQ(cuda::read_status(ws.get(), stream_), gcompErrorCorruptPayload) << c.spec << ": " << c.what;
   }
 }
 

@@ -1,0 +1,371 @@
+// SPDX-License-Identifier: Apache-2.0
+// CPU twins of the GPU kernels' quad layout (cuda/common/lanes.hpp): the lane functions the kernels
+// call, run here on a simulated warp (32 lanes in lockstep, __shfl_xor_sync replaced by reading the
+// partner lane's value), must give the CPU codecs' payload bytes and decoded values. This checks
+// the kernels' packing and indexing logic on every machine; the GPU suites check the kernels
+// themselves against the same CPU codecs when a device is present.
+#include "common/test_util.hpp"
+#include "cuda/common/lanes.hpp"
+#include "host/codecs/internal.hpp"
+
+#include <gcomp/codec.hpp>
+#include <gcomp/detail/codec_math.hpp>
+#include <gcomp/detail/philox.hpp>
+#include <gcomp/detail/reduce.hpp>
+
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace gcomp::test {
+namespace {
+
+namespace lanes = cuda::lanes;
+constexpr int kWarp = 32;
+
+/// transpose_nibbles of the kernels on a simulated warp: the 3 exchange stages.
+void sim_transpose(std::array<uint32_t, kWarp>& x) {
+  for (int d = 4; d >= 1; d /= 2) {
+    const std::array<uint32_t, kWarp> before = x;
+    for (int l = 0; l < kWarp; ++l) x[l] = lanes::transpose_stage(before[l], before[l ^ d], l, d);
+  }
+}
+
+/// gather_nibbles of the kernels: the OR of the 8 lanes' placed nibbles of each group.
+std::array<uint32_t, kWarp> sim_gather(const std::array<uint32_t, kWarp>& nib) {
+  std::array<uint32_t, kWarp> x{};
+  for (int l = 0; l < kWarp; ++l) x[l] = lanes::nibble_at(nib[l], l);
+  for (int d = 1; d <= 4; d *= 2) {
+    const std::array<uint32_t, kWarp> before = x;
+    for (int l = 0; l < kWarp; ++l) x[l] = before[l] | before[l ^ d];
+  }
+  return x;
+}
+
+TEST(QuadLayoutTwin, NibbleTransposeGivesThePlaneWords) {
+  uint64_t state = 0x1234;
+  auto next = [&] {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return static_cast<uint32_t>(state >> 33);
+  };
+  for (int planes : {1, 2, 4, 8, 9, 17, 22}) {
+    uint32_t level[kWarp][4];
+    bool negative[kWarp][4];
+    for (auto& lv : level)
+      for (uint32_t& v : lv) v = next() & ((1u << (planes > 1 ? planes - 1 : 1)) - 1u);
+    for (auto& ng : negative)
+      for (bool& v : ng) v = (next() & 1u) != 0u;
+    for (int first = 0; first < planes; first += lanes::kPlanesPerPass) {
+      std::array<uint32_t, kWarp> x{};
+      for (int l = 0; l < kWarp; ++l) x[l] = lanes::plane_nibbles(level[l], negative[l], first, planes);
+      sim_transpose(x);
+      for (int l = 0; l < kWarp; ++l) {
+        const int m = l % 8, g = l / 8, plane = first + m;
+        if (plane >= planes) continue;
+        uint32_t want = 0;
+        for (int e = 0; e < 32; ++e) {
+          const int lane = 8 * g + e / 4, j = e % 4;
+          const uint32_t bit = plane == 0 ? (negative[lane][j] ? 1u : 0u) : (level[lane][j] >> (plane - 1)) & 1u;
+          want |= bit << e;
+        }
+        ASSERT_EQ(x[l], want) << "planes " << planes << " plane " << plane << " group " << g;
+      }
+    }
+  }
+}
+
+/// The device's block tables (DeviceCodec::Impl::upload_tables) for a layout and block size.
+struct Tables {
+  std::vector<int64_t> seg_off, seg_block0, seg_bsize, blocks;
+};
+Tables tables_of(const Layout& layout, int64_t block) {
+  Tables t;
+  int64_t running = 0;
+  for (size_t s = 0; s < layout.segments().size(); ++s) {
+    const int64_t len = layout.segments()[s];
+    t.seg_off.push_back(layout.segment_offset(s));
+    t.seg_block0.push_back(running);
+    t.seg_bsize.push_back(len == 0 ? 1 : (block > 0 ? block : len));
+    running += len == 0 ? 0 : (len + t.seg_bsize.back() - 1) / t.seg_bsize.back();
+  }
+  t.seg_off.push_back(layout.num_elems());
+  t.blocks = block_offsets(layout, block);
+  return t;
+}
+
+/// quantize_planes_kernel<natural, 0> on a simulated warp, span after span, with the scales the
+/// scale pass computes (the CPU codec's compute_scales, bit-identical to the device's).
+std::vector<uint8_t> sim_dense_encode(const Codec& cpu, const std::vector<float>& x, const RngKey& key) {
+  const CodecSpec& spec = cpu.spec();
+  const Layout& layout = cpu.layout();
+  const int64_t n = layout.num_elems();
+  const bool natural = spec.id == CodecId::kNatDither;
+  const int nbits = static_cast<int>(detail::ceil_log2_u64(uint64_t{spec.levels} + 1));
+  const int words = detail::group_words(nbits);
+  const Tables t = tables_of(layout, spec.id == CodecId::kTernGrad ? 0 : spec.block);
+  std::vector<float> scales(static_cast<size_t>(cpu.num_scales()));
+  cpu.compute_scales(x, scales);
+  std::vector<uint8_t> payload(cpu.encoded_bytes(), 0xab);
+  std::memcpy(payload.data(), scales.data(), scales.size() * 4);
+  const int64_t num_groups = (n + 31) / 32;
+  for (int64_t s = 0; s < (n + 127) / 128; ++s) {
+    uint32_t level[kWarp][4];
+    bool negative[kWarp][4];
+    for (int l = 0; l < kWarp; ++l) {
+      const int64_t first = s * lanes::kSpanElems + 4 * l;
+      const int live = lanes::quad_live(first, n);
+      float y[4] = {0, 0, 0, 0}, nu[4] = {0, 0, 0, 0};
+      for (int j = 0; j < live; ++j) y[j] = x[static_cast<size_t>(first + j)];
+      for (int j = 0; j < 4; ++j) level[l][j] = 0, negative[l][j] = false;
+      if (live == 0) continue;
+      int64_t block[4];
+      lanes::quad_blocks(lanes::block_of(t.seg_off.data(), t.seg_block0.data(), t.seg_bsize.data(),
+                                         static_cast<int64_t>(layout.segments().size()), first),
+                         t.blocks.data(), first, live, block);
+      for (int j = 0; j < 4; ++j) nu[j] = scales[static_cast<size_t>(block[j])];
+      const detail::Philox4x32 r = detail::philox_block(key, detail::kStreamElement, static_cast<uint64_t>(first) / 4);
+      if (natural)
+        lanes::quantize_quad<true>(y, nu, spec.levels, r, live, level[l], negative[l]);
+      else
+        lanes::quantize_quad<false>(y, nu, spec.levels, r, live, level[l], negative[l]);
+    }
+    for (int c = 0; c < words; c += lanes::kPlanesPerPass) {
+      std::array<uint32_t, kWarp> w{};
+      for (int l = 0; l < kWarp; ++l) w[l] = lanes::plane_nibbles(level[l], negative[l], c, words);
+      sim_transpose(w);
+      for (int l = 0; l < kWarp; ++l) {
+        const int64_t group = (s * lanes::kSpanElems + 4 * l) / 32;
+        if (c + l % 8 < words && group < num_groups)
+          std::memcpy(payload.data() + 4 * (cpu.num_scales() + group * words + c + l % 8), &w[l], 4);
+      }
+    }
+  }
+  return payload;
+}
+
+/// DenseQuadDecoder on the simulated warp (its level extraction and padding check).
+std::vector<float> sim_dense_decode(const Codec& cpu, const std::vector<uint8_t>& payload, bool* padding_ok) {
+  const CodecSpec& spec = cpu.spec();
+  const Layout& layout = cpu.layout();
+  const int64_t n = layout.num_elems();
+  const bool natural = spec.id == CodecId::kNatDither;
+  const int nbits = static_cast<int>(detail::ceil_log2_u64(uint64_t{spec.levels} + 1));
+  const int words = detail::group_words(nbits);
+  const Tables t = tables_of(layout, spec.id == CodecId::kTernGrad ? 0 : spec.block);
+  std::vector<float> out(static_cast<size_t>(n));
+  *padding_ok = true;
+  for (int64_t first = 0; first < (n + 127) / 128 * 128; first += 4) {
+    const int lane = static_cast<int>((first / 4) % 32);
+    const int live = lanes::quad_live(first, n);
+    const int64_t group = first / 32;
+    if (group >= (n + 31) / 32) continue;
+    std::vector<uint32_t> w(static_cast<size_t>(words));
+    std::memcpy(w.data(), payload.data() + 4 * (cpu.num_scales() + group * words), 4 * w.size());
+    uint32_t level[4];
+    const uint32_t signs = lanes::nibble_of(w[0], lane);
+    const uint32_t any = signs | lanes::quad_levels(w.data() + 1, nbits, lane, level);
+    if ((any & (0xfu & ~((1u << live) - 1u))) != 0u) *padding_ok = false;
+    if (live == 0) continue;
+    int64_t block[4];
+    lanes::quad_blocks(lanes::block_of(t.seg_off.data(), t.seg_block0.data(), t.seg_bsize.data(),
+                                       static_cast<int64_t>(layout.segments().size()), first),
+                       t.blocks.data(), first, live, block);
+    for (int j = 0; j < live; ++j) {
+      float scale;
+      std::memcpy(&scale, payload.data() + 4 * block[j], 4);
+      const bool neg = ((signs >> j) & 1u) != 0u;
+      out[static_cast<size_t>(first + j)] = natural ? detail::natdither_value(level[j], neg, scale, spec.levels)
+                                                    : detail::dither_value(level[j], neg, scale, spec.levels);
+    }
+  }
+  return out;
+}
+
+std::vector<float> input_of(int64_t n, uint64_t seed) {
+  std::vector<float> x = gaussian(n, seed);
+  for (int64_t i = 0; i < n; ++i) {
+    if (i % 13 == 0) x[static_cast<size_t>(i)] = 0.0f;
+    if (i % 19 == 0) x[static_cast<size_t>(i)] = -0.0f;
+  }
+  return x;
+}
+
+const std::vector<std::vector<int64_t>> kLayouts = {{1}, {31}, {33}, {127}, {128}, {129}, {4097}, {5, 0, 4097, 31, 300}};
+
+TEST(QuadLayoutTwin, DenseQuadEncodeAndDecodeEqualTheCpuCodec) {
+  for (const char* spec : {"dither:levels=1,norm=l2", "dither:levels=4,norm=l2,block=512", "dither:levels=3,norm=linf,block=3",
+                           "dither:levels=7,norm=l1,block=33", "dither:levels=1000,norm=l2,block=100",
+                           "dither:levels=200000,norm=linf,block=1", "terngrad", "terngrad:clip=2.5",
+                           "natdither:levels=3,norm=l2,block=256", "natdither:levels=9,norm=linf,block=2"}) {
+    for (const auto& segs : kLayouts) {
+      const Layout layout(segs);
+      const auto cpu = make_codec(spec, layout);
+      const std::vector<float> x = input_of(layout.num_elems(), 77);
+      const RngKey key{0x9e3779b97f4a7c15ull, 3, 11, 0};
+      std::vector<uint8_t> want(cpu->encoded_bytes(), 0xab);
+      cpu->encode(x, key, want);
+      const std::vector<uint8_t> got = sim_dense_encode(*cpu, x, key);
+      ASSERT_TRUE(bytes_equal(got, want)) << spec << " n=" << layout.num_elems();
+      bool padding_ok = false;
+      const std::vector<float> dec = sim_dense_decode(*cpu, want, &padding_ok);
+      EXPECT_TRUE(padding_ok) << spec;
+      EXPECT_TRUE(bitwise_equal(dec, decode(*cpu, want, key))) << spec << " n=" << layout.num_elems();
+    }
+  }
+}
+
+TEST(QuadLayoutTwin, DenseQuadDecodeSeesPaddingBits) {
+  const Layout layout(33);
+  const auto cpu = make_codec("dither:levels=4,norm=l2,block=512", layout);
+  std::vector<uint8_t> p = encode(*cpu, input_of(33, 5), RngKey{});
+  bool ok = false;
+  (void)sim_dense_decode(*cpu, p, &ok);
+  ASSERT_TRUE(ok);
+  // group 1 holds element 32 only: bit 1 of its level plane 0 belongs to the padding.
+  const size_t word = 4 * (1 + 1 * 4 + 1);
+  p[word] |= 0x2;
+  (void)sim_dense_decode(*cpu, p, &ok);
+  EXPECT_FALSE(ok);
+}
+
+TEST(QuadLayoutTwin, SignAndNaturalQuadEncodesEqualTheCpuCodec) {
+  for (const auto& segs : kLayouts) {
+    const Layout layout(segs);
+    const int64_t n = layout.num_elems();
+    const std::vector<float> x = input_of(n, 91);
+    const RngKey key{42, 1, 2, 0};
+    // plain sign: the OR of the lanes' nibbles.
+    const auto sign = make_codec("sign:scale=none", layout);
+    std::vector<uint8_t> got_sign(sign->encoded_bytes(), 0);
+    // natural: sign words, then each quad's 4 codes as one little-endian word.
+    const auto nat = make_codec("natural", layout);
+    std::vector<uint8_t> got_nat(nat->encoded_bytes(), 0);
+    const int64_t words = (n + 31) / 32;
+    for (int64_t s = 0; s < (n + 127) / 128; ++s) {
+      std::array<uint32_t, kWarp> nib_sign{}, nib_nat{};
+      for (int l = 0; l < kWarp; ++l) {
+        const int64_t first = s * 128 + 4 * l;
+        const int live = lanes::quad_live(first, n);
+        float y[4] = {0, 0, 0, 0};
+        for (int j = 0; j < live; ++j) y[j] = x[static_cast<size_t>(first + j)];
+        uint32_t code[4] = {0, 0, 0, 0};
+        if (live > 0) detail::natural_codes4(y, detail::philox_block(key, detail::kStreamElement, static_cast<uint64_t>(first) / 4), code);
+        for (int j = 0; j < 4; ++j) {
+          if (j >= live) {
+            code[j] = 0;
+            continue;
+          }
+          if (detail::is_negative_f(y[j])) nib_sign[l] |= 1u << j;
+          if (code[j] != 0u && y[j] < 0.0f) nib_nat[l] |= 1u << j;
+        }
+        if (live > 0) {
+          const uint32_t cw = code[0] | (code[1] << 8) | (code[2] << 16) | (code[3] << 24);
+          std::memcpy(got_nat.data() + 4 * words + first, &cw, 4);
+        }
+      }
+      const std::array<uint32_t, kWarp> ws = sim_gather(nib_sign), wn = sim_gather(nib_nat);
+      for (int l = 0; l < kWarp; l += 8) {
+        const int64_t w = (s * 128 + 4 * l) / 32;
+        if (w >= words) continue;
+        std::memcpy(got_sign.data() + 4 * w, &ws[l], 4);
+        std::memcpy(got_nat.data() + 4 * w, &wn[l], 4);
+      }
+    }
+    EXPECT_TRUE(bytes_equal(got_sign, encode(*sign, x, key))) << "sign n=" << n;
+    EXPECT_TRUE(bytes_equal(got_nat, encode(*nat, x, key))) << "natural n=" << n;
+  }
+}
+
+TEST(QuadLayoutTwin, QuadBlocksFollowShortBlocks) {
+  for (int64_t block : {1, 2, 3, 5, 33}) {
+    const Layout layout({7, 0, 13, 1, 40});
+    const Tables t = tables_of(layout, block);
+    const int64_t n = layout.num_elems();
+    for (int64_t first = 0; first < n; first += 4) {
+      int64_t b[4];
+      const int live = lanes::quad_live(first, n);
+      lanes::quad_blocks(lanes::block_of(t.seg_off.data(), t.seg_block0.data(), t.seg_bsize.data(),
+                                         static_cast<int64_t>(layout.segments().size()), first),
+                         t.blocks.data(), first, live, b);
+      for (int j = 0; j < live; ++j) {
+        const int64_t i = first + j;
+        ASSERT_TRUE(t.blocks[static_cast<size_t>(b[j])] <= i && i < t.blocks[static_cast<size_t>(b[j]) + 1])
+            << "block " << block << " element " << i;
+      }
+    }
+  }
+}
+
+/// reduce_tiles_kernel's warp on one tile (cuda/quant/block_reduce.cuh): thread t holds lanes
+/// 4t + j and 128 + 4t + j; the tree s = 128 in registers, s = 64 .. 4 across threads 16 .. 1
+/// apart, s = 2, 1 in registers.
+template <class Op>
+double sim_tile(const Op& op, const float* x, int64_t len) {
+  double acc[32][2][4];
+  for (auto& t : acc)
+    for (auto& h : t)
+      for (double& v : h) v = op.identity();
+  for (int64_t round = 0; round < len; round += 256)
+    for (int h = 0; h < 2; ++h)
+      for (int t = 0; t < 32; ++t)
+        for (int j = 0; j < 4; ++j) {
+          const int64_t e = round + 128 * h + 4 * t + j;
+          if (e < len) acc[t][h][j] = op.combine(acc[t][h][j], op.term(x[e]));
+        }
+  double lane[32][4];
+  for (int t = 0; t < 32; ++t)
+    for (int j = 0; j < 4; ++j) lane[t][j] = op.combine(acc[t][0][j], acc[t][1][j]);
+  for (int d = 16; d >= 1; d /= 2) {
+    double before[32][4];
+    std::memcpy(before, lane, sizeof lane);
+    for (int t = 0; t < d; ++t)
+      for (int j = 0; j < 4; ++j) lane[t][j] = op.combine(before[t][j], before[t + d][j]);
+  }
+  return op.combine(op.combine(lane[0][0], lane[0][2]), op.combine(lane[0][1], lane[0][3]));
+}
+
+/// Both phases for one block: the tile values, then (more than one tile) combine_blocks_kernel's
+/// per-thread levels s >= 256 and its 256-lane tree.
+template <class Op>
+double sim_block(const Op& op, const float* x, int64_t len) {
+  std::vector<double> v;
+  for (int64_t b = 0; b < len; b += detail::kTileElems) v.push_back(sim_tile(op, x + b, std::min(len - b, detail::kTileElems)));
+  const auto tiles = static_cast<int64_t>(v.size());
+  if (tiles == 1) return v[0];
+  const int64_t padded = detail::next_pow2(tiles);
+  int64_t width = padded;
+  if (padded > 256) {
+    for (int i = 0; i < 256; ++i)
+      for (int64_t s = padded / 2; s >= 256; s /= 2)
+        for (int64_t k = i; k < s; k += 256) v[k] = op.combine(v[k], k + s < tiles ? v[k + s] : op.identity());
+    width = 256;
+  }
+  std::vector<double> lanes_v(256);
+  for (int i = 0; i < 256; ++i) lanes_v[i] = i < width ? (i < tiles ? v[i] : op.identity()) : op.identity();
+  for (int64_t s = width / 2; s >= 1; s /= 2)
+    for (int64_t i = 0; i < s; ++i) lanes_v[i] = op.combine(lanes_v[i], lanes_v[i + s]);
+  return lanes_v[0];
+}
+
+TEST(QuadLayoutTwin, BlockReduceWarpTreeEqualsTheFixedOrder) {
+  const std::vector<float> x = gaussian((int64_t{1} << 20) + 5 * 4096 + 77, 3);
+  for (int64_t len : {int64_t{1}, int64_t{3}, int64_t{33}, int64_t{129}, int64_t{255}, int64_t{256}, int64_t{257},
+                      int64_t{4095}, int64_t{4096}, int64_t{4097}, int64_t{3 * 4096 + 1}, int64_t{300000},
+                      static_cast<int64_t>(x.size())}) {
+    const auto check = [&](const auto& op, const char* name) {
+      const double want = detail::block_reduce(op, x.data(), len), got = sim_block(op, x.data(), len);
+      EXPECT_EQ(std::memcmp(&want, &got, sizeof want), 0) << name << " len " << len << ": " << want << " vs " << got;
+    };
+    check(detail::SquareSumOp{}, "square sum");
+    check(detail::AbsSumOp{}, "abs sum");
+    check(detail::SumOp{}, "sum");
+    check(detail::PowSumOp{3.0}, "pow sum");
+    check(detail::AbsMaxOp{}, "abs max");
+  }
+}
+
+}  // namespace
+}  // namespace gcomp::test

@@ -1,0 +1,249 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: Apache-2.0
+"""Static budget of gcomp's CUDA kernels (issue 13 item 5), from `nvcc -Xptxas -v` and
+`cuobjdump -sass`; tools/gpu-budget.sh compiles the translation units and calls this.
+
+  gpu_budget.py OUTDIR     reads OUTDIR/<tu>.ptxas and OUTDIR/<tu>.sass, prints the markdown table
+
+Per kernel: registers, stack frame, spill bytes (ptxas), SASS instructions in total and per element
+of the steady-state loop, and the bytes read and written per element against the minimum of the
+pass it belongs to.
+
+SASS per element: the kernel's loops are found from its backward branches (a branch to a lower
+address closes a loop). The hot loop is the innermost loop whose body holds every opcode the
+KERNELS entry lists (e.g. the global load of the input and the ballot of the bit planes). Its
+cost is its own instructions, plus each inner loop's cost times that loop's trip count (KERNELS:
+by an opcode the inner loop holds; the trip counts of the spec named, 1 otherwise), plus the
+instructions of the subroutines it calls (CALL.REL: the 64-bit division, ...) once per call. Both
+sides of every branch are counted (the error paths too), so it is an upper bound of the executed
+instructions; it is divided by the elements a thread handles per iteration of that loop (the
+amortized work of enclosing loops, one per tile or per block, is left out). Bytes per element
+come from the code (the KERNELS table: what each pass reads and writes, for the spec named), not
+from the SASS.
+"""
+import os
+import re
+import sys
+
+# name regex -> (pass and spec, hot-loop opcodes, elements per hot-loop iteration per thread,
+# {opcode held by an inner loop: its trip count}, bytes read per element, bytes written per
+# element, minimum bytes per element of the whole operation the pass belongs to). "-": not a per
+# element pass (per tile, per block, per word, one thread).
+KERNELS = [
+    (r"reduce_tiles_kernel.*CenteredSquareSumOp", "terngrad clip: centered pass", ["LDG", "DADD"], 1, {}, 4, 0, None),
+    (r"reduce_tiles_kernel.*SquareSumOp", "l2 block norms (dither, sdither, spherical)", ["LDG", "DADD"], 1, {}, 4, 0, None),
+    (r"reduce_tiles_kernel.*AbsMaxOp", "linf block max (terngrad, dither linf)", ["LDG", "DSETP"], 1, {}, 4, 0, None),
+    (r"reduce_tiles_kernel.*AbsSumOp", "l1 block sums (scaled sign)", ["LDG", "DADD"], 1, {}, 4, 0, None),
+    (r"reduce_tiles_kernel.*PowSumOp", "lp block sums", ["LDG", "DADD"], 1, {}, 4, 0, None),
+    (r"reduce_tiles_kernel.*SumOp", "terngrad clip: mean pass", ["LDG", "DADD"], 1, {}, 4, 0, None),
+    (r"combine_tiles_kernel", "block scales: tile values -> scale", [], None, {}, "-", "-", None),
+    (r"quantize_planes_kernel", "dither:levels=4 encode (sign + 3 level planes)", ["LDG", "VOTE"], 1, {"VOTE": 3}, 4,
+     0.5, 4.5),
+    (r"encode_sign_kernel", "sign encode", ["LDG", "VOTE"], 1, {}, 4, 0.125, 4.125),
+    (r"encode_natural_kernel", "natural encode", ["LDG", "VOTE"], 1, {}, 4, 1.125, 5.125),
+    (r"encode_identity_kernel", "identity encode", ["LDG", "STG"], 1, {}, 4, 4, 8),
+    (r"check_finite_kernel", "finiteness pass (identity, natural, grid, plain sign, randk)", ["LDG"], 1, {}, 4, 0,
+     None),
+    (r"grid_encode_kernel", "grid:bits=16 encode", ["LDG", "SHFL"], 1, {"SHFL": 3}, 4, 2, 6),
+    (r"decode_elements_kernel.*DenseDecoder", "dither:levels=4 decode-reduce, per payload", ["LDG", "STG"], 1, {}, 0.5,
+     4, 4.5),
+    (r"decode_elements_kernel.*SignDecoder", "sign decode-reduce, per payload", ["LDG", "STG"], 1, {}, 0.125, 4,
+     4.125),
+    (r"decode_elements_kernel.*NaturalDecoder", "natural decode-reduce, per payload", ["LDG", "STG"], 1, {}, 1.125, 4,
+     5.125),
+    (r"decode_elements_kernel.*IdentityDecoder", "identity decode-reduce, per payload", ["LDG", "STG"], 1, {}, 4, 4, 8),
+    (r"decode_elements_kernel.*GridDecoder", "grid decode-reduce, per payload", ["LDG", "STG"], 1, {}, 2, 4, 6),
+    (r"validate_planes_kernel", "dither decode: validation pass", ["LDG"], 32, {}, 0.5, 0, None),
+    (r"validate_natural_kernel", "natural decode: validation pass", ["LDG"], 1, {}, 1.125, 0, None),
+    (r"validate_identity_kernel", "identity decode: validation pass", ["LDG"], 1, {}, 4, 0, None),
+    (r"grid_validate_kernel", "grid decode: validation pass", ["LDG"], 1, {}, 2, 0, None),
+    (r"radix_histogram_kernel.*MagnitudeKey", "topk: radix histogram pass (x4)", ["LDG", "ATOMS"], 1, {}, 4, 0, None),
+    (r"radix_histogram_kernel.*RandomKey", "randk: radix histogram pass (x4)", ["IMAD", "ATOMS"], 1, {}, 0, 0, None),
+    (r"count_tiles_kernel.*MagnitudeKey", "topk: class count pass", ["LDG"], 1, {}, 4, 0, None),
+    (r"count_tiles_kernel.*RandomKey", "randk: class count pass", ["IMAD"], 1, {}, 0, 0, None),
+    (r"scatter_selected_kernel.*MagnitudeKey", "topk: scatter pass", ["LDG", "BAR"], 1, {}, 4, 0.02, None),
+    (r"scatter_selected_kernel.*RandomKey", "randk: scatter pass", ["IMAD", "BAR"], 1, {}, 0.04, 0.04, None),
+    (r"sdither_count_kernel", "sdither encode: count pass", [], None, {}, 4, 0, None),
+    (r"sdither_write_kernel", "sdither encode: write pass", [], None, {}, 4, "-", None),
+    (r"spherical_encode_kernel", "spherical encode (compute bound)", [], None, {}, 4, "-", None),
+]
+
+
+def parse_ptxas(path):
+    """function -> {regs, stack, spill_st, spill_ld}"""
+    res = {}
+    cur = None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            m = re.search(r"Function properties for (\S+)", line)
+            if m:
+                cur = m.group(1)
+                res.setdefault(cur, {})
+                continue
+            m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
+            if m and cur:
+                res[cur].update(stack=int(m.group(1)), spill_st=int(m.group(2)), spill_ld=int(m.group(3)))
+                continue
+            m = re.search(r"Compiling entry function '(\S+)'", line)
+            if m:
+                cur = m.group(1)
+                res.setdefault(cur, {})
+                continue
+            m = re.search(r"Used (\d+) registers", line)
+            if m and cur:
+                res[cur]["regs"] = int(m.group(1))
+    return res
+
+
+INSN = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
+
+
+def parse_sass(path):
+    """function -> list of (addr, opcode, operands)"""
+    funcs = {}
+    cur = None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            m = re.search(r"Function : (\S+)", line)
+            if m:
+                cur = m.group(1)
+                funcs[cur] = []
+                continue
+            if cur is None:
+                continue
+            m = INSN.search(line)
+            if m:
+                funcs[cur].append((int(m.group(1), 16), m.group(3), m.group(4).strip()))
+    return funcs
+
+
+def branch_target(op, operands):
+    if not op.startswith("BRA") or op.startswith("BRA.DIV"):
+        return None
+    m = re.search(r"0x([0-9a-f]+)\s*$", operands)
+    return int(m.group(1), 16) if m else None
+
+
+def call_target(op, operands):
+    if not op.startswith("CALL"):
+        return None
+    m = re.search(r"0x([0-9a-f]+)", operands)
+    return int(m.group(1), 16) if m else None
+
+
+def analyze(insns, hot, trips):
+    """(total instructions, cost of one hot-loop iteration or None, loops found)"""
+    real = [i for i in insns if i[1] != "NOP"]
+    if not real:
+        return 0, None, 0
+
+    def sub_size(t):  # a called subroutine: from its first instruction to its RET
+        n = 0
+        for a, op, _ in real:
+            if a < t:
+                continue
+            n += 1
+            if op.startswith("RET"):
+                break
+        return n
+
+    heads = {}
+    for a, op, ops in real:
+        t = branch_target(op, ops)
+        if t is not None and t <= a:
+            heads[t] = max(heads.get(t, a), a)  # several back edges to one head: one loop
+    loops = sorted(heads.items())
+
+    def inside(inner, outer):
+        return outer[0] <= inner[0] and inner[1] <= outer[1] and inner != outer
+
+    def children(loop):
+        inner = [lp for lp in loops if inside(lp, loop)]
+        return [lp for lp in inner if not any(inside(lp, o) for o in inner)]
+
+    def ops_in(loop):
+        return [op for a, op, _ in real if loop[0] <= a <= loop[1]]
+
+    def cost(loop):
+        kids = children(loop)
+        own = 0
+        for a, op, ops in real:
+            if loop[0] <= a <= loop[1] and not any(t <= a <= e for t, e in kids):
+                own += 1
+                c = call_target(op, ops)
+                if c is not None:
+                    own += sub_size(c)
+        total = own
+        for kid in kids:
+            k = next((n for opc, n in trips.items() if any(o.startswith(opc) for o in ops_in(kid))), 1)
+            total += cost(kid) * k
+        return total
+
+    if not hot:
+        return len(real), None, len(loops)
+    cands = [lp for lp in loops if all(any(o.startswith(h) for o in ops_in(lp)) for h in hot)]
+    cands = [lp for lp in cands if not any(inside(o, lp) for o in cands)]  # innermost
+    if not cands:
+        return len(real), None, len(loops)
+    return len(real), max(cost(lp) for lp in cands), len(loops)
+
+
+def short_name(mangled):
+    m = re.search(r"\d+([a-z][a-z_0-9]*_kernel)", mangled)
+    name = m.group(1) if m else mangled[:40]
+    for tag in ("SquareSumOp", "CenteredSquareSumOp", "AbsMaxOp", "AbsSumOp", "PowSumOp", "SumOp", "DenseDecoder",
+                "SignDecoder", "NaturalDecoder", "IdentityDecoder", "GridDecoder", "MagnitudeKey", "RandomKey"):
+        if tag in mangled and "<" not in name:
+            name += f"<{tag}>"
+            break
+    return name
+
+
+def fmt(v):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def main(argv):
+    if len(argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 64
+    out = argv[1]
+    rows = []
+    for tu in sorted(f[:-5] for f in os.listdir(out) if f.endswith(".sass")):
+        ptx = parse_ptxas(os.path.join(out, tu + ".ptxas"))
+        sass = parse_sass(os.path.join(out, tu + ".sass"))
+        for fn, insns in sorted(sass.items(), key=lambda kv: short_name(kv[0])):
+            meta = next((k for k in KERNELS if re.search(k[0], fn)), None)
+            total, loop_cost, nloops = analyze(insns, meta[2] if meta else [], meta[4] if meta else {})
+            info = ptx.get(fn, {})
+            elems = meta[3] if meta else None
+            per_elem = loop_cost / elems if (loop_cost and elems) else None
+            rows.append({
+                "tu": tu, "kernel": short_name(fn), "op": meta[1] if meta else "",
+                "regs": info.get("regs"), "stack": info.get("stack"),
+                "spill": (info.get("spill_st", 0) or 0) + (info.get("spill_ld", 0) or 0),
+                "sass": total, "loop": loop_cost, "per_elem": per_elem,
+                "read": meta[5] if meta else None, "write": meta[6] if meta else None,
+                "min": meta[7] if meta else None,
+            })
+    print("| TU | kernel | pass (spec) | regs | stack B | spill B | SASS total | SASS hot loop | SASS / element | "
+          "read B/el | write B/el | op minimum B/el |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    seen = set()
+    for r in rows:
+        key = (r["tu"], r["kernel"])
+        if key in seen:
+            continue
+        seen.add(key)
+        print(f"| {r['tu']} | `{r['kernel']}` | {r['op']} | {fmt(r['regs'])} | {fmt(r['stack'])} | {fmt(r['spill'])} | "
+              f"{r['sass']} | {fmt(r['loop'])} | {fmt(r['per_elem'])} | {fmt(r['read'])} | {fmt(r['write'])} | "
+              f"{fmt(r['min'])} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
