@@ -11,7 +11,8 @@ pass it belongs to.
 
 SASS per element: the kernel's loops are found from its backward branches (a branch to a lower
 address closes a loop). The hot loop is the innermost loop whose body holds every opcode the
-KERNELS entry lists (e.g. the global load of the input and the ballot of the bit planes). Its
+KERNELS entry lists (e.g. the global load of the input and the ballot of the bit planes); where
+several disjoint loops qualify (a vector and a scalar copy), the cheapest. Its
 cost is its own instructions, plus each inner loop's cost times that loop's trip count (KERNELS:
 by an opcode the inner loop holds; the trip counts of the spec named, 1 otherwise), plus the
 instructions of the subroutines it calls (CALL.REL: the 64-bit division, ...) once per call. Both
@@ -25,26 +26,45 @@ import os
 import re
 import sys
 
-# name regex -> (pass and spec, hot-loop opcodes, elements per hot-loop iteration per thread,
+# name regex -> (pass and spec, hot-loop opcodes, elements per hot-loop iteration per thread ("auto":
+# 4 when the loop loads 16 bytes, else 1),
 # {opcode held by an inner loop: its trip count}, bytes read per element, bytes written per
 # element, minimum bytes per element of the whole operation the pass belongs to). "-": not a per
 # element pass (per tile, per block, per word, one thread).
 KERNELS = [
-    (r"reduce_tiles_kernel.*CenteredSquareSumOp", "terngrad clip: centered pass", ["LDG", "DADD"], 1, {}, 4, 0, None),
-    (r"reduce_tiles_kernel.*SquareSumOp", "l2 block norms (dither, sdither, spherical)", ["LDG", "DADD"], 1, {}, 4, 0, None),
-    (r"reduce_tiles_kernel.*AbsMaxOp", "linf block max (terngrad, dither linf)", ["LDG", "DSETP"], 1, {}, 4, 0, None),
-    (r"reduce_tiles_kernel.*AbsSumOp", "l1 block sums (scaled sign)", ["LDG", "DADD"], 1, {}, 4, 0, None),
-    (r"reduce_tiles_kernel.*PowSumOp", "lp block sums", ["LDG", "DADD"], 1, {}, 4, 0, None),
-    (r"reduce_tiles_kernel.*SumOp", "terngrad clip: mean pass", ["LDG", "DADD"], 1, {}, 4, 0, None),
-    (r"combine_tiles_kernel", "block scales: tile values -> scale", [], None, {}, "-", "-", None),
+    (r"reduce_tiles_kernel.*CenteredSquareSumOp", "terngrad clip: centered pass", ["LDG", "DADD"],  "auto8", {}, 4, 0, None),
+    (r"reduce_tiles_kernel.*SquareSumOp", "l2 block norms (dither, sdither, spherical)", ["LDG", "DADD"],  "auto8", {}, 4, 0,
+     None),
+    (r"reduce_tiles_kernel.*AbsMaxOp", "linf block max (terngrad, dither linf)", ["LDG"], "auto", {}, 4, 0, None),
+    (r"reduce_tiles_kernel.*AbsSumOp", "l1 block sums (scaled sign)", ["LDG", "DADD"],  "auto8", {}, 4, 0, None),
+    (r"reduce_tiles_kernel.*PowSumOp", "lp block sums", ["LDG", "DADD"],  "auto8", {}, 4, 0, None),
+    (r"reduce_tiles_kernel.*SumOp", "terngrad clip: mean pass", ["LDG", "DADD"],  "auto8", {}, 4, 0, None),
+    (r"combine_tiles_kernel|combine_blocks_kernel", "block scales: tile values -> scale", [], None, {}, "-", "-", None),
+    # quantize: before, a warp per 32 elements (ballot per plane, planes loop x3); after, a thread
+    # per quad (the transpose loop runs once for <= 8 planes).
+    (r"quantize_planes_kernelILb0ELi0E", "dither:levels=4 encode (sign + 3 level planes)", ["LDG", "SHFL"], 4,
+     {"SHFL": 1}, 4, 0.5, 4.5),
     (r"quantize_planes_kernel", "dither:levels=4 encode (sign + 3 level planes)", ["LDG", "VOTE"], 1, {"VOTE": 3}, 4,
      0.5, 4.5),
+    (r"encode_sign_kernelILi0ELb1E", "plain sign encode (finiteness folded in)", ["LDG", "SHFL"], 4, {}, 4, 0.125,
+     4.125),
     (r"encode_sign_kernel", "sign encode", ["LDG", "VOTE"], 1, {}, 4, 0.125, 4.125),
+    (r"encode_natural_kernelILi0ELb1E", "natural encode (finiteness folded in)", ["LDG", "SHFL"], 4, {}, 4, 1.125,
+     5.125),
     (r"encode_natural_kernel", "natural encode", ["LDG", "VOTE"], 1, {}, 4, 1.125, 5.125),
+    (r"encode_identity_kernelILi0ELb1E", "identity encode (finiteness folded in)", ["LDG", "STG"], 4, {}, 4, 4, 8),
     (r"encode_identity_kernel", "identity encode", ["LDG", "STG"], 1, {}, 4, 4, 8),
-    (r"check_finite_kernel", "finiteness pass (identity, natural, grid, plain sign, randk)", ["LDG"], 1, {}, 4, 0,
-     None),
+    (r"check_finite_kernel", "finiteness pass (before: every unscaled encode; after: EF/DIANA variants)", ["LDG"],
+     "auto", {}, 4, 0, None),
     (r"grid_encode_kernel", "grid:bits=16 encode", ["LDG", "SHFL"], 1, {"SHFL": 3}, 4, 2, 6),
+    (r"decode_quads_kernel.*DenseQuadDecoderILb0EEELb0E", "dither:levels=4 decode-reduce, per payload (validation in)",
+     ["LDG", "STG"], 4, {}, 0.5, 4, 4.5),
+    (r"decode_quads_kernel.*SignQuadDecoderELb0E", "sign decode-reduce, per payload (validation in)", ["LDG", "STG"],
+     4, {}, 0.125, 4, 4.125),
+    (r"decode_quads_kernel.*NaturalQuadDecoderELb0E", "natural decode-reduce, per payload (validation in)",
+     ["LDG", "STG"], 4, {}, 1.125, 4, 5.125),
+    (r"decode_quads_kernel.*IdentityQuadDecoderELb0E", "identity decode-reduce, per payload (validation in)",
+     ["LDG", "STG"], 4, {}, 4, 4, 8),
     (r"decode_elements_kernel.*DenseDecoder", "dither:levels=4 decode-reduce, per payload", ["LDG", "STG"], 1, {}, 0.5,
      4, 4.5),
     (r"decode_elements_kernel.*SignDecoder", "sign decode-reduce, per payload", ["LDG", "STG"], 1, {}, 0.125, 4,
@@ -53,9 +73,9 @@ KERNELS = [
      5.125),
     (r"decode_elements_kernel.*IdentityDecoder", "identity decode-reduce, per payload", ["LDG", "STG"], 1, {}, 4, 4, 8),
     (r"decode_elements_kernel.*GridDecoder", "grid decode-reduce, per payload", ["LDG", "STG"], 1, {}, 2, 4, 6),
-    (r"validate_planes_kernel", "dither decode: validation pass", ["LDG"], 32, {}, 0.5, 0, None),
-    (r"validate_natural_kernel", "natural decode: validation pass", ["LDG"], 1, {}, 1.125, 0, None),
-    (r"validate_identity_kernel", "identity decode: validation pass", ["LDG"], 1, {}, 4, 0, None),
+    (r"validate_planes_kernel", "dither decode: validation pass (before only)", ["LDG"], 32, {}, 0.5, 0, None),
+    (r"validate_natural_kernel", "natural decode: validation pass (before only)", ["LDG"], 1, {}, 1.125, 0, None),
+    (r"validate_identity_kernel", "identity decode: validation pass (before only)", ["LDG"], 1, {}, 4, 0, None),
     (r"grid_validate_kernel", "grid decode: validation pass", ["LDG"], 1, {}, 2, 0, None),
     (r"radix_histogram_kernel.*MagnitudeKey", "topk: radix histogram pass (x4)", ["LDG", "ATOMS"], 1, {}, 4, 0, None),
     (r"radix_histogram_kernel.*RandomKey", "randk: radix histogram pass (x4)", ["IMAD", "ATOMS"], 1, {}, 0, 0, None),
@@ -180,18 +200,19 @@ def analyze(insns, hot, trips):
         return total
 
     if not hot:
-        return len(real), None, len(loops)
+        return len(real), None, []
     cands = [lp for lp in loops if all(any(o.startswith(h) for o in ops_in(lp)) for h in hot)]
     cands = [lp for lp in cands if not any(inside(o, lp) for o in cands)]  # innermost
     if not cands:
-        return len(real), None, len(loops)
-    return len(real), max(cost(lp) for lp in cands), len(loops)
+        return len(real), None, []
+    best = min(cands, key=cost)  # the tightest loop that holds the hot work
+    return len(real), cost(best), ops_in(best)
 
 
 def short_name(mangled):
     m = re.search(r"\d+([a-z][a-z_0-9]*_kernel)", mangled)
     name = m.group(1) if m else mangled[:40]
-    for tag in ("SquareSumOp", "CenteredSquareSumOp", "AbsMaxOp", "AbsSumOp", "PowSumOp", "SumOp", "DenseDecoder",
+    for tag in ("CenteredSquareSumOp", "SquareSumOp", "AbsMaxOp", "AbsSumOp", "PowSumOp", "SumOp", "DenseDecoder",
                 "SignDecoder", "NaturalDecoder", "IdentityDecoder", "GridDecoder", "MagnitudeKey", "RandomKey"):
         if tag in mangled and "<" not in name:
             name += f"<{tag}>"
@@ -218,11 +239,15 @@ def main(argv):
         sass = parse_sass(os.path.join(out, tu + ".sass"))
         for fn, insns in sorted(sass.items(), key=lambda kv: short_name(kv[0])):
             meta = next((k for k in KERNELS if re.search(k[0], fn)), None)
-            total, loop_cost, nloops = analyze(insns, meta[2] if meta else [], meta[4] if meta else {})
+            total, loop_cost, hot_ops = analyze(insns, meta[2] if meta else [], meta[4] if meta else {})
             info = ptx.get(fn, {})
             elems = meta[3] if meta else None
+            if elems in ("auto", "auto8"):  # 16-byte loads in the hot loop: quads (two per round: auto8)
+                vec = any(o.startswith("LDG") and ".128" in o for o in hot_ops)
+                elems = (8 if elems == "auto8" else 4) if vec else 1
             per_elem = loop_cost / elems if (loop_cost and elems) else None
             rows.append({
+                "key": (tu, KERNELS.index(meta) if meta else short_name(fn)),
                 "tu": tu, "kernel": short_name(fn), "op": meta[1] if meta else "",
                 "regs": info.get("regs"), "stack": info.get("stack"),
                 "spill": (info.get("spill_st", 0) or 0) + (info.get("spill_ld", 0) or 0),
@@ -235,7 +260,7 @@ def main(argv):
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     seen = set()
     for r in rows:
-        key = (r["tu"], r["kernel"])
+        key = r["key"]
         if key in seen:
             continue
         seen.add(key)
