@@ -3,7 +3,10 @@
 """Static budget of gcomp's CUDA kernels (issue 13 item 5), from `nvcc -Xptxas -v` and
 `cuobjdump -sass`; tools/gpu-budget.sh compiles the translation units and calls this.
 
-  gpu_budget.py OUTDIR     reads OUTDIR/<tu>.ptxas and OUTDIR/<tu>.sass, prints the markdown table
+  gpu_budget.py [--all] [--before] OUTDIR   reads OUTDIR/<tu>.ptxas and OUTDIR/<tu>.sass, prints the markdown
+                                 table: one row per pass of KERNELS (--all: every kernel; --before:
+                                 the element counts of the layout before the quad rewrite, commit
+                                 179d438, for the kernels whose names did not change)
 
 Per kernel: registers, stack frame, spill bytes (ptxas), SASS instructions in total and per element
 of the steady-state loop, and the bytes read and written per element against the minimum of the
@@ -44,16 +47,16 @@ KERNELS = [
     # per quad (the transpose loop runs once for <= 8 planes).
     (r"quantize_planes_kernelILb0ELi0E", "dither:levels=4 encode (sign + 3 level planes)", ["LDG", "SHFL"], 4,
      {"SHFL": 1}, 4, 0.5, 4.5),
-    (r"quantize_planes_kernel", "dither:levels=4 encode (sign + 3 level planes)", ["LDG", "VOTE"], 1, {"VOTE": 3}, 4,
+    (r"quantize_planes_kernelENS", "dither:levels=4 encode (sign + 3 level planes)", ["LDG", "VOTE"], 1, {"VOTE": 3}, 4,
      0.5, 4.5),
     (r"encode_sign_kernelILi0ELb1E", "plain sign encode (finiteness folded in)", ["LDG", "SHFL"], 4, {}, 4, 0.125,
      4.125),
-    (r"encode_sign_kernel", "sign encode", ["LDG", "VOTE"], 1, {}, 4, 0.125, 4.125),
+    (r"encode_sign_kernelENS", "sign encode", ["LDG", "VOTE"], 1, {}, 4, 0.125, 4.125),
     (r"encode_natural_kernelILi0ELb1E", "natural encode (finiteness folded in)", ["LDG", "SHFL"], 4, {}, 4, 1.125,
      5.125),
-    (r"encode_natural_kernel", "natural encode", ["LDG", "VOTE"], 1, {}, 4, 1.125, 5.125),
+    (r"encode_natural_kernelENS", "natural encode", ["LDG", "VOTE"], 1, {}, 4, 1.125, 5.125),
     (r"encode_identity_kernelILi0ELb1E", "identity encode (finiteness folded in)", ["LDG", "STG"], 4, {}, 4, 4, 8),
-    (r"encode_identity_kernel", "identity encode", ["LDG", "STG"], 1, {}, 4, 4, 8),
+    (r"encode_identity_kernelENS", "identity encode", ["LDG", "STG"], 1, {}, 4, 4, 8),
     (r"check_finite_kernel", "finiteness pass (before: every unscaled encode; after: EF/DIANA variants)", ["LDG"],
      "auto", {}, 4, 0, None),
     (r"grid_encode_kernel", "grid:bits=16 encode", ["LDG", "SHFL"], 1, {"SHFL": 3}, 4, 2, 6),
@@ -77,12 +80,27 @@ KERNELS = [
     (r"validate_natural_kernel", "natural decode: validation pass (before only)", ["LDG"], 1, {}, 1.125, 0, None),
     (r"validate_identity_kernel", "identity decode: validation pass (before only)", ["LDG"], 1, {}, 4, 0, None),
     (r"grid_validate_kernel", "grid decode: validation pass", ["LDG"], 1, {}, 2, 0, None),
+    # exact top-k / random-k: before, 4 histogram passes + count + scatter over all n, one element
+    # per thread (random-k: a Philox block per key per pass); after, pass 1 (histogram of the top 12
+    # bits), pass 2 (compact_candidates) and pass 3 (scatter) over all n, a quad per thread.
+    (r"radix_histogram_kernelINS1_12MagnitudeKeyEEEvT_lii", "topk: pass 1, 12-bit histogram", ["LDG", "MATCH"],
+     "auto", {}, 4, 0, None),
+    (r"radix_histogram_kernelINS1_9RandomKeyEEEvT_lii", "randk: pass 1, 12-bit histogram", ["IMAD", "MATCH"], 4, {},
+     0, 0, None),
     (r"radix_histogram_kernel.*MagnitudeKey", "topk: radix histogram pass (x4)", ["LDG", "ATOMS"], 1, {}, 4, 0, None),
     (r"radix_histogram_kernel.*RandomKey", "randk: radix histogram pass (x4)", ["IMAD", "ATOMS"], 1, {}, 0, 0, None),
-    (r"count_tiles_kernel.*MagnitudeKey", "topk: class count pass", ["LDG"], 1, {}, 4, 0, None),
-    (r"count_tiles_kernel.*RandomKey", "randk: class count pass", ["IMAD"], 1, {}, 0, 0, None),
-    (r"scatter_selected_kernel.*MagnitudeKey", "topk: scatter pass", ["LDG", "BAR"], 1, {}, 4, 0.02, None),
-    (r"scatter_selected_kernel.*RandomKey", "randk: scatter pass", ["IMAD", "BAR"], 1, {}, 0.04, 0.04, None),
+    (r"compact_candidates_kernel.*MagnitudeKey", "topk: pass 2, class A counts + candidate compaction",
+     ["LDG", "VOTE"], "auto", {}, 4, 0.0625, None),
+    (r"compact_candidates_kernel.*RandomKey", "randk: pass 2, class A counts + candidate compaction", ["IMAD", "VOTE"],
+     4, {}, 0, 0, None),
+    (r"count_tiles_kernel.*MagnitudeKey", "topk: class count pass (after: full path only)", ["LDG"], "auto", {}, 4, 0,
+     None),
+    (r"count_tiles_kernel.*RandomKey", "randk: class count pass (after: full path only)", ["IMAD"],
+     {"before": 1, "after": 4}, {}, 0, 0, None),
+    (r"scatter_selected_kernel.*MagnitudeKey", "topk: scatter pass", ["LDG", "BAR", "?LDG*128"], "auto", {}, 4, 0.02,
+     None),
+    (r"scatter_selected_kernel.*RandomKey", "randk: scatter pass", ["IMAD", "BAR"], {"before": 1, "after": 4}, {},
+     0.04, 0.04, None),
     (r"sdither_count_kernel", "sdither encode: count pass", [], None, {}, 4, 0, None),
     (r"sdither_write_kernel", "sdither encode: write pass", [], None, {}, 4, "-", None),
     (r"spherical_encode_kernel", "spherical encode (compute bound)", [], None, {}, 4, "-", None),
@@ -201,7 +219,17 @@ def analyze(insns, hot, trips):
 
     if not hot:
         return len(real), None, []
-    cands = [lp for lp in loops if all(any(o.startswith(h) for o in ops_in(lp)) for h in hot)]
+    def has(loop, h):  # "LDG*128": a 16-byte global load
+        if "*" in h:
+            pre, post = h.split("*")
+            return any(o.startswith(pre) and post in o for o in ops_in(loop))
+        return any(o.startswith(h) for o in ops_in(loop))
+
+    need = [h for h in hot if not h.startswith("?")]
+    prefer = [h[1:] for h in hot if h.startswith("?")]  # "?X": among the candidates, those with X
+    cands = [lp for lp in loops if all(has(lp, h) for h in need)]
+    preferred = [lp for lp in cands if all(has(lp, h) for h in prefer)]
+    cands = preferred or cands
     cands = [lp for lp in cands if not any(inside(o, lp) for o in cands)]  # innermost
     if not cands:
         return len(real), None, []
@@ -229,10 +257,13 @@ def fmt(v):
 
 
 def main(argv):
-    if len(argv) != 2:
+    show_all = "--all" in argv
+    era = "before" if "--before" in argv else "after"
+    args = [a for a in argv[1:] if a not in ("--all", "--before")]
+    if len(args) != 1:
         print(__doc__, file=sys.stderr)
         return 64
-    out = argv[1]
+    out = args[0]
     rows = []
     for tu in sorted(f[:-5] for f in os.listdir(out) if f.endswith(".sass")):
         ptx = parse_ptxas(os.path.join(out, tu + ".ptxas"))
@@ -242,12 +273,14 @@ def main(argv):
             total, loop_cost, hot_ops = analyze(insns, meta[2] if meta else [], meta[4] if meta else {})
             info = ptx.get(fn, {})
             elems = meta[3] if meta else None
+            if isinstance(elems, dict):  # differs between the two layouts of the same kernel name
+                elems = elems[era]
             if elems in ("auto", "auto8"):  # 16-byte loads in the hot loop: quads (two per round: auto8)
                 vec = any(o.startswith("LDG") and ".128" in o for o in hot_ops)
                 elems = (8 if elems == "auto8" else 4) if vec else 1
             per_elem = loop_cost / elems if (loop_cost and elems) else None
             rows.append({
-                "key": (tu, KERNELS.index(meta) if meta else short_name(fn)),
+                "key": KERNELS.index(meta) if meta else (tu, short_name(fn)),
                 "tu": tu, "kernel": short_name(fn), "op": meta[1] if meta else "",
                 "regs": info.get("regs"), "stack": info.get("stack"),
                 "spill": (info.get("spill_st", 0) or 0) + (info.get("spill_ld", 0) or 0),
@@ -261,7 +294,7 @@ def main(argv):
     seen = set()
     for r in rows:
         key = r["key"]
-        if key in seen:
+        if key in seen or (not show_all and not r["op"]):
             continue
         seen.add(key)
         print(f"| {r['tu']} | `{r['kernel']}` | {r['op']} | {fmt(r['regs'])} | {fmt(r['stack'])} | {fmt(r['spill'])} | "

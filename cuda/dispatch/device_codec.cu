@@ -50,6 +50,7 @@ struct WorkspaceLayout {
   static constexpr size_t npos = ~size_t{0};
   size_t scales = npos, aux_f = npos, aux_d = npos, tile_vals = npos, select = npos;
   size_t cnt_a = npos, cnt_b = npos, off_a = npos, off_b = npos, scan_temp = npos, idx = npos, sample = npos;
+  size_t hist = npos, cand_key = npos, cand_idx = npos;
   size_t sd_last = npos, sd_first = npos, sd_rest = npos, sd_prev = npos, sd_off = npos, sd_total = npos;
   size_t total = 0;
 };
@@ -132,6 +133,7 @@ struct DeviceCodec::Impl {
       p.k = gcomp::detail::sparse_k(p.n, spec.k, spec.ratio);
       p.index_bits = static_cast<int>(gcomp::detail::ceil_log2_u64(static_cast<uint64_t>(p.n)));
       p.sel_tiles = gcomp::detail::ceil_div(p.n, detail::kSelectTile);
+      p.cand_cap = std::min<int64_t>(p.n, p.n / 16 + 4096);
       p.scan_temp_bytes = p.sel_tiles > 0 ? detail::query_scan_temp_bytes(p.sel_tiles) : 0;
       if (spec.id == CodecId::kTopK && p.n > 0) plan_sample();
       return;
@@ -288,6 +290,9 @@ struct DeviceCodec::Impl {
     if (is_sparse(p.id) && p.n > 0) {
       const size_t tiles = static_cast<size_t>(p.sel_tiles);
       wl.select = c.take(sizeof(detail::SelectState));
+      wl.hist = c.take(detail::kSelectBins * sizeof(unsigned long long));
+      wl.cand_key = c.take(static_cast<size_t>(p.cand_cap) * sizeof(uint32_t));
+      wl.cand_idx = c.take(static_cast<size_t>(p.cand_cap) * sizeof(int64_t));
       wl.cnt_a = c.take(tiles * sizeof(int64_t));
       wl.cnt_b = c.take(tiles * sizeof(int64_t));
       wl.off_a = c.take(tiles * sizeof(int64_t));
@@ -319,6 +324,9 @@ struct DeviceCodec::Impl {
     w.aux_d = part<double>(base, wl.aux_d);
     w.tile_vals = part<double>(base, wl.tile_vals);
     w.select = part<detail::SelectState>(base, wl.select);
+    w.hist = part<unsigned long long>(base, wl.hist);
+    w.cand_key = part<uint32_t>(base, wl.cand_key);
+    w.cand_idx = part<int64_t>(base, wl.cand_idx);
     w.cnt_a = part<int64_t>(base, wl.cnt_a);
     w.cnt_b = part<int64_t>(base, wl.cnt_b);
     w.off_a = part<int64_t>(base, wl.off_a);

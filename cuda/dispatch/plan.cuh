@@ -33,6 +33,9 @@ struct SDitherTiles {
   int64_t* total = nullptr;  ///< one value: T, the stream bits of the message
 };
 
+/// Bins of the first digit of the exact selection (the top 12 key bits), the largest histogram.
+inline constexpr int kSelectBins = 4096;
+
 /// Radix-select state (cuda/topk/radix_select.cuh), one per workspace.
 struct SelectState {
   uint32_t prefix;  ///< the threshold key T, built digit by digit (exact mode)
@@ -43,9 +46,9 @@ struct SelectState {
   float thr;        ///< topk_sampled: current magnitude threshold
   int32_t round;    ///< topk_sampled: adaptation rounds done
   int32_t done;     ///< topk_sampled: adaptation finished
-  int32_t pad;
-  unsigned long long count;      ///< topk_sampled: elements with |x| >= thr
-  unsigned long long hist[256];  ///< digit histogram of the current pass
+  uint32_t path;    ///< kPathCandidates or kPathFull: where the digits after the first are found
+  unsigned long long count;       ///< topk_sampled: elements with |x| >= thr
+  unsigned long long candidates;  ///< candidate path: keys compacted so far
 };
 
 /// Everything a launcher needs to know about the codec; plain data, passed by const reference.
@@ -66,6 +69,7 @@ struct DevicePlan {
   int64_t k = 0;            ///< topk/randk
   int index_bits = 0;       ///< topk
   int64_t sel_tiles = 0;    ///< ceil(n / kSelectTile): topk/randk selection tiles
+  int64_t cand_cap = 0;     ///< candidate buffer of the three-pass selection (n / 16 + 4096, at most n)
   size_t scan_temp_bytes = 0;
   int64_t sample_start = 0;  ///< topk_sampled (host-computed)
   int64_t sample_stride = 1;
@@ -107,6 +111,9 @@ struct Workspace {
   double* aux_d = nullptr;      ///< num_blocks (terngrad with clip: mean)
   double* tile_vals = nullptr;  ///< num_tiles
   SelectState* select = nullptr;
+  unsigned long long* hist = nullptr;  ///< kSelectBins digit counters
+  uint32_t* cand_key = nullptr;         ///< cand_cap candidate keys (the first digit's bin)
+  int64_t* cand_idx = nullptr;          ///< and their element indices
   int64_t* cnt_a = nullptr;     ///< sel_tiles each
   int64_t* cnt_b = nullptr;
   int64_t* off_a = nullptr;

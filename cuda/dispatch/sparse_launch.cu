@@ -25,35 +25,71 @@ unsigned selection_grid(const DevicePlan& plan, int64_t n) {
 
 void init_select(const Workspace& ws, int64_t k, const uint8_t* header, uint32_t step, uint32_t rank,
                  cudaStream_t stream) {
-  GCOMP_LAUNCH(init_select_kernel, 1, kThreads, stream, ws.select, k, reinterpret_cast<const uint32_t*>(header), step,
-               rank);
+  GCOMP_LAUNCH(init_select_kernel, 1, kThreads, stream, ws.select, ws.hist, k,
+               reinterpret_cast<const uint32_t*>(header), step, rank);
 }
 
-/// Step 1 of radix_select.cuh: four 8-bit digit passes leave T and k_rem in the select state.
+/// One digit: its histogram over the n elements, then the digit.
 template <class KeyFn>
-void radix_passes(const DevicePlan& plan, const Workspace& ws, KeyFn kf, int64_t n, bool report_nonfinite,
-                  cudaStream_t stream) {
-  const unsigned grid = selection_grid(plan, n);
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    GCOMP_LAUNCH((radix_histogram_kernel<KeyFn>), grid, kThreads, stream, kf, n, shift, ws.select, ws.status,
-                 report_nonfinite && shift == 24);
-    GCOMP_LAUNCH(radix_digit_kernel, 1, kThreads, stream, ws.select, shift);
-  }
+void full_digit(const DevicePlan& plan, const Workspace& ws, KeyFn kf, int64_t n, int shift, int bits, bool report,
+                int64_t cand_cap, int run, cudaStream_t stream) {
+  GCOMP_LAUNCH((radix_histogram_kernel<KeyFn>), selection_grid(plan, n), kThreads, stream, kf, n, shift, bits,
+               ws.select, ws.hist, ws.status, report, run);
+  GCOMP_LAUNCH(radix_digit_kernel, 1, kThreads, stream, ws.select, ws.hist, shift, bits, cand_cap, run);
 }
 
-/// Steps 2-3 of radix_select.cuh over the plan's n elements.
+/// Steps 1-2 of radix_select.cuh over the plan's n elements: T, k_rem and the per-tile class counts
+/// in cnt_a/cnt_b. Both paths after the first digit are enqueued; the device runs the one the
+/// first digit chose (the other's kernels return at once).
 template <class KeyFn>
-void select_and_scatter(const DevicePlan& plan, const Workspace& ws, KeyFn kf, const ScatterArgs& args,
-                        cudaStream_t stream) {
+void select_threshold_and_counts(const DevicePlan& plan, const Workspace& ws, KeyFn kf, bool report_nonfinite,
+                                 cudaStream_t stream) {
+  const int64_t n = plan.n;
+  full_digit(plan, ws, kf, n, 20, 12, report_nonfinite, plan.cand_cap, kRunAlways, stream);  // pass 1
+  // Candidate path: pass 2, then two 10-bit digits on the candidates, then their class counts.
   const int64_t tiles = plan.sel_tiles;
-  const unsigned grid = grid_for(tiles, 1, plan.max_blocks);
-  GCOMP_LAUNCH((count_tiles_kernel<KeyFn>), grid, kThreads, stream, kf, plan.n, tiles, ws.select, ws.cnt_a, ws.cnt_b);
+  GCOMP_LAUNCH((compact_candidates_kernel<KeyFn>), grid_for(tiles, 1, plan.max_blocks), kThreads, stream, kf, n, tiles,
+               ws.select, ws.cnt_a, ws.cnt_b, ws.cand_key, ws.cand_idx);
+  const unsigned cand_grid = grid_for(plan.cand_cap, kThreads, plan.max_blocks);
+  for (const int shift : {10, 0}) {
+    GCOMP_LAUNCH(candidate_histogram_kernel, cand_grid, kThreads, stream, ws.select, ws.hist, ws.cand_key, shift, 10);
+    GCOMP_LAUNCH(radix_digit_kernel, 1, kThreads, stream, ws.select, ws.hist, shift, 10, int64_t{0}, kRunCandidates);
+  }
+  GCOMP_LAUNCH(candidate_tile_counts_kernel, cand_grid, kThreads, stream, ws.select, ws.cand_key, ws.cand_idx,
+               ws.cnt_a, ws.cnt_b);
+  // Full path: three more digits over the n elements, then the class counts.
+  full_digit(plan, ws, kf, n, 12, 8, false, 0, kRunFull, stream);
+  full_digit(plan, ws, kf, n, 4, 8, false, 0, kRunFull, stream);
+  full_digit(plan, ws, kf, n, 0, 4, false, 0, kRunFull, stream);
+  GCOMP_LAUNCH((count_tiles_kernel<KeyFn>), grid_for(tiles, 1, plan.max_blocks), kThreads, stream, kf, n, tiles,
+               ws.select, ws.cnt_a, ws.cnt_b, kRunFull);
+}
+
+/// Step 3 of radix_select.cuh: the scans of the tile counts and the scatter pass.
+template <class KeyFn>
+void scan_and_scatter(const DevicePlan& plan, const Workspace& ws, KeyFn kf, const ScatterArgs& args,
+                      cudaStream_t stream) {
+  const int64_t tiles = plan.sel_tiles;
   size_t bytes = plan.scan_temp_bytes;
   GCOMP_CUDA_TRY(cub::DeviceScan::ExclusiveSum(ws.scan_temp, bytes, ws.cnt_a, ws.off_a, tiles, stream));
   bytes = plan.scan_temp_bytes;
   GCOMP_CUDA_TRY(cub::DeviceScan::ExclusiveSum(ws.scan_temp, bytes, ws.cnt_b, ws.off_b, tiles, stream));
-  GCOMP_LAUNCH((scatter_selected_kernel<KeyFn>), grid, kThreads, stream, kf, plan.n, tiles, ws.select, ws.off_a,
-               ws.off_b, args, ws.status);
+  GCOMP_LAUNCH((scatter_selected_kernel<KeyFn>), grid_for(tiles, 1, plan.max_blocks), kThreads, stream, kf, plan.n,
+               tiles, ws.select, ws.off_a, ws.off_b, args, ws.status);
+}
+
+/// The exact selection of k over the plan's n elements, scattered by `args`.
+template <class KeyFn>
+void select_exact(const DevicePlan& plan, const Workspace& ws, KeyFn kf, const ScatterArgs& args, bool report_nonfinite,
+                  cudaStream_t stream) {
+  select_threshold_and_counts(plan, ws, kf, report_nonfinite, stream);
+  scan_and_scatter(plan, ws, kf, args, stream);
+}
+
+/// Four 8-bit digits over `n` keys (the DGC sample: small, no candidate path).
+template <class KeyFn>
+void radix_passes_8bit(const DevicePlan& plan, const Workspace& ws, KeyFn kf, int64_t n, cudaStream_t stream) {
+  for (int shift = 24; shift >= 0; shift -= 8) full_digit(plan, ws, kf, n, shift, 8, false, 0, kRunAlways, stream);
 }
 
 int fuse_code(Fuse f) { return f == Fuse::kNone ? 0 : (f == Fuse::kEF ? 1 : 2); }
@@ -67,7 +103,7 @@ void sampled_threshold(const DevicePlan& plan, const Workspace& ws, Input in, cu
   GCOMP_LAUNCH(gather_sample_kernel, grid_for(plan.sample_count, kThreads, plan.max_blocks), kThreads, stream, in,
                plan.sample_start, plan.sample_stride, plan.sample_count, ws.sample);
   init_select(ws, plan.sample_k, nullptr, 0, 0, stream);
-  radix_passes(plan, ws, MagnitudeKey{Input{ws.sample, nullptr}}, plan.sample_count, false, stream);
+  radix_passes_8bit(plan, ws, MagnitudeKey{Input{ws.sample, nullptr}}, plan.sample_count, stream);
   GCOMP_LAUNCH(sample_threshold_kernel, 1, 1, stream, ws.select, plan.k);
   const unsigned grid = grid_for(plan.n, kThreads * 16, plan.max_blocks);
   for (int r = 0; r < kAdaptRounds; ++r) {
@@ -107,29 +143,30 @@ void launch_sparse_encode(const DevicePlan& plan, const Workspace& ws, Input in,
     args.scale = 1.0f;
     const MagnitudeKey kf{in};
     if (sampled) {
-      GCOMP_LAUNCH(check_finite_kernel, grid_for(plan.n, kThreads, plan.max_blocks), kThreads, stream, in, plan.n,
-                   ws.status);
+      GCOMP_LAUNCH(check_finite_kernel, grid_for(gcomp::detail::ceil_div(plan.n, int64_t{lanes::kQuadElems}), kThreads,
+                                                 plan.max_blocks),
+                   kThreads, stream, in, plan.n, ws.status);
       sampled_threshold(plan, ws, in, stream);
-      radix_passes(plan, ws, kf, plan.n, false, stream);  // skipped on the device in truncate mode
+      // Truncate mode (decided on the device) skips the exact selection; otherwise it runs here.
+      select_exact(plan, ws, kf, args, false, stream);
     } else {
       init_select(ws, plan.k, nullptr, 0, 0, stream);
-      radix_passes(plan, ws, kf, plan.n, true, stream);
+      select_exact(plan, ws, kf, args, true, stream);
     }
-    select_and_scatter(plan, ws, kf, args, stream);
     const int64_t words = gcomp::detail::ceil_div(plan.k * plan.index_bits, 32);
     GCOMP_LAUNCH(pack_indices_kernel, grid_for(words, kThreads, plan.max_blocks), kThreads, stream, ws.idx, plan.k,
                  plan.index_bits, reinterpret_cast<uint32_t*>(d_payload + 4 * plan.k), words, ws.status);
     return;
   }
-  GCOMP_LAUNCH(check_finite_kernel, grid_for(plan.n, kThreads, plan.max_blocks), kThreads, stream, in, plan.n,
-               ws.status);
+  GCOMP_LAUNCH(check_finite_kernel, grid_for(gcomp::detail::ceil_div(plan.n, int64_t{lanes::kQuadElems}), kThreads,
+                                             plan.max_blocks),
+               kThreads, stream, in, plan.n, ws.status);
   args.hdr_out = reinterpret_cast<uint32_t*>(d_payload);
   args.vals_out = reinterpret_cast<float*>(d_payload + 8);
   args.scale = randk_value_scale(plan);
   const RandomKey kf{key};
   init_select(ws, plan.k, nullptr, key.step, key.rank, stream);
-  radix_passes(plan, ws, kf, plan.n, false, stream);
-  select_and_scatter(plan, ws, kf, args, stream);
+  select_exact(plan, ws, kf, args, false, stream);
 }
 
 void launch_sparse_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
@@ -166,8 +203,7 @@ void launch_sparse_decode(const DevicePlan& plan, const Workspace& ws, const uin
     args.out = d_out;
     const RandomKey kf{keys[j]};  // payload j's seed and stream; its step and rank from its header
     init_select(ws, plan.k, pj, 0, 0, stream);
-    radix_passes(plan, ws, kf, plan.n, false, stream);
-    select_and_scatter(plan, ws, kf, args, stream);
+    select_exact(plan, ws, kf, args, false, stream);
   }
 }
 

@@ -6,20 +6,31 @@
 // key". Both select the k largest keys with ties to the lower index, which is exactly the CPU order
 // (topk_before / randk_before in include/gcomp/detail/sparse.hpp).
 //
-// Steps, all on the device (no host sync):
-//  1. radix passes, 8-bit digits from the top (shift 24, 16, 8, 0): a histogram of the digit over
-//     the elements whose higher bits equal the prefix found so far (radix_histogram_kernel), then
-//     one thread walks the 256 bins from the top and fixes the digit where the running count
-//     reaches k_rem (radix_digit_kernel). After 4 passes prefix = T, the k-th largest key, and
-//     k_rem = how many elements equal to T are taken (every element with key > T is taken).
-//  2. class counts per tile of kSelectTile elements (A: key > T, B: key == T), two CUB exclusive
-//     scans over the tiles.
-//  3. scatter: a block scan per 256-element round gives each element the number of A and B
-//     elements before it; element i is selected iff it is A, or B with fewer than k_rem B before
-//     it (the lowest indices win ties); its output slot is a_before + min(b_before, k_rem), so the
-//     output is in ascending index order. The same pass writes the payload values and indices and
-//     the fused EF/DIANA memory updates, or (randk decode) the decoded values.
-// topk_sampled reuses steps 2-3 in "truncate" mode: B = key >= T (a sampled threshold), A empty.
+// Steps, all on the device (no host sync), with at most three passes over the n elements:
+//  1. pass 1 (radix_histogram_kernel, 12 bits): a histogram of the top 12 key bits; one CUDA
+//     block fixes the digit d1 where the running count from the top reaches k (radix_digit_kernel).
+//     The elements of bin d1 are the candidates. If they fit the candidate buffer (n / 16 + 4096;
+//     always for randk, whose keys are uniform, and for any spread-out gradient), the candidate path
+//     follows, else the full path:
+//  2. pass 2, candidate path (compact_candidates_kernel): per tile of kSelectTile elements the
+//     count of class A (top 12 bits > d1: every such element is selected), and the candidates'
+//     (key, index) compacted into the buffer (warp-aggregated atomics, any order). The remaining
+//     20 bits of T come from two 10-bit digit passes over the candidates alone
+//     (candidate_histogram_kernel); then each candidate with key > T adds to its tile's class A
+//     count, each with key == T to its tile's class B count (candidate_tile_counts_kernel).
+//     Full path instead: three digit passes over the n elements (8, 8 and 4 bits, the elements
+//     whose higher bits equal the prefix), then count_tiles_kernel counts A (key > T) and B
+//     (key == T) per tile.
+//     After either: T = the k-th largest key, k_rem = how many elements equal to T are taken.
+//  3. two CUB exclusive scans over the tiles' counts; pass 3 (scatter_selected_kernel): a block
+//     scan per round of 4 kThreads elements gives each element the number of A and B elements
+//     before it; element i is selected iff it is A, or B with fewer than k_rem B before it (the
+//     lowest indices win ties); its output slot is a_before + min(b_before, k_rem), so the output
+//     is in ascending index order. The same pass writes the payload values and indices and the
+//     fused EF/DIANA memory updates, or (randk decode) the decoded values.
+// Elements go by quads (cuda/common/lanes.hpp): one 16-byte load of x, or one Philox block for
+// the 4 random-k keys. topk_sampled selects on its sample with four 8-bit passes (the sample is
+// small) and reuses step 3 in "truncate" mode: B = key >= T (a sampled threshold), A empty.
 #pragma once
 
 #include "cuda/common/device_types.cuh"
@@ -33,21 +44,29 @@
 
 namespace gcomp::cuda::detail {
 
-inline constexpr int kSelectRounds = static_cast<int>(kSelectTile / kThreads);
+inline constexpr int kSelectRounds = static_cast<int>(kSelectTile / (kThreads * lanes::kQuadElems));
 static_assert(kSelectTile < 65536, "per-tile class counts are packed in 16 bits");
 
 enum : uint32_t { kSelectExact = 0, kSelectTruncate = 1 };
 
-/// topk key: magnitude bits of the (possibly DIANA-difference) input.
+/// topk key: magnitude bits of the (possibly DIANA-difference) input. keys4: the keys of the quad
+/// first .. first + 3 (cuda/common/lanes.hpp) from one 16-byte load, and the values.
 struct MagnitudeKey {
   static constexpr bool kFromValue = true;
   Input in;
-  __device__ void prepare(const SelectState&) {}
+  bool vec = false;
+  __device__ void prepare(const SelectState&) { vec = in.aligned16(); }
   __device__ uint32_t operator()(int64_t i) const { return gcomp::detail::float_bits(in(i)) & 0x7fffffffu; }
+  __device__ void keys4(int64_t first, int live, uint32_t (&k)[lanes::kQuadElems], Quad& x) const {
+    x = load_quad(in, first, live, vec);
+    GCOMP_QUAD_UNROLL
+    for (int j = 0; j < lanes::kQuadElems; ++j) k[j] = gcomp::detail::float_bits(x.v[j]) & 0x7fffffffu;
+  }
 };
 
 /// randk key: complemented Philox word of the selection stream. The step and rank come from the
-/// select state (the encoder's RngKey, or the header of the payload being decoded).
+/// select state (the encoder's RngKey, or the header of the payload being decoded). keys4: the four
+/// keys of a quad from its one Philox block (the words of elements 4q .. 4q + 3); no value is read.
 struct RandomKey {
   static constexpr bool kFromValue = false;
   gcomp::detail::RngKey key;
@@ -58,6 +77,12 @@ struct RandomKey {
   __device__ uint32_t operator()(int64_t i) const {
     return ~gcomp::detail::philox_word(key, gcomp::detail::kStreamSelect, static_cast<uint64_t>(i));
   }
+  __device__ void keys4(int64_t first, int, uint32_t (&k)[lanes::kQuadElems], Quad&) const {
+    const gcomp::detail::Philox4x32 r =
+        gcomp::detail::philox_block(key, gcomp::detail::kStreamSelect, static_cast<uint64_t>(first) / lanes::kQuadElems);
+    GCOMP_QUAD_UNROLL
+    for (int j = 0; j < lanes::kQuadElems; ++j) k[j] = ~r.v[j];
+  }
 };
 
 /// 0: not a candidate, 1: class A (always selected), 2: class B (selected while k_rem lasts).
@@ -66,11 +91,22 @@ __device__ inline int classify(uint32_t key, uint32_t threshold, uint32_t mode) 
   return key >= threshold ? 2 : 0;
 }
 
-/// Resets the state for selecting k. `header`: randk payload ([step, rank]) or nullptr to use
-/// (step, rank). One block of kThreads threads.
+enum : uint32_t { kPathCandidates = 0, kPathFull = 1 };
+
+/// When a kernel of one selection path runs: always, or only on that path (the other path's
+/// kernels return at once, so both can be enqueued without a host decision).
+enum : int { kRunAlways = 0, kRunCandidates = 1, kRunFull = 2 };
+
+__device__ inline bool path_skips(const SelectState* s, int run) {
+  return (run == kRunCandidates && s->path != kPathCandidates) || (run == kRunFull && s->path != kPathFull);
+}
+
+/// Resets the state for selecting k and clears the histogram. `header`: randk payload ([step,
+/// rank]) or nullptr to use (step, rank). One block of kThreads threads.
 __global__ void __launch_bounds__(kThreads)
-    init_select_kernel(SelectState* s, int64_t k, const uint32_t* header, uint32_t step, uint32_t rank) {
-  s->hist[threadIdx.x] = 0;
+    init_select_kernel(SelectState* s, unsigned long long* hist, int64_t k, const uint32_t* header, uint32_t step,
+                       uint32_t rank) {
+  for (int b = static_cast<int>(threadIdx.x); b < kSelectBins; b += kThreads) hist[b] = 0;
   if (threadIdx.x == 0) {
     s->prefix = 0;
     s->mode = kSelectExact;
@@ -80,64 +116,210 @@ __global__ void __launch_bounds__(kThreads)
     s->thr = 0.0f;
     s->round = 0;
     s->done = 0;
+    s->path = kPathFull;
     s->count = 0;
+    s->candidates = 0;
   }
 }
 
+/// The mask of the key bits above a digit of `bits` bits at `shift`.
+__device__ inline uint32_t high_mask(int shift, int bits) { return shift + bits >= 32 ? 0u : (0xffffffffu << (shift + bits)); }
+
+/// A histogram of the digit (bits `bits` at `shift`) over the n elements whose bits above it equal
+/// the prefix found so far (a pass over the input; per-block counters in shared memory, one 64-bit
+/// atomic per nonzero bin per block).
 template <class KeyFn>
 __global__ void __launch_bounds__(kThreads)
-    radix_histogram_kernel(KeyFn kf, int64_t n, int shift, SelectState* s, DeviceStatus* status, bool report_nonfinite) {
-  __shared__ unsigned int counts[256];
-  if (s->mode != kSelectExact) return;
+    radix_histogram_kernel(KeyFn kf, int64_t n, int shift, int bits, SelectState* s, unsigned long long* hist,
+                           DeviceStatus* status, bool report_nonfinite, int run) {
+  __shared__ unsigned int counts[kSelectBins];
+  if (s->mode != kSelectExact || path_skips(s, run)) return;
   kf.prepare(*s);
   const uint32_t prefix = s->prefix;
-  const uint32_t high = shift >= 24 ? 0u : (0xffffffffu << (shift + 8));
-  counts[threadIdx.x] = 0;
+  const uint32_t high = high_mask(shift, bits);
+  const uint32_t digit = (1u << bits) - 1u;
+  const int bins = 1 << bits;
+  for (int b = static_cast<int>(threadIdx.x); b < bins; b += kThreads) counts[b] = 0;
   __syncthreads();
-  for (int64_t i = global_thread(); i < n; i += grid_threads()) {
-    const uint32_t key = kf(i);
-    if (report_nonfinite && key >= 0x7f800000u) raise_status(status, gcompErrorNonFinite, static_cast<uint64_t>(i));
-    if ((key & high) == (prefix & high)) atomicAdd(&counts[(key >> shift) & 0xffu], 1u);
-  }
-  __syncthreads();
-  if (counts[threadIdx.x] != 0) atomicAdd(&s->hist[threadIdx.x], static_cast<unsigned long long>(counts[threadIdx.x]));
-}
-
-/// One block of kThreads threads: fixes the digit at `shift` and clears the histogram.
-__global__ void __launch_bounds__(kThreads) radix_digit_kernel(SelectState* s, int shift) {
-  __shared__ unsigned long long h[256];
-  if (s->mode != kSelectExact) return;
-  h[threadIdx.x] = s->hist[threadIdx.x];
-  s->hist[threadIdx.x] = 0;
-  __syncthreads();
-  if (threadIdx.x != 0) return;
-  const unsigned long long k_rem = static_cast<unsigned long long>(s->k_rem);
-  unsigned long long above = 0;
-  for (int d = 255; d >= 0; --d) {
-    if (above + h[d] >= k_rem) {
-      s->prefix |= static_cast<uint32_t>(d) << shift;
-      s->k_rem = static_cast<int64_t>(k_rem - above);
-      return;
+  // Warp-uniform loop (the lanes' quads are consecutive): equal digits of a warp are added with one
+  // shared-memory atomic (__match_any_sync), which matters where gradients crowd a few bins.
+  const int lane = static_cast<int>(threadIdx.x & 31u);
+  const int64_t quads = gcomp::detail::ceil_div(n, int64_t{lanes::kQuadElems});
+  for (int64_t q0 = global_warp() * 32; q0 < quads; q0 += grid_warps() * 32) {
+    const int64_t first = (q0 + lane) * lanes::kQuadElems;
+    const int live = lanes::quad_live(first, n);
+    uint32_t keys[lanes::kQuadElems] = {0u, 0u, 0u, 0u};
+    Quad x;
+    if (live > 0) kf.keys4(first, live, keys, x);
+    GCOMP_QUAD_UNROLL
+    for (int j = 0; j < lanes::kQuadElems; ++j) {
+      const bool live_j = j < live;
+      if (live_j && report_nonfinite && keys[j] >= 0x7f800000u)
+        raise_status(status, gcompErrorNonFinite, static_cast<uint64_t>(first + j));
+      const uint32_t bin = live_j && (keys[j] & high) == (prefix & high) ? (keys[j] >> shift) & digit : 0xffffffffu;
+      const unsigned same = __match_any_sync(kFullMask, bin);
+      if (bin != 0xffffffffu && lane == __ffs(static_cast<int>(same)) - 1) atomicAdd(&counts[bin], __popc(same));
     }
-    above += h[d];
   }
+  __syncthreads();
+  for (int b = static_cast<int>(threadIdx.x); b < bins; b += kThreads)
+    if (counts[b] != 0) atomicAdd(&hist[b], static_cast<unsigned long long>(counts[b]));
 }
 
-/// Per-tile counts of class A and class B elements.
+/// One block of kThreads threads: fixes the digit (bits `bits` at `shift`) where the running count
+/// from the top reaches k_rem, and clears the histogram. `cand_cap` > 0 (the first 12-bit digit of
+/// an exact selection): chooses the path, candidates when the digit's bin fits the buffer.
+__global__ void __launch_bounds__(kThreads)
+    radix_digit_kernel(SelectState* s, unsigned long long* hist, int shift, int bits, int64_t cand_cap, int run) {
+  using Scan = cub::BlockScan<unsigned long long, kThreads>;
+  __shared__ typename Scan::TempStorage tmp;
+  __shared__ unsigned long long bin_count;
+  if (s->mode != kSelectExact || path_skips(s, run)) return;
+  if (threadIdx.x == 0) bin_count = ~0ull;
+  const int bins = 1 << bits;
+  const int per = (bins + kThreads - 1) / kThreads;  // bins per thread, from the top
+  const int top = bins - 1 - static_cast<int>(threadIdx.x) * per;
+  unsigned long long mine = 0;
+  for (int j = 0; j < per; ++j)
+    if (top - j >= 0) mine += hist[top - j];
+  unsigned long long above;
+  Scan(tmp).ExclusiveSum(mine, above);
+  const unsigned long long k_rem = static_cast<unsigned long long>(s->k_rem);
+  __syncthreads();
+  if (above < k_rem && above + mine >= k_rem) {  // one thread: the digit is in its bins
+    unsigned long long run_above = above;
+    for (int j = 0; j < per; ++j) {
+      const int d = top - j;
+      if (d < 0) break;
+      const unsigned long long h = hist[d];
+      if (run_above + h >= k_rem) {
+        s->prefix |= static_cast<uint32_t>(d) << shift;
+        s->k_rem = static_cast<int64_t>(k_rem - run_above);
+        bin_count = h;
+        break;
+      }
+      run_above += h;
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x == 0 && cand_cap > 0)
+    s->path = bin_count <= static_cast<unsigned long long>(cand_cap) ? kPathCandidates : kPathFull;
+  for (int b = static_cast<int>(threadIdx.x); b < bins; b += kThreads) hist[b] = 0;
+}
+
+/// Pass 2 of the candidate path, one CUDA block per tile: cnt_a[t] = the tile's elements above the
+/// first digit's bin (class A, all selected), cnt_b[t] = 0; the bin's elements (the candidates)
+/// are appended to (cand_key, cand_idx) with one atomic per warp and key slot.
 template <class KeyFn>
 __global__ void __launch_bounds__(kThreads)
-    count_tiles_kernel(KeyFn kf, int64_t n, int64_t tiles, const SelectState* s, int64_t* cnt_a, int64_t* cnt_b) {
+    compact_candidates_kernel(KeyFn kf, int64_t n, int64_t tiles, SelectState* s, int64_t* cnt_a, int64_t* cnt_b,
+                              uint32_t* cand_key, int64_t* cand_idx) {
   using Reduce = cub::BlockReduce<uint32_t, kThreads>;
   __shared__ typename Reduce::TempStorage tmp;
+  if (s->mode != kSelectExact || s->path != kPathCandidates) return;
+  kf.prepare(*s);
+  const uint32_t d1 = s->prefix >> 20;
+  const int lane = static_cast<int>(threadIdx.x & 31u);
+  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    uint32_t above = 0;
+    for (int r = 0; r < kSelectRounds; ++r) {
+      const int64_t first = t * kSelectTile + (r * kThreads + static_cast<int64_t>(threadIdx.x)) * lanes::kQuadElems;
+      const int live = lanes::quad_live(first, n);
+      uint32_t keys[lanes::kQuadElems] = {0u, 0u, 0u, 0u};
+      Quad x;
+      if (live > 0) kf.keys4(first, live, keys, x);
+      GCOMP_QUAD_UNROLL
+      for (int j = 0; j < lanes::kQuadElems; ++j) {
+        const bool live_j = j < live;
+        const uint32_t top = keys[j] >> 20;
+        if (live_j && top > d1) ++above;
+        const bool cand = live_j && top == d1;
+        const uint32_t ballot = __ballot_sync(kFullMask, cand);  // warp-uniform: every lane reaches it
+        if (ballot == 0u) continue;
+        unsigned long long base = 0;
+        const int leader = __ffs(static_cast<int>(ballot)) - 1;
+        if (lane == leader) base = atomicAdd(&s->candidates, static_cast<unsigned long long>(__popc(ballot)));
+        base = __shfl_sync(kFullMask, base, leader);
+        if (cand) {
+          const unsigned long long slot = base + static_cast<unsigned long long>(__popc(ballot & ((1u << lane) - 1u)));
+          cand_key[slot] = keys[j];
+          cand_idx[slot] = first + j;
+        }
+      }
+    }
+    const uint32_t total = Reduce(tmp).Sum(above);
+    if (threadIdx.x == 0) {
+      cnt_a[t] = static_cast<int64_t>(total);
+      cnt_b[t] = 0;
+    }
+    __syncthreads();
+  }
+}
+
+/// A histogram of the digit (bits `bits` at `shift`) over the candidates whose bits above it equal
+/// the prefix (candidate path only).
+__global__ void __launch_bounds__(kThreads)
+    candidate_histogram_kernel(SelectState* s, unsigned long long* hist, const uint32_t* cand_key, int shift,
+                               int bits) {
+  __shared__ unsigned int counts[kSelectBins];
+  if (s->mode != kSelectExact || s->path != kPathCandidates) return;
+  const uint32_t prefix = s->prefix;
+  const uint32_t high = high_mask(shift, bits);
+  const uint32_t digit = (1u << bits) - 1u;
+  const int bins = 1 << bits;
+  for (int b = static_cast<int>(threadIdx.x); b < bins; b += kThreads) counts[b] = 0;
+  __syncthreads();
+  const auto count = static_cast<int64_t>(s->candidates);
+  for (int64_t c = global_thread(); c < count; c += grid_threads()) {
+    const uint32_t key = cand_key[c];
+    if ((key & high) == (prefix & high)) atomicAdd(&counts[(key >> shift) & digit], 1u);
+  }
+  __syncthreads();
+  for (int b = static_cast<int>(threadIdx.x); b < bins; b += kThreads)
+    if (counts[b] != 0) atomicAdd(&hist[b], static_cast<unsigned long long>(counts[b]));
+}
+
+/// The candidates' part of the class counts (candidate path, T known): key > T adds to its tile's
+/// class A count, key == T to its class B count.
+__global__ void __launch_bounds__(kThreads)
+    candidate_tile_counts_kernel(const SelectState* s, const uint32_t* cand_key, const int64_t* cand_idx,
+                                 int64_t* cnt_a, int64_t* cnt_b) {
+  if (s->mode != kSelectExact || s->path != kPathCandidates) return;
+  const uint32_t threshold = s->prefix;
+  const auto count = static_cast<int64_t>(s->candidates);
+  for (int64_t c = global_thread(); c < count; c += grid_threads()) {
+    const uint32_t key = cand_key[c];
+    const int64_t tile = cand_idx[c] / kSelectTile;
+    if (key > threshold) atomicAdd(reinterpret_cast<unsigned long long*>(cnt_a + tile), 1ull);
+    if (key == threshold) atomicAdd(reinterpret_cast<unsigned long long*>(cnt_b + tile), 1ull);
+  }
+}
+
+/// Per-tile counts of class A and class B elements; a tile is kSelectRounds rounds of a quad per
+/// thread (elements t * kSelectTile + r * 4 kThreads + 4 threadIdx.x + j).
+template <class KeyFn>
+__global__ void __launch_bounds__(kThreads)
+    count_tiles_kernel(KeyFn kf, int64_t n, int64_t tiles, const SelectState* s, int64_t* cnt_a, int64_t* cnt_b,
+                       int run) {
+  using Reduce = cub::BlockReduce<uint32_t, kThreads>;
+  __shared__ typename Reduce::TempStorage tmp;
+  if (path_skips(s, run) && s->mode == kSelectExact) return;
   kf.prepare(*s);
   const uint32_t threshold = s->prefix;
   const uint32_t mode = s->mode;
   for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
     uint32_t packed = 0;
     for (int r = 0; r < kSelectRounds; ++r) {
-      const int64_t i = t * kSelectTile + r * kThreads + threadIdx.x;
-      if (i < n) {
-        const int c = classify(kf(i), threshold, mode);
+      const int64_t first = t * kSelectTile + (r * kThreads + static_cast<int64_t>(threadIdx.x)) * lanes::kQuadElems;
+      const int live = lanes::quad_live(first, n);
+      if (live == 0) continue;
+      uint32_t keys[lanes::kQuadElems];
+      Quad x;
+      kf.keys4(first, live, keys, x);
+      GCOMP_QUAD_UNROLL
+      for (int j = 0; j < lanes::kQuadElems; ++j) {
+        if (j >= live) continue;
+        const int c = classify(keys[j], threshold, mode);
         packed += c == 1 ? 0x10000u : (c == 2 ? 1u : 0u);
       }
     }
@@ -187,43 +369,50 @@ __global__ void __launch_bounds__(kThreads)
     int64_t run_a = off_a[t];
     int64_t run_b = off_b[t];
     for (int r = 0; r < kSelectRounds; ++r) {
-      const int64_t i = t * kSelectTile + r * kThreads + threadIdx.x;
-      const bool live = i < n;
-      float x = 0.0f;
-      int c = 0;
-      if (live) {
-        uint32_t key;
-        if constexpr (KeyFn::kFromValue) {
-          x = a.in(i);
-          key = gcomp::detail::float_bits(x) & 0x7fffffffu;
-        } else {
-          key = kf(i);
+      const int64_t first = t * kSelectTile + (r * kThreads + static_cast<int64_t>(threadIdx.x)) * lanes::kQuadElems;
+      const int live = lanes::quad_live(first, n);
+      uint32_t keys[lanes::kQuadElems] = {0u, 0u, 0u, 0u};
+      Quad x{{0.0f, 0.0f, 0.0f, 0.0f}};
+      int cls[lanes::kQuadElems] = {0, 0, 0, 0};
+      uint32_t mine = 0;
+      if (live > 0) {
+        kf.keys4(first, live, keys, x);
+        GCOMP_QUAD_UNROLL
+        for (int j = 0; j < lanes::kQuadElems; ++j) {
+          cls[j] = j < live ? classify(keys[j], threshold, mode) : 0;
+          mine += cls[j] == 1 ? 0x10000u : (cls[j] == 2 ? 1u : 0u);
         }
-        c = classify(key, threshold, mode);
       }
       uint32_t before;
       uint32_t round_total;
-      Scan(tmp).ExclusiveSum(c == 1 ? 0x10000u : (c == 2 ? 1u : 0u), before, round_total);
-      const int64_t a_before = run_a + static_cast<int64_t>(before >> 16);
-      const int64_t b_before = run_b + static_cast<int64_t>(before & 0xffffu);
-      const bool selected = c == 1 || (c == 2 && b_before < k_rem);
-      const int64_t pos = a_before + (b_before < k_rem ? b_before : k_rem);
-      if (live) {
+      Scan(tmp).ExclusiveSum(mine, before, round_total);
+      int64_t a_before = run_a + static_cast<int64_t>(before >> 16);
+      int64_t b_before = run_b + static_cast<int64_t>(before & 0xffffu);
+      GCOMP_QUAD_UNROLL
+      for (int j = 0; j < lanes::kQuadElems; ++j) {
+        if (j >= live) continue;
+        const int64_t i = first + j;
+        const int c = cls[j];
+        const bool selected = c == 1 || (c == 2 && b_before < k_rem);
+        const int64_t pos = a_before + (b_before < k_rem ? b_before : k_rem);
         if (a.op == kScatterEncode) {
+          float v = x.v[j];
           if constexpr (!KeyFn::kFromValue) {
-            if (selected || a.fuse == 1) x = a.in(i);
+            if (selected || a.fuse == 1) v = a.in(i);
           }
           if (selected) {
-            a.vals_out[pos] = x;
+            a.vals_out[pos] = v;
             if (a.idx_out != nullptr) a.idx_out[pos] = i;
           }
-          if (a.fuse == 1) a.mem[i] = selected ? accumulate(x, -1.0f, x * a.scale) : x;
-          if (a.fuse == 2 && selected) a.mem[i] = accumulate(a.mem[i], a.alpha, x * a.scale);
+          if (a.fuse == 1) a.mem[i] = selected ? accumulate(v, -1.0f, v * a.scale) : v;
+          if (a.fuse == 2 && selected) a.mem[i] = accumulate(a.mem[i], a.alpha, v * a.scale);
         } else if (a.op == kScatterDecodeOverwrite) {
           a.out[i] = selected ? a.vals_in[pos] * a.scale : 0.0f;
         } else if (selected) {
           a.out[i] = accumulate(a.out[i], a.weight, a.vals_in[pos] * a.scale);
         }
+        if (c == 1) ++a_before;
+        if (c == 2) ++b_before;
       }
       run_a += static_cast<int64_t>(round_total >> 16);
       run_b += static_cast<int64_t>(round_total & 0xffffu);

@@ -12,9 +12,11 @@
 #include <gcomp/detail/codec_math.hpp>
 #include <gcomp/detail/philox.hpp>
 #include <gcomp/detail/reduce.hpp>
+#include <gcomp/detail/sparse.hpp>
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <string>
@@ -365,6 +367,155 @@ TEST(QuadLayoutTwin, BlockReduceWarpTreeEqualsTheFixedOrder) {
     check(detail::PowSumOp{3.0}, "pow sum");
     check(detail::AbsMaxOp{}, "abs max");
   }
+}
+
+/// radix_digit_kernel: 256 threads own bins from the top (`per` each); the one whose range holds
+/// the crossing walks its bins. Returns the digit's bin count; updates prefix and k_rem.
+uint64_t sim_digit(std::vector<uint64_t>& hist, int shift, int bits, uint32_t& prefix, int64_t& k_rem) {
+  const int bins = 1 << bits, per = (bins + 255) / 256;
+  std::vector<uint64_t> mine(256, 0);
+  for (int t = 0; t < 256; ++t)
+    for (int j = 0; j < per; ++j)
+      if (bins - 1 - t * per - j >= 0) mine[t] += hist[static_cast<size_t>(bins - 1 - t * per - j)];
+  uint64_t above = 0, bin_count = ~0ull;
+  const auto kr = static_cast<uint64_t>(k_rem);
+  for (int t = 0; t < 256; ++t) {
+    if (above < kr && above + mine[t] >= kr) {
+      uint64_t run = above;
+      for (int j = 0; j < per; ++j) {
+        const int d = bins - 1 - t * per - j;
+        if (d < 0) break;
+        if (run + hist[static_cast<size_t>(d)] >= kr) {
+          prefix |= static_cast<uint32_t>(d) << shift;
+          k_rem = static_cast<int64_t>(kr - run);
+          bin_count = hist[static_cast<size_t>(d)];
+          break;
+        }
+        run += hist[static_cast<size_t>(d)];
+      }
+    }
+    above += mine[t];
+  }
+  std::fill(hist.begin(), hist.end(), 0);
+  return bin_count;
+}
+
+/// The selection of cuda/topk/radix_select.cuh on the host: pass 1 (12 bits), the candidate path
+/// (candidates compacted in any order: here reversed) or the full path, the per-tile class counts,
+/// and the scatter's order (tiles, rounds of quads, ties to the lower index). Returns the selected
+/// indices in output order and which path ran.
+std::vector<int64_t> sim_select(const std::vector<uint32_t>& keys, int64_t k, int64_t cap, bool* candidate_path) {
+  const auto n = static_cast<int64_t>(keys.size());
+  std::vector<uint64_t> hist(4096, 0);
+  uint32_t prefix = 0;
+  int64_t k_rem = k;
+  const auto digit_pass = [&](const std::vector<int64_t>& over, int shift, int bits) {
+    const uint32_t high = shift + bits >= 32 ? 0u : (0xffffffffu << (shift + bits));
+    for (int64_t i : over)
+      if ((keys[static_cast<size_t>(i)] & high) == (prefix & high))
+        ++hist[(keys[static_cast<size_t>(i)] >> shift) & ((1u << bits) - 1u)];
+    return sim_digit(hist, shift, bits, prefix, k_rem);
+  };
+  std::vector<int64_t> all(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) all[static_cast<size_t>(i)] = i;
+  const uint64_t bin = digit_pass(all, 20, 12);
+  *candidate_path = bin <= static_cast<uint64_t>(cap);
+  const int64_t tiles = (n + 4095) / 4096;
+  std::vector<int64_t> cnt_a(static_cast<size_t>(tiles), 0), cnt_b(static_cast<size_t>(tiles), 0);
+  if (*candidate_path) {
+    const uint32_t d1 = prefix >> 20;
+    std::vector<int64_t> cand;
+    for (int64_t i = 0; i < n; ++i) {
+      const uint32_t top = keys[static_cast<size_t>(i)] >> 20;
+      if (top > d1) ++cnt_a[static_cast<size_t>(i / 4096)];
+      if (top == d1) cand.push_back(i);
+    }
+    std::reverse(cand.begin(), cand.end());  // the atomics' order is arbitrary
+    digit_pass(cand, 10, 10);
+    digit_pass(cand, 0, 10);
+    for (int64_t i : cand) {
+      if (keys[static_cast<size_t>(i)] > prefix) ++cnt_a[static_cast<size_t>(i / 4096)];
+      if (keys[static_cast<size_t>(i)] == prefix) ++cnt_b[static_cast<size_t>(i / 4096)];
+    }
+  } else {
+    digit_pass(all, 12, 8);
+    digit_pass(all, 4, 8);
+    digit_pass(all, 0, 4);
+    for (int64_t i = 0; i < n; ++i) {
+      if (keys[static_cast<size_t>(i)] > prefix) ++cnt_a[static_cast<size_t>(i / 4096)];
+      if (keys[static_cast<size_t>(i)] == prefix) ++cnt_b[static_cast<size_t>(i / 4096)];
+    }
+  }
+  std::vector<int64_t> out(static_cast<size_t>(k), -1);
+  int64_t off_a = 0, off_b = 0;
+  for (int64_t t = 0; t < tiles; ++t) {
+    int64_t a_before = off_a, b_before = off_b;
+    for (int64_t i = t * 4096; i < std::min(n, (t + 1) * 4096); ++i) {  // rounds of quads: index order
+      const uint32_t key = keys[static_cast<size_t>(i)];
+      const int c = key > prefix ? 1 : (key == prefix ? 2 : 0);
+      const bool selected = c == 1 || (c == 2 && b_before < k_rem);
+      const int64_t pos = a_before + std::min(b_before, k_rem);
+      if (selected) {
+        EXPECT_LT(pos, k);
+        if (pos < k) {
+          out[static_cast<size_t>(pos)] = i;
+        }
+      }
+      if (c == 1) ++a_before;
+      if (c == 2) ++b_before;
+    }
+    off_a += cnt_a[static_cast<size_t>(t)];
+    off_b += cnt_b[static_cast<size_t>(t)];
+  }
+  return out;
+}
+
+TEST(QuadLayoutTwin, ThreePassSelectionEqualsTheCpuCodec) {
+  for (const int64_t n : {int64_t{1}, int64_t{5}, int64_t{4096}, int64_t{4097}, int64_t{100003}, int64_t{1} << 18}) {
+    std::vector<float> x = input_of(n, 13);
+    for (int64_t i = 0; i < n; ++i)
+      if (i % 17 == 0) x[static_cast<size_t>(i)] = (i % 34 == 0) ? 0.5f : -0.5f;  // ties
+    for (const char* spec : {"topk:k=1", "topk:ratio=0.01", "topk:ratio=0.3", "randk:k=50,unbiased=1",
+                             "randk:ratio=0.05,unbiased=0"}) {
+      const Layout layout(n);
+      const auto cpu = make_codec(spec, layout);
+      const bool topk = cpu->spec().id == CodecId::kTopK;
+      const int64_t k = detail::sparse_k(n, cpu->spec().k, cpu->spec().ratio);
+      const RngKey key{0x51, 2, 9, 0};
+      std::vector<uint32_t> keys(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i)
+        keys[static_cast<size_t>(i)] = topk ? detail::float_bits(x[static_cast<size_t>(i)]) & 0x7fffffffu
+                                            : ~detail::philox_word(key, detail::kStreamSelect, static_cast<uint64_t>(i));
+      for (const int64_t cap : {std::min<int64_t>(n, n / 16 + 4096), int64_t{0}}) {  // candidate path, full path
+        bool candidate_path = false;
+        const std::vector<int64_t> idx = sim_select(keys, k, cap, &candidate_path);
+        if (cap == 0) {
+          EXPECT_FALSE(candidate_path);
+        }
+        std::vector<uint8_t> got(cpu->encoded_bytes(), 0);
+        if (topk) {
+          for (int64_t j = 0; j < k; ++j) std::memcpy(got.data() + 4 * j, &x[static_cast<size_t>(idx[static_cast<size_t>(j)])], 4);
+          const int bits = static_cast<int>(detail::ceil_log2_u64(static_cast<uint64_t>(n)));
+          for (int64_t w = 0; w < (k * bits + 31) / 32; ++w) {
+            const uint32_t word = detail::pack_index_word(idx.data(), k, bits, w);
+            std::memcpy(got.data() + 4 * k + 4 * w, &word, 4);
+          }
+        } else {
+          std::memcpy(got.data(), &key.step, 4);
+          std::memcpy(got.data() + 4, &key.rank, 4);
+          for (int64_t j = 0; j < k; ++j)
+            std::memcpy(got.data() + 8 + 4 * j, &x[static_cast<size_t>(idx[static_cast<size_t>(j)])], 4);
+        }
+        EXPECT_TRUE(bytes_equal(got, encode(*cpu, x, key))) << spec << " n=" << n << " cap=" << cap;
+      }
+    }
+  }
+  // All magnitudes equal: the first bin holds every element, more than the buffer: the full path.
+  std::vector<uint32_t> same(100000, 0x3f800000u);
+  bool candidate_path = true;
+  const std::vector<int64_t> idx = sim_select(same, 1000, 100000 / 16 + 4096, &candidate_path);
+  EXPECT_FALSE(candidate_path);
+  for (int64_t j = 0; j < 1000; ++j) ASSERT_EQ(idx[static_cast<size_t>(j)], j) << "ties go to the lower index";
 }
 
 }  // namespace
