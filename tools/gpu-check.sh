@@ -431,19 +431,26 @@ do_initcheck() { sanitize initcheck; }
 # -- benchmarks
 do_bench_codecs() {
   [ -x "$bench_bin" ] || { note="$bench_bin was not built"; return 3; }
-  local i=0 rc=0 done_=0 c
+  local i=0 rc=0 done_=0 c peers=()
+  # gcomp-bench codecs --peers (when this build has it) times the PyTorch peers on the same input
+  # in the same run, on the CUDA device.
+  if "$bench_bin" codecs --help 2>&1 | grep -q -- "--peers" && [ -n "$PY" ] &&
+    "$PY" -c "import torch; assert torch.cuda.is_available()" 2> /dev/null; then
+    peers=(--peers --python "$PY")
+  fi
   for c in "${bench_codecs[@]}"; do
     local left=$((stage_end - SECONDS))
     if [ $left -lt 5 ]; then echo "cap reached before $c"; rc=124; break; fi
-    echo "+ gcomp-bench codecs --codecs '$c' ${bench_sizes[*]} --json bench/codecs.$i.json"
+    echo "+ gcomp-bench codecs --codecs '$c' ${bench_sizes[*]} ${peers[*]} --json bench/codecs.$i.json"
     local r=0
-    bounded "$left" "$bench_bin" codecs --codecs "$c" "${bench_sizes[@]}" --json "$out/bench/codecs.$i.json" || r=$?
+    bounded "$left" "$bench_bin" codecs --codecs "$c" "${bench_sizes[@]}" "${peers[@]}" --json "$out/bench/codecs.$i.json" ||
+      r=$?
     if [ $r = 124 ] || [ $r = 137 ]; then rc=124; break; fi
     [ $r = 0 ] || rc=1
     done_=$((done_ + 1))
     i=$((i + 1))
   done
-  note="$done_ of ${#bench_codecs[@]} codecs"
+  note="$done_ of ${#bench_codecs[@]} codecs${peers:+, torch peers on the same input}"
   return $rc
 }
 do_torch_peers() {

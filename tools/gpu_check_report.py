@@ -164,8 +164,14 @@ def report(out):
     summary["codecs"] = table
 
     peers = []
+    for path in sorted(glob.glob(os.path.join(out, "bench", "codecs.*.json"))):  # gcomp-bench --peers
+        for p in (load_json(path) or {}).get("peers", []):
+            if p.get("peer_enc_us_median") and p.get("gcomp_enc_us_median"):
+                peers.append({"peer": p.get("peer"), "codec": p.get("codec"), "elems": p.get("elems"),
+                              "torch_enc_us": p["peer_enc_us_median"], "gcomp_enc_us": p["gcomp_enc_us_median"],
+                              "ratio": p["peer_enc_us_median"] / p["gcomp_enc_us_median"], "same_input": True})
     torch_doc = load_json(os.path.join(out, "bench", "torch.json"))
-    if torch_doc and recs:
+    if torch_doc and recs and not peers:
         by = {(r["codec"], r["elems"]): r for r in recs}
         for t in torch_doc.get("records", []):
             codec = PEERS.get(t.get("method"))
