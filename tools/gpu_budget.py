@@ -17,10 +17,10 @@ address closes a loop). The hot loop is the innermost loop whose body holds ever
 KERNELS entry lists (e.g. the global load of the input and the ballot of the bit planes); where
 several disjoint loops qualify (a vector and a scalar copy), the cheapest. Its
 cost is its own instructions, plus each inner loop's cost times that loop's trip count (KERNELS:
-by an opcode the inner loop holds; the trip counts of the spec named, 1 otherwise), plus the
-instructions of the subroutines it calls (CALL.REL: the 64-bit division, ...) once per call. Both
-sides of every branch are counted (the error paths too), so it is an upper bound of the executed
-instructions; it is divided by the elements a thread handles per iteration of that loop (the
+by an opcode the inner loop holds; the trip counts of the spec named, 1 otherwise). A CALL counts as one instruction: the subroutines
+nvcc calls out of line here are slow paths (the 64-bit division of a block lookup past 2^32, the
+special cases of a double division). Both sides of every branch are counted (the error paths too),
+so it is an upper bound of the executed instructions; it is divided by the elements a thread handles per iteration of that loop (the
 amortized work of enclosing loops, one per tile or per block, is left out). Bytes per element
 come from the code (the KERNELS table: what each pass reads and writes, for the spec named), not
 from the SASS.
@@ -207,10 +207,7 @@ def analyze(insns, hot, trips):
         own = 0
         for a, op, ops in real:
             if loop[0] <= a <= loop[1] and not any(t <= a <= e for t, e in kids):
-                own += 1
-                c = call_target(op, ops)
-                if c is not None:
-                    own += sub_size(c)
+                own += 1  # a CALL counts as one: its subroutine is a cold path (below)
         total = own
         for kid in kids:
             k = next((n for opc, n in trips.items() if any(o.startswith(opc) for o in ops_in(kid))), 1)

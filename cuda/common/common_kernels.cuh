@@ -3,6 +3,8 @@
 // that every translation unit that includes this header gets its own copy without clashing.
 #pragma once
 
+#include <type_traits>
+
 #include "cuda/common/device_types.cuh"
 
 #include <gcomp/detail/hd.hpp>
@@ -16,15 +18,19 @@ namespace {
 /// One quad (a 16-byte load when aligned) per thread and iteration.
 __global__ void __launch_bounds__(kThreads) check_finite_kernel(Input in, int64_t n, DeviceStatus* status) {
   const int64_t quads = gcomp::detail::ceil_div(n, int64_t{lanes::kQuadElems});
-  const bool vec = in.aligned16();
-  for (int64_t q = global_thread(); q < quads; q += grid_threads()) {
+  const auto quad = [&](int64_t q, auto whole) {
+    constexpr bool kWhole = decltype(whole)::value;
     const int64_t first = q * lanes::kQuadElems;
-    const int live = lanes::quad_live(first, n);
-    const Quad x = load_quad(in, first, live, vec);
-    GCOMP_QUAD_UNROLL
-    for (int j = 0; j < lanes::kQuadElems; ++j) if (j < live)
-      if (!gcomp::detail::is_finite_f(x.v[j])) raise_status(status, gcompErrorNonFinite, static_cast<uint64_t>(first + j));
-  }
+    const int live = kWhole ? lanes::kQuadElems : lanes::quad_live(first, n);
+    const Quad x = load_quad(in, first, live, kWhole);
+    #pragma unroll
+    for (int j = 0; j < lanes::kQuadElems; ++j)
+      if (j < live && !gcomp::detail::is_finite_f(x.v[j]))
+        raise_status(status, gcompErrorNonFinite, static_cast<uint64_t>(first + j));
+  };
+  const int64_t whole = in.aligned16() ? n / lanes::kQuadElems : 0;  // vector path only
+  for (int64_t q = global_thread(); q < whole; q += grid_threads()) quad(q, std::true_type{});
+  for (int64_t q = whole + global_thread(); q < quads; q += grid_threads()) quad(q, std::false_type{});
 }
 
 /// Fills out with +0.0f unless the status word reports an error (sparse decode, empty reduce).

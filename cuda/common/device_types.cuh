@@ -66,7 +66,7 @@ __device__ inline Quad load_quad(const Input& in, int64_t first, int live, bool 
     }
     return q;
   }
-  GCOMP_QUAD_UNROLL
+  #pragma unroll
   for (int j = 0; j < lanes::kQuadElems; ++j) if (j < live) q.v[j] = in(first + j);
   return q;
 }
@@ -77,7 +77,7 @@ __device__ inline void store_quad(float* dst, int64_t first, int live, bool vec,
     *reinterpret_cast<float4*>(dst + first) = make_float4(q.v[0], q.v[1], q.v[2], q.v[3]);
     return;
   }
-  GCOMP_QUAD_UNROLL
+  #pragma unroll
   for (int j = 0; j < lanes::kQuadElems; ++j) if (j < live) dst[first + j] = q.v[j];
 }
 
@@ -88,7 +88,7 @@ __device__ inline Quad load_out_quad(const float* dst, int64_t first, int live, 
     const float4 a = *reinterpret_cast<const float4*>(dst + first);
     return Quad{{a.x, a.y, a.z, a.w}};
   }
-  GCOMP_QUAD_UNROLL
+  #pragma unroll
   for (int j = 0; j < lanes::kQuadElems; ++j) if (j < live) q.v[j] = dst[first + j];
   return q;
 }

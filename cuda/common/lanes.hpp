@@ -22,7 +22,8 @@
 #include <cstdint>
 
 /// Full unrolling of the loops over a quad's elements in device code, so that the per-element
-/// arrays stay in registers (a runtime index would put them on the stack).
+/// arrays stay in registers (a runtime index would put them on the stack). The kernels' .cuh files
+/// write `#pragma unroll` themselves: nvcc refuses a _Pragma inside a lambda.
 #if defined(__CUDA_ARCH__)
 #define GCOMP_QUAD_UNROLL _Pragma("unroll")
 #else

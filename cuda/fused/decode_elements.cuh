@@ -8,6 +8,8 @@
 // result is bitwise reproducible and independent of the launch geometry.
 #pragma once
 
+#include <type_traits>
+
 #include "cuda/common/device_types.cuh"
 
 #include <gcomp/detail/codec_math.hpp>
@@ -47,22 +49,26 @@ __global__ void __launch_bounds__(kThreads)
                         DeviceStatus* status) {
   const int lane = static_cast<int>(threadIdx.x & 31u);
   const int64_t spans = gcomp::detail::ceil_div(n, int64_t{lanes::kSpanElems});
-  const bool vec = aligned16(out);
-  for (int64_t s = global_warp(); s < spans; s += grid_warps()) {
+  const auto span = [&](int64_t s, auto whole) {
+    constexpr bool kWhole = decltype(whole)::value;
     const int64_t first = s * lanes::kSpanElems + lanes::kQuadElems * lane;
-    const int live = lanes::quad_live(first, n);
+    const int live = kWhole ? lanes::kQuadElems : lanes::quad_live(first, n);
     Quad acc{{0.0f, 0.0f, 0.0f, 0.0f}};
-    if (!kOverwrite && !start_from_zero) acc = load_out_quad(out, first, live, vec);
+    if (!kOverwrite && !start_from_zero) acc = load_out_quad(out, first, live, kWhole);
     for (int j = 0; j < num_payloads; ++j) {
       float v[lanes::kQuadElems] = {0.0f, 0.0f, 0.0f, 0.0f};
       dec(payloads + static_cast<size_t>(j) * stride, first, live, lane, (first_payload + static_cast<uint64_t>(j)) << 40,
           status, v);
-      GCOMP_QUAD_UNROLL
+      #pragma unroll
       for (int e = 0; e < lanes::kQuadElems; ++e)
         acc.v[e] = kOverwrite ? v[e] : gcomp::detail::accumulate(acc.v[e], weights.w[j], v[e]);
     }
-    if (live > 0) store_quad(out, first, live, vec, acc);
-  }
+    if (live > 0) store_quad(out, first, live, kWhole, acc);
+  };
+  // Whole spans with a 16-byte aligned output take the vector path only; the rest element stores.
+  const int64_t whole = aligned16(out) ? n / lanes::kSpanElems : 0;
+  for (int64_t s = global_warp(); s < whole; s += grid_warps()) span(s, std::true_type{});
+  for (int64_t s = whole + global_warp(); s < spans; s += grid_warps()) span(s, std::false_type{});
 }
 
 }  // namespace gcomp::cuda::detail

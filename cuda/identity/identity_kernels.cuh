@@ -2,6 +2,8 @@
 // identity: the fp32 values themselves.
 #pragma once
 
+#include <type_traits>
+
 #include "cuda/common/device_types.cuh"
 
 #include <gcomp/detail/codec_math.hpp>
@@ -19,34 +21,39 @@ __global__ void __launch_bounds__(kThreads)
   if (status_failed(status)) return;
   const int64_t quads = gcomp::detail::ceil_div(n, int64_t{lanes::kQuadElems});
   const bool vec = in.aligned16() && aligned16(payload) && (kFuse == 0 || aligned16(mem));
-  for (int64_t q = global_thread(); q < quads; q += grid_threads()) {
+  const auto quad = [&](int64_t q, auto whole) {
+    constexpr bool kWhole = decltype(whole)::value;
     const int64_t first = q * lanes::kQuadElems;
-    const int live = lanes::quad_live(first, n);
-    Quad h{{0.0f, 0.0f, 0.0f, 0.0f}};
+    const int live = kWhole ? lanes::kQuadElems : lanes::quad_live(first, n);
+    [[maybe_unused]] Quad h{{0.0f, 0.0f, 0.0f, 0.0f}};
     Quad x;
     if constexpr (kFuse == 2) {
-      const Quad g = load_quad(Input{in.x, nullptr}, first, live, vec);
-      h = load_out_quad(mem, first, live, vec);
-      GCOMP_QUAD_UNROLL
+      const Quad g = load_quad(Input{in.x, nullptr}, first, live, kWhole);
+      h = load_out_quad(mem, first, live, kWhole);
+      #pragma unroll
       for (int j = 0; j < lanes::kQuadElems; ++j) x.v[j] = g.v[j] - h.v[j];
     } else {
-      x = load_quad(in, first, live, vec);
+      x = load_quad(in, first, live, kWhole);
     }
     if constexpr (kCheck) {
-      GCOMP_QUAD_UNROLL
+      #pragma unroll
       for (int j = 0; j < lanes::kQuadElems; ++j) if (j < live)
         if (!gcomp::detail::is_finite_f(x.v[j]))
           raise_status(status, gcompErrorNonFinite, static_cast<uint64_t>(first + j));
     }
-    store_quad(payload, first, live, vec, x);
+    store_quad(payload, first, live, kWhole, x);
     if constexpr (kFuse != 0) {
       Quad out;
-      GCOMP_QUAD_UNROLL
+      #pragma unroll
       for (int j = 0; j < lanes::kQuadElems; ++j)
         out.v[j] = kFuse == 1 ? accumulate(x.v[j], -1.0f, x.v[j]) : accumulate(h.v[j], alpha, x.v[j]);
-      store_quad(mem, first, live, vec, out);
+      store_quad(mem, first, live, kWhole, out);
     }
-  }
+  };
+  // Whole quads with 16-byte aligned pointers take the vector path only; the rest element loads.
+  const int64_t whole = vec ? n / lanes::kQuadElems : 0;
+  for (int64_t q = global_thread(); q < whole; q += grid_threads()) quad(q, std::true_type{});
+  for (int64_t q = whole + global_thread(); q < quads; q += grid_threads()) quad(q, std::false_type{});
 }
 
 /// Quad decoder: the 4 values (one 16-byte load when aligned), IdentityCodec::validate's check
@@ -58,7 +65,7 @@ struct IdentityQuadDecoder {
     if (live == 0) return;
     const float* p = reinterpret_cast<const float*>(payload);
     const Quad q = load_quad(Input{p, nullptr}, first, live, aligned16(p));
-    GCOMP_QUAD_UNROLL
+    #pragma unroll
     for (int j = 0; j < lanes::kQuadElems; ++j) if (j < live) {
       if (!gcomp::detail::is_finite_f(q.v[j]))
         raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(first + j));

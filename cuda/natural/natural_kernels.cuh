@@ -6,6 +6,8 @@
 // group OR their sign nibbles into the group's sign word.
 #pragma once
 
+#include <type_traits>
+
 #include "cuda/common/device_types.cuh"
 
 #include <gcomp/detail/codec_math.hpp>
@@ -32,24 +34,25 @@ __global__ void __launch_bounds__(kThreads)
   const int lane = static_cast<int>(threadIdx.x & 31u);
   const int64_t spans = ceil_div(d.n, lanes::kSpanElems);
   const bool vec = in.aligned16() && (kFuse == 0 || aligned16(mem));
-  for (int64_t s = global_warp(); s < spans; s += grid_warps()) {
+  const auto span = [&](int64_t s, auto whole) {
+    constexpr bool kWhole = decltype(whole)::value;
     const int64_t first = s * lanes::kSpanElems + lanes::kQuadElems * lane;
-    const int live = lanes::quad_live(first, d.n);
-    Quad h{{0.0f, 0.0f, 0.0f, 0.0f}};
+    const int live = kWhole ? lanes::kQuadElems : lanes::quad_live(first, d.n);
+    [[maybe_unused]] Quad h{{0.0f, 0.0f, 0.0f, 0.0f}};
     Quad x;
     if constexpr (kFuse == 2) {
-      const Quad g = load_quad(Input{in.x, nullptr}, first, live, vec);
-      h = load_out_quad(mem, first, live, vec);
-      GCOMP_QUAD_UNROLL
+      const Quad g = load_quad(Input{in.x, nullptr}, first, live, kWhole);
+      h = load_out_quad(mem, first, live, kWhole);
+      #pragma unroll
       for (int j = 0; j < lanes::kQuadElems; ++j) x.v[j] = g.v[j] - h.v[j];
     } else {
-      x = load_quad(in, first, live, vec);
+      x = load_quad(in, first, live, kWhole);
     }
     uint32_t code[lanes::kQuadElems] = {0u, 0u, 0u, 0u};
     uint32_t nib = 0;
     if (live > 0) {
       natural_codes4(x.v, philox_block(key, kStreamElement, static_cast<uint64_t>(first) / lanes::kQuadElems), code);
-      GCOMP_QUAD_UNROLL
+      #pragma unroll
       for (int j = 0; j < lanes::kQuadElems; ++j) {
         if (j >= live) {
           code[j] = 0u;
@@ -68,15 +71,19 @@ __global__ void __launch_bounds__(kThreads)
     if constexpr (kFuse != 0) {
       if (live > 0) {
         Quad out;
-        GCOMP_QUAD_UNROLL
+        #pragma unroll
         for (int j = 0; j < lanes::kQuadElems; ++j) {
           const float v = natural_value(code[j], ((nib >> j) & 1u) != 0u);
           out.v[j] = kFuse == 1 ? accumulate(x.v[j], -1.0f, v) : accumulate(h.v[j], alpha, v);
         }
-        store_quad(mem, first, live, vec, out);
+        store_quad(mem, first, live, kWhole, out);
       }
     }
-  }
+  };
+  // Whole spans (vec: 16-byte aligned) take the vector path only; the rest the element path.
+  const int64_t whole = vec ? d.n / lanes::kSpanElems : 0;
+  for (int64_t s = global_warp(); s < whole; s += grid_warps()) span(s, std::true_type{});
+  for (int64_t s = whole + global_warp(); s < spans; s += grid_warps()) span(s, std::false_type{});
 }
 
 /// Quad decoder: the quad's sign nibble and its code word, one read each, with NaturalCodec::
@@ -93,7 +100,7 @@ struct NaturalQuadDecoder {
     const uint32_t dead_codes = live >= 4 ? 0u : (live == 0 ? codes : codes >> (8 * live));
     if ((nib >> live) != 0u || dead_codes != 0u)
       raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(d.n));
-    GCOMP_QUAD_UNROLL
+    #pragma unroll
     for (int j = 0; j < lanes::kQuadElems; ++j) if (j < live) {
       const uint32_t code = (codes >> (8 * j)) & 0xffu;
       const bool negative = ((nib >> j) & 1u) != 0u;

@@ -20,6 +20,8 @@
 //    a non-finite scale in the status word.
 #pragma once
 
+#include <type_traits>
+
 #include "cuda/common/device_types.cuh"
 
 #include <gcomp/detail/norms.hpp>
@@ -105,37 +107,47 @@ __global__ void __launch_bounds__(kThreads)
     double v;
     if constexpr (kOrderFree<Op>) {
       uint32_t mx = 0;
-      for (int64_t e = lanes::kQuadElems * t; e < len; e += 32 * lanes::kQuadElems) {
-        const int live = lanes::quad_live(e, len);
-        const Quad x = load_quad(in, begin + e, live, vec);
-        GCOMP_QUAD_UNROLL
+      const auto quad = [&](int64_t e, auto whole) {
+        constexpr bool kWhole = decltype(whole)::value;
+        const int live = kWhole ? lanes::kQuadElems : lanes::quad_live(e, len);
+        const Quad x = load_quad(in, begin + e, live, kWhole);
+        #pragma unroll
         for (int j = 0; j < lanes::kQuadElems; ++j)
           if (j < live) mx = max(mx, gcomp::detail::float_bits(x.v[j]) & 0x7fffffffu);
-      }
+      };
+      const int64_t whole = vec ? len / lanes::kQuadElems * lanes::kQuadElems : 0;  // whole quads
+      int64_t e = lanes::kQuadElems * t;
+      for (; e < whole; e += 32 * lanes::kQuadElems) quad(e, std::true_type{});
+      for (; e < len; e += 32 * lanes::kQuadElems) quad(e, std::false_type{});
       mx = __reduce_max_sync(kFullMask, mx);
       v = mx >= 0x7f800000u ? gcomp::detail::bits_double(0x7ff0000000000000ull)
                             : static_cast<double>(gcomp::detail::bits_float(mx));
     } else {
       double acc[2][lanes::kQuadElems];
-      GCOMP_QUAD_UNROLL
+      #pragma unroll
       for (int j = 0; j < lanes::kQuadElems; ++j) acc[0][j] = acc[1][j] = op.identity();
-      for (int64_t round = 0; round < len; round += gcomp::detail::kLanes) {
-        GCOMP_QUAD_UNROLL
+      const auto round_of = [&](int64_t round, auto whole) {
+        constexpr bool kWhole = decltype(whole)::value;
+        #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const int64_t e = round + 128 * h + lanes::kQuadElems * t;
-          const int live = lanes::quad_live(e, len);
-          const Quad x = load_quad(in, begin + e, live, vec);
-          GCOMP_QUAD_UNROLL
+          const int live = kWhole ? lanes::kQuadElems : lanes::quad_live(e, len);
+          const Quad x = load_quad(in, begin + e, live, kWhole);
+          #pragma unroll
           for (int j = 0; j < lanes::kQuadElems; ++j)
             if (j < live) acc[h][j] = op.combine(acc[h][j], op.term(x.v[j]));
         }
-      }
+      };
+      // Whole 256-element rounds of an aligned tile: 16-byte loads only; then the element path.
+      const int64_t whole = vec ? len / gcomp::detail::kLanes * gcomp::detail::kLanes : 0;
+      for (int64_t round = 0; round < whole; round += gcomp::detail::kLanes) round_of(round, std::true_type{});
+      for (int64_t round = whole; round < len; round += gcomp::detail::kLanes) round_of(round, std::false_type{});
       double lane[lanes::kQuadElems];
-      GCOMP_QUAD_UNROLL
+      #pragma unroll
       for (int j = 0; j < lanes::kQuadElems; ++j) lane[j] = op.combine(acc[0][j], acc[1][j]);  // s = 128
 #pragma unroll
       for (int d = 16; d >= 1; d /= 2) {  // s = 64 .. 4: lanes 4t + j and 4(t + d) + j
-        GCOMP_QUAD_UNROLL
+        #pragma unroll
         for (int j = 0; j < lanes::kQuadElems; ++j) {
           const double other = __shfl_down_sync(kFullMask, lane[j], static_cast<unsigned>(d));
           if (t < d) lane[j] = op.combine(lane[j], other);

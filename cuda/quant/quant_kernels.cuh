@@ -10,6 +10,8 @@
 // nibbles (3 shuffles per 8 planes) so that lane m writes the group's word of plane m.
 #pragma once
 
+#include <type_traits>
+
 #include "cuda/common/device_types.cuh"
 
 #include <gcomp/detail/codec_math.hpp>
@@ -54,18 +56,19 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t num_groups = ceil_div(d.n, kGroupElems);
   const int64_t spans = ceil_div(d.n, lanes::kSpanElems);
   const bool vec = in.aligned16() && (kFuse == 0 || aligned16(mem));
-  for (int64_t s = global_warp(); s < spans; s += grid_warps()) {
+  const auto span = [&](int64_t s, auto whole) {
+    constexpr bool kWhole = decltype(whole)::value;
     const int64_t first = s * lanes::kSpanElems + lanes::kQuadElems * lane;
-    const int live = lanes::quad_live(first, d.n);
+    const int live = kWhole ? lanes::kQuadElems : lanes::quad_live(first, d.n);
     Quad x{{0.0f, 0.0f, 0.0f, 0.0f}};
-    Quad h{{0.0f, 0.0f, 0.0f, 0.0f}};
+    [[maybe_unused]] Quad h{{0.0f, 0.0f, 0.0f, 0.0f}};
     if constexpr (kFuse == 2) {
-      const Quad g = load_quad(Input{in.x, nullptr}, first, live, vec);
-      h = load_out_quad(mem, first, live, vec);
-      GCOMP_QUAD_UNROLL
+      const Quad g = load_quad(Input{in.x, nullptr}, first, live, kWhole);
+      h = load_out_quad(mem, first, live, kWhole);
+      #pragma unroll
       for (int j = 0; j < lanes::kQuadElems; ++j) x.v[j] = g.v[j] - h.v[j];  // the CPU's delta buffer
     } else {
-      x = load_quad(in, first, live, vec);
+      x = load_quad(in, first, live, kWhole);
     }
     uint32_t level[lanes::kQuadElems] = {0u, 0u, 0u, 0u};
     bool negative[lanes::kQuadElems] = {false, false, false, false};
@@ -73,7 +76,7 @@ __global__ void __launch_bounds__(kThreads)
     if (live > 0) {
       int64_t block[lanes::kQuadElems];
       lanes::quad_blocks(d.map.block_of(first), d.blocks, first, live, block);
-      GCOMP_QUAD_UNROLL
+      #pragma unroll
       for (int j = 0; j < lanes::kQuadElems; ++j) nu[j] = scales[block[j]];
       const Philox4x32 r = philox_block(key, kStreamElement, static_cast<uint64_t>(first) / lanes::kQuadElems);
       lanes::quantize_quad<kNatural>(x.v, nu, d.levels, r, live, level, negative);
@@ -86,15 +89,19 @@ __global__ void __launch_bounds__(kThreads)
     if constexpr (kFuse != 0) {
       if (live > 0) {
         Quad out;
-        GCOMP_QUAD_UNROLL
+        #pragma unroll
         for (int j = 0; j < lanes::kQuadElems; ++j) {
           const float v = dense_value<kNatural>(level[j], negative[j], nu[j], d.levels);
           out.v[j] = kFuse == 1 ? accumulate(x.v[j], -1.0f, v) : accumulate(h.v[j], alpha, v);
         }
-        store_quad(mem, first, live, vec, out);
+        store_quad(mem, first, live, kWhole, out);
       }
     }
-  }
+  };
+  // Whole spans (vec: 16-byte aligned) take the vector path only; the rest the element path.
+  const int64_t whole = vec ? d.n / lanes::kSpanElems : 0;
+  for (int64_t s = global_warp(); s < whole; s += grid_warps()) span(s, std::true_type{});
+  for (int64_t s = whole + global_warp(); s < spans; s += grid_warps()) span(s, std::false_type{});
 }
 
 /// Quad decoder of the dense plane codecs: the quad's 4 values from one read of its group words,
@@ -118,7 +125,7 @@ struct DenseQuadDecoder {
     if (live == 0) return;
     int64_t block[lanes::kQuadElems];
     lanes::quad_blocks(d.map.block_of(first), d.blocks, first, live, block);
-    GCOMP_QUAD_UNROLL
+    #pragma unroll
     for (int j = 0; j < lanes::kQuadElems; ++j) if (j < live) {
       const bool negative = ((signs >> j) & 1u) != 0u;
       const float scale = scales[block[j]];

@@ -4,6 +4,8 @@
 // zero maps to +). The scales come from cuda/quant/block_reduce.cuh with Finish::kMeanAbs.
 #pragma once
 
+#include <type_traits>
+
 #include "cuda/common/device_types.cuh"
 
 #include <gcomp/detail/codec_math.hpp>
@@ -36,21 +38,22 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t num_words = ceil_div(d.n, kGroupElems);
   const int64_t spans = ceil_div(d.n, lanes::kSpanElems);
   const bool vec = in.aligned16() && (kFuse == 0 || aligned16(mem));
-  for (int64_t s = global_warp(); s < spans; s += grid_warps()) {
+  const auto span = [&](int64_t s, auto whole) {
+    constexpr bool kWhole = decltype(whole)::value;
     const int64_t first = s * lanes::kSpanElems + lanes::kQuadElems * lane;
-    const int live = lanes::quad_live(first, d.n);
-    Quad h{{0.0f, 0.0f, 0.0f, 0.0f}};
+    const int live = kWhole ? lanes::kQuadElems : lanes::quad_live(first, d.n);
+    [[maybe_unused]] Quad h{{0.0f, 0.0f, 0.0f, 0.0f}};
     Quad x;
     if constexpr (kFuse == 2) {
-      const Quad g = load_quad(Input{in.x, nullptr}, first, live, vec);
-      h = load_out_quad(mem, first, live, vec);
-      GCOMP_QUAD_UNROLL
+      const Quad g = load_quad(Input{in.x, nullptr}, first, live, kWhole);
+      h = load_out_quad(mem, first, live, kWhole);
+      #pragma unroll
       for (int j = 0; j < lanes::kQuadElems; ++j) x.v[j] = g.v[j] - h.v[j];
     } else {
-      x = load_quad(in, first, live, vec);
+      x = load_quad(in, first, live, kWhole);
     }
     uint32_t nib = 0;
-    GCOMP_QUAD_UNROLL
+    #pragma unroll
     for (int j = 0; j < lanes::kQuadElems; ++j) if (j < live) {
       if (is_negative_f(x.v[j])) nib |= 1u << j;
       if constexpr (kCheck) {
@@ -65,16 +68,20 @@ __global__ void __launch_bounds__(kThreads)
         int64_t block[lanes::kQuadElems] = {0, 0, 0, 0};
         if (d.num_scales > 0) lanes::quad_blocks(d.map.block_of(first), d.blocks, first, live, block);
         Quad out;
-        GCOMP_QUAD_UNROLL
+        #pragma unroll
         for (int j = 0; j < lanes::kQuadElems; ++j) {
           const float scale = d.num_scales > 0 ? scales[block[j]] : 1.0f;
           const float v = sign_value(((nib >> j) & 1u) != 0u, scale);
           out.v[j] = kFuse == 1 ? accumulate(x.v[j], -1.0f, v) : accumulate(h.v[j], alpha, v);
         }
-        store_quad(mem, first, live, vec, out);
+        store_quad(mem, first, live, kWhole, out);
       }
     }
-  }
+  };
+  // Whole spans (vec: 16-byte aligned) take the vector path only; the rest the element path.
+  const int64_t whole = vec ? d.n / lanes::kSpanElems : 0;
+  for (int64_t s = global_warp(); s < whole; s += grid_warps()) span(s, std::true_type{});
+  for (int64_t s = whole + global_warp(); s < spans; s += grid_warps()) span(s, std::false_type{});
 }
 
 /// Quad decoder: one read of the quad's word and scales, with SignCodec::validate's checks on what
@@ -92,7 +99,7 @@ struct SignQuadDecoder {
     const float* scales = reinterpret_cast<const float*>(payload);
     int64_t block[lanes::kQuadElems] = {0, 0, 0, 0};
     if (d.num_scales > 0) lanes::quad_blocks(d.map.block_of(first), d.blocks, first, live, block);
-    GCOMP_QUAD_UNROLL
+    #pragma unroll
     for (int j = 0; j < lanes::kQuadElems; ++j) if (j < live) {
       float scale = 1.0f;
       if (d.num_scales > 0) {

@@ -59,7 +59,7 @@ struct MagnitudeKey {
   __device__ uint32_t operator()(int64_t i) const { return gcomp::detail::float_bits(in(i)) & 0x7fffffffu; }
   __device__ void keys4(int64_t first, int live, uint32_t (&k)[lanes::kQuadElems], Quad& x) const {
     x = load_quad(in, first, live, vec);
-    GCOMP_QUAD_UNROLL
+    #pragma unroll
     for (int j = 0; j < lanes::kQuadElems; ++j) k[j] = gcomp::detail::float_bits(x.v[j]) & 0x7fffffffu;
   }
 };
@@ -80,7 +80,7 @@ struct RandomKey {
   __device__ void keys4(int64_t first, int, uint32_t (&k)[lanes::kQuadElems], Quad&) const {
     const gcomp::detail::Philox4x32 r =
         gcomp::detail::philox_block(key, gcomp::detail::kStreamSelect, static_cast<uint64_t>(first) / lanes::kQuadElems);
-    GCOMP_QUAD_UNROLL
+    #pragma unroll
     for (int j = 0; j < lanes::kQuadElems; ++j) k[j] = ~r.v[j];
   }
 };
@@ -151,7 +151,7 @@ __global__ void __launch_bounds__(kThreads)
     uint32_t keys[lanes::kQuadElems] = {0u, 0u, 0u, 0u};
     Quad x;
     if (live > 0) kf.keys4(first, live, keys, x);
-    GCOMP_QUAD_UNROLL
+    #pragma unroll
     for (int j = 0; j < lanes::kQuadElems; ++j) {
       const bool live_j = j < live;
       if (live_j && report_nonfinite && keys[j] >= 0x7f800000u)
@@ -228,7 +228,7 @@ __global__ void __launch_bounds__(kThreads)
       uint32_t keys[lanes::kQuadElems] = {0u, 0u, 0u, 0u};
       Quad x;
       if (live > 0) kf.keys4(first, live, keys, x);
-      GCOMP_QUAD_UNROLL
+      #pragma unroll
       for (int j = 0; j < lanes::kQuadElems; ++j) {
         const bool live_j = j < live;
         const uint32_t top = keys[j] >> 20;
@@ -316,7 +316,7 @@ __global__ void __launch_bounds__(kThreads)
       uint32_t keys[lanes::kQuadElems];
       Quad x;
       kf.keys4(first, live, keys, x);
-      GCOMP_QUAD_UNROLL
+      #pragma unroll
       for (int j = 0; j < lanes::kQuadElems; ++j) {
         if (j >= live) continue;
         const int c = classify(keys[j], threshold, mode);
@@ -377,7 +377,7 @@ __global__ void __launch_bounds__(kThreads)
       uint32_t mine = 0;
       if (live > 0) {
         kf.keys4(first, live, keys, x);
-        GCOMP_QUAD_UNROLL
+        #pragma unroll
         for (int j = 0; j < lanes::kQuadElems; ++j) {
           cls[j] = j < live ? classify(keys[j], threshold, mode) : 0;
           mine += cls[j] == 1 ? 0x10000u : (cls[j] == 2 ? 1u : 0u);
@@ -388,7 +388,7 @@ __global__ void __launch_bounds__(kThreads)
       Scan(tmp).ExclusiveSum(mine, before, round_total);
       int64_t a_before = run_a + static_cast<int64_t>(before >> 16);
       int64_t b_before = run_b + static_cast<int64_t>(before & 0xffffu);
-      GCOMP_QUAD_UNROLL
+      #pragma unroll
       for (int j = 0; j < lanes::kQuadElems; ++j) {
         if (j >= live) continue;
         const int64_t i = first + j;
