@@ -21,6 +21,8 @@ enum class CollectiveKind : int32_t {
   kAllreduce = 3,
   kBroadcast = 4,
   kBarrier = 5,
+  kAllgatherv = 6,
+  kAlltoallv = 7,
 };
 
 /// What one rank asked for in one collective. Fixed layout: the mpi backend exchanges it as bytes
@@ -32,9 +34,11 @@ struct CollectiveDesc {
   int32_t root = -1;  ///< broadcast root or -1
   uint64_t seq = 0;   ///< per-communicator sequence number, starting at 0
   uint64_t bytes =
-      0;  ///< bytes per rank/peer (allgather, alltoall, broadcast) or count (allreduce)
+      0;  ///< bytes per rank/peer (allgather, alltoall, broadcast), the bound (allgatherv,
+          ///< alltoallv) or count (allreduce)
+  uint64_t max_send = 0;  ///< allgatherv: this rank's message size; alltoallv: its largest message
 };
-static_assert(sizeof(CollectiveDesc) == 32, "CollectiveDesc is exchanged as 32 bytes");
+static_assert(sizeof(CollectiveDesc) == 40, "CollectiveDesc is exchanged as 40 bytes");
 
 /// Name of a collective kind ("allgather", ...).
 [[nodiscard]] const char* collective_name(int32_t kind) noexcept;
@@ -45,6 +49,17 @@ static_assert(sizeof(CollectiveDesc) == 32, "CollectiveDesc is exchanged as 32 b
 /// Compares the descriptors of all ranks. Returns "" when they all equal descs[0], else a message
 /// that is identical on every rank: which ranks differ and what each asked for.
 [[nodiscard]] std::string check_descs(const CollectiveDesc* descs, int num_ranks);
+
+/// For allgatherv/alltoallv descriptors that passed check_descs (same bound everywhere): "" when
+/// no rank's max_send exceeds the bound, else a message, identical on every rank, naming the ranks
+/// and their sizes.
+[[nodiscard]] std::string check_message_bounds(const CollectiveDesc* descs, int num_ranks);
+
+/// mpi backend only (tests): the largest packed message total that allgatherv/alltoallv hand to
+/// MPI_Iallgatherv/MPI_Ialltoallv (default INT_MAX, their int counts); above it they send one
+/// point-to-point message per pair. Lowering it runs that form on small buffers.
+/// @throws gcomp::Error(gcompErrorInvalidArgument) when @p comm is not an mpi communicator.
+void mpi_set_count_limit(Communicator& comm, size_t limit);
 
 /// "0,2,5" for a list of ranks.
 [[nodiscard]] std::string join_ranks(const std::vector<int>& ranks);

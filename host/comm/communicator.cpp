@@ -81,6 +81,78 @@ void Communicator::host_allgather(const void* send, void* recv, size_t bytes_per
   allgather(send, recv, bytes_per_rank, nullptr);
 }
 
+void Communicator::allgatherv(const void* send, size_t send_bytes, void* recv,
+                              size_t max_bytes_per_rank, size_t* recv_bytes, Stream stream) {
+  // Generic form for subclasses outside gcomp: sizes (and the bound) over host_allgather, then
+  // the messages at the full slot size. The gcomp backends override it.
+  const auto ranks = static_cast<size_t>(size());
+  GCOMP_EXPECTS(recv_bytes != nullptr, gcompErrorInvalidArgument, "allgatherv: recv_bytes is null");
+  const size_t total = detail::checked_mul(max_bytes_per_rank, ranks, "allgatherv");
+  const uint64_t mine[2] = {max_bytes_per_rank, send_bytes};
+  std::vector<uint64_t> all(2 * ranks);
+  host_allgather(mine, all.data(), sizeof(mine));
+  std::vector<detail::CollectiveDesc> descs(ranks);
+  for (size_t r = 0; r < ranks; ++r) {
+    descs[r].kind = static_cast<int32_t>(detail::CollectiveKind::kAllgatherv);
+    descs[r].bytes = all[2 * r];
+    descs[r].max_send = all[2 * r + 1];
+  }
+  if (std::string m = detail::check_descs(descs.data(), size()); !m.empty()) {
+    GCOMP_FAIL(gcompErrorMismatch, m);
+  }
+  if (std::string m = detail::check_message_bounds(descs.data(), size()); !m.empty()) {
+    GCOMP_FAIL(gcompErrorInvalidArgument, m);
+  }
+  GCOMP_EXPECTS(send != nullptr || send_bytes == 0, gcompErrorInvalidArgument,
+                "allgatherv: send is null");
+  GCOMP_EXPECTS(recv != nullptr || total == 0, gcompErrorInvalidArgument, "allgatherv: recv is null");
+  auto* own = static_cast<std::byte*>(recv) + static_cast<size_t>(rank()) * max_bytes_per_rank;
+  // The full slot travels: copy the message into the own slot (in place when it is there).
+  if (max_bytes_per_rank > 0 && send != own) {
+    if (memory_space() == MemorySpace::kHost) {
+      std::memmove(own, send, send_bytes);
+    } else {
+      GCOMP_FAIL(gcompErrorNotSupported,
+                 "allgatherv on a device communicator without its own allgatherv: pass send == "
+                 "recv + rank * max_bytes_per_rank");
+    }
+  }
+  if (total > 0) allgather(own, recv, max_bytes_per_rank, stream);
+  for (size_t r = 0; r < ranks; ++r) recv_bytes[r] = static_cast<size_t>(all[2 * r + 1]);
+}
+
+void Communicator::alltoallv(const void* send, const size_t* send_bytes, void* recv,
+                             size_t max_bytes_per_peer, size_t* recv_bytes, Stream stream) {
+  const auto ranks = static_cast<size_t>(size());
+  GCOMP_EXPECTS(send_bytes != nullptr && recv_bytes != nullptr, gcompErrorInvalidArgument,
+                "alltoallv: send_bytes and recv_bytes must not be null");
+  const size_t total = detail::checked_mul(max_bytes_per_peer, ranks, "alltoallv");
+  // Per rank: the bound, then its P message sizes.
+  std::vector<uint64_t> mine(ranks + 1);
+  mine[0] = max_bytes_per_peer;
+  for (size_t j = 0; j < ranks; ++j) mine[j + 1] = send_bytes[j];
+  std::vector<uint64_t> all((ranks + 1) * ranks);
+  host_allgather(mine.data(), all.data(), (ranks + 1) * sizeof(uint64_t));
+  std::vector<detail::CollectiveDesc> descs(ranks);
+  for (size_t r = 0; r < ranks; ++r) {
+    descs[r].kind = static_cast<int32_t>(detail::CollectiveKind::kAlltoallv);
+    descs[r].bytes = all[r * (ranks + 1)];
+    for (size_t j = 0; j < ranks; ++j)
+      descs[r].max_send = std::max(descs[r].max_send, all[r * (ranks + 1) + 1 + j]);
+  }
+  if (std::string m = detail::check_descs(descs.data(), size()); !m.empty()) {
+    GCOMP_FAIL(gcompErrorMismatch, m);
+  }
+  if (std::string m = detail::check_message_bounds(descs.data(), size()); !m.empty()) {
+    GCOMP_FAIL(gcompErrorInvalidArgument, m);
+  }
+  GCOMP_EXPECTS((send != nullptr && recv != nullptr) || total == 0, gcompErrorInvalidArgument,
+                "alltoallv: null send or recv buffer");
+  if (total > 0) alltoall(send, recv, max_bytes_per_peer, stream);
+  const auto me = static_cast<size_t>(rank());
+  for (size_t j = 0; j < ranks; ++j) recv_bytes[j] = static_cast<size_t>(all[j * (ranks + 1) + 1 + me]);
+}
+
 uint64_t fnv1a64(std::string_view text) noexcept {
   uint64_t hash = 0xcbf29ce484222325ULL;
   for (const char c : text) {
@@ -176,6 +248,10 @@ const char* collective_name(int32_t kind) noexcept {
       return "broadcast";
     case CollectiveKind::kBarrier:
       return "barrier";
+    case CollectiveKind::kAllgatherv:
+      return "allgatherv";
+    case CollectiveKind::kAlltoallv:
+      return "alltoallv";
   }
   return "unknown collective";
 }
@@ -196,8 +272,25 @@ std::string describe(const CollectiveDesc& desc) {
              std::to_string(desc.root) + ")";
     case CollectiveKind::kBarrier:
       return out;
+    case CollectiveKind::kAllgatherv:
+      return out + " (at most " + std::to_string(desc.bytes) + " bytes per rank)";
+    case CollectiveKind::kAlltoallv:
+      return out + " (at most " + std::to_string(desc.bytes) + " bytes per peer)";
   }
   return out;
+}
+
+std::string check_message_bounds(const CollectiveDesc* descs, int num_ranks) {
+  std::string over;
+  int count = 0;
+  for (int r = 0; r < num_ranks; ++r) {
+    if (descs[r].max_send <= descs[r].bytes) continue;
+    over += (count++ == 0 ? "" : ", ") + std::string("rank ") + std::to_string(r) + " sends " +
+            std::to_string(descs[r].max_send) + " bytes";
+  }
+  if (count == 0) return {};
+  return describe(descs[0]) + ": message above the bound (" + over +
+         "); no data moved";
 }
 
 std::string join_ranks(const std::vector<int>& ranks) {

@@ -27,6 +27,7 @@ struct LocalSlot {
   CollectiveDesc desc;
   const std::byte* send = nullptr;
   std::byte* recv = nullptr;
+  const size_t* sizes = nullptr;  ///< alltoallv: the size of each send slot
 };
 
 /// State shared by the ranks of one local group. Guarded by `mutex`.
@@ -84,7 +85,7 @@ class LocalCommunicator final : public Communicator {
     const std::byte* published = static_cast<const std::byte*>(send);
     if (published != own_block) published = stage_if_overlapping(send, bytes_per_rank, recv, total);
     const CollectiveDesc desc = next_desc(CollectiveKind::kAllgather, bytes_per_rank);
-    collective(desc, published, recv_bytes, [&] {
+    collective(desc, published, recv_bytes, nullptr, [&] {
       if (bytes_per_rank == 0) return;
       for (size_t j = 0; j < ranks(); ++j) {
         std::byte* dst = recv_bytes + j * bytes_per_rank;
@@ -100,11 +101,59 @@ class LocalCommunicator final : public Communicator {
     auto* recv_bytes = static_cast<std::byte*>(recv);
     const std::byte* published = stage_if_overlapping(send, total, recv, total);
     const CollectiveDesc desc = next_desc(CollectiveKind::kAlltoall, bytes_per_peer);
-    collective(desc, published, recv_bytes, [&] {
+    collective(desc, published, recv_bytes, nullptr, [&] {
       if (bytes_per_peer == 0) return;
       const size_t offset = static_cast<size_t>(rank_) * bytes_per_peer;
       for (size_t j = 0; j < ranks(); ++j) {
         std::memcpy(recv_bytes + j * bytes_per_peer, peers_[j].send + offset, bytes_per_peer);
+      }
+    });
+  }
+
+  void allgatherv(const void* send, size_t send_bytes, void* recv, size_t max_bytes_per_rank,
+                  size_t* recv_bytes, Stream) override {
+    const size_t total = detail::checked_mul(max_bytes_per_rank, ranks(), "allgatherv");
+    check_buffer(send, send_bytes, "allgatherv send");
+    check_buffer(recv, total, "allgatherv recv");
+    check_buffer(recv_bytes, ranks(), "allgatherv recv_bytes");
+    auto* recv_p = static_cast<std::byte*>(recv);
+    std::byte* own_block = recv_p == nullptr
+                               ? nullptr
+                               : recv_p + static_cast<size_t>(rank_) * max_bytes_per_rank;
+    const std::byte* published = static_cast<const std::byte*>(send);
+    // Staging only when the message overlaps the slots of the peers (which this rank writes).
+    if (published != own_block) published = stage_if_overlapping(send, send_bytes, recv, total);
+    CollectiveDesc desc = next_desc(CollectiveKind::kAllgatherv, max_bytes_per_rank);
+    desc.max_send = send_bytes;
+    collective(desc, published, recv_p, nullptr, [&] {
+      for (size_t j = 0; j < ranks(); ++j) {
+        const auto bytes = static_cast<size_t>(peers_[j].desc.max_send);
+        std::byte* dst = recv_p + j * max_bytes_per_rank;
+        if (bytes > 0 && peers_[j].send != dst) std::memcpy(dst, peers_[j].send, bytes);
+        recv_bytes[j] = bytes;
+      }
+    });
+  }
+
+  void alltoallv(const void* send, const size_t* send_bytes, void* recv, size_t max_bytes_per_peer,
+                 size_t* recv_bytes, Stream) override {
+    const size_t total = detail::checked_mul(max_bytes_per_peer, ranks(), "alltoallv");
+    check_buffer(send, total, "alltoallv send");
+    check_buffer(recv, total, "alltoallv recv");
+    check_buffer(send_bytes, ranks(), "alltoallv send_bytes");
+    check_buffer(recv_bytes, ranks(), "alltoallv recv_bytes");
+    // Own copy of the sizes: peers read them, and send_bytes may alias recv_bytes.
+    send_sizes_.assign(send_bytes, send_bytes + ranks());
+    auto* recv_p = static_cast<std::byte*>(recv);
+    const std::byte* published = stage_if_overlapping(send, total, recv, total);
+    CollectiveDesc desc = next_desc(CollectiveKind::kAlltoallv, max_bytes_per_peer);
+    desc.max_send = *std::max_element(send_sizes_.begin(), send_sizes_.end());
+    collective(desc, published, recv_p, send_sizes_.data(), [&] {
+      const size_t offset = static_cast<size_t>(rank_) * max_bytes_per_peer;
+      for (size_t j = 0; j < ranks(); ++j) {
+        const size_t bytes = peers_[j].sizes[rank_];
+        if (bytes > 0) std::memcpy(recv_p + j * max_bytes_per_peer, peers_[j].send + offset, bytes);
+        recv_bytes[j] = bytes;
       }
     });
   }
@@ -122,7 +171,7 @@ class LocalCommunicator final : public Communicator {
     CollectiveDesc desc = next_desc(CollectiveKind::kAllreduce, count);
     desc.type = static_cast<int32_t>(type);
     desc.op = static_cast<int32_t>(op);
-    collective(desc, published, recv_bytes, [&] {
+    collective(desc, published, recv_bytes, nullptr, [&] {
       for (size_t j = 0; j < ranks(); ++j) inputs_[j] = peers_[j].send;
       detail::reduce_rank_order(inputs_.data(), size(), recv_bytes, count, type, op);
     });
@@ -136,7 +185,7 @@ class LocalCommunicator final : public Communicator {
     auto* data = static_cast<std::byte*>(buf);
     CollectiveDesc desc = next_desc(CollectiveKind::kBroadcast, bytes);
     desc.root = root;
-    collective(desc, data, data, [&] {
+    collective(desc, data, data, nullptr, [&] {
       if (rank_ != root && bytes > 0)
         std::memcpy(data, peers_[static_cast<size_t>(root)].send, bytes);
     });
@@ -144,7 +193,7 @@ class LocalCommunicator final : public Communicator {
 
   void barrier() override {
     const CollectiveDesc desc = next_desc(CollectiveKind::kBarrier, 0);
-    collective(desc, nullptr, nullptr, [] {});
+    collective(desc, nullptr, nullptr, nullptr, [] {});
   }
 
   void abort(std::string_view reason) noexcept override {
@@ -201,23 +250,30 @@ class LocalCommunicator final : public Communicator {
   /// Runs one collective: arrive, validate, `move_data` (outside the lock), depart.
   template <class MoveData>
   void collective(const CollectiveDesc& desc, const std::byte* send, std::byte* recv,
-                  MoveData&& move_data) {
+                  const size_t* sizes, MoveData&& move_data) {
     LocalGroup& g = *group_;
     {
       std::unique_lock lock(g.mutex);
       throw_if_aborted(desc);
-      g.slots[static_cast<size_t>(rank_)] = LocalSlot{desc, send, recv};
+      g.slots[static_cast<size_t>(rank_)] = LocalSlot{desc, send, recv, sizes};
       rendezvous(lock, desc);
       std::copy(g.slots.begin(), g.slots.end(), peers_.begin());
     }
     for (size_t j = 0; j < ranks(); ++j) descs_[j] = peers_[j].desc;
     const std::string mismatch = detail::check_descs(descs_.data(), size());
-    if (mismatch.empty()) move_data();
+    // Variable-length collectives: every message within the bound, checked by every rank on the
+    // same descriptors before any data moves.
+    const bool varlen = desc.kind == static_cast<int32_t>(CollectiveKind::kAllgatherv) ||
+                        desc.kind == static_cast<int32_t>(CollectiveKind::kAlltoallv);
+    const std::string too_big =
+        mismatch.empty() && varlen ? detail::check_message_bounds(descs_.data(), size()) : "";
+    if (mismatch.empty() && too_big.empty()) move_data();
     {
       std::unique_lock lock(g.mutex);
       rendezvous(lock, desc);
     }
     if (!mismatch.empty()) GCOMP_FAIL(gcompErrorMismatch, mismatch);
+    if (!too_big.empty()) GCOMP_FAIL(gcompErrorInvalidArgument, too_big);
   }
 
   void throw_if_aborted(const CollectiveDesc& desc) const {
@@ -276,6 +332,7 @@ class LocalCommunicator final : public Communicator {
   std::vector<const void*> inputs_;
   std::vector<CollectiveDesc> descs_;
   std::vector<std::byte> staging_;
+  std::vector<size_t> send_sizes_;
 };
 
 }  // namespace

@@ -11,6 +11,7 @@
 
 #include <mpi.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
@@ -109,7 +110,27 @@ struct MpiState {
   std::vector<CollectiveDesc> headers;
   std::vector<std::byte> send;
   std::vector<std::byte> recv;
+  // Variable-length collectives: message sizes, and the int counts and displacements of
+  // MPI_Iallgatherv / MPI_Ialltoallv (or the requests of the point-to-point form).
+  std::vector<uint64_t> sizes_out;
+  std::vector<uint64_t> sizes_in;
+  std::vector<int> send_counts;
+  std::vector<int> send_displs;
+  std::vector<int> recv_counts;
+  std::vector<int> recv_displs;
+  std::vector<MPI_Request> requests;
 };
+
+/// Exclusive prefix sums of @p sizes (the packed offsets of the messages), and their total.
+size_t pack_offsets(const std::vector<uint64_t>& sizes, std::vector<size_t>& offsets) {
+  offsets.resize(sizes.size());
+  size_t total = 0;
+  for (size_t j = 0; j < sizes.size(); ++j) {
+    offsets[j] = total;
+    total += static_cast<size_t>(sizes[j]);
+  }
+  return total;
+}
 
 class MpiCommunicator final : public Communicator {
  public:
@@ -187,6 +208,126 @@ class MpiCommunicator final : public Communicator {
     std::memcpy(recv, s.recv.data(), total);
   }
 
+  void allgatherv(const void* send, size_t send_bytes, void* recv, size_t max_bytes_per_rank,
+                  size_t* recv_bytes, Stream) override {
+    const size_t total = detail::checked_mul(max_bytes_per_rank, ranks(), "allgatherv");
+    check_buffer(send, send_bytes, "allgatherv send");
+    check_buffer(recv, total, "allgatherv recv");
+    check_buffer(recv_bytes, ranks(), "allgatherv recv_bytes");
+    CollectiveDesc desc = next_desc(CollectiveKind::kAllgatherv, max_bytes_per_rank);
+    desc.max_send = send_bytes;
+    exchange_headers(desc);  // the sizes travel in the descriptors and are checked there
+    MpiState& s = *state_;
+    s.sizes_in.resize(ranks());
+    for (size_t j = 0; j < ranks(); ++j) s.sizes_in[j] = s.headers[j].max_send;
+    std::vector<size_t> offsets;
+    const size_t packed = pack_offsets(s.sizes_in, offsets);
+    if (packed > 0) {
+      stage(s.send, send, send_bytes);
+      s.recv.resize(packed);
+      if (fits_int(packed)) {
+        s.recv_counts.resize(ranks());
+        s.recv_displs.resize(ranks());
+        for (size_t j = 0; j < ranks(); ++j) {
+          s.recv_counts[j] = static_cast<int>(s.sizes_in[j]);
+          s.recv_displs[j] = static_cast<int>(offsets[j]);
+        }
+        MPI_Request request = MPI_REQUEST_NULL;
+        call(MPI_Iallgatherv(s.send.data(), static_cast<int>(send_bytes), MPI_BYTE, s.recv.data(),
+                             s.recv_counts.data(), s.recv_displs.data(), MPI_BYTE, s.comm, &request),
+             "MPI_Iallgatherv");
+        wait(&request, &desc, "data exchange");
+      } else {
+        // Above INT_MAX bytes: one message per pair, each as a (count, datatype) of any size.
+        s.requests.assign(2 * ranks(), MPI_REQUEST_NULL);
+        for (size_t j = 0; j < ranks(); ++j) {
+          post_send(s.send.data(), send_bytes, static_cast<int>(j), &s.requests[2 * j]);
+          post_recv(s.recv.data() + offsets[j], static_cast<size_t>(s.sizes_in[j]),
+                    static_cast<int>(j), &s.requests[2 * j + 1]);
+        }
+        wait_all(s.requests, &desc);
+      }
+    }
+    auto* out = static_cast<std::byte*>(recv);
+    for (size_t j = 0; j < ranks(); ++j) {
+      const auto bytes = static_cast<size_t>(s.sizes_in[j]);
+      if (bytes > 0) std::memcpy(out + j * max_bytes_per_rank, s.recv.data() + offsets[j], bytes);
+      recv_bytes[j] = bytes;
+    }
+  }
+
+  void alltoallv(const void* send, const size_t* send_bytes, void* recv, size_t max_bytes_per_peer,
+                 size_t* recv_bytes, Stream) override {
+    const size_t total = detail::checked_mul(max_bytes_per_peer, ranks(), "alltoallv");
+    check_buffer(send, total, "alltoallv send");
+    check_buffer(recv, total, "alltoallv recv");
+    check_buffer(send_bytes, ranks(), "alltoallv send_bytes");
+    check_buffer(recv_bytes, ranks(), "alltoallv recv_bytes");
+    MpiState& s = *state_;
+    s.sizes_out.assign(send_bytes, send_bytes + ranks());
+    CollectiveDesc desc = next_desc(CollectiveKind::kAlltoallv, max_bytes_per_peer);
+    desc.max_send = *std::max_element(s.sizes_out.begin(), s.sizes_out.end());
+    exchange_headers(desc);  // every rank's largest message is within the bound
+    // The sizes: one u64 from every rank to every rank.
+    s.sizes_in.assign(ranks(), 0);
+    MPI_Request request = MPI_REQUEST_NULL;
+    call(MPI_Ialltoall(s.sizes_out.data(), 1, MPI_UINT64_T, s.sizes_in.data(), 1, MPI_UINT64_T,
+                       s.comm, &request),
+         "MPI_Ialltoall");
+    wait(&request, &desc, "size exchange");
+    for (size_t j = 0; j < ranks(); ++j) {
+      if (s.sizes_in[j] > max_bytes_per_peer) {
+        // Cannot happen after the descriptor check unless a peer is broken; never write past a slot.
+        call(MPI_ERR_OTHER, "alltoallv size exchange (a size above the checked bound)");
+      }
+    }
+    std::vector<size_t> send_offsets;
+    std::vector<size_t> recv_offsets;
+    const size_t send_packed = pack_offsets(s.sizes_out, send_offsets);
+    const size_t recv_packed = pack_offsets(s.sizes_in, recv_offsets);
+    s.send.resize(send_packed);
+    const auto* in = static_cast<const std::byte*>(send);
+    for (size_t j = 0; j < ranks(); ++j) {
+      if (s.sizes_out[j] > 0) {
+        std::memcpy(s.send.data() + send_offsets[j], in + j * max_bytes_per_peer,
+                    static_cast<size_t>(s.sizes_out[j]));
+      }
+    }
+    s.recv.resize(recv_packed);
+    if (fits_int(send_packed) && fits_int(recv_packed)) {
+      s.send_counts.resize(ranks());
+      s.send_displs.resize(ranks());
+      s.recv_counts.resize(ranks());
+      s.recv_displs.resize(ranks());
+      for (size_t j = 0; j < ranks(); ++j) {
+        s.send_counts[j] = static_cast<int>(s.sizes_out[j]);
+        s.send_displs[j] = static_cast<int>(send_offsets[j]);
+        s.recv_counts[j] = static_cast<int>(s.sizes_in[j]);
+        s.recv_displs[j] = static_cast<int>(recv_offsets[j]);
+      }
+      call(MPI_Ialltoallv(s.send.data(), s.send_counts.data(), s.send_displs.data(), MPI_BYTE,
+                          s.recv.data(), s.recv_counts.data(), s.recv_displs.data(), MPI_BYTE,
+                          s.comm, &request),
+           "MPI_Ialltoallv");
+      wait(&request, &desc, "data exchange");
+    } else {
+      s.requests.assign(2 * ranks(), MPI_REQUEST_NULL);
+      for (size_t j = 0; j < ranks(); ++j) {
+        post_send(s.send.data() + send_offsets[j], static_cast<size_t>(s.sizes_out[j]),
+                  static_cast<int>(j), &s.requests[2 * j]);
+        post_recv(s.recv.data() + recv_offsets[j], static_cast<size_t>(s.sizes_in[j]),
+                  static_cast<int>(j), &s.requests[2 * j + 1]);
+      }
+      wait_all(s.requests, &desc);
+    }
+    auto* out = static_cast<std::byte*>(recv);
+    for (size_t j = 0; j < ranks(); ++j) {
+      const auto bytes = static_cast<size_t>(s.sizes_in[j]);
+      if (bytes > 0) std::memcpy(out + j * max_bytes_per_peer, s.recv.data() + recv_offsets[j], bytes);
+      recv_bytes[j] = bytes;
+    }
+  }
+
   void allreduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op,
                  Stream) override {
     const size_t bytes = detail::checked_mul(count, data_type_bytes(type), "allreduce");
@@ -250,6 +391,10 @@ class MpiCommunicator final : public Communicator {
 
   bool is_aborted() const noexcept override { return aborted_; }
 
+  /// Largest packed total that the variable-length collectives pass to MPI_Iallgatherv and
+  /// MPI_Ialltoallv (int counts and displacements); above it they use point-to-point messages.
+  void set_count_limit(size_t limit) { count_limit_ = limit; }
+
  private:
   size_t ranks() const { return static_cast<size_t>(size_); }
 
@@ -262,6 +407,40 @@ class MpiCommunicator final : public Communicator {
   static void stage(std::vector<std::byte>& staging, const void* data, size_t bytes) {
     staging.resize(bytes);
     std::memcpy(staging.data(), data, bytes);
+  }
+
+  [[nodiscard]] bool fits_int(size_t bytes) const { return bytes <= count_limit_; }
+
+  /// Tag of the point-to-point form of the variable-length collectives (on gcomp's own duplicate
+  /// of MPI_COMM_WORLD, so no application message can match it).
+  static constexpr int kVarlenTag = 7;
+
+  void post_send(const std::byte* data, size_t bytes, int peer, MPI_Request* request) {
+    const ByteType type(bytes);
+    call(MPI_Isend(data, type.count(), type.type(), peer, kVarlenTag, state_->comm, request),
+         "MPI_Isend");
+  }
+
+  void post_recv(std::byte* data, size_t bytes, int peer, MPI_Request* request) {
+    const ByteType type(bytes);
+    call(MPI_Irecv(data, type.count(), type.type(), peer, kVarlenTag, state_->comm, request),
+         "MPI_Irecv");
+  }
+
+  /// wait() for a set of requests (MPI_Testall).
+  void wait_all(std::vector<MPI_Request>& requests, const CollectiveDesc* desc) {
+    const detail::Deadline deadline(timeout_ms_);
+    detail::Backoff backoff;
+    for (;;) {
+      int done = 0;
+      call(MPI_Testall(static_cast<int>(requests.size()), requests.data(), &done,
+                       MPI_STATUSES_IGNORE),
+           "MPI_Testall");
+      if (done) return;
+      if (deadline.expired()) break;
+      backoff.pause();
+    }
+    fail_timeout(desc, "data exchange");
   }
 
   CollectiveDesc next_desc(CollectiveKind kind, size_t bytes) {
@@ -297,6 +476,11 @@ class MpiCommunicator final : public Communicator {
     wait(&request, &desc, "descriptor exchange");
     const std::string mismatch = detail::check_descs(s.headers.data(), size_);
     if (!mismatch.empty()) GCOMP_FAIL(gcompErrorMismatch, mismatch);
+    if (desc.kind == static_cast<int32_t>(CollectiveKind::kAllgatherv) ||
+        desc.kind == static_cast<int32_t>(CollectiveKind::kAlltoallv)) {
+      const std::string too_big = detail::check_message_bounds(s.headers.data(), size_);
+      if (!too_big.empty()) GCOMP_FAIL(gcompErrorInvalidArgument, too_big);
+    }
   }
 
   /// Polls @p request until it completes; on timeout aborts the communicator and throws.
@@ -310,6 +494,12 @@ class MpiCommunicator final : public Communicator {
       if (deadline.expired()) break;
       backoff.pause();
     }
+    fail_timeout(desc, stage_name);
+  }
+
+  /// After a wait ran out of time: the request stays pending (its buffers are never freed), the
+  /// communicator is aborted, and the caller gets gcompErrorTimeout.
+  [[noreturn]] void fail_timeout(const CollectiveDesc* desc, const char* stage_name) {
     request_pending_ = true;
     const std::string what = desc != nullptr ? detail::describe(*desc) : std::string("setup");
     aborted_ = true;
@@ -327,11 +517,23 @@ class MpiCommunicator final : public Communicator {
   uint64_t seq_ = 0;
   bool aborted_ = false;
   bool request_pending_ = false;
+  size_t count_limit_ = static_cast<size_t>(INT_MAX);
   std::string abort_reason_;
   std::vector<const void*> inputs_;
 };
 
 }  // namespace
+
+namespace detail {
+
+void mpi_set_count_limit(Communicator& comm, size_t limit) {
+  auto* mpi = dynamic_cast<MpiCommunicator*>(&comm);
+  GCOMP_EXPECTS(mpi != nullptr, gcompErrorInvalidArgument,
+                "mpi_set_count_limit: not an mpi communicator");
+  mpi->set_count_limit(limit);
+}
+
+}  // namespace detail
 
 bool mpi_available() noexcept { return true; }
 

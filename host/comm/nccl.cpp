@@ -16,7 +16,9 @@
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <span>
 
 namespace gcomp {
@@ -130,6 +132,10 @@ class NcclCommunicator final : public Communicator {
       GCOMP_CUDA_TRY(cudaStreamCreateWithFlags(&internal_stream_, cudaStreamNonBlocking));
       GCOMP_CUDA_TRY(cudaMalloc(&d_barrier_word_, sizeof(int32_t)));
       GCOMP_CUDA_TRY(cudaMemset(d_barrier_word_, 0, sizeof(int32_t)));
+      // Control block of the variable-length collectives, sized once: own descriptor, every
+      // rank's descriptor, the sizes sent to and received from each peer.
+      GCOMP_CUDA_TRY(cudaMalloc(&d_ctl_, ctl_bytes()));
+      GCOMP_CUDA_TRY(cudaMallocHost(&h_ctl_, ctl_bytes()));
     } catch (...) {
       release();
       throw;
@@ -196,6 +202,78 @@ class NcclCommunicator final : public Communicator {
       }
     }
     check(nccl_->GroupEnd(), desc, "ncclGroupEnd");
+  }
+
+  void allgatherv(const void* send, size_t send_bytes, void* recv, size_t max_bytes_per_rank,
+                  size_t* recv_bytes, Stream stream) override {
+    CollectiveDesc desc = next_desc(CollectiveKind::kAllgatherv, max_bytes_per_rank);
+    desc.max_send = send_bytes;
+    check_buffers(desc, send, send_bytes, recv,
+                  detail::checked_mul(max_bytes_per_rank, ranks(), "allgatherv"));
+    GCOMP_EXPECTS(recv_bytes != nullptr, gcompErrorInvalidArgument,
+                  detail::describe(desc) + ": recv_bytes is null");
+    const DeviceGuard guard(device_);
+    for (size_t j = 0; j < ranks(); ++j) h_sizes_out()[j] = send_bytes;
+    exchange_sizes(desc, stream);
+    const auto* src = static_cast<const std::byte*>(send);
+    auto* dst = static_cast<std::byte*>(recv);
+    const bool in_place = src == dst + static_cast<size_t>(rank_) * max_bytes_per_rank;
+    GCOMP_NCCL_TRY(*nccl_, nccl_->GroupStart());
+    for (int peer = 0; peer < size_; ++peer) {
+      const size_t in_bytes = h_sizes_in()[peer];
+      if (peer == rank_ && in_place) continue;
+      ncclResult_t sent = ncclSuccess;
+      ncclResult_t received = ncclSuccess;
+      if (send_bytes > 0) sent = nccl_->Send(src, send_bytes, ncclUint8, peer, comm_, stream);
+      if (in_bytes > 0 && sent == ncclSuccess) {
+        received = nccl_->Recv(dst + static_cast<size_t>(peer) * max_bytes_per_rank, in_bytes,
+                               ncclUint8, peer, comm_, stream);
+      }
+      if (sent != ncclSuccess || received != ncclSuccess) {
+        static_cast<void>(nccl_->GroupEnd());
+        check(sent != ncclSuccess ? sent : received, desc, "ncclSend/ncclRecv");
+      }
+    }
+    check(nccl_->GroupEnd(), desc, "ncclGroupEnd");
+    for (size_t j = 0; j < ranks(); ++j) recv_bytes[j] = h_sizes_in()[j];
+  }
+
+  void alltoallv(const void* send, const size_t* send_bytes, void* recv, size_t max_bytes_per_peer,
+                 size_t* recv_bytes, Stream stream) override {
+    CollectiveDesc desc = next_desc(CollectiveKind::kAlltoallv, max_bytes_per_peer);
+    const size_t total = detail::checked_mul(max_bytes_per_peer, ranks(), "alltoallv");
+    check_buffers(desc, send, total, recv, total);
+    GCOMP_EXPECTS(send_bytes != nullptr && recv_bytes != nullptr, gcompErrorInvalidArgument,
+                  detail::describe(desc) + ": send_bytes or recv_bytes is null");
+    GCOMP_EXPECTS(
+        !detail::ranges_overlap(send, total, recv, total), gcompErrorInvalidArgument,
+        detail::describe(desc) + ": the nccl backend needs disjoint send and recv buffers");
+    const DeviceGuard guard(device_);
+    for (size_t j = 0; j < ranks(); ++j) {
+      h_sizes_out()[j] = send_bytes[j];
+      desc.max_send = std::max<uint64_t>(desc.max_send, send_bytes[j]);
+    }
+    exchange_sizes(desc, stream);
+    const auto* src = static_cast<const std::byte*>(send);
+    auto* dst = static_cast<std::byte*>(recv);
+    GCOMP_NCCL_TRY(*nccl_, nccl_->GroupStart());
+    for (int peer = 0; peer < size_; ++peer) {
+      const size_t offset = static_cast<size_t>(peer) * max_bytes_per_peer;
+      const size_t out_bytes = h_sizes_out()[peer];
+      const size_t in_bytes = h_sizes_in()[peer];
+      ncclResult_t sent = ncclSuccess;
+      ncclResult_t received = ncclSuccess;
+      if (out_bytes > 0) sent = nccl_->Send(src + offset, out_bytes, ncclUint8, peer, comm_, stream);
+      if (in_bytes > 0 && sent == ncclSuccess) {
+        received = nccl_->Recv(dst + offset, in_bytes, ncclUint8, peer, comm_, stream);
+      }
+      if (sent != ncclSuccess || received != ncclSuccess) {
+        static_cast<void>(nccl_->GroupEnd());
+        check(sent != ncclSuccess ? sent : received, desc, "ncclSend/ncclRecv");
+      }
+    }
+    check(nccl_->GroupEnd(), desc, "ncclGroupEnd");
+    for (size_t j = 0; j < ranks(); ++j) recv_bytes[j] = h_sizes_in()[j];
   }
 
   void allreduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op,
@@ -275,6 +353,71 @@ class NcclCommunicator final : public Communicator {
  private:
   size_t ranks() const { return static_cast<size_t>(size_); }
 
+  // Control block (d_ctl_ on the device, h_ctl_ pinned on the host), in this order: this rank's
+  // descriptor, every rank's descriptor, the u64 size sent to each peer, the u64 size received
+  // from each peer.
+  [[nodiscard]] size_t ctl_bytes() const {
+    return sizeof(CollectiveDesc) * (ranks() + 1) + 2 * sizeof(uint64_t) * ranks();
+  }
+  [[nodiscard]] CollectiveDesc* h_descs() const {
+    return reinterpret_cast<CollectiveDesc*>(static_cast<std::byte*>(h_ctl_) + sizeof(CollectiveDesc));
+  }
+  [[nodiscard]] uint64_t* h_sizes_out() const {
+    return reinterpret_cast<uint64_t*>(static_cast<std::byte*>(h_ctl_) +
+                                       sizeof(CollectiveDesc) * (ranks() + 1));
+  }
+  [[nodiscard]] uint64_t* h_sizes_in() const { return h_sizes_out() + ranks(); }
+
+  /// Sizes first, for allgatherv and alltoallv: every rank's descriptor (bound, largest message)
+  /// by an allgather and the size of each message by grouped sends and receives of one u64 per
+  /// peer, both through d_ctl_, enqueued on @p stream; then the host waits for the stream (under
+  /// the timeout) and checks, as the CPU backends do, that every rank passed the same bound and
+  /// sent nothing above it. Throws the same message on every rank; no data buffer is touched.
+  void exchange_sizes(const CollectiveDesc& desc, Stream stream) {
+    auto* h = static_cast<std::byte*>(h_ctl_);
+    auto* d = static_cast<std::byte*>(d_ctl_);
+    std::memcpy(h, &desc, sizeof(CollectiveDesc));
+    const size_t sizes_off = sizeof(CollectiveDesc) * (ranks() + 1);
+    const size_t sizes_bytes = sizeof(uint64_t) * ranks();
+    GCOMP_CUDA_TRY(cudaMemcpyAsync(d, h, sizeof(CollectiveDesc), cudaMemcpyHostToDevice, stream));
+    GCOMP_CUDA_TRY(cudaMemcpyAsync(d + sizes_off, h + sizes_off, sizes_bytes,
+                                   cudaMemcpyHostToDevice, stream));
+    check(nccl_->AllGather(d, d + sizeof(CollectiveDesc), sizeof(CollectiveDesc), ncclUint8, comm_,
+                           stream),
+          desc, "ncclAllGather");
+    GCOMP_NCCL_TRY(*nccl_, nccl_->GroupStart());
+    for (int peer = 0; peer < size_; ++peer) {
+      const size_t at = sizeof(uint64_t) * static_cast<size_t>(peer);
+      const ncclResult_t sent =
+          nccl_->Send(d + sizes_off + at, sizeof(uint64_t), ncclUint8, peer, comm_, stream);
+      const ncclResult_t received = nccl_->Recv(d + sizes_off + sizes_bytes + at, sizeof(uint64_t),
+                                                ncclUint8, peer, comm_, stream);
+      if (sent != ncclSuccess || received != ncclSuccess) {
+        static_cast<void>(nccl_->GroupEnd());
+        check(sent != ncclSuccess ? sent : received, desc, "ncclSend/ncclRecv");
+      }
+    }
+    check(nccl_->GroupEnd(), desc, "ncclGroupEnd");
+    GCOMP_CUDA_TRY(cudaMemcpyAsync(h + sizeof(CollectiveDesc), d + sizeof(CollectiveDesc),
+                                   sizeof(CollectiveDesc) * ranks(), cudaMemcpyDeviceToHost, stream));
+    GCOMP_CUDA_TRY(cudaMemcpyAsync(h + sizes_off + sizes_bytes, d + sizes_off + sizes_bytes,
+                                   sizes_bytes, cudaMemcpyDeviceToHost, stream));
+    wait_stream(stream, detail::describe(desc) + " (size exchange)");
+    if (std::string m = detail::check_descs(h_descs(), size_); !m.empty()) {
+      GCOMP_FAIL(gcompErrorMismatch, m);
+    }
+    if (std::string m = detail::check_message_bounds(h_descs(), size_); !m.empty()) {
+      GCOMP_FAIL(gcompErrorInvalidArgument, m);
+    }
+    for (int peer = 0; peer < size_; ++peer) {
+      // The sizes came from the same ranks as the checked descriptors; never write past a slot.
+      if (h_sizes_in()[peer] > desc.bytes) {
+        fail_internal(detail::describe(desc) + ": rank " + std::to_string(peer) + " sent size " +
+                      std::to_string(h_sizes_in()[peer]) + " above its checked bound");
+      }
+    }
+  }
+
   CollectiveDesc next_desc(CollectiveKind kind, size_t bytes) {
     CollectiveDesc desc;
     desc.kind = static_cast<int32_t>(kind);
@@ -338,6 +481,11 @@ class NcclCommunicator final : public Communicator {
     }
   }
 
+  [[noreturn]] void fail_internal(const std::string& message) {
+    abort(message);
+    GCOMP_FAIL(gcompErrorInternal, message + "; communicator aborted");
+  }
+
   [[noreturn]] void fail_timeout(const std::string& what, const char* stage) {
     const std::string message = what + " timed out after " + std::to_string(timeout_ms_) + " ms (" +
                                 stage + "; nccl backend, rank " + std::to_string(rank_) + " of " +
@@ -353,6 +501,10 @@ class NcclCommunicator final : public Communicator {
     }
     if (d_barrier_word_ != nullptr) static_cast<void>(cudaFree(d_barrier_word_));
     d_barrier_word_ = nullptr;
+    if (d_ctl_ != nullptr) static_cast<void>(cudaFree(d_ctl_));
+    d_ctl_ = nullptr;
+    if (h_ctl_ != nullptr) static_cast<void>(cudaFreeHost(h_ctl_));
+    h_ctl_ = nullptr;
     if (internal_stream_ != nullptr) static_cast<void>(cudaStreamDestroy(internal_stream_));
     internal_stream_ = nullptr;
   }
@@ -366,6 +518,8 @@ class NcclCommunicator final : public Communicator {
   ncclComm_t comm_ = nullptr;
   cudaStream_t internal_stream_ = nullptr;
   void* d_barrier_word_ = nullptr;
+  void* d_ctl_ = nullptr;
+  void* h_ctl_ = nullptr;
   bool aborted_ = false;
   std::string abort_reason_;
 };

@@ -103,6 +103,52 @@ class Communicator {
   /// @param[in] stream stream to enqueue on (nccl); ignored by CPU backends.
   virtual void alltoall(const void* send, void* recv, size_t bytes_per_peer, Stream stream) = 0;
 
+  /// @brief allgather of messages of different sizes: every rank receives every rank's message,
+  /// each in its own slot of @p max_bytes_per_rank bytes (the bound: a codec's worst-case size).
+  ///
+  /// The sizes travel first. Before any data buffer is touched, every rank checks that all ranks
+  /// passed the same bound (else gcompErrorMismatch, as for a size mismatch of allgather) and that
+  /// no rank's @p send_bytes exceeds it (else gcompErrorInvalidArgument); both errors are thrown on
+  /// every rank with the same message, and the communicator stays usable. Timeouts and abort
+  /// behave as for allgather.
+  /// @param[in] send send_bytes bytes. In place when send == recv + rank() * max_bytes_per_rank.
+  /// @param[in] send_bytes size of this rank's message, <= max_bytes_per_rank; may differ per rank.
+  /// @param[out] recv size() * max_bytes_per_rank bytes; slot j (at j * max_bytes_per_rank) starts
+  ///             with rank j's message. The bytes of a slot after its message are unspecified
+  ///             (the gcomp backends leave them untouched).
+  /// @param[in] max_bytes_per_rank slot size and bound, equal on every rank.
+  /// @param[out] recv_bytes host array of size() entries: recv_bytes[j] = rank j's send_bytes
+  ///             (recv_bytes[rank()] = send_bytes).
+  /// @param[in] stream stream to enqueue on (nccl); ignored by CPU backends.
+  ///
+  /// nccl: the sizes are exchanged through device memory and the host waits for @p stream (and
+  /// so for the work enqueued on it before) under the collective timeout before it enqueues the
+  /// grouped sends and receives of the messages; recv_bytes is valid on return, the messages once
+  /// the stream reaches that point. The default implementation (for Communicator subclasses outside
+  /// gcomp) sends the sizes with host_allgather and the messages with allgather at the full slot
+  /// size; every gcomp backend overrides it and moves only the message bytes.
+  virtual void allgatherv(const void* send, size_t send_bytes, void* recv, size_t max_bytes_per_rank,
+                          size_t* recv_bytes, Stream stream);
+
+  /// @brief alltoall of messages of different sizes: send slot j (send_bytes[j] bytes at
+  /// j * max_bytes_per_peer) goes to rank j; recv slot j receives rank j's message for this rank.
+  ///
+  /// Sizes first, checked as for allgatherv before any data buffer is touched: the same bound on
+  /// every rank (gcompErrorMismatch) and no message above it (gcompErrorInvalidArgument), on every
+  /// rank with the same message.
+  /// @param[in] send size() * max_bytes_per_peer bytes. CPU backends allow any overlap with recv,
+  ///            including send == recv; nccl requires disjoint buffers.
+  /// @param[in] send_bytes host array of size() entries, each <= max_bytes_per_peer. It may alias
+  ///            @p recv_bytes.
+  /// @param[out] recv size() * max_bytes_per_peer bytes; slot j starts with rank j's message, the
+  ///             rest of the slot is unspecified (the gcomp backends leave it untouched).
+  /// @param[in] max_bytes_per_peer slot size and bound, equal on every rank.
+  /// @param[out] recv_bytes host array of size() entries: recv_bytes[j] = the size rank j sent here.
+  /// @param[in] stream stream to enqueue on (nccl); ignored by CPU backends. nccl waits for the
+  ///            stream on the host as allgatherv does.
+  virtual void alltoallv(const void* send, const size_t* send_bytes, void* recv, size_t max_bytes_per_peer,
+                         size_t* recv_bytes, Stream stream);
+
   /// @brief Element-wise reduction of every rank's @p send into every rank's @p recv.
   ///
   /// Determinism: `local` and `mpi` reduce in rank order, recv[i] = op(...op(op(s_0[i], s_1[i]),

@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -76,6 +77,76 @@ TEST_P(CommLocalTest, Alltoall) {
       kTestOptions);
 }
 
+TEST_P(CommLocalTest, AllgathervDifferentSizesPerRank) {
+  run_local(
+      GetParam(),
+      [](Communicator& comm) {
+        for (const size_t bound : {size_t{0}, size_t{1}, size_t{33}, size_t{4099}}) {
+          gcomp::test::check_allgatherv(comm, bound, false);
+          gcomp::test::check_allgatherv(comm, bound, true);
+        }
+      },
+      kTestOptions);
+}
+
+TEST_P(CommLocalTest, AlltoallvDifferentSizesPerPair) {
+  run_local(
+      GetParam(),
+      [](Communicator& comm) {
+        for (const size_t bound : {size_t{0}, size_t{1}, size_t{7}, size_t{1000}}) {
+          gcomp::test::check_alltoallv(comm, bound, false);
+          gcomp::test::check_alltoallv(comm, bound, true);
+        }
+      },
+      kTestOptions);
+}
+
+/// Forwards the fixed-size collectives only, so allgatherv/alltoallv run the base class's generic
+/// form (sizes by host_allgather, messages at the full slot size).
+class FixedOnlyComm final : public Communicator {
+ public:
+  explicit FixedOnlyComm(Communicator& inner) : in_(inner) {}
+  int rank() const override { return in_.rank(); }
+  int size() const override { return in_.size(); }
+  const char* backend() const override { return "fixed-only"; }
+  gcomp::MemorySpace memory_space() const override { return in_.memory_space(); }
+  void allgather(const void* s, void* r, size_t b, gcomp::Stream st) override { in_.allgather(s, r, b, st); }
+  void alltoall(const void* s, void* r, size_t b, gcomp::Stream st) override { in_.alltoall(s, r, b, st); }
+  void allreduce(const void* s, void* r, size_t c, DataType t, ReduceOp o, gcomp::Stream st) override {
+    in_.allreduce(s, r, c, t, o, st);
+  }
+  void broadcast(void* b, size_t n, int root, gcomp::Stream st) override { in_.broadcast(b, n, root, st); }
+  void barrier() override { in_.barrier(); }
+  void abort(std::string_view why) noexcept override { in_.abort(why); }
+  bool is_aborted() const noexcept override { return in_.is_aborted(); }
+
+ private:
+  Communicator& in_;
+};
+
+TEST_P(CommLocalTest, GenericVariableLengthCollectives) {
+  run_local(
+      GetParam(),
+      [](Communicator& inner) {
+        FixedOnlyComm comm(inner);
+        for (const size_t bound : {size_t{0}, size_t{1}, size_t{33}, size_t{1000}}) {
+          gcomp::test::check_allgatherv(comm, bound, false, false);
+          gcomp::test::check_allgatherv(comm, bound, true, false);
+          gcomp::test::check_alltoallv(comm, bound, false, false);
+          gcomp::test::check_alltoallv(comm, bound, true, false);
+        }
+        // The same bound checks as the backends: one rank above the bound fails every rank.
+        const size_t mine = comm.rank() == 0 ? 9 : 2;
+        std::vector<std::byte> send(mine);
+        std::vector<std::byte> recv(8 * static_cast<size_t>(comm.size()));
+        std::vector<size_t> sizes(static_cast<size_t>(comm.size()));
+        const Error e = error_of([&] { comm.allgatherv(send.data(), mine, recv.data(), 8, sizes.data(), nullptr); });
+        EXPECT_EQ(e.status(), gcompErrorInvalidArgument) << e.what();
+        EXPECT_NE(std::string(e.what()).find("rank 0 sends 9 bytes"), std::string::npos) << e.what();
+      },
+      kTestOptions);
+}
+
 TEST_P(CommLocalTest, AllreduceEveryTypeAndOp) {
   run_local(
       GetParam(),
@@ -138,6 +209,8 @@ TEST_P(CommLocalTest, ManyMixedCollectives) {
       [&](Communicator& comm) {
         for (int i = 0; i < 100; ++i) {
           gcomp::test::check_allgather(comm, static_cast<size_t>(i % 5), (i & 1) != 0);
+          gcomp::test::check_allgatherv(comm, static_cast<size_t>(i % 7), (i & 2) != 0);
+          gcomp::test::check_alltoallv(comm, static_cast<size_t>(i % 3), (i & 1) != 0);
           gcomp::test::check_broadcast(comm, 3, i % num_ranks);
           gcomp::test::check_allreduce<int64_t>(comm, DataType::kI64, 2, ReduceOp::kSum, false);
         }
@@ -315,6 +388,10 @@ TEST(CommLocalFaultTest, AbortFailsWaitersAndLaterCalls) {
   for (const auto& comm : comms) EXPECT_TRUE(comm->is_aborted());
   const Error e = error_of([&] { comms[2]->broadcast(nullptr, 0, 0, nullptr); });
   EXPECT_EQ(e.status(), gcompErrorTimeout);
+  size_t sizes[3] = {};
+  const Error ev = error_of([&] { comms[2]->allgatherv(nullptr, 0, nullptr, 0, sizes, nullptr); });
+  EXPECT_EQ(ev.status(), gcompErrorTimeout);
+  EXPECT_NE(std::string(ev.what()).find("allgatherv #1"), std::string::npos) << ev.what();
   EXPECT_NE(std::string(e.what()).find("rank 0 aborted: operator stop"), std::string::npos)
       << e.what();
 }
@@ -343,6 +420,102 @@ TEST(CommLocalFaultTest, SizeMismatchFailsEveryRankWithSameMessage) {
                              "(8 bytes per rank)"),
             std::string::npos)
       << messages[0];
+}
+
+TEST(CommLocalFaultTest, MessageAboveTheBoundFailsEveryRankBeforeAnyDataMoves) {
+  constexpr int kRanks = 3;
+  constexpr size_t kBound = 16;
+  std::vector<std::string> messages(kRanks);
+  run_local(
+      kRanks,
+      [&](Communicator& comm) {
+        // Rank 1 sends more than the bound: every rank fails, nobody's receive buffer is written.
+        const size_t mine = comm.rank() == 1 ? kBound + 5 : 4;
+        std::vector<std::byte> send(mine, std::byte{0x11});
+        std::vector<std::byte> recv(kBound * kRanks, std::byte{0xee});
+        std::vector<size_t> sizes(kRanks, 99);
+        const Error e = error_of(
+            [&] { comm.allgatherv(send.data(), mine, recv.data(), kBound, sizes.data(), nullptr); });
+        EXPECT_EQ(e.status(), gcompErrorInvalidArgument) << e.what();
+        messages[static_cast<size_t>(comm.rank())] = e.what();
+        EXPECT_TRUE(std::all_of(recv.begin(), recv.end(), [](std::byte b) { return b == std::byte{0xee}; }));
+        EXPECT_TRUE(std::all_of(sizes.begin(), sizes.end(), [](size_t v) { return v == 99; }));
+        EXPECT_FALSE(comm.is_aborted());
+        // alltoallv: rank 2's message to rank 0 is too large.
+        std::vector<size_t> out(kRanks, 3);
+        if (comm.rank() == 2) out[0] = kBound + 1;
+        std::vector<std::byte> blocks(kBound * kRanks);
+        const Error e2 = error_of([&] {
+          comm.alltoallv(blocks.data(), out.data(), recv.data(), kBound, sizes.data(), nullptr);
+        });
+        EXPECT_EQ(e2.status(), gcompErrorInvalidArgument) << e2.what();
+        EXPECT_NE(std::string(e2.what()).find("rank 2 sends 17 bytes"), std::string::npos) << e2.what();
+        EXPECT_TRUE(std::all_of(recv.begin(), recv.end(), [](std::byte b) { return b == std::byte{0xee}; }));
+        gcomp::test::check_allgatherv(comm, 40, false);
+      },
+      kTestOptions);
+  EXPECT_EQ(messages[0], messages[1]);
+  EXPECT_EQ(messages[0], messages[2]);
+  EXPECT_NE(messages[0].find("allgatherv #0 (at most 16 bytes per rank): message above the bound "
+                             "(rank 1 sends 21 bytes)"),
+            std::string::npos)
+      << messages[0];
+}
+
+TEST(CommLocalFaultTest, DifferentBoundsMismatch) {
+  constexpr int kRanks = 3;
+  std::vector<std::string> messages(kRanks);
+  run_local(
+      kRanks,
+      [&](Communicator& comm) {
+        const size_t bound = comm.rank() == 2 ? 8 : 16;
+        std::vector<std::byte> send(4);
+        std::vector<std::byte> recv(16 * kRanks);
+        std::vector<size_t> sizes(kRanks);
+        const Error e = error_of(
+            [&] { comm.allgatherv(send.data(), 4, recv.data(), bound, sizes.data(), nullptr); });
+        EXPECT_EQ(e.status(), gcompErrorMismatch);
+        messages[static_cast<size_t>(comm.rank())] = e.what();
+        EXPECT_FALSE(comm.is_aborted());
+      },
+      kTestOptions);
+  EXPECT_EQ(messages[0], messages[1]);
+  EXPECT_EQ(messages[0], messages[2]);
+  EXPECT_NE(messages[0].find("rank 0: allgatherv #0 (at most 16 bytes per rank) vs rank 2: "
+                             "allgatherv #0 (at most 8 bytes per rank)"),
+            std::string::npos)
+      << messages[0];
+}
+
+TEST(CommLocalFaultTest, RankSkippingAlltoallvTimesOut) {
+  constexpr int kRanks = 3;
+  constexpr int64_t kTimeoutMs = 200;
+  std::atomic<int> failed{0};
+  run_local(
+      kRanks,
+      [&](Communicator& comm) {
+        if (comm.rank() == 0) {
+          const auto wait_start = Clock::now();
+          while (failed.load() < kRanks - 1 && elapsed_ms(wait_start) < 10000) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+          }
+          EXPECT_TRUE(comm.is_aborted());
+          return;
+        }
+        std::vector<std::byte> send(8 * kRanks);
+        std::vector<std::byte> recv(8 * kRanks);
+        std::vector<size_t> sizes(kRanks, 5);
+        const auto start = Clock::now();
+        const Error e = error_of([&] {
+          comm.alltoallv(send.data(), sizes.data(), recv.data(), 8, sizes.data(), nullptr);
+        });
+        EXPECT_EQ(e.status(), gcompErrorTimeout) << e.what();
+        EXPECT_GE(elapsed_ms(start), kTimeoutMs - 20);
+        EXPECT_NE(std::string(e.what()).find("alltoallv #0"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("did not arrive: 0"), std::string::npos) << e.what();
+        ++failed;
+      },
+      LocalOptions{kTimeoutMs});
 }
 
 TEST(CommLocalFaultTest, DifferentCollectivesMismatch) {

@@ -10,6 +10,9 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include "host/comm/comm_internal.hpp"
+
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <thread>
@@ -86,6 +89,57 @@ TEST_F(CommMpiTest, Alltoall) {
     gcomp::test::check_alltoall(*comm_, bytes, false);
     gcomp::test::check_alltoall(*comm_, bytes, true);
   }
+}
+
+TEST_F(CommMpiTest, AllgathervDifferentSizesPerRank) {
+  for (const size_t bound : {size_t{0}, size_t{1}, size_t{33}, size_t{100003}}) {
+    gcomp::test::check_allgatherv(*comm_, bound, false);
+    gcomp::test::check_allgatherv(*comm_, bound, true);
+  }
+}
+
+TEST_F(CommMpiTest, AlltoallvDifferentSizesPerPair) {
+  for (const size_t bound : {size_t{0}, size_t{1}, size_t{7}, size_t{50001}}) {
+    gcomp::test::check_alltoallv(*comm_, bound, false);
+    gcomp::test::check_alltoallv(*comm_, bound, true);
+  }
+}
+
+TEST_F(CommMpiTest, VariableLengthPointToPointForm) {
+  // The form used above INT_MAX packed bytes (one message per pair), run here on small buffers.
+  gcomp::detail::mpi_set_count_limit(*comm_, 0);
+  for (const size_t bound : {size_t{1}, size_t{33}, size_t{5001}}) {
+    gcomp::test::check_allgatherv(*comm_, bound, false);
+    gcomp::test::check_allgatherv(*comm_, bound, true);
+    gcomp::test::check_alltoallv(*comm_, bound, false);
+    gcomp::test::check_alltoallv(*comm_, bound, true);
+  }
+}
+
+TEST_F(CommMpiTest, MessageAboveTheBoundFailsEveryRankWithSameMessage) {
+  constexpr size_t kBound = 16;
+  const auto ranks = static_cast<size_t>(comm_->size());
+  const size_t mine = comm_->rank() == comm_->size() - 1 ? kBound + 1 : 3;
+  std::vector<std::byte> send(mine);
+  std::vector<std::byte> recv(kBound * ranks, std::byte{0xee});
+  std::vector<size_t> sizes(ranks, 99);
+  const Error e =
+      error_of([&] { comm_->allgatherv(send.data(), mine, recv.data(), kBound, sizes.data(), nullptr); });
+  EXPECT_EQ(e.status(), gcompErrorInvalidArgument) << e.what();
+  EXPECT_TRUE(same_on_all_ranks(e.what())) << e.what();
+  EXPECT_NE(std::string(e.what()).find("sends 17 bytes"), std::string::npos) << e.what();
+  EXPECT_TRUE(std::all_of(recv.begin(), recv.end(), [](std::byte b) { return b == std::byte{0xee}; }));
+  EXPECT_TRUE(std::all_of(sizes.begin(), sizes.end(), [](size_t v) { return v == 99; }));
+  std::vector<size_t> out(ranks, 2);
+  if (comm_->rank() == 0) out[ranks - 1] = kBound + 3;
+  std::vector<std::byte> blocks(kBound * ranks);
+  const Error e2 = error_of(
+      [&] { comm_->alltoallv(blocks.data(), out.data(), recv.data(), kBound, sizes.data(), nullptr); });
+  EXPECT_EQ(e2.status(), gcompErrorInvalidArgument) << e2.what();
+  EXPECT_TRUE(same_on_all_ranks(e2.what())) << e2.what();
+  EXPECT_NE(std::string(e2.what()).find("rank 0 sends 19 bytes"), std::string::npos) << e2.what();
+  EXPECT_FALSE(comm_->is_aborted());
+  gcomp::test::check_alltoallv(*comm_, 20, false);
 }
 
 TEST_F(CommMpiTest, AllreduceEveryTypeAndOpInRankOrder) {
@@ -170,6 +224,29 @@ TEST_F(CommMpiTest, SkippedCollectiveTimesOutAndAborts) {
   comm.reset();
   MPI_Barrier(MPI_COMM_WORLD);
   gcomp::test::check_allgather(*comm_, 5, false);
+}
+
+TEST_F(CommMpiTest, SkippedAllgathervTimesOutAndAborts) {
+  constexpr int64_t kTimeoutMs = 300;
+  if (comm_->size() < 2) GTEST_SKIP() << "needs at least 2 ranks";
+  auto comm = gcomp::make_mpi_world(MpiOptions{kTimeoutMs});
+  std::vector<std::byte> send(8);
+  std::vector<std::byte> recv(8 * static_cast<size_t>(comm->size()));
+  std::vector<size_t> sizes(static_cast<size_t>(comm->size()));
+  if (comm->rank() != 0) {
+    const Error e = error_of([&] { comm->allgatherv(send.data(), 5, recv.data(), 8, sizes.data(), nullptr); });
+    EXPECT_EQ(e.status(), gcompErrorTimeout) << e.what();
+    EXPECT_NE(std::string(e.what()).find("allgatherv #0 (at most 8 bytes per rank) timed out after 300 ms"),
+              std::string::npos)
+        << e.what();
+    EXPECT_TRUE(comm->is_aborted());
+    const Error later = error_of([&] { comm->alltoallv(recv.data(), sizes.data(), recv.data(), 2, sizes.data(), nullptr); });
+    EXPECT_EQ(later.status(), gcompErrorTimeout);
+    EXPECT_NE(std::string(later.what()).find("communicator aborted"), std::string::npos) << later.what();
+  }
+  comm.reset();
+  MPI_Barrier(MPI_COMM_WORLD);
+  gcomp::test::check_allgatherv(*comm_, 5, false);
 }
 
 /// On ranks other than 0: prints only failures, prefixed with the rank.

@@ -138,6 +138,61 @@ void exercise(Communicator& comm, cudaStream_t stream) {
       gcomp::test::bytes_equal(buf, std::vector<std::byte>(want.begin(), want.begin() + kBytes)))
       << "broadcast, rank " << rank;
 
+  // Variable-length collectives: a different size per rank (and per pair), zeros included;
+  // each slot starts with its message and keeps its old bytes after it.
+  for (const size_t bound : {size_t{0}, size_t{1}, size_t{4099}}) {
+    const size_t mine = gcomp::test::varlen_size(rank, num_ranks, bound);
+    std::vector<std::byte> msg(bound, std::byte{0});
+    for (size_t i = 0; i < mine; ++i) msg[i] = gcomp::test::pattern_byte(rank, i);
+    const DeviceBytes d_msg(bound);
+    const DeviceBytes d_slots(bound * ranks);
+    std::vector<std::byte> slots(bound * ranks, std::byte{0xee});
+    d_msg.upload(msg.data());
+    d_slots.upload(slots.data());
+    std::vector<size_t> sizes(ranks, 99);
+    comm.allgatherv(d_msg.get(), mine, d_slots.get(), bound, sizes.data(), stream);
+    comm.synchronize(stream);
+    d_slots.download(slots.data());
+    std::vector<std::byte> expect(bound * ranks, std::byte{0xee});
+    for (size_t j = 0; j < ranks; ++j) {
+      const size_t n = gcomp::test::varlen_size(static_cast<int>(j), num_ranks, bound);
+      EXPECT_EQ(sizes[j], n) << "allgatherv size of rank " << j;
+      for (size_t i = 0; i < n; ++i) expect[j * bound + i] = gcomp::test::pattern_byte(static_cast<int>(j), i);
+    }
+    EXPECT_TRUE(gcomp::test::bytes_equal(slots, expect)) << "allgatherv, rank " << rank << ", bound " << bound;
+
+    std::vector<std::byte> out(bound * ranks, std::byte{0x5a});
+    std::vector<size_t> out_sizes(ranks);
+    for (size_t to = 0; to < ranks; ++to) {
+      out_sizes[to] = gcomp::test::pair_size(rank, static_cast<int>(to), bound);
+      for (size_t i = 0; i < out_sizes[to]; ++i) out[to * bound + i] = gcomp::test::pair_byte(rank, static_cast<int>(to), i);
+    }
+    const DeviceBytes d_out(bound * ranks);
+    d_out.upload(out.data());
+    std::fill(slots.begin(), slots.end(), std::byte{0xee});
+    d_slots.upload(slots.data());
+    comm.alltoallv(d_out.get(), out_sizes.data(), d_slots.get(), bound, sizes.data(), stream);
+    comm.synchronize(stream);
+    d_slots.download(slots.data());
+    std::fill(expect.begin(), expect.end(), std::byte{0xee});
+    for (size_t from = 0; from < ranks; ++from) {
+      const size_t n = gcomp::test::pair_size(static_cast<int>(from), rank, bound);
+      EXPECT_EQ(sizes[from], n) << "alltoallv size from rank " << from;
+      for (size_t i = 0; i < n; ++i) expect[from * bound + i] = gcomp::test::pair_byte(static_cast<int>(from), rank, i);
+    }
+    EXPECT_TRUE(gcomp::test::bytes_equal(slots, expect)) << "alltoallv, rank " << rank << ", bound " << bound;
+  }
+  // A message above the bound fails every rank before any data moves; the communicator stays usable.
+  {
+    const DeviceBytes d_msg(32);
+    const DeviceBytes d_slots(16 * ranks);
+    std::vector<size_t> sizes(ranks);
+    const gcomp::Error e = gcomp::test::error_of(
+        [&] { comm.allgatherv(d_msg.get(), rank == 0 ? 20 : 4, d_slots.get(), 16, sizes.data(), stream); });
+    EXPECT_EQ(e.status(), gcompErrorInvalidArgument) << e.what();
+    EXPECT_FALSE(comm.is_aborted());
+  }
+
   comm.barrier();
   gcomp::check_agreement(comm, "config", "codec=identity;format=1");
 }
