@@ -27,9 +27,10 @@ constexpr const char* kUsage =
     "commands:\n"
     "  list                                   every codec, its parameters with defaults, omega/delta\n"
     "  encode --codec SPEC --in X.f32 --out P.gcp [--seed S] [--step T] [--rank R]\n"
-    "         [--segments n1,n2,...]          raw little-endian float32 in, framed payload out\n"
+    "         [--segments n1,n2,...]          raw little-endian float32 in, framed payload out (the\n"
+    "                                         used bytes only, for sdither and topk index=rice)\n"
     "  decode --in P.gcp --out Y.f32          the header carries everything needed\n"
-    "  info P.gcp                             the header as one JSON object\n"
+    "  info P.gcp                             the header as one JSON object (used and worst-case bytes)\n"
     "  demo [--n N] [--seed S]                bits/element and error of every codec on a Gaussian vector\n"
     "  bits [--n N] [--seed S] [--codecs a,b,...] [--json PATH]\n"
     "                                         bits vs variance and the ratio R to the lower bound (spec 5.2(c))\n";
@@ -156,7 +157,8 @@ int cmd_encode(int argc, char** argv) {
   auto codec = make_codec(spec, layout);
   std::vector<uint8_t> body(codec->encoded_bytes());
   codec->encode(x, key, body);
-  const auto framed = frame_payload(*codec, key, body);
+  // Variable-length codecs (sdither, topk index=rice): only the bytes that carry the message.
+  const auto framed = frame_payload(*codec, key, std::span<const uint8_t>(body).first(codec->used_bytes(body)));
   io::write_file(out, framed, out_opt);
   return 0;
 }

@@ -10,6 +10,7 @@
 #include <gcomp/detail/elias.hpp>
 #include <gcomp/detail/norms.hpp>
 #include <gcomp/detail/reduce.hpp>
+#include <gcomp/detail/rice.hpp>
 #include <gcomp/detail/sparse.hpp>
 
 #include <algorithm>
@@ -52,6 +53,7 @@ struct WorkspaceLayout {
   size_t cnt_a = npos, cnt_b = npos, off_a = npos, off_b = npos, scan_temp = npos, idx = npos, sample = npos;
   size_t hist = npos, cand_key = npos, cand_idx = npos;
   size_t sd_last = npos, sd_first = npos, sd_rest = npos, sd_prev = npos, sd_off = npos, sd_total = npos;
+  size_t rice_len = npos, rice_off = npos, rice_temp = npos;
   size_t total = 0;
 };
 
@@ -136,6 +138,7 @@ struct DeviceCodec::Impl {
       p.cand_cap = std::min<int64_t>(p.n, p.n / 16 + 4096);
       p.scan_temp_bytes = p.sel_tiles > 0 ? detail::query_scan_temp_bytes(p.sel_tiles) : 0;
       if (spec.id == CodecId::kTopK && p.n > 0) plan_sample();
+      if (spec.id == CodecId::kTopK && spec.index == IndexCode::kRice) plan_rice(cpu);
       return;
     }
     if (is_coded(spec.id)) {
@@ -189,6 +192,20 @@ struct DeviceCodec::Impl {
     p.stream_words = gcomp::detail::ceil_div(p.worst_bits, 32);
     GCOMP_EXPECTS(payload_bytes == static_cast<size_t>(4 * (p.num_blocks + 1 + p.num_chunks + p.stream_words)),
                   gcompErrorInternal, "DeviceCodec: sdither payload size disagrees with the CPU codec");
+  }
+
+  /// topk index=rice (docs/wire-format.md §3.4.1): the CPU codec's parameters and sizes.
+  void plan_rice(const Codec& cpu) {
+    detail::DevicePlan& p = plan;
+    p.rice = true;
+    p.rice_b = gcomp::detail::rice_param(p.n, p.k);
+    p.rice_dir = gcomp::detail::rice_dir_entries(p.k);
+    p.rice_worst_bits = static_cast<int64_t>(gcomp::detail::rice_worst_bits(p.n, p.k, p.rice_b));
+    p.rice_words = gcomp::detail::ceil_div(p.rice_worst_bits, 32);
+    p.rice_scan_temp_bytes = detail::query_rice_scan_temp_bytes(p.k);
+    GCOMP_EXPECTS(payload_bytes == static_cast<size_t>(4 * (p.k + 1 + p.rice_dir + p.rice_words)) &&
+                      cpu.variable_length(),
+                  gcompErrorInternal, "DeviceCodec: topk index=rice payload size disagrees with the CPU codec");
   }
 
   /// spec §4.4 sampling (synxlin): stride = ceil(n / max(ceil(0.01 n), ceil(2/rho)) / 32) * 32 + 1,
@@ -302,6 +319,11 @@ struct DeviceCodec::Impl {
         wl.idx = c.take(static_cast<size_t>(p.k) * sizeof(int64_t));
         wl.sample = c.take(static_cast<size_t>(p.sample_count) * sizeof(float));
       }
+      if (p.rice) {
+        wl.rice_len = c.take(static_cast<size_t>(p.k) * sizeof(int64_t));
+        wl.rice_off = c.take(static_cast<size_t>(p.k) * sizeof(int64_t));
+        wl.rice_temp = c.take(p.rice_scan_temp_bytes);
+      }
     }
     if (p.id == CodecId::kSpherical) wl.idx = c.take(m * sizeof(int64_t));
     if (p.id == CodecId::kSDither) {
@@ -334,6 +356,9 @@ struct DeviceCodec::Impl {
     w.scan_temp = part<void>(base, wl.scan_temp);
     w.idx = part<int64_t>(base, wl.idx);
     w.sample = part<float>(base, wl.sample);
+    w.rice_len = part<int64_t>(base, wl.rice_len);
+    w.rice_off = part<int64_t>(base, wl.rice_off);
+    w.rice_temp = part<void>(base, wl.rice_temp);
     w.sd = detail::SDitherTiles{part<int64_t>(base, wl.sd_last), part<int64_t>(base, wl.sd_first),
                                 part<int64_t>(base, wl.sd_rest),  part<int64_t>(base, wl.sd_prev),
                                 part<int64_t>(base, wl.sd_off),   part<int64_t>(base, wl.sd_total)};

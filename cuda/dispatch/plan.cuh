@@ -68,6 +68,12 @@ struct DevicePlan {
   int64_t groups = 0;       ///< ceil(n / 32)
   int64_t k = 0;            ///< topk/randk
   int index_bits = 0;       ///< topk
+  bool rice = false;        ///< topk index=rice (cuda/topk/rice_kernels.cuh)
+  uint32_t rice_b = 0;      ///< index=rice: Rice parameter b
+  int64_t rice_dir = 0;     ///< index=rice: directory entries D
+  int64_t rice_worst_bits = 0;  ///< index=rice: Wbits
+  int64_t rice_words = 0;       ///< index=rice: W = ceil(Wbits / 32)
+  size_t rice_scan_temp_bytes = 0;  ///< index=rice: CUB scan temp for k items
   int64_t sel_tiles = 0;    ///< ceil(n / kSelectTile): topk/randk selection tiles
   int64_t cand_cap = 0;     ///< candidate buffer of the three-pass selection (n / 16 + 4096, at most n)
   size_t scan_temp_bytes = 0;
@@ -122,6 +128,9 @@ struct Workspace {
   int64_t* idx = nullptr;       ///< k selected indices (topk)
   float* sample = nullptr;      ///< sample_count magnitudes (topk_sampled)
   SDitherTiles sd{};            ///< sdither: per-tile scan state (sd_tiles each)
+  int64_t* rice_len = nullptr;  ///< topk index=rice: k code lengths (decode: group sums)
+  int64_t* rice_off = nullptr;  ///< topk index=rice: k code offsets (decode: index before each group)
+  void* rice_temp = nullptr;    ///< topk index=rice: rice_scan_temp_bytes
 };
 
 /// What the fused encode pass also updates.
@@ -145,6 +154,15 @@ void launch_sparse_encode(const DevicePlan& plan, const Workspace& ws, Input in,
 void launch_sparse_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads,
                           size_t stride, int num_payloads, const float* h_weights, DecodeMode mode,
                           const RngKey* keys, float* d_out, cudaStream_t stream);
+
+/// topk index=rice (cuda/dispatch/rice_launch.cu): the index stream of a payload whose values the
+/// selection wrote and whose indices are in ws.idx; the validating decode of P payloads.
+void launch_rice_pack(const DevicePlan& plan, const Workspace& ws, uint8_t* d_payload, cudaStream_t stream);
+void launch_rice_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                        int num_payloads, const float* h_weights, DecodeMode mode, float* d_out,
+                        cudaStream_t stream);
+/// CUB scan temp storage for the Rice code offsets of `items` indices (0 for none).
+size_t query_rice_scan_temp_bytes(int64_t items);
 
 /// sdither, spherical and grid (cuda/dispatch/coded_launch.cu).
 void launch_coded_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key,

@@ -153,6 +153,10 @@ void launch_sparse_encode(const DevicePlan& plan, const Workspace& ws, Input in,
       init_select(ws, plan.k, nullptr, 0, 0, stream);
       select_exact(plan, ws, kf, args, true, stream);
     }
+    if (plan.rice) {
+      launch_rice_pack(plan, ws, d_payload, stream);
+      return;
+    }
     const int64_t words = gcomp::detail::ceil_div(plan.k * plan.index_bits, 32);
     GCOMP_LAUNCH(pack_indices_kernel, grid_for(words, kThreads, plan.max_blocks), kThreads, stream, ws.idx, plan.k,
                  plan.index_bits, reinterpret_cast<uint32_t*>(d_payload + 4 * plan.k), words, ws.status);
@@ -173,6 +177,10 @@ void launch_sparse_decode(const DevicePlan& plan, const Workspace& ws, const uin
                           int num_payloads, const float* h_weights, DecodeMode mode, const RngKey* keys,
                           float* d_out, cudaStream_t stream) {
   if (plan.n == 0) return;
+  if (plan.rice) {
+    launch_rice_decode(plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
+    return;
+  }
   const bool topk = plan.id == CodecId::kTopK;
   const unsigned grid_k = grid_for(plan.k, kThreads, plan.max_blocks);
   for (int j = 0; j < num_payloads; ++j) {

@@ -103,6 +103,24 @@ extern "C" gcompStatus_t gcompPlanGuarantee(gcompPlan_t plan, gcompGuaranteeKind
   });
 }
 
+extern "C" gcompStatus_t gcompPayloadUsedBytes(gcompPlan_t plan, const void* h_payload, size_t payload_bytes,
+                                               size_t* used_bytes) {
+  return translate_exceptions(slot_of(plan), "gcompPayloadUsedBytes", [&] {
+    const gcompPlan& p = plan_ref(plan);
+    if (payload_bytes > 0) require_non_null(h_payload, "h_payload");
+    require_non_null(used_bytes, "used_bytes");
+    const std::span<const uint8_t> payload(static_cast<const uint8_t*>(h_payload), payload_bytes);
+    if (p.codec->variable_length()) {
+      GCOMP_EXPECTS(payload_bytes >= p.codec->length_prefix_bytes() && payload_bytes <= p.codec->encoded_bytes(),
+                    gcompErrorCorruptPayload,
+                    "argument payload_bytes is " + std::to_string(payload_bytes) + ": a payload of this plan has " +
+                        std::to_string(p.codec->length_prefix_bytes()) + " to " +
+                        std::to_string(p.codec->encoded_bytes()) + " bytes");
+    }
+    *used_bytes = p.codec->used_bytes(payload);
+  });
+}
+
 extern "C" gcompStatus_t gcompEncode(gcompPlan_t plan, const float* h_x, uint32_t rank, uint32_t step,
                                      void* h_payload, size_t payload_bytes) {
   return translate_exceptions(slot_of(plan), "gcompEncode", [&] {
@@ -157,15 +175,18 @@ extern "C" gcompStatus_t gcompFramePayload(gcompPlan_t plan, const void* h_paylo
   return translate_exceptions(slot_of(plan), "gcompFramePayload", [&] {
     const gcompPlan& p = plan_ref(plan);
     const size_t need = p.codec->encoded_bytes();
-    if (need > 0) require_non_null(h_payload, "h_payload");
+    if (payload_bytes > 0) require_non_null(h_payload, "h_payload");
     require_non_null(h_framed, "h_framed");
-    GCOMP_EXPECTS(payload_bytes == need, gcompErrorInvalidArgument,
+    // The full payload, or (variable-length codecs) exactly its used bytes: frame_payload checks.
+    GCOMP_EXPECTS(payload_bytes == need || (p.codec->variable_length() && payload_bytes < need),
+                  gcompErrorInvalidArgument,
                   "argument payload_bytes is " + std::to_string(payload_bytes) + ", the plan's payload has " +
                       std::to_string(need) + " bytes");
-    GCOMP_EXPECTS(!overlaps(h_payload, need, h_framed, framed_bytes), gcompErrorInvalidArgument,
+    GCOMP_EXPECTS(!overlaps(h_payload, payload_bytes, h_framed, framed_bytes), gcompErrorInvalidArgument,
                   "arguments h_payload and h_framed overlap");
-    const std::vector<uint8_t> framed = gcomp::frame_payload(
-        *p.codec, key_of(p, rank, step), std::span<const uint8_t>(static_cast<const uint8_t*>(h_payload), need));
+    const std::vector<uint8_t> framed =
+        gcomp::frame_payload(*p.codec, key_of(p, rank, step),
+                             std::span<const uint8_t>(static_cast<const uint8_t*>(h_payload), payload_bytes));
     GCOMP_EXPECTS(framed_bytes >= framed.size(), gcompErrorWorkspaceTooSmall,
                   "argument framed_bytes is " + std::to_string(framed_bytes) + ", the frame needs " +
                       std::to_string(framed.size()) + " (gcompPlanFramedBytes)");

@@ -76,9 +76,7 @@ void Codec::check_decode_args(std::span<const uint8_t> payload, std::span<float>
   GCOMP_EXPECTS(static_cast<int64_t>(out.size()) == num_elems(), gcompErrorInvalidArgument,
                 "decode: output has " + std::to_string(out.size()) + " elements, layout has " +
                     std::to_string(num_elems()));
-  if (payload.size() != encoded_bytes())
-    detail::corrupt(spec(), "size is " + std::to_string(payload.size()) + " bytes, expected " +
-                                std::to_string(encoded_bytes()));
+  check_payload_size(payload);
   validate(payload);
 }
 
@@ -114,6 +112,21 @@ void Codec::decode_reduce(std::span<const std::span<const uint8_t>> payloads, st
       for (size_t j = 0; j < payloads.size(); ++j) decode_range(payloads[j], a, e, weights[j], true, out.data() + a);
     });
   });
+}
+
+void Codec::check_payload_size(std::span<const uint8_t> payload) const {
+  const size_t full = encoded_bytes();
+  if (payload.size() == full) return;
+  if (!variable_length() || payload.size() > full)
+    detail::corrupt(spec(), "size is " + std::to_string(payload.size()) + " bytes, expected " + std::to_string(full));
+  if (payload.size() < length_prefix_bytes())
+    detail::corrupt(spec(), "short payload of " + std::to_string(payload.size()) +
+                                " bytes ends before its length field (the first " +
+                                std::to_string(length_prefix_bytes()) + " bytes)");
+  const size_t used = used_bytes(payload);
+  if (used != payload.size())
+    detail::corrupt(spec(), "short payload has " + std::to_string(payload.size()) + " bytes but its length field says " +
+                                std::to_string(used) + (used > payload.size() ? " (truncated)" : " (trailing bytes)"));
 }
 
 void Codec::compute_scales(std::span<const float>, std::span<float>) const {

@@ -83,8 +83,9 @@ double SDitherCodec::encoded_bits() const {
 }
 
 uint32_t SDitherCodec::total_bits(std::span<const uint8_t> payload) const {
-  if (payload.size() != encoded_bytes())
-    corrupt(spec(), "size is " + std::to_string(payload.size()) + " bytes, expected " + std::to_string(encoded_bytes()));
+  if (payload.size() < length_prefix_bytes() || payload.size() > encoded_bytes())
+    corrupt(spec(), "size is " + std::to_string(payload.size()) + " bytes, expected " + std::to_string(encoded_bytes()) +
+                        " or a short payload of at least " + std::to_string(length_prefix_bytes()));
   const uint32_t total = load_u32(payload.data() + 4 * num_blocks_);
   if (total > static_cast<uint64_t>(worst_bits_))
     corrupt(spec(), "total stream bits " + std::to_string(total) + " exceed the worst case " +
@@ -259,6 +260,7 @@ void SDitherCodec::write(std::span<const float> x, std::span<const float> scales
 
 template <class Sink>
 void SDitherCodec::walk(std::span<const uint8_t> payload, Sink&& sink) const {
+  check_payload_size(payload);  // full, or short with exactly the used size
   const uint32_t total = total_bits(payload);
   const uint8_t* in = payload.data();
   std::vector<float> scales(static_cast<size_t>(num_blocks_));
@@ -278,9 +280,11 @@ void SDitherCodec::walk(std::span<const uint8_t> payload, Sink&& sink) const {
       corrupt(spec(), "chunk " + std::to_string(c) + " starts beyond the total stream bits");
   }
   if (num_chunks_ == 0 && total != 0u) corrupt(spec(), "records in an empty message");
-  std::vector<uint32_t> words(static_cast<size_t>(stream_words_));
+  // A short payload stops after word ceil(T/32) of the stream; the words after it are the padding.
+  std::vector<uint32_t> words(static_cast<size_t>(stream_words_), 0u);
   const uint8_t* stream = in + stream_offset_bytes();
-  for (int64_t w = 0; w < stream_words_; ++w) words[static_cast<size_t>(w)] = load_u32(stream + 4 * w);
+  const int64_t present = static_cast<int64_t>((payload.size() - stream_offset_bytes()) / 4);
+  for (int64_t w = 0; w < std::min(stream_words_, present); ++w) words[static_cast<size_t>(w)] = load_u32(stream + 4 * w);
   // Padding: every stream bit at or beyond `total` is zero.
   for (int64_t w = total / 32; w < stream_words_; ++w) {
     const uint32_t keep = (w == total / 32 && total % 32 != 0) ? ((1u << (total % 32)) - 1u) : 0u;

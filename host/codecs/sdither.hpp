@@ -11,12 +11,15 @@ namespace gcomp::detail {
 /// sdither (spec/ALGORITHMS.md §5.2(a)): the dither quantizer of §2.1 (same scales, draws and
 /// levels as `dither`), with the nonzeros sent as chunked Elias-coded records.
 /// Payload (docs/wire-format.md §3.7): m f32 scales, u32 total stream bits, ceil(n/C) u32 chunk
-/// offsets, then the record bit stream padded with zeros to the worst-case size.
+/// offsets, then the record bit stream padded with zeros to the worst-case size; it may travel
+/// short, without the padding (docs/wire-format.md §6).
 class SDitherCodec final : public Codec {
  public:
   SDitherCodec(CodecSpec spec, Layout layout);
   size_t encoded_bytes() const override;
   double encoded_bits() const override;
+  bool variable_length() const override { return true; }
+  size_t length_prefix_bytes() const override { return static_cast<size_t>(4 * num_blocks_ + 4); }
   size_t used_bytes(std::span<const uint8_t> payload) const override;
   double payload_bits(std::span<const uint8_t> payload) const override;
   Guarantee guarantee() const override { return dither_->guarantee(); }

@@ -69,18 +69,27 @@ class NaturalCodec final : public Codec {
 };
 
 /// topk (largest |x|, ties to the lower index) and randk (uniform without replacement, indices
-/// regenerated from the seed): values plus (topk) bit-packed indices or (randk) the stream id.
+/// regenerated from the seed): values plus (topk) bit-packed indices or Rice-coded gaps
+/// (index=rice, variable length) or (randk) the stream id.
 class SparseCodec final : public Codec {
  public:
   SparseCodec(CodecSpec spec, Layout layout);
   size_t encoded_bytes() const override;
   double encoded_bits() const override;
+  bool variable_length() const override { return rice_; }
+  size_t length_prefix_bytes() const override;
+  size_t used_bytes(std::span<const uint8_t> payload) const override;
+  double payload_bits(std::span<const uint8_t> payload) const override;
   Guarantee guarantee() const override;
   bool randomized() const override { return spec().id == CodecId::kRandK; }
   void encode(std::span<const float> x, const RngKey& key, std::span<uint8_t> payload) const override;
   GCOMP_CODEC_DECODE_METHODS
   [[nodiscard]] int64_t k() const { return k_; }
   [[nodiscard]] int index_bits() const { return index_bits_; }
+  /// index=rice: the Rice parameter b, the directory entries and the worst-case stream bits.
+  [[nodiscard]] uint32_t rice_param() const { return rice_b_; }
+  [[nodiscard]] int64_t rice_dir() const { return rice_dir_; }
+  [[nodiscard]] int64_t rice_worst_bits() const { return rice_worst_bits_; }
   /// Selected indices in increasing order (topk: of x; randk: from the key).
   std::vector<int64_t> select(std::span<const float> x, const RngKey& key) const;
 
@@ -88,8 +97,19 @@ class SparseCodec final : public Codec {
   void decode_impl(std::span<const uint8_t> payload, const RngKey& key, float weight, bool overwrite,
                    std::span<float> out) const;
   std::vector<int64_t> read_indices(std::span<const uint8_t> payload, const RngKey& key) const;
+  /// index=rice: the total stream bits T (checked against the worst case).
+  uint32_t rice_total(std::span<const uint8_t> payload) const;
+  /// index=rice: validates the T, directory and stream of a full or short payload and returns the
+  /// indices.
+  std::vector<int64_t> rice_indices(std::span<const uint8_t> payload) const;
+  void rice_encode(const std::vector<int64_t>& idx, uint8_t* out) const;
   int64_t k_ = 0;
   int index_bits_ = 0;
+  bool rice_ = false;
+  uint32_t rice_b_ = 0;
+  int64_t rice_dir_ = 0;
+  int64_t rice_worst_bits_ = 0;
+  int64_t rice_words_ = 0;
 };
 
 #undef GCOMP_CODEC_DECODE_METHODS

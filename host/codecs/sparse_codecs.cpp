@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-// topk (§4.1) and randk (§4.2). Payload layouts in docs/wire-format.md.
+// topk (§4.1) and randk (§4.2). Payload layouts in docs/wire-format.md (§3.4, §3.4.1 index=rice, §3.6).
 #include "host/codecs/simple_codecs.hpp"
 
 #include "host/codecs/kernels.hpp"
@@ -7,6 +7,7 @@
 #include "host/codecs/select.hpp"
 
 #include <gcomp/detail/codec_math.hpp>
+#include <gcomp/detail/rice.hpp>
 #include <gcomp/detail/sparse.hpp>
 
 #include <algorithm>
@@ -17,16 +18,116 @@ namespace gcomp::detail {
 SparseCodec::SparseCodec(CodecSpec spec, Layout layout) : Codec(std::move(spec), std::move(layout)) {
   k_ = sparse_k(num_elems(), this->spec().k, this->spec().ratio);
   index_bits_ = static_cast<int>(ceil_log2_u64(static_cast<uint64_t>(num_elems())));
+  GCOMP_EXPECTS(this->spec().id == CodecId::kTopK || this->spec().index == IndexCode::kPlain, gcompErrorInvalidArgument,
+                "randk sends no indices, so it has no index coding");
+  rice_ = this->spec().id == CodecId::kTopK && this->spec().index == IndexCode::kRice;
+  if (rice_) {
+    rice_b_ = detail::rice_param(num_elems(), k_);
+    rice_dir_ = rice_dir_entries(k_);
+    const uint64_t worst = detail::rice_worst_bits(num_elems(), k_, rice_b_);
+    GCOMP_EXPECTS(worst <= uint64_t{0xffffffff}, gcompErrorInvalidArgument,
+                  "topk index=rice: the worst-case index stream (" + std::to_string(worst) +
+                      " bits) does not fit 32-bit bit offsets; use fewer elements per message or index=plain");
+    rice_worst_bits_ = static_cast<int64_t>(worst);
+    rice_words_ = ceil_div(rice_worst_bits_, 32);
+  }
 }
 
 size_t SparseCodec::encoded_bytes() const {
   if (spec().id == CodecId::kRandK) return static_cast<size_t>(8 + 4 * k_);
+  if (rice_) return static_cast<size_t>(4 * k_ + 4 + 4 * rice_dir_ + 4 * rice_words_);
   return static_cast<size_t>(4 * k_ + 4 * ceil_div(k_ * index_bits_, 32));
 }
 
 double SparseCodec::encoded_bits() const {
   if (spec().id == CodecId::kRandK) return 32.0 * static_cast<double>(k_) + 64.0;
+  if (rice_) return 32.0 * static_cast<double>(k_ + 1 + rice_dir_) + static_cast<double>(rice_worst_bits_);
   return static_cast<double>(k_) * (32.0 + index_bits_);
+}
+
+size_t SparseCodec::length_prefix_bytes() const {
+  return rice_ ? static_cast<size_t>(4 * k_ + 4) : encoded_bytes();
+}
+
+uint32_t SparseCodec::rice_total(std::span<const uint8_t> payload) const {
+  if (payload.size() < length_prefix_bytes() || payload.size() > encoded_bytes())
+    corrupt(spec(), "size is " + std::to_string(payload.size()) + " bytes, expected " + std::to_string(encoded_bytes()) +
+                        " or a short payload of at least " + std::to_string(length_prefix_bytes()));
+  const uint32_t total = load_u32(payload.data() + 4 * k_);
+  if (total > static_cast<uint64_t>(rice_worst_bits_))
+    corrupt(spec(), "total index bits " + std::to_string(total) + " exceed the worst case " +
+                        std::to_string(rice_worst_bits_));
+  return total;
+}
+
+size_t SparseCodec::used_bytes(std::span<const uint8_t> payload) const {
+  if (!rice_) return encoded_bytes();
+  return static_cast<size_t>(4 * k_ + 4 + 4 * rice_dir_ + 4 * ceil_div(rice_total(payload), 32));
+}
+
+double SparseCodec::payload_bits(std::span<const uint8_t> payload) const {
+  if (!rice_) return encoded_bits();
+  return 32.0 * static_cast<double>(k_ + 1 + rice_dir_) + static_cast<double>(rice_total(payload));
+}
+
+void SparseCodec::rice_encode(const std::vector<int64_t>& idx, uint8_t* out) const {
+  std::vector<uint32_t> words(static_cast<size_t>(rice_words_), 0u);
+  std::vector<uint32_t> dir(static_cast<size_t>(rice_dir_), 0u);
+  uint64_t pos = 0;
+  int64_t prev = -1;
+  for (int64_t j = 0; j < k_; ++j) {
+    if (j > 0 && j % kRiceGroup == 0) dir[static_cast<size_t>(j / kRiceGroup - 1)] = static_cast<uint32_t>(pos);
+    pos = write_rice(words.data(), pos, static_cast<uint64_t>(idx[static_cast<size_t>(j)] - prev), rice_b_);
+    prev = idx[static_cast<size_t>(j)];
+  }
+  store_u32(out + 4 * k_, static_cast<uint32_t>(pos));
+  for (int64_t d = 0; d < rice_dir_; ++d) store_u32(out + 4 * (k_ + 1 + d), dir[static_cast<size_t>(d)]);
+  uint8_t* stream = out + 4 * (k_ + 1 + rice_dir_);
+  for (int64_t w = 0; w < rice_words_; ++w) store_u32(stream + 4 * w, words[static_cast<size_t>(w)]);
+}
+
+std::vector<int64_t> SparseCodec::rice_indices(std::span<const uint8_t> payload) const {
+  check_payload_size(payload);  // full, or short with exactly the used size
+  const uint32_t total = rice_total(payload);
+  const uint8_t* in = payload.data();
+  // Directory: the offsets of codes 1024, 2048, ...; non-decreasing, within T.
+  std::vector<uint64_t> starts(static_cast<size_t>(rice_dir_ + 2), 0u);
+  for (int64_t d = 0; d < rice_dir_; ++d) {
+    const uint32_t off = load_u32(in + 4 * (k_ + 1 + d));
+    if (off < starts[static_cast<size_t>(d)]) corrupt(spec(), "index directory offsets decrease at entry " + std::to_string(d));
+    if (off > total) corrupt(spec(), "index directory entry " + std::to_string(d) + " lies beyond the total index bits");
+    starts[static_cast<size_t>(d + 1)] = off;
+  }
+  starts[static_cast<size_t>(rice_dir_ + 1)] = total;
+  // The stream: words present in the payload; a short payload ends after word ceil(T/32).
+  const size_t stream_off = static_cast<size_t>(4 * (k_ + 1 + rice_dir_));
+  std::vector<uint32_t> words(static_cast<size_t>(rice_words_), 0u);
+  const int64_t present = static_cast<int64_t>((payload.size() - stream_off) / 4);
+  for (int64_t w = 0; w < std::min(rice_words_, present); ++w)
+    words[static_cast<size_t>(w)] = load_u32(in + stream_off + 4 * static_cast<size_t>(w));
+  for (int64_t w = total / 32; w < rice_words_; ++w) {
+    const uint32_t keep = (w == total / 32 && total % 32 != 0) ? ((1u << (total % 32)) - 1u) : 0u;
+    if (words[static_cast<size_t>(w)] & ~keep) corrupt(spec(), "bits set beyond the total index bits");
+  }
+  std::vector<int64_t> idx(static_cast<size_t>(k_));
+  int64_t prev = -1;
+  const int64_t groups = rice_dir_ + (k_ > 0 ? 1 : 0);
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t first = g * kRiceGroup;
+    const int64_t count = std::min(kRiceGroup, k_ - first);
+    int64_t last = prev;
+    const uint32_t st = rice_walk_group(words.data(), starts[static_cast<size_t>(g)], starts[static_cast<size_t>(g + 1)],
+                                        rice_b_, num_elems(), count, prev, last,
+                                        [&](int64_t j, int64_t i) { idx[static_cast<size_t>(first + j)] = i; });
+    const std::string where = " in index group " + std::to_string(g);
+    if (st == kRicePastEnd) corrupt(spec(), "an index code runs past the end of its group" + where);
+    if (st == kRiceTooLong) corrupt(spec(), "an index gap quotient beyond the last element" + where);
+    if (st == kRiceBeyondN) corrupt(spec(), "an index at or beyond n = " + std::to_string(num_elems()) + where);
+    if (st == kRiceWrongEnd) corrupt(spec(), "the index codes do not end where the group ends" + where);
+    prev = last;
+  }
+  if (k_ == 0 && total != 0u) corrupt(spec(), "index bits in an empty message");
+  return idx;
 }
 
 Guarantee SparseCodec::guarantee() const {
@@ -79,6 +180,10 @@ void SparseCodec::encode(std::span<const float> x, const RngKey& key, std::span<
     return;
   }
   for (int64_t j = 0; j < k_; ++j) store_f32(out + 4 * j, x[idx[j]]);
+  if (rice_) {
+    rice_encode(idx, out);
+    return;
+  }
   const int64_t words = ceil_div(k_ * index_bits_, 32);
   uint8_t* packed = out + 4 * k_;
   for (int64_t w = 0; w < words; ++w)
@@ -92,6 +197,7 @@ std::vector<int64_t> SparseCodec::read_indices(std::span<const uint8_t> payload,
     k.rank = load_u32(payload.data() + 4);
     return select({}, k);
   }
+  if (rice_) return rice_indices(payload);
   std::vector<int64_t> idx(static_cast<size_t>(k_));
   const uint8_t* packed = payload.data() + 4 * k_;
   for (int64_t j = 0; j < k_; ++j) {
@@ -107,6 +213,13 @@ std::vector<int64_t> SparseCodec::read_indices(std::span<const uint8_t> payload,
 }
 
 void SparseCodec::validate(std::span<const uint8_t> payload) const {
+  if (rice_) {
+    check_payload_size(payload);
+    for (int64_t j = 0; j < k_; ++j)
+      if (!is_finite_f(load_f32(payload.data() + 4 * j))) corrupt(spec(), "value " + std::to_string(j) + " is not finite");
+    (void)rice_indices(payload);  // T, directory, padding, every code and index
+    return;
+  }
   if (payload.size() != encoded_bytes()) corrupt(spec(), "wrong size");
   const int64_t voff = spec().id == CodecId::kRandK ? 8 : 0;
   for (int64_t j = 0; j < k_; ++j)

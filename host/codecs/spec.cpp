@@ -21,7 +21,7 @@ constexpr NameId kCodecs[] = {
     {"dither", CodecId::kDither, "levels,norm,p,block"},
     {"terngrad", CodecId::kTernGrad, "clip"},
     {"sign", CodecId::kSign, "block,scale"},
-    {"topk", CodecId::kTopK, "k,ratio"},
+    {"topk", CodecId::kTopK, "k,ratio,index"},
     {"randk", CodecId::kRandK, "k,ratio,unbiased"},
     {"natural", CodecId::kNatural, ""},
     {"natdither", CodecId::kNatDither, "levels,norm,p,block"},
@@ -137,6 +137,9 @@ CodecSpec CodecSpec::parse(std::string_view text_in) {
       const std::string key = trim(std::string_view(item).substr(0, eq));
       const std::string value = trim(std::string_view(item).substr(eq + 1));
       const std::string keys = std::string(",") + entry->keys + ",";
+      if (spec.id == CodecId::kRandK && key == "index")
+        bad(text, "randk sends no indices (the receiver regenerates them from the seed), so it has no "
+                  "key 'index'; valid keys: " + std::string(entry->keys));
       if (keys.find("," + key + ",") == std::string::npos)
         bad(text, "unknown key '" + key + "' for " + name + "; valid keys: " +
                       (entry->keys[0] ? entry->keys : "(none)"));
@@ -169,6 +172,10 @@ CodecSpec CodecSpec::parse(std::string_view text_in) {
     } else if (key == "ratio") {
       spec.ratio = parse_double(text, key, value);
       if (!(spec.ratio > 0.0 && spec.ratio <= 1.0)) bad(text, "ratio must be in (0, 1]");
+    } else if (key == "index") {
+      if (value == "plain") spec.index = IndexCode::kPlain;
+      else if (value == "rice") spec.index = IndexCode::kRice;
+      else bad(text, "index=" + value + " is not one of plain, rice");
     } else if (key == "unbiased") {
       spec.unbiased = parse_bool(text, key, value);
     } else if (key == "code") {
@@ -226,6 +233,9 @@ std::string CodecSpec::canonical() const {
       break;
     case CodecId::kTopK:
       s += k > 0 ? ":k=" + std::to_string(k) : ":ratio=" + fmt_double(ratio);
+      // index=plain, the default, is not written: the canonical text (and so every frame) of a
+      // plain topk spec is the one of wire format v1 before the option existed.
+      if (index == IndexCode::kRice) s += ",index=rice";
       break;
     case CodecId::kRandK:
       s += (k > 0 ? ":k=" + std::to_string(k) : ":ratio=" + fmt_double(ratio)) +
@@ -257,7 +267,9 @@ std::vector<CodecDescription> list_codecs() {
        "2 n + 32 #segments"},
       {"sign", "block=0 scale=l1|none", "contractive: delta = 1/b (scale=l1); none: no guarantee",
        "n + 32 #blocks"},
-      {"topk", "ratio=0.01 | k=K", "contractive: delta = k/n", "k (32 + ceil(log2 n))"},
+      {"topk", "ratio=0.01 | k=K index=plain|rice", "contractive: delta = k/n",
+       "k (32 + ceil(log2 n)); index=rice: 32 k + 32 + 32 floor((k-1)/1024) + sum_j [((g_j-1) >> b) + 1 + b], "
+       "b = floor(log2(n/k)); buffer: worst case"},
       {"randk", "ratio=0.01 | k=K unbiased=1", "unbiased=1: omega = n/k - 1; unbiased=0: delta = k/n",
        "32 k + 64"},
       {"natural", "(none)", "unbiased: omega = 1/8", "9 n"},

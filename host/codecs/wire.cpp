@@ -47,9 +47,13 @@ uint32_t crc32(std::span<const uint8_t> bytes, uint32_t crc) {
 }
 
 std::vector<uint8_t> frame_payload(const Codec& codec, const RngKey& key, std::span<const uint8_t> raw) {
-  GCOMP_EXPECTS(raw.size() == codec.encoded_bytes(), gcompErrorInvalidArgument,
+  const bool full = raw.size() == codec.encoded_bytes();
+  const bool short_ok = !full && codec.variable_length() && raw.size() >= codec.length_prefix_bytes() &&
+                        raw.size() < codec.encoded_bytes() && codec.used_bytes(raw) == raw.size();
+  GCOMP_EXPECTS(full || short_ok, gcompErrorInvalidArgument,
                 "frame_payload: raw payload has " + std::to_string(raw.size()) + " bytes, codec expects " +
-                    std::to_string(codec.encoded_bytes()));
+                    std::to_string(codec.encoded_bytes()) +
+                    (codec.variable_length() ? " or exactly the used bytes its length field gives" : ""));
   GCOMP_EXPECTS(key.stream_offset == 0 || key.stream_offset == detail::kStreamDownlink, gcompErrorInvalidArgument,
                 "frame_payload: stream offset " + std::to_string(key.stream_offset) +
                     " is neither 0 (uplink) nor " + std::to_string(detail::kStreamDownlink) + " (downlink)");
@@ -140,15 +144,26 @@ FrameInfo parse_frame(std::span<const uint8_t> in) {
   info.header_bytes = header;
 
   const auto codec = make_codec(info.spec, info.layout);
-  if (info.body_bytes != codec->encoded_bytes())
+  info.worst_bytes = codec->encoded_bytes();
+  // The body is the full payload or, for a variable-length codec, a short one (§6) of at least its
+  // length prefix; the codec's validation below checks that a short body is exactly its used size.
+  const bool short_body = codec->variable_length() && info.body_bytes < info.worst_bytes &&
+                          info.body_bytes >= codec->length_prefix_bytes();
+  if (info.body_bytes != info.worst_bytes && !short_body)
     bad("body size " + std::to_string(info.body_bytes) + " does not match the codec (" +
-        std::to_string(codec->encoded_bytes()) + " bytes)");
+        std::to_string(info.worst_bytes) + " bytes" +
+        (codec->variable_length() ? ", or a short payload of at least " + std::to_string(codec->length_prefix_bytes())
+                                  : std::string()) +
+        ")");
   const uint64_t have = in.size() - header;
   if (have < info.body_bytes)
     bad("truncated: body has " + std::to_string(have) + " of " + std::to_string(info.body_bytes) + " bytes");
   if (have > info.body_bytes) bad(std::to_string(have - info.body_bytes) + " trailing bytes after the body");
-  if (crc32(in.subspan(header, info.body_bytes)) != info.body_crc32) bad("body checksum mismatch");
-  codec->validate(in.subspan(header, info.body_bytes));
+  const auto body = in.subspan(header, info.body_bytes);
+  if (crc32(body) != info.body_crc32) bad("body checksum mismatch");
+  codec->validate(body);
+  info.used_bytes = codec->used_bytes(body);
+  info.payload_bits = codec->payload_bits(body);
   return info;
 }
 

@@ -47,6 +47,10 @@ enum class Norm : uint32_t { kL1 = 1, kL2 = 2, kLinf = 3, kLp = 4 };
 /// Elias code of the sdither records: gamma (2 floor(log2 n) + 1 bits) or delta.
 enum class EliasCode : uint32_t { kGamma = 1, kDelta = 2 };
 
+/// How topk sends its indices: plain ceil(log2 n)-bit words (wire format v1 §3.4) or Rice-coded
+/// gaps (§3.4.1, a variable-length payload).
+enum class IndexCode : uint32_t { kPlain = 1, kRice = 2 };
+
 /// A parsed, validated codec spec. Every field has a value (defaults filled in).
 struct CodecSpec {
   CodecId id = CodecId::kIdentity;
@@ -60,6 +64,7 @@ struct CodecSpec {
   int64_t k = 0;           ///< topk/randk: fixed k (0: use ratio)
   double ratio = 0.01;     ///< topk/randk: k = max(1, floor(ratio * n)) when k == 0
   bool unbiased = true;    ///< randk: scale by n/k on decode
+  IndexCode index = IndexCode::kPlain;  ///< topk: index coding (plain words or Rice-coded gaps)
   EliasCode code = EliasCode::kGamma;  ///< sdither: record code
   int64_t chunk = 4096;    ///< sdither: coordinates per chunk of the directory, C >= 1
   uint32_t bits = 8;       ///< spherical: codebook index bits B in 1..16 (2^B codewords)
@@ -130,16 +135,27 @@ class Codec {
   [[nodiscard]] const Layout& layout() const { return layout_; }
   [[nodiscard]] int64_t num_elems() const { return layout_.num_elems(); }
 
-  /// Exact size of the raw payload in bytes (no frame header). Variable-length codecs (sdither)
-  /// always fill this many bytes: the message, then zero padding up to this worst-case size.
+  /// Exact size of the raw payload in bytes (no frame header). Variable-length codecs (sdither,
+  /// topk with index=rice) always fill this many bytes: the message, then zero padding up to this
+  /// worst-case size. It is the bound a communicator checks every message against.
   [[nodiscard]] virtual size_t encoded_bytes() const = 0;
+  /// True when the bytes that carry the message (used_bytes()) depend on the data: sdither and
+  /// topk with index=rice. Their payloads may travel short (docs/wire-format.md §6).
+  [[nodiscard]] virtual bool variable_length() const { return false; }
+  /// Bytes from the start of a payload through its length field: used_bytes() of a short payload
+  /// needs at least these. Fixed-size codecs: encoded_bytes().
+  [[nodiscard]] virtual size_t length_prefix_bytes() const { return encoded_bytes(); }
   /// Information bits of a message by the spec's formula (§9.2 T16). encoded_bytes() * 8 is this
   /// rounded up to whole 32-bit words (bit planes pad the last group of 32 elements). For a
   /// variable-length codec: the worst case over all messages (an upper bound of payload_bits).
   [[nodiscard]] virtual double encoded_bits() const = 0;
-  /// Bytes of `payload` (encoded_bytes() bytes) that carry the message; the rest is zero padding.
-  /// Fixed-size codecs: encoded_bytes().
-  /// @throws gcomp::Error gcompErrorCorruptPayload when the payload's length field is impossible.
+  /// Bytes of `payload` that carry the message (what a communicator sends and `gcomp-codec
+  /// encode` writes); the rest of a full payload is zero padding. `payload` is a full payload
+  /// (encoded_bytes() bytes) or a short one of at least length_prefix_bytes() bytes; the result
+  /// comes from the length field alone, so for a short payload it may differ from its size (a
+  /// lying or truncated message, which validate() rejects). Fixed-size codecs: encoded_bytes().
+  /// @throws gcomp::Error gcompErrorCorruptPayload when the payload ends before its length field or
+  ///         the length field is impossible (above the worst case).
   [[nodiscard]] virtual size_t used_bytes(std::span<const uint8_t> payload) const {
     (void)payload;
     return encoded_bytes();
@@ -170,11 +186,14 @@ class Codec {
   virtual void encode_with_scales(std::span<const float> x, std::span<const float> scales,
                                   const RngKey& key, std::span<uint8_t> payload) const;
 
-  /// Checks a raw payload without decoding it.
+  /// Checks a raw payload without decoding it. A payload is either full (encoded_bytes() bytes)
+  /// or, for a variable-length codec, short: exactly used_bytes() bytes, as its length field says
+  /// (docs/wire-format.md §6); any other size is rejected.
   /// @throws gcomp::Error gcompErrorCorruptPayload naming the first problem found.
   virtual void validate(std::span<const uint8_t> payload) const = 0;
 
-  /// out[i] = out[i] + weight * decode(payload)[i]. Validates first; on error out is untouched.
+  /// out[i] = out[i] + weight * decode(payload)[i]. `payload` full or short, as validate() accepts.
+  /// Validates first; on error out is untouched.
   virtual void decode_accumulate(std::span<const uint8_t> payload, const RngKey& key, float weight,
                                  std::span<float> out) const = 0;
   /// out = decode(payload). Validates first; on error out is untouched.
@@ -217,6 +236,9 @@ class Codec {
   /// The argument checks of decode_reduce: matching sizes, then every payload's check_decode_args.
   void check_reduce_args(std::span<const std::span<const uint8_t>> payloads, std::span<const RngKey> keys,
                          std::span<const float> weights, std::span<float> out) const;
+  /// The size rule of validate(): full, or (variable-length) short with exactly the used size.
+  /// @throws gcomp::Error gcompErrorCorruptPayload otherwise.
+  void check_payload_size(std::span<const uint8_t> payload) const;
 
  private:
   CodecSpec spec_;

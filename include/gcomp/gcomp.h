@@ -211,11 +211,30 @@ GCOMP_EXPORT GCOMP_NODISCARD gcompStatus_t gcompPlanNumElems(gcompPlan_t plan, i
 
 /**
  * @brief Exact size in bytes of one raw payload of this plan (no frame header). Known before any
- * data exists; every payload of the plan has exactly this size.
+ * data exists; gcompEncode() writes exactly this many bytes. For a variable-length codec (sdither,
+ * topk with index=rice) it is the worst case: the message, then zero padding; only the first
+ * gcompPayloadUsedBytes() bytes need to travel or be stored (docs/wire-format.md §6).
  * @param[in]  plan          the plan.
  * @param[out] payload_bytes host pointer; receives the size.
  */
 GCOMP_EXPORT GCOMP_NODISCARD gcompStatus_t gcompPlanEncodedBytes(gcompPlan_t plan, size_t* payload_bytes);
+
+/**
+ * @brief Bytes of a raw payload that carry its message: gcompPlanEncodedBytes() for fixed-size
+ * codecs; for sdither and topk with index=rice, the size its length field gives (the rest is zero
+ * padding). A payload of exactly that many bytes (a short payload) decodes like the full one.
+ * @param[in]  plan          the plan.
+ * @param[in]  h_payload     host buffer of @p payload_bytes bytes: a full payload, or a short one
+ *                           of at least the bytes through its length field.
+ * @param[in]  payload_bytes size of @p h_payload.
+ * @param[out] used_bytes    host pointer; receives the used size (it may exceed @p payload_bytes
+ *                           when the payload is cut or its length field lies; gcompDecode() then
+ *                           rejects it).
+ * @return gcompSuccess; gcompErrorInvalidArgument (NULL); gcompErrorCorruptPayload (the payload
+ *         ends before its length field, or the length field is above the worst case).
+ */
+GCOMP_EXPORT GCOMP_NODISCARD gcompStatus_t gcompPayloadUsedBytes(gcompPlan_t plan, const void* h_payload,
+                                                                 size_t payload_bytes, size_t* used_bytes);
 
 /**
  * @brief Information bits of one message by the codec's formula. `8 * payload_bytes` is this
@@ -265,7 +284,8 @@ GCOMP_EXPORT GCOMP_NODISCARD gcompStatus_t gcompEncode(gcompPlan_t plan, const f
  * The payload is validated first (size, codec-specific checks); on any error @p h_out is untouched.
  * @param[in]  plan          the plan the payload was encoded with (same spec, layout and seed).
  * @param[in]  h_payload     host buffer of @p payload_bytes bytes.
- * @param[in]  payload_bytes must equal gcompPlanEncodedBytes() (otherwise gcompErrorCorruptPayload).
+ * @param[in]  payload_bytes gcompPlanEncodedBytes(), or for a variable-length codec exactly the
+ *                           payload's gcompPayloadUsedBytes() (otherwise gcompErrorCorruptPayload).
  * @param[in]  rank          rank the payload was encoded by (random-k regenerates its indices).
  * @param[in]  step          step the payload was encoded at.
  * @param[out] h_out         host array of num_elems floats. Must not overlap @p h_payload.
@@ -300,7 +320,10 @@ GCOMP_EXPORT GCOMP_NODISCARD gcompStatus_t gcompPlanFramedBytes(gcompPlan_t plan
  * @brief Host call: writes the self-describing frame of a raw payload (header with codec, layout
  * digest, seed, @p rank, @p step and checksums, then the payload).
  * @param[in]  plan          the plan the payload was encoded with.
- * @param[in]  h_payload     host buffer of exactly gcompPlanEncodedBytes() bytes (@p payload_bytes).
+ * @param[in]  h_payload     host buffer of @p payload_bytes bytes: gcompPlanEncodedBytes(), or for a
+ *                           variable-length codec its gcompPayloadUsedBytes() (a frame with a short
+ *                           body, docs/wire-format.md §6; gcompPlanFramedBytes() is then an upper
+ *                           bound of the frame size).
  * @param[in]  payload_bytes size of @p h_payload.
  * @param[in]  rank          rank the payload was encoded by.
  * @param[in]  step          step the payload was encoded at.
@@ -317,8 +340,9 @@ GCOMP_EXPORT GCOMP_NODISCARD gcompStatus_t gcompFramePayload(gcompPlan_t plan, c
  *
  * Checks magic, version, checksums, sizes (no truncation, no trailing bytes) and the codec's own
  * validation (gcompErrorCorruptPayload), then that the frame's codec spec, layout and seed are the
- * plan's (gcompErrorMismatch). The raw payload is then the gcompPlanEncodedBytes() bytes at
- * `(const char*)h_framed + *body_offset`, to be decoded with gcompDecode(plan, ..., *rank, *step, ...).
+ * plan's (gcompErrorMismatch). The raw payload is then the `framed_bytes - *body_offset` bytes at
+ * `(const char*)h_framed + *body_offset` (gcompPlanEncodedBytes() bytes, or fewer for the short
+ * body of a variable-length codec), to be decoded with gcompDecode(plan, ..., *rank, *step, ...).
  * @param[in]  plan         the plan.
  * @param[in]  h_framed     host buffer of @p framed_bytes bytes.
  * @param[in]  framed_bytes size of the frame.

@@ -218,10 +218,66 @@ TEST_P(CapiPlanRoundTrip, BytesAndDecodeEqualCppApi) {
 INSTANTIATE_TEST_SUITE_P(
     Codecs, CapiPlanRoundTrip,
     testing::Values(PlanCase{"identity", {33}}, PlanCase{"dither:levels=4,norm=linf,block=256", {300, 1, 700}},
+                    PlanCase{"topk:ratio=0.1,index=rice", {50, 50}}, PlanCase{"sdither:levels=2", {64, 3}},
                     PlanCase{"dither:levels=2,norm=l2", {31, 32, 33}}, PlanCase{"terngrad", {100, 57}},
                     PlanCase{"sign:block=64", {129}}, PlanCase{"topk:ratio=0.1", {50, 50}},
                     PlanCase{"randk:k=7", {40, 0, 13}}, PlanCase{"natural", {65}}, PlanCase{"identity", {0}}),
     [](const testing::TestParamInfo<PlanCase>& p) { return "case" + std::to_string(p.index); });
+
+TEST(CapiPlan, ShortPayloadsOfVariableLengthCodecs) {
+  // docs/wire-format.md §6: the used bytes of an sdither or index=rice topk payload decode, frame
+  // and parse like the full payload.
+  const int64_t segs[2] = {300, 41};
+  const Layout layout(std::vector<int64_t>{300, 41});
+  auto x = test::gaussian(341, 3);
+  for (size_t i = 20; i < 120; ++i) x[i] += 50.0f;  // top-k in one run: a short index stream
+  for (const char* spec : {"sdither:levels=2,chunk=16", "topk:k=60,index=rice", "dither"}) {
+    SCOPED_TRACE(spec);
+    const auto codec = make_codec(spec, layout);
+    PlanHolder h;
+    const gcompCodecConfig_t cfg = codec_config(spec, 7);
+    ASSERT_OK(gcompPlanCreate(&h.plan, &cfg, segs, 2));
+    size_t bytes = 0;
+    ASSERT_OK(gcompPlanEncodedBytes(h.plan, &bytes));
+    std::vector<uint8_t> payload(bytes);
+    ASSERT_OK(gcompEncode(h.plan, x.data(), 1, 4, payload.data(), bytes));
+    size_t used = 0;
+    ASSERT_OK(gcompPayloadUsedBytes(h.plan, payload.data(), bytes, &used));
+    EXPECT_EQ(used, codec->used_bytes(payload));
+    size_t again = 0;
+    ASSERT_OK(gcompPayloadUsedBytes(h.plan, payload.data(), used, &again));
+    EXPECT_EQ(again, used);
+    if (!codec->variable_length()) {
+      EXPECT_EQ(used, bytes);
+      EXPECT_FAIL(gcompDecode(h.plan, payload.data(), bytes - 4, 1, 4, x.data()), gcompErrorCorruptPayload, "size");
+      continue;
+    }
+    ASSERT_LT(used, bytes);
+    std::vector<float> full(x.size()), short_out(x.size());
+    ASSERT_OK(gcompDecode(h.plan, payload.data(), bytes, 1, 4, full.data()));
+    ASSERT_OK(gcompDecode(h.plan, payload.data(), used, 1, 4, short_out.data()));
+    EXPECT_TRUE(test::bitwise_equal(short_out, full));
+    // One word cut: rejected, output untouched.
+    std::vector<float> untouched(x.size(), 9.0f);
+    EXPECT_FAIL(gcompDecode(h.plan, payload.data(), used - 4, 1, 4, untouched.data()), gcompErrorCorruptPayload,
+                "length field");
+    EXPECT_TRUE(std::all_of(untouched.begin(), untouched.end(), [](float v) { return v == 9.0f; }));
+    EXPECT_FAIL(gcompPayloadUsedBytes(h.plan, payload.data(), codec->length_prefix_bytes() - 1, &again),
+                gcompErrorCorruptPayload, "payload_bytes");
+    size_t framed_bytes = 0;
+    ASSERT_OK(gcompPlanFramedBytes(h.plan, &framed_bytes));
+    std::vector<uint8_t> framed(framed_bytes);
+    ASSERT_OK(gcompFramePayload(h.plan, payload.data(), used, 1, 4, framed.data(), framed.size()));
+    const size_t frame_size = framed_bytes - (bytes - used);
+    uint32_t r = 0, st = 0;
+    size_t off = 0;
+    ASSERT_OK(gcompParseFrame(h.plan, framed.data(), frame_size, &r, &st, &off));
+    EXPECT_EQ(off + used, frame_size);
+    std::vector<float> from_frame(x.size());
+    ASSERT_OK(gcompDecode(h.plan, framed.data() + off, frame_size - off, r, st, from_frame.data()));
+    EXPECT_TRUE(test::bitwise_equal(from_frame, full));
+  }
+}
 
 class CapiPlanErrors : public testing::Test {
  protected:

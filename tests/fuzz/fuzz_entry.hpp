@@ -39,6 +39,28 @@ struct FuzzBug : std::logic_error {
 /// elements, e.g. a random-k message of a huge layout; the harness then only validates it).
 inline constexpr int64_t kMaxDecodeElems = int64_t{1} << 22;
 
+/// For an accepted payload: its used bytes alone (a short payload) and the zero-padded full form are
+/// accepted too and decode to `decoded` bit for bit (docs/wire-format.md §6).
+inline void check_short_equals_full(const Codec& codec, std::span<const uint8_t> payload, const RngKey& key,
+                                    const std::vector<float>& decoded) {
+  if (!codec.variable_length()) return;
+  const size_t used = codec.used_bytes(payload);
+  if (used > payload.size()) throw FuzzBug("an accepted payload's used_bytes exceeds its size");
+  std::vector<uint8_t> full(payload.begin(), payload.begin() + static_cast<std::ptrdiff_t>(used));
+  std::vector<float> a(decoded.size(), 1.0f);
+  std::vector<float> b(decoded.size(), 2.0f);
+  try {
+    codec.decode(full, key, a);  // the short form
+    full.resize(codec.encoded_bytes(), 0);
+    codec.decode(full, key, b);  // the full form
+  } catch (const Error& e) {
+    throw FuzzBug(std::string("the short or full form of an accepted payload is rejected: ") + e.what());
+  }
+  if (!a.empty() && (std::memcmp(a.data(), decoded.data(), a.size() * sizeof(float)) != 0 ||
+                     std::memcmp(b.data(), decoded.data(), b.size() * sizeof(float)) != 0))
+    throw FuzzBug("the short and full forms of a payload decode differently");
+}
+
 /// Frame parse + decode (DESIGN.md §4 "payload with wrong magic/version/codec/size ...").
 /// Byte 6 (the low byte of the reserved flags) bit 0 set: the flag is cleared and the header and
 /// body checksums are recomputed first, so that the fuzzer reaches the checks behind them.
@@ -61,13 +83,18 @@ inline void frame(std::span<const uint8_t> input) {
   const std::span<const uint8_t> body = frame_body(bytes, info);
   if (info.layout.num_elems() > kMaxDecodeElems) return;
   auto codec = make_codec(info.spec, info.layout);
-  if (codec->encoded_bytes() != body.size()) throw FuzzBug("parse_frame accepted a body of the wrong size");
+  // The body is the full payload or, for a variable-length codec, exactly its used bytes (§6).
+  const size_t used = codec->used_bytes(body);
+  if (body.size() != codec->encoded_bytes() && !(codec->variable_length() && body.size() == used))
+    throw FuzzBug("parse_frame accepted a body of the wrong size");
+  if (info.used_bytes != used || info.worst_bytes != codec->encoded_bytes())
+    throw FuzzBug("parse_frame reported other sizes than the codec");
   std::vector<float> out(static_cast<size_t>(info.layout.num_elems()), 7.0f);
   codec->decode(body, info.key, out);
   std::vector<float> acc(out.size(), 0.0f);
   codec->decode_accumulate(body, info.key, 0.5f, acc);
-  (void)codec->used_bytes(body);
   (void)codec->payload_bits(body);
+  check_short_equals_full(*codec, body, info.key, out);
 }
 
 /// Codec specs tried by raw_decode: for every codec of list_codecs(), the variants below that parse.
@@ -103,6 +130,9 @@ inline const std::vector<CodecSpec>& raw_specs() {
         }
       }
     }
+    // Added after the loop, so the indices of the specs above (and the seed corpus) stay as they were.
+    for (const char* extra : {"topk:k=3,index=rice", "topk:ratio=0.5,index=rice", "topk:k=40,index=rice"})
+      out.push_back(CodecSpec::parse(extra));
     return out;
   }();
   return specs;
@@ -119,7 +149,10 @@ inline const std::vector<Layout>& raw_layouts() {
 }
 
 /// Raw payload decode: byte 0 picks a spec, byte 1 a layout and the key, the rest is the payload,
-/// zero-padded or cut to the codec's exact size when byte 1's top bit is set.
+/// zero-padded or cut to the codec's exact size when byte 1's top bit is set. Bit 5 of byte 1 (a
+/// variable-length codec): the payload is then zero-padded or cut to the used size its own length
+/// field gives (docs/wire-format.md §6), so that lying length fields meet a payload of exactly the
+/// size they claim.
 inline void raw_decode(std::span<const uint8_t> bytes) {
   if (bytes.size() < 2) return;
   const auto& specs = raw_specs();
@@ -135,6 +168,15 @@ inline void raw_decode(std::span<const uint8_t> bytes) {
   }
   std::vector<uint8_t> payload(bytes.begin() + 2, bytes.end());
   if ((bytes[1] & 0x80) != 0) payload.resize(codec->encoded_bytes(), 0);
+  if ((bytes[1] & 0x20) != 0 && codec->variable_length() && payload.size() >= codec->length_prefix_bytes()) {
+    size_t claimed = 0;
+    try {
+      claimed = codec->used_bytes(payload);
+    } catch (const Error&) {
+      claimed = payload.size();  // an impossible length field: keep the payload, decode rejects it
+    }
+    payload.resize(std::min(claimed, codec->encoded_bytes()), 0);
+  }
   std::vector<float> out(static_cast<size_t>(layout.num_elems()), 3.0f);
   const std::vector<float> before = out;
   try {
@@ -145,9 +187,12 @@ inline void raw_decode(std::span<const uint8_t> bytes) {
     throw;
   }
   codec->validate(payload);
-  codec->decode_accumulate(payload, key, -1.0f, out);
   const size_t used = codec->used_bytes(payload);
   if (used > payload.size()) throw FuzzBug("used_bytes exceeds the payload size");
+  if (payload.size() != codec->encoded_bytes() && used != payload.size())
+    throw FuzzBug("a short payload whose length field disagrees with its size was accepted");
+  check_short_equals_full(*codec, payload, key, out);
+  codec->decode_accumulate(payload, key, -1.0f, out);
   (void)codec->payload_bits(payload);
 }
 

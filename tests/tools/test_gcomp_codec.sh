@@ -175,5 +175,54 @@ grep -q 'x1b\[31m\\x00zq' "$work/err" || say "the escaped header text (after the
 # No temporary file is left anywhere in the work directory.
 ls -a "$work" | grep -q "gcomp-tmp" && say "temporary files left: $(ls -a "$work" | grep gcomp-tmp)"
 
+# Variable-length codecs (docs/wire-format.md §6): encode writes the used bytes only, so on a
+# sparse vector an sdither file is smaller than the dither file of the same quantizer (and decodes
+# to the same values), and gap-coded top-k indices make a smaller file than plain ones; info shows
+# the used and the worst-case bytes; a body cut short is rejected.
+python3 - "$work/sparse.f32" "$work/g.f32" <<'PY'
+import struct, sys, math, random
+n = 4096
+v = [0.0] * n
+for i in range(0, n, 97):
+    v[i] = math.cos(i) * 3
+open(sys.argv[1], "wb").write(struct.pack("<%df" % n, *v))
+r = random.Random(4)
+open(sys.argv[2], "wb").write(struct.pack("<65536f", *[r.gauss(0, 1) for _ in range(65536)]))
+PY
+for c in "dither:levels=1,norm=l2" "sdither:levels=1,norm=l2"; do
+  check "$tool" encode --codec "$c" --in "$work/sparse.f32" --out "$work/${c%%:*}_sp.gcp" --seed 3
+  check "$tool" decode --in "$work/${c%%:*}_sp.gcp" --out "$work/${c%%:*}_sp.f32"
+done
+for c in "topk:ratio=0.01" "topk:ratio=0.01,index=rice"; do
+  check "$tool" encode --codec "$c" --in "$work/g.f32" --out "$work/${c//[:=,.]/_}.gcp"
+  check "$tool" decode --in "$work/${c//[:=,.]/_}.gcp" --out "$work/${c//[:=,.]/_}.f32"
+done
+d_size=$(stat -c %s "$work/dither_sp.gcp")
+s_size=$(stat -c %s "$work/sdither_sp.gcp")
+[ "$s_size" -lt "$d_size" ] || { echo "FAILED: sdither file ($s_size bytes) not smaller than dither ($d_size)"; fail=1; }
+cmp -s "$work/dither_sp.f32" "$work/sdither_sp.f32" || { echo "FAILED: sdither and dither decode differently"; fail=1; }
+p_size=$(stat -c %s "$work/topk_ratio_0_01.gcp")
+r_size=$(stat -c %s "$work/topk_ratio_0_01_index_rice.gcp")
+[ "$r_size" -lt "$p_size" ] || { echo "FAILED: rice top-k file ($r_size bytes) not smaller than plain ($p_size)"; fail=1; }
+cmp -s "$work/topk_ratio_0_01.f32" "$work/topk_ratio_0_01_index_rice.f32" || { echo "FAILED: rice and plain top-k decode differently"; fail=1; }
+"$tool" info "$work/sdither_sp.gcp" > "$work/sd.json" || { echo "FAILED: info sdither"; fail=1; }
+python3 -c "
+import json, os, sys
+d = json.load(open(sys.argv[1]))
+assert d['variable_length'] is True and d['used_bytes'] == d['bytes'] < d['worst_case_bytes'], d
+assert d['header_bytes'] + d['used_bytes'] == os.path.getsize(sys.argv[2]), d
+" "$work/sd.json" "$work/sdither_sp.gcp" || { echo "FAILED: info of a short sdither frame"; fail=1; }
+"$tool" info "$work/dither_sp.gcp" > "$work/d.json" || { echo "FAILED: info dither"; fail=1; }
+python3 -c "
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d['variable_length'] is False and d['used_bytes'] == d['bytes'] == d['worst_case_bytes'], d
+" "$work/d.json" || { echo "FAILED: info of a dither frame"; fail=1; }
+head -c $((s_size - 4)) "$work/sdither_sp.gcp" > "$work/sd_cut.gcp"
+if "$tool" decode --in "$work/sd_cut.gcp" --out "$work/sd_cut.f32" 2> "$work/sd_cut.err"; then
+  echo "FAILED: a cut sdither frame decoded"; fail=1
+fi
+grep -q "corrupt" "$work/sd_cut.err" || { echo "FAILED: no message for a cut sdither frame"; fail=1; }
+
 if [ "$fail" = 0 ]; then echo "gcomp-codec CLI: all checks passed ($count codecs)"; fi
 exit $fail

@@ -20,6 +20,7 @@ std::vector<std::string> every_codec_spec() {
   for (const char* s : {"dither:levels=16,norm=l2,block=512", "dither:levels=1,norm=linf,block=64",
                         "dither:levels=1000,norm=linf", "dither:levels=3,norm=lp,p=3,block=31", "dither:levels=2,norm=l1",
                         "terngrad:clip=2.5", "sign:block=4", "sign:scale=none", "topk:k=32", "topk:ratio=0.5",
+                        "topk:k=32,index=rice", "topk:ratio=0.5,index=rice",
                         "randk:k=32", "randk:k=32,unbiased=0", "natdither:levels=5,norm=linf,block=16",
                         "sdither:levels=1,norm=l2,code=delta", "sdither:levels=4,norm=linf", "sdither:levels=32,norm=l2,chunk=64",
                         "sdither:levels=1000,norm=linf,block=16,code=delta", "spherical:block=8,bits=8",
@@ -126,6 +127,19 @@ TEST(BitsReportTest, SpecReferenceValues) {
   char want[32];
   std::snprintf(want, sizeof want, "%.3f", tk.r_measured);
   EXPECT_EQ(tkt.r_measured, want);
+}
+
+TEST(BitsReportTest, RiceCodedTopkIndicesLowerR) {
+  // Same selection, same measured error; the index coding alone moves R toward the bound.
+  const int64_t d = 65536;
+  const auto x = test::gaussian(d, 8);
+  const BitsReport plain = bits_report(*make_codec("topk:ratio=0.01", Layout(d)), x);
+  const BitsReport rice = bits_report(*make_codec("topk:ratio=0.01,index=rice", Layout(d)), x);
+  EXPECT_EQ(rice.measured, plain.measured);
+  EXPECT_LT(rice.bits, plain.bits);
+  EXPECT_LT(rice.r_measured, plain.r_measured);
+  EXPECT_LT(rice.r_declared, plain.r_declared);
+  EXPECT_GE(rice.r_declared, 1.0);
 }
 
 TEST(BitsReportTest, MeasuresAndArguments) {

@@ -35,6 +35,8 @@ const char* const kSpecs[] = {
     "sign:block=7,scale=none",
     "topk:ratio=0.1",
     "topk:k=5",
+    "topk:ratio=0.1,index=rice",
+    "topk:k=5,index=rice",
     "randk:ratio=0.25",
     "randk:k=3,unbiased=0",
     "natural",
@@ -338,6 +340,73 @@ TEST_P(CodecTest, MalformedPayloadsAreRejectedAndOutputUntouched) {
     std::memcpy(neg.data(), &nan, 4);
     expect_reject(neg, "NaN scale");
   }
+}
+
+TEST_P(CodecTest, ShortPayloadsCarryTheMessageAndLyingLengthsAreRejected) {
+  // docs/wire-format.md §6: a variable-length payload travels as its first used_bytes() bytes;
+  // a fixed-size one only whole.
+  const auto p = test::encode(*codec_, x_, key_);
+  const size_t used = codec_->used_bytes(p);
+  EXPECT_LE(used, p.size());
+  EXPECT_GE(used, codec_->length_prefix_bytes() <= p.size() ? codec_->length_prefix_bytes() : p.size());
+  std::vector<float> out(x_.size(), 3.0f);
+  auto expect_reject = [&](const std::vector<uint8_t>& bad, const std::string& what) {
+    try {
+      codec_->decode(bad, key_, out);
+      ADD_FAILURE() << what << " accepted";
+    } catch (const Error& err) {
+      EXPECT_EQ(err.status(), gcompErrorCorruptPayload) << what;
+    }
+    EXPECT_THROW(codec_->validate(bad), Error) << what;
+    EXPECT_TRUE(std::all_of(out.begin(), out.end(), [](float v) { return v == 3.0f; })) << what;
+  };
+  if (!codec_->variable_length()) {
+    EXPECT_EQ(used, p.size());
+    EXPECT_EQ(codec_->length_prefix_bytes(), p.size());
+    if (p.size() >= 4) expect_reject(std::vector<uint8_t>(p.begin(), p.end() - 4), "fixed-size payload cut by 4 bytes");
+    return;
+  }
+  // Every byte after the used ones is padding.
+  EXPECT_TRUE(std::all_of(p.begin() + static_cast<std::ptrdiff_t>(used), p.end(), [](uint8_t b) { return b == 0; }));
+  const std::vector<uint8_t> shorter(p.begin(), p.begin() + static_cast<std::ptrdiff_t>(used));
+  EXPECT_NO_THROW(codec_->validate(shorter));
+  EXPECT_EQ(codec_->used_bytes(shorter), used);
+  EXPECT_EQ(codec_->payload_bits(shorter), codec_->payload_bits(p));
+  EXPECT_TRUE(bitwise_equal(test::decode(*codec_, shorter, key_), test::decode(*codec_, p, key_)));
+  std::vector<float> acc(x_.size(), 0.5f), acc_full(x_.size(), 0.5f);
+  codec_->decode_accumulate(shorter, key_, 0.25f, acc);
+  codec_->decode_accumulate(p, key_, 0.25f, acc_full);
+  EXPECT_TRUE(bitwise_equal(acc, acc_full));
+  // Content that needs more bytes than present (cut), and bytes the content does not account for.
+  if (used >= 4) expect_reject(std::vector<uint8_t>(shorter.begin(), shorter.end() - 4), "short payload cut by 4 bytes");
+  if (used + 4 < p.size()) {
+    auto padded = shorter;
+    padded.insert(padded.end(), 4, uint8_t{0});
+    expect_reject(padded, "short payload with 4 extra zero bytes");
+  }
+  expect_reject(std::vector<uint8_t>(shorter.begin(), shorter.begin() + static_cast<std::ptrdiff_t>(
+                                                                      std::min(used, codec_->length_prefix_bytes() - 1))),
+                "payload that ends before its length field");
+  // Lying length fields: T one word more (the content claims bytes that are not there) or, when
+  // possible, one word less (bytes the claimed content does not use).
+  const size_t t_at = codec_->length_prefix_bytes() - 4;
+  uint32_t t = 0;
+  std::memcpy(&t, shorter.data() + t_at, 4);
+  auto more = shorter;
+  const uint32_t t_more = t + 32;
+  std::memcpy(more.data() + t_at, &t_more, 4);
+  expect_reject(more, "length field 32 bits above the message");
+  if (t >= 32) {
+    auto less = shorter;
+    const uint32_t t_less = t - 32;
+    std::memcpy(less.data() + t_at, &t_less, 4);
+    expect_reject(less, "length field 32 bits below the message");
+  }
+  auto huge = shorter;
+  const uint32_t t_huge = 0xffffffffu;
+  std::memcpy(huge.data() + t_at, &t_huge, 4);
+  expect_reject(huge, "length field above the worst case");
+  EXPECT_THROW((void)codec_->used_bytes(huge), Error);
 }
 
 TEST_P(CodecTest, ZeroVectorDecodesToZero) {

@@ -108,7 +108,7 @@ TEST(WireTest, FrameRoundTrip) {
 }
 
 TEST(WireTest, EverySingleByteCorruptionIsDetected) {
-  for (const char* spec : {"sign:block=8", "topk:k=4", "natural", "randk:k=5"}) {
+  for (const char* spec : {"sign:block=8", "topk:k=4", "natural", "randk:k=5", "topk:k=4,index=rice"}) {
     const auto good = framed_example(spec, Layout(std::vector<int64_t>{20, 13}), RngKey{1, 0, 0, 0});
     ASSERT_EQ(status_of(good), gcompSuccess);
     for (size_t i = 0; i < good.size(); ++i) {
@@ -162,6 +162,88 @@ TEST(WireTest, ConsistentButInvalidContentIsRejected) {
   EXPECT_NE(msg.find("strictly increasing"), std::string::npos) << msg;
 }
 
+namespace {
+
+/// The frame `framed` (header of `header` bytes) with its body replaced by `body`: body_bytes, the
+/// body CRC and the header CRC rewritten, so only the codec's own rules can reject it.
+std::vector<uint8_t> reframe(const std::vector<uint8_t>& framed, size_t header, const std::vector<uint8_t>& body) {
+  std::vector<uint8_t> out(framed.begin(), framed.begin() + static_cast<std::ptrdiff_t>(header));
+  const uint64_t n = body.size();
+  std::memcpy(out.data() + 64, &n, 8);
+  const uint32_t bcrc = crc32(body);
+  std::memcpy(out.data() + 72, &bcrc, 4);
+  std::memset(out.data() + 76, 0, 4);
+  const uint32_t hcrc = crc32(out);
+  std::memcpy(out.data() + 76, &hcrc, 4);
+  out.insert(out.end(), body.begin(), body.end());
+  return out;
+}
+
+}  // namespace
+
+TEST(WireTest, ShortBodiesOfVariableLengthCodecs) {
+  // docs/wire-format.md §6: a frame holds the full payload or exactly the used bytes.
+  const Layout layout(std::vector<int64_t>{300, 41});
+  const RngKey key{99, 2, 7, 0};
+  auto x = test::gaussian(layout.num_elems(), 5);
+  // The largest magnitudes in one run: top-k gaps of 1, an index stream well below its worst case.
+  for (size_t i = 20; i < 120; ++i) x[i] += x[i] < 0 ? -50.0f : 50.0f;
+  for (const char* spec : {"sdither:levels=2,chunk=16", "sdither:code=delta", "topk:k=60,index=rice",
+                           "topk:ratio=0.2,index=rice"}) {
+    auto c = make_codec(spec, layout);
+    const auto full = test::encode(*c, x, key);
+    const size_t used = c->used_bytes(full);
+    ASSERT_LT(used + 4, full.size()) << spec << ": the test needs a message two words below the worst case";
+    const std::vector<uint8_t> body(full.begin(), full.begin() + static_cast<std::ptrdiff_t>(used));
+    const auto framed = frame_payload(*c, key, body);
+    const FrameInfo info = parse_frame(framed);
+    EXPECT_EQ(info.body_bytes, used) << spec;
+    EXPECT_EQ(info.used_bytes, used) << spec;
+    EXPECT_EQ(info.worst_bytes, full.size()) << spec;
+    EXPECT_EQ(framed.size(), info.header_bytes + used) << spec;
+    const std::string json = frame_info_json(info);
+    EXPECT_NE(json.find("\"used_bytes\": " + std::to_string(used)), std::string::npos) << json;
+    EXPECT_NE(json.find("\"worst_case_bytes\": " + std::to_string(full.size())), std::string::npos) << json;
+    const auto in_frame = frame_body(framed, info);
+    EXPECT_TRUE(test::bitwise_equal(test::decode(*c, std::vector<uint8_t>(in_frame.begin(), in_frame.end()), key),
+                                    test::decode(*c, full, key)))
+        << spec;
+    // The full form still frames and parses (every frame written before short bodies existed).
+    EXPECT_EQ(parse_frame(frame_payload(*c, key, full)).body_bytes, full.size()) << spec;
+    // frame_payload takes the full or the used size only.
+    auto plus4 = body;
+    plus4.insert(plus4.end(), 4, uint8_t{0});
+    EXPECT_THROW((void)frame_payload(*c, key, plus4), Error) << spec;
+    std::string msg;
+    // Consistent checksums, but a body the length field does not account for, or one it needs
+    // more of, or a length field raised after the fact.
+    EXPECT_EQ(status_of(reframe(framed, info.header_bytes, plus4), &msg), gcompErrorCorruptPayload) << spec;
+    EXPECT_NE(msg.find("its length field says"), std::string::npos) << msg;
+    const std::vector<uint8_t> cut(body.begin(), body.end() - 4);
+    EXPECT_EQ(status_of(reframe(framed, info.header_bytes, cut), &msg), gcompErrorCorruptPayload) << spec;
+    auto lying = body;
+    const size_t t_at = c->length_prefix_bytes() - 4;
+    uint32_t t = 0;
+    std::memcpy(&t, lying.data() + t_at, 4);
+    t += 32;
+    std::memcpy(lying.data() + t_at, &t, 4);
+    EXPECT_EQ(status_of(reframe(framed, info.header_bytes, lying), &msg), gcompErrorCorruptPayload) << spec;
+    EXPECT_NE(msg.find("truncated"), std::string::npos) << msg;
+    const std::vector<uint8_t> prefix_only(body.begin(), body.begin() + static_cast<std::ptrdiff_t>(t_at + 2));
+    EXPECT_EQ(status_of(reframe(framed, info.header_bytes, prefix_only), &msg), gcompErrorCorruptPayload) << spec;
+    // Every single-bit flip of the short frame is caught.
+    for (size_t i = 0; i < framed.size(); ++i) {
+      auto bad = framed;
+      bad[i] ^= 0x10;
+      EXPECT_EQ(status_of(bad), gcompErrorCorruptPayload) << spec << ": byte " << i;
+    }
+  }
+  // A fixed-size codec takes only its full size.
+  auto d = make_codec("dither", layout);
+  const auto p = test::encode(*d, x, key);
+  EXPECT_THROW((void)frame_payload(*d, key, std::span<const uint8_t>(p).first(p.size() - 4)), Error);
+}
+
 // ------------------------------------------------------------------------------------- golden
 // tests/data/golden/<name>.gcp pins the bytes of wire format v1 for every codec, and <name>.f32
 // the decoded values. Regenerating them is deliberate: GCOMP_REGEN_GOLDEN=1 (see the README there).
@@ -171,6 +253,7 @@ namespace {
 struct GoldenCase {
   const char* name;
   const char* spec;
+  bool used_only = false;  ///< frame the used bytes only (a short body, docs/wire-format.md §6)
 };
 
 const GoldenCase kGolden[] = {
@@ -192,6 +275,10 @@ const GoldenCase kGolden[] = {
     {"sdither_linf_s4_delta", "sdither:levels=4,norm=linf,block=33,code=delta,chunk=64"},
     {"spherical_b8_B6", "spherical:block=8,bits=6"},
     {"spherical_b5_B3_unscaled", "spherical:block=5,bits=3,unscaled=1"},
+    {"topk_k9_rice", "topk:k=9,index=rice"},
+    {"topk_k20_rice_short", "topk:k=20,index=rice", true},
+    {"sdither_l2_s1_short", "sdither", true},
+    {"sdither_linf_s4_delta_short", "sdither:levels=4,norm=linf,block=33,code=delta,chunk=64", true},
 };
 
 std::vector<float> golden_input(int64_t n) {
@@ -226,7 +313,12 @@ TEST(GoldenTest, PayloadsMatchCheckedInFiles) {
   const std::string dir = std::string(GCOMP_TEST_DATA_DIR) + "/golden/";
   for (const GoldenCase& g : kGolden) {
     auto c = make_codec(g.spec, layout);
-    const auto framed = frame_payload(*c, key, test::encode(*c, x, key));
+    const auto body = test::encode(*c, x, key);
+    const size_t body_bytes = g.used_only ? c->used_bytes(body) : body.size();
+    if (g.used_only) {
+      EXPECT_LT(body_bytes, body.size()) << g.name << ": the short form must be shorter";
+    }
+    const auto framed = frame_payload(*c, key, std::span<const uint8_t>(body).first(body_bytes));
     std::vector<float> y(x.size());
     const FrameInfo info = parse_frame(framed);
     c->decode(frame_body(framed, info), info.key, y);

@@ -85,6 +85,7 @@ std::vector<std::string> bits_report_default_specs() {
       "natdither:levels=3,norm=l2",
       "sign",
       "topk:k=32",
+      "topk:k=32,index=rice",
       "randk:k=32",
       "sdither:levels=1,norm=l2",
       "sdither:levels=1,norm=l2,code=delta",
@@ -140,10 +141,15 @@ std::string frame_info_json(const FrameInfo& info) {
   field("stream_offset", std::to_string(info.key.stream_offset), false);
   field("header_bytes", std::to_string(info.header_bytes), false);
   field("bytes", std::to_string(info.body_bytes), false);
+  field("used_bytes", std::to_string(info.used_bytes), false);
+  field("worst_case_bytes", std::to_string(info.worst_bytes), false);
+  field("variable_length", codec->variable_length() ? "true" : "false", false);
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%.6f",
-                info.layout.num_elems() ? codec->encoded_bits() / static_cast<double>(info.layout.num_elems()) : 0.0);
+  const double n = static_cast<double>(info.layout.num_elems());
+  std::snprintf(buf, sizeof buf, "%.6f", info.layout.num_elems() ? codec->encoded_bits() / n : 0.0);
   field("bits_per_element", buf, false);
+  std::snprintf(buf, sizeof buf, "%.6f", info.layout.num_elems() ? info.payload_bits / n : 0.0);
+  field("message_bits_per_element", buf, false);
   std::snprintf(buf, sizeof buf, "%08x", info.body_crc32);
   field("body_crc32", buf, true);
   const char* kind = g.kind == Guarantee::Kind::kUnbiased ? "unbiased"
