@@ -105,6 +105,7 @@ struct DeviceCodec::Impl {
     payload_bytes = cpu->encoded_bytes();
     num_scales = cpu->num_scales();
     build_plan(*cpu);
+    plan_varlen(*cpu);
     plan_workspace();
   }
 
@@ -192,6 +193,21 @@ struct DeviceCodec::Impl {
     p.stream_words = gcomp::detail::ceil_div(p.worst_bits, 32);
     GCOMP_EXPECTS(payload_bytes == static_cast<size_t>(4 * (p.num_blocks + 1 + p.num_chunks + p.stream_words)),
                   gcompErrorInternal, "DeviceCodec: sdither payload size disagrees with the CPU codec");
+  }
+
+  /// Short payloads (docs/wire-format.md §6): where the length field and the stream are, from the
+  /// CPU codec (stream_offset = the used size of T = 0; its encoded_bits() is 8 stream_offset + Wbits).
+  void plan_varlen(const Codec& cpu) {
+    gcomp::detail::VarlenLayout& v = plan.varlen;
+    v.full_bytes = payload_bytes;
+    if (!cpu.variable_length()) return;
+    v.variable = true;
+    v.length_offset = cpu.length_prefix_bytes() - 4;
+    v.stream_offset = cpu.used_bytes_for_length(0);
+    v.worst_bits = static_cast<uint64_t>(cpu.encoded_bits()) - 8 * v.stream_offset;
+    GCOMP_EXPECTS(gcomp::detail::varlen_used_bytes(v, v.worst_bits) == payload_bytes &&
+                      cpu.used_bytes_for_length(v.worst_bits) == payload_bytes,
+                  gcompErrorInternal, "DeviceCodec: variable-length sizes disagree with the CPU codec");
   }
 
   /// topk index=rice (docs/wire-format.md §3.4.1): the CPU codec's parameters and sizes.
@@ -446,7 +462,7 @@ struct DeviceCodec::Impl {
   /// `keys`: count host keys, payload j's at keys[j] (nullptr only for codecs that read none).
   void decode(const char* what, const void* d_payloads, size_t stride, int count, const float* h_weights,
               DecodeMode mode, const RngKey* keys, float* d_out, void* d_workspace, size_t workspace_bytes,
-              Stream stream) const {
+              Stream stream, const uint64_t* d_sizes = nullptr) const {
     check_vector(what, "output", d_out);
     GCOMP_EXPECTS(count >= 0, gcompErrorInvalidArgument, std::string(what) + ": negative payload count");
     GCOMP_EXPECTS(count == 0 || keys != nullptr || !reads_key(), gcompErrorInvalidArgument,
@@ -458,6 +474,13 @@ struct DeviceCodec::Impl {
                       std::to_string(payload_bytes));
     const detail::Workspace w = begin_call(what, d_workspace, workspace_bytes, stream);
     const auto* payloads = static_cast<const uint8_t*>(d_payloads);
+    if (d_sizes != nullptr && count > 0) {
+      // Received messages: the size rule and zeroed slot tails first (the caller passed the
+      // buffer as writable: decode_reduce with sizes).
+      GCOMP_EXPECTS(stride % 4 == 0 && stride >= payload_bytes, gcompErrorInvalidArgument,
+                    std::string(what) + ": payload stride must be a multiple of 4 and >= " + std::to_string(payload_bytes));
+      detail::launch_prepare_received(plan, w, const_cast<uint8_t*>(payloads), stride, count, d_sizes, stream);
+    }
     if (is_sparse(plan.id))
       detail::launch_sparse_decode(plan, w, payloads, stride, count, h_weights, mode, keys, d_out, stream);
     else if (is_coded(plan.id))
@@ -553,6 +576,31 @@ void DeviceCodec::decode_reduce(const void* d_payloads, size_t stride, int num_p
 }
 
 bool DeviceCodec::decode_reads_key() const { return impl_->reads_key(); }
+
+void DeviceCodec::decode_reduce(void* d_payloads, size_t stride, int num_payloads, const uint64_t* d_sizes,
+                                const float* h_weights, const RngKey* h_keys, float* d_out, void* d_workspace,
+                                size_t workspace_bytes, Stream stream) const {
+  GCOMP_EXPECTS(d_sizes != nullptr || num_payloads == 0, gcompErrorInvalidArgument, "decode_reduce: d_sizes is null");
+  impl_->decode("decode_reduce", d_payloads, stride, num_payloads, h_weights, DecodeMode::kReduce, h_keys, d_out,
+                d_workspace, workspace_bytes, stream, d_sizes);
+}
+
+bool DeviceCodec::variable_length() const { return impl_->plan.varlen.variable; }
+
+size_t DeviceCodec::length_field_offset() const {
+  GCOMP_EXPECTS(impl_->plan.varlen.variable, gcompErrorNotSupported,
+                std::string(impl_->spec.name()) + " payloads have a fixed size and no length field");
+  return static_cast<size_t>(impl_->plan.varlen.length_offset);
+}
+
+size_t DeviceCodec::used_bytes_for_length(uint64_t length_field) const {
+  const gcomp::detail::VarlenLayout& v = impl_->plan.varlen;
+  if (!v.variable) return impl_->payload_bytes;
+  GCOMP_EXPECTS(length_field <= v.worst_bits, gcompErrorCorruptPayload,
+                "corrupt " + std::string(impl_->spec.name()) + " payload: length field " + std::to_string(length_field) +
+                    " exceeds the worst case " + std::to_string(v.worst_bits));
+  return static_cast<size_t>(gcomp::detail::varlen_used_bytes(v, length_field));
+}
 
 void codebook_normals(const RngKey& key, uint64_t first, int64_t count, double* d_out, Stream stream) {
   GCOMP_EXPECTS(count >= 0, gcompErrorInvalidArgument, "codebook_normals: negative count");

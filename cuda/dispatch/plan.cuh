@@ -8,6 +8,7 @@
 #include "cuda/common/device_types.cuh"
 
 #include <gcomp/codec.hpp>
+#include <gcomp/detail/varlen.hpp>
 
 #include <cuda_runtime.h>
 
@@ -74,6 +75,7 @@ struct DevicePlan {
   int64_t rice_worst_bits = 0;  ///< index=rice: Wbits
   int64_t rice_words = 0;       ///< index=rice: W = ceil(Wbits / 32)
   size_t rice_scan_temp_bytes = 0;  ///< index=rice: CUB scan temp for k items
+  gcomp::detail::VarlenLayout varlen{};  ///< length field and stream of a variable-length payload
   int64_t sel_tiles = 0;    ///< ceil(n / kSelectTile): topk/randk selection tiles
   int64_t cand_cap = 0;     ///< candidate buffer of the three-pass selection (n / 16 + 4096, at most n)
   size_t scan_temp_bytes = 0;
@@ -161,6 +163,10 @@ void launch_rice_pack(const DevicePlan& plan, const Workspace& ws, uint8_t* d_pa
 void launch_rice_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
                         int num_payloads, const float* h_weights, DecodeMode mode, float* d_out,
                         cudaStream_t stream);
+/// Received payloads of sizes d_sizes at stride: the size rule, then the slot tails zeroed
+/// (cuda/common/varlen_kernels.cuh, cuda/dispatch/rice_launch.cu).
+void launch_prepare_received(const DevicePlan& plan, const Workspace& ws, uint8_t* d_payloads, size_t stride,
+                             int count, const uint64_t* d_sizes, cudaStream_t stream);
 /// CUB scan temp storage for the Rice code offsets of `items` indices (0 for none).
 size_t query_rice_scan_temp_bytes(int64_t items);
 

@@ -1,9 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // Launchers of topk index=rice (cuda/topk/rice_kernels.cuh): the index stream of an encode whose
-// selection left the indices in ws.idx, and the validating decode of P payloads in rank order.
+// selection left the indices in ws.idx, and the validating decode of P payloads in rank order. And
+// the check of received short payloads of any variable-length codec (cuda/common/varlen_kernels.cuh).
 #include "cuda/common/common_kernels.cuh"
 #include "cuda/common/cuda_check.cuh"
 #include "cuda/dispatch/plan.cuh"
+#include "cuda/common/varlen_kernels.cuh"
 #include "cuda/topk/rice_kernels.cuh"
 
 #include <cub/device/device_scan.cuh>
@@ -45,6 +47,13 @@ void launch_rice_pack(const DevicePlan& plan, const Workspace& ws, uint8_t* d_pa
                d_payload, ws.status);
   GCOMP_LAUNCH(rice_write_kernel, grid_k, kThreads, stream, plan, ws.idx, ws.rice_len, ws.rice_off, d_payload,
                ws.status);
+}
+
+void launch_prepare_received(const DevicePlan& plan, const Workspace& ws, uint8_t* d_payloads, size_t stride,
+                             int count, const uint64_t* d_sizes, cudaStream_t stream) {
+  const int64_t words = static_cast<int64_t>((plan.varlen.full_bytes + 3u) / 4u);
+  GCOMP_LAUNCH(prepare_received_kernel, grid_for(std::max<int64_t>(words, 1) * count, kThreads, plan.max_blocks),
+               kThreads, stream, plan.varlen, d_payloads, stride, count, d_sizes, ws.status);
 }
 
 void launch_rice_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,

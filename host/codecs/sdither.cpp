@@ -97,6 +97,13 @@ size_t SDitherCodec::used_bytes(std::span<const uint8_t> payload) const {
   return stream_offset_bytes() + static_cast<size_t>(4 * ceil_div(total_bits(payload), 32));
 }
 
+size_t SDitherCodec::used_bytes_for_length(uint64_t length_field) const {
+  if (length_field > static_cast<uint64_t>(worst_bits_))
+    corrupt(spec(), "total stream bits " + std::to_string(length_field) + " exceed the worst case " +
+                        std::to_string(worst_bits_));
+  return stream_offset_bytes() + static_cast<size_t>(4 * ceil_div(static_cast<int64_t>(length_field), 32));
+}
+
 double SDitherCodec::payload_bits(std::span<const uint8_t> payload) const {
   return 32.0 * static_cast<double>(num_blocks_ + 1 + num_chunks_) + static_cast<double>(total_bits(payload));
 }

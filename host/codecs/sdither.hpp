@@ -21,6 +21,7 @@ class SDitherCodec final : public Codec {
   bool variable_length() const override { return true; }
   size_t length_prefix_bytes() const override { return static_cast<size_t>(4 * num_blocks_ + 4); }
   size_t used_bytes(std::span<const uint8_t> payload) const override;
+  size_t used_bytes_for_length(uint64_t length_field) const override;
   double payload_bits(std::span<const uint8_t> payload) const override;
   Guarantee guarantee() const override { return dither_->guarantee(); }
   bool randomized() const override { return true; }

@@ -79,6 +79,7 @@ class SparseCodec final : public Codec {
   bool variable_length() const override { return rice_; }
   size_t length_prefix_bytes() const override;
   size_t used_bytes(std::span<const uint8_t> payload) const override;
+  size_t used_bytes_for_length(uint64_t length_field) const override;
   double payload_bits(std::span<const uint8_t> payload) const override;
   Guarantee guarantee() const override;
   bool randomized() const override { return spec().id == CodecId::kRandK; }

@@ -65,6 +65,14 @@ size_t SparseCodec::used_bytes(std::span<const uint8_t> payload) const {
   return static_cast<size_t>(4 * k_ + 4 + 4 * rice_dir_ + 4 * ceil_div(rice_total(payload), 32));
 }
 
+size_t SparseCodec::used_bytes_for_length(uint64_t length_field) const {
+  if (!rice_) return encoded_bytes();
+  if (length_field > static_cast<uint64_t>(rice_worst_bits_))
+    corrupt(spec(), "total index bits " + std::to_string(length_field) + " exceed the worst case " +
+                        std::to_string(rice_worst_bits_));
+  return static_cast<size_t>(4 * k_ + 4 + 4 * rice_dir_ + 4 * ceil_div(static_cast<int64_t>(length_field), 32));
+}
+
 double SparseCodec::payload_bits(std::span<const uint8_t> payload) const {
   if (!rice_) return encoded_bits();
   return 32.0 * static_cast<double>(k_ + 1 + rice_dir_) + static_cast<double>(rice_total(payload));

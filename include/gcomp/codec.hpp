@@ -160,6 +160,13 @@ class Codec {
     (void)payload;
     return encoded_bytes();
   }
+  /// The used size that a length field value gives (variable-length codecs: the u32 stored in the
+  /// last 4 bytes of the length prefix; docs/wire-format.md §6). Fixed-size codecs: encoded_bytes().
+  /// @throws gcomp::Error gcompErrorCorruptPayload when the value is above the worst case.
+  [[nodiscard]] virtual size_t used_bytes_for_length(uint64_t length_field) const {
+    (void)length_field;
+    return encoded_bytes();
+  }
   /// Information bits of this message (§5.2(c): scales, directories, length fields and records
   /// included). Fixed-size codecs: encoded_bits().
   /// @throws gcomp::Error gcompErrorCorruptPayload when the payload's length field is impossible.

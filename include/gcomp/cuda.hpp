@@ -166,6 +166,26 @@ class DeviceCodec {
   /// True when decode, decode_accumulate and decode_reduce read the RngKey (randk, spherical).
   [[nodiscard]] bool decode_reads_key() const;
 
+  /// decode_reduce of received messages of different sizes (docs/wire-format.md §6): payload j
+  /// occupies the first d_sizes[j] bytes of its slot (a full payload, or a short one of a
+  /// variable-length codec, as allgatherv/alltoallv deliver them). Each size is checked against the
+  /// payload's length field exactly as the CPU codec does (status gcompErrorCorruptPayload, index
+  /// j << 40, d_out untouched), and the bytes of each slot after its message are zeroed, so the
+  /// buffer is writable. @param d_sizes device array of num_payloads sizes.
+  void decode_reduce(void* d_payloads, size_t stride, int num_payloads, const uint64_t* d_sizes,
+                     const float* h_weights, const RngKey* h_keys, float* d_out, void* d_workspace,
+                     size_t workspace_bytes, Stream stream) const;
+
+  /// True for sdither and topk with index=rice: the CPU codec's variable_length().
+  [[nodiscard]] bool variable_length() const;
+  /// Byte offset of the u32 length field of a variable-length payload (the CPU codec's
+  /// length_prefix_bytes() - 4): copy those 4 bytes to the host to learn the used size.
+  /// @throws gcomp::Error gcompErrorNotSupported for a fixed-size codec.
+  [[nodiscard]] size_t length_field_offset() const;
+  /// The used size a length field gives (the CPU codec's used_bytes_for_length); encoded_bytes()
+  /// for a fixed-size codec. @throws gcomp::Error gcompErrorCorruptPayload above the worst case.
+  [[nodiscard]] size_t used_bytes_for_length(uint64_t length_field) const;
+
   /// topk only: DGC-style sampled threshold (spec §4.4). A strided sample of |x| (start drawn from
   /// philox_word(key, kStreamSelect, 0)) gives a threshold, adapted up to 10 rounds (x0.8 while
   /// fewer than 0.8 k elements pass); more than 1.3 k candidates (or fewer than k) fall back to the

@@ -7,6 +7,7 @@
 #include <gcomp/detail/philox.hpp>
 #include <gcomp/detail/sparse.hpp>
 #include <gcomp/detail/spherical.hpp>
+#include <gcomp/detail/varlen.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -342,6 +343,33 @@ TEST_P(CodecTest, MalformedPayloadsAreRejectedAndOutputUntouched) {
   }
 }
 
+namespace {
+
+/// The device's view of the size rule (include/gcomp/detail/varlen.hpp), built from the public
+/// codec API as DeviceCodec builds it.
+detail::VarlenLayout varlen_of(const Codec& c) {
+  detail::VarlenLayout v;
+  v.full_bytes = c.encoded_bytes();
+  if (!c.variable_length()) return v;
+  v.variable = true;
+  v.length_offset = c.length_prefix_bytes() - 4;
+  v.stream_offset = c.used_bytes_for_length(0);
+  v.worst_bits = static_cast<uint64_t>(c.encoded_bits()) - 8 * v.stream_offset;
+  return v;
+}
+
+/// Whether the CPU codec accepts a payload (its size rule and its content).
+bool cpu_size_ok(const Codec& c, const std::vector<uint8_t>& p) {
+  try {
+    c.validate(p);
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+}  // namespace
+
 TEST_P(CodecTest, ShortPayloadsCarryTheMessageAndLyingLengthsAreRejected) {
   // docs/wire-format.md §6: a variable-length payload travels as its first used_bytes() bytes;
   // a fixed-size one only whole.
@@ -407,6 +435,28 @@ TEST_P(CodecTest, ShortPayloadsCarryTheMessageAndLyingLengthsAreRejected) {
   std::memcpy(huge.data() + t_at, &t_huge, 4);
   expect_reject(huge, "length field above the worst case");
   EXPECT_THROW((void)codec_->used_bytes(huge), Error);
+  EXPECT_THROW((void)codec_->used_bytes_for_length(t_huge), Error);
+  EXPECT_EQ(codec_->used_bytes_for_length(t), used);
+  // The device's size check (varlen_size_ok) agrees with the codec on every size around the
+  // message, for the true length field and for lying ones.
+  const detail::VarlenLayout v = varlen_of(*codec_);
+  EXPECT_EQ(detail::varlen_used_bytes(v, v.worst_bits), p.size());
+  for (const uint32_t t_try : {t, t + 1, t + 32, t >= 32 ? t - 32 : 0u, t_huge, static_cast<uint32_t>(v.worst_bits)}) {
+    auto q = p;  // full payload with this length field
+    std::memcpy(q.data() + t_at, &t_try, 4);
+    for (size_t size : {used - (used >= 4 ? 4 : 0), used, used + 4, codec_->length_prefix_bytes() - 1, p.size()}) {
+      if (size > p.size()) continue;
+      std::vector<uint8_t> sized(q.begin(), q.begin() + static_cast<std::ptrdiff_t>(size));
+      const bool device_ok = detail::varlen_size_ok(v, sized.data(), size);
+      // The CPU validates the content as well: compare on sizes where the content is the message.
+      if (device_ok && t_try == t) {
+        EXPECT_TRUE(cpu_size_ok(*codec_, sized)) << "T=" << t_try << " size=" << size;
+      }
+      if (!device_ok) {
+        EXPECT_FALSE(cpu_size_ok(*codec_, sized)) << "T=" << t_try << " size=" << size;
+      }
+    }
+  }
 }
 
 TEST_P(CodecTest, ZeroVectorDecodesToZero) {
