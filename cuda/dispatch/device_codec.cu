@@ -585,6 +585,19 @@ void DeviceCodec::decode_reduce(void* d_payloads, size_t stride, int num_payload
                 d_workspace, workspace_bytes, stream, d_sizes);
 }
 
+void DeviceCodec::prepare_received(void* d_payloads, size_t stride, int num_payloads, const uint64_t* d_sizes,
+                                   void* d_workspace, size_t workspace_bytes, Stream stream) const {
+  GCOMP_EXPECTS(num_payloads >= 0, gcompErrorInvalidArgument, "prepare_received: negative payload count");
+  if (num_payloads == 0) return;
+  GCOMP_EXPECTS(d_payloads != nullptr && d_sizes != nullptr, gcompErrorInvalidArgument,
+                "prepare_received: null payloads or sizes");
+  GCOMP_EXPECTS(stride % 4 == 0 && stride >= impl_->payload_bytes, gcompErrorInvalidArgument,
+                "prepare_received: payload stride must be a multiple of 4 and >= " + std::to_string(impl_->payload_bytes));
+  const detail::Workspace w = impl_->begin_call("prepare_received", d_workspace, workspace_bytes, stream);
+  detail::launch_prepare_received(impl_->plan, w, static_cast<uint8_t*>(d_payloads), stride, num_payloads, d_sizes,
+                                  stream);
+}
+
 bool DeviceCodec::variable_length() const { return impl_->plan.varlen.variable; }
 
 size_t DeviceCodec::length_field_offset() const {

@@ -176,6 +176,12 @@ class DeviceCodec {
                      const float* h_weights, const RngKey* h_keys, float* d_out, void* d_workspace,
                      size_t workspace_bytes, Stream stream) const;
 
+  /// The first step of that decode_reduce alone, for callers that decode the payloads one by one
+  /// (decode, decode_accumulate): the size rule for each payload (status gcompErrorCorruptPayload,
+  /// index j << 40) and the slot tails zeroed. Enqueue-only; the status word is this call's.
+  void prepare_received(void* d_payloads, size_t stride, int num_payloads, const uint64_t* d_sizes,
+                        void* d_workspace, size_t workspace_bytes, Stream stream) const;
+
   /// True for sdither and topk with index=rice: the CPU codec's variable_length().
   [[nodiscard]] bool variable_length() const;
   /// Byte offset of the u32 length field of a variable-length payload (the CPU codec's
