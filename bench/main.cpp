@@ -3,6 +3,8 @@
 // throughput), comm (the nccl-tests style collective table), bits (bits/element against omega).
 #include "bench/bench_common.hpp"
 
+#include <gcomp/comm.hpp>
+
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -42,6 +44,8 @@ int main(int argc, char** argv) {
       return rc;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "gcomp-bench %s: %s\n", s.name, e.what());
+      std::fflush(stderr);
+      gcomp::abort_mpi_job(1);  // under MPI: end every rank now, none left waiting for this one
       return 1;
     }
   }

@@ -5,6 +5,7 @@
 #if defined(GCOMP_HAVE_CUDA)
 #include <gcomp/cuda.hpp>
 #endif
+#include <gcomp/checkpoint.hpp>
 #include <gcomp/io.hpp>
 #include <gcomp/session.hpp>
 
@@ -196,6 +197,7 @@ struct Context {
   Dataset data;
   std::unique_ptr<Problem> problem;
   std::vector<double> xstar;
+  uint64_t data_digest = 0;  // of the data and the problem: checked when a checkpoint set is loaded
   double fstar = 0, xstar_sq = 0, L = 0, L0 = 0, lambda = 0, grad0_inf = 0;
 };
 
@@ -253,6 +255,36 @@ SessionConfig make_config(const Context& c, const RunSpec& r) {
   return cfg;
 }
 
+/// The history as text for a checkpoint set's manifest: one point per line, doubles with 17 digits.
+std::string history_text(const std::vector<HistoryPoint>& h) {
+  std::string out;
+  char line[160];
+  for (const HistoryPoint& p : h) {
+    std::snprintf(line, sizeof line, "%lld %.17g %.17g %llu %llu\n", static_cast<long long>(p.iter), p.rel_error, p.f_gap,
+                  static_cast<unsigned long long>(p.bytes_up), static_cast<unsigned long long>(p.bytes_down));
+    out += line;
+  }
+  return out;
+}
+
+std::vector<HistoryPoint> parse_history(const std::string& text, const std::string& path) {
+  std::vector<HistoryPoint> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    HistoryPoint p{};
+    long long iter = 0;
+    unsigned long long up = 0, down = 0;
+    if (std::sscanf(line.c_str(), "%lld %lf %lf %llu %llu", &iter, &p.rel_error, &p.f_gap, &up, &down) != 5)
+      GCOMP_FAIL(gcompErrorCorruptPayload, "checkpoint set '" + printable(path) + "': the history in its manifest is damaged");
+    p.iter = iter;
+    p.bytes_up = up;
+    p.bytes_down = down;
+    out.push_back(p);
+  }
+  return out;
+}
+
 /// Runs one configuration on this rank's communicator; rank 0 fills `result`.
 void run_rank(const Context& c, Communicator& comm, const RunSpec& r, RunResult& result, bool progress) {
   const Options& o = c.opt;
@@ -267,19 +299,26 @@ void run_rank(const Context& c, Communicator& comm, const RunSpec& r, RunResult&
     cfg.hessian_diagonal = [&](std::span<double> out) { c.problem->hessian_diagonal(x, -1, out); };
   }
   Session session(comm, Layout(d), cfg);
-  std::vector<double> iter_box(1, 0.0);
-  const Session::Extras extras{{"x", &x}, {"iter", &iter_box}};
-  if (!o.resume.empty()) session.load(o.resume + ".rank" + std::to_string(rank), extras);
-  int64_t start = static_cast<int64_t>(iter_box[0]);
+  // Saved with the session state: the iterate, the iteration, and this rank's counters (bytes up,
+  // bytes down, seconds), so a resumed run continues them instead of starting at 0; rank 0's
+  // history travels in the set's manifest.
+  std::vector<double> iter_box(1, 0.0), counters(3, 0.0);
+  const Session::Extras extras{{"x", &x}, {"iter", &iter_box}, {"counters", &counters}};
+  if (!o.resume.empty()) {
+    const CheckpointSetInfo info = load_checkpoint_set(comm, session, o.resume, extras, c.data_digest);
+    if (rank == 0) result.history = parse_history(info.app, o.resume);
+  }
+  const int64_t start = static_cast<int64_t>(iter_box[0]);
   const int64_t every = o.log_every > 0 ? o.log_every : std::max<int64_t>(1, o.iters / 500);
   auto record = [&](int64_t k, uint64_t up, uint64_t down) {
     double e = 0;
     for (int64_t j = 0; j < d; ++j) e += (x[j] - c.xstar[j]) * (x[j] - c.xstar[j]);
     result.history.push_back({k, e / c.xstar_sq, c.problem->value(x) - c.fstar, up, down});
   };
-  uint64_t up = 0, down = 0;
+  uint64_t up = static_cast<uint64_t>(counters[0]), down = static_cast<uint64_t>(counters[1]);
+  const double seconds_before = counters[2];
   const auto t0 = std::chrono::steady_clock::now();
-  if (rank == 0) record(start, 0, 0);
+  if (rank == 0 && result.history.empty()) record(start, up, down);
   for (int64_t k = start; k < o.iters; ++k) {
     if (o.batch > 0)
       c.problem->stochastic_gradient(x, rank, o.batch, o.seed * 1000003ull + static_cast<uint64_t>(k) * 4099ull + rank, g);
@@ -299,11 +338,13 @@ void run_rank(const Context& c, Communicator& comm, const RunSpec& r, RunResult&
     }
     if (o.checkpoint_every > 0 && (k + 1) % o.checkpoint_every == 0) {
       iter_box[0] = static_cast<double>(k + 1);
-      session.save(o.checkpoint + ".rank" + std::to_string(rank), extras);
+      counters = {static_cast<double>(up), static_cast<double>(down),
+                  seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()};
+      save_checkpoint_set(comm, session, o.checkpoint, extras, c.data_digest, rank == 0 ? history_text(result.history) : "");
     }
   }
   if (rank == 0) {
-    result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    result.seconds = seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     result.bytes_up = up;
     result.bytes_down = down;
     result.iters = o.iters;
@@ -361,6 +402,8 @@ void check_flags_apply(const Options& o, const std::vector<RunSpec>& runs) {
     if (o.given.count(f) && !two_way)
       throw UsageError(std::string(f) + " has no effect: only dist-ef-sgdm and doublesqueeze have a server step");
   if (o.given.count("--alpha") && !diana) throw UsageError("--alpha has no effect: it is diana's shift step");
+  if (runs.size() > 1 && (!o.checkpoint.empty() || !o.resume.empty()))
+    throw UsageError("--checkpoint and --resume take one configuration, not a --compare of " + std::to_string(runs.size()));
   if (o.given.count("--compensation") && !hessian_ec)
     throw UsageError("--compensation has no effect: it selects hessian-ec's error compensation");
 }
@@ -491,6 +534,32 @@ std::unique_ptr<Communicator> make_nccl_world() {
   return make_nccl_communicator();
 }
 
+/// FNV-1a 64 of the training data and of what else the trajectory depends on besides the session
+/// configuration (loss, l2, l1, batch, split): a checkpoint set records it, and resuming with other
+/// data of the same dimension is refused.
+uint64_t data_digest(const Context& c, int workers) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  auto mix = [&h](const void* data, size_t bytes) {
+    const auto* p = static_cast<const uint8_t*>(data);
+    for (size_t i = 0; i < bytes; ++i) {
+      h ^= p[i];
+      h *= 0x100000001b3ULL;
+    }
+  };
+  const Dataset& d = c.data;
+  mix(&d.rows, sizeof d.rows);
+  mix(&d.cols, sizeof d.cols);
+  mix(d.row_ptr.data(), d.row_ptr.size() * sizeof(int64_t));
+  mix(d.col.data(), d.col.size() * sizeof(int32_t));
+  mix(d.val.data(), d.val.size() * sizeof(double));
+  mix(d.label.data(), d.label.size() * sizeof(double));
+  char text[200];
+  std::snprintf(text, sizeof text, "loss=%s;l2=%.17g;l1=%.17g;batch=%lld;workers=%d", c.opt.loss.c_str(), c.lambda, c.opt.l1,
+                static_cast<long long>(c.opt.batch), workers);
+  mix(text, std::strlen(text));
+  return h;
+}
+
 /// The run's output files, checked before any work (io::check_output: directory writable, not a
 /// directory, FIFO with a reader..., and none of them the data file).
 void check_outputs(const Options& o) {
@@ -542,6 +611,7 @@ int run(int argc, char** argv) {
   c.lambda = o.l2 == "auto" ? c.L0 / 100.0 : to_double("--l2", o.l2);
   c.L = c.L0 + c.lambda;
   c.problem = std::make_unique<Problem>(c.data, workers, loss, c.lambda);
+  c.data_digest = data_digest(c, workers);
   if (o.batch > 0) {
     int64_t fewest = c.problem->rows_of(0);
     for (int i = 1; i < workers; ++i) fewest = std::min(fewest, c.problem->rows_of(i));
@@ -611,18 +681,27 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
+/// A fatal error ends the whole job: under MPI (mpi backend, or nccl bootstrapped over MPI) every
+/// rank is terminated at once (abort_mpi_job), so that no peer waits for this one in a collective
+/// (up to the collective timeout) or in MPI_Finalize (forever). Elsewhere it just exits.
+int fail(int rc) {
+  std::fflush(stderr);
+  abort_mpi_job(rc);
+  return rc;
+}
+
 int main(int argc, char** argv) {
   try {
     return run(argc, argv);
   } catch (const UsageError& e) {
     std::fprintf(stderr, "gcomp-train: %s\n%s", printable(e.what(), SIZE_MAX).c_str(), kUsage);
-    return 2;
+    return fail(2);
   } catch (const gcomp::Error& e) {
     std::fprintf(stderr, "gcomp-train: error: %s (%s)\n", printable(e.what(), SIZE_MAX).c_str(),
                  gcompGetErrorString(e.status()));
-    return 1;
+    return fail(1);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "gcomp-train: error: %s\n", printable(e.what(), SIZE_MAX).c_str());
-    return 1;
+    return fail(1);
   }
 }

@@ -12,6 +12,7 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cstdlib>
 #include <cstring>
@@ -39,10 +40,16 @@ using detail::CollectiveKind;
     if (gcomp_mpi_rc_ != MPI_SUCCESS) throw_mpi(gcomp_mpi_rc_, #call, __FILE__, __LINE__); \
   } while (0)
 
+/// Set when a collective was abandoned (timeout, failed call): its request can never complete, and
+/// MPI_Finalize would wait for it forever.
+std::atomic<bool> g_abandoned_request{false};
+
 void finalize_owned_mpi() {
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (!finalized) MPI_Finalize();
+  // With an abandoned request the process exits without MPI_Finalize: the launcher sees a rank end
+  // without finalizing and ends the job, instead of every rank hanging in MPI_Finalize.
+  if (!finalized && !g_abandoned_request.load()) MPI_Finalize();
 }
 
 void ensure_mpi_initialized() {
@@ -455,6 +462,7 @@ class MpiCommunicator final : public Communicator {
   void call(int rc, const char* what) {
     if (rc == MPI_SUCCESS) return;
     request_pending_ = true;
+    g_abandoned_request = true;
     abort(std::string(what) + " failed");
     throw_mpi(rc, what, __FILE__, __LINE__);
   }
@@ -501,6 +509,7 @@ class MpiCommunicator final : public Communicator {
   /// communicator is aborted, and the caller gets gcompErrorTimeout.
   [[noreturn]] void fail_timeout(const CollectiveDesc* desc, const char* stage_name) {
     request_pending_ = true;
+    g_abandoned_request = true;
     const std::string what = desc != nullptr ? detail::describe(*desc) : std::string("setup");
     aborted_ = true;
     abort_reason_ = what + " timed out after " + std::to_string(timeout_ms_) + " ms in the " +
@@ -536,6 +545,13 @@ void mpi_set_count_limit(Communicator& comm, size_t limit) {
 }  // namespace detail
 
 bool mpi_available() noexcept { return true; }
+
+void abort_mpi_job(int exit_code) noexcept {
+  int initialized = 0, finalized = 0;
+  if (MPI_Initialized(&initialized) != MPI_SUCCESS || initialized == 0) return;
+  if (MPI_Finalized(&finalized) != MPI_SUCCESS || finalized != 0) return;
+  MPI_Abort(MPI_COMM_WORLD, exit_code);
+}
 
 std::unique_ptr<Communicator> make_mpi_world(const MpiOptions& options) {
   const int64_t timeout_ms = resolve_comm_timeout_ms(options.timeout_ms);

@@ -8,6 +8,8 @@ namespace gcomp {
 #if !defined(GCOMP_HAVE_MPI)
 bool mpi_available() noexcept { return false; }
 
+void abort_mpi_job(int /*exit_code*/) noexcept {}
+
 std::unique_ptr<Communicator> make_mpi_world(const MpiOptions& /*options*/) {
   GCOMP_FAIL(gcompErrorNotSupported,
              "make_mpi_world: this gcomp build has no mpi backend (install an MPI implementation, "

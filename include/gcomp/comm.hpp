@@ -261,6 +261,15 @@ struct MpiOptions {
 ///         gcomp::Error(gcompErrorMpi) when an MPI call fails.
 [[nodiscard]] std::unique_ptr<Communicator> make_mpi_world(const MpiOptions& options = {});
 
+/// @brief Ends the whole MPI job: MPI_Abort(MPI_COMM_WORLD, @p exit_code), which makes the launcher
+/// (mpirun) terminate every rank at once. For an application's fatal-error path under MPI (the
+/// gcomp tools call it after printing their error), so that no rank is left waiting for the failed
+/// one in a collective or in MPI_Finalize. Returns without doing anything when MPI is not
+/// initialized or already finalized, or in a build without MPI. (The library itself never calls it.
+/// When gcomp initialized MPI and a collective was abandoned after a timeout, gcomp skips
+/// MPI_Finalize at process exit, which would wait forever; the launcher then ends the job.)
+void abort_mpi_job(int exit_code) noexcept;
+
 // ---------------------------------------------------------------------------------------------
 // nccl backend: one rank per GPU, device buffers, stream-ordered.
 

@@ -232,6 +232,20 @@ inline void checkpoint(std::span<const uint8_t> bytes) {
   if (total != b.size()) throw FuzzBug("parse_checkpoint accepted arrays that do not add up to the file size");
 }
 
+/// Checkpoint set manifests (include/gcomp/checkpoint.hpp). Byte 0 bit 0 set: the trailing CRC is
+/// recomputed first (byte 0 restored to the magic's 'G'), so the fuzzer reaches the fields.
+inline void manifest(std::span<const uint8_t> bytes) {
+  std::vector<uint8_t> b(bytes.begin(), bytes.end());
+  if (b.size() >= 8 && (b[0] & 1u) != 0) {
+    b[0] = 'G';
+    const uint32_t c = crc32(std::span<const uint8_t>(b.data(), b.size() - 4));
+    std::memcpy(b.data() + b.size() - 4, &c, 4);
+  }
+  const detail::SetManifest m = detail::parse_manifest(b, "fuzz");
+  if (m.world == 0 || m.files.size() != m.world) throw FuzzBug("parse_manifest accepted a world without its rank files");
+  if (detail::encode_manifest(m) != b) throw FuzzBug("encode_manifest(parse_manifest(b)) differs from b");
+}
+
 /// A private temporary file holding the bytes, removed on destruction.
 class TempFile {
  public:

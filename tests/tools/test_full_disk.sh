@@ -41,15 +41,18 @@ PY
 "$codec" encode --codec dither --in "$work/x.f32" --out "$work/x.gcp" || say "encode the input payload"
 
 targets="dec.f32 enc.gcp bits.json run.json run.csv comm.json"
+ck=(--data "$data/mushrooms" --workers 2 --quiet)
 if [ "$GCOMP_FULL_DISK_MODE" = tmpfs ]; then
   mount -t tmpfs -o size=64k tmpfs "$fs" || { echo "FAILED: mount tmpfs"; exit 1; }
   for t in $targets; do echo "previous $t" > "$fs/$t"; done
+  "$train" "${ck[@]}" --iters 5 --checkpoint "$fs/ck" --checkpoint-every 5 > /dev/null || say "the first checkpoint set"
   # Fill it: the filler write stops at ENOSPC.
   head -c 1048576 /dev/zero > "$fs/filler" 2> /dev/null
   limit() { "$@"; }
   echo "# full tmpfs: $(df -k "$fs" | tail -1)"
 else
   for t in $targets; do echo "previous $t" > "$fs/$t"; done
+  "$train" "${ck[@]}" --iters 5 --checkpoint "$fs/ck" --checkpoint-every 5 > /dev/null || say "the first checkpoint set"
   limit() { (ulimit -f 1; trap '' XFSZ; exec "$@"); }
   echo "# no mount permission: RLIMIT_FSIZE of 1 KiB"
 fi
@@ -68,6 +71,13 @@ expect_fail "gcomp-codec bits --json" "$codec" bits --n 4096 --json "$fs/bits.js
 expect_fail "gcomp-train --json --csv" "$train" --data "$data/mushrooms" --iters 300 --workers 2 --quiet \
   --json "$fs/run.json" --csv "$fs/run.csv"
 expect_fail "gcomp-bench comm --json" "$bench" comm --ranks 2 -b 64K -e 64K -n 1 -w 0 --json "$fs/comm.json"
+# A checkpoint set that cannot be written leaves the previous set whole (issue 18 #5).
+expect_fail "gcomp-train --checkpoint" "$train" "${ck[@]}" --iters 10 --resume "$fs/ck" --checkpoint "$fs/ck" --checkpoint-every 5
+[ "$GCOMP_FULL_DISK_MODE" = tmpfs ] && rm -f "$fs/filler"
+"$train" "${ck[@]}" --iters 6 --resume "$fs/ck" --json "$work/resumed.json" > /dev/null || say "the previous set does not load"
+python3 -c "
+import json; h = json.load(open('$work/resumed.json'))['history']
+assert h[0]['iter'] == 0 and h[-2]['iter'] == 5 and h[-1]['iter'] == 6, [p['iter'] for p in h]" || say "resumed from the wrong step"
 for t in $targets; do
   [ "$(cat "$fs/$t" 2> /dev/null)" = "previous $t" ] || say "$t was changed or lost: $(head -c 80 "$fs/$t" | tr -d '\0')"
 done

@@ -48,7 +48,36 @@ args=(--data "$data/mushrooms" --algo dist-ef-sgdm --codec sign --server-codec s
 "$tool" "${args[@]}" --iters 60 --resume "$work/ck" --json "$work/resumed.json" > /dev/null || say "resumed run"
 python3 -c "
 import json; a=json.load(open('$work/straight.json')); b=json.load(open('$work/resumed.json'))
-assert a['final']==b['final'], (a['final'], b['final'])" || say "resume is not bit-identical"
+assert a['final']==b['final'], (a['final'], b['final'])
+# The counters continue across the resume (issue 18 #9): bytes and the whole history, so the
+# bits-to-target columns are those of the straight run.
+assert a['bytes_up']==b['bytes_up'] and a['bytes_down']==b['bytes_down'], (a['bytes_up'], b['bytes_up'])
+assert a['history']==b['history'], 'resumed history differs'" || say "resume is not bit-identical"
+# Checkpoint sets (issue 18 #5, #13): a mixed or partial set, or another dataset of the same
+# dimension, is refused with a message; the set itself is intact.
+ls "$work" | grep -q '^ck\.s30-.*\.rank2$' || say "no rank file of the step-30 set: $(ls "$work")"
+cp "$work"/ck.s30-*.rank1 "$work/older.rank1"
+"$tool" "${args[@]}" --iters 40 --resume "$work/ck" --checkpoint "$work/ck" --checkpoint-every 40 > /dev/null || say "resume and save"
+[ "$(ls "$work" | grep -c '^ck\.s')" = 3 ] || say "the step-30 files were not replaced by the step-40 set: $(ls "$work")"
+cp "$work"/ck.s40-*.rank1 "$work/newer.rank1"
+cp "$work/older.rank1" "$work"/ck.s40-*.rank1
+"$tool" "${args[@]}" --iters 60 --resume "$work/ck" > /dev/null 2> "$work/err" && say "a mixed checkpoint set was loaded"
+grep -q "mixed" "$work/err" || say "no message for a mixed set: $(cat "$work/err")"
+cp "$work/newer.rank1" "$work"/ck.s40-*.rank1
+mv "$work"/ck.s40-*.rank2 "$work/gone.rank2"
+"$tool" "${args[@]}" --iters 60 --resume "$work/ck" > /dev/null 2> "$work/err" && say "a partial checkpoint set was loaded"
+grep -q "partial" "$work/err" || say "no message for a partial set: $(cat "$work/err")"
+mv "$work/gone.rank2" "$work/$(ls "$work" | grep '^ck\.s40-.*\.rank1$' | sed 's/rank1$/rank2/')"
+python3 - "$data/mushrooms" "$work/other.svm" <<'PY'
+import sys
+rows = open(sys.argv[1]).read().splitlines()
+rows[0], rows[1] = rows[1], rows[0]   # same dimension and rows, other order: other data
+open(sys.argv[2], "w").write("\n".join(rows) + "\n")
+PY
+"$tool" "${args[@]/$data\/mushrooms/$work/other.svm}" --iters 60 --resume "$work/ck" > /dev/null 2> "$work/err" \
+  && say "a checkpoint of another dataset was resumed"
+grep -q "other data" "$work/err" || say "no message for another dataset: $(cat "$work/err")"
+"$tool" "${args[@]}" --iters 60 --resume "$work/ck" > /dev/null || say "the intact set no longer loads"
 
 # local and MPI backends: identical iterates (same seed, same world size).
 if [ -n "$mpiexec" ]; then
@@ -164,6 +193,51 @@ timeout 60 $tool --data "$m" --iters 100000000 --quiet --csv "$work/nodir/x.csv"
 $tool --data "$m" --iters 3 --quiet > /dev/full 2> "$work/err" && say "exit 0 with stdout on /dev/full"
 grep -q "No space left" "$work/err" || say "no message for stdout on /dev/full"
 ls -a "$work" | grep -q "gcomp-tmp" && say "temporary files left: $(ls -a "$work" | grep gcomp-tmp)"
+
+# ---- A failing rank ends the whole MPI job at once (issue 18 #2; DESIGN.md §4): MPI_Abort, no rank
+# left waiting in a collective for the collective timeout, or forever in MPI_Finalize.
+if [ -n "$mpiexec" ]; then
+  mpirun_env=(env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1)
+  # A setup failure on one rank (its --data is missing), the default 300 s timeout on the others.
+  start=$(date +%s)
+  "${mpirun_env[@]}" timeout 120 "$mpiexec" --allow-run-as-root --oversubscribe \
+    -n 1 "$tool" --data "$m" --backend mpi --iters 50 --quiet : \
+    -n 1 "$tool" --data "$work/missing.svm" --backend mpi --iters 50 --quiet > /dev/null 2> "$work/err"
+  rc=$?; took=$(( $(date +%s) - start ))
+  [ "$rc" != 0 ] && [ "$rc" != 124 ] || say "one rank with a missing --data: exit $rc after $took s (124: the job hung)"
+  [ "$took" -lt 60 ] || say "one rank with a missing --data: the job took $took s to end"
+  grep -q "missing.svm" "$work/err" || say "no message naming the missing data file: $(head -c 300 "$work/err")"
+  # A stopped rank (SIGSTOP): its peer times out after GCOMP_COMM_TIMEOUT_MS and the job ends.
+  GCOMP_COMM_TIMEOUT_MS=4000 "${mpirun_env[@]}" "$mpiexec" --allow-run-as-root --oversubscribe -n 2 \
+    "$tool" --data "$m" --backend mpi --iters 100000000 --quiet > /dev/null 2> "$work/err" &
+  job=$!
+  ranks=""
+  for i in $(seq 100); do
+    ranks=$(ps -o pid= --ppid "$job" 2> /dev/null | tr -d ' ')
+    [ "$(echo "$ranks" | grep -c .)" -ge 2 ] && break
+    sleep 0.2
+  done
+  victim=$(echo "$ranks" | head -1)
+  sleep 3  # both ranks are past setup and stepping
+  start=$(date +%s)
+  [ -n "$victim" ] && kill -STOP "$victim"
+  ended=0
+  for i in $(seq 90); do
+    if ! kill -0 "$job" 2> /dev/null; then ended=1; break; fi
+    sleep 1
+  done
+  if [ "$ended" = 0 ]; then
+    say "a stopped rank: the job did not end within 90 s (timeout 4 s)"
+    [ -n "$victim" ] && kill -KILL "$victim" 2> /dev/null
+    kill "$job" 2> /dev/null
+  fi
+  wait "$job"; rc=$?
+  took=$(( $(date +%s) - start ))
+  [ "$rc" != 0 ] || say "a stopped rank: the job exited 0"
+  [ "$took" -le 30 ] || say "a stopped rank: the job ended $took s after the stop (timeout 4 s)"
+  grep -q "timed out" "$work/err" || say "a stopped rank: no timeout message: $(head -c 300 "$work/err")"
+  [ -n "$victim" ] && kill -KILL "$victim" 2> /dev/null
+fi
 
 [ "$fail" = 0 ] && echo "gcomp-train: all checks passed"
 exit $fail

@@ -24,6 +24,7 @@ const std::map<std::string, Entry>& entries() {
   static const std::map<std::string, Entry> m = {
       {"frame", gcomp::fuzz::frame},     {"raw_decode", gcomp::fuzz::raw_decode},
       {"spec", gcomp::fuzz::spec},       {"checkpoint", gcomp::fuzz::checkpoint},
+      {"manifest", gcomp::fuzz::manifest},
       {"libsvm", gcomp::fuzz::libsvm},   {"capi", gcomp::fuzz::capi},
   };
   return m;
