@@ -55,6 +55,26 @@ PyObject* g_error_class = nullptr;  // a strong reference taken at import, kept 
 [[noreturn]] void invalid(const std::string& message) { raise_error(gcompErrorInvalidArgument, message); }
 
 // ------------------------------------------------------------------------------------------------
+// Ctrl-C during a blocking call. The collectives of the host backends call this check about every
+// 50 ms while they wait (gcomp::set_wait_interrupt_check). On Python's main thread, where signals
+// are handled, it runs the signal handlers (PyErr_CheckSignals): a KeyboardInterrupt stops the wait,
+// the communicator is aborted (its peers fail at once too), and the pending KeyboardInterrupt is
+// what the call raises (raise_pending_interrupt).
+
+unsigned long g_main_thread = 0;
+
+bool python_interrupt_check() {
+  if (PyThread_get_thread_ident() != g_main_thread || Py_IsInitialized() == 0) return false;
+  py::gil_scoped_acquire gil;
+  return PyErr_CheckSignals() != 0;  // leaves the exception (KeyboardInterrupt) set
+}
+
+/// An exception set by python_interrupt_check while the call waited wins over the call's result.
+void raise_pending_interrupt() {
+  if (PyErr_Occurred() != nullptr) throw py::error_already_set();
+}
+
+// ------------------------------------------------------------------------------------------------
 // Host buffers: the buffer protocol, or a CPU torch tensor through data_ptr().
 
 enum class Elem { kF32, kF64, kU8, kU16, kF16, kBF16 };
@@ -215,10 +235,18 @@ uint32_t u32(int64_t value, const char* what) {
 }
 
 uint64_t seed_of(const py::object& seed) {
-  // Python ints of any size: the seed is taken modulo 2^64.
-  PyObject* low = PyNumber_And(py::int_(seed).ptr(), py::int_(UINT64_MAX).ptr());
-  if (low == nullptr) throw py::error_already_set();
-  return py::reinterpret_steal<py::object>(low).cast<uint64_t>();
+  // An integer (anything with __index__, not a bool or a float) in 0..2^64-1; never wrapped.
+  if (PyBool_Check(seed.ptr()) || PyIndex_Check(seed.ptr()) == 0)
+    invalid("seed: expected an integer in 0..2^64-1, got " + type_name(seed));
+  PyObject* index = PyNumber_Index(seed.ptr());
+  if (index == nullptr) throw py::error_already_set();
+  const py::object v = py::reinterpret_steal<py::object>(index);
+  const unsigned long long out = PyLong_AsUnsignedLongLong(v.ptr());
+  if (out == static_cast<unsigned long long>(-1) && PyErr_Occurred() != nullptr) {
+    PyErr_Clear();
+    invalid("seed: " + std::string(py::repr(v)) + " is outside 0..2^64-1");
+  }
+  return static_cast<uint64_t>(out);
 }
 
 gcomp::Layout layout_of(const std::vector<int64_t>& segments) {
@@ -442,6 +470,7 @@ CommBinding mpi_comm(int64_t timeout_ms) {
     py::gil_scoped_release nogil;
     c = gcomp::make_mpi_world(gcomp::MpiOptions{timeout_ms});
   }
+  raise_pending_interrupt();
   return CommBinding(std::shared_ptr<gcomp::Communicator>(std::move(c)));
 }
 
@@ -625,8 +654,10 @@ class SessionBinding {
       py::gil_scoped_release nogil;  // collective: the peers run on other Python threads
       session_ = std::make_unique<gcomp::Session>(*comm_, std::move(layout), std::move(cfg));
     } catch (const gcomp::Error& e) {
+      raise_pending_interrupt();
       raise_error(e.status(), e.what(), gcomp_py::take_pending_cause());  // a Python transport's exception
     }
+    raise_pending_interrupt();
   }
 
   ~SessionBinding() {
@@ -646,9 +677,14 @@ class SessionBinding {
     callbacks_->error = py::object();
     (void)gcomp_py::take_pending_cause();
     try {
-      py::gil_scoped_release nogil;
-      return fn(*session_);
+      auto result = [&] {
+        py::gil_scoped_release nogil;
+        return fn(*session_);
+      }();
+      raise_pending_interrupt();  // Ctrl-C right as the step completed: the step stands, then it raises
+      return result;
     } catch (const gcomp::Error& e) {
+      raise_pending_interrupt();  // Ctrl-C stopped the wait: KeyboardInterrupt, not gcomp.Error
       py::object cause = std::move(callbacks_->error);
       py::object transport_cause = gcomp_py::take_pending_cause();  // a Python transport's exception
       raise_error(e.status(), e.what(), cause ? cause : transport_cause);
@@ -805,10 +841,15 @@ PYBIND11_MODULE(_core, m) {
     try {
       if (p) std::rethrow_exception(p);
     } catch (const gcomp::Error& e) {
+      if (PyErr_Occurred() != nullptr) return;  // a KeyboardInterrupt that stopped the call stays
       py::object exc = py::reinterpret_borrow<py::object>(g_error_class)(static_cast<int>(e.status()), e.what());
       PyErr_SetObject(g_error_class, exc.ptr());
     }
   });
+  g_main_thread = py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
+  gcomp::set_wait_interrupt_check(&python_interrupt_check);
+  // Removed before the interpreter finalizes (a wait after that must not touch Python).
+  py::module_::import("atexit").attr("register")(py::cpp_function([] { gcomp::set_wait_interrupt_check(nullptr); }));
 
   m.attr("VERSION_CODE") = GCOMP_VERSION_CODE;
   m.attr("MPI_AVAILABLE") = gcomp::mpi_available();

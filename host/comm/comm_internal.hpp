@@ -90,6 +90,14 @@ class Deadline {
   Clock::time_point when_;
 };
 
+/// How often a blocking wait calls the WaitInterruptCheck (set_wait_interrupt_check).
+inline constexpr std::chrono::milliseconds kInterruptPoll{50};
+
+/// True when a WaitInterruptCheck is installed.
+[[nodiscard]] bool interrupt_check_installed() noexcept;
+/// Calls the installed WaitInterruptCheck (false when none): true means stop waiting.
+[[nodiscard]] bool wait_interrupted();
+
 /// Polling back-off: yields for the first polls, then sleeps with a growing period (up to 1 ms),
 /// so that oversubscribed ranks leave the CPU to the peers they wait for.
 class Backoff {

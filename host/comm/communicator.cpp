@@ -4,6 +4,7 @@
 #include "host/comm/comm_internal.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -73,6 +74,19 @@ int64_t resolve_comm_timeout_ms(int64_t requested_ms) {
       std::string("GCOMP_COMM_TIMEOUT_MS must be a positive integer (milliseconds), got \"") + env +
           "\"");
   return static_cast<int64_t>(value);
+}
+
+namespace {
+std::atomic<WaitInterruptCheck> g_wait_interrupt{nullptr};
+}  // namespace
+
+void set_wait_interrupt_check(WaitInterruptCheck check) noexcept { g_wait_interrupt.store(check); }
+
+bool detail::interrupt_check_installed() noexcept { return g_wait_interrupt.load() != nullptr; }
+
+bool detail::wait_interrupted() {
+  const WaitInterruptCheck check = g_wait_interrupt.load();
+  return check != nullptr && check();
 }
 
 void Communicator::synchronize(Stream /*stream*/) {}

@@ -321,7 +321,19 @@ class LocalCommunicator final : public Communicator {
                        "): ranks that did not arrive: " + detail::join_ranks(missing));
         GCOMP_FAIL(gcompErrorTimeout, g.abort_reason + "; communicator aborted");
       }
-      g.cv.wait_until(lock, deadline.when());
+      if (!detail::interrupt_check_installed()) {
+        g.cv.wait_until(lock, deadline.when());
+        continue;
+      }
+      // An interrupt check (Ctrl-C in Python) runs every kInterruptPoll, without the group lock.
+      g.cv.wait_until(lock, std::min(deadline.when(), detail::Deadline::Clock::now() + detail::kInterruptPoll));
+      lock.unlock();
+      const bool interrupted = detail::wait_interrupted();
+      lock.lock();
+      if (interrupted && g.phase == my_phase) {
+        g.abort_locked(detail::describe(desc) + " interrupted on rank " + std::to_string(rank_) + " (local backend)");
+        throw_if_aborted(desc);
+      }
     }
   }
 

@@ -387,13 +387,15 @@ class MpiCommunicator final : public Communicator {
   void barrier() override { exchange_headers(next_desc(CollectiveKind::kBarrier, 0)); }
 
   void abort(std::string_view reason) noexcept override {
+    // May come from another thread than the one waiting in a collective (which then stops).
+    const std::lock_guard lock(reason_mutex_);
     if (aborted_) return;
-    aborted_ = true;
     try {
       abort_reason_ = "rank " + std::to_string(rank_) + " aborted: " + std::string(reason);
     } catch (...) {
       abort_reason_.clear();
     }
+    aborted_ = true;
   }
 
   bool is_aborted() const noexcept override { return aborted_; }
@@ -469,8 +471,13 @@ class MpiCommunicator final : public Communicator {
 
   void throw_if_aborted(const CollectiveDesc& desc) const {
     if (!aborted_) return;
+    std::string reason;
+    {
+      const std::lock_guard lock(reason_mutex_);
+      reason = abort_reason_;
+    }
     GCOMP_FAIL(gcompErrorTimeout, detail::describe(desc) + " on rank " + std::to_string(rank_) +
-                                      " (mpi backend): communicator aborted: " + abort_reason_);
+                                      " (mpi backend): communicator aborted: " + reason);
   }
 
   void exchange_headers(const CollectiveDesc& desc) {
@@ -495,11 +502,31 @@ class MpiCommunicator final : public Communicator {
   void wait(MPI_Request* request, const CollectiveDesc* desc, const char* stage_name) {
     const detail::Deadline deadline(timeout_ms_);
     detail::Backoff backoff;
+    auto next_check = detail::Deadline::Clock::now() + detail::kInterruptPoll;
+    const std::string what = desc != nullptr ? detail::describe(*desc) : std::string("setup");
+    std::string why;
     for (;;) {
       int done = 0;
       call(MPI_Test(request, &done, MPI_STATUS_IGNORE), "MPI_Test");
       if (done) return;
-      if (deadline.expired()) break;
+      if (deadline.expired()) {
+        why = what + " timed out after " + std::to_string(timeout_ms_) + " ms in the " + stage_name +
+              " (mpi backend, rank " + std::to_string(rank_) + " of " + std::to_string(size_) +
+              "); some rank did not arrive (the mpi backend cannot tell which)";
+        break;
+      }
+      if (aborted_) {  // abort() from another thread
+        const std::lock_guard lock(reason_mutex_);
+        why = what + " stopped in the " + stage_name + ": " + abort_reason_;
+        break;
+      }
+      if (detail::Deadline::Clock::now() >= next_check) {
+        next_check = detail::Deadline::Clock::now() + detail::kInterruptPoll;
+        if (detail::wait_interrupted()) {
+          why = what + " interrupted in the " + stage_name + " (mpi backend, rank " + std::to_string(rank_) + ")";
+          break;
+        }
+      }
       backoff.pause();
     }
     fail_timeout(desc, stage_name);
@@ -510,13 +537,12 @@ class MpiCommunicator final : public Communicator {
   [[noreturn]] void fail_timeout(const CollectiveDesc* desc, const char* stage_name) {
     request_pending_ = true;
     g_abandoned_request = true;
-    const std::string what = desc != nullptr ? detail::describe(*desc) : std::string("setup");
-    aborted_ = true;
-    abort_reason_ = what + " timed out after " + std::to_string(timeout_ms_) + " ms in the " +
-                    stage_name + " (mpi backend, rank " + std::to_string(rank_) + " of " +
-                    std::to_string(size_) +
-                    "); some rank did not arrive (the mpi backend cannot tell which)";
-    GCOMP_FAIL(gcompErrorTimeout, abort_reason_ + "; communicator aborted");
+    {
+      const std::lock_guard lock(reason_mutex_);
+      if (!aborted_) abort_reason_ = why;
+      aborted_ = true;
+    }
+    GCOMP_FAIL(gcompErrorTimeout, why + "; communicator aborted");
   }
 
   int64_t timeout_ms_;
@@ -524,7 +550,8 @@ class MpiCommunicator final : public Communicator {
   int rank_ = -1;
   int size_ = 0;
   uint64_t seq_ = 0;
-  bool aborted_ = false;
+  std::atomic<bool> aborted_{false};
+  mutable std::mutex reason_mutex_;  // abort_reason_, written by abort() from any thread
   bool request_pending_ = false;
   size_t count_limit_ = static_cast<size_t>(INT_MAX);
   std::string abort_reason_;

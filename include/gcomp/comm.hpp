@@ -194,6 +194,16 @@ class Communicator {
   [[nodiscard]] virtual bool is_aborted() const noexcept = 0;
 };
 
+/// A check that the blocking waits of the host backends (local, mpi) call about every 50 ms while
+/// they wait for peers (the calling thread, no lock held). Returning true stops the wait: the
+/// communicator is aborted ("interrupted") and the collective throws gcomp::Error(gcompErrorTimeout)
+/// at once instead of at the collective timeout. nullptr (the default): never interrupted.
+using WaitInterruptCheck = bool (*)();
+
+/// @brief Installs @p check for every communicator of the process (see WaitInterruptCheck). For
+/// language bindings: the Python extension installs one that polls for Ctrl-C (KeyboardInterrupt).
+void set_wait_interrupt_check(WaitInterruptCheck check) noexcept;
+
 /// @brief 64-bit FNV-1a digest (offset basis 0xcbf29ce484222325, prime 0x100000001b3) of the
 /// bytes of @p text. Used by check_agreement.
 [[nodiscard]] uint64_t fnv1a64(std::string_view text) noexcept;

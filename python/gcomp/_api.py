@@ -8,6 +8,8 @@ conveniences: inputs of other dtypes or layouts are converted, CUDA tensors are 
 and outputs of another dtype, layout or device are written through a temporary and copied back.
 """
 import dataclasses
+import math
+import operator
 
 import numpy as np
 
@@ -20,13 +22,55 @@ _TORCH_NAMES = {np.dtype(np.float32): "torch.float32", np.dtype(np.float64): "to
                 np.dtype(np.uint8): "torch.uint8"}
 
 
+def _invalid(message):
+    return Error(Status.INVALID_ARGUMENT, message)
+
+
+def _integer(value, what, lo=None, hi=None):
+    """value as an int (anything with __index__: int, NumPy integers; not bool, float or str), in
+    [lo, hi]; otherwise Error(INVALID_ARGUMENT) naming `what`. Never truncated or wrapped."""
+    if isinstance(value, (bool, np.bool_)) or not hasattr(type(value), "__index__"):
+        raise _invalid(f"{what}: expected an integer, got {type(value).__name__} {value!r}")
+    v = operator.index(value)
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        lo_text = "" if lo is None else str(lo)
+        hi_text = "" if hi is None else ("2^64-1" if hi == _U64 else str(hi))
+        raise _invalid(f"{what}: {v} is outside {lo_text}..{hi_text}")
+    return v
+
+
+def _real(value, what, lo, hi=math.inf, lo_open=False, hi_open=False):
+    """value as a finite float in the range; otherwise Error(INVALID_ARGUMENT) naming `what`."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise _invalid(f"{what}: expected a number, got {type(value).__name__} {value!r}") from None
+    ok = math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+    if not ok:
+        rng = ("(" if lo_open else "[") + f"{lo:g}, " + ("inf)" if hi == math.inf else f"{hi:g}" + (")" if hi_open else "]"))
+        raise _invalid(f"{what}: {value!r} is not a finite number in {rng}")
+    return v
+
+
+def _seed(seed, what="seed"):
+    return _integer(seed, what, 0, _U64)
+
+
 def _segments(segments):
-    """Segment sizes as a list of ints (one int means one flat segment)."""
-    if isinstance(segments, (int, np.integer)):
-        segments = [int(segments)]
-    sizes = [int(s) for s in segments]
+    """Segment sizes as a list of ints (one integer means one flat segment)."""
+    if isinstance(segments, (str, bytes, bytearray)) or segments is None:
+        raise _invalid(f"segments: expected an integer or a sequence of integers, got {type(segments).__name__} "
+                       f"{segments!r}")
+    if hasattr(type(segments), "__index__") and not isinstance(segments, (bool, np.bool_)):
+        segments = [segments]
+    try:
+        items = list(segments)
+    except TypeError:
+        raise _invalid(f"segments: expected an integer or a sequence of integers, got {type(segments).__name__} "
+                       f"{segments!r}") from None
+    sizes = [_integer(s, "segments", 0) for s in items]
     if not sizes:
-        raise Error(Status.INVALID_ARGUMENT, "segments: need at least one segment size")
+        raise _invalid("segments: need at least one segment size")
     return sizes
 
 
@@ -127,7 +171,7 @@ class Codec:
     def __init__(self, spec, segments, seed=0):
         self.spec = str(spec)
         self.segments = _segments(segments)
-        self.seed = int(seed) & _U64
+        self.seed = _seed(seed)
         self._core = _core.Codec(self.spec, self.segments, self.seed)
         self.num_elems = self._core.num_elems
         self.encoded_bytes = self._core.encoded_bytes
@@ -213,12 +257,13 @@ def local_group(num_ranks, timeout_ms=0):
     """num_ranks connected in-process communicators (rank r at index r). Drive each from its own
     thread: collectives block until every rank has entered them. timeout_ms 0 means the
     GCOMP_COMM_TIMEOUT_MS environment variable, else 300 s."""
-    return [Communicator(c) for c in _core.local_group(int(num_ranks), int(timeout_ms))]
+    return [Communicator(c) for c in _core.local_group(_integer(num_ranks, "num_ranks", 1, 2 ** 31 - 1),
+                                                       _integer(timeout_ms, "timeout_ms", 0, 2 ** 63 - 1))]
 
 
 def mpi_comm(timeout_ms=0):
     """This process's communicator over MPI_COMM_WORLD (Status.NOT_SUPPORTED in builds without MPI)."""
-    return Communicator(_core.mpi_comm(int(timeout_ms)))
+    return Communicator(_core.mpi_comm(_integer(timeout_ms, "timeout_ms", 0, 2 ** 63 - 1)))
 
 
 def nccl_unusable():
@@ -315,16 +360,17 @@ class Session:
         cfg.algorithm = str(algorithm)
         cfg.codec = str(codec)
         cfg.server_codec = str(server_codec)
-        cfg.lr = float(lr)
-        cfg.alpha = -1.0 if alpha is None else float(alpha)
-        cfg.momentum = float(momentum)
+        # Every number is checked here, naming the argument; none is replaced by a default.
+        cfg.lr = _real(lr, "lr", 0.0)
+        cfg.alpha = -1.0 if alpha is None else _real(alpha, "alpha (None: 1/(omega+1))", 0.0, 1.0, lo_open=True)
+        cfg.momentum = _real(momentum, "momentum", 0.0, 1.0, hi_open=True)
         cfg.nesterov = bool(nesterov)
-        cfg.delay = int(delay)
-        cfg.seed = int(seed)
+        cfg.delay = _integer(delay, "delay", 0, 2 ** 31 - 2)
+        cfg.seed = _seed(seed)
         cfg.nonfinite = _choice(nonfinite, "nonfinite")
         cfg.server = _choice(server, "server")
         cfg.prox = "none" if prox is None else _choice(prox, "prox")
-        cfg.prox_lambda = float(prox_lambda)
+        cfg.prox_lambda = _real(prox_lambda, "prox_lambda", 0.0)
         cfg.tie_to_zero = bool(tie_to_zero)
         cfg.shared_scale = bool(shared_scale)
         cfg.compensation = _choice(compensation, "compensation")

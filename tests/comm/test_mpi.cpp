@@ -13,6 +13,7 @@
 #include "host/comm/comm_internal.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <thread>
@@ -247,6 +248,33 @@ TEST_F(CommMpiTest, SkippedAllgathervTimesOutAndAborts) {
   comm.reset();
   MPI_Barrier(MPI_COMM_WORLD);
   gcomp::test::check_allgatherv(*comm_, 5, false);
+}
+
+// set_wait_interrupt_check (issue 18 #15): a rank waiting for peers that do not come stops when the
+// check says so (Ctrl-C in Python), long before the 60 s timeout; the communicator is aborted.
+TEST_F(CommMpiTest, InterruptCheckStopsAWaitingCollective) {
+  const int last = comm_->size() - 1;
+  if (last == 0) GTEST_SKIP() << "needs at least 2 ranks";
+  static std::atomic<int64_t> stop_at_ms{0};
+  stop_at_ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch()).count() + 300;
+  gcomp::set_wait_interrupt_check([] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch()).count() >= stop_at_ms;
+  });
+  auto comm = gcomp::make_mpi_world(MpiOptions{60000});
+  std::vector<std::byte> send(8), recv(8 * static_cast<size_t>(comm->size()));
+  if (comm->rank() != last) {
+    const auto start = Clock::now();
+    const Error e = error_of([&] { comm->allgather(send.data(), recv.data(), 8, nullptr); });
+    const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+    EXPECT_EQ(e.status(), gcompErrorTimeout) << e.what();
+    EXPECT_NE(std::string(e.what()).find("interrupted"), std::string::npos) << e.what();
+    EXPECT_LT(took.count(), 10000);
+    EXPECT_TRUE(comm->is_aborted());
+  }
+  gcomp::set_wait_interrupt_check(nullptr);
+  comm.reset();
+  MPI_Barrier(MPI_COMM_WORLD);
+  gcomp::test::check_allgather(*comm_, 5, false);
 }
 
 /// On ranks other than 0: prints only failures, prefixed with the rank.
