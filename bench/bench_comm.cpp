@@ -1,24 +1,33 @@
 // SPDX-License-Identifier: Apache-2.0
 // `gcomp-bench comm`: nccl-tests style collective table for compressed gradient exchange
-// (STYLE.md §9, project issue 4 item 7).
+// (STYLE.md §9, project issue 4 item 7), measured on the real Session (issue 14 item 3).
 //
 // For each size (bytes of fp32 input, -b to -e times -f) three kinds of rows:
 //   allreduce          uncompressed fp32 Communicator::allreduce (the baseline)
-//   allgather+CODEC    encode, allgather the payloads, decode-reduce them in rank order
-//   twoway+CODEC       the sharded server of docs/algorithms.md: encode shard s for its owner,
-//                      alltoall, owner decode-reduces its shard and re-encodes it (downlink key),
-//                      allgather of the shard messages, decode into the full vector
-// Every iteration starts with a barrier; each rank times its phases (std::chrono on the CPU
-// backends, CUDA events on nccl); per iteration the max over ranks is taken, then the median over
+//   allgather+CODEC    one Session step of compressed-gd (lr 1, so the update is the mean of the
+//                      decoded messages): encode, allgather of the payloads, rank-ordered
+//                      decode-reduce, as users run it (non-finite agreement included)
+//   twoway+CODEC       one Session step of doublesqueeze with the sharded server (lr 1): encode
+//                      shard s for its owner, alltoall, the owner decode-reduces its shard, adds its
+//                      error and re-encodes it (downlink key), allgather of the shard messages,
+//                      decode into the full vector
+// The Session runs on backend host-f32 (local, mpi) or cuda (nccl), with its fp32 buffers passed
+// as they are. Every iteration starts with a barrier; each rank times the step (std::chrono; on
+// nccl after a stream sync) and the Session reports its phases (SessionConfig::time_phases:
+// encode, comm, decode + update); per iteration the max over ranks is taken, then the median over
 // the -n timed iterations. #wrong counts the elements (summed over ranks) whose result differs from
-// an independent CPU reference recomputed on every rank from the inputs with the CPU codecs in rank
-// order: bitwise for the compressed rows and for the fp32 allreduce on local/mpi (which reduce in
-// rank order); nccl's allreduce is compared with a summation error bound (NCCL does not reduce in
-// rank order). #wrong > 0 makes the run exit 1.
+// an independent CPU reference recomputed from the inputs with the CPU codecs in rank order (for
+// the two-way rows every step of the run, since the errors carry over): bitwise for the compressed
+// rows and for the fp32 allreduce on local/mpi (which reduce in rank order); nccl's allreduce is
+// compared with a summation error bound (NCCL does not reduce in rank order). #wrong > 0 makes the
+// run exit 1.
 #include "bench/bench_common.hpp"
 
 #include <gcomp/codec.hpp>
 #include <gcomp/comm.hpp>
+#include <gcomp/detail/session_keys.hpp>
+#include <gcomp/detail/session_math.hpp>
+#include <gcomp/session.hpp>
 #if defined(GCOMP_HAVE_CUDA) && GCOMP_HAVE_CUDA
 #include <gcomp/cuda.hpp>
 
@@ -33,6 +42,7 @@
 #include <fstream>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <thread>
@@ -118,25 +128,6 @@ uint64_t rank_seed(uint64_t seed, int rank) {
   return z ^ (z >> 31);
 }
 
-constexpr uint32_t kStep = 1;  // RNG step of every message (the output of any iteration is the same)
-
-size_t round_up4(size_t b) { return (b + 3) / 4 * 4; }
-
-/// Shards of the sharded server: shard s = [floor(s n / P), floor((s+1) n / P)).
-std::vector<int64_t> shard_offsets(int64_t n, int p) {
-  std::vector<int64_t> off(static_cast<size_t>(p) + 1);
-  for (int s = 0; s <= p; ++s) off[static_cast<size_t>(s)] = n * s / p;
-  return off;
-}
-
-RngKey uplink_key(uint64_t seed, int rank) { return RngKey{seed, static_cast<uint32_t>(rank), kStep, 0}; }
-/// docs/algorithms.md: shard s uses stream offset 16(s+1), +8 on the downlink (encoded by rank s).
-RngKey shard_key(uint64_t seed, int rank, int shard, bool downlink) {
-  return RngKey{seed, static_cast<uint32_t>(rank), kStep, 16u * static_cast<uint32_t>(shard + 1) + (downlink ? 8u : 0u)};
-}
-
-// ------------------------------------------------------------------------------- CPU reference
-
 /// Rank-order fold of the inputs: ((x_0 + x_1) + x_2) + ... (Communicator::allreduce on local/mpi).
 std::vector<float> reference_allreduce(int64_t n, int p, uint64_t seed, std::vector<double>* abs_sum) {
   std::vector<float> acc = make_input(n, rank_seed(seed, 0));
@@ -154,41 +145,114 @@ std::vector<float> reference_allreduce(int64_t n, int p, uint64_t seed, std::vec
   return acc;
 }
 
-/// out = 0; out += decode(encode(x_j)) for j = 0..P-1, with the CPU codec.
-std::vector<float> reference_allgather(const std::string& spec, int64_t n, int p, uint64_t seed) {
+/// The Session configuration of a compressed row: lr 1, so the update is the exchanged mean itself.
+SessionConfig row_config(const std::string& kind, const std::string& codec, uint64_t seed, gcomp::Backend backend) {
+  SessionConfig c;
+  c.algorithm = kind == "allgather" ? Algorithm::kCompressedGd : Algorithm::kDoubleSqueeze;
+  c.codec = codec;
+  c.server_codec = codec;
+  c.server = ServerMode::kSharded;
+  c.lr = 1.0;
+  c.seed = seed;
+  c.backend = backend;
+  c.time_phases = true;
+  return c;
+}
+
+/// The one-way row's update at step `step`, computed here from the inputs with the CPU codec:
+/// fp32(1/P) * sum_j decode(C(x_j)) in rank order (TernGrad: every rank encodes with the max of the
+/// ranks' scales, as compressed-gd shares them).
+std::vector<float> reference_oneway(const std::string& spec, int64_t n, int p, uint64_t seed, uint32_t step) {
   const auto codec = make_codec(spec, Layout(n));
+  std::vector<std::vector<float>> x;
+  for (int j = 0; j < p; ++j) x.push_back(make_input(n, rank_seed(seed, j)));
+  const bool share = codec->spec().id == CodecId::kTernGrad && codec->num_scales() > 0;
+  std::vector<float> scales_max(static_cast<size_t>(codec->num_scales()), 0.0f), scales(scales_max.size());
+  if (share) {
+    for (int j = 0; j < p; ++j) {
+      codec->compute_scales(x[static_cast<size_t>(j)], scales);
+      for (size_t b = 0; b < scales.size(); ++b) scales_max[b] = std::max(scales_max[b], scales[b]);
+    }
+  }
   std::vector<float> out(static_cast<size_t>(n), 0.0f);
   std::vector<uint8_t> payload(codec->encoded_bytes());
   for (int j = 0; j < p; ++j) {
-    const std::vector<float> x = make_input(n, rank_seed(seed, j));
-    codec->encode(x, uplink_key(seed, j), payload);
-    codec->decode_accumulate(payload, uplink_key(seed, j), 1.0f, out);
+    const RngKey key = detail::uplink_key(seed, static_cast<uint32_t>(j), step);
+    if (share)
+      codec->encode_with_scales(x[static_cast<size_t>(j)], scales_max, key, payload);
+    else
+      codec->encode(x[static_cast<size_t>(j)], key, payload);
+    codec->decode_accumulate(payload, key, 1.0f, out);
+  }
+  const auto inv = static_cast<float>(1.0 / static_cast<double>(p));
+  for (float& v : out) v = detail::mul_rn(inv, v);
+  return out;
+}
+
+/// The two-way row's update after `steps` steps (0 .. steps-1) of doublesqueeze with the sharded
+/// server, lr 1 and the same input at every step, computed here shard by shard with the CPU codecs
+/// (spec §8.4): v_j = x_j + e_j; e_j = v_j - C(v_j); server s: w = e~_s + fp32(1/P) sum_j C(v_j)[s],
+/// e~_s = w - C~(w); the update is the decoded C~(w) of every shard.
+std::vector<float> reference_twoway(const std::string& spec, int64_t n, int p, uint64_t seed, uint32_t steps) {
+  std::vector<std::vector<float>> x, e;
+  for (int j = 0; j < p; ++j) {
+    x.push_back(make_input(n, rank_seed(seed, j)));
+    e.emplace_back(static_cast<size_t>(n), 0.0f);
+  }
+  std::vector<float> server_err(static_cast<size_t>(n), 0.0f), out(static_cast<size_t>(n), 0.0f);
+  const auto inv = static_cast<float>(1.0 / static_cast<double>(p));
+  for (int s = 0; s < p; ++s) {
+    const int64_t b = detail::shard_begin(n, p, s), len = detail::shard_begin(n, p, s + 1) - b;
+    const auto codec = make_codec(spec, Layout(len));
+    std::vector<uint8_t> payload(codec->encoded_bytes());
+    std::vector<float> v(static_cast<size_t>(len)), acc(static_cast<size_t>(len)), w(static_cast<size_t>(len));
+    auto slice = [&](std::vector<float>& a) { return std::span<float>(a.data() + b, static_cast<size_t>(len)); };
+    for (uint32_t k = 0; k < steps; ++k) {
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int j = 0; j < p; ++j) {
+        const std::span<float> xj = slice(x[static_cast<size_t>(j)]), ej = slice(e[static_cast<size_t>(j)]);
+        for (int64_t i = 0; i < len; ++i) v[i] = detail::add_rn(xj[i], ej[i]);
+        const RngKey key = detail::uplink_shard_key(seed, static_cast<uint32_t>(j), k, s);
+        codec->encode_ef(v, key, payload, ej);
+        codec->decode_accumulate(payload, key, 1.0f, acc);
+      }
+      const std::span<float> es = slice(server_err);
+      for (int64_t i = 0; i < len; ++i) w[i] = detail::add_rn(es[i], detail::mul_rn(inv, acc[i]));
+      const RngKey down = detail::downlink_shard_key(seed, k, s);
+      codec->encode_ef(w, down, payload, es);
+      codec->decode(payload, down, slice(out));
+    }
   }
   return out;
 }
 
-/// The sharded two-way exchange computed on one CPU.
-std::vector<float> reference_twoway(const std::string& spec, int64_t n, int p, uint64_t seed) {
-  const std::vector<int64_t> off = shard_offsets(n, p);
-  std::vector<std::vector<float>> inputs;
-  for (int j = 0; j < p; ++j) inputs.push_back(make_input(n, rank_seed(seed, j)));
-  std::vector<float> out(static_cast<size_t>(n), 0.0f);
-  for (int s = 0; s < p; ++s) {
-    const int64_t len = off[static_cast<size_t>(s) + 1] - off[static_cast<size_t>(s)];
-    const auto codec = make_codec(spec, Layout(len));
-    std::vector<uint8_t> payload(codec->encoded_bytes());
-    std::vector<float> sum(static_cast<size_t>(len), 0.0f);
-    for (int j = 0; j < p; ++j) {
-      const std::span<const float> xs(inputs[static_cast<size_t>(j)].data() + off[static_cast<size_t>(s)],
-                                      static_cast<size_t>(len));
-      codec->encode(xs, shard_key(seed, j, s, false), payload);
-      codec->decode_accumulate(payload, shard_key(seed, j, s, false), 1.0f, sum);
+/// References are the same on every rank: the local backend's thread ranks compute each once.
+class ReferenceCache {
+ public:
+  std::shared_ptr<const std::vector<float>> get(const std::string& key, const std::function<std::vector<float>()>& make) {
+    std::lock_guard<std::mutex> lock(m_);
+    if (key != key_ || !value_) {
+      value_.reset();  // the previous row's reference goes first
+      value_ = std::make_shared<const std::vector<float>>(make());
+      key_ = key;
     }
-    codec->encode(sum, shard_key(seed, s, s, true), payload);
-    codec->decode(payload, shard_key(seed, s, s, true),
-                  std::span<float>(out.data() + off[static_cast<size_t>(s)], static_cast<size_t>(len)));
+    return value_;
   }
-  return out;
+
+ private:
+  std::mutex m_;
+  std::string key_;
+  std::shared_ptr<const std::vector<float>> value_;
+};
+
+ReferenceCache& reference_cache() {
+  static ReferenceCache c;
+  return c;
+}
+
+std::vector<float> reference_session(const std::string& kind, const std::string& spec, int64_t n, int p, uint64_t seed,
+                                     uint32_t steps) {
+  return kind == "allgather" ? reference_oneway(spec, n, p, seed, steps - 1) : reference_twoway(spec, n, p, seed, steps);
 }
 
 int64_t count_bitwise_diff(std::span<const float> got, std::span<const float> want) {
@@ -200,35 +264,10 @@ int64_t count_bitwise_diff(std::span<const float> got, std::span<const float> wa
 
 // ------------------------------------------------------------------------------- timing
 
-/// Which column a stage's time goes to.
-enum Phase { kEnc = 0, kComm = 1, kDec = 2 };
-
-struct Stage {
-  Phase phase;
-  std::function<void()> run;
-};
-
-/// Times a sequence of stages: CPU wall clock or CUDA events on a stream.
-class StageTimer {
- public:
-  virtual ~StageTimer() = default;
-  /// Runs the stages and returns the time of each phase (microseconds).
-  virtual std::array<double, 3> run(const std::vector<Stage>& stages) = 0;
-};
-
-class CpuTimer final : public StageTimer {
- public:
-  std::array<double, 3> run(const std::vector<Stage>& stages) override {
-    std::array<double, 3> t{0, 0, 0};
-    auto prev = std::chrono::steady_clock::now();
-    for (const Stage& s : stages) {
-      s.run();
-      const auto now = std::chrono::steady_clock::now();
-      t[s.phase] += std::chrono::duration<double, std::micro>(now - prev).count();
-      prev = now;
-    }
-    return t;
-  }
+/// One iteration's times on one rank (microseconds): the whole row, and its encode, comm and
+/// decode (+ update) phases.
+struct IterTimes {
+  double total = 0, enc = 0, comm = 0, dec = 0;
 };
 
 /// One row's result, identical on every rank after the gather.
@@ -246,15 +285,19 @@ struct Row {
 
 /// Runs warm-up + timed iterations (barrier first in each), then gathers the per-iteration times
 /// and the rank's wrong count over all ranks (host memory on every backend).
-void time_and_gather(Communicator& comm, StageTimer& timer, const Options& o, const std::vector<Stage>& stages,
+void time_and_gather(Communicator& comm, const Options& o, const std::function<IterTimes()>& iteration,
                      const std::function<int64_t()>& check, Row& row) {
   const int it_total = o.warmup + o.iters;
-  std::vector<double> mine(static_cast<size_t>(o.iters) * 3 + 1, 0.0);
+  std::vector<double> mine(static_cast<size_t>(o.iters) * 4 + 1, 0.0);
   for (int it = 0; it < it_total; ++it) {
     comm.barrier();
-    const std::array<double, 3> t = timer.run(stages);
+    const IterTimes t = iteration();
     if (it < o.warmup) continue;
-    for (int ph = 0; ph < 3; ++ph) mine[static_cast<size_t>(it - o.warmup) * 3 + static_cast<size_t>(ph)] = t[static_cast<size_t>(ph)];
+    double* slot = &mine[static_cast<size_t>(it - o.warmup) * 4];
+    slot[0] = t.total;
+    slot[1] = t.enc;
+    slot[2] = t.comm;
+    slot[3] = t.dec;
   }
   mine.back() = check ? static_cast<double>(check()) : -1.0;
   const size_t p = static_cast<size_t>(comm.size());
@@ -262,17 +305,13 @@ void time_and_gather(Communicator& comm, StageTimer& timer, const Options& o, co
   comm.host_allgather(mine.data(), all.data(), mine.size() * sizeof(double));
   std::vector<double> tot, enc, com, dec;
   for (size_t it = 0; it < static_cast<size_t>(o.iters); ++it) {
-    std::array<double, 3> mx{0, 0, 0};
-    double total = 0;
-    for (size_t r = 0; r < p; ++r) {
-      const double* v = &all[r * mine.size() + it * 3];
-      for (size_t ph = 0; ph < 3; ++ph) mx[ph] = std::max(mx[ph], v[ph]);
-      total = std::max(total, v[0] + v[1] + v[2]);
-    }
-    tot.push_back(total);
-    enc.push_back(mx[0]);
-    com.push_back(mx[1]);
-    dec.push_back(mx[2]);
+    std::array<double, 4> mx{0, 0, 0, 0};
+    for (size_t r = 0; r < p; ++r)
+      for (size_t c = 0; c < 4; ++c) mx[c] = std::max(mx[c], all[r * mine.size() + it * 4 + c]);
+    tot.push_back(mx[0]);
+    enc.push_back(mx[1]);
+    com.push_back(mx[2]);
+    dec.push_back(mx[3]);
   }
   row.time = stats_of(tot);
   row.enc = stats_of(enc);
@@ -285,6 +324,26 @@ void time_and_gather(Communicator& comm, StageTimer& timer, const Options& o, co
   }
 }
 
+double us_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+}
+
+IterTimes phases_of(const StepStats& st, double total) {
+  return IterTimes{total, st.encode_us, st.comm_us, st.decode_us + st.update_us};
+}
+
+/// The #wrong check of a Session row after `steps` steps: this rank's update against the reference.
+std::function<int64_t()> session_check(const Options& o, const std::string& kind, const std::string& codec, int64_t n,
+                                       int p, const std::function<std::vector<float>()>& output) {
+  if (!o.check || n * 4 > o.check_max_bytes) return nullptr;
+  const auto steps = static_cast<uint32_t>(o.warmup + o.iters);
+  return [=, &o] {
+    const std::string key = kind + "|" + codec + "|" + std::to_string(n) + "|" + std::to_string(steps);
+    const auto want = reference_cache().get(key, [&] { return reference_session(kind, codec, n, p, o.seed, steps); });
+    return count_bitwise_diff(output(), *want);
+  };
+}
+
 // ------------------------------------------------------------------------------- CPU rows
 
 void cpu_allreduce(Communicator& comm, const Options& o, int64_t n, Row& row) {
@@ -292,100 +351,40 @@ void cpu_allreduce(Communicator& comm, const Options& o, int64_t n, Row& row) {
   const int p = comm.size();
   const std::vector<float> x = make_input(n, rank_seed(o.seed, rank));
   std::vector<float> out(static_cast<size_t>(n));
-  CpuTimer timer;
-  const std::vector<Stage> stages = {
-      {kComm, [&] { comm.allreduce(x.data(), out.data(), static_cast<size_t>(n), DataType::kF32, ReduceOp::kSum, nullptr); }}};
+  const auto iteration = [&] {
+    const auto t0 = std::chrono::steady_clock::now();
+    comm.allreduce(x.data(), out.data(), static_cast<size_t>(n), DataType::kF32, ReduceOp::kSum, nullptr);
+    const double t = us_since(t0);
+    return IterTimes{t, 0, t, 0};
+  };
   std::function<int64_t()> check;
   if (o.check && n * 4 <= o.check_max_bytes)
     check = [&] { return count_bitwise_diff(out, reference_allreduce(n, p, o.seed, nullptr)); };
   row.payload_bytes = static_cast<double>(n) * 4;
   row.wire_bytes = p > 1 ? 2.0 * (p - 1) / p * static_cast<double>(n) * 4 : 0.0;
-  time_and_gather(comm, timer, o, stages, check, row);
+  time_and_gather(comm, o, iteration, check, row);
 }
 
-void cpu_allgather(Communicator& comm, const Options& o, const std::string& spec, int64_t n, Row& row) {
-  const int rank = comm.rank();
-  const int p = comm.size();
-  const auto codec = make_codec(spec, Layout(n));
-  const size_t bytes = codec->encoded_bytes();
-  const size_t stride = round_up4(bytes);
-  const std::vector<float> x = make_input(n, rank_seed(o.seed, rank));
-  std::vector<uint8_t> payload(stride, 0), all(stride * static_cast<size_t>(p));
+/// allgather+CODEC and twoway+CODEC: Session steps on the host-f32 backend, on the caller's fp32
+/// buffers (no conversion, no copy).
+void cpu_session(Communicator& comm, const Options& o, const std::string& kind, const std::string& codec, int64_t n,
+                 Row& row) {
+  const std::vector<float> x = make_input(n, rank_seed(o.seed, comm.rank()));
   std::vector<float> out(static_cast<size_t>(n));
-  CpuTimer timer;
-  const std::vector<Stage> stages = {
-      {kEnc, [&] { codec->encode(x, uplink_key(o.seed, rank), std::span<uint8_t>(payload.data(), bytes)); }},
-      {kComm, [&] { comm.allgather(payload.data(), all.data(), stride, nullptr); }},
-      {kDec,
-       [&] {
-         std::fill(out.begin(), out.end(), 0.0f);
-         for (int j = 0; j < p; ++j)
-           codec->decode_accumulate(std::span<const uint8_t>(all.data() + static_cast<size_t>(j) * stride, bytes),
-                                    uplink_key(o.seed, j), 1.0f, out);
-       }},
+  Session session(comm, Layout(n), row_config(kind, codec, o.seed, gcomp::Backend::kHostF32));
+  StepStats last;
+  const auto iteration = [&] {
+    const auto t0 = std::chrono::steady_clock::now();
+    last = session.step(std::span<const float>(x), std::span<float>(out));
+    return phases_of(last, us_since(t0));
   };
-  std::function<int64_t()> check;
-  if (o.check && n * 4 <= o.check_max_bytes)
-    check = [&] { return count_bitwise_diff(out, reference_allgather(spec, n, p, o.seed)); };
-  row.payload_bytes = static_cast<double>(bytes);
-  row.wire_bytes = static_cast<double>(p - 1) * static_cast<double>(stride);
-  time_and_gather(comm, timer, o, stages, check, row);
+  const auto check = session_check(o, kind, codec, n, comm.size(), [&] { return out; });
+  time_and_gather(comm, o, iteration, check, row);
+  row.payload_bytes = static_cast<double>(last.bytes_up);
+  row.wire_bytes = static_cast<double>(last.bytes_received);
 }
 
-void cpu_twoway(Communicator& comm, const Options& o, const std::string& spec, int64_t n, Row& row) {
-  const int rank = comm.rank();
-  const int p = comm.size();
-  const std::vector<int64_t> off = shard_offsets(n, p);
-  std::vector<std::unique_ptr<Codec>> codecs;
-  size_t stride = 0;
-  double payload_bytes = 0;
-  for (int s = 0; s < p; ++s) {
-    codecs.push_back(make_codec(spec, Layout(off[static_cast<size_t>(s) + 1] - off[static_cast<size_t>(s)])));
-    stride = std::max(stride, round_up4(codecs.back()->encoded_bytes()));
-    payload_bytes += static_cast<double>(codecs.back()->encoded_bytes());
-  }
-  const auto shard_x = [&](std::vector<float>& v, int s) {
-    return std::span<float>(v.data() + off[static_cast<size_t>(s)],
-                            static_cast<size_t>(off[static_cast<size_t>(s) + 1] - off[static_cast<size_t>(s)]));
-  };
-  const auto block = [&](std::vector<uint8_t>& v, int j, int s) {
-    return std::span<uint8_t>(v.data() + static_cast<size_t>(j) * stride, codecs[static_cast<size_t>(s)]->encoded_bytes());
-  };
-  std::vector<float> x = make_input(n, rank_seed(o.seed, rank));
-  std::vector<uint8_t> send(stride * static_cast<size_t>(p), 0), recv(send.size()), down(stride, 0), all(send.size());
-  std::vector<float> sum(static_cast<size_t>(off[static_cast<size_t>(rank) + 1] - off[static_cast<size_t>(rank)]));
-  std::vector<float> out(static_cast<size_t>(n));
-  const Codec& mine = *codecs[static_cast<size_t>(rank)];
-  CpuTimer timer;
-  const std::vector<Stage> stages = {
-      {kEnc,
-       [&] {
-         for (int s = 0; s < p; ++s)
-           codecs[static_cast<size_t>(s)]->encode(shard_x(x, s), shard_key(o.seed, rank, s, false), block(send, s, s));
-       }},
-      {kComm, [&] { comm.alltoall(send.data(), recv.data(), stride, nullptr); }},
-      {kDec,
-       [&] {
-         std::fill(sum.begin(), sum.end(), 0.0f);
-         for (int j = 0; j < p; ++j) mine.decode_accumulate(block(recv, j, rank), shard_key(o.seed, j, rank, false), 1.0f, sum);
-       }},
-      {kEnc, [&] { mine.encode(sum, shard_key(o.seed, rank, rank, true), std::span<uint8_t>(down.data(), mine.encoded_bytes())); }},
-      {kComm, [&] { comm.allgather(down.data(), all.data(), stride, nullptr); }},
-      {kDec,
-       [&] {
-         for (int j = 0; j < p; ++j)
-           codecs[static_cast<size_t>(j)]->decode(block(all, j, j), shard_key(o.seed, j, j, true), shard_x(out, j));
-       }},
-  };
-  std::function<int64_t()> check;
-  if (o.check && n * 4 <= o.check_max_bytes)
-    check = [&] { return count_bitwise_diff(out, reference_twoway(spec, n, p, o.seed)); };
-  row.payload_bytes = payload_bytes;
-  row.wire_bytes = 2.0 * static_cast<double>(p - 1) * static_cast<double>(stride);
-  time_and_gather(comm, timer, o, stages, check, row);
-}
-
-// ------------------------------------------------------------------------------- GPU rows (nccl, DeviceCodec)
+// ------------------------------------------------------------------------------- GPU rows (nccl, cuda Session)
 
 #if defined(GCOMP_HAVE_NCCL) && GCOMP_HAVE_NCCL && defined(GCOMP_HAVE_CUDA) && GCOMP_HAVE_CUDA
 
@@ -404,47 +403,10 @@ class DeviceMem {
   }
   DeviceMem(const DeviceMem&) = delete;
   DeviceMem& operator=(const DeviceMem&) = delete;
-  [[nodiscard]] uint8_t* bytes() const { return static_cast<uint8_t*>(p_); }
   [[nodiscard]] float* floats() const { return static_cast<float*>(p_); }
 
  private:
   void* p_ = nullptr;
-};
-
-/// CUDA events around every stage on one stream; the comm's synchronize() waits (with the
-/// communicator's timeout and NCCL error checks) before the events are read.
-class GpuTimer final : public StageTimer {
- public:
-  GpuTimer(Communicator& comm, cudaStream_t stream) : comm_(comm), stream_(stream) {
-    for (auto& e : events_) BENCH_CUDA(cudaEventCreate(&e));
-  }
-  ~GpuTimer() override {
-    for (auto& e : events_) static_cast<void>(cudaEventDestroy(e));
-  }
-  GpuTimer(const GpuTimer&) = delete;
-  GpuTimer& operator=(const GpuTimer&) = delete;
-
-  std::array<double, 3> run(const std::vector<Stage>& stages) override {
-    if (stages.size() + 1 > events_.size()) throw std::logic_error("GpuTimer: too many stages");
-    BENCH_CUDA(cudaEventRecord(events_[0], stream_));
-    for (size_t i = 0; i < stages.size(); ++i) {
-      stages[i].run();
-      BENCH_CUDA(cudaEventRecord(events_[i + 1], stream_));
-    }
-    comm_.synchronize(stream_);
-    std::array<double, 3> t{0, 0, 0};
-    for (size_t i = 0; i < stages.size(); ++i) {
-      float ms = 0;
-      BENCH_CUDA(cudaEventElapsedTime(&ms, events_[i], events_[i + 1]));
-      t[stages[i].phase] += 1e3 * static_cast<double>(ms);
-    }
-    return t;
-  }
-
- private:
-  Communicator& comm_;
-  cudaStream_t stream_;
-  std::array<cudaEvent_t, 8> events_{};
 };
 
 struct GpuRank {
@@ -455,8 +417,7 @@ struct GpuRank {
   GpuRank& operator=(const GpuRank&) = delete;
 };
 
-// Every copy and memset is ordered on the rank's non-blocking stream (the legacy default stream
-// of cudaMemcpy/cudaMemset would not order with it) and waited for.
+// Every copy is ordered on the rank's non-blocking stream and waited for.
 std::unique_ptr<DeviceMem> upload_input(int64_t n, uint64_t seed, int rank, cudaStream_t stream) {
   const std::vector<float> x = make_input(n, rank_seed(seed, rank));
   auto d = std::make_unique<DeviceMem>(x.size() * sizeof(float));
@@ -470,11 +431,6 @@ std::vector<float> download(const float* d, int64_t n, cudaStream_t stream) {
   BENCH_CUDA(cudaMemcpyAsync(h.data(), d, h.size() * sizeof(float), cudaMemcpyDeviceToHost, stream));
   BENCH_CUDA(cudaStreamSynchronize(stream));
   return h;
-}
-
-void zero(const DeviceMem& m, size_t bytes, cudaStream_t stream) {
-  BENCH_CUDA(cudaMemsetAsync(m.bytes(), 0, bytes, stream));
-  BENCH_CUDA(cudaStreamSynchronize(stream));
 }
 
 /// Elements outside the summation bound |y - ref| <= 2 P u sum_j |x_j| (u = 2^-24), for a
@@ -494,11 +450,13 @@ void gpu_allreduce(Communicator& comm, GpuRank& g, const Options& o, int64_t n, 
   const int p = comm.size();
   const auto x = upload_input(n, o.seed, comm.rank(), g.stream);
   DeviceMem out(static_cast<size_t>(n) * sizeof(float));
-  GpuTimer timer(comm, g.stream);
-  const std::vector<Stage> stages = {{kComm, [&] {
-                                        comm.allreduce(x->floats(), out.floats(), static_cast<size_t>(n), DataType::kF32,
-                                                       ReduceOp::kSum, g.stream);
-                                      }}};
+  const auto iteration = [&] {
+    const auto t0 = std::chrono::steady_clock::now();
+    comm.allreduce(x->floats(), out.floats(), static_cast<size_t>(n), DataType::kF32, ReduceOp::kSum, g.stream);
+    comm.synchronize(g.stream);
+    const double t = us_since(t0);
+    return IterTimes{t, 0, t, 0};
+  };
   std::function<int64_t()> check;
   if (o.check && n * 4 <= o.check_max_bytes) {
     check = [&] {
@@ -509,101 +467,30 @@ void gpu_allreduce(Communicator& comm, GpuRank& g, const Options& o, int64_t n, 
   }
   row.payload_bytes = static_cast<double>(n) * 4;
   row.wire_bytes = p > 1 ? 2.0 * (p - 1) / p * static_cast<double>(n) * 4 : 0.0;
-  time_and_gather(comm, timer, o, stages, check, row);
+  time_and_gather(comm, o, iteration, check, row);
 }
 
-/// 1 when the workspace's status word reports a data error (the outputs are then untouched).
-int64_t status_wrong(const DeviceMem& ws, cudaStream_t stream) {
-  return cuda::read_status(ws.bytes(), stream) == gcompSuccess ? 0 : 1;
-}
-
-void gpu_allgather(Communicator& comm, GpuRank& g, const Options& o, const std::string& spec, int64_t n, Row& row) {
-  const int rank = comm.rank();
-  const int p = comm.size();
-  const cuda::DeviceCodec codec(spec, Layout(n));
-  const size_t bytes = codec.encoded_bytes();
-  const size_t stride = round_up4(bytes);
-  const size_t ws_bytes = codec.workspace_bytes();
-  const auto x = upload_input(n, o.seed, rank, g.stream);
-  DeviceMem payload(stride), all(stride * static_cast<size_t>(p)), out(static_cast<size_t>(n) * sizeof(float)), ws(ws_bytes);
-  zero(payload, stride, g.stream);
-  std::vector<RngKey> keys;  // payload j was encoded with rank j's key
-  for (int j = 0; j < p; ++j) keys.push_back(uplink_key(o.seed, j));
-  GpuTimer timer(comm, g.stream);
-  const std::vector<Stage> stages = {
-      {kEnc, [&] { codec.encode(x->floats(), uplink_key(o.seed, rank), payload.bytes(), ws.bytes(), ws_bytes, g.stream); }},
-      {kComm, [&] { comm.allgather(payload.bytes(), all.bytes(), stride, g.stream); }},
-      {kDec,
-       [&] {
-         codec.decode_reduce(all.bytes(), stride, p, nullptr, keys.data(), out.floats(), ws.bytes(), ws_bytes, g.stream);
-       }},
-  };
-  std::function<int64_t()> check;
-  if (o.check && n * 4 <= o.check_max_bytes) {
-    check = [&] {
-      return status_wrong(ws, g.stream) + count_bitwise_diff(download(out.floats(), n, g.stream), reference_allgather(spec, n, p, o.seed));
-    };
-  }
-  row.payload_bytes = static_cast<double>(bytes);
-  row.wire_bytes = static_cast<double>(p - 1) * static_cast<double>(stride);
-  time_and_gather(comm, timer, o, stages, check, row);
-}
-
-void gpu_twoway(Communicator& comm, GpuRank& g, const Options& o, const std::string& spec, int64_t n, Row& row) {
-  const int rank = comm.rank();
-  const int p = comm.size();
-  const std::vector<int64_t> off = shard_offsets(n, p);
-  std::vector<cuda::DeviceCodec> codecs;
-  size_t stride = 0, ws_bytes = 0;
-  double payload_bytes = 0;
-  for (int s = 0; s < p; ++s) {
-    codecs.emplace_back(spec, Layout(off[static_cast<size_t>(s) + 1] - off[static_cast<size_t>(s)]));
-    stride = std::max(stride, round_up4(codecs.back().encoded_bytes()));
-    ws_bytes = std::max(ws_bytes, codecs.back().workspace_bytes());
-    payload_bytes += static_cast<double>(codecs.back().encoded_bytes());
-  }
-  const auto x = upload_input(n, o.seed, rank, g.stream);
-  const size_t total = stride * static_cast<size_t>(p);
-  DeviceMem send(total), recv(total), down(stride), all(total), ws(ws_bytes);
-  DeviceMem sum(static_cast<size_t>(off[static_cast<size_t>(rank) + 1] - off[static_cast<size_t>(rank)]) * sizeof(float));
+/// Session steps on the cuda backend over the nccl communicator: step_device on the rank's stream,
+/// timed to the end of the stream's work; the phases come from CUDA events (time_phases). A codec
+/// data error recorded on the device (Session::device_status) counts as wrong.
+void gpu_session(Communicator& comm, GpuRank& g, const Options& o, const std::string& kind, const std::string& codec,
+                 int64_t n, Row& row) {
+  const auto x = upload_input(n, o.seed, comm.rank(), g.stream);
   DeviceMem out(static_cast<size_t>(n) * sizeof(float));
-  zero(send, total, g.stream);
-  zero(down, stride, g.stream);
-  const cuda::DeviceCodec& mine = codecs[static_cast<size_t>(rank)];
-  const auto at = [&](const DeviceMem& m, int j) { return m.bytes() + static_cast<size_t>(j) * stride; };
-  std::vector<RngKey> keys;  // rank j's message for this rank's shard
-  for (int j = 0; j < p; ++j) keys.push_back(shard_key(o.seed, j, rank, false));
-  GpuTimer timer(comm, g.stream);
-  const std::vector<Stage> stages = {
-      {kEnc,
-       [&] {
-         for (int s = 0; s < p; ++s)
-           codecs[static_cast<size_t>(s)].encode(x->floats() + off[static_cast<size_t>(s)], shard_key(o.seed, rank, s, false),
-                                                 at(send, s), ws.bytes(), ws_bytes, g.stream);
-       }},
-      {kComm, [&] { comm.alltoall(send.bytes(), recv.bytes(), stride, g.stream); }},
-      {kDec,
-       [&] {
-         mine.decode_reduce(recv.bytes(), stride, p, nullptr, keys.data(), sum.floats(), ws.bytes(), ws_bytes, g.stream);
-       }},
-      {kEnc, [&] { mine.encode(sum.floats(), shard_key(o.seed, rank, rank, true), down.bytes(), ws.bytes(), ws_bytes, g.stream); }},
-      {kComm, [&] { comm.allgather(down.bytes(), all.bytes(), stride, g.stream); }},
-      {kDec,
-       [&] {
-         for (int j = 0; j < p; ++j)
-           codecs[static_cast<size_t>(j)].decode(at(all, j), shard_key(o.seed, j, j, true),
-                                                 out.floats() + off[static_cast<size_t>(j)], ws.bytes(), ws_bytes, g.stream);
-       }},
+  Session session(comm, Layout(n), row_config(kind, codec, o.seed, gcomp::Backend::kCuda));
+  StepStats last;
+  const auto iteration = [&] {
+    const auto t0 = std::chrono::steady_clock::now();
+    last = session.step_device(x->floats(), GradType::kF32, out.floats(), g.stream);
+    comm.synchronize(g.stream);
+    return phases_of(last, us_since(t0));
   };
-  std::function<int64_t()> check;
-  if (o.check && n * 4 <= o.check_max_bytes) {
-    check = [&] {
-      return status_wrong(ws, g.stream) + count_bitwise_diff(download(out.floats(), n, g.stream), reference_twoway(spec, n, p, o.seed));
-    };
-  }
-  row.payload_bytes = payload_bytes;
-  row.wire_bytes = 2.0 * static_cast<double>(p - 1) * static_cast<double>(stride);
-  time_and_gather(comm, timer, o, stages, check, row);
+  const auto check = session_check(o, kind, codec, n, comm.size(), [&] { return download(out.floats(), n, g.stream); });
+  std::function<int64_t()> checked;
+  if (check) checked = [&] { return (session.device_status() == gcompSuccess ? 0 : 1) + check(); };
+  time_and_gather(comm, o, iteration, checked, row);
+  row.payload_bytes = static_cast<double>(last.bytes_up);
+  row.wire_bytes = static_cast<double>(last.bytes_received);
 }
 
 std::string gpu_device_name(int device) {
@@ -706,6 +593,10 @@ int64_t run_rank(Communicator& comm, const Options& o, const RunInfo& info, int 
     std::printf("\n# iters %d, warmup %d, check %d (max %lld B), seed %llu\n", o.iters, o.warmup, o.check ? 1 : 0,
                 static_cast<long long>(o.check_max_bytes), static_cast<unsigned long long>(o.seed));
     std::printf("# command: gcomp-bench %s\n# git: %s\n", command_line(argc, argv).c_str(), git_sha(GCOMP_SOURCE_DIR).c_str());
+    std::printf("# rows: allreduce = Communicator::allreduce (fp32); allgather+CODEC = a Session step of compressed-gd,\n"
+                "# twoway+CODEC = a Session step of doublesqueeze with the sharded server (lr 1, session backend %s,\n"
+                "# nonfinite=error: the step's non-finite agreement is part of comm_us; dec_us = decode + update)\n",
+                info.memory == "device" ? "cuda" : "host-f32");
     std::printf("# time: median over iterations of the max over ranks; algbw = size/time; busbw = bytes a rank\n"
                 "# sends to peers / time (compressed rows: / comm_us); eff_busbw = 2(P-1)/P * algbw, the busbw an\n"
                 "# uncompressed allreduce would need to take `time`; ratio = size / compressed bytes per rank\n");
@@ -747,8 +638,7 @@ void run_cpu_row(Communicator& comm, const Options& o, Row& row, int64_t n, cons
                  const std::string& codec) {
   try {
     if (kind == "allreduce") cpu_allreduce(comm, o, n, row);
-    else if (kind == "allgather") cpu_allgather(comm, o, codec, n, row);
-    else cpu_twoway(comm, o, codec, n, row);
+    else cpu_session(comm, o, kind, codec, n, row);
   } catch (const Error& e) {
     if (e.status() != gcompErrorInvalidArgument && e.status() != gcompErrorNotSupported) throw;
     row.skipped = e.what();
@@ -772,17 +662,19 @@ bool write_json(const Options& o, const RunInfo& info, int p, const std::vector<
   return write_json_file(o.json, top, "gcomp-bench comm");
 }
 
-/// Host bytes the local backend holds at once at the largest size: per rank its input, output, own
-/// message and the P gathered messages (twice for the two-way rows), and when the row is checked
-/// the P inputs of the two-way reference.
+/// Host bytes the local backend holds at once at the largest size: per rank its input and output,
+/// its Session (host-f32: at most 5 work and state vectors of n floats for doublesqueeze, and the
+/// own and P gathered messages twice for the two-way rows), and when the row is checked the
+/// reference, computed once for all thread ranks (the P inputs and P error memories of the two-way
+/// reference, its server error and result).
 uint64_t local_footprint(const Options& o, int p) {
   const uint64_t n = static_cast<uint64_t>(o.max_bytes) / 4;
   uint64_t msg = 0;
   for (const auto& c : o.codecs) msg = std::max<uint64_t>(msg, make_codec(c, Layout(static_cast<int64_t>(n)))->encoded_bytes());
   const auto P = static_cast<uint64_t>(p);
-  const long double per_rank = 8.0L * n + 2.0L * (P + 1) * (msg + 4) +
-                               (o.check && o.max_bytes <= o.check_max_bytes ? 4.0L * n * P : 0.0L);
-  const long double total = per_rank * P;
+  const long double per_rank = 4.0L * n * 7 + 2.0L * (P + 1) * (msg + 4);
+  const long double reference = o.check && o.max_bytes <= o.check_max_bytes ? 4.0L * n * (2.0L * P + 2) : 0.0L;
+  const long double total = per_rank * P + reference;
   return total >= 1.8e19L ? UINT64_MAX : static_cast<uint64_t>(total);
 }
 
@@ -828,10 +720,10 @@ void run_gpu_row(Communicator& comm, GpuRank& g, const Options& o, Row& row, int
                  const std::string& codec) {
   try {
     if (kind == "allreduce") gpu_allreduce(comm, g, o, n, row);
-    else if (kind == "allgather") gpu_allgather(comm, g, o, codec, n, row);
-    else gpu_twoway(comm, g, o, codec, n, row);
+    else gpu_session(comm, g, o, kind, codec, n, row);
   } catch (const Error& e) {
-    // Thrown at construction on every rank alike (e.g. sdither/spherical have no kernels).
+    // Thrown at the Session's construction on every rank alike (a codec that does not fit the
+    // layout, or has no kernels).
     if (e.status() != gcompErrorInvalidArgument && e.status() != gcompErrorNotSupported) throw;
     row.skipped = e.what();
   }

@@ -19,6 +19,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -42,8 +43,10 @@ workers:   --workers N (contiguous split)  --backend local|mpi|nccl  --device cp
            RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT (or GCOMP_NCCL_ID_FILE); implies --device cuda
 algorithm: --algo gd|compressed-gd|diana|ef-sgd|dist-ef-sgdm|doublesqueeze|signsgd-mv|hessian-ec
            --codec SPEC  --server-codec SPEC  --server replicated|sharded
-           --lr GAMMA|auto  --alpha A|auto  --momentum BETA  --delay TAU  --batch B  --seed S
+           --lr GAMMA|auto  --alpha A|auto  --momentum BETA (signsgd-mv: Signum)  --batch B  --seed S
            --compensation none|classical|hessian|diagonal (hessian-ec)
+delays:    --delay TAU (every gradient TAU steps late) | --delay-random TAU (per step and worker, uniform in
+           0..TAU) | --delay-table FILE (a row of one delay per worker per step, rows repeat)
 run:       --iters T  --compare "ALGO[=CODEC[|SERVER_CODEC]];..."
 output:    --json PATH  --csv PATH  --quiet  --log-every K
 state:     --checkpoint PATH --checkpoint-every K  --resume PATH
@@ -56,9 +59,11 @@ struct UsageError : std::runtime_error {
 struct Options {
   std::string data, loss = "logistic", l2 = "auto", lr = "auto", alpha = "auto", backend = "local", device = "cpu";
   std::string algo = "diana", codec = "dither:levels=1,norm=linf", server_codec = "sign", server = "replicated";
-  std::string compensation = "hessian", compare, json, csv, checkpoint, resume;
+  std::string compensation = "hessian", compare, json, csv, checkpoint, resume, delay_table;
   int64_t features = 0, iters = 1000, batch = 0, checkpoint_every = 0, log_every = 0;
   int workers = 10, delay = 0;
+  DelayMode delay_mode = DelayMode::kFixed;
+  bool delay_given = false;  // --delay, --delay-random or --delay-table: the bounded-delay setting
   double l1 = 0, momentum = 0;
   uint64_t seed = 1;
   bool bias = true, quiet = false, device_given = false;
@@ -116,7 +121,8 @@ Options parse(int argc, char** argv) {
       {"--backend", &o.backend}, {"--device", &o.device}, {"--algo", &o.algo}, {"--codec", &o.codec},
       {"--server-codec", &o.server_codec}, {"--server", &o.server}, {"--compensation", &o.compensation},
       {"--compare", &o.compare}, {"--json", &o.json}, {"--csv", &o.csv}, {"--checkpoint", &o.checkpoint},
-      {"--resume", &o.resume}};
+      {"--resume", &o.resume}, {"--delay-table", &o.delay_table}};
+  int delay_flags = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--quiet") { o.quiet = true; continue; }
@@ -127,6 +133,10 @@ Options parse(int argc, char** argv) {
     const std::string v = argv[++i];
     if (a == "--device") o.device_given = true;
     o.given.insert(a);
+    if (a == "--delay" || a == "--delay-random" || a == "--delay-table") {
+      ++delay_flags;
+      o.delay_given = true;
+    }
     if (auto it = str.find(a); it != str.end()) *it->second = v;
     else if (a == "--features") o.features = to_int(a, v, 1, kMaxLibsvmIndex);
     else if (a == "--iters") o.iters = to_int(a, v, 0, int64_t{1} << 53);
@@ -135,12 +145,18 @@ Options parse(int argc, char** argv) {
     else if (a == "--log-every") o.log_every = to_int(a, v, 1);
     else if (a == "--workers") o.workers = static_cast<int>(to_int(a, v, 1, INT32_MAX));
     else if (a == "--delay") o.delay = static_cast<int>(to_int(a, v, 0, INT32_MAX - 1));
+    else if (a == "--delay-random") {
+      o.delay = static_cast<int>(to_int(a, v, 0, INT32_MAX - 1));
+      o.delay_mode = DelayMode::kRandom;
+    }
     else if (a == "--l1") o.l1 = to_double_in(a, v, 0, DBL_MAX);
     else if (a == "--momentum") o.momentum = to_double_in(a, v, 0, 1, true);
     else if (a == "--seed") o.seed = to_u64(a, v);
     else throw UsageError("unknown option " + a);
   }
   if (o.data.empty()) throw UsageError("--data is required");
+  if (delay_flags > 1) throw UsageError("give one of --delay, --delay-random and --delay-table");
+  if (!o.delay_table.empty()) o.delay_mode = DelayMode::kTable;
   if (o.backend == "local" && o.workers > kMaxLocalWorkers)
     throw UsageError("--workers " + std::to_string(o.workers) + " is more than the local backend's " +
                      std::to_string(kMaxLocalWorkers) + " thread ranks (each decodes all P messages per step: P^2 work); "
@@ -199,7 +215,52 @@ struct Context {
   std::vector<double> xstar;
   uint64_t data_digest = 0;  // of the data and the problem: checked when a checkpoint set is loaded
   double fstar = 0, xstar_sq = 0, L = 0, L0 = 0, lambda = 0, grad0_inf = 0;
+  int delay_bound = 0;                // tau: --delay, --delay-random, or the largest table entry
+  std::vector<int32_t> delay_table;   // --delay-table, rows of one delay per worker
+  /// f(x) + every regularizer of the run (l2 is inside the problem, l1 through the prox).
+  [[nodiscard]] double objective(const std::vector<double>& x) const {
+    double l1 = 0;
+    if (opt.l1 > 0)
+      for (double v : x) l1 += std::fabs(v);
+    return problem->value(x) + opt.l1 * l1;
+  }
 };
+
+/// --delay-table FILE: whitespace-separated delays, one line per step with one entry per worker
+/// (blank lines and lines starting with '#' skipped); the rows repeat. Returns the rows flattened.
+std::vector<int32_t> read_delay_table(const std::string& path, int workers, int* bound) {
+  std::ifstream in(path);
+  if (!in) throw UsageError("--delay-table: cannot read '" + path + "'");
+  std::vector<int32_t> out;
+  std::string line;
+  int lineno = 0;
+  *bound = 0;
+  while (std::getline(in, line)) {
+    ++lineno;
+    const size_t first = line.find_first_not_of(" \t\r");
+    if (first == std::string::npos || line[first] == '#') continue;
+    std::istringstream row(line);
+    std::string tok;
+    int count = 0;
+    while (row >> tok) {
+      char* end = nullptr;
+      const long v = std::strtol(tok.c_str(), &end, 10);
+      if (*end != '\0' || v < 0 || v > (1 << 20))
+        throw UsageError("--delay-table " + path + ":" + std::to_string(lineno) + ": '" + tok +
+                         "' is not a delay (an integer in [0, 2^20])");
+      if (out.size() >= (size_t{1} << 24))
+        throw UsageError("--delay-table " + path + ": more than 2^24 delays");
+      out.push_back(static_cast<int32_t>(v));
+      *bound = std::max(*bound, static_cast<int>(v));
+      ++count;
+    }
+    if (count != workers)
+      throw UsageError("--delay-table " + path + ":" + std::to_string(lineno) + ": " + std::to_string(count) +
+                       " delays, expected one per worker (" + std::to_string(workers) + ")");
+  }
+  if (out.empty()) throw UsageError("--delay-table " + path + ": no rows");
+  return out;
+}
 
 double omega_or_zero(const std::string& codec, int64_t d) {
   const Guarantee g = make_codec(codec, Layout(d))->guarantee();
@@ -214,7 +275,9 @@ SessionConfig make_config(const Context& c, const RunSpec& r) {
   cfg.server_codec = r.server_codec.empty() ? o.server_codec : r.server_codec;
   cfg.server = o.server == "sharded" ? ServerMode::kSharded : ServerMode::kReplicated;
   cfg.momentum = o.momentum;
-  cfg.delay = o.delay;
+  cfg.delay = c.delay_bound;
+  cfg.delay_mode = o.delay_mode;
+  cfg.delay_table = c.delay_table;
   cfg.seed = o.seed;
   cfg.backend = parse_backend(o.device);
   if (o.l1 > 0) {
@@ -233,7 +296,7 @@ SessionConfig make_config(const Context& c, const RunSpec& r) {
   if (o.lr != "auto") {
     cfg.lr = to_double("--lr", o.lr);
   } else {
-    // The spec's safe steps (spec/ALGORITHMS.md §7.2, §8, §9.2).
+    // The spec's safe steps (spec/ALGORITHMS.md §7.2, §8, §9.2; docs/algorithms.md "Automatic step").
     switch (r.algo) {
       case Algorithm::kDiana:
       case Algorithm::kCompressedGd: cfg.lr = 1.0 / (c.L * (1.0 + 6.0 * omega / n)); break;
@@ -249,8 +312,13 @@ SessionConfig make_config(const Context& c, const RunSpec& r) {
         break;
       }
     }
-    if (o.delay > 0) cfg.lr = 1.0 / (c.L * (1.0 + omega) * (o.delay + 1));
-    if (o.momentum > 0 && r.algo != Algorithm::kDistEfSgdm) cfg.lr *= 1.0 - o.momentum;
+    // The bounded-delay setting (any delay flag, tau = 0 included: spec §7.2 and T15, where
+    // tau = 0 is the synchronous run with this step): gamma = 1/(L (1 + omega) (tau + 1)).
+    if (o.delay_given) cfg.lr = 1.0 / (c.L * (1.0 + omega) * (c.delay_bound + 1));
+    // Heavy-ball momentum sums the steps (effective step lr / (1 - mu)); dist-ef-sgdm's T12 step
+    // already holds its momentum, and Signum's momentum is an average (its sign is sent).
+    if (o.momentum > 0 && r.algo != Algorithm::kDistEfSgdm && r.algo != Algorithm::kSignSgdMv)
+      cfg.lr *= 1.0 - o.momentum;
   }
   return cfg;
 }
@@ -313,7 +381,7 @@ void run_rank(const Context& c, Communicator& comm, const RunSpec& r, RunResult&
   auto record = [&](int64_t k, uint64_t up, uint64_t down) {
     double e = 0;
     for (int64_t j = 0; j < d; ++j) e += (x[j] - c.xstar[j]) * (x[j] - c.xstar[j]);
-    result.history.push_back({k, e / c.xstar_sq, c.problem->value(x) - c.fstar, up, down});
+    result.history.push_back({k, e / c.xstar_sq, c.objective(x) - c.fstar, up, down});
   };
   uint64_t up = static_cast<uint64_t>(counters[0]), down = static_cast<uint64_t>(counters[1]);
   const double seconds_before = counters[2];
@@ -573,12 +641,12 @@ void check_outputs(const Options& o) {
 /// Memory for the vectors of dimension d the run keeps (per worker: the session state, at most
 /// 4 + delay + 1 arrays, its iterate and gradient; and the reference solution's), refused before
 /// allocating when it exceeds what is available: d and the delay come from the input.
-void check_run_memory(const Options& o, int64_t d, int workers_here) {
-  const long double per_worker = 8.0L * d * (4.0L + (o.delay + 1.0L) + 4.0L);
+void check_run_memory(int64_t d, int workers_here, int delay_bound) {
+  const long double per_worker = 8.0L * d * (4.0L + (delay_bound + 1.0L) + 4.0L);
   const long double total = per_worker * workers_here + 8.0L * d * 16.0L;
   io::check_allocation(total >= 1.8e19L ? UINT64_MAX : static_cast<uint64_t>(total),
                        "the run (d = " + std::to_string(d) + " features, " + std::to_string(workers_here) +
-                           " worker(s) in this process, --delay " + std::to_string(o.delay) + ")");
+                           " worker(s) in this process, delay bound " + std::to_string(delay_bound) + ")");
 }
 
 int run(int argc, char** argv) {
@@ -603,8 +671,10 @@ int run(int argc, char** argv) {
   }
   const bool root = !world || world->rank() == 0;
   if (root) check_outputs(o);
+  c.delay_bound = o.delay;
+  if (o.delay_mode == DelayMode::kTable) c.delay_table = read_delay_table(o.delay_table, workers, &c.delay_bound);
   c.data = load_libsvm(o.data, o.features, o.bias);
-  check_run_memory(o, c.data.cols, world ? 1 : workers);
+  check_run_memory(c.data.cols, world ? 1 : workers, c.delay_bound);
   const Loss loss = o.loss == "squared" ? Loss::kSquared : Loss::kLogistic;
   Problem unreg(c.data, workers, loss, 0.0);
   c.L0 = unreg.smoothness_without_reg();
@@ -646,9 +716,7 @@ int run(int argc, char** argv) {
                                                 std::to_string(kMaxProxSteps) + " proximal steps (last move " +
                                                 std::to_string(move) + "); a larger --l2 makes it better conditioned");
     c.xstar = x;
-    double l1n = 0;
-    for (double v : x) l1n += std::fabs(v);
-    c.fstar = c.problem->value(x) + o.l1 * l1n;
+    c.fstar = c.objective(x);
   } else {
     c.xstar = c.problem->solve();
     c.fstar = c.problem->value(c.xstar);

@@ -40,14 +40,19 @@ int raw_enum(const CEnum& field) {
                  " (" + gcompGetErrorString(status) + ")");
 }
 
-// Size of a gcompSessionConfig_t from a header before `backend` was appended (still accepted).
+// Sizes of a gcompSessionConfig_t from older headers (still accepted; the missing fields get their
+// defaults): before `backend` was appended, and before the delay schedule was.
 constexpr size_t kSessionConfigSizeNoBackend = offsetof(gcompSessionConfig_t, backend);
+constexpr size_t kSessionConfigSizeNoDelayMode = offsetof(gcompSessionConfig_t, delay_mode);
 
 gcomp::SessionConfig to_cpp(const gcompSessionConfig_t& c) {
   const bool has_backend = c.size != kSessionConfigSizeNoBackend;
-  gcomp::capi::check_config_header(c.size, has_backend ? sizeof(gcompSessionConfig_t) : kSessionConfigSizeNoBackend,
-                                   c.magic, GCOMP_SESSION_CONFIG_MAGIC, c.version, "gcompSessionConfig_t",
-                                   "GCOMP_SESSION_CONFIG_INITIALIZER");
+  const bool has_delay_mode = has_backend && c.size != kSessionConfigSizeNoDelayMode;
+  const size_t expected = !has_backend ? kSessionConfigSizeNoBackend
+                          : !has_delay_mode ? kSessionConfigSizeNoDelayMode
+                                            : sizeof(gcompSessionConfig_t);
+  gcomp::capi::check_config_header(c.size, expected, c.magic, GCOMP_SESSION_CONFIG_MAGIC, c.version,
+                                   "gcompSessionConfig_t", "GCOMP_SESSION_CONFIG_INITIALIZER");
   require_non_null(c.algorithm, "config->algorithm");
   require_non_null(c.codec_spec, "config->codec_spec");
   require_non_null(c.server_codec_spec, "config->server_codec_spec");
@@ -72,6 +77,14 @@ gcomp::SessionConfig to_cpp(const gcompSessionConfig_t& c) {
   s.shared_scale = c.shared_scale != 0;
   s.compensation = enum_field<gcomp::Compensation>(raw_enum(c.compensation), 3, "compensation");
   if (has_backend) s.backend = enum_field<gcomp::Backend>(raw_enum(c.backend), 2, "backend");
+  if (has_delay_mode) {
+    s.delay_mode = enum_field<gcomp::DelayMode>(raw_enum(c.delay_mode), 2, "delay_mode");
+    GCOMP_EXPECTS(c.delay_table_len >= 0 && (c.delay_table_len == 0 || c.delay_table != nullptr),
+                  gcompErrorInvalidArgument,
+                  "config->delay_table_len is " + std::to_string(c.delay_table_len) +
+                      (c.delay_table == nullptr ? " with a NULL delay_table" : "") + "; expected >= 0 entries");
+    if (c.delay_table_len > 0) s.delay_table.assign(c.delay_table, c.delay_table + c.delay_table_len);
+  }
   if (c.hessian_product != nullptr) {
     s.hessian_product = [fn = c.hessian_product, user = c.hessian_user_data](std::span<const double> v,
                                                                             std::span<double> out) {
@@ -94,6 +107,9 @@ static_assert(static_cast<int>(gcomp::NonFinitePolicy::kError) == gcompNonFinite
 static_assert(static_cast<int>(gcomp::Backend::kCpu) == gcompBackendCpu &&
               static_cast<int>(gcomp::Backend::kHostF32) == gcompBackendHostF32 &&
               static_cast<int>(gcomp::Backend::kCuda) == gcompBackendCuda);
+static_assert(static_cast<int>(gcomp::DelayMode::kFixed) == gcompDelayFixed &&
+              static_cast<int>(gcomp::DelayMode::kTable) == gcompDelayTable &&
+              static_cast<int>(gcomp::DelayMode::kRandom) == gcompDelayRandom);
 static_assert(static_cast<int>(gcomp::GradType::kF32) == gcompGradFloat32 &&
               static_cast<int>(gcomp::GradType::kBF16) == gcompGradBFloat16 &&
               static_cast<int>(gcomp::GradType::kF16) == gcompGradFloat16);

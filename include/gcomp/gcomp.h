@@ -459,6 +459,17 @@ typedef enum {
   gcompBackendCuda = 2     /**< fp32 state in device memory; gcompSessionStepDevice() on a stream */
 } gcompBackend_t;
 
+/**
+ * How the per-(step, worker) delays of the bounded-delay mode are chosen (spec/ALGORITHMS.md §7.1;
+ * docs/algorithms.md "Bounded delay"): worker i consumes at step k the gradient it was given at
+ * step max(0, k - tau_k^i), 0 <= tau_k^i <= delay. Same order as gcomp::DelayMode.
+ */
+typedef enum {
+  gcompDelayFixed = 0,  /**< tau_k^i = delay (default) */
+  gcompDelayTable = 1,  /**< tau_k^i = delay_table[(k mod R) * P + i], R = delay_table_len / P rows */
+  gcompDelayRandom = 2  /**< tau_k^i uniform in {0..delay}, drawn from (seed, i, k) */
+} gcompDelayMode_t;
+
 /** Element type of the device gradient of gcompSessionStepDevice(). */
 typedef enum {
   gcompGradFloat32 = 0,  /**< IEEE binary32 */
@@ -484,9 +495,11 @@ typedef struct gcompSessionConfig_v1 {
   const char* server_codec_spec;   /**< downlink codec spec (two-way algorithms); default "identity" */
   double lr;                       /**< step size gamma; default 0.1 */
   double alpha;                    /**< DIANA shift step; < 0 (default -1): 1/(omega+1) */
-  double momentum;                 /**< beta / mu in [0, 1); default 0 */
+  double momentum;                 /**< beta / mu in [0, 1); default 0. signsgd-mv with momentum is
+                                        Signum; hessian-ec rejects momentum > 0 */
   int32_t nesterov;                /**< ef-sgd, dist-ef-sgdm momentum form; default 1 */
-  int32_t delay;                   /**< gradients are consumed `delay` steps late; default 0 */
+  int32_t delay;                   /**< the delay bound tau (gcompDelayFixed: every gradient is
+                                        consumed tau steps late); default 0 */
   uint64_t seed;                   /**< seed of every codec's random bits; default 0 */
   gcompNonFinitePolicy_t nonfinite;/**< default gcompNonFiniteError */
   gcompServerMode_t server;        /**< default gcompServerReplicated */
@@ -501,13 +514,19 @@ typedef struct gcompSessionConfig_v1 {
   /* Appended in 0.1 (ABI append-only): a config whose `size` ends before this field (built with
      an older header) is accepted and gets the default. */
   gcompBackend_t backend;          /**< default gcompBackendCpu */
+  /* Appended in 0.2 (ABI append-only): a config whose `size` ends before delay_mode (built with an
+     older header) is accepted and gets the defaults. */
+  gcompDelayMode_t delay_mode;     /**< default gcompDelayFixed */
+  const int32_t* delay_table;      /**< gcompDelayTable: rows of one delay per rank, each in
+                                        [0, delay]; copied by gcompSessionCreate; default NULL */
+  int64_t delay_table_len;         /**< entries of delay_table (a multiple of the world size); default 0 */
 } gcompSessionConfig_t;
 
 /** Default session config (plain averaging "gd", identity codec), as gcomp::SessionConfig{}. */
 #define GCOMP_SESSION_CONFIG_INITIALIZER                                                          \
   { sizeof(gcompSessionConfig_t), GCOMP_SESSION_CONFIG_MAGIC, GCOMP_VERSION_CODE, "gd", "identity", \
     "identity", 0.1, -1.0, 0.0, 1, 0, 0u, gcompNonFiniteError, gcompServerReplicated, gcompProxNone, \
-    0.0, 1, 1, gcompCompensationHessian, NULL, NULL, NULL, gcompBackendCpu }
+    0.0, 1, 1, gcompCompensationHessian, NULL, NULL, NULL, gcompBackendCpu, gcompDelayFixed, NULL, 0 }
 
 /** What one step did. Set `size` (GCOMP_STEP_STATS_INITIALIZER) before passing it to a step. */
 typedef struct gcompStepStats_v1 {

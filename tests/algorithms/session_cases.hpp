@@ -10,6 +10,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace gcomp::test {
 
@@ -21,6 +22,7 @@ struct SessionCase {
   double momentum;
   ServerMode server;
   int delay;
+  DelayMode delay_mode = DelayMode::kFixed;  ///< kTable: session_case_delay_table()
 };
 
 inline constexpr SessionCase kSessionCases[] = {
@@ -51,7 +53,17 @@ inline constexpr SessionCase kSessionCases[] = {
      ServerMode::kReplicated, 0},
     {"dist_ef_sgdm_sharded_spherical", Algorithm::kDistEfSgdm, "spherical:block=8,bits=3", "sign:block=8", 0.5,
      ServerMode::kSharded, 0},
+    {"signum", Algorithm::kSignSgdMv, "sign:scale=none", "identity", 0.9, ServerMode::kReplicated, 0},
+    {"doublesqueeze_momentum_sharded", Algorithm::kDoubleSqueeze, "sign:block=8", "sign:block=8", 0.9,
+     ServerMode::kSharded, 0},
+    {"compressed_gd_random_delay", Algorithm::kCompressedGd, "dither:levels=2,norm=l2,block=8", "identity", 0.0,
+     ServerMode::kReplicated, 3, DelayMode::kRandom},
+    {"ef_sgd_table_delay", Algorithm::kEfSgd, "topk:k=5", "identity", 0.5, ServerMode::kReplicated, 2,
+     DelayMode::kTable},
 };
+
+/// The delay table of the kTable cases: 12 delays in [0, 2], whole rows for 1, 2, 3, 4 or 6 ranks.
+inline std::vector<int32_t> session_case_delay_table() { return {0, 2, 1, 1, 0, 2, 2, 2, 0, 1, 0, 0}; }
 
 /// The case called `name` (a test-suite typo is a hard failure, not a silent default).
 inline const SessionCase& session_case(std::string_view name) {
@@ -71,6 +83,8 @@ inline SessionConfig session_case_config(const SessionCase& c, Backend backend) 
   cfg.momentum = c.momentum;
   cfg.server = c.server;
   cfg.delay = c.delay;
+  cfg.delay_mode = c.delay_mode;
+  if (c.delay_mode == DelayMode::kTable) cfg.delay_table = session_case_delay_table();
   cfg.lr = 0.05;
   cfg.seed = 19;
   cfg.backend = backend;

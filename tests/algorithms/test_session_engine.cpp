@@ -2,16 +2,21 @@
 // The one Session engine behind every backend (docs/algorithms.md "Backends"): behaviours that
 // were written twice before and drifted, now checked on the double (cpu) and fp32 (host-f32)
 // backends alike: a step that fails after its last collective (a peer's payload that does not
-// decode) leaves the state untouched; nonfinite = zero runs no agreement round.
+// decode) leaves the state untouched; nonfinite = zero runs no agreement round. And the algorithm
+// fixes of issue 14: momentum is never silently ignored (every algorithm has a momentum form but
+// hessian-ec, which rejects it); delays per (step, worker) from a table or a seeded random draw.
 #include "algorithms/session_cases.hpp"
 
 #include <gcomp/comm.hpp>
+#include <gcomp/detail/session_keys.hpp>
 #include <gcomp/session.hpp>
 
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
+#include <functional>
+#include <map>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -166,6 +171,179 @@ TEST_P(EngineBackendTest, NonFiniteZeroRunsNoAgreementRound) {
     for (int r = 1; r < kRanks; ++r) EXPECT_EQ(std::memcmp(updates[r].data(), updates[0].data(), kDim * sizeof(double)), 0);
     for (double v : updates[0]) EXPECT_TRUE(std::isfinite(v));
   }
+}
+
+TEST_P(EngineBackendTest, MomentumIsNeverSilentlyIgnored) {
+  // Before, signsgd-mv, doublesqueeze and hessian-ec ran the same steps for every momentum (while
+  // gcomp-train's --lr auto still scaled the step by 1 - mu). Now every algorithm's updates change
+  // with the momentum (signsgd-mv: Signum), except hessian-ec, which refuses it at setup.
+  struct MomentumCase {
+    Algorithm algo;
+    const char* codec;
+  };
+  const MomentumCase cases[] = {
+      {Algorithm::kGd, "identity"},           {Algorithm::kCompressedGd, "dither:levels=2"},
+      {Algorithm::kSignSgdMv, "sign:scale=none"}, {Algorithm::kEfSgd, "sign:block=8"},
+      {Algorithm::kDiana, "dither:levels=1,norm=linf"}, {Algorithm::kDistEfSgdm, "sign:block=8"},
+      {Algorithm::kDoubleSqueeze, "sign:block=8"},
+  };
+  for (const MomentumCase& mc : cases) {
+    SCOPED_TRACE(algorithm_name(mc.algo));
+    std::vector<std::vector<double>> last(2);
+    for (int m = 0; m < 2; ++m) {
+      SessionConfig cfg;
+      cfg.algorithm = mc.algo;
+      cfg.codec = mc.codec;
+      cfg.server_codec = "sign";
+      cfg.momentum = m == 0 ? 0.0 : 0.9;
+      cfg.lr = 0.05;
+      cfg.seed = 5;
+      cfg.backend = GetParam();
+      std::mutex mu;
+      run_local(kRanks, [&](Communicator& comm) {
+        Session s(comm, Layout(kSegments), cfg);
+        std::vector<double> g(kDim), x(kDim, 0.0);
+        for (int k = 0; k < 4; ++k) {
+          gradient(comm.rank(), k, g);
+          s.apply(g, x);
+        }
+        std::lock_guard<std::mutex> lock(mu);
+        if (comm.rank() == 0) last[m] = x;
+      });
+    }
+    EXPECT_NE(last[0], last[1]) << "momentum 0.9 gave the iterates of momentum 0";
+  }
+  SessionConfig cfg = test::session_case_config(test::session_case("hessian_ec_classical"), GetParam());
+  cfg.momentum = 0.5;
+  run_local(1, [&](Communicator& comm) {
+    try {
+      Session s(comm, Layout(kSegments), cfg);
+      ADD_FAILURE() << "hessian-ec accepted momentum";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), gcompErrorInvalidArgument);
+      EXPECT_NE(std::string(e.what()).find("momentum"), std::string::npos) << e.what();
+    }
+  });
+}
+
+/// Each rank's gradient at step k is the marker 16 k + rank (exact in fp32), so gd with the
+/// identity codec and lr 1 returns u_k = fp32(1/P) * sum_i (16 (k - tau_k^i) + i) exactly.
+std::vector<std::vector<double>> marker_updates(const SessionConfig& cfg, int steps) {
+  std::vector<std::vector<double>> u(static_cast<size_t>(steps));
+  std::mutex m;
+  run_local(kRanks, [&](Communicator& comm) {
+    Session s(comm, Layout(kDim), cfg);
+    std::vector<double> g(kDim), out(kDim);
+    for (int k = 0; k < steps; ++k) {
+      std::fill(g.begin(), g.end(), 16.0 * k + comm.rank());
+      (void)s.step(g, out);
+      std::lock_guard<std::mutex> lock(m);
+      if (comm.rank() == 0) u[static_cast<size_t>(k)] = out;
+    }
+  });
+  return u;
+}
+
+TEST_P(EngineBackendTest, DelaysPerStepAndWorker) {
+  constexpr int kSteps = 40;
+  SessionConfig cfg;
+  cfg.algorithm = Algorithm::kGd;
+  cfg.lr = 1.0;
+  cfg.seed = 31;
+  cfg.backend = GetParam();
+  auto expect_consumed = [&](const SessionConfig& c, const std::function<int(int, int)>& tau, const char* what) {
+    const auto u = marker_updates(c, kSteps);
+    for (int k = 0; k < kSteps; ++k) {
+      double sum = 0;
+      for (int i = 0; i < kRanks; ++i) sum += 16.0 * std::max(0, k - tau(k, i)) + i;
+      const double want = static_cast<double>(static_cast<float>(1.0 / kRanks)) * sum;
+      for (double v : u[static_cast<size_t>(k)])
+        ASSERT_NEAR(v, want, 1e-5 * std::fabs(want)) << what << ": step " << k;
+    }
+  };
+  // A table: row k mod R holds each worker's delay at step k.
+  cfg.delay = 3;
+  cfg.delay_mode = DelayMode::kTable;
+  cfg.delay_table = {0, 3, 1, 2, 2, 0, 3, 1, 1, 1, 0, 3};  // 4 rows of 3 ranks
+  expect_consumed(cfg, [&](int k, int i) { return cfg.delay_table[static_cast<size_t>((k % 4) * kRanks + i)]; }, "table");
+  // A seeded random bounded delay: every worker and step draws its own from (seed, worker, step).
+  cfg.delay_mode = DelayMode::kRandom;
+  cfg.delay_table.clear();
+  expect_consumed(
+      cfg,
+      [&](int k, int i) {
+        return static_cast<int>(detail::random_delay(31, static_cast<uint32_t>(i), static_cast<uint32_t>(k), 3));
+      },
+      "random");
+  // Fixed delay, and a table whose every entry is that delay: the same updates bit for bit.
+  cfg.delay_mode = DelayMode::kFixed;
+  const auto fixed = marker_updates(cfg, kSteps);
+  cfg.delay_mode = DelayMode::kTable;
+  cfg.delay_table.assign(2 * kRanks, 3);
+  EXPECT_EQ(marker_updates(cfg, kSteps), fixed);
+}
+
+TEST(SessionDelayTest, RandomDelaysAreUniformPerWorkerAndSeeded) {
+  // 2000 draws per worker with bound 4: each value's count within 5 standard deviations of 400
+  // (deterministic: fixed seeds), different sequences for different workers and seeds.
+  constexpr uint32_t kBound = 4, kDraws = 2000;
+  std::vector<std::vector<uint32_t>> seq(3);
+  for (uint32_t w = 0; w < 3; ++w) {
+    std::map<uint32_t, int> count;
+    for (uint32_t k = 0; k < kDraws; ++k) {
+      const uint32_t d = detail::random_delay(99, w, k, kBound);
+      ASSERT_LE(d, kBound);
+      ++count[d];
+      seq[w].push_back(d);
+    }
+    const double mean = kDraws / 5.0, sd = std::sqrt(kDraws * 0.2 * 0.8);
+    for (uint32_t v = 0; v <= kBound; ++v) EXPECT_NEAR(count[v], mean, 5 * sd) << "worker " << w << " value " << v;
+  }
+  EXPECT_NE(seq[0], seq[1]);
+  EXPECT_NE(seq[1], seq[2]);
+  EXPECT_NE(detail::random_delay(99, 0, 7, 1000), detail::random_delay(100, 0, 7, 1000));
+  EXPECT_EQ(detail::random_delay(99, 0, 7, 0), 0u);
+}
+
+TEST(SessionDelayTest, BadSchedulesAreRejectedAndTheDefaultDigestStays) {
+  auto expect_invalid = [](const SessionConfig& c, const char* part) {
+    run_local(2, [&](Communicator& comm) {
+      try {
+        Session s(comm, Layout(kDim), c);
+        ADD_FAILURE() << "accepted, expected an error naming " << part;
+      } catch (const Error& e) {
+        EXPECT_EQ(e.status(), gcompErrorInvalidArgument);
+        EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+      }
+    });
+  };
+  SessionConfig c;
+  c.delay = 2;
+  c.delay_mode = DelayMode::kTable;
+  c.delay_table = {0, 1, 2};  // not whole rows of 2 ranks
+  expect_invalid(c, "whole rows");
+  c.delay_table = {0, 3};  // above the bound
+  expect_invalid(c, "delay_table[1]");
+  c.delay_table = {0, -1};
+  expect_invalid(c, "delay_table[1]");
+  c.delay_table.clear();
+  expect_invalid(c, "whole rows");
+  c.delay_mode = DelayMode::kFixed;
+  c.delay_table = {1, 1};
+  expect_invalid(c, "not table");
+  // The schedule is part of the agreement and the checkpoint digest; configurations without one
+  // keep the digest they had before delay modes existed.
+  SessionConfig d;
+  EXPECT_EQ(d.canonical().find("delay_mode"), std::string::npos);
+  d.delay = 2;
+  d.delay_mode = DelayMode::kRandom;
+  EXPECT_NE(d.canonical().find("delay_mode=random"), std::string::npos);
+  SessionConfig t = d;
+  t.delay_mode = DelayMode::kTable;
+  t.delay_table = {0, 1};
+  SessionConfig t2 = t;
+  t2.delay_table = {1, 0};
+  EXPECT_NE(t.canonical(), t2.canonical());
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, EngineBackendTest, testing::Values(Backend::kCpu, Backend::kHostF32),

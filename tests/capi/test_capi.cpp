@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstddef>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -74,6 +75,40 @@ TEST(CapiVersion, GetVersionEqualsHeader) {
   EXPECT_STREQ(gcompGetErrorString(static_cast<gcompStatus_t>(77)), "unknown status");
 }
 
+TEST(CapiConfig, SessionConfigsOfOlderHeadersAndBadDelayFields) {
+  // A config built with the header before the delay schedule (size up to `backend`) or before
+  // `backend` is accepted and gets the defaults; a bad delay_mode or table length is rejected.
+  gcompComm_t comm = nullptr;
+  ASSERT_EQ(gcompCommCreateLocalGroup(1, 60000, &comm), gcompSuccess);
+  const int64_t seg = 8;
+  for (size_t size : {offsetof(gcompSessionConfig_t, delay_mode), offsetof(gcompSessionConfig_t, backend)}) {
+    gcompSessionConfig_t c = GCOMP_SESSION_CONFIG_INITIALIZER;
+    c.size = size;
+    c.delay_mode = static_cast<gcompDelayMode_t>(7);  // beyond `size`: never read
+    gcompSession_t s = nullptr;
+    EXPECT_EQ(gcompSessionCreate(&s, comm, &c, &seg, 1), gcompSuccess) << size << ": " << gcompGetLastError();
+    EXPECT_EQ(gcompSessionDestroy(s), gcompSuccess);
+  }
+  gcompSessionConfig_t c = GCOMP_SESSION_CONFIG_INITIALIZER;
+  c.delay_mode = static_cast<gcompDelayMode_t>(3);
+  gcompSession_t s = nullptr;
+  EXPECT_EQ(gcompSessionCreate(&s, comm, &c, &seg, 1), gcompErrorInvalidArgument);
+  EXPECT_NE(std::string(gcompGetLastError()).find("delay_mode"), std::string::npos) << gcompGetLastError();
+  c.delay_mode = gcompDelayTable;
+  c.delay_table_len = 4;  // with a NULL table
+  EXPECT_EQ(gcompSessionCreate(&s, comm, &c, &seg, 1), gcompErrorInvalidArgument);
+  const int32_t table[] = {0, 2};
+  c.delay_table = table;
+  c.delay_table_len = 2;
+  c.delay = 1;  // entry 2 is above the bound
+  EXPECT_EQ(gcompSessionCreate(&s, comm, &c, &seg, 1), gcompErrorInvalidArgument);
+  EXPECT_NE(std::string(gcompGetLastError()).find("delay_table[1]"), std::string::npos) << gcompGetLastError();
+  c.delay = 2;
+  EXPECT_EQ(gcompSessionCreate(&s, comm, &c, &seg, 1), gcompSuccess) << gcompGetLastError();
+  EXPECT_EQ(gcompSessionDestroy(s), gcompSuccess);
+  EXPECT_EQ(gcompCommDestroy(comm), gcompSuccess);
+}
+
 TEST(CapiConfig, SessionInitializerEqualsCppDefaults) {
   const gcompSessionConfig_t c = GCOMP_SESSION_CONFIG_INITIALIZER;
   const SessionConfig d;
@@ -98,6 +133,9 @@ TEST(CapiConfig, SessionInitializerEqualsCppDefaults) {
   EXPECT_EQ(static_cast<int>(c.compensation), static_cast<int>(d.compensation));
   EXPECT_EQ(c.hessian_product, nullptr);
   EXPECT_EQ(c.hessian_diagonal, nullptr);
+  EXPECT_EQ(static_cast<int>(c.delay_mode), static_cast<int>(d.delay_mode));
+  EXPECT_EQ(c.delay_table, nullptr);
+  EXPECT_EQ(c.delay_table_len, 0);
 }
 
 TEST(CapiConfig, WrongSizeMagicVersionRejected) {
@@ -676,7 +714,11 @@ struct SessionCase {
   gcompServerMode_t server;
   gcompProx_t prox;
   int delay;
+  gcompDelayMode_t delay_mode = gcompDelayFixed;
 };
+
+// Delays of the table case: rows of kRanks (2) delays in [0, 3], repeating.
+const int32_t kDelayTable[] = {0, 3, 1, 0, 3, 2};
 
 class CapiSessionEqualsCpp : public testing::TestWithParam<SessionCase> {
  protected:
@@ -692,6 +734,11 @@ class CapiSessionEqualsCpp : public testing::TestWithParam<SessionCase> {
     c.prox = sc.prox;
     c.prox_lambda = sc.prox == gcompProxNone ? 0.0 : 0.05;
     c.delay = sc.delay;
+    c.delay_mode = sc.delay_mode;
+    if (sc.delay_mode == gcompDelayTable) {
+      c.delay_table = kDelayTable;
+      c.delay_table_len = 6;
+    }
     c.seed = 99;
     return c;
   }
@@ -707,6 +754,8 @@ class CapiSessionEqualsCpp : public testing::TestWithParam<SessionCase> {
     c.prox = sc.prox == gcompProxL1 ? Regularizer::kL1 : sc.prox == gcompProxL2 ? Regularizer::kL2 : Regularizer::kNone;
     c.prox_lambda = sc.prox == gcompProxNone ? 0.0 : 0.05;
     c.delay = sc.delay;
+    c.delay_mode = static_cast<DelayMode>(sc.delay_mode);
+    if (sc.delay_mode == gcompDelayTable) c.delay_table.assign(kDelayTable, kDelayTable + 6);
     c.seed = 99;
     return c;
   }
@@ -735,7 +784,12 @@ INSTANTIATE_TEST_SUITE_P(
                                 gcompProxL1, 0},
                     SessionCase{"ef-sgd", "topk:ratio=0.2", "identity", 0.5, gcompServerReplicated, gcompProxNone, 0},
                     SessionCase{"dist-ef-sgdm", "sign:block=8", "sign", 0.9, gcompServerSharded, gcompProxNone, 0},
-                    SessionCase{"compressed-gd", "terngrad", "identity", 0.0, gcompServerReplicated, gcompProxNone, 2}),
+                    SessionCase{"compressed-gd", "terngrad", "identity", 0.0, gcompServerReplicated, gcompProxNone, 2},
+                    SessionCase{"signsgd-mv", "sign:scale=none", "identity", 0.9, gcompServerReplicated, gcompProxNone, 0},
+                    SessionCase{"doublesqueeze", "sign:block=8", "sign", 0.5, gcompServerReplicated, gcompProxNone, 3,
+                                gcompDelayTable},
+                    SessionCase{"ef-sgd", "sign:block=8", "identity", 0.0, gcompServerReplicated, gcompProxNone, 3,
+                                gcompDelayRandom}),
     [](const testing::TestParamInfo<SessionCase>& p) { return "case" + std::to_string(p.index); });
 
 // hessian-ec through C callbacks equals the C++ Session with the same std::function.
