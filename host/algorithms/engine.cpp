@@ -207,7 +207,10 @@ EngineImpl<T>::EngineImpl(Communicator& comm, const Layout& layout, const Sessio
   if (cfg.nonfinite == NonFinitePolicy::kZero || o.on_device()) gin_ = o.alloc(n_);
   acc_ = o.alloc(n_);
   if (a == Algorithm::kEfSgd || two_way(a) || a == Algorithm::kHessianEc) work_ = o.alloc(n_);
-  if ((a == Algorithm::kEfSgd || a == Algorithm::kDistEfSgdm || a == Algorithm::kDoubleSqueeze) && momentum) tmp_ = o.alloc(n_);
+  // dist-ef-sgdm keeps its momentum array at every mu (mu = 0 included), so its Nesterov direction
+  // needs tmp_ whatever the momentum.
+  if (((a == Algorithm::kEfSgd || a == Algorithm::kDoubleSqueeze) && momentum) || a == Algorithm::kDistEfSgdm)
+    tmp_ = o.alloc(n_);
   if (a == Algorithm::kDiana || a == Algorithm::kHessianEc) tmp_ = o.alloc(n_);
   if (a == Algorithm::kDiana && cfg.track_norms) tmp2_ = o.alloc(n_);
   if (two_way(a) || cfg.track_norms) res_ = o.alloc(n_);

@@ -438,18 +438,14 @@ class MpiCommunicator final : public Communicator {
 
   /// wait() for a set of requests (MPI_Testall).
   void wait_all(std::vector<MPI_Request>& requests, const CollectiveDesc* desc) {
-    const detail::Deadline deadline(timeout_ms_);
-    detail::Backoff backoff;
-    for (;;) {
-      int done = 0;
-      call(MPI_Testall(static_cast<int>(requests.size()), requests.data(), &done,
-                       MPI_STATUSES_IGNORE),
-           "MPI_Testall");
-      if (done) return;
-      if (deadline.expired()) break;
-      backoff.pause();
-    }
-    fail_timeout(desc, "data exchange");
+    poll_until(
+        [&] {
+          int done = 0;
+          call(MPI_Testall(static_cast<int>(requests.size()), requests.data(), &done, MPI_STATUSES_IGNORE),
+               "MPI_Testall");
+          return done != 0;
+        },
+        desc, "data exchange");
   }
 
   CollectiveDesc next_desc(CollectiveKind kind, size_t bytes) {
@@ -500,15 +496,27 @@ class MpiCommunicator final : public Communicator {
 
   /// Polls @p request until it completes; on timeout aborts the communicator and throws.
   void wait(MPI_Request* request, const CollectiveDesc* desc, const char* stage_name) {
+    poll_until(
+        [&] {
+          int done = 0;
+          call(MPI_Test(request, &done, MPI_STATUS_IGNORE), "MPI_Test");
+          return done != 0;
+        },
+        desc, stage_name);
+  }
+
+  /// Calls @p done until it returns true. On timeout, on abort() from another thread or when the
+  /// wait interrupt check fires (Ctrl-C in Python), the request stays pending (its buffers are never
+  /// freed), the communicator is aborted, and the caller gets gcompErrorTimeout.
+  template <class Done>
+  void poll_until(Done&& done, const CollectiveDesc* desc, const char* stage_name) {
     const detail::Deadline deadline(timeout_ms_);
     detail::Backoff backoff;
     auto next_check = detail::Deadline::Clock::now() + detail::kInterruptPoll;
     const std::string what = desc != nullptr ? detail::describe(*desc) : std::string("setup");
     std::string why;
     for (;;) {
-      int done = 0;
-      call(MPI_Test(request, &done, MPI_STATUS_IGNORE), "MPI_Test");
-      if (done) return;
+      if (done()) return;
       if (deadline.expired()) {
         why = what + " timed out after " + std::to_string(timeout_ms_) + " ms in the " + stage_name +
               " (mpi backend, rank " + std::to_string(rank_) + " of " + std::to_string(size_) +
@@ -529,12 +537,6 @@ class MpiCommunicator final : public Communicator {
       }
       backoff.pause();
     }
-    fail_timeout(desc, stage_name);
-  }
-
-  /// After a wait ran out of time: the request stays pending (its buffers are never freed), the
-  /// communicator is aborted, and the caller gets gcompErrorTimeout.
-  [[noreturn]] void fail_timeout(const CollectiveDesc* desc, const char* stage_name) {
     request_pending_ = true;
     g_abandoned_request = true;
     {

@@ -84,7 +84,7 @@ TEST(CapiConfig, SessionConfigsOfOlderHeadersAndBadDelayFields) {
   for (size_t size : {offsetof(gcompSessionConfig_t, delay_mode), offsetof(gcompSessionConfig_t, backend)}) {
     gcompSessionConfig_t c = GCOMP_SESSION_CONFIG_INITIALIZER;
     c.size = size;
-    c.delay_mode = static_cast<gcompDelayMode_t>(7);  // beyond `size`: never read
+    c.delay_mode = static_cast<gcompDelayMode_t>(3);  // beyond `size`: never read
     gcompSession_t s = nullptr;
     EXPECT_EQ(gcompSessionCreate(&s, comm, &c, &seg, 1), gcompSuccess) << size << ": " << gcompGetLastError();
     EXPECT_EQ(gcompSessionDestroy(s), gcompSuccess);
