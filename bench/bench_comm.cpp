@@ -22,6 +22,7 @@
 // compared with a summation error bound (NCCL does not reduce in rank order). #wrong > 0 makes the
 // run exit 1.
 #include "bench/bench_common.hpp"
+#include "host/common/env.hpp"
 
 #include <gcomp/codec.hpp>
 #include <gcomp/comm.hpp>
@@ -738,8 +739,9 @@ int64_t nccl_rank(Communicator& comm, const Options& o, const RunInfo& info, int
 }
 
 bool launched_per_process() {
-  return std::getenv("WORLD_SIZE") != nullptr || std::getenv("OMPI_COMM_WORLD_SIZE") != nullptr ||
-         std::getenv("PMI_SIZE") != nullptr;
+  using gcomp::detail::EnvVarId;
+  return gcomp::detail::env_string(EnvVarId::kWorldSize) || gcomp::detail::env_string(EnvVarId::kOmpiCommWorldSize) ||
+         gcomp::detail::env_string(EnvVarId::kPmiSize);
 }
 
 int run_nccl_backend(const Options& o, int argc, char** argv) {
@@ -752,9 +754,10 @@ int run_nccl_backend(const Options& o, int argc, char** argv) {
     const auto comm = make_nccl_communicator();
     // The communicator picked LOCAL_RANK (or OMPI_COMM_WORLD_LOCAL_RANK), else rank mod #devices
     // (NcclOptions::device = -1); make the same device current for the buffers and codecs.
-    const char* local = std::getenv("LOCAL_RANK");
-    if (local == nullptr) local = std::getenv("OMPI_COMM_WORLD_LOCAL_RANK");
-    const int dev = local != nullptr ? std::atoi(local) : comm->rank() % devices;
+    using gcomp::detail::EnvVarId;
+    std::optional<int64_t> local = gcomp::detail::env_int(EnvVarId::kLocalRank);
+    if (!local) local = gcomp::detail::env_int(EnvVarId::kOmpiCommWorldLocalRank);
+    const int dev = local ? static_cast<int>(*local) : comm->rank() % devices;
     BENCH_CUDA(cudaSetDevice(dev));
     const bool lead = comm->rank() == 0;
     const RunInfo info{"nccl", gpu_device_name(dev) + ", one rank per process", "device"};

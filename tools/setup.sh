@@ -4,7 +4,8 @@
 # Idempotent: packages already present are not fetched again. The CUDA toolkit is optional and
 # is not installed here (the CUDA build turns on when nvcc is found).
 set -euo pipefail
-pkgs=(cmake ninja-build g++ make pkg-config binutils libgtest-dev libopenmpi-dev openmpi-bin python3 libhwy-dev)
+pkgs=(cmake ninja-build g++ make pkg-config binutils libgtest-dev libopenmpi-dev openmpi-bin python3 libhwy-dev
+  clang-format-14)  # clang-format-14: tools/format.sh and the CTest FormatCheck (GCOMP_FORMAT_CHECK=ON)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg -s "$p" > /dev/null 2>&1 || missing+=("$p")

@@ -2,6 +2,7 @@
 // Backend-independent parts of the communicator layer: enums, timeout resolution, collective
 // descriptors, rank-order reduction and check_agreement.
 #include "host/comm/comm_internal.hpp"
+#include "host/common/env.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -64,16 +65,8 @@ int64_t resolve_comm_timeout_ms(int64_t requested_ms) {
       requested_ms >= 0, gcompErrorInvalidArgument,
       "communicator timeout_ms must be >= 0 (0: default), got " + std::to_string(requested_ms));
   if (requested_ms > 0) return requested_ms;
-  const char* env = std::getenv("GCOMP_COMM_TIMEOUT_MS");
-  if (env == nullptr || *env == '\0') return kDefaultCommTimeoutMs;
-  errno = 0;
-  char* end = nullptr;
-  const long long value = std::strtoll(env, &end, 10);
-  GCOMP_EXPECTS(
-      errno == 0 && end != env && *end == '\0' && value > 0, gcompErrorInvalidArgument,
-      std::string("GCOMP_COMM_TIMEOUT_MS must be a positive integer (milliseconds), got \"") + env +
-          "\"");
-  return static_cast<int64_t>(value);
+  // GCOMP_COMM_TIMEOUT_MS (host/common/env.hpp: a positive integer, else an error naming it).
+  return detail::env_int(detail::EnvVarId::kCommTimeoutMs).value_or(kDefaultCommTimeoutMs);
 }
 
 namespace {

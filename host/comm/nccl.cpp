@@ -13,6 +13,7 @@
 #include "host/comm/comm_internal.hpp"
 #include "host/comm/nccl_loader.hpp"
 #include "host/comm/rendezvous.hpp"
+#include "host/common/env.hpp"
 
 #include <cuda_runtime_api.h>
 
@@ -571,7 +572,7 @@ std::unique_ptr<Communicator> make_nccl_communicator(const NcclOptions& options)
   const detail::LauncherEnv env = detail::read_launcher_env();
   std::string id_file = options.id_file;
   if (id_file.empty()) {
-    if (const char* path = std::getenv("GCOMP_NCCL_ID_FILE")) id_file = path;
+    id_file = detail::env_string(detail::EnvVarId::kNcclIdFile).value_or("");
   }
   const std::string master_addr =
       options.master_addr.empty() ? env.master_addr : options.master_addr;

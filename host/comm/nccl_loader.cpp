@@ -4,11 +4,14 @@
 // (PyTorch's pip wheel ships one) is then never loaded, and its users fail on missing symbols.
 #include "host/comm/nccl_loader.hpp"
 
+#include "host/common/env.hpp"
+
 #include <gcomp/error.hpp>
 
 #include <dlfcn.h>
 #include <link.h>
 
+#include <optional>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -99,10 +102,10 @@ std::string bind_api(void* handle, NcclApi* api) {
 
 LoadResult load() {
   LoadResult result;
-  const char* forced = std::getenv("GCOMP_NCCL_LIBRARY");
+  const std::optional<std::string> forced = env_string(EnvVarId::kNcclLibrary);
   std::vector<std::string> candidates;
-  if (forced != nullptr && forced[0] != '\0') {
-    candidates.emplace_back(forced);
+  if (forced) {
+    candidates.push_back(*forced);
   } else {
     candidates.emplace_back(kSoname);
     const std::string fallback = GCOMP_NCCL_FALLBACK_PATH;
@@ -127,7 +130,7 @@ LoadResult load() {
     if (!attempts.empty()) attempts += "; ";
     attempts += why;
   }
-  if (forced != nullptr && forced[0] != '\0') {
+  if (forced) {
     result.error = "cannot use NCCL from GCOMP_NCCL_LIBRARY=" + candidates.front() + ": " + attempts;
   } else {
     std::string tried;

@@ -3,6 +3,7 @@
 #include "host/comm/rendezvous.hpp"
 
 #include "host/comm/comm_internal.hpp"
+#include "host/common/env.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -27,22 +28,6 @@
 
 namespace gcomp::detail {
 namespace {
-
-// ---- launcher variables ------------------------------------------------------------------------
-
-int env_int(const char* name, int fallback, int min_value, int max_value) {
-  const char* text = std::getenv(name);
-  if (text == nullptr || *text == '\0') return fallback;
-  errno = 0;
-  char* end = nullptr;
-  const long value = std::strtol(text, &end, 10);
-  GCOMP_EXPECTS(
-      errno == 0 && end != text && *end == '\0' && value >= min_value && value <= max_value,
-      gcompErrorInvalidArgument,
-      std::string(name) + " must be an integer in " + std::to_string(min_value) + ".." +
-          std::to_string(max_value) + ", got \"" + text + "\"");
-  return static_cast<int>(value);
-}
 
 // ---- sockets -----------------------------------------------------------------------------------
 
@@ -322,14 +307,14 @@ constexpr char kFileMagic[8] = {'G', 'C', 'O', 'M', 'P', 'I', 'D', '1'};
 }  // namespace
 
 LauncherEnv read_launcher_env() {
-  constexpr int kIntMax = std::numeric_limits<int>::max();
+  const auto get = [](EnvVarId id) { return static_cast<int>(env_int(id).value_or(-1)); };
   LauncherEnv env;
-  env.rank = env_int("RANK", -1, 0, kIntMax);
-  env.world_size = env_int("WORLD_SIZE", -1, 1, kIntMax);
-  env.local_rank = env_int("LOCAL_RANK", -1, 0, kIntMax);
-  if (env.local_rank < 0) env.local_rank = env_int("OMPI_COMM_WORLD_LOCAL_RANK", -1, 0, kIntMax);
-  if (const char* addr = std::getenv("MASTER_ADDR")) env.master_addr = addr;
-  env.master_port = env_int("MASTER_PORT", -1, 1, 65535);
+  env.rank = get(EnvVarId::kRank);
+  env.world_size = get(EnvVarId::kWorldSize);
+  env.local_rank = get(EnvVarId::kLocalRank);
+  if (env.local_rank < 0) env.local_rank = get(EnvVarId::kOmpiCommWorldLocalRank);
+  env.master_addr = env_string(EnvVarId::kMasterAddr).value_or("");
+  env.master_port = get(EnvVarId::kMasterPort);
   return env;
 }
 

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "host/common/thread_pool.hpp"
 
+#include "host/common/env.hpp"
+
 #include <gcomp/error.hpp>
 #include <gcomp/threads.hpp>
 
@@ -14,6 +16,7 @@
 #include <exception>
 #include <limits>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -25,11 +28,8 @@ constexpr int kMaxThreads = 256;
 constexpr int kDefaultMaxThreads = 16;
 
 int default_threads() {
-  if (const char* env = std::getenv("GCOMP_CPU_THREADS"); env != nullptr && *env != '\0') {
-    char* end = nullptr;
-    const long v = std::strtol(env, &end, 10);
-    if (end != env && *end == '\0' && v >= 1) return static_cast<int>(std::min<long>(v, kMaxThreads));
-  }
+  // GCOMP_CPU_THREADS when set (1..256; any other value is an error naming it), else the CPUs.
+  if (const std::optional<int64_t> env = detail::env_int(detail::EnvVarId::kCpuThreads)) return static_cast<int>(*env);
   cpu_set_t set;
   CPU_ZERO(&set);
   int cpus = 0;

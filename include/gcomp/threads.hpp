@@ -16,8 +16,10 @@
 namespace gcomp {
 
 /// Number of threads one codec call may use (>= 1). The default is the environment variable
-/// GCOMP_CPU_THREADS when it holds an integer >= 1, else the number of CPUs this process may run
-/// on (sched_getaffinity), at most 16.
+/// GCOMP_CPU_THREADS when it is set (docs/environment.md), else the number of CPUs this process may
+/// run on (sched_getaffinity), at most 16.
+/// @throws gcomp::Error gcompErrorInvalidArgument when GCOMP_CPU_THREADS is set to anything but an
+///         integer in 1..256 and set_cpu_threads() has not set a count.
 [[nodiscard]] int cpu_threads();
 
 /// Sets the number of threads of later codec calls; 0 restores the default. Workers are started
