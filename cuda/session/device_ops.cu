@@ -255,7 +255,7 @@ class DeviceOps final : public VecOps<float> {
       comm_.allgather(send, recv, bytes, stream_);
       return;
     }
-    stage_down(send, bytes);
+    stage_down(send, bytes, bytes, 1);
     comm_.allgather(h_send_, h_recv_, bytes, nullptr);
     if (all > 0) GCOMP_CUDA_TRY(cudaMemcpyAsync(recv, h_recv_, all, cudaMemcpyHostToDevice, stream_));
   }
@@ -265,9 +265,23 @@ class DeviceOps final : public VecOps<float> {
       comm_.alltoall(send, recv, bytes, stream_);
       return;
     }
-    stage_down(send, all);
+    stage_down(send, all, bytes, comm_.size());
     comm_.alltoall(h_send_, h_recv_, bytes, nullptr);
     if (all > 0) GCOMP_CUDA_TRY(cudaMemcpyAsync(recv, h_recv_, all, cudaMemcpyHostToDevice, stream_));
+  }
+
+  void put_status(uint8_t* buf, size_t stride, int slots, int32_t status) override {
+    auto* h = reinterpret_cast<int32_t*>(h_small_);
+    *h = status;
+    for (int j = 0; j < slots; ++j)
+      GCOMP_CUDA_TRY(cudaMemcpyAsync(buf + stride * static_cast<size_t>(j + 1) - 4, h, 4, cudaMemcpyHostToDevice, stream_));
+    GCOMP_CUDA_TRY(cudaStreamSynchronize(stream_));  // h_small_ is reused
+  }
+  void get_status(const uint8_t* buf, size_t stride, int slots, int32_t* out) override {
+    if (slots <= 0) return;
+    GCOMP_CUDA_TRY(cudaMemcpy2DAsync(out, 4, buf + stride - 4, stride, 4, static_cast<size_t>(slots),
+                                     cudaMemcpyDeviceToHost, stream_));
+    GCOMP_CUDA_TRY(cudaStreamSynchronize(stream_));
   }
 
   [[nodiscard]] bool synchronous_errors() const override { return false; }
@@ -385,13 +399,16 @@ class DeviceOps final : public VecOps<float> {
     GCOMP_FAIL(code, std::string("session step on the GPU: a codec reported ") + gcompGetErrorString(code) +
                          " at index " + std::to_string(last_.index) + "; state unchanged");
   }
-  // Payload down to the pinned send buffer, with the step's status record: an encode error is
-  // reported here, before the collective, as the host twin's encode would throw.
-  void stage_down(const uint8_t* send, size_t bytes) {
+  // Payload down to the pinned send buffer, with the step's status record: an encode error goes
+  // into the status word of every slot (the last 4 bytes of each `stride`), so that this rank
+  // still joins the collective and every rank fails the step with it (issue 18 #3).
+  void stage_down(const uint8_t* send, size_t bytes, size_t stride, int slots) {
     GCOMP_EXPECTS(bytes <= staging_bytes_, gcompErrorInternal, "session staging buffer too small");
     if (bytes > 0) GCOMP_CUDA_TRY(cudaMemcpyAsync(h_send_, send, bytes, cudaMemcpyDeviceToHost, stream_));
     read_sticky();
-    throw_if_failed();
+    if (last_.code == gcompSuccess || stride < 4) return;
+    const auto code = static_cast<int32_t>(last_.code);
+    for (int j = 0; j < slots; ++j) std::memcpy(h_send_ + stride * static_cast<size_t>(j + 1) - 4, &code, 4);
   }
 
   Resources res_;  // first member: destroyed last, after the codecs

@@ -12,10 +12,13 @@
 #include "host/common/nvtx.hpp"
 
 #include <gcomp/detail/half.hpp>
+#include <gcomp/gcomp.h>
 #include <gcomp/detail/session_keys.hpp>
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
+#include <new>
 #include <type_traits>
 
 namespace gcomp::detail {
@@ -74,6 +77,9 @@ std::vector<std::pair<std::string, size_t>> state_arrays(const SessionConfig& cf
 
 size_t round4(size_t b) { return (b + 3) / 4 * 4; }
 
+// Every message slot ends with its sender's status word (VecOps::put_status).
+constexpr size_t kStatusBytes = 4;
+
 constexpr const char* kPhaseNames[kNumPhases] = {"gcomp encode", "gcomp communicate", "gcomp decode", "gcomp update"};
 
 template <class T>
@@ -123,6 +129,16 @@ class EngineImpl final : public Engine {
   double own_error(const T* src);
   void track(StepStats& s);
   T* S(const char* name) { return st_.at(name).data; }
+  /// This rank's part of a step before a collective (encodes, callbacks). A failure is kept, not
+  /// thrown, so that the rank still joins the collective that follows and tells every rank (the
+  /// status word of its messages); exchange() then fails the step on every rank alike. Once a
+  /// part failed, the later ones of the step are not run.
+  template <class F>
+  void local(F&& f);
+  /// allgather (all_to_all = false: one slot) or alltoall (P slots) of `stride`-byte slots, with
+  /// this rank's status word; afterwards, when any rank's status is not success, every rank
+  /// throws: the failed rank its own error, the others one naming the first failed rank.
+  void exchange(bool all_to_all, uint8_t* send, uint8_t* recv, size_t stride, int32_t& sent);
 
   SessionConfig cfg_;
   std::unique_ptr<VecOps<T>> ops_;
@@ -137,11 +153,15 @@ class EngineImpl final : public Engine {
   std::vector<int> up_shard_, down_shard_;
   std::vector<int64_t> shard_begin_;          // P + 1 offsets (sharded two-way only)
   size_t up_bytes_ = 0, down_bytes_ = 0;      // message sizes (sharded: max over shards)
-  size_t up_stride_ = 0, down_stride_ = 0;    // rounded up to 4 bytes (device decode_reduce)
+  size_t up_stride_ = 0, down_stride_ = 0;    // rounded up to 4 bytes (device decode_reduce), + status word
 
   T *gin_ = nullptr, *work_ = nullptr, *tmp_ = nullptr, *tmp2_ = nullptr, *acc_ = nullptr, *res_ = nullptr,
     *u_ = nullptr;
   uint8_t *send_ = nullptr, *recv_ = nullptr, *send2_ = nullptr, *recv2_ = nullptr;
+  int32_t sent_status_ = 0, sent2_status_ = 0;  // the status words now in send_ / send2_
+  std::exception_ptr failed_;                   // local(): this step's failure, not yet reported
+  int32_t failed_status_ = 0;
+  std::vector<int32_t> peer_status_;
   std::vector<RngKey> keys_;
   std::vector<T> h_a_, h_b_;          // host scratch: norms (and hessian callbacks of fp32 state)
   std::vector<double> h_d_, h_d2_;    // hessian callbacks of fp32 state
@@ -190,8 +210,9 @@ EngineImpl<T>::EngineImpl(Communicator& comm, const Layout& layout, const Sessio
       }
     }
   }
-  up_stride_ = round4(up_bytes_);
-  down_stride_ = round4(down_bytes_);
+  up_stride_ = round4(up_bytes_) + kStatusBytes;
+  down_stride_ = round4(down_bytes_) + kStatusBytes;
+  peer_status_.assign(static_cast<size_t>(P_), 0);
   const size_t per_rank = std::max(up_stride_, down_stride_);
   const size_t all = std::max<size_t>(per_rank * static_cast<size_t>(P_), 1);
   o.reserve_staging(all);
@@ -281,20 +302,72 @@ int EngineImpl<T>::delay_now() const {
   return cfg_.delay;
 }
 
+template <class T>
+template <class F>
+void EngineImpl<T>::local(F&& f) {
+  if (failed_) return;
+  try {
+    f();
+  } catch (const Error& e) {
+    failed_ = std::current_exception();
+    failed_status_ = e.status();
+  } catch (const std::bad_alloc&) {
+    failed_ = std::current_exception();
+    failed_status_ = gcompErrorOutOfMemory;
+  } catch (...) {
+    failed_ = std::current_exception();
+    failed_status_ = gcompErrorInternal;
+  }
+}
+
+template <class T>
+void EngineImpl<T>::exchange(bool all_to_all, uint8_t* send, uint8_t* recv, size_t stride, int32_t& sent) {
+  VecOps<T>& o = *ops_;
+  const int slots = all_to_all ? P_ : 1;
+  if (sent != failed_status_) {  // the words stay in the buffer: rewritten only when they change
+    o.put_status(send, stride, slots, failed_status_);
+    sent = failed_status_;
+  }
+  if (all_to_all)
+    o.alltoall(send, recv, stride);
+  else
+    o.allgather(send, recv, stride);
+  o.get_status(recv, stride, P_, peer_status_.data());
+  if (failed_) {
+    std::exception_ptr e = failed_;
+    failed_ = nullptr;
+    failed_status_ = 0;
+    std::rethrow_exception(e);
+  }
+  for (int r = 0; r < P_; ++r) {
+    const int32_t st = peer_status_[static_cast<size_t>(r)];
+    if (st == gcompSuccess) continue;
+    // A word that is no status (a corrupt message) is reported as such.
+    const bool known = (st >= gcompErrorInvalidArgument && st <= gcompErrorOutOfMemory) || st == gcompErrorCuda;
+    GCOMP_FAIL(known ? static_cast<gcompStatus_t>(st) : gcompErrorCorruptPayload,
+               "step " + std::to_string(k_) + " failed on " + (r == rank_ ? std::string("this rank") : "rank " + std::to_string(r)) +
+                   (known ? std::string(" (") + gcompGetErrorString(static_cast<gcompStatus_t>(st)) + ")"
+                          : " (its message carries an unknown status word " + std::to_string(st) + ")") +
+                   "; every rank fails this step; state unchanged");
+  }
+}
+
 // acc = T(1/P) * sum_j decode(C(src_j)) in rank order; with err: err = src - decode(C(src)).
 template <class T>
 void EngineImpl<T>::compress_mean(const T* src, T* err, StepStats& s) {
   VecOps<T>& o = *ops_;
   enter(Phase::kEncode);
-  if (err != nullptr)
-    o.encode_ef(up_, src, err, up_key(rank_), send_);
-  else if (share_scale_)
-    o.encode_shared_scale(up_, src, up_key(rank_), send_);
-  else
-    o.encode(up_, src, up_key(rank_), send_);
-  if (cfg_.track_norms) s.compression_error_sq = own_error(src);
+  local([&] {
+    if (err != nullptr)
+      o.encode_ef(up_, src, err, up_key(rank_), send_);
+    else if (share_scale_)
+      o.encode_shared_scale(up_, src, up_key(rank_), send_);
+    else
+      o.encode(up_, src, up_key(rank_), send_);
+    if (cfg_.track_norms) s.compression_error_sq = own_error(src);
+  });
   enter(Phase::kComm);
-  o.allgather(send_, recv_, up_stride_);
+  exchange(false, send_, recv_, up_stride_, sent_status_);
   s.bytes_up += up_bytes_;
   s.bytes_received += up_stride_ * static_cast<size_t>(P_ - 1);
   enter(Phase::kDecode);
@@ -322,11 +395,13 @@ void EngineImpl<T>::two_way_round(const T* p, T* e, T* server_err, T* result, St
   enter(Phase::kEncode);
   for (int r = 0; r < P_; ++r) {
     const auto b = static_cast<size_t>(shard_begin_[static_cast<size_t>(r)]);
-    o.encode_ef(up_shard_[static_cast<size_t>(r)], p + b, e + b, up_key(rank_, r), send_ + up_stride_ * static_cast<size_t>(r));
+    local([&] {
+      o.encode_ef(up_shard_[static_cast<size_t>(r)], p + b, e + b, up_key(rank_, r), send_ + up_stride_ * static_cast<size_t>(r));
+    });
     s.bytes_up += o.encoded_bytes(up_shard_[static_cast<size_t>(r)]);
   }
   enter(Phase::kComm);
-  o.alltoall(send_, recv_, up_stride_);
+  exchange(true, send_, recv_, up_stride_, sent_status_);
   s.bytes_received += up_stride_ * static_cast<size_t>(P_ - 1);
   enter(Phase::kDecode);
   const auto mlen = static_cast<size_t>(shard_begin_[static_cast<size_t>(rank_) + 1] - shard_begin_[static_cast<size_t>(rank_)]);
@@ -334,9 +409,9 @@ void EngineImpl<T>::two_way_round(const T* p, T* e, T* server_err, T* result, St
   o.scale(acc_, inv_p_, acc_, mlen);
   enter(Phase::kEncode);
   o.lincomb(work_, T{1}, server_err, T{1}, acc_, mlen);
-  o.encode_ef(down_shard_[static_cast<size_t>(rank_)], work_, server_err, down_key(rank_), send2_);
+  local([&] { o.encode_ef(down_shard_[static_cast<size_t>(rank_)], work_, server_err, down_key(rank_), send2_); });
   enter(Phase::kComm);
-  o.allgather(send2_, recv2_, down_stride_);
+  exchange(false, send2_, recv2_, down_stride_, sent2_status_);
   s.bytes_received += down_stride_ * static_cast<size_t>(P_ - 1);
   enter(Phase::kDecode);
   for (int r = 0; r < P_; ++r) {
@@ -405,6 +480,8 @@ StepStats EngineImpl<T>::run(const T* grad, T* out) {
   } close_phase{nvtx_};
   VecOps<T>& o = *ops_;
   StepStats s;
+  failed_ = nullptr;
+  failed_status_ = 0;
   o.begin_step();
   enter(Phase::kEncode);
   // The gradient the step reads: the caller's, or (nonfinite = zero) a copy with NaN/Inf -> 0.
@@ -467,9 +544,9 @@ StepStats EngineImpl<T>::run(const T* grad, T* out) {
           o.lincomb(S("momentum"), mu, S("momentum"), one_minus_mu_, g, n_);
           v = S("momentum");
         }
-        o.encode(up_, v, up_key(rank_), send_);
+        local([&] { o.encode(up_, v, up_key(rank_), send_); });
         enter(Phase::kComm);
-        o.allgather(send_, recv_, up_stride_);
+        exchange(false, send_, recv_, up_stride_, sent_status_);
         s.bytes_up += up_bytes_;
         s.bytes_received += up_stride_ * static_cast<size_t>(P_ - 1);
         enter(Phase::kDecode);
@@ -502,10 +579,12 @@ StepStats EngineImpl<T>::run(const T* grad, T* out) {
         T* hi = S("shift_worker");
         T* h = S("shift_server");
         if (cfg_.track_norms) o.lincomb(tmp2_, T{1}, g, T{-1}, hi, n_);  // delta, before h_i moves
-        o.encode_diana(up_, g, hi, alpha_, up_key(rank_), send_);       // h_i += alpha Q(g - h_i)
-        if (cfg_.track_norms) s.compression_error_sq = own_error(tmp2_);
+        local([&] {
+          o.encode_diana(up_, g, hi, alpha_, up_key(rank_), send_);  // h_i += alpha Q(g - h_i)
+          if (cfg_.track_norms) s.compression_error_sq = own_error(tmp2_);
+        });
         enter(Phase::kComm);
-        o.allgather(send_, recv_, up_stride_);
+        exchange(false, send_, recv_, up_stride_, sent_status_);
         s.bytes_up += up_bytes_;
         s.bytes_received += up_stride_ * static_cast<size_t>(P_ - 1);
         enter(Phase::kDecode);
@@ -562,7 +641,7 @@ StepStats EngineImpl<T>::run(const T* grad, T* out) {
           case Compensation::kClassical: o.lincomb(work_, T{1}, g, T{1}, e, n_); break;
           case Compensation::kHessian:
           case Compensation::kDiagonal:
-            hessian_term(e, tmp_);
+            local([&] { hessian_term(e, tmp_); });
             o.lincomb(work_, T{1}, g, T{1}, tmp_, n_);  // v = g + t
             break;
         }

@@ -10,8 +10,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <deque>
+#include <exception>
+#include <limits>
 #include <type_traits>
 
 namespace gcomp::detail {
@@ -39,8 +42,10 @@ struct Math<double> {
     const double v = acc > 0 ? 1.0 : (acc < 0 ? -1.0 : (tie0 ? 0.0 : 1.0));
     return lr * v;
   }
+  // Non-finite in the precision of the messages: NaN, Inf, and a finite double that rounds to
+  // +-Inf in fp32 (|v| beyond FLT_MAX; issue 18 #3: 1e39 is finite here, not in the codec).
   static bool nonfinite(double v) {
-    return (double_bits(v) & 0x7ff0000000000000ull) == 0x7ff0000000000000ull;
+    return (float_bits(static_cast<float>(v)) & 0x7f800000u) == 0x7f800000u;
   }
 };
 
@@ -160,8 +165,21 @@ class HostOps final : public VecOps<T> {
     Entry& e = codecs_[static_cast<size_t>(c)];
     const Codec& k = *e.codec;
     const std::span<const float> xf = to_f32(k, x);
-    k.compute_scales(xf, e.scales);
+    // A rank whose scales fail (a non-finite block) still joins the allreduce, with +Inf scales:
+    // every rank then sees a non-finite maximum and fails the step with it (issue 18 #3).
+    std::exception_ptr failed;
+    try {
+      k.compute_scales(xf, e.scales);
+    } catch (const Error&) {
+      failed = std::current_exception();
+      std::fill(e.scales.begin(), e.scales.end(), std::numeric_limits<float>::infinity());
+    }
     comm_.allreduce(e.scales.data(), e.scales_max.data(), e.scales.size(), DataType::kF32, ReduceOp::kMax, nullptr);
+    if (failed) std::rethrow_exception(failed);
+    for (size_t b = 0; b < e.scales_max.size(); ++b)
+      if (!std::isfinite(e.scales_max[b]))
+        GCOMP_FAIL(gcompErrorNonFinite, "non-finite gradient on another rank (shared scale of block " +
+                                            std::to_string(b) + "); state unchanged");
     k.encode_with_scales(xf, e.scales_max, key, out(k, payload));
   }
   void decode(int c, const uint8_t* payload, const RngKey& key, T* o) override {
@@ -198,6 +216,12 @@ class HostOps final : public VecOps<T> {
     comm_.allgather(send, recv, bytes, nullptr);
   }
   void alltoall(const uint8_t* send, uint8_t* recv, size_t bytes) override { comm_.alltoall(send, recv, bytes, nullptr); }
+  void put_status(uint8_t* buf, size_t stride, int slots, int32_t status) override {
+    for (int j = 0; j < slots; ++j) std::memcpy(buf + stride * static_cast<size_t>(j + 1) - 4, &status, 4);
+  }
+  void get_status(const uint8_t* buf, size_t stride, int slots, int32_t* out) override {
+    for (int j = 0; j < slots; ++j) std::memcpy(out + j, buf + stride * static_cast<size_t>(j + 1) - 4, 4);
+  }
 
   [[nodiscard]] bool synchronous_errors() const override { return true; }
   void begin_step() override {

@@ -55,7 +55,7 @@ class VecOps {
   virtual void fill_zero(T* dst, size_t n) = 0;
   /// dst = widen(src): exact bf16/f16 -> T, or a copy of T values (kF32 on an fp32 backend).
   virtual void widen(const void* src, GradType type, T* dst, size_t n) = 0;
-  /// dst[i] = finite(src[i]) ? src[i] : +0 (dst may equal src).
+  /// dst[i] = finite(src[i]) ? src[i] : +0 (dst may equal src); finite in fp32, as nonfinite_agree.
   virtual void zero_nonfinite(T* dst, const T* src, size_t n) = 0;
   /// dst = a * x
   virtual void scale(T* dst, T a, const T* x, size_t n) = 0;
@@ -67,7 +67,8 @@ class VecOps {
   virtual void vote(T* u, const T* acc, T lr, bool tie_to_zero, size_t n) = 0;
 
   /// Non-finite agreement: local = any non-finite in x (this rank), any = max over all ranks
-  /// (an allreduce). Device: the host reads both (syncs).
+  /// (an allreduce). Device: the host reads both (syncs). "Non-finite" is in the precision of the
+  /// messages (fp32): a double beyond the fp32 range counts (zero_nonfinite zeroes it too).
   virtual void nonfinite_agree(const T* x, size_t n, int64_t* local, int64_t* any) = 0;
 
   // Codecs, by the handle add_codec() returns. Messages are always the codec's fp32 payloads: a
@@ -94,6 +95,13 @@ class VecOps {
   virtual void reserve_staging(size_t bytes) = 0;
   virtual void allgather(const uint8_t* send, uint8_t* recv, size_t bytes_per_rank) = 0;
   virtual void alltoall(const uint8_t* send, uint8_t* recv, size_t bytes_per_peer) = 0;
+  /// The status word of a message slot (docs/algorithms.md "Failed steps"): the last 4 bytes of
+  /// each slot that allgather/alltoall move carry the sender's gcompStatus_t for the step (0: its
+  /// local part succeeded). put_status writes `status` into the word of each of `slots` slots of
+  /// `stride` bytes at `buf`; get_status reads the words of `slots` slots into host memory `out`
+  /// (device: syncs).
+  virtual void put_status(uint8_t* buf, size_t stride, int slots, int32_t status) = 0;
+  virtual void get_status(const uint8_t* buf, size_t stride, int slots, int32_t* out) = 0;
 
   /// True when every error of a call is thrown by that call (host). The device reports codec data
   /// errors at end_step() (host communicator) or device_status() (device communicator).

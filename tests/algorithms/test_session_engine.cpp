@@ -173,6 +173,71 @@ TEST_P(EngineBackendTest, NonFiniteZeroRunsNoAgreementRound) {
   }
 }
 
+// Issue 18 #3: a failure of one rank's own part of a step (its encode) used to leave that rank
+// out of the collective its peers then waited in: the failed rank got NON_FINITE from the codec,
+// its peers MISMATCH, and every later step MISMATCH or TIMEOUT. Now the failure travels in the
+// status word of the rank's messages, so every rank reaches the same verdict at the same step and
+// the later steps run. Two inputs on rank 0 only: a finite double of 1e39 (beyond fp32, the
+// messages' precision: non-finite for every policy) and values of 3e38 (finite in fp32; l2 and l1
+// block norms and sums overflow fp32), under every policy and every case.
+TEST_P(EngineBackendTest, OneRanksFailureIsEveryRanksVerdict) {
+  for (const test::SessionCase& sc : test::kSessionCases) {
+    for (NonFinitePolicy policy : {NonFinitePolicy::kError, NonFinitePolicy::kSkip, NonFinitePolicy::kZero}) {
+      for (int input = 0; input < 2; ++input) {
+        SCOPED_TRACE(std::string(sc.name) + " policy " + std::to_string(static_cast<int>(policy)) + " input " +
+                     std::to_string(input));
+        SessionConfig cfg = test::session_case_config(sc, GetParam());
+        cfg.nonfinite = policy;
+        constexpr int kSteps = 6, kBad = 2;
+        std::vector<std::vector<int>> status(kRanks, std::vector<int>(kSteps, -1));
+        std::vector<std::vector<int>> skipped(kRanks, std::vector<int>(kSteps, 0));
+        std::vector<int> finite(kRanks, 1);
+        LocalOptions opt;
+        opt.timeout_ms = 20000;
+        run_local(
+            kRanks,
+            [&](Communicator& comm) {
+              Session s(comm, Layout(kSegments), cfg);
+              std::vector<double> g(kDim), u(kDim);
+              for (int k = 0; k < kSteps; ++k) {
+                gradient(comm.rank(), k, g);
+                if (k == kBad && comm.rank() == 0 && input == 0) g[5] = 1e39;
+                if (k == kBad && comm.rank() == 0 && input == 1) std::fill(g.begin(), g.end(), 3e38);
+                try {
+                  const StepStats st = s.step(g, u);
+                  status[comm.rank()][k] = gcompSuccess;
+                  skipped[comm.rank()][k] = st.skipped ? 1 : 0;
+                  for (double v : u) finite[comm.rank()] &= (input == 1 || std::isfinite(v)) ? 1 : 0;
+                } catch (const Error& e) {
+                  status[comm.rank()][k] = e.status();
+                }
+              }
+            },
+            opt);
+        for (int r = 1; r < kRanks; ++r) {
+          EXPECT_EQ(status[r], status[0]) << "rank " << r << " reached another verdict than rank 0";
+          EXPECT_EQ(skipped[r], skipped[0]) << "rank " << r;
+        }
+        for (int r = 0; r < kRanks; ++r)
+          for (int k = 0; k < kSteps; ++k) {
+            EXPECT_NE(status[r][k], gcompErrorMismatch) << "rank " << r << " step " << k;
+            EXPECT_NE(status[r][k], gcompErrorTimeout) << "rank " << r << " step " << k;
+          }
+        if (input == 0) {  // 1e39: the policy's verdict, then every later step runs
+          const int want = policy == NonFinitePolicy::kError ? gcompErrorNonFinite : gcompSuccess;
+          EXPECT_EQ(status[0], (std::vector<int>{0, 0, want, 0, 0, 0}));
+          EXPECT_EQ(skipped[0][kBad], policy == NonFinitePolicy::kSkip ? 1 : 0);
+          EXPECT_EQ(finite, std::vector<int>(kRanks, 1)) << "an update was not finite";
+        } else {
+          for (int k = 0; k < kBad; ++k) EXPECT_EQ(status[0][k], gcompSuccess);
+          for (int k = kBad + 1; k < kSteps && status[0][kBad] != gcompSuccess; ++k)  // a failed step changes
+            EXPECT_EQ(status[0][k], gcompSuccess) << "step " << k;                      // nothing: the next run
+        }
+      }
+    }
+  }
+}
+
 TEST_P(EngineBackendTest, MomentumIsNeverSilentlyIgnored) {
   // Before, signsgd-mv, doublesqueeze and hessian-ec ran the same steps for every momentum (while
   // gcomp-train's --lr auto still scaled the step by 1 - mu). Now every algorithm's updates change
