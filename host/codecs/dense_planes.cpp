@@ -11,7 +11,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <string>
 
 namespace gcomp::detail {
 
@@ -84,6 +86,21 @@ Guarantee DensePlaneCodec::guarantee() const {
   return g;
 }
 
+namespace {
+std::string norm_label(uint32_t norm, double p) {
+  switch (norm) {
+    case kNormL1: return "l1 norm";
+    case kNormL2: return "l2 norm";
+    case kNormLp: {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "l_p norm (p = %g)", p);
+      return buf;
+    }
+    default: return "largest magnitude";
+  }
+}
+}  // namespace
+
 std::vector<float> DensePlaneCodec::scales_of(const float* x) const {
   using kernels::ReduceOp;
   std::vector<float> scales(static_cast<size_t>(num_blocks_));
@@ -119,10 +136,25 @@ void DensePlaneCodec::compute_scales(std::span<const float> x, std::span<float> 
   GCOMP_EXPECTS(static_cast<int64_t>(scales.size()) == num_blocks_, gcompErrorInvalidArgument,
                 "compute_scales: needs " + std::to_string(num_blocks_) + " scales");
   const std::vector<float> s = scales_of(x.data());
-  for (int64_t b = 0; b < num_blocks_; ++b)
-    if (!is_finite_f(s[b]))
-      GCOMP_FAIL(gcompErrorNonFinite, "non-finite gradient in block " + std::to_string(b) + " (elements " +
-                                          std::to_string(blocks_[b]) + ".." + std::to_string(blocks_[b + 1] - 1) + ")");
+  const auto elements = [&](int64_t b) {
+    return " (elements " + std::to_string(blocks_[b]) + ".." + std::to_string(blocks_[b + 1] - 1) + ")";
+  };
+  for (int64_t b = 0; b < num_blocks_; ++b) {
+    const int64_t len = blocks_[b + 1] - blocks_[b];
+    if (!is_finite_f(s[b])) {
+      // A NaN or Inf in the block, or (issue 18 #11) finite values whose norm is beyond the fp32
+      // range of the payload's scale: not the same error.
+      require_finite(x.data() + blocks_[b], len, blocks_[b]);
+      GCOMP_FAIL(gcompErrorInvalidArgument, std::string(spec().name()) + ": the " + norm_label(norm_, spec().p) + " of block " +
+                                                std::to_string(b) + elements(b) +
+                                                " is beyond the float32 range of the payload's scale (the values are finite)");
+    }
+    if (s[b] == 0.0f && norm_ == kNormLp && block_reduce(AbsMaxOp{}, x.data() + blocks_[b], len) > 0.0)
+      GCOMP_FAIL(gcompErrorInvalidArgument, std::string(spec().name()) + ": the " + norm_label(norm_, spec().p) + " of block " +
+                                                std::to_string(b) + elements(b) +
+                                                " underflows to 0 although the block is not zero (every value would "
+                                                "decode to 0); use a smaller p or norm=linf");
+  }
   std::copy(s.begin(), s.end(), scales.begin());
 }
 

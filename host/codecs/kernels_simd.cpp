@@ -475,7 +475,9 @@ void QuantizePlanesT(const float* x, const float* nu, const float* recip, const 
       auto level_bits = hn::BitCast(du, hn::Add(lo, v_2p23));
       auto negative = hn::RebindMask(du, hn::And(hn::Ne(lo, zero), hn::Lt(y, zero)));
       const auto in_range = hn::And(hn::Ge(q, v_min), hn::Le(q, v_max));
-      const auto exact_zero = hn::And(hn::Eq(q, zero), hn::Or(hn::Eq(ay, zero), hn::Eq(rc, zero)));
+      // q = 0 is exact only for y = 0 or nu = 0: a scale above 2^126 has no normal reciprocal
+      // (recip = 0) and its lanes are redone (issue 18 #11: max |x| near FLT_MAX quantized to 0).
+      const auto exact_zero = hn::And(hn::Eq(q, zero), hn::Or(hn::Eq(ay, zero), hn::Eq(hn::LoadU(df, nu + i), zero)));
       const auto redo = hn::Or(hn::Ne(lo, hi), hn::Not(hn::Or(in_range, exact_zero)));
       if (HWY_UNLIKELY(!hn::AllFalse(df, redo))) {
         hn::Store(hn::Or(level_bits, hn::IfThenElseZero(negative, hn::Set(du, kNegativeBit))), du, patch);

@@ -11,6 +11,7 @@
 #include <gcomp/detail/sparse.hpp>
 
 #include <algorithm>
+#include <limits>
 #include <cmath>
 
 namespace gcomp::detail {
@@ -180,6 +181,14 @@ void SparseCodec::encode(std::span<const float> x, const RngKey& key, std::span<
     for (int64_t i : idx)
       if (!is_finite_f(x[i])) require_finite(x.data(), num_elems());
   }
+  if (spec().id == CodecId::kRandK && spec().unbiased) {
+    // The decoder multiplies each value by n/k: it must stay within fp32 (issue 18 #11).
+    const float scale = randk_scale(num_elems(), k_);
+    for (int64_t i : idx)
+      if (!is_finite_f(x[i] * scale))
+        GCOMP_FAIL(gcompErrorInvalidArgument, "randk:unbiased: element " + std::to_string(i) +
+                                                  " times n/k would decode to Inf (beyond the float32 range)");
+  }
   uint8_t* out = payload.data();
   if (spec().id == CodecId::kRandK) {
     store_u32(out, key.step);
@@ -233,6 +242,12 @@ void SparseCodec::validate(std::span<const uint8_t> payload) const {
   for (int64_t j = 0; j < k_; ++j)
     if (!is_finite_f(load_f32(payload.data() + voff + 4 * j)))
       corrupt(spec(), "value " + std::to_string(j) + " is not finite");
+  if (spec().id == CodecId::kRandK && spec().unbiased) {
+    const float scale = randk_scale(num_elems(), k_);
+    for (int64_t j = 0; j < k_; ++j)
+      if (!is_finite_f(load_f32(payload.data() + voff + 4 * j) * scale))
+        corrupt(spec(), "value " + std::to_string(j) + " decodes to Inf (times n/k)");
+  }
   if (spec().id == CodecId::kRandK) return;
   const std::vector<int64_t> idx = read_indices(payload, RngKey{});
   for (int64_t j = 0; j < k_; ++j) {

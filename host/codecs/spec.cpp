@@ -3,6 +3,7 @@
 #include <gcomp/codec.hpp>
 
 #include <charconv>
+#include <limits>
 #include <cmath>
 #include <cstdio>
 #include <map>
@@ -200,6 +201,10 @@ CodecSpec CodecSpec::parse(std::string_view text_in) {
     bad(text, "2^bits * block = 2^" + std::to_string(spec.bits) + " * " + std::to_string(spec.block) +
                   " exceeds the encoder work cap 2^22 normals per block");
   if (kv.count("k") && kv.count("ratio")) bad(text, "give either k or ratio, not both");
+  // The largest grid level must decode to a finite fp32 value (issue 18 #11).
+  if (spec.id == CodecId::kGrid &&
+      spec.step * static_cast<double>((int64_t{1} << (spec.bits - 1)) - 1) > static_cast<double>(std::numeric_limits<float>::max()))
+    bad(text, "step * (2^(bits-1) - 1) is beyond the float32 range: the largest levels would decode to Inf");
   if (spec.norm == Norm::kLp) {
     if (!kv.count("p")) bad(text, "norm=lp needs p (e.g. norm=lp,p=3)");
     if (!(spec.p > 1.0)) bad(text, "p must be > 1 (use norm=l1 for p = 1)");

@@ -11,6 +11,7 @@
 #include <gcomp/detail/spherical.hpp>
 
 #include <algorithm>
+#include <limits>
 #include <mutex>
 #include <utility>
 
@@ -92,6 +93,13 @@ float SphericalCodec::block_norm(const float* x, int64_t len) const {
   return finish_norm(kNormL2, block_reduce(SquareSumOp{}, x, len), 2.0);
 }
 
+bool SphericalCodec::decodes_finite(float nu, int64_t len) const {
+  // The decoded values are nu / beta * c with |c_k| <= 1 (unscaled: nu * c): finite when the factor
+  // is within fp32 (a factor just above FLT_MAX with every |c_k| < 1 is refused too).
+  if (spec().unscaled || nu == 0.0f) return true;
+  return static_cast<double>(nu) / block_beta(len) <= static_cast<double>(std::numeric_limits<float>::max());
+}
+
 double SphericalCodec::exact_error(std::span<const float> x) const {
   GCOMP_EXPECTS(static_cast<int64_t>(x.size()) == num_elems(), gcompErrorInvalidArgument,
                 "exact_error: input size differs from the layout");
@@ -109,10 +117,19 @@ void SphericalCodec::encode(std::span<const float> x, const RngKey& key, std::sp
   check_encode_args(x, payload);
   std::vector<float> norms(static_cast<size_t>(num_blocks_));
   for (int64_t b = 0; b < num_blocks_; ++b) {
-    norms[static_cast<size_t>(b)] = block_norm(x.data() + blocks_[b], blocks_[b + 1] - blocks_[b]);
-    if (!is_finite_f(norms[static_cast<size_t>(b)]))
-      GCOMP_FAIL(gcompErrorNonFinite, "non-finite gradient in block " + std::to_string(b) + " (elements " +
-                                          std::to_string(blocks_[b]) + ".." + std::to_string(blocks_[b + 1] - 1) + ")");
+    const int64_t len = blocks_[b + 1] - blocks_[b];
+    const float nu = block_norm(x.data() + blocks_[b], len);
+    norms[static_cast<size_t>(b)] = nu;
+    const std::string where = "block " + std::to_string(b) + " (elements " + std::to_string(blocks_[b]) + ".." +
+                              std::to_string(blocks_[b + 1] - 1) + ")";
+    if (!is_finite_f(nu)) {  // a NaN or Inf, or finite values beyond fp32 (issue 18 #11)
+      require_finite(x.data() + blocks_[b], len, blocks_[b]);
+      GCOMP_FAIL(gcompErrorInvalidArgument, "spherical: the l2 norm of " + where +
+                                                " is beyond the float32 range of the payload's norm (the values are finite)");
+    }
+    if (!decodes_finite(nu, len))
+      GCOMP_FAIL(gcompErrorInvalidArgument, "spherical: " + where + " would decode to Inf: its norm / beta(" +
+                                                std::to_string(len) + ") is beyond the float32 range");
   }
   std::vector<int64_t> index(static_cast<size_t>(num_blocks_), 0);
   const uint64_t num_codewords = uint64_t{1} << bits_;
@@ -157,6 +174,8 @@ void SphericalCodec::validate(std::span<const uint8_t> payload) const {
       corrupt(spec(), "norm of block " + std::to_string(b) + " is negative or not finite");
     if (s == 0.0f && read_index(words, b, bits_) != 0u)
       corrupt(spec(), "block " + std::to_string(b) + " has norm 0 and a nonzero index");
+    if (!decodes_finite(s, blocks_[b + 1] - blocks_[b]))
+      corrupt(spec(), "norm of block " + std::to_string(b) + " decodes to Inf (norm / beta beyond float32)");
   }
   const int64_t used = num_blocks_ * static_cast<int64_t>(bits_);
   for (int64_t w = used / 32; w < index_words_; ++w) {

@@ -32,6 +32,8 @@ class SphericalCodec final : public Codec {
   [[nodiscard]] double exact_error(std::span<const float> x) const;
 
  private:
+  /// Whether a block of norm nu and length len decodes to finite values (issue 18 #11).
+  [[nodiscard]] bool decodes_finite(float nu, int64_t len) const;
   float block_norm(const float* x, int64_t len) const;
   void decode_impl(std::span<const uint8_t> payload, const RngKey& key, float weight, bool overwrite,
                    std::span<float> out) const;

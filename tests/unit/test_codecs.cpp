@@ -11,6 +11,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <memory>
+#include <string>
 #include <limits>
 #include <map>
 #include <numeric>
@@ -682,3 +685,88 @@ TEST(CodecEdgeTest, ArgumentErrors) {
 }
 
 }  // namespace
+
+// Issue 18 #11: finite input never decodes to +-Inf, a finite input is never reported as
+// non-finite, and an l_p norm never underflows to an all-zero output silently. Each codec either
+// gives a clear error (not NON_FINITE) or decodes to finite values; where the answer is exact
+// (the largest magnitude of a linf block at one level is its own scale), to that value.
+TEST(CodecRange, FiniteInputNearFltMaxDecodesFiniteOrIsRefused) {
+  const std::vector<float> x = {3.4e38f, -3.4e38f, 1.0f, 2.0f, 3.4e38f, 0.0f, 0.0f, 1.0f};
+  std::vector<std::string> specs(std::begin(kSpecs), std::end(kSpecs));
+  for (const char* s : {"spherical:block=1,bits=1", "grid:step=2e38,bits=4", "randk:k=4,unbiased=1",
+                        "randk:k=8,unbiased=1", "dither:norm=linf,levels=1", "natdither:norm=linf", "dither:norm=lp,p=1000"})
+    specs.emplace_back(s);
+  for (uint64_t seed = 0; seed < 8; ++seed)
+    for (const std::string& spec : specs) {
+      SCOPED_TRACE(spec + " seed " + std::to_string(seed));
+      std::unique_ptr<Codec> c;
+      try {
+        c = make_codec(spec, Layout(static_cast<int64_t>(x.size())));
+      } catch (const Error& e) {  // a spec whose levels decode beyond fp32 is refused at parse time
+        EXPECT_EQ(e.status(), gcompErrorInvalidArgument) << e.what();
+        continue;
+      }
+      const RngKey key{seed, 1, 2, 0};
+      std::vector<uint8_t> p(c->encoded_bytes(), 0xab);
+      try {
+        c->encode(x, key, p);
+      } catch (const Error& e) {
+        EXPECT_EQ(e.status(), gcompErrorInvalidArgument) << e.what();
+        EXPECT_EQ(std::string(e.what()).find("non-finite"), std::string::npos) << e.what();
+        EXPECT_TRUE(std::all_of(p.begin(), p.end(), [](uint8_t b) { return b == 0xab; })) << "payload changed";
+        continue;
+      }
+      std::vector<float> y(x.size());
+      c->decode(std::span<const uint8_t>(p.data(), c->encoded_bytes()), key, y);
+      for (size_t i = 0; i < y.size(); ++i) EXPECT_TRUE(std::isfinite(y[i])) << "element " << i << " = " << y[i];
+      if (spec == "dither:norm=linf,levels=1" || spec == "natdither:norm=linf") {
+        EXPECT_EQ(y[0], 3.4e38f);  // |x_i| = the block's scale: level s with probability 1
+        EXPECT_EQ(y[1], -3.4e38f);
+        EXPECT_EQ(y[4], 3.4e38f);
+      }
+    }
+}
+
+TEST(CodecRange, LpNormUnderflowIsRefused) {
+  std::vector<float> x = gcomp::test::gaussian(64, 3);
+  for (float& v : x) v *= 0.1f;
+  auto c = make_codec("dither:norm=lp,p=1000", Layout(int64_t{64}));
+  std::vector<uint8_t> p(c->encoded_bytes());
+  try {
+    c->encode(x, RngKey{1, 0, 0, 0}, p);
+    std::vector<float> y(x.size());
+    c->decode(p, RngKey{1, 0, 0, 0}, y);
+    EXPECT_TRUE(std::any_of(y.begin(), y.end(), [](float v) { return v != 0.0f; })) << "all-zero output, no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), gcompErrorInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("underflows"), std::string::npos) << e.what();
+  }
+}
+
+TEST(CodecRange, PayloadsThatDecodeToInfAreCorrupt) {
+  // CRC-valid random-k payloads of finite values: value * n/k beyond fp32.
+  auto r = make_codec("randk:k=2,unbiased=1", Layout(int64_t{8}));  // n/k = 4
+  std::vector<float> x = {1, 2, 3, 4, 5, 6, 7, 8};
+  std::vector<uint8_t> p(r->encoded_bytes());
+  r->encode(x, RngKey{1, 0, 0, 0}, p);
+  const float big = 1e38f;
+  std::memcpy(p.data() + 8, &big, 4);
+  try {
+    r->validate(p);
+    ADD_FAILURE() << "a random-k value of 1e38 * 4 was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), gcompErrorCorruptPayload);
+  }
+  // Spherical: a block norm whose norm / beta is beyond fp32.
+  auto s = make_codec("spherical:block=1,bits=1", Layout(int64_t{4}));
+  std::vector<uint8_t> q(s->encoded_bytes());
+  s->encode(std::vector<float>{1, -2, 3, 4}, RngKey{1, 0, 0, 0}, q);
+  const float fmax = std::numeric_limits<float>::max();
+  std::memcpy(q.data(), &fmax, 4);
+  try {
+    s->validate(q);
+    ADD_FAILURE() << "a spherical norm of FLT_MAX / beta was accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), gcompErrorCorruptPayload);
+  }
+}
