@@ -14,7 +14,7 @@ seconds=${1:-60}
 shift || true
 build=${GCOMP_FUZZ_BUILD:-$root/build-fuzz}
 jobs=${GCOMP_FUZZ_JOBS:-$(nproc 2>/dev/null || echo 2)}
-all_targets=(frame raw_decode spec checkpoint manifest libsvm capi)
+all_targets=(frame raw_decode encode spec checkpoint manifest libsvm capi)
 targets=("$@")
 if [[ ${#targets[@]} -eq 0 ]]; then targets=("${all_targets[@]}"); fi
 generator=()

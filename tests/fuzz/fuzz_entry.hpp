@@ -14,6 +14,7 @@
 #include "tools/support/problems.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -191,9 +192,70 @@ inline void raw_decode(std::span<const uint8_t> bytes) {
   if (used > payload.size()) throw FuzzBug("used_bytes exceeds the payload size");
   if (payload.size() != codec->encoded_bytes() && used != payload.size())
     throw FuzzBug("a short payload whose length field disagrees with its size was accepted");
+  // Issue 18 #11: an accepted payload decodes to finite values (a random-k value times n/k, a
+  // spherical norm over beta, a grid level times its step never reach Inf).
+  for (size_t i = 0; i < out.size(); ++i)
+    if (!std::isfinite(out[i])) throw FuzzBug("an accepted payload decodes to a non-finite value at element " + std::to_string(i));
   check_short_equals_full(*codec, payload, key, out);
   codec->decode_accumulate(payload, key, -1.0f, out);
   (void)codec->payload_bits(payload);
+}
+
+/// Encode of arbitrary float bits (issue 18 #11): byte 0 picks a spec of raw_specs(), byte 1 a
+/// layout and the key, the rest are the input's floats (zero-padded; bit 6 of byte 1 repeats them
+/// so that long blocks of large values occur). An input with a NaN or Inf must be refused with
+/// NON_FINITE and the payload left alone; a finite input must never be called non-finite (a norm
+/// beyond the fp32 scale range is INVALID_ARGUMENT), and when it is encoded, the payload validates
+/// and decodes to finite values.
+inline void encode(std::span<const uint8_t> bytes) {
+  if (bytes.size() < 2) return;
+  const auto& specs = raw_specs();
+  const auto& layouts = raw_layouts();
+  const CodecSpec& spec = specs[bytes[0] % specs.size()];
+  const Layout& layout = layouts[(bytes[1] & 0x3f) % layouts.size()];
+  const RngKey key{20261205u, (bytes[1] >> 7) & 1u, 5u, 0u};
+  std::unique_ptr<Codec> codec;
+  try {
+    codec = make_codec(spec, layout);
+  } catch (const Error&) {
+    return;
+  }
+  const auto n = static_cast<size_t>(layout.num_elems());
+  std::vector<float> x(n, 0.0f);
+  const size_t given = (bytes.size() - 2) / 4;
+  for (size_t i = 0; i < n && given > 0; ++i) {
+    if (i >= given && (bytes[1] & 0x40) == 0) break;
+    std::memcpy(&x[i], bytes.data() + 2 + 4 * (i % given), 4);
+  }
+  const bool finite = std::all_of(x.begin(), x.end(), [](float v) { return std::isfinite(v); });
+  std::vector<uint8_t> payload(codec->encoded_bytes(), 0x5a);
+  try {
+    codec->encode(x, key, payload);
+  } catch (const Error& e) {
+    if (!finite && e.status() != gcompErrorNonFinite)
+      throw FuzzBug(std::string("a non-finite input was refused with another status: ") + e.what());
+    if (finite && e.status() == gcompErrorNonFinite)
+      throw FuzzBug(std::string("a finite input was called non-finite: ") + e.what());
+    if (finite && e.status() != gcompErrorInvalidArgument)
+      throw FuzzBug(std::string("a finite input was refused with an unexpected status: ") + e.what());
+    if (std::any_of(payload.begin(), payload.end(), [](uint8_t b) { return b != 0x5a; }))
+      throw FuzzBug("encode wrote to its payload and then failed");
+    return;
+  }
+  if (!finite) throw FuzzBug("an input with a NaN or Inf was encoded");
+  std::vector<float> out(n, 0.0f);
+  try {  // the encoder's own payload (its used bytes, zero-padded): an Error here is a bug
+    if (codec->variable_length()) {
+      payload.resize(codec->used_bytes(payload));
+      payload.resize(codec->encoded_bytes(), 0);
+    }
+    codec->validate(payload);
+    codec->decode(payload, key, out);
+  } catch (const Error& e) {
+    throw FuzzBug(std::string("the encoder's payload is rejected: ") + e.what());
+  }
+  for (size_t i = 0; i < n; ++i)
+    if (!std::isfinite(out[i])) throw FuzzBug("a finite input decodes to a non-finite value at element " + std::to_string(i));
 }
 
 /// Spec strings: parse, then canonical() must parse back to an equal spec with the same text.
