@@ -325,6 +325,12 @@ class CodecBinding {
     return out;
   }
 
+  // Bytes of a payload that carry its message (Codec::used_bytes): what a communicator sends.
+  size_t used_bytes(py::handle payload) const {
+    const HostBuffer p = host_buffer(payload, "used_bytes: payload", Elem::kU8, -1, false);
+    return codec_->used_bytes(p.span<const uint8_t>());
+  }
+
   py::array_t<uint8_t> frame(py::handle payload, int64_t rank, int64_t step,
                              const std::optional<py::object>& seed) const {
     const gcomp::RngKey k = key(seed, rank, step);
@@ -889,6 +895,8 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("encoded_bits", [](const CodecBinding& c) { return c.codec().encoded_bits(); })
       .def_property_readonly("framed_bytes", &CodecBinding::framed_bytes)
       .def_property_readonly("randomized", [](const CodecBinding& c) { return c.codec().randomized(); })
+      .def_property_readonly("variable_length", [](const CodecBinding& c) { return c.codec().variable_length(); })
+      .def("used_bytes", &CodecBinding::used_bytes, py::arg("payload"))
       .def_property_readonly("guarantee",
                              [](const CodecBinding& c) {
                                const gcomp::Guarantee g = c.codec().guarantee();

@@ -68,6 +68,7 @@ class DeviceOps final : public VecOps<float> {
     sticky_ = reinterpret_cast<DeviceStatus*>(alloc_bytes(sizeof(DeviceStatus)));
     flags_ = reinterpret_cast<int64_t*>(alloc_bytes(2 * sizeof(int64_t)));
     h_small_ = alloc_pinned(64);
+    h_length_ = alloc_pinned(sizeof(uint32_t));
     reset_sticky();
     GCOMP_CUDA_TRY(cudaStreamSynchronize(stream_));
   }
@@ -236,11 +237,44 @@ class DeviceOps final : public VecOps<float> {
     dev(c).decode(payload, key, out, ws_, ws_bytes_, stream_);
     merge();
   }
-  void decode_reduce(int c, const uint8_t* payloads, size_t stride, int count, const std::vector<RngKey>& keys,
-                     float* out) override {
-    GCOMP_EXPECTS(keys.size() >= static_cast<size_t>(count), gcompErrorInternal, "decode_reduce: one key per payload");
-    dev(c).decode_reduce(payloads, stride, count, nullptr, keys.data(), out, ws_, ws_bytes_, stream_);
+  // A received message: the size rule and the zeroed tail (prepare_received), then the decode.
+  void decode_received(int c, uint8_t* payload, size_t bytes, const RngKey& key, float* out) override {
+    const DeviceCodec& k = dev(c);
+    k.prepare_received(payload, (k.encoded_bytes() + 3) / 4 * 4, 1, upload_sizes(&bytes, 1), ws_, ws_bytes_, stream_);
     merge();
+    k.decode(payload, key, out, ws_, ws_bytes_, stream_);
+    merge();
+  }
+  void decode_reduce(int c, uint8_t* payloads, size_t stride, int count, const size_t* sizes,
+                     const std::vector<RngKey>& keys, float* out) override {
+    GCOMP_EXPECTS(keys.size() >= static_cast<size_t>(count), gcompErrorInternal, "decode_reduce: one key per payload");
+    if (sizes != nullptr)
+      dev(c).decode_reduce(payloads, stride, count, upload_sizes(sizes, count), nullptr, keys.data(), out, ws_,
+                           ws_bytes_, stream_);
+    else
+      dev(c).decode_reduce(payloads, stride, count, nullptr, keys.data(), out, ws_, ws_bytes_, stream_);
+    merge();
+  }
+
+  [[nodiscard]] bool variable_length(int c) const override { return dev(c).variable_length(); }
+  // The one host synchronization a variable-length message adds: its u32 length field, read after
+  // the encode. A codec error of the encode is not thrown here: it travels in the message's status
+  // word (host communicator, stage_down) or is read by device_status() (nccl), as for every message.
+  size_t used_bytes(int c, const uint8_t* payload) override {
+    const DeviceCodec& k = dev(c);
+    if (!k.variable_length()) return k.encoded_bytes();
+    GCOMP_CUDA_TRY(cudaMemcpyAsync(h_length_, payload + k.length_field_offset(), sizeof(uint32_t),
+                                   cudaMemcpyDeviceToHost, stream_));
+    GCOMP_CUDA_TRY(cudaStreamSynchronize(stream_));
+    uint32_t field = 0;
+    std::memcpy(&field, h_length_, sizeof field);
+    try {
+      return k.used_bytes_for_length(field);
+    } catch (const Error&) {
+      // Only an encode that failed on the device leaves an impossible length field; its error is
+      // in the status record. The full payload travels so that every rank reaches the collective.
+      return k.encoded_bytes();
+    }
   }
 
   void reserve_staging(size_t bytes) override {
@@ -270,6 +304,37 @@ class DeviceOps final : public VecOps<float> {
     if (all > 0) GCOMP_CUDA_TRY(cudaMemcpyAsync(recv, h_recv_, all, cudaMemcpyHostToDevice, stream_));
   }
 
+  // Messages of different sizes. Device communicator: Communicator::allgatherv/alltoallv on the
+  // stream (the sizes travel first; the host waits for the stream there). Host communicator: the
+  // messages go down through the pinned staging (a codec error recorded on the device goes into
+  // each message's status word, its last 4 bytes), the host collective moves only the message
+  // bytes, and each received message goes back up at its size.
+  void allgatherv(const uint8_t* send, size_t send_bytes, uint8_t* recv, size_t stride, size_t* recv_bytes) override {
+    if (!host_comm_) {
+      comm_.allgatherv(send, send_bytes, recv, stride, recv_bytes, stream_);
+      return;
+    }
+    GCOMP_EXPECTS(send_bytes <= stride, gcompErrorInternal, "allgatherv: message above its slot");
+    stage_down(send, send_bytes, send_bytes, 1);
+    comm_.allgatherv(h_send_, send_bytes, h_recv_, stride, recv_bytes, nullptr);
+    stage_up(recv, stride, recv_bytes);
+  }
+  void alltoallv(const uint8_t* send, const size_t* send_bytes, uint8_t* recv, size_t stride,
+                 size_t* recv_bytes) override {
+    if (!host_comm_) {
+      comm_.alltoallv(send, send_bytes, recv, stride, recv_bytes, stream_);
+      return;
+    }
+    stage_down(send, stride * static_cast<size_t>(comm_.size()), 0, 0);
+    if (last_.code != gcompSuccess) {
+      const auto code = static_cast<int32_t>(last_.code);
+      for (int j = 0; j < comm_.size(); ++j)
+        if (send_bytes[j] >= 4) std::memcpy(h_send_ + stride * static_cast<size_t>(j) + send_bytes[j] - 4, &code, 4);
+    }
+    comm_.alltoallv(h_send_, send_bytes, h_recv_, stride, recv_bytes, nullptr);
+    stage_up(recv, stride, recv_bytes);
+  }
+
   void put_status(uint8_t* buf, size_t stride, int slots, int32_t status) override {
     auto* h = reinterpret_cast<int32_t*>(h_small_);
     *h = status;
@@ -286,6 +351,7 @@ class DeviceOps final : public VecOps<float> {
 
   [[nodiscard]] bool synchronous_errors() const override { return false; }
   void begin_step() override {
+    sizes_used_ = 0;
     if (host_comm_) reset_sticky();  // device communicator: kept until device_status() reads it
     if (!res_.timing.empty()) {
       marks_ = 0;
@@ -399,6 +465,34 @@ class DeviceOps final : public VecOps<float> {
     GCOMP_FAIL(code, std::string("session step on the GPU: a codec reported ") + gcompGetErrorString(code) +
                          " at index " + std::to_string(last_.index) + "; state unchanged");
   }
+  // The received messages back up to the device, each at its size.
+  void stage_up(uint8_t* recv, size_t stride, const size_t* sizes) {
+    for (int j = 0; j < comm_.size(); ++j) {
+      const size_t at = stride * static_cast<size_t>(j);
+      if (sizes[j] > 0) GCOMP_CUDA_TRY(cudaMemcpyAsync(recv + at, h_recv_ + at, sizes[j], cudaMemcpyHostToDevice, stream_));
+    }
+  }
+  // Message sizes for the device codec's size rule: copied into the next free entries of a pinned
+  // array and up to the device array beside it (enqueued on the stream). The entries are reused
+  // from the next step on: every step with variable-length messages syncs the stream in
+  // used_bytes() before it writes sizes again, so the earlier copies have completed.
+  const uint64_t* upload_sizes(const size_t* sizes, int count) {
+    const auto need = static_cast<size_t>(count);
+    if (sizes_used_ + need > sizes_cap_) {
+      // Grown between steps only in practice (capacity for a step's uplink and downlink sizes).
+      GCOMP_CUDA_TRY(cudaStreamSynchronize(stream_));
+      sizes_cap_ = std::max<size_t>(2 * (sizes_used_ + need), 4 * static_cast<size_t>(comm_.size()));
+      h_sizes_ = reinterpret_cast<uint64_t*>(alloc_pinned(sizes_cap_ * sizeof(uint64_t)));
+      d_sizes_ = reinterpret_cast<uint64_t*>(alloc_raw(sizes_cap_ * sizeof(uint64_t)));
+      sizes_used_ = 0;
+    }
+    uint64_t* h = h_sizes_ + sizes_used_;
+    uint64_t* d = d_sizes_ + sizes_used_;
+    for (size_t j = 0; j < need; ++j) h[j] = static_cast<uint64_t>(sizes[j]);
+    GCOMP_CUDA_TRY(cudaMemcpyAsync(d, h, need * sizeof(uint64_t), cudaMemcpyHostToDevice, stream_));
+    sizes_used_ += need;
+    return d;
+  }
   // Payload down to the pinned send buffer, with the step's status record: an encode error goes
   // into the status word of every slot (the last 4 bytes of each `stride`), so that this rank
   // still joins the collective and every rank fails the step with it (issue 18 #3).
@@ -424,6 +518,10 @@ class DeviceOps final : public VecOps<float> {
   DeviceStatus last_{};
   int64_t* flags_ = nullptr;
   uint8_t* h_small_ = nullptr;
+  uint8_t* h_length_ = nullptr;  // a variable-length payload's length field (used_bytes)
+  uint64_t* h_sizes_ = nullptr;  // message sizes: pinned (h_) and device (d_) arrays, sizes_cap_ each
+  uint64_t* d_sizes_ = nullptr;
+  size_t sizes_cap_ = 0, sizes_used_ = 0;
   uint8_t *h_send_ = nullptr, *h_recv_ = nullptr;
   size_t staging_bytes_ = 0;
   static constexpr size_t kMaxMarks = 64;

@@ -124,6 +124,7 @@ class EngineImpl final : public Engine {
   const std::vector<RngKey>& up_keys(int shard);
   int delay_now() const;
   void compress_mean(const T* src, T* err, StepStats& s);
+  void gather_uplink(StepStats& s);
   void two_way_round(const T* p, T* e, T* server_err, T* result, StepStats& s);
   void hessian_term(const T* e, T* t);
   double own_error(const T* src);
@@ -139,6 +140,16 @@ class EngineImpl final : public Engine {
   /// this rank's status word; afterwards, when any rank's status is not success, every rank
   /// throws: the failed rank its own error, the others one naming the first failed rank.
   void exchange(bool all_to_all, uint8_t* send, uint8_t* recv, size_t stride, int32_t& sent);
+  /// exchange() of variable-length messages (allgatherv / alltoallv): the message of slot j is
+  /// used[j] bytes, followed by this rank's status word; a failed rank sends the word alone.
+  /// Afterwards recv_sizes_[j] is the size of the message received in slot j (without its word).
+  /// A peer's size above the slot or shorter than a status word is gcompErrorCorruptPayload.
+  void exchange_v(bool all_to_all, uint8_t* send, size_t* used, uint8_t* recv, size_t stride);
+  /// After a collective: this rank's kept failure, else the first failed rank's status, is thrown.
+  void verdict();
+  /// The used size of codec c's message in `payload` (as local(): a failure is kept).
+  size_t used_of(int c, const uint8_t* payload);
+  size_t others(const std::vector<size_t>& sizes, size_t extra) const;
 
   SessionConfig cfg_;
   std::unique_ptr<VecOps<T>> ops_;
@@ -162,6 +173,10 @@ class EngineImpl final : public Engine {
   std::exception_ptr failed_;                   // local(): this step's failure, not yet reported
   int32_t failed_status_ = 0;
   std::vector<int32_t> peer_status_;
+  // Variable-length codecs (sdither, topk index=rice): their messages travel at their used size
+  // (allgatherv / alltoallv); fixed-size codecs keep the plain collectives.
+  bool up_var_ = false, down_var_ = false;
+  std::vector<size_t> used_, send_sizes_, recv_sizes_;  // P entries each (host)
   std::vector<RngKey> keys_;
   std::vector<T> h_a_, h_b_;          // host scratch: norms (and hessian callbacks of fp32 state)
   std::vector<double> h_d_, h_d2_;    // hessian callbacks of fp32 state
@@ -213,6 +228,12 @@ EngineImpl<T>::EngineImpl(Communicator& comm, const Layout& layout, const Sessio
   up_stride_ = round4(up_bytes_) + kStatusBytes;
   down_stride_ = round4(down_bytes_) + kStatusBytes;
   peer_status_.assign(static_cast<size_t>(P_), 0);
+  up_var_ = o.variable_length(up_);  // the shards' codecs share the whole-vector one's spec
+  if (two_way(cfg.algorithm))
+    down_var_ = o.variable_length(cfg.server == ServerMode::kReplicated ? down_ : down_shard_.front());
+  used_.assign(static_cast<size_t>(P_), 0);
+  send_sizes_.assign(static_cast<size_t>(P_), 0);
+  recv_sizes_.assign(static_cast<size_t>(P_), 0);
   const size_t per_rank = std::max(up_stride_, down_stride_);
   const size_t all = std::max<size_t>(per_rank * static_cast<size_t>(P_), 1);
   o.reserve_staging(all);
@@ -333,6 +354,50 @@ void EngineImpl<T>::exchange(bool all_to_all, uint8_t* send, uint8_t* recv, size
   else
     o.allgather(send, recv, stride);
   o.get_status(recv, stride, P_, peer_status_.data());
+  verdict();
+}
+
+template <class T>
+void EngineImpl<T>::exchange_v(bool all_to_all, uint8_t* send, size_t* used, uint8_t* recv, size_t stride) {
+  VecOps<T>& o = *ops_;
+  const int slots = all_to_all ? P_ : 1;
+  for (int j = 0; j < slots; ++j) {
+    const auto J = static_cast<size_t>(j);
+    if (failed_) used[J] = 0;  // the status word alone
+    send_sizes_[J] = used[J] + kStatusBytes;
+    o.put_status(send + stride * J, send_sizes_[J], 1, failed_status_);  // right after the message
+  }
+  try {
+    if (all_to_all)
+      o.alltoallv(send, send_sizes_.data(), recv, stride, recv_sizes_.data());
+    else
+      o.allgatherv(send, send_sizes_[0], recv, stride, recv_sizes_.data());
+  } catch (const Error& e) {
+    // The engine's own messages never exceed their slot: a size above the bound is a peer's
+    // corrupt message (the communicator refuses it on every rank before any data moves).
+    if (e.status() != gcompErrorInvalidArgument) throw;
+    GCOMP_FAIL(gcompErrorCorruptPayload, std::string("a peer's message size is impossible: ") + e.what());
+  }
+  int short_from = -1;
+  for (int j = 0; j < P_; ++j) {
+    size_t& got = recv_sizes_[static_cast<size_t>(j)];
+    if (got < kStatusBytes) {
+      if (short_from < 0) short_from = j;
+      peer_status_[static_cast<size_t>(j)] = gcompSuccess;
+      got = 0;
+      continue;
+    }
+    o.get_status(recv + stride * static_cast<size_t>(j), got, 1, &peer_status_[static_cast<size_t>(j)]);
+    got -= kStatusBytes;
+  }
+  if (short_from >= 0 && !failed_)
+    GCOMP_FAIL(gcompErrorCorruptPayload, "step " + std::to_string(k_) + ": the message of rank " + std::to_string(short_from) +
+                                             " is shorter than its status word; state unchanged");
+  verdict();
+}
+
+template <class T>
+void EngineImpl<T>::verdict() {
   if (failed_) {
     std::exception_ptr e = failed_;
     failed_ = nullptr;
@@ -352,6 +417,22 @@ void EngineImpl<T>::exchange(bool all_to_all, uint8_t* send, uint8_t* recv, size
   }
 }
 
+template <class T>
+size_t EngineImpl<T>::used_of(int c, const uint8_t* payload) {
+  size_t used = 0;
+  local([&] { used = ops_->used_bytes(c, payload); });
+  return used;
+}
+
+// Bytes the collective delivered from the ranks other than this one (`extra` more per message).
+template <class T>
+size_t EngineImpl<T>::others(const std::vector<size_t>& sizes, size_t extra) const {
+  size_t sum = 0;
+  for (int j = 0; j < P_; ++j)
+    if (j != rank_) sum += sizes[static_cast<size_t>(j)] + extra;
+  return sum;
+}
+
 // acc = T(1/P) * sum_j decode(C(src_j)) in rank order; with err: err = src - decode(C(src)).
 template <class T>
 void EngineImpl<T>::compress_mean(const T* src, T* err, StepStats& s) {
@@ -366,13 +447,29 @@ void EngineImpl<T>::compress_mean(const T* src, T* err, StepStats& s) {
       o.encode(up_, src, up_key(rank_), send_);
     if (cfg_.track_norms) s.compression_error_sq = own_error(src);
   });
-  enter(Phase::kComm);
-  exchange(false, send_, recv_, up_stride_, sent_status_);
-  s.bytes_up += up_bytes_;
-  s.bytes_received += up_stride_ * static_cast<size_t>(P_ - 1);
-  enter(Phase::kDecode);
-  o.decode_reduce(up_, recv_, up_stride_, P_, up_keys(-1), acc_);
+  gather_uplink(s);
   o.scale(acc_, inv_p_, acc_, n_);
+}
+
+// The one-way exchange of the uplink message in send_: every rank's message into recv_ (at its
+// used size for a variable-length codec), counted, then acc_ = sum_j decode(message_j) in rank order.
+template <class T>
+void EngineImpl<T>::gather_uplink(StepStats& s) {
+  VecOps<T>& o = *ops_;
+  if (up_var_) {
+    used_[0] = used_of(up_, send_);
+    enter(Phase::kComm);
+    exchange_v(false, send_, used_.data(), recv_, up_stride_);
+    s.bytes_up += used_[0];
+    s.bytes_received += others(recv_sizes_, kStatusBytes);
+  } else {
+    enter(Phase::kComm);
+    exchange(false, send_, recv_, up_stride_, sent_status_);
+    s.bytes_up += up_bytes_;
+    s.bytes_received += up_stride_ * static_cast<size_t>(P_ - 1);
+  }
+  enter(Phase::kDecode);
+  o.decode_reduce(up_, recv_, up_stride_, P_, up_var_ ? recv_sizes_.data() : nullptr, up_keys(-1), acc_);
 }
 
 // §8.3/§8.4: workers send C(p) and keep e = p - C(p); the server averages the decoded messages,
@@ -389,35 +486,61 @@ void EngineImpl<T>::two_way_round(const T* p, T* e, T* server_err, T* result, St
     o.encode_ef(down_, work_, server_err, down_key(), send2_);
     enter(Phase::kDecode);
     o.decode(down_, send2_, down_key(), result);
-    s.bytes_down += down_bytes_;
+    s.bytes_down += down_var_ ? o.used_bytes(down_, send2_) : down_bytes_;  // what it would send
     return;
   }
+  // Sharded: shard r of every worker's message goes to rank r (alltoall), rank r runs the server
+  // step of its shard and every rank gathers the P compressed shards (allgather). Variable-length
+  // codecs: alltoallv and allgatherv at the used sizes.
   enter(Phase::kEncode);
   for (int r = 0; r < P_; ++r) {
     const auto b = static_cast<size_t>(shard_begin_[static_cast<size_t>(r)]);
-    local([&] {
-      o.encode_ef(up_shard_[static_cast<size_t>(r)], p + b, e + b, up_key(rank_, r), send_ + up_stride_ * static_cast<size_t>(r));
-    });
-    s.bytes_up += o.encoded_bytes(up_shard_[static_cast<size_t>(r)]);
+    const int c = up_shard_[static_cast<size_t>(r)];
+    uint8_t* slot = send_ + up_stride_ * static_cast<size_t>(r);
+    local([&] { o.encode_ef(c, p + b, e + b, up_key(rank_, r), slot); });
+    if (up_var_) used_[static_cast<size_t>(r)] = used_of(c, slot);
   }
   enter(Phase::kComm);
-  exchange(true, send_, recv_, up_stride_, sent_status_);
-  s.bytes_received += up_stride_ * static_cast<size_t>(P_ - 1);
+  if (up_var_) {
+    exchange_v(true, send_, used_.data(), recv_, up_stride_);
+    for (int r = 0; r < P_; ++r) s.bytes_up += used_[static_cast<size_t>(r)];
+    s.bytes_received += others(recv_sizes_, kStatusBytes);
+  } else {
+    exchange(true, send_, recv_, up_stride_, sent_status_);
+    for (int r = 0; r < P_; ++r) s.bytes_up += o.encoded_bytes(up_shard_[static_cast<size_t>(r)]);
+    s.bytes_received += up_stride_ * static_cast<size_t>(P_ - 1);
+  }
   enter(Phase::kDecode);
   const auto mlen = static_cast<size_t>(shard_begin_[static_cast<size_t>(rank_) + 1] - shard_begin_[static_cast<size_t>(rank_)]);
-  o.decode_reduce(up_shard_[static_cast<size_t>(rank_)], recv_, up_stride_, P_, up_keys(rank_), acc_);
+  o.decode_reduce(up_shard_[static_cast<size_t>(rank_)], recv_, up_stride_, P_, up_var_ ? recv_sizes_.data() : nullptr,
+                  up_keys(rank_), acc_);
   o.scale(acc_, inv_p_, acc_, mlen);
   enter(Phase::kEncode);
   o.lincomb(work_, T{1}, server_err, T{1}, acc_, mlen);
-  local([&] { o.encode_ef(down_shard_[static_cast<size_t>(rank_)], work_, server_err, down_key(rank_), send2_); });
-  enter(Phase::kComm);
-  exchange(false, send2_, recv2_, down_stride_, sent2_status_);
-  s.bytes_received += down_stride_ * static_cast<size_t>(P_ - 1);
+  const int mine = down_shard_[static_cast<size_t>(rank_)];
+  local([&] { o.encode_ef(mine, work_, server_err, down_key(rank_), send2_); });
+  if (down_var_) {
+    used_[0] = used_of(mine, send2_);
+    enter(Phase::kComm);
+    exchange_v(false, send2_, used_.data(), recv2_, down_stride_);
+    s.bytes_received += others(recv_sizes_, kStatusBytes);
+  } else {
+    enter(Phase::kComm);
+    exchange(false, send2_, recv2_, down_stride_, sent2_status_);
+    s.bytes_received += down_stride_ * static_cast<size_t>(P_ - 1);
+  }
   enter(Phase::kDecode);
   for (int r = 0; r < P_; ++r) {
     const auto b = static_cast<size_t>(shard_begin_[static_cast<size_t>(r)]);
-    o.decode(down_shard_[static_cast<size_t>(r)], recv2_ + down_stride_ * static_cast<size_t>(r), down_key(r), result + b);
-    s.bytes_down += o.encoded_bytes(down_shard_[static_cast<size_t>(r)]);
+    const int c = down_shard_[static_cast<size_t>(r)];
+    uint8_t* slot = recv2_ + down_stride_ * static_cast<size_t>(r);
+    if (down_var_) {
+      o.decode_received(c, slot, recv_sizes_[static_cast<size_t>(r)], down_key(r), result + b);
+      s.bytes_down += recv_sizes_[static_cast<size_t>(r)];
+    } else {
+      o.decode(c, slot, down_key(r), result + b);
+      s.bytes_down += o.encoded_bytes(c);
+    }
   }
 }
 
@@ -545,12 +668,7 @@ StepStats EngineImpl<T>::run(const T* grad, T* out) {
           v = S("momentum");
         }
         local([&] { o.encode(up_, v, up_key(rank_), send_); });
-        enter(Phase::kComm);
-        exchange(false, send_, recv_, up_stride_, sent_status_);
-        s.bytes_up += up_bytes_;
-        s.bytes_received += up_stride_ * static_cast<size_t>(P_ - 1);
-        enter(Phase::kDecode);
-        o.decode_reduce(up_, recv_, up_stride_, P_, up_keys(-1), acc_);  // sum of signs
+        gather_uplink(s);  // acc = sum of signs
         enter(Phase::kUpdate);
         o.vote(u, acc_, lr, cfg_.tie_to_zero, n_);
         s.bytes_down += (n_ + 7) / 8;  // the vote is one sign per element
@@ -583,12 +701,7 @@ StepStats EngineImpl<T>::run(const T* grad, T* out) {
           o.encode_diana(up_, g, hi, alpha_, up_key(rank_), send_);  // h_i += alpha Q(g - h_i)
           if (cfg_.track_norms) s.compression_error_sq = own_error(tmp2_);
         });
-        enter(Phase::kComm);
-        exchange(false, send_, recv_, up_stride_, sent_status_);
-        s.bytes_up += up_bytes_;
-        s.bytes_received += up_stride_ * static_cast<size_t>(P_ - 1);
-        enter(Phase::kDecode);
-        o.decode_reduce(up_, recv_, up_stride_, P_, up_keys(-1), acc_);
+        gather_uplink(s);
         o.scale(acc_, inv_p_, acc_, n_);
         enter(Phase::kUpdate);
         o.lincomb(tmp_, T{1}, h, T{1}, acc_, n_);  // g^ = h + mean

@@ -193,11 +193,25 @@ class HostOps final : public VecOps<T> {
       for (size_t i = 0; i < n; ++i) o[i] = static_cast<double>(d[i]);
     }
   }
-  void decode_reduce(int c, const uint8_t* payloads, size_t stride, int count, const std::vector<RngKey>& keys,
-                     T* o) override {
+  void decode_received(int c, uint8_t* payload, size_t bytes, const RngKey& key, T* o) override {
     const Codec& k = codec(c);
     const auto n = static_cast<size_t>(k.num_elems());
-    auto pay = [&](int j) { return std::span<const uint8_t>(payloads + stride * static_cast<size_t>(j), k.encoded_bytes()); };
+    const std::span<const uint8_t> pay(payload, bytes);  // the codec's size rule checks `bytes`
+    if constexpr (kF32) {
+      k.decode(pay, key, std::span<float>(o, n));
+    } else {
+      const float* d = decode_f32(k, pay, key);
+      for (size_t i = 0; i < n; ++i) o[i] = static_cast<double>(d[i]);
+    }
+  }
+  void decode_reduce(int c, uint8_t* payloads, size_t stride, int count, const size_t* sizes,
+                     const std::vector<RngKey>& keys, T* o) override {
+    const Codec& k = codec(c);
+    const auto n = static_cast<size_t>(k.num_elems());
+    auto pay = [&](int j) {
+      const size_t bytes = sizes != nullptr ? sizes[static_cast<size_t>(j)] : k.encoded_bytes();
+      return std::span<const uint8_t>(payloads + stride * static_cast<size_t>(j), bytes);
+    };
     // Validate every payload before out changes (as the device decode_reduce).
     for (int j = 0; j < count; ++j) k.validate(pay(j));
     std::fill(o, o + n, T{0});
@@ -211,11 +225,24 @@ class HostOps final : public VecOps<T> {
     }
   }
 
+  [[nodiscard]] bool variable_length(int c) const override { return codec(c).variable_length(); }
+  size_t used_bytes(int c, const uint8_t* payload) override {
+    const Codec& k = codec(c);
+    return k.used_bytes(std::span<const uint8_t>(payload, k.encoded_bytes()));
+  }
+
   void reserve_staging(size_t) override {}
   void allgather(const uint8_t* send, uint8_t* recv, size_t bytes) override {
     comm_.allgather(send, recv, bytes, nullptr);
   }
   void alltoall(const uint8_t* send, uint8_t* recv, size_t bytes) override { comm_.alltoall(send, recv, bytes, nullptr); }
+  void allgatherv(const uint8_t* send, size_t send_bytes, uint8_t* recv, size_t stride, size_t* recv_bytes) override {
+    comm_.allgatherv(send, send_bytes, recv, stride, recv_bytes, nullptr);
+  }
+  void alltoallv(const uint8_t* send, const size_t* send_bytes, uint8_t* recv, size_t stride,
+                 size_t* recv_bytes) override {
+    comm_.alltoallv(send, send_bytes, recv, stride, recv_bytes, nullptr);
+  }
   void put_status(uint8_t* buf, size_t stride, int slots, int32_t status) override {
     for (int j = 0; j < slots; ++j) std::memcpy(buf + stride * static_cast<size_t>(j + 1) - 4, &status, 4);
   }
@@ -272,7 +299,7 @@ class HostOps final : public VecOps<T> {
     }
   }
   const float* decode_f32(const Codec& k, std::span<const uint8_t> payload, const RngKey& key) {
-    k.decode(payload.first(k.encoded_bytes()), key, std::span<float>(f32b_.data(), static_cast<size_t>(k.num_elems())));
+    k.decode(payload, key, std::span<float>(f32b_.data(), static_cast<size_t>(k.num_elems())));
     return f32b_.data();
   }
   void mark() {

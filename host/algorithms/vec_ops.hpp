@@ -84,17 +84,41 @@ class VecOps {
   /// encode with those scales.
   virtual void encode_shared_scale(int c, const T* x, const RngKey& key, uint8_t* payload) = 0;
   virtual void decode(int c, const uint8_t* payload, const RngKey& key, T* out) = 0;
+  /// decode() of a received message of `bytes` bytes at the start of `payload` (a full payload, or
+  /// a short one of a variable-length codec: docs/wire-format.md §6), validated by the codec's size
+  /// rule (gcompErrorCorruptPayload for a size its length field does not give). The slot may be
+  /// rewritten after the message (device: the tail up to the codec's size is zeroed).
+  virtual void decode_received(int c, uint8_t* payload, size_t bytes, const RngKey& key, T* out) = 0;
   /// out = sum_j decode(payload_j, keys[j]), j = 0..count-1 in rank order (T accumulation, starting
   /// from 0). keys[j] is payload j's key (its sender's rank: spherical codebooks depend on it).
-  /// Every payload is validated before out changes.
-  virtual void decode_reduce(int c, const uint8_t* payloads, size_t stride, int count,
+  /// sizes: nullptr (every payload full), or a host array of count message sizes as allgatherv /
+  /// alltoallv delivered them (each checked by the codec's size rule). Every payload is validated
+  /// before out changes. The slots may be rewritten after their messages (device: tails zeroed).
+  virtual void decode_reduce(int c, uint8_t* payloads, size_t stride, int count, const size_t* sizes,
                              const std::vector<RngKey>& keys, T* out) = 0;
+
+  /// True when codec c's messages travel at their used size (Codec::variable_length(): sdither,
+  /// topk with index=rice); fixed-size codecs use the plain collectives.
+  [[nodiscard]] virtual bool variable_length(int c) const = 0;
+  /// The bytes of codec c's payload (as encode wrote it) that carry the message: Codec::used_bytes.
+  /// Device: reads the length field to the host (syncs); a length field that an encode which
+  /// failed on the device left impossible gives encoded_bytes(c), so every rank still reaches the
+  /// collective and the failure is reported through the status words.
+  virtual size_t used_bytes(int c, const uint8_t* payload) = 0;
 
   // Communication on alloc_bytes() buffers.
   /// Sizes the host staging of a host communicator (device): `bytes` per direction.
   virtual void reserve_staging(size_t bytes) = 0;
   virtual void allgather(const uint8_t* send, uint8_t* recv, size_t bytes_per_rank) = 0;
   virtual void alltoall(const uint8_t* send, uint8_t* recv, size_t bytes_per_peer) = 0;
+  /// Communicator::allgatherv / alltoallv: messages of different sizes in slots of `stride` bytes;
+  /// the sizes (host arrays of size() entries) are known on the host when they return. Each
+  /// message ends with its status word (put_status with stride = the message size); device with a
+  /// host communicator: a codec error recorded on the device goes into those words, as for
+  /// allgather/alltoall.
+  virtual void allgatherv(const uint8_t* send, size_t send_bytes, uint8_t* recv, size_t stride, size_t* recv_bytes) = 0;
+  virtual void alltoallv(const uint8_t* send, const size_t* send_bytes, uint8_t* recv, size_t stride,
+                         size_t* recv_bytes) = 0;
   /// The status word of a message slot (docs/algorithms.md "Failed steps"): the last 4 bytes of
   /// each slot that allgather/alltoall move carry the sender's gcompStatus_t for the step (0: its
   /// local part succeeded). put_status writes `status` into the word of each of `slots` slots of

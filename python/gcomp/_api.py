@@ -178,6 +178,8 @@ class Codec:
         self.framed_bytes = self._core.framed_bytes
         self.encoded_bits = self._core.encoded_bits
         self.guarantee = Guarantee(*self._core.guarantee)
+        # True for sdither and topk index=rice: their messages travel at used_bytes(payload).
+        self.variable_length = self._core.variable_length
 
     @property
     def canonical_spec(self):
@@ -198,6 +200,12 @@ class Codec:
         xs = _input(x, np.float32)
         buf, finish = _output(out, np.uint8, self.encoded_bytes, "encode: out")
         return finish(self._core.encode(xs, rank=rank, step=step, seed=seed, out=buf))
+
+    def used_bytes(self, payload):
+        """Bytes of a raw payload that carry its message: what the Session and the communicators send
+        (its length field says; the rest of a full payload is zero padding). encoded_bytes for the
+        fixed-size codecs."""
+        return int(self._core.used_bytes(_input(payload, np.uint8)))
 
     def decode(self, payload, rank=0, step=0, seed=None, out=None):
         """float32 array of num_elems decoded from a raw payload (validated first)."""

@@ -60,6 +60,14 @@ inline constexpr SessionCase kSessionCases[] = {
      ServerMode::kReplicated, 3, DelayMode::kRandom},
     {"ef_sgd_table_delay", Algorithm::kEfSgd, "topk:k=5", "identity", 0.5, ServerMode::kReplicated, 2,
      DelayMode::kTable},
+    // Variable-length codecs (issue 16): messages travel at their used size, one-way (allgatherv)
+    // and two-way (replicated; sharded: alltoallv up, allgatherv down).
+    {"diana_sdither", Algorithm::kDiana, "sdither:levels=1,norm=l2", "identity", 0.0, ServerMode::kReplicated, 0},
+    {"ef_sgd_topk_rice", Algorithm::kEfSgd, "topk:k=5,index=rice", "identity", 0.5, ServerMode::kReplicated, 0},
+    {"dist_ef_sgdm_replicated_varlen", Algorithm::kDistEfSgdm, "topk:k=7,index=rice", "sdither:levels=2,norm=linf",
+     0.5, ServerMode::kReplicated, 0},
+    {"doublesqueeze_sharded_varlen", Algorithm::kDoubleSqueeze, "sdither:levels=1,norm=l2,block=8",
+     "topk:k=3,index=rice", 0.0, ServerMode::kSharded, 0},
 };
 
 /// The delay table of the kTable cases: 12 delays in [0, 2], whole rows for 1, 2, 3, 4 or 6 ranks.

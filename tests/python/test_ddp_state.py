@@ -172,6 +172,23 @@ def test_future_completes_on_the_worker_thread_with_the_session_result():
     st.close()
 
 
+def test_metrics_count_the_bytes_a_variable_length_codec_sends():
+    """sdither messages travel at their used size (issue 16): the hook's bytes_sent is the Session's
+    bytes_up, the used bytes of the message, below the codec's worst-case payload."""
+    params = [torch.zeros(40, 5), torch.zeros(40)]
+    g = torch.randn(240, generator=torch.Generator().manual_seed(5))
+    spec = "sdither:levels=1,norm=l2"
+    st = gddp.GcompState(algorithm="diana", codec=spec, lr=1.0)
+    gddp.gcomp_hook(st, Bucket(0, g.clone(), params)).wait()
+    comm = gcomp.local_group(1)[0]
+    ref = gcomp.Session(comm, [200, 40], algorithm="diana", codec=spec, lr=1.0, backend="host-f32",
+                        seed=gddp.bucket_seed(0, 0))
+    ref.step(g.numpy())
+    m = st.metrics()
+    assert m["bytes_sent"] == ref.last_stats.bytes_up < gcomp.Codec(spec, [200, 40]).encoded_bytes
+    st.close()
+
+
 def test_nonfinite_gradient_fails_the_future_with_its_status():
     st = gddp.GcompState(algorithm="diana", codec="dither:levels=1,norm=linf,block=16")
     buf = torch.ones(64)

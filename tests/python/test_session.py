@@ -87,6 +87,32 @@ def test_local_group_ranks_agree_and_converge(algorithm, codec, lr):
     assert stats.step == 300 and stats.bytes_up == gcomp.Codec(codec, SEGMENTS).encoded_bytes
 
 
+@pytest.mark.parametrize("codec", ["sdither:levels=1,norm=l2", "topk:k=9,index=rice", "dither:levels=1,norm=l2"])
+def test_stats_count_the_used_bytes_of_each_message(codec):
+    """Variable-length codecs send each message at its used size (issue 16): bytes_up is this rank's,
+    bytes_received the others', as Codec.used_bytes gives them; fixed-size codecs send encoded_bytes."""
+    c = gcomp.Codec(codec, SEGMENTS, seed=8)
+    grads = [np.random.default_rng(30 + r).standard_normal(N) for r in range(P)]
+    used = [c.used_bytes(c.encode(grads[r], rank=r, step=0)) for r in range(P)]
+    assert c.variable_length == codec.startswith("sdither") or "index=rice" in codec
+    if codec.startswith("sdither"):
+        assert max(used) < c.encoded_bytes
+    if not c.variable_length:
+        assert used == [c.encoded_bytes] * P
+
+    def one(comm):
+        s = gcomp.Session(comm, SEGMENTS, algorithm="compressed-gd", codec=codec, lr=1.0, seed=8,
+                          backend="host-f32")
+        s.step(grads[comm.rank])
+        return s.last_stats
+
+    results, errors = run_ranks(one)
+    assert errors == [None] * P
+    for r, st in enumerate(results):
+        assert st.bytes_up == used[r]
+        assert st.bytes_received == sum(used) - used[r]
+
+
 @pytest.mark.parametrize("algorithm,codec,lr", [("gd", "identity", 1.0), ("compressed-gd", "natural", 1.0),
                                                  ("diana", "dither:levels=1,norm=linf,block=16", 1.0),
                                                  ("diana", "randk:k=20", 1.0), ("ef-sgd", "topk:k=9", 1.0),
