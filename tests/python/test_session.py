@@ -90,7 +90,8 @@ def test_local_group_ranks_agree_and_converge(algorithm, codec, lr):
 @pytest.mark.parametrize("codec", ["sdither:levels=1,norm=l2", "topk:k=9,index=rice", "dither:levels=1,norm=l2"])
 def test_stats_count_the_used_bytes_of_each_message(codec):
     """Variable-length codecs send each message at its used size (issue 16): bytes_up is this rank's,
-    bytes_received the others', as Codec.used_bytes gives them; fixed-size codecs send encoded_bytes."""
+    bytes_received the others' (plus each message's 4-byte status word), as Codec.used_bytes gives
+    them; fixed-size codecs send encoded_bytes."""
     c = gcomp.Codec(codec, SEGMENTS, seed=8)
     grads = [np.random.default_rng(30 + r).standard_normal(N) for r in range(P)]
     used = [c.used_bytes(c.encode(grads[r], rank=r, step=0)) for r in range(P)]
@@ -110,7 +111,7 @@ def test_stats_count_the_used_bytes_of_each_message(codec):
     assert errors == [None] * P
     for r, st in enumerate(results):
         assert st.bytes_up == used[r]
-        assert st.bytes_received == sum(used) - used[r]
+        assert st.bytes_received == sum(used) - used[r] + 4 * (P - 1)  # each with its status word
 
 
 @pytest.mark.parametrize("algorithm,codec,lr", [("gd", "identity", 1.0), ("compressed-gd", "natural", 1.0),
