@@ -3,14 +3,15 @@
 """Per-step time of gcomp.ddp's hook against plain DDP and torch's PowerSGD, side by side in one run.
 
 Setup (issue 15): scikit-learn's digits (1797 8x8 images, 80/20 train/test split), an MLP 64-512-512-10,
-2 gloo processes on 127.0.0.1, one torch thread each, batch 32 per rank, SGD, DDP bucket_cap_mb=25 (one
+2 gloo processes on 127.0.0.1, one torch thread and one gcomp codec thread each, batch 32 per rank, SGD, DDP bucket_cap_mb=25 (one
 bucket; see --bucket-cap-mb for why); every configuration trains
 from the same initial weights for --steps steps (660 = 30 epochs of the 718 samples of a rank). The
 configurations run one after the other in the same process group, in --rounds rounds with the order
 rotated each round; the step time of a configuration is the median over all its timed steps (the
 first --skip steps of each run are not timed), and its ratio is to plain DDP's median of the same run.
 Also reported: test accuracy after the last round, bytes sent per step (the hook's metrics; plain
-allreduce and PowerSGD: the tensors handed to the allreduce), and the time inside the hook.
+allreduce and PowerSGD: the tensors handed to the allreduce), and the time inside the hook split into
+the Session's collectives, its codec work and the rest (Python, copies).
 
 usage: bench/ddp_hook.py [--steps 660] [--rounds 3] [--json PATH]
        bench/record.sh $(date +%F)-cpu2-ddp-hook python3 bench/ddp_hook.py
@@ -40,6 +41,7 @@ def configs():
                                         momentum=0.9),
         "gcomp diana": dict(algorithm="diana", codec="dither:levels=1,norm=linf,block=256"),
         "gcomp signsgd-mv": dict(algorithm="signsgd-mv"),
+        "gcomp signum": dict(algorithm="signsgd-mv", momentum=0.9),
     }
 
 
@@ -56,6 +58,8 @@ def worker(rank, world, port, args, outdir):
     import gcomp.ddp
 
     torch.set_num_threads(1)
+    # One thread for gcomp's CPU codecs too (read at their first use): one process per core.
+    os.environ["GCOMP_CPU_THREADS"] = str(args.gcomp_threads)
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     x, y = load_digits(return_X_y=True)
@@ -70,10 +74,12 @@ def worker(rank, world, port, args, outdir):
         net = torch.nn.Sequential(torch.nn.Linear(64, 512), torch.nn.ReLU(), torch.nn.Linear(512, 512), torch.nn.ReLU(),
                                   torch.nn.Linear(512, 10))
         model = DDP(net, bucket_cap_mb=args.bucket_cap_mb) if args.bucket_cap_mb > 0 else DDP(net)
-        # signSGD-MV's step is lr per coordinate: it needs a much smaller lr than the others.
-        lr, momentum = (1e-3 if isinstance(cfg, dict) and cfg.get("algorithm") == "signsgd-mv" else 0.05), 0.9
+        # signSGD-MV's step is lr per coordinate: it needs a much smaller lr than the others, and no
+        # heavy ball on top (plain SGD; Signum has the Session's momentum before the sign).
+        sign_mv = isinstance(cfg, dict) and cfg.get("algorithm") == "signsgd-mv"
+        lr, momentum = (1e-3 if sign_mv else 0.05), 0.9
         state = None
-        if isinstance(cfg, dict) and cfg.get("momentum"):
+        if isinstance(cfg, dict) and (cfg.get("momentum") or sign_mv):
             opt = torch.optim.SGD(model.parameters(), lr=lr)  # the algorithm's own momentum
         else:
             opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=True)
@@ -119,17 +125,19 @@ def worker(rank, world, port, args, outdir):
             tot = state.metrics()["totals"]
             bytes_step = tot["bytes_sent"] / max(tot["iterations"], 1)
             hook_ms = 1e3 * tot["hook_time_s"] / max(tot["iterations"], 1)
+            comm_ms = 1e3 * tot.get("comm_time_s", 0.0) / max(tot["iterations"], 1)
+            codec_ms = 1e3 * tot.get("codec_time_s", 0.0) / max(tot["iterations"], 1)
             state.close()
         elif isinstance(cfg, tuple):
             # PowerSGD rank r per matrix n x m: P (n r) and Q (m r) floats; 1-D tensors uncompressed.
             r = cfg[1]
             bytes_step = 4 * sum(q.numel() if q.dim() <= 1 else r * (q.shape[0] + q.reshape(q.shape[0], -1).shape[1])
                                  for q in net.parameters())
-            hook_ms = None
+            hook_ms = comm_ms = codec_ms = None
         else:
-            bytes_step, hook_ms = 4 * numel, None
+            bytes_step, hook_ms, comm_ms, codec_ms = 4 * numel, None, None, None
         return {"times": times, "accuracy": acc, "replicas_equal": equal, "bytes_per_step": bytes_step,
-                "hook_ms": hook_ms, "numel": numel}
+                "hook_ms": hook_ms, "comm_ms": comm_ms, "codec_ms": codec_ms, "numel": numel}
 
     cfgs = configs()
     if args.bucket_cap_mb <= 0:
@@ -165,6 +173,8 @@ def main():
                     help="DDP bucket_cap_mb (25: the whole model in one bucket, also the first; 0: DDP's default "
                          "buckets, 1 MiB first, which leaves PowerSGD out)")
     ap.add_argument("--only", default="", help="comma-separated configuration names (plain DDP always runs)")
+    ap.add_argument("--gcomp-threads", type=int, default=1,
+                    help="GCOMP_CPU_THREADS of the ranks (torch runs 1 thread per rank)")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
     import tempfile
@@ -187,29 +197,39 @@ def main():
     rows = []
     print(f"# gcomp.ddp hook vs plain DDP and PowerSGD: digits, MLP 64-512-512-10, 2 gloo processes, "
           f"{args.steps} steps x {args.rounds} rounds, batch 32/rank, bucket_cap_mb {args.bucket_cap_mb:g}")
-    print(f"# load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; wall {wall:.0f} s")
+    after = os.getloadavg()
+    print(f"# load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, after: {after[0]:.2f} {after[1]:.2f} "
+          f"{after[2]:.2f}; wall {wall:.0f} s; GCOMP_CPU_THREADS={args.gcomp_threads}")
+    print(f"# hook ms: time in gcomp's hook per step; comm: the Session's collectives through the process group "
+          f"(waits for the other rank included); codec: the Session's encode, decode and update; python: the rest")
     print(f"{'config':26s} {'ms/step':>8s} {'p10':>7s} {'p90':>7s} {'x ddp':>6s} {'x psgd':>6s} {'hook ms':>8s} "
-          f"{'bytes/step':>10s} {'ratio':>6s} {'test acc':>8s} replicas")
+          f"{'comm':>6s} {'codec':>6s} {'python':>6s} {'bytes/step':>10s} {'ratio':>6s} {'test acc':>8s} replicas")
     for name, r in res.items():
         t = np.array(r["times"]) * 1e3
         med = float(np.median(t))
         row = {"config": name, "median_ms": med, "p10_ms": float(np.percentile(t, 10)),
                "p90_ms": float(np.percentile(t, 90)), "ratio_to_ddp": med / (1e3 * base),
                "ratio_to_powersgd_r1": med / (1e3 * psgd) if psgd else None, "hook_ms_per_step": r["hook_ms"],
+               "comm_ms_per_step": r.get("comm_ms"), "codec_ms_per_step": r.get("codec_ms"),
                "bytes_per_step": r["bytes_per_step"], "compression": 4 * r["numel"] / r["bytes_per_step"],
                "test_accuracy": r["accuracy"], "replicas_equal": r["replicas_equal"], "timed_steps": len(t)}
         rows.append(row)
         hook = f"{row['hook_ms_per_step']:.2f}" if row["hook_ms_per_step"] is not None else "-"
+        parts = ["-", "-", "-"]
+        if row["comm_ms_per_step"] is not None:
+            py = row["hook_ms_per_step"] - row["comm_ms_per_step"] - row["codec_ms_per_step"]
+            parts = [f"{row['comm_ms_per_step']:.2f}", f"{row['codec_ms_per_step']:.2f}", f"{py:.2f}"]
         xp = f"{row['ratio_to_powersgd_r1']:.2f}" if psgd else "-"
         print(f"{name:26s} {med:8.2f} {row['p10_ms']:7.2f} {row['p90_ms']:7.2f} {row['ratio_to_ddp']:6.2f} {xp:>6s} "
-              f"{hook:>8s} {row['bytes_per_step']:10.0f} {row['compression']:6.1f} {row['test_accuracy']:8.4f} "
+              f"{hook:>8s} {parts[0]:>6s} {parts[1]:>6s} {parts[2]:>6s} {row['bytes_per_step']:10.0f} {row['compression']:6.1f} {row['test_accuracy']:8.4f} "
               f"{row['replicas_equal']}")
     if args.json:
         git = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
         out = {"tool": "bench/ddp_hook.py", "command": " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
                "git_sha": git, "torch": torch.__version__, "python": platform.python_version(),
                "device": f"cpu ({os.cpu_count()} hardware threads)", "world_size": 2, "steps": args.steps, "bucket_cap_mb": args.bucket_cap_mb,
-               "rounds": args.rounds, "skip": args.skip, "load_average_before": load, "wall_s": wall, "records": rows}
+               "rounds": args.rounds, "skip": args.skip, "gcomp_cpu_threads": args.gcomp_threads,
+               "load_average_before": load, "load_average_after": after, "wall_s": wall, "records": rows}
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
 

@@ -646,6 +646,10 @@ py::dict stats_dict(const gcomp::StepStats& s) {
   d["skipped"] = s.skipped;
   d["memory_norm_sq"] = s.memory_norm_sq;
   d["compression_error_sq"] = s.compression_error_sq;
+  d["encode_us"] = s.encode_us;
+  d["comm_us"] = s.comm_us;
+  d["decode_us"] = s.decode_us;
+  d["update_us"] = s.update_us;
   return d;
 }
 
@@ -989,6 +993,9 @@ PYBIND11_MODULE(_core, m) {
       .def_property(
           "track_norms", [](const ConfigBinding& c) { return c.cfg.track_norms; },
           [](ConfigBinding& c, bool v) { c.cfg.track_norms = v; })
+      .def_property(
+          "time_phases", [](const ConfigBinding& c) { return c.cfg.time_phases; },
+          [](ConfigBinding& c, bool v) { c.cfg.time_phases = v; })
       .def_property(
           "hessian_product", [](const ConfigBinding& c) { return c.callbacks->product; }, &ConfigBinding::set_product)
       .def_property(

@@ -331,7 +331,9 @@ def nccl_comm(rank=None, world_size=None, master_addr=None, master_port=None, de
 
 @dataclasses.dataclass(frozen=True)
 class StepStats:
-    """What one session step did (gcomp::StepStats). The norms are filled with track_norms=True."""
+    """What one session step did (gcomp::StepStats). The norms are filled with track_norms=True,
+    the phase times (microseconds on this rank: encode, collectives, decode, update) with
+    time_phases=True."""
 
     step: int
     bytes_up: int
@@ -342,6 +344,10 @@ class StepStats:
     skipped: bool
     memory_norm_sq: float = 0.0
     compression_error_sq: float = 0.0
+    encode_us: float = 0.0
+    comm_us: float = 0.0
+    decode_us: float = 0.0
+    update_us: float = 0.0
 
 
 _16BIT = ("torch.bfloat16", "torch.float16")
@@ -360,7 +366,7 @@ class Session:
                  alpha=None, momentum=0.0, nesterov=True, delay=0, seed=0, nonfinite="error",
                  server="replicated", prox=None, prox_lambda=0.0, tie_to_zero=True, shared_scale=True,
                  compensation="hessian", hessian_product=None, hessian_diagonal=None, track_norms=False,
-                 backend="cpu"):
+                 backend="cpu", time_phases=False):
         if not isinstance(comm, Communicator) or comm.closed:
             raise Error(Status.INVALID_ARGUMENT, "Session: comm must be an open gcomp.Communicator")
         self.segments = _segments(segments)
@@ -383,6 +389,7 @@ class Session:
         cfg.shared_scale = bool(shared_scale)
         cfg.compensation = _choice(compensation, "compensation")
         cfg.track_norms = bool(track_norms)
+        cfg.time_phases = bool(time_phases)
         cfg.backend = _choice(backend, "backend")
         cfg.hessian_product = hessian_product
         cfg.hessian_diagonal = hessian_diagonal

@@ -93,10 +93,19 @@ class _Worker:
 
     def __init__(self):
         self._queue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._pending = 0  # submitted exchanges not yet finished
         self._thread = threading.Thread(target=self._run, name="gcomp-ddp", daemon=True)
         self._thread.start()
 
+    def idle(self):
+        """True when no submitted exchange is queued or running."""
+        with self._lock:
+            return self._pending == 0
+
     def submit(self, fn):
+        with self._lock:
+            self._pending += 1
         self._queue.put(fn)
 
     def _run(self):
@@ -104,7 +113,11 @@ class _Worker:
             fn = self._queue.get()
             if fn is None:
                 return
-            fn()
+            try:
+                fn()
+            finally:
+                with self._lock:
+                    self._pending -= 1
 
     def close(self):
         if self._thread.is_alive():
@@ -145,6 +158,7 @@ class _Plan:
         self.plain_range = self._range(self.plain)
         self.lr_groups = [state._group_of(p) for p in self.params] if self.params else [0]
         self.update = None  # preallocated fp32 update of the Session (worker thread)
+        self.gbuf = None    # preallocated gradient of the compressed parameters (comp_buffer)
         self.lr_cache = (None, None)
 
     def _range(self, idx):
@@ -153,10 +167,41 @@ class _Plan:
             return None
         return self.offsets[idx[0]], self.offsets[idx[-1] + 1]
 
-    def gather(self, flat, idx, rng):
+    def gather(self, flat, idx, rng, out=None):
+        """The parameters `idx` of the buffer, in that order: a view when they are one run, else
+        a copy (into `out` when given)."""
         if rng is not None:
             return flat[rng[0]:rng[1]]
-        return torch.cat([flat[self.offsets[i]:self.offsets[i + 1]] for i in idx])
+        pieces = [flat[self.offsets[i]:self.offsets[i + 1]] for i in idx]
+        return torch.cat(pieces) if out is None else torch.cat(pieces, out=out)
+
+    def comp_buffer(self, flat):
+        """Reused buffer of the compressed parameters' gradient when they are not one run of the
+        bucket (DDP's rebuilt buckets reverse the initial order that the Session layout keeps)."""
+        if self.comp_range is not None:
+            return None
+        if self.gbuf is None or self.gbuf.dtype != flat.dtype:
+            self.gbuf = torch.empty(self.comp_numel, dtype=flat.dtype)
+        return self.gbuf
+
+    def write_update(self, flat, u, scale):
+        """flat[compressed parameters] = u / scale (scale None: u), written straight into the
+        bucket, rounded as the division then a copy."""
+        if self.comp_range is not None:
+            segs = [(self.comp_range[0], self.comp_range[1], 0)]
+        else:
+            segs, pos = [], 0
+            for i in self.comp:
+                segs.append((self.offsets[i], self.offsets[i + 1], pos))
+                pos += self.sizes[i]
+        for b, e, pos in segs:
+            out, src = flat[b:e], u[pos:pos + e - b]
+            if scale is None:
+                out.copy_(src)
+            elif isinstance(scale, torch.Tensor):
+                torch.div(src, scale[pos:pos + e - b], out=out)
+            else:
+                torch.div(src, scale, out=out)
 
     def scatter(self, flat, idx, rng, values):
         if rng is not None:
@@ -360,7 +405,7 @@ class GcompState:
         self._iter_metrics = []      # metrics of the buckets of the iteration in progress
         self._last = {"iteration": -1, "buckets": []}
         self._totals = {"iterations": 0, "compressed_iterations": 0, "bytes_sent": 0, "bytes_received": 0,
-                        "uncompressed_bytes": 0, "hook_time_s": 0.0}
+                        "uncompressed_bytes": 0, "hook_time_s": 0.0, "comm_time_s": 0.0, "codec_time_s": 0.0}
 
         # The Session checks the rest (codec vs algorithm, momentum support, ...) on a 1-rank probe.
         self._probe()
@@ -374,7 +419,7 @@ class GcompState:
                     nonfinite=self.nonfinite, server=self.server if two_way else "replicated",
                     tie_to_zero=self.tie_to_zero, shared_scale=self.shared_scale,
                     compensation=self.compensation if self.algorithm == "hessian-ec" else "hessian",
-                    track_norms=self.track_norms)
+                    track_norms=self.track_norms, time_phases=self.backend != "cuda")
 
     def _probe(self):
         if self.algorithm == "gd":
@@ -570,10 +615,12 @@ class GcompState:
         recv = sum(b["bytes_received"] for b in buckets)
         raw = sum(b["uncompressed_bytes"] for b in buckets)
         hook = sum(b["hook_time_s"] for b in buckets)
+        comm = sum(b.get("comm_time_s", 0.0) for b in buckets)
+        codec = sum(b.get("codec_time_s", 0.0) for b in buckets)
         errs = [b["compression_error"] for b in buckets if b.get("compression_error") is not None]
         last = {"iteration": iteration, "compressed": compressed, "bytes_sent": sent, "bytes_received": recv,
                 "uncompressed_bytes": raw, "compression_ratio": raw / sent if sent else None,
-                "hook_time_s": hook, "compression_error": float(np.mean(errs)) if errs else None,
+                "hook_time_s": hook, "comm_time_s": comm, "codec_time_s": codec, "compression_error": float(np.mean(errs)) if errs else None,
                 "buckets": buckets}
         if self.track_norms:
             last["memory_norm_sq"] = sum(b.get("memory_norm_sq", 0.0) for b in buckets)
@@ -585,6 +632,8 @@ class GcompState:
         t["bytes_received"] += recv
         t["uncompressed_bytes"] += raw
         t["hook_time_s"] += hook
+        t["comm_time_s"] += comm
+        t["codec_time_s"] += codec
         if self.writer is not None:
             p = self.writer_prefix
             w = self.writer
@@ -613,18 +662,22 @@ class GcompState:
         elem = buffer.element_size()
         m = {"index": plan.index, "iteration": iteration, "numel": plan.numel, "compressed_numel": plan.comp_numel,
              "uncompressed_bytes": plan.numel * elem, "bytes_sent": 0, "bytes_received": 0, "bytes_down": 0,
-             "compression_error": None}
+             "compression_error": None, "comm_time_s": 0.0, "codec_time_s": 0.0}
         if plan.plain:
             t = plan.gather(flat, plan.plain, plan.plain_range)
+            t0 = time.perf_counter()
             self._plain(t)
+            m["comm_time_s"] += time.perf_counter() - t0
             plan.scatter(flat, plan.plain, plan.plain_range, t)
             m["bytes_sent"] += plan.plain_numel * elem
             m["bytes_received"] += plan.plain_numel * elem
         if plan.comp:
-            g = plan.gather(flat, plan.comp, plan.comp_range)
+            g = plan.gather(flat, plan.comp, plan.comp_range, plan.comp_buffer(flat))
             sess = self._session(plan, iteration)
             if sess is None:
+                t0 = time.perf_counter()
                 self._plain(g)
+                m["comm_time_s"] += time.perf_counter() - t0
                 plan.scatter(flat, plan.comp, plan.comp_range, g)
                 m["bytes_sent"] += plan.comp_numel * elem
                 m["bytes_received"] += plan.comp_numel * elem
@@ -636,17 +689,24 @@ class GcompState:
             if sample:
                 m["compression_error"] = self._compression_error(plan, g, sess)
             if scale is not None:
-                g = g * scale
+                # In place: g is the bucket's own memory (or a copy of it), which the result
+                # overwrites anyway; the same rounding as g * scale.
+                g.mul_(scale)
             if plan.update is None or plan.update.dtype != g.dtype:
                 plan.update = torch.empty(plan.comp_numel, dtype=g.dtype)
             u = sess.step(g, update=plan.update)
-            if scale is not None:
-                u = u / scale
-            plan.scatter(flat, plan.comp, plan.comp_range, u.to(flat.dtype) if u.dtype != flat.dtype else u)
+            if u.dtype == flat.dtype:
+                plan.write_update(flat, u, scale)
+            else:
+                if scale is not None:
+                    u = u / scale
+                plan.scatter(flat, plan.comp, plan.comp_range, u.to(flat.dtype) if u.dtype != flat.dtype else u)
             st = sess.last_stats
             m["bytes_sent"] += st.bytes_up
             m["bytes_received"] += st.bytes_received
             m["bytes_down"] += st.bytes_down
+            m["comm_time_s"] += 1e-6 * st.comm_us
+            m["codec_time_s"] += 1e-6 * (st.encode_us + st.decode_us + st.update_us)
             m["skipped"] = st.skipped
             if self.track_norms:
                 m["memory_norm_sq"] = st.memory_norm_sq
@@ -729,6 +789,11 @@ def gcomp_hook(state, bucket):
         state._worker = _Worker()
     fut = torch.futures.Future()
     t_hook = time.perf_counter() - t0
+    if last and state._worker.idle():
+        # The iteration's last bucket with no exchange in flight: the backward pass has nothing
+        # left to overlap it with, so it runs here, without two thread handoffs.
+        state._run(plan, buffer, lrs, iteration, sample, last, fut, t_hook)
+        return fut
     state._worker.submit(lambda: state._run(plan, buffer, lrs, iteration, sample, last, fut, t_hook))
     return fut
 

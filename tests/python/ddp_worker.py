@@ -115,6 +115,7 @@ def train_job(rank, world, steps, outdir):
         "hessian-ec": dict(algorithm="hessian-ec", codec="dither:levels=1,norm=linf,block=64", seed=5),
         "doublesqueeze": dict(algorithm="doublesqueeze", codec=sign, seed=5),
         "signsgd-mv": dict(algorithm="signsgd-mv"),
+        "signum": dict(algorithm="signsgd-mv", momentum=0.9),
         # Negative control: top-2 without error feedback barely moves (the tolerance must reject it).
         "top2-no-memory": dict(algorithm="compressed-gd", codec="topk:k=2", seed=5),
         "ef-sign-plain-1d": dict(algorithm="ef-sgd", codec=sign, optimizer=True, seed=5, plain_1d=True),
@@ -125,7 +126,7 @@ def train_job(rank, world, steps, outdir):
     }
     dtypes = {"gd-bf16": torch.bfloat16, "diana-bf16": torch.bfloat16, "gd-fp16": torch.float16,
               "diana-fp16": torch.float16}
-    lrs = {"signsgd-mv": 0.01}
+    lrs = {"signsgd-mv": 0.01, "signum": 0.01}
     for name, cfg in configs.items():
         run = Run(cfg, dtype=dtypes.get(name, torch.float32), lr=lrs.get(name, LR)).train(rank, steps)
         p = params_of(run.ddp)
@@ -326,13 +327,7 @@ def transport_job(rank, world):
     results = {}
     params = [[torch.zeros(s) for s in shapes] for shapes in SHAPES]
     for name, cfg in TRANSPORT_CONFIGS.items():
-        try:
-            state = gddp.GcompState(**cfg)
-        except gcomp.Error as exc:
-            if exc.status != gcomp.Status.NOT_SUPPORTED:
-                raise
-            results[name] = {"unsupported": str(exc)}  # e.g. Signum before the Session has it
-            continue
+        state = gddp.GcompState(**cfg)
         got = []
         for t in range(TRANSPORT_STEPS):
             row = []

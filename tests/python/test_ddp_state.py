@@ -5,6 +5,7 @@ worker thread; state_dict checks; gcomp.torch is gone with a pointer to gcomp.dd
 import os
 import socket
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -143,32 +144,82 @@ class Bucket:
         return self._l
 
 
-def test_future_completes_on_the_worker_thread_with_the_session_result():
+def _ef_reference(g, sizes, bucket, lr):
+    comm = gcomp.local_group(1)[0]
+    ref = gcomp.Session(comm, sizes, algorithm="ef-sgd", codec="sign:block=16", lr=1.0, backend="host-f32",
+                        seed=gddp.bucket_seed(0, bucket))
+    return torch.from_numpy(ref.step((g * lr).numpy())) / lr, ref.last_stats
+
+
+@pytest.mark.parametrize("busy", [False, True])
+def test_futures_complete_on_the_worker_thread_with_the_session_result(busy):
     """The hook returns at once; the gcomp-ddp worker thread completes the future with the bucket
-    holding the Session's update (divided by lr for ef-sgd), equal to a local Session's."""
-    params = [torch.zeros(40, 5), torch.zeros(40)]
-    g = torch.randn(240, generator=torch.Generator().manual_seed(3))
+    holding the Session's update (divided by lr for ef-sgd), equal to a local Session's. The last
+    bucket of an iteration runs on the calling thread when no exchange is in flight (nothing is
+    left to overlap it with), and on the worker, after the earlier buckets, when one is."""
+    params0, params1 = [torch.zeros(40, 5), torch.zeros(40)], [torch.zeros(30)]
+    g0 = torch.randn(240, generator=torch.Generator().manual_seed(3))
+    g1 = torch.randn(30, generator=torch.Generator().manual_seed(4))
     st = gddp.GcompState(algorithm="ef-sgd", codec="sign:block=16", lr=0.5)
-    seen = {}
+    seen, gate = [], threading.Event()
     orig = st._exchange
 
-    def spy(*args, **kw):
-        seen["thread"] = threading.current_thread().name
-        return orig(*args, **kw)
+    def spy(plan, *args, **kw):
+        seen.append((plan.index, threading.current_thread().name))
+        if plan.index == 0:
+            assert gate.wait(60)
+        return orig(plan, *args, **kw)
 
     st._exchange = spy
-    buf = g.clone()
-    fut = gddp.gcomp_hook(st, Bucket(0, buf, params))
-    assert isinstance(fut, torch.futures.Future)
-    out = fut.wait()
-    assert out is buf and seen["thread"] == "gcomp-ddp"
-    comm = gcomp.local_group(1)[0]
-    ref = gcomp.Session(comm, [200, 40], algorithm="ef-sgd", codec="sign:block=16", lr=1.0, backend="host-f32",
-                        seed=gddp.bucket_seed(0, 0))
-    want = torch.from_numpy(ref.step((g * 0.5).numpy())) / 0.5
-    assert torch.equal(out, want)
+    buf0, buf1 = g0.clone(), g1.clone()
+    fut0 = gddp.gcomp_hook(st, Bucket(0, buf0, params0, last=False))
+    assert isinstance(fut0, torch.futures.Future)
+    if not busy:
+        gate.set()
+        assert fut0.wait() is buf0
+        deadline = time.monotonic() + 60
+        while not st._worker.idle():  # the worker completes the future, then counts the job done
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+    fut1 = gddp.gcomp_hook(st, Bucket(1, buf1, params1, last=True))
+    gate.set()
+    assert fut0.wait() is buf0 and fut1.wait() is buf1
+    assert seen == [(0, "gcomp-ddp"), (1, "gcomp-ddp" if busy else threading.current_thread().name)]
+    want0, stats0 = _ef_reference(g0, [200, 40], 0, 0.5)
+    want1, stats1 = _ef_reference(g1, [30], 1, 0.5)
+    assert torch.equal(buf0, want0) and torch.equal(buf1, want1)
     m = st.metrics()
-    assert m["iteration"] == 0 and m["bytes_sent"] == ref.last_stats.bytes_up
+    assert m["iteration"] == 0 and m["bytes_sent"] == stats0.bytes_up + stats1.bytes_up
+    assert all(b["codec_time_s"] > 0 and b["comm_time_s"] >= 0 for b in m["buckets"])
+    st.close()
+
+
+def test_permuted_bucket_keeps_its_session_and_per_group_lrs():
+    """DDP's rebuilt bucket holds the parameters in another order than the initial one: the Session
+    (laid out in the initial order) sees the gradient permuted into its layout and the update is
+    written back in the bucket's order, divided by each parameter's lr (two param groups), equal to
+    a local Session's two steps bit for bit."""
+    p = [torch.zeros(24, 2), torch.zeros(24), torch.zeros(40)]
+    n = [48, 24, 40]
+    opt = torch.optim.SGD([{"params": [p[0], p[2]], "lr": 0.5}, {"params": [p[1]], "lr": 0.25}], lr=0.5)
+    st = gddp.GcompState(algorithm="ef-sgd", codec="sign:block=16", optimizer=opt)
+    gen = torch.Generator().manual_seed(5)
+    g = [[torch.randn(k, generator=gen) for k in n] for _ in range(2)]
+    buf0 = torch.cat(g[0])
+    assert gddp.gcomp_hook(st, Bucket(0, buf0, p)).wait() is buf0
+    order = [2, 0, 1]  # the rebuilt bucket's order
+    buf1 = torch.cat([g[1][i] for i in order])
+    assert gddp.gcomp_hook(st, Bucket(0, buf1, [p[i] for i in order])).wait() is buf1
+    assert len(st._sessions) == 1 and st.layout_changes == 0
+    lr = torch.cat([torch.full((k,), v) for k, v in zip(n, [0.5, 0.25, 0.5])])
+    comm = gcomp.local_group(1)[0]
+    ref = gcomp.Session(comm, n, algorithm="ef-sgd", codec="sign:block=16", lr=1.0, backend="host-f32",
+                        seed=gddp.bucket_seed(0, 0))
+    want0 = torch.from_numpy(ref.step((torch.cat(g[0]) * lr).numpy())) / lr
+    want1 = torch.from_numpy(ref.step((torch.cat(g[1]) * lr).numpy())) / lr
+    assert torch.equal(buf0, want0)
+    parts = torch.split(want1, n)
+    assert torch.equal(buf1, torch.cat([parts[i] for i in order]))
     st.close()
 
 

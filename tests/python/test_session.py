@@ -335,3 +335,23 @@ def test_backend_option():
     with pytest.raises(gcomp.Error) as e:
         gcomp.Session(gcomp.local_group(1)[0], SEGMENTS, backend="gpu")
     assert "backend" in e.value.message and "cuda" in e.value.message
+
+
+def test_time_phases_fills_the_phase_times():
+    """time_phases=True reports this rank's encode, collective, decode and update times; off (the
+    default) they are 0. The results do not depend on it."""
+    g = np.random.default_rng(9).standard_normal(4096)
+    out = {}
+    for timed in (False, True):
+        comm = gcomp.local_group(1)[0]
+        s = gcomp.Session(comm, [4096], algorithm="ef-sgd", codec="sign:block=64", lr=0.1, backend="host-f32",
+                          time_phases=timed)
+        out[timed] = [s.step(g.astype(np.float32)).copy() for _ in range(3)]
+        st = s.last_stats
+        phases = (st.encode_us, st.comm_us, st.decode_us, st.update_us)
+        if timed:
+            assert st.encode_us > 0 and st.decode_us > 0 and all(v >= 0 for v in phases), phases
+        else:
+            assert phases == (0.0, 0.0, 0.0, 0.0)
+        s.close()
+    assert all(np.array_equal(a, b) for a, b in zip(out[False], out[True]))
