@@ -98,7 +98,7 @@ def worker(rank, world, port, args, outdir):
             state = gcomp.ddp.GcompState(**c)
             model.register_comm_hook(state, gcomp.ddp.gcomp_hook)
         gen = torch.Generator().manual_seed(100 + rank)
-        times = []
+        times, cpu = [], []
         n = xtr.shape[0]
         perm = torch.randperm(n, generator=gen)
         pos = 0
@@ -107,13 +107,16 @@ def worker(rank, world, port, args, outdir):
                 perm, pos = torch.randperm(n, generator=gen), 0
             idx = perm[pos:pos + batch]
             pos += batch
-            t0 = time.perf_counter()
+            if step == args.skip and isinstance(state, gcomp.ddp.GcompState):
+                before = dict(state.metrics()["totals"])  # the hook's counters of the timed steps only
+            t0, c0 = time.perf_counter(), time.process_time()
             opt.zero_grad()
             F.cross_entropy(model(xtr[idx]), ytr[idx]).backward()
             opt.step()
-            dt = time.perf_counter() - t0
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
             if step >= args.skip:
                 times.append(dt)
+                cpu.append(dc)
         with torch.no_grad():
             acc = float((net(xte).argmax(1) == yte).float().mean())
         p = torch.cat([q.detach().reshape(-1) for q in net.parameters()])
@@ -122,11 +125,12 @@ def worker(rank, world, port, args, outdir):
         equal = all(torch.equal(g, gathered[0]) for g in gathered)
         numel = p.numel()
         if isinstance(state, gcomp.ddp.GcompState):
-            tot = state.metrics()["totals"]
-            bytes_step = tot["bytes_sent"] / max(tot["iterations"], 1)
-            hook_ms = 1e3 * tot["hook_time_s"] / max(tot["iterations"], 1)
-            comm_ms = 1e3 * tot.get("comm_time_s", 0.0) / max(tot["iterations"], 1)
-            codec_ms = 1e3 * tot.get("codec_time_s", 0.0) / max(tot["iterations"], 1)
+            tot = {k: v - before[k] for k, v in state.metrics()["totals"].items()}
+            its = max(tot["iterations"], 1)
+            bytes_step = tot["bytes_sent"] / its
+            hook_ms, comm_ms, codec_ms = (1e3 * tot[k] / its for k in ("hook_time_s", "comm_time_s", "codec_time_s"))
+            if cfg.get("algorithm") == "gd":  # no Session: the hook only issues DDP's allreduce
+                comm_ms = codec_ms = None
             state.close()
         elif isinstance(cfg, tuple):
             # PowerSGD rank r per matrix n x m: P (n r) and Q (m r) floats; 1-D tensors uncompressed.
@@ -136,7 +140,7 @@ def worker(rank, world, port, args, outdir):
             hook_ms = comm_ms = codec_ms = None
         else:
             bytes_step, hook_ms, comm_ms, codec_ms = 4 * numel, None, None, None
-        return {"times": times, "accuracy": acc, "replicas_equal": equal, "bytes_per_step": bytes_step,
+        return {"times": times, "cpu": cpu, "accuracy": acc, "replicas_equal": equal, "bytes_per_step": bytes_step,
                 "hook_ms": hook_ms, "comm_ms": comm_ms, "codec_ms": codec_ms, "numel": numel}
 
     cfgs = configs()
@@ -148,14 +152,15 @@ def worker(rank, world, port, args, outdir):
     if args.only:
         cfgs = {k: v for k, v in cfgs.items() if k in args.only.split(",") or k == "ddp"}
     names = list(cfgs)
-    results = {k: {"times": []} for k in names}
+    results = {k: {"times": [], "cpu": []} for k in names}
     for rnd in range(args.rounds):
         order = names[rnd % len(names):] + names[:rnd % len(names)]
         for name in order:
             dist.barrier()
             r = run(name, cfgs[name])
             results[name]["times"] += r["times"]
-            results[name].update({k: v for k, v in r.items() if k != "times"})
+            results[name]["cpu"] += r["cpu"]
+            results[name].update({k: v for k, v in r.items() if k not in ("times", "cpu")})
     if rank == 0:
         with open(os.path.join(outdir, "rank0.json"), "w") as f:
             json.dump(results, f)
@@ -193,6 +198,7 @@ def main():
         with open(os.path.join(outdir, "rank0.json")) as f:
             res = json.load(f)
     base = float(np.median(res["ddp"]["times"]))
+    base_cpu = float(np.mean(res["ddp"]["cpu"]))
     psgd = float(np.median(res["powersgd-r1"]["times"])) if "powersgd-r1" in res else None
     rows = []
     print(f"# gcomp.ddp hook vs plain DDP and PowerSGD: digits, MLP 64-512-512-10, 2 gloo processes, "
@@ -202,13 +208,17 @@ def main():
           f"{after[2]:.2f}; wall {wall:.0f} s; GCOMP_CPU_THREADS={args.gcomp_threads}")
     print(f"# hook ms: time in gcomp's hook per step; comm: the Session's collectives through the process group "
           f"(waits for the other rank included); codec: the Session's encode, decode and update; python: the rest")
-    print(f"{'config':26s} {'ms/step':>8s} {'p10':>7s} {'p90':>7s} {'x ddp':>6s} {'x psgd':>6s} {'hook ms':>8s} "
+    print(f"# cpu ms: CPU time of rank 0's process per step (mean; all its threads, gloo's included), x cpu: its ratio "
+          f"to plain DDP's (less sensitive to the load than the wall time)")
+    print(f"{'config':26s} {'ms/step':>8s} {'p10':>7s} {'p90':>7s} {'x ddp':>6s} {'x psgd':>6s} {'cpu ms':>6s} "
+          f"{'x cpu':>6s} {'hook ms':>8s} "
           f"{'comm':>6s} {'codec':>6s} {'python':>6s} {'bytes/step':>10s} {'ratio':>6s} {'test acc':>8s} replicas")
     for name, r in res.items():
         t = np.array(r["times"]) * 1e3
         med = float(np.median(t))
         row = {"config": name, "median_ms": med, "p10_ms": float(np.percentile(t, 10)),
                "p90_ms": float(np.percentile(t, 90)), "ratio_to_ddp": med / (1e3 * base),
+               "cpu_ms": 1e3 * float(np.mean(r["cpu"])), "cpu_ratio_to_ddp": float(np.mean(r["cpu"])) / base_cpu,
                "ratio_to_powersgd_r1": med / (1e3 * psgd) if psgd else None, "hook_ms_per_step": r["hook_ms"],
                "comm_ms_per_step": r.get("comm_ms"), "codec_ms_per_step": r.get("codec_ms"),
                "bytes_per_step": r["bytes_per_step"], "compression": 4 * r["numel"] / r["bytes_per_step"],
@@ -221,6 +231,7 @@ def main():
             parts = [f"{row['comm_ms_per_step']:.2f}", f"{row['codec_ms_per_step']:.2f}", f"{py:.2f}"]
         xp = f"{row['ratio_to_powersgd_r1']:.2f}" if psgd else "-"
         print(f"{name:26s} {med:8.2f} {row['p10_ms']:7.2f} {row['p90_ms']:7.2f} {row['ratio_to_ddp']:6.2f} {xp:>6s} "
+              f"{row['cpu_ms']:6.2f} {row['cpu_ratio_to_ddp']:6.2f} "
               f"{hook:>8s} {parts[0]:>6s} {parts[1]:>6s} {parts[2]:>6s} {row['bytes_per_step']:10.0f} {row['compression']:6.1f} {row['test_accuracy']:8.4f} "
               f"{row['replicas_equal']}")
     if args.json:
