@@ -123,8 +123,10 @@ class EngineImpl final : public Engine {
   RngKey down_key(int shard = -1) const;
   const std::vector<RngKey>& up_keys(int shard);
   int delay_now() const;
-  void compress_mean(const T* src, T* err, StepStats& s);
-  void gather_uplink(StepStats& s);
+  void compress_mean(const T* src, T* err, StepStats& s, T* u = nullptr, T b = T{1});
+  /// mean = false: acc = sum_j decode(message_j); true: acc = fp32(1/P) * sum, and with u also
+  /// u = b * acc in the same pass (acc then unspecified).
+  void gather_uplink(StepStats& s, bool mean, T* u = nullptr, T b = T{1});
   void two_way_round(const T* p, T* e, T* server_err, T* result, StepStats& s);
   void hessian_term(const T* e, T* t);
   double own_error(const T* src);
@@ -435,7 +437,7 @@ size_t EngineImpl<T>::others(const std::vector<size_t>& sizes, size_t extra) con
 
 // acc = T(1/P) * sum_j decode(C(src_j)) in rank order; with err: err = src - decode(C(src)).
 template <class T>
-void EngineImpl<T>::compress_mean(const T* src, T* err, StepStats& s) {
+void EngineImpl<T>::compress_mean(const T* src, T* err, StepStats& s, T* u, T b) {
   VecOps<T>& o = *ops_;
   enter(Phase::kEncode);
   local([&] {
@@ -447,14 +449,16 @@ void EngineImpl<T>::compress_mean(const T* src, T* err, StepStats& s) {
       o.encode(up_, src, up_key(rank_), send_);
     if (cfg_.track_norms) s.compression_error_sq = own_error(src);
   });
-  gather_uplink(s);
-  o.scale(acc_, inv_p_, acc_, n_);
+  // acc = fp32(1/P) * sum; with u: u = b * (fp32(1/P) * sum) in the same pass, acc then unspecified
+  // (the update of compressed-gd, hessian-ec and ef-sgd, which read acc no further)
+  gather_uplink(s, true, u, b);
 }
 
 // The one-way exchange of the uplink message in send_: every rank's message into recv_ (at its
-// used size for a variable-length codec), counted, then acc_ = sum_j decode(message_j) in rank order.
+// used size for a variable-length codec), counted, then acc_ = sum_j decode(message_j) in rank order
+// (mean: times fp32(1/P), and u = b * that when u is given).
 template <class T>
-void EngineImpl<T>::gather_uplink(StepStats& s) {
+void EngineImpl<T>::gather_uplink(StepStats& s, bool mean, T* u, T b) {
   VecOps<T>& o = *ops_;
   if (up_var_) {
     used_[0] = used_of(up_, send_);
@@ -469,7 +473,11 @@ void EngineImpl<T>::gather_uplink(StepStats& s) {
     s.bytes_received += up_stride_ * static_cast<size_t>(P_ - 1);
   }
   enter(Phase::kDecode);
-  o.decode_reduce(up_, recv_, up_stride_, P_, up_var_ ? recv_sizes_.data() : nullptr, up_keys(-1), acc_);
+  const size_t* sizes = up_var_ ? recv_sizes_.data() : nullptr;
+  if (mean)
+    o.decode_reduce_scale(up_, recv_, up_stride_, P_, sizes, up_keys(-1), inv_p_, acc_, b, u, n_);
+  else
+    o.decode_reduce(up_, recv_, up_stride_, P_, sizes, up_keys(-1), acc_);
 }
 
 // §8.3/§8.4: workers send C(p) and keep e = p - C(p); the server averages the decoded messages,
@@ -512,9 +520,8 @@ void EngineImpl<T>::two_way_round(const T* p, T* e, T* server_err, T* result, St
   }
   enter(Phase::kDecode);
   const auto mlen = static_cast<size_t>(shard_begin_[static_cast<size_t>(rank_) + 1] - shard_begin_[static_cast<size_t>(rank_)]);
-  o.decode_reduce(up_shard_[static_cast<size_t>(rank_)], recv_, up_stride_, P_, up_var_ ? recv_sizes_.data() : nullptr,
-                  up_keys(rank_), acc_);
-  o.scale(acc_, inv_p_, acc_, mlen);
+  o.decode_reduce_scale(up_shard_[static_cast<size_t>(rank_)], recv_, up_stride_, P_,
+                        up_var_ ? recv_sizes_.data() : nullptr, up_keys(rank_), inv_p_, acc_, T{0}, nullptr, mlen);
   enter(Phase::kEncode);
   o.lincomb(work_, T{1}, server_err, T{1}, acc_, mlen);
   const int mine = down_shard_[static_cast<size_t>(rank_)];
@@ -652,13 +659,11 @@ StepStats EngineImpl<T>::run(const T* grad, T* out) {
     switch (cfg_.algorithm) {
       case Algorithm::kGd:
       case Algorithm::kCompressedGd:
-        compress_mean(g, nullptr, s);
+        compress_mean(g, nullptr, s, momentum ? nullptr : u, lr);  // without momentum: u = lr mean, fused
         enter(Phase::kUpdate);
         if (momentum) {
           o.lincomb(S("momentum"), mu, S("momentum"), T{1}, acc_, n_);  // m = mu m + mean
           o.scale(u, lr, S("momentum"), n_);
-        } else {
-          o.scale(u, lr, acc_, n_);
         }
         break;
       case Algorithm::kSignSgdMv: {
@@ -668,7 +673,7 @@ StepStats EngineImpl<T>::run(const T* grad, T* out) {
           v = S("momentum");
         }
         local([&] { o.encode(up_, v, up_key(rank_), send_); });
-        gather_uplink(s);  // acc = sum of signs
+        gather_uplink(s, false);  // acc = sum of signs
         enter(Phase::kUpdate);
         o.vote(u, acc_, lr, cfg_.tie_to_zero, n_);
         s.bytes_down += (n_ + 7) / 8;  // the vote is one sign per element
@@ -688,9 +693,8 @@ StepStats EngineImpl<T>::run(const T* grad, T* out) {
         } else {
           o.lincomb(work_, lr, g, T{1}, e, n_);
         }
-        compress_mean(work_, e, s);
+        compress_mean(work_, e, s, u, T{1});  // u = 1 * mean = mean (exact), fused
         enter(Phase::kUpdate);
-        o.copy(u, acc_, n_);
         break;
       }
       case Algorithm::kDiana: {
@@ -701,8 +705,7 @@ StepStats EngineImpl<T>::run(const T* grad, T* out) {
           o.encode_diana(up_, g, hi, alpha_, up_key(rank_), send_);  // h_i += alpha Q(g - h_i)
           if (cfg_.track_norms) s.compression_error_sq = own_error(tmp2_);
         });
-        gather_uplink(s);
-        o.scale(acc_, inv_p_, acc_, n_);
+        gather_uplink(s, true);
         enter(Phase::kUpdate);
         o.lincomb(tmp_, T{1}, h, T{1}, acc_, n_);  // g^ = h + mean
         if (momentum) {
@@ -758,9 +761,8 @@ StepStats EngineImpl<T>::run(const T* grad, T* out) {
             o.lincomb(work_, T{1}, g, T{1}, tmp_, n_);  // v = g + t
             break;
         }
-        compress_mean(work_, cfg_.compensation == Compensation::kNone ? nullptr : e, s);
+        compress_mean(work_, cfg_.compensation == Compensation::kNone ? nullptr : e, s, u, lr);  // u = lr mean, fused
         enter(Phase::kUpdate);
-        o.scale(u, lr, acc_, n_);
         break;
       }
     }

@@ -5,6 +5,7 @@
 // same expressions in double. Messages are fp32 payloads on both: the double implementation rounds
 // its input to fp32 for the codec and widens what it decodes (exactly).
 #include "host/algorithms/vec_ops.hpp"
+#include "host/codecs/pieces.hpp"
 
 #include <gcomp/detail/session_math.hpp>
 
@@ -214,6 +215,12 @@ class HostOps final : public VecOps<T> {
     };
     // Validate every payload before out changes (as the device decode_reduce).
     for (int j = 0; j < count; ++j) k.validate(pay(j));
+    if constexpr (kF32) {
+      if (k.range_decodable()) {
+        fused_reduce(k, pay, count, o, [](int64_t, int64_t) {});
+        return;
+      }
+    }
     std::fill(o, o + n, T{0});
     for (int j = 0; j < count; ++j) {
       if constexpr (kF32) {
@@ -223,6 +230,36 @@ class HostOps final : public VecOps<T> {
         for (size_t i = 0; i < n; ++i) o[i] += static_cast<double>(d[i]);
       }
     }
+  }
+  void decode_reduce_scale(int c, uint8_t* payloads, size_t stride, int count, const size_t* sizes,
+                           const std::vector<RngKey>& keys, T a, T* o, T b, T* u, size_t n) override {
+    const Codec& k = codec(c);
+    if constexpr (kF32) {
+      if (k.range_decodable() && n == static_cast<size_t>(k.num_elems())) {
+        auto pay = [&](int j) {
+          const size_t bytes = sizes != nullptr ? sizes[static_cast<size_t>(j)] : k.encoded_bytes();
+          return std::span<const uint8_t>(payloads + stride * static_cast<size_t>(j), bytes);
+        };
+        for (int j = 0; j < count; ++j) k.validate(pay(j));
+        if (u == nullptr) {
+          fused_reduce(k, pay, count, o, [&](int64_t s, int64_t e) {
+            for (int64_t i = s; i < e; ++i) o[i] = Math<T>::mul(a, o[i]);
+          });
+          return;
+        }
+        // Only u is read after this call: the sum stays in L1 scratch and out is not written.
+        for_each_piece(k.num_elems(), [&](int64_t begin, int64_t end) {
+          float sum[kSubElems];
+          for_each_sub(begin, end, [&](int64_t s, int64_t e) {
+            std::fill(sum, sum + (e - s), 0.0f);
+            for (int j = 0; j < count; ++j) k.decode_range(pay(j), s, e, 1.0f, true, sum);
+            for (int64_t i = s; i < e; ++i) u[i] = Math<T>::mul(b, Math<T>::mul(a, sum[i - s]));
+          });
+        });
+        return;
+      }
+    }
+    VecOps<T>::decode_reduce_scale(c, payloads, stride, count, sizes, keys, a, o, b, u, n);
   }
 
   [[nodiscard]] bool variable_length(int c) const override { return codec(c).variable_length(); }
@@ -301,6 +338,19 @@ class HostOps final : public VecOps<T> {
   const float* decode_f32(const Codec& k, std::span<const uint8_t> payload, const RngKey& key) {
     k.decode(payload, key, std::span<float>(f32b_.data(), static_cast<size_t>(k.num_elems())));
     return f32b_.data();
+  }
+  // out = sum_j decode(pay(j)) (from +0, in rank order: the bits of P decode_accumulate calls with
+  // weight 1), one L1-sized sub-range at a time, then post(s, e) on the sub-range while it is
+  // still in L1. Pieces on the pool at fixed boundaries: the result does not depend on the threads.
+  template <class Pay, class Post>
+  static void fused_reduce(const Codec& k, const Pay& pay, int count, float* o, const Post& post) {
+    for_each_piece(k.num_elems(), [&](int64_t begin, int64_t end) {
+      for_each_sub(begin, end, [&](int64_t s, int64_t e) {
+        std::fill(o + s, o + e, 0.0f);
+        for (int j = 0; j < count; ++j) k.decode_range(pay(j), s, e, 1.0f, true, o + s);
+        post(s, e);
+      });
+    });
   }
   void mark() {
     const auto now = Clock::now();

@@ -96,6 +96,17 @@ class VecOps {
   /// before out changes. The slots may be rewritten after their messages (device: tails zeroed).
   virtual void decode_reduce(int c, uint8_t* payloads, size_t stride, int count, const size_t* sizes,
                              const std::vector<RngKey>& keys, T* out) = 0;
+  /// decode_reduce, then out = a * out, then (u not null) u = b * out: the same products as
+  /// scale() calls after decode_reduce, so the same bits. With u, out is scratch: its content
+  /// afterwards is unspecified (the host does not write it). The host runs it all as one pass per
+  /// L1-sized sub-range (one output written once instead of 3 + count passes); the default runs
+  /// the calls in turn. n: the codec's number of elements.
+  virtual void decode_reduce_scale(int c, uint8_t* payloads, size_t stride, int count, const size_t* sizes,
+                                   const std::vector<RngKey>& keys, T a, T* out, T b, T* u, size_t n) {
+    decode_reduce(c, payloads, stride, count, sizes, keys, out);
+    scale(out, a, out, n);
+    if (u != nullptr) scale(u, b, out, n);
+  }
 
   /// True when codec c's messages travel at their used size (Codec::variable_length(): sdither,
   /// topk with index=rice); fixed-size codecs use the plain collectives.

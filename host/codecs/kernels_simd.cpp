@@ -276,7 +276,24 @@ double ReduceTileT(const Op& op, const float* x, int64_t len, double mean) {
   HWY_ALIGN double acc_lanes[kLanes];
   const int64_t rows = len / kLanes;
   const int64_t rem = len % kLanes;
-  for (int64_t l0 = 0; l0 < kLanes; l0 += lanes) {
+  // Four vectors of lane accumulators at a time: each lane still adds its rows in order, and the
+  // four independent chains hide the latency of the add (one chain ran at a quarter of the rate).
+  int64_t l0 = 0;
+  for (; l0 + 4 * lanes <= kLanes; l0 += 4 * lanes) {
+    auto a0 = hn::Set(dd, op.identity()), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* row = x + r * kLanes + l0;
+      a0 = reduce_combine<kOp, decltype(dd)>(a0, reduce_term<kOp>(dd, hn::PromoteTo(dd, hn::LoadU(df, row)), mean));
+      a1 = reduce_combine<kOp, decltype(dd)>(a1, reduce_term<kOp>(dd, hn::PromoteTo(dd, hn::LoadU(df, row + lanes)), mean));
+      a2 = reduce_combine<kOp, decltype(dd)>(a2, reduce_term<kOp>(dd, hn::PromoteTo(dd, hn::LoadU(df, row + 2 * lanes)), mean));
+      a3 = reduce_combine<kOp, decltype(dd)>(a3, reduce_term<kOp>(dd, hn::PromoteTo(dd, hn::LoadU(df, row + 3 * lanes)), mean));
+    }
+    hn::Store(a0, dd, acc_lanes + l0);
+    hn::Store(a1, dd, acc_lanes + l0 + lanes);
+    hn::Store(a2, dd, acc_lanes + l0 + 2 * lanes);
+    hn::Store(a3, dd, acc_lanes + l0 + 3 * lanes);
+  }
+  for (; l0 < kLanes; l0 += lanes) {
     auto acc = hn::Set(dd, op.identity());
     for (int64_t r = 0; r < rows; ++r)
       acc = reduce_combine<kOp, decltype(dd)>(acc, reduce_term<kOp>(dd, hn::PromoteTo(dd, hn::LoadU(df, x + r * kLanes + l0)), mean));

@@ -11,6 +11,7 @@
 #include <gcomp/comm.hpp>
 #include <gcomp/detail/half.hpp>
 #include <gcomp/session.hpp>
+#include <gcomp/threads.hpp>
 
 #include <gtest/gtest.h>
 
@@ -168,6 +169,61 @@ TEST(SessionF32Test, MeanDecodesEachRanksMessageWithItsOwnKey) {
   for (int r = 0; r < kRanks; ++r) {
     const std::vector<double> got(updates[r].begin(), updates[r].end());
     EXPECT_TRUE(bits_equal(got, want)) << "rank " << r;
+  }
+}
+
+// The host-f32 decode phase is one fused pass per sub-range (zero, decode-accumulate every payload
+// in rank order, scale by fp32(1/P), and for compressed-gd and ef-sgd the update): on buffers of
+// several pool pieces, with any thread count, it equals the separate calls bit for bit, for
+// range-decodable codecs and for the sparse ones (their own path).
+TEST(SessionF32Test, FusedMeanOfLargeBuffersEqualsTheSeparateCalls) {
+  constexpr int kP = 2;
+  const int64_t n = 3 * (int64_t{1} << 17) + 77;  // above the parallel threshold, ragged last piece
+  const int threads_before = cpu_threads();
+  for (const char* spec : {"sign", "dither:levels=4,block=512", "topk:ratio=0.01"}) {
+    for (const Algorithm algo : {Algorithm::kCompressedGd, Algorithm::kEfSgd}) {
+      for (const int threads : {1, 3}) {
+        set_cpu_threads(threads);
+        SessionConfig cfg;
+        cfg.algorithm = algo;
+        cfg.codec = spec;
+        cfg.lr = 0.375;
+        cfg.seed = 99;
+        cfg.backend = Backend::kHostF32;
+        std::vector<std::vector<float>> grads(kP), updates(kP);
+        std::mutex m;
+        run_local(kP, [&](Communicator& comm) {
+          Session s(comm, Layout(n), cfg);
+          std::vector<float> g(static_cast<size_t>(n)), u(static_cast<size_t>(n));
+          for (int64_t i = 0; i < n; ++i)
+            g[i] = static_cast<float>(std::sin(0.001 * static_cast<double>(i) * (comm.rank() + 1)) + 0.01 * comm.rank());
+          (void)s.step(std::span<const float>(g), std::span<float>(u));
+          std::lock_guard<std::mutex> lock(m);
+          grads[comm.rank()] = g;
+          updates[comm.rank()] = u;
+        });
+        set_cpu_threads(threads_before);
+        const auto codec = make_codec(spec, Layout(n));
+        std::vector<float> acc(static_cast<size_t>(n), 0.0f);
+        const auto lr = static_cast<float>(cfg.lr);
+        for (int j = 0; j < kP; ++j) {
+          std::vector<float> src = grads[j];
+          if (algo == Algorithm::kEfSgd)  // p = lr g + e with e = 0 at step 0
+            for (float& v : src) v = lr * v + 0.0f;
+          const RngKey key{cfg.seed, static_cast<uint32_t>(j), 0u, 0u};
+          std::vector<uint8_t> payload(codec->encoded_bytes());
+          codec->encode(src, key, payload);
+          codec->decode_accumulate(payload, key, 1.0f, acc);
+        }
+        const auto inv_p = static_cast<float>(1.0 / kP);
+        const float b = algo == Algorithm::kEfSgd ? 1.0f : lr;
+        std::vector<float> want(static_cast<size_t>(n));
+        for (int64_t i = 0; i < n; ++i) want[i] = b * (inv_p * acc[i]);
+        for (int r = 0; r < kP; ++r)
+          EXPECT_EQ(std::memcmp(updates[r].data(), want.data(), want.size() * sizeof(float)), 0)
+              << spec << ", " << algorithm_name(algo) << ", " << threads << " threads, rank " << r;
+      }
+    }
   }
 }
 
