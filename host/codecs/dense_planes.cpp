@@ -44,6 +44,70 @@ double dither_omega(uint32_t norm, double p, uint32_t s, double b) {
   return std::min(var_term, (1.0 + sb) / (2.0 * sd));
 }
 
+/// Lanes of a group whose level (bit planes planes[0 .. nbits-1]) is above s: a bit-sliced
+/// comparison from the top bit down.
+inline uint32_t planes_above(const uint32_t* planes, int nbits, uint32_t s) {
+  uint32_t above = 0, equal = ~0u;
+  for (int k = nbits - 1; k >= 0; --k) {
+    const uint32_t sk = ((s >> k) & 1u) ? ~0u : 0u;
+    above |= equal & planes[k] & ~sk;
+    equal &= ~(planes[k] ^ sk);
+  }
+  return above;
+}
+
+template <int kBits>
+int64_t dense_first_bad_t(const uint8_t* groups, uint32_t s, bool level_check, int64_t g0, int64_t g1) {
+  constexpr int kWords = 1 + kBits;
+  constexpr int64_t kStride = 16;
+  for (int64_t c = g0; c < g1; c += kStride) {
+    const int64_t ce = std::min(g1, c + kStride);
+    uint32_t bad = 0;
+    for (int64_t g = c; g < ce; ++g) {
+      uint32_t w[kWords];
+      std::memcpy(w, groups + 4 * g * kWords, sizeof w);
+      uint32_t nonzero = 0;
+      for (int k = 0; k < kBits; ++k) nonzero |= w[1 + k];
+      bad |= w[0] & ~nonzero;
+      if (level_check) bad |= planes_above(w + 1, kBits, s);
+    }
+    if (bad == 0u) continue;
+    for (int64_t g = c; g < ce; ++g) {  // which group
+      uint32_t w[kWords];
+      std::memcpy(w, groups + 4 * g * kWords, sizeof w);
+      uint32_t nonzero = 0;
+      for (int k = 0; k < kBits; ++k) nonzero |= w[1 + k];
+      if ((w[0] & ~nonzero) != 0u || (level_check && planes_above(w + 1, kBits, s) != 0u)) return g;
+    }
+  }
+  return -1;
+}
+
+/// The first group of g0 .. g1 - 1 (whole groups: no padding lanes) with a sign bit on a zero
+/// level or (level_check) a level above s, or -1.
+int64_t dense_first_bad(const uint8_t* groups, int nbits, uint32_t s, bool level_check, int64_t g0, int64_t g1) {
+  switch (nbits) {
+    case 1: return dense_first_bad_t<1>(groups, s, level_check, g0, g1);
+    case 2: return dense_first_bad_t<2>(groups, s, level_check, g0, g1);
+    case 3: return dense_first_bad_t<3>(groups, s, level_check, g0, g1);
+    case 4: return dense_first_bad_t<4>(groups, s, level_check, g0, g1);
+    case 5: return dense_first_bad_t<5>(groups, s, level_check, g0, g1);
+    case 6: return dense_first_bad_t<6>(groups, s, level_check, g0, g1);
+    case 7: return dense_first_bad_t<7>(groups, s, level_check, g0, g1);
+    case 8: return dense_first_bad_t<8>(groups, s, level_check, g0, g1);
+    default: break;
+  }
+  const int words = 1 + nbits;
+  uint32_t w[1 + 32];
+  for (int64_t g = g0; g < g1; ++g) {
+    std::memcpy(w, groups + 4 * g * words, sizeof(uint32_t) * static_cast<size_t>(words));
+    uint32_t nonzero = 0;
+    for (int k = 0; k < nbits; ++k) nonzero |= w[1 + k];
+    if ((w[0] & ~nonzero) != 0u || (level_check && planes_above(w + 1, nbits, s) != 0u)) return g;
+  }
+  return -1;
+}
+
 }  // namespace
 
 DensePlaneCodec::DensePlaneCodec(CodecSpec spec, Layout layout) : Codec(std::move(spec), std::move(layout)) {
@@ -242,27 +306,22 @@ void DensePlaneCodec::validate(std::span<const uint8_t> payload) const {
   const int64_t n = num_elems();
   const bool level_check = (uint64_t{1} << nbits_) != uint64_t{levels_} + 1;
   // Groups g0 .. g1 - 1: the first bad group, or -1. Levels above s are found 32 lanes at a time
-  // by a bit-sliced comparison of the planes with s, from the top bit down.
+  // by a bit-sliced comparison of the planes with s, from the top bit down. Whole groups take the
+  // loop of their plane count (bad bits OR-ed over 16 groups, one branch per 16); only the last
+  // group of the payload can have padding lanes.
+  const int64_t last = groups_ - 1;
   const auto first_bad = [&](int64_t g0, int64_t g1) -> int64_t {
+    const int64_t whole_end = (n % kGroupElems != 0 && g1 > last) ? last : g1;
+    const int64_t found = dense_first_bad(groups, nbits_, levels_, level_check, g0, whole_end);
+    if (found >= 0 || whole_end == g1) return found;
     uint32_t w[1 + 32];
-    for (int64_t g = g0; g < g1; ++g) {
-      for (int k = 0; k < words; ++k) w[k] = load_u32(groups + 4 * (g * words + k));
-      const int64_t live = std::min<int64_t>(kGroupElems, n - g * kGroupElems);
-      const uint32_t live_mask = live == 32 ? 0xffffffffu : ((1u << live) - 1u);
-      uint32_t nonzero = 0, padding = 0;
-      for (int k = 0; k < nbits_; ++k) nonzero |= w[1 + k];
-      for (int k = 0; k < words; ++k) padding |= w[k] & ~live_mask;
-      if (padding != 0u || (w[0] & ~nonzero) != 0u) return g;
-      if (level_check) {
-        uint32_t above = 0, equal = ~0u;
-        for (int k = nbits_ - 1; k >= 0; --k) {
-          const uint32_t sk = ((levels_ >> k) & 1u) ? ~0u : 0u;
-          above |= equal & w[1 + k] & ~sk;
-          equal &= ~(w[1 + k] ^ sk);
-        }
-        if (above & live_mask) return g;
-      }
-    }
+    for (int k = 0; k < words; ++k) w[k] = load_u32(groups + 4 * (last * words + k));
+    const uint32_t live_mask = (1u << (n % kGroupElems)) - 1u;
+    uint32_t nonzero = 0, padding = 0;
+    for (int k = 0; k < nbits_; ++k) nonzero |= w[1 + k];
+    for (int k = 0; k < words; ++k) padding |= w[k] & ~live_mask;
+    if (padding != 0u || (w[0] & ~nonzero) != 0u) return last;
+    if (level_check && (planes_above(w + 1, nbits_, levels_) & live_mask) != 0u) return last;
     return -1;
   };
   std::vector<int64_t> bad(static_cast<size_t>(num_pieces(n)), -1);

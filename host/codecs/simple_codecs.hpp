@@ -85,6 +85,9 @@ class SparseCodec final : public Codec {
   bool randomized() const override { return spec().id == CodecId::kRandK; }
   void encode(std::span<const float> x, const RngKey& key, std::span<uint8_t> payload) const override;
   GCOMP_CODEC_DECODE_METHODS
+  /// Every payload validated first (once), then each one's indices read once and its values added.
+  void decode_reduce(std::span<const std::span<const uint8_t>> payloads, std::span<const RngKey> keys,
+                     std::span<const float> weights, std::span<float> out) const override;
   [[nodiscard]] int64_t k() const { return k_; }
   [[nodiscard]] int index_bits() const { return index_bits_; }
   /// index=rice: the Rice parameter b, the directory entries and the worst-case stream bits.
@@ -97,6 +100,9 @@ class SparseCodec final : public Codec {
  private:
   void decode_impl(std::span<const uint8_t> payload, const RngKey& key, float weight, bool overwrite,
                    std::span<float> out) const;
+  /// decode_impl of a payload already validated.
+  void scatter(std::span<const uint8_t> payload, const RngKey& key, float weight, bool overwrite,
+               std::span<float> out) const;
   std::vector<int64_t> read_indices(std::span<const uint8_t> payload, const RngKey& key) const;
   /// index=rice: the total stream bits T (checked against the worst case).
   uint32_t rice_total(std::span<const uint8_t> payload) const;

@@ -217,6 +217,20 @@ std::vector<int64_t> SparseCodec::read_indices(std::span<const uint8_t> payload,
   if (rice_) return rice_indices(payload);
   std::vector<int64_t> idx(static_cast<size_t>(k_));
   const uint8_t* packed = payload.data() + 4 * k_;
+  if (index_bits_ <= 32) {
+    // Index j is bits [jB, jB + B) of the LSB-first word stream: one 64-bit window of the two
+    // words it touches (B + offset <= 63), not a load per bit.
+    const int64_t words = ceil_div(k_ * index_bits_, 32);
+    const uint64_t mask = (uint64_t{1} << index_bits_) - 1u;
+    for (int64_t j = 0; j < k_; ++j) {
+      const int64_t bit = j * index_bits_;
+      const int64_t w = bit / 32;
+      uint64_t window = load_u32(packed + 4 * w);
+      if (w + 1 < words) window |= static_cast<uint64_t>(load_u32(packed + 4 * (w + 1))) << 32;
+      idx[j] = static_cast<int64_t>((window >> (bit % 32)) & mask);
+    }
+    return idx;
+  }
   for (int64_t j = 0; j < k_; ++j) {
     const int64_t bit = j * index_bits_;
     uint64_t v = 0;
@@ -262,6 +276,17 @@ void SparseCodec::validate(std::span<const uint8_t> payload) const {
 void SparseCodec::decode_impl(std::span<const uint8_t> payload, const RngKey& key, float weight,
                               bool overwrite, std::span<float> out) const {
   check_decode_args(payload, out);
+  scatter(payload, key, weight, overwrite, out);
+}
+
+void SparseCodec::decode_reduce(std::span<const std::span<const uint8_t>> payloads, std::span<const RngKey> keys,
+                                std::span<const float> weights, std::span<float> out) const {
+  check_reduce_args(payloads, keys, weights, out);  // validates every payload before out changes
+  for (size_t j = 0; j < payloads.size(); ++j) scatter(payloads[j], keys[j], weights[j], false, out);
+}
+
+void SparseCodec::scatter(std::span<const uint8_t> payload, const RngKey& key, float weight, bool overwrite,
+                          std::span<float> out) const {
   const std::vector<int64_t> idx = read_indices(payload, key);
   const int64_t voff = spec().id == CodecId::kRandK ? 8 : 0;
   const float scale = spec().id == CodecId::kRandK && spec().unbiased ? randk_scale(num_elems(), k_) : 1.0f;

@@ -684,6 +684,71 @@ TEST(CodecEdgeTest, ArgumentErrors) {
   EXPECT_THROW(Layout(std::vector<int64_t>{3, -1}), Error);
 }
 
+// Dense bit-plane validation over a payload of two pool pieces and a partial last group: a sign
+// bit on a zero level, a level above s and a padding bit are each found wherever they are, the
+// first bad group is the one named, and a clean payload passes.
+TEST(DensePlaneValidation, FindsEveryKindOfBadGroupAnywhere) {
+  const int64_t n = 65536 + 4000 + 13;  // two pieces; the last group holds 13 lanes
+  std::vector<float> x(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) x[i] = static_cast<float>(std::sin(0.37 * static_cast<double>(i)));
+  for (const char* spec : {"dither:levels=4,block=512", "terngrad", "natdither:levels=3"}) {
+    const auto codec = make_codec(spec, Layout(n));
+    const RngKey key{5, 0, 1, 0};
+    const std::vector<uint8_t> clean = test::encode(*codec, x, key);
+    EXPECT_NO_THROW(codec->validate(clean)) << spec;
+    const std::vector<float> decoded = test::decode(*codec, clean, key);
+    const size_t scale_bytes = 4 * static_cast<size_t>(codec->num_scales());
+    const int64_t groups = (n + 31) / 32;
+    const int words = static_cast<int>((clean.size() - scale_bytes) / (4 * static_cast<size_t>(groups)));
+    const int nbits = words - 1;
+    const uint32_t levels = std::string(spec).rfind("terngrad", 0) == 0 ? 1u : (std::string(spec).find("=4") != std::string::npos ? 4u : 3u);
+    auto word = [&](std::vector<uint8_t>& p, int64_t g, int k) -> uint8_t* { return p.data() + scale_bytes + 4 * (g * words + k); };
+    auto set_bit = [&](std::vector<uint8_t>& p, int64_t g, int k, int lane) {
+      uint32_t w;
+      std::memcpy(&w, word(p, g, k), 4);
+      w |= 1u << lane;
+      std::memcpy(word(p, g, k), &w, 4);
+    };
+    auto rejected = [&](const std::vector<uint8_t>& p, const std::string& needle) {
+      try {
+        codec->validate(p);
+      } catch (const Error& e) {
+        EXPECT_EQ(e.status(), gcompErrorCorruptPayload);
+        EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << spec << ": " << e.what() << " (want " << needle << ")";
+        return;
+      }
+      ADD_FAILURE() << spec << ": accepted, want " << needle;
+    };
+    // a zero level in a group of the second piece and one of the first
+    auto zero_lane = [&](int64_t from) {
+      for (int64_t i = from; i < n; ++i)
+        if (decoded[i] == 0.0f) return i;
+      return int64_t{-1};
+    };
+    const int64_t z2 = zero_lane(65536 + 96), z1 = zero_lane(1000);
+    ASSERT_GE(z2, 0);
+    ASSERT_LT(z1, 65536);
+    {
+      auto p = clean;
+      set_bit(p, z2 / 32, 0, static_cast<int>(z2 % 32));
+      rejected(p, "sign bit set on a zero level in group " + std::to_string(z2 / 32));
+      set_bit(p, z1 / 32, 0, static_cast<int>(z1 % 32));  // an earlier bad group is the one named
+      rejected(p, "sign bit set on a zero level in group " + std::to_string(z1 / 32));
+    }
+    if ((uint32_t{1} << nbits) != levels + 1) {  // a level above s: every plane bit of one lane
+      auto p = clean;
+      const int64_t e = 65536 + 777;
+      for (int k = 1; k <= nbits; ++k) set_bit(p, e / 32, k, static_cast<int>(e % 32));
+      rejected(p, "level above " + std::to_string(levels) + " at element " + std::to_string(e));
+    }
+    {
+      auto p = clean;
+      set_bit(p, groups - 1, nbits, 20);  // lane 20 of a 13-lane group
+      rejected(p, "padding bits set in the last group");
+    }
+  }
+}
+
 }  // namespace
 
 // Issue 18 #11: finite input never decodes to +-Inf, a finite input is never reported as
