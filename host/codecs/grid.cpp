@@ -56,6 +56,18 @@ class GridCodec final : public Codec {
       uint32_t words[kSubElems];
       for_each_sub(begin, end, [&](int64_t a, int64_t e) {
         if (bad[static_cast<size_t>(begin / kPieceElems)] >= 0) return;
+        if (bits_ == 16 || bits_ == 8) {
+          // Whole-byte fields: compare the raw little-endian fields with the most negative
+          // pattern, branch-free (vectorized), and unpack only a sub-range that holds one.
+          const uint8_t* f = payload.data() + (a * bits_) / 8;
+          unsigned hit = 0;
+          if (bits_ == 16) {
+            for (int64_t i = 0; i < e - a; ++i) hit |= (f[2 * i] == 0u) & (f[2 * i + 1] == 0x80u);
+          } else {
+            for (int64_t i = 0; i < e - a; ++i) hit |= f[i] == 0x80u;
+          }
+          if (hit == 0u) return;
+        }
         read_words(payload.data(), a, e, words);
         kernels::unpack_fields(words, 0, e - a, spec().bits, levels);
         for (int64_t i = 0; i < e - a; ++i)

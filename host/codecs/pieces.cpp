@@ -20,7 +20,7 @@ double combine_tiles(const Op& op, const double* tiles, int64_t count, std::vect
 }  // namespace
 
 std::vector<double> reduce_blocks(const std::vector<int64_t>& blocks, const float* x, kernels::ReduceOp op,
-                                  std::span<const double> means) {
+                                  std::span<const double> means, const std::function<void(int64_t, int64_t)>* on_tile) {
   const int64_t num_blocks = static_cast<int64_t>(blocks.size()) - 1;
   std::vector<double> out(static_cast<size_t>(std::max<int64_t>(num_blocks, 0)));
   if (num_blocks <= 0) return out;
@@ -41,6 +41,7 @@ std::vector<double> reduce_blocks(const std::vector<int64_t>& blocks, const floa
       const int64_t begin = blocks[b] + (k - first_tile[b]) * kTileElems;
       const int64_t len = std::min(kTileElems, blocks[b + 1] - begin);
       tile_values[static_cast<size_t>(k)] = kernels::reduce_tile(op, x + begin, len, means.empty() ? 0.0 : means[b]);
+      if (on_tile != nullptr) (*on_tile)(begin, begin + len);
     }
   };
   const int64_t tasks = ceil_div(tiles, per_task);

@@ -11,6 +11,7 @@
 #include "host/common/thread_pool.hpp"
 
 #include <algorithm>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -59,8 +60,11 @@ void for_each_run(const std::vector<int64_t>& blocks, int64_t begin, int64_t end
 /// The reduced value of every block [blocks[b], blocks[b + 1]) of x in the order of reduce.hpp:
 /// tiles (kernels::reduce_tile) in parallel, then the halving tree over each block's tiles.
 /// means[b] is the mean of block b for kCenteredSquareSum (else unused, may be empty).
+/// on_tile (when given) runs on each tile [begin, end) right after its reduction, while the tile is
+/// in cache (a second use of x for the price of one read from memory), on the tile's thread.
 std::vector<double> reduce_blocks(const std::vector<int64_t>& blocks, const float* x, kernels::ReduceOp op,
-                                  std::span<const double> means = {});
+                                  std::span<const double> means = {},
+                                  const std::function<void(int64_t, int64_t)>* on_tile = nullptr);
 
 /// Index of the first NaN or Inf in x[0, n), or -1 (parallel for large n).
 int64_t find_nonfinite_parallel(const float* x, int64_t n);

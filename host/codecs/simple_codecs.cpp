@@ -93,6 +93,38 @@ void SignCodec::encode(std::span<const float> x, const RngKey&, std::span<uint8_
   check_encode_args(x, payload);
   const int64_t m = num_scales();
   std::vector<float> scales(static_cast<size_t>(m));
+  const int64_t n = num_elems();
+  // Sign bits of x[a, e) (a a multiple of 32) into dst[0 ..]; lanes past n read +0 (bit 0).
+  const auto sign_range = [&x](int64_t a, int64_t e, uint32_t* dst) {
+    const int64_t full = (e - a) / kGroupElems;
+    kernels::sign_words(x.data() + a, full, dst);
+    if (a + full * kGroupElems < e) {  // the last, partial group
+      float tail[kGroupElems] = {};
+      std::copy(x.data() + a + full * kGroupElems, x.data() + e, tail);
+      kernels::sign_words(tail, 1, dst + full);
+    }
+  };
+  // Scaled sign with every block starting on a group boundary: the sign words of each tile are
+  // taken while the block-scale pass has it in cache (x read once from memory), into scratch
+  // that reaches the payload only once the scales are known to be finite.
+  bool aligned = true;
+  for (int64_t b = 0; b < num_blocks_; ++b) aligned = aligned && blocks_[b] % kGroupElems == 0;
+  if (spec().scaled && aligned) {
+    std::vector<uint32_t> words(static_cast<size_t>(words_));
+    const std::function<void(int64_t, int64_t)> on_tile = [&](int64_t a, int64_t e) {
+      sign_range(a, e, words.data() + a / kGroupElems);
+    };
+    const std::vector<double> sums = reduce_blocks(blocks_, x.data(), kernels::ReduceOp::kAbsSum, {}, &on_tile);
+    for (int64_t b = 0; b < m; ++b) {
+      scales[b] = finish_mean_abs(sums[b], blocks_[b + 1] - blocks_[b]);
+      if (!is_finite_f(scales[b]))
+        GCOMP_FAIL(gcompErrorNonFinite, "non-finite gradient in block " + std::to_string(b));
+    }
+    uint8_t* out = payload.data();
+    for (int64_t b = 0; b < m; ++b) store_f32(out + 4 * b, scales[b]);
+    std::memcpy(out + 4 * m, words.data(), sizeof(uint32_t) * words.size());
+    return;
+  }
   if (spec().scaled) {
     const std::vector<double> sums = reduce_blocks(blocks_, x.data(), kernels::ReduceOp::kAbsSum);
     for (int64_t b = 0; b < m; ++b) {
@@ -106,18 +138,10 @@ void SignCodec::encode(std::span<const float> x, const RngKey&, std::span<uint8_
   uint8_t* out = payload.data();
   for (int64_t b = 0; b < m; ++b) store_f32(out + 4 * b, scales[b]);
   uint8_t* words = out + 4 * m;
-  const int64_t n = num_elems();
   for_each_piece(n, [&](int64_t begin, int64_t end) {
     uint32_t local[kSubElems / kGroupElems];
-    float tail[kGroupElems];
     for_each_sub(begin, end, [&](int64_t a, int64_t e) {
-      const int64_t full = (e - a) / kGroupElems;
-      kernels::sign_words(x.data() + a, full, local);
-      if (a + full * kGroupElems < e) {  // the last, partial group: lanes past n read +0 (bit 0)
-        std::fill(tail, tail + kGroupElems, 0.0f);
-        std::copy(x.data() + a + full * kGroupElems, x.data() + e, tail);
-        kernels::sign_words(tail, 1, local + full);
-      }
+      sign_range(a, e, local);
       std::memcpy(words + 4 * (a / kGroupElems), local, sizeof(uint32_t) * static_cast<size_t>(ceil_div(e - a, kGroupElems)));
     });
   });

@@ -749,6 +749,45 @@ TEST(DensePlaneValidation, FindsEveryKindOfBadGroupAnywhere) {
   }
 }
 
+// grid: the most negative field (-2^(bits-1), never written by the encoder) is rejected wherever it
+// is, naming the first such element, for byte-sized fields (checked on the raw bytes) and others.
+TEST(GridValidation, MostNegativeFieldIsFoundAnywhere) {
+  const int64_t n = 65536 + 4000 + 13;
+  std::vector<float> x(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) x[i] = static_cast<float>(std::sin(0.37 * static_cast<double>(i)));
+  for (const int bits : {16, 8, 4}) {
+    const auto codec = make_codec("grid:step=0.25,bits=" + std::to_string(bits), Layout(n));
+    const RngKey key{5, 0, 1, 0};
+    const std::vector<uint8_t> clean = test::encode(*codec, x, key);
+    EXPECT_NO_THROW(codec->validate(clean)) << bits;
+    auto poison = [&](std::vector<uint8_t>& p, int64_t i) {  // field i := 1 followed by zeros (LSB first)
+      for (int b = 0; b < bits; ++b) {
+        const int64_t bit = i * bits + b;
+        const uint8_t m = static_cast<uint8_t>(1u << (bit % 8));
+        if (b == bits - 1)
+          p[static_cast<size_t>(bit / 8)] |= m;
+        else
+          p[static_cast<size_t>(bit / 8)] &= static_cast<uint8_t>(~m);
+      }
+    };
+    auto named = [&](const std::vector<uint8_t>& p) -> std::string {
+      try {
+        codec->validate(p);
+      } catch (const Error& e) {
+        EXPECT_EQ(e.status(), gcompErrorCorruptPayload);
+        return e.what();
+      }
+      return "accepted";
+    };
+    auto p = clean;
+    poison(p, 65536 + 2049);
+    EXPECT_NE(named(p).find("level out of range at element " + std::to_string(65536 + 2049)), std::string::npos)
+        << bits << ": " << named(p);
+    poison(p, 31);
+    EXPECT_NE(named(p).find("level out of range at element 31"), std::string::npos) << bits << ": " << named(p);
+  }
+}
+
 }  // namespace
 
 // Issue 18 #11: finite input never decodes to +-Inf, a finite input is never reported as
