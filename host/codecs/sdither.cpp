@@ -265,6 +265,64 @@ void SDitherCodec::write(std::span<const float> x, std::span<const float> scales
   for (int64_t c = 0; c < num_chunks_; ++c) store_u32(out + 4 * (num_blocks_ + 1 + c), dir[static_cast<size_t>(c)]);
 }
 
+namespace {
+
+// The CPU's reader of the LSB-first record stream: 64 bits at a time instead of a load per bit
+// (read_gamma / read_elias of elias.hpp, which the device keeps), with the same outcomes.
+constexpr int64_t kStreamPadWords = 3;  // a 64-bit window at any bit of the stream stays in bounds
+
+inline uint64_t reverse_bits64(uint64_t v) {
+  v = __builtin_bswap64(v);
+  v = ((v >> 4) & 0x0f0f0f0f0f0f0f0full) | ((v & 0x0f0f0f0f0f0f0f0full) << 4);
+  v = ((v >> 2) & 0x3333333333333333ull) | ((v & 0x3333333333333333ull) << 2);
+  v = ((v >> 1) & 0x5555555555555555ull) | ((v & 0x5555555555555555ull) << 1);
+  return v;
+}
+
+/// Stream bits [pos, pos + 64), bit pos in bit 0 (words padded by kStreamPadWords zero words).
+inline uint64_t window64(const uint32_t* words, uint64_t pos) {
+  const uint64_t q = pos >> 5;
+  const uint32_t off = static_cast<uint32_t>(pos & 31u);
+  const uint64_t lo = static_cast<uint64_t>(words[q]) | (static_cast<uint64_t>(words[q + 1]) << 32);
+  if (off == 0u) return lo;
+  return (lo >> off) | (static_cast<uint64_t>(words[q + 2]) << (64u - off));
+}
+
+/// get_bits: nbits (<= 64) bits from pos, the first one most significant.
+inline uint64_t msb_first(const uint32_t* words, uint64_t pos, uint32_t nbits) {
+  return nbits == 0u ? 0u : reverse_bits64(window64(words, pos)) >> (64u - nbits);
+}
+
+inline uint32_t fast_gamma(const uint32_t* words, uint64_t& pos, uint64_t end, uint32_t max_log, uint64_t& value) {
+  const uint64_t w = window64(words, pos);
+  const uint64_t z = w == 0u ? 64u : static_cast<uint64_t>(__builtin_ctzll(w));  // zeros before the first 1
+  const uint64_t avail = end > pos ? end - pos : 0u;
+  // read_gamma stops at the first of: pos >= end (past end), a 1 bit (done), max_log zeros (too long)
+  if (avail <= std::min<uint64_t>(z, max_log)) return kEliasPastEnd;
+  if (z > max_log) return kEliasTooLong;
+  pos += z;
+  if (end - pos < z + 1u) return kEliasPastEnd;
+  value = msb_first(words, pos, static_cast<uint32_t>(z) + 1u);
+  pos += z + 1u;
+  return kEliasOk;
+}
+
+inline uint32_t fast_elias(const uint32_t* words, uint64_t& pos, uint64_t end, uint32_t code, uint32_t max_log,
+                           uint64_t& value) {
+  if (code != kEliasDelta) return fast_gamma(words, pos, end, max_log, value);
+  uint64_t lp1 = 0;
+  const uint32_t st = fast_gamma(words, pos, end, floor_log2_u64(uint64_t{max_log} + 1u), lp1);
+  if (st != kEliasOk) return st;
+  const uint64_t l = lp1 - 1u;
+  if (l > max_log) return kEliasTooLong;
+  if (end - pos < l) return kEliasPastEnd;
+  value = (uint64_t{1} << l) | msb_first(words, pos, static_cast<uint32_t>(l));
+  pos += l;
+  return kEliasOk;
+}
+
+}  // namespace
+
 template <class Sink>
 void SDitherCodec::walk(std::span<const uint8_t> payload, Sink&& sink) const {
   check_payload_size(payload);  // full, or short with exactly the used size
@@ -288,7 +346,7 @@ void SDitherCodec::walk(std::span<const uint8_t> payload, Sink&& sink) const {
   }
   if (num_chunks_ == 0 && total != 0u) corrupt(spec(), "records in an empty message");
   // A short payload stops after word ceil(T/32) of the stream; the words after it are the padding.
-  std::vector<uint32_t> words(static_cast<size_t>(stream_words_), 0u);
+  std::vector<uint32_t> words(static_cast<size_t>(stream_words_ + kStreamPadWords), 0u);
   const uint8_t* stream = in + stream_offset_bytes();
   const int64_t present = static_cast<int64_t>((payload.size() - stream_offset_bytes()) / 4);
   for (int64_t w = 0; w < std::min(stream_words_, present); ++w) words[static_cast<size_t>(w)] = load_u32(stream + 4 * w);
@@ -300,6 +358,9 @@ void SDitherCodec::walk(std::span<const uint8_t> payload, Sink&& sink) const {
   const int64_t n = num_elems();
   const uint32_t level_log = floor_log2_u64(levels_);
   int64_t block = 0;
+  const bool use_table = levels_ <= 4096u;
+  std::vector<float> table(use_table ? levels_ + 1u : 0u);
+  int64_t table_block = -1;
   for (int64_t c = 0; c < num_chunks_; ++c) {
     const int64_t begin = c * chunk_;
     const int64_t len = std::min(n, begin + chunk_) - begin;
@@ -310,7 +371,7 @@ void SDitherCodec::walk(std::span<const uint8_t> payload, Sink&& sink) const {
     const std::string where = " in chunk " + std::to_string(c);
     while (pos < end) {
       uint64_t gap = 0;
-      uint32_t st = read_elias(words.data(), pos, end, code_, gap_log, gap);
+      uint32_t st = fast_elias(words.data(), pos, end, code_, gap_log, gap);
       if (st == kEliasTooLong) corrupt(spec(), "over-long Elias prefix of a gap" + where);
       if (st != kEliasOk) corrupt(spec(), "a gap code runs past the end of its chunk" + where);
       if (gap > static_cast<uint64_t>(len - 1 - prev)) corrupt(spec(), "a gap runs past the end of its chunk" + where);
@@ -320,7 +381,7 @@ void SDitherCodec::walk(std::span<const uint8_t> payload, Sink&& sink) const {
       pos += 1;
       uint64_t level = 1;
       if (levels_ > 1u) {
-        st = read_elias(words.data(), pos, end, code_, level_log, level);
+        st = fast_elias(words.data(), pos, end, code_, level_log, level);
         if (st == kEliasTooLong) corrupt(spec(), "over-long Elias prefix of a level" + where);
         if (st != kEliasOk) corrupt(spec(), "a level code runs past the end of its chunk" + where);
         if (level > levels_) corrupt(spec(), "level above " + std::to_string(levels_) + where);
@@ -329,7 +390,16 @@ void SDitherCodec::walk(std::span<const uint8_t> payload, Sink&& sink) const {
       while (i >= blocks_[block + 1]) ++block;
       const float scale = scales[static_cast<size_t>(block)];
       if (scale == 0.0f) corrupt(spec(), "a nonzero in block " + std::to_string(block) + ", whose scale is 0");
-      sink(i, dither_value(static_cast<uint32_t>(level), negative, scale, levels_));
+      if (use_table) {  // the block's magnitudes dither_value(l, false, scale), computed once
+        if (block != table_block) {
+          for (uint32_t l = 0; l <= levels_; ++l) table[l] = dither_value(l, false, scale, levels_);
+          table_block = block;
+        }
+        const float mag = table[static_cast<size_t>(level)];
+        sink(i, negative ? -mag : mag);  // dither_value negates its magnitude
+      } else {
+        sink(i, dither_value(static_cast<uint32_t>(level), negative, scale, levels_));
+      }
       prev = rel;
     }
   }
@@ -342,6 +412,17 @@ void SDitherCodec::validate(std::span<const uint8_t> payload) const {
 void SDitherCodec::decode_impl(std::span<const uint8_t> payload, float weight, bool overwrite,
                                std::span<float> out) const {
   check_decode_args(payload, out);  // validates, so the walk below cannot fail half-way
+  add_values(payload, weight, overwrite, out);
+}
+
+void SDitherCodec::decode_reduce(std::span<const std::span<const uint8_t>> payloads, std::span<const RngKey> keys,
+                                 std::span<const float> weights, std::span<float> out) const {
+  check_reduce_args(payloads, keys, weights, out);  // validates every payload before out changes
+  for (size_t j = 0; j < payloads.size(); ++j) add_values(payloads[j], weights[j], false, out);
+}
+
+void SDitherCodec::add_values(std::span<const uint8_t> payload, float weight, bool overwrite,
+                              std::span<float> out) const {
   // No n-sized scratch: the nonzeros arrive in increasing i; the zeros between them are
   // accumulated as zeros (accumulate(o, w, 0) is not always o: -0 + 0 is +0).
   int64_t next = 0;

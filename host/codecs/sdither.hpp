@@ -34,6 +34,9 @@ class SDitherCodec final : public Codec {
   void decode_accumulate(std::span<const uint8_t> payload, const RngKey& key, float weight,
                          std::span<float> out) const override;
   void decode(std::span<const uint8_t> payload, const RngKey& key, std::span<float> out) const override;
+  /// Every payload validated first (once), then each one walked once more to add its values.
+  void decode_reduce(std::span<const std::span<const uint8_t>> payloads, std::span<const RngKey> keys,
+                     std::span<const float> weights, std::span<float> out) const override;
 
   [[nodiscard]] int64_t num_chunks() const { return num_chunks_; }
   /// Worst-case record bits of the whole stream (the buffer holds any valid stream).
@@ -50,6 +53,8 @@ class SDitherCodec final : public Codec {
   template <class Sink>
   void walk(std::span<const uint8_t> payload, Sink&& sink) const;
   void decode_impl(std::span<const uint8_t> payload, float weight, bool overwrite, std::span<float> out) const;
+  /// decode_impl of a payload already validated.
+  void add_values(std::span<const uint8_t> payload, float weight, bool overwrite, std::span<float> out) const;
 
   std::unique_ptr<DensePlaneCodec> dither_;  // the quantizer's scales and guarantee
   uint32_t levels_ = 1;
