@@ -472,7 +472,7 @@ void QuantizePlanesT(const float* x, const float* nu, const float* recip, const 
   const auto zero = hn::Zero(df);
   HWY_ALIGN uint32_t patch[kLanesF];
   for (int64_t g = 0; g < num_groups; ++g) {
-    uint32_t w[1 + kBits] = {};
+    [[maybe_unused]] uint32_t w[1 + kBits] = {};
     for (int o = 0; o < kGroupElems; o += kLanesF) {
       const int64_t i = g * kGroupElems + o;
       const auto y = hn::LoadU(df, x + i);
@@ -508,12 +508,22 @@ void QuantizePlanesT(const float* x, const float* nu, const float* recip, const 
         negative = hn::TestBit(patched, hn::Set(du, kNegativeBit));
         level_bits = hn::And(patched, hn::Set(du, ~kNegativeBit));
       }
-      w[0] |= static_cast<uint32_t>(mask_bits(du, negative) << o);
+      if constexpr (kLanesF % 8 == 0) {
+        // The planes' bits of these lanes are whole bytes of the group's words (little-endian,
+        // lane j at bit j): the masks are stored there directly. Shifting and OR-ing them into
+        // words instead, GCC packed the planes into a vector (shift, narrow) on the critical path.
+        uint8_t* bytes = reinterpret_cast<uint8_t*>(out + g * (1 + kBits)) + o / 8;
+        hn::StoreMaskBits(du, negative, bytes);
+        for (int k = 0; k < kBits; ++k)
+          hn::StoreMaskBits(du, hn::TestBit(level_bits, hn::Set(du, 1u << k)), bytes + 4 * (1 + k));
+      } else {
+        w[0] |= static_cast<uint32_t>(mask_bits(du, negative) << o);
 #pragma GCC unroll 16
-      for (int k = 0; k < kBits; ++k)
-        w[1 + k] |= static_cast<uint32_t>(mask_bits(du, hn::TestBit(level_bits, hn::Set(du, 1u << k))) << o);
+        for (int k = 0; k < kBits; ++k)
+          w[1 + k] |= static_cast<uint32_t>(mask_bits(du, hn::TestBit(level_bits, hn::Set(du, 1u << k))) << o);
+      }
     }
-    std::memcpy(out + g * (1 + kBits), w, sizeof(w));
+    if constexpr (kLanesF % 8 != 0) std::memcpy(out + g * (1 + kBits), w, sizeof(w));
   }
 }
 
