@@ -69,7 +69,9 @@ class HostOps final : public VecOps<T> {
   void copy(T* dst, const T* src, size_t n) override {
     if (dst != src && n > 0) std::memmove(dst, src, n * sizeof(T));
   }
-  void fill_zero(T* dst, size_t n) override { std::fill(dst, dst + n, T{0}); }
+  void fill_zero(T* dst, size_t n) override {
+    each(n, [&](size_t b, size_t e) { std::fill(dst + b, dst + e, T{0}); });
+  }
   void widen(const void* src, GradType type, T* dst, size_t n) override {
     switch (type) {
       case GradType::kF32:
@@ -93,26 +95,41 @@ class HostOps final : public VecOps<T> {
     }
   }
   void zero_nonfinite(T* dst, const T* src, size_t n) override {
-    for (size_t i = 0; i < n; ++i) dst[i] = Math<T>::nonfinite(src[i]) ? T{0} : src[i];
+    each(n, [&](size_t b, size_t e) {
+      for (size_t i = b; i < e; ++i) dst[i] = Math<T>::nonfinite(src[i]) ? T{0} : src[i];
+    });
   }
   void scale(T* dst, T a, const T* x, size_t n) override {
-    for (size_t i = 0; i < n; ++i) dst[i] = Math<T>::mul(a, x[i]);
+    each(n, [&](size_t b, size_t e) {
+      for (size_t i = b; i < e; ++i) dst[i] = Math<T>::mul(a, x[i]);
+    });
   }
   void lincomb(T* dst, T a, const T* x, T b, const T* y, size_t n) override {
-    for (size_t i = 0; i < n; ++i) dst[i] = Math<T>::lincomb(a, x[i], b, y[i]);
+    each(n, [&](size_t lo, size_t hi) {
+      for (size_t i = lo; i < hi; ++i) dst[i] = Math<T>::lincomb(a, x[i], b, y[i]);
+    });
   }
   void mul(T* dst, const T* x, const T* y, size_t n) override {
-    for (size_t i = 0; i < n; ++i) dst[i] = Math<T>::mul(x[i], y[i]);
+    each(n, [&](size_t b, size_t e) {
+      for (size_t i = b; i < e; ++i) dst[i] = Math<T>::mul(x[i], y[i]);
+    });
   }
   void vote(T* u, const T* acc, T lr, bool tie_to_zero, size_t n) override {
-    for (size_t i = 0; i < n; ++i) u[i] = Math<T>::vote(acc[i], lr, tie_to_zero);
+    each(n, [&](size_t b, size_t e) {
+      for (size_t i = b; i < e; ++i) u[i] = Math<T>::vote(acc[i], lr, tie_to_zero);
+    });
   }
 
   void nonfinite_agree(const T* x, size_t n, int64_t* local, int64_t* any) override {
-    // Branch-free so that the compiler vectorizes the scan (one read of x).
-    unsigned bad = 0;
-    for (size_t i = 0; i < n; ++i) bad |= Math<T>::nonfinite(x[i]) ? 1u : 0u;
-    int64_t mine = bad != 0 ? 1 : 0;
+    int64_t mine = 0;
+    if constexpr (kF32) {
+      mine = find_nonfinite_parallel(x, static_cast<int64_t>(n)) >= 0 ? 1 : 0;  // the codecs' SIMD scan
+    } else {
+      // Branch-free so that the compiler vectorizes the scan (one read of x).
+      unsigned bad = 0;
+      for (size_t i = 0; i < n; ++i) bad |= Math<T>::nonfinite(x[i]) ? 1u : 0u;
+      mine = bad != 0 ? 1 : 0;
+    }
     *local = mine;
     comm_.allreduce(&mine, any, 1, DataType::kI64, ReduceOp::kMax, nullptr);
   }
@@ -338,6 +355,13 @@ class HostOps final : public VecOps<T> {
   const float* decode_f32(const Codec& k, std::span<const uint8_t> payload, const RngKey& key) {
     k.decode(payload, key, std::span<float>(f32b_.data(), static_cast<size_t>(k.num_elems())));
     return f32b_.data();
+  }
+  // f(begin, end) over [0, n): pieces on the pool for large n (elementwise, so the result does not
+  // depend on the threads), else in order on this thread.
+  template <class F>
+  static void each(size_t n, F&& f) {
+    for_each_piece(static_cast<int64_t>(n),
+                   [&](int64_t b, int64_t e) { f(static_cast<size_t>(b), static_cast<size_t>(e)); });
   }
   // out = sum_j decode(pay(j)) (from +0, in rank order: the bits of P decode_accumulate calls with
   // weight 1), one L1-sized sub-range at a time, then post(s, e) on the sub-range while it is
