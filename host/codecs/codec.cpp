@@ -57,13 +57,6 @@ void require_finite(const float* x, int64_t n) {
                                         (std::isnan(x[i]) ? "NaN" : "Inf"));
 }
 
-void require_finite(const float* x, int64_t n, int64_t first) {
-  for (int64_t i = 0; i < n; ++i)
-    if (!is_finite_f(x[i]))
-      GCOMP_FAIL(gcompErrorNonFinite, "non-finite gradient: element " + std::to_string(first + i) + " is " +
-                                          (std::isnan(x[i]) ? "NaN" : "Inf"));
-}
-
 void corrupt(const CodecSpec& spec, const std::string& why) {
   GCOMP_FAIL(gcompErrorCorruptPayload, "corrupt " + std::string(spec.name()) + " payload: " + why);
 }

@@ -203,12 +203,12 @@ void DensePlaneCodec::compute_scales(std::span<const float> x, std::span<float> 
   const auto elements = [&](int64_t b) {
     return " (elements " + std::to_string(blocks_[b]) + ".." + std::to_string(blocks_[b + 1] - 1) + ")";
   };
+  // A NaN or Inf anywhere is NON_FINITE, whatever block comes first; then (issue 18 #11) finite
+  // values whose norm is beyond the fp32 range of the payload's scale: not the same error.
+  if (std::any_of(s.begin(), s.end(), [](float v) { return !is_finite_f(v); })) require_finite(x.data(), num_elems());
   for (int64_t b = 0; b < num_blocks_; ++b) {
     const int64_t len = blocks_[b + 1] - blocks_[b];
     if (!is_finite_f(s[b])) {
-      // A NaN or Inf in the block, or (issue 18 #11) finite values whose norm is beyond the fp32
-      // range of the payload's scale: not the same error.
-      require_finite(x.data() + blocks_[b], len, blocks_[b]);
       GCOMP_FAIL(gcompErrorInvalidArgument, std::string(spec().name()) + ": the " + norm_label(norm_, spec().p) + " of block " +
                                                 std::to_string(b) + elements(b) +
                                                 " is beyond the float32 range of the payload's scale (the values are finite)");

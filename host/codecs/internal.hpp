@@ -43,8 +43,6 @@ double block_reduce(const Op& op, const float* x, int64_t len) {
 
 /// Throws gcompErrorNonFinite naming the first offending element.
 void require_finite(const float* x, int64_t n);
-/// require_finite of x[0..n), naming element first + i.
-void require_finite(const float* x, int64_t n, int64_t first);
 
 /// Throws gcompErrorCorruptPayload with a codec-prefixed reason.
 [[noreturn]] void corrupt(const CodecSpec& spec, const std::string& why);

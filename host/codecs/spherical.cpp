@@ -116,14 +116,17 @@ double SphericalCodec::exact_error(std::span<const float> x) const {
 void SphericalCodec::encode(std::span<const float> x, const RngKey& key, std::span<uint8_t> payload) const {
   check_encode_args(x, payload);
   std::vector<float> norms(static_cast<size_t>(num_blocks_));
+  for (int64_t b = 0; b < num_blocks_; ++b)
+    norms[static_cast<size_t>(b)] = block_norm(x.data() + blocks_[b], blocks_[b + 1] - blocks_[b]);
+  // A NaN or Inf anywhere is NON_FINITE, whatever block comes first; then the range errors.
+  if (std::any_of(norms.begin(), norms.end(), [](float v) { return !is_finite_f(v); }))
+    require_finite(x.data(), num_elems());
   for (int64_t b = 0; b < num_blocks_; ++b) {
     const int64_t len = blocks_[b + 1] - blocks_[b];
-    const float nu = block_norm(x.data() + blocks_[b], len);
-    norms[static_cast<size_t>(b)] = nu;
+    const float nu = norms[static_cast<size_t>(b)];
     const std::string where = "block " + std::to_string(b) + " (elements " + std::to_string(blocks_[b]) + ".." +
                               std::to_string(blocks_[b + 1] - 1) + ")";
-    if (!is_finite_f(nu)) {  // a NaN or Inf, or finite values beyond fp32 (issue 18 #11)
-      require_finite(x.data() + blocks_[b], len, blocks_[b]);
+    if (!is_finite_f(nu)) {  // finite values beyond fp32 (issue 18 #11)
       GCOMP_FAIL(gcompErrorInvalidArgument, "spherical: the l2 norm of " + where +
                                                 " is beyond the float32 range of the payload's norm (the values are finite)");
     }
