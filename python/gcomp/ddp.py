@@ -13,7 +13,8 @@ as torch's own `PowerSGDState` / `powerSGD_hook`. Every gradient bucket is excha
 collectives are carried by the DDP process group itself (gloo), through gcomp's Python transport
 (`gcomp._core.callback_comm`); the exchange runs on a worker thread and the hook returns a
 `torch.futures.Future` that the worker completes, so DDP overlaps it with the rest of the backward
-pass. CUDA buckets with `backend="cuda"` step a cuda-backend Session on torch's current stream over a
+pass; the iteration's last bucket, with no exchange in flight, runs on the calling thread (nothing
+is left to overlap it with). CUDA buckets with `backend="cuda"` step a cuda-backend Session on torch's current stream over a
 gcomp nccl communicator. The manual, with the exact semantics, is docs/python.md "The DDP hook".
 """
 import math
