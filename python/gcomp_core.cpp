@@ -16,6 +16,7 @@
 #endif
 #include <gcomp/error.hpp>
 #include <gcomp/gcomp.h>
+#include <gcomp/names.hpp>
 #include <gcomp/session.hpp>
 #include <gcomp/wire.hpp>
 
@@ -523,40 +524,23 @@ CommBinding nccl_comm(int rank, int world_size, const std::string& master_addr, 
 // ------------------------------------------------------------------------------------------------
 // Session configuration: gcomp::SessionConfig with string-valued enums.
 
+// The names come from the one table per enum in <gcomp/names.hpp>.
 template <class E>
-struct Choice {
-  const char* name;
-  E value;
-};
-
-template <class E, size_t N>
-E choose(const Choice<E> (&table)[N], const std::string& value, const char* what) {
-  std::string valid;
-  for (const auto& c : table) {
-    if (value == c.name) return c.value;
-    valid += (valid.empty() ? "'" : ", '") + std::string(c.name) + "'";
+E choose(const std::string& value, const char* what) {
+  for (const auto& e : gcomp::enum_names<E>()) {
+    if (value == e.name) return e.value;
   }
+  std::string valid;
+  for (const auto& e : gcomp::enum_names<E>()) valid += (valid.empty() ? "'" : ", '") + std::string(e.name) + "'";
   invalid(std::string(what) + ": '" + value + "' is not one of " + valid);
 }
 
-template <class E, size_t N>
-const char* name_of(const Choice<E> (&table)[N], E value) {
-  for (const auto& c : table) {
-    if (c.value == value) return c.name;
-  }
-  return "?";
+template <class E>
+py::tuple names_of() {
+  py::list out;
+  for (const auto& e : gcomp::enum_names<E>()) out.append(e.name);
+  return py::tuple(out);
 }
-
-constexpr Choice<gcomp::NonFinitePolicy> kNonFinite[] = {
-    {"error", gcomp::NonFinitePolicy::kError}, {"skip", gcomp::NonFinitePolicy::kSkip}, {"zero", gcomp::NonFinitePolicy::kZero}};
-constexpr Choice<gcomp::ServerMode> kServer[] = {{"replicated", gcomp::ServerMode::kReplicated},
-                                                 {"sharded", gcomp::ServerMode::kSharded}};
-constexpr Choice<gcomp::Regularizer> kProx[] = {
-    {"none", gcomp::Regularizer::kNone}, {"l1", gcomp::Regularizer::kL1}, {"l2", gcomp::Regularizer::kL2}};
-constexpr Choice<gcomp::Compensation> kCompensation[] = {{"none", gcomp::Compensation::kNone},
-                                                         {"classical", gcomp::Compensation::kClassical},
-                                                         {"hessian", gcomp::Compensation::kHessian},
-                                                         {"diagonal", gcomp::Compensation::kDiagonal}};
 
 // The Python callables of hessian-ec and the exception one of them raised during the current
 // call. Shared by the std::function wrappers in the SessionConfig (copied without the GIL while a
@@ -863,6 +847,17 @@ PYBIND11_MODULE(_core, m) {
 
   m.attr("VERSION_CODE") = GCOMP_VERSION_CODE;
   m.attr("MPI_AVAILABLE") = gcomp::mpi_available();
+  // The name tables of <gcomp/names.hpp>, in enumerator order (gcomp.ddp validates against them).
+  py::dict enum_names;
+  enum_names["algorithm"] = names_of<gcomp::Algorithm>();
+  enum_names["server"] = names_of<gcomp::ServerMode>();
+  enum_names["backend"] = names_of<gcomp::Backend>();
+  enum_names["nonfinite"] = names_of<gcomp::NonFinitePolicy>();
+  enum_names["prox"] = names_of<gcomp::Regularizer>();
+  enum_names["compensation"] = names_of<gcomp::Compensation>();
+  enum_names["delay_mode"] = names_of<gcomp::DelayMode>();
+  enum_names["grad_type"] = names_of<gcomp::GradType>();
+  m.attr("ENUM_NAMES") = enum_names;
   m.def("version", [] { return gcompGetVersion(); }, "gcompGetVersion(): major * 10000 + minor * 100 + patch");
   m.def("status_string", [](int status) { return std::string(gcompGetErrorString(static_cast<gcompStatus_t>(status))); },
         py::arg("status"));
@@ -967,14 +962,14 @@ PYBIND11_MODULE(_core, m) {
           "seed", [](const ConfigBinding& c) { return c.cfg.seed; },
           [](ConfigBinding& c, const py::object& v) { c.cfg.seed = seed_of(v); })
       .def_property(
-          "prox", [](const ConfigBinding& c) { return std::string(name_of(kProx, c.cfg.prox)); },
-          [](ConfigBinding& c, const std::string& v) { c.cfg.prox = choose(kProx, v, "prox"); })
+          "prox", [](const ConfigBinding& c) { return std::string(gcomp::enum_name(c.cfg.prox)); },
+          [](ConfigBinding& c, const std::string& v) { c.cfg.prox = choose<gcomp::Regularizer>(v, "prox"); })
       .def_property(
           "prox_lambda", [](const ConfigBinding& c) { return c.cfg.prox_lambda; },
           [](ConfigBinding& c, double v) { c.cfg.prox_lambda = v; })
       .def_property(
-          "nonfinite", [](const ConfigBinding& c) { return std::string(name_of(kNonFinite, c.cfg.nonfinite)); },
-          [](ConfigBinding& c, const std::string& v) { c.cfg.nonfinite = choose(kNonFinite, v, "nonfinite"); })
+          "nonfinite", [](const ConfigBinding& c) { return std::string(gcomp::enum_name(c.cfg.nonfinite)); },
+          [](ConfigBinding& c, const std::string& v) { c.cfg.nonfinite = choose<gcomp::NonFinitePolicy>(v, "nonfinite"); })
       .def_property(
           "tie_to_zero", [](const ConfigBinding& c) { return c.cfg.tie_to_zero; },
           [](ConfigBinding& c, bool v) { c.cfg.tie_to_zero = v; })
@@ -982,11 +977,11 @@ PYBIND11_MODULE(_core, m) {
           "shared_scale", [](const ConfigBinding& c) { return c.cfg.shared_scale; },
           [](ConfigBinding& c, bool v) { c.cfg.shared_scale = v; })
       .def_property(
-          "server", [](const ConfigBinding& c) { return std::string(name_of(kServer, c.cfg.server)); },
-          [](ConfigBinding& c, const std::string& v) { c.cfg.server = choose(kServer, v, "server"); })
+          "server", [](const ConfigBinding& c) { return std::string(gcomp::enum_name(c.cfg.server)); },
+          [](ConfigBinding& c, const std::string& v) { c.cfg.server = choose<gcomp::ServerMode>(v, "server"); })
       .def_property(
-          "compensation", [](const ConfigBinding& c) { return std::string(name_of(kCompensation, c.cfg.compensation)); },
-          [](ConfigBinding& c, const std::string& v) { c.cfg.compensation = choose(kCompensation, v, "compensation"); })
+          "compensation", [](const ConfigBinding& c) { return std::string(gcomp::enum_name(c.cfg.compensation)); },
+          [](ConfigBinding& c, const std::string& v) { c.cfg.compensation = choose<gcomp::Compensation>(v, "compensation"); })
       .def_property(
           "backend", [](const ConfigBinding& c) { return std::string(gcomp::backend_name(c.cfg.backend)); },
           [](ConfigBinding& c, const std::string& v) { c.cfg.backend = gcomp::parse_backend(v); })

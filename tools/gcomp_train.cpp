@@ -7,6 +7,7 @@
 #endif
 #include <gcomp/checkpoint.hpp>
 #include <gcomp/io.hpp>
+#include <gcomp/names.hpp>
 #include <gcomp/session.hpp>
 
 #include "tools/support/problems.hpp"
@@ -170,17 +171,16 @@ Options parse(int argc, char** argv) {
   }
   if (o.loss != "logistic" && o.loss != "squared") throw UsageError("--loss must be logistic or squared");
   if (o.backend != "local" && o.backend != "mpi" && o.backend != "nccl") throw UsageError("--backend must be local, mpi or nccl");
-  if (o.device != "cpu" && o.device != "host-f32" && o.device != "cuda")
-    throw UsageError("--device must be cpu, host-f32 or cuda");
+  if (!known_name<Backend>(o.device)) throw UsageError("--device must be one of " + enum_choices<Backend>());
   if (o.backend == "nccl") {
     if (o.device_given && o.device != "cuda")
       throw UsageError("--backend nccl runs the cuda session backend (device buffers); drop --device " + o.device +
                        " or use --device cuda");
     o.device = "cuda";
   }
-  if (o.server != "replicated" && o.server != "sharded") throw UsageError("--server must be replicated or sharded");
-  if (o.compensation != "none" && o.compensation != "classical" && o.compensation != "hessian" && o.compensation != "diagonal")
-    throw UsageError("--compensation must be none, classical, hessian or diagonal");
+  if (!known_name<ServerMode>(o.server)) throw UsageError("--server must be one of " + enum_choices<ServerMode>());
+  if (!known_name<Compensation>(o.compensation))
+    throw UsageError("--compensation must be one of " + enum_choices<Compensation>());
   if (!o.checkpoint.empty() && o.checkpoint_every <= 0) throw UsageError("--checkpoint needs --checkpoint-every K > 0");
   if (o.checkpoint.empty() && o.given.count("--checkpoint-every")) throw UsageError("--checkpoint-every needs --checkpoint PATH");
   return o;
@@ -273,7 +273,7 @@ SessionConfig make_config(const Context& c, const RunSpec& r) {
   cfg.algorithm = r.algo;
   cfg.codec = r.algo == Algorithm::kGd ? "identity" : r.codec;
   cfg.server_codec = r.server_codec.empty() ? o.server_codec : r.server_codec;
-  cfg.server = o.server == "sharded" ? ServerMode::kSharded : ServerMode::kReplicated;
+  cfg.server = parse_enum<ServerMode>(o.server);
   cfg.momentum = o.momentum;
   cfg.delay = c.delay_bound;
   cfg.delay_mode = o.delay_mode;
@@ -284,11 +284,7 @@ SessionConfig make_config(const Context& c, const RunSpec& r) {
     cfg.prox = Regularizer::kL1;
     cfg.prox_lambda = o.l1;
   }
-  if (o.compensation == "none") cfg.compensation = Compensation::kNone;
-  else if (o.compensation == "classical") cfg.compensation = Compensation::kClassical;
-  else if (o.compensation == "diagonal") cfg.compensation = Compensation::kDiagonal;
-  else if (o.compensation == "hessian") cfg.compensation = Compensation::kHessian;
-  else throw UsageError("--compensation must be none, classical, hessian or diagonal");
+  cfg.compensation = parse_enum<Compensation>(o.compensation);
   if (o.alpha != "auto") cfg.alpha = to_double("--alpha", o.alpha);
   const int64_t d = c.problem->dim();
   const double n = c.problem->workers();

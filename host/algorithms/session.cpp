@@ -7,6 +7,7 @@
 #include "host/algorithms/checkpoint.hpp"
 #include "host/algorithms/engine.hpp"
 
+#include <gcomp/names.hpp>
 #include <gcomp/wire.hpp>
 
 #include <algorithm>
@@ -16,27 +17,6 @@
 namespace gcomp {
 
 namespace {
-
-struct AlgoName {
-  Algorithm a;
-  const char* name;
-};
-constexpr AlgoName kAlgos[] = {
-    {Algorithm::kGd, "gd"},
-    {Algorithm::kCompressedGd, "compressed-gd"},
-    {Algorithm::kSignSgdMv, "signsgd-mv"},
-    {Algorithm::kEfSgd, "ef-sgd"},
-    {Algorithm::kDiana, "diana"},
-    {Algorithm::kDistEfSgdm, "dist-ef-sgdm"},
-    {Algorithm::kDoubleSqueeze, "doublesqueeze"},
-    {Algorithm::kHessianEc, "hessian-ec"},
-};
-
-struct BackendName {
-  Backend b;
-  const char* name;
-};
-constexpr BackendName kBackends[] = {{Backend::kCpu, "cpu"}, {Backend::kHostF32, "host-f32"}, {Backend::kCuda, "cuda"}};
 
 using detail::two_way;
 
@@ -48,32 +28,13 @@ std::string fmt(double v) {
 
 }  // namespace
 
-Algorithm parse_algorithm(std::string_view name) {
-  for (const auto& a : kAlgos)
-    if (name == a.name) return a.a;
-  std::string valid;
-  for (const auto& a : kAlgos) valid += (valid.empty() ? "" : ", ") + std::string(a.name);
-  GCOMP_FAIL(gcompErrorInvalidArgument, "unknown algorithm '" + std::string(name) + "'; valid algorithms: " + valid);
-}
+Algorithm parse_algorithm(std::string_view name) { return parse_enum<Algorithm>(name); }
 
-const char* algorithm_name(Algorithm a) {
-  for (const auto& e : kAlgos)
-    if (e.a == a) return e.name;
-  return "unknown";
-}
+const char* algorithm_name(Algorithm a) { return enum_name(a); }
 
-Backend parse_backend(std::string_view name) {
-  for (const auto& b : kBackends)
-    if (name == b.name) return b.b;
-  GCOMP_FAIL(gcompErrorInvalidArgument,
-             "unknown session backend '" + std::string(name) + "'; valid backends: cpu, host-f32, cuda");
-}
+Backend parse_backend(std::string_view name) { return parse_enum<Backend>(name); }
 
-const char* backend_name(Backend b) {
-  for (const auto& e : kBackends)
-    if (e.b == b) return e.name;
-  return "unknown";
-}
+const char* backend_name(Backend b) { return enum_name(b); }
 
 std::string SessionConfig::canonical() const {
   std::string s = std::string("algo=") + algorithm_name(algorithm) + ";codec=" + CodecSpec::parse(codec).canonical();
@@ -82,9 +43,10 @@ std::string SessionConfig::canonical() const {
        (nesterov ? "1" : "0") + ";delay=" + std::to_string(delay) + ";seed=" + std::to_string(seed) +
        ";prox=" + std::to_string(static_cast<int>(prox)) + ":" + fmt(prox_lambda) +
        ";nonfinite=" + std::to_string(static_cast<int>(nonfinite)) + ";tie0=" + (tie_to_zero ? "1" : "0") +
-       ";shared_scale=" + (shared_scale ? "1" : "0") + ";server=" + std::to_string(static_cast<int>(server)) +
+       ";shared_scale=" + (shared_scale ? "1" : "0") + ";server=" + (server == ServerMode::kSharded ? "0" : "1") +
        ";compensation=" + std::to_string(static_cast<int>(compensation)) + ";format=" + std::to_string(kWireVersion);
-  // The default cpu backend is left out, so that its digests (checkpoints) stay those of before
+  // server: the numbering of before ServerMode took the order of gcompServerMode_t (sharded 0,
+  // replicated 1), so that digests (checkpoints) stay. The default cpu backend is left out, so that its digests (checkpoints) stay those of before
   // the backend field existed.
   if (backend != Backend::kCpu) s += std::string(";backend=") + backend_name(backend);
   // Likewise the default fixed delay: digests of configurations without a delay schedule stay.

@@ -2,6 +2,8 @@
 // C ABI: sessions (the orchestrator of host/algorithms) on communicator handles.
 #include "host/capi/capi_internal.hpp"
 
+#include <gcomp/names.hpp>
+
 #include <algorithm>
 #include <cstddef>
 #include <cstring>
@@ -15,11 +17,19 @@ using gcomp::capi::translate_exceptions;
 
 namespace {
 
+// A C enum field read as the C++ enum of the same numbering; the valid range and the names in
+// the message come from the enum's name table (<gcomp/names.hpp>).
 template <class Enum>
-Enum enum_field(int value, int max_value, const char* field) {
-  GCOMP_EXPECTS(value >= 0 && value <= max_value, gcompErrorInvalidArgument,
-                std::string("config->") + field + " is " + std::to_string(value) + ", valid values are 0.." +
-                    std::to_string(max_value));
+Enum enum_field(int value, const char* field) {
+  constexpr int kMax = gcomp::enum_count<Enum>() - 1;
+  if (value < 0 || value > kMax) {
+    std::string names;
+    for (const auto& e : gcomp::enum_names<Enum>()) {
+      names += (names.empty() ? "" : ", ") + std::to_string(static_cast<int>(e.value)) + " " + e.name;
+    }
+    GCOMP_FAIL(gcompErrorInvalidArgument, std::string("config->") + field + " is " + std::to_string(value) +
+                                              ", valid values are 0.." + std::to_string(kMax) + " (" + names + ")");
+  }
   return static_cast<Enum>(value);
 }
 
@@ -66,19 +76,18 @@ gcomp::SessionConfig to_cpp(const gcompSessionConfig_t& c) {
   s.nesterov = c.nesterov != 0;
   s.delay = c.delay;
   s.seed = c.seed;
-  // These C enum values equal the C++ enumerators' positions (asserted below).
-  s.nonfinite = enum_field<gcomp::NonFinitePolicy>(raw_enum(c.nonfinite), 2, "nonfinite");
-  // gcomp::ServerMode lists kSharded first: map by name.
-  const auto server = enum_field<gcompServerMode_t>(raw_enum(c.server), 1, "server");
-  s.server = server == gcompServerSharded ? gcomp::ServerMode::kSharded : gcomp::ServerMode::kReplicated;
-  s.prox = enum_field<gcomp::Regularizer>(raw_enum(c.prox), 2, "prox");
+  // These C enum values equal the C++ enumerators' positions (asserted below); the ranges are
+  // those of the name tables (<gcomp/names.hpp>).
+  s.nonfinite = enum_field<gcomp::NonFinitePolicy>(raw_enum(c.nonfinite), "nonfinite");
+  s.server = enum_field<gcomp::ServerMode>(raw_enum(c.server), "server");
+  s.prox = enum_field<gcomp::Regularizer>(raw_enum(c.prox), "prox");
   s.prox_lambda = c.prox_lambda;
   s.tie_to_zero = c.tie_to_zero != 0;
   s.shared_scale = c.shared_scale != 0;
-  s.compensation = enum_field<gcomp::Compensation>(raw_enum(c.compensation), 3, "compensation");
-  if (has_backend) s.backend = enum_field<gcomp::Backend>(raw_enum(c.backend), 2, "backend");
+  s.compensation = enum_field<gcomp::Compensation>(raw_enum(c.compensation), "compensation");
+  if (has_backend) s.backend = enum_field<gcomp::Backend>(raw_enum(c.backend), "backend");
   if (has_delay_mode) {
-    s.delay_mode = enum_field<gcomp::DelayMode>(raw_enum(c.delay_mode), 2, "delay_mode");
+    s.delay_mode = enum_field<gcomp::DelayMode>(raw_enum(c.delay_mode), "delay_mode");
     GCOMP_EXPECTS(c.delay_table_len >= 0 && (c.delay_table_len == 0 || c.delay_table != nullptr),
                   gcompErrorInvalidArgument,
                   "config->delay_table_len is " + std::to_string(c.delay_table_len) +
@@ -101,6 +110,8 @@ gcomp::SessionConfig to_cpp(const gcompSessionConfig_t& c) {
   return s;
 }
 
+static_assert(static_cast<int>(gcomp::ServerMode::kReplicated) == gcompServerReplicated &&
+              static_cast<int>(gcomp::ServerMode::kSharded) == gcompServerSharded);
 static_assert(static_cast<int>(gcomp::NonFinitePolicy::kError) == gcompNonFiniteError &&
               static_cast<int>(gcomp::NonFinitePolicy::kSkip) == gcompNonFiniteSkip &&
               static_cast<int>(gcomp::NonFinitePolicy::kZero) == gcompNonFiniteZero);
@@ -273,7 +284,7 @@ extern "C" gcompStatus_t gcompSessionStepDevice(gcompSession_t session, const vo
     gcompSession& s = session_ref(session);
     (void)num_elems_checked(s, d_grad, "d_grad", d_update, "d_update");
     check_stats(stats);
-    const auto t = enum_field<gcomp::GradType>(raw_enum(type), 2, "type");
+    const auto t = enum_field<gcomp::GradType>(raw_enum(type), "type");
     // Session::step_device checks the backend and writes d_update (on the stream) only on success.
     const gcomp::StepStats st = s.session->step_device(d_grad, t, d_update, stream);
     write_stats(st, stats);

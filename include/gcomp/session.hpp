@@ -52,9 +52,10 @@ enum class NonFinitePolicy {
 };
 
 /// Where the server role of two-way algorithms runs.
+/// Same order as gcompServerMode_t; names in <gcomp/names.hpp>.
 enum class ServerMode {
-  kSharded,     ///< rank r owns element shard r: alltoall up, server step, allgather down
   kReplicated,  ///< every rank runs the whole-vector server step on the allgathered messages
+  kSharded,     ///< rank r owns element shard r: alltoall up, server step, allgather down
 };
 
 enum class Regularizer { kNone, kL1, kL2 };

@@ -33,14 +33,16 @@ from . import _core
 from ._api import Codec, Communicator, Session, local_group, nccl_comm, nccl_unusable
 from ._errors import Error, Status
 
-ALGORITHMS = ("gd", "compressed-gd", "signsgd-mv", "ef-sgd", "diana", "dist-ef-sgdm", "doublesqueeze", "hessian-ec")
+# Valid names: the library's one table per enum (<gcomp/names.hpp>, gcomp._core.ENUM_NAMES).
+ALGORITHMS = _core.ENUM_NAMES["algorithm"]
 TWO_WAY = ("dist-ef-sgdm", "doublesqueeze")
 # Algorithms whose error memory is in parameter units (p = lr * d + e): the hook steps the Session
 # on lr * g and hands the optimizer u / lr, so that SGD's x <- x - lr * (u / lr) applies u.
 PARAMETER_UNITS = ("ef-sgd", "dist-ef-sgdm")
-BACKENDS = ("host-f32", "cpu", "cuda")
-SERVERS = ("sharded", "replicated")
-NONFINITE = ("error", "skip", "zero")
+BACKENDS = _core.ENUM_NAMES["backend"]
+SERVERS = _core.ENUM_NAMES["server"]
+NONFINITE = _core.ENUM_NAMES["nonfinite"]
+COMPENSATIONS = _core.ENUM_NAMES["compensation"]
 STATE_VERSION = 2
 
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -302,8 +304,8 @@ class GcompState:
         if algorithm == "diana" and uplink.guarantee.kind != "unbiased":
             raise _invalid(f"diana needs an unbiased codec (its shifts learn the mean only then); {codec!r} is "
                            f"{uplink.guarantee.kind}: use ef-sgd for a biased codec")
-        if not isinstance(compensation, str) or compensation not in ("none", "classical", "hessian", "diagonal"):
-            raise _invalid(f"compensation {compensation!r} is not one of 'none', 'classical', 'hessian', 'diagonal'")
+        if not isinstance(compensation, str) or compensation not in COMPENSATIONS:
+            raise _invalid(f"compensation {compensation!r} is not one of {', '.join(COMPENSATIONS)}")
         if algorithm == "hessian-ec" and compensation in ("hessian", "diagonal"):
             raise Error(Status.NOT_SUPPORTED,
                         f"hessian-ec with compensation={compensation!r} needs Hessian products at the current "

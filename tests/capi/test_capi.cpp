@@ -845,7 +845,7 @@ TEST_F(CapiSessionErrors, CreateArguments) {
   cfg.algorithm = nullptr;
   EXPECT_FAIL(gcompSessionCreate(&s_, comm_, &cfg, &n_, 1), gcompErrorInvalidArgument, "config->algorithm");
   cfg.algorithm = "adam";
-  EXPECT_FAIL(gcompSessionCreate(&s_, comm_, &cfg, &n_, 1), gcompErrorInvalidArgument, "valid algorithms");
+  EXPECT_FAIL(gcompSessionCreate(&s_, comm_, &cfg, &n_, 1), gcompErrorInvalidArgument, "is not one of the valid algorithm values: gd, compressed-gd,");
   cfg = GCOMP_SESSION_CONFIG_INITIALIZER;
   cfg.server_codec_spec = nullptr;
   EXPECT_FAIL(gcompSessionCreate(&s_, comm_, &cfg, &n_, 1), gcompErrorInvalidArgument, "config->server_codec_spec");
