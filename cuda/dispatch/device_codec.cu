@@ -3,6 +3,7 @@
 // block/tile tables, and dispatch to the launchers of cuda/dispatch/*_launch.cu.
 #include "cuda/common/cuda_check.cuh"
 #include "cuda/dispatch/plan.cuh"
+#include "host/codecs/registry.hpp"
 #include "host/codecs/spherical.hpp"
 
 #include <gcomp/cuda.hpp>
@@ -32,17 +33,32 @@ constexpr size_t kAlign = 256;
 
 size_t align_up(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 
-bool is_sparse(CodecId id) { return id == CodecId::kTopK || id == CodecId::kRandK; }
-bool is_dense(CodecId id) {
-  return id == CodecId::kDither || id == CodecId::kTernGrad || id == CodecId::kNatDither;
-}
+// Kernel family, shareable and block scales: the codec's registry entry (host/codecs/registry.hpp).
+using gcomp::detail::codec_descriptor;
+using gcomp::detail::GpuFamily;
+bool is_sparse(CodecId id) { return codec_descriptor(id).gpu == GpuFamily::kSparse; }
+bool is_dense(CodecId id) { return codec_descriptor(id).gpu == GpuFamily::kDense; }
 /// sdither, spherical, grid: cuda/dispatch/coded_launch.cu.
-bool is_coded(CodecId id) { return id == CodecId::kSDither || id == CodecId::kSpherical || id == CodecId::kGrid; }
-/// Codecs whose CPU codec has compute_scales / encode_with_scales (dense planes and sdither).
-bool has_shareable_scales(CodecId id) { return is_dense(id) || id == CodecId::kSDither; }
+bool is_coded(CodecId id) { return codec_descriptor(id).gpu == GpuFamily::kCoded; }
+bool has_shareable_scales(CodecId id) { return codec_descriptor(id).shareable_scales; }
 /// Codecs with fp32 block scales from the fixed-order reduction (block_reduce.cuh).
-bool has_block_scales(CodecId id, bool scaled) {
-  return is_dense(id) || (id == CodecId::kSign && scaled) || id == CodecId::kSDither || id == CodecId::kSpherical;
+bool has_block_scales(const CodecSpec& spec) {
+  auto* const scales = codec_descriptor(spec.id).block_scales;
+  return scales != nullptr && scales(spec);
+}
+std::string gpu_codec_names() {
+  std::string s;
+  for (const gcomp::detail::CodecDescriptor& d : gcomp::detail::codec_registry()) {
+    if (d.gpu != GpuFamily::kNone) s += (s.empty() ? "" : ", ") + std::string(d.name);
+  }
+  return s;
+}
+std::string shareable_codec_names() {
+  std::string s;
+  for (const gcomp::detail::CodecDescriptor& d : gcomp::detail::codec_registry()) {
+    if (d.shareable_scales) s += (s.empty() ? "" : ", ") + std::string(d.name);
+  }
+  return s;
 }
 
 /// Offsets of the workspace parts (npos: absent). Built once by plan_workspace; carve() turns them
@@ -95,12 +111,9 @@ struct DeviceCodec::Impl {
   DeviceTables tables;        ///< the one allocation: block/tile tables (and spherical betas)
 
   Impl(const CodecSpec& s, const Layout& l) : spec(s), layout(l) {
-    GCOMP_EXPECTS(is_sparse(spec.id) || is_dense(spec.id) || is_coded(spec.id) || spec.id == CodecId::kSign ||
-                      spec.id == CodecId::kNatural || spec.id == CodecId::kIdentity,
-                  gcompErrorNotSupported,
+    GCOMP_EXPECTS(codec_descriptor(spec.id).gpu != GpuFamily::kNone, gcompErrorNotSupported,
                   "DeviceCodec: no GPU kernels for codec '" + std::string(spec.name()) +
-                      "' (GPU codecs: identity, dither, terngrad, sign, topk, randk, natural, natdither, sdither, "
-                      "spherical, grid)");
+                      "' (GPU codecs: " + gpu_codec_names() + ")");
     const std::unique_ptr<Codec> cpu = make_codec(spec, layout);  // validates spec vs layout
     payload_bytes = cpu->encoded_bytes();
     num_scales = cpu->num_scales();
@@ -312,7 +325,7 @@ struct DeviceCodec::Impl {
     const detail::DevicePlan& p = plan;
     Carver c(sizeof(DeviceStatus));
     const auto m = static_cast<size_t>(p.num_blocks);
-    if (has_block_scales(p.id, p.scaled)) {
+    if (has_block_scales(spec)) {
       wl.scales = c.take(m * sizeof(float));
       wl.tile_vals = c.take(static_cast<size_t>(p.num_tiles) * sizeof(double));
       if (p.id == CodecId::kTernGrad && p.clip > 0.0) {
@@ -434,7 +447,7 @@ struct DeviceCodec::Impl {
   void check_shareable(const char* what) const {
     GCOMP_EXPECTS(has_shareable_scales(plan.id), gcompErrorNotSupported,
                   std::string(what) + ": " + std::string(spec.name()) +
-                      " has no shareable scales (dither, terngrad, natdither and sdither have)");
+                      " has no shareable scales (" + shareable_codec_names() + " have)");
   }
 
   void compute_scales(const float* d_x, float* d_scales, void* d_workspace, size_t workspace_bytes,

@@ -2,10 +2,7 @@
 // Bits-vs-variance report (spec/ALGORITHMS.md §5.2(c), §9.2 T17).
 #include <gcomp/bits_report.hpp>
 
-#include "host/codecs/internal.hpp"
-#include "host/codecs/spherical.hpp"
-
-#include <gcomp/detail/sparse.hpp>
+#include "host/codecs/registry.hpp"
 
 #include <cmath>
 #include <limits>
@@ -31,67 +28,10 @@ double sq_dist(std::span<const float> a, std::span<const float> b) {
   return s;
 }
 
-/// E|C(x) - x|^2 of the dither-family quantizers (§2.2: sum (nu/s)^2 tau (1 - tau); natural
-/// dithering §5.3: nu^2 (hi - r)(r - lo)), with the scales the codec itself computes.
-double dither_family_error(const Codec& c, std::span<const float> x) {
-  const CodecSpec& s = c.spec();
-  std::vector<float> scales(static_cast<size_t>(c.num_scales()));
-  c.compute_scales(x, scales);
-  const auto blocks = block_offsets(c.layout(), s.id == CodecId::kTernGrad ? 0 : s.block);
-  const double levels = static_cast<double>(s.levels);
-  double v = 0.0;
-  for (size_t b = 0; b + 1 < blocks.size(); ++b) {
-    const double nu = scales[b];
-    if (nu == 0.0) continue;
-    for (int64_t i = blocks[b]; i < blocks[b + 1]; ++i) {
-      const double a = std::fabs(static_cast<double>(x[static_cast<size_t>(i)]));
-      if (s.id == CodecId::kNatDither) {
-        const double r = a / nu;
-        if (r >= 1.0) continue;
-        const double first = std::ldexp(1.0, 1 - static_cast<int>(s.levels));
-        double lo = 0.0, hi = first;
-        if (r >= first) {
-          lo = std::ldexp(1.0, static_cast<int>(std::floor(std::log2(r))));
-          hi = 2.0 * lo;
-        }
-        v += nu * nu * (hi - r) * (r - lo);
-      } else {
-        const double r = std::min(levels, levels * a / nu);
-        const double tau = r - std::floor(r);
-        v += (nu / levels) * (nu / levels) * tau * (1.0 - tau);
-      }
-    }
-  }
-  return v;
-}
-
-/// E|C(x) - x|^2 by a closed form when the codec has one; NaN otherwise.
+/// E|C(x) - x|^2 by the closed form of the codec's registry entry, NaN where it has none.
 double exact_error(const Codec& c, std::span<const float> x) {
-  const CodecSpec& s = c.spec();
-  switch (s.id) {
-    case CodecId::kIdentity: return 0.0;
-    case CodecId::kDither:
-    case CodecId::kNatDither:
-    case CodecId::kSDither: return dither_family_error(c, x);
-    case CodecId::kTernGrad: return s.clip > 0.0 ? kNaN : dither_family_error(c, x);
-    case CodecId::kRandK: {
-      if (!s.unbiased) return kNaN;
-      const double k = static_cast<double>(detail::sparse_k(c.num_elems(), s.k, s.ratio));
-      return k > 0 ? (static_cast<double>(c.num_elems()) / k - 1.0) * sq_norm(x) : 0.0;
-    }
-    case CodecId::kNatural: {
-      double v = 0.0;
-      for (float t : x) {
-        if (t == 0.0f) continue;
-        const double at = std::fabs(static_cast<double>(t));
-        const double a = std::ldexp(1.0, static_cast<int>(std::floor(std::log2(at))));
-        v += (2.0 * a - at) * (at - a);
-      }
-      return v;
-    }
-    case CodecId::kSpherical: return static_cast<const detail::SphericalCodec&>(c).exact_error(x);
-    default: return kNaN;
-  }
+  auto* const exact = detail::codec_descriptor(c.spec().id).exact_error;
+  return exact != nullptr ? exact(c, x) : kNaN;
 }
 
 }  // namespace

@@ -1,0 +1,504 @@
+// SPDX-License-Identifier: Apache-2.0
+// The codec registry (registry.hpp): the spec keys, then one descriptor per codec.
+#include "host/codecs/registry.hpp"
+
+#include "host/codecs/dense_planes.hpp"
+#include "host/codecs/grid.hpp"
+#include "host/codecs/sdither.hpp"
+#include "host/codecs/simple_codecs.hpp"
+#include "host/codecs/spherical.hpp"
+
+#include <gcomp/detail/sparse.hpp>
+
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+namespace gcomp::detail {
+
+void bad_spec(const std::string& text, const std::string& why) {
+  // The text may come from a file or a command line: quoted escaped.
+  GCOMP_FAIL(gcompErrorInvalidArgument, "codec spec '" + printable(text) + "': " + printable(why, SIZE_MAX));
+}
+
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// ---- value parsing and text ---------------------------------------------------------------------
+
+int64_t parse_int(const std::string& text, const char* key, const std::string& v, int64_t lo, int64_t hi) {
+  int64_t out = 0;
+  auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
+  if (ec != std::errc() || ptr != v.data() + v.size())
+    bad_spec(text, std::string(key) + "=" + v + " is not an integer");
+  if (out < lo || out > hi)
+    bad_spec(text,
+             std::string(key) + "=" + v + " is out of range [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  return out;
+}
+
+double parse_double(const std::string& text, const char* key, const std::string& v) {
+  double out = 0;
+  auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
+  if (ec != std::errc() || ptr != v.data() + v.size() || !std::isfinite(out))
+    bad_spec(text, std::string(key) + "=" + v + " is not a finite number");
+  return out;
+}
+
+bool parse_bool(const std::string& text, const char* key, const std::string& v) {
+  if (v == "1" || v == "true") return true;
+  if (v == "0" || v == "false") return false;
+  bad_spec(text, std::string(key) + "=" + v + " must be 0 or 1");
+}
+
+std::string fmt_double(double v) {
+  char buf[64];
+  // Shortest text that reads back to the same double.
+  auto [ptr, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  (void)ec;
+  return std::string(buf, ptr);
+}
+
+const char* norm_name(Norm n) {
+  switch (n) {
+    case Norm::kL1: return "l1";
+    case Norm::kL2: return "l2";
+    case Norm::kLinf: return "linf";
+    case Norm::kLp: return "lp";
+  }
+  return "?";
+}
+
+// ---- keys (each parses into exactly one CodecSpec field) ---------------------------------------
+
+const CodecKey kLevels{"levels",
+                       [](CodecSpec& s, const std::string& t, const std::string& v) {
+                         s.levels = static_cast<uint32_t>(parse_int(t, "levels", v, 1, 1 << 20));
+                       },
+                       [](const CodecSpec& s) { return std::to_string(s.levels); }};
+const CodecKey kNorm{"norm",
+                     [](CodecSpec& s, const std::string& t, const std::string& v) {
+                       if (v == "l1")
+                         s.norm = Norm::kL1;
+                       else if (v == "l2")
+                         s.norm = Norm::kL2;
+                       else if (v == "linf" || v == "inf")
+                         s.norm = Norm::kLinf;
+                       else if (v == "lp")
+                         s.norm = Norm::kLp;
+                       else
+                         bad_spec(t, "norm=" + v + " is not one of l1, l2, linf, lp");
+                     },
+                     [](const CodecSpec& s) { return std::string(norm_name(s.norm)); }};
+const CodecKey kP{"p", [](CodecSpec& s, const std::string& t, const std::string& v) { s.p = parse_double(t, "p", v); },
+                  [](const CodecSpec& s) { return fmt_double(s.p); }};
+/// Quantization block of dither, natdither, sdither and sign: 0 = one block per segment.
+const CodecKey kBlock{
+    "block",
+    [](CodecSpec& s, const std::string& t, const std::string& v) { s.block = parse_int(t, "block", v, 0, INT64_MAX); },
+    [](const CodecSpec& s) { return std::to_string(s.block); }};
+/// Spherical block m_b >= 1 (another quantity than kBlock: the dimension of one codebook).
+const CodecKey kSphereBlock{
+    "block",
+    [](CodecSpec& s, const std::string& t, const std::string& v) { s.block = parse_int(t, "block", v, 1, INT64_MAX); },
+    [](const CodecSpec& s) { return std::to_string(s.block); }};
+const CodecKey kClip{"clip",
+                     [](CodecSpec& s, const std::string& t, const std::string& v) {
+                       s.clip = parse_double(t, "clip", v);
+                       if (s.clip < 0) bad_spec(t, "clip must be >= 0 (0 turns clipping off)");
+                     },
+                     [](const CodecSpec& s) { return fmt_double(s.clip); }};
+const CodecKey kScale{"scale",
+                      [](CodecSpec& s, const std::string& t, const std::string& v) {
+                        if (v == "l1" || v == "mean")
+                          s.scaled = true;
+                        else if (v == "none")
+                          s.scaled = false;
+                        else
+                          bad_spec(t, "scale=" + v + " is not one of l1, none");
+                      },
+                      [](const CodecSpec& s) { return std::string(s.scaled ? "l1" : "none"); }};
+const CodecKey kK{
+    "k", [](CodecSpec& s, const std::string& t, const std::string& v) { s.k = parse_int(t, "k", v, 1, INT64_MAX); },
+    [](const CodecSpec& s) { return std::to_string(s.k); }};
+const CodecKey kRatio{"ratio",
+                      [](CodecSpec& s, const std::string& t, const std::string& v) {
+                        s.ratio = parse_double(t, "ratio", v);
+                        if (!(s.ratio > 0.0 && s.ratio <= 1.0)) bad_spec(t, "ratio must be in (0, 1]");
+                      },
+                      [](const CodecSpec& s) { return fmt_double(s.ratio); }};
+const CodecKey kIndex{"index",
+                      [](CodecSpec& s, const std::string& t, const std::string& v) {
+                        if (v == "plain")
+                          s.index = IndexCode::kPlain;
+                        else if (v == "rice")
+                          s.index = IndexCode::kRice;
+                        else
+                          bad_spec(t, "index=" + v + " is not one of plain, rice");
+                      },
+                      [](const CodecSpec& s) { return std::string(s.index == IndexCode::kRice ? "rice" : "plain"); }};
+const CodecKey kUnbiased{
+    "unbiased",
+    [](CodecSpec& s, const std::string& t, const std::string& v) { s.unbiased = parse_bool(t, "unbiased", v); },
+    [](const CodecSpec& s) { return std::string(s.unbiased ? "1" : "0"); }};
+const CodecKey kCode{"code",
+                     [](CodecSpec& s, const std::string& t, const std::string& v) {
+                       if (v == "gamma")
+                         s.code = EliasCode::kGamma;
+                       else if (v == "delta")
+                         s.code = EliasCode::kDelta;
+                       else
+                         bad_spec(t, "code=" + v + " is not one of gamma, delta");
+                     },
+                     [](const CodecSpec& s) { return std::string(s.code == EliasCode::kDelta ? "delta" : "gamma"); }};
+const CodecKey kChunk{"chunk",
+                      [](CodecSpec& s, const std::string& t, const std::string& v) {
+                        s.chunk = parse_int(t, "chunk", v, 1, int64_t{1} << 24);
+                      },
+                      [](const CodecSpec& s) { return std::to_string(s.chunk); }};
+/// Spherical codebook index bits B in 1..16.
+const CodecKey kSphereBits{"bits",
+                           [](CodecSpec& s, const std::string& t, const std::string& v) {
+                             s.bits = static_cast<uint32_t>(parse_int(t, "bits", v, 1, 16));
+                           },
+                           [](const CodecSpec& s) { return std::to_string(s.bits); }};
+/// Grid level width in bits, 2..32.
+const CodecKey kGridBits{"bits",
+                         [](CodecSpec& s, const std::string& t, const std::string& v) {
+                           s.bits = static_cast<uint32_t>(parse_int(t, "bits", v, 2, 32));
+                         },
+                         [](const CodecSpec& s) { return std::to_string(s.bits); }};
+/// Grid quantum Delta > 0.
+const CodecKey kStep{"step",
+                     [](CodecSpec& s, const std::string& t, const std::string& v) {
+                       s.step = parse_double(t, "step", v);
+                       if (!(s.step > 0.0)) bad_spec(t, "step must be > 0");
+                     },
+                     [](const CodecSpec& s) { return fmt_double(s.step); }};
+const CodecKey kUnscaled{
+    "unscaled",
+    [](CodecSpec& s, const std::string& t, const std::string& v) { s.unscaled = parse_bool(t, "unscaled", v); },
+    [](const CodecSpec& s) { return std::string(s.unscaled ? "1" : "0"); }};
+
+// ---- canonical text pieces ----------------------------------------------------------------------
+
+std::string kv(const CodecKey& key, const CodecSpec& s) { return std::string(key.name) + "=" + key.value_text(s); }
+
+std::string dither_canonical(const CodecSpec& s) {
+  std::string out = kv(kLevels, s) + "," + kv(kNorm, s);
+  if (s.norm == Norm::kLp) out += "," + kv(kP, s);
+  return out + "," + kv(kBlock, s);
+}
+
+/// k when given, else ratio.
+std::string sparse_size_canonical(const CodecSpec& s) { return s.k > 0 ? kv(kK, s) : kv(kRatio, s); }
+
+// ---- closed-form errors of the bits report (spec/ALGORITHMS.md §5.2(c), §9.2 T17) ---------------
+
+double sq_norm(std::span<const float> x) {
+  double s = 0.0;
+  for (float v : x) s += static_cast<double>(v) * static_cast<double>(v);
+  return s;
+}
+
+/// E|C(x) - x|^2 of the dither-family quantizers (§2.2: sum (nu/s)^2 tau (1 - tau); natural
+/// dithering §5.3: nu^2 (hi - r)(r - lo)), with the scales the codec itself computes.
+double dither_family_error(const Codec& c, std::span<const float> x) {
+  const CodecSpec& s = c.spec();
+  std::vector<float> scales(static_cast<size_t>(c.num_scales()));
+  c.compute_scales(x, scales);
+  const auto blocks = block_offsets(c.layout(), s.id == CodecId::kTernGrad ? 0 : s.block);
+  const double levels = static_cast<double>(s.levels);
+  double v = 0.0;
+  for (size_t b = 0; b + 1 < blocks.size(); ++b) {
+    const double nu = scales[b];
+    if (nu == 0.0) continue;
+    for (int64_t i = blocks[b]; i < blocks[b + 1]; ++i) {
+      const double a = std::fabs(static_cast<double>(x[static_cast<size_t>(i)]));
+      if (s.id == CodecId::kNatDither) {
+        const double r = a / nu;
+        if (r >= 1.0) continue;
+        const double first = std::ldexp(1.0, 1 - static_cast<int>(s.levels));
+        double lo = 0.0, hi = first;
+        if (r >= first) {
+          lo = std::ldexp(1.0, static_cast<int>(std::floor(std::log2(r))));
+          hi = 2.0 * lo;
+        }
+        v += nu * nu * (hi - r) * (r - lo);
+      } else {
+        const double r = std::min(levels, levels * a / nu);
+        const double tau = r - std::floor(r);
+        v += (nu / levels) * (nu / levels) * tau * (1.0 - tau);
+      }
+    }
+  }
+  return v;
+}
+
+bool always(const CodecSpec&) { return true; }
+
+template <class C>
+std::unique_ptr<Codec> make(const CodecSpec& spec, const Layout& layout) {
+  return std::make_unique<C>(spec, layout);
+}
+
+// ---- the registry -------------------------------------------------------------------------------
+
+std::vector<CodecDescriptor> build_registry() {
+  std::vector<CodecDescriptor> r;
+  r.push_back({.id = CodecId::kIdentity,
+               .name = "identity",
+               .keys = {},
+               .defaults = nullptr,
+               .check = nullptr,
+               .canonical = [](const CodecSpec&) { return std::string(); },
+               .make_cpu = make<IdentityCodec>,
+               .gpu = GpuFamily::kIdentity,
+               .shareable_scales = false,
+               .block_scales = nullptr,
+               .bias = Bias::kExact,
+               .exact_error = [](const Codec&, std::span<const float>) { return 0.0; },
+               .guarantee = "exact: omega = 0",
+               .bits = "32 n"});
+  r.push_back({.id = CodecId::kDither,
+               .name = "dither",
+               .keys = {{&kLevels}, {&kNorm, "l2|linf|l1|lp"}, {&kP}, {&kBlock}},
+               .defaults = nullptr,
+               .check = nullptr,
+               .canonical = dither_canonical,
+               .make_cpu = make<DensePlaneCodec>,
+               .gpu = GpuFamily::kDense,
+               .shareable_scales = true,
+               .block_scales = always,
+               .bias = Bias::kUnbiased,
+               .exact_error = dither_family_error,
+               .guarantee = "unbiased; s=1: omega = 1/alpha_p(b)-1 (l2: sqrt(b)-1, linf: (sqrt(b)-1)/2); "
+                            "l2: min(b/(4s^2), sqrt(b)/s), linf: min(b/(4s^2), (1+sqrt(b))/(2s))",
+               .bits = "32 ceil(n/b) + n (1 + ceil(log2(s+1)))"});
+  r.push_back(
+      {.id = CodecId::kTernGrad,
+       .name = "terngrad",
+       .keys = {{&kClip}},
+       .defaults =
+           [](CodecSpec& s) {
+             s.levels = 1;
+             s.norm = Norm::kLinf;
+           },
+       .check = nullptr,
+       .canonical = [](const CodecSpec& s) { return kv(kClip, s); },
+       .make_cpu = make<DensePlaneCodec>,
+       .gpu = GpuFamily::kDense,
+       .shareable_scales = true,
+       .block_scales = always,
+       .bias = Bias::kByOption,
+       .exact_error = [](const Codec& c,
+                         std::span<const float> x) { return c.spec().clip > 0.0 ? kNaN : dither_family_error(c, x); },
+       .guarantee = "unbiased without clip: omega = (sqrt(b)-1)/2, b = largest segment; biased with clip "
+                    "(clip=c clips at c*sigma; 0 = off)",
+       .bits = "2 n + 32 #segments"});
+  r.push_back({.id = CodecId::kSign,
+               .name = "sign",
+               .keys = {{&kBlock}, {&kScale, "l1|none"}},
+               .defaults = nullptr,
+               .check = nullptr,
+               .canonical = [](const CodecSpec& s) { return kv(kBlock, s) + "," + kv(kScale, s); },
+               .make_cpu = make<SignCodec>,
+               .gpu = GpuFamily::kSign,
+               .shareable_scales = false,
+               .block_scales = [](const CodecSpec& s) { return s.scaled; },
+               .bias = Bias::kBiased,
+               .exact_error = nullptr,
+               .guarantee = "contractive: delta = 1/b (scale=l1); none: no guarantee",
+               .bits = "n + 32 #blocks"});
+  r.push_back({.id = CodecId::kTopK,
+               .name = "topk",
+               .keys = {{&kK, "K"}, {&kRatio}, {&kIndex, "plain|rice"}},
+               .defaults = nullptr,
+               .check = nullptr,
+               // index=plain, the default, is not written: the canonical text (and so every frame)
+               // of a plain topk spec is the one of wire format v1 before the option existed.
+               .canonical =
+                   [](const CodecSpec& s) {
+                     return sparse_size_canonical(s) + (s.index == IndexCode::kRice ? "," + kv(kIndex, s) : "");
+                   },
+               .make_cpu = make<SparseCodec>,
+               .gpu = GpuFamily::kSparse,
+               .shareable_scales = false,
+               .block_scales = nullptr,
+               .bias = Bias::kBiased,
+               .exact_error = nullptr,
+               .guarantee = "contractive: delta = k/n",
+               .bits = "k (32 + ceil(log2 n)); index=rice: 32 k + 32 + 32 floor((k-1)/1024) + sum_j [((g_j-1) >> b) "
+                       "+ 1 + b], b = floor(log2(n/k)); buffer: worst case"});
+  r.push_back({.id = CodecId::kRandK,
+               .name = "randk",
+               .keys = {{&kK, "K"}, {&kRatio}, {&kUnbiased}},
+               .defaults = nullptr,
+               .check = nullptr,
+               .canonical = [](const CodecSpec& s) { return sparse_size_canonical(s) + "," + kv(kUnbiased, s); },
+               .make_cpu = make<SparseCodec>,
+               .gpu = GpuFamily::kSparse,
+               .shareable_scales = false,
+               .block_scales = nullptr,
+               .bias = Bias::kByOption,
+               .exact_error =
+                   [](const Codec& c, std::span<const float> x) {
+                     const CodecSpec& s = c.spec();
+                     if (!s.unbiased) return kNaN;
+                     const double k = static_cast<double>(sparse_k(c.num_elems(), s.k, s.ratio));
+                     return k > 0 ? (static_cast<double>(c.num_elems()) / k - 1.0) * sq_norm(x) : 0.0;
+                   },
+               .guarantee = "unbiased=1: omega = n/k - 1; unbiased=0: delta = k/n",
+               .bits = "32 k + 64",
+               .rejected_key = "index",
+               .rejected_why = "randk sends no indices (the receiver regenerates them from the seed), so it has "
+                               "no key 'index'"});
+  r.push_back({.id = CodecId::kNatural,
+               .name = "natural",
+               .keys = {},
+               .defaults = nullptr,
+               .check = nullptr,
+               .canonical = [](const CodecSpec&) { return std::string(); },
+               .make_cpu = make<NaturalCodec>,
+               .gpu = GpuFamily::kNatural,
+               .shareable_scales = false,
+               .block_scales = nullptr,
+               .bias = Bias::kUnbiased,
+               .exact_error =
+                   [](const Codec&, std::span<const float> x) {
+                     double v = 0.0;
+                     for (float t : x) {
+                       if (t == 0.0f) continue;
+                       const double at = std::fabs(static_cast<double>(t));
+                       const double a = std::ldexp(1.0, static_cast<int>(std::floor(std::log2(at))));
+                       v += (2.0 * a - at) * (at - a);
+                     }
+                     return v;
+                   },
+               .guarantee = "unbiased: omega = 1/8",
+               .bits = "9 n"});
+  r.push_back({.id = CodecId::kNatDither,
+               .name = "natdither",
+               .keys = {{&kLevels}, {&kNorm, "l2|linf|l1|lp"}, {&kP}, {&kBlock}},
+               .defaults = [](CodecSpec& s) { s.levels = 3; },
+               .check = nullptr,
+               .canonical = dither_canonical,
+               .make_cpu = make<DensePlaneCodec>,
+               .gpu = GpuFamily::kDense,
+               .shareable_scales = true,
+               .block_scales = always,
+               .bias = Bias::kUnbiased,
+               .exact_error = dither_family_error,
+               .guarantee = "unbiased: omega <= 1/8 + (b^(1/r)/2^(s-1)) min(1, b^(1/r)/2^(s-1)), r = min(p,2)",
+               .bits = "32 ceil(n/b) + n (1 + ceil(log2(s+1)))"});
+  r.push_back({.id = CodecId::kSDither,
+               .name = "sdither",
+               .keys = {{&kLevels}, {&kNorm, "l2|linf"}, {&kBlock}, {&kCode, "gamma|delta"}, {&kChunk}},
+               .defaults = nullptr,
+               .check =
+                   [](CodecSpec& s, const std::string& t, const SpecKeyValues&) {
+                     if (s.norm != Norm::kL2 && s.norm != Norm::kLinf)
+                       bad_spec(t, "sdither supports norm=l2 or norm=linf");
+                   },
+               .canonical =
+                   [](const CodecSpec& s) {
+                     return kv(kLevels, s) + "," + kv(kNorm, s) + "," + kv(kBlock, s) + "," + kv(kCode, s) + "," +
+                            kv(kChunk, s);
+                   },
+               .make_cpu = make<SDitherCodec>,
+               .gpu = GpuFamily::kCoded,
+               .shareable_scales = true,
+               .block_scales = always,
+               .bias = Bias::kUnbiased,
+               .exact_error = dither_family_error,
+               .guarantee = "unbiased: as dither (same quantizer); s=1: l2 sqrt(b)-1, linf (sqrt(b)-1)/2",
+               .bits = "32 m + 32 + 32 ceil(n/C) + sum_nz [len(gap) + 1 + [s>1] len(level)]; buffer: worst case"});
+  r.push_back(
+      {.id = CodecId::kSpherical,
+       .name = "spherical",
+       .keys = {{&kSphereBlock}, {&kSphereBits}, {&kUnscaled}},
+       .defaults = [](CodecSpec& s) { s.block = 16; },
+       .check =
+           [](CodecSpec& s, const std::string& t, const SpecKeyValues&) {
+             if ((int64_t{1} << s.bits) > (int64_t{1} << 22) / s.block)
+               bad_spec(t, "2^bits * block = 2^" + std::to_string(s.bits) + " * " + std::to_string(s.block) +
+                               " exceeds the encoder work cap 2^22 normals per block");
+           },
+       .canonical =
+           [](const CodecSpec& s) { return kv(kSphereBlock, s) + "," + kv(kSphereBits, s) + "," + kv(kUnscaled, s); },
+       .make_cpu = make<SphericalCodec>,
+       .gpu = GpuFamily::kCoded,
+       .shareable_scales = false,
+       .block_scales = always,
+       .bias = Bias::kByOption,
+       .exact_error = [](const Codec& c,
+                         std::span<const float> x) { return static_cast<const SphericalCodec&>(c).exact_error(x); },
+       .guarantee = "unbiased: omega = 1/beta(m_b,B)^2 - 1 for every input; unscaled=1: delta = 2 beta - 1 if "
+                    "beta > 1/2",
+       .bits = "sum_blocks (B + 32)"});
+  r.push_back({.id = CodecId::kGrid,
+               .name = "grid",
+               .keys = {{&kStep}, {&kGridBits}},
+               .defaults =
+                   [](CodecSpec& s) {
+                     s.bits = 16;
+                     s.step = 0.00390625;  // 2^-8
+                   },
+               .check =
+                   [](CodecSpec& s, const std::string& t, const SpecKeyValues&) {
+                     // The largest level must decode to a finite fp32 value (issue 18 #11).
+                     if (s.step * static_cast<double>((int64_t{1} << (s.bits - 1)) - 1) >
+                         static_cast<double>(std::numeric_limits<float>::max()))
+                       bad_spec(t, "step * (2^(bits-1) - 1) is beyond the float32 range: the largest levels would "
+                                   "decode to Inf");
+                   },
+               .canonical = [](const CodecSpec& s) { return kv(kStep, s) + "," + kv(kGridBits, s); },
+               .make_cpu = make_grid_codec,
+               .gpu = GpuFamily::kCoded,
+               .shareable_scales = false,
+               .block_scales = nullptr,
+               .bias = Bias::kBiased,
+               .exact_error = nullptr,
+               .guarantee = "deterministic, absolute: |C(x)_i - x_i| <= step/2 while |x_i| <= (2^(bits-1)-1) step "
+                            "(saturates beyond)",
+               .bits = "bits n"});
+  return r;
+}
+
+}  // namespace
+
+const std::vector<CodecDescriptor>& codec_registry() {
+  static const std::vector<CodecDescriptor> registry = [] {
+    std::vector<CodecDescriptor> r = build_registry();
+    for (size_t i = 1; i < r.size(); ++i) {
+      GCOMP_EXPECTS(static_cast<uint32_t>(r[i - 1].id) < static_cast<uint32_t>(r[i].id), gcompErrorInternal,
+                    "codec registry: entries must be in increasing wire-id order");
+    }
+    return r;
+  }();
+  return registry;
+}
+
+const CodecDescriptor& codec_descriptor(CodecId id) {
+  for (const CodecDescriptor& d : codec_registry()) {
+    if (d.id == id) return d;
+  }
+  GCOMP_FAIL(gcompErrorInvalidArgument, "unknown codec id " + std::to_string(static_cast<uint32_t>(id)));
+}
+
+const CodecDescriptor* find_codec(std::string_view name) {
+  for (const CodecDescriptor& d : codec_registry()) {
+    if (name == d.name) return &d;
+  }
+  return nullptr;
+}
+
+std::string codec_names() {
+  std::string s;
+  for (const CodecDescriptor& d : codec_registry()) s += (s.empty() ? "" : ", ") + std::string(d.name);
+  return s;
+}
+
+}  // namespace gcomp::detail

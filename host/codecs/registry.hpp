@@ -1,0 +1,95 @@
+// SPDX-License-Identifier: Apache-2.0
+/// @file registry.hpp
+/// @brief The codec registry: one descriptor per codec, read by everything that needs to know
+/// which codecs exist.
+///
+/// A descriptor holds a codec's name and wire id, its spec keys with their defaults and parsing,
+/// its canonical text, its CPU factory, the CUDA kernel family that runs it, whether it accepts
+/// shared scales, its bias, its closed-form error (bits report) and its `gcomp-codec list` line.
+/// CodecSpec::parse() / canonical(), make_codec(), list_codecs(), bits_report() and the device
+/// dispatch (cuda/dispatch/device_codec.cu) read it; none keeps its own list of codecs.
+/// docs/codecs.md "Adding a codec" walks through a new entry.
+#pragma once
+
+#include <gcomp/codec.hpp>
+
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace gcomp::detail {
+
+/// The CUDA kernel family that runs a codec (cuda/dispatch/); kNone: no GPU kernels.
+enum class GpuFamily : int {
+  kNone = 0,
+  kIdentity,  ///< copy (elementwise_launch.cu)
+  kNatural,   ///< natural compression (elementwise_launch.cu)
+  kSign,      ///< sign planes, optional block scales (elementwise_launch.cu)
+  kDense,     ///< bit planes with block scales: dither, terngrad, natdither (elementwise_launch.cu)
+  kSparse,    ///< value + index records: topk, randk (sparse_launch.cu, rice_launch.cu)
+  kCoded,     ///< codecs with their own payload coder: sdither, spherical, grid (coded_launch.cu)
+};
+
+/// What a codec's default form promises about E C(x).
+enum class Bias : int {
+  kExact = 0,     ///< C(x) = x
+  kUnbiased = 1,  ///< E C(x) = x
+  kBiased = 2,    ///< E C(x) != x in general (contractive or deterministic)
+  kByOption = 3,  ///< a key decides (randk unbiased=, spherical unscaled=, terngrad clip=)
+};
+
+/// The parsed key=value pairs of one spec text, by key (the order in which they are applied).
+using SpecKeyValues = std::map<std::string, std::string>;
+
+/// One key of the spec text: how it is parsed into a CodecSpec and how its value is written.
+struct CodecKey {
+  const char* name;
+  /// Parses @p value into @p spec; throws gcompErrorInvalidArgument quoting @p text on a bad value.
+  void (*apply)(CodecSpec& spec, const std::string& text, const std::string& value);
+  /// The key's value in @p spec as the canonical text writes it.
+  std::string (*value_text)(const CodecSpec& spec);
+};
+
+/// A key as one codec uses it; `choices` replaces the default in `gcomp-codec list` ("l2|linf").
+struct CodecKeyUse {
+  const CodecKey* key;
+  const char* choices = nullptr;
+};
+
+/// Everything gcomp knows about one codec.
+struct CodecDescriptor {
+  CodecId id;                         ///< wire id (never renumbered)
+  const char* name;                   ///< spec name
+  std::vector<CodecKeyUse> keys;      ///< valid keys, in the order messages and the list show them
+  void (*defaults)(CodecSpec& spec);  ///< codec-specific defaults over CodecSpec's (nullable)
+  /// Checks across keys after all were applied (nullable); throws quoting @p text.
+  void (*check)(CodecSpec& spec, const std::string& text, const SpecKeyValues& given);
+  std::string (*canonical)(const CodecSpec& spec);  ///< the text after "name:" ("" for none)
+  std::unique_ptr<Codec> (*make_cpu)(const CodecSpec& spec, const Layout& layout);  ///< CPU codec
+  GpuFamily gpu;                                                                    ///< CUDA kernel family
+  bool shareable_scales;  ///< compute_scales / encode_with_scales: scales may be shared (max over workers)
+  bool (*block_scales)(const CodecSpec& spec);  ///< payload holds fp32 block scales of block_reduce (GPU plan)
+  Bias bias;
+  /// E|C(x) - x|^2 in closed form, or NaN (then the bits report measures); nullable = NaN.
+  double (*exact_error)(const Codec& codec, std::span<const float> x);
+  const char* guarantee;               ///< `gcomp-codec list`: declared omega or delta, as a formula
+  const char* bits;                    ///< `gcomp-codec list`: message size formula
+  const char* rejected_key = nullptr;  ///< a key users try that this codec lacks on purpose ...
+  const char* rejected_why = nullptr;  ///< ... and why (the message names it)
+};
+
+/// Every codec, in wire-id order.
+[[nodiscard]] const std::vector<CodecDescriptor>& codec_registry();
+/// The descriptor of @p id. @throws gcomp::Error gcompErrorInvalidArgument for an unknown id.
+[[nodiscard]] const CodecDescriptor& codec_descriptor(CodecId id);
+/// The descriptor named @p name, or nullptr.
+[[nodiscard]] const CodecDescriptor* find_codec(std::string_view name);
+/// The names of every codec, comma separated ("identity, dither, ...").
+[[nodiscard]] std::string codec_names();
+
+/// Throws gcompErrorInvalidArgument: "codec spec '<text>': <why>".
+[[noreturn]] void bad_spec(const std::string& text, const std::string& why);
+
+}  // namespace gcomp::detail
