@@ -36,8 +36,6 @@ GridParams grid_params(const DevicePlan& plan) {
                     plan.step};
 }
 
-int fuse_code(Fuse f) { return f == Fuse::kNone ? 0 : (f == Fuse::kEF ? 1 : 2); }
-
 /// The fp32 block norms (l2: sqrt of the fixed-order sum of squares; l_inf: max |x|) into
 /// ws.scales, in the order of cuda/quant/block_reduce.cuh; a non-finite norm sets the status.
 template <class Op>
@@ -57,7 +55,7 @@ void sdither_scales(const DevicePlan& plan, const Workspace& ws, Input in, cudaS
 /// The sdither message for the block scales `scales` (device, num_blocks floats): count, scan,
 /// zero the stream, write. Every kernel does nothing once the status word reports an error.
 void sdither_write(const DevicePlan& plan, const Workspace& ws, Input in, const float* scales, const RngKey& key,
-                   uint8_t* d_payload, int fuse, float* d_mem, float alpha, cudaStream_t stream) {
+                   uint8_t* d_payload, Fuse fuse, float* d_mem, float alpha, cudaStream_t stream) {
   const SDitherParams p = sdither_params(plan);
   const unsigned tiles = grid_for(plan.sd_tiles, 1, plan.max_blocks);
   GCOMP_LAUNCH(sdither_count_kernel, tiles, kThreads, stream, p, in, scales, key, ws.sd, ws.status);
@@ -69,7 +67,7 @@ void sdither_write(const DevicePlan& plan, const Workspace& ws, Input in, const 
 }
 
 void sdither_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key, uint8_t* d_payload,
-                    int fuse, float* d_mem, float alpha, cudaStream_t stream) {
+                    Fuse fuse, float* d_mem, float alpha, cudaStream_t stream) {
   if (plan.n == 0) {  // the payload is T = 0 alone
     GCOMP_CUDA_TRY(cudaMemsetAsync(d_payload, 0, plan.payload_bytes, stream));
     return;
@@ -79,7 +77,7 @@ void sdither_encode(const DevicePlan& plan, const Workspace& ws, Input in, const
 }
 
 void spherical_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key, uint8_t* d_payload,
-                      int fuse, float* d_mem, float alpha, cudaStream_t stream) {
+                      Fuse fuse, float* d_mem, float alpha, cudaStream_t stream) {
   if (plan.n == 0) return;
   block_norms(plan, ws, in, gcomp::detail::SquareSumOp{}, stream);
   const SphericalParams p = spherical_params(plan);
@@ -89,15 +87,15 @@ void spherical_encode(const DevicePlan& plan, const Workspace& ws, Input in, con
                ws.idx, d_payload, ws.status);
 }
 
-void grid_encode(const DevicePlan& plan, const Workspace& ws, Input in, uint8_t* d_payload, int fuse, float* d_mem,
+void grid_encode(const DevicePlan& plan, const Workspace& ws, Input in, uint8_t* d_payload, Fuse fuse, float* d_mem,
                  float alpha, cudaStream_t stream) {
   if (plan.n == 0) return;
-  if (fuse != 0)  // the memory must stay untouched on a non-finite input: check first
+  if (fuse != Fuse::kNone)  // the memory must stay untouched on a non-finite input: check first
     GCOMP_LAUNCH(check_finite_kernel, grid_for(gcomp::detail::ceil_div(plan.n, int64_t{lanes::kQuadElems}), kThreads,
                                                plan.max_blocks),
                  kThreads, stream, in, plan.n, ws.status);
   GCOMP_LAUNCH(grid_encode_kernel, grid_for(plan.groups, kWarpsPerBlock, plan.max_blocks), kThreads, stream,
-               grid_params(plan), in, reinterpret_cast<uint32_t*>(d_payload), fuse, fuse == 0, d_mem, alpha,
+               grid_params(plan), in, reinterpret_cast<uint32_t*>(d_payload), fuse, fuse == Fuse::kNone, d_mem, alpha,
                ws.status);
 }
 
@@ -121,7 +119,7 @@ void grid_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_p
 
 void launch_coded_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key,
                          uint8_t* d_payload, Fuse fuse, float* d_mem, float alpha, cudaStream_t stream) {
-  const int f = fuse_code(fuse);
+  const Fuse f = fuse;
   switch (plan.id) {
     case CodecId::kSDither: sdither_encode(plan, ws, in, key, d_payload, f, d_mem, alpha, stream); return;
     case CodecId::kSpherical: spherical_encode(plan, ws, in, key, d_payload, f, d_mem, alpha, stream); return;
@@ -142,7 +140,7 @@ void launch_coded_encode_scaled(const DevicePlan& plan, const Workspace& ws, Inp
     GCOMP_CUDA_TRY(cudaMemsetAsync(d_payload, 0, plan.payload_bytes, stream));
     return;
   }
-  sdither_write(plan, ws, in, scales, key, d_payload, 0, nullptr, 0.0f, stream);
+  sdither_write(plan, ws, in, scales, key, d_payload, Fuse::kNone, nullptr, 0.0f, stream);
 }
 
 void launch_coded_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,

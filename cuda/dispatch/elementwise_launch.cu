@@ -47,28 +47,28 @@ unsigned quad_grid(const DevicePlan& plan) {
 
 /// The dense quantize pass, by quantizer and fused update.
 void quantize_planes(const DevicePlan& plan, const Workspace& ws, Input in, const float* scales, const RngKey& key,
-                     uint8_t* d_payload, int fuse, float* d_mem, float alpha, cudaStream_t stream) {
+                     uint8_t* d_payload, Fuse fuse, float* d_mem, float alpha, cudaStream_t stream) {
   const DenseParams d = dense_params(plan);
   const unsigned grid = span_grid(plan);
   const bool nat = d.natural;
-  if (fuse == 0 && !nat)
-    GCOMP_LAUNCH((quantize_planes_kernel<false, 0>), grid, kThreads, stream, d, in, scales, key, d_payload, d_mem,
-                 alpha, ws.status);
-  else if (fuse == 0)
-    GCOMP_LAUNCH((quantize_planes_kernel<true, 0>), grid, kThreads, stream, d, in, scales, key, d_payload, d_mem,
-                 alpha, ws.status);
-  else if (fuse == 1 && !nat)
-    GCOMP_LAUNCH((quantize_planes_kernel<false, 1>), grid, kThreads, stream, d, in, scales, key, d_payload, d_mem,
-                 alpha, ws.status);
-  else if (fuse == 1)
-    GCOMP_LAUNCH((quantize_planes_kernel<true, 1>), grid, kThreads, stream, d, in, scales, key, d_payload, d_mem,
-                 alpha, ws.status);
+  if (fuse == Fuse::kNone && !nat)
+    GCOMP_LAUNCH((quantize_planes_kernel<false, Fuse::kNone>), grid, kThreads, stream, d, in, scales, key, d_payload,
+                 d_mem, alpha, ws.status);
+  else if (fuse == Fuse::kNone)
+    GCOMP_LAUNCH((quantize_planes_kernel<true, Fuse::kNone>), grid, kThreads, stream, d, in, scales, key, d_payload,
+                 d_mem, alpha, ws.status);
+  else if (fuse == Fuse::kEF && !nat)
+    GCOMP_LAUNCH((quantize_planes_kernel<false, Fuse::kEF>), grid, kThreads, stream, d, in, scales, key, d_payload,
+                 d_mem, alpha, ws.status);
+  else if (fuse == Fuse::kEF)
+    GCOMP_LAUNCH((quantize_planes_kernel<true, Fuse::kEF>), grid, kThreads, stream, d, in, scales, key, d_payload,
+                 d_mem, alpha, ws.status);
   else if (!nat)
-    GCOMP_LAUNCH((quantize_planes_kernel<false, 2>), grid, kThreads, stream, d, in, scales, key, d_payload, d_mem,
-                 alpha, ws.status);
+    GCOMP_LAUNCH((quantize_planes_kernel<false, Fuse::kDiana>), grid, kThreads, stream, d, in, scales, key, d_payload,
+                 d_mem, alpha, ws.status);
   else
-    GCOMP_LAUNCH((quantize_planes_kernel<true, 2>), grid, kThreads, stream, d, in, scales, key, d_payload, d_mem,
-                 alpha, ws.status);
+    GCOMP_LAUNCH((quantize_planes_kernel<true, Fuse::kDiana>), grid, kThreads, stream, d, in, scales, key, d_payload,
+                 d_mem, alpha, ws.status);
 }
 
 /// An elementwise encode kernel template `K<kFuse, kCheck>` of the codecs without block scales
@@ -76,17 +76,17 @@ void quantize_planes(const DevicePlan& plan, const Workspace& ws, Input in, cons
 /// is then unspecified on a non-finite input); the fused EF/DIANA variants check first, in a pass
 /// of their own, so that the memory is never written on a non-finite input.
 template <class Launch>
-void checked_encode(const DevicePlan& plan, const Workspace& ws, Input in, int fuse, cudaStream_t stream,
+void checked_encode(const DevicePlan& plan, const Workspace& ws, Input in, Fuse fuse, cudaStream_t stream,
                     Launch launch) {
-  if (fuse == 0) {
-    launch(std::integral_constant<int, 0>{}, std::true_type{});
+  if (fuse == Fuse::kNone) {
+    launch(std::integral_constant<Fuse, Fuse::kNone>{}, std::true_type{});
     return;
   }
   GCOMP_LAUNCH(check_finite_kernel, quad_grid(plan), kThreads, stream, in, plan.n, ws.status);
-  if (fuse == 1)
-    launch(std::integral_constant<int, 1>{}, std::false_type{});
+  if (fuse == Fuse::kEF)
+    launch(std::integral_constant<Fuse, Fuse::kEF>{}, std::false_type{});
   else
-    launch(std::integral_constant<int, 2>{}, std::false_type{});
+    launch(std::integral_constant<Fuse, Fuse::kDiana>{}, std::false_type{});
 }
 
 NaturalParams natural_params(const DevicePlan& plan) { return NaturalParams{plan.n, plan.groups}; }
@@ -128,14 +128,12 @@ void dense_scales(const DevicePlan& plan, const Workspace& ws, Input in, cudaStr
   }
 }
 
-int fuse_code(Fuse f) { return f == Fuse::kNone ? 0 : (f == Fuse::kEF ? 1 : 2); }
-
 }  // namespace
 
 void launch_elementwise_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key,
                                uint8_t* d_payload, Fuse fuse, float* d_mem, float alpha, cudaStream_t stream) {
   if (plan.n == 0) return;
-  const int f = fuse_code(fuse);
+  const Fuse f = fuse;
   switch (plan.id) {
     case CodecId::kDither:
     case CodecId::kTernGrad:
@@ -154,9 +152,9 @@ void launch_elementwise_encode(const DevicePlan& plan, const Workspace& ws, Inpu
         return;
       }
       reduce_blocks(plan, ws, in, AbsSumOp{}, Finish::kMeanAbs, stream);  // a non-finite x: a non-finite scale
-      if (f == 0) launch(std::integral_constant<int, 0>{}, std::false_type{});
-      if (f == 1) launch(std::integral_constant<int, 1>{}, std::false_type{});
-      if (f == 2) launch(std::integral_constant<int, 2>{}, std::false_type{});
+      if (f == Fuse::kNone) launch(std::integral_constant<Fuse, Fuse::kNone>{}, std::false_type{});
+      if (f == Fuse::kEF) launch(std::integral_constant<Fuse, Fuse::kEF>{}, std::false_type{});
+      if (f == Fuse::kDiana) launch(std::integral_constant<Fuse, Fuse::kDiana>{}, std::false_type{});
       return;
     }
     case CodecId::kNatural: {
@@ -203,7 +201,7 @@ void launch_encode_with_scales(const DevicePlan& plan, const Workspace& ws, Inpu
     return;
   }
   if (plan.n == 0) return;
-  quantize_planes(plan, ws, in, d_scales, key, d_payload, 0, nullptr, 0.0f, stream);
+  quantize_planes(plan, ws, in, d_scales, key, d_payload, Fuse::kNone, nullptr, 0.0f, stream);
 }
 
 void launch_elementwise_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads,

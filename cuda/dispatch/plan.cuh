@@ -8,6 +8,7 @@
 #include "cuda/common/device_types.cuh"
 
 #include <gcomp/codec.hpp>
+#include <gcomp/detail/fused_memory.hpp>
 #include <gcomp/detail/varlen.hpp>
 
 #include <cuda_runtime.h>
@@ -135,8 +136,8 @@ struct Workspace {
   void* rice_temp = nullptr;    ///< topk index=rice: rice_scan_temp_bytes
 };
 
-/// What the fused encode pass also updates.
-enum class Fuse { kNone, kEF, kDiana };
+/// What the fused encode pass also updates (the shared enum of gcomp/detail/fused_memory.hpp).
+using Fuse = gcomp::detail::FuseMode;
 
 /// Decode flavours: overwrite (P = 1), accumulate onto out (P = 1), reduce (out = 0 first).
 enum class DecodeMode { kOverwrite, kAccumulate, kReduce };

@@ -92,8 +92,6 @@ void radix_passes_8bit(const DevicePlan& plan, const Workspace& ws, KeyFn kf, in
   for (int shift = 24; shift >= 0; shift -= 8) full_digit(plan, ws, kf, n, shift, 8, false, 0, kRunAlways, stream);
 }
 
-int fuse_code(Fuse f) { return f == Fuse::kNone ? 0 : (f == Fuse::kEF ? 1 : 2); }
-
 float randk_value_scale(const DevicePlan& plan) {
   return plan.unbiased ? gcomp::detail::randk_scale(plan.n, plan.k) : 1.0f;
 }
@@ -132,8 +130,8 @@ void launch_sparse_encode(const DevicePlan& plan, const Workspace& ws, Input in,
     return;
   }
   ScatterArgs args{};
-  args.op = kScatterEncode;
-  args.fuse = fuse_code(fuse);
+  args.op = ScatterOp::kEncode;
+  args.fuse = fuse;
   args.in = in;
   args.mem = d_mem;
   args.alpha = alpha;
@@ -204,7 +202,7 @@ void launch_sparse_decode(const DevicePlan& plan, const Workspace& ws, const uin
       continue;
     }
     ScatterArgs args{};
-    args.op = overwrite ? kScatterDecodeOverwrite : kScatterDecodeAccumulate;
+    args.op = overwrite ? ScatterOp::kDecodeOverwrite : ScatterOp::kDecodeAccumulate;
     args.vals_in = reinterpret_cast<const float*>(pj + 8);
     args.scale = randk_value_scale(plan);
     args.weight = w;

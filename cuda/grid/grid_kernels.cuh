@@ -12,6 +12,7 @@
 #pragma once
 
 #include "cuda/common/device_types.cuh"
+#include <gcomp/detail/fused_memory.hpp>
 
 #include <gcomp/detail/codec_math.hpp>
 #include <gcomp/detail/grid.hpp>
@@ -28,12 +29,12 @@ struct GridParams {
 
 __device__ inline uint64_t grid_mask(uint32_t bits) { return (uint64_t{1} << bits) - 1u; }
 
-/// Encode (fuse: 0 none, 1 EF e = p - v, 2 DIANA h = h + alpha v). `check`: the non-finite check
+/// Encode (fuse: none, EF e = p - v, DIANA h = h + alpha v; gcomp/detail/fused_memory.hpp). `check`: the non-finite check
 /// folded into this pass (plain encode: one read of the input; the payload's content is then
 /// unspecified); the fused variants run check_finite_kernel before, so that nothing is written.
 __global__ void __launch_bounds__(kThreads)
-    grid_encode_kernel(GridParams p, Input in, uint32_t* __restrict__ payload, int fuse, bool check, float* mem,
-                       float alpha, DeviceStatus* status) {
+    grid_encode_kernel(GridParams p, Input in, uint32_t* __restrict__ payload, gcomp::detail::FuseMode fuse, bool check,
+                       float* mem, float alpha, DeviceStatus* status) {
   using namespace gcomp::detail;
   if (status_failed(status)) return;
   const int lane = static_cast<int>(threadIdx.x & 31u);
@@ -65,9 +66,9 @@ __global__ void __launch_bounds__(kThreads)
     }
     const int64_t w = g * bits + lane;
     if (lane < bits && w < p.words) payload[w] = word;
-    if (fuse != 0 && live) {
+    if (fuse != gcomp::detail::FuseMode::kNone && live) {
       const float v = grid_value(level, p.step);
-      mem[i] = fuse == 1 ? accumulate(x, -1.0f, v) : accumulate(mem[i], alpha, v);
+      mem[i] = fused_memory(fuse, fuse == gcomp::detail::FuseMode::kEF ? x : mem[i], alpha, v);
     }
   }
 }

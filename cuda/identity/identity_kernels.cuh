@@ -3,6 +3,7 @@
 #pragma once
 
 #include <type_traits>
+#include <gcomp/detail/fused_memory.hpp>
 
 #include "cuda/common/device_types.cuh"
 
@@ -13,21 +14,21 @@ namespace gcomp::cuda::detail {
 /// One quad (16-byte load and store) per thread. kFuse: 0 plain, 1 EF (e = p - p), 2 DIANA (h = h +
 /// alpha delta, h = in.sub). kCheck: the non-finite check folded into this pass (plain encode; the
 /// payload's content is then unspecified); the fused variants run check_finite_kernel before.
-template <int kFuse, bool kCheck>
+template <gcomp::detail::FuseMode kFuse, bool kCheck>
 __global__ void __launch_bounds__(kThreads)
     encode_identity_kernel(Input in, int64_t n, float* __restrict__ payload, float* mem, float alpha,
                            DeviceStatus* status) {
   using gcomp::detail::accumulate;
   if (status_failed(status)) return;
   const int64_t quads = gcomp::detail::ceil_div(n, int64_t{lanes::kQuadElems});
-  const bool vec = in.aligned16() && aligned16(payload) && (kFuse == 0 || aligned16(mem));
+  const bool vec = in.aligned16() && aligned16(payload) && (kFuse == gcomp::detail::FuseMode::kNone || aligned16(mem));
   const auto quad = [&](int64_t q, auto whole) {
     constexpr bool kWhole = decltype(whole)::value;
     const int64_t first = q * lanes::kQuadElems;
     const int live = kWhole ? lanes::kQuadElems : lanes::quad_live(first, n);
     [[maybe_unused]] Quad h{{0.0f, 0.0f, 0.0f, 0.0f}};
     Quad x;
-    if constexpr (kFuse == 2) {
+    if constexpr (kFuse == gcomp::detail::FuseMode::kDiana) {
       const Quad g = load_quad(Input{in.x, nullptr}, first, live, kWhole);
       h = load_out_quad(mem, first, live, kWhole);
       #pragma unroll
@@ -42,11 +43,11 @@ __global__ void __launch_bounds__(kThreads)
           raise_status(status, gcompErrorNonFinite, static_cast<uint64_t>(first + j));
     }
     store_quad(payload, first, live, kWhole, x);
-    if constexpr (kFuse != 0) {
+    if constexpr (kFuse != gcomp::detail::FuseMode::kNone) {
       Quad out;
       #pragma unroll
       for (int j = 0; j < lanes::kQuadElems; ++j)
-        out.v[j] = kFuse == 1 ? accumulate(x.v[j], -1.0f, x.v[j]) : accumulate(h.v[j], alpha, x.v[j]);
+        out.v[j] = fused_memory(kFuse, kFuse == gcomp::detail::FuseMode::kEF ? x.v[j] : h.v[j], alpha, x.v[j]);
       store_quad(mem, first, live, kWhole, out);
     }
   };

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <type_traits>
+#include <gcomp/detail/fused_memory.hpp>
 
 #include "cuda/common/device_types.cuh"
 
@@ -23,7 +24,7 @@ struct NaturalParams {
 /// kFuse: 0 plain, 1 EF (e = p - v), 2 DIANA (h = h + alpha v, h = in.sub). kCheck: the non-finite
 /// check folded into this pass (plain encode; the payload's content is then unspecified); the fused
 /// variants run check_finite_kernel before, so that nothing is written on a non-finite input.
-template <int kFuse, bool kCheck>
+template <gcomp::detail::FuseMode kFuse, bool kCheck>
 __global__ void __launch_bounds__(kThreads)
     encode_natural_kernel(NaturalParams d, Input in, gcomp::detail::RngKey key, uint8_t* __restrict__ payload,
                           float* mem, float alpha, DeviceStatus* status) {
@@ -33,14 +34,14 @@ __global__ void __launch_bounds__(kThreads)
   uint32_t* codes = reinterpret_cast<uint32_t*>(payload + 4 * d.words);
   const int lane = static_cast<int>(threadIdx.x & 31u);
   const int64_t spans = ceil_div(d.n, lanes::kSpanElems);
-  const bool vec = in.aligned16() && (kFuse == 0 || aligned16(mem));
+  const bool vec = in.aligned16() && (kFuse == gcomp::detail::FuseMode::kNone || aligned16(mem));
   const auto span = [&](int64_t s, auto whole) {
     constexpr bool kWhole = decltype(whole)::value;
     const int64_t first = s * lanes::kSpanElems + lanes::kQuadElems * lane;
     const int live = kWhole ? lanes::kQuadElems : lanes::quad_live(first, d.n);
     [[maybe_unused]] Quad h{{0.0f, 0.0f, 0.0f, 0.0f}};
     Quad x;
-    if constexpr (kFuse == 2) {
+    if constexpr (kFuse == gcomp::detail::FuseMode::kDiana) {
       const Quad g = load_quad(Input{in.x, nullptr}, first, live, kWhole);
       h = load_out_quad(mem, first, live, kWhole);
       #pragma unroll
@@ -68,13 +69,13 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t w = first / kGroupElems;
     if (lane % lanes::kLanesPerGroup == 0 && w < d.words) signs[w] = word;
     if (live > 0) codes[first / lanes::kQuadElems] = code[0] | (code[1] << 8) | (code[2] << 16) | (code[3] << 24);
-    if constexpr (kFuse != 0) {
+    if constexpr (kFuse != gcomp::detail::FuseMode::kNone) {
       if (live > 0) {
         Quad out;
         #pragma unroll
         for (int j = 0; j < lanes::kQuadElems; ++j) {
           const float v = natural_value(code[j], ((nib >> j) & 1u) != 0u);
-          out.v[j] = kFuse == 1 ? accumulate(x.v[j], -1.0f, v) : accumulate(h.v[j], alpha, v);
+          out.v[j] = fused_memory(kFuse, kFuse == gcomp::detail::FuseMode::kEF ? x.v[j] : h.v[j], alpha, v);
         }
         store_quad(mem, first, live, kWhole, out);
       }

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <type_traits>
+#include <gcomp/detail/fused_memory.hpp>
 
 #include "cuda/common/device_types.cuh"
 
@@ -41,7 +42,7 @@ __device__ inline float dense_value(uint32_t level, bool negative, float scale, 
 /// h = h + alpha v). The scales come from the workspace (or the caller: encode_with_scales) and are
 /// copied into the payload here, so that a non-finite input (status set by the scale pass) leaves
 /// the payload and the memory untouched.
-template <bool kNatural, int kFuse>
+template <bool kNatural, gcomp::detail::FuseMode kFuse>
 __global__ void __launch_bounds__(kThreads)
     quantize_planes_kernel(DenseParams d, Input in, const float* __restrict__ scales, gcomp::detail::RngKey key,
                            uint8_t* __restrict__ payload, float* mem, float alpha, const DeviceStatus* status) {
@@ -55,14 +56,14 @@ __global__ void __launch_bounds__(kThreads)
   const int m = lane % lanes::kLanesPerGroup;
   const int64_t num_groups = ceil_div(d.n, kGroupElems);
   const int64_t spans = ceil_div(d.n, lanes::kSpanElems);
-  const bool vec = in.aligned16() && (kFuse == 0 || aligned16(mem));
+  const bool vec = in.aligned16() && (kFuse == gcomp::detail::FuseMode::kNone || aligned16(mem));
   const auto span = [&](int64_t s, auto whole) {
     constexpr bool kWhole = decltype(whole)::value;
     const int64_t first = s * lanes::kSpanElems + lanes::kQuadElems * lane;
     const int live = kWhole ? lanes::kQuadElems : lanes::quad_live(first, d.n);
     Quad x{{0.0f, 0.0f, 0.0f, 0.0f}};
     [[maybe_unused]] Quad h{{0.0f, 0.0f, 0.0f, 0.0f}};
-    if constexpr (kFuse == 2) {
+    if constexpr (kFuse == gcomp::detail::FuseMode::kDiana) {
       const Quad g = load_quad(Input{in.x, nullptr}, first, live, kWhole);
       h = load_out_quad(mem, first, live, kWhole);
       #pragma unroll
@@ -86,13 +87,13 @@ __global__ void __launch_bounds__(kThreads)
       const uint32_t w = transpose_nibbles(lanes::plane_nibbles(level, negative, c, words), lane);
       if (c + m < words && group < num_groups) groups[group * words + c + m] = w;
     }
-    if constexpr (kFuse != 0) {
+    if constexpr (kFuse != gcomp::detail::FuseMode::kNone) {
       if (live > 0) {
         Quad out;
         #pragma unroll
         for (int j = 0; j < lanes::kQuadElems; ++j) {
           const float v = dense_value<kNatural>(level[j], negative[j], nu[j], d.levels);
-          out.v[j] = kFuse == 1 ? accumulate(x.v[j], -1.0f, v) : accumulate(h.v[j], alpha, v);
+          out.v[j] = fused_memory(kFuse, kFuse == gcomp::detail::FuseMode::kEF ? x.v[j] : h.v[j], alpha, v);
         }
         store_quad(mem, first, live, kWhole, out);
       }

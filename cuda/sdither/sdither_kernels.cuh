@@ -29,6 +29,7 @@
 #pragma once
 
 #include "cuda/common/device_types.cuh"
+#include <gcomp/detail/fused_memory.hpp>
 #include "cuda/dispatch/plan.cuh"
 
 #include <gcomp/detail/codec_math.hpp>
@@ -241,7 +242,7 @@ __global__ void __launch_bounds__(kThreads)
 /// e = p - v, 2 DIANA h = h + alpha v).
 __global__ void __launch_bounds__(kThreads)
     sdither_write_kernel(SDitherParams p, Input in, const float* scales, gcomp::detail::RngKey key,
-                         SDitherTiles sd, uint8_t* payload, int fuse, float* mem, float alpha,
+                         SDitherTiles sd, uint8_t* payload, gcomp::detail::FuseMode fuse, float* mem, float alpha,
                          const DeviceStatus* status) {
   using namespace gcomp::detail;
   __shared__ SdTemp tmp;
@@ -259,7 +260,7 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t begin = t * kSDitherTile;
     SdItems it;
     float v[kSDitherItems];
-    sd_quantize_tile(p, in, scales, key, begin, fuse != 0, tmp, it, v);
+    sd_quantize_tile(p, in, scales, key, begin, fuse != gcomp::detail::FuseMode::kNone, tmp, it, v);
     const int64_t tile_before = sd.prev[t];
     int64_t before = -1;
     int64_t tile_last = -1;
@@ -292,12 +293,12 @@ __global__ void __launch_bounds__(kThreads)
                                       p.levels);
       prev = i;
     }
-    if (fuse != 0) {
+    if (fuse != gcomp::detail::FuseMode::kNone) {
       SdExchange(tmp.exchange).BlockedToStriped(v);
 #pragma unroll
       for (int j = 0; j < kSDitherItems; ++j) {
         const int64_t i = begin + static_cast<int64_t>(j) * kThreads + threadIdx.x;
-        if (i < p.n) mem[i] = fuse == 1 ? accumulate(in(i), -1.0f, v[j]) : accumulate(mem[i], alpha, v[j]);
+        if (i < p.n) mem[i] = fused_memory(fuse, fuse == gcomp::detail::FuseMode::kEF ? in(i) : mem[i], alpha, v[j]);
       }
     }
     __syncthreads();

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <type_traits>
+#include <gcomp/detail/fused_memory.hpp>
 
 #include "cuda/common/device_types.cuh"
 
@@ -25,7 +26,7 @@ struct SignParams {
 /// non-finite check of plain signs folded into this pass (status gcompErrorNonFinite at the element;
 /// the payload's content is then unspecified, see DeviceCodec::encode); scaled signs and the fused
 /// variants are checked before (the scale pass, check_finite_kernel), so that nothing is written.
-template <int kFuse, bool kCheck>
+template <gcomp::detail::FuseMode kFuse, bool kCheck>
 __global__ void __launch_bounds__(kThreads)
     encode_sign_kernel(SignParams d, Input in, const float* __restrict__ scales, uint8_t* __restrict__ payload,
                        float* mem, float alpha, DeviceStatus* status) {
@@ -37,14 +38,14 @@ __global__ void __launch_bounds__(kThreads)
   const int lane = static_cast<int>(threadIdx.x & 31u);
   const int64_t num_words = ceil_div(d.n, kGroupElems);
   const int64_t spans = ceil_div(d.n, lanes::kSpanElems);
-  const bool vec = in.aligned16() && (kFuse == 0 || aligned16(mem));
+  const bool vec = in.aligned16() && (kFuse == gcomp::detail::FuseMode::kNone || aligned16(mem));
   const auto span = [&](int64_t s, auto whole) {
     constexpr bool kWhole = decltype(whole)::value;
     const int64_t first = s * lanes::kSpanElems + lanes::kQuadElems * lane;
     const int live = kWhole ? lanes::kQuadElems : lanes::quad_live(first, d.n);
     [[maybe_unused]] Quad h{{0.0f, 0.0f, 0.0f, 0.0f}};
     Quad x;
-    if constexpr (kFuse == 2) {
+    if constexpr (kFuse == gcomp::detail::FuseMode::kDiana) {
       const Quad g = load_quad(Input{in.x, nullptr}, first, live, kWhole);
       h = load_out_quad(mem, first, live, kWhole);
       #pragma unroll
@@ -63,7 +64,7 @@ __global__ void __launch_bounds__(kThreads)
     const uint32_t word = gather_nibbles(nib, lane);
     const int64_t w = first / kGroupElems;
     if (lane % lanes::kLanesPerGroup == 0 && w < num_words) words[w] = word;
-    if constexpr (kFuse != 0) {
+    if constexpr (kFuse != gcomp::detail::FuseMode::kNone) {
       if (live > 0) {
         int64_t block[lanes::kQuadElems] = {0, 0, 0, 0};
         if (d.num_scales > 0) lanes::quad_blocks(d.map.block_of(first), d.blocks, first, live, block);
@@ -72,7 +73,7 @@ __global__ void __launch_bounds__(kThreads)
         for (int j = 0; j < lanes::kQuadElems; ++j) {
           const float scale = d.num_scales > 0 ? scales[block[j]] : 1.0f;
           const float v = sign_value(((nib >> j) & 1u) != 0u, scale);
-          out.v[j] = kFuse == 1 ? accumulate(x.v[j], -1.0f, v) : accumulate(h.v[j], alpha, v);
+          out.v[j] = fused_memory(kFuse, kFuse == gcomp::detail::FuseMode::kEF ? x.v[j] : h.v[j], alpha, v);
         }
         store_quad(mem, first, live, kWhole, out);
       }

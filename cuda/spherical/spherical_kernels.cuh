@@ -20,6 +20,7 @@
 #pragma once
 
 #include "cuda/common/device_types.cuh"
+#include <gcomp/detail/fused_memory.hpp>
 
 #include <gcomp/detail/codec_math.hpp>
 #include <gcomp/detail/philox.hpp>
@@ -84,7 +85,7 @@ struct CodebookNormals {
 /// norms into the payload and the indices into `index`.
 __global__ void __launch_bounds__(kThreads)
     spherical_encode_kernel(SphericalParams p, Input in, const float* norms, gcomp::detail::RngKey key,
-                            int64_t* index, uint8_t* payload, int fuse, float* mem, float alpha,
+                            int64_t* index, uint8_t* payload, gcomp::detail::FuseMode fuse, float* mem, float alpha,
                             const DeviceStatus* status) {
   using namespace gcomp::detail;
   if (status_failed(status)) return;
@@ -133,7 +134,7 @@ __global__ void __launch_bounds__(kThreads)
       out_norms[b] = nu;
       index[b] = static_cast<int64_t>(best_j);
     }
-    if (fuse != 0) {
+    if (fuse != gcomp::detail::FuseMode::kNone) {
       __syncwarp();  // every lane has read its inputs before any lane updates the memory (EF in place)
       const double factor = nu != 0.0f ? spherical_factor(p, nu, len) : 0.0;
       CodebookNormals g(key);
@@ -145,7 +146,7 @@ __global__ void __launch_bounds__(kThreads)
                                                                static_cast<uint64_t>(len), static_cast<uint64_t>(k))),
                                               best_n2)
                             : 0.0f;
-        mem[i] = fuse == 1 ? accumulate(in(i), -1.0f, v) : accumulate(mem[i], alpha, v);
+        mem[i] = fused_memory(fuse, fuse == gcomp::detail::FuseMode::kEF ? in(i) : mem[i], alpha, v);
       }
     }
     __syncwarp();

@@ -332,11 +332,12 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-enum : int { kScatterEncode = 0, kScatterDecodeOverwrite = 1, kScatterDecodeAccumulate = 2 };
+/// What scatter_kernel writes: the encoded records (and the fused memory), or the decoded values.
+enum class ScatterOp : int { kEncode = 0, kDecodeOverwrite = 1, kDecodeAccumulate = 2 };
 
 struct ScatterArgs {
-  int op;              ///< kScatter*
-  int fuse;            ///< encode: 0 plain, 1 EF (mem = e), 2 DIANA (mem = h)
+  ScatterOp op;        ///< what the pass writes
+  gcomp::detail::FuseMode fuse;  ///< encode: what the memory update is (fused_memory.hpp)
   Input in;            ///< encode: the values
   float* vals_out;     ///< encode: payload values (k)
   int64_t* idx_out;    ///< encode: selected indices (k) or nullptr
@@ -395,18 +396,19 @@ __global__ void __launch_bounds__(kThreads)
         const int c = cls[j];
         const bool selected = c == 1 || (c == 2 && b_before < k_rem);
         const int64_t pos = a_before + (b_before < k_rem ? b_before : k_rem);
-        if (a.op == kScatterEncode) {
+        if (a.op == ScatterOp::kEncode) {
           float v = x.v[j];
           if constexpr (!KeyFn::kFromValue) {
-            if (selected || a.fuse == 1) v = a.in(i);
+            if (selected || a.fuse == gcomp::detail::FuseMode::kEF) v = a.in(i);
           }
           if (selected) {
             a.vals_out[pos] = v;
             if (a.idx_out != nullptr) a.idx_out[pos] = i;
           }
-          if (a.fuse == 1) a.mem[i] = selected ? accumulate(v, -1.0f, v * a.scale) : v;
-          if (a.fuse == 2 && selected) a.mem[i] = accumulate(a.mem[i], a.alpha, v * a.scale);
-        } else if (a.op == kScatterDecodeOverwrite) {
+          using gcomp::detail::FuseMode;
+          if (a.fuse == FuseMode::kEF) a.mem[i] = selected ? fused_memory(a.fuse, v, a.alpha, v * a.scale) : v;
+          if (a.fuse == FuseMode::kDiana && selected) a.mem[i] = fused_memory(a.fuse, a.mem[i], a.alpha, v * a.scale);
+        } else if (a.op == ScatterOp::kDecodeOverwrite) {
           a.out[i] = selected ? a.vals_in[pos] * a.scale : 0.0f;
         } else if (selected) {
           a.out[i] = accumulate(a.out[i], a.weight, a.vals_in[pos] * a.scale);

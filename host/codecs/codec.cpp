@@ -3,6 +3,8 @@
 #include "host/codecs/internal.hpp"
 #include "host/codecs/pieces.hpp"
 
+#include <gcomp/detail/fused_memory.hpp>
+
 #include <cmath>
 
 namespace gcomp {
@@ -143,17 +145,19 @@ void Codec::encode_ef(std::span<const float> p, const RngKey& key, std::span<uin
   GCOMP_EXPECTS(e.size() == p.size(), gcompErrorInvalidArgument, "encode_ef: memory size differs from input");
   encode(p, key, payload);
   const std::span<const uint8_t> msg = payload.first(encoded_bytes());
+  // e = p + (-1) * decoded: the update of the fused EF kernels (gcomp/detail/fused_memory.hpp).
+  const float ef_weight = detail::fused_weight(detail::FuseMode::kEF, 0.0f);
   if (!range_decodable()) {
     // e = p + (-1) * decoded is exactly p - decoded; in place the copy is a no-op.
     if (p.data() != e.data()) std::copy(p.begin(), p.end(), e.begin());
-    decode_accumulate(msg, key, -1.0f, e);
+    decode_accumulate(msg, key, ef_weight, e);
     return;
   }
   // One pass over e: per sub-range, e = p, then e + (-1) * decoded while it is in L1.
   detail::for_each_piece(num_elems(), [&](int64_t begin, int64_t end) {
     detail::for_each_sub(begin, end, [&](int64_t a, int64_t b) {
       if (p.data() != e.data()) std::copy(p.begin() + a, p.begin() + b, e.begin() + a);
-      decode_range(msg, a, b, -1.0f, true, e.data() + a);
+      decode_range(msg, a, b, ef_weight, true, e.data() + a);
     });
   });
 }
@@ -167,11 +171,13 @@ void Codec::encode_diana(std::span<const float> g, std::span<float> h, float alp
   });
   encode(delta, key, payload);
   const std::span<const uint8_t> msg = payload.first(encoded_bytes());
+  // h = h + alpha * decoded: the update of the fused DIANA kernels (gcomp/detail/fused_memory.hpp).
+  const float weight = detail::fused_weight(detail::FuseMode::kDiana, alpha);
   if (!range_decodable()) {
-    decode_accumulate(msg, key, alpha, h);
+    decode_accumulate(msg, key, weight, h);
     return;
   }
-  detail::for_each_piece(num_elems(), [&](int64_t begin, int64_t end) { decode_range(msg, begin, end, alpha, true, h.data() + begin); });
+  detail::for_each_piece(num_elems(), [&](int64_t begin, int64_t end) { decode_range(msg, begin, end, weight, true, h.data() + begin); });
 }
 
 }  // namespace gcomp
