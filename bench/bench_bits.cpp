@@ -85,10 +85,14 @@ void usage() {
 
 bool parse_options(int argc, char** argv, Options& o) {
   const bool go = parse_flags(argc, argv, "bits", usage, o, [&](const std::string& a, auto& value) {
-    if (a == "--n") o.n = parse_int(a, value(), 1, int64_t{1} << 40);
-    else if (a == "--grad") o.grad = value();
-    else if (a == "--draws") o.draws = static_cast<int>(parse_int(a, value(), 1, 1000000));
-    else return false;
+    if (a == "--n")
+      o.n = parse_int(a, value(), 1, int64_t{1} << 40);
+    else if (a == "--grad")
+      o.grad = value();
+    else if (a == "--draws")
+      o.draws = static_cast<int>(parse_int(a, value(), 1, 1000000));
+    else
+      return false;
     return true;
   });
   if (!go) return false;
@@ -102,7 +106,8 @@ std::vector<float> read_f32(const std::string& path) {
   if (!f) throw std::runtime_error("cannot open " + path);
   const std::streamoff size = f.tellg();
   if (size <= 0 || size % 4 != 0)
-    throw std::runtime_error(path + ": size " + std::to_string(size) + " is not a positive multiple of 4 (raw float32)");
+    throw std::runtime_error(path + ": size " + std::to_string(size) +
+                             " is not a positive multiple of 4 (raw float32)");
   std::vector<float> x(static_cast<size_t>(size / 4));
   f.seekg(0);
   if (!f.read(reinterpret_cast<char*>(x.data()), size)) throw std::runtime_error("cannot read " + path);
@@ -145,10 +150,11 @@ int run_bits(int argc, char** argv) {
   inputs.push_back({"gaussian", "N(0,1), mt19937_64 seed " + std::to_string(o.seed), gaussian_vector(o.n, o.seed)});
   if (!o.grad.empty()) inputs.push_back({"grad", o.grad, read_f32(o.grad)});
 
-  std::printf("# gcomp-bench bits: R = bits / ((d/2) log2(1 + 1/omega)), omega = eps/(1-eps), eps = 1-delta for\n"
-              "# contractive codecs; R_decl: declared worst case at the declared length, R_meas: measured error\n"
-              "# at this message's length; seed %llu, %d Monte Carlo draws where no closed form\n",
-              static_cast<unsigned long long>(o.seed), o.draws);
+  std::printf(
+      "# gcomp-bench bits: R = bits / ((d/2) log2(1 + 1/omega)), omega = eps/(1-eps), eps = 1-delta for\n"
+      "# contractive codecs; R_decl: declared worst case at the declared length, R_meas: measured error\n"
+      "# at this message's length; seed %llu, %d Monte Carlo draws where no closed form\n",
+      static_cast<unsigned long long>(o.seed), o.draws);
   for (const auto& in : inputs)
     std::printf("# input %s: d = %zu, %s\n", in.name.c_str(), in.x.size(), in.source.c_str());
   std::printf("# command: gcomp-bench %s\n", command_line(argc, argv).c_str());
@@ -184,13 +190,17 @@ int run_bits(int argc, char** argv) {
     std::string ins = "[";
     for (size_t i = 0; i < inputs.size(); ++i) {
       JsonObject j;
-      j.str("name", inputs[i].name).str("source", inputs[i].source).integer("n", static_cast<int64_t>(inputs[i].x.size()));
+      j.str("name", inputs[i].name)
+          .str("source", inputs[i].source)
+          .integer("n", static_cast<int64_t>(inputs[i].x.size()));
       ins += (i ? ", " : "") + j.dump("    ");
     }
     ins += "]";
     JsonObject top;
     top.str("tool", "gcomp-bench bits").str("command", "gcomp-bench " + command_line(argc, argv));
-    top.str("git_sha", git_sha(GCOMP_SOURCE_DIR)).integer("seed", static_cast<int64_t>(o.seed)).integer("draws", o.draws);
+    top.str("git_sha", git_sha(GCOMP_SOURCE_DIR))
+        .integer("seed", static_cast<int64_t>(o.seed))
+        .integer("draws", o.draws);
     top.raw("inputs", ins).raw("records", recs);
     if (!write_json_file(o.json, top, "gcomp-bench bits")) return 1;
   }

@@ -72,9 +72,9 @@ struct Options {
   bool check = true;
   bool force_cpu = false;
   uint64_t seed = 0x5eed;
-  int threads = 0;        // CPU path: codec threads (0: gcomp's default)
-  int reduce = 8;         // payloads of the decode-reduce column
-  bool peers = false;     // run bench/peers/torch_codecs.py on the same inputs
+  int threads = 0;     // CPU path: codec threads (0: gcomp's default)
+  int reduce = 8;      // payloads of the decode-reduce column
+  bool peers = false;  // run bench/peers/torch_codecs.py on the same inputs
   std::string python = "python3";
   std::vector<std::string> codecs;
   std::string json;
@@ -115,12 +115,12 @@ struct Record {
   std::string path;
   int64_t n = 0;
   size_t payload = 0;
-  Stats enc, dec;           // microseconds
-  Stats red;                // decode-reduce of `reduce` payloads, microseconds per payload
+  Stats enc, dec;  // microseconds
+  Stats red;       // decode-reduce of `reduce` payloads, microseconds per payload
   int reduce = 0;
-  double copy_gbps = 0;     // bytes moved (read + write) per second by a plain copy
+  double copy_gbps = 0;  // bytes moved (read + write) per second by a plain copy
   int64_t wrong = 0;
-  std::string check;        // "bytes", "error-bound", "off"
+  std::string check;  // "bytes", "error-bound", "off"
 };
 
 double moved_gbps(double bytes, double us) { return us > 0 ? bytes / (us * 1e3) : 0.0; }
@@ -181,7 +181,8 @@ Record run_cpu(const Options& o, const std::string& spec, int64_t n, std::vector
     codec->encode(x, keys.back(), many[static_cast<size_t>(j)]);
   }
   const std::vector<std::span<const uint8_t>> spans(many.begin(), many.end());
-  const std::vector<float> weights(static_cast<size_t>(o.reduce), o.reduce > 0 ? 1.0f / static_cast<float>(o.reduce) : 1.0f);
+  const std::vector<float> weights(static_cast<size_t>(o.reduce),
+                                   o.reduce > 0 ? 1.0f / static_cast<float>(o.reduce) : 1.0f);
   std::vector<double> te, td, tr, tc;
   for (int i = 0; i < o.warmup + o.iters; ++i) {
     std::memset(flush.data(), i & 0xff, flush.size());
@@ -231,7 +232,8 @@ std::vector<PeerRecord> run_peers(const Options& o, bool gpu, int64_t n, const s
   std::vector<PeerRecord> out;
   std::string methods;
   for (const auto& [method, spec] : kPeers)
-    if (std::find(o.codecs.begin(), o.codecs.end(), spec) != o.codecs.end()) methods += (methods.empty() ? "" : ",") + std::string(method);
+    if (std::find(o.codecs.begin(), o.codecs.end(), spec) != o.codecs.end())
+      methods += (methods.empty() ? "" : ",") + std::string(method);
   if (methods.empty()) return out;
   char input[] = "/tmp/gcomp-bench-peers-XXXXXX";
   const int fd = mkstemp(input);
@@ -287,8 +289,12 @@ void print_peers(const std::vector<PeerRecord>& peers) {
 std::string peer_json(const PeerRecord& p) {
   JsonObject j;
   j.str("peer", p.method).str("codec", p.codec).integer("elems", p.n).num("peer_bits_per_elem", p.bits);
-  j.num("peer_enc_us_median", p.enc_us).num("gcomp_enc_us_median", p.gcomp_enc_us).num("enc_ratio", p.gcomp_enc_us / p.enc_us);
-  j.num("peer_dec_us_median", p.dec_us).num("gcomp_dec_us_median", p.gcomp_dec_us).num("dec_ratio", p.gcomp_dec_us / p.dec_us);
+  j.num("peer_enc_us_median", p.enc_us)
+      .num("gcomp_enc_us_median", p.gcomp_enc_us)
+      .num("enc_ratio", p.gcomp_enc_us / p.enc_us);
+  j.num("peer_dec_us_median", p.dec_us)
+      .num("gcomp_dec_us_median", p.gcomp_dec_us)
+      .num("dec_ratio", p.gcomp_dec_us / p.dec_us);
   return j.dump("    ");
 }
 
@@ -400,9 +406,8 @@ Record run_gpu(const Options& o, GpuContext& ctx, const std::string& spec, int64
   for (int i = 0; i < o.warmup + o.iters; ++i) {
     const double e = ctx.time_us(i, [&] { codec.encode(d_x.p, key, d_payload.p, d_ws.p, ws, ctx.stream); });
     const double d = ctx.time_us(i, [&] { codec.decode(d_payload.p, key, d_y.p, d_ws.p, ws, ctx.stream); });
-    const double c = ctx.time_us(i, [&] {
-      BENCH_CUDA(cudaMemcpyAsync(d_y.p, d_x.p, x.size() * 4, cudaMemcpyDeviceToDevice, ctx.stream));
-    });
+    const double c = ctx.time_us(
+        i, [&] { BENCH_CUDA(cudaMemcpyAsync(d_y.p, d_x.p, x.size() * 4, cudaMemcpyDeviceToDevice, ctx.stream)); });
     if (i >= o.warmup) {
       te.push_back(e);
       td.push_back(d);
@@ -444,12 +449,18 @@ Record run_gpu(const Options& o, GpuContext& ctx, const std::string& spec, int64
 bool parse_options(int argc, char** argv, Options& o) {
   const bool go = parse_flags(argc, argv, "codecs", usage, o, [&](const std::string& a, auto& value) {
     if (parse_sweep_flag(a, value, o)) return true;
-    if (a == "--cpu") o.force_cpu = true;
-    else if (a == "--threads") o.threads = std::stoi(value());
-    else if (a == "--reduce") o.reduce = std::stoi(value());
-    else if (a == "--peers") o.peers = true;
-    else if (a == "--python") o.python = value();
-    else return false;
+    if (a == "--cpu")
+      o.force_cpu = true;
+    else if (a == "--threads")
+      o.threads = std::stoi(value());
+    else if (a == "--reduce")
+      o.reduce = std::stoi(value());
+    else if (a == "--peers")
+      o.peers = true;
+    else if (a == "--python")
+      o.python = value();
+    else
+      return false;
     return true;
   });
   if (!go) return false;
@@ -467,9 +478,10 @@ void print_header(const std::string& path, const std::string& device, const Opti
   if (path == "cpu")
     std::printf("# cpu kernels: %s, %d thread(s); red: decode_reduce of %d payloads, time per payload\n",
                 detail::kernels::active_target().c_str(), cpu_threads(), o.reduce);
-  std::printf("# GB/s: uncompressed fp32 bytes / median time; %%copy: minimal bytes moved / time as a fraction of\n"
-              "# a same-run %s copy (read + write); spread: min-max over the timed iterations\n",
-              path == "gpu" ? "device-to-device cudaMemcpy" : "memcpy");
+  std::printf(
+      "# GB/s: uncompressed fp32 bytes / median time; %%copy: minimal bytes moved / time as a fraction of\n"
+      "# a same-run %s copy (read + write); spread: min-max over the timed iterations\n",
+      path == "gpu" ? "device-to-device cudaMemcpy" : "memcpy");
   std::printf("%-38s %11s %9s %9s %8s %6s %19s %9s %8s %6s %19s %9s %6s %9s %7s\n", "codec", "elems", "bits/el",
               "enc_us", "enc_GB/s", "%copy", "enc_spread_us", "dec_us", "dec_GB/s", "%copy", "dec_spread_us", "red_us",
               "%copy", "copyGB/s", "#wrong");
@@ -499,7 +511,10 @@ std::string record_json(const Record& r) {
   const double in_bytes = static_cast<double>(r.n) * 4;
   const double moved = moved_bytes(r);
   JsonObject j;
-  j.str("codec", r.codec).str("path", r.path).integer("elems", r.n).integer("payload_bytes", static_cast<int64_t>(r.payload));
+  j.str("codec", r.codec)
+      .str("path", r.path)
+      .integer("elems", r.n)
+      .integer("payload_bytes", static_cast<int64_t>(r.payload));
   j.num("bits_per_elem", 8.0 * static_cast<double>(r.payload) / static_cast<double>(r.n));
   j.num("enc_us_median", r.enc.median).num("enc_us_min", r.enc.min).num("enc_us_max", r.enc.max);
   j.num("dec_us_median", r.dec.median).num("dec_us_min", r.dec.min).num("dec_us_max", r.dec.max);

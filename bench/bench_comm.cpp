@@ -102,10 +102,14 @@ bool parse_options(int argc, char** argv, Options& o) {
       o.check_max_bytes = parse_size(a, value());
     } else if (a == "--backend") {
       const std::string b = value();
-      if (b == "local") o.backend = Backend::kLocal;
-      else if (b == "mpi") o.backend = Backend::kMpi;
-      else if (b == "nccl") o.backend = Backend::kNccl;
-      else throw std::invalid_argument("--backend must be local, mpi or nccl, got '" + b + "'");
+      if (b == "local")
+        o.backend = Backend::kLocal;
+      else if (b == "mpi")
+        o.backend = Backend::kMpi;
+      else if (b == "nccl")
+        o.backend = Backend::kNccl;
+      else
+        throw std::invalid_argument("--backend must be local, mpi or nccl, got '" + b + "'");
     } else if (a == "--ranks") {
       o.ranks = static_cast<int>(parse_int(a, value(), 1, kMaxRanks));
     } else {
@@ -230,7 +234,8 @@ std::vector<float> reference_twoway(const std::string& spec, int64_t n, int p, u
 /// References are the same on every rank: the local backend's thread ranks compute each once.
 class ReferenceCache {
  public:
-  std::shared_ptr<const std::vector<float>> get(const std::string& key, const std::function<std::vector<float>()>& make) {
+  std::shared_ptr<const std::vector<float>> get(const std::string& key,
+                                                const std::function<std::vector<float>()>& make) {
     std::lock_guard<std::mutex> lock(m_);
     if (key != key_ || !value_) {
       value_.reset();  // the previous row's reference goes first
@@ -253,7 +258,8 @@ ReferenceCache& reference_cache() {
 
 std::vector<float> reference_session(const std::string& kind, const std::string& spec, int64_t n, int p, uint64_t seed,
                                      uint32_t steps) {
-  return kind == "allgather" ? reference_oneway(spec, n, p, seed, steps - 1) : reference_twoway(spec, n, p, seed, steps);
+  return kind == "allgather" ? reference_oneway(spec, n, p, seed, steps - 1)
+                             : reference_twoway(spec, n, p, seed, steps);
 }
 
 int64_t count_bitwise_diff(std::span<const float> got, std::span<const float> want) {
@@ -436,8 +442,8 @@ std::vector<float> download(const float* d, int64_t n, cudaStream_t stream) {
 
 /// Elements outside the summation bound |y - ref| <= 2 P u sum_j |x_j| (u = 2^-24), for a
 /// reduction in an order other than rank order.
-int64_t count_tolerance_diff(std::span<const float> got, std::span<const float> want, const std::vector<double>& abs_sum,
-                             int p) {
+int64_t count_tolerance_diff(std::span<const float> got, std::span<const float> want,
+                             const std::vector<double>& abs_sum, int p) {
   int64_t w = 0;
   const double u = std::ldexp(1.0, -24);
   for (size_t i = 0; i < got.size(); ++i) {
@@ -529,26 +535,30 @@ int algo_width(const Options& o) {
 }
 
 void print_columns(int aw) {
-  std::printf("#\n# %10s %12s %6s %-*s %10s %8s %8s %7s | %8s %8s %10s %10s %10s %9s\n", "size", "count", "type", aw, "algo",
-              "time", "algbw", "busbw", "#wrong", "ratio", "bits/el", "enc_us", "comm_us", "dec_us", "eff_busbw");
+  std::printf("#\n# %10s %12s %6s %-*s %10s %8s %8s %7s | %8s %8s %10s %10s %10s %9s\n", "size", "count", "type", aw,
+              "algo", "time", "algbw", "busbw", "#wrong", "ratio", "bits/el", "enc_us", "comm_us", "dec_us",
+              "eff_busbw");
   std::printf("# %10s %12s %6s %-*s %10s %8s %8s %7s | %8s %8s %10s %10s %10s %9s\n", "(B)", "(elements)", "", aw, "",
               "(us)", "(GB/s)", "(GB/s)", "", "", "", "(us)", "(us)", "(us)", "(GB/s)");
 }
 
 void print_row(const Row& r, int p, int aw) {
   if (!r.skipped.empty()) {
-    std::printf("# %10lld %12lld %6s %-*s skipped: %s\n", static_cast<long long>(r.bytes), static_cast<long long>(r.count),
-                "float", aw, r.algo.c_str(), r.skipped.c_str());
+    std::printf("# %10lld %12lld %6s %-*s skipped: %s\n", static_cast<long long>(r.bytes),
+                static_cast<long long>(r.count), "float", aw, r.algo.c_str(), r.skipped.c_str());
     std::fflush(stdout);
     return;
   }
   const Derived d = derive(r, p);
   char wrong[32];
-  if (r.wrong < 0) std::snprintf(wrong, sizeof wrong, "N/A");
-  else std::snprintf(wrong, sizeof wrong, "%lld", static_cast<long long>(r.wrong));
+  if (r.wrong < 0)
+    std::snprintf(wrong, sizeof wrong, "N/A");
+  else
+    std::snprintf(wrong, sizeof wrong, "%lld", static_cast<long long>(r.wrong));
   std::printf("  %10lld %12lld %6s %-*s %10.1f %8.3f %8.3f %7s | %8.2f %8.3f %10.1f %10.1f %10.1f %9.3f\n",
-              static_cast<long long>(r.bytes), static_cast<long long>(r.count), "float", aw, r.algo.c_str(), r.time.median,
-              d.algbw, d.busbw, wrong, d.ratio, d.bits, r.enc.median, r.comm.median, r.dec.median, d.eff_busbw);
+              static_cast<long long>(r.bytes), static_cast<long long>(r.count), "float", aw, r.algo.c_str(),
+              r.time.median, d.algbw, d.busbw, wrong, d.ratio, d.bits, r.enc.median, r.comm.median, r.dec.median,
+              d.eff_busbw);
   std::fflush(stdout);
 }
 
@@ -563,8 +573,10 @@ std::string row_json(const Row& r, int p) {
   const Derived d = derive(r, p);
   j.num("time_us", r.time.median).num("time_us_min", r.time.min).num("time_us_max", r.time.max);
   j.num("algbw_gbps", d.algbw).num("busbw_gbps", d.busbw);
-  if (r.wrong < 0) j.raw("wrong", "null");
-  else j.integer("wrong", r.wrong);
+  if (r.wrong < 0)
+    j.raw("wrong", "null");
+  else
+    j.integer("wrong", r.wrong);
   j.num("ratio", d.ratio).num("bits_per_elem", d.bits);
   j.num("enc_us", r.enc.median).num("comm_us", r.comm.median).num("dec_us", r.dec.median);
   j.num("eff_busbw_gbps", d.eff_busbw);
@@ -582,7 +594,8 @@ struct RunInfo {
 
 /// The whole sweep on one rank. Rank 0 prints and collects the rows.
 int64_t run_rank(Communicator& comm, const Options& o, const RunInfo& info, int argc, char** argv,
-                 std::vector<Row>* rows_out, const std::function<void(Row&, int64_t, const std::string&, const std::string&)>& run_row) {
+                 std::vector<Row>* rows_out,
+                 const std::function<void(Row&, int64_t, const std::string&, const std::string&)>& run_row) {
   const bool lead = comm.rank() == 0;
   const int p = comm.size();
   const int aw = algo_width(o);
@@ -593,14 +606,17 @@ int64_t run_rank(Communicator& comm, const Options& o, const RunInfo& info, int 
     for (const auto& c : o.codecs) std::printf(" %s", CodecSpec::parse(c).canonical().c_str());
     std::printf("\n# iters %d, warmup %d, check %d (max %lld B), seed %llu\n", o.iters, o.warmup, o.check ? 1 : 0,
                 static_cast<long long>(o.check_max_bytes), static_cast<unsigned long long>(o.seed));
-    std::printf("# command: gcomp-bench %s\n# git: %s\n", command_line(argc, argv).c_str(), git_sha(GCOMP_SOURCE_DIR).c_str());
-    std::printf("# rows: allreduce = Communicator::allreduce (fp32); allgather+CODEC = a Session step of compressed-gd,\n"
-                "# twoway+CODEC = a Session step of doublesqueeze with the sharded server (lr 1, session backend %s,\n"
-                "# nonfinite=error: the step's non-finite agreement is part of comm_us; dec_us = decode + update)\n",
-                info.memory == "device" ? "cuda" : "host-f32");
-    std::printf("# time: median over iterations of the max over ranks; algbw = size/time; busbw = bytes a rank\n"
-                "# sends to peers / time (compressed rows: / comm_us); eff_busbw = 2(P-1)/P * algbw, the busbw an\n"
-                "# uncompressed allreduce would need to take `time`; ratio = size / compressed bytes per rank\n");
+    std::printf("# command: gcomp-bench %s\n# git: %s\n", command_line(argc, argv).c_str(),
+                git_sha(GCOMP_SOURCE_DIR).c_str());
+    std::printf(
+        "# rows: allreduce = Communicator::allreduce (fp32); allgather+CODEC = a Session step of compressed-gd,\n"
+        "# twoway+CODEC = a Session step of doublesqueeze with the sharded server (lr 1, session backend %s,\n"
+        "# nonfinite=error: the step's non-finite agreement is part of comm_us; dec_us = decode + update)\n",
+        info.memory == "device" ? "cuda" : "host-f32");
+    std::printf(
+        "# time: median over iterations of the max over ranks; algbw = size/time; busbw = bytes a rank\n"
+        "# sends to peers / time (compressed rows: / comm_us); eff_busbw = 2(P-1)/P * algbw, the busbw an\n"
+        "# uncompressed allreduce would need to take `time`; ratio = size / compressed bytes per rank\n");
     print_columns(aw);
     std::fflush(stdout);
   }
@@ -638,8 +654,10 @@ int64_t run_rank(Communicator& comm, const Options& o, const RunInfo& info, int 
 void run_cpu_row(Communicator& comm, const Options& o, Row& row, int64_t n, const std::string& kind,
                  const std::string& codec) {
   try {
-    if (kind == "allreduce") cpu_allreduce(comm, o, n, row);
-    else cpu_session(comm, o, kind, codec, n, row);
+    if (kind == "allreduce")
+      cpu_allreduce(comm, o, n, row);
+    else
+      cpu_session(comm, o, kind, codec, n, row);
   } catch (const Error& e) {
     if (e.status() != gcompErrorInvalidArgument && e.status() != gcompErrorNotSupported) throw;
     row.skipped = e.what();
@@ -671,7 +689,8 @@ bool write_json(const Options& o, const RunInfo& info, int p, const std::vector<
 uint64_t local_footprint(const Options& o, int p) {
   const uint64_t n = static_cast<uint64_t>(o.max_bytes) / 4;
   uint64_t msg = 0;
-  for (const auto& c : o.codecs) msg = std::max<uint64_t>(msg, make_codec(c, Layout(static_cast<int64_t>(n)))->encoded_bytes());
+  for (const auto& c : o.codecs)
+    msg = std::max<uint64_t>(msg, make_codec(c, Layout(static_cast<int64_t>(n)))->encoded_bytes());
   const auto P = static_cast<uint64_t>(p);
   const long double per_rank = 4.0L * n * 7 + 2.0L * (P + 1) * (msg + 4);
   const long double reference = o.check && o.max_bytes <= o.check_max_bytes ? 4.0L * n * (2.0L * P + 2) : 0.0L;
@@ -686,9 +705,11 @@ int run_cpu_backend(const Options& o, int argc, char** argv) {
   bool lead = true;
   if (o.backend == Backend::kLocal) {
     p = o.ranks > 0 ? o.ranks : 4;
-    io::check_allocation(local_footprint(o, p), "gcomp-bench comm with " + std::to_string(p) + " local ranks (--ranks) up to " +
-                                                   std::to_string(o.max_bytes) + " bytes per rank (-e)");
-    const RunInfo info{"local", "cpu (" + std::to_string(std::thread::hardware_concurrency()) + " hardware threads)", "host"};
+    io::check_allocation(local_footprint(o, p), "gcomp-bench comm with " + std::to_string(p) +
+                                                    " local ranks (--ranks) up to " + std::to_string(o.max_bytes) +
+                                                    " bytes per rank (-e)");
+    const RunInfo info{"local", "cpu (" + std::to_string(std::thread::hardware_concurrency()) + " hardware threads)",
+                       "host"};
     run_local(p, [&](Communicator& comm) {
       const int64_t w = run_rank(comm, o, info, argc, argv, comm.rank() == 0 ? &rows : nullptr,
                                  [&](Row& row, int64_t n, const std::string& kind, const std::string& codec) {
@@ -720,8 +741,10 @@ int run_cpu_backend(const Options& o, int argc, char** argv) {
 void run_gpu_row(Communicator& comm, GpuRank& g, const Options& o, Row& row, int64_t n, const std::string& kind,
                  const std::string& codec) {
   try {
-    if (kind == "allreduce") gpu_allreduce(comm, g, o, n, row);
-    else gpu_session(comm, g, o, kind, codec, n, row);
+    if (kind == "allreduce")
+      gpu_allreduce(comm, g, o, n, row);
+    else
+      gpu_session(comm, g, o, kind, codec, n, row);
   } catch (const Error& e) {
     // Thrown at the Session's construction on every rank alike (a codec that does not fit the
     // layout, or has no kernels).
@@ -731,11 +754,13 @@ void run_gpu_row(Communicator& comm, GpuRank& g, const Options& o, Row& row, int
 }
 
 /// One nccl rank: its device is current on the calling thread.
-int64_t nccl_rank(Communicator& comm, const Options& o, const RunInfo& info, int argc, char** argv, std::vector<Row>* rows) {
+int64_t nccl_rank(Communicator& comm, const Options& o, const RunInfo& info, int argc, char** argv,
+                  std::vector<Row>* rows) {
   GpuRank g;
-  return run_rank(comm, o, info, argc, argv, rows, [&](Row& row, int64_t n, const std::string& kind, const std::string& codec) {
-    run_gpu_row(comm, g, o, row, n, kind, codec);
-  });
+  return run_rank(comm, o, info, argc, argv, rows,
+                  [&](Row& row, int64_t n, const std::string& kind, const std::string& codec) {
+                    run_gpu_row(comm, g, o, row, n, kind, codec);
+                  });
 }
 
 bool launched_per_process() {
@@ -769,8 +794,9 @@ int run_nccl_backend(const Options& o, int argc, char** argv) {
   // NCCL refuses two ranks on one device ("Duplicate GPU detected"), so P <= #devices in practice.
   const int p = o.ranks > 0 ? o.ranks : devices;
   const std::string id_file = "/tmp/gcomp-bench-nccl-id-" + std::to_string(::getpid());
-  const RunInfo info{"nccl", gpu_device_name(0) + ", " + std::to_string(p) + " thread ranks on " +
-                                 std::to_string(std::min(p, devices)) + " of " + std::to_string(devices) + " devices",
+  const RunInfo info{"nccl",
+                     gpu_device_name(0) + ", " + std::to_string(p) + " thread ranks on " +
+                         std::to_string(std::min(p, devices)) + " of " + std::to_string(devices) + " devices",
                      "device"};
   std::vector<std::thread> threads;
   std::vector<std::string> errors(static_cast<size_t>(p));
@@ -818,8 +844,9 @@ int run_comm(int argc, char** argv) {
 #if defined(GCOMP_HAVE_NCCL) && GCOMP_HAVE_NCCL && defined(GCOMP_HAVE_CUDA) && GCOMP_HAVE_CUDA
   return run_nccl_backend(o, argc, argv);
 #else
-  std::fprintf(stderr, "gcomp-bench comm: --backend nccl needs a build with CUDA and NCCL (-DGCOMP_CUDA=ON, NCCL next to "
-                       "the CUDA toolkit)\n");
+  std::fprintf(stderr,
+               "gcomp-bench comm: --backend nccl needs a build with CUDA and NCCL (-DGCOMP_CUDA=ON, NCCL next to "
+               "the CUDA toolkit)\n");
   return 2;
 #endif
 }

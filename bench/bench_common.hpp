@@ -65,9 +65,12 @@ inline int64_t parse_size(const std::string& flag, const std::string& s) {
   double mult = 1;
   if (used + 1 == s.size()) {
     switch (s[used]) {
-      case 'K': case 'k': mult = 1024.0; break;
-      case 'M': case 'm': mult = 1024.0 * 1024; break;
-      case 'G': case 'g': mult = 1024.0 * 1024 * 1024; break;
+      case 'K':
+      case 'k': mult = 1024.0; break;
+      case 'M':
+      case 'm': mult = 1024.0 * 1024; break;
+      case 'G':
+      case 'g': mult = 1024.0 * 1024 * 1024; break;
       default: mult = -1;
     }
   } else if (used != s.size()) {
@@ -170,8 +173,8 @@ class JsonObject {
   [[nodiscard]] std::string dump(const std::string& indent = "") const {
     std::string out = "{";
     for (size_t i = 0; i < fields_.size(); ++i)
-      out += (i ? ", " : "") + std::string("\n") + indent + "  \"" + json_escape(fields_[i].first) + "\": " +
-             fields_[i].second;
+      out += (i ? ", " : "") + std::string("\n") + indent + "  \"" + json_escape(fields_[i].first) +
+             "\": " + fields_[i].second;
     return out + "\n" + indent + "}";
   }
 
@@ -202,13 +205,20 @@ inline std::string command_line(int argc, char** argv) {
 /// `flag` is not one of them; `value()` yields the flag's argument.
 template <class Options, class Value>
 bool parse_sweep_flag(const std::string& flag, Value&& value, Options& o) {
-  if (flag == "-b" || flag == "--minbytes") o.min_bytes = parse_size(flag, value());
-  else if (flag == "-e" || flag == "--maxbytes") o.max_bytes = parse_size(flag, value());
-  else if (flag == "-f" || flag == "--stepfactor") o.factor = parse_real_above(flag, value(), 1.0);
-  else if (flag == "-n" || flag == "--iters") o.iters = static_cast<int>(parse_int(flag, value(), 1, 1000000000));
-  else if (flag == "-w" || flag == "--warmup_iters") o.warmup = static_cast<int>(parse_int(flag, value(), 0, 1000000000));
-  else if (flag == "-c" || flag == "--check") o.check = parse_int(flag, value(), 0, 1) != 0;
-  else return false;
+  if (flag == "-b" || flag == "--minbytes")
+    o.min_bytes = parse_size(flag, value());
+  else if (flag == "-e" || flag == "--maxbytes")
+    o.max_bytes = parse_size(flag, value());
+  else if (flag == "-f" || flag == "--stepfactor")
+    o.factor = parse_real_above(flag, value(), 1.0);
+  else if (flag == "-n" || flag == "--iters")
+    o.iters = static_cast<int>(parse_int(flag, value(), 1, 1000000000));
+  else if (flag == "-w" || flag == "--warmup_iters")
+    o.warmup = static_cast<int>(parse_int(flag, value(), 0, 1000000000));
+  else if (flag == "-c" || flag == "--check")
+    o.check = parse_int(flag, value(), 0, 1) != 0;
+  else
+    return false;
   return true;
 }
 

@@ -20,7 +20,8 @@ namespace {
 
 const gcomp::bench::Subcommand kSubcommands[] = {
     {"codecs", "encode/decode throughput of every codec vs same-run copy bandwidth", gcomp::bench::run_codecs},
-    {"comm", "nccl-tests style table: fp32 allreduce vs compressed allgather / two-way exchange", gcomp::bench::run_comm},
+    {"comm", "nccl-tests style table: fp32 allreduce vs compressed allgather / two-way exchange",
+     gcomp::bench::run_comm},
     {"bits", "bits per coordinate vs declared and measured omega, ratio R to the lower bound", gcomp::bench::run_bits},
 };
 

@@ -93,9 +93,8 @@ class CallbackCommunicator final : public gcomp::Communicator {
       copy.assign(static_cast<const uint8_t*>(send), static_cast<const uint8_t*>(send) + bytes_per_rank);
       send = copy.data();
     }
-    call("allgather", [&](py::gil_scoped_acquire&) {
-      transport_.attr("allgather")(view(send, bytes_per_rank), view(recv, total));
-    });
+    call("allgather",
+         [&](py::gil_scoped_acquire&) { transport_.attr("allgather")(view(send, bytes_per_rank), view(recv, total)); });
   }
 
   void alltoall(const void* send, void* recv, size_t bytes_per_peer, gcomp::Stream /*stream*/) override {
@@ -105,9 +104,8 @@ class CallbackCommunicator final : public gcomp::Communicator {
       copy.assign(static_cast<const uint8_t*>(send), static_cast<const uint8_t*>(send) + total);
       send = copy.data();
     }
-    call("alltoall", [&](py::gil_scoped_acquire&) {
-      transport_.attr("alltoall")(view(send, total), view(recv, total));
-    });
+    call("alltoall",
+         [&](py::gil_scoped_acquire&) { transport_.attr("alltoall")(view(send, total), view(recv, total)); });
   }
 
   void allreduce(const void* send, void* recv, size_t count, gcomp::DataType type, gcomp::ReduceOp op,
@@ -165,8 +163,8 @@ class CallbackCommunicator final : public gcomp::Communicator {
     const uint64_t seq = seq_++;
     if (aborted_.load()) {
       std::lock_guard lock(mu_);
-      GCOMP_FAIL(gcompErrorTimeout, std::string(what) + " #" + std::to_string(seq) +
-                                        ": the communicator was aborted: " + reason_);
+      GCOMP_FAIL(gcompErrorTimeout,
+                 std::string(what) + " #" + std::to_string(seq) + ": the communicator was aborted: " + reason_);
     }
     std::string failure;
     {
@@ -175,8 +173,9 @@ class CallbackCommunicator final : public gcomp::Communicator {
         fn(gil);
         return;
       } catch (py::error_already_set& e) {
-        failure = std::string(what) + " #" + std::to_string(seq) + " failed in the Python transport: " +
-                  std::string(py::str(e.type().attr("__name__"))) + ": " + std::string(py::str(e.value()));
+        failure = std::string(what) + " #" + std::to_string(seq) +
+                  " failed in the Python transport: " + std::string(py::str(e.type().attr("__name__"))) + ": " +
+                  std::string(py::str(e.value()));
         set_pending_cause(e.value());
       }
     }

@@ -361,12 +361,12 @@ class CodecBinding {
     }
     auto mismatch = [](const std::string& m) { raise_error(gcompErrorMismatch, "parse_frame: " + m); };
     if (!(info.spec == codec_->spec())) {
-      mismatch("the frame holds codec '" + info.spec.canonical() + "', this codec is '" +
-               codec_->spec().canonical() + "'");
+      mismatch("the frame holds codec '" + info.spec.canonical() + "', this codec is '" + codec_->spec().canonical() +
+               "'");
     }
     if (!(info.layout == codec_->layout())) {
-      mismatch("the frame's layout (" + std::to_string(info.layout.num_elems()) + " elements) differs from the codec's (" +
-               std::to_string(codec_->num_elems()) + " elements)");
+      mismatch("the frame's layout (" + std::to_string(info.layout.num_elems()) +
+               " elements) differs from the codec's (" + std::to_string(codec_->num_elems()) + " elements)");
     }
     if (info.key.seed != want_seed) {
       mismatch("the frame was encoded with seed " + std::to_string(info.key.seed) + ", expected seed " +
@@ -400,7 +400,7 @@ class CodecBinding {
     d["guarantee"] = py::make_tuple(guarantee_kind(r.declared.kind), r.declared.omega, r.declared.delta);
     d["measured_is_omega"] = r.measured_is_omega;
     d["measured"] = r.measured;
-    d["method"] = r.method == gcomp::ErrorMeasure::kExact       ? "exact"
+    d["method"] = r.method == gcomp::ErrorMeasure::kExact        ? "exact"
                   : r.method == gcomp::ErrorMeasure::kMonteCarlo ? "monte-carlo"
                                                                  : "single-draw";
     d["draws"] = r.draws;
@@ -422,7 +422,8 @@ class CodecBinding {
 
 class CommBinding {
  public:
-  explicit CommBinding(std::shared_ptr<gcomp::Communicator> c) : comm_(std::move(c)), rank_(comm_->rank()), size_(comm_->size()) {}
+  explicit CommBinding(std::shared_ptr<gcomp::Communicator> c)
+      : comm_(std::move(c)), rank_(comm_->rank()), size_(comm_->size()) {}
 
   [[nodiscard]] std::shared_ptr<gcomp::Communicator> live() const {
     if (!comm_) invalid("the communicator is closed");
@@ -503,7 +504,8 @@ CommBinding nccl_comm(int rank, int world_size, const std::string& master_addr, 
     invalid("nccl_comm: need 0 <= rank < world_size, got rank " + std::to_string(rank) + " of " +
             std::to_string(world_size));
   if (master_addr.empty()) invalid("nccl_comm: master_addr is empty");
-  if (master_port < 1 || master_port > 65535) invalid("nccl_comm: master_port " + std::to_string(master_port) + " is outside 1..65535");
+  if (master_port < 1 || master_port > 65535)
+    invalid("nccl_comm: master_port " + std::to_string(master_port) + " is outside 1..65535");
   if (const std::string why = nccl_unusable(); !why.empty()) raise_error(gcompErrorNotSupported, "nccl_comm: " + why);
   gcomp::NcclOptions o;
   o.bootstrap = gcomp::NcclBootstrap::kTcp;
@@ -790,7 +792,8 @@ class SessionBinding {
  private:
   template <class T>
   py::tuple step_typed(const HostBuffer& g, py::object update, int64_t n, Elem elem) {
-    if (g.num_elems != n) invalid("step: grad: expected " + std::to_string(n) + " elements, got " + std::to_string(g.num_elems));
+    if (g.num_elems != n)
+      invalid("step: grad: expected " + std::to_string(n) + " elements, got " + std::to_string(g.num_elems));
     if (update.is_none()) update = new_array<T>(n);
     const HostBuffer u = host_buffer(update, "step: update", elem, n, true);
     std::vector<T> scratch;
@@ -808,7 +811,8 @@ class SessionBinding {
   }
 
   py::tuple step16(HostBuffer g, py::object update, int64_t n, bool bf16) {
-    if (g.num_elems != n) invalid("step: grad: expected " + std::to_string(n) + " elements, got " + std::to_string(g.num_elems));
+    if (g.num_elems != n)
+      invalid("step: grad: expected " + std::to_string(n) + " elements, got " + std::to_string(g.num_elems));
     if (update.is_none()) update = new_array<double>(n);
     const HostBuffer u = host_buffer(update, "step: update", Elem::kF64, n, true);
     // step_bf16/step_f16 widen the whole gradient before they write the update: overlap is fine.
@@ -858,12 +862,15 @@ PYBIND11_MODULE(_core, m) {
   enum_names["delay_mode"] = names_of<gcomp::DelayMode>();
   enum_names["grad_type"] = names_of<gcomp::GradType>();
   m.attr("ENUM_NAMES") = enum_names;
-  m.def("version", [] { return gcompGetVersion(); }, "gcompGetVersion(): major * 10000 + minor * 100 + patch");
-  m.def("status_string", [](int status) { return std::string(gcompGetErrorString(static_cast<gcompStatus_t>(status))); },
-        py::arg("status"));
+  m.def(
+      "version", [] { return gcompGetVersion(); }, "gcompGetVersion(): major * 10000 + minor * 100 + patch");
+  m.def(
+      "status_string", [](int status) { return std::string(gcompGetErrorString(static_cast<gcompStatus_t>(status))); },
+      py::arg("status"));
 
-  m.def("canonical_spec", [](const std::string& spec) { return gcomp::CodecSpec::parse(spec).canonical(); },
-        py::arg("spec"), "The canonical text of a codec spec (every parameter, fixed order).");
+  m.def(
+      "canonical_spec", [](const std::string& spec) { return gcomp::CodecSpec::parse(spec).canonical(); },
+      py::arg("spec"), "The canonical text of a codec spec (every parameter, fixed order).");
   m.def("list_codecs", [] {
     py::list out;
     for (const auto& c : gcomp::list_codecs()) {
@@ -927,13 +934,14 @@ PYBIND11_MODULE(_core, m) {
   m.def("callback_comm", &callback_comm, py::arg("rank"), py::arg("size"), py::arg("transport"),
         "A communicator whose collectives the Python object `transport` carries (allgather, alltoall, broadcast, "
         "barrier over uint8 arrays; allreduce is an allgather reduced here in rank order)");
-  m.def("nccl_comm", &nccl_comm, py::arg("rank"), py::arg("world_size"), py::arg("master_addr"),
-        py::arg("master_port"), py::arg("device") = -1, py::arg("timeout_ms") = 0);
+  m.def("nccl_comm", &nccl_comm, py::arg("rank"), py::arg("world_size"), py::arg("master_addr"), py::arg("master_port"),
+        py::arg("device") = -1, py::arg("timeout_ms") = 0);
   m.def("nccl_unusable", &nccl_unusable,
         "'' when this build has the nccl backend, NCCL loads and a CUDA device is visible, else the reason");
-  m.def("nccl_library", [] { return std::make_pair(gcomp::nccl_library(), gcomp::nccl_version()); },
-        "(path, version code) of the NCCL the nccl backend loaded (loading it on the first call); ('', 0) "
-        "when it cannot be loaded or the build has no nccl backend");
+  m.def(
+      "nccl_library", [] { return std::make_pair(gcomp::nccl_library(), gcomp::nccl_version()); },
+      "(path, version code) of the NCCL the nccl backend loaded (loading it on the first call); ('', 0) "
+      "when it cannot be loaded or the build has no nccl backend");
 
   py::class_<ConfigBinding>(m, "SessionConfig")
       .def(py::init<>())
@@ -949,7 +957,8 @@ PYBIND11_MODULE(_core, m) {
       .def_property(
           "lr", [](const ConfigBinding& c) { return c.cfg.lr; }, [](ConfigBinding& c, double v) { c.cfg.lr = v; })
       .def_property(
-          "alpha", [](const ConfigBinding& c) { return c.cfg.alpha; }, [](ConfigBinding& c, double v) { c.cfg.alpha = v; })
+          "alpha", [](const ConfigBinding& c) { return c.cfg.alpha; },
+          [](ConfigBinding& c, double v) { c.cfg.alpha = v; })
       .def_property(
           "momentum", [](const ConfigBinding& c) { return c.cfg.momentum; },
           [](ConfigBinding& c, double v) { c.cfg.momentum = v; })
@@ -969,7 +978,9 @@ PYBIND11_MODULE(_core, m) {
           [](ConfigBinding& c, double v) { c.cfg.prox_lambda = v; })
       .def_property(
           "nonfinite", [](const ConfigBinding& c) { return std::string(gcomp::enum_name(c.cfg.nonfinite)); },
-          [](ConfigBinding& c, const std::string& v) { c.cfg.nonfinite = choose<gcomp::NonFinitePolicy>(v, "nonfinite"); })
+          [](ConfigBinding& c, const std::string& v) {
+            c.cfg.nonfinite = choose<gcomp::NonFinitePolicy>(v, "nonfinite");
+          })
       .def_property(
           "tie_to_zero", [](const ConfigBinding& c) { return c.cfg.tie_to_zero; },
           [](ConfigBinding& c, bool v) { c.cfg.tie_to_zero = v; })
@@ -981,7 +992,9 @@ PYBIND11_MODULE(_core, m) {
           [](ConfigBinding& c, const std::string& v) { c.cfg.server = choose<gcomp::ServerMode>(v, "server"); })
       .def_property(
           "compensation", [](const ConfigBinding& c) { return std::string(gcomp::enum_name(c.cfg.compensation)); },
-          [](ConfigBinding& c, const std::string& v) { c.cfg.compensation = choose<gcomp::Compensation>(v, "compensation"); })
+          [](ConfigBinding& c, const std::string& v) {
+            c.cfg.compensation = choose<gcomp::Compensation>(v, "compensation");
+          })
       .def_property(
           "backend", [](const ConfigBinding& c) { return std::string(gcomp::backend_name(c.cfg.backend)); },
           [](ConfigBinding& c, const std::string& v) { c.cfg.backend = gcomp::parse_backend(v); })
@@ -994,7 +1007,8 @@ PYBIND11_MODULE(_core, m) {
       .def_property(
           "hessian_product", [](const ConfigBinding& c) { return c.callbacks->product; }, &ConfigBinding::set_product)
       .def_property(
-          "hessian_diagonal", [](const ConfigBinding& c) { return c.callbacks->diagonal; }, &ConfigBinding::set_diagonal)
+          "hessian_diagonal", [](const ConfigBinding& c) { return c.callbacks->diagonal; },
+          &ConfigBinding::set_diagonal)
       .def("canonical", [](const ConfigBinding& c) { return c.cfg.canonical(); });
 
   py::class_<SessionBinding>(m, "Session")
@@ -1007,15 +1021,19 @@ PYBIND11_MODULE(_core, m) {
       .def("step", &SessionBinding::step, py::arg("grad"), py::arg("update") = py::none(),
            "One step; returns (update, stats). float64/float32 gradients give an update of the same type, "
            "float16/bfloat16 ones a float64 update.")
-      .def("step_bf16", [](SessionBinding& s, py::handle g, py::object u) { return s.step_raw16(g, std::move(u), true); },
-           py::arg("grad"), py::arg("update") = py::none())
-      .def("step_f16", [](SessionBinding& s, py::handle g, py::object u) { return s.step_raw16(g, std::move(u), false); },
-           py::arg("grad"), py::arg("update") = py::none())
+      .def(
+          "step_bf16",
+          [](SessionBinding& s, py::handle g, py::object u) { return s.step_raw16(g, std::move(u), true); },
+          py::arg("grad"), py::arg("update") = py::none())
+      .def(
+          "step_f16",
+          [](SessionBinding& s, py::handle g, py::object u) { return s.step_raw16(g, std::move(u), false); },
+          py::arg("grad"), py::arg("update") = py::none())
       .def("apply", &SessionBinding::apply, py::arg("grad"), py::arg("x"))
       .def("step_device", &SessionBinding::step_device, py::arg("grad"), py::arg("update"), py::arg("stream"),
            "backend 'cuda': one step on CUDA tensors, enqueued on the CUDA stream whose handle is `stream`")
-      .def_property_readonly("backend",
-                             [](SessionBinding& s) { return std::string(gcomp::backend_name(s.live().config().backend)); })
+      .def_property_readonly(
+          "backend", [](SessionBinding& s) { return std::string(gcomp::backend_name(s.live().config().backend)); })
       .def("state", &SessionBinding::state)
       .def("save", &SessionBinding::save, py::arg("path"))
       .def("load", &SessionBinding::load, py::arg("path"))

@@ -67,7 +67,8 @@ std::vector<uint8_t> read_frame(const std::string& path, const char* what) {
   }
   if (magic != kWireMagic || header < 80 || body > (uint64_t{1} << 62)) return buf;  // parse_frame says why
   const uint64_t want = header + body + 1;
-  io::check_allocation(want, std::string(what) + " '" + printable(path) + "' (frame of " + std::to_string(want - 1) + " bytes)");
+  io::check_allocation(
+      want, std::string(what) + " '" + printable(path) + "' (frame of " + std::to_string(want - 1) + " bytes)");
   uint8_t chunk[1 << 16];
   while (buf.size() < want) {
     const size_t n = in.read(chunk, static_cast<size_t>(std::min<uint64_t>(sizeof chunk, want - buf.size())));
@@ -86,7 +87,8 @@ T parse_number(const std::string& flag, const std::string& v) {
 }
 
 /// --flag value pairs; unknown flags are usage errors.
-std::map<std::string, std::string> parse_flags(int argc, char** argv, int first, const std::vector<std::string>& allowed,
+std::map<std::string, std::string> parse_flags(int argc, char** argv, int first,
+                                               const std::vector<std::string>& allowed,
                                                std::vector<std::string>* positional) {
   std::map<std::string, std::string> flags;
   for (int i = first; i < argc; ++i) {
@@ -122,7 +124,8 @@ int cmd_list() {
 }
 
 int cmd_encode(int argc, char** argv) {
-  auto f = parse_flags(argc, argv, 2, {"--codec", "--in", "--out", "--seed", "--step", "--rank", "--segments"}, nullptr);
+  auto f =
+      parse_flags(argc, argv, 2, {"--codec", "--in", "--out", "--seed", "--step", "--rank", "--segments"}, nullptr);
   const CodecSpec spec = CodecSpec::parse(need(f, "--codec"));
   const std::string in = need(f, "--in"), out = need(f, "--out");
   const io::OutputOptions out_opt{"--out", {in}};
@@ -203,9 +206,17 @@ int cmd_demo(int argc, char** argv) {
   for (auto& v : x) v = normal(rng);
   double xx = 0;
   for (float v : x) xx += static_cast<double>(v) * v;
-  const char* specs[] = {"identity", "natural", "dither:levels=16,norm=l2,block=512", "dither:levels=4,norm=linf,block=512",
-                         "dither:levels=1,norm=linf,block=64", "natdither:levels=3,norm=l2,block=512", "terngrad",
-                         "terngrad:clip=2.5", "sign:block=4096", "topk:ratio=0.01", "randk:ratio=0.01"};
+  const char* specs[] = {"identity",
+                         "natural",
+                         "dither:levels=16,norm=l2,block=512",
+                         "dither:levels=4,norm=linf,block=512",
+                         "dither:levels=1,norm=linf,block=64",
+                         "natdither:levels=3,norm=l2,block=512",
+                         "terngrad",
+                         "terngrad:clip=2.5",
+                         "sign:block=4096",
+                         "topk:ratio=0.01",
+                         "randk:ratio=0.01"};
   std::printf("gcomp-codec demo: Gaussian vector, n = %lld, seed = %llu\n", static_cast<long long>(n),
               static_cast<unsigned long long>(seed));
   std::printf("%-38s %10s %10s %12s %14s\n", "codec", "bits/elem", "ratio", "|C(x)-x|^2/|x|^2", "declared");
@@ -217,14 +228,19 @@ int cmd_demo(int argc, char** argv) {
     std::vector<float> y(x.size());
     codec->decode(p, key, y);
     double err = 0;
-    for (size_t i = 0; i < x.size(); ++i) err += (static_cast<double>(y[i]) - x[i]) * (static_cast<double>(y[i]) - x[i]);
+    for (size_t i = 0; i < x.size(); ++i)
+      err += (static_cast<double>(y[i]) - x[i]) * (static_cast<double>(y[i]) - x[i]);
     const Guarantee g = codec->guarantee();
     char declared[64];
-    if (g.kind == Guarantee::Kind::kUnbiased) std::snprintf(declared, sizeof declared, "omega<=%.4g", g.omega);
-    else if (g.kind == Guarantee::Kind::kContractive) std::snprintf(declared, sizeof declared, "delta>=%.4g", g.delta);
-    else std::snprintf(declared, sizeof declared, "biased");
+    if (g.kind == Guarantee::Kind::kUnbiased)
+      std::snprintf(declared, sizeof declared, "omega<=%.4g", g.omega);
+    else if (g.kind == Guarantee::Kind::kContractive)
+      std::snprintf(declared, sizeof declared, "delta>=%.4g", g.delta);
+    else
+      std::snprintf(declared, sizeof declared, "biased");
     const double bpe = 8.0 * static_cast<double>(p.size()) / static_cast<double>(n);
-    std::printf("%-38s %10.3f %9.1fx %16.6f %14s\n", codec->spec().canonical().c_str(), bpe, 32.0 / bpe, err / xx, declared);
+    std::printf("%-38s %10.3f %9.1fx %16.6f %14s\n", codec->spec().canonical().c_str(), bpe, 32.0 / bpe, err / xx,
+                declared);
   }
   return 0;
 }
@@ -238,10 +254,12 @@ std::vector<std::string> split_specs(const std::string& list) {
     size_t end = list.find_first_of(",;", pos);
     if (end == std::string::npos) end = list.size();
     const std::string item = list.substr(pos, end - pos);
-    const bool continues = pos > 0 && list[pos - 1] == ',' && !out.empty() &&
-                           item.find('=') != std::string::npos && item.find(':') == std::string::npos;
-    if (continues) out.back() += "," + item;
-    else if (!item.empty()) out.push_back(item);
+    const bool continues = pos > 0 && list[pos - 1] == ',' && !out.empty() && item.find('=') != std::string::npos &&
+                           item.find(':') == std::string::npos;
+    if (continues)
+      out.back() += "," + item;
+    else if (!item.empty())
+      out.push_back(item);
     pos = end + 1;
   }
   return out;
@@ -291,14 +309,22 @@ int main(int argc, char** argv) {
   const std::string cmd = argv[1];
   try {
     int rc = 2;
-    if (cmd == "list") rc = cmd_list();
-    else if (cmd == "encode") rc = cmd_encode(argc, argv);
-    else if (cmd == "decode") rc = cmd_decode(argc, argv);
-    else if (cmd == "info") rc = cmd_info(argc, argv);
-    else if (cmd == "demo") rc = cmd_demo(argc, argv);
-    else if (cmd == "bits") rc = cmd_bits(argc, argv);
-    else if (cmd == "-h" || cmd == "--help" || cmd == "help") rc = (std::fputs(kUsage, stdout), 0);
-    else throw UsageError("unknown command '" + printable(cmd) + "'");
+    if (cmd == "list")
+      rc = cmd_list();
+    else if (cmd == "encode")
+      rc = cmd_encode(argc, argv);
+    else if (cmd == "decode")
+      rc = cmd_decode(argc, argv);
+    else if (cmd == "info")
+      rc = cmd_info(argc, argv);
+    else if (cmd == "demo")
+      rc = cmd_demo(argc, argv);
+    else if (cmd == "bits")
+      rc = cmd_bits(argc, argv);
+    else if (cmd == "-h" || cmd == "--help" || cmd == "help")
+      rc = (std::fputs(kUsage, stdout), 0);
+    else
+      throw UsageError("unknown command '" + printable(cmd) + "'");
     io::flush_stdout();  // a lost table or JSON line is a failure (`> /dev/full`)
     return rc;
   } catch (const UsageError& e) {

@@ -89,8 +89,10 @@ double to_double_in(const std::string& flag, const std::string& v, double lo, do
   const double d = to_double(flag, v);
   if (d < lo || d > hi || (hi_open && d == hi)) {
     char range[96];
-    if (hi == DBL_MAX) std::snprintf(range, sizeof range, "must be >= %g", lo);
-    else std::snprintf(range, sizeof range, "is outside [%g, %g%s", lo, hi, hi_open ? ")" : "]");
+    if (hi == DBL_MAX)
+      std::snprintf(range, sizeof range, "must be >= %g", lo);
+    else
+      std::snprintf(range, sizeof range, "is outside [%g, %g%s", lo, hi, hi_open ? ")" : "]");
     throw UsageError(flag + ": " + v + " " + range);
   }
   return d;
@@ -102,8 +104,9 @@ int64_t to_int(const std::string& flag, const std::string& v, int64_t lo = INT64
   if (v.empty() || ec == std::errc::invalid_argument || ptr != v.data() + v.size())
     throw UsageError(flag + ": '" + v + "' is not an integer");
   if (ec == std::errc::result_out_of_range || d < lo || d > hi)
-    throw UsageError(flag + ": " + v + (hi == INT64_MAX ? " must be >= " + std::to_string(lo)
-                                                       : " is outside " + std::to_string(lo) + ".." + std::to_string(hi)));
+    throw UsageError(flag + ": " + v +
+                     (hi == INT64_MAX ? " must be >= " + std::to_string(lo)
+                                      : " is outside " + std::to_string(lo) + ".." + std::to_string(hi)));
   return d;
 }
 
@@ -117,20 +120,36 @@ uint64_t to_u64(const std::string& flag, const std::string& v) {
 
 Options parse(int argc, char** argv) {
   Options o;
-  std::map<std::string, std::string*> str = {
-      {"--data", &o.data}, {"--loss", &o.loss}, {"--l2", &o.l2}, {"--lr", &o.lr}, {"--alpha", &o.alpha},
-      {"--backend", &o.backend}, {"--device", &o.device}, {"--algo", &o.algo}, {"--codec", &o.codec},
-      {"--server-codec", &o.server_codec}, {"--server", &o.server}, {"--compensation", &o.compensation},
-      {"--compare", &o.compare}, {"--json", &o.json}, {"--csv", &o.csv}, {"--checkpoint", &o.checkpoint},
-      {"--resume", &o.resume}, {"--delay-table", &o.delay_table}};
+  std::map<std::string, std::string*> str = {{"--data", &o.data},       {"--loss", &o.loss},
+                                             {"--l2", &o.l2},           {"--lr", &o.lr},
+                                             {"--alpha", &o.alpha},     {"--backend", &o.backend},
+                                             {"--device", &o.device},   {"--algo", &o.algo},
+                                             {"--codec", &o.codec},     {"--server-codec", &o.server_codec},
+                                             {"--server", &o.server},   {"--compensation", &o.compensation},
+                                             {"--compare", &o.compare}, {"--json", &o.json},
+                                             {"--csv", &o.csv},         {"--checkpoint", &o.checkpoint},
+                                             {"--resume", &o.resume},   {"--delay-table", &o.delay_table}};
   int delay_flags = 0;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--quiet") { o.quiet = true; continue; }
-    if (a == "--bias") { o.bias = true; continue; }
-    if (a == "--no-bias") { o.bias = false; continue; }
-    if (a == "-h" || a == "--help") { std::fputs(kUsage, stdout); std::exit(0); }
-    if (i + 1 >= argc) throw UsageError(a.rfind("--", 0) == 0 ? a + " needs a value" : "unexpected argument '" + a + "'");
+    if (a == "--quiet") {
+      o.quiet = true;
+      continue;
+    }
+    if (a == "--bias") {
+      o.bias = true;
+      continue;
+    }
+    if (a == "--no-bias") {
+      o.bias = false;
+      continue;
+    }
+    if (a == "-h" || a == "--help") {
+      std::fputs(kUsage, stdout);
+      std::exit(0);
+    }
+    if (i + 1 >= argc)
+      throw UsageError(a.rfind("--", 0) == 0 ? a + " needs a value" : "unexpected argument '" + a + "'");
     const std::string v = argv[++i];
     if (a == "--device") o.device_given = true;
     o.given.insert(a);
@@ -138,29 +157,41 @@ Options parse(int argc, char** argv) {
       ++delay_flags;
       o.delay_given = true;
     }
-    if (auto it = str.find(a); it != str.end()) *it->second = v;
-    else if (a == "--features") o.features = to_int(a, v, 1, kMaxLibsvmIndex);
-    else if (a == "--iters") o.iters = to_int(a, v, 0, int64_t{1} << 53);
-    else if (a == "--batch") o.batch = to_int(a, v, 1);
-    else if (a == "--checkpoint-every") o.checkpoint_every = to_int(a, v, 1);
-    else if (a == "--log-every") o.log_every = to_int(a, v, 1);
-    else if (a == "--workers") o.workers = static_cast<int>(to_int(a, v, 1, INT32_MAX));
-    else if (a == "--delay") o.delay = static_cast<int>(to_int(a, v, 0, INT32_MAX - 1));
+    if (auto it = str.find(a); it != str.end())
+      *it->second = v;
+    else if (a == "--features")
+      o.features = to_int(a, v, 1, kMaxLibsvmIndex);
+    else if (a == "--iters")
+      o.iters = to_int(a, v, 0, int64_t{1} << 53);
+    else if (a == "--batch")
+      o.batch = to_int(a, v, 1);
+    else if (a == "--checkpoint-every")
+      o.checkpoint_every = to_int(a, v, 1);
+    else if (a == "--log-every")
+      o.log_every = to_int(a, v, 1);
+    else if (a == "--workers")
+      o.workers = static_cast<int>(to_int(a, v, 1, INT32_MAX));
+    else if (a == "--delay")
+      o.delay = static_cast<int>(to_int(a, v, 0, INT32_MAX - 1));
     else if (a == "--delay-random") {
       o.delay = static_cast<int>(to_int(a, v, 0, INT32_MAX - 1));
       o.delay_mode = DelayMode::kRandom;
-    }
-    else if (a == "--l1") o.l1 = to_double_in(a, v, 0, DBL_MAX);
-    else if (a == "--momentum") o.momentum = to_double_in(a, v, 0, 1, true);
-    else if (a == "--seed") o.seed = to_u64(a, v);
-    else throw UsageError("unknown option " + a);
+    } else if (a == "--l1")
+      o.l1 = to_double_in(a, v, 0, DBL_MAX);
+    else if (a == "--momentum")
+      o.momentum = to_double_in(a, v, 0, 1, true);
+    else if (a == "--seed")
+      o.seed = to_u64(a, v);
+    else
+      throw UsageError("unknown option " + a);
   }
   if (o.data.empty()) throw UsageError("--data is required");
   if (delay_flags > 1) throw UsageError("give one of --delay, --delay-random and --delay-table");
   if (!o.delay_table.empty()) o.delay_mode = DelayMode::kTable;
   if (o.backend == "local" && o.workers > kMaxLocalWorkers)
     throw UsageError("--workers " + std::to_string(o.workers) + " is more than the local backend's " +
-                     std::to_string(kMaxLocalWorkers) + " thread ranks (each decodes all P messages per step: P^2 work); "
+                     std::to_string(kMaxLocalWorkers) +
+                     " thread ranks (each decodes all P messages per step: P^2 work); "
                      "use --backend mpi for more ranks");
   // Values of the string-valued numeric flags, checked here so that a bad one fails before any work.
   if (o.l2 != "auto") to_double_in("--l2", o.l2, 0, DBL_MAX);
@@ -170,7 +201,8 @@ Options parse(int argc, char** argv) {
     if (!(alpha > 0 && alpha <= 1)) throw UsageError("--alpha: " + o.alpha + " is outside (0, 1]");
   }
   if (o.loss != "logistic" && o.loss != "squared") throw UsageError("--loss must be logistic or squared");
-  if (o.backend != "local" && o.backend != "mpi" && o.backend != "nccl") throw UsageError("--backend must be local, mpi or nccl");
+  if (o.backend != "local" && o.backend != "mpi" && o.backend != "nccl")
+    throw UsageError("--backend must be local, mpi or nccl");
   if (!known_name<Backend>(o.device)) throw UsageError("--device must be one of " + enum_choices<Backend>());
   if (o.backend == "nccl") {
     if (o.device_given && o.device != "cuda")
@@ -182,7 +214,8 @@ Options parse(int argc, char** argv) {
   if (!known_name<Compensation>(o.compensation))
     throw UsageError("--compensation must be one of " + enum_choices<Compensation>());
   if (!o.checkpoint.empty() && o.checkpoint_every <= 0) throw UsageError("--checkpoint needs --checkpoint-every K > 0");
-  if (o.checkpoint.empty() && o.given.count("--checkpoint-every")) throw UsageError("--checkpoint-every needs --checkpoint PATH");
+  if (o.checkpoint.empty() && o.given.count("--checkpoint-every"))
+    throw UsageError("--checkpoint-every needs --checkpoint PATH");
   return o;
 }
 
@@ -215,8 +248,8 @@ struct Context {
   std::vector<double> xstar;
   uint64_t data_digest = 0;  // of the data and the problem: checked when a checkpoint set is loaded
   double fstar = 0, xstar_sq = 0, L = 0, L0 = 0, lambda = 0, grad0_inf = 0;
-  int delay_bound = 0;                // tau: --delay, --delay-random, or the largest table entry
-  std::vector<int32_t> delay_table;   // --delay-table, rows of one delay per worker
+  int delay_bound = 0;               // tau: --delay, --delay-random, or the largest table entry
+  std::vector<int32_t> delay_table;  // --delay-table, rows of one delay per worker
   /// f(x) + every regularizer of the run (l2 is inside the problem, l1 through the prox).
   [[nodiscard]] double objective(const std::vector<double>& x) const {
     double l1 = 0;
@@ -248,8 +281,7 @@ std::vector<int32_t> read_delay_table(const std::string& path, int workers, int*
       if (*end != '\0' || v < 0 || v > (1 << 20))
         throw UsageError("--delay-table " + path + ":" + std::to_string(lineno) + ": '" + tok +
                          "' is not a delay (an integer in [0, 2^20])");
-      if (out.size() >= (size_t{1} << 24))
-        throw UsageError("--delay-table " + path + ": more than 2^24 delays");
+      if (out.size() >= (size_t{1} << 24)) throw UsageError("--delay-table " + path + ": more than 2^24 delays");
       out.push_back(static_cast<int32_t>(v));
       *bound = std::max(*bound, static_cast<int>(v));
       ++count;
@@ -324,8 +356,8 @@ std::string history_text(const std::vector<HistoryPoint>& h) {
   std::string out;
   char line[160];
   for (const HistoryPoint& p : h) {
-    std::snprintf(line, sizeof line, "%lld %.17g %.17g %llu %llu\n", static_cast<long long>(p.iter), p.rel_error, p.f_gap,
-                  static_cast<unsigned long long>(p.bytes_up), static_cast<unsigned long long>(p.bytes_down));
+    std::snprintf(line, sizeof line, "%lld %.17g %.17g %llu %llu\n", static_cast<long long>(p.iter), p.rel_error,
+                  p.f_gap, static_cast<unsigned long long>(p.bytes_up), static_cast<unsigned long long>(p.bytes_down));
     out += line;
   }
   return out;
@@ -340,7 +372,8 @@ std::vector<HistoryPoint> parse_history(const std::string& text, const std::stri
     long long iter = 0;
     unsigned long long up = 0, down = 0;
     if (std::sscanf(line.c_str(), "%lld %lf %lf %llu %llu", &iter, &p.rel_error, &p.f_gap, &up, &down) != 5)
-      GCOMP_FAIL(gcompErrorCorruptPayload, "checkpoint set '" + printable(path) + "': the history in its manifest is damaged");
+      GCOMP_FAIL(gcompErrorCorruptPayload,
+                 "checkpoint set '" + printable(path) + "': the history in its manifest is damaged");
     p.iter = iter;
     p.bytes_up = up;
     p.bytes_down = down;
@@ -385,7 +418,8 @@ void run_rank(const Context& c, Communicator& comm, const RunSpec& r, RunResult&
   if (rank == 0 && result.history.empty()) record(start, up, down);
   for (int64_t k = start; k < o.iters; ++k) {
     if (o.batch > 0)
-      c.problem->stochastic_gradient(x, rank, o.batch, o.seed * 1000003ull + static_cast<uint64_t>(k) * 4099ull + rank, g);
+      c.problem->stochastic_gradient(x, rank, o.batch, o.seed * 1000003ull + static_cast<uint64_t>(k) * 4099ull + rank,
+                                     g);
     else
       c.problem->gradient(x, rank, g);
     const StepStats s = session.apply(g, x);
@@ -404,7 +438,8 @@ void run_rank(const Context& c, Communicator& comm, const RunSpec& r, RunResult&
       iter_box[0] = static_cast<double>(k + 1);
       counters = {static_cast<double>(up), static_cast<double>(down),
                   seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()};
-      save_checkpoint_set(comm, session, o.checkpoint, extras, c.data_digest, rank == 0 ? history_text(result.history) : "");
+      save_checkpoint_set(comm, session, o.checkpoint, extras, c.data_digest,
+                          rank == 0 ? history_text(result.history) : "");
     }
   }
   if (rank == 0) {
@@ -467,7 +502,8 @@ void check_flags_apply(const Options& o, const std::vector<RunSpec>& runs) {
       throw UsageError(std::string(f) + " has no effect: only dist-ef-sgdm and doublesqueeze have a server step");
   if (o.given.count("--alpha") && !diana) throw UsageError("--alpha has no effect: it is diana's shift step");
   if (runs.size() > 1 && (!o.checkpoint.empty() || !o.resume.empty()))
-    throw UsageError("--checkpoint and --resume take one configuration, not a --compare of " + std::to_string(runs.size()));
+    throw UsageError("--checkpoint and --resume take one configuration, not a --compare of " +
+                     std::to_string(runs.size()));
   if (o.given.count("--compensation") && !hessian_ec)
     throw UsageError("--compensation has no effect: it selects hessian-ec's error compensation");
 }
@@ -489,21 +525,23 @@ void write_outputs(const Context& c, const std::vector<RunResult>& results) {
     auto run_json = [&](const RunResult& r) {
       const HistoryPoint& last = r.history.back();
       f << "{\"algo\": \"" << algorithm_name(r.spec.algo) << "\", \"codec\": \"" << json_escape(r.cfg.codec)
-        << "\", \"server_codec\": \"" << json_escape(r.cfg.server_codec) << "\", \"lr\": " << r.cfg.lr << ", \"iters\": " << r.iters << ", \"seconds\": " << r.seconds
+        << "\", \"server_codec\": \"" << json_escape(r.cfg.server_codec) << "\", \"lr\": " << r.cfg.lr
+        << ", \"iters\": " << r.iters << ", \"seconds\": " << r.seconds
         << ", \"final\": {\"rel_error\": " << last.rel_error << ", \"f_gap\": " << last.f_gap << "}"
         << ", \"bytes_up\": " << r.bytes_up << ", \"bytes_down\": " << r.bytes_down
         << ", \"bits_per_element_up\": " << r.bits_per_element << ", \"history\": [";
       for (size_t i = 0; i < r.history.size(); ++i) {
         const auto& h = r.history[i];
-        f << (i ? ", " : "") << "{\"iter\": " << h.iter << ", \"rel_error\": " << h.rel_error << ", \"f_gap\": " << h.f_gap
-          << ", \"bytes_up\": " << h.bytes_up << ", \"bytes_down\": " << h.bytes_down << "}";
+        f << (i ? ", " : "") << "{\"iter\": " << h.iter << ", \"rel_error\": " << h.rel_error
+          << ", \"f_gap\": " << h.f_gap << ", \"bytes_up\": " << h.bytes_up << ", \"bytes_down\": " << h.bytes_down
+          << "}";
       }
       f << "]}";
     };
     f.precision(17);
-    f << "{\"data\": \"" << json_escape(o.data) << "\", \"workers\": " << c.problem->workers() << ", \"dim\": "
-      << c.problem->dim() << ", \"lambda\": " << c.lambda << ", \"L\": " << c.L << ", \"f_star\": " << c.fstar
-      << ", \"grad0_inf\": " << c.grad0_inf << ", \"xstar_sq\": " << c.xstar_sq;
+    f << "{\"data\": \"" << json_escape(o.data) << "\", \"workers\": " << c.problem->workers()
+      << ", \"dim\": " << c.problem->dim() << ", \"lambda\": " << c.lambda << ", \"L\": " << c.L
+      << ", \"f_star\": " << c.fstar << ", \"grad0_inf\": " << c.grad0_inf << ", \"xstar_sq\": " << c.xstar_sq;
     if (results.size() == 1) {
       f << ", ";
       // The single-run JSON carries the run's fields at top level.
@@ -515,8 +553,8 @@ void write_outputs(const Context& c, const std::vector<RunResult>& results) {
         << ", \"bytes_down\": " << r.bytes_down << ", \"history\": [";
       for (size_t i = 0; i < r.history.size(); ++i) {
         const auto& h = r.history[i];
-        f << (i ? ", " : "") << "{\"iter\": " << h.iter << ", \"rel_error\": " << h.rel_error << ", \"f_gap\": " << h.f_gap
-          << ", \"bytes_up\": " << h.bytes_up << "}";
+        f << (i ? ", " : "") << "{\"iter\": " << h.iter << ", \"rel_error\": " << h.rel_error
+          << ", \"f_gap\": " << h.f_gap << ", \"bytes_up\": " << h.bytes_up << "}";
       }
       f << "]";
     } else {
@@ -542,8 +580,9 @@ void write_outputs(const Context& c, const std::vector<RunResult>& results) {
   }
   // Each output on its own: one that fails does not keep the other from being written.
   std::string failed;
-  for (const auto& [flag, path, text] : {std::tuple<const char*, const std::string&, const std::string&>{"--json", o.json, json_text},
-                                         {"--csv", o.csv, csv_text}}) {
+  for (const auto& [flag, path, text] :
+       {std::tuple<const char*, const std::string&, const std::string&>{"--json", o.json, json_text},
+        {"--csv", o.csv, csv_text}}) {
     if (path.empty()) continue;
     try {
       io::write_file(path, text, io::OutputOptions{flag, {o.data}});
@@ -592,8 +631,9 @@ std::unique_ptr<Communicator> make_nccl_world() {
                 "installed with the CUDA toolkit); use --backend local or mpi");
 #if defined(GCOMP_HAVE_CUDA)
   std::string why;
-  GCOMP_EXPECTS(cuda::device_available(&why), gcompErrorNotSupported,
-                "--backend nccl needs one CUDA device per process and none is usable (" + why + "); use --backend local or mpi");
+  GCOMP_EXPECTS(
+      cuda::device_available(&why), gcompErrorNotSupported,
+      "--backend nccl needs one CUDA device per process and none is usable (" + why + "); use --backend local or mpi");
 #endif
   return make_nccl_communicator();
 }
@@ -618,8 +658,8 @@ uint64_t data_digest(const Context& c, int workers) {
   mix(d.val.data(), d.val.size() * sizeof(double));
   mix(d.label.data(), d.label.size() * sizeof(double));
   char text[200];
-  std::snprintf(text, sizeof text, "loss=%s;l2=%.17g;l1=%.17g;batch=%lld;workers=%d", c.opt.loss.c_str(), c.lambda, c.opt.l1,
-                static_cast<long long>(c.opt.batch), workers);
+  std::snprintf(text, sizeof text, "loss=%s;l2=%.17g;l1=%.17g;batch=%lld;workers=%d", c.opt.loss.c_str(), c.lambda,
+                c.opt.l1, static_cast<long long>(c.opt.batch), workers);
   mix(text, std::strlen(text));
   return h;
 }

@@ -14,7 +14,8 @@ export GCOMP_SETUP_TORCH=${GCOMP_SETUP_TORCH:-1}
 if [ "$GCOMP_SETUP_TORCH" = 1 ]; then export GCOMP_REQUIRE_TORCH=1; fi
 "$root/tools/setup.sh"
 jobs=$(nproc 2>/dev/null || echo 2)
-cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGCOMP_CUDA=AUTO -DGCOMP_MPI=AUTO -DGCOMP_WERROR=ON
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DGCOMP_CUDA=AUTO -DGCOMP_MPI=AUTO -DGCOMP_WERROR=ON \
+  -DGCOMP_FORMAT_CHECK=ON
 cmake --build "$build" -j "$jobs"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 ctest --test-dir "$build" -j "$jobs" --output-on-failure --label-exclude "large|slow"

@@ -13,8 +13,7 @@ namespace gcomp::cuda::detail {
 
 [[noreturn]] inline void throw_cuda(cudaError_t err, const char* what, const char* file, int line) {
   (void)cudaGetLastError();
-  ::gcomp::detail::throw_error(gcompErrorCuda, file, line,
-                               std::string(what) + ": " + cudaGetErrorString(err));
+  ::gcomp::detail::throw_error(gcompErrorCuda, file, line, std::string(what) + ": " + cudaGetErrorString(err));
 }
 
 /// After a kernel launch: launch-configuration errors surface here. With GCOMP_DEBUG_SYNC defined
@@ -31,8 +30,8 @@ inline void check_launch(const char* kernel, cudaStream_t stream, const char* fi
 }
 
 template <class... Params, class... Args>
-void launch(const char* name, const char* file, int line, void (*kernel)(Params...), unsigned grid,
-            unsigned block, cudaStream_t stream, Args... args) {
+void launch(const char* name, const char* file, int line, void (*kernel)(Params...), unsigned grid, unsigned block,
+            cudaStream_t stream, Args... args) {
   if (grid == 0) return;
   kernel<<<grid, block, 0, stream>>>(static_cast<Params>(args)...);
   check_launch(name, stream, file, line);
@@ -41,11 +40,10 @@ void launch(const char* name, const char* file, int line, void (*kernel)(Params.
 }  // namespace gcomp::cuda::detail
 
 /// Checks a CUDA runtime call.
-#define GCOMP_CUDA_TRY(call)                                                            \
-  do {                                                                                  \
-    const cudaError_t gcomp_cuda_err_ = (call);                                         \
-    if (gcomp_cuda_err_ != cudaSuccess)                                                 \
-      ::gcomp::cuda::detail::throw_cuda(gcomp_cuda_err_, #call, __FILE__, __LINE__);    \
+#define GCOMP_CUDA_TRY(call)                                                                                           \
+  do {                                                                                                                 \
+    const cudaError_t gcomp_cuda_err_ = (call);                                                                        \
+    if (gcomp_cuda_err_ != cudaSuccess) ::gcomp::cuda::detail::throw_cuda(gcomp_cuda_err_, #call, __FILE__, __LINE__); \
   } while (0)
 
 /// Launches `kernel<<<grid, block, 0, stream>>>(args...)` and checks the launch. A kernel name with

@@ -16,10 +16,10 @@
 
 namespace gcomp::cuda::detail {
 
-inline constexpr int kThreads = 256;         ///< threads per CUDA block of every kernel
+inline constexpr int kThreads = 256;  ///< threads per CUDA block of every kernel
 inline constexpr int kWarpsPerBlock = kThreads / 32;
 inline constexpr unsigned kFullMask = 0xffffffffu;
-inline constexpr int kMaxWeights = 64;       ///< payloads per decode-reduce launch (weights by value)
+inline constexpr int kMaxWeights = 64;  ///< payloads per decode-reduce launch (weights by value)
 
 static_assert(kThreads == gcomp::detail::kLanes, "one CUDA block per reduction tile (reduce.hpp)");
 
@@ -66,8 +66,9 @@ __device__ inline Quad load_quad(const Input& in, int64_t first, int live, bool 
     }
     return q;
   }
-  #pragma unroll
-  for (int j = 0; j < lanes::kQuadElems; ++j) if (j < live) q.v[j] = in(first + j);
+#pragma unroll
+  for (int j = 0; j < lanes::kQuadElems; ++j)
+    if (j < live) q.v[j] = in(first + j);
   return q;
 }
 
@@ -77,8 +78,9 @@ __device__ inline void store_quad(float* dst, int64_t first, int live, bool vec,
     *reinterpret_cast<float4*>(dst + first) = make_float4(q.v[0], q.v[1], q.v[2], q.v[3]);
     return;
   }
-  #pragma unroll
-  for (int j = 0; j < lanes::kQuadElems; ++j) if (j < live) dst[first + j] = q.v[j];
+#pragma unroll
+  for (int j = 0; j < lanes::kQuadElems; ++j)
+    if (j < live) dst[first + j] = q.v[j];
 }
 
 /// Loads the live elements of a quad of dst (for accumulate modes), like load_quad.
@@ -88,8 +90,9 @@ __device__ inline Quad load_out_quad(const float* dst, int64_t first, int live, 
     const float4 a = *reinterpret_cast<const float4*>(dst + first);
     return Quad{{a.x, a.y, a.z, a.w}};
   }
-  #pragma unroll
-  for (int j = 0; j < lanes::kQuadElems; ++j) if (j < live) q.v[j] = dst[first + j];
+#pragma unroll
+  for (int j = 0; j < lanes::kQuadElems; ++j)
+    if (j < live) q.v[j] = dst[first + j];
   return q;
 }
 
@@ -130,9 +133,7 @@ struct WeightList {
   float w[kMaxWeights];
 };
 
-__device__ inline int64_t global_thread() {
-  return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-}
+__device__ inline int64_t global_thread() { return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; }
 __device__ inline int64_t grid_threads() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
 __device__ inline int64_t global_warp() { return global_thread() / 32; }
 __device__ inline int64_t grid_warps() { return grid_threads() / 32; }

@@ -32,10 +32,10 @@
 
 namespace gcomp::cuda::lanes {
 
-inline constexpr int kQuadElems = 4;                   ///< elements per thread
-inline constexpr int kSpanElems = 32 * kQuadElems;     ///< elements per warp and span
-inline constexpr int kLanesPerGroup = 8;               ///< lanes holding one 32-element group
-inline constexpr int kPlanesPerPass = 8;               ///< planes one transpose carries
+inline constexpr int kQuadElems = 4;                ///< elements per thread
+inline constexpr int kSpanElems = 32 * kQuadElems;  ///< elements per warp and span
+inline constexpr int kLanesPerGroup = 8;            ///< lanes holding one 32-element group
+inline constexpr int kPlanesPerPass = 8;            ///< planes one transpose carries
 
 /// Nibbles of planes first .. first + 7 of a quad: nibble p holds bit j = the plane bit of element
 /// j, where plane 0 is the sign (negative[j]) and plane 1 + k is bit k of level[j]. Planes past
@@ -60,9 +60,7 @@ GCOMP_HD uint32_t plane_nibbles(const uint32_t (&level)[kQuadElems], const bool 
 
 /// The nibbles of bit positions with (position & d) == 0 (d = 1, 2, 4): the half a lane with
 /// (m & d) == 0 keeps in stage d.
-GCOMP_HD uint32_t transpose_keep_mask(int d) {
-  return d == 4 ? 0x0000ffffu : (d == 2 ? 0x00ff00ffu : 0x0f0f0f0fu);
-}
+GCOMP_HD uint32_t transpose_keep_mask(int d) { return d == 4 ? 0x0000ffffu : (d == 2 ? 0x00ff00ffu : 0x0f0f0f0fu); }
 
 /// One stage of the 8 x 8 nibble transpose over the 8 lanes of a group. `x`: this lane's word,
 /// `y`: the word of lane m ^ d (the exchange partner), m = lane % 8. A lane with (m & d) == 0

@@ -21,9 +21,8 @@ namespace gcomp::cuda::detail {
 namespace {
 
 SDitherParams sdither_params(const DevicePlan& plan) {
-  return SDitherParams{plan.map,        plan.blocks,      plan.n,          plan.num_blocks,
-                       plan.chunk,      plan.num_chunks,  plan.sd_tiles,   plan.stream_words,
-                       plan.worst_bits, plan.levels,      plan.code};
+  return SDitherParams{plan.map,      plan.blocks,       plan.n,          plan.num_blocks, plan.chunk, plan.num_chunks,
+                       plan.sd_tiles, plan.stream_words, plan.worst_bits, plan.levels,     plan.code};
 }
 
 SphericalParams spherical_params(const DevicePlan& plan) {
@@ -60,10 +59,10 @@ void sdither_write(const DevicePlan& plan, const Workspace& ws, Input in, const 
   const unsigned tiles = grid_for(plan.sd_tiles, 1, plan.max_blocks);
   GCOMP_LAUNCH(sdither_count_kernel, tiles, kThreads, stream, p, in, scales, key, ws.sd, ws.status);
   GCOMP_LAUNCH(sdither_scan_tiles_kernel, 1, kThreads, stream, p, ws.sd, ws.status);
-  GCOMP_LAUNCH(sdither_zero_stream_kernel, grid_for(plan.stream_words, kThreads, plan.max_blocks), kThreads, stream,
-               p, d_payload, ws.status);
-  GCOMP_LAUNCH(sdither_write_kernel, tiles, kThreads, stream, p, in, scales, key, ws.sd, d_payload, fuse, d_mem,
-               alpha, ws.status);
+  GCOMP_LAUNCH(sdither_zero_stream_kernel, grid_for(plan.stream_words, kThreads, plan.max_blocks), kThreads, stream, p,
+               d_payload, ws.status);
+  GCOMP_LAUNCH(sdither_write_kernel, tiles, kThreads, stream, p, in, scales, key, ws.sd, d_payload, fuse, d_mem, alpha,
+               ws.status);
 }
 
 void sdither_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key, uint8_t* d_payload,
@@ -81,8 +80,8 @@ void spherical_encode(const DevicePlan& plan, const Workspace& ws, Input in, con
   if (plan.n == 0) return;
   block_norms(plan, ws, in, gcomp::detail::SquareSumOp{}, stream);
   const SphericalParams p = spherical_params(plan);
-  GCOMP_LAUNCH(spherical_encode_kernel, grid_for(plan.num_blocks, kWarpsPerBlock, plan.max_blocks), kThreads, stream,
-               p, in, ws.scales, key, ws.idx, d_payload, fuse, d_mem, alpha, ws.status);
+  GCOMP_LAUNCH(spherical_encode_kernel, grid_for(plan.num_blocks, kWarpsPerBlock, plan.max_blocks), kThreads, stream, p,
+               in, ws.scales, key, ws.idx, d_payload, fuse, d_mem, alpha, ws.status);
   GCOMP_LAUNCH(spherical_pack_kernel, grid_for(plan.index_words, kThreads, plan.max_blocks), kThreads, stream, p,
                ws.idx, d_payload, ws.status);
 }
@@ -91,8 +90,8 @@ void grid_encode(const DevicePlan& plan, const Workspace& ws, Input in, uint8_t*
                  float alpha, cudaStream_t stream) {
   if (plan.n == 0) return;
   if (fuse != Fuse::kNone)  // the memory must stay untouched on a non-finite input: check first
-    GCOMP_LAUNCH(check_finite_kernel, grid_for(gcomp::detail::ceil_div(plan.n, int64_t{lanes::kQuadElems}), kThreads,
-                                               plan.max_blocks),
+    GCOMP_LAUNCH(check_finite_kernel,
+                 grid_for(gcomp::detail::ceil_div(plan.n, int64_t{lanes::kQuadElems}), kThreads, plan.max_blocks),
                  kThreads, stream, in, plan.n, ws.status);
   GCOMP_LAUNCH(grid_encode_kernel, grid_for(plan.groups, kWarpsPerBlock, plan.max_blocks), kThreads, stream,
                grid_params(plan), in, reinterpret_cast<uint32_t*>(d_payload), fuse, fuse == Fuse::kNone, d_mem, alpha,
@@ -117,8 +116,8 @@ void grid_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_p
 
 }  // namespace
 
-void launch_coded_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key,
-                         uint8_t* d_payload, Fuse fuse, float* d_mem, float alpha, cudaStream_t stream) {
+void launch_coded_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key, uint8_t* d_payload,
+                         Fuse fuse, float* d_mem, float alpha, cudaStream_t stream) {
   const Fuse f = fuse;
   switch (plan.id) {
     case CodecId::kSDither: sdither_encode(plan, ws, in, key, d_payload, f, d_mem, alpha, stream); return;
@@ -144,8 +143,8 @@ void launch_coded_encode_scaled(const DevicePlan& plan, const Workspace& ws, Inp
 }
 
 void launch_coded_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
-                         int num_payloads, const float* h_weights, DecodeMode mode, const RngKey* keys,
-                         float* d_out, cudaStream_t stream) {
+                         int num_payloads, const float* h_weights, DecodeMode mode, const RngKey* keys, float* d_out,
+                         cudaStream_t stream) {
   if (plan.id == CodecId::kGrid) {
     if (plan.n > 0) grid_decode(plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
     return;

@@ -23,8 +23,8 @@ void launch_decode_elements(const Decoder& dec, const DevicePlan& plan, const Wo
   const unsigned grid = grid_for(plan.n, kThreads, plan.max_blocks);
   WeightList w{};
   if (mode == DecodeMode::kOverwrite) {
-    GCOMP_LAUNCH((decode_elements_kernel<Decoder>), grid, kThreads, stream, dec, plan.n, d_payloads, stride, 1, w,
-                 0, false, d_out, ws.status);
+    GCOMP_LAUNCH((decode_elements_kernel<Decoder>), grid, kThreads, stream, dec, plan.n, d_payloads, stride, 1, w, 0,
+                 false, d_out, ws.status);
     return;
   }
   if (mode == DecodeMode::kReduce && num_payloads == 0) {
@@ -47,8 +47,8 @@ template <class Decoder>
 void launch_decode_quads(const Decoder& dec, const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads,
                          size_t stride, int num_payloads, const float* h_weights, DecodeMode mode, float* d_out,
                          cudaStream_t stream) {
-  const unsigned grid = grid_for(gcomp::detail::ceil_div(plan.n, int64_t{lanes::kSpanElems}), kWarpsPerBlock,
-                                 plan.max_blocks);
+  const unsigned grid =
+      grid_for(gcomp::detail::ceil_div(plan.n, int64_t{lanes::kSpanElems}), kWarpsPerBlock, plan.max_blocks);
   WeightList w{};
   if (mode == DecodeMode::kOverwrite) {
     GCOMP_LAUNCH((decode_quads_kernel<Decoder, true>), grid, kThreads, stream, dec, plan.n, d_payloads, stride, 1, w,

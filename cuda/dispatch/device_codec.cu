@@ -108,7 +108,7 @@ struct DeviceCodec::Impl {
   int64_t num_scales = 0;  ///< the CPU codec's num_scales()
   detail::DevicePlan plan;
   WorkspaceLayout wl;
-  DeviceTables tables;        ///< the one allocation: block/tile tables (and spherical betas)
+  DeviceTables tables;  ///< the one allocation: block/tile tables (and spherical betas)
 
   Impl(const CodecSpec& s, const Layout& l) : spec(s), layout(l) {
     GCOMP_EXPECTS(codec_descriptor(spec.id).gpu != GpuFamily::kNone, gcompErrorNotSupported,
@@ -232,9 +232,9 @@ struct DeviceCodec::Impl {
     p.rice_worst_bits = static_cast<int64_t>(gcomp::detail::rice_worst_bits(p.n, p.k, p.rice_b));
     p.rice_words = gcomp::detail::ceil_div(p.rice_worst_bits, 32);
     p.rice_scan_temp_bytes = detail::query_rice_scan_temp_bytes(p.k);
-    GCOMP_EXPECTS(payload_bytes == static_cast<size_t>(4 * (p.k + 1 + p.rice_dir + p.rice_words)) &&
-                      cpu.variable_length(),
-                  gcompErrorInternal, "DeviceCodec: topk index=rice payload size disagrees with the CPU codec");
+    GCOMP_EXPECTS(
+        payload_bytes == static_cast<size_t>(4 * (p.k + 1 + p.rice_dir + p.rice_words)) && cpu.variable_length(),
+        gcompErrorInternal, "DeviceCodec: topk index=rice payload size disagrees with the CPU codec");
   }
 
   /// spec §4.4 sampling (synxlin): stride = ceil(n / max(ceil(0.01 n), ceil(2/rho)) / 32) * 32 + 1,
@@ -389,8 +389,8 @@ struct DeviceCodec::Impl {
     w.rice_off = part<int64_t>(base, wl.rice_off);
     w.rice_temp = part<void>(base, wl.rice_temp);
     w.sd = detail::SDitherTiles{part<int64_t>(base, wl.sd_last), part<int64_t>(base, wl.sd_first),
-                                part<int64_t>(base, wl.sd_rest),  part<int64_t>(base, wl.sd_prev),
-                                part<int64_t>(base, wl.sd_off),   part<int64_t>(base, wl.sd_total)};
+                                part<int64_t>(base, wl.sd_rest), part<int64_t>(base, wl.sd_prev),
+                                part<int64_t>(base, wl.sd_off),  part<int64_t>(base, wl.sd_total)};
     return w;
   }
 
@@ -428,12 +428,11 @@ struct DeviceCodec::Impl {
     if (is_sparse(plan.id)) {
       detail::DevicePlan p = plan;
       if (sampled) {
-        p.sample_start =
-            static_cast<int64_t>(gcomp::detail::philox_word(key, gcomp::detail::kStreamSelect, 0) %
-                                 static_cast<uint64_t>(p.sample_stride));
+        p.sample_start = static_cast<int64_t>(gcomp::detail::philox_word(key, gcomp::detail::kStreamSelect, 0) %
+                                              static_cast<uint64_t>(p.sample_stride));
         p.sample_count = gcomp::detail::ceil_div(p.n - p.sample_start, p.sample_stride);
-        const double ks = std::ceil(static_cast<double>(p.k) / static_cast<double>(p.n) *
-                                    static_cast<double>(p.sample_count));
+        const double ks =
+            std::ceil(static_cast<double>(p.k) / static_cast<double>(p.n) * static_cast<double>(p.sample_count));
         p.sample_k = std::clamp<int64_t>(static_cast<int64_t>(ks), 1, p.sample_count);
       }
       detail::launch_sparse_encode(p, w, in, key, payload, fuse, d_mem, alpha, sampled, stream);
@@ -446,8 +445,8 @@ struct DeviceCodec::Impl {
 
   void check_shareable(const char* what) const {
     GCOMP_EXPECTS(has_shareable_scales(plan.id), gcompErrorNotSupported,
-                  std::string(what) + ": " + std::string(spec.name()) +
-                      " has no shareable scales (" + shareable_codec_names() + " have)");
+                  std::string(what) + ": " + std::string(spec.name()) + " has no shareable scales (" +
+                      shareable_codec_names() + " have)");
   }
 
   void compute_scales(const float* d_x, float* d_scales, void* d_workspace, size_t workspace_bytes,
@@ -482,16 +481,17 @@ struct DeviceCodec::Impl {
                   std::string(what) + ": " + std::string(spec.name()) +
                       " payloads are decoded with the key they were encoded with; pass one key per payload");
     if (count > 0) check_vector(what, "payload", payload_bytes > 0 ? d_payloads : nullptr);
-    GCOMP_EXPECTS(count <= 1 || (stride >= payload_bytes && stride % 4 == 0), gcompErrorInvalidArgument,
-                  std::string(what) + ": payload stride must be a multiple of 4 and >= " +
-                      std::to_string(payload_bytes));
+    GCOMP_EXPECTS(
+        count <= 1 || (stride >= payload_bytes && stride % 4 == 0), gcompErrorInvalidArgument,
+        std::string(what) + ": payload stride must be a multiple of 4 and >= " + std::to_string(payload_bytes));
     const detail::Workspace w = begin_call(what, d_workspace, workspace_bytes, stream);
     const auto* payloads = static_cast<const uint8_t*>(d_payloads);
     if (d_sizes != nullptr && count > 0) {
       // Received messages: the size rule and zeroed slot tails first (the caller passed the
       // buffer as writable: decode_reduce with sizes).
-      GCOMP_EXPECTS(stride % 4 == 0 && stride >= payload_bytes, gcompErrorInvalidArgument,
-                    std::string(what) + ": payload stride must be a multiple of 4 and >= " + std::to_string(payload_bytes));
+      GCOMP_EXPECTS(
+          stride % 4 == 0 && stride >= payload_bytes, gcompErrorInvalidArgument,
+          std::string(what) + ": payload stride must be a multiple of 4 and >= " + std::to_string(payload_bytes));
       detail::launch_prepare_received(plan, w, const_cast<uint8_t*>(payloads), stride, count, d_sizes, stream);
     }
     if (is_sparse(plan.id))
@@ -571,14 +571,14 @@ void DeviceCodec::topk_sampled(const float* d_x, const RngKey& key, void* d_payl
 
 void DeviceCodec::decode(const void* d_payload, const RngKey& key, float* d_out, void* d_workspace,
                          size_t workspace_bytes, Stream stream) const {
-  impl_->decode("decode", d_payload, impl_->payload_bytes, 1, nullptr, DecodeMode::kOverwrite, &key, d_out,
-                d_workspace, workspace_bytes, stream);
+  impl_->decode("decode", d_payload, impl_->payload_bytes, 1, nullptr, DecodeMode::kOverwrite, &key, d_out, d_workspace,
+                workspace_bytes, stream);
 }
 
 void DeviceCodec::decode_accumulate(const void* d_payload, const RngKey& key, float weight, float* d_out,
                                     void* d_workspace, size_t workspace_bytes, Stream stream) const {
-  impl_->decode("decode_accumulate", d_payload, impl_->payload_bytes, 1, &weight, DecodeMode::kAccumulate, &key,
-                d_out, d_workspace, workspace_bytes, stream);
+  impl_->decode("decode_accumulate", d_payload, impl_->payload_bytes, 1, &weight, DecodeMode::kAccumulate, &key, d_out,
+                d_workspace, workspace_bytes, stream);
 }
 
 void DeviceCodec::decode_reduce(const void* d_payloads, size_t stride, int num_payloads, const float* h_weights,
@@ -604,8 +604,9 @@ void DeviceCodec::prepare_received(void* d_payloads, size_t stride, int num_payl
   if (num_payloads == 0) return;
   GCOMP_EXPECTS(d_payloads != nullptr && d_sizes != nullptr, gcompErrorInvalidArgument,
                 "prepare_received: null payloads or sizes");
-  GCOMP_EXPECTS(stride % 4 == 0 && stride >= impl_->payload_bytes, gcompErrorInvalidArgument,
-                "prepare_received: payload stride must be a multiple of 4 and >= " + std::to_string(impl_->payload_bytes));
+  GCOMP_EXPECTS(
+      stride % 4 == 0 && stride >= impl_->payload_bytes, gcompErrorInvalidArgument,
+      "prepare_received: payload stride must be a multiple of 4 and >= " + std::to_string(impl_->payload_bytes));
   const detail::Workspace w = impl_->begin_call("prepare_received", d_workspace, workspace_bytes, stream);
   detail::launch_prepare_received(impl_->plan, w, static_cast<uint8_t*>(d_payloads), stride, num_payloads, d_sizes,
                                   stream);
@@ -623,8 +624,8 @@ size_t DeviceCodec::used_bytes_for_length(uint64_t length_field) const {
   const gcomp::detail::VarlenLayout& v = impl_->plan.varlen;
   if (!v.variable) return impl_->payload_bytes;
   GCOMP_EXPECTS(length_field <= v.worst_bits, gcompErrorCorruptPayload,
-                "corrupt " + std::string(impl_->spec.name()) + " payload: length field " + std::to_string(length_field) +
-                    " exceeds the worst case " + std::to_string(v.worst_bits));
+                "corrupt " + std::string(impl_->spec.name()) + " payload: length field " +
+                    std::to_string(length_field) + " exceeds the worst case " + std::to_string(v.worst_bits));
   return static_cast<size_t>(gcomp::detail::varlen_used_bytes(v, length_field));
 }
 

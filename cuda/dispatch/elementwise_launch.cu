@@ -31,8 +31,8 @@ using gcomp::detail::SquareSumOp;
 using gcomp::detail::SumOp;
 
 DenseParams dense_params(const DevicePlan& plan) {
-  return DenseParams{plan.map,   plan.blocks, plan.n, plan.num_blocks,
-                     plan.levels, plan.nbits, plan.id == CodecId::kNatDither};
+  return DenseParams{
+      plan.map, plan.blocks, plan.n, plan.num_blocks, plan.levels, plan.nbits, plan.id == CodecId::kNatDither};
 }
 
 SignParams sign_params(const DevicePlan& plan) { return SignParams{plan.map, plan.blocks, plan.n, plan.num_scales}; }
@@ -97,8 +97,8 @@ FinishArgs finish_args(const DevicePlan& plan, const Workspace& ws, Finish kind)
 
 /// Both phases of one block reduction (block_reduce.cuh).
 template <class Op, class OpOfBlock>
-void reduce_blocks(const DevicePlan& plan, const Workspace& ws, Input in, OpOfBlock op_of_block, Op op,
-                   FinishArgs fin, cudaStream_t stream) {
+void reduce_blocks(const DevicePlan& plan, const Workspace& ws, Input in, OpOfBlock op_of_block, Op op, FinishArgs fin,
+                   cudaStream_t stream) {
   launch_block_reduce(plan, ws, in, op_of_block, op, fin, stream);
 }
 
@@ -193,8 +193,8 @@ void launch_encode_with_scales(const DevicePlan& plan, const Workspace& ws, Inpu
   // (gcompErrorInvalidArgument); the writing kernels skip once either is reported.
   if (plan.n > 0) {
     GCOMP_LAUNCH(check_finite_kernel, quad_grid(plan), kThreads, stream, in, plan.n, ws.status);
-    GCOMP_LAUNCH(check_scales_kernel, grid_for(plan.num_blocks, kThreads, plan.max_blocks), kThreads, stream,
-                 d_scales, plan.blocks, plan.num_blocks, ws.status);
+    GCOMP_LAUNCH(check_scales_kernel, grid_for(plan.num_blocks, kThreads, plan.max_blocks), kThreads, stream, d_scales,
+                 plan.blocks, plan.num_blocks, ws.status);
   }
   if (plan.id == CodecId::kSDither) {
     launch_coded_encode_scaled(plan, ws, in, d_scales, key, d_payload, stream);
@@ -204,9 +204,9 @@ void launch_encode_with_scales(const DevicePlan& plan, const Workspace& ws, Inpu
   quantize_planes(plan, ws, in, d_scales, key, d_payload, Fuse::kNone, nullptr, 0.0f, stream);
 }
 
-void launch_elementwise_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads,
-                               size_t stride, int num_payloads, const float* h_weights, DecodeMode mode,
-                               float* d_out, cudaStream_t stream) {
+void launch_elementwise_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                               int num_payloads, const float* h_weights, DecodeMode mode, float* d_out,
+                               cudaStream_t stream) {
   if (plan.n == 0) return;
   switch (plan.id) {
     case CodecId::kDither:

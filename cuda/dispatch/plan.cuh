@@ -45,10 +45,10 @@ struct SelectState {
   int64_t k_rem;    ///< elements equal to T (exact) / at or above T (truncate) still to take
   uint32_t step;    ///< randk: the key stream (from the RngKey or the payload header)
   uint32_t rank;
-  float thr;        ///< topk_sampled: current magnitude threshold
-  int32_t round;    ///< topk_sampled: adaptation rounds done
-  int32_t done;     ///< topk_sampled: adaptation finished
-  uint32_t path;    ///< kPathCandidates or kPathFull: where the digits after the first are found
+  float thr;                      ///< topk_sampled: current magnitude threshold
+  int32_t round;                  ///< topk_sampled: adaptation rounds done
+  int32_t done;                   ///< topk_sampled: adaptation finished
+  uint32_t path;                  ///< kPathCandidates or kPathFull: where the digits after the first are found
   unsigned long long count;       ///< topk_sampled: elements with |x| >= thr
   unsigned long long candidates;  ///< candidate path: keys compacted so far
 };
@@ -64,27 +64,27 @@ struct DevicePlan {
   bool unbiased = true;
   int nbits = 1;
   int64_t n = 0;
-  int64_t num_blocks = 0;   ///< quantization blocks (scales), dense and sign
-  int64_t num_scales = 0;   ///< fp32 scales in the payload
-  int64_t num_tiles = 0;    ///< reduction tiles over all blocks
-  int64_t groups = 0;       ///< ceil(n / 32)
-  int64_t k = 0;            ///< topk/randk
-  int index_bits = 0;       ///< topk
-  bool rice = false;        ///< topk index=rice (cuda/topk/rice_kernels.cuh)
-  uint32_t rice_b = 0;      ///< index=rice: Rice parameter b
-  int64_t rice_dir = 0;     ///< index=rice: directory entries D
-  int64_t rice_worst_bits = 0;  ///< index=rice: Wbits
-  int64_t rice_words = 0;       ///< index=rice: W = ceil(Wbits / 32)
-  size_t rice_scan_temp_bytes = 0;  ///< index=rice: CUB scan temp for k items
+  int64_t num_blocks = 0;                ///< quantization blocks (scales), dense and sign
+  int64_t num_scales = 0;                ///< fp32 scales in the payload
+  int64_t num_tiles = 0;                 ///< reduction tiles over all blocks
+  int64_t groups = 0;                    ///< ceil(n / 32)
+  int64_t k = 0;                         ///< topk/randk
+  int index_bits = 0;                    ///< topk
+  bool rice = false;                     ///< topk index=rice (cuda/topk/rice_kernels.cuh)
+  uint32_t rice_b = 0;                   ///< index=rice: Rice parameter b
+  int64_t rice_dir = 0;                  ///< index=rice: directory entries D
+  int64_t rice_worst_bits = 0;           ///< index=rice: Wbits
+  int64_t rice_words = 0;                ///< index=rice: W = ceil(Wbits / 32)
+  size_t rice_scan_temp_bytes = 0;       ///< index=rice: CUB scan temp for k items
   gcomp::detail::VarlenLayout varlen{};  ///< length field and stream of a variable-length payload
-  int64_t sel_tiles = 0;    ///< ceil(n / kSelectTile): topk/randk selection tiles
-  int64_t cand_cap = 0;     ///< candidate buffer of the three-pass selection (n / 16 + 4096, at most n)
+  int64_t sel_tiles = 0;                 ///< ceil(n / kSelectTile): topk/randk selection tiles
+  int64_t cand_cap = 0;                  ///< candidate buffer of the three-pass selection (n / 16 + 4096, at most n)
   size_t scan_temp_bytes = 0;
   int64_t sample_start = 0;  ///< topk_sampled (host-computed)
   int64_t sample_stride = 1;
   int64_t sample_count = 0;
   int64_t sample_k = 0;
-  int64_t max_blocks = 1;    ///< grid cap: SM count * blocks per SM
+  int64_t max_blocks = 1;  ///< grid cap: SM count * blocks per SM
   size_t payload_bytes = 0;
 
   // sdither (spec §5.2(a)), spherical (§5.2(b)), grid (§6.1)
@@ -102,14 +102,14 @@ struct DevicePlan {
 
   // device tables (owned by the DeviceCodec)
   BlockMap map{};
-  const int64_t* blocks = nullptr;      ///< num_blocks + 1 element offsets
-  const int64_t* block_tile = nullptr;  ///< num_blocks + 1 tile offsets
-  const int64_t* tile_begin = nullptr;  ///< num_tiles first elements
-  const int64_t* tile_block = nullptr;  ///< num_tiles owning blocks
+  const int64_t* blocks = nullptr;        ///< num_blocks + 1 element offsets
+  const int64_t* block_tile = nullptr;    ///< num_blocks + 1 tile offsets
+  const int64_t* tile_begin = nullptr;    ///< num_tiles first elements
+  const int64_t* tile_block = nullptr;    ///< num_tiles owning blocks
   const int64_t* multi_blocks = nullptr;  ///< the blocks of more than one tile (phase 2 of the scales)
   int64_t num_multi_blocks = 0;
-  const int64_t* beta_len = nullptr;    ///< spherical: num_betas distinct block lengths, ascending
-  const double* beta_val = nullptr;     ///< spherical: beta(len, B) of each (host quadrature)
+  const int64_t* beta_len = nullptr;  ///< spherical: num_betas distinct block lengths, ascending
+  const double* beta_val = nullptr;   ///< spherical: beta(len, B) of each (host quadrature)
 };
 
 /// Pointers into the caller's workspace (a 256-byte aligned carve-up made by one planner).
@@ -121,9 +121,9 @@ struct Workspace {
   double* tile_vals = nullptr;  ///< num_tiles
   SelectState* select = nullptr;
   unsigned long long* hist = nullptr;  ///< kSelectBins digit counters
-  uint32_t* cand_key = nullptr;         ///< cand_cap candidate keys (the first digit's bin)
-  int64_t* cand_idx = nullptr;          ///< and their element indices
-  int64_t* cnt_a = nullptr;     ///< sel_tiles each
+  uint32_t* cand_key = nullptr;        ///< cand_cap candidate keys (the first digit's bin)
+  int64_t* cand_idx = nullptr;         ///< and their element indices
+  int64_t* cnt_a = nullptr;            ///< sel_tiles each
   int64_t* cnt_b = nullptr;
   int64_t* off_a = nullptr;
   int64_t* off_b = nullptr;
@@ -145,39 +145,37 @@ enum class DecodeMode { kOverwrite, kAccumulate, kReduce };
 /// Dense and elementwise codecs (dither, terngrad, natdither, sign, natural, identity).
 void launch_elementwise_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key,
                                uint8_t* d_payload, Fuse fuse, float* d_mem, float alpha, cudaStream_t stream);
-void launch_elementwise_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads,
-                               size_t stride, int num_payloads, const float* h_weights, DecodeMode mode,
-                               float* d_out, cudaStream_t stream);
+void launch_elementwise_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                               int num_payloads, const float* h_weights, DecodeMode mode, float* d_out,
+                               cudaStream_t stream);
 
 /// topk and randk. `sampled` selects the DGC-style threshold path (topk only).
-void launch_sparse_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key,
-                          uint8_t* d_payload, Fuse fuse, float* d_mem, float alpha, bool sampled,
-                          cudaStream_t stream);
+void launch_sparse_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key, uint8_t* d_payload,
+                          Fuse fuse, float* d_mem, float alpha, bool sampled, cudaStream_t stream);
 /// Decodes: `keys` holds num_payloads host keys (payload j's at keys[j]); randk reads them.
-void launch_sparse_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads,
-                          size_t stride, int num_payloads, const float* h_weights, DecodeMode mode,
-                          const RngKey* keys, float* d_out, cudaStream_t stream);
+void launch_sparse_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                          int num_payloads, const float* h_weights, DecodeMode mode, const RngKey* keys, float* d_out,
+                          cudaStream_t stream);
 
 /// topk index=rice (cuda/dispatch/rice_launch.cu): the index stream of a payload whose values the
 /// selection wrote and whose indices are in ws.idx; the validating decode of P payloads.
 void launch_rice_pack(const DevicePlan& plan, const Workspace& ws, uint8_t* d_payload, cudaStream_t stream);
 void launch_rice_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
-                        int num_payloads, const float* h_weights, DecodeMode mode, float* d_out,
-                        cudaStream_t stream);
+                        int num_payloads, const float* h_weights, DecodeMode mode, float* d_out, cudaStream_t stream);
 /// Received payloads of sizes d_sizes at stride: the size rule, then the slot tails zeroed
 /// (cuda/common/varlen_kernels.cuh, cuda/dispatch/rice_launch.cu).
-void launch_prepare_received(const DevicePlan& plan, const Workspace& ws, uint8_t* d_payloads, size_t stride,
-                             int count, const uint64_t* d_sizes, cudaStream_t stream);
+void launch_prepare_received(const DevicePlan& plan, const Workspace& ws, uint8_t* d_payloads, size_t stride, int count,
+                             const uint64_t* d_sizes, cudaStream_t stream);
 /// CUB scan temp storage for the Rice code offsets of `items` indices (0 for none).
 size_t query_rice_scan_temp_bytes(int64_t items);
 
 /// sdither, spherical and grid (cuda/dispatch/coded_launch.cu).
-void launch_coded_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key,
-                         uint8_t* d_payload, Fuse fuse, float* d_mem, float alpha, cudaStream_t stream);
+void launch_coded_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key, uint8_t* d_payload,
+                         Fuse fuse, float* d_mem, float alpha, cudaStream_t stream);
 /// `keys`: num_payloads host keys (payload j's at keys[j]); spherical reads them.
 void launch_coded_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
-                         int num_payloads, const float* h_weights, DecodeMode mode, const RngKey* keys,
-                         float* d_out, cudaStream_t stream);
+                         int num_payloads, const float* h_weights, DecodeMode mode, const RngKey* keys, float* d_out,
+                         cudaStream_t stream);
 /// d_out[i] = codebook normal first + i (include/gcomp/detail/spherical.hpp), for the CPU==GPU test.
 void launch_codebook_normals(const RngKey& key, uint64_t first, int64_t count, double* d_out, cudaStream_t stream);
 
@@ -186,8 +184,7 @@ void launch_codebook_normals(const RngKey& key, uint64_t first, int64_t count, d
 /// launches into ws.scales, then copied to d_scales (num_blocks floats) unless the status word
 /// reports an error. launch_encode_with_scales: the encode pass alone with the given d_scales,
 /// after the input check (gcompErrorNonFinite) and the scale check (gcompErrorInvalidArgument).
-void launch_shared_scales(const DevicePlan& plan, const Workspace& ws, Input in, float* d_scales,
-                          cudaStream_t stream);
+void launch_shared_scales(const DevicePlan& plan, const Workspace& ws, Input in, float* d_scales, cudaStream_t stream);
 void launch_encode_with_scales(const DevicePlan& plan, const Workspace& ws, Input in, const float* d_scales,
                                const RngKey& key, uint8_t* d_payload, cudaStream_t stream);
 /// The sdither parts of the two (cuda/dispatch/coded_launch.cu): scales into ws.scales; the

@@ -17,8 +17,8 @@ void launch_block_reduce(const DevicePlan& plan, const Workspace& ws, Input in, 
                kThreads, stream, in, op_of_block, plan.tile_begin, plan.tile_block, plan.blocks, plan.block_tile,
                plan.num_tiles, ws.tile_vals, fin);
   if (plan.num_multi_blocks > 0)
-    GCOMP_LAUNCH((combine_blocks_kernel<Op>), grid_for(plan.num_multi_blocks, 1, plan.max_blocks), kThreads, stream,
-                 op, plan.multi_blocks, plan.num_multi_blocks, plan.block_tile, plan.blocks, ws.tile_vals, fin);
+    GCOMP_LAUNCH((combine_blocks_kernel<Op>), grid_for(plan.num_multi_blocks, 1, plan.max_blocks), kThreads, stream, op,
+                 plan.multi_blocks, plan.num_multi_blocks, plan.block_tile, plan.blocks, ws.tile_vals, fin);
 }
 
 }  // namespace gcomp::cuda::detail

@@ -49,20 +49,18 @@ void launch_rice_pack(const DevicePlan& plan, const Workspace& ws, uint8_t* d_pa
                ws.status);
 }
 
-void launch_prepare_received(const DevicePlan& plan, const Workspace& ws, uint8_t* d_payloads, size_t stride,
-                             int count, const uint64_t* d_sizes, cudaStream_t stream) {
+void launch_prepare_received(const DevicePlan& plan, const Workspace& ws, uint8_t* d_payloads, size_t stride, int count,
+                             const uint64_t* d_sizes, cudaStream_t stream) {
   const int64_t words = static_cast<int64_t>((plan.varlen.full_bytes + 3u) / 4u);
   GCOMP_LAUNCH(prepare_received_kernel, grid_for(std::max<int64_t>(words, 1) * count, kThreads, plan.max_blocks),
                kThreads, stream, plan.varlen, d_payloads, stride, count, d_sizes, ws.status);
 }
 
 void launch_rice_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
-                        int num_payloads, const float* h_weights, DecodeMode mode, float* d_out,
-                        cudaStream_t stream) {
+                        int num_payloads, const float* h_weights, DecodeMode mode, float* d_out, cudaStream_t stream) {
   if (plan.n == 0) return;
-  const unsigned grid_check =
-      grid_for(std::max(std::max(plan.k, plan.rice_dir), std::max(plan.rice_words, int64_t{1})), kThreads,
-               plan.max_blocks);
+  const unsigned grid_check = grid_for(std::max(std::max(plan.k, plan.rice_dir), std::max(plan.rice_words, int64_t{1})),
+                                       kThreads, plan.max_blocks);
   // Every payload is checked before any output is written.
   for (int j = 0; j < num_payloads; ++j) {
     const uint8_t* pj = d_payloads + static_cast<size_t>(j) * stride;

@@ -55,8 +55,8 @@ void select_threshold_and_counts(const DevicePlan& plan, const Workspace& ws, Ke
     GCOMP_LAUNCH(candidate_histogram_kernel, cand_grid, kThreads, stream, ws.select, ws.hist, ws.cand_key, shift, 10);
     GCOMP_LAUNCH(radix_digit_kernel, 1, kThreads, stream, ws.select, ws.hist, shift, 10, int64_t{0}, kRunCandidates);
   }
-  GCOMP_LAUNCH(candidate_tile_counts_kernel, cand_grid, kThreads, stream, ws.select, ws.cand_key, ws.cand_idx,
-               ws.cnt_a, ws.cnt_b);
+  GCOMP_LAUNCH(candidate_tile_counts_kernel, cand_grid, kThreads, stream, ws.select, ws.cand_key, ws.cand_idx, ws.cnt_a,
+               ws.cnt_b);
   // Full path: three more digits over the n elements, then the class counts.
   full_digit(plan, ws, kf, n, 12, 8, false, 0, kRunFull, stream);
   full_digit(plan, ws, kf, n, 4, 8, false, 0, kRunFull, stream);
@@ -120,13 +120,11 @@ size_t query_scan_temp_bytes(int64_t items) {
   return bytes;
 }
 
-void launch_sparse_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key,
-                          uint8_t* d_payload, Fuse fuse, float* d_mem, float alpha, bool sampled,
-                          cudaStream_t stream) {
+void launch_sparse_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key, uint8_t* d_payload,
+                          Fuse fuse, float* d_mem, float alpha, bool sampled, cudaStream_t stream) {
   if (plan.n == 0) {  // k = 0: topk writes nothing, randk its header (as the CPU codec)
     if (plan.id == CodecId::kRandK)
-      GCOMP_LAUNCH(write_randk_header_kernel, 1, 1, stream, reinterpret_cast<uint32_t*>(d_payload), key.step,
-                   key.rank);
+      GCOMP_LAUNCH(write_randk_header_kernel, 1, 1, stream, reinterpret_cast<uint32_t*>(d_payload), key.step, key.rank);
     return;
   }
   ScatterArgs args{};
@@ -141,8 +139,8 @@ void launch_sparse_encode(const DevicePlan& plan, const Workspace& ws, Input in,
     args.scale = 1.0f;
     const MagnitudeKey kf{in};
     if (sampled) {
-      GCOMP_LAUNCH(check_finite_kernel, grid_for(gcomp::detail::ceil_div(plan.n, int64_t{lanes::kQuadElems}), kThreads,
-                                                 plan.max_blocks),
+      GCOMP_LAUNCH(check_finite_kernel,
+                   grid_for(gcomp::detail::ceil_div(plan.n, int64_t{lanes::kQuadElems}), kThreads, plan.max_blocks),
                    kThreads, stream, in, plan.n, ws.status);
       sampled_threshold(plan, ws, in, stream);
       // Truncate mode (decided on the device) skips the exact selection; otherwise it runs here.
@@ -160,8 +158,8 @@ void launch_sparse_encode(const DevicePlan& plan, const Workspace& ws, Input in,
                  plan.index_bits, reinterpret_cast<uint32_t*>(d_payload + 4 * plan.k), words, ws.status);
     return;
   }
-  GCOMP_LAUNCH(check_finite_kernel, grid_for(gcomp::detail::ceil_div(plan.n, int64_t{lanes::kQuadElems}), kThreads,
-                                             plan.max_blocks),
+  GCOMP_LAUNCH(check_finite_kernel,
+               grid_for(gcomp::detail::ceil_div(plan.n, int64_t{lanes::kQuadElems}), kThreads, plan.max_blocks),
                kThreads, stream, in, plan.n, ws.status);
   args.hdr_out = reinterpret_cast<uint32_t*>(d_payload);
   args.vals_out = reinterpret_cast<float*>(d_payload + 8);
@@ -172,8 +170,8 @@ void launch_sparse_encode(const DevicePlan& plan, const Workspace& ws, Input in,
 }
 
 void launch_sparse_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
-                          int num_payloads, const float* h_weights, DecodeMode mode, const RngKey* keys,
-                          float* d_out, cudaStream_t stream) {
+                          int num_payloads, const float* h_weights, DecodeMode mode, const RngKey* keys, float* d_out,
+                          cudaStream_t stream) {
   if (plan.n == 0) return;
   if (plan.rice) {
     launch_rice_decode(plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
@@ -185,7 +183,8 @@ void launch_sparse_decode(const DevicePlan& plan, const Workspace& ws, const uin
     const uint8_t* pj = d_payloads + static_cast<size_t>(j) * stride;
     const uint64_t base = static_cast<uint64_t>(j) << 40;
     if (topk)
-      GCOMP_LAUNCH(validate_topk_kernel, grid_k, kThreads, stream, pj, plan.n, plan.k, plan.index_bits, base, ws.status);
+      GCOMP_LAUNCH(validate_topk_kernel, grid_k, kThreads, stream, pj, plan.n, plan.k, plan.index_bits, base,
+                   ws.status);
     else
       GCOMP_LAUNCH(validate_randk_kernel, grid_k, kThreads, stream, pj, plan.k, base, ws.status);
   }

@@ -19,8 +19,7 @@ namespace gcomp::cuda::detail {
 template <class Decoder>
 __global__ void __launch_bounds__(kThreads)
     decode_elements_kernel(Decoder dec, int64_t n, const uint8_t* payloads, size_t stride, int num_payloads,
-                           WeightList weights, int mode, bool start_from_zero, float* out,
-                           const DeviceStatus* status) {
+                           WeightList weights, int mode, bool start_from_zero, float* out, const DeviceStatus* status) {
   if (status_failed(status)) return;
   for (int64_t i = global_thread(); i < n; i += grid_threads()) {
     const int64_t block = dec.locate(i);
@@ -57,9 +56,9 @@ __global__ void __launch_bounds__(kThreads)
     if (!kOverwrite && !start_from_zero) acc = load_out_quad(out, first, live, kWhole);
     for (int j = 0; j < num_payloads; ++j) {
       float v[lanes::kQuadElems] = {0.0f, 0.0f, 0.0f, 0.0f};
-      dec(payloads + static_cast<size_t>(j) * stride, first, live, lane, (first_payload + static_cast<uint64_t>(j)) << 40,
-          status, v);
-      #pragma unroll
+      dec(payloads + static_cast<size_t>(j) * stride, first, live, lane,
+          (first_payload + static_cast<uint64_t>(j)) << 40, status, v);
+#pragma unroll
       for (int e = 0; e < lanes::kQuadElems; ++e)
         acc.v[e] = kOverwrite ? v[e] : gcomp::detail::accumulate(acc.v[e], weights.w[j], v[e]);
     }

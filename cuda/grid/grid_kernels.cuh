@@ -29,9 +29,9 @@ struct GridParams {
 
 __device__ inline uint64_t grid_mask(uint32_t bits) { return (uint64_t{1} << bits) - 1u; }
 
-/// Encode (fuse: none, EF e = p - v, DIANA h = h + alpha v; gcomp/detail/fused_memory.hpp). `check`: the non-finite check
-/// folded into this pass (plain encode: one read of the input; the payload's content is then
-/// unspecified); the fused variants run check_finite_kernel before, so that nothing is written.
+/// Encode (fuse: none, EF e = p - v, DIANA h = h + alpha v; gcomp/detail/fused_memory.hpp). `check`: the non-finite
+/// check folded into this pass (plain encode: one read of the input; the payload's content is then unspecified); the
+/// fused variants run check_finite_kernel before, so that nothing is written.
 __global__ void __launch_bounds__(kThreads)
     grid_encode_kernel(GridParams p, Input in, uint32_t* __restrict__ payload, gcomp::detail::FuseMode fuse, bool check,
                        float* mem, float alpha, DeviceStatus* status) {
@@ -80,8 +80,9 @@ struct GridDecoder {
   __device__ float operator()(const uint8_t* payload, int64_t i, int64_t) const {
     using namespace gcomp::detail;
     const uint64_t s = read_packed_field(reinterpret_cast<const uint32_t*>(payload), i, p.bits);
-    const int64_t level = (s >> (p.bits - 1)) != 0u ? static_cast<int64_t>(s) - static_cast<int64_t>(grid_mask(p.bits)) - 1
-                                                    : static_cast<int64_t>(s);
+    const int64_t level = (s >> (p.bits - 1)) != 0u
+                              ? static_cast<int64_t>(s) - static_cast<int64_t>(grid_mask(p.bits)) - 1
+                              : static_cast<int64_t>(s);
     return grid_value(level, p.step);
   }
 };

@@ -15,9 +15,8 @@ namespace gcomp::cuda::detail {
 /// alpha delta, h = in.sub). kCheck: the non-finite check folded into this pass (plain encode; the
 /// payload's content is then unspecified); the fused variants run check_finite_kernel before.
 template <gcomp::detail::FuseMode kFuse, bool kCheck>
-__global__ void __launch_bounds__(kThreads)
-    encode_identity_kernel(Input in, int64_t n, float* __restrict__ payload, float* mem, float alpha,
-                           DeviceStatus* status) {
+__global__ void __launch_bounds__(kThreads) encode_identity_kernel(Input in, int64_t n, float* __restrict__ payload,
+                                                                   float* mem, float alpha, DeviceStatus* status) {
   using gcomp::detail::accumulate;
   if (status_failed(status)) return;
   const int64_t quads = gcomp::detail::ceil_div(n, int64_t{lanes::kQuadElems});
@@ -31,21 +30,22 @@ __global__ void __launch_bounds__(kThreads)
     if constexpr (kFuse == gcomp::detail::FuseMode::kDiana) {
       const Quad g = load_quad(Input{in.x, nullptr}, first, live, kWhole);
       h = load_out_quad(mem, first, live, kWhole);
-      #pragma unroll
+#pragma unroll
       for (int j = 0; j < lanes::kQuadElems; ++j) x.v[j] = g.v[j] - h.v[j];
     } else {
       x = load_quad(in, first, live, kWhole);
     }
     if constexpr (kCheck) {
-      #pragma unroll
-      for (int j = 0; j < lanes::kQuadElems; ++j) if (j < live)
-        if (!gcomp::detail::is_finite_f(x.v[j]))
-          raise_status(status, gcompErrorNonFinite, static_cast<uint64_t>(first + j));
+#pragma unroll
+      for (int j = 0; j < lanes::kQuadElems; ++j)
+        if (j < live)
+          if (!gcomp::detail::is_finite_f(x.v[j]))
+            raise_status(status, gcompErrorNonFinite, static_cast<uint64_t>(first + j));
     }
     store_quad(payload, first, live, kWhole, x);
     if constexpr (kFuse != gcomp::detail::FuseMode::kNone) {
       Quad out;
-      #pragma unroll
+#pragma unroll
       for (int j = 0; j < lanes::kQuadElems; ++j)
         out.v[j] = fused_memory(kFuse, kFuse == gcomp::detail::FuseMode::kEF ? x.v[j] : h.v[j], alpha, x.v[j]);
       store_quad(mem, first, live, kWhole, out);
@@ -66,12 +66,13 @@ struct IdentityQuadDecoder {
     if (live == 0) return;
     const float* p = reinterpret_cast<const float*>(payload);
     const Quad q = load_quad(Input{p, nullptr}, first, live, aligned16(p));
-    #pragma unroll
-    for (int j = 0; j < lanes::kQuadElems; ++j) if (j < live) {
-      if (!gcomp::detail::is_finite_f(q.v[j]))
-        raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(first + j));
-      v[j] = q.v[j];
-    }
+#pragma unroll
+    for (int j = 0; j < lanes::kQuadElems; ++j)
+      if (j < live) {
+        if (!gcomp::detail::is_finite_f(q.v[j]))
+          raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(first + j));
+        v[j] = q.v[j];
+      }
   }
 };
 

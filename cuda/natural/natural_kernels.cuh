@@ -44,7 +44,7 @@ __global__ void __launch_bounds__(kThreads)
     if constexpr (kFuse == gcomp::detail::FuseMode::kDiana) {
       const Quad g = load_quad(Input{in.x, nullptr}, first, live, kWhole);
       h = load_out_quad(mem, first, live, kWhole);
-      #pragma unroll
+#pragma unroll
       for (int j = 0; j < lanes::kQuadElems; ++j) x.v[j] = g.v[j] - h.v[j];
     } else {
       x = load_quad(in, first, live, kWhole);
@@ -53,7 +53,7 @@ __global__ void __launch_bounds__(kThreads)
     uint32_t nib = 0;
     if (live > 0) {
       natural_codes4(x.v, philox_block(key, kStreamElement, static_cast<uint64_t>(first) / lanes::kQuadElems), code);
-      #pragma unroll
+#pragma unroll
       for (int j = 0; j < lanes::kQuadElems; ++j) {
         if (j >= live) {
           code[j] = 0u;
@@ -72,7 +72,7 @@ __global__ void __launch_bounds__(kThreads)
     if constexpr (kFuse != gcomp::detail::FuseMode::kNone) {
       if (live > 0) {
         Quad out;
-        #pragma unroll
+#pragma unroll
         for (int j = 0; j < lanes::kQuadElems; ++j) {
           const float v = natural_value(code[j], ((nib >> j) & 1u) != 0u);
           out.v[j] = fused_memory(kFuse, kFuse == gcomp::detail::FuseMode::kEF ? x.v[j] : h.v[j], alpha, v);
@@ -101,14 +101,15 @@ struct NaturalQuadDecoder {
     const uint32_t dead_codes = live >= 4 ? 0u : (live == 0 ? codes : codes >> (8 * live));
     if ((nib >> live) != 0u || dead_codes != 0u)
       raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(d.n));
-    #pragma unroll
-    for (int j = 0; j < lanes::kQuadElems; ++j) if (j < live) {
-      const uint32_t code = (codes >> (8 * j)) & 0xffu;
-      const bool negative = ((nib >> j) & 1u) != 0u;
-      if (code == 255u || (negative && code == 0u))
-        raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(first + j));
-      v[j] = gcomp::detail::natural_value(code, negative);
-    }
+#pragma unroll
+    for (int j = 0; j < lanes::kQuadElems; ++j)
+      if (j < live) {
+        const uint32_t code = (codes >> (8 * j)) & 0xffu;
+        const bool negative = ((nib >> j) & 1u) != 0u;
+        if (code == 255u || (negative && code == 0u))
+          raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(first + j));
+        v[j] = gcomp::detail::natural_value(code, negative);
+      }
   }
 };
 

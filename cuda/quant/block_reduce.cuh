@@ -111,7 +111,7 @@ __global__ void __launch_bounds__(kThreads)
         constexpr bool kWhole = decltype(whole)::value;
         const int live = kWhole ? lanes::kQuadElems : lanes::quad_live(e, len);
         const Quad x = load_quad(in, begin + e, live, kWhole);
-        #pragma unroll
+#pragma unroll
         for (int j = 0; j < lanes::kQuadElems; ++j)
           if (j < live) mx = max(mx, gcomp::detail::float_bits(x.v[j]) & 0x7fffffffu);
       };
@@ -124,16 +124,16 @@ __global__ void __launch_bounds__(kThreads)
                             : static_cast<double>(gcomp::detail::bits_float(mx));
     } else {
       double acc[2][lanes::kQuadElems];
-      #pragma unroll
+#pragma unroll
       for (int j = 0; j < lanes::kQuadElems; ++j) acc[0][j] = acc[1][j] = op.identity();
       const auto round_of = [&](int64_t round, auto whole) {
         constexpr bool kWhole = decltype(whole)::value;
-        #pragma unroll
+#pragma unroll
         for (int h = 0; h < 2; ++h) {
           const int64_t e = round + 128 * h + lanes::kQuadElems * t;
           const int live = kWhole ? lanes::kQuadElems : lanes::quad_live(e, len);
           const Quad x = load_quad(in, begin + e, live, kWhole);
-          #pragma unroll
+#pragma unroll
           for (int j = 0; j < lanes::kQuadElems; ++j)
             if (j < live) acc[h][j] = op.combine(acc[h][j], op.term(x.v[j]));
         }
@@ -143,11 +143,11 @@ __global__ void __launch_bounds__(kThreads)
       for (int64_t round = 0; round < whole; round += gcomp::detail::kLanes) round_of(round, std::true_type{});
       for (int64_t round = whole; round < len; round += gcomp::detail::kLanes) round_of(round, std::false_type{});
       double lane[lanes::kQuadElems];
-      #pragma unroll
+#pragma unroll
       for (int j = 0; j < lanes::kQuadElems; ++j) lane[j] = op.combine(acc[0][j], acc[1][j]);  // s = 128
 #pragma unroll
       for (int d = 16; d >= 1; d /= 2) {  // s = 64 .. 4: lanes 4t + j and 4(t + d) + j
-        #pragma unroll
+#pragma unroll
         for (int j = 0; j < lanes::kQuadElems; ++j) {
           const double other = __shfl_down_sync(kFullMask, lane[j], static_cast<unsigned>(d));
           if (t < d) lane[j] = op.combine(lane[j], other);
@@ -170,8 +170,8 @@ __global__ void __launch_bounds__(kThreads)
 template <class Op>
 __global__ void __launch_bounds__(kThreads)
     combine_blocks_kernel(Op op, const int64_t* __restrict__ multi, int64_t count,
-                          const int64_t* __restrict__ block_tile, const int64_t* __restrict__ blocks,
-                          double* tile_vals, FinishArgs fin) {
+                          const int64_t* __restrict__ block_tile, const int64_t* __restrict__ blocks, double* tile_vals,
+                          FinishArgs fin) {
   __shared__ double lanes_v[kThreads];
   const int i = static_cast<int>(threadIdx.x);
   for (int64_t idx = blockIdx.x; idx < count; idx += gridDim.x) {

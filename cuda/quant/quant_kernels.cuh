@@ -66,7 +66,7 @@ __global__ void __launch_bounds__(kThreads)
     if constexpr (kFuse == gcomp::detail::FuseMode::kDiana) {
       const Quad g = load_quad(Input{in.x, nullptr}, first, live, kWhole);
       h = load_out_quad(mem, first, live, kWhole);
-      #pragma unroll
+#pragma unroll
       for (int j = 0; j < lanes::kQuadElems; ++j) x.v[j] = g.v[j] - h.v[j];  // the CPU's delta buffer
     } else {
       x = load_quad(in, first, live, kWhole);
@@ -77,7 +77,7 @@ __global__ void __launch_bounds__(kThreads)
     if (live > 0) {
       int64_t block[lanes::kQuadElems];
       lanes::quad_blocks(d.map.block_of(first), d.blocks, first, live, block);
-      #pragma unroll
+#pragma unroll
       for (int j = 0; j < lanes::kQuadElems; ++j) nu[j] = scales[block[j]];
       const Philox4x32 r = philox_block(key, kStreamElement, static_cast<uint64_t>(first) / lanes::kQuadElems);
       lanes::quantize_quad<kNatural>(x.v, nu, d.levels, r, live, level, negative);
@@ -90,7 +90,7 @@ __global__ void __launch_bounds__(kThreads)
     if constexpr (kFuse != gcomp::detail::FuseMode::kNone) {
       if (live > 0) {
         Quad out;
-        #pragma unroll
+#pragma unroll
         for (int j = 0; j < lanes::kQuadElems; ++j) {
           const float v = dense_value<kNatural>(level[j], negative[j], nu[j], d.levels);
           out.v[j] = fused_memory(kFuse, kFuse == gcomp::detail::FuseMode::kEF ? x.v[j] : h.v[j], alpha, v);
@@ -126,15 +126,16 @@ struct DenseQuadDecoder {
     if (live == 0) return;
     int64_t block[lanes::kQuadElems];
     lanes::quad_blocks(d.map.block_of(first), d.blocks, first, live, block);
-    #pragma unroll
-    for (int j = 0; j < lanes::kQuadElems; ++j) if (j < live) {
-      const bool negative = ((signs >> j) & 1u) != 0u;
-      const float scale = scales[block[j]];
-      const bool bad = level[j] > d.levels || (negative && level[j] == 0u) || !is_finite_f(scale) ||
-                       scale < 0.0f || float_bits(scale) == 0x80000000u;
-      if (bad) raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(first + j));
-      v[j] = dense_value<kNatural>(level[j], negative, scale, d.levels);
-    }
+#pragma unroll
+    for (int j = 0; j < lanes::kQuadElems; ++j)
+      if (j < live) {
+        const bool negative = ((signs >> j) & 1u) != 0u;
+        const float scale = scales[block[j]];
+        const bool bad = level[j] > d.levels || (negative && level[j] == 0u) || !is_finite_f(scale) || scale < 0.0f ||
+                         float_bits(scale) == 0x80000000u;
+        if (bad) raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(first + j));
+        v[j] = dense_value<kNatural>(level[j], negative, scale, d.levels);
+      }
   }
 };
 

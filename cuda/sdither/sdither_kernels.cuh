@@ -97,8 +97,8 @@ struct SdItems {
 /// quantizes them exactly as the CPU does. With `values`, x[j] becomes the decoded value of item j
 /// (dither_value; 0 for level 0). Ends with __syncthreads (tmp reusable).
 __device__ inline void sd_quantize_tile(const SDitherParams& p, Input in, const float* scales,
-                                        const gcomp::detail::RngKey& key, int64_t begin, bool values,
-                                        SdTemp& tmp, SdItems& it, float (&x)[kSDitherItems]) {
+                                        const gcomp::detail::RngKey& key, int64_t begin, bool values, SdTemp& tmp,
+                                        SdItems& it, float (&x)[kSDitherItems]) {
   using namespace gcomp::detail;
   const int tid = static_cast<int>(threadIdx.x);
 #pragma unroll
@@ -142,8 +142,8 @@ __device__ inline int64_t sd_last_nonzero(const SdItems& it) {
 
 /// Step 1: per tile, last and first nonzero and the record bits without the first gap code.
 __global__ void __launch_bounds__(kThreads)
-    sdither_count_kernel(SDitherParams p, Input in, const float* scales, gcomp::detail::RngKey key,
-                         SDitherTiles sd, const DeviceStatus* status) {
+    sdither_count_kernel(SDitherParams p, Input in, const float* scales, gcomp::detail::RngKey key, SDitherTiles sd,
+                         const DeviceStatus* status) {
   using namespace gcomp::detail;
   __shared__ SdTemp tmp;
   if (status_failed(status)) return;
@@ -241,8 +241,8 @@ __global__ void __launch_bounds__(kThreads)
 /// Step 3b: records, directory, scales, T and the fused memory update (fuse: 0 none, 1 EF
 /// e = p - v, 2 DIANA h = h + alpha v).
 __global__ void __launch_bounds__(kThreads)
-    sdither_write_kernel(SDitherParams p, Input in, const float* scales, gcomp::detail::RngKey key,
-                         SDitherTiles sd, uint8_t* payload, gcomp::detail::FuseMode fuse, float* mem, float alpha,
+    sdither_write_kernel(SDitherParams p, Input in, const float* scales, gcomp::detail::RngKey key, SDitherTiles sd,
+                         uint8_t* payload, gcomp::detail::FuseMode fuse, float* mem, float alpha,
                          const DeviceStatus* status) {
   using namespace gcomp::detail;
   __shared__ SdTemp tmp;
@@ -273,8 +273,8 @@ __global__ void __launch_bounds__(kThreads)
     for (int j = 0; j < kSDitherItems; ++j) {
       if (it.level[j] == 0u) continue;
       const int64_t i = it.i0 + j;
-      bits += sdither_record_bits(p.code, static_cast<uint64_t>(i - sd_max(prev, sd_chunk_floor(p, i))),
-                                  it.level[j], p.levels);
+      bits += sdither_record_bits(p.code, static_cast<uint64_t>(i - sd_max(prev, sd_chunk_floor(p, i))), it.level[j],
+                                  p.levels);
       prev = i;
     }
     int64_t off = 0;
@@ -289,8 +289,8 @@ __global__ void __launch_bounds__(kThreads)
       if (i < p.n && i % p.chunk == 0) dir[i / p.chunk] = static_cast<uint32_t>(pos);
       if (it.level[j] == 0u) continue;
       const uint64_t gap = static_cast<uint64_t>(i - sd_max(prev, sd_chunk_floor(p, i)));
-      pos = sdither_write_record_with(or_word, pos, p.code, gap, ((it.negative >> j) & 1u) != 0u, it.level[j],
-                                      p.levels);
+      pos =
+          sdither_write_record_with(or_word, pos, p.code, gap, ((it.negative >> j) & 1u) != 0u, it.level[j], p.levels);
       prev = i;
     }
     if (fuse != gcomp::detail::FuseMode::kNone) {
@@ -311,8 +311,7 @@ __global__ void __launch_bounds__(kThreads)
 /// offsets non-decreasing and <= T, no records when n = 0, zero stream bits from T on.
 /// Status index: index_base + the first element of the block / chunk, or + n.
 __global__ void __launch_bounds__(kThreads)
-    sdither_validate_header_kernel(SDitherParams p, const uint8_t* payload, uint64_t index_base,
-                                   DeviceStatus* status) {
+    sdither_validate_header_kernel(SDitherParams p, const uint8_t* payload, uint64_t index_base, DeviceStatus* status) {
   using namespace gcomp::detail;
   const uint32_t* header = sd_header(p, payload);
   const uint32_t total = header[0];
@@ -335,15 +334,15 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t w0 = static_cast<int64_t>(total / 32u);
   for (int64_t w = w0 + global_thread(); w < p.stream_words; w += grid_threads()) {
     const uint32_t keep = (w == w0 && total % 32u != 0u) ? ((1u << (total % 32u)) - 1u) : 0u;
-    if ((stream[w] & ~keep) != 0u) raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(p.n));
+    if ((stream[w] & ~keep) != 0u)
+      raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(p.n));
   }
 }
 
 /// Every chunk parses into whole records (sdither_walk_chunk), none in a block whose scale is 0.
 /// Runs only when the header checks passed (the offsets are then within the stream).
 __global__ void __launch_bounds__(kThreads)
-    sdither_validate_chunks_kernel(SDitherParams p, const uint8_t* payload, uint64_t index_base,
-                                   DeviceStatus* status) {
+    sdither_validate_chunks_kernel(SDitherParams p, const uint8_t* payload, uint64_t index_base, DeviceStatus* status) {
   using namespace gcomp::detail;
   if (status_failed(status)) return;
   const float* scales = reinterpret_cast<const float*>(payload);
@@ -355,12 +354,12 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t len = (p.n - begin < p.chunk ? p.n - begin : p.chunk);
     const uint64_t end = c + 1 < p.num_chunks ? dir[c + 1] : header[0];
     int64_t b = p.map.block_of(begin);
-    const uint32_t st = sdither_walk_chunk(stream, dir[c], end, p.code, p.levels, len,
-                                           [&](int64_t rel, bool, uint32_t) {
-                                             const int64_t i = begin + rel;
-                                             while (i >= p.blocks[b + 1]) ++b;
-                                             return scales[b] != 0.0f;
-                                           });
+    const uint32_t st =
+        sdither_walk_chunk(stream, dir[c], end, p.code, p.levels, len, [&](int64_t rel, bool, uint32_t) {
+          const int64_t i = begin + rel;
+          while (i >= p.blocks[b + 1]) ++b;
+          return scales[b] != 0.0f;
+        });
     if (st != kSdOk) raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(begin));
   }
 }
@@ -368,17 +367,15 @@ __global__ void __launch_bounds__(kThreads)
 /// Decode of one validated payload, one thread per chunk: mode 0 out = v; otherwise
 /// out = accumulate(from_zero ? 0 : out, weight, v) for every element (v = 0 between records).
 __global__ void __launch_bounds__(kThreads)
-    sdither_decode_kernel(SDitherParams p, const uint8_t* payload, float weight, int mode, bool from_zero,
-                          float* out, const DeviceStatus* status) {
+    sdither_decode_kernel(SDitherParams p, const uint8_t* payload, float weight, int mode, bool from_zero, float* out,
+                          const DeviceStatus* status) {
   using namespace gcomp::detail;
   if (status_failed(status)) return;
   const float* scales = reinterpret_cast<const float*>(payload);
   const uint32_t* header = sd_header(p, payload);
   const uint32_t* dir = header + 1;
   const uint32_t* stream = dir + p.num_chunks;
-  auto put = [&](int64_t i, float v) {
-    out[i] = mode == 0 ? v : accumulate(from_zero ? 0.0f : out[i], weight, v);
-  };
+  auto put = [&](int64_t i, float v) { out[i] = mode == 0 ? v : accumulate(from_zero ? 0.0f : out[i], weight, v); };
   for (int64_t c = global_thread(); c < p.num_chunks; c += grid_threads()) {
     const int64_t begin = c * p.chunk;
     const int64_t end_elem = (p.n - begin < p.chunk ? p.n : begin + p.chunk);

@@ -47,8 +47,8 @@ class Resources {
   Resources& operator=(const Resources&) = delete;
 
   std::vector<void*> device, pinned;
-  Stream stream = nullptr;      ///< the session's own stream (non-blocking)
-  cudaEvent_t event = nullptr;  ///< recorded at the end of every step_device
+  Stream stream = nullptr;          ///< the session's own stream (non-blocking)
+  cudaEvent_t event = nullptr;      ///< recorded at the end of every step_device
   std::vector<cudaEvent_t> timing;  ///< phase timing (SessionConfig::time_phases) only
 };
 
@@ -126,8 +126,8 @@ class DeviceOps final : public VecOps<float> {
                      dst, m);
         return;
       case GradType::kF16:
-        GCOMP_LAUNCH(cuda::detail::widen_f16_kernel, grid(m), kThreads, stream_, static_cast<const uint16_t*>(src),
-                     dst, m);
+        GCOMP_LAUNCH(cuda::detail::widen_f16_kernel, grid(m), kThreads, stream_, static_cast<const uint16_t*>(src), dst,
+                     m);
         return;
     }
   }
@@ -339,7 +339,8 @@ class DeviceOps final : public VecOps<float> {
     auto* h = reinterpret_cast<int32_t*>(h_small_);
     *h = status;
     for (int j = 0; j < slots; ++j)
-      GCOMP_CUDA_TRY(cudaMemcpyAsync(buf + stride * static_cast<size_t>(j + 1) - 4, h, 4, cudaMemcpyHostToDevice, stream_));
+      GCOMP_CUDA_TRY(
+          cudaMemcpyAsync(buf + stride * static_cast<size_t>(j + 1) - 4, h, 4, cudaMemcpyHostToDevice, stream_));
     GCOMP_CUDA_TRY(cudaStreamSynchronize(stream_));  // h_small_ is reused
   }
   void get_status(const uint8_t* buf, size_t stride, int slots, int32_t* out) override {
@@ -414,9 +415,7 @@ class DeviceOps final : public VecOps<float> {
   };
 
   const DeviceCodec& dev(int c) const { return *codecs_[static_cast<size_t>(c)].dev; }
-  unsigned grid(size_t n) const {
-    return cuda::detail::grid_for(static_cast<int64_t>(n), kThreads, max_blocks_);
-  }
+  unsigned grid(size_t n) const { return cuda::detail::grid_for(static_cast<int64_t>(n), kThreads, max_blocks_); }
   // Zero-filled on the own stream; returns once the zeros are written, so they are ordered before
   // whatever any stream does with the buffer later (a step on a caller's non-blocking stream).
   void* alloc_raw(size_t bytes) {
@@ -469,7 +468,8 @@ class DeviceOps final : public VecOps<float> {
   void stage_up(uint8_t* recv, size_t stride, const size_t* sizes) {
     for (int j = 0; j < comm_.size(); ++j) {
       const size_t at = stride * static_cast<size_t>(j);
-      if (sizes[j] > 0) GCOMP_CUDA_TRY(cudaMemcpyAsync(recv + at, h_recv_ + at, sizes[j], cudaMemcpyHostToDevice, stream_));
+      if (sizes[j] > 0)
+        GCOMP_CUDA_TRY(cudaMemcpyAsync(recv + at, h_recv_ + at, sizes[j], cudaMemcpyHostToDevice, stream_));
     }
   }
   // Message sizes for the device codec's size rule: copied into the next free entries of a pinned

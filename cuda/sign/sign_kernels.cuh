@@ -48,19 +48,20 @@ __global__ void __launch_bounds__(kThreads)
     if constexpr (kFuse == gcomp::detail::FuseMode::kDiana) {
       const Quad g = load_quad(Input{in.x, nullptr}, first, live, kWhole);
       h = load_out_quad(mem, first, live, kWhole);
-      #pragma unroll
+#pragma unroll
       for (int j = 0; j < lanes::kQuadElems; ++j) x.v[j] = g.v[j] - h.v[j];
     } else {
       x = load_quad(in, first, live, kWhole);
     }
     uint32_t nib = 0;
-    #pragma unroll
-    for (int j = 0; j < lanes::kQuadElems; ++j) if (j < live) {
-      if (is_negative_f(x.v[j])) nib |= 1u << j;
-      if constexpr (kCheck) {
-        if (!is_finite_f(x.v[j])) raise_status(status, gcompErrorNonFinite, static_cast<uint64_t>(first + j));
+#pragma unroll
+    for (int j = 0; j < lanes::kQuadElems; ++j)
+      if (j < live) {
+        if (is_negative_f(x.v[j])) nib |= 1u << j;
+        if constexpr (kCheck) {
+          if (!is_finite_f(x.v[j])) raise_status(status, gcompErrorNonFinite, static_cast<uint64_t>(first + j));
+        }
       }
-    }
     const uint32_t word = gather_nibbles(nib, lane);
     const int64_t w = first / kGroupElems;
     if (lane % lanes::kLanesPerGroup == 0 && w < num_words) words[w] = word;
@@ -69,7 +70,7 @@ __global__ void __launch_bounds__(kThreads)
         int64_t block[lanes::kQuadElems] = {0, 0, 0, 0};
         if (d.num_scales > 0) lanes::quad_blocks(d.map.block_of(first), d.blocks, first, live, block);
         Quad out;
-        #pragma unroll
+#pragma unroll
         for (int j = 0; j < lanes::kQuadElems; ++j) {
           const float scale = d.num_scales > 0 ? scales[block[j]] : 1.0f;
           const float v = sign_value(((nib >> j) & 1u) != 0u, scale);
@@ -100,16 +101,17 @@ struct SignQuadDecoder {
     const float* scales = reinterpret_cast<const float*>(payload);
     int64_t block[lanes::kQuadElems] = {0, 0, 0, 0};
     if (d.num_scales > 0) lanes::quad_blocks(d.map.block_of(first), d.blocks, first, live, block);
-    #pragma unroll
-    for (int j = 0; j < lanes::kQuadElems; ++j) if (j < live) {
-      float scale = 1.0f;
-      if (d.num_scales > 0) {
-        scale = scales[block[j]];
-        if (!is_finite_f(scale) || !(scale >= 0.0f) || float_bits(scale) == 0x80000000u)
-          raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(block[j]));
+#pragma unroll
+    for (int j = 0; j < lanes::kQuadElems; ++j)
+      if (j < live) {
+        float scale = 1.0f;
+        if (d.num_scales > 0) {
+          scale = scales[block[j]];
+          if (!is_finite_f(scale) || !(scale >= 0.0f) || float_bits(scale) == 0x80000000u)
+            raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(block[j]));
+        }
+        v[j] = sign_value(((nib >> j) & 1u) != 0u, scale);
       }
-      v[j] = sign_value(((nib >> j) & 1u) != 0u, scale);
-    }
   }
 };
 

@@ -84,8 +84,8 @@ struct CodebookNormals {
 /// Search (and fused update: fuse 0 none, 1 EF e = p - v, 2 DIANA h = h + alpha v). Writes the
 /// norms into the payload and the indices into `index`.
 __global__ void __launch_bounds__(kThreads)
-    spherical_encode_kernel(SphericalParams p, Input in, const float* norms, gcomp::detail::RngKey key,
-                            int64_t* index, uint8_t* payload, gcomp::detail::FuseMode fuse, float* mem, float alpha,
+    spherical_encode_kernel(SphericalParams p, Input in, const float* norms, gcomp::detail::RngKey key, int64_t* index,
+                            uint8_t* payload, gcomp::detail::FuseMode fuse, float* mem, float alpha,
                             const DeviceStatus* status) {
   using namespace gcomp::detail;
   if (status_failed(status)) return;

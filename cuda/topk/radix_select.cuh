@@ -59,7 +59,7 @@ struct MagnitudeKey {
   __device__ uint32_t operator()(int64_t i) const { return gcomp::detail::float_bits(in(i)) & 0x7fffffffu; }
   __device__ void keys4(int64_t first, int live, uint32_t (&k)[lanes::kQuadElems], Quad& x) const {
     x = load_quad(in, first, live, vec);
-    #pragma unroll
+#pragma unroll
     for (int j = 0; j < lanes::kQuadElems; ++j) k[j] = gcomp::detail::float_bits(x.v[j]) & 0x7fffffffu;
   }
 };
@@ -78,9 +78,9 @@ struct RandomKey {
     return ~gcomp::detail::philox_word(key, gcomp::detail::kStreamSelect, static_cast<uint64_t>(i));
   }
   __device__ void keys4(int64_t first, int, uint32_t (&k)[lanes::kQuadElems], Quad&) const {
-    const gcomp::detail::Philox4x32 r =
-        gcomp::detail::philox_block(key, gcomp::detail::kStreamSelect, static_cast<uint64_t>(first) / lanes::kQuadElems);
-    #pragma unroll
+    const gcomp::detail::Philox4x32 r = gcomp::detail::philox_block(key, gcomp::detail::kStreamSelect,
+                                                                    static_cast<uint64_t>(first) / lanes::kQuadElems);
+#pragma unroll
     for (int j = 0; j < lanes::kQuadElems; ++j) k[j] = ~r.v[j];
   }
 };
@@ -103,9 +103,8 @@ __device__ inline bool path_skips(const SelectState* s, int run) {
 
 /// Resets the state for selecting k and clears the histogram. `header`: randk payload ([step,
 /// rank]) or nullptr to use (step, rank). One block of kThreads threads.
-__global__ void __launch_bounds__(kThreads)
-    init_select_kernel(SelectState* s, unsigned long long* hist, int64_t k, const uint32_t* header, uint32_t step,
-                       uint32_t rank) {
+__global__ void __launch_bounds__(kThreads) init_select_kernel(SelectState* s, unsigned long long* hist, int64_t k,
+                                                               const uint32_t* header, uint32_t step, uint32_t rank) {
   for (int b = static_cast<int>(threadIdx.x); b < kSelectBins; b += kThreads) hist[b] = 0;
   if (threadIdx.x == 0) {
     s->prefix = 0;
@@ -123,7 +122,9 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 /// The mask of the key bits above a digit of `bits` bits at `shift`.
-__device__ inline uint32_t high_mask(int shift, int bits) { return shift + bits >= 32 ? 0u : (0xffffffffu << (shift + bits)); }
+__device__ inline uint32_t high_mask(int shift, int bits) {
+  return shift + bits >= 32 ? 0u : (0xffffffffu << (shift + bits));
+}
 
 /// A histogram of the digit (bits `bits` at `shift`) over the n elements whose bits above it equal
 /// the prefix found so far (a pass over the input; per-block counters in shared memory, one 64-bit
@@ -151,7 +152,7 @@ __global__ void __launch_bounds__(kThreads)
     uint32_t keys[lanes::kQuadElems] = {0u, 0u, 0u, 0u};
     Quad x;
     if (live > 0) kf.keys4(first, live, keys, x);
-    #pragma unroll
+#pragma unroll
     for (int j = 0; j < lanes::kQuadElems; ++j) {
       const bool live_j = j < live;
       if (live_j && report_nonfinite && keys[j] >= 0x7f800000u)
@@ -228,7 +229,7 @@ __global__ void __launch_bounds__(kThreads)
       uint32_t keys[lanes::kQuadElems] = {0u, 0u, 0u, 0u};
       Quad x;
       if (live > 0) kf.keys4(first, live, keys, x);
-      #pragma unroll
+#pragma unroll
       for (int j = 0; j < lanes::kQuadElems; ++j) {
         const bool live_j = j < live;
         const uint32_t top = keys[j] >> 20;
@@ -258,9 +259,8 @@ __global__ void __launch_bounds__(kThreads)
 
 /// A histogram of the digit (bits `bits` at `shift`) over the candidates whose bits above it equal
 /// the prefix (candidate path only).
-__global__ void __launch_bounds__(kThreads)
-    candidate_histogram_kernel(SelectState* s, unsigned long long* hist, const uint32_t* cand_key, int shift,
-                               int bits) {
+__global__ void __launch_bounds__(kThreads) candidate_histogram_kernel(SelectState* s, unsigned long long* hist,
+                                                                       const uint32_t* cand_key, int shift, int bits) {
   __shared__ unsigned int counts[kSelectBins];
   if (s->mode != kSelectExact || s->path != kPathCandidates) return;
   const uint32_t prefix = s->prefix;
@@ -298,9 +298,8 @@ __global__ void __launch_bounds__(kThreads)
 /// Per-tile counts of class A and class B elements; a tile is kSelectRounds rounds of a quad per
 /// thread (elements t * kSelectTile + r * 4 kThreads + 4 threadIdx.x + j).
 template <class KeyFn>
-__global__ void __launch_bounds__(kThreads)
-    count_tiles_kernel(KeyFn kf, int64_t n, int64_t tiles, const SelectState* s, int64_t* cnt_a, int64_t* cnt_b,
-                       int run) {
+__global__ void __launch_bounds__(kThreads) count_tiles_kernel(KeyFn kf, int64_t n, int64_t tiles, const SelectState* s,
+                                                               int64_t* cnt_a, int64_t* cnt_b, int run) {
   using Reduce = cub::BlockReduce<uint32_t, kThreads>;
   __shared__ typename Reduce::TempStorage tmp;
   if (path_skips(s, run) && s->mode == kSelectExact) return;
@@ -316,7 +315,7 @@ __global__ void __launch_bounds__(kThreads)
       uint32_t keys[lanes::kQuadElems];
       Quad x;
       kf.keys4(first, live, keys, x);
-      #pragma unroll
+#pragma unroll
       for (int j = 0; j < lanes::kQuadElems; ++j) {
         if (j >= live) continue;
         const int c = classify(keys[j], threshold, mode);
@@ -336,18 +335,18 @@ __global__ void __launch_bounds__(kThreads)
 enum class ScatterOp : int { kEncode = 0, kDecodeOverwrite = 1, kDecodeAccumulate = 2 };
 
 struct ScatterArgs {
-  ScatterOp op;        ///< what the pass writes
+  ScatterOp op;                  ///< what the pass writes
   gcomp::detail::FuseMode fuse;  ///< encode: what the memory update is (fused_memory.hpp)
-  Input in;            ///< encode: the values
-  float* vals_out;     ///< encode: payload values (k)
-  int64_t* idx_out;    ///< encode: selected indices (k) or nullptr
-  uint32_t* hdr_out;   ///< encode: randk payload header or nullptr
+  Input in;                      ///< encode: the values
+  float* vals_out;               ///< encode: payload values (k)
+  int64_t* idx_out;              ///< encode: selected indices (k) or nullptr
+  uint32_t* hdr_out;             ///< encode: randk payload header or nullptr
   float* mem;
   float alpha;
-  float scale;         ///< decoded value = stored value * scale (1 for topk; n/k for unbiased randk)
+  float scale;           ///< decoded value = stored value * scale (1 for topk; n/k for unbiased randk)
   const float* vals_in;  ///< decode: payload values
-  float weight;        ///< decode accumulate
-  float* out;          ///< decode
+  float weight;          ///< decode accumulate
+  float* out;            ///< decode
 };
 
 template <class KeyFn>
@@ -378,7 +377,7 @@ __global__ void __launch_bounds__(kThreads)
       uint32_t mine = 0;
       if (live > 0) {
         kf.keys4(first, live, keys, x);
-        #pragma unroll
+#pragma unroll
         for (int j = 0; j < lanes::kQuadElems; ++j) {
           cls[j] = j < live ? classify(keys[j], threshold, mode) : 0;
           mine += cls[j] == 1 ? 0x10000u : (cls[j] == 2 ? 1u : 0u);
@@ -389,7 +388,7 @@ __global__ void __launch_bounds__(kThreads)
       Scan(tmp).ExclusiveSum(mine, before, round_total);
       int64_t a_before = run_a + static_cast<int64_t>(before >> 16);
       int64_t b_before = run_b + static_cast<int64_t>(before & 0xffffu);
-      #pragma unroll
+#pragma unroll
       for (int j = 0; j < lanes::kQuadElems; ++j) {
         if (j >= live) continue;
         const int64_t i = first + j;

@@ -77,8 +77,8 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 __global__ void __launch_bounds__(kThreads)
-    rice_write_kernel(const DevicePlan p, const int64_t* idx, const int64_t* len, const int64_t* off,
-                      uint8_t* payload, const DeviceStatus* status) {
+    rice_write_kernel(const DevicePlan p, const int64_t* idx, const int64_t* len, const int64_t* off, uint8_t* payload,
+                      const DeviceStatus* status) {
   if (status_failed(status)) return;
   uint32_t* base = reinterpret_cast<uint32_t*>(payload);
   uint32_t* dir = base + p.k + 1;
@@ -90,7 +90,8 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t prev = j > 0 ? idx[j - 1] : -1;
     const uint64_t pos = static_cast<uint64_t>(off[j]);
     gcomp::detail::write_rice_with(atomic_or, pos, static_cast<uint64_t>(idx[j] - prev), p.rice_b);
-    if (j > 0 && j % gcomp::detail::kRiceGroup == 0) dir[j / gcomp::detail::kRiceGroup - 1] = static_cast<uint32_t>(pos);
+    if (j > 0 && j % gcomp::detail::kRiceGroup == 0)
+      dir[j / gcomp::detail::kRiceGroup - 1] = static_cast<uint32_t>(pos);
     if (j == p.k - 1) base[p.k] = static_cast<uint32_t>(pos + static_cast<uint64_t>(len[j]));
   }
 }
@@ -109,10 +110,12 @@ __global__ void __launch_bounds__(kThreads)
   }
   if (t == 0 && p.k == 0 && total != 0u) raise_status(status, gcompErrorCorruptPayload, base);
   for (int64_t j = t; j < p.k; j += grid_threads())
-    if (!gcomp::detail::is_finite_f(v.vals[j])) raise_status(status, gcompErrorCorruptPayload, base + static_cast<uint64_t>(j));
+    if (!gcomp::detail::is_finite_f(v.vals[j]))
+      raise_status(status, gcompErrorCorruptPayload, base + static_cast<uint64_t>(j));
   for (int64_t d = t; d < p.rice_dir; d += grid_threads()) {
     const uint32_t prev = d > 0 ? v.dir[d - 1] : 0u;
-    if (v.dir[d] < prev || v.dir[d] > total) raise_status(status, gcompErrorCorruptPayload, base + static_cast<uint64_t>(p.k));
+    if (v.dir[d] < prev || v.dir[d] > total)
+      raise_status(status, gcompErrorCorruptPayload, base + static_cast<uint64_t>(p.k));
   }
   const int64_t first_word = static_cast<int64_t>(total / 32u);
   for (int64_t w = first_word + t; w < p.rice_words; w += grid_threads()) {
@@ -122,9 +125,8 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 /// Parses each group (indices relative to the group start) and stores the sum of its gaps.
-__global__ void __launch_bounds__(kThreads)
-    rice_group_sum_kernel(const DevicePlan p, const uint8_t* payload, uint64_t base, int64_t* sums,
-                          DeviceStatus* status) {
+__global__ void __launch_bounds__(kThreads) rice_group_sum_kernel(const DevicePlan p, const uint8_t* payload,
+                                                                  uint64_t base, int64_t* sums, DeviceStatus* status) {
   const RiceView v = rice_view(p, payload);
   const uint32_t total = *v.total;
   if (total > static_cast<uint64_t>(p.rice_worst_bits)) return;  // reported by rice_check_kernel
@@ -156,8 +158,8 @@ __global__ void rice_total_kernel(const DevicePlan p, const int64_t* sums, const
 /// out[i_j] = v_j (overwrite: out zeroed before) or out[i_j] + weight * v_j. Runs only on payloads
 /// that passed the checks above (status clear), so every group parses.
 __global__ void __launch_bounds__(kThreads)
-    rice_scatter_kernel(const DevicePlan p, const uint8_t* payload, const int64_t* before, float weight,
-                        int overwrite, float* out, const DeviceStatus* status) {
+    rice_scatter_kernel(const DevicePlan p, const uint8_t* payload, const int64_t* before, float weight, int overwrite,
+                        float* out, const DeviceStatus* status) {
   if (status_failed(status)) return;
   const RiceView v = rice_view(p, payload);
   const uint32_t total = *v.total;

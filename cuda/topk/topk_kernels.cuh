@@ -41,15 +41,14 @@ __device__ inline int64_t read_packed_index(const uint32_t* packed, int64_t j, i
 }
 
 /// SparseCodec::validate for topk: finite values, indices < n and strictly increasing, zero padding.
-__global__ void __launch_bounds__(kThreads)
-    validate_topk_kernel(const uint8_t* payload, int64_t n, int64_t k, int bits, uint64_t index_base,
-                         DeviceStatus* status) {
+__global__ void __launch_bounds__(kThreads) validate_topk_kernel(const uint8_t* payload, int64_t n, int64_t k, int bits,
+                                                                 uint64_t index_base, DeviceStatus* status) {
   const float* vals = reinterpret_cast<const float*>(payload);
   const uint32_t* packed = reinterpret_cast<const uint32_t*>(payload + 4 * k);
   for (int64_t j = global_thread(); j < k; j += grid_threads()) {
     const int64_t idx = read_packed_index(packed, j, bits);
-    const bool bad = !gcomp::detail::is_finite_f(vals[j]) || idx >= n ||
-                     (j > 0 && idx <= read_packed_index(packed, j - 1, bits));
+    const bool bad =
+        !gcomp::detail::is_finite_f(vals[j]) || idx >= n || (j > 0 && idx <= read_packed_index(packed, j - 1, bits));
     if (bad) raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(j));
   }
   const int64_t used = k * bits;

@@ -10,14 +10,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define CHECK(call)                                                                            \
-  do {                                                                                         \
-    gcompStatus_t check_status_ = (call);                                                      \
-    if (check_status_ != gcompSuccess) {                                                       \
-      fprintf(stderr, "%s failed: %s: %s\n", #call, gcompGetErrorString(check_status_),        \
-              gcompGetLastError());                                                            \
-      return 1;                                                                                \
-    }                                                                                          \
+#define CHECK(call)                                                                                           \
+  do {                                                                                                        \
+    gcompStatus_t check_status_ = (call);                                                                     \
+    if (check_status_ != gcompSuccess) {                                                                      \
+      fprintf(stderr, "%s failed: %s: %s\n", #call, gcompGetErrorString(check_status_), gcompGetLastError()); \
+      return 1;                                                                                               \
+    }                                                                                                         \
   } while (0)
 
 /* Deterministic data: a 64-bit LCG mapped to [-1, 1). */
@@ -61,8 +60,8 @@ static int codec_demo(void) {
     err += ((double)decoded[i] - x[i]) * ((double)decoded[i] - x[i]);
     norm += (double)x[i] * x[i];
   }
-  printf("codec %s: %lld elements, %zu payload bytes, %.3f bits/element\n", config.codec_spec,
-         (long long)num_elems, payload_bytes, bits / (double)num_elems);
+  printf("codec %s: %lld elements, %zu payload bytes, %.3f bits/element\n", config.codec_spec, (long long)num_elems,
+         payload_bytes, bits / (double)num_elems);
   printf("relative squared error %.4f (declared omega %.4f, unbiased %d)\n", err / norm, omega,
          kind == gcompGuaranteeUnbiased);
 
@@ -112,8 +111,8 @@ static int session_demo(void) {
     err += (x[i] - b[i]) * (x[i] - b[i]);
     norm += b[i] * b[i];
   }
-  printf("session diana: %llu steps, %.3f bits/element up, final relative error %.3e\n",
-         (unsigned long long)stats.step, stats.bits_per_element_up, sqrt(err / norm));
+  printf("session diana: %llu steps, %.3f bits/element up, final relative error %.3e\n", (unsigned long long)stats.step,
+         stats.bits_per_element_up, sqrt(err / norm));
   CHECK(gcompSessionDestroy(session));
   CHECK(gcompCommDestroy(comm));
   return 0;

@@ -84,7 +84,8 @@ CheckpointData parse_checkpoint(const std::vector<uint8_t>& bytes, const std::st
     std::string name(reinterpret_cast<const char*>(bytes.data() + r.pos), len);
     r.pos += len;
     const uint64_t n = r.get<uint64_t>();
-    if ((bytes.size() - 4 - r.pos) / 8 < n) GCOMP_FAIL(gcompErrorCorruptPayload, "checkpoint " + what + " is truncated");
+    if ((bytes.size() - 4 - r.pos) / 8 < n)
+      GCOMP_FAIL(gcompErrorCorruptPayload, "checkpoint " + what + " is truncated");
     std::vector<double> v(n);
     if (n) std::memcpy(v.data(), bytes.data() + r.pos, 8 * n);
     r.pos += 8 * n;

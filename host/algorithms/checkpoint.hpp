@@ -30,9 +30,9 @@ CheckpointData parse_checkpoint(const std::vector<uint8_t>& bytes, const std::st
 struct SetManifest {
   uint64_t step = 0;
   uint32_t world = 0;
-  uint32_t nonce = 0;        ///< names this save's rank files: <path>.s<step>-<nonce>.rank<r>
-  uint64_t data_digest = 0;  ///< the caller's digest of its data and problem
-  std::string app;           ///< the caller's text (rank 0's)
+  uint32_t nonce = 0;                                ///< names this save's rank files: <path>.s<step>-<nonce>.rank<r>
+  uint64_t data_digest = 0;                          ///< the caller's digest of its data and problem
+  std::string app;                                   ///< the caller's text (rank 0's)
   std::vector<std::pair<uint64_t, uint64_t>> files;  ///< per rank: file bytes, FNV-1a 64 of them
 };
 

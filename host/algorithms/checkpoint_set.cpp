@@ -113,8 +113,10 @@ void remove_other_rank_files(const std::string& path, int rank, const std::strin
     const std::string mid = name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
     const size_t dash = mid.find('-');
     if (dash == 0 || dash == std::string::npos || mid.size() - dash - 1 != 8 ||
-        !std::all_of(mid.begin(), mid.begin() + static_cast<std::ptrdiff_t>(dash), [](char c) { return c >= '0' && c <= '9'; }) ||
-        !std::all_of(mid.begin() + static_cast<std::ptrdiff_t>(dash) + 1, mid.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; }))
+        !std::all_of(mid.begin(), mid.begin() + static_cast<std::ptrdiff_t>(dash),
+                     [](char c) { return c >= '0' && c <= '9'; }) ||
+        !std::all_of(mid.begin() + static_cast<std::ptrdiff_t>(dash) + 1, mid.end(),
+                     [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; }))
       continue;
     std::error_code rm;
     fs::remove(it->path(), rm);
@@ -183,8 +185,8 @@ void save_checkpoint_set(Communicator& comm, const Session& session, const std::
 }
 
 CheckpointSetInfo read_checkpoint_set_info(const std::string& path) {
-  const detail::SetManifest m =
-      detail::parse_manifest(read_whole(path, "checkpoint set manifest", kMaxManifestBytes), "'" + printable(path) + "'");
+  const detail::SetManifest m = detail::parse_manifest(read_whole(path, "checkpoint set manifest", kMaxManifestBytes),
+                                                       "'" + printable(path) + "'");
   return CheckpointSetInfo{m.step, static_cast<int>(m.world), m.data_digest, m.app};
 }
 

@@ -164,9 +164,9 @@ class EngineImpl final : public Engine {
 
   int up_ = -1, down_ = -1;  // whole-vector codecs
   std::vector<int> up_shard_, down_shard_;
-  std::vector<int64_t> shard_begin_;          // P + 1 offsets (sharded two-way only)
-  size_t up_bytes_ = 0, down_bytes_ = 0;      // message sizes (sharded: max over shards)
-  size_t up_stride_ = 0, down_stride_ = 0;    // rounded up to 4 bytes (device decode_reduce), + status word
+  std::vector<int64_t> shard_begin_;        // P + 1 offsets (sharded two-way only)
+  size_t up_bytes_ = 0, down_bytes_ = 0;    // message sizes (sharded: max over shards)
+  size_t up_stride_ = 0, down_stride_ = 0;  // rounded up to 4 bytes (device decode_reduce), + status word
 
   T *gin_ = nullptr, *work_ = nullptr, *tmp_ = nullptr, *tmp2_ = nullptr, *acc_ = nullptr, *res_ = nullptr,
     *u_ = nullptr;
@@ -180,9 +180,9 @@ class EngineImpl final : public Engine {
   bool up_var_ = false, down_var_ = false;
   std::vector<size_t> used_, send_sizes_, recv_sizes_;  // P entries each (host)
   std::vector<RngKey> keys_;
-  std::vector<T> h_a_, h_b_;          // host scratch: norms (and hessian callbacks of fp32 state)
-  std::vector<double> h_d_, h_d2_;    // hessian callbacks of fp32 state
-  std::vector<T> h_in_, h_out_;       // staging of the host API (first use)
+  std::vector<T> h_a_, h_b_;        // host scratch: norms (and hessian callbacks of fp32 state)
+  std::vector<double> h_d_, h_d2_;  // hessian callbacks of fp32 state
+  std::vector<T> h_in_, h_out_;     // staging of the host API (first use)
 
   std::map<std::string, Array> st_;
   std::vector<Saved> rollback_;
@@ -219,7 +219,8 @@ EngineImpl<T>::EngineImpl(Communicator& comm, const Layout& layout, const Sessio
       for (int r = 0; r <= P_; ++r) shard_begin_[static_cast<size_t>(r)] = shard_begin(layout.num_elems(), P_, r);
       up_bytes_ = 0;
       for (int r = 0; r < P_; ++r) {
-        const Layout segs(shard_segments(layout, shard_begin_[static_cast<size_t>(r)], shard_begin_[static_cast<size_t>(r) + 1]));
+        const Layout segs(
+            shard_segments(layout, shard_begin_[static_cast<size_t>(r)], shard_begin_[static_cast<size_t>(r) + 1]));
         up_shard_.push_back(o.add_codec(up_spec, segs, false));
         down_shard_.push_back(o.add_codec(down_spec, segs, false));
         up_bytes_ = std::max(up_bytes_, o.encoded_bytes(up_shard_.back()));
@@ -271,9 +272,10 @@ EngineImpl<T>::EngineImpl(Communicator& comm, const Layout& layout, const Sessio
     h_d2_.resize(n_);
   }
 
-  const size_t mine = cfg.server == ServerMode::kSharded && two_way(a)
-                          ? static_cast<size_t>(shard_begin_[static_cast<size_t>(rank_) + 1] - shard_begin_[static_cast<size_t>(rank_)])
-                          : n_;
+  const size_t mine =
+      cfg.server == ServerMode::kSharded && two_way(a)
+          ? static_cast<size_t>(shard_begin_[static_cast<size_t>(rank_) + 1] - shard_begin_[static_cast<size_t>(rank_)])
+          : n_;
   for (const auto& [name, size] : state_arrays(cfg, n_, mine)) st_[name] = Array{o.alloc(size), size};
   // Every array a step may write is saved at its start (the delay queue: only the slot it writes),
   // so a step that fails anywhere (collective, codec, callback, a peer's corrupt payload after the
@@ -393,7 +395,8 @@ void EngineImpl<T>::exchange_v(bool all_to_all, uint8_t* send, size_t* used, uin
     got -= kStatusBytes;
   }
   if (short_from >= 0 && !failed_)
-    GCOMP_FAIL(gcompErrorCorruptPayload, "step " + std::to_string(k_) + ": the message of rank " + std::to_string(short_from) +
+    GCOMP_FAIL(gcompErrorCorruptPayload, "step " + std::to_string(k_) + ": the message of rank " +
+                                             std::to_string(short_from) +
                                              " is shorter than its status word; state unchanged");
   verdict();
 }
@@ -412,7 +415,8 @@ void EngineImpl<T>::verdict() {
     // A word that is no status (a corrupt message) is reported as such.
     const bool known = (st >= gcompErrorInvalidArgument && st <= gcompErrorOutOfMemory) || st == gcompErrorCuda;
     GCOMP_FAIL(known ? static_cast<gcompStatus_t>(st) : gcompErrorCorruptPayload,
-               "step " + std::to_string(k_) + " failed on " + (r == rank_ ? std::string("this rank") : "rank " + std::to_string(r)) +
+               "step " + std::to_string(k_) + " failed on " +
+                   (r == rank_ ? std::string("this rank") : "rank " + std::to_string(r)) +
                    (known ? std::string(" (") + gcompGetErrorString(static_cast<gcompStatus_t>(st)) + ")"
                           : " (its message carries an unknown status word " + std::to_string(st) + ")") +
                    "; every rank fails this step; state unchanged");
@@ -519,7 +523,8 @@ void EngineImpl<T>::two_way_round(const T* p, T* e, T* server_err, T* result, St
     s.bytes_received += up_stride_ * static_cast<size_t>(P_ - 1);
   }
   enter(Phase::kDecode);
-  const auto mlen = static_cast<size_t>(shard_begin_[static_cast<size_t>(rank_) + 1] - shard_begin_[static_cast<size_t>(rank_)]);
+  const auto mlen =
+      static_cast<size_t>(shard_begin_[static_cast<size_t>(rank_) + 1] - shard_begin_[static_cast<size_t>(rank_)]);
   o.decode_reduce_scale(up_shard_[static_cast<size_t>(rank_)], recv_, up_stride_, P_,
                         up_var_ ? recv_sizes_.data() : nullptr, up_keys(rank_), inv_p_, acc_, T{0}, nullptr, mlen);
   enter(Phase::kEncode);
@@ -597,7 +602,8 @@ void EngineImpl<T>::track(StepStats& s) {
     auto it = st_.find(name);
     if (it == st_.end()) continue;
     ops_->to_host(h_a_.data(), it->second.data, it->second.size);
-    for (size_t i = 0; i < it->second.size; ++i) s.memory_norm_sq += static_cast<double>(h_a_[i]) * static_cast<double>(h_a_[i]);
+    for (size_t i = 0; i < it->second.size; ++i)
+      s.memory_norm_sq += static_cast<double>(h_a_[i]) * static_cast<double>(h_a_[i]);
   }
 }
 
@@ -792,8 +798,8 @@ StepStats EngineImpl<T>::run(const T* grad, T* out) {
 template <class T>
 void EngineImpl<T>::check_sizes(size_t grad, size_t update) const {
   GCOMP_EXPECTS(grad == n_ && update == n_, gcompErrorInvalidArgument,
-                "step: gradient and update must have " + std::to_string(n_) + " elements (got " +
-                    std::to_string(grad) + " and " + std::to_string(update) + ")");
+                "step: gradient and update must have " + std::to_string(n_) + " elements (got " + std::to_string(grad) +
+                    " and " + std::to_string(update) + ")");
 }
 
 template <class T>
@@ -868,14 +874,15 @@ StepStats EngineImpl<T>::step16(std::span<const uint16_t> grad, GradType type, s
 
 template <class T>
 StepStats EngineImpl<T>::step_device(const void* d_grad, GradType type, float* d_update, Stream stream) {
-  GCOMP_EXPECTS(ops_->on_device(), gcompErrorNotSupported,
-                std::string("step_device needs the cuda backend; this session's backend is ") +
-                    backend_name(cfg_.backend));
+  GCOMP_EXPECTS(
+      ops_->on_device(), gcompErrorNotSupported,
+      std::string("step_device needs the cuda backend; this session's backend is ") + backend_name(cfg_.backend));
   if constexpr (std::is_same_v<T, float>) {
     GCOMP_EXPECTS(n_ == 0 || (d_grad != nullptr && d_update != nullptr), gcompErrorInvalidArgument,
                   "step_device: d_grad and d_update must not be null");
     GCOMP_EXPECTS(type == GradType::kF32 || type == GradType::kBF16 || type == GradType::kF16,
-                  gcompErrorInvalidArgument, "step_device: unknown gradient type " + std::to_string(static_cast<int>(type)));
+                  gcompErrorInvalidArgument,
+                  "step_device: unknown gradient type " + std::to_string(static_cast<int>(type)));
     // The step on the caller's stream; afterwards the session's own stream again (ordered after it),
     // so the host API and the checkpoint functions never use a stream the caller may have destroyed.
     ops_->set_stream(stream);
@@ -950,9 +957,10 @@ SessionSetup validate_session(const SessionConfig& cfg, const Layout& layout, in
   GCOMP_EXPECTS(cfg.delay >= 0, gcompErrorInvalidArgument, "delay must be >= 0");
   GCOMP_EXPECTS(std::isfinite(cfg.lr) && cfg.lr >= 0, gcompErrorInvalidArgument, "lr must be finite and >= 0");
   GCOMP_EXPECTS(cfg.momentum >= 0 && cfg.momentum < 1, gcompErrorInvalidArgument, "momentum must be in [0, 1)");
-  GCOMP_EXPECTS(!(cfg.algorithm == Algorithm::kHessianEc && cfg.momentum > 0), gcompErrorInvalidArgument,
-                "hessian-ec has no momentum form (its compensation A = I - lr H assumes the plain step "
-                "x <- x - lr mean Q(v), spec/ALGORITHMS.md §6); use momentum 0, or ef-sgd for error feedback with momentum");
+  GCOMP_EXPECTS(
+      !(cfg.algorithm == Algorithm::kHessianEc && cfg.momentum > 0), gcompErrorInvalidArgument,
+      "hessian-ec has no momentum form (its compensation A = I - lr H assumes the plain step "
+      "x <- x - lr mean Q(v), spec/ALGORITHMS.md §6); use momentum 0, or ef-sgd for error feedback with momentum");
   switch (cfg.delay_mode) {
     case DelayMode::kFixed:
     case DelayMode::kRandom:
@@ -972,8 +980,8 @@ SessionSetup validate_session(const SessionConfig& cfg, const Layout& layout, in
       break;
     }
     default:
-      GCOMP_FAIL(gcompErrorInvalidArgument, "delay_mode is " + std::to_string(static_cast<int>(cfg.delay_mode)) +
-                                                "; valid: fixed, table, random");
+      GCOMP_FAIL(gcompErrorInvalidArgument,
+                 "delay_mode is " + std::to_string(static_cast<int>(cfg.delay_mode)) + "; valid: fixed, table, random");
   }
   SessionSetup out;
   const CodecSpec up_spec = CodecSpec::parse(cfg.algorithm == Algorithm::kGd ? "identity" : cfg.codec);

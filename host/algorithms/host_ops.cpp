@@ -45,9 +45,7 @@ struct Math<double> {
   }
   // Non-finite in the precision of the messages: NaN, Inf, and a finite double that rounds to
   // +-Inf in fp32 (|v| beyond FLT_MAX; issue 18 #3: 1e39 is finite here, not in the codec).
-  static bool nonfinite(double v) {
-    return (float_bits(static_cast<float>(v)) & 0x7f800000u) == 0x7f800000u;
-  }
+  static bool nonfinite(double v) { return (float_bits(static_cast<float>(v)) & 0x7f800000u) == 0x7f800000u; }
 };
 
 template <class T>
@@ -289,7 +287,9 @@ class HostOps final : public VecOps<T> {
   void allgather(const uint8_t* send, uint8_t* recv, size_t bytes) override {
     comm_.allgather(send, recv, bytes, nullptr);
   }
-  void alltoall(const uint8_t* send, uint8_t* recv, size_t bytes) override { comm_.alltoall(send, recv, bytes, nullptr); }
+  void alltoall(const uint8_t* send, uint8_t* recv, size_t bytes) override {
+    comm_.alltoall(send, recv, bytes, nullptr);
+  }
   void allgatherv(const uint8_t* send, size_t send_bytes, uint8_t* recv, size_t stride, size_t* recv_bytes) override {
     comm_.allgatherv(send, send_bytes, recv, stride, recv_bytes, nullptr);
   }
@@ -378,7 +378,8 @@ class HostOps final : public VecOps<T> {
   }
   void mark() {
     const auto now = Clock::now();
-    if (current_ >= 0) times_[static_cast<size_t>(current_)] += std::chrono::duration<double, std::micro>(now - last_).count();
+    if (current_ >= 0)
+      times_[static_cast<size_t>(current_)] += std::chrono::duration<double, std::micro>(now - last_).count();
     last_ = now;
   }
 

@@ -39,15 +39,15 @@ const char* backend_name(Backend b) { return enum_name(b); }
 std::string SessionConfig::canonical() const {
   std::string s = std::string("algo=") + algorithm_name(algorithm) + ";codec=" + CodecSpec::parse(codec).canonical();
   if (two_way(algorithm)) s += ";server_codec=" + CodecSpec::parse(server_codec).canonical();
-  s += ";lr=" + fmt(lr) + ";alpha=" + fmt(alpha) + ";momentum=" + fmt(momentum) + ";nesterov=" +
-       (nesterov ? "1" : "0") + ";delay=" + std::to_string(delay) + ";seed=" + std::to_string(seed) +
+  s += ";lr=" + fmt(lr) + ";alpha=" + fmt(alpha) + ";momentum=" + fmt(momentum) +
+       ";nesterov=" + (nesterov ? "1" : "0") + ";delay=" + std::to_string(delay) + ";seed=" + std::to_string(seed) +
        ";prox=" + std::to_string(static_cast<int>(prox)) + ":" + fmt(prox_lambda) +
        ";nonfinite=" + std::to_string(static_cast<int>(nonfinite)) + ";tie0=" + (tie_to_zero ? "1" : "0") +
        ";shared_scale=" + (shared_scale ? "1" : "0") + ";server=" + (server == ServerMode::kSharded ? "0" : "1") +
        ";compensation=" + std::to_string(static_cast<int>(compensation)) + ";format=" + std::to_string(kWireVersion);
   // server: the numbering of before ServerMode took the order of gcompServerMode_t (sharded 0,
-  // replicated 1), so that digests (checkpoints) stay. The default cpu backend is left out, so that its digests (checkpoints) stay those of before
-  // the backend field existed.
+  // replicated 1), so that digests (checkpoints) stay. The default cpu backend is left out, so that its digests
+  // (checkpoints) stay those of before the backend field existed.
   if (backend != Backend::kCpu) s += std::string(";backend=") + backend_name(backend);
   // Likewise the default fixed delay: digests of configurations without a delay schedule stay.
   if (delay_mode == DelayMode::kRandom) s += ";delay_mode=random";
@@ -81,7 +81,9 @@ struct Session::Impl {
   std::vector<double> apply_buffer;  // apply(): the update, sized at the first call
 
   Impl(Communicator& c, Layout l, SessionConfig config) : comm(c), layout(std::move(l)), cfg(std::move(config)) {}
-  [[nodiscard]] uint64_t digest() const { return fnv1a64(cfg.canonical() + ";layout=" + std::to_string(layout.digest())); }
+  [[nodiscard]] uint64_t digest() const {
+    return fnv1a64(cfg.canonical() + ";layout=" + std::to_string(layout.digest()));
+  }
 };
 
 Session::Session(Communicator& comm, Layout layout, SessionConfig config)
@@ -90,16 +92,21 @@ Session::Session(Communicator& comm, Layout layout, SessionConfig config)
   m.setup = detail::validate_session(m.cfg, m.layout, comm.size());
   m.engine = detail::make_engine(comm, m.layout, m.cfg, m.setup.alpha, [&] {
     // Agreement on everything that shapes the messages and the state.
-    check_agreement(comm, "session configuration",
-                    m.cfg.canonical() + ";layout=" + std::to_string(m.layout.digest()) + ";world=" + std::to_string(comm.size()));
+    check_agreement(
+        comm, "session configuration",
+        m.cfg.canonical() + ";layout=" + std::to_string(m.layout.digest()) + ";world=" + std::to_string(comm.size()));
   });
 }
 
 Session::~Session() = default;
 
-StepStats Session::step(std::span<const double> grad, std::span<double> update) { return impl_->engine->step(grad, update); }
+StepStats Session::step(std::span<const double> grad, std::span<double> update) {
+  return impl_->engine->step(grad, update);
+}
 
-StepStats Session::step(std::span<const float> grad, std::span<float> update) { return impl_->engine->step(grad, update); }
+StepStats Session::step(std::span<const float> grad, std::span<float> update) {
+  return impl_->engine->step(grad, update);
+}
 
 StepStats Session::step_bf16(std::span<const uint16_t> grad, std::span<double> update) {
   return impl_->engine->step16(grad, GradType::kBF16, update);
@@ -157,14 +164,14 @@ void Session::load(const std::string& path, const Extras& extras) {
   GCOMP_EXPECTS(d.world == static_cast<uint32_t>(P), gcompErrorMismatch,
                 "checkpoint '" + path + "' is from a world of " + std::to_string(d.world) + " ranks, this one has " +
                     std::to_string(P));
-  GCOMP_EXPECTS(d.rank == static_cast<uint32_t>(rank), gcompErrorMismatch,
-                "checkpoint '" + path + "' belongs to rank " + std::to_string(d.rank) + ", not rank " +
-                    std::to_string(rank));
+  GCOMP_EXPECTS(
+      d.rank == static_cast<uint32_t>(rank), gcompErrorMismatch,
+      "checkpoint '" + path + "' belongs to rank " + std::to_string(d.rank) + ", not rank " + std::to_string(rank));
   std::map<std::string, std::vector<double>> next, extra;
   for (const auto& [name, v] : d.arrays) (name.rfind("extra:", 0) == 0 ? extra[name.substr(6)] : next[name]) = v;
   GCOMP_EXPECTS(extra.size() == extras.size(), gcompErrorMismatch,
-                "checkpoint '" + path + "' holds " + std::to_string(extra.size()) + " extra arrays, the caller passed " +
-                    std::to_string(extras.size()));
+                "checkpoint '" + path + "' holds " + std::to_string(extra.size()) +
+                    " extra arrays, the caller passed " + std::to_string(extras.size()));
   for (const auto& [name, v] : extras) {
     auto it = extra.find(name);
     GCOMP_EXPECTS(it != extra.end() && it->second.size() == v->size(), gcompErrorMismatch,

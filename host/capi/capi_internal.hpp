@@ -67,8 +67,8 @@ bool overlaps(const void* a, size_t a_bytes, const void* b, size_t b_bytes) noex
 
 /// Checks size, magic and version of a versioned config; `type_name` and `initializer` name the
 /// struct and its initializer in the message.
-void check_config_header(size_t size, size_t expected_size, uint32_t magic, uint32_t expected_magic,
-                         uint32_t version, const char* type_name, const char* initializer);
+void check_config_header(size_t size, size_t expected_size, uint32_t magic, uint32_t expected_magic, uint32_t version,
+                         const char* type_name, const char* initializer);
 
 /// Layout from a C segment array, checked at the boundary.
 Layout layout_from(const int64_t* segment_elems, int num_segments);
@@ -98,7 +98,7 @@ struct gcompSession {
   gcomp::capi::ErrorSlot error;
   std::shared_ptr<gcomp::Communicator> comm;  // declared first: outlives the session
   std::unique_ptr<gcomp::Session> session;
-  std::vector<double> update;                 // step output scratch, sized at creation
+  std::vector<double> update;  // step output scratch, sized at creation
 };
 
 namespace gcomp::capi {

@@ -36,12 +36,12 @@ bool overlaps(const void* a, size_t a_bytes, const void* b, size_t b_bytes) noex
   return pa < pb + b_bytes && pb < pa + a_bytes;
 }
 
-void check_config_header(size_t size, size_t expected_size, uint32_t magic, uint32_t expected_magic,
-                         uint32_t version, const char* type_name, const char* initializer) {
+void check_config_header(size_t size, size_t expected_size, uint32_t magic, uint32_t expected_magic, uint32_t version,
+                         const char* type_name, const char* initializer) {
   const std::string hint = std::string(": initialise the ") + type_name + " with " + initializer;
   GCOMP_EXPECTS(size == expected_size, gcompErrorInvalidArgument,
-                "config->size is " + std::to_string(size) + ", expected sizeof(" + type_name + ") = " +
-                    std::to_string(expected_size) + hint);
+                "config->size is " + std::to_string(size) + ", expected sizeof(" + type_name +
+                    ") = " + std::to_string(expected_size) + hint);
   GCOMP_EXPECTS(magic == expected_magic, gcompErrorInvalidArgument,
                 "config->magic is " + std::to_string(magic) + ", not the magic of a " + type_name + hint);
   GCOMP_EXPECTS(version >= kFirstConfigVersion && version <= static_cast<uint32_t>(GCOMP_VERSION_CODE),
@@ -57,8 +57,9 @@ Layout layout_from(const int64_t* segment_elems, int num_segments) {
   require_non_null(segment_elems, "segment_elems");
   std::vector<int64_t> segments(segment_elems, segment_elems + num_segments);
   for (size_t i = 0; i < segments.size(); ++i)
-    GCOMP_EXPECTS(segments[i] >= 0, gcompErrorInvalidArgument,
-                  "argument segment_elems[" + std::to_string(i) + "] is negative (" + std::to_string(segments[i]) + ")");
+    GCOMP_EXPECTS(
+        segments[i] >= 0, gcompErrorInvalidArgument,
+        "argument segment_elems[" + std::to_string(i) + "] is negative (" + std::to_string(segments[i]) + ")");
   return Layout(std::move(segments));
 }
 

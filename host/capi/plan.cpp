@@ -121,8 +121,8 @@ extern "C" gcompStatus_t gcompPayloadUsedBytes(gcompPlan_t plan, const void* h_p
   });
 }
 
-extern "C" gcompStatus_t gcompEncode(gcompPlan_t plan, const float* h_x, uint32_t rank, uint32_t step,
-                                     void* h_payload, size_t payload_bytes) {
+extern "C" gcompStatus_t gcompEncode(gcompPlan_t plan, const float* h_x, uint32_t rank, uint32_t step, void* h_payload,
+                                     size_t payload_bytes) {
   return translate_exceptions(slot_of(plan), "gcompEncode", [&] {
     const gcompPlan& p = plan_ref(plan);
     require_data(p, h_x, "h_x");
@@ -170,8 +170,8 @@ extern "C" gcompStatus_t gcompPlanFramedBytes(gcompPlan_t plan, size_t* framed_b
   });
 }
 
-extern "C" gcompStatus_t gcompFramePayload(gcompPlan_t plan, const void* h_payload, size_t payload_bytes,
-                                           uint32_t rank, uint32_t step, void* h_framed, size_t framed_bytes) {
+extern "C" gcompStatus_t gcompFramePayload(gcompPlan_t plan, const void* h_payload, size_t payload_bytes, uint32_t rank,
+                                           uint32_t step, void* h_framed, size_t framed_bytes) {
   return translate_exceptions(slot_of(plan), "gcompFramePayload", [&] {
     const gcompPlan& p = plan_ref(plan);
     const size_t need = p.codec->encoded_bytes();
@@ -204,9 +204,9 @@ extern "C" gcompStatus_t gcompParseFrame(gcompPlan_t plan, const void* h_framed,
     require_non_null(body_offset, "body_offset");
     const gcomp::FrameInfo info =
         gcomp::parse_frame(std::span<const uint8_t>(static_cast<const uint8_t*>(h_framed), framed_bytes));
-    GCOMP_EXPECTS(info.spec == p.codec->spec(), gcompErrorMismatch,
-                  "the frame holds codec '" + info.spec.canonical() + "', the plan has '" +
-                      p.codec->spec().canonical() + "'");
+    GCOMP_EXPECTS(
+        info.spec == p.codec->spec(), gcompErrorMismatch,
+        "the frame holds codec '" + info.spec.canonical() + "', the plan has '" + p.codec->spec().canonical() + "'");
     GCOMP_EXPECTS(info.layout == p.codec->layout(), gcompErrorMismatch,
                   "the frame's layout (" + std::to_string(info.layout.num_elems()) +
                       " elements) differs from the plan's (" + std::to_string(p.codec->num_elems()) + " elements)");

@@ -58,7 +58,7 @@ constexpr size_t kSessionConfigSizeNoDelayMode = offsetof(gcompSessionConfig_t, 
 gcomp::SessionConfig to_cpp(const gcompSessionConfig_t& c) {
   const bool has_backend = c.size != kSessionConfigSizeNoBackend;
   const bool has_delay_mode = has_backend && c.size != kSessionConfigSizeNoDelayMode;
-  const size_t expected = !has_backend ? kSessionConfigSizeNoBackend
+  const size_t expected = !has_backend      ? kSessionConfigSizeNoBackend
                           : !has_delay_mode ? kSessionConfigSizeNoDelayMode
                                             : sizeof(gcompSessionConfig_t);
   gcomp::capi::check_config_header(c.size, expected, c.magic, GCOMP_SESSION_CONFIG_MAGIC, c.version,
@@ -96,7 +96,7 @@ gcomp::SessionConfig to_cpp(const gcompSessionConfig_t& c) {
   }
   if (c.hessian_product != nullptr) {
     s.hessian_product = [fn = c.hessian_product, user = c.hessian_user_data](std::span<const double> v,
-                                                                            std::span<double> out) {
+                                                                             std::span<double> out) {
       const gcompStatus_t st = fn(v.data(), out.data(), static_cast<int64_t>(v.size()), user);
       if (st != gcompSuccess) callback_failed("hessian_product", st);
     };
@@ -256,14 +256,16 @@ gcompStatus_t step_16bit(gcompSession_t session, const char* function, const uin
 
 extern "C" gcompStatus_t gcompSessionStepBF16(gcompSession_t session, const uint16_t* h_grad, double* h_update,
                                               gcompStepStats_t* stats) {
-  return step_16bit(session, "gcompSessionStepBF16", h_grad, h_update, stats,
-                    [](gcomp::Session& s, std::span<const uint16_t> g, std::span<double> u) { return s.step_bf16(g, u); });
+  return step_16bit(
+      session, "gcompSessionStepBF16", h_grad, h_update, stats,
+      [](gcomp::Session& s, std::span<const uint16_t> g, std::span<double> u) { return s.step_bf16(g, u); });
 }
 
 extern "C" gcompStatus_t gcompSessionStepF16(gcompSession_t session, const uint16_t* h_grad, double* h_update,
                                              gcompStepStats_t* stats) {
-  return step_16bit(session, "gcompSessionStepF16", h_grad, h_update, stats,
-                    [](gcomp::Session& s, std::span<const uint16_t> g, std::span<double> u) { return s.step_f16(g, u); });
+  return step_16bit(
+      session, "gcompSessionStepF16", h_grad, h_update, stats,
+      [](gcomp::Session& s, std::span<const uint16_t> g, std::span<double> u) { return s.step_f16(g, u); });
 }
 
 extern "C" gcompStatus_t gcompSessionApply(gcompSession_t session, const double* h_grad, double* h_x,

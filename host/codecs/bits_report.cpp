@@ -84,8 +84,10 @@ BitsReport bits_report(const Codec& codec, std::span<const float> x, const BitsR
   }
 
   double eps_declared = kNaN;
-  if (r.declared.kind == Guarantee::Kind::kUnbiased) eps_declared = r.declared.omega / (1.0 + r.declared.omega);
-  else if (r.declared.kind == Guarantee::Kind::kContractive) eps_declared = 1.0 - r.declared.delta;
+  if (r.declared.kind == Guarantee::Kind::kUnbiased)
+    eps_declared = r.declared.omega / (1.0 + r.declared.omega);
+  else if (r.declared.kind == Guarantee::Kind::kContractive)
+    eps_declared = 1.0 - r.declared.delta;
   const double eps_measured = r.measured_is_omega ? r.measured / (1.0 + r.measured) : r.measured;
   r.lb_declared_bits = lower_bound_bits(r.num_elems, eps_declared);
   r.lb_measured_bits = lower_bound_bits(r.num_elems, eps_measured);

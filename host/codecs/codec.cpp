@@ -55,8 +55,8 @@ namespace detail {
 void require_finite(const float* x, int64_t n) {
   const int64_t i = find_nonfinite_parallel(x, n);
   if (i >= 0)
-    GCOMP_FAIL(gcompErrorNonFinite, "non-finite gradient: element " + std::to_string(i) + " is " +
-                                        (std::isnan(x[i]) ? "NaN" : "Inf"));
+    GCOMP_FAIL(gcompErrorNonFinite,
+               "non-finite gradient: element " + std::to_string(i) + " is " + (std::isnan(x[i]) ? "NaN" : "Inf"));
 }
 
 void corrupt(const CodecSpec& spec, const std::string& why) {
@@ -66,18 +66,18 @@ void corrupt(const CodecSpec& spec, const std::string& why) {
 }  // namespace detail
 
 void Codec::check_encode_args(std::span<const float> x, std::span<uint8_t> payload) const {
-  GCOMP_EXPECTS(static_cast<int64_t>(x.size()) == num_elems(), gcompErrorInvalidArgument,
-                "encode: input has " + std::to_string(x.size()) + " elements, layout has " +
-                    std::to_string(num_elems()));
+  GCOMP_EXPECTS(
+      static_cast<int64_t>(x.size()) == num_elems(), gcompErrorInvalidArgument,
+      "encode: input has " + std::to_string(x.size()) + " elements, layout has " + std::to_string(num_elems()));
   GCOMP_EXPECTS(payload.size() >= encoded_bytes(), gcompErrorWorkspaceTooSmall,
                 "encode: payload buffer has " + std::to_string(payload.size()) + " bytes, needs " +
                     std::to_string(encoded_bytes()));
 }
 
 void Codec::check_decode_args(std::span<const uint8_t> payload, std::span<float> out) const {
-  GCOMP_EXPECTS(static_cast<int64_t>(out.size()) == num_elems(), gcompErrorInvalidArgument,
-                "decode: output has " + std::to_string(out.size()) + " elements, layout has " +
-                    std::to_string(num_elems()));
+  GCOMP_EXPECTS(
+      static_cast<int64_t>(out.size()) == num_elems(), gcompErrorInvalidArgument,
+      "decode: output has " + std::to_string(out.size()) + " elements, layout has " + std::to_string(num_elems()));
   check_payload_size(payload);
   validate(payload);
 }
@@ -127,8 +127,9 @@ void Codec::check_payload_size(std::span<const uint8_t> payload) const {
                                 std::to_string(length_prefix_bytes()) + " bytes)");
   const size_t used = used_bytes(payload);
   if (used != payload.size())
-    detail::corrupt(spec(), "short payload has " + std::to_string(payload.size()) + " bytes but its length field says " +
-                                std::to_string(used) + (used > payload.size() ? " (truncated)" : " (trailing bytes)"));
+    detail::corrupt(spec(), "short payload has " + std::to_string(payload.size()) +
+                                " bytes but its length field says " + std::to_string(used) +
+                                (used > payload.size() ? " (truncated)" : " (trailing bytes)"));
 }
 
 void Codec::compute_scales(std::span<const float>, std::span<float>) const {
@@ -177,7 +178,8 @@ void Codec::encode_diana(std::span<const float> g, std::span<float> h, float alp
     decode_accumulate(msg, key, weight, h);
     return;
   }
-  detail::for_each_piece(num_elems(), [&](int64_t begin, int64_t end) { decode_range(msg, begin, end, weight, true, h.data() + begin); });
+  detail::for_each_piece(
+      num_elems(), [&](int64_t begin, int64_t end) { decode_range(msg, begin, end, weight, true, h.data() + begin); });
 }
 
 }  // namespace gcomp

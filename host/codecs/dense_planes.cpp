@@ -125,8 +125,7 @@ size_t DensePlaneCodec::encoded_bytes() const {
 }
 
 double DensePlaneCodec::encoded_bits() const {
-  return 32.0 * static_cast<double>(num_blocks_) +
-         static_cast<double>(num_elems()) * static_cast<double>(1 + nbits_);
+  return 32.0 * static_cast<double>(num_blocks_) + static_cast<double>(num_elems()) * static_cast<double>(1 + nbits_);
 }
 
 Guarantee DensePlaneCodec::guarantee() const {
@@ -144,8 +143,7 @@ Guarantee DensePlaneCodec::guarantee() const {
       g.omega = 0.125 + t * std::min(1.0, t);
       break;
     }
-    default:
-      g.omega = dither_omega(norm_, spec().p, levels_, b);
+    default: g.omega = dither_omega(norm_, spec().p, levels_, b);
   }
   return g;
 }
@@ -187,7 +185,9 @@ std::vector<float> DensePlaneCodec::scales_of(const float* x) const {
       scales[b] = finish_norm(norm_, block_reduce(PowSumOp{spec().p}, x + blocks_[b], len(b)), spec().p);
     return scales;
   }
-  const ReduceOp op = norm_ == kNormL1 ? ReduceOp::kAbsSum : norm_ == kNormL2 ? ReduceOp::kSquareSum : ReduceOp::kAbsMax;
+  const ReduceOp op = norm_ == kNormL1   ? ReduceOp::kAbsSum
+                      : norm_ == kNormL2 ? ReduceOp::kSquareSum
+                                         : ReduceOp::kAbsMax;
   const double p = norm_ == kNormL1 ? 1.0 : norm_ == kNormL2 ? 2.0 : 0.0;
   const std::vector<double> reduced = reduce_blocks(blocks_, x, op);
   for (int64_t b = 0; b < num_blocks_; ++b) scales[b] = finish_norm(norm_, reduced[b], p);
@@ -209,13 +209,14 @@ void DensePlaneCodec::compute_scales(std::span<const float> x, std::span<float> 
   for (int64_t b = 0; b < num_blocks_; ++b) {
     const int64_t len = blocks_[b + 1] - blocks_[b];
     if (!is_finite_f(s[b])) {
-      GCOMP_FAIL(gcompErrorInvalidArgument, std::string(spec().name()) + ": the " + norm_label(norm_, spec().p) + " of block " +
-                                                std::to_string(b) + elements(b) +
-                                                " is beyond the float32 range of the payload's scale (the values are finite)");
+      GCOMP_FAIL(gcompErrorInvalidArgument,
+                 std::string(spec().name()) + ": the " + norm_label(norm_, spec().p) + " of block " +
+                     std::to_string(b) + elements(b) +
+                     " is beyond the float32 range of the payload's scale (the values are finite)");
     }
     if (s[b] == 0.0f && norm_ == kNormLp && block_reduce(AbsMaxOp{}, x.data() + blocks_[b], len) > 0.0)
-      GCOMP_FAIL(gcompErrorInvalidArgument, std::string(spec().name()) + ": the " + norm_label(norm_, spec().p) + " of block " +
-                                                std::to_string(b) + elements(b) +
+      GCOMP_FAIL(gcompErrorInvalidArgument, std::string(spec().name()) + ": the " + norm_label(norm_, spec().p) +
+                                                " of block " + std::to_string(b) + elements(b) +
                                                 " underflows to 0 although the block is not zero (every value would "
                                                 "decode to 0); use a smaller p or norm=linf");
   }
@@ -229,8 +230,8 @@ void DensePlaneCodec::encode(std::span<const float> x, const RngKey& key, std::s
   write(x, scales, key, payload);
 }
 
-void DensePlaneCodec::encode_with_scales(std::span<const float> x, std::span<const float> scales,
-                                         const RngKey& key, std::span<uint8_t> payload) const {
+void DensePlaneCodec::encode_with_scales(std::span<const float> x, std::span<const float> scales, const RngKey& key,
+                                         std::span<uint8_t> payload) const {
   check_encode_args(x, payload);
   GCOMP_EXPECTS(static_cast<int64_t>(scales.size()) == num_blocks_, gcompErrorInvalidArgument,
                 "encode_with_scales: needs " + std::to_string(num_blocks_) + " scales");
@@ -277,7 +278,8 @@ void DensePlaneCodec::write(std::span<const float> x, std::span<const float> sca
           std::copy(x.data() + a + t0, x.data() + e, tail);
           std::fill(nu + (e - a), nu + g * kGroupElems, 0.0f);
           std::fill(recip + (e - a), recip + g * kGroupElems, 0.0f);
-          kernels::quantize_planes(natural, tail, nu + t0, recip + t0, rnd + t0, 1, levels_, nbits_, packed + full * words);
+          kernels::quantize_planes(natural, tail, nu + t0, recip + t0, rnd + t0, 1, levels_, nbits_,
+                                   packed + full * words);
         }
       } else {
         for_each_run(blocks_, a, e, [&](int64_t r0, int64_t r1, int64_t b) {
@@ -293,8 +295,8 @@ void DensePlaneCodec::write(std::span<const float> x, std::span<const float> sca
 
 void DensePlaneCodec::validate(std::span<const uint8_t> payload) const {
   if (payload.size() != encoded_bytes())
-    corrupt(spec(), "size is " + std::to_string(payload.size()) + " bytes, expected " +
-                        std::to_string(encoded_bytes()));
+    corrupt(spec(),
+            "size is " + std::to_string(payload.size()) + " bytes, expected " + std::to_string(encoded_bytes()));
   const uint8_t* in = payload.data();
   for (int64_t b = 0; b < num_blocks_; ++b) {
     const float s = load_f32(in + 4 * b);
@@ -342,7 +344,8 @@ void DensePlaneCodec::validate(std::span<const uint8_t> payload) const {
     if (w[0] & ~nonzero) corrupt(spec(), "sign bit set on a zero level in group " + std::to_string(g));
     for (int lane = 0; lane < live; ++lane)
       if (plane_level(w + 1, nbits_, lane) > levels_)
-        corrupt(spec(), "level above " + std::to_string(levels_) + " at element " + std::to_string(g * kGroupElems + lane));
+        corrupt(spec(),
+                "level above " + std::to_string(levels_) + " at element " + std::to_string(g * kGroupElems + lane));
   }
 }
 
@@ -374,7 +377,8 @@ void DensePlaneCodec::decode_range(std::span<const uint8_t> payload_span, int64_
       const float scale = load_f32(payload + 4 * b);
       for (uint32_t level = 0; level < (1u << nbits_); ++level)
         table[level] = level <= levels_ ? value(level, false, scale) : 0.0f;
-      kernels::decode_planes(local, nbits_, r0 - g0 * kGroupElems, r1 - r0, table, weight, accumulate, out + (r0 - begin));
+      kernels::decode_planes(local, nbits_, r0 - g0 * kGroupElems, r1 - r0, table, weight, accumulate,
+                             out + (r0 - begin));
     });
   });
 }

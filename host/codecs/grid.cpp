@@ -42,7 +42,8 @@ class GridCodec final : public Codec {
       for_each_sub(begin, end, [&](int64_t a, int64_t e) {
         kernels::grid_levels(x.data() + a, e - a, spec().step, inv, spec().bits, levels);
         kernels::pack_fields(levels, e - a, spec().bits, words);
-        std::memcpy(payload.data() + 4 * (a / 32 * bits_), words, sizeof(uint32_t) * static_cast<size_t>(ceil_div((e - a) * bits_, 32)));
+        std::memcpy(payload.data() + 4 * (a / 32 * bits_), words,
+                    sizeof(uint32_t) * static_cast<size_t>(ceil_div((e - a) * bits_, 32)));
       });
     });
   }
@@ -87,12 +88,14 @@ class GridCodec final : public Codec {
   void decode_accumulate(std::span<const uint8_t> payload, const RngKey&, float weight,
                          std::span<float> out) const override {
     check_decode_args(payload, out);
-    for_each_piece(num_elems(), [&](int64_t b, int64_t e) { decode_range(payload, b, e, weight, true, out.data() + b); });
+    for_each_piece(num_elems(),
+                   [&](int64_t b, int64_t e) { decode_range(payload, b, e, weight, true, out.data() + b); });
   }
 
   void decode(std::span<const uint8_t> payload, const RngKey&, std::span<float> out) const override {
     check_decode_args(payload, out);
-    for_each_piece(num_elems(), [&](int64_t b, int64_t e) { decode_range(payload, b, e, 1.0f, false, out.data() + b); });
+    for_each_piece(num_elems(),
+                   [&](int64_t b, int64_t e) { decode_range(payload, b, e, 1.0f, false, out.data() + b); });
   }
 
   bool range_decodable() const override { return true; }
@@ -110,7 +113,8 @@ class GridCodec final : public Codec {
  private:
   /// The words holding the fields of elements [a, e) (a a multiple of 32), copied to aligned scratch.
   void read_words(const uint8_t* payload, int64_t a, int64_t e, uint32_t* words) const {
-    std::memcpy(words, payload + 4 * (a / 32 * bits_), sizeof(uint32_t) * static_cast<size_t>(ceil_div((e - a) * bits_, 32)));
+    std::memcpy(words, payload + 4 * (a / 32 * bits_),
+                sizeof(uint32_t) * static_cast<size_t>(ceil_div((e - a) * bits_, 32)));
   }
 
   int bits_ = 16;

@@ -121,7 +121,7 @@ HWY_INLINE hn::Vec<DU> lane_bits(DU du) {
 /// several cycles, and independent vectors keep the multiplier busy meanwhile.
 template <int kV, class D64>
 HWY_INLINE void philox_rounds64(D64 d, hn::Vec<D64> (&c0)[kV], hn::Vec<D64> (&c1)[kV], hn::Vec<D64> (&c2)[kV],
-                              hn::Vec<D64> (&c3)[kV], const uint32_t* k0, const uint32_t* k1) {
+                                hn::Vec<D64> (&c3)[kV], const uint32_t* k0, const uint32_t* k1) {
   const hn::Repartition<uint32_t, D64> d32;
   const auto m0 = hn::Set(d32, 0xD2511F53u);
   const auto m1 = hn::Set(d32, 0xCD9E8D57u);
@@ -284,9 +284,12 @@ double ReduceTileT(const Op& op, const float* x, int64_t len, double mean) {
     for (int64_t r = 0; r < rows; ++r) {
       const float* row = x + r * kLanes + l0;
       a0 = reduce_combine<kOp, decltype(dd)>(a0, reduce_term<kOp>(dd, hn::PromoteTo(dd, hn::LoadU(df, row)), mean));
-      a1 = reduce_combine<kOp, decltype(dd)>(a1, reduce_term<kOp>(dd, hn::PromoteTo(dd, hn::LoadU(df, row + lanes)), mean));
-      a2 = reduce_combine<kOp, decltype(dd)>(a2, reduce_term<kOp>(dd, hn::PromoteTo(dd, hn::LoadU(df, row + 2 * lanes)), mean));
-      a3 = reduce_combine<kOp, decltype(dd)>(a3, reduce_term<kOp>(dd, hn::PromoteTo(dd, hn::LoadU(df, row + 3 * lanes)), mean));
+      a1 = reduce_combine<kOp, decltype(dd)>(a1,
+                                             reduce_term<kOp>(dd, hn::PromoteTo(dd, hn::LoadU(df, row + lanes)), mean));
+      a2 = reduce_combine<kOp, decltype(dd)>(
+          a2, reduce_term<kOp>(dd, hn::PromoteTo(dd, hn::LoadU(df, row + 2 * lanes)), mean));
+      a3 = reduce_combine<kOp, decltype(dd)>(
+          a3, reduce_term<kOp>(dd, hn::PromoteTo(dd, hn::LoadU(df, row + 3 * lanes)), mean));
     }
     hn::Store(a0, dd, acc_lanes + l0);
     hn::Store(a1, dd, acc_lanes + l0 + lanes);
@@ -296,7 +299,8 @@ double ReduceTileT(const Op& op, const float* x, int64_t len, double mean) {
   for (; l0 < kLanes; l0 += lanes) {
     auto acc = hn::Set(dd, op.identity());
     for (int64_t r = 0; r < rows; ++r)
-      acc = reduce_combine<kOp, decltype(dd)>(acc, reduce_term<kOp>(dd, hn::PromoteTo(dd, hn::LoadU(df, x + r * kLanes + l0)), mean));
+      acc = reduce_combine<kOp, decltype(dd)>(
+          acc, reduce_term<kOp>(dd, hn::PromoteTo(dd, hn::LoadU(df, x + r * kLanes + l0)), mean));
     hn::Store(acc, dd, acc_lanes + l0);
   }
   for (int64_t l = 0; l < rem; ++l) acc_lanes[l] = op.combine(acc_lanes[l], op.term(x[rows * kLanes + l]));
@@ -333,7 +337,8 @@ int64_t FindNonfinite(const float* x, int64_t n) {
     const auto b = hn::And(hn::LoadU(du, bits + i + lanes), exp_mask);
     const auto c = hn::And(hn::LoadU(du, bits + i + 2 * lanes), exp_mask);
     const auto e = hn::And(hn::LoadU(du, bits + i + 3 * lanes), exp_mask);
-    const auto bad = hn::Or(hn::Or(hn::Eq(a, exp_mask), hn::Eq(b, exp_mask)), hn::Or(hn::Eq(c, exp_mask), hn::Eq(e, exp_mask)));
+    const auto bad =
+        hn::Or(hn::Or(hn::Eq(a, exp_mask), hn::Eq(b, exp_mask)), hn::Or(hn::Eq(c, exp_mask), hn::Eq(e, exp_mask)));
     if (!hn::AllFalse(du, bad)) return ref::find_nonfinite(x + i, 4 * lanes) + i;
   }
   const int64_t tail = ref::find_nonfinite(x + i, n - i);
@@ -361,10 +366,12 @@ HWY_INLINE hn::Vec<DD> natdither_level_v(DD dd, hn::Vec<DD> r, double s, hn::Vec
   const auto j = hn::Add(e_biased, hn::Set(dd, s - 1023.0));
   // tau between 2^e and 2^(e+1): r 2^-e - 1 (the mantissa of r in [1, 2), minus 1); below the
   // first level: r / 2^(1-s) = r 2^(s-1). Both exact.
-  const auto mant = hn::BitCast(dd, hn::Or(hn::And(bits, hn::Set(du, 0x000fffffffffffffull)), hn::Set(du, 0x3ff0000000000000ull)));
+  const auto mant =
+      hn::BitCast(dd, hn::Or(hn::And(bits, hn::Set(du, 0x000fffffffffffffull)), hn::Set(du, 0x3ff0000000000000ull)));
   const auto small = hn::Lt(j, hn::Set(dd, 1.0));
-  const auto tau = hn::IfThenElse(small, hn::Mul(r, hn::Set(dd, bits_double(static_cast<uint64_t>(1023 + s - 1) << 52))),
-                                  hn::Sub(mant, hn::Set(dd, 1.0)));
+  const auto tau =
+      hn::IfThenElse(small, hn::Mul(r, hn::Set(dd, bits_double(static_cast<uint64_t>(1023 + s - 1) << 52))),
+                     hn::Sub(mant, hn::Set(dd, 1.0)));
   const auto base = hn::IfThenZeroElse(small, j);
   const auto level = hn::Add(base, hn::IfThenElseZero(hn::Lt(u, tau), hn::Set(dd, 1.0)));
   return hn::IfThenElse(hn::Ge(r, hn::Set(dd, 1.0)), hn::Set(dd, s), level);
@@ -437,7 +444,8 @@ HWY_INLINE hn::Vec<DF> natdither_level_f(DF df, hn::Vec<DF> r, float s, hn::Vec<
   const hn::RebindToUnsigned<DF> du;
   const hn::RebindToSigned<DF> di;
   const auto bits = hn::BitCast(du, r);
-  const auto j = hn::ConvertTo(df, hn::Add(hn::BitCast(di, hn::ShiftRight<23>(bits)), hn::Set(di, static_cast<int32_t>(s) - 127)));
+  const auto j =
+      hn::ConvertTo(df, hn::Add(hn::BitCast(di, hn::ShiftRight<23>(bits)), hn::Set(di, static_cast<int32_t>(s) - 127)));
   const auto mant = hn::BitCast(df, hn::Or(hn::And(bits, hn::Set(du, 0x7fffffu)), hn::Set(du, 0x3f800000u)));
   const auto small = hn::Lt(j, hn::Set(df, 1.0f));
   const auto tau = hn::IfThenElse(small, hn::Mul(r, hn::Set(df, bits_float(static_cast<uint32_t>(127 + s - 1) << 23))),
@@ -464,7 +472,7 @@ void QuantizePlanesT(const float* x, const float* nu, const float* recip, const 
   constexpr int kLanesF = static_cast<int>(hn::MaxLanes(decltype(df)()));
   const float sf = static_cast<float>(levels);
   const auto v_s = hn::Set(df, sf);
-  const auto v_slack = hn::Set(df, 9.5367431640625e-7f);     // 2^-20
+  const auto v_slack = hn::Set(df, 9.5367431640625e-7f);       // 2^-20
   const auto v_u_scale = hn::Set(df, 5.9604644775390625e-8f);  // 2^-24
   const auto v_min = hn::Set(df, 7.8886090522101181e-31f);     // 2^-100
   const auto v_max = hn::Set(df, 1.2676506002282294e+30f);     // 2^100
@@ -479,7 +487,8 @@ void QuantizePlanesT(const float* x, const float* nu, const float* recip, const 
       const auto ay = hn::Abs(y);
       const auto rc = hn::LoadU(df, recip + i);
       const auto q = hn::Mul(ay, rc);
-      const auto u = hn::Mul(hn::ConvertTo(df, hn::BitCast(di, hn::ShiftRight<8>(hn::LoadU(du, words + i)))), v_u_scale);
+      const auto u =
+          hn::Mul(hn::ConvertTo(df, hn::BitCast(di, hn::ShiftRight<8>(hn::LoadU(du, words + i)))), v_u_scale);
       const auto dq = hn::Mul(q, v_slack);
       hn::Vec<decltype(df)> lo, hi;
       if constexpr (kNatural) {
@@ -812,7 +821,8 @@ void Axpy(const float* v, int64_t len, float weight, float* out) {
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
   const auto w = hn::Set(df, weight);
   int64_t i = 0;
-  for (; i + lanes <= len; i += lanes) hn::StoreU(hn::Add(hn::LoadU(df, out + i), hn::Mul(w, hn::LoadU(df, v + i))), df, out + i);
+  for (; i + lanes <= len; i += lanes)
+    hn::StoreU(hn::Add(hn::LoadU(df, out + i), hn::Mul(w, hn::LoadU(df, v + i))), df, out + i);
   ref::axpy(v + i, len - i, weight, out + i);
 }
 
@@ -931,8 +941,8 @@ GCOMP_KERNEL(natural_encode, NaturalEncode,
              (const float* x, int64_t len, const uint32_t* words, uint8_t* codes, uint32_t* signs),
              (x, len, words, codes, signs))
 GCOMP_KERNEL(natural_decode, NaturalDecode,
-             (const uint8_t* codes, const uint32_t* signs, int64_t first, int64_t len, float weight,
-              bool accumulate, float* out),
+             (const uint8_t* codes, const uint32_t* signs, int64_t first, int64_t len, float weight, bool accumulate,
+              float* out),
              (codes, signs, first, len, weight, accumulate, out))
 GCOMP_KERNEL(grid_levels, GridLevels,
              (const float* x, int64_t len, double step, double inv_step, uint32_t bits, int32_t* levels),

@@ -35,7 +35,8 @@ std::vector<double> reduce_blocks(const std::vector<int64_t>& blocks, const floa
   const int64_t n = blocks[num_blocks] - blocks[0];
   auto task = [&](int64_t t) {
     const int64_t t0 = t * per_task, t1 = std::min(tiles, t0 + per_task);
-    int64_t b = static_cast<int64_t>(std::upper_bound(first_tile.begin(), first_tile.end(), t0) - first_tile.begin()) - 1;
+    int64_t b =
+        static_cast<int64_t>(std::upper_bound(first_tile.begin(), first_tile.end(), t0) - first_tile.begin()) - 1;
     for (int64_t k = t0; k < t1; ++k) {
       while (k >= first_tile[b + 1]) ++b;
       const int64_t begin = blocks[b] + (k - first_tile[b]) * kTileElems;
@@ -54,7 +55,7 @@ std::vector<double> reduce_blocks(const std::vector<int64_t>& blocks, const floa
     const double* tv = tile_values.data() + first_tile[b];
     const int64_t count = first_tile[b + 1] - first_tile[b];
     out[b] = op == kernels::ReduceOp::kAbsMax ? combine_tiles(AbsMaxOp{}, tv, count, scratch)
-                                               : combine_tiles(SumOp{}, tv, count, scratch);
+                                              : combine_tiles(SumOp{}, tv, count, scratch);
   }
   return out;
 }

@@ -451,8 +451,9 @@ std::vector<CodecDescriptor> build_registry() {
                      // The largest level must decode to a finite fp32 value (issue 18 #11).
                      if (s.step * static_cast<double>((int64_t{1} << (s.bits - 1)) - 1) >
                          static_cast<double>(std::numeric_limits<float>::max()))
-                       bad_spec(t, "step * (2^(bits-1) - 1) is beyond the float32 range: the largest levels would "
-                                   "decode to Inf");
+                       bad_spec(t,
+                                "step * (2^(bits-1) - 1) is beyond the float32 range: the largest levels would "
+                                "decode to Inf");
                    },
                .canonical = [](const CodecSpec& s) { return kv(kStep, s) + "," + kv(kGridBits, s); },
                .make_cpu = make_grid_codec,

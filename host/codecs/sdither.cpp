@@ -84,12 +84,13 @@ double SDitherCodec::encoded_bits() const {
 
 uint32_t SDitherCodec::total_bits(std::span<const uint8_t> payload) const {
   if (payload.size() < length_prefix_bytes() || payload.size() > encoded_bytes())
-    corrupt(spec(), "size is " + std::to_string(payload.size()) + " bytes, expected " + std::to_string(encoded_bytes()) +
-                        " or a short payload of at least " + std::to_string(length_prefix_bytes()));
+    corrupt(spec(), "size is " + std::to_string(payload.size()) + " bytes, expected " +
+                        std::to_string(encoded_bytes()) + " or a short payload of at least " +
+                        std::to_string(length_prefix_bytes()));
   const uint32_t total = load_u32(payload.data() + 4 * num_blocks_);
   if (total > static_cast<uint64_t>(worst_bits_))
-    corrupt(spec(), "total stream bits " + std::to_string(total) + " exceed the worst case " +
-                        std::to_string(worst_bits_));
+    corrupt(spec(),
+            "total stream bits " + std::to_string(total) + " exceed the worst case " + std::to_string(worst_bits_));
   return total;
 }
 
@@ -204,18 +205,20 @@ void SDitherCodec::write(std::span<const float> x, std::span<const float> scales
   uint8_t* out = payload.data();
   uint8_t* stream = out + stream_offset_bytes();
   // Record codes of small gaps and levels from tables (the same bits as sdither_write_record).
-  std::vector<StreamCode> gap_codes(static_cast<size_t>(std::min<uint64_t>(kCodeTable, static_cast<uint64_t>(chunk_) + 1)));
+  std::vector<StreamCode> gap_codes(
+      static_cast<size_t>(std::min<uint64_t>(kCodeTable, static_cast<uint64_t>(chunk_) + 1)));
   for (size_t g = 1; g < gap_codes.size(); ++g) gap_codes[g] = stream_code(code_, g);
-  std::vector<StreamCode> level_codes(levels_ > 1 ? static_cast<size_t>(std::min<uint64_t>(kCodeTable, uint64_t{levels_} + 1)) : 0);
+  std::vector<StreamCode> level_codes(
+      levels_ > 1 ? static_cast<size_t>(std::min<uint64_t>(kCodeTable, uint64_t{levels_} + 1)) : 0);
   for (size_t l = 1; l < level_codes.size(); ++l) level_codes[l] = stream_code(code_, l);
   const auto gap_code = [&](uint64_t g) { return g < gap_codes.size() ? gap_codes[g] : stream_code(code_, g); };
   const auto level_code = [&](uint32_t l) { return l < level_codes.size() ? level_codes[l] : stream_code(code_, l); };
 
   StreamWriter w(stream);
   std::vector<uint32_t> dir(static_cast<size_t>(num_chunks_), 0u);
-  int64_t chunk = 0;              // chunk of the next record
-  int64_t next_chunk = chunk_;    // first element of chunk + 1
-  int64_t prev = -1;              // the previous nonzero, or the chunk start - 1
+  int64_t chunk = 0;            // chunk of the next record
+  int64_t next_chunk = chunk_;  // first element of chunk + 1
+  int64_t prev = -1;            // the previous nonzero, or the chunk start - 1
   uint32_t rnd[kSubElems];
   uint32_t coded[kSubElems];
   for (int64_t a = 0; a < n; a += kSubElems) {
@@ -349,7 +352,8 @@ void SDitherCodec::walk(std::span<const uint8_t> payload, Sink&& sink) const {
   std::vector<uint32_t> words(static_cast<size_t>(stream_words_ + kStreamPadWords), 0u);
   const uint8_t* stream = in + stream_offset_bytes();
   const int64_t present = static_cast<int64_t>((payload.size() - stream_offset_bytes()) / 4);
-  for (int64_t w = 0; w < std::min(stream_words_, present); ++w) words[static_cast<size_t>(w)] = load_u32(stream + 4 * w);
+  for (int64_t w = 0; w < std::min(stream_words_, present); ++w)
+    words[static_cast<size_t>(w)] = load_u32(stream + 4 * w);
   // Padding: every stream bit at or beyond `total` is zero.
   for (int64_t w = total / 32; w < stream_words_; ++w) {
     const uint32_t keep = (w == total / 32 && total % 32 != 0) ? ((1u << (total % 32)) - 1u) : 0u;

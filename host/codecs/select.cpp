@@ -116,7 +116,8 @@ uint32_t sampled_threshold(int64_t n, int64_t k, const OrderKeys& keys) {
   if (samples <= 0 || k <= 0) return 0;
   std::vector<uint32_t> sample(static_cast<size_t>(samples));
   for (int64_t j = 0; j < samples; ++j) {
-    const int64_t i = static_cast<int64_t>(static_cast<double>(j) * static_cast<double>(n) / static_cast<double>(samples));
+    const int64_t i =
+        static_cast<int64_t>(static_cast<double>(j) * static_cast<double>(n) / static_cast<double>(samples));
     keys(i, i + 1, &sample[static_cast<size_t>(j)]);
   }
   const double r = std::floor(static_cast<double>(k) * static_cast<double>(samples) / static_cast<double>(n));

@@ -117,8 +117,7 @@ void SignCodec::encode(std::span<const float> x, const RngKey&, std::span<uint8_
     const std::vector<double> sums = reduce_blocks(blocks_, x.data(), kernels::ReduceOp::kAbsSum, {}, &on_tile);
     for (int64_t b = 0; b < m; ++b) {
       scales[b] = finish_mean_abs(sums[b], blocks_[b + 1] - blocks_[b]);
-      if (!is_finite_f(scales[b]))
-        GCOMP_FAIL(gcompErrorNonFinite, "non-finite gradient in block " + std::to_string(b));
+      if (!is_finite_f(scales[b])) GCOMP_FAIL(gcompErrorNonFinite, "non-finite gradient in block " + std::to_string(b));
     }
     uint8_t* out = payload.data();
     for (int64_t b = 0; b < m; ++b) store_f32(out + 4 * b, scales[b]);
@@ -129,8 +128,7 @@ void SignCodec::encode(std::span<const float> x, const RngKey&, std::span<uint8_
     const std::vector<double> sums = reduce_blocks(blocks_, x.data(), kernels::ReduceOp::kAbsSum);
     for (int64_t b = 0; b < m; ++b) {
       scales[b] = finish_mean_abs(sums[b], blocks_[b + 1] - blocks_[b]);
-      if (!is_finite_f(scales[b]))
-        GCOMP_FAIL(gcompErrorNonFinite, "non-finite gradient in block " + std::to_string(b));
+      if (!is_finite_f(scales[b])) GCOMP_FAIL(gcompErrorNonFinite, "non-finite gradient in block " + std::to_string(b));
     }
   } else {
     require_finite(x.data(), num_elems());
@@ -142,7 +140,8 @@ void SignCodec::encode(std::span<const float> x, const RngKey&, std::span<uint8_
     uint32_t local[kSubElems / kGroupElems];
     for_each_sub(begin, end, [&](int64_t a, int64_t e) {
       sign_range(a, e, local);
-      std::memcpy(words + 4 * (a / kGroupElems), local, sizeof(uint32_t) * static_cast<size_t>(ceil_div(e - a, kGroupElems)));
+      std::memcpy(words + 4 * (a / kGroupElems), local,
+                  sizeof(uint32_t) * static_cast<size_t>(ceil_div(e - a, kGroupElems)));
     });
   });
 }
@@ -172,7 +171,8 @@ void SignCodec::decode_range(std::span<const uint8_t> payload, int64_t begin, in
       kernels::decode_planes(local, 0, r0 - g0 * kGroupElems, r1 - r0, &scale, weight, accumulate, out + (r0 - begin));
     };
     if (spec().scaled)
-      for_each_run(blocks_, a, e, [&](int64_t r0, int64_t r1, int64_t b) { run(r0, r1, load_f32(payload.data() + 4 * b)); });
+      for_each_run(blocks_, a, e,
+                   [&](int64_t r0, int64_t r1, int64_t b) { run(r0, r1, load_f32(payload.data() + 4 * b)); });
     else
       run(a, e, 1.0f);
   });
@@ -181,9 +181,8 @@ void SignCodec::decode_range(std::span<const uint8_t> payload, int64_t begin, in
 void SignCodec::decode_impl(std::span<const uint8_t> payload, float weight, bool overwrite,
                             std::span<float> out) const {
   check_decode_args(payload, out);
-  for_each_piece(num_elems(), [&](int64_t b, int64_t e) {
-    decode_range(payload, b, e, weight, !overwrite, out.data() + b);
-  });
+  for_each_piece(num_elems(),
+                 [&](int64_t b, int64_t e) { decode_range(payload, b, e, weight, !overwrite, out.data() + b); });
 }
 
 void SignCodec::decode_accumulate(std::span<const uint8_t> payload, const RngKey&, float weight,
@@ -201,9 +200,7 @@ NaturalCodec::NaturalCodec(CodecSpec spec, Layout layout) : Codec(std::move(spec
   words_ = ceil_div(num_elems(), kGroupElems);
 }
 
-size_t NaturalCodec::encoded_bytes() const {
-  return static_cast<size_t>(4 * words_ + 4 * ceil_div(num_elems(), 4));
-}
+size_t NaturalCodec::encoded_bytes() const { return static_cast<size_t>(4 * words_ + 4 * ceil_div(num_elems(), 4)); }
 double NaturalCodec::encoded_bits() const { return 9.0 * static_cast<double>(num_elems()); }
 Guarantee NaturalCodec::guarantee() const { return Guarantee{Guarantee::Kind::kUnbiased, 0.125, 0.0}; }
 
@@ -221,7 +218,8 @@ void NaturalCodec::encode(std::span<const float> x, const RngKey& key, std::span
       // One Philox block per four elements (natural_codes4's words).
       kernels::philox_words(key, kStreamElement, static_cast<uint64_t>(a) / 4, ceil_div(e - a, 4), rnd);
       kernels::natural_encode(x.data() + a, e - a, rnd, codes + a, local);
-      std::memcpy(signs + 4 * (a / kGroupElems), local, sizeof(uint32_t) * static_cast<size_t>(ceil_div(e - a, kGroupElems)));
+      std::memcpy(signs + 4 * (a / kGroupElems), local,
+                  sizeof(uint32_t) * static_cast<size_t>(ceil_div(e - a, kGroupElems)));
     });
   });
 }
@@ -242,7 +240,8 @@ void NaturalCodec::validate(std::span<const uint8_t> payload) const {
     // per group: a code 255, or a sign bit on a zero code (sign words copied: 4-byte aligned)
     uint32_t signs[kPieceElems / kGroupElems];
     const int64_t g0 = begin / kGroupElems, full = (end - begin) / kGroupElems;
-    std::memcpy(signs, payload.data() + 4 * g0, sizeof(uint32_t) * static_cast<size_t>(ceil_div(end - begin, kGroupElems)));
+    std::memcpy(signs, payload.data() + 4 * g0,
+                sizeof(uint32_t) * static_cast<size_t>(ceil_div(end - begin, kGroupElems)));
     bool any = kernels::natural_invalid(codes + begin, signs, full);
     if (begin + full * kGroupElems < end) {  // the last, partial group
       uint32_t zero = 0;
@@ -277,9 +276,8 @@ void NaturalCodec::decode_range(std::span<const uint8_t> payload, int64_t begin,
 void NaturalCodec::decode_impl(std::span<const uint8_t> payload, float weight, bool overwrite,
                                std::span<float> out) const {
   check_decode_args(payload, out);
-  for_each_piece(num_elems(), [&](int64_t b, int64_t e) {
-    decode_range(payload, b, e, weight, !overwrite, out.data() + b);
-  });
+  for_each_piece(num_elems(),
+                 [&](int64_t b, int64_t e) { decode_range(payload, b, e, weight, !overwrite, out.data() + b); });
 }
 
 void NaturalCodec::decode_accumulate(std::span<const uint8_t> payload, const RngKey&, float weight,

@@ -5,17 +5,17 @@
 
 namespace gcomp::detail {
 
-#define GCOMP_CODEC_DECODE_METHODS                                                                  \
-  void validate(std::span<const uint8_t> payload) const override;                                  \
-  void decode_accumulate(std::span<const uint8_t> payload, const RngKey& key, float weight,        \
-                         std::span<float> out) const override;                                     \
+#define GCOMP_CODEC_DECODE_METHODS                                                                                \
+  void validate(std::span<const uint8_t> payload) const override;                                                 \
+  void decode_accumulate(std::span<const uint8_t> payload, const RngKey& key, float weight, std::span<float> out) \
+      const override;                                                                                             \
   void decode(std::span<const uint8_t> payload, const RngKey& key, std::span<float> out) const override;
 
 /// The range decoder of a dense codec (Codec::decode_range).
-#define GCOMP_CODEC_RANGE_METHODS                                                                   \
-  bool range_decodable() const override { return true; }                                          \
-  void decode_range(std::span<const uint8_t> payload, int64_t begin, int64_t end, float weight,    \
-                    bool accumulate, float* out) const override;
+#define GCOMP_CODEC_RANGE_METHODS                                                                                \
+  bool range_decodable() const override { return true; }                                                         \
+  void decode_range(std::span<const uint8_t> payload, int64_t begin, int64_t end, float weight, bool accumulate, \
+                    float* out) const override;
 
 /// identity: the fp32 values themselves.
 class IdentityCodec final : public Codec {

@@ -46,18 +46,17 @@ double SparseCodec::encoded_bits() const {
   return static_cast<double>(k_) * (32.0 + index_bits_);
 }
 
-size_t SparseCodec::length_prefix_bytes() const {
-  return rice_ ? static_cast<size_t>(4 * k_ + 4) : encoded_bytes();
-}
+size_t SparseCodec::length_prefix_bytes() const { return rice_ ? static_cast<size_t>(4 * k_ + 4) : encoded_bytes(); }
 
 uint32_t SparseCodec::rice_total(std::span<const uint8_t> payload) const {
   if (payload.size() < length_prefix_bytes() || payload.size() > encoded_bytes())
-    corrupt(spec(), "size is " + std::to_string(payload.size()) + " bytes, expected " + std::to_string(encoded_bytes()) +
-                        " or a short payload of at least " + std::to_string(length_prefix_bytes()));
+    corrupt(spec(), "size is " + std::to_string(payload.size()) + " bytes, expected " +
+                        std::to_string(encoded_bytes()) + " or a short payload of at least " +
+                        std::to_string(length_prefix_bytes()));
   const uint32_t total = load_u32(payload.data() + 4 * k_);
   if (total > static_cast<uint64_t>(rice_worst_bits_))
-    corrupt(spec(), "total index bits " + std::to_string(total) + " exceed the worst case " +
-                        std::to_string(rice_worst_bits_));
+    corrupt(spec(),
+            "total index bits " + std::to_string(total) + " exceed the worst case " + std::to_string(rice_worst_bits_));
   return total;
 }
 
@@ -103,8 +102,10 @@ std::vector<int64_t> SparseCodec::rice_indices(std::span<const uint8_t> payload)
   std::vector<uint64_t> starts(static_cast<size_t>(rice_dir_ + 2), 0u);
   for (int64_t d = 0; d < rice_dir_; ++d) {
     const uint32_t off = load_u32(in + 4 * (k_ + 1 + d));
-    if (off < starts[static_cast<size_t>(d)]) corrupt(spec(), "index directory offsets decrease at entry " + std::to_string(d));
-    if (off > total) corrupt(spec(), "index directory entry " + std::to_string(d) + " lies beyond the total index bits");
+    if (off < starts[static_cast<size_t>(d)])
+      corrupt(spec(), "index directory offsets decrease at entry " + std::to_string(d));
+    if (off > total)
+      corrupt(spec(), "index directory entry " + std::to_string(d) + " lies beyond the total index bits");
     starts[static_cast<size_t>(d + 1)] = off;
   }
   starts[static_cast<size_t>(rice_dir_ + 1)] = total;
@@ -125,8 +126,8 @@ std::vector<int64_t> SparseCodec::rice_indices(std::span<const uint8_t> payload)
     const int64_t first = g * kRiceGroup;
     const int64_t count = std::min(kRiceGroup, k_ - first);
     int64_t last = prev;
-    const uint32_t st = rice_walk_group(words.data(), starts[static_cast<size_t>(g)], starts[static_cast<size_t>(g + 1)],
-                                        rice_b_, num_elems(), count, prev, last,
+    const uint32_t st = rice_walk_group(words.data(), starts[static_cast<size_t>(g)],
+                                        starts[static_cast<size_t>(g + 1)], rice_b_, num_elems(), count, prev, last,
                                         [&](int64_t j, int64_t i) { idx[static_cast<size_t>(first + j)] = i; });
     const std::string where = " in index group " + std::to_string(g);
     if (st == kRicePastEnd) corrupt(spec(), "an index code runs past the end of its group" + where);
@@ -143,8 +144,7 @@ Guarantee SparseCodec::guarantee() const {
   const double n = static_cast<double>(num_elems());
   const double k = static_cast<double>(k_);
   if (num_elems() == 0) return Guarantee{Guarantee::Kind::kContractive, 0.0, 1.0};
-  if (spec().id == CodecId::kRandK && spec().unbiased)
-    return Guarantee{Guarantee::Kind::kUnbiased, n / k - 1.0, 0.0};
+  if (spec().id == CodecId::kRandK && spec().unbiased) return Guarantee{Guarantee::Kind::kUnbiased, n / k - 1.0, 0.0};
   return Guarantee{Guarantee::Kind::kContractive, 0.0, k / n};
 }
 
@@ -154,7 +154,9 @@ std::vector<int64_t> SparseCodec::select(std::span<const float> x, const RngKey&
   if (spec().id == CodecId::kTopK) {
     // Order keys 0x7fffffff - |x| bits: larger |x| first (topk_before); NaN and Inf come first of
     // all, so every one of them is a candidate when the threshold is at least 2^23 - 1.
-    const OrderKeys keys = [&](int64_t a, int64_t e, uint32_t* out) { kernels::topk_order_keys(x.data() + a, e - a, out); };
+    const OrderKeys keys = [&](int64_t a, int64_t e, uint32_t* out) {
+      kernels::topk_order_keys(x.data() + a, e - a, out);
+    };
     const uint32_t t = std::max<uint32_t>(sampled_threshold(n, k_, keys), 0x7fffffu);
     return select_first_k(n, k_, keys, t);
   }
@@ -203,8 +205,7 @@ void SparseCodec::encode(std::span<const float> x, const RngKey& key, std::span<
   }
   const int64_t words = ceil_div(k_ * index_bits_, 32);
   uint8_t* packed = out + 4 * k_;
-  for (int64_t w = 0; w < words; ++w)
-    store_u32(packed + 4 * w, pack_index_word(idx.data(), k_, index_bits_, w));
+  for (int64_t w = 0; w < words; ++w) store_u32(packed + 4 * w, pack_index_word(idx.data(), k_, index_bits_, w));
 }
 
 std::vector<int64_t> SparseCodec::read_indices(std::span<const uint8_t> payload, const RngKey& key) const {
@@ -247,7 +248,8 @@ void SparseCodec::validate(std::span<const uint8_t> payload) const {
   if (rice_) {
     check_payload_size(payload);
     for (int64_t j = 0; j < k_; ++j)
-      if (!is_finite_f(load_f32(payload.data() + 4 * j))) corrupt(spec(), "value " + std::to_string(j) + " is not finite");
+      if (!is_finite_f(load_f32(payload.data() + 4 * j)))
+        corrupt(spec(), "value " + std::to_string(j) + " is not finite");
     (void)rice_indices(payload);  // T, directory, padding, every code and index
     return;
   }
@@ -273,8 +275,8 @@ void SparseCodec::validate(std::span<const uint8_t> payload) const {
     corrupt(spec(), "padding bits set after the last index");
 }
 
-void SparseCodec::decode_impl(std::span<const uint8_t> payload, const RngKey& key, float weight,
-                              bool overwrite, std::span<float> out) const {
+void SparseCodec::decode_impl(std::span<const uint8_t> payload, const RngKey& key, float weight, bool overwrite,
+                              std::span<float> out) const {
   check_decode_args(payload, out);
   scatter(payload, key, weight, overwrite, out);
 }

@@ -127,8 +127,9 @@ void SphericalCodec::encode(std::span<const float> x, const RngKey& key, std::sp
     const std::string where = "block " + std::to_string(b) + " (elements " + std::to_string(blocks_[b]) + ".." +
                               std::to_string(blocks_[b + 1] - 1) + ")";
     if (!is_finite_f(nu)) {  // finite values beyond fp32 (issue 18 #11)
-      GCOMP_FAIL(gcompErrorInvalidArgument, "spherical: the l2 norm of " + where +
-                                                " is beyond the float32 range of the payload's norm (the values are finite)");
+      GCOMP_FAIL(gcompErrorInvalidArgument,
+                 "spherical: the l2 norm of " + where +
+                     " is beyond the float32 range of the payload's norm (the values are finite)");
     }
     if (!decodes_finite(nu, len))
       GCOMP_FAIL(gcompErrorInvalidArgument, "spherical: " + where + " would decode to Inf: its norm / beta(" +
@@ -168,7 +169,8 @@ void SphericalCodec::encode(std::span<const float> x, const RngKey& key, std::sp
 
 void SphericalCodec::validate(std::span<const uint8_t> payload) const {
   if (payload.size() != encoded_bytes())
-    corrupt(spec(), "size is " + std::to_string(payload.size()) + " bytes, expected " + std::to_string(encoded_bytes()));
+    corrupt(spec(),
+            "size is " + std::to_string(payload.size()) + " bytes, expected " + std::to_string(encoded_bytes()));
   const uint8_t* in = payload.data();
   const uint8_t* words = in + 4 * num_blocks_;
   for (int64_t b = 0; b < num_blocks_; ++b) {
@@ -206,7 +208,8 @@ void SphericalCodec::decode_impl(std::span<const uint8_t> payload, const RngKey&
     double norm2 = 0.0;
     for (int64_t k = 0; k < len; ++k) {
       g[static_cast<size_t>(k)] = codebook_normal(
-          key, codebook_index(static_cast<uint64_t>(begin), bits_, j, static_cast<uint64_t>(len), static_cast<uint64_t>(k)));
+          key,
+          codebook_index(static_cast<uint64_t>(begin), bits_, j, static_cast<uint64_t>(len), static_cast<uint64_t>(k)));
       norm2 = norm2 + g[static_cast<size_t>(k)] * g[static_cast<size_t>(k)];
     }
     const double factor = spec().unscaled ? static_cast<double>(nu) : static_cast<double>(nu) / block_beta(len);

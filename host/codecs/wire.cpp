@@ -55,8 +55,8 @@ std::vector<uint8_t> frame_payload(const Codec& codec, const RngKey& key, std::s
                     std::to_string(codec.encoded_bytes()) +
                     (codec.variable_length() ? " or exactly the used bytes its length field gives" : ""));
   GCOMP_EXPECTS(key.stream_offset == 0 || key.stream_offset == detail::kStreamDownlink, gcompErrorInvalidArgument,
-                "frame_payload: stream offset " + std::to_string(key.stream_offset) +
-                    " is neither 0 (uplink) nor " + std::to_string(detail::kStreamDownlink) + " (downlink)");
+                "frame_payload: stream offset " + std::to_string(key.stream_offset) + " is neither 0 (uplink) nor " +
+                    std::to_string(detail::kStreamDownlink) + " (downlink)");
   const std::string spec = codec.spec().canonical();
   const auto& segs = codec.layout().segments();
   const size_t seg_off = align8(kFixedHeader + spec.size());
@@ -147,8 +147,8 @@ FrameInfo parse_frame(std::span<const uint8_t> in) {
   info.worst_bytes = codec->encoded_bytes();
   // The body is the full payload or, for a variable-length codec, a short one (§6) of at least its
   // length prefix; the codec's validation below checks that a short body is exactly its used size.
-  const bool short_body = codec->variable_length() && info.body_bytes < info.worst_bytes &&
-                          info.body_bytes >= codec->length_prefix_bytes();
+  const bool short_body =
+      codec->variable_length() && info.body_bytes < info.worst_bytes && info.body_bytes >= codec->length_prefix_bytes();
   if (info.body_bytes != info.worst_bytes && !short_body)
     bad("body size " + std::to_string(info.body_bytes) + " does not match the codec (" +
         std::to_string(info.worst_bytes) + " bytes" +

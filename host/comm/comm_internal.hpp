@@ -28,14 +28,13 @@ enum class CollectiveKind : int32_t {
 /// What one rank asked for in one collective. Fixed layout: the mpi backend exchanges it as bytes
 /// (all ranks run the same build, so no byte-order conversion).
 struct CollectiveDesc {
-  int32_t kind = 0;   ///< CollectiveKind
-  int32_t type = -1;  ///< DataType (allreduce) or -1
-  int32_t op = -1;    ///< ReduceOp (allreduce) or -1
-  int32_t root = -1;  ///< broadcast root or -1
-  uint64_t seq = 0;   ///< per-communicator sequence number, starting at 0
-  uint64_t bytes =
-      0;  ///< bytes per rank/peer (allgather, alltoall, broadcast), the bound (allgatherv,
-          ///< alltoallv) or count (allreduce)
+  int32_t kind = 0;       ///< CollectiveKind
+  int32_t type = -1;      ///< DataType (allreduce) or -1
+  int32_t op = -1;        ///< ReduceOp (allreduce) or -1
+  int32_t root = -1;      ///< broadcast root or -1
+  uint64_t seq = 0;       ///< per-communicator sequence number, starting at 0
+  uint64_t bytes = 0;     ///< bytes per rank/peer (allgather, alltoall, broadcast), the bound (allgatherv,
+                          ///< alltoallv) or count (allreduce)
   uint64_t max_send = 0;  ///< allgatherv: this rank's message size; alltoallv: its largest message
 };
 static_assert(sizeof(CollectiveDesc) == 40, "CollectiveDesc is exchanged as 40 bytes");
@@ -67,12 +66,10 @@ void mpi_set_count_limit(Communicator& comm, size_t limit);
 /// out[i] = op(...op(inputs[0][i], inputs[1][i])..., inputs[n-1][i]) for i < count. @p out may
 /// equal an input pointer exactly (element-wise: every input is read before out[i] is written),
 /// but must not partially overlap one.
-void reduce_rank_order(const void* const* inputs, int num_inputs, void* out, size_t count,
-                       DataType type, ReduceOp op);
+void reduce_rank_order(const void* const* inputs, int num_inputs, void* out, size_t count, DataType type, ReduceOp op);
 
 /// True when [a, a + a_bytes) and [b, b + b_bytes) share a byte.
-[[nodiscard]] bool ranges_overlap(const void* a, size_t a_bytes, const void* b,
-                                  size_t b_bytes) noexcept;
+[[nodiscard]] bool ranges_overlap(const void* a, size_t a_bytes, const void* b, size_t b_bytes) noexcept;
 
 /// a * b, throwing gcompErrorInvalidArgument naming @p what on size_t overflow.
 [[nodiscard]] size_t checked_mul(size_t a, size_t b, const char* what);
@@ -81,8 +78,7 @@ void reduce_rank_order(const void* const* inputs, int num_inputs, void* out, siz
 class Deadline {
  public:
   using Clock = std::chrono::steady_clock;
-  explicit Deadline(int64_t timeout_ms)
-      : when_(Clock::now() + std::chrono::milliseconds(timeout_ms)) {}
+  explicit Deadline(int64_t timeout_ms) : when_(Clock::now() + std::chrono::milliseconds(timeout_ms)) {}
   [[nodiscard]] bool expired() const { return Clock::now() >= when_; }
   [[nodiscard]] Clock::time_point when() const { return when_; }
 

@@ -18,52 +18,38 @@ namespace gcomp {
 
 size_t data_type_bytes(DataType type) {
   switch (type) {
-    case DataType::kF32:
-      return 4;
-    case DataType::kF64:
-      return 8;
-    case DataType::kI32:
-      return 4;
-    case DataType::kI64:
-      return 8;
-    case DataType::kU64:
-      return 8;
+    case DataType::kF32: return 4;
+    case DataType::kF64: return 8;
+    case DataType::kI32: return 4;
+    case DataType::kI64: return 8;
+    case DataType::kU64: return 8;
   }
-  GCOMP_FAIL(gcompErrorInvalidArgument, "unknown DataType value " +
-                                            std::to_string(static_cast<int32_t>(type)) +
+  GCOMP_FAIL(gcompErrorInvalidArgument, "unknown DataType value " + std::to_string(static_cast<int32_t>(type)) +
                                             " (valid: f32, f64, i32, i64, u64)");
 }
 
 const char* data_type_name(DataType type) noexcept {
   switch (type) {
-    case DataType::kF32:
-      return "f32";
-    case DataType::kF64:
-      return "f64";
-    case DataType::kI32:
-      return "i32";
-    case DataType::kI64:
-      return "i64";
-    case DataType::kU64:
-      return "u64";
+    case DataType::kF32: return "f32";
+    case DataType::kF64: return "f64";
+    case DataType::kI32: return "i32";
+    case DataType::kI64: return "i64";
+    case DataType::kU64: return "u64";
   }
   return "unknown";
 }
 
 const char* reduce_op_name(ReduceOp op) noexcept {
   switch (op) {
-    case ReduceOp::kSum:
-      return "sum";
-    case ReduceOp::kMax:
-      return "max";
+    case ReduceOp::kSum: return "sum";
+    case ReduceOp::kMax: return "max";
   }
   return "unknown";
 }
 
 int64_t resolve_comm_timeout_ms(int64_t requested_ms) {
-  GCOMP_EXPECTS(
-      requested_ms >= 0, gcompErrorInvalidArgument,
-      "communicator timeout_ms must be >= 0 (0: default), got " + std::to_string(requested_ms));
+  GCOMP_EXPECTS(requested_ms >= 0, gcompErrorInvalidArgument,
+                "communicator timeout_ms must be >= 0 (0: default), got " + std::to_string(requested_ms));
   if (requested_ms > 0) return requested_ms;
   // GCOMP_COMM_TIMEOUT_MS (host/common/env.hpp: a positive integer, else an error naming it).
   return detail::env_int(detail::EnvVarId::kCommTimeoutMs).value_or(kDefaultCommTimeoutMs);
@@ -88,8 +74,8 @@ void Communicator::host_allgather(const void* send, void* recv, size_t bytes_per
   allgather(send, recv, bytes_per_rank, nullptr);
 }
 
-void Communicator::allgatherv(const void* send, size_t send_bytes, void* recv,
-                              size_t max_bytes_per_rank, size_t* recv_bytes, Stream stream) {
+void Communicator::allgatherv(const void* send, size_t send_bytes, void* recv, size_t max_bytes_per_rank,
+                              size_t* recv_bytes, Stream stream) {
   // Generic form for subclasses outside gcomp: sizes (and the bound) over host_allgather, then
   // the messages at the full slot size. The gcomp backends override it.
   const auto ranks = static_cast<size_t>(size());
@@ -110,8 +96,7 @@ void Communicator::allgatherv(const void* send, size_t send_bytes, void* recv,
   if (std::string m = detail::check_message_bounds(descs.data(), size()); !m.empty()) {
     GCOMP_FAIL(gcompErrorInvalidArgument, m);
   }
-  GCOMP_EXPECTS(send != nullptr || send_bytes == 0, gcompErrorInvalidArgument,
-                "allgatherv: send is null");
+  GCOMP_EXPECTS(send != nullptr || send_bytes == 0, gcompErrorInvalidArgument, "allgatherv: send is null");
   GCOMP_EXPECTS(recv != nullptr || total == 0, gcompErrorInvalidArgument, "allgatherv: recv is null");
   auto* own = static_cast<std::byte*>(recv) + static_cast<size_t>(rank()) * max_bytes_per_rank;
   // The full slot travels: copy the message into the own slot (in place when it is there).
@@ -128,8 +113,8 @@ void Communicator::allgatherv(const void* send, size_t send_bytes, void* recv,
   for (size_t r = 0; r < ranks; ++r) recv_bytes[r] = static_cast<size_t>(all[2 * r + 1]);
 }
 
-void Communicator::alltoallv(const void* send, const size_t* send_bytes, void* recv,
-                             size_t max_bytes_per_peer, size_t* recv_bytes, Stream stream) {
+void Communicator::alltoallv(const void* send, const size_t* send_bytes, void* recv, size_t max_bytes_per_peer,
+                             size_t* recv_bytes, Stream stream) {
   const auto ranks = static_cast<size_t>(size());
   GCOMP_EXPECTS(send_bytes != nullptr && recv_bytes != nullptr, gcompErrorInvalidArgument,
                 "alltoallv: send_bytes and recv_bytes must not be null");
@@ -144,8 +129,7 @@ void Communicator::alltoallv(const void* send, const size_t* send_bytes, void* r
   for (size_t r = 0; r < ranks; ++r) {
     descs[r].kind = static_cast<int32_t>(detail::CollectiveKind::kAlltoallv);
     descs[r].bytes = all[r * (ranks + 1)];
-    for (size_t j = 0; j < ranks; ++j)
-      descs[r].max_send = std::max(descs[r].max_send, all[r * (ranks + 1) + 1 + j]);
+    for (size_t j = 0; j < ranks; ++j) descs[r].max_send = std::max(descs[r].max_send, all[r * (ranks + 1) + 1 + j]);
   }
   if (std::string m = detail::check_descs(descs.data(), size()); !m.empty()) {
     GCOMP_FAIL(gcompErrorMismatch, m);
@@ -184,8 +168,7 @@ std::string quoted(std::string_view text) {
 
 }  // namespace
 
-void check_agreement(Communicator& comm, std::string_view what_description,
-                     std::string_view canonical_text) {
+void check_agreement(Communicator& comm, std::string_view what_description, std::string_view canonical_text) {
   const int num_ranks = comm.size();
   const auto ranks = static_cast<size_t>(num_ranks);
   const uint64_t digest = fnv1a64(canonical_text);
@@ -228,8 +211,8 @@ void check_agreement(Communicator& comm, std::string_view what_description,
   for (size_t g = 1; g < groups.size(); ++g) {
     message += (g == 1 ? " " : "; ");
     message += "rank 0: " + quoted(group_text[0]) + " vs ";
-    message += (groups[g].size() == 1 ? "rank " : "ranks ") + detail::join_ranks(groups[g]) + ": " +
-               quoted(group_text[g]);
+    message +=
+        (groups[g].size() == 1 ? "rank " : "ranks ") + detail::join_ranks(groups[g]) + ": " + quoted(group_text[g]);
   }
   std::vector<int> differing;
   for (size_t g = 1; g < groups.size(); ++g) {
@@ -245,20 +228,13 @@ namespace detail {
 
 const char* collective_name(int32_t kind) noexcept {
   switch (static_cast<CollectiveKind>(kind)) {
-    case CollectiveKind::kAllgather:
-      return "allgather";
-    case CollectiveKind::kAlltoall:
-      return "alltoall";
-    case CollectiveKind::kAllreduce:
-      return "allreduce";
-    case CollectiveKind::kBroadcast:
-      return "broadcast";
-    case CollectiveKind::kBarrier:
-      return "barrier";
-    case CollectiveKind::kAllgatherv:
-      return "allgatherv";
-    case CollectiveKind::kAlltoallv:
-      return "alltoallv";
+    case CollectiveKind::kAllgather: return "allgather";
+    case CollectiveKind::kAlltoall: return "alltoall";
+    case CollectiveKind::kAllreduce: return "allreduce";
+    case CollectiveKind::kBroadcast: return "broadcast";
+    case CollectiveKind::kBarrier: return "barrier";
+    case CollectiveKind::kAllgatherv: return "allgatherv";
+    case CollectiveKind::kAlltoallv: return "alltoallv";
   }
   return "unknown collective";
 }
@@ -266,23 +242,16 @@ const char* collective_name(int32_t kind) noexcept {
 std::string describe(const CollectiveDesc& desc) {
   std::string out = std::string(collective_name(desc.kind)) + " #" + std::to_string(desc.seq);
   switch (static_cast<CollectiveKind>(desc.kind)) {
-    case CollectiveKind::kAllgather:
-      return out + " (" + std::to_string(desc.bytes) + " bytes per rank)";
-    case CollectiveKind::kAlltoall:
-      return out + " (" + std::to_string(desc.bytes) + " bytes per peer)";
+    case CollectiveKind::kAllgather: return out + " (" + std::to_string(desc.bytes) + " bytes per rank)";
+    case CollectiveKind::kAlltoall: return out + " (" + std::to_string(desc.bytes) + " bytes per peer)";
     case CollectiveKind::kAllreduce:
-      return out + " (" + std::to_string(desc.bytes) + " x " +
-             data_type_name(static_cast<DataType>(desc.type)) + ", " +
+      return out + " (" + std::to_string(desc.bytes) + " x " + data_type_name(static_cast<DataType>(desc.type)) + ", " +
              reduce_op_name(static_cast<ReduceOp>(desc.op)) + ")";
     case CollectiveKind::kBroadcast:
-      return out + " (" + std::to_string(desc.bytes) + " bytes from root " +
-             std::to_string(desc.root) + ")";
-    case CollectiveKind::kBarrier:
-      return out;
-    case CollectiveKind::kAllgatherv:
-      return out + " (at most " + std::to_string(desc.bytes) + " bytes per rank)";
-    case CollectiveKind::kAlltoallv:
-      return out + " (at most " + std::to_string(desc.bytes) + " bytes per peer)";
+      return out + " (" + std::to_string(desc.bytes) + " bytes from root " + std::to_string(desc.root) + ")";
+    case CollectiveKind::kBarrier: return out;
+    case CollectiveKind::kAllgatherv: return out + " (at most " + std::to_string(desc.bytes) + " bytes per rank)";
+    case CollectiveKind::kAlltoallv: return out + " (at most " + std::to_string(desc.bytes) + " bytes per peer)";
   }
   return out;
 }
@@ -296,8 +265,7 @@ std::string check_message_bounds(const CollectiveDesc* descs, int num_ranks) {
             std::to_string(descs[r].max_send) + " bytes";
   }
   if (count == 0) return {};
-  return describe(descs[0]) + ": message above the bound (" + over +
-         "); no data moved";
+  return describe(descs[0]) + ": message above the bound (" + over + "); no data moved";
 }
 
 std::string join_ranks(const std::vector<int>& ranks) {
@@ -311,8 +279,8 @@ std::string join_ranks(const std::vector<int>& ranks) {
 
 std::string check_descs(const CollectiveDesc* descs, int num_ranks) {
   const auto same = [](const CollectiveDesc& a, const CollectiveDesc& b) {
-    return a.kind == b.kind && a.type == b.type && a.op == b.op && a.root == b.root &&
-           a.seq == b.seq && a.bytes == b.bytes;
+    return a.kind == b.kind && a.type == b.type && a.op == b.op && a.root == b.root && a.seq == b.seq &&
+           a.bytes == b.bytes;
   };
   std::vector<int> differing;
   for (int r = 1; r < num_ranks; ++r) {
@@ -331,8 +299,7 @@ std::string check_descs(const CollectiveDesc* descs, int num_ranks) {
         shown[static_cast<size_t>(q)] = true;
       }
     }
-    message += (group.size() == 1 ? " vs rank " : " vs ranks ") + join_ranks(group) + ": " +
-               describe(descs[r]);
+    message += (group.size() == 1 ? " vs rank " : " vs ranks ") + join_ranks(group) + ": " + describe(descs[r]);
   }
   return message;
 }
@@ -361,39 +328,25 @@ void reduce_typed(const void* const* inputs, int num_inputs, void* out, size_t c
   auto* dst = static_cast<T*>(out);
   for (size_t i = 0; i < count; ++i) {
     T acc = static_cast<const T*>(inputs[0])[i];
-    for (int k = 1; k < num_inputs; ++k)
-      acc = combine(acc, static_cast<const T*>(inputs[k])[i], op);
+    for (int k = 1; k < num_inputs; ++k) acc = combine(acc, static_cast<const T*>(inputs[k])[i], op);
     dst[i] = acc;
   }
 }
 
 }  // namespace
 
-void reduce_rank_order(const void* const* inputs, int num_inputs, void* out, size_t count,
-                       DataType type, ReduceOp op) {
+void reduce_rank_order(const void* const* inputs, int num_inputs, void* out, size_t count, DataType type, ReduceOp op) {
   if (count == 0 || num_inputs <= 0) return;
-  GCOMP_EXPECTS(
-      op == ReduceOp::kSum || op == ReduceOp::kMax, gcompErrorInvalidArgument,
-      "unknown ReduceOp value " + std::to_string(static_cast<int32_t>(op)) + " (valid: sum, max)");
+  GCOMP_EXPECTS(op == ReduceOp::kSum || op == ReduceOp::kMax, gcompErrorInvalidArgument,
+                "unknown ReduceOp value " + std::to_string(static_cast<int32_t>(op)) + " (valid: sum, max)");
   switch (type) {
-    case DataType::kF32:
-      reduce_typed<float>(inputs, num_inputs, out, count, op);
-      return;
-    case DataType::kF64:
-      reduce_typed<double>(inputs, num_inputs, out, count, op);
-      return;
-    case DataType::kI32:
-      reduce_typed<int32_t>(inputs, num_inputs, out, count, op);
-      return;
-    case DataType::kI64:
-      reduce_typed<int64_t>(inputs, num_inputs, out, count, op);
-      return;
-    case DataType::kU64:
-      reduce_typed<uint64_t>(inputs, num_inputs, out, count, op);
-      return;
+    case DataType::kF32: reduce_typed<float>(inputs, num_inputs, out, count, op); return;
+    case DataType::kF64: reduce_typed<double>(inputs, num_inputs, out, count, op); return;
+    case DataType::kI32: reduce_typed<int32_t>(inputs, num_inputs, out, count, op); return;
+    case DataType::kI64: reduce_typed<int64_t>(inputs, num_inputs, out, count, op); return;
+    case DataType::kU64: reduce_typed<uint64_t>(inputs, num_inputs, out, count, op); return;
   }
-  GCOMP_FAIL(gcompErrorInvalidArgument, "unknown DataType value " +
-                                            std::to_string(static_cast<int32_t>(type)) +
+  GCOMP_FAIL(gcompErrorInvalidArgument, "unknown DataType value " + std::to_string(static_cast<int32_t>(type)) +
                                             " (valid: f32, f64, i32, i64, u64)");
 }
 
@@ -406,8 +359,7 @@ bool ranges_overlap(const void* a, size_t a_bytes, const void* b, size_t b_bytes
 
 size_t checked_mul(size_t a, size_t b, const char* what) {
   GCOMP_EXPECTS(b == 0 || a <= std::numeric_limits<size_t>::max() / b, gcompErrorInvalidArgument,
-                std::string(what) + ": size " + std::to_string(a) + " x " + std::to_string(b) +
-                    " overflows size_t");
+                std::string(what) + ": size " + std::to_string(a) + " x " + std::to_string(b) + " overflows size_t");
   return a * b;
 }
 

@@ -80,8 +80,7 @@ class LocalCommunicator final : public Communicator {
     check_buffer(send, bytes_per_rank, "allgather send");
     check_buffer(recv, total, "allgather recv");
     auto* recv_bytes = static_cast<std::byte*>(recv);
-    std::byte* own_block =
-        recv_bytes == nullptr ? nullptr : recv_bytes + static_cast<size_t>(rank_) * bytes_per_rank;
+    std::byte* own_block = recv_bytes == nullptr ? nullptr : recv_bytes + static_cast<size_t>(rank_) * bytes_per_rank;
     const std::byte* published = static_cast<const std::byte*>(send);
     if (published != own_block) published = stage_if_overlapping(send, bytes_per_rank, recv, total);
     const CollectiveDesc desc = next_desc(CollectiveKind::kAllgather, bytes_per_rank);
@@ -110,16 +109,14 @@ class LocalCommunicator final : public Communicator {
     });
   }
 
-  void allgatherv(const void* send, size_t send_bytes, void* recv, size_t max_bytes_per_rank,
-                  size_t* recv_bytes, Stream) override {
+  void allgatherv(const void* send, size_t send_bytes, void* recv, size_t max_bytes_per_rank, size_t* recv_bytes,
+                  Stream) override {
     const size_t total = detail::checked_mul(max_bytes_per_rank, ranks(), "allgatherv");
     check_buffer(send, send_bytes, "allgatherv send");
     check_buffer(recv, total, "allgatherv recv");
     check_buffer(recv_bytes, ranks(), "allgatherv recv_bytes");
     auto* recv_p = static_cast<std::byte*>(recv);
-    std::byte* own_block = recv_p == nullptr
-                               ? nullptr
-                               : recv_p + static_cast<size_t>(rank_) * max_bytes_per_rank;
+    std::byte* own_block = recv_p == nullptr ? nullptr : recv_p + static_cast<size_t>(rank_) * max_bytes_per_rank;
     const std::byte* published = static_cast<const std::byte*>(send);
     // Staging only when the message overlaps the slots of the peers (which this rank writes).
     if (published != own_block) published = stage_if_overlapping(send, send_bytes, recv, total);
@@ -135,8 +132,8 @@ class LocalCommunicator final : public Communicator {
     });
   }
 
-  void alltoallv(const void* send, const size_t* send_bytes, void* recv, size_t max_bytes_per_peer,
-                 size_t* recv_bytes, Stream) override {
+  void alltoallv(const void* send, const size_t* send_bytes, void* recv, size_t max_bytes_per_peer, size_t* recv_bytes,
+                 Stream) override {
     const size_t total = detail::checked_mul(max_bytes_per_peer, ranks(), "alltoallv");
     check_buffer(send, total, "alltoallv send");
     check_buffer(recv, total, "alltoallv recv");
@@ -158,8 +155,7 @@ class LocalCommunicator final : public Communicator {
     });
   }
 
-  void allreduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op,
-                 Stream) override {
+  void allreduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op, Stream) override {
     const size_t bytes = detail::checked_mul(count, data_type_bytes(type), "allreduce");
     GCOMP_EXPECTS(op == ReduceOp::kSum || op == ReduceOp::kMax, gcompErrorInvalidArgument,
                   "allreduce: unknown ReduceOp value " + std::to_string(static_cast<int32_t>(op)));
@@ -178,16 +174,14 @@ class LocalCommunicator final : public Communicator {
   }
 
   void broadcast(void* buf, size_t bytes, int root, Stream) override {
-    GCOMP_EXPECTS(
-        root >= 0 && root < size(), gcompErrorInvalidArgument,
-        "broadcast: root " + std::to_string(root) + " outside 0.." + std::to_string(size() - 1));
+    GCOMP_EXPECTS(root >= 0 && root < size(), gcompErrorInvalidArgument,
+                  "broadcast: root " + std::to_string(root) + " outside 0.." + std::to_string(size() - 1));
     check_buffer(buf, bytes, "broadcast buf");
     auto* data = static_cast<std::byte*>(buf);
     CollectiveDesc desc = next_desc(CollectiveKind::kBroadcast, bytes);
     desc.root = root;
     collective(desc, data, data, nullptr, [&] {
-      if (rank_ != root && bytes > 0)
-        std::memcpy(data, peers_[static_cast<size_t>(root)].send, bytes);
+      if (rank_ != root && bytes > 0) std::memcpy(data, peers_[static_cast<size_t>(root)].send, bytes);
     });
   }
 
@@ -224,9 +218,8 @@ class LocalCommunicator final : public Communicator {
   size_t ranks() const { return static_cast<size_t>(group_->num_ranks); }
 
   static void check_buffer(const void* ptr, size_t bytes, const char* what) {
-    GCOMP_EXPECTS(
-        ptr != nullptr || bytes == 0, gcompErrorInvalidArgument,
-        std::string(what) + " is null but " + std::to_string(bytes) + " bytes are needed");
+    GCOMP_EXPECTS(ptr != nullptr || bytes == 0, gcompErrorInvalidArgument,
+                  std::string(what) + " is null but " + std::to_string(bytes) + " bytes are needed");
   }
 
   CollectiveDesc next_desc(CollectiveKind kind, size_t bytes) {
@@ -237,8 +230,7 @@ class LocalCommunicator final : public Communicator {
     return desc;
   }
 
-  const std::byte* stage_if_overlapping(const void* send, size_t send_bytes, const void* recv,
-                                        size_t recv_bytes) {
+  const std::byte* stage_if_overlapping(const void* send, size_t send_bytes, const void* recv, size_t recv_bytes) {
     if (!detail::ranges_overlap(send, send_bytes, recv, recv_bytes)) {
       return static_cast<const std::byte*>(send);
     }
@@ -249,8 +241,8 @@ class LocalCommunicator final : public Communicator {
 
   /// Runs one collective: arrive, validate, `move_data` (outside the lock), depart.
   template <class MoveData>
-  void collective(const CollectiveDesc& desc, const std::byte* send, std::byte* recv,
-                  const size_t* sizes, MoveData&& move_data) {
+  void collective(const CollectiveDesc& desc, const std::byte* send, std::byte* recv, const size_t* sizes,
+                  MoveData&& move_data) {
     LocalGroup& g = *group_;
     {
       std::unique_lock lock(g.mutex);
@@ -265,8 +257,7 @@ class LocalCommunicator final : public Communicator {
     // same descriptors before any data moves.
     const bool varlen = desc.kind == static_cast<int32_t>(CollectiveKind::kAllgatherv) ||
                         desc.kind == static_cast<int32_t>(CollectiveKind::kAlltoallv);
-    const std::string too_big =
-        mismatch.empty() && varlen ? detail::check_message_bounds(descs_.data(), size()) : "";
+    const std::string too_big = mismatch.empty() && varlen ? detail::check_message_bounds(descs_.data(), size()) : "";
     if (mismatch.empty() && too_big.empty()) move_data();
     {
       std::unique_lock lock(g.mutex);
@@ -310,14 +301,13 @@ class LocalCommunicator final : public Communicator {
         for (const int r : missing) {
           if (g.exited[static_cast<size_t>(r)]) gone.push_back(r);
         }
-        g.abort_locked(detail::describe(desc) + ": rank" + (gone.size() == 1 ? " " : "s ") +
-                       detail::join_ranks(gone) + " exited without joining it");
+        g.abort_locked(detail::describe(desc) + ": rank" + (gone.size() == 1 ? " " : "s ") + detail::join_ranks(gone) +
+                       " exited without joining it");
         throw_if_aborted(desc);
       }
       if (deadline.expired()) {
         g.abort_locked(detail::describe(desc) + " timed out after " + std::to_string(g.timeout_ms) +
-                       " ms (local backend, rank " + std::to_string(rank_) + " of " +
-                       std::to_string(g.num_ranks) +
+                       " ms (local backend, rank " + std::to_string(rank_) + " of " + std::to_string(g.num_ranks) +
                        "): ranks that did not arrive: " + detail::join_ranks(missing));
         GCOMP_FAIL(gcompErrorTimeout, g.abort_reason + "; communicator aborted");
       }
@@ -349,15 +339,13 @@ class LocalCommunicator final : public Communicator {
 
 }  // namespace
 
-std::vector<std::unique_ptr<Communicator>> make_local_group(int num_ranks,
-                                                            const LocalOptions& options) {
+std::vector<std::unique_ptr<Communicator>> make_local_group(int num_ranks, const LocalOptions& options) {
   GCOMP_EXPECTS(num_ranks >= 1, gcompErrorInvalidArgument,
                 "make_local_group: num_ranks must be >= 1, got " + std::to_string(num_ranks));
   auto group = std::make_shared<LocalGroup>(num_ranks, resolve_comm_timeout_ms(options.timeout_ms));
   std::vector<std::unique_ptr<Communicator>> comms;
   comms.reserve(static_cast<size_t>(num_ranks));
-  for (int r = 0; r < num_ranks; ++r)
-    comms.push_back(std::make_unique<LocalCommunicator>(group, r));
+  for (int r = 0; r < num_ranks; ++r) comms.push_back(std::make_unique<LocalCommunicator>(group, r));
   return comms;
 }
 
@@ -385,8 +373,7 @@ bool is_timeout(const std::exception_ptr& error) {
 
 }  // namespace
 
-void run_local(int num_ranks, const std::function<void(Communicator&)>& fn,
-               const LocalOptions& options) {
+void run_local(int num_ranks, const std::function<void(Communicator&)>& fn, const LocalOptions& options) {
   auto comms = make_local_group(num_ranks, options);
   const auto ranks = static_cast<size_t>(num_ranks);
   std::vector<std::exception_ptr> errors(ranks);
@@ -426,8 +413,7 @@ void run_local(int num_ranks, const std::function<void(Communicator&)>& fn,
   for (size_t r = 0; r < ranks; ++r) {
     if (!errors[r]) continue;
     if (first == ranks || error_order[r] < error_order[first]) first = r;
-    if (!is_timeout(errors[r]) &&
-        (first_non_timeout == ranks || error_order[r] < error_order[first_non_timeout])) {
+    if (!is_timeout(errors[r]) && (first_non_timeout == ranks || error_order[r] < error_order[first_non_timeout])) {
       first_non_timeout = r;
     }
   }

@@ -28,9 +28,8 @@ using detail::CollectiveKind;
   char text[MPI_MAX_ERROR_STRING] = {};
   int length = 0;
   if (MPI_Error_string(code, text, &length) != MPI_SUCCESS) length = 0;
-  detail::throw_error(
-      gcompErrorMpi, file, line,
-      std::string(call) + " failed: " + std::string(text, static_cast<size_t>(length)));
+  detail::throw_error(gcompErrorMpi, file, line,
+                      std::string(call) + " failed: " + std::string(text, static_cast<size_t>(length)));
 }
 
 /// Throws gcomp::Error(gcompErrorMpi) naming the call and MPI's error string.
@@ -57,8 +56,7 @@ void ensure_mpi_initialized() {
   const std::lock_guard lock(mutex);
   int finalized = 0;
   GCOMP_MPI_TRY(MPI_Finalized(&finalized));
-  GCOMP_EXPECTS(!finalized, gcompErrorNotSupported,
-                "make_mpi_world: MPI has already been finalized in this process");
+  GCOMP_EXPECTS(!finalized, gcompErrorNotSupported, "make_mpi_world: MPI has already been finalized in this process");
   int initialized = 0;
   GCOMP_MPI_TRY(MPI_Initialized(&initialized));
   if (initialized) return;
@@ -141,8 +139,7 @@ size_t pack_offsets(const std::vector<uint64_t>& sizes, std::vector<size_t>& off
 
 class MpiCommunicator final : public Communicator {
  public:
-  explicit MpiCommunicator(int64_t timeout_ms)
-      : timeout_ms_(timeout_ms), state_(std::make_unique<MpiState>()) {
+  explicit MpiCommunicator(int64_t timeout_ms) : timeout_ms_(timeout_ms), state_(std::make_unique<MpiState>()) {
     GCOMP_MPI_TRY(MPI_Comm_rank(MPI_COMM_WORLD, &rank_));
     GCOMP_MPI_TRY(MPI_Comm_size(MPI_COMM_WORLD, &size_));
     MPI_Request request = MPI_REQUEST_NULL;
@@ -189,8 +186,8 @@ class MpiCommunicator final : public Communicator {
     s.recv.resize(total);
     const ByteType block(bytes_per_rank);
     MPI_Request request = MPI_REQUEST_NULL;
-    call(MPI_Iallgather(s.send.data(), block.count(), block.type(), s.recv.data(), block.count(),
-                        block.type(), s.comm, &request),
+    call(MPI_Iallgather(s.send.data(), block.count(), block.type(), s.recv.data(), block.count(), block.type(), s.comm,
+                        &request),
          "MPI_Iallgather");
     wait(&request, &desc, "data exchange");
     std::memcpy(recv, s.recv.data(), total);
@@ -208,15 +205,15 @@ class MpiCommunicator final : public Communicator {
     s.recv.resize(total);
     const ByteType block(bytes_per_peer);
     MPI_Request request = MPI_REQUEST_NULL;
-    call(MPI_Ialltoall(s.send.data(), block.count(), block.type(), s.recv.data(), block.count(),
-                       block.type(), s.comm, &request),
+    call(MPI_Ialltoall(s.send.data(), block.count(), block.type(), s.recv.data(), block.count(), block.type(), s.comm,
+                       &request),
          "MPI_Ialltoall");
     wait(&request, &desc, "data exchange");
     std::memcpy(recv, s.recv.data(), total);
   }
 
-  void allgatherv(const void* send, size_t send_bytes, void* recv, size_t max_bytes_per_rank,
-                  size_t* recv_bytes, Stream) override {
+  void allgatherv(const void* send, size_t send_bytes, void* recv, size_t max_bytes_per_rank, size_t* recv_bytes,
+                  Stream) override {
     const size_t total = detail::checked_mul(max_bytes_per_rank, ranks(), "allgatherv");
     check_buffer(send, send_bytes, "allgatherv send");
     check_buffer(recv, total, "allgatherv recv");
@@ -240,8 +237,8 @@ class MpiCommunicator final : public Communicator {
           s.recv_displs[j] = static_cast<int>(offsets[j]);
         }
         MPI_Request request = MPI_REQUEST_NULL;
-        call(MPI_Iallgatherv(s.send.data(), static_cast<int>(send_bytes), MPI_BYTE, s.recv.data(),
-                             s.recv_counts.data(), s.recv_displs.data(), MPI_BYTE, s.comm, &request),
+        call(MPI_Iallgatherv(s.send.data(), static_cast<int>(send_bytes), MPI_BYTE, s.recv.data(), s.recv_counts.data(),
+                             s.recv_displs.data(), MPI_BYTE, s.comm, &request),
              "MPI_Iallgatherv");
         wait(&request, &desc, "data exchange");
       } else {
@@ -249,8 +246,8 @@ class MpiCommunicator final : public Communicator {
         s.requests.assign(2 * ranks(), MPI_REQUEST_NULL);
         for (size_t j = 0; j < ranks(); ++j) {
           post_send(s.send.data(), send_bytes, static_cast<int>(j), &s.requests[2 * j]);
-          post_recv(s.recv.data() + offsets[j], static_cast<size_t>(s.sizes_in[j]),
-                    static_cast<int>(j), &s.requests[2 * j + 1]);
+          post_recv(s.recv.data() + offsets[j], static_cast<size_t>(s.sizes_in[j]), static_cast<int>(j),
+                    &s.requests[2 * j + 1]);
         }
         wait_all(s.requests, &desc);
       }
@@ -263,8 +260,8 @@ class MpiCommunicator final : public Communicator {
     }
   }
 
-  void alltoallv(const void* send, const size_t* send_bytes, void* recv, size_t max_bytes_per_peer,
-                 size_t* recv_bytes, Stream) override {
+  void alltoallv(const void* send, const size_t* send_bytes, void* recv, size_t max_bytes_per_peer, size_t* recv_bytes,
+                 Stream) override {
     const size_t total = detail::checked_mul(max_bytes_per_peer, ranks(), "alltoallv");
     check_buffer(send, total, "alltoallv send");
     check_buffer(recv, total, "alltoallv recv");
@@ -278,8 +275,7 @@ class MpiCommunicator final : public Communicator {
     // The sizes: one u64 from every rank to every rank.
     s.sizes_in.assign(ranks(), 0);
     MPI_Request request = MPI_REQUEST_NULL;
-    call(MPI_Ialltoall(s.sizes_out.data(), 1, MPI_UINT64_T, s.sizes_in.data(), 1, MPI_UINT64_T,
-                       s.comm, &request),
+    call(MPI_Ialltoall(s.sizes_out.data(), 1, MPI_UINT64_T, s.sizes_in.data(), 1, MPI_UINT64_T, s.comm, &request),
          "MPI_Ialltoall");
     wait(&request, &desc, "size exchange");
     for (size_t j = 0; j < ranks(); ++j) {
@@ -296,8 +292,7 @@ class MpiCommunicator final : public Communicator {
     const auto* in = static_cast<const std::byte*>(send);
     for (size_t j = 0; j < ranks(); ++j) {
       if (s.sizes_out[j] > 0) {
-        std::memcpy(s.send.data() + send_offsets[j], in + j * max_bytes_per_peer,
-                    static_cast<size_t>(s.sizes_out[j]));
+        std::memcpy(s.send.data() + send_offsets[j], in + j * max_bytes_per_peer, static_cast<size_t>(s.sizes_out[j]));
       }
     }
     s.recv.resize(recv_packed);
@@ -312,18 +307,17 @@ class MpiCommunicator final : public Communicator {
         s.recv_counts[j] = static_cast<int>(s.sizes_in[j]);
         s.recv_displs[j] = static_cast<int>(recv_offsets[j]);
       }
-      call(MPI_Ialltoallv(s.send.data(), s.send_counts.data(), s.send_displs.data(), MPI_BYTE,
-                          s.recv.data(), s.recv_counts.data(), s.recv_displs.data(), MPI_BYTE,
-                          s.comm, &request),
+      call(MPI_Ialltoallv(s.send.data(), s.send_counts.data(), s.send_displs.data(), MPI_BYTE, s.recv.data(),
+                          s.recv_counts.data(), s.recv_displs.data(), MPI_BYTE, s.comm, &request),
            "MPI_Ialltoallv");
       wait(&request, &desc, "data exchange");
     } else {
       s.requests.assign(2 * ranks(), MPI_REQUEST_NULL);
       for (size_t j = 0; j < ranks(); ++j) {
-        post_send(s.send.data() + send_offsets[j], static_cast<size_t>(s.sizes_out[j]),
-                  static_cast<int>(j), &s.requests[2 * j]);
-        post_recv(s.recv.data() + recv_offsets[j], static_cast<size_t>(s.sizes_in[j]),
-                  static_cast<int>(j), &s.requests[2 * j + 1]);
+        post_send(s.send.data() + send_offsets[j], static_cast<size_t>(s.sizes_out[j]), static_cast<int>(j),
+                  &s.requests[2 * j]);
+        post_recv(s.recv.data() + recv_offsets[j], static_cast<size_t>(s.sizes_in[j]), static_cast<int>(j),
+                  &s.requests[2 * j + 1]);
       }
       wait_all(s.requests, &desc);
     }
@@ -335,8 +329,7 @@ class MpiCommunicator final : public Communicator {
     }
   }
 
-  void allreduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op,
-                 Stream) override {
+  void allreduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op, Stream) override {
     const size_t bytes = detail::checked_mul(count, data_type_bytes(type), "allreduce");
     GCOMP_EXPECTS(op == ReduceOp::kSum || op == ReduceOp::kMax, gcompErrorInvalidArgument,
                   "allreduce: unknown ReduceOp value " + std::to_string(static_cast<int32_t>(op)));
@@ -353,8 +346,8 @@ class MpiCommunicator final : public Communicator {
     s.recv.resize(detail::checked_mul(bytes, ranks(), "allreduce"));
     const ByteType block(bytes);
     MPI_Request request = MPI_REQUEST_NULL;
-    call(MPI_Iallgather(s.send.data(), block.count(), block.type(), s.recv.data(), block.count(),
-                        block.type(), s.comm, &request),
+    call(MPI_Iallgather(s.send.data(), block.count(), block.type(), s.recv.data(), block.count(), block.type(), s.comm,
+                        &request),
          "MPI_Iallgather");
     wait(&request, &desc, "data exchange");
     for (size_t j = 0; j < ranks(); ++j) inputs_[j] = s.recv.data() + j * bytes;
@@ -362,9 +355,8 @@ class MpiCommunicator final : public Communicator {
   }
 
   void broadcast(void* buf, size_t bytes, int root, Stream) override {
-    GCOMP_EXPECTS(
-        root >= 0 && root < size_, gcompErrorInvalidArgument,
-        "broadcast: root " + std::to_string(root) + " outside 0.." + std::to_string(size_ - 1));
+    GCOMP_EXPECTS(root >= 0 && root < size_, gcompErrorInvalidArgument,
+                  "broadcast: root " + std::to_string(root) + " outside 0.." + std::to_string(size_ - 1));
     check_buffer(buf, bytes, "broadcast buf");
     CollectiveDesc desc = next_desc(CollectiveKind::kBroadcast, bytes);
     desc.root = root;
@@ -378,8 +370,7 @@ class MpiCommunicator final : public Communicator {
     }
     const ByteType block(bytes);
     MPI_Request request = MPI_REQUEST_NULL;
-    call(MPI_Ibcast(s.send.data(), block.count(), block.type(), root, s.comm, &request),
-         "MPI_Ibcast");
+    call(MPI_Ibcast(s.send.data(), block.count(), block.type(), root, s.comm, &request), "MPI_Ibcast");
     wait(&request, &desc, "data exchange");
     if (rank_ != root) std::memcpy(buf, s.send.data(), bytes);
   }
@@ -408,9 +399,8 @@ class MpiCommunicator final : public Communicator {
   size_t ranks() const { return static_cast<size_t>(size_); }
 
   static void check_buffer(const void* ptr, size_t bytes, const char* what) {
-    GCOMP_EXPECTS(
-        ptr != nullptr || bytes == 0, gcompErrorInvalidArgument,
-        std::string(what) + " is null but " + std::to_string(bytes) + " bytes are needed");
+    GCOMP_EXPECTS(ptr != nullptr || bytes == 0, gcompErrorInvalidArgument,
+                  std::string(what) + " is null but " + std::to_string(bytes) + " bytes are needed");
   }
 
   static void stage(std::vector<std::byte>& staging, const void* data, size_t bytes) {
@@ -426,14 +416,12 @@ class MpiCommunicator final : public Communicator {
 
   void post_send(const std::byte* data, size_t bytes, int peer, MPI_Request* request) {
     const ByteType type(bytes);
-    call(MPI_Isend(data, type.count(), type.type(), peer, kVarlenTag, state_->comm, request),
-         "MPI_Isend");
+    call(MPI_Isend(data, type.count(), type.type(), peer, kVarlenTag, state_->comm, request), "MPI_Isend");
   }
 
   void post_recv(std::byte* data, size_t bytes, int peer, MPI_Request* request) {
     const ByteType type(bytes);
-    call(MPI_Irecv(data, type.count(), type.type(), peer, kVarlenTag, state_->comm, request),
-         "MPI_Irecv");
+    call(MPI_Irecv(data, type.count(), type.type(), peer, kVarlenTag, state_->comm, request), "MPI_Irecv");
   }
 
   /// wait() for a set of requests (MPI_Testall).
@@ -481,8 +469,8 @@ class MpiCommunicator final : public Communicator {
     MpiState& s = *state_;
     s.header = desc;
     MPI_Request request = MPI_REQUEST_NULL;
-    call(MPI_Iallgather(&s.header, sizeof(CollectiveDesc), MPI_BYTE, s.headers.data(),
-                        sizeof(CollectiveDesc), MPI_BYTE, s.comm, &request),
+    call(MPI_Iallgather(&s.header, sizeof(CollectiveDesc), MPI_BYTE, s.headers.data(), sizeof(CollectiveDesc), MPI_BYTE,
+                        s.comm, &request),
          "MPI_Iallgather");
     wait(&request, &desc, "descriptor exchange");
     const std::string mismatch = detail::check_descs(s.headers.data(), size_);
@@ -566,8 +554,7 @@ namespace detail {
 
 void mpi_set_count_limit(Communicator& comm, size_t limit) {
   auto* mpi = dynamic_cast<MpiCommunicator*>(&comm);
-  GCOMP_EXPECTS(mpi != nullptr, gcompErrorInvalidArgument,
-                "mpi_set_count_limit: not an mpi communicator");
+  GCOMP_EXPECTS(mpi != nullptr, gcompErrorInvalidArgument, "mpi_set_count_limit: not an mpi communicator");
   mpi->set_count_limit(limit);
 }
 

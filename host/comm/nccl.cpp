@@ -30,15 +30,13 @@ using detail::CollectiveKind;
 
 [[noreturn]] void throw_cuda(cudaError_t code, const char* call, const char* file, int line) {
   static_cast<void>(cudaGetLastError());  // clear a non-sticky error so it is not reported twice
-  detail::throw_error(
-      gcompErrorCuda, file, line,
-      std::string(call) + " failed: " + cudaGetErrorName(code) + ": " + cudaGetErrorString(code));
+  detail::throw_error(gcompErrorCuda, file, line,
+                      std::string(call) + " failed: " + cudaGetErrorName(code) + ": " + cudaGetErrorString(code));
 }
 
-[[noreturn]] void throw_nccl(const detail::NcclApi& nccl, ncclResult_t code, const char* call,
-                             const char* file, int line) {
-  detail::throw_error(gcompErrorNccl, file, line,
-                      std::string(call) + " failed: " + nccl.GetErrorString(code));
+[[noreturn]] void throw_nccl(const detail::NcclApi& nccl, ncclResult_t code, const char* call, const char* file,
+                             int line) {
+  detail::throw_error(gcompErrorNccl, file, line, std::string(call) + " failed: " + nccl.GetErrorString(code));
 }
 
 /// Throws gcomp::Error(gcompErrorCuda) naming the call and the CUDA error.
@@ -92,16 +90,11 @@ class DeviceBuffer {
 
 ncclDataType_t nccl_type(DataType type) {
   switch (type) {
-    case DataType::kF32:
-      return ncclFloat32;
-    case DataType::kF64:
-      return ncclFloat64;
-    case DataType::kI32:
-      return ncclInt32;
-    case DataType::kI64:
-      return ncclInt64;
-    case DataType::kU64:
-      return ncclUint64;
+    case DataType::kF32: return ncclFloat32;
+    case DataType::kF64: return ncclFloat64;
+    case DataType::kI32: return ncclInt32;
+    case DataType::kI64: return ncclInt64;
+    case DataType::kU64: return ncclUint64;
   }
   GCOMP_FAIL(gcompErrorInvalidArgument,
              "allreduce: unknown DataType value " + std::to_string(static_cast<int32_t>(type)));
@@ -109,10 +102,8 @@ ncclDataType_t nccl_type(DataType type) {
 
 ncclRedOp_t nccl_op(ReduceOp op) {
   switch (op) {
-    case ReduceOp::kSum:
-      return ncclSum;
-    case ReduceOp::kMax:
-      return ncclMax;
+    case ReduceOp::kSum: return ncclSum;
+    case ReduceOp::kMax: return ncclMax;
   }
   GCOMP_FAIL(gcompErrorInvalidArgument,
              "allreduce: unknown ReduceOp value " + std::to_string(static_cast<int32_t>(op)));
@@ -120,16 +111,15 @@ ncclRedOp_t nccl_op(ReduceOp op) {
 
 class NcclCommunicator final : public Communicator {
  public:
-  NcclCommunicator(const detail::NcclApi& nccl, int rank, int world_size, int device,
-                   const ncclUniqueId& id, int64_t timeout_ms)
+  NcclCommunicator(const detail::NcclApi& nccl, int rank, int world_size, int device, const ncclUniqueId& id,
+                   int64_t timeout_ms)
       : nccl_(&nccl), rank_(rank), size_(world_size), device_(device), timeout_ms_(timeout_ms) {
     const DeviceGuard guard(device_);
     try {
       ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
       config.blocking = 0;
       ncclUniqueId id_copy = id;
-      check(nccl_->CommInitRankConfig(&comm_, size_, id_copy, rank_, &config), "setup",
-            "ncclCommInitRankConfig");
+      check(nccl_->CommInitRankConfig(&comm_, size_, id_copy, rank_, &config), "setup", "ncclCommInitRankConfig");
       GCOMP_CUDA_TRY(cudaStreamCreateWithFlags(&internal_stream_, cudaStreamNonBlocking));
       GCOMP_CUDA_TRY(cudaMalloc(&d_barrier_word_, sizeof(int32_t)));
       GCOMP_CUDA_TRY(cudaMemset(d_barrier_word_, 0, sizeof(int32_t)));
@@ -173,30 +163,25 @@ class NcclCommunicator final : public Communicator {
 
   void allgather(const void* send, void* recv, size_t bytes_per_rank, Stream stream) override {
     const CollectiveDesc desc = next_desc(CollectiveKind::kAllgather, bytes_per_rank);
-    check_buffers(desc, send, bytes_per_rank, recv,
-                  detail::checked_mul(bytes_per_rank, ranks(), "allgather"));
+    check_buffers(desc, send, bytes_per_rank, recv, detail::checked_mul(bytes_per_rank, ranks(), "allgather"));
     const DeviceGuard guard(device_);
-    check(nccl_->AllGather(send, recv, bytes_per_rank, ncclUint8, comm_, stream), desc,
-          "ncclAllGather");
+    check(nccl_->AllGather(send, recv, bytes_per_rank, ncclUint8, comm_, stream), desc, "ncclAllGather");
   }
 
   void alltoall(const void* send, void* recv, size_t bytes_per_peer, Stream stream) override {
     const CollectiveDesc desc = next_desc(CollectiveKind::kAlltoall, bytes_per_peer);
     const size_t total = detail::checked_mul(bytes_per_peer, ranks(), "alltoall");
     check_buffers(desc, send, total, recv, total);
-    GCOMP_EXPECTS(
-        !detail::ranges_overlap(send, total, recv, total), gcompErrorInvalidArgument,
-        detail::describe(desc) + ": the nccl backend needs disjoint send and recv buffers");
+    GCOMP_EXPECTS(!detail::ranges_overlap(send, total, recv, total), gcompErrorInvalidArgument,
+                  detail::describe(desc) + ": the nccl backend needs disjoint send and recv buffers");
     const DeviceGuard guard(device_);
     const auto* src = static_cast<const std::byte*>(send);
     auto* dst = static_cast<std::byte*>(recv);
     GCOMP_NCCL_TRY(*nccl_, nccl_->GroupStart());
     for (int peer = 0; peer < size_; ++peer) {
       const size_t offset = static_cast<size_t>(peer) * bytes_per_peer;
-      const ncclResult_t sent =
-          nccl_->Send(src + offset, bytes_per_peer, ncclUint8, peer, comm_, stream);
-      const ncclResult_t received =
-          nccl_->Recv(dst + offset, bytes_per_peer, ncclUint8, peer, comm_, stream);
+      const ncclResult_t sent = nccl_->Send(src + offset, bytes_per_peer, ncclUint8, peer, comm_, stream);
+      const ncclResult_t received = nccl_->Recv(dst + offset, bytes_per_peer, ncclUint8, peer, comm_, stream);
       if (sent != ncclSuccess || received != ncclSuccess) {
         static_cast<void>(nccl_->GroupEnd());
         check(sent != ncclSuccess ? sent : received, desc, "ncclSend/ncclRecv");
@@ -205,14 +190,12 @@ class NcclCommunicator final : public Communicator {
     check(nccl_->GroupEnd(), desc, "ncclGroupEnd");
   }
 
-  void allgatherv(const void* send, size_t send_bytes, void* recv, size_t max_bytes_per_rank,
-                  size_t* recv_bytes, Stream stream) override {
+  void allgatherv(const void* send, size_t send_bytes, void* recv, size_t max_bytes_per_rank, size_t* recv_bytes,
+                  Stream stream) override {
     CollectiveDesc desc = next_desc(CollectiveKind::kAllgatherv, max_bytes_per_rank);
     desc.max_send = send_bytes;
-    check_buffers(desc, send, send_bytes, recv,
-                  detail::checked_mul(max_bytes_per_rank, ranks(), "allgatherv"));
-    GCOMP_EXPECTS(recv_bytes != nullptr, gcompErrorInvalidArgument,
-                  detail::describe(desc) + ": recv_bytes is null");
+    check_buffers(desc, send, send_bytes, recv, detail::checked_mul(max_bytes_per_rank, ranks(), "allgatherv"));
+    GCOMP_EXPECTS(recv_bytes != nullptr, gcompErrorInvalidArgument, detail::describe(desc) + ": recv_bytes is null");
     const DeviceGuard guard(device_);
     for (size_t j = 0; j < ranks(); ++j) h_sizes_out()[j] = send_bytes;
     exchange_sizes(desc, stream);
@@ -227,8 +210,8 @@ class NcclCommunicator final : public Communicator {
       ncclResult_t received = ncclSuccess;
       if (send_bytes > 0) sent = nccl_->Send(src, send_bytes, ncclUint8, peer, comm_, stream);
       if (in_bytes > 0 && sent == ncclSuccess) {
-        received = nccl_->Recv(dst + static_cast<size_t>(peer) * max_bytes_per_rank, in_bytes,
-                               ncclUint8, peer, comm_, stream);
+        received =
+            nccl_->Recv(dst + static_cast<size_t>(peer) * max_bytes_per_rank, in_bytes, ncclUint8, peer, comm_, stream);
       }
       if (sent != ncclSuccess || received != ncclSuccess) {
         static_cast<void>(nccl_->GroupEnd());
@@ -239,16 +222,15 @@ class NcclCommunicator final : public Communicator {
     for (size_t j = 0; j < ranks(); ++j) recv_bytes[j] = h_sizes_in()[j];
   }
 
-  void alltoallv(const void* send, const size_t* send_bytes, void* recv, size_t max_bytes_per_peer,
-                 size_t* recv_bytes, Stream stream) override {
+  void alltoallv(const void* send, const size_t* send_bytes, void* recv, size_t max_bytes_per_peer, size_t* recv_bytes,
+                 Stream stream) override {
     CollectiveDesc desc = next_desc(CollectiveKind::kAlltoallv, max_bytes_per_peer);
     const size_t total = detail::checked_mul(max_bytes_per_peer, ranks(), "alltoallv");
     check_buffers(desc, send, total, recv, total);
     GCOMP_EXPECTS(send_bytes != nullptr && recv_bytes != nullptr, gcompErrorInvalidArgument,
                   detail::describe(desc) + ": send_bytes or recv_bytes is null");
-    GCOMP_EXPECTS(
-        !detail::ranges_overlap(send, total, recv, total), gcompErrorInvalidArgument,
-        detail::describe(desc) + ": the nccl backend needs disjoint send and recv buffers");
+    GCOMP_EXPECTS(!detail::ranges_overlap(send, total, recv, total), gcompErrorInvalidArgument,
+                  detail::describe(desc) + ": the nccl backend needs disjoint send and recv buffers");
     const DeviceGuard guard(device_);
     for (size_t j = 0; j < ranks(); ++j) {
       h_sizes_out()[j] = send_bytes[j];
@@ -277,16 +259,14 @@ class NcclCommunicator final : public Communicator {
     for (size_t j = 0; j < ranks(); ++j) recv_bytes[j] = h_sizes_in()[j];
   }
 
-  void allreduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op,
-                 Stream stream) override {
+  void allreduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op, Stream stream) override {
     CollectiveDesc desc = next_desc(CollectiveKind::kAllreduce, count);
     desc.type = static_cast<int32_t>(type);
     desc.op = static_cast<int32_t>(op);
     const size_t bytes = detail::checked_mul(count, data_type_bytes(type), "allreduce");
     check_buffers(desc, send, bytes, recv, bytes);
     const DeviceGuard guard(device_);
-    check(nccl_->AllReduce(send, recv, count, nccl_type(type), nccl_op(op), comm_, stream), desc,
-          "ncclAllReduce");
+    check(nccl_->AllReduce(send, recv, count, nccl_type(type), nccl_op(op), comm_, stream), desc, "ncclAllReduce");
   }
 
   void broadcast(void* buf, size_t bytes, int root, Stream stream) override {
@@ -303,9 +283,8 @@ class NcclCommunicator final : public Communicator {
     const CollectiveDesc desc = next_desc(CollectiveKind::kBarrier, 0);
     throw_if_aborted(desc);
     const DeviceGuard guard(device_);
-    check(nccl_->AllReduce(d_barrier_word_, d_barrier_word_, 1, ncclInt32, ncclSum, comm_,
-                           internal_stream_),
-          desc, "ncclAllReduce");
+    check(nccl_->AllReduce(d_barrier_word_, d_barrier_word_, 1, ncclInt32, ncclSum, comm_, internal_stream_), desc,
+          "ncclAllReduce");
     wait_stream(internal_stream_, detail::describe(desc));
   }
 
@@ -324,13 +303,11 @@ class NcclCommunicator final : public Communicator {
     const DeviceBuffer d_send(bytes_per_rank);
     const DeviceBuffer d_recv(total);
     if (bytes_per_rank > 0) {
-      GCOMP_CUDA_TRY(cudaMemcpyAsync(d_send.get(), send, bytes_per_rank, cudaMemcpyHostToDevice,
-                                     internal_stream_));
+      GCOMP_CUDA_TRY(cudaMemcpyAsync(d_send.get(), send, bytes_per_rank, cudaMemcpyHostToDevice, internal_stream_));
     }
     allgather(d_send.get(), d_recv.get(), bytes_per_rank, internal_stream_);
     if (total > 0) {
-      GCOMP_CUDA_TRY(
-          cudaMemcpyAsync(recv, d_recv.get(), total, cudaMemcpyDeviceToHost, internal_stream_));
+      GCOMP_CUDA_TRY(cudaMemcpyAsync(recv, d_recv.get(), total, cudaMemcpyDeviceToHost, internal_stream_));
     }
     wait_stream(internal_stream_, "host_allgather");
   }
@@ -364,8 +341,7 @@ class NcclCommunicator final : public Communicator {
     return reinterpret_cast<CollectiveDesc*>(static_cast<std::byte*>(h_ctl_) + sizeof(CollectiveDesc));
   }
   [[nodiscard]] uint64_t* h_sizes_out() const {
-    return reinterpret_cast<uint64_t*>(static_cast<std::byte*>(h_ctl_) +
-                                       sizeof(CollectiveDesc) * (ranks() + 1));
+    return reinterpret_cast<uint64_t*>(static_cast<std::byte*>(h_ctl_) + sizeof(CollectiveDesc) * (ranks() + 1));
   }
   [[nodiscard]] uint64_t* h_sizes_in() const { return h_sizes_out() + ranks(); }
 
@@ -381,18 +357,15 @@ class NcclCommunicator final : public Communicator {
     const size_t sizes_off = sizeof(CollectiveDesc) * (ranks() + 1);
     const size_t sizes_bytes = sizeof(uint64_t) * ranks();
     GCOMP_CUDA_TRY(cudaMemcpyAsync(d, h, sizeof(CollectiveDesc), cudaMemcpyHostToDevice, stream));
-    GCOMP_CUDA_TRY(cudaMemcpyAsync(d + sizes_off, h + sizes_off, sizes_bytes,
-                                   cudaMemcpyHostToDevice, stream));
-    check(nccl_->AllGather(d, d + sizeof(CollectiveDesc), sizeof(CollectiveDesc), ncclUint8, comm_,
-                           stream),
-          desc, "ncclAllGather");
+    GCOMP_CUDA_TRY(cudaMemcpyAsync(d + sizes_off, h + sizes_off, sizes_bytes, cudaMemcpyHostToDevice, stream));
+    check(nccl_->AllGather(d, d + sizeof(CollectiveDesc), sizeof(CollectiveDesc), ncclUint8, comm_, stream), desc,
+          "ncclAllGather");
     GCOMP_NCCL_TRY(*nccl_, nccl_->GroupStart());
     for (int peer = 0; peer < size_; ++peer) {
       const size_t at = sizeof(uint64_t) * static_cast<size_t>(peer);
-      const ncclResult_t sent =
-          nccl_->Send(d + sizes_off + at, sizeof(uint64_t), ncclUint8, peer, comm_, stream);
-      const ncclResult_t received = nccl_->Recv(d + sizes_off + sizes_bytes + at, sizeof(uint64_t),
-                                                ncclUint8, peer, comm_, stream);
+      const ncclResult_t sent = nccl_->Send(d + sizes_off + at, sizeof(uint64_t), ncclUint8, peer, comm_, stream);
+      const ncclResult_t received =
+          nccl_->Recv(d + sizes_off + sizes_bytes + at, sizeof(uint64_t), ncclUint8, peer, comm_, stream);
       if (sent != ncclSuccess || received != ncclSuccess) {
         static_cast<void>(nccl_->GroupEnd());
         check(sent != ncclSuccess ? sent : received, desc, "ncclSend/ncclRecv");
@@ -401,8 +374,8 @@ class NcclCommunicator final : public Communicator {
     check(nccl_->GroupEnd(), desc, "ncclGroupEnd");
     GCOMP_CUDA_TRY(cudaMemcpyAsync(h + sizeof(CollectiveDesc), d + sizeof(CollectiveDesc),
                                    sizeof(CollectiveDesc) * ranks(), cudaMemcpyDeviceToHost, stream));
-    GCOMP_CUDA_TRY(cudaMemcpyAsync(h + sizes_off + sizes_bytes, d + sizes_off + sizes_bytes,
-                                   sizes_bytes, cudaMemcpyDeviceToHost, stream));
+    GCOMP_CUDA_TRY(cudaMemcpyAsync(h + sizes_off + sizes_bytes, d + sizes_off + sizes_bytes, sizes_bytes,
+                                   cudaMemcpyDeviceToHost, stream));
     wait_stream(stream, detail::describe(desc) + " (size exchange)");
     if (std::string m = detail::check_descs(h_descs(), size_); !m.empty()) {
       GCOMP_FAIL(gcompErrorMismatch, m);
@@ -427,8 +400,8 @@ class NcclCommunicator final : public Communicator {
     return desc;
   }
 
-  void check_buffers(const CollectiveDesc& desc, const void* send, size_t send_bytes,
-                     const void* recv, size_t recv_bytes) const {
+  void check_buffers(const CollectiveDesc& desc, const void* send, size_t send_bytes, const void* recv,
+                     size_t recv_bytes) const {
     throw_if_aborted(desc);
     GCOMP_EXPECTS((send != nullptr || send_bytes == 0) && (recv != nullptr || recv_bytes == 0),
                   gcompErrorInvalidArgument, detail::describe(desc) + ": null device buffer");
@@ -440,9 +413,7 @@ class NcclCommunicator final : public Communicator {
                                       " (nccl backend): communicator aborted: " + abort_reason_);
   }
 
-  void check(ncclResult_t rc, const CollectiveDesc& desc, const char* call) {
-    check(rc, detail::describe(desc), call);
-  }
+  void check(ncclResult_t rc, const CollectiveDesc& desc, const char* call) { check(rc, detail::describe(desc), call); }
 
   /// Completes a non-blocking NCCL call: waits while it is in progress, aborts on error/timeout.
   void check(ncclResult_t rc, const std::string& what, const char* call) {
@@ -457,9 +428,8 @@ class NcclCommunicator final : public Communicator {
     }
     if (rc == ncclSuccess) return;
     const std::string detail_text = comm_ != nullptr ? nccl_->GetLastError(comm_) : "";
-    const std::string message = what + ": " + call + " failed on rank " + std::to_string(rank_) +
-                                ": " + nccl_->GetErrorString(rc) +
-                                (detail_text.empty() ? "" : " (" + detail_text + ")");
+    const std::string message = what + ": " + call + " failed on rank " + std::to_string(rank_) + ": " +
+                                nccl_->GetErrorString(rc) + (detail_text.empty() ? "" : " (" + detail_text + ")");
     abort(message);
     GCOMP_FAIL(gcompErrorNccl, message + "; communicator aborted");
   }
@@ -473,8 +443,8 @@ class NcclCommunicator final : public Communicator {
       if (state == cudaSuccess) return;
       if (state != cudaErrorNotReady) throw_cuda(state, "cudaStreamQuery", __FILE__, __LINE__);
       ncclResult_t async = ncclSuccess;
-      if (comm_ != nullptr && nccl_->CommGetAsyncError(comm_, &async) == ncclSuccess &&
-          async != ncclSuccess && async != ncclInProgress) {
+      if (comm_ != nullptr && nccl_->CommGetAsyncError(comm_, &async) == ncclSuccess && async != ncclSuccess &&
+          async != ncclInProgress) {
         check(async, what, "asynchronous NCCL operation");
       }
       if (deadline.expired()) fail_timeout(what, "waiting for the stream");
@@ -488,9 +458,8 @@ class NcclCommunicator final : public Communicator {
   }
 
   [[noreturn]] void fail_timeout(const std::string& what, const char* stage) {
-    const std::string message = what + " timed out after " + std::to_string(timeout_ms_) + " ms (" +
-                                stage + "; nccl backend, rank " + std::to_string(rank_) + " of " +
-                                std::to_string(size_) + ")";
+    const std::string message = what + " timed out after " + std::to_string(timeout_ms_) + " ms (" + stage +
+                                "; nccl backend, rank " + std::to_string(rank_) + " of " + std::to_string(size_) + ")";
     abort(message);
     GCOMP_FAIL(gcompErrorTimeout, message + "; communicator aborted");
   }
@@ -529,12 +498,10 @@ int select_device(const NcclOptions& options, const detail::LauncherEnv& env, in
   int count = 0;
   GCOMP_CUDA_TRY(cudaGetDeviceCount(&count));
   GCOMP_EXPECTS(count > 0, gcompErrorCuda, "make_nccl_communicator: no CUDA device");
-  const int device = options.device >= 0   ? options.device
-                     : env.local_rank >= 0 ? env.local_rank
-                                           : rank % count;
+  const int device = options.device >= 0 ? options.device : env.local_rank >= 0 ? env.local_rank : rank % count;
   GCOMP_EXPECTS(device < count, gcompErrorInvalidArgument,
-                "make_nccl_communicator: device " + std::to_string(device) + " but only " +
-                    std::to_string(count) + " CUDA devices are visible");
+                "make_nccl_communicator: device " + std::to_string(device) + " but only " + std::to_string(count) +
+                    " CUDA devices are visible");
   return device;
 }
 
@@ -548,20 +515,16 @@ std::string nccl_unusable() {
   const cudaError_t rc = cudaGetDeviceCount(&count);
   if (rc != cudaSuccess) {
     static_cast<void>(cudaGetLastError());
-    return std::string("no usable CUDA device (cudaGetDeviceCount: ") + cudaGetErrorName(rc) +
-           ": " + cudaGetErrorString(rc) + ")";
+    return std::string("no usable CUDA device (cudaGetDeviceCount: ") + cudaGetErrorName(rc) + ": " +
+           cudaGetErrorString(rc) + ")";
   }
   if (count == 0) return "no usable CUDA device (cudaGetDeviceCount returned 0)";
   return {};
 }
 
-std::string nccl_library() {
-  return detail::nccl_load_error().empty() ? detail::nccl_api().path : std::string();
-}
+std::string nccl_library() { return detail::nccl_load_error().empty() ? detail::nccl_api().path : std::string(); }
 
-int nccl_version() {
-  return detail::nccl_load_error().empty() ? detail::nccl_api().version : 0;
-}
+int nccl_version() { return detail::nccl_load_error().empty() ? detail::nccl_api().version : 0; }
 
 std::unique_ptr<Communicator> make_nccl_communicator(const NcclOptions& options) {
   // NCCL first: without it nothing below (rendezvous with the peers, device selection) is useful.
@@ -574,14 +537,11 @@ std::unique_ptr<Communicator> make_nccl_communicator(const NcclOptions& options)
   if (id_file.empty()) {
     id_file = detail::env_string(detail::EnvVarId::kNcclIdFile).value_or("");
   }
-  const std::string master_addr =
-      options.master_addr.empty() ? env.master_addr : options.master_addr;
+  const std::string master_addr = options.master_addr.empty() ? env.master_addr : options.master_addr;
   const int master_port = options.master_port >= 0 ? options.master_port : env.master_port;
   NcclBootstrap method = options.bootstrap;
   if (method == NcclBootstrap::kAuto) {
-    method = !id_file.empty()       ? NcclBootstrap::kFile
-             : !master_addr.empty() ? NcclBootstrap::kTcp
-                                    : NcclBootstrap::kMpi;
+    method = !id_file.empty() ? NcclBootstrap::kFile : !master_addr.empty() ? NcclBootstrap::kTcp : NcclBootstrap::kMpi;
   }
 
   ncclUniqueId id{};
@@ -591,12 +551,10 @@ std::unique_ptr<Communicator> make_nccl_communicator(const NcclOptions& options)
   if (method == NcclBootstrap::kMpi) {
 #if defined(GCOMP_HAVE_MPI)
     const auto mpi = make_mpi_world(MpiOptions{timeout_ms});
-    GCOMP_EXPECTS(
-        (rank < 0 || rank == mpi->rank()) && (world_size < 0 || world_size == mpi->size()),
-        gcompErrorMismatch,
-        "make_nccl_communicator: rank/world size " + std::to_string(rank) + "/" +
-            std::to_string(world_size) + " differ from MPI's " + std::to_string(mpi->rank()) + "/" +
-            std::to_string(mpi->size()));
+    GCOMP_EXPECTS((rank < 0 || rank == mpi->rank()) && (world_size < 0 || world_size == mpi->size()),
+                  gcompErrorMismatch,
+                  "make_nccl_communicator: rank/world size " + std::to_string(rank) + "/" + std::to_string(world_size) +
+                      " differ from MPI's " + std::to_string(mpi->rank()) + "/" + std::to_string(mpi->size()));
     rank = mpi->rank();
     world_size = mpi->size();
     if (rank == 0) GCOMP_NCCL_TRY(nccl, nccl.GetUniqueId(&id));
@@ -608,9 +566,8 @@ std::unique_ptr<Communicator> make_nccl_communicator(const NcclOptions& options)
 #endif
   } else {
     GCOMP_EXPECTS(world_size >= 1 && rank >= 0 && rank < world_size, gcompErrorInvalidArgument,
-                  "make_nccl_communicator: need 0 <= RANK < WORLD_SIZE (got RANK " +
-                      std::to_string(rank) + ", WORLD_SIZE " + std::to_string(world_size) +
-                      "); set them or NcclOptions::rank / world_size");
+                  "make_nccl_communicator: need 0 <= RANK < WORLD_SIZE (got RANK " + std::to_string(rank) +
+                      ", WORLD_SIZE " + std::to_string(world_size) + "); set them or NcclOptions::rank / world_size");
     if (rank == 0) GCOMP_NCCL_TRY(nccl, nccl.GetUniqueId(&id));
     if (method == NcclBootstrap::kTcp) {
       detail::tcp_broadcast_blob(master_addr, master_port, rank, world_size, blob, timeout_ms);

@@ -81,8 +81,7 @@ std::string bind_api(void* handle, NcclApi* api) {
                   resolve(handle, "ncclAllGather", &api->AllGather, &why) &&
                   resolve(handle, "ncclAllReduce", &api->AllReduce, &why) &&
                   resolve(handle, "ncclBroadcast", &api->Broadcast, &why) &&
-                  resolve(handle, "ncclSend", &api->Send, &why) &&
-                  resolve(handle, "ncclRecv", &api->Recv, &why) &&
+                  resolve(handle, "ncclSend", &api->Send, &why) && resolve(handle, "ncclRecv", &api->Recv, &why) &&
                   resolve(handle, "ncclGroupStart", &api->GroupStart, &why) &&
                   resolve(handle, "ncclGroupEnd", &api->GroupEnd, &why);
   if (!ok) return why;

@@ -66,9 +66,8 @@ void set_nonblocking(int fd) {
 }
 
 int remaining_ms(const Deadline& deadline, int cap_ms) {
-  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline.when() -
-                                                                          Deadline::Clock::now())
-                        .count();
+  const auto left =
+      std::chrono::duration_cast<std::chrono::milliseconds>(deadline.when() - Deadline::Clock::now()).count();
   return static_cast<int>(std::clamp<int64_t>(left, 0, cap_ms));
 }
 
@@ -84,8 +83,7 @@ bool wait_fd(int fd, short events, const Deadline& deadline) {
 }
 
 [[noreturn]] void fail_timeout(const std::string& what, int64_t timeout_ms) {
-  GCOMP_FAIL(gcompErrorTimeout,
-             "rendezvous: " + what + " timed out after " + std::to_string(timeout_ms) + " ms");
+  GCOMP_FAIL(gcompErrorTimeout, "rendezvous: " + what + " timed out after " + std::to_string(timeout_ms) + " ms");
 }
 
 void read_full(int fd, void* data, size_t bytes, const Deadline& deadline, int64_t timeout_ms,
@@ -99,9 +97,8 @@ void read_full(int fd, void* data, size_t bytes, const Deadline& deadline, int64
       continue;
     }
     if (n == 0) {
-      GCOMP_FAIL(gcompErrorIo, "rendezvous: " + what + ": connection closed after " +
-                                   std::to_string(done) + " of " + std::to_string(bytes) +
-                                   " bytes");
+      GCOMP_FAIL(gcompErrorIo, "rendezvous: " + what + ": connection closed after " + std::to_string(done) + " of " +
+                                   std::to_string(bytes) + " bytes");
     }
     if (errno == EINTR) continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK) fail_errno(what);
@@ -109,8 +106,8 @@ void read_full(int fd, void* data, size_t bytes, const Deadline& deadline, int64
   }
 }
 
-void write_full(int fd, const void* data, size_t bytes, const Deadline& deadline,
-                int64_t timeout_ms, const std::string& what) {
+void write_full(int fd, const void* data, size_t bytes, const Deadline& deadline, int64_t timeout_ms,
+                const std::string& what) {
   const auto* in = static_cast<const std::byte*>(data);
   size_t done = 0;
   while (done < bytes) {
@@ -166,16 +163,11 @@ enum ReplyStatus : int32_t {
 
 const char* reply_text(int32_t status) {
   switch (status) {
-    case kReplyBadHello:
-      return "rank 0 rejected the hello (protocol magic or version differs)";
-    case kReplyWorldSize:
-      return "rank 0 has a different WORLD_SIZE";
-    case kReplyBadRank:
-      return "rank 0 rejected this rank (out of range or already connected)";
-    case kReplyBlobSize:
-      return "rank 0 has a different id size";
-    default:
-      return "rank 0 sent an unknown status";
+    case kReplyBadHello: return "rank 0 rejected the hello (protocol magic or version differs)";
+    case kReplyWorldSize: return "rank 0 has a different WORLD_SIZE";
+    case kReplyBadRank: return "rank 0 rejected this rank (out of range or already connected)";
+    case kReplyBlobSize: return "rank 0 has a different id size";
+    default: return "rank 0 sent an unknown status";
   }
 }
 
@@ -210,8 +202,7 @@ void serve_blob(const std::string& host, int port, int world_size, std::span<con
       for (int r = 1; r < world_size; ++r) {
         if (!served[static_cast<size_t>(r)]) missing.push_back(r);
       }
-      fail_timeout("rank 0 waiting for ranks " + join_ranks(missing) + " on " + host + ":" +
-                       std::to_string(port),
+      fail_timeout("rank 0 waiting for ranks " + join_ranks(missing) + " on " + host + ":" + std::to_string(port),
                    timeout_ms);
     }
     Fd peer(::accept(listener.get(), nullptr, nullptr));
@@ -229,8 +220,7 @@ void serve_blob(const std::string& host, int port, int world_size, std::span<con
       status = kReplyBadHello;
     } else if (hello.world_size != world_size) {
       status = kReplyWorldSize;
-    } else if (hello.rank <= 0 || hello.rank >= world_size ||
-               served[static_cast<size_t>(hello.rank)]) {
+    } else if (hello.rank <= 0 || hello.rank >= world_size || served[static_cast<size_t>(hello.rank)]) {
       status = kReplyBadRank;
     } else if (hello.blob_bytes != blob.size()) {
       status = kReplyBlobSize;
@@ -238,14 +228,13 @@ void serve_blob(const std::string& host, int port, int world_size, std::span<con
     write_full(peer.get(), &status, sizeof(status), deadline, timeout_ms, "answering a peer");
     if (status == kReplyBadHello) continue;  // not a gcomp peer: ignore it, keep serving
     if (status == kReplyWorldSize) {
-      GCOMP_FAIL(gcompErrorMismatch, "rendezvous: rank " + std::to_string(hello.rank) +
-                                         " has WORLD_SIZE " + std::to_string(hello.world_size) +
-                                         " but rank 0 has " + std::to_string(world_size));
+      GCOMP_FAIL(gcompErrorMismatch, "rendezvous: rank " + std::to_string(hello.rank) + " has WORLD_SIZE " +
+                                         std::to_string(hello.world_size) + " but rank 0 has " +
+                                         std::to_string(world_size));
     }
     if (status != kReplyOk) {
       GCOMP_FAIL(gcompErrorInvalidArgument, "rendezvous: rank 0 rejected a peer claiming rank " +
-                                                std::to_string(hello.rank) + ": " +
-                                                reply_text(status));
+                                                std::to_string(hello.rank) + ": " + reply_text(status));
     }
     write_full(peer.get(), blob.data(), blob.size(), deadline, timeout_ms, "sending the id");
     served[static_cast<size_t>(hello.rank)] = true;
@@ -267,8 +256,8 @@ Fd try_connect(const addrinfo* a, const Deadline& deadline) {
   return fd;
 }
 
-void fetch_blob(const std::string& host, int port, int rank, int world_size,
-                std::span<std::byte> blob, int64_t timeout_ms) {
+void fetch_blob(const std::string& host, int port, int rank, int world_size, std::span<std::byte> blob,
+                int64_t timeout_ms) {
   const Deadline deadline(timeout_ms);
   const AddrInfoPtr addrs = resolve(host, port, false);
   const std::string where = host + ":" + std::to_string(port);
@@ -278,16 +267,14 @@ void fetch_blob(const std::string& host, int port, int rank, int world_size,
       fd = try_connect(a, deadline);
     }
     if (fd.get() >= 0) break;
-    if (deadline.expired())
-      fail_timeout("rank " + std::to_string(rank) + " connecting to " + where, timeout_ms);
+    if (deadline.expired()) fail_timeout("rank " + std::to_string(rank) + " connecting to " + where, timeout_ms);
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   Hello hello;
   hello.world_size = world_size;
   hello.rank = rank;
   hello.blob_bytes = blob.size();
-  write_full(fd.get(), &hello, sizeof(hello), deadline, timeout_ms,
-             "sending the hello to " + where);
+  write_full(fd.get(), &hello, sizeof(hello), deadline, timeout_ms, "sending the hello to " + where);
   int32_t status = kReplyOk;
   read_full(fd.get(), &status, sizeof(status), deadline, timeout_ms, "reading rank 0's answer");
   if (status == kReplyWorldSize) {
@@ -296,8 +283,7 @@ void fetch_blob(const std::string& host, int port, int rank, int world_size,
   }
   GCOMP_EXPECTS(status == kReplyOk, gcompErrorInvalidArgument,
                 "rendezvous: rank " + std::to_string(rank) + ": " + reply_text(status));
-  read_full(fd.get(), blob.data(), blob.size(), deadline, timeout_ms,
-            "reading the id from " + where);
+  read_full(fd.get(), blob.data(), blob.size(), deadline, timeout_ms, "reading the id from " + where);
 }
 
 // ---- file --------------------------------------------------------------------------------------
@@ -318,11 +304,11 @@ LauncherEnv read_launcher_env() {
   return env;
 }
 
-void tcp_broadcast_blob(const std::string& host, int port, int rank, int world_size,
-                        std::span<std::byte> blob, int64_t timeout_ms) {
+void tcp_broadcast_blob(const std::string& host, int port, int rank, int world_size, std::span<std::byte> blob,
+                        int64_t timeout_ms) {
   GCOMP_EXPECTS(world_size >= 1 && rank >= 0 && rank < world_size, gcompErrorInvalidArgument,
-                "rendezvous: rank " + std::to_string(rank) +
-                    " outside 0..WORLD_SIZE-1 (WORLD_SIZE " + std::to_string(world_size) + ")");
+                "rendezvous: rank " + std::to_string(rank) + " outside 0..WORLD_SIZE-1 (WORLD_SIZE " +
+                    std::to_string(world_size) + ")");
   GCOMP_EXPECTS(!host.empty(), gcompErrorInvalidArgument,
                 "rendezvous: MASTER_ADDR is not set (needed for the TCP bootstrap)");
   GCOMP_EXPECTS(port >= 1 && port <= 65535, gcompErrorInvalidArgument,
@@ -335,8 +321,7 @@ void tcp_broadcast_blob(const std::string& host, int port, int rank, int world_s
   }
 }
 
-void file_broadcast_blob(const std::string& path, int rank, std::span<std::byte> blob,
-                         int64_t timeout_ms) {
+void file_broadcast_blob(const std::string& path, int rank, std::span<std::byte> blob, int64_t timeout_ms) {
   GCOMP_EXPECTS(!path.empty(), gcompErrorInvalidArgument,
                 "rendezvous: the id file path is empty (set GCOMP_NCCL_ID_FILE)");
   const uint64_t blob_bytes = blob.size();
@@ -346,8 +331,7 @@ void file_broadcast_blob(const std::string& path, int rank, std::span<std::byte>
       std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
       out.write(kFileMagic, sizeof(kFileMagic));
       out.write(reinterpret_cast<const char*>(&blob_bytes), sizeof(blob_bytes));
-      out.write(reinterpret_cast<const char*>(blob.data()),
-                static_cast<std::streamsize>(blob.size()));
+      out.write(reinterpret_cast<const char*>(blob.data()), static_cast<std::streamsize>(blob.size()));
       out.close();
       GCOMP_EXPECTS(out.good(), gcompErrorIo, "rendezvous: cannot write the id file " + tmp);
     }
@@ -368,12 +352,11 @@ void file_broadcast_blob(const std::string& path, int rank, std::span<std::byte>
       uint64_t stored_bytes = 0;
       in.read(magic, sizeof(magic));
       in.read(reinterpret_cast<char*>(&stored_bytes), sizeof(stored_bytes));
-      GCOMP_EXPECTS(in.good() && std::memcmp(magic, kFileMagic, sizeof(magic)) == 0,
-                    gcompErrorCorruptPayload,
+      GCOMP_EXPECTS(in.good() && std::memcmp(magic, kFileMagic, sizeof(magic)) == 0, gcompErrorCorruptPayload,
                     "rendezvous: " + path + " is not a gcomp id file (bad magic or truncated)");
       GCOMP_EXPECTS(stored_bytes == blob_bytes, gcompErrorMismatch,
-                    "rendezvous: " + path + " holds a " + std::to_string(stored_bytes) +
-                        "-byte id, expected " + std::to_string(blob_bytes));
+                    "rendezvous: " + path + " holds a " + std::to_string(stored_bytes) + "-byte id, expected " +
+                        std::to_string(blob_bytes));
       in.read(reinterpret_cast<char*>(blob.data()), static_cast<std::streamsize>(blob.size()));
       GCOMP_EXPECTS(in.good(), gcompErrorCorruptPayload, "rendezvous: " + path + " is truncated");
       return;

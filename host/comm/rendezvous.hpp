@@ -30,14 +30,13 @@ struct LauncherEnv {
 /// connect (retrying while rank 0 is not yet listening) and receive into @p blob. Every check
 /// (duplicate rank, world-size disagreement, blob size) fails with a message. Gives up with
 /// gcompErrorTimeout after @p timeout_ms.
-void tcp_broadcast_blob(const std::string& host, int port, int rank, int world_size,
-                        std::span<std::byte> blob, int64_t timeout_ms);
+void tcp_broadcast_blob(const std::string& host, int port, int rank, int world_size, std::span<std::byte> blob,
+                        int64_t timeout_ms);
 
 /// Sends @p blob from rank 0 to every other rank through the file @p path: rank 0 writes
 /// `path.tmp.<pid>` and renames it to @p path (atomic); peers poll until the file exists and read
 /// it. The path must be unique to the job: a file left by an earlier job would be read as-is.
 /// Gives up with gcompErrorTimeout after @p timeout_ms.
-void file_broadcast_blob(const std::string& path, int rank, std::span<std::byte> blob,
-                         int64_t timeout_ms);
+void file_broadcast_blob(const std::string& path, int rank, std::span<std::byte> blob, int64_t timeout_ms);
 
 }  // namespace gcomp::detail

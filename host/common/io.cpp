@@ -143,8 +143,9 @@ Checked check_target(const std::string& path, const OutputOptions& opt) {
   }
   if (::stat(path.c_str(), &c.st) != 0) {
     const int err = errno;
-    fail(what, path, S_ISLNK(lst.st_mode) && err == ENOENT ? std::string("is a symbolic link to a missing file (refused)")
-                                                           : errno_text(err));
+    fail(what, path,
+         S_ISLNK(lst.st_mode) && err == ENOENT ? std::string("is a symbolic link to a missing file (refused)")
+                                               : errno_text(err));
   }
   if (S_ISLNK(lst.st_mode) && S_ISREG(c.st.st_mode)) {
     // Replaced by rename: the link's final target, in its own directory. (A link to a pipe or a
@@ -160,7 +161,8 @@ Checked check_target(const std::string& path, const OutputOptions& opt) {
   }
   const mode_t m = c.st.st_mode;
   if (S_ISDIR(m)) fail(what, path, "is a directory");
-  if (S_ISBLK(m)) fail(what, path, "is a block device (refused: gcomp writes regular files, FIFOs and character devices)");
+  if (S_ISBLK(m))
+    fail(what, path, "is a block device (refused: gcomp writes regular files, FIFOs and character devices)");
   if (S_ISSOCK(m)) fail(what, path, "is a socket");
   if (S_ISCHR(m) || S_ISFIFO(m)) {
     c.target.kind = OutputKind::kSpecial;
@@ -168,9 +170,10 @@ Checked check_target(const std::string& path, const OutputOptions& opt) {
   }
   if (!S_ISREG(m)) fail(what, path, "is not a regular file, FIFO or character device");
   if (c.st.st_nlink > 1)
-    fail(what, path, "has " + std::to_string(c.st.st_nlink) +
-                         " hard links (refused: replacing it would split it from its other names, writing in place "
-                         "could leave it half-written; remove the other links or write elsewhere)");
+    fail(what, path,
+         "has " + std::to_string(c.st.st_nlink) +
+             " hard links (refused: replacing it would split it from its other names, writing in place "
+             "could leave it half-written; remove the other links or write elsewhere)");
   for (const std::string& in : opt.inputs) {
     struct stat ist {};
     if (::stat(in.c_str(), &ist) == 0 && ist.st_dev == c.st.st_dev && ist.st_ino == c.st.st_ino)
@@ -247,9 +250,9 @@ void write_file(const std::string& path, std::string_view text, const OutputOpti
 }
 
 bool same_file(const std::string& a, const std::string& b) {
-  struct stat sa {}, sb {};
-  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev &&
-         sa.st_ino == sb.st_ino;
+  struct stat sa {
+  }, sb{};
+  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
 void flush_stdout() {
@@ -303,8 +306,9 @@ std::vector<uint8_t> InputFile::read_all(uint64_t max_bytes, std::string_view li
   std::vector<uint8_t> out;
   if (regular_) {
     if (size_ > max_bytes)
-      fail(what_, path_, "has " + std::to_string(size_) + " bytes, more than " + std::string(limit_name) + " (" +
-                             std::to_string(max_bytes) + ")");
+      fail(what_, path_,
+           "has " + std::to_string(size_) + " bytes, more than " + std::string(limit_name) + " (" +
+               std::to_string(max_bytes) + ")");
     check_allocation(size_, what_ + " '" + printable(path_) + "'");
     out.resize(static_cast<size_t>(size_));
     out.resize(read(out.data(), out.size()));
@@ -324,8 +328,9 @@ std::vector<uint8_t> InputFile::read_all(uint64_t max_bytes, std::string_view li
     const size_t n = read(chunk, sizeof chunk);
     if (n == 0) break;
     if (out.size() + n > max_bytes)
-      fail(what_, path_, "is not a regular file and gives more than " + std::string(limit_name) + " (" +
-                             std::to_string(max_bytes) + " bytes)");
+      fail(what_, path_,
+           "is not a regular file and gives more than " + std::string(limit_name) + " (" + std::to_string(max_bytes) +
+               " bytes)");
     out.insert(out.end(), chunk, chunk + n);
   }
   return out;
@@ -365,8 +370,9 @@ void check_space(const std::string& path, uint64_t bytes, std::string_view what)
   if (unit == 0 || vfs.f_bavail > UINT64_MAX / unit) return;
   const uint64_t free_bytes = static_cast<uint64_t>(vfs.f_bavail) * unit;
   if (bytes <= free_bytes) return;
-  fail(what, path, "needs " + std::to_string(bytes) + " bytes, the file system has " + std::to_string(free_bytes) +
-                       " free (refused before writing)");
+  fail(what, path,
+       "needs " + std::to_string(bytes) + " bytes, the file system has " + std::to_string(free_bytes) +
+           " free (refused before writing)");
 }
 
 }  // namespace gcomp::io

@@ -82,9 +82,7 @@ struct Job {
       }
     }
   }
-  bool wants_helper() const {
-    return helpers < max_helpers && next.load(std::memory_order_relaxed) < num_tasks;
-  }
+  bool wants_helper() const { return helpers < max_helpers && next.load(std::memory_order_relaxed) < num_tasks; }
 };
 
 class Pool {

@@ -33,25 +33,25 @@ enum class ErrorMeasure {
 };
 
 struct BitsReport {
-  std::string spec;          ///< canonical codec spec
-  int64_t num_elems = 0;     ///< d
-  double bits = 0;           ///< this message: Codec::payload_bits (scales, directories, lengths, seeds)
-  double bits_worst = 0;     ///< declared length: Codec::encoded_bits (worst case for variable length)
-  double bits_per_coord = 0; ///< bits / d (0 when d = 0)
-  Guarantee declared;        ///< the codec's declared worst case
+  std::string spec;                ///< canonical codec spec
+  int64_t num_elems = 0;           ///< d
+  double bits = 0;                 ///< this message: Codec::payload_bits (scales, directories, lengths, seeds)
+  double bits_worst = 0;           ///< declared length: Codec::encoded_bits (worst case for variable length)
+  double bits_per_coord = 0;       ///< bits / d (0 when d = 0)
+  Guarantee declared;              ///< the codec's declared worst case
   bool measured_is_omega = false;  ///< true: `measured` is omega-hat (unbiased codec); else eps-hat
-  double measured = 0;       ///< omega-hat = E|C(x)-x|^2/|x|^2, or eps-hat = |C(x)-x|^2/|x|^2 (biased)
+  double measured = 0;             ///< omega-hat = E|C(x)-x|^2/|x|^2, or eps-hat = |C(x)-x|^2/|x|^2 (biased)
   ErrorMeasure method = ErrorMeasure::kExact;
-  int draws = 0;             ///< Monte Carlo draws (0 otherwise)
+  int draws = 0;                ///< Monte Carlo draws (0 otherwise)
   double lb_declared_bits = 0;  ///< b_LB for the declared guarantee (NaN: n/a)
   double lb_measured_bits = 0;  ///< b_LB for the measured error (NaN: n/a)
-  double r_declared = 0;     ///< bits_worst / lb_declared_bits; NaN when n/a (omega = 0, no guarantee)
-  double r_measured = 0;     ///< bits / lb_measured_bits; NaN when n/a (measured error 0)
+  double r_declared = 0;        ///< bits_worst / lb_declared_bits; NaN when n/a (omega = 0, no guarantee)
+  double r_measured = 0;        ///< bits / lb_measured_bits; NaN when n/a (measured error 0)
 };
 
 struct BitsReportOptions {
-  RngKey key{};     ///< key of the reported message (and the first Monte Carlo draw)
-  int draws = 32;   ///< K for codecs measured by Monte Carlo
+  RngKey key{};    ///< key of the reported message (and the first Monte Carlo draw)
+  int draws = 32;  ///< K for codecs measured by Monte Carlo
 };
 
 /// The report of `codec` on x (codec.num_elems() values, finite).

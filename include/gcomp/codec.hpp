@@ -54,22 +54,22 @@ enum class IndexCode : uint32_t { kPlain = 1, kRice = 2 };
 /// A parsed, validated codec spec. Every field has a value (defaults filled in).
 struct CodecSpec {
   CodecId id = CodecId::kIdentity;
-  uint32_t levels = 1;     ///< dither/natdither/sdither: s >= 1
-  Norm norm = Norm::kL2;   ///< dither/natdither/sdither (sdither: l2 or linf)
-  double p = 2.0;          ///< l_p exponent (norm = kLp)
-  int64_t block = 0;       ///< dither/natdither/sign/sdither block size; 0 = one block per segment;
-                           ///< spherical: m_b >= 1 (default 16)
-  double clip = 0.0;       ///< terngrad: clip at clip * sigma; 0 = off
-  bool scaled = true;      ///< sign: scale = mean |x| per block (false: plain signs, scale=none)
-  int64_t k = 0;           ///< topk/randk: fixed k (0: use ratio)
-  double ratio = 0.01;     ///< topk/randk: k = max(1, floor(ratio * n)) when k == 0
-  bool unbiased = true;    ///< randk: scale by n/k on decode
+  uint32_t levels = 1;                  ///< dither/natdither/sdither: s >= 1
+  Norm norm = Norm::kL2;                ///< dither/natdither/sdither (sdither: l2 or linf)
+  double p = 2.0;                       ///< l_p exponent (norm = kLp)
+  int64_t block = 0;                    ///< dither/natdither/sign/sdither block size; 0 = one block per segment;
+                                        ///< spherical: m_b >= 1 (default 16)
+  double clip = 0.0;                    ///< terngrad: clip at clip * sigma; 0 = off
+  bool scaled = true;                   ///< sign: scale = mean |x| per block (false: plain signs, scale=none)
+  int64_t k = 0;                        ///< topk/randk: fixed k (0: use ratio)
+  double ratio = 0.01;                  ///< topk/randk: k = max(1, floor(ratio * n)) when k == 0
+  bool unbiased = true;                 ///< randk: scale by n/k on decode
   IndexCode index = IndexCode::kPlain;  ///< topk: index coding (plain words or Rice-coded gaps)
-  EliasCode code = EliasCode::kGamma;  ///< sdither: record code
-  int64_t chunk = 4096;    ///< sdither: coordinates per chunk of the directory, C >= 1
-  uint32_t bits = 8;       ///< spherical: codebook index bits B in 1..16 (2^B codewords)
-  bool unscaled = false;   ///< spherical: decode nu * c (biased) instead of (nu / beta) * c
-  double step = 0.00390625;  ///< grid: the quantum Delta (> 0, default 2^-8); bits = level width (2..32)
+  EliasCode code = EliasCode::kGamma;   ///< sdither: record code
+  int64_t chunk = 4096;                 ///< sdither: coordinates per chunk of the directory, C >= 1
+  uint32_t bits = 8;                    ///< spherical: codebook index bits B in 1..16 (2^B codewords)
+  bool unscaled = false;                ///< spherical: decode nu * c (biased) instead of (nu / beta) * c
+  double step = 0.00390625;             ///< grid: the quantum Delta (> 0, default 2^-8); bits = level width (2..32)
 
   /// Parses `name[:key=value,...]`. Unknown names, keys or bad values throw gcomp::Error
   /// (gcompErrorInvalidArgument) with a message that lists what is valid.
@@ -83,9 +83,9 @@ struct CodecSpec {
 /// One line of `gcomp-codec list`: a codec, its parameters with defaults, and what it guarantees.
 struct CodecDescription {
   std::string name;
-  std::string params;    ///< e.g. "levels=1 norm=l2|linf|l1|lp p=2 block=0"
-  std::string guarantee; ///< declared omega or delta, as a formula
-  std::string bits;      ///< message size formula
+  std::string params;     ///< e.g. "levels=1 norm=l2|linf|l1|lp p=2 block=0"
+  std::string guarantee;  ///< declared omega or delta, as a formula
+  std::string bits;       ///< message size formula
 };
 /// Every codec this build knows, in wire-id order.
 std::vector<CodecDescription> list_codecs();
@@ -190,8 +190,8 @@ class Codec {
   virtual void compute_scales(std::span<const float> x, std::span<float> scales) const;
   /// encode() with caller-given scales (e.g. the max over workers: TernGrad scaler sharing).
   /// Each scale must be >= the block's own max |x| for the result to stay unbiased.
-  virtual void encode_with_scales(std::span<const float> x, std::span<const float> scales,
-                                  const RngKey& key, std::span<uint8_t> payload) const;
+  virtual void encode_with_scales(std::span<const float> x, std::span<const float> scales, const RngKey& key,
+                                  std::span<uint8_t> payload) const;
 
   /// Checks a raw payload without decoding it. A payload is either full (encoded_bytes() bytes)
   /// or, for a variable-length codec, short: exactly used_bytes() bytes, as its length field says
@@ -214,8 +214,8 @@ class Codec {
   /// `accumulate`. Nothing is checked (callers validate once per payload, then decode pieces, for
   /// example on several threads).
   /// @throws gcomp::Error gcompErrorNotSupported when !range_decodable().
-  virtual void decode_range(std::span<const uint8_t> payload, int64_t begin, int64_t end, float weight,
-                            bool accumulate, float* out) const;
+  virtual void decode_range(std::span<const uint8_t> payload, int64_t begin, int64_t end, float weight, bool accumulate,
+                            float* out) const;
 
   /// Decode-reduce of several payloads: for j = 0, 1, ... in this order,
   /// out[i] = out[i] + weights[j] * decode(payloads[j])[i], bit for bit what decode_accumulate of
@@ -229,8 +229,7 @@ class Codec {
   /// Error feedback (DESIGN.md §2): payload = C(p); e = p - decode(payload). Range-decodable
   /// codecs update e in one pass after the encode.
   /// p and e may alias (the memory is then updated in place).
-  void encode_ef(std::span<const float> p, const RngKey& key, std::span<uint8_t> payload,
-                 std::span<float> e) const;
+  void encode_ef(std::span<const float> p, const RngKey& key, std::span<uint8_t> payload, std::span<float> e) const;
   /// DIANA (spec §8.1): delta = g - h; payload = Q(delta); h = h + alpha * decode(payload).
   /// `delta` is caller scratch of num_elems floats.
   void encode_diana(std::span<const float> g, std::span<float> h, float alpha, const RngKey& key,

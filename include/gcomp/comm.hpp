@@ -161,8 +161,7 @@ class Communicator {
   /// @param[in] type element type, equal on every rank.
   /// @param[in] op reduction operator, equal on every rank.
   /// @param[in] stream stream to enqueue on (nccl); ignored by CPU backends.
-  virtual void allreduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op,
-                         Stream stream) = 0;
+  virtual void allreduce(const void* send, void* recv, size_t count, DataType type, ReduceOp op, Stream stream) = 0;
 
   /// @brief Copies @p root's buffer to every other rank, in place.
   /// @param[in,out] buf bytes bytes; read on root, written on the others.
@@ -219,8 +218,7 @@ void set_wait_interrupt_check(WaitInterruptCheck check) noexcept;
 /// @param[in,out] comm communicator of the ranks to check.
 /// @param[in] what_description what is compared, for the message (e.g. "codec spec").
 /// @param[in] canonical_text this rank's canonical description.
-void check_agreement(Communicator& comm, std::string_view what_description,
-                     std::string_view canonical_text);
+void check_agreement(Communicator& comm, std::string_view what_description, std::string_view canonical_text);
 
 // ---------------------------------------------------------------------------------------------
 // local backend: ranks are threads of one process sharing host memory.
@@ -237,8 +235,8 @@ struct LocalOptions {
 /// @param[in] num_ranks number of ranks, >= 1.
 /// @param[in] options timeout.
 /// @throws gcomp::Error(gcompErrorInvalidArgument) when num_ranks < 1 or options are invalid.
-[[nodiscard]] std::vector<std::unique_ptr<Communicator>> make_local_group(
-    int num_ranks, const LocalOptions& options = {});
+[[nodiscard]] std::vector<std::unique_ptr<Communicator>> make_local_group(int num_ranks,
+                                                                          const LocalOptions& options = {});
 
 /// @brief Runs @p fn on @p num_ranks threads, thread r with the local communicator of rank r, and
 /// joins them. When @p fn throws on one rank, the group is aborted so that the other ranks fail
@@ -248,8 +246,7 @@ struct LocalOptions {
 /// @param[in] num_ranks number of ranks, >= 1.
 /// @param[in] fn work of one rank.
 /// @param[in] options timeout.
-void run_local(int num_ranks, const std::function<void(Communicator&)>& fn,
-               const LocalOptions& options = {});
+void run_local(int num_ranks, const std::function<void(Communicator&)>& fn, const LocalOptions& options = {});
 
 // ---------------------------------------------------------------------------------------------
 // mpi backend: one rank per MPI process, host buffers.
@@ -285,10 +282,9 @@ void abort_mpi_job(int exit_code) noexcept;
 
 /// How nccl ranks exchange the NCCL unique id.
 enum class NcclBootstrap : int32_t {
-  kAuto =
-      0,     ///< kFile when GCOMP_NCCL_ID_FILE is set, else kTcp when MASTER_ADDR is set, else kMpi
-  kMpi = 1,  ///< broadcast over MPI_COMM_WORLD; rank and size from MPI
-  kTcp = 2,  ///< rank 0 listens on master_addr:master_port and sends the id to each peer
+  kAuto = 0,  ///< kFile when GCOMP_NCCL_ID_FILE is set, else kTcp when MASTER_ADDR is set, else kMpi
+  kMpi = 1,   ///< broadcast over MPI_COMM_WORLD; rank and size from MPI
+  kTcp = 2,   ///< rank 0 listens on master_addr:master_port and sends the id to each peer
   kFile = 3,  ///< rank 0 writes id_file atomically (rename); peers poll for it
 };
 

@@ -99,8 +99,8 @@ class DeviceCodec {
   /// encoded_bytes(), 4-byte aligned. NaN/Inf in d_x: status gcompErrorNonFinite (index: the first
   /// element of the offending block, or the element); the payload is untouched, or unspecified for
   /// plain sign, natural, identity and grid (see "Errors" above).
-  void encode(const float* d_x, const RngKey& key, void* d_payload, void* d_workspace,
-              size_t workspace_bytes, Stream stream) const;
+  void encode(const float* d_x, const RngKey& key, void* d_payload, void* d_workspace, size_t workspace_bytes,
+              Stream stream) const;
 
   /// Shared scales, step 1 (TernGrad scaler sharing; the CPU's Codec::compute_scales): the
   /// num_scales() block scales encode() would use, computed by the same kernels in the same order,
@@ -129,13 +129,13 @@ class DeviceCodec {
   /// rank come from the payload) and spherical (the codebook's seed, step, rank and stream offset).
   /// Corrupt payload: status gcompErrorCorruptPayload; d_out untouched, or unspecified for the
   /// one-pass decoders (see "Errors" above).
-  void decode(const void* d_payload, const RngKey& key, float* d_out, void* d_workspace,
-              size_t workspace_bytes, Stream stream) const;
+  void decode(const void* d_payload, const RngKey& key, float* d_out, void* d_workspace, size_t workspace_bytes,
+              Stream stream) const;
 
   /// d_out[i] = d_out[i] + weight * decode(payload)[i] (unfused multiply-add, as on the CPU).
   /// Sparse codecs touch only the selected elements, exactly like the CPU codec.
-  void decode_accumulate(const void* d_payload, const RngKey& key, float weight, float* d_out,
-                         void* d_workspace, size_t workspace_bytes, Stream stream) const;
+  void decode_accumulate(const void* d_payload, const RngKey& key, float weight, float* d_out, void* d_workspace,
+                         size_t workspace_bytes, Stream stream) const;
 
   /// Error feedback in one call: payload = C(p), e = p - decode(payload). d_p and d_e may alias
   /// (in-place update of the memory). Fused into the encode pass for every codec.
@@ -145,8 +145,8 @@ class DeviceCodec {
   /// DIANA (spec §8.1): delta = g - h, payload = Q(delta), h = h + alpha * decode(payload), with
   /// exactly the CPU rounding (Codec::encode_diana). d_g and d_h must not alias. No delta buffer:
   /// delta is recomputed from g and h in every pass.
-  void encode_diana(const float* d_g, float* d_h, float alpha, const RngKey& key, void* d_payload,
-                    void* d_workspace, size_t workspace_bytes, Stream stream) const;
+  void encode_diana(const float* d_g, float* d_h, float alpha, const RngKey& key, void* d_payload, void* d_workspace,
+                    size_t workspace_bytes, Stream stream) const;
 
   /// out = 0; for j = 0..P-1: out = out + w_j * decode(payload_j, key_j), in rank order,
   /// bit-identical to P CPU decode_accumulate calls, payload j with its own key. Payload j starts at
@@ -172,15 +172,15 @@ class DeviceCodec {
   /// payload's length field exactly as the CPU codec does (status gcompErrorCorruptPayload, index
   /// j << 40, d_out untouched), and the bytes of each slot after its message are zeroed, so the
   /// buffer is writable. @param d_sizes device array of num_payloads sizes.
-  void decode_reduce(void* d_payloads, size_t stride, int num_payloads, const uint64_t* d_sizes,
-                     const float* h_weights, const RngKey* h_keys, float* d_out, void* d_workspace,
-                     size_t workspace_bytes, Stream stream) const;
+  void decode_reduce(void* d_payloads, size_t stride, int num_payloads, const uint64_t* d_sizes, const float* h_weights,
+                     const RngKey* h_keys, float* d_out, void* d_workspace, size_t workspace_bytes,
+                     Stream stream) const;
 
   /// The first step of that decode_reduce alone, for callers that decode the payloads one by one
   /// (decode, decode_accumulate): the size rule for each payload (status gcompErrorCorruptPayload,
   /// index j << 40) and the slot tails zeroed. Enqueue-only; the status word is this call's.
-  void prepare_received(void* d_payloads, size_t stride, int num_payloads, const uint64_t* d_sizes,
-                        void* d_workspace, size_t workspace_bytes, Stream stream) const;
+  void prepare_received(void* d_payloads, size_t stride, int num_payloads, const uint64_t* d_sizes, void* d_workspace,
+                        size_t workspace_bytes, Stream stream) const;
 
   /// True for sdither and topk with index=rice: the CPU codec's variable_length().
   [[nodiscard]] bool variable_length() const;
@@ -197,8 +197,8 @@ class DeviceCodec {
   /// fewer than 0.8 k elements pass); more than 1.3 k candidates (or fewer than k) fall back to the
   /// exact selection, otherwise the first k candidates in index order are taken. The payload is a
   /// valid topk payload with exactly k entries, but not necessarily the exact top-k.
-  void topk_sampled(const float* d_x, const RngKey& key, void* d_payload, void* d_workspace,
-                    size_t workspace_bytes, Stream stream) const;
+  void topk_sampled(const float* d_x, const RngKey& key, void* d_payload, void* d_workspace, size_t workspace_bytes,
+                    Stream stream) const;
 
  private:
   struct Impl;

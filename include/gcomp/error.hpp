@@ -14,8 +14,7 @@ namespace gcomp {
 /// Exception thrown by the C++ API. Carries the C status it maps to at the ABI boundary.
 class Error : public std::runtime_error {
  public:
-  Error(gcompStatus_t status, const std::string& message)
-      : std::runtime_error(message), status_(status) {}
+  Error(gcompStatus_t status, const std::string& message) : std::runtime_error(message), status_(status) {}
   [[nodiscard]] gcompStatus_t status() const noexcept { return status_; }
 
  private:
@@ -35,8 +34,8 @@ namespace detail {
 
 /// Throws gcomp::Error(status, message) with file:line when `cond` is false.
 /// `message` is any expression convertible to std::string.
-#define GCOMP_EXPECTS(cond, status, message)                                        \
-  do {                                                                             \
+#define GCOMP_EXPECTS(cond, status, message)                                            \
+  do {                                                                                  \
     if (!(cond)) ::gcomp::detail::throw_error((status), __FILE__, __LINE__, (message)); \
   } while (0)
 

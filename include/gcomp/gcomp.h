@@ -107,7 +107,7 @@ typedef enum {
   gcompErrorCuda = 1000,
   gcompErrorNccl = 1001,
   gcompErrorMpi = 1002,
-  gcompErrorInternal = 10000        /**< a bug in gcomp: an unexpected exception was caught */
+  gcompErrorInternal = 10000 /**< a bug in gcomp: an unexpected exception was caught */
 } gcompStatus_t;
 
 /** CUDA stream (== cudaStream_t), forward-declared so that this header needs no CUDA headers.
@@ -165,9 +165,9 @@ typedef struct gcompCodecConfig_v1 {
 
 /** What a codec promises about its error (spec/ALGORITHMS.md §1). */
 typedef enum {
-  gcompGuaranteeNone = 0,        /**< no declared bound */
-  gcompGuaranteeUnbiased = 1,    /**< E C(x) = x and E|C(x)-x|^2 <= omega |x|^2 */
-  gcompGuaranteeContractive = 2  /**< E|C(x)-x|^2 <= (1-delta) |x|^2 */
+  gcompGuaranteeNone = 0,       /**< no declared bound */
+  gcompGuaranteeUnbiased = 1,   /**< E C(x) = x and E|C(x)-x|^2 <= omega |x|^2 */
+  gcompGuaranteeContractive = 2 /**< E|C(x)-x|^2 <= (1-delta) |x|^2 */
 } gcompGuaranteeKind_t;
 
 /**
@@ -275,8 +275,8 @@ GCOMP_EXPORT GCOMP_NODISCARD gcompStatus_t gcompPlanGuarantee(gcompPlan_t plan, 
  *
  * Thread safety: a plan is immutable; several threads may encode and decode with the same plan.
  */
-GCOMP_EXPORT GCOMP_NODISCARD gcompStatus_t gcompEncode(gcompPlan_t plan, const float* h_x, uint32_t rank,
-                                                       uint32_t step, void* h_payload, size_t payload_bytes);
+GCOMP_EXPORT GCOMP_NODISCARD gcompStatus_t gcompEncode(gcompPlan_t plan, const float* h_x, uint32_t rank, uint32_t step,
+                                                       void* h_payload, size_t payload_bytes);
 
 /**
  * @brief Host call: decodes a raw payload, h_out = decode(payload), on the calling thread.
@@ -444,8 +444,7 @@ typedef enum {
  * (the step has not communicated yet; the peers' collective fails unless the application calls
  * gcompCommAbort() or retries).
  */
-typedef gcompStatus_t (*gcompHessianProductFn_t)(const double* h_v, double* h_out, int64_t num_elems,
-                                                 void* user_data);
+typedef gcompStatus_t (*gcompHessianProductFn_t)(const double* h_v, double* h_out, int64_t num_elems, void* user_data);
 /** Diagonal-Hessian callback of hessian-ec: h_out = diag(H) at the current point. As above. */
 typedef gcompStatus_t (*gcompHessianDiagonalFn_t)(double* h_out, int64_t num_elems, void* user_data);
 
@@ -465,9 +464,9 @@ typedef enum {
  * step max(0, k - tau_k^i), 0 <= tau_k^i <= delay. Same order as gcomp::DelayMode.
  */
 typedef enum {
-  gcompDelayFixed = 0,  /**< tau_k^i = delay (default) */
-  gcompDelayTable = 1,  /**< tau_k^i = delay_table[(k mod R) * P + i], R = delay_table_len / P rows */
-  gcompDelayRandom = 2  /**< tau_k^i uniform in {0..delay}, drawn from (seed, i, k) */
+  gcompDelayFixed = 0, /**< tau_k^i = delay (default) */
+  gcompDelayTable = 1, /**< tau_k^i = delay_table[(k mod R) * P + i], R = delay_table_len / P rows */
+  gcompDelayRandom = 2 /**< tau_k^i uniform in {0..delay}, drawn from (seed, i, k) */
 } gcompDelayMode_t;
 
 /** Element type of the device gradient of gcompSessionStepDevice(). */
@@ -486,47 +485,49 @@ typedef enum {
  * configuration (checked at creation). Strings are copied by gcompSessionCreate.
  */
 typedef struct gcompSessionConfig_v1 {
-  size_t size;                     /**< sizeof(gcompSessionConfig_t), set by the initializer */
-  uint32_t magic;                  /**< GCOMP_SESSION_CONFIG_MAGIC, set by the initializer */
-  uint32_t version;                /**< GCOMP_VERSION_CODE of the caller's header */
-  const char* algorithm;           /**< "gd" (default), "compressed-gd", "signsgd-mv", "ef-sgd",
-                                        "diana", "dist-ef-sgdm", "doublesqueeze", "hessian-ec" */
-  const char* codec_spec;          /**< uplink codec spec; default "identity" */
-  const char* server_codec_spec;   /**< downlink codec spec (two-way algorithms); default "identity" */
-  double lr;                       /**< step size gamma; default 0.1 */
-  double alpha;                    /**< DIANA shift step; < 0 (default -1): 1/(omega+1) */
-  double momentum;                 /**< beta / mu in [0, 1); default 0. signsgd-mv with momentum is
-                                        Signum; hessian-ec rejects momentum > 0 */
-  int32_t nesterov;                /**< ef-sgd, dist-ef-sgdm momentum form; default 1 */
-  int32_t delay;                   /**< the delay bound tau (gcompDelayFixed: every gradient is
-                                        consumed tau steps late); default 0 */
-  uint64_t seed;                   /**< seed of every codec's random bits; default 0 */
-  gcompNonFinitePolicy_t nonfinite;/**< default gcompNonFiniteError */
-  gcompServerMode_t server;        /**< default gcompServerReplicated */
-  gcompProx_t prox;                /**< default gcompProxNone */
-  double prox_lambda;              /**< regularization weight; default 0 */
-  int32_t tie_to_zero;             /**< signsgd-mv: a tied vote gives 0 (else +1); default 1 */
-  int32_t shared_scale;            /**< compressed-gd + terngrad: max scale over ranks; default 1 */
-  gcompCompensation_t compensation;/**< hessian-ec; default gcompCompensationHessian */
+  size_t size;                               /**< sizeof(gcompSessionConfig_t), set by the initializer */
+  uint32_t magic;                            /**< GCOMP_SESSION_CONFIG_MAGIC, set by the initializer */
+  uint32_t version;                          /**< GCOMP_VERSION_CODE of the caller's header */
+  const char* algorithm;                     /**< "gd" (default), "compressed-gd", "signsgd-mv", "ef-sgd",
+                                                  "diana", "dist-ef-sgdm", "doublesqueeze", "hessian-ec" */
+  const char* codec_spec;                    /**< uplink codec spec; default "identity" */
+  const char* server_codec_spec;             /**< downlink codec spec (two-way algorithms); default "identity" */
+  double lr;                                 /**< step size gamma; default 0.1 */
+  double alpha;                              /**< DIANA shift step; < 0 (default -1): 1/(omega+1) */
+  double momentum;                           /**< beta / mu in [0, 1); default 0. signsgd-mv with momentum is
+                                                  Signum; hessian-ec rejects momentum > 0 */
+  int32_t nesterov;                          /**< ef-sgd, dist-ef-sgdm momentum form; default 1 */
+  int32_t delay;                             /**< the delay bound tau (gcompDelayFixed: every gradient is
+                                                  consumed tau steps late); default 0 */
+  uint64_t seed;                             /**< seed of every codec's random bits; default 0 */
+  gcompNonFinitePolicy_t nonfinite;          /**< default gcompNonFiniteError */
+  gcompServerMode_t server;                  /**< default gcompServerReplicated */
+  gcompProx_t prox;                          /**< default gcompProxNone */
+  double prox_lambda;                        /**< regularization weight; default 0 */
+  int32_t tie_to_zero;                       /**< signsgd-mv: a tied vote gives 0 (else +1); default 1 */
+  int32_t shared_scale;                      /**< compressed-gd + terngrad: max scale over ranks; default 1 */
+  gcompCompensation_t compensation;          /**< hessian-ec; default gcompCompensationHessian */
   gcompHessianProductFn_t hessian_product;   /**< hessian-ec with Hessian compensation; default NULL */
   gcompHessianDiagonalFn_t hessian_diagonal; /**< hessian-ec with Diagonal compensation; default NULL */
-  void* hessian_user_data;         /**< passed to the callbacks; default NULL */
+  void* hessian_user_data;                   /**< passed to the callbacks; default NULL */
   /* Appended in 0.1 (ABI append-only): a config whose `size` ends before this field (built with
      an older header) is accepted and gets the default. */
-  gcompBackend_t backend;          /**< default gcompBackendCpu */
+  gcompBackend_t backend; /**< default gcompBackendCpu */
   /* Appended in 0.2 (ABI append-only): a config whose `size` ends before delay_mode (built with an
      older header) is accepted and gets the defaults. */
-  gcompDelayMode_t delay_mode;     /**< default gcompDelayFixed */
-  const int32_t* delay_table;      /**< gcompDelayTable: rows of one delay per rank, each in
-                                        [0, delay]; copied by gcompSessionCreate; default NULL */
-  int64_t delay_table_len;         /**< entries of delay_table (a multiple of the world size); default 0 */
+  gcompDelayMode_t delay_mode; /**< default gcompDelayFixed */
+  const int32_t* delay_table;  /**< gcompDelayTable: rows of one delay per rank, each in
+                                    [0, delay]; copied by gcompSessionCreate; default NULL */
+  int64_t delay_table_len;     /**< entries of delay_table (a multiple of the world size); default 0 */
 } gcompSessionConfig_t;
 
 /** Default session config (plain averaging "gd", identity codec), as gcomp::SessionConfig{}. */
-#define GCOMP_SESSION_CONFIG_INITIALIZER                                                          \
-  { sizeof(gcompSessionConfig_t), GCOMP_SESSION_CONFIG_MAGIC, GCOMP_VERSION_CODE, "gd", "identity", \
-    "identity", 0.1, -1.0, 0.0, 1, 0, 0u, gcompNonFiniteError, gcompServerReplicated, gcompProxNone, \
-    0.0, 1, 1, gcompCompensationHessian, NULL, NULL, NULL, gcompBackendCpu, gcompDelayFixed, NULL, 0 }
+#define GCOMP_SESSION_CONFIG_INITIALIZER                                                                             \
+  {                                                                                                                  \
+    sizeof(gcompSessionConfig_t), GCOMP_SESSION_CONFIG_MAGIC, GCOMP_VERSION_CODE, "gd", "identity", "identity", 0.1, \
+        -1.0, 0.0, 1, 0, 0u, gcompNonFiniteError, gcompServerReplicated, gcompProxNone, 0.0, 1, 1,                   \
+        gcompCompensationHessian, NULL, NULL, NULL, gcompBackendCpu, gcompDelayFixed, NULL, 0                        \
+  }
 
 /** What one step did. Set `size` (GCOMP_STEP_STATS_INITIALIZER) before passing it to a step. */
 typedef struct gcompStepStats_v1 {
@@ -541,7 +542,8 @@ typedef struct gcompStepStats_v1 {
 } gcompStepStats_t;
 
 /** Zeroed step statistics with `size` set. */
-#define GCOMP_STEP_STATS_INITIALIZER { sizeof(gcompStepStats_t), 0u, 0u, 0u, 0u, 0.0, 0.0, 0 }
+#define GCOMP_STEP_STATS_INITIALIZER \
+  { sizeof(gcompStepStats_t), 0u, 0u, 0u, 0u, 0.0, 0.0, 0 }
 
 /**
  * @brief Creates this rank's session. Collective: every rank of @p comm calls it with an equal
@@ -656,8 +658,8 @@ GCOMP_EXPORT GCOMP_NODISCARD gcompStatus_t gcompSessionStepF16(gcompSession_t se
  * @param[in,out] h_x    host array of num_elems doubles: the parameters.
  * @param[out]    stats  NULL, or as in gcompSessionStep().
  */
-GCOMP_EXPORT GCOMP_NODISCARD gcompStatus_t gcompSessionApply(gcompSession_t session, const double* h_grad,
-                                                             double* h_x, gcompStepStats_t* stats);
+GCOMP_EXPORT GCOMP_NODISCARD gcompStatus_t gcompSessionApply(gcompSession_t session, const double* h_grad, double* h_x,
+                                                             gcompStepStats_t* stats);
 
 /**
  * @brief One round on device buffers, for a session with backend gcompBackendCuda: every kernel,

@@ -91,8 +91,8 @@ struct SessionConfig {
   /// beta / mu in [0, 1). Every algorithm but hessian-ec (which rejects it) has a momentum form
   /// (docs/algorithms.md "Update orders"); signsgd-mv with momentum is Signum.
   double momentum = 0.0;
-  bool nesterov = true;                   ///< ef-sgd, dist-ef-sgdm and doublesqueeze momentum form
-  int delay = 0;                          ///< tau: the delay bound (kFixed: every gradient is tau steps late)
+  bool nesterov = true;  ///< ef-sgd, dist-ef-sgdm and doublesqueeze momentum form
+  int delay = 0;         ///< tau: the delay bound (kFixed: every gradient is tau steps late)
   DelayMode delay_mode = DelayMode::kFixed;
   /// kTable: R rows of P (world size) delays, row-major, each in [0, delay]; row k mod R is step k's.
   std::vector<int32_t> delay_table;
@@ -100,8 +100,8 @@ struct SessionConfig {
   Regularizer prox = Regularizer::kNone;  ///< DIANA prox_{lr R} applied by apply()
   double prox_lambda = 0.0;
   NonFinitePolicy nonfinite = NonFinitePolicy::kError;
-  bool tie_to_zero = true;                ///< signsgd-mv: a tied vote gives 0 (else +1)
-  bool shared_scale = true;               ///< compressed-gd with terngrad: max scale over ranks
+  bool tie_to_zero = true;   ///< signsgd-mv: a tied vote gives 0 (else +1)
+  bool shared_scale = true;  ///< compressed-gd with terngrad: max scale over ranks
   ServerMode server = ServerMode::kReplicated;
   Compensation compensation = Compensation::kHessian;
   /// Fill StepStats::memory_norm_sq and compression_error_sq (one extra pass over the data).

@@ -21,7 +21,7 @@ struct FrameInfo {
   CodecSpec spec;
   Layout layout;
   RngKey key;
-  uint64_t body_bytes = 0;   ///< raw payload bytes in the frame: the full size or the used size
+  uint64_t body_bytes = 0;  ///< raw payload bytes in the frame: the full size or the used size
   uint32_t body_crc32 = 0;
   size_t header_bytes = 0;
   uint64_t used_bytes = 0;   ///< bytes of the body that carry the message (Codec::used_bytes)

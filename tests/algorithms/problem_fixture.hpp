@@ -29,7 +29,9 @@ inline std::string slow_tier_reason(const std::string& name) {
   return name + " runs in the slow tier (GCOMP_DATASETS=all, ctest -L slow)";
 }
 
-inline std::string dataset_path(const std::string& name) { return std::string(GCOMP_SOURCE_DIR) + "/data/libsvm/" + name; }
+inline std::string dataset_path(const std::string& name) {
+  return std::string(GCOMP_SOURCE_DIR) + "/data/libsvm/" + name;
+}
 
 /// One dataset's problem with the spec's constants, cached across tests of a binary.
 struct Setup {

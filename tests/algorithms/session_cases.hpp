@@ -39,7 +39,8 @@ inline constexpr SessionCase kSessionCases[] = {
     {"ef_sgd_sign_momentum", Algorithm::kEfSgd, "sign:block=8", "identity", 0.9, ServerMode::kReplicated, 0},
     {"diana", Algorithm::kDiana, "dither:levels=1,norm=linf,block=8", "identity", 0.0, ServerMode::kReplicated, 0},
     {"diana_momentum", Algorithm::kDiana, "natural", "identity", 0.5, ServerMode::kReplicated, 0},
-    {"dist_ef_sgdm_replicated", Algorithm::kDistEfSgdm, "sign:block=8", "sign:block=8", 0.5, ServerMode::kReplicated, 0},
+    {"dist_ef_sgdm_replicated", Algorithm::kDistEfSgdm, "sign:block=8", "sign:block=8", 0.5, ServerMode::kReplicated,
+     0},
     {"dist_ef_sgdm_sharded", Algorithm::kDistEfSgdm, "sign:block=8", "sign:block=8", 0.9, ServerMode::kSharded, 0},
     {"doublesqueeze_replicated", Algorithm::kDoubleSqueeze, "randk:k=9", "natural", 0.0, ServerMode::kReplicated, 0},
     {"doublesqueeze_sharded", Algorithm::kDoubleSqueeze, "dither:levels=3,norm=l2", "topk:k=5", 0.0,
@@ -64,8 +65,8 @@ inline constexpr SessionCase kSessionCases[] = {
     // and two-way (replicated; sharded: alltoallv up, allgatherv down).
     {"diana_sdither", Algorithm::kDiana, "sdither:levels=1,norm=l2", "identity", 0.0, ServerMode::kReplicated, 0},
     {"ef_sgd_topk_rice", Algorithm::kEfSgd, "topk:k=5,index=rice", "identity", 0.5, ServerMode::kReplicated, 0},
-    {"dist_ef_sgdm_replicated_varlen", Algorithm::kDistEfSgdm, "topk:k=7,index=rice", "sdither:levels=2,norm=linf",
-     0.5, ServerMode::kReplicated, 0},
+    {"dist_ef_sgdm_replicated_varlen", Algorithm::kDistEfSgdm, "topk:k=7,index=rice", "sdither:levels=2,norm=linf", 0.5,
+     ServerMode::kReplicated, 0},
     {"doublesqueeze_sharded_varlen", Algorithm::kDoubleSqueeze, "sdither:levels=1,norm=l2,block=8",
      "topk:k=3,index=rice", 0.0, ServerMode::kSharded, 0},
 };

@@ -268,7 +268,8 @@ TEST(SessionTest, ShardedServerMatchesStructureAndConverges) {
     double wsum = 0;
     for (int r = 0; r < kRanks; ++r) wsum += 1.0 + r / 4.0;
     for (int64_t j = 0; j < kDim; ++j) {
-      for (int r = 0; r < kRanks; ++r) xs[j] += (1.0 + r / 4.0) * std::sin(0.7 * static_cast<double>(j) + r) * static_cast<double>(1 + (j % 5));
+      for (int r = 0; r < kRanks; ++r)
+        xs[j] += (1.0 + r / 4.0) * std::sin(0.7 * static_cast<double>(j) + r) * static_cast<double>(1 + (j % 5));
       xs[j] /= wsum;
     }
     double err = 0, norm = 0;

@@ -89,8 +89,8 @@ Terms with_rounding(Terms t, double v) {
   if (v != 0) t.emplace_back(next_symbol(), v);
   return t;
 }
-B input(double x) { return {x, {}, {}}; }                      // an exact input (an fp32 gradient)
-B konst(double c) { return {c, with_rounding({}, c), {}}; }      // a constant, rounded once to fp32
+B input(double x) { return {x, {}, {}}; }                    // an exact input (an fp32 gradient)
+B konst(double c) { return {c, with_rounding({}, c), {}}; }  // a constant, rounded once to fp32
 B operator+(const B& x, const B& y) {
   const double v = x.v + y.v;
   return {v, with_rounding(combine(x.a, 1, y.a, 1), v), with_rounding(combine(x.b, 1, y.b, 1), v)};
@@ -430,7 +430,8 @@ Model run_model(const Case& c) {
   for (int r = 0; r < kRanks; ++r) {
     auto& st = out.state[r];
     const Algorithm a = c.algo;
-    if (a == Algorithm::kEfSgd || a == Algorithm::kDistEfSgdm || a == Algorithm::kDoubleSqueeze || a == Algorithm::kHessianEc)
+    if (a == Algorithm::kEfSgd || a == Algorithm::kDistEfSgdm || a == Algorithm::kDoubleSqueeze ||
+        a == Algorithm::kHessianEc)
       st["error"] = e[r];
     if (momentum && a != Algorithm::kDiana) st["momentum"] = m[r];
     if (a == Algorithm::kDistEfSgdm) st["momentum"] = m[r];
@@ -454,7 +455,8 @@ Model run_model(const Case& c) {
 /// Every element within its bound; also the largest |got - model| / bound seen (<= 1).
 testing::AssertionResult within(const std::vector<double>& got, const std::vector<B>& model, const std::string& what,
                                 double* worst) {
-  if (got.size() != model.size()) return testing::AssertionFailure() << what << ": size " << got.size() << " != " << model.size();
+  if (got.size() != model.size())
+    return testing::AssertionFailure() << what << ": size " << got.size() << " != " << model.size();
   for (size_t i = 0; i < got.size(); ++i) {
     const double diff = std::fabs(got[i] - model[i].v), b = bound(model[i]);
     if (!(diff <= b))
@@ -501,8 +503,9 @@ TEST_P(CrossBackendTest, DoubleAndFp32BackendsAgreeWithinTheDerivedRoundingBound
   }
   // The bound itself is tight: at most 1e-5 of the largest update of the run.
   EXPECT_LE(max_bound, 1e-5 * max_u);
-  std::printf("[ cross ] %-42s max |u| %.3g, max bound %.2e (%.1e of it); largest |diff|/bound: cpu %.3f, host-f32 %.3f\n",
-              c.name, max_u, max_bound, max_bound / max_u, worst_cpu, worst_f32);
+  std::printf(
+      "[ cross ] %-42s max |u| %.3g, max bound %.2e (%.1e of it); largest |diff|/bound: cpu %.3f, host-f32 %.3f\n",
+      c.name, max_u, max_bound, max_bound / max_u, worst_cpu, worst_f32);
 }
 
 INSTANTIATE_TEST_SUITE_P(AllAlgorithms, CrossBackendTest, testing::ValuesIn(kCases),

@@ -131,7 +131,8 @@ TEST_P(EngineBackendTest, AStepThatFailsAfterItsLastCollectiveLeavesStateUntouch
           (void)e;
         }
         threw[comm.rank()] = t;
-        ok[comm.rank()] = !t || (copy_state(s) == before && s.step_count() == 4u && u == std::vector<double>(kDim, 3.0));
+        ok[comm.rank()] =
+            !t || (copy_state(s) == before && s.step_count() == 4u && u == std::vector<double>(kDim, 3.0));
         // The failure is local to the corrupted rank's view; a healthy peer may have run on. Only
         // what this rank saw is checked here.
       });
@@ -168,7 +169,8 @@ TEST_P(EngineBackendTest, NonFiniteZeroRunsNoAgreementRound) {
     const int want_reduces = policy == NonFinitePolicy::kZero ? 0 : 1;
     EXPECT_EQ(reduces, std::vector<int>(kRanks, want_reduces)) << static_cast<int>(policy);
     EXPECT_EQ(total, std::vector<int>(kRanks, want_reduces + 1)) << static_cast<int>(policy);
-    for (int r = 1; r < kRanks; ++r) EXPECT_EQ(std::memcmp(updates[r].data(), updates[0].data(), kDim * sizeof(double)), 0);
+    for (int r = 1; r < kRanks; ++r)
+      EXPECT_EQ(std::memcmp(updates[r].data(), updates[0].data(), kDim * sizeof(double)), 0);
     for (double v : updates[0]) EXPECT_TRUE(std::isfinite(v));
   }
 }
@@ -231,7 +233,7 @@ TEST_P(EngineBackendTest, OneRanksFailureIsEveryRanksVerdict) {
         } else {
           for (int k = 0; k < kBad; ++k) EXPECT_EQ(status[0][k], gcompSuccess);
           for (int k = kBad + 1; k < kSteps && status[0][kBad] != gcompSuccess; ++k)  // a failed step changes
-            EXPECT_EQ(status[0][k], gcompSuccess) << "step " << k;                      // nothing: the next run
+            EXPECT_EQ(status[0][k], gcompSuccess) << "step " << k;                    // nothing: the next run
         }
       }
     }
@@ -247,9 +249,12 @@ TEST_P(EngineBackendTest, MomentumIsNeverSilentlyIgnored) {
     const char* codec;
   };
   const MomentumCase cases[] = {
-      {Algorithm::kGd, "identity"},           {Algorithm::kCompressedGd, "dither:levels=2"},
-      {Algorithm::kSignSgdMv, "sign:scale=none"}, {Algorithm::kEfSgd, "sign:block=8"},
-      {Algorithm::kDiana, "dither:levels=1,norm=linf"}, {Algorithm::kDistEfSgdm, "sign:block=8"},
+      {Algorithm::kGd, "identity"},
+      {Algorithm::kCompressedGd, "dither:levels=2"},
+      {Algorithm::kSignSgdMv, "sign:scale=none"},
+      {Algorithm::kEfSgd, "sign:block=8"},
+      {Algorithm::kDiana, "dither:levels=1,norm=linf"},
+      {Algorithm::kDistEfSgdm, "sign:block=8"},
       {Algorithm::kDoubleSqueeze, "sign:block=8"},
   };
   for (const MomentumCase& mc : cases) {
@@ -322,15 +327,15 @@ TEST_P(EngineBackendTest, DelaysPerStepAndWorker) {
       double sum = 0;
       for (int i = 0; i < kRanks; ++i) sum += 16.0 * std::max(0, k - tau(k, i)) + i;
       const double want = static_cast<double>(static_cast<float>(1.0 / kRanks)) * sum;
-      for (double v : u[static_cast<size_t>(k)])
-        ASSERT_NEAR(v, want, 1e-5 * std::fabs(want)) << what << ": step " << k;
+      for (double v : u[static_cast<size_t>(k)]) ASSERT_NEAR(v, want, 1e-5 * std::fabs(want)) << what << ": step " << k;
     }
   };
   // A table: row k mod R holds each worker's delay at step k.
   cfg.delay = 3;
   cfg.delay_mode = DelayMode::kTable;
   cfg.delay_table = {0, 3, 1, 2, 2, 0, 3, 1, 1, 1, 0, 3};  // 4 rows of 3 ranks
-  expect_consumed(cfg, [&](int k, int i) { return cfg.delay_table[static_cast<size_t>((k % 4) * kRanks + i)]; }, "table");
+  expect_consumed(
+      cfg, [&](int k, int i) { return cfg.delay_table[static_cast<size_t>((k % 4) * kRanks + i)]; }, "table");
   // A seeded random bounded delay: every worker and step draws its own from (seed, worker, step).
   cfg.delay_mode = DelayMode::kRandom;
   cfg.delay_table.clear();
@@ -412,6 +417,8 @@ TEST(SessionDelayTest, BadSchedulesAreRejectedAndTheDefaultDigestStays) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, EngineBackendTest, testing::Values(Backend::kCpu, Backend::kHostF32),
-                         [](const auto& param_info) { return std::string(param_info.param == Backend::kCpu ? "cpu" : "host_f32"); });
+                         [](const auto& param_info) {
+                           return std::string(param_info.param == Backend::kCpu ? "cpu" : "host_f32");
+                         });
 
 }  // namespace

@@ -196,7 +196,8 @@ TEST(SessionF32Test, FusedMeanOfLargeBuffersEqualsTheSeparateCalls) {
           Session s(comm, Layout(n), cfg);
           std::vector<float> g(static_cast<size_t>(n)), u(static_cast<size_t>(n));
           for (int64_t i = 0; i < n; ++i)
-            g[i] = static_cast<float>(std::sin(0.001 * static_cast<double>(i) * (comm.rank() + 1)) + 0.01 * comm.rank());
+            g[i] =
+                static_cast<float>(std::sin(0.001 * static_cast<double>(i) * (comm.rank() + 1)) + 0.01 * comm.rank());
           (void)s.step(std::span<const float>(g), std::span<float>(u));
           std::lock_guard<std::mutex> lock(m);
           grads[comm.rank()] = g;
@@ -388,7 +389,8 @@ class FailingComm final : public Communicator {
 
  private:
   void hit() {
-    if (count_++ == fail_at_) GCOMP_FAIL(gcompErrorTimeout, "injected failure at collective " + std::to_string(fail_at_));
+    if (count_++ == fail_at_)
+      GCOMP_FAIL(gcompErrorTimeout, "injected failure at collective " + std::to_string(fail_at_));
   }
   Communicator& in_;
   int fail_at_ = -1;
@@ -444,7 +446,7 @@ TEST(SessionF32Test, SixteenBitGradientsEqualTheirWidenedValues) {
   SessionConfig c = f32_config("diana");
   std::vector<uint16_t> bf(kDim), hf(kDim);
   for (int64_t i = 0; i < kDim; ++i) {
-    bf[i] = static_cast<uint16_t>(0x3f80 + 37 * i);  // bf16 around 1.0 .. 
+    bf[i] = static_cast<uint16_t>(0x3f80 + 37 * i);  // bf16 around 1.0 ..
     hf[i] = static_cast<uint16_t>(0x3c00 + 53 * i);  // fp16
   }
   run_local(1, [&](Communicator& comm) {
@@ -510,8 +512,8 @@ TEST(SessionF32Targets, EfSgdSingleNodeConverges) {
     cfg.backend = Backend::kHostF32;
     const auto e = test::run_session(s, cfg, 5000);
     const int64_t hit = test::first_hit(e, 1e-9);
-    std::printf("[ ef-sgd f32 ] %s %s: K_hit(1e-9) = %lld, final e = %.3g\n", name, codec,
-                static_cast<long long>(hit), e.back());
+    std::printf("[ ef-sgd f32 ] %s %s: K_hit(1e-9) = %lld, final e = %.3g\n", name, codec, static_cast<long long>(hit),
+                e.back());
     EXPECT_GE(hit, 0);
   }
 }

@@ -215,8 +215,8 @@ TEST_P(VarlenBackendTest, ShortMessagesDecodeAsTheFullPayloads) {
   const Layout layout(std::vector<int64_t>{23, 1, 40, 130});
   const int64_t n = layout.num_elems();
   constexpr int kSteps = 5;
-  for (const char* name : {"diana_sdither", "ef_sgd_topk_rice", "dist_ef_sgdm_replicated_varlen",
-                           "doublesqueeze_sharded_varlen"}) {
+  for (const char* name :
+       {"diana_sdither", "ef_sgd_topk_rice", "dist_ef_sgdm_replicated_varlen", "doublesqueeze_sharded_varlen"}) {
     SCOPED_TRACE(name);
     const test::SessionCase& sc = test::session_case(name);
     const SessionConfig cfg = test::session_case_config(sc, GetParam());
@@ -310,8 +310,8 @@ TEST_P(VarlenBackendTest, ALyingSizeFailsTheStepAndLeavesStateUntouched) {
             } catch (const Error& e) {
               status[static_cast<size_t>(comm.rank())] = e.status();
             }
-            unchanged[static_cast<size_t>(comm.rank())] =
-                copy_state(s) == before && s.step_count() == 3u && u == std::vector<double>(static_cast<size_t>(n), 3.0);
+            unchanged[static_cast<size_t>(comm.rank())] = copy_state(s) == before && s.step_count() == 3u &&
+                                                          u == std::vector<double>(static_cast<size_t>(n), 3.0);
           },
           opt);
       EXPECT_EQ(unchanged, std::vector<int>(kRanks, 1));

@@ -35,18 +35,18 @@ testing::AssertionResult failed_with(gcompStatus_t st, gcompStatus_t expected, c
   const std::string last = gcompGetLastError();
   if (st != expected)
     return testing::AssertionFailure() << "status " << st << " (" << gcompGetErrorString(st) << "), expected "
-                                       << expected << " (" << gcompGetErrorString(expected) << "); last error: "
-                                       << last;
+                                       << expected << " (" << gcompGetErrorString(expected)
+                                       << "); last error: " << last;
   if (last.find(needle) == std::string::npos)
     return testing::AssertionFailure() << "last error \"" << last << "\" does not mention \"" << needle << "\"";
   return testing::AssertionSuccess();
 }
 
 #define EXPECT_FAIL(call, expected, needle) EXPECT_TRUE(failed_with((call), (expected), (needle)))
-#define ASSERT_OK(call)                                                                \
-  do {                                                                                 \
-    const gcompStatus_t st_ = (call);                                                  \
-    ASSERT_EQ(st_, gcompSuccess) << #call << ": " << gcompGetLastError();              \
+#define ASSERT_OK(call)                                                   \
+  do {                                                                    \
+    const gcompStatus_t st_ = (call);                                     \
+    ASSERT_EQ(st_, gcompSuccess) << #call << ": " << gcompGetLastError(); \
   } while (0)
 
 /// RAII for test handles.
@@ -223,7 +223,8 @@ TEST_P(CapiPlanRoundTrip, BytesAndDecodeEqualCppApi) {
     std::vector<uint8_t> payload(bytes + 5, 0xCD);  // larger buffers are fine; the tail is untouched
     ASSERT_OK(gcompEncode(h.plan, x.data(), rank, step, payload.data(), payload.size()));
     const std::vector<uint8_t> want = test::encode(*codec, x, key);
-    EXPECT_TRUE(test::bytes_equal(std::vector<uint8_t>(payload.begin(), payload.begin() + static_cast<long>(bytes)), want));
+    EXPECT_TRUE(
+        test::bytes_equal(std::vector<uint8_t>(payload.begin(), payload.begin() + static_cast<long>(bytes)), want));
     for (size_t i = bytes; i < payload.size(); ++i) EXPECT_EQ(payload[i], 0xCD);
 
     std::vector<float> out(x.size(), 1.0f);
@@ -564,7 +565,9 @@ uint16_t f16_bits(double v) {
   return static_cast<uint16_t>(sign | (static_cast<uint32_t>(exp) << 10) | ((b >> 13) & 0x3ffu));
 }
 
-bool is_16bit(Mode m) { return m == Mode::kStepBF16 || m == Mode::kStepF16 || m == Mode::kStepWidenedBF16 || m == Mode::kStepWidenedF16; }
+bool is_16bit(Mode m) {
+  return m == Mode::kStepBF16 || m == Mode::kStepF16 || m == Mode::kStepWidenedBF16 || m == Mode::kStepWidenedF16;
+}
 
 struct Run {
   std::vector<std::vector<std::vector<double>>> out;  // [rank][step] -> x (apply) or update (step)
@@ -761,7 +764,9 @@ class CapiSessionEqualsCpp : public testing::TestWithParam<SessionCase> {
   }
 };
 
-TEST_P(CapiSessionEqualsCpp, Apply) { expect_same(run_c(c_config(), Mode::kApply), run_cpp(cpp_config(), Mode::kApply)); }
+TEST_P(CapiSessionEqualsCpp, Apply) {
+  expect_same(run_c(c_config(), Mode::kApply), run_cpp(cpp_config(), Mode::kApply));
+}
 TEST_P(CapiSessionEqualsCpp, Step) { expect_same(run_c(c_config(), Mode::kStep), run_cpp(cpp_config(), Mode::kStep)); }
 TEST_P(CapiSessionEqualsCpp, StepInPlace) {
   expect_same(run_c(c_config(), Mode::kStep, true), run_cpp(cpp_config(), Mode::kStep));
@@ -785,7 +790,8 @@ INSTANTIATE_TEST_SUITE_P(
                     SessionCase{"ef-sgd", "topk:ratio=0.2", "identity", 0.5, gcompServerReplicated, gcompProxNone, 0},
                     SessionCase{"dist-ef-sgdm", "sign:block=8", "sign", 0.9, gcompServerSharded, gcompProxNone, 0},
                     SessionCase{"compressed-gd", "terngrad", "identity", 0.0, gcompServerReplicated, gcompProxNone, 2},
-                    SessionCase{"signsgd-mv", "sign:scale=none", "identity", 0.9, gcompServerReplicated, gcompProxNone, 0},
+                    SessionCase{"signsgd-mv", "sign:scale=none", "identity", 0.9, gcompServerReplicated, gcompProxNone,
+                                0},
                     SessionCase{"doublesqueeze", "sign:block=8", "sign", 0.5, gcompServerReplicated, gcompProxNone, 3,
                                 gcompDelayTable},
                     SessionCase{"ef-sgd", "sign:block=8", "identity", 0.0, gcompServerReplicated, gcompProxNone, 3,
@@ -845,7 +851,8 @@ TEST_F(CapiSessionErrors, CreateArguments) {
   cfg.algorithm = nullptr;
   EXPECT_FAIL(gcompSessionCreate(&s_, comm_, &cfg, &n_, 1), gcompErrorInvalidArgument, "config->algorithm");
   cfg.algorithm = "adam";
-  EXPECT_FAIL(gcompSessionCreate(&s_, comm_, &cfg, &n_, 1), gcompErrorInvalidArgument, "is not one of the valid algorithm values: gd, compressed-gd,");
+  EXPECT_FAIL(gcompSessionCreate(&s_, comm_, &cfg, &n_, 1), gcompErrorInvalidArgument,
+              "is not one of the valid algorithm values: gd, compressed-gd,");
   cfg = GCOMP_SESSION_CONFIG_INITIALIZER;
   cfg.server_codec_spec = nullptr;
   EXPECT_FAIL(gcompSessionCreate(&s_, comm_, &cfg, &n_, 1), gcompErrorInvalidArgument, "config->server_codec_spec");
@@ -980,7 +987,8 @@ TEST_F(CapiSessionErrors, SaveLoadResumesBitIdentically) {
   cfg.codec_spec = "dither:levels=2,norm=l2";
   cfg.momentum = 0.5;
   create(cfg);
-  const std::string dir = testing::TempDir() + "/gcomp_capi_ckpt_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed());
+  const std::string dir =
+      testing::TempDir() + "/gcomp_capi_ckpt_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed());
   std::filesystem::create_directories(dir);
   const std::string path = dir + "/rank0.ckpt";
   std::vector<double> x(10, 0.0), g(10);

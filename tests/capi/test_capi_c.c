@@ -13,33 +13,32 @@
 
 static int failures = 0;
 
-#define EXPECT(cond)                                                      \
-  do {                                                                    \
-    if (!(cond)) {                                                        \
+#define EXPECT(cond)                                                           \
+  do {                                                                         \
+    if (!(cond)) {                                                             \
       fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      ++failures;                                                         \
-    }                                                                     \
+      ++failures;                                                              \
+    }                                                                          \
   } while (0)
 
 /* status == expected, and the thread-local last error mentions `needle`. */
-#define EXPECT_STATUS(call, expected, needle)                                                    \
-  do {                                                                                           \
-    gcompStatus_t st_ = (call);                                                                  \
-    if (st_ != (expected) || strstr(gcompGetLastError(), (needle)) == NULL) {                    \
-      fprintf(stderr, "%s:%d: %s returned %d (%s), expected %d; last error \"%s\" should mention \"%s\"\n", \
-              __FILE__, __LINE__, #call, (int)st_, gcompGetErrorString(st_), (int)(expected),    \
-              gcompGetLastError(), (needle));                                                    \
-      ++failures;                                                                                \
-    }                                                                                            \
+#define EXPECT_STATUS(call, expected, needle)                                                                         \
+  do {                                                                                                                \
+    gcompStatus_t st_ = (call);                                                                                       \
+    if (st_ != (expected) || strstr(gcompGetLastError(), (needle)) == NULL) {                                         \
+      fprintf(stderr, "%s:%d: %s returned %d (%s), expected %d; last error \"%s\" should mention \"%s\"\n", __FILE__, \
+              __LINE__, #call, (int)st_, gcompGetErrorString(st_), (int)(expected), gcompGetLastError(), (needle));   \
+      ++failures;                                                                                                     \
+    }                                                                                                                 \
   } while (0)
 
-#define EXPECT_OK(call)                                                                        \
-  do {                                                                                         \
-    gcompStatus_t st_ = (call);                                                                \
-    if (st_ != gcompSuccess) {                                                                 \
+#define EXPECT_OK(call)                                                                          \
+  do {                                                                                           \
+    gcompStatus_t st_ = (call);                                                                  \
+    if (st_ != gcompSuccess) {                                                                   \
       fprintf(stderr, "%s:%d: %s failed: %s\n", __FILE__, __LINE__, #call, gcompGetLastError()); \
-      ++failures;                                                                              \
-    }                                                                                          \
+      ++failures;                                                                                \
+    }                                                                                            \
   } while (0)
 
 static void test_version_and_strings(void) {

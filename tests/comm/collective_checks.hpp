@@ -25,12 +25,10 @@ inline void check_allgather(Communicator& comm, size_t bytes, bool in_place) {
   }
   std::vector<std::byte> want(ranks * bytes);
   for (int j = 0; j < num_ranks; ++j) {
-    for (size_t i = 0; i < bytes; ++i)
-      want[static_cast<size_t>(j) * bytes + i] = pattern_byte(j, i);
+    for (size_t i = 0; i < bytes; ++i) want[static_cast<size_t>(j) * bytes + i] = pattern_byte(j, i);
   }
-  EXPECT_TRUE(bytes_equal(recv, want))
-      << "allgather on rank " << rank << " of " << num_ranks << ", " << bytes << " bytes per rank"
-      << (in_place ? ", in place" : "");
+  EXPECT_TRUE(bytes_equal(recv, want)) << "allgather on rank " << rank << " of " << num_ranks << ", " << bytes
+                                       << " bytes per rank" << (in_place ? ", in place" : "");
 }
 
 inline void check_alltoall(Communicator& comm, size_t bytes, bool in_place) {
@@ -39,8 +37,7 @@ inline void check_alltoall(Communicator& comm, size_t bytes, bool in_place) {
   const auto ranks = static_cast<size_t>(num_ranks);
   std::vector<std::byte> send(ranks * bytes);
   for (int to = 0; to < num_ranks; ++to) {
-    for (size_t i = 0; i < bytes; ++i)
-      send[static_cast<size_t>(to) * bytes + i] = pair_byte(rank, to, i);
+    for (size_t i = 0; i < bytes; ++i) send[static_cast<size_t>(to) * bytes + i] = pair_byte(rank, to, i);
   }
   std::vector<std::byte> recv(ranks * bytes, std::byte{0xee});
   if (in_place) {
@@ -51,12 +48,10 @@ inline void check_alltoall(Communicator& comm, size_t bytes, bool in_place) {
   }
   std::vector<std::byte> want(ranks * bytes);
   for (int from = 0; from < num_ranks; ++from) {
-    for (size_t i = 0; i < bytes; ++i)
-      want[static_cast<size_t>(from) * bytes + i] = pair_byte(from, rank, i);
+    for (size_t i = 0; i < bytes; ++i) want[static_cast<size_t>(from) * bytes + i] = pair_byte(from, rank, i);
   }
-  EXPECT_TRUE(bytes_equal(recv, want))
-      << "alltoall on rank " << rank << " of " << num_ranks << ", " << bytes << " bytes per peer"
-      << (in_place ? ", in place" : "");
+  EXPECT_TRUE(bytes_equal(recv, want)) << "alltoall on rank " << rank << " of " << num_ranks << ", " << bytes
+                                       << " bytes per peer" << (in_place ? ", in place" : "");
 }
 
 /// Size of rank r's allgatherv message for a bound: differs per rank, 0 and the bound included.
@@ -73,15 +68,14 @@ inline size_t pair_size(int from, int to, size_t bound) {
 }
 
 /// Compares only the message bytes of each slot (`sizes[j]` bytes of slot j).
-inline testing::AssertionResult messages_equal(const std::vector<std::byte>& got,
-                                               const std::vector<std::byte>& want, size_t bound,
-                                               const std::vector<size_t>& sizes) {
+inline testing::AssertionResult messages_equal(const std::vector<std::byte>& got, const std::vector<std::byte>& want,
+                                               size_t bound, const std::vector<size_t>& sizes) {
   for (size_t j = 0; j < sizes.size(); ++j) {
     for (size_t i = 0; i < sizes[j]; ++i) {
       if (got[j * bound + i] != want[j * bound + i]) {
-        return testing::AssertionFailure() << "slot " << j << " byte " << i << ": got "
-                                           << std::to_integer<int>(got[j * bound + i]) << ", expected "
-                                           << std::to_integer<int>(want[j * bound + i]);
+        return testing::AssertionFailure()
+               << "slot " << j << " byte " << i << ": got " << std::to_integer<int>(got[j * bound + i]) << ", expected "
+               << std::to_integer<int>(want[j * bound + i]);
       }
     }
   }
@@ -102,8 +96,7 @@ inline void check_allgatherv(Communicator& comm, size_t bound, bool in_place, bo
   std::vector<size_t> sizes(ranks, size_t{12345});
   if (in_place) {
     std::copy(send.begin(), send.end(), recv.begin() + static_cast<std::ptrdiff_t>(rank * bound));
-    comm.allgatherv(recv.data() + static_cast<size_t>(rank) * bound, mine, recv.data(), bound,
-                    sizes.data(), nullptr);
+    comm.allgatherv(recv.data() + static_cast<size_t>(rank) * bound, mine, recv.data(), bound, sizes.data(), nullptr);
   } else {
     comm.allgatherv(send.data(), mine, recv.data(), bound, sizes.data(), nullptr);
   }
@@ -114,8 +107,7 @@ inline void check_allgatherv(Communicator& comm, size_t bound, bool in_place, bo
     for (size_t i = 0; i < n; ++i) want[static_cast<size_t>(j) * bound + i] = pattern_byte(j, i);
   }
   EXPECT_TRUE(untouched_tails ? bytes_equal(recv, want) : messages_equal(recv, want, bound, sizes))
-      << "allgatherv on rank " << rank << " of " << num_ranks << ", bound " << bound
-      << (in_place ? ", in place" : "");
+      << "allgatherv on rank " << rank << " of " << num_ranks << ", bound " << bound << (in_place ? ", in place" : "");
 }
 
 /// alltoallv with a different size for every pair (zeros included).
@@ -147,8 +139,7 @@ inline void check_alltoallv(Communicator& comm, size_t bound, bool in_place, boo
     for (size_t i = 0; i < n; ++i) want[static_cast<size_t>(from) * bound + i] = pair_byte(from, rank, i);
   }
   EXPECT_TRUE(untouched_tails ? bytes_equal(recv, want) : messages_equal(recv, want, bound, sizes))
-      << "alltoallv on rank " << rank << " of " << num_ranks << ", bound " << bound
-      << (in_place ? ", in place" : "");
+      << "alltoallv on rank " << rank << " of " << num_ranks << ", bound " << bound << (in_place ? ", in place" : "");
 }
 
 template <class T>
@@ -163,8 +154,7 @@ void check_allreduce(Communicator& comm, DataType type, size_t count, ReduceOp o
     comm.allreduce(send.data(), recv.data(), count, type, op, nullptr);
   }
   EXPECT_TRUE(matches_reduce(recv, comm.size(), op))
-      << "allreduce " << data_type_name(type) << " on rank " << comm.rank()
-      << (in_place ? ", in place" : "");
+      << "allreduce " << data_type_name(type) << " on rank " << comm.rank() << (in_place ? ", in place" : "");
 }
 
 inline void check_allreduce_all_types(Communicator& comm, size_t count, bool in_place) {
@@ -185,8 +175,8 @@ inline void check_broadcast(Communicator& comm, size_t bytes, int root) {
   comm.broadcast(buf.data(), bytes, root, nullptr);
   std::vector<std::byte> want(bytes);
   for (size_t i = 0; i < bytes; ++i) want[i] = pattern_byte(root, i);
-  EXPECT_TRUE(bytes_equal(buf, want))
-      << "broadcast from root " << root << " on rank " << comm.rank() << ", " << bytes << " bytes";
+  EXPECT_TRUE(bytes_equal(buf, want)) << "broadcast from root " << root << " on rank " << comm.rank() << ", " << bytes
+                                      << " bytes";
 }
 
 /// Runs fn and returns the gcomp::Error it throws; a failure if it throws nothing or another type.

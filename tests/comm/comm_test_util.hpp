@@ -25,8 +25,8 @@ inline std::byte pattern_byte(int rank, size_t i) {
 
 /// Byte i of the block that rank `from` sends to rank `to` in an alltoall.
 inline std::byte pair_byte(int from, int to, size_t i) {
-  return static_cast<std::byte>(
-      (static_cast<size_t>(from) * 37u + static_cast<size_t>(to) * 11u + i * 3u + 1u) & 0xffu);
+  return static_cast<std::byte>((static_cast<size_t>(from) * 37u + static_cast<size_t>(to) * 11u + i * 3u + 1u) &
+                                0xffu);
 }
 
 /// Element i of rank r's allreduce input, with magnitudes that make float sums order-sensitive.
@@ -71,25 +71,24 @@ testing::AssertionResult matches_reduce(const std::vector<T>& got, int num_ranks
   for (size_t i = 0; i < got.size(); ++i) {
     const T want = expected_reduce<T>(num_ranks, i, op);
     if (std::memcmp(&got[i], &want, sizeof(T)) != 0) {
-      return testing::AssertionFailure()
-             << "element " << i << " of " << got.size() << ": got " << got[i] << ", expected "
-             << want << " (P=" << num_ranks << ", " << reduce_op_name(op) << ")";
+      return testing::AssertionFailure() << "element " << i << " of " << got.size() << ": got " << got[i]
+                                         << ", expected " << want << " (P=" << num_ranks << ", " << reduce_op_name(op)
+                                         << ")";
     }
   }
   return testing::AssertionSuccess();
 }
 
 /// First differing byte of two buffers, for diagnosable failures.
-inline testing::AssertionResult bytes_equal(const std::vector<std::byte>& got,
-                                            const std::vector<std::byte>& want) {
+inline testing::AssertionResult bytes_equal(const std::vector<std::byte>& got, const std::vector<std::byte>& want) {
   if (got.size() != want.size()) {
     return testing::AssertionFailure() << "size " << got.size() << " vs " << want.size();
   }
   for (size_t i = 0; i < got.size(); ++i) {
     if (got[i] != want[i]) {
-      return testing::AssertionFailure()
-             << "byte " << i << " of " << got.size() << ": got " << std::to_integer<int>(got[i])
-             << ", expected " << std::to_integer<int>(want[i]);
+      return testing::AssertionFailure() << "byte " << i << " of " << got.size() << ": got "
+                                         << std::to_integer<int>(got[i]) << ", expected "
+                                         << std::to_integer<int>(want[i]);
     }
   }
   return testing::AssertionSuccess();

@@ -30,8 +30,7 @@ TEST(CommAgreementTest, PassesWhenAllRanksAgree) {
     gcomp::run_local(
         num_ranks,
         [](Communicator& comm) {
-          gcomp::check_agreement(comm, "config",
-                                 "codec=dither:levels=4;layout=3x1024;algo=ef;format=1");
+          gcomp::check_agreement(comm, "config", "codec=dither:levels=4;layout=3x1024;algo=ef;format=1");
           gcomp::check_agreement(comm, "empty config", "");
           EXPECT_FALSE(comm.is_aborted());
         },
@@ -56,28 +55,23 @@ std::vector<std::string> disagreement_messages(const std::vector<std::string>& t
 }
 
 TEST(CommAgreementTest, OneDifferingRankFailsEveryRankWithSameMessage) {
-  const auto messages = disagreement_messages(
-      {"dither:levels=4", "dither:levels=4", "dither:levels=2", "dither:levels=4"});
+  const auto messages =
+      disagreement_messages({"dither:levels=4", "dither:levels=4", "dither:levels=2", "dither:levels=4"});
   for (size_t r = 1; r < messages.size(); ++r) EXPECT_EQ(messages[r], messages[0]) << "rank " << r;
   EXPECT_NE(messages[0].find("codec spec differs across ranks"), std::string::npos) << messages[0];
-  EXPECT_NE(messages[0].find("rank 0: \"dither:levels=4\" vs rank 2: \"dither:levels=2\""),
-            std::string::npos)
+  EXPECT_NE(messages[0].find("rank 0: \"dither:levels=4\" vs rank 2: \"dither:levels=2\""), std::string::npos)
       << messages[0];
-  EXPECT_NE(messages[0].find("1 of 4 ranks differ from rank 0: 2"), std::string::npos)
-      << messages[0];
+  EXPECT_NE(messages[0].find("1 of 4 ranks differ from rank 0: 2"), std::string::npos) << messages[0];
 }
 
 TEST(CommAgreementTest, SeveralGroupsAndLengthsAreAllShown) {
-  const auto messages = disagreement_messages(
-      {"sign:block=4096", "", "topk:ratio=0.01", "sign:block=4096", "topk:ratio=0.01"});
+  const auto messages =
+      disagreement_messages({"sign:block=4096", "", "topk:ratio=0.01", "sign:block=4096", "topk:ratio=0.01"});
   for (size_t r = 1; r < messages.size(); ++r) EXPECT_EQ(messages[r], messages[0]) << "rank " << r;
-  EXPECT_NE(messages[0].find("rank 0: \"sign:block=4096\" vs rank 1: \"\""), std::string::npos)
+  EXPECT_NE(messages[0].find("rank 0: \"sign:block=4096\" vs rank 1: \"\""), std::string::npos) << messages[0];
+  EXPECT_NE(messages[0].find("rank 0: \"sign:block=4096\" vs ranks 2,4: \"topk:ratio=0.01\""), std::string::npos)
       << messages[0];
-  EXPECT_NE(messages[0].find("rank 0: \"sign:block=4096\" vs ranks 2,4: \"topk:ratio=0.01\""),
-            std::string::npos)
-      << messages[0];
-  EXPECT_NE(messages[0].find("3 of 5 ranks differ from rank 0: 1,2,4"), std::string::npos)
-      << messages[0];
+  EXPECT_NE(messages[0].find("3 of 5 ranks differ from rank 0: 1,2,4"), std::string::npos) << messages[0];
 }
 
 TEST(CommAgreementTest, LongTextsAreTruncatedInTheMessage) {

@@ -172,13 +172,11 @@ std::vector<Case> cases() {
     c.momentum = 0.5;
     c.delay = 2;
   });
-  add("compressed_gd_terngrad_shared", Algorithm::kCompressedGd, "terngrad", [](gcomp::SessionConfig& c) {
-    c.momentum = 0.5;
-  });
+  add("compressed_gd_terngrad_shared", Algorithm::kCompressedGd, "terngrad",
+      [](gcomp::SessionConfig& c) { c.momentum = 0.5; });
   add("ef_sgd_topk_momentum", Algorithm::kEfSgd, "topk:k=7", [](gcomp::SessionConfig& c) { c.momentum = 0.9; });
-  add("diana_dither", Algorithm::kDiana, "dither:levels=2,norm=linf,block=16", [](gcomp::SessionConfig& c) {
-    c.momentum = 0.3;
-  });
+  add("diana_dither", Algorithm::kDiana, "dither:levels=2,norm=linf,block=16",
+      [](gcomp::SessionConfig& c) { c.momentum = 0.3; });
   add("dist_ef_sgdm_sharded", Algorithm::kDistEfSgdm, "sign:block=8", [](gcomp::SessionConfig& c) {
     c.server_codec = "sign:block=8";
     c.server = gcomp::ServerMode::kSharded;
@@ -188,12 +186,10 @@ std::vector<Case> cases() {
     c.server_codec = "topk:k=5";
     c.server = gcomp::ServerMode::kSharded;
   });
-  add("doublesqueeze_replicated", Algorithm::kDoubleSqueeze, "sign", [](gcomp::SessionConfig& c) {
-    c.server_codec = "sign:block=4";
-  });
-  add("hessian_ec_classical", Algorithm::kHessianEc, "sign:block=16", [](gcomp::SessionConfig& c) {
-    c.compensation = gcomp::Compensation::kClassical;
-  });
+  add("doublesqueeze_replicated", Algorithm::kDoubleSqueeze, "sign",
+      [](gcomp::SessionConfig& c) { c.server_codec = "sign:block=4"; });
+  add("hessian_ec_classical", Algorithm::kHessianEc, "sign:block=16",
+      [](gcomp::SessionConfig& c) { c.compensation = gcomp::Compensation::kClassical; });
   add("signsgd_mv", Algorithm::kSignSgdMv, "sign:scale=none", none);
   return out;
 }
@@ -226,9 +222,8 @@ testing::AssertionResult same_state(const State& before, const State& after) {
       return testing::AssertionFailure() << "state array " << before[a].first << " changed shape";
     for (size_t i = 0; i < before[a].second.size(); ++i)
       if (std::memcmp(&before[a].second[i], &after[a].second[i], sizeof(double)) != 0)
-        return testing::AssertionFailure() << "state array '" << before[a].first << "' element " << i
-                                           << ": before " << before[a].second[i] << ", after "
-                                           << after[a].second[i];
+        return testing::AssertionFailure() << "state array '" << before[a].first << "' element " << i << ": before "
+                                           << before[a].second[i] << ", after " << after[a].second[i];
   }
   return testing::AssertionSuccess();
 }
@@ -413,7 +408,9 @@ TEST_P(SessionFaults, NonFiniteSkipAndErrorLeaveStateUntouched) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Algorithms, SessionFaults, testing::Range<size_t>(0, cases().size()),
-                         [](const testing::TestParamInfo<size_t>& param_info) { return cases()[param_info.param].name; });
+                         [](const testing::TestParamInfo<size_t>& param_info) {
+                           return cases()[param_info.param].name;
+                         });
 
 // Rank 1 builds its Session with another codec, or another configuration value: the constructor
 // fails with gcompErrorMismatch on every rank, promptly.

@@ -182,8 +182,7 @@ TEST_P(CommLocalTest, BarrierSeparatesPhases) {
         for (int round = 1; round <= 20; ++round) {
           ++entered;
           comm.barrier();
-          EXPECT_GE(entered.load(), round * num_ranks)
-              << "rank " << comm.rank() << " round " << round;
+          EXPECT_GE(entered.load(), round * num_ranks) << "rank " << comm.rank() << " round " << round;
           comm.barrier();
         }
       },
@@ -196,8 +195,7 @@ TEST_P(CommLocalTest, LargeBuffers) {
       [](Communicator& comm) {
         gcomp::test::check_allgather(comm, size_t{1} << 20, false);
         gcomp::test::check_alltoall(comm, size_t{1} << 18, true);
-        gcomp::test::check_allreduce<float>(comm, DataType::kF32, size_t{1} << 18, ReduceOp::kSum,
-                                            true);
+        gcomp::test::check_allreduce<float>(comm, DataType::kF32, size_t{1} << 18, ReduceOp::kSum, true);
       },
       kTestOptions);
 }
@@ -242,27 +240,22 @@ TEST(CommLocalDeterminismTest, FloatSumIsRankOrderedAndBitIdentical) {
       kRanks,
       [&](Communicator& comm) {
         std::vector<float> send(kCount);
-        for (size_t i = 0; i < kCount; ++i)
-          send[i] = gcomp::test::reduce_input<float>(comm.rank(), i);
+        for (size_t i = 0; i < kCount; ++i) send[i] = gcomp::test::reduce_input<float>(comm.rank(), i);
         std::vector<float> first(kCount);
         comm.allreduce(send.data(), first.data(), kCount, DataType::kF32, ReduceOp::kSum, nullptr);
         EXPECT_TRUE(gcomp::test::matches_reduce(first, kRanks, ReduceOp::kSum));
         for (int repeat = 0; repeat < 5; ++repeat) {
           // Stagger the ranks so that arrival order differs between repeats.
-          std::this_thread::sleep_for(
-              std::chrono::microseconds(((comm.rank() + repeat) % kRanks) * 200));
+          std::this_thread::sleep_for(std::chrono::microseconds(((comm.rank() + repeat) % kRanks) * 200));
           std::vector<float> again(kCount);
-          comm.allreduce(send.data(), again.data(), kCount, DataType::kF32, ReduceOp::kSum,
-                         nullptr);
+          comm.allreduce(send.data(), again.data(), kCount, DataType::kF32, ReduceOp::kSum, nullptr);
           EXPECT_EQ(std::memcmp(first.data(), again.data(), kCount * sizeof(float)), 0);
         }
         results[static_cast<size_t>(comm.rank())] = first;
       },
       kTestOptions);
   for (int r = 1; r < kRanks; ++r) {
-    EXPECT_EQ(std::memcmp(results[0].data(), results[static_cast<size_t>(r)].data(),
-                          kCount * sizeof(float)),
-              0)
+    EXPECT_EQ(std::memcmp(results[0].data(), results[static_cast<size_t>(r)].data(), kCount * sizeof(float)), 0)
         << "rank " << r << " differs from rank 0";
   }
 }
@@ -359,8 +352,7 @@ TEST(CommLocalFaultTest, ExitedRankMakesPeersFailFast) {
         LocalOptions{60000});
   });
   EXPECT_EQ(e.status(), gcompErrorTimeout);
-  EXPECT_NE(std::string(e.what()).find("rank 0 exited without joining it"), std::string::npos)
-      << e.what();
+  EXPECT_NE(std::string(e.what()).find("rank 0 exited without joining it"), std::string::npos) << e.what();
   EXPECT_NE(std::string(e.what()).find("barrier #0"), std::string::npos) << e.what();
   EXPECT_LT(elapsed_ms(start), 5000);
 }
@@ -392,8 +384,7 @@ TEST(CommLocalFaultTest, AbortFailsWaitersAndLaterCalls) {
   const Error ev = error_of([&] { comms[2]->allgatherv(nullptr, 0, nullptr, 0, sizes, nullptr); });
   EXPECT_EQ(ev.status(), gcompErrorTimeout);
   EXPECT_NE(std::string(ev.what()).find("allgatherv #1"), std::string::npos) << ev.what();
-  EXPECT_NE(std::string(e.what()).find("rank 0 aborted: operator stop"), std::string::npos)
-      << e.what();
+  EXPECT_NE(std::string(e.what()).find("rank 0 aborted: operator stop"), std::string::npos) << e.what();
 }
 
 TEST(CommLocalFaultTest, SizeMismatchFailsEveryRankWithSameMessage) {
@@ -434,8 +425,8 @@ TEST(CommLocalFaultTest, MessageAboveTheBoundFailsEveryRankBeforeAnyDataMoves) {
         std::vector<std::byte> send(mine, std::byte{0x11});
         std::vector<std::byte> recv(kBound * kRanks, std::byte{0xee});
         std::vector<size_t> sizes(kRanks, 99);
-        const Error e = error_of(
-            [&] { comm.allgatherv(send.data(), mine, recv.data(), kBound, sizes.data(), nullptr); });
+        const Error e =
+            error_of([&] { comm.allgatherv(send.data(), mine, recv.data(), kBound, sizes.data(), nullptr); });
         EXPECT_EQ(e.status(), gcompErrorInvalidArgument) << e.what();
         messages[static_cast<size_t>(comm.rank())] = e.what();
         EXPECT_TRUE(std::all_of(recv.begin(), recv.end(), [](std::byte b) { return b == std::byte{0xee}; }));
@@ -445,9 +436,8 @@ TEST(CommLocalFaultTest, MessageAboveTheBoundFailsEveryRankBeforeAnyDataMoves) {
         std::vector<size_t> out(kRanks, 3);
         if (comm.rank() == 2) out[0] = kBound + 1;
         std::vector<std::byte> blocks(kBound * kRanks);
-        const Error e2 = error_of([&] {
-          comm.alltoallv(blocks.data(), out.data(), recv.data(), kBound, sizes.data(), nullptr);
-        });
+        const Error e2 =
+            error_of([&] { comm.alltoallv(blocks.data(), out.data(), recv.data(), kBound, sizes.data(), nullptr); });
         EXPECT_EQ(e2.status(), gcompErrorInvalidArgument) << e2.what();
         EXPECT_NE(std::string(e2.what()).find("rank 2 sends 17 bytes"), std::string::npos) << e2.what();
         EXPECT_TRUE(std::all_of(recv.begin(), recv.end(), [](std::byte b) { return b == std::byte{0xee}; }));
@@ -472,8 +462,7 @@ TEST(CommLocalFaultTest, DifferentBoundsMismatch) {
         std::vector<std::byte> send(4);
         std::vector<std::byte> recv(16 * kRanks);
         std::vector<size_t> sizes(kRanks);
-        const Error e = error_of(
-            [&] { comm.allgatherv(send.data(), 4, recv.data(), bound, sizes.data(), nullptr); });
+        const Error e = error_of([&] { comm.allgatherv(send.data(), 4, recv.data(), bound, sizes.data(), nullptr); });
         EXPECT_EQ(e.status(), gcompErrorMismatch);
         messages[static_cast<size_t>(comm.rank())] = e.what();
         EXPECT_FALSE(comm.is_aborted());
@@ -506,9 +495,8 @@ TEST(CommLocalFaultTest, RankSkippingAlltoallvTimesOut) {
         std::vector<std::byte> recv(8 * kRanks);
         std::vector<size_t> sizes(kRanks, 5);
         const auto start = Clock::now();
-        const Error e = error_of([&] {
-          comm.alltoallv(send.data(), sizes.data(), recv.data(), 8, sizes.data(), nullptr);
-        });
+        const Error e =
+            error_of([&] { comm.alltoallv(send.data(), sizes.data(), recv.data(), 8, sizes.data(), nullptr); });
         EXPECT_EQ(e.status(), gcompErrorTimeout) << e.what();
         EXPECT_GE(elapsed_ms(start), kTimeoutMs - 20);
         EXPECT_NE(std::string(e.what()).find("alltoallv #0"), std::string::npos) << e.what();
@@ -557,17 +545,14 @@ TEST(CommLocalFaultTest, RunLocalPrefersFirstNonTimeoutError) {
 }
 
 TEST(CommLocalFaultTest, InvalidArguments) {
-  EXPECT_EQ(error_of([] { static_cast<void>(gcomp::make_local_group(0)); }).status(),
+  EXPECT_EQ(error_of([] { static_cast<void>(gcomp::make_local_group(0)); }).status(), gcompErrorInvalidArgument);
+  EXPECT_EQ(error_of([] { static_cast<void>(gcomp::make_local_group(2, LocalOptions{-5})); }).status(),
             gcompErrorInvalidArgument);
-  EXPECT_EQ(
-      error_of([] { static_cast<void>(gcomp::make_local_group(2, LocalOptions{-5})); }).status(),
-      gcompErrorInvalidArgument);
   run_local(
       2,
       [](Communicator& comm) {
         std::vector<std::byte> buf(4);
-        EXPECT_EQ(error_of([&] { comm.broadcast(buf.data(), 4, 2, nullptr); }).status(),
-                  gcompErrorInvalidArgument);
+        EXPECT_EQ(error_of([&] { comm.broadcast(buf.data(), 4, 2, nullptr); }).status(), gcompErrorInvalidArgument);
         EXPECT_EQ(error_of([&] { comm.allgather(nullptr, buf.data(), 1, nullptr); }).status(),
                   gcompErrorInvalidArgument);
         // Argument errors are local and leave the communicator usable.

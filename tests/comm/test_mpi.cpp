@@ -124,8 +124,7 @@ TEST_F(CommMpiTest, MessageAboveTheBoundFailsEveryRankWithSameMessage) {
   std::vector<std::byte> send(mine);
   std::vector<std::byte> recv(kBound * ranks, std::byte{0xee});
   std::vector<size_t> sizes(ranks, 99);
-  const Error e =
-      error_of([&] { comm_->allgatherv(send.data(), mine, recv.data(), kBound, sizes.data(), nullptr); });
+  const Error e = error_of([&] { comm_->allgatherv(send.data(), mine, recv.data(), kBound, sizes.data(), nullptr); });
   EXPECT_EQ(e.status(), gcompErrorInvalidArgument) << e.what();
   EXPECT_TRUE(same_on_all_ranks(e.what())) << e.what();
   EXPECT_NE(std::string(e.what()).find("sends 17 bytes"), std::string::npos) << e.what();
@@ -134,8 +133,8 @@ TEST_F(CommMpiTest, MessageAboveTheBoundFailsEveryRankWithSameMessage) {
   std::vector<size_t> out(ranks, 2);
   if (comm_->rank() == 0) out[ranks - 1] = kBound + 3;
   std::vector<std::byte> blocks(kBound * ranks);
-  const Error e2 = error_of(
-      [&] { comm_->alltoallv(blocks.data(), out.data(), recv.data(), kBound, sizes.data(), nullptr); });
+  const Error e2 =
+      error_of([&] { comm_->alltoallv(blocks.data(), out.data(), recv.data(), kBound, sizes.data(), nullptr); });
   EXPECT_EQ(e2.status(), gcompErrorInvalidArgument) << e2.what();
   EXPECT_TRUE(same_on_all_ranks(e2.what())) << e2.what();
   EXPECT_NE(std::string(e2.what()).find("rank 0 sends 19 bytes"), std::string::npos) << e2.what();
@@ -161,8 +160,7 @@ TEST_F(CommMpiTest, BroadcastFromEveryRoot) {
 TEST_F(CommMpiTest, BarrierAndLargeBuffers) {
   for (int i = 0; i < 10; ++i) comm_->barrier();
   gcomp::test::check_allgather(*comm_, size_t{1} << 20, false);
-  gcomp::test::check_allreduce<float>(*comm_, DataType::kF32, size_t{1} << 18, ReduceOp::kSum,
-                                      true);
+  gcomp::test::check_allreduce<float>(*comm_, DataType::kF32, size_t{1} << 18, ReduceOp::kSum, true);
 }
 
 TEST_F(CommMpiTest, AgreementPassesAndFailsWithSameMessage) {
@@ -172,9 +170,8 @@ TEST_F(CommMpiTest, AgreementPassesAndFailsWithSameMessage) {
   EXPECT_EQ(e.status(), gcompErrorMismatch);
   EXPECT_TRUE(same_on_all_ranks(e.what())) << e.what();
   if (comm_->size() > 2) {
-    EXPECT_NE(
-        std::string(e.what()).find("rank 0: \"dither:levels=4\" vs rank 2: \"dither:levels=2\""),
-        std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("rank 0: \"dither:levels=4\" vs rank 2: \"dither:levels=2\""),
+              std::string::npos)
         << e.what();
   }
 }
@@ -187,9 +184,7 @@ TEST_F(CommMpiTest, SizeMismatchFailsEveryRankWithSameMessage) {
   if (comm_->size() > 1) {
     EXPECT_EQ(e.status(), gcompErrorMismatch) << e.what();
     EXPECT_TRUE(same_on_all_ranks(e.what())) << e.what();
-    EXPECT_NE(std::string(e.what()).find("vs rank 1: allgather #0 (8 bytes per rank)"),
-              std::string::npos)
-        << e.what();
+    EXPECT_NE(std::string(e.what()).find("vs rank 1: allgather #0 (8 bytes per rank)"), std::string::npos) << e.what();
   }
   // The descriptor exchange caught it before any data moved: the communicator still works.
   EXPECT_FALSE(comm_->is_aborted());
@@ -216,8 +211,7 @@ TEST_F(CommMpiTest, SkippedCollectiveTimesOutAndAborts) {
     const auto again = Clock::now();
     const Error later = error_of([&] { comm->barrier(); });
     EXPECT_EQ(later.status(), gcompErrorTimeout);
-    EXPECT_NE(std::string(later.what()).find("communicator aborted"), std::string::npos)
-        << later.what();
+    EXPECT_NE(std::string(later.what()).find("communicator aborted"), std::string::npos) << later.what();
     EXPECT_LT(Clock::now() - again, std::chrono::milliseconds(100));
   }
   // The last rank never joins; everyone continues on MPI_COMM_WORLD and the fixture's fresh
@@ -241,7 +235,8 @@ TEST_F(CommMpiTest, SkippedAllgathervTimesOutAndAborts) {
               std::string::npos)
         << e.what();
     EXPECT_TRUE(comm->is_aborted());
-    const Error later = error_of([&] { comm->alltoallv(recv.data(), sizes.data(), recv.data(), 2, sizes.data(), nullptr); });
+    const Error later =
+        error_of([&] { comm->alltoallv(recv.data(), sizes.data(), recv.data(), 2, sizes.data(), nullptr); });
     EXPECT_EQ(later.status(), gcompErrorTimeout);
     EXPECT_NE(std::string(later.what()).find("communicator aborted"), std::string::npos) << later.what();
   }
@@ -284,8 +279,7 @@ class RankFailurePrinter : public testing::EmptyTestEventListener {
   void OnTestPartResult(const testing::TestPartResult& result) override {
     if (!result.failed()) return;
     std::fprintf(stderr, "[rank %d] %s:%d: Failure\n%s\n", rank_,
-                 result.file_name() != nullptr ? result.file_name() : "?", result.line_number(),
-                 result.summary());
+                 result.file_name() != nullptr ? result.file_name() : "?", result.line_number(), result.summary());
   }
 
  private:

@@ -96,15 +96,13 @@ void exercise(Communicator& comm, cudaStream_t stream) {
   d_recv.download(got.data());
   std::vector<std::byte> want(kBytes * ranks);
   for (size_t j = 0; j < ranks; ++j) {
-    for (size_t i = 0; i < kBytes; ++i)
-      want[j * kBytes + i] = gcomp::test::pattern_byte(static_cast<int>(j), i);
+    for (size_t i = 0; i < kBytes; ++i) want[j * kBytes + i] = gcomp::test::pattern_byte(static_cast<int>(j), i);
   }
   EXPECT_TRUE(gcomp::test::bytes_equal(got, want)) << "allgather, rank " << rank;
 
   std::vector<std::byte> blocks(kBytes * ranks);
   for (size_t to = 0; to < ranks; ++to) {
-    for (size_t i = 0; i < kBytes; ++i)
-      blocks[to * kBytes + i] = gcomp::test::pair_byte(rank, static_cast<int>(to), i);
+    for (size_t i = 0; i < kBytes; ++i) blocks[to * kBytes + i] = gcomp::test::pair_byte(rank, static_cast<int>(to), i);
   }
   const DeviceBytes d_blocks(kBytes * ranks);
   d_blocks.upload(blocks.data());
@@ -134,8 +132,7 @@ void exercise(Communicator& comm, cudaStream_t stream) {
   comm.broadcast(d_send.get(), kBytes, root, stream);
   comm.synchronize(stream);
   d_send.download(buf.data());
-  EXPECT_TRUE(
-      gcomp::test::bytes_equal(buf, std::vector<std::byte>(want.begin(), want.begin() + kBytes)))
+  EXPECT_TRUE(gcomp::test::bytes_equal(buf, std::vector<std::byte>(want.begin(), want.begin() + kBytes)))
       << "broadcast, rank " << rank;
 
   // Variable-length collectives: a different size per rank (and per pair), zeros included;
@@ -165,7 +162,8 @@ void exercise(Communicator& comm, cudaStream_t stream) {
     std::vector<size_t> out_sizes(ranks);
     for (size_t to = 0; to < ranks; ++to) {
       out_sizes[to] = gcomp::test::pair_size(rank, static_cast<int>(to), bound);
-      for (size_t i = 0; i < out_sizes[to]; ++i) out[to * bound + i] = gcomp::test::pair_byte(rank, static_cast<int>(to), i);
+      for (size_t i = 0; i < out_sizes[to]; ++i)
+        out[to * bound + i] = gcomp::test::pair_byte(rank, static_cast<int>(to), i);
     }
     const DeviceBytes d_out(bound * ranks);
     d_out.upload(out.data());

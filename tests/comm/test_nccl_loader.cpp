@@ -32,10 +32,9 @@ constexpr const char* kMissing = "/nonexistent/gcomp-test/libnccl-missing.so.2";
   } catch (const gcomp::Error& e) {
     const std::string message = e.what();
     const std::string unusable = gcomp::nccl_unusable();
-    std::fprintf(stderr, "status %d: %s\nnccl_unusable: %s\n", static_cast<int>(e.status()),
-                 message.c_str(), unusable.c_str());
-    const bool ok = e.status() == gcompErrorNotSupported &&
-                    message.find(library) != std::string::npos &&
+    std::fprintf(stderr, "status %d: %s\nnccl_unusable: %s\n", static_cast<int>(e.status()), message.c_str(),
+                 unusable.c_str());
+    const bool ok = e.status() == gcompErrorNotSupported && message.find(library) != std::string::npos &&
                     message.find("make_nccl_communicator") != std::string::npos &&
                     unusable.find(library) != std::string::npos && gcomp::nccl_library().empty() &&
                     gcomp::nccl_version() == 0;

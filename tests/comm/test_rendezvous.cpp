@@ -78,14 +78,11 @@ TEST(CommRendezvousTest, TcpDeliversRootBlobToEveryRank) {
   const auto errors = run_ranks(kRanks, [&](int rank) {
     // Rank 0 starts last: peers must retry until it listens.
     if (rank == 0) std::this_thread::sleep_for(std::chrono::milliseconds(150));
-    gcomp::detail::tcp_broadcast_blob(kLoopback, port, rank, kRanks,
-                                      blobs[static_cast<size_t>(rank)], 10000);
+    gcomp::detail::tcp_broadcast_blob(kLoopback, port, rank, kRanks, blobs[static_cast<size_t>(rank)], 10000);
   });
   for (int r = 0; r < kRanks; ++r) {
-    EXPECT_EQ(errors[static_cast<size_t>(r)].status(), gcompSuccess)
-        << errors[static_cast<size_t>(r)].what();
-    EXPECT_TRUE(gcomp::test::bytes_equal(blobs[static_cast<size_t>(r)], root_blob()))
-        << "rank " << r;
+    EXPECT_EQ(errors[static_cast<size_t>(r)].status(), gcompSuccess) << errors[static_cast<size_t>(r)].what();
+    EXPECT_TRUE(gcomp::test::bytes_equal(blobs[static_cast<size_t>(r)], root_blob())) << "rank " << r;
   }
 }
 
@@ -100,24 +97,21 @@ TEST(CommRendezvousTest, TcpRootTimesOutNamingMissingRanks) {
   std::vector<std::vector<std::byte>> blobs(2, std::vector<std::byte>(kBlobBytes));
   const auto start = Clock::now();
   const auto errors = run_ranks(2, [&](int rank) {
-    gcomp::detail::tcp_broadcast_blob(kLoopback, port, rank, 4, blobs[static_cast<size_t>(rank)],
-                                      300);
+    gcomp::detail::tcp_broadcast_blob(kLoopback, port, rank, 4, blobs[static_cast<size_t>(rank)], 300);
   });
   EXPECT_LT(Clock::now() - start, std::chrono::seconds(5));
   EXPECT_EQ(errors[0].status(), gcompErrorTimeout);
-  EXPECT_NE(std::string(errors[0].what()).find("waiting for ranks 2,3"), std::string::npos)
-      << errors[0].what();
+  EXPECT_NE(std::string(errors[0].what()).find("waiting for ranks 2,3"), std::string::npos) << errors[0].what();
   EXPECT_EQ(errors[1].status(), gcompSuccess) << errors[1].what();
 }
 
 TEST(CommRendezvousTest, TcpPeerTimesOutWithoutRoot) {
   std::vector<std::byte> blob(kBlobBytes);
   const auto start = Clock::now();
-  const Error e = error_of(
-      [&] { gcomp::detail::tcp_broadcast_blob(kLoopback, free_loopback_port(), 1, 2, blob, 200); });
+  const Error e =
+      error_of([&] { gcomp::detail::tcp_broadcast_blob(kLoopback, free_loopback_port(), 1, 2, blob, 200); });
   EXPECT_EQ(e.status(), gcompErrorTimeout);
-  EXPECT_NE(std::string(e.what()).find("rank 1 connecting to 127.0.0.1:"), std::string::npos)
-      << e.what();
+  EXPECT_NE(std::string(e.what()).find("rank 1 connecting to 127.0.0.1:"), std::string::npos) << e.what();
   EXPECT_LT(Clock::now() - start, std::chrono::seconds(5));
 }
 
@@ -126,27 +120,21 @@ TEST(CommRendezvousTest, TcpWorldSizeMismatchFailsBothSides) {
   std::vector<std::vector<std::byte>> blobs(2, std::vector<std::byte>(kBlobBytes));
   const auto errors = run_ranks(2, [&](int rank) {
     const int world = rank == 0 ? 2 : 3;
-    gcomp::detail::tcp_broadcast_blob(kLoopback, port, rank, world,
-                                      blobs[static_cast<size_t>(rank)], 5000);
+    gcomp::detail::tcp_broadcast_blob(kLoopback, port, rank, world, blobs[static_cast<size_t>(rank)], 5000);
   });
   EXPECT_EQ(errors[0].status(), gcompErrorMismatch) << errors[0].what();
   EXPECT_EQ(errors[1].status(), gcompErrorMismatch) << errors[1].what();
-  EXPECT_NE(std::string(errors[0].what()).find("rank 1 has WORLD_SIZE 3 but rank 0 has 2"),
-            std::string::npos)
+  EXPECT_NE(std::string(errors[0].what()).find("rank 1 has WORLD_SIZE 3 but rank 0 has 2"), std::string::npos)
       << errors[0].what();
 }
 
 TEST(CommRendezvousTest, TcpBadArguments) {
   std::vector<std::byte> blob(kBlobBytes);
-  EXPECT_EQ(
-      error_of([&] { gcomp::detail::tcp_broadcast_blob("", 5000, 1, 2, blob, 100); }).status(),
-      gcompErrorInvalidArgument);
-  EXPECT_EQ(
-      error_of([&] { gcomp::detail::tcp_broadcast_blob(kLoopback, 0, 1, 2, blob, 100); }).status(),
-      gcompErrorInvalidArgument);
-  EXPECT_EQ(error_of([&] {
-              gcomp::detail::tcp_broadcast_blob(kLoopback, 5000, 2, 2, blob, 100);
-            }).status(),
+  EXPECT_EQ(error_of([&] { gcomp::detail::tcp_broadcast_blob("", 5000, 1, 2, blob, 100); }).status(),
+            gcompErrorInvalidArgument);
+  EXPECT_EQ(error_of([&] { gcomp::detail::tcp_broadcast_blob(kLoopback, 0, 1, 2, blob, 100); }).status(),
+            gcompErrorInvalidArgument);
+  EXPECT_EQ(error_of([&] { gcomp::detail::tcp_broadcast_blob(kLoopback, 5000, 2, 2, blob, 100); }).status(),
             gcompErrorInvalidArgument);
 }
 
@@ -161,10 +149,8 @@ TEST(CommRendezvousTest, FileDeliversRootBlobToEveryRank) {
     gcomp::detail::file_broadcast_blob(path, rank, blobs[static_cast<size_t>(rank)], 10000);
   });
   for (int r = 0; r < kRanks; ++r) {
-    EXPECT_EQ(errors[static_cast<size_t>(r)].status(), gcompSuccess)
-        << errors[static_cast<size_t>(r)].what();
-    EXPECT_TRUE(gcomp::test::bytes_equal(blobs[static_cast<size_t>(r)], root_blob()))
-        << "rank " << r;
+    EXPECT_EQ(errors[static_cast<size_t>(r)].status(), gcompSuccess) << errors[static_cast<size_t>(r)].what();
+    EXPECT_TRUE(gcomp::test::bytes_equal(blobs[static_cast<size_t>(r)], root_blob())) << "rank " << r;
   }
   std::remove(path.c_str());
 }
@@ -189,16 +175,15 @@ TEST(CommRendezvousTest, FileRejectsForeignOrWrongSizeContent) {
             gcompErrorCorruptPayload);
   std::vector<std::byte> small(16);
   gcomp::detail::file_broadcast_blob(path, 0, small, 1000);
-  EXPECT_EQ(error_of([&] { gcomp::detail::file_broadcast_blob(path, 1, blob, 1000); }).status(),
-            gcompErrorMismatch);
+  EXPECT_EQ(error_of([&] { gcomp::detail::file_broadcast_blob(path, 1, blob, 1000); }).status(), gcompErrorMismatch);
   std::remove(path.c_str());
 }
 
 class CommLauncherEnvTest : public testing::Test {
  protected:
   void TearDown() override {
-    for (const char* name : {"RANK", "WORLD_SIZE", "LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK",
-                             "MASTER_ADDR", "MASTER_PORT"}) {
+    for (const char* name :
+         {"RANK", "WORLD_SIZE", "LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"}) {
       unsetenv(name);
     }
   }

@@ -142,9 +142,14 @@ inline const std::vector<CodecSpec>& raw_specs() {
 /// Layouts tried by raw_decode.
 inline const std::vector<Layout>& raw_layouts() {
   static const std::vector<Layout> layouts = {
-      Layout(int64_t{0}),        Layout(int64_t{1}),           Layout(int64_t{31}),
-      Layout(int64_t{33}),       Layout(int64_t{100}),         Layout(std::vector<int64_t>{70, 1, 129}),
-      Layout(std::vector<int64_t>{0, 5, 0, 64}), Layout(int64_t{1000}),
+      Layout(int64_t{0}),
+      Layout(int64_t{1}),
+      Layout(int64_t{31}),
+      Layout(int64_t{33}),
+      Layout(int64_t{100}),
+      Layout(std::vector<int64_t>{70, 1, 129}),
+      Layout(std::vector<int64_t>{0, 5, 0, 64}),
+      Layout(int64_t{1000}),
   };
   return layouts;
 }
@@ -195,7 +200,8 @@ inline void raw_decode(std::span<const uint8_t> bytes) {
   // Issue 18 #11: an accepted payload decodes to finite values (a random-k value times n/k, a
   // spherical norm over beta, a grid level times its step never reach Inf).
   for (size_t i = 0; i < out.size(); ++i)
-    if (!std::isfinite(out[i])) throw FuzzBug("an accepted payload decodes to a non-finite value at element " + std::to_string(i));
+    if (!std::isfinite(out[i]))
+      throw FuzzBug("an accepted payload decodes to a non-finite value at element " + std::to_string(i));
   check_short_equals_full(*codec, payload, key, out);
   codec->decode_accumulate(payload, key, -1.0f, out);
   (void)codec->payload_bits(payload);
@@ -255,7 +261,8 @@ inline void encode(std::span<const uint8_t> bytes) {
     throw FuzzBug(std::string("the encoder's payload is rejected: ") + e.what());
   }
   for (size_t i = 0; i < n; ++i)
-    if (!std::isfinite(out[i])) throw FuzzBug("a finite input decodes to a non-finite value at element " + std::to_string(i));
+    if (!std::isfinite(out[i]))
+      throw FuzzBug("a finite input decodes to a non-finite value at element " + std::to_string(i));
 }
 
 /// Spec strings: parse, then canonical() must parse back to an equal spec with the same text.
@@ -304,7 +311,8 @@ inline void manifest(std::span<const uint8_t> bytes) {
     std::memcpy(b.data() + b.size() - 4, &c, 4);
   }
   const detail::SetManifest m = detail::parse_manifest(b, "fuzz");
-  if (m.world == 0 || m.files.size() != m.world) throw FuzzBug("parse_manifest accepted a world without its rank files");
+  if (m.world == 0 || m.files.size() != m.world)
+    throw FuzzBug("parse_manifest accepted a world without its rank files");
   if (detail::encode_manifest(m) != b) throw FuzzBug("encode_manifest(parse_manifest(b)) differs from b");
 }
 

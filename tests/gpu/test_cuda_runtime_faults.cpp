@@ -286,9 +286,9 @@ void every_failure_frees_everything(const std::string& what, Fn construct) {
 const std::vector<int64_t> kSegments = {4097, 0, 33};
 
 TEST(CudaRuntimeFaults, DeviceCodecConstructorFreesEverythingOnEveryFailure) {
-  for (const char* spec : {"dither:levels=4,block=512", "terngrad:clip=2.5", "spherical:block=8,bits=3",
-                           "sdither:levels=2,block=64,chunk=100", "topk:k=10", "randk:k=5", "sign:block=64",
-                           "natural", "grid:bits=9"}) {
+  for (const char* spec :
+       {"dither:levels=4,block=512", "terngrad:clip=2.5", "spherical:block=8,bits=3",
+        "sdither:levels=2,block=64,chunk=100", "topk:k=10", "randk:k=5", "sign:block=64", "natural", "grid:bits=9"}) {
     every_failure_frees_everything(spec, [&] { const cuda::DeviceCodec codec(spec, Layout(kSegments)); });
   }
 }

@@ -435,8 +435,8 @@ TEST_F(GpuCodecBehaviour, SharedScaleErrorsSetStatusAndLeaveOutputsUntouched) {
   DeviceBuffer<float> d_s(1, stream_);
   DeviceBuffer<uint8_t> d_p(sign.encoded_bytes(), stream_);
   DeviceBuffer<uint8_t> ws(sign.workspace_bytes(), stream_);
-  EXPECT_THROW(sign.encode_with_scales(d_x.get(), d_s.get(), key_for(1, 0), d_p.get(), ws.get(),
-                                       sign.workspace_bytes(), stream_),
+  EXPECT_THROW(sign.encode_with_scales(d_x.get(), d_s.get(), key_for(1, 0), d_p.get(), ws.get(), sign.workspace_bytes(),
+                                       stream_),
                Error);
 }
 
@@ -740,8 +740,8 @@ TEST_F(GpuCodecBehaviour, CodebookRegenerationMatchesCpuBits) {
     uint64_t first;
     int64_t count;
   };
-  const std::vector<Range> ranges = {{0, 4099}, {12345677, 1001}, {(uint64_t{1} << 50) - 4096, 4096},
-                                     {uint64_t{1} << 33, 513}};
+  const std::vector<Range> ranges = {
+      {0, 4099}, {12345677, 1001}, {(uint64_t{1} << 50) - 4096, 4096}, {uint64_t{1} << 33, 513}};
   const std::vector<RngKey> keys = {RngKey{0, 0, 0, 0}, RngKey{0x9e3779b97f4a7c15ull, 3, 1234, 0},
                                     RngKey{42, 7, 0xffffffffu, detail::kStreamDownlink}};
   for (const RngKey& key : keys) {
@@ -811,10 +811,14 @@ TEST_F(GpuCodecBehaviour, OnePassDecodersSeeEveryCorruption) {
       {"dither:levels=4,block=512", "sign on a zero level",
        [](auto& p) {
          for (size_t w = 0; w < 4; ++w) store_word(p, 2 + w, 0);  // group 0: all levels 0
-         store_word(p, 2, 1u);                                     // sign of element 0
+         store_word(p, 2, 1u);                                    // sign of element 0
        }},
       {"dither:levels=5,block=512", "level above levels",
-       [](auto& p) { store_word(p, 2 + 1, 0xffffffffu); store_word(p, 2 + 2, 0xffffffffu); store_word(p, 2 + 3, 0xffffffffu); }},
+       [](auto& p) {
+         store_word(p, 2 + 1, 0xffffffffu);
+         store_word(p, 2 + 2, 0xffffffffu);
+         store_word(p, 2 + 3, 0xffffffffu);
+       }},
       {"sign:block=64", "padding bit of the last word", [](auto& p) { p[p.size() - 1] |= 0x80; }},
       {"natural", "code 255", [](auto& p) { p[4 * 32 + 7] = 255; }},
       {"natural", "nonzero padding byte", [](auto& p) { p[p.size() - 1] = 1; }},

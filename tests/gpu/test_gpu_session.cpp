@@ -120,7 +120,8 @@ TEST_F(GpuSessionMisc, Bf16DeviceGradientsEqualTheirWidenedValues) {
       wide[i] = detail::bf16_to_float(bf[i]);
     }
     DeviceBuffer<uint16_t> d_bf(bf, stream_);
-    DeviceBuffer<float> d_w(wide, stream_), d_ua(static_cast<size_t>(n), stream_), d_ub(static_cast<size_t>(n), stream_);
+    DeviceBuffer<float> d_w(wide, stream_), d_ua(static_cast<size_t>(n), stream_),
+        d_ub(static_cast<size_t>(n), stream_);
     for (int k = 0; k < 3; ++k) {
       (void)a.step_device(d_bf.get(), GradType::kBF16, d_ua.get(), stream_);
       (void)b.step_device(d_w.get(), GradType::kF32, d_ub.get(), stream_);

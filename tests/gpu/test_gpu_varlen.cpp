@@ -45,13 +45,13 @@ TEST_F(GpuVarlen, DecodeReduceOfShortPayloadsMatchesCpu) {
       keys.push_back(kj);
       const auto p = encode(*cpu, clustered(layout.num_elems(), 5 + j), kj);
       sizes[j] = cpu->used_bytes(p);
-      EXPECT_EQ(gpu.used_bytes_for_length(cpu->variable_length()
-                                              ? uint64_t{p[cpu->length_prefix_bytes() - 4]} |
-                                                    (uint64_t{p[cpu->length_prefix_bytes() - 3]} << 8) |
-                                                    (uint64_t{p[cpu->length_prefix_bytes() - 2]} << 16) |
-                                                    (uint64_t{p[cpu->length_prefix_bytes() - 1]} << 24)
-                                              : 0),
-                sizes[j]);
+      EXPECT_EQ(
+          gpu.used_bytes_for_length(cpu->variable_length() ? uint64_t{p[cpu->length_prefix_bytes() - 4]} |
+                                                                 (uint64_t{p[cpu->length_prefix_bytes() - 3]} << 8) |
+                                                                 (uint64_t{p[cpu->length_prefix_bytes() - 2]} << 16) |
+                                                                 (uint64_t{p[cpu->length_prefix_bytes() - 1]} << 24)
+                                                           : 0),
+          sizes[j]);
       std::memcpy(slots.data() + stride * j, p.data(), sizes[j]);
       cpu->decode_accumulate(std::vector<uint8_t>(p.begin(), p.begin() + static_cast<std::ptrdiff_t>(sizes[j])), kj,
                              weights[j], want);

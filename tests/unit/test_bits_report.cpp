@@ -17,15 +17,30 @@ namespace {
 std::vector<std::string> every_codec_spec() {
   std::vector<std::string> specs;
   for (const auto& d : list_codecs()) specs.push_back(d.name);  // defaults
-  for (const char* s : {"dither:levels=16,norm=l2,block=512", "dither:levels=1,norm=linf,block=64",
-                        "dither:levels=1000,norm=linf", "dither:levels=3,norm=lp,p=3,block=31", "dither:levels=2,norm=l1",
-                        "terngrad:clip=2.5", "sign:block=4", "sign:scale=none", "topk:k=32", "topk:ratio=0.5",
-                        "topk:k=32,index=rice", "topk:ratio=0.5,index=rice",
-                        "randk:k=32", "randk:k=32,unbiased=0", "natdither:levels=5,norm=linf,block=16",
-                        "sdither:levels=1,norm=l2,code=delta", "sdither:levels=4,norm=linf", "sdither:levels=32,norm=l2,chunk=64",
-                        "sdither:levels=1000,norm=linf,block=16,code=delta", "spherical:block=8,bits=8",
-                        "spherical:block=1,bits=1", "spherical:block=2,bits=12",
-                        "spherical:block=16,bits=8,unscaled=1", "spherical:block=64,bits=4,unscaled=1"})
+  for (const char* s : {"dither:levels=16,norm=l2,block=512",
+                        "dither:levels=1,norm=linf,block=64",
+                        "dither:levels=1000,norm=linf",
+                        "dither:levels=3,norm=lp,p=3,block=31",
+                        "dither:levels=2,norm=l1",
+                        "terngrad:clip=2.5",
+                        "sign:block=4",
+                        "sign:scale=none",
+                        "topk:k=32",
+                        "topk:ratio=0.5",
+                        "topk:k=32,index=rice",
+                        "topk:ratio=0.5,index=rice",
+                        "randk:k=32",
+                        "randk:k=32,unbiased=0",
+                        "natdither:levels=5,norm=linf,block=16",
+                        "sdither:levels=1,norm=l2,code=delta",
+                        "sdither:levels=4,norm=linf",
+                        "sdither:levels=32,norm=l2,chunk=64",
+                        "sdither:levels=1000,norm=linf,block=16,code=delta",
+                        "spherical:block=8,bits=8",
+                        "spherical:block=1,bits=1",
+                        "spherical:block=2,bits=12",
+                        "spherical:block=16,bits=8,unscaled=1",
+                        "spherical:block=64,bits=4,unscaled=1"})
     specs.emplace_back(s);
   return specs;
 }
@@ -97,7 +112,8 @@ TEST(BitsReportTest, SpecReferenceValues) {
   // sdither l2, s = 1 (§5.2(a): 0.31 gamma / 0.30 delta bits/coord at omega 24.4, 50 draws; the
   // spec counts no length word, gcomp adds 32 bits). One message varies (nnz ~ 25 +- 5), so the
   // bits are averaged over 50 keys; tolerance 0.02 bits/coord (about 4 standard errors).
-  for (const auto& [spec, want] : {std::pair{"sdither:levels=1,norm=l2", 0.31}, std::pair{"sdither:levels=1,norm=l2,code=delta", 0.30}}) {
+  for (const auto& [spec, want] :
+       {std::pair{"sdither:levels=1,norm=l2", 0.31}, std::pair{"sdither:levels=1,norm=l2,code=delta", 0.30}}) {
     double bits = 0;
     for (uint32_t k = 0; k < 50; ++k) {
       BitsReportOptions opt;

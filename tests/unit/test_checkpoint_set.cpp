@@ -262,7 +262,11 @@ int in_child(const std::function<void()>& body) {
 TEST_F(CheckpointSetTest, CrashBeforeTheCommitKeepsThePreviousSet) {
   // host_allgather calls of a save: 0 the nonce, 1 "every file written", 2 "committed". Event 3:
   // after call 1 returned, so every rank has written its new file; rank 0 has not written the manifest.
-  const int rc = in_child([&] { run(3, 2, 7, [](int e) { if (e == 3) _exit(9); }); });
+  const int rc = in_child([&] {
+    run(3, 2, 7, [](int e) {
+      if (e == 3) _exit(9);
+    });
+  });
   ASSERT_EQ(rc, 9);
   EXPECT_EQ(read_checkpoint_set_info(path_).step, 3u);
   EXPECT_EQ(rank_files().size(), 2u * kRanks) << "the crashed save's files should be on disk (and unused)";
@@ -279,7 +283,11 @@ TEST_F(CheckpointSetTest, CrashBeforeTheCommitKeepsThePreviousSet) {
 // Killed right after the manifest's rename: the new set (step 5) is committed and loads whole.
 TEST_F(CheckpointSetTest, CrashAfterTheCommitGivesTheNewSet) {
   // Event 4: before call 2, after rank 0 renamed the manifest into place.
-  const int rc = in_child([&] { run(3, 2, 7, [](int e) { if (e == 4) _exit(9); }); });
+  const int rc = in_child([&] {
+    run(3, 2, 7, [](int e) {
+      if (e == 4) _exit(9);
+    });
+  });
   ASSERT_EQ(rc, 9);
   EXPECT_EQ(read_checkpoint_set_info(path_).step, 5u);
   const Loaded l = load();

@@ -117,9 +117,7 @@ TEST_P(CodecTest, DecodedValuesFollowTheOperator) {
   const int64_t n = layout_.num_elems();
   const auto blocks = block_offsets(layout_, spec_.id == CodecId::kTernGrad ? 0 : spec_.block);
   switch (spec_.id) {
-    case CodecId::kIdentity:
-      EXPECT_TRUE(bitwise_equal(x_, y));
-      break;
+    case CodecId::kIdentity: EXPECT_TRUE(bitwise_equal(x_, y)); break;
     case CodecId::kDither:
     case CodecId::kTernGrad:
     case CodecId::kNatDither:
@@ -129,10 +127,15 @@ TEST_P(CodecTest, DecodedValuesFollowTheOperator) {
         double l1 = 0, l2 = 0, li = 0, lp = 0;
         for (int64_t i = blocks[b]; i < blocks[b + 1]; ++i) {
           const double a = std::fabs(static_cast<double>(x_[i]));
-          l1 += a; l2 += a * a; li = std::max(li, a); lp += std::pow(a, spec_.p);
+          l1 += a;
+          l2 += a * a;
+          li = std::max(li, a);
+          lp += std::pow(a, spec_.p);
         }
-        double nu = spec_.norm == Norm::kL1 ? l1 : spec_.norm == Norm::kL2 ? std::sqrt(l2)
-                    : spec_.norm == Norm::kLinf ? li : std::pow(lp, 1.0 / spec_.p);
+        double nu = spec_.norm == Norm::kL1     ? l1
+                    : spec_.norm == Norm::kL2   ? std::sqrt(l2)
+                    : spec_.norm == Norm::kLinf ? li
+                                                : std::pow(lp, 1.0 / spec_.p);
         if (spec_.id == CodecId::kTernGrad) nu = li;
         float scale;
         std::memcpy(&scale, p.data() + 4 * b, 4);
@@ -192,12 +195,15 @@ TEST_P(CodecTest, DecodedValuesFollowTheOperator) {
       // Every kept element is >= every dropped element in |x|; kept values are exact; ties kept by lower index.
       std::vector<int64_t> order(static_cast<size_t>(n));
       std::iota(order.begin(), order.end(), 0);
-      std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return std::fabs(x_[a]) > std::fabs(x_[b]); });
+      std::stable_sort(order.begin(), order.end(),
+                       [&](int64_t a, int64_t b) { return std::fabs(x_[a]) > std::fabs(x_[b]); });
       const int64_t want_k = detail::sparse_k(n, spec_.k, spec_.ratio);
       for (int64_t j = 0; j < n; ++j) {
         const int64_t i = order[j];
-        if (j < want_k) EXPECT_EQ(y[i], x_[i]) << "rank " << j << " index " << i;
-        else EXPECT_EQ(y[i], 0.0f) << "rank " << j << " index " << i;
+        if (j < want_k)
+          EXPECT_EQ(y[i], x_[i]) << "rank " << j << " index " << i;
+        else
+          EXPECT_EQ(y[i], 0.0f) << "rank " << j << " index " << i;
       }
       break;
     }
@@ -254,7 +260,10 @@ TEST_P(CodecTest, DecodedValuesFollowTheOperator) {
     }
     case CodecId::kNatural:
       for (int64_t i = 0; i < n; ++i) {
-        if (x_[i] == 0.0f) { EXPECT_EQ(y[i], 0.0f); continue; }
+        if (x_[i] == 0.0f) {
+          EXPECT_EQ(y[i], 0.0f);
+          continue;
+        }
         const double a = std::fabs(static_cast<double>(x_[i]));
         const double lo = std::ldexp(1.0, static_cast<int>(std::floor(std::log2(a))));
         const double v = std::fabs(static_cast<double>(y[i]));
@@ -409,14 +418,15 @@ TEST_P(CodecTest, ShortPayloadsCarryTheMessageAndLyingLengthsAreRejected) {
   codec_->decode_accumulate(p, key_, 0.25f, acc_full);
   EXPECT_TRUE(bitwise_equal(acc, acc_full));
   // Content that needs more bytes than present (cut), and bytes the content does not account for.
-  if (used >= 4) expect_reject(std::vector<uint8_t>(shorter.begin(), shorter.end() - 4), "short payload cut by 4 bytes");
+  if (used >= 4)
+    expect_reject(std::vector<uint8_t>(shorter.begin(), shorter.end() - 4), "short payload cut by 4 bytes");
   if (used + 4 < p.size()) {
     auto padded = shorter;
     padded.insert(padded.end(), 4, uint8_t{0});
     expect_reject(padded, "short payload with 4 extra zero bytes");
   }
-  expect_reject(std::vector<uint8_t>(shorter.begin(), shorter.begin() + static_cast<std::ptrdiff_t>(
-                                                                      std::min(used, codec_->length_prefix_bytes() - 1))),
+  expect_reject(std::vector<uint8_t>(shorter.begin(), shorter.begin() + static_cast<std::ptrdiff_t>(std::min(
+                                                                            used, codec_->length_prefix_bytes() - 1))),
                 "payload that ends before its length field");
   // Lying length fields: T one word more (the content claims bytes that are not there) or, when
   // possible, one word less (bytes the claimed content does not use).
@@ -474,10 +484,12 @@ TEST_P(CodecTest, ZeroVectorDecodesToZero) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(AllCodecs, CodecTest, testing::Combine(testing::ValuesIn(kSpecs), testing::ValuesIn(layouts())),
+INSTANTIATE_TEST_SUITE_P(AllCodecs, CodecTest,
+                         testing::Combine(testing::ValuesIn(kSpecs), testing::ValuesIn(layouts())),
                          [](const auto& param_info) {
                            std::string s = std::get<0>(param_info.param);
-                           for (char& c : s) if (!isalnum(static_cast<unsigned char>(c))) c = '_';
+                           for (char& c : s)
+                             if (!isalnum(static_cast<unsigned char>(c))) c = '_';
                            return s + "_n" + name_of(std::get<1>(param_info.param));
                          });
 
@@ -522,7 +534,8 @@ TEST(CodecEdgeTest, TopKTiesGoToLowerIndex) {
 TEST(CodecEdgeTest, SparseSelectionMatchesAFullSortOnBothSidesOfTheBoundedPath) {
   const int64_t n = 1000;
   std::vector<float> x(n);
-  for (int64_t i = 0; i < n; ++i) x[i] = static_cast<float>(1 + (i * 37) % 11) * (i % 3 == 0 ? -0.5f : 0.5f);  // ties, no zeros
+  for (int64_t i = 0; i < n; ++i)
+    x[i] = static_cast<float>(1 + (i * 37) % 11) * (i % 3 == 0 ? -0.5f : 0.5f);  // ties, no zeros
   const RngKey key{77, 3, 5, 0};
   // The selected indices are the nonzeros of the decoded vector (x has no zeros).
   const auto selected = [&](const std::string& spec) {
@@ -649,8 +662,8 @@ TEST(CodecEdgeTest, SharedScaleContractMirroredByTheDevice) {
     std::vector<uint8_t> out(c->encoded_bytes());
     EXPECT_NO_THROW(c->encode_with_scales(x, negzero, RngKey{}, out)) << spec;
   }
-  for (const char* spec : {"sign", "sign:scale=none", "topk:k=3", "randk:k=3", "natural", "identity", "spherical",
-                           "grid"}) {
+  for (const char* spec :
+       {"sign", "sign:scale=none", "topk:k=3", "randk:k=3", "natural", "identity", "spherical", "grid"}) {
     auto c = make_codec(spec, layout);
     std::vector<float> scales(static_cast<size_t>(std::max<int64_t>(c->num_scales(), 1)));
     try {
@@ -701,8 +714,12 @@ TEST(DensePlaneValidation, FindsEveryKindOfBadGroupAnywhere) {
     const int64_t groups = (n + 31) / 32;
     const int words = static_cast<int>((clean.size() - scale_bytes) / (4 * static_cast<size_t>(groups)));
     const int nbits = words - 1;
-    const uint32_t levels = std::string(spec).rfind("terngrad", 0) == 0 ? 1u : (std::string(spec).find("=4") != std::string::npos ? 4u : 3u);
-    auto word = [&](std::vector<uint8_t>& p, int64_t g, int k) -> uint8_t* { return p.data() + scale_bytes + 4 * (g * words + k); };
+    const uint32_t levels = std::string(spec).rfind("terngrad", 0) == 0
+                                ? 1u
+                                : (std::string(spec).find("=4") != std::string::npos ? 4u : 3u);
+    auto word = [&](std::vector<uint8_t>& p, int64_t g, int k) -> uint8_t* {
+      return p.data() + scale_bytes + 4 * (g * words + k);
+    };
     auto set_bit = [&](std::vector<uint8_t>& p, int64_t g, int k, int lane) {
       uint32_t w;
       std::memcpy(&w, word(p, g, k), 4);
@@ -714,7 +731,8 @@ TEST(DensePlaneValidation, FindsEveryKindOfBadGroupAnywhere) {
         codec->validate(p);
       } catch (const Error& e) {
         EXPECT_EQ(e.status(), gcompErrorCorruptPayload);
-        EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << spec << ": " << e.what() << " (want " << needle << ")";
+        EXPECT_NE(std::string(e.what()).find(needle), std::string::npos)
+            << spec << ": " << e.what() << " (want " << needle << ")";
         return;
       }
       ADD_FAILURE() << spec << ": accepted, want " << needle;
@@ -797,8 +815,9 @@ TEST(GridValidation, MostNegativeFieldIsFoundAnywhere) {
 TEST(CodecRange, FiniteInputNearFltMaxDecodesFiniteOrIsRefused) {
   const std::vector<float> x = {3.4e38f, -3.4e38f, 1.0f, 2.0f, 3.4e38f, 0.0f, 0.0f, 1.0f};
   std::vector<std::string> specs(std::begin(kSpecs), std::end(kSpecs));
-  for (const char* s : {"spherical:block=1,bits=1", "grid:step=2e38,bits=4", "randk:k=4,unbiased=1",
-                        "randk:k=8,unbiased=1", "dither:norm=linf,levels=1", "natdither:norm=linf", "dither:norm=lp,p=1000"})
+  for (const char* s :
+       {"spherical:block=1,bits=1", "grid:step=2e38,bits=4", "randk:k=4,unbiased=1", "randk:k=8,unbiased=1",
+        "dither:norm=linf,levels=1", "natdither:norm=linf", "dither:norm=lp,p=1000"})
     specs.emplace_back(s);
   for (uint64_t seed = 0; seed < 8; ++seed)
     for (const std::string& spec : specs) {

@@ -38,8 +38,8 @@ testing::AssertionResult same_dither(float y, float nu, uint32_t s, float u) {
   const Quantized a = dither_quantize(y, nu, s, u);
   const Quantized b = dither_quantize_rcp(y, nu, 1.0 / static_cast<double>(nu), s, u);
   if (a.level == b.level && a.negative == b.negative) return testing::AssertionSuccess();
-  return testing::AssertionFailure() << "dither y=" << y << " nu=" << nu << " s=" << s << " u=" << u << ": "
-                                     << a.level << " vs " << b.level;
+  return testing::AssertionFailure() << "dither y=" << y << " nu=" << nu << " s=" << s << " u=" << u << ": " << a.level
+                                     << " vs " << b.level;
 }
 
 testing::AssertionResult same_natdither(float y, float nu, uint32_t s, float u) {
@@ -76,7 +76,8 @@ TEST(FastMath, RandomFloatsOverTheWholeRange) {
   const double steps[] = {0.00390625, 0.001, 0.1, 1.0 / 3.0, 1e-30, 7e20, 1e-250, 1e250, 5e-324, 1e300};
   for (int i = 0; i < 400000; ++i) {
     const float x = random_float(rng);
-    const double step = steps[rng() % (sizeof steps / sizeof steps[0])] * (1.0 + static_cast<double>(rng() % 1000) / 7.0);
+    const double step =
+        steps[rng() % (sizeof steps / sizeof steps[0])] * (1.0 + static_cast<double>(rng() % 1000) / 7.0);
     const uint32_t bits = 2 + static_cast<uint32_t>(rng() % 31);
     ASSERT_TRUE(same_grid(x, step, bits));
   }
@@ -89,7 +90,8 @@ TEST(FastMath, QuotientsOnAndNextToLevelBoundaries) {
   std::mt19937_64 rng(11);
   int checked = 0;
   for (int t = 0; t < 20000; ++t) {
-    const float nu = std::ldexp(1.0f + static_cast<float>(rng() % (1u << 23)) * 0x1p-23f, static_cast<int>(rng() % 200) - 100);
+    const float nu =
+        std::ldexp(1.0f + static_cast<float>(rng() % (1u << 23)) * 0x1p-23f, static_cast<int>(rng() % 200) - 100);
     const uint32_t s = 1 + static_cast<uint32_t>(rng() % 16);
     const uint32_t k = static_cast<uint32_t>(rng() % (s + 1));
     for (float u : kUs) {
@@ -224,16 +226,22 @@ TEST(FastMathExhaustive, DitherEveryFloat) {
     uint32_t s;
     float u;
   };
-  const Case cases[] = {{1.0f, 1, 0.5f}, {0.7f, 4, 0.3183098733425140380859375f}, {3.3e-20f, 3, 0.0f},
-                        {1.7e30f, 15, 1.0f - 5.9604644775390625e-8f}, {0.1f, 255, 0.25f}};
+  const Case cases[] = {{1.0f, 1, 0.5f},
+                        {0.7f, 4, 0.3183098733425140380859375f},
+                        {3.3e-20f, 3, 0.0f},
+                        {1.7e30f, 15, 1.0f - 5.9604644775390625e-8f},
+                        {0.1f, 255, 0.25f}};
   for (const Case& c : cases) {
     const double inv = 1.0 / static_cast<double>(c.nu);
     uint32_t first = 0;
     // Every non-negative finite float y (the level depends on |y|; the sign only sets `negative`).
-    const uint64_t bad = sweep(0x7f800000ull, [&](uint32_t b) {
-      const float y = bits_float(b);
-      return dither_quantize(y, c.nu, c.s, c.u).level == dither_quantize_rcp(y, c.nu, inv, c.s, c.u).level;
-    }, &first);
+    const uint64_t bad = sweep(
+        0x7f800000ull,
+        [&](uint32_t b) {
+          const float y = bits_float(b);
+          return dither_quantize(y, c.nu, c.s, c.u).level == dither_quantize_rcp(y, c.nu, inv, c.s, c.u).level;
+        },
+        &first);
     EXPECT_EQ(bad, 0u) << "nu=" << c.nu << " s=" << c.s << " u=" << c.u << " first y bits " << first;
   }
 }
@@ -245,10 +253,13 @@ TEST(FastMathExhaustive, NatDitherEveryFloat) {
       const float u = 0.3183098733425140380859375f;
       const double inv = 1.0 / static_cast<double>(nu);
       uint32_t first = 0;
-      const uint64_t bad = sweep(0x7f800000ull, [&](uint32_t b) {
-        const float y = bits_float(b);
-        return natdither_quantize(y, nu, s, u).level == natdither_quantize_rcp(y, nu, inv, s, u).level;
-      }, &first);
+      const uint64_t bad = sweep(
+          0x7f800000ull,
+          [&](uint32_t b) {
+            const float y = bits_float(b);
+            return natdither_quantize(y, nu, s, u).level == natdither_quantize_rcp(y, nu, inv, s, u).level;
+          },
+          &first);
       EXPECT_EQ(bad, 0u) << "nu=" << nu << " s=" << s << " first y bits " << first;
     }
 }
@@ -257,12 +268,15 @@ TEST(FastMathExhaustive, DitherEveryScale) {
   // Every positive finite float nu for fixed y, s, u.
   for (float y : {0.37f, 1.0f}) {
     uint32_t first = 0;
-    const uint64_t bad = sweep(0x7f800000ull, [&](uint32_t b) {
-      const float nu = bits_float(b);
-      if (nu == 0.0f) return true;
-      return dither_quantize(y, nu, 4, 0.5f).level ==
-             dither_quantize_rcp(y, nu, 1.0 / static_cast<double>(nu), 4, 0.5f).level;
-    }, &first);
+    const uint64_t bad = sweep(
+        0x7f800000ull,
+        [&](uint32_t b) {
+          const float nu = bits_float(b);
+          if (nu == 0.0f) return true;
+          return dither_quantize(y, nu, 4, 0.5f).level ==
+                 dither_quantize_rcp(y, nu, 1.0 / static_cast<double>(nu), 4, 0.5f).level;
+        },
+        &first);
     EXPECT_EQ(bad, 0u) << "y=" << y << " first nu bits " << first;
   }
 }
@@ -271,11 +285,14 @@ TEST(FastMathExhaustive, GridEveryFloat) {
   for (double step : {0.001, 1.0 / 3.0, 0.00390625 * 1.1, 1e-30}) {
     const double inv = grid_inverse_step(step);
     uint32_t first = 0;
-    const uint64_t bad = sweep(0x100000000ull, [&](uint32_t b) {
-      const float x = bits_float(b);
-      if (!is_finite_f(x)) return true;
-      return grid_level(x, step, 16) == grid_level_rcp(x, step, inv, 16);
-    }, &first);
+    const uint64_t bad = sweep(
+        0x100000000ull,
+        [&](uint32_t b) {
+          const float x = bits_float(b);
+          if (!is_finite_f(x)) return true;
+          return grid_level(x, step, 16) == grid_level_rcp(x, step, inv, 16);
+        },
+        &first);
     EXPECT_EQ(bad, 0u) << "step=" << step << " first x bits " << first;
   }
 }

@@ -22,11 +22,10 @@ using Entry = std::function<void(std::span<const uint8_t>)>;
 
 const std::map<std::string, Entry>& entries() {
   static const std::map<std::string, Entry> m = {
-      {"frame", gcomp::fuzz::frame},     {"raw_decode", gcomp::fuzz::raw_decode},
-      {"encode", gcomp::fuzz::encode},
-      {"spec", gcomp::fuzz::spec},       {"checkpoint", gcomp::fuzz::checkpoint},
-      {"manifest", gcomp::fuzz::manifest},
-      {"libsvm", gcomp::fuzz::libsvm},   {"capi", gcomp::fuzz::capi},
+      {"frame", gcomp::fuzz::frame},           {"raw_decode", gcomp::fuzz::raw_decode},
+      {"encode", gcomp::fuzz::encode},         {"spec", gcomp::fuzz::spec},
+      {"checkpoint", gcomp::fuzz::checkpoint}, {"manifest", gcomp::fuzz::manifest},
+      {"libsvm", gcomp::fuzz::libsvm},         {"capi", gcomp::fuzz::capi},
   };
   return m;
 }

@@ -195,13 +195,15 @@ std::vector<float> input_of(int64_t n, uint64_t seed) {
   return x;
 }
 
-const std::vector<std::vector<int64_t>> kLayouts = {{1}, {31}, {33}, {127}, {128}, {129}, {4097}, {5, 0, 4097, 31, 300}};
+const std::vector<std::vector<int64_t>> kLayouts = {{1},   {31},  {33},   {127},
+                                                    {128}, {129}, {4097}, {5, 0, 4097, 31, 300}};
 
 TEST(QuadLayoutTwin, DenseQuadEncodeAndDecodeEqualTheCpuCodec) {
-  for (const char* spec : {"dither:levels=1,norm=l2", "dither:levels=4,norm=l2,block=512", "dither:levels=3,norm=linf,block=3",
-                           "dither:levels=7,norm=l1,block=33", "dither:levels=1000,norm=l2,block=100",
-                           "dither:levels=200000,norm=linf,block=1", "terngrad", "terngrad:clip=2.5",
-                           "natdither:levels=3,norm=l2,block=256", "natdither:levels=9,norm=linf,block=2"}) {
+  for (const char* spec :
+       {"dither:levels=1,norm=l2", "dither:levels=4,norm=l2,block=512", "dither:levels=3,norm=linf,block=3",
+        "dither:levels=7,norm=l1,block=33", "dither:levels=1000,norm=l2,block=100",
+        "dither:levels=200000,norm=linf,block=1", "terngrad", "terngrad:clip=2.5",
+        "natdither:levels=3,norm=l2,block=256", "natdither:levels=9,norm=linf,block=2"}) {
     for (const auto& segs : kLayouts) {
       const Layout layout(segs);
       const auto cpu = make_codec(spec, layout);
@@ -254,7 +256,9 @@ TEST(QuadLayoutTwin, SignAndNaturalQuadEncodesEqualTheCpuCodec) {
         float y[4] = {0, 0, 0, 0};
         for (int j = 0; j < live; ++j) y[j] = x[static_cast<size_t>(first + j)];
         uint32_t code[4] = {0, 0, 0, 0};
-        if (live > 0) detail::natural_codes4(y, detail::philox_block(key, detail::kStreamElement, static_cast<uint64_t>(first) / 4), code);
+        if (live > 0)
+          detail::natural_codes4(y, detail::philox_block(key, detail::kStreamElement, static_cast<uint64_t>(first) / 4),
+                                 code);
         for (int j = 0; j < 4; ++j) {
           if (j >= live) {
             code[j] = 0;
@@ -334,7 +338,8 @@ double sim_tile(const Op& op, const float* x, int64_t len) {
 template <class Op>
 double sim_block(const Op& op, const float* x, int64_t len) {
   std::vector<double> v;
-  for (int64_t b = 0; b < len; b += detail::kTileElems) v.push_back(sim_tile(op, x + b, std::min(len - b, detail::kTileElems)));
+  for (int64_t b = 0; b < len; b += detail::kTileElems)
+    v.push_back(sim_tile(op, x + b, std::min(len - b, detail::kTileElems)));
   const auto tiles = static_cast<int64_t>(v.size());
   if (tiles == 1) return v[0];
   const int64_t padded = detail::next_pow2(tiles);
@@ -354,9 +359,9 @@ double sim_block(const Op& op, const float* x, int64_t len) {
 
 TEST(QuadLayoutTwin, BlockReduceWarpTreeEqualsTheFixedOrder) {
   const std::vector<float> x = gaussian((int64_t{1} << 20) + 5 * 4096 + 77, 3);
-  for (int64_t len : {int64_t{1}, int64_t{3}, int64_t{33}, int64_t{129}, int64_t{255}, int64_t{256}, int64_t{257},
-                      int64_t{4095}, int64_t{4096}, int64_t{4097}, int64_t{3 * 4096 + 1}, int64_t{300000},
-                      static_cast<int64_t>(x.size())}) {
+  for (int64_t len :
+       {int64_t{1}, int64_t{3}, int64_t{33}, int64_t{129}, int64_t{255}, int64_t{256}, int64_t{257}, int64_t{4095},
+        int64_t{4096}, int64_t{4097}, int64_t{3 * 4096 + 1}, int64_t{300000}, static_cast<int64_t>(x.size())}) {
     const auto check = [&](const auto& op, const char* name) {
       const double want = detail::block_reduce(op, x.data(), len), got = sim_block(op, x.data(), len);
       EXPECT_EQ(std::memcmp(&want, &got, sizeof want), 0) << name << " len " << len << ": " << want << " vs " << got;
@@ -475,8 +480,8 @@ TEST(QuadLayoutTwin, ThreePassSelectionEqualsTheCpuCodec) {
     std::vector<float> x = input_of(n, 13);
     for (int64_t i = 0; i < n; ++i)
       if (i % 17 == 0) x[static_cast<size_t>(i)] = (i % 34 == 0) ? 0.5f : -0.5f;  // ties
-    for (const char* spec : {"topk:k=1", "topk:ratio=0.01", "topk:ratio=0.3", "randk:k=50,unbiased=1",
-                             "randk:ratio=0.05,unbiased=0"}) {
+    for (const char* spec :
+         {"topk:k=1", "topk:ratio=0.01", "topk:ratio=0.3", "randk:k=50,unbiased=1", "randk:ratio=0.05,unbiased=0"}) {
       const Layout layout(n);
       const auto cpu = make_codec(spec, layout);
       const bool topk = cpu->spec().id == CodecId::kTopK;
@@ -484,8 +489,9 @@ TEST(QuadLayoutTwin, ThreePassSelectionEqualsTheCpuCodec) {
       const RngKey key{0x51, 2, 9, 0};
       std::vector<uint32_t> keys(static_cast<size_t>(n));
       for (int64_t i = 0; i < n; ++i)
-        keys[static_cast<size_t>(i)] = topk ? detail::float_bits(x[static_cast<size_t>(i)]) & 0x7fffffffu
-                                            : ~detail::philox_word(key, detail::kStreamSelect, static_cast<uint64_t>(i));
+        keys[static_cast<size_t>(i)] = topk
+                                           ? detail::float_bits(x[static_cast<size_t>(i)]) & 0x7fffffffu
+                                           : ~detail::philox_word(key, detail::kStreamSelect, static_cast<uint64_t>(i));
       for (const int64_t cap : {std::min<int64_t>(n, n / 16 + 4096), int64_t{0}}) {  // candidate path, full path
         bool candidate_path = false;
         const std::vector<int64_t> idx = sim_select(keys, k, cap, &candidate_path);
@@ -494,7 +500,8 @@ TEST(QuadLayoutTwin, ThreePassSelectionEqualsTheCpuCodec) {
         }
         std::vector<uint8_t> got(cpu->encoded_bytes(), 0);
         if (topk) {
-          for (int64_t j = 0; j < k; ++j) std::memcpy(got.data() + 4 * j, &x[static_cast<size_t>(idx[static_cast<size_t>(j)])], 4);
+          for (int64_t j = 0; j < k; ++j)
+            std::memcpy(got.data() + 4 * j, &x[static_cast<size_t>(idx[static_cast<size_t>(j)])], 4);
           const int bits = static_cast<int>(detail::ceil_log2_u64(static_cast<uint64_t>(n)));
           for (int64_t w = 0; w < (k * bits + 31) / 32; ++w) {
             const uint32_t word = detail::pack_index_word(idx.data(), k, bits, w);

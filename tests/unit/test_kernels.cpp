@@ -140,8 +140,9 @@ TEST_F(KernelTargets, EveryInstructionSetAndThreadCountGivesTheSameBits) {
         for (int threads : {1, 2, 3, 5}) {
           if (threads > 1 && (t > 0 || layout.num_elems() < detail::kParallelMinElems)) continue;
           set_cpu_threads(threads);
-          expect_same(want, run(*codec, x), std::string(spec) + " n=" + std::to_string(layout.num_elems()) + " " +
-                                               name + " threads=" + std::to_string(threads));
+          expect_same(want, run(*codec, x),
+                      std::string(spec) + " n=" + std::to_string(layout.num_elems()) + " " + name +
+                          " threads=" + std::to_string(threads));
         }
       }
     }
@@ -183,13 +184,16 @@ TEST_F(KernelTargets, QuantizeMatchesTheElementMathOnLevelBoundaries) {
       const int nbits = static_cast<int>(detail::ceil_log2_u64(uint64_t{s} + 1));
       std::vector<uint32_t> want_planes(n / 32 * (1 + nbits)), got_planes(want_planes.size());
       const bool planes = s <= kernels::kQuantizePlanesMaxLevels;
-      if (planes) kernels::ref::quantize_planes(natural, x.data(), nus.data(), recips.data(), words.data(), n / 32, s, nbits, want_planes.data());
+      if (planes)
+        kernels::ref::quantize_planes(natural, x.data(), nus.data(), recips.data(), words.data(), n / 32, s, nbits,
+                                      want_planes.data());
       for (const auto& [id, name] : kernels::available_targets()) {
         kernels::force_target(id);
         kernels::quantize(natural, x.data(), n, nu, s, words.data(), got.data());
         EXPECT_EQ(want, got) << name << " s=" << s << " natural=" << natural;
         if (!planes) continue;
-        kernels::quantize_planes(natural, x.data(), nus.data(), recips.data(), words.data(), n / 32, s, nbits, got_planes.data());
+        kernels::quantize_planes(natural, x.data(), nus.data(), recips.data(), words.data(), n / 32, s, nbits,
+                                 got_planes.data());
         EXPECT_EQ(want_planes, got_planes) << name << " planes s=" << s << " natural=" << natural;
       }
     }
@@ -221,16 +225,22 @@ TEST(SelectFirstK, EqualsAFullSortForEveryThresholdAndTieStructure) {
     for (int pattern = 0; pattern < 3; ++pattern) {
       std::vector<uint32_t> key(static_cast<size_t>(n));
       for (auto& v : key)
-        v = pattern == 0 ? static_cast<uint32_t>(rng() % 7) * 0x10000000u : pattern == 1 ? static_cast<uint32_t>(rng()) : 42u;
-      const detail::OrderKeys keys = [&](int64_t a, int64_t e, uint32_t* out) { std::copy(key.begin() + a, key.begin() + e, out); };
+        v = pattern == 0   ? static_cast<uint32_t>(rng() % 7) * 0x10000000u
+            : pattern == 1 ? static_cast<uint32_t>(rng())
+                           : 42u;
+      const detail::OrderKeys keys = [&](int64_t a, int64_t e, uint32_t* out) {
+        std::copy(key.begin() + a, key.begin() + e, out);
+      };
       for (int64_t k : {int64_t{1}, n / 100, n / 3, n - 1}) {
         std::vector<int64_t> order(static_cast<size_t>(n));
         std::iota(order.begin(), order.end(), 0);
         std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return key[a] < key[b]; });
         std::vector<int64_t> want(order.begin(), order.begin() + k);
         std::sort(want.begin(), want.end());
-        for (uint32_t t : {detail::sampled_threshold(n, k, keys), 0u, 0xffffffffu, key[static_cast<size_t>(order[k - 1])]}) {
-          EXPECT_EQ(detail::select_first_k(n, k, keys, t), want) << "n=" << n << " pattern=" << pattern << " k=" << k << " t=" << t;
+        for (uint32_t t :
+             {detail::sampled_threshold(n, k, keys), 0u, 0xffffffffu, key[static_cast<size_t>(order[k - 1])]}) {
+          EXPECT_EQ(detail::select_first_k(n, k, keys, t), want)
+              << "n=" << n << " pattern=" << pattern << " k=" << k << " t=" << t;
         }
       }
     }

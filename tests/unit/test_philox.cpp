@@ -22,9 +22,13 @@ struct Kat {
 // Published Random123 known-answer vectors for philox4x32 with 10 rounds.
 const Kat kKats[] = {
     {{{0u, 0u, 0u, 0u}}, 0u, 0u, {{0x6627e8d5u, 0xe169c58du, 0xbc57ac4cu, 0x9b00dbd8u}}},
-    {{{0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu}}, 0xffffffffu, 0xffffffffu,
+    {{{0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu}},
+     0xffffffffu,
+     0xffffffffu,
      {{0x408f276du, 0x41c83b0eu, 0xa20bc7c6u, 0x6d5451fdu}}},
-    {{{0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u}}, 0xa4093822u, 0x299f31d0u,
+    {{{0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u}},
+     0xa4093822u,
+     0x299f31d0u,
      {{0xd16cfe09u, 0x94fdccebu, 0x5001e420u, 0x24126ea1u}}},
 };
 
@@ -40,16 +44,27 @@ TEST(PhiloxTest, KnownAnswerVectors) {
 TEST(PhiloxTest, StreamsAreDistinctAndLayoutFree) {
   RngKey key{12345, 3, 7, 0};
   // The word of an element is the same whether drawn alone or as part of its group of 4.
-  for (uint64_t i = 0; i < 64; ++i) EXPECT_EQ(philox_word(key, kStreamElement, i), philox_block(key, kStreamElement, i / 4).v[i % 4]);
+  for (uint64_t i = 0; i < 64; ++i)
+    EXPECT_EQ(philox_word(key, kStreamElement, i), philox_block(key, kStreamElement, i / 4).v[i % 4]);
   // Changing any of seed, rank, step, stream or the downlink offset changes the bits.
   std::set<uint32_t> seen;
   seen.insert(philox_word(key, kStreamElement, 5));
-  RngKey k2 = key; k2.seed = 12346; seen.insert(philox_word(k2, kStreamElement, 5));
-  RngKey k3 = key; k3.rank = 4; seen.insert(philox_word(k3, kStreamElement, 5));
-  RngKey k4 = key; k4.step = 8; seen.insert(philox_word(k4, kStreamElement, 5));
+  RngKey k2 = key;
+  k2.seed = 12346;
+  seen.insert(philox_word(k2, kStreamElement, 5));
+  RngKey k3 = key;
+  k3.rank = 4;
+  seen.insert(philox_word(k3, kStreamElement, 5));
+  RngKey k4 = key;
+  k4.step = 8;
+  seen.insert(philox_word(k4, kStreamElement, 5));
   seen.insert(philox_word(key, kStreamSelect, 5));
-  RngKey k5 = key; k5.stream_offset = kStreamDownlink; seen.insert(philox_word(k5, kStreamElement, 5));
-  RngKey k6 = key; k6.seed = 12345ull | (1ull << 40); seen.insert(philox_word(k6, kStreamElement, 5));
+  RngKey k5 = key;
+  k5.stream_offset = kStreamDownlink;
+  seen.insert(philox_word(k5, kStreamElement, 5));
+  RngKey k6 = key;
+  k6.seed = 12345ull | (1ull << 40);
+  seen.insert(philox_word(k6, kStreamElement, 5));
   EXPECT_EQ(seen.size(), 7u);
 }
 
@@ -114,7 +129,8 @@ TEST(DetMathTest, MatchesLibmClosely) {
     EXPECT_NEAR(det_exp(y) / std::exp(y), 1.0, 4e-15) << y;
   }
   for (double p : {1.5, 3.0, 2.5, 7.0}) {
-    for (double x : {1e-20, 0.3, 1.0, 7.5, 1e15}) EXPECT_NEAR(det_pow(x, p) / std::pow(x, p), 1.0, 1e-13) << x << "^" << p;
+    for (double x : {1e-20, 0.3, 1.0, 7.5, 1e15})
+      EXPECT_NEAR(det_pow(x, p) / std::pow(x, p), 1.0, 1e-13) << x << "^" << p;
   }
   EXPECT_EQ(det_pow(0.0, 3.0), 0.0);
 }

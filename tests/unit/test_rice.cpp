@@ -120,8 +120,11 @@ TEST(RiceTest, WorstCaseIsReachedAndNeverExceeded) {
 }
 
 TEST(RiceTest, DecodesToThePlainTopkValues) {
-  for (const auto& [n, spec] : {std::pair<int64_t, std::string>{1, "topk:k=1"}, {7, "topk:k=7"},
-                                {1000, "topk:k=1"}, {4097, "topk:ratio=0.3"}, {70000, "topk:ratio=0.05"},
+  for (const auto& [n, spec] : {std::pair<int64_t, std::string>{1, "topk:k=1"},
+                                {7, "topk:k=7"},
+                                {1000, "topk:k=1"},
+                                {4097, "topk:ratio=0.3"},
+                                {70000, "topk:ratio=0.05"},
                                 {3000, "topk:k=2049"}}) {
     const Layout layout(n);
     auto plain = make_codec(spec, layout);
@@ -213,10 +216,9 @@ std::optional<std::vector<float>> gpu_view_decode(const Codec& c, const std::vec
     const auto [begin, end] = range(g);
     int64_t last = 0;
     const int64_t first = g * detail::kRiceGroup;
-    EXPECT_EQ(detail::rice_walk_group(w.data(), begin, end, b, n, count(g), before[static_cast<size_t>(g)] - 1, last,
-                                      [&](int64_t j, int64_t i) {
-                                        out[static_cast<size_t>(i)] = vals[static_cast<size_t>(first + j)];
-                                      }),
+    EXPECT_EQ(detail::rice_walk_group(
+                  w.data(), begin, end, b, n, count(g), before[static_cast<size_t>(g)] - 1, last,
+                  [&](int64_t j, int64_t i) { out[static_cast<size_t>(i)] = vals[static_cast<size_t>(first + j)]; }),
               detail::kRiceOk);
   }
   return out;

@@ -139,8 +139,7 @@ std::vector<float> input(int64_t n, uint64_t seed) {
 
 // ------------------------------------------------------------------------- equality with dither
 
-class SDitherEqualsDitherTest
-    : public testing::TestWithParam<std::tuple<const char*, std::vector<int64_t>>> {};
+class SDitherEqualsDitherTest : public testing::TestWithParam<std::tuple<const char*, std::vector<int64_t>>> {};
 
 TEST_P(SDitherEqualsDitherTest, DecodeIsBitwiseDitherAndPayloadIsTheReference) {
   const CodecSpec spec = CodecSpec::parse(std::get<0>(GetParam()));
@@ -169,7 +168,8 @@ TEST_P(SDitherEqualsDitherTest, DecodeIsBitwiseDitherAndPayloadIsTheReference) {
       std::memcpy(&total, psd.data() + 4 * sd->num_scales(), 4);
       EXPECT_EQ(total, formula);
       const double chunks = std::ceil(static_cast<double>(n) / static_cast<double>(spec.chunk));
-      EXPECT_EQ(sd->payload_bits(psd), 32.0 * (static_cast<double>(sd->num_scales()) + 1 + chunks) + static_cast<double>(formula));
+      EXPECT_EQ(sd->payload_bits(psd),
+                32.0 * (static_cast<double>(sd->num_scales()) + 1 + chunks) + static_cast<double>(formula));
       EXPECT_EQ(sd->used_bytes(psd), 4 * (static_cast<size_t>(sd->num_scales()) + 1 + static_cast<size_t>(chunks)) +
                                          4 * ((formula + 31) / 32));
       EXPECT_LE(sd->payload_bits(psd), sd->encoded_bits());
@@ -196,7 +196,8 @@ INSTANTIATE_TEST_SUITE_P(Sweep, SDitherEqualsDitherTest,
                          testing::Combine(testing::ValuesIn(kSDitherSpecs), testing::ValuesIn(sd_layouts())),
                          [](const auto& param_info) {
                            std::string s = std::get<0>(param_info.param);
-                           for (char& ch : s) if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           for (char& ch : s)
+                             if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
                            for (auto v : std::get<1>(param_info.param)) s += "_" + std::to_string(v);
                            return s;
                          });
@@ -212,10 +213,10 @@ TEST(SDitherFormatTest, HandComputedStreams) {
     uint32_t total;
     uint32_t word0;
   } cases[] = {
-      {"sdither:norm=linf", 6, 0x2Cu},                          // gamma(6) = 00110, sign 1
-      {"sdither:norm=linf,code=delta", 6, 0x2Eu},               // delta(6) = 011 10, sign 1
-      {"sdither:norm=linf,levels=4", 11, 0x12Cu},               // ..., gamma(4) = 00100
-      {"sdither:norm=linf,levels=4,code=delta", 11, 0x1AEu},    // ..., delta(4) = 011 00
+      {"sdither:norm=linf", 6, 0x2Cu},                        // gamma(6) = 00110, sign 1
+      {"sdither:norm=linf,code=delta", 6, 0x2Eu},             // delta(6) = 011 10, sign 1
+      {"sdither:norm=linf,levels=4", 11, 0x12Cu},             // ..., gamma(4) = 00100
+      {"sdither:norm=linf,levels=4,code=delta", 11, 0x1AEu},  // ..., delta(4) = 011 00
   };
   for (const Case& c : cases) {
     auto codec = make_codec(c.spec, Layout(8));
@@ -311,9 +312,11 @@ class SDitherMalformedTest : public testing::Test {
     }
     return gcompSuccess;
   }
-  std::vector<uint8_t> make(std::vector<float> scales, uint32_t total, std::vector<uint32_t> dir, const std::string& bits) {
+  std::vector<uint8_t> make(std::vector<float> scales, uint32_t total, std::vector<uint32_t> dir,
+                            const std::string& bits) {
     std::vector<bool> b;
-    for (char ch : bits) if (ch == '0' || ch == '1') b.push_back(ch == '1');
+    for (char ch : bits)
+      if (ch == '0' || ch == '1') b.push_back(ch == '1');
     return assemble(c_->encoded_bytes(), scales, total, dir, b);
   }
   void expect_reject(const std::vector<uint8_t>& p, const std::string& what) {
@@ -331,12 +334,15 @@ TEST_F(SDitherMalformedTest, HandMadeStreams) {
   c_->decode(good, RngKey{}, y);
   EXPECT_EQ(y[0], 1.0f);
   // A record in every chunk, the last one at the last element (gap 16 = 000010000).
-  ASSERT_EQ(status(make(one_, 4 * 13, {0, 13, 26, 39}, "000010000 1 010 000010000 0 011 000010000 0 011 000010000 1 011")),
-            gcompErrorCorruptPayload);  // level 3 > s = 2
-  ASSERT_EQ(status(make(one_, 4 * 13, {0, 13, 26, 39}, "000010000 1 010 000010000 0 010 000010000 0 1 000 000010000 1 010")),
-            gcompErrorCorruptPayload);  // "1 000": level gamma(1) then 3 stray bits: a gap prefix runs out
-  ASSERT_EQ(status(make(one_, 4 * 13, {0, 13, 26, 39}, "000010000 1 010 000010000 0 010 000010000 0 010 000010000 1 010")),
-            gcompSuccess);
+  ASSERT_EQ(
+      status(make(one_, 4 * 13, {0, 13, 26, 39}, "000010000 1 010 000010000 0 011 000010000 0 011 000010000 1 011")),
+      gcompErrorCorruptPayload);  // level 3 > s = 2
+  ASSERT_EQ(
+      status(make(one_, 4 * 13, {0, 13, 26, 39}, "000010000 1 010 000010000 0 010 000010000 0 1 000 000010000 1 010")),
+      gcompErrorCorruptPayload);  // "1 000": level gamma(1) then 3 stray bits: a gap prefix runs out
+  ASSERT_EQ(
+      status(make(one_, 4 * 13, {0, 13, 26, 39}, "000010000 1 010 000010000 0 010 000010000 0 010 000010000 1 010")),
+      gcompSuccess);
 
   expect_reject(make(one_, 5, {0, 5, 5, 5}, "1 0 011"), "level above 2");
   expect_reject(make(one_, 5, {0, 5, 5, 5}, "1 0 001"), "over-long Elias prefix of a level");
@@ -429,16 +435,15 @@ std::vector<float> walk_like_the_gpu(const Codec& c, const std::vector<uint8_t>&
     const int64_t begin = k * sp.chunk;
     const int64_t len = std::min(n - begin, sp.chunk);
     const uint64_t end = k + 1 < chunks ? dir[k + 1] : total;
-    const uint32_t st = detail::sdither_walk_chunk(stream, dir[k], end, code, sp.levels, len,
-                                                   [&](int64_t rel, bool negative, uint32_t level) {
-                                                     const int64_t i = begin + rel;
-                                                     while (i >= blocks[static_cast<size_t>(b) + 1]) ++b;
-                                                     const float s = scales[static_cast<size_t>(b)];
-                                                     if (s == 0.0f) return false;
-                                                     out[static_cast<size_t>(i)] =
-                                                         detail::dither_value(level, negative, s, sp.levels);
-                                                     return true;
-                                                   });
+    const uint32_t st = detail::sdither_walk_chunk(
+        stream, dir[k], end, code, sp.levels, len, [&](int64_t rel, bool negative, uint32_t level) {
+          const int64_t i = begin + rel;
+          while (i >= blocks[static_cast<size_t>(b) + 1]) ++b;
+          const float s = scales[static_cast<size_t>(b)];
+          if (s == 0.0f) return false;
+          out[static_cast<size_t>(i)] = detail::dither_value(level, negative, s, sp.levels);
+          return true;
+        });
     if (st != detail::kSdOk) return {};
   }
   return out;
@@ -520,7 +525,8 @@ TEST(SDitherStatsTest, T16SizesFollowTheSpecFormula) {
   // §5.2(a): 32 m + 32 ceil(d/C) + sum_nz [len(g) + 1 + [s>1] len(xi)], plus gcomp's 32-bit
   // total-length word; the buffer is the worst case.
   for (int64_t d : {1, 31, 64, 1000, 1024, 4097}) {
-    for (const char* spec : {"sdither", "sdither:levels=4,norm=linf,block=16,chunk=100", "sdither:levels=3,code=delta,chunk=7"}) {
+    for (const char* spec :
+         {"sdither", "sdither:levels=4,norm=linf,block=16,chunk=100", "sdither:levels=3,code=delta,chunk=7"}) {
       auto c = make_codec(spec, Layout(d));
       auto di = make_codec(dither_twin(c->spec()), Layout(d));
       const auto x = test::gaussian(d, 8);

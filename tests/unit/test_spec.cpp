@@ -47,9 +47,10 @@ TEST(CodecSpecTest, DefaultsAndCanonicalText) {
 }
 
 TEST(CodecSpecTest, CanonicalRoundTrips) {
-  for (const char* s : {"dither:levels=7,norm=lp,p=2.5,block=33", "terngrad:clip=1.75", "randk:ratio=0.125,unbiased=0",
-                        "sign:block=16,scale=none", "natdither:levels=2,norm=l1,block=4",
-                        "sdither:levels=3,norm=l2,block=33,code=delta,chunk=100", "spherical:block=4,bits=16,unscaled=0"}) {
+  for (const char* s :
+       {"dither:levels=7,norm=lp,p=2.5,block=33", "terngrad:clip=1.75", "randk:ratio=0.125,unbiased=0",
+        "sign:block=16,scale=none", "natdither:levels=2,norm=l1,block=4",
+        "sdither:levels=3,norm=l2,block=33,code=delta,chunk=100", "spherical:block=4,bits=16,unscaled=0"}) {
     const CodecSpec a = CodecSpec::parse(s);
     EXPECT_EQ(CodecSpec::parse(a.canonical()), a) << s;
     EXPECT_EQ(a.canonical(), s);

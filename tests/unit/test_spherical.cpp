@@ -154,7 +154,8 @@ uint32_t payload_index(const std::vector<uint8_t>& p, int64_t m, int64_t l, uint
 TEST(SphericalCodebookTest, ArgmaxAndDecodeMatchAnIndependentModel) {
   // Tolerances: scores relative 1e-12 (double vs long double normals); decoded values relative
   // 2e-7 (one f32 rounding of a 1e-12-accurate double).
-  for (const char* spec : {"spherical:block=8,bits=6", "spherical:block=5,bits=3", "spherical:block=3,bits=1,unscaled=1"}) {
+  for (const char* spec :
+       {"spherical:block=8,bits=6", "spherical:block=5,bits=3", "spherical:block=3,bits=1,unscaled=1"}) {
     const Layout layout(std::vector<int64_t>{21, 0, 7, 1, 18});
     auto c = make_codec(spec, layout);
     const CodecSpec& s = c->spec();
@@ -179,7 +180,8 @@ TEST(SphericalCodebookTest, ArgmaxAndDecodeMatchAnIndependentModel) {
       for (uint64_t j = 0; j < score.size(); ++j) {
         double dot = 0, n2 = 0;
         for (int64_t k = 0; k < len; ++k) {
-          const double g = ref_normal(key, (static_cast<uint64_t>(start) << s.bits) + j * static_cast<uint64_t>(len) + static_cast<uint64_t>(k));
+          const double g = ref_normal(key, (static_cast<uint64_t>(start) << s.bits) + j * static_cast<uint64_t>(len) +
+                                               static_cast<uint64_t>(k));
           dot += g * x[static_cast<size_t>(start + k)];
           n2 += g * g;
         }
@@ -191,7 +193,9 @@ TEST(SphericalCodebookTest, ArgmaxAndDecodeMatchAnIndependentModel) {
       double n2 = 0;
       std::vector<double> g(static_cast<size_t>(len));
       for (int64_t k = 0; k < len; ++k) {
-        g[static_cast<size_t>(k)] = ref_normal(key, (static_cast<uint64_t>(start) << s.bits) + uint64_t{jstar} * static_cast<uint64_t>(len) + static_cast<uint64_t>(k));
+        g[static_cast<size_t>(k)] =
+            ref_normal(key, (static_cast<uint64_t>(start) << s.bits) + uint64_t{jstar} * static_cast<uint64_t>(len) +
+                                static_cast<uint64_t>(k));
         n2 += g[static_cast<size_t>(k)] * g[static_cast<size_t>(k)];
       }
       const double factor = s.unscaled ? nu : nu / detail::spherical_beta(len, s.bits);
@@ -279,7 +283,8 @@ TEST(SphericalStatsTest, T1Unbiased) {
     const auto blocks = block_offsets(c->layout(), c->spec().block);
     for (size_t l = 0; l + 1 < blocks.size(); ++l) {
       double nn = 0;
-      for (int64_t i = blocks[l]; i < blocks[l + 1]; ++i) nn += static_cast<double>(x[static_cast<size_t>(i)]) * x[static_cast<size_t>(i)];
+      for (int64_t i = blocks[l]; i < blocks[l + 1]; ++i)
+        nn += static_cast<double>(x[static_cast<size_t>(i)]) * x[static_cast<size_t>(i)];
       const double beta = detail::spherical_beta(blocks[l + 1] - blocks[l], c->spec().bits);
       v += (1 / (beta * beta) - 1) * nn;
     }
@@ -294,7 +299,8 @@ TEST(SphericalStatsTest, OmegaIsOneOverBetaSquaredMinusOne) {
   // Monte Carlo of E|C(x) - x|^2 / |x|^2 at (m_b, B) = (8, 8) and (16, 8), d = 64, K = 1000 draws.
   // Tolerance: 5 standard errors of the sample mean (false-failure rate < 1e-6); the test also
   // requires the standard error to be below 5% of omega so that it has power.
-  for (const auto& [spec, m, b] : {std::tuple{"spherical:block=8,bits=8", 8, 8u}, std::tuple{"spherical:block=16,bits=8", 16, 8u}}) {
+  for (const auto& [spec, m, b] :
+       {std::tuple{"spherical:block=8,bits=8", 8, 8u}, std::tuple{"spherical:block=16,bits=8", 16, 8u}}) {
     auto c = make_codec(spec, Layout(64));
     const double beta = detail::spherical_beta(m, b);
     const double omega = 1 / (beta * beta) - 1;

@@ -109,20 +109,21 @@ INSTANTIATE_TEST_SUITE_P(
     T1, UnbiasedTest,
     testing::Combine(testing::Values("dither:levels=1,norm=l2", "dither:levels=4,norm=l2,block=16",
                                      "dither:levels=1,norm=linf,block=10", "dither:levels=2,norm=lp,p=3,block=16",
-                                     "dither:levels=3,norm=l1", "terngrad", "randk:k=8", "randk:ratio=0.25",
-                                     "natural", "natdither:levels=3,norm=linf", "natdither:levels=2,norm=l2,block=16"),
+                                     "dither:levels=3,norm=l1", "terngrad", "randk:k=8", "randk:ratio=0.25", "natural",
+                                     "natdither:levels=3,norm=linf", "natdither:levels=2,norm=l2,block=16"),
                      testing::Values(int64_t{64}, int64_t{1024})),
     [](const auto& param_info) {
       std::string s = std::get<0>(param_info.param);
-      for (char& ch : s) if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
+      for (char& ch : s)
+        if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
       return s + "_d" + std::to_string(std::get<1>(param_info.param));
     });
 
 // T2: dithering variance vs §2.2 within 3% at K = 20000 (s in {1,2,4}, p in {2, inf}, blocks 10/16, d = 64).
 TEST(DitherVarianceTest, MatchesExactFormula) {
-  for (const char* spec : {"dither:levels=1,norm=l2,block=10", "dither:levels=2,norm=l2,block=16",
-                           "dither:levels=4,norm=linf,block=10", "dither:levels=1,norm=linf,block=16",
-                           "dither:levels=4,norm=l2"}) {
+  for (const char* spec :
+       {"dither:levels=1,norm=l2,block=10", "dither:levels=2,norm=l2,block=16", "dither:levels=4,norm=linf,block=10",
+        "dither:levels=1,norm=linf,block=16", "dither:levels=4,norm=l2"}) {
     auto c = make_codec(spec, Layout(64));
     const auto x = test::gaussian(64, 5);
     const double v = exact_variance(*c, x);
@@ -207,8 +208,9 @@ TEST(MessageSizeTest, SpecFormulas) {
       EXPECT_EQ(make_codec("dither:levels=1,block=" + std::to_string(b), Layout(d))->encoded_bits(), 2 * dd + 32 * m);
       for (uint32_t s : {2u, 3u, 4u, 7u, 8u, 100u}) {
         const double bits = std::ceil(std::log2(s + 1.0));
-        EXPECT_EQ(make_codec("dither:levels=" + std::to_string(s) + ",block=" + std::to_string(b), Layout(d))->encoded_bits(),
-                  32 * m + dd * (1 + bits));
+        EXPECT_EQ(
+            make_codec("dither:levels=" + std::to_string(s) + ",block=" + std::to_string(b), Layout(d))->encoded_bits(),
+            32 * m + dd * (1 + bits));
       }
       EXPECT_EQ(make_codec("sign:block=" + std::to_string(b), Layout(d))->encoded_bits(), dd + 32 * m);
     }
@@ -217,12 +219,14 @@ TEST(MessageSizeTest, SpecFormulas) {
       const int64_t kk = std::min(k, d);
       EXPECT_EQ(make_codec("topk:k=" + std::to_string(k), Layout(d))->encoded_bits(),
                 static_cast<double>(kk) * (32 + std::ceil(std::log2(dd))));
-      EXPECT_EQ(make_codec("randk:k=" + std::to_string(k), Layout(d))->encoded_bits(), 32.0 * static_cast<double>(kk) + 64);
+      EXPECT_EQ(make_codec("randk:k=" + std::to_string(k), Layout(d))->encoded_bits(),
+                32.0 * static_cast<double>(kk) + 64);
     }
     EXPECT_EQ(make_codec("natural", Layout(d))->encoded_bits(), 9 * dd);
     EXPECT_EQ(make_codec("identity", Layout(d))->encoded_bits(), 32 * dd);
     EXPECT_EQ(make_codec("grid:step=0.5,bits=11", Layout(d))->encoded_bits(), 11 * dd);
-    EXPECT_EQ(make_codec("grid:step=0.5,bits=11", Layout(d))->encoded_bytes(), static_cast<size_t>(4 * std::ceil(11 * dd / 32)));
+    EXPECT_EQ(make_codec("grid:step=0.5,bits=11", Layout(d))->encoded_bytes(),
+              static_cast<size_t>(4 * std::ceil(11 * dd / 32)));
     // Bytes: the bits rounded up to whole 32-bit words per part (bit planes pad the last group).
     auto dense = make_codec("dither:levels=1,block=16", Layout(d));
     EXPECT_EQ(dense->encoded_bytes(), static_cast<size_t>(4 * std::ceil(dd / 16) + 8 * std::ceil(dd / 32)));

@@ -101,7 +101,8 @@ TEST(WireTest, FrameRoundTrip) {
   EXPECT_TRUE(test::bytes_equal(std::vector<uint8_t>(view.begin(), view.end()), body));
   const std::string json = frame_info_json(info);
   EXPECT_NE(json.find("\"codec\": \"dither\""), std::string::npos) << json;
-  EXPECT_NE(json.find("\"params\": {\"levels\": \"4\", \"norm\": \"linf\", \"block\": \"16\"}"), std::string::npos) << json;
+  EXPECT_NE(json.find("\"params\": {\"levels\": \"4\", \"norm\": \"linf\", \"block\": \"16\"}"), std::string::npos)
+      << json;
   EXPECT_NE(json.find("\"n\": 87"), std::string::npos);
   EXPECT_NE(json.find("\"segments\": [10, 0, 77]"), std::string::npos);
   EXPECT_NE(json.find("\"seed\": 18369614221190020847"), std::string::npos);
@@ -188,8 +189,8 @@ TEST(WireTest, ShortBodiesOfVariableLengthCodecs) {
   auto x = test::gaussian(layout.num_elems(), 5);
   // The largest magnitudes in one run: top-k gaps of 1, an index stream well below its worst case.
   for (size_t i = 20; i < 120; ++i) x[i] += x[i] < 0 ? -50.0f : 50.0f;
-  for (const char* spec : {"sdither:levels=2,chunk=16", "sdither:code=delta", "topk:k=60,index=rice",
-                           "topk:ratio=0.2,index=rice"}) {
+  for (const char* spec :
+       {"sdither:levels=2,chunk=16", "sdither:code=delta", "topk:k=60,index=rice", "topk:ratio=0.2,index=rice"}) {
     auto c = make_codec(spec, layout);
     const auto full = test::encode(*c, x, key);
     const size_t used = c->used_bytes(full);

@@ -103,8 +103,8 @@ class LineReader {
       const auto* nl = static_cast<const uint8_t*>(std::memchr(first, '\n', end_ - pos_));
       const size_t take = nl != nullptr ? static_cast<size_t>(nl - first) : end_ - pos_;
       if (line.size() + take > kMaxLineBytes)
-        GCOMP_FAIL(gcompErrorInvalidArgument, printable(f_.path()) + ":" + std::to_string(lineno) + ": line longer than " +
-                                                  std::to_string(kMaxLineBytes) + " bytes");
+        GCOMP_FAIL(gcompErrorInvalidArgument, printable(f_.path()) + ":" + std::to_string(lineno) +
+                                                  ": line longer than " + std::to_string(kMaxLineBytes) + " bytes");
       line.append(reinterpret_cast<const char*>(first), take);
       pos_ += take;
       if (nl != nullptr) {
@@ -125,9 +125,9 @@ class LineReader {
 }  // namespace
 
 Dataset load_libsvm(const std::string& path, int64_t features, bool bias) {
-  GCOMP_EXPECTS(features >= 0 && features <= kMaxLibsvmIndex, gcompErrorInvalidArgument,
-                "load_libsvm: features must be in 0.." + std::to_string(kMaxLibsvmIndex) + ", got " +
-                    std::to_string(features));
+  GCOMP_EXPECTS(
+      features >= 0 && features <= kMaxLibsvmIndex, gcompErrorInvalidArgument,
+      "load_libsvm: features must be in 0.." + std::to_string(kMaxLibsvmIndex) + ", got " + std::to_string(features));
   io::InputFile f(path, "data file");
   LineReader lines(f);
   Dataset d;
@@ -191,7 +191,8 @@ Dataset load_libsvm(const std::string& path, int64_t features, bool bias) {
                                               " distinct labels; binary classification needs two");
   const double hi = *distinct.rbegin();
   d.label.resize(raw_labels.size());
-  for (size_t i = 0; i < raw_labels.size(); ++i) d.label[i] = distinct.size() == 2 ? (raw_labels[i] == hi ? 1.0 : -1.0) : 1.0;
+  for (size_t i = 0; i < raw_labels.size(); ++i)
+    d.label[i] = distinct.size() == 2 ? (raw_labels[i] == hi ? 1.0 : -1.0) : 1.0;
   return d;
 }
 
@@ -359,9 +360,9 @@ double Problem::smoothness_matrix_free() const {
     double best = 0;
     for (int i = 0; i < workers_; ++i) {
       best = std::max(best, top([&](const std::vector<double>& v, std::vector<double>& w) {
-                        std::fill(w.begin(), w.end(), 0.0);
-                        worker_product(i, v, w, 1.0);
-                      }) / 4.0);
+                              std::fill(w.begin(), w.end(), 0.0);
+                              worker_product(i, v, w, 1.0);
+                            }) / 4.0);
     }
     return best;
   }

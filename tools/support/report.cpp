@@ -32,11 +32,16 @@ std::string escape(const std::string& s) {
 BitsReportText bits_report_text(const BitsReport& r, int r_digits) {
   char buf[64];
   BitsReportText t;
-  if (r.declared.kind == Guarantee::Kind::kUnbiased) std::snprintf(buf, sizeof buf, "omega<=%.4g", r.declared.omega);
-  else if (r.declared.kind == Guarantee::Kind::kContractive) std::snprintf(buf, sizeof buf, "delta>=%.4g", r.declared.delta);
-  else std::snprintf(buf, sizeof buf, "none");
+  if (r.declared.kind == Guarantee::Kind::kUnbiased)
+    std::snprintf(buf, sizeof buf, "omega<=%.4g", r.declared.omega);
+  else if (r.declared.kind == Guarantee::Kind::kContractive)
+    std::snprintf(buf, sizeof buf, "delta>=%.4g", r.declared.delta);
+  else
+    std::snprintf(buf, sizeof buf, "none");
   t.declared = buf;
-  const char* how = r.method == ErrorMeasure::kExact ? "exact" : r.method == ErrorMeasure::kMonteCarlo ? "mc" : "1 draw";
+  const char* how = r.method == ErrorMeasure::kExact        ? "exact"
+                    : r.method == ErrorMeasure::kMonteCarlo ? "mc"
+                                                            : "1 draw";
   std::snprintf(buf, sizeof buf, "%s=%.4g (%s)", r.measured_is_omega ? "omega" : "eps", r.measured, how);
   t.measured = buf;
   const auto ratio = [&](double v) -> std::string {
@@ -52,9 +57,10 @@ BitsReportText bits_report_text(const BitsReport& r, int r_digits) {
 std::string bits_report_json(const BitsReport& r) {
   const char* kind = r.declared.kind == Guarantee::Kind::kUnbiased      ? "unbiased"
                      : r.declared.kind == Guarantee::Kind::kContractive ? "contractive"
-                                                                         : "none";
-  const char* method = r.method == ErrorMeasure::kExact ? "exact" : r.method == ErrorMeasure::kMonteCarlo ? "monte-carlo"
-                                                                                                           : "single-draw";
+                                                                        : "none";
+  const char* method = r.method == ErrorMeasure::kExact        ? "exact"
+                       : r.method == ErrorMeasure::kMonteCarlo ? "monte-carlo"
+                                                               : "single-draw";
   std::string s = "{\"spec\": \"" + escape(r.spec) + "\"";
   s += ", \"n\": " + std::to_string(r.num_elems);
   s += ", \"bits\": " + num(r.bits);
@@ -152,8 +158,9 @@ std::string frame_info_json(const FrameInfo& info) {
   field("message_bits_per_element", buf, false);
   std::snprintf(buf, sizeof buf, "%08x", info.body_crc32);
   field("body_crc32", buf, true);
-  const char* kind = g.kind == Guarantee::Kind::kUnbiased ? "unbiased"
-                     : g.kind == Guarantee::Kind::kContractive ? "contractive" : "none";
+  const char* kind = g.kind == Guarantee::Kind::kUnbiased      ? "unbiased"
+                     : g.kind == Guarantee::Kind::kContractive ? "contractive"
+                                                               : "none";
   field("class", kind, true);
   if (g.kind == Guarantee::Kind::kUnbiased) {
     std::snprintf(buf, sizeof buf, "%.17g", g.omega);

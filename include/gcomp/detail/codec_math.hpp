@@ -86,8 +86,8 @@ GCOMP_HD Quantized dither_quantize_rcp(float y, float nu, double inv_nu, uint32_
 /// Decoded value nu * level / s, rounded once from double (level = s reproduces nu exactly).
 GCOMP_HD float dither_value(uint32_t level, bool negative, float nu, uint32_t levels) {
   if (level == 0u) return 0.0f;
-  const float mag = static_cast<float>((static_cast<double>(nu) * static_cast<double>(level)) /
-                                       static_cast<double>(levels));
+  const float mag =
+      static_cast<float>((static_cast<double>(nu) * static_cast<double>(level)) / static_cast<double>(levels));
   return negative ? -mag : mag;
 }
 
@@ -143,8 +143,8 @@ GCOMP_HD Quantized natdither_quantize_rcp(float y, float nu, double inv_nu, uint
 
 GCOMP_HD float natdither_value(uint32_t level, bool negative, float nu, uint32_t levels) {
   if (level == 0u) return 0.0f;
-  const double lv = bits_double(static_cast<uint64_t>(1023 + static_cast<int64_t>(level) -
-                                                      static_cast<int64_t>(levels)) << 52);
+  const double lv =
+      bits_double(static_cast<uint64_t>(1023 + static_cast<int64_t>(level) - static_cast<int64_t>(levels)) << 52);
   const float mag = static_cast<float>(static_cast<double>(nu) * lv);
   return negative ? -mag : mag;
 }

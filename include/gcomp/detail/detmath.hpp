@@ -21,7 +21,7 @@ GCOMP_HD double det_log(double x) {
   if (x <= 0.0) return bits_double(0xfff0000000000000ull);
   uint64_t bits = double_bits(x);
   int64_t e = static_cast<int64_t>((bits >> 52) & 0x7ff);
-  if (e == 0) {  // subnormal: scale into the normal range first
+  if (e == 0) {                // subnormal: scale into the normal range first
     x *= 18014398509481984.0;  // 2^54
     bits = double_bits(x);
     e = static_cast<int64_t>((bits >> 52) & 0x7ff) - 54;
@@ -116,10 +116,22 @@ GCOMP_HD void det_sincos_kernel(double r, double& s, double& c) {
 /// Applies quadrant k (mod 4) to sin r and cos r: sin/cos of (k pi/2 + r).
 GCOMP_HD void det_sincos_quadrant(int64_t k, double sr, double cr, double& s, double& c) {
   switch (static_cast<int>(k & 3)) {
-    case 0: s = sr; c = cr; break;
-    case 1: s = cr; c = -sr; break;
-    case 2: s = -sr; c = -cr; break;
-    default: s = -cr; c = sr; break;
+    case 0:
+      s = sr;
+      c = cr;
+      break;
+    case 1:
+      s = cr;
+      c = -sr;
+      break;
+    case 2:
+      s = -sr;
+      c = -cr;
+      break;
+    default:
+      s = -cr;
+      c = sr;
+      break;
   }
 }
 

@@ -144,8 +144,8 @@ GCOMP_HD uint32_t sdither_record_bits(uint32_t code, uint64_t gap, uint32_t leve
 
 /// Writes one record at pos through or_word (zeroed words); returns the position after it.
 template <class OrWord>
-GCOMP_HD uint64_t sdither_write_record_with(OrWord&& or_word, uint64_t pos, uint32_t code, uint64_t gap,
-                                            bool negative, uint32_t level, uint32_t levels) {
+GCOMP_HD uint64_t sdither_write_record_with(OrWord&& or_word, uint64_t pos, uint32_t code, uint64_t gap, bool negative,
+                                            uint32_t level, uint32_t levels) {
   pos = write_elias_with(or_word, pos, code, gap);
   if (negative) put_bits_with(or_word, pos, 1u, 1u);
   pos += 1u;
@@ -156,8 +156,8 @@ GCOMP_HD uint64_t sdither_write_record_with(OrWord&& or_word, uint64_t pos, uint
 /// Writes one record at pos into a plain zeroed word array; returns the position after it.
 GCOMP_HD uint64_t sdither_write_record(uint32_t* words, uint64_t pos, uint32_t code, uint64_t gap, bool negative,
                                        uint32_t level, uint32_t levels) {
-  return sdither_write_record_with([words](uint64_t w, uint32_t bits) { words[w] |= bits; }, pos, code, gap,
-                                   negative, level, levels);
+  return sdither_write_record_with([words](uint64_t w, uint32_t bits) { words[w] |= bits; }, pos, code, gap, negative,
+                                   level, levels);
 }
 
 /// Outcome of parsing one chunk of records (sdither_walk_chunk); kSdOk = a well-formed chunk.
@@ -179,8 +179,8 @@ enum : uint32_t {
 /// chunk parses into whole records ending exactly at `end`, else the first problem. The one parser
 /// of the CPU codec and the GPU decode kernels (docs/wire-format.md §3.7 "Validation").
 template <class OnRecord>
-GCOMP_HD uint32_t sdither_walk_chunk(const uint32_t* words, uint64_t pos, uint64_t end, uint32_t code,
-                                     uint32_t levels, int64_t len, OnRecord&& on_record) {
+GCOMP_HD uint32_t sdither_walk_chunk(const uint32_t* words, uint64_t pos, uint64_t end, uint32_t code, uint32_t levels,
+                                     int64_t len, OnRecord&& on_record) {
   const uint32_t gap_log = floor_log2_u64(static_cast<uint64_t>(len));
   const uint32_t level_log = floor_log2_u64(levels);
   int64_t prev = -1;  // relative to the chunk start

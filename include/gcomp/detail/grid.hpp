@@ -53,8 +53,6 @@ GCOMP_HD int64_t grid_level_rcp(float x, double step, double inv_step, uint32_t 
 }
 
 /// Decoded value step * level, rounded once to float.
-GCOMP_HD float grid_value(int64_t level, double step) {
-  return static_cast<float>(step * static_cast<double>(level));
-}
+GCOMP_HD float grid_value(int64_t level, double step) { return static_cast<float>(step * static_cast<double>(level)); }
 
 }  // namespace gcomp::detail

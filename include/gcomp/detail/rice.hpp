@@ -61,10 +61,22 @@ GCOMP_HD uint64_t write_rice(uint32_t* words, uint64_t pos, uint64_t gap, uint32
 /// Number of trailing zero bits of v != 0 (portable binary search; no __ffs or __builtin_ctz).
 GCOMP_HD uint32_t ctz32(uint32_t v) {
   uint32_t n = 0;
-  if ((v & 0xffffu) == 0u) { n += 16u; v >>= 16; }
-  if ((v & 0xffu) == 0u) { n += 8u; v >>= 8; }
-  if ((v & 0xfu) == 0u) { n += 4u; v >>= 4; }
-  if ((v & 0x3u) == 0u) { n += 2u; v >>= 2; }
+  if ((v & 0xffffu) == 0u) {
+    n += 16u;
+    v >>= 16;
+  }
+  if ((v & 0xffu) == 0u) {
+    n += 8u;
+    v >>= 8;
+  }
+  if ((v & 0xfu) == 0u) {
+    n += 4u;
+    v >>= 4;
+  }
+  if ((v & 0x3u) == 0u) {
+    n += 2u;
+    v >>= 2;
+  }
   if ((v & 0x1u) == 0u) n += 1u;
   return n;
 }
@@ -72,10 +84,10 @@ GCOMP_HD uint32_t ctz32(uint32_t v) {
 /// Outcome of reading codes (read_rice, rice_walk_group).
 enum : uint32_t {
   kRiceOk = 0,
-  kRicePastEnd = 1,    ///< a code runs past the end of its group
-  kRiceTooLong = 2,    ///< a quotient above the largest possible gap
-  kRiceBeyondN = 3,    ///< an index at or beyond n
-  kRiceWrongEnd = 4,   ///< a group that does not end exactly at its end
+  kRicePastEnd = 1,   ///< a code runs past the end of its group
+  kRiceTooLong = 2,   ///< a quotient above the largest possible gap
+  kRiceBeyondN = 3,   ///< an index at or beyond n
+  kRiceWrongEnd = 4,  ///< a group that does not end exactly at its end
 };
 
 /// Reads one code at pos, not at or beyond `end`, with a quotient of at most max_q (a gap of at

@@ -43,9 +43,7 @@ GCOMP_HD RngKey downlink_shard_key(uint64_t seed, uint32_t step, int shard) {
 
 /// First element of server shard r of a flat buffer of n elements over p ranks: floor(r n / p),
 /// computed without the overflow of r * n. Shard r is [shard_begin(n, p, r), shard_begin(n, p, r + 1)).
-GCOMP_HD int64_t shard_begin(int64_t n, int p, int r) {
-  return (n / p) * r + ((n % p) * r) / p;
-}
+GCOMP_HD int64_t shard_begin(int64_t n, int p, int r) { return (n / p) * r + ((n % p) * r) / p; }
 
 /// Random stream of the per-(step, worker) delay draw (DelayMode::kRandom). Distinct from every
 /// codec stream (0..2, +8 on the downlink, +16 (s + 1) per shard).

@@ -20,7 +20,9 @@ struct VarlenLayout {
 };
 
 /// The used size for a length field T <= worst_bits.
-GCOMP_HD uint64_t varlen_used_bytes(const VarlenLayout& v, uint64_t t) { return v.stream_offset + 4u * ((t + 31u) / 32u); }
+GCOMP_HD uint64_t varlen_used_bytes(const VarlenLayout& v, uint64_t t) {
+  return v.stream_offset + 4u * ((t + 31u) / 32u);
+}
 
 /// True when `size` bytes at `payload` satisfy the size rule: the full size, or (variable-length)
 /// at least through the length field, a length field within the worst case, and exactly the used
@@ -29,7 +31,8 @@ GCOMP_HD bool varlen_size_ok(const VarlenLayout& v, const uint8_t* payload, uint
   if (size == v.full_bytes) return true;
   if (!v.variable || size > v.full_bytes || size < v.length_offset + 4u) return false;
   const uint8_t* t_at = payload + v.length_offset;
-  const uint64_t t = uint64_t{t_at[0]} | (uint64_t{t_at[1]} << 8) | (uint64_t{t_at[2]} << 16) | (uint64_t{t_at[3]} << 24);
+  const uint64_t t =
+      uint64_t{t_at[0]} | (uint64_t{t_at[1]} << 8) | (uint64_t{t_at[2]} << 16) | (uint64_t{t_at[3]} << 24);
   if (t > v.worst_bits) return false;
   return varlen_used_bytes(v, t) == size;
 }
