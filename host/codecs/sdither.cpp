@@ -312,16 +312,9 @@ inline uint32_t fast_gamma(const uint32_t* words, uint64_t& pos, uint64_t end, u
 
 inline uint32_t fast_elias(const uint32_t* words, uint64_t& pos, uint64_t end, uint32_t code, uint32_t max_log,
                            uint64_t& value) {
-  if (code != kEliasDelta) return fast_gamma(words, pos, end, max_log, value);
-  uint64_t lp1 = 0;
-  const uint32_t st = fast_gamma(words, pos, end, floor_log2_u64(uint64_t{max_log} + 1u), lp1);
-  if (st != kEliasOk) return st;
-  const uint64_t l = lp1 - 1u;
-  if (l > max_log) return kEliasTooLong;
-  if (end - pos < l) return kEliasPastEnd;
-  value = (uint64_t{1} << l) | msb_first(words, pos, static_cast<uint32_t>(l));
-  pos += l;
-  return kEliasOk;
+  return read_elias_with(
+      [words](uint64_t& p, uint64_t e, uint32_t m, uint64_t& v) { return fast_gamma(words, p, e, m, v); },
+      [words](uint64_t p, uint32_t n) { return msb_first(words, p, n); }, pos, end, code, max_log, value);
 }
 
 }  // namespace

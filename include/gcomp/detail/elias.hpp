@@ -117,19 +117,30 @@ GCOMP_HD uint32_t read_gamma(const uint32_t* words, uint64_t& pos, uint64_t end,
   return kEliasOk;
 }
 
-/// Reads code(n) (gamma or delta) with n < 2^(max_log + 1), as read_gamma.
-GCOMP_HD uint32_t read_elias(const uint32_t* words, uint64_t& pos, uint64_t end, uint32_t code, uint32_t max_log,
-                             uint64_t& value) {
-  if (code != kEliasDelta) return read_gamma(words, pos, end, max_log, value);
+/// Reads code(n) (gamma or delta) with n < 2^(max_log + 1) through a gamma reader
+/// `gamma(pos, end, max_log, value)` (as read_gamma) and a bit reader `bits(pos, nbits)` (as
+/// get_bits): read_elias on the plain word array, and the host decoder's 64-bit window readers.
+template <class Gamma, class Bits>
+GCOMP_HD uint32_t read_elias_with(Gamma&& gamma, Bits&& bits, uint64_t& pos, uint64_t end, uint32_t code,
+                                  uint32_t max_log, uint64_t& value) {
+  if (code != kEliasDelta) return gamma(pos, end, max_log, value);
   uint64_t lp1 = 0;
-  const uint32_t st = read_gamma(words, pos, end, floor_log2_u64(uint64_t{max_log} + 1u), lp1);
+  const uint32_t st = gamma(pos, end, floor_log2_u64(uint64_t{max_log} + 1u), lp1);
   if (st != kEliasOk) return st;
   const uint64_t l = lp1 - 1u;
   if (l > max_log) return kEliasTooLong;
   if (end - pos < l) return kEliasPastEnd;
-  value = (uint64_t{1} << l) | get_bits(words, pos, static_cast<uint32_t>(l));
+  value = (uint64_t{1} << l) | bits(pos, static_cast<uint32_t>(l));
   pos += l;
   return kEliasOk;
+}
+
+/// Reads code(n) (gamma or delta) with n < 2^(max_log + 1), as read_gamma.
+GCOMP_HD uint32_t read_elias(const uint32_t* words, uint64_t& pos, uint64_t end, uint32_t code, uint32_t max_log,
+                             uint64_t& value) {
+  return read_elias_with(
+      [words](uint64_t& p, uint64_t e, uint32_t m, uint64_t& v) { return read_gamma(words, p, e, m, v); },
+      [words](uint64_t p, uint32_t n) { return get_bits(words, p, n); }, pos, end, code, max_log, value);
 }
 
 // ---------------------------------------------------------------------------------------------
