@@ -121,7 +121,7 @@ void SignCodec::encode(std::span<const float> x, const RngKey&, std::span<uint8_
     }
     uint8_t* out = payload.data();
     for (int64_t b = 0; b < m; ++b) store_f32(out + 4 * b, scales[b]);
-    std::memcpy(out + 4 * m, words.data(), sizeof(uint32_t) * words.size());
+    if (!words.empty()) std::memcpy(out + 4 * m, words.data(), sizeof(uint32_t) * words.size());  // n = 0: none
     return;
   }
   if (spec().scaled) {

@@ -226,7 +226,8 @@ std::vector<int64_t> SparseCodec::read_indices(std::span<const uint8_t> payload,
     for (int64_t j = 0; j < k_; ++j) {
       const int64_t bit = j * index_bits_;
       const int64_t w = bit / 32;
-      uint64_t window = load_u32(packed + 4 * w);
+      // n = 1 has 0-bit indices and no index words: every index is 0.
+      uint64_t window = w < words ? load_u32(packed + 4 * w) : 0u;
       if (w + 1 < words) window |= static_cast<uint64_t>(load_u32(packed + 4 * (w + 1))) << 32;
       idx[j] = static_cast<int64_t>((window >> (bit % 32)) & mask);
     }

@@ -52,8 +52,8 @@ TEST(RiceTest, CodeBitsByHand) {
   std::vector<uint32_t> u(1, 0u);
   EXPECT_EQ(detail::write_rice(u.data(), 0, 3, 0), 3u);
   EXPECT_EQ(u[0], 0x4u);
-  // A code across a word boundary reads back.
-  std::vector<uint32_t> x(3, 0u);
+  // A code across word boundaries reads back (bits 30 .. 96: four words).
+  std::vector<uint32_t> x(4, 0u);
   const uint64_t end = detail::write_rice(x.data(), 30, 1000, 4);
   uint64_t at = 30;
   uint64_t gap = 0;
