@@ -102,7 +102,7 @@ void Communicator::allgatherv(const void* send, size_t send_bytes, void* recv, s
   // The full slot travels: copy the message into the own slot (in place when it is there).
   if (max_bytes_per_rank > 0 && send != own) {
     if (memory_space() == MemorySpace::kHost) {
-      std::memmove(own, send, send_bytes);
+      if (send_bytes > 0) std::memmove(own, send, send_bytes);  // send may be null when it is 0
     } else {
       GCOMP_FAIL(gcompErrorNotSupported,
                  "allgatherv on a device communicator without its own allgatherv: pass send == "
