@@ -190,7 +190,7 @@ class MpiCommunicator final : public Communicator {
                         &request),
          "MPI_Iallgather");
     wait(&request, &desc, "data exchange");
-    std::memcpy(recv, s.recv.data(), total);
+    if (total > 0) std::memcpy(recv, s.recv.data(), total);
   }
 
   void alltoall(const void* send, void* recv, size_t bytes_per_peer, Stream) override {
@@ -209,7 +209,7 @@ class MpiCommunicator final : public Communicator {
                        &request),
          "MPI_Ialltoall");
     wait(&request, &desc, "data exchange");
-    std::memcpy(recv, s.recv.data(), total);
+    if (total > 0) std::memcpy(recv, s.recv.data(), total);
   }
 
   void allgatherv(const void* send, size_t send_bytes, void* recv, size_t max_bytes_per_rank, size_t* recv_bytes,
@@ -372,7 +372,7 @@ class MpiCommunicator final : public Communicator {
     MPI_Request request = MPI_REQUEST_NULL;
     call(MPI_Ibcast(s.send.data(), block.count(), block.type(), root, s.comm, &request), "MPI_Ibcast");
     wait(&request, &desc, "data exchange");
-    if (rank_ != root) std::memcpy(buf, s.send.data(), bytes);
+    if (rank_ != root && bytes > 0) std::memcpy(buf, s.send.data(), bytes);
   }
 
   void barrier() override { exchange_headers(next_desc(CollectiveKind::kBarrier, 0)); }
@@ -405,7 +405,7 @@ class MpiCommunicator final : public Communicator {
 
   static void stage(std::vector<std::byte>& staging, const void* data, size_t bytes) {
     staging.resize(bytes);
-    std::memcpy(staging.data(), data, bytes);
+    if (bytes > 0) std::memcpy(staging.data(), data, bytes);  // data may be null when bytes is 0
   }
 
   [[nodiscard]] bool fits_int(size_t bytes) const { return bytes <= count_limit_; }
