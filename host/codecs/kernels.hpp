@@ -122,29 +122,60 @@ int64_t select_at_most(const uint32_t* keys, int64_t len, uint32_t threshold, ui
 
 // ------------------------------------------------------------------------------ reference
 
+/// Every kernel once: X(name, HighwayName, return type, (parameters), (arguments)). The build
+/// defines from this list the reference declarations below, the Highway exports and the run-time
+/// dispatch (kernels_simd.cpp), and the forwarding to the reference kernels of builds without SIMD
+/// (kernels_nosimd.cpp, and the HWY_SCALAR target). A new kernel is one line here, its documented
+/// declaration above, its reference form (kernels_ref.cpp) and its Highway form (kernels_simd.cpp).
+#define GCOMP_CPU_KERNELS(X)                                                                                           \
+  X(philox_words, PhiloxWords, void,                                                                                   \
+    (const RngKey& key, uint32_t stream, uint64_t first_q, int64_t num_q, uint32_t* words),                            \
+    (key, stream, first_q, num_q, words))                                                                              \
+  X(reduce_tile, ReduceTile, double, (ReduceOp op, const float* x, int64_t len, double mean), (op, x, len, mean))      \
+  X(find_nonfinite, FindNonfinite, int64_t, (const float* x, int64_t n), (x, n))                                       \
+  X(quantize, Quantize, void,                                                                                          \
+    (bool natural, const float* x, int64_t len, float nu, uint32_t levels, const uint32_t* words, uint32_t* coded),    \
+    (natural, x, len, nu, levels, words, coded))                                                                       \
+  X(pack_planes, PackPlanes, void, (const uint32_t* coded, int64_t num_groups, int nbits, uint32_t* out),              \
+    (coded, num_groups, nbits, out))                                                                                   \
+  X(quantize_planes, QuantizePlanes, void,                                                                             \
+    (bool natural, const float* x, const float* nu, const float* recip, const uint32_t* words, int64_t num_groups,     \
+     uint32_t levels, int nbits, uint32_t* out),                                                                       \
+    (natural, x, nu, recip, words, num_groups, levels, nbits, out))                                                    \
+  X(sign_words, SignWords, void, (const float* x, int64_t num_groups, uint32_t* out), (x, num_groups, out))            \
+  X(decode_planes, DecodePlanes, void,                                                                                 \
+    (const uint32_t* groups, int nbits, int64_t first, int64_t len, const float* table, float weight, bool accumulate, \
+     float* out),                                                                                                      \
+    (groups, nbits, first, len, table, weight, accumulate, out))                                                       \
+  X(natural_encode, NaturalEncode, void,                                                                               \
+    (const float* x, int64_t len, const uint32_t* words, uint8_t* codes, uint32_t* signs),                             \
+    (x, len, words, codes, signs))                                                                                     \
+  X(natural_decode, NaturalDecode, void,                                                                               \
+    (const uint8_t* codes, const uint32_t* signs, int64_t first, int64_t len, float weight, bool accumulate,           \
+     float* out),                                                                                                      \
+    (codes, signs, first, len, weight, accumulate, out))                                                               \
+  X(natural_invalid, NaturalInvalid, bool, (const uint8_t* codes, const uint32_t* signs, int64_t num_groups),          \
+    (codes, signs, num_groups))                                                                                        \
+  X(grid_levels, GridLevels, void,                                                                                     \
+    (const float* x, int64_t len, double step, double inv_step, uint32_t bits, int32_t* levels),                       \
+    (x, len, step, inv_step, bits, levels))                                                                            \
+  X(pack_fields, PackFields, void, (const int32_t* levels, int64_t len, uint32_t bits, uint32_t* words),               \
+    (levels, len, bits, words))                                                                                        \
+  X(unpack_fields, UnpackFields, void,                                                                                 \
+    (const uint32_t* words, int64_t first, int64_t len, uint32_t bits, int32_t* levels),                               \
+    (words, first, len, bits, levels))                                                                                 \
+  X(grid_decode, GridDecode, void,                                                                                     \
+    (const int32_t* levels, int64_t len, double step, float weight, bool accumulate, float* out),                      \
+    (levels, len, step, weight, accumulate, out))                                                                      \
+  X(axpy, Axpy, void, (const float* v, int64_t len, float weight, float* out), (v, len, weight, out))                  \
+  X(topk_order_keys, TopkOrderKeys, void, (const float* x, int64_t len, uint32_t* ord), (x, len, ord))                 \
+  X(select_at_most, SelectAtMost, int64_t, (const uint32_t* keys, int64_t len, uint32_t threshold, uint32_t* idx),     \
+    (keys, len, threshold, idx))
+
 namespace ref {
-void philox_words(const RngKey& key, uint32_t stream, uint64_t first_q, int64_t num_q, uint32_t* words);
-double reduce_tile(ReduceOp op, const float* x, int64_t len, double mean);
-int64_t find_nonfinite(const float* x, int64_t n);
-void quantize(bool natural, const float* x, int64_t len, float nu, uint32_t levels, const uint32_t* words,
-              uint32_t* coded);
-void pack_planes(const uint32_t* coded, int64_t num_groups, int nbits, uint32_t* out);
-void quantize_planes(bool natural, const float* x, const float* nu, const float* recip, const uint32_t* words,
-                     int64_t num_groups, uint32_t levels, int nbits, uint32_t* out);
-void sign_words(const float* x, int64_t num_groups, uint32_t* out);
-void decode_planes(const uint32_t* groups, int nbits, int64_t first, int64_t len, const float* table, float weight,
-                   bool accumulate, float* out);
-void natural_encode(const float* x, int64_t len, const uint32_t* words, uint8_t* codes, uint32_t* signs);
-void natural_decode(const uint8_t* codes, const uint32_t* signs, int64_t first, int64_t len, float weight,
-                    bool accumulate, float* out);
-bool natural_invalid(const uint8_t* codes, const uint32_t* signs, int64_t num_groups);
-void grid_levels(const float* x, int64_t len, double step, double inv_step, uint32_t bits, int32_t* levels);
-void pack_fields(const int32_t* levels, int64_t len, uint32_t bits, uint32_t* words);
-void unpack_fields(const uint32_t* words, int64_t first, int64_t len, uint32_t bits, int32_t* levels);
-void grid_decode(const int32_t* levels, int64_t len, double step, float weight, bool accumulate, float* out);
-void axpy(const float* v, int64_t len, float weight, float* out);
-void topk_order_keys(const float* x, int64_t len, uint32_t* ord);
-int64_t select_at_most(const uint32_t* keys, int64_t len, uint32_t threshold, uint32_t* idx);
+#define GCOMP_DECLARE_REF_KERNEL(name, fn, ret, params, args) ret name params;
+GCOMP_CPU_KERNELS(GCOMP_DECLARE_REF_KERNEL)
+#undef GCOMP_DECLARE_REF_KERNEL
 }  // namespace ref
 
 }  // namespace gcomp::detail::kernels

@@ -30,54 +30,10 @@ namespace hn = hwy::HWY_NAMESPACE;
 #if HWY_TARGET == HWY_SCALAR
 // The portable fallback (a CPU without SSE4, or a compiler whose Highway has no EMU128 target): the
 // reference kernels.
-void PhiloxWords(const RngKey& key, uint32_t stream, uint64_t first_q, int64_t num_q, uint32_t* words) {
-  ref::philox_words(key, stream, first_q, num_q, words);
-}
-double ReduceTile(ReduceOp op, const float* x, int64_t len, double mean) { return ref::reduce_tile(op, x, len, mean); }
-int64_t FindNonfinite(const float* x, int64_t n) { return ref::find_nonfinite(x, n); }
-void Quantize(bool natural, const float* x, int64_t len, float nu, uint32_t levels, const uint32_t* words,
-              uint32_t* coded) {
-  ref::quantize(natural, x, len, nu, levels, words, coded);
-}
-void PackPlanes(const uint32_t* coded, int64_t num_groups, int nbits, uint32_t* out) {
-  ref::pack_planes(coded, num_groups, nbits, out);
-}
-void QuantizePlanes(bool natural, const float* x, const float* nu, const float* recip, const uint32_t* words,
-                    int64_t num_groups, uint32_t levels, int nbits, uint32_t* out) {
-  ref::quantize_planes(natural, x, nu, recip, words, num_groups, levels, nbits, out);
-}
-void SignWords(const float* x, int64_t num_groups, uint32_t* out) { ref::sign_words(x, num_groups, out); }
-void DecodePlanes(const uint32_t* groups, int nbits, int64_t first, int64_t len, const float* table, float weight,
-                  bool accumulate, float* out) {
-  ref::decode_planes(groups, nbits, first, len, table, weight, accumulate, out);
-}
-void NaturalEncode(const float* x, int64_t len, const uint32_t* words, uint8_t* codes, uint32_t* signs) {
-  ref::natural_encode(x, len, words, codes, signs);
-}
-void NaturalDecode(const uint8_t* codes, const uint32_t* signs, int64_t first, int64_t len, float weight,
-                   bool accumulate, float* out) {
-  ref::natural_decode(codes, signs, first, len, weight, accumulate, out);
-}
-bool NaturalInvalid(const uint8_t* codes, const uint32_t* signs, int64_t num_groups) {
-  return ref::natural_invalid(codes, signs, num_groups);
-}
-void GridLevels(const float* x, int64_t len, double step, double inv_step, uint32_t bits, int32_t* levels) {
-  ref::grid_levels(x, len, step, inv_step, bits, levels);
-}
-void PackFields(const int32_t* levels, int64_t len, uint32_t bits, uint32_t* words) {
-  ref::pack_fields(levels, len, bits, words);
-}
-void UnpackFields(const uint32_t* words, int64_t first, int64_t len, uint32_t bits, int32_t* levels) {
-  ref::unpack_fields(words, first, len, bits, levels);
-}
-void GridDecode(const int32_t* levels, int64_t len, double step, float weight, bool accumulate, float* out) {
-  ref::grid_decode(levels, len, step, weight, accumulate, out);
-}
-void Axpy(const float* v, int64_t len, float weight, float* out) { ref::axpy(v, len, weight, out); }
-void TopkOrderKeys(const float* x, int64_t len, uint32_t* ord) { ref::topk_order_keys(x, len, ord); }
-int64_t SelectAtMost(const uint32_t* keys, int64_t len, uint32_t threshold, uint32_t* idx) {
-  return ref::select_at_most(keys, len, threshold, idx);
-}
+#define GCOMP_FORWARD_TO_REF(name, fn, ret, params, args) \
+  ret fn params { return ref::name args; }
+GCOMP_CPU_KERNELS(GCOMP_FORWARD_TO_REF)
+#undef GCOMP_FORWARD_TO_REF
 #else
 // ------------------------------------------------------------------------------ helpers
 
@@ -869,24 +825,9 @@ HWY_AFTER_NAMESPACE();
 
 namespace gcomp::detail::kernels {
 
-HWY_EXPORT(PhiloxWords);
-HWY_EXPORT(ReduceTile);
-HWY_EXPORT(FindNonfinite);
-HWY_EXPORT(Quantize);
-HWY_EXPORT(PackPlanes);
-HWY_EXPORT(QuantizePlanes);
-HWY_EXPORT(SignWords);
-HWY_EXPORT(DecodePlanes);
-HWY_EXPORT(NaturalEncode);
-HWY_EXPORT(NaturalDecode);
-HWY_EXPORT(NaturalInvalid);
-HWY_EXPORT(GridLevels);
-HWY_EXPORT(PackFields);
-HWY_EXPORT(UnpackFields);
-HWY_EXPORT(GridDecode);
-HWY_EXPORT(Axpy);
-HWY_EXPORT(TopkOrderKeys);
-HWY_EXPORT(SelectAtMost);
+#define GCOMP_EXPORT_KERNEL(name, fn, ret, params, args) HWY_EXPORT(fn);
+GCOMP_CPU_KERNELS(GCOMP_EXPORT_KERNEL)
+#undef GCOMP_EXPORT_KERNEL
 
 namespace {
 std::atomic<bool> g_reference{false};
@@ -913,71 +854,14 @@ void force_target(int64_t target) {
   hwy::SetSupportedTargetsForTest(target > 0 ? target : 0);
 }
 
-#define GCOMP_KERNEL(name, fn, params, args) \
-  void name params {                         \
-    if (reference()) return ref::name args;  \
-    return HWY_DYNAMIC_DISPATCH(fn) args;    \
+// Each kernel: the reference form when forced (force_target(-1)), else the best target's.
+#define GCOMP_DISPATCH_KERNEL(name, fn, ret, params, args) \
+  ret name params {                                        \
+    if (reference()) return ref::name args;                \
+    return HWY_DYNAMIC_DISPATCH(fn) args;                  \
   }
-
-GCOMP_KERNEL(philox_words, PhiloxWords,
-             (const RngKey& key, uint32_t stream, uint64_t first_q, int64_t num_q, uint32_t* words),
-             (key, stream, first_q, num_q, words))
-GCOMP_KERNEL(quantize, Quantize,
-             (bool natural, const float* x, int64_t len, float nu, uint32_t levels, const uint32_t* words,
-              uint32_t* coded),
-             (natural, x, len, nu, levels, words, coded))
-GCOMP_KERNEL(pack_planes, PackPlanes, (const uint32_t* coded, int64_t num_groups, int nbits, uint32_t* out),
-             (coded, num_groups, nbits, out))
-GCOMP_KERNEL(quantize_planes, QuantizePlanes,
-             (bool natural, const float* x, const float* nu, const float* recip, const uint32_t* words,
-              int64_t num_groups, uint32_t levels, int nbits, uint32_t* out),
-             (natural, x, nu, recip, words, num_groups, levels, nbits, out))
-GCOMP_KERNEL(sign_words, SignWords, (const float* x, int64_t num_groups, uint32_t* out), (x, num_groups, out))
-GCOMP_KERNEL(decode_planes, DecodePlanes,
-             (const uint32_t* groups, int nbits, int64_t first, int64_t len, const float* table, float weight,
-              bool accumulate, float* out),
-             (groups, nbits, first, len, table, weight, accumulate, out))
-GCOMP_KERNEL(natural_encode, NaturalEncode,
-             (const float* x, int64_t len, const uint32_t* words, uint8_t* codes, uint32_t* signs),
-             (x, len, words, codes, signs))
-GCOMP_KERNEL(natural_decode, NaturalDecode,
-             (const uint8_t* codes, const uint32_t* signs, int64_t first, int64_t len, float weight, bool accumulate,
-              float* out),
-             (codes, signs, first, len, weight, accumulate, out))
-GCOMP_KERNEL(grid_levels, GridLevels,
-             (const float* x, int64_t len, double step, double inv_step, uint32_t bits, int32_t* levels),
-             (x, len, step, inv_step, bits, levels))
-GCOMP_KERNEL(pack_fields, PackFields, (const int32_t* levels, int64_t len, uint32_t bits, uint32_t* words),
-             (levels, len, bits, words))
-GCOMP_KERNEL(unpack_fields, UnpackFields,
-             (const uint32_t* words, int64_t first, int64_t len, uint32_t bits, int32_t* levels),
-             (words, first, len, bits, levels))
-GCOMP_KERNEL(grid_decode, GridDecode,
-             (const int32_t* levels, int64_t len, double step, float weight, bool accumulate, float* out),
-             (levels, len, step, weight, accumulate, out))
-GCOMP_KERNEL(axpy, Axpy, (const float* v, int64_t len, float weight, float* out), (v, len, weight, out))
-GCOMP_KERNEL(topk_order_keys, TopkOrderKeys, (const float* x, int64_t len, uint32_t* ord), (x, len, ord))
-#undef GCOMP_KERNEL
-
-double reduce_tile(ReduceOp op, const float* x, int64_t len, double mean) {
-  if (reference()) return ref::reduce_tile(op, x, len, mean);
-  return HWY_DYNAMIC_DISPATCH(ReduceTile)(op, x, len, mean);
-}
-
-bool natural_invalid(const uint8_t* codes, const uint32_t* signs, int64_t num_groups) {
-  if (reference()) return ref::natural_invalid(codes, signs, num_groups);
-  return HWY_DYNAMIC_DISPATCH(NaturalInvalid)(codes, signs, num_groups);
-}
-
-int64_t select_at_most(const uint32_t* keys, int64_t len, uint32_t threshold, uint32_t* idx) {
-  if (reference()) return ref::select_at_most(keys, len, threshold, idx);
-  return HWY_DYNAMIC_DISPATCH(SelectAtMost)(keys, len, threshold, idx);
-}
-
-int64_t find_nonfinite(const float* x, int64_t n) {
-  if (reference()) return ref::find_nonfinite(x, n);
-  return HWY_DYNAMIC_DISPATCH(FindNonfinite)(x, n);
-}
+GCOMP_CPU_KERNELS(GCOMP_DISPATCH_KERNEL)
+#undef GCOMP_DISPATCH_KERNEL
 
 }  // namespace gcomp::detail::kernels
 #endif  // HWY_ONCE
