@@ -7,12 +7,14 @@
 
 #include <gcomp/cuda.hpp>
 #include <gcomp/detail/codec_math.hpp>
+#include <gcomp/detail/fused_memory.hpp>
 #include <gcomp/detail/hd.hpp>
 #include <gcomp/detail/reduce.hpp>
 
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 namespace gcomp::cuda::detail {
 
@@ -137,6 +139,50 @@ __device__ inline int64_t global_thread() { return static_cast<int64_t>(blockIdx
 __device__ inline int64_t grid_threads() { return static_cast<int64_t>(gridDim.x) * blockDim.x; }
 __device__ inline int64_t global_warp() { return global_thread() / 32; }
 __device__ inline int64_t grid_warps() { return grid_threads() / 32; }
+
+/// The spans (lanes::kSpanElems elements, a warp's 32 quads) of n elements, warp-strided over the
+/// grid: span(s, std::true_type{}) for the whole spans when `vec` (their quads take 16-byte loads
+/// and stores), then span(s, std::false_type{}) for the rest (element loads and stores).
+template <class Span>
+__device__ inline void for_each_span(int64_t n, bool vec, Span&& span) {
+  const int64_t spans = gcomp::detail::ceil_div(n, int64_t{lanes::kSpanElems});
+  const int64_t whole = vec ? n / lanes::kSpanElems : 0;
+  for (int64_t s = global_warp(); s < whole; s += grid_warps()) span(s, std::true_type{});
+  for (int64_t s = whole + global_warp(); s < spans; s += grid_warps()) span(s, std::false_type{});
+}
+
+/// What an encoder compresses in a quad: x (or x - sub, as `in` says), or for DIANA (kFuse kDiana)
+/// g - h with the memory h of `mem`, which is also returned in `h` for the memory update. The
+/// difference is the same single fp32 rounding as the CPU's delta buffer.
+template <gcomp::detail::FuseMode kFuse>
+__device__ inline Quad load_encode_quad(const Input& in, const float* mem, int64_t first, int live, bool vec, Quad& h) {
+  if constexpr (kFuse == gcomp::detail::FuseMode::kDiana) {
+    const Quad g = load_quad(Input{in.x, nullptr}, first, live, vec);
+    h = load_out_quad(mem, first, live, vec);
+    Quad x;
+#pragma unroll
+    for (int j = 0; j < lanes::kQuadElems; ++j) x.v[j] = g.v[j] - h.v[j];
+    return x;
+  } else {
+    return load_quad(in, first, live, vec);
+  }
+}
+
+/// The fused EF/DIANA memory update of a quad (nothing for kNone): mem = fused_memory(mode, base,
+/// alpha, v_j) with base x (EF) or h (DIANA) and v_j = value(j), the decoded element j.
+template <gcomp::detail::FuseMode kFuse, class Value>
+__device__ inline void store_fused_memory(float* mem, int64_t first, int live, bool vec, const Quad& x, const Quad& h,
+                                          float alpha, Value&& value) {
+  if constexpr (kFuse != gcomp::detail::FuseMode::kNone) {
+    if (live <= 0) return;
+    Quad out;
+#pragma unroll
+    for (int j = 0; j < lanes::kQuadElems; ++j)
+      out.v[j] =
+          gcomp::detail::fused_memory(kFuse, kFuse == gcomp::detail::FuseMode::kEF ? x.v[j] : h.v[j], alpha, value(j));
+    store_quad(mem, first, live, vec, out);
+  }
+}
 
 /// Blocks for a grid-stride kernel over `work` items of `per_block` items each, capped at
 /// `max_blocks` (a multiple of the SM count) and at least `min_blocks`.

@@ -47,7 +47,6 @@ __global__ void __launch_bounds__(kThreads)
                         WeightList weights, bool start_from_zero, uint64_t first_payload, float* __restrict__ out,
                         DeviceStatus* status) {
   const int lane = static_cast<int>(threadIdx.x & 31u);
-  const int64_t spans = gcomp::detail::ceil_div(n, int64_t{lanes::kSpanElems});
   const auto span = [&](int64_t s, auto whole) {
     constexpr bool kWhole = decltype(whole)::value;
     const int64_t first = s * lanes::kSpanElems + lanes::kQuadElems * lane;
@@ -64,10 +63,7 @@ __global__ void __launch_bounds__(kThreads)
     }
     if (live > 0) store_quad(out, first, live, kWhole, acc);
   };
-  // Whole spans with a 16-byte aligned output take the vector path only; the rest element stores.
-  const int64_t whole = aligned16(out) ? n / lanes::kSpanElems : 0;
-  for (int64_t s = global_warp(); s < whole; s += grid_warps()) span(s, std::true_type{});
-  for (int64_t s = whole + global_warp(); s < spans; s += grid_warps()) span(s, std::false_type{});
+  for_each_span(n, aligned16(out), span);
 }
 
 }  // namespace gcomp::cuda::detail

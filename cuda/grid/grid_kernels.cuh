@@ -15,6 +15,7 @@
 #include <gcomp/detail/fused_memory.hpp>
 
 #include <gcomp/detail/codec_math.hpp>
+#include <gcomp/detail/payload_rules.hpp>
 #include <gcomp/detail/grid.hpp>
 #include <gcomp/detail/sparse.hpp>
 
@@ -91,12 +92,11 @@ struct GridDecoder {
 __global__ void __launch_bounds__(kThreads)
     grid_validate_kernel(GridParams p, const uint8_t* payload, uint64_t index_base, DeviceStatus* status) {
   const uint32_t* words = reinterpret_cast<const uint32_t*>(payload);
-  const uint64_t most_negative = uint64_t{1} << (p.bits - 1);
   for (int64_t i = global_thread(); i < p.n; i += grid_threads())
-    if (gcomp::detail::read_packed_field(words, i, p.bits) == most_negative)
+    if (!gcomp::detail::grid_field_ok(gcomp::detail::read_packed_field(words, i, p.bits), p.bits))
       raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(i));
   const int64_t used = p.n * static_cast<int64_t>(p.bits);
-  if (global_thread() == 0 && used % 32 != 0 && (words[used / 32] >> (used % 32)) != 0u)
+  if (global_thread() == 0 && used % 32 != 0 && !gcomp::detail::padding_clear(words[used / 32], used))
     raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(p.n));
 }
 

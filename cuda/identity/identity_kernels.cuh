@@ -8,6 +8,7 @@
 #include "cuda/common/device_types.cuh"
 
 #include <gcomp/detail/codec_math.hpp>
+#include <gcomp/detail/payload_rules.hpp>
 
 namespace gcomp::cuda::detail {
 
@@ -26,15 +27,7 @@ __global__ void __launch_bounds__(kThreads) encode_identity_kernel(Input in, int
     const int64_t first = q * lanes::kQuadElems;
     const int live = kWhole ? lanes::kQuadElems : lanes::quad_live(first, n);
     [[maybe_unused]] Quad h{{0.0f, 0.0f, 0.0f, 0.0f}};
-    Quad x;
-    if constexpr (kFuse == gcomp::detail::FuseMode::kDiana) {
-      const Quad g = load_quad(Input{in.x, nullptr}, first, live, kWhole);
-      h = load_out_quad(mem, first, live, kWhole);
-#pragma unroll
-      for (int j = 0; j < lanes::kQuadElems; ++j) x.v[j] = g.v[j] - h.v[j];
-    } else {
-      x = load_quad(in, first, live, kWhole);
-    }
+    const Quad x = load_encode_quad<kFuse>(in, mem, first, live, kWhole, h);
     if constexpr (kCheck) {
 #pragma unroll
       for (int j = 0; j < lanes::kQuadElems; ++j)
@@ -43,13 +36,7 @@ __global__ void __launch_bounds__(kThreads) encode_identity_kernel(Input in, int
             raise_status(status, gcompErrorNonFinite, static_cast<uint64_t>(first + j));
     }
     store_quad(payload, first, live, kWhole, x);
-    if constexpr (kFuse != gcomp::detail::FuseMode::kNone) {
-      Quad out;
-#pragma unroll
-      for (int j = 0; j < lanes::kQuadElems; ++j)
-        out.v[j] = fused_memory(kFuse, kFuse == gcomp::detail::FuseMode::kEF ? x.v[j] : h.v[j], alpha, x.v[j]);
-      store_quad(mem, first, live, kWhole, out);
-    }
+    store_fused_memory<kFuse>(mem, first, live, kWhole, x, h, alpha, [&](int j) { return x.v[j]; });
   };
   // Whole quads with 16-byte aligned pointers take the vector path only; the rest element loads.
   const int64_t whole = vec ? n / lanes::kQuadElems : 0;
@@ -69,7 +56,7 @@ struct IdentityQuadDecoder {
 #pragma unroll
     for (int j = 0; j < lanes::kQuadElems; ++j)
       if (j < live) {
-        if (!gcomp::detail::is_finite_f(q.v[j]))
+        if (!gcomp::detail::value_ok(q.v[j]))
           raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(first + j));
         v[j] = q.v[j];
       }

@@ -12,6 +12,7 @@
 #include "cuda/common/device_types.cuh"
 
 #include <gcomp/detail/codec_math.hpp>
+#include <gcomp/detail/payload_rules.hpp>
 #include <gcomp/detail/philox.hpp>
 
 namespace gcomp::cuda::detail {
@@ -33,22 +34,13 @@ __global__ void __launch_bounds__(kThreads)
   uint32_t* signs = reinterpret_cast<uint32_t*>(payload);
   uint32_t* codes = reinterpret_cast<uint32_t*>(payload + 4 * d.words);
   const int lane = static_cast<int>(threadIdx.x & 31u);
-  const int64_t spans = ceil_div(d.n, lanes::kSpanElems);
   const bool vec = in.aligned16() && (kFuse == gcomp::detail::FuseMode::kNone || aligned16(mem));
   const auto span = [&](int64_t s, auto whole) {
     constexpr bool kWhole = decltype(whole)::value;
     const int64_t first = s * lanes::kSpanElems + lanes::kQuadElems * lane;
     const int live = kWhole ? lanes::kQuadElems : lanes::quad_live(first, d.n);
     [[maybe_unused]] Quad h{{0.0f, 0.0f, 0.0f, 0.0f}};
-    Quad x;
-    if constexpr (kFuse == gcomp::detail::FuseMode::kDiana) {
-      const Quad g = load_quad(Input{in.x, nullptr}, first, live, kWhole);
-      h = load_out_quad(mem, first, live, kWhole);
-#pragma unroll
-      for (int j = 0; j < lanes::kQuadElems; ++j) x.v[j] = g.v[j] - h.v[j];
-    } else {
-      x = load_quad(in, first, live, kWhole);
-    }
+    const Quad x = load_encode_quad<kFuse>(in, mem, first, live, kWhole, h);
     uint32_t code[lanes::kQuadElems] = {0u, 0u, 0u, 0u};
     uint32_t nib = 0;
     if (live > 0) {
@@ -69,22 +61,10 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t w = first / kGroupElems;
     if (lane % lanes::kLanesPerGroup == 0 && w < d.words) signs[w] = word;
     if (live > 0) codes[first / lanes::kQuadElems] = code[0] | (code[1] << 8) | (code[2] << 16) | (code[3] << 24);
-    if constexpr (kFuse != gcomp::detail::FuseMode::kNone) {
-      if (live > 0) {
-        Quad out;
-#pragma unroll
-        for (int j = 0; j < lanes::kQuadElems; ++j) {
-          const float v = natural_value(code[j], ((nib >> j) & 1u) != 0u);
-          out.v[j] = fused_memory(kFuse, kFuse == gcomp::detail::FuseMode::kEF ? x.v[j] : h.v[j], alpha, v);
-        }
-        store_quad(mem, first, live, kWhole, out);
-      }
-    }
+    store_fused_memory<kFuse>(mem, first, live, kWhole, x, h, alpha,
+                              [&](int j) { return natural_value(code[j], ((nib >> j) & 1u) != 0u); });
   };
-  // Whole spans (vec: 16-byte aligned) take the vector path only; the rest the element path.
-  const int64_t whole = vec ? d.n / lanes::kSpanElems : 0;
-  for (int64_t s = global_warp(); s < whole; s += grid_warps()) span(s, std::true_type{});
-  for (int64_t s = whole + global_warp(); s < spans; s += grid_warps()) span(s, std::false_type{});
+  for_each_span(d.n, vec, span);
 }
 
 /// Quad decoder: the quad's sign nibble and its code word, one read each, with NaturalCodec::
@@ -106,7 +86,7 @@ struct NaturalQuadDecoder {
       if (j < live) {
         const uint32_t code = (codes >> (8 * j)) & 0xffu;
         const bool negative = ((nib >> j) & 1u) != 0u;
-        if (code == 255u || (negative && code == 0u))
+        if (!gcomp::detail::natural_code_ok(code, negative))
           raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(first + j));
         v[j] = gcomp::detail::natural_value(code, negative);
       }

@@ -16,6 +16,7 @@
 #include "cuda/common/device_types.cuh"
 
 #include <gcomp/detail/codec_math.hpp>
+#include <gcomp/detail/payload_rules.hpp>
 #include <gcomp/detail/philox.hpp>
 
 namespace gcomp::cuda::detail {
@@ -55,22 +56,13 @@ __global__ void __launch_bounds__(kThreads)
   const int lane = static_cast<int>(threadIdx.x & 31u);
   const int m = lane % lanes::kLanesPerGroup;
   const int64_t num_groups = ceil_div(d.n, kGroupElems);
-  const int64_t spans = ceil_div(d.n, lanes::kSpanElems);
   const bool vec = in.aligned16() && (kFuse == gcomp::detail::FuseMode::kNone || aligned16(mem));
   const auto span = [&](int64_t s, auto whole) {
     constexpr bool kWhole = decltype(whole)::value;
     const int64_t first = s * lanes::kSpanElems + lanes::kQuadElems * lane;
     const int live = kWhole ? lanes::kQuadElems : lanes::quad_live(first, d.n);
-    Quad x{{0.0f, 0.0f, 0.0f, 0.0f}};
     [[maybe_unused]] Quad h{{0.0f, 0.0f, 0.0f, 0.0f}};
-    if constexpr (kFuse == gcomp::detail::FuseMode::kDiana) {
-      const Quad g = load_quad(Input{in.x, nullptr}, first, live, kWhole);
-      h = load_out_quad(mem, first, live, kWhole);
-#pragma unroll
-      for (int j = 0; j < lanes::kQuadElems; ++j) x.v[j] = g.v[j] - h.v[j];  // the CPU's delta buffer
-    } else {
-      x = load_quad(in, first, live, kWhole);
-    }
+    const Quad x = load_encode_quad<kFuse>(in, mem, first, live, kWhole, h);
     uint32_t level[lanes::kQuadElems] = {0u, 0u, 0u, 0u};
     bool negative[lanes::kQuadElems] = {false, false, false, false};
     float nu[lanes::kQuadElems] = {0.0f, 0.0f, 0.0f, 0.0f};
@@ -87,22 +79,10 @@ __global__ void __launch_bounds__(kThreads)
       const uint32_t w = transpose_nibbles(lanes::plane_nibbles(level, negative, c, words), lane);
       if (c + m < words && group < num_groups) groups[group * words + c + m] = w;
     }
-    if constexpr (kFuse != gcomp::detail::FuseMode::kNone) {
-      if (live > 0) {
-        Quad out;
-#pragma unroll
-        for (int j = 0; j < lanes::kQuadElems; ++j) {
-          const float v = dense_value<kNatural>(level[j], negative[j], nu[j], d.levels);
-          out.v[j] = fused_memory(kFuse, kFuse == gcomp::detail::FuseMode::kEF ? x.v[j] : h.v[j], alpha, v);
-        }
-        store_quad(mem, first, live, kWhole, out);
-      }
-    }
+    store_fused_memory<kFuse>(mem, first, live, kWhole, x, h, alpha,
+                              [&](int j) { return dense_value<kNatural>(level[j], negative[j], nu[j], d.levels); });
   };
-  // Whole spans (vec: 16-byte aligned) take the vector path only; the rest the element path.
-  const int64_t whole = vec ? d.n / lanes::kSpanElems : 0;
-  for (int64_t s = global_warp(); s < whole; s += grid_warps()) span(s, std::true_type{});
-  for (int64_t s = whole + global_warp(); s < spans; s += grid_warps()) span(s, std::false_type{});
+  for_each_span(d.n, vec, span);
 }
 
 /// Quad decoder of the dense plane codecs: the quad's 4 values from one read of its group words,
@@ -131,9 +111,8 @@ struct DenseQuadDecoder {
       if (j < live) {
         const bool negative = ((signs >> j) & 1u) != 0u;
         const float scale = scales[block[j]];
-        const bool bad = level[j] > d.levels || (negative && level[j] == 0u) || !is_finite_f(scale) || scale < 0.0f ||
-                         float_bits(scale) == 0x80000000u;
-        if (bad) raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(first + j));
+        if (!plane_element_ok(level[j], negative, d.levels) || !scale_ok(scale))
+          raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(first + j));
         v[j] = dense_value<kNatural>(level[j], negative, scale, d.levels);
       }
   }

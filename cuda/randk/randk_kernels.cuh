@@ -8,6 +8,7 @@
 #include "cuda/common/device_types.cuh"
 
 #include <gcomp/detail/codec_math.hpp>
+#include <gcomp/detail/payload_rules.hpp>
 
 namespace gcomp::cuda::detail {
 
@@ -23,7 +24,7 @@ __global__ void __launch_bounds__(kThreads)
     validate_randk_kernel(const uint8_t* payload, int64_t k, uint64_t index_base, DeviceStatus* status) {
   const float* vals = reinterpret_cast<const float*>(payload + 8);
   for (int64_t j = global_thread(); j < k; j += grid_threads())
-    if (!gcomp::detail::is_finite_f(vals[j]))
+    if (!gcomp::detail::value_ok(vals[j]))
       raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(j));
 }
 

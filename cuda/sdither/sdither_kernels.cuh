@@ -33,6 +33,7 @@
 #include "cuda/dispatch/plan.cuh"
 
 #include <gcomp/detail/codec_math.hpp>
+#include <gcomp/detail/payload_rules.hpp>
 #include <gcomp/detail/elias.hpp>
 #include <gcomp/detail/philox.hpp>
 
@@ -321,8 +322,7 @@ __global__ void __launch_bounds__(kThreads)
   }
   const float* scales = reinterpret_cast<const float*>(payload);
   for (int64_t b = global_thread(); b < p.num_blocks; b += grid_threads()) {
-    const float s = scales[b];
-    if (!is_finite_f(s) || s < 0.0f || float_bits(s) == 0x80000000u)
+    if (!scale_ok(scales[b]))
       raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(p.blocks[b]));
   }
   const uint32_t* dir = header + 1;
@@ -355,10 +355,10 @@ __global__ void __launch_bounds__(kThreads)
     const uint64_t end = c + 1 < p.num_chunks ? dir[c + 1] : header[0];
     int64_t b = p.map.block_of(begin);
     const uint32_t st =
-        sdither_walk_chunk(stream, dir[c], end, p.code, p.levels, len, [&](int64_t rel, bool, uint32_t) {
+        sdither_walk_chunk(stream, dir[c], end, p.code, p.levels, len, [&](int64_t rel, bool, uint32_t level) {
           const int64_t i = begin + rel;
           while (i >= p.blocks[b + 1]) ++b;
-          return scales[b] != 0.0f;
+          return sdither_record_ok(level, p.levels, scales[b]);
         });
     if (st != kSdOk) raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(begin));
   }

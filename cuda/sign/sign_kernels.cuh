@@ -10,6 +10,7 @@
 #include "cuda/common/device_types.cuh"
 
 #include <gcomp/detail/codec_math.hpp>
+#include <gcomp/detail/payload_rules.hpp>
 
 namespace gcomp::cuda::detail {
 
@@ -37,22 +38,13 @@ __global__ void __launch_bounds__(kThreads)
   uint32_t* words = reinterpret_cast<uint32_t*>(payload + 4 * d.num_scales);
   const int lane = static_cast<int>(threadIdx.x & 31u);
   const int64_t num_words = ceil_div(d.n, kGroupElems);
-  const int64_t spans = ceil_div(d.n, lanes::kSpanElems);
   const bool vec = in.aligned16() && (kFuse == gcomp::detail::FuseMode::kNone || aligned16(mem));
   const auto span = [&](int64_t s, auto whole) {
     constexpr bool kWhole = decltype(whole)::value;
     const int64_t first = s * lanes::kSpanElems + lanes::kQuadElems * lane;
     const int live = kWhole ? lanes::kQuadElems : lanes::quad_live(first, d.n);
     [[maybe_unused]] Quad h{{0.0f, 0.0f, 0.0f, 0.0f}};
-    Quad x;
-    if constexpr (kFuse == gcomp::detail::FuseMode::kDiana) {
-      const Quad g = load_quad(Input{in.x, nullptr}, first, live, kWhole);
-      h = load_out_quad(mem, first, live, kWhole);
-#pragma unroll
-      for (int j = 0; j < lanes::kQuadElems; ++j) x.v[j] = g.v[j] - h.v[j];
-    } else {
-      x = load_quad(in, first, live, kWhole);
-    }
+    const Quad x = load_encode_quad<kFuse>(in, mem, first, live, kWhole, h);
     uint32_t nib = 0;
 #pragma unroll
     for (int j = 0; j < lanes::kQuadElems; ++j)
@@ -66,24 +58,14 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t w = first / kGroupElems;
     if (lane % lanes::kLanesPerGroup == 0 && w < num_words) words[w] = word;
     if constexpr (kFuse != gcomp::detail::FuseMode::kNone) {
-      if (live > 0) {
-        int64_t block[lanes::kQuadElems] = {0, 0, 0, 0};
-        if (d.num_scales > 0) lanes::quad_blocks(d.map.block_of(first), d.blocks, first, live, block);
-        Quad out;
-#pragma unroll
-        for (int j = 0; j < lanes::kQuadElems; ++j) {
-          const float scale = d.num_scales > 0 ? scales[block[j]] : 1.0f;
-          const float v = sign_value(((nib >> j) & 1u) != 0u, scale);
-          out.v[j] = fused_memory(kFuse, kFuse == gcomp::detail::FuseMode::kEF ? x.v[j] : h.v[j], alpha, v);
-        }
-        store_quad(mem, first, live, kWhole, out);
-      }
+      int64_t block[lanes::kQuadElems] = {0, 0, 0, 0};
+      if (live > 0 && d.num_scales > 0) lanes::quad_blocks(d.map.block_of(first), d.blocks, first, live, block);
+      store_fused_memory<kFuse>(mem, first, live, kWhole, x, h, alpha, [&](int j) {
+        return sign_value(((nib >> j) & 1u) != 0u, d.num_scales > 0 ? scales[block[j]] : 1.0f);
+      });
     }
   };
-  // Whole spans (vec: 16-byte aligned) take the vector path only; the rest the element path.
-  const int64_t whole = vec ? d.n / lanes::kSpanElems : 0;
-  for (int64_t s = global_warp(); s < whole; s += grid_warps()) span(s, std::true_type{});
-  for (int64_t s = whole + global_warp(); s < spans; s += grid_warps()) span(s, std::false_type{});
+  for_each_span(d.n, vec, span);
 }
 
 /// Quad decoder: one read of the quad's word and scales, with SignCodec::validate's checks on what
@@ -107,7 +89,7 @@ struct SignQuadDecoder {
         float scale = 1.0f;
         if (d.num_scales > 0) {
           scale = scales[block[j]];
-          if (!is_finite_f(scale) || !(scale >= 0.0f) || float_bits(scale) == 0x80000000u)
+          if (!scale_ok(scale))
             raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(block[j]));
         }
         v[j] = sign_value(((nib >> j) & 1u) != 0u, scale);

@@ -10,6 +10,7 @@
 #include "cuda/topk/radix_select.cuh"
 
 #include <gcomp/detail/codec_math.hpp>
+#include <gcomp/detail/payload_rules.hpp>
 #include <gcomp/detail/sparse.hpp>
 
 #include <cub/block/block_reduce.cuh>
@@ -47,12 +48,12 @@ __global__ void __launch_bounds__(kThreads) validate_topk_kernel(const uint8_t* 
   const uint32_t* packed = reinterpret_cast<const uint32_t*>(payload + 4 * k);
   for (int64_t j = global_thread(); j < k; j += grid_threads()) {
     const int64_t idx = read_packed_index(packed, j, bits);
-    const bool bad =
-        !gcomp::detail::is_finite_f(vals[j]) || idx >= n || (j > 0 && idx <= read_packed_index(packed, j - 1, bits));
-    if (bad) raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(j));
+    const int64_t prev = j > 0 ? read_packed_index(packed, j - 1, bits) : -1;
+    if (!gcomp::detail::value_ok(vals[j]) || !gcomp::detail::sparse_index_ok(idx, prev, n))
+      raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(j));
   }
   const int64_t used = k * bits;
-  if (global_thread() == 0 && used % 32 != 0 && (packed[used / 32] >> (used % 32)) != 0u)
+  if (global_thread() == 0 && used % 32 != 0 && !gcomp::detail::padding_clear(packed[used / 32], used))
     raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(k));
 }
 

@@ -8,6 +8,7 @@
 
 #include <gcomp/detail/codec_math.hpp>
 #include <gcomp/detail/norms.hpp>
+#include <gcomp/detail/payload_rules.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -44,18 +45,6 @@ double dither_omega(uint32_t norm, double p, uint32_t s, double b) {
   return std::min(var_term, (1.0 + sb) / (2.0 * sd));
 }
 
-/// Lanes of a group whose level (bit planes planes[0 .. nbits-1]) is above s: a bit-sliced
-/// comparison from the top bit down.
-inline uint32_t planes_above(const uint32_t* planes, int nbits, uint32_t s) {
-  uint32_t above = 0, equal = ~0u;
-  for (int k = nbits - 1; k >= 0; --k) {
-    const uint32_t sk = ((s >> k) & 1u) ? ~0u : 0u;
-    above |= equal & planes[k] & ~sk;
-    equal &= ~(planes[k] ^ sk);
-  }
-  return above;
-}
-
 template <int kBits>
 int64_t dense_first_bad_t(const uint8_t* groups, uint32_t s, bool level_check, int64_t g0, int64_t g1) {
   constexpr int kWords = 1 + kBits;
@@ -66,18 +55,13 @@ int64_t dense_first_bad_t(const uint8_t* groups, uint32_t s, bool level_check, i
     for (int64_t g = c; g < ce; ++g) {
       uint32_t w[kWords];
       std::memcpy(w, groups + 4 * g * kWords, sizeof w);
-      uint32_t nonzero = 0;
-      for (int k = 0; k < kBits; ++k) nonzero |= w[1 + k];
-      bad |= w[0] & ~nonzero;
-      if (level_check) bad |= planes_above(w + 1, kBits, s);
+      bad |= plane_group_bad_lanes(w[0], w + 1, kBits, s, level_check);
     }
     if (bad == 0u) continue;
     for (int64_t g = c; g < ce; ++g) {  // which group
       uint32_t w[kWords];
       std::memcpy(w, groups + 4 * g * kWords, sizeof w);
-      uint32_t nonzero = 0;
-      for (int k = 0; k < kBits; ++k) nonzero |= w[1 + k];
-      if ((w[0] & ~nonzero) != 0u || (level_check && planes_above(w + 1, kBits, s) != 0u)) return g;
+      if (plane_group_bad_lanes(w[0], w + 1, kBits, s, level_check) != 0u) return g;
     }
   }
   return -1;
@@ -101,9 +85,7 @@ int64_t dense_first_bad(const uint8_t* groups, int nbits, uint32_t s, bool level
   uint32_t w[1 + 32];
   for (int64_t g = g0; g < g1; ++g) {
     std::memcpy(w, groups + 4 * g * words, sizeof(uint32_t) * static_cast<size_t>(words));
-    uint32_t nonzero = 0;
-    for (int k = 0; k < nbits; ++k) nonzero |= w[1 + k];
-    if ((w[0] & ~nonzero) != 0u || (level_check && planes_above(w + 1, nbits, s) != 0u)) return g;
+    if (plane_group_bad_lanes(w[0], w + 1, nbits, s, level_check) != 0u) return g;
   }
   return -1;
 }
@@ -299,8 +281,7 @@ void DensePlaneCodec::validate(std::span<const uint8_t> payload) const {
             "size is " + std::to_string(payload.size()) + " bytes, expected " + std::to_string(encoded_bytes()));
   const uint8_t* in = payload.data();
   for (int64_t b = 0; b < num_blocks_; ++b) {
-    const float s = load_f32(in + 4 * b);
-    if (!is_finite_f(s) || s < 0.0f || float_bits(s) == 0x80000000u)
+    if (!scale_ok(load_f32(in + 4 * b)))
       corrupt(spec(), "scale of block " + std::to_string(b) + " is negative or not finite");
   }
   const uint8_t* groups = in + 4 * num_blocks_;
@@ -319,11 +300,10 @@ void DensePlaneCodec::validate(std::span<const uint8_t> payload) const {
     uint32_t w[1 + 32];
     for (int k = 0; k < words; ++k) w[k] = load_u32(groups + 4 * (last * words + k));
     const uint32_t live_mask = (1u << (n % kGroupElems)) - 1u;
-    uint32_t nonzero = 0, padding = 0;
-    for (int k = 0; k < nbits_; ++k) nonzero |= w[1 + k];
+    uint32_t padding = 0;
     for (int k = 0; k < words; ++k) padding |= w[k] & ~live_mask;
-    if (padding != 0u || (w[0] & ~nonzero) != 0u) return last;
-    if (level_check && (planes_above(w + 1, nbits_, levels_) & live_mask) != 0u) return last;
+    if (padding != 0u || (plane_group_bad_lanes(w[0], w + 1, nbits_, levels_, level_check) & live_mask) != 0u)
+      return last;
     return -1;
   };
   std::vector<int64_t> bad(static_cast<size_t>(num_pieces(n)), -1);
@@ -337,13 +317,12 @@ void DensePlaneCodec::validate(std::span<const uint8_t> payload) const {
     for (int k = 0; k < words; ++k) w[k] = load_u32(groups + 4 * (g * words + k));
     const int64_t live = std::min<int64_t>(kGroupElems, n - g * kGroupElems);
     const uint32_t live_mask = live == 32 ? 0xffffffffu : ((1u << live) - 1u);
-    uint32_t nonzero = 0;
-    for (int k = 0; k < nbits_; ++k) nonzero |= w[1 + k];
     for (int k = 0; k < words; ++k)
       if (w[k] & ~live_mask) corrupt(spec(), "padding bits set in the last group");
-    if (w[0] & ~nonzero) corrupt(spec(), "sign bit set on a zero level in group " + std::to_string(g));
+    if (plane_group_bad_lanes(w[0], w + 1, nbits_, levels_, /*level_check=*/false) != 0u)
+      corrupt(spec(), "sign bit set on a zero level in group " + std::to_string(g));
     for (int lane = 0; lane < live; ++lane)
-      if (plane_level(w + 1, nbits_, lane) > levels_)
+      if (!plane_element_ok(plane_level(w + 1, nbits_, lane), false, levels_))
         corrupt(spec(),
                 "level above " + std::to_string(levels_) + " at element " + std::to_string(g * kGroupElems + lane));
   }

@@ -9,6 +9,7 @@
 
 #include <gcomp/detail/codec_math.hpp>
 #include <gcomp/detail/grid.hpp>
+#include <gcomp/detail/payload_rules.hpp>
 #include <gcomp/detail/sparse.hpp>
 
 #include <algorithm>
@@ -50,7 +51,6 @@ class GridCodec final : public Codec {
 
   void validate(std::span<const uint8_t> payload) const override {
     if (payload.size() != encoded_bytes()) corrupt(spec(), "wrong size");
-    const int32_t most_negative = static_cast<int32_t>(bits_ == 32 ? INT32_MIN : -(int64_t{1} << (bits_ - 1)));
     std::vector<int64_t> bad(static_cast<size_t>(num_pieces(num_elems())), -1);
     for_each_piece(num_elems(), [&](int64_t begin, int64_t end) {
       int32_t levels[kSubElems];
@@ -71,8 +71,9 @@ class GridCodec final : public Codec {
         }
         read_words(payload.data(), a, e, words);
         kernels::unpack_fields(words, 0, e - a, spec().bits, levels);
+        const uint32_t field_mask = bits_ == 32 ? ~0u : (1u << bits_) - 1u;
         for (int64_t i = 0; i < e - a; ++i)
-          if (levels[i] == most_negative) {
+          if (!grid_field_ok(static_cast<uint32_t>(levels[i]) & field_mask, bits_)) {
             bad[static_cast<size_t>(begin / kPieceElems)] = a + i;
             return;
           }
@@ -81,7 +82,7 @@ class GridCodec final : public Codec {
     for (int64_t i : bad)
       if (i >= 0) corrupt(spec(), "level out of range at element " + std::to_string(i));
     const int64_t used = num_elems() * bits_;
-    if (used % 32 != 0 && (load_u32(payload.data() + 4 * (used / 32)) >> (used % 32)))
+    if (used % 32 != 0 && !padding_clear(load_u32(payload.data() + 4 * (used / 32)), used))
       corrupt(spec(), "padding bits set after the last level");
   }
 

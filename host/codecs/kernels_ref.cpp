@@ -7,6 +7,7 @@
 #include <gcomp/detail/codec_math.hpp>
 #include <gcomp/detail/grid.hpp>
 #include <gcomp/detail/reduce.hpp>
+#include <gcomp/detail/payload_rules.hpp>
 #include <gcomp/detail/sparse.hpp>
 
 namespace gcomp::detail::kernels {
@@ -133,13 +134,8 @@ void natural_decode(const uint8_t* codes, const uint32_t* signs, int64_t first, 
 
 bool natural_invalid(const uint8_t* codes, const uint32_t* signs, int64_t num_groups) {
   for (int64_t g = 0; g < num_groups; ++g) {
-    uint32_t zero = 0;
-    for (int lane = 0; lane < kGroupElems; ++lane) {
-      const uint8_t c = codes[g * kGroupElems + lane];
-      if (c == 255) return true;
-      zero |= static_cast<uint32_t>(c == 0) << lane;
-    }
-    if (signs[g] & zero) return true;
+    for (int lane = 0; lane < kGroupElems; ++lane)
+      if (!natural_code_ok(codes[g * kGroupElems + lane], ((signs[g] >> lane) & 1u) != 0u)) return true;
   }
   return false;
 }

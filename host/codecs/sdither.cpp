@@ -10,6 +10,7 @@
 
 #include <gcomp/detail/codec_math.hpp>
 #include <gcomp/detail/elias.hpp>
+#include <gcomp/detail/payload_rules.hpp>
 
 #include <algorithm>
 #include <cstring>
@@ -327,8 +328,7 @@ void SDitherCodec::walk(std::span<const uint8_t> payload, Sink&& sink) const {
   std::vector<float> scales(static_cast<size_t>(num_blocks_));
   for (int64_t b = 0; b < num_blocks_; ++b) {
     const float s = load_f32(in + 4 * b);
-    if (!is_finite_f(s) || s < 0.0f || float_bits(s) == 0x80000000u)
-      corrupt(spec(), "scale of block " + std::to_string(b) + " is negative or not finite");
+    if (!scale_ok(s)) corrupt(spec(), "scale of block " + std::to_string(b) + " is negative or not finite");
     scales[static_cast<size_t>(b)] = s;
   }
   std::vector<uint32_t> dir(static_cast<size_t>(num_chunks_));
@@ -381,12 +381,14 @@ void SDitherCodec::walk(std::span<const uint8_t> payload, Sink&& sink) const {
         st = fast_elias(words.data(), pos, end, code_, level_log, level);
         if (st == kEliasTooLong) corrupt(spec(), "over-long Elias prefix of a level" + where);
         if (st != kEliasOk) corrupt(spec(), "a level code runs past the end of its chunk" + where);
-        if (level > levels_) corrupt(spec(), "level above " + std::to_string(levels_) + where);
       }
       const int64_t i = begin + rel;
       while (i >= blocks_[block + 1]) ++block;
       const float scale = scales[static_cast<size_t>(block)];
-      if (scale == 0.0f) corrupt(spec(), "a nonzero in block " + std::to_string(block) + ", whose scale is 0");
+      if (!sdither_record_ok(level, levels_, scale)) {
+        corrupt(spec(), level > levels_ ? "level above " + std::to_string(levels_) + where
+                                        : "a nonzero in block " + std::to_string(block) + ", whose scale is 0");
+      }
       if (use_table) {  // the block's magnitudes dither_value(l, false, scale), computed once
         if (block != table_block) {
           for (uint32_t l = 0; l <= levels_; ++l) table[l] = dither_value(l, false, scale, levels_);

@@ -6,6 +6,7 @@
 
 #include <gcomp/detail/codec_math.hpp>
 #include <gcomp/detail/norms.hpp>
+#include <gcomp/detail/payload_rules.hpp>
 
 #include <algorithm>
 #include <cstring>
@@ -149,15 +150,11 @@ void SignCodec::encode(std::span<const float> x, const RngKey&, std::span<uint8_
 void SignCodec::validate(std::span<const uint8_t> payload) const {
   if (payload.size() != encoded_bytes()) corrupt(spec(), "wrong size");
   for (int64_t b = 0; b < num_scales(); ++b) {
-    const float s = load_f32(payload.data() + 4 * b);
-    if (!is_finite_f(s) || !(s >= 0.0f) || float_bits(s) == 0x80000000u)
+    if (!scale_ok(load_f32(payload.data() + 4 * b)))
       corrupt(spec(), "scale of block " + std::to_string(b) + " is negative or not finite");
   }
-  const int64_t rem = num_elems() % kGroupElems;
-  if (rem != 0) {
-    const uint32_t last = load_u32(payload.data() + 4 * num_scales() + 4 * (words_ - 1));
-    if (last >> rem) corrupt(spec(), "padding bits set in the last word");
-  }
+  if (words_ > 0 && !padding_clear(load_u32(payload.data() + 4 * num_scales() + 4 * (words_ - 1)), num_elems()))
+    corrupt(spec(), "padding bits set in the last word");
 }
 
 void SignCodec::decode_range(std::span<const uint8_t> payload, int64_t begin, int64_t end, float weight,
@@ -230,9 +227,10 @@ void NaturalCodec::validate(std::span<const uint8_t> payload) const {
   const int64_t n = num_elems();
   const auto explain = [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      if (codes[i] == 255) corrupt(spec(), "exponent code 255 at element " + std::to_string(i));
       const bool neg = (load_u32(payload.data() + 4 * (i / 32)) >> (i % 32)) & 1u;
-      if (neg && codes[i] == 0) corrupt(spec(), "sign bit set on a zero at element " + std::to_string(i));
+      if (natural_code_ok(codes[i], neg)) continue;
+      corrupt(spec(), codes[i] == 255 ? "exponent code 255 at element " + std::to_string(i)
+                                      : "sign bit set on a zero at element " + std::to_string(i));
     }
   };
   std::vector<uint8_t> bad(static_cast<size_t>(num_pieces(n)), 0);
@@ -243,21 +241,15 @@ void NaturalCodec::validate(std::span<const uint8_t> payload) const {
     std::memcpy(signs, payload.data() + 4 * g0,
                 sizeof(uint32_t) * static_cast<size_t>(ceil_div(end - begin, kGroupElems)));
     bool any = kernels::natural_invalid(codes + begin, signs, full);
-    if (begin + full * kGroupElems < end) {  // the last, partial group
-      uint32_t zero = 0;
-      for (int64_t i = begin + full * kGroupElems; i < end; ++i) {
-        zero |= static_cast<uint32_t>(codes[i] == 0) << (i % kGroupElems);
-        any |= codes[i] == 255;
-      }
-      any |= (signs[full] & zero) != 0u;
-    }
+    for (int64_t i = begin + full * kGroupElems; i < end; ++i)  // the last, partial group
+      any |= !natural_code_ok(codes[i], ((signs[full] >> (i % kGroupElems)) & 1u) != 0u);
     bad[static_cast<size_t>(begin / kPieceElems)] = any;
   });
   for (size_t p = 0; p < bad.size(); ++p)
     if (bad[p]) explain(static_cast<int64_t>(p) * kPieceElems, std::min(n, static_cast<int64_t>(p + 1) * kPieceElems));
   for (int64_t i = n; i < 4 * ceil_div(n, 4); ++i)
     if (codes[i] != 0) corrupt(spec(), "padding bytes are not zero");
-  if (n % 32 != 0 && (load_u32(payload.data() + 4 * (words_ - 1)) >> (n % 32)))
+  if (words_ > 0 && !padding_clear(load_u32(payload.data() + 4 * (words_ - 1)), n))
     corrupt(spec(), "padding bits set in the last sign word");
 }
 

@@ -8,6 +8,7 @@
 
 #include <gcomp/detail/codec_math.hpp>
 #include <gcomp/detail/rice.hpp>
+#include <gcomp/detail/payload_rules.hpp>
 #include <gcomp/detail/sparse.hpp>
 
 #include <algorithm>
@@ -249,15 +250,14 @@ void SparseCodec::validate(std::span<const uint8_t> payload) const {
   if (rice_) {
     check_payload_size(payload);
     for (int64_t j = 0; j < k_; ++j)
-      if (!is_finite_f(load_f32(payload.data() + 4 * j)))
-        corrupt(spec(), "value " + std::to_string(j) + " is not finite");
+      if (!value_ok(load_f32(payload.data() + 4 * j))) corrupt(spec(), "value " + std::to_string(j) + " is not finite");
     (void)rice_indices(payload);  // T, directory, padding, every code and index
     return;
   }
   if (payload.size() != encoded_bytes()) corrupt(spec(), "wrong size");
   const int64_t voff = spec().id == CodecId::kRandK ? 8 : 0;
   for (int64_t j = 0; j < k_; ++j)
-    if (!is_finite_f(load_f32(payload.data() + voff + 4 * j)))
+    if (!value_ok(load_f32(payload.data() + voff + 4 * j)))
       corrupt(spec(), "value " + std::to_string(j) + " is not finite");
   if (spec().id == CodecId::kRandK && spec().unbiased) {
     const float scale = randk_scale(num_elems(), k_);
@@ -268,11 +268,12 @@ void SparseCodec::validate(std::span<const uint8_t> payload) const {
   if (spec().id == CodecId::kRandK) return;
   const std::vector<int64_t> idx = read_indices(payload, RngKey{});
   for (int64_t j = 0; j < k_; ++j) {
-    if (idx[j] >= num_elems()) corrupt(spec(), "index " + std::to_string(idx[j]) + " out of range");
-    if (j > 0 && idx[j] <= idx[j - 1]) corrupt(spec(), "indices are not strictly increasing");
+    if (sparse_index_ok(idx[j], j > 0 ? idx[j - 1] : -1, num_elems())) continue;
+    corrupt(spec(), idx[j] >= num_elems() ? "index " + std::to_string(idx[j]) + " out of range"
+                                          : std::string("indices are not strictly increasing"));
   }
   const int64_t used = k_ * index_bits_;
-  if (used % 32 != 0 && (load_u32(payload.data() + 4 * k_ + 4 * (used / 32)) >> (used % 32)))
+  if (used % 32 != 0 && !padding_clear(load_u32(payload.data() + 4 * k_ + 4 * (used / 32)), used))
     corrupt(spec(), "padding bits set after the last index");
 }
 
