@@ -5,6 +5,8 @@
 // decode) leaves the state untouched; nonfinite = zero runs no agreement round. And the algorithm
 // fixes of issue 14: momentum is never silently ignored (every algorithm has a momentum form but
 // hessian-ec, which rejects it); delays per (step, worker) from a table or a seeded random draw.
+#include "common/forwarding_comm.hpp"
+
 #include "algorithms/session_cases.hpp"
 
 #include <gcomp/comm.hpp>
@@ -37,43 +39,33 @@ void gradient(int r, int k, std::vector<double>& g) {
 /// Forwards to a local communicator. Counts the collectives of each kind; when armed, overwrites
 /// what collective number `at` delivered with 0xff bytes: the slot of the next rank (allgather,
 /// alltoall) or the whole result (allreduce), as a peer that sent garbage would.
-class CorruptingComm final : public Communicator {
+class CorruptingComm final : public gcomp::test::ForwardingComm {
  public:
-  explicit CorruptingComm(Communicator& inner) : in_(inner) {}
+  explicit CorruptingComm(Communicator& inner) : ForwardingComm(inner) {}
   void arm(int at) {
     at_ = at;
     count_ = allreduces_ = 0;
   }
   int count() const { return count_; }
   int allreduces() const { return allreduces_; }
-  int rank() const override { return in_.rank(); }
-  int size() const override { return in_.size(); }
-  const char* backend() const override { return in_.backend(); }
-  MemorySpace memory_space() const override { return in_.memory_space(); }
   void allgather(const void* s, void* r, size_t b, Stream st) override {
-    in_.allgather(s, r, b, st);
+    inner().allgather(s, r, b, st);
     hit(static_cast<uint8_t*>(r) + b * static_cast<size_t>((rank() + 1) % size()), b);
   }
   void alltoall(const void* s, void* r, size_t b, Stream st) override {
-    in_.alltoall(s, r, b, st);
+    inner().alltoall(s, r, b, st);
     hit(static_cast<uint8_t*>(r) + b * static_cast<size_t>((rank() + 1) % size()), b);
   }
   void allreduce(const void* s, void* r, size_t c, DataType t, ReduceOp o, Stream st) override {
     ++allreduces_;
-    in_.allreduce(s, r, c, t, o, st);
+    inner().allreduce(s, r, c, t, o, st);
     hit(static_cast<uint8_t*>(r), c * (t == DataType::kF32 || t == DataType::kI32 ? 4u : 8u));
   }
-  void broadcast(void* b, size_t n, int root, Stream st) override { in_.broadcast(b, n, root, st); }
-  void barrier() override { in_.barrier(); }
-  void host_allgather(const void* s, void* r, size_t b) override { in_.host_allgather(s, r, b); }
-  void abort(std::string_view why) noexcept override { in_.abort(why); }
-  bool is_aborted() const noexcept override { return in_.is_aborted(); }
 
  private:
   void hit(uint8_t* p, size_t bytes) {
     if (count_++ == at_) std::memset(p, 0xff, bytes);
   }
-  Communicator& in_;
   int at_ = -1;
   int count_ = 0;
   int allreduces_ = 0;

@@ -4,6 +4,8 @@
 // fp32, checkpoints resume bit-identically, non-finite policies, rollback of a failed step,
 // 16-bit gradients, and the spec's convergence targets where fp32 state allows them. The device
 // backend is compared against this twin bit for bit in tests/gpu/test_gpu_session.cpp.
+#include "common/forwarding_comm.hpp"
+
 #include "algorithms/problem_fixture.hpp"
 #include "algorithms/session_cases.hpp"
 
@@ -354,45 +356,36 @@ TEST(SessionF32Test, NonFinitePolicies) {
 
 /// Forwards to a local communicator, but throws (on every rank, so nobody waits) at collective
 /// number `fail_at` of the armed step.
-class FailingComm final : public Communicator {
+class FailingComm final : public gcomp::test::ForwardingComm {
  public:
-  explicit FailingComm(Communicator& inner) : in_(inner) {}
+  explicit FailingComm(Communicator& inner) : ForwardingComm(inner) {}
   void arm(int at) {
     fail_at_ = at;
     count_ = 0;
   }
   int count() const { return count_; }
-  int rank() const override { return in_.rank(); }
-  int size() const override { return in_.size(); }
-  const char* backend() const override { return in_.backend(); }
-  MemorySpace memory_space() const override { return in_.memory_space(); }
   void allgather(const void* s, void* r, size_t b, Stream st) override {
     hit();
-    in_.allgather(s, r, b, st);
+    inner().allgather(s, r, b, st);
   }
   void alltoall(const void* s, void* r, size_t b, Stream st) override {
     hit();
-    in_.alltoall(s, r, b, st);
+    inner().alltoall(s, r, b, st);
   }
   void allreduce(const void* s, void* r, size_t c, DataType t, ReduceOp o, Stream st) override {
     hit();
-    in_.allreduce(s, r, c, t, o, st);
+    inner().allreduce(s, r, c, t, o, st);
   }
   void broadcast(void* b, size_t n, int root, Stream st) override {
     hit();
-    in_.broadcast(b, n, root, st);
+    inner().broadcast(b, n, root, st);
   }
-  void barrier() override { in_.barrier(); }
-  void host_allgather(const void* s, void* r, size_t b) override { in_.host_allgather(s, r, b); }
-  void abort(std::string_view why) noexcept override { in_.abort(why); }
-  bool is_aborted() const noexcept override { return in_.is_aborted(); }
 
  private:
   void hit() {
     if (count_++ == fail_at_)
       GCOMP_FAIL(gcompErrorTimeout, "injected failure at collective " + std::to_string(fail_at_));
   }
-  Communicator& in_;
   int fail_at_ = -1;
   int count_ = 0;
 };

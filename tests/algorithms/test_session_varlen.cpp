@@ -4,6 +4,8 @@
 // alltoallv + allgatherv for the sharded server), the statistics count those bytes, the result is
 // bit for bit what the full payloads give, and a peer that lies about its message size makes the
 // step fail with the state unchanged.
+#include "common/forwarding_comm.hpp"
+
 #include "algorithms/session_cases.hpp"
 #include "host/algorithms/engine.hpp"
 
@@ -46,23 +48,17 @@ State copy_state(const Session& s) {
 /// full, zero-padded payload (`gather_full[j]` bytes for slot j of an allgatherv, `alltoall_full[j]`
 /// for an alltoallv) followed by the same status word, and moved by the plain allgather / alltoall
 /// of the whole slot. What the engine decodes is then the full payload instead of the short one.
-class FullSlotComm final : public Communicator {
+class FullSlotComm final : public gcomp::test::ForwardingComm {
  public:
   FullSlotComm(Communicator& inner, std::vector<size_t> gather_full, std::vector<size_t> alltoall_full)
-      : in_(inner), gather_full_(std::move(gather_full)), alltoall_full_(std::move(alltoall_full)) {}
+      : ForwardingComm(inner), gather_full_(std::move(gather_full)), alltoall_full_(std::move(alltoall_full)) {}
   int calls = 0;
-  int rank() const override { return in_.rank(); }
-  int size() const override { return in_.size(); }
-  const char* backend() const override { return in_.backend(); }
-  MemorySpace memory_space() const override { return in_.memory_space(); }
-  void allgather(const void* s, void* r, size_t b, Stream st) override { in_.allgather(s, r, b, st); }
-  void alltoall(const void* s, void* r, size_t b, Stream st) override { in_.alltoall(s, r, b, st); }
   void allgatherv(const void* s, size_t bytes, void* r, size_t max, size_t* sizes, Stream st) override {
     ++calls;
     const size_t full = gather_full_[static_cast<size_t>(rank())];
     std::vector<uint8_t> slot(max, 0);
     widen(static_cast<const uint8_t*>(s), bytes, full, slot.data());
-    in_.allgather(slot.data(), r, max, st);
+    inner().allgather(slot.data(), r, max, st);
     for (size_t j = 0; j < gather_full_.size(); ++j) sizes[j] = gather_full_[j] + 4;
   }
   void alltoallv(const void* s, const size_t* bytes, void* r, size_t max, size_t* sizes, Stream st) override {
@@ -72,18 +68,10 @@ class FullSlotComm final : public Communicator {
     // Send slot j holds shard j's message (to rank j); every received slot holds this rank's shard.
     for (size_t j = 0; j < p; ++j)
       widen(static_cast<const uint8_t*>(s) + max * j, bytes[j], shard_full_[j], slots.data() + max * j);
-    in_.alltoall(slots.data(), r, max, st);
+    inner().alltoall(slots.data(), r, max, st);
     for (size_t j = 0; j < p; ++j) sizes[j] = alltoall_full_[j] + 4;
   }
   std::vector<size_t> shard_full_;  ///< full size of shard j's uplink message (alltoallv slot j)
-  void allreduce(const void* s, void* r, size_t c, DataType t, ReduceOp o, Stream st) override {
-    in_.allreduce(s, r, c, t, o, st);
-  }
-  void broadcast(void* b, size_t n, int root, Stream st) override { in_.broadcast(b, n, root, st); }
-  void barrier() override { in_.barrier(); }
-  void host_allgather(const void* s, void* r, size_t b) override { in_.host_allgather(s, r, b); }
-  void abort(std::string_view why) noexcept override { in_.abort(why); }
-  bool is_aborted() const noexcept override { return in_.is_aborted(); }
 
  private:
   // message = payload[0, bytes - 4) + status word -> payload zero-padded to `full` + status word.
@@ -93,43 +81,28 @@ class FullSlotComm final : public Communicator {
     std::memcpy(out, msg, bytes - 4);
     std::memcpy(out + full, msg + bytes - 4, 4);
   }
-  Communicator& in_;
   std::vector<size_t> gather_full_, alltoall_full_;
 };
 
 /// Forwards to a local communicator; rank `liar` misstates the size of its variable-length
 /// messages when armed (allgatherv: its message; alltoallv: its message to rank 0) by `lie`
 /// bytes relative to the truth, or (`above_bound`) claims one byte more than the slot.
-class LyingComm final : public Communicator {
+class LyingComm final : public gcomp::test::ForwardingComm {
  public:
-  LyingComm(Communicator& inner, int liar) : in_(inner), liar_(liar) {}
+  LyingComm(Communicator& inner, int liar) : ForwardingComm(inner), liar_(liar) {}
   void arm(long lie, bool above_bound) {
     armed_ = true;
     lie_ = lie;
     above_ = above_bound;
   }
-  int rank() const override { return in_.rank(); }
-  int size() const override { return in_.size(); }
-  const char* backend() const override { return in_.backend(); }
-  MemorySpace memory_space() const override { return in_.memory_space(); }
-  void allgather(const void* s, void* r, size_t b, Stream st) override { in_.allgather(s, r, b, st); }
-  void alltoall(const void* s, void* r, size_t b, Stream st) override { in_.alltoall(s, r, b, st); }
   void allgatherv(const void* s, size_t bytes, void* r, size_t max, size_t* sizes, Stream st) override {
-    in_.allgatherv(s, told(bytes, max), r, max, sizes, st);
+    inner().allgatherv(s, told(bytes, max), r, max, sizes, st);
   }
   void alltoallv(const void* s, const size_t* bytes, void* r, size_t max, size_t* sizes, Stream st) override {
     std::vector<size_t> b(bytes, bytes + size());
     b[0] = told(b[0], max);
-    in_.alltoallv(s, b.data(), r, max, sizes, st);
+    inner().alltoallv(s, b.data(), r, max, sizes, st);
   }
-  void allreduce(const void* s, void* r, size_t c, DataType t, ReduceOp o, Stream st) override {
-    in_.allreduce(s, r, c, t, o, st);
-  }
-  void broadcast(void* b, size_t n, int root, Stream st) override { in_.broadcast(b, n, root, st); }
-  void barrier() override { in_.barrier(); }
-  void host_allgather(const void* s, void* r, size_t b) override { in_.host_allgather(s, r, b); }
-  void abort(std::string_view why) noexcept override { in_.abort(why); }
-  bool is_aborted() const noexcept override { return in_.is_aborted(); }
 
  private:
   size_t told(size_t truth, size_t max) const {
@@ -138,7 +111,6 @@ class LyingComm final : public Communicator {
     if (lie_ < -static_cast<long>(truth)) return 2;  // shorter than a status word
     return static_cast<size_t>(static_cast<long>(truth) + lie_);
   }
-  Communicator& in_;
   int liar_;
   bool armed_ = false, above_ = false;
   long lie_ = 0;

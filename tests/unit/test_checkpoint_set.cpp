@@ -3,6 +3,8 @@
 // #5, #13): a set round-trips; a mixed, partial, other-data or other-world set is refused on every
 // rank before any state changes; and fault tests: a process killed in the middle of a save (before
 // and after the manifest's commit) or a save that hits a full disk leaves a set that loads whole.
+#include "common/forwarding_comm.hpp"
+
 #include <gcomp/checkpoint.hpp>
 #include <gcomp/comm.hpp>
 #include <gcomp/session.hpp>
@@ -50,35 +52,21 @@ SessionConfig config() {
 
 /// A communicator that forwards to another and calls `hook(2n)` before its n-th host_allgather
 /// (0-based) and `hook(2n + 1)` after it: the fault tests end the process there.
-class HookedComm final : public Communicator {
+class HookedComm final : public gcomp::test::ForwardingComm {
  public:
-  HookedComm(Communicator& inner, std::function<void(int)> hook) : inner_(inner), hook_(std::move(hook)) {}
-  int rank() const override { return inner_.rank(); }
-  int size() const override { return inner_.size(); }
-  const char* backend() const override { return inner_.backend(); }
-  MemorySpace memory_space() const override { return inner_.memory_space(); }
-  void allgather(const void* s, void* r, size_t b, Stream st) override { inner_.allgather(s, r, b, st); }
-  void alltoall(const void* s, void* r, size_t b, Stream st) override { inner_.alltoall(s, r, b, st); }
-  void allreduce(const void* s, void* r, size_t c, DataType t, ReduceOp o, Stream st) override {
-    inner_.allreduce(s, r, c, t, o, st);
-  }
-  void broadcast(void* b, size_t n, int root, Stream st) override { inner_.broadcast(b, n, root, st); }
-  void barrier() override { inner_.barrier(); }
+  HookedComm(Communicator& inner, std::function<void(int)> hook) : ForwardingComm(inner), hook_(std::move(hook)) {}
   void host_allgather(const void* s, void* r, size_t b) override {
     const int n = calls_++;
     if (hook_) hook_(2 * n);
-    inner_.host_allgather(s, r, b);
+    inner().host_allgather(s, r, b);
     if (hook_) hook_(2 * n + 1);
   }
-  void abort(std::string_view reason) noexcept override { inner_.abort(reason); }
-  bool is_aborted() const noexcept override { return inner_.is_aborted(); }
   void arm(std::function<void(int)> hook) {
     hook_ = std::move(hook);
     calls_ = 0;
   }
 
  private:
-  Communicator& inner_;
   std::function<void(int)> hook_;
   int calls_ = 0;
 };

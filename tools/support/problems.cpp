@@ -269,10 +269,9 @@ void Problem::stochastic_gradient(std::span<const double> x, int worker, int64_t
   for (size_t j = 0; j < out.size(); ++j) out[j] += lambda_ * x[j];
 }
 
-void Problem::hessian_product(std::span<const double> x, int worker, std::span<const double> v,
-                              std::span<double> out) const {
+template <class Row>
+void Problem::for_each_hessian_row(std::span<const double> x, int worker, Row&& row) const {
   const Dataset& d = *data_;
-  std::fill(out.begin(), out.end(), 0.0);
   const int lo = worker < 0 ? 0 : worker, hi = worker < 0 ? workers_ : worker + 1;
   for (int i = lo; i < hi; ++i) {
     const double inv = 1.0 / static_cast<double>(rows_of(i)) / (hi - lo);
@@ -282,27 +281,26 @@ void Problem::hessian_product(std::span<const double> x, int worker, std::span<c
         const double s = sigmoid(d.label[r] * dot_row(d, r, x));
         w = s * (1 - s);
       }
-      axpy_row(d, r, w * dot_row(d, r, v) * inv, out);
+      row(r, w, inv);
     }
   }
+}
+
+void Problem::hessian_product(std::span<const double> x, int worker, std::span<const double> v,
+                              std::span<double> out) const {
+  const Dataset& d = *data_;
+  std::fill(out.begin(), out.end(), 0.0);
+  for_each_hessian_row(x, worker,
+                       [&](int64_t r, double w, double inv) { axpy_row(d, r, w * dot_row(d, r, v) * inv, out); });
   for (size_t j = 0; j < out.size(); ++j) out[j] += lambda_ * v[j];
 }
 
 void Problem::hessian_diagonal(std::span<const double> x, int worker, std::span<double> out) const {
   const Dataset& d = *data_;
   std::fill(out.begin(), out.end(), 0.0);
-  const int lo = worker < 0 ? 0 : worker, hi = worker < 0 ? workers_ : worker + 1;
-  for (int i = lo; i < hi; ++i) {
-    const double inv = 1.0 / static_cast<double>(rows_of(i)) / (hi - lo);
-    for (int64_t r = begin_[i]; r < begin_[i + 1]; ++r) {
-      double w = 1.0;
-      if (loss_ == Loss::kLogistic) {
-        const double s = sigmoid(d.label[r] * dot_row(d, r, x));
-        w = s * (1 - s);
-      }
-      for (int64_t p = d.row_ptr[r]; p < d.row_ptr[r + 1]; ++p) out[d.col[p]] += w * d.val[p] * d.val[p] * inv;
-    }
-  }
+  for_each_hessian_row(x, worker, [&](int64_t r, double w, double inv) {
+    for (int64_t p = d.row_ptr[r]; p < d.row_ptr[r + 1]; ++p) out[d.col[p]] += w * d.val[p] * d.val[p] * inv;
+  });
   for (double& v : out) v += lambda_;
 }
 

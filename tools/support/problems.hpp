@@ -69,6 +69,11 @@ class Problem {
   static constexpr int64_t kDenseMaxDim = 2048;
 
  private:
+  /// row(r, w, inv) for every row r of `worker` (every worker when < 0): w = the row's weight in
+  /// the Hessian at x (the loss's second derivative, 1 for least squares), inv = 1 / (its worker's
+  /// row count times the number of workers averaged).
+  template <class Row>
+  void for_each_hessian_row(std::span<const double> x, int worker, Row&& row) const;
   [[nodiscard]] double smoothness_matrix_free() const;
   [[nodiscard]] std::vector<double> solve_matrix_free(double tol, int max_iters) const;
 
