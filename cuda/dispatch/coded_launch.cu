@@ -31,8 +31,8 @@ SphericalParams spherical_params(const DevicePlan& plan) {
 }
 
 GridParams grid_params(const DevicePlan& plan) {
-  return GridParams{plan.n, gcomp::detail::ceil_div(plan.n * static_cast<int64_t>(plan.bits), 32), plan.bits,
-                    plan.step};
+  return GridParams{plan.n, gcomp::detail::ceil_div(plan.n * static_cast<int64_t>(plan.bits), 32), plan.bits, plan.step,
+                    gcomp::detail::grid_inverse_step(plan.step)};
 }
 
 /// The fp32 block norms (l2: sqrt of the fixed-order sum of squares; l_inf: max |x|) into

@@ -26,6 +26,7 @@ struct GridParams {
   int64_t words;  ///< ceil(n B / 32)
   uint32_t bits;  ///< 2..32
   double step;
+  double inv_step;  ///< grid_inverse_step(step): the encoder's levels by grid_level_rcp, no division
 };
 
 __device__ inline uint64_t grid_mask(uint32_t bits) { return (uint64_t{1} << bits) - 1u; }
@@ -51,7 +52,7 @@ __global__ void __launch_bounds__(kThreads)
     int64_t level = 0;
     if (live) {
       x = in(i);
-      level = grid_level(x, p.step, p.bits);
+      level = grid_level_rcp(x, p.step, p.inv_step, p.bits);
       if (check && !is_finite_f(x)) raise_status(status, gcompErrorNonFinite, static_cast<uint64_t>(i));
     }
     const uint32_t field = static_cast<uint32_t>(static_cast<uint64_t>(level) & grid_mask(p.bits));
