@@ -79,8 +79,8 @@ template <int kV, class D64>
 HWY_INLINE void philox_rounds64(D64 d, hn::Vec<D64> (&c0)[kV], hn::Vec<D64> (&c1)[kV], hn::Vec<D64> (&c2)[kV],
                                 hn::Vec<D64> (&c3)[kV], const uint32_t* k0, const uint32_t* k1) {
   const hn::Repartition<uint32_t, D64> d32;
-  const auto m0 = hn::Set(d32, 0xD2511F53u);
-  const auto m1 = hn::Set(d32, 0xCD9E8D57u);
+  const auto m0 = hn::Set(d32, kPhiloxM0);
+  const auto m1 = hn::Set(d32, kPhiloxM1);
   for (int r = 0; r < 10; ++r) {
     const auto rk0 = hn::Set(d, k0[r]);
     const auto rk1 = hn::Set(d, k1[r]);
@@ -101,13 +101,7 @@ void PhiloxWords64(const RngKey& key, uint32_t stream, uint64_t first_q, int64_t
   const hn::ScalableTag<uint64_t> d;
   const hn::Repartition<uint32_t, decltype(d)> d32;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
-  uint32_t k0[10], k1[10];
-  k0[0] = static_cast<uint32_t>(key.seed);
-  k1[0] = static_cast<uint32_t>(key.seed >> 32);
-  for (int r = 1; r < 10; ++r) {
-    k0[r] = k0[r - 1] + 0x9E3779B9u;
-    k1[r] = k1[r - 1] + 0xBB67AE85u;
-  }
+  const PhiloxRoundKeys rk = philox_round_keys(key.seed);
   const uint32_t s = stream + key.stream_offset;
   int64_t k = 0;
   while (k + kV * lanes <= num_q) {
@@ -120,7 +114,7 @@ void PhiloxWords64(const RngKey& key, uint32_t stream, uint64_t first_q, int64_t
       c2[v] = hn::Set(d, key.rank);
       c3[v] = hn::Set(d, key.step);
     }
-    philox_rounds64<kV>(d, c0, c1, c2, c3, k0, k1);
+    philox_rounds64<kV>(d, c0, c1, c2, c3, rk.k0, rk.k1);
     for (int v = 0; v < kV; ++v) {
       // (word 0, word 1) and (word 2, word 3) of each block as 64-bit pairs, then interleaved.
       const auto w01 = hn::BitCast(d, hn::OddEven(hn::BitCast(d32, hn::ShiftLeft<32>(c1[v])), hn::BitCast(d32, c0[v])));
@@ -153,8 +147,8 @@ HWY_INLINE void philox_rounds32(D d, hn::Vec<D> (&c0)[kV], hn::Vec<D> (&c1)[kV],
 #pragma GCC unroll 8
     for (int v = 0; v < kV; ++v) {
       hn::Vec<D> hi0, lo0, hi1, lo1;
-      mul_hi_lo(d, c0[v], 0xD2511F53u, hi0, lo0);
-      mul_hi_lo(d, c2[v], 0xCD9E8D57u, hi1, lo1);
+      mul_hi_lo(d, c0[v], kPhiloxM0, hi0, lo0);
+      mul_hi_lo(d, c2[v], kPhiloxM1, hi1, lo1);
       c0[v] = hn::Xor(hn::Xor(hi1, c1[v]), rk0);
       c1[v] = lo1;
       c2[v] = hn::Xor(hn::Xor(hi0, c3[v]), rk1);
@@ -167,13 +161,7 @@ void PhiloxWords32(const RngKey& key, uint32_t stream, uint64_t first_q, int64_t
   constexpr int kV = 4;
   const hn::ScalableTag<uint32_t> d;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
-  uint32_t k0[10], k1[10];
-  k0[0] = static_cast<uint32_t>(key.seed);
-  k1[0] = static_cast<uint32_t>(key.seed >> 32);
-  for (int r = 1; r < 10; ++r) {
-    k0[r] = k0[r - 1] + 0x9E3779B9u;
-    k1[r] = k1[r - 1] + 0xBB67AE85u;
-  }
+  const PhiloxRoundKeys rk = philox_round_keys(key.seed);
   const uint32_t s = stream + key.stream_offset;
   int64_t k = 0;
   while (k + kV * lanes <= num_q) {
@@ -186,7 +174,7 @@ void PhiloxWords32(const RngKey& key, uint32_t stream, uint64_t first_q, int64_t
       c2[v] = hn::Set(d, key.rank);
       c3[v] = hn::Set(d, key.step);
     }
-    philox_rounds32<kV>(d, c0, c1, c2, c3, k0, k1);
+    philox_rounds32<kV>(d, c0, c1, c2, c3, rk.k0, rk.k1);
     for (int v = 0; v < kV; ++v) hn::StoreInterleaved4(c0[v], c1[v], c2[v], c3[v], d, words + 4 * (k + v * lanes));
     k += kV * lanes;
   }

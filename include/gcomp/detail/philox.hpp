@@ -25,13 +25,19 @@ GCOMP_HD void mulhilo32(uint32_t a, uint32_t b, uint32_t& hi, uint32_t& lo) {
   lo = static_cast<uint32_t>(p);
 }
 
+/// Philox4x32's round multipliers and key increments (Salmon et al., SC'11).
+inline constexpr uint32_t kPhiloxM0 = 0xD2511F53u;
+inline constexpr uint32_t kPhiloxM1 = 0xCD9E8D57u;
+inline constexpr uint32_t kPhiloxW0 = 0x9E3779B9u;
+inline constexpr uint32_t kPhiloxW1 = 0xBB67AE85u;
+
 /// Philox4x32 with R rounds (10 is the standard, and the only one gcomp uses for data).
 template <int R>
 GCOMP_HD Philox4x32 philox4x32_rounds(Philox4x32 ctr, uint32_t k0, uint32_t k1) {
-  constexpr uint32_t kM0 = 0xD2511F53u;
-  constexpr uint32_t kM1 = 0xCD9E8D57u;
-  constexpr uint32_t kW0 = 0x9E3779B9u;
-  constexpr uint32_t kW1 = 0xBB67AE85u;
+  constexpr uint32_t kM0 = kPhiloxM0;
+  constexpr uint32_t kM1 = kPhiloxM1;
+  constexpr uint32_t kW0 = kPhiloxW0;
+  constexpr uint32_t kW1 = kPhiloxW1;
 #if defined(__CUDA_ARCH__)
 #pragma unroll
 #endif
@@ -50,6 +56,24 @@ GCOMP_HD Philox4x32 philox4x32_rounds(Philox4x32 ctr, uint32_t k0, uint32_t k1) 
 
 GCOMP_HD Philox4x32 philox4x32_10(Philox4x32 ctr, uint32_t k0, uint32_t k1) {
   return philox4x32_rounds<10>(ctr, k0, k1);
+}
+
+/// The keys of the 10 rounds of philox4x32_10 for `seed` (k0[r], k1[r] in round r), for loops that
+/// run many blocks with one key (the SIMD kernels).
+struct PhiloxRoundKeys {
+  uint32_t k0[10];
+  uint32_t k1[10];
+};
+
+GCOMP_HD PhiloxRoundKeys philox_round_keys(uint64_t seed) {
+  PhiloxRoundKeys k{};
+  k.k0[0] = static_cast<uint32_t>(seed);
+  k.k1[0] = static_cast<uint32_t>(seed >> 32);
+  for (int r = 1; r < 10; ++r) {
+    k.k0[r] = k.k0[r - 1] + kPhiloxW0;
+    k.k1[r] = k.k1[r - 1] + kPhiloxW1;
+  }
+  return k;
 }
 
 /// Random stream identifiers (16 bits). Distinct uses of randomness in one step never share bits.
