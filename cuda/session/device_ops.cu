@@ -149,6 +149,14 @@ class DeviceOps final : public VecOps<float> {
   }
 
   // The one host synchronization of a step with nonfinite = error/skip: the agreed flag.
+  bool has_nonfinite(const float* x, size_t n) override {
+    GCOMP_CUDA_TRY(cudaMemsetAsync(flags_, 0, sizeof(int64_t), stream_));
+    GCOMP_LAUNCH(cuda::detail::nonfinite_flag_kernel, grid(n), kThreads, stream_, x, static_cast<int64_t>(n), flags_);
+    auto* h = reinterpret_cast<int64_t*>(h_small_);
+    GCOMP_CUDA_TRY(cudaMemcpyAsync(h, flags_, sizeof(int64_t), cudaMemcpyDeviceToHost, stream_));
+    GCOMP_CUDA_TRY(cudaStreamSynchronize(stream_));
+    return h[0] != 0;
+  }
   void nonfinite_agree(const float* x, size_t n, int64_t* local, int64_t* any) override {
     GCOMP_CUDA_TRY(cudaMemsetAsync(flags_, 0, 2 * sizeof(int64_t), stream_));
     GCOMP_LAUNCH(cuda::detail::nonfinite_flag_kernel, grid(n), kThreads, stream_, x, static_cast<int64_t>(n), flags_);
@@ -202,8 +210,10 @@ class DeviceOps final : public VecOps<float> {
     dev(c).encode_ef(p, e, key, payload, ws_, ws_bytes_, stream_);
     merge();
   }
-  void encode_diana(int c, const float* g, float* h, float alpha, const RngKey& key, uint8_t* payload) override {
-    dev(c).encode_diana(g, h, alpha, key, payload, ws_, ws_bytes_, stream_);
+  void encode_diana(int c, const float* g, const float* h, float* h_out, float alpha, const RngKey& key,
+                    uint8_t* payload) override {
+    copy(h_out, h, static_cast<size_t>(dev(c).num_elems()));  // the fused encode updates h_out in place
+    dev(c).encode_diana(g, h_out, alpha, key, payload, ws_, ws_bytes_, stream_);
     merge();
   }
   // TernGrad scaler sharing on the device (docs/gpu.md "Session on the GPU"): the block scales

@@ -98,22 +98,27 @@ class EngineImpl final : public Engine {
   gcompStatus_t device_status(uint64_t* index) override { return ops_->device_status(index); }
 
  private:
+  /// A state array, double-buffered: a step writes the new value into `next` (W()) and reads the
+  /// old one from `data`; commit() swaps them once the step has succeeded, so a step that fails
+  /// leaves `data` as it was without saving or restoring anything. The delay queue has one buffer
+  /// (next is null): the one slot a step writes is written by commit().
   struct Array {
     T* data;
+    T* next;
     size_t size;
+    bool written;
   };
-  struct Saved {
-    T* state;  // the array (resolved at the start of each step: the delay slot moves)
-    T* copy;
-    size_t size;
-    std::string name;
-  };
+  /// Thrown by agree_late() under nonfinite = skip: run() ends the step as skipped.
+  struct SkipStep {};
 
   /// One round: grad and out in the ops' memory space. The gradient is read completely before out
   /// is written; out is written only when the step succeeds (device: at the end of the step).
   StepStats run(const T* grad, T* out);
   /// run() on host buffers (the device stages them through its own).
   StepStats run_host(const T* h_grad, T* h_update);
+  /// step() of the host API for either element type E: converted to T where E is not T.
+  template <class E>
+  StepStats step_host(std::span<const E> grad, std::span<E> update);
   void check_sizes(size_t grad, size_t update) const;
   T* host_in();   // staging of the gradient in T, n elements, allocated at first use
   T* host_out();  // staging of the update in T
@@ -127,11 +132,34 @@ class EngineImpl final : public Engine {
   /// mean = false: acc = sum_j decode(message_j); true: acc = fp32(1/P) * sum, and with u also
   /// u = b * acc in the same pass (acc then unspecified).
   void gather_uplink(StepStats& s, bool mean, T* u = nullptr, T b = T{1});
-  void two_way_round(const T* p, T* e, T* server_err, T* result, StepStats& s);
+  /// The two-way round of p: e = p - C(p) (the worker's new error), server error se -> se_out,
+  /// u = a * decode(C~(p~)).
+  void two_way_round(const T* p, T* e, const T* se, T* se_out, T* u, T a, StepStats& s);
   void hessian_term(const T* e, T* t);
   double own_error(const T* src);
   void track(StepStats& s);
+  /// State `name` as the step found it.
   T* S(const char* name) { return st_.at(name).data; }
+  /// The buffer the step writes state `name` into (its new value; S() keeps the old one).
+  T* W(const char* name) {
+    Array& a = st_.at(name);
+    a.written = true;
+    return a.next;
+  }
+  /// The step succeeded: every array it wrote takes its new value; the delay queue's slot of this
+  /// step takes `queued`, the gradient the step was given.
+  void commit(const T* queued);
+  /// The step failed: the new values are dropped (the state is as it was).
+  void discard();
+  /// A failure of this rank's part of a step (local()) that is a non-finite gradient, found
+  /// without a pass of its own: the codec refused its input (every input of a worker encode is
+  /// non-finite when the gradient is), and a scan of the gradient then tells a non-finite
+  /// gradient from an overflow of the algorithm's own values.
+  void classify_failure(gcompStatus_t status);
+  /// The non-finite agreement of a late-agreement step, before its first exchange: an allreduce
+  /// of the flags that classify_failure() set; then the policy (error: every rank throws
+  /// gcompErrorNonFinite; skip: SkipStep).
+  void agree_late();
   /// This rank's part of a step before a collective (encodes, callbacks). A failure is kept, not
   /// thrown, so that the rank still joins the collective that follows and tells every rank (the
   /// status word of its messages); exchange() then fails the step on every rank alike. Once a
@@ -174,25 +202,33 @@ class EngineImpl final : public Engine {
   int32_t sent_status_ = 0, sent2_status_ = 0;  // the status words now in send_ / send2_
   std::exception_ptr failed_;                   // local(): this step's failure, not yet reported
   int32_t failed_status_ = 0;
+  // Late non-finite agreement (fp32 host state, no delay, not hessian-ec; docs/algorithms.md
+  // "Non-finite gradients"): the step runs its local part first and agrees before its first
+  // exchange, the gradient's non-finite check folded into the codec's encode.
+  bool late_agreement_ = false;
+  bool agree_pending_ = false;   // this step has not agreed yet
+  bool grad_nonfinite_ = false;  // this rank's gradient holds NaN/Inf (late agreement)
+  const T* grad_ = nullptr;      // the gradient of the step in progress
+  Communicator& comm_;
   std::vector<int32_t> peer_status_;
   // Variable-length codecs (sdither, topk index=rice): their messages travel at their used size
   // (allgatherv / alltoallv); fixed-size codecs keep the plain collectives.
   bool up_var_ = false, down_var_ = false;
   std::vector<size_t> used_, send_sizes_, recv_sizes_;  // P entries each (host)
   std::vector<RngKey> keys_;
-  std::vector<T> h_a_, h_b_;        // host scratch: norms (and hessian callbacks of fp32 state)
-  std::vector<double> h_d_, h_d2_;  // hessian callbacks of fp32 state
-  std::vector<T> h_in_, h_out_;     // staging of the host API (first use)
+  std::vector<size_t> down_offsets_;  // P + 1 shard offsets (decode_scale)
+  std::vector<T> h_a_, h_b_;          // host scratch: norms (and hessian callbacks of fp32 state)
+  std::vector<double> h_d_, h_d2_;    // hessian callbacks of fp32 state
+  std::vector<T> h_in_, h_out_;       // staging of the host API (first use)
 
   std::map<std::string, Array> st_;
-  std::vector<Saved> rollback_;
   NvtxPhase nvtx_;
 };
 
 template <class T>
 EngineImpl<T>::EngineImpl(Communicator& comm, const Layout& layout, const SessionConfig& cfg, double alpha,
                           std::unique_ptr<VecOps<T>> ops)
-    : cfg_(cfg), ops_(std::move(ops)) {
+    : cfg_(cfg), ops_(std::move(ops)), comm_(comm) {
   P_ = comm.size();
   rank_ = comm.rank();
   n_ = static_cast<size_t>(layout.num_elems());
@@ -258,7 +294,7 @@ EngineImpl<T>::EngineImpl(Communicator& comm, const Layout& layout, const Sessio
     tmp_ = o.alloc(n_);
   if (a == Algorithm::kDiana || a == Algorithm::kHessianEc) tmp_ = o.alloc(n_);
   if (a == Algorithm::kDiana && cfg.track_norms) tmp2_ = o.alloc(n_);
-  if (two_way(a) || cfg.track_norms) res_ = o.alloc(n_);
+  if (cfg.track_norms) res_ = o.alloc(n_);
   if (!o.synchronous_errors()) u_ = o.alloc(n_);
   keys_.resize(static_cast<size_t>(P_));
   if (cfg.track_norms) {
@@ -276,14 +312,31 @@ EngineImpl<T>::EngineImpl(Communicator& comm, const Layout& layout, const Sessio
       cfg.server == ServerMode::kSharded && two_way(a)
           ? static_cast<size_t>(shard_begin_[static_cast<size_t>(rank_) + 1] - shard_begin_[static_cast<size_t>(rank_)])
           : n_;
-  for (const auto& [name, size] : state_arrays(cfg, n_, mine)) st_[name] = Array{o.alloc(size), size};
-  // Every array a step may write is saved at its start (the delay queue: only the slot it writes),
-  // so a step that fails anywhere (collective, codec, callback, a peer's corrupt payload after the
-  // last collective) leaves the state as it was.
-  for (const auto& [name, arr] : st_) {
-    const size_t size = name == "delay_queue" ? n_ : arr.size;
-    rollback_.push_back(Saved{arr.data, o.alloc(size), size, name});
+  // Every array a step may write has a second buffer that takes its new value (Array), so a step
+  // that fails anywhere (collective, codec, callback, a peer's corrupt payload after the last
+  // collective) leaves the state as it was, with no copy of it per step.
+  for (const auto& [name, size] : state_arrays(cfg, n_, mine))
+    st_[name] = Array{o.alloc(size), name == "delay_queue" ? nullptr : o.alloc(size), size, false};
+  late_agreement_ = std::is_same_v<T, float> && o.synchronous_errors() && cfg.nonfinite != NonFinitePolicy::kZero &&
+                    delay_bound_ == 0 && a != Algorithm::kHessianEc;
+}
+
+template <class T>
+void EngineImpl<T>::commit(const T* queued) {
+  for (auto& [name, arr] : st_) {
+    if (arr.next == nullptr) {  // the delay queue
+      const size_t slots = static_cast<size_t>(delay_bound_) + 1;
+      ops_->copy(arr.data + (k_ % slots) * n_, queued, n_);
+    } else if (arr.written) {
+      std::swap(arr.data, arr.next);
+      arr.written = false;
+    }
   }
+}
+
+template <class T>
+void EngineImpl<T>::discard() {
+  for (auto& kv : st_) kv.second.written = false;
 }
 
 template <class T>
@@ -336,6 +389,7 @@ void EngineImpl<T>::local(F&& f) {
   } catch (const Error& e) {
     failed_ = std::current_exception();
     failed_status_ = e.status();
+    classify_failure(e.status());
   } catch (const std::bad_alloc&) {
     failed_ = std::current_exception();
     failed_status_ = gcompErrorOutOfMemory;
@@ -346,7 +400,31 @@ void EngineImpl<T>::local(F&& f) {
 }
 
 template <class T>
+void EngineImpl<T>::classify_failure(gcompStatus_t status) {
+  if (agree_pending_ && status == gcompErrorNonFinite) grad_nonfinite_ = ops_->has_nonfinite(grad_, n_);
+}
+
+template <class T>
+void EngineImpl<T>::agree_late() {
+  if (!agree_pending_) return;
+  agree_pending_ = false;
+  int64_t mine = grad_nonfinite_ ? 1 : 0, any = 0;
+  comm_.allreduce(&mine, &any, 1, DataType::kI64, ReduceOp::kMax, nullptr);
+  if (any == 0) return;
+  // The policy decides the step; this rank's kept failure (its codec refusing the non-finite
+  // input) is not reported.
+  failed_ = nullptr;
+  failed_status_ = 0;
+  if (cfg_.nonfinite == NonFinitePolicy::kError)
+    GCOMP_FAIL(gcompErrorNonFinite, std::string("non-finite gradient on ") +
+                                        (grad_nonfinite_ ? "this rank" : "another rank") + " at step " +
+                                        std::to_string(k_) + "; state unchanged");
+  throw SkipStep{};
+}
+
+template <class T>
 void EngineImpl<T>::exchange(bool all_to_all, uint8_t* send, uint8_t* recv, size_t stride, int32_t& sent) {
+  agree_late();
   VecOps<T>& o = *ops_;
   const int slots = all_to_all ? P_ : 1;
   if (sent != failed_status_) {  // the words stay in the buffer: rewritten only when they change
@@ -363,6 +441,7 @@ void EngineImpl<T>::exchange(bool all_to_all, uint8_t* send, uint8_t* recv, size
 
 template <class T>
 void EngineImpl<T>::exchange_v(bool all_to_all, uint8_t* send, size_t* used, uint8_t* recv, size_t stride) {
+  agree_late();
   VecOps<T>& o = *ops_;
   const int slots = all_to_all ? P_ : 1;
   for (int j = 0; j < slots; ++j) {
@@ -485,19 +564,22 @@ void EngineImpl<T>::gather_uplink(StepStats& s, bool mean, T* u, T b) {
 }
 
 // §8.3/§8.4: workers send C(p) and keep e = p - C(p); the server averages the decoded messages,
-// adds its error, sends C~(p~) and keeps e~ = p~ - C~(p~). result = decode(C~(p~)).
+// adds its error, sends C~(p~) and keeps e~ = p~ - C~(p~). u = a * decode(C~(p~)), decoded and
+// scaled in one pass. e and se_out are the second buffers of the error arrays.
 template <class T>
-void EngineImpl<T>::two_way_round(const T* p, T* e, T* server_err, T* result, StepStats& s) {
+void EngineImpl<T>::two_way_round(const T* p, T* e, const T* se, T* se_out, T* u, T a, StepStats& s) {
   VecOps<T>& o = *ops_;
   if (cfg_.server == ServerMode::kReplicated) {
     // Every rank runs the whole-vector server step on the allgathered messages; the downlink message
     // is computed (and counted) but need not travel.
     compress_mean(p, e, s);
     enter(Phase::kEncode);
-    o.lincomb(work_, T{1}, server_err, T{1}, acc_, n_);
-    o.encode_ef(down_, work_, server_err, down_key(), send2_);
+    o.lincomb(work_, T{1}, se, T{1}, acc_, n_);
+    o.encode_ef(down_, work_, se_out, down_key(), send2_);
     enter(Phase::kDecode);
-    o.decode(down_, send2_, down_key(), result);
+    const RngKey key = down_key();
+    const size_t whole[2] = {0, n_};
+    o.decode_scale(&down_, 1, send2_, down_stride_, nullptr, &key, whole, a, u);
     s.bytes_down += down_var_ ? o.used_bytes(down_, send2_) : down_bytes_;  // what it would send
     return;
   }
@@ -525,12 +607,12 @@ void EngineImpl<T>::two_way_round(const T* p, T* e, T* server_err, T* result, St
   enter(Phase::kDecode);
   const auto mlen =
       static_cast<size_t>(shard_begin_[static_cast<size_t>(rank_) + 1] - shard_begin_[static_cast<size_t>(rank_)]);
-  o.decode_reduce_scale(up_shard_[static_cast<size_t>(rank_)], recv_, up_stride_, P_,
-                        up_var_ ? recv_sizes_.data() : nullptr, up_keys(rank_), inv_p_, acc_, T{0}, nullptr, mlen);
+  // p~ = e~ + mean of the shard's messages, in one pass (p is read no more: work_ takes p~)
+  o.decode_mean_add(up_shard_[static_cast<size_t>(rank_)], recv_, up_stride_, P_,
+                    up_var_ ? recv_sizes_.data() : nullptr, up_keys(rank_), inv_p_, acc_, se, work_, mlen);
   enter(Phase::kEncode);
-  o.lincomb(work_, T{1}, server_err, T{1}, acc_, mlen);
   const int mine = down_shard_[static_cast<size_t>(rank_)];
-  local([&] { o.encode_ef(mine, work_, server_err, down_key(rank_), send2_); });
+  local([&] { o.encode_ef(mine, work_, se_out, down_key(rank_), send2_); });
   if (down_var_) {
     used_[0] = used_of(mine, send2_);
     enter(Phase::kComm);
@@ -542,18 +624,16 @@ void EngineImpl<T>::two_way_round(const T* p, T* e, T* server_err, T* result, St
     s.bytes_received += down_stride_ * static_cast<size_t>(P_ - 1);
   }
   enter(Phase::kDecode);
+  down_offsets_.resize(static_cast<size_t>(P_) + 1);
   for (int r = 0; r < P_; ++r) {
-    const auto b = static_cast<size_t>(shard_begin_[static_cast<size_t>(r)]);
-    const int c = down_shard_[static_cast<size_t>(r)];
-    uint8_t* slot = recv2_ + down_stride_ * static_cast<size_t>(r);
-    if (down_var_) {
-      o.decode_received(c, slot, recv_sizes_[static_cast<size_t>(r)], down_key(r), result + b);
-      s.bytes_down += recv_sizes_[static_cast<size_t>(r)];
-    } else {
-      o.decode(c, slot, down_key(r), result + b);
-      s.bytes_down += o.encoded_bytes(c);
-    }
+    const auto R = static_cast<size_t>(r);
+    keys_[R] = down_key(r);
+    down_offsets_[R] = static_cast<size_t>(shard_begin_[R]);
+    s.bytes_down += down_var_ ? recv_sizes_[R] : o.encoded_bytes(down_shard_[R]);
   }
+  down_offsets_[static_cast<size_t>(P_)] = n_;
+  o.decode_scale(down_shard_.data(), P_, recv2_, down_stride_, down_var_ ? recv_sizes_.data() : nullptr, keys_.data(),
+                 down_offsets_.data(), a, u);
 }
 
 // hessian-ec's compensation t = A e - ... : t = e - lr (H e) (kHessian) or e - (lr diag(H)) e
@@ -601,7 +681,8 @@ void EngineImpl<T>::track(StepStats& s) {
   for (const char* name : {"error", "shift_worker"}) {
     auto it = st_.find(name);
     if (it == st_.end()) continue;
-    ops_->to_host(h_a_.data(), it->second.data, it->second.size);
+    const Array& a = it->second;  // the value this step leaves (not committed yet)
+    ops_->to_host(h_a_.data(), a.written ? a.next : a.data, a.size);
     for (size_t i = 0; i < it->second.size; ++i)
       s.memory_norm_sq += static_cast<double>(h_a_[i]) * static_cast<double>(h_a_[i]);
   }
@@ -627,6 +708,10 @@ StepStats EngineImpl<T>::run(const T* grad, T* out) {
     // needed (and none is waited for).
     o.zero_nonfinite(gin_, grad, n_);
     g = gin_;
+  } else if (late_agreement_) {
+    agree_pending_ = true;  // agree_late(), before the first exchange
+    grad_nonfinite_ = false;
+    grad_ = grad;
   } else {
     enter(Phase::kComm);
     int64_t bad = 0, any_bad = 0;
@@ -645,20 +730,17 @@ StepStats EngineImpl<T>::run(const T* grad, T* out) {
   // Where the update is computed: the caller's buffer when every error surfaces synchronously (it
   // is written only after the last call that can fail), else the engine's own, copied out last.
   T* const u = o.synchronous_errors() ? out : u_;
-  const size_t slots = static_cast<size_t>(delay_bound_) + 1;
-  for (Saved& sv : rollback_) {
-    sv.state = st_.at(sv.name).data + (sv.name == "delay_queue" ? (k_ % slots) * n_ : size_t{0});
-    o.copy(sv.copy, sv.state, sv.size);
-  }
+  const T* const given = g;  // what the delay queue keeps of this step (commit())
   try {
     if (delay_bound_ > 0) {
       // Bounded delay (spec §7.1): keep the last bound + 1 gradients; consume the one given at
-      // step max(0, k - tau_k), encoded with the RNG step k at which it is consumed.
-      T* q = S("delay_queue");
-      o.copy(q + (k_ % slots) * n_, g, n_);
+      // step max(0, k - tau_k), encoded with the RNG step k at which it is consumed. The queue's
+      // slot of this step is written when the step succeeds; this step's gradient is read where
+      // it is (the slot it overwrites, step k - bound - 1's, is older than any step consumes).
+      const size_t slots = static_cast<size_t>(delay_bound_) + 1;
       const auto tau = static_cast<uint64_t>(delay_now());
       const uint64_t src = k_ >= tau ? k_ - tau : 0;
-      g = q + (src % slots) * n_;
+      if (src != k_) g = S("delay_queue") + (src % slots) * n_;
     }
     const T lr = lr_, mu = mu_;
     const bool momentum = cfg_.momentum > 0;
@@ -668,15 +750,17 @@ StepStats EngineImpl<T>::run(const T* grad, T* out) {
         compress_mean(g, nullptr, s, momentum ? nullptr : u, lr);  // without momentum: u = lr mean, fused
         enter(Phase::kUpdate);
         if (momentum) {
-          o.lincomb(S("momentum"), mu, S("momentum"), T{1}, acc_, n_);  // m = mu m + mean
-          o.scale(u, lr, S("momentum"), n_);
+          T* m = W("momentum");
+          o.lincomb(m, mu, S("momentum"), T{1}, acc_, n_);  // m = mu m + mean
+          o.scale(u, lr, m, n_);
         }
         break;
       case Algorithm::kSignSgdMv: {
         const T* v = g;
         if (momentum) {  // Signum (spec §3.3): m = mu m + (1 - mu) g, then the sign of m
-          o.lincomb(S("momentum"), mu, S("momentum"), one_minus_mu_, g, n_);
-          v = S("momentum");
+          T* m = W("momentum");
+          o.lincomb(m, mu, S("momentum"), one_minus_mu_, g, n_);
+          v = m;
         }
         local([&] { o.encode(up_, v, up_key(rank_), send_); });
         gather_uplink(s, false);  // acc = sum of signs
@@ -686,10 +770,10 @@ StepStats EngineImpl<T>::run(const T* grad, T* out) {
         break;
       }
       case Algorithm::kEfSgd: {
-        T* e = S("error");
+        const T* e = S("error");
         if (momentum) {
-          T* m = S("momentum");
-          o.lincomb(m, mu, m, T{1}, g, n_);  // m = mu m + g
+          T* m = W("momentum");
+          o.lincomb(m, mu, S("momentum"), T{1}, g, n_);  // m = mu m + g
           const T* d = m;
           if (cfg_.nesterov) {
             o.lincomb(tmp_, T{1}, g, mu, m, n_);  // d = g + mu m
@@ -699,65 +783,64 @@ StepStats EngineImpl<T>::run(const T* grad, T* out) {
         } else {
           o.lincomb(work_, lr, g, T{1}, e, n_);
         }
-        compress_mean(work_, e, s, u, T{1});  // u = 1 * mean = mean (exact), fused
+        compress_mean(work_, W("error"), s, u, T{1});  // u = 1 * mean = mean (exact), fused
         enter(Phase::kUpdate);
         break;
       }
       case Algorithm::kDiana: {
-        T* hi = S("shift_worker");
-        T* h = S("shift_server");
-        if (cfg_.track_norms) o.lincomb(tmp2_, T{1}, g, T{-1}, hi, n_);  // delta, before h_i moves
+        const T* hi = S("shift_worker");
+        const T* h = S("shift_server");
+        if (cfg_.track_norms) o.lincomb(tmp2_, T{1}, g, T{-1}, hi, n_);  // delta
         local([&] {
-          o.encode_diana(up_, g, hi, alpha_, up_key(rank_), send_);  // h_i += alpha Q(g - h_i)
+          o.encode_diana(up_, g, hi, W("shift_worker"), alpha_, up_key(rank_), send_);  // h_i + alpha Q(g - h_i)
           if (cfg_.track_norms) s.compression_error_sq = own_error(tmp2_);
         });
         gather_uplink(s, true);
         enter(Phase::kUpdate);
         o.lincomb(tmp_, T{1}, h, T{1}, acc_, n_);  // g^ = h + mean
         if (momentum) {
-          o.lincomb(S("momentum"), mu, S("momentum"), T{1}, tmp_, n_);
-          o.scale(u, lr, S("momentum"), n_);
+          T* m = W("momentum");
+          o.lincomb(m, mu, S("momentum"), T{1}, tmp_, n_);
+          o.scale(u, lr, m, n_);
         } else {
           o.scale(u, lr, tmp_, n_);
         }
-        o.lincomb(h, T{1}, h, alpha_, acc_, n_);  // h += alpha mean
+        o.lincomb(W("shift_server"), T{1}, h, alpha_, acc_, n_);  // h + alpha mean
         break;
       }
       case Algorithm::kDistEfSgdm: {
-        T* e = S("error");
-        T* m = S("momentum");
-        o.lincomb(m, mu, m, T{1}, g, n_);  // m = mu m + g
+        const T* e = S("error");
+        T* m = W("momentum");
+        o.lincomb(m, mu, S("momentum"), T{1}, g, n_);  // m = mu m + g
         const T* d = m;
         if (cfg_.nesterov) {
           o.lincomb(tmp_, mu, m, T{1}, g, n_);  // d = mu m + g
           d = tmp_;
         }
-        o.lincomb(work_, T{1}, e, lr, d, n_);  // p = e + lr d
-        two_way_round(work_, e, S("server_error"), res_, s);
+        o.lincomb(work_, T{1}, e, lr, d, n_);                                                // p = e + lr d
+        two_way_round(work_, W("error"), S("server_error"), W("server_error"), u, T{1}, s);  // u = result
         enter(Phase::kUpdate);
-        o.copy(u, res_, n_);
         break;
       }
       case Algorithm::kDoubleSqueeze: {
-        T* e = S("error");
+        const T* e = S("error");
         const T* d = g;
         if (momentum) {  // §8.3's momentum in gradient units: m = mu m + g; d = g + mu m or m
-          T* m = S("momentum");
-          o.lincomb(m, mu, m, T{1}, g, n_);
+          T* m = W("momentum");
+          o.lincomb(m, mu, S("momentum"), T{1}, g, n_);
           d = m;
           if (cfg_.nesterov) {
             o.lincomb(tmp_, T{1}, g, mu, m, n_);
             d = tmp_;
           }
         }
-        o.lincomb(work_, T{1}, d, T{1}, e, n_);  // v = d + e
-        two_way_round(work_, e, S("server_error"), res_, s);
+        o.lincomb(work_, T{1}, d, T{1}, e, n_);                                            // v = d + e
+        two_way_round(work_, W("error"), S("server_error"), W("server_error"), u, lr, s);  // u = lr result
         enter(Phase::kUpdate);
-        o.scale(u, lr, res_, n_);
         break;
       }
       case Algorithm::kHessianEc: {
-        T* e = S("error");
+        const T* e = S("error");
         switch (cfg_.compensation) {
           case Compensation::kNone: o.copy(work_, g, n_); break;
           case Compensation::kClassical: o.lincomb(work_, T{1}, g, T{1}, e, n_); break;
@@ -767,17 +850,26 @@ StepStats EngineImpl<T>::run(const T* grad, T* out) {
             o.lincomb(work_, T{1}, g, T{1}, tmp_, n_);  // v = g + t
             break;
         }
-        compress_mean(work_, cfg_.compensation == Compensation::kNone ? nullptr : e, s, u, lr);  // u = lr mean, fused
+        compress_mean(work_, cfg_.compensation == Compensation::kNone ? nullptr : W("error"), s, u,
+                      lr);  // u = lr mean, fused
         enter(Phase::kUpdate);
         break;
       }
     }
     if (cfg_.track_norms) track(s);
     o.end_step();
+  } catch (const SkipStep&) {  // nonfinite = skip, agreed late (agree_late())
+    discard();
+    o.fill_zero(out, n_);
+    StepStats skipped;
+    skipped.step = k_;
+    skipped.skipped = true;
+    return skipped;
   } catch (...) {
-    for (const Saved& sv : rollback_) o.copy(sv.state, sv.copy, sv.size);
+    discard();
     throw;
   }
+  commit(given);
   if (u != out) o.copy(out, u, n_);
   if (cfg_.time_phases) {
     const std::array<double, kNumPhases> t = o.phase_times();
@@ -825,35 +917,31 @@ StepStats EngineImpl<T>::run_host(const T* h_grad, T* h_update) {
 }
 
 template <class T>
-StepStats EngineImpl<T>::step(std::span<const double> grad, std::span<double> update) {
+template <class E>
+StepStats EngineImpl<T>::step_host(std::span<const E> grad, std::span<E> update) {
   check_sizes(grad.size(), update.size());
-  if constexpr (std::is_same_v<T, double>) {
+  if constexpr (std::is_same_v<T, E>) {
     return run_host(grad.data(), update.data());
   } else {
-    // fp32 state: the gradient rounded to fp32 once, the fp32 update widened (exactly).
+    // The gradient converted to the state type once (fp32 state: rounded; double state: widened
+    // exactly), the update converted back (widened exactly; rounded to fp32).
     T* g = host_in();
     for (size_t i = 0; i < n_; ++i) g[i] = static_cast<T>(grad[i]);
     T* u = host_out();
     const StepStats s = run_host(g, u);
-    for (size_t i = 0; i < n_; ++i) update[i] = static_cast<double>(u[i]);
+    for (size_t i = 0; i < n_; ++i) update[i] = static_cast<E>(u[i]);
     return s;
   }
 }
 
 template <class T>
+StepStats EngineImpl<T>::step(std::span<const double> grad, std::span<double> update) {
+  return step_host(grad, update);
+}
+
+template <class T>
 StepStats EngineImpl<T>::step(std::span<const float> grad, std::span<float> update) {
-  check_sizes(grad.size(), update.size());
-  if constexpr (std::is_same_v<T, float>) {
-    return run_host(grad.data(), update.data());
-  } else {
-    // double state: the gradient widened exactly, the update rounded to fp32.
-    T* g = host_in();
-    for (size_t i = 0; i < n_; ++i) g[i] = static_cast<T>(grad[i]);
-    T* u = host_out();
-    const StepStats s = run_host(g, u);
-    for (size_t i = 0; i < n_; ++i) update[i] = static_cast<float>(u[i]);
-    return s;
-  }
+  return step_host(grad, update);
 }
 
 template <class T>

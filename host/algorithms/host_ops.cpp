@@ -118,16 +118,18 @@ class HostOps final : public VecOps<T> {
     });
   }
 
-  void nonfinite_agree(const T* x, size_t n, int64_t* local, int64_t* any) override {
-    int64_t mine = 0;
+  bool has_nonfinite(const T* x, size_t n) override {
     if constexpr (kF32) {
-      mine = find_nonfinite_parallel(x, static_cast<int64_t>(n)) >= 0 ? 1 : 0;  // the codecs' SIMD scan
+      return find_nonfinite_parallel(x, static_cast<int64_t>(n)) >= 0;  // the codecs' SIMD scan
     } else {
       // Branch-free so that the compiler vectorizes the scan (one read of x).
       unsigned bad = 0;
       for (size_t i = 0; i < n; ++i) bad |= Math<T>::nonfinite(x[i]) ? 1u : 0u;
-      mine = bad != 0 ? 1 : 0;
+      return bad != 0;
     }
+  }
+  void nonfinite_agree(const T* x, size_t n, int64_t* local, int64_t* any) override {
+    int64_t mine = has_nonfinite(x, n) ? 1 : 0;
     *local = mine;
     comm_.allreduce(&mine, any, 1, DataType::kI64, ReduceOp::kMax, nullptr);
   }
@@ -164,17 +166,20 @@ class HostOps final : public VecOps<T> {
       for (int64_t i = 0; i < k.num_elems(); ++i) e[i] = p[i] - static_cast<double>(d[i]);
     }
   }
-  void encode_diana(int c, const T* g, T* h, T alpha, const RngKey& key, uint8_t* payload) override {
+  void encode_diana(int c, const T* g, const T* h, T* h_out, T alpha, const RngKey& key, uint8_t* payload) override {
     const Codec& k = codec(c);
     const auto n = static_cast<size_t>(k.num_elems());
     if constexpr (kF32) {
-      k.encode_diana(in(k, g), std::span<float>(h, n), alpha, key, out(k, payload), std::span<float>(f32a_.data(), n));
+      // The shift's second buffer takes h first (the pass the rollback copy of h used to be).
+      copy(h_out, h, n);
+      k.encode_diana(in(k, g), std::span<float>(h_out, n), alpha, key, out(k, payload),
+                     std::span<float>(f32a_.data(), n));
     } else {
       for (size_t i = 0; i < n; ++i) f32a_[i] = static_cast<float>(g[i] - h[i]);  // delta, rounded once
       const std::span<uint8_t> pay = out(k, payload);
       k.encode(std::span<const float>(f32a_.data(), n), key, pay);
       const float* d = decode_f32(k, pay, key);
-      for (size_t i = 0; i < n; ++i) h[i] += alpha * static_cast<double>(d[i]);
+      for (size_t i = 0; i < n; ++i) h_out[i] = h[i] + alpha * static_cast<double>(d[i]);
     }
   }
   void encode_shared_scale(int c, const T* x, const RngKey& key, uint8_t* payload) override {
@@ -275,6 +280,62 @@ class HostOps final : public VecOps<T> {
       }
     }
     VecOps<T>::decode_reduce_scale(c, payloads, stride, count, sizes, keys, a, o, b, u, n);
+  }
+
+  void decode_mean_add(int c, uint8_t* payloads, size_t stride, int count, const size_t* sizes,
+                       const std::vector<RngKey>& keys, T a, T* scratch, const T* y, T* w, size_t n) override {
+    const Codec& k = codec(c);
+    if constexpr (kF32) {
+      if (k.range_decodable() && n == static_cast<size_t>(k.num_elems())) {
+        auto pay = [&](int j) {
+          const size_t bytes = sizes != nullptr ? sizes[static_cast<size_t>(j)] : k.encoded_bytes();
+          return std::span<const uint8_t>(payloads + stride * static_cast<size_t>(j), bytes);
+        };
+        for (int j = 0; j < count; ++j) k.validate(pay(j));
+        // The sum stays in L1 scratch; w is written once.
+        for_each_piece(k.num_elems(), [&](int64_t begin, int64_t end) {
+          float sum[kSubElems];
+          for_each_sub(begin, end, [&](int64_t s, int64_t e) {
+            std::fill(sum, sum + (e - s), 0.0f);
+            for (int j = 0; j < count; ++j) k.decode_range(pay(j), s, e, 1.0f, true, sum);
+            for (int64_t i = s; i < e; ++i) w[i] = Math<T>::lincomb(T{1}, y[i], T{1}, Math<T>::mul(a, sum[i - s]));
+          });
+        });
+        return;
+      }
+    }
+    VecOps<T>::decode_mean_add(c, payloads, stride, count, sizes, keys, a, scratch, y, w, n);
+  }
+  void decode_scale(const int* cs, int count, uint8_t* payloads, size_t stride, const size_t* sizes, const RngKey* keys,
+                    const size_t* offsets, T a, T* o) override {
+    auto pay = [&](int j) {
+      const auto J = static_cast<size_t>(j);
+      const size_t bytes = sizes != nullptr ? sizes[J] : codec(cs[j]).encoded_bytes();
+      return std::span<const uint8_t>(payloads + stride * J, bytes);
+    };
+    bool fused = kF32;
+    for (int j = 0; j < count; ++j) {
+      const Codec& k = codec(cs[j]);
+      fused = fused && k.range_decodable() && offsets[j + 1] - offsets[j] == static_cast<size_t>(k.num_elems());
+      k.validate(pay(j));  // every message before o (the caller's update) changes
+    }
+    if constexpr (kF32) {
+      if (fused) {
+        for (int j = 0; j < count; ++j) {
+          const Codec& k = codec(cs[j]);
+          float* dst = o + offsets[j];
+          for_each_piece(k.num_elems(), [&](int64_t begin, int64_t end) {
+            for_each_sub(begin, end, [&](int64_t s, int64_t e) {
+              k.decode_range(pay(j), s, e, 1.0f, false, dst + s);
+              if (a != T{1})
+                for (int64_t i = s; i < e; ++i) dst[i] = Math<T>::mul(a, dst[i]);
+            });
+          });
+        }
+        return;
+      }
+    }
+    VecOps<T>::decode_scale(cs, count, payloads, stride, sizes, keys, offsets, a, o);
   }
 
   [[nodiscard]] bool variable_length(int c) const override { return codec(c).variable_length(); }

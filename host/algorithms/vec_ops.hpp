@@ -78,8 +78,9 @@ class VecOps {
   virtual void encode(int c, const T* x, const RngKey& key, uint8_t* payload) = 0;
   /// payload = C(p); e = p - decode(payload). p != e.
   virtual void encode_ef(int c, const T* p, T* e, const RngKey& key, uint8_t* payload) = 0;
-  /// payload = Q(g - h); h = h + alpha * decode(payload).
-  virtual void encode_diana(int c, const T* g, T* h, T alpha, const RngKey& key, uint8_t* payload) = 0;
+  /// payload = Q(g - h); h_out = h + alpha * decode(payload). h is not written unless h_out == h
+  /// (the engine passes the second buffer of a double-buffered state array).
+  virtual void encode_diana(int c, const T* g, const T* h, T* h_out, T alpha, const RngKey& key, uint8_t* payload) = 0;
   /// TernGrad scaler sharing: the block scales of x, their max over all ranks (an allreduce), then
   /// encode with those scales.
   virtual void encode_shared_scale(int c, const T* x, const RngKey& key, uint8_t* payload) = 0;
@@ -107,6 +108,37 @@ class VecOps {
     scale(out, a, out, n);
     if (u != nullptr) scale(u, b, out, n);
   }
+
+  /// w = y + a * sum_j decode(payload_j) (the sum as decode_reduce gives it; then the products and
+  /// the sum of scale() and lincomb(w, 1, y, 1, .), so the same bits): the server step of a sharded
+  /// two-way round, w = e~ + mean. `scratch` (n elements) may be used for the mean. The host runs it
+  /// as one pass per L1-sized sub-range; the default runs decode_reduce_scale, then lincomb.
+  virtual void decode_mean_add(int c, uint8_t* payloads, size_t stride, int count, const size_t* sizes,
+                               const std::vector<RngKey>& keys, T a, T* scratch, const T* y, T* w, size_t n) {
+    decode_reduce_scale(c, payloads, stride, count, sizes, keys, a, scratch, T{0}, nullptr, n);
+    lincomb(w, T{1}, y, T{1}, scratch, n);
+  }
+  /// Message j of `count` (codec cs[j], at payloads + stride * j, sizes[j] bytes as a collective
+  /// delivered it, or full when sizes is null; key keys[j]) decoded into out[offsets[j],
+  /// offsets[j + 1]), then out = a * out over [offsets[0], offsets[count]) (a = 1: no product,
+  /// which changes no bit): the products of decode_received()/decode() then scale(). Host: every
+  /// message is validated before out changes, and each L1-sized sub-range is decoded and scaled
+  /// in one pass (out written once). The default runs the calls in turn.
+  virtual void decode_scale(const int* cs, int count, uint8_t* payloads, size_t stride, const size_t* sizes,
+                            const RngKey* keys, const size_t* offsets, T a, T* out) {
+    for (int j = 0; j < count; ++j) {
+      const auto J = static_cast<size_t>(j);
+      uint8_t* pay = payloads + stride * J;
+      if (sizes != nullptr)
+        decode_received(cs[j], pay, sizes[J], keys[J], out + offsets[J]);
+      else
+        decode(cs[j], pay, keys[J], out + offsets[J]);
+    }
+    const auto C = static_cast<size_t>(count);
+    if (a != T{1}) scale(out + offsets[0], a, out + offsets[0], offsets[C] - offsets[0]);
+  }
+  /// True when any element of x is NaN or Inf (in fp32, as nonfinite_agree). Device: syncs.
+  virtual bool has_nonfinite(const T* x, size_t n) = 0;
 
   /// True when codec c's messages travel at their used size (Codec::variable_length(): sdither,
   /// topk with index=rice); fixed-size codecs use the plain collectives.
