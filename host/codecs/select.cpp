@@ -17,8 +17,6 @@ struct Candidate {
   int64_t index;
 };
 
-bool before(const Candidate& a, const Candidate& b) { return a.key != b.key ? a.key < b.key : a.index < b.index; }
-
 /// The elements with key <= threshold, in index order; false (out unspecified) when there are
 /// more than cap.
 bool collect(int64_t n, const OrderKeys& keys, uint32_t threshold, int64_t cap, std::vector<Candidate>& out) {
@@ -48,16 +46,40 @@ bool collect(int64_t n, const OrderKeys& keys, uint32_t threshold, int64_t cap, 
   return true;
 }
 
-/// The k first of the candidates (all elements with key <= some threshold, at least k of them),
-/// in index order.
-std::vector<int64_t> first_k_of(std::vector<Candidate>& cands, int64_t k) {
-  std::vector<Candidate> order(cands);
-  std::nth_element(order.begin(), order.begin() + (k - 1), order.end(), before);
-  const Candidate last = order[static_cast<size_t>(k - 1)];
+/// The k-th smallest key (1-based) of the candidates, and how many keys are below it: one
+/// histogram pass over 2048 bins spanning [0, largest key], then a selection among the keys of the
+/// bin that holds rank k (about 2048 times fewer than the candidates for spread-out keys).
+uint32_t kth_key(const std::vector<Candidate>& cands, int64_t k, int64_t& below) {
+  uint32_t top = 0;
+  for (const Candidate& c : cands) top = std::max(top, c.key);
+  int shift = 0;
+  while ((top >> shift) >= 2048u) ++shift;
+  std::vector<int64_t> hist(2048, 0);
+  for (const Candidate& c : cands) ++hist[c.key >> shift];
+  uint32_t bin = 0;
+  int64_t before_bin = 0;
+  while (before_bin + hist[bin] < k) before_bin += hist[bin++];
+  std::vector<uint32_t> in_bin;
+  in_bin.reserve(static_cast<size_t>(hist[bin]));
+  for (const Candidate& c : cands)
+    if ((c.key >> shift) == bin) in_bin.push_back(c.key);
+  const auto kth = in_bin.begin() + (k - before_bin - 1);
+  std::nth_element(in_bin.begin(), kth, in_bin.end());
+  const uint32_t key = *kth;
+  below = before_bin + std::count_if(in_bin.begin(), in_bin.end(), [key](uint32_t v) { return v < key; });
+  return key;
+}
+
+/// The k first of the candidates (all elements with key <= some threshold, at least k of them,
+/// in index order), in index order: every key below the k-th key, then the lowest-index ties.
+std::vector<int64_t> first_k_of(const std::vector<Candidate>& cands, int64_t k) {
+  int64_t below = 0;
+  const uint32_t last = kth_key(cands, k, below);
+  int64_t ties = k - below;  // candidates with the k-th key that are taken
   std::vector<int64_t> idx;
   idx.reserve(static_cast<size_t>(k));
   for (const Candidate& c : cands)
-    if (!before(last, c)) idx.push_back(c.index);
+    if (c.key < last || (c.key == last && ties-- > 0)) idx.push_back(c.index);
   return idx;
 }
 
@@ -115,11 +137,21 @@ uint32_t sampled_threshold(int64_t n, int64_t k, const OrderKeys& keys) {
   const int64_t samples = std::min<int64_t>((n + 15) / 16, 65536);
   if (samples <= 0 || k <= 0) return 0;
   std::vector<uint32_t> sample(static_cast<size_t>(samples));
-  for (int64_t j = 0; j < samples; ++j) {
-    const int64_t i =
-        static_cast<int64_t>(static_cast<double>(j) * static_cast<double>(n) / static_cast<double>(samples));
-    keys(i, i + 1, &sample[static_cast<size_t>(j)]);
-  }
+  // Each sample is a cache line of its own (a load from memory for a large x): the samples are
+  // taken in tasks of 4096 on the pool when n is large.
+  constexpr int64_t kPerTask = 4096;
+  const auto take = [&](int64_t t) {
+    for (int64_t j = t * kPerTask; j < std::min(samples, (t + 1) * kPerTask); ++j) {
+      const int64_t i =
+          static_cast<int64_t>(static_cast<double>(j) * static_cast<double>(n) / static_cast<double>(samples));
+      keys(i, i + 1, &sample[static_cast<size_t>(j)]);
+    }
+  };
+  const int64_t tasks = ceil_div(samples, kPerTask);
+  if (n < kParallelMinElems)
+    for (int64_t t = 0; t < tasks; ++t) take(t);
+  else
+    parallel_for(tasks, take);
   const double r = std::floor(static_cast<double>(k) * static_cast<double>(samples) / static_cast<double>(n));
   const int64_t rank = std::min<int64_t>(samples - 1, static_cast<int64_t>(r + 4.0 * std::sqrt(r) + 8.0));
   std::nth_element(sample.begin(), sample.begin() + rank, sample.end());

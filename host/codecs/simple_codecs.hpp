@@ -94,8 +94,12 @@ class SparseCodec final : public Codec {
   [[nodiscard]] uint32_t rice_param() const { return rice_b_; }
   [[nodiscard]] int64_t rice_dir() const { return rice_dir_; }
   [[nodiscard]] int64_t rice_worst_bits() const { return rice_worst_bits_; }
-  /// Selected indices in increasing order (topk: of x; randk: from the key).
-  std::vector<int64_t> select(std::span<const float> x, const RngKey& key) const;
+  /// Selected indices in increasing order (topk: of x; randk: from the key). randk with a
+  /// non-empty x and `scanned` (ceil(n / kSubElems) entries, 0 on entry): the key pass also scans
+  /// each sub-range of x it draws keys for, and sets its entry to 1 (finite) or 2 (holds a NaN or
+  /// Inf); entries of sub-ranges it did not reach stay 0.
+  std::vector<int64_t> select(std::span<const float> x, const RngKey& key,
+                              std::vector<uint8_t>* scanned = nullptr) const;
 
  private:
   void decode_impl(std::span<const uint8_t> payload, const RngKey& key, float weight, bool overwrite,

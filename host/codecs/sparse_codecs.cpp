@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <limits>
 #include <cmath>
+#include <cstring>
 
 namespace gcomp::detail {
 
@@ -149,7 +150,8 @@ Guarantee SparseCodec::guarantee() const {
   return Guarantee{Guarantee::Kind::kContractive, 0.0, k / n};
 }
 
-std::vector<int64_t> SparseCodec::select(std::span<const float> x, const RngKey& key) const {
+std::vector<int64_t> SparseCodec::select(std::span<const float> x, const RngKey& key,
+                                         std::vector<uint8_t>* scanned) const {
   const int64_t n = num_elems();
   if (k_ <= 0 || k_ >= n) return select_first_k(n, k_, OrderKeys{}, 0);  // nothing or everything
   if (spec().id == CodecId::kTopK) {
@@ -162,51 +164,102 @@ std::vector<int64_t> SparseCodec::select(std::span<const float> x, const RngKey&
     return select_first_k(n, k_, keys, t);
   }
   // Random-k: the Philox words of the select stream, one block per four elements (randk_before).
-  // The k smallest of n uniform words lie below about (k + 4 sqrt(k) + 16) 2^32 / n.
+  // The k smallest of n uniform words lie below about (k + 4 sqrt(k) + 16) 2^32 / n. When
+  // encoding, the finiteness scan of x rides along (x is otherwise read only at the k selected
+  // elements): its loads overlap the Philox arithmetic instead of taking a pass of their own.
+  const bool scan = scanned != nullptr && !x.empty();
   const OrderKeys keys = [&](int64_t a, int64_t e, uint32_t* out) {
-    const int64_t a4 = a & ~int64_t{3};
-    uint32_t words[kSubElems + 8];
-    kernels::philox_words(key, kStreamSelect, static_cast<uint64_t>(a4) / 4, ceil_div(e - a4, 4), words);
-    std::copy(words + (a - a4), words + (e - a4), out);
+    if (a % 4 == 0 && (e - a) % 4 == 0) {
+      kernels::philox_words(key, kStreamSelect, static_cast<uint64_t>(a) / 4, (e - a) / 4, out);
+    } else {
+      const int64_t a4 = a & ~int64_t{3};
+      uint32_t words[kSubElems + 8];
+      kernels::philox_words(key, kStreamSelect, static_cast<uint64_t>(a4) / 4, ceil_div(e - a4, 4), words);
+      std::copy(words + (a - a4), words + (e - a4), out);
+    }
+    if (scan && a % kSubElems == 0 && e == std::min(n, a + kSubElems))
+      (*scanned)[static_cast<size_t>(a / kSubElems)] = kernels::find_nonfinite(x.data() + a, e - a) < 0 ? 1 : 2;
   };
   const double k = static_cast<double>(k_);
   const double t = (k + 4.0 * std::sqrt(k) + 16.0) / static_cast<double>(std::max<int64_t>(n, 1)) * 4294967296.0;
   return select_first_k(n, k_, keys, t >= 4294967295.0 ? 0xffffffffu : static_cast<uint32_t>(t));
 }
 
+namespace {
+
+/// fn(begin, end) over [0, count) in tasks of kSparseTask on the pool when count is large (each
+/// element of a gather is a load from memory of its own), else at once on this thread.
+constexpr int64_t kSparseTask = 16384;
+
+template <class F>
+void sparse_tasks(int64_t count, F&& fn) {
+  if (count < 4 * kSparseTask) {
+    fn(int64_t{0}, count);
+    return;
+  }
+  parallel_for(ceil_div(count, kSparseTask),
+               [&](int64_t t) { fn(t * kSparseTask, std::min(count, (t + 1) * kSparseTask)); });
+}
+
+}  // namespace
+
 void SparseCodec::encode(std::span<const float> x, const RngKey& key, std::span<uint8_t> payload) const {
   check_encode_args(x, payload);
-  if (spec().id == CodecId::kRandK) require_finite(x.data(), num_elems());
-  const std::vector<int64_t> idx = select(x, key);
-  if (spec().id == CodecId::kTopK) {
+  const int64_t n = num_elems();
+  const bool randk = spec().id == CodecId::kRandK;
+  std::vector<uint8_t> scanned;
+  if (randk) scanned.assign(static_cast<size_t>(ceil_div(n, kSubElems)), 0);
+  const std::vector<int64_t> idx = select(x, key, randk ? &scanned : nullptr);
+  if (randk) {
+    // Every sub-range the key pass did not reach is scanned here: all of x when the selection
+    // drew no keys (k = 0 or k = n), else none in a normal run.
+    const bool drawn = std::any_of(scanned.begin(), scanned.end(), [](uint8_t v) { return v != 0; });
+    bool finite = drawn;
+    if (drawn) {
+      for (size_t s = 0; s < scanned.size() && finite; ++s) {
+        const int64_t a = static_cast<int64_t>(s) * kSubElems;
+        finite = scanned[s] == 1 ||
+                 (scanned[s] == 0 && kernels::find_nonfinite(x.data() + a, std::min(n, a + kSubElems) - a) < 0);
+      }
+    }
+    if (!finite) require_finite(x.data(), n);  // names the first NaN or Inf (or passes: n = 0)
+  }
+  // The selected values (a cache miss each for a large x), gathered in tasks on the pool.
+  std::vector<float> vals(static_cast<size_t>(k_));
+  sparse_tasks(k_, [&](int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; ++j) vals[static_cast<size_t>(j)] = x[static_cast<size_t>(idx[j])];
+  });
+  if (!randk) {
     // NaN and Inf are first in the top-k order: when x holds any, the selection holds one, and
     // require_finite names the first of x.
-    for (int64_t i : idx)
-      if (!is_finite_f(x[i])) require_finite(x.data(), num_elems());
+    for (float v : vals)
+      if (!is_finite_f(v)) require_finite(x.data(), n);
   }
-  if (spec().id == CodecId::kRandK && spec().unbiased) {
+  if (randk && spec().unbiased) {
     // The decoder multiplies each value by n/k: it must stay within fp32 (issue 18 #11).
-    const float scale = randk_scale(num_elems(), k_);
-    for (int64_t i : idx)
-      if (!is_finite_f(x[i] * scale))
-        GCOMP_FAIL(gcompErrorInvalidArgument, "randk:unbiased: element " + std::to_string(i) +
+    const float scale = randk_scale(n, k_);
+    for (int64_t j = 0; j < k_; ++j)
+      if (!is_finite_f(vals[static_cast<size_t>(j)] * scale))
+        GCOMP_FAIL(gcompErrorInvalidArgument, "randk:unbiased: element " + std::to_string(idx[j]) +
                                                   " times n/k would decode to Inf (beyond the float32 range)");
   }
   uint8_t* out = payload.data();
-  if (spec().id == CodecId::kRandK) {
+  if (randk) {
     store_u32(out, key.step);
     store_u32(out + 4, key.rank);
-    for (int64_t j = 0; j < k_; ++j) store_f32(out + 8 + 4 * j, x[idx[j]]);
+    if (k_ > 0) std::memcpy(out + 8, vals.data(), sizeof(float) * vals.size());
     return;
   }
-  for (int64_t j = 0; j < k_; ++j) store_f32(out + 4 * j, x[idx[j]]);
+  if (k_ > 0) std::memcpy(out, vals.data(), sizeof(float) * vals.size());
   if (rice_) {
     rice_encode(idx, out);
     return;
   }
   const int64_t words = ceil_div(k_ * index_bits_, 32);
   uint8_t* packed = out + 4 * k_;
-  for (int64_t w = 0; w < words; ++w) store_u32(packed + 4 * w, pack_index_word(idx.data(), k_, index_bits_, w));
+  sparse_tasks(words, [&](int64_t w0, int64_t w1) {
+    for (int64_t w = w0; w < w1; ++w) store_u32(packed + 4 * w, pack_index_word(idx.data(), k_, index_bits_, w));
+  });
 }
 
 std::vector<int64_t> SparseCodec::read_indices(std::span<const uint8_t> payload, const RngKey& key) const {
