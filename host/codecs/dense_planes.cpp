@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <string>
 
 namespace gcomp::detail {
@@ -100,6 +101,9 @@ DensePlaneCodec::DensePlaneCodec(CodecSpec spec, Layout layout) : Codec(std::mov
   blocks_ = block_offsets(this->layout(), sp.id == CodecId::kTernGrad ? 0 : sp.block);
   num_blocks_ = static_cast<int64_t>(blocks_.size()) - 1;
   groups_ = ceil_div(num_elems(), kGroupElems);
+  one_pass_ = num_elems() >= kParallelMinElems && norm_ != kNormLp && !(sp.id == CodecId::kTernGrad && sp.clip > 0.0);
+  for (int64_t b = 0; b < num_blocks_ && one_pass_; ++b)
+    one_pass_ = blocks_[b] / kPieceElems == (blocks_[b + 1] - 1) / kPieceElems;
 }
 
 size_t DensePlaneCodec::encoded_bytes() const {
@@ -146,34 +150,41 @@ std::string norm_label(uint32_t norm, double p) {
 }  // namespace
 
 std::vector<float> DensePlaneCodec::scales_of(const float* x) const {
-  using kernels::ReduceOp;
   std::vector<float> scales(static_cast<size_t>(num_blocks_));
-  const auto len = [&](int64_t b) { return blocks_[b + 1] - blocks_[b]; };
+  scales_of_blocks(x, 0, num_blocks_, scales.data());
+  return scales;
+}
+
+void DensePlaneCodec::scales_of_blocks(const float* x, int64_t b0, int64_t b1, float* scales) const {
+  using kernels::ReduceOp;
+  // The offsets of blocks b0 .. b1 - 1: each block's value depends on its own elements only.
+  const std::vector<int64_t> blocks(blocks_.begin() + b0, blocks_.begin() + b1 + 1);
+  const int64_t m = b1 - b0;
+  const auto len = [&](int64_t b) { return blocks[b + 1] - blocks[b]; };
   if (spec().id == CodecId::kTernGrad) {
-    const std::vector<double> mx = reduce_blocks(blocks_, x, ReduceOp::kAbsMax);
-    for (int64_t b = 0; b < num_blocks_; ++b) scales[b] = static_cast<float>(mx[b]);
+    const std::vector<double> mx = reduce_blocks(blocks, x, ReduceOp::kAbsMax);
+    for (int64_t b = 0; b < m; ++b) scales[b0 + b] = static_cast<float>(mx[b]);
     if (spec().clip > 0.0) {
-      const std::vector<double> sums = reduce_blocks(blocks_, x, ReduceOp::kSum);
-      std::vector<double> means(static_cast<size_t>(num_blocks_));
-      for (int64_t b = 0; b < num_blocks_; ++b) means[b] = sums[b] / static_cast<double>(len(b));
-      const std::vector<double> css = reduce_blocks(blocks_, x, ReduceOp::kCenteredSquareSum, means);
-      for (int64_t b = 0; b < num_blocks_; ++b)
-        if (is_finite_f(scales[b])) scales[b] = terngrad_scale(scales[b], css[b], len(b), spec().clip);
+      const std::vector<double> sums = reduce_blocks(blocks, x, ReduceOp::kSum);
+      std::vector<double> means(static_cast<size_t>(m));
+      for (int64_t b = 0; b < m; ++b) means[b] = sums[b] / static_cast<double>(len(b));
+      const std::vector<double> css = reduce_blocks(blocks, x, ReduceOp::kCenteredSquareSum, means);
+      for (int64_t b = 0; b < m; ++b)
+        if (is_finite_f(scales[b0 + b])) scales[b0 + b] = terngrad_scale(scales[b0 + b], css[b], len(b), spec().clip);
     }
-    return scales;
+    return;
   }
   if (norm_ == kNormLp) {  // the portable power per element: no SIMD kernel
-    for (int64_t b = 0; b < num_blocks_; ++b)
-      scales[b] = finish_norm(norm_, block_reduce(PowSumOp{spec().p}, x + blocks_[b], len(b)), spec().p);
-    return scales;
+    for (int64_t b = 0; b < m; ++b)
+      scales[b0 + b] = finish_norm(norm_, block_reduce(PowSumOp{spec().p}, x + blocks[b], len(b)), spec().p);
+    return;
   }
   const ReduceOp op = norm_ == kNormL1   ? ReduceOp::kAbsSum
                       : norm_ == kNormL2 ? ReduceOp::kSquareSum
                                          : ReduceOp::kAbsMax;
   const double p = norm_ == kNormL1 ? 1.0 : norm_ == kNormL2 ? 2.0 : 0.0;
-  const std::vector<double> reduced = reduce_blocks(blocks_, x, op);
-  for (int64_t b = 0; b < num_blocks_; ++b) scales[b] = finish_norm(norm_, reduced[b], p);
-  return scales;
+  const std::vector<double> reduced = reduce_blocks(blocks, x, op);
+  for (int64_t b = 0; b < m; ++b) scales[b0 + b] = finish_norm(norm_, reduced[b], p);
 }
 
 void DensePlaneCodec::compute_scales(std::span<const float> x, std::span<float> scales) const {
@@ -208,8 +219,40 @@ void DensePlaneCodec::compute_scales(std::span<const float> x, std::span<float> 
 void DensePlaneCodec::encode(std::span<const float> x, const RngKey& key, std::span<uint8_t> payload) const {
   check_encode_args(x, payload);
   std::vector<float> scales(static_cast<size_t>(num_blocks_));
-  compute_scales(x, scales);  // throws on a non-finite block before the payload changes
-  write(x, scales, key, payload);
+  if (!one_pass_) {
+    compute_scales(x, scales);  // throws on a non-finite block before the payload changes
+    write(x, scales, key, payload);
+    return;
+  }
+  // One read of x: each piece reduces its blocks and quantizes them while they are in cache, into
+  // scratch; the payload changes only once every scale is known to be finite (a block with a NaN
+  // or Inf, or a norm beyond fp32, leaves its piece unwritten and compute_scales names the error).
+  const int64_t n = num_elems();
+  const int words = group_words(nbits_);
+  const std::unique_ptr<uint32_t[]> scratch(new uint32_t[static_cast<size_t>(groups_ * words)]);
+  uint8_t* staged = reinterpret_cast<uint8_t*>(scratch.get());
+  std::vector<uint8_t> bad(static_cast<size_t>(num_pieces(n)), 0);
+  for_each_piece(n, [&](int64_t begin, int64_t end) {
+    const int64_t b0 = block_of(blocks_, begin), b1 = block_of(blocks_, end - 1) + 1;
+    scales_of_blocks(x.data(), b0, b1, scales.data());
+    for (int64_t b = b0; b < b1; ++b)
+      if (!is_finite_f(scales[static_cast<size_t>(b)])) {
+        bad[static_cast<size_t>(begin / kPieceElems)] = 1;
+        return;
+      }
+    write_piece(x.data(), scales.data(), key, begin, end, staged);
+  });
+  if (std::find(bad.begin(), bad.end(), 1) != bad.end()) {
+    compute_scales(x, scales);  // throws: the same scales, one of them not finite
+    GCOMP_FAIL(gcompErrorInternal, std::string(spec().name()) + ": a block scale is not finite");
+  }
+  uint8_t* out = payload.data();
+  for (int64_t b = 0; b < num_blocks_; ++b) store_f32(out + 4 * b, scales[static_cast<size_t>(b)]);
+  uint8_t* groups = out + 4 * num_blocks_;
+  for_each_piece(n, [&](int64_t begin, int64_t end) {
+    const int64_t g0 = begin / kGroupElems, g1 = ceil_div(end, kGroupElems);
+    std::memcpy(groups + 4 * g0 * words, staged + 4 * g0 * words, sizeof(uint32_t) * static_cast<size_t>((g1 - g0) * words));
+  });
 }
 
 void DensePlaneCodec::encode_with_scales(std::span<const float> x, std::span<const float> scales, const RngKey& key,
@@ -234,44 +277,70 @@ void DensePlaneCodec::write(std::span<const float> x, std::span<const float> sca
   uint8_t* out = payload.data();
   for (int64_t b = 0; b < num_blocks_; ++b) store_f32(out + 4 * b, scales[b]);
   uint8_t* groups = out + 4 * num_blocks_;
-  const int64_t n = num_elems();
+  for_each_piece(num_elems(), [&](int64_t begin, int64_t end) {
+    write_piece(x.data(), scales.data(), key, begin, end, groups);
+  });
+}
+
+void DensePlaneCodec::write_piece(const float* x, const float* scales, const RngKey& key, int64_t begin, int64_t end,
+                                  uint8_t* groups) const {
   const int words = group_words(nbits_);
   const bool natural = spec().id == CodecId::kNatDither;
   const bool fused = levels_ <= kernels::kQuantizePlanesMaxLevels && (!natural || levels_ <= kNatDitherRcpMaxLevels);
-  for_each_piece(n, [&](int64_t begin, int64_t end) {
-    uint32_t rnd[kSubElems];
-    uint32_t coded[kSubElems];
-    float nu[kSubElems], recip[kSubElems], tail[kGroupElems];
-    uint32_t packed[kSubElems / kGroupElems * (1 + 32)];
-    for_each_sub(begin, end, [&](int64_t a, int64_t e) {
-      // One Philox block per four elements, then each block run with its scale.
-      kernels::philox_words(key, kStreamElement, static_cast<uint64_t>(a) / 4, ceil_div(e - a, 4), rnd);
-      const int64_t g = ceil_div(e - a, kGroupElems);
-      if (fused) {
-        for_each_run(blocks_, a, e, [&](int64_t r0, int64_t r1, int64_t b) {
+  uint32_t rnd[kSubElems];
+  uint32_t coded[kSubElems];
+  float nu[kSubElems], recip[kSubElems], tail[kGroupElems];
+  uint32_t packed[kSubElems / kGroupElems * (1 + 32)];
+  for_each_sub(begin, end, [&](int64_t a, int64_t e) {
+    // One Philox block per four elements, then each block run with its scale.
+    kernels::philox_words(key, kStreamElement, static_cast<uint64_t>(a) / 4, ceil_div(e - a, 4), rnd);
+    const int64_t g = ceil_div(e - a, kGroupElems);
+    if (fused) {
+      // Per-element scales of the elements [a + first, a + last) (scratch offsets from a).
+      const auto fill_scales = [&](int64_t first, int64_t last) {
+        for_each_run(blocks_, a + first, a + last, [&](int64_t r0, int64_t r1, int64_t b) {
           std::fill(nu + (r0 - a), nu + (r1 - a), scales[b]);
           std::fill(recip + (r0 - a), recip + (r1 - a), kernels::plane_reciprocal(natural, scales[b], levels_));
         });
-        const int64_t full = (e - a) / kGroupElems;
-        kernels::quantize_planes(natural, x.data() + a, nu, recip, rnd, full, levels_, nbits_, packed);
-        if (full < g) {  // the last, partial group: lanes past n quantize x = 0 (level 0, no sign)
-          const int64_t t0 = full * kGroupElems;
-          std::fill(tail, tail + kGroupElems, 0.0f);
-          std::copy(x.data() + a + t0, x.data() + e, tail);
-          std::fill(nu + (e - a), nu + g * kGroupElems, 0.0f);
-          std::fill(recip + (e - a), recip + g * kGroupElems, 0.0f);
-          kernels::quantize_planes(natural, tail, nu + t0, recip + t0, rnd + t0, 1, levels_, nbits_,
-                                   packed + full * words);
+      };
+      // Runs of whole groups inside one block take that block's scale in registers; a group
+      // across a block boundary takes per-element scales.
+      const int64_t full = (e - a) / kGroupElems;
+      for (int64_t g0 = 0; g0 < full;) {
+        const int64_t i0 = a + g0 * kGroupElems;
+        const int64_t b = block_of(blocks_, i0);
+        const int64_t g1 = std::min(full, (blocks_[b + 1] - a) / kGroupElems);
+        if (g1 > g0) {
+          const float scale = scales[b];
+          const float rc = kernels::plane_reciprocal(natural, scale, levels_);
+          kernels::quantize_planes(natural, x + i0, &scale, &rc, rnd + g0 * kGroupElems, g1 - g0, levels_,
+                                   nbits_, packed + g0 * words, true);
+          g0 = g1;
+        } else {
+          fill_scales(g0 * kGroupElems, (g0 + 1) * kGroupElems);
+          kernels::quantize_planes(natural, x + i0, nu + g0 * kGroupElems, recip + g0 * kGroupElems,
+                                   rnd + g0 * kGroupElems, 1, levels_, nbits_, packed + g0 * words);
+          ++g0;
         }
-      } else {
-        for_each_run(blocks_, a, e, [&](int64_t r0, int64_t r1, int64_t b) {
-          kernels::quantize(natural, x.data() + r0, r1 - r0, scales[b], levels_, rnd + (r0 - a), coded + (r0 - a));
-        });
-        std::fill(coded + (e - a), coded + g * kGroupElems, 0u);  // lanes past n: level 0, no sign
-        kernels::pack_planes(coded, g, nbits_, packed);
       }
-      std::memcpy(groups + 4 * (a / kGroupElems) * words, packed, sizeof(uint32_t) * static_cast<size_t>(g * words));
-    });
+      if (full < g) {  // the last, partial group: lanes past n quantize x = 0 (level 0, no sign)
+        const int64_t t0 = full * kGroupElems;
+        fill_scales(t0, e - a);
+        std::fill(tail, tail + kGroupElems, 0.0f);
+        std::copy(x + a + t0, x + e, tail);
+        std::fill(nu + (e - a), nu + g * kGroupElems, 0.0f);
+        std::fill(recip + (e - a), recip + g * kGroupElems, 0.0f);
+        kernels::quantize_planes(natural, tail, nu + t0, recip + t0, rnd + t0, 1, levels_, nbits_,
+                                 packed + full * words);
+      }
+    } else {
+      for_each_run(blocks_, a, e, [&](int64_t r0, int64_t r1, int64_t b) {
+        kernels::quantize(natural, x + r0, r1 - r0, scales[b], levels_, rnd + (r0 - a), coded + (r0 - a));
+      });
+      std::fill(coded + (e - a), coded + g * kGroupElems, 0u);  // lanes past n: level 0, no sign
+      kernels::pack_planes(coded, g, nbits_, packed);
+    }
+    std::memcpy(groups + 4 * (a / kGroupElems) * words, packed, sizeof(uint32_t) * static_cast<size_t>(g * words));
   });
 }
 

@@ -33,9 +33,14 @@ class DensePlaneCodec final : public Codec {
 
  private:
   std::vector<float> scales_of(const float* x) const;
+  /// The scales of blocks [b0, b1) into out[b0 ..] (their reduction on this thread).
+  void scales_of_blocks(const float* x, int64_t b0, int64_t b1, float* out) const;
   float value(uint32_t level, bool negative, float scale) const;
   void write(std::span<const float> x, std::span<const float> scales, const RngKey& key,
              std::span<uint8_t> payload) const;
+  /// The group words of elements [begin, end) (a piece), written at groups + 4 (begin / 32) words.
+  void write_piece(const float* x, const float* scales, const RngKey& key, int64_t begin, int64_t end,
+                   uint8_t* groups) const;
   void decode_impl(std::span<const uint8_t> payload, float weight, bool overwrite, std::span<float> out) const;
 
   uint32_t levels_ = 1;
@@ -44,6 +49,10 @@ class DensePlaneCodec final : public Codec {
   std::vector<int64_t> blocks_;
   int64_t num_blocks_ = 0;
   int64_t groups_ = 0;
+  /// encode reads x once: every block lies in one piece and its scale needs one reduction of the
+  /// block (l1, l2, linf, terngrad without clip), so each piece computes its blocks' scales and
+  /// quantizes while the piece is in cache.
+  bool one_pass_ = false;
 };
 
 }  // namespace gcomp::detail

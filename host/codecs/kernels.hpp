@@ -64,10 +64,11 @@ float plane_reciprocal(bool natural, float nu, uint32_t levels);
 
 /// quantize and pack_planes in one pass over num_groups whole groups of 32 elements (s <=
 /// kQuantizePlanesMaxLevels, natdither s <= kNatDitherRcpMaxLevels): element i has scale nu[i],
-/// recip[i] = plane_reciprocal(natural, nu[i], levels) and word words[i]; writes
-/// num_groups (1 + nbits) words. Lanes past the buffer's end must hold x = 0.
+/// recip[i] = plane_reciprocal(natural, nu[i], levels) and word words[i] (`uniform`: nu[0] and
+/// recip[0] for every element); writes num_groups (1 + nbits) words. Lanes past the buffer's end
+/// must hold x = 0.
 void quantize_planes(bool natural, const float* x, const float* nu, const float* recip, const uint32_t* words,
-                     int64_t num_groups, uint32_t levels, int nbits, uint32_t* out);
+                     int64_t num_groups, uint32_t levels, int nbits, uint32_t* out, bool uniform = false);
 
 /// Bit planes of num_groups groups of 32 coded levels: group g writes 1 + nbits words at
 /// out + g (1 + nbits) (sign plane, then level bit k), as docs/wire-format.md says.
@@ -140,8 +141,8 @@ int64_t select_at_most(const uint32_t* keys, int64_t len, uint32_t threshold, ui
     (coded, num_groups, nbits, out))                                                                                   \
   X(quantize_planes, QuantizePlanes, void,                                                                             \
     (bool natural, const float* x, const float* nu, const float* recip, const uint32_t* words, int64_t num_groups,     \
-     uint32_t levels, int nbits, uint32_t* out),                                                                       \
-    (natural, x, nu, recip, words, num_groups, levels, nbits, out))                                                    \
+     uint32_t levels, int nbits, uint32_t* out, bool uniform),                                                         \
+    (natural, x, nu, recip, words, num_groups, levels, nbits, out, uniform))                                           \
   X(sign_words, SignWords, void, (const float* x, int64_t num_groups, uint32_t* out), (x, num_groups, out))            \
   X(decode_planes, DecodePlanes, void,                                                                                 \
     (const uint32_t* groups, int nbits, int64_t first, int64_t len, const float* table, float weight, bool accumulate, \

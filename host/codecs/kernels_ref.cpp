@@ -79,13 +79,13 @@ void pack_planes(const uint32_t* coded, int64_t num_groups, int nbits, uint32_t*
 }
 
 void quantize_planes(bool natural, const float* x, const float* nu, const float* recip, const uint32_t* words,
-                     int64_t num_groups, uint32_t levels, int nbits, uint32_t* out) {
+                     int64_t num_groups, uint32_t levels, int nbits, uint32_t* out, bool uniform) {
   (void)recip;
   uint32_t coded[kGroupElems];
   for (int64_t g = 0; g < num_groups; ++g) {
     for (int lane = 0; lane < kGroupElems; ++lane) {
       const int64_t i = g * kGroupElems + lane;
-      quantize(natural, x + i, 1, nu[i], levels, words + i, coded + lane);
+      quantize(natural, x + i, 1, nu[uniform ? 0 : i], levels, words + i, coded + lane);
     }
     pack_planes(coded, 1, nbits, out + g * group_words(nbits));
   }

@@ -407,7 +407,7 @@ HWY_INLINE hn::Vec<DF> natdither_level_f(DF df, hn::Vec<DF> r, float s, hn::Vec<
 // (underflow or overflow) or where recip is 0 or negative (no single-precision reciprocal) are
 // redone by the element math. q = 0 is exact when y = 0 or nu = 0 (recip = 0), where the
 // reference gives level 0 too.
-template <bool kNatural, int kBits>
+template <bool kNatural, int kBits, bool kUniform>
 void QuantizePlanesT(const float* x, const float* nu, const float* recip, const uint32_t* words, int64_t num_groups,
                      uint32_t levels, uint32_t* out) {
   const hn::ScalableTag<float> df;
@@ -422,6 +422,9 @@ void QuantizePlanesT(const float* x, const float* nu, const float* recip, const 
   const auto v_max = hn::Set(df, 1.2676506002282294e+30f);     // 2^100
   const auto v_2p23 = hn::Set(df, 8388608.0f);                 // level + 2^23: the level in the low bits
   const auto zero = hn::Zero(df);
+  // kUniform: one scale for every element (nu[0], recip[0]), held in registers.
+  const auto nu_all = hn::Set(df, nu[0]);
+  const auto recip_all = hn::Set(df, recip[0]);
   HWY_ALIGN uint32_t patch[kLanesF];
   for (int64_t g = 0; g < num_groups; ++g) {
     [[maybe_unused]] uint32_t w[1 + kBits] = {};
@@ -429,7 +432,7 @@ void QuantizePlanesT(const float* x, const float* nu, const float* recip, const 
       const int64_t i = g * kGroupElems + o;
       const auto y = hn::LoadU(df, x + i);
       const auto ay = hn::Abs(y);
-      const auto rc = hn::LoadU(df, recip + i);
+      const auto rc = kUniform ? recip_all : hn::LoadU(df, recip + i);
       const auto q = hn::Mul(ay, rc);
       const auto u =
           hn::Mul(hn::ConvertTo(df, hn::BitCast(di, hn::ShiftRight<8>(hn::LoadU(du, words + i)))), v_u_scale);
@@ -447,14 +450,15 @@ void QuantizePlanesT(const float* x, const float* nu, const float* recip, const 
       const auto in_range = hn::And(hn::Ge(q, v_min), hn::Le(q, v_max));
       // q = 0 is exact only for y = 0 or nu = 0: a scale above 2^126 has no normal reciprocal
       // (recip = 0) and its lanes are redone (issue 18 #11: max |x| near FLT_MAX quantized to 0).
-      const auto exact_zero = hn::And(hn::Eq(q, zero), hn::Or(hn::Eq(ay, zero), hn::Eq(hn::LoadU(df, nu + i), zero)));
+      const auto exact_zero =
+          hn::And(hn::Eq(q, zero), hn::Or(hn::Eq(ay, zero), hn::Eq(kUniform ? nu_all : hn::LoadU(df, nu + i), zero)));
       const auto redo = hn::Or(hn::Ne(lo, hi), hn::Not(hn::Or(in_range, exact_zero)));
       if (HWY_UNLIKELY(!hn::AllFalse(df, redo))) {
         hn::Store(hn::Or(level_bits, hn::IfThenElseZero(negative, hn::Set(du, kNegativeBit))), du, patch);
         const uint64_t m = mask_bits(df, redo);
         for (int j = 0; j < kLanesF; ++j)
           if ((m >> j) & 1u) {
-            ref::quantize(kNatural, x + i + j, 1, nu[i + j], levels, words + i + j, patch + j);
+            ref::quantize(kNatural, x + i + j, 1, nu[kUniform ? 0 : i + j], levels, words + i + j, patch + j);
             patch[j] = (patch[j] & kNegativeBit) | (0x4b000000u + (patch[j] & ~kNegativeBit));  // bits of level + 2^23
           }
         const auto patched = hn::Load(du, patch);
@@ -480,35 +484,39 @@ void QuantizePlanesT(const float* x, const float* nu, const float* recip, const 
   }
 }
 
-template <bool kNatural>
+template <bool kNatural, bool kUniform>
 void QuantizePlanesN(const float* x, const float* nu, const float* recip, const uint32_t* words, int64_t num_groups,
                      uint32_t levels, int nbits, uint32_t* out) {
   switch (nbits) {
-    case 1: return QuantizePlanesT<kNatural, 1>(x, nu, recip, words, num_groups, levels, out);
-    case 2: return QuantizePlanesT<kNatural, 2>(x, nu, recip, words, num_groups, levels, out);
-    case 3: return QuantizePlanesT<kNatural, 3>(x, nu, recip, words, num_groups, levels, out);
-    case 4: return QuantizePlanesT<kNatural, 4>(x, nu, recip, words, num_groups, levels, out);
-    case 5: return QuantizePlanesT<kNatural, 5>(x, nu, recip, words, num_groups, levels, out);
-    case 6: return QuantizePlanesT<kNatural, 6>(x, nu, recip, words, num_groups, levels, out);
-    case 7: return QuantizePlanesT<kNatural, 7>(x, nu, recip, words, num_groups, levels, out);
-    case 8: return QuantizePlanesT<kNatural, 8>(x, nu, recip, words, num_groups, levels, out);
-    case 9: return QuantizePlanesT<kNatural, 9>(x, nu, recip, words, num_groups, levels, out);
-    case 10: return QuantizePlanesT<kNatural, 10>(x, nu, recip, words, num_groups, levels, out);
-    case 11: return QuantizePlanesT<kNatural, 11>(x, nu, recip, words, num_groups, levels, out);
-    default: ref::quantize_planes(kNatural, x, nu, recip, words, num_groups, levels, nbits, out);
+    case 1: return QuantizePlanesT<kNatural, 1, kUniform>(x, nu, recip, words, num_groups, levels, out);
+    case 2: return QuantizePlanesT<kNatural, 2, kUniform>(x, nu, recip, words, num_groups, levels, out);
+    case 3: return QuantizePlanesT<kNatural, 3, kUniform>(x, nu, recip, words, num_groups, levels, out);
+    case 4: return QuantizePlanesT<kNatural, 4, kUniform>(x, nu, recip, words, num_groups, levels, out);
+    case 5: return QuantizePlanesT<kNatural, 5, kUniform>(x, nu, recip, words, num_groups, levels, out);
+    case 6: return QuantizePlanesT<kNatural, 6, kUniform>(x, nu, recip, words, num_groups, levels, out);
+    case 7: return QuantizePlanesT<kNatural, 7, kUniform>(x, nu, recip, words, num_groups, levels, out);
+    case 8: return QuantizePlanesT<kNatural, 8, kUniform>(x, nu, recip, words, num_groups, levels, out);
+    case 9: return QuantizePlanesT<kNatural, 9, kUniform>(x, nu, recip, words, num_groups, levels, out);
+    case 10: return QuantizePlanesT<kNatural, 10, kUniform>(x, nu, recip, words, num_groups, levels, out);
+    case 11: return QuantizePlanesT<kNatural, 11, kUniform>(x, nu, recip, words, num_groups, levels, out);
+    default: ref::quantize_planes(kNatural, x, nu, recip, words, num_groups, levels, nbits, out, kUniform);
   }
 }
 
 void QuantizePlanes(bool natural, const float* x, const float* nu, const float* recip, const uint32_t* words,
-                    int64_t num_groups, uint32_t levels, int nbits, uint32_t* out) {
+                    int64_t num_groups, uint32_t levels, int nbits, uint32_t* out, bool uniform) {
   if (hn::MaxLanes(hn::ScalableTag<float>()) > kGroupElems) {
-    ref::quantize_planes(natural, x, nu, recip, words, num_groups, levels, nbits, out);
+    ref::quantize_planes(natural, x, nu, recip, words, num_groups, levels, nbits, out, uniform);
     return;
   }
-  if (natural)
-    QuantizePlanesN<true>(x, nu, recip, words, num_groups, levels, nbits, out);
+  if (natural && uniform)
+    QuantizePlanesN<true, true>(x, nu, recip, words, num_groups, levels, nbits, out);
+  else if (natural)
+    QuantizePlanesN<true, false>(x, nu, recip, words, num_groups, levels, nbits, out);
+  else if (uniform)
+    QuantizePlanesN<false, true>(x, nu, recip, words, num_groups, levels, nbits, out);
   else
-    QuantizePlanesN<false>(x, nu, recip, words, num_groups, levels, nbits, out);
+    QuantizePlanesN<false, false>(x, nu, recip, words, num_groups, levels, nbits, out);
 }
 
 void PackPlanes(const uint32_t* coded, int64_t num_groups, int nbits, uint32_t* out) {

@@ -14,8 +14,10 @@
 #include <gcomp/detail/codec_math.hpp>
 #include <gcomp/threads.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <string>
@@ -186,7 +188,18 @@ TEST_F(KernelTargets, QuantizeMatchesTheElementMathOnLevelBoundaries) {
       const bool planes = s <= kernels::kQuantizePlanesMaxLevels;
       if (planes)
         kernels::ref::quantize_planes(natural, x.data(), nus.data(), recips.data(), words.data(), n / 32, s, nbits,
-                                      want_planes.data());
+                                      want_planes.data(), false);
+      // ... and with one scale for every element (uniform: nu and its reciprocal in registers),
+      // against the per-element form with that scale everywhere; a zero scale too.
+      std::vector<std::vector<uint32_t>> want_uniform;
+      const float uniform_nus[2] = {nu, 0.0f};
+      for (float un : uniform_nus) {
+        const std::vector<float> fill_nu(n, un), fill_rc(n, kernels::plane_reciprocal(natural, un, s));
+        want_uniform.emplace_back(want_planes.size());
+        if (planes)
+          kernels::ref::quantize_planes(natural, x.data(), fill_nu.data(), fill_rc.data(), words.data(), n / 32, s,
+                                        nbits, want_uniform.back().data(), false);
+      }
       for (const auto& [id, name] : kernels::available_targets()) {
         kernels::force_target(id);
         kernels::quantize(natural, x.data(), n, nu, s, words.data(), got.data());
@@ -195,6 +208,13 @@ TEST_F(KernelTargets, QuantizeMatchesTheElementMathOnLevelBoundaries) {
         kernels::quantize_planes(natural, x.data(), nus.data(), recips.data(), words.data(), n / 32, s, nbits,
                                  got_planes.data());
         EXPECT_EQ(want_planes, got_planes) << name << " planes s=" << s << " natural=" << natural;
+        for (size_t u = 0; u < 2; ++u) {
+          const float rc = kernels::plane_reciprocal(natural, uniform_nus[u], s);
+          kernels::quantize_planes(natural, x.data(), &uniform_nus[u], &rc, words.data(), n / 32, s, nbits,
+                                   got_planes.data(), true);
+          EXPECT_EQ(want_uniform[u], got_planes)
+              << name << " uniform planes s=" << s << " natural=" << natural << " nu=" << uniform_nus[u];
+        }
       }
     }
   }
@@ -212,6 +232,62 @@ TEST_F(KernelTargets, PhiloxWordsMatchTheBlockFunctionAcrossTheLowCounterWrap) {
       kernels::force_target(id);
       kernels::philox_words(key, detail::kStreamElement, first, 100, got.data());
       EXPECT_EQ(want, got) << name << " first=" << first;
+    }
+  }
+}
+
+TEST_F(KernelTargets, OnePassDenseEncodeEqualsTheTwoPassFormAndLeavesThePayloadOnError) {
+  // Layouts above the parallel threshold whose blocks each lie in one pool piece: the dense codecs
+  // then reduce a piece's blocks and quantize it while it is in cache (x read once), staging the
+  // payload. The bytes must be those of encode_with_scales with compute_scales' scales (the
+  // two-pass form), on every target and thread count, and a NaN, an Inf or a norm beyond fp32
+  // must leave the payload as it was.
+  const std::vector<int64_t> one = {262144 + 1000};
+  const std::vector<int64_t> five = {65536, 65536, 65536, 65536, 1000};
+  const std::pair<const char*, std::vector<int64_t>> cases[] = {{"dither:levels=4,norm=l2,block=512", one},
+                                                                {"dither:levels=1,norm=linf,block=4096", one},
+                                                                {"dither:levels=3,norm=l1,block=100", five},
+                                                                {"dither:levels=300,norm=l2,block=1000", five},
+                                                                {"terngrad", five},
+                                                                {"natdither:levels=3,norm=l2,block=333", five},
+                                                                {"natdither:levels=80,norm=l2,block=5000", five}};
+  const RngKey key{0x1234567890abcdefull, 3, 17, 0};
+  for (const auto& [spec, segs] : cases) {
+    const Layout layout(segs);
+    const auto codec = make_codec(spec, layout);
+    std::vector<float> x = make_input(layout.num_elems(), 7);
+    std::vector<float> scales(static_cast<size_t>(codec->num_scales()));
+    codec->compute_scales(x, scales);
+    std::vector<uint8_t> want(codec->encoded_bytes());
+    codec->encode_with_scales(x, scales, key, want);
+    for (const auto& [id, name] : kernels::available_targets()) {
+      kernels::force_target(id);
+      for (int threads : {1, 2}) {
+        set_cpu_threads(threads);
+        EXPECT_TRUE(test::bytes_equal(test::encode(*codec, x, key), want))
+            << spec << " " << name << " threads=" << threads;
+      }
+    }
+    kernels::force_target(0);
+    set_cpu_threads(2);
+    const int64_t at = layout.num_elems() / 2 + 77;
+    const bool sums = std::string(spec).find("linf") == std::string::npos && std::string(spec) != "terngrad";
+    for (int poison = 0; poison < 3; ++poison) {
+      if (poison == 2 && !sums) continue;  // a largest magnitude cannot overflow
+      std::vector<float> bad_x = x;
+      if (poison == 0) bad_x[static_cast<size_t>(at)] = std::numeric_limits<float>::quiet_NaN();
+      if (poison == 1) bad_x[static_cast<size_t>(at)] = -std::numeric_limits<float>::infinity();
+      if (poison == 2)
+        for (int64_t i = at; i < at + 8; ++i) bad_x[static_cast<size_t>(i)] = 3e38f;
+      std::vector<uint8_t> out(codec->encoded_bytes(), 0xA5);
+      try {
+        codec->encode(bad_x, key, out);
+        ADD_FAILURE() << spec << " accepted poison " << poison;
+      } catch (const Error& e) {
+        EXPECT_EQ(e.status(), poison == 2 ? gcompErrorInvalidArgument : gcompErrorNonFinite) << spec << e.what();
+      }
+      EXPECT_TRUE(std::all_of(out.begin(), out.end(), [](uint8_t v) { return v == 0xA5; }))
+          << spec << " payload written on error " << poison;
     }
   }
 }
