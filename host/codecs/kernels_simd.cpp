@@ -11,6 +11,7 @@
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "host/codecs/kernels_simd.cpp"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/cache_control.h>
 #include <hwy/highway.h>
 
 #include "host/codecs/kernels.hpp"
@@ -60,6 +61,15 @@ HWY_INLINE uint64_t mask_bits(D d, M m) {
     return v;
   }
 }
+
+/// The encode kernels read x once, front to back, from memory (64 MiB inputs) while doing several
+/// cycles of work per element: without help the hardware prefetchers of one core keep too few
+/// lines in flight, and the loop waits on memory between bursts of compute. Each loop therefore
+/// prefetches the line kPrefetchFloats floats (16 KiB) ahead of the one it reads, once per line
+/// (measured on the 2-core AVX-512 VM: the l2 block-scale pass 0.62 -> 0.46 ns per element).
+constexpr int64_t kPrefetchFloats = 4096;
+
+HWY_INLINE void prefetch_ahead(const float* p) { hwy::Prefetch(p + kPrefetchFloats); }
 
 /// Lane j holds 1 << j (j < 32).
 template <class DU>
@@ -227,6 +237,9 @@ double ReduceTileT(const Op& op, const float* x, int64_t len, double mean) {
     auto a0 = hn::Set(dd, op.identity()), a1 = a0, a2 = a0, a3 = a0;
     for (int64_t r = 0; r < rows; ++r) {
       const float* row = x + r * kLanes + l0;
+      // This strip of lanes, 16 rows further on (the next tile's rows once past this one): a
+      // strip of 4 vectors is 2 lines of a row for AVX-512, 1 for AVX2, half a line for SSE4.
+      for (int64_t o = 0; o < 4 * lanes; o += 16) hwy::Prefetch(row + 16 * kLanes + o);
       a0 = reduce_combine<kOp, decltype(dd)>(a0, reduce_term<kOp>(dd, hn::PromoteTo(dd, hn::LoadU(df, row)), mean));
       a1 = reduce_combine<kOp, decltype(dd)>(a1,
                                              reduce_term<kOp>(dd, hn::PromoteTo(dd, hn::LoadU(df, row + lanes)), mean));
@@ -277,6 +290,7 @@ int64_t FindNonfinite(const float* x, int64_t n) {
   const uint32_t* bits = reinterpret_cast<const uint32_t*>(x);
   int64_t i = 0;
   for (; i + 4 * lanes <= n; i += 4 * lanes) {
+    for (int64_t o = 0; o < 4 * lanes; o += 16) prefetch_ahead(x + i + o);
     const auto a = hn::And(hn::LoadU(du, bits + i), exp_mask);
     const auto b = hn::And(hn::LoadU(du, bits + i + lanes), exp_mask);
     const auto c = hn::And(hn::LoadU(du, bits + i + 2 * lanes), exp_mask);
@@ -427,6 +441,8 @@ void QuantizePlanesT(const float* x, const float* nu, const float* recip, const 
   const auto recip_all = hn::Set(df, recip[0]);
   HWY_ALIGN uint32_t patch[kLanesF];
   for (int64_t g = 0; g < num_groups; ++g) {
+    prefetch_ahead(x + g * kGroupElems);
+    prefetch_ahead(x + g * kGroupElems + 16);
     [[maybe_unused]] uint32_t w[1 + kBits] = {};
     for (int o = 0; o < kGroupElems; o += kLanesF) {
       const int64_t i = g * kGroupElems + o;
@@ -549,6 +565,8 @@ void SignWords(const float* x, int64_t num_groups, uint32_t* out) {
   }
   const auto zero = hn::Zero(df);
   for (int64_t g = 0; g < num_groups; ++g) {
+    prefetch_ahead(x + g * kGroupElems);
+    prefetch_ahead(x + g * kGroupElems + 16);
     uint32_t w = 0;
     for (int o = 0; o < kGroupElems; o += lanes)
       w |= static_cast<uint32_t>(mask_bits(df, hn::Lt(hn::LoadU(df, x + g * kGroupElems + o), zero)) << o);
@@ -612,6 +630,8 @@ void NaturalEncode(const float* x, int64_t len, const uint32_t* words, uint8_t* 
   const uint32_t* xb = reinterpret_cast<const uint32_t*>(x);
   const int64_t full = len / kGroupElems;
   for (int64_t g = 0; g < full; ++g) {
+    prefetch_ahead(x + g * kGroupElems);
+    prefetch_ahead(x + g * kGroupElems + 16);
     uint32_t sw = 0;
     for (int o = 0; o < kGroupElems; o += lanes) {
       const int64_t i = g * kGroupElems + o;
@@ -698,6 +718,7 @@ void GridLevels(const float* x, int64_t len, double step, double inv_step, uint3
   const auto v_slack = hn::Set(dd, kQuotientSlack);
   int64_t i = 0;
   for (; i + lanes <= len; i += lanes) {
+    if (i % 16 == 0) prefetch_ahead(x + i);
     const auto q = hn::Mul(hn::PromoteTo(dd, hn::LoadU(df, x + i)), v_inv);
     const auto dq = hn::Mul(hn::Abs(q), v_slack);
     const auto lo = hn::Max(hn::Min(hn::Round(hn::Sub(q, dq)), v_lim), v_nlim);
@@ -786,7 +807,10 @@ void TopkOrderKeys(const float* x, int64_t len, uint32_t* ord) {
   const auto mag = hn::Set(du, 0x7fffffffu);
   const uint32_t* xb = reinterpret_cast<const uint32_t*>(x);
   int64_t i = 0;
-  for (; i + lanes <= len; i += lanes) hn::StoreU(hn::Sub(mag, hn::And(hn::LoadU(du, xb + i), mag)), du, ord + i);
+  for (; i + lanes <= len; i += lanes) {
+    if (i % 16 == 0) prefetch_ahead(x + i);
+    hn::StoreU(hn::Sub(mag, hn::And(hn::LoadU(du, xb + i), mag)), du, ord + i);
+  }
   ref::topk_order_keys(x + i, len - i, ord + i);
 }
 
