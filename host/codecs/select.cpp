@@ -12,21 +12,28 @@ namespace gcomp::detail {
 
 namespace {
 
+/// A candidate: its key and its offset in its pool piece (the piece is its part's index).
 struct Candidate {
   uint32_t key;
-  int64_t index;
+  uint32_t offset;
 };
 
-/// The elements with key <= threshold, in index order; false (out unspecified) when there are
-/// more than cap.
-bool collect(int64_t n, const OrderKeys& keys, uint32_t threshold, int64_t cap, std::vector<Candidate>& out) {
-  std::vector<std::vector<Candidate>> per_piece(static_cast<size_t>(num_pieces(n)));
+/// The candidates of each pool piece, in index order, and their count.
+struct Candidates {
+  std::vector<std::vector<Candidate>> parts;
+  int64_t total = 0;
+};
+
+/// The elements with key <= threshold, per piece in index order; false (out unspecified) when
+/// there are more than cap.
+bool collect(int64_t n, const OrderKeys& keys, uint32_t threshold, int64_t cap, Candidates& out) {
+  out.parts.assign(static_cast<size_t>(num_pieces(n)), {});
   std::atomic<int64_t> total{0};
   std::atomic<bool> overflow{false};
   for_each_piece(n, [&](int64_t begin, int64_t end) {
     uint32_t buf[kSubElems];
     uint32_t idx[kSubElems];
-    std::vector<Candidate>& mine = per_piece[static_cast<size_t>(begin / kPieceElems)];
+    std::vector<Candidate>& mine = out.parts[static_cast<size_t>(begin / kPieceElems)];
     for_each_sub(begin, end, [&](int64_t a, int64_t e) {
       if (overflow.load(std::memory_order_relaxed)) return;
       keys(a, e, buf);
@@ -36,56 +43,98 @@ bool collect(int64_t n, const OrderKeys& keys, uint32_t threshold, int64_t cap, 
         overflow.store(true, std::memory_order_relaxed);
         return;
       }
-      for (int64_t j = 0; j < c; ++j) mine.push_back(Candidate{buf[idx[j]], a + idx[j]});
+      const auto base = static_cast<uint32_t>(a - begin);
+      for (int64_t j = 0; j < c; ++j) mine.push_back(Candidate{buf[idx[j]], base + idx[j]});
     });
   });
-  if (overflow.load()) return false;
-  out.clear();
-  out.reserve(static_cast<size_t>(total.load()));
-  for (const auto& v : per_piece) out.insert(out.end(), v.begin(), v.end());
-  return true;
+  out.total = total.load();
+  return !overflow.load();
 }
 
-/// The k-th smallest key (1-based) of the candidates, and how many keys are below it: one
-/// histogram pass over 2048 bins spanning [0, largest key], then a selection among the keys of the
-/// bin that holds rank k (about 2048 times fewer than the candidates for spread-out keys).
-uint32_t kth_key(const std::vector<Candidate>& cands, int64_t k, int64_t& below) {
-  uint32_t top = 0;
-  for (const Candidate& c : cands) top = std::max(top, c.key);
+/// fn(part_begin, part_end, task) over the parts in at most kSelectTasks tasks, on the pool when
+/// there are many candidates.
+constexpr int64_t kSelectTasks = 16;
+
+template <class F>
+void over_parts(const Candidates& c, F&& fn) {
+  const auto parts = static_cast<int64_t>(c.parts.size());
+  const int64_t per = ceil_div(parts, kSelectTasks);
+  const auto task = [&](int64_t t) { fn(t * per, std::min(parts, (t + 1) * per), t); };
+  const int64_t tasks = ceil_div(parts, per);
+  if (c.total < 65536)
+    for (int64_t t = 0; t < tasks; ++t) task(t);
+  else
+    parallel_for(tasks, task);
+}
+
+/// The first k of the candidates (all elements with key <= top, at least k of them) in index
+/// order, and the smallest key among them. The k-th key comes from one histogram pass over 2048
+/// bins spanning [0, top] and a selection among the keys of the bin that holds rank k (about
+/// 2048 times fewer than the candidates for spread-out keys); then every smaller key and the
+/// lowest-index ties are written out. Each pass runs in tasks over the pieces.
+std::vector<int64_t> first_k_of(const Candidates& c, int64_t k, uint32_t top, uint32_t& min_key) {
   int shift = 0;
   while ((top >> shift) >= 2048u) ++shift;
+  std::vector<std::vector<int64_t>> hists(static_cast<size_t>(kSelectTasks), std::vector<int64_t>(2048, 0));
+  std::vector<uint32_t> mins(static_cast<size_t>(kSelectTasks), 0xffffffffu);
+  over_parts(c, [&](int64_t p0, int64_t p1, int64_t t) {
+    std::vector<int64_t>& h = hists[static_cast<size_t>(t)];
+    uint32_t m = 0xffffffffu;
+    for (int64_t p = p0; p < p1; ++p)
+      for (const Candidate& x : c.parts[static_cast<size_t>(p)]) {
+        ++h[x.key >> shift];
+        m = std::min(m, x.key);
+      }
+    mins[static_cast<size_t>(t)] = m;
+  });
+  min_key = *std::min_element(mins.begin(), mins.end());
   std::vector<int64_t> hist(2048, 0);
-  for (const Candidate& c : cands) ++hist[c.key >> shift];
+  for (const auto& h : hists)
+    for (size_t i = 0; i < hist.size(); ++i) hist[i] += h[i];
   uint32_t bin = 0;
-  int64_t before_bin = 0;
-  while (before_bin + hist[bin] < k) before_bin += hist[bin++];
+  int64_t below = 0;
+  while (below + hist[bin] < k) below += hist[bin++];
   std::vector<uint32_t> in_bin;
   in_bin.reserve(static_cast<size_t>(hist[bin]));
-  for (const Candidate& c : cands)
-    if ((c.key >> shift) == bin) in_bin.push_back(c.key);
-  const auto kth = in_bin.begin() + (k - before_bin - 1);
+  for (const auto& part : c.parts)
+    for (const Candidate& x : part)
+      if ((x.key >> shift) == bin) in_bin.push_back(x.key);
+  const auto kth = in_bin.begin() + (k - below - 1);
   std::nth_element(in_bin.begin(), kth, in_bin.end());
-  const uint32_t key = *kth;
-  below = before_bin + std::count_if(in_bin.begin(), in_bin.end(), [key](uint32_t v) { return v < key; });
-  return key;
-}
-
-/// The k first of the candidates (all elements with key <= some threshold, at least k of them,
-/// in index order), in index order: every key below the k-th key, then the lowest-index ties.
-std::vector<int64_t> first_k_of(const std::vector<Candidate>& cands, int64_t k) {
-  int64_t below = 0;
-  const uint32_t last = kth_key(cands, k, below);
-  int64_t ties = k - below;  // candidates with the k-th key that are taken
-  std::vector<int64_t> idx;
-  idx.reserve(static_cast<size_t>(k));
-  for (const Candidate& c : cands)
-    if (c.key < last || (c.key == last && ties-- > 0)) idx.push_back(c.index);
+  const uint32_t last = *kth;
+  below += std::count_if(in_bin.begin(), in_bin.end(), [last](uint32_t v) { return v < last; });
+  // Per piece: keys below the k-th and ties with it; ties are taken in index order.
+  const size_t parts = c.parts.size();
+  std::vector<int64_t> less(parts, 0), equal(parts, 0);
+  over_parts(c, [&](int64_t p0, int64_t p1, int64_t) {
+    for (int64_t p = p0; p < p1; ++p)
+      for (const Candidate& x : c.parts[static_cast<size_t>(p)]) {
+        less[static_cast<size_t>(p)] += x.key < last;
+        equal[static_cast<size_t>(p)] += x.key == last;
+      }
+  });
+  std::vector<int64_t> offset(parts + 1, 0), ties(parts, 0);
+  int64_t ties_left = k - below;
+  for (size_t p = 0; p < parts; ++p) {
+    ties[p] = std::min(ties_left, equal[p]);
+    ties_left -= ties[p];
+    offset[p + 1] = offset[p] + less[p] + ties[p];
+  }
+  std::vector<int64_t> idx(static_cast<size_t>(k));
+  over_parts(c, [&](int64_t p0, int64_t p1, int64_t) {
+    for (int64_t p = p0; p < p1; ++p) {
+      int64_t o = offset[static_cast<size_t>(p)], take = ties[static_cast<size_t>(p)];
+      const int64_t base = p * kPieceElems;
+      for (const Candidate& x : c.parts[static_cast<size_t>(p)])
+        if (x.key < last || (x.key == last && take-- > 0)) idx[static_cast<size_t>(o++)] = base + x.offset;
+    }
+  });
   return idx;
 }
 
 /// Exact k-th key by radix select (11 + 11 + 10 bits), then one pass emitting the elements with
 /// a smaller key and the first ties. Sequential; scratch of 2048 counts and one sub-range.
-std::vector<int64_t> radix_first_k(int64_t n, int64_t k, const OrderKeys& keys) {
+std::vector<int64_t> radix_first_k(int64_t n, int64_t k, const OrderKeys& keys, uint32_t& min_key) {
   uint32_t buf[kSubElems];
   std::vector<int64_t> hist(2048);
   uint32_t prefix = 0;
@@ -125,6 +174,7 @@ std::vector<int64_t> radix_first_k(int64_t n, int64_t k, const OrderKeys& keys) 
         if (need == 0) continue;
         --need;
       }
+      min_key = std::min(min_key, buf[pos[j]]);
       idx.push_back(a + pos[j]);
     }
   }
@@ -158,26 +208,35 @@ uint32_t sampled_threshold(int64_t n, int64_t k, const OrderKeys& keys) {
   return sample[static_cast<size_t>(rank)];
 }
 
-std::vector<int64_t> select_first_k(int64_t n, int64_t k, const OrderKeys& keys, uint32_t threshold) {
+std::vector<int64_t> select_first_k(int64_t n, int64_t k, const OrderKeys& keys, uint32_t threshold,
+                                    uint32_t* min_key) {
+  uint32_t smallest = 0xffffffffu;
   std::vector<int64_t> idx;
-  if (k <= 0 || n <= 0) return idx;
-  if (k >= n) {
+  if (k >= n && n > 0) {
+    smallest = 0;  // not looked at
     idx.resize(static_cast<size_t>(n));
     for (int64_t i = 0; i < n; ++i) idx[static_cast<size_t>(i)] = i;
-    return idx;
-  }
-  const int64_t cap = 2 * k + 65536;
-  std::vector<Candidate> cands;
-  uint64_t t = threshold;
-  for (int attempt = 0; attempt < 4; ++attempt) {
-    if (!collect(n, keys, static_cast<uint32_t>(t), cap, cands)) {
-      t /= 2;  // too many: a lower threshold
-      continue;
+  } else if (k > 0 && n > 0) {
+    const int64_t cap = 2 * k + 65536;
+    Candidates cands;
+    uint64_t t = threshold;
+    bool done = false;
+    for (int attempt = 0; attempt < 4 && !done; ++attempt) {
+      if (!collect(n, keys, static_cast<uint32_t>(t), cap, cands)) {
+        t /= 2;  // too many: a lower threshold
+        continue;
+      }
+      if (cands.total >= k) {
+        idx = first_k_of(cands, k, static_cast<uint32_t>(t), smallest);
+        done = true;
+      } else {
+        t = std::min<uint64_t>(0xffffffffu, 2 * t + 65536);  // too few: a higher one
+      }
     }
-    if (static_cast<int64_t>(cands.size()) >= k) return first_k_of(cands, k);
-    t = std::min<uint64_t>(0xffffffffu, 2 * t + 65536);  // too few: a higher one
+    if (!done) idx = radix_first_k(n, k, keys, smallest);
   }
-  return radix_first_k(n, k, keys);
+  if (min_key != nullptr) *min_key = smallest;
+  return idx;
 }
 
 }  // namespace gcomp::detail

@@ -20,8 +20,11 @@ using OrderKeys = std::function<void(int64_t a, int64_t e, uint32_t* out)>;
 
 /// The first k of [0, n) in the order (key, index), in increasing index order. `threshold` is a
 /// first guess of the k-th key (exact results for any value; speed depends on it being a little
-/// above the k-th key).
-std::vector<int64_t> select_first_k(int64_t n, int64_t k, const OrderKeys& keys, uint32_t threshold);
+/// above the k-th key). min_key (when given): at most the smallest key of the selection (the
+/// smallest key itself, except 0 when k >= n, where no key is drawn; 2^32 - 1 when none is
+/// selected).
+std::vector<int64_t> select_first_k(int64_t n, int64_t k, const OrderKeys& keys, uint32_t threshold,
+                                    uint32_t* min_key = nullptr);
 
 /// A threshold guess for select_first_k from the keys of n/16 (at most 65536) evenly spaced
 /// elements: the sample's key at rank k/n plus four standard deviations.

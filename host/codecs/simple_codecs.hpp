@@ -97,9 +97,9 @@ class SparseCodec final : public Codec {
   /// Selected indices in increasing order (topk: of x; randk: from the key). randk with a
   /// non-empty x and `scanned` (ceil(n / kSubElems) entries, 0 on entry): the key pass also scans
   /// each sub-range of x it draws keys for, and sets its entry to 1 (finite) or 2 (holds a NaN or
-  /// Inf); entries of sub-ranges it did not reach stay 0.
-  std::vector<int64_t> select(std::span<const float> x, const RngKey& key,
-                              std::vector<uint8_t>* scanned = nullptr) const;
+  /// Inf); entries of sub-ranges it did not reach stay 0. min_key: select_first_k's.
+  std::vector<int64_t> select(std::span<const float> x, const RngKey& key, std::vector<uint8_t>* scanned = nullptr,
+                              uint32_t* min_key = nullptr) const;
 
  private:
   void decode_impl(std::span<const uint8_t> payload, const RngKey& key, float weight, bool overwrite,

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <memory>
 #include <cmath>
 #include <cstring>
 
@@ -150,10 +151,10 @@ Guarantee SparseCodec::guarantee() const {
   return Guarantee{Guarantee::Kind::kContractive, 0.0, k / n};
 }
 
-std::vector<int64_t> SparseCodec::select(std::span<const float> x, const RngKey& key,
-                                         std::vector<uint8_t>* scanned) const {
+std::vector<int64_t> SparseCodec::select(std::span<const float> x, const RngKey& key, std::vector<uint8_t>* scanned,
+                                         uint32_t* min_key) const {
   const int64_t n = num_elems();
-  if (k_ <= 0 || k_ >= n) return select_first_k(n, k_, OrderKeys{}, 0);  // nothing or everything
+  if (k_ <= 0 || k_ >= n) return select_first_k(n, k_, OrderKeys{}, 0, min_key);  // nothing or everything
   if (spec().id == CodecId::kTopK) {
     // Order keys 0x7fffffff - |x| bits: larger |x| first (topk_before); NaN and Inf come first of
     // all, so every one of them is a candidate when the threshold is at least 2^23 - 1.
@@ -161,7 +162,7 @@ std::vector<int64_t> SparseCodec::select(std::span<const float> x, const RngKey&
       kernels::topk_order_keys(x.data() + a, e - a, out);
     };
     const uint32_t t = std::max<uint32_t>(sampled_threshold(n, k_, keys), 0x7fffffu);
-    return select_first_k(n, k_, keys, t);
+    return select_first_k(n, k_, keys, t, min_key);
   }
   // Random-k: the Philox words of the select stream, one block per four elements (randk_before).
   // The k smallest of n uniform words lie below about (k + 4 sqrt(k) + 16) 2^32 / n. When
@@ -182,7 +183,7 @@ std::vector<int64_t> SparseCodec::select(std::span<const float> x, const RngKey&
   };
   const double k = static_cast<double>(k_);
   const double t = (k + 4.0 * std::sqrt(k) + 16.0) / static_cast<double>(std::max<int64_t>(n, 1)) * 4294967296.0;
-  return select_first_k(n, k_, keys, t >= 4294967295.0 ? 0xffffffffu : static_cast<uint32_t>(t));
+  return select_first_k(n, k_, keys, t >= 4294967295.0 ? 0xffffffffu : static_cast<uint32_t>(t), min_key);
 }
 
 namespace {
@@ -209,7 +210,8 @@ void SparseCodec::encode(std::span<const float> x, const RngKey& key, std::span<
   const bool randk = spec().id == CodecId::kRandK;
   std::vector<uint8_t> scanned;
   if (randk) scanned.assign(static_cast<size_t>(ceil_div(n, kSubElems)), 0);
-  const std::vector<int64_t> idx = select(x, key, randk ? &scanned : nullptr);
+  uint32_t min_key = 0;
+  const std::vector<int64_t> idx = select(x, key, randk ? &scanned : nullptr, &min_key);
   if (randk) {
     // Every sub-range the key pass did not reach is scanned here: all of x when the selection
     // drew no keys (k = 0 or k = n), else none in a normal run.
@@ -223,34 +225,38 @@ void SparseCodec::encode(std::span<const float> x, const RngKey& key, std::span<
       }
     }
     if (!finite) require_finite(x.data(), n);  // names the first NaN or Inf (or passes: n = 0)
+  } else if (min_key < 0x800000u) {
+    // NaN and Inf come first in the top-k order (keys below 2^23, every finite value's is above):
+    // the selection's smallest key says whether x holds one, and require_finite names the first.
+    require_finite(x.data(), n);
   }
-  // The selected values (a cache miss each for a large x), gathered in tasks on the pool.
-  std::vector<float> vals(static_cast<size_t>(k_));
-  sparse_tasks(k_, [&](int64_t j0, int64_t j1) {
-    for (int64_t j = j0; j < j1; ++j) vals[static_cast<size_t>(j)] = x[static_cast<size_t>(idx[j])];
-  });
-  if (!randk) {
-    // NaN and Inf are first in the top-k order: when x holds any, the selection holds one, and
-    // require_finite names the first of x.
-    for (float v : vals)
-      if (!is_finite_f(v)) require_finite(x.data(), n);
-  }
+  // The selected values (a cache miss each for a large x), gathered in tasks on the pool: straight
+  // into the payload, except for randk:unbiased, whose values are checked (times n/k) first.
+  uint8_t* out = payload.data();
+  uint8_t* values = out + (randk ? 8 : 0);
+  const auto gather = [&](uint8_t* dst) {
+    sparse_tasks(k_, [&](int64_t j0, int64_t j1) {
+      for (int64_t j = j0; j < j1; ++j) store_f32(dst + 4 * j, x[static_cast<size_t>(idx[j])]);
+    });
+  };
   if (randk && spec().unbiased) {
     // The decoder multiplies each value by n/k: it must stay within fp32 (issue 18 #11).
+    const std::unique_ptr<uint8_t[]> vals(new uint8_t[static_cast<size_t>(4 * k_)]);
+    gather(vals.get());
     const float scale = randk_scale(n, k_);
     for (int64_t j = 0; j < k_; ++j)
-      if (!is_finite_f(vals[static_cast<size_t>(j)] * scale))
+      if (!is_finite_f(load_f32(vals.get() + 4 * j) * scale))
         GCOMP_FAIL(gcompErrorInvalidArgument, "randk:unbiased: element " + std::to_string(idx[j]) +
                                                   " times n/k would decode to Inf (beyond the float32 range)");
+    if (k_ > 0) std::memcpy(values, vals.get(), static_cast<size_t>(4 * k_));
+  } else {
+    gather(values);
   }
-  uint8_t* out = payload.data();
   if (randk) {
     store_u32(out, key.step);
     store_u32(out + 4, key.rank);
-    if (k_ > 0) std::memcpy(out + 8, vals.data(), sizeof(float) * vals.size());
     return;
   }
-  if (k_ > 0) std::memcpy(out, vals.data(), sizeof(float) * vals.size());
   if (rice_) {
     rice_encode(idx, out);
     return;
