@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 
 namespace gcomp::detail {
 
@@ -122,7 +123,10 @@ void SignCodec::encode(std::span<const float> x, const RngKey&, std::span<uint8_
     }
     uint8_t* out = payload.data();
     for (int64_t b = 0; b < m; ++b) store_f32(out + 4 * b, scales[b]);
-    if (!words.empty()) std::memcpy(out + 4 * m, words.data(), sizeof(uint32_t) * words.size());  // n = 0: none
+    for_each_piece(n, [&](int64_t begin, int64_t end) {  // n = 0: none
+      const int64_t w0 = begin / kGroupElems, w1 = ceil_div(end, kGroupElems);
+      std::memcpy(out + 4 * m + 4 * w0, words.data() + w0, sizeof(uint32_t) * static_cast<size_t>(w1 - w0));
+    });
     return;
   }
   if (spec().scaled) {
@@ -201,12 +205,10 @@ size_t NaturalCodec::encoded_bytes() const { return static_cast<size_t>(4 * word
 double NaturalCodec::encoded_bits() const { return 9.0 * static_cast<double>(num_elems()); }
 Guarantee NaturalCodec::guarantee() const { return Guarantee{Guarantee::Kind::kUnbiased, 0.125, 0.0}; }
 
-void NaturalCodec::encode(std::span<const float> x, const RngKey& key, std::span<uint8_t> payload) const {
-  check_encode_args(x, payload);
-  require_finite(x.data(), num_elems());
+void NaturalCodec::encode_to(const float* x, const RngKey& key, uint8_t* base, std::vector<uint8_t>* bad) const {
   const int64_t n = num_elems();
-  uint8_t* signs = payload.data();
-  uint8_t* codes = payload.data() + 4 * words_;
+  uint8_t* signs = base;
+  uint8_t* codes = base + 4 * words_;
   for (int64_t i = n; i < 4 * ceil_div(n, 4); ++i) codes[i] = 0;  // padding bytes
   for_each_piece(n, [&](int64_t begin, int64_t end) {
     uint32_t rnd[kSubElems];
@@ -214,10 +216,39 @@ void NaturalCodec::encode(std::span<const float> x, const RngKey& key, std::span
     for_each_sub(begin, end, [&](int64_t a, int64_t e) {
       // One Philox block per four elements (natural_codes4's words).
       kernels::philox_words(key, kStreamElement, static_cast<uint64_t>(a) / 4, ceil_div(e - a, 4), rnd);
-      kernels::natural_encode(x.data() + a, e - a, rnd, codes + a, local);
+      kernels::natural_encode(x + a, e - a, rnd, codes + a, local);
       std::memcpy(signs + 4 * (a / kGroupElems), local,
                   sizeof(uint32_t) * static_cast<size_t>(ceil_div(e - a, kGroupElems)));
+      if (bad != nullptr && kernels::find_nonfinite(x + a, e - a) >= 0)
+        (*bad)[static_cast<size_t>(begin / kPieceElems)] = 1;
     });
+  });
+}
+
+void NaturalCodec::encode(std::span<const float> x, const RngKey& key, std::span<uint8_t> payload) const {
+  check_encode_args(x, payload);
+  const int64_t n = num_elems();
+  if (n < kParallelMinElems) {
+    require_finite(x.data(), n);
+    encode_to(x.data(), key, payload.data(), nullptr);
+    return;
+  }
+  // One read of x: each sub-range is encoded and then checked for NaN and Inf while in cache, into
+  // staging; the payload is written only when x is finite (else require_finite names the first).
+  const std::unique_ptr<uint8_t[]> staged(new uint8_t[encoded_bytes()]);
+  std::vector<uint8_t> bad(static_cast<size_t>(num_pieces(n)), 0);
+  encode_to(x.data(), key, staged.get(), &bad);
+  if (std::find(bad.begin(), bad.end(), 1) != bad.end()) {
+    require_finite(x.data(), n);
+    GCOMP_FAIL(gcompErrorInternal, "natural: a NaN or Inf was seen and then not found");
+  }
+  const int64_t code_bytes = 4 * ceil_div(n, 4);
+  uint8_t* out = payload.data();
+  for_each_piece(n, [&](int64_t begin, int64_t end) {
+    const int64_t w0 = begin / kGroupElems, w1 = ceil_div(end, kGroupElems);
+    std::memcpy(out + 4 * w0, staged.get() + 4 * w0, static_cast<size_t>(4 * (w1 - w0)));
+    const int64_t c1 = end == n ? code_bytes : end;  // the last piece takes the padding bytes
+    std::memcpy(out + 4 * words_ + begin, staged.get() + 4 * words_ + begin, static_cast<size_t>(c1 - begin));
   });
 }
 

@@ -65,6 +65,10 @@ class NaturalCodec final : public Codec {
 
  private:
   void decode_impl(std::span<const uint8_t> payload, float weight, bool overwrite, std::span<float> out) const;
+  /// The payload of x at `base` (encoded_bytes() bytes). With `bad` (one entry per pool piece,
+  /// 0 on entry): each sub-range is also checked for NaN and Inf while in cache, and its piece's
+  /// entry set to 1 when it holds one.
+  void encode_to(const float* x, const RngKey& key, uint8_t* base, std::vector<uint8_t>* bad) const;
   int64_t words_ = 0;
 };
 

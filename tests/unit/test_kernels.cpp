@@ -292,6 +292,48 @@ TEST_F(KernelTargets, OnePassDenseEncodeEqualsTheTwoPassFormAndLeavesThePayloadO
   }
 }
 
+TEST_F(KernelTargets, NaturalEncodeAboveTheParallelThresholdEqualsTheElementMath) {
+  // Above the parallel threshold natural encodes and checks each sub-range while it is in cache,
+  // into staging: the payload must be the element math's (sign words, then a code byte per
+  // element and zero padding), on every target and 1-2 threads, and untouched by a NaN or Inf.
+  const Layout layout(std::vector<int64_t>{262144 + 1000 + 5});
+  const int64_t n = layout.num_elems();
+  const auto codec = make_codec("natural", layout);
+  const std::vector<float> x = make_input(n, 11);
+  const RngKey key{0x1234567890abcdefull, 3, 17, 0};
+  const int64_t words = (n + 31) / 32;
+  std::vector<uint8_t> want(codec->encoded_bytes(), 0);
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t word = detail::philox_block(key, detail::kStreamElement, static_cast<uint64_t>(i) / 4).v[i % 4];
+    const uint32_t code = detail::natural_exponent_code(x[static_cast<size_t>(i)], word);
+    want[static_cast<size_t>(4 * words + i)] = static_cast<uint8_t>(code);
+    if (code != 0 && x[static_cast<size_t>(i)] < 0.0f)
+      want[static_cast<size_t>(4 * (i / 32) + (i % 32) / 8)] |= 1u << (i % 8);
+  }
+  for (const auto& [id, name] : kernels::available_targets()) {
+    kernels::force_target(id);
+    for (int threads : {1, 2}) {
+      set_cpu_threads(threads);
+      EXPECT_TRUE(test::bytes_equal(test::encode(*codec, x, key), want)) << name << " threads=" << threads;
+    }
+  }
+  for (int64_t at : {int64_t{0}, n / 2 + 3, n - 1}) {
+    for (float poison : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+      std::vector<float> bad_x = x;
+      bad_x[static_cast<size_t>(at)] = poison;
+      std::vector<uint8_t> out(codec->encoded_bytes(), 0xA5);
+      try {
+        codec->encode(bad_x, key, out);
+        ADD_FAILURE() << "accepted a non-finite at " << at;
+      } catch (const Error& e) {
+        EXPECT_EQ(e.status(), gcompErrorNonFinite) << e.what();
+        EXPECT_NE(std::string(e.what()).find("element " + std::to_string(at)), std::string::npos) << e.what();
+      }
+      EXPECT_TRUE(std::all_of(out.begin(), out.end(), [](uint8_t v) { return v == 0xA5; })) << "payload written " << at;
+    }
+  }
+}
+
 TEST(SelectFirstK, EqualsAFullSortForEveryThresholdAndTieStructure) {
   // Keys with many ties (a few distinct values), spread values, and all equal; thresholds that
   // are right, far too low (retries upward), far too high (retries downward) and hopeless (the
