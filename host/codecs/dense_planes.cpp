@@ -101,7 +101,8 @@ DensePlaneCodec::DensePlaneCodec(CodecSpec spec, Layout layout) : Codec(std::mov
   blocks_ = block_offsets(this->layout(), sp.id == CodecId::kTernGrad ? 0 : sp.block);
   num_blocks_ = static_cast<int64_t>(blocks_.size()) - 1;
   groups_ = ceil_div(num_elems(), kGroupElems);
-  one_pass_ = num_elems() >= kParallelMinElems && norm_ != kNormLp && !(sp.id == CodecId::kTernGrad && sp.clip > 0.0);
+  one_pass_ = num_elems() >= kParallelMinElems && 4 * groups_ * group_words(nbits_) <= kMaxStagingBytes &&
+              norm_ != kNormLp && !(sp.id == CodecId::kTernGrad && sp.clip > 0.0);
   for (int64_t b = 0; b < num_blocks_ && one_pass_; ++b)
     one_pass_ = blocks_[b] / kPieceElems == (blocks_[b + 1] - 1) / kPieceElems;
 }
@@ -251,7 +252,8 @@ void DensePlaneCodec::encode(std::span<const float> x, const RngKey& key, std::s
   uint8_t* groups = out + 4 * num_blocks_;
   for_each_piece(n, [&](int64_t begin, int64_t end) {
     const int64_t g0 = begin / kGroupElems, g1 = ceil_div(end, kGroupElems);
-    std::memcpy(groups + 4 * g0 * words, staged + 4 * g0 * words, sizeof(uint32_t) * static_cast<size_t>((g1 - g0) * words));
+    std::memcpy(groups + 4 * g0 * words, staged + 4 * g0 * words,
+                sizeof(uint32_t) * static_cast<size_t>((g1 - g0) * words));
   });
 }
 
@@ -277,9 +279,8 @@ void DensePlaneCodec::write(std::span<const float> x, std::span<const float> sca
   uint8_t* out = payload.data();
   for (int64_t b = 0; b < num_blocks_; ++b) store_f32(out + 4 * b, scales[b]);
   uint8_t* groups = out + 4 * num_blocks_;
-  for_each_piece(num_elems(), [&](int64_t begin, int64_t end) {
-    write_piece(x.data(), scales.data(), key, begin, end, groups);
-  });
+  for_each_piece(num_elems(),
+                 [&](int64_t begin, int64_t end) { write_piece(x.data(), scales.data(), key, begin, end, groups); });
 }
 
 void DensePlaneCodec::write_piece(const float* x, const float* scales, const RngKey& key, int64_t begin, int64_t end,
@@ -313,8 +314,8 @@ void DensePlaneCodec::write_piece(const float* x, const float* scales, const Rng
         if (g1 > g0) {
           const float scale = scales[b];
           const float rc = kernels::plane_reciprocal(natural, scale, levels_);
-          kernels::quantize_planes(natural, x + i0, &scale, &rc, rnd + g0 * kGroupElems, g1 - g0, levels_,
-                                   nbits_, packed + g0 * words, true);
+          kernels::quantize_planes(natural, x + i0, &scale, &rc, rnd + g0 * kGroupElems, g1 - g0, levels_, nbits_,
+                                   packed + g0 * words, true);
           g0 = g1;
         } else {
           fill_scales(g0 * kGroupElems, (g0 + 1) * kGroupElems);

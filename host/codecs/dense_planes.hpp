@@ -49,9 +49,9 @@ class DensePlaneCodec final : public Codec {
   std::vector<int64_t> blocks_;
   int64_t num_blocks_ = 0;
   int64_t groups_ = 0;
-  /// encode reads x once: every block lies in one piece and its scale needs one reduction of the
-  /// block (l1, l2, linf, terngrad without clip), so each piece computes its blocks' scales and
-  /// quantizes while the piece is in cache.
+  /// encode reads x once: every block lies in one piece, its scale needs one reduction of the
+  /// block (l1, l2, linf, terngrad without clip) and the staged payload fits kMaxStagingBytes, so
+  /// each piece computes its blocks' scales and quantizes while the piece is in cache.
   bool one_pass_ = false;
 };
 

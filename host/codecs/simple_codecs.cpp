@@ -228,7 +228,7 @@ void NaturalCodec::encode_to(const float* x, const RngKey& key, uint8_t* base, s
 void NaturalCodec::encode(std::span<const float> x, const RngKey& key, std::span<uint8_t> payload) const {
   check_encode_args(x, payload);
   const int64_t n = num_elems();
-  if (n < kParallelMinElems) {
+  if (n < kParallelMinElems || static_cast<int64_t>(encoded_bytes()) > kMaxStagingBytes) {
     require_finite(x.data(), n);
     encode_to(x.data(), key, payload.data(), nullptr);
     return;
