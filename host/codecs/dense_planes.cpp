@@ -435,8 +435,13 @@ void DensePlaneCodec::decode_range(std::span<const uint8_t> payload_span, int64_
 void DensePlaneCodec::decode_impl(std::span<const uint8_t> payload, float weight, bool overwrite,
                                   std::span<float> out) const {
   check_decode_args(payload, out);
+  if (overwrite) {
+    overwrite_pieces(num_elems(), out.data(),
+                     [&](int64_t a, int64_t e, float* dst) { decode_range(payload, a, e, 1.0f, false, dst); });
+    return;
+  }
   for_each_piece(num_elems(), [&](int64_t begin, int64_t end) {
-    decode_range(payload, begin, end, weight, !overwrite, out.data() + begin);
+    decode_range(payload, begin, end, weight, true, out.data() + begin);
   });
 }
 

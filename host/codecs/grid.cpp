@@ -95,8 +95,8 @@ class GridCodec final : public Codec {
 
   void decode(std::span<const uint8_t> payload, const RngKey&, std::span<float> out) const override {
     check_decode_args(payload, out);
-    for_each_piece(num_elems(),
-                   [&](int64_t b, int64_t e) { decode_range(payload, b, e, 1.0f, false, out.data() + b); });
+    overwrite_pieces(num_elems(), out.data(),
+                     [&](int64_t a, int64_t e, float* dst) { decode_range(payload, a, e, 1.0f, false, dst); });
   }
 
   bool range_decodable() const override { return true; }

@@ -113,6 +113,19 @@ void grid_decode(const int32_t* levels, int64_t len, double step, float weight, 
 /// out[i] = out[i] + weight * v[i] for i < len (accumulate(), never fused).
 void axpy(const float* v, int64_t len, float weight, float* out);
 
+/// dst[i] = the little-endian float at src + 4 i, for i < len (src of any alignment: a payload),
+/// with non-temporal (streaming) stores for the whole vectors of dst that are aligned, plain
+/// stores for the rest: the lines are written without being read first and do not stay in cache.
+/// For outputs far larger than the caches (pieces.hpp, stream_min_bytes); stream_fence() must run
+/// on the writing thread before another thread reads dst.
+void stream_copy(const uint8_t* src, int64_t len, float* dst);
+
+/// dst[i] = +0 for i < len, with streaming stores as stream_copy.
+void stream_zero(int64_t len, float* dst);
+
+/// Orders the streaming stores of this thread before its later stores (sfence on x86).
+void stream_fence();
+
 /// Top-k order keys: ord[i] = 0x7fffffff - (bits of |x[i]|), so that a smaller key comes first in
 /// the top-k order (larger |x|; NaN and Inf, above every finite value, get keys below 2^23).
 void topk_order_keys(const float* x, int64_t len, uint32_t* ord);
@@ -171,7 +184,9 @@ int64_t select_at_most(const uint32_t* keys, int64_t len, uint32_t threshold, ui
   X(axpy, Axpy, void, (const float* v, int64_t len, float weight, float* out), (v, len, weight, out))                  \
   X(topk_order_keys, TopkOrderKeys, void, (const float* x, int64_t len, uint32_t* ord), (x, len, ord))                 \
   X(select_at_most, SelectAtMost, int64_t, (const uint32_t* keys, int64_t len, uint32_t threshold, uint32_t* idx),     \
-    (keys, len, threshold, idx))
+    (keys, len, threshold, idx))                                                                                       \
+  X(stream_copy, StreamCopy, void, (const uint8_t* src, int64_t len, float* dst), (src, len, dst))                     \
+  X(stream_zero, StreamZero, void, (int64_t len, float* dst), (len, dst))
 
 namespace ref {
 #define GCOMP_DECLARE_REF_KERNEL(name, fn, ret, params, args) ret name params;

@@ -14,4 +14,6 @@ void force_target(int64_t) {}
 GCOMP_CPU_KERNELS(GCOMP_FORWARD_TO_REF)
 #undef GCOMP_FORWARD_TO_REF
 
+void stream_fence() {}
+
 }  // namespace gcomp::detail::kernels

@@ -10,6 +10,9 @@
 #include <gcomp/detail/payload_rules.hpp>
 #include <gcomp/detail/sparse.hpp>
 
+#include <algorithm>
+#include <cstring>
+
 namespace gcomp::detail::kernels {
 
 float plane_reciprocal(bool natural, float nu, uint32_t levels) {
@@ -192,5 +195,11 @@ int64_t select_at_most(const uint32_t* keys, int64_t len, uint32_t threshold, ui
     if (keys[i] <= threshold) idx[count++] = static_cast<uint32_t>(i);
   return count;
 }
+
+void stream_copy(const uint8_t* src, int64_t len, float* dst) {
+  if (len > 0) std::memcpy(dst, src, sizeof(float) * static_cast<size_t>(len));
+}
+
+void stream_zero(int64_t len, float* dst) { std::fill(dst, dst + len, 0.0f); }
 
 }  // namespace gcomp::detail::kernels::ref

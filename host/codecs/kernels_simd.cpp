@@ -799,6 +799,44 @@ void Axpy(const float* v, int64_t len, float weight, float* out) {
   ref::axpy(v + i, len - i, weight, out + i);
 }
 
+// ------------------------------------------------------------------------------ streaming stores
+
+/// Elements before the first whole vector of dst that is aligned for hn::Stream (all of len when
+/// dst is not even 4-byte aligned).
+template <class DF>
+HWY_INLINE int64_t stream_head(DF df, int64_t len, const float* dst) {
+  const uintptr_t bytes = hn::Lanes(df) * sizeof(float);
+  const uintptr_t a = reinterpret_cast<uintptr_t>(dst);
+  if (a % sizeof(float) != 0) return len;
+  return std::min<int64_t>(len, static_cast<int64_t>(((bytes - a % bytes) % bytes) / sizeof(float)));
+}
+
+void StreamCopy(const uint8_t* src, int64_t len, float* dst) {
+  const hn::ScalableTag<float> df;
+  const hn::Repartition<uint8_t, decltype(df)> d8;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  int64_t i = stream_head(df, len, dst);
+  ref::stream_copy(src, i, dst);
+  for (; i + 2 * lanes <= len; i += 2 * lanes) {
+    const auto a = hn::BitCast(df, hn::LoadU(d8, src + 4 * i));
+    const auto b = hn::BitCast(df, hn::LoadU(d8, src + 4 * (i + lanes)));
+    hn::Stream(a, df, dst + i);
+    hn::Stream(b, df, dst + i + lanes);
+  }
+  for (; i + lanes <= len; i += lanes) hn::Stream(hn::BitCast(df, hn::LoadU(d8, src + 4 * i)), df, dst + i);
+  ref::stream_copy(src + 4 * i, len - i, dst + i);
+}
+
+void StreamZero(int64_t len, float* dst) {
+  const hn::ScalableTag<float> df;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  int64_t i = stream_head(df, len, dst);
+  ref::stream_zero(i, dst);
+  const auto zero = hn::Zero(df);
+  for (; i + lanes <= len; i += lanes) hn::Stream(zero, df, dst + i);
+  ref::stream_zero(len - i, dst + i);
+}
+
 // ------------------------------------------------------------------------------ sparse
 
 void TopkOrderKeys(const float* x, int64_t len, uint32_t* ord) {
@@ -841,6 +879,8 @@ int64_t SelectAtMost(const uint32_t* keys, int64_t len, uint32_t threshold, uint
 HWY_AFTER_NAMESPACE();
 
 #if HWY_ONCE
+#include <hwy/cache_control.h>
+
 #include <atomic>
 
 namespace gcomp::detail::kernels {
@@ -882,6 +922,8 @@ void force_target(int64_t target) {
   }
 GCOMP_CPU_KERNELS(GCOMP_DISPATCH_KERNEL)
 #undef GCOMP_DISPATCH_KERNEL
+
+void stream_fence() { hwy::FlushStream(); }
 
 }  // namespace gcomp::detail::kernels
 #endif  // HWY_ONCE

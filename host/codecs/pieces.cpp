@@ -3,6 +3,10 @@
 
 #include <gcomp/detail/reduce.hpp>
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
 #include <limits>
 
 namespace gcomp::detail {
@@ -58,6 +62,25 @@ std::vector<double> reduce_blocks(const std::vector<int64_t>& blocks, const floa
                                               : combine_tiles(SumOp{}, tv, count, scratch);
   }
   return out;
+}
+
+namespace {
+std::atomic<int64_t> g_stream_min_bytes{-1};
+}  // namespace
+
+int64_t stream_min_bytes() {
+  const int64_t forced = g_stream_min_bytes.load(std::memory_order_relaxed);
+  if (forced >= 0) return forced;
+  static const int64_t by_cache = [] {
+    const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    const int64_t bytes = l2 > 0 ? 4 * static_cast<int64_t>(l2) : int64_t{8} << 20;
+    return std::clamp<int64_t>(bytes, int64_t{4} << 20, int64_t{64} << 20);
+  }();
+  return by_cache;
+}
+
+void set_stream_min_bytes(int64_t bytes) {
+  g_stream_min_bytes.store(bytes < 0 ? -1 : bytes, std::memory_order_relaxed);
 }
 
 int64_t find_nonfinite_parallel(const float* x, int64_t n) {

@@ -38,6 +38,32 @@ int64_t worst_chunk_bits(int64_t len, uint32_t code, uint32_t levels) {
   return ring[len % (kMaxGap + 1)];
 }
 
+constexpr int kLutBits = 12;
+constexpr uint64_t kLutMask = (uint64_t{1} << kLutBits) - 1u;
+
+/// The record table of sdither (code, s): entry p describes the record that the stream bits p
+/// (first bit in bit 0) start with, when the whole record fits in kLutBits bits: length (bits 0-4),
+/// sign (bit 5), level (bits 6-15), gap (bits 16-31); 0 when it does not fit, its level is above
+/// s, or it is malformed. Built with the exact reader (read_elias), gaps with the widest prefix a
+/// chunk allows; the walk takes an entry only where the exact reader provably reads the same
+/// record (see walk).
+std::vector<uint32_t> record_table(uint32_t code, uint32_t levels) {
+  std::vector<uint32_t> lut(std::size_t{1} << kLutBits, 0u);
+  const uint32_t level_log = floor_log2_u64(levels);
+  for (uint32_t bits = 0; bits < (1u << kLutBits); ++bits) {
+    const uint32_t w[3] = {bits, 0u, 0u};
+    uint64_t pos = 0, gap = 0, level = 1;
+    if (read_elias(w, pos, kLutBits, code, 31, gap) != kEliasOk || pos >= kLutBits) continue;
+    const uint32_t negative = get_bit(w, pos);
+    pos += 1;
+    if (levels > 1u && (read_elias(w, pos, kLutBits, code, level_log, level) != kEliasOk || level > levels)) continue;
+    if (gap > 0xffffu || level > 1023u) continue;
+    lut[bits] = static_cast<uint32_t>(pos) | (negative << 5) | (static_cast<uint32_t>(level) << 6) |
+                (static_cast<uint32_t>(gap) << 16);
+  }
+  return lut;
+}
+
 }  // namespace
 
 SDitherCodec::SDitherCodec(CodecSpec spec, Layout layout) : Codec(std::move(spec), std::move(layout)) {
@@ -73,6 +99,7 @@ SDitherCodec::SDitherCodec(CodecSpec spec, Layout layout) : Codec(std::move(spec
                 "sdither: the worst-case stream (" + std::to_string(worst_bits_) +
                     " bits) does not fit 32-bit bit offsets; use fewer elements per message");
   stream_words_ = ceil_div(worst_bits_, 32);
+  lut_ = record_table(code_, levels_);
 }
 
 size_t SDitherCodec::stream_offset_bytes() const { return static_cast<size_t>(4 * num_blocks_ + 4 + 4 * num_chunks_); }
@@ -320,20 +347,22 @@ inline uint32_t fast_elias(const uint32_t* words, uint64_t& pos, uint64_t end, u
 
 }  // namespace
 
-template <class Sink>
-void SDitherCodec::walk(std::span<const uint8_t> payload, Sink&& sink) const {
+SDitherCodec::Parsed SDitherCodec::parse(std::span<const uint8_t> payload) const {
   check_payload_size(payload);  // full, or short with exactly the used size
-  const uint32_t total = total_bits(payload);
+  Parsed p;
+  p.total = total_bits(payload);
+  const uint32_t total = p.total;
   const uint8_t* in = payload.data();
-  std::vector<float> scales(static_cast<size_t>(num_blocks_));
+  p.scales.resize(static_cast<size_t>(num_blocks_));
   for (int64_t b = 0; b < num_blocks_; ++b) {
     const float s = load_f32(in + 4 * b);
     if (!scale_ok(s)) corrupt(spec(), "scale of block " + std::to_string(b) + " is negative or not finite");
-    scales[static_cast<size_t>(b)] = s;
+    p.scales[static_cast<size_t>(b)] = s;
   }
-  std::vector<uint32_t> dir(static_cast<size_t>(num_chunks_));
+  p.dir.resize(static_cast<size_t>(num_chunks_));
+  std::memcpy(p.dir.data(), in + 4 * (num_blocks_ + 1), sizeof(uint32_t) * p.dir.size());
+  const std::vector<uint32_t>& dir = p.dir;
   for (int64_t c = 0; c < num_chunks_; ++c) {
-    dir[static_cast<size_t>(c)] = load_u32(in + 4 * (num_blocks_ + 1 + c));
     if (c == 0 && dir[0] != 0u) corrupt(spec(), "chunk 0 does not start at stream bit 0");
     if (c > 0 && dir[static_cast<size_t>(c)] < dir[static_cast<size_t>(c - 1)])
       corrupt(spec(), "chunk offsets decrease at chunk " + std::to_string(c));
@@ -342,51 +371,85 @@ void SDitherCodec::walk(std::span<const uint8_t> payload, Sink&& sink) const {
   }
   if (num_chunks_ == 0 && total != 0u) corrupt(spec(), "records in an empty message");
   // A short payload stops after word ceil(T/32) of the stream; the words after it are the padding.
-  std::vector<uint32_t> words(static_cast<size_t>(stream_words_ + kStreamPadWords), 0u);
+  // Only the words up to ceil(T/32) are copied: the records never read past T, and the padding
+  // beyond is checked in place.
   const uint8_t* stream = in + stream_offset_bytes();
   const int64_t present = static_cast<int64_t>((payload.size() - stream_offset_bytes()) / 4);
-  for (int64_t w = 0; w < std::min(stream_words_, present); ++w)
-    words[static_cast<size_t>(w)] = load_u32(stream + 4 * w);
+  const int64_t used = std::min<int64_t>(ceil_div(static_cast<int64_t>(total), 32), stream_words_);
+  p.words.resize(static_cast<size_t>(used + kStreamPadWords));
+  std::memcpy(p.words.data(), stream, sizeof(uint32_t) * static_cast<size_t>(std::min(used, present)));
+  std::fill(p.words.begin() + std::min(used, present), p.words.end(), 0u);
   // Padding: every stream bit at or beyond `total` is zero.
-  for (int64_t w = total / 32; w < stream_words_; ++w) {
-    const uint32_t keep = (w == total / 32 && total % 32 != 0) ? ((1u << (total % 32)) - 1u) : 0u;
-    if (words[static_cast<size_t>(w)] & ~keep) corrupt(spec(), "bits set beyond the total stream bits");
+  if (total % 32 != 0 && total / 32 < present) {
+    const int64_t w = total / 32;
+    if (p.words[static_cast<size_t>(w)] & ~((1u << (total % 32)) - 1u))
+      corrupt(spec(), "bits set beyond the total stream bits");
   }
+  const int64_t pad0 = ceil_div(static_cast<int64_t>(total), 32);
+  const int64_t pad1 = std::min(stream_words_, present);
+  if (pad0 < pad1) {
+    // OR of the padding bytes (vectorized), then the exact word only when one is set
+    uint8_t any = 0;
+    const uint8_t* b = stream + 4 * pad0;
+    const size_t nb = static_cast<size_t>(4 * (pad1 - pad0));
+    for (size_t k = 0; k < nb; ++k) any |= b[k];
+    if (any != 0u) corrupt(spec(), "bits set beyond the total stream bits");
+  }
+  return p;
+}
+
+template <class Sink>
+void SDitherCodec::walk(const Parsed& p, int64_t c0, int64_t c1, Sink&& sink) const {
   const int64_t n = num_elems();
+  const uint32_t* words = p.words.data();
+  const uint32_t* lut = lut_.data();
   const uint32_t level_log = floor_log2_u64(levels_);
-  int64_t block = 0;
   const bool use_table = levels_ <= 4096u;
-  std::vector<float> table(use_table ? levels_ + 1u : 0u);
+  float table[4097];
   int64_t table_block = -1;
-  for (int64_t c = 0; c < num_chunks_; ++c) {
+  int64_t block = c0 < c1 ? block_of(blocks_, c0 * chunk_) : 0;
+  for (int64_t c = c0; c < c1; ++c) {
     const int64_t begin = c * chunk_;
     const int64_t len = std::min(n, begin + chunk_) - begin;
-    uint64_t pos = dir[static_cast<size_t>(c)];
-    const uint64_t end = c + 1 < num_chunks_ ? dir[static_cast<size_t>(c + 1)] : total;
+    uint64_t pos = p.dir[static_cast<size_t>(c)];
+    const uint64_t end = c + 1 < num_chunks_ ? p.dir[static_cast<size_t>(c + 1)] : p.total;
     const uint32_t gap_log = floor_log2_u64(static_cast<uint64_t>(len));
     int64_t prev = -1;  // relative to the chunk start
-    const std::string where = " in chunk " + std::to_string(c);
+    const auto fail = [&](const char* what) { corrupt(spec(), what + (" in chunk " + std::to_string(c))); };
     while (pos < end) {
-      uint64_t gap = 0;
-      uint32_t st = fast_elias(words.data(), pos, end, code_, gap_log, gap);
-      if (st == kEliasTooLong) corrupt(spec(), "over-long Elias prefix of a gap" + where);
-      if (st != kEliasOk) corrupt(spec(), "a gap code runs past the end of its chunk" + where);
-      if (gap > static_cast<uint64_t>(len - 1 - prev)) corrupt(spec(), "a gap runs past the end of its chunk" + where);
-      const int64_t rel = prev + static_cast<int64_t>(gap);
-      if (pos >= end) corrupt(spec(), "a record has no sign bit" + where);
-      const bool negative = get_bit(words.data(), pos) != 0u;
-      pos += 1;
-      uint64_t level = 1;
-      if (levels_ > 1u) {
-        st = fast_elias(words.data(), pos, end, code_, level_log, level);
-        if (st == kEliasTooLong) corrupt(spec(), "over-long Elias prefix of a level" + where);
-        if (st != kEliasOk) corrupt(spec(), "a level code runs past the end of its chunk" + where);
+      uint64_t gap = 0, level = 1;
+      bool negative = false;
+      // The table's record is the exact reader's when it ends within the chunk and its gap stays
+      // in it: the exact reader then reads only these bits, and a gap prefix it would call
+      // over-long (more than floor(log2 len) zeros) means a gap of at least 2^(floor(log2 len)+1),
+      // beyond the chunk, which the second test sends to the exact reader.
+      const uint32_t e = lut[window64(words, pos) & kLutMask];
+      const uint64_t rec = e & 31u;
+      if (e != 0u && pos + rec <= end && (e >> 16) <= static_cast<uint64_t>(len - 1 - prev)) {
+        pos += rec;
+        gap = e >> 16;
+        negative = (e >> 5) & 1u;
+        level = (e >> 6) & 1023u;
+      } else {
+        uint32_t st = fast_elias(words, pos, end, code_, gap_log, gap);
+        if (st == kEliasTooLong) fail("over-long Elias prefix of a gap");
+        if (st != kEliasOk) fail("a gap code runs past the end of its chunk");
+        if (gap > static_cast<uint64_t>(len - 1 - prev)) fail("a gap runs past the end of its chunk");
+        if (pos >= end) fail("a record has no sign bit");
+        negative = get_bit(words, pos) != 0u;
+        pos += 1;
+        if (levels_ > 1u) {
+          st = fast_elias(words, pos, end, code_, level_log, level);
+          if (st == kEliasTooLong) fail("over-long Elias prefix of a level");
+          if (st != kEliasOk) fail("a level code runs past the end of its chunk");
+        }
       }
+      const int64_t rel = prev + static_cast<int64_t>(gap);
       const int64_t i = begin + rel;
       while (i >= blocks_[block + 1]) ++block;
-      const float scale = scales[static_cast<size_t>(block)];
+      const float scale = p.scales[static_cast<size_t>(block)];
       if (!sdither_record_ok(level, levels_, scale)) {
-        corrupt(spec(), level > levels_ ? "level above " + std::to_string(levels_) + where
+        corrupt(spec(), level > levels_ ? "level above " + std::to_string(levels_) + " in chunk " + std::to_string(c)
                                         : "a nonzero in block " + std::to_string(block) + ", whose scale is 0");
       }
       if (use_table) {  // the block's magnitudes dither_value(l, false, scale), computed once
@@ -394,8 +457,8 @@ void SDitherCodec::walk(std::span<const uint8_t> payload, Sink&& sink) const {
           for (uint32_t l = 0; l <= levels_; ++l) table[l] = dither_value(l, false, scale, levels_);
           table_block = block;
         }
-        const float mag = table[static_cast<size_t>(level)];
-        sink(i, negative ? -mag : mag);  // dither_value negates its magnitude
+        // dither_value negates its magnitude: the sign bit flipped, without a branch on random signs
+        sink(i, bits_float(float_bits(table[static_cast<size_t>(level)]) ^ (static_cast<uint32_t>(negative) << 31)));
       } else {
         sink(i, dither_value(static_cast<uint32_t>(level), negative, scale, levels_));
       }
@@ -404,34 +467,78 @@ void SDitherCodec::walk(std::span<const uint8_t> payload, Sink&& sink) const {
   }
 }
 
+SDitherCodec::Parsed SDitherCodec::checked(std::span<const uint8_t> payload, std::span<float> out) const {
+  // check_decode_args, with the payload parsed once for the validation walk and the decode
+  GCOMP_EXPECTS(
+      static_cast<int64_t>(out.size()) == num_elems(), gcompErrorInvalidArgument,
+      "decode: output has " + std::to_string(out.size()) + " elements, layout has " + std::to_string(num_elems()));
+  Parsed p = parse(payload);
+  walk(p, 0, num_chunks_, [](int64_t, float) {});
+  return p;
+}
+
 void SDitherCodec::validate(std::span<const uint8_t> payload) const {
-  walk(payload, [](int64_t, float) {});
+  const Parsed p = parse(payload);
+  walk(p, 0, num_chunks_, [](int64_t, float) {});
 }
 
 void SDitherCodec::decode_impl(std::span<const uint8_t> payload, float weight, bool overwrite,
                                std::span<float> out) const {
-  check_decode_args(payload, out);  // validates, so the walk below cannot fail half-way
-  add_values(payload, weight, overwrite, out);
+  const Parsed p = checked(payload, out);  // validated, so the walks below cannot fail half-way
+  add_groups(std::span<const Parsed>(&p, 1), std::span<const float>(&weight, 1), overwrite, out.data());
+}
+
+void SDitherCodec::add_groups(std::span<const Parsed> parsed, std::span<const float> weights, bool overwrite,
+                              float* out) const {
+  // Groups of whole chunks, about kSubElems elements: each payload's values go to a zeroed L1
+  // scratch (stores without branches on the gaps), then out = scratch (overwrite) or
+  // out + w * scratch for each payload in turn. A zero of the scratch adds w * 0, as
+  // decode_accumulate does between nonzeros, so the bits equal one payload after the other.
+  const int64_t n = num_elems();
+  const int64_t per_group = std::max<int64_t>(1, kSubElems / chunk_);
+  const int64_t group_elems = per_group * chunk_;
+  std::vector<float> heap;
+  float local[kSubElems];
+  float* scratch = local;
+  if (group_elems > kSubElems) {
+    heap.resize(static_cast<size_t>(std::min(n, group_elems)));
+    scratch = heap.data();
+  }
+  const bool stream = overwrite && 4 * n >= stream_min_bytes();
+  for (int64_t c0 = 0; c0 < num_chunks_; c0 += per_group) {
+    const int64_t c1 = std::min(num_chunks_, c0 + per_group);
+    const int64_t g0 = c0 * chunk_, g1 = std::min(n, c1 * chunk_);
+    for (size_t j = 0; j < parsed.size(); ++j) {
+      std::memset(scratch, 0, sizeof(float) * static_cast<size_t>(g1 - g0));
+      walk(parsed[j], c0, c1, [scratch, g0](int64_t i, float v) { scratch[i - g0] = v; });
+      if (!overwrite)
+        kernels::axpy(scratch, g1 - g0, weights[j], out + g0);
+      else if (stream)
+        kernels::stream_copy(reinterpret_cast<const uint8_t*>(scratch), g1 - g0, out + g0);
+      else
+        std::memcpy(out + g0, scratch, sizeof(float) * static_cast<size_t>(g1 - g0));
+    }
+  }
+  if (stream) kernels::stream_fence();
 }
 
 void SDitherCodec::decode_reduce(std::span<const std::span<const uint8_t>> payloads, std::span<const RngKey> keys,
                                  std::span<const float> weights, std::span<float> out) const {
-  check_reduce_args(payloads, keys, weights, out);  // validates every payload before out changes
-  for (size_t j = 0; j < payloads.size(); ++j) add_values(payloads[j], weights[j], false, out);
-}
-
-void SDitherCodec::add_values(std::span<const uint8_t> payload, float weight, bool overwrite,
-                              std::span<float> out) const {
-  // No n-sized scratch: the nonzeros arrive in increasing i; the zeros between them are
-  // accumulated as zeros (accumulate(o, w, 0) is not always o: -0 + 0 is +0).
-  int64_t next = 0;
-  walk(payload, [&](int64_t i, float v) {
-    for (; next < i; ++next) out[next] = overwrite ? 0.0f : accumulate(out[next], weight, 0.0f);
-    out[i] = overwrite ? v : accumulate(out[i], weight, v);
-    next = i + 1;
-  });
-  for (; next < static_cast<int64_t>(out.size()); ++next)
-    out[next] = overwrite ? 0.0f : accumulate(out[next], weight, 0.0f);
+  GCOMP_EXPECTS(keys.size() == payloads.size() && weights.size() == payloads.size(), gcompErrorInvalidArgument,
+                "decode_reduce: " + std::to_string(payloads.size()) + " payloads, " + std::to_string(keys.size()) +
+                    " keys and " + std::to_string(weights.size()) + " weights");
+  // check_reduce_args: every payload parsed and validated before out changes
+  std::vector<Parsed> parsed;
+  parsed.reserve(payloads.size());
+  for (size_t j = 0; j < payloads.size(); ++j) {
+    try {
+      parsed.push_back(checked(payloads[j], out));
+    } catch (const Error& e) {
+      if (e.status() != gcompErrorCorruptPayload) throw;
+      GCOMP_FAIL(gcompErrorCorruptPayload, "decode_reduce: payload " + std::to_string(j) + ": " + e.what());
+    }
+  }
+  add_groups(parsed, weights, false, out.data());
 }
 
 void SDitherCodec::decode_accumulate(std::span<const uint8_t> payload, const RngKey&, float weight,

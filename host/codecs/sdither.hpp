@@ -48,13 +48,27 @@ class SDitherCodec final : public Codec {
   uint32_t total_bits(std::span<const uint8_t> payload) const;
   void write(std::span<const float> x, std::span<const float> scales, const RngKey& key,
              std::span<uint8_t> payload) const;
-  /// Validates the payload and calls sink(i, value) for each nonzero, in increasing i
-  /// (defined and instantiated in sdither.cpp only).
+  /// A payload's header, checked (sizes, total, scales, directory, zero padding), and its
+  /// stream words copied to aligned scratch with zero words after them.
+  struct Parsed {
+    uint32_t total = 0;
+    std::vector<float> scales;
+    std::vector<uint32_t> dir;
+    std::vector<uint32_t> words;
+  };
+  Parsed parse(std::span<const uint8_t> payload) const;
+  /// Walks the records of chunks [c0, c1) of a parsed payload, checking each as the wire format
+  /// says, and calls sink(i, value) for each nonzero, in increasing i (defined and instantiated in
+  /// sdither.cpp only). Throws on the first malformed record; the caller walks every chunk once
+  /// with a no-op sink before any output changes.
   template <class Sink>
-  void walk(std::span<const uint8_t> payload, Sink&& sink) const;
+  void walk(const Parsed& p, int64_t c0, int64_t c1, Sink&& sink) const;
+  /// Decode's argument checks (check_decode_args) with the payload parsed once and validated.
+  Parsed checked(std::span<const uint8_t> payload, std::span<float> out) const;
   void decode_impl(std::span<const uint8_t> payload, float weight, bool overwrite, std::span<float> out) const;
-  /// decode_impl of a payload already validated.
-  void add_values(std::span<const uint8_t> payload, float weight, bool overwrite, std::span<float> out) const;
+  /// The values of validated payloads into out, group of chunks by group: out = the one payload's
+  /// values (overwrite), or out + weights[j] * values of payload j for each j in turn.
+  void add_groups(std::span<const Parsed> parsed, std::span<const float> weights, bool overwrite, float* out) const;
 
   std::unique_ptr<DensePlaneCodec> dither_;  // the quantizer's scales and guarantee
   uint32_t levels_ = 1;
@@ -65,6 +79,9 @@ class SDitherCodec final : public Codec {
   int64_t num_chunks_ = 0;
   int64_t worst_bits_ = 0;
   int64_t stream_words_ = 0;
+  /// Records of at most kLutBits bits by their first kLutBits stream bits (sdither.cpp): the
+  /// length, sign, level and gap of the record, or 0 where the exact reader decides.
+  std::vector<uint32_t> lut_;
 };
 
 }  // namespace gcomp::detail

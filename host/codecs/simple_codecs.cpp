@@ -65,7 +65,16 @@ void IdentityCodec::decode_accumulate(std::span<const uint8_t> payload, const Rn
 
 void IdentityCodec::decode(std::span<const uint8_t> payload, const RngKey&, std::span<float> out) const {
   check_decode_args(payload, out);
-  for_each_piece(num_elems(), [&](int64_t b, int64_t e) { decode_range(payload, b, e, 1.0f, false, out.data() + b); });
+  if (4 * num_elems() < stream_min_bytes()) {
+    for_each_piece(num_elems(),
+                   [&](int64_t b, int64_t e) { decode_range(payload, b, e, 1.0f, false, out.data() + b); });
+    return;
+  }
+  // A copy far larger than the caches: streaming stores, no read of the output's lines
+  for_each_piece(num_elems(), [&](int64_t b, int64_t e) {
+    kernels::stream_copy(payload.data() + 4 * b, e - b, out.data() + b);
+    kernels::stream_fence();
+  });
 }
 
 // --------------------------------------------------------------------------------------- sign
@@ -182,8 +191,12 @@ void SignCodec::decode_range(std::span<const uint8_t> payload, int64_t begin, in
 void SignCodec::decode_impl(std::span<const uint8_t> payload, float weight, bool overwrite,
                             std::span<float> out) const {
   check_decode_args(payload, out);
-  for_each_piece(num_elems(),
-                 [&](int64_t b, int64_t e) { decode_range(payload, b, e, weight, !overwrite, out.data() + b); });
+  if (overwrite) {
+    overwrite_pieces(num_elems(), out.data(),
+                     [&](int64_t a, int64_t e, float* dst) { decode_range(payload, a, e, 1.0f, false, dst); });
+    return;
+  }
+  for_each_piece(num_elems(), [&](int64_t b, int64_t e) { decode_range(payload, b, e, weight, true, out.data() + b); });
 }
 
 void SignCodec::decode_accumulate(std::span<const uint8_t> payload, const RngKey&, float weight,
@@ -299,8 +312,12 @@ void NaturalCodec::decode_range(std::span<const uint8_t> payload, int64_t begin,
 void NaturalCodec::decode_impl(std::span<const uint8_t> payload, float weight, bool overwrite,
                                std::span<float> out) const {
   check_decode_args(payload, out);
-  for_each_piece(num_elems(),
-                 [&](int64_t b, int64_t e) { decode_range(payload, b, e, weight, !overwrite, out.data() + b); });
+  if (overwrite) {
+    overwrite_pieces(num_elems(), out.data(),
+                     [&](int64_t a, int64_t e, float* dst) { decode_range(payload, a, e, 1.0f, false, dst); });
+    return;
+  }
+  for_each_piece(num_elems(), [&](int64_t b, int64_t e) { decode_range(payload, b, e, weight, true, out.data() + b); });
 }
 
 void NaturalCodec::decode_accumulate(std::span<const uint8_t> payload, const RngKey&, float weight,

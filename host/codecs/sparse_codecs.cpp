@@ -353,7 +353,15 @@ void SparseCodec::scatter(std::span<const uint8_t> payload, const RngKey& key, f
   const std::vector<int64_t> idx = read_indices(payload, key);
   const int64_t voff = spec().id == CodecId::kRandK ? 8 : 0;
   const float scale = spec().id == CodecId::kRandK && spec().unbiased ? randk_scale(num_elems(), k_) : 1.0f;
-  if (overwrite) std::fill(out.begin(), out.end(), 0.0f);
+  if (overwrite && 4 * num_elems() >= stream_min_bytes()) {
+    // zeros far larger than the caches: streaming stores, no read of the output's lines
+    for_each_piece(num_elems(), [&](int64_t b, int64_t e) {
+      kernels::stream_zero(e - b, out.data() + b);
+      kernels::stream_fence();
+    });
+  } else if (overwrite) {
+    std::fill(out.begin(), out.end(), 0.0f);
+  }
   for (int64_t j = 0; j < k_; ++j) {
     const float v = load_f32(payload.data() + voff + 4 * j) * scale;
     out[idx[j]] = overwrite ? v : accumulate(out[idx[j]], weight, v);

@@ -486,6 +486,74 @@ TEST(SDitherFuzzTest, SharedChunkParserAgreesWithTheCodec) {
   EXPECT_GT(rejected, 300);
 }
 
+TEST(SDitherFuzzTest, TableWalkReportsWhatTheExactParserFinds) {
+  // The CPU walk reads most records through a table of their first bits; flips inside the record
+  // stream (the header stays valid) must give the error of the first chunk that the exact parser
+  // (detail::sdither_walk_chunk, read bit by bit) rejects, with its chunk number, and on success
+  // the same values (s up to 4096, gamma and delta, chunks long and short).
+  std::mt19937_64 rng(20240603);
+  const char* const reasons[] = {"",
+                                 "over-long Elias prefix of a gap",
+                                 "a gap code runs past the end of its chunk",
+                                 "a gap runs past the end of its chunk",
+                                 "a record has no sign bit",
+                                 "over-long Elias prefix of a level",
+                                 "a level code runs past the end of its chunk",
+                                 "level above",
+                                 "whose scale is 0"};
+  int rejected = 0;
+  for (const char* spec : {"sdither:levels=4,norm=linf,block=4096", "sdither:levels=4,norm=linf,code=delta,chunk=100",
+                           "sdither:levels=1,norm=linf,chunk=64", "sdither:levels=37,norm=l2,block=300,chunk=1000",
+                           "sdither:levels=4000,norm=linf,code=delta,chunk=5000"}) {
+    const Layout layout(std::vector<int64_t>{9000, 3001});
+    auto c = make_codec(spec, layout);
+    const CodecSpec& sp = c->spec();
+    const int64_t n = layout.num_elems();
+    const auto good = test::encode(*c, input(n, 6), RngKey{3, 1, 0, 0});
+    const int64_t m = c->num_scales();
+    const int64_t chunks = (n + sp.chunk - 1) / sp.chunk;
+    const size_t stream_off = 4 * static_cast<size_t>(m + 1 + chunks);
+    uint32_t total = 0;
+    std::memcpy(&total, good.data() + 4 * m, 4);
+    ASSERT_GT(total, 0u) << spec;
+    for (int t = 0; t < 150; ++t) {
+      auto bad = good;
+      const int flips = t == 0 ? 0 : 1 + static_cast<int>(rng() % 3);
+      for (int f = 0; f < flips; ++f) {
+        const uint64_t bit = rng() % total;
+        bad[stream_off + bit / 8] ^= static_cast<uint8_t>(1u << (bit % 8));
+      }
+      // the exact parser's verdict: the first chunk that fails, and why
+      std::vector<uint32_t> w((bad.size() - stream_off) / 4 + 3, 0u);
+      std::memcpy(w.data(), bad.data() + stream_off, bad.size() - stream_off);
+      std::vector<uint32_t> dir(static_cast<size_t>(chunks));
+      std::memcpy(dir.data(), bad.data() + 4 * (m + 1), 4 * dir.size());
+      const uint32_t code = sp.code == EliasCode::kDelta ? detail::kEliasDelta : detail::kEliasGamma;
+      std::string want;
+      for (int64_t k = 0; k < chunks && want.empty(); ++k) {
+        const uint64_t end = k + 1 < chunks ? dir[static_cast<size_t>(k) + 1] : total;
+        const int64_t len = std::min(n - k * sp.chunk, sp.chunk);
+        const uint32_t st = detail::sdither_walk_chunk(w.data(), dir[static_cast<size_t>(k)], end, code, sp.levels, len,
+                                                       [](int64_t, bool, uint32_t) { return true; });
+        if (st != detail::kSdOk)
+          want = std::string(reasons[st]) + (st == detail::kSdLevelTooBig ? " " + std::to_string(sp.levels) : "") +
+                 " in chunk " + std::to_string(k);
+      }
+      std::vector<float> out(static_cast<size_t>(n), 3.0f);
+      try {
+        c->decode(bad, RngKey{}, out);
+        EXPECT_EQ(want, "") << spec << " case " << t << ": accepted";
+      } catch (const Error& e) {
+        ++rejected;
+        EXPECT_NE(want, "") << spec << " case " << t << ": " << e.what();
+        EXPECT_NE(std::string(e.what()).find(want), std::string::npos)
+            << spec << " case " << t << ": expected '" << want << "' in: " << e.what();
+      }
+    }
+  }
+  EXPECT_GT(rejected, 300);
+}
+
 // -------------------------------------------------------------------------------- T1 and T16
 
 TEST(SDitherStatsTest, T1Unbiased) {
