@@ -308,7 +308,7 @@ __global__ void __launch_bounds__(kThreads)
 
 // ------------------------------------------------------------------------------------ decode
 
-/// SDitherCodec::walk's payload-level checks: T <= Wbits, scales finite and >= +0, dir[0] = 0,
+/// SDitherCodec::parse's payload-level checks: T <= Wbits, scales finite and >= +0, dir[0] = 0,
 /// offsets non-decreasing and <= T, no records when n = 0, zero stream bits from T on.
 /// Status index: index_base + the first element of the block / chunk, or + n.
 __global__ void __launch_bounds__(kThreads)
