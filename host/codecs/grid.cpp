@@ -63,7 +63,11 @@ class GridCodec final : public Codec {
           const uint8_t* f = payload.data() + (a * bits_) / 8;
           unsigned hit = 0;
           if (bits_ == 16) {
-            for (int64_t i = 0; i < e - a; ++i) hit |= (f[2 * i] == 0u) & (f[2 * i + 1] == 0x80u);
+            for (int64_t i = 0; i < e - a; ++i) {
+              uint16_t v;  // the field, little-endian (memcpy: a payload need not be aligned)
+              std::memcpy(&v, f + 2 * i, 2);
+              hit |= v == 0x8000u;
+            }
           } else {
             for (int64_t i = 0; i < e - a; ++i) hit |= f[i] == 0x80u;
           }

@@ -200,16 +200,19 @@ class StreamWriter {
   }
 
  private:
-  void put32(uint64_t v, uint32_t len) {
+  void put32(uint64_t v, uint32_t len) {  // have_ < 32, len <= 32
+    // Without a branch on whether a word is full (records end at random bit positions): the
+    // accumulator goes to the word being filled and the next one every time, and moves on a word
+    // when it holds 32 bits or more.
     acc_ |= v << have_;
     have_ += len;
     pos_ += len;
-    if (have_ >= 32) {
-      buf_[fill_++] = static_cast<uint32_t>(acc_);
-      acc_ >>= 32;
-      have_ -= 32;
-      if (fill_ == kBuf) drain();
-    }
+    std::memcpy(buf_ + fill_, &acc_, sizeof(acc_));
+    const uint32_t full = have_ >> 5;  // 0 or 1
+    fill_ += full;
+    acc_ >>= full << 5;
+    have_ -= full << 5;
+    if (fill_ == kBuf) drain();
   }
   void drain() {
     std::memcpy(out_ + 4 * written_, buf_, sizeof(uint32_t) * static_cast<size_t>(fill_));
@@ -218,7 +221,7 @@ class StreamWriter {
   }
   static constexpr int64_t kBuf = 1024;
   uint8_t* out_;
-  uint32_t buf_[kBuf];
+  uint32_t buf_[kBuf + 1];
   int64_t fill_ = 0, written_ = 0;
   uint64_t acc_ = 0;
   uint32_t have_ = 0;
@@ -242,6 +245,31 @@ void SDitherCodec::write(std::span<const float> x, std::span<const float> scales
   const auto gap_code = [&](uint64_t g) { return g < gap_codes.size() ? gap_codes[g] : stream_code(code_, g); };
   const auto level_code = [&](uint32_t l) { return l < level_codes.size() ? level_codes[l] : stream_code(code_, l); };
 
+  // Whole records (gap code, sign, level code) of gaps below kRecordGaps and levels up to
+  // kRecordLevels, with the position of their sign bit.
+  constexpr uint32_t kRecordGaps = 64, kRecordLevels = 15;
+  struct RecordCode {
+    uint64_t value;
+    uint32_t len, sign_shift;
+  };
+  const uint32_t table_levels = levels_ > 1 ? std::min(levels_, kRecordLevels) : 1;
+  const uint32_t table_gaps = static_cast<uint32_t>(std::min<uint64_t>(kRecordGaps, gap_codes.size()));
+  std::vector<RecordCode> records(static_cast<size_t>(table_gaps) * (table_levels + 1));
+  for (uint32_t g = 1; g < table_gaps; ++g)
+    for (uint32_t l = 1; l <= table_levels; ++l) {
+      const StreamCode gc = gap_codes[g];
+      RecordCode& r = records[static_cast<size_t>(g) * (table_levels + 1) + l];
+      r.sign_shift = gc.len;
+      if (levels_ > 1) {
+        const StreamCode lc = level_codes[l];
+        r.value = gc.value | (lc.value << (gc.len + 1));
+        r.len = gc.len + 1 + lc.len;  // at most 11 + 1 + 8 bits
+      } else {
+        r.value = gc.value;
+        r.len = gc.len + 1;
+      }
+    }
+
   StreamWriter w(stream);
   std::vector<uint32_t> dir(static_cast<size_t>(num_chunks_), 0u);
   int64_t chunk = 0;            // chunk of the next record
@@ -249,6 +277,8 @@ void SDitherCodec::write(std::span<const float> x, std::span<const float> scales
   int64_t prev = -1;            // the previous nonzero, or the chunk start - 1
   uint32_t rnd[kSubElems];
   uint32_t coded[kSubElems];
+  uint32_t keys[kSubElems];
+  uint32_t nonzeros[kSubElems];
   for (int64_t a = 0; a < n; a += kSubElems) {
     const int64_t e = std::min(n, a + kSubElems);
     // One Philox block per four elements; dither's levels, run by run.
@@ -256,35 +286,40 @@ void SDitherCodec::write(std::span<const float> x, std::span<const float> scales
     for_each_run(blocks_, a, e, [&](int64_t r0, int64_t r1, int64_t b) {
       kernels::quantize(false, x.data() + r0, r1 - r0, scales[b], levels_, rnd + (r0 - a), coded + (r0 - a));
     });
-    for (int64_t j0 = 0; j0 < e - a; j0 += 64) {
-      const int64_t j1 = std::min<int64_t>(e - a, j0 + 64);
-      uint64_t nonzero = 0;
-      for (int64_t j = j0; j < j1; ++j) nonzero |= static_cast<uint64_t>(coded[j] != 0u) << (j - j0);
-      while (nonzero != 0) {
-        const int64_t i = a + j0 + __builtin_ctzll(nonzero);
-        nonzero &= nonzero - 1;
-        while (i >= next_chunk) {  // chunks before i's: their offsets are the position so far
-          ++chunk;
-          dir[static_cast<size_t>(chunk)] = static_cast<uint32_t>(w.pos());
-          prev = next_chunk - 1;
-          next_chunk += chunk_;
-        }
-        const uint32_t c = coded[i - a];
-        const StreamCode g = gap_code(static_cast<uint64_t>(i - prev));
-        const uint64_t sign = c >> 31;
-        if (levels_ > 1) {
-          const StreamCode l = level_code(c & ~kernels::kNegativeBit);
-          if (g.len + 1 + l.len <= 64) {
-            w.put(g.value | (sign << g.len) | (l.value << (g.len + 1)), g.len + 1 + l.len);
-          } else {
-            w.put(g.value | (sign << g.len), g.len + 1);
-            w.put(l.value, l.len);
-          }
+    // The nonzeros in order: coded - 1 wraps only for a zero (every nonzero code is below 2^32 - 1)
+    for (int64_t j = 0; j < e - a; ++j) keys[j] = coded[j] - 1u;
+    const int64_t count = kernels::select_at_most(keys, e - a, 0xfffffffeu, nonzeros);
+    for (int64_t t = 0; t < count; ++t) {
+      const int64_t i = a + nonzeros[t];
+      while (i >= next_chunk) {  // chunks before i's: their offsets are the position so far
+        ++chunk;
+        dir[static_cast<size_t>(chunk)] = static_cast<uint32_t>(w.pos());
+        prev = next_chunk - 1;
+        next_chunk += chunk_;
+      }
+      const uint32_t c = coded[i - a];
+      const uint64_t sign = c >> 31;
+      const uint64_t gap = static_cast<uint64_t>(i - prev);
+      const uint32_t level = c & ~kernels::kNegativeBit;
+      if (gap < table_gaps && level <= table_levels) {
+        const RecordCode& r = records[static_cast<size_t>(gap) * (table_levels + 1) + level];
+        w.put(r.value | (sign << r.sign_shift), r.len);
+        prev = i;
+        continue;
+      }
+      const StreamCode g = gap_code(gap);
+      if (levels_ > 1) {
+        const StreamCode l = level_code(level);
+        if (g.len + 1 + l.len <= 64) {
+          w.put(g.value | (sign << g.len) | (l.value << (g.len + 1)), g.len + 1 + l.len);
         } else {
           w.put(g.value | (sign << g.len), g.len + 1);
+          w.put(l.value, l.len);
         }
-        prev = i;
+      } else {
+        w.put(g.value | (sign << g.len), g.len + 1);
       }
+      prev = i;
     }
   }
   for (++chunk; chunk < num_chunks_; ++chunk) dir[static_cast<size_t>(chunk)] = static_cast<uint32_t>(w.pos());
@@ -416,6 +451,11 @@ void SDitherCodec::walk(const Parsed& p, int64_t c0, int64_t c1, Sink&& sink) co
     const uint32_t gap_log = floor_log2_u64(static_cast<uint64_t>(len));
     int64_t prev = -1;  // relative to the chunk start
     const auto fail = [&](const char* what) { corrupt(spec(), what + (" in chunk " + std::to_string(c))); };
+    // Stream bits [pos, pos + avail) in the low bits of buf: a record from the table costs a mask,
+    // a table load and a shift on the loop's critical path; the window is refilled when fewer bits
+    // than a table index are left.
+    uint64_t buf = 0;
+    uint32_t avail = 0;
     while (pos < end) {
       uint64_t gap = 0, level = 1;
       bool negative = false;
@@ -423,14 +463,21 @@ void SDitherCodec::walk(const Parsed& p, int64_t c0, int64_t c1, Sink&& sink) co
       // in it: the exact reader then reads only these bits, and a gap prefix it would call
       // over-long (more than floor(log2 len) zeros) means a gap of at least 2^(floor(log2 len)+1),
       // beyond the chunk, which the second test sends to the exact reader.
-      const uint32_t e = lut[window64(words, pos) & kLutMask];
-      const uint64_t rec = e & 31u;
+      if (avail < kLutBits) {
+        buf = window64(words, pos);
+        avail = 64;
+      }
+      const uint32_t e = lut[buf & kLutMask];
+      const uint32_t rec = e & 31u;
       if (e != 0u && pos + rec <= end && (e >> 16) <= static_cast<uint64_t>(len - 1 - prev)) {
         pos += rec;
+        buf >>= rec;
+        avail -= rec;
         gap = e >> 16;
         negative = (e >> 5) & 1u;
         level = (e >> 6) & 1023u;
       } else {
+        avail = 0;  // the exact reader moves pos on its own
         uint32_t st = fast_elias(words, pos, end, code_, gap_log, gap);
         if (st == kEliasTooLong) fail("over-long Elias prefix of a gap");
         if (st != kEliasOk) fail("a gap code runs past the end of its chunk");
