@@ -574,14 +574,69 @@ void SignWords(const float* x, int64_t num_groups, uint32_t* out) {
   }
 }
 
+/// The plane bits of lanes [o, o + lanes) of a group word (o a multiple of lanes) as a mask: with
+/// 8 lanes or more these are whole bytes of the word, loaded straight into a mask register
+/// (AVX-512: one kmov) instead of a broadcast, shift and lane test.
+template <class DU>
+HWY_INLINE hn::Mask<DU> plane_mask(DU du, const uint32_t* word, int o) {
+  if constexpr (hn::MaxLanes(DU()) >= 8) {
+    return hn::LoadMaskBits(du, reinterpret_cast<const uint8_t*>(word) + o / 8);
+  } else {
+    return hn::TestBit(hn::Set(du, *word >> o), lane_bits(du));
+  }
+}
+
+/// DecodePlanes for a fixed plane count and mode, from element i of the range on (its lane offset
+/// in the group a multiple of the lane count).
+template <int kBits, bool kAccumulate, class DF>
+HWY_INLINE int64_t decode_planes_t(DF df, const uint32_t* groups, int64_t first, int64_t i, int64_t len,
+                                   const float* table, float weight, float* out) {
+  const hn::RebindToUnsigned<DF> du;
+  const hn::RebindToSigned<DF> di;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  constexpr int kWords = 1 + kBits;
+  constexpr bool kLookup = (1 << kBits) <= hn::MaxLanes(DF());
+  HWY_ALIGN float padded[hn::MaxLanes(DF()) > 64 ? hn::MaxLanes(DF()) : 64] = {};
+  if constexpr (kLookup) std::memcpy(padded, table, sizeof(float) << kBits);
+  const auto table_vec = hn::Load(df, padded);
+  const auto v_weight = hn::Set(df, weight);
+  const auto sign_bit = hn::Set(du, 0x80000000u);
+  for (; i + lanes <= len; i += lanes) {
+    const int64_t e = first + i;
+    const uint32_t* w = groups + (e / kGroupElems) * kWords;
+    const int o = static_cast<int>(e % kGroupElems);
+    hn::Vec<DF> v;
+    if constexpr (kBits == 0) {
+      v = hn::Set(df, table[0]);
+    } else {
+      auto level = hn::Zero(du);
+#pragma GCC unroll 8
+      for (int k = 0; k < kBits; ++k)
+        level = hn::Or(level, hn::IfThenElseZero(plane_mask(du, w + 1 + k, o), hn::Set(du, 1u << k)));
+      if constexpr (kLookup)
+        v = hn::TableLookupLanes(table_vec, hn::IndicesFromVec(df, hn::BitCast(di, level)));
+      else
+        v = hn::GatherIndex(df, table, hn::BitCast(di, level));
+    }
+    // negate: flip the sign bit where the sign plane is set
+    v = hn::BitCast(df, hn::Xor(hn::BitCast(du, v), hn::IfThenElseZero(plane_mask(du, w, o), sign_bit)));
+    if constexpr (kAccumulate) v = hn::Add(hn::LoadU(df, out + i), hn::Mul(v_weight, v));
+    hn::StoreU(v, df, out + i);
+  }
+  return i;
+}
+
+template <int kBits, class DF>
+HWY_INLINE int64_t decode_planes_n(DF df, const uint32_t* groups, int64_t first, int64_t i, int64_t len,
+                                   const float* table, float weight, bool accumulate, float* out) {
+  return accumulate ? decode_planes_t<kBits, true>(df, groups, first, i, len, table, weight, out)
+                    : decode_planes_t<kBits, false>(df, groups, first, i, len, table, weight, out);
+}
+
 void DecodePlanes(const uint32_t* groups, int nbits, int64_t first, int64_t len, const float* table, float weight,
                   bool accumulate, float* out) {
   const hn::ScalableTag<float> df;
-  const hn::RebindToUnsigned<decltype(df)> du;
-  const hn::RebindToSigned<decltype(df)> di;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
-  const int words = group_words(nbits);
-  const int table_size = 1 << nbits;
   if (lanes > kGroupElems || nbits > 8) {
     ref::decode_planes(groups, nbits, first, len, table, weight, accumulate, out);
     return;
@@ -589,29 +644,16 @@ void DecodePlanes(const uint32_t* groups, int nbits, int64_t first, int64_t len,
   // head: up to the first element whose lane offset in its group is a multiple of `lanes`
   int64_t i = std::min<int64_t>(len, (lanes - first % lanes) % lanes);
   ref::decode_planes(groups, nbits, first, i, table, weight, accumulate, out);
-  const bool lookup = table_size <= lanes;
-  HWY_ALIGN float padded[64] = {};
-  if (lookup) std::memcpy(padded, table, sizeof(float) * static_cast<size_t>(table_size));
-  const auto table_vec = hn::Load(df, padded);
-  const auto bitsel = lane_bits(du);
-  const auto v_weight = hn::Set(df, weight);
-  for (; i + lanes <= len; i += lanes) {
-    const int64_t e = first + i;
-    const uint32_t* w = groups + (e / kGroupElems) * words;
-    const int o = static_cast<int>(e % kGroupElems);
-    auto level = hn::Zero(du);
-    for (int k = 0; k < nbits; ++k)
-      level = hn::Or(level, hn::IfThenElseZero(hn::TestBit(hn::Set(du, w[1 + k] >> o), bitsel), hn::Set(du, 1u << k)));
-    hn::Vec<decltype(df)> v;
-    if (nbits == 0)
-      v = hn::Set(df, table[0]);
-    else if (lookup)
-      v = hn::TableLookupLanes(table_vec, hn::IndicesFromVec(df, hn::BitCast(di, level)));
-    else
-      v = hn::GatherIndex(df, table, hn::BitCast(di, level));
-    v = hn::IfThenElse(hn::RebindMask(df, hn::TestBit(hn::Set(du, w[0] >> o), bitsel)), hn::Neg(v), v);
-    if (accumulate) v = hn::Add(hn::LoadU(df, out + i), hn::Mul(v_weight, v));
-    hn::StoreU(v, df, out + i);
+  switch (nbits) {
+    case 0: i = decode_planes_n<0>(df, groups, first, i, len, table, weight, accumulate, out); break;
+    case 1: i = decode_planes_n<1>(df, groups, first, i, len, table, weight, accumulate, out); break;
+    case 2: i = decode_planes_n<2>(df, groups, first, i, len, table, weight, accumulate, out); break;
+    case 3: i = decode_planes_n<3>(df, groups, first, i, len, table, weight, accumulate, out); break;
+    case 4: i = decode_planes_n<4>(df, groups, first, i, len, table, weight, accumulate, out); break;
+    case 5: i = decode_planes_n<5>(df, groups, first, i, len, table, weight, accumulate, out); break;
+    case 6: i = decode_planes_n<6>(df, groups, first, i, len, table, weight, accumulate, out); break;
+    case 7: i = decode_planes_n<7>(df, groups, first, i, len, table, weight, accumulate, out); break;
+    default: i = decode_planes_n<8>(df, groups, first, i, len, table, weight, accumulate, out); break;
   }
   ref::decode_planes(groups, nbits, first + i, len - i, table, weight, accumulate, out + i);
 }
