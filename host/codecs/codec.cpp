@@ -154,11 +154,13 @@ void Codec::encode_ef(std::span<const float> p, const RngKey& key, std::span<uin
     decode_accumulate(msg, key, ef_weight, e);
     return;
   }
-  // One pass over e: per sub-range, e = p, then e + (-1) * decoded while it is in L1.
-  detail::for_each_piece(num_elems(), [&](int64_t begin, int64_t end) {
+  // One pass over e: per sub-range, e = p, then e + (-1) * decoded while it is in L1 (a large e
+  // through streaming stores: overwrite_pieces).
+  detail::overwrite_pieces(num_elems(), e.data(), [&](int64_t begin, int64_t end, float* d) {
     detail::for_each_sub(begin, end, [&](int64_t a, int64_t b) {
-      if (p.data() != e.data()) std::copy(p.begin() + a, p.begin() + b, e.begin() + a);
-      decode_range(msg, a, b, ef_weight, true, e.data() + a);
+      float* da = d + (a - begin);
+      if (p.data() + a != da) std::copy(p.begin() + a, p.begin() + b, da);
+      decode_range(msg, a, b, ef_weight, true, da);
     });
   });
 }

@@ -8,6 +8,7 @@
 #include "common/forwarding_comm.hpp"
 
 #include "algorithms/session_cases.hpp"
+#include "host/codecs/pieces.hpp"
 
 #include <gcomp/comm.hpp>
 #include <gcomp/detail/session_keys.hpp>
@@ -406,6 +407,44 @@ TEST(SessionDelayTest, BadSchedulesAreRejectedAndTheDefaultDigestStays) {
   SessionConfig t2 = t;
   t2.delay_table = {1, 0};
   EXPECT_NE(t.canonical(), t2.canonical());
+}
+
+// The host writes large outputs (decode-reduce, the downlink decode, p~ of the sharded server, the
+// EF memory) through an L1 scratch with streaming stores from stream_min_bytes() on. Forced for
+// every output here: the updates and the state are bit for bit those of plain stores.
+TEST_P(EngineBackendTest, StreamedOutputsChangeNoBit) {
+  auto run = [&](const SessionConfig& cfg, std::vector<std::vector<double>>& out) {
+    out.assign(kRanks, {});
+    std::mutex m;
+    run_local(kRanks, [&](Communicator& comm) {
+      Session s(comm, Layout(kSegments), cfg);
+      std::vector<double> g(kDim), u(kDim), all;
+      for (int k = 0; k < 4; ++k) {
+        gradient(comm.rank(), k, g);
+        (void)s.step(g, u);
+        all.insert(all.end(), u.begin(), u.end());
+      }
+      for (const auto& [name, v] : s.state()) all.insert(all.end(), v->begin(), v->end());
+      std::lock_guard<std::mutex> lock(m);
+      out[comm.rank()] = all;
+    });
+  };
+  struct Restore {
+    ~Restore() { detail::set_stream_min_bytes(-1); }
+  } restore;
+  for (const test::SessionCase& sc : test::kSessionCases) {
+    SCOPED_TRACE(sc.name);
+    const SessionConfig cfg = test::session_case_config(sc, GetParam());
+    std::vector<std::vector<double>> plain, streamed;
+    detail::set_stream_min_bytes(int64_t{1} << 40);
+    run(cfg, plain);
+    detail::set_stream_min_bytes(0);
+    run(cfg, streamed);
+    for (int r = 0; r < kRanks; ++r) {
+      ASSERT_EQ(plain[r].size(), streamed[r].size());
+      EXPECT_EQ(std::memcmp(plain[r].data(), streamed[r].data(), plain[r].size() * sizeof(double)), 0) << "rank " << r;
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, EngineBackendTest, testing::Values(Backend::kCpu, Backend::kHostF32),
