@@ -26,40 +26,13 @@
 namespace gcomp::bench {
 namespace {
 
-/// Every codec, with parameter sweeps so that each family draws a curve in plot_bits.py.
-const std::vector<std::string> kDefaultSpecs = {
-    "identity",
-    "natural",
-    "dither:levels=1,norm=l2",
-    "dither:levels=2,norm=l2",
-    "dither:levels=4,norm=l2",
-    "dither:levels=16,norm=l2",
-    "dither:levels=1,norm=linf,block=64",
-    "dither:levels=4,norm=linf",
-    "terngrad",
-    "natdither:levels=1,norm=l2",
-    "natdither:levels=3,norm=l2",
-    "natdither:levels=7,norm=l2",
-    "sign",
-    "sign:block=64",
-    "topk:ratio=0.0078125",
-    "topk:ratio=0.03125",
-    "topk:ratio=0.125",
-    "topk:ratio=0.0078125,index=rice",
-    "topk:ratio=0.03125,index=rice",
-    "topk:ratio=0.125,index=rice",
-    "randk:ratio=0.0078125",
-    "randk:ratio=0.03125",
-    "randk:ratio=0.125",
-    "sdither:levels=1,norm=l2",
-    "sdither:levels=1,norm=l2,code=delta",
-    "sdither:levels=4,norm=linf",
-    "sdither:levels=32,norm=l2",
-    "spherical:block=8,bits=8",
-    "spherical:block=16,bits=12",
-    "spherical:block=4,bits=16",
-    "grid",
-};
+/// Every codec, with parameter sweeps so that each family draws a curve in plot_bits.py: the
+/// example specs of each codec's registry entry (gcomp::list_codecs()), in wire-id order.
+std::vector<std::string> default_specs() {
+  std::vector<std::string> out;
+  for (const CodecDescription& d : list_codecs()) out.insert(out.end(), d.examples.begin(), d.examples.end());
+  return out;
+}
 
 struct Options {
   int64_t n = 1024;
@@ -80,7 +53,7 @@ void usage() {
       "      --codec SPEC     add one codec spec (repeatable)\n"
       "      --draws K        Monte Carlo draws for codecs without a closed-form error (default 32)\n"
       "  -J, --json PATH      also write the records as JSON (bench/plot_bits.py reads it)\n",
-      kDefaultSpecs.size());
+      default_specs().size());
 }
 
 bool parse_options(int argc, char** argv, Options& o) {
@@ -96,7 +69,7 @@ bool parse_options(int argc, char** argv, Options& o) {
     return true;
   });
   if (!go) return false;
-  if (o.codecs.empty()) o.codecs = kDefaultSpecs;
+  if (o.codecs.empty()) o.codecs = default_specs();
   if (o.n < 1 || o.draws < 1) throw std::invalid_argument("need --n >= 1 and --draws >= 1");
   return true;
 }

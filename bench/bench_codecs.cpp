@@ -149,7 +149,8 @@ int64_t error_bound_wrong(const Codec& cpu, const std::vector<float>& x, const s
 /// 2^(24-B) elements, so that a default run stays within minutes.
 bool cpu_path_too_slow(const std::string& spec, int64_t n) {
   const CodecSpec s = CodecSpec::parse(spec);
-  return s.id == CodecId::kSpherical && n > (int64_t{1} << (24 - static_cast<int>(s.bits)));
+  const auto* const o = s.options_if<SphericalOptions>();
+  return o != nullptr && n > (int64_t{1} << (24 - static_cast<int>(o->index_bits)));
 }
 
 template <class F>
@@ -307,8 +308,9 @@ constexpr int64_t kCheckBytesMax = int64_t{4} << 22;  // byte-exact CPU comparis
 /// The CPU oracle of spherical draws 2^B normals per element: its byte-exact check stops 2^(B-4)
 /// times earlier (the error-bound check covers the larger sizes).
 int64_t check_bytes_max(const Codec& cpu) {
-  if (cpu.spec().id != CodecId::kSpherical || cpu.spec().bits <= 4) return kCheckBytesMax;
-  return kCheckBytesMax >> (cpu.spec().bits - 4);
+  const auto* const o = cpu.spec().options_if<SphericalOptions>();
+  if (o == nullptr || o->index_bits <= 4) return kCheckBytesMax;
+  return kCheckBytesMax >> (o->index_bits - 4);
 }
 
 int64_t count_diff_bytes(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b) {

@@ -171,7 +171,7 @@ std::vector<float> reference_oneway(const std::string& spec, int64_t n, int p, u
   const auto codec = make_codec(spec, Layout(n));
   std::vector<std::vector<float>> x;
   for (int j = 0; j < p; ++j) x.push_back(make_input(n, rank_seed(seed, j)));
-  const bool share = codec->spec().id == CodecId::kTernGrad && codec->num_scales() > 0;
+  const bool share = codec->spec().id() == CodecId::kTernGrad && codec->num_scales() > 0;
   std::vector<float> scales_max(static_cast<size_t>(codec->num_scales()), 0.0f), scales(scales_max.size());
   if (share) {
     for (int j = 0; j < p; ++j) {

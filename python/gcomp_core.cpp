@@ -879,6 +879,7 @@ PYBIND11_MODULE(_core, m) {
       d["params"] = c.params;
       d["guarantee"] = c.guarantee;
       d["bits"] = c.bits;
+      d["examples"] = c.examples;
       out.append(d);
     }
     return out;

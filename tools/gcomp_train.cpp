@@ -36,22 +36,30 @@ namespace {
 
 using namespace gcomp;
 
-constexpr const char* kUsage = R"(usage: gcomp-train --data PATH [options]
+/// The usage text; the names of --device, --algo, --server and --compensation come from the name
+/// tables of <gcomp/names.hpp> (tests/tools/test_gcomp_train.sh checks them against the header).
+std::string usage() {
+  return R"(usage: gcomp-train --data PATH [options]
 problem:   --data PATH (LIBSVM)  --features N  --no-bias  --loss logistic|squared
            --l2 LAMBDA|auto (auto: L0/100)  --l1 LAMBDA1 (prox, diana only)
-workers:   --workers N (contiguous split)  --backend local|mpi|nccl  --device cpu|host-f32|cuda (session backend: double
+workers:   --workers N (contiguous split)  --backend local|mpi|nccl  --device )" +
+         enum_choices<Backend>("|") + R"( (session backend: double
            state, fp32 state on the CPU, fp32 state on the GPU). nccl: one process per GPU, launched by mpirun or with
            RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT (or GCOMP_NCCL_ID_FILE); implies --device cuda
-algorithm: --algo gd|compressed-gd|diana|ef-sgd|dist-ef-sgdm|doublesqueeze|signsgd-mv|hessian-ec
-           --codec SPEC  --server-codec SPEC  --server replicated|sharded
+algorithm: --algo )" +
+         enum_choices<Algorithm>("|") + R"(
+           --codec SPEC  --server-codec SPEC  --server )" +
+         enum_choices<ServerMode>("|") + R"(
            --lr GAMMA|auto  --alpha A|auto  --momentum BETA (signsgd-mv: Signum)  --batch B  --seed S
-           --compensation none|classical|hessian|diagonal (hessian-ec)
+           --compensation )" +
+         enum_choices<Compensation>("|") + R"( (hessian-ec)
 delays:    --delay TAU (every gradient TAU steps late) | --delay-random TAU (per step and worker, uniform in
            0..TAU) | --delay-table FILE (a row of one delay per worker per step, rows repeat)
 run:       --iters T  --compare "ALGO[=CODEC[|SERVER_CODEC]];..."
 output:    --json PATH  --csv PATH  --quiet  --log-every K
 state:     --checkpoint PATH --checkpoint-every K  --resume PATH
 )";
+}
 
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -145,7 +153,7 @@ Options parse(int argc, char** argv) {
       continue;
     }
     if (a == "-h" || a == "--help") {
-      std::fputs(kUsage, stdout);
+      std::fputs(usage().c_str(), stdout);
       std::exit(0);
     }
     if (i + 1 >= argc)
@@ -798,7 +806,7 @@ int main(int argc, char** argv) {
   try {
     return run(argc, argv);
   } catch (const UsageError& e) {
-    std::fprintf(stderr, "gcomp-train: %s\n%s", printable(e.what(), SIZE_MAX).c_str(), kUsage);
+    std::fprintf(stderr, "gcomp-train: %s\n%s", printable(e.what(), SIZE_MAX).c_str(), usage().c_str());
     return fail(2);
   } catch (const gcomp::Error& e) {
     std::fprintf(stderr, "gcomp-train: error: %s (%s)\n", printable(e.what(), SIZE_MAX).c_str(),

@@ -43,7 +43,7 @@ bool is_coded(CodecId id) { return codec_descriptor(id).gpu == GpuFamily::kCoded
 bool has_shareable_scales(CodecId id) { return codec_descriptor(id).shareable_scales; }
 /// Codecs with fp32 block scales from the fixed-order reduction (block_reduce.cuh).
 bool has_block_scales(const CodecSpec& spec) {
-  auto* const scales = codec_descriptor(spec.id).block_scales;
+  auto* const scales = codec_descriptor(spec.id()).block_scales;
   return scales != nullptr && scales(spec);
 }
 std::string gpu_codec_names() {
@@ -111,7 +111,7 @@ struct DeviceCodec::Impl {
   DeviceTables tables;  ///< the one allocation: block/tile tables (and spherical betas)
 
   Impl(const CodecSpec& s, const Layout& l) : spec(s), layout(l) {
-    GCOMP_EXPECTS(codec_descriptor(spec.id).gpu != GpuFamily::kNone, gcompErrorNotSupported,
+    GCOMP_EXPECTS(codec_descriptor(spec.id()).gpu != GpuFamily::kNone, gcompErrorNotSupported,
                   "DeviceCodec: no GPU kernels for codec '" + std::string(spec.name()) +
                       "' (GPU codecs: " + gpu_codec_names() + ")");
     const std::unique_ptr<Codec> cpu = make_codec(spec, layout);  // validates spec vs layout
@@ -128,14 +128,20 @@ struct DeviceCodec::Impl {
 
   void build_plan(const Codec& cpu) {
     detail::DevicePlan& p = plan;
-    p.id = spec.id;
-    p.levels = spec.levels;
-    p.norm = static_cast<uint32_t>(spec.norm);
-    p.p = spec.p;
-    p.clip = spec.clip;
-    p.scaled = spec.scaled;
-    p.unbiased = spec.unbiased;
-    p.nbits = static_cast<int>(gcomp::detail::ceil_log2_u64(uint64_t{spec.levels} + 1));
+    p.id = spec.id();
+    if (const auto* t = spec.options_if<TernGradOptions>()) p.clip = t->clip;
+    if (const auto* s = spec.options_if<SignOptions>()) p.scaled = s->scaled;
+    if (const auto* r = spec.options_if<RandKOptions>()) p.unbiased = r->unbiased;
+    int64_t block = 0;  // quantization block of the dither family and sign (0: one per segment)
+    if (is_dense(p.id) || p.id == CodecId::kSDither) {
+      const DitherOptions q = gcomp::detail::dither_quantizer(spec);
+      p.levels = q.levels;
+      p.norm = static_cast<uint32_t>(q.norm);
+      p.p = q.p;
+      block = q.block;
+    }
+    if (const auto* s = spec.options_if<SignOptions>()) block = s->block;
+    p.nbits = static_cast<int>(gcomp::detail::ceil_log2_u64(uint64_t{p.levels} + 1));
     p.n = layout.num_elems();
     p.groups = gcomp::detail::ceil_div(p.n, gcomp::detail::kGroupElems);
     p.payload_bytes = payload_bytes;
@@ -145,61 +151,64 @@ struct DeviceCodec::Impl {
     GCOMP_CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
     p.max_blocks = static_cast<int64_t>(std::max(sms, 1)) * 8;
 
-    if (is_sparse(spec.id)) {
-      p.k = gcomp::detail::sparse_k(p.n, spec.k, spec.ratio);
+    if (is_sparse(p.id)) {
+      p.k = gcomp::detail::sparse_k_of(spec, p.n);
       p.index_bits = static_cast<int>(gcomp::detail::ceil_log2_u64(static_cast<uint64_t>(p.n)));
       p.sel_tiles = gcomp::detail::ceil_div(p.n, detail::kSelectTile);
       p.cand_cap = std::min<int64_t>(p.n, p.n / 16 + 4096);
       p.scan_temp_bytes = p.sel_tiles > 0 ? detail::query_scan_temp_bytes(p.sel_tiles) : 0;
-      if (spec.id == CodecId::kTopK && p.n > 0) plan_sample();
-      if (spec.id == CodecId::kTopK && spec.index == IndexCode::kRice) plan_rice(cpu);
+      const auto* const topk = spec.options_if<TopKOptions>();
+      if (topk != nullptr && p.n > 0) plan_sample();
+      if (topk != nullptr && topk->index == IndexCode::kRice) plan_rice(cpu);
       return;
     }
-    if (is_coded(spec.id)) {
-      plan_coded(cpu);
+    if (is_coded(p.id)) {
+      plan_coded(cpu, block);
       return;
     }
-    const bool scaled_sign = spec.id == CodecId::kSign && spec.scaled;
-    if (!is_dense(spec.id) && !scaled_sign) return;
-    upload_tables(spec.id == CodecId::kTernGrad ? 0 : spec.block);
+    const bool scaled_sign = p.id == CodecId::kSign && p.scaled;
+    if (!is_dense(p.id) && !scaled_sign) return;
+    upload_tables(block);
     p.num_scales = p.num_blocks;
   }
 
   /// sdither (§5.2(a)), spherical (§5.2(b)), grid (§6.1): sizes from the CPU codec's formulas.
-  void plan_coded(const Codec& cpu) {
+  void plan_coded(const Codec& cpu, int64_t block) {
     detail::DevicePlan& p = plan;
-    p.bits = spec.bits;
-    if (spec.id == CodecId::kGrid) {
-      p.step = spec.step;
+    if (const auto* g = spec.options_if<GridOptions>()) {
+      p.bits = g->level_bits;
+      p.step = g->quantum;
       return;
     }
-    if (spec.id == CodecId::kSpherical) {
+    if (const auto* s = spec.options_if<SphericalOptions>()) {
+      p.bits = s->index_bits;
       p.norm = gcomp::detail::kNormL2;
-      p.unscaled = spec.unscaled;
+      p.unscaled = s->unscaled;
       // beta(len, B) of every distinct block length (host quadrature, the CPU codec's cache).
       std::vector<int64_t> lens;
-      const std::vector<int64_t> blocks = block_offsets(layout, spec.block);
+      const std::vector<int64_t> blocks = block_offsets(layout, s->dim);
       for (size_t b = 0; b + 1 < blocks.size(); ++b) lens.push_back(blocks[b + 1] - blocks[b]);
       std::sort(lens.begin(), lens.end());
       lens.erase(std::unique(lens.begin(), lens.end()), lens.end());
       std::vector<int64_t> betas(lens.size());
       for (size_t k = 0; k < lens.size(); ++k) {
-        const double beta = gcomp::detail::cached_spherical_beta(lens[k], spec.bits);
+        const double beta = gcomp::detail::cached_spherical_beta(lens[k], s->index_bits);
         std::memcpy(&betas[k], &beta, sizeof beta);
       }
-      const size_t at = upload_tables(spec.block, lens, betas);
+      const size_t at = upload_tables(s->dim, lens, betas);
       p.num_betas = static_cast<int64_t>(lens.size());
       p.beta_len = tables.get() + at;
       p.beta_val = reinterpret_cast<const double*>(tables.get() + at + lens.size());
       p.num_scales = p.num_blocks;
-      p.index_words = gcomp::detail::ceil_div(p.num_blocks * static_cast<int64_t>(spec.bits), 32);
+      p.index_words = gcomp::detail::ceil_div(p.num_blocks * static_cast<int64_t>(s->index_bits), 32);
       return;
     }
-    p.code = spec.code == EliasCode::kDelta ? gcomp::detail::kEliasDelta : gcomp::detail::kEliasGamma;
-    p.chunk = spec.chunk;
-    p.num_chunks = gcomp::detail::ceil_div(p.n, spec.chunk);
+    const SDitherOptions& sd = spec.options<SDitherOptions>();
+    p.code = sd.code == EliasCode::kDelta ? gcomp::detail::kEliasDelta : gcomp::detail::kEliasGamma;
+    p.chunk = sd.chunk;
+    p.num_chunks = gcomp::detail::ceil_div(p.n, sd.chunk);
     p.sd_tiles = gcomp::detail::ceil_div(p.n, detail::kSDitherTile);
-    upload_tables(spec.block);
+    upload_tables(block);
     p.num_scales = p.num_blocks;
     // encoded_bits() = 32 (m + 1 + D) + Wbits exactly (integers below 2^53).
     p.worst_bits = static_cast<int64_t>(cpu.encoded_bits()) - 32 * (p.num_blocks + 1 + p.num_chunks);
@@ -563,7 +572,7 @@ void DeviceCodec::encode_diana(const float* d_g, float* d_h, float alpha, const 
 
 void DeviceCodec::topk_sampled(const float* d_x, const RngKey& key, void* d_payload, void* d_workspace,
                                size_t workspace_bytes, Stream stream) const {
-  GCOMP_EXPECTS(impl_->spec.id == CodecId::kTopK, gcompErrorNotSupported,
+  GCOMP_EXPECTS(impl_->spec.id() == CodecId::kTopK, gcompErrorNotSupported,
                 "topk_sampled: only the topk codec has a sampled-threshold path");
   impl_->encode("topk_sampled", Input{d_x, nullptr}, key, d_payload, Fuse::kNone, nullptr, 0.0f, true, d_workspace,
                 workspace_bytes, stream);

@@ -242,7 +242,7 @@ EngineImpl<T>::EngineImpl(Communicator& comm, const Layout& layout, const Sessio
   if (cfg.time_phases) o.enable_timing();
 
   const CodecSpec up_spec = CodecSpec::parse(cfg.algorithm == Algorithm::kGd ? "identity" : cfg.codec);
-  share_scale_ = cfg.shared_scale && up_spec.id == CodecId::kTernGrad && cfg.algorithm == Algorithm::kCompressedGd;
+  share_scale_ = cfg.shared_scale && up_spec.id() == CodecId::kTernGrad && cfg.algorithm == Algorithm::kCompressedGd;
   up_ = o.add_codec(up_spec, layout, share_scale_);
   up_bytes_ = o.encoded_bytes(up_);
   if (two_way(cfg.algorithm)) {
@@ -1074,7 +1074,7 @@ SessionSetup validate_session(const SessionConfig& cfg, const Layout& layout, in
   SessionSetup out;
   const CodecSpec up_spec = CodecSpec::parse(cfg.algorithm == Algorithm::kGd ? "identity" : cfg.codec);
   if (cfg.algorithm == Algorithm::kSignSgdMv)
-    GCOMP_EXPECTS(up_spec.id == CodecId::kSign && !up_spec.scaled, gcompErrorInvalidArgument,
+    GCOMP_EXPECTS(up_spec.id() == CodecId::kSign && !up_spec.options<SignOptions>().scaled, gcompErrorInvalidArgument,
                   "signsgd-mv sends plain signs: use codec sign:scale=none");
   if (cfg.algorithm == Algorithm::kHessianEc) {
     if (cfg.compensation == Compensation::kHessian)

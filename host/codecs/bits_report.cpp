@@ -30,7 +30,7 @@ double sq_dist(std::span<const float> a, std::span<const float> b) {
 
 /// E|C(x) - x|^2 by the closed form of the codec's registry entry, NaN where it has none.
 double exact_error(const Codec& c, std::span<const float> x) {
-  auto* const exact = detail::codec_descriptor(c.spec().id).exact_error;
+  auto* const exact = detail::codec_descriptor(c.spec().id()).exact_error;
   return exact != nullptr ? exact(c, x) : kNaN;
 }
 

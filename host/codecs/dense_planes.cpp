@@ -5,6 +5,7 @@
 #include "host/codecs/dense_planes.hpp"
 
 #include "host/codecs/pieces.hpp"
+#include "host/codecs/registry.hpp"
 
 #include <gcomp/detail/codec_math.hpp>
 #include <gcomp/detail/norms.hpp>
@@ -94,15 +95,17 @@ int64_t dense_first_bad(const uint8_t* groups, int nbits, uint32_t s, bool level
 }  // namespace
 
 DensePlaneCodec::DensePlaneCodec(CodecSpec spec, Layout layout) : Codec(std::move(spec), std::move(layout)) {
-  const CodecSpec& sp = this->spec();
-  levels_ = sp.levels;
-  norm_ = static_cast<uint32_t>(sp.norm);
+  const DitherOptions q = dither_quantizer(this->spec());  // terngrad: one level, l_inf, one block per segment
+  levels_ = q.levels;
+  norm_ = static_cast<uint32_t>(q.norm);
+  p_ = q.p;
   nbits_ = static_cast<int>(ceil_log2_u64(uint64_t{levels_} + 1));
-  blocks_ = block_offsets(this->layout(), sp.id == CodecId::kTernGrad ? 0 : sp.block);
+  blocks_ = block_offsets(this->layout(), q.block);
   num_blocks_ = static_cast<int64_t>(blocks_.size()) - 1;
   groups_ = ceil_div(num_elems(), kGroupElems);
+  const auto* const terngrad = this->spec().options_if<TernGradOptions>();
   one_pass_ = num_elems() >= kParallelMinElems && 4 * groups_ * group_words(nbits_) <= kMaxStagingBytes &&
-              norm_ != kNormLp && !(sp.id == CodecId::kTernGrad && sp.clip > 0.0);
+              norm_ != kNormLp && !(terngrad != nullptr && terngrad->clip > 0.0);
   for (int64_t b = 0; b < num_blocks_ && one_pass_; ++b)
     one_pass_ = blocks_[b] / kPieceElems == (blocks_[b + 1] - 1) / kPieceElems;
 }
@@ -119,18 +122,18 @@ Guarantee DensePlaneCodec::guarantee() const {
   const double b = static_cast<double>(max_block_len(blocks_));
   Guarantee g;
   g.kind = Guarantee::Kind::kUnbiased;
-  switch (spec().id) {
+  switch (spec().id()) {
     case CodecId::kTernGrad:
-      if (spec().clip > 0.0) return Guarantee{};
+      if (spec().options<TernGradOptions>().clip > 0.0) return Guarantee{};
       g.omega = b > 1.0 ? (std::sqrt(b) - 1.0) / 2.0 : 0.0;
       break;
     case CodecId::kNatDither: {
-      const double r = (norm_ == kNormL1) ? 1.0 : (norm_ == kNormLp ? std::min(spec().p, 2.0) : 2.0);
+      const double r = (norm_ == kNormL1) ? 1.0 : (norm_ == kNormLp ? std::min(p_, 2.0) : 2.0);
       const double t = std::pow(b, 1.0 / r) / std::ldexp(1.0, static_cast<int>(levels_) - 1);
       g.omega = 0.125 + t * std::min(1.0, t);
       break;
     }
-    default: g.omega = dither_omega(norm_, spec().p, levels_, b);
+    default: g.omega = dither_omega(norm_, p_, levels_, b);
   }
   return g;
 }
@@ -162,22 +165,23 @@ void DensePlaneCodec::scales_of_blocks(const float* x, int64_t b0, int64_t b1, f
   const std::vector<int64_t> blocks(blocks_.begin() + b0, blocks_.begin() + b1 + 1);
   const int64_t m = b1 - b0;
   const auto len = [&](int64_t b) { return blocks[b + 1] - blocks[b]; };
-  if (spec().id == CodecId::kTernGrad) {
+  if (spec().id() == CodecId::kTernGrad) {
     const std::vector<double> mx = reduce_blocks(blocks, x, ReduceOp::kAbsMax);
     for (int64_t b = 0; b < m; ++b) scales[b0 + b] = static_cast<float>(mx[b]);
-    if (spec().clip > 0.0) {
+    const double clip = spec().options<TernGradOptions>().clip;
+    if (clip > 0.0) {
       const std::vector<double> sums = reduce_blocks(blocks, x, ReduceOp::kSum);
       std::vector<double> means(static_cast<size_t>(m));
       for (int64_t b = 0; b < m; ++b) means[b] = sums[b] / static_cast<double>(len(b));
       const std::vector<double> css = reduce_blocks(blocks, x, ReduceOp::kCenteredSquareSum, means);
       for (int64_t b = 0; b < m; ++b)
-        if (is_finite_f(scales[b0 + b])) scales[b0 + b] = terngrad_scale(scales[b0 + b], css[b], len(b), spec().clip);
+        if (is_finite_f(scales[b0 + b])) scales[b0 + b] = terngrad_scale(scales[b0 + b], css[b], len(b), clip);
     }
     return;
   }
   if (norm_ == kNormLp) {  // the portable power per element: no SIMD kernel
     for (int64_t b = 0; b < m; ++b)
-      scales[b0 + b] = finish_norm(norm_, block_reduce(PowSumOp{spec().p}, x + blocks[b], len(b)), spec().p);
+      scales[b0 + b] = finish_norm(norm_, block_reduce(PowSumOp{p_}, x + blocks[b], len(b)), p_);
     return;
   }
   const ReduceOp op = norm_ == kNormL1   ? ReduceOp::kAbsSum
@@ -204,12 +208,11 @@ void DensePlaneCodec::compute_scales(std::span<const float> x, std::span<float> 
     const int64_t len = blocks_[b + 1] - blocks_[b];
     if (!is_finite_f(s[b])) {
       GCOMP_FAIL(gcompErrorInvalidArgument,
-                 std::string(spec().name()) + ": the " + norm_label(norm_, spec().p) + " of block " +
-                     std::to_string(b) + elements(b) +
-                     " is beyond the float32 range of the payload's scale (the values are finite)");
+                 std::string(spec().name()) + ": the " + norm_label(norm_, p_) + " of block " + std::to_string(b) +
+                     elements(b) + " is beyond the float32 range of the payload's scale (the values are finite)");
     }
     if (s[b] == 0.0f && norm_ == kNormLp && block_reduce(AbsMaxOp{}, x.data() + blocks_[b], len) > 0.0)
-      GCOMP_FAIL(gcompErrorInvalidArgument, std::string(spec().name()) + ": the " + norm_label(norm_, spec().p) +
+      GCOMP_FAIL(gcompErrorInvalidArgument, std::string(spec().name()) + ": the " + norm_label(norm_, p_) +
                                                 " of block " + std::to_string(b) + elements(b) +
                                                 " underflows to 0 although the block is not zero (every value would "
                                                 "decode to 0); use a smaller p or norm=linf");
@@ -270,8 +273,8 @@ void DensePlaneCodec::encode_with_scales(std::span<const float> x, std::span<con
 }
 
 float DensePlaneCodec::value(uint32_t level, bool negative, float scale) const {
-  return spec().id == CodecId::kNatDither ? natdither_value(level, negative, scale, levels_)
-                                          : dither_value(level, negative, scale, levels_);
+  return spec().id() == CodecId::kNatDither ? natdither_value(level, negative, scale, levels_)
+                                            : dither_value(level, negative, scale, levels_);
 }
 
 void DensePlaneCodec::write(std::span<const float> x, std::span<const float> scales, const RngKey& key,
@@ -286,7 +289,7 @@ void DensePlaneCodec::write(std::span<const float> x, std::span<const float> sca
 void DensePlaneCodec::write_piece(const float* x, const float* scales, const RngKey& key, int64_t begin, int64_t end,
                                   uint8_t* groups) const {
   const int words = group_words(nbits_);
-  const bool natural = spec().id == CodecId::kNatDither;
+  const bool natural = spec().id() == CodecId::kNatDither;
   const bool fused = levels_ <= kernels::kQuantizePlanesMaxLevels && (!natural || levels_ <= kNatDitherRcpMaxLevels);
   uint32_t rnd[kSubElems];
   uint32_t coded[kSubElems];

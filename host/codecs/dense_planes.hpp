@@ -45,6 +45,7 @@ class DensePlaneCodec final : public Codec {
 
   uint32_t levels_ = 1;
   uint32_t norm_ = 2;
+  double p_ = 2.0;  ///< l_p exponent of norm_ (DitherOptions::p)
   int nbits_ = 1;
   std::vector<int64_t> blocks_;
   int64_t num_blocks_ = 0;

@@ -5,7 +5,7 @@
 namespace gcomp {
 
 std::unique_ptr<Codec> make_codec(const CodecSpec& spec, const Layout& layout) {
-  return detail::codec_descriptor(spec.id).make_cpu(spec, layout);
+  return detail::codec_descriptor(spec.id()).make_cpu(spec, layout);
 }
 
 }  // namespace gcomp

@@ -23,7 +23,10 @@ namespace {
 class GridCodec final : public Codec {
  public:
   GridCodec(CodecSpec spec, Layout layout) : Codec(std::move(spec), std::move(layout)) {
-    bits_ = static_cast<int>(this->spec().bits);
+    const GridOptions& o = this->spec().options<GridOptions>();
+    level_bits_ = o.level_bits;
+    quantum_ = o.quantum;
+    bits_ = static_cast<int>(level_bits_);
     words_ = ceil_div(num_elems() * bits_, 32);
   }
   size_t encoded_bytes() const override { return static_cast<size_t>(4 * words_); }
@@ -36,13 +39,13 @@ class GridCodec final : public Codec {
     require_finite(x.data(), num_elems());
     // A sub-range of kSubElems elements spans kSubElems * bits_ bits, a whole number of words, so
     // packing it on its own gives the same words as packing all n at once.
-    const double inv = grid_inverse_step(spec().step);
+    const double inv = grid_inverse_step(quantum_);
     for_each_piece(num_elems(), [&](int64_t begin, int64_t end) {
       int32_t levels[kSubElems];
       uint32_t words[kSubElems];
       for_each_sub(begin, end, [&](int64_t a, int64_t e) {
-        kernels::grid_levels(x.data() + a, e - a, spec().step, inv, spec().bits, levels);
-        kernels::pack_fields(levels, e - a, spec().bits, words);
+        kernels::grid_levels(x.data() + a, e - a, quantum_, inv, level_bits_, levels);
+        kernels::pack_fields(levels, e - a, level_bits_, words);
         std::memcpy(payload.data() + 4 * (a / 32 * bits_), words,
                     sizeof(uint32_t) * static_cast<size_t>(ceil_div((e - a) * bits_, 32)));
       });
@@ -74,7 +77,7 @@ class GridCodec final : public Codec {
           if (hit == 0u) return;
         }
         read_words(payload.data(), a, e, words);
-        kernels::unpack_fields(words, 0, e - a, spec().bits, levels);
+        kernels::unpack_fields(words, 0, e - a, level_bits_, levels);
         const uint32_t field_mask = bits_ == 32 ? ~0u : (1u << bits_) - 1u;
         for (int64_t i = 0; i < e - a; ++i)
           if (!grid_field_ok(static_cast<uint32_t>(levels[i]) & field_mask, bits_)) {
@@ -110,8 +113,8 @@ class GridCodec final : public Codec {
     uint32_t words[kSubElems];
     for_each_sub(begin, end, [&](int64_t a, int64_t e) {
       read_words(payload.data(), a, e, words);
-      kernels::unpack_fields(words, 0, e - a, spec().bits, levels);
-      kernels::grid_decode(levels, e - a, spec().step, weight, accumulate, out + (a - begin));
+      kernels::unpack_fields(words, 0, e - a, level_bits_, levels);
+      kernels::grid_decode(levels, e - a, quantum_, weight, accumulate, out + (a - begin));
     });
   }
 
@@ -122,6 +125,8 @@ class GridCodec final : public Codec {
                 sizeof(uint32_t) * static_cast<size_t>(ceil_div((e - a) * bits_, 32)));
   }
 
+  uint32_t level_bits_ = 16;  ///< GridOptions::level_bits
+  double quantum_ = 0.0;      ///< GridOptions::quantum
   int bits_ = 16;
   int64_t words_ = 0;
 };

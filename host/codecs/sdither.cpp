@@ -7,6 +7,7 @@
 
 #include "host/codecs/kernels.hpp"
 #include "host/codecs/pieces.hpp"
+#include "host/codecs/registry.hpp"
 
 #include <gcomp/detail/codec_math.hpp>
 #include <gcomp/detail/elias.hpp>
@@ -67,18 +68,14 @@ std::vector<uint32_t> record_table(uint32_t code, uint32_t levels) {
 }  // namespace
 
 SDitherCodec::SDitherCodec(CodecSpec spec, Layout layout) : Codec(std::move(spec), std::move(layout)) {
-  const CodecSpec& sp = this->spec();
+  const SDitherOptions& sp = this->spec().options<SDitherOptions>();
   GCOMP_EXPECTS(sp.norm == Norm::kL2 || sp.norm == Norm::kLinf, gcompErrorInvalidArgument,
                 "sdither supports norm=l2 or norm=linf");
   GCOMP_EXPECTS(sp.chunk >= 1 && sp.chunk <= (int64_t{1} << 24), gcompErrorInvalidArgument,
                 "sdither: chunk must be in [1, 2^24]");
-  CodecSpec dither_spec;
-  dither_spec.id = CodecId::kDither;
-  dither_spec.levels = sp.levels;
-  dither_spec.norm = sp.norm;
-  dither_spec.p = sp.p;
-  dither_spec.block = sp.block;
-  dither_ = std::make_unique<DensePlaneCodec>(dither_spec, this->layout());
+  // The dither quantizer of the same levels, norm and block (its scales and levels).
+  dither_ =
+      std::make_unique<DensePlaneCodec>(CodecSpec(CodecId::kDither, dither_quantizer(this->spec())), this->layout());
   levels_ = sp.levels;
   code_ = sp.code == EliasCode::kDelta ? kEliasDelta : kEliasGamma;
   chunk_ = sp.chunk;

@@ -80,12 +80,14 @@ void IdentityCodec::decode(std::span<const uint8_t> payload, const RngKey&, std:
 // --------------------------------------------------------------------------------------- sign
 
 SignCodec::SignCodec(CodecSpec spec, Layout layout) : Codec(std::move(spec), std::move(layout)) {
-  blocks_ = block_offsets(this->layout(), this->spec().block);
+  const SignOptions& o = this->spec().options<SignOptions>();
+  scaled_ = o.scaled;
+  blocks_ = block_offsets(this->layout(), o.block);
   num_blocks_ = static_cast<int64_t>(blocks_.size()) - 1;
   words_ = ceil_div(num_elems(), kGroupElems);
 }
 
-int64_t SignCodec::num_scales() const { return spec().scaled ? num_blocks_ : 0; }
+int64_t SignCodec::num_scales() const { return scaled_ ? num_blocks_ : 0; }
 
 size_t SignCodec::encoded_bytes() const { return static_cast<size_t>(4 * num_scales() + 4 * words_); }
 
@@ -94,7 +96,7 @@ double SignCodec::encoded_bits() const {
 }
 
 Guarantee SignCodec::guarantee() const {
-  if (!spec().scaled) return Guarantee{};
+  if (!scaled_) return Guarantee{};
   int64_t b = 0;
   for (int64_t i = 0; i < num_blocks_; ++i) b = std::max(b, blocks_[i + 1] - blocks_[i]);
   return Guarantee{Guarantee::Kind::kContractive, 0.0, b > 0 ? 1.0 / static_cast<double>(b) : 1.0};
@@ -120,7 +122,7 @@ void SignCodec::encode(std::span<const float> x, const RngKey&, std::span<uint8_
   // that reaches the payload only once the scales are known to be finite.
   bool aligned = true;
   for (int64_t b = 0; b < num_blocks_; ++b) aligned = aligned && blocks_[b] % kGroupElems == 0;
-  if (spec().scaled && aligned) {
+  if (scaled_ && aligned) {
     std::vector<uint32_t> words(static_cast<size_t>(words_));
     const std::function<void(int64_t, int64_t)> on_tile = [&](int64_t a, int64_t e) {
       sign_range(a, e, words.data() + a / kGroupElems);
@@ -138,7 +140,7 @@ void SignCodec::encode(std::span<const float> x, const RngKey&, std::span<uint8_
     });
     return;
   }
-  if (spec().scaled) {
+  if (scaled_) {
     const std::vector<double> sums = reduce_blocks(blocks_, x.data(), kernels::ReduceOp::kAbsSum);
     for (int64_t b = 0; b < m; ++b) {
       scales[b] = finish_mean_abs(sums[b], blocks_[b + 1] - blocks_[b]);
@@ -180,7 +182,7 @@ void SignCodec::decode_range(std::span<const uint8_t> payload, int64_t begin, in
     const auto run = [&](int64_t r0, int64_t r1, float scale) {
       kernels::decode_planes(local, 0, r0 - g0 * kGroupElems, r1 - r0, &scale, weight, accumulate, out + (r0 - begin));
     };
-    if (spec().scaled)
+    if (scaled_)
       for_each_run(blocks_, a, e,
                    [&](int64_t r0, int64_t r1, int64_t b) { run(r0, r1, load_f32(payload.data() + 4 * b)); });
     else

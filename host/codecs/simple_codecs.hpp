@@ -49,6 +49,7 @@ class SignCodec final : public Codec {
   std::vector<int64_t> blocks_;
   int64_t num_blocks_ = 0;
   int64_t words_ = 0;
+  bool scaled_ = true;  ///< SignOptions::scaled
 };
 
 /// natural: sign + 8-bit exponent per element, stochastic rounding to a power of two.
@@ -86,7 +87,7 @@ class SparseCodec final : public Codec {
   size_t used_bytes_for_length(uint64_t length_field) const override;
   double payload_bits(std::span<const uint8_t> payload) const override;
   Guarantee guarantee() const override;
-  bool randomized() const override { return spec().id == CodecId::kRandK; }
+  bool randomized() const override { return spec().id() == CodecId::kRandK; }
   void encode(std::span<const float> x, const RngKey& key, std::span<uint8_t> payload) const override;
   GCOMP_CODEC_DECODE_METHODS
   /// Every payload validated first (once), then each one's indices read once and its values added.
@@ -120,6 +121,7 @@ class SparseCodec final : public Codec {
   void rice_encode(const std::vector<int64_t>& idx, uint8_t* out) const;
   int64_t k_ = 0;
   int index_bits_ = 0;
+  bool unbiased_ = false;  ///< randk: RandKOptions::unbiased (topk: false)
   bool rice_ = false;
   uint32_t rice_b_ = 0;
   int64_t rice_dir_ = 0;

@@ -4,6 +4,7 @@
 
 #include "host/codecs/kernels.hpp"
 #include "host/codecs/pieces.hpp"
+#include "host/codecs/registry.hpp"
 #include "host/codecs/select.hpp"
 
 #include <gcomp/detail/codec_math.hpp>
@@ -20,11 +21,12 @@
 namespace gcomp::detail {
 
 SparseCodec::SparseCodec(CodecSpec spec, Layout layout) : Codec(std::move(spec), std::move(layout)) {
-  k_ = sparse_k(num_elems(), this->spec().k, this->spec().ratio);
+  k_ = sparse_k_of(this->spec(), num_elems());
   index_bits_ = static_cast<int>(ceil_log2_u64(static_cast<uint64_t>(num_elems())));
-  GCOMP_EXPECTS(this->spec().id == CodecId::kTopK || this->spec().index == IndexCode::kPlain, gcompErrorInvalidArgument,
-                "randk sends no indices, so it has no index coding");
-  rice_ = this->spec().id == CodecId::kTopK && this->spec().index == IndexCode::kRice;
+  const auto* const randk = this->spec().options_if<RandKOptions>();
+  const auto* const topk = this->spec().options_if<TopKOptions>();
+  unbiased_ = randk != nullptr && randk->unbiased;
+  rice_ = topk != nullptr && topk->index == IndexCode::kRice;
   if (rice_) {
     rice_b_ = detail::rice_param(num_elems(), k_);
     rice_dir_ = rice_dir_entries(k_);
@@ -38,13 +40,13 @@ SparseCodec::SparseCodec(CodecSpec spec, Layout layout) : Codec(std::move(spec),
 }
 
 size_t SparseCodec::encoded_bytes() const {
-  if (spec().id == CodecId::kRandK) return static_cast<size_t>(8 + 4 * k_);
+  if (spec().id() == CodecId::kRandK) return static_cast<size_t>(8 + 4 * k_);
   if (rice_) return static_cast<size_t>(4 * k_ + 4 + 4 * rice_dir_ + 4 * rice_words_);
   return static_cast<size_t>(4 * k_ + 4 * ceil_div(k_ * index_bits_, 32));
 }
 
 double SparseCodec::encoded_bits() const {
-  if (spec().id == CodecId::kRandK) return 32.0 * static_cast<double>(k_) + 64.0;
+  if (spec().id() == CodecId::kRandK) return 32.0 * static_cast<double>(k_) + 64.0;
   if (rice_) return 32.0 * static_cast<double>(k_ + 1 + rice_dir_) + static_cast<double>(rice_worst_bits_);
   return static_cast<double>(k_) * (32.0 + index_bits_);
 }
@@ -147,7 +149,7 @@ Guarantee SparseCodec::guarantee() const {
   const double n = static_cast<double>(num_elems());
   const double k = static_cast<double>(k_);
   if (num_elems() == 0) return Guarantee{Guarantee::Kind::kContractive, 0.0, 1.0};
-  if (spec().id == CodecId::kRandK && spec().unbiased) return Guarantee{Guarantee::Kind::kUnbiased, n / k - 1.0, 0.0};
+  if (spec().id() == CodecId::kRandK && unbiased_) return Guarantee{Guarantee::Kind::kUnbiased, n / k - 1.0, 0.0};
   return Guarantee{Guarantee::Kind::kContractive, 0.0, k / n};
 }
 
@@ -155,7 +157,7 @@ std::vector<int64_t> SparseCodec::select(std::span<const float> x, const RngKey&
                                          uint32_t* min_key) const {
   const int64_t n = num_elems();
   if (k_ <= 0 || k_ >= n) return select_first_k(n, k_, OrderKeys{}, 0, min_key);  // nothing or everything
-  if (spec().id == CodecId::kTopK) {
+  if (spec().id() == CodecId::kTopK) {
     // Order keys 0x7fffffff - |x| bits: larger |x| first (topk_before); NaN and Inf come first of
     // all, so every one of them is a candidate when the threshold is at least 2^23 - 1.
     const OrderKeys keys = [&](int64_t a, int64_t e, uint32_t* out) {
@@ -207,7 +209,7 @@ void sparse_tasks(int64_t count, F&& fn) {
 void SparseCodec::encode(std::span<const float> x, const RngKey& key, std::span<uint8_t> payload) const {
   check_encode_args(x, payload);
   const int64_t n = num_elems();
-  const bool randk = spec().id == CodecId::kRandK;
+  const bool randk = spec().id() == CodecId::kRandK;
   std::vector<uint8_t> scanned;
   if (randk) scanned.assign(static_cast<size_t>(ceil_div(n, kSubElems)), 0);
   uint32_t min_key = 0;
@@ -239,7 +241,7 @@ void SparseCodec::encode(std::span<const float> x, const RngKey& key, std::span<
       for (int64_t j = j0; j < j1; ++j) store_f32(dst + 4 * j, x[static_cast<size_t>(idx[j])]);
     });
   };
-  if (randk && spec().unbiased) {
+  if (randk && unbiased_) {
     // The decoder multiplies each value by n/k: it must stay within fp32 (issue 18 #11).
     const std::unique_ptr<uint8_t[]> vals(new uint8_t[static_cast<size_t>(4 * k_)]);
     gather(vals.get());
@@ -269,7 +271,7 @@ void SparseCodec::encode(std::span<const float> x, const RngKey& key, std::span<
 }
 
 std::vector<int64_t> SparseCodec::read_indices(std::span<const uint8_t> payload, const RngKey& key) const {
-  if (spec().id == CodecId::kRandK) {
+  if (spec().id() == CodecId::kRandK) {
     RngKey k = key;
     k.step = load_u32(payload.data());
     k.rank = load_u32(payload.data() + 4);
@@ -314,17 +316,17 @@ void SparseCodec::validate(std::span<const uint8_t> payload) const {
     return;
   }
   if (payload.size() != encoded_bytes()) corrupt(spec(), "wrong size");
-  const int64_t voff = spec().id == CodecId::kRandK ? 8 : 0;
+  const int64_t voff = spec().id() == CodecId::kRandK ? 8 : 0;
   for (int64_t j = 0; j < k_; ++j)
     if (!value_ok(load_f32(payload.data() + voff + 4 * j)))
       corrupt(spec(), "value " + std::to_string(j) + " is not finite");
-  if (spec().id == CodecId::kRandK && spec().unbiased) {
+  if (spec().id() == CodecId::kRandK && unbiased_) {
     const float scale = randk_scale(num_elems(), k_);
     for (int64_t j = 0; j < k_; ++j)
       if (!is_finite_f(load_f32(payload.data() + voff + 4 * j) * scale))
         corrupt(spec(), "value " + std::to_string(j) + " decodes to Inf (times n/k)");
   }
-  if (spec().id == CodecId::kRandK) return;
+  if (spec().id() == CodecId::kRandK) return;
   const std::vector<int64_t> idx = read_indices(payload, RngKey{});
   for (int64_t j = 0; j < k_; ++j) {
     if (sparse_index_ok(idx[j], j > 0 ? idx[j - 1] : -1, num_elems())) continue;
@@ -351,8 +353,8 @@ void SparseCodec::decode_reduce(std::span<const std::span<const uint8_t>> payloa
 void SparseCodec::scatter(std::span<const uint8_t> payload, const RngKey& key, float weight, bool overwrite,
                           std::span<float> out) const {
   const std::vector<int64_t> idx = read_indices(payload, key);
-  const int64_t voff = spec().id == CodecId::kRandK ? 8 : 0;
-  const float scale = spec().id == CodecId::kRandK && spec().unbiased ? randk_scale(num_elems(), k_) : 1.0f;
+  const int64_t voff = spec().id() == CodecId::kRandK ? 8 : 0;
+  const float scale = spec().id() == CodecId::kRandK && unbiased_ ? randk_scale(num_elems(), k_) : 1.0f;
   if (overwrite && 4 * num_elems() >= stream_min_bytes()) {
     // zeros far larger than the caches: streaming stores, no read of the output's lines
     for_each_piece(num_elems(), [&](int64_t b, int64_t e) {

@@ -5,7 +5,9 @@
 
 #include "host/codecs/registry.hpp"
 
+#include <iterator>
 #include <string>
+#include <variant>
 
 namespace gcomp {
 namespace {
@@ -33,13 +35,56 @@ const detail::CodecKey* find_key(const CodecDescriptor& d, const std::string& ke
   return nullptr;
 }
 
+/// The l_p exponent a norm stores (DitherOptions::p); kLp keeps the given one, and p = 2 is l2.
+void normalize_norm(DitherOptions& o) {
+  if (o.norm == Norm::kLp && o.p == 2.0) o.norm = Norm::kL2;
+  if (o.norm == Norm::kL1) o.p = 1.0;
+  if (o.norm == Norm::kL2) o.p = 2.0;
+  if (o.norm == Norm::kLinf) o.p = 0.0;  // infinity, not stored
+}
+
+/// Type names of the CodecOptions alternatives, in variant order (for messages).
+constexpr const char* kOptionsNames[] = {"NoOptions",      "DitherOptions",    "TernGradOptions",
+                                         "SignOptions",    "TopKOptions",      "RandKOptions",
+                                         "SDitherOptions", "SphericalOptions", "GridOptions"};
+static_assert(std::size(kOptionsNames) == std::variant_size_v<CodecOptions>);
+
 }  // namespace
 
 std::string_view CodecSpec::name() const {
   for (const CodecDescriptor& d : detail::codec_registry()) {
-    if (d.id == id) return d.name;
+    if (d.id == id_) return d.name;
   }
   return "unknown";
+}
+
+CodecSpec::CodecSpec(CodecId id, CodecOptions options) {
+  const CodecDescriptor& d = detail::codec_descriptor(id);
+  if (options.index() != d.defaults.index()) {
+    GCOMP_FAIL(gcompErrorInvalidArgument, "CodecSpec: codec '" + std::string(d.name) + "' takes " +
+                                              kOptionsNames[d.defaults.index()] + ", not " +
+                                              kOptionsNames[options.index()]);
+  }
+  if (auto* o = std::get_if<DitherOptions>(&options)) {
+    GCOMP_EXPECTS(o->norm != Norm::kLp || o->p > 1.0, gcompErrorInvalidArgument,
+                  "CodecSpec: " + std::string(d.name) + " with norm=lp needs p > 1 (use norm=l1 for p = 1)");
+    normalize_norm(*o);
+  }
+  const CodecSpec candidate(Unchecked{}, id, std::move(options));
+  // Every CodecSpec reads back from its canonical text: the parser's range and cross-key checks
+  // apply (their message quotes the text), and options it would not produce (topk with both k and
+  // ratio set) are refused.
+  const std::string text = candidate.canonical();
+  const CodecSpec parsed = parse(text);
+  GCOMP_EXPECTS(parsed == candidate, gcompErrorInvalidArgument,
+                "CodecSpec: these " + std::string(d.name) + " options do not read back from their canonical text '" +
+                    text + "' (a field the codec ignores was changed: give topk/randk either k or ratio)");
+  *this = candidate;
+}
+
+void CodecSpec::wrong_options(size_t wanted_index) const {
+  GCOMP_FAIL(gcompErrorInvalidArgument, "codec spec '" + canonical() + "': " + std::string(name()) + " has " +
+                                            kOptionsNames[options_.index()] + ", not " + kOptionsNames[wanted_index]);
 }
 
 CodecSpec CodecSpec::parse(std::string_view text_in) {
@@ -49,10 +94,7 @@ CodecSpec CodecSpec::parse(std::string_view text_in) {
   const CodecDescriptor* entry = detail::find_codec(name);
   if (entry == nullptr) bad_spec(text, "unknown codec '" + name + "'; valid codecs: " + detail::codec_names());
 
-  CodecSpec spec;
-  spec.id = entry->id;
-  if (entry->defaults != nullptr) entry->defaults(spec);
-
+  CodecOptions options = entry->defaults;
   detail::SpecKeyValues kv;
   if (colon != std::string::npos) {
     std::string_view rest = std::string_view(text).substr(colon + 1);
@@ -74,24 +116,24 @@ CodecSpec CodecSpec::parse(std::string_view text_in) {
     }
   }
 
-  for (const auto& [key, value] : kv) find_key(*entry, key)->apply(spec, text, value);
+  for (const auto& [key, value] : kv) find_key(*entry, key)->apply(options, text, value);
+  CodecSpec spec(Unchecked{}, entry->id, std::move(options));
   if (entry->check != nullptr) entry->check(spec, text, kv);
   if (kv.count("k") && kv.count("ratio")) bad_spec(text, "give either k or ratio, not both");
-  if (spec.norm == Norm::kLp) {
-    if (!kv.count("p")) bad_spec(text, "norm=lp needs p (e.g. norm=lp,p=3)");
-    if (!(spec.p > 1.0)) bad_spec(text, "p must be > 1 (use norm=l1 for p = 1)");
-    if (spec.p == 2.0) spec.norm = Norm::kL2;
-  } else if (kv.count("p")) {
-    bad_spec(text, "p is only valid with norm=lp");
+  if (auto* o = std::get_if<DitherOptions>(&spec.options_)) {
+    if (o->norm == Norm::kLp) {
+      if (!kv.count("p")) bad_spec(text, "norm=lp needs p (e.g. norm=lp,p=3)");
+      if (!(o->p > 1.0)) bad_spec(text, "p must be > 1 (use norm=l1 for p = 1)");
+    } else if (kv.count("p")) {
+      bad_spec(text, "p is only valid with norm=lp");
+    }
+    normalize_norm(*o);
   }
-  if (spec.norm == Norm::kL1) spec.p = 1.0;
-  if (spec.norm == Norm::kL2) spec.p = 2.0;
-  if (spec.norm == Norm::kLinf) spec.p = 0.0;  // infinity, not stored
   return spec;
 }
 
 std::string CodecSpec::canonical() const {
-  const CodecDescriptor& d = detail::codec_descriptor(id);
+  const CodecDescriptor& d = detail::codec_descriptor(id_);
   const std::string params = d.canonical(*this);
   return params.empty() ? std::string(d.name) : std::string(d.name) + ":" + params;
 }
@@ -103,9 +145,10 @@ std::vector<CodecDescription> list_codecs() {
     std::string params;
     for (const detail::CodecKeyUse& k : d.keys) {
       params += (params.empty() ? "" : " ") + std::string(k.key->name) + "=" +
-                (k.choices != nullptr ? std::string(k.choices) : k.key->value_text(defaults));
+                (k.choices != nullptr ? std::string(k.choices) : k.key->value_text(defaults.options()));
     }
-    out.push_back({d.name, params.empty() ? "(none)" : params, d.guarantee, d.bits});
+    out.push_back({d.name, params.empty() ? "(none)" : params, d.guarantee, d.bits,
+                   std::vector<std::string>(d.examples.begin(), d.examples.end())});
   }
   return out;
 }

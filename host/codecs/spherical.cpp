@@ -47,14 +47,16 @@ uint32_t read_index(const uint8_t* words, int64_t l, uint32_t bits) {
 }  // namespace
 
 SphericalCodec::SphericalCodec(CodecSpec spec, Layout layout) : Codec(std::move(spec), std::move(layout)) {
-  const CodecSpec& sp = this->spec();
-  GCOMP_EXPECTS(sp.bits >= 1 && sp.bits <= 16, gcompErrorInvalidArgument, "spherical: bits must be in [1, 16]");
-  GCOMP_EXPECTS(sp.block >= 1 && (int64_t{1} << sp.bits) <= (int64_t{1} << 22) / sp.block, gcompErrorInvalidArgument,
+  const SphericalOptions& sp = this->spec().options<SphericalOptions>();
+  unscaled_ = sp.unscaled;
+  GCOMP_EXPECTS(sp.index_bits >= 1 && sp.index_bits <= 16, gcompErrorInvalidArgument,
+                "spherical: bits must be in [1, 16]");
+  GCOMP_EXPECTS(sp.dim >= 1 && (int64_t{1} << sp.index_bits) <= (int64_t{1} << 22) / sp.dim, gcompErrorInvalidArgument,
                 "spherical: block >= 1 and 2^bits * block <= 2^22 are required");
-  GCOMP_EXPECTS(num_elems() <= (int64_t{1} << (50 - sp.bits)), gcompErrorInvalidArgument,
+  GCOMP_EXPECTS(num_elems() <= (int64_t{1} << (50 - sp.index_bits)), gcompErrorInvalidArgument,
                 "spherical: n * 2^bits must stay below 2^50 (codebook counter range)");
-  bits_ = sp.bits;
-  blocks_ = block_offsets(this->layout(), sp.block);
+  bits_ = sp.index_bits;
+  blocks_ = block_offsets(this->layout(), sp.dim);
   num_blocks_ = static_cast<int64_t>(blocks_.size()) - 1;
   index_words_ = ceil_div(num_blocks_ * static_cast<int64_t>(bits_), 32);
   for (int64_t b = 0; b < num_blocks_; ++b) {
@@ -79,7 +81,7 @@ Guarantee SphericalCodec::guarantee() const {
   double beta = 1.0;  // the worst block: the smallest beta (the longest block)
   for (const auto& [len, b] : betas_) beta = std::min(beta, b);
   Guarantee g;
-  if (!spec().unscaled) {
+  if (!unscaled_) {
     g.kind = Guarantee::Kind::kUnbiased;
     g.omega = 1.0 / (beta * beta) - 1.0;
   } else if (beta > 0.5) {
@@ -96,7 +98,7 @@ float SphericalCodec::block_norm(const float* x, int64_t len) const {
 bool SphericalCodec::decodes_finite(float nu, int64_t len) const {
   // The decoded values are nu / beta * c with |c_k| <= 1 (unscaled: nu * c): finite when the factor
   // is within fp32 (a factor just above FLT_MAX with every |c_k| < 1 is refused too).
-  if (spec().unscaled || nu == 0.0f) return true;
+  if (unscaled_ || nu == 0.0f) return true;
   return static_cast<double>(nu) / block_beta(len) <= static_cast<double>(std::numeric_limits<float>::max());
 }
 
@@ -108,7 +110,7 @@ double SphericalCodec::exact_error(std::span<const float> x) const {
     const int64_t len = blocks_[b + 1] - blocks_[b];
     const double nu = block_norm(x.data() + blocks_[b], len);
     const double beta = block_beta(len);
-    err += (spec().unscaled ? 2.0 * (1.0 - beta) : 1.0 / (beta * beta) - 1.0) * nu * nu;
+    err += (unscaled_ ? 2.0 * (1.0 - beta) : 1.0 / (beta * beta) - 1.0) * nu * nu;
   }
   return err;
 }
@@ -212,7 +214,7 @@ void SphericalCodec::decode_impl(std::span<const uint8_t> payload, const RngKey&
           codebook_index(static_cast<uint64_t>(begin), bits_, j, static_cast<uint64_t>(len), static_cast<uint64_t>(k)));
       norm2 = norm2 + g[static_cast<size_t>(k)] * g[static_cast<size_t>(k)];
     }
-    const double factor = spec().unscaled ? static_cast<double>(nu) : static_cast<double>(nu) / block_beta(len);
+    const double factor = unscaled_ ? static_cast<double>(nu) : static_cast<double>(nu) / block_beta(len);
     for (int64_t k = 0; k < len; ++k) {
       const float v = spherical_value(factor, g[static_cast<size_t>(k)], norm2);
       out[begin + k] = overwrite ? v : accumulate(out[begin + k], weight, v);

@@ -38,7 +38,8 @@ class SphericalCodec final : public Codec {
   void decode_impl(std::span<const uint8_t> payload, const RngKey& key, float weight, bool overwrite,
                    std::span<float> out) const;
 
-  uint32_t bits_ = 8;
+  uint32_t bits_ = 8;      ///< SphericalOptions::index_bits
+  bool unscaled_ = false;  ///< SphericalOptions::unscaled
   std::vector<int64_t> blocks_;
   int64_t num_blocks_ = 0;
   int64_t index_words_ = 0;

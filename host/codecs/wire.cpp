@@ -67,7 +67,7 @@ std::vector<uint8_t> frame_payload(const Codec& codec, const RngKey& key, std::s
   put_u16(out, 4, kWireVersion);
   put_u16(out, 6, 0);
   put_u32(out, 8, static_cast<uint32_t>(header));
-  put_u32(out, 12, static_cast<uint32_t>(codec.spec().id));
+  put_u32(out, 12, static_cast<uint32_t>(codec.spec().id()));
   put_u64(out, 16, static_cast<uint64_t>(codec.num_elems()));
   put_u64(out, 24, segs.size());
   put_u64(out, 32, codec.layout().digest());
@@ -117,7 +117,7 @@ FrameInfo parse_frame(std::span<const uint8_t> in) {
     bad("codec spec in header: " + printable(e.what(), SIZE_MAX));
   }
   if (info.spec.canonical() != text) bad("codec spec in header is not canonical: '" + printable(text) + "'");
-  if (static_cast<uint32_t>(info.spec.id) != get<uint32_t>(in, 12)) bad("codec id disagrees with the codec spec");
+  if (static_cast<uint32_t>(info.spec.id()) != get<uint32_t>(in, 12)) bad("codec id disagrees with the codec spec");
   std::vector<int64_t> segs(nseg);
   for (uint64_t s = 0; s < nseg; ++s) {
     const uint64_t v = get<uint64_t>(in, seg_off + 8 * s);

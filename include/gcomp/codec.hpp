@@ -19,6 +19,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 namespace gcomp {
@@ -51,25 +52,102 @@ enum class EliasCode : uint32_t { kGamma = 1, kDelta = 2 };
 /// gaps (§3.4.1, a variable-length payload).
 enum class IndexCode : uint32_t { kPlain = 1, kRice = 2 };
 
-/// A parsed, validated codec spec. Every field has a value (defaults filled in).
-struct CodecSpec {
-  CodecId id = CodecId::kIdentity;
-  uint32_t levels = 1;                  ///< dither/natdither/sdither: s >= 1
-  Norm norm = Norm::kL2;                ///< dither/natdither/sdither (sdither: l2 or linf)
-  double p = 2.0;                       ///< l_p exponent (norm = kLp)
-  int64_t block = 0;                    ///< dither/natdither/sign/sdither block size; 0 = one block per segment;
-                                        ///< spherical: m_b >= 1 (default 16)
-  double clip = 0.0;                    ///< terngrad: clip at clip * sigma; 0 = off
-  bool scaled = true;                   ///< sign: scale = mean |x| per block (false: plain signs, scale=none)
-  int64_t k = 0;                        ///< topk/randk: fixed k (0: use ratio)
-  double ratio = 0.01;                  ///< topk/randk: k = max(1, floor(ratio * n)) when k == 0
-  bool unbiased = true;                 ///< randk: scale by n/k on decode
-  IndexCode index = IndexCode::kPlain;  ///< topk: index coding (plain words or Rice-coded gaps)
-  EliasCode code = EliasCode::kGamma;   ///< sdither: record code
-  int64_t chunk = 4096;                 ///< sdither: coordinates per chunk of the directory, C >= 1
-  uint32_t bits = 8;                    ///< spherical: codebook index bits B in 1..16 (2^B codewords)
-  bool unscaled = false;                ///< spherical: decode nu * c (biased) instead of (nu / beta) * c
-  double step = 0.00390625;             ///< grid: the quantum Delta (> 0, default 2^-8); bits = level width (2..32)
+// ---- codec options --------------------------------------------------------------------------
+// One options struct per codec family, each field one quantity. The spec keys (what `gcomp-codec
+// list` shows) are named after each field; where a key name differs from the field (spherical and
+// grid) the field's comment says so. Defaults are the spec's defaults unless a codec's registry
+// entry has its own (natdither: levels = 3).
+
+/// identity and natural: no parameters.
+struct NoOptions {
+  bool operator==(const NoOptions&) const = default;
+};
+
+/// dither and natdither (spec/ALGORITHMS.md §2.2, §5.3).
+struct DitherOptions {
+  uint32_t levels = 1;    ///< key `levels`: s >= 1 (natdither's default: 3)
+  Norm norm = Norm::kL2;  ///< key `norm`
+  /// key `p`: the l_p exponent, given with norm = kLp (p > 1, p != 2). The other norms store their
+  /// own: l1 1, l2 2, l_inf 0 (infinity); CodecSpec sets it from the norm.
+  double p = 2.0;
+  int64_t block = 0;  ///< key `block`: quantization block size; 0 = one block per segment
+  bool operator==(const DitherOptions&) const = default;
+};
+
+/// terngrad (one l_inf block per segment, one level).
+struct TernGradOptions {
+  double clip = 0.0;  ///< key `clip`: clip at clip * sigma; 0 = off
+  bool operator==(const TernGradOptions&) const = default;
+};
+
+/// sign.
+struct SignOptions {
+  int64_t block = 0;   ///< key `block`: scale block size; 0 = one block per segment
+  bool scaled = true;  ///< key `scale`: l1 (scale = mean |x| per block) or none (plain signs)
+  bool operator==(const SignOptions&) const = default;
+};
+
+/// topk.
+struct TopKOptions {
+  int64_t k = 0;                        ///< key `k`: fixed k >= 1; 0 = use ratio
+  double ratio = 0.01;                  ///< key `ratio`: k = max(1, floor(ratio * n)) when k == 0; (0, 1]
+  IndexCode index = IndexCode::kPlain;  ///< key `index`: plain index words or Rice-coded gaps
+  bool operator==(const TopKOptions&) const = default;
+};
+
+/// randk.
+struct RandKOptions {
+  int64_t k = 0;         ///< key `k`: fixed k >= 1; 0 = use ratio
+  double ratio = 0.01;   ///< key `ratio`: k = max(1, floor(ratio * n)) when k == 0; (0, 1]
+  bool unbiased = true;  ///< key `unbiased`: scale by n/k on decode
+  bool operator==(const RandKOptions&) const = default;
+};
+
+/// sdither: sparse-coded dithering (spec/ALGORITHMS.md §5.2(a)).
+struct SDitherOptions {
+  uint32_t levels = 1;                 ///< key `levels`: s >= 1
+  Norm norm = Norm::kL2;               ///< key `norm`: l2 or linf
+  int64_t block = 0;                   ///< key `block`: quantization block size; 0 = one block per segment
+  EliasCode code = EliasCode::kGamma;  ///< key `code`: record code
+  int64_t chunk = 4096;                ///< key `chunk`: coordinates per directory chunk, 1..2^24
+  bool operator==(const SDitherOptions&) const = default;
+};
+
+/// spherical codebook (spec/ALGORITHMS.md §5.2(b)).
+struct SphericalOptions {
+  int64_t dim = 16;         ///< key `block`: m_b >= 1, the dimension of one codebook block
+  uint32_t index_bits = 8;  ///< key `bits`: codebook index bits B in 1..16 (2^B codewords)
+  bool unscaled = false;    ///< key `unscaled`: decode nu * c (biased) instead of (nu / beta) * c
+  bool operator==(const SphericalOptions&) const = default;
+};
+
+/// grid: deterministic rounding to a grid (spec/ALGORITHMS.md §6.1, §7.1).
+struct GridOptions {
+  double quantum = 0.00390625;  ///< key `step`: the grid quantum Delta > 0 (default 2^-8)
+  uint32_t level_bits = 16;     ///< key `bits`: level width in bits, 2..32
+  bool operator==(const GridOptions&) const = default;
+};
+
+/// The options of any codec. Which alternative a codec takes is part of its registry entry.
+using CodecOptions = std::variant<NoOptions, DitherOptions, TernGradOptions, SignOptions, TopKOptions, RandKOptions,
+                                  SDitherOptions, SphericalOptions, GridOptions>;
+
+/// A validated codec spec: a codec and its options (defaults filled in). Immutable; build one by
+/// parsing its text or from typed options:
+/// ```
+/// const CodecSpec a = CodecSpec::parse("sign:block=64");
+/// const CodecSpec b(CodecId::kSign, SignOptions{.block = 64});
+/// assert(a == b && a.options<SignOptions>().block == 64);
+/// ```
+class CodecSpec {
+ public:
+  /// identity.
+  CodecSpec() = default;
+  /// @p options must be the options type of @p id (DitherOptions for dither and natdither, ...)
+  /// and in range, exactly what parse() accepts: every CodecSpec reads back from its canonical
+  /// text. The l_p exponent of DitherOptions is set from its norm (see DitherOptions::p).
+  /// @throws gcomp::Error gcompErrorInvalidArgument naming the codec and the problem.
+  CodecSpec(CodecId id, CodecOptions options);
 
   /// Parses `name[:key=value,...]`. Unknown names, keys or bad values throw gcomp::Error
   /// (gcompErrorInvalidArgument) with a message that lists what is valid.
@@ -77,7 +155,31 @@ struct CodecSpec {
   /// Canonical text: name and every parameter in a fixed order; parse(canonical()) == *this.
   [[nodiscard]] std::string canonical() const;
   [[nodiscard]] std::string_view name() const;
+  [[nodiscard]] CodecId id() const { return id_; }
+  /// The options, for std::visit.
+  [[nodiscard]] const CodecOptions& options() const { return options_; }
+  /// The options as type O.
+  /// @throws gcomp::Error gcompErrorInvalidArgument when the codec's options are of another type
+  ///         (e.g. SignOptions of a dither spec); the message names the codec and both types.
+  template <class O>
+  [[nodiscard]] const O& options() const {
+    if (const O* o = std::get_if<O>(&options_)) return *o;
+    wrong_options(CodecOptions(std::in_place_type<O>).index());
+  }
+  /// The options as type O, or nullptr when the codec's options are of another type.
+  template <class O>
+  [[nodiscard]] const O* options_if() const {
+    return std::get_if<O>(&options_);
+  }
   bool operator==(const CodecSpec&) const = default;
+
+ private:
+  struct Unchecked {};
+  CodecSpec(Unchecked, CodecId id, CodecOptions options) : id_(id), options_(std::move(options)) {}
+  [[noreturn]] void wrong_options(size_t wanted_index) const;
+
+  CodecId id_ = CodecId::kIdentity;
+  CodecOptions options_{};
 };
 
 /// One line of `gcomp-codec list`: a codec, its parameters with defaults, and what it guarantees.
@@ -86,6 +188,8 @@ struct CodecDescription {
   std::string params;     ///< e.g. "levels=1 norm=l2|linf|l1|lp p=2 block=0"
   std::string guarantee;  ///< declared omega or delta, as a formula
   std::string bits;       ///< message size formula
+  /// Example specs sweeping the codec's parameters (what `gcomp-bench bits` runs by default).
+  std::vector<std::string> examples;
 };
 /// Every codec this build knows, in wire-id order.
 std::vector<CodecDescription> list_codecs();

@@ -51,7 +51,8 @@ def status_string(status):
 
 
 def list_codecs():
-    """Every codec of this build: dicts with name, params, guarantee and bits (gcomp-codec list)."""
+    """Every codec of this build: dicts with name, params, guarantee, bits (gcomp-codec list) and
+    examples (specs that sweep its parameters)."""
     return _core.list_codecs()
 
 

@@ -500,9 +500,9 @@ class Session:
         return f"gcomp.Session({self.algorithm!r}, rank={self.comm.rank}/{self.comm.size}, n={self.num_elems})"
 
 
-_CHOICES = {"nonfinite": ("error", "skip", "zero"), "server": ("replicated", "sharded"),
-            "prox": ("l1", "l2", "none"), "compensation": ("none", "classical", "hessian", "diagonal"),
-            "backend": ("cpu", "host-f32", "cuda")}
+# The names of each enum option: the library's one table per enum (<gcomp/names.hpp>, exported
+# as _core.ENUM_NAMES), so a name added there is accepted here without an edit.
+_CHOICES = {what: tuple(_core.ENUM_NAMES[what]) for what in ("nonfinite", "server", "prox", "compensation", "backend")}
 
 
 def _choice(value, what):

@@ -146,7 +146,7 @@ TEST_P(VarlenBackendTest, OneWayMessagesTravelAtTheirUsedSize) {
       used[static_cast<size_t>(j)] = codec->used_bytes(payload);
       // sdither's worst case is far above its messages; topk index=rice's worst case is close to
       // its messages (a few bits of Rice quotients), so it may round to the same bytes.
-      if (codec->spec().id == CodecId::kSDither) {
+      if (codec->spec().id() == CodecId::kSDither) {
         ASSERT_LT(used[static_cast<size_t>(j)], codec->encoded_bytes()) << "the test needs short messages";
       } else {
         ASSERT_LE(used[static_cast<size_t>(j)], codec->encoded_bytes());

@@ -6,6 +6,7 @@
 // every test skips with a one-line reason.
 #include "common/test_util.hpp"
 #include "gpu/gpu_test_util.hpp"
+#include "host/codecs/registry.hpp"
 
 #include <gcomp/codec.hpp>
 #include <gcomp/cuda.hpp>
@@ -195,7 +196,7 @@ TEST_P(GpuCodecs, DecodeReduceOfThreePayloadsMatchesCpu) {
   }
   // The oracle notices a key mix-up where the key matters: spherical codebooks depend on the
   // sender's rank and step, so rank 0's key for every payload decodes other values.
-  if (cpu_->spec().id == CodecId::kSpherical && n_ >= 31) {
+  if (cpu_->spec().id() == CodecId::kSpherical && n_ >= 31) {
     std::vector<float> right(static_cast<size_t>(n_), 0.0f), wrong(static_cast<size_t>(n_), 0.0f);
     for (int j = 0; j < kP; ++j) {
       cpu_->decode_accumulate(payloads[j], keys[j], 1.0f, right);
@@ -257,7 +258,7 @@ std::vector<CodecParam> all_params(const std::vector<std::string>& specs,
 
 /// Codecs whose CPU codec has compute_scales / encode_with_scales.
 bool shareable(const Codec& c) {
-  const CodecId id = c.spec().id;
+  const CodecId id = c.spec().id();
   return id == CodecId::kDither || id == CodecId::kTernGrad || id == CodecId::kNatDither || id == CodecId::kSDither;
 }
 
@@ -374,7 +375,7 @@ TEST_F(GpuCodecBehaviour, NonFiniteInputSetsStatusAndLeavesOutputsUntouched) {
       const std::string name(gpu.spec().name());
       if (name != "sign" && name != "natural" && name != "identity" && name != "grid") {
         for (uint8_t b : d_payload.download()) ASSERT_EQ(b, 0xab) << spec << ": payload written on error";
-      } else if (name == "sign" && gpu.spec().scaled) {
+      } else if (name == "sign" && gpu.spec().options<SignOptions>().scaled) {
         for (uint8_t b : d_payload.download()) ASSERT_EQ(b, 0xab) << spec << ": payload written on error";
       }
       // The status is reset by the next call.
@@ -414,8 +415,7 @@ TEST_F(GpuCodecBehaviour, SharedScaleErrorsSetStatusAndLeaveOutputsUntouched) {
     gpu.encode_with_scales(d_x.get(), d_scales.get(), key, d_payload.get(), ws.get(), gpu.workspace_bytes(), stream_);
     uint64_t index = 0;
     EXPECT_EQ(cuda::read_status(ws.get(), stream_, &index), gcompErrorInvalidArgument) << spec;
-    EXPECT_EQ(index, block_offsets(layout, gpu.spec().id == CodecId::kTernGrad ? 0 : gpu.spec().block)[bad_block])
-        << spec;
+    EXPECT_EQ(index, block_offsets(layout, detail::dither_quantizer(gpu.spec()).block)[bad_block]) << spec;
     EXPECT_TRUE(payload_untouched()) << spec << ": payload written with a negative scale";
     // Non-finite input: gcompErrorNonFinite first (before the scale check), payload untouched;
     // compute_scales leaves the scales untouched.
@@ -784,7 +784,7 @@ TEST_F(GpuCodecBehaviour, SampledTopkIsAValidPayloadWithExactlyK) {
       ASSERT_EQ(cuda::read_status(ws.get(), stream_), gcompSuccess);
       const std::vector<uint8_t> payload = d_payload.download();
       EXPECT_NO_THROW(cpu->validate(payload)) << spec << " n=" << n;  // k entries, ascending, finite
-      const int64_t k = detail::sparse_k(n, cpu->spec().k, cpu->spec().ratio);
+      const int64_t k = detail::sparse_k_of(cpu->spec(), n);
       const int bits = static_cast<int>(detail::ceil_log2_u64(static_cast<uint64_t>(n)));
       for (int64_t j = 0; j < k; ++j) {
         const int64_t idx = topk_index(payload, k, bits, j);

@@ -119,3 +119,31 @@ def test_ctrl_c_interrupts_a_blocking_step():
     proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=100)
     assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr)
     assert "interrupted after" in proc.stdout
+
+
+def _header_names():
+    """The name table of each enum as include/gcomp/names.hpp writes it, by its kWhat."""
+    import re
+    src = (ROOT / "include" / "gcomp" / "names.hpp").read_text()
+    out = {}
+    for enum, body in re.findall(r"struct EnumNames<(\w+)> \{(.*?)\n\};", src, re.S):
+        what = re.search(r'kWhat = "([^"]+)"', body).group(1)
+        out[what] = re.findall(r'\{\s*%s::k\w+,\s*"([^"]+)"\s*\}' % enum, body)
+        assert out[what], f"no names for {enum}"
+    return out
+
+
+def test_enum_choices_are_the_name_tables():
+    """Session's enum arguments accept exactly the names of <gcomp/names.hpp>: a name added to a
+    table there and missing here (or in _core.ENUM_NAMES) fails this test."""
+    from gcomp import _api, _core
+    header = _header_names()
+    for what in ("nonfinite", "server", "prox", "compensation", "backend", "algorithm"):
+        assert list(_core.ENUM_NAMES[what]) == header[what], what
+    for what, names in _api._CHOICES.items():
+        assert list(names) == header[what], what
+        for name in header[what]:
+            assert _api._choice(name, what) == name
+        with pytest.raises(Error) as e:
+            _api._choice("no-such-" + what, what)
+        assert all(repr(n) in str(e.value) for n in header[what]), e.value

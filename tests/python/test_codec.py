@@ -31,6 +31,10 @@ def test_extension_loads_and_version_matches_the_header():
     assert pathlib.Path(gcomp.library_path()).name.startswith("_core")
     assert gcomp.status_string(gcomp.Status.CORRUPT_PAYLOAD) == "corrupt payload"
     assert {c["name"] for c in gcomp.list_codecs()} >= {"identity", "dither", "sign", "topk"}
+    for c in gcomp.list_codecs():  # each codec's example specs (gcomp-bench bits runs them) build it
+        assert c["examples"], c["name"]
+        for spec in c["examples"]:
+            assert gcomp.Codec(spec, 64).canonical_spec.split(":")[0] == c["name"], spec
 
 
 @pytest.mark.parametrize("spec", SPECS)

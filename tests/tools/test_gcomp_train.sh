@@ -12,6 +12,25 @@ trap 'rm -rf "$work"' EXIT
 fail=0
 say() { echo "FAILED: $*"; fail=1; }
 
+# The usage names every value of each enum option, as the one name table has them
+# (include/gcomp/names.hpp): a name added there and missing from --help fails here.
+"$tool" --help > "$work/help.txt" || say "--help"
+python3 - "$data/../../include/gcomp/names.hpp" "$work/help.txt" <<'PY' || fail=1
+import re, sys
+src, usage = open(sys.argv[1]).read(), open(sys.argv[2]).read()
+def names(enum):
+    m = re.search(r"struct EnumNames<%s> \{.*?kTable\[\] = \{(.*?)\};" % enum, src, re.S)
+    assert m, "no table for " + enum
+    found = re.findall(r'\{\s*%s::k\w+,\s*"([^"]+)"\s*\}' % enum, m.group(1))
+    assert found, "no names for " + enum
+    return found
+for flag, enum in (("--device", "Backend"), ("--algo", "Algorithm"), ("--server", "ServerMode"),
+                   ("--compensation", "Compensation")):
+    want = flag + " " + "|".join(names(enum))
+    assert want in usage, "usage lacks '%s'" % want
+print("usage: the names of names.hpp")
+PY
+
 "$tool" --data "$data/mushrooms" --iters 4000 --quiet \
   --compare "diana=dither:levels=1,norm=linf;compressed-gd=dither:levels=1,norm=linf" --json "$work/cmp.json" > "$work/cmp.txt" \
   || say "compare run"

@@ -2,6 +2,7 @@
 // Per-codec behaviour over edge sizes and layouts: sizes, determinism, decoded values against an
 // independent model of each operator, accumulate/EF/DIANA identities, bad input.
 #include "common/test_util.hpp"
+#include "host/codecs/registry.hpp"
 
 #include <gcomp/detail/hd.hpp>
 #include <gcomp/detail/philox.hpp>
@@ -115,13 +116,22 @@ TEST_P(CodecTest, DecodedValuesFollowTheOperator) {
   const auto p = test::encode(*codec_, x_, key_);
   const auto y = test::decode(*codec_, p, key_);
   const int64_t n = layout_.num_elems();
-  const auto blocks = block_offsets(layout_, spec_.id == CodecId::kTernGrad ? 0 : spec_.block);
-  switch (spec_.id) {
+  // The payload's blocks: quantization blocks of the dither family and sign, codebook blocks of
+  // spherical (terngrad: one per segment).
+  int64_t block = 0;
+  if (const auto* o = spec_.options_if<DitherOptions>()) block = o->block;
+  if (const auto* o = spec_.options_if<SDitherOptions>()) block = o->block;
+  if (const auto* o = spec_.options_if<SignOptions>()) block = o->block;
+  if (const auto* o = spec_.options_if<SphericalOptions>()) block = o->dim;
+  const auto blocks = block_offsets(layout_, block);
+  switch (spec_.id()) {
     case CodecId::kIdentity: EXPECT_TRUE(bitwise_equal(x_, y)); break;
     case CodecId::kDither:
     case CodecId::kTernGrad:
     case CodecId::kNatDither:
     case CodecId::kSDither: {
+      const DitherOptions q = detail::dither_quantizer(spec_);
+      const double clip = spec_.id() == CodecId::kTernGrad ? spec_.options<TernGradOptions>().clip : 0.0;
       for (size_t b = 0; b + 1 < blocks.size(); ++b) {
         // Independent norm in plain double arithmetic; the codec's fixed-order norm must agree.
         double l1 = 0, l2 = 0, li = 0, lp = 0;
@@ -130,16 +140,16 @@ TEST_P(CodecTest, DecodedValuesFollowTheOperator) {
           l1 += a;
           l2 += a * a;
           li = std::max(li, a);
-          lp += std::pow(a, spec_.p);
+          lp += std::pow(a, q.p);
         }
-        double nu = spec_.norm == Norm::kL1     ? l1
-                    : spec_.norm == Norm::kL2   ? std::sqrt(l2)
-                    : spec_.norm == Norm::kLinf ? li
-                                                : std::pow(lp, 1.0 / spec_.p);
-        if (spec_.id == CodecId::kTernGrad) nu = li;
+        double nu = q.norm == Norm::kL1     ? l1
+                    : q.norm == Norm::kL2   ? std::sqrt(l2)
+                    : q.norm == Norm::kLinf ? li
+                                            : std::pow(lp, 1.0 / q.p);
+        if (spec_.id() == CodecId::kTernGrad) nu = li;
         float scale;
         std::memcpy(&scale, p.data() + 4 * b, 4);
-        if (spec_.id == CodecId::kTernGrad && spec_.clip > 0) {
+        if (spec_.id() == CodecId::kTernGrad && clip > 0) {
           EXPECT_LE(scale, static_cast<float>(li));
           nu = scale;
         } else {
@@ -155,9 +165,9 @@ TEST_P(CodecTest, DecodedValuesFollowTheOperator) {
           }
           const double r = std::fabs(static_cast<double>(x_[i])) / scale;  // in units of the scale
           const double v = std::fabs(static_cast<double>(y[i])) / scale;
-          if (spec_.id == CodecId::kNatDither) {
+          if (spec_.id() == CodecId::kNatDither) {
             // v is 0 or a power of two 2^(j-s), adjacent to r.
-            const double lo_level = std::ldexp(1.0, 1 - static_cast<int>(spec_.levels));
+            const double lo_level = std::ldexp(1.0, 1 - static_cast<int>(q.levels));
             if (r >= lo_level) {
               const double lo = std::ldexp(1.0, static_cast<int>(std::floor(std::log2(r))));
               EXPECT_TRUE(std::fabs(v - lo) <= 1e-6 * lo || std::fabs(v - 2 * lo) <= 2e-6 * lo) << i;
@@ -165,7 +175,7 @@ TEST_P(CodecTest, DecodedValuesFollowTheOperator) {
               EXPECT_TRUE(v == 0.0 || std::fabs(v - lo_level) <= 1e-6 * lo_level) << i;
             }
           } else {
-            const double s = spec_.levels;
+            const double s = q.levels;
             const double level = v * s;
             EXPECT_NEAR(level, std::round(level), 1e-4) << i;
             const double rs = std::min(r * s, s);
@@ -181,7 +191,8 @@ TEST_P(CodecTest, DecodedValuesFollowTheOperator) {
       for (size_t b = 0; b + 1 < blocks.size(); ++b) {
         double l1 = 0;
         for (int64_t i = blocks[b]; i < blocks[b + 1]; ++i) l1 += std::fabs(static_cast<double>(x_[i]));
-        const double scale = spec_.scaled ? l1 / static_cast<double>(blocks[b + 1] - blocks[b]) : 1.0;
+        const double scale =
+            spec_.options<SignOptions>().scaled ? l1 / static_cast<double>(blocks[b + 1] - blocks[b]) : 1.0;
         for (int64_t i = blocks[b]; i < blocks[b + 1]; ++i) {
           EXPECT_NEAR(std::fabs(y[i]), scale, 1e-6 * scale) << i;
           EXPECT_EQ(y[i] < 0, x_[i] < 0) << i;
@@ -197,7 +208,7 @@ TEST_P(CodecTest, DecodedValuesFollowTheOperator) {
       std::iota(order.begin(), order.end(), 0);
       std::stable_sort(order.begin(), order.end(),
                        [&](int64_t a, int64_t b) { return std::fabs(x_[a]) > std::fabs(x_[b]); });
-      const int64_t want_k = detail::sparse_k(n, spec_.k, spec_.ratio);
+      const int64_t want_k = detail::sparse_k_of(spec_, n);
       for (int64_t j = 0; j < n; ++j) {
         const int64_t i = order[j];
         if (j < want_k)
@@ -208,8 +219,8 @@ TEST_P(CodecTest, DecodedValuesFollowTheOperator) {
       break;
     }
     case CodecId::kRandK: {
-      const int64_t want_k = detail::sparse_k(n, spec_.k, spec_.ratio);
-      const float sc = spec_.unbiased ? detail::randk_scale(n, want_k) : 1.0f;
+      const int64_t want_k = detail::sparse_k_of(spec_, n);
+      const float sc = spec_.options<RandKOptions>().unbiased ? detail::randk_scale(n, want_k) : 1.0f;
       int64_t kept = 0;
       for (int64_t i = 0; i < n; ++i) {
         if (y[i] != 0.0f) {
@@ -238,22 +249,23 @@ TEST_P(CodecTest, DecodedValuesFollowTheOperator) {
           continue;
         }
         const int64_t len = blocks[b + 1] - blocks[b];
-        if (!betas.count(len)) betas[len] = detail::spherical_beta(len, spec_.bits);
+        if (!betas.count(len)) betas[len] = detail::spherical_beta(len, spec_.options<SphericalOptions>().index_bits);
         const double beta = betas[len];
-        const double want = spec_.unscaled ? nu : nu / beta;
+        const double want = spec_.options<SphericalOptions>().unscaled ? nu : nu / beta;
         EXPECT_NEAR(std::sqrt(yy), want, 1e-6 * want) << "block " << b;
       }
       break;
     }
     case CodecId::kGrid: {
       // Nearest grid point step * rint(x / step), saturated at +-(2^(bits-1) - 1) steps.
-      const double lim = static_cast<double>((int64_t{1} << (spec_.bits - 1)) - 1) * spec_.step;
+      const GridOptions& g = spec_.options<GridOptions>();
+      const double lim = static_cast<double>((int64_t{1} << (g.level_bits - 1)) - 1) * g.quantum;
       for (int64_t i = 0; i < n; ++i) {
         const double x = x_[i];
-        const double want = std::max(-lim, std::min(lim, spec_.step * std::nearbyint(x / spec_.step)));
+        const double want = std::max(-lim, std::min(lim, g.quantum * std::nearbyint(x / g.quantum)));
         EXPECT_NEAR(y[i], want, 1e-6 * std::fabs(want)) << i << ": " << x_[i];
         if (std::fabs(x) <= lim) {
-          EXPECT_LE(std::fabs(y[i] - x), spec_.step / 2 * (1 + 1e-6)) << i;
+          EXPECT_LE(std::fabs(y[i] - x), g.quantum / 2 * (1 + 1e-6)) << i;
         }
       }
       break;
@@ -476,7 +488,7 @@ TEST_P(CodecTest, ZeroVectorDecodesToZero) {
   std::vector<float> z(x_.size(), 0.0f);
   const auto y = test::decode(*codec_, test::encode(*codec_, z, key_), key_);
   for (size_t i = 0; i < y.size(); ++i) {
-    if (spec_.id == CodecId::kSign && !spec_.scaled) {
+    if (spec_.id() == CodecId::kSign && !spec_.options<SignOptions>().scaled) {
       EXPECT_EQ(y[i], 1.0f);  // plain sign: zero maps to +1
     } else {
       EXPECT_EQ(y[i], 0.0f) << i;

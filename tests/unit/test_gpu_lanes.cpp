@@ -7,6 +7,7 @@
 #include "common/test_util.hpp"
 #include "cuda/common/lanes.hpp"
 #include "host/codecs/internal.hpp"
+#include "host/codecs/registry.hpp"
 
 #include <gcomp/codec.hpp>
 #include <gcomp/detail/codec_math.hpp>
@@ -101,13 +102,13 @@ Tables tables_of(const Layout& layout, int64_t block) {
 /// quantize_planes_kernel<natural, 0> on a simulated warp, span after span, with the scales the
 /// scale pass computes (the CPU codec's compute_scales, bit-identical to the device's).
 std::vector<uint8_t> sim_dense_encode(const Codec& cpu, const std::vector<float>& x, const RngKey& key) {
-  const CodecSpec& spec = cpu.spec();
+  const DitherOptions spec = detail::dither_quantizer(cpu.spec());  // terngrad: one level, one block per segment
   const Layout& layout = cpu.layout();
   const int64_t n = layout.num_elems();
-  const bool natural = spec.id == CodecId::kNatDither;
+  const bool natural = cpu.spec().id() == CodecId::kNatDither;
   const int nbits = static_cast<int>(detail::ceil_log2_u64(uint64_t{spec.levels} + 1));
   const int words = detail::group_words(nbits);
-  const Tables t = tables_of(layout, spec.id == CodecId::kTernGrad ? 0 : spec.block);
+  const Tables t = tables_of(layout, spec.block);
   std::vector<float> scales(static_cast<size_t>(cpu.num_scales()));
   cpu.compute_scales(x, scales);
   std::vector<uint8_t> payload(cpu.encoded_bytes(), 0xab);
@@ -150,13 +151,13 @@ std::vector<uint8_t> sim_dense_encode(const Codec& cpu, const std::vector<float>
 
 /// DenseQuadDecoder on the simulated warp (its level extraction and padding check).
 std::vector<float> sim_dense_decode(const Codec& cpu, const std::vector<uint8_t>& payload, bool* padding_ok) {
-  const CodecSpec& spec = cpu.spec();
+  const DitherOptions spec = detail::dither_quantizer(cpu.spec());  // terngrad: one level, one block per segment
   const Layout& layout = cpu.layout();
   const int64_t n = layout.num_elems();
-  const bool natural = spec.id == CodecId::kNatDither;
+  const bool natural = cpu.spec().id() == CodecId::kNatDither;
   const int nbits = static_cast<int>(detail::ceil_log2_u64(uint64_t{spec.levels} + 1));
   const int words = detail::group_words(nbits);
-  const Tables t = tables_of(layout, spec.id == CodecId::kTernGrad ? 0 : spec.block);
+  const Tables t = tables_of(layout, spec.block);
   std::vector<float> out(static_cast<size_t>(n));
   *padding_ok = true;
   for (int64_t first = 0; first < (n + 127) / 128 * 128; first += 4) {
@@ -484,8 +485,8 @@ TEST(QuadLayoutTwin, ThreePassSelectionEqualsTheCpuCodec) {
          {"topk:k=1", "topk:ratio=0.01", "topk:ratio=0.3", "randk:k=50,unbiased=1", "randk:ratio=0.05,unbiased=0"}) {
       const Layout layout(n);
       const auto cpu = make_codec(spec, layout);
-      const bool topk = cpu->spec().id == CodecId::kTopK;
-      const int64_t k = detail::sparse_k(n, cpu->spec().k, cpu->spec().ratio);
+      const bool topk = cpu->spec().id() == CodecId::kTopK;
+      const int64_t k = detail::sparse_k_of(cpu->spec(), n);
       const RngKey key{0x51, 2, 9, 0};
       std::vector<uint32_t> keys(static_cast<size_t>(n));
       for (int64_t i = 0; i < n; ++i)

@@ -77,7 +77,7 @@ Results run(const Codec& c, const std::vector<float>& x) {
   Results r;
   const RngKey key{0x1234567890abcdefull, 3, 17, 0};
   r.payload = test::encode(c, x, key);
-  if (c.num_scales() > 0 && c.spec().id != CodecId::kSign && c.spec().id != CodecId::kSDither) {
+  if (c.num_scales() > 0 && c.spec().id() != CodecId::kSign && c.spec().id() != CodecId::kSDither) {
     r.scales.assign(static_cast<size_t>(c.num_scales()), 0.0f);
     c.compute_scales(x, r.scales);
   }

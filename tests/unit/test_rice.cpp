@@ -4,6 +4,7 @@
 // k = 1 % of n, and the GPU decode's two-pass group parse (cuda/topk/rice_kernels.cuh) run on the
 // CPU against the codec's own validation.
 #include "common/test_util.hpp"
+#include "host/codecs/registry.hpp"
 
 #include <gcomp/detail/rice.hpp>
 #include <gcomp/detail/sparse.hpp>
@@ -134,7 +135,7 @@ TEST(RiceTest, DecodesToThePlainTopkValues) {
     const auto pp = test::encode(*plain, x, key);
     const auto pr = test::encode(*rice, x, key);
     // Same values in the same order, then the index part.
-    const size_t k = static_cast<size_t>(detail::sparse_k(n, CodecSpec::parse(spec).k, CodecSpec::parse(spec).ratio));
+    const size_t k = static_cast<size_t>(detail::sparse_k_of(CodecSpec::parse(spec), n));
     EXPECT_TRUE(std::equal(pp.begin(), pp.begin() + static_cast<std::ptrdiff_t>(4 * k), pr.begin())) << spec;
     EXPECT_TRUE(bitwise_equal(test::decode(*rice, pr, key), test::decode(*plain, pp, key))) << spec << " n=" << n;
   }
@@ -167,7 +168,7 @@ namespace {
 /// decoded vector, or nothing when any check fails.
 std::optional<std::vector<float>> gpu_view_decode(const Codec& c, const std::vector<uint8_t>& p) {
   const int64_t n = c.num_elems();
-  const int64_t k = detail::sparse_k(n, c.spec().k, c.spec().ratio);
+  const int64_t k = detail::sparse_k_of(c.spec(), n);
   const uint32_t b = detail::rice_param(n, k);
   const int64_t dir = detail::rice_dir_entries(k);
   const int64_t worst = static_cast<int64_t>(detail::rice_worst_bits(n, k, b));
@@ -250,7 +251,7 @@ TEST(RiceTest, GpuDecodeViewAgreesWithTheCpuCodecOnValidAndCorruptPayloads) {
     EXPECT_TRUE(bitwise_equal(*view, test::decode(*c, good, RngKey{}))) << spec;
     // Bit flips anywhere in the index part (T, directory, stream, padding): both accept or both
     // reject, and when both accept they decode alike.
-    const int64_t k = detail::sparse_k(n, c->spec().k, c->spec().ratio);
+    const int64_t k = detail::sparse_k_of(c->spec(), n);
     const size_t from = static_cast<size_t>(4 * k);
     int rejected = 0;
     for (int trial = 0; trial < 400; ++trial) {

@@ -59,7 +59,7 @@ Levels levels_from_dither(const Codec& dither, const std::vector<uint8_t>& p) {
   const int64_t m = dither.num_scales();
   out.scales.resize(static_cast<size_t>(m));
   if (m > 0) std::memcpy(out.scales.data(), p.data(), 4 * static_cast<size_t>(m));
-  const int nb = static_cast<int>(std::bit_width(dither.spec().levels));
+  const int nb = static_cast<int>(std::bit_width(dither.spec().options<DitherOptions>().levels));
   out.level.resize(static_cast<size_t>(n));
   out.negative.resize(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
@@ -98,7 +98,7 @@ std::vector<uint8_t> assemble(size_t bytes, const std::vector<float>& scales, ui
 /// Reference sdither payload from the dither payload of the same quantizer; also returns the sum
 /// of the record lengths computed from the length formulas (not from the writer).
 std::vector<uint8_t> reference_payload(const Codec& sd, const Levels& lv, uint64_t* formula_bits) {
-  const CodecSpec& s = sd.spec();
+  const SDitherOptions& s = sd.spec().options<SDitherOptions>();
   const bool use_delta = s.code == EliasCode::kDelta;
   const int64_t n = sd.num_elems();
   BitWriter w;
@@ -123,7 +123,8 @@ std::vector<uint8_t> reference_payload(const Codec& sd, const Levels& lv, uint64
   return assemble(sd.encoded_bytes(), lv.scales, static_cast<uint32_t>(w.bits.size()), dir, w.bits);
 }
 
-std::string dither_twin(const CodecSpec& s) {
+std::string dither_twin(const CodecSpec& spec) {
+  const SDitherOptions& s = spec.options<SDitherOptions>();
   return "dither:levels=" + std::to_string(s.levels) + ",norm=" + (s.norm == Norm::kLinf ? "linf" : "l2") +
          ",block=" + std::to_string(s.block);
 }
@@ -167,7 +168,8 @@ TEST_P(SDitherEqualsDitherTest, DecodeIsBitwiseDitherAndPayloadIsTheReference) {
       uint32_t total;
       std::memcpy(&total, psd.data() + 4 * sd->num_scales(), 4);
       EXPECT_EQ(total, formula);
-      const double chunks = std::ceil(static_cast<double>(n) / static_cast<double>(spec.chunk));
+      const double chunks =
+          std::ceil(static_cast<double>(n) / static_cast<double>(spec.options<SDitherOptions>().chunk));
       EXPECT_EQ(sd->payload_bits(psd),
                 32.0 * (static_cast<double>(sd->num_scales()) + 1 + chunks) + static_cast<double>(formula));
       EXPECT_EQ(sd->used_bytes(psd), 4 * (static_cast<size_t>(sd->num_scales()) + 1 + static_cast<size_t>(chunks)) +
@@ -405,7 +407,7 @@ namespace {
 /// The GPU decode's view of a payload (cuda/sdither/sdither_kernels.cuh): the header checks, then
 /// detail::sdither_walk_chunk per chunk, with the decoded values. Empty when a check fails.
 std::vector<float> walk_like_the_gpu(const Codec& c, const std::vector<uint8_t>& p) {
-  const CodecSpec& sp = c.spec();
+  const SDitherOptions& sp = c.spec().options<SDitherOptions>();
   const int64_t n = c.num_elems();
   const std::vector<int64_t> blocks = block_offsets(c.layout(), sp.block);
   const int64_t m = static_cast<int64_t>(blocks.size()) - 1;
@@ -507,7 +509,7 @@ TEST(SDitherFuzzTest, TableWalkReportsWhatTheExactParserFinds) {
                            "sdither:levels=4000,norm=linf,code=delta,chunk=5000"}) {
     const Layout layout(std::vector<int64_t>{9000, 3001});
     auto c = make_codec(spec, layout);
-    const CodecSpec& sp = c->spec();
+    const SDitherOptions& sp = c->spec().options<SDitherOptions>();
     const int64_t n = layout.num_elems();
     const auto good = test::encode(*c, input(n, 6), RngKey{3, 1, 0, 0});
     const int64_t m = c->num_scales();
@@ -565,8 +567,9 @@ TEST(SDitherStatsTest, T1Unbiased) {
     const auto x = test::gaussian(d, 300 + static_cast<uint64_t>(d));
     std::vector<float> scales(static_cast<size_t>(c->num_scales()));
     c->compute_scales(x, scales);
-    const auto blocks = block_offsets(c->layout(), c->spec().block);
-    const double s = c->spec().levels;
+    const SDitherOptions& o = c->spec().options<SDitherOptions>();
+    const auto blocks = block_offsets(c->layout(), o.block);
+    const double s = o.levels;
     double v = 0;
     for (size_t b = 0; b + 1 < blocks.size(); ++b)
       for (int64_t i = blocks[b]; i < blocks[b + 1]; ++i) {
@@ -602,7 +605,8 @@ TEST(SDitherStatsTest, T16SizesFollowTheSpecFormula) {
       uint64_t formula = 0;
       (void)reference_payload(*c, levels_from_dither(*di, test::encode(*di, x, key)), &formula);
       const double m = static_cast<double>(c->num_scales());
-      const double chunks = std::ceil(static_cast<double>(d) / static_cast<double>(c->spec().chunk));
+      const double chunks =
+          std::ceil(static_cast<double>(d) / static_cast<double>(c->spec().options<SDitherOptions>().chunk));
       const auto p = test::encode(*c, x, key);
       EXPECT_EQ(c->payload_bits(p), 32 * m + 32 * chunks + static_cast<double>(formula) + 32) << spec << " d=" << d;
       EXPECT_EQ(8.0 * static_cast<double>(c->encoded_bytes()), 32.0 * std::ceil(c->encoded_bits() / 32.0));

@@ -158,30 +158,30 @@ TEST(SphericalCodebookTest, ArgmaxAndDecodeMatchAnIndependentModel) {
        {"spherical:block=8,bits=6", "spherical:block=5,bits=3", "spherical:block=3,bits=1,unscaled=1"}) {
     const Layout layout(std::vector<int64_t>{21, 0, 7, 1, 18});
     auto c = make_codec(spec, layout);
-    const CodecSpec& s = c->spec();
+    const SphericalOptions& s = c->spec().options<SphericalOptions>();
     auto x = test::gaussian(layout.num_elems(), 12);
     x[7] = x[8] = x[9] = x[10] = x[11] = 0.0f;  // a zero block in some layouts
     const RngKey key{0xabcdef12345ull, 2, 11, 0};
     const auto p = test::encode(*c, x, key);
     const auto y = test::decode(*c, p, key);
-    const auto blocks = block_offsets(layout, s.block);
+    const auto blocks = block_offsets(layout, s.dim);
     const int64_t m = static_cast<int64_t>(blocks.size()) - 1;
     for (int64_t l = 0; l < m; ++l) {
       const int64_t start = blocks[l], len = blocks[l + 1] - start;
       float nu;
       std::memcpy(&nu, p.data() + 4 * l, 4);
-      const uint32_t jstar = payload_index(p, m, l, s.bits);
+      const uint32_t jstar = payload_index(p, m, l, s.index_bits);
       if (nu == 0.0f) {
         EXPECT_EQ(jstar, 0u);
         for (int64_t k = 0; k < len; ++k) EXPECT_EQ(y[static_cast<size_t>(start + k)], 0.0f);
         continue;
       }
-      std::vector<double> score(size_t{1} << s.bits);
+      std::vector<double> score(size_t{1} << s.index_bits);
       for (uint64_t j = 0; j < score.size(); ++j) {
         double dot = 0, n2 = 0;
         for (int64_t k = 0; k < len; ++k) {
-          const double g = ref_normal(key, (static_cast<uint64_t>(start) << s.bits) + j * static_cast<uint64_t>(len) +
-                                               static_cast<uint64_t>(k));
+          const double g = ref_normal(key, (static_cast<uint64_t>(start) << s.index_bits) +
+                                               j * static_cast<uint64_t>(len) + static_cast<uint64_t>(k));
           dot += g * x[static_cast<size_t>(start + k)];
           n2 += g * g;
         }
@@ -194,11 +194,11 @@ TEST(SphericalCodebookTest, ArgmaxAndDecodeMatchAnIndependentModel) {
       std::vector<double> g(static_cast<size_t>(len));
       for (int64_t k = 0; k < len; ++k) {
         g[static_cast<size_t>(k)] =
-            ref_normal(key, (static_cast<uint64_t>(start) << s.bits) + uint64_t{jstar} * static_cast<uint64_t>(len) +
-                                static_cast<uint64_t>(k));
+            ref_normal(key, (static_cast<uint64_t>(start) << s.index_bits) +
+                                uint64_t{jstar} * static_cast<uint64_t>(len) + static_cast<uint64_t>(k));
         n2 += g[static_cast<size_t>(k)] * g[static_cast<size_t>(k)];
       }
-      const double factor = s.unscaled ? nu : nu / detail::spherical_beta(len, s.bits);
+      const double factor = s.unscaled ? nu : nu / detail::spherical_beta(len, s.index_bits);
       for (int64_t k = 0; k < len; ++k) {
         const double want = factor * g[static_cast<size_t>(k)] / std::sqrt(n2);
         EXPECT_NEAR(y[static_cast<size_t>(start + k)], want, 2e-7 * std::fabs(want) + 1e-30) << spec << " block " << l;
@@ -280,12 +280,13 @@ TEST(SphericalStatsTest, T1Unbiased) {
     auto c = make_codec(spec, Layout(d));
     const auto x = test::gaussian(d, 500 + static_cast<uint64_t>(d));
     double v = 0;
-    const auto blocks = block_offsets(c->layout(), c->spec().block);
+    const auto blocks = block_offsets(c->layout(), c->spec().options<SphericalOptions>().dim);
     for (size_t l = 0; l + 1 < blocks.size(); ++l) {
       double nn = 0;
       for (int64_t i = blocks[l]; i < blocks[l + 1]; ++i)
         nn += static_cast<double>(x[static_cast<size_t>(i)]) * x[static_cast<size_t>(i)];
-      const double beta = detail::spherical_beta(blocks[l + 1] - blocks[l], c->spec().bits);
+      const double beta =
+          detail::spherical_beta(blocks[l + 1] - blocks[l], c->spec().options<SphericalOptions>().index_bits);
       v += (1 / (beta * beta) - 1) * nn;
     }
     const Mc mc = monte_carlo(*c, x, draws);

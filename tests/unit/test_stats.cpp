@@ -3,6 +3,7 @@
 // T3 (worst-case omega), T4 (scaled-sign error), T5 (natural compression), T16 (message sizes).
 // Seeds are fixed, so every run draws the same bits; the thresholds are the spec's.
 #include "common/test_util.hpp"
+#include "host/codecs/registry.hpp"
 
 #include <gcomp/detail/sparse.hpp>
 
@@ -21,16 +22,17 @@ double exact_variance(const Codec& c, const std::vector<float>& x) {
   const int64_t n = c.num_elems();
   std::vector<uint8_t> p = test::encode(c, x, RngKey{});
   double v = 0;
-  if (s.id == CodecId::kDither || s.id == CodecId::kTernGrad || s.id == CodecId::kNatDither) {
-    const auto blocks = block_offsets(c.layout(), s.id == CodecId::kTernGrad ? 0 : s.block);
+  if (s.id() == CodecId::kDither || s.id() == CodecId::kTernGrad || s.id() == CodecId::kNatDither) {
+    const DitherOptions q = detail::dither_quantizer(s);  // terngrad: one level, one block per segment
+    const auto blocks = block_offsets(c.layout(), q.block);
     for (size_t b = 0; b + 1 < blocks.size(); ++b) {
       float nu;
       std::memcpy(&nu, p.data() + 4 * b, 4);
       if (nu == 0) continue;
       for (int64_t i = blocks[b]; i < blocks[b + 1]; ++i) {
-        if (s.id == CodecId::kNatDither) {
+        if (s.id() == CodecId::kNatDither) {
           const double r = std::fabs(static_cast<double>(x[i])) / nu;
-          const double first = std::ldexp(1.0, 1 - static_cast<int>(s.levels));
+          const double first = std::ldexp(1.0, 1 - static_cast<int>(q.levels));
           double lo = 0, hi = first;
           if (r >= first) {
             lo = std::ldexp(1.0, static_cast<int>(std::floor(std::log2(r))));
@@ -38,16 +40,16 @@ double exact_variance(const Codec& c, const std::vector<float>& x) {
           }
           if (r < 1.0) v += static_cast<double>(nu) * nu * (hi - r) * (r - lo);
         } else {
-          const double r = std::min<double>(s.levels, s.levels * std::fabs(static_cast<double>(x[i])) / nu);
+          const double r = std::min<double>(q.levels, q.levels * std::fabs(static_cast<double>(x[i])) / nu);
           const double tau = r - std::floor(r);
-          v += (static_cast<double>(nu) / s.levels) * (static_cast<double>(nu) / s.levels) * tau * (1 - tau);
+          v += (static_cast<double>(nu) / q.levels) * (static_cast<double>(nu) / q.levels) * tau * (1 - tau);
         }
       }
     }
-  } else if (s.id == CodecId::kRandK) {
-    const double k = static_cast<double>(detail::sparse_k(n, s.k, s.ratio));
+  } else if (s.id() == CodecId::kRandK) {
+    const double k = static_cast<double>(detail::sparse_k_of(s, n));
     v = (static_cast<double>(n) / k - 1.0) * test::sq_norm(x);
-  } else if (s.id == CodecId::kNatural) {
+  } else if (s.id() == CodecId::kNatural) {
     for (float t : x) {
       if (t == 0) continue;
       const double a = std::ldexp(1.0, static_cast<int>(std::floor(std::log2(std::fabs(static_cast<double>(t))))));
@@ -161,7 +163,7 @@ TEST(ScaledSignTest, ExactError) {
       auto x = test::gaussian(d, 9);
       for (int64_t i = 0; i < d; i += 7) x[i] = 0.0f;
       const auto y = test::decode(*c, test::encode(*c, x, RngKey{}), RngKey{});
-      const auto blocks = block_offsets(c->layout(), c->spec().block);
+      const auto blocks = block_offsets(c->layout(), c->spec().options<SignOptions>().block);
       double formula = 0;
       for (size_t b = 0; b + 1 < blocks.size(); ++b) {
         double l1 = 0, l2 = 0;
