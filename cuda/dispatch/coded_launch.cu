@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// Launchers of the coded codecs: sdither (cuda/sdither), spherical (cuda/spherical) and grid
-// (cuda/grid), with their fused EF/DIANA variants and decode-reduce of P payloads in rank order.
+// Device entries of the coded codecs (plan, workspace, encode, decode; DeviceCodecEntry in
+// plan.cuh): sdither (cuda/sdither), spherical (cuda/spherical) and grid (cuda/grid), with their
+// fused EF/DIANA variants and decode-reduce of P payloads in rank order.
 #include "cuda/common/common_kernels.cuh"
 #include "cuda/common/cuda_check.cuh"
 #include "cuda/dispatch/decode_launch.cuh"
@@ -11,10 +12,17 @@
 #include "cuda/quant/block_reduce.cuh"
 #include "cuda/sdither/sdither_kernels.cuh"
 #include "cuda/spherical/spherical_kernels.cuh"
+#include "host/codecs/registry.hpp"
+#include "host/codecs/spherical.hpp"
 
+#include <gcomp/detail/codec_math.hpp>
+#include <gcomp/detail/elias.hpp>
+#include <gcomp/detail/norms.hpp>
 #include <gcomp/detail/reduce.hpp>
 
 #include <algorithm>
+#include <cstring>
+#include <vector>
 
 namespace gcomp::cuda::detail {
 
@@ -114,27 +122,8 @@ void grid_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_p
   launch_decode_elements(GridDecoder{p}, plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
 }
 
-}  // namespace
-
-void launch_coded_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key, uint8_t* d_payload,
-                         Fuse fuse, float* d_mem, float alpha, cudaStream_t stream) {
-  const Fuse f = fuse;
-  switch (plan.id) {
-    case CodecId::kSDither: sdither_encode(plan, ws, in, key, d_payload, f, d_mem, alpha, stream); return;
-    case CodecId::kSpherical: spherical_encode(plan, ws, in, key, d_payload, f, d_mem, alpha, stream); return;
-    case CodecId::kGrid: grid_encode(plan, ws, in, d_payload, f, d_mem, alpha, stream); return;
-    default: GCOMP_FAIL(gcompErrorInternal, "launch_coded_encode: not an sdither, spherical or grid codec");
-  }
-}
-
-void launch_coded_scales(const DevicePlan& plan, const Workspace& ws, Input in, cudaStream_t stream) {
-  GCOMP_EXPECTS(plan.id == CodecId::kSDither, gcompErrorInternal, "launch_coded_scales: not an sdither codec");
-  if (plan.n > 0) sdither_scales(plan, ws, in, stream);
-}
-
-void launch_coded_encode_scaled(const DevicePlan& plan, const Workspace& ws, Input in, const float* scales,
-                                const RngKey& key, uint8_t* d_payload, cudaStream_t stream) {
-  GCOMP_EXPECTS(plan.id == CodecId::kSDither, gcompErrorInternal, "launch_coded_encode_scaled: not an sdither codec");
+void sdither_encode_scaled(const DevicePlan& plan, const Workspace& ws, Input in, const float* scales,
+                           const RngKey& key, uint8_t* d_payload, cudaStream_t stream) {
   if (plan.n == 0) {  // as sdither_encode: the payload is T = 0 alone
     GCOMP_CUDA_TRY(cudaMemsetAsync(d_payload, 0, plan.payload_bytes, stream));
     return;
@@ -142,54 +131,170 @@ void launch_coded_encode_scaled(const DevicePlan& plan, const Workspace& ws, Inp
   sdither_write(plan, ws, in, scales, key, d_payload, Fuse::kNone, nullptr, 0.0f, stream);
 }
 
-void launch_coded_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
-                         int num_payloads, const float* h_weights, DecodeMode mode, const RngKey* keys, float* d_out,
-                         cudaStream_t stream) {
-  if (plan.id == CodecId::kGrid) {
-    if (plan.n > 0) grid_decode(plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
-    return;
-  }
-  const bool sdither = plan.id == CodecId::kSDither;
-  GCOMP_EXPECTS(sdither || plan.id == CodecId::kSpherical, gcompErrorInternal,
-                "launch_coded_decode: not an sdither, spherical or grid codec");
-  // Validate every payload before anything is written (an empty sdither message still has T).
-  const SDitherParams sp = sdither_params(plan);
-  const SphericalParams pp = spherical_params(plan);
-  for (int j = 0; j < num_payloads; ++j) {
-    const uint8_t* pj = d_payloads + static_cast<size_t>(j) * stride;
-    const uint64_t base = static_cast<uint64_t>(j) << 40;
-    if (sdither) {
-      const int64_t work = std::max({plan.num_blocks, plan.num_chunks, plan.stream_words, int64_t{1}});
-      GCOMP_LAUNCH(sdither_validate_header_kernel, grid_for(work, kThreads, plan.max_blocks), kThreads, stream, sp, pj,
-                   base, ws.status);
-      GCOMP_LAUNCH(sdither_validate_chunks_kernel, grid_for(plan.num_chunks, kThreads, plan.max_blocks), kThreads,
-                   stream, sp, pj, base, ws.status);
-    } else {
-      GCOMP_LAUNCH(spherical_validate_kernel, grid_for(plan.num_blocks, kThreads, plan.max_blocks), kThreads, stream,
-                   pp, pj, base, ws.status);
-    }
-  }
+void sdither_scales_entry(const DevicePlan& plan, const Workspace& ws, Input in, cudaStream_t stream) {
+  if (plan.n > 0) sdither_scales(plan, ws, in, stream);
+}
+
+void grid_encode_entry(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey&, uint8_t* d_payload,
+                       Fuse fuse, float* d_mem, float alpha, cudaStream_t stream) {
+  grid_encode(plan, ws, in, d_payload, fuse, d_mem, alpha, stream);
+}
+
+void grid_decode_entry(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                       int num_payloads, const float* h_weights, DecodeMode mode, const RngKey*, float* d_out,
+                       cudaStream_t stream) {
+  if (plan.n > 0) grid_decode(plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
+}
+
+/// The decode of sdither or spherical payloads: every payload validated (validate(j, payload j))
+/// before anything is written, then decode(j, payload j, weight, mode, from_zero) per payload on
+/// `grid` blocks (an empty sdither message still has T).
+template <class Validate, class Decode>
+void decode_checked(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                    int num_payloads, const float* h_weights, DecodeMode mode, float* d_out, unsigned grid,
+                    Validate validate, Decode decode, cudaStream_t stream) {
+  for (int j = 0; j < num_payloads; ++j)
+    validate(j, d_payloads + static_cast<size_t>(j) * stride, static_cast<uint64_t>(j) << 40);
   if (plan.n == 0) return;
   if (mode == DecodeMode::kReduce && num_payloads == 0) {
     GCOMP_LAUNCH(fill_zero_kernel, grid_for(plan.n, kThreads, plan.max_blocks), kThreads, stream, d_out, plan.n,
                  ws.status);
     return;
   }
-  const unsigned grid = sdither ? grid_for(plan.num_chunks, kThreads, plan.max_blocks)
-                                : grid_for(plan.num_blocks, kThreads, plan.max_blocks);
   const int count = mode == DecodeMode::kOverwrite ? 1 : num_payloads;
   for (int j = 0; j < count; ++j) {
     const uint8_t* pj = d_payloads + static_cast<size_t>(j) * stride;
     const float w = weight_of(mode, h_weights, j);
     const int m = mode == DecodeMode::kOverwrite ? 0 : 1;
     const bool from_zero = mode == DecodeMode::kReduce && j == 0;
-    if (sdither)
-      GCOMP_LAUNCH(sdither_decode_kernel, grid, kThreads, stream, sp, pj, w, m, from_zero, d_out, ws.status);
-    else
-      GCOMP_LAUNCH(spherical_decode_kernel, grid, kThreads, stream, pp, pj, keys[j], w, m, from_zero, d_out,
-                   ws.status);  // payload j's codebook: its sender's key
+    decode(j, pj, w, m, from_zero, grid);
   }
 }
+
+void sdither_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                    int num_payloads, const float* h_weights, DecodeMode mode, const RngKey*, float* d_out,
+                    cudaStream_t stream) {
+  const SDitherParams sp = sdither_params(plan);
+  decode_checked(
+      plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out,
+      grid_for(plan.num_chunks, kThreads, plan.max_blocks),
+      [&](int, const uint8_t* pj, uint64_t base) {
+        const int64_t work = std::max({plan.num_blocks, plan.num_chunks, plan.stream_words, int64_t{1}});
+        GCOMP_LAUNCH(sdither_validate_header_kernel, grid_for(work, kThreads, plan.max_blocks), kThreads, stream, sp,
+                     pj, base, ws.status);
+        GCOMP_LAUNCH(sdither_validate_chunks_kernel, grid_for(plan.num_chunks, kThreads, plan.max_blocks), kThreads,
+                     stream, sp, pj, base, ws.status);
+      },
+      [&](int, const uint8_t* pj, float w, int m, bool from_zero, unsigned grid) {
+        GCOMP_LAUNCH(sdither_decode_kernel, grid, kThreads, stream, sp, pj, w, m, from_zero, d_out, ws.status);
+      },
+      stream);
+}
+
+void spherical_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                      int num_payloads, const float* h_weights, DecodeMode mode, const RngKey* keys, float* d_out,
+                      cudaStream_t stream) {
+  const SphericalParams pp = spherical_params(plan);
+  decode_checked(
+      plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out,
+      grid_for(plan.num_blocks, kThreads, plan.max_blocks),
+      [&](int, const uint8_t* pj, uint64_t base) {
+        GCOMP_LAUNCH(spherical_validate_kernel, grid_for(plan.num_blocks, kThreads, plan.max_blocks), kThreads, stream,
+                     pp, pj, base, ws.status);
+      },
+      [&](int j, const uint8_t* pj, float w, int m, bool from_zero, unsigned grid) {
+        GCOMP_LAUNCH(spherical_decode_kernel, grid, kThreads, stream, pp, pj, keys[j], w, m, from_zero, d_out,
+                     ws.status);  // payload j's codebook: its sender's key
+      },
+      stream);
+}
+
+// ---- plans and workspace parts ------------------------------------------------------------------
+
+/// sdither (§5.2(a)): its dither quantizer, chunk directory and stream sizes from the CPU codec.
+void sdither_plan(DevicePlanner& planner, const CodecSpec& spec) {
+  DevicePlan& p = planner.plan;
+  const DitherOptions q = gcomp::detail::dither_quantizer(spec);
+  const SDitherOptions& sd = spec.options<SDitherOptions>();
+  p.levels = q.levels;
+  p.norm = static_cast<uint32_t>(q.norm);
+  p.p = q.p;
+  p.nbits = static_cast<int>(gcomp::detail::ceil_log2_u64(uint64_t{p.levels} + 1));
+  p.code = sd.code == EliasCode::kDelta ? gcomp::detail::kEliasDelta : gcomp::detail::kEliasGamma;
+  p.chunk = sd.chunk;
+  p.num_chunks = gcomp::detail::ceil_div(p.n, sd.chunk);
+  p.sd_tiles = gcomp::detail::ceil_div(p.n, kSDitherTile);
+  planner.upload_tables(q.block);
+  p.num_scales = p.num_blocks;
+  // encoded_bits() = 32 (m + 1 + D) + Wbits exactly (integers below 2^53).
+  p.worst_bits = static_cast<int64_t>(planner.cpu.encoded_bits()) - 32 * (p.num_blocks + 1 + p.num_chunks);
+  p.stream_words = gcomp::detail::ceil_div(p.worst_bits, 32);
+  GCOMP_EXPECTS(p.payload_bytes == static_cast<size_t>(4 * (p.num_blocks + 1 + p.num_chunks + p.stream_words)),
+                gcompErrorInternal, "DeviceCodec: sdither payload size disagrees with the CPU codec");
+}
+
+void sdither_workspace(const DevicePlan& plan, WorkspaceLayout& wl, Carver& c) {
+  const size_t tiles = static_cast<size_t>(plan.sd_tiles) * sizeof(int64_t);
+  wl.sd_last = c.take(tiles);
+  wl.sd_first = c.take(tiles);
+  wl.sd_rest = c.take(tiles);
+  wl.sd_prev = c.take(tiles);
+  wl.sd_off = c.take(tiles);
+  wl.sd_total = c.take(sizeof(int64_t));
+}
+
+/// spherical (§5.2(b)): block tables, then beta(len, B) of every distinct block length (host
+/// quadrature, the CPU codec's cache) after them.
+void spherical_plan(DevicePlanner& planner, const CodecSpec& spec) {
+  DevicePlan& p = planner.plan;
+  const SphericalOptions& o = spec.options<SphericalOptions>();
+  p.bits = o.index_bits;
+  p.norm = gcomp::detail::kNormL2;
+  p.unscaled = o.unscaled;
+  std::vector<int64_t> lens;
+  const std::vector<int64_t> blocks = block_offsets(planner.layout, o.dim);
+  for (size_t b = 0; b + 1 < blocks.size(); ++b) lens.push_back(blocks[b + 1] - blocks[b]);
+  std::sort(lens.begin(), lens.end());
+  lens.erase(std::unique(lens.begin(), lens.end()), lens.end());
+  std::vector<int64_t> betas(lens.size());
+  for (size_t k = 0; k < lens.size(); ++k) {
+    const double beta = gcomp::detail::cached_spherical_beta(lens[k], o.index_bits);
+    std::memcpy(&betas[k], &beta, sizeof beta);
+  }
+  const size_t at = planner.upload_tables(o.dim, lens, betas);
+  p.num_betas = static_cast<int64_t>(lens.size());
+  p.beta_len = planner.tables() + at;
+  p.beta_val = reinterpret_cast<const double*>(planner.tables() + at + lens.size());
+  p.num_scales = p.num_blocks;
+  p.index_words = gcomp::detail::ceil_div(p.num_blocks * static_cast<int64_t>(o.index_bits), 32);
+}
+
+void spherical_workspace(const DevicePlan& plan, WorkspaceLayout& wl, Carver& c) {
+  wl.idx = c.take(static_cast<size_t>(plan.num_blocks) * sizeof(int64_t));
+}
+
+/// grid (§6.1): the level width and quantum.
+void grid_plan(DevicePlanner& planner, const CodecSpec& spec) {
+  const GridOptions& o = spec.options<GridOptions>();
+  planner.plan.bits = o.level_bits;
+  planner.plan.step = o.quantum;
+}
+
+}  // namespace
+
+extern const DeviceCodecEntry kSDitherDevice{.plan = sdither_plan,
+                                             .workspace = sdither_workspace,
+                                             .encode = sdither_encode,
+                                             .decode = sdither_decode,
+                                             .scales = sdither_scales_entry,
+                                             .encode_scaled = sdither_encode_scaled};
+extern const DeviceCodecEntry kSphericalDevice{.plan = spherical_plan,
+                                               .workspace = spherical_workspace,
+                                               .encode = spherical_encode,
+                                               .decode = spherical_decode,
+                                               .reads_key = true};
+extern const DeviceCodecEntry kGridDevice{
+    .plan = grid_plan, .workspace = nullptr, .encode = grid_encode_entry, .decode = grid_decode_entry};
 
 void launch_codebook_normals(const RngKey& key, uint64_t first, int64_t count, double* d_out, cudaStream_t stream) {
   GCOMP_LAUNCH(codebook_normals_kernel, grid_for(count, kThreads, 1024), kThreads, stream, key, first, count, d_out);

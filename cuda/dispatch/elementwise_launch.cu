@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// Launchers of the elementwise codecs: dither, terngrad, natdither (cuda/quant), sign (cuda/sign),
-// natural (cuda/natural) and identity (cuda/identity), with the fused EF/DIANA variants and the
-// decode-reduce of P payloads (cuda/fused).
+// Device entries of the elementwise codecs (plan, workspace, encode, decode; DeviceCodecEntry in
+// plan.cuh): dither, terngrad, natdither (cuda/quant), sign (cuda/sign), natural (cuda/natural) and
+// identity (cuda/identity), with the fused EF/DIANA variants and the decode-reduce of P payloads
+// (cuda/fused); and the shared-scale launches of every codec with shareable scales.
 #include "cuda/common/common_kernels.cuh"
 #include "cuda/common/cuda_check.cuh"
 #include "cuda/dispatch/decode_launch.cuh"
@@ -13,7 +14,9 @@
 #include "cuda/quant/block_reduce.cuh"
 #include "cuda/quant/quant_kernels.cuh"
 #include "cuda/sign/sign_kernels.cuh"
+#include "host/codecs/registry.hpp"
 
+#include <gcomp/detail/codec_math.hpp>
 #include <gcomp/detail/reduce.hpp>
 
 #include <algorithm>
@@ -128,67 +131,185 @@ void dense_scales(const DevicePlan& plan, const Workspace& ws, Input in, cudaStr
   }
 }
 
-}  // namespace
+// ---- encode, decode and scales of each codec ----------------------------------------------------
 
-void launch_elementwise_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key,
-                               uint8_t* d_payload, Fuse fuse, float* d_mem, float alpha, cudaStream_t stream) {
+void dense_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key, uint8_t* d_payload,
+                  Fuse fuse, float* d_mem, float alpha, cudaStream_t stream) {
   if (plan.n == 0) return;
-  const Fuse f = fuse;
-  switch (plan.id) {
-    case CodecId::kDither:
-    case CodecId::kTernGrad:
-    case CodecId::kNatDither:
-      dense_scales(plan, ws, in, stream);
-      quantize_planes(plan, ws, in, ws.scales, key, d_payload, f, d_mem, alpha, stream);
-      return;
-    case CodecId::kSign: {
-      const SignParams d = sign_params(plan);
-      const auto launch = [&](auto fz, auto check) {
-        GCOMP_LAUNCH((encode_sign_kernel<decltype(fz)::value, decltype(check)::value>), span_grid(plan), kThreads,
-                     stream, d, in, ws.scales, d_payload, d_mem, alpha, ws.status);
-      };
-      if (!plan.scaled) {
-        checked_encode(plan, ws, in, f, stream, launch);
-        return;
-      }
-      reduce_blocks(plan, ws, in, AbsSumOp{}, Finish::kMeanAbs, stream);  // a non-finite x: a non-finite scale
-      if (f == Fuse::kNone) launch(std::integral_constant<Fuse, Fuse::kNone>{}, std::false_type{});
-      if (f == Fuse::kEF) launch(std::integral_constant<Fuse, Fuse::kEF>{}, std::false_type{});
-      if (f == Fuse::kDiana) launch(std::integral_constant<Fuse, Fuse::kDiana>{}, std::false_type{});
-      return;
-    }
-    case CodecId::kNatural: {
-      const NaturalParams d = natural_params(plan);
-      checked_encode(plan, ws, in, f, stream, [&](auto fz, auto check) {
-        GCOMP_LAUNCH((encode_natural_kernel<decltype(fz)::value, decltype(check)::value>), span_grid(plan), kThreads,
-                     stream, d, in, key, d_payload, d_mem, alpha, ws.status);
-      });
-      return;
-    }
-    case CodecId::kIdentity:
-      checked_encode(plan, ws, in, f, stream, [&](auto fz, auto check) {
-        GCOMP_LAUNCH((encode_identity_kernel<decltype(fz)::value, decltype(check)::value>), quad_grid(plan), kThreads,
-                     stream, in, plan.n, reinterpret_cast<float*>(d_payload), d_mem, alpha, ws.status);
-      });
-      return;
-    default: GCOMP_FAIL(gcompErrorInternal, "launch_elementwise_encode: not an elementwise codec");
-  }
+  dense_scales(plan, ws, in, stream);
+  quantize_planes(plan, ws, in, ws.scales, key, d_payload, fuse, d_mem, alpha, stream);
 }
 
-void launch_shared_scales(const DevicePlan& plan, const Workspace& ws, Input in, float* d_scales, cudaStream_t stream) {
+void dense_encode_scaled(const DevicePlan& plan, const Workspace& ws, Input in, const float* d_scales,
+                         const RngKey& key, uint8_t* d_payload, cudaStream_t stream) {
+  if (plan.n == 0) return;
+  quantize_planes(plan, ws, in, d_scales, key, d_payload, Fuse::kNone, nullptr, 0.0f, stream);
+}
+
+void dense_scales_entry(const DevicePlan& plan, const Workspace& ws, Input in, cudaStream_t stream) {
+  dense_scales(plan, ws, in, stream);
+}
+
+void sign_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey&, uint8_t* d_payload, Fuse f,
+                 float* d_mem, float alpha, cudaStream_t stream) {
+  if (plan.n == 0) return;
+  const SignParams d = sign_params(plan);
+  const auto launch = [&](auto fz, auto check) {
+    GCOMP_LAUNCH((encode_sign_kernel<decltype(fz)::value, decltype(check)::value>), span_grid(plan), kThreads, stream,
+                 d, in, ws.scales, d_payload, d_mem, alpha, ws.status);
+  };
+  if (!plan.scaled) {
+    checked_encode(plan, ws, in, f, stream, launch);
+    return;
+  }
+  reduce_blocks(plan, ws, in, AbsSumOp{}, Finish::kMeanAbs, stream);  // a non-finite x: a non-finite scale
+  if (f == Fuse::kNone) launch(std::integral_constant<Fuse, Fuse::kNone>{}, std::false_type{});
+  if (f == Fuse::kEF) launch(std::integral_constant<Fuse, Fuse::kEF>{}, std::false_type{});
+  if (f == Fuse::kDiana) launch(std::integral_constant<Fuse, Fuse::kDiana>{}, std::false_type{});
+}
+
+void natural_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key, uint8_t* d_payload,
+                    Fuse f, float* d_mem, float alpha, cudaStream_t stream) {
+  if (plan.n == 0) return;
+  const NaturalParams d = natural_params(plan);
+  checked_encode(plan, ws, in, f, stream, [&](auto fz, auto check) {
+    GCOMP_LAUNCH((encode_natural_kernel<decltype(fz)::value, decltype(check)::value>), span_grid(plan), kThreads,
+                 stream, d, in, key, d_payload, d_mem, alpha, ws.status);
+  });
+}
+
+void identity_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey&, uint8_t* d_payload, Fuse f,
+                     float* d_mem, float alpha, cudaStream_t stream) {
+  if (plan.n == 0) return;
+  checked_encode(plan, ws, in, f, stream, [&](auto fz, auto check) {
+    GCOMP_LAUNCH((encode_identity_kernel<decltype(fz)::value, decltype(check)::value>), quad_grid(plan), kThreads,
+                 stream, in, plan.n, reinterpret_cast<float*>(d_payload), d_mem, alpha, ws.status);
+  });
+}
+
+/// The decode of codec decoder `Dec` built from the plan by `make`.
+template <class MakeDecoder>
+void decode_quads_with(MakeDecoder make, const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads,
+                       size_t stride, int num_payloads, const float* h_weights, DecodeMode mode, float* d_out,
+                       cudaStream_t stream) {
+  if (plan.n == 0) return;
+  launch_decode_quads(make(plan), plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
+}
+
+void dither_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                   int num_payloads, const float* h_weights, DecodeMode mode, const RngKey*, float* d_out,
+                   cudaStream_t stream) {
+  decode_quads_with([](const DevicePlan& p) { return DenseQuadDecoder<false>{dense_params(p)}; }, plan, ws, d_payloads,
+                    stride, num_payloads, h_weights, mode, d_out, stream);
+}
+
+void natdither_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                      int num_payloads, const float* h_weights, DecodeMode mode, const RngKey*, float* d_out,
+                      cudaStream_t stream) {
+  decode_quads_with([](const DevicePlan& p) { return DenseQuadDecoder<true>{dense_params(p)}; }, plan, ws, d_payloads,
+                    stride, num_payloads, h_weights, mode, d_out, stream);
+}
+
+void sign_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                 int num_payloads, const float* h_weights, DecodeMode mode, const RngKey*, float* d_out,
+                 cudaStream_t stream) {
+  decode_quads_with([](const DevicePlan& p) { return SignQuadDecoder{sign_params(p)}; }, plan, ws, d_payloads, stride,
+                    num_payloads, h_weights, mode, d_out, stream);
+}
+
+void natural_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                    int num_payloads, const float* h_weights, DecodeMode mode, const RngKey*, float* d_out,
+                    cudaStream_t stream) {
+  decode_quads_with([](const DevicePlan& p) { return NaturalQuadDecoder{natural_params(p)}; }, plan, ws, d_payloads,
+                    stride, num_payloads, h_weights, mode, d_out, stream);
+}
+
+void identity_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                     int num_payloads, const float* h_weights, DecodeMode mode, const RngKey*, float* d_out,
+                     cudaStream_t stream) {
+  decode_quads_with([](const DevicePlan& p) { return IdentityQuadDecoder{p.n}; }, plan, ws, d_payloads, stride,
+                    num_payloads, h_weights, mode, d_out, stream);
+}
+
+// ---- plans and workspace parts ------------------------------------------------------------------
+
+/// dither, natdither, terngrad: the quantizer (terngrad: one level, l_inf, one block per segment),
+/// its block tables and one scale per block.
+void dense_plan(DevicePlanner& planner, const CodecSpec& spec) {
+  DevicePlan& p = planner.plan;
+  const DitherOptions q = gcomp::detail::dither_quantizer(spec);
+  p.levels = q.levels;
+  p.norm = static_cast<uint32_t>(q.norm);
+  p.p = q.p;
+  p.nbits = static_cast<int>(gcomp::detail::ceil_log2_u64(uint64_t{p.levels} + 1));
+  if (const auto* t = spec.options_if<TernGradOptions>()) p.clip = t->clip;
+  planner.upload_tables(q.block);
+  p.num_scales = p.num_blocks;
+}
+
+/// terngrad with clip: the per-block max |x| and mean of the clip threshold.
+void terngrad_workspace(const DevicePlan& plan, WorkspaceLayout& wl, Carver& c) {
+  if (plan.clip <= 0.0) return;
+  const auto m = static_cast<size_t>(plan.num_blocks);
+  wl.aux_f = c.take(m * sizeof(float));
+  wl.aux_d = c.take(m * sizeof(double));
+}
+
+/// sign: block tables and scales when scaled (scale=l1), nothing for plain signs.
+void sign_plan(DevicePlanner& planner, const CodecSpec& spec) {
+  DevicePlan& p = planner.plan;
+  const SignOptions& o = spec.options<SignOptions>();
+  p.scaled = o.scaled;
+  if (!o.scaled) return;
+  planner.upload_tables(o.block);
+  p.num_scales = p.num_blocks;
+}
+
+/// natural and identity: nothing beyond the common fields.
+void no_plan(DevicePlanner&, const CodecSpec&) {}
+
+}  // namespace
+
+extern const DeviceCodecEntry kIdentityDevice{
+    .plan = no_plan, .workspace = nullptr, .encode = identity_encode, .decode = identity_decode};
+extern const DeviceCodecEntry kDitherDevice{.plan = dense_plan,
+                                            .workspace = nullptr,
+                                            .encode = dense_encode,
+                                            .decode = dither_decode,
+                                            .scales = dense_scales_entry,
+                                            .encode_scaled = dense_encode_scaled};
+extern const DeviceCodecEntry kTernGradDevice{.plan = dense_plan,
+                                              .workspace = terngrad_workspace,
+                                              .encode = dense_encode,
+                                              .decode = dither_decode,
+                                              .scales = dense_scales_entry,
+                                              .encode_scaled = dense_encode_scaled};
+extern const DeviceCodecEntry kNatDitherDevice{.plan = dense_plan,
+                                               .workspace = nullptr,
+                                               .encode = dense_encode,
+                                               .decode = natdither_decode,
+                                               .scales = dense_scales_entry,
+                                               .encode_scaled = dense_encode_scaled};
+extern const DeviceCodecEntry kSignDevice{
+    .plan = sign_plan, .workspace = nullptr, .encode = sign_encode, .decode = sign_decode};
+extern const DeviceCodecEntry kNaturalDevice{
+    .plan = no_plan, .workspace = nullptr, .encode = natural_encode, .decode = natural_decode};
+
+void launch_shared_scales(const DeviceCodecEntry& entry, const DevicePlan& plan, const Workspace& ws, Input in,
+                          float* d_scales, cudaStream_t stream) {
+  GCOMP_EXPECTS(entry.scales != nullptr, gcompErrorInternal, "launch_shared_scales: the codec has no shareable scales");
   if (plan.n == 0 || plan.num_blocks == 0) return;
   // The scales encode() computes, by the same launches, into ws.scales; copied out only when every
   // scale is finite (the CPU codec throws before it returns any).
-  if (plan.id == CodecId::kSDither)
-    launch_coded_scales(plan, ws, in, stream);
-  else
-    dense_scales(plan, ws, in, stream);
+  entry.scales(plan, ws, in, stream);
   GCOMP_LAUNCH(copy_if_ok_kernel, grid_for(plan.num_blocks, kThreads, plan.max_blocks), kThreads, stream, ws.scales,
                d_scales, plan.num_blocks, ws.status);
 }
 
-void launch_encode_with_scales(const DevicePlan& plan, const Workspace& ws, Input in, const float* d_scales,
-                               const RngKey& key, uint8_t* d_payload, cudaStream_t stream) {
+void launch_encode_with_scales(const DeviceCodecEntry& entry, const DevicePlan& plan, const Workspace& ws, Input in,
+                               const float* d_scales, const RngKey& key, uint8_t* d_payload, cudaStream_t stream) {
+  GCOMP_EXPECTS(entry.encode_scaled != nullptr, gcompErrorInternal,
+                "launch_encode_with_scales: the codec has no shareable scales");
   // The CPU codec's order: non-finite input (gcompErrorNonFinite) first, then the scales
   // (gcompErrorInvalidArgument); the writing kernels skip once either is reported.
   if (plan.n > 0) {
@@ -196,42 +317,7 @@ void launch_encode_with_scales(const DevicePlan& plan, const Workspace& ws, Inpu
     GCOMP_LAUNCH(check_scales_kernel, grid_for(plan.num_blocks, kThreads, plan.max_blocks), kThreads, stream, d_scales,
                  plan.blocks, plan.num_blocks, ws.status);
   }
-  if (plan.id == CodecId::kSDither) {
-    launch_coded_encode_scaled(plan, ws, in, d_scales, key, d_payload, stream);
-    return;
-  }
-  if (plan.n == 0) return;
-  quantize_planes(plan, ws, in, d_scales, key, d_payload, Fuse::kNone, nullptr, 0.0f, stream);
-}
-
-void launch_elementwise_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
-                               int num_payloads, const float* h_weights, DecodeMode mode, float* d_out,
-                               cudaStream_t stream) {
-  if (plan.n == 0) return;
-  switch (plan.id) {
-    case CodecId::kDither:
-    case CodecId::kTernGrad:
-      launch_decode_quads(DenseQuadDecoder<false>{dense_params(plan)}, plan, ws, d_payloads, stride, num_payloads,
-                          h_weights, mode, d_out, stream);
-      return;
-    case CodecId::kNatDither:
-      launch_decode_quads(DenseQuadDecoder<true>{dense_params(plan)}, plan, ws, d_payloads, stride, num_payloads,
-                          h_weights, mode, d_out, stream);
-      return;
-    case CodecId::kSign:
-      launch_decode_quads(SignQuadDecoder{sign_params(plan)}, plan, ws, d_payloads, stride, num_payloads, h_weights,
-                          mode, d_out, stream);
-      return;
-    case CodecId::kNatural:
-      launch_decode_quads(NaturalQuadDecoder{natural_params(plan)}, plan, ws, d_payloads, stride, num_payloads,
-                          h_weights, mode, d_out, stream);
-      return;
-    case CodecId::kIdentity:
-      launch_decode_quads(IdentityQuadDecoder{plan.n}, plan, ws, d_payloads, stride, num_payloads, h_weights, mode,
-                          d_out, stream);
-      return;
-    default: GCOMP_FAIL(gcompErrorInternal, "launch_elementwise_decode: not an elementwise codec");
-  }
+  entry.encode_scaled(plan, ws, in, d_scales, key, d_payload, stream);
 }
 
 }  // namespace gcomp::cuda::detail

@@ -15,6 +15,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <vector>
 
 namespace gcomp::cuda::detail {
 
@@ -99,6 +101,7 @@ struct DevicePlan {
   double step = 0.0;         ///< grid
   int64_t index_words = 0;   ///< spherical: ceil(m B / 32)
   int64_t num_betas = 0;     ///< spherical: distinct block lengths (table below)
+  double own[4] = {};        ///< a codec's own parameters (set by its entry's plan; none uses them yet)
 
   // device tables (owned by the DeviceCodec)
   BlockMap map{};
@@ -134,6 +137,7 @@ struct Workspace {
   int64_t* rice_len = nullptr;  ///< topk index=rice: k code lengths (decode: group sums)
   int64_t* rice_off = nullptr;  ///< topk index=rice: k code offsets (decode: index before each group)
   void* rice_temp = nullptr;    ///< topk index=rice: rice_scan_temp_bytes
+  void* scratch = nullptr;      ///< a codec's own scratch (WorkspaceLayout::scratch)
 };
 
 /// What the fused encode pass also updates (the shared enum of gcomp/detail/fused_memory.hpp).
@@ -141,21 +145,6 @@ using Fuse = gcomp::detail::FuseMode;
 
 /// Decode flavours: overwrite (P = 1), accumulate onto out (P = 1), reduce (out = 0 first).
 enum class DecodeMode { kOverwrite, kAccumulate, kReduce };
-
-/// Dense and elementwise codecs (dither, terngrad, natdither, sign, natural, identity).
-void launch_elementwise_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key,
-                               uint8_t* d_payload, Fuse fuse, float* d_mem, float alpha, cudaStream_t stream);
-void launch_elementwise_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
-                               int num_payloads, const float* h_weights, DecodeMode mode, float* d_out,
-                               cudaStream_t stream);
-
-/// topk and randk. `sampled` selects the DGC-style threshold path (topk only).
-void launch_sparse_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key, uint8_t* d_payload,
-                          Fuse fuse, float* d_mem, float alpha, bool sampled, cudaStream_t stream);
-/// Decodes: `keys` holds num_payloads host keys (payload j's at keys[j]); randk reads them.
-void launch_sparse_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
-                          int num_payloads, const float* h_weights, DecodeMode mode, const RngKey* keys, float* d_out,
-                          cudaStream_t stream);
 
 /// topk index=rice (cuda/dispatch/rice_launch.cu): the index stream of a payload whose values the
 /// selection wrote and whose indices are in ws.idx; the validating decode of P payloads.
@@ -169,29 +158,110 @@ void launch_prepare_received(const DevicePlan& plan, const Workspace& ws, uint8_
 /// CUB scan temp storage for the Rice code offsets of `items` indices (0 for none).
 size_t query_rice_scan_temp_bytes(int64_t items);
 
-/// sdither, spherical and grid (cuda/dispatch/coded_launch.cu).
-void launch_coded_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key, uint8_t* d_payload,
-                         Fuse fuse, float* d_mem, float alpha, cudaStream_t stream);
-/// `keys`: num_payloads host keys (payload j's at keys[j]); spherical reads them.
-void launch_coded_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
-                         int num_payloads, const float* h_weights, DecodeMode mode, const RngKey* keys, float* d_out,
-                         cudaStream_t stream);
 /// d_out[i] = codebook normal first + i (include/gcomp/detail/spherical.hpp), for the CPU==GPU test.
 void launch_codebook_normals(const RngKey& key, uint64_t first, int64_t count, double* d_out, cudaStream_t stream);
 
-/// Shared block scales (DeviceCodec::compute_scales / encode_with_scales; dither, terngrad,
-/// natdither, sdither). launch_shared_scales: the scales encode() would use, computed by the same
-/// launches into ws.scales, then copied to d_scales (num_blocks floats) unless the status word
-/// reports an error. launch_encode_with_scales: the encode pass alone with the given d_scales,
-/// after the input check (gcompErrorNonFinite) and the scale check (gcompErrorInvalidArgument).
-void launch_shared_scales(const DevicePlan& plan, const Workspace& ws, Input in, float* d_scales, cudaStream_t stream);
-void launch_encode_with_scales(const DevicePlan& plan, const Workspace& ws, Input in, const float* d_scales,
-                               const RngKey& key, uint8_t* d_payload, cudaStream_t stream);
-/// The sdither parts of the two (cuda/dispatch/coded_launch.cu): scales into ws.scales; the
-/// message for given scales (no input or scale check).
-void launch_coded_scales(const DevicePlan& plan, const Workspace& ws, Input in, cudaStream_t stream);
-void launch_coded_encode_scaled(const DevicePlan& plan, const Workspace& ws, Input in, const float* scales,
-                                const RngKey& key, uint8_t* d_payload, cudaStream_t stream);
+/// Offsets of the workspace parts in bytes (npos: absent). Built once by the planner of
+/// cuda/dispatch/device_codec.cu (the common parts, then the codec entry's own); carving turns them
+/// into the pointers of Workspace, so the size query and the calls cannot drift apart (STYLE.md §7).
+struct WorkspaceLayout {
+  static constexpr size_t npos = ~size_t{0};
+  size_t scales = npos, aux_f = npos, aux_d = npos, tile_vals = npos, select = npos;
+  size_t cnt_a = npos, cnt_b = npos, off_a = npos, off_b = npos, scan_temp = npos, idx = npos, sample = npos;
+  size_t hist = npos, cand_key = npos, cand_idx = npos;
+  size_t sd_last = npos, sd_first = npos, sd_rest = npos, sd_prev = npos, sd_off = npos, sd_total = npos;
+  size_t rice_len = npos, rice_off = npos, rice_temp = npos;
+  size_t scratch = npos;  ///< a codec's own scratch (Workspace::scratch)
+  size_t total = 0;
+};
+
+/// Lays out workspace parts one after another, each 256-byte aligned.
+class Carver {
+ public:
+  static constexpr size_t kAlign = 256;
+  explicit Carver(size_t start) : end_(start) {}
+  /// Offset of a new part of @p bytes (npos for none).
+  size_t take(size_t bytes) {
+    if (bytes == 0) return WorkspaceLayout::npos;
+    const size_t off = align_up(end_);
+    end_ = off + bytes;
+    return off;
+  }
+  [[nodiscard]] size_t end() const { return align_up(end_); }
+  static size_t align_up(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
+
+ private:
+  size_t end_;
+};
+
+/// Owner of the device tables: a member, so a constructor that throws after the upload frees them.
+struct DeviceFree {
+  void operator()(int64_t* p) const noexcept { (void)cudaFree(p); }
+};
+using DeviceTables = std::unique_ptr<int64_t, DeviceFree>;
+
+/// What a codec entry's plan function builds on (implemented in cuda/dispatch/device_codec.cu):
+/// the plan with its common fields set (id, n, groups, payload_bytes, max_blocks), the layout, the
+/// CPU codec of the same spec (its sizes and formulas) and the upload of the device tables.
+class DevicePlanner {
+ public:
+  DevicePlanner(DevicePlan& p, const Layout& l, const Codec& c, DeviceTables& t)
+      : plan(p), layout(l), cpu(c), tables_(t) {}
+  DevicePlan& plan;
+  const Layout& layout;
+  const Codec& cpu;
+  /// Uploads the block/tile tables of blocks of @p block elements (0: one per segment; plan.map,
+  /// blocks, block_tile, tile_begin, tile_block, multi_blocks, num_blocks, num_tiles), followed by
+  /// @p extra_a and @p extra_b; returns the index of extra_a in tables(). The copy has completed
+  /// when it returns (a pageable cudaMemcpy may return before its DMA does), so the kernels of
+  /// any stream read the tables.
+  size_t upload_tables(int64_t block, const std::vector<int64_t>& extra_a = {},
+                       const std::vector<int64_t>& extra_b = {});
+  /// The device tables (after upload_tables).
+  [[nodiscard]] const int64_t* tables() const { return tables_.get(); }
+
+ private:
+  DeviceTables& tables_;
+};
+
+/// One GPU codec's device path. Its registry descriptor names it (host/codecs/registry.cpp,
+/// `device`) and the codec's own launcher file defines it; DeviceCodec builds the plan, the
+/// workspace and every launch from it alone (no list of codecs in cuda/dispatch).
+struct DeviceCodecEntry {
+  /// The codec's plan fields and tables (the common ones are set).
+  void (*plan)(DevicePlanner& planner, const CodecSpec& spec);
+  /// The codec's workspace parts after the common ones (the status word; with block scales
+  /// (registry `block_scales`) scales and tile_vals); nullable.
+  void (*workspace)(const DevicePlan& plan, WorkspaceLayout& wl, Carver& carver);
+  /// encode / encode_ef / encode_diana (fuse), one payload.
+  void (*encode)(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key, uint8_t* d_payload,
+                 Fuse fuse, float* d_mem, float alpha, cudaStream_t stream);
+  /// Decodes `num_payloads` payloads `stride` bytes apart: overwrite, accumulate or the reduce in
+  /// rank order; `keys` holds payload j's key at keys[j] (null only when !reads_key).
+  void (*decode)(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                 int num_payloads, const float* h_weights, DecodeMode mode, const RngKey* keys, float* d_out,
+                 cudaStream_t stream);
+  /// Shareable scales (registry `shareable_scales`): the block scales encode uses, into ws.scales.
+  void (*scales)(const DevicePlan& plan, const Workspace& ws, Input in, cudaStream_t stream) = nullptr;
+  /// Shareable scales: the message for the given device scales (the input and scale checks ran).
+  void (*encode_scaled)(const DevicePlan& plan, const Workspace& ws, Input in, const float* d_scales, const RngKey& key,
+                        uint8_t* d_payload, cudaStream_t stream) = nullptr;
+  /// DeviceCodec::topk_sampled: the encode with a sampled threshold (nullable; topk).
+  void (*encode_sampled)(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key, uint8_t* d_payload,
+                         Fuse fuse, float* d_mem, float alpha, cudaStream_t stream) = nullptr;
+  /// The decode reads the payload's key (randk indices, spherical codebook).
+  bool reads_key = false;
+};
+
+/// Shared block scales (DeviceCodec::compute_scales / encode_with_scales, codecs whose entry has
+/// `scales`): launch_shared_scales computes the scales encode() would use by the same launches
+/// into ws.scales, then copies them to d_scales (num_blocks floats) unless the status word reports
+/// an error. launch_encode_with_scales: the input check (gcompErrorNonFinite) and the scale check
+/// (gcompErrorInvalidArgument), then the entry's encode_scaled with the given d_scales.
+void launch_shared_scales(const DeviceCodecEntry& entry, const DevicePlan& plan, const Workspace& ws, Input in,
+                          float* d_scales, cudaStream_t stream);
+void launch_encode_with_scales(const DeviceCodecEntry& entry, const DevicePlan& plan, const Workspace& ws, Input in,
+                               const float* d_scales, const RngKey& key, uint8_t* d_payload, cudaStream_t stream);
 
 /// CUB scan temp storage for `items` int64 values (queried once at construction).
 size_t query_scan_temp_bytes(int64_t items);

@@ -1,16 +1,23 @@
 // SPDX-License-Identifier: Apache-2.0
-// Launchers of topk (cuda/topk) and randk (cuda/randk): exact radix selection, fused EF/DIANA
-// updates, index packing, the DGC-style sampled top-k, and the decodes (P payloads in rank order).
+// Device entries of topk (cuda/topk) and randk (cuda/randk; DeviceCodecEntry in plan.cuh): plans,
+// exact radix selection, fused EF/DIANA updates, index packing, the DGC-style sampled top-k, and
+// the decodes (P payloads in rank order).
 #include "cuda/common/common_kernels.cuh"
 #include "cuda/common/cuda_check.cuh"
 #include "cuda/dispatch/plan.cuh"
 #include "cuda/randk/randk_kernels.cuh"
 #include "cuda/topk/radix_select.cuh"
 #include "cuda/topk/topk_kernels.cuh"
+#include "host/codecs/registry.hpp"
 
+#include <gcomp/detail/codec_math.hpp>
+#include <gcomp/detail/rice.hpp>
 #include <gcomp/detail/sparse.hpp>
 
 #include <cub/device/device_scan.cuh>
+
+#include <algorithm>
+#include <cmath>
 
 namespace gcomp::cuda::detail {
 
@@ -120,11 +127,57 @@ size_t query_scan_temp_bytes(int64_t items) {
   return bytes;
 }
 
-void launch_sparse_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key, uint8_t* d_payload,
-                          Fuse fuse, float* d_mem, float alpha, bool sampled, cudaStream_t stream) {
-  if (plan.n == 0) {  // k = 0: topk writes nothing, randk its header (as the CPU codec)
-    if (plan.id == CodecId::kRandK)
-      GCOMP_LAUNCH(write_randk_header_kernel, 1, 1, stream, reinterpret_cast<uint32_t*>(d_payload), key.step, key.rank);
+namespace {
+
+/// topk: the exact selection (or, `sampled`, the DGC-style threshold), then the index words or the
+/// Rice-coded index stream.
+void topk_encode_impl(const DevicePlan& plan, const Workspace& ws, Input in, uint8_t* d_payload, Fuse fuse,
+                      float* d_mem, float alpha, bool sampled, cudaStream_t stream) {
+  if (plan.n == 0) return;  // k = 0: topk writes nothing (as the CPU codec)
+  ScatterArgs args{};
+  args.op = ScatterOp::kEncode;
+  args.fuse = fuse;
+  args.in = in;
+  args.mem = d_mem;
+  args.alpha = alpha;
+  args.vals_out = reinterpret_cast<float*>(d_payload);
+  args.idx_out = ws.idx;
+  args.scale = 1.0f;
+  const MagnitudeKey kf{in};
+  if (sampled) {
+    GCOMP_LAUNCH(check_finite_kernel,
+                 grid_for(gcomp::detail::ceil_div(plan.n, int64_t{lanes::kQuadElems}), kThreads, plan.max_blocks),
+                 kThreads, stream, in, plan.n, ws.status);
+    sampled_threshold(plan, ws, in, stream);
+    // Truncate mode (decided on the device) skips the exact selection; otherwise it runs here.
+    select_exact(plan, ws, kf, args, false, stream);
+  } else {
+    init_select(ws, plan.k, nullptr, 0, 0, stream);
+    select_exact(plan, ws, kf, args, true, stream);
+  }
+  if (plan.rice) {
+    launch_rice_pack(plan, ws, d_payload, stream);
+    return;
+  }
+  const int64_t words = gcomp::detail::ceil_div(plan.k * plan.index_bits, 32);
+  GCOMP_LAUNCH(pack_indices_kernel, grid_for(words, kThreads, plan.max_blocks), kThreads, stream, ws.idx, plan.k,
+               plan.index_bits, reinterpret_cast<uint32_t*>(d_payload + 4 * plan.k), words, ws.status);
+}
+
+void topk_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey&, uint8_t* d_payload, Fuse fuse,
+                 float* d_mem, float alpha, cudaStream_t stream) {
+  topk_encode_impl(plan, ws, in, d_payload, fuse, d_mem, alpha, false, stream);
+}
+
+void topk_encode_sampled(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey&, uint8_t* d_payload,
+                         Fuse fuse, float* d_mem, float alpha, cudaStream_t stream) {
+  topk_encode_impl(plan, ws, in, d_payload, fuse, d_mem, alpha, true, stream);
+}
+
+void randk_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key, uint8_t* d_payload,
+                  Fuse fuse, float* d_mem, float alpha, cudaStream_t stream) {
+  if (plan.n == 0) {  // k = 0: randk writes its header (as the CPU codec)
+    GCOMP_LAUNCH(write_randk_header_kernel, 1, 1, stream, reinterpret_cast<uint32_t*>(d_payload), key.step, key.rank);
     return;
   }
   ScatterArgs args{};
@@ -133,31 +186,6 @@ void launch_sparse_encode(const DevicePlan& plan, const Workspace& ws, Input in,
   args.in = in;
   args.mem = d_mem;
   args.alpha = alpha;
-  if (plan.id == CodecId::kTopK) {
-    args.vals_out = reinterpret_cast<float*>(d_payload);
-    args.idx_out = ws.idx;
-    args.scale = 1.0f;
-    const MagnitudeKey kf{in};
-    if (sampled) {
-      GCOMP_LAUNCH(check_finite_kernel,
-                   grid_for(gcomp::detail::ceil_div(plan.n, int64_t{lanes::kQuadElems}), kThreads, plan.max_blocks),
-                   kThreads, stream, in, plan.n, ws.status);
-      sampled_threshold(plan, ws, in, stream);
-      // Truncate mode (decided on the device) skips the exact selection; otherwise it runs here.
-      select_exact(plan, ws, kf, args, false, stream);
-    } else {
-      init_select(ws, plan.k, nullptr, 0, 0, stream);
-      select_exact(plan, ws, kf, args, true, stream);
-    }
-    if (plan.rice) {
-      launch_rice_pack(plan, ws, d_payload, stream);
-      return;
-    }
-    const int64_t words = gcomp::detail::ceil_div(plan.k * plan.index_bits, 32);
-    GCOMP_LAUNCH(pack_indices_kernel, grid_for(words, kThreads, plan.max_blocks), kThreads, stream, ws.idx, plan.k,
-                 plan.index_bits, reinterpret_cast<uint32_t*>(d_payload + 4 * plan.k), words, ws.status);
-    return;
-  }
   GCOMP_LAUNCH(check_finite_kernel,
                grid_for(gcomp::detail::ceil_div(plan.n, int64_t{lanes::kQuadElems}), kThreads, plan.max_blocks),
                kThreads, stream, in, plan.n, ws.status);
@@ -169,37 +197,49 @@ void launch_sparse_encode(const DevicePlan& plan, const Workspace& ws, Input in,
   select_exact(plan, ws, kf, args, false, stream);
 }
 
-void launch_sparse_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
-                          int num_payloads, const float* h_weights, DecodeMode mode, const RngKey* keys, float* d_out,
-                          cudaStream_t stream) {
+void topk_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                 int num_payloads, const float* h_weights, DecodeMode mode, const RngKey*, float* d_out,
+                 cudaStream_t stream) {
   if (plan.n == 0) return;
   if (plan.rice) {
     launch_rice_decode(plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
     return;
   }
-  const bool topk = plan.id == CodecId::kTopK;
   const unsigned grid_k = grid_for(plan.k, kThreads, plan.max_blocks);
   for (int j = 0; j < num_payloads; ++j) {
     const uint8_t* pj = d_payloads + static_cast<size_t>(j) * stride;
     const uint64_t base = static_cast<uint64_t>(j) << 40;
-    if (topk)
-      GCOMP_LAUNCH(validate_topk_kernel, grid_k, kThreads, stream, pj, plan.n, plan.k, plan.index_bits, base,
-                   ws.status);
-    else
-      GCOMP_LAUNCH(validate_randk_kernel, grid_k, kThreads, stream, pj, plan.k, base, ws.status);
+    GCOMP_LAUNCH(validate_topk_kernel, grid_k, kThreads, stream, pj, plan.n, plan.k, plan.index_bits, base, ws.status);
   }
   const bool overwrite = mode == DecodeMode::kOverwrite;
-  if (mode != DecodeMode::kAccumulate && !(overwrite && !topk))
+  if (mode != DecodeMode::kAccumulate)
     GCOMP_LAUNCH(fill_zero_kernel, grid_for(plan.n, kThreads, plan.max_blocks), kThreads, stream, d_out, plan.n,
                  ws.status);
   for (int j = 0; j < num_payloads; ++j) {
     const uint8_t* pj = d_payloads + static_cast<size_t>(j) * stride;
     const float w = overwrite ? 1.0f : (h_weights != nullptr ? h_weights[j] : 1.0f);
-    if (topk) {
-      GCOMP_LAUNCH(scatter_topk_kernel, grid_k, kThreads, stream, pj, plan.k, plan.index_bits, w, overwrite ? 1 : 0,
-                   d_out, ws.status);
-      continue;
-    }
+    GCOMP_LAUNCH(scatter_topk_kernel, grid_k, kThreads, stream, pj, plan.k, plan.index_bits, w, overwrite ? 1 : 0,
+                 d_out, ws.status);
+  }
+}
+
+void randk_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                  int num_payloads, const float* h_weights, DecodeMode mode, const RngKey* keys, float* d_out,
+                  cudaStream_t stream) {
+  if (plan.n == 0) return;
+  const unsigned grid_k = grid_for(plan.k, kThreads, plan.max_blocks);
+  for (int j = 0; j < num_payloads; ++j) {
+    const uint8_t* pj = d_payloads + static_cast<size_t>(j) * stride;
+    const uint64_t base = static_cast<uint64_t>(j) << 40;
+    GCOMP_LAUNCH(validate_randk_kernel, grid_k, kThreads, stream, pj, plan.k, base, ws.status);
+  }
+  const bool overwrite = mode == DecodeMode::kOverwrite;
+  if (mode != DecodeMode::kAccumulate && !overwrite)
+    GCOMP_LAUNCH(fill_zero_kernel, grid_for(plan.n, kThreads, plan.max_blocks), kThreads, stream, d_out, plan.n,
+                 ws.status);
+  for (int j = 0; j < num_payloads; ++j) {
+    const uint8_t* pj = d_payloads + static_cast<size_t>(j) * stride;
+    const float w = overwrite ? 1.0f : (h_weights != nullptr ? h_weights[j] : 1.0f);
     ScatterArgs args{};
     args.op = overwrite ? ScatterOp::kDecodeOverwrite : ScatterOp::kDecodeAccumulate;
     args.vals_in = reinterpret_cast<const float*>(pj + 8);
@@ -211,5 +251,104 @@ void launch_sparse_decode(const DevicePlan& plan, const Workspace& ws, const uin
     select_exact(plan, ws, kf, args, false, stream);
   }
 }
+
+// ---- plans and workspace parts ------------------------------------------------------------------
+
+/// topk and randk: k and the sizes of the exact selection.
+void sparse_plan(DevicePlan& p, const CodecSpec& spec) {
+  p.k = gcomp::detail::sparse_k_of(spec, p.n);
+  p.index_bits = static_cast<int>(gcomp::detail::ceil_log2_u64(static_cast<uint64_t>(p.n)));
+  p.sel_tiles = gcomp::detail::ceil_div(p.n, kSelectTile);
+  p.cand_cap = std::min<int64_t>(p.n, p.n / 16 + 4096);
+  p.scan_temp_bytes = p.sel_tiles > 0 ? query_scan_temp_bytes(p.sel_tiles) : 0;
+}
+
+/// spec §4.4 sampling (synxlin): stride = ceil(n / max(ceil(0.01 n), ceil(2/rho)) / 32) * 32 + 1,
+/// lowered by 8 while n / stride is below the target; everything when n <= ceil(2/rho).
+void plan_sample(DevicePlan& p) {
+  const double n = static_cast<double>(p.n);
+  const double rho = static_cast<double>(p.k) / n;
+  const double target = std::max(std::ceil(0.01 * n), std::ceil(2.0 / rho));
+  int64_t stride = 1;
+  if (n > std::ceil(2.0 / rho)) {
+    stride = static_cast<int64_t>(std::ceil(n / target / 32.0)) * 32 + 1;
+    while (stride > 8 && n / static_cast<double>(stride) < target) stride -= 8;
+    stride = std::clamp<int64_t>(stride, 1, p.n);
+  }
+  p.sample_stride = stride;
+  p.sample_start = 0;  // drawn per call from the RngKey (sample_start_for)
+  // Sized for the largest sample (start 0); a call with start > 0 takes one or a few fewer.
+  p.sample_count = gcomp::detail::ceil_div(p.n, stride);
+  p.sample_k = 0;
+}
+
+/// topk index=rice (docs/wire-format.md §3.4.1): the CPU codec's parameters and sizes.
+void plan_rice(DevicePlan& p, const Codec& cpu) {
+  p.rice = true;
+  p.rice_b = gcomp::detail::rice_param(p.n, p.k);
+  p.rice_dir = gcomp::detail::rice_dir_entries(p.k);
+  p.rice_worst_bits = static_cast<int64_t>(gcomp::detail::rice_worst_bits(p.n, p.k, p.rice_b));
+  p.rice_words = gcomp::detail::ceil_div(p.rice_worst_bits, 32);
+  p.rice_scan_temp_bytes = query_rice_scan_temp_bytes(p.k);
+  GCOMP_EXPECTS(
+      p.payload_bytes == static_cast<size_t>(4 * (p.k + 1 + p.rice_dir + p.rice_words)) && cpu.variable_length(),
+      gcompErrorInternal, "DeviceCodec: topk index=rice payload size disagrees with the CPU codec");
+}
+
+void topk_plan(DevicePlanner& planner, const CodecSpec& spec) {
+  DevicePlan& p = planner.plan;
+  sparse_plan(p, spec);
+  if (p.n > 0) plan_sample(p);
+  if (spec.options<TopKOptions>().index == IndexCode::kRice) plan_rice(p, planner.cpu);
+}
+
+void randk_plan(DevicePlanner& planner, const CodecSpec& spec) {
+  sparse_plan(planner.plan, spec);
+  planner.plan.unbiased = spec.options<RandKOptions>().unbiased;
+}
+
+/// The exact selection's state, histogram, candidates, tile counts and scan storage.
+void selection_workspace(const DevicePlan& p, WorkspaceLayout& wl, Carver& c) {
+  const size_t tiles = static_cast<size_t>(p.sel_tiles);
+  wl.select = c.take(sizeof(SelectState));
+  wl.hist = c.take(kSelectBins * sizeof(unsigned long long));
+  wl.cand_key = c.take(static_cast<size_t>(p.cand_cap) * sizeof(uint32_t));
+  wl.cand_idx = c.take(static_cast<size_t>(p.cand_cap) * sizeof(int64_t));
+  wl.cnt_a = c.take(tiles * sizeof(int64_t));
+  wl.cnt_b = c.take(tiles * sizeof(int64_t));
+  wl.off_a = c.take(tiles * sizeof(int64_t));
+  wl.off_b = c.take(tiles * sizeof(int64_t));
+  wl.scan_temp = c.take(p.scan_temp_bytes);
+}
+
+/// topk: the selection, the k indices, the sample and (index=rice) the code lengths and offsets.
+void topk_workspace(const DevicePlan& p, WorkspaceLayout& wl, Carver& c) {
+  if (p.n == 0) return;
+  selection_workspace(p, wl, c);
+  wl.idx = c.take(static_cast<size_t>(p.k) * sizeof(int64_t));
+  wl.sample = c.take(static_cast<size_t>(p.sample_count) * sizeof(float));
+  if (p.rice) {
+    wl.rice_len = c.take(static_cast<size_t>(p.k) * sizeof(int64_t));
+    wl.rice_off = c.take(static_cast<size_t>(p.k) * sizeof(int64_t));
+    wl.rice_temp = c.take(p.rice_scan_temp_bytes);
+  }
+}
+
+void randk_workspace(const DevicePlan& p, WorkspaceLayout& wl, Carver& c) {
+  if (p.n > 0) selection_workspace(p, wl, c);
+}
+
+}  // namespace
+
+extern const DeviceCodecEntry kTopKDevice{.plan = topk_plan,
+                                          .workspace = topk_workspace,
+                                          .encode = topk_encode,
+                                          .decode = topk_decode,
+                                          .encode_sampled = topk_encode_sampled};
+extern const DeviceCodecEntry kRandKDevice{.plan = randk_plan,
+                                           .workspace = randk_workspace,
+                                           .encode = randk_encode,
+                                           .decode = randk_decode,
+                                           .reads_key = true};
 
 }  // namespace gcomp::cuda::detail

@@ -17,6 +17,18 @@
 #include <type_traits>
 #include <variant>
 
+// The device entry of each GPU codec (DeviceCodecEntry, cuda/dispatch/plan.cuh) is defined in
+// its CUDA launcher file; a build without CUDA has none (GCOMP_DEVICE_ENTRY gives null).
+#if GCOMP_HAVE_CUDA
+namespace gcomp::cuda::detail {
+extern const DeviceCodecEntry kIdentityDevice, kDitherDevice, kTernGradDevice, kSignDevice, kTopKDevice, kRandKDevice,
+    kNaturalDevice, kNatDitherDevice, kSDitherDevice, kSphericalDevice, kGridDevice;
+}  // namespace gcomp::cuda::detail
+#define GCOMP_DEVICE_ENTRY(name) (&::gcomp::cuda::detail::name)
+#else
+#define GCOMP_DEVICE_ENTRY(name) nullptr
+#endif
+
 namespace gcomp::detail {
 
 void bad_spec(const std::string& text, const std::string& why) {
@@ -372,7 +384,7 @@ std::vector<CodecDescriptor> build_registry() {
                .check = nullptr,
                .canonical = [](const CodecSpec&) { return std::string(); },
                .make_cpu = make<IdentityCodec>,
-               .gpu = GpuFamily::kIdentity,
+               .device = GCOMP_DEVICE_ENTRY(kIdentityDevice),
                .shareable_scales = false,
                .block_scales = nullptr,
                .bias = Bias::kExact,
@@ -388,7 +400,7 @@ std::vector<CodecDescriptor> build_registry() {
        .check = nullptr,
        .canonical = dither_canonical,
        .make_cpu = make<DensePlaneCodec>,
-       .gpu = GpuFamily::kDense,
+       .device = GCOMP_DEVICE_ENTRY(kDitherDevice),
        .shareable_scales = true,
        .block_scales = always,
        .bias = Bias::kUnbiased,
@@ -405,7 +417,7 @@ std::vector<CodecDescriptor> build_registry() {
                .check = nullptr,
                .canonical = [](const CodecSpec& s) { return kv(kClip, s); },
                .make_cpu = make<DensePlaneCodec>,
-               .gpu = GpuFamily::kDense,
+               .device = GCOMP_DEVICE_ENTRY(kTernGradDevice),
                .shareable_scales = true,
                .block_scales = always,
                .bias = Bias::kByOption,
@@ -424,7 +436,7 @@ std::vector<CodecDescriptor> build_registry() {
                .check = nullptr,
                .canonical = [](const CodecSpec& s) { return kv(kBlock, s) + "," + kv(kScale, s); },
                .make_cpu = make<SignCodec>,
-               .gpu = GpuFamily::kSign,
+               .device = GCOMP_DEVICE_ENTRY(kSignDevice),
                .shareable_scales = false,
                .block_scales = [](const CodecSpec& s) { return s.options<SignOptions>().scaled; },
                .bias = Bias::kBiased,
@@ -446,7 +458,7 @@ std::vector<CodecDescriptor> build_registry() {
                     (s.options<TopKOptions>().index == IndexCode::kRice ? "," + kv(kIndex, s) : "");
            },
        .make_cpu = make<SparseCodec>,
-       .gpu = GpuFamily::kSparse,
+       .device = GCOMP_DEVICE_ENTRY(kTopKDevice),
        .shareable_scales = false,
        .block_scales = nullptr,
        .bias = Bias::kBiased,
@@ -463,7 +475,7 @@ std::vector<CodecDescriptor> build_registry() {
                .check = nullptr,
                .canonical = [](const CodecSpec& s) { return sparse_size_canonical(s) + "," + kv(kUnbiased, s); },
                .make_cpu = make<SparseCodec>,
-               .gpu = GpuFamily::kSparse,
+               .device = GCOMP_DEVICE_ENTRY(kRandKDevice),
                .shareable_scales = false,
                .block_scales = nullptr,
                .bias = Bias::kByOption,
@@ -486,7 +498,7 @@ std::vector<CodecDescriptor> build_registry() {
                .check = nullptr,
                .canonical = [](const CodecSpec&) { return std::string(); },
                .make_cpu = make<NaturalCodec>,
-               .gpu = GpuFamily::kNatural,
+               .device = GCOMP_DEVICE_ENTRY(kNaturalDevice),
                .shareable_scales = false,
                .block_scales = nullptr,
                .bias = Bias::kUnbiased,
@@ -511,7 +523,7 @@ std::vector<CodecDescriptor> build_registry() {
                .check = nullptr,
                .canonical = dither_canonical,
                .make_cpu = make<DensePlaneCodec>,
-               .gpu = GpuFamily::kDense,
+               .device = GCOMP_DEVICE_ENTRY(kNatDitherDevice),
                .shareable_scales = true,
                .block_scales = always,
                .bias = Bias::kUnbiased,
@@ -534,7 +546,7 @@ std::vector<CodecDescriptor> build_registry() {
                             kv(kChunk, s);
                    },
                .make_cpu = make<SDitherCodec>,
-               .gpu = GpuFamily::kCoded,
+               .device = GCOMP_DEVICE_ENTRY(kSDitherDevice),
                .shareable_scales = true,
                .block_scales = always,
                .bias = Bias::kUnbiased,
@@ -558,7 +570,7 @@ std::vector<CodecDescriptor> build_registry() {
        .canonical =
            [](const CodecSpec& s) { return kv(kSphereBlock, s) + "," + kv(kSphereBits, s) + "," + kv(kUnscaled, s); },
        .make_cpu = make<SphericalCodec>,
-       .gpu = GpuFamily::kCoded,
+       .device = GCOMP_DEVICE_ENTRY(kSphericalDevice),
        .shareable_scales = false,
        .block_scales = always,
        .bias = Bias::kByOption,
@@ -584,7 +596,7 @@ std::vector<CodecDescriptor> build_registry() {
                    },
                .canonical = [](const CodecSpec& s) { return kv(kStep, s) + "," + kv(kGridBits, s); },
                .make_cpu = make_grid_codec,
-               .gpu = GpuFamily::kCoded,
+               .device = GCOMP_DEVICE_ENTRY(kGridDevice),
                .shareable_scales = false,
                .block_scales = nullptr,
                .bias = Bias::kBiased,

@@ -4,8 +4,8 @@
 /// which codecs exist.
 ///
 /// A descriptor holds a codec's name and wire id, its options type with its defaults, its spec
-/// keys and their parsing, its canonical text, its CPU factory, the CUDA kernel family that runs
-/// it, whether it accepts shared scales, its bias, its closed-form error (bits report), its
+/// keys and their parsing, its canonical text, its CPU factory, its device entry (the CUDA path),
+/// whether it accepts shared scales, its bias, its closed-form error (bits report), its
 /// `gcomp-codec list` line and its example specs.
 /// CodecSpec::parse() / canonical(), make_codec(), list_codecs(), bits_report() and the device
 /// dispatch (cuda/dispatch/device_codec.cu) read it; none keeps its own list of codecs.
@@ -20,18 +20,11 @@
 #include <string>
 #include <vector>
 
-namespace gcomp::detail {
+namespace gcomp::cuda::detail {
+struct DeviceCodecEntry;  // cuda/dispatch/plan.cuh (CUDA builds)
+}  // namespace gcomp::cuda::detail
 
-/// The CUDA kernel family that runs a codec (cuda/dispatch/); kNone: no GPU kernels.
-enum class GpuFamily : int {
-  kNone = 0,
-  kIdentity,  ///< copy (elementwise_launch.cu)
-  kNatural,   ///< natural compression (elementwise_launch.cu)
-  kSign,      ///< sign planes, optional block scales (elementwise_launch.cu)
-  kDense,     ///< bit planes with block scales: dither, terngrad, natdither (elementwise_launch.cu)
-  kSparse,    ///< value + index records: topk, randk (sparse_launch.cu, rice_launch.cu)
-  kCoded,     ///< codecs with their own payload coder: sdither, spherical, grid (coded_launch.cu)
-};
+namespace gcomp::detail {
 
 /// What a codec's default form promises about E C(x).
 enum class Bias : int {
@@ -74,7 +67,10 @@ struct CodecDescriptor {
   void (*check)(const CodecSpec& spec, const std::string& text, const SpecKeyValues& given);
   std::string (*canonical)(const CodecSpec& spec);  ///< the text after "name:" ("" for none)
   std::unique_ptr<Codec> (*make_cpu)(const CodecSpec& spec, const Layout& layout);  ///< CPU codec
-  GpuFamily gpu;                                                                    ///< CUDA kernel family
+  /// The codec's device path (plan, workspace, encode, decode), defined in its own CUDA launcher
+  /// file and named here with GCOMP_DEVICE_ENTRY (registry.cpp); null: no GPU kernels, or a build
+  /// without CUDA. DeviceCodec reads nothing else about a codec.
+  const ::gcomp::cuda::detail::DeviceCodecEntry* device;
   bool shareable_scales;  ///< compute_scales / encode_with_scales: scales may be shared (max over workers)
   bool (*block_scales)(const CodecSpec& spec);  ///< payload holds fp32 block scales of block_reduce (GPU plan)
   Bias bias;

@@ -104,6 +104,20 @@ TEST(CodecRegistryTest, ListLineComesFromTheKeys) {
   EXPECT_EQ(natdither.params, "levels=3 norm=l2|linf|l1|lp p=2 block=0");
 }
 
+TEST(CodecRegistryTest, EveryCodecNamesItsOwnDeviceEntry) {
+  // The device dispatch reads each codec's entry (cuda/dispatch/plan.cuh DeviceCodecEntry) from
+  // its descriptor alone: every codec has GPU kernels, each its own entry; none without CUDA.
+  std::set<const void*> entries;
+  for (const CodecDescriptor& d : codec_registry()) {
+#if GCOMP_HAVE_CUDA
+    EXPECT_NE(d.device, nullptr) << d.name;
+    EXPECT_TRUE(entries.insert(d.device).second) << d.name << " shares another codec's device entry";
+#else
+    EXPECT_EQ(d.device, nullptr) << d.name;
+#endif
+  }
+}
+
 TEST(CodecRegistryTest, ExampleSpecsParseAndNameTheirCodec) {
   for (const CodecDescriptor& d : codec_registry()) {
     ASSERT_FALSE(d.examples.empty()) << d.name;
