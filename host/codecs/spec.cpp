@@ -5,7 +5,7 @@
 
 #include "host/codecs/registry.hpp"
 
-#include <iterator>
+#include <type_traits>
 #include <string>
 #include <variant>
 
@@ -43,11 +43,10 @@ void normalize_norm(DitherOptions& o) {
   if (o.norm == Norm::kLinf) o.p = 0.0;  // infinity, not stored
 }
 
-/// Type names of the CodecOptions alternatives, in variant order (for messages).
-constexpr const char* kOptionsNames[] = {"NoOptions",      "DitherOptions",    "TernGradOptions",
-                                         "SignOptions",    "TopKOptions",      "RandKOptions",
-                                         "SDitherOptions", "SphericalOptions", "GridOptions"};
-static_assert(std::size(kOptionsNames) == std::variant_size_v<CodecOptions>);
+/// The type name of the alternative @p options holds (its kName).
+const char* options_name(const CodecOptions& options) {
+  return std::visit([](const auto& o) { return std::decay_t<decltype(o)>::kName; }, options);
+}
 
 }  // namespace
 
@@ -62,8 +61,7 @@ CodecSpec::CodecSpec(CodecId id, CodecOptions options) {
   const CodecDescriptor& d = detail::codec_descriptor(id);
   if (options.index() != d.defaults.index()) {
     GCOMP_FAIL(gcompErrorInvalidArgument, "CodecSpec: codec '" + std::string(d.name) + "' takes " +
-                                              kOptionsNames[d.defaults.index()] + ", not " +
-                                              kOptionsNames[options.index()]);
+                                              options_name(d.defaults) + ", not " + options_name(options));
   }
   if (auto* o = std::get_if<DitherOptions>(&options)) {
     GCOMP_EXPECTS(o->norm != Norm::kLp || o->p > 1.0, gcompErrorInvalidArgument,
@@ -82,9 +80,9 @@ CodecSpec::CodecSpec(CodecId id, CodecOptions options) {
   *this = candidate;
 }
 
-void CodecSpec::wrong_options(size_t wanted_index) const {
+void CodecSpec::wrong_options(const char* wanted) const {
   GCOMP_FAIL(gcompErrorInvalidArgument, "codec spec '" + canonical() + "': " + std::string(name()) + " has " +
-                                            kOptionsNames[options_.index()] + ", not " + kOptionsNames[wanted_index]);
+                                            options_name(options_) + ", not " + wanted);
 }
 
 CodecSpec CodecSpec::parse(std::string_view text_in) {

@@ -56,17 +56,19 @@ enum class IndexCode : uint32_t { kPlain = 1, kRice = 2 };
 // One options struct per codec family, each field one quantity. The spec keys (what `gcomp-codec
 // list` shows) are named after each field; where a key name differs from the field (spherical and
 // grid) the field's comment says so. Defaults are the spec's defaults unless a codec's registry
-// entry has its own (natdither: levels = 3).
+// entry has its own (natdither: levels = 3). kName names the type in messages.
 
 /// identity and natural: no parameters.
 struct NoOptions {
+  static constexpr const char* kName = "NoOptions";  ///< for messages
   bool operator==(const NoOptions&) const = default;
 };
 
 /// dither and natdither (spec/ALGORITHMS.md §2.2, §5.3).
 struct DitherOptions {
-  uint32_t levels = 1;    ///< key `levels`: s >= 1 (natdither's default: 3)
-  Norm norm = Norm::kL2;  ///< key `norm`
+  static constexpr const char* kName = "DitherOptions";  ///< for messages
+  uint32_t levels = 1;                                   ///< key `levels`: s >= 1 (natdither's default: 3)
+  Norm norm = Norm::kL2;                                 ///< key `norm`
   /// key `p`: the l_p exponent, given with norm = kLp (p > 1, p != 2). The other norms store their
   /// own: l1 1, l2 2, l_inf 0 (infinity); CodecSpec sets it from the norm.
   double p = 2.0;
@@ -76,20 +78,23 @@ struct DitherOptions {
 
 /// terngrad (one l_inf block per segment, one level).
 struct TernGradOptions {
-  double clip = 0.0;  ///< key `clip`: clip at clip * sigma; 0 = off
+  static constexpr const char* kName = "TernGradOptions";  ///< for messages
+  double clip = 0.0;                                       ///< key `clip`: clip at clip * sigma; 0 = off
   bool operator==(const TernGradOptions&) const = default;
 };
 
 /// sign.
 struct SignOptions {
-  int64_t block = 0;   ///< key `block`: scale block size; 0 = one block per segment
+  static constexpr const char* kName = "SignOptions";  ///< for messages
+  int64_t block = 0;                                   ///< key `block`: scale block size; 0 = one block per segment
   bool scaled = true;  ///< key `scale`: l1 (scale = mean |x| per block) or none (plain signs)
   bool operator==(const SignOptions&) const = default;
 };
 
 /// topk.
 struct TopKOptions {
-  int64_t k = 0;                        ///< key `k`: fixed k >= 1; 0 = use ratio
+  static constexpr const char* kName = "TopKOptions";  ///< for messages
+  int64_t k = 0;                                       ///< key `k`: fixed k >= 1; 0 = use ratio
   double ratio = 0.01;                  ///< key `ratio`: k = max(1, floor(ratio * n)) when k == 0; (0, 1]
   IndexCode index = IndexCode::kPlain;  ///< key `index`: plain index words or Rice-coded gaps
   bool operator==(const TopKOptions&) const = default;
@@ -97,7 +102,8 @@ struct TopKOptions {
 
 /// randk.
 struct RandKOptions {
-  int64_t k = 0;         ///< key `k`: fixed k >= 1; 0 = use ratio
+  static constexpr const char* kName = "RandKOptions";  ///< for messages
+  int64_t k = 0;                                        ///< key `k`: fixed k >= 1; 0 = use ratio
   double ratio = 0.01;   ///< key `ratio`: k = max(1, floor(ratio * n)) when k == 0; (0, 1]
   bool unbiased = true;  ///< key `unbiased`: scale by n/k on decode
   bool operator==(const RandKOptions&) const = default;
@@ -105,8 +111,9 @@ struct RandKOptions {
 
 /// sdither: sparse-coded dithering (spec/ALGORITHMS.md §5.2(a)).
 struct SDitherOptions {
-  uint32_t levels = 1;                 ///< key `levels`: s >= 1
-  Norm norm = Norm::kL2;               ///< key `norm`: l2 or linf
+  static constexpr const char* kName = "SDitherOptions";  ///< for messages
+  uint32_t levels = 1;                                    ///< key `levels`: s >= 1
+  Norm norm = Norm::kL2;                                  ///< key `norm`: l2 or linf
   int64_t block = 0;                   ///< key `block`: quantization block size; 0 = one block per segment
   EliasCode code = EliasCode::kGamma;  ///< key `code`: record code
   int64_t chunk = 4096;                ///< key `chunk`: coordinates per directory chunk, 1..2^24
@@ -115,6 +122,7 @@ struct SDitherOptions {
 
 /// spherical codebook (spec/ALGORITHMS.md §5.2(b)).
 struct SphericalOptions {
+  static constexpr const char* kName = "SphericalOptions";  ///< for messages
   int64_t dim = 16;         ///< key `block`: m_b >= 1, the dimension of one codebook block
   uint32_t index_bits = 8;  ///< key `bits`: codebook index bits B in 1..16 (2^B codewords)
   bool unscaled = false;    ///< key `unscaled`: decode nu * c (biased) instead of (nu / beta) * c
@@ -123,8 +131,9 @@ struct SphericalOptions {
 
 /// grid: deterministic rounding to a grid (spec/ALGORITHMS.md §6.1, §7.1).
 struct GridOptions {
-  double quantum = 0.00390625;  ///< key `step`: the grid quantum Delta > 0 (default 2^-8)
-  uint32_t level_bits = 16;     ///< key `bits`: level width in bits, 2..32
+  static constexpr const char* kName = "GridOptions";  ///< for messages
+  double quantum = 0.00390625;                         ///< key `step`: the grid quantum Delta > 0 (default 2^-8)
+  uint32_t level_bits = 16;                            ///< key `bits`: level width in bits, 2..32
   bool operator==(const GridOptions&) const = default;
 };
 
@@ -164,7 +173,7 @@ class CodecSpec {
   template <class O>
   [[nodiscard]] const O& options() const {
     if (const O* o = std::get_if<O>(&options_)) return *o;
-    wrong_options(CodecOptions(std::in_place_type<O>).index());
+    wrong_options(O::kName);
   }
   /// The options as type O, or nullptr when the codec's options are of another type.
   template <class O>
@@ -176,7 +185,7 @@ class CodecSpec {
  private:
   struct Unchecked {};
   CodecSpec(Unchecked, CodecId id, CodecOptions options) : id_(id), options_(std::move(options)) {}
-  [[noreturn]] void wrong_options(size_t wanted_index) const;
+  [[noreturn]] void wrong_options(const char* wanted) const;
 
   CodecId id_ = CodecId::kIdentity;
   CodecOptions options_{};
