@@ -362,7 +362,7 @@ TEST_F(KernelTargets, NaturalEncodeAboveTheParallelThresholdEqualsTheElementMath
     const uint32_t code = detail::natural_exponent_code(x[static_cast<size_t>(i)], word);
     want[static_cast<size_t>(4 * words + i)] = static_cast<uint8_t>(code);
     if (code != 0 && x[static_cast<size_t>(i)] < 0.0f)
-      want[static_cast<size_t>(4 * (i / 32) + (i % 32) / 8)] |= 1u << (i % 8);
+      want[static_cast<size_t>(4 * (i / 32) + (i % 32) / 8)] |= static_cast<uint8_t>(1u << (i % 8));
   }
   for (const auto& [id, name] : kernels::available_targets()) {
     kernels::force_target(id);
