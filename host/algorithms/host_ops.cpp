@@ -48,6 +48,17 @@ struct Math<double> {
   static bool nonfinite(double v) { return (float_bits(static_cast<float>(v)) & 0x7f800000u) == 0x7f800000u; }
 };
 
+/// Slot j of a message buffer (its used bytes when `sizes` is given, else the codec's full size),
+/// after every one of the `count` slots is validated: nothing is written before all of them pass.
+auto validated_slots(const Codec& k, const uint8_t* payloads, size_t stride, int count, const size_t* sizes) {
+  auto pay = [&k, payloads, stride, sizes](int j) {
+    const size_t bytes = sizes != nullptr ? sizes[static_cast<size_t>(j)] : k.encoded_bytes();
+    return std::span<const uint8_t>(payloads + stride * static_cast<size_t>(j), bytes);
+  };
+  for (int j = 0; j < count; ++j) k.validate(pay(j));
+  return pay;
+}
+
 template <class T>
 class HostOps final : public VecOps<T> {
   static constexpr bool kF32 = std::is_same_v<T, float>;
@@ -219,12 +230,8 @@ class HostOps final : public VecOps<T> {
                      const std::vector<RngKey>& keys, T* o) override {
     const Codec& k = codec(c);
     const auto n = static_cast<size_t>(k.num_elems());
-    auto pay = [&](int j) {
-      const size_t bytes = sizes != nullptr ? sizes[static_cast<size_t>(j)] : k.encoded_bytes();
-      return std::span<const uint8_t>(payloads + stride * static_cast<size_t>(j), bytes);
-    };
-    // Validate every payload before out changes (as the device decode_reduce).
-    for (int j = 0; j < count; ++j) k.validate(pay(j));
+    // Every payload validated before out changes (as the device decode_reduce).
+    const auto pay = validated_slots(k, payloads, stride, count, sizes);
     if constexpr (kF32) {
       if (k.range_decodable()) {
         write_out(n, o, [&](int64_t s, int64_t e, float* d) { sum_range(k, pay, count, s, e, d); });
@@ -246,11 +253,7 @@ class HostOps final : public VecOps<T> {
     const Codec& k = codec(c);
     if constexpr (kF32) {
       if (k.range_decodable() && n == static_cast<size_t>(k.num_elems())) {
-        auto pay = [&](int j) {
-          const size_t bytes = sizes != nullptr ? sizes[static_cast<size_t>(j)] : k.encoded_bytes();
-          return std::span<const uint8_t>(payloads + stride * static_cast<size_t>(j), bytes);
-        };
-        for (int j = 0; j < count; ++j) k.validate(pay(j));
+        const auto pay = validated_slots(k, payloads, stride, count, sizes);
         if (u == nullptr) {
           write_out(n, o, [&](int64_t s, int64_t e, float* d) {
             sum_range(k, pay, count, s, e, d);
@@ -274,11 +277,7 @@ class HostOps final : public VecOps<T> {
     const Codec& k = codec(c);
     if constexpr (kF32) {
       if (k.range_decodable() && n == static_cast<size_t>(k.num_elems())) {
-        auto pay = [&](int j) {
-          const size_t bytes = sizes != nullptr ? sizes[static_cast<size_t>(j)] : k.encoded_bytes();
-          return std::span<const uint8_t>(payloads + stride * static_cast<size_t>(j), bytes);
-        };
-        for (int j = 0; j < count; ++j) k.validate(pay(j));
+        const auto pay = validated_slots(k, payloads, stride, count, sizes);
         // The sum of each sub-range in L1, then w there (w != y): w is written once.
         write_out(n, w, [&](int64_t s, int64_t e, float* d) {
           sum_range(k, pay, count, s, e, d);
