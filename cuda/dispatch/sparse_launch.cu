@@ -129,17 +129,24 @@ size_t query_scan_temp_bytes(int64_t items) {
 
 namespace {
 
-/// topk: the exact selection (or, `sampled`, the DGC-style threshold), then the index words or the
-/// Rice-coded index stream.
-void topk_encode_impl(const DevicePlan& plan, const Workspace& ws, Input in, uint8_t* d_payload, Fuse fuse,
-                      float* d_mem, float alpha, bool sampled, cudaStream_t stream) {
-  if (plan.n == 0) return;  // k = 0: topk writes nothing (as the CPU codec)
+/// The scatter pass's arguments for an encode: what it reads and how it updates the memory
+/// (topk and randk add their outputs).
+ScatterArgs encode_scatter_args(Input in, Fuse fuse, float* d_mem, float alpha) {
   ScatterArgs args{};
   args.op = ScatterOp::kEncode;
   args.fuse = fuse;
   args.in = in;
   args.mem = d_mem;
   args.alpha = alpha;
+  return args;
+}
+
+/// topk: the exact selection (or, `sampled`, the DGC-style threshold), then the index words or the
+/// Rice-coded index stream.
+void topk_encode_impl(const DevicePlan& plan, const Workspace& ws, Input in, uint8_t* d_payload, Fuse fuse,
+                      float* d_mem, float alpha, bool sampled, cudaStream_t stream) {
+  if (plan.n == 0) return;  // k = 0: topk writes nothing (as the CPU codec)
+  ScatterArgs args = encode_scatter_args(in, fuse, d_mem, alpha);
   args.vals_out = reinterpret_cast<float*>(d_payload);
   args.idx_out = ws.idx;
   args.scale = 1.0f;
@@ -180,12 +187,7 @@ void randk_encode(const DevicePlan& plan, const Workspace& ws, Input in, const R
     GCOMP_LAUNCH(write_randk_header_kernel, 1, 1, stream, reinterpret_cast<uint32_t*>(d_payload), key.step, key.rank);
     return;
   }
-  ScatterArgs args{};
-  args.op = ScatterOp::kEncode;
-  args.fuse = fuse;
-  args.in = in;
-  args.mem = d_mem;
-  args.alpha = alpha;
+  ScatterArgs args = encode_scatter_args(in, fuse, d_mem, alpha);
   GCOMP_LAUNCH(check_finite_kernel,
                grid_for(gcomp::detail::ceil_div(plan.n, int64_t{lanes::kQuadElems}), kThreads, plan.max_blocks),
                kThreads, stream, in, plan.n, ws.status);
