@@ -392,7 +392,8 @@ SDitherCodec::Parsed SDitherCodec::parse(std::span<const uint8_t> payload) const
     p.scales[static_cast<size_t>(b)] = s;
   }
   p.dir.resize(static_cast<size_t>(num_chunks_));
-  std::memcpy(p.dir.data(), in + 4 * (num_blocks_ + 1), sizeof(uint32_t) * p.dir.size());
+  if (!p.dir.empty())  // n = 0: no chunk, and no pointer to copy to
+    std::memcpy(p.dir.data(), in + 4 * (num_blocks_ + 1), sizeof(uint32_t) * p.dir.size());
   const std::vector<uint32_t>& dir = p.dir;
   for (int64_t c = 0; c < num_chunks_; ++c) {
     if (c == 0 && dir[0] != 0u) corrupt(spec(), "chunk 0 does not start at stream bit 0");
