@@ -13,7 +13,6 @@
 #include <gcomp/detail/sparse.hpp>
 
 #include <algorithm>
-#include <climits>
 #include <cstring>
 
 namespace gcomp::detail {
