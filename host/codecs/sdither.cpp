@@ -91,6 +91,8 @@ SDitherCodec::SDitherCodec(CodecSpec spec, Layout layout) : Codec(std::move(spec
     GCOMP_EXPECTS(full == 0 || per_full <= int64_t{0xffffffff} / full, gcompErrorInvalidArgument,
                   "sdither: the worst-case stream does not fit 32-bit bit offsets; use fewer elements per message");
     worst_bits_ = full * per_full + per_last;
+    worst_full_chunk_bits_ = full > 0 ? per_full : per_last;
+    worst_last_chunk_bits_ = per_last;
   }
   GCOMP_EXPECTS(worst_bits_ <= int64_t{0xffffffff}, gcompErrorInvalidArgument,
                 "sdither: the worst-case stream (" + std::to_string(worst_bits_) +
@@ -227,38 +229,37 @@ class StreamWriter {
 
 }  // namespace
 
-void SDitherCodec::write(std::span<const float> x, std::span<const float> scales, const RngKey& key,
-                         std::span<uint8_t> payload) const {
-  const int64_t n = num_elems();
-  uint8_t* out = payload.data();
-  uint8_t* stream = out + stream_offset_bytes();
-  // Record codes of small gaps and levels from tables (the same bits as sdither_write_record).
-  std::vector<StreamCode> gap_codes(
-      static_cast<size_t>(std::min<uint64_t>(kCodeTable, static_cast<uint64_t>(chunk_) + 1)));
-  for (size_t g = 1; g < gap_codes.size(); ++g) gap_codes[g] = stream_code(code_, g);
-  std::vector<StreamCode> level_codes(
-      levels_ > 1 ? static_cast<size_t>(std::min<uint64_t>(kCodeTable, uint64_t{levels_} + 1)) : 0);
-  for (size_t l = 1; l < level_codes.size(); ++l) level_codes[l] = stream_code(code_, l);
-  const auto gap_code = [&](uint64_t g) { return g < gap_codes.size() ? gap_codes[g] : stream_code(code_, g); };
-  const auto level_code = [&](uint32_t l) { return l < level_codes.size() ? level_codes[l] : stream_code(code_, l); };
-
-  // Whole records (gap code, sign, level code) of gaps below kRecordGaps and levels up to
-  // kRecordLevels, with the position of their sign bit.
-  constexpr uint32_t kRecordGaps = 64, kRecordLevels = 15;
+/// The codes an encode writes, built once per call and shared by its chunk ranges.
+struct SDitherCodec::RecordTables {
+  std::vector<StreamCode> gap_codes, level_codes;
+  /// Whole records (gap code, sign, level code) of gaps below kRecordGaps and levels up to
+  /// kRecordLevels, with the position of their sign bit.
+  static constexpr uint32_t kRecordGaps = 64, kRecordLevels = 15;
   struct RecordCode {
     uint64_t value;
     uint32_t len, sign_shift;
   };
-  const uint32_t table_levels = levels_ > 1 ? std::min(levels_, kRecordLevels) : 1;
-  const uint32_t table_gaps = static_cast<uint32_t>(std::min<uint64_t>(kRecordGaps, gap_codes.size()));
-  std::vector<RecordCode> records(static_cast<size_t>(table_gaps) * (table_levels + 1));
-  for (uint32_t g = 1; g < table_gaps; ++g)
-    for (uint32_t l = 1; l <= table_levels; ++l) {
-      const StreamCode gc = gap_codes[g];
-      RecordCode& r = records[static_cast<size_t>(g) * (table_levels + 1) + l];
+  std::vector<RecordCode> records;
+  uint32_t table_levels = 1, table_gaps = 0;
+};
+
+SDitherCodec::RecordTables SDitherCodec::record_tables() const {
+  // Record codes of small gaps and levels from tables (the same bits as sdither_write_record).
+  RecordTables t;
+  t.gap_codes.resize(static_cast<size_t>(std::min<uint64_t>(kCodeTable, static_cast<uint64_t>(chunk_) + 1)));
+  for (size_t g = 1; g < t.gap_codes.size(); ++g) t.gap_codes[g] = stream_code(code_, g);
+  t.level_codes.resize(levels_ > 1 ? static_cast<size_t>(std::min<uint64_t>(kCodeTable, uint64_t{levels_} + 1)) : 0);
+  for (size_t l = 1; l < t.level_codes.size(); ++l) t.level_codes[l] = stream_code(code_, l);
+  t.table_levels = levels_ > 1 ? std::min(levels_, RecordTables::kRecordLevels) : 1;
+  t.table_gaps = static_cast<uint32_t>(std::min<uint64_t>(RecordTables::kRecordGaps, t.gap_codes.size()));
+  t.records.resize(static_cast<size_t>(t.table_gaps) * (t.table_levels + 1));
+  for (uint32_t g = 1; g < t.table_gaps; ++g)
+    for (uint32_t l = 1; l <= t.table_levels; ++l) {
+      const StreamCode gc = t.gap_codes[g];
+      RecordTables::RecordCode& r = t.records[static_cast<size_t>(g) * (t.table_levels + 1) + l];
       r.sign_shift = gc.len;
       if (levels_ > 1) {
-        const StreamCode lc = level_codes[l];
+        const StreamCode lc = t.level_codes[l];
         r.value = gc.value | (lc.value << (gc.len + 1));
         r.len = gc.len + 1 + lc.len;  // at most 11 + 1 + 8 bits
       } else {
@@ -266,31 +267,44 @@ void SDitherCodec::write(std::span<const float> x, std::span<const float> scales
         r.len = gc.len + 1;
       }
     }
+  return t;
+}
 
+uint64_t SDitherCodec::write_chunks(const float* x, std::span<const float> scales, const RngKey& key,
+                                    const RecordTables& t, int64_t c0, int64_t c1, uint8_t* stream,
+                                    uint32_t* dir) const {
+  const int64_t n = num_elems();
+  const auto gap_code = [&](uint64_t g) { return g < t.gap_codes.size() ? t.gap_codes[g] : stream_code(code_, g); };
+  const auto level_code = [&](uint32_t l) {
+    return l < t.level_codes.size() ? t.level_codes[l] : stream_code(code_, l);
+  };
   StreamWriter w(stream);
-  std::vector<uint32_t> dir(static_cast<size_t>(num_chunks_), 0u);
-  int64_t chunk = 0;            // chunk of the next record
-  int64_t next_chunk = chunk_;  // first element of chunk + 1
-  int64_t prev = -1;            // the previous nonzero, or the chunk start - 1
-  uint32_t rnd[kSubElems];
-  uint32_t coded[kSubElems];
-  uint32_t keys[kSubElems];
-  uint32_t nonzeros[kSubElems];
-  for (int64_t a = 0; a < n; a += kSubElems) {
-    const int64_t e = std::min(n, a + kSubElems);
-    // One Philox block per four elements; dither's levels, run by run.
-    kernels::philox_words(key, kStreamElement, static_cast<uint64_t>(a) / 4, ceil_div(e - a, 4), rnd);
+  const int64_t first = c0 * chunk_, last = std::min(n, c1 * chunk_);
+  int64_t chunk = c0;                   // chunk of the next record
+  int64_t next_chunk = first + chunk_;  // first element of chunk + 1
+  int64_t prev = first - 1;             // the previous nonzero, or the chunk start - 1
+  dir[0] = 0;
+  alignas(64) uint32_t rnd[kSubElems + 4];
+  alignas(64) uint32_t coded[kSubElems];
+  alignas(64) uint32_t keys[kSubElems];
+  alignas(64) uint32_t nonzeros[kSubElems];
+  for (int64_t a = first; a < last; a += kSubElems) {
+    const int64_t e = std::min(last, a + kSubElems);
+    // One Philox block per four elements (from the group of a: a range may start inside one);
+    // dither's levels, run by run.
+    const int64_t a4 = a & ~int64_t{3};
+    kernels::philox_words(key, kStreamElement, static_cast<uint64_t>(a4) / 4, ceil_div(e - a4, 4), rnd);
     for_each_run(blocks_, a, e, [&](int64_t r0, int64_t r1, int64_t b) {
-      kernels::quantize(false, x.data() + r0, r1 - r0, scales[b], levels_, rnd + (r0 - a), coded + (r0 - a));
+      kernels::quantize(false, x + r0, r1 - r0, scales[b], levels_, rnd + (r0 - a4), coded + (r0 - a));
     });
     // The nonzeros in order: coded - 1 wraps only for a zero (every nonzero code is below 2^32 - 1)
     for (int64_t j = 0; j < e - a; ++j) keys[j] = coded[j] - 1u;
     const int64_t count = kernels::select_at_most(keys, e - a, 0xfffffffeu, nonzeros);
-    for (int64_t t = 0; t < count; ++t) {
-      const int64_t i = a + nonzeros[t];
+    for (int64_t k = 0; k < count; ++k) {
+      const int64_t i = a + nonzeros[k];
       while (i >= next_chunk) {  // chunks before i's: their offsets are the position so far
         ++chunk;
-        dir[static_cast<size_t>(chunk)] = static_cast<uint32_t>(w.pos());
+        dir[chunk - c0] = static_cast<uint32_t>(w.pos());
         prev = next_chunk - 1;
         next_chunk += chunk_;
       }
@@ -298,8 +312,8 @@ void SDitherCodec::write(std::span<const float> x, std::span<const float> scales
       const uint64_t sign = c >> 31;
       const uint64_t gap = static_cast<uint64_t>(i - prev);
       const uint32_t level = c & ~kernels::kNegativeBit;
-      if (gap < table_gaps && level <= table_levels) {
-        const RecordCode& r = records[static_cast<size_t>(gap) * (table_levels + 1) + level];
+      if (gap < t.table_gaps && level <= t.table_levels) {
+        const RecordTables::RecordCode& r = t.records[static_cast<size_t>(gap) * (t.table_levels + 1) + level];
         w.put(r.value | (sign << r.sign_shift), r.len);
         prev = i;
         continue;
@@ -319,9 +333,86 @@ void SDitherCodec::write(std::span<const float> x, std::span<const float> scales
       prev = i;
     }
   }
-  for (++chunk; chunk < num_chunks_; ++chunk) dir[static_cast<size_t>(chunk)] = static_cast<uint32_t>(w.pos());
+  for (++chunk; chunk < c1; ++chunk) dir[chunk - c0] = static_cast<uint32_t>(w.pos());
   const uint64_t total = w.pos();
-  const int64_t used = w.finish();
+  w.finish();
+  return total;
+}
+
+namespace {
+
+/// Stream bits [pos, pos + 32) of a zero-padded word stream, for any pos >= -31 (bits before 0 read as 0).
+inline uint32_t bits_at(const uint32_t* words, int64_t pos) {
+  if (pos < 0) return words[0] << static_cast<uint32_t>(-pos);
+  const uint64_t q = static_cast<uint64_t>(pos) >> 5;
+  const uint32_t off = static_cast<uint32_t>(pos & 31);
+  const uint64_t two = static_cast<uint64_t>(words[q]) | (static_cast<uint64_t>(words[q + 1]) << 32);
+  return static_cast<uint32_t>(two >> off);
+}
+
+}  // namespace
+
+void SDitherCodec::write(std::span<const float> x, std::span<const float> scales, const RngKey& key,
+                         std::span<uint8_t> payload) const {
+  uint8_t* out = payload.data();
+  uint8_t* stream = out + stream_offset_bytes();
+  const RecordTables tables = record_tables();
+  std::vector<uint32_t> dir(static_cast<size_t>(num_chunks_) + 1, 0u);
+  uint64_t total = 0;
+  int64_t used = 0;  // stream words written
+  const int64_t per = pool_chunks();
+  if (per == 0) {
+    total = write_chunks(x.data(), scales, key, tables, 0, num_chunks_, stream, dir.data());
+    used = ceil_div(static_cast<int64_t>(total), 32);
+  } else {
+    // Each chunk range writes its records into a stream of its own (its directory relative to
+    // its first bit), then the streams are placed one after the other: range t starts at the sum
+    // of the earlier ranges' bits. Words inside one range's bits are written by that range; the
+    // words a boundary between ranges falls in get their bits from both sides afterwards.
+    const int64_t ranges = ceil_div(num_chunks_, per);
+    std::vector<int64_t> starts(static_cast<size_t>(ranges) + 1);
+    for (int64_t r = 0; r <= ranges; ++r) starts[static_cast<size_t>(r)] = std::min(num_chunks_, r * per);
+    std::vector<std::vector<uint32_t>> local(static_cast<size_t>(ranges));
+    std::vector<uint64_t> bits(static_cast<size_t>(ranges) + 1, 0u);
+    parallel_for(ranges, [&](int64_t r) {
+      const int64_t c0 = starts[static_cast<size_t>(r)], c1 = starts[static_cast<size_t>(r) + 1];
+      const int64_t worst = (c1 - c0 - 1) * worst_full_chunk_bits_ +
+                            (c1 == num_chunks_ ? worst_last_chunk_bits_ : worst_full_chunk_bits_);
+      std::vector<uint32_t>& buf = local[static_cast<size_t>(r)];
+      buf.assign(static_cast<size_t>(ceil_div(worst, 32) + 2 + 1), 0u);  // StreamWriter slack + a zero word
+      bits[static_cast<size_t>(r) + 1] =
+          write_chunks(x.data(), scales, key, tables, c0, c1, reinterpret_cast<uint8_t*>(buf.data()), dir.data() + c0);
+    });
+    std::vector<uint64_t> at(static_cast<size_t>(ranges) + 1, 0u);  // first bit of each range
+    for (int64_t r = 0; r < ranges; ++r)
+      at[static_cast<size_t>(r) + 1] = at[static_cast<size_t>(r)] + bits[static_cast<size_t>(r) + 1];
+    total = at[static_cast<size_t>(ranges)];
+    used = ceil_div(static_cast<int64_t>(total), 32);
+    // words wholly inside range r: [ceil(at_r / 32), floor(at_{r+1} / 32))
+    parallel_for(ranges, [&](int64_t r) {
+      const uint64_t b0 = at[static_cast<size_t>(r)], b1 = at[static_cast<size_t>(r) + 1];
+      const uint32_t* src = local[static_cast<size_t>(r)].data();
+      for (uint64_t w = (b0 + 31) / 32; w < b1 / 32; ++w)
+        store_u32(stream + 4 * w, bits_at(src, static_cast<int64_t>(32 * w) - static_cast<int64_t>(b0)));
+      for (int64_t c = starts[static_cast<size_t>(r)] + 1; c < starts[static_cast<size_t>(r) + 1]; ++c)
+        dir[static_cast<size_t>(c)] += static_cast<uint32_t>(b0);
+      dir[static_cast<size_t>(starts[static_cast<size_t>(r)])] = static_cast<uint32_t>(b0);
+    });
+    // words holding a range boundary (or a range's end): the OR of every range's bits in them
+    for (int64_t r = 0; r < ranges; ++r) {
+      const uint64_t b0 = at[static_cast<size_t>(r)], b1 = at[static_cast<size_t>(r) + 1];
+      if (b1 % 32 == 0 || b1 == b0) continue;
+      const uint64_t w = b1 / 32;  // the word range r ends in
+      uint32_t v = 0;
+      const auto add = [&](int64_t q) {  // range q's bits in word w (zero beyond its end)
+        const uint64_t q0 = at[static_cast<size_t>(q)];
+        v |= bits_at(local[static_cast<size_t>(q)].data(), static_cast<int64_t>(32 * w) - static_cast<int64_t>(q0));
+      };
+      for (int64_t q = r; q >= 0 && at[static_cast<size_t>(q) + 1] > 32 * w; --q) add(q);  // r and the earlier ones
+      for (int64_t q = r + 1; q < ranges && at[static_cast<size_t>(q)] < 32 * w + 32; ++q) add(q);  // the later ones
+      store_u32(stream + 4 * w, v);
+    }
+  }
   std::memset(stream + 4 * used, 0, static_cast<size_t>(4 * (stream_words_ - used)));  // zero padding
   for (int64_t b = 0; b < num_blocks_; ++b) store_f32(out + 4 * b, scales[b]);
   store_u32(out + 4 * num_blocks_, static_cast<uint32_t>(total));
@@ -378,6 +469,28 @@ inline uint32_t fast_elias(const uint32_t* words, uint64_t& pos, uint64_t end, u
 }
 
 }  // namespace
+
+int64_t SDitherCodec::pool_chunks() const {
+  if (num_elems() < kParallelMinElems || chunk_ > kMaxPoolChunk || num_chunks_ < 2) return 0;
+  const int64_t per = std::max<int64_t>(1, kPieceElems / chunk_);
+  return per < num_chunks_ ? per : 0;
+}
+
+template <class F>
+void SDitherCodec::for_each_chunk_range(F&& f) const {
+  // Chunks are independent record streams (the directory gives each one's first bit), so the
+  // walks split over the pool by whole chunks: ranges of about a piece (kPieceElems elements),
+  // fixed by n and chunk alone. A range's first failure is the serial walk's when it is the lowest
+  // failing range, and parallel_for rethrows the lowest task's exception: the same error as one
+  // walk in order. Chunks above kMaxPoolChunk elements stay on the calling thread (each task would
+  // hold a chunk-sized scratch).
+  const int64_t per = pool_chunks();
+  if (per == 0) {
+    f(int64_t{0}, num_chunks_);
+    return;
+  }
+  parallel_for(ceil_div(num_chunks_, per), [&](int64_t t) { f(t * per, std::min(num_chunks_, (t + 1) * per)); });
+}
 
 SDitherCodec::Parsed SDitherCodec::parse(std::span<const uint8_t> payload) const {
   check_payload_size(payload);  // full, or short with exactly the used size
@@ -518,13 +631,13 @@ SDitherCodec::Parsed SDitherCodec::checked(std::span<const uint8_t> payload, std
       static_cast<int64_t>(out.size()) == num_elems(), gcompErrorInvalidArgument,
       "decode: output has " + std::to_string(out.size()) + " elements, layout has " + std::to_string(num_elems()));
   Parsed p = parse(payload);
-  walk(p, 0, num_chunks_, [](int64_t, float) {});
+  for_each_chunk_range([&](int64_t c0, int64_t c1) { walk(p, c0, c1, [](int64_t, float) {}); });
   return p;
 }
 
 void SDitherCodec::validate(std::span<const uint8_t> payload) const {
   const Parsed p = parse(payload);
-  walk(p, 0, num_chunks_, [](int64_t, float) {});
+  for_each_chunk_range([&](int64_t c0, int64_t c1) { walk(p, c0, c1, [](int64_t, float) {}); });
 }
 
 void SDitherCodec::decode_impl(std::span<const uint8_t> payload, float weight, bool overwrite,
@@ -539,32 +652,35 @@ void SDitherCodec::add_groups(std::span<const Parsed> parsed, std::span<const fl
   // scratch (stores without branches on the gaps), then out = scratch (overwrite) or
   // out + w * scratch for each payload in turn. A zero of the scratch adds w * 0, as
   // decode_accumulate does between nonzeros, so the bits equal one payload after the other.
+  // Chunk ranges run on the pool: each writes its own part of out.
   const int64_t n = num_elems();
   const int64_t per_group = std::max<int64_t>(1, kSubElems / chunk_);
   const int64_t group_elems = per_group * chunk_;
-  std::vector<float> heap;
-  float local[kSubElems];
-  float* scratch = local;
-  if (group_elems > kSubElems) {
-    heap.resize(static_cast<size_t>(std::min(n, group_elems)));
-    scratch = heap.data();
-  }
   const bool stream = overwrite && 4 * n >= stream_min_bytes();
-  for (int64_t c0 = 0; c0 < num_chunks_; c0 += per_group) {
-    const int64_t c1 = std::min(num_chunks_, c0 + per_group);
-    const int64_t g0 = c0 * chunk_, g1 = std::min(n, c1 * chunk_);
-    for (size_t j = 0; j < parsed.size(); ++j) {
-      std::memset(scratch, 0, sizeof(float) * static_cast<size_t>(g1 - g0));
-      walk(parsed[j], c0, c1, [scratch, g0](int64_t i, float v) { scratch[i - g0] = v; });
-      if (!overwrite)
-        kernels::axpy(scratch, g1 - g0, weights[j], out + g0);
-      else if (stream)
-        kernels::stream_copy(reinterpret_cast<const uint8_t*>(scratch), g1 - g0, out + g0);
-      else
-        std::memcpy(out + g0, scratch, sizeof(float) * static_cast<size_t>(g1 - g0));
+  for_each_chunk_range([&](int64_t r0, int64_t r1) {
+    std::vector<float> heap;
+    alignas(64) float local[kSubElems];
+    float* scratch = local;
+    if (group_elems > kSubElems) {
+      heap.resize(static_cast<size_t>(std::min(n, group_elems)));
+      scratch = heap.data();
     }
-  }
-  if (stream) kernels::stream_fence();
+    for (int64_t c0 = r0; c0 < r1; c0 += per_group) {
+      const int64_t c1 = std::min(r1, c0 + per_group);
+      const int64_t g0 = c0 * chunk_, g1 = std::min(n, c1 * chunk_);
+      for (size_t j = 0; j < parsed.size(); ++j) {
+        std::memset(scratch, 0, sizeof(float) * static_cast<size_t>(g1 - g0));
+        walk(parsed[j], c0, c1, [scratch, g0](int64_t i, float v) { scratch[i - g0] = v; });
+        if (!overwrite)
+          kernels::axpy(scratch, g1 - g0, weights[j], out + g0);
+        else if (stream)
+          kernels::stream_copy(reinterpret_cast<const uint8_t*>(scratch), g1 - g0, out + g0);
+        else
+          std::memcpy(out + g0, scratch, sizeof(float) * static_cast<size_t>(g1 - g0));
+      }
+    }
+    if (stream) kernels::stream_fence();  // before the pool hands the range back
+  });
 }
 
 void SDitherCodec::decode_reduce(std::span<const std::span<const uint8_t>> payloads, std::span<const RngKey> keys,

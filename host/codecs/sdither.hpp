@@ -69,6 +69,22 @@ class SDitherCodec final : public Codec {
   /// The values of validated payloads into out, group of chunks by group: out = the one payload's
   /// values (overwrite), or out + weights[j] * values of payload j for each j in turn.
   void add_groups(std::span<const Parsed> parsed, std::span<const float> weights, bool overwrite, float* out) const;
+  /// f(c0, c1) for ranges of whole chunks covering [0, num_chunks_), on the pool when the message
+  /// is large (defined in sdither.cpp only).
+  template <class F>
+  void for_each_chunk_range(F&& f) const;
+  /// Chunks per pool task (ranges of about a piece, fixed by n and chunk), or 0 when the walks
+  /// and the encode stay on the calling thread.
+  [[nodiscard]] int64_t pool_chunks() const;
+  /// The codes an encode writes (sdither.cpp).
+  struct RecordTables;
+  RecordTables record_tables() const;
+  /// Encodes the records of chunks [c0, c1) into `stream` (from its bit 0, whole words, the last
+  /// one zero-filled) and their offsets relative to it into dir[0, c1 - c0); returns the bits.
+  uint64_t write_chunks(const float* x, std::span<const float> scales, const RngKey& key, const RecordTables& t,
+                        int64_t c0, int64_t c1, uint8_t* stream, uint32_t* dir) const;
+  /// Largest chunk whose walks run on the pool (elements).
+  static constexpr int64_t kMaxPoolChunk = int64_t{1} << 18;
 
   std::unique_ptr<DensePlaneCodec> dither_;  // the quantizer's scales and guarantee
   uint32_t levels_ = 1;
@@ -78,6 +94,7 @@ class SDitherCodec final : public Codec {
   int64_t num_blocks_ = 0;
   int64_t num_chunks_ = 0;
   int64_t worst_bits_ = 0;
+  int64_t worst_full_chunk_bits_ = 0, worst_last_chunk_bits_ = 0;  // worst_chunk_bits of a whole / the last chunk
   int64_t stream_words_ = 0;
   /// Records of at most kLutBits bits by their first kLutBits stream bits (sdither.cpp): the
   /// length, sign, level and gap of the record, or 0 where the exact reader decides.

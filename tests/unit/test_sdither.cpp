@@ -204,6 +204,23 @@ INSTANTIATE_TEST_SUITE_P(Sweep, SDitherEqualsDitherTest,
                            return s;
                          });
 
+// Messages from 2^18 elements encode, validate and decode by ranges of whole chunks on the pool
+// (streams concatenated at bit offsets, ranges that start inside a Philox group when the chunk is
+// odd): the same payload as the independent reference, for any thread count (test_kernels.cpp).
+INSTANTIATE_TEST_SUITE_P(PoolRanges, SDitherEqualsDitherTest,
+                         testing::Combine(testing::Values("sdither", "sdither:levels=4,norm=linf,code=delta,chunk=32",
+                                                          "sdither:levels=7,norm=l2,block=33,chunk=31",
+                                                          "sdither:levels=1,norm=linf,block=10,chunk=1"),
+                                          testing::Values(std::vector<int64_t>{270001},
+                                                          std::vector<int64_t>{131077, 70001, 3, 64, 100000})),
+                         [](const auto& param_info) {
+                           std::string s = std::get<0>(param_info.param);
+                           for (char& ch : s)
+                             if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           for (auto v : std::get<1>(param_info.param)) s += "_" + std::to_string(v);
+                           return s;
+                         });
+
 // --------------------------------------------------------------------------- bit-exact examples
 
 TEST(SDitherFormatTest, HandComputedStreams) {
