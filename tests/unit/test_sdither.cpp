@@ -194,15 +194,18 @@ std::vector<std::vector<int64_t>> sd_layouts() {
   return {{0}, {1}, {31}, {33}, {4097}, {4096, 1}, {5, 0, 40, 1, 33}, {64, 64, 7}, {100, 4096, 3}};
 }
 
+/// Test name: the spec with its punctuation as '_', then the segment lengths.
+std::string sd_param_name(const testing::TestParamInfo<std::tuple<const char*, std::vector<int64_t>>>& info) {
+  std::string s = std::get<0>(info.param);
+  for (char& ch : s)
+    if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
+  for (auto v : std::get<1>(info.param)) s += "_" + std::to_string(v);
+  return s;
+}
+
 INSTANTIATE_TEST_SUITE_P(Sweep, SDitherEqualsDitherTest,
                          testing::Combine(testing::ValuesIn(kSDitherSpecs), testing::ValuesIn(sd_layouts())),
-                         [](const auto& param_info) {
-                           std::string s = std::get<0>(param_info.param);
-                           for (char& ch : s)
-                             if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
-                           for (auto v : std::get<1>(param_info.param)) s += "_" + std::to_string(v);
-                           return s;
-                         });
+                         sd_param_name);
 
 // Messages from 2^18 elements encode, validate and decode by ranges of whole chunks on the pool
 // (streams concatenated at bit offsets, ranges that start inside a Philox group when the chunk is
@@ -213,13 +216,7 @@ INSTANTIATE_TEST_SUITE_P(PoolRanges, SDitherEqualsDitherTest,
                                                           "sdither:levels=1,norm=linf,block=10,chunk=1"),
                                           testing::Values(std::vector<int64_t>{270001},
                                                           std::vector<int64_t>{131077, 70001, 3, 64, 100000})),
-                         [](const auto& param_info) {
-                           std::string s = std::get<0>(param_info.param);
-                           for (char& ch : s)
-                             if (!isalnum(static_cast<unsigned char>(ch))) ch = '_';
-                           for (auto v : std::get<1>(param_info.param)) s += "_" + std::to_string(v);
-                           return s;
-                         });
+                         sd_param_name);
 
 // --------------------------------------------------------------------------- bit-exact examples
 
