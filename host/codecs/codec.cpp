@@ -146,20 +146,47 @@ void Codec::encode_ef(std::span<const float> p, const RngKey& key, std::span<uin
   GCOMP_EXPECTS(e.size() == p.size(), gcompErrorInvalidArgument, "encode_ef: memory size differs from input");
   encode(p, key, payload);
   const std::span<const uint8_t> msg = payload.first(encoded_bytes());
-  // e = p + (-1) * decoded: the update of the fused EF kernels (gcomp/detail/fused_memory.hpp).
-  const float ef_weight = detail::fused_weight(detail::FuseMode::kEF, 0.0f);
   if (!range_decodable()) {
     // e = p + (-1) * decoded is exactly p - decoded; in place the copy is a no-op.
     if (p.data() != e.data()) std::copy(p.begin(), p.end(), e.begin());
-    decode_accumulate(msg, key, ef_weight, e);
+    decode_accumulate(msg, key, detail::fused_weight(detail::FuseMode::kEF, 0.0f), e);
     return;
   }
-  // One pass over e: per sub-range, e = p, then e + (-1) * decoded while it is in L1 (a large e
-  // through streaming stores: overwrite_pieces).
+  ef_update(
+      [&p](int64_t a, int64_t b, float* dst) {
+        if (p.data() + a != dst) std::copy(p.begin() + a, p.begin() + b, dst);
+      },
+      msg, e);
+}
+
+void Codec::encode_ef_from(const Source& source, const RngKey& key, std::span<uint8_t> payload,
+                           std::span<float> e) const {
+  GCOMP_EXPECTS(static_cast<int64_t>(e.size()) == num_elems(), gcompErrorInvalidArgument,
+                "encode_ef_from: memory has " + std::to_string(e.size()) + " elements, layout has " +
+                    std::to_string(num_elems()));
+  GCOMP_EXPECTS(payload.size() >= encoded_bytes(), gcompErrorWorkspaceTooSmall,
+                "encode_ef_from: payload buffer has " + std::to_string(payload.size()) + " bytes, needs " +
+                    std::to_string(encoded_bytes()));
+  const SourceEncode done = range_decodable() ? encode_from(source, key, payload, e) : SourceEncode::kUnsupported;
+  if (done == SourceEncode::kUnsupported) {
+    // The input stored in e, then encode_ef in place.
+    detail::for_each_piece(num_elems(), [&](int64_t b, int64_t t) { source(b, t, e.data() + b); });
+    encode_ef(e, key, payload, e);
+  } else if (done == SourceEncode::kPayload) {
+    ef_update(source, payload.first(encoded_bytes()), e);
+  }
+}
+
+// e = p + (-1) * decode(msg), p from `source`: the update of the fused EF kernels
+// (gcomp/detail/fused_memory.hpp), exactly p - decoded. One pass over e: per sub-range, p there,
+// then the decoded values subtracted while it is in L1 (a large e through streaming stores:
+// overwrite_pieces).
+void Codec::ef_update(const Source& source, std::span<const uint8_t> msg, std::span<float> e) const {
+  const float ef_weight = detail::fused_weight(detail::FuseMode::kEF, 0.0f);
   detail::overwrite_pieces(num_elems(), e.data(), [&](int64_t begin, int64_t end, float* d) {
     detail::for_each_sub(begin, end, [&](int64_t a, int64_t b) {
       float* da = d + (a - begin);
-      if (p.data() + a != da) std::copy(p.begin() + a, p.begin() + b, da);
+      source(a, b, da);
       decode_range(msg, a, b, ef_weight, true, da);
     });
   });

@@ -24,7 +24,9 @@ double combine_tiles(const Op& op, const double* tiles, int64_t count, std::vect
 }  // namespace
 
 std::vector<double> reduce_blocks(const std::vector<int64_t>& blocks, const float* x, kernels::ReduceOp op,
-                                  std::span<const double> means, const std::function<void(int64_t, int64_t)>* on_tile) {
+                                  std::span<const double> means,
+                                  const std::function<void(int64_t, int64_t, const float*)>* on_tile,
+                                  const ElementSource* source) {
   const int64_t num_blocks = static_cast<int64_t>(blocks.size()) - 1;
   std::vector<double> out(static_cast<size_t>(std::max<int64_t>(num_blocks, 0)));
   if (num_blocks <= 0) return out;
@@ -38,6 +40,7 @@ std::vector<double> reduce_blocks(const std::vector<int64_t>& blocks, const floa
   const int64_t per_task = std::max<int64_t>(1, kPieceElems / kTileElems);
   const int64_t n = blocks[num_blocks] - blocks[0];
   auto task = [&](int64_t t) {
+    alignas(64) float produced[kTileElems];  // the tile of a source
     const int64_t t0 = t * per_task, t1 = std::min(tiles, t0 + per_task);
     int64_t b =
         static_cast<int64_t>(std::upper_bound(first_tile.begin(), first_tile.end(), t0) - first_tile.begin()) - 1;
@@ -45,8 +48,10 @@ std::vector<double> reduce_blocks(const std::vector<int64_t>& blocks, const floa
       while (k >= first_tile[b + 1]) ++b;
       const int64_t begin = blocks[b] + (k - first_tile[b]) * kTileElems;
       const int64_t len = std::min(kTileElems, blocks[b + 1] - begin);
-      tile_values[static_cast<size_t>(k)] = kernels::reduce_tile(op, x + begin, len, means.empty() ? 0.0 : means[b]);
-      if (on_tile != nullptr) (*on_tile)(begin, begin + len);
+      if (source != nullptr) (*source)(begin, begin + len, produced);
+      const float* data = source != nullptr ? produced : x + begin;
+      tile_values[static_cast<size_t>(k)] = kernels::reduce_tile(op, data, len, means.empty() ? 0.0 : means[b]);
+      if (on_tile != nullptr) (*on_tile)(begin, begin + len, data);
     }
   };
   const int64_t tasks = ceil_div(tiles, per_task);

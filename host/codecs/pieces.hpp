@@ -92,14 +92,20 @@ void for_each_run(const std::vector<int64_t>& blocks, int64_t begin, int64_t end
   }
 }
 
+/// Elements [begin, end) of an input that is not stored, written to dst[0, end - begin).
+using ElementSource = std::function<void(int64_t, int64_t, float*)>;
+
 /// The reduced value of every block [blocks[b], blocks[b + 1]) of x in the order of reduce.hpp:
 /// tiles (kernels::reduce_tile) in parallel, then the halving tree over each block's tiles.
 /// means[b] is the mean of block b for kCenteredSquareSum (else unused, may be empty).
-/// on_tile (when given) runs on each tile [begin, end) right after its reduction, while the tile is
-/// in cache (a second use of x for the price of one read from memory), on the tile's thread.
+/// on_tile (when given) runs on each tile [begin, end) right after its reduction, with the tile's
+/// elements at `data` while they are in cache (a second use of x for the price of one read from
+/// memory), on the tile's thread. With `source`, x is not read (it may be null): each tile is
+/// produced by the source into an L1 scratch of kTileElems elements, reduced and handed to on_tile.
 std::vector<double> reduce_blocks(const std::vector<int64_t>& blocks, const float* x, kernels::ReduceOp op,
                                   std::span<const double> means = {},
-                                  const std::function<void(int64_t, int64_t)>* on_tile = nullptr);
+                                  const std::function<void(int64_t, int64_t, const float*)>* on_tile = nullptr,
+                                  const ElementSource* source = nullptr);
 
 /// Index of the first NaN or Inf in x[0, n), or -1 (parallel for large n).
 int64_t find_nonfinite_parallel(const float* x, int64_t n);

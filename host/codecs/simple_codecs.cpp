@@ -5,6 +5,7 @@
 #include "host/codecs/pieces.hpp"
 
 #include <gcomp/detail/codec_math.hpp>
+#include <gcomp/detail/fused_memory.hpp>
 #include <gcomp/detail/norms.hpp>
 #include <gcomp/detail/payload_rules.hpp>
 
@@ -85,6 +86,10 @@ SignCodec::SignCodec(CodecSpec spec, Layout layout) : Codec(std::move(spec), std
   blocks_ = block_offsets(this->layout(), o.block);
   num_blocks_ = static_cast<int64_t>(blocks_.size()) - 1;
   words_ = ceil_div(num_elems(), kGroupElems);
+  for (int64_t b = 0; b < num_blocks_; ++b) {
+    aligned_ = aligned_ && blocks_[b] % kGroupElems == 0;
+    max_block_ = std::max(max_block_, blocks_[b + 1] - blocks_[b]);
+  }
 }
 
 int64_t SignCodec::num_scales() const { return scaled_ ? num_blocks_ : 0; }
@@ -102,44 +107,31 @@ Guarantee SignCodec::guarantee() const {
   return Guarantee{Guarantee::Kind::kContractive, 0.0, b > 0 ? 1.0 / static_cast<double>(b) : 1.0};
 }
 
+namespace {
+
+// Sign bits of src[0, len) (elements from a multiple of 32 on) into dst[0 ..]; lanes past len
+// read +0 (bit 0).
+void sign_range(const float* src, int64_t len, uint32_t* dst) {
+  const int64_t full = len / kGroupElems;
+  kernels::sign_words(src, full, dst);
+  if (full * kGroupElems < len) {  // the last, partial group
+    float tail[kGroupElems] = {};
+    std::copy(src + full * kGroupElems, src + len, tail);
+    kernels::sign_words(tail, 1, dst + full);
+  }
+}
+
+}  // namespace
+
 void SignCodec::encode(std::span<const float> x, const RngKey&, std::span<uint8_t> payload) const {
   check_encode_args(x, payload);
+  if (scaled_ && aligned_) {
+    encode_tiles(x.data(), nullptr, payload);
+    return;
+  }
   const int64_t m = num_scales();
   std::vector<float> scales(static_cast<size_t>(m));
   const int64_t n = num_elems();
-  // Sign bits of x[a, e) (a a multiple of 32) into dst[0 ..]; lanes past n read +0 (bit 0).
-  const auto sign_range = [&x](int64_t a, int64_t e, uint32_t* dst) {
-    const int64_t full = (e - a) / kGroupElems;
-    kernels::sign_words(x.data() + a, full, dst);
-    if (a + full * kGroupElems < e) {  // the last, partial group
-      float tail[kGroupElems] = {};
-      std::copy(x.data() + a + full * kGroupElems, x.data() + e, tail);
-      kernels::sign_words(tail, 1, dst + full);
-    }
-  };
-  // Scaled sign with every block starting on a group boundary: the sign words of each tile are
-  // taken while the block-scale pass has it in cache (x read once from memory), into scratch
-  // that reaches the payload only once the scales are known to be finite.
-  bool aligned = true;
-  for (int64_t b = 0; b < num_blocks_; ++b) aligned = aligned && blocks_[b] % kGroupElems == 0;
-  if (scaled_ && aligned) {
-    std::vector<uint32_t> words(static_cast<size_t>(words_));
-    const std::function<void(int64_t, int64_t)> on_tile = [&](int64_t a, int64_t e) {
-      sign_range(a, e, words.data() + a / kGroupElems);
-    };
-    const std::vector<double> sums = reduce_blocks(blocks_, x.data(), kernels::ReduceOp::kAbsSum, {}, &on_tile);
-    for (int64_t b = 0; b < m; ++b) {
-      scales[b] = finish_mean_abs(sums[b], blocks_[b + 1] - blocks_[b]);
-      if (!is_finite_f(scales[b])) GCOMP_FAIL(gcompErrorNonFinite, "non-finite gradient in block " + std::to_string(b));
-    }
-    uint8_t* out = payload.data();
-    for (int64_t b = 0; b < m; ++b) store_f32(out + 4 * b, scales[b]);
-    for_each_piece(n, [&](int64_t begin, int64_t end) {  // n = 0: none
-      const int64_t w0 = begin / kGroupElems, w1 = ceil_div(end, kGroupElems);
-      std::memcpy(out + 4 * m + 4 * w0, words.data() + w0, sizeof(uint32_t) * static_cast<size_t>(w1 - w0));
-    });
-    return;
-  }
   if (scaled_) {
     const std::vector<double> sums = reduce_blocks(blocks_, x.data(), kernels::ReduceOp::kAbsSum);
     for (int64_t b = 0; b < m; ++b) {
@@ -155,10 +147,42 @@ void SignCodec::encode(std::span<const float> x, const RngKey&, std::span<uint8_
   for_each_piece(n, [&](int64_t begin, int64_t end) {
     uint32_t local[kSubElems / kGroupElems];
     for_each_sub(begin, end, [&](int64_t a, int64_t e) {
-      sign_range(a, e, local);
+      sign_range(x.data() + a, e - a, local);
       std::memcpy(words + 4 * (a / kGroupElems), local,
                   sizeof(uint32_t) * static_cast<size_t>(ceil_div(e - a, kGroupElems)));
     });
+  });
+}
+
+Codec::SourceEncode SignCodec::encode_from(const Source& source, const RngKey&, std::span<uint8_t> payload,
+                                           std::span<float> e) const {
+  if (!scaled_ || !aligned_) return SourceEncode::kUnsupported;
+  if (max_block_ <= kTileElems) {
+    encode_ef_blocks(source, payload, e);
+    return SourceEncode::kPayloadAndError;
+  }
+  encode_tiles(nullptr, &source, payload);
+  return SourceEncode::kPayload;
+}
+
+void SignCodec::encode_tiles(const float* x, const Source* source, std::span<uint8_t> payload) const {
+  const int64_t m = num_scales();
+  const int64_t n = num_elems();
+  std::vector<uint32_t> words(static_cast<size_t>(words_));
+  const std::function<void(int64_t, int64_t, const float*)> on_tile = [&](int64_t a, int64_t e, const float* data) {
+    sign_range(data, e - a, words.data() + a / kGroupElems);
+  };
+  const std::vector<double> sums = reduce_blocks(blocks_, x, kernels::ReduceOp::kAbsSum, {}, &on_tile, source);
+  std::vector<float> scales(static_cast<size_t>(m));
+  for (int64_t b = 0; b < m; ++b) {
+    scales[b] = finish_mean_abs(sums[b], blocks_[b + 1] - blocks_[b]);
+    if (!is_finite_f(scales[b])) GCOMP_FAIL(gcompErrorNonFinite, "non-finite gradient in block " + std::to_string(b));
+  }
+  uint8_t* out = payload.data();
+  for (int64_t b = 0; b < m; ++b) store_f32(out + 4 * b, scales[b]);
+  for_each_piece(n, [&](int64_t begin, int64_t end) {  // n = 0: none
+    const int64_t w0 = begin / kGroupElems, w1 = ceil_div(end, kGroupElems);
+    std::memcpy(out + 4 * m + 4 * w0, words.data() + w0, sizeof(uint32_t) * static_cast<size_t>(w1 - w0));
   });
 }
 
@@ -208,6 +232,52 @@ void SignCodec::decode_accumulate(std::span<const uint8_t> payload, const RngKey
 
 void SignCodec::decode(std::span<const uint8_t> payload, const RngKey&, std::span<float> out) const {
   decode_impl(payload, 1.0f, true, out);
+}
+
+void SignCodec::encode_ef_blocks(const Source& source, std::span<uint8_t> payload, std::span<float> e) const {
+  const int64_t m = num_scales();
+  const int64_t n = num_elems();
+  std::vector<float> scales(static_cast<size_t>(m));
+  std::vector<uint32_t> words(static_cast<size_t>(words_));
+  // Tasks of whole blocks, up to about kPieceElems elements (fixed boundaries: the result does not
+  // depend on the threads); a task stops at its first non-finite scale and records it.
+  const int64_t per_task = std::max<int64_t>(1, kPieceElems / std::max<int64_t>(max_block_, 1));
+  const int64_t tasks = ceil_div(m, per_task);
+  std::vector<int64_t> bad(static_cast<size_t>(tasks), -1);
+  const bool stream = 4 * n >= stream_min_bytes();
+  const float ef_weight = fused_weight(FuseMode::kEF, 0.0f);
+  auto task = [&](int64_t t) {
+    alignas(64) float v[kTileElems];
+    for (int64_t b = t * per_task; b < std::min(m, (t + 1) * per_task); ++b) {
+      const int64_t a = blocks_[b], len = blocks_[b + 1] - a;
+      source(a, a + len, v);
+      // The block's one tile is its value (reduce.hpp), so its scale is encode_tiles()'s.
+      const float scale = finish_mean_abs(kernels::reduce_tile(kernels::ReduceOp::kAbsSum, v, len, 0.0), len);
+      if (!is_finite_f(scale)) {
+        bad[static_cast<size_t>(t)] = b;
+        break;
+      }
+      scales[b] = scale;
+      uint32_t* w = words.data() + a / kGroupElems;
+      sign_range(v, len, w);
+      // e = p + (-1) * decoded: the decode_range of encode_ef's e pass on these words and scale.
+      kernels::decode_planes(w, 0, 0, len, &scale, ef_weight, true, v);
+      if (stream)
+        kernels::stream_copy(reinterpret_cast<const uint8_t*>(v), len, e.data() + a);
+      else
+        std::copy(v, v + len, e.data() + a);
+    }
+    if (stream) kernels::stream_fence();  // before the pool hands the task back
+  };
+  if (n < kParallelMinElems)
+    for (int64_t t = 0; t < tasks; ++t) task(t);
+  else
+    parallel_for(tasks, task);
+  for (const int64_t b : bad)
+    if (b >= 0) GCOMP_FAIL(gcompErrorNonFinite, "non-finite gradient in block " + std::to_string(b));
+  uint8_t* out = payload.data();
+  for (int64_t b = 0; b < m; ++b) store_f32(out + 4 * b, scales[b]);
+  if (words_ > 0) std::memcpy(out + 4 * m, words.data(), sizeof(uint32_t) * words.size());
 }
 
 // ------------------------------------------------------------------------------------ natural

@@ -44,12 +44,25 @@ class SignCodec final : public Codec {
   GCOMP_CODEC_RANGE_METHODS
   [[nodiscard]] const std::vector<int64_t>& blocks() const { return blocks_; }
 
+ protected:
+  SourceEncode encode_from(const Source& source, const RngKey& key, std::span<uint8_t> payload,
+                           std::span<float> e) const override;
+
  private:
   void decode_impl(std::span<const uint8_t> payload, float weight, bool overwrite, std::span<float> out) const;
+  /// Scaled sign, every block on a 32-element boundary: the sign words of each tile taken while
+  /// the block-scale pass has it in cache (x, or the tiles of `source`, read once), into scratch
+  /// that reaches the payload only once the scales are known to be finite.
+  void encode_tiles(const float* x, const Source* source, std::span<uint8_t> payload) const;
+  /// encode_tiles() of a source when every block fits in one tile, with e = p - decode(payload)
+  /// written in the same pass (each block's scale is known once its one tile is reduced).
+  void encode_ef_blocks(const Source& source, std::span<uint8_t> payload, std::span<float> e) const;
   std::vector<int64_t> blocks_;
   int64_t num_blocks_ = 0;
   int64_t words_ = 0;
-  bool scaled_ = true;  ///< SignOptions::scaled
+  bool scaled_ = true;     ///< SignOptions::scaled
+  bool aligned_ = true;    ///< every block starts on a 32-element group boundary
+  int64_t max_block_ = 0;  ///< elements of the longest block
 };
 
 /// natural: sign + 8-bit exponent per element, stochastic rounding to a power of two.

@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -343,6 +344,18 @@ class Codec {
   /// codecs update e in one pass after the encode.
   /// p and e may alias (the memory is then updated in place).
   void encode_ef(std::span<const float> p, const RngKey& key, std::span<uint8_t> payload, std::span<float> e) const;
+  /// Elements [begin, end) of an input that is not stored, written to dst[0, end - begin). It may
+  /// be called several times for the same elements, from several threads at once, and must give
+  /// the same values every time.
+  using Source = std::function<void(int64_t begin, int64_t end, float* dst)>;
+  /// encode_ef() of the input p that `source` gives (e.g. a sum of two arrays, or a decoded mean
+  /// plus an error), with the same payload and e bit for bit as encode_ef(p) of the stored input.
+  /// A codec that encodes from a source (scaled sign with blocks on 32-element boundaries) never
+  /// stores p: the encode produces it tile by tile and the e pass again per L1-sized sub-range, so
+  /// p costs what its own inputs cost to read, twice (once when every block fits in one tile: the
+  /// block's e is then written in the same pass). The others store p in e first. On error the
+  /// payload is untouched and e is unspecified (the Session writes it into a second buffer).
+  void encode_ef_from(const Source& source, const RngKey& key, std::span<uint8_t> payload, std::span<float> e) const;
   /// DIANA (spec §8.1): delta = g - h; payload = Q(delta); h = h + alpha * decode(payload).
   /// `delta` is caller scratch of num_elems floats.
   void encode_diana(std::span<const float> g, std::span<float> h, float alpha, const RngKey& key,
@@ -351,6 +364,25 @@ class Codec {
  protected:
   Codec(CodecSpec spec, Layout layout) : spec_(std::move(spec)), layout_(std::move(layout)) {}
   void check_encode_args(std::span<const float> x, std::span<uint8_t> payload) const;
+  /// What encode_from() did.
+  enum class SourceEncode {
+    kUnsupported,      ///< nothing: the codec has no encoder from a source
+    kPayload,          ///< the payload (encode_ef_from then runs the e pass)
+    kPayloadAndError,  ///< the payload and e, in the same pass over the source
+  };
+  /// encode() of the input that `source` gives, tile by tile, without storing it; payload has at
+  /// least encoded_bytes() bytes, e num_elems() elements (on error: payload untouched, e
+  /// unspecified).
+  virtual SourceEncode encode_from(const Source& source, const RngKey& key, std::span<uint8_t> payload,
+                                   std::span<float> e) const {
+    (void)source;
+    (void)key;
+    (void)payload;
+    (void)e;
+    return SourceEncode::kUnsupported;
+  }
+  /// The e pass of a range-decodable codec's encode_ef: e = p - decode(msg), p from `source`.
+  void ef_update(const Source& source, std::span<const uint8_t> msg, std::span<float> e) const;
   void check_decode_args(std::span<const uint8_t> payload, std::span<float> out) const;
   /// The argument checks of decode_reduce: matching sizes, then every payload's check_decode_args.
   void check_reduce_args(std::span<const std::span<const uint8_t>> payloads, std::span<const RngKey> keys,
