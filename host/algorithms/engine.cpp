@@ -132,9 +132,9 @@ class EngineImpl final : public Engine {
   /// mean = false: acc = sum_j decode(message_j); true: acc = fp32(1/P) * sum, and with u also
   /// u = b * acc in the same pass (acc then unspecified).
   void gather_uplink(StepStats& s, bool mean, T* u = nullptr, T b = T{1});
-  /// The two-way round of p: e = p - C(p) (the worker's new error), server error se -> se_out,
-  /// u = a * decode(C~(p~)).
-  void two_way_round(const T* p, T* e, const T* se, T* se_out, T* u, T a, StepStats& s);
+  /// The two-way round of p = xa x + ya y (lincomb()'s bits): e = p - C(p) (the worker's new
+  /// error), server error se -> se_out, u = a * decode(C~(p~)).
+  void two_way_round(T xa, const T* x, T ya, const T* y, T* e, const T* se, T* se_out, T* u, T a, StepStats& s);
   void hessian_term(const T* e, T* t);
   double own_error(const T* src);
   void track(StepStats& s);
@@ -567,12 +567,14 @@ void EngineImpl<T>::gather_uplink(StepStats& s, bool mean, T* u, T b) {
 // adds its error, sends C~(p~) and keeps e~ = p~ - C~(p~). u = a * decode(C~(p~)), decoded and
 // scaled in one pass. e and se_out are the second buffers of the error arrays.
 template <class T>
-void EngineImpl<T>::two_way_round(const T* p, T* e, const T* se, T* se_out, T* u, T a, StepStats& s) {
+void EngineImpl<T>::two_way_round(T xa, const T* x, T ya, const T* y, T* e, const T* se, T* se_out, T* u, T a,
+                                  StepStats& s) {
   VecOps<T>& o = *ops_;
   if (cfg_.server == ServerMode::kReplicated) {
     // Every rank runs the whole-vector server step on the allgathered messages; the downlink message
     // is computed (and counted) but need not travel.
-    compress_mean(p, e, s);
+    o.lincomb(work_, xa, x, ya, y, n_);  // p
+    compress_mean(work_, e, s);
     enter(Phase::kEncode);
     o.lincomb(work_, T{1}, se, T{1}, acc_, n_);
     o.encode_ef(down_, work_, se_out, down_key(), send2_);
@@ -586,12 +588,14 @@ void EngineImpl<T>::two_way_round(const T* p, T* e, const T* se, T* se_out, T* u
   // Sharded: shard r of every worker's message goes to rank r (alltoall), rank r runs the server
   // step of its shard and every rank gathers the P compressed shards (allgather). Variable-length
   // codecs: alltoallv and allgatherv at the used sizes.
+  // The worker's shards of p are encoded where p is produced (host fp32: never stored).
   enter(Phase::kEncode);
   for (int r = 0; r < P_; ++r) {
     const auto b = static_cast<size_t>(shard_begin_[static_cast<size_t>(r)]);
+    const auto len = static_cast<size_t>(shard_begin_[static_cast<size_t>(r) + 1]) - b;
     const int c = up_shard_[static_cast<size_t>(r)];
     uint8_t* slot = send_ + up_stride_ * static_cast<size_t>(r);
-    local([&] { o.encode_ef(c, p + b, e + b, up_key(rank_, r), slot); });
+    local([&] { o.encode_ef_lincomb(c, xa, x + b, ya, y + b, e + b, work_ + b, up_key(rank_, r), slot, len); });
     if (up_var_) used_[static_cast<size_t>(r)] = used_of(c, slot);
   }
   enter(Phase::kComm);
@@ -607,12 +611,23 @@ void EngineImpl<T>::two_way_round(const T* p, T* e, const T* se, T* se_out, T* u
   enter(Phase::kDecode);
   const auto mlen =
       static_cast<size_t>(shard_begin_[static_cast<size_t>(rank_) + 1] - shard_begin_[static_cast<size_t>(rank_)]);
-  // p~ = e~ + mean of the shard's messages, in one pass (p is read no more: work_ takes p~)
-  o.decode_mean_add(up_shard_[static_cast<size_t>(rank_)], recv_, up_stride_, P_,
-                    up_var_ ? recv_sizes_.data() : nullptr, up_keys(rank_), inv_p_, acc_, se, work_, mlen);
-  enter(Phase::kEncode);
+  const int up_mine = up_shard_[static_cast<size_t>(rank_)];
   const int mine = down_shard_[static_cast<size_t>(rank_)];
-  local([&] { o.encode_ef(mine, work_, se_out, down_key(rank_), send2_); });
+  const size_t* sizes = up_var_ ? recv_sizes_.data() : nullptr;
+  // p~ = e~ + mean of the shard's messages; C~(p~) and e~ = p~ - C~(p~). Where the ops can, p~ is
+  // produced where the encode reads it, never stored (the time counts as encode); else in one
+  // pass into work_ (p is read no more), then encoded.
+  if (o.mean_add_fusable(up_mine, recv_, up_stride_, P_, sizes, mlen)) {
+    enter(Phase::kEncode);
+    local([&] {
+      o.encode_ef_mean_add(up_mine, recv_, up_stride_, P_, sizes, up_keys(rank_), inv_p_, se, mine, down_key(rank_),
+                           send2_, se_out, mlen);
+    });
+  } else {
+    o.decode_mean_add(up_mine, recv_, up_stride_, P_, sizes, up_keys(rank_), inv_p_, acc_, se, work_, mlen);
+    enter(Phase::kEncode);
+    local([&] { o.encode_ef(mine, work_, se_out, down_key(rank_), send2_); });
+  }
   if (down_var_) {
     used_[0] = used_of(mine, send2_);
     enter(Phase::kComm);
@@ -817,8 +832,8 @@ StepStats EngineImpl<T>::run(const T* grad, T* out) {
           o.lincomb(tmp_, mu, m, T{1}, g, n_);  // d = mu m + g
           d = tmp_;
         }
-        o.lincomb(work_, T{1}, e, lr, d, n_);                                                // p = e + lr d
-        two_way_round(work_, W("error"), S("server_error"), W("server_error"), u, T{1}, s);  // u = result
+        // p = e + lr d; u = result
+        two_way_round(T{1}, e, lr, d, W("error"), S("server_error"), W("server_error"), u, T{1}, s);
         enter(Phase::kUpdate);
         break;
       }
@@ -834,8 +849,8 @@ StepStats EngineImpl<T>::run(const T* grad, T* out) {
             d = tmp_;
           }
         }
-        o.lincomb(work_, T{1}, d, T{1}, e, n_);                                            // v = d + e
-        two_way_round(work_, W("error"), S("server_error"), W("server_error"), u, lr, s);  // u = lr result
+        // v = d + e; u = lr result
+        two_way_round(T{1}, d, T{1}, e, W("error"), S("server_error"), W("server_error"), u, lr, s);
         enter(Phase::kUpdate);
         break;
       }

@@ -48,13 +48,18 @@ struct Math<double> {
   static bool nonfinite(double v) { return (float_bits(static_cast<float>(v)) & 0x7f800000u) == 0x7f800000u; }
 };
 
-/// Slot j of a message buffer (its used bytes when `sizes` is given, else the codec's full size),
-/// after every one of the `count` slots is validated: nothing is written before all of them pass.
-auto validated_slots(const Codec& k, const uint8_t* payloads, size_t stride, int count, const size_t* sizes) {
-  auto pay = [&k, payloads, stride, sizes](int j) {
+/// Slot j of a message buffer: its used bytes when `sizes` is given, else the codec's full size.
+auto slots(const Codec& k, const uint8_t* payloads, size_t stride, const size_t* sizes) {
+  return [&k, payloads, stride, sizes](int j) {
     const size_t bytes = sizes != nullptr ? sizes[static_cast<size_t>(j)] : k.encoded_bytes();
     return std::span<const uint8_t>(payloads + stride * static_cast<size_t>(j), bytes);
   };
+}
+
+/// slots(), after every one of the `count` slots is validated: nothing is written before all of
+/// them pass.
+auto validated_slots(const Codec& k, const uint8_t* payloads, size_t stride, int count, const size_t* sizes) {
+  auto pay = slots(k, payloads, stride, sizes);
   for (int j = 0; j < count; ++j) k.validate(pay(j));
   return pay;
 }
@@ -165,6 +170,21 @@ class HostOps final : public VecOps<T> {
       k.encode(to_f32(k, p), key, pay);
       const float* d = decode_f32(k, pay, key);
       for (int64_t i = 0; i < k.num_elems(); ++i) e[i] = p[i] - static_cast<double>(d[i]);
+    }
+  }
+  void encode_ef_lincomb(int c, T a, const T* x, T b, const T* y, T* e, T* scratch, const RngKey& key, uint8_t* payload,
+                         size_t n) override {
+    if constexpr (kF32) {
+      // p = a x + b y produced where the codec reads it (twice for a codec that encodes from a
+      // source: its encode, then the e pass), never stored.
+      const Codec& k = codec(c);
+      k.encode_ef_from(
+          [&](int64_t s, int64_t t, float* d) {
+            for (int64_t i = s; i < t; ++i) d[i - s] = Math<T>::lincomb(a, x[i], b, y[i]);
+          },
+          key, out(k, payload), std::span<float>(e, n));
+    } else {
+      VecOps<T>::encode_ef_lincomb(c, a, x, b, y, e, scratch, key, payload, n);
     }
   }
   void encode_diana(int c, const T* g, const T* h, T* h_out, T alpha, const RngKey& key, uint8_t* payload) override {
@@ -287,6 +307,36 @@ class HostOps final : public VecOps<T> {
       }
     }
     VecOps<T>::decode_mean_add(c, payloads, stride, count, sizes, keys, a, scratch, y, w, n);
+  }
+  bool mean_add_fusable(int c, const uint8_t* payloads, size_t stride, int count, const size_t* sizes,
+                        size_t n) override {
+    if constexpr (kF32) {
+      const Codec& k = codec(c);
+      if (!k.range_decodable() || n != static_cast<size_t>(k.num_elems())) return false;
+      validated_slots(k, payloads, stride, count, sizes);
+      return true;
+    } else {
+      return false;
+    }
+  }
+  void encode_ef_mean_add(int c, const uint8_t* payloads, size_t stride, int count, const size_t* sizes,
+                          const std::vector<RngKey>& keys, T a, const T* y, int cd, const RngKey& key,
+                          uint8_t* payload_out, T* e_out, size_t n) override {
+    if constexpr (kF32) {
+      // p~ = y + a * sum of each range, produced where the server's codec reads it (the payloads
+      // were validated by mean_add_fusable): decode_mean_add's expressions, never stored.
+      const Codec& k = codec(c);
+      const auto pay = slots(k, payloads, stride, sizes);
+      const Codec& kd = codec(cd);
+      kd.encode_ef_from(
+          [&](int64_t s, int64_t t, float* d) {
+            sum_range(k, pay, count, s, t, d);
+            for (int64_t i = 0; i < t - s; ++i) d[i] = Math<T>::lincomb(T{1}, y[s + i], T{1}, Math<T>::mul(a, d[i]));
+          },
+          key, out(kd, payload_out), std::span<float>(e_out, n));
+    } else {
+      VecOps<T>::encode_ef_mean_add(c, payloads, stride, count, sizes, keys, a, y, cd, key, payload_out, e_out, n);
+    }
   }
   void decode_scale(const int* cs, int count, uint8_t* payloads, size_t stride, const size_t* sizes, const RngKey* keys,
                     const size_t* offsets, T a, T* o) override {

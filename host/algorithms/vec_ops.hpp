@@ -78,6 +78,15 @@ class VecOps {
   virtual void encode(int c, const T* x, const RngKey& key, uint8_t* payload) = 0;
   /// payload = C(p); e = p - decode(payload). p != e.
   virtual void encode_ef(int c, const T* p, T* e, const RngKey& key, uint8_t* payload) = 0;
+  /// encode_ef() of p = a * x + b * y (lincomb()'s products and sum, so the same bits): payload =
+  /// C(p); e = p - decode(payload). n: the codec's number of elements. `scratch` (n elements) may
+  /// take p. The host (fp32) never stores p where the codec encodes from a source
+  /// (Codec::encode_ef_from); the default runs lincomb into scratch, then encode_ef.
+  virtual void encode_ef_lincomb(int c, T a, const T* x, T b, const T* y, T* e, T* scratch, const RngKey& key,
+                                 uint8_t* payload, size_t n) {
+    lincomb(scratch, a, x, b, y, n);
+    encode_ef(c, scratch, e, key, payload);
+  }
   /// payload = Q(g - h); h_out = h + alpha * decode(payload). h is not written unless h_out == h
   /// (the engine passes the second buffer of a double-buffered state array).
   virtual void encode_diana(int c, const T* g, const T* h, T* h_out, T alpha, const RngKey& key, uint8_t* payload) = 0;
@@ -117,6 +126,22 @@ class VecOps {
                                const std::vector<RngKey>& keys, T a, T* scratch, const T* y, T* w, size_t n) {
     decode_reduce_scale(c, payloads, stride, count, sizes, keys, a, scratch, T{0}, nullptr, n);
     lincomb(w, T{1}, y, T{1}, scratch, n);
+  }
+  /// The server step of a sharded two-way round without its p~ = y + a * sum_j decode(payload_j)
+  /// stored (decode_mean_add's bits), where the implementation can: mean_add_fusable() validates
+  /// every payload (throwing as decode_mean_add would, nothing written) and returns true, and then
+  /// encode_ef_mean_add() gives payload_out = C~(p~) and e_out = p~ - decode(payload_out) as
+  /// encode_ef (cd) of that p~ would (its failure is the encode's). false (nothing checked): the
+  /// caller runs decode_mean_add and encode_ef. Host fp32: range-decodable uplink codecs.
+  virtual bool mean_add_fusable(int /*c*/, const uint8_t* /*payloads*/, size_t /*stride*/, int /*count*/,
+                                const size_t* /*sizes*/, size_t /*n*/) {
+    return false;
+  }
+  virtual void encode_ef_mean_add(int /*c*/, const uint8_t* /*payloads*/, size_t /*stride*/, int /*count*/,
+                                  const size_t* /*sizes*/, const std::vector<RngKey>& /*keys*/, T /*a*/, const T* /*y*/,
+                                  int /*cd*/, const RngKey& /*key*/, uint8_t* /*payload_out*/, T* /*e_out*/,
+                                  size_t /*n*/) {
+    GCOMP_FAIL(gcompErrorInternal, "encode_ef_mean_add without mean_add_fusable");
   }
   /// Message j of `count` (codec cs[j], at payloads + stride * j, sizes[j] bytes as a collective
   /// delivered it, or full when sizes is null; key keys[j]) decoded into out[offsets[j],
