@@ -254,7 +254,10 @@ class HostOps final : public VecOps<T> {
     const auto pay = validated_slots(k, payloads, stride, count, sizes);
     if constexpr (kF32) {
       if (k.range_decodable()) {
-        write_out(n, o, [&](int64_t s, int64_t e, float* d) { sum_range(k, pay, count, s, e, d); });
+        write_out(n, o, [&](int64_t s, int64_t e, float* d) {
+          sum_range(k, pay, count, s, e, d);
+          for (int64_t i = 0; i < e - s; ++i) d[i] = plus_zero(d[i]);
+        });
         return;
       }
     }
@@ -277,14 +280,14 @@ class HostOps final : public VecOps<T> {
         if (u == nullptr) {
           write_out(n, o, [&](int64_t s, int64_t e, float* d) {
             sum_range(k, pay, count, s, e, d);
-            for (int64_t i = 0; i < e - s; ++i) d[i] = Math<T>::mul(a, d[i]);
+            for (int64_t i = 0; i < e - s; ++i) d[i] = Math<T>::mul(a, plus_zero(d[i]));
           });
           return;
         }
         // Only u is read after this call: out is not written.
         write_out(n, u, [&](int64_t s, int64_t e, float* d) {
           sum_range(k, pay, count, s, e, d);
-          for (int64_t i = 0; i < e - s; ++i) d[i] = Math<T>::mul(b, Math<T>::mul(a, d[i]));
+          for (int64_t i = 0; i < e - s; ++i) d[i] = Math<T>::mul(b, Math<T>::mul(a, plus_zero(d[i])));
         });
         return;
       }
@@ -301,7 +304,8 @@ class HostOps final : public VecOps<T> {
         // The sum of each sub-range in L1, then w there (w != y): w is written once.
         write_out(n, w, [&](int64_t s, int64_t e, float* d) {
           sum_range(k, pay, count, s, e, d);
-          for (int64_t i = 0; i < e - s; ++i) d[i] = Math<T>::lincomb(T{1}, y[s + i], T{1}, Math<T>::mul(a, d[i]));
+          for (int64_t i = 0; i < e - s; ++i)
+            d[i] = Math<T>::lincomb(T{1}, y[s + i], T{1}, Math<T>::mul(a, plus_zero(d[i])));
         });
         return;
       }
@@ -331,7 +335,8 @@ class HostOps final : public VecOps<T> {
       kd.encode_ef_from(
           [&](int64_t s, int64_t t, float* d) {
             sum_range(k, pay, count, s, t, d);
-            for (int64_t i = 0; i < t - s; ++i) d[i] = Math<T>::lincomb(T{1}, y[s + i], T{1}, Math<T>::mul(a, d[i]));
+            for (int64_t i = 0; i < t - s; ++i)
+              d[i] = Math<T>::lincomb(T{1}, y[s + i], T{1}, Math<T>::mul(a, plus_zero(d[i])));
           },
           key, out(kd, payload_out), std::span<float>(e_out, n));
     } else {
@@ -473,13 +478,22 @@ class HostOps final : public VecOps<T> {
       for (size_t i = b; i < e; ++i) dst[i] = f(i);
     });
   }
-  // d[0, e - s) = sum_j decode(pay(j))[s, e), from +0 in rank order: the bits of `count`
-  // decode_accumulate calls with weight 1.
+  // d[0, e - s) = sum_j decode(pay(j))[s, e) in rank order, but for the sign of a zero: the
+  // first payload is decoded into d, not added to +0 (no pass to zero d), and +0 + v is v except
+  // for v = -0, so an element is -0 where the sum from +0 is +0 (every term so far -0), and is
+  // that sum otherwise. Every caller adds +0 to each element (plus_zero) in the pass that reads
+  // it: then the bits of `count` decode_accumulate calls with weight 1 into +0.
   template <class Pay>
   static void sum_range(const Codec& k, const Pay& pay, int count, int64_t s, int64_t e, float* d) {
-    std::fill(d, d + (e - s), 0.0f);
-    for (int j = 0; j < count; ++j) k.decode_range(pay(j), s, e, 1.0f, true, d);
+    if (count == 0) {
+      std::fill(d, d + (e - s), 0.0f);
+      return;
+    }
+    k.decode_range(pay(0), s, e, 1.0f, false, d);
+    for (int j = 1; j < count; ++j) k.decode_range(pay(j), s, e, 1.0f, true, d);
   }
+  // v + 0: -0 becomes +0, every other value (no NaN reaches here) is unchanged.
+  static float plus_zero(float v) { return v + 0.0f; }
   void mark() {
     const auto now = Clock::now();
     if (current_ >= 0)

@@ -176,15 +176,17 @@ TEST(SessionF32Test, MeanDecodesEachRanksMessageWithItsOwnKey) {
   }
 }
 
-// The host-f32 decode phase is one fused pass per sub-range (zero, decode-accumulate every payload
-// in rank order, scale by fp32(1/P), and for compressed-gd and ef-sgd the update): on buffers of
-// several pool pieces, with any thread count, it equals the separate calls bit for bit, for
-// range-decodable codecs and for the sparse ones (their own path).
+// The host-f32 decode phase is one fused pass per sub-range (decode the first payload,
+// decode-accumulate the others in rank order, scale by fp32(1/P), and for compressed-gd and ef-sgd
+// the update): on buffers of several pool pieces, with any thread count, it equals the separate
+// calls bit for bit, for range-decodable codecs and for the sparse ones (their own path). Every
+// 7th gradient element is -0 on every rank: identity decodes it as -0, and the sum from +0 is +0
+// (the fused pass decodes the first payload without zeroing its range first, then adds +0).
 TEST(SessionF32Test, FusedMeanOfLargeBuffersEqualsTheSeparateCalls) {
   constexpr int kP = 2;
   const int64_t n = 3 * (int64_t{1} << 17) + 77;  // above the parallel threshold, ragged last piece
   const int threads_before = cpu_threads();
-  for (const char* spec : {"sign", "dither:levels=4,block=512", "topk:ratio=0.01"}) {
+  for (const char* spec : {"sign", "dither:levels=4,block=512", "topk:ratio=0.01", "identity"}) {
     for (const Algorithm algo : {Algorithm::kCompressedGd, Algorithm::kEfSgd}) {
       for (const int threads : {1, 3}) {
         set_cpu_threads(threads);
@@ -200,8 +202,9 @@ TEST(SessionF32Test, FusedMeanOfLargeBuffersEqualsTheSeparateCalls) {
           Session s(comm, Layout(n), cfg);
           std::vector<float> g(static_cast<size_t>(n)), u(static_cast<size_t>(n));
           for (int64_t i = 0; i < n; ++i)
-            g[i] =
-                static_cast<float>(std::sin(0.001 * static_cast<double>(i) * (comm.rank() + 1)) + 0.01 * comm.rank());
+            g[i] = i % 7 == 0 ? -0.0f
+                              : static_cast<float>(std::sin(0.001 * static_cast<double>(i) * (comm.rank() + 1)) +
+                                                   0.01 * comm.rank());
           (void)s.step(std::span<const float>(g), std::span<float>(u));
           std::lock_guard<std::mutex> lock(m);
           grads[comm.rank()] = g;
