@@ -58,8 +58,9 @@ void quantize(bool natural, const float* x, int64_t len, float nu, uint32_t leve
 /// pack_planes).
 inline constexpr uint32_t kQuantizePlanesMaxLevels = 1024;
 
-/// The reciprocal quantize_planes takes per element: float(s / nu) for dither, float(1 / nu) for
-/// natdither, when it is a normal float; else 0 (the element math then decides every element).
+/// The reciprocal quantize_planes takes per element: quantize_recip_f (codec_math.hpp), s / nu
+/// for dither and 1 / nu for natdither in float, when it is a normal float; else 0 (the element
+/// math then decides every element).
 float plane_reciprocal(bool natural, float nu, uint32_t levels);
 
 /// quantize and pack_planes in one pass over num_groups whole groups of 32 elements (s <=

@@ -15,12 +15,7 @@
 
 namespace gcomp::detail::kernels {
 
-float plane_reciprocal(bool natural, float nu, uint32_t levels) {
-  if (nu == 0.0f) return 0.0f;
-  const double r = (natural ? 1.0 : static_cast<double>(levels)) / static_cast<double>(nu);
-  const float f = static_cast<float>(r);
-  return f >= 1.17549435e-38f && f <= 3.40282347e+38f ? f : 0.0f;  // normal and finite
-}
+float plane_reciprocal(bool natural, float nu, uint32_t levels) { return quantize_recip_f(natural, nu, levels); }
 
 }  // namespace gcomp::detail::kernels
 

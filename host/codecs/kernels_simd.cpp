@@ -412,15 +412,12 @@ HWY_INLINE hn::Vec<DF> natdither_level_f(DF df, hn::Vec<DF> r, float s, hn::Vec<
   return hn::IfThenElse(hn::Ge(r, hn::Set(df, 1.0f)), hn::Set(df, s), level);
 }
 
-// Single-precision route of quantize_planes. The reference divides in double:
-// r = RN(s|y| / nu). Here q = RN(|y| * recip) with recip = RN(s / nu) (one more rounding of the
-// double quotient), so |q - r| <= (3 * 2^-24 + 2^-53) q. The bracket [q - q 2^-20, q + q 2^-20]
-// (2^-20 q exact, as q >= 2^-100) holds r after its own rounding, and the level is a
-// nondecreasing function of r evaluated exactly on floats: when both ends agree, that is r's
-// level. Lanes where they disagree (about 2^-17 s of them), where q is outside [2^-100, 2^100]
-// (underflow or overflow) or where recip is 0 or negative (no single-precision reciprocal) are
-// redone by the element math. q = 0 is exact when y = 0 or nu = 0 (recip = 0), where the
-// reference gives level 0 too.
+// Single-precision route of quantize_planes: dither_quantize_f / natdither_quantize_f of
+// codec_math.hpp lane by lane (their comment proves the bracket): q = |y| * recip with recip =
+// quantize_recip_f(nu), the level at both ends of [q - q 2^-20, q + q 2^-20] evaluated exactly on
+// floats. Lanes where the ends disagree (about 2^-19 q of them), where q is outside [2^-100, 2^100]
+// (underflow, overflow, recip = 0: no normal single-precision reciprocal) are redone by the
+// element math. q = 0 with y = 0 or nu = 0 is level 0, as in the element math.
 template <bool kNatural, int kBits, bool kUniform>
 void QuantizePlanesT(const float* x, const float* nu, const float* recip, const uint32_t* words, int64_t num_groups,
                      uint32_t levels, uint32_t* out) {
@@ -430,10 +427,10 @@ void QuantizePlanesT(const float* x, const float* nu, const float* recip, const 
   constexpr int kLanesF = static_cast<int>(hn::MaxLanes(decltype(df)()));
   const float sf = static_cast<float>(levels);
   const auto v_s = hn::Set(df, sf);
-  const auto v_slack = hn::Set(df, 9.5367431640625e-7f);       // 2^-20
+  const auto v_slack = hn::Set(df, kFloatQuotientSlack);       // 2^-20
   const auto v_u_scale = hn::Set(df, 5.9604644775390625e-8f);  // 2^-24
-  const auto v_min = hn::Set(df, 7.8886090522101181e-31f);     // 2^-100
-  const auto v_max = hn::Set(df, 1.2676506002282294e+30f);     // 2^100
+  const auto v_min = hn::Set(df, kFloatQuotientMin);           // 2^-100
+  const auto v_max = hn::Set(df, kFloatQuotientMax);           // 2^100
   const auto v_2p23 = hn::Set(df, 8388608.0f);                 // level + 2^23: the level in the low bits
   const auto zero = hn::Zero(df);
   // kUniform: one scale for every element (nu[0], recip[0]), held in registers.

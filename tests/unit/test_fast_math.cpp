@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The division-free forms of the element math (dither_quantize_rcp, natdither_quantize_rcp,
-// grid_level_rcp: a reciprocal per block and a bracket, codec_math.hpp / grid.hpp) give exactly the
-// results of the division forms. FastMath.* (default run): random floats over the whole range and
+// grid_level_rcp: a reciprocal per block and a bracket; dither_quantize_f, natdither_quantize_f: the
+// same in single precision; codec_math.hpp / grid.hpp) give exactly the results of the division
+// forms. FastMath.* (default run): random floats over the whole range and
 // inputs built to land on or next to a level boundary. FastMathExhaustive.* (label `slow`, see
 // tests/unit/CMakeLists.txt): every non-negative float y for several (nu, s, u), and every finite
 // float x for several grid steps.
@@ -34,20 +35,36 @@ float random_float(std::mt19937_64& rng) {
   }
 }
 
+/// Both fast forms (double reciprocal, single precision) against the division.
 testing::AssertionResult same_dither(float y, float nu, uint32_t s, float u) {
   const Quantized a = dither_quantize(y, nu, s, u);
   const Quantized b = dither_quantize_rcp(y, nu, 1.0 / static_cast<double>(nu), s, u);
-  if (a.level == b.level && a.negative == b.negative) return testing::AssertionSuccess();
+  const Quantized f = dither_quantize_f(y, nu, quantize_recip_f(false, nu, s), s, u);
+  if (a.level == b.level && a.negative == b.negative && a.level == f.level && a.negative == f.negative)
+    return testing::AssertionSuccess();
   return testing::AssertionFailure() << "dither y=" << y << " nu=" << nu << " s=" << s << " u=" << u << ": " << a.level
-                                     << " vs " << b.level;
+                                     << " vs rcp " << b.level << " vs f " << f.level;
 }
 
 testing::AssertionResult same_natdither(float y, float nu, uint32_t s, float u) {
   const Quantized a = natdither_quantize(y, nu, s, u);
   const Quantized b = natdither_quantize_rcp(y, nu, 1.0 / static_cast<double>(nu), s, u);
-  if (a.level == b.level && a.negative == b.negative) return testing::AssertionSuccess();
+  const Quantized f = natdither_quantize_f(y, nu, quantize_recip_f(true, nu, s), s, u);
+  if (a.level == b.level && a.negative == b.negative && a.level == f.level && a.negative == f.negative)
+    return testing::AssertionSuccess();
   return testing::AssertionFailure() << "natdither y=" << y << " nu=" << nu << " s=" << s << " u=" << u << ": "
-                                     << a.level << " vs " << b.level;
+                                     << a.level << " vs rcp " << b.level << " vs f " << f.level;
+}
+
+/// Whether the single-precision bracket of dither_quantize_f straddles a level boundary (the
+/// division decides), or its range check sends the element to the division.
+bool float_path_falls_back(float y, float nu, uint32_t s, float u, bool natural) {
+  const float c = quantize_recip_f(natural, nu, s);
+  const float q = abs_f(y) * c;
+  if (!(q >= kFloatQuotientMin && q <= kFloatQuotientMax)) return y != 0.0f && nu != 0.0f;
+  const float d = q * kFloatQuotientSlack;
+  return natural ? natdither_level_f(q - d, s, u) != natdither_level_f(q + d, s, u)
+                 : dither_level_f(q - d, s, u) != dither_level_f(q + d, s, u);
 }
 
 testing::AssertionResult same_grid(float x, double step, uint32_t bits) {
@@ -155,6 +172,102 @@ TEST(FastMath, QuotientsWithinTheBracketOfABoundary) {
   std::printf("%d of %d cases straddle a boundary\n", straddled, checked);
 }
 
+TEST(FastMath, FloatPathNextToEveryBoundary) {
+  // The single-precision path: s|y|/nu on a decision boundary k + u (every u of kUs, and k at the
+  // bottom, the middle and the top s of the range, where the clamp r > s acts), on an integer,
+  // and on natdither's boundaries 2^-j and 2^-j (1 + u), then 48 floats either side: the float
+  // bracket is 2^-20 wide (8 ulps each side), so these cross it, straddle it and leave it.
+  std::mt19937_64 rng(17);
+  const uint32_t levels[] = {1, 2, 3, 4, 7, 15, 16, 64, 127, 255, 1000, 1024, 4095, 1u << 20, 1u << 24, (1u << 24) + 1};
+  int checked = 0, fallbacks = 0;
+  for (int t = 0; t < 1500; ++t) {
+    // nu over the whole range, tiny (subnormal) and huge ones included
+    float nu =
+        std::ldexp(1.0f + static_cast<float>(rng() % (1u << 23)) * 0x1p-23f, static_cast<int>(rng() % 280) - 150);
+    if (t % 50 == 0) nu = 3.40282347e+38f;
+    if (t % 50 == 1) nu = 1.4e-45f;
+    const uint32_t s = levels[t % (sizeof levels / sizeof levels[0])];
+    const uint32_t ks[] = {0u, s / 2u, s - 1u, s};
+    for (float u : kUs) {
+      for (uint32_t k : ks) {
+        for (double target : {static_cast<double>(k) + static_cast<double>(u), static_cast<double>(k)}) {
+          float y = static_cast<float>(target * static_cast<double>(nu) / static_cast<double>(s));
+          for (int step = 0; step < 48; ++step) y = std::nextafter(y, 0.0f);
+          for (int step = 0; step < 97; ++step, y = std::nextafter(y, INFINITY)) {
+            ASSERT_TRUE(same_dither(y, nu, s, u));
+            ASSERT_TRUE(same_dither(-y, nu, s, u));
+            fallbacks += float_path_falls_back(y, nu, s, u, false);
+            ++checked;
+          }
+        }
+      }
+      const uint32_t sn = 1 + s % 64;
+      const int j = static_cast<int>(rng() % (sn + 2));
+      for (double target : {std::ldexp(1.0, -j), std::ldexp(1.0 + static_cast<double>(u), -j - 1)}) {
+        float y = static_cast<float>(target * static_cast<double>(nu));
+        for (int step = 0; step < 48; ++step) y = std::nextafter(y, 0.0f);
+        for (int step = 0; step < 97; ++step, y = std::nextafter(y, INFINITY)) {
+          ASSERT_TRUE(same_natdither(y, nu, sn, u));
+          ASSERT_TRUE(same_natdither(-y, nu, sn, u));
+          fallbacks += float_path_falls_back(y, nu, sn, u, true);
+        }
+      }
+    }
+  }
+  EXPECT_GT(checked, 1000000);
+  EXPECT_GT(fallbacks, 10000) << "the cases should exercise the division fallback";
+  std::printf("%d of %d dither cases, plus natdither, fall back\n", fallbacks, checked);
+}
+
+TEST(FastMath, FloatPathAtTheEdgesOfItsRange) {
+  // q = s|y| c next to 2^-100 and 2^100 (the range check), c without a normal float (huge, tiny,
+  // zero, negative, NaN scales), subnormal y, and u at every granularity: the result is the
+  // division's whatever path decides.
+  const float nus[] = {0.0f, -0.0f,   1.4e-45f,        1.1754942e-38f, 1.17549435e-38f, 2.9e-39f,      1e-30f,  1.0f,
+                       0.7f, 3.0e38f, 3.40282347e+38f, 1.7e38f,        -1.0f,           std::nanf(""), INFINITY};
+  EXPECT_EQ(quantize_recip_f(false, 0.0f, 4), 0.0f);
+  EXPECT_EQ(quantize_recip_f(false, 1e-38f, 1000), 0.0f);       // s/nu overflows
+  EXPECT_EQ(quantize_recip_f(true, 3.40282347e+38f, 4), 0.0f);  // 1/nu is subnormal
+  EXPECT_EQ(quantize_recip_f(false, std::nanf(""), 4), 0.0f);
+  EXPECT_EQ(quantize_recip_f(false, -2.0f, 4), 0.0f);
+  EXPECT_EQ(quantize_recip_f(false, 2.0f, (1u << 24) + 1), 0.0f);  // s not exact in float
+  EXPECT_EQ(quantize_recip_f(false, 2.0f, 4), 2.0f);
+  int checked = 0;
+  for (float nu : nus)
+    for (uint32_t s : {1u, 3u, 64u, 65u, 1000u, 1u << 20}) {
+      const float c = quantize_recip_f(false, nu, s);
+      for (float edge : {kFloatQuotientMin, kFloatQuotientMax, 1.0f}) {
+        // y with |y| c next to the edge, then its neighbours
+        float y = c > 0.0f ? edge / c : edge;
+        if (!is_finite_f(y)) y = 3.40282347e+38f;
+        for (int step = 0; step < 20; ++step) y = std::nextafter(y, 0.0f);
+        for (int step = 0; step < 41; ++step, y = std::nextafter(y, INFINITY)) {
+          if (!is_finite_f(y)) break;
+          for (float u : kUs) {
+            ASSERT_TRUE(same_dither(y, nu, s, u));
+            ASSERT_TRUE(same_natdither(y, nu, s, u));
+            ++checked;
+          }
+        }
+      }
+      for (uint32_t b = 0; b < 4096; b += 7) {  // subnormal y
+        const float y = bits_float(b);
+        ASSERT_TRUE(same_dither(y, nu, s, 0.5f));
+        ASSERT_TRUE(same_natdither(-y, nu, s, 0.0f));
+      }
+    }
+  // Every u of uniform01 near a boundary: s|y|/nu = 1 + u exactly (nu = 1, s = 1) for the 2^24
+  // values of u sampled, the element on the boundary and its neighbours.
+  for (uint32_t w = 0; w < (1u << 24); w += 4099) {
+    const float u = uniform01(w << 8);
+    for (float y : {1.0f + u, std::nextafter(1.0f + u, 0.0f), std::nextafter(1.0f + u, 2.0f)}) {
+      ASSERT_TRUE(same_dither(y, 1.0f, 2, u));
+      ASSERT_TRUE(same_dither(y * 0.75f, 0.75f, 2, u));
+    }
+  }
+  EXPECT_GT(checked, 1000);
+}
+
 TEST(FastMath, GridQuotientsWithinTheBracketOfATie) {
   // x / step within 2^-50 of a half-integer without being one: x = X 2^-23 and step = N 2^-62
   // with N the odd integer nearest X 2^40 / t for an odd t, so that 2 x / step = t (1 + e),
@@ -226,20 +339,21 @@ TEST(FastMathExhaustive, DitherEveryFloat) {
     uint32_t s;
     float u;
   };
-  const Case cases[] = {{1.0f, 1, 0.5f},
-                        {0.7f, 4, 0.3183098733425140380859375f},
-                        {3.3e-20f, 3, 0.0f},
-                        {1.7e30f, 15, 1.0f - 5.9604644775390625e-8f},
-                        {0.1f, 255, 0.25f}};
+  const Case cases[] = {{1.0f, 1, 0.5f},     {0.7f, 4, 0.3183098733425140380859375f},
+                        {3.3e-20f, 3, 0.0f}, {1.7e30f, 15, 1.0f - 5.9604644775390625e-8f},
+                        {0.1f, 255, 0.25f},  {2.3f, 1000, 0.75f}};
   for (const Case& c : cases) {
     const double inv = 1.0 / static_cast<double>(c.nu);
+    const float rc = quantize_recip_f(false, c.nu, c.s);
     uint32_t first = 0;
     // Every non-negative finite float y (the level depends on |y|; the sign only sets `negative`).
     const uint64_t bad = sweep(
         0x7f800000ull,
         [&](uint32_t b) {
           const float y = bits_float(b);
-          return dither_quantize(y, c.nu, c.s, c.u).level == dither_quantize_rcp(y, c.nu, inv, c.s, c.u).level;
+          const uint32_t level = dither_quantize(y, c.nu, c.s, c.u).level;
+          return level == dither_quantize_rcp(y, c.nu, inv, c.s, c.u).level &&
+                 level == dither_quantize_f(y, c.nu, rc, c.s, c.u).level;
         },
         &first);
     EXPECT_EQ(bad, 0u) << "nu=" << c.nu << " s=" << c.s << " u=" << c.u << " first y bits " << first;
@@ -252,12 +366,15 @@ TEST(FastMathExhaustive, NatDitherEveryFloat) {
     for (uint32_t s : {3u, 8u}) {
       const float u = 0.3183098733425140380859375f;
       const double inv = 1.0 / static_cast<double>(nu);
+      const float rc = quantize_recip_f(true, nu, s);
       uint32_t first = 0;
       const uint64_t bad = sweep(
           0x7f800000ull,
           [&](uint32_t b) {
             const float y = bits_float(b);
-            return natdither_quantize(y, nu, s, u).level == natdither_quantize_rcp(y, nu, inv, s, u).level;
+            const uint32_t level = natdither_quantize(y, nu, s, u).level;
+            return level == natdither_quantize_rcp(y, nu, inv, s, u).level &&
+                   level == natdither_quantize_f(y, nu, rc, s, u).level;
           },
           &first);
       EXPECT_EQ(bad, 0u) << "nu=" << nu << " s=" << s << " first y bits " << first;
@@ -273,8 +390,9 @@ TEST(FastMathExhaustive, DitherEveryScale) {
         [&](uint32_t b) {
           const float nu = bits_float(b);
           if (nu == 0.0f) return true;
-          return dither_quantize(y, nu, 4, 0.5f).level ==
-                 dither_quantize_rcp(y, nu, 1.0 / static_cast<double>(nu), 4, 0.5f).level;
+          const uint32_t level = dither_quantize(y, nu, 4, 0.5f).level;
+          return level == dither_quantize_rcp(y, nu, 1.0 / static_cast<double>(nu), 4, 0.5f).level &&
+                 level == dither_quantize_f(y, nu, quantize_recip_f(false, nu, 4), 4, 0.5f).level;
         },
         &first);
     EXPECT_EQ(bad, 0u) << "y=" << y << " first nu bits " << first;

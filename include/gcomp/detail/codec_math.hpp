@@ -125,7 +125,8 @@ GCOMP_HD Quantized natdither_quantize(float y, float nu, uint32_t levels, float 
   return Quantized{level, level != 0u && y < 0.0f};
 }
 
-/// Largest s for which natdither_quantize_rcp uses the reciprocal (natdither_level is monotone).
+/// Largest s for which natdither_quantize_rcp and natdither_quantize_f use a reciprocal
+/// (natdither_level is monotone, and 2^(1-s) is a normal float).
 inline constexpr uint32_t kNatDitherRcpMaxLevels = 64;
 
 /// natdither_quantize with inv_nu = 1.0 / double(nu) once per block; the same result for every
@@ -139,6 +140,106 @@ GCOMP_HD Quantized natdither_quantize_rcp(float y, float nu, double inv_nu, uint
   uint32_t level = natdither_level(q - d, levels, u);
   if (level != natdither_level(q + d, levels, u)) level = natdither_level(a / static_cast<double>(nu), levels, u);
   return Quantized{level, level != 0u && y < 0.0f};
+}
+
+// ---------------------------------------------------------------------------------------------
+// The single-precision fast path of dither_quantize / natdither_quantize: the quotient in float
+// with a reciprocal c per block, bracketed; the same level as the division for every input.
+//
+// Let t = s|y|/nu (real; s = levels, or 1 for natdither), r = RN_d(t) the quotient of the element
+// function (s|y| is exact in double: s <= 2^24), c = RN_f(s/nu) (quantize_recip_f, one float
+// division per block; s is exact in float) and q = RN_f(|y| c).
+//   1. c is used only when it is a normal float, so c = (s/nu)(1 + e1) with |e1| <= 2^-24.
+//   2. The fast path is taken only for q in [2^-100, 2^100]. A product whose exact value lies
+//      below 2^-126 would round to at most 2^-126 < 2^-100, so |y| c is in the normal range and
+//      q = |y| c (1 + e2), |e2| <= 2^-24. Also t is a normal double (t >= 2^-149 2^-128), so
+//      r = t (1 + e3), |e3| <= 2^-53.
+//   3. r / q = (1 + e3) / ((1 + e1)(1 + e2)) lies in (1 - 2^-22, 1 + 2^-22):
+//      (1 + 2^-53) / (1 - 2^-24)^2 < 1 + 2^-23 + 2^-45 and (1 - 2^-53) / (1 + 2^-24)^2 > 1 - 2^-23 - 2^-52.
+//   4. The bracket: d = q 2^-20 is exact (q 2^-20 >= 2^-120 is normal, a power-of-two scaling),
+//      lo = RN_f(q - d) <= q (1 - 2^-20)(1 + 2^-24) < q (1 - 2^-22) < r and
+//      hi = RN_f(q + d) >= q (1 + 2^-20)(1 - 2^-24) > q (1 + 2^-22) > r, and neither overflows
+//      nor leaves the normal range (q <= 2^100, q (1 - 2^-20) >= 2^-101). With an FMA
+//      (q - q 2^-20 in one rounding) the same bounds hold.
+//   5. dither_level / natdither_level are nondecreasing functions of the real r (codec_math's
+//      comments above), and dither_level_f / natdither_level_f evaluate them exactly on a float
+//      argument (clamp to s and floor of a float, r - floor(r), the exponent field, a
+//      power-of-two scaling: no rounding; u is compared as it is, whatever its granularity).
+//      Hence level(lo) <= level(r) <= level(hi): when the two ends agree, that is r's level.
+// Otherwise (r within about 2^-20 relative of a level boundary: about 2^-19 q of the elements,
+// q <= s), when q is outside [2^-100, 2^100] (underflow, overflow, c = 0 for a scale with no
+// normal float reciprocal, NaN), or when s > 2^24 (or s > kNatDitherRcpMaxLevels for natdither)
+// the element function decides. q = 0 with y = 0 or nu = 0 is level 0, as there.
+// tests/unit/test_fast_math.cpp checks the result against the element functions (adversarial
+// inputs in the default run, every float y for several (nu, s, u) in FastMathExhaustive).
+// ---------------------------------------------------------------------------------------------
+
+/// 2^-20, the relative half-width of the single-precision bracket.
+inline constexpr float kFloatQuotientSlack = 9.5367431640625e-7f;
+/// The range [2^-100, 2^100] of q in which the single-precision bracket holds.
+inline constexpr float kFloatQuotientMin = 7.8886090522101181e-31f;
+inline constexpr float kFloatQuotientMax = 1.2676506002282294e+30f;
+/// Largest s of the single-precision path (s exact in float).
+inline constexpr uint32_t kFloatPathMaxLevels = 1u << 24;
+
+/// The per-block reciprocal c = RN_f(s/nu) of the fast path (s = 1 for natdither), or 0 when it is
+/// not a normal float (nu = 0, huge or tiny nu, NaN): then every element takes the exact path.
+GCOMP_HD float quantize_recip_f(bool natural, float nu, uint32_t levels) {
+  if (nu == 0.0f || levels > kFloatPathMaxLevels) return 0.0f;
+  const float c = (natural ? 1.0f : static_cast<float>(levels)) / nu;
+  return c >= 1.17549435e-38f && c <= 3.40282347e+38f ? c : 0.0f;  // normal and finite (false for NaN)
+}
+
+/// dither_level of a float r >= 0, evaluated exactly in single precision (s <= 2^24).
+GCOMP_HD uint32_t dither_level_f(float r, uint32_t levels, float u) {
+  const float s = static_cast<float>(levels);
+  if (r > s) r = s;
+  const uint32_t fl = static_cast<uint32_t>(r);
+  const float tau = r - static_cast<float>(fl);
+  return fl + (u < tau ? 1u : 0u);
+}
+
+/// natdither_level of a normal float r > 0, evaluated exactly in single precision
+/// (s <= kNatDitherRcpMaxLevels: 2^(1-s) and 2^(s-1) are normal floats).
+GCOMP_HD uint32_t natdither_level_f(float r, uint32_t levels, float u) {
+  if (r >= 1.0f) return levels;
+  const uint32_t bits = float_bits(r);
+  const int32_t j = static_cast<int32_t>(bits >> 23) - 127 + static_cast<int32_t>(levels);  // index of 2^e
+  if (j < 1) {
+    // between 0 and 2^(1-s): tau = r 2^(s-1), an exact power-of-two scaling
+    const float tau = r * bits_float(static_cast<uint32_t>(127 + static_cast<int32_t>(levels) - 1) << 23);
+    return u < tau ? 1u : 0u;
+  }
+  const float tau = bits_float((bits & 0x7fffffu) | 0x3f800000u) - 1.0f;  // (r - 2^e) / 2^e
+  return static_cast<uint32_t>(j) + (u < tau ? 1u : 0u);
+}
+
+/// dither_quantize with c = quantize_recip_f(false, nu, levels): single precision, exact (above).
+GCOMP_HD Quantized dither_quantize_f(float y, float nu, float c, uint32_t levels, float u) {
+  const float ay = abs_f(y);
+  const float q = ay * c;
+  if (q >= kFloatQuotientMin && q <= kFloatQuotientMax) {
+    const float d = q * kFloatQuotientSlack;
+    const uint32_t level = dither_level_f(q - d, levels, u);
+    if (level == dither_level_f(q + d, levels, u)) return Quantized{level, level != 0u && y < 0.0f};
+  } else if (ay == 0.0f || nu == 0.0f) {
+    return Quantized{0u, false};
+  }
+  return dither_quantize(y, nu, levels, u);
+}
+
+/// natdither_quantize with c = quantize_recip_f(true, nu, levels): single precision, exact (above).
+GCOMP_HD Quantized natdither_quantize_f(float y, float nu, float c, uint32_t levels, float u) {
+  const float ay = abs_f(y);
+  const float q = ay * c;
+  if (levels <= kNatDitherRcpMaxLevels && q >= kFloatQuotientMin && q <= kFloatQuotientMax) {
+    const float d = q * kFloatQuotientSlack;
+    const uint32_t level = natdither_level_f(q - d, levels, u);
+    if (level == natdither_level_f(q + d, levels, u)) return Quantized{level, level != 0u && y < 0.0f};
+  } else if (ay == 0.0f || nu == 0.0f) {
+    return Quantized{0u, false};
+  }
+  return natdither_quantize(y, nu, levels, u);
 }
 
 GCOMP_HD float natdither_value(uint32_t level, bool negative, float nu, uint32_t levels) {
@@ -186,14 +287,27 @@ GCOMP_HD float sign_value(bool negative, float scale) { return negative ? -scale
 // scale of element 4q + j (a group may straddle a block or segment boundary).
 // ---------------------------------------------------------------------------------------------
 
+// The quantizing group forms take the single-precision path (dither_quantize_f): one reciprocal
+// for the group's first scale, another only for an element whose scale differs.
+
 GCOMP_HD void dither_quantize4(const float (&y)[4], const float (&nu)[4], uint32_t levels, const Philox4x32& r,
                                Quantized (&out)[4]) {
-  for (int j = 0; j < 4; ++j) out[j] = dither_quantize(y[j], nu[j], levels, uniform01(r.v[j]));
+  const float c0 = quantize_recip_f(false, nu[0], levels);
+  for (int j = 0; j < 4; ++j) {
+    float c = c0;
+    if (nu[j] != nu[0]) c = quantize_recip_f(false, nu[j], levels);
+    out[j] = dither_quantize_f(y[j], nu[j], c, levels, uniform01(r.v[j]));
+  }
 }
 
 GCOMP_HD void natdither_quantize4(const float (&y)[4], const float (&nu)[4], uint32_t levels, const Philox4x32& r,
                                   Quantized (&out)[4]) {
-  for (int j = 0; j < 4; ++j) out[j] = natdither_quantize(y[j], nu[j], levels, uniform01(r.v[j]));
+  const float c0 = quantize_recip_f(true, nu[0], levels);
+  for (int j = 0; j < 4; ++j) {
+    float c = c0;
+    if (nu[j] != nu[0]) c = quantize_recip_f(true, nu[j], levels);
+    out[j] = natdither_quantize_f(y[j], nu[j], c, levels, uniform01(r.v[j]));
+  }
 }
 
 GCOMP_HD void natural_codes4(const float (&t)[4], const Philox4x32& r, uint32_t (&code)[4]) {
