@@ -91,6 +91,7 @@ HWY_INLINE void philox_rounds64(D64 d, hn::Vec<D64> (&c0)[kV], hn::Vec<D64> (&c1
   const hn::Repartition<uint32_t, D64> d32;
   const auto m0 = hn::Set(d32, kPhiloxM0);
   const auto m1 = hn::Set(d32, kPhiloxM1);
+#pragma GCC unroll 10
   for (int r = 0; r < 10; ++r) {
     const auto rk0 = hn::Set(d, k0[r]);
     const auto rk1 = hn::Set(d, k1[r]);
@@ -98,9 +99,11 @@ HWY_INLINE void philox_rounds64(D64 d, hn::Vec<D64> (&c0)[kV], hn::Vec<D64> (&c1
     for (int v = 0; v < kV; ++v) {
       const auto p0 = hn::MulEven(hn::BitCast(d32, c0[v]), m0);  // hi0:lo0
       const auto p1 = hn::MulEven(hn::BitCast(d32, c2[v]), m1);  // hi1:lo1
-      c0[v] = hn::Xor(hn::Xor(hn::ShiftRight<32>(p1), c1[v]), rk0);
+      // hi moved down by a swap of the 32-bit halves (a shuffle: the shift port also runs the
+      // multiplies); lo lands in the high half as junk
+      c0[v] = hn::Xor(hn::Xor(hn::BitCast(d, hn::Shuffle2301(hn::BitCast(d32, p1))), c1[v]), rk0);
       c1[v] = p1;
-      c2[v] = hn::Xor(hn::Xor(hn::ShiftRight<32>(p0), c3[v]), rk1);
+      c2[v] = hn::Xor(hn::Xor(hn::BitCast(d, hn::Shuffle2301(hn::BitCast(d32, p0))), c3[v]), rk1);
       c3[v] = p0;
     }
   }

@@ -169,10 +169,18 @@ GCOMP_HD Quantized natdither_quantize_rcp(float y, float nu, double inv_nu, uint
 // Otherwise (r within about 2^-20 relative of a level boundary: about 2^-19 q of the elements,
 // q <= s), when q is outside [2^-100, 2^100] (underflow, overflow, c = 0 for a scale with no
 // normal float reciprocal, NaN), or when s > 2^24 (or s > kNatDitherRcpMaxLevels for natdither)
-// the element function decides. q = 0 with y = 0 or nu = 0 is level 0, as there.
+// the element function decides. y = 0 gives q = 0 and level 0 at both ends, as there.
 // tests/unit/test_fast_math.cpp checks the result against the element functions (adversarial
 // inputs in the default run, every float y for several (nu, s, u) in FastMathExhaustive).
 // ---------------------------------------------------------------------------------------------
+
+/// GCOMP_HD for the rare path of the fast forms (the division fallback): out of line on the device, so that the
+/// kernels' hot loops hold the float path only.
+#if defined(__CUDACC__)
+#define GCOMP_HD_COLD __host__ __device__ __noinline__ inline
+#else
+#define GCOMP_HD_COLD inline
+#endif
 
 /// 2^-20, the relative half-width of the single-precision bracket.
 inline constexpr float kFloatQuotientSlack = 9.5367431640625e-7f;
@@ -199,47 +207,54 @@ GCOMP_HD uint32_t dither_level_f(float r, uint32_t levels, float u) {
   return fl + (u < tau ? 1u : 0u);
 }
 
-/// natdither_level of a normal float r > 0, evaluated exactly in single precision
-/// (s <= kNatDitherRcpMaxLevels: 2^(1-s) and 2^(s-1) are normal floats).
+/// natdither_level of a normal float r > 0 (or r = 0: level 0), evaluated exactly in single
+/// precision (s <= kNatDitherRcpMaxLevels: 2^(1-s) and 2^(s-1) are normal floats). Selects, no
+/// branches.
 GCOMP_HD uint32_t natdither_level_f(float r, uint32_t levels, float u) {
-  if (r >= 1.0f) return levels;
   const uint32_t bits = float_bits(r);
   const int32_t j = static_cast<int32_t>(bits >> 23) - 127 + static_cast<int32_t>(levels);  // index of 2^e
-  if (j < 1) {
-    // between 0 and 2^(1-s): tau = r 2^(s-1), an exact power-of-two scaling
-    const float tau = r * bits_float(static_cast<uint32_t>(127 + static_cast<int32_t>(levels) - 1) << 23);
-    return u < tau ? 1u : 0u;
-  }
-  const float tau = bits_float((bits & 0x7fffffu) | 0x3f800000u) - 1.0f;  // (r - 2^e) / 2^e
-  return static_cast<uint32_t>(j) + (u < tau ? 1u : 0u);
+  // j >= 1: tau = (r - 2^e) / 2^e, the mantissa; j < 1 (between 0 and 2^(1-s)): tau = r 2^(s-1),
+  // an exact power-of-two scaling (the exponent field of 2^(s-1) taken modulo 2^8 for s > 128,
+  // where j < 1 cannot happen for a normal r)
+  const float tau_mid = bits_float((bits & 0x7fffffu) | 0x3f800000u) - 1.0f;
+  const float tau_low = r * bits_float(((static_cast<uint32_t>(127 - 1) + levels) & 0xffu) << 23);
+  const bool low = j < 1;
+  const uint32_t level = (low ? 0u : static_cast<uint32_t>(j)) + (u < (low ? tau_low : tau_mid) ? 1u : 0u);
+  return r >= 1.0f ? levels : level;
+}
+
+GCOMP_HD_COLD Quantized dither_quantize_cold(float y, float nu, uint32_t levels, float u) {
+  return dither_quantize(y, nu, levels, u);
+}
+
+GCOMP_HD_COLD Quantized natdither_quantize_cold(float y, float nu, uint32_t levels, float u) {
+  return natdither_quantize(y, nu, levels, u);
 }
 
 /// dither_quantize with c = quantize_recip_f(false, nu, levels): single precision, exact (above).
+/// One test decides the fast path (no branch per condition on the device).
 GCOMP_HD Quantized dither_quantize_f(float y, float nu, float c, uint32_t levels, float u) {
   const float ay = abs_f(y);
   const float q = ay * c;
-  if (q >= kFloatQuotientMin && q <= kFloatQuotientMax) {
-    const float d = q * kFloatQuotientSlack;
-    const uint32_t level = dither_level_f(q - d, levels, u);
-    if (level == dither_level_f(q + d, levels, u)) return Quantized{level, level != 0u && y < 0.0f};
-  } else if (ay == 0.0f || nu == 0.0f) {
-    return Quantized{0u, false};
-  }
-  return dither_quantize(y, nu, levels, u);
+  const float d = q * kFloatQuotientSlack;
+  const uint32_t level = dither_level_f(q - d, levels, u);
+  const bool in_range = (q >= kFloatQuotientMin) & (q <= kFloatQuotientMax);
+  if ((level == dither_level_f(q + d, levels, u)) & (in_range | (ay == 0.0f)))
+    return Quantized{level, level != 0u && y < 0.0f};
+  return dither_quantize_cold(y, nu, levels, u);
 }
 
 /// natdither_quantize with c = quantize_recip_f(true, nu, levels): single precision, exact (above).
 GCOMP_HD Quantized natdither_quantize_f(float y, float nu, float c, uint32_t levels, float u) {
   const float ay = abs_f(y);
   const float q = ay * c;
-  if (levels <= kNatDitherRcpMaxLevels && q >= kFloatQuotientMin && q <= kFloatQuotientMax) {
-    const float d = q * kFloatQuotientSlack;
-    const uint32_t level = natdither_level_f(q - d, levels, u);
-    if (level == natdither_level_f(q + d, levels, u)) return Quantized{level, level != 0u && y < 0.0f};
-  } else if (ay == 0.0f || nu == 0.0f) {
-    return Quantized{0u, false};
-  }
-  return natdither_quantize(y, nu, levels, u);
+  const float d = q * kFloatQuotientSlack;
+  const uint32_t level = natdither_level_f(q - d, levels, u);
+  const bool in_range = (q >= kFloatQuotientMin) & (q <= kFloatQuotientMax);
+  // y = 0: r = 0 gives level 0 here (j < 1) for s <= kNatDitherRcpMaxLevels only
+  if ((level == natdither_level_f(q + d, levels, u)) & (in_range | (ay == 0.0f)) & (levels <= kNatDitherRcpMaxLevels))
+    return Quantized{level, level != 0u && y < 0.0f};
+  return natdither_quantize_cold(y, nu, levels, u);
 }
 
 GCOMP_HD float natdither_value(uint32_t level, bool negative, float nu, uint32_t levels) {
@@ -287,27 +302,24 @@ GCOMP_HD float sign_value(bool negative, float scale) { return negative ? -scale
 // scale of element 4q + j (a group may straddle a block or segment boundary).
 // ---------------------------------------------------------------------------------------------
 
-// The quantizing group forms take the single-precision path (dither_quantize_f): one reciprocal
-// for the group's first scale, another only for an element whose scale differs.
+// The quantizing group forms take the single-precision path (dither_quantize_f) with one
+// reciprocal, that of the group's first scale.
+
+// An element whose scale differs from its group's first (a group across a block boundary) is
+// given c = 0, the "no reciprocal" value: the division decides it.
 
 GCOMP_HD void dither_quantize4(const float (&y)[4], const float (&nu)[4], uint32_t levels, const Philox4x32& r,
                                Quantized (&out)[4]) {
-  const float c0 = quantize_recip_f(false, nu[0], levels);
-  for (int j = 0; j < 4; ++j) {
-    float c = c0;
-    if (nu[j] != nu[0]) c = quantize_recip_f(false, nu[j], levels);
-    out[j] = dither_quantize_f(y[j], nu[j], c, levels, uniform01(r.v[j]));
-  }
+  const float c = quantize_recip_f(false, nu[0], levels);
+  for (int j = 0; j < 4; ++j)
+    out[j] = dither_quantize_f(y[j], nu[j], nu[j] == nu[0] ? c : 0.0f, levels, uniform01(r.v[j]));
 }
 
 GCOMP_HD void natdither_quantize4(const float (&y)[4], const float (&nu)[4], uint32_t levels, const Philox4x32& r,
                                   Quantized (&out)[4]) {
-  const float c0 = quantize_recip_f(true, nu[0], levels);
-  for (int j = 0; j < 4; ++j) {
-    float c = c0;
-    if (nu[j] != nu[0]) c = quantize_recip_f(true, nu[j], levels);
-    out[j] = natdither_quantize_f(y[j], nu[j], c, levels, uniform01(r.v[j]));
-  }
+  const float c = quantize_recip_f(true, nu[0], levels);
+  for (int j = 0; j < 4; ++j)
+    out[j] = natdither_quantize_f(y[j], nu[j], nu[j] == nu[0] ? c : 0.0f, levels, uniform01(r.v[j]));
 }
 
 GCOMP_HD void natural_codes4(const float (&t)[4], const Philox4x32& r, uint32_t (&code)[4]) {
