@@ -111,6 +111,15 @@ void unpack_fields(const uint32_t* words, int64_t first, int64_t len, uint32_t b
 /// out[i] = grid_value(levels[i], step), or out[i] + weight * that, for i < len.
 void grid_decode(const int32_t* levels, int64_t len, double step, float weight, bool accumulate, float* out);
 
+/// grid_decode of fields first .. first + len - 1 of a stream of whole-byte fields (bits 8 or
+/// 16), read straight from the little-endian payload bytes `fields` (any alignment).
+void grid_decode_fields(const uint8_t* fields, int64_t first, int64_t len, uint32_t bits, double step, float weight,
+                        bool accumulate, float* out);
+
+/// Index of the first of the whole-byte fields (bits 8 or 16) at fields[0, len) that holds the
+/// most negative pattern (0x80, 0x8000: never written by the encoder), or -1.
+int64_t grid_first_bad_field(const uint8_t* fields, int64_t len, uint32_t bits);
+
 /// out[i] = out[i] + weight * v[i] for i < len (accumulate(), never fused).
 void axpy(const float* v, int64_t len, float weight, float* out);
 
@@ -182,6 +191,12 @@ int64_t select_at_most(const uint32_t* keys, int64_t len, uint32_t threshold, ui
   X(grid_decode, GridDecode, void,                                                                                     \
     (const int32_t* levels, int64_t len, double step, float weight, bool accumulate, float* out),                      \
     (levels, len, step, weight, accumulate, out))                                                                      \
+  X(grid_decode_fields, GridDecodeFields, void,                                                                        \
+    (const uint8_t* fields, int64_t first, int64_t len, uint32_t bits, double step, float weight, bool accumulate,     \
+     float* out),                                                                                                      \
+    (fields, first, len, bits, step, weight, accumulate, out))                                                         \
+  X(grid_first_bad_field, GridFirstBadField, int64_t, (const uint8_t* fields, int64_t len, uint32_t bits),             \
+    (fields, len, bits))                                                                                               \
   X(axpy, Axpy, void, (const float* v, int64_t len, float weight, float* out), (v, len, weight, out))                  \
   X(topk_order_keys, TopkOrderKeys, void, (const float* x, int64_t len, uint32_t* ord), (x, len, ord))                 \
   X(select_at_most, SelectAtMost, int64_t, (const uint32_t* keys, int64_t len, uint32_t threshold, uint32_t* idx),     \

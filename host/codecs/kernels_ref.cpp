@@ -176,6 +176,29 @@ void grid_decode(const int32_t* levels, int64_t len, double step, float weight, 
   }
 }
 
+namespace {
+/// Sign-extended whole-byte field i (bits 8 or 16) of a little-endian stream.
+int32_t byte_field(const uint8_t* fields, int64_t i, uint32_t bits) {
+  if (bits == 8) return static_cast<int8_t>(fields[i]);
+  return static_cast<int16_t>(static_cast<uint16_t>(fields[2 * i] | (fields[2 * i + 1] << 8)));
+}
+}  // namespace
+
+void grid_decode_fields(const uint8_t* fields, int64_t first, int64_t len, uint32_t bits, double step, float weight,
+                        bool accumulate, float* out) {
+  for (int64_t i = 0; i < len; ++i) {
+    const float v = grid_value(byte_field(fields, first + i, bits), step);
+    out[i] = accumulate ? gcomp::detail::accumulate(out[i], weight, v) : v;
+  }
+}
+
+int64_t grid_first_bad_field(const uint8_t* fields, int64_t len, uint32_t bits) {
+  const int32_t most_negative = bits == 8 ? -128 : -32768;
+  for (int64_t i = 0; i < len; ++i)
+    if (byte_field(fields, i, bits) == most_negative) return i;
+  return -1;
+}
+
 void axpy(const float* v, int64_t len, float weight, float* out) {
   for (int64_t i = 0; i < len; ++i) out[i] = accumulate(out[i], weight, v[i]);
 }

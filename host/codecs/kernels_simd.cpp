@@ -21,7 +21,9 @@
 #include <gcomp/detail/reduce.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
 
 HWY_BEFORE_NAMESPACE();
 namespace gcomp::detail::kernels {
@@ -827,6 +829,100 @@ void GridDecode(const int32_t* levels, int64_t len, double step, float weight, b
     hn::StoreU(v, df, out + i);
   }
   ref::grid_decode(levels + i, len - i, step, weight, accumulate, out + i);
+}
+
+/// True when grid_value(level, step) equals float(level) * float(step) for every |level| < 2^23:
+/// step is a normal float, so the exact product (at most 24 + 23 significant bits, far inside the
+/// double range) is what step * double(level) computes, and both forms round that product once
+/// to float (the float multiply rounds it correctly by IEEE 754).
+HWY_INLINE bool grid_step_is_float(double step) {
+  const float f = static_cast<float>(step);
+  return static_cast<double>(f) == step && std::fabs(f) >= std::numeric_limits<float>::min() &&
+         std::fabs(f) <= std::numeric_limits<float>::max();
+}
+
+template <bool kAccumulate, int kBits, class DF>
+HWY_INLINE int64_t grid_fields_float(DF df, const uint8_t* fields, int64_t first, int64_t len, float step, float weight,
+                                     float* out) {
+  const hn::RebindToSigned<DF> di;
+  const hn::Rebind<int16_t, decltype(di)> d16;
+  const hn::Repartition<uint8_t, decltype(d16)> d16_bytes;
+  const hn::Rebind<int8_t, decltype(di)> d8;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  const auto v_step = hn::Set(df, step);
+  const auto v_weight = hn::Set(df, weight);
+  int64_t i = 0;
+  for (; i + lanes <= len; i += lanes) {
+    const int64_t e = first + i;
+    hn::Vec<decltype(di)> level;
+    if constexpr (kBits == 16)
+      level = hn::PromoteTo(di, hn::BitCast(d16, hn::LoadU(d16_bytes, fields + 2 * e)));
+    else
+      level = hn::PromoteTo(di, hn::LoadU(d8, reinterpret_cast<const int8_t*>(fields) + e));
+    auto v = hn::Mul(hn::ConvertTo(df, level), v_step);
+    if constexpr (kAccumulate) v = hn::Add(hn::LoadU(df, out + i), hn::Mul(v_weight, v));
+    hn::StoreU(v, df, out + i);
+  }
+  return i;
+}
+
+void GridDecodeFields(const uint8_t* fields, int64_t first, int64_t len, uint32_t bits, double step, float weight,
+                      bool accumulate, float* out) {
+  if (bits != 8 && bits != 16) {
+    ref::grid_decode_fields(fields, first, len, bits, step, weight, accumulate, out);
+    return;
+  }
+  int64_t i = 0;
+  if (grid_step_is_float(step)) {
+    const hn::ScalableTag<float> df;
+    const float f = static_cast<float>(step);
+    if (bits == 16)
+      i = accumulate ? grid_fields_float<true, 16>(df, fields, first, len, f, weight, out)
+                     : grid_fields_float<false, 16>(df, fields, first, len, f, weight, out);
+    else
+      i = accumulate ? grid_fields_float<true, 8>(df, fields, first, len, f, weight, out)
+                     : grid_fields_float<false, 8>(df, fields, first, len, f, weight, out);
+  } else {  // levels to int32 scratch, then the double product of GridDecode
+    HWY_ALIGN int32_t levels[256];
+    for (; i + 256 <= len; i += 256) {
+      for (int64_t j = 0; j < 256; ++j) {
+        const int64_t e = first + i + j;
+        if (bits == 16) {
+          int16_t v;
+          std::memcpy(&v, fields + 2 * e, 2);
+          levels[j] = v;
+        } else {
+          levels[j] = static_cast<int8_t>(fields[e]);
+        }
+      }
+      GridDecode(levels, 256, step, weight, accumulate, out + i);
+    }
+  }
+  ref::grid_decode_fields(fields, first + i, len - i, bits, step, weight, accumulate, out + i);
+}
+
+template <class D>
+HWY_INLINE int64_t first_equal(D d, const uint8_t* fields, int64_t len, typename hn::TFromD<D> pattern, uint32_t bits) {
+  const hn::Repartition<uint8_t, D> d_bytes;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  constexpr int64_t kSize = sizeof(hn::TFromD<D>);
+  const auto bad = hn::Set(d, pattern);
+  const auto load = [&](int64_t i) { return hn::BitCast(d, hn::LoadU(d_bytes, fields + kSize * i)); };
+  int64_t i = 0;
+  for (; i + 4 * lanes <= len; i += 4 * lanes) {
+    for (int64_t o = 0; o < 4 * lanes * kSize; o += 64) hwy::Prefetch(fields + kSize * i + o + 4 * kPrefetchFloats);
+    const auto hit = hn::Or(hn::Or(hn::Eq(load(i), bad), hn::Eq(load(i + lanes), bad)),
+                            hn::Or(hn::Eq(load(i + 2 * lanes), bad), hn::Eq(load(i + 3 * lanes), bad)));
+    if (HWY_UNLIKELY(!hn::AllFalse(d, hit))) return ref::grid_first_bad_field(fields + kSize * i, 4 * lanes, bits) + i;
+  }
+  const int64_t tail = ref::grid_first_bad_field(fields + kSize * i, len - i, bits);
+  return tail < 0 ? -1 : tail + i;
+}
+
+int64_t GridFirstBadField(const uint8_t* fields, int64_t len, uint32_t bits) {
+  if (bits == 16) return first_equal(hn::ScalableTag<uint16_t>(), fields, len, uint16_t{0x8000}, bits);
+  if (bits == 8) return first_equal(hn::ScalableTag<uint8_t>(), fields, len, uint8_t{0x80}, bits);
+  return ref::grid_first_bad_field(fields, len, bits);
 }
 
 // ------------------------------------------------------------------------------ identity

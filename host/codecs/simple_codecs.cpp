@@ -32,7 +32,13 @@ void IdentityCodec::encode(std::span<const float> x, const RngKey&, std::span<ui
 void IdentityCodec::validate(std::span<const uint8_t> payload) const {
   if (payload.size() != encoded_bytes()) corrupt(spec(), "wrong size");
   std::vector<int64_t> bad(static_cast<size_t>(num_pieces(num_elems())), -1);
+  const bool aligned = reinterpret_cast<uintptr_t>(payload.data()) % alignof(float) == 0;
   for_each_piece(num_elems(), [&](int64_t begin, int64_t end) {
+    if (aligned) {  // the payload's floats in place: one read at memory speed, no copy
+      const int64_t i = kernels::find_nonfinite(reinterpret_cast<const float*>(payload.data()) + begin, end - begin);
+      if (i >= 0) bad[static_cast<size_t>(begin / kPieceElems)] = begin + i;
+      return;
+    }
     float local[kSubElems];  // aligned copy: a payload need not be 4-byte aligned
     for_each_sub(begin, end, [&](int64_t a, int64_t e) {
       if (bad[static_cast<size_t>(begin / kPieceElems)] >= 0) return;

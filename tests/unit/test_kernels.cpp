@@ -13,9 +13,11 @@
 #include "host/common/thread_pool.hpp"
 
 #include <gcomp/detail/codec_math.hpp>
+#include <gcomp/detail/grid.hpp>
 #include <gcomp/threads.hpp>
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -272,6 +274,62 @@ TEST_F(KernelTargets, StreamedDecodesGiveTheSameBits) {
     }
   }
   detail::set_stream_min_bytes(-1);
+}
+
+TEST_F(KernelTargets, GridFieldKernelsMatchTheElementMathForEveryField) {
+  // grid_decode_fields against grid_value of every 8- and 16-bit field (the SIMD kernels multiply
+  // in float when the step is a normal float: the same bits as the double product), for steps
+  // that are floats (a power of two, 0.1f, the smallest normal, one whose products overflow) and
+  // steps that are not, at an unaligned start; grid_first_bad_field finds the most negative
+  // pattern wherever it sits.
+  std::vector<uint8_t> bytes(2 * 65536 + 3);
+  for (int v = 0; v < 65536; ++v) {
+    bytes[1 + 2 * static_cast<size_t>(v)] = static_cast<uint8_t>(v & 0xff);
+    bytes[2 + 2 * static_cast<size_t>(v)] = static_cast<uint8_t>(v >> 8);
+  }
+  const double steps[] = {0.00390625,
+                          static_cast<double>(0.1f),
+                          0.1,
+                          static_cast<double>(FLT_MIN),
+                          1e-40,
+                          3e34,
+                          static_cast<double>(std::nextafter(FLT_MAX, 0.0f)),
+                          1e-300};
+  for (const auto& [id, name] : kernels::available_targets()) {
+    kernels::force_target(id);
+    for (uint32_t bits : {8u, 16u}) {
+      const int64_t count = bits == 16 ? 65536 : 2 * 65536;
+      for (double step : steps) {
+        for (bool accumulate : {false, true}) {
+          for (int64_t first : {int64_t{0}, int64_t{5}}) {
+            const int64_t len = count - first;
+            std::vector<float> got(static_cast<size_t>(len), 0.5f), want(got);
+            kernels::grid_decode_fields(bytes.data() + 1, first, len, bits, step, -0.75f, accumulate, got.data());
+            for (int64_t i = 0; i < len; ++i) {
+              const uint8_t* f = bytes.data() + 1 + (first + i) * bits / 8;
+              const int32_t level = bits == 8 ? static_cast<int8_t>(f[0]) : static_cast<int16_t>(f[0] | (f[1] << 8));
+              const float v = detail::grid_value(level, step);
+              want[static_cast<size_t>(i)] = accumulate ? detail::accumulate(0.5f, -0.75f, v) : v;
+            }
+            ASSERT_TRUE(test::bitwise_equal(got, want))
+                << name << " bits=" << bits << " step=" << step << " accumulate=" << accumulate << " first=" << first;
+          }
+        }
+      }
+      // The most negative pattern at every position of a short stream, and nowhere.
+      for (int64_t len : {1, 31, 64, 200, 1000}) {
+        std::vector<uint8_t> f(static_cast<size_t>(len) * bits / 8 + 1, 0x7f);
+        EXPECT_EQ(kernels::grid_first_bad_field(f.data() + 1, len, bits), -1) << name;
+        for (int64_t at = 0; at < len; ++at) {
+          std::vector<uint8_t> g = f;
+          g[1 + static_cast<size_t>((at + 1) * bits / 8 - 1)] = 0x80;
+          if (bits == 16) g[1 + static_cast<size_t>(2 * at)] = 0x00;
+          if (at + 2 < len) g[1 + static_cast<size_t>((at + 3) * bits / 8 - 1)] = 0x80;  // a later one too
+          ASSERT_EQ(kernels::grid_first_bad_field(g.data() + 1, len, bits), at) << name << " bits=" << bits;
+        }
+      }
+    }
+  }
 }
 
 TEST_F(KernelTargets, PhiloxWordsMatchTheBlockFunctionAcrossTheLowCounterWrap) {
