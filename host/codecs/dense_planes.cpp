@@ -72,6 +72,8 @@ int64_t dense_first_bad_t(const uint8_t* groups, uint32_t s, bool level_check, i
 /// The first group of g0 .. g1 - 1 (whole groups: no padding lanes) with a sign bit on a zero
 /// level or (level_check) a level above s, or -1.
 int64_t dense_first_bad(const uint8_t* groups, int nbits, uint32_t s, bool level_check, int64_t g0, int64_t g1) {
+  // 1-3 planes (terngrad, dither s <= 7, natdither s <= 3): SIMD over groups
+  if (nbits <= 3) return kernels::plane_groups_first_bad(groups, nbits, s, level_check, g0, g1);
   switch (nbits) {
     case 1: return dense_first_bad_t<1>(groups, s, level_check, g0, g1);
     case 2: return dense_first_bad_t<2>(groups, s, level_check, g0, g1);

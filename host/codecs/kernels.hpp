@@ -85,6 +85,10 @@ void sign_words(const float* x, int64_t num_groups, uint32_t* out);
 void decode_planes(const uint32_t* groups, int nbits, int64_t first, int64_t len, const float* table, float weight,
                    bool accumulate, float* out);
 
+/// The first of the whole plane groups g0 .. g1 - 1 at `groups` (group g at bytes 4 g (1 + nbits)
+/// on; any alignment) with a lane that plane_group_bad_lanes(.., nbits, s, level_check) flags, or -1.
+int64_t plane_groups_first_bad(const uint8_t* groups, int nbits, uint32_t s, bool level_check, int64_t g0, int64_t g1);
+
 /// Natural compression of x[0, len) with words[i] (natural_exponent_code): codes[i] one byte each;
 /// the sign bits (code != 0 and x < 0) of 32-element group g in signs[g], for the groups that
 /// x[0, len) covers (len a multiple of 32, or the buffer's end: missing lanes are 0).
@@ -171,6 +175,9 @@ int64_t select_at_most(const uint32_t* keys, int64_t len, uint32_t threshold, ui
     (const uint32_t* groups, int nbits, int64_t first, int64_t len, const float* table, float weight, bool accumulate, \
      float* out),                                                                                                      \
     (groups, nbits, first, len, table, weight, accumulate, out))                                                       \
+  X(plane_groups_first_bad, PlaneGroupsFirstBad, int64_t,                                                              \
+    (const uint8_t* groups, int nbits, uint32_t s, bool level_check, int64_t g0, int64_t g1),                          \
+    (groups, nbits, s, level_check, g0, g1))                                                                           \
   X(natural_encode, NaturalEncode, void,                                                                               \
     (const float* x, int64_t len, const uint32_t* words, uint8_t* codes, uint32_t* signs),                             \
     (x, len, words, codes, signs))                                                                                     \

@@ -112,6 +112,16 @@ void decode_planes(const uint32_t* groups, int nbits, int64_t first, int64_t len
   }
 }
 
+int64_t plane_groups_first_bad(const uint8_t* groups, int nbits, uint32_t s, bool level_check, int64_t g0, int64_t g1) {
+  const int words = group_words(nbits);
+  uint32_t w[1 + 32];
+  for (int64_t g = g0; g < g1; ++g) {
+    std::memcpy(w, groups + 4 * g * words, sizeof(uint32_t) * static_cast<size_t>(words));
+    if (plane_group_bad_lanes(w[0], w + 1, nbits, s, level_check) != 0u) return g;
+  }
+  return -1;
+}
+
 void natural_encode(const float* x, int64_t len, const uint32_t* words, uint8_t* codes, uint32_t* signs) {
   for (int64_t g = 0; g * kGroupElems < len; ++g) signs[g] = 0;
   for (int64_t i = 0; i < len; ++i) {

@@ -589,7 +589,8 @@ HWY_INLINE hn::Mask<DU> plane_mask(DU du, const uint32_t* word, int o) {
 }
 
 /// DecodePlanes for a fixed plane count and mode, from element i of the range on (its lane offset
-/// in the group a multiple of the lane count).
+/// in the group a multiple of the lane count). The loop walks whole groups with the lane offset
+/// known at compile time (no division per vector); the groups' words are read as mask bytes.
 template <int kBits, bool kAccumulate, class DF>
 HWY_INLINE int64_t decode_planes_t(DF df, const uint32_t* groups, int64_t first, int64_t i, int64_t len,
                                    const float* table, float weight, float* out) {
@@ -598,18 +599,22 @@ HWY_INLINE int64_t decode_planes_t(DF df, const uint32_t* groups, int64_t first,
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
   constexpr int kWords = 1 + kBits;
   constexpr bool kLookup = (1 << kBits) <= hn::MaxLanes(DF());
-  HWY_ALIGN float padded[hn::MaxLanes(DF()) > 64 ? hn::MaxLanes(DF()) : 64] = {};
-  if constexpr (kLookup) std::memcpy(padded, table, sizeof(float) << kBits);
-  const auto table_vec = hn::Load(df, padded);
+  // The table in one register (a call may cover a single block: only its entries are copied)
+  auto table_vec = hn::Zero(df);
+  if constexpr (kLookup && kBits > 0) {
+    HWY_ALIGN float padded[hn::MaxLanes(DF())];
+    std::memcpy(padded, table, sizeof(float) << kBits);
+    std::fill(padded + (1 << kBits), padded + hn::MaxLanes(DF()), 0.0f);
+    table_vec = hn::Load(df, padded);
+  }
   const auto v_weight = hn::Set(df, weight);
   const auto sign_bit = hn::Set(du, 0x80000000u);
-  for (; i + lanes <= len; i += lanes) {
-    const int64_t e = first + i;
-    const uint32_t* w = groups + (e / kGroupElems) * kWords;
-    const int o = static_cast<int>(e % kGroupElems);
+  const auto v_zero_level = hn::Set(df, table[0]);
+  // One vector: lanes [o, o + lanes) of the group at w, to out[0, lanes).
+  const auto one = [&](const uint32_t* w, int o, float* dst) HWY_ATTR {
     hn::Vec<DF> v;
     if constexpr (kBits == 0) {
-      v = hn::Set(df, table[0]);
+      v = v_zero_level;
     } else {
       auto level = hn::Zero(du);
 #pragma GCC unroll 8
@@ -622,9 +627,25 @@ HWY_INLINE int64_t decode_planes_t(DF df, const uint32_t* groups, int64_t first,
     }
     // negate: flip the sign bit where the sign plane is set
     v = hn::BitCast(df, hn::Xor(hn::BitCast(du, v), hn::IfThenElseZero(plane_mask(du, w, o), sign_bit)));
-    if constexpr (kAccumulate) v = hn::Add(hn::LoadU(df, out + i), hn::Mul(v_weight, v));
-    hn::StoreU(v, df, out + i);
+    if constexpr (kAccumulate) v = hn::Add(hn::LoadU(df, dst), hn::Mul(v_weight, v));
+    hn::StoreU(v, df, dst);
+  };
+  const uint32_t* w = groups + ((first + i) / kGroupElems) * kWords;
+  int o = static_cast<int>((first + i) % kGroupElems);
+  for (; o != 0 && i + lanes <= len; i += lanes) {  // the rest of a group entered in its middle
+    one(w, o, out + i);
+    o += static_cast<int>(lanes);
+    if (o == kGroupElems) {
+      o = 0;
+      w += kWords;
+    }
   }
+  if (o != 0) return i;
+  for (; i + kGroupElems <= len; i += kGroupElems, w += kWords) {
+#pragma GCC unroll 8
+    for (int oo = 0; oo < kGroupElems; oo += static_cast<int>(hn::MaxLanes(DF()))) one(w, oo, out + i + oo);
+  }
+  for (o = 0; i + lanes <= len; i += lanes, o += static_cast<int>(lanes)) one(w, o, out + i);
   return i;
 }
 
@@ -658,6 +679,54 @@ void DecodePlanes(const uint32_t* groups, int nbits, int64_t first, int64_t len,
     default: i = decode_planes_n<8>(df, groups, first, i, len, table, weight, accumulate, out); break;
   }
   ref::decode_planes(groups, nbits, first + i, len - i, table, weight, accumulate, out + i);
+}
+
+/// PlaneGroupsFirstBad for 1 to 3 planes: a vector of groups at a time, their words split into
+/// a sign vector and plane vectors by LoadInterleaved, then plane_group_bad_lanes lane-wise.
+template <int kBits>
+int64_t plane_groups_first_bad_t(const uint32_t* words, uint32_t s, bool level_check, int64_t g0, int64_t g1) {
+  const hn::ScalableTag<uint32_t> du;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(du));
+  constexpr int kWords = 1 + kBits;
+  const auto zero = hn::Zero(du);
+  int64_t g = g0;
+  for (; g + lanes <= g1; g += lanes) {
+    const uint32_t* p = words + g * kWords;
+    for (int64_t o = 0; o < kWords * lanes; o += 16) hwy::Prefetch(p + o + kPrefetchFloats);
+    hn::Vec<decltype(du)> sign, pl[3];
+    if constexpr (kBits == 1) hn::LoadInterleaved2(du, p, sign, pl[0]);
+    if constexpr (kBits == 2) hn::LoadInterleaved3(du, p, sign, pl[0], pl[1]);
+    if constexpr (kBits == 3) hn::LoadInterleaved4(du, p, sign, pl[0], pl[1], pl[2]);
+    auto nonzero = zero, above = zero, equal = hn::Not(zero);
+    for (int k = kBits - 1; k >= 0; --k) {
+      nonzero = hn::Or(nonzero, pl[k]);
+      if (level_check) {
+        if ((s >> k) & 1u) {
+          equal = hn::And(equal, pl[k]);
+        } else {
+          above = hn::Or(above, hn::And(equal, pl[k]));
+          equal = hn::AndNot(pl[k], equal);
+        }
+      }
+    }
+    const auto bad = hn::Or(hn::AndNot(nonzero, sign), above);
+    const auto hit = hn::Ne(bad, zero);
+    if (HWY_UNLIKELY(!hn::AllFalse(du, hit))) return g + static_cast<int64_t>(hn::FindKnownFirstTrue(du, hit));
+  }
+  return ref::plane_groups_first_bad(reinterpret_cast<const uint8_t*>(words), kBits, s, level_check, g, g1);
+}
+
+int64_t PlaneGroupsFirstBad(const uint8_t* groups, int nbits, uint32_t s, bool level_check, int64_t g0, int64_t g1) {
+  if (reinterpret_cast<uintptr_t>(groups) % sizeof(uint32_t) == 0) {
+    const uint32_t* words = reinterpret_cast<const uint32_t*>(groups);
+    switch (nbits) {
+      case 1: return plane_groups_first_bad_t<1>(words, s, level_check, g0, g1);
+      case 2: return plane_groups_first_bad_t<2>(words, s, level_check, g0, g1);
+      case 3: return plane_groups_first_bad_t<3>(words, s, level_check, g0, g1);
+      default: break;
+    }
+  }
+  return ref::plane_groups_first_bad(groups, nbits, s, level_check, g0, g1);
 }
 
 // ------------------------------------------------------------------------------ natural

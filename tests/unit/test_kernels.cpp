@@ -332,6 +332,59 @@ TEST_F(KernelTargets, GridFieldKernelsMatchTheElementMathForEveryField) {
   }
 }
 
+TEST_F(KernelTargets, PlaneGroupValidationFindsTheFirstBadGroupLikeTheElementRules) {
+  // plane_groups_first_bad against the rule of one group (plane_group_bad_lanes) on every target:
+  // valid groups with one planted problem (a sign bit on a zero level, or a level above s) at each
+  // group of a run and each lane, at aligned and unaligned payload offsets.
+  std::mt19937_64 rng(11);
+  for (const auto& [id, name] : kernels::available_targets()) {
+    kernels::force_target(id);
+    for (int nbits = 1; nbits <= 4; ++nbits) {
+      for (uint32_t s : {(1u << nbits) - 1u, (1u << (nbits - 1)) + 1u, 1u << (nbits - 1)}) {
+        if (s > (1u << nbits) - 1u) continue;  // s needs nbits bits: 2^(nbits-1) <= s < 2^nbits
+        const bool level_check = (uint64_t{1} << nbits) != uint64_t{s} + 1;
+        const int words = 1 + nbits;
+        const int64_t groups = 70;
+        // Valid groups: levels in 0..s, sign bits only on nonzero levels.
+        std::vector<uint32_t> valid(static_cast<size_t>(groups * words), 0u);
+        for (int64_t g = 0; g < groups; ++g)
+          for (int lane = 0; lane < 32; ++lane) {
+            const uint32_t level = static_cast<uint32_t>(rng() % (s + 1));
+            for (int k = 0; k < nbits; ++k)
+              valid[static_cast<size_t>(g * words + 1 + k)] |= ((level >> k) & 1u) << lane;
+            if (level != 0u && (rng() & 1u)) valid[static_cast<size_t>(g * words)] |= 1u << lane;
+          }
+        for (int offset : {0, 1}) {
+          std::vector<uint8_t> bytes(4 * valid.size() + 4);
+          std::memcpy(bytes.data() + offset, valid.data(), 4 * valid.size());
+          ASSERT_EQ(kernels::plane_groups_first_bad(bytes.data() + offset, nbits, s, level_check, 0, groups), -1)
+              << name << " nbits=" << nbits << " s=" << s;
+          for (int64_t at = 0; at < groups; at += 3) {
+            std::vector<uint32_t> w = valid;
+            const int lane = static_cast<int>((at * 7) % 32);
+            uint32_t* gw = w.data() + at * words;
+            const bool above = level_check && (at % 2 == 1);
+            for (int k = 0; k < nbits; ++k) gw[1 + k] &= ~(1u << lane);
+            if (above) {  // level s + 1 (fits nbits when level_check)
+              for (int k = 0; k < nbits; ++k) gw[1 + k] |= (((s + 1) >> k) & 1u) << lane;
+            } else {  // a sign bit on a zero level
+              gw[0] |= 1u << lane;
+            }
+            std::memcpy(bytes.data() + offset, w.data(), 4 * w.size());
+            for (int64_t g0 : {int64_t{0}, at}) {
+              ASSERT_EQ(kernels::plane_groups_first_bad(bytes.data() + offset, nbits, s, level_check, g0, groups), at)
+                  << name << " nbits=" << nbits << " s=" << s << " at=" << at << " offset=" << offset;
+            }
+            if (at > 0) {
+              ASSERT_EQ(kernels::plane_groups_first_bad(bytes.data() + offset, nbits, s, level_check, 0, at), -1);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST_F(KernelTargets, PhiloxWordsMatchTheBlockFunctionAcrossTheLowCounterWrap) {
   const RngKey key{0xfeedfacecafebeefull, 7, 3, detail::kStreamDownlink};
   std::vector<uint32_t> want(4 * 100), got(4 * 100);
