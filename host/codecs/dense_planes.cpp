@@ -301,6 +301,9 @@ void DensePlaneCodec::write_piece(const float* x, const float* scales, const Rng
     // One Philox block per four elements, then each block run with its scale.
     kernels::philox_words(key, kStreamElement, static_cast<uint64_t>(a) / 4, ceil_div(e - a, 4), rnd);
     const int64_t g = ceil_div(e - a, kGroupElems);
+    // The lanes of a last, partial group past n quantize y = 0 (level 0 for any word): their words
+    // are set, not left as they were on the stack.
+    std::fill(rnd + 4 * ceil_div(e - a, 4), rnd + g * kGroupElems, 0u);
     if (fused) {
       // Per-element scales of the elements [a + first, a + last) (scratch offsets from a).
       const auto fill_scales = [&](int64_t first, int64_t last) {
