@@ -282,17 +282,19 @@ std::vector<int64_t> SparseCodec::read_indices(std::span<const uint8_t> payload,
   const uint8_t* packed = payload.data() + 4 * k_;
   if (index_bits_ <= 32) {
     // Index j is bits [jB, jB + B) of the LSB-first word stream: one 64-bit window of the two
-    // words it touches (B + offset <= 63), not a load per bit.
+    // words it touches (B + offset <= 63), not a load per bit; ranges of j on the pool.
     const int64_t words = ceil_div(k_ * index_bits_, 32);
     const uint64_t mask = (uint64_t{1} << index_bits_) - 1u;
-    for (int64_t j = 0; j < k_; ++j) {
-      const int64_t bit = j * index_bits_;
-      const int64_t w = bit / 32;
-      // n = 1 has 0-bit indices and no index words: every index is 0.
-      uint64_t window = w < words ? load_u32(packed + 4 * w) : 0u;
-      if (w + 1 < words) window |= static_cast<uint64_t>(load_u32(packed + 4 * (w + 1))) << 32;
-      idx[j] = static_cast<int64_t>((window >> (bit % 32)) & mask);
-    }
+    sparse_tasks(k_, [&](int64_t j0, int64_t j1) {
+      for (int64_t j = j0; j < j1; ++j) {
+        const int64_t bit = j * index_bits_;
+        const int64_t w = bit / 32;
+        // n = 1 has 0-bit indices and no index words: every index is 0.
+        uint64_t window = w < words ? load_u32(packed + 4 * w) : 0u;
+        if (w + 1 < words) window |= static_cast<uint64_t>(load_u32(packed + 4 * (w + 1))) << 32;
+        idx[j] = static_cast<int64_t>((window >> (bit % 32)) & mask);
+      }
+    });
     return idx;
   }
   for (int64_t j = 0; j < k_; ++j) {
@@ -364,10 +366,14 @@ void SparseCodec::scatter(std::span<const uint8_t> payload, const RngKey& key, f
   } else if (overwrite) {
     std::fill(out.begin(), out.end(), 0.0f);
   }
-  for (int64_t j = 0; j < k_; ++j) {
-    const float v = load_f32(payload.data() + voff + 4 * j) * scale;
-    out[idx[j]] = overwrite ? v : accumulate(out[idx[j]], weight, v);
-  }
+  // The indices of one payload are distinct (strictly increasing for top-k, a selection for
+  // random-k): ranges of j on the pool write disjoint elements, each one as the loop in order does.
+  sparse_tasks(k_, [&](int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; ++j) {
+      const float v = load_f32(payload.data() + voff + 4 * j) * scale;
+      out[idx[j]] = overwrite ? v : accumulate(out[idx[j]], weight, v);
+    }
+  });
 }
 
 void SparseCodec::decode_accumulate(std::span<const uint8_t> payload, const RngKey& key, float weight,

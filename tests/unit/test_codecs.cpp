@@ -9,6 +9,7 @@
 #include <gcomp/detail/sparse.hpp>
 #include <gcomp/detail/spherical.hpp>
 #include <gcomp/detail/varlen.hpp>
+#include <gcomp/threads.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -577,6 +578,46 @@ TEST(CodecEdgeTest, SparseSelectionMatchesAFullSortOnBothSidesOfTheBoundedPath) 
     std::sort(want.begin(), want.end());
     EXPECT_EQ(selected("randk:unbiased=0,k=" + std::to_string(k)), want) << "randk k=" << k;
   }
+}
+
+// From k = 65536 on, the index unpacking and the scatter of a decode run in ranges of the
+// selection on the pool: the decoded vector still holds x at exactly the selected indices (those
+// of a plain sort on (key, index)) and zero elsewhere, and decode_accumulate adds w x there.
+TEST(CodecEdgeTest, SparseDecodeOfLargeKOnThePoolKeepsTheSelection) {
+  const int64_t n = (int64_t{1} << 18) + 12345;
+  std::vector<float> x(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    x[i] = static_cast<float>(1 + (i * 7919) % 1000) * (i % 3 == 0 ? -0.25f : 0.25f);  // ties, no zeros
+  const RngKey key{91, 2, 7, 0};
+  set_cpu_threads(3);
+  for (const bool random : {false, true}) {
+    const int64_t k = random ? 70001 : 100003;
+    std::vector<uint32_t> keys(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i)
+      keys[i] =
+          random ? detail::philox_word(key, detail::kStreamSelect, static_cast<uint64_t>(i)) : detail::float_bits(x[i]);
+    std::vector<int64_t> order(static_cast<size_t>(n));
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+      return random ? detail::randk_before(keys[a], a, keys[b], b) : detail::topk_before(keys[a], a, keys[b], b);
+    });
+    std::vector<uint8_t> want(static_cast<size_t>(n), 0);
+    for (int64_t j = 0; j < k; ++j) want[static_cast<size_t>(order[j])] = 1;
+    const std::string spec = (random ? "randk:unbiased=0,k=" : "topk:k=") + std::to_string(k);
+    auto c = make_codec(spec, Layout(n));
+    const auto payload = test::encode(*c, x, key);
+    const auto y = test::decode(*c, payload, key);
+    std::vector<float> acc(static_cast<size_t>(n), 1.0f);
+    c->decode_accumulate(payload, key, 0.5f, acc);
+    int64_t mismatches = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const float expect = want[i] ? x[i] : 0.0f;
+      if (detail::float_bits(y[i]) != detail::float_bits(expect)) ++mismatches;
+      if (acc[i] != (want[i] ? 1.0f + 0.5f * x[i] : 1.0f)) ++mismatches;
+    }
+    EXPECT_EQ(mismatches, 0) << spec;
+  }
+  set_cpu_threads(0);
 }
 
 TEST(CodecEdgeTest, RandKSelectsExactlyKDistinctIndicesAndDependsOnTheKey) {

@@ -53,6 +53,8 @@ const char* const kSpecs[] = {
     "grid:step=0.1,bits=32",
     "topk:ratio=0.01",
     "randk:ratio=0.01",
+    "topk:ratio=0.3",  // k >= 65536 at the larger layout: index unpacking and scatter on the pool
+    "randk:ratio=0.25",
     "sdither:levels=4,norm=linf,block=4096",
 };
 
