@@ -255,6 +255,11 @@ TEST(FastMath, FloatPathAtTheEdgesOfItsRange) {
         ASSERT_TRUE(same_dither(y, nu, s, 0.5f));
         ASSERT_TRUE(same_natdither(-y, nu, s, 0.0f));
       }
+      for (float y : {3.40282347e+38f, -1e38f, 1e30f})  // |y| c overflows to Inf: both ends Inf - Inf
+        for (float u : {0.0f, 0.5f}) {
+          ASSERT_TRUE(same_dither(y, nu, s, u));
+          ASSERT_TRUE(same_natdither(y, nu, s, u));
+        }
     }
   // Every u of uniform01 near a boundary: s|y|/nu = 1 + u exactly (nu = 1, s = 1) for the 2^24
   // values of u sampled, the element on the boundary and its neighbours.

@@ -201,7 +201,10 @@ GCOMP_HD float quantize_recip_f(bool natural, float nu, uint32_t levels) {
 /// dither_level of a float r >= 0, evaluated exactly in single precision (s <= 2^24).
 GCOMP_HD uint32_t dither_level_f(float r, uint32_t levels, float u) {
   const float s = static_cast<float>(levels);
-  if (r > s) r = s;
+  // Also NaN goes to s: dither_quantize_f evaluates both ends before it knows q is in range
+  // (q = Inf gives Inf - Inf), and a NaN converted to an integer is undefined. Its level is then
+  // discarded; for every other r this is the clamp r > s -> s.
+  if (!(r <= s)) r = s;
   const uint32_t fl = static_cast<uint32_t>(r);
   const float tau = r - static_cast<float>(fl);
   return fl + (u < tau ? 1u : 0u);
