@@ -92,8 +92,9 @@ void for_each_run(const std::vector<int64_t>& blocks, int64_t begin, int64_t end
   }
 }
 
-/// Elements [begin, end) of an input that is not stored, written to dst[0, end - begin).
-using ElementSource = std::function<void(int64_t, int64_t, float*)>;
+/// Elements [begin, end) of an input that is not stored, written to dst[0, end - begin): the
+/// source of Codec::encode_ef_from.
+using ElementSource = Codec::Source;
 
 /// The reduced value of every block [blocks[b], blocks[b + 1]) of x in the order of reduce.hpp:
 /// tiles (kernels::reduce_tile) in parallel, then the halving tree over each block's tiles.
