@@ -29,11 +29,13 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -54,6 +56,47 @@ PyObject* g_error_class = nullptr;  // a strong reference taken at import, kept 
 }
 
 [[noreturn]] void invalid(const std::string& message) { raise_error(gcompErrorInvalidArgument, message); }
+
+// ------------------------------------------------------------------------------------------------
+// The GIL around blocking calls. py::gil_scoped_release takes the GIL back in its destructor, which
+// is noexcept. A daemon thread that takes the GIL back while the interpreter exits is ended by
+// CPython with pthread_exit, and that unwinding may not leave a noexcept frame: the process aborted
+// ("terminate called without an active exception"). without_gil takes the GIL back in an ordinary
+// frame, so such a thread ends quietly, and an exception of fn is rethrown with the GIL held.
+
+template <class Fn>
+auto without_gil(Fn&& fn) -> std::invoke_result_t<Fn&> {
+  using Result = std::invoke_result_t<Fn&>;
+  std::exception_ptr error;
+  PyThreadState* const saved = PyEval_SaveThread();
+  if constexpr (std::is_void_v<Result>) {
+    try {
+      fn();
+#ifdef __GLIBCXX__
+    } catch (abi::__forced_unwind&) {
+      throw;  // the thread is being ended: it must not be held up
+#endif
+    } catch (...) {
+      error = std::current_exception();
+    }
+    PyEval_RestoreThread(saved);
+    if (error) std::rethrow_exception(error);
+  } else {
+    std::optional<Result> result;
+    try {
+      result.emplace(fn());
+#ifdef __GLIBCXX__
+    } catch (abi::__forced_unwind&) {
+      throw;
+#endif
+    } catch (...) {
+      error = std::current_exception();
+    }
+    PyEval_RestoreThread(saved);
+    if (error) std::rethrow_exception(error);
+    return std::move(*result);
+  }
+}
 
 // ------------------------------------------------------------------------------------------------
 // Ctrl-C during a blocking call. The collectives of the host backends call this check about every
@@ -292,10 +335,7 @@ class CodecBinding {
     const HostBuffer payload =
         host_buffer(out, "encode: out", Elem::kU8, static_cast<int64_t>(codec_->encoded_bytes()), true);
     if (overlap(in, payload)) invalid("encode: x and out overlap");
-    {
-      py::gil_scoped_release nogil;
-      codec_->encode(in.span<const float>(), k, payload.span<uint8_t>());
-    }
+    without_gil([&] { codec_->encode(in.span<const float>(), k, payload.span<uint8_t>()); });
     return out;
   }
 
@@ -306,10 +346,7 @@ class CodecBinding {
     if (out.is_none()) out = new_array<float>(codec_->num_elems());
     const HostBuffer o = host_buffer(out, "decode: out", Elem::kF32, codec_->num_elems(), true);
     if (overlap(p, o)) invalid("decode: payload and out overlap");
-    {
-      py::gil_scoped_release nogil;
-      codec_->decode(p.span<const uint8_t>(), k, o.span<float>());
-    }
+    without_gil([&] { codec_->decode(p.span<const uint8_t>(), k, o.span<float>()); });
     return out;
   }
 
@@ -319,10 +356,7 @@ class CodecBinding {
     const HostBuffer p = host_buffer(payload, "decode_accumulate: payload", Elem::kU8, -1, false);
     const HostBuffer o = host_buffer(out, "decode_accumulate: out", Elem::kF32, codec_->num_elems(), true);
     if (overlap(p, o)) invalid("decode_accumulate: payload and out overlap");
-    {
-      py::gil_scoped_release nogil;
-      codec_->decode_accumulate(p.span<const uint8_t>(), k, weight, o.span<float>());
-    }
+    without_gil([&] { codec_->decode_accumulate(p.span<const uint8_t>(), k, weight, o.span<float>()); });
     return out;
   }
 
@@ -341,10 +375,7 @@ class CodecBinding {
               std::to_string(codec_->encoded_bytes()));
     }
     std::vector<uint8_t> framed;
-    {
-      py::gil_scoped_release nogil;
-      framed = gcomp::frame_payload(*codec_, k, p.span<const uint8_t>());
-    }
+    framed = without_gil([&] { return gcomp::frame_payload(*codec_, k, p.span<const uint8_t>()); });
     py::array_t<uint8_t> out = new_array<uint8_t>(static_cast<int64_t>(framed.size()));
     if (!framed.empty()) std::memcpy(out.mutable_data(), framed.data(), framed.size());
     return out;
@@ -355,10 +386,7 @@ class CodecBinding {
     const uint64_t want_seed = seed && !seed->is_none() ? seed_of(*seed) : seed_;
     const HostBuffer f = host_buffer(framed, "parse_frame: framed", Elem::kU8, -1, false);
     gcomp::FrameInfo info;
-    {
-      py::gil_scoped_release nogil;
-      info = gcomp::parse_frame(f.span<const uint8_t>());
-    }
+    info = without_gil([&] { return gcomp::parse_frame(f.span<const uint8_t>()); });
     auto mismatch = [](const std::string& m) { raise_error(gcompErrorMismatch, "parse_frame: " + m); };
     if (!(info.spec == codec_->spec())) {
       mismatch("the frame holds codec '" + info.spec.canonical() + "', this codec is '" + codec_->spec().canonical() +
@@ -387,10 +415,7 @@ class CodecBinding {
     opt.draws = draws;
     const HostBuffer in = host_buffer(x, "bits_report: x", Elem::kF32, codec_->num_elems(), false);
     gcomp::BitsReport r;
-    {
-      py::gil_scoped_release nogil;
-      r = gcomp::bits_report(*codec_, in.span<const float>(), opt);
-    }
+    r = without_gil([&] { return gcomp::bits_report(*codec_, in.span<const float>(), opt); });
     py::dict d;
     d["spec"] = r.spec;
     d["num_elems"] = r.num_elems;
@@ -437,8 +462,7 @@ class CommBinding {
   }
   void close() {
     std::shared_ptr<gcomp::Communicator> c = std::move(comm_);
-    py::gil_scoped_release nogil;
-    c.reset();  // sessions on it keep it alive
+    without_gil([&] { c.reset(); });  // sessions on it keep it alive
   }
 
  private:
@@ -474,10 +498,7 @@ CommBinding mpi_comm(int64_t timeout_ms) {
     raise_error(gcompErrorNotSupported, "mpi_comm: this gcomp build has no MPI (configure with -DGCOMP_MPI=ON)");
   }
   std::unique_ptr<gcomp::Communicator> c;
-  {
-    py::gil_scoped_release nogil;
-    c = gcomp::make_mpi_world(gcomp::MpiOptions{timeout_ms});
-  }
+  c = without_gil([&] { return gcomp::make_mpi_world(gcomp::MpiOptions{timeout_ms}); });
   raise_pending_interrupt();
   return CommBinding(std::shared_ptr<gcomp::Communicator>(std::move(c)));
 }
@@ -516,10 +537,7 @@ CommBinding nccl_comm(int rank, int world_size, const std::string& master_addr, 
   o.device = device;
   o.timeout_ms = timeout_ms;
   std::unique_ptr<gcomp::Communicator> c;
-  {
-    py::gil_scoped_release nogil;
-    c = gcomp::make_nccl_communicator(o);
-  }
+  c = without_gil([&] { return gcomp::make_nccl_communicator(o); });
   return CommBinding(std::shared_ptr<gcomp::Communicator>(std::move(c)));
 }
 
@@ -647,8 +665,9 @@ class SessionBinding {
     gcomp::SessionConfig cfg = config.cfg;  // copies std::function wrappers (shared_ptr only)
     (void)gcomp_py::take_pending_cause();
     try {
-      py::gil_scoped_release nogil;  // collective: the peers run on other Python threads
-      session_ = std::make_unique<gcomp::Session>(*comm_, std::move(layout), std::move(cfg));
+      // collective: the peers run on other Python threads
+      session_ =
+          without_gil([&] { return std::make_unique<gcomp::Session>(*comm_, std::move(layout), std::move(cfg)); });
     } catch (const gcomp::Error& e) {
       raise_pending_interrupt();
       raise_error(e.status(), e.what(), gcomp_py::take_pending_cause());  // a Python transport's exception
@@ -656,10 +675,9 @@ class SessionBinding {
     raise_pending_interrupt();
   }
 
-  ~SessionBinding() {
-    py::gil_scoped_release nogil;
-    session_.reset();
-  }
+  // The GIL stays held: freeing a session waits for nothing another Python thread does, and a
+  // destructor must not take the GIL back (see without_gil).
+  ~SessionBinding() { session_.reset(); }
   SessionBinding(const SessionBinding&) = delete;
   SessionBinding& operator=(const SessionBinding&) = delete;
 
@@ -673,10 +691,7 @@ class SessionBinding {
     callbacks_->error = py::object();
     (void)gcomp_py::take_pending_cause();
     try {
-      auto result = [&] {
-        py::gil_scoped_release nogil;
-        return fn(*session_);
-      }();
+      auto result = without_gil([&] { return fn(*session_); });
       raise_pending_interrupt();  // Ctrl-C right as the step completed: the step stands, then it raises
       return result;
     } catch (const gcomp::Error& e) {
@@ -784,8 +799,7 @@ class SessionBinding {
     std::unique_lock lock(mu_, std::try_to_lock);
     if (!lock.owns_lock()) invalid("close: the session is in use by another thread");
     std::unique_ptr<gcomp::Session> s = std::move(session_);
-    py::gil_scoped_release nogil;
-    s.reset();
+    without_gil([&] { s.reset(); });
   }
   [[nodiscard]] bool closed() const { return session_ == nullptr; }
 

@@ -121,6 +121,46 @@ def test_ctrl_c_interrupts_a_blocking_step():
     assert "interrupted after" in proc.stdout
 
 
+EXIT_SCRIPT = textwrap.dedent("""
+    import sys, threading, time
+    import numpy as np
+    import gcomp
+    what = sys.argv[1]
+    comms = gcomp.local_group(1, timeout_ms=120000)
+    go = threading.Event()
+    def worker():
+        s = gcomp.Session(comms[0], 1 << 14, algorithm="gd")
+        c = gcomp.Codec("sign", 1 << 14)
+        x = np.ones(1 << 14, dtype=np.float32)
+        go.wait()
+        while True:  # releases and retakes the GIL in a loop while the interpreter exits
+            if what == "step":
+                s.step(x)
+            elif what == "encode":
+                c.encode(x)
+            else:
+                t = gcomp.Session(comms[0], 1 << 10, algorithm="gd")
+                del t
+    threading.Thread(target=worker, daemon=True).start()
+    time.sleep(0.2)
+    go.set()
+    time.sleep(0.01)
+    sys.exit(0)
+""")
+
+
+@pytest.mark.parametrize("what", ["step", "encode", "session"])
+def test_a_daemon_thread_in_a_call_does_not_abort_the_exit(what):
+    """A daemon thread inside a gcomp call while the interpreter exits: CPython ends it when it
+    takes the GIL back, and the process exits with the main thread's status. This aborted
+    ("terminate called without an active exception", status -6) when the GIL was taken back in a
+    noexcept destructor."""
+    for _ in range(3):
+        proc = subprocess.run([sys.executable, "-c", EXIT_SCRIPT, what], env=dict(os.environ),
+                              capture_output=True, text=True, timeout=100)
+        assert proc.returncode == 0, (what, proc.returncode, proc.stderr)
+
+
 def _header_names():
     """The name table of each enum as include/gcomp/names.hpp writes it, by its kWhat."""
     import re
