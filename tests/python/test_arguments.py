@@ -149,6 +149,8 @@ EXIT_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.skipif(os.environ.get("GCOMP_PYTHON_UBSAN") == "1",
+                    reason="UBSan reports pybind11's catch of abi::__forced_unwind by reference (a null reference)")
 @pytest.mark.parametrize("what", ["step", "encode", "session"])
 def test_a_daemon_thread_in_a_call_does_not_abort_the_exit(what):
     """A daemon thread inside a gcomp call while the interpreter exits: CPython ends it when it
