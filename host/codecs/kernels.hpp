@@ -54,6 +54,13 @@ int64_t find_nonfinite(const float* x, int64_t n);
 void quantize(bool natural, const float* x, int64_t len, float nu, uint32_t levels, const uint32_t* words,
               uint32_t* coded);
 
+/// The nonzero dither levels of x[0, len) with scale nu, s = levels and uniform01(words[i]), in
+/// increasing i: idx[k] = first + i and coded[k] = the coded level of x[i]; returns their count
+/// (idx and coded hold len entries). Exactly the nonzeros of quantize(false, ...): sdither's encode,
+/// where at levels = 1 almost every level is 0.
+int64_t dither_nonzeros(const float* x, int64_t len, float nu, uint32_t levels, const uint32_t* words, uint32_t first,
+                        uint32_t* idx, uint32_t* coded);
+
 /// Largest s for which quantize_planes takes its single-precision route (wider s: quantize and
 /// pack_planes).
 inline constexpr uint32_t kQuantizePlanesMaxLevels = 1024;
@@ -164,6 +171,10 @@ int64_t select_at_most(const uint32_t* keys, int64_t len, uint32_t threshold, ui
   X(quantize, Quantize, void,                                                                                          \
     (bool natural, const float* x, int64_t len, float nu, uint32_t levels, const uint32_t* words, uint32_t* coded),    \
     (natural, x, len, nu, levels, words, coded))                                                                       \
+  X(dither_nonzeros, DitherNonzeros, int64_t,                                                                          \
+    (const float* x, int64_t len, float nu, uint32_t levels, const uint32_t* words, uint32_t first, uint32_t* idx,     \
+     uint32_t* coded),                                                                                                 \
+    (x, len, nu, levels, words, first, idx, coded))                                                                    \
   X(pack_planes, PackPlanes, void, (const uint32_t* coded, int64_t num_groups, int nbits, uint32_t* out),              \
     (coded, num_groups, nbits, out))                                                                                   \
   X(quantize_planes, QuantizePlanes, void,                                                                             \

@@ -63,6 +63,18 @@ void quantize(bool natural, const float* x, int64_t len, float nu, uint32_t leve
   }
 }
 
+int64_t dither_nonzeros(const float* x, int64_t len, float nu, uint32_t levels, const uint32_t* words, uint32_t first,
+                        uint32_t* idx, uint32_t* coded) {
+  int64_t count = 0;
+  for (int64_t i = 0; i < len; ++i) {
+    const Quantized q = dither_quantize(x[i], nu, levels, uniform01(words[i]));
+    if (q.level == 0u) continue;
+    idx[count] = first + static_cast<uint32_t>(i);
+    coded[count++] = q.level | (q.negative ? kNegativeBit : 0u);
+  }
+  return count;
+}
+
 void pack_planes(const uint32_t* coded, int64_t num_groups, int nbits, uint32_t* out) {
   const int words = group_words(nbits);
   for (int64_t g = 0; g < num_groups; ++g) {

@@ -417,6 +417,78 @@ HWY_INLINE hn::Vec<DF> natdither_level_f(DF df, hn::Vec<DF> r, float s, hn::Vec<
   return hn::IfThenElse(hn::Ge(r, hn::Set(df, 1.0f)), hn::Set(df, s), level);
 }
 
+/// Single-precision dither levels of the lanes of y (the bracket of dither_quantize_f): lo's level
+/// is r's wherever `redo` is false.
+template <class DF>
+HWY_INLINE void dither_levels_f(DF df, hn::Vec<DF> ay, hn::Vec<DF> q, hn::Vec<DF> u, hn::Vec<DF> s, hn::Vec<DF>& lo,
+                                hn::Mask<DF>& redo) {
+  const auto dq = hn::Mul(q, hn::Set(df, kFloatQuotientSlack));
+  lo = dither_level_f(df, hn::Sub(q, dq), s, u);
+  const auto hi = dither_level_f(df, hn::Add(q, dq), s, u);
+  const auto in_range = hn::And(hn::Ge(q, hn::Set(df, kFloatQuotientMin)), hn::Le(q, hn::Set(df, kFloatQuotientMax)));
+  redo = hn::Or(hn::Ne(lo, hi), hn::Not(hn::Or(in_range, hn::Eq(ay, hn::Zero(df)))));
+}
+
+// dither_nonzeros: dither_quantize_f lane by lane, after a test that proves most lanes 0 (at
+// levels = 1 with an l2 scale almost all are). Let r = RN_d(s|y|/nu) be the quotient of the element
+// math, c = quantize_recip_f(nu) = RN_f(s/nu) >= (s/nu)(1 - 2^-24) (normal), c' = RN_f(c (1 + 2^-16))
+// 2^24 (the scaling exact, or Inf) and p = RN_f(|y| c'). A lane whose u' = u 2^24 (the integer
+// words >> 8) satisfies u' > p has level 0:
+//  - p normal: p >= |y| c' (1 - 2^-24) >= 2^24 (s|y|/nu) (1 - 2^-24)^3 (1 + 2^-16) > 2^24 r, so
+//    r < u < 1: floor(r) = 0 and u < r - 0 is false;
+//  - p below 2^-126 (or 0, underflow): s|y|/nu < 2^-125 and r < 2^-124 < 2^-24 <= u (u' > p >= 0
+//    means u' >= 1): level 0 as well.
+// u = 0 (u' = 0) never passes (u' > p is false for p >= 0), nor does a NaN or an infinite p. A
+// vector of passing lanes costs a product and a comparison; the others get the whole bracket, the
+// element math where it straddles, and their nonzeros' positions and coded levels compressed to
+// the outputs.
+int64_t DitherNonzeros(const float* x, int64_t len, float nu, uint32_t levels, const uint32_t* words, uint32_t first,
+                       uint32_t* idx, uint32_t* coded) {
+  if (nu == 0.0f) return 0;
+  const float recip = quantize_recip_f(false, nu, levels);
+  if (recip == 0.0f) return ref::dither_nonzeros(x, len, nu, levels, words, first, idx, coded);
+  const hn::ScalableTag<float> df;
+  const hn::RebindToUnsigned<decltype(df)> du;
+  const hn::RebindToSigned<decltype(df)> di;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  const auto v_s = hn::Set(df, static_cast<float>(levels));  // exact: recip != 0 means s <= 2^24
+  const auto v_rc = hn::Set(df, recip);
+  const auto v_pass = hn::Set(df, (recip * 1.0000152587890625f) * 16777216.0f);  // c (1 + 2^-16), then 2^24
+  const auto v_u_scale = hn::Set(df, 5.9604644775390625e-8f);                    // 2^-24
+  const auto zero = hn::Zero(df);
+  const auto sign_bit = hn::Set(du, kNegativeBit);
+  HWY_ALIGN uint32_t patch[hn::MaxLanes(decltype(du)())];
+  int64_t count = 0, i = 0;
+  for (; i + lanes <= len; i += lanes) {
+    if (i % 16 == 0) prefetch_ahead(x + i);
+    const auto y = hn::LoadU(df, x + i);
+    const auto ay = hn::Abs(y);
+    const auto u24 = hn::ConvertTo(df, hn::BitCast(di, hn::ShiftRight<8>(hn::LoadU(du, words + i))));
+    if (HWY_LIKELY(hn::AllTrue(df, hn::Gt(u24, hn::Mul(ay, v_pass))))) continue;
+    const auto q = hn::Mul(ay, v_rc);
+    hn::Vec<decltype(df)> lo;
+    hn::Mask<decltype(df)> redo;
+    dither_levels_f(df, ay, q, hn::Mul(u24, v_u_scale), v_s, lo, redo);
+    // lo <= s <= 2^24 is an integer: exact; a lane to redo may hold anything and is replaced
+    auto c = hn::BitCast(du, hn::ConvertTo(di, lo));
+    c = hn::Or(c, hn::IfThenElseZero(hn::RebindMask(du, hn::And(hn::Ne(lo, zero), hn::Lt(y, zero))), sign_bit));
+    if (HWY_UNLIKELY(!hn::AllFalse(df, redo))) {
+      hn::Store(c, du, patch);
+      const uint64_t m = mask_bits(df, redo);
+      for (int64_t j = 0; j < lanes; ++j)
+        if ((m >> j) & 1u) ref::quantize(false, x + i + j, 1, nu, levels, words + i + j, patch + j);
+      c = hn::Load(du, patch);
+    }
+    const auto nonzero = hn::Ne(hn::AndNot(sign_bit, c), hn::Zero(du));
+    const auto pos = hn::Iota(du, first + static_cast<uint32_t>(i));
+    const size_t k = hn::CompressBlendedStore(pos, nonzero, du, idx + count);
+    hn::CompressBlendedStore(c, nonzero, du, coded + count);
+    count += static_cast<int64_t>(k);
+  }
+  return count + ref::dither_nonzeros(x + i, len - i, nu, levels, words + i, first + static_cast<uint32_t>(i),
+                                      idx + count, coded + count);
+}
+
 // Single-precision route of quantize_planes: dither_quantize_f / natdither_quantize_f of
 // codec_math.hpp lane by lane (their comment proves the bracket): q = |y| * recip with recip =
 // quantize_recip_f(nu), the level at both ends of [q - q 2^-20, q + q 2^-20] evaluated exactly on

@@ -91,8 +91,6 @@ SDitherCodec::SDitherCodec(CodecSpec spec, Layout layout) : Codec(std::move(spec
     GCOMP_EXPECTS(full == 0 || per_full <= int64_t{0xffffffff} / full, gcompErrorInvalidArgument,
                   "sdither: the worst-case stream does not fit 32-bit bit offsets; use fewer elements per message");
     worst_bits_ = full * per_full + per_last;
-    worst_full_chunk_bits_ = full > 0 ? per_full : per_last;
-    worst_last_chunk_bits_ = per_last;
   }
   GCOMP_EXPECTS(worst_bits_ <= int64_t{0xffffffff}, gcompErrorInvalidArgument,
                 "sdither: the worst-case stream (" + std::to_string(worst_bits_) +
@@ -178,10 +176,11 @@ StreamCode stream_code(uint32_t code, uint64_t v) {
 /// Codes of 1 .. kTable - 1 (gaps and levels), computed once per codec.
 constexpr uint64_t kCodeTable = 4096;
 
-/// Appends bits LSB first to a little-endian word stream, through a small aligned buffer.
+/// Appends bits LSB first to a little-endian word stream, through a small aligned buffer: to
+/// `out` (room for the whole stream), or to the end of `grow`.
 class StreamWriter {
  public:
-  explicit StreamWriter(uint8_t* out) : out_(out) {}
+  StreamWriter(uint8_t* out, std::vector<uint32_t>* grow) : out_(out), grow_(grow) {}
   uint64_t pos() const { return pos_; }
   void put(uint64_t v, uint32_t len) {  // len <= 64, v < 2^len
     if (len > 32) {
@@ -214,12 +213,16 @@ class StreamWriter {
     if (fill_ == kBuf) drain();
   }
   void drain() {
-    std::memcpy(out_ + 4 * written_, buf_, sizeof(uint32_t) * static_cast<size_t>(fill_));
+    if (grow_ != nullptr)
+      grow_->insert(grow_->end(), buf_, buf_ + fill_);
+    else
+      std::memcpy(out_ + 4 * written_, buf_, sizeof(uint32_t) * static_cast<size_t>(fill_));
     written_ += fill_;
     fill_ = 0;
   }
   static constexpr int64_t kBuf = 1024;
   uint8_t* out_;
+  std::vector<uint32_t>* grow_;
   uint32_t buf_[kBuf + 1];
   int64_t fill_ = 0, written_ = 0;
   uint64_t acc_ = 0;
@@ -272,13 +275,13 @@ SDitherCodec::RecordTables SDitherCodec::record_tables() const {
 
 uint64_t SDitherCodec::write_chunks(const float* x, std::span<const float> scales, const RngKey& key,
                                     const RecordTables& t, int64_t c0, int64_t c1, uint8_t* stream,
-                                    uint32_t* dir) const {
+                                    std::vector<uint32_t>* grow, uint32_t* dir) const {
   const int64_t n = num_elems();
   const auto gap_code = [&](uint64_t g) { return g < t.gap_codes.size() ? t.gap_codes[g] : stream_code(code_, g); };
   const auto level_code = [&](uint32_t l) {
     return l < t.level_codes.size() ? t.level_codes[l] : stream_code(code_, l);
   };
-  StreamWriter w(stream);
+  StreamWriter w(stream, grow);
   const int64_t first = c0 * chunk_, last = std::min(n, c1 * chunk_);
   int64_t chunk = c0;                   // chunk of the next record
   int64_t next_chunk = first + chunk_;  // first element of chunk + 1
@@ -286,20 +289,18 @@ uint64_t SDitherCodec::write_chunks(const float* x, std::span<const float> scale
   dir[0] = 0;
   alignas(64) uint32_t rnd[kSubElems + 4];
   alignas(64) uint32_t coded[kSubElems];
-  alignas(64) uint32_t keys[kSubElems];
   alignas(64) uint32_t nonzeros[kSubElems];
   for (int64_t a = first; a < last; a += kSubElems) {
     const int64_t e = std::min(last, a + kSubElems);
     // One Philox block per four elements (from the group of a: a range may start inside one);
-    // dither's levels, run by run.
+    // dither's nonzero levels in order, run by run (their positions relative to a).
     const int64_t a4 = a & ~int64_t{3};
     kernels::philox_words(key, kStreamElement, static_cast<uint64_t>(a4) / 4, ceil_div(e - a4, 4), rnd);
+    int64_t count = 0;
     for_each_run(blocks_, a, e, [&](int64_t r0, int64_t r1, int64_t b) {
-      kernels::quantize(false, x + r0, r1 - r0, scales[b], levels_, rnd + (r0 - a4), coded + (r0 - a));
+      count += kernels::dither_nonzeros(x + r0, r1 - r0, scales[b], levels_, rnd + (r0 - a4),
+                                        static_cast<uint32_t>(r0 - a), nonzeros + count, coded + count);
     });
-    // The nonzeros in order: coded - 1 wraps only for a zero (every nonzero code is below 2^32 - 1)
-    for (int64_t j = 0; j < e - a; ++j) keys[j] = coded[j] - 1u;
-    const int64_t count = kernels::select_at_most(keys, e - a, 0xfffffffeu, nonzeros);
     for (int64_t k = 0; k < count; ++k) {
       const int64_t i = a + nonzeros[k];
       while (i >= next_chunk) {  // chunks before i's: their offsets are the position so far
@@ -308,7 +309,7 @@ uint64_t SDitherCodec::write_chunks(const float* x, std::span<const float> scale
         prev = next_chunk - 1;
         next_chunk += chunk_;
       }
-      const uint32_t c = coded[i - a];
+      const uint32_t c = coded[k];
       const uint64_t sign = c >> 31;
       const uint64_t gap = static_cast<uint64_t>(i - prev);
       const uint32_t level = c & ~kernels::kNegativeBit;
@@ -362,13 +363,16 @@ void SDitherCodec::write(std::span<const float> x, std::span<const float> scales
   int64_t used = 0;  // stream words written
   const int64_t per = pool_chunks();
   if (per == 0) {
-    total = write_chunks(x.data(), scales, key, tables, 0, num_chunks_, stream, dir.data());
+    total = write_chunks(x.data(), scales, key, tables, 0, num_chunks_, stream, nullptr, dir.data());
     used = ceil_div(static_cast<int64_t>(total), 32);
   } else {
     // Each chunk range writes its records into a stream of its own (its directory relative to
     // its first bit), then the streams are placed one after the other: range t starts at the sum
     // of the earlier ranges' bits. Words inside one range's bits are written by that range; the
-    // words a boundary between ranges falls in get their bits from both sides afterwards.
+    // words a boundary between ranges falls in get their bits from both sides afterwards. A range's
+    // stream grows with its records (a sparse stream stays small: buffers of the worst-case size,
+    // allocated and zeroed per call, cost page faults of the whole worst case every call), and
+    // ends with two zero words (bits_at reads two words).
     const int64_t ranges = ceil_div(num_chunks_, per);
     std::vector<int64_t> starts(static_cast<size_t>(ranges) + 1);
     for (int64_t r = 0; r <= ranges; ++r) starts[static_cast<size_t>(r)] = std::min(num_chunks_, r * per);
@@ -376,12 +380,10 @@ void SDitherCodec::write(std::span<const float> x, std::span<const float> scales
     std::vector<uint64_t> bits(static_cast<size_t>(ranges) + 1, 0u);
     parallel_for(ranges, [&](int64_t r) {
       const int64_t c0 = starts[static_cast<size_t>(r)], c1 = starts[static_cast<size_t>(r) + 1];
-      const int64_t worst = (c1 - c0 - 1) * worst_full_chunk_bits_ +
-                            (c1 == num_chunks_ ? worst_last_chunk_bits_ : worst_full_chunk_bits_);
       std::vector<uint32_t>& buf = local[static_cast<size_t>(r)];
-      buf.assign(static_cast<size_t>(ceil_div(worst, 32) + 2 + 1), 0u);  // StreamWriter slack + a zero word
       bits[static_cast<size_t>(r) + 1] =
-          write_chunks(x.data(), scales, key, tables, c0, c1, reinterpret_cast<uint8_t*>(buf.data()), dir.data() + c0);
+          write_chunks(x.data(), scales, key, tables, c0, c1, nullptr, &buf, dir.data() + c0);
+      buf.insert(buf.end(), 2, 0u);
     });
     std::vector<uint64_t> at(static_cast<size_t>(ranges) + 1, 0u);  // first bit of each range
     for (int64_t r = 0; r < ranges; ++r)

@@ -80,9 +80,10 @@ class SDitherCodec final : public Codec {
   struct RecordTables;
   RecordTables record_tables() const;
   /// Encodes the records of chunks [c0, c1) into `stream` (from its bit 0, whole words, the last
-  /// one zero-filled) and their offsets relative to it into dir[0, c1 - c0); returns the bits.
+  /// one zero-filled), or appends those words to `grow` when stream is null, and their offsets
+  /// relative to the first bit into dir[0, c1 - c0); returns the bits.
   uint64_t write_chunks(const float* x, std::span<const float> scales, const RngKey& key, const RecordTables& t,
-                        int64_t c0, int64_t c1, uint8_t* stream, uint32_t* dir) const;
+                        int64_t c0, int64_t c1, uint8_t* stream, std::vector<uint32_t>* grow, uint32_t* dir) const;
   /// Largest chunk whose walks run on the pool (elements).
   static constexpr int64_t kMaxPoolChunk = int64_t{1} << 18;
 
@@ -94,7 +95,6 @@ class SDitherCodec final : public Codec {
   int64_t num_blocks_ = 0;
   int64_t num_chunks_ = 0;
   int64_t worst_bits_ = 0;
-  int64_t worst_full_chunk_bits_ = 0, worst_last_chunk_bits_ = 0;  // worst_chunk_bits of a whole / the last chunk
   int64_t stream_words_ = 0;
   /// Records of at most kLutBits bits by their first kLutBits stream bits (sdither.cpp): the
   /// length, sign, level and gap of the record, or 0 where the exact reader decides.

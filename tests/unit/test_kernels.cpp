@@ -56,6 +56,8 @@ const char* const kSpecs[] = {
     "topk:ratio=0.3",  // k >= 65536 at the larger layout: index unpacking and scatter on the pool
     "randk:ratio=0.25",
     "sdither:levels=4,norm=linf,block=4096",
+    "sdither:levels=1,norm=l2",
+    "sdither:levels=2,norm=l2,block=1000,chunk=300",
 };
 
 /// Gaussian with zeros, ties, tiny and huge values, and values on the level boundaries of
@@ -206,10 +208,35 @@ TEST_F(KernelTargets, QuantizeMatchesTheElementMathOnLevelBoundaries) {
           kernels::ref::quantize_planes(natural, x.data(), fill_nu.data(), fill_rc.data(), words.data(), n / 32, s,
                                         nbits, want_uniform.back().data(), false);
       }
+      // dither_nonzeros (sdither's encode): the nonzeros of quantize, on these inputs and on the
+      // inputs scaled down (most levels 0, the lanes its first test passes over), from index 7
+      std::vector<float> small(x);
+      for (int64_t i = 0; i < n; ++i)
+        if (i % 5 != 0) small[i] = x[i] * std::ldexp(1.0f, -static_cast<int>(i % 30));
+      std::vector<uint32_t> want_small(n);
+      kernels::ref::quantize(false, small.data(), n, nu, s, words.data(), want_small.data());
       for (const auto& [id, name] : kernels::available_targets()) {
         kernels::force_target(id);
         kernels::quantize(natural, x.data(), n, nu, s, words.data(), got.data());
         EXPECT_EQ(want, got) << name << " s=" << s << " natural=" << natural;
+        if (!natural) {
+          for (const auto* in : {&x, &small}) {
+            const std::vector<uint32_t>& levels = in == &x ? want : want_small;
+            std::vector<uint32_t> want_idx, want_coded;
+            for (int64_t i = 0; i < n; ++i)
+              if ((levels[i] & ~kernels::kNegativeBit) != 0u) {
+                want_idx.push_back(static_cast<uint32_t>(i + 7));
+                want_coded.push_back(levels[i]);
+              }
+            std::vector<uint32_t> idx(n), coded(n);
+            const int64_t count =
+                kernels::dither_nonzeros(in->data(), n, nu, s, words.data(), 7, idx.data(), coded.data());
+            idx.resize(static_cast<size_t>(count));
+            coded.resize(static_cast<size_t>(count));
+            EXPECT_EQ(want_idx, idx) << name << " nonzeros s=" << s << (in == &x ? "" : " small");
+            EXPECT_EQ(want_coded, coded) << name << " nonzeros s=" << s << (in == &x ? "" : " small");
+          }
+        }
         if (!planes) continue;
         kernels::quantize_planes(natural, x.data(), nus.data(), recips.data(), words.data(), n / 32, s, nbits,
                                  got_planes.data());
