@@ -7,6 +7,7 @@
 
 #include <gcomp/detail/codec_math.hpp>
 #include <gcomp/detail/elias.hpp>
+#include <gcomp/threads.hpp>
 
 #include <algorithm>
 #include <bit>
@@ -414,6 +415,43 @@ TEST(SDitherFuzzTest, RandomBitFlipsAreRejectedOrDecodeCleanly) {
   }
   EXPECT_GT(rejected, 300);  // most flips land in the stream or the padding and break it
   RecordProperty("accepted", accepted);
+}
+
+TEST(SDitherFuzzTest, PaddingOfALargePayloadIsCheckedEverywhere) {
+  // At levels=1 a full payload of 2^22 + 2^19 elements carries over 1 MiB of zero padding after a few
+  // kilobytes of records, checked in pieces on the pool: one bit set in its first word, inside,
+  // at a piece boundary or in its last word is rejected (decode, decode_reduce) with the output
+  // untouched, for 1 and 2 threads.
+  const Layout layout((int64_t{1} << 22) + (int64_t{1} << 19));
+  auto c = make_codec("sdither:levels=1,norm=l2", layout);
+  const auto x = input(layout.num_elems(), 8);
+  const auto good = test::encode(*c, x, RngKey{5, 0, 0, 0});
+  const size_t used = c->used_bytes(good);
+  ASSERT_GT(good.size() - used, size_t{1} << 20);
+  for (int threads : {1, 2}) {
+    set_cpu_threads(threads);
+    for (size_t at :
+         {used, used + 4 * 65536 + 1, used + 4 * 65536 * 2 - 1, (used + good.size()) / 2, good.size() - 1}) {
+      auto bad = good;
+      bad[at] ^= 0x10u;
+      std::vector<float> out(x.size(), 3.0f);
+      try {
+        c->decode(bad, RngKey{}, out);
+        ADD_FAILURE() << "a bit in the padding at byte " << at << " was accepted";
+      } catch (const Error& e) {
+        EXPECT_EQ(e.status(), gcompErrorCorruptPayload) << e.what();
+        EXPECT_NE(std::string(e.what()).find("beyond the total stream bits"), std::string::npos) << e.what();
+      }
+      const std::vector<std::span<const uint8_t>> both = {good, bad};
+      const std::vector<RngKey> keys(2);
+      const std::vector<float> weights = {1.0f, 1.0f};
+      EXPECT_THROW(c->decode_reduce(both, keys, weights, out), Error);
+      EXPECT_TRUE(std::all_of(out.begin(), out.end(), [](float v) { return v == 3.0f; })) << "byte " << at;
+    }
+    std::vector<float> out(x.size(), 3.0f);
+    c->decode(good, RngKey{}, out);  // the unchanged payload still decodes
+  }
+  set_cpu_threads(0);
 }
 
 namespace {
