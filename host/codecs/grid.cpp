@@ -36,6 +36,20 @@ class GridCodec final : public Codec {
   void encode(std::span<const float> x, const RngKey&, std::span<uint8_t> payload) const override {
     check_encode_args(x, payload);
     require_finite(x.data(), num_elems());
+    if (bits_ == 16 || bits_ == 8) {
+      // Whole-byte fields: the levels (single precision, grid_level_f) straight into the payload,
+      // in streaming stores when the payload is far larger than the caches (stream_min_bytes).
+      const float c = grid_inverse_step_f(quantum_, level_bits_);
+      const bool stream = static_cast<int64_t>(encoded_bytes()) >= stream_min_bytes();
+      for_each_piece(num_elems(), [&](int64_t begin, int64_t end) {
+        kernels::grid_encode_fields(x.data() + begin, end - begin, quantum_, c, level_bits_, stream,
+                                    payload.data() + begin * bits_ / 8);
+        if (stream) kernels::stream_fence();  // before the pool hands the piece back
+      });
+      const size_t used = static_cast<size_t>(num_elems() * bits_ / 8);
+      std::memset(payload.data() + used, 0, encoded_bytes() - used);  // padding of the last word
+      return;
+    }
     // A sub-range of kSubElems elements spans kSubElems * bits_ bits, a whole number of words, so
     // packing it on its own gives the same words as packing all n at once.
     const double inv = grid_inverse_step(quantum_);

@@ -112,6 +112,12 @@ bool natural_invalid(const uint8_t* codes, const uint32_t* signs, int64_t num_gr
 /// levels[i] = grid_level(x[i], step, bits) for i < len (inv_step = grid_inverse_step(step)).
 void grid_levels(const float* x, int64_t len, double step, double inv_step, uint32_t bits, int32_t* levels);
 
+/// The whole-byte fields (bits 8 or 16, little-endian two's complement) of grid_level_f(x[i], step,
+/// c, bits), c = grid_inverse_step_f(step, bits), for i < len, written to fields[0, len * bits / 8)
+/// (any alignment). With `stream`, whole aligned vectors go out with streaming stores
+/// (stream_fence() must run before the fields are read on another thread).
+void grid_encode_fields(const float* x, int64_t len, double step, float c, uint32_t bits, bool stream, uint8_t* fields);
+
 /// The LSB-first stream of `bits`-bit two's complement fields of levels[0, len), written from
 /// bit 0 of words[0]; len * bits is a multiple of 32, or the last word is zero-padded.
 void pack_fields(const int32_t* levels, int64_t len, uint32_t bits, uint32_t* words);
@@ -201,6 +207,9 @@ int64_t select_at_most(const uint32_t* keys, int64_t len, uint32_t threshold, ui
   X(grid_levels, GridLevels, void,                                                                                     \
     (const float* x, int64_t len, double step, double inv_step, uint32_t bits, int32_t* levels),                       \
     (x, len, step, inv_step, bits, levels))                                                                            \
+  X(grid_encode_fields, GridEncodeFields, void,                                                                        \
+    (const float* x, int64_t len, double step, float c, uint32_t bits, bool stream, uint8_t* fields),                  \
+    (x, len, step, c, bits, stream, fields))                                                                           \
   X(pack_fields, PackFields, void, (const int32_t* levels, int64_t len, uint32_t bits, uint32_t* words),               \
     (levels, len, bits, words))                                                                                        \
   X(unpack_fields, UnpackFields, void,                                                                                 \

@@ -165,6 +165,21 @@ void grid_levels(const float* x, int64_t len, double step, double inv_step, uint
   for (int64_t i = 0; i < len; ++i) levels[i] = static_cast<int32_t>(grid_level(x[i], step, bits));
 }
 
+void grid_encode_fields(const float* x, int64_t len, double step, float c, uint32_t bits, bool stream,
+                        uint8_t* fields) {
+  (void)stream;
+  for (int64_t i = 0; i < len; ++i) {
+    const int64_t level = grid_level_f(x[i], step, c, bits);
+    if (bits == 16) {
+      const uint16_t v = static_cast<uint16_t>(level);
+      fields[2 * i] = static_cast<uint8_t>(v);
+      fields[2 * i + 1] = static_cast<uint8_t>(v >> 8);
+    } else {
+      fields[i] = static_cast<uint8_t>(level);
+    }
+  }
+}
+
 void pack_fields(const int32_t* levels, int64_t len, uint32_t bits, uint32_t* words) {
   const uint64_t mask = bits == 32 ? 0xffffffffull : ((uint64_t{1} << bits) - 1);
   uint64_t acc = 0;

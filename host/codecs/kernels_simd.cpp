@@ -24,6 +24,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 HWY_BEFORE_NAMESPACE();
 namespace gcomp::detail::kernels {
@@ -917,6 +918,104 @@ void GridLevels(const float* x, int64_t len, double step, double inv_step, uint3
     }
   }
   ref::grid_levels(x + i, len - i, step, inv_step, bits, levels + i);
+}
+
+/// grid_level_f of the lanes of xv (levels as int32), and in `bad` the lanes the division must
+/// decide (the bracket straddles a half-integer, |q| > 2^100 or NaN, c = 0).
+template <class DF>
+HWY_INLINE hn::Vec<hn::RebindToSigned<DF>> grid_levels_f(DF df, hn::Vec<DF> xv, hn::Vec<DF> c, hn::Vec<DF> lim,
+                                                         hn::Mask<DF>& bad) {
+  const auto q = hn::Mul(xv, c);
+  const auto aq = hn::Abs(q);
+  const auto d = hn::Mul(aq, hn::Set(df, kFloatQuotientSlack));
+  const auto lo = hn::Round(hn::Sub(q, d));
+  const auto hi = hn::Round(hn::Add(q, d));
+  bad = hn::Or(hn::Ne(lo, hi), hn::Gt(aq, hn::Set(df, kFloatQuotientMax)));  // NaN: lo != hi
+  return hn::ConvertTo(hn::RebindToSigned<DF>(), hn::Min(hn::Max(lo, hn::Neg(lim)), lim));
+}
+
+/// GridEncodeFields for one field width: kFields fields per output vector of bytes.
+template <int kBits, bool kStream>
+HWY_INLINE int64_t grid_encode_fields(const float* x, int64_t len, double step, float c, uint8_t* fields) {
+  const hn::ScalableTag<float> df;
+  const hn::RebindToSigned<decltype(df)> di;
+  using TF = std::conditional_t<kBits == 16, int16_t, int8_t>;
+  const hn::Repartition<TF, decltype(df)> dt;  // one output vector
+  const hn::Half<decltype(dt)> dt2;
+  const hn::Rebind<TF, decltype(di)> dt1;  // the fields of one float vector
+  const hn::Repartition<uint8_t, decltype(dt)> db;
+  constexpr int64_t kBytes = kBits / 8;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  const int64_t per = static_cast<int64_t>(hn::Lanes(dt));  // fields per output vector
+  const auto v_c = hn::Set(df, c);
+  const auto v_lim = hn::Set(df, static_cast<float>((int32_t{1} << (kBits - 1)) - 1));
+  HWY_ALIGN TF patch[hn::MaxLanes(dt)];
+  int64_t i = 0;
+  for (; i + per <= len; i += per) {
+    for (int64_t o = 0; o < per; o += 16) prefetch_ahead(x + i + o);
+    hn::Mask<decltype(df)> bad[4];
+    hn::Vec<decltype(dt)> out;
+    if constexpr (kBits == 16) {
+      const auto a = hn::DemoteTo(dt1, grid_levels_f(df, hn::LoadU(df, x + i), v_c, v_lim, bad[0]));
+      const auto b = hn::DemoteTo(dt1, grid_levels_f(df, hn::LoadU(df, x + i + lanes), v_c, v_lim, bad[1]));
+      out = hn::Combine(dt, b, a);
+    } else {
+      const auto a = hn::DemoteTo(dt1, grid_levels_f(df, hn::LoadU(df, x + i), v_c, v_lim, bad[0]));
+      const auto b = hn::DemoteTo(dt1, grid_levels_f(df, hn::LoadU(df, x + i + lanes), v_c, v_lim, bad[1]));
+      const auto e = hn::DemoteTo(dt1, grid_levels_f(df, hn::LoadU(df, x + i + 2 * lanes), v_c, v_lim, bad[2]));
+      const auto f = hn::DemoteTo(dt1, grid_levels_f(df, hn::LoadU(df, x + i + 3 * lanes), v_c, v_lim, bad[3]));
+      out = hn::Combine(dt, hn::Combine(dt2, f, e), hn::Combine(dt2, b, a));
+    }
+    constexpr int kParts = 32 / kBits;
+    auto any = bad[0];
+    for (int k = 1; k < kParts; ++k) any = hn::Or(any, bad[k]);
+    if (HWY_UNLIKELY(!hn::AllFalse(df, any))) {
+      hn::Store(out, dt, patch);
+      for (int k = 0; k < kParts; ++k) {
+        const uint64_t m = mask_bits(df, bad[k]);
+        for (int64_t j = 0; j < lanes; ++j)
+          if ((m >> j) & 1u) {
+            const int64_t at = k * lanes + j;
+            patch[at] = static_cast<TF>(grid_level_cold(x[i + at], step, kBits));
+          }
+      }
+      out = hn::Load(dt, patch);
+    }
+    const auto bytes = hn::BitCast(db, out);
+    if constexpr (kStream)
+      hn::Stream(bytes, db, fields + kBytes * i);
+    else
+      hn::StoreU(bytes, db, fields + kBytes * i);
+  }
+  return i;
+}
+
+void GridEncodeFields(const float* x, int64_t len, double step, float c, uint32_t bits, bool stream, uint8_t* fields) {
+  if ((bits != 8 && bits != 16) || c == 0.0f) {
+    ref::grid_encode_fields(x, len, step, c, bits, stream, fields);
+    return;
+  }
+  const int64_t size = bits / 8;
+  int64_t i = 0;
+  if (stream) {
+    // fields up to the first vector-aligned one in plain stores, when there is one
+    const uintptr_t vec = hn::Lanes(hn::ScalableTag<uint8_t>());
+    const uintptr_t a = reinterpret_cast<uintptr_t>(fields);
+    const int64_t head = static_cast<int64_t>(((vec - a % vec) % vec) / static_cast<uintptr_t>(size));
+    if (a % static_cast<uintptr_t>(size) == 0 && head <= len) {
+      ref::grid_encode_fields(x, head, step, c, bits, false, fields);
+      i = head;
+    } else {
+      stream = false;
+    }
+  }
+  if (bits == 16)
+    i += stream ? grid_encode_fields<16, true>(x + i, len - i, step, c, fields + 2 * i)
+                : grid_encode_fields<16, false>(x + i, len - i, step, c, fields + 2 * i);
+  else
+    i += stream ? grid_encode_fields<8, true>(x + i, len - i, step, c, fields + i)
+                : grid_encode_fields<8, false>(x + i, len - i, step, c, fields + i);
+  ref::grid_encode_fields(x + i, len - i, step, c, bits, false, fields + size * i);
 }
 
 // Fields of 8 and 16 bits are whole bytes: plain little-endian stores and loads through bytes

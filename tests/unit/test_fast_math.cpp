@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // The division-free forms of the element math (dither_quantize_rcp, natdither_quantize_rcp,
-// grid_level_rcp: a reciprocal per block and a bracket; dither_quantize_f, natdither_quantize_f: the
-// same in single precision; codec_math.hpp / grid.hpp) give exactly the results of the division
+// grid_level_rcp: a reciprocal per block and a bracket; dither_quantize_f, natdither_quantize_f,
+// grid_level_f: the same in single precision; codec_math.hpp / grid.hpp) give exactly the results of the division
 // forms. FastMath.* (default run): random floats over the whole range and
 // inputs built to land on or next to a level boundary. FastMathExhaustive.* (label `slow`, see
 // tests/unit/CMakeLists.txt): every non-negative float y for several (nu, s, u), and every finite
@@ -67,12 +67,24 @@ bool float_path_falls_back(float y, float nu, uint32_t s, float u, bool natural)
                  : dither_level_f(q - d, s, u) != dither_level_f(q + d, s, u);
 }
 
+/// Both fast forms of grid_level (double reciprocal, single precision) against the division.
 testing::AssertionResult same_grid(float x, double step, uint32_t bits) {
   const int64_t a = grid_level(x, step, bits);
   const int64_t b = grid_level_rcp(x, step, grid_inverse_step(step), bits);
-  if (a == b) return testing::AssertionSuccess();
-  return testing::AssertionFailure() << "grid x=" << x << " step=" << step << " bits=" << bits << ": " << a << " vs "
-                                     << b;
+  const int64_t f = grid_level_f(x, step, grid_inverse_step_f(step, bits), bits);
+  if (a == b && a == f) return testing::AssertionSuccess();
+  return testing::AssertionFailure() << "grid x=" << x << " step=" << step << " bits=" << bits << ": " << a
+                                     << " vs rcp " << b << " vs f " << f;
+}
+
+/// Whether grid_level_f leaves x to the division (bracket straddling a half-integer, |q| > 2^100,
+/// no float reciprocal).
+bool grid_float_path_falls_back(float x, double step, uint32_t bits) {
+  const float c = grid_inverse_step_f(step, bits);
+  const float q = x * c;
+  if (c == 0.0f || !(abs_f(q) <= kFloatQuotientMax)) return true;
+  const float d = abs_f(q) * kFloatQuotientSlack;
+  return round_half_even_f(q - d) != round_half_even_f(q + d);
 }
 
 }  // namespace
@@ -296,6 +308,70 @@ TEST(FastMath, GridQuotientsWithinTheBracketOfATie) {
   EXPECT_GT(straddled, 100) << "the cases should exercise the division fallback";
 }
 
+TEST(FastMath, GridFloatPathAtItsEdges) {
+  // grid_level_f where its argument is thinnest: quotients on and next to a half-integer (ties,
+  // up to |q| near 2^23 where the bracket is widest), levels at the clamp of every width, x
+  // subnormal, |q| around 2^100 and 2^-100, steps whose reciprocal is at or beyond the ends of
+  // the normal float range, and widths over 24 bits (no float path).
+  std::mt19937_64 rng(17);
+  int fell_back = 0, fast = 0;
+  const auto check = [&](float x, double step, uint32_t bits) {
+    if (!is_finite_f(x)) return;  // the domain of grid_level: finite x (encode rejects the others)
+    ASSERT_TRUE(same_grid(x, step, bits));
+    ASSERT_TRUE(same_grid(-x, step, bits));
+    (grid_float_path_falls_back(x, step, bits) ? fell_back : fast) += 1;
+  };
+  const auto around = [&](double target, double step, uint32_t bits) {
+    float x = static_cast<float>(target * step);
+    for (int i = 0; i < 4; ++i) x = std::nextafter(x, -INFINITY);
+    for (int i = 0; i < 9; ++i, x = std::nextafter(x, INFINITY)) check(x, step, bits);
+  };
+  for (int t = 0; t < 4000; ++t) {
+    const double step =
+        std::ldexp(1.0 + static_cast<double>(rng() % 100000) / 100000.0, static_cast<int>(rng() % 80) - 60);
+    const uint32_t bits = 2 + static_cast<uint32_t>(rng() % 23);
+    const int64_t lim = (int64_t{1} << (bits - 1)) - 1;
+    // ties: below, at and above the clamp, and at magnitudes up to 2^23
+    const int64_t k = static_cast<int64_t>(rng() % static_cast<uint64_t>(lim + 2));
+    around(static_cast<double>(k) + 0.5, step, bits);
+    around(static_cast<double>(rng() % (1u << 23)) + 0.5, step, bits);
+    around(static_cast<double>(lim), step, bits);
+    around(static_cast<double>(lim) + 0.5, step, bits);
+    around(static_cast<double>(lim) + 1.0, step, bits);
+    // x subnormal (q tiny, or q of order one for a tiny step)
+    check(bits_float(1u + static_cast<uint32_t>(rng() % 0x7fffffu)), step, bits);
+    check(bits_float(1u + static_cast<uint32_t>(rng() % 0x7fffffu)),
+          std::ldexp(1.0 + static_cast<double>(t) / 4000.0, -127), bits);
+  }
+  // |q| around 2^100 (the end of the fast path) and 2^-100 (where point 6 of grid.hpp applies)
+  for (int e : {-100, 100}) {
+    for (double step : {1.0, 0.00390625, 1e-10, 3e20}) {
+      float x = static_cast<float>(std::ldexp(step, e));
+      for (int i = 0; i < 20; ++i) x = std::nextafter(x, 0.0f);
+      for (int i = 0; i < 40; ++i, x = std::nextafter(x, INFINITY))
+        for (uint32_t bits : {8u, 16u, 24u}) check(x, step, bits);
+    }
+  }
+  // 1 / step at and beyond the ends of the normal float range, and widths over 24 bits
+  const double edge_steps[] = {std::ldexp(1.0, 126),
+                               std::nextafter(std::ldexp(1.0, 126), 0.0),
+                               std::nextafter(std::ldexp(1.0, 126), INFINITY),
+                               1.0 / 3.4028234663852886e+38,
+                               std::nextafter(1.0 / 3.4028234663852886e+38, 0.0),
+                               std::ldexp(1.0, -128),
+                               1e-300,
+                               1e300};
+  for (double step : edge_steps) {
+    for (int i = 0; i < 2000; ++i) {
+      const float x = random_float(rng);
+      for (uint32_t bits : {2u, 8u, 16u, 24u, 25u, 32u}) check(x, step, bits);
+    }
+    for (uint32_t bits : {8u, 16u, 24u}) around(0.5, step, bits);
+  }
+  EXPECT_GT(fell_back, 1000) << "the cases should exercise the division fallback";
+  EXPECT_GT(fast, 50000) << "and the single-precision path";
+}
+
 TEST(FastMath, ExactQuotientsAndPowersOfTwo) {
   // nu a power of two: a/nu is exact, and every boundary is hit exactly by some y.
   for (int e = -140; e <= 120; e += 13) {
@@ -407,13 +483,15 @@ TEST(FastMathExhaustive, DitherEveryScale) {
 TEST(FastMathExhaustive, GridEveryFloat) {
   for (double step : {0.001, 1.0 / 3.0, 0.00390625 * 1.1, 1e-30}) {
     const double inv = grid_inverse_step(step);
+    const float c = grid_inverse_step_f(step, 16);
     uint32_t first = 0;
     const uint64_t bad = sweep(
         0x100000000ull,
         [&](uint32_t b) {
           const float x = bits_float(b);
           if (!is_finite_f(x)) return true;
-          return grid_level(x, step, 16) == grid_level_rcp(x, step, inv, 16);
+          const int64_t level = grid_level(x, step, 16);
+          return level == grid_level_rcp(x, step, inv, 16) && level == grid_level_f(x, step, c, 16);
         },
         &first);
     EXPECT_EQ(bad, 0u) << "step=" << step << " first x bits " << first;
