@@ -110,6 +110,19 @@ DensePlaneCodec::DensePlaneCodec(CodecSpec spec, Layout layout) : Codec(std::mov
               norm_ != kNormLp && !(terngrad != nullptr && terngrad->clip > 0.0);
   for (int64_t b = 0; b < num_blocks_ && one_pass_; ++b)
     one_pass_ = blocks_[b] / kPieceElems == (blocks_[b + 1] - 1) / kPieceElems;
+  // value(level, scale) for 1 <= level <= s is RN_f(RN_d(nu level) / s) (dither, terngrad) or
+  // RN_f(nu 2^(level - s)) (natdither, the product exact in double). With s a power of two the
+  // double operations are exact (nu level has at most 32 significant bits, dividing by s scales
+  // by a power of two), so both are RN_f(nu u) with u = level / s, resp. 2^(level - s), an exact
+  // float when s <= 2^8 (u >= 2^-8), resp. s <= 127 (u >= 2^-126): the float product nu * u
+  // rounds that exact value once, the same bits for every nu (subnormal results included).
+  const bool natural = this->spec().id() == CodecId::kNatDither;
+  if (nbits_ <= 8 && (natural ? levels_ <= 127 : (levels_ & (levels_ - 1)) == 0)) {
+    unit_.assign(size_t{1} << nbits_, 0.0f);
+    for (uint32_t level = 1; level <= levels_; ++level)
+      unit_[level] = natural ? bits_float((127u + level - levels_) << 23)
+                             : static_cast<float>(level) / static_cast<float>(levels_);
+  }
 }
 
 size_t DensePlaneCodec::encoded_bytes() const {
@@ -426,14 +439,18 @@ void DensePlaneCodec::decode_range(std::span<const uint8_t> payload_span, int64_
   }
   uint32_t local[kSubElems / kGroupElems * 9];
   float table[256];
+  std::fill(table, table + (1u << nbits_), 0.0f);  // level 0 and the levels above s (never valid)
   for_each_sub(begin, end, [&](int64_t a, int64_t e) {
     // The sub-range's group words, copied to aligned scratch (payloads need not be 4-byte aligned).
     const int64_t g0 = a / kGroupElems, g1 = ceil_div(e, kGroupElems);
     std::memcpy(local, groups + 4 * g0 * words, sizeof(uint32_t) * static_cast<size_t>((g1 - g0) * words));
     for_each_run(blocks_, a, e, [&](int64_t r0, int64_t r1, int64_t b) {
       const float scale = load_f32(payload + 4 * b);
-      for (uint32_t level = 0; level < (1u << nbits_); ++level)
-        table[level] = level <= levels_ ? value(level, false, scale) : 0.0f;
+      if (unit_.empty()) {
+        for (uint32_t level = 1; level <= levels_; ++level) table[level] = value(level, false, scale);
+      } else {
+        for (uint32_t level = 1; level <= levels_; ++level) table[level] = scale * unit_[level];
+      }
       kernels::decode_planes(local, nbits_, r0 - g0 * kGroupElems, r1 - r0, table, weight, accumulate,
                              out + (r0 - begin));
     });

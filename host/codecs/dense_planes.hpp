@@ -54,6 +54,10 @@ class DensePlaneCodec final : public Codec {
   /// block (l1, l2, linf, terngrad without clip) and the staged payload fits kMaxStagingBytes, so
   /// each piece computes its blocks' scales and quantizes while the piece is in cache.
   bool one_pass_ = false;
+  /// The decode's level table of a block is scale * unit_[level] (one float product per level,
+  /// no division): unit_[level] is exact and the product rounds like value() (dense_planes.cpp,
+  /// DensePlaneCodec::DensePlaneCodec). Empty when that does not hold (then value() per level).
+  std::vector<float> unit_;
 };
 
 }  // namespace gcomp::detail

@@ -661,6 +661,20 @@ HWY_INLINE hn::Mask<DU> plane_mask(DU du, const uint32_t* word, int o) {
   }
 }
 
+#if HWY_TARGET <= HWY_AVX3
+/// AVX-512: a | b, resp. a ^ b, in the lanes of m, a elsewhere, in one masked instruction (the
+/// compiler does not fold IfThenElse(m, Or(a, b), a) into one).
+constexpr bool kMaskedOps = true;
+HWY_INLINE hn::Vec512<uint32_t> masked_or(hn::Mask512<uint32_t> m, hn::Vec512<uint32_t> a, hn::Vec512<uint32_t> b) {
+  return hn::Vec512<uint32_t>{_mm512_mask_or_epi32(a.raw, m.raw, a.raw, b.raw)};
+}
+HWY_INLINE hn::Vec512<uint32_t> masked_xor(hn::Mask512<uint32_t> m, hn::Vec512<uint32_t> a, hn::Vec512<uint32_t> b) {
+  return hn::Vec512<uint32_t>{_mm512_mask_xor_epi32(a.raw, m.raw, a.raw, b.raw)};
+}
+#else
+constexpr bool kMaskedOps = false;  // vector masks: an AND and an OR / XOR
+#endif
+
 /// DecodePlanes for a fixed plane count and mode, from element i of the range on (its lane offset
 /// in the group a multiple of the lane count). The loop walks whole groups with the lane offset
 /// known at compile time (no division per vector); the groups' words are read as mask bytes.
@@ -672,6 +686,7 @@ HWY_INLINE int64_t decode_planes_t(DF df, const uint32_t* groups, int64_t first,
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
   constexpr int kWords = 1 + kBits;
   constexpr bool kLookup = (1 << kBits) <= hn::MaxLanes(DF());
+  constexpr bool kMaskRegisters = kMaskedOps && hn::MaxLanes(DF()) == 16;  // masks in k registers
   // The table in one register (a call may cover a single block: only its entries are copied)
   auto table_vec = hn::Zero(df);
   if constexpr (kLookup && kBits > 0) {
@@ -689,17 +704,28 @@ HWY_INLINE int64_t decode_planes_t(DF df, const uint32_t* groups, int64_t first,
     if constexpr (kBits == 0) {
       v = v_zero_level;
     } else {
-      auto level = hn::Zero(du);
+      auto level = hn::IfThenElseZero(plane_mask(du, w + 1, o), hn::Set(du, 1u));
 #pragma GCC unroll 8
-      for (int k = 0; k < kBits; ++k)
-        level = hn::Or(level, hn::IfThenElseZero(plane_mask(du, w + 1 + k, o), hn::Set(du, 1u << k)));
+      for (int k = 1; k < kBits; ++k) {
+        const auto m = plane_mask(du, w + 1 + k, o);
+        const auto bit = hn::Set(du, 1u << k);
+        // AVX-512: one masked OR (vpord{k}) per plane; vector masks: an AND and an OR
+        if constexpr (kMaskRegisters)
+          level = masked_or(m, level, bit);
+        else
+          level = hn::Or(level, hn::IfThenElseZero(m, bit));
+      }
       if constexpr (kLookup)
         v = hn::TableLookupLanes(table_vec, hn::IndicesFromVec(df, hn::BitCast(di, level)));
       else
         v = hn::GatherIndex(df, table, hn::BitCast(di, level));
     }
-    // negate: flip the sign bit where the sign plane is set
-    v = hn::BitCast(df, hn::Xor(hn::BitCast(du, v), hn::IfThenElseZero(plane_mask(du, w, o), sign_bit)));
+    // negate: flip the sign bit where the sign plane is set (AVX-512: one masked XOR)
+    const auto negative = plane_mask(du, w, o);
+    if constexpr (kMaskRegisters)
+      v = hn::BitCast(df, masked_xor(negative, hn::BitCast(du, v), sign_bit));
+    else
+      v = hn::BitCast(df, hn::Xor(hn::BitCast(du, v), hn::IfThenElseZero(negative, sign_bit)));
     if constexpr (kAccumulate) v = hn::Add(hn::LoadU(df, dst), hn::Mul(v_weight, v));
     hn::StoreU(v, df, dst);
   };

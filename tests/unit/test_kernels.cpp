@@ -9,6 +9,7 @@
 
 #include "host/codecs/kernels.hpp"
 #include "host/codecs/pieces.hpp"
+#include "host/codecs/registry.hpp"
 #include "host/codecs/select.hpp"
 #include "host/common/thread_pool.hpp"
 
@@ -441,6 +442,57 @@ TEST_F(KernelTargets, StreamedGridEncodeGivesTheSameBytes) {
     }
   }
   detail::set_stream_min_bytes(-1);
+}
+
+TEST_F(KernelTargets, DensePlaneDecodeGivesTheElementValueForEveryScale) {
+  // The decode's level table (scale * level / s in one float product where that rounds like the
+  // element math, else dither_value per level) against dither_value / natdither_value of every
+  // element, on every target: payloads of random valid levels and signs under scales of every
+  // magnitude (subnormal, tiny, huge, random bit patterns), power-of-two and other level counts.
+  std::mt19937_64 rng(31);
+  const int64_t n = 5000;
+  const Layout layout(n);
+  for (const char* spec :
+       {"dither:levels=1,norm=l2,block=100", "dither:levels=4,norm=l2,block=100", "dither:levels=8,norm=linf,block=64",
+        "dither:levels=128,norm=l2,block=300", "dither:levels=3,norm=l2,block=100",
+        "dither:levels=255,norm=l2,block=100", "natdither:levels=3,norm=l2,block=100",
+        "natdither:levels=127,norm=linf,block=100", "natdither:levels=200,norm=l2,block=100", "terngrad"}) {
+    const auto codec = make_codec(spec, layout);
+    const DitherOptions q = detail::dither_quantizer(codec->spec());
+    const bool natural = codec->spec().id() == CodecId::kNatDither;
+    const int nbits = static_cast<int>(detail::ceil_log2_u64(uint64_t{q.levels} + 1));
+    const int words = detail::group_words(nbits);
+    const int64_t blocks = codec->num_scales();
+    const int64_t block_len = q.block > 0 ? q.block : n;  // one segment: blocks of q.block, the last shorter
+    std::vector<uint8_t> payload(codec->encoded_bytes(), 0);
+    std::vector<float> scales(static_cast<size_t>(blocks));
+    for (int64_t b = 0; b < blocks; ++b) {
+      float v = std::fabs(detail::bits_float(static_cast<uint32_t>(rng())));
+      if (b % 5 == 1) v = detail::bits_float(1u + static_cast<uint32_t>(rng() % 0x7fffffu));  // subnormal
+      if (b % 5 == 2) v = std::ldexp(1.0f + static_cast<float>(rng() % 1000) / 1000.0f, -120);
+      if (b % 5 == 3) v = FLT_MAX;
+      if (!std::isfinite(v)) v = 1.5f;
+      scales[static_cast<size_t>(b)] = v;
+      std::memcpy(payload.data() + 4 * b, &v, 4);
+    }
+    std::vector<float> want(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      const uint32_t level = static_cast<uint32_t>(rng() % (q.levels + 1));
+      const bool negative = level != 0 && (rng() & 1u);
+      uint8_t* g = payload.data() + 4 * blocks + 4 * words * (i / 32);
+      const auto set_bit = [&](int word, int bit) { g[4 * word + bit / 8] |= static_cast<uint8_t>(1u << (bit % 8)); };
+      if (negative) set_bit(0, static_cast<int>(i % 32));
+      for (int k = 0; k < nbits; ++k)
+        if ((level >> k) & 1u) set_bit(1 + k, static_cast<int>(i % 32));
+      const float scale = scales[static_cast<size_t>(i / block_len)];
+      want[static_cast<size_t>(i)] = natural ? detail::natdither_value(level, negative, scale, q.levels)
+                                             : detail::dither_value(level, negative, scale, q.levels);
+    }
+    for (const auto& [id, name] : kernels::available_targets()) {
+      kernels::force_target(id);
+      ASSERT_TRUE(test::bitwise_equal(test::decode(*codec, payload, RngKey{}), want)) << spec << " " << name;
+    }
+  }
 }
 
 TEST_F(KernelTargets, PlaneGroupValidationFindsTheFirstBadGroupLikeTheElementRules) {
