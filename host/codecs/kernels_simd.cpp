@@ -954,10 +954,11 @@ HWY_INLINE hn::Vec<hn::RebindToSigned<DF>> grid_levels_f(DF df, hn::Vec<DF> xv, 
   const auto q = hn::Mul(xv, c);
   const auto aq = hn::Abs(q);
   const auto d = hn::Mul(aq, hn::Set(df, kFloatQuotientSlack));
-  const auto lo = hn::Round(hn::Sub(q, d));
-  const auto hi = hn::Round(hn::Add(q, d));
-  bad = hn::Or(hn::Ne(lo, hi), hn::Gt(aq, hn::Set(df, kFloatQuotientMax)));  // NaN: lo != hi
-  return hn::ConvertTo(hn::RebindToSigned<DF>(), hn::Min(hn::Max(lo, hn::Neg(lim)), lim));
+  const auto nlim = hn::Neg(lim);
+  const auto lo = hn::Round(hn::Min(hn::Max(hn::Sub(q, d), nlim), lim));  // grid_level_of_f
+  const auto hi = hn::Round(hn::Min(hn::Max(hn::Add(q, d), nlim), lim));
+  bad = hn::Or(hn::Ne(lo, hi), hn::Not(hn::Le(aq, hn::Set(df, kFloatQuotientMax))));  // also NaN
+  return hn::ConvertTo(hn::RebindToSigned<DF>(), lo);
 }
 
 /// GridEncodeFields for one field width: kFields fields per output vector of bytes.

@@ -84,7 +84,8 @@ bool grid_float_path_falls_back(float x, double step, uint32_t bits) {
   const float q = x * c;
   if (c == 0.0f || !(abs_f(q) <= kFloatQuotientMax)) return true;
   const float d = abs_f(q) * kFloatQuotientSlack;
-  return round_half_even_f(q - d) != round_half_even_f(q + d);
+  const float lim = static_cast<float>((int32_t{1} << (bits - 1)) - 1);
+  return grid_level_of_f(q - d, lim) != grid_level_of_f(q + d, lim);
 }
 
 }  // namespace

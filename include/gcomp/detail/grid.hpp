@@ -73,13 +73,16 @@ GCOMP_HD int64_t grid_level_rcp(float x, double step, double inv_step, uint32_t 
 //      lo = RN_f(q - d) <= q (1 - 2^-20)(1 + 2^-24) < q (1 - 2^-22) < r and
 //      hi = RN_f(q + d) >= q (1 + 2^-20)(1 - 2^-24) > q (1 + 2^-22) > r (q < 0: the mirror
 //      image); both are finite (|q| <= 2^100).
-//   5. rint is evaluated exactly on a float (round_half_even_f), and rint then the clamp to
-//      +-(2^(bits-1) - 1) (exact in float for bits <= 24) is grid_level_of on the real line, a
-//      nondecreasing function. When rint(lo) = rint(hi), level(lo) = level(r) = level(hi).
+//   5. The clamp to +-(2^(bits-1) - 1) (exact in float for bits <= 24), then rint, evaluated
+//      exactly on a float (round_half_even_f), is grid_level_of on the real line (rint then the
+//      clamp: the bound is an integer), a nondecreasing function. When it gives lo and hi the
+//      same value, that is level(r). (Clamping first keeps saturated quotients, up to 2^100, on
+//      this path: both ends give the bound.)
 //   6. |q| < 2^-100: then |x c| < 2^-99 (the rounding error of q is below 2^-150 in absolute
 //      value), so |t| < 2^-98 and r rounds to level 0; lo and hi are within (2^-99)(1 + 2^-20)
 //      of 0 and round to +-0: level 0 at both ends, which is the result.
-// Otherwise (t within about 2^-20 relative of a half-integer: about |q| 2^-19 of the elements;
+// Otherwise (t within about 2^-20 relative of a half-integer below the bound: about |q| 2^-19 of
+// the elements;
 // |q| > 2^100; c = 0 for a step with no normal float reciprocal or bits > 24) the division
 // decides. tests/unit/test_fast_math.cpp checks it against grid_level (FastMath.* and
 // FastMathExhaustive.GridEveryFloat, label `slow`).
@@ -110,16 +113,17 @@ GCOMP_HD float round_half_even_f(float v) {
 /// grid_level of a finite x, out of line on the device (the rare path of grid_level_f).
 GCOMP_HD_COLD int64_t grid_level_cold(float x, double step, uint32_t bits) { return grid_level(x, step, bits); }
 
+/// grid_level_of of a float v: v clamped to +-lim (an integer below 2^23), then rint; exact.
+GCOMP_HD float grid_level_of_f(float v, float lim) { return round_half_even_f(v > lim ? lim : (v < -lim ? -lim : v)); }
+
 /// grid_level with c = grid_inverse_step_f(step, bits): single precision, exact (above).
 GCOMP_HD int64_t grid_level_f(float x, double step, float c, uint32_t bits) {
   const float q = x * c;
   if ((c != 0.0f) & (abs_f(q) <= kFloatQuotientMax)) {
+    const float lim = static_cast<float>((int32_t{1} << (bits - 1)) - 1);
     const float d = abs_f(q) * kFloatQuotientSlack;
-    const float lo = round_half_even_f(q - d);
-    if (lo == round_half_even_f(q + d)) {
-      const float lim = static_cast<float>((int32_t{1} << (bits - 1)) - 1);
-      return static_cast<int64_t>(lo > lim ? lim : (lo < -lim ? -lim : lo));
-    }
+    const float lo = grid_level_of_f(q - d, lim);
+    if (lo == grid_level_of_f(q + d, lim)) return static_cast<int64_t>(lo);
   }
   return grid_level_cold(x, step, bits);
 }
