@@ -103,7 +103,8 @@ class SparseCodec final : public Codec {
   bool randomized() const override { return spec().id() == CodecId::kRandK; }
   void encode(std::span<const float> x, const RngKey& key, std::span<uint8_t> payload) const override;
   GCOMP_CODEC_DECODE_METHODS
-  /// Every payload validated first (once), then each one's indices read once and its values added.
+  /// Every payload checked first (one set of pool tasks for all of them), then each output piece
+  /// takes the values of every payload, in payload order (randk: one payload after the other).
   void decode_reduce(std::span<const std::span<const uint8_t>> payloads, std::span<const RngKey> keys,
                      std::span<const float> weights, std::span<float> out) const override;
   [[nodiscard]] int64_t k() const { return k_; }
@@ -122,10 +123,28 @@ class SparseCodec final : public Codec {
  private:
   void decode_impl(std::span<const uint8_t> payload, const RngKey& key, float weight, bool overwrite,
                    std::span<float> out) const;
-  /// decode_impl of a payload already validated.
-  void scatter(std::span<const uint8_t> payload, const RngKey& key, float weight, bool overwrite,
-               std::span<float> out) const;
-  std::vector<int64_t> read_indices(std::span<const uint8_t> payload, const RngKey& key) const;
+  /// One checked payload, ready for the write pass: its values, and its indices either read in
+  /// place from the packed words (plain top-k) or held in idx (index=rice, randk).
+  struct Picked {
+    const uint8_t* values = nullptr;  ///< k little-endian floats
+    const uint8_t* packed = nullptr;  ///< plain top-k: the index words
+    std::vector<int64_t> idx;         ///< otherwise: the indices, increasing
+    std::vector<int64_t> first;       ///< first[p]: the first j whose index lies in pool piece p or later
+    float scale = 1.0f;               ///< randk:unbiased: n/k
+    float weight = 1.0f;
+  };
+  /// Checks the payloads and returns them ready for write_picked; reports the first error of the
+  /// serial order (payload by payload: size, values, indices, padding), prefixed by "decode_reduce:
+  /// payload j: " when `reduce`, and "wrong size" instead of check_payload_size's message when
+  /// `direct` (validate, which gets no piece tables). The checks of all payloads run as one set of pool tasks. randk's
+  /// indices are not drawn here (fill_randk).
+  std::vector<Picked> pick(std::span<const std::span<const uint8_t>> payloads, std::span<const float> weights,
+                           bool reduce, bool direct) const;
+  /// randk: draws the selection of a picked payload from its stream id and key.
+  void fill_randk(Picked& picked, std::span<const uint8_t> payload, const RngKey& key) const;
+  /// Writes the picked payloads to out, each output pool piece by one task, the payloads in order:
+  /// out = the one payload's values and zeros (overwrite), or out += weight * value.
+  void write_picked(std::span<const Picked> picks, bool overwrite, std::span<float> out) const;
   /// index=rice: the total stream bits T (checked against the worst case).
   uint32_t rice_total(std::span<const uint8_t> payload) const;
   /// index=rice: validates the T, directory and stream of a full or short payload and returns the

@@ -17,6 +17,8 @@
 #include <memory>
 #include <cmath>
 #include <cstring>
+#include <exception>
+#include <utility>
 
 namespace gcomp::detail {
 
@@ -270,110 +272,259 @@ void SparseCodec::encode(std::span<const float> x, const RngKey& key, std::span<
   });
 }
 
-std::vector<int64_t> SparseCodec::read_indices(std::span<const uint8_t> payload, const RngKey& key) const {
-  if (spec().id() == CodecId::kRandK) {
-    RngKey k = key;
-    k.step = load_u32(payload.data());
-    k.rank = load_u32(payload.data() + 4);
-    return select({}, k);
+namespace {
+
+/// Index j of the packed index words of a plain top-k payload (`words` words of `bits`-bit
+/// fields, LSB first). Up to 32 bits: one 64-bit window of the two words the field touches
+/// (bits + offset <= 63), not a load per bit. n = 1 has 0-bit indices and no words: every index is 0.
+int64_t plain_index(const uint8_t* packed, int64_t words, int bits, int64_t j) {
+  const int64_t bit = j * bits;
+  if (bits <= 32) {
+    const int64_t w = bit / 32;
+    uint64_t window = w < words ? load_u32(packed + 4 * w) : 0u;
+    if (w + 1 < words) window |= static_cast<uint64_t>(load_u32(packed + 4 * (w + 1))) << 32;
+    return static_cast<int64_t>((window >> (bit % 32)) & ((uint64_t{1} << bits) - 1u));
   }
-  if (rice_) return rice_indices(payload);
-  std::vector<int64_t> idx(static_cast<size_t>(k_));
-  const uint8_t* packed = payload.data() + 4 * k_;
-  if (index_bits_ <= 32) {
-    // Index j is bits [jB, jB + B) of the LSB-first word stream: one 64-bit window of the two
-    // words it touches (B + offset <= 63), not a load per bit; ranges of j on the pool.
-    const int64_t words = ceil_div(k_ * index_bits_, 32);
-    const uint64_t mask = (uint64_t{1} << index_bits_) - 1u;
-    sparse_tasks(k_, [&](int64_t j0, int64_t j1) {
-      for (int64_t j = j0; j < j1; ++j) {
-        const int64_t bit = j * index_bits_;
-        const int64_t w = bit / 32;
-        // n = 1 has 0-bit indices and no index words: every index is 0.
-        uint64_t window = w < words ? load_u32(packed + 4 * w) : 0u;
-        if (w + 1 < words) window |= static_cast<uint64_t>(load_u32(packed + 4 * (w + 1))) << 32;
-        idx[j] = static_cast<int64_t>((window >> (bit % 32)) & mask);
-      }
-    });
-    return idx;
+  uint64_t v = 0;
+  for (int b = 0; b < bits; ++b) {
+    const int64_t pos = bit + b;
+    v |= static_cast<uint64_t>((load_u32(packed + 4 * (pos / 32)) >> (pos % 32)) & 1u) << b;
   }
-  for (int64_t j = 0; j < k_; ++j) {
-    const int64_t bit = j * index_bits_;
-    uint64_t v = 0;
-    for (int b = 0; b < index_bits_; ++b) {
-      const int64_t pos = bit + b;
-      v |= static_cast<uint64_t>((load_u32(packed + 4 * (pos / 32)) >> (pos % 32)) & 1u) << b;
-    }
-    idx[j] = static_cast<int64_t>(v);
-  }
-  return idx;
+  return static_cast<int64_t>(v);
 }
 
-void SparseCodec::validate(std::span<const uint8_t> payload) const {
-  if (rice_) {
-    check_payload_size(payload);
-    for (int64_t j = 0; j < k_; ++j)
-      if (!value_ok(load_f32(payload.data() + 4 * j))) corrupt(spec(), "value " + std::to_string(j) + " is not finite");
-    (void)rice_indices(payload);  // T, directory, padding, every code and index
+/// Elements of one check task (values or indices of one payload).
+constexpr int64_t kCheckTask = 16384;
+
+/// One task of pick(): a range of one payload's values or indices, or a whole-payload step.
+struct CheckTask {
+  enum Kind : uint8_t { kValues, kScaled, kIndices, kPadding, kRice };
+  size_t q;  ///< payload
+  Kind kind;
+  int64_t j0, j1;
+};
+
+}  // namespace
+
+void SparseCodec::fill_randk(Picked& picked, std::span<const uint8_t> payload, const RngKey& key) const {
+  RngKey k = key;
+  k.step = load_u32(payload.data());
+  k.rank = load_u32(payload.data() + 4);
+  picked.idx = select({}, k);
+  picked.first.resize(static_cast<size_t>(num_pieces(num_elems())) + 1);
+  for (size_t p = 0; p < picked.first.size(); ++p)
+    picked.first[p] = std::lower_bound(picked.idx.begin(), picked.idx.end(), static_cast<int64_t>(p) * kPieceElems) -
+                      picked.idx.begin();
+}
+
+std::vector<SparseCodec::Picked> SparseCodec::pick(std::span<const std::span<const uint8_t>> payloads,
+                                                   std::span<const float> weights, bool reduce, bool direct) const {
+  const int64_t n = num_elems();
+  const bool randk = spec().id() == CodecId::kRandK;
+  const int64_t voff = randk ? 8 : 0;
+  const int64_t words = ceil_div(k_ * index_bits_, 32);
+  const int64_t pieces = num_pieces(n);
+  std::vector<Picked> picks(payloads.size());
+  // Payload q's error, as the serial checks report it.
+  const auto fail = [&](size_t q, const Error& e) {
+    if (!reduce || e.status() != gcompErrorCorruptPayload) throw;
+    GCOMP_FAIL(gcompErrorCorruptPayload, "decode_reduce: payload " + std::to_string(q) + ": " + e.what());
+  };
+  // Sizes in order; the tasks check the payloads before the first of the wrong size, whose error
+  // comes only when none of theirs does (the serial order).
+  std::vector<CheckTask> tasks;
+  std::exception_ptr size_error;
+  const auto ranges = [&](size_t q, CheckTask::Kind kind) {
+    for (int64_t j = 0; j < k_; j += kCheckTask) tasks.push_back(CheckTask{q, kind, j, std::min(k_, j + kCheckTask)});
+  };
+  for (size_t q = 0; q < payloads.size() && !size_error; ++q) {
+    try {
+      try {
+        if (direct && !rice_) {
+          if (payloads[q].size() != encoded_bytes()) corrupt(spec(), "wrong size");
+        } else {
+          check_payload_size(payloads[q]);
+        }
+      } catch (const Error& e) {
+        fail(q, e);
+      }
+    } catch (...) {
+      size_error = std::current_exception();
+      break;
+    }
+    Picked& pk = picks[q];
+    pk.values = payloads[q].data() + voff;
+    pk.weight = weights.empty() ? 1.0f : weights[q];
+    pk.scale = randk && unbiased_ ? randk_scale(n, k_) : 1.0f;
+    ranges(q, CheckTask::kValues);
+    if (randk && unbiased_) ranges(q, CheckTask::kScaled);
+    if (rice_) {
+      tasks.push_back(CheckTask{q, CheckTask::kRice, 0, k_});
+    } else if (!randk) {
+      pk.packed = payloads[q].data() + 4 * k_;
+      ranges(q, CheckTask::kIndices);
+      tasks.push_back(CheckTask{q, CheckTask::kPadding, 0, 0});
+    }
+  }
+  // Plain indices: each task notes (j, piece of index j) where the piece changes from index j - 1,
+  // for the piece table; read only after every task passed (an unordered payload never gets there).
+  std::vector<std::vector<std::pair<int64_t, int64_t>>> marks(tasks.size());
+  const auto check = [&](int64_t t) {
+    const CheckTask& c = tasks[static_cast<size_t>(t)];
+    const Picked& pk = picks[c.q];
+    try {
+      switch (c.kind) {
+        case CheckTask::kValues:
+          for (int64_t j = c.j0; j < c.j1; ++j)
+            if (!value_ok(load_f32(pk.values + 4 * j)))
+              corrupt(spec(), "value " + std::to_string(j) + " is not finite");
+          break;
+        case CheckTask::kScaled:
+          for (int64_t j = c.j0; j < c.j1; ++j)
+            if (!is_finite_f(load_f32(pk.values + 4 * j) * pk.scale))
+              corrupt(spec(), "value " + std::to_string(j) + " decodes to Inf (times n/k)");
+          break;
+        case CheckTask::kIndices: {
+          auto& mine = marks[static_cast<size_t>(t)];
+          int64_t prev = c.j0 > 0 ? plain_index(pk.packed, words, index_bits_, c.j0 - 1) : -1;
+          int64_t piece = prev < 0 ? -1 : prev / kPieceElems;
+          for (int64_t j = c.j0; j < c.j1; ++j) {
+            const int64_t i = plain_index(pk.packed, words, index_bits_, j);
+            if (!sparse_index_ok(i, prev, n))
+              corrupt(spec(), i >= n ? "index " + std::to_string(i) + " out of range"
+                                     : std::string("indices are not strictly increasing"));
+            if (i / kPieceElems != piece) {
+              piece = i / kPieceElems;
+              mine.emplace_back(j, piece);
+            }
+            prev = i;
+          }
+          break;
+        }
+        case CheckTask::kPadding: {
+          const int64_t used = k_ * index_bits_;
+          if (used % 32 != 0 && !padding_clear(load_u32(pk.packed + 4 * (used / 32)), used))
+            corrupt(spec(), "padding bits set after the last index");
+          break;
+        }
+        case CheckTask::kRice:
+          picks[c.q].idx = rice_indices(payloads[c.q]);  // T, directory, padding, every code and index
+          break;
+      }
+    } catch (const Error& e) {
+      fail(c.q, e);
+    }
+  };
+  int64_t work = 0;
+  for (const CheckTask& c : tasks) work += c.j1 - c.j0;
+  if (tasks.size() > 1 && work >= 4 * kCheckTask)
+    parallel_for(static_cast<int64_t>(tasks.size()), check);
+  else
+    for (size_t t = 0; t < tasks.size(); ++t) check(static_cast<int64_t>(t));
+  if (size_error) std::rethrow_exception(size_error);
+  if (direct) return picks;  // validate: no piece tables (n / 65536 entries: n may be anything up to 2^50 here)
+  // Piece tables: from the marks (plain; each piece starts at the first mark at or beyond it),
+  // else from the indices.
+  for (Picked& pk : picks) pk.first.assign(static_cast<size_t>(pieces) + 1, k_);
+  std::vector<int64_t> next(picks.size(), 0);  // the first piece not yet given a start
+  for (size_t t = 0; t < tasks.size(); ++t)
+    for (const auto& [j, piece] : marks[t]) {
+      const size_t q = tasks[t].q;
+      for (int64_t& p = next[q]; p <= piece; ++p) picks[q].first[static_cast<size_t>(p)] = j;
+    }
+  for (Picked& pk : picks)
+    if (!pk.idx.empty())
+      for (int64_t p = 0; p <= pieces; ++p)
+        pk.first[static_cast<size_t>(p)] =
+            std::lower_bound(pk.idx.begin(), pk.idx.end(), p * kPieceElems) - pk.idx.begin();
+  return picks;
+}
+
+void SparseCodec::write_picked(std::span<const Picked> picks, bool overwrite, std::span<float> out) const {
+  const int64_t n = num_elems();
+  const int64_t words = ceil_div(k_ * index_bits_, 32);
+  const auto index = [&](const Picked& pk, int64_t j) {
+    return pk.packed != nullptr ? plain_index(pk.packed, words, index_bits_, j) : pk.idx[static_cast<size_t>(j)];
+  };
+  const auto value = [](const Picked& pk, int64_t j) { return load_f32(pk.values + 4 * j) * pk.scale; };
+  if (!overwrite) {
+    // The indices of a payload increase: piece p's part of each payload is [first[p], first[p + 1]).
+    for_each_piece(n, [&](int64_t begin, int64_t) {
+      const auto p = static_cast<size_t>(begin / kPieceElems);
+      for (const Picked& pk : picks)
+        for (int64_t j = pk.first[p]; j < pk.first[p + 1]; ++j) {
+          const int64_t i = index(pk, j);
+          out[i] = accumulate(out[i], pk.weight, value(pk, j));
+        }
+    });
     return;
   }
-  if (payload.size() != encoded_bytes()) corrupt(spec(), "wrong size");
-  const int64_t voff = spec().id() == CodecId::kRandK ? 8 : 0;
-  for (int64_t j = 0; j < k_; ++j)
-    if (!value_ok(load_f32(payload.data() + voff + 4 * j)))
-      corrupt(spec(), "value " + std::to_string(j) + " is not finite");
-  if (spec().id() == CodecId::kRandK && unbiased_) {
-    const float scale = randk_scale(num_elems(), k_);
-    for (int64_t j = 0; j < k_; ++j)
-      if (!is_finite_f(load_f32(payload.data() + voff + 4 * j) * scale))
-        corrupt(spec(), "value " + std::to_string(j) + " decodes to Inf (times n/k)");
-  }
-  if (spec().id() == CodecId::kRandK) return;
-  const std::vector<int64_t> idx = read_indices(payload, RngKey{});
-  for (int64_t j = 0; j < k_; ++j) {
-    if (sparse_index_ok(idx[j], j > 0 ? idx[j - 1] : -1, num_elems())) continue;
-    corrupt(spec(), idx[j] >= num_elems() ? "index " + std::to_string(idx[j]) + " out of range"
-                                          : std::string("indices are not strictly increasing"));
-  }
-  const int64_t used = k_ * index_bits_;
-  if (used % 32 != 0 && !padding_clear(load_u32(payload.data() + 4 * k_ + 4 * (used / 32)), used))
-    corrupt(spec(), "padding bits set after the last index");
+  const Picked& pk = picks[0];
+  const bool stream = 4 * n >= stream_min_bytes();
+  for_each_piece(n, [&](int64_t begin, int64_t end) {
+    const auto p = static_cast<size_t>(begin / kPieceElems);
+    int64_t j = pk.first[p];
+    const int64_t j_end = pk.first[p + 1];
+    if (!stream) {
+      std::fill(out.data() + begin, out.data() + end, 0.0f);
+      for (; j < j_end; ++j) out[index(pk, j)] = value(pk, j);
+      return;
+    }
+    // Zeros and values in an L1 scratch, written out with streaming stores: the output's lines
+    // are never read (the output is far larger than the caches). The scratch is zeroed once per
+    // piece and only its written elements are cleared again (a memset of it per sub-range cost
+    // 0.08 ns per element more than the streaming stores themselves).
+    alignas(64) float local[kSubElems];
+    std::fill(local, local + kSubElems, 0.0f);
+    for_each_sub(begin, end, [&](int64_t a, int64_t e) {
+      const int64_t j0 = j;
+      for (; j < j_end; ++j) {
+        const int64_t i = index(pk, j);
+        if (i >= e) break;
+        local[i - a] = value(pk, j);
+      }
+      kernels::stream_copy(reinterpret_cast<const uint8_t*>(local), e - a, out.data() + a);
+      for (int64_t c = j0; c < j; ++c) local[index(pk, c) - a] = 0.0f;
+    });
+    kernels::stream_fence();  // before the pool hands the piece back
+  });
 }
+
+void SparseCodec::validate(std::span<const uint8_t> payload) const { (void)pick({&payload, 1}, {}, false, true); }
 
 void SparseCodec::decode_impl(std::span<const uint8_t> payload, const RngKey& key, float weight, bool overwrite,
                               std::span<float> out) const {
-  check_decode_args(payload, out);
-  scatter(payload, key, weight, overwrite, out);
+  // Codec::check_decode_args, with the payload checked by pick
+  GCOMP_EXPECTS(
+      static_cast<int64_t>(out.size()) == num_elems(), gcompErrorInvalidArgument,
+      "decode: output has " + std::to_string(out.size()) + " elements, layout has " + std::to_string(num_elems()));
+  std::vector<Picked> picks = pick({&payload, 1}, {&weight, 1}, false, false);
+  if (spec().id() == CodecId::kRandK) fill_randk(picks[0], payload, key);
+  write_picked(picks, overwrite, out);
 }
 
 void SparseCodec::decode_reduce(std::span<const std::span<const uint8_t>> payloads, std::span<const RngKey> keys,
                                 std::span<const float> weights, std::span<float> out) const {
-  check_reduce_args(payloads, keys, weights, out);  // validates every payload before out changes
-  for (size_t j = 0; j < payloads.size(); ++j) scatter(payloads[j], keys[j], weights[j], false, out);
-}
-
-void SparseCodec::scatter(std::span<const uint8_t> payload, const RngKey& key, float weight, bool overwrite,
-                          std::span<float> out) const {
-  const std::vector<int64_t> idx = read_indices(payload, key);
-  const int64_t voff = spec().id() == CodecId::kRandK ? 8 : 0;
-  const float scale = spec().id() == CodecId::kRandK && unbiased_ ? randk_scale(num_elems(), k_) : 1.0f;
-  if (overwrite && 4 * num_elems() >= stream_min_bytes()) {
-    // zeros far larger than the caches: streaming stores, no read of the output's lines
-    for_each_piece(num_elems(), [&](int64_t b, int64_t e) {
-      kernels::stream_zero(e - b, out.data() + b);
-      kernels::stream_fence();
-    });
-  } else if (overwrite) {
-    std::fill(out.begin(), out.end(), 0.0f);
+  // Codec::check_reduce_args, with the payloads checked by pick: nothing is written before every
+  // payload passed.
+  GCOMP_EXPECTS(keys.size() == payloads.size() && weights.size() == payloads.size(), gcompErrorInvalidArgument,
+                "decode_reduce: " + std::to_string(payloads.size()) + " payloads, " + std::to_string(keys.size()) +
+                    " keys and " + std::to_string(weights.size()) + " weights");
+  if (payloads.empty()) return;
+  GCOMP_EXPECTS(
+      static_cast<int64_t>(out.size()) == num_elems(), gcompErrorInvalidArgument,
+      "decode: output has " + std::to_string(out.size()) + " elements, layout has " + std::to_string(num_elems()));
+  std::vector<Picked> picks = pick(payloads, weights, true, false);
+  if (spec().id() != CodecId::kRandK) {
+    write_picked(picks, false, out);
+    return;
   }
-  // The indices of one payload are distinct (strictly increasing for top-k, a selection for
-  // random-k): ranges of j on the pool write disjoint elements, each one as the loop in order does.
-  sparse_tasks(k_, [&](int64_t j0, int64_t j1) {
-    for (int64_t j = j0; j < j1; ++j) {
-      const float v = load_f32(payload.data() + voff + 4 * j) * scale;
-      out[idx[j]] = overwrite ? v : accumulate(out[idx[j]], weight, v);
-    }
-  });
+  // randk: each payload's selection is drawn (n keys) and written before the next one's.
+  for (size_t q = 0; q < payloads.size(); ++q) {
+    fill_randk(picks[q], payloads[q], keys[q]);
+    write_picked({&picks[q], 1}, false, out);
+    picks[q].idx = {};
+  }
 }
 
 void SparseCodec::decode_accumulate(std::span<const uint8_t> payload, const RngKey& key, float weight,

@@ -2,6 +2,7 @@
 // Per-codec behaviour over edge sizes and layouts: sizes, determinism, decoded values against an
 // independent model of each operator, accumulate/EF/DIANA identities, bad input.
 #include "common/test_util.hpp"
+#include "host/codecs/pieces.hpp"
 #include "host/codecs/registry.hpp"
 
 #include <gcomp/detail/hd.hpp>
@@ -14,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
 #include <limits>
@@ -616,6 +618,143 @@ TEST(CodecEdgeTest, SparseDecodeOfLargeKOnThePoolKeepsTheSelection) {
       if (acc[i] != (want[i] ? 1.0f + 0.5f * x[i] : 1.0f)) ++mismatches;
     }
     EXPECT_EQ(mismatches, 0) << spec;
+  }
+  set_cpu_threads(0);
+}
+
+TEST(CodecEdgeTest, SparseDecodeReduceOnThePoolEqualsThePayloadsInOrder) {
+  // Large-k payloads are checked in pool tasks and written by output pieces, all payloads of a
+  // piece in order: each element must get exactly the serial sums, for every thread count, with
+  // and without streaming stores (overwrite). Three ranks with different inputs and weights.
+  const int64_t n = (int64_t{1} << 18) + 12345;
+  const RngKey key{17, 0, 3, 0};
+  for (const char* spec : {"topk:k=100003", "topk:k=300", "randk:k=70001", "topk:k=100003,index=rice"}) {
+    auto c = make_codec(spec, Layout(n));
+    std::vector<std::vector<uint8_t>> payloads;
+    std::vector<RngKey> keys;
+    std::vector<std::vector<float>> decoded;
+    for (uint32_t r = 0; r < 3; ++r) {
+      std::vector<float> x(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i)
+        x[i] = static_cast<float>(1 + (i * (7919 + 2 * r)) % 1000) * (i % 3 == r ? -0.25f : 0.125f);
+      keys.push_back(RngKey{key.seed, r, key.step, 0});
+      payloads.push_back(test::encode(*c, x, keys.back()));
+      set_cpu_threads(1);
+      decoded.push_back(test::decode(*c, payloads.back(), keys.back()));
+    }
+    const std::vector<float> weights{0.5f, -1.25f, 3.0f};
+    std::vector<float> want(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      want[i] = 1.0f + static_cast<float>(i % 7);
+      for (size_t q = 0; q < 3; ++q)
+        if (decoded[q][i] != 0.0f) want[i] = want[i] + weights[q] * decoded[q][i];
+    }
+    const std::vector<std::span<const uint8_t>> spans(payloads.begin(), payloads.end());
+    for (const int threads : {1, 2, 3}) {
+      set_cpu_threads(threads);
+      std::vector<float> out(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i) out[i] = 1.0f + static_cast<float>(i % 7);
+      c->decode_reduce(spans, keys, weights, out);
+      EXPECT_TRUE(test::bitwise_equal(out, want)) << spec << " threads=" << threads;
+      for (const int64_t stream_from : {int64_t{-1}, int64_t{0}}) {
+        detail::set_stream_min_bytes(stream_from);
+        std::vector<float> y(static_cast<size_t>(n), 7.0f);
+        c->decode(payloads[1], keys[1], y);
+        EXPECT_TRUE(test::bitwise_equal(y, decoded[1])) << spec << " threads=" << threads << " stream=" << stream_from;
+      }
+      detail::set_stream_min_bytes(-1);
+    }
+  }
+  set_cpu_threads(0);
+}
+
+TEST(CodecEdgeTest, SparseChecksOnThePoolReportTheFirstErrorOfTheSerialOrder) {
+  // The checks of all payloads of a decode_reduce run as pool tasks (ranges of values, then of
+  // indices, payload by payload); the error reported is the one the serial walk meets first, and
+  // the output is untouched.
+  const int64_t n = (int64_t{1} << 18) + 12345;
+  const int64_t k = 100003;
+  auto c = make_codec("topk:k=" + std::to_string(k), Layout(n));
+  const int bits = static_cast<int>(detail::ceil_log2_u64(static_cast<uint64_t>(n)));
+  std::vector<float> x(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) x[i] = static_cast<float>(1 + (i * 7919) % 1000) * 0.25f;
+  const RngKey key{5, 0, 1, 0};
+  const std::vector<uint8_t> good = test::encode(*c, x, key);
+  const int64_t words = (k * bits + 31) / 32;
+  // Index j of a payload set to v (the LSB-first fields after the k values).
+  const auto set_index = [&](std::vector<uint8_t>& p, int64_t j, int64_t v) {
+    std::vector<int64_t> idx(static_cast<size_t>(k));
+    std::vector<uint32_t> w(static_cast<size_t>(words));
+    std::memcpy(w.data(), p.data() + 4 * k, 4 * w.size());
+    for (int64_t i = 0; i < k; ++i) idx[i] = static_cast<int64_t>(detail::read_packed_field(w.data(), i, bits));
+    idx[j] = v;
+    for (int64_t i = 0; i < words; ++i) w[i] = detail::pack_index_word(idx.data(), k, bits, i);
+    std::memcpy(p.data() + 4 * k, w.data(), 4 * w.size());
+  };
+  const auto nan_value = [&](std::vector<uint8_t>& p, int64_t j) {
+    const float v = std::numeric_limits<float>::quiet_NaN();
+    std::memcpy(p.data() + 4 * j, &v, 4);
+  };
+  struct Case {
+    const char* what;
+    std::function<void(std::vector<std::vector<uint8_t>>&)> spoil;
+    std::string needle;
+  };
+  ASSERT_NE((k * bits) % 32, 0);  // the last index word has padding bits
+  const std::vector<Case> cases{
+      {"a value late, an index early",
+       [&](auto& ps) {
+         nan_value(ps[1], 90000);
+         set_index(ps[1], 20, 0);
+       },
+       "payload 1: corrupt topk payload: value 90000 is not finite"},
+      {"disorder early, out of range late",
+       [&](auto& ps) {
+         set_index(ps[1], 20000, 1);
+         set_index(ps[1], 90000, n);
+       },
+       "payload 1: corrupt topk payload: indices are not strictly increasing"},
+      {"out of range early, disorder late",
+       [&](auto& ps) {
+         set_index(ps[1], 20000, n + 3);
+         set_index(ps[1], 90000, 1);
+       },
+       "payload 1: corrupt topk payload: index " + std::to_string(n + 3) + " out of range"},
+      {"content of 1 before the size of 2",
+       [&](auto& ps) {
+         set_index(ps[1], 99999, 0);
+         ps[2].pop_back();
+       },
+       "payload 1: corrupt topk payload: indices are not strictly increasing"},
+      {"content of 0 before the size of 2",
+       [&](auto& ps) {
+         ps[2].pop_back();
+         set_index(ps[0], 0, n);
+       },
+       "payload 0: corrupt topk payload: index " + std::to_string(n) + " out of range"},
+      {"the size of 2 after clean 0 and 1", [&](auto& ps) { ps[2].pop_back(); },
+       "payload 2: corrupt topk payload: size is"},
+      {"padding", [&](auto& ps) { ps[2][4 * k + 4 * (words - 1) + 3] |= 0x80; },
+       "payload 2: corrupt topk payload: padding bits set after the last index"},
+  };
+  for (const int threads : {1, 2, 3}) {
+    set_cpu_threads(threads);
+    for (const Case& t : cases) {
+      std::vector<std::vector<uint8_t>> ps(3, good);
+      t.spoil(ps);
+      const std::vector<std::span<const uint8_t>> spans(ps.begin(), ps.end());
+      const std::vector<RngKey> keys(3, key);
+      const std::vector<float> weights(3, 1.0f);
+      std::vector<float> out(static_cast<size_t>(n), 2.5f);
+      try {
+        c->decode_reduce(spans, keys, weights, out);
+        ADD_FAILURE() << t.what << ": no error";
+      } catch (const Error& e) {
+        EXPECT_EQ(e.status(), gcompErrorCorruptPayload) << t.what;
+        EXPECT_NE(std::string(e.what()).find(t.needle), std::string::npos) << t.what << ": " << e.what();
+      }
+      EXPECT_TRUE(std::all_of(out.begin(), out.end(), [](float v) { return v == 2.5f; })) << t.what;
+    }
   }
   set_cpu_threads(0);
 }
