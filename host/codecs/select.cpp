@@ -18,22 +18,25 @@ struct Candidate {
   uint32_t offset;
 };
 
-/// The candidates of each pool piece, in index order, and their count.
+/// The candidates of each pool piece, in index order, their count and their smallest key.
 struct Candidates {
   std::vector<std::vector<Candidate>> parts;
   int64_t total = 0;
+  uint32_t min_key = 0xffffffffu;
 };
 
 /// The elements with key <= threshold, per piece in index order; false (out unspecified) when
 /// there are more than cap.
 bool collect(int64_t n, const OrderKeys& keys, uint32_t threshold, int64_t cap, Candidates& out) {
   out.parts.assign(static_cast<size_t>(num_pieces(n)), {});
+  std::vector<uint32_t> mins(out.parts.size(), 0xffffffffu);
   std::atomic<int64_t> total{0};
   std::atomic<bool> overflow{false};
   for_each_piece(n, [&](int64_t begin, int64_t end) {
     uint32_t buf[kSubElems];
     uint32_t idx[kSubElems];
     std::vector<Candidate>& mine = out.parts[static_cast<size_t>(begin / kPieceElems)];
+    uint32_t& m = mins[static_cast<size_t>(begin / kPieceElems)];
     for_each_sub(begin, end, [&](int64_t a, int64_t e) {
       if (overflow.load(std::memory_order_relaxed)) return;
       keys(a, e, buf);
@@ -44,10 +47,14 @@ bool collect(int64_t n, const OrderKeys& keys, uint32_t threshold, int64_t cap, 
         return;
       }
       const auto base = static_cast<uint32_t>(a - begin);
-      for (int64_t j = 0; j < c; ++j) mine.push_back(Candidate{buf[idx[j]], base + idx[j]});
+      for (int64_t j = 0; j < c; ++j) {
+        mine.push_back(Candidate{buf[idx[j]], base + idx[j]});
+        m = std::min(m, buf[idx[j]]);
+      }
     });
   });
   out.total = total.load();
+  out.min_key = *std::min_element(mins.begin(), mins.end());
   return !overflow.load();
 }
 
@@ -69,36 +76,38 @@ void over_parts(const Candidates& c, F&& fn) {
 
 /// The first k of the candidates (all elements with key <= top, at least k of them) in index
 /// order, and the smallest key among them. The k-th key comes from one histogram pass over 2048
-/// bins spanning [0, top] and a selection among the keys of the bin that holds rank k (about
-/// 2048 times fewer than the candidates for spread-out keys); then every smaller key and the
-/// lowest-index ties are written out. Each pass runs in tasks over the pieces.
-std::vector<int64_t> first_k_of(const Candidates& c, int64_t k, uint32_t top, uint32_t& min_key) {
+/// bins spanning [smallest candidate key, top] (top-k's keys of large |x| fill a narrow part of
+/// [0, top]) and a selection among the keys of the bin that holds rank k (about 2048 times fewer
+/// than the candidates for spread-out keys); then every smaller key and the lowest-index ties are
+/// written out. Each pass runs in tasks over the pieces.
+IndexList first_k_of(const Candidates& c, int64_t k, uint32_t top, uint32_t& min_key) {
+  const uint32_t lo = c.min_key;
+  min_key = lo;
   int shift = 0;
-  while ((top >> shift) >= 2048u) ++shift;
+  while (((top - lo) >> shift) >= 2048u) ++shift;
   std::vector<std::vector<int64_t>> hists(static_cast<size_t>(kSelectTasks), std::vector<int64_t>(2048, 0));
-  std::vector<uint32_t> mins(static_cast<size_t>(kSelectTasks), 0xffffffffu);
   over_parts(c, [&](int64_t p0, int64_t p1, int64_t t) {
     std::vector<int64_t>& h = hists[static_cast<size_t>(t)];
-    uint32_t m = 0xffffffffu;
     for (int64_t p = p0; p < p1; ++p)
-      for (const Candidate& x : c.parts[static_cast<size_t>(p)]) {
-        ++h[x.key >> shift];
-        m = std::min(m, x.key);
-      }
-    mins[static_cast<size_t>(t)] = m;
+      for (const Candidate& x : c.parts[static_cast<size_t>(p)]) ++h[(x.key - lo) >> shift];
   });
-  min_key = *std::min_element(mins.begin(), mins.end());
   std::vector<int64_t> hist(2048, 0);
   for (const auto& h : hists)
     for (size_t i = 0; i < hist.size(); ++i) hist[i] += h[i];
   uint32_t bin = 0;
   int64_t below = 0;
   while (below + hist[bin] < k) below += hist[bin++];
+  // The keys of that bin, gathered in tasks and joined in task order.
+  std::vector<std::vector<uint32_t>> found(static_cast<size_t>(kSelectTasks));
+  over_parts(c, [&](int64_t p0, int64_t p1, int64_t t) {
+    std::vector<uint32_t>& mine = found[static_cast<size_t>(t)];
+    for (int64_t p = p0; p < p1; ++p)
+      for (const Candidate& x : c.parts[static_cast<size_t>(p)])
+        if (((x.key - lo) >> shift) == bin) mine.push_back(x.key);
+  });
   std::vector<uint32_t> in_bin;
   in_bin.reserve(static_cast<size_t>(hist[bin]));
-  for (const auto& part : c.parts)
-    for (const Candidate& x : part)
-      if ((x.key >> shift) == bin) in_bin.push_back(x.key);
+  for (const auto& f : found) in_bin.insert(in_bin.end(), f.begin(), f.end());
   const auto kth = in_bin.begin() + (k - below - 1);
   std::nth_element(in_bin.begin(), kth, in_bin.end());
   const uint32_t last = *kth;
@@ -120,7 +129,7 @@ std::vector<int64_t> first_k_of(const Candidates& c, int64_t k, uint32_t top, ui
     ties_left -= ties[p];
     offset[p + 1] = offset[p] + less[p] + ties[p];
   }
-  std::vector<int64_t> idx(static_cast<size_t>(k));
+  IndexList idx(static_cast<size_t>(k));  // written below, in tasks
   over_parts(c, [&](int64_t p0, int64_t p1, int64_t) {
     for (int64_t p = p0; p < p1; ++p) {
       int64_t o = offset[static_cast<size_t>(p)], take = ties[static_cast<size_t>(p)];
@@ -134,7 +143,7 @@ std::vector<int64_t> first_k_of(const Candidates& c, int64_t k, uint32_t top, ui
 
 /// Exact k-th key by radix select (11 + 11 + 10 bits), then one pass emitting the elements with
 /// a smaller key and the first ties. Sequential; scratch of 2048 counts and one sub-range.
-std::vector<int64_t> radix_first_k(int64_t n, int64_t k, const OrderKeys& keys, uint32_t& min_key) {
+IndexList radix_first_k(int64_t n, int64_t k, const OrderKeys& keys, uint32_t& min_key) {
   uint32_t buf[kSubElems];
   std::vector<int64_t> hist(2048);
   uint32_t prefix = 0;
@@ -162,7 +171,7 @@ std::vector<int64_t> radix_first_k(int64_t n, int64_t k, const OrderKeys& keys, 
     prefix = (prefix << widths[level]) | bin;
   }
   // prefix is the k-th key; take every smaller key and the first `need` equal ones.
-  std::vector<int64_t> idx;
+  IndexList idx;
   idx.reserve(static_cast<size_t>(k));
   uint32_t pos[kSubElems];
   for (int64_t a = 0; a < n && static_cast<int64_t>(idx.size()) < k; a += kSubElems) {
@@ -179,6 +188,34 @@ std::vector<int64_t> radix_first_k(int64_t n, int64_t k, const OrderKeys& keys, 
     }
   }
   return idx;
+}
+
+/// The key of rank `rank` (from 0) of v by radix selection on 11, 11 and 10 bits, keeping only the
+/// keys of the chosen bin after each histogram: a few branch-free passes, where std::nth_element
+/// on 65536 sampled keys took about 1 ms (its compares mispredict). v is reordered.
+uint32_t key_of_rank(std::vector<uint32_t>& v, int64_t rank) {
+  const int shifts[3] = {21, 10, 0};
+  const uint32_t masks[3] = {0x7ffu, 0x7ffu, 0x3ffu};
+  int64_t count = static_cast<int64_t>(v.size());
+  uint32_t prefix = 0;
+  int64_t hist[2048];
+  for (int level = 0; level < 3; ++level) {
+    const int shift = shifts[level];
+    const uint32_t mask = masks[level];
+    std::fill(hist, hist + mask + 1, 0);
+    for (int64_t i = 0; i < count; ++i) ++hist[(v[static_cast<size_t>(i)] >> shift) & mask];
+    uint32_t bin = 0;
+    while (rank >= hist[bin]) rank -= hist[bin++];
+    prefix = (prefix << (level == 2 ? 10 : 11)) | bin;
+    int64_t kept = 0;
+    for (int64_t i = 0; i < count; ++i) {
+      const uint32_t key = v[static_cast<size_t>(i)];
+      v[static_cast<size_t>(kept)] = key;
+      kept += ((key >> shift) & mask) == bin;
+    }
+    count = kept;
+  }
+  return prefix;
 }
 
 }  // namespace
@@ -204,14 +241,12 @@ uint32_t sampled_threshold(int64_t n, int64_t k, const OrderKeys& keys) {
     parallel_for(tasks, take);
   const double r = std::floor(static_cast<double>(k) * static_cast<double>(samples) / static_cast<double>(n));
   const int64_t rank = std::min<int64_t>(samples - 1, static_cast<int64_t>(r + 4.0 * std::sqrt(r) + 8.0));
-  std::nth_element(sample.begin(), sample.begin() + rank, sample.end());
-  return sample[static_cast<size_t>(rank)];
+  return key_of_rank(sample, rank);
 }
 
-std::vector<int64_t> select_first_k(int64_t n, int64_t k, const OrderKeys& keys, uint32_t threshold,
-                                    uint32_t* min_key) {
+IndexList select_first_k(int64_t n, int64_t k, const OrderKeys& keys, uint32_t threshold, uint32_t* min_key) {
   uint32_t smallest = 0xffffffffu;
-  std::vector<int64_t> idx;
+  IndexList idx;
   if (k >= n && n > 0) {
     smallest = 0;  // not looked at
     idx.resize(static_cast<size_t>(n));

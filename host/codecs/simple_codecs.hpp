@@ -2,6 +2,7 @@
 #pragma once
 
 #include "host/codecs/internal.hpp"
+#include "host/codecs/select.hpp"
 
 namespace gcomp::detail {
 
@@ -117,8 +118,8 @@ class SparseCodec final : public Codec {
   /// non-empty x and `scanned` (ceil(n / kSubElems) entries, 0 on entry): the key pass also scans
   /// each sub-range of x it draws keys for, and sets its entry to 1 (finite) or 2 (holds a NaN or
   /// Inf); entries of sub-ranges it did not reach stay 0. min_key: select_first_k's.
-  std::vector<int64_t> select(std::span<const float> x, const RngKey& key, std::vector<uint8_t>* scanned = nullptr,
-                              uint32_t* min_key = nullptr) const;
+  IndexList select(std::span<const float> x, const RngKey& key, std::vector<uint8_t>* scanned = nullptr,
+                   uint32_t* min_key = nullptr) const;
 
  private:
   void decode_impl(std::span<const uint8_t> payload, const RngKey& key, float weight, bool overwrite,
@@ -128,7 +129,7 @@ class SparseCodec final : public Codec {
   struct Picked {
     const uint8_t* values = nullptr;  ///< k little-endian floats
     const uint8_t* packed = nullptr;  ///< plain top-k: the index words
-    std::vector<int64_t> idx;         ///< otherwise: the indices, increasing
+    IndexList idx;                    ///< otherwise: the indices, increasing
     std::vector<int64_t> first;       ///< first[p]: the first j whose index lies in pool piece p or later
     float scale = 1.0f;               ///< randk:unbiased: n/k
     float weight = 1.0f;
@@ -149,8 +150,8 @@ class SparseCodec final : public Codec {
   uint32_t rice_total(std::span<const uint8_t> payload) const;
   /// index=rice: validates the T, directory and stream of a full or short payload and returns the
   /// indices.
-  std::vector<int64_t> rice_indices(std::span<const uint8_t> payload) const;
-  void rice_encode(const std::vector<int64_t>& idx, uint8_t* out) const;
+  IndexList rice_indices(std::span<const uint8_t> payload) const;
+  void rice_encode(const IndexList& idx, uint8_t* out) const;
   int64_t k_ = 0;
   int index_bits_ = 0;
   bool unbiased_ = false;  ///< randk: RandKOptions::unbiased (topk: false)

@@ -85,7 +85,7 @@ double SparseCodec::payload_bits(std::span<const uint8_t> payload) const {
   return 32.0 * static_cast<double>(k_ + 1 + rice_dir_) + static_cast<double>(rice_total(payload));
 }
 
-void SparseCodec::rice_encode(const std::vector<int64_t>& idx, uint8_t* out) const {
+void SparseCodec::rice_encode(const IndexList& idx, uint8_t* out) const {
   std::vector<uint32_t> words(static_cast<size_t>(rice_words_), 0u);
   std::vector<uint32_t> dir(static_cast<size_t>(rice_dir_), 0u);
   uint64_t pos = 0;
@@ -101,7 +101,7 @@ void SparseCodec::rice_encode(const std::vector<int64_t>& idx, uint8_t* out) con
   for (int64_t w = 0; w < rice_words_; ++w) store_u32(stream + 4 * w, words[static_cast<size_t>(w)]);
 }
 
-std::vector<int64_t> SparseCodec::rice_indices(std::span<const uint8_t> payload) const {
+IndexList SparseCodec::rice_indices(std::span<const uint8_t> payload) const {
   check_payload_size(payload);  // full, or short with exactly the used size
   const uint32_t total = rice_total(payload);
   const uint8_t* in = payload.data();
@@ -126,7 +126,7 @@ std::vector<int64_t> SparseCodec::rice_indices(std::span<const uint8_t> payload)
     const uint32_t keep = (w == total / 32 && total % 32 != 0) ? ((1u << (total % 32)) - 1u) : 0u;
     if (words[static_cast<size_t>(w)] & ~keep) corrupt(spec(), "bits set beyond the total index bits");
   }
-  std::vector<int64_t> idx(static_cast<size_t>(k_));
+  IndexList idx(static_cast<size_t>(k_));  // every entry is written or an error thrown
   int64_t prev = -1;
   const int64_t groups = rice_dir_ + (k_ > 0 ? 1 : 0);
   for (int64_t g = 0; g < groups; ++g) {
@@ -155,8 +155,8 @@ Guarantee SparseCodec::guarantee() const {
   return Guarantee{Guarantee::Kind::kContractive, 0.0, k / n};
 }
 
-std::vector<int64_t> SparseCodec::select(std::span<const float> x, const RngKey& key, std::vector<uint8_t>* scanned,
-                                         uint32_t* min_key) const {
+IndexList SparseCodec::select(std::span<const float> x, const RngKey& key, std::vector<uint8_t>* scanned,
+                              uint32_t* min_key) const {
   const int64_t n = num_elems();
   if (k_ <= 0 || k_ >= n) return select_first_k(n, k_, OrderKeys{}, 0, min_key);  // nothing or everything
   if (spec().id() == CodecId::kTopK) {
@@ -215,7 +215,7 @@ void SparseCodec::encode(std::span<const float> x, const RngKey& key, std::span<
   std::vector<uint8_t> scanned;
   if (randk) scanned.assign(static_cast<size_t>(ceil_div(n, kSubElems)), 0);
   uint32_t min_key = 0;
-  const std::vector<int64_t> idx = select(x, key, randk ? &scanned : nullptr, &min_key);
+  const IndexList idx = select(x, key, randk ? &scanned : nullptr, &min_key);
   if (randk) {
     // Every sub-range the key pass did not reach is scanned here: all of x when the selection
     // drew no keys (k = 0 or k = n), else none in a normal run.

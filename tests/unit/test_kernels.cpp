@@ -663,17 +663,19 @@ TEST_F(KernelTargets, NaturalEncodeAboveTheParallelThresholdEqualsTheElementMath
 }
 
 TEST(SelectFirstK, EqualsAFullSortForEveryThresholdAndTieStructure) {
-  // Keys with many ties (a few distinct values), spread values, and all equal; thresholds that
-  // are right, far too low (retries upward), far too high (retries downward) and hopeless (the
-  // radix select); parallel sizes.
+  // Keys with many ties (a few distinct values), spread values, all equal, and keys in a narrow
+  // range far from 0 (as top-k's keys of the largest |x|); thresholds that are right, far too low
+  // (retries upward), far too high (retries downward) and hopeless (the radix select); parallel
+  // sizes.
   std::mt19937_64 rng(21);
   for (int64_t n : {int64_t{1000}, (int64_t{1} << 18) + 333}) {
-    for (int pattern = 0; pattern < 3; ++pattern) {
+    for (int pattern = 0; pattern < 4; ++pattern) {
       std::vector<uint32_t> key(static_cast<size_t>(n));
       for (auto& v : key)
         v = pattern == 0   ? static_cast<uint32_t>(rng() % 7) * 0x10000000u
             : pattern == 1 ? static_cast<uint32_t>(rng())
-                           : 42u;
+            : pattern == 2 ? 42u
+                           : 0x3f000000u + static_cast<uint32_t>(rng() % 50000);
       const detail::OrderKeys keys = [&](int64_t a, int64_t e, uint32_t* out) {
         std::copy(key.begin() + a, key.begin() + e, out);
       };
@@ -685,9 +687,42 @@ TEST(SelectFirstK, EqualsAFullSortForEveryThresholdAndTieStructure) {
         std::sort(want.begin(), want.end());
         for (uint32_t t :
              {detail::sampled_threshold(n, k, keys), 0u, 0xffffffffu, key[static_cast<size_t>(order[k - 1])]}) {
-          EXPECT_EQ(detail::select_first_k(n, k, keys, t), want)
+          const detail::IndexList got = detail::select_first_k(n, k, keys, t);
+          EXPECT_EQ(std::vector<int64_t>(got.begin(), got.end()), want)
               << "n=" << n << " pattern=" << pattern << " k=" << k << " t=" << t;
         }
+      }
+    }
+  }
+}
+
+TEST(SelectFirstK, SampledThresholdIsTheKeyOfItsRankAmongTheSamples) {
+  // select.hpp: the sample's key at rank r + 4 sqrt(r) + 8 (r = k/n of the samples) among
+  // min(n/16, 65536) evenly spaced elements; taken by a radix selection, checked here against a
+  // sort of the same samples, for keys with ties, spread keys, narrow high keys and equal keys.
+  std::mt19937_64 rng(5);
+  for (int64_t n : {int64_t{5000}, int64_t{1} << 20}) {
+    for (int pattern = 0; pattern < 4; ++pattern) {
+      std::vector<uint32_t> key(static_cast<size_t>(n));
+      for (auto& v : key)
+        v = pattern == 0   ? static_cast<uint32_t>(rng() % 5) * 0x01001001u
+            : pattern == 1 ? static_cast<uint32_t>(rng())
+            : pattern == 2 ? 0xfffff000u + static_cast<uint32_t>(rng() % 3000)
+                           : 7u;
+      const detail::OrderKeys keys = [&](int64_t a, int64_t e, uint32_t* out) {
+        std::copy(key.begin() + a, key.begin() + e, out);
+      };
+      const int64_t samples = std::min<int64_t>((n + 15) / 16, 65536);
+      std::vector<uint32_t> sample(static_cast<size_t>(samples));
+      for (int64_t j = 0; j < samples; ++j)
+        sample[j] =
+            key[static_cast<size_t>(static_cast<double>(j) * static_cast<double>(n) / static_cast<double>(samples))];
+      std::sort(sample.begin(), sample.end());
+      for (int64_t k : {int64_t{1}, n / 1000, n / 100, n / 2, n}) {
+        const double r = std::floor(static_cast<double>(k) * static_cast<double>(samples) / static_cast<double>(n));
+        const int64_t rank = std::min<int64_t>(samples - 1, static_cast<int64_t>(r + 4.0 * std::sqrt(r) + 8.0));
+        EXPECT_EQ(detail::sampled_threshold(n, k, keys), sample[static_cast<size_t>(rank)])
+            << "n=" << n << " pattern=" << pattern << " k=" << k;
       }
     }
   }
