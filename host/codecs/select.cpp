@@ -68,7 +68,7 @@ void over_parts(const Candidates& c, F&& fn) {
   const int64_t per = ceil_div(parts, kSelectTasks);
   const auto task = [&](int64_t t) { fn(t * per, std::min(parts, (t + 1) * per), t); };
   const int64_t tasks = ceil_div(parts, per);
-  if (c.total < 65536)
+  if (c.total < 16384)
     for (int64_t t = 0; t < tasks; ++t) task(t);
   else
     parallel_for(tasks, task);
