@@ -97,13 +97,22 @@ IndexList first_k_of(const Candidates& c, int64_t k, uint32_t top, uint32_t& min
   uint32_t bin = 0;
   int64_t below = 0;
   while (below + hist[bin] < k) below += hist[bin++];
-  // The keys of that bin, gathered in tasks and joined in task order.
-  std::vector<std::vector<uint32_t>> found(static_cast<size_t>(kSelectTasks));
-  over_parts(c, [&](int64_t p0, int64_t p1, int64_t t) {
-    std::vector<uint32_t>& mine = found[static_cast<size_t>(t)];
-    for (int64_t p = p0; p < p1; ++p)
-      for (const Candidate& x : c.parts[static_cast<size_t>(p)])
-        if (((x.key - lo) >> shift) == bin) mine.push_back(x.key);
+  // One pass: per piece, the keys of that bin and the count of keys in lower bins; then the k-th
+  // key among the bin's keys, and per piece the keys below it and the ties with it.
+  const size_t parts = c.parts.size();
+  std::vector<std::vector<uint32_t>> found(parts);
+  std::vector<int64_t> less(parts, 0), equal(parts, 0);
+  over_parts(c, [&](int64_t p0, int64_t p1, int64_t) {
+    for (int64_t p = p0; p < p1; ++p) {
+      int64_t lower = 0;
+      std::vector<uint32_t>& mine = found[static_cast<size_t>(p)];
+      for (const Candidate& x : c.parts[static_cast<size_t>(p)]) {
+        const uint32_t b = (x.key - lo) >> shift;
+        lower += b < bin;
+        if (b == bin) mine.push_back(x.key);
+      }
+      less[static_cast<size_t>(p)] = lower;
+    }
   });
   std::vector<uint32_t> in_bin;
   in_bin.reserve(static_cast<size_t>(hist[bin]));
@@ -112,16 +121,12 @@ IndexList first_k_of(const Candidates& c, int64_t k, uint32_t top, uint32_t& min
   std::nth_element(in_bin.begin(), kth, in_bin.end());
   const uint32_t last = *kth;
   below += std::count_if(in_bin.begin(), in_bin.end(), [last](uint32_t v) { return v < last; });
-  // Per piece: keys below the k-th and ties with it; ties are taken in index order.
-  const size_t parts = c.parts.size();
-  std::vector<int64_t> less(parts, 0), equal(parts, 0);
-  over_parts(c, [&](int64_t p0, int64_t p1, int64_t) {
-    for (int64_t p = p0; p < p1; ++p)
-      for (const Candidate& x : c.parts[static_cast<size_t>(p)]) {
-        less[static_cast<size_t>(p)] += x.key < last;
-        equal[static_cast<size_t>(p)] += x.key == last;
-      }
-  });
+  for (size_t p = 0; p < parts; ++p)
+    for (const uint32_t v : found[p]) {
+      less[p] += v < last;
+      equal[p] += v == last;
+    }
+  // Ties are taken in index order.
   std::vector<int64_t> offset(parts + 1, 0), ties(parts, 0);
   int64_t ties_left = k - below;
   for (size_t p = 0; p < parts; ++p) {
