@@ -47,7 +47,8 @@ class GridCodec final : public Codec {
         if (stream) kernels::stream_fence();  // before the pool hands the piece back
       });
       const size_t used = static_cast<size_t>(num_elems() * bits_ / 8);
-      std::memset(payload.data() + used, 0, encoded_bytes() - used);  // padding of the last word
+      if (encoded_bytes() > used)  // (n = 0: an empty payload, possibly null, is never passed to memset)
+        std::memset(payload.data() + used, 0, encoded_bytes() - used);  // padding of the last word
       return;
     }
     // A sub-range of kSubElems elements spans kSubElems * bits_ bits, a whole number of words, so
