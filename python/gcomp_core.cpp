@@ -67,35 +67,25 @@ PyObject* g_error_class = nullptr;  // a strong reference taken at import, kept 
 template <class Fn>
 auto without_gil(Fn&& fn) -> std::invoke_result_t<Fn&> {
   using Result = std::invoke_result_t<Fn&>;
+  constexpr bool kVoid = std::is_void_v<Result>;
+  std::optional<std::conditional_t<kVoid, bool, Result>> result;  // (unused when fn returns void)
   std::exception_ptr error;
   PyThreadState* const saved = PyEval_SaveThread();
-  if constexpr (std::is_void_v<Result>) {
-    try {
+  try {
+    if constexpr (kVoid)
       fn();
-#ifdef __GLIBCXX__
-    } catch (abi::__forced_unwind&) {
-      throw;  // the thread is being ended: it must not be held up
-#endif
-    } catch (...) {
-      error = std::current_exception();
-    }
-    PyEval_RestoreThread(saved);
-    if (error) std::rethrow_exception(error);
-  } else {
-    std::optional<Result> result;
-    try {
+    else
       result.emplace(fn());
 #ifdef __GLIBCXX__
-    } catch (abi::__forced_unwind&) {
-      throw;
+  } catch (abi::__forced_unwind&) {
+    throw;  // the thread is being ended: it must not be held up
 #endif
-    } catch (...) {
-      error = std::current_exception();
-    }
-    PyEval_RestoreThread(saved);
-    if (error) std::rethrow_exception(error);
-    return std::move(*result);
+  } catch (...) {
+    error = std::current_exception();
   }
+  PyEval_RestoreThread(saved);
+  if (error) std::rethrow_exception(error);
+  if constexpr (!kVoid) return std::move(*result);
 }
 
 // ------------------------------------------------------------------------------------------------
