@@ -611,8 +611,10 @@ int64_t run_rank(Communicator& comm, const Options& o, const RunInfo& info, int 
     std::printf(
         "# rows: allreduce = Communicator::allreduce (fp32); allgather+CODEC = a Session step of compressed-gd,\n"
         "# twoway+CODEC = a Session step of doublesqueeze with the sharded server (lr 1, session backend %s,\n"
-        "# nonfinite=error: the step's non-finite agreement is part of comm_us; dec_us = decode + update)\n",
-        info.memory == "device" ? "cuda" : "host-f32");
+        "# nonfinite=error: %s; dec_us = decode + update)\n",
+        info.memory == "device" ? "cuda" : "host-f32",
+        info.memory == "device" ? "the step's non-finite agreement (an allreduce) is part of comm_us"
+                                : "the non-finite agreement rides on the exchange's status words");
     std::printf(
         "# time: median over iterations of the max over ranks; algbw = size/time; busbw = bytes a rank\n"
         "# sends to peers / time (compressed rows: / comm_us); eff_busbw = 2(P-1)/P * algbw, the busbw an\n"

@@ -79,6 +79,10 @@ size_t round4(size_t b) { return (b + 3) / 4 * 4; }
 
 // Every message slot ends with its sender's status word (VecOps::put_status).
 constexpr size_t kStatusBytes = 4;
+// The status word of a rank whose gradient holds NaN/Inf, in the first exchange of a late-agreement
+// step (docs/algorithms.md "Non-finite gradients"): no gcompStatus_t value, so that every rank tells
+// it from a failure of the algorithm's own values (gcompErrorNonFinite).
+constexpr int32_t kNonFiniteGradient = (1 << 16) | gcompErrorNonFinite;
 
 constexpr const char* kPhaseNames[kNumPhases] = {"gcomp encode", "gcomp communicate", "gcomp decode", "gcomp update"};
 
@@ -108,7 +112,7 @@ class EngineImpl final : public Engine {
     size_t size;
     bool written;
   };
-  /// Thrown by agree_late() under nonfinite = skip: run() ends the step as skipped.
+  /// Thrown by agree() under nonfinite = skip: run() ends the step as skipped.
   struct SkipStep {};
 
   /// One round: grad and out in the ops' memory space. The gradient is read completely before out
@@ -156,10 +160,13 @@ class EngineImpl final : public Engine {
   /// non-finite when the gradient is), and a scan of the gradient then tells a non-finite
   /// gradient from an overflow of the algorithm's own values.
   void classify_failure(gcompStatus_t status);
-  /// The non-finite agreement of a late-agreement step, before its first exchange: an allreduce
-  /// of the flags that classify_failure() set; then the policy (error: every rank throws
-  /// gcompErrorNonFinite; skip: SkipStep).
-  void agree_late();
+  /// The status word this rank sends: kNonFiniteGradient when classify_failure() found its
+  /// gradient non-finite, else its kept failure's status (0 when none).
+  [[nodiscard]] int32_t status_word() const { return grad_nonfinite_ ? kNonFiniteGradient : failed_status_; }
+  /// The non-finite agreement of a late-agreement step, on the status words of its first
+  /// exchange (peer_status_): when any rank's word is kNonFiniteGradient, the policy decides the
+  /// step on every rank alike (error: gcompErrorNonFinite; skip: SkipStep). Else nothing.
+  void agree();
   /// This rank's part of a step before a collective (encodes, callbacks). A failure is kept, not
   /// thrown, so that the rank still joins the collective that follows and tells every rank (the
   /// status word of its messages); exchange() then fails the step on every rank alike. Once a
@@ -203,13 +210,13 @@ class EngineImpl final : public Engine {
   std::exception_ptr failed_;                   // local(): this step's failure, not yet reported
   int32_t failed_status_ = 0;
   // Late non-finite agreement (fp32 host state, no delay, not hessian-ec; docs/algorithms.md
-  // "Non-finite gradients"): the step runs its local part first and agrees before its first
-  // exchange, the gradient's non-finite check folded into the codec's encode.
+  // "Non-finite gradients"): the step runs its local part first and agrees on the status words of
+  // its first exchange (no collective of its own), the gradient's non-finite check folded into the
+  // codec's encode.
   bool late_agreement_ = false;
   bool agree_pending_ = false;   // this step has not agreed yet
   bool grad_nonfinite_ = false;  // this rank's gradient holds NaN/Inf (late agreement)
   const T* grad_ = nullptr;      // the gradient of the step in progress
-  Communicator& comm_;
   std::vector<int32_t> peer_status_;
   // Variable-length codecs (sdither, topk index=rice): their messages travel at their used size
   // (allgatherv / alltoallv); fixed-size codecs keep the plain collectives.
@@ -228,7 +235,7 @@ class EngineImpl final : public Engine {
 template <class T>
 EngineImpl<T>::EngineImpl(Communicator& comm, const Layout& layout, const SessionConfig& cfg, double alpha,
                           std::unique_ptr<VecOps<T>> ops)
-    : cfg_(cfg), ops_(std::move(ops)), comm_(comm) {
+    : cfg_(cfg), ops_(std::move(ops)) {
   P_ = comm.size();
   rank_ = comm.rank();
   n_ = static_cast<size_t>(layout.num_elems());
@@ -405,31 +412,30 @@ void EngineImpl<T>::classify_failure(gcompStatus_t status) {
 }
 
 template <class T>
-void EngineImpl<T>::agree_late() {
+void EngineImpl<T>::agree() {
   if (!agree_pending_) return;
   agree_pending_ = false;
-  int64_t mine = grad_nonfinite_ ? 1 : 0, any = 0;
-  comm_.allreduce(&mine, &any, 1, DataType::kI64, ReduceOp::kMax, nullptr);
-  if (any == 0) return;
+  if (std::find(peer_status_.begin(), peer_status_.end(), kNonFiniteGradient) == peer_status_.end()) return;
   // The policy decides the step; this rank's kept failure (its codec refusing the non-finite
-  // input) is not reported.
+  // input) and any other rank's failure are not reported.
+  const bool mine = grad_nonfinite_;
   failed_ = nullptr;
   failed_status_ = 0;
+  grad_nonfinite_ = false;
   if (cfg_.nonfinite == NonFinitePolicy::kError)
-    GCOMP_FAIL(gcompErrorNonFinite, std::string("non-finite gradient on ") +
-                                        (grad_nonfinite_ ? "this rank" : "another rank") + " at step " +
-                                        std::to_string(k_) + "; state unchanged");
+    GCOMP_FAIL(gcompErrorNonFinite, std::string("non-finite gradient on ") + (mine ? "this rank" : "another rank") +
+                                        " at step " + std::to_string(k_) + "; state unchanged");
   throw SkipStep{};
 }
 
 template <class T>
 void EngineImpl<T>::exchange(bool all_to_all, uint8_t* send, uint8_t* recv, size_t stride, int32_t& sent) {
-  agree_late();
   VecOps<T>& o = *ops_;
   const int slots = all_to_all ? P_ : 1;
-  if (sent != failed_status_) {  // the words stay in the buffer: rewritten only when they change
-    o.put_status(send, stride, slots, failed_status_);
-    sent = failed_status_;
+  const int32_t word = status_word();
+  if (sent != word) {  // the words stay in the buffer: rewritten only when they change
+    o.put_status(send, stride, slots, word);
+    sent = word;
   }
   if (all_to_all)
     o.alltoall(send, recv, stride);
@@ -441,14 +447,14 @@ void EngineImpl<T>::exchange(bool all_to_all, uint8_t* send, uint8_t* recv, size
 
 template <class T>
 void EngineImpl<T>::exchange_v(bool all_to_all, uint8_t* send, size_t* used, uint8_t* recv, size_t stride) {
-  agree_late();
   VecOps<T>& o = *ops_;
   const int slots = all_to_all ? P_ : 1;
+  const int32_t word = status_word();
   for (int j = 0; j < slots; ++j) {
     const auto J = static_cast<size_t>(j);
     if (failed_) used[J] = 0;  // the status word alone
     send_sizes_[J] = used[J] + kStatusBytes;
-    o.put_status(send + stride * J, send_sizes_[J], 1, failed_status_);  // right after the message
+    o.put_status(send + stride * J, send_sizes_[J], 1, word);  // right after the message
   }
   try {
     if (all_to_all)
@@ -473,6 +479,7 @@ void EngineImpl<T>::exchange_v(bool all_to_all, uint8_t* send, size_t* used, uin
     o.get_status(recv + stride * static_cast<size_t>(j), got, 1, &peer_status_[static_cast<size_t>(j)]);
     got -= kStatusBytes;
   }
+  agree();  // before the check of the sizes, as the agreement came before the exchange
   if (short_from >= 0 && !failed_)
     GCOMP_FAIL(gcompErrorCorruptPayload, "step " + std::to_string(k_) + ": the message of rank " +
                                              std::to_string(short_from) +
@@ -482,6 +489,7 @@ void EngineImpl<T>::exchange_v(bool all_to_all, uint8_t* send, size_t* used, uin
 
 template <class T>
 void EngineImpl<T>::verdict() {
+  agree();
   if (failed_) {
     std::exception_ptr e = failed_;
     failed_ = nullptr;
@@ -724,7 +732,7 @@ StepStats EngineImpl<T>::run(const T* grad, T* out) {
     o.zero_nonfinite(gin_, grad, n_);
     g = gin_;
   } else if (late_agreement_) {
-    agree_pending_ = true;  // agree_late(), before the first exchange
+    agree_pending_ = true;  // agree(), on the status words of the first exchange
     grad_nonfinite_ = false;
     grad_ = grad;
   } else {
@@ -873,7 +881,7 @@ StepStats EngineImpl<T>::run(const T* grad, T* out) {
     }
     if (cfg_.track_norms) track(s);
     o.end_step();
-  } catch (const SkipStep&) {  // nonfinite = skip, agreed late (agree_late())
+  } catch (const SkipStep&) {  // nonfinite = skip, agreed late (agree())
     discard();
     o.fill_zero(out, n_);
     StepStats skipped;

@@ -19,9 +19,11 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 using namespace gcomp;
@@ -139,7 +141,8 @@ TEST_P(EngineBackendTest, AStepThatFailsAfterItsLastCollectiveLeavesStateUntouch
 TEST_P(EngineBackendTest, NonFiniteZeroRunsNoAgreementRound) {
   // nonfinite = zero: every rank runs the step whatever the others hold, so a step of gd with the
   // identity codec is one allgather and nothing else (the cpu backend used to add an allreduce).
-  // error/skip agree first: one allreduce of the flag.
+  // error/skip: the cpu backend agrees first (one allreduce of the flag); host-f32 agrees on the
+  // status words of the allgather (late agreement: no collective of its own).
   for (NonFinitePolicy policy : {NonFinitePolicy::kZero, NonFinitePolicy::kError, NonFinitePolicy::kSkip}) {
     SessionConfig cfg = test::session_case_config(test::session_case("gd"), GetParam());
     cfg.nonfinite = policy;
@@ -159,12 +162,122 @@ TEST_P(EngineBackendTest, NonFiniteZeroRunsNoAgreementRound) {
       total[comm.rank()] = comm.count();
       updates[comm.rank()] = u;
     });
-    const int want_reduces = policy == NonFinitePolicy::kZero ? 0 : 1;
+    const int want_reduces = policy == NonFinitePolicy::kZero || GetParam() == Backend::kHostF32 ? 0 : 1;
     EXPECT_EQ(reduces, std::vector<int>(kRanks, want_reduces)) << static_cast<int>(policy);
     EXPECT_EQ(total, std::vector<int>(kRanks, want_reduces + 1)) << static_cast<int>(policy);
     for (int r = 1; r < kRanks; ++r)
       EXPECT_EQ(std::memcmp(updates[r].data(), updates[0].data(), kDim * sizeof(double)), 0);
     for (double v : updates[0]) EXPECT_TRUE(std::isfinite(v));
+  }
+}
+
+// A NaN or Inf in one rank's gradient is every rank's verdict under error and skip, for every
+// case: the same status and message on every rank ("this rank" on the poisoned one, "another rank"
+// on the others), or a skipped step with u = 0 everywhere; the state, the step counter and (error)
+// the update untouched, so that the run that then gets the good gradient of that step ends bit for
+// bit where a run that never saw the poisoned one ends. And the collectives per step: on host-f32
+// (fp32 host state, no delay, not hessian-ec) the agreement rides on the status words of the
+// step's first exchange, so a step makes no allreduce but TernGrad's shared scale, and a poisoned
+// step stops after that first exchange; the cpu backend (and host-f32 with a delay or hessian-ec)
+// scans the gradient first and agrees with one allreduce, after which a poisoned step stops.
+TEST_P(EngineBackendTest, ANonFiniteGradientIsEveryRanksVerdict) {
+  constexpr int kSteps = 4, kBad = 2;
+  for (const test::SessionCase& sc : test::kSessionCases) {
+    const SessionConfig base = test::session_case_config(sc, GetParam());
+    const bool late = GetParam() == Backend::kHostF32 && sc.delay == 0 && sc.algo != Algorithm::kHessianEc;
+    const bool shared_scale = sc.algo == Algorithm::kCompressedGd && std::string_view(sc.codec).starts_with("terngrad");
+    // The clean run: the state after kSteps steps and the collectives of a step.
+    std::vector<State> clean(kRanks);
+    std::vector<int> good_count(kRanks, -1), good_reduces(kRanks, -1);
+    run_local(kRanks, [&](Communicator& inner) {
+      CorruptingComm comm(inner);
+      Session s(comm, Layout(kSegments), base);
+      std::vector<double> g(kDim), u(kDim), x(kDim, 0.0);
+      for (int k = 0; k < kSteps; ++k) {
+        gradient(comm.rank(), k, g);
+        comm.arm(-1);
+        s.apply(g, x);
+        if (k == kBad) {
+          good_count[comm.rank()] = comm.count();
+          good_reduces[comm.rank()] = comm.allreduces();
+        }
+      }
+      clean[comm.rank()] = copy_state(s);
+    });
+    for (NonFinitePolicy policy : {NonFinitePolicy::kError, NonFinitePolicy::kSkip}) {
+      for (int bad_rank : {0, 2}) {
+        SCOPED_TRACE(std::string(sc.name) + (policy == NonFinitePolicy::kError ? " error" : " skip") +
+                     ", poisoned rank " + std::to_string(bad_rank));
+        SessionConfig cfg = base;
+        cfg.nonfinite = policy;
+        std::vector<int> status(kRanks, -1), skipped(kRanks, -1), untouched(kRanks, 0), bad_count(kRanks, -1),
+            bad_reduces(kRanks, -1);
+        std::vector<std::string> what(kRanks);
+        std::vector<State> end(kRanks);
+        std::vector<uint64_t> steps(kRanks, 0);
+        run_local(kRanks, [&](Communicator& inner) {
+          const int r = inner.rank();
+          CorruptingComm comm(inner);
+          Session s(comm, Layout(kSegments), cfg);
+          std::vector<double> g(kDim), u(kDim), x(kDim, 0.0);
+          for (int k = 0; k < kSteps; ++k) {
+            gradient(r, k, g);
+            if (k == kBad) {
+              std::vector<double> bad = g;
+              if (r == bad_rank) {
+                bad[7] = std::nan("");
+                bad[40] = -std::numeric_limits<double>::infinity();
+              }
+              const State before = copy_state(s);
+              std::fill(u.begin(), u.end(), 3.0);
+              comm.arm(-1);
+              try {
+                const StepStats st = s.step(bad, u);
+                status[r] = gcompSuccess;
+                skipped[r] = st.skipped ? 1 : 0;
+              } catch (const Error& e) {
+                status[r] = e.status();
+                what[r] = e.what();
+              }
+              bad_count[r] = comm.count();
+              bad_reduces[r] = comm.allreduces();
+              const std::vector<double> want_u(kDim, policy == NonFinitePolicy::kError ? 3.0 : 0.0);
+              untouched[r] = copy_state(s) == before && s.step_count() == static_cast<uint64_t>(kBad) && u == want_u;
+            }
+            s.apply(g, x);  // the good gradient of step k
+          }
+          end[r] = copy_state(s);
+          steps[r] = s.step_count();
+        });
+        for (int r = 0; r < kRanks; ++r) {
+          SCOPED_TRACE("rank " + std::to_string(r));
+          EXPECT_EQ(untouched[r], 1) << "state, step counter or update changed";
+          EXPECT_EQ(steps[r], static_cast<uint64_t>(kSteps));
+          EXPECT_TRUE(end[r] == clean[r]) << "the run does not end where the clean run ends";
+          if (policy == NonFinitePolicy::kError) {
+            EXPECT_EQ(status[r], gcompErrorNonFinite) << what[r];
+            const std::string want = std::string("non-finite gradient on ") +
+                                     (r == bad_rank ? "this rank" : "another rank") + " at step " +
+                                     std::to_string(kBad) + "; state unchanged";
+            EXPECT_NE(what[r].find(want), std::string::npos) << what[r];
+          } else {
+            EXPECT_EQ(status[r], gcompSuccess) << what[r];
+            EXPECT_EQ(skipped[r], 1);
+          }
+          // Collectives: a good step of a late-agreement case makes no allreduce of its own.
+          const int scale_reduces = shared_scale ? 1 : 0;
+          EXPECT_EQ(good_reduces[r], late ? scale_reduces : 1 + scale_reduces);
+          if (late) {
+            // The poisoned step runs up to its first exchange (and the shared scale before it).
+            EXPECT_EQ(bad_reduces[r], scale_reduces);
+            EXPECT_EQ(bad_count[r], scale_reduces + 1);
+          } else {
+            EXPECT_EQ(bad_reduces[r], 1);  // the agreement; the step stops there
+            EXPECT_EQ(bad_count[r], 1);
+          }
+        }
+      }
+    }
   }
 }
 
