@@ -294,6 +294,51 @@ int64_t plain_index(const uint8_t* packed, int64_t words, int bits, int64_t j) {
   return static_cast<int64_t>(v);
 }
 
+/// Indices j, j + 1, ... of a payload in order: from its index list, or from the plain stream of
+/// `bits`-bit fields through a 64-bit bit buffer refilled a word at a time (one load per 32 bits,
+/// where plain_index loads a two-word window per index). Words from `words` on read as zeros, as in
+/// plain_index. Fields wider than 32 bits (n > 2^32) go through plain_index.
+class IndexReader {
+ public:
+  IndexReader(const uint8_t* packed, const int64_t* list, int64_t words, int bits, int64_t j)
+      : packed_(packed),
+        list_(list == nullptr ? nullptr : list + j),
+        words_(packed == nullptr ? 0 : words),
+        bits_(bits),
+        j_(j) {
+    if (list_ != nullptr || bits_ > 32) return;
+    mask_ = (uint64_t{1} << bits_) - 1u;
+    const int64_t bit = j * bits_;
+    w_ = bit / 32;
+    const auto off = static_cast<int>(bit % 32);
+    buf_ = word(w_++) >> off;
+    have_ = 32 - off;
+  }
+  int64_t next() {
+    if (list_ != nullptr) return *list_++;
+    if (bits_ > 32) return plain_index(packed_, words_, bits_, j_++);
+    if (have_ < bits_) {
+      buf_ |= word(w_++) << have_;  // have_ <= 31: the word's bits end below bit 63
+      have_ += 32;
+    }
+    const auto i = static_cast<int64_t>(buf_ & mask_);
+    buf_ >>= bits_;
+    have_ -= bits_;
+    return i;
+  }
+
+ private:
+  uint64_t word(int64_t w) const { return w < words_ ? load_u32(packed_ + 4 * w) : 0u; }
+  const uint8_t* packed_;
+  const int64_t* list_;
+  int64_t words_;
+  int bits_;
+  int64_t j_;
+  int64_t w_ = 0;
+  uint64_t mask_ = 0, buf_ = 0;
+  int have_ = 0;
+};
+
 /// Elements of one check task (values or indices of one payload).
 constexpr int64_t kCheckTask = 16384;
 
@@ -375,11 +420,17 @@ std::vector<SparseCodec::Picked> SparseCodec::pick(std::span<const std::span<con
     const Picked& pk = picks[c.q];
     try {
       switch (c.kind) {
-        case CheckTask::kValues:
-          for (int64_t j = c.j0; j < c.j1; ++j)
-            if (!value_ok(load_f32(pk.values + 4 * j)))
-              corrupt(spec(), "value " + std::to_string(j) + " is not finite");
+        case CheckTask::kValues: {
+          // A branch-free test of the whole range first (vectorised); the first bad value is
+          // looked for only when there is one.
+          bool all_ok = true;
+          for (int64_t j = c.j0; j < c.j1; ++j) all_ok &= value_ok(load_f32(pk.values + 4 * j));
+          if (!all_ok)
+            for (int64_t j = c.j0; j < c.j1; ++j)
+              if (!value_ok(load_f32(pk.values + 4 * j)))
+                corrupt(spec(), "value " + std::to_string(j) + " is not finite");
           break;
+        }
         case CheckTask::kScaled:
           for (int64_t j = c.j0; j < c.j1; ++j)
             if (!is_finite_f(load_f32(pk.values + 4 * j) * pk.scale))
@@ -387,10 +438,11 @@ std::vector<SparseCodec::Picked> SparseCodec::pick(std::span<const std::span<con
           break;
         case CheckTask::kIndices: {
           auto& mine = marks[static_cast<size_t>(t)];
-          int64_t prev = c.j0 > 0 ? plain_index(pk.packed, words, index_bits_, c.j0 - 1) : -1;
+          IndexReader reader(pk.packed, nullptr, words, index_bits_, c.j0 > 0 ? c.j0 - 1 : 0);
+          int64_t prev = c.j0 > 0 ? reader.next() : -1;
           int64_t piece = prev < 0 ? -1 : prev / kPieceElems;
           for (int64_t j = c.j0; j < c.j1; ++j) {
-            const int64_t i = plain_index(pk.packed, words, index_bits_, j);
+            const int64_t i = reader.next();
             if (!sparse_index_ok(i, prev, n))
               corrupt(spec(), i >= n ? "index " + std::to_string(i) + " out of range"
                                      : std::string("indices are not strictly increasing"));
@@ -446,19 +498,21 @@ std::vector<SparseCodec::Picked> SparseCodec::pick(std::span<const std::span<con
 void SparseCodec::write_picked(std::span<const Picked> picks, bool overwrite, std::span<float> out) const {
   const int64_t n = num_elems();
   const int64_t words = ceil_div(k_ * index_bits_, 32);
-  const auto index = [&](const Picked& pk, int64_t j) {
-    return pk.packed != nullptr ? plain_index(pk.packed, words, index_bits_, j) : pk.idx[static_cast<size_t>(j)];
+  const auto reader = [&](const Picked& pk, int64_t j) {
+    return IndexReader(pk.packed, pk.packed != nullptr ? nullptr : pk.idx.data(), words, index_bits_, j);
   };
   const auto value = [](const Picked& pk, int64_t j) { return load_f32(pk.values + 4 * j) * pk.scale; };
   if (!overwrite) {
     // The indices of a payload increase: piece p's part of each payload is [first[p], first[p + 1]).
     for_each_piece(n, [&](int64_t begin, int64_t) {
       const auto p = static_cast<size_t>(begin / kPieceElems);
-      for (const Picked& pk : picks)
+      for (const Picked& pk : picks) {
+        IndexReader at = reader(pk, pk.first[p]);
         for (int64_t j = pk.first[p]; j < pk.first[p + 1]; ++j) {
-          const int64_t i = index(pk, j);
+          const int64_t i = at.next();
           out[i] = accumulate(out[i], pk.weight, value(pk, j));
         }
+      }
     });
     return;
   }
@@ -468,9 +522,10 @@ void SparseCodec::write_picked(std::span<const Picked> picks, bool overwrite, st
     const auto p = static_cast<size_t>(begin / kPieceElems);
     int64_t j = pk.first[p];
     const int64_t j_end = pk.first[p + 1];
+    IndexReader at = reader(pk, j);
     if (!stream) {
       std::fill(out.data() + begin, out.data() + end, 0.0f);
-      for (; j < j_end; ++j) out[index(pk, j)] = value(pk, j);
+      for (; j < j_end; ++j) out[at.next()] = value(pk, j);
       return;
     }
     // Zeros and values in an L1 scratch, written out with streaming stores: the output's lines
@@ -479,15 +534,17 @@ void SparseCodec::write_picked(std::span<const Picked> picks, bool overwrite, st
     // 0.08 ns per element more than the streaming stores themselves).
     alignas(64) float local[kSubElems];
     std::fill(local, local + kSubElems, 0.0f);
+    // i: index j, read ahead (the reader only goes forward); `clear` follows `at` a sub-range behind.
+    IndexReader clear = reader(pk, j);
+    int64_t i = j < j_end ? at.next() : 0;
     for_each_sub(begin, end, [&](int64_t a, int64_t e) {
       const int64_t j0 = j;
-      for (; j < j_end; ++j) {
-        const int64_t i = index(pk, j);
-        if (i >= e) break;
+      for (; j < j_end && i < e; ++j) {
         local[i - a] = value(pk, j);
+        if (j + 1 < j_end) i = at.next();
       }
       kernels::stream_copy(reinterpret_cast<const uint8_t*>(local), e - a, out.data() + a);
-      for (int64_t c = j0; c < j; ++c) local[index(pk, c) - a] = 0.0f;
+      for (int64_t c = j0; c < j; ++c) local[clear.next() - a] = 0.0f;
     });
     kernels::stream_fence();  // before the pool hands the piece back
   });
