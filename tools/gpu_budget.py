@@ -59,7 +59,15 @@ KERNELS = [
     (r"encode_identity_kernelENS", "identity encode", ["LDG", "STG"], 1, {}, 4, 4, 8),
     (r"check_finite_kernel", "finiteness pass (before: every unscaled encode; after: EF/DIANA variants)", ["LDG"],
      "auto", {}, 4, 0, None),
-    (r"grid_encode_kernel", "grid:bits=16 encode", ["LDG", "SHFL"], 1, {"SHFL": 3}, 4, 2, 6),
+    # grid: before, a warp per 32 elements for every width (grid_level_rcp, double); after, a quad
+    # per thread for B = 8, 16, 32 and the warp layout with grid_level_f for the other widths.
+    (r"grid_encode_kernelENS", "grid:bits=16 encode", ["LDG", "SHFL"], 1, {"SHFL": 3}, 4, 2, 6),
+    (r"grid_encode_quads_kernelILi2ELNS_6detail8FuseModeE0ELb1E",
+     "grid:bits=16 encode, a quad per thread (finiteness folded in)", ["LDG", "STG", "?LDG*128"], "auto", {}, 4, 2, 6),
+    (r"grid_encode_quads_kernelILi1ELNS_6detail8FuseModeE0ELb1E",
+     "grid:bits=8 encode, a quad per thread (finiteness folded in)", ["LDG", "STG", "?LDG*128"], "auto", {}, 4, 1, 5),
+    (r"grid_encode_kernelILb1E", "grid:bits=12 encode, a warp per 32 elements (finiteness folded in)",
+     ["LDG", "SHFL"], 1, {"SHFL": 4}, 4, 1.5, 5.5),
     (r"decode_quads_kernel.*DenseQuadDecoderILb0EEELb0E", "dither:levels=4 decode-reduce, per payload (validation in)",
      ["LDG", "STG"], 4, {}, 0.5, 4, 4.5),
     (r"decode_quads_kernel.*SignQuadDecoderELb0E", "sign decode-reduce, per payload (validation in)", ["LDG", "STG"],
@@ -112,7 +120,7 @@ BEFORE_ONLY = {
     r"encode_identity_kernelENS", r"decode_elements_kernel.*DenseDecoder", r"decode_elements_kernel.*SignDecoder",
     r"decode_elements_kernel.*NaturalDecoder", r"decode_elements_kernel.*IdentityDecoder",
     r"radix_histogram_kernel.*MagnitudeKey", r"radix_histogram_kernel.*RandomKey", r"validate_planes_kernel",
-    r"validate_natural_kernel", r"validate_identity_kernel",
+    r"validate_natural_kernel", r"validate_identity_kernel", r"grid_encode_kernelENS",
 }
 assert BEFORE_ONLY <= {k[0] for k in KERNELS}
 

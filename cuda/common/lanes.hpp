@@ -16,6 +16,7 @@
 #pragma once
 
 #include <gcomp/detail/codec_math.hpp>
+#include <gcomp/detail/grid.hpp>
 #include <gcomp/detail/hd.hpp>
 #include <gcomp/detail/philox.hpp>
 
@@ -158,6 +159,41 @@ GCOMP_HD void quantize_quad(const float (&y)[kQuadElems], const float (&nu)[kQua
 GCOMP_HD int quad_live(int64_t first, int64_t n) {
   const int64_t left = n - first;
   return left <= 0 ? 0 : (left >= kQuadElems ? kQuadElems : static_cast<int>(left));
+}
+
+// ---------------------------------------------------------------------------------------------
+// grid (spec §6.1, wire format §3.9): n fields of B bits (two's complement of the level), packed
+// LSB first into little-endian words. Quad q holds the fields of elements 4q .. 4q + 3.
+// Whole-byte widths (B = 8, 16, 32: kBytes = B / 8) give a quad exactly the kBytes words
+// kBytes q .. kBytes q + kBytes - 1 (one 4-, 8- or 16-byte access); other widths read the quad's
+// bit window [4 q B, 4 q B + 4 B) word by word (grid_read_quad).
+// ---------------------------------------------------------------------------------------------
+
+/// The B-bit field of a level (its two's complement, truncated).
+GCOMP_HD uint32_t grid_field(int64_t level, uint32_t bits) {
+  return static_cast<uint32_t>(static_cast<uint64_t>(level) & ((uint64_t{1} << bits) - 1u));
+}
+
+/// Levels of a quad's live elements by `level(x_j)`, level 0 past `live` (the CPU's zero padding).
+template <class Level>
+GCOMP_HD void grid_quad_levels(const float (&x)[kQuadElems], int live, Level&& level, int64_t (&out)[kQuadElems]) {
+  GCOMP_QUAD_UNROLL
+  for (int j = 0; j < kQuadElems; ++j) out[j] = j < live ? level(x[j]) : int64_t{0};
+}
+
+/// The kBytes payload words of a quad of whole-byte fields (B = 8 kBytes): word k holds fields
+/// k (4 / kBytes) .. in ascending byte order, the layout of pack_fields for these widths.
+template <int kBytes>
+GCOMP_HD void grid_pack_quad(const int64_t (&level)[kQuadElems], uint32_t (&word)[kBytes]) {
+  static_assert(kBytes == 1 || kBytes == 2 || kBytes == 4);
+  constexpr int kPerWord = kQuadElems / kBytes;
+  GCOMP_QUAD_UNROLL
+  for (int k = 0; k < kBytes; ++k) {
+    uint32_t w = 0;
+    GCOMP_QUAD_UNROLL
+    for (int f = 0; f < kPerWord; ++f) w |= grid_field(level[k * kPerWord + f], 8u * kBytes) << (8 * kBytes * f);
+    word[k] = w;
+  }
 }
 
 }  // namespace gcomp::cuda::lanes

@@ -39,8 +39,12 @@ SphericalParams spherical_params(const DevicePlan& plan) {
 }
 
 GridParams grid_params(const DevicePlan& plan) {
-  return GridParams{plan.n, gcomp::detail::ceil_div(plan.n * static_cast<int64_t>(plan.bits), 32), plan.bits, plan.step,
-                    gcomp::detail::grid_inverse_step(plan.step)};
+  return GridParams{plan.n,
+                    gcomp::detail::ceil_div(plan.n * static_cast<int64_t>(plan.bits), 32),
+                    plan.bits,
+                    plan.step,
+                    gcomp::detail::grid_inverse_step(plan.step),
+                    gcomp::detail::grid_inverse_step_f(plan.step, plan.bits)};
 }
 
 /// The fp32 block norms (l2: sqrt of the fixed-order sum of squares; l_inf: max |x|) into
@@ -94,6 +98,26 @@ void spherical_encode(const DevicePlan& plan, const Workspace& ws, Input in, con
                ws.idx, d_payload, ws.status);
 }
 
+/// The quad encode of the whole-byte widths (kBytes = B / 8): the plain encode checks finiteness in
+/// its one pass (the payload is then unspecified on a non-finite input); EF/DIANA check first, in a
+/// pass of their own, so that the memory is never written on a non-finite input.
+template <int kBytes>
+void grid_encode_quads(const DevicePlan& plan, const Workspace& ws, Input in, uint32_t* d_payload, Fuse fuse,
+                       float* d_mem, float alpha, cudaStream_t stream) {
+  const GridParams p = grid_params(plan);
+  const unsigned grid =
+      grid_for(gcomp::detail::ceil_div(plan.n, int64_t{lanes::kQuadElems}), kThreads, plan.max_blocks);
+  if (fuse == Fuse::kNone)
+    GCOMP_LAUNCH((grid_encode_quads_kernel<kBytes, Fuse::kNone, true>), grid, kThreads, stream, p, in, d_payload, d_mem,
+                 alpha, ws.status);
+  if (fuse == Fuse::kEF)
+    GCOMP_LAUNCH((grid_encode_quads_kernel<kBytes, Fuse::kEF, false>), grid, kThreads, stream, p, in, d_payload, d_mem,
+                 alpha, ws.status);
+  if (fuse == Fuse::kDiana)
+    GCOMP_LAUNCH((grid_encode_quads_kernel<kBytes, Fuse::kDiana, false>), grid, kThreads, stream, p, in, d_payload,
+                 d_mem, alpha, ws.status);
+}
+
 void grid_encode(const DevicePlan& plan, const Workspace& ws, Input in, uint8_t* d_payload, Fuse fuse, float* d_mem,
                  float alpha, cudaStream_t stream) {
   if (plan.n == 0) return;
@@ -101,9 +125,20 @@ void grid_encode(const DevicePlan& plan, const Workspace& ws, Input in, uint8_t*
     GCOMP_LAUNCH(check_finite_kernel,
                  grid_for(gcomp::detail::ceil_div(plan.n, int64_t{lanes::kQuadElems}), kThreads, plan.max_blocks),
                  kThreads, stream, in, plan.n, ws.status);
-  GCOMP_LAUNCH(grid_encode_kernel, grid_for(plan.groups, kWarpsPerBlock, plan.max_blocks), kThreads, stream,
-               grid_params(plan), in, reinterpret_cast<uint32_t*>(d_payload), fuse, fuse == Fuse::kNone, d_mem, alpha,
-               ws.status);
+  uint32_t* words = reinterpret_cast<uint32_t*>(d_payload);
+  switch (plan.bits) {
+    case 8: grid_encode_quads<1>(plan, ws, in, words, fuse, d_mem, alpha, stream); return;
+    case 16: grid_encode_quads<2>(plan, ws, in, words, fuse, d_mem, alpha, stream); return;
+    case 32: grid_encode_quads<4>(plan, ws, in, words, fuse, d_mem, alpha, stream); return;
+    default: break;
+  }
+  const unsigned grid = grid_for(plan.groups, kWarpsPerBlock, plan.max_blocks);
+  if (plan.bits <= gcomp::detail::kGridFloatMaxBits)
+    GCOMP_LAUNCH(grid_encode_kernel<true>, grid, kThreads, stream, grid_params(plan), in, words, fuse,
+                 fuse == Fuse::kNone, d_mem, alpha, ws.status);
+  else
+    GCOMP_LAUNCH(grid_encode_kernel<false>, grid, kThreads, stream, grid_params(plan), in, words, fuse,
+                 fuse == Fuse::kNone, d_mem, alpha, ws.status);
 }
 
 /// Weight of payload j for a decode mode.

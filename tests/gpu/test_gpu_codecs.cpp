@@ -60,6 +60,9 @@ const std::vector<std::string> kSpecs = {
     "grid:step=0.01,bits=6",
     "grid:step=0.25,bits=2",
     "grid:step=1e-6,bits=32",
+    "grid",
+    "grid:step=0.05,bits=8",
+    "grid:step=0.001,bits=25",
 };
 
 /// Codecs too slow on the CPU oracle for a million elements (2^B codebook normals per element).

@@ -11,6 +11,7 @@
 
 #include <gcomp/codec.hpp>
 #include <gcomp/detail/codec_math.hpp>
+#include <gcomp/detail/grid.hpp>
 #include <gcomp/detail/philox.hpp>
 #include <gcomp/detail/reduce.hpp>
 #include <gcomp/detail/sparse.hpp>
@@ -19,6 +20,8 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -524,6 +527,140 @@ TEST(QuadLayoutTwin, ThreePassSelectionEqualsTheCpuCodec) {
   const std::vector<int64_t> idx = sim_select(same, 1000, 100000 / 16 + 4096, &candidate_path);
   EXPECT_FALSE(candidate_path);
   for (int64_t j = 0; j < 1000; ++j) ASSERT_EQ(idx[static_cast<size_t>(j)], j) << "ties go to the lower index";
+}
+
+// ------------------------------------------------------------------------------------------ grid
+
+/// Inputs for the grid twins: gaussian values times `scale`, zeros of both signs, values at and
+/// next to the half-integers of the step (where grid_level_f takes its division fallback), the
+/// saturation bounds and beyond (huge values of both signs), and subnormals.
+std::vector<float> grid_input(int64_t n, double step, uint32_t bits, uint64_t seed) {
+  std::vector<float> x = gaussian(n, seed);
+  const double lim = static_cast<double>((int64_t{1} << (bits - 1)) - 1);
+  for (int64_t i = 0; i < n; ++i) {
+    float& v = x[static_cast<size_t>(i)];
+    const double k = std::floor(static_cast<double>(v) * std::min(lim, 1000.0));
+    switch (i % 11) {
+      case 0: v = 0.0f; break;
+      case 1: v = -0.0f; break;
+      case 2: v = static_cast<float>((k + 0.5) * step); break;  // a tie (exact when representable)
+      case 3: v = std::nextafter(static_cast<float>((k + 0.5) * step), 1e30f); break;
+      case 4: v = std::nextafter(static_cast<float>((k + 0.5) * step), -1e30f); break;
+      case 5: v = (i % 2 == 0 ? 1.0f : -1.0f) * 3.0e38f; break;
+      case 6: v = static_cast<float>((i % 2 == 0 ? lim : -lim) * step); break;
+      case 7: v = static_cast<float>((i % 2 == 0 ? lim + 0.5 : -lim - 0.5) * step); break;
+      case 8: v = (i % 2 == 0 ? 1.0f : -1.0f) * 1.0e-44f; break;
+      default: v = static_cast<float>(static_cast<double>(v) * step * std::min(lim, 300.0)); break;
+    }
+  }
+  return x;
+}
+
+uint32_t load_word(const std::vector<uint8_t>& p, int64_t w) {
+  uint32_t v;
+  std::memcpy(&v, p.data() + 4 * w, 4);
+  return v;
+}
+
+/// The device's level function of a width (GridParams: grid_level_f for B <= 24, grid_level_rcp above).
+int64_t grid_level_device(float x, double step, uint32_t bits) {
+  if (bits <= detail::kGridFloatMaxBits)
+    return detail::grid_level_f(x, step, detail::grid_inverse_step_f(step, bits), bits);
+  return detail::grid_level_rcp(x, step, detail::grid_inverse_step(step), bits);
+}
+
+/// grid_encode_quads_kernel<kBytes> on the host, quad after quad: the payload words, every one of
+/// them written (the buffer starts as 0xab bytes).
+template <int kBytes>
+std::vector<uint8_t> sim_grid_encode_quads(const std::vector<float>& x, double step) {
+  const uint32_t bits = 8u * kBytes;
+  const auto n = static_cast<int64_t>(x.size());
+  const int64_t words = (n * bits + 31) / 32;
+  std::vector<uint32_t> payload(static_cast<size_t>(words), 0xabababab);
+  for (int64_t q = 0; q < (n + 3) / 4; ++q) {
+    const int64_t first = 4 * q;
+    const int live = lanes::quad_live(first, n);
+    float v[4] = {0, 0, 0, 0};
+    for (int j = 0; j < live; ++j) v[j] = x[static_cast<size_t>(first + j)];
+    int64_t level[4];
+    lanes::grid_quad_levels(
+        v, live, [&](float e) { return grid_level_device(e, step, bits); }, level);
+    uint32_t w[kBytes];
+    lanes::grid_pack_quad<kBytes>(level, w);
+    for (int k = 0; k < kBytes; ++k)
+      if (q * kBytes + k < words) payload[static_cast<size_t>(q * kBytes + k)] = w[k];
+  }
+  std::vector<uint8_t> bytes(4 * payload.size());
+  if (!payload.empty()) std::memcpy(bytes.data(), payload.data(), bytes.size());
+  return bytes;
+}
+
+struct GridCase {
+  uint32_t bits;
+  double step;
+};
+const std::vector<GridCase> kGridCases = {{8, 0.5},    {8, 0.01},  {16, 0.00390625}, {16, 1e-4}, {16, 3.0}, {32, 1e-6},
+                                          {32, 0.125}, {2, 0.25},  {3, 0.5},         {5, 0.1},   {6, 0.01}, {7, 1.0},
+                                          {9, 0.01},   {12, 1e-3}, {24, 1e-5},       {25, 1e-6}, {31, 1e-7}};
+const std::vector<int64_t> kGridSizes = {1, 2, 3, 4, 5, 6, 7, 31, 32, 33, 127, 129, 1001, 4099};
+
+std::string grid_spec(const GridCase& c) {
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "grid:step=%.17g,bits=%u", c.step, c.bits);
+  return buf;
+}
+
+TEST(QuadLayoutTwin, GridQuadEncodeEqualsTheCpuCodec) {
+  for (const GridCase& c : kGridCases) {
+    for (const int64_t n : kGridSizes) {
+      const auto cpu = make_codec(grid_spec(c), Layout(n));
+      const std::vector<float> x = grid_input(n, c.step, c.bits, 1234 + static_cast<uint64_t>(n));
+      std::vector<uint8_t> want(cpu->encoded_bytes(), 0xcd);
+      cpu->encode(x, RngKey{}, want);
+      // The level function every device encoder uses, through the CPU's packing (the warp kernel
+      // of the other widths assembles the same words, with pack_index_word's shifts).
+      std::vector<int64_t> fields(static_cast<size_t>(n));
+      for (int64_t i = 0; i < n; ++i)
+        fields[static_cast<size_t>(i)] =
+            lanes::grid_field(grid_level_device(x[static_cast<size_t>(i)], c.step, c.bits), c.bits);
+      const int64_t num_words = (n * c.bits + 31) / 32;
+      for (int64_t w = 0; w < num_words; ++w)
+        ASSERT_EQ(detail::pack_index_word(fields.data(), n, static_cast<int>(c.bits), w), load_word(want, w))
+            << grid_spec(c) << " n=" << n << " word " << w;
+      std::vector<uint8_t> got;
+      if (c.bits == 8) got = sim_grid_encode_quads<1>(x, c.step);
+      if (c.bits == 16) got = sim_grid_encode_quads<2>(x, c.step);
+      if (c.bits == 32) got = sim_grid_encode_quads<4>(x, c.step);
+      if (!got.empty()) {
+        ASSERT_TRUE(bytes_equal(got, want)) << grid_spec(c) << " n=" << n;
+      }
+    }
+  }
+}
+
+// The inputs above reach grid_level_f's division fallback (an element next to a half-integer of
+// the step), so the twins compare that path too; saturated and subnormal inputs are there as well.
+TEST(QuadLayoutTwin, GridInputsReachTheFallbackAndTheBounds) {
+  for (const GridCase& c : kGridCases) {
+    if (c.bits > detail::kGridFloatMaxBits) continue;
+    const float cf = detail::grid_inverse_step_f(c.step, c.bits);
+    ASSERT_NE(cf, 0.0f) << grid_spec(c);
+    const std::vector<float> x = grid_input(4099, c.step, c.bits, 5);
+    int fallback = 0, saturated = 0;
+    const int64_t lim = (int64_t{1} << (c.bits - 1)) - 1;
+    for (float v : x) {
+      const float q = v * cf;
+      const float d = detail::abs_f(q) * detail::kFloatQuotientSlack;
+      const float limf = static_cast<float>(lim);
+      if (!(detail::abs_f(q) <= detail::kFloatQuotientMax) ||
+          detail::grid_level_of_f(q - d, limf) != detail::grid_level_of_f(q + d, limf))
+        ++fallback;
+      const int64_t l = detail::grid_level(v, c.step, c.bits);
+      if (l == lim || l == -lim) ++saturated;
+    }
+    EXPECT_GT(fallback, 0) << grid_spec(c);
+    EXPECT_GT(saturated, 0) << grid_spec(c);
+  }
 }
 
 }  // namespace
