@@ -76,6 +76,12 @@ KERNELS = [
      ["LDG", "STG"], 4, {}, 1.125, 4, 5.125),
     (r"decode_quads_kernel.*IdentityQuadDecoderELb0E", "identity decode-reduce, per payload (validation in)",
      ["LDG", "STG"], 4, {}, 4, 4, 8),
+    (r"decode_quads_kernel.*GridQuadDecoderILi2EEELb0E", "grid:bits=16 decode-reduce, per payload (validation in)",
+     ["LDG", "STG"], 4, {}, 2, 4, 6),
+    (r"decode_quads_kernel.*GridQuadDecoderILi1EEELb0E", "grid:bits=8 decode-reduce, per payload (validation in)",
+     ["LDG", "STG"], 4, {}, 1, 4, 5),
+    (r"decode_quads_kernel.*GridQuadDecoderILi0EEELb0E", "grid:bits=12 decode-reduce, per payload (validation in)",
+     ["LDG", "STG"], 4, {}, 1.5, 4, 5.5),
     (r"decode_elements_kernel.*DenseDecoder", "dither:levels=4 decode-reduce, per payload", ["LDG", "STG"], 1, {}, 0.5,
      4, 4.5),
     (r"decode_elements_kernel.*SignDecoder", "sign decode-reduce, per payload", ["LDG", "STG"], 1, {}, 0.125, 4,
@@ -87,7 +93,7 @@ KERNELS = [
     (r"validate_planes_kernel", "dither decode: validation pass (before only)", ["LDG"], 32, {}, 0.5, 0, None),
     (r"validate_natural_kernel", "natural decode: validation pass (before only)", ["LDG"], 1, {}, 1.125, 0, None),
     (r"validate_identity_kernel", "identity decode: validation pass (before only)", ["LDG"], 1, {}, 4, 0, None),
-    (r"grid_validate_kernel", "grid decode: validation pass", ["LDG"], 1, {}, 2, 0, None),
+    (r"grid_validate_kernel", "grid decode: validation pass (before only)", ["LDG"], 1, {}, 2, 0, None),
     # exact top-k / random-k: before, 4 histogram passes + count + scatter over all n, one element
     # per thread (random-k: a Philox block per key per pass); after, pass 1 (histogram of the top 12
     # bits), pass 2 (compact_candidates) and pass 3 (scatter) over all n, a quad per thread.
@@ -121,6 +127,7 @@ BEFORE_ONLY = {
     r"decode_elements_kernel.*NaturalDecoder", r"decode_elements_kernel.*IdentityDecoder",
     r"radix_histogram_kernel.*MagnitudeKey", r"radix_histogram_kernel.*RandomKey", r"validate_planes_kernel",
     r"validate_natural_kernel", r"validate_identity_kernel", r"grid_encode_kernelENS",
+    r"decode_elements_kernel.*GridDecoder", r"grid_validate_kernel",
 }
 assert BEFORE_ONLY <= {k[0] for k in KERNELS}
 

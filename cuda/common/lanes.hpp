@@ -18,6 +18,7 @@
 #include <gcomp/detail/codec_math.hpp>
 #include <gcomp/detail/grid.hpp>
 #include <gcomp/detail/hd.hpp>
+#include <gcomp/detail/payload_rules.hpp>
 #include <gcomp/detail/philox.hpp>
 
 #include <cstdint>
@@ -174,6 +175,12 @@ GCOMP_HD uint32_t grid_field(int64_t level, uint32_t bits) {
   return static_cast<uint32_t>(static_cast<uint64_t>(level) & ((uint64_t{1} << bits) - 1u));
 }
 
+/// The level of a B-bit field (sign extension).
+GCOMP_HD int64_t grid_field_level(uint32_t field, uint32_t bits) {
+  return (field >> (bits - 1u)) != 0u ? static_cast<int64_t>(field) - (int64_t{1} << bits)
+                                      : static_cast<int64_t>(field);
+}
+
 /// Levels of a quad's live elements by `level(x_j)`, level 0 past `live` (the CPU's zero padding).
 template <class Level>
 GCOMP_HD void grid_quad_levels(const float (&x)[kQuadElems], int live, Level&& level, int64_t (&out)[kQuadElems]) {
@@ -195,5 +202,62 @@ GCOMP_HD void grid_pack_quad(const int64_t (&level)[kQuadElems], uint32_t (&word
     word[k] = w;
   }
 }
+
+/// The 4 fields of a quad's kBytes words (the inverse of grid_pack_quad).
+template <int kBytes>
+GCOMP_HD void grid_unpack_quad(const uint32_t (&word)[kBytes], uint32_t (&field)[kQuadElems]) {
+  static_assert(kBytes == 1 || kBytes == 2 || kBytes == 4);
+  constexpr int kPerWord = kQuadElems / kBytes;
+  constexpr uint32_t kMask = kBytes == 4 ? 0xffffffffu : (1u << (8 * kBytes)) - 1u;
+  GCOMP_QUAD_UNROLL
+  for (int j = 0; j < kQuadElems; ++j) field[j] = (word[j / kPerWord] >> (8 * kBytes * (j % kPerWord))) & kMask;
+}
+
+/// The live fields of the quad at `first` of a B-bit stream (any B in 1 .. 32), fields past `live`
+/// 0: every word of the quad's bit window that holds a live field is read once, and no word past
+/// the last live field (so never past the payload).
+GCOMP_HD void grid_read_quad(const uint32_t* words, int64_t first, int live, uint32_t bits,
+                             uint32_t (&field)[kQuadElems]) {
+  const uint64_t pos = static_cast<uint64_t>(first) * bits;
+  const uint64_t mask = (uint64_t{1} << bits) - 1u;
+  uint64_t w = pos >> 5;
+  uint64_t acc = 0;  // the stream's next `have` bits
+  uint32_t have = 0;
+  if (live > 0) {
+    acc = static_cast<uint64_t>(words[w++]) >> (pos & 31u);
+    have = 32u - static_cast<uint32_t>(pos & 31u);
+  }
+  GCOMP_QUAD_UNROLL
+  for (int j = 0; j < kQuadElems; ++j) {
+    field[j] = 0u;
+    if (j < live) {
+      if (have < bits) {  // at most one word: have + 32 >= bits
+        acc |= static_cast<uint64_t>(words[w++]) << have;
+        have += 32u;
+      }
+      field[j] = static_cast<uint32_t>(acc & mask);
+      acc >>= bits;
+      have -= bits;
+    }
+  }
+}
+
+/// The decoded values step * level of a quad's live fields, and GridCodec::validate's field rule
+/// on them (grid_field_ok: no -2^(B-1)): returns the first live j that breaks it, or -1.
+GCOMP_HD int grid_quad_values(const uint32_t (&field)[kQuadElems], int live, uint32_t bits, double step,
+                              float (&v)[kQuadElems]) {
+  int bad = -1;
+  GCOMP_QUAD_UNROLL
+  for (int j = 0; j < kQuadElems; ++j)
+    if (j < live) {
+      if (bad < 0 && !gcomp::detail::grid_field_ok(field[j], bits)) bad = j;
+      v[j] = gcomp::detail::grid_value(grid_field_level(field[j], bits), step);
+    }
+  return bad;
+}
+
+/// The quad that checks the padding of a grid payload (GridCodec::validate: the bits after the
+/// last field, all in the last word, are 0): the one holding element n - 1.
+GCOMP_HD bool grid_checks_padding(int64_t first, int live, int64_t n) { return live > 0 && first + live == n; }
 
 }  // namespace gcomp::cuda::lanes

@@ -147,14 +147,20 @@ float weight_of(DecodeMode mode, const float* h_weights, int j) {
   return h_weights != nullptr ? h_weights[j] : 1.0f;
 }
 
+/// One pass over each payload (GridQuadDecoder: validation in the decode; the output is then
+/// unspecified on a corrupt payload, DeviceCodec::decode).
 void grid_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
                  int num_payloads, const float* h_weights, DecodeMode mode, float* d_out, cudaStream_t stream) {
   const GridParams p = grid_params(plan);
-  const unsigned grid = grid_for(plan.n, kThreads, plan.max_blocks);
-  for (int j = 0; j < num_payloads; ++j)
-    GCOMP_LAUNCH(grid_validate_kernel, grid, kThreads, stream, p, d_payloads + static_cast<size_t>(j) * stride,
-                 static_cast<uint64_t>(j) << 40, ws.status);
-  launch_decode_elements(GridDecoder{p}, plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
+  const auto launch = [&](auto dec) {
+    launch_decode_quads(dec, plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
+  };
+  switch (plan.bits) {
+    case 8: launch(GridQuadDecoder<1>{p}); return;
+    case 16: launch(GridQuadDecoder<2>{p}); return;
+    case 32: launch(GridQuadDecoder<4>{p}); return;
+    default: launch(GridQuadDecoder<0>{p});
+  }
 }
 
 void sdither_encode_scaled(const DevicePlan& plan, const Workspace& ws, Input in, const float* scales,

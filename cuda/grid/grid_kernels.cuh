@@ -15,7 +15,8 @@
 // [32 k, 32 k + 32) with __shfl_sync, the same shifts as pack_index_word. Elements past n have
 // field 0 (the CPU's zero padding). The fused EF/DIANA update is done by the thread that owns the
 // element, with the decoded value grid_value(l): one pass, in place safe.
-// Decode: one thread per element (decode_elements_kernel with GridDecoder).
+// Decode: decode_quads_kernel with GridQuadDecoder: each payload read once, GridCodec::validate's
+// rules (grid_field_ok, zero padding) checked in the same pass.
 #pragma once
 
 #include "cuda/common/device_types.cuh"
@@ -144,30 +145,50 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-/// Element decoder for decode_elements_kernel: sign-extends the field, value step * l.
-struct GridDecoder {
+/// Quad decoder (decode_quads_kernel): the quad's fields, each payload word read once (kBytes = B / 8
+/// for B = 8, 16, 32: the quad's kBytes words, one 4-, 8- or 16-byte load when aligned; kBytes = 0:
+/// any width, grid_read_quad), with GridCodec::validate's rules on what it read: no field equal to
+/// -2^(B-1) (grid_field_ok), zero padding after the last field (checked by the quad of element n - 1).
+template <int kBytes>
+struct GridQuadDecoder {
   GridParams p;
-  __device__ int64_t locate(int64_t) const { return 0; }
-  __device__ float operator()(const uint8_t* payload, int64_t i, int64_t) const {
-    using namespace gcomp::detail;
-    const uint64_t s = read_packed_field(reinterpret_cast<const uint32_t*>(payload), i, p.bits);
-    const int64_t level = (s >> (p.bits - 1)) != 0u
-                              ? static_cast<int64_t>(s) - static_cast<int64_t>(grid_mask(p.bits)) - 1
-                              : static_cast<int64_t>(s);
-    return grid_value(level, p.step);
+  __device__ void operator()(const uint8_t* payload, int64_t first, int live, int, uint64_t index_base,
+                             DeviceStatus* status, float (&v)[lanes::kQuadElems]) const {
+    if (live == 0) return;  // past n: no field, and the padding is the last quad's
+    const uint32_t* words = reinterpret_cast<const uint32_t*>(payload);
+    uint32_t field[lanes::kQuadElems];
+    if constexpr (kBytes == 0) {
+      lanes::grid_read_quad(words, first, live, p.bits, field);
+    } else {
+      const int64_t w0 = first / lanes::kQuadElems * kBytes;
+      const uint32_t* src = words + w0;
+      uint32_t w[kBytes];
+      if (live == lanes::kQuadElems && (reinterpret_cast<uintptr_t>(payload) & (4u * kBytes - 1u)) == 0) {
+        if constexpr (kBytes == 1) w[0] = __ldg(src);
+        if constexpr (kBytes == 2) {
+          const uint2 u = __ldg(reinterpret_cast<const uint2*>(src));
+          w[0] = u.x;
+          w[1] = u.y;
+        }
+        if constexpr (kBytes == 4) {
+          const uint4 u = __ldg(reinterpret_cast<const uint4*>(src));
+          w[0] = u.x;
+          w[1] = u.y;
+          w[2] = u.z;
+          w[3] = u.w;
+        }
+      } else {
+#pragma unroll
+        for (int k = 0; k < kBytes; ++k) w[k] = w0 + k < p.words ? src[k] : 0u;  // the tail quad
+      }
+      lanes::grid_unpack_quad<kBytes>(w, field);
+    }
+    const int bad = lanes::grid_quad_values(field, live, p.bits, p.step, v);
+    if (bad >= 0) raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(first + bad));
+    if (lanes::grid_checks_padding(first, live, p.n) &&
+        !gcomp::detail::padding_clear(words[p.words - 1], p.n * static_cast<int64_t>(p.bits)))
+      raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(p.n));
   }
 };
-
-/// GridCodec::validate: no field equal to -2^(B-1); zero padding after the last field.
-__global__ void __launch_bounds__(kThreads)
-    grid_validate_kernel(GridParams p, const uint8_t* payload, uint64_t index_base, DeviceStatus* status) {
-  const uint32_t* words = reinterpret_cast<const uint32_t*>(payload);
-  for (int64_t i = global_thread(); i < p.n; i += grid_threads())
-    if (!gcomp::detail::grid_field_ok(gcomp::detail::read_packed_field(words, i, p.bits), p.bits))
-      raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(i));
-  const int64_t used = p.n * static_cast<int64_t>(p.bits);
-  if (global_thread() == 0 && used % 32 != 0 && !gcomp::detail::padding_clear(words[used / 32], used))
-    raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(p.n));
-}
 
 }  // namespace gcomp::cuda::detail

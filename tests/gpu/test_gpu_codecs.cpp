@@ -443,12 +443,13 @@ TEST_F(GpuCodecBehaviour, SharedScaleErrorsSetStatusAndLeaveOutputsUntouched) {
                Error);
 }
 
-// The one-pass decoders (dense planes, sign, natural, identity) validate as they decode: the status
+// The one-pass decoders (dense planes, sign, natural, identity, grid) validate as they decode: the status
 // reports the corrupt payload and its position; their output is unspecified (DeviceCodec::decode).
 // topk validates first and leaves the output untouched.
 TEST_F(GpuCodecBehaviour, CorruptPayloadSetsStatus) {
   const Layout layout(1000);
-  for (const std::string spec : {"dither:levels=4,block=100", "sign:block=64", "topk:k=10", "natural", "identity"}) {
+  for (const std::string spec : {"dither:levels=4,block=100", "sign:block=64", "topk:k=10", "natural", "identity",
+                                 "grid:bits=16", "grid:step=0.5,bits=5"}) {
     const auto cpu = make_codec(spec, layout);
     cuda::DeviceCodec gpu(spec, layout);
     std::vector<uint8_t> payload = encode(*cpu, test_input(1000, 3), key_for(3, 0));
@@ -460,6 +461,11 @@ TEST_F(GpuCodecBehaviour, CorruptPayloadSetsStatus) {
     } else if (spec == "identity") {
       const float inf = std::numeric_limits<float>::infinity();
       std::memcpy(payload.data() + 40, &inf, 4);
+    } else if (spec == "grid:bits=16") {
+      payload[2 * 300] = 0x00;  // field 300 = 0x8000 = -2^15
+      payload[2 * 300 + 1] = 0x80;
+    } else if (spec == "grid:step=0.5,bits=5") {
+      payload[0] = static_cast<uint8_t>((payload[0] & ~0x1fu) | 0x10u);  // field 0 = -2^4
     } else {
       const float neg = -1.0f;
       std::memcpy(payload.data(), &neg, 4);  // a negative scale
@@ -693,6 +699,8 @@ TEST_F(GpuCodecBehaviour, CorruptSditherStreamsSetStatusAndLeaveOutputUntouched)
   EXPECT_TRUE(bitwise_equal(d_out.download(), decode(*cpu, good, RngKey{})));
 }
 
+// spherical validates first and leaves the output untouched; grid (a one-pass decoder) reports the
+// corruption, its output is unspecified (DeviceCodec::decode).
 TEST_F(GpuCodecBehaviour, CorruptSphericalAndGridPayloadsAreRejected) {
   const Layout layout({50, 0, 77});
   for (const std::string spec : {"spherical:block=8,bits=5", "grid:step=0.5,bits=3"}) {
@@ -729,6 +737,7 @@ TEST_F(GpuCodecBehaviour, CorruptSphericalAndGridPayloadsAreRejected) {
       d_out.fill_bytes(0x33);
       gpu.decode(d_payload.get(), key_for(4, 0), d_out.get(), ws.get(), gpu.workspace_bytes(), stream_);
       EXPECT_EQ(cuda::read_status(ws.get(), stream_), gcompErrorCorruptPayload) << spec << " case " << k;
+      if (spec.rfind("grid", 0) == 0) continue;  // one-pass decoder: the output is unspecified
       for (float v : d_out.download()) {
         uint32_t u;
         std::memcpy(&u, &v, 4);
@@ -826,6 +835,23 @@ TEST_F(GpuCodecBehaviour, OnePassDecodersSeeEveryCorruption) {
       {"natural", "code 255", [](auto& p) { p[4 * 32 + 7] = 255; }},
       {"natural", "nonzero padding byte", [](auto& p) { p[p.size() - 1] = 1; }},
       {"identity", "infinite value", [](auto& p) { store_word(p, 1000, 0x7f800000u); }},
+      {"grid:bits=8", "field -128 in the last quad", [](auto& p) { p[1000] = 0x80; }},
+      {"grid:bits=8", "padding byte", [](auto& p) { p[p.size() - 1] = 1; }},
+      {"grid:bits=16", "field -2^15 of the last element",
+       [](auto& p) {
+         p[2 * 1000] = 0x00;
+         p[2 * 1000 + 1] = 0x80;
+       }},
+      {"grid:bits=16", "padding bits of the last word", [](auto& p) { p[p.size() - 1] = 0x40; }},
+      {"grid:step=1e-6,bits=32", "field -2^31", [](auto& p) { store_word(p, 517, 0x80000000u); }},
+      {"grid:step=0.5,bits=3", "field -4 in the last quad",
+       [](auto& p) {
+         uint32_t w = load_word(p, 1000 * 3 / 32);  // field 1000 at bits 3000 .. 3002
+         w = (w & ~(7u << (3000 % 32))) | (4u << (3000 % 32));
+         store_word(p, 1000 * 3 / 32, w);
+       }},
+      {"grid:step=0.5,bits=3", "padding bit",
+       [](auto& p) { store_word(p, p.size() / 4 - 1, load_word(p, p.size() / 4 - 1) | 0x80000000u); }},
   };
   for (const Case& c : cases) {
     const auto cpu = make_codec(c.spec, layout);

@@ -12,6 +12,7 @@
 #include <gcomp/codec.hpp>
 #include <gcomp/detail/codec_math.hpp>
 #include <gcomp/detail/grid.hpp>
+#include <gcomp/detail/payload_rules.hpp>
 #include <gcomp/detail/philox.hpp>
 #include <gcomp/detail/reduce.hpp>
 #include <gcomp/detail/sparse.hpp>
@@ -595,6 +596,49 @@ std::vector<uint8_t> sim_grid_encode_quads(const std::vector<float>& x, double s
   return bytes;
 }
 
+/// GridQuadDecoder<kBytes> on the host for every quad of the spans of n (those past n included):
+/// the decoded values, and the smallest index it reports (n for the padding; -1: none).
+template <int kBytes>
+std::vector<float> sim_grid_decode_quads(const std::vector<uint8_t>& bytes, int64_t n, uint32_t bits, double step,
+                                         int64_t* bad_index) {
+  // The words in a heap buffer of exactly the payload's size (a read past it is a sanitizer error).
+  std::vector<uint32_t> words(bytes.size() / 4);
+  if (!words.empty()) std::memcpy(words.data(), bytes.data(), bytes.size());
+  const auto num_words = static_cast<int64_t>(words.size());
+  std::vector<float> out(static_cast<size_t>(n), -7.0f);
+  *bad_index = -1;
+  const auto report = [&](int64_t i) { *bad_index = *bad_index < 0 ? i : std::min(*bad_index, i); };
+  for (int64_t first = 0; first < (n + 127) / 128 * 128; first += 4) {
+    const int live = lanes::quad_live(first, n);
+    if (live == 0) continue;
+    uint32_t field[4];
+    if constexpr (kBytes == 0) {
+      lanes::grid_read_quad(words.data(), first, live, bits, field);
+    } else {
+      const int64_t w0 = first / 4 * kBytes;
+      uint32_t w[kBytes];
+      for (int k = 0; k < kBytes; ++k) w[k] = w0 + k < num_words ? words[static_cast<size_t>(w0 + k)] : 0u;
+      lanes::grid_unpack_quad<kBytes>(w, field);
+    }
+    float v[4] = {0, 0, 0, 0};
+    const int bad = lanes::grid_quad_values(field, live, bits, step, v);
+    if (bad >= 0) report(first + bad);
+    if (lanes::grid_checks_padding(first, live, n) &&
+        !detail::padding_clear(words[static_cast<size_t>(num_words - 1)], n * static_cast<int64_t>(bits)))
+      report(n);
+    for (int j = 0; j < live; ++j) out[static_cast<size_t>(first + j)] = v[j];
+  }
+  return out;
+}
+
+std::vector<float> sim_grid_decode(const std::vector<uint8_t>& bytes, int64_t n, uint32_t bits, double step,
+                                   bool whole_bytes, int64_t* bad_index) {
+  if (whole_bytes && bits == 8) return sim_grid_decode_quads<1>(bytes, n, bits, step, bad_index);
+  if (whole_bytes && bits == 16) return sim_grid_decode_quads<2>(bytes, n, bits, step, bad_index);
+  if (whole_bytes && bits == 32) return sim_grid_decode_quads<4>(bytes, n, bits, step, bad_index);
+  return sim_grid_decode_quads<0>(bytes, n, bits, step, bad_index);
+}
+
 struct GridCase {
   uint32_t bits;
   double step;
@@ -660,6 +704,62 @@ TEST(QuadLayoutTwin, GridInputsReachTheFallbackAndTheBounds) {
     }
     EXPECT_GT(fallback, 0) << grid_spec(c);
     EXPECT_GT(saturated, 0) << grid_spec(c);
+  }
+}
+
+TEST(QuadLayoutTwin, GridQuadDecodeEqualsTheCpuCodec) {
+  for (const GridCase& c : kGridCases) {
+    for (const int64_t n : kGridSizes) {
+      const auto cpu = make_codec(grid_spec(c), Layout(n));
+      const std::vector<float> x = grid_input(n, c.step, c.bits, 99 + static_cast<uint64_t>(n));
+      const std::vector<uint8_t> p = encode(*cpu, x, RngKey{});
+      const std::vector<float> want = decode(*cpu, p, RngKey{});
+      for (const bool whole_bytes : {true, false}) {
+        int64_t bad = 0;
+        const std::vector<float> got = sim_grid_decode(p, n, c.bits, c.step, whole_bytes, &bad);
+        EXPECT_EQ(bad, -1) << grid_spec(c) << " n=" << n;
+        ASSERT_TRUE(bitwise_equal(got, want)) << grid_spec(c) << " n=" << n << " whole_bytes=" << whole_bytes;
+      }
+    }
+  }
+}
+
+/// Sets field i of a B-bit payload to `field`.
+void set_grid_field(std::vector<uint8_t>& p, int64_t i, uint32_t bits, uint32_t field) {
+  for (uint32_t b = 0; b < bits; ++b) {
+    const int64_t pos = i * bits + b;
+    auto& byte = p[static_cast<size_t>(pos / 8)];
+    byte = static_cast<uint8_t>((byte & ~(1u << (pos % 8))) | (((field >> b) & 1u) << (pos % 8)));
+  }
+}
+
+// A field of -2^(B-1) anywhere (first, inside, the last element) and a set padding bit: the
+// one-pass decoder reports each at its position (the padding at n), as GridCodec::validate rejects it.
+TEST(QuadLayoutTwin, GridQuadDecodeSeesEveryCorruption) {
+  for (const GridCase& c : kGridCases) {
+    for (const int64_t n : kGridSizes) {
+      const auto cpu = make_codec(grid_spec(c), Layout(n));
+      const std::vector<uint8_t> good = encode(*cpu, grid_input(n, c.step, c.bits, 7), RngKey{});
+      std::vector<std::pair<std::vector<uint8_t>, int64_t>> bad;
+      for (const int64_t i : {int64_t{0}, n / 2, n - 1}) {
+        std::vector<uint8_t> p = good;
+        set_grid_field(p, i, c.bits, 1u << (c.bits - 1));
+        bad.emplace_back(p, i);
+      }
+      if ((n * c.bits) % 32 != 0) {
+        std::vector<uint8_t> p = good;
+        p[p.size() - 1] |= 0x80;  // the last bit of the last word: padding
+        bad.emplace_back(p, n);
+      }
+      for (const auto& [p, where] : bad) {
+        EXPECT_THROW(cpu->validate(p), Error) << grid_spec(c) << " n=" << n << " at " << where;
+        for (const bool whole_bytes : {true, false}) {
+          int64_t index = -1;
+          (void)sim_grid_decode(p, n, c.bits, c.step, whole_bytes, &index);
+          EXPECT_EQ(index, where) << grid_spec(c) << " n=" << n << " whole_bytes=" << whole_bytes;
+        }
+      }
+    }
   }
 }
 
