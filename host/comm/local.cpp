@@ -4,13 +4,17 @@
 // Every collective is two rendezvous on the group's shared state (mutex + condition variable with
 // a generation counter): "arrive", after which each rank sees the buffer pointers of all ranks and
 // copies or reduces directly from its peers' buffers into its own, and "depart", after which no
-// rank reads a peer's buffer any more, so the buffers may be reused. A rank whose send buffer
+// rank reads a peer's buffer any more, so the buffers may be reused. A rank that waits first spins
+// briefly on the generation counter (when the group has no more ranks than hardware threads)
+// before it sleeps on the condition variable: a wake-up costs tens of microseconds, more than a
+// small collective's whole work (docs/communicators.md "local"). A rank whose send buffer
 // overlaps its receive buffer (other than the documented in-place allgather position) publishes a
 // private copy instead, so peers never read bytes that are being overwritten.
 #include "host/comm/comm_internal.hpp"
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <exception>
@@ -22,6 +26,26 @@ namespace {
 
 using detail::CollectiveDesc;
 using detail::CollectiveKind;
+
+/// How long a waiting rank spins on the generation counter before it sleeps: about one
+/// condition-variable wake-up of a VM's idle core, so that a peer arriving within that time costs
+/// no wake-up, and a late one costs the spinner at most this much CPU time. A spin that ends
+/// without the peers halves the next one (they may be waiting for this core: the scheduler tends
+/// to put two threads that wake each other on one core when the others are busy), down to none
+/// below kMinSpinUs; then every kProbeEvery-th wait spins kSpinUs / 4 to find out whether spinning
+/// pays again. A spin that sees the peers arrive restores kSpinUs.
+constexpr int64_t kSpinUs = 50;
+constexpr int64_t kMinSpinUs = 4;
+constexpr int kProbeEvery = 64;
+
+/// One step of a spin-wait: tells the core that this is a spin loop (x86 PAUSE, Arm YIELD).
+inline void spin_pause() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__) || defined(__arm__)
+  asm volatile("yield" ::: "memory");
+#endif
+}
 
 struct LocalSlot {
   CollectiveDesc desc;
@@ -37,7 +61,8 @@ struct LocalGroup {
         timeout_ms(timeout_ms_in),
         slots(static_cast<size_t>(num_ranks_in)),
         phases_entered(static_cast<size_t>(num_ranks_in), 0),
-        exited(static_cast<size_t>(num_ranks_in), false) {}
+        exited(static_cast<size_t>(num_ranks_in), false),
+        may_spin(static_cast<unsigned>(num_ranks_in) <= std::thread::hardware_concurrency()) {}
 
   const int num_ranks;
   const int64_t timeout_ms;
@@ -47,7 +72,12 @@ struct LocalGroup {
   std::vector<uint64_t> phases_entered;  ///< per rank: rendezvous phases it has entered
   std::vector<bool> exited;              ///< per rank: communicator destroyed or thread done
   uint64_t phase = 0;                    ///< generation: index of the phase being assembled
-  int arrived = 0;                       ///< ranks that entered `phase`
+  /// `phase`, also readable without the mutex (written under it): what a spinning rank watches.
+  std::atomic<uint64_t> phase_seen{0};
+  /// Waiting ranks spin before they sleep: only when every rank can have a hardware thread, so a
+  /// spinner never keeps the rank it waits for off the CPU for long.
+  const bool may_spin;
+  int arrived = 0;  ///< ranks that entered `phase`
   bool aborted = false;
   std::string abort_reason;
 
@@ -274,6 +304,32 @@ class LocalCommunicator final : public Communicator {
                                       " (local backend): communicator aborted: " + g.abort_reason);
   }
 
+  /// The spin before a rank sleeps in rendezvous() (kSpinUs): without the lock, on the generation
+  /// counter. The wait that follows decides with the lock held, so a spin that ends early or late
+  /// changes nothing but the time.
+  void spin(std::unique_lock<std::mutex>& lock, uint64_t my_phase) {
+    int64_t budget = spin_us_;
+    if (budget == 0) {
+      if (++unspun_ < kProbeEvery) return;
+      budget = kSpinUs / 4;
+    }
+    unspun_ = 0;
+    const LocalGroup& g = *group_;
+    lock.unlock();
+    const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(budget);
+    bool arrived = false;
+    for (unsigned i = 1;; ++i) {
+      if (g.phase_seen.load(std::memory_order_acquire) != my_phase) {
+        arrived = true;
+        break;
+      }
+      spin_pause();
+      if (i % 64 == 0 && std::chrono::steady_clock::now() >= until) break;
+    }
+    lock.lock();
+    spin_us_ = arrived ? kSpinUs : (budget / 2 >= kMinSpinUs ? budget / 2 : 0);
+  }
+
   /// Reusable generation barrier over all ranks of the group; the caller holds `lock`.
   void rendezvous(std::unique_lock<std::mutex>& lock, const CollectiveDesc& desc) {
     LocalGroup& g = *group_;
@@ -282,9 +338,11 @@ class LocalCommunicator final : public Communicator {
     if (++g.arrived == g.num_ranks) {
       g.arrived = 0;
       ++g.phase;
+      g.phase_seen.store(g.phase, std::memory_order_release);
       g.cv.notify_all();
       return;
     }
+    if (g.may_spin && !g.aborted) spin(lock, my_phase);
     const detail::Deadline deadline(g.timeout_ms);
     while (g.phase == my_phase) {
       throw_if_aborted(desc);
@@ -335,6 +393,8 @@ class LocalCommunicator final : public Communicator {
   std::vector<CollectiveDesc> descs_;
   std::vector<std::byte> staging_;
   std::vector<size_t> send_sizes_;
+  int64_t spin_us_ = kSpinUs;  ///< the next spin's length (spin())
+  int unspun_ = 0;             ///< waits without a spin since the last one
 };
 
 }  // namespace
