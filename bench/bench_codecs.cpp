@@ -13,7 +13,8 @@
 // (std::chrono, memcpy).
 //
 // CPU path extras: --threads N (the codec thread pool, gcomp::set_cpu_threads), a decode-reduce
-// column (decode_reduce of --reduce P payloads from ranks 0..P-1, time per payload), and --peers:
+// column (decode_reduce of --reduce P payloads from ranks 0..P-1, each of its own rank's input, time
+// per payload), and --peers:
 // the same operators written with PyTorch ops (bench/peers/torch_codecs.py) timed on the same
 // input in the same run, with gcomp's time as a ratio to each.
 #include "bench/bench_common.hpp"
@@ -173,13 +174,18 @@ Record run_cpu(const Options& o, const std::string& spec, int64_t n, std::vector
   std::vector<uint8_t> payload(r.payload);
   std::vector<float> y(static_cast<size_t>(n));
   const RngKey key{o.seed, 0, 1, 0};
-  // decode-reduce: the payloads of ranks 0..P-1 on the same input, summed with weight 1/P
+  // decode-reduce: the payloads of ranks 0..P-1, each of its own rank's input (rank 0's is x), summed
+  // with weight 1/P. With one input for all, top-k's payloads would be equal, and their adds would
+  // hit the same output lines.
   r.reduce = o.reduce;
   std::vector<std::vector<uint8_t>> many(static_cast<size_t>(o.reduce), std::vector<uint8_t>(r.payload));
   std::vector<RngKey> keys;
   for (int j = 0; j < o.reduce; ++j) {
     keys.push_back(RngKey{o.seed, static_cast<uint32_t>(j), 1, 0});
-    codec->encode(x, keys.back(), many[static_cast<size_t>(j)]);
+    if (j == 0)
+      codec->encode(x, keys.back(), many[0]);
+    else
+      codec->encode(make_input(n, rank_seed(o.seed, j)), keys.back(), many[static_cast<size_t>(j)]);
   }
   const std::vector<std::span<const uint8_t>> spans(many.begin(), many.end());
   const std::vector<float> weights(static_cast<size_t>(o.reduce),

@@ -125,14 +125,6 @@ bool parse_options(int argc, char** argv, Options& o) {
   return true;
 }
 
-/// Input of rank j: a distinct deterministic stream per rank (splitmix-mixed start state).
-uint64_t rank_seed(uint64_t seed, int rank) {
-  uint64_t z = seed + 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(rank + 1);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
 /// Rank-order fold of the inputs: ((x_0 + x_1) + x_2) + ... (Communicator::allreduce on local/mpi).
 std::vector<float> reference_allreduce(int64_t n, int p, uint64_t seed, std::vector<double>* abs_sum) {
   std::vector<float> acc = make_input(n, rank_seed(seed, 0));

@@ -82,6 +82,14 @@ inline int64_t parse_size(const std::string& flag, const std::string& s) {
   return static_cast<int64_t>(bytes);
 }
 
+/// Input seed of rank j: a distinct deterministic stream per rank (splitmix-mixed start state).
+inline uint64_t rank_seed(uint64_t seed, int rank) {
+  uint64_t z = seed + 0x9e3779b97f4a7c15ull * static_cast<uint64_t>(rank + 1);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
 /// Deterministic, roughly Gaussian input (Irwin-Hall of 4 uniforms from splitmix64).
 inline std::vector<float> make_input(int64_t n, uint64_t seed) {
   std::vector<float> x(static_cast<size_t>(n));
