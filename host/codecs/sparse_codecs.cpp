@@ -504,13 +504,22 @@ void SparseCodec::write_picked(std::span<const Picked> picks, bool overwrite, st
   const auto value = [](const Picked& pk, int64_t j) { return load_f32(pk.values + 4 * j) * pk.scale; };
   if (!overwrite) {
     // The indices of a payload increase: piece p's part of each payload is [first[p], first[p + 1]).
+    // Each entry is a read-modify-write of an output line that is seldom in cache (different ranks
+    // select different elements): a batch's indices are read and their lines prefetched for writing
+    // first, so that their misses overlap, then the batch is added in index order (the same sums).
     for_each_piece(n, [&](int64_t begin, int64_t) {
       const auto p = static_cast<size_t>(begin / kPieceElems);
+      constexpr int64_t kBatch = 128;
+      int64_t batch[kBatch];
       for (const Picked& pk : picks) {
         IndexReader at = reader(pk, pk.first[p]);
-        for (int64_t j = pk.first[p]; j < pk.first[p + 1]; ++j) {
-          const int64_t i = at.next();
-          out[i] = accumulate(out[i], pk.weight, value(pk, j));
+        for (int64_t j = pk.first[p]; j < pk.first[p + 1]; j += kBatch) {
+          const int64_t m = std::min(kBatch, pk.first[p + 1] - j);
+          for (int64_t t = 0; t < m; ++t) {
+            batch[t] = at.next();
+            __builtin_prefetch(out.data() + batch[t], 1, 3);
+          }
+          for (int64_t t = 0; t < m; ++t) out[batch[t]] = accumulate(out[batch[t]], pk.weight, value(pk, j + t));
         }
       }
     });
