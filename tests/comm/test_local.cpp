@@ -17,7 +17,9 @@
 #include <cstring>
 #include <mutex>
 #include <stdexcept>
+#include <string>
 #include <thread>
+#include <vector>
 
 namespace {
 
@@ -291,6 +293,56 @@ TEST(CommLocalFaultTest, RankSkippingCollectiveTimesOut) {
     EXPECT_NE(m.find("allgather #0"), std::string::npos) << m;
     EXPECT_NE(m.find("did not arrive: 2"), std::string::npos) << m;
   }
+}
+
+// Two ranks: where the machine has two hardware threads or more, a waiting rank spins before it
+// sleeps. A peer that comes late (the spin ends, the sleeping wait takes over) or never (the
+// timeout, after the spin) behaves as with any wait: right results, then TIMEOUT naming the rank.
+TEST(CommLocalFaultTest, TwoRanksLatePeerAndMissingPeer) {
+  constexpr int64_t kTimeoutMs = 200;
+  std::atomic<int> failed{0};
+  std::vector<int64_t> sums(2, 0);
+  std::string message;
+  run_local(
+      2,
+      [&](Communicator& comm) {
+        const int r = comm.rank();
+        int64_t sum = 0;
+        for (int i = 0; i < 40; ++i) {
+          // Either rank late by 0-3 ms, more than a spin lasts; sometimes both on time.
+          if ((i % 2) == r) std::this_thread::sleep_for(std::chrono::microseconds(1000 * (i % 4)));
+          const int64_t mine = 10 * i + r;
+          int64_t got = 0;
+          comm.allreduce(&mine, &got, 1, DataType::kI64, ReduceOp::kSum, nullptr);
+          EXPECT_EQ(got, 20 * i + 1) << "allreduce " << i;
+          sum += got;
+        }
+        sums[static_cast<size_t>(r)] = sum;
+        std::vector<std::byte> send(4), recv(8);
+        if (r == 1) {  // never joins the allgather; its call after the abort fails at once
+          const auto wait_start = Clock::now();
+          while (failed.load() < 1 && elapsed_ms(wait_start) < 10000)
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+          EXPECT_TRUE(comm.is_aborted());
+          const auto start = Clock::now();
+          const Error e = error_of([&] { comm.allgather(send.data(), recv.data(), 4, nullptr); });
+          EXPECT_EQ(e.status(), gcompErrorTimeout);
+          EXPECT_LT(elapsed_ms(start), 100);
+          return;
+        }
+        const auto start = Clock::now();
+        const Error e = error_of([&] { comm.allgather(send.data(), recv.data(), 4, nullptr); });
+        const int64_t took = elapsed_ms(start);
+        EXPECT_EQ(e.status(), gcompErrorTimeout) << e.what();
+        EXPECT_GE(took, kTimeoutMs - 20);
+        EXPECT_LT(took, 5000);
+        message = e.what();
+        ++failed;
+      },
+      LocalOptions{kTimeoutMs});
+  EXPECT_EQ(sums, std::vector<int64_t>(2, 40 * 39 * 10 + 40));
+  EXPECT_NE(message.find("allgather #40"), std::string::npos) << message;
+  EXPECT_NE(message.find("did not arrive: 1"), std::string::npos) << message;
 }
 
 TEST(CommLocalFaultTest, ThrowingRankMakesPeersFailFast) {
