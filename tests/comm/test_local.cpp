@@ -36,6 +36,34 @@ int64_t elapsed_ms(Clock::time_point start) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
 }
 
+/// The rank that never joins a collective: waits until `peers` others have failed in it, then its
+/// own allgather fails at once (TIMEOUT: the communicator is aborted); returns that error.
+Error join_after_the_abort(Communicator& comm, const std::atomic<int>& failed, int peers) {
+  const auto wait_start = Clock::now();
+  while (failed.load() < peers && elapsed_ms(wait_start) < 10000)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  EXPECT_TRUE(comm.is_aborted());
+  std::vector<std::byte> send(4), recv(4 * static_cast<size_t>(comm.size()));
+  const auto start = Clock::now();
+  const Error e = error_of([&] { comm.allgather(send.data(), recv.data(), 4, nullptr); });
+  EXPECT_EQ(e.status(), gcompErrorTimeout);
+  EXPECT_LT(elapsed_ms(start), 100);
+  return e;
+}
+
+/// A rank whose peer never joins: its allgather fails with TIMEOUT after about timeout_ms;
+/// returns the message.
+std::string allgather_times_out(Communicator& comm, int64_t timeout_ms) {
+  std::vector<std::byte> send(4), recv(4 * static_cast<size_t>(comm.size()));
+  const auto start = Clock::now();
+  const Error e = error_of([&] { comm.allgather(send.data(), recv.data(), 4, nullptr); });
+  const int64_t took = elapsed_ms(start);
+  EXPECT_EQ(e.status(), gcompErrorTimeout) << e.what();
+  EXPECT_GE(took, timeout_ms - 20);
+  EXPECT_LT(took, 5000);
+  return e.what();
+}
+
 /// Short timeout for the correctness suites: a bug shows up as a failure, not a hung ctest.
 const LocalOptions kTestOptions{20000};
 
@@ -260,30 +288,15 @@ TEST(CommLocalFaultTest, RankSkippingCollectiveTimesOut) {
   run_local(
       kRanks,
       [&](Communicator& comm) {
-        std::vector<std::byte> send(4);
-        std::vector<std::byte> recv(4 * kRanks);
         if (comm.rank() == 2) {
-          const auto wait_start = Clock::now();
-          while (failed.load() < kRanks - 1 && elapsed_ms(wait_start) < 10000) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(5));
-          }
-          EXPECT_TRUE(comm.is_aborted());
-          const auto start = Clock::now();
-          const Error e = error_of([&] { comm.allgather(send.data(), recv.data(), 4, nullptr); });
-          EXPECT_EQ(e.status(), gcompErrorTimeout);
+          const Error e = join_after_the_abort(comm, failed, kRanks - 1);
           EXPECT_NE(std::string(e.what()).find("aborted"), std::string::npos) << e.what();
-          EXPECT_LT(elapsed_ms(start), 100);
           return;
         }
-        const auto start = Clock::now();
-        const Error e = error_of([&] { comm.allgather(send.data(), recv.data(), 4, nullptr); });
-        const int64_t took = elapsed_ms(start);
-        EXPECT_EQ(e.status(), gcompErrorTimeout) << e.what();
-        EXPECT_GE(took, kTimeoutMs - 20);
-        EXPECT_LT(took, 5000);
+        const std::string m = allgather_times_out(comm, kTimeoutMs);
         {
           const std::lock_guard lock(mutex);
-          messages.emplace_back(e.what());
+          messages.push_back(m);
         }
         ++failed;
       },
@@ -318,25 +331,11 @@ TEST(CommLocalFaultTest, TwoRanksLatePeerAndMissingPeer) {
           sum += got;
         }
         sums[static_cast<size_t>(r)] = sum;
-        std::vector<std::byte> send(4), recv(8);
         if (r == 1) {  // never joins the allgather; its call after the abort fails at once
-          const auto wait_start = Clock::now();
-          while (failed.load() < 1 && elapsed_ms(wait_start) < 10000)
-            std::this_thread::sleep_for(std::chrono::milliseconds(5));
-          EXPECT_TRUE(comm.is_aborted());
-          const auto start = Clock::now();
-          const Error e = error_of([&] { comm.allgather(send.data(), recv.data(), 4, nullptr); });
-          EXPECT_EQ(e.status(), gcompErrorTimeout);
-          EXPECT_LT(elapsed_ms(start), 100);
+          join_after_the_abort(comm, failed, 1);
           return;
         }
-        const auto start = Clock::now();
-        const Error e = error_of([&] { comm.allgather(send.data(), recv.data(), 4, nullptr); });
-        const int64_t took = elapsed_ms(start);
-        EXPECT_EQ(e.status(), gcompErrorTimeout) << e.what();
-        EXPECT_GE(took, kTimeoutMs - 20);
-        EXPECT_LT(took, 5000);
-        message = e.what();
+        message = allgather_times_out(comm, kTimeoutMs);
         ++failed;
       },
       LocalOptions{kTimeoutMs});
