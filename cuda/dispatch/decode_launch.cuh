@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-// Host-side launcher of decode_elements_kernel for every codec whose decode is one value per
-// element (dense planes, natural, identity, grid): overwrite, accumulate with one weight, or the
+// Host-side launcher of decode_quads_kernel for every codec whose decode is one value per element
+// (dense planes, sign, natural, identity, grid): overwrite, accumulate with one weight, or the
 // rank-ordered reduce of P payloads in batches of kMaxWeights (each batch continues the sums of the
 // previous one, so the result equals P CPU decode_accumulate calls in order).
 #pragma once
@@ -13,32 +13,6 @@
 #include <algorithm>
 
 namespace gcomp::cuda::detail {
-
-/// Enqueues the decode of `num_payloads` payloads (stride bytes apart) into d_out. @p h_weights:
-/// host weights (nullptr: all 1), ignored for kOverwrite. A reduce of zero payloads writes zeros.
-template <class Decoder>
-void launch_decode_elements(const Decoder& dec, const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads,
-                            size_t stride, int num_payloads, const float* h_weights, DecodeMode mode, float* d_out,
-                            cudaStream_t stream) {
-  const unsigned grid = grid_for(plan.n, kThreads, plan.max_blocks);
-  WeightList w{};
-  if (mode == DecodeMode::kOverwrite) {
-    GCOMP_LAUNCH((decode_elements_kernel<Decoder>), grid, kThreads, stream, dec, plan.n, d_payloads, stride, 1, w, 0,
-                 false, d_out, ws.status);
-    return;
-  }
-  if (mode == DecodeMode::kReduce && num_payloads == 0) {
-    GCOMP_LAUNCH(fill_zero_kernel, grid, kThreads, stream, d_out, plan.n, ws.status);
-    return;
-  }
-  for (int first = 0; first < num_payloads; first += kMaxWeights) {
-    const int count = std::min(kMaxWeights, num_payloads - first);
-    for (int j = 0; j < count; ++j) w.w[j] = h_weights != nullptr ? h_weights[first + j] : 1.0f;
-    const bool from_zero = mode == DecodeMode::kReduce && first == 0;
-    GCOMP_LAUNCH((decode_elements_kernel<Decoder>), grid, kThreads, stream, dec, plan.n,
-                 d_payloads + static_cast<size_t>(first) * stride, stride, count, w, 1, from_zero, d_out, ws.status);
-  }
-}
 
 /// Enqueues the decode of the quad-layout codecs (decode_quads_kernel): one pass over each payload,
 /// validation included; batches of kMaxWeights payloads as above. A reduce of zero payloads writes

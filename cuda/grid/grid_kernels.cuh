@@ -38,8 +38,6 @@ struct GridParams {
   float c;          ///< grid_inverse_step_f(step, bits): the levels of B <= 24 by grid_level_f
 };
 
-__device__ inline uint64_t grid_mask(uint32_t bits) { return (uint64_t{1} << bits) - 1u; }
-
 /// The level of x: grid_level_f (kFloat, B <= 24) or grid_level_rcp (B > 24); both equal grid_level.
 template <bool kFloat>
 __device__ inline int64_t grid_level_dev(float x, const GridParams& p) {
