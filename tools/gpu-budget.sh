@@ -22,7 +22,7 @@ fi
 # The flags of the library build (cmake/GcompWarnings.cmake, cuda/CMakeLists.txt), device code only.
 flags=(-cubin "-arch=sm_$arch" -O3 -DNDEBUG --fmad=false -std=c++20 -DGCOMP_HAVE_CUDA=1 -I "$root/include" -I "$root"
   -Xptxas -v)
-for tu in elementwise_launch sparse_launch coded_launch device_codec; do
+for tu in elementwise_launch sparse_launch coded_launch device_codec rice_launch; do
   "$nvcc" "${flags[@]}" -o "$out/$tu.cubin" "$root/cuda/dispatch/$tu.cu" 2> "$out/$tu.ptxas"
 done
 "$nvcc" "${flags[@]}" -o "$out/device_ops.cubin" "$root/cuda/session/device_ops.cu" 2> "$out/device_ops.ptxas"

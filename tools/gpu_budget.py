@@ -3,6 +3,8 @@
 """Static budget of gcomp's CUDA kernels (issue 13 item 5), from `nvcc -Xptxas -v` and
 `cuobjdump -sass`; tools/gpu-budget.sh compiles the translation units and calls this.
 
+  gpu_budget.py --check-sources ROOT   without nvcc: every __global__ kernel under ROOT/cuda has a
+                                 KERNELS entry and every entry names one (ctest GpuBudgetKernels)
   gpu_budget.py [--all] [--before] OUTDIR   reads OUTDIR/<tu>.ptxas and OUTDIR/<tu>.sass, prints the markdown
                                  table: one row per pass of KERNELS (--all: every kernel; --before:
                                  the element counts of the layout before the quad rewrite, commit
@@ -27,6 +29,7 @@ from the SASS.
 """
 import os
 import re
+import subprocess
 import sys
 
 # name regex -> (pass and spec, hot-loop opcodes, elements per hot-loop iteration per thread ("auto":
@@ -118,6 +121,133 @@ KERNELS = [
     (r"sdither_count_kernel", "sdither encode: count pass", [], None, {}, 4, 0, None),
     (r"sdither_write_kernel", "sdither encode: write pass", [], None, {}, 4, "-", None),
     (r"spherical_encode_kernel", "spherical encode (compute bound)", [], None, {}, 4, "-", None),
+    # ---- every other kernel under cuda/ (s7): the fused EF/DIANA and overwrite variants, the
+    # per-entry, per-word and one-thread kernels. Bytes per element of the n-element arrays; "-"
+    # where the kernel's work is per entry (k), per candidate, per word, per block or one thread
+    # (its size is then in the pass text).
+    # Encodes with the fused memory update: EF reads x (p) and writes e; DIANA reads g and h and
+    # writes h; the separate finiteness pass (check_finite_kernel) runs before them.
+    (r"quantize_planes_kernelILb1ELNS_6detail8FuseModeE0E", "natdither:levels=4 encode", ["LDG", "SHFL"], 4,
+     {"SHFL": 1}, 4, 0.5, 4.5),
+    (r"quantize_planes_kernelILb0ELNS_6detail8FuseModeE1E", "dither:levels=4 encode, EF (e = p - v)", ["LDG", "SHFL"],
+     4, {"SHFL": 1}, 4, 4.5, 8.5),
+    (r"quantize_planes_kernelILb0ELNS_6detail8FuseModeE2E", "dither:levels=4 encode, DIANA (h += alpha v)",
+     ["LDG", "SHFL"], 4, {"SHFL": 1}, 8, 4.5, 12.5),
+    (r"quantize_planes_kernelILb1ELNS_6detail8FuseModeE[12]E", "natdither:levels=4 encode, EF / DIANA",
+     ["LDG", "SHFL"], 4, {"SHFL": 1}, 4, 4.5, 8.5),
+    (r"encode_sign_kernelILNS_6detail8FuseModeE0ELb0E", "scaled sign encode (after the l1 scale pass)",
+     ["LDG", "SHFL"], 4, {}, 4, 0.125, 8.125),
+    (r"encode_sign_kernelILNS_6detail8FuseModeE1E", "sign encode, EF", ["LDG", "SHFL"], 4, {}, 4, 4.125, 8.125),
+    (r"encode_sign_kernelILNS_6detail8FuseModeE2E", "sign encode, DIANA", ["LDG", "SHFL"], 4, {}, 8, 4.125, 12.125),
+    (r"encode_natural_kernelILNS_6detail8FuseModeE1E", "natural encode, EF", ["LDG", "SHFL"], 4, {}, 4, 5.125, 9.125),
+    (r"encode_natural_kernelILNS_6detail8FuseModeE2E", "natural encode, DIANA", ["LDG", "SHFL"], 4, {}, 8, 5.125,
+     13.125),
+    (r"encode_identity_kernelILNS_6detail8FuseModeE1E", "identity encode, EF", ["LDG", "STG"], 4, {}, 4, 8, 12),
+    (r"encode_identity_kernelILNS_6detail8FuseModeE2E", "identity encode, DIANA", ["LDG", "STG"], 4, {}, 8, 8, 16),
+    (r"grid_encode_quads_kernelILi4ELNS_6detail8FuseModeE0ELb1E",
+     "grid:bits=32 encode, a quad per thread (finiteness folded in)", ["LDG", "STG", "?LDG*128"], "auto", {}, 4, 4, 8),
+    (r"grid_encode_quads_kernelILi2ELNS_6detail8FuseModeE1E", "grid:bits=16 encode, EF", ["LDG", "STG", "?LDG*128"],
+     "auto", {}, 4, 6, 10),
+    (r"grid_encode_quads_kernelILi2ELNS_6detail8FuseModeE2E", "grid:bits=16 encode, DIANA",
+     ["LDG", "STG", "?LDG*128"], "auto", {}, 8, 6, 14),
+    (r"grid_encode_quads_kernelILi[14]ELNS_6detail8FuseModeE[12]E", "grid:bits=8 / 32 encode, EF / DIANA",
+     ["LDG", "STG", "?LDG*128"], "auto", {}, 4, 5, 9),
+    (r"grid_encode_kernelILb0E", "grid:bits=24..31 encode, a warp per 32 elements (double level)", ["LDG", "SHFL"], 1,
+     {"SHFL": 4}, 4, 3.5, 7.5),
+    # decode: natdither's and bits=32 grid's reduce; the overwrite variants (one payload, out written).
+    (r"decode_quads_kernel.*DenseQuadDecoderILb1EEELb0E",
+     "natdither:levels=4 decode-reduce, per payload (validation in)", ["LDG", "STG"], 4, {}, 0.5, 4, 4.5),
+    (r"decode_quads_kernel.*GridQuadDecoderILi4EEELb0E", "grid:bits=32 decode-reduce, per payload (validation in)",
+     ["LDG", "STG"], 4, {}, 4, 4, 8),
+    (r"decode_quads_kernel.*DenseQuadDecoderILb0EEELb1E", "dither:levels=4 decode (overwrite, validation in)",
+     ["LDG", "STG"], 4, {}, 0.5, 4, 4.5),
+    (r"decode_quads_kernel.*DenseQuadDecoderILb1EEELb1E", "natdither:levels=4 decode (overwrite, validation in)",
+     ["LDG", "STG"], 4, {}, 0.5, 4, 4.5),
+    (r"decode_quads_kernel.*SignQuadDecoderELb1E", "sign decode (overwrite, validation in)", ["LDG", "STG"], 4, {},
+     0.125, 4, 4.125),
+    (r"decode_quads_kernel.*NaturalQuadDecoderELb1E", "natural decode (overwrite, validation in)", ["LDG", "STG"], 4,
+     {}, 1.125, 4, 5.125),
+    (r"decode_quads_kernel.*IdentityQuadDecoderELb1E", "identity decode (overwrite, validation in)", ["LDG", "STG"], 4,
+     {}, 4, 4, 8),
+    (r"decode_quads_kernel.*GridQuadDecoderILi1EEELb1E", "grid:bits=8 decode (overwrite, validation in)",
+     ["LDG", "STG"], 4, {}, 1, 4, 5),
+    (r"decode_quads_kernel.*GridQuadDecoderILi2EEELb1E", "grid:bits=16 decode (overwrite, validation in)",
+     ["LDG", "STG"], 4, {}, 2, 4, 6),
+    (r"decode_quads_kernel.*GridQuadDecoderILi4EEELb1E", "grid:bits=32 decode (overwrite, validation in)",
+     ["LDG", "STG"], 4, {}, 4, 4, 8),
+    (r"decode_quads_kernel.*GridQuadDecoderILi0EEELb1E", "grid:bits=12 decode (overwrite, validation in)",
+     ["LDG", "STG"], 4, {}, 1.5, 4, 5.5),
+    # Shared by every translation unit (cuda/common/common_kernels.cuh, varlen_kernels.cuh).
+    (r"fill_zero_kernel", "decode: out = 0 (topk, randk reduce, rice; a reduce of no payload)", ["STG"], 1, {}, 0,
+     4, None),
+    (r"check_scales_kernel", "encode_with_scales: the caller's scales checked (per block)", [], None, {}, "-", "-",
+     None),
+    (r"copy_if_ok_kernel", "compute_scales: the block scales copied out (per block)", [], None, {}, "-", "-", None),
+    (r"prepare_received_kernel", "received messages: size rule, tail zeroed (per payload word)", [], None, {}, "-",
+     "-", None),
+    # Exact selection (radix_select.cuh): one-block and per-candidate kernels. Candidates: the
+    # elements of the threshold's 12-bit bin, about n / 4096 for spread-out keys.
+    (r"init_select_kernel", "topk/randk: select state reset (one block)", [], None, {}, "-", "-", None),
+    (r"radix_digit_kernel", "topk/randk: digit from the histogram (one block)", [], None, {}, "-", "-", None),
+    (r"candidate_histogram_kernel", "topk/randk: 10-bit digit over the candidates (x2; 4 B per candidate)",
+     ["LDG", "ATOMS"], 1, {}, "-", "-", None),
+    (r"candidate_tile_counts_kernel", "topk/randk: candidates' class counts (12 B per candidate)", ["LDG", "ATOMG"],
+     1, {}, "-", "-", None),
+    # topk payload and decode (topk_kernels.cuh): per entry (k = n / 100, w = ceil(log2 n) index bits).
+    (r"pack_indices_kernel", "topk encode: index words (per word; 8 B per entry read, w/8 written)", [], None, {}, "-",
+     "-", None),
+    (r"validate_topk_kernel", "topk decode: validation (per entry: 4 + w/8 B)", [], None, {}, "-", "-", None),
+    (r"scatter_topk_kernel", "topk decode: scatter (per entry: 4 + w/8 B read, out[i] written)", [], None, {}, "-",
+     "-", None),
+    # topk sampled (spec 4.4): the sample, its 8-bit selection, the adaptation rounds.
+    (r"gather_sample_kernel", "topk sampled: the sample (n / stride strided loads)", [], None, {}, "-", "-", None),
+    (r"sample_threshold_kernel", "topk sampled: threshold from the sample (one thread)", [], None, {}, "-", "-", None),
+    (r"count_above_kernel", "topk sampled: count of \\|x\\| >= thr (per adaptation round)", ["LDG"], 1, {}, 4, 0,
+     None),
+    (r"adapt_threshold_kernel", "topk sampled: adaptation step (one thread)", [], None, {}, "-", "-", None),
+    (r"finalize_sampled_kernel", "topk sampled: truncate or exact (one thread)", [], None, {}, "-", "-", None),
+    # randk (randk_kernels.cuh).
+    (r"validate_randk_kernel", "randk decode: values finite (per entry: 4 B)", [], None, {}, "-", "-", None),
+    (r"write_randk_header_kernel", "randk encode, k = 0: the header (one thread)", [], None, {}, "-", "-", None),
+    # topk index=rice (rice_kernels.cuh): per entry, per stream word, per group of 1024 codes.
+    (r"rice_len_kernel", "topk index=rice encode: code lengths (per entry: 16 B read, 8 written)", [], None, {},
+     "-", "-", None),
+    (r"rice_zero_kernel", "topk index=rice encode: stream zeroed (per word)", [], None, {}, "-", "-", None),
+    (r"rice_write_kernel", "topk index=rice encode: codes ORed in (per entry)", [], None, {}, "-", "-", None),
+    (r"rice_check_kernel", "topk index=rice decode: header, directory, padding, values (per entry / word)", [], None,
+     {}, "-", "-", None),
+    (r"rice_group_sum_kernel", "topk index=rice decode: group parse, gap sums (one thread per 1024 codes)", [], None,
+     {}, "-", "-", None),
+    (r"rice_total_kernel", "topk index=rice decode: last index < n (one thread)", [], None, {}, "-", "-", None),
+    (r"rice_scatter_kernel", "topk index=rice decode: parse again and scatter (one thread per 1024 codes)", [],
+     None, {}, "-", "-", None),
+    # sdither (sdither_kernels.cuh): S = the record stream's bits per element (data dependent).
+    (r"sdither_scan_tiles_kernel", "sdither encode: tile scan (one block)", [], None, {}, "-", "-", None),
+    (r"sdither_zero_stream_kernel", "sdither encode: stream zeroed (per word)", [], None, {}, 0, "S/8", None),
+    (r"sdither_validate_header_kernel", "sdither decode: header, directory, padding (per block / chunk / word)", [],
+     None, {}, "-", "-", None),
+    (r"sdither_validate_chunks_kernel", "sdither decode: validation walk (one thread per chunk)", [], None, {}, "S/8",
+     0, None),
+    (r"sdither_decode_kernel", "sdither decode: decode walk (one thread per chunk)", [], None, {}, "S/8", 4, None),
+    # spherical (spherical_kernels.cuh): m_l-element blocks, B-bit indices.
+    (r"spherical_pack_kernel", "spherical encode: index words (per word)", [], None, {}, "-", "-", None),
+    (r"spherical_validate_kernel", "spherical decode: norms and indices (per block)", [], None, {}, "-", "-", None),
+    (r"spherical_decode_kernel", "spherical decode (one thread per block: codeword regenerated, compute bound)", [],
+     None, {}, "-", 4, None),
+    (r"codebook_normals_kernel", "spherical: codebook normals for the CPU == GPU test (8 B per normal)", [], None, {},
+     0, "-", None),
+    # Session device steps (session_kernels.cuh, VecOps<float> of device_ops.cu): grid-stride loops.
+    (r"widen_bf16_kernel", "Session: bf16 gradient -> fp32", ["LDG", "STG"], 1, {}, 2, 4, 6),
+    (r"widen_f16_kernel", "Session: f16 gradient -> fp32", ["LDG", "STG"], 1, {}, 2, 4, 6),
+    (r"zero_nonfinite_kernel", "Session nonfinite=zero: dst = finite(src) ? src : 0", ["LDG", "STG"], 1, {}, 4, 4,
+     None),
+    (r"scale_kernel", "Session: dst = a x (lr, 1/P)", ["LDG", "STG"], 1, {}, 4, 4, None),
+    (r"lincomb_kernel", "Session: dst = a x + b y (EF p, momentum, DIANA g^, two-way)", ["LDG", "STG"], 1, {}, 8, 4,
+     None),
+    (r"mul_kernel", "Session: dst = x y (compensation=diagonal)", ["LDG", "STG"], 1, {}, 8, 4, None),
+    (r"vote_kernel", "Session majority vote: u = lr sign(acc)", ["LDG", "STG"], 1, {}, 4, 4, None),
+    (r"nonfinite_flag_kernel", "Session nonfinite=error/skip: any non-finite", ["LDG"], 1, {}, 4, 0, None),
+    (r"merge_status_kernel", "Session: call status -> step status (one thread)", [], None, {}, "-", "-", None),
 ]
 
 # Kernels of the "before" code only (--before): the after-era check below does not expect them.
@@ -259,9 +389,49 @@ def analyze(insns, hot, trips):
     return len(real), cost(best), ops_in(best)
 
 
+def _plain_name(mangled):
+    """The kernel's identifier from its mangled name (<length><identifier> of the Itanium ABI)."""
+    for m in re.finditer(r"_kernel", mangled):
+        end = m.end()
+        for length in range(len("_kernel") + 1, end + 1):
+            start = end - length
+            digits = str(length)
+            if mangled[start - len(digits):start] == digits and mangled[start].isalpha():
+                return mangled[start:end]
+    return mangled[:40]
+
+
+def _demangle(names):
+    """mangled -> demangled by c++filt (binutils, present wherever nvcc is), {} without it."""
+    try:
+        out = subprocess.run(["c++filt"], input="\n".join(names), capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return {}
+    lines = out.split("\n")
+    return dict(zip(names, lines)) if len(lines) >= len(names) else {}
+
+
+_DEMANGLED = {}
+
+
 def short_name(mangled):
-    m = re.search(r"\d+([a-z][a-z_0-9]*_kernel)", mangled)
-    name = m.group(1) if m else mangled[:40]
+    """kernel<template arguments> without namespaces and parameters, e.g.
+    decode_quads_kernel<GridQuadDecoder<2>, false>; the plain identifier when c++filt is absent."""
+    name = _plain_name(mangled)
+    full = _DEMANGLED.get(mangled)
+    if full:
+        full = re.sub(r"\(anonymous namespace\)::|gcomp::cuda::detail::|gcomp::detail::", "", full)
+        at = full.find(name)
+        if at >= 0:
+            depth = 0
+            for i in range(at + len(name), len(full)):
+                c = full[i]
+                if c == "<":
+                    depth += 1
+                elif c == ">":
+                    depth -= 1
+                elif c == "(" and depth == 0:
+                    return full[at:i]
     for tag in ("CenteredSquareSumOp", "SquareSumOp", "AbsMaxOp", "AbsSumOp", "PowSumOp", "SumOp", "DenseDecoder",
                 "SignDecoder", "NaturalDecoder", "IdentityDecoder", "GridDecoder", "MagnitudeKey", "RandomKey"):
         if tag in mangled and "<" not in name:
@@ -278,7 +448,61 @@ def fmt(v):
     return str(v)
 
 
+# `__global__ void [__launch_bounds__(...)] name(` in the CUDA sources (comments removed first).
+GLOBAL_KERNEL = re.compile(r"__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?([A-Za-z_]\w*)\s*\(")
+# The kernel identifiers an entry's pattern names (lower case, ending in _kernel).
+ENTRY_KERNEL = re.compile(r"[a-z][a-z0-9_]*?_kernel")
+
+
+def source_kernels(root):
+    """{kernel identifier: first file that defines it} of every __global__ function under root/cuda."""
+    found = {}
+    for dirpath, _, files in os.walk(os.path.join(root, "cuda")):
+        for f in sorted(files):
+            if not f.endswith((".cu", ".cuh", ".hpp", ".h")):
+                continue
+            path = os.path.join(dirpath, f)
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+            text = re.sub(r"//[^\n]*|/\*.*?\*/", " ", text, flags=re.S)
+            for m in GLOBAL_KERNEL.finditer(text):
+                found.setdefault(m.group(1), os.path.relpath(path, root))
+    return found
+
+
+def check_sources(root):
+    """The KERNELS list against the sources, without nvcc: every __global__ kernel under cuda/ is
+    named by an entry, and every entry (but the BEFORE_ONLY ones, of removed code) names a kernel
+    that exists. Returns the list of problems."""
+    kernels = source_kernels(root)
+    problems = []
+    if not kernels:
+        return [f"no __global__ kernel found under {root}/cuda"]
+    named = {}
+    for entry in KERNELS:
+        for k in ENTRY_KERNEL.findall(entry[0]):
+            named.setdefault(k, []).append(entry[0])
+    for k, where in sorted(kernels.items()):
+        if k not in named:
+            problems.append(f"{where}: kernel {k} has no KERNELS entry in tools/gpu_budget.py")
+    for entry in KERNELS:
+        if entry[0] in BEFORE_ONLY:
+            continue
+        names = ENTRY_KERNEL.findall(entry[0])
+        if not any(k in kernels for k in names):
+            problems.append(f"KERNELS entry {entry[0]!r} ({entry[1]}) names no __global__ kernel under cuda/")
+    return problems
+
+
 def main(argv):
+    if len(argv) == 3 and argv[1] == "--check-sources":
+        problems = check_sources(argv[2])
+        for p in problems:
+            print("gpu_budget: " + p, file=sys.stderr)
+        if not problems:
+            print(f"gpu_budget: {len(source_kernels(argv[2]))} kernels under cuda/, each with a KERNELS entry; "
+                  f"{len(KERNELS) - len(BEFORE_ONLY)} entries, each naming one")
+        return 1 if problems else 0
     show_all = "--all" in argv
     era = "before" if "--before" in argv else "after"
     args = [a for a in argv[1:] if a not in ("--all", "--before")]
@@ -287,9 +511,12 @@ def main(argv):
         return 64
     out = args[0]
     rows = []
-    for tu in sorted(f[:-5] for f in os.listdir(out) if f.endswith(".sass")):
-        ptx = parse_ptxas(os.path.join(out, tu + ".ptxas"))
-        sass = parse_sass(os.path.join(out, tu + ".sass"))
+    tus = sorted(f[:-5] for f in os.listdir(out) if f.endswith(".sass"))
+    parsed = {tu: (parse_ptxas(os.path.join(out, tu + ".ptxas")), parse_sass(os.path.join(out, tu + ".sass")))
+              for tu in tus}
+    _DEMANGLED.update(_demangle(sorted({fn for _, sass in parsed.values() for fn in sass})))
+    for tu in tus:
+        ptx, sass = parsed[tu]
         for fn, insns in sorted(sass.items(), key=lambda kv: short_name(kv[0])):
             meta = next((k for k in KERNELS if re.search(k[0], fn)), None)
             total, loop_cost, hot_ops = analyze(insns, meta[2] if meta else [], meta[4] if meta else {})
@@ -302,7 +529,7 @@ def main(argv):
                 elems = (8 if elems == "auto8" else 4) if vec else 1
             per_elem = loop_cost / elems if (loop_cost and elems) else None
             rows.append({
-                "key": KERNELS.index(meta) if meta else (tu, short_name(fn)),
+                "key": KERNELS.index(meta) if meta else (tu, short_name(fn)), "fn": fn,
                 "tu": tu, "kernel": short_name(fn), "op": meta[1] if meta else "",
                 "regs": info.get("regs"), "stack": info.get("stack"),
                 "spill": (info.get("spill_st", 0) or 0) + (info.get("spill_ld", 0) or 0),
@@ -323,13 +550,17 @@ def main(argv):
               f"{r['sass']} | {fmt(r['loop'])} | {fmt(r['per_elem'])} | {fmt(r['read'])} | {fmt(r['write'])} | "
               f"{fmt(r['min'])} |")
     # A kernel of the list that no longer matches (a renamed kernel, a changed template mangling)
-    # would drop its row silently: name it and fail, so the table is never regenerated short.
+    # would drop its row silently, and a kernel no entry matches would have none: name them and
+    # fail, so the table is never regenerated short (CUB's own kernels have no row).
     matched = {r["key"] for r in rows if isinstance(r["key"], int)}
     missing = [k[0] for i, k in enumerate(KERNELS) if i not in matched and k[0] not in BEFORE_ONLY]
+    unlisted = sorted({r["kernel"] for r in rows
+                       if not isinstance(r["key"], int) and not r["fn"].startswith("_ZN3cub")})
     if era == "after" and missing:
         print("gpu_budget: no kernel in the SASS matches " + ", ".join(missing), file=sys.stderr)
-        return 1
-    return 0
+    if era == "after" and unlisted:
+        print("gpu_budget: no KERNELS entry matches " + ", ".join(unlisted), file=sys.stderr)
+    return 1 if era == "after" and (missing or unlisted) else 0
 
 
 if __name__ == "__main__":
