@@ -60,7 +60,7 @@ KERNELS = [
     (r"encode_natural_kernelENS", "natural encode", ["LDG", "VOTE"], 1, {}, 4, 1.125, 5.125),
     (r"encode_identity_kernelILNS_6detail8FuseModeE0ELb1E", "identity encode (finiteness folded in)", ["LDG", "STG"], 4, {}, 4, 4, 8),
     (r"encode_identity_kernelENS", "identity encode", ["LDG", "STG"], 1, {}, 4, 4, 8),
-    (r"check_finite_kernel", "finiteness pass (before: every unscaled encode; after: EF/DIANA variants)", ["LDG"],
+    (r"check_finite_kernel", "finiteness pass (before: every unscaled encode; after: EF/DIANA variants, randk, encode_with_scales)", ["LDG"],
      "auto", {}, 4, 0, None),
     # grid: before, a warp per 32 elements for every width (grid_level_rcp, double); after, a quad
     # per thread for B = 8, 16, 32 and the warp layout with grid_level_f for the other widths.
@@ -202,8 +202,9 @@ KERNELS = [
     # topk sampled (spec 4.4): the sample, its 8-bit selection, the adaptation rounds.
     (r"gather_sample_kernel", "topk sampled: the sample (n / stride strided loads)", [], None, {}, "-", "-", None),
     (r"sample_threshold_kernel", "topk sampled: threshold from the sample (one thread)", [], None, {}, "-", "-", None),
-    (r"count_above_kernel", "topk sampled: count of \\|x\\| >= thr (per adaptation round)", ["LDG"], 1, {}, 4, 0,
-     None),
+    (r"count_above_kernelILb1E", "topk sampled: first adaptation round, count of \\|x\\| >= thr and per tile, "
+     "finiteness", ["LDG"], "auto", {}, 4, 0, None),
+    (r"count_above_kernelILb0E", "topk sampled: a further adaptation round (rare)", ["LDG"], "auto", {}, 4, 0, None),
     (r"adapt_threshold_kernel", "topk sampled: adaptation step (one thread)", [], None, {}, "-", "-", None),
     (r"finalize_sampled_kernel", "topk sampled: truncate or exact (one thread)", [], None, {}, "-", "-", None),
     # randk (randk_kernels.cuh).

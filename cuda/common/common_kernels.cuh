@@ -12,9 +12,10 @@
 namespace gcomp::cuda::detail {
 namespace {
 
-/// Reports the smallest index of a NaN/Inf input element (gcompErrorNonFinite). Used before every
-/// encode whose codec has no scale that would carry a non-finite input (identity, plain sign,
-/// natural, randk, topk_sampled).
+/// Reports the smallest index of a NaN/Inf input element (gcompErrorNonFinite). Used where no other
+/// pass over x sees a non-finite input before something is written: the EF/DIANA variants of the
+/// unscaled encodes (identity, plain sign, natural, grid: their memory stays untouched), randk (its
+/// selection reads no x) and encode_with_scales. (topk_sampled checks in its first count pass.)
 /// One quad (a 16-byte load when aligned) per thread and iteration.
 __global__ void __launch_bounds__(kThreads) check_finite_kernel(Input in, int64_t n, DeviceStatus* status) {
   const int64_t quads = gcomp::detail::ceil_div(n, int64_t{lanes::kQuadElems});

@@ -110,9 +110,16 @@ void sampled_threshold(const DevicePlan& plan, const Workspace& ws, Input in, cu
   init_select(ws, plan.sample_k, nullptr, 0, 0, stream);
   radix_passes_8bit(plan, ws, MagnitudeKey{Input{ws.sample, nullptr}}, plan.sample_count, stream);
   GCOMP_LAUNCH(sample_threshold_kernel, 1, 1, stream, ws.select, plan.k);
-  const unsigned grid = grid_for(plan.n, kThreads * 16, plan.max_blocks);
+  // Round 0 always runs and checks finiteness in its pass over x; its tile counts (or a later
+  // round's) are the truncate mode's class counts.
+  const unsigned grid = grid_for(plan.sel_tiles, 1, plan.max_blocks);
   for (int r = 0; r < kAdaptRounds; ++r) {
-    GCOMP_LAUNCH(count_above_kernel, grid, kThreads, stream, in, plan.n, ws.select);
+    if (r == 0)
+      GCOMP_LAUNCH(count_above_kernel<true>, grid, kThreads, stream, in, plan.n, plan.sel_tiles, ws.select, ws.cnt_a,
+                   ws.cnt_b, ws.status);
+    else
+      GCOMP_LAUNCH(count_above_kernel<false>, grid, kThreads, stream, in, plan.n, plan.sel_tiles, ws.select, ws.cnt_a,
+                   ws.cnt_b, ws.status);
     GCOMP_LAUNCH(adapt_threshold_kernel, 1, 1, stream, ws.select, plan.k, r == kAdaptRounds - 1 ? 1 : 0);
   }
   GCOMP_LAUNCH(finalize_sampled_kernel, 1, 1, stream, ws.select, plan.k);
@@ -152,10 +159,7 @@ void topk_encode_impl(const DevicePlan& plan, const Workspace& ws, Input in, uin
   args.scale = 1.0f;
   const MagnitudeKey kf{in};
   if (sampled) {
-    GCOMP_LAUNCH(check_finite_kernel,
-                 grid_for(gcomp::detail::ceil_div(plan.n, int64_t{lanes::kQuadElems}), kThreads, plan.max_blocks),
-                 kThreads, stream, in, plan.n, ws.status);
-    sampled_threshold(plan, ws, in, stream);
+    sampled_threshold(plan, ws, in, stream);  // its first count pass checks finiteness
     // Truncate mode (decided on the device) skips the exact selection; otherwise it runs here.
     select_exact(plan, ws, kf, args, false, stream);
   } else {

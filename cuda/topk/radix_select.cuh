@@ -295,14 +295,16 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-/// Per-tile counts of class A and class B elements; a tile is kSelectRounds rounds of a quad per
-/// thread (elements t * kSelectTile + r * 4 kThreads + 4 threadIdx.x + j).
+/// Per-tile counts of class A and class B elements (exact selection, full path); a tile is
+/// kSelectRounds rounds of a quad per thread (elements t * kSelectTile + r * 4 kThreads +
+/// 4 threadIdx.x + j). Truncate mode (topk_sampled) has its tile counts from the last
+/// count_above_kernel round already.
 template <class KeyFn>
 __global__ void __launch_bounds__(kThreads) count_tiles_kernel(KeyFn kf, int64_t n, int64_t tiles, const SelectState* s,
                                                                int64_t* cnt_a, int64_t* cnt_b, int run) {
   using Reduce = cub::BlockReduce<uint32_t, kThreads>;
   __shared__ typename Reduce::TempStorage tmp;
-  if (path_skips(s, run) && s->mode == kSelectExact) return;
+  if (s->mode != kSelectExact || path_skips(s, run)) return;
   kf.prepare(*s);
   const uint32_t threshold = s->prefix;
   const uint32_t mode = s->mode;

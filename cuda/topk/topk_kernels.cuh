@@ -92,16 +92,57 @@ __global__ void sample_threshold_kernel(SelectState* s, int64_t k) {
   s->done = 0;
 }
 
-/// count of |x| >= thr (skipped once the adaptation is done).
-__global__ void __launch_bounds__(kThreads) count_above_kernel(Input in, int64_t n, SelectState* s) {
-  using Reduce = cub::BlockReduce<unsigned long long, kThreads>;
+/// One adaptation round's pass over x (skipped once the adaptation is done): the count of
+/// |x| >= thr into s->count, and per tile of kSelectTile elements the same count into cnt_b[t]
+/// (cnt_a[t] = 0), as count_tiles_kernel tiles and counts class B in truncate mode (key >= T with
+/// T = float_bits(thr) & 0x7fffffff, finalize_sampled_kernel's T; for finite x and thr >= 0 this is
+/// |x| >= thr). The last round that runs leaves the tile counts of the final threshold, so truncate
+/// mode needs no count pass of its own. kReport (the first round, which always runs): a NaN/Inf
+/// element reports gcompErrorNonFinite at the smallest such index, as check_finite_kernel did in a
+/// pass of its own before (each thread keeps its first bad index, in increasing index order, and
+/// raises it once); every kernel that writes the payload or the memory runs after this one and
+/// returns when the status is set.
+template <bool kReport>
+__global__ void __launch_bounds__(kThreads) count_above_kernel(Input in, int64_t n, int64_t tiles, SelectState* s,
+                                                               int64_t* cnt_a, int64_t* cnt_b, DeviceStatus* status) {
+  using Reduce = cub::BlockReduce<uint32_t, kThreads>;
   __shared__ typename Reduce::TempStorage tmp;
   if (s->done != 0) return;
-  const float thr = s->thr;
-  unsigned long long c = 0;
-  for (int64_t i = global_thread(); i < n; i += grid_threads()) c += gcomp::detail::abs_f(in(i)) >= thr ? 1u : 0u;
-  const unsigned long long total = Reduce(tmp).Sum(c);
-  if (threadIdx.x == 0 && total != 0) atomicAdd(&s->count, total);
+  MagnitudeKey kf{in};
+  kf.prepare(*s);
+  const uint32_t threshold = gcomp::detail::float_bits(s->thr) & 0x7fffffffu;
+  unsigned long long block_total = 0;
+  [[maybe_unused]] int64_t bad = -1;
+  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    uint32_t above = 0;
+    for (int r = 0; r < kSelectRounds; ++r) {
+      const int64_t first = t * kSelectTile + (r * kThreads + static_cast<int64_t>(threadIdx.x)) * lanes::kQuadElems;
+      const int live = lanes::quad_live(first, n);
+      if (live == 0) continue;
+      uint32_t keys[lanes::kQuadElems];
+      Quad x;
+      kf.keys4(first, live, keys, x);
+#pragma unroll
+      for (int j = 0; j < lanes::kQuadElems; ++j) {
+        if (j >= live) continue;
+        if constexpr (kReport) {
+          if (keys[j] >= 0x7f800000u && bad < 0) bad = first + j;
+        }
+        above += keys[j] >= threshold ? 1u : 0u;
+      }
+    }
+    const uint32_t total = Reduce(tmp).Sum(above);
+    if (threadIdx.x == 0) {
+      cnt_a[t] = 0;
+      cnt_b[t] = static_cast<int64_t>(total);
+      block_total += total;
+    }
+    __syncthreads();  // tmp is reused by the next tile
+  }
+  if constexpr (kReport) {
+    if (bad >= 0) raise_status(status, gcompErrorNonFinite, static_cast<uint64_t>(bad));
+  }
+  if (threadIdx.x == 0 && block_total != 0) atomicAdd(&s->count, block_total);
 }
 
 /// One adaptation round (one thread): fewer than 0.8 k candidates lowers thr by 0.8 (except in the

@@ -808,6 +808,34 @@ TEST_F(GpuCodecBehaviour, SampledTopkIsAValidPayloadWithExactlyK) {
   }
 }
 
+// topk_sampled checks finiteness in its first count pass over x (no check_finite pass of its own):
+// the smallest bad index is reported, the payload stays untouched, and the next call succeeds.
+TEST_F(GpuCodecBehaviour, SampledTopkNonFiniteInputSetsStatusAndLeavesThePayloadUntouched) {
+  for (const int64_t n : {int64_t{100003}, int64_t{1} << 20}) {
+    for (const float bad : {std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::infinity()}) {
+      const std::string spec = "topk:ratio=0.01";
+      cuda::DeviceCodec gpu(spec, Layout(n));
+      std::vector<float> x = test_input(n, 22);
+      x[77777] = bad;
+      x[4321] = bad;
+      DeviceBuffer<float> d_x(x, stream_);
+      DeviceBuffer<uint8_t> d_payload(gpu.encoded_bytes(), stream_);
+      d_payload.fill_bytes(0xab);
+      DeviceBuffer<uint8_t> ws(gpu.workspace_bytes(), stream_);
+      gpu.topk_sampled(d_x.get(), key_for(22, 0), d_payload.get(), ws.get(), gpu.workspace_bytes(), stream_);
+      uint64_t index = 0;
+      EXPECT_EQ(cuda::read_status(ws.get(), stream_, &index), gcompErrorNonFinite) << "n=" << n;
+      EXPECT_EQ(index, 4321u) << "n=" << n;
+      for (uint8_t b : d_payload.download()) ASSERT_EQ(b, 0xab) << "n=" << n << ": payload written on error";
+      x[77777] = 1.0f;
+      x[4321] = -2.0f;
+      d_x.upload(x);
+      gpu.topk_sampled(d_x.get(), key_for(22, 0), d_payload.get(), ws.get(), gpu.workspace_bytes(), stream_);
+      EXPECT_EQ(cuda::read_status(ws.get(), stream_), gcompSuccess) << "n=" << n;
+    }
+  }
+}
+
 // Corruptions the one-pass decoders must each see (DensePlaneCodec / SignCodec / NaturalCodec
 // validate), also in the last, partly filled group of 32 (n = 1001).
 TEST_F(GpuCodecBehaviour, OnePassDecodersSeeEveryCorruption) {
