@@ -20,6 +20,7 @@
 #include <gcomp/detail/hd.hpp>
 #include <gcomp/detail/payload_rules.hpp>
 #include <gcomp/detail/philox.hpp>
+#include <gcomp/detail/sparse.hpp>
 
 #include <cstdint>
 
@@ -214,32 +215,17 @@ GCOMP_HD void grid_unpack_quad(const uint32_t (&word)[kBytes], uint32_t (&field)
 }
 
 /// The live fields of the quad at `first` of a B-bit stream (any B in 1 .. 32), fields past `live`
-/// 0: every word of the quad's bit window that holds a live field is read once, and no word past
-/// the last live field (so never past the payload).
+/// 0: every word of the quad's bit window that holds a live field is read once (FieldReader), and
+/// no word past the last live field (so never past the payload).
 GCOMP_HD void grid_read_quad(const uint32_t* words, int64_t first, int live, uint32_t bits,
                              uint32_t (&field)[kQuadElems]) {
-  const uint64_t pos = static_cast<uint64_t>(first) * bits;
-  const uint64_t mask = (uint64_t{1} << bits) - 1u;
-  uint64_t w = pos >> 5;
-  uint64_t acc = 0;  // the stream's next `have` bits
-  uint32_t have = 0;
-  if (live > 0) {
-    acc = static_cast<uint64_t>(words[w++]) >> (pos & 31u);
-    have = 32u - static_cast<uint32_t>(pos & 31u);
-  }
   GCOMP_QUAD_UNROLL
-  for (int j = 0; j < kQuadElems; ++j) {
-    field[j] = 0u;
-    if (j < live) {
-      if (have < bits) {  // at most one word: have + 32 >= bits
-        acc |= static_cast<uint64_t>(words[w++]) << have;
-        have += 32u;
-      }
-      field[j] = static_cast<uint32_t>(acc & mask);
-      acc >>= bits;
-      have -= bits;
-    }
-  }
+  for (int j = 0; j < kQuadElems; ++j) field[j] = 0u;
+  if (live <= 0) return;
+  gcomp::detail::FieldReader reader([words](uint64_t w) { return words[w]; }, first, bits);
+  GCOMP_QUAD_UNROLL
+  for (int j = 0; j < kQuadElems; ++j)
+    if (j < live) field[j] = reader.next();
 }
 
 /// The decoded values step * level of a quad's live fields, and GridCodec::validate's field rule

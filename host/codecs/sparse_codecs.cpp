@@ -295,48 +295,33 @@ int64_t plain_index(const uint8_t* packed, int64_t words, int bits, int64_t j) {
 }
 
 /// Indices j, j + 1, ... of a payload in order: from its index list, or from the plain stream of
-/// `bits`-bit fields through a 64-bit bit buffer refilled a word at a time (one load per 32 bits,
-/// where plain_index loads a two-word window per index). Words from `words` on read as zeros, as in
-/// plain_index. Fields wider than 32 bits (n > 2^32) go through plain_index.
+/// `bits`-bit fields through FieldReader (one load per 32 bits, where plain_index loads a two-word
+/// window per index). Words from `words` on read as zeros, as in plain_index. Fields wider than 32
+/// bits (n > 2^32) go through plain_index.
 class IndexReader {
  public:
   IndexReader(const uint8_t* packed, const int64_t* list, int64_t words, int bits, int64_t j)
-      : packed_(packed),
-        list_(list == nullptr ? nullptr : list + j),
-        words_(packed == nullptr ? 0 : words),
+      : list_(list == nullptr ? nullptr : list + j),
         bits_(bits),
-        j_(j) {
-    if (list_ != nullptr || bits_ > 32) return;
-    mask_ = (uint64_t{1} << bits_) - 1u;
-    const int64_t bit = j * bits_;
-    w_ = bit / 32;
-    const auto off = static_cast<int>(bit % 32);
-    buf_ = word(w_++) >> off;
-    have_ = 32 - off;
-  }
+        j_(j),
+        fields_(Word{packed, packed == nullptr ? 0 : words}, list_ != nullptr || bits_ > 32 ? 0 : j,
+                list_ != nullptr || bits_ > 32 ? 1u : static_cast<uint32_t>(bits)) {}
   int64_t next() {
     if (list_ != nullptr) return *list_++;
-    if (bits_ > 32) return plain_index(packed_, words_, bits_, j_++);
-    if (have_ < bits_) {
-      buf_ |= word(w_++) << have_;  // have_ <= 31: the word's bits end below bit 63
-      have_ += 32;
-    }
-    const auto i = static_cast<int64_t>(buf_ & mask_);
-    buf_ >>= bits_;
-    have_ -= bits_;
-    return i;
+    if (bits_ > 32) return plain_index(fields_.word().packed, fields_.word().words, bits_, j_++);
+    return static_cast<int64_t>(fields_.next());
   }
 
  private:
-  uint64_t word(int64_t w) const { return w < words_ ? load_u32(packed_ + 4 * w) : 0u; }
-  const uint8_t* packed_;
+  struct Word {  // stream word w, 0 from `words` on
+    const uint8_t* packed;
+    int64_t words;
+    uint32_t operator()(uint64_t w) const { return static_cast<int64_t>(w) < words ? load_u32(packed + 4 * w) : 0u; }
+  };
   const int64_t* list_;
-  int64_t words_;
   int bits_;
   int64_t j_;
-  int64_t w_ = 0;
-  uint64_t mask_ = 0, buf_ = 0;
-  int have_ = 0;
+  FieldReader<Word> fields_;
 };
 
 /// Elements of one check task (values or indices of one payload).

@@ -57,8 +57,47 @@ GCOMP_HD uint32_t pack_index_word(const int64_t* idx, int64_t k, int bits, int64
   return word;
 }
 
+/// Fields j, j + 1, ... of an LSB-first stream of `bits`-bit fields (1..32), in order: a 64-bit
+/// bit buffer refilled one 32-bit word at a time, so a run of fields costs one load per 32 bits
+/// (read_packed_field below loads a two-word window per field). `word(w)` returns stream word w;
+/// the caller decides what lies past its payload (zeros, or never asked for). The constructor
+/// loads the word holding field j's first bit; next() loads a word only when the buffer holds fewer
+/// than `bits` bits, so fields up to the last one asked for are all that is read.
+template <class Word>
+class FieldReader {
+ public:
+  GCOMP_HD FieldReader(Word word, int64_t j, uint32_t bits)
+      : mask_((uint64_t{1} << bits) - 1u), bits_(bits), word_(word) {
+    const uint64_t pos = static_cast<uint64_t>(j) * bits;
+    w_ = pos >> 5;
+    const auto off = static_cast<uint32_t>(pos & 31u);
+    buf_ = static_cast<uint64_t>(word_(w_++)) >> off;
+    have_ = 32u - off;
+  }
+  GCOMP_HD uint32_t next() {
+    if (have_ < bits_) {  // have_ <= 31: the word's bits end below bit 63
+      buf_ |= static_cast<uint64_t>(word_(w_++)) << have_;
+      have_ += 32u;
+    }
+    const auto field = static_cast<uint32_t>(buf_ & mask_);
+    buf_ >>= bits_;
+    have_ -= bits_;
+    return field;
+  }
+  GCOMP_HD const Word& word() const { return word_; }
+
+ private:
+  uint64_t buf_ = 0;
+  uint64_t mask_;
+  uint32_t have_ = 0;
+  uint32_t bits_;
+  uint64_t w_ = 0;
+  Word word_;
+};
+
 /// Field j of the same LSB-first stream, for fields of 1..32 bits (a field spans at most two
-/// words): the inverse of pack_index_word. Used by the spherical and grid kernels.
+/// words): the inverse of pack_index_word. Used by the spherical kernels and the reference
+/// kernels, which read single fields out of order.
 GCOMP_HD uint64_t read_packed_field(const uint32_t* words, int64_t j, uint32_t bits) {
   const uint64_t pos = static_cast<uint64_t>(j) * bits;
   const uint64_t w = pos >> 5;
