@@ -118,8 +118,6 @@ KERNELS = [
      None),
     (r"scatter_selected_kernel.*RandomKey", "randk: scatter pass", ["IMAD", "BAR"], {"before": 1, "after": 4}, {},
      0.04, 0.04, None),
-    (r"sdither_count_kernel", "sdither encode: count pass", [], None, {}, 4, 0, None),
-    (r"sdither_write_kernel", "sdither encode: write pass", [], None, {}, 4, "-", None),
     (r"spherical_encode_kernel", "spherical encode (compute bound)", [], None, {}, 4, "-", None),
     # ---- every other kernel under cuda/ (s7): the fused EF/DIANA and overwrite variants, the
     # per-entry, per-word and one-thread kernels. Bytes per element of the n-element arrays; "-"
@@ -222,9 +220,13 @@ KERNELS = [
     (r"rice_total_kernel", "topk index=rice decode: last index < n (one thread)", [], None, {}, "-", "-", None),
     (r"rice_scatter_kernel", "topk index=rice decode: parse again and scatter (one thread per 1024 codes)", [],
      None, {}, "-", "-", None),
-    # sdither (sdither_kernels.cuh): S = the record stream's bits per element (data dependent).
-    (r"sdither_scan_tiles_kernel", "sdither encode: tile scan (one block)", [], None, {}, "-", "-", None),
-    (r"sdither_zero_stream_kernel", "sdither encode: stream zeroed (per word)", [], None, {}, 0, "S/8", None),
+    # sdither (sdither_kernels.cuh): S = the record stream's bits per element (data dependent), W
+    # = the worst case's (the stream buffer). The encode after the scale pass: the init kernel
+    # (does not read x) and ONE pass over x (look-back scan, records, directory, fused memory).
+    (r"sdither_init_kernel", "sdither encode: tile state, scales, stream zeroed (per word)", [], None, {}, 0, "W/8",
+     None),
+    (r"sdither_encode_kernel", "sdither encode: the one pass (look-back scan + records)", [], None, {}, 4, "S/8",
+     None),
     (r"sdither_validate_header_kernel", "sdither decode: header, directory, padding (per block / chunk / word)", [],
      None, {}, "-", "-", None),
     (r"sdither_validate_chunks_kernel", "sdither decode: validation walk (one thread per chunk)", [], None, {}, "S/8",

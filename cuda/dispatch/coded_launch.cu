@@ -63,18 +63,22 @@ void sdither_scales(const DevicePlan& plan, const Workspace& ws, Input in, cudaS
     block_norms(plan, ws, in, gcomp::detail::SquareSumOp{}, stream);
 }
 
-/// The sdither message for the block scales `scales` (device, num_blocks floats): count, scan,
-/// zero the stream, write. Every kernel does nothing once the status word reports an error.
+/// The sdither message for the block scales `scales` (device, num_blocks floats): the init kernel
+/// (tile state, counter, scales, zeroed stream), then the one encode pass over x. Both do nothing
+/// once the status word reports an error.
 void sdither_write(const DevicePlan& plan, const Workspace& ws, Input in, const float* scales, const RngKey& key,
                    uint8_t* d_payload, Fuse fuse, float* d_mem, float alpha, cudaStream_t stream) {
   const SDitherParams p = sdither_params(plan);
-  const unsigned tiles = grid_for(plan.sd_tiles, 1, plan.max_blocks);
-  GCOMP_LAUNCH(sdither_count_kernel, tiles, kThreads, stream, p, in, scales, key, ws.sd, ws.status);
-  GCOMP_LAUNCH(sdither_scan_tiles_kernel, 1, kThreads, stream, p, ws.sd, ws.status);
-  GCOMP_LAUNCH(sdither_zero_stream_kernel, grid_for(plan.stream_words, kThreads, plan.max_blocks), kThreads, stream, p,
-               d_payload, ws.status);
-  GCOMP_LAUNCH(sdither_write_kernel, tiles, kThreads, stream, p, in, scales, key, ws.sd, d_payload, fuse, d_mem, alpha,
+  SdTileState state;
+  GCOMP_CUDA_TRY(state.Init(static_cast<int>(plan.sd_tiles), ws.sd.state, plan.sd_state_bytes));
+  // InitializeStatus covers tile g with thread g: at least one thread per tile, uncapped.
+  const unsigned init_grid =
+      std::max(static_cast<unsigned>(gcomp::detail::ceil_div(plan.sd_tiles, int64_t{kThreads})),
+               grid_for(std::max(plan.stream_words, plan.num_blocks), kThreads, plan.max_blocks));
+  GCOMP_LAUNCH(sdither_init_kernel, init_grid, kThreads, stream, p, scales, state, ws.sd.next_tile, d_payload,
                ws.status);
+  GCOMP_LAUNCH(sdither_encode_kernel, grid_for(plan.sd_tiles, 1, plan.max_blocks), kThreads, stream, p, in, scales, key,
+               state, ws.sd.next_tile, d_payload, fuse, d_mem, alpha, ws.status);
 }
 
 void sdither_encode(const DevicePlan& plan, const Workspace& ws, Input in, const RngKey& key, uint8_t* d_payload,
@@ -265,6 +269,11 @@ void sdither_plan(DevicePlanner& planner, const CodecSpec& spec) {
   p.chunk = sd.chunk;
   p.num_chunks = gcomp::detail::ceil_div(p.n, sd.chunk);
   p.sd_tiles = gcomp::detail::ceil_div(p.n, kSDitherTile);
+  // CUB's tile state counts tiles in int (and its sizes in int bytes): far above any n whose
+  // record stream T fits the format's u32.
+  GCOMP_EXPECTS(p.sd_tiles <= (int64_t{1} << 24), gcompErrorInvalidArgument,
+                "DeviceCodec: sdither encodes at most 2^36 elements on the GPU");
+  GCOMP_CUDA_TRY(SdTileState::AllocationSize(static_cast<int>(p.sd_tiles), p.sd_state_bytes));
   planner.upload_tables(q.block);
   p.num_scales = p.num_blocks;
   // encoded_bits() = 32 (m + 1 + D) + Wbits exactly (integers below 2^53).
@@ -275,13 +284,8 @@ void sdither_plan(DevicePlanner& planner, const CodecSpec& spec) {
 }
 
 void sdither_workspace(const DevicePlan& plan, WorkspaceLayout& wl, Carver& c) {
-  const size_t tiles = static_cast<size_t>(plan.sd_tiles) * sizeof(int64_t);
-  wl.sd_last = c.take(tiles);
-  wl.sd_first = c.take(tiles);
-  wl.sd_rest = c.take(tiles);
-  wl.sd_prev = c.take(tiles);
-  wl.sd_off = c.take(tiles);
-  wl.sd_total = c.take(sizeof(int64_t));
+  wl.sd_state = c.take(plan.sd_state_bytes);
+  wl.sd_next = c.take(sizeof(unsigned));
 }
 
 /// spherical (§5.2(b)): block tables, then beta(len, B) of every distinct block length (host

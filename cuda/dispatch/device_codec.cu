@@ -233,9 +233,7 @@ struct DeviceCodec::Impl {
     w.rice_off = part<int64_t>(base, wl.rice_off);
     w.rice_temp = part<void>(base, wl.rice_temp);
     w.scratch = part<void>(base, wl.scratch);
-    w.sd = detail::SDitherTiles{part<int64_t>(base, wl.sd_last), part<int64_t>(base, wl.sd_first),
-                                part<int64_t>(base, wl.sd_rest), part<int64_t>(base, wl.sd_prev),
-                                part<int64_t>(base, wl.sd_off),  part<int64_t>(base, wl.sd_total)};
+    w.sd = detail::SDitherScan{part<void>(base, wl.sd_state), part<unsigned>(base, wl.sd_next)};
     return w;
   }
 

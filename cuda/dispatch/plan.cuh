@@ -27,14 +27,12 @@ inline constexpr int64_t kSelectTile = 4096;
 inline constexpr int kSDitherItems = 16;
 inline constexpr int64_t kSDitherTile = 256 * kSDitherItems;
 
-/// sdither encode state in the workspace, one entry per tile (plus the stream total).
-struct SDitherTiles {
-  int64_t* last = nullptr;   ///< last nonzero element of the tile, -1 if none
-  int64_t* first = nullptr;  ///< first nonzero element of the tile, -1 if none
-  int64_t* rest = nullptr;   ///< record bits of the tile without the first record's gap code
-  int64_t* prev = nullptr;   ///< last nonzero element before the tile, -1 if none
-  int64_t* off = nullptr;    ///< stream bit offset of the tile's first record
-  int64_t* total = nullptr;  ///< one value: T, the stream bits of the message
+/// sdither encode state in the workspace: CUB's tile state of the single-pass scan
+/// (cub::ScanTileState of the spans, plan.sd_state_bytes from its AllocationSize) and the counter
+/// that hands out the tiles in order (cuda/sdither/sdither_kernels.cuh).
+struct SDitherScan {
+  void* state = nullptr;
+  unsigned* next_tile = nullptr;
 };
 
 /// Bins of the first digit of the exact selection (the top 12 key bits), the largest histogram.
@@ -78,6 +76,7 @@ struct DevicePlan {
   int64_t rice_worst_bits = 0;           ///< index=rice: Wbits
   int64_t rice_words = 0;                ///< index=rice: W = ceil(Wbits / 32)
   size_t rice_scan_temp_bytes = 0;       ///< index=rice: CUB scan temp for k items
+  size_t sd_state_bytes = 0;             ///< sdither: cub::ScanTileState::AllocationSize(sd_tiles)
   gcomp::detail::VarlenLayout varlen{};  ///< length field and stream of a variable-length payload
   int64_t sel_tiles = 0;                 ///< ceil(n / kSelectTile): topk/randk selection tiles
   int64_t cand_cap = 0;                  ///< candidate buffer of the three-pass selection (n / 16 + 4096, at most n)
@@ -133,7 +132,7 @@ struct Workspace {
   void* scan_temp = nullptr;    ///< scan_temp_bytes
   int64_t* idx = nullptr;       ///< k selected indices (topk)
   float* sample = nullptr;      ///< sample_count magnitudes (topk_sampled)
-  SDitherTiles sd{};            ///< sdither: per-tile scan state (sd_tiles each)
+  SDitherScan sd{};             ///< sdither: the encode's tile scan state and tile counter
   int64_t* rice_len = nullptr;  ///< topk index=rice: k code lengths (decode: group sums)
   int64_t* rice_off = nullptr;  ///< topk index=rice: k code offsets (decode: index before each group)
   void* rice_temp = nullptr;    ///< topk index=rice: rice_scan_temp_bytes
@@ -169,7 +168,7 @@ struct WorkspaceLayout {
   size_t scales = npos, aux_f = npos, aux_d = npos, tile_vals = npos, select = npos;
   size_t cnt_a = npos, cnt_b = npos, off_a = npos, off_b = npos, scan_temp = npos, idx = npos, sample = npos;
   size_t hist = npos, cand_key = npos, cand_idx = npos;
-  size_t sd_last = npos, sd_first = npos, sd_rest = npos, sd_prev = npos, sd_off = npos, sd_total = npos;
+  size_t sd_state = npos, sd_next = npos;
   size_t rice_len = npos, rice_off = npos, rice_temp = npos;
   size_t scratch = npos;  ///< a codec's own scratch (Workspace::scratch)
   size_t total = 0;

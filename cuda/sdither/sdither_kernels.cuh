@@ -3,24 +3,28 @@
 // Elias-coded records. Payload (docs/wire-format.md §3.7, host/codecs/sdither.cpp):
 //   m f32 scales | u32 T | D u32 chunk offsets | W u32 record stream, zero padded to the worst case.
 //
-// Encode. Record k's stream position is the sum of the record bits of all nonzeros before it in
-// global index order, and a record's gap needs the previous nonzero of its chunk, so the encode is
-// a two-level scan over tiles of kSDitherTile elements (one CUDA block, 16 consecutive elements
-// per thread), independent of the chunk size:
-//   1. sdither_count_kernel: per tile, quantize (dither_quantize with philox_word(key, 0, i), the
-//      draws and levels of dither), and record the tile's first and last nonzero and its record
-//      bits without the gap code of its first record (a cub::BlockScan max gives every thread the
-//      last nonzero before it inside the tile);
-//   2. sdither_scan_tiles_kernel: one CUDA block scans the tiles in index order (cub::BlockScan,
-//      256 tiles per round): the last nonzero before each tile (max) completes the first gap, and
-//      an exclusive sum gives each tile's first stream bit and T;
-//   3. sdither_zero_stream_kernel zeroes the W stream words, then sdither_write_kernel quantizes
-//      again, block-scans the bits of each thread's records, writes them with atomicOr through
-//      sdither_write_record_with (bitwise OR commutes, so the words do not depend on the order of
-//      the atomics), the directory entry of every chunk start (the stream bit at that element),
-//      the scales and T; and, fused, the EF or DIANA memory of its elements.
-// The input is read twice and the levels recomputed (no n-sized scratch); every kernel returns at
-// once when the scale pass reported a non-finite input, so the payload and memory stay untouched.
+// Encode: the block scales (the l2 / l_inf pass of cuda/quant/block_reduce.cuh: one read of x),
+// then two kernels of which only the second reads x:
+//   1. sdither_init_kernel: the part that does not depend on x: CUB's tile state of the scan
+//      (ScanTileState::InitializeStatus, one thread per tile, as CUB's own scan init kernel), the
+//      tile counter, the scales into the payload and the W stream words zeroed (the records are
+//      then stored or ORed in; the padding after T stays 0).
+//   2. sdither_encode_kernel, ONE pass over x: tiles of kSDitherTile elements (one CUDA block, 16
+//      consecutive elements per thread) in the order of a global tile counter. A tile quantizes its
+//      elements once (dither_quantize with philox_word(key, 0, i): the draws and levels of dither),
+//      summarizes each thread's elements as an SDitherSpan (include/gcomp/detail/sdither_scan.hpp:
+//      first and last nonzero, record bits without the first gap code) and scans the spans with
+//      cub::BlockScan, the tile's prefix coming from its predecessors by decoupled look-back
+//      (cub::TilePrefixCallbackOp over cub::ScanTileState; the combine SDitherCombine completes
+//      the first gap of the right span with the last nonzero of the left one). Each thread then
+//      knows the span of every element before its own: its first stream bit and the previous
+//      nonzero. It writes its records through SDitherWordWriter (words inside its bit range with
+//      plain stores, the at most two words shared with a neighbour with atomicOr into the zeroed
+//      stream: OR commutes, so the words do not depend on the order), the directory entry of every
+//      chunk start among its elements, and T (the last thread of the last tile); then, fused, the
+//      EF or DIANA memory of its elements.
+// Every kernel returns at once when the scale pass reported a non-finite input, so the payload and
+// the memory stay untouched; no n-sized scratch (the tile state is a few words per tile).
 //
 // Decode: one thread per chunk runs sdither_walk_chunk (include/gcomp/detail/elias.hpp), the
 // parser of the format's validation rules, over its chunk: first a validating pass over every
@@ -36,9 +40,10 @@
 #include <gcomp/detail/payload_rules.hpp>
 #include <gcomp/detail/elias.hpp>
 #include <gcomp/detail/philox.hpp>
+#include <gcomp/detail/sdither_scan.hpp>
 
+#include <cub/agent/single_pass_scan_operators.cuh>
 #include <cub/block/block_exchange.cuh>
-#include <cub/block/block_reduce.cuh>
 #include <cub/block/block_scan.cuh>
 
 namespace gcomp::cuda::detail {
@@ -57,15 +62,6 @@ struct SDitherParams {
   uint32_t code;
 };
 
-struct SdMax {
-  __device__ int64_t operator()(int64_t a, int64_t b) const { return a < b ? b : a; }
-};
-struct SdMin {
-  __device__ int64_t operator()(int64_t a, int64_t b) const { return b < a ? b : a; }
-};
-
-__device__ inline int64_t sd_max(int64_t a, int64_t b) { return a < b ? b : a; }
-
 /// Payload parts (all 4-byte aligned: the payload is).
 __device__ inline uint32_t* sd_header(const SDitherParams& p, uint8_t* payload) {
   return reinterpret_cast<uint32_t*>(payload + 4 * p.num_blocks);
@@ -74,32 +70,38 @@ __device__ inline const uint32_t* sd_header(const SDitherParams& p, const uint8_
   return reinterpret_cast<const uint32_t*>(payload + 4 * p.num_blocks);
 }
 
-/// The element before the chunk of element i: a chunk's first gap counts from it.
-__device__ inline int64_t sd_chunk_floor(const SDitherParams& p, int64_t i) { return i / p.chunk * p.chunk - 1; }
+/// The tile state of the encode's single-pass scan (its bytes: SdTileState::AllocationSize, in
+/// the workspace as plan.sd_state_bytes) and the look-back that reads it.
+using SdTileState = cub::ScanTileState<gcomp::detail::SDitherSpan, false>;
+using SdPrefix = cub::TilePrefixCallbackOp<gcomp::detail::SDitherSpan, gcomp::detail::SDitherCombine, SdTileState>;
 
 using SdExchange = cub::BlockExchange<float, kThreads, kSDitherItems>;
-using SdScan = cub::BlockScan<int64_t, kThreads>;
-using SdReduce = cub::BlockReduce<int64_t, kThreads>;
+using SdSpanScan = cub::BlockScan<gcomp::detail::SDitherSpan, kThreads>;
 
-union SdTemp {
-  typename SdExchange::TempStorage exchange;
-  typename SdScan::TempStorage scan;
-  typename SdReduce::TempStorage reduce;
+/// Shared memory of the encode: the exchanges, or the scan with its look-back (CUB's agent keeps
+/// the two scan parts side by side: the look-back runs inside the block scan).
+struct SdTemp {
+  union {
+    typename SdExchange::TempStorage exchange;
+    struct {
+      typename SdPrefix::TempStorage prefix;
+      typename SdSpanScan::TempStorage scan;
+    } scan;
+  };
+  /// items[j][t]: element j of thread t (sdither_item: level and sign), read back by the
+  /// thread's own record walk (conflict free; keeps the 16 levels out of registers)
+  uint32_t items[kSDitherItems][kThreads];
+  int tile;  ///< the tile this block took from the counter
 };
 
-/// One tile as seen by one thread: elements i0 .. i0 + 15 (blocked), their levels and signs.
-struct SdItems {
-  int64_t i0;
-  uint32_t level[kSDitherItems];
-  uint32_t negative;  ///< bit j: element i0 + j is negative
-};
-
-/// Loads tile `begin` (coalesced, striped), transposes it to 16 consecutive elements per thread and
-/// quantizes them exactly as the CPU does. With `values`, x[j] becomes the decoded value of item j
-/// (dither_value; 0 for level 0). Ends with __syncthreads (tmp reusable).
+/// Loads tile `begin` (coalesced, striped), transposes it to 16 consecutive elements per thread
+/// (from i0 = begin + 16 tid) and quantizes them exactly as the CPU does, into items[j][tid]. With
+/// a fuse mode, x[j] becomes what the memory update needs of item j: EF the new memory
+/// fused_memory(kEF, x, -, v), DIANA the decoded value v (dither_value; 0 for level 0). Ends with
+/// __syncthreads (tmp.exchange reusable).
 __device__ inline void sd_quantize_tile(const SDitherParams& p, Input in, const float* scales,
-                                        const gcomp::detail::RngKey& key, int64_t begin, bool values, SdTemp& tmp,
-                                        SdItems& it, float (&x)[kSDitherItems]) {
+                                        const gcomp::detail::RngKey& key, int64_t begin, gcomp::detail::FuseMode fuse,
+                                        float alpha, SdTemp& tmp, float (&x)[kSDitherItems]) {
   using namespace gcomp::detail;
   const int tid = static_cast<int>(threadIdx.x);
 #pragma unroll
@@ -109,15 +111,14 @@ __device__ inline void sd_quantize_tile(const SDitherParams& p, Input in, const 
   }
   SdExchange(tmp.exchange).StripedToBlocked(x);
   __syncthreads();
-  it.i0 = begin + static_cast<int64_t>(tid) * kSDitherItems;
-  it.negative = 0u;
-  int64_t b = it.i0 < p.n ? p.map.block_of(it.i0) : 0;
+  const int64_t i0 = begin + static_cast<int64_t>(tid) * kSDitherItems;
+  int64_t b = i0 < p.n ? p.map.block_of(i0) : 0;
   Philox4x32 rnd{};
 #pragma unroll
   for (int j = 0; j < kSDitherItems; ++j) {
-    const int64_t i = it.i0 + j;
-    it.level[j] = 0u;
+    const int64_t i = i0 + j;
     if (i >= p.n) {
+      tmp.items[j][tid] = 0u;
       x[j] = 0.0f;
       continue;
     }
@@ -126,183 +127,101 @@ __device__ inline void sd_quantize_tile(const SDitherParams& p, Input in, const 
     if ((j & 3) == 0) rnd = philox_block(key, kStreamElement, static_cast<uint64_t>(i) >> 2);
     const float scale = scales[b];
     const Quantized q = dither_quantize(x[j], scale, p.levels, uniform01(rnd.v[j & 3]));
-    it.level[j] = q.level;
-    if (q.negative) it.negative |= 1u << j;
-    if (values) x[j] = dither_value(q.level, q.negative, scale, p.levels);
+    tmp.items[j][tid] = sdither_item(q.level, q.negative);
+    if (fuse != FuseMode::kNone) {
+      const float v = dither_value(q.level, q.negative, scale, p.levels);
+      x[j] = fuse == FuseMode::kEF ? fused_memory(FuseMode::kEF, x[j], alpha, v) : v;
+    }
   }
 }
 
-/// Last nonzero element of the thread's items (-1 if none).
-__device__ inline int64_t sd_last_nonzero(const SdItems& it) {
-  int64_t last = -1;
-#pragma unroll
-  for (int j = 0; j < kSDitherItems; ++j)
-    if (it.level[j] != 0u) last = it.i0 + j;
-  return last;
-}
-
-/// Step 1: per tile, last and first nonzero and the record bits without the first gap code.
+/// Step 1 (does not read x): the tile state (CUB's InitializeStatus: thread g initializes tile g,
+/// so the grid covers the tiles), the tile counter, the scales into the payload and the stream
+/// words zeroed.
 __global__ void __launch_bounds__(kThreads)
-    sdither_count_kernel(SDitherParams p, Input in, const float* scales, gcomp::detail::RngKey key, SDitherTiles sd,
-                         const DeviceStatus* status) {
-  using namespace gcomp::detail;
-  __shared__ SdTemp tmp;
+    sdither_init_kernel(SDitherParams p, const float* scales, SdTileState state, unsigned* next_tile, uint8_t* payload,
+                        const DeviceStatus* status) {
   if (status_failed(status)) return;
-  for (int64_t t = blockIdx.x; t < p.tiles; t += gridDim.x) {
-    SdItems it;
-    float x[kSDitherItems];
-    sd_quantize_tile(p, in, scales, key, t * kSDitherTile, false, tmp, it, x);
-    int64_t first = -1;
-    int64_t last = -1;
-    int64_t bits = 0;
-#pragma unroll
-    for (int j = 0; j < kSDitherItems; ++j) {
-      if (it.level[j] == 0u) continue;
-      const int64_t i = it.i0 + j;
-      if (last >= 0)
-        bits += elias_len(p.code, static_cast<uint64_t>(i - sd_max(last, sd_chunk_floor(p, i))));
-      else
-        first = i;
-      bits += 1 + (p.levels > 1u ? elias_len(p.code, it.level[j]) : 0u);
-      last = i;
-    }
-    int64_t before = -1;
-    int64_t tile_last = -1;
-    SdScan(tmp.scan).ExclusiveScan(last, before, SdMax{}, tile_last);
-    if (threadIdx.x == 0) before = -1;  // undefined for thread 0
-    __syncthreads();
-    int64_t tile_first = INT64_MAX;
-    if (first >= 0) {
-      if (before >= 0)
-        bits += elias_len(p.code, static_cast<uint64_t>(first - sd_max(before, sd_chunk_floor(p, first))));
-      else
-        tile_first = first;  // the tile's first nonzero: its gap needs the tiles before (step 2)
-    }
-    const int64_t rest = SdReduce(tmp.reduce).Sum(bits);
-    __syncthreads();
-    const int64_t tf = SdReduce(tmp.reduce).Reduce(tile_first, SdMin{});
-    if (threadIdx.x == 0) {
-      sd.last[t] = tile_last;
-      sd.first[t] = tf == INT64_MAX ? -1 : tf;
-      sd.rest[t] = rest;
-    }
-    __syncthreads();
-  }
-}
-
-/// Step 2 (one CUDA block): the last nonzero before each tile, each tile's first stream bit, T.
-__global__ void __launch_bounds__(kThreads)
-    sdither_scan_tiles_kernel(SDitherParams p, SDitherTiles sd, DeviceStatus* status) {
-  using namespace gcomp::detail;
-  __shared__ typename SdScan::TempStorage tmp;
-  if (status_failed(status)) return;
-  int64_t carry_last = -1;
-  int64_t carry_bits = 0;
-  for (int64_t base = 0; base < p.tiles; base += kThreads) {
-    const int64_t t = base + threadIdx.x;
-    const bool live = t < p.tiles;
-    const int64_t last = live ? sd.last[t] : -1;
-    int64_t before = -1;
-    int64_t round_last = -1;
-    SdScan(tmp).ExclusiveScan(last, before, SdMax{}, round_last);
-    before = threadIdx.x == 0 ? carry_last : sd_max(before, carry_last);
-    __syncthreads();
-    int64_t bits = 0;
-    if (live) {
-      bits = sd.rest[t];
-      const int64_t f = sd.first[t];
-      if (f >= 0) bits += elias_len(p.code, static_cast<uint64_t>(f - sd_max(before, sd_chunk_floor(p, f))));
-    }
-    int64_t off = 0;
-    int64_t round_bits = 0;
-    SdScan(tmp).ExclusiveSum(bits, off, round_bits);
-    __syncthreads();
-    if (live) {
-      sd.prev[t] = before;
-      sd.off[t] = carry_bits + off;
-    }
-    carry_last = sd_max(carry_last, round_last);
-    carry_bits += round_bits;
-  }
-  if (threadIdx.x == 0) {
-    *sd.total = carry_bits;
-    // Cannot happen (the worst case bounds every message); guards the stream buffer regardless.
-    if (carry_bits > p.worst_bits) raise_status(status, gcompErrorInternal, static_cast<uint64_t>(p.n));
-  }
-}
-
-/// Step 3a: the stream words start zeroed (the records are ORed in; the padding stays 0).
-__global__ void __launch_bounds__(kThreads)
-    sdither_zero_stream_kernel(SDitherParams p, uint8_t* payload, const DeviceStatus* status) {
-  if (status_failed(status)) return;
+  state.InitializeStatus(static_cast<int>(p.tiles));
+  if (global_thread() == 0) *next_tile = 0u;
+  float* out_scales = reinterpret_cast<float*>(payload);
+  for (int64_t b = global_thread(); b < p.num_blocks; b += grid_threads()) out_scales[b] = scales[b];
   uint32_t* stream = sd_header(p, payload) + 1 + p.num_chunks;
   for (int64_t w = global_thread(); w < p.stream_words; w += grid_threads()) stream[w] = 0u;
 }
 
-/// Step 3b: records, directory, scales, T and the fused memory update (fuse: 0 none, 1 EF
-/// e = p - v, 2 DIANA h = h + alpha v).
+/// Step 2, the one pass over x: records, directory, T and the fused memory update (fuse: none,
+/// EF e = p - v, DIANA h = h + alpha v), tile by tile in counter order.
+///
+/// Forward progress of the look-back: a block takes its next tile from the counter (atomicAdd)
+/// only after it has finished its previous one, and a tile's look-back waits only on tiles with
+/// smaller numbers, which the counter handed out earlier, to blocks that were therefore already
+/// running when it did (no assumption on the order in which the hardware starts blocks or on how
+/// many are resident). Such a predecessor publishes its own aggregate (SetPartial, inside the
+/// callback, before it looks back itself) after loading and quantizing its tile, which waits on
+/// nothing; tile 0 publishes its inclusive prefix without waiting. So every wait ends. No block
+/// leaves a taken tile unpublished: the status word is read once, before the first tile, and the
+/// guard below skips writes, never the scan.
 __global__ void __launch_bounds__(kThreads)
-    sdither_write_kernel(SDitherParams p, Input in, const float* scales, gcomp::detail::RngKey key, SDitherTiles sd,
-                         uint8_t* payload, gcomp::detail::FuseMode fuse, float* mem, float alpha,
-                         const DeviceStatus* status) {
+    sdither_encode_kernel(SDitherParams p, Input in, const float* scales, gcomp::detail::RngKey key, SdTileState state,
+                          unsigned* next_tile, uint8_t* payload, gcomp::detail::FuseMode fuse, float* mem, float alpha,
+                          DeviceStatus* status) {
   using namespace gcomp::detail;
   __shared__ SdTemp tmp;
   if (status_failed(status)) return;
-  float* out_scales = reinterpret_cast<float*>(payload);
-  for (int64_t b = global_thread(); b < p.num_blocks; b += grid_threads()) out_scales[b] = scales[b];
   uint32_t* header = sd_header(p, payload);
-  if (global_thread() == 0) header[0] = static_cast<uint32_t>(*sd.total);
   uint32_t* dir = header + 1;
   uint32_t* stream = dir + p.num_chunks;
-  auto or_word = [stream](uint64_t w, uint32_t bits) {
-    if (bits != 0u) atomicOr(stream + w, bits);
-  };
-  for (int64_t t = blockIdx.x; t < p.tiles; t += gridDim.x) {
-    const int64_t begin = t * kSDitherTile;
-    SdItems it;
+  const SDitherCombine op{p.chunk, p.code};
+  const int tiles = static_cast<int>(p.tiles);
+  for (;;) {
+    if (threadIdx.x == 0) tmp.tile = static_cast<int>(atomicAdd(next_tile, 1u));
+    __syncthreads();
+    const int t = tmp.tile;
+    if (t >= tiles) return;  // the same t in every thread
+    const int64_t begin = static_cast<int64_t>(t) * kSDitherTile;
     float v[kSDitherItems];
-    sd_quantize_tile(p, in, scales, key, begin, fuse != gcomp::detail::FuseMode::kNone, tmp, it, v);
-    const int64_t tile_before = sd.prev[t];
-    int64_t before = -1;
-    int64_t tile_last = -1;
-    SdScan(tmp.scan).ExclusiveScan(sd_last_nonzero(it), before, SdMax{}, tile_last);
-    before = threadIdx.x == 0 ? tile_before : sd_max(before, tile_before);
-    __syncthreads();
-    int64_t bits = 0;
-    int64_t prev = before;
-#pragma unroll
-    for (int j = 0; j < kSDitherItems; ++j) {
-      if (it.level[j] == 0u) continue;
-      const int64_t i = it.i0 + j;
-      bits += sdither_record_bits(p.code, static_cast<uint64_t>(i - sd_max(prev, sd_chunk_floor(p, i))), it.level[j],
-                                  p.levels);
-      prev = i;
+    sd_quantize_tile(p, in, scales, key, begin, fuse, alpha, tmp, v);
+    const int64_t i0 = begin + static_cast<int64_t>(threadIdx.x) * kSDitherItems;
+    const uint32_t(*items)[kThreads] = tmp.items;
+    const auto item = [items](int j) { return items[j][threadIdx.x]; };  // this thread's own writes
+    const SDitherSpan own = sdither_items_span<kSDitherItems>(i0, item, p.levels, op);
+    // `before`: the span of every element before this thread's (all earlier tiles included).
+    SDitherSpan before;
+    if (t == 0) {
+      SDitherSpan tile_span;
+      SdSpanScan(tmp.scan.scan).ExclusiveScan(own, before, sdither_span_none(), op, tile_span);
+      if (threadIdx.x == 0) state.SetInclusive(0, tile_span);
+    } else {
+      SdPrefix prefix(state, tmp.scan.prefix, op, t);
+      SdSpanScan(tmp.scan.scan).ExclusiveScan(own, before, op, prefix);
     }
-    int64_t off = 0;
-    int64_t tile_bits = 0;
-    SdScan(tmp.scan).ExclusiveSum(bits, off, tile_bits);
-    __syncthreads();
-    uint64_t pos = static_cast<uint64_t>(sd.off[t] + off);
-    prev = before;
-#pragma unroll
-    for (int j = 0; j < kSDitherItems; ++j) {
-      const int64_t i = it.i0 + j;
-      if (i < p.n && i % p.chunk == 0) dir[i / p.chunk] = static_cast<uint32_t>(pos);
-      if (it.level[j] == 0u) continue;
-      const uint64_t gap = static_cast<uint64_t>(i - sd_max(prev, sd_chunk_floor(p, i)));
-      pos =
-          sdither_write_record_with(or_word, pos, p.code, gap, ((it.negative >> j) & 1u) != 0u, it.level[j], p.levels);
-      prev = i;
+    __syncthreads();  // tmp is the exchange's again
+    const int64_t lo = sdither_span_bits(before, op.chunk, op.code);
+    const int64_t hi = sdither_span_bits(op(before, own), op.chunk, op.code);
+    if (hi <= p.worst_bits) {
+      auto store = [stream](uint64_t w, uint32_t bits) { stream[w] = bits; };
+      auto or_word = [stream](uint64_t w, uint32_t bits) { atomicOr(stream + w, bits); };
+      SDitherWordWriter<decltype(store), decltype(or_word)> out{store, or_word, static_cast<uint64_t>(lo),
+                                                                static_cast<uint64_t>(hi)};
+      (void)sdither_write_items<kSDitherItems>(
+          out, [dir](int64_t c, uint64_t bit) { dir[c] = static_cast<uint32_t>(bit); }, i0, item, before, p.n, p.levels,
+          op);
+      out.flush();
+      if (t == tiles - 1 && threadIdx.x == kThreads - 1) header[0] = static_cast<uint32_t>(hi);  // T
+    } else {
+      // Cannot happen (the worst case bounds every message); guards the stream buffer regardless.
+      raise_status(status, gcompErrorInternal, static_cast<uint64_t>(p.n));
     }
-    if (fuse != gcomp::detail::FuseMode::kNone) {
+    if (fuse != FuseMode::kNone) {
       SdExchange(tmp.exchange).BlockedToStriped(v);
 #pragma unroll
       for (int j = 0; j < kSDitherItems; ++j) {
         const int64_t i = begin + static_cast<int64_t>(j) * kThreads + threadIdx.x;
-        if (i < p.n) mem[i] = fused_memory(fuse, fuse == gcomp::detail::FuseMode::kEF ? in(i) : mem[i], alpha, v[j]);
+        if (i < p.n) mem[i] = fuse == FuseMode::kEF ? v[j] : fused_memory(FuseMode::kDiana, mem[i], alpha, v[j]);
       }
     }
-    __syncthreads();
+    __syncthreads();  // tmp (and tmp.tile) reusable
   }
 }
 

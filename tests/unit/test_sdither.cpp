@@ -7,9 +7,11 @@
 
 #include <gcomp/detail/codec_math.hpp>
 #include <gcomp/detail/elias.hpp>
+#include <gcomp/detail/sdither_scan.hpp>
 #include <gcomp/threads.hpp>
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cmath>
 #include <cstring>
@@ -678,6 +680,235 @@ TEST(SDitherStatsTest, SharedScalesAsDither) {
   sd->encode_with_scales(x, own, RngKey{2, 0, 0, 0}, ps);
   di->encode_with_scales(x, own, RngKey{2, 0, 0, 0}, pd);
   EXPECT_TRUE(bitwise_equal(test::decode(*sd, ps, RngKey{}), test::decode(*di, pd, RngKey{})));
+}
+
+// ------------------------------------------------------ the GPU encode's scan (sdither_scan.hpp)
+
+/// Record bits of every element (0 for a zero) and of each gap code alone, from the definition:
+/// the gap counts from the previous nonzero of the chunk, or from the chunk start - 1.
+struct RecordBits {
+  std::vector<int64_t> record;
+  std::vector<int64_t> gap;
+};
+
+RecordBits record_bits_of(const std::vector<uint32_t>& level, int64_t chunk, bool use_delta, uint32_t levels) {
+  const int64_t n = static_cast<int64_t>(level.size());
+  RecordBits r{std::vector<int64_t>(level.size(), 0), std::vector<int64_t>(level.size(), 0)};
+  int64_t prev = -1;
+  for (int64_t i = 0; i < n; ++i) {
+    if (i % chunk == 0) prev = i - 1;
+    const uint32_t l = level[static_cast<size_t>(i)];
+    if (l == 0) continue;
+    const uint64_t g = static_cast<uint64_t>(i - prev);
+    r.gap[static_cast<size_t>(i)] = use_delta ? ref_len_delta(g) : ref_len_gamma(g);
+    r.record[static_cast<size_t>(i)] =
+        r.gap[static_cast<size_t>(i)] + 1 + (levels > 1 ? (use_delta ? ref_len_delta(l) : ref_len_gamma(l)) : 0);
+    prev = i;
+  }
+  return r;
+}
+
+uint32_t sd_levels(const Codec& sd) { return sd.spec().options<SDitherOptions>().levels; }
+
+/// The span of elements [a, b) by the sequential definition (independent of the combine).
+detail::SDitherSpan span_by_definition(const std::vector<uint32_t>& level, const RecordBits& r, int64_t a, int64_t b) {
+  detail::SDitherSpan s{-1, -1, 0};
+  for (int64_t i = a; i < b; ++i) {
+    if (level[static_cast<size_t>(i)] == 0) continue;
+    if (s.first < 0) {
+      s.first = i;
+      s.rest -= r.gap[static_cast<size_t>(i)];
+    }
+    s.last = i;
+    s.rest += r.record[static_cast<size_t>(i)];
+  }
+  return s;
+}
+
+bool same_span(const detail::SDitherSpan& a, const detail::SDitherSpan& b) {
+  return a.first == b.first && a.last == b.last && a.rest == b.rest;
+}
+
+std::string show(const detail::SDitherSpan& s) {
+  return "{" + std::to_string(s.first) + ", " + std::to_string(s.last) + ", " + std::to_string(s.rest) + "}";
+}
+
+/// Levels with long zero runs (whole empty tiles), dense runs and single nonzeros at chunk edges.
+std::vector<uint32_t> scan_levels(int64_t n, uint32_t levels, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<uint32_t> level(static_cast<size_t>(n), 0);
+  int64_t i = 0;
+  while (i < n) {
+    const int64_t run = static_cast<int64_t>(rng() % 9000) + 1;
+    const int kind = static_cast<int>(rng() % 4);  // 0: zeros, 1: dense, 2: sparse, 3: one nonzero
+    for (int64_t k = i; k < std::min(n, i + run); ++k) {
+      const bool on = kind == 1 || (kind == 2 && rng() % 23 == 0) || (kind == 3 && k == i);
+      if (on) level[static_cast<size_t>(k)] = static_cast<uint32_t>(rng() % levels) + 1;
+    }
+    i += kind == 3 ? 1 : run;
+  }
+  return level;
+}
+
+TEST(SDitherScanTest, CombineIsTheSequentialDefinition) {
+  // The combine of the GPU encode's scan on spans of random sequences: the span of [a, b) combined
+  // with the span of [b, c) is the span of [a, c) by the definition (so the combine is
+  // associative on adjacent spans), the empty span is its identity on both sides, the thread walk
+  // sdither_items_span is the definition, and sdither_span_bits of [0, b) is the stream position
+  // of element b. Chunk sizes put chunk starts inside tiles, at their edges and at every element.
+  std::mt19937_64 rng(99);
+  const detail::SDitherSpan none = detail::sdither_span_none();
+  for (const int64_t chunk : {int64_t{1}, int64_t{3}, int64_t{16}, int64_t{31}, int64_t{4096}, int64_t{5000}}) {
+    for (const bool use_delta : {false, true}) {
+      for (const uint32_t levels : {1u, 4u, 1000u}) {
+        const int64_t n = 3 * 4096 + 77;
+        const auto level = scan_levels(n, levels, rng());
+        const RecordBits r = record_bits_of(level, chunk, use_delta, levels);
+        const detail::SDitherCombine op{chunk, use_delta ? detail::kEliasDelta : detail::kEliasGamma};
+        std::vector<int64_t> pos(static_cast<size_t>(n) + 1, 0);  // stream position of each element
+        for (int64_t i = 0; i < n; ++i)
+          pos[static_cast<size_t>(i) + 1] = pos[static_cast<size_t>(i)] + r.record[static_cast<size_t>(i)];
+        const std::string where =
+            "chunk " + std::to_string(chunk) + (use_delta ? " delta" : " gamma") + " levels " + std::to_string(levels);
+        for (int trial = 0; trial < 3000; ++trial) {
+          int64_t cut[4];
+          for (int64_t& c : cut) c = static_cast<int64_t>(rng() % static_cast<uint64_t>(n + 1));
+          if (trial % 5 == 0) cut[1] = cut[0];                    // empty spans
+          if (trial % 7 == 0) cut[2] = (cut[2] / chunk) * chunk;  // a cut at a chunk start
+          std::sort(cut, cut + 4);
+          const auto x = span_by_definition(level, r, cut[0], cut[1]);
+          const auto y = span_by_definition(level, r, cut[1], cut[2]);
+          const auto z = span_by_definition(level, r, cut[2], cut[3]);
+          const auto xy = span_by_definition(level, r, cut[0], cut[2]);
+          ASSERT_TRUE(same_span(op(x, y), xy)) << where << ": " << show(op(x, y)) << " vs " << show(xy);
+          ASSERT_TRUE(same_span(op(op(x, y), z), op(x, op(y, z)))) << where;
+          ASSERT_TRUE(same_span(op(x, op(y, z)), span_by_definition(level, r, cut[0], cut[3]))) << where;
+          ASSERT_TRUE(same_span(op(none, x), x) && same_span(op(x, none), x)) << where;
+          ASSERT_EQ(detail::sdither_span_bits(span_by_definition(level, r, 0, cut[1]), op.chunk, op.code),
+                    pos[static_cast<size_t>(cut[1])])
+              << where;
+        }
+        for (int64_t i0 = 0; i0 < n; i0 += 16) {  // the thread walk over 16 items (those past n are 0)
+          std::array<uint32_t, 16> items{};
+          for (int j = 0; j < 16 && i0 + j < n; ++j)
+            items[static_cast<size_t>(j)] = detail::sdither_item(level[static_cast<size_t>(i0 + j)], j % 3 == 0);
+          const auto walk = detail::sdither_items_span<16>(
+              i0, [&](int j) { return items[static_cast<size_t>(j)]; }, levels, op);
+          ASSERT_TRUE(same_span(walk, span_by_definition(level, r, i0, std::min(n, i0 + 16)))) << where << " i0 " << i0;
+        }
+      }
+    }
+  }
+}
+
+/// The sdither payload as cuda/sdither/sdither_kernels.cuh builds it, run on the CPU with the
+/// shared functions: tiles of 256 threads x 16 items; each thread's span; a tile's exclusive
+/// prefixes from a Hillis-Steele scan of its threads' spans (another association than the
+/// sequential walk) after the tile prefix, which is built as the look-back does (the partial
+/// aggregates of the preceding tiles, newest first, until an inclusive prefix); each thread writes
+/// through SDitherWordWriter into the zeroed stream. Checks on the side that a word a writer
+/// stores whole receives no bits from anyone else.
+std::vector<uint8_t> kernel_twin_payload(const Codec& sd, const Levels& lv) {
+  constexpr int kItems = 16;
+  constexpr int kBlock = 256;
+  constexpr int64_t kTile = kItems * kBlock;
+  const SDitherOptions& o = sd.spec().options<SDitherOptions>();
+  const int64_t n = sd.num_elems();
+  const detail::SDitherCombine op{o.chunk, o.code == EliasCode::kDelta ? detail::kEliasDelta : detail::kEliasGamma};
+  const int64_t m = sd.num_scales();
+  const int64_t chunks = (n + o.chunk - 1) / o.chunk;
+  std::vector<uint8_t> out(sd.encoded_bytes(), 0);
+  for (int64_t b = 0; b < m; ++b) std::memcpy(out.data() + 4 * b, &lv.scales[static_cast<size_t>(b)], 4);
+  if (n == 0) return out;
+  const size_t words = (out.size() - 4 * static_cast<size_t>(m + 1 + chunks)) / 4;
+  std::vector<uint32_t> dir(static_cast<size_t>(chunks), 0xffffffffu), stream(words, 0);
+  std::vector<int> stored_by(words, -1), ored_by(words, -1);
+  const int64_t tiles = (n + kTile - 1) / kTile;
+  std::vector<detail::SDitherSpan> aggregate(static_cast<size_t>(tiles)), inclusive(static_cast<size_t>(tiles));
+  uint32_t total = 0;
+  for (int64_t t = 0; t < tiles; ++t) {
+    std::vector<std::array<uint32_t, kItems>> items(kBlock);
+    std::vector<detail::SDitherSpan> own(kBlock);
+    for (int th = 0; th < kBlock; ++th) {
+      const int64_t i0 = t * kTile + th * kItems;
+      for (int j = 0; j < kItems; ++j) {
+        const int64_t i = i0 + j;
+        items[static_cast<size_t>(th)][static_cast<size_t>(j)] =
+            i < n ? detail::sdither_item(lv.level[static_cast<size_t>(i)], lv.negative[static_cast<size_t>(i)]) : 0u;
+      }
+      own[static_cast<size_t>(th)] = detail::sdither_items_span<kItems>(
+          i0, [&](int j) { return items[static_cast<size_t>(th)][static_cast<size_t>(j)]; }, sd_levels(sd), op);
+    }
+    std::vector<detail::SDitherSpan> incl = own;  // Hillis-Steele inclusive scan of the threads
+    for (int d = 1; d < kBlock; d *= 2) {
+      const auto before = incl;
+      for (int th = d; th < kBlock; ++th)
+        incl[static_cast<size_t>(th)] = op(before[static_cast<size_t>(th - d)], before[static_cast<size_t>(th)]);
+    }
+    aggregate[static_cast<size_t>(t)] = incl[kBlock - 1];
+    detail::SDitherSpan prefix = detail::sdither_span_none();  // the look-back
+    for (int64_t q = t - 1; q >= 0; --q) {
+      if (q == 0 || q % 3 == 0) {  // inclusive prefixes published for some tiles only
+        prefix = op(inclusive[static_cast<size_t>(q)], prefix);
+        break;
+      }
+      prefix = op(aggregate[static_cast<size_t>(q)], prefix);
+    }
+    inclusive[static_cast<size_t>(t)] = op(prefix, aggregate[static_cast<size_t>(t)]);
+    for (int th = 0; th < kBlock; ++th) {
+      const int64_t i0 = t * kTile + th * kItems;
+      const detail::SDitherSpan before = th == 0 ? prefix : op(prefix, incl[static_cast<size_t>(th - 1)]);
+      const auto lo = static_cast<uint64_t>(detail::sdither_span_bits(before, op.chunk, op.code));
+      const auto hi =
+          static_cast<uint64_t>(detail::sdither_span_bits(op(before, own[static_cast<size_t>(th)]), op.chunk, op.code));
+      const int writer = static_cast<int>(t * kBlock + th);
+      auto store = [&](uint64_t w, uint32_t bits) {
+        EXPECT_EQ(stored_by[w], -1) << "word " << w << " stored twice";
+        EXPECT_EQ(ored_by[w], -1) << "word " << w << " stored after an OR";
+        stored_by[w] = writer;
+        stream[w] = bits;
+      };
+      auto or_word = [&](uint64_t w, uint32_t bits) {
+        EXPECT_EQ(stored_by[w], -1) << "word " << w << " ORed after a store";
+        ored_by[w] = writer;
+        stream[w] |= bits;
+      };
+      detail::SDitherWordWriter<decltype(store), decltype(or_word)> writer_words{store, or_word, lo, hi};
+      const uint64_t end = detail::sdither_write_items<kItems>(
+          writer_words, [&](int64_t c, uint64_t bit) { dir[static_cast<size_t>(c)] = static_cast<uint32_t>(bit); }, i0,
+          [&](int j) { return items[static_cast<size_t>(th)][static_cast<size_t>(j)]; }, before, n, sd_levels(sd), op);
+      writer_words.flush();
+      EXPECT_EQ(end, hi);
+      if (t == tiles - 1 && th == kBlock - 1) total = static_cast<uint32_t>(hi);
+    }
+  }
+  uint8_t* h = out.data() + 4 * m;
+  std::memcpy(h, &total, 4);
+  std::memcpy(h + 4, dir.data(), 4 * dir.size());
+  std::memcpy(h + 4 + 4 * dir.size(), stream.data(), 4 * stream.size());
+  return out;
+}
+
+TEST(SDitherScanTest, KernelTwinGivesTheCodecPayload) {
+  // Tiles with no nonzero, tiles of nonzeros only, chunks smaller and larger than a tile, chunk
+  // starts inside and at the edges of tiles and threads, both codes and several levels.
+  for (const char* spec : {"sdither", "sdither:code=delta", "sdither:levels=4,norm=linf,code=delta,chunk=32",
+                           "sdither:levels=7,norm=l2,block=33,chunk=31", "sdither:levels=1,norm=linf,block=10,chunk=1",
+                           "sdither:levels=100,norm=l2,chunk=64,code=delta", "sdither:levels=2,norm=linf,chunk=4096",
+                           "sdither:levels=3,norm=l2,block=512,chunk=5000", "sdither:levels=1,norm=l2,chunk=16"}) {
+    for (const int64_t n :
+         {int64_t{1}, int64_t{17}, int64_t{4096}, int64_t{4097}, int64_t{3 * 4096 + 1000}, int64_t{40000}}) {
+      auto sd = make_codec(spec, Layout(n));
+      auto di = make_codec(dither_twin(sd->spec()), Layout(n));
+      for (const uint64_t seed : {5ull, 6ull}) {
+        auto x = input(n, seed);
+        if (n > 3 * 4096) std::fill(x.begin() + 4096, x.begin() + 2 * 4096 + 100, 0.0f);  // an empty tile
+        const RngKey key{seed, 2, 1, 0};
+        const auto lv = levels_from_dither(*di, test::encode(*di, x, key));
+        EXPECT_TRUE(bytes_equal(kernel_twin_payload(*sd, lv), test::encode(*sd, x, key))) << spec << " n " << n;
+      }
+    }
+  }
 }
 
 }  // namespace
