@@ -11,7 +11,8 @@
 //      then stored or ORed in; the padding after T stays 0).
 //   2. sdither_encode_kernel, ONE pass over x: tiles of kSDitherTile elements (one CUDA block, 16
 //      consecutive elements per thread) in the order of a global tile counter. A tile quantizes its
-//      elements once (dither_quantize with philox_word(key, 0, i): the draws and levels of dither),
+//      elements once (dither_quantize4, the group form of dither's encode: the draws and levels of
+//      dither, equal to dither_quantize with philox_word(key, 0, i)),
 //      summarizes each thread's elements as an SDitherSpan (include/gcomp/detail/sdither_scan.hpp:
 //      first and last nonzero, record bits without the first gap code) and scans the spans with
 //      cub::BlockScan, the tile's prefix coming from its predecessors by decoupled look-back
@@ -97,8 +98,8 @@ struct SdTemp {
 /// Loads tile `begin` (coalesced, striped), transposes it to 16 consecutive elements per thread
 /// (from i0 = begin + 16 tid) and quantizes them exactly as the CPU does, into items[j][tid]. With
 /// a fuse mode, x[j] becomes what the memory update needs of item j: EF the new memory
-/// fused_memory(kEF, x, -, v), DIANA the decoded value v (dither_value; 0 for level 0). Ends with
-/// __syncthreads (tmp.exchange reusable).
+/// fused_memory(kEF, x, -, v), DIANA the decoded value v (dither_value; 0 for level 0). A
+/// __syncthreads follows the transpose (tmp.exchange is reusable on return).
 __device__ inline void sd_quantize_tile(const SDitherParams& p, Input in, const float* scales,
                                         const gcomp::detail::RngKey& key, int64_t begin, gcomp::detail::FuseMode fuse,
                                         float alpha, SdTemp& tmp, float (&x)[kSDitherItems]) {
@@ -113,24 +114,35 @@ __device__ inline void sd_quantize_tile(const SDitherParams& p, Input in, const 
   __syncthreads();
   const int64_t i0 = begin + static_cast<int64_t>(tid) * kSDitherItems;
   int64_t b = i0 < p.n ? p.map.block_of(i0) : 0;
-  Philox4x32 rnd{};
 #pragma unroll
-  for (int j = 0; j < kSDitherItems; ++j) {
-    const int64_t i = i0 + j;
-    if (i >= p.n) {
-      tmp.items[j][tid] = 0u;
-      x[j] = 0.0f;
-      continue;
+  for (int g = 0; g < kSDitherItems / 4; ++g) {
+    // i0 is a multiple of 16: the group of items 4g .. 4g + 3 is Philox block i0/4 + g, quantized
+    // by the group form of dither's encode (dither_quantize4: single precision, equal to
+    // dither_quantize); items past n are y = 0 (level 0).
+    float y[4];
+    float nu[4];
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const int64_t i = i0 + 4 * g + k;
+      y[k] = 0.0f;
+      nu[k] = 0.0f;
+      if (i < p.n) {
+        while (i >= p.blocks[b + 1]) ++b;
+        y[k] = x[4 * g + k];
+        nu[k] = scales[b];
+      }
     }
-    while (i >= p.blocks[b + 1]) ++b;
-    // i0 is a multiple of 16, so the Philox blocks of the items are i0/4, ..., i0/4 + 3.
-    if ((j & 3) == 0) rnd = philox_block(key, kStreamElement, static_cast<uint64_t>(i) >> 2);
-    const float scale = scales[b];
-    const Quantized q = dither_quantize(x[j], scale, p.levels, uniform01(rnd.v[j & 3]));
-    tmp.items[j][tid] = sdither_item(q.level, q.negative);
-    if (fuse != FuseMode::kNone) {
-      const float v = dither_value(q.level, q.negative, scale, p.levels);
-      x[j] = fuse == FuseMode::kEF ? fused_memory(FuseMode::kEF, x[j], alpha, v) : v;
+    const Philox4x32 rnd = philox_block(key, kStreamElement, static_cast<uint64_t>(i0 >> 2) + g);
+    Quantized q[4];
+    dither_quantize4(y, nu, p.levels, rnd, q);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const int j = 4 * g + k;
+      tmp.items[j][tid] = sdither_item(q[k].level, q[k].negative);
+      if (fuse != FuseMode::kNone) {
+        const float v = dither_value(q[k].level, q[k].negative, nu[k], p.levels);
+        x[j] = fuse == FuseMode::kEF ? fused_memory(FuseMode::kEF, x[j], alpha, v) : v;
+      }
     }
   }
 }
