@@ -266,6 +266,18 @@ class DeviceOps final : public VecOps<float> {
     merge();
   }
 
+  // The mean of the decoded messages: out = a * sum, then u = b * out in one pass (u given: out is
+  // scratch, left unscaled), the same products as the two scale() calls of the default.
+  void decode_reduce_scale(int c, uint8_t* payloads, size_t stride, int count, const size_t* sizes,
+                           const std::vector<RngKey>& keys, float a, float* out, float b, float* u, size_t n) override {
+    decode_reduce(c, payloads, stride, count, sizes, keys, out);
+    if (u == nullptr) {
+      scale(out, a, out, n);
+      return;
+    }
+    GCOMP_LAUNCH(cuda::detail::scale_twice_kernel, grid(n), kThreads, stream_, u, a, b, out, static_cast<int64_t>(n));
+  }
+
   [[nodiscard]] bool variable_length(int c) const override { return dev(c).variable_length(); }
   // The one host synchronization a variable-length message adds: its u32 length field, read after
   // the encode. A codec error of the encode is not thrown here: it travels in the message's status

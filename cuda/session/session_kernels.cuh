@@ -28,6 +28,14 @@ __global__ void __launch_bounds__(kThreads) scale_kernel(float* dst, float a, co
   for (int64_t i = global_thread(); i < n; i += grid_threads()) dst[i] = gcomp::detail::mul_rn(a, x[i]);
 }
 
+/// dst = b (a x): the products of scale(t, a, x) then scale(dst, b, t) in one pass, t not stored
+/// (decode_reduce_scale with u).
+__global__ void __launch_bounds__(kThreads)
+    scale_twice_kernel(float* dst, float a, float b, const float* x, int64_t n) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads())
+    dst[i] = gcomp::detail::mul_rn(b, gcomp::detail::mul_rn(a, x[i]));
+}
+
 __global__ void __launch_bounds__(kThreads)
     lincomb_kernel(float* dst, float a, const float* x, float b, const float* y, int64_t n) {
   for (int64_t i = global_thread(); i < n; i += grid_threads()) dst[i] = gcomp::detail::lincomb_f(a, x[i], b, y[i]);
