@@ -428,6 +428,9 @@ def short_name(mangled):
     full = _DEMANGLED.get(mangled)
     if full:
         full = re.sub(r"\(anonymous namespace\)::|gcomp::cuda::detail::|gcomp::detail::", "", full)
+        if "_kernel" not in mangled:  # CUB's own kernels (--all): their identifier alone
+            m = re.search(r"([A-Za-z_]\w*)\s*[<(]", full.replace("void ", "", 1))
+            return m.group(1) if m else name
         at = full.find(name)
         if at >= 0:
             depth = 0
