@@ -229,11 +229,12 @@ KERNELS = [
      None),
     (r"sdither_encode_kernel", "sdither encode: the one pass (look-back scan + records)", [], None, {}, 4, "S/8",
      None),
+    # The decode per payload: the header kernel (no walk of the stream), then ONE walk per chunk
+    # that validates and writes (the output is then unspecified on a corrupt payload).
     (r"sdither_validate_header_kernel", "sdither decode: header, directory, padding (per block / chunk / word)", [],
      None, {}, "-", "-", None),
-    (r"sdither_validate_chunks_kernel", "sdither decode: validation walk (one thread per chunk)", [], None, {}, "S/8",
-     0, None),
-    (r"sdither_decode_kernel", "sdither decode: decode walk (one thread per chunk)", [], None, {}, "S/8", 4, None),
+    (r"sdither_decode_kernel", "sdither decode: the one walk per chunk, validation in (one thread per chunk)", [],
+     None, {}, "S/8", 4, None),
     # spherical (spherical_kernels.cuh): m_l-element blocks, B-bit indices.
     (r"spherical_pack_kernel", "spherical encode: index words (per word)", [], None, {}, "-", "-", None),
     (r"spherical_validate_kernel", "spherical decode: norms and indices (per block)", [], None, {}, "-", "-", None),

@@ -191,9 +191,9 @@ void grid_decode_entry(const DevicePlan& plan, const Workspace& ws, const uint8_
   if (plan.n > 0) grid_decode(plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
 }
 
-/// The decode of sdither or spherical payloads: every payload validated (validate(j, payload j))
-/// before anything is written, then decode(j, payload j, weight, mode, from_zero) per payload on
-/// `grid` blocks (an empty sdither message still has T).
+/// The decode of spherical payloads: every payload validated (validate(j, payload j)) before
+/// anything is written, then decode(j, payload j, weight, mode, from_zero) per payload on `grid`
+/// blocks.
 template <class Validate, class Decode>
 void decode_checked(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
                     int num_payloads, const float* h_weights, DecodeMode mode, float* d_out, unsigned grid,
@@ -216,24 +216,36 @@ void decode_checked(const DevicePlan& plan, const Workspace& ws, const uint8_t* 
   }
 }
 
+/// sdither: payload after payload, the header kernel (no walk of the stream; also for n = 0: an
+/// empty message still has T), then ONE walk of each chunk that validates and decodes
+/// (sdither_decode_kernel). Validation is inside the decode, so the output is unspecified on a
+/// corrupt payload, as for the other one-pass decoders (DeviceCodec::decode). The kernels of the
+/// payloads after a corrupt one return at once (status word); the status names the first corrupt
+/// payload in rank order (index = j * 2^40 + position, the smallest reported).
 void sdither_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
                     int num_payloads, const float* h_weights, DecodeMode mode, const RngKey*, float* d_out,
                     cudaStream_t stream) {
   const SDitherParams sp = sdither_params(plan);
-  decode_checked(
-      plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out,
-      grid_for(plan.num_chunks, kThreads, plan.max_blocks),
-      [&](int, const uint8_t* pj, uint64_t base) {
-        const int64_t work = std::max({plan.num_blocks, plan.num_chunks, plan.stream_words, int64_t{1}});
-        GCOMP_LAUNCH(sdither_validate_header_kernel, grid_for(work, kThreads, plan.max_blocks), kThreads, stream, sp,
-                     pj, base, ws.status);
-        GCOMP_LAUNCH(sdither_validate_chunks_kernel, grid_for(plan.num_chunks, kThreads, plan.max_blocks), kThreads,
-                     stream, sp, pj, base, ws.status);
-      },
-      [&](int, const uint8_t* pj, float w, int m, bool from_zero, unsigned grid) {
-        GCOMP_LAUNCH(sdither_decode_kernel, grid, kThreads, stream, sp, pj, w, m, from_zero, d_out, ws.status);
-      },
-      stream);
+  if (mode == DecodeMode::kReduce && num_payloads == 0) {
+    if (plan.n > 0)
+      GCOMP_LAUNCH(fill_zero_kernel, grid_for(plan.n, kThreads, plan.max_blocks), kThreads, stream, d_out, plan.n,
+                   ws.status);
+    return;
+  }
+  const int64_t header_work = std::max({plan.num_blocks, plan.num_chunks, plan.stream_words, int64_t{1}});
+  const unsigned header_grid = grid_for(header_work, kThreads, plan.max_blocks);
+  const unsigned grid = grid_for(plan.num_chunks, kThreads, plan.max_blocks);
+  const int count = mode == DecodeMode::kOverwrite ? 1 : num_payloads;
+  for (int j = 0; j < count; ++j) {
+    const uint8_t* pj = d_payloads + static_cast<size_t>(j) * stride;
+    const uint64_t base = static_cast<uint64_t>(j) << 40;
+    GCOMP_LAUNCH(sdither_validate_header_kernel, header_grid, kThreads, stream, sp, pj, base, ws.status);
+    if (plan.n == 0) continue;
+    const float w = weight_of(mode, h_weights, j);
+    const int m = mode == DecodeMode::kOverwrite ? 0 : 1;
+    const bool from_zero = mode == DecodeMode::kReduce && j == 0;
+    GCOMP_LAUNCH(sdither_decode_kernel, grid, kThreads, stream, sp, pj, base, w, m, from_zero, d_out, ws.status);
+  }
 }
 
 void spherical_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,

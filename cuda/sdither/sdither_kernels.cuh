@@ -27,10 +27,13 @@
 // Every kernel returns at once when the scale pass reported a non-finite input, so the payload and
 // the memory stay untouched; no n-sized scratch (the tile state is a few words per tile).
 //
-// Decode: one thread per chunk runs sdither_walk_chunk (include/gcomp/detail/elias.hpp), the
-// parser of the format's validation rules, over its chunk: first a validating pass over every
-// payload (header, padding and chunk kernels), then the decode pass, which writes every element
-// of the chunk (zeros between records) in increasing index order.
+// Decode, payload after payload, two kernels each: sdither_validate_header_kernel checks the
+// header without walking the stream (T, scales, directory, padding), then sdither_decode_kernel
+// reads the stream once: one thread per chunk runs sdither_walk_chunk
+// (include/gcomp/detail/elias.hpp), the parser of the format's validation rules, and writes every
+// element of the chunk (zeros between records) in increasing index order as the records pass the
+// rules. As for the other one-pass decoders, a corrupt payload sets the status and leaves the
+// output unspecified.
 #pragma once
 
 #include "cuda/common/device_types.cuh"
@@ -41,6 +44,7 @@
 #include <gcomp/detail/payload_rules.hpp>
 #include <gcomp/detail/elias.hpp>
 #include <gcomp/detail/philox.hpp>
+#include <gcomp/detail/sdither_decode.hpp>
 #include <gcomp/detail/sdither_scan.hpp>
 
 #include <cub/agent/single_pass_scan_operators.cuh>
@@ -241,10 +245,12 @@ __global__ void __launch_bounds__(kThreads)
 
 /// SDitherCodec::parse's payload-level checks: T <= Wbits, scales finite and >= +0, dir[0] = 0,
 /// offsets non-decreasing and <= T, no records when n = 0, zero stream bits from T on.
-/// Status index: index_base + the first element of the block / chunk, or + n.
+/// Status index: index_base + the first element of the block / chunk, or + n. No walk of the
+/// stream: sdither_decode_kernel walks it once, after this kernel.
 __global__ void __launch_bounds__(kThreads)
     sdither_validate_header_kernel(SDitherParams p, const uint8_t* payload, uint64_t index_base, DeviceStatus* status) {
   using namespace gcomp::detail;
+  if (status_failed(status)) return;  // an earlier payload (or the size rule) failed
   const uint32_t* header = sd_header(p, payload);
   const uint32_t total = header[0];
   if (static_cast<int64_t>(total) > p.worst_bits || (p.num_chunks == 0 && total != 0u)) {
@@ -270,36 +276,19 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-/// Every chunk parses into whole records (sdither_walk_chunk), none in a block whose scale is 0.
-/// Runs only when the header checks passed (the offsets are then within the stream).
+/// Decode of one payload in one walk per chunk, one thread per chunk: sdither_decode_chunk
+/// (include/gcomp/detail/sdither_decode.hpp, the function the CPU tests run) checks the format's
+/// rules on every record as sdither_walk_chunk reads it (whole records ending at the chunk's end,
+/// levels <= s, none in a block whose scale is 0: sdither_record_ok), and the thread writes each
+/// element once its record passed: mode 0 out = v; otherwise out = accumulate(from_zero ? 0 : out,
+/// weight, v) for every element (v = 0 between records). A chunk that does not parse raises
+/// gcompErrorCorruptPayload at index_base + its first element; what it (or any other chunk of the
+/// payload) wrote is then unspecified (DeviceCodec::decode). Runs only when the header checks
+/// passed (sdither_validate_header_kernel just before: the offsets are then within the stream)
+/// and no earlier payload failed.
 __global__ void __launch_bounds__(kThreads)
-    sdither_validate_chunks_kernel(SDitherParams p, const uint8_t* payload, uint64_t index_base, DeviceStatus* status) {
-  using namespace gcomp::detail;
-  if (status_failed(status)) return;
-  const float* scales = reinterpret_cast<const float*>(payload);
-  const uint32_t* header = sd_header(p, payload);
-  const uint32_t* dir = header + 1;
-  const uint32_t* stream = dir + p.num_chunks;
-  for (int64_t c = global_thread(); c < p.num_chunks; c += grid_threads()) {
-    const int64_t begin = c * p.chunk;
-    const int64_t len = (p.n - begin < p.chunk ? p.n - begin : p.chunk);
-    const uint64_t end = c + 1 < p.num_chunks ? dir[c + 1] : header[0];
-    int64_t b = p.map.block_of(begin);
-    const uint32_t st =
-        sdither_walk_chunk(stream, dir[c], end, p.code, p.levels, len, [&](int64_t rel, bool, uint32_t level) {
-          const int64_t i = begin + rel;
-          while (i >= p.blocks[b + 1]) ++b;
-          return sdither_record_ok(level, p.levels, scales[b]);
-        });
-    if (st != kSdOk) raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(begin));
-  }
-}
-
-/// Decode of one validated payload, one thread per chunk: mode 0 out = v; otherwise
-/// out = accumulate(from_zero ? 0 : out, weight, v) for every element (v = 0 between records).
-__global__ void __launch_bounds__(kThreads)
-    sdither_decode_kernel(SDitherParams p, const uint8_t* payload, float weight, int mode, bool from_zero, float* out,
-                          const DeviceStatus* status) {
+    sdither_decode_kernel(SDitherParams p, const uint8_t* payload, uint64_t index_base, float weight, int mode,
+                          bool from_zero, float* out, DeviceStatus* status) {
   using namespace gcomp::detail;
   if (status_failed(status)) return;
   const float* scales = reinterpret_cast<const float*>(payload);
@@ -309,20 +298,12 @@ __global__ void __launch_bounds__(kThreads)
   auto put = [&](int64_t i, float v) { out[i] = mode == 0 ? v : accumulate(from_zero ? 0.0f : out[i], weight, v); };
   for (int64_t c = global_thread(); c < p.num_chunks; c += grid_threads()) {
     const int64_t begin = c * p.chunk;
-    const int64_t end_elem = (p.n - begin < p.chunk ? p.n : begin + p.chunk);
+    const int64_t len = (p.n - begin < p.chunk ? p.n - begin : p.chunk);
     const uint64_t end = c + 1 < p.num_chunks ? dir[c + 1] : header[0];
-    int64_t b = p.map.block_of(begin);
-    int64_t next = begin;
-    (void)sdither_walk_chunk(stream, dir[c], end, p.code, p.levels, end_elem - begin,
-                             [&](int64_t rel, bool negative, uint32_t level) {
-                               const int64_t i = begin + rel;
-                               while (i >= p.blocks[b + 1]) ++b;
-                               for (; next < i; ++next) put(next, 0.0f);
-                               put(i, dither_value(level, negative, scales[b], p.levels));
-                               next = i + 1;
-                               return true;
-                             });
-    for (; next < end_elem; ++next) put(next, 0.0f);
+    const uint32_t st = sdither_decode_chunk(stream, dir[c], end, p.code, p.levels, begin, len, scales, p.blocks,
+                                             p.map.block_of(begin), put);
+    // On a corrupt chunk the rest of it stays as it is: the output is unspecified.
+    if (st != kSdOk) raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(begin));
   }
 }
 

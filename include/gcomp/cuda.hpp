@@ -20,9 +20,10 @@
 ///    hold then: the EF/DIANA memories are always untouched. The payload of an encode is untouched,
 ///    except for plain sign, natural, identity and grid, whose one pass over the input checks as
 ///    it writes: their payload is then unspecified (it must not be sent). The output of a decode is
-///    unspecified for dither, terngrad, natdither, sign, natural, identity and grid, whose decode
-///    reads each payload once and validates as it decodes; the other codecs validate first and
-///    leave it untouched. Either way the status word reports the error, and the next call resets it.
+///    unspecified for dither, terngrad, natdither, sign, natural, identity, grid and sdither, whose
+///    decode reads each payload once and validates as it decodes; the other codecs validate first
+///    and leave it untouched. Either way the status word reports the error, and the next call
+///    resets it.
 ///
 /// @code
 ///   gcomp::Layout layout({4096, 1000});

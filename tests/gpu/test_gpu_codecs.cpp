@@ -619,6 +619,7 @@ TEST_F(GpuCodecBehaviour, TestHelpersAreOrderedWithTheStream) {
 struct Corruption {
   const char* what;
   std::vector<uint8_t> payload;
+  uint64_t index;  ///< the status index of a decode: the offending block's or chunk's first element, or n
 };
 
 uint32_t load_word(const std::vector<uint8_t>& p, size_t word) {
@@ -628,7 +629,10 @@ uint32_t load_word(const std::vector<uint8_t>& p, size_t word) {
 }
 void store_word(std::vector<uint8_t>& p, size_t word, uint32_t v) { std::memcpy(p.data() + 4 * word, &v, 4); }
 
-TEST_F(GpuCodecBehaviour, CorruptSditherStreamsSetStatusAndLeaveOutputUntouched) {
+// sdither is a one-pass decoder (a header kernel, then one walk per chunk that validates as it
+// writes): every corruption sets the status with the payload's number, and the output is then
+// unspecified (DeviceCodec::decode); the next call with a good payload decodes it exactly.
+TEST_F(GpuCodecBehaviour, CorruptSditherStreamsSetStatus) {
   // n = 1000, 10 blocks of 100, 16 chunks of 64: words 0-9 scales, 10 T, 11-26 directory, 27.. stream.
   const Layout layout(1000);
   const std::string spec = "sdither:levels=4,norm=linf,block=100,chunk=64";
@@ -642,22 +646,30 @@ TEST_F(GpuCodecBehaviour, CorruptSditherStreamsSetStatusAndLeaveOutputUntouched)
   ASSERT_GT(total, 64u);
   ASSERT_LT(kStream + (total + 31) / 32, words) << "the test needs padding words";
   ASSERT_LT(load_word(good, kDir + 1), load_word(good, kDir + 2));
+  ASSERT_GT(load_word(good, kDir + 1), 0u) << "chunk 0 needs records (it then starts at stream bit 0)";
+  ASSERT_LT(load_word(good, kDir + 15), total) << "chunk 15 needs records (the last record is then in it)";
+
+  // The first nonzero of block 0 (elements 0-99) lies in chunk first_nz / 64.
+  const std::vector<float> good_values = decode(*cpu, good, RngKey{});
+  uint64_t first_nz = 0;
+  while (first_nz < 100 && good_values[first_nz] == 0.0f) ++first_nz;
+  ASSERT_LT(first_nz, 100u) << "the test needs a nonzero in block 0";
 
   std::vector<Corruption> cases;
-  auto add = [&](const char* what, auto&& edit) {
+  auto add = [&](const char* what, uint64_t index, auto&& edit) {
     std::vector<uint8_t> p = good;
     edit(p);
-    cases.push_back({what, p});
+    cases.push_back({what, p, index});
   };
-  add("total bits beyond the worst case", [&](auto& p) { store_word(p, kT, 0xffffffffu); });
-  add("chunk 0 not at bit 0", [&](auto& p) { store_word(p, kDir, 1u); });
-  add("decreasing chunk offsets", [&](auto& p) { store_word(p, kDir + 2, load_word(p, kDir + 1) - 1u); });
-  add("chunk offset beyond T", [&](auto& p) { store_word(p, kDir + 15, total + 1u); });
-  add("padding bit set", [&](auto& p) { store_word(p, words - 1, 0x80000000u); });
-  add("over-long gap prefix", [&](auto& p) { store_word(p, kStream, 0u); });
-  add("nonzero in a zero-scale block", [&](auto& p) { store_word(p, 0, 0u); });
-  add("negative zero scale", [&](auto& p) { store_word(p, 3, 0x80000000u); });
-  add("record cut short by T", [&](auto& p) {
+  add("total bits beyond the worst case", 1000, [&](auto& p) { store_word(p, kT, 0xffffffffu); });
+  add("chunk 0 not at bit 0", 0, [&](auto& p) { store_word(p, kDir, 1u); });
+  add("decreasing chunk offsets", 128, [&](auto& p) { store_word(p, kDir + 2, load_word(p, kDir + 1) - 1u); });
+  add("chunk offset beyond T", 960, [&](auto& p) { store_word(p, kDir + 15, total + 1u); });
+  add("padding bit set", 1000, [&](auto& p) { store_word(p, words - 1, 0x80000000u); });
+  add("over-long gap prefix", 0, [&](auto& p) { store_word(p, kStream, 0u); });
+  add("nonzero in a zero-scale block", first_nz / 64 * 64, [&](auto& p) { store_word(p, 0, 0u); });
+  add("negative zero scale", 300, [&](auto& p) { store_word(p, 3, 0x80000000u); });
+  add("record cut short by T", 960, [&](auto& p) {
     // Drop the last bit of the stream: its last record loses its level code (and the padding
     // rule no longer sees the dropped bit only if it was 0, so clear it as well).
     const uint32_t t = total - 1u;
@@ -676,7 +688,7 @@ TEST_F(GpuCodecBehaviour, CorruptSditherStreamsSetStatusAndLeaveOutputUntouched)
     EXPECT_EQ(cuda::read_status(ws.get(), stream_), gcompErrorCorruptPayload) << c.what;
     gpu.decode_accumulate(d_payload.get(), RngKey{}, 0.5f, d_out.get(), ws.get(), gpu.workspace_bytes(), stream_);
     EXPECT_EQ(cuda::read_status(ws.get(), stream_), gcompErrorCorruptPayload) << c.what;
-    // decode_reduce: a good payload, then the corrupt one (rank 1): nothing is written.
+    // decode_reduce: a good payload, then the corrupt one (rank 1): the status names payload 1.
     std::vector<uint8_t> both = good;
     both.insert(both.end(), c.payload.begin(), c.payload.end());
     DeviceBuffer<uint8_t> d_both(both, stream_);
@@ -685,11 +697,19 @@ TEST_F(GpuCodecBehaviour, CorruptSditherStreamsSetStatusAndLeaveOutputUntouched)
                       stream_);
     EXPECT_EQ(cuda::read_status(ws.get(), stream_, &index), gcompErrorCorruptPayload) << c.what;
     EXPECT_EQ(index >> 40, 1u) << c.what << ": the status names payload 1";
-    for (float v : d_out.download()) {
-      uint32_t u;
-      std::memcpy(&u, &v, 4);
-      ASSERT_EQ(u, 0x33333333u) << c.what << ": output written on error";
-    }
+    // The corrupt payload first (rank 0), then a good one: the status names payload 0, at the
+    // same position as a plain decode reports.
+    uint64_t single = 0;
+    gpu.decode(d_payload.get(), RngKey{}, d_out.get(), ws.get(), gpu.workspace_bytes(), stream_);
+    EXPECT_EQ(cuda::read_status(ws.get(), stream_, &single), gcompErrorCorruptPayload) << c.what;
+    EXPECT_EQ(single, c.index) << c.what;
+    std::vector<uint8_t> first = c.payload;
+    first.insert(first.end(), good.begin(), good.end());
+    DeviceBuffer<uint8_t> d_first(first, stream_);
+    gpu.decode_reduce(d_first.get(), good.size(), 2, nullptr, nullptr, d_out.get(), ws.get(), gpu.workspace_bytes(),
+                      stream_);
+    EXPECT_EQ(cuda::read_status(ws.get(), stream_, &index), gcompErrorCorruptPayload) << c.what;
+    EXPECT_EQ(index, single) << c.what << ": the status names payload 0 at the decode's position";
   }
   // The good payload still decodes (the status is reset per call).
   DeviceBuffer<uint8_t> d_good(good, stream_);

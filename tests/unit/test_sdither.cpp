@@ -7,6 +7,7 @@
 
 #include <gcomp/detail/codec_math.hpp>
 #include <gcomp/detail/elias.hpp>
+#include <gcomp/detail/sdither_decode.hpp>
 #include <gcomp/detail/sdither_scan.hpp>
 #include <gcomp/threads.hpp>
 
@@ -459,7 +460,8 @@ TEST(SDitherFuzzTest, PaddingOfALargePayloadIsCheckedEverywhere) {
 namespace {
 
 /// The GPU decode's view of a payload (cuda/sdither/sdither_kernels.cuh): the header checks, then
-/// detail::sdither_walk_chunk per chunk, with the decoded values. Empty when a check fails.
+/// per chunk the decode kernel's one walk, detail::sdither_decode_chunk (detail::sdither_walk_chunk
+/// with the record checks and the writes), with the decoded values. Empty when a check fails.
 std::vector<float> walk_like_the_gpu(const Codec& c, const std::vector<uint8_t>& p) {
   const SDitherOptions& sp = c.spec().options<SDitherOptions>();
   const int64_t n = c.num_elems();
@@ -485,23 +487,26 @@ std::vector<float> walk_like_the_gpu(const Codec& c, const std::vector<uint8_t>&
     const uint32_t keep = (k == total / 32 && total % 32 != 0) ? ((1u << (total % 32)) - 1u) : 0u;
     if ((stream[k] & ~keep) != 0u) return {};
   }
-  std::vector<float> out(static_cast<size_t>(n), 0.0f);
-  int64_t b = 0;
+  // The decode kernel's walk (detail::sdither_decode_chunk), each element put exactly once.
+  std::vector<float> out(static_cast<size_t>(n), std::numeric_limits<float>::quiet_NaN());
+  std::vector<int> puts(static_cast<size_t>(n), 0);
   for (int64_t k = 0; k < chunks; ++k) {
     const int64_t begin = k * sp.chunk;
     const int64_t len = std::min(n - begin, sp.chunk);
     const uint64_t end = k + 1 < chunks ? dir[k + 1] : total;
-    const uint32_t st = detail::sdither_walk_chunk(
-        stream, dir[k], end, code, sp.levels, len, [&](int64_t rel, bool negative, uint32_t level) {
-          const int64_t i = begin + rel;
-          while (i >= blocks[static_cast<size_t>(b) + 1]) ++b;
-          const float s = scales[static_cast<size_t>(b)];
-          if (s == 0.0f) return false;
-          out[static_cast<size_t>(i)] = detail::dither_value(level, negative, s, sp.levels);
-          return true;
-        });
+    const int64_t b = std::upper_bound(blocks.begin(), blocks.end(), begin) - blocks.begin() - 1;
+    int64_t expect = begin;
+    const uint32_t st = detail::sdither_decode_chunk(stream, dir[k], end, code, sp.levels, begin, len, scales.data(),
+                                                     blocks.data(), b, [&](int64_t i, float v) {
+                                                       EXPECT_EQ(i, expect) << "elements out of order";
+                                                       expect = i + 1;
+                                                       out[static_cast<size_t>(i)] = v;
+                                                       ++puts[static_cast<size_t>(i)];
+                                                     });
     if (st != detail::kSdOk) return {};
+    EXPECT_EQ(expect, begin + len) << "chunk " << k << " not written to its end";
   }
+  for (int64_t i = 0; i < n; ++i) EXPECT_EQ(puts[static_cast<size_t>(i)], 1) << "element " << i;
   return out;
 }
 
@@ -519,10 +524,14 @@ TEST(SDitherFuzzTest, SharedChunkParserAgreesWithTheCodec) {
     const auto good = test::encode(*c, input(layout.num_elems(), 5), RngKey{2, 1, 0, 0});
     for (int t = 0; t < 400; ++t) {
       auto bad = good;
-      const int flips = t == 0 ? 0 : 1 + static_cast<int>(rng() % 2);
+      const int flips = t < 2 ? 0 : 1 + static_cast<int>(rng() % 2);
       for (int f = 0; f < flips; ++f) {
         const size_t bit = rng() % (8 * bad.size());
         bad[bit / 8] ^= static_cast<uint8_t>(1u << (bit % 8));
+      }
+      if (t == 1) {  // block 0's scale set to +0 while its records stay: rejected (no bit flip finds it)
+        std::fill(bad.begin(), bad.begin() + 4, uint8_t{0});
+        EXPECT_THROW(c->validate(bad), Error) << spec;
       }
       const std::vector<float> shared = walk_like_the_gpu(*c, bad);
       std::vector<float> out(static_cast<size_t>(layout.num_elems()));
