@@ -295,21 +295,17 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-/// Per-tile counts of class A and class B elements (exact selection, full path); a tile is
-/// kSelectRounds rounds of a quad per thread (elements t * kSelectTile + r * 4 kThreads +
-/// 4 threadIdx.x + j). Truncate mode (topk_sampled) has its tile counts from the last
-/// count_above_kernel round already.
-template <class KeyFn>
-__global__ void __launch_bounds__(kThreads) count_tiles_kernel(KeyFn kf, int64_t n, int64_t tiles, const SelectState* s,
-                                                               int64_t* cnt_a, int64_t* cnt_b, int run) {
-  using Reduce = cub::BlockReduce<uint32_t, kThreads>;
-  __shared__ typename Reduce::TempStorage tmp;
-  if (s->mode != kSelectExact || path_skips(s, run)) return;
-  kf.prepare(*s);
-  const uint32_t threshold = s->prefix;
-  const uint32_t mode = s->mode;
+/// The selection's tile walk: tiles t = blockIdx.x, blockIdx.x + gridDim.x, ... of kSelectTile
+/// elements, each kSelectRounds rounds of a quad per thread (elements t * kSelectTile +
+/// r * 4 kThreads + 4 threadIdx.x + j, in increasing order for each thread). `per_key(key, i)`
+/// returns what element i adds to the thread's tile value; thread 0 gets `per_tile(t, sum)` with
+/// the block's sum. `tmp` is reused from tile to tile (a __syncthreads after each).
+template <class KeyFn, class PerKey, class PerTile>
+__device__ void select_tile_sums(const KeyFn& kf, int64_t n, int64_t tiles,
+                                 typename cub::BlockReduce<uint32_t, kThreads>::TempStorage& tmp, PerKey&& per_key,
+                                 PerTile&& per_tile) {
   for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
-    uint32_t packed = 0;
+    uint32_t sum = 0;
     for (int r = 0; r < kSelectRounds; ++r) {
       const int64_t first = t * kSelectTile + (r * kThreads + static_cast<int64_t>(threadIdx.x)) * lanes::kQuadElems;
       const int live = lanes::quad_live(first, n);
@@ -318,19 +314,36 @@ __global__ void __launch_bounds__(kThreads) count_tiles_kernel(KeyFn kf, int64_t
       Quad x;
       kf.keys4(first, live, keys, x);
 #pragma unroll
-      for (int j = 0; j < lanes::kQuadElems; ++j) {
-        if (j >= live) continue;
-        const int c = classify(keys[j], threshold, mode);
-        packed += c == 1 ? 0x10000u : (c == 2 ? 1u : 0u);
-      }
+      for (int j = 0; j < lanes::kQuadElems; ++j)
+        if (j < live) sum += per_key(keys[j], first + j);
     }
-    const uint32_t total = Reduce(tmp).Sum(packed);
-    if (threadIdx.x == 0) {
-      cnt_a[t] = static_cast<int64_t>(total >> 16);
-      cnt_b[t] = static_cast<int64_t>(total & 0xffffu);
-    }
+    const uint32_t total = cub::BlockReduce<uint32_t, kThreads>(tmp).Sum(sum);
+    if (threadIdx.x == 0) per_tile(t, total);
     __syncthreads();
   }
+}
+
+/// Per-tile counts of class A and class B elements (exact selection, full path), by
+/// select_tile_sums. Truncate mode (topk_sampled) has its tile counts from the last
+/// count_above_kernel round already.
+template <class KeyFn>
+__global__ void __launch_bounds__(kThreads) count_tiles_kernel(KeyFn kf, int64_t n, int64_t tiles, const SelectState* s,
+                                                               int64_t* cnt_a, int64_t* cnt_b, int run) {
+  __shared__ typename cub::BlockReduce<uint32_t, kThreads>::TempStorage tmp;
+  if (s->mode != kSelectExact || path_skips(s, run)) return;
+  kf.prepare(*s);
+  const uint32_t threshold = s->prefix;
+  const uint32_t mode = s->mode;
+  select_tile_sums(
+      kf, n, tiles, tmp,
+      [&](uint32_t key, int64_t) {
+        const int c = classify(key, threshold, mode);
+        return c == 1 ? 0x10000u : (c == 2 ? 1u : 0u);  // a tile has at most 2^12 elements
+      },
+      [&](int64_t t, uint32_t total) {
+        cnt_a[t] = static_cast<int64_t>(total >> 16);
+        cnt_b[t] = static_cast<int64_t>(total & 0xffffu);
+      });
 }
 
 /// What scatter_kernel writes: the encoded records (and the fused memory), or the decoded values.

@@ -105,40 +105,26 @@ __global__ void sample_threshold_kernel(SelectState* s, int64_t k) {
 template <bool kReport>
 __global__ void __launch_bounds__(kThreads) count_above_kernel(Input in, int64_t n, int64_t tiles, SelectState* s,
                                                                int64_t* cnt_a, int64_t* cnt_b, DeviceStatus* status) {
-  using Reduce = cub::BlockReduce<uint32_t, kThreads>;
-  __shared__ typename Reduce::TempStorage tmp;
+  __shared__ typename cub::BlockReduce<uint32_t, kThreads>::TempStorage tmp;
   if (s->done != 0) return;
   MagnitudeKey kf{in};
   kf.prepare(*s);
   const uint32_t threshold = gcomp::detail::float_bits(s->thr) & 0x7fffffffu;
   unsigned long long block_total = 0;
   [[maybe_unused]] int64_t bad = -1;
-  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
-    uint32_t above = 0;
-    for (int r = 0; r < kSelectRounds; ++r) {
-      const int64_t first = t * kSelectTile + (r * kThreads + static_cast<int64_t>(threadIdx.x)) * lanes::kQuadElems;
-      const int live = lanes::quad_live(first, n);
-      if (live == 0) continue;
-      uint32_t keys[lanes::kQuadElems];
-      Quad x;
-      kf.keys4(first, live, keys, x);
-#pragma unroll
-      for (int j = 0; j < lanes::kQuadElems; ++j) {
-        if (j >= live) continue;
+  select_tile_sums(
+      kf, n, tiles, tmp,
+      [&](uint32_t key, int64_t i) {
         if constexpr (kReport) {
-          if (keys[j] >= 0x7f800000u && bad < 0) bad = first + j;
+          if (key >= 0x7f800000u && bad < 0) bad = i;
         }
-        above += keys[j] >= threshold ? 1u : 0u;
-      }
-    }
-    const uint32_t total = Reduce(tmp).Sum(above);
-    if (threadIdx.x == 0) {
-      cnt_a[t] = 0;
-      cnt_b[t] = static_cast<int64_t>(total);
-      block_total += total;
-    }
-    __syncthreads();  // tmp is reused by the next tile
-  }
+        return key >= threshold ? 1u : 0u;
+      },
+      [&](int64_t t, uint32_t total) {
+        cnt_a[t] = 0;
+        cnt_b[t] = static_cast<int64_t>(total);
+        block_total += total;
+      });
   if constexpr (kReport) {
     if (bad >= 0) raise_status(status, gcompErrorNonFinite, static_cast<uint64_t>(bad));
   }
