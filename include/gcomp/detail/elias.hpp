@@ -148,9 +148,10 @@ GCOMP_HD uint32_t read_elias(const uint32_t* words, uint64_t& pos, uint64_t end,
 // The gap of the first nonzero of a chunk counts from the chunk start - 1.
 // ---------------------------------------------------------------------------------------------
 
-/// Bits of one record.
-GCOMP_HD uint32_t sdither_record_bits(uint32_t code, uint64_t gap, uint32_t level, uint32_t levels) {
-  return elias_len(code, gap) + 1u + (levels > 1u ? elias_len(code, level) : 0u);
+/// Bits of a record after its gap code: the sign bit and, for s > 1, the level's code (the whole
+/// record: elias_len(code, gap) more).
+GCOMP_HD uint32_t sdither_level_bits(uint32_t code, uint32_t level, uint32_t levels) {
+  return 1u + (levels > 1u ? elias_len(code, level) : 0u);
 }
 
 /// Writes one record at pos through or_word (zeroed words); returns the position after it.

@@ -38,11 +38,6 @@ GCOMP_HD uint64_t sdither_gap(int64_t prev, int64_t i, int64_t chunk) {
   return static_cast<uint64_t>(i - (prev < floor ? floor : prev));
 }
 
-/// Bits of a record after its gap code: the sign bit and, for s > 1, the level's code.
-GCOMP_HD uint32_t sdither_level_bits(uint32_t code, uint32_t level, uint32_t levels) {
-  return 1u + (levels > 1u ? elias_len(code, level) : 0u);
-}
-
 /// The associative combine of two adjacent spans (a before b) for chunk size `chunk` and Elias
 /// code `code`; a functor so that cub::BlockScan and cub::TilePrefixCallbackOp can call it.
 struct SDitherCombine {
