@@ -44,7 +44,7 @@ KERNELS = [
     (r"reduce_tiles_kernel.*AbsMaxOp", "linf block max (terngrad, dither linf)", ["LDG"], "auto", {}, 4, 0, None),
     (r"reduce_tiles_kernel.*AbsSumOp", "l1 block sums (scaled sign)", ["LDG", "DADD"],  "auto8", {}, 4, 0, None),
     (r"reduce_tiles_kernel.*PowSumOp", "lp block sums", ["LDG", "DADD"],  "auto8", {}, 4, 0, None),
-    (r"reduce_tiles_kernel.*SumOp", "terngrad clip: mean pass", ["LDG", "DADD"],  "auto8", {}, 4, 0, None),
+    (r"reduce_tiles_kernel.*SumOp", "terngrad clip: mean and max-magnitude pass (max by atomicMax)", ["LDG", "DADD"],  "auto8", {}, 4, 0, None),
     (r"combine_tiles_kernel|combine_blocks_kernel", "block scales: tile values -> scale", [], None, {}, "-", "-", None),
     # quantize: before, a warp per 32 elements (ballot per plane, planes loop x3); after, a thread
     # per quad (the transpose loop runs once for <= 8 planes).

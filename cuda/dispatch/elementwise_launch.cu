@@ -117,8 +117,9 @@ void dense_scales(const DevicePlan& plan, const Workspace& ws, Input in, cudaStr
       reduce_blocks(plan, ws, in, AbsMaxOp{}, Finish::kMax, stream);
       return;
     }
-    reduce_blocks(plan, ws, in, AbsMaxOp{}, Finish::kStoreMax, stream);
-    reduce_blocks(plan, ws, in, SumOp{}, Finish::kStoreMean, stream);
+    // One pass for the block's mean and max |x| (ws.aux_d, ws.aux_f), then the centered pass.
+    launch_block_reduce<true>(plan, ws, in, SameOp<SumOp>{SumOp{}}, SumOp{}, finish_args(plan, ws, Finish::kStoreMean),
+                              stream);
     reduce_blocks(plan, ws, in, CenteredOpOfBlock{ws.aux_d}, CenteredSquareSumOp{0.0},
                   finish_args(plan, ws, Finish::kTernClip), stream);
     return;

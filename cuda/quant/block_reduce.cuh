@@ -49,9 +49,8 @@ enum class Finish : int {
   kNorm,       ///< scale = finish_norm(norm, r, p)
   kMeanAbs,    ///< scale = finish_mean_abs(r, len)          (scaled sign)
   kMax,        ///< scale = (float) r                         (terngrad without clip)
-  kStoreMax,   ///< aux_f = (float) r                         (terngrad with clip, step 1)
-  kStoreMean,  ///< aux_d = r / len                           (step 2)
-  kTernClip,   ///< scale = terngrad_scale(aux_f, r, len, clip) unless aux_f is not finite (step 3)
+  kStoreMean,  ///< aux_d = r / len  (terngrad with clip, step 1; aux_f = max |x| in the same pass)
+  kTernClip,   ///< scale = terngrad_scale(aux_f, r, len, clip) unless aux_f is not finite (step 2)
 };
 
 struct FinishArgs {
@@ -72,7 +71,6 @@ __device__ inline void finish_block(const FinishArgs& f, int64_t b, double r, in
     case Finish::kNorm: scale = finish_norm(f.norm, r, f.p); break;
     case Finish::kMeanAbs: scale = finish_mean_abs(r, len); break;
     case Finish::kMax: scale = static_cast<float>(r); break;
-    case Finish::kStoreMax: f.aux_f[b] = static_cast<float>(r); return;
     case Finish::kStoreMean: f.aux_d[b] = r / static_cast<double>(len); return;
     default: {
       const float mx = f.aux_f[b];
@@ -89,8 +87,20 @@ inline constexpr bool kOrderFree = false;
 template <>
 inline constexpr bool kOrderFree<gcomp::detail::AbsMaxOp> = true;
 
+/// Folds a tile's max |x| (magnitude bits, NaN and Inf as +Inf's bits) into block b's entry of
+/// fin.aux_f, which holds float bits zeroed before the pass: for non-negative floats the order of
+/// the bits as unsigned integers is the order of the values, so the atomic max is the block's max
+/// |x| in any order of the tiles: the float max of |x| over the block, +Inf if any is NaN or Inf (as
+/// AbsMaxOp's reduction gives it).
+__device__ inline void fold_block_max(const FinishArgs& fin, int64_t b, uint32_t mx) {
+  atomicMax(reinterpret_cast<unsigned int*>(fin.aux_f) + b, mx < 0x7f800000u ? mx : 0x7f800000u);
+}
+
 /// One warp per tile (see the top of this file). `fin` finishes the blocks made of one tile.
-template <class Op, class OpOfBlock>
+/// kWithMax (an ordered Op only): the same pass also takes the max |x| of each block into fin.aux_f
+/// (fold_block_max; the caller zeroes aux_f first), so terngrad's clip reads x for its mean and its
+/// max once.
+template <class Op, class OpOfBlock, bool kWithMax = false>
 __global__ void __launch_bounds__(kThreads)
     reduce_tiles_kernel(Input in, OpOfBlock op_of_block, const int64_t* __restrict__ tile_begin,
                         const int64_t* __restrict__ tile_block, const int64_t* __restrict__ blocks,
@@ -123,7 +133,9 @@ __global__ void __launch_bounds__(kThreads)
       v = mx >= 0x7f800000u ? gcomp::detail::bits_double(0x7ff0000000000000ull)
                             : static_cast<double>(gcomp::detail::bits_float(mx));
     } else {
+      static_assert(!kWithMax || !kOrderFree<Op>, "kWithMax rides on an ordered reduction");
       double acc[2][lanes::kQuadElems];
+      uint32_t mx = 0;  // kWithMax: max of the magnitude bits
 #pragma unroll
       for (int j = 0; j < lanes::kQuadElems; ++j) acc[0][j] = acc[1][j] = op.identity();
       const auto round_of = [&](int64_t round, auto whole) {
@@ -134,8 +146,10 @@ __global__ void __launch_bounds__(kThreads)
           const int live = kWhole ? lanes::kQuadElems : lanes::quad_live(e, len);
           const Quad x = load_quad(in, begin + e, live, kWhole);
 #pragma unroll
-          for (int j = 0; j < lanes::kQuadElems; ++j)
+          for (int j = 0; j < lanes::kQuadElems; ++j) {
             if (j < live) acc[h][j] = op.combine(acc[h][j], op.term(x.v[j]));
+            if (kWithMax && j < live) mx = max(mx, gcomp::detail::float_bits(x.v[j]) & 0x7fffffffu);
+          }
         }
       };
       // Whole 256-element rounds of an aligned tile: 16-byte loads only; then the element path.
@@ -156,6 +170,10 @@ __global__ void __launch_bounds__(kThreads)
       lane[0] = op.combine(lane[0], lane[2]);  // s = 2
       lane[1] = op.combine(lane[1], lane[3]);
       v = op.combine(lane[0], lane[1]);  // s = 1
+      if constexpr (kWithMax) {
+        mx = __reduce_max_sync(kFullMask, mx);
+        if (t == 0) fold_block_max(fin, b, mx);
+      }
     }
     if (t == 0) {
       if (block_tile[b + 1] - block_tile[b] == 1)
