@@ -202,11 +202,10 @@ KERNELS = [
     # topk sampled (spec 4.4): the sample, its 8-bit selection, the adaptation rounds.
     (r"gather_sample_kernel", "topk sampled: the sample (n / stride strided loads)", [], None, {}, "-", "-", None),
     (r"sample_threshold_kernel", "topk sampled: threshold from the sample (one thread)", [], None, {}, "-", "-", None),
-    (r"count_above_kernelILb1E", "topk sampled: first adaptation round, count of \\|x\\| >= thr and per tile, "
+    (r"count_rounds_kernel", "topk sampled: all ten adaptation rounds' counts of \\|x\\| >= thr_r, per tile, "
      "finiteness", ["LDG"], "auto", {}, 4, 0, None),
-    (r"count_above_kernelILb0E", "topk sampled: a further adaptation round (rare)", ["LDG"], "auto", {}, 4, 0, None),
-    (r"adapt_threshold_kernel", "topk sampled: adaptation step (one thread)", [], None, {}, "-", "-", None),
-    (r"finalize_sampled_kernel", "topk sampled: truncate or exact (one thread)", [], None, {}, "-", "-", None),
+    (r"finish_rounds_kernel", "topk sampled: the round that stands, its tile counts, truncate or exact (per tile)",
+     [], None, {}, "-", "-", None),
     # randk (randk_kernels.cuh).
     (r"validate_randk_kernel", "randk decode: values finite (per entry: 4 B)", [], None, {}, "-", "-", None),
     (r"write_randk_header_kernel", "randk encode, k = 0: the header (one thread)", [], None, {}, "-", "-", None),

@@ -229,6 +229,7 @@ struct DeviceCodec::Impl {
     w.scan_temp = part<void>(base, wl.scan_temp);
     w.idx = part<int64_t>(base, wl.idx);
     w.sample = part<float>(base, wl.sample);
+    w.round_cnt = part<uint32_t>(base, wl.round_cnt);
     w.rice_len = part<int64_t>(base, wl.rice_len);
     w.rice_off = part<int64_t>(base, wl.rice_off);
     w.rice_temp = part<void>(base, wl.rice_temp);

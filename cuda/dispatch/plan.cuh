@@ -38,6 +38,12 @@ struct SDitherScan {
 /// Bins of the first digit of the exact selection (the top 12 key bits), the largest histogram.
 inline constexpr int kSelectBins = 4096;
 
+/// topk_sampled's adaptation rounds (spec §4.4), all counted in one pass over x: per tile, the ten
+/// rounds' counts (each < 2^16) packed two per 32-bit word.
+inline constexpr int kAdaptRounds = 10;
+inline constexpr int kRoundWords = kAdaptRounds / 2;
+static_assert(kAdaptRounds % 2 == 0 && kSelectTile < 65536, "two 16-bit round counts per word");
+
 /// Radix-select state (cuda/topk/radix_select.cuh), one per workspace.
 struct SelectState {
   uint32_t prefix;  ///< the threshold key T, built digit by digit (exact mode)
@@ -45,12 +51,13 @@ struct SelectState {
   int64_t k_rem;    ///< elements equal to T (exact) / at or above T (truncate) still to take
   uint32_t step;    ///< randk: the key stream (from the RngKey or the payload header)
   uint32_t rank;
-  float thr;                      ///< topk_sampled: current magnitude threshold
-  int32_t round;                  ///< topk_sampled: adaptation rounds done
-  int32_t done;                   ///< topk_sampled: adaptation finished
-  uint32_t path;                  ///< kPathCandidates or kPathFull: where the digits after the first are found
-  unsigned long long count;       ///< topk_sampled: elements with |x| >= thr
-  unsigned long long candidates;  ///< candidate path: keys compacted so far
+  float thr;                 ///< topk_sampled: current magnitude threshold
+  int32_t round;             ///< topk_sampled: adaptation rounds done
+  int32_t done;              ///< topk_sampled: adaptation finished
+  uint32_t path;             ///< kPathCandidates or kPathFull: where the digits after the first are found
+  unsigned long long count;  ///< topk_sampled: elements with |x| >= thr
+  unsigned long long round_count[kAdaptRounds];  ///< topk_sampled: elements with |x| >= each round's thr
+  unsigned long long candidates;                 ///< candidate path: keys compacted so far
 };
 
 /// Everything a launcher needs to know about the codec; plain data, passed by const reference.
@@ -129,14 +136,15 @@ struct Workspace {
   int64_t* cnt_b = nullptr;
   int64_t* off_a = nullptr;
   int64_t* off_b = nullptr;
-  void* scan_temp = nullptr;    ///< scan_temp_bytes
-  int64_t* idx = nullptr;       ///< k selected indices (topk)
-  float* sample = nullptr;      ///< sample_count magnitudes (topk_sampled)
-  SDitherScan sd{};             ///< sdither: the encode's tile scan state and tile counter
-  int64_t* rice_len = nullptr;  ///< topk index=rice: k code lengths (decode: group sums)
-  int64_t* rice_off = nullptr;  ///< topk index=rice: k code offsets (decode: index before each group)
-  void* rice_temp = nullptr;    ///< topk index=rice: rice_scan_temp_bytes
-  void* scratch = nullptr;      ///< a codec's own scratch (WorkspaceLayout::scratch)
+  void* scan_temp = nullptr;      ///< scan_temp_bytes
+  int64_t* idx = nullptr;         ///< k selected indices (topk)
+  float* sample = nullptr;        ///< sample_count magnitudes (topk_sampled)
+  uint32_t* round_cnt = nullptr;  ///< topk_sampled: sel_tiles x kRoundWords packed per-tile round counts
+  SDitherScan sd{};               ///< sdither: the encode's tile scan state and tile counter
+  int64_t* rice_len = nullptr;    ///< topk index=rice: k code lengths (decode: group sums)
+  int64_t* rice_off = nullptr;    ///< topk index=rice: k code offsets (decode: index before each group)
+  void* rice_temp = nullptr;      ///< topk index=rice: rice_scan_temp_bytes
+  void* scratch = nullptr;        ///< a codec's own scratch (WorkspaceLayout::scratch)
 };
 
 /// What the fused encode pass also updates (the shared enum of gcomp/detail/fused_memory.hpp).
@@ -167,6 +175,7 @@ struct WorkspaceLayout {
   static constexpr size_t npos = ~size_t{0};
   size_t scales = npos, aux_f = npos, aux_d = npos, tile_vals = npos, select = npos;
   size_t cnt_a = npos, cnt_b = npos, off_a = npos, off_b = npos, scan_temp = npos, idx = npos, sample = npos;
+  size_t round_cnt = npos;
   size_t hist = npos, cand_key = npos, cand_idx = npos;
   size_t sd_state = npos, sd_next = npos;
   size_t rice_len = npos, rice_off = npos, rice_temp = npos;

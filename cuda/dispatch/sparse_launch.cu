@@ -23,8 +23,6 @@ namespace gcomp::cuda::detail {
 
 namespace {
 
-constexpr int kAdaptRounds = 10;  // spec §4.4
-
 unsigned selection_grid(const DevicePlan& plan, int64_t n) {
   // Per-block histogram counters are 32-bit: keep every block under 2^31 elements.
   return grid_for(n, kThreads * 16, plan.max_blocks, gcomp::detail::ceil_div(n, int64_t{1} << 31));
@@ -110,19 +108,12 @@ void sampled_threshold(const DevicePlan& plan, const Workspace& ws, Input in, cu
   init_select(ws, plan.sample_k, nullptr, 0, 0, stream);
   radix_passes_8bit(plan, ws, MagnitudeKey{Input{ws.sample, nullptr}}, plan.sample_count, stream);
   GCOMP_LAUNCH(sample_threshold_kernel, 1, 1, stream, ws.select, plan.k);
-  // Round 0 always runs and checks finiteness in its pass over x; its tile counts (or a later
-  // round's) are the truncate mode's class counts.
-  const unsigned grid = grid_for(plan.sel_tiles, 1, plan.max_blocks);
-  for (int r = 0; r < kAdaptRounds; ++r) {
-    if (r == 0)
-      GCOMP_LAUNCH(count_above_kernel<true>, grid, kThreads, stream, in, plan.n, plan.sel_tiles, ws.select, ws.cnt_a,
-                   ws.cnt_b, ws.status);
-    else
-      GCOMP_LAUNCH(count_above_kernel<false>, grid, kThreads, stream, in, plan.n, plan.sel_tiles, ws.select, ws.cnt_a,
-                   ws.cnt_b, ws.status);
-    GCOMP_LAUNCH(adapt_threshold_kernel, 1, 1, stream, ws.select, plan.k, r == kAdaptRounds - 1 ? 1 : 0);
-  }
-  GCOMP_LAUNCH(finalize_sampled_kernel, 1, 1, stream, ws.select, plan.k);
+  // Every adaptation round's count in one pass over x (which also checks finiteness), then the
+  // round that stands, its tile counts as the truncate mode's class counts, and the mode.
+  GCOMP_LAUNCH(count_rounds_kernel, grid_for(plan.sel_tiles, 1, plan.max_blocks), kThreads, stream, in, plan.n,
+               plan.sel_tiles, ws.select, ws.round_cnt, ws.status);
+  GCOMP_LAUNCH(finish_rounds_kernel, grid_for(plan.sel_tiles, kThreads, plan.max_blocks), kThreads, stream, ws.select,
+               plan.k, ws.round_cnt, plan.sel_tiles, ws.cnt_a, ws.cnt_b);
 }
 
 }  // namespace
@@ -333,6 +324,7 @@ void topk_workspace(const DevicePlan& p, WorkspaceLayout& wl, Carver& c) {
   selection_workspace(p, wl, c);
   wl.idx = c.take(static_cast<size_t>(p.k) * sizeof(int64_t));
   wl.sample = c.take(static_cast<size_t>(p.sample_count) * sizeof(float));
+  wl.round_cnt = c.take(static_cast<size_t>(p.sel_tiles) * kRoundWords * sizeof(uint32_t));
   if (p.rice) {
     wl.rice_len = c.take(static_cast<size_t>(p.k) * sizeof(int64_t));
     wl.rice_off = c.take(static_cast<size_t>(p.k) * sizeof(int64_t));

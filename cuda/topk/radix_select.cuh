@@ -324,8 +324,8 @@ __device__ void select_tile_sums(const KeyFn& kf, int64_t n, int64_t tiles,
 }
 
 /// Per-tile counts of class A and class B elements (exact selection, full path), by
-/// select_tile_sums. Truncate mode (topk_sampled) has its tile counts from the last
-/// count_above_kernel round already.
+/// select_tile_sums. Truncate mode (topk_sampled) has its tile counts from count_rounds_kernel
+/// already (finish_rounds_kernel).
 template <class KeyFn>
 __global__ void __launch_bounds__(kThreads) count_tiles_kernel(KeyFn kf, int64_t n, int64_t tiles, const SelectState* s,
                                                                int64_t* cnt_a, int64_t* cnt_b, int run) {

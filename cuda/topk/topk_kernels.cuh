@@ -13,8 +13,6 @@
 #include <gcomp/detail/payload_rules.hpp>
 #include <gcomp/detail/sparse.hpp>
 
-#include <cub/block/block_reduce.cuh>
-
 namespace gcomp::cuda::detail {
 
 __global__ void __launch_bounds__(kThreads)
@@ -90,68 +88,96 @@ __global__ void sample_threshold_kernel(SelectState* s, int64_t k) {
   s->count = 0;
   s->round = 0;
   s->done = 0;
+  for (int r = 0; r < kAdaptRounds; ++r) s->round_count[r] = 0;
 }
 
-/// One adaptation round's pass over x (skipped once the adaptation is done): the count of
-/// |x| >= thr into s->count, and per tile of kSelectTile elements the same count into cnt_b[t]
-/// (cnt_a[t] = 0), as count_tiles_kernel tiles and counts class B in truncate mode (key >= T with
-/// T = float_bits(thr) & 0x7fffffff, finalize_sampled_kernel's T; for finite x and thr >= 0 this is
-/// |x| >= thr). The last round that runs leaves the tile counts of the final threshold, so truncate
-/// mode needs no count pass of its own. kReport (the first round, which always runs): a NaN/Inf
-/// element reports gcompErrorNonFinite at the smallest such index, as check_finite_kernel did in a
-/// pass of its own before (each thread keeps its first bad index, in increasing index order, and
-/// raises it once); every kernel that writes the payload or the memory runs after this one and
+/// Every adaptation round's pass over x in one (spec §4.4: up to kAdaptRounds rounds, round r with
+/// the threshold thr_r = thr lowered r times by 0.8). Per element the key (magnitude bits) is
+/// compared with each round's T_r (sampled_round_keys: the truncate mode's T; for finite x and
+/// thr_r >= 0, key >= T_r is |x| >= thr_r); per tile of kSelectTile elements the ten counts go to
+/// round_cnt (add_round_counts: two 16-bit counts per word, a tile has 2^12 elements), and their
+/// totals to s->round_count. A NaN/Inf element reports gcompErrorNonFinite
+/// at the smallest such index (each thread keeps its first bad index, in increasing index order,
+/// and raises it once); every kernel that writes the payload or the memory runs after this one and
 /// returns when the status is set.
-template <bool kReport>
-__global__ void __launch_bounds__(kThreads) count_above_kernel(Input in, int64_t n, int64_t tiles, SelectState* s,
-                                                               int64_t* cnt_a, int64_t* cnt_b, DeviceStatus* status) {
-  __shared__ typename cub::BlockReduce<uint32_t, kThreads>::TempStorage tmp;
-  if (s->done != 0) return;
+__global__ void __launch_bounds__(kThreads)
+    count_rounds_kernel(Input in, int64_t n, int64_t tiles, SelectState* s, uint32_t* __restrict__ round_cnt,
+                        DeviceStatus* status) {
+  __shared__ uint32_t warp_sums[kWarpsPerBlock][kRoundWords];
   MagnitudeKey kf{in};
   kf.prepare(*s);
-  const uint32_t threshold = gcomp::detail::float_bits(s->thr) & 0x7fffffffu;
-  unsigned long long block_total = 0;
-  [[maybe_unused]] int64_t bad = -1;
-  select_tile_sums(
-      kf, n, tiles, tmp,
-      [&](uint32_t key, int64_t i) {
-        if constexpr (kReport) {
-          if (key >= 0x7f800000u && bad < 0) bad = i;
-        }
-        return key >= threshold ? 1u : 0u;
-      },
-      [&](int64_t t, uint32_t total) {
-        cnt_a[t] = 0;
-        cnt_b[t] = static_cast<int64_t>(total);
-        block_total += total;
-      });
-  if constexpr (kReport) {
-    if (bad >= 0) raise_status(status, gcompErrorNonFinite, static_cast<uint64_t>(bad));
+  uint32_t thr_key[kAdaptRounds];
+  gcomp::detail::sampled_round_keys(s->thr, thr_key);
+  const int lane = static_cast<int>(threadIdx.x & 31u);
+  const int warp = static_cast<int>(threadIdx.x / 32u);
+  unsigned long long block_total[2] = {0, 0};  // thread w < kRoundWords: rounds 2w and 2w + 1
+  int64_t bad = -1;
+  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    uint32_t c[kRoundWords] = {};
+    for (int r = 0; r < kSelectRounds; ++r) {
+      const int64_t first = t * kSelectTile + (r * kThreads + static_cast<int64_t>(threadIdx.x)) * lanes::kQuadElems;
+      const int live = lanes::quad_live(first, n);
+      if (live == 0) continue;
+      uint32_t keys[lanes::kQuadElems];
+      Quad x;
+      kf.keys4(first, live, keys, x);
+#pragma unroll
+      for (int j = 0; j < lanes::kQuadElems; ++j) {
+        if (j >= live) continue;
+        if (keys[j] >= 0x7f800000u && bad < 0) bad = first + j;
+        gcomp::detail::add_round_counts(keys[j], thr_key, c);
+      }
+    }
+#pragma unroll
+    for (int w = 0; w < kRoundWords; ++w) c[w] = __reduce_add_sync(kFullMask, c[w]);  // no carry: <= 2^9 per half
+    if (lane == 0) {
+#pragma unroll
+      for (int w = 0; w < kRoundWords; ++w) warp_sums[warp][w] = c[w];
+    }
+    __syncthreads();
+    if (threadIdx.x < static_cast<unsigned>(kRoundWords)) {
+      uint32_t sum = 0;  // <= 2^12 per half
+      for (int v = 0; v < kWarpsPerBlock; ++v) sum += warp_sums[v][threadIdx.x];
+      round_cnt[t * kRoundWords + threadIdx.x] = sum;
+      block_total[0] += sum & 0xffffu;
+      block_total[1] += sum >> 16;
+    }
+    __syncthreads();  // warp_sums is reused by the next tile
   }
-  if (threadIdx.x == 0 && block_total != 0) atomicAdd(&s->count, block_total);
+  if (bad >= 0) raise_status(status, gcompErrorNonFinite, static_cast<uint64_t>(bad));
+  if (threadIdx.x < static_cast<unsigned>(kRoundWords)) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+      if (block_total[h] != 0) atomicAdd(&s->round_count[2 * threadIdx.x + h], block_total[h]);
+  }
 }
 
-/// One adaptation round (one thread): fewer than 0.8 k candidates lowers thr by 0.8 (except in the
-/// last round); otherwise the adaptation stops.
-__global__ void adapt_threshold_kernel(SelectState* s, int64_t k, int last_round) {
-  if (s->done != 0) return;
-  if (static_cast<double>(s->count) < 0.8 * static_cast<double>(k) && last_round == 0) {
-    s->thr = s->thr * 0.8f;
-    s->count = 0;
-    s->round += 1;
-  } else {
-    s->done = 1;
+/// After count_rounds_kernel: the round that stands (sampled_round: the first with at least 0.8 k
+/// elements, else the last), its tile counts as the truncate mode's class B counts (class A empty),
+/// and (global thread 0) the state: thr and count of that round, then the mode: between k and
+/// 1.3 k elements, the first k of them in index order (truncate mode, T = thr); otherwise the exact
+/// top-k (the exact radix passes run next). Every thread reads s->round_count only; thread 0 writes
+/// the other fields.
+__global__ void __launch_bounds__(kThreads)
+    finish_rounds_kernel(SelectState* s, int64_t k, const uint32_t* __restrict__ round_cnt, int64_t tiles,
+                         int64_t* __restrict__ cnt_a, int64_t* __restrict__ cnt_b) {
+  const int r = gcomp::detail::sampled_round(s->round_count, kAdaptRounds, k);
+  for (int64_t t = global_thread(); t < tiles; t += grid_threads()) {
+    cnt_a[t] = 0;
+    cnt_b[t] = static_cast<int64_t>(gcomp::detail::round_count_of(round_cnt + t * kRoundWords, r));
   }
-}
-
-/// Chooses the final selection: between k and 1.3 k candidates, the first k candidates in index
-/// order (truncate mode, T = thr); otherwise the exact top-k (the exact radix passes run next).
-__global__ void finalize_sampled_kernel(SelectState* s, int64_t k) {
-  const double c = static_cast<double>(s->count);
+  if (global_thread() != 0) return;
+  const float thr = gcomp::detail::sampled_round_threshold(s->thr, r);
+  const unsigned long long count = s->round_count[r];
+  s->thr = thr;
+  s->count = count;
+  s->round = r;
+  s->done = 1;
+  const double c = static_cast<double>(count);
   const double kd = static_cast<double>(k);
   if (c >= kd && c <= 1.3 * kd) {
     s->mode = kSelectTruncate;
-    s->prefix = gcomp::detail::float_bits(s->thr) & 0x7fffffffu;
+    s->prefix = gcomp::detail::float_bits(thr) & 0x7fffffffu;
   } else {
     s->mode = kSelectExact;
     s->prefix = 0;

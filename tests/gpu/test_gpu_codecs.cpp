@@ -10,6 +10,7 @@
 
 #include <gcomp/codec.hpp>
 #include <gcomp/cuda.hpp>
+#include <gcomp/detail/philox.hpp>
 #include <gcomp/detail/sparse.hpp>
 #include <gcomp/detail/spherical.hpp>
 
@@ -824,6 +825,129 @@ TEST_F(GpuCodecBehaviour, SampledTopkIsAValidPayloadWithExactlyK) {
         std::memcpy(&v, payload.data() + 4 * j, 4);
         ASSERT_EQ(std::memcmp(&v, &x[idx], 4), 0) << spec << ": value " << j << " is not x[" << idx << "]";
       }
+    }
+  }
+}
+
+/// topk_sampled's strided sample as the device draws it (spec §4.4: the DGC stride, the start
+/// philox_word(key, kStreamSelect, 0) mod stride), written here from the spec.
+struct SampleGrid {
+  int64_t start = 0, stride = 1, count = 0;
+};
+SampleGrid sample_grid(int64_t n, int64_t k, const RngKey& key) {
+  const double nd = static_cast<double>(n);
+  const double rho = static_cast<double>(k) / nd;
+  const double target = std::max(std::ceil(0.01 * nd), std::ceil(2.0 / rho));
+  SampleGrid g;
+  if (nd > std::ceil(2.0 / rho)) {
+    g.stride = static_cast<int64_t>(std::ceil(nd / target / 32.0)) * 32 + 1;
+    while (g.stride > 8 && nd / static_cast<double>(g.stride) < target) g.stride -= 8;
+    g.stride = std::clamp<int64_t>(g.stride, 1, n);
+  }
+  g.start = static_cast<int64_t>(detail::philox_word(key, detail::kStreamSelect, 0) % static_cast<uint64_t>(g.stride));
+  g.count = (n - g.start + g.stride - 1) / g.stride;
+  return g;
+}
+
+/// Host reference of DeviceCodec::topk_sampled (spec §4.4, docs/gpu.md): thr = the k_s-th largest
+/// sampled magnitude, k_s = clamp(ceil(k / n * count), 1, count); up to 10 rounds lowering thr by
+/// 0.8 (a float product) while fewer than 0.8 k elements have |x| >= thr, the last never lowered;
+/// then the first k of them in index order when between k and 1.3 k pass, else the exact top-k
+/// (`exact`: the CPU codec's payload). `rounds`: the lowerings; `truncated`: which of the two.
+std::vector<uint8_t> sampled_topk_reference(const std::vector<float>& x, int64_t k, const RngKey& key,
+                                            const std::vector<uint8_t>& exact, int* rounds, bool* truncated) {
+  const auto n = static_cast<int64_t>(x.size());
+  const SampleGrid g = sample_grid(n, k, key);
+  const auto ks = std::clamp<int64_t>(
+      static_cast<int64_t>(std::ceil(static_cast<double>(k) / static_cast<double>(n) * static_cast<double>(g.count))),
+      1, g.count);
+  std::vector<float> sample;
+  for (int64_t s = 0; s < g.count; ++s) sample.push_back(std::fabs(x[static_cast<size_t>(g.start + s * g.stride)]));
+  std::sort(sample.begin(), sample.end(), std::greater<>());
+  float thr = sample[static_cast<size_t>(ks - 1)];
+  const auto passing = [&](float t) {
+    return static_cast<int64_t>(std::count_if(x.begin(), x.end(), [&](float v) { return std::fabs(v) >= t; }));
+  };
+  int64_t c = passing(thr);
+  *rounds = 0;
+  while (*rounds < 9 && static_cast<double>(c) < 0.8 * static_cast<double>(k)) {
+    thr = thr * 0.8f;
+    ++*rounds;
+    c = passing(thr);
+  }
+  *truncated = c >= k && static_cast<double>(c) <= 1.3 * static_cast<double>(k);
+  if (!*truncated) return exact;
+  std::vector<int64_t> idx;
+  for (int64_t i = 0; i < n && static_cast<int64_t>(idx.size()) < k; ++i)
+    if (std::fabs(x[static_cast<size_t>(i)]) >= thr) idx.push_back(i);
+  std::vector<uint8_t> payload(exact.size(), 0);  // k values, then the w-bit indices LSB first
+  for (int64_t j = 0; j < k; ++j)
+    std::memcpy(payload.data() + 4 * j, &x[static_cast<size_t>(idx[static_cast<size_t>(j)])], 4);
+  const int bits = static_cast<int>(detail::ceil_log2_u64(static_cast<uint64_t>(n)));
+  for (int64_t w = 0; w < (k * bits + 31) / 32; ++w) {
+    const uint32_t word = detail::pack_index_word(idx.data(), k, bits, w);
+    std::memcpy(payload.data() + 4 * (k + w), &word, 4);
+  }
+  return payload;
+}
+
+/// Magnitudes uniform in [0, 1) with random signs; with `lift` > 0 the sampled positions of `key`
+/// hold +-lift instead, so that the sample's threshold is lift and the adaptation lowers it until
+/// lift 0.8^r drops into the uniform part.
+std::vector<float> sampled_topk_input(int64_t n, int64_t k, const RngKey& key, float lift, uint64_t seed) {
+  std::vector<float> x(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) {
+    const uint32_t w = detail::philox_word(RngKey{seed, 0, 0, 0}, 0, static_cast<uint64_t>(i));
+    const float m = static_cast<float>(w >> 8) * 0x1p-24f;
+    x[static_cast<size_t>(i)] = (w & 1u) ? -m : m;
+  }
+  if (lift > 0.0f) {
+    const SampleGrid g = sample_grid(n, k, key);
+    for (int64_t i = g.start; i < n; i += g.stride) x[static_cast<size_t>(i)] = (i % 2 == 0) ? lift : -lift;
+  }
+  return x;
+}
+
+// topk_sampled's bytes against the host reference: the first threshold holding (no lift), and a
+// sample that overstates it so that 3 lowerings end in the truncate mode, 3 end in the exact
+// fallback (too many pass), and all 9 end in the exact fallback (too few pass). The adaptation's
+// rounds are counted in one pass over x (count_rounds_kernel), so these are what checks its round
+// choice and tile counts against the rounds run one after another.
+TEST_F(GpuCodecBehaviour, SampledTopkEqualsTheHostReference) {
+  struct Case {
+    float lift;
+    int rounds;
+    bool truncated;
+  };
+  // Uniform magnitudes below 1, k = 5 % of n, the sample 1 %: lift 0.8^3 = 0.952 leaves 1 % + 4.8 %
+  // passing, between k and 1.3 k; lift 1.7 passes only the sample until 1.7 0.8^3 = 0.87 (14 %).
+  const Case cases[] = {{0.0f, -1, false}, {0.952f / 0.512f, 3, true}, {1.7f, 3, false}, {1e6f, 9, false}};
+  for (const int64_t n : {int64_t{100003}, int64_t{1} << 20}) {
+    for (const Case& c : cases) {
+      const std::string spec = "topk:ratio=0.05";
+      const Layout layout(n);
+      const auto cpu = make_codec(spec, layout);
+      cuda::DeviceCodec gpu(spec, layout);
+      const int64_t k = detail::sparse_k_of(cpu->spec(), n);
+      const RngKey key = key_for(23, 0);
+      const std::vector<float> x = sampled_topk_input(n, k, key, c.lift, 23);
+      int rounds = 0;
+      bool truncated = false;
+      const std::vector<uint8_t> want = sampled_topk_reference(x, k, key, encode(*cpu, x, key), &rounds, &truncated);
+      const std::string at = "n=" + std::to_string(n) + " lift=" + std::to_string(c.lift);
+      if (c.rounds >= 0) {  // the input does what it is for
+        EXPECT_EQ(rounds, c.rounds) << at;
+        EXPECT_EQ(truncated, c.truncated) << at;
+      }
+      DeviceBuffer<float> d_x(x, stream_);
+      DeviceBuffer<uint8_t> d_payload(gpu.encoded_bytes(), stream_);
+      DeviceBuffer<uint8_t> ws(gpu.workspace_bytes(), stream_);
+      gpu.topk_sampled(d_x.get(), key, d_payload.get(), ws.get(), gpu.workspace_bytes(), stream_);
+      ASSERT_EQ(cuda::read_status(ws.get(), stream_), gcompSuccess) << at;
+      const std::vector<uint8_t> got = d_payload.download();
+      ASSERT_EQ(got.size(), want.size()) << at;
+      EXPECT_TRUE(got == want) << at << ": rounds " << rounds << ", " << (truncated ? "truncate" : "exact")
+                               << " mode: the payload differs from the reference";
     }
   }
 }

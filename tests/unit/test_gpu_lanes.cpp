@@ -24,6 +24,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -652,6 +654,75 @@ std::string grid_spec(const GridCase& c) {
   char buf[96];
   std::snprintf(buf, sizeof buf, "grid:step=%.17g,bits=%u", c.step, c.bits);
   return buf;
+}
+
+// topk_sampled's adaptation (spec §4.4), as count_rounds_kernel and finish_rounds_kernel run it:
+// the ten rounds' counts in one pass (sampled_round_keys, add_round_counts per tile of 4096 keys,
+// round_count_of), then the round that stands (sampled_round, sampled_round_threshold). It must
+// give what the rounds run one after another give: the threshold lowered by 0.8 while fewer than
+// 0.8 k elements have |x| >= thr (float compares here), at most 10 rounds, the last one never
+// lowered, and the per-tile counts of that round's threshold.
+TEST(QuadLayoutTwin, SampledTopkRoundsInOnePassEqualTheRoundByRound) {
+  constexpr int kRounds = 10;
+  constexpr int64_t kTile = 4096;
+  int cases = 0, several_rounds = 0, last_round = 0;
+  for (const int64_t n : {int64_t{1}, int64_t{4095}, int64_t{4097}, int64_t{3} * 4096 + 5, int64_t{1} << 16}) {
+    std::vector<float> x = input_of(n, 29);
+    for (int64_t i = 0; i < n; i += 13) x[static_cast<size_t>(i)] = (i % 26 == 0) ? -0.0f : 0.25f;  // zeros, ties
+    std::vector<float> mag(x.size());
+    for (size_t i = 0; i < x.size(); ++i) mag[i] = std::fabs(x[i]);
+    std::vector<float> sorted = mag;
+    std::sort(sorted.begin(), sorted.end(), std::greater<>());
+    for (const int64_t k : {int64_t{1}, std::max<int64_t>(1, n / 100), std::max<int64_t>(1, n / 3)}) {
+      // Thresholds: the k-th magnitude, well above it (several rounds), above every |x| (the last
+      // round), zero, the largest float.
+      for (const float thr0 : {sorted[static_cast<size_t>(k - 1)], 3.0f * sorted[static_cast<size_t>(k - 1)],
+                               8.0f * sorted[0] + 1.0f, 0.0f, std::numeric_limits<float>::max()}) {
+        // Round by round.
+        float thr = thr0;
+        int round = 0;
+        auto count_at = [&](float t) {
+          return static_cast<uint64_t>(std::count_if(mag.begin(), mag.end(), [&](float m) { return m >= t; }));
+        };
+        uint64_t count = count_at(thr);
+        while (round + 1 < kRounds && static_cast<double>(count) < 0.8 * static_cast<double>(k)) {
+          thr = thr * 0.8f;
+          ++round;
+          count = count_at(thr);
+        }
+        // One pass.
+        uint32_t keys[kRounds];
+        detail::sampled_round_keys(thr0, keys);
+        const int64_t tiles = (n + kTile - 1) / kTile;
+        std::vector<std::array<uint32_t, kRounds / 2>> words(static_cast<size_t>(tiles));
+        unsigned long long totals[kRounds] = {};
+        for (int64_t t = 0; t < tiles; ++t) {
+          uint32_t w[kRounds / 2] = {};
+          for (int64_t i = t * kTile; i < std::min(n, (t + 1) * kTile); ++i)
+            detail::add_round_counts(detail::float_bits(x[static_cast<size_t>(i)]) & 0x7fffffffu, keys, w);
+          std::copy(std::begin(w), std::end(w), words[static_cast<size_t>(t)].begin());
+          for (int r = 0; r < kRounds; ++r) totals[r] += detail::round_count_of(w, r);
+        }
+        const int r = detail::sampled_round(totals, kRounds, k);
+        const float thr_r = detail::sampled_round_threshold(thr0, r);
+        const std::string at = "n=" + std::to_string(n) + " k=" + std::to_string(k) + " thr0=" + std::to_string(thr0);
+        ASSERT_EQ(r, round) << at;
+        ASSERT_EQ(detail::float_bits(thr_r), detail::float_bits(thr)) << at;
+        ASSERT_EQ(totals[r], count) << at;
+        for (int64_t t = 0; t < tiles; ++t) {
+          uint64_t want = 0;
+          for (int64_t i = t * kTile; i < std::min(n, (t + 1) * kTile); ++i) want += mag[static_cast<size_t>(i)] >= thr;
+          ASSERT_EQ(detail::round_count_of(words[static_cast<size_t>(t)].data(), r), want) << at << " tile " << t;
+        }
+        ++cases;
+        several_rounds += round >= 2 && round + 1 < kRounds;
+        last_round += round + 1 == kRounds;
+      }
+    }
+  }
+  EXPECT_GT(several_rounds, 0) << "no case stopped after two or more lowerings";
+  EXPECT_GT(last_round, 0) << "no case reached the last round";
+  EXPECT_EQ(cases, 5 * 3 * 5);
 }
 
 TEST(QuadLayoutTwin, GridQuadEncodeEqualsTheCpuCodec) {

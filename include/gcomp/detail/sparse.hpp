@@ -31,6 +31,50 @@ GCOMP_HD bool randk_before(uint32_t key_a, int64_t a, uint32_t key_b, int64_t b)
 }
 
 /// The n/k scale of unbiased random-k, rounded once from double.
+/// The DGC-style sampled top-k's adaptation (spec §4.4) over its rounds: round r's threshold is
+/// the sample's threshold lowered r times by a factor 0.8 (each a float product, as one round after
+/// another computes it).
+GCOMP_HD float sampled_round_threshold(float thr, int r) {
+  for (int i = 0; i < r; ++i) thr = thr * 0.8f;
+  return thr;
+}
+
+/// The round whose threshold stands, given counts[r] = the number of |x| >= round r's threshold for
+/// every r < rounds: the first r with at least 0.8 k elements, else the last round (the rounds run
+/// one after another stop there, and the last is never lowered further).
+GCOMP_HD int sampled_round(const unsigned long long* counts, int rounds, int64_t k) {
+  for (int r = 0; r + 1 < rounds; ++r)
+    if (!(static_cast<double>(counts[r]) < 0.8 * static_cast<double>(k))) return r;
+  return rounds - 1;
+}
+
+/// The keys of R rounds' thresholds: float_bits(thr_r) & 0x7fffffff, the truncate mode's T (for a
+/// finite x and thr_r >= 0, key(x) >= T_r is |x| >= thr_r). Non-increasing in r.
+template <int R>
+GCOMP_HD void sampled_round_keys(float thr, uint32_t (&keys)[R]) {
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+  for (int r = 0; r < R; ++r) {
+    keys[r] = float_bits(thr) & 0x7fffffffu;
+    thr = thr * 0.8f;
+  }
+}
+
+/// Per tile of at most 2^16 - 1 elements, the count of each of R rounds (key >= keys[r]), two
+/// 16-bit counts per word (round r in the half r % 2 of word r / 2): element `key` added.
+template <int R>
+GCOMP_HD void add_round_counts(uint32_t key, const uint32_t (&keys)[R], uint32_t (&words)[R / 2]) {
+  static_assert(R % 2 == 0, "two rounds per word");
+#if defined(__CUDA_ARCH__)
+#pragma unroll
+#endif
+  for (int r = 0; r < R; ++r) words[r / 2] += (key >= keys[r] ? 1u : 0u) << (16 * (r % 2));
+}
+
+/// Round r's count from its packed words (add_round_counts).
+GCOMP_HD uint32_t round_count_of(const uint32_t* words, int r) { return (words[r / 2] >> (16 * (r % 2))) & 0xffffu; }
+
 GCOMP_HD float randk_scale(int64_t n, int64_t k) {
   return k > 0 ? static_cast<float>(static_cast<double>(n) / static_cast<double>(k)) : 0.0f;
 }
