@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <exception>
+#include <functional>
 #include <new>
 #include <type_traits>
 
@@ -302,7 +303,9 @@ EngineImpl<T>::EngineImpl(Communicator& comm, const Layout& layout, const Sessio
   if (a == Algorithm::kDiana || a == Algorithm::kHessianEc) tmp_ = o.alloc(n_);
   if (a == Algorithm::kDiana && cfg.track_norms) tmp2_ = o.alloc(n_);
   if (cfg.track_norms) res_ = o.alloc(n_);
-  if (!o.synchronous_errors()) u_ = o.alloc(n_);
+  // The engine's own update buffer: for the device (its errors surface at the end of the step), and
+  // for a delayed step whose update buffer is the caller's gradient (run()).
+  if (!o.synchronous_errors() || delay_bound_ > 0) u_ = o.alloc(n_);
   keys_.resize(static_cast<size_t>(P_));
   if (cfg.track_norms) {
     h_a_.resize(n_);
@@ -752,7 +755,14 @@ StepStats EngineImpl<T>::run(const T* grad, T* out) {
   }
   // Where the update is computed: the caller's buffer when every error surfaces synchronously (it
   // is written only after the last call that can fail), else the engine's own, copied out last.
-  T* const u = o.synchronous_errors() ? out : u_;
+  // Also the engine's own when the step keeps its gradient for a later step (the delay queue takes
+  // it at commit(), after the update is computed) and the caller's update buffer overlaps that
+  // gradient (Session::step allows update to alias grad).
+  const auto overlap = [&] {
+    const std::less<const T*> before;
+    return before(out, g + n_) && before(g, out + n_);
+  };
+  T* const u = o.synchronous_errors() && !(delay_bound_ > 0 && overlap()) ? out : u_;
   const T* const given = g;  // what the delay queue keeps of this step (commit())
   try {
     if (delay_bound_ > 0) {

@@ -129,6 +129,54 @@ TEST_P(F32AlgoTest, CheckpointResumeIsBitIdentical) {
   for (int r = 0; r < kRanks; ++r) EXPECT_TRUE(bits_equal(resumed[r], full.x[r])) << "rank " << r;
 }
 
+// Session::step allows the update buffer to be the gradient's: every step's update and the final
+// state equal those of steps with separate buffers, bit for bit, on both host backends. The
+// delayed cases keep each gradient in a queue at the end of the step, after the update is computed
+// (a step that wrote the update into the gradient queued the update instead).
+TEST_P(F32AlgoTest, UpdateMayAliasTheGradient) {
+  for (const Backend backend : {Backend::kHostF32, Backend::kCpu}) {
+    const SessionConfig cfg = f32_config(GetParam(), backend);
+    std::vector<std::vector<std::vector<float>>> updates(2, std::vector<std::vector<float>>(kRanks));
+    std::vector<std::vector<std::vector<std::pair<std::string, std::vector<double>>>>> states(
+        2, std::vector<std::vector<std::pair<std::string, std::vector<double>>>>(kRanks));
+    std::mutex m;
+    for (int alias = 0; alias < 2; ++alias) {
+      run_local(kRanks, [&](Communicator& comm) {
+        Session s(comm, Layout(kSegments), cfg);
+        std::vector<float> all;
+        for (int k = 0; k < 12; ++k) {
+          std::vector<float> g(kDim), u(kDim);
+          for (int64_t j = 0; j < kDim; ++j)
+            g[j] = static_cast<float>(std::sin(0.37 * static_cast<double>(j + 1) + 1.3 * comm.rank() + 0.71 * k));
+          if (alias == 1) {
+            s.step(std::span<const float>(g), std::span<float>(g));
+            u = g;
+          } else {
+            s.step(std::span<const float>(g), std::span<float>(u));
+          }
+          all.insert(all.end(), u.begin(), u.end());
+        }
+        std::lock_guard<std::mutex> lock(m);
+        updates[alias][comm.rank()] = all;
+        for (const auto& [name, v] : s.state()) states[alias][comm.rank()].emplace_back(name, *v);
+      });
+    }
+    for (int r = 0; r < kRanks; ++r) {
+      const auto& a = updates[0][r];
+      const auto& b = updates[1][r];
+      ASSERT_EQ(a.size(), b.size());
+      for (size_t i = 0; i < a.size(); ++i)
+        ASSERT_EQ(std::memcmp(&a[i], &b[i], sizeof(float)), 0)
+            << backend_name(backend) << " rank " << r << " step " << i / kDim << " element " << i % kDim
+            << ": separate buffers " << a[i] << ", update in the gradient's buffer " << b[i];
+      ASSERT_EQ(states[0][r].size(), states[1][r].size());
+      for (size_t j = 0; j < states[0][r].size(); ++j)
+        EXPECT_TRUE(bits_equal(states[0][r][j].second, states[1][r][j].second))
+            << backend_name(backend) << " rank " << r << " state " << states[0][r][j].first;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(AllAlgorithms, F32AlgoTest, testing::ValuesIn(test::kSessionCases),
                          [](const auto& param_info) { return std::string(param_info.param.name); });
 
