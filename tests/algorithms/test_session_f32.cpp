@@ -134,7 +134,9 @@ TEST_P(F32AlgoTest, CheckpointResumeIsBitIdentical) {
 // delayed cases keep each gradient in a queue at the end of the step, after the update is computed
 // (a step that wrote the update into the gradient queued the update instead).
 TEST_P(F32AlgoTest, UpdateMayAliasTheGradient) {
-  for (const Backend backend : {Backend::kHostF32, Backend::kCpu}) {
+  // host-f32 and cpu through the fp32 API, cpu through the double API (its state type: no copy).
+  for (const auto& [backend, in_double] :
+       {std::pair{Backend::kHostF32, false}, std::pair{Backend::kCpu, false}, std::pair{Backend::kCpu, true}}) {
     const SessionConfig cfg = f32_config(GetParam(), backend);
     std::vector<std::vector<std::vector<float>>> updates(2, std::vector<std::vector<float>>(kRanks));
     std::vector<std::vector<std::vector<std::pair<std::string, std::vector<double>>>>> states(
@@ -148,7 +150,16 @@ TEST_P(F32AlgoTest, UpdateMayAliasTheGradient) {
           std::vector<float> g(kDim), u(kDim);
           for (int64_t j = 0; j < kDim; ++j)
             g[j] = static_cast<float>(std::sin(0.37 * static_cast<double>(j + 1) + 1.3 * comm.rank() + 0.71 * k));
-          if (alias == 1) {
+          if (in_double) {
+            std::vector<double> gd(g.begin(), g.end()), ud(kDim);
+            if (alias == 1) {
+              s.step(std::span<const double>(gd), std::span<double>(gd));
+              ud = gd;
+            } else {
+              s.step(std::span<const double>(gd), std::span<double>(ud));
+            }
+            for (int64_t j = 0; j < kDim; ++j) u[j] = static_cast<float>(ud[j]);
+          } else if (alias == 1) {
             s.step(std::span<const float>(g), std::span<float>(g));
             u = g;
           } else {
@@ -167,8 +178,8 @@ TEST_P(F32AlgoTest, UpdateMayAliasTheGradient) {
       ASSERT_EQ(a.size(), b.size());
       for (size_t i = 0; i < a.size(); ++i)
         ASSERT_EQ(std::memcmp(&a[i], &b[i], sizeof(float)), 0)
-            << backend_name(backend) << " rank " << r << " step " << i / kDim << " element " << i % kDim
-            << ": separate buffers " << a[i] << ", update in the gradient's buffer " << b[i];
+            << backend_name(backend) << (in_double ? " (double)" : "") << " rank " << r << " step " << i / kDim
+            << " element " << i % kDim << ": separate buffers " << a[i] << ", update in the gradient's buffer " << b[i];
       ASSERT_EQ(states[0][r].size(), states[1][r].size());
       for (size_t j = 0; j < states[0][r].size(); ++j)
         EXPECT_TRUE(bits_equal(states[0][r][j].second, states[1][r][j].second))
