@@ -182,7 +182,8 @@ KERNELS = [
      4, None),
     (r"check_scales_kernel", "encode_with_scales: the caller's scales checked (per block)", [], None, {}, "-", "-",
      None),
-    (r"copy_if_ok_kernel", "compute_scales: the block scales copied out (per block)", [], None, {}, "-", "-", None),
+    (r"copy_scales_kernel", "compute_scales: the block scales copied out, +Inf on error when shared (per block)", [],
+     None, {}, "-", "-", None),
     (r"prepare_received_kernel", "received messages: size rule, tail zeroed (per payload word)", [], None, {}, "-",
      "-", None),
     # Exact selection (radix_select.cuh): one-block and per-candidate kernels. Candidates: the

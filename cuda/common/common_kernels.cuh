@@ -41,24 +41,32 @@ __global__ void __launch_bounds__(kThreads) fill_zero_kernel(float* out, int64_t
 }
 
 /// Caller-given block scales of an encode with shared scales (DeviceCodec::encode_with_scales):
-/// a negative or non-finite scale b reports gcompErrorInvalidArgument at the block's first element
-/// blocks[b], as the CPU codec rejects it. Does nothing once an earlier kernel reported an error,
-/// so a non-finite input (checked first) keeps its status.
+/// a negative scale b reports gcompErrorInvalidArgument at the block's first element blocks[b], as
+/// the CPU codec rejects it; a non-finite one `nonfinite_code` (gcompErrorInvalidArgument, the CPU
+/// codec's; the Session's shared scales: gcompErrorNonFinite). Does nothing once an earlier kernel
+/// reported an error, so a non-finite input (checked first) keeps its status.
 __global__ void __launch_bounds__(kThreads)
-    check_scales_kernel(const float* scales, const int64_t* blocks, int64_t num_blocks, DeviceStatus* status) {
+    check_scales_kernel(const float* scales, const int64_t* blocks, int64_t num_blocks, uint32_t nonfinite_code,
+                        DeviceStatus* status) {
   if (status_failed(status)) return;
   for (int64_t b = global_thread(); b < num_blocks; b += grid_threads()) {
     const float s = scales[b];
-    if (!gcomp::detail::is_finite_f(s) || s < 0.0f)
+    if (!gcomp::detail::is_finite_f(s))
+      raise_status(status, nonfinite_code, static_cast<uint64_t>(blocks[b]));
+    else if (s < 0.0f)
       raise_status(status, gcompErrorInvalidArgument, static_cast<uint64_t>(blocks[b]));
   }
 }
 
-/// dst = src (num floats) unless the status word reports an error (DeviceCodec::compute_scales).
+/// dst = src (num floats) when the status word reports no error (DeviceCodec::compute_scales);
+/// else dst untouched, or every dst = +Inf with inf_on_error (the Session's scaler sharing: the
+/// max over the ranks is then +Inf on every rank).
 __global__ void __launch_bounds__(kThreads)
-    copy_if_ok_kernel(const float* src, float* dst, int64_t num, const DeviceStatus* status) {
-  if (status_failed(status)) return;
-  for (int64_t i = global_thread(); i < num; i += grid_threads()) dst[i] = src[i];
+    copy_scales_kernel(const float* src, float* dst, int64_t num, bool inf_on_error, const DeviceStatus* status) {
+  const bool failed = status_failed(status);
+  if (failed && !inf_on_error) return;
+  const float inf = gcomp::detail::bits_float(0x7f800000u);
+  for (int64_t i = global_thread(); i < num; i += grid_threads()) dst[i] = failed ? inf : src[i];
 }
 
 }  // namespace

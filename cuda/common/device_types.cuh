@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// Types shared by every kernel: the device status word, the input loader (plain x or the DIANA
-// difference g - h), the element -> quantization-block map, and the launch geometry.
+// Types shared by every kernel: the device status word, the input loader (plain x, the DIANA
+// difference g - h, or the Session's p = a x + b y), the element -> quantization-block map, and
+// the launch geometry.
 #pragma once
 
 #include "cuda/common/lanes.hpp"
@@ -10,6 +11,7 @@
 #include <gcomp/detail/fused_memory.hpp>
 #include <gcomp/detail/hd.hpp>
 #include <gcomp/detail/reduce.hpp>
+#include <gcomp/detail/session_math.hpp>
 
 #include <cuda_runtime.h>
 
@@ -36,15 +38,25 @@ __device__ inline bool status_failed(const DeviceStatus* st) {
   return *static_cast<const volatile uint32_t*>(&st->code) != 0u;
 }
 
-/// The encoder input: x[i], or x[i] - sub[i] (DIANA delta = g - h, recomputed in every pass with
-/// the same single rounding as the CPU's delta buffer).
+/// The encoder input, formed as it is loaded (gcomp/detail/session_math.hpp input_f): x[i]; the
+/// DIANA difference x[i] - y[i] (g - h, with the single rounding of the CPU's delta buffer); or
+/// lincomb_f(a, x[i], b, y[i]) (the Session's p = a x + b y, the bits lincomb_kernel would store).
+/// Recomputed in every pass that reads it, so no pass stores it first.
 struct Input {
   const float* x;
-  const float* sub;
-  __device__ float operator()(int64_t i) const { return sub != nullptr ? x[i] - sub[i] : x[i]; }
+  const float* y = nullptr;  ///< the second operand (kDiff, kLincomb)
+  gcomp::detail::InputForm form = gcomp::detail::InputForm::kPlain;
+  float a = 1.0f;  ///< kLincomb: the factors of x and y
+  float b = 0.0f;
+
+  /// The input element from the operands' elements.
+  __device__ float of(float xi, float yi) const { return gcomp::detail::input_f(form, xi, yi, a, b); }
+  __device__ float operator()(int64_t i) const {
+    return form == gcomp::detail::InputForm::kPlain ? x[i] : of(x[i], y[i]);
+  }
   /// Both pointers 16-byte aligned: quads starting at a multiple of 4 load as one float4 each.
   __device__ bool aligned16() const {
-    return (reinterpret_cast<uintptr_t>(x) & 15u) == 0 && (reinterpret_cast<uintptr_t>(sub) & 15u) == 0;
+    return (reinterpret_cast<uintptr_t>(x) & 15u) == 0 && (reinterpret_cast<uintptr_t>(y) & 15u) == 0;
   }
 };
 
@@ -55,14 +67,14 @@ struct Quad {
 
 /// Elements first .. first + live - 1 of the input (the rest 0): one 16-byte load per pointer when
 /// the quad is whole and `vec` (Input::aligned16() and `first` a multiple of 4), else element loads.
-/// x[i] - sub[i] is the same single fp32 rounding either way.
+/// Each element is Input::of of its operands either way (the same single roundings).
 __device__ inline Quad load_quad(const Input& in, int64_t first, int live, bool vec) {
   Quad q{{0.0f, 0.0f, 0.0f, 0.0f}};
   if (live == lanes::kQuadElems && vec) {
     const float4 a = __ldg(reinterpret_cast<const float4*>(in.x + first));
-    if (in.sub != nullptr) {
-      const float4 b = __ldg(reinterpret_cast<const float4*>(in.sub + first));
-      q = Quad{{a.x - b.x, a.y - b.y, a.z - b.z, a.w - b.w}};
+    if (in.form != gcomp::detail::InputForm::kPlain) {
+      const float4 b = __ldg(reinterpret_cast<const float4*>(in.y + first));
+      q = Quad{{in.of(a.x, b.x), in.of(a.y, b.y), in.of(a.z, b.z), in.of(a.w, b.w)}};
     } else {
       q = Quad{{a.x, a.y, a.z, a.w}};
     }
@@ -151,17 +163,19 @@ __device__ inline void for_each_span(int64_t n, bool vec, Span&& span) {
   for (int64_t s = whole + global_warp(); s < spans; s += grid_warps()) span(s, std::false_type{});
 }
 
-/// What an encoder compresses in a quad: x (or x - sub, as `in` says), or for DIANA (kFuse kDiana)
-/// g - h with the memory h of `mem`, which is also returned in `h` for the memory update. The
-/// difference is the same single fp32 rounding as the CPU's delta buffer.
+/// What an encoder compresses in a quad: the input `in`, and for DIANA (kFuse kDiana, in = g - h
+/// in form kDiff) also the base h = in.y, returned in `h` for the memory update, which writes the
+/// separate output memory (h_out) or h itself (in place). h takes plain loads, not the read-only
+/// path: in place, this pass writes it. The difference is the same single fp32 rounding as the
+/// CPU's delta buffer.
 template <gcomp::detail::FuseMode kFuse>
-__device__ inline Quad load_encode_quad(const Input& in, const float* mem, int64_t first, int live, bool vec, Quad& h) {
+__device__ inline Quad load_encode_quad(const Input& in, int64_t first, int live, bool vec, Quad& h) {
   if constexpr (kFuse == gcomp::detail::FuseMode::kDiana) {
-    const Quad g = load_quad(Input{in.x, nullptr}, first, live, vec);
-    h = load_out_quad(mem, first, live, vec);
+    const Quad g = load_quad(Input{in.x}, first, live, vec);
+    h = load_out_quad(in.y, first, live, vec);
     Quad x;
 #pragma unroll
-    for (int j = 0; j < lanes::kQuadElems; ++j) x.v[j] = g.v[j] - h.v[j];
+    for (int j = 0; j < lanes::kQuadElems; ++j) x.v[j] = gcomp::detail::sub_rn(g.v[j], h.v[j]);
     return x;
   } else {
     return load_quad(in, first, live, vec);

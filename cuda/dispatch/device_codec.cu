@@ -3,6 +3,7 @@
 // block/tile tables, and the calls of the codec's device entry (DeviceCodecEntry, plan.cuh), which
 // its registry descriptor names: nothing here lists codecs.
 #include "cuda/common/cuda_check.cuh"
+#include "cuda/dispatch/device_codec_access.hpp"
 #include "cuda/dispatch/plan.cuh"
 #include "host/codecs/registry.hpp"
 
@@ -289,26 +290,29 @@ struct DeviceCodec::Impl {
                       shareable_codec_names() + " have)");
   }
 
-  void compute_scales(const float* d_x, float* d_scales, void* d_workspace, size_t workspace_bytes,
-                      Stream stream) const {
+  /// inf_on_error: a failed computation leaves +Inf in every scale instead of nothing (sharing).
+  void compute_scales(const float* d_x, float* d_scales, void* d_workspace, size_t workspace_bytes, Stream stream,
+                      bool inf_on_error = false) const {
     const char* what = "compute_scales";
     check_shareable(what);
     check_vector(what, "input", d_x);
     check_vector(what, "scales", num_scales > 0 ? d_scales : nullptr);
     const detail::Workspace w = begin_call(what, d_workspace, workspace_bytes, stream);
-    detail::launch_shared_scales(entry, plan, w, Input{d_x, nullptr}, d_scales, stream);
+    detail::launch_shared_scales(entry, plan, w, Input{d_x}, d_scales, inf_on_error, stream);
   }
 
+  /// check_input = false: no non-finite pass over x, and a non-finite scale is gcompErrorNonFinite
+  /// (the Session's max of compute_scales outputs, DeviceCodecAccess::encode_with_shared_scales).
   void encode_with_scales(const float* d_x, const float* d_scales, const RngKey& key, void* d_payload,
-                          void* d_workspace, size_t workspace_bytes, Stream stream) const {
+                          void* d_workspace, size_t workspace_bytes, Stream stream, bool check_input = true) const {
     const char* what = "encode_with_scales";
     check_shareable(what);
     check_vector(what, "input", d_x);
     check_vector(what, "scales", num_scales > 0 ? d_scales : nullptr);
     check_vector(what, "payload", payload_bytes > 0 ? d_payload : nullptr);
     const detail::Workspace w = begin_call(what, d_workspace, workspace_bytes, stream);
-    detail::launch_encode_with_scales(entry, plan, w, Input{d_x, nullptr}, d_scales, key,
-                                      static_cast<uint8_t*>(d_payload), stream);
+    detail::launch_encode_with_scales(entry, plan, w, Input{d_x}, d_scales, key, static_cast<uint8_t*>(d_payload),
+                                      check_input, stream);
   }
 
   /// `keys`: count host keys, payload j's at keys[j] (nullptr only for codecs that read none).
@@ -378,30 +382,73 @@ void DeviceCodec::encode_with_scales(const float* d_x, const float* d_scales, co
 
 void DeviceCodec::encode(const float* d_x, const RngKey& key, void* d_payload, void* d_workspace,
                          size_t workspace_bytes, Stream stream) const {
-  impl_->encode("encode", Input{d_x, nullptr}, key, d_payload, Fuse::kNone, nullptr, 0.0f, false, d_workspace,
-                workspace_bytes, stream);
+  impl_->encode("encode", Input{d_x}, key, d_payload, Fuse::kNone, nullptr, 0.0f, false, d_workspace, workspace_bytes,
+                stream);
 }
 
 void DeviceCodec::encode_ef(const float* d_p, float* d_e, const RngKey& key, void* d_payload, void* d_workspace,
                             size_t workspace_bytes, Stream stream) const {
-  impl_->encode("encode_ef", Input{d_p, nullptr}, key, d_payload, Fuse::kEF, d_e, 0.0f, false, d_workspace,
-                workspace_bytes, stream);
+  impl_->encode("encode_ef", Input{d_p}, key, d_payload, Fuse::kEF, d_e, 0.0f, false, d_workspace, workspace_bytes,
+                stream);
 }
 
 void DeviceCodec::encode_diana(const float* d_g, float* d_h, float alpha, const RngKey& key, void* d_payload,
                                void* d_workspace, size_t workspace_bytes, Stream stream) const {
-  GCOMP_EXPECTS(impl_->plan.n == 0 || d_g != d_h, gcompErrorInvalidArgument, "encode_diana: g and h must not alias");
-  impl_->check_vector("encode_diana", "h", d_h);
-  impl_->encode("encode_diana", Input{d_g, d_h}, key, d_payload, Fuse::kDiana, d_h, alpha, false, d_workspace,
-                workspace_bytes, stream);
+  detail::DeviceCodecAccess::encode_diana(*this, d_g, d_h, d_h, alpha, key, d_payload, d_workspace, workspace_bytes,
+                                          stream);
 }
+
+namespace detail {
+
+bool DeviceCodecAccess::forms_lincomb_cheaper(const DeviceCodec& k) { return k.impl_->plan.input_reads < 3; }
+
+void DeviceCodecAccess::encode_ef_lincomb(const DeviceCodec& k, float a, const float* d_x, float b, const float* d_y,
+                                          float* d_e, const RngKey& key, void* d_payload, void* d_workspace,
+                                          size_t workspace_bytes, Stream stream) {
+  const DeviceCodec::Impl& m = *k.impl_;
+  const char* what = "encode_ef_lincomb";
+  GCOMP_EXPECTS(m.plan.n == 0 || (d_e != d_x && d_e != d_y), gcompErrorInvalidArgument,
+                std::string(what) + ": e must not alias x or y");
+  m.check_vector(what, "y", d_y);
+  m.encode(what, Input{d_x, d_y, gcomp::detail::InputForm::kLincomb, a, b}, key, d_payload, Fuse::kEF, d_e, 0.0f, false,
+           d_workspace, workspace_bytes, stream);
+}
+
+void DeviceCodecAccess::encode_diana(const DeviceCodec& k, const float* d_g, const float* d_h, float* d_h_out,
+                                     float alpha, const RngKey& key, void* d_payload, void* d_workspace,
+                                     size_t workspace_bytes, Stream stream) {
+  const DeviceCodec::Impl& m = *k.impl_;
+  const char* what = "encode_diana";
+  GCOMP_EXPECTS(m.plan.n == 0 || (d_g != d_h && d_g != d_h_out), gcompErrorInvalidArgument,
+                std::string(what) + ": g must not alias h or h_out");
+  m.check_vector(what, "h", d_h);
+  m.check_vector(what, "h_out", d_h_out);
+  if (d_h_out != d_h && m.entry.selected_memory && m.plan.n > 0)
+    GCOMP_CUDA_TRY(
+        cudaMemcpyAsync(d_h_out, d_h, static_cast<size_t>(m.plan.n) * sizeof(float), cudaMemcpyDeviceToDevice, stream));
+  m.encode(what, Input{d_g, d_h, gcomp::detail::InputForm::kDiff}, key, d_payload, Fuse::kDiana, d_h_out, alpha, false,
+           d_workspace, workspace_bytes, stream);
+}
+
+void DeviceCodecAccess::compute_shared_scales(const DeviceCodec& k, const float* d_x, float* d_scales,
+                                              void* d_workspace, size_t workspace_bytes, Stream stream) {
+  k.impl_->compute_scales(d_x, d_scales, d_workspace, workspace_bytes, stream, true);
+}
+
+void DeviceCodecAccess::encode_with_shared_scales(const DeviceCodec& k, const float* d_x, const float* d_scales,
+                                                  const RngKey& key, void* d_payload, void* d_workspace,
+                                                  size_t workspace_bytes, Stream stream) {
+  k.impl_->encode_with_scales(d_x, d_scales, key, d_payload, d_workspace, workspace_bytes, stream, false);
+}
+
+}  // namespace detail
 
 void DeviceCodec::topk_sampled(const float* d_x, const RngKey& key, void* d_payload, void* d_workspace,
                                size_t workspace_bytes, Stream stream) const {
   GCOMP_EXPECTS(impl_->entry.encode_sampled != nullptr, gcompErrorNotSupported,
                 "topk_sampled: only the topk codec has a sampled-threshold path (this codec is '" +
                     std::string(impl_->spec.name()) + "')");
-  impl_->encode("topk_sampled", Input{d_x, nullptr}, key, d_payload, Fuse::kNone, nullptr, 0.0f, true, d_workspace,
+  impl_->encode("topk_sampled", Input{d_x}, key, d_payload, Fuse::kNone, nullptr, 0.0f, true, d_workspace,
                 workspace_bytes, stream);
 }
 

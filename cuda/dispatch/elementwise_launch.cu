@@ -244,6 +244,7 @@ void dense_plan(DevicePlanner& planner, const CodecSpec& spec) {
   p.p = q.p;
   p.nbits = static_cast<int>(gcomp::detail::ceil_log2_u64(uint64_t{p.levels} + 1));
   if (const auto* t = spec.options_if<TernGradOptions>()) p.clip = t->clip;
+  if (p.clip > 0.0) p.input_reads = 4;  // max, mean, centered squares, quantize
   planner.upload_tables(q.block);
   p.num_scales = p.num_blocks;
 }
@@ -297,26 +298,31 @@ extern const DeviceCodecEntry kNaturalDevice{
     .plan = no_plan, .workspace = nullptr, .encode = natural_encode, .decode = natural_decode};
 
 void launch_shared_scales(const DeviceCodecEntry& entry, const DevicePlan& plan, const Workspace& ws, Input in,
-                          float* d_scales, cudaStream_t stream) {
+                          float* d_scales, bool inf_on_error, cudaStream_t stream) {
   GCOMP_EXPECTS(entry.scales != nullptr, gcompErrorInternal, "launch_shared_scales: the codec has no shareable scales");
   if (plan.n == 0 || plan.num_blocks == 0) return;
   // The scales encode() computes, by the same launches, into ws.scales; copied out only when every
-  // scale is finite (the CPU codec throws before it returns any).
+  // scale is finite (the CPU codec throws before it returns any), else +Inf with inf_on_error.
   entry.scales(plan, ws, in, stream);
-  GCOMP_LAUNCH(copy_if_ok_kernel, grid_for(plan.num_blocks, kThreads, plan.max_blocks), kThreads, stream, ws.scales,
-               d_scales, plan.num_blocks, ws.status);
+  GCOMP_LAUNCH(copy_scales_kernel, grid_for(plan.num_blocks, kThreads, plan.max_blocks), kThreads, stream, ws.scales,
+               d_scales, plan.num_blocks, inf_on_error, ws.status);
 }
 
 void launch_encode_with_scales(const DeviceCodecEntry& entry, const DevicePlan& plan, const Workspace& ws, Input in,
-                               const float* d_scales, const RngKey& key, uint8_t* d_payload, cudaStream_t stream) {
+                               const float* d_scales, const RngKey& key, uint8_t* d_payload, bool check_input,
+                               cudaStream_t stream) {
   GCOMP_EXPECTS(entry.encode_scaled != nullptr, gcompErrorInternal,
                 "launch_encode_with_scales: the codec has no shareable scales");
   // The CPU codec's order: non-finite input (gcompErrorNonFinite) first, then the scales
-  // (gcompErrorInvalidArgument); the writing kernels skip once either is reported.
+  // (gcompErrorInvalidArgument); the writing kernels skip once either is reported. Without
+  // check_input (the Session's shared scales: a non-finite x made its block's scale, and so the
+  // max, non-finite), the input is read by the encode pass alone and a non-finite scale is the
+  // non-finite gradient's gcompErrorNonFinite.
   if (plan.n > 0) {
-    GCOMP_LAUNCH(check_finite_kernel, quad_grid(plan), kThreads, stream, in, plan.n, ws.status);
+    if (check_input) GCOMP_LAUNCH(check_finite_kernel, quad_grid(plan), kThreads, stream, in, plan.n, ws.status);
+    const uint32_t nonfinite = check_input ? gcompErrorInvalidArgument : gcompErrorNonFinite;
     GCOMP_LAUNCH(check_scales_kernel, grid_for(plan.num_blocks, kThreads, plan.max_blocks), kThreads, stream, d_scales,
-                 plan.blocks, plan.num_blocks, ws.status);
+                 plan.blocks, plan.num_blocks, nonfinite, ws.status);
   }
   entry.encode_scaled(plan, ws, in, d_scales, key, d_payload, stream);
 }

@@ -94,6 +94,11 @@ struct DevicePlan {
   int64_t sample_k = 0;
   int64_t max_blocks = 1;  ///< grid cap: SM count * blocks per SM
   size_t payload_bytes = 0;
+  /// Full passes over the input of an EF encode (the scale or check pass and the encode pass: 2;
+  /// topk 3, terngrad with clip 4; the exact top-k's fallback for many equal magnitudes reads more).
+  /// The Session forms its p = a x + b y in every pass (8 B/el each) only below 3, where that reads
+  /// less than storing p first (12 B/el, then 4 B/el per pass).
+  int input_reads = 2;
 
   // sdither (spec §5.2(a)), spherical (§5.2(b)), grid (§6.1)
   uint32_t code = 1;         ///< sdither: kEliasGamma or kEliasDelta
@@ -259,17 +264,24 @@ struct DeviceCodecEntry {
                          Fuse fuse, float* d_mem, float alpha, cudaStream_t stream) = nullptr;
   /// The decode reads the payload's key (randk indices, spherical codebook).
   bool reads_key = false;
+  /// The fused memory update writes the selected elements only (topk, randk: the others keep
+  /// their memory). A DIANA encode into a separate output h_out copies h there first; the dense
+  /// codecs write every element of h_out from h = in.y in their encode pass.
+  bool selected_memory = false;
 };
 
 /// Shared block scales (DeviceCodec::compute_scales / encode_with_scales, codecs whose entry has
 /// `scales`): launch_shared_scales computes the scales encode() would use by the same launches
 /// into ws.scales, then copies them to d_scales (num_blocks floats) unless the status word reports
-/// an error. launch_encode_with_scales: the input check (gcompErrorNonFinite) and the scale check
-/// (gcompErrorInvalidArgument), then the entry's encode_scaled with the given d_scales.
+/// an error (then d_scales is untouched, or all +Inf with inf_on_error: the Session's sharing).
+/// launch_encode_with_scales: the input check (gcompErrorNonFinite; check_input only) and the
+/// scale check (a negative scale gcompErrorInvalidArgument; a non-finite one the same, or without
+/// check_input gcompErrorNonFinite), then the entry's encode_scaled with the given d_scales.
 void launch_shared_scales(const DeviceCodecEntry& entry, const DevicePlan& plan, const Workspace& ws, Input in,
-                          float* d_scales, cudaStream_t stream);
+                          float* d_scales, bool inf_on_error, cudaStream_t stream);
 void launch_encode_with_scales(const DeviceCodecEntry& entry, const DevicePlan& plan, const Workspace& ws, Input in,
-                               const float* d_scales, const RngKey& key, uint8_t* d_payload, cudaStream_t stream);
+                               const float* d_scales, const RngKey& key, uint8_t* d_payload, bool check_input,
+                               cudaStream_t stream);
 
 /// CUB scan temp storage for `items` int64 values (queried once at construction).
 size_t query_scan_temp_bytes(int64_t items);

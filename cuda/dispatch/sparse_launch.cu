@@ -295,6 +295,7 @@ void plan_rice(DevicePlan& p, const Codec& cpu) {
 void topk_plan(DevicePlanner& planner, const CodecSpec& spec) {
   DevicePlan& p = planner.plan;
   sparse_plan(p, spec);
+  p.input_reads = 3;  // the 12-bit histogram, the class counts and compaction, the scatter
   if (p.n > 0) plan_sample(p);
   if (spec.options<TopKOptions>().index == IndexCode::kRice) plan_rice(p, planner.cpu);
 }
@@ -342,11 +343,13 @@ extern const DeviceCodecEntry kTopKDevice{.plan = topk_plan,
                                           .workspace = topk_workspace,
                                           .encode = topk_encode,
                                           .decode = topk_decode,
-                                          .encode_sampled = topk_encode_sampled};
+                                          .encode_sampled = topk_encode_sampled,
+                                          .selected_memory = true};
 extern const DeviceCodecEntry kRandKDevice{.plan = randk_plan,
                                            .workspace = randk_workspace,
                                            .encode = randk_encode,
                                            .decode = randk_decode,
-                                           .reads_key = true};
+                                           .reads_key = true,
+                                           .selected_memory = true};
 
 }  // namespace gcomp::cuda::detail

@@ -48,7 +48,7 @@ __device__ inline int64_t grid_level_dev(float x, const GridParams& p) {
 }
 
 /// Encode of the whole-byte widths (kBytes = B / 8: 1, 2 or 4), a thread per quad. kFuse: none,
-/// EF (e = p - v) or DIANA (h = h + alpha v, h = in.sub). kCheck: the non-finite check folded into
+/// EF (e = p - v) or DIANA (mem = in.y + alpha v: h_out, or h in place). kCheck: the non-finite check folded into
 /// this pass (plain encode: one read of the input; the payload's content is then unspecified); the
 /// fused variants run check_finite_kernel before, so that nothing is written on a non-finite input.
 template <int kBytes, gcomp::detail::FuseMode kFuse, bool kCheck>
@@ -66,7 +66,7 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t first = q * lanes::kQuadElems;
     const int live = kWhole ? lanes::kQuadElems : lanes::quad_live(first, p.n);
     [[maybe_unused]] Quad h{{0.0f, 0.0f, 0.0f, 0.0f}};
-    const Quad x = load_encode_quad<kFuse>(in, mem, first, live, kWhole, h);
+    const Quad x = load_encode_quad<kFuse>(in, first, live, kWhole, h);
     int64_t level[lanes::kQuadElems];
     lanes::grid_quad_levels(
         x.v, live, [&](float v) { return grid_level_dev<kBytes != 4>(v, p); }, level);
@@ -98,7 +98,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 /// Encode of the other widths, a warp per 32-element group (fuse: none, EF e = p - v, DIANA
-/// h = h + alpha v; gcomp/detail/fused_memory.hpp). `check`: the non-finite check folded into this
+/// mem = h + alpha v with h = in.y; gcomp/detail/fused_memory.hpp). `check`: the non-finite check folded into this
 /// pass (plain encode: one read of the input; the payload's content is then unspecified); the fused
 /// variants run check_finite_kernel before, so that nothing is written.
 template <bool kFloat>
@@ -138,7 +138,7 @@ __global__ void __launch_bounds__(kThreads)
     if (lane < bits && w < p.words) payload[w] = word;
     if (fuse != gcomp::detail::FuseMode::kNone && live) {
       const float v = grid_value(level, p.step);
-      mem[i] = fused_memory(fuse, fuse == gcomp::detail::FuseMode::kEF ? x : mem[i], alpha, v);
+      mem[i] = fused_memory(fuse, fuse == gcomp::detail::FuseMode::kEF ? x : in.y[i], alpha, v);
     }
   }
 }

@@ -12,8 +12,8 @@
 
 namespace gcomp::cuda::detail {
 
-/// One quad (16-byte load and store) per thread. kFuse: 0 plain, 1 EF (e = p - p), 2 DIANA (h = h +
-/// alpha delta, h = in.sub). kCheck: the non-finite check folded into this pass (plain encode; the
+/// One quad (16-byte load and store) per thread. kFuse: 0 plain, 1 EF (e = p - p), 2 DIANA (mem = in.y +
+/// alpha delta: h_out, or h in place). kCheck: the non-finite check folded into this pass (plain encode; the
 /// payload's content is then unspecified); the fused variants run check_finite_kernel before.
 template <gcomp::detail::FuseMode kFuse, bool kCheck>
 __global__ void __launch_bounds__(kThreads) encode_identity_kernel(Input in, int64_t n, float* __restrict__ payload,
@@ -27,7 +27,7 @@ __global__ void __launch_bounds__(kThreads) encode_identity_kernel(Input in, int
     const int64_t first = q * lanes::kQuadElems;
     const int live = kWhole ? lanes::kQuadElems : lanes::quad_live(first, n);
     [[maybe_unused]] Quad h{{0.0f, 0.0f, 0.0f, 0.0f}};
-    const Quad x = load_encode_quad<kFuse>(in, mem, first, live, kWhole, h);
+    const Quad x = load_encode_quad<kFuse>(in, first, live, kWhole, h);
     if constexpr (kCheck) {
 #pragma unroll
       for (int j = 0; j < lanes::kQuadElems; ++j)

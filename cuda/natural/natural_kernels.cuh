@@ -22,7 +22,7 @@ struct NaturalParams {
   int64_t words;  ///< ceil(n / 32)
 };
 
-/// kFuse: 0 plain, 1 EF (e = p - v), 2 DIANA (h = h + alpha v, h = in.sub). kCheck: the non-finite
+/// kFuse: 0 plain, 1 EF (e = p - v), 2 DIANA (mem = in.y + alpha v: h_out, or h in place). kCheck: the non-finite
 /// check folded into this pass (plain encode; the payload's content is then unspecified); the fused
 /// variants run check_finite_kernel before, so that nothing is written on a non-finite input.
 template <gcomp::detail::FuseMode kFuse, bool kCheck>
@@ -40,7 +40,7 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t first = s * lanes::kSpanElems + lanes::kQuadElems * lane;
     const int live = kWhole ? lanes::kQuadElems : lanes::quad_live(first, d.n);
     [[maybe_unused]] Quad h{{0.0f, 0.0f, 0.0f, 0.0f}};
-    const Quad x = load_encode_quad<kFuse>(in, mem, first, live, kWhole, h);
+    const Quad x = load_encode_quad<kFuse>(in, first, live, kWhole, h);
     uint32_t code[lanes::kQuadElems] = {0u, 0u, 0u, 0u};
     uint32_t nib = 0;
     if (live > 0) {

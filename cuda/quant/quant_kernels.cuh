@@ -39,8 +39,8 @@ __device__ inline float dense_value(uint32_t level, bool negative, float scale, 
     return gcomp::detail::dither_value(level, negative, scale, levels);
 }
 
-/// Quantize pass. kFuse: 0 plain; 1 EF (mem = e: e = p - v); 2 DIANA (mem = h = in.sub:
-/// h = h + alpha v). The scales come from the workspace (or the caller: encode_with_scales) and are
+/// Quantize pass. kFuse: 0 plain; 1 EF (mem = e: e = p - v); 2 DIANA (mem = h_out, or h = in.y
+/// in place: mem = in.y + alpha v). The scales come from the workspace (or the caller: encode_with_scales) and are
 /// copied into the payload here, so that a non-finite input (status set by the scale pass) leaves
 /// the payload and the memory untouched.
 template <bool kNatural, gcomp::detail::FuseMode kFuse>
@@ -62,7 +62,7 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t first = s * lanes::kSpanElems + lanes::kQuadElems * lane;
     const int live = kWhole ? lanes::kQuadElems : lanes::quad_live(first, d.n);
     [[maybe_unused]] Quad h{{0.0f, 0.0f, 0.0f, 0.0f}};
-    const Quad x = load_encode_quad<kFuse>(in, mem, first, live, kWhole, h);
+    const Quad x = load_encode_quad<kFuse>(in, first, live, kWhole, h);
     uint32_t level[lanes::kQuadElems] = {0u, 0u, 0u, 0u};
     bool negative[lanes::kQuadElems] = {false, false, false, false};
     float nu[lanes::kQuadElems] = {0.0f, 0.0f, 0.0f, 0.0f};

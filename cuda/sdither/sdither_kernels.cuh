@@ -167,7 +167,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 /// Step 2, the one pass over x: records, directory, T and the fused memory update (fuse: none,
-/// EF e = p - v, DIANA h = h + alpha v), tile by tile in counter order.
+/// EF e = p - v, DIANA mem = h + alpha v with h = in.y), tile by tile in counter order.
 ///
 /// Forward progress of the look-back: a block takes its next tile from the counter (atomicAdd)
 /// only after it has finished its previous one, and a tile's look-back waits only on tiles with
@@ -234,7 +234,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int j = 0; j < kSDitherItems; ++j) {
         const int64_t i = begin + static_cast<int64_t>(j) * kThreads + threadIdx.x;
-        if (i < p.n) mem[i] = fuse == FuseMode::kEF ? v[j] : fused_memory(FuseMode::kDiana, mem[i], alpha, v[j]);
+        if (i < p.n) mem[i] = fuse == FuseMode::kEF ? v[j] : fused_memory(FuseMode::kDiana, in.y[i], alpha, v[j]);
       }
     }
     __syncthreads();  // tmp (and tmp.tile) reusable

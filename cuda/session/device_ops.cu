@@ -12,6 +12,7 @@
 // allocation returns after the zeroing completed, so the zeros are in place before any stream
 // touches them.
 #include "cuda/common/cuda_check.cuh"
+#include "cuda/dispatch/device_codec_access.hpp"
 #include "cuda/session/session_kernels.cuh"
 #include "host/algorithms/vec_ops.hpp"
 
@@ -19,6 +20,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -29,6 +31,7 @@ namespace {
 
 using cuda::DeviceCodec;
 using cuda::DeviceStatus;
+using cuda::detail::DeviceCodecAccess;
 using cuda::detail::kThreads;
 
 /// Everything DeviceOps allocates, released by its destructor. A member, so that a constructor
@@ -210,37 +213,58 @@ class DeviceOps final : public VecOps<float> {
     dev(c).encode_ef(p, e, key, payload, ws_, ws_bytes_, stream_);
     merge();
   }
+  // p = a x + b y formed by the encoders as they load it (lincomb_kernel's bits), never stored,
+  // where that reads less (encodes of two passes over p); else stored in scratch first.
+  void encode_ef_lincomb(int c, float a, const float* x, float b, const float* y, float* e, float* scratch,
+                         const RngKey& key, uint8_t* payload, size_t n) override {
+    if (!DeviceCodecAccess::forms_lincomb_cheaper(dev(c))) {
+      VecOps<float>::encode_ef_lincomb(c, a, x, b, y, e, scratch, key, payload, n);
+      return;
+    }
+    DeviceCodecAccess::encode_ef_lincomb(dev(c), a, x, b, y, e, key, payload, ws_, ws_bytes_, stream_);
+    merge();
+  }
+  // The dense codecs read h and write h_out in their encode pass (no copy of h); topk and randk,
+  // whose update writes the selected elements only, copy h into h_out first.
   void encode_diana(int c, const float* g, const float* h, float* h_out, float alpha, const RngKey& key,
                     uint8_t* payload) override {
-    copy(h_out, h, static_cast<size_t>(dev(c).num_elems()));  // the fused encode updates h_out in place
-    dev(c).encode_diana(g, h_out, alpha, key, payload, ws_, ws_bytes_, stream_);
+    DeviceCodecAccess::encode_diana(dev(c), g, h, h_out, alpha, key, payload, ws_, ws_bytes_, stream_);
     merge();
   }
   // TernGrad scaler sharing on the device (docs/gpu.md "Session on the GPU"): the block scales
-  // by DeviceCodec::compute_scales, their max over the ranks, and DeviceCodec::encode_with_scales,
-  // which equal the CPU codec's compute_scales / encode_with_scales byte for byte. Device
-  // communicator: the allreduce is enqueued on the stream, no host sync. Host communicator: the
-  // scales go down through pinned memory with the step's status record (one sync, like
-  // stage_down; a non-finite scale throws here as the twin's compute_scales does), the allreduce
-  // runs on the host, and the max goes back up on the stream.
+  // (DeviceCodec::compute_scales's launches), their max over the ranks, and the encode pass of
+  // DeviceCodec::encode_with_scales, byte for byte the CPU codec's compute_scales /
+  // encode_with_scales. Two reads of x: the encode pass has no non-finite pass before it, since a
+  // non-finite x gives its block a non-finite scale (every shareable codec's scale math,
+  // tests/unit/test_shared_scales.cpp), which the scale pass reports; a rank whose scales failed
+  // sends +Inf scales, so the max is +Inf on every rank and every rank's encode fails with
+  // gcompErrorNonFinite (payload untouched), as the twin's ranks do. Device communicator: the
+  // allreduce is enqueued on the stream, no host sync. Host communicator: the scales go down
+  // through pinned memory with the step's status record (one sync, like stage_down), the
+  // allreduce runs on the host (this rank joins it even when its scales failed), then a failure
+  // throws as the twin's does, and the max goes back up on the stream.
   void encode_shared_scale(int c, const float* x, const RngKey& key, uint8_t* payload) override {
     Entry& e = codecs_[static_cast<size_t>(c)];
     const DeviceCodec& k = *e.dev;
-    k.compute_scales(x, e.d_scales, ws_, ws_bytes_, stream_);
+    DeviceCodecAccess::compute_shared_scales(k, x, e.d_scales, ws_, ws_bytes_, stream_);
     merge();
     if (e.num_scales > 0) {
       if (host_comm_) {
         const size_t bytes = e.num_scales * sizeof(float);
         GCOMP_CUDA_TRY(cudaMemcpyAsync(e.h_scales, e.d_scales, bytes, cudaMemcpyDeviceToHost, stream_));
         read_sticky();  // syncs
-        throw_if_failed();
         comm_.allreduce(e.h_scales, e.h_scales_max, e.num_scales, DataType::kF32, ReduceOp::kMax, nullptr);
+        throw_if_failed();
+        for (size_t b = 0; b < e.num_scales; ++b)
+          if (!std::isfinite(e.h_scales_max[b]))
+            GCOMP_FAIL(gcompErrorNonFinite, "non-finite gradient on another rank (shared scale of block " +
+                                                std::to_string(b) + "); state unchanged");
         GCOMP_CUDA_TRY(cudaMemcpyAsync(e.d_scales, e.h_scales_max, bytes, cudaMemcpyHostToDevice, stream_));
       } else {
         comm_.allreduce(e.d_scales, e.d_scales, e.num_scales, DataType::kF32, ReduceOp::kMax, stream_);
       }
     }
-    k.encode_with_scales(x, e.d_scales, key, payload, ws_, ws_bytes_, stream_);
+    DeviceCodecAccess::encode_with_shared_scales(k, x, e.d_scales, key, payload, ws_, ws_bytes_, stream_);
     merge();
   }
   void decode(int c, const uint8_t* payload, const RngKey& key, float* out) override {

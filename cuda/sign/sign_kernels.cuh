@@ -23,7 +23,7 @@ struct SignParams {
 
 /// Quad layout (cuda/common/lanes.hpp): a thread tests the 4 elements of one 16-byte load, the 8
 /// lanes of a 32-element word OR their nibbles together (3 shuffles) and lane 0 of them writes the
-/// word. kFuse: 0 plain, 1 EF (e = p - v), 2 DIANA (h = h + alpha v, h = in.sub). kCheck: the
+/// word. kFuse: 0 plain, 1 EF (e = p - v), 2 DIANA (mem = in.y + alpha v: h_out, or h in place). kCheck: the
 /// non-finite check of plain signs folded into this pass (status gcompErrorNonFinite at the element;
 /// the payload's content is then unspecified, see DeviceCodec::encode); scaled signs and the fused
 /// variants are checked before (the scale pass, check_finite_kernel), so that nothing is written.
@@ -44,7 +44,7 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t first = s * lanes::kSpanElems + lanes::kQuadElems * lane;
     const int live = kWhole ? lanes::kQuadElems : lanes::quad_live(first, d.n);
     [[maybe_unused]] Quad h{{0.0f, 0.0f, 0.0f, 0.0f}};
-    const Quad x = load_encode_quad<kFuse>(in, mem, first, live, kWhole, h);
+    const Quad x = load_encode_quad<kFuse>(in, first, live, kWhole, h);
     uint32_t nib = 0;
 #pragma unroll
     for (int j = 0; j < lanes::kQuadElems; ++j)

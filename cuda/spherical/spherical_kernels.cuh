@@ -81,7 +81,7 @@ struct CodebookNormals {
   }
 };
 
-/// Search (and fused update: fuse 0 none, 1 EF e = p - v, 2 DIANA h = h + alpha v). Writes the
+/// Search (and fused update: fuse 0 none, 1 EF e = p - v, 2 DIANA mem = h + alpha v, h = in.y). Writes the
 /// norms into the payload and the indices into `index`.
 __global__ void __launch_bounds__(kThreads)
     spherical_encode_kernel(SphericalParams p, Input in, const float* norms, gcomp::detail::RngKey key, int64_t* index,
@@ -146,7 +146,7 @@ __global__ void __launch_bounds__(kThreads)
                                                                static_cast<uint64_t>(len), static_cast<uint64_t>(k))),
                                               best_n2)
                             : 0.0f;
-        mem[i] = fused_memory(fuse, fuse == gcomp::detail::FuseMode::kEF ? in(i) : mem[i], alpha, v);
+        mem[i] = fused_memory(fuse, fuse == gcomp::detail::FuseMode::kEF ? in(i) : in.y[i], alpha, v);
       }
     }
     __syncwarp();

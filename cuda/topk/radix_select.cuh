@@ -421,7 +421,7 @@ __global__ void __launch_bounds__(kThreads)
           }
           using gcomp::detail::FuseMode;
           if (a.fuse == FuseMode::kEF) a.mem[i] = selected ? fused_memory(a.fuse, v, a.alpha, v * a.scale) : v;
-          if (a.fuse == FuseMode::kDiana && selected) a.mem[i] = fused_memory(a.fuse, a.mem[i], a.alpha, v * a.scale);
+          if (a.fuse == FuseMode::kDiana && selected) a.mem[i] = fused_memory(a.fuse, a.in.y[i], a.alpha, v * a.scale);
         } else if (a.op == ScatterOp::kDecodeOverwrite) {
           a.out[i] = selected ? a.vals_in[pos] * a.scale : 0.0f;
         } else if (selected) {

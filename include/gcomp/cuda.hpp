@@ -55,6 +55,10 @@ namespace gcomp::cuda {
 /// The CUDA runtime stream type (`cudaStream_t`); nullptr is the legacy default stream.
 using Stream = CUstream_st*;
 
+namespace detail {
+struct DeviceCodecAccess;  // the Session's fused encode paths (cuda/dispatch/device_codec_access.hpp)
+}  // namespace detail
+
 /// Layout of the device status word at byte 0 of every workspace. Every public call resets it on
 /// its stream first; kernels set `code` once (first error wins) and lower `index` to the smallest
 /// element index involved (the first element of the offending block for block-scaled codecs; the
@@ -202,6 +206,7 @@ class DeviceCodec {
                     Stream stream) const;
 
  private:
+  friend struct detail::DeviceCodecAccess;
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

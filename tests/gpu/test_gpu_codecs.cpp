@@ -5,12 +5,14 @@
 // runs on a non-default stream with a workspace of exactly workspace_bytes(). Without a device
 // every test skips with a one-line reason.
 #include "common/test_util.hpp"
+#include "cuda/dispatch/device_codec_access.hpp"
 #include "gpu/gpu_test_util.hpp"
 #include "host/codecs/registry.hpp"
 
 #include <gcomp/codec.hpp>
 #include <gcomp/cuda.hpp>
 #include <gcomp/detail/philox.hpp>
+#include <gcomp/detail/session_math.hpp>
 #include <gcomp/detail/sparse.hpp>
 #include <gcomp/detail/spherical.hpp>
 
@@ -251,6 +253,74 @@ TEST_P(GpuCodecs, DianaMatchesCpu) {
   EXPECT_TRUE(bitwise_equal(d_h.download(), h));
 }
 
+// The Session's EF encode of p = a x + b y formed as the kernels load it (DeviceCodecAccess::
+// encode_ef_lincomb: no lincomb pass, p never stored) against the stored p of lincomb_f (the bits
+// of the Session's lincomb()) encoded by the CPU codec's encode_ef: the same payload and memory,
+// for a product and a difference form (b = 1 with a = lr; a = 1 with b = -0.75), through the
+// vector and the element loads (the layouts' odd sizes). y holds subnormals, and x and y signed
+// zeros (test_input), whose sums and products must round as the stored p did.
+TEST_P(GpuCodecs, LincombErrorFeedbackMatchesTheStoredInput) {
+  const std::vector<float> x = test_input(n_, seed_ + 11);
+  std::vector<float> y = test_input(n_, seed_ + 12);
+  for (int64_t i = 0; i < n_; i += 23) y[i] = (i % 46 == 0 ? 1.0f : -1.0f) * std::numeric_limits<float>::denorm_min();
+  DeviceBuffer<float> d_x(x, stream_);
+  DeviceBuffer<float> d_y(y, stream_);
+  DeviceBuffer<float> d_e(x.size(), stream_);
+  DeviceBuffer<uint8_t> d_payload(gpu_->encoded_bytes(), stream_);
+  const float forms[2][2] = {{0.05f, 1.0f}, {1.0f, -0.75f}};
+  for (const auto& ab : forms) {
+    const float a = ab[0], b = ab[1];
+    std::vector<float> p(x.size());
+    for (size_t i = 0; i < p.size(); ++i) p[i] = detail::lincomb_f(a, x[i], b, y[i]);
+    const RngKey key = key_for(seed_, 5);
+    std::vector<uint8_t> want_payload(cpu_->encoded_bytes());
+    std::vector<float> want_e(p.size());
+    cpu_->encode_ef(p, key, want_payload, want_e);
+    d_e.fill_bytes(0xff);  // NaN: every element must be written
+    cuda::detail::DeviceCodecAccess::encode_ef_lincomb(*gpu_, a, d_x.get(), b, d_y.get(), d_e.get(), key,
+                                                       d_payload.get(), ws_->get(), gpu_->workspace_bytes(), stream_);
+    expect_ok();
+    EXPECT_TRUE(bytes_equal(d_payload.download(), want_payload)) << "a = " << a << ", b = " << b;
+    EXPECT_TRUE(bitwise_equal(d_e.download(), want_e)) << "a = " << a << ", b = " << b;
+  }
+  EXPECT_TRUE(bitwise_equal(d_x.download(), x));
+  EXPECT_TRUE(bitwise_equal(d_y.download(), y));
+  if (n_ > 0) {  // e must not alias an operand
+    EXPECT_THROW(cuda::detail::DeviceCodecAccess::encode_ef_lincomb(*gpu_, 1.0f, d_x.get(), 1.0f, d_y.get(), d_y.get(),
+                                                                    key_for(seed_, 5), d_payload.get(), ws_->get(),
+                                                                    gpu_->workspace_bytes(), stream_),
+                 Error);
+  }
+}
+
+// The Session's DIANA encode into a second buffer (DeviceCodecAccess::encode_diana with h_out !=
+// h: the dense codecs write every element of h_out in their encode pass, topk and randk copy h
+// first) equals the in-place call (DianaMatchesCpu: the CPU codec's encode_diana): the same
+// payload, h_out the updated memory everywhere (it starts as NaN), h untouched.
+TEST_P(GpuCodecs, DianaIntoASecondBufferMatchesInPlace) {
+  const std::vector<float> g = test_input(n_, seed_ + 2);
+  std::vector<float> h = test_input(n_, seed_ + 3);
+  for (float& v : h) v *= 0.25f;
+  const std::vector<float> h0 = h;
+  const float alpha = 0.3f;
+  const RngKey key = key_for(seed_, 4);
+  std::vector<uint8_t> want_payload(cpu_->encoded_bytes());
+  std::vector<float> delta(g.size());
+  cpu_->encode_diana(g, h, alpha, key, want_payload, delta);
+
+  DeviceBuffer<float> d_g(g, stream_);
+  DeviceBuffer<float> d_h(h0, stream_);
+  DeviceBuffer<float> d_h_out(g.size(), stream_);
+  d_h_out.fill_bytes(0xff);
+  DeviceBuffer<uint8_t> d_payload(gpu_->encoded_bytes(), stream_);
+  cuda::detail::DeviceCodecAccess::encode_diana(*gpu_, d_g.get(), d_h.get(), d_h_out.get(), alpha, key, d_payload.get(),
+                                                ws_->get(), gpu_->workspace_bytes(), stream_);
+  expect_ok();
+  EXPECT_TRUE(bytes_equal(d_payload.download(), want_payload));
+  EXPECT_TRUE(bitwise_equal(d_h_out.download(), h));
+  EXPECT_TRUE(bitwise_equal(d_h.download(), h0)) << "h written";
+}
+
 std::vector<CodecParam> all_params(const std::vector<std::string>& specs,
                                    const std::vector<std::vector<int64_t>>& layouts) {
   std::vector<CodecParam> out;
@@ -302,6 +372,19 @@ TEST_P(GpuCodecs, SharedScalesMatchCpuBytes) {
   DeviceBuffer<uint8_t> d_payload(gpu_->encoded_bytes(), stream_);
   gpu_->encode_with_scales(d_x.get(), d_scales.get(), key, d_payload.get(), ws_->get(), gpu_->workspace_bytes(),
                            stream_);
+  expect_ok();
+  EXPECT_TRUE(bytes_equal(d_payload.download(), want));
+  // The Session's calls (no non-finite pass over x): the same scales and payload.
+  cuda::detail::DeviceCodecAccess::compute_shared_scales(*gpu_, d_x.get(), d_scales.get(), ws_->get(),
+                                                         gpu_->workspace_bytes(), stream_);
+  expect_ok();
+  got = d_scales.download();
+  got.resize(m);
+  EXPECT_TRUE(bitwise_equal(got, sx));
+  d_scales.upload(padded);
+  d_payload.fill_bytes(0);
+  cuda::detail::DeviceCodecAccess::encode_with_shared_scales(*gpu_, d_x.get(), d_scales.get(), key, d_payload.get(),
+                                                             ws_->get(), gpu_->workspace_bytes(), stream_);
   expect_ok();
   EXPECT_TRUE(bytes_equal(d_payload.download(), want));
 }
@@ -432,6 +515,50 @@ TEST_F(GpuCodecBehaviour, SharedScaleErrorsSetStatusAndLeaveOutputsUntouched) {
     gpu.compute_scales(d_x.get(), d_scales.get(), ws.get(), gpu.workspace_bytes(), stream_);
     EXPECT_EQ(cuda::read_status(ws.get(), stream_), gcompErrorNonFinite) << spec;
     EXPECT_TRUE(bitwise_equal(d_scales.download(), scales)) << spec << ": scales written on error";
+  }
+  // The Session's sharing (DeviceCodecAccess): a non-finite input fails its compute_shared_scales
+  // (gcompErrorNonFinite) with every scale +Inf, so the max over the ranks is +Inf, and
+  // encode_with_shared_scales, which has no pass of its own over x, fails on that max with
+  // gcompErrorNonFinite and leaves the payload untouched; so does any rank's encode with it.
+  for (const std::string spec :
+       {"terngrad", "terngrad:clip=2.5", "dither:levels=3,norm=linf,block=100", "dither:levels=2,norm=l1,block=64",
+        "dither:levels=2,norm=lp,p=3,block=64", "natdither:levels=3,norm=l2,block=256",
+        "sdither:levels=2,norm=l2,block=64,chunk=100"}) {
+    const Layout layout({3000, 5000});
+    cuda::DeviceCodec gpu(spec, layout);
+    const auto m = static_cast<size_t>(gpu.num_scales());
+    for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity()}) {
+      std::vector<float> x = test_input(layout.num_elems(), 13);
+      const std::vector<float> other = test_input(layout.num_elems(), 14);  // a finite rank
+      x[6543] = bad;
+      DeviceBuffer<float> d_x(x, stream_);
+      DeviceBuffer<float> d_other(other, stream_);
+      DeviceBuffer<float> d_scales(m, stream_), d_other_scales(m, stream_);
+      DeviceBuffer<uint8_t> d_payload(gpu.encoded_bytes(), stream_);
+      DeviceBuffer<uint8_t> ws(gpu.workspace_bytes(), stream_);
+      using cuda::detail::DeviceCodecAccess;
+      DeviceCodecAccess::compute_shared_scales(gpu, d_x.get(), d_scales.get(), ws.get(), gpu.workspace_bytes(),
+                                               stream_);
+      EXPECT_EQ(cuda::read_status(ws.get(), stream_), gcompErrorNonFinite) << spec << ", " << bad;
+      std::vector<float> scales = d_scales.download();
+      for (size_t b = 0; b < m; ++b) EXPECT_TRUE(std::isinf(scales[b]) && scales[b] > 0.0f) << spec << ", " << b;
+      DeviceCodecAccess::compute_shared_scales(gpu, d_other.get(), d_other_scales.get(), ws.get(),
+                                               gpu.workspace_bytes(), stream_);
+      EXPECT_EQ(cuda::read_status(ws.get(), stream_), gcompSuccess) << spec;
+      std::vector<float> other_scales = d_other_scales.download();
+      for (size_t b = 0; b < m; ++b) scales[b] = std::max(scales[b], other_scales[b]);  // the allreduce max
+      d_scales.upload(scales);
+      for (const DeviceBuffer<float>* input : {&d_x, &d_other}) {
+        d_payload.fill_bytes(0xab);
+        DeviceCodecAccess::encode_with_shared_scales(gpu, input->get(), d_scales.get(), key_for(13, 0), d_payload.get(),
+                                                     ws.get(), gpu.workspace_bytes(), stream_);
+        EXPECT_EQ(cuda::read_status(ws.get(), stream_), gcompErrorNonFinite) << spec;
+        bool untouched = true;
+        for (uint8_t v : d_payload.download()) untouched = untouched && v == 0xab;
+        EXPECT_TRUE(untouched) << spec << ": payload written with a non-finite shared scale";
+      }
+    }
   }
   // Codecs without shareable scales refuse, as the CPU codec does.
   cuda::DeviceCodec sign("sign", Layout(100));
