@@ -134,6 +134,10 @@ class EngineImpl final : public Engine {
   const std::vector<RngKey>& up_keys(int shard);
   int delay_now() const;
   void compress_mean(const T* src, T* err, StepStats& s, T* u = nullptr, T b = T{1});
+  /// compress_mean(p, err, s, u, b) of p = xa x + ya y (lincomb()'s bits) with error feedback:
+  /// p is formed where the encode reads it (VecOps::encode_ef_lincomb), stored in work_ only
+  /// where track_norms reads it back.
+  void compress_mean_ef(T xa, const T* x, T ya, const T* y, T* err, StepStats& s, T* u = nullptr, T b = T{1});
   /// mean = false: acc = sum_j decode(message_j); true: acc = fp32(1/P) * sum, and with u also
   /// u = b * acc in the same pass (acc then unspecified).
   void gather_uplink(StepStats& s, bool mean, T* u = nullptr, T b = T{1});
@@ -548,6 +552,19 @@ void EngineImpl<T>::compress_mean(const T* src, T* err, StepStats& s, T* u, T b)
   gather_uplink(s, true, u, b);
 }
 
+template <class T>
+void EngineImpl<T>::compress_mean_ef(T xa, const T* x, T ya, const T* y, T* err, StepStats& s, T* u, T b) {
+  VecOps<T>& o = *ops_;
+  if (cfg_.track_norms) {  // own_error() compares p with its decode
+    o.lincomb(work_, xa, x, ya, y, n_);
+    compress_mean(work_, err, s, u, b);
+    return;
+  }
+  enter(Phase::kEncode);
+  local([&] { o.encode_ef_lincomb(up_, xa, x, ya, y, err, work_, up_key(rank_), send_, n_); });
+  gather_uplink(s, true, u, b);
+}
+
 // The one-way exchange of the uplink message in send_: every rank's message into recv_ (at its
 // used size for a variable-length codec), counted, then acc_ = sum_j decode(message_j) in rank order
 // (mean: times fp32(1/P), and u = b * that when u is given).
@@ -584,8 +601,7 @@ void EngineImpl<T>::two_way_round(T xa, const T* x, T ya, const T* y, T* e, cons
   if (cfg_.server == ServerMode::kReplicated) {
     // Every rank runs the whole-vector server step on the allgathered messages; the downlink message
     // is computed (and counted) but need not travel.
-    o.lincomb(work_, xa, x, ya, y, n_);  // p
-    compress_mean(work_, e, s);
+    compress_mean_ef(xa, x, ya, y, e, s);  // p = xa x + ya y
     enter(Phase::kEncode);
     o.lincomb(work_, T{1}, se, T{1}, acc_, n_);
     o.encode_ef(down_, work_, se_out, down_key(), send2_);
@@ -812,11 +828,10 @@ StepStats EngineImpl<T>::run(const T* grad, T* out) {
             o.lincomb(tmp_, T{1}, g, mu, m, n_);  // d = g + mu m
             d = tmp_;
           }
-          o.lincomb(work_, lr, d, T{1}, e, n_);  // p = lr d + e
+          compress_mean_ef(lr, d, T{1}, e, W("error"), s, u, T{1});  // p = lr d + e; u = 1 * mean = mean (exact)
         } else {
-          o.lincomb(work_, lr, g, T{1}, e, n_);
+          compress_mean_ef(lr, g, T{1}, e, W("error"), s, u, T{1});  // p = lr g + e
         }
-        compress_mean(work_, W("error"), s, u, T{1});  // u = 1 * mean = mean (exact), fused
         enter(Phase::kUpdate);
         break;
       }
@@ -874,17 +889,15 @@ StepStats EngineImpl<T>::run(const T* grad, T* out) {
       }
       case Algorithm::kHessianEc: {
         const T* e = S("error");
-        switch (cfg_.compensation) {
-          case Compensation::kNone: o.copy(work_, g, n_); break;
-          case Compensation::kClassical: o.lincomb(work_, T{1}, g, T{1}, e, n_); break;
+        switch (cfg_.compensation) {  // u = lr mean, fused
+          case Compensation::kNone: compress_mean(g, nullptr, s, u, lr); break;
+          case Compensation::kClassical: compress_mean_ef(T{1}, g, T{1}, e, W("error"), s, u, lr); break;
           case Compensation::kHessian:
           case Compensation::kDiagonal:
             local([&] { hessian_term(e, tmp_); });
-            o.lincomb(work_, T{1}, g, T{1}, tmp_, n_);  // v = g + t
+            compress_mean_ef(T{1}, g, T{1}, tmp_, W("error"), s, u, lr);  // v = g + t
             break;
         }
-        compress_mean(work_, cfg_.compensation == Compensation::kNone ? nullptr : W("error"), s, u,
-                      lr);  // u = lr mean, fused
         enter(Phase::kUpdate);
         break;
       }

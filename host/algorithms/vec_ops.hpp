@@ -80,8 +80,9 @@ class VecOps {
   virtual void encode_ef(int c, const T* p, T* e, const RngKey& key, uint8_t* payload) = 0;
   /// encode_ef() of p = a * x + b * y (lincomb()'s products and sum, so the same bits): payload =
   /// C(p); e = p - decode(payload). n: the codec's number of elements. `scratch` (n elements) may
-  /// take p. The host (fp32) never stores p where the codec encodes from a source
-  /// (Codec::encode_ef_from); the default runs lincomb into scratch, then encode_ef.
+  /// take p. e must not alias x or y. The host (fp32) never stores p where the codec encodes
+  /// from a source (Codec::encode_ef_from); the device forms p in the encode kernels' loads where
+  /// the codec reads its input at most twice; the default runs lincomb into scratch, then encode_ef.
   virtual void encode_ef_lincomb(int c, T a, const T* x, T b, const T* y, T* e, T* scratch, const RngKey& key,
                                  uint8_t* payload, size_t n) {
     lincomb(scratch, a, x, b, y, n);

@@ -69,6 +69,12 @@ inline constexpr SessionCase kSessionCases[] = {
      ServerMode::kReplicated, 0},
     {"doublesqueeze_sharded_varlen", Algorithm::kDoubleSqueeze, "sdither:levels=1,norm=l2,block=8",
      "topk:k=3,index=rice", 0.0, ServerMode::kSharded, 0},
+    // The cuda backend's fused encode inputs: DIANA with a codec that updates the selected
+    // elements only (h copied into the second buffer first), EF-SGD's p = lr g + e formed by the
+    // dense encoder's scale and quantize passes as they load it.
+    {"diana_randk", Algorithm::kDiana, "randk:k=9,unbiased=1", "identity", 0.0, ServerMode::kReplicated, 0},
+    {"ef_sgd_dither", Algorithm::kEfSgd, "dither:levels=3,norm=l2,block=8", "identity", 0.0, ServerMode::kReplicated,
+     0},
 };
 
 /// The delay table of the kTable cases: 12 delays in [0, 2], whole rows for 1, 2, 3, 4 or 6 ranks.
