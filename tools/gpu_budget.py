@@ -41,7 +41,7 @@ KERNELS = [
     (r"reduce_tiles_kernel.*CenteredSquareSumOp", "terngrad clip: centered pass", ["LDG", "DADD"],  "auto8", {}, 4, 0, None),
     (r"reduce_tiles_kernel.*SquareSumOp", "l2 block norms (dither, sdither, spherical)", ["LDG", "DADD"],  "auto8", {}, 4, 0,
      None),
-    (r"reduce_tiles_kernel.*AbsMaxOp", "linf block max (terngrad, dither linf)", ["LDG"], "auto", {}, 4, 0, None),
+    (r"reduce_tiles_kernel.*AbsMaxOp", "linf block max (terngrad, dither linf)", ["LDG", "?LDG*128"], "auto", {}, 4, 0, None),
     (r"reduce_tiles_kernel.*AbsSumOp", "l1 block sums (scaled sign)", ["LDG", "DADD"],  "auto8", {}, 4, 0, None),
     (r"reduce_tiles_kernel.*PowSumOp", "lp block sums", ["LDG", "DADD"],  "auto8", {}, 4, 0, None),
     (r"reduce_tiles_kernel.*SumOp", "terngrad clip: mean and max-magnitude pass (max by atomicMax)", ["LDG", "DADD"],  "auto8", {}, 4, 0, None),

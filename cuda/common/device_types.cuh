@@ -38,22 +38,20 @@ __device__ inline bool status_failed(const DeviceStatus* st) {
   return *static_cast<const volatile uint32_t*>(&st->code) != 0u;
 }
 
-/// The encoder input, formed as it is loaded (gcomp/detail/session_math.hpp input_f): x[i]; the
-/// DIANA difference x[i] - y[i] (g - h, with the single rounding of the CPU's delta buffer); or
-/// lincomb_f(a, x[i], b, y[i]) (the Session's p = a x + b y, the bits lincomb_kernel would store).
-/// Recomputed in every pass that reads it, so no pass stores it first.
+/// The encoder input, formed as it is loaded: x[i], or with a second operand y the combination
+/// lincomb_f(a, x[i], b, y[i]) (gcomp/detail/session_math.hpp): the DIANA difference g - h with a
+/// = 1, b = -1 (diana_delta_f: the CPU's delta buffer, bit for bit), or the Session's p = a x + b y
+/// (the bits lincomb_kernel would store). Recomputed in every pass that reads it, so no pass
+/// stores it first.
 struct Input {
   const float* x;
-  const float* y = nullptr;  ///< the second operand (kDiff, kLincomb)
-  gcomp::detail::InputForm form = gcomp::detail::InputForm::kPlain;
-  float a = 1.0f;  ///< kLincomb: the factors of x and y
-  float b = 0.0f;
+  const float* y = nullptr;  ///< the second operand; null: the input is x itself
+  float a = 1.0f;            ///< with y: the factors of x and y
+  float b = -1.0f;
 
-  /// The input element from the operands' elements.
-  __device__ float of(float xi, float yi) const { return gcomp::detail::input_f(form, xi, yi, a, b); }
-  __device__ float operator()(int64_t i) const {
-    return form == gcomp::detail::InputForm::kPlain ? x[i] : of(x[i], y[i]);
-  }
+  /// The input element from the operands' elements (y given).
+  __device__ float of(float xi, float yi) const { return gcomp::detail::lincomb_f(a, xi, b, yi); }
+  __device__ float operator()(int64_t i) const { return y == nullptr ? x[i] : of(x[i], y[i]); }
   /// Both pointers 16-byte aligned: quads starting at a multiple of 4 load as one float4 each.
   __device__ bool aligned16() const {
     return (reinterpret_cast<uintptr_t>(x) & 15u) == 0 && (reinterpret_cast<uintptr_t>(y) & 15u) == 0;
@@ -72,7 +70,7 @@ __device__ inline Quad load_quad(const Input& in, int64_t first, int live, bool 
   Quad q{{0.0f, 0.0f, 0.0f, 0.0f}};
   if (live == lanes::kQuadElems && vec) {
     const float4 a = __ldg(reinterpret_cast<const float4*>(in.x + first));
-    if (in.form != gcomp::detail::InputForm::kPlain) {
+    if (in.y != nullptr) {
       const float4 b = __ldg(reinterpret_cast<const float4*>(in.y + first));
       q = Quad{{in.of(a.x, b.x), in.of(a.y, b.y), in.of(a.z, b.z), in.of(a.w, b.w)}};
     } else {
@@ -163,8 +161,8 @@ __device__ inline void for_each_span(int64_t n, bool vec, Span&& span) {
   for (int64_t s = whole + global_warp(); s < spans; s += grid_warps()) span(s, std::false_type{});
 }
 
-/// What an encoder compresses in a quad: the input `in`, and for DIANA (kFuse kDiana, in = g - h
-/// in form kDiff) also the base h = in.y, returned in `h` for the memory update, which writes the
+/// What an encoder compresses in a quad: the input `in`, and for DIANA (kFuse kDiana, in = g - h:
+/// a = 1, b = -1) also the base h = in.y, returned in `h` for the memory update, which writes the
 /// separate output memory (h_out) or h itself (in place). h takes plain loads, not the read-only
 /// path: in place, this pass writes it. The difference is the same single fp32 rounding as the
 /// CPU's delta buffer.
@@ -175,7 +173,7 @@ __device__ inline Quad load_encode_quad(const Input& in, int64_t first, int live
     h = load_out_quad(in.y, first, live, vec);
     Quad x;
 #pragma unroll
-    for (int j = 0; j < lanes::kQuadElems; ++j) x.v[j] = gcomp::detail::sub_rn(g.v[j], h.v[j]);
+    for (int j = 0; j < lanes::kQuadElems; ++j) x.v[j] = gcomp::detail::diana_delta_f(g.v[j], h.v[j]);
     return x;
   } else {
     return load_quad(in, first, live, vec);

@@ -410,8 +410,8 @@ void DeviceCodecAccess::encode_ef_lincomb(const DeviceCodec& k, float a, const f
   GCOMP_EXPECTS(m.plan.n == 0 || (d_e != d_x && d_e != d_y), gcompErrorInvalidArgument,
                 std::string(what) + ": e must not alias x or y");
   m.check_vector(what, "y", d_y);
-  m.encode(what, Input{d_x, d_y, gcomp::detail::InputForm::kLincomb, a, b}, key, d_payload, Fuse::kEF, d_e, 0.0f, false,
-           d_workspace, workspace_bytes, stream);
+  m.encode(what, Input{d_x, d_y, a, b}, key, d_payload, Fuse::kEF, d_e, 0.0f, false, d_workspace, workspace_bytes,
+           stream);
 }
 
 void DeviceCodecAccess::encode_diana(const DeviceCodec& k, const float* d_g, const float* d_h, float* d_h_out,
@@ -426,8 +426,8 @@ void DeviceCodecAccess::encode_diana(const DeviceCodec& k, const float* d_g, con
   if (d_h_out != d_h && m.entry.selected_memory && m.plan.n > 0)
     GCOMP_CUDA_TRY(
         cudaMemcpyAsync(d_h_out, d_h, static_cast<size_t>(m.plan.n) * sizeof(float), cudaMemcpyDeviceToDevice, stream));
-  m.encode(what, Input{d_g, d_h, gcomp::detail::InputForm::kDiff}, key, d_payload, Fuse::kDiana, d_h_out, alpha, false,
-           d_workspace, workspace_bytes, stream);
+  m.encode(what, Input{d_g, d_h, 1.0f, -1.0f}, key, d_payload, Fuse::kDiana, d_h_out, alpha, false, d_workspace,
+           workspace_bytes, stream);
 }
 
 void DeviceCodecAccess::compute_shared_scales(const DeviceCodec& k, const float* d_x, float* d_scales,

@@ -31,33 +31,15 @@ GCOMP_HD float add_rn(float a, float b) {
 #endif
 }
 
-/// a - b, rounded once to fp32 (the DIANA difference g - h).
-GCOMP_HD float sub_rn(float a, float b) {
-#if defined(__CUDA_ARCH__)
-  return __fsub_rn(a, b);
-#else
-  return a - b;
-#endif
-}
-
 /// dst = a * x + b * y: two products, then their sum (three roundings). With a == 1 (or b == 1)
 /// the product is exact, so this is also x + b * y.
 GCOMP_HD float lincomb_f(float a, float x, float b, float y) { return add_rn(mul_rn(a, x), mul_rn(b, y)); }
 
-/// What an encoder of the cuda backend compresses, formed as it loads its operands (cuda/common/
-/// device_types.cuh `Input`), so that no pass stores it first: x itself; the DIANA difference
-/// x - y (g - h, the single rounding of the CPU's delta buffer); or p = lincomb_f(a, x, b, y) (the
-/// p of EF-SGD, hessian-ec and the two-way workers: the bits lincomb() would have stored).
-enum class InputForm : uint32_t { kPlain = 0, kDiff = 1, kLincomb = 2 };
-
-/// The element of that input from x and y (y, a and b unused where the form does not read them).
-GCOMP_HD float input_f(InputForm form, float x, float y, float a, float b) {
-  switch (form) {
-    case InputForm::kDiff: return sub_rn(x, y);
-    case InputForm::kLincomb: return lincomb_f(a, x, b, y);
-    default: return x;
-  }
-}
+/// The DIANA difference g - h as the cuda encoders form it in their loads (cuda/common/
+/// device_types.cuh `Input`, which forms a x + b y): lincomb_f(1, g, -1, h). Both products are
+/// exact and g + (-h) is g - h in IEEE arithmetic, so this is the CPU's delta buffer bit for bit
+/// (signed zeros and subnormals included; a NaN stays a NaN). Tested: tests/unit/test_encode_inputs.cpp.
+GCOMP_HD float diana_delta_f(float g, float h) { return lincomb_f(1.0f, g, -1.0f, h); }
 
 /// The signSGD majority vote of a sum of signs, times lr (spec §3.3): tie -> 0 or +1.
 GCOMP_HD float vote_f(float acc, float lr, bool tie_to_zero) {
