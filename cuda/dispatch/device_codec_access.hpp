@@ -15,7 +15,7 @@ struct DeviceCodecAccess {
   /// True when encode_ef_lincomb reads less than a lincomb pass into a buffer followed by
   /// encode_ef: the encode reads its input in fewer than 3 full passes (8 B/el each for p formed
   /// from x and y, against 12 B/el for storing p and then 4 B/el per pass). False for topk (3
-  /// passes: the same bytes, more on its fallback path) and terngrad with clip (4).
+  /// passes: the same bytes, more on its fallback path) and terngrad with clip (3: the same bytes).
   static bool forms_lincomb_cheaper(const DeviceCodec& k);
 
   /// encode_ef of p = lincomb_f(a, x[i], b, y[i]) (gcomp/detail/session_math.hpp: the bits the

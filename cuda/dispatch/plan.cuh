@@ -95,7 +95,7 @@ struct DevicePlan {
   int64_t max_blocks = 1;  ///< grid cap: SM count * blocks per SM
   size_t payload_bytes = 0;
   /// Full passes over the input of an EF encode (the scale or check pass and the encode pass: 2;
-  /// topk 3, terngrad with clip 4; the exact top-k's fallback for many equal magnitudes reads more).
+  /// topk 3, terngrad with clip 3; the exact top-k's fallback for many equal magnitudes reads more).
   /// The Session forms its p = a x + b y in every pass (8 B/el each) only below 3, where that reads
   /// less than storing p first (12 B/el, then 4 B/el per pass).
   int input_reads = 2;
