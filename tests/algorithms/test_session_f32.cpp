@@ -294,6 +294,78 @@ TEST(SessionF32Test, FusedMeanOfLargeBuffersEqualsTheSeparateCalls) {
   }
 }
 
+// ef-sgd and hessian-ec (classical) hand their p = lr g + e / v = g + e to the codec through
+// encode_ef_lincomb (host-f32: produced where the codec reads it, never stored). On buffers of
+// several pool pieces, for three steps (so the error is non-zero), with any thread count, the
+// update and the error equal bit for bit the steps computed here from the CPU codec's encode_ef on
+// a stored p: for a codec that encodes from a source (the block sign), dither and topk.
+TEST(SessionF32Test, ErrorFeedbackOfAnUnstoredInputEqualsTheStoredOne) {
+  constexpr int kP = 2;
+  constexpr uint32_t kSteps = 3;
+  const int64_t n = 3 * (int64_t{1} << 17) + 77;  // above the parallel threshold, ragged last piece
+  const int threads_before = cpu_threads();
+  auto grad = [](int r, uint32_t k, int64_t i) {
+    return static_cast<float>(std::sin(0.001 * static_cast<double>(i) * (r + 1) + 0.3 * k) + 0.01 * r);
+  };
+  for (const char* spec : {"sign:block=4096", "dither:levels=4,block=512", "topk:ratio=0.01"}) {
+    for (const Algorithm algo : {Algorithm::kEfSgd, Algorithm::kHessianEc}) {
+      for (const int threads : {1, 3}) {
+        set_cpu_threads(threads);
+        SessionConfig cfg;
+        cfg.algorithm = algo;
+        cfg.compensation = Compensation::kClassical;
+        cfg.codec = spec;
+        cfg.lr = 0.375;
+        cfg.seed = 43;
+        cfg.backend = Backend::kHostF32;
+        std::vector<std::vector<float>> updates(kP), errors(kP);
+        std::mutex m;
+        run_local(kP, [&](Communicator& comm) {
+          Session s(comm, Layout(n), cfg);
+          std::vector<float> g(static_cast<size_t>(n)), u(static_cast<size_t>(n));
+          for (uint32_t k = 0; k < kSteps; ++k) {
+            for (int64_t i = 0; i < n; ++i) g[i] = grad(comm.rank(), k, i);
+            (void)s.step(std::span<const float>(g), std::span<float>(u));
+          }
+          std::vector<float> e;
+          for (const auto& [name, v] : s.state())
+            if (name == "error") e.assign(v->begin(), v->end());
+          std::lock_guard<std::mutex> lock(m);
+          updates[comm.rank()] = u;
+          errors[comm.rank()] = e;
+        });
+        set_cpu_threads(threads_before);
+        const auto codec = make_codec(spec, Layout(n));
+        const auto N = static_cast<size_t>(n);
+        const auto lr = static_cast<float>(cfg.lr);
+        const auto inv_p = static_cast<float>(1.0 / kP);
+        std::vector<std::vector<float>> e(kP, std::vector<float>(N, 0.0f));
+        std::vector<float> p(N), acc(N), want(N);
+        std::vector<uint8_t> payload(codec->encoded_bytes());
+        for (uint32_t k = 0; k < kSteps; ++k) {
+          std::fill(acc.begin(), acc.end(), 0.0f);
+          for (int j = 0; j < kP; ++j) {
+            const float a = algo == Algorithm::kEfSgd ? lr : 1.0f;  // p = lr g + e, v = g + e
+            for (int64_t i = 0; i < n; ++i) p[i] = detail::lincomb_f(a, grad(j, k, i), 1.0f, e[j][i]);
+            const RngKey key = detail::uplink_key(cfg.seed, static_cast<uint32_t>(j), k);
+            codec->encode_ef(p, key, payload, e[j]);
+            codec->decode_accumulate(payload, key, 1.0f, acc);
+          }
+          const float b = algo == Algorithm::kEfSgd ? 1.0f : lr;
+          for (int64_t i = 0; i < n; ++i) want[i] = detail::mul_rn(b, detail::mul_rn(inv_p, acc[i]));
+        }
+        for (int r = 0; r < kP; ++r) {
+          EXPECT_EQ(std::memcmp(updates[r].data(), want.data(), N * sizeof(float)), 0)
+              << spec << ", " << algorithm_name(algo) << ", " << threads << " threads, rank " << r;
+          ASSERT_EQ(errors[r].size(), N);
+          EXPECT_EQ(std::memcmp(errors[r].data(), e[r].data(), N * sizeof(float)), 0)
+              << spec << ", " << algorithm_name(algo) << ", " << threads << " threads, rank " << r << ": error";
+        }
+      }
+    }
+  }
+}
+
 // The host-f32 two-way round of doublesqueeze with the sharded server never stores the worker's
 // v = g + e nor the server's p~ = e~ + mean (each is produced where its codec's encode reads it:
 // Codec::encode_ef_from). On buffers of several pool pieces, for three steps (so both error
