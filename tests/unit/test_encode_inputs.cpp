@@ -123,8 +123,8 @@ TEST(SharedScaleTest, ANonFiniteInputGivesItsBlockANonFiniteScale) {
 
 // The device communicator's allreduce max of the shared scales: a rank whose scales failed sends
 // +Inf for every block (copy_scales_kernel with inf_on_error), and the max over the ranks is then
-// +Inf on every rank for every max an allreduce may use (NCCL's is fmaxf, which drops a NaN: a
-// NaN scale would not survive it), so every rank's encode_with_shared_scales fails.
+// +Inf on every rank for every max an allreduce may use (one built on fmaxf drops a NaN: a NaN
+// scale would not survive it), so every rank's encode_with_shared_scales fails.
 TEST(SharedScaleTest, APeerThatSendsInfinityMakesEveryRanksMaxNonFinite) {
   using L = std::numeric_limits<float>;
   const float finite[] = {0.0f, 1.5f, L::max(), L::denorm_min()};
