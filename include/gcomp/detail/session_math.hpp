@@ -47,6 +47,26 @@ GCOMP_HD float vote_f(float acc, float lr, bool tie_to_zero) {
   return mul_rn(lr, v);
 }
 
+/// u = b (a s): the products of scale(t, a, s) then scale(u, b, t), t not stored (decode_reduce_scale
+/// with u: the mean of the decoded messages, then the step's factor).
+GCOMP_HD float scale_twice_f(float a, float b, float s) { return mul_rn(b, mul_rn(a, s)); }
+
+/// w = y + a s: scale(t, a, s) then lincomb(w, 1, y, 1, t), t not stored (decode_mean_add: the
+/// server error plus the mean of the decoded messages).
+GCOMP_HD float mean_add_f(float y, float a, float s) { return lincomb_f(1.0f, y, 1.0f, mul_rn(a, s)); }
+
+/// DIANA's server step on one element: g = h + mean and h_out = h + alpha mean, mean = a s (s the
+/// sum of the decoded messages): scale(mean, a, s), lincomb(g, 1, h, 1, mean) and
+/// lincomb(h_out, 1, h, alpha, mean), mean not stored.
+struct DianaServer {
+  float g;      ///< g^ = h + mean
+  float h_out;  ///< the new server shift
+};
+GCOMP_HD DianaServer diana_server_f(float h, float a, float alpha, float s) {
+  const float mean = mul_rn(a, s);
+  return DianaServer{lincomb_f(1.0f, h, 1.0f, mean), lincomb_f(1.0f, h, alpha, mean)};
+}
+
 /// Non-finite entries become +0 (NonFinitePolicy::kZero); finite ones are kept bit for bit.
 GCOMP_HD float zero_nonfinite_f(float v) { return is_finite_f(v) ? v : 0.0f; }
 
