@@ -134,13 +134,20 @@ class EngineImpl final : public Engine {
   const std::vector<RngKey>& up_keys(int shard);
   int delay_now() const;
   void compress_mean(const T* src, T* err, StepStats& s, T* u = nullptr, T b = T{1});
+  /// The uplink message of src into send_ (compress_mean's encode): with err, err = src - decode.
+  void encode_uplink(const T* src, T* err, StepStats& s);
   /// compress_mean(p, err, s, u, b) of p = xa x + ya y (lincomb()'s bits) with error feedback:
   /// p is formed where the encode reads it (VecOps::encode_ef_lincomb), stored in work_ only
   /// where track_norms reads it back.
   void compress_mean_ef(T xa, const T* x, T ya, const T* y, T* err, StepStats& s, T* u = nullptr, T b = T{1});
-  /// mean = false: acc = sum_j decode(message_j); true: acc = fp32(1/P) * sum, and with u also
-  /// u = b * acc in the same pass (acc then unspecified).
-  void gather_uplink(StepStats& s, bool mean, T* u = nullptr, T b = T{1});
+  /// compress_mean_ef's encode alone.
+  void encode_uplink_ef(T xa, const T* x, T ya, const T* y, T* err, StepStats& s);
+  /// acc = fp32(1/P) * sum_j decode(message_j), and with u also u = b * acc in the same pass (acc
+  /// then unspecified).
+  void gather_uplink(StepStats& s, T* u = nullptr, T b = T{1});
+  /// The exchange of the uplink message in send_ (gather_uplink's first half); returns the
+  /// received sizes for the decode (nullptr: every message full) and enters Phase::kDecode.
+  const size_t* exchange_uplink(StepStats& s);
   /// The two-way round of p = xa x + ya y (lincomb()'s bits): e = p - C(p) (the worker's new
   /// error), server error se -> se_out, u = a * decode(C~(p~)).
   void two_way_round(T xa, const T* x, T ya, const T* y, T* e, const T* se, T* se_out, T* u, T a, StepStats& s);
@@ -536,6 +543,14 @@ size_t EngineImpl<T>::others(const std::vector<size_t>& sizes, size_t extra) con
 // acc = T(1/P) * sum_j decode(C(src_j)) in rank order; with err: err = src - decode(C(src)).
 template <class T>
 void EngineImpl<T>::compress_mean(const T* src, T* err, StepStats& s, T* u, T b) {
+  encode_uplink(src, err, s);
+  // acc = fp32(1/P) * sum; with u: u = b * (fp32(1/P) * sum) in the same pass, acc then unspecified
+  // (the update of compressed-gd, hessian-ec and ef-sgd, which read acc no further)
+  gather_uplink(s, u, b);
+}
+
+template <class T>
+void EngineImpl<T>::encode_uplink(const T* src, T* err, StepStats& s) {
   VecOps<T>& o = *ops_;
   enter(Phase::kEncode);
   local([&] {
@@ -547,30 +562,37 @@ void EngineImpl<T>::compress_mean(const T* src, T* err, StepStats& s, T* u, T b)
       o.encode(up_, src, up_key(rank_), send_);
     if (cfg_.track_norms) s.compression_error_sq = own_error(src);
   });
-  // acc = fp32(1/P) * sum; with u: u = b * (fp32(1/P) * sum) in the same pass, acc then unspecified
-  // (the update of compressed-gd, hessian-ec and ef-sgd, which read acc no further)
-  gather_uplink(s, true, u, b);
 }
 
 template <class T>
 void EngineImpl<T>::compress_mean_ef(T xa, const T* x, T ya, const T* y, T* err, StepStats& s, T* u, T b) {
+  encode_uplink_ef(xa, x, ya, y, err, s);
+  gather_uplink(s, u, b);
+}
+
+template <class T>
+void EngineImpl<T>::encode_uplink_ef(T xa, const T* x, T ya, const T* y, T* err, StepStats& s) {
   VecOps<T>& o = *ops_;
   if (cfg_.track_norms) {  // own_error() compares p with its decode
     o.lincomb(work_, xa, x, ya, y, n_);
-    compress_mean(work_, err, s, u, b);
+    encode_uplink(work_, err, s);
     return;
   }
   enter(Phase::kEncode);
   local([&] { o.encode_ef_lincomb(up_, xa, x, ya, y, err, work_, up_key(rank_), send_, n_); });
-  gather_uplink(s, true, u, b);
 }
 
 // The one-way exchange of the uplink message in send_: every rank's message into recv_ (at its
-// used size for a variable-length codec), counted, then acc_ = sum_j decode(message_j) in rank order
-// (mean: times fp32(1/P), and u = b * that when u is given).
+// used size for a variable-length codec), counted, then acc_ = fp32(1/P) * sum_j decode(message_j)
+// in rank order (and u = b * that when u is given).
 template <class T>
-void EngineImpl<T>::gather_uplink(StepStats& s, bool mean, T* u, T b) {
-  VecOps<T>& o = *ops_;
+void EngineImpl<T>::gather_uplink(StepStats& s, T* u, T b) {
+  const size_t* sizes = exchange_uplink(s);
+  ops_->decode_reduce_scale(up_, recv_, up_stride_, P_, sizes, up_keys(-1), inv_p_, acc_, b, u, n_);
+}
+
+template <class T>
+const size_t* EngineImpl<T>::exchange_uplink(StepStats& s) {
   if (up_var_) {
     used_[0] = used_of(up_, send_);
     enter(Phase::kComm);
@@ -584,11 +606,7 @@ void EngineImpl<T>::gather_uplink(StepStats& s, bool mean, T* u, T b) {
     s.bytes_received += up_stride_ * static_cast<size_t>(P_ - 1);
   }
   enter(Phase::kDecode);
-  const size_t* sizes = up_var_ ? recv_sizes_.data() : nullptr;
-  if (mean)
-    o.decode_reduce_scale(up_, recv_, up_stride_, P_, sizes, up_keys(-1), inv_p_, acc_, b, u, n_);
-  else
-    o.decode_reduce(up_, recv_, up_stride_, P_, sizes, up_keys(-1), acc_);
+  return up_var_ ? recv_sizes_.data() : nullptr;
 }
 
 // §8.3/§8.4: workers send C(p) and keep e = p - C(p); the server averages the decoded messages,
@@ -601,10 +619,19 @@ void EngineImpl<T>::two_way_round(T xa, const T* x, T ya, const T* y, T* e, cons
   if (cfg_.server == ServerMode::kReplicated) {
     // Every rank runs the whole-vector server step on the allgathered messages; the downlink message
     // is computed (and counted) but need not travel.
-    compress_mean_ef(xa, x, ya, y, e, s);  // p = xa x + ya y
-    enter(Phase::kEncode);
-    o.lincomb(work_, T{1}, se, T{1}, acc_, n_);
-    o.encode_ef(down_, work_, se_out, down_key(), send2_);
+    encode_uplink_ef(xa, x, ya, y, e, s);  // p = xa x + ya y
+    const size_t* sizes = exchange_uplink(s);
+    // p~ = e~ + mean, as in the sharded round: where the encode reads it (host fp32), else in one
+    // pass into work_ (device: in the decode's store), then encoded.
+    if (o.mean_add_fusable(up_, recv_, up_stride_, P_, sizes, n_)) {
+      enter(Phase::kEncode);
+      o.encode_ef_mean_add(up_, recv_, up_stride_, P_, sizes, up_keys(-1), inv_p_, se, down_, down_key(), send2_,
+                           se_out, n_);
+    } else {
+      o.decode_mean_add(up_, recv_, up_stride_, P_, sizes, up_keys(-1), inv_p_, acc_, se, work_, n_);
+      enter(Phase::kEncode);
+      o.encode_ef(down_, work_, se_out, down_key(), send2_);
+    }
     enter(Phase::kDecode);
     const RngKey key = down_key();
     const size_t whole[2] = {0, n_};
@@ -812,9 +839,10 @@ StepStats EngineImpl<T>::run(const T* grad, T* out) {
           v = m;
         }
         local([&] { o.encode(up_, v, up_key(rank_), send_); });
-        gather_uplink(s, false);  // acc = sum of signs
+        const size_t* sizes = exchange_uplink(s);
+        // acc = sum of signs; u = lr vote(acc) (device: in the decode's store, acc not stored)
+        o.decode_vote(up_, recv_, up_stride_, P_, sizes, up_keys(-1), acc_, lr, cfg_.tie_to_zero, u, n_);
         enter(Phase::kUpdate);
-        o.vote(u, acc_, lr, cfg_.tie_to_zero, n_);
         s.bytes_down += (n_ + 7) / 8;  // the vote is one sign per element
         break;
       }
@@ -843,17 +871,17 @@ StepStats EngineImpl<T>::run(const T* grad, T* out) {
           o.encode_diana(up_, g, hi, W("shift_worker"), alpha_, up_key(rank_), send_);  // h_i + alpha Q(g - h_i)
           if (cfg_.track_norms) s.compression_error_sq = own_error(tmp2_);
         });
-        gather_uplink(s, true);
+        const size_t* sizes = exchange_uplink(s);
+        // mean = fp32(1/P) sum; g^ = h + mean (tmp_); h + alpha mean; without momentum u = lr g^
+        // (device: in the decode's store, mean and g^ not stored)
+        o.decode_diana(up_, recv_, up_stride_, P_, sizes, up_keys(-1), inv_p_, acc_, h, alpha_, W("shift_server"), tmp_,
+                       lr, momentum ? nullptr : u, n_);
         enter(Phase::kUpdate);
-        o.lincomb(tmp_, T{1}, h, T{1}, acc_, n_);  // g^ = h + mean
         if (momentum) {
           T* m = W("momentum");
-          o.lincomb(m, mu, S("momentum"), T{1}, tmp_, n_);
+          o.lincomb(m, mu, S("momentum"), T{1}, tmp_, n_);  // m = mu m + g^
           o.scale(u, lr, m, n_);
-        } else {
-          o.scale(u, lr, tmp_, n_);
         }
-        o.lincomb(W("shift_server"), T{1}, h, alpha_, acc_, n_);  // h + alpha mean
         break;
       }
       case Algorithm::kDistEfSgdm: {

@@ -163,6 +163,27 @@ class VecOps {
     const auto C = static_cast<size_t>(count);
     if (a != T{1}) scale(out + offsets[0], a, out + offsets[0], offsets[C] - offsets[0]);
   }
+  /// The majority vote of the decoded messages: acc = sum_j decode(payload_j) (decode_reduce), then
+  /// u = lr * vote(acc) (vote()), the same bits. acc is scratch (n elements): its content afterwards
+  /// is unspecified (the device does not write it). The default runs the two calls in turn.
+  virtual void decode_vote(int c, uint8_t* payloads, size_t stride, int count, const size_t* sizes,
+                           const std::vector<RngKey>& keys, T* acc, T lr, bool tie_to_zero, T* u, size_t n) {
+    decode_reduce(c, payloads, stride, count, sizes, keys, acc);
+    vote(u, acc, lr, tie_to_zero, n);
+  }
+  /// DIANA's server step on the uplink messages: mean = a * sum_j decode(payload_j)
+  /// (decode_reduce_scale's bits), g = h + mean and h_out = h + alpha * mean (lincomb()'s bits),
+  /// then, u given, u = lr * g (scale()). mean (n elements) is scratch; with u, g is scratch too:
+  /// their content afterwards is unspecified. h_out is the second buffer of the shift (never h).
+  /// The default runs decode_reduce_scale, lincomb, scale, lincomb in turn.
+  virtual void decode_diana(int c, uint8_t* payloads, size_t stride, int count, const size_t* sizes,
+                            const std::vector<RngKey>& keys, T a, T* mean, const T* h, T alpha, T* h_out, T* g, T lr,
+                            T* u, size_t n) {
+    decode_reduce_scale(c, payloads, stride, count, sizes, keys, a, mean, T{0}, nullptr, n);
+    lincomb(g, T{1}, h, T{1}, mean, n);  // g^ = h + mean
+    if (u != nullptr) scale(u, lr, g, n);
+    lincomb(h_out, T{1}, h, alpha, mean, n);  // h + alpha mean
+  }
   /// True when any element of x is NaN or Inf (in fp32, as nonfinite_agree). Device: syncs.
   virtual bool has_nonfinite(const T* x, size_t n) = 0;
 
