@@ -153,11 +153,13 @@ float weight_of(DecodeMode mode, const float* h_weights, int j) {
 
 /// One pass over each payload (GridQuadDecoder: validation in the decode; the output is then
 /// unspecified on a corrupt payload, DeviceCodec::decode).
+template <class Store = PlainStore>
 void grid_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
-                 int num_payloads, const float* h_weights, DecodeMode mode, float* d_out, cudaStream_t stream) {
+                 int num_payloads, const float* h_weights, DecodeMode mode, float* d_out, cudaStream_t stream,
+                 const Store& store = Store{}) {
   const GridParams p = grid_params(plan);
   const auto launch = [&](auto dec) {
-    launch_decode_quads(dec, plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
+    launch_decode_quads(dec, plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream, store);
   };
   switch (plan.bits) {
     case 8: launch(GridQuadDecoder<1>{p}); return;
@@ -189,6 +191,12 @@ void grid_decode_entry(const DevicePlan& plan, const Workspace& ws, const uint8_
                        int num_payloads, const float* h_weights, DecodeMode mode, const RngKey*, float* d_out,
                        cudaStream_t stream) {
   if (plan.n > 0) grid_decode(plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
+}
+
+void grid_decode_store(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                       int num_payloads, DecodeMode mode, const SessionStore& store, float* d_out,
+                       cudaStream_t stream) {
+  if (plan.n > 0) grid_decode(plan, ws, d_payloads, stride, num_payloads, nullptr, mode, d_out, stream, store);
 }
 
 /// The decode of spherical payloads: every payload validated (validate(j, payload j)) before
@@ -350,8 +358,11 @@ extern const DeviceCodecEntry kSphericalDevice{.plan = spherical_plan,
                                                .encode = spherical_encode,
                                                .decode = spherical_decode,
                                                .reads_key = true};
-extern const DeviceCodecEntry kGridDevice{
-    .plan = grid_plan, .workspace = nullptr, .encode = grid_encode_entry, .decode = grid_decode_entry};
+extern const DeviceCodecEntry kGridDevice{.plan = grid_plan,
+                                          .workspace = nullptr,
+                                          .encode = grid_encode_entry,
+                                          .decode = grid_decode_entry,
+                                          .decode_store = grid_decode_store};
 
 void launch_codebook_normals(const RngKey& key, uint64_t first, int64_t count, double* d_out, cudaStream_t stream) {
   GCOMP_LAUNCH(codebook_normals_kernel, grid_for(count, kThreads, 1024), kThreads, stream, key, first, count, d_out);

@@ -318,7 +318,7 @@ struct DeviceCodec::Impl {
   /// `keys`: count host keys, payload j's at keys[j] (nullptr only for codecs that read none).
   void decode(const char* what, const void* d_payloads, size_t stride, int count, const float* h_weights,
               DecodeMode mode, const RngKey* keys, float* d_out, void* d_workspace, size_t workspace_bytes,
-              Stream stream, const uint64_t* d_sizes = nullptr) const {
+              Stream stream, const uint64_t* d_sizes = nullptr, const detail::SessionStep* step = nullptr) const {
     check_vector(what, "output", d_out);
     GCOMP_EXPECTS(count >= 0, gcompErrorInvalidArgument, std::string(what) + ": negative payload count");
     GCOMP_EXPECTS(count == 0 || keys != nullptr || !reads_key(), gcompErrorInvalidArgument,
@@ -337,6 +337,10 @@ struct DeviceCodec::Impl {
           stride % 4 == 0 && stride >= payload_bytes, gcompErrorInvalidArgument,
           std::string(what) + ": payload stride must be a multiple of 4 and >= " + std::to_string(payload_bytes));
       detail::launch_prepare_received(plan, w, const_cast<uint8_t*>(payloads), stride, count, d_sizes, stream);
+    }
+    if (step != nullptr) {
+      entry.decode_store(plan, w, payloads, stride, count, mode, detail::SessionStore{*step}, d_out, stream);
+      return;
     }
     entry.decode(plan, w, payloads, stride, count, h_weights, mode, keys, d_out, stream);
   }
@@ -511,6 +515,50 @@ size_t DeviceCodec::used_bytes_for_length(uint64_t length_field) const {
                     std::to_string(length_field) + " exceeds the worst case " + std::to_string(v.worst_bits));
   return static_cast<size_t>(gcomp::detail::varlen_used_bytes(v, length_field));
 }
+
+namespace detail {
+
+bool DeviceCodecAccess::has_decode_store(const DeviceCodec& codec) {
+  return codec.impl_->entry.decode_store != nullptr;
+}
+
+void DeviceCodecAccess::check_step(const char* what, const DeviceCodec& codec, const SessionStep& step) {
+  const DeviceCodec::Impl& impl = *codec.impl_;
+  GCOMP_EXPECTS(impl.entry.decode_store != nullptr, gcompErrorInternal,
+                std::string(what) + ": " + std::string(impl.spec.name()) + " has no fused decode store");
+  const StoreKind k = step.kind;
+  if (k == StoreKind::kScaleTwice || k == StoreKind::kVote || k == StoreKind::kDiana)
+    impl.check_vector(what, "u", step.u);
+  if (k == StoreKind::kMeanAdd || k == StoreKind::kDiana) {
+    impl.check_vector(what, "y", step.y);
+    impl.check_vector(what, "w", step.w);
+  }
+}
+
+void DeviceCodecAccess::decode_reduce_store(const DeviceCodec& codec, void* d_payloads, size_t stride, int num_payloads,
+                                            const uint64_t* d_sizes, const RngKey* h_keys, float* d_acc,
+                                            const SessionStep& step, void* d_workspace, size_t workspace_bytes,
+                                            Stream stream) {
+  const char* what = "decode_reduce (fused store)";
+  check_step(what, codec, step);
+  codec.impl_->decode(what, d_payloads, stride, num_payloads, nullptr, DecodeMode::kReduce, h_keys, d_acc, d_workspace,
+                      workspace_bytes, stream, d_sizes, &step);
+}
+
+void DeviceCodecAccess::decode_store(const DeviceCodec& codec, void* d_payload, const uint64_t* d_size,
+                                     const RngKey& key, float* d_out, const SessionStep& step, void* d_workspace,
+                                     size_t workspace_bytes, Stream stream) {
+  const char* what = "decode (fused store)";
+  check_step(what, codec, step);
+  GCOMP_EXPECTS(step.kind == StoreKind::kScale, gcompErrorInternal, std::string(what) + ": only kScale overwrites");
+  // A received message (d_size given) in a slot of the payload size rounded up to 4 bytes, as
+  // decode_received's prepare_received.
+  const size_t stride = (codec.impl_->payload_bytes + 3) / 4 * 4;
+  codec.impl_->decode(what, d_payload, stride, 1, nullptr, DecodeMode::kOverwrite, &key, d_out, d_workspace,
+                      workspace_bytes, stream, d_size, &step);
+}
+
+}  // namespace detail
 
 void codebook_normals(const RngKey& key, uint64_t first, int64_t count, double* d_out, Stream stream) {
   GCOMP_EXPECTS(count >= 0, gcompErrorInvalidArgument, "codebook_normals: negative count");

@@ -1,13 +1,17 @@
 // SPDX-License-Identifier: Apache-2.0
-// The encode paths of the cuda Session backend (cuda/session/device_ops.cu) that the public
-// DeviceCodec calls do not offer: each is one of those calls with its input formed as the kernels
-// load it, or a check left out where the Session has already made it. Same kernels, same bits,
-// same status word; implemented in cuda/dispatch/device_codec.cu.
+// The encode and decode paths of the cuda Session backend (cuda/session/device_ops.cu) that the
+// public DeviceCodec calls do not offer: each is one of those calls with its input formed as the
+// kernels load it, a check left out where the Session has already made it, or (decode) the
+// Session's step in the decoders' last store. Same kernels, same bits, same status word;
+// implemented in cuda/dispatch/device_codec.cu.
 #pragma once
+
+#include "cuda/dispatch/session_decode.hpp"
 
 #include <gcomp/cuda.hpp>
 
 #include <cstddef>
+#include <cstdint>
 
 namespace gcomp::cuda::detail {
 
@@ -50,6 +54,28 @@ struct DeviceCodecAccess {
   static void encode_with_shared_scales(const DeviceCodec& k, const float* d_x, const float* d_scales,
                                         const RngKey& key, void* d_payload, void* d_workspace, size_t workspace_bytes,
                                         Stream stream);
+
+  /// True for the codecs with the fused store (their device entry's decode_store): dither,
+  /// terngrad, natdither, sign, natural, identity, grid. The others (topk, randk, sdither,
+  /// spherical) decode, then the Session runs its step as separate passes.
+  static bool has_decode_store(const DeviceCodec& codec);
+
+  /// DeviceCodec::decode_reduce (with the size rule of d_sizes when given, else every payload
+  /// full; every weight 1), the sum stored by `step`. d_acc: n floats of scratch (the partial sums
+  /// of more than kMaxWeights payloads; the sum itself for StoreKind::kScale, then a * sum). As
+  /// decode_reduce, the outputs are unspecified when a payload is corrupt (the status word says so).
+  static void decode_reduce_store(const DeviceCodec& codec, void* d_payloads, size_t stride, int num_payloads,
+                                  const uint64_t* d_sizes, const RngKey* h_keys, float* d_acc, const SessionStep& step,
+                                  void* d_workspace, size_t workspace_bytes, Stream stream);
+
+  /// DeviceCodec::decode of one payload (a received message of *d_size bytes when d_size is given:
+  /// prepare_received's size rule and zeroed tail first), out = a * decode (step.kind kScale).
+  static void decode_store(const DeviceCodec& codec, void* d_payload, const uint64_t* d_size, const RngKey& key,
+                           float* d_out, const SessionStep& step, void* d_workspace, size_t workspace_bytes,
+                           Stream stream);
+
+ private:
+  static void check_step(const char* what, const DeviceCodec& codec, const SessionStep& step);
 };
 
 }  // namespace gcomp::cuda::detail

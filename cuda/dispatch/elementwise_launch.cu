@@ -188,48 +188,87 @@ void identity_encode(const DevicePlan& plan, const Workspace& ws, Input in, cons
   });
 }
 
-/// The decode of codec decoder `Dec` built from the plan by `make`.
-template <class MakeDecoder>
+/// The decode of codec decoder `Dec` built from the plan by `make`, stored by `store`.
+template <class MakeDecoder, class Store = PlainStore>
 void decode_quads_with(MakeDecoder make, const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads,
                        size_t stride, int num_payloads, const float* h_weights, DecodeMode mode, float* d_out,
-                       cudaStream_t stream) {
+                       cudaStream_t stream, const Store& store = Store{}) {
   if (plan.n == 0) return;
-  launch_decode_quads(make(plan), plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
+  launch_decode_quads(make(plan), plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream, store);
 }
+
+/// The DeviceCodecEntry::decode_store of the codec whose decoder `make` builds (weights all 1).
+template <class MakeDecoder>
+void decode_store_with(MakeDecoder make, const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads,
+                       size_t stride, int num_payloads, DecodeMode mode, const SessionStore& store, float* d_out,
+                       cudaStream_t stream) {
+  decode_quads_with(make, plan, ws, d_payloads, stride, num_payloads, nullptr, mode, d_out, stream, store);
+}
+
+DenseQuadDecoder<false> make_dither(const DevicePlan& p) { return DenseQuadDecoder<false>{dense_params(p)}; }
+DenseQuadDecoder<true> make_natdither(const DevicePlan& p) { return DenseQuadDecoder<true>{dense_params(p)}; }
+SignQuadDecoder make_sign(const DevicePlan& p) { return SignQuadDecoder{sign_params(p)}; }
+NaturalQuadDecoder make_natural(const DevicePlan& p) { return NaturalQuadDecoder{natural_params(p)}; }
+IdentityQuadDecoder make_identity(const DevicePlan& p) { return IdentityQuadDecoder{p.n}; }
 
 void dither_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
                    int num_payloads, const float* h_weights, DecodeMode mode, const RngKey*, float* d_out,
                    cudaStream_t stream) {
-  decode_quads_with([](const DevicePlan& p) { return DenseQuadDecoder<false>{dense_params(p)}; }, plan, ws, d_payloads,
-                    stride, num_payloads, h_weights, mode, d_out, stream);
+  decode_quads_with(make_dither, plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
 }
 
 void natdither_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
                       int num_payloads, const float* h_weights, DecodeMode mode, const RngKey*, float* d_out,
                       cudaStream_t stream) {
-  decode_quads_with([](const DevicePlan& p) { return DenseQuadDecoder<true>{dense_params(p)}; }, plan, ws, d_payloads,
-                    stride, num_payloads, h_weights, mode, d_out, stream);
+  decode_quads_with(make_natdither, plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
 }
 
 void sign_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
                  int num_payloads, const float* h_weights, DecodeMode mode, const RngKey*, float* d_out,
                  cudaStream_t stream) {
-  decode_quads_with([](const DevicePlan& p) { return SignQuadDecoder{sign_params(p)}; }, plan, ws, d_payloads, stride,
-                    num_payloads, h_weights, mode, d_out, stream);
+  decode_quads_with(make_sign, plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
 }
 
 void natural_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
                     int num_payloads, const float* h_weights, DecodeMode mode, const RngKey*, float* d_out,
                     cudaStream_t stream) {
-  decode_quads_with([](const DevicePlan& p) { return NaturalQuadDecoder{natural_params(p)}; }, plan, ws, d_payloads,
-                    stride, num_payloads, h_weights, mode, d_out, stream);
+  decode_quads_with(make_natural, plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
 }
 
 void identity_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
                      int num_payloads, const float* h_weights, DecodeMode mode, const RngKey*, float* d_out,
                      cudaStream_t stream) {
-  decode_quads_with([](const DevicePlan& p) { return IdentityQuadDecoder{p.n}; }, plan, ws, d_payloads, stride,
-                    num_payloads, h_weights, mode, d_out, stream);
+  decode_quads_with(make_identity, plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
+}
+
+void dither_decode_store(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                         int num_payloads, DecodeMode mode, const SessionStore& store, float* d_out,
+                         cudaStream_t stream) {
+  decode_store_with(make_dither, plan, ws, d_payloads, stride, num_payloads, mode, store, d_out, stream);
+}
+
+void natdither_decode_store(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                            int num_payloads, DecodeMode mode, const SessionStore& store, float* d_out,
+                            cudaStream_t stream) {
+  decode_store_with(make_natdither, plan, ws, d_payloads, stride, num_payloads, mode, store, d_out, stream);
+}
+
+void sign_decode_store(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                       int num_payloads, DecodeMode mode, const SessionStore& store, float* d_out,
+                       cudaStream_t stream) {
+  decode_store_with(make_sign, plan, ws, d_payloads, stride, num_payloads, mode, store, d_out, stream);
+}
+
+void natural_decode_store(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                          int num_payloads, DecodeMode mode, const SessionStore& store, float* d_out,
+                          cudaStream_t stream) {
+  decode_store_with(make_natural, plan, ws, d_payloads, stride, num_payloads, mode, store, d_out, stream);
+}
+
+void identity_decode_store(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                           int num_payloads, DecodeMode mode, const SessionStore& store, float* d_out,
+                           cudaStream_t stream) {
+  decode_store_with(make_identity, plan, ws, d_payloads, stride, num_payloads, mode, store, d_out, stream);
 }
 
 // ---- plans and workspace parts ------------------------------------------------------------------
@@ -272,30 +311,42 @@ void no_plan(DevicePlanner&, const CodecSpec&) {}
 
 }  // namespace
 
-extern const DeviceCodecEntry kIdentityDevice{
-    .plan = no_plan, .workspace = nullptr, .encode = identity_encode, .decode = identity_decode};
+extern const DeviceCodecEntry kIdentityDevice{.plan = no_plan,
+                                              .workspace = nullptr,
+                                              .encode = identity_encode,
+                                              .decode = identity_decode,
+                                              .decode_store = identity_decode_store};
 extern const DeviceCodecEntry kDitherDevice{.plan = dense_plan,
                                             .workspace = nullptr,
                                             .encode = dense_encode,
                                             .decode = dither_decode,
+                                            .decode_store = dither_decode_store,
                                             .scales = dense_scales_entry,
                                             .encode_scaled = dense_encode_scaled};
 extern const DeviceCodecEntry kTernGradDevice{.plan = dense_plan,
                                               .workspace = terngrad_workspace,
                                               .encode = dense_encode,
                                               .decode = dither_decode,
+                                              .decode_store = dither_decode_store,
                                               .scales = dense_scales_entry,
                                               .encode_scaled = dense_encode_scaled};
 extern const DeviceCodecEntry kNatDitherDevice{.plan = dense_plan,
                                                .workspace = nullptr,
                                                .encode = dense_encode,
                                                .decode = natdither_decode,
+                                               .decode_store = natdither_decode_store,
                                                .scales = dense_scales_entry,
                                                .encode_scaled = dense_encode_scaled};
-extern const DeviceCodecEntry kSignDevice{
-    .plan = sign_plan, .workspace = nullptr, .encode = sign_encode, .decode = sign_decode};
-extern const DeviceCodecEntry kNaturalDevice{
-    .plan = no_plan, .workspace = nullptr, .encode = natural_encode, .decode = natural_decode};
+extern const DeviceCodecEntry kSignDevice{.plan = sign_plan,
+                                          .workspace = nullptr,
+                                          .encode = sign_encode,
+                                          .decode = sign_decode,
+                                          .decode_store = sign_decode_store};
+extern const DeviceCodecEntry kNaturalDevice{.plan = no_plan,
+                                             .workspace = nullptr,
+                                             .encode = natural_encode,
+                                             .decode = natural_decode,
+                                             .decode_store = natural_decode_store};
 
 void launch_shared_scales(const DeviceCodecEntry& entry, const DevicePlan& plan, const Workspace& ws, Input in,
                           float* d_scales, bool inf_on_error, cudaStream_t stream) {

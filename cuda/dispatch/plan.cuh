@@ -6,6 +6,7 @@
 #pragma once
 
 #include "cuda/common/device_types.cuh"
+#include "cuda/fused/decode_store.cuh"
 
 #include <gcomp/codec.hpp>
 #include <gcomp/detail/fused_memory.hpp>
@@ -254,6 +255,12 @@ struct DeviceCodecEntry {
   void (*decode)(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
                  int num_payloads, const float* h_weights, DecodeMode mode, const RngKey* keys, float* d_out,
                  cudaStream_t stream);
+  /// The decode with the Session's step in its final store (quad-layout codecs; nullable): as
+  /// `decode` with all weights 1 and mode kOverwrite or kReduce, the quad stored by `store`
+  /// (cuda/fused/decode_store.cuh; d_out is the accumulator of the batches before the last).
+  void (*decode_store)(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                       int num_payloads, DecodeMode mode, const SessionStore& store, float* d_out,
+                       cudaStream_t stream) = nullptr;
   /// Shareable scales (registry `shareable_scales`): the block scales encode uses, into ws.scales.
   void (*scales)(const DevicePlan& plan, const Workspace& ws, Input in, cudaStream_t stream) = nullptr;
   /// Shareable scales: the message for the given device scales (the input and scale checks ran).

@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "cuda/common/device_types.cuh"
+#include "cuda/fused/decode_store.cuh"
 
 #include <gcomp/detail/codec_math.hpp>
 
@@ -19,12 +20,13 @@ namespace gcomp::cuda::detail {
 /// DeviceCodec::decode). kOverwrite: out = v (one payload); otherwise acc = (start_from_zero ? 0 :
 /// out); acc = accumulate(acc, w_j, v_j) for j = 0..P-1 in order; out = acc: the same roundings as
 /// P CPU decode_accumulate calls. Every lane of a span calls the decoder (those past n check the
-/// last group's padding).
-template <class Decoder, bool kOverwrite>
+/// last group's padding). The quad is stored by `store` (decode_store.cuh): out = acc (PlainStore),
+/// or a Session step applied to acc in registers (SessionStore; out may then stay unwritten).
+template <class Decoder, bool kOverwrite, class Store = PlainStore>
 __global__ void __launch_bounds__(kThreads)
     decode_quads_kernel(Decoder dec, int64_t n, const uint8_t* __restrict__ payloads, size_t stride, int num_payloads,
                         WeightList weights, bool start_from_zero, uint64_t first_payload, float* __restrict__ out,
-                        DeviceStatus* status) {
+                        DeviceStatus* status, Store store) {
   const int lane = static_cast<int>(threadIdx.x & 31u);
   const auto span = [&](int64_t s, auto whole) {
     constexpr bool kWhole = decltype(whole)::value;
@@ -40,9 +42,9 @@ __global__ void __launch_bounds__(kThreads)
       for (int e = 0; e < lanes::kQuadElems; ++e)
         acc.v[e] = kOverwrite ? v[e] : gcomp::detail::accumulate(acc.v[e], weights.w[j], v[e]);
     }
-    if (live > 0) store_quad(out, first, live, kWhole, acc);
+    if (live > 0) store(out, first, live, kWhole, acc);
   };
-  for_each_span(n, aligned16(out), span);
+  for_each_span(n, aligned16(out) && store.aligned(), span);
 }
 
 }  // namespace gcomp::cuda::detail

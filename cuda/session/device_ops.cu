@@ -33,6 +33,8 @@ using cuda::DeviceCodec;
 using cuda::DeviceStatus;
 using cuda::detail::DeviceCodecAccess;
 using cuda::detail::kThreads;
+using cuda::detail::SessionStep;
+using cuda::detail::StoreKind;
 
 /// Everything DeviceOps allocates, released by its destructor. A member, so that a constructor
 /// that throws half way (a failed cudaMallocHost after two cudaMallocs) frees what it got.
@@ -290,16 +292,97 @@ class DeviceOps final : public VecOps<float> {
     merge();
   }
 
-  // The mean of the decoded messages: out = a * sum, then u = b * out in one pass (u given: out is
-  // scratch, left unscaled), the same products as the two scale() calls of the default.
+  // The decode-side steps of the Session in the decoders' final store (cuda/fused/decode_store.cuh)
+  // for the quad-layout codecs: the sum of the decoded messages stays in registers and only the
+  // step's outputs are written (docs/performance.md "Passes over memory, per operation"). The
+  // other codecs (topk, randk, sdither, spherical) decode, then run the separate passes. Every
+  // output is scratch or a W() buffer of the engine: a corrupt payload (reported at the end of the
+  // step) leaves them unspecified and the step fails with the state unchanged.
+
+  // The mean: out = a * sum (u null), or u = b (a sum) with out unwritten; the products of the
+  // two scale() calls of the default.
   void decode_reduce_scale(int c, uint8_t* payloads, size_t stride, int count, const size_t* sizes,
                            const std::vector<RngKey>& keys, float a, float* out, float b, float* u, size_t n) override {
+    SessionStep st;
+    st.kind = u == nullptr ? StoreKind::kScale : StoreKind::kScaleTwice;
+    st.a = a;
+    st.b = b;
+    st.u = u;
+    if (reduce_store(c, payloads, stride, count, sizes, keys, out, st)) return;
     decode_reduce(c, payloads, stride, count, sizes, keys, out);
     if (u == nullptr) {
       scale(out, a, out, n);
       return;
     }
     GCOMP_LAUNCH(cuda::detail::scale_twice_kernel, grid(n), kThreads, stream_, u, a, b, out, static_cast<int64_t>(n));
+  }
+  // The two-way server step: w = y + a * sum (scratch unwritten).
+  void decode_mean_add(int c, uint8_t* payloads, size_t stride, int count, const size_t* sizes,
+                       const std::vector<RngKey>& keys, float a, float* scratch, const float* y, float* w,
+                       size_t n) override {
+    SessionStep st;
+    st.kind = StoreKind::kMeanAdd;
+    st.a = a;
+    st.y = y;
+    st.w = w;
+    if (reduce_store(c, payloads, stride, count, sizes, keys, scratch, st)) return;
+    VecOps<float>::decode_mean_add(c, payloads, stride, count, sizes, keys, a, scratch, y, w, n);
+  }
+  // The majority vote: u = lr * vote(sum) (acc unwritten).
+  void decode_vote(int c, uint8_t* payloads, size_t stride, int count, const size_t* sizes,
+                   const std::vector<RngKey>& keys, float* acc, float lr, bool tie_to_zero, float* u,
+                   size_t n) override {
+    SessionStep st;
+    st.kind = StoreKind::kVote;
+    st.b = lr;
+    st.tie_to_zero = tie_to_zero;
+    st.u = u;
+    if (reduce_store(c, payloads, stride, count, sizes, keys, acc, st)) return;
+    VecOps<float>::decode_vote(c, payloads, stride, count, sizes, keys, acc, lr, tie_to_zero, u, n);
+  }
+  // DIANA's server step: h_out = h + alpha mean, and u = lr (h + mean) (u given) or g = h + mean;
+  // mean (and with u, g) unwritten.
+  void decode_diana(int c, uint8_t* payloads, size_t stride, int count, const size_t* sizes,
+                    const std::vector<RngKey>& keys, float a, float* mean, const float* h, float alpha, float* h_out,
+                    float* g, float lr, float* u, size_t n) override {
+    SessionStep st;
+    st.kind = StoreKind::kDiana;
+    st.a = a;
+    st.b = lr;
+    st.alpha = alpha;
+    st.scale_u = u != nullptr;
+    st.y = h;
+    st.u = u != nullptr ? u : g;
+    st.w = h_out;
+    if (reduce_store(c, payloads, stride, count, sizes, keys, mean, st)) return;
+    VecOps<float>::decode_diana(c, payloads, stride, count, sizes, keys, a, mean, h, alpha, h_out, g, lr, u, n);
+  }
+  // The downlink: each message decoded into its range, times a in the same store (a != 1; a = 1
+  // is the plain decode, no product, as the default). Fused when every message is of a
+  // quad-layout codec that fills its range.
+  void decode_scale(const int* cs, int count, uint8_t* payloads, size_t stride, const size_t* sizes, const RngKey* keys,
+                    const size_t* offsets, float a, float* out) override {
+    bool fused = a != 1.0f;
+    for (int j = 0; j < count && fused; ++j) {
+      const DeviceCodec& k = dev(cs[j]);
+      const auto J = static_cast<size_t>(j);
+      fused =
+          DeviceCodecAccess::has_decode_store(k) && offsets[J + 1] - offsets[J] == static_cast<size_t>(k.num_elems());
+    }
+    if (!fused) {
+      VecOps<float>::decode_scale(cs, count, payloads, stride, sizes, keys, offsets, a, out);
+      return;
+    }
+    SessionStep st;
+    st.kind = StoreKind::kScale;
+    st.a = a;
+    for (int j = 0; j < count; ++j) {
+      const auto J = static_cast<size_t>(j);
+      const uint64_t* d_size = sizes != nullptr ? upload_sizes(&sizes[J], 1) : nullptr;
+      DeviceCodecAccess::decode_store(dev(cs[j]), payloads + stride * J, d_size, keys[J], out + offsets[J], st, ws_,
+                                      ws_bytes_, stream_);
+      merge();
+    }
   }
 
   [[nodiscard]] bool variable_length(int c) const override { return dev(c).variable_length(); }
@@ -461,6 +544,19 @@ class DeviceOps final : public VecOps<float> {
   };
 
   const DeviceCodec& dev(int c) const { return *codecs_[static_cast<size_t>(c)].dev; }
+  /// decode_reduce of codec c with the Session step `st` in the decoders' store; false (nothing
+  /// enqueued) when the codec has no fused store. acc: the codec's n elements of scratch.
+  bool reduce_store(int c, uint8_t* payloads, size_t stride, int count, const size_t* sizes,
+                    const std::vector<RngKey>& keys, float* acc, const SessionStep& st) {
+    const DeviceCodec& k = dev(c);
+    if (!DeviceCodecAccess::has_decode_store(k)) return false;
+    GCOMP_EXPECTS(keys.size() >= static_cast<size_t>(count), gcompErrorInternal, "decode_reduce: one key per payload");
+    const uint64_t* d_sizes = sizes != nullptr ? upload_sizes(sizes, count) : nullptr;
+    DeviceCodecAccess::decode_reduce_store(k, payloads, stride, count, d_sizes, keys.data(), acc, st, ws_, ws_bytes_,
+                                           stream_);
+    merge();
+    return true;
+  }
   unsigned grid(size_t n) const { return cuda::detail::grid_for(static_cast<int64_t>(n), kThreads, max_blocks_); }
   // Zero-filled on the own stream; returns once the zeros are written, so they are ordered before
   // whatever any stream does with the buffer later (a step on a caller's non-blocking stream).

@@ -56,7 +56,7 @@ namespace gcomp::cuda {
 using Stream = CUstream_st*;
 
 namespace detail {
-struct DeviceCodecAccess;  // the Session's fused encode paths (cuda/dispatch/device_codec_access.hpp)
+struct DeviceCodecAccess;  // the Session's fused encode and decode paths (cuda/dispatch/device_codec_access.hpp)
 }  // namespace detail
 
 /// Layout of the device status word at byte 0 of every workspace. Every public call resets it on
