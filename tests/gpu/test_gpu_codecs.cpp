@@ -1166,5 +1166,226 @@ TEST_F(GpuCodecBehaviour, OnePassDecodersSeeEveryCorruption) {
   }
 }
 
+// ------------------------------------------- the cuda Session's fused decode stores
+
+// DeviceCodecAccess (cuda/dispatch/session_decode.hpp): the Session step in the quad decoders'
+// final store against decode_reduce / decode followed by the separate steps, with the host's
+// element math (gcomp/detail/session_math.hpp, checked against the host-f32 calls by
+// tests/unit/test_session_math.cpp), bit for bit. 130 payloads: three launches of at most 64 (the
+// step in the last only); the output arrays 16-byte aligned and not (element loads and stores).
+const std::vector<std::string> kStoreSpecs = {
+    "dither:levels=2,norm=l2,block=8",
+    "terngrad",
+    "natdither:levels=3,norm=l2,block=256",
+    "sign:block=64",
+    "sign:scale=none",
+    "natural",
+    "identity",
+    "grid:step=0.01,bits=6",
+    "grid:step=0.05,bits=8",
+    "grid:step=1e-6,bits=32",
+};
+const std::vector<std::vector<int64_t>> kStoreLayouts = {{1}, {33}, {4097}, {5, 0, 4097, 31}};
+
+using StoreParam = std::tuple<std::string, std::vector<int64_t>, int>;
+
+class GpuSessionStores : public GpuParamFixture<StoreParam> {};
+
+TEST_P(GpuSessionStores, FusedStoresEqualDecodeReduceThenTheSeparateSteps) {
+  using cuda::detail::DeviceCodecAccess;
+  using cuda::detail::SessionStep;
+  using cuda::detail::StoreKind;
+  namespace m = gcomp::detail;
+  const auto& [spec, segs, P] = GetParam();
+  const Layout layout(segs);
+  const int64_t n = layout.num_elems();
+  const auto N = static_cast<size_t>(n);
+  const auto cpu = make_codec(spec, layout);
+  cuda::DeviceCodec gpu(spec, layout);
+  ASSERT_TRUE(DeviceCodecAccess::has_decode_store(gpu)) << spec;
+  DeviceBuffer<uint8_t> ws(gpu.workspace_bytes(), stream_);
+  const auto expect_ok = [&](const char* what) {
+    uint64_t index = 0;
+    EXPECT_EQ(cuda::read_status(ws.get(), stream_, &index), gcompSuccess) << spec << " " << what << " at " << index;
+  };
+
+  // P payloads (five distinct messages, repeated), a stride that is not tight.
+  const size_t bytes = cpu->encoded_bytes();
+  const size_t stride = (bytes + 3) / 4 * 4 + 8;
+  std::vector<uint8_t> packed(stride * static_cast<size_t>(P), 0);
+  std::vector<RngKey> keys;
+  for (int j = 0; j < P; ++j) {
+    const RngKey key = key_for(61, static_cast<uint32_t>(j % 5));
+    const std::vector<uint8_t> pay = encode(*cpu, test_input(n, 70 + j % 5), key);
+    std::memcpy(packed.data() + stride * static_cast<size_t>(j), pay.data(), bytes);
+    keys.push_back(key);
+  }
+  DeviceBuffer<uint8_t> d_payloads(packed, stream_);
+  DeviceBuffer<float> d_acc(N, stream_);
+  gpu.decode_reduce(d_payloads.get(), stride, P, nullptr, keys.data(), d_acc.get(), ws.get(), gpu.workspace_bytes(),
+                    stream_);
+  expect_ok("decode_reduce");
+  const std::vector<float> sum = d_acc.download();
+
+  std::vector<float> y = test_input(n, 91);
+  for (float& v : y) v *= 0.125f;
+  const float a = static_cast<float>(1.0 / static_cast<double>(P));
+  const float lr = 0.05f, alpha = 0.3f;
+  // The step's arrays at an element offset of 0 (16-byte aligned) and 1 (not).
+  DeviceBuffer<float> d_y(N + 1, stream_), d_u(N + 1, stream_), d_w(N + 1, stream_);
+  for (const size_t off : {size_t{0}, size_t{1}}) {
+    std::vector<float> y_off(N + 1, 0.0f);
+    std::copy(y.begin(), y.end(), y_off.begin() + static_cast<std::ptrdiff_t>(off));
+    d_y.upload(y_off);
+    const auto run = [&](SessionStep st, int count) {
+      d_acc.fill_bytes(0x7f);
+      d_u.fill_bytes(0x7f);
+      d_w.fill_bytes(0x7f);
+      DeviceCodecAccess::decode_reduce_store(gpu, d_payloads.get(), stride, count, nullptr, keys.data(), d_acc.get(),
+                                             st, ws.get(), gpu.workspace_bytes(), stream_);
+      expect_ok("decode_reduce_store");
+    };
+    const auto part = [&](const DeviceBuffer<float>& b) {
+      std::vector<float> v = b.download();
+      return std::vector<float>(v.begin() + static_cast<std::ptrdiff_t>(off),
+                                v.begin() + static_cast<std::ptrdiff_t>(off + N));
+    };
+    std::vector<float> want(N), want2(N);
+    SessionStep st;
+    st.y = d_y.get() + off;
+    st.u = d_u.get() + off;
+    st.w = d_w.get() + off;
+    st.a = a;
+    st.b = lr;
+    st.alpha = alpha;
+
+    st.kind = StoreKind::kScale;  // acc = a sum
+    run(st, P);
+    for (size_t i = 0; i < N; ++i) want[i] = m::mul_rn(a, sum[i]);
+    EXPECT_TRUE(bitwise_equal(d_acc.download(), want)) << spec << " scale, offset " << off;
+
+    st.kind = StoreKind::kScaleTwice;  // u = lr (a sum), and b = 1
+    for (const float b : {lr, 1.0f}) {
+      st.b = b;
+      run(st, P);
+      for (size_t i = 0; i < N; ++i) want[i] = m::mul_rn(b, m::mul_rn(a, sum[i]));
+      EXPECT_TRUE(bitwise_equal(part(d_u), want)) << spec << " scale twice, b " << b << ", offset " << off;
+    }
+    st.b = lr;
+
+    st.kind = StoreKind::kMeanAdd;  // w = y + a sum
+    run(st, P);
+    for (size_t i = 0; i < N; ++i) want[i] = m::lincomb_f(1.0f, y[i], 1.0f, m::mul_rn(a, sum[i]));
+    EXPECT_TRUE(bitwise_equal(part(d_w), want)) << spec << " mean add, offset " << off;
+
+    st.kind = StoreKind::kVote;  // u = lr vote(sum)
+    for (const bool tie : {false, true}) {
+      st.tie_to_zero = tie;
+      run(st, P);
+      for (size_t i = 0; i < N; ++i) want[i] = m::vote_f(sum[i], lr, tie);
+      EXPECT_TRUE(bitwise_equal(part(d_u), want)) << spec << " vote, tie " << tie << ", offset " << off;
+    }
+
+    st.kind = StoreKind::kDiana;  // g = y + a sum; u = lr g or g; w = y + alpha (a sum)
+    for (const bool scale_u : {true, false}) {
+      st.scale_u = scale_u;
+      run(st, P);
+      for (size_t i = 0; i < N; ++i) {
+        const float mean = m::mul_rn(a, sum[i]);
+        const float g = m::lincomb_f(1.0f, y[i], 1.0f, mean);
+        want[i] = scale_u ? m::mul_rn(lr, g) : g;
+        want2[i] = m::lincomb_f(1.0f, y[i], alpha, mean);
+      }
+      EXPECT_TRUE(bitwise_equal(part(d_u), want)) << spec << " diana g, scale_u " << scale_u << ", offset " << off;
+      EXPECT_TRUE(bitwise_equal(part(d_w), want2)) << spec << " diana h_out, offset " << off;
+    }
+
+    st.kind = StoreKind::kMeanAdd;  // a reduce of no payload: the step on a zero sum
+    run(st, 0);
+    for (size_t i = 0; i < N; ++i) want[i] = m::lincomb_f(1.0f, y[i], 1.0f, m::mul_rn(a, 0.0f));
+    EXPECT_TRUE(bitwise_equal(part(d_w), want)) << spec << " mean add of no payload, offset " << off;
+  }
+
+  // decode_store: one message decoded and scaled (a full received message: the size rule first).
+  DeviceBuffer<float> d_dec(N, stream_), d_out(N + 1, stream_);
+  gpu.decode(d_payloads.get(), keys[0], d_dec.get(), ws.get(), gpu.workspace_bytes(), stream_);
+  expect_ok("decode");
+  const std::vector<float> dec = d_dec.download();
+  std::vector<float> want(N);
+  for (size_t i = 0; i < N; ++i) want[i] = m::mul_rn(lr, dec[i]);
+  SessionStep st;
+  st.kind = StoreKind::kScale;
+  st.a = lr;
+  DeviceBuffer<uint64_t> d_size(std::vector<uint64_t>{bytes}, stream_);
+  for (const size_t off : {size_t{0}, size_t{1}}) {
+    for (const bool received : {false, true}) {
+      d_out.fill_bytes(0x7f);
+      DeviceCodecAccess::decode_store(gpu, d_payloads.get(), received ? d_size.get() : nullptr, keys[0],
+                                      d_out.get() + off, st, ws.get(), gpu.workspace_bytes(), stream_);
+      expect_ok("decode_store");
+      std::vector<float> got = d_out.download();
+      got = std::vector<float>(got.begin() + static_cast<std::ptrdiff_t>(off),
+                               got.begin() + static_cast<std::ptrdiff_t>(off + N));
+      EXPECT_TRUE(bitwise_equal(got, want)) << spec << " decode and scale, offset " << off << ", received " << received;
+    }
+  }
+}
+
+// A corrupt payload among many: the fused store reports it as decode_reduce does (the outputs are
+// then unspecified; the Session fails the step and keeps its state).
+TEST_P(GpuSessionStores, CorruptPayloadSetsStatus) {
+  using cuda::detail::DeviceCodecAccess;
+  using cuda::detail::SessionStep;
+  using cuda::detail::StoreKind;
+  const auto& [spec, segs, P] = GetParam();
+  if (spec != "sign:block=64" && spec != "natural") GTEST_SKIP() << "one corruption per decoder family is enough";
+  if (segs.size() != 1 || segs[0] % 32 == 0) GTEST_SKIP() << "one segment with padding after its last element";
+  const Layout layout(segs);
+  const int64_t n = layout.num_elems();
+  const auto cpu = make_codec(spec, layout);
+  cuda::DeviceCodec gpu(spec, layout);
+  DeviceBuffer<uint8_t> ws(gpu.workspace_bytes(), stream_);
+  const size_t bytes = cpu->encoded_bytes();
+  const size_t stride = (bytes + 3) / 4 * 4;
+  std::vector<uint8_t> packed(stride * static_cast<size_t>(P), 0);
+  for (int j = 0; j < P; ++j) {
+    const std::vector<uint8_t> pay = encode(*cpu, test_input(n, 5), key_for(5, 0));
+    std::memcpy(packed.data() + stride * static_cast<size_t>(j), pay.data(), bytes);
+  }
+  const int bad = P - 1;                                         // in the last launch
+  packed[stride * static_cast<size_t>(bad) + bytes - 1] = 0xff;  // padding / code 255
+  std::vector<uint8_t> last(packed.begin() + static_cast<std::ptrdiff_t>(stride * static_cast<size_t>(bad)),
+                            packed.begin() + static_cast<std::ptrdiff_t>(stride * static_cast<size_t>(bad) + bytes));
+  EXPECT_THROW(cpu->validate(last), Error) << spec;
+  DeviceBuffer<uint8_t> d_payloads(packed, stream_);
+  DeviceBuffer<float> d_acc(static_cast<size_t>(n), stream_), d_u(static_cast<size_t>(n), stream_);
+  std::vector<RngKey> keys(static_cast<size_t>(P), key_for(5, 0));
+  SessionStep st;
+  st.kind = StoreKind::kVote;
+  st.u = d_u.get();
+  DeviceCodecAccess::decode_reduce_store(gpu, d_payloads.get(), stride, P, nullptr, keys.data(), d_acc.get(), st,
+                                         ws.get(), gpu.workspace_bytes(), stream_);
+  uint64_t index = 0;
+  EXPECT_EQ(cuda::read_status(ws.get(), stream_, &index), gcompErrorCorruptPayload) << spec;
+  EXPECT_EQ(index >> 40, static_cast<uint64_t>(bad)) << spec;
+}
+
+INSTANTIATE_TEST_SUITE_P(QuadCodecs, GpuSessionStores,
+                         testing::Combine(testing::ValuesIn(kStoreSpecs), testing::ValuesIn(kStoreLayouts),
+                                          testing::Values(3, 130)),
+                         [](const testing::TestParamInfo<StoreParam>& p) {
+                           return sanitize(std::get<0>(p.param)) + "_n" + layout_name(std::get<1>(p.param)) + "_p" +
+                                  std::to_string(std::get<2>(p.param));
+                         });
+
+// The codecs outside the quad layout have no fused store: the Session runs its separate passes.
+TEST_F(GpuCodecBehaviour, OnlyQuadLayoutCodecsHaveAFusedStore) {
+  for (const char* spec :
+       {"topk:k=5", "randk:k=5", "sdither:levels=1,norm=l2", "spherical:block=8,bits=4", "topk:k=5,index=rice"})
+    EXPECT_FALSE(cuda::detail::DeviceCodecAccess::has_decode_store(cuda::DeviceCodec(spec, Layout(100)))) << spec;
+  for (const std::string& spec : kStoreSpecs)
+    EXPECT_TRUE(cuda::detail::DeviceCodecAccess::has_decode_store(cuda::DeviceCodec(spec, Layout(100)))) << spec;
+}
+
 }  // namespace
 }  // namespace gcomp::test
