@@ -72,6 +72,21 @@ KERNELS = [
      "grid:bits=8 encode, a quad per thread (finiteness folded in)", ["LDG", "STG", "?LDG*128"], "auto", {}, 4, 1, 5),
     (r"grid_encode_kernelILb1E", "grid:bits=12 encode, a warp per 32 elements (finiteness folded in)",
      ["LDG", "SHFL"], 1, {"SHFL": 4}, 4, 1.5, 5.5),
+    # The Session's step in the quad decoders' last store (SessionStore, cuda/fused/decode_store.cuh;
+    # one kernel per decoder, the step chosen at run time): before the plain stores, whose patterns
+    # they also match. Per payload as the plain decode-reduce; the step's own arrays once per
+    # operation (docs/performance.md "Passes over memory, per operation": mean, vote, two-way, DIANA).
+    (r"decode_quads_kernel.*DenseQuadDecoderILb0EEELb0E.*SessionStore",
+     "dither:levels=4 decode-reduce, the Session step in its last store (per payload)", ["LDG", "STG"], 4, {}, 0.5,
+     4, 4.5),
+    (r"decode_quads_kernel.*SignQuadDecoderELb0E.*SessionStore",
+     "sign decode-reduce, the Session step in its last store (vote, mean; per payload)", ["LDG", "STG"], 4, {},
+     0.125, 4, 4.125),
+    (r"decode_quads_kernel.*Lb0E.*SessionStore",
+     "natdither, natural, identity, grid decode-reduce, the Session step in its last store (per payload)",
+     ["LDG", "STG"], 4, {}, "-", 4, None),
+    (r"decode_quads_kernel.*Lb1E.*SessionStore", "quad codecs: decode times a (the Session's downlink, a != 1)",
+     ["LDG", "STG"], 4, {}, "-", 4, None),
     (r"decode_quads_kernel.*DenseQuadDecoderILb0EEELb0E", "dither:levels=4 decode-reduce, per payload (validation in)",
      ["LDG", "STG"], 4, {}, 0.5, 4, 4.5),
     (r"decode_quads_kernel.*SignQuadDecoderELb0E", "sign decode-reduce, per payload (validation in)", ["LDG", "STG"],
@@ -253,7 +268,8 @@ KERNELS = [
     (r"lincomb_kernel", "Session: dst = a x + b y (EF p, momentum, DIANA g^, two-way)", ["LDG", "STG"], 1, {}, 8, 4,
      None),
     (r"mul_kernel", "Session: dst = x y (compensation=diagonal)", ["LDG", "STG"], 1, {}, 8, 4, None),
-    (r"vote_kernel", "Session majority vote: u = lr sign(acc)", ["LDG", "STG"], 1, {}, 4, 4, None),
+    (r"vote_kernel", "Session majority vote: u = lr sign(acc) (uplink codecs without the fused store)",
+     ["LDG", "STG"], 1, {}, 4, 4, None),
     (r"nonfinite_flag_kernel", "Session nonfinite=error/skip: any non-finite", ["LDG"], 1, {}, 4, 0, None),
     (r"merge_status_kernel", "Session: call status -> step status (one thread)", [], None, {}, "-", "-", None),
 ]
