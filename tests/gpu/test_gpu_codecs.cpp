@@ -1171,8 +1171,9 @@ TEST_F(GpuCodecBehaviour, OnePassDecodersSeeEveryCorruption) {
 // DeviceCodecAccess (cuda/dispatch/session_decode.hpp): the Session step in the quad decoders'
 // final store against decode_reduce / decode followed by the separate steps, with the host's
 // element math (gcomp/detail/session_math.hpp, checked against the host-f32 calls by
-// tests/unit/test_session_math.cpp), bit for bit. 130 payloads: three launches of at most 64 (the
-// step in the last only); the output arrays 16-byte aligned and not (element loads and stores).
+// tests/unit/test_session_math.cpp), bit for bit. 2 payloads: sums of two signs tie (the vote's
+// tie rule); 130 payloads: three launches of at most 64 (the step in the last only); the output
+// arrays 16-byte aligned and not (element loads and stores).
 const std::vector<std::string> kStoreSpecs = {
     "dither:levels=2,norm=l2,block=8",
     "terngrad",
@@ -1372,7 +1373,7 @@ TEST_P(GpuSessionStores, CorruptPayloadSetsStatus) {
 
 INSTANTIATE_TEST_SUITE_P(QuadCodecs, GpuSessionStores,
                          testing::Combine(testing::ValuesIn(kStoreSpecs), testing::ValuesIn(kStoreLayouts),
-                                          testing::Values(3, 130)),
+                                          testing::Values(2, 3, 130)),
                          [](const testing::TestParamInfo<StoreParam>& p) {
                            return sanitize(std::get<0>(p.param)) + "_n" + layout_name(std::get<1>(p.param)) + "_p" +
                                   std::to_string(std::get<2>(p.param));
