@@ -380,57 +380,66 @@ TEST(SessionF32Test, FusedTwoWayRoundOfLargeBuffersEqualsTheStoredOne) {
   auto grad = [](int r, int64_t i) {
     return static_cast<float>(std::sin(0.001 * static_cast<double>(i) * (r + 1)) + 0.01 * r);
   };
-  for (const char* spec : {"sign", "sign:block=4096", "dither:levels=4,block=512"}) {
-    for (const int threads : {1, 3}) {
-      set_cpu_threads(threads);
-      SessionConfig cfg;
-      cfg.algorithm = Algorithm::kDoubleSqueeze;
-      cfg.codec = spec;
-      cfg.server_codec = spec;
-      cfg.server = ServerMode::kSharded;
-      cfg.lr = 0.375;
-      cfg.seed = 41;
-      cfg.backend = Backend::kHostF32;
-      std::vector<std::vector<float>> updates(kP);
-      std::mutex m;
-      run_local(kP, [&](Communicator& comm) {
-        Session s(comm, Layout(n), cfg);
-        std::vector<float> g(static_cast<size_t>(n)), u(static_cast<size_t>(n));
-        for (int64_t i = 0; i < n; ++i) g[i] = grad(comm.rank(), i);
-        for (uint32_t k = 0; k < kSteps; ++k) (void)s.step(std::span<const float>(g), std::span<float>(u));
-        std::lock_guard<std::mutex> lock(m);
-        updates[comm.rank()] = u;
-      });
-      set_cpu_threads(threads_before);
-      // The round on stored arrays, shard by shard (spec §8.3).
-      std::vector<float> want(static_cast<size_t>(n));
-      const auto inv_p = static_cast<float>(1.0 / kP);
-      const auto lr = static_cast<float>(cfg.lr);
-      for (int sh = 0; sh < kP; ++sh) {
-        const int64_t b = detail::shard_begin(n, kP, sh), len = detail::shard_begin(n, kP, sh + 1) - b;
-        const auto codec = make_codec(spec, Layout(len));
-        const auto L = static_cast<size_t>(len);
-        std::vector<uint8_t> payload(codec->encoded_bytes());
-        std::vector<std::vector<float>> e(kP, std::vector<float>(L, 0.0f));
-        std::vector<float> se(L, 0.0f), v(L), acc(L), w(L), dec(L);
-        for (uint32_t k = 0; k < kSteps; ++k) {
-          std::fill(acc.begin(), acc.end(), 0.0f);
-          for (int j = 0; j < kP; ++j) {
-            for (int64_t i = 0; i < len; ++i) v[i] = detail::add_rn(grad(j, b + i), e[j][i]);
-            const RngKey key = detail::uplink_shard_key(cfg.seed, static_cast<uint32_t>(j), k, sh);
-            codec->encode_ef(v, key, payload, e[j]);
-            codec->decode_accumulate(payload, key, 1.0f, acc);
+  // server=replicated: every rank runs the whole-vector server step (one shard, the whole-vector
+  // keys) through the same fused path (encode_ef_mean_add).
+  for (const ServerMode server : {ServerMode::kSharded, ServerMode::kReplicated}) {
+    const bool sharded = server == ServerMode::kSharded;
+    const int shards = sharded ? kP : 1;
+    for (const char* spec : {"sign", "sign:block=4096", "dither:levels=4,block=512"}) {
+      for (const int threads : {1, 3}) {
+        set_cpu_threads(threads);
+        SessionConfig cfg;
+        cfg.algorithm = Algorithm::kDoubleSqueeze;
+        cfg.codec = spec;
+        cfg.server_codec = spec;
+        cfg.server = server;
+        cfg.lr = 0.375;
+        cfg.seed = 41;
+        cfg.backend = Backend::kHostF32;
+        std::vector<std::vector<float>> updates(kP);
+        std::mutex m;
+        run_local(kP, [&](Communicator& comm) {
+          Session s(comm, Layout(n), cfg);
+          std::vector<float> g(static_cast<size_t>(n)), u(static_cast<size_t>(n));
+          for (int64_t i = 0; i < n; ++i) g[i] = grad(comm.rank(), i);
+          for (uint32_t k = 0; k < kSteps; ++k) (void)s.step(std::span<const float>(g), std::span<float>(u));
+          std::lock_guard<std::mutex> lock(m);
+          updates[comm.rank()] = u;
+        });
+        set_cpu_threads(threads_before);
+        // The round on stored arrays, shard by shard (spec §8.3).
+        std::vector<float> want(static_cast<size_t>(n));
+        const auto inv_p = static_cast<float>(1.0 / kP);
+        const auto lr = static_cast<float>(cfg.lr);
+        for (int sh = 0; sh < shards; ++sh) {
+          const int64_t b = detail::shard_begin(n, shards, sh), len = detail::shard_begin(n, shards, sh + 1) - b;
+          const auto codec = make_codec(spec, Layout(len));
+          const auto L = static_cast<size_t>(len);
+          std::vector<uint8_t> payload(codec->encoded_bytes());
+          std::vector<std::vector<float>> e(kP, std::vector<float>(L, 0.0f));
+          std::vector<float> se(L, 0.0f), v(L), acc(L), w(L), dec(L);
+          for (uint32_t k = 0; k < kSteps; ++k) {
+            std::fill(acc.begin(), acc.end(), 0.0f);
+            for (int j = 0; j < kP; ++j) {
+              for (int64_t i = 0; i < len; ++i) v[i] = detail::add_rn(grad(j, b + i), e[j][i]);
+              const auto J = static_cast<uint32_t>(j);
+              const RngKey key =
+                  sharded ? detail::uplink_shard_key(cfg.seed, J, k, sh) : detail::uplink_key(cfg.seed, J, k);
+              codec->encode_ef(v, key, payload, e[j]);
+              codec->decode_accumulate(payload, key, 1.0f, acc);
+            }
+            for (int64_t i = 0; i < len; ++i) w[i] = detail::add_rn(se[i], detail::mul_rn(inv_p, acc[i]));
+            const RngKey down =
+                sharded ? detail::downlink_shard_key(cfg.seed, k, sh) : detail::downlink_key(cfg.seed, k);
+            codec->encode_ef(w, down, payload, se);
+            codec->decode(payload, down, dec);
+            for (int64_t i = 0; i < len; ++i) want[b + i] = detail::mul_rn(lr, dec[i]);
           }
-          for (int64_t i = 0; i < len; ++i) w[i] = detail::add_rn(se[i], detail::mul_rn(inv_p, acc[i]));
-          const RngKey down = detail::downlink_shard_key(cfg.seed, k, sh);
-          codec->encode_ef(w, down, payload, se);
-          codec->decode(payload, down, dec);
-          for (int64_t i = 0; i < len; ++i) want[b + i] = detail::mul_rn(lr, dec[i]);
         }
+        for (int r = 0; r < kP; ++r)
+          EXPECT_EQ(std::memcmp(updates[r].data(), want.data(), want.size() * sizeof(float)), 0)
+              << spec << ", " << threads << " threads, rank " << r << (sharded ? ", sharded" : ", replicated");
       }
-      for (int r = 0; r < kP; ++r)
-        EXPECT_EQ(std::memcmp(updates[r].data(), want.data(), want.size() * sizeof(float)), 0)
-            << spec << ", " << threads << " threads, rank " << r;
     }
   }
 }
