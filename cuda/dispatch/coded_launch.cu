@@ -111,13 +111,20 @@ void grid_encode_quads(const DevicePlan& plan, const Workspace& ws, Input in, ui
   const GridParams p = grid_params(plan);
   const unsigned grid =
       grid_for(gcomp::detail::ceil_div(plan.n, int64_t{lanes::kQuadElems}), kThreads, plan.max_blocks);
+  const bool check = fuse == Fuse::kNone || plan.fold_check;  // else checked by a pass before
   if (fuse == Fuse::kNone)
     GCOMP_LAUNCH((grid_encode_quads_kernel<kBytes, Fuse::kNone, true>), grid, kThreads, stream, p, in, d_payload, d_mem,
                  alpha, ws.status);
-  if (fuse == Fuse::kEF)
+  if (fuse == Fuse::kEF && check)
+    GCOMP_LAUNCH((grid_encode_quads_kernel<kBytes, Fuse::kEF, true>), grid, kThreads, stream, p, in, d_payload, d_mem,
+                 alpha, ws.status);
+  if (fuse == Fuse::kEF && !check)
     GCOMP_LAUNCH((grid_encode_quads_kernel<kBytes, Fuse::kEF, false>), grid, kThreads, stream, p, in, d_payload, d_mem,
                  alpha, ws.status);
-  if (fuse == Fuse::kDiana)
+  if (fuse == Fuse::kDiana && check)
+    GCOMP_LAUNCH((grid_encode_quads_kernel<kBytes, Fuse::kDiana, true>), grid, kThreads, stream, p, in, d_payload,
+                 d_mem, alpha, ws.status);
+  if (fuse == Fuse::kDiana && !check)
     GCOMP_LAUNCH((grid_encode_quads_kernel<kBytes, Fuse::kDiana, false>), grid, kThreads, stream, p, in, d_payload,
                  d_mem, alpha, ws.status);
 }
@@ -125,7 +132,9 @@ void grid_encode_quads(const DevicePlan& plan, const Workspace& ws, Input in, ui
 void grid_encode(const DevicePlan& plan, const Workspace& ws, Input in, uint8_t* d_payload, Fuse fuse, float* d_mem,
                  float alpha, cudaStream_t stream) {
   if (plan.n == 0) return;
-  if (fuse != Fuse::kNone)  // the memory must stay untouched on a non-finite input: check first
+  // The memory must stay untouched on a non-finite input: check first (unless the plan says the
+  // memory may be left unspecified: DevicePlan::fold_check).
+  if (fuse != Fuse::kNone && !plan.fold_check)
     GCOMP_LAUNCH(check_finite_kernel,
                  grid_for(gcomp::detail::ceil_div(plan.n, int64_t{lanes::kQuadElems}), kThreads, plan.max_blocks),
                  kThreads, stream, in, plan.n, ws.status);
@@ -139,10 +148,10 @@ void grid_encode(const DevicePlan& plan, const Workspace& ws, Input in, uint8_t*
   const unsigned grid = grid_for(plan.groups, kWarpsPerBlock, plan.max_blocks);
   if (plan.bits <= gcomp::detail::kGridFloatMaxBits)
     GCOMP_LAUNCH(grid_encode_kernel<true>, grid, kThreads, stream, grid_params(plan), in, words, fuse,
-                 fuse == Fuse::kNone, d_mem, alpha, ws.status);
+                 fuse == Fuse::kNone || plan.fold_check, d_mem, alpha, ws.status);
   else
     GCOMP_LAUNCH(grid_encode_kernel<false>, grid, kThreads, stream, grid_params(plan), in, words, fuse,
-                 fuse == Fuse::kNone, d_mem, alpha, ws.status);
+                 fuse == Fuse::kNone || plan.fold_check, d_mem, alpha, ws.status);
 }
 
 /// Weight of payload j for a decode mode.

@@ -263,15 +263,22 @@ struct DeviceCodec::Impl {
                   std::string(what) + ": " + name + " must be 4-byte aligned");
   }
 
+  /// fold_check: DevicePlan::fold_check for this call (the Session's EF/DIANA memory).
   void encode(const char* what, Input in, const RngKey& key, void* d_payload, Fuse fuse, float* d_mem, float alpha,
-              bool sampled, void* d_workspace, size_t workspace_bytes, Stream stream) const {
+              bool sampled, void* d_workspace, size_t workspace_bytes, Stream stream, bool fold_check = false) const {
     check_vector(what, "input", in.x);
     check_vector(what, "payload", payload_bytes > 0 ? d_payload : nullptr);
     if (fuse != Fuse::kNone) check_vector(what, "memory", d_mem);
     const detail::Workspace w = begin_call(what, d_workspace, workspace_bytes, stream);
     auto* payload = static_cast<uint8_t*>(d_payload);
-    if (!sampled) {
+    if (!sampled && !fold_check) {
       entry.encode(plan, w, in, key, payload, fuse, d_mem, alpha, stream);
+      return;
+    }
+    if (!sampled) {
+      detail::DevicePlan p = plan;
+      p.fold_check = true;
+      entry.encode(p, w, in, key, payload, fuse, d_mem, alpha, stream);
       return;
     }
     detail::DevicePlan p = plan;
@@ -415,7 +422,15 @@ void DeviceCodecAccess::encode_ef_lincomb(const DeviceCodec& k, float a, const f
                 std::string(what) + ": e must not alias x or y");
   m.check_vector(what, "y", d_y);
   m.encode(what, Input{d_x, d_y, a, b}, key, d_payload, Fuse::kEF, d_e, 0.0f, false, d_workspace, workspace_bytes,
-           stream);
+           stream, true);
+}
+
+void DeviceCodecAccess::encode_ef_unchecked(const DeviceCodec& k, const float* d_p, float* d_e, const RngKey& key,
+                                            void* d_payload, void* d_workspace, size_t workspace_bytes, Stream stream) {
+  const DeviceCodec::Impl& m = *k.impl_;
+  const char* what = "encode_ef";
+  GCOMP_EXPECTS(m.plan.n == 0 || d_e != d_p, gcompErrorInvalidArgument, std::string(what) + ": e must not alias p");
+  m.encode(what, Input{d_p}, key, d_payload, Fuse::kEF, d_e, 0.0f, false, d_workspace, workspace_bytes, stream, true);
 }
 
 void DeviceCodecAccess::encode_diana(const DeviceCodec& k, const float* d_g, const float* d_h, float* d_h_out,
@@ -431,7 +446,7 @@ void DeviceCodecAccess::encode_diana(const DeviceCodec& k, const float* d_g, con
     GCOMP_CUDA_TRY(
         cudaMemcpyAsync(d_h_out, d_h, static_cast<size_t>(m.plan.n) * sizeof(float), cudaMemcpyDeviceToDevice, stream));
   m.encode(what, Input{d_g, d_h, 1.0f, -1.0f}, key, d_payload, Fuse::kDiana, d_h_out, alpha, false, d_workspace,
-           workspace_bytes, stream);
+           workspace_bytes, stream, d_h_out != d_h);
 }
 
 void DeviceCodecAccess::compute_shared_scales(const DeviceCodec& k, const float* d_x, float* d_scales,

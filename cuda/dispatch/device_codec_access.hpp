@@ -24,16 +24,26 @@ struct DeviceCodecAccess {
 
   /// encode_ef of p = lincomb_f(a, x[i], b, y[i]) (gcomp/detail/session_math.hpp: the bits the
   /// Session's lincomb() would store), p formed in every pass that reads it and never stored:
-  /// payload = C(p), e = p - decode(payload). d_e must not alias d_x or d_y (checked).
+  /// payload = C(p), e = p - decode(payload). d_e must not alias d_x or d_y (checked). d_e is a
+  /// buffer a failed step drops (the Session's second buffer of its error array): the encode reports
+  /// a non-finite p in its own pass (DevicePlan::fold_check), e is then unspecified.
   static void encode_ef_lincomb(const DeviceCodec& k, float a, const float* d_x, float b, const float* d_y, float* d_e,
                                 const RngKey& key, void* d_payload, void* d_workspace, size_t workspace_bytes,
                                 Stream stream);
+
+  /// DeviceCodec::encode_ef into a memory d_e that a failed step drops (d_e != d_p, checked): no
+  /// check pass of its own before the fused encode (DevicePlan::fold_check), e is then unspecified
+  /// on a non-finite p. The payload and e equal encode_ef's when p is finite.
+  static void encode_ef_unchecked(const DeviceCodec& k, const float* d_p, float* d_e, const RngKey& key,
+                                  void* d_payload, void* d_workspace, size_t workspace_bytes, Stream stream);
 
   /// DeviceCodec::encode_diana with the new memory in d_h_out: payload = Q(g - h), h_out = h +
   /// alpha decode(payload); h is only read (d_h_out == d_h: the public in-place call). d_h_out
   /// must not alias d_g. The dense codecs write every element of h_out in their encode pass; the
   /// codecs whose update writes the selected elements only (topk, randk) copy h into h_out first,
-  /// so h_out is then written even when the encode reports a data error.
+  /// so h_out is then written even when the encode reports a data error. With d_h_out != d_h (the
+  /// Session's second buffer, dropped by a failed step) the encode reports a non-finite g - h in
+  /// its own pass (DevicePlan::fold_check): h_out is then unspecified.
   static void encode_diana(const DeviceCodec& k, const float* d_g, const float* d_h, float* d_h_out, float alpha,
                            const RngKey& key, void* d_payload, void* d_workspace, size_t workspace_bytes,
                            Stream stream);

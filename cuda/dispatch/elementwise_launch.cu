@@ -77,12 +77,20 @@ void quantize_planes(const DevicePlan& plan, const Workspace& ws, Input in, cons
 /// An elementwise encode kernel template `K<kFuse, kCheck>` of the codecs without block scales
 /// (plain sign, natural, identity): the plain encode checks finiteness in its one pass (the payload
 /// is then unspecified on a non-finite input); the fused EF/DIANA variants check first, in a pass
-/// of their own, so that the memory is never written on a non-finite input.
+/// of their own, so that the memory is never written on a non-finite input, unless the plan says
+/// the memory may be left unspecified (DevicePlan::fold_check: the Session's second buffers).
 template <class Launch>
 void checked_encode(const DevicePlan& plan, const Workspace& ws, Input in, Fuse fuse, cudaStream_t stream,
                     Launch launch) {
   if (fuse == Fuse::kNone) {
     launch(std::integral_constant<Fuse, Fuse::kNone>{}, std::true_type{});
+    return;
+  }
+  if (plan.fold_check) {
+    if (fuse == Fuse::kEF)
+      launch(std::integral_constant<Fuse, Fuse::kEF>{}, std::true_type{});
+    else
+      launch(std::integral_constant<Fuse, Fuse::kDiana>{}, std::true_type{});
     return;
   }
   GCOMP_LAUNCH(check_finite_kernel, quad_grid(plan), kThreads, stream, in, plan.n, ws.status);

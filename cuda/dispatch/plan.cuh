@@ -100,6 +100,11 @@ struct DevicePlan {
   /// The Session forms its p = a x + b y in every pass (8 B/el each) only below 3, where that reads
   /// less than storing p first (12 B/el, then 4 B/el per pass).
   int input_reads = 2;
+  /// The Session's EF and DIANA encodes, whose memory is a second state buffer that a failed step
+  /// drops: the encode pass itself reports a non-finite input (no check_finite_kernel pass first);
+  /// the memory, like the payload, is then unspecified. The public DeviceCodec calls keep the check
+  /// (their memory must stay untouched). Set on a copy of the plan per call.
+  bool fold_check = false;
 
   // sdither (spec §5.2(a)), spherical (§5.2(b)), grid (§6.1)
   uint32_t code = 1;         ///< sdither: kEliasGamma or kEliasDelta

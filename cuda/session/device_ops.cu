@@ -211,8 +211,10 @@ class DeviceOps final : public VecOps<float> {
     dev(c).encode(x, key, payload, ws_, ws_bytes_, stream_);
     merge();
   }
+  // e is the second buffer of an error array (a failed step drops it): the fused encode reports a
+  // non-finite p in its own pass, without DeviceCodec::encode_ef's check pass before it.
   void encode_ef(int c, const float* p, float* e, const RngKey& key, uint8_t* payload) override {
-    dev(c).encode_ef(p, e, key, payload, ws_, ws_bytes_, stream_);
+    DeviceCodecAccess::encode_ef_unchecked(dev(c), p, e, key, payload, ws_, ws_bytes_, stream_);
     merge();
   }
   // p = a x + b y formed by the encoders as they load it (lincomb_kernel's bits), never stored,

@@ -76,7 +76,9 @@ class VecOps {
   virtual int add_codec(const CodecSpec& spec, const Layout& layout, bool shared_scale) = 0;
   [[nodiscard]] virtual size_t encoded_bytes(int c) const = 0;
   virtual void encode(int c, const T* x, const RngKey& key, uint8_t* payload) = 0;
-  /// payload = C(p); e = p - decode(payload). p != e.
+  /// payload = C(p); e = p - decode(payload). p != e. e is a buffer that a failed step drops (the
+  /// second buffer of a state array, or scratch): on a non-finite p the encode fails and e is left
+  /// unspecified (the device checks p in its encode pass, not in a pass before it).
   virtual void encode_ef(int c, const T* p, T* e, const RngKey& key, uint8_t* payload) = 0;
   /// encode_ef() of p = a * x + b * y (lincomb()'s products and sum, so the same bits): payload =
   /// C(p); e = p - decode(payload). n: the codec's number of elements. `scratch` (n elements) may

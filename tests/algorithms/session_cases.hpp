@@ -75,6 +75,10 @@ inline constexpr SessionCase kSessionCases[] = {
     {"diana_randk", Algorithm::kDiana, "randk:k=9,unbiased=1", "identity", 0.0, ServerMode::kReplicated, 0},
     {"ef_sgd_dither", Algorithm::kEfSgd, "dither:levels=3,norm=l2,block=8", "identity", 0.0, ServerMode::kReplicated,
      0},
+    // The cuda backend's EF encodes without a check pass before them (their memory is the second
+    // buffer of the error array): grid's quad kernel and unscaled sign check in their one pass.
+    {"ef_sgd_grid", Algorithm::kEfSgd, "grid:step=0.01,bits=8", "identity", 0.0, ServerMode::kReplicated, 0},
+    {"ef_sgd_sign_unscaled", Algorithm::kEfSgd, "sign:scale=none", "identity", 0.0, ServerMode::kReplicated, 0},
 };
 
 /// The delay table of the kTable cases: 12 delays in [0, 2], whole rows for 1, 2, 3, 4 or 6 ranks.

@@ -293,6 +293,58 @@ TEST_P(GpuCodecs, LincombErrorFeedbackMatchesTheStoredInput) {
   }
 }
 
+// The Session's EF and DIANA encodes into a second buffer have no check pass before the fused
+// encode (DevicePlan::fold_check): on a finite input they equal the checked calls (the CPU codec's
+// encode_ef and encode_diana bytes); a NaN or Inf input is still reported as gcompErrorNonFinite,
+// by the encode pass itself (or the scale pass), and the next call succeeds.
+TEST_P(GpuCodecs, SessionEncodesWithoutACheckPassMatchAndReportNonFinite) {
+  std::vector<float> p = test_input(n_, seed_ + 31);
+  std::vector<float> h = test_input(n_, seed_ + 32);
+  for (float& v : h) v *= 0.5f;
+  const RngKey key = key_for(seed_, 6);
+  DeviceBuffer<float> d_p(p, stream_);
+  DeviceBuffer<float> d_h(h, stream_);
+  DeviceBuffer<float> d_out(p.size(), stream_);
+  DeviceBuffer<uint8_t> d_payload(gpu_->encoded_bytes(), stream_);
+  std::vector<uint8_t> want_payload(cpu_->encoded_bytes());
+  std::vector<float> want(p.size());
+  cpu_->encode_ef(p, key, want_payload, want);
+  d_out.fill_bytes(0xff);
+  cuda::detail::DeviceCodecAccess::encode_ef_unchecked(*gpu_, d_p.get(), d_out.get(), key, d_payload.get(), ws_->get(),
+                                                       gpu_->workspace_bytes(), stream_);
+  expect_ok();
+  EXPECT_TRUE(bytes_equal(d_payload.download(), want_payload)) << "encode_ef";
+  EXPECT_TRUE(bitwise_equal(d_out.download(), want)) << "encode_ef";
+  const float alpha = 0.3f;
+  std::vector<float> h_new = h;
+  std::vector<float> delta(p.size());
+  cpu_->encode_diana(p, h_new, alpha, key, want_payload, delta);
+  cuda::detail::DeviceCodecAccess::encode_diana(*gpu_, d_p.get(), d_h.get(), d_out.get(), alpha, key, d_payload.get(),
+                                                ws_->get(), gpu_->workspace_bytes(), stream_);
+  expect_ok();
+  EXPECT_TRUE(bytes_equal(d_payload.download(), want_payload)) << "encode_diana";
+  EXPECT_TRUE(bitwise_equal(d_out.download(), h_new)) << "encode_diana";
+  if (n_ == 0) return;
+  for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    std::vector<float> q = p;
+    q[static_cast<size_t>(n_ / 2)] = bad;
+    d_p.upload(q);
+    cuda::detail::DeviceCodecAccess::encode_ef_unchecked(*gpu_, d_p.get(), d_out.get(), key, d_payload.get(),
+                                                         ws_->get(), gpu_->workspace_bytes(), stream_);
+    EXPECT_EQ(cuda::read_status(ws_->get(), stream_), gcompErrorNonFinite) << "encode_ef, " << bad;
+    cuda::detail::DeviceCodecAccess::encode_diana(*gpu_, d_p.get(), d_h.get(), d_out.get(), alpha, key, d_payload.get(),
+                                                  ws_->get(), gpu_->workspace_bytes(), stream_);
+    EXPECT_EQ(cuda::read_status(ws_->get(), stream_), gcompErrorNonFinite) << "encode_diana, " << bad;
+  }
+  d_p.upload(p);
+  cuda::detail::DeviceCodecAccess::encode_ef_unchecked(*gpu_, d_p.get(), d_out.get(), key, d_payload.get(), ws_->get(),
+                                                       gpu_->workspace_bytes(), stream_);
+  expect_ok();
+  EXPECT_THROW(cuda::detail::DeviceCodecAccess::encode_ef_unchecked(*gpu_, d_p.get(), d_p.get(), key, d_payload.get(),
+                                                                    ws_->get(), gpu_->workspace_bytes(), stream_),
+               Error);  // e must not alias p
+}
+
 // The Session's DIANA encode into a second buffer (DeviceCodecAccess::encode_diana with h_out !=
 // h: the dense codecs write every element of h_out in their encode pass, topk and randk copy h
 // first) equals the in-place call (DianaMatchesCpu: the CPU codec's encode_diana): the same
