@@ -297,15 +297,12 @@ __global__ void __launch_bounds__(kThreads)
 
 /// The selection's tile walk: tiles t = blockIdx.x, blockIdx.x + gridDim.x, ... of kSelectTile
 /// elements, each kSelectRounds rounds of a quad per thread (elements t * kSelectTile +
-/// r * 4 kThreads + 4 threadIdx.x + j, in increasing order for each thread). `per_key(key, i)`
-/// returns what element i adds to the thread's tile value; thread 0 gets `per_tile(t, sum)` with
-/// the block's sum. `tmp` is reused from tile to tile (a __syncthreads after each).
-template <class KeyFn, class PerKey, class PerTile>
-__device__ void select_tile_sums(const KeyFn& kf, int64_t n, int64_t tiles,
-                                 typename cub::BlockReduce<uint32_t, kThreads>::TempStorage& tmp, PerKey&& per_key,
-                                 PerTile&& per_tile) {
+/// r * 4 kThreads + 4 threadIdx.x + j, in increasing order for each thread). Every thread calls
+/// `per_key(key, i)` for each of its elements of the tile, then `end_tile(t)` (every thread of the
+/// block: it may synchronize the block).
+template <class KeyFn, class PerKey, class EndTile>
+__device__ void for_each_tile_key(const KeyFn& kf, int64_t n, int64_t tiles, PerKey&& per_key, EndTile&& end_tile) {
   for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
-    uint32_t sum = 0;
     for (int r = 0; r < kSelectRounds; ++r) {
       const int64_t first = t * kSelectTile + (r * kThreads + static_cast<int64_t>(threadIdx.x)) * lanes::kQuadElems;
       const int live = lanes::quad_live(first, n);
@@ -315,12 +312,28 @@ __device__ void select_tile_sums(const KeyFn& kf, int64_t n, int64_t tiles,
       kf.keys4(first, live, keys, x);
 #pragma unroll
       for (int j = 0; j < lanes::kQuadElems; ++j)
-        if (j < live) sum += per_key(keys[j], first + j);
+        if (j < live) per_key(keys[j], first + j);
     }
-    const uint32_t total = cub::BlockReduce<uint32_t, kThreads>(tmp).Sum(sum);
-    if (threadIdx.x == 0) per_tile(t, total);
-    __syncthreads();
+    end_tile(t);
   }
+}
+
+/// for_each_tile_key with a 32-bit sum per tile: `per_key(key, i)` returns what element i adds to
+/// the thread's tile value; thread 0 gets `per_tile(t, sum)` with the block's sum. `tmp` is reused
+/// from tile to tile (a __syncthreads after each).
+template <class KeyFn, class PerKey, class PerTile>
+__device__ void select_tile_sums(const KeyFn& kf, int64_t n, int64_t tiles,
+                                 typename cub::BlockReduce<uint32_t, kThreads>::TempStorage& tmp, PerKey&& per_key,
+                                 PerTile&& per_tile) {
+  uint32_t sum = 0;
+  for_each_tile_key(
+      kf, n, tiles, [&](uint32_t key, int64_t i) { sum += per_key(key, i); },
+      [&](int64_t t) {
+        const uint32_t total = cub::BlockReduce<uint32_t, kThreads>(tmp).Sum(sum);
+        if (threadIdx.x == 0) per_tile(t, total);
+        __syncthreads();
+        sum = 0;
+      });
 }
 
 /// Per-tile counts of class A and class B elements (exact selection, full path), by

@@ -112,38 +112,32 @@ __global__ void __launch_bounds__(kThreads)
   const int warp = static_cast<int>(threadIdx.x / 32u);
   unsigned long long block_total[2] = {0, 0};  // thread w < kRoundWords: rounds 2w and 2w + 1
   int64_t bad = -1;
-  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
-    uint32_t c[kRoundWords] = {};
-    for (int r = 0; r < kSelectRounds; ++r) {
-      const int64_t first = t * kSelectTile + (r * kThreads + static_cast<int64_t>(threadIdx.x)) * lanes::kQuadElems;
-      const int live = lanes::quad_live(first, n);
-      if (live == 0) continue;
-      uint32_t keys[lanes::kQuadElems];
-      Quad x;
-      kf.keys4(first, live, keys, x);
+  uint32_t c[kRoundWords] = {};
+  for_each_tile_key(
+      kf, n, tiles,
+      [&](uint32_t key, int64_t i) {
+        if (key >= 0x7f800000u && bad < 0) bad = i;
+        gcomp::detail::add_round_counts(key, thr_key, c);
+      },
+      [&](int64_t t) {
 #pragma unroll
-      for (int j = 0; j < lanes::kQuadElems; ++j) {
-        if (j >= live) continue;
-        if (keys[j] >= 0x7f800000u && bad < 0) bad = first + j;
-        gcomp::detail::add_round_counts(keys[j], thr_key, c);
-      }
-    }
+        for (int w = 0; w < kRoundWords; ++w) c[w] = __reduce_add_sync(kFullMask, c[w]);  // no carry: <= 2^9 per half
+        if (lane == 0) {
 #pragma unroll
-    for (int w = 0; w < kRoundWords; ++w) c[w] = __reduce_add_sync(kFullMask, c[w]);  // no carry: <= 2^9 per half
-    if (lane == 0) {
+          for (int w = 0; w < kRoundWords; ++w) warp_sums[warp][w] = c[w];
+        }
+        __syncthreads();
+        if (threadIdx.x < static_cast<unsigned>(kRoundWords)) {
+          uint32_t sum = 0;  // <= 2^12 per half
+          for (int v = 0; v < kWarpsPerBlock; ++v) sum += warp_sums[v][threadIdx.x];
+          round_cnt[t * kRoundWords + threadIdx.x] = sum;
+          block_total[0] += sum & 0xffffu;
+          block_total[1] += sum >> 16;
+        }
+        __syncthreads();  // warp_sums is reused by the next tile
 #pragma unroll
-      for (int w = 0; w < kRoundWords; ++w) warp_sums[warp][w] = c[w];
-    }
-    __syncthreads();
-    if (threadIdx.x < static_cast<unsigned>(kRoundWords)) {
-      uint32_t sum = 0;  // <= 2^12 per half
-      for (int v = 0; v < kWarpsPerBlock; ++v) sum += warp_sums[v][threadIdx.x];
-      round_cnt[t * kRoundWords + threadIdx.x] = sum;
-      block_total[0] += sum & 0xffffu;
-      block_total[1] += sum >> 16;
-    }
-    __syncthreads();  // warp_sums is reused by the next tile
-  }
+        for (int w = 0; w < kRoundWords; ++w) c[w] = 0;
+      });
   if (bad >= 0) raise_status(status, gcompErrorNonFinite, static_cast<uint64_t>(bad));
   if (threadIdx.x < static_cast<unsigned>(kRoundWords)) {
 #pragma unroll
