@@ -482,6 +482,9 @@ class DeviceOps final : public VecOps<float> {
   }
 
   [[nodiscard]] bool synchronous_errors() const override { return false; }
+  // Device communicator: the step never throws a data error of the device (device_status() reports
+  // them), and every host-side verdict (peer status words) comes before the update is written.
+  [[nodiscard]] bool update_in_caller_buffer() const override { return !host_comm_; }
   void begin_step() override {
     sizes_used_ = 0;
     if (host_comm_) reset_sticky();  // device communicator: kept until device_status() reads it

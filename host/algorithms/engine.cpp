@@ -314,9 +314,10 @@ EngineImpl<T>::EngineImpl(Communicator& comm, const Layout& layout, const Sessio
   if (a == Algorithm::kDiana || a == Algorithm::kHessianEc) tmp_ = o.alloc(n_);
   if (a == Algorithm::kDiana && cfg.track_norms) tmp2_ = o.alloc(n_);
   if (cfg.track_norms) res_ = o.alloc(n_);
-  // The engine's own update buffer: for the device (its errors surface at the end of the step), and
-  // for a delayed step whose update buffer is the caller's gradient (run()).
-  if (!o.synchronous_errors() || delay_bound_ > 0) u_ = o.alloc(n_);
+  // The engine's own update buffer: on the device (the host API's steps run into it, and with a
+  // host communicator every step, its errors surfacing at the end of the step), and for a delayed
+  // step whose update buffer is the caller's gradient (run()).
+  if (o.on_device() || !o.update_in_caller_buffer() || delay_bound_ > 0) u_ = o.alloc(n_);
   keys_.resize(static_cast<size_t>(P_));
   if (cfg.track_norms) {
     h_a_.resize(n_);
@@ -796,16 +797,16 @@ StepStats EngineImpl<T>::run(const T* grad, T* out) {
     }
     enter(Phase::kEncode);
   }
-  // Where the update is computed: the caller's buffer when every error surfaces synchronously (it
-  // is written only after the last call that can fail), else the engine's own, copied out last.
-  // Also the engine's own when the step keeps its gradient for a later step (the delay queue takes
-  // it at commit(), after the update is computed) and the caller's update buffer overlaps that
-  // gradient (Session::step allows update to alias grad).
+  // Where the update is computed: the caller's buffer when no error is thrown once the update is
+  // being written (VecOps::update_in_caller_buffer: host, or a device communicator), else the
+  // engine's own, copied out last. Also the engine's own when the step keeps its gradient for a
+  // later step (the delay queue takes it at commit(), after the update is computed) and the
+  // caller's update buffer overlaps that gradient (Session::step allows update to alias grad).
   const auto overlap = [&] {
     const std::less<const T*> before;
     return before(out, g + n_) && before(g, out + n_);
   };
-  T* const u = o.synchronous_errors() && !(delay_bound_ > 0 && overlap()) ? out : u_;
+  T* const u = o.update_in_caller_buffer() && !(delay_bound_ > 0 && overlap()) ? out : u_;
   const T* const given = g;  // what the delay queue keeps of this step (commit())
   try {
     if (delay_bound_ > 0) {

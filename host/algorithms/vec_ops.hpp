@@ -222,6 +222,12 @@ class VecOps {
   /// True when every error of a call is thrown by that call (host). The device reports codec data
   /// errors at end_step() (host communicator) or device_status() (device communicator).
   [[nodiscard]] virtual bool synchronous_errors() const = 0;
+  /// True when a step throws no error after it starts writing its update: every call's errors are
+  /// thrown by that call (host), or the device's data errors are reported by device_status() and
+  /// never thrown by the step (device communicator). Then the engine computes the update in the
+  /// caller's buffer; else (device with a host communicator: end_step() throws) in its own, copied
+  /// out last.
+  [[nodiscard]] virtual bool update_in_caller_buffer() const { return synchronous_errors(); }
   /// Step boundaries: begin resets the codec status record; end reports a codec data error
   /// recorded during the step (device with a host communicator: syncs; device communicator: no-op,
   /// see device_status()).

@@ -173,8 +173,11 @@ class Session {
   /// kCuda only: one round on device buffers, enqueued on `stream`.
   /// @param[in]  d_grad   device memory, num_elems elements of `type` (bf16/f16 are widened exactly
   ///                      to fp32 by the first kernel; the state is fp32).
-  /// @param[out] d_update device memory, num_elems floats; written only when the step succeeds. It
-  ///                      may alias d_grad (the update is copied out last).
+  /// @param[out] d_update device memory, num_elems floats; written only when the step succeeds (with
+  ///                      a device communicator the device's data errors are reported by
+  ///                      device_status(), not by the step, which then writes d_update as it
+  ///                      computes the update; with a host communicator the update is computed in
+  ///                      the session's buffer and copied out last). It may alias d_grad.
   /// @param[in]  stream   CUDA stream (nullptr: the legacy default stream); every kernel, copy and
   ///                      (nccl) collective of the step goes on it.
   /// Host synchronization (docs/gpu.md "Session on the GPU"): none with a device communicator
