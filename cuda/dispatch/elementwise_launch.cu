@@ -219,64 +219,20 @@ SignQuadDecoder make_sign(const DevicePlan& p) { return SignQuadDecoder{sign_par
 NaturalQuadDecoder make_natural(const DevicePlan& p) { return NaturalQuadDecoder{natural_params(p)}; }
 IdentityQuadDecoder make_identity(const DevicePlan& p) { return IdentityQuadDecoder{p.n}; }
 
-void dither_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
-                   int num_payloads, const float* h_weights, DecodeMode mode, const RngKey*, float* d_out,
-                   cudaStream_t stream) {
-  decode_quads_with(make_dither, plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
-}
-
-void natdither_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
-                      int num_payloads, const float* h_weights, DecodeMode mode, const RngKey*, float* d_out,
-                      cudaStream_t stream) {
-  decode_quads_with(make_natdither, plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
-}
-
-void sign_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+/// DeviceCodecEntry::decode of the quad codec whose decoder `kMake` builds.
+template <auto kMake>
+void quad_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
                  int num_payloads, const float* h_weights, DecodeMode mode, const RngKey*, float* d_out,
                  cudaStream_t stream) {
-  decode_quads_with(make_sign, plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
+  decode_quads_with(kMake, plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
 }
 
-void natural_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
-                    int num_payloads, const float* h_weights, DecodeMode mode, const RngKey*, float* d_out,
-                    cudaStream_t stream) {
-  decode_quads_with(make_natural, plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
-}
-
-void identity_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
-                     int num_payloads, const float* h_weights, DecodeMode mode, const RngKey*, float* d_out,
-                     cudaStream_t stream) {
-  decode_quads_with(make_identity, plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
-}
-
-void dither_decode_store(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
-                         int num_payloads, DecodeMode mode, const SessionStore& store, float* d_out,
-                         cudaStream_t stream) {
-  decode_store_with(make_dither, plan, ws, d_payloads, stride, num_payloads, mode, store, d_out, stream);
-}
-
-void natdither_decode_store(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
-                            int num_payloads, DecodeMode mode, const SessionStore& store, float* d_out,
-                            cudaStream_t stream) {
-  decode_store_with(make_natdither, plan, ws, d_payloads, stride, num_payloads, mode, store, d_out, stream);
-}
-
-void sign_decode_store(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+/// DeviceCodecEntry::decode_store of the quad codec whose decoder `kMake` builds.
+template <auto kMake>
+void quad_decode_store(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
                        int num_payloads, DecodeMode mode, const SessionStore& store, float* d_out,
                        cudaStream_t stream) {
-  decode_store_with(make_sign, plan, ws, d_payloads, stride, num_payloads, mode, store, d_out, stream);
-}
-
-void natural_decode_store(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
-                          int num_payloads, DecodeMode mode, const SessionStore& store, float* d_out,
-                          cudaStream_t stream) {
-  decode_store_with(make_natural, plan, ws, d_payloads, stride, num_payloads, mode, store, d_out, stream);
-}
-
-void identity_decode_store(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
-                           int num_payloads, DecodeMode mode, const SessionStore& store, float* d_out,
-                           cudaStream_t stream) {
-  decode_store_with(make_identity, plan, ws, d_payloads, stride, num_payloads, mode, store, d_out, stream);
+  decode_store_with(kMake, plan, ws, d_payloads, stride, num_payloads, mode, store, d_out, stream);
 }
 
 // ---- plans and workspace parts ------------------------------------------------------------------
@@ -322,39 +278,39 @@ void no_plan(DevicePlanner&, const CodecSpec&) {}
 extern const DeviceCodecEntry kIdentityDevice{.plan = no_plan,
                                               .workspace = nullptr,
                                               .encode = identity_encode,
-                                              .decode = identity_decode,
-                                              .decode_store = identity_decode_store};
+                                              .decode = quad_decode<make_identity>,
+                                              .decode_store = quad_decode_store<make_identity>};
 extern const DeviceCodecEntry kDitherDevice{.plan = dense_plan,
                                             .workspace = nullptr,
                                             .encode = dense_encode,
-                                            .decode = dither_decode,
-                                            .decode_store = dither_decode_store,
+                                            .decode = quad_decode<make_dither>,
+                                            .decode_store = quad_decode_store<make_dither>,
                                             .scales = dense_scales_entry,
                                             .encode_scaled = dense_encode_scaled};
 extern const DeviceCodecEntry kTernGradDevice{.plan = dense_plan,
                                               .workspace = terngrad_workspace,
                                               .encode = dense_encode,
-                                              .decode = dither_decode,
-                                              .decode_store = dither_decode_store,
+                                              .decode = quad_decode<make_dither>,
+                                              .decode_store = quad_decode_store<make_dither>,
                                               .scales = dense_scales_entry,
                                               .encode_scaled = dense_encode_scaled};
 extern const DeviceCodecEntry kNatDitherDevice{.plan = dense_plan,
                                                .workspace = nullptr,
                                                .encode = dense_encode,
-                                               .decode = natdither_decode,
-                                               .decode_store = natdither_decode_store,
+                                               .decode = quad_decode<make_natdither>,
+                                               .decode_store = quad_decode_store<make_natdither>,
                                                .scales = dense_scales_entry,
                                                .encode_scaled = dense_encode_scaled};
 extern const DeviceCodecEntry kSignDevice{.plan = sign_plan,
                                           .workspace = nullptr,
                                           .encode = sign_encode,
-                                          .decode = sign_decode,
-                                          .decode_store = sign_decode_store};
+                                          .decode = quad_decode<make_sign>,
+                                          .decode_store = quad_decode_store<make_sign>};
 extern const DeviceCodecEntry kNaturalDevice{.plan = no_plan,
                                              .workspace = nullptr,
                                              .encode = natural_encode,
-                                             .decode = natural_decode,
-                                             .decode_store = natural_decode_store};
+                                             .decode = quad_decode<make_natural>,
+                                             .decode_store = quad_decode_store<make_natural>};
 
 void launch_shared_scales(const DeviceCodecEntry& entry, const DevicePlan& plan, const Workspace& ws, Input in,
                           float* d_scales, bool inf_on_error, cudaStream_t stream) {
