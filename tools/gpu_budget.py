@@ -132,7 +132,7 @@ KERNELS = [
      {"before": 1, "after": 4}, {}, 0, 0, None),
     (r"scatter_selected_kernel.*MagnitudeKey", "topk: scatter pass", ["LDG", "BAR", "?LDG*128"], "auto", {}, 4, 0.02,
      None),
-    (r"scatter_selected_kernel.*RandomKey", "randk: scatter pass", ["IMAD", "BAR"], {"before": 1, "after": 4}, {},
+    (r"scatter_selected_kernel.*RandomKey", "randk: scatter pass (decode: the index list)", ["IMAD", "BAR"], {"before": 1, "after": 4}, {},
      0.04, 0.04, None),
     (r"spherical_encode_kernel", "spherical encode (compute bound)", [], None, {}, 4, "-", None),
     # ---- every other kernel under cuda/ (s7): the fused EF/DIANA and overwrite variants, the
@@ -193,7 +193,7 @@ KERNELS = [
     (r"decode_quads_kernel.*GridQuadDecoderILi0EEELb1E", "grid:bits=12 decode (overwrite, validation in)",
      ["LDG", "STG"], 4, {}, 1.5, 4, 5.5),
     # Shared by every translation unit (cuda/common/common_kernels.cuh, varlen_kernels.cuh).
-    (r"fill_zero_kernel", "decode: out = 0 (topk, randk reduce, rice; a reduce of no payload)", ["STG"], 1, {}, 0,
+    (r"fill_zero_kernel", "decode: out = 0 (a plain reduce of no payload: quad codecs, spherical, sdither)", ["STG"], 1, {}, 0,
      4, None),
     (r"check_scales_kernel", "encode_with_scales: the caller's scales checked (per block)", [], None, {}, "-", "-",
      None),
@@ -213,8 +213,29 @@ KERNELS = [
     (r"pack_indices_kernel", "topk encode: index words (per word; 8 B per entry read, w/8 written)", [], None, {}, "-",
      "-", None),
     (r"validate_topk_kernel", "topk decode: validation (per entry: 4 + w/8 B)", [], None, {}, "-", "-", None),
-    (r"scatter_topk_kernel", "topk decode: scatter (per entry: 4 + w/8 B read, out[i] written)", [], None, {}, "-",
-     "-", None),
+    # The sparse decodes' output pass (sparse_merge_kernels.cuh): one CTA per 4096-element tile,
+    # the sums in shared memory, each element stored once by the Store (the Session step: before
+    # the plain stores, whose patterns they also match). Per launch of up to 64 payloads (index
+    # lists: the plan's merge_batch): 4 B/el written, out read for the batches after the first
+    # (and accumulate), and per entry 4 + w/8 B (index words, w = 26 at n = 2^26: 0.07 B/el at
+    # k = n / 100) or 4 + 8 B (index lists: 0.12 B/el) per payload. Hot loop: the store of the tile
+    # (a quad per thread and iteration).
+    (r"sparse_merge_kernel.*PackedEntriesELb0E.*SessionStore",
+     "topk decode-reduce (P <= 64): the tile merge, the Session step in its store", ["LDS", "STG"], 4, {},
+     "0.07 P", 4, "4 + 0.07 P"),
+    (r"sparse_merge_kernel.*ListEntriesELb0E.*SessionStore",
+     "topk index=rice, randk decode-reduce (one batch): the tile merge, the Session step in its store",
+     ["LDS", "STG"], 4, {}, "0.12 P", 4, "4 + 0.12 P"),
+    (r"sparse_merge_kernel.*Lb1E.*SessionStore", "topk, randk: decode times a (the Session's downlink, a != 1)",
+     ["LDS", "STG"], 4, {}, 0.07, 4, 4.07),
+    (r"sparse_merge_kernel.*PackedEntriesELb0E", "topk decode-reduce (P <= 64): the tile merge, one pass",
+     ["LDS", "STG"], 4, {}, "0.07 P", 4, "4 + 0.07 P"),
+    (r"sparse_merge_kernel.*ListEntriesELb0E", "topk index=rice, randk decode-reduce (one batch): the tile merge",
+     ["LDS", "STG"], 4, {}, "0.12 P", 4, "4 + 0.12 P"),
+    (r"sparse_merge_kernel.*PackedEntriesELb1E", "topk decode (overwrite): the tile merge", ["LDS", "STG"], 4, {},
+     0.07, 4, 4.07),
+    (r"sparse_merge_kernel.*ListEntriesELb1E", "topk index=rice, randk decode (overwrite): the tile merge",
+     ["LDS", "STG"], 4, {}, 0.12, 4, 4.12),
     # topk sampled (spec 4.4): the sample, its 8-bit selection, the adaptation rounds.
     (r"gather_sample_kernel", "topk sampled: the sample (n / stride strided loads)", [], None, {}, "-", "-", None),
     (r"sample_threshold_kernel", "topk sampled: threshold from the sample (one thread)", [], None, {}, "-", "-", None),
@@ -235,8 +256,8 @@ KERNELS = [
     (r"rice_group_sum_kernel", "topk index=rice decode: group parse, gap sums (one thread per 1024 codes)", [], None,
      {}, "-", "-", None),
     (r"rice_total_kernel", "topk index=rice decode: last index < n (one thread)", [], None, {}, "-", "-", None),
-    (r"rice_scatter_kernel", "topk index=rice decode: parse again and scatter (one thread per 1024 codes)", [],
-     None, {}, "-", "-", None),
+    (r"rice_indices_kernel", "topk index=rice decode: parse again into the batch's index list (one thread per "
+     "1024 codes; 8 B written per entry)", [], None, {}, "-", "-", None),
     # sdither (sdither_kernels.cuh): S = the record stream's bits per element (data dependent), W
     # = the worst case's (the stream buffer). The encode after the scale pass: the init kernel
     # (does not read x) and ONE pass over x (look-back scan, records, directory, fused memory).

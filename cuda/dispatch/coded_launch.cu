@@ -203,7 +203,7 @@ void grid_decode_entry(const DevicePlan& plan, const Workspace& ws, const uint8_
 }
 
 void grid_decode_store(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
-                       int num_payloads, DecodeMode mode, const SessionStore& store, float* d_out,
+                       int num_payloads, DecodeMode mode, const RngKey*, const SessionStore& store, float* d_out,
                        cudaStream_t stream) {
   if (plan.n > 0) grid_decode(plan, ws, d_payloads, stride, num_payloads, nullptr, mode, d_out, stream, store);
 }

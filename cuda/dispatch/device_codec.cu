@@ -346,7 +346,7 @@ struct DeviceCodec::Impl {
       detail::launch_prepare_received(plan, w, const_cast<uint8_t*>(payloads), stride, count, d_sizes, stream);
     }
     if (step != nullptr) {
-      entry.decode_store(plan, w, payloads, stride, count, mode, detail::SessionStore{*step}, d_out, stream);
+      entry.decode_store(plan, w, payloads, stride, count, mode, keys, detail::SessionStore{*step}, d_out, stream);
       return;
     }
     entry.decode(plan, w, payloads, stride, count, h_weights, mode, keys, d_out, stream);

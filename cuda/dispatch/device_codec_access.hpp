@@ -66,13 +66,16 @@ struct DeviceCodecAccess {
                                         Stream stream);
 
   /// True for the codecs with the fused store (their device entry's decode_store): dither,
-  /// terngrad, natdither, sign, natural, identity, grid. The others (topk, randk, sdither,
+  /// terngrad, natdither, sign, natural, identity, grid (the quad decoders' store), topk and randk
+  /// (the tile merge's store, cuda/topk/sparse_merge_kernels.cuh). The others (sdither,
   /// spherical) decode, then the Session runs its step as separate passes.
   static bool has_decode_store(const DeviceCodec& codec);
 
   /// DeviceCodec::decode_reduce (with the size rule of d_sizes when given, else every payload
   /// full; every weight 1), the sum stored by `step`. d_acc: n floats of scratch (the partial sums
-  /// of more than kMaxWeights payloads; the sum itself for StoreKind::kScale, then a * sum). As
+  /// of the launches before the last: batches of kMaxWeights payloads, or of the plan's
+  /// merge_batch for topk index=rice and randk; the sum itself for StoreKind::kScale, then
+  /// a * sum). As
   /// decode_reduce, the outputs are unspecified when a payload is corrupt (the status word says so).
   static void decode_reduce_store(const DeviceCodec& codec, void* d_payloads, size_t stride, int num_payloads,
                                   const uint64_t* d_sizes, const RngKey* h_keys, float* d_acc, const SessionStep& step,

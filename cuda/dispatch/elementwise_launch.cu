@@ -230,7 +230,7 @@ void quad_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_p
 /// DeviceCodecEntry::decode_store of the quad codec whose decoder `kMake` builds.
 template <auto kMake>
 void quad_decode_store(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
-                       int num_payloads, DecodeMode mode, const SessionStore& store, float* d_out,
+                       int num_payloads, DecodeMode mode, const RngKey*, const SessionStore& store, float* d_out,
                        cudaStream_t stream) {
   decode_store_with(kMake, plan, ws, d_payloads, stride, num_payloads, mode, store, d_out, stream);
 }

@@ -78,6 +78,7 @@ struct DevicePlan {
   int64_t groups = 0;                    ///< ceil(n / 32)
   int64_t k = 0;                         ///< topk/randk
   int index_bits = 0;                    ///< topk
+  int merge_batch = 1;                   ///< topk index=rice, randk: payloads per tile merge (index lists in ws.idx)
   bool rice = false;                     ///< topk index=rice (cuda/topk/rice_kernels.cuh)
   uint32_t rice_b = 0;                   ///< index=rice: Rice parameter b
   int64_t rice_dir = 0;                  ///< index=rice: directory entries D
@@ -148,7 +149,7 @@ struct Workspace {
   int64_t* off_a = nullptr;
   int64_t* off_b = nullptr;
   void* scan_temp = nullptr;      ///< scan_temp_bytes
-  int64_t* idx = nullptr;         ///< k selected indices (topk)
+  int64_t* idx = nullptr;         ///< k selected indices (topk); decode: merge_batch lists of k (rice, randk)
   float* sample = nullptr;        ///< sample_count magnitudes (topk_sampled)
   uint32_t* round_cnt = nullptr;  ///< topk_sampled: sel_tiles x kRoundWords packed per-tile round counts
   SDitherScan sd{};               ///< sdither: the encode's tile scan state and tile counter
@@ -165,10 +166,14 @@ using Fuse = gcomp::detail::FuseMode;
 enum class DecodeMode { kOverwrite, kAccumulate, kReduce };
 
 /// topk index=rice (cuda/dispatch/rice_launch.cu): the index stream of a payload whose values the
-/// selection wrote and whose indices are in ws.idx; the validating decode of P payloads.
+/// selection wrote and whose indices are in ws.idx; the checks of P payloads (status word; payload
+/// j's errors at j << 40); one checked payload's k indices into d_idx (nothing when the status is
+/// set), for the tile merge of cuda/dispatch/sparse_launch.cu.
 void launch_rice_pack(const DevicePlan& plan, const Workspace& ws, uint8_t* d_payload, cudaStream_t stream);
-void launch_rice_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
-                        int num_payloads, const float* h_weights, DecodeMode mode, float* d_out, cudaStream_t stream);
+void launch_rice_validate(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                          int num_payloads, cudaStream_t stream);
+void launch_rice_indices(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payload, uint64_t base,
+                         int64_t* d_idx, cudaStream_t stream);
 /// Received payloads of sizes d_sizes at stride: the size rule, then the slot tails zeroed
 /// (cuda/common/varlen_kernels.cuh, cuda/dispatch/rice_launch.cu).
 void launch_prepare_received(const DevicePlan& plan, const Workspace& ws, uint8_t* d_payloads, size_t stride, int count,
@@ -260,11 +265,12 @@ struct DeviceCodecEntry {
   void (*decode)(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
                  int num_payloads, const float* h_weights, DecodeMode mode, const RngKey* keys, float* d_out,
                  cudaStream_t stream);
-  /// The decode with the Session's step in its final store (quad-layout codecs; nullable): as
-  /// `decode` with all weights 1 and mode kOverwrite or kReduce, the quad stored by `store`
-  /// (cuda/fused/decode_store.cuh; d_out is the accumulator of the batches before the last).
+  /// The decode with the Session's step in its final store (quad-layout codecs, topk, randk;
+  /// nullable): as `decode` with all weights 1 and mode kOverwrite or kReduce, each output quad
+  /// stored by `store` (cuda/fused/decode_store.cuh; d_out is the accumulator of the batches
+  /// before the last).
   void (*decode_store)(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
-                       int num_payloads, DecodeMode mode, const SessionStore& store, float* d_out,
+                       int num_payloads, DecodeMode mode, const RngKey* keys, const SessionStore& store, float* d_out,
                        cudaStream_t stream) = nullptr;
   /// Shareable scales (registry `shareable_scales`): the block scales encode uses, into ws.scales.
   void (*scales)(const DevicePlan& plan, const Workspace& ws, Input in, cudaStream_t stream) = nullptr;

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Launchers of topk index=rice (cuda/topk/rice_kernels.cuh): the index stream of an encode whose
-// selection left the indices in ws.idx, and the validating decode of P payloads in rank order. And
+// selection left the indices in ws.idx, the checks of P payloads, and a checked payload parsed to
+// its index list (the tile merge of cuda/dispatch/sparse_launch.cu writes the output). And
 // the check of received short payloads of any variable-length codec (cuda/common/varlen_kernels.cuh).
 #include "cuda/common/common_kernels.cuh"
 #include "cuda/common/cuda_check.cuh"
@@ -56,12 +57,11 @@ void launch_prepare_received(const DevicePlan& plan, const Workspace& ws, uint8_
                kThreads, stream, plan.varlen, d_payloads, stride, count, d_sizes, ws.status);
 }
 
-void launch_rice_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
-                        int num_payloads, const float* h_weights, DecodeMode mode, float* d_out, cudaStream_t stream) {
+void launch_rice_validate(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                          int num_payloads, cudaStream_t stream) {
   if (plan.n == 0) return;
   const unsigned grid_check = grid_for(std::max(std::max(plan.k, plan.rice_dir), std::max(plan.rice_words, int64_t{1})),
                                        kThreads, plan.max_blocks);
-  // Every payload is checked before any output is written.
   for (int j = 0; j < num_payloads; ++j) {
     const uint8_t* pj = d_payloads + static_cast<size_t>(j) * stride;
     const uint64_t base = static_cast<uint64_t>(j) << 40;
@@ -69,18 +69,14 @@ void launch_rice_decode(const DevicePlan& plan, const Workspace& ws, const uint8
     rice_group_bases(plan, ws, pj, base, stream);
     GCOMP_LAUNCH(rice_total_kernel, 1, 1, stream, plan, ws.rice_len, ws.rice_off, base, ws.status);
   }
-  const bool overwrite = mode == DecodeMode::kOverwrite;
-  if (mode != DecodeMode::kAccumulate)
-    GCOMP_LAUNCH(fill_zero_kernel, grid_for(plan.n, kThreads, plan.max_blocks), kThreads, stream, d_out, plan.n,
-                 ws.status);
-  const int64_t groups = rice_groups(plan);
-  for (int j = 0; j < num_payloads; ++j) {
-    const uint8_t* pj = d_payloads + static_cast<size_t>(j) * stride;
-    const float w = overwrite ? 1.0f : (h_weights != nullptr ? h_weights[j] : 1.0f);
-    rice_group_bases(plan, ws, pj, static_cast<uint64_t>(j) << 40, stream);
-    GCOMP_LAUNCH(rice_scatter_kernel, grid_for(groups, kThreads, plan.max_blocks), kThreads, stream, plan, pj,
-                 ws.rice_off, w, overwrite ? 1 : 0, d_out, ws.status);
-  }
+}
+
+void launch_rice_indices(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payload, uint64_t base,
+                         int64_t* d_idx, cudaStream_t stream) {
+  if (plan.k == 0) return;
+  rice_group_bases(plan, ws, d_payload, base, stream);
+  GCOMP_LAUNCH(rice_indices_kernel, grid_for(rice_groups(plan), kThreads, plan.max_blocks), kThreads, stream, plan,
+               d_payload, ws.rice_off, d_idx, ws.status);
 }
 
 }  // namespace gcomp::cuda::detail

@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 // Device entries of topk (cuda/topk) and randk (cuda/randk; DeviceCodecEntry in plan.cuh): plans,
 // exact radix selection, fused EF/DIANA updates, index packing, the DGC-style sampled top-k, and
-// the decodes (P payloads in rank order).
+// the decodes (P payloads in rank order): validation, then the tile merge that writes each output
+// element once, with the Session's step in its store (decode_store; cuda/topk/sparse_merge_kernels.cuh).
 #include "cuda/common/common_kernels.cuh"
 #include "cuda/common/cuda_check.cuh"
 #include "cuda/dispatch/plan.cuh"
 #include "cuda/randk/randk_kernels.cuh"
 #include "cuda/topk/radix_select.cuh"
+#include "cuda/topk/sparse_merge_kernels.cuh"
 #include "cuda/topk/topk_kernels.cuh"
 #include "host/codecs/registry.hpp"
 
@@ -18,6 +20,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 namespace gcomp::cuda::detail {
 
@@ -194,59 +197,147 @@ void randk_encode(const DevicePlan& plan, const Workspace& ws, Input in, const R
   select_exact(plan, ws, kf, args, false, stream);
 }
 
-void topk_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
-                 int num_payloads, const float* h_weights, DecodeMode mode, const RngKey*, float* d_out,
-                 cudaStream_t stream) {
+// ---- decodes: validation, then the tile merge (cuda/topk/sparse_merge_kernels.cuh) ---------------
+
+/// The tile merge of P payloads after their validation: kOverwrite decodes payload 0; kAccumulate
+/// and kReduce run batches of `batch` (<= kMaxWeights) payloads in order, each continuing the sums of
+/// the one before (the first from zeros for kReduce). `prepare(first, count)` enqueues what the
+/// batch's index lists need, `entries(first)` gives the batch's Entries. `store` is applied by the
+/// last launch only (the earlier batches keep their partial sums in d_out); a reduce of no payload
+/// stores zeros (through `store`).
+template <class Store, class Prepare, class MakeEntries>
+void launch_sparse_merge(const DevicePlan& plan, const Workspace& ws, int num_payloads, int batch,
+                         const float* h_weights, DecodeMode mode, float scale, float* d_out, cudaStream_t stream,
+                         const Store& store, Prepare prepare, MakeEntries entries) {
+  using Entries = decltype(entries(0));
+  constexpr bool kPlain = std::is_same_v<Store, PlainStore>;
+  const unsigned grid = grid_for(gcomp::detail::ceil_div(plan.n, int64_t{kMergeTile}), 1, plan.max_blocks);
+  WeightList w{};
+  if (mode == DecodeMode::kOverwrite) {
+    prepare(0, 1);
+    GCOMP_LAUNCH((sparse_merge_kernel<Entries, true, Store>), grid, kThreads, stream, entries(0), plan.n, 1, w, scale,
+                 true, d_out, ws.status, store);
+    return;
+  }
+  if (num_payloads == 0) {
+    if (mode == DecodeMode::kReduce)
+      GCOMP_LAUNCH((sparse_merge_kernel<Entries, false, Store>), grid, kThreads, stream, entries(0), plan.n, 0, w,
+                   scale, true, d_out, ws.status, store);
+    return;
+  }
+  for (int first = 0; first < num_payloads; first += batch) {
+    const int count = std::min(batch, num_payloads - first);
+    for (int j = 0; j < count; ++j) w.w[j] = h_weights != nullptr ? h_weights[first + j] : 1.0f;
+    const bool from_zero = mode == DecodeMode::kReduce && first == 0;
+    prepare(first, count);
+    if (kPlain || first + count < num_payloads)
+      GCOMP_LAUNCH((sparse_merge_kernel<Entries, false, PlainStore>), grid, kThreads, stream, entries(first), plan.n,
+                   count, w, scale, from_zero, d_out, ws.status, PlainStore{});
+    else
+      GCOMP_LAUNCH((sparse_merge_kernel<Entries, false, Store>), grid, kThreads, stream, entries(first), plan.n, count,
+                   w, scale, from_zero, d_out, ws.status, store);
+  }
+}
+
+/// Payloads per tile merge of the codecs with index lists in the workspace (topk index=rice,
+/// randk): up to kMaxWeights lists of k int64 indices, within max(4 n, 1 MiB) bytes (the output's
+/// own size for large n), at least one.
+int list_merge_batch(int64_t n, int64_t k) {
+  if (k <= 0) return 1;
+  const int64_t budget = std::max<int64_t>(4 * n, int64_t{1} << 20);
+  return static_cast<int>(std::clamp<int64_t>(budget / (8 * k), 1, kMaxWeights));
+}
+
+/// topk: every payload validated (index words: validate_topk_kernel; index=rice: its checks), then
+/// the tile merge (index words read in place; index=rice parsed per batch into ws.idx).
+template <class Store>
+void topk_decode_with(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                      int num_payloads, const float* h_weights, DecodeMode mode, float* d_out, cudaStream_t stream,
+                      const Store& store) {
   if (plan.n == 0) return;
+  const int checked = mode == DecodeMode::kOverwrite ? std::min(num_payloads, 1) : num_payloads;
   if (plan.rice) {
-    launch_rice_decode(plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
+    launch_rice_validate(plan, ws, d_payloads, stride, checked, stream);
+    const auto prepare = [&](int first, int count) {
+      for (int j = 0; j < count; ++j)
+        launch_rice_indices(plan, ws, d_payloads + static_cast<size_t>(first + j) * stride,
+                            static_cast<uint64_t>(first + j) << 40, ws.idx + static_cast<int64_t>(j) * plan.k, stream);
+    };
+    const auto entries = [&](int first) {
+      return ListEntries{d_payloads + static_cast<size_t>(first) * stride, stride, plan.k, 0, ws.idx};
+    };
+    launch_sparse_merge(plan, ws, num_payloads, plan.merge_batch, h_weights, mode, 1.0f, d_out, stream, store, prepare,
+                        entries);
     return;
   }
   const unsigned grid_k = grid_for(plan.k, kThreads, plan.max_blocks);
-  for (int j = 0; j < num_payloads; ++j) {
+  for (int j = 0; j < checked; ++j) {
     const uint8_t* pj = d_payloads + static_cast<size_t>(j) * stride;
     const uint64_t base = static_cast<uint64_t>(j) << 40;
     GCOMP_LAUNCH(validate_topk_kernel, grid_k, kThreads, stream, pj, plan.n, plan.k, plan.index_bits, base, ws.status);
   }
-  const bool overwrite = mode == DecodeMode::kOverwrite;
-  if (mode != DecodeMode::kAccumulate)
-    GCOMP_LAUNCH(fill_zero_kernel, grid_for(plan.n, kThreads, plan.max_blocks), kThreads, stream, d_out, plan.n,
-                 ws.status);
-  for (int j = 0; j < num_payloads; ++j) {
+  const auto entries = [&](int first) {
+    return PackedEntries{d_payloads + static_cast<size_t>(first) * stride, stride, plan.k, plan.index_bits};
+  };
+  launch_sparse_merge(
+      plan, ws, num_payloads, kMaxWeights, h_weights, mode, 1.0f, d_out, stream, store, [](int, int) {}, entries);
+}
+
+/// randk: every payload's values validated, then per batch each payload's selection regenerated
+/// (its seed and stream from its key, step and rank from its header) into its index list in
+/// ws.idx, then the tile merge of the batch (values times n/k when unbiased).
+template <class Store>
+void randk_decode_with(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                       int num_payloads, const float* h_weights, DecodeMode mode, const RngKey* keys, float* d_out,
+                       cudaStream_t stream, const Store& store) {
+  if (plan.n == 0) return;
+  const int checked = mode == DecodeMode::kOverwrite ? std::min(num_payloads, 1) : num_payloads;
+  const unsigned grid_k = grid_for(plan.k, kThreads, plan.max_blocks);
+  for (int j = 0; j < checked; ++j) {
     const uint8_t* pj = d_payloads + static_cast<size_t>(j) * stride;
-    const float w = overwrite ? 1.0f : (h_weights != nullptr ? h_weights[j] : 1.0f);
-    GCOMP_LAUNCH(scatter_topk_kernel, grid_k, kThreads, stream, pj, plan.k, plan.index_bits, w, overwrite ? 1 : 0,
-                 d_out, ws.status);
+    const uint64_t base = static_cast<uint64_t>(j) << 40;
+    GCOMP_LAUNCH(validate_randk_kernel, grid_k, kThreads, stream, pj, plan.k, base, ws.status);
   }
+  const auto prepare = [&](int first, int count) {
+    for (int j = 0; j < count; ++j) {
+      const uint8_t* pj = d_payloads + static_cast<size_t>(first + j) * stride;
+      ScatterArgs args{};
+      args.op = ScatterOp::kDecodeIndices;
+      args.idx_out = ws.idx + static_cast<int64_t>(j) * plan.k;
+      const RandomKey kf{keys[first + j]};  // payload's seed and stream; its step and rank from its header
+      init_select(ws, plan.k, pj, 0, 0, stream);
+      select_exact(plan, ws, kf, args, false, stream);
+    }
+  };
+  const auto entries = [&](int first) {
+    return ListEntries{d_payloads + static_cast<size_t>(first) * stride, stride, plan.k, 8, ws.idx};
+  };
+  launch_sparse_merge(plan, ws, num_payloads, plan.merge_batch, h_weights, mode, randk_value_scale(plan), d_out, stream,
+                      store, prepare, entries);
+}
+
+void topk_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                 int num_payloads, const float* h_weights, DecodeMode mode, const RngKey*, float* d_out,
+                 cudaStream_t stream) {
+  topk_decode_with(plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream, PlainStore{});
+}
+
+void topk_decode_store(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                       int num_payloads, DecodeMode mode, const RngKey*, const SessionStore& store, float* d_out,
+                       cudaStream_t stream) {
+  topk_decode_with(plan, ws, d_payloads, stride, num_payloads, nullptr, mode, d_out, stream, store);
 }
 
 void randk_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
                   int num_payloads, const float* h_weights, DecodeMode mode, const RngKey* keys, float* d_out,
                   cudaStream_t stream) {
-  if (plan.n == 0) return;
-  const unsigned grid_k = grid_for(plan.k, kThreads, plan.max_blocks);
-  for (int j = 0; j < num_payloads; ++j) {
-    const uint8_t* pj = d_payloads + static_cast<size_t>(j) * stride;
-    const uint64_t base = static_cast<uint64_t>(j) << 40;
-    GCOMP_LAUNCH(validate_randk_kernel, grid_k, kThreads, stream, pj, plan.k, base, ws.status);
-  }
-  const bool overwrite = mode == DecodeMode::kOverwrite;
-  if (mode != DecodeMode::kAccumulate && !overwrite)
-    GCOMP_LAUNCH(fill_zero_kernel, grid_for(plan.n, kThreads, plan.max_blocks), kThreads, stream, d_out, plan.n,
-                 ws.status);
-  for (int j = 0; j < num_payloads; ++j) {
-    const uint8_t* pj = d_payloads + static_cast<size_t>(j) * stride;
-    const float w = overwrite ? 1.0f : (h_weights != nullptr ? h_weights[j] : 1.0f);
-    ScatterArgs args{};
-    args.op = overwrite ? ScatterOp::kDecodeOverwrite : ScatterOp::kDecodeAccumulate;
-    args.vals_in = reinterpret_cast<const float*>(pj + 8);
-    args.scale = randk_value_scale(plan);
-    args.weight = w;
-    args.out = d_out;
-    const RandomKey kf{keys[j]};  // payload j's seed and stream; its step and rank from its header
-    init_select(ws, plan.k, pj, 0, 0, stream);
-    select_exact(plan, ws, kf, args, false, stream);
-  }
+  randk_decode_with(plan, ws, d_payloads, stride, num_payloads, h_weights, mode, keys, d_out, stream, PlainStore{});
+}
+
+void randk_decode_store(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                        int num_payloads, DecodeMode mode, const RngKey* keys, const SessionStore& store, float* d_out,
+                        cudaStream_t stream) {
+  randk_decode_with(plan, ws, d_payloads, stride, num_payloads, nullptr, mode, keys, d_out, stream, store);
 }
 
 // ---- plans and workspace parts ------------------------------------------------------------------
@@ -287,6 +378,7 @@ void plan_rice(DevicePlan& p, const Codec& cpu) {
   p.rice_worst_bits = static_cast<int64_t>(gcomp::detail::rice_worst_bits(p.n, p.k, p.rice_b));
   p.rice_words = gcomp::detail::ceil_div(p.rice_worst_bits, 32);
   p.rice_scan_temp_bytes = query_rice_scan_temp_bytes(p.k);
+  p.merge_batch = list_merge_batch(p.n, p.k);
   GCOMP_EXPECTS(
       p.payload_bytes == static_cast<size_t>(4 * (p.k + 1 + p.rice_dir + p.rice_words)) && cpu.variable_length(),
       gcompErrorInternal, "DeviceCodec: topk index=rice payload size disagrees with the CPU codec");
@@ -303,6 +395,7 @@ void topk_plan(DevicePlanner& planner, const CodecSpec& spec) {
 void randk_plan(DevicePlanner& planner, const CodecSpec& spec) {
   sparse_plan(planner.plan, spec);
   planner.plan.unbiased = spec.options<RandKOptions>().unbiased;
+  planner.plan.merge_batch = list_merge_batch(planner.plan.n, planner.plan.k);
 }
 
 /// The exact selection's state, histogram, candidates, tile counts and scan storage.
@@ -319,11 +412,13 @@ void selection_workspace(const DevicePlan& p, WorkspaceLayout& wl, Carver& c) {
   wl.scan_temp = c.take(p.scan_temp_bytes);
 }
 
-/// topk: the selection, the k indices, the sample and (index=rice) the code lengths and offsets.
+/// topk: the selection, the k indices (index=rice: merge_batch lists of k for the decode), the
+/// sample and (index=rice) the code lengths and offsets.
 void topk_workspace(const DevicePlan& p, WorkspaceLayout& wl, Carver& c) {
   if (p.n == 0) return;
   selection_workspace(p, wl, c);
-  wl.idx = c.take(static_cast<size_t>(p.k) * sizeof(int64_t));
+  const int lists = p.rice ? p.merge_batch : 1;
+  wl.idx = c.take(static_cast<size_t>(p.k) * static_cast<size_t>(lists) * sizeof(int64_t));
   wl.sample = c.take(static_cast<size_t>(p.sample_count) * sizeof(float));
   wl.round_cnt = c.take(static_cast<size_t>(p.sel_tiles) * kRoundWords * sizeof(uint32_t));
   if (p.rice) {
@@ -333,8 +428,11 @@ void topk_workspace(const DevicePlan& p, WorkspaceLayout& wl, Carver& c) {
   }
 }
 
+/// randk: the selection and, for the decode, merge_batch index lists of k.
 void randk_workspace(const DevicePlan& p, WorkspaceLayout& wl, Carver& c) {
-  if (p.n > 0) selection_workspace(p, wl, c);
+  if (p.n == 0) return;
+  selection_workspace(p, wl, c);
+  wl.idx = c.take(static_cast<size_t>(p.k) * static_cast<size_t>(p.merge_batch) * sizeof(int64_t));
 }
 
 }  // namespace
@@ -343,12 +441,14 @@ extern const DeviceCodecEntry kTopKDevice{.plan = topk_plan,
                                           .workspace = topk_workspace,
                                           .encode = topk_encode,
                                           .decode = topk_decode,
+                                          .decode_store = topk_decode_store,
                                           .encode_sampled = topk_encode_sampled,
                                           .selected_memory = true};
 extern const DeviceCodecEntry kRandKDevice{.plan = randk_plan,
                                            .workspace = randk_workspace,
                                            .encode = randk_encode,
                                            .decode = randk_decode,
+                                           .decode_store = randk_decode_store,
                                            .reads_key = true,
                                            .selected_memory = true};
 

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-// The final store of decode_quads_kernel (cuda/fused/decode_elements.cuh): the plain store of the
-// decoded (or reduced) quad, or the Session's decode-side step applied to it in registers, so that
+// The final store of decode_quads_kernel (cuda/fused/decode_elements.cuh) and of the sparse tile
+// merge (cuda/topk/sparse_merge_kernels.cuh): the plain store of the decoded (or reduced) quad, or
+// the Session's decode-side step applied to it in registers, so that
 // the step costs no pass of its own (docs/performance.md "Passes over memory, per operation").
 // The element math is gcomp/detail/session_math.hpp, the functions the host-f32 twin's separate
 // calls evaluate (tests/unit/test_session_math.cpp), so the fused store has their bits.

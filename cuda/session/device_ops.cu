@@ -295,9 +295,10 @@ class DeviceOps final : public VecOps<float> {
   }
 
   // The decode-side steps of the Session in the decoders' final store (cuda/fused/decode_store.cuh)
-  // for the quad-layout codecs: the sum of the decoded messages stays in registers and only the
-  // step's outputs are written (docs/performance.md "Passes over memory, per operation"). The
-  // other codecs (topk, randk, sdither, spherical) decode, then run the separate passes. Every
+  // for the quad-layout codecs and in the tile merge's store for topk and randk: the sum of the
+  // decoded messages stays in registers (shared memory) and only the step's outputs are written
+  // (docs/performance.md "Passes over memory, per operation"). The other codecs (sdither,
+  // spherical) decode, then run the separate passes. Every
   // output is scratch or a W() buffer of the engine: a corrupt payload (reported at the end of the
   // step) leaves them unspecified and the step fails with the state unchanged.
 
@@ -361,7 +362,7 @@ class DeviceOps final : public VecOps<float> {
   }
   // The downlink: each message decoded into its range, times a in the same store (a != 1; a = 1
   // is the plain decode, no product, as the default). Fused when every message is of a
-  // quad-layout codec that fills its range.
+  // codec with the fused store (quad layout, topk, randk) that fills its range.
   void decode_scale(const int* cs, int count, uint8_t* payloads, size_t stride, const size_t* sizes, const RngKey* keys,
                     const size_t* offsets, float a, float* out) override {
     bool fused = a != 1.0f;

@@ -27,7 +27,7 @@
 //     before it; element i is selected iff it is A, or B with fewer than k_rem B before it (the
 //     lowest indices win ties); its output slot is a_before + min(b_before, k_rem), so the output
 //     is in ascending index order. The same pass writes the payload values and indices and the
-//     fused EF/DIANA memory updates, or (randk decode) the decoded values.
+//     fused EF/DIANA memory updates, or (randk decode) the selected indices for the tile merge.
 // Elements go by quads (cuda/common/lanes.hpp): one 16-byte load of x, or one Philox block for
 // the 4 random-k keys. topk_sampled selects on its sample with four 8-bit passes (the sample is
 // small) and reuses step 3 in "truncate" mode: B = key >= T (a sampled threshold), A empty.
@@ -359,29 +359,26 @@ __global__ void __launch_bounds__(kThreads) count_tiles_kernel(KeyFn kf, int64_t
       });
 }
 
-/// What scatter_kernel writes: the encoded records (and the fused memory), or the decoded values.
-enum class ScatterOp : int { kEncode = 0, kDecodeOverwrite = 1, kDecodeAccumulate = 2 };
+/// What scatter_kernel writes: the encoded records (and the fused memory), or (randk decode) the
+/// selected indices in ascending order, for the tile merge (cuda/topk/sparse_merge_kernels.cuh).
+enum class ScatterOp : int { kEncode = 0, kDecodeIndices = 1 };
 
 struct ScatterArgs {
   ScatterOp op;                  ///< what the pass writes
   gcomp::detail::FuseMode fuse;  ///< encode: what the memory update is (fused_memory.hpp)
   Input in;                      ///< encode: the values
   float* vals_out;               ///< encode: payload values (k)
-  int64_t* idx_out;              ///< encode: selected indices (k) or nullptr
+  int64_t* idx_out;              ///< encode: selected indices (k) or nullptr; kDecodeIndices: the k indices
   uint32_t* hdr_out;             ///< encode: randk payload header or nullptr
   float* mem;
   float alpha;
-  float scale;           ///< decoded value = stored value * scale (1 for topk; n/k for unbiased randk)
-  const float* vals_in;  ///< decode: payload values
-  float weight;          ///< decode accumulate
-  float* out;            ///< decode
+  float scale;  ///< encode: decoded value = stored value * scale (1 for topk; n/k for unbiased randk)
 };
 
 template <class KeyFn>
 __global__ void __launch_bounds__(kThreads)
     scatter_selected_kernel(KeyFn kf, int64_t n, int64_t tiles, const SelectState* s, const int64_t* off_a,
                             const int64_t* off_b, ScatterArgs a, const DeviceStatus* status) {
-  using gcomp::detail::accumulate;
   using Scan = cub::BlockScan<uint32_t, kThreads>;
   __shared__ typename Scan::TempStorage tmp;
   if (status_failed(status)) return;
@@ -435,10 +432,8 @@ __global__ void __launch_bounds__(kThreads)
           using gcomp::detail::FuseMode;
           if (a.fuse == FuseMode::kEF) a.mem[i] = selected ? fused_memory(a.fuse, v, a.alpha, v * a.scale) : v;
           if (a.fuse == FuseMode::kDiana && selected) a.mem[i] = fused_memory(a.fuse, a.in.y[i], a.alpha, v * a.scale);
-        } else if (a.op == ScatterOp::kDecodeOverwrite) {
-          a.out[i] = selected ? a.vals_in[pos] * a.scale : 0.0f;
-        } else if (selected) {
-          a.out[i] = accumulate(a.out[i], a.weight, a.vals_in[pos] * a.scale);
+        } else if (selected) {  // kDecodeIndices
+          a.idx_out[pos] = i;
         }
         if (c == 1) ++a_before;
         if (c == 2) ++b_before;

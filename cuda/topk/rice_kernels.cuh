@@ -11,7 +11,7 @@
 //      atomics), the directory entry of every 1024th code, and T.
 // Every kernel returns at once when the selection reported a non-finite input (payload untouched).
 //
-// Decode, per payload, first for every payload (validation), then again to scatter:
+// Decode, per payload, first for every payload (validation), then again per batch of the tile merge:
 //   rice_check_kernel: T <= Wbits, the directory non-decreasing and <= T, zero bits from T on,
 //     finite values (grid-stride);
 //   rice_group_sum_kernel: one thread per group of 1024 codes runs rice_walk_group (the CPU's
@@ -19,8 +19,9 @@
 //     of its gaps goes to ws.rice_len[g];
 //   cub::DeviceScan::ExclusiveSum over the groups: the index before each group;
 //   rice_total_kernel: the last index below n;
-//   rice_scatter_kernel (decode pass only): each group parses again from its base and writes
-//     out[i] = v or out[i] + w * v.
+//   rice_indices_kernel (merge batches only): each group parses again from its base and writes
+//     its indices into the batch's index list, which the tile merge (sparse_merge_kernels.cuh)
+//     reads with the payload's values.
 #pragma once
 
 #include "cuda/common/device_types.cuh"
@@ -155,11 +156,12 @@ __global__ void rice_total_kernel(const DevicePlan p, const int64_t* sums, const
     raise_status(status, gcompErrorCorruptPayload, base + static_cast<uint64_t>(p.k - 1));
 }
 
-/// out[i_j] = v_j (overwrite: out zeroed before) or out[i_j] + weight * v_j. Runs only on payloads
-/// that passed the checks above (status clear), so every group parses.
+/// The payload's k indices, in order, into idx (the tile merge's index list,
+/// cuda/topk/sparse_merge_kernels.cuh). Runs only on payloads that passed the checks above (status
+/// clear), so every group parses.
 __global__ void __launch_bounds__(kThreads)
-    rice_scatter_kernel(const DevicePlan p, const uint8_t* payload, const int64_t* before, float weight, int overwrite,
-                        float* out, const DeviceStatus* status) {
+    rice_indices_kernel(const DevicePlan p, const uint8_t* payload, const int64_t* before, int64_t* idx,
+                        const DeviceStatus* status) {
   if (status_failed(status)) return;
   const RiceView v = rice_view(p, payload);
   const uint32_t total = *v.total;
@@ -171,10 +173,7 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t first = g * gcomp::detail::kRiceGroup;
     int64_t last = 0;
     gcomp::detail::rice_walk_group(v.words, begin, end, p.rice_b, p.n, rice_group_count(p, g), before[g] - 1, last,
-                                   [&](int64_t j, int64_t i) {
-                                     const float x = v.vals[first + j];
-                                     out[i] = overwrite != 0 ? x : gcomp::detail::accumulate(out[i], weight, x);
-                                   });
+                                   [&](int64_t j, int64_t i) { idx[first + j] = i; });
   }
 }
 

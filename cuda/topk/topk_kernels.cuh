@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // topk payload (host/codecs/sparse_codecs.cpp, spec §4.1): k fp32 values, then ceil(k w / 32) words
 // of w-bit indices (w = ceil(log2 n)), ascending, packed LSB first by pack_index_word (one thread
-// per output word, no atomics). Decode: one thread per entry. And the DGC-style sampled threshold
-// (spec §4.4) that feeds the selection of cuda/topk/radix_select.cuh in truncate mode.
+// per output word, no atomics). Decode: the validation (one thread per entry); the output is written
+// by the tile merge (sparse_merge_kernels.cuh), which reads the index stream in place. And the DGC-style sampled
+// threshold (spec §4.4) that feeds the selection of cuda/topk/radix_select.cuh in truncate mode.
 #pragma once
 
 #include "cuda/common/device_types.cuh"
@@ -53,21 +54,6 @@ __global__ void __launch_bounds__(kThreads) validate_topk_kernel(const uint8_t* 
   const int64_t used = k * bits;
   if (global_thread() == 0 && used % 32 != 0 && !gcomp::detail::padding_clear(packed[used / 32], used))
     raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(k));
-}
-
-/// out[idx_j] = v_j (overwrite, out zeroed before) or out[idx_j] + weight * v_j. The payload was
-/// validated, so the indices are distinct and in range.
-__global__ void __launch_bounds__(kThreads)
-    scatter_topk_kernel(const uint8_t* payload, int64_t k, int bits, float weight, int overwrite, float* out,
-                        const DeviceStatus* status) {
-  if (status_failed(status)) return;
-  const float* vals = reinterpret_cast<const float*>(payload);
-  const uint32_t* packed = reinterpret_cast<const uint32_t*>(payload + 4 * k);
-  for (int64_t j = global_thread(); j < k; j += grid_threads()) {
-    const int64_t idx = read_packed_index(packed, j, bits);
-    const float v = vals[j] * 1.0f;
-    out[idx] = overwrite != 0 ? v : gcomp::detail::accumulate(out[idx], weight, v);
-  }
 }
 
 // ------------------------------------------------------------------ sampled threshold (§4.4)

@@ -79,6 +79,10 @@ inline constexpr SessionCase kSessionCases[] = {
     // buffer of the error array): grid's quad kernel and unscaled sign check in their one pass.
     {"ef_sgd_grid", Algorithm::kEfSgd, "grid:step=0.01,bits=8", "identity", 0.0, ServerMode::kReplicated, 0},
     {"ef_sgd_sign_unscaled", Algorithm::kEfSgd, "sign:scale=none", "identity", 0.0, ServerMode::kReplicated, 0},
+    // The cuda backend's sparse tile merge with the Session step in its store: topk index words
+    // under the two-way server's p~ = e~ + mean, randk's downlink decode times a (replicated).
+    {"doublesqueeze_replicated_topk", Algorithm::kDoubleSqueeze, "topk:k=9", "randk:k=7,unbiased=0", 0.0,
+     ServerMode::kReplicated, 0},
 };
 
 /// The delay table of the kTable cases: 12 delays in [0, 2], whole rows for 1, 2, 3, 4 or 6 ranks.

@@ -625,17 +625,17 @@ TEST_F(GpuCodecBehaviour, SharedScaleErrorsSetStatusAndLeaveOutputsUntouched) {
 
 // The one-pass decoders (dense planes, sign, natural, identity, grid) validate as they decode: the status
 // reports the corrupt payload and its position; their output is unspecified (DeviceCodec::decode).
-// topk validates first and leaves the output untouched.
+// topk and randk validate first and leave the output untouched (the tile merge returns at once).
 TEST_F(GpuCodecBehaviour, CorruptPayloadSetsStatus) {
   const Layout layout(1000);
-  for (const std::string spec : {"dither:levels=4,block=100", "sign:block=64", "topk:k=10", "natural", "identity",
-                                 "grid:bits=16", "grid:step=0.5,bits=5"}) {
+  for (const std::string spec : {"dither:levels=4,block=100", "sign:block=64", "topk:k=10", "topk:k=10,index=rice",
+                                 "randk:k=10", "natural", "identity", "grid:bits=16", "grid:step=0.5,bits=5"}) {
     const auto cpu = make_codec(spec, layout);
     cuda::DeviceCodec gpu(spec, layout);
     std::vector<uint8_t> payload = encode(*cpu, test_input(1000, 3), key_for(3, 0));
-    if (spec.rfind("topk", 0) == 0) {
+    if (spec.rfind("topk", 0) == 0 || spec.rfind("randk", 0) == 0) {
       const float nan = std::numeric_limits<float>::quiet_NaN();
-      std::memcpy(payload.data(), &nan, 4);  // a non-finite value
+      std::memcpy(payload.data() + (spec.rfind("randk", 0) == 0 ? 8 : 0), &nan, 4);  // a non-finite value
     } else if (spec == "natural") {
       payload[4 * 32 + 5] = 255;  // exponent code 255
     } else if (spec == "identity") {
@@ -657,7 +657,7 @@ TEST_F(GpuCodecBehaviour, CorruptPayloadSetsStatus) {
     DeviceBuffer<uint8_t> ws(gpu.workspace_bytes(), stream_);
     gpu.decode(d_payload.get(), RngKey{}, d_out.get(), ws.get(), gpu.workspace_bytes(), stream_);
     EXPECT_EQ(cuda::read_status(ws.get(), stream_), gcompErrorCorruptPayload) << spec;
-    if (spec.rfind("topk", 0) == 0) {
+    if (spec.rfind("topk", 0) == 0 || spec.rfind("randk", 0) == 0) {
       for (float v : d_out.download()) {
         uint32_t u;
         std::memcpy(&u, &v, 4);
@@ -1237,6 +1237,12 @@ const std::vector<std::string> kStoreSpecs = {
     "grid:step=0.01,bits=6",
     "grid:step=0.05,bits=8",
     "grid:step=1e-6,bits=32",
+    // The tile merge's store (cuda/topk/sparse_merge_kernels.cuh): index words read in place,
+    // index=rice and randk through index lists in batches (P = 130: several launches).
+    "topk:ratio=0.3",
+    "topk:k=7,index=rice",
+    "randk:k=50,unbiased=1",
+    "randk:ratio=0.2,unbiased=0",
 };
 const std::vector<std::vector<int64_t>> kStoreLayouts = {{1}, {33}, {4097}, {5, 0, 4097, 31}};
 
@@ -1279,6 +1285,32 @@ TEST_P(GpuSessionStores, FusedStoresEqualDecodeReduceThenTheSeparateSteps) {
                     stream_);
   expect_ok("decode_reduce");
   const std::vector<float> sum = d_acc.download();
+  // The sum itself, and a weighted reduce, against the CPU codec's decode_accumulate in payload
+  // order (P = 130 crosses the launches' batches).
+  {
+    std::vector<float> weights;
+    for (int j = 0; j < P; ++j) weights.push_back(0.25f * static_cast<float>(j % 7) - 0.5f);
+    for (const bool weighted : {false, true}) {
+      std::vector<float> want(N, 0.0f);
+      for (int j = 0; j < P; ++j) {
+        const std::vector<uint8_t> pay(
+            packed.begin() + static_cast<std::ptrdiff_t>(stride * static_cast<size_t>(j)),
+            packed.begin() + static_cast<std::ptrdiff_t>(stride * static_cast<size_t>(j) + bytes));
+        cpu->decode_accumulate(pay, keys[static_cast<size_t>(j)], weighted ? weights[static_cast<size_t>(j)] : 1.0f,
+                               want);
+      }
+      if (!weighted) {
+        EXPECT_TRUE(bitwise_equal(sum, want)) << spec << " decode_reduce";
+        continue;
+      }
+      DeviceBuffer<float> d_weighted(N, stream_);
+      d_weighted.fill_bytes(0x7f);
+      gpu.decode_reduce(d_payloads.get(), stride, P, weights.data(), keys.data(), d_weighted.get(), ws.get(),
+                        gpu.workspace_bytes(), stream_);
+      expect_ok("weighted decode_reduce");
+      EXPECT_TRUE(bitwise_equal(d_weighted.download(), want)) << spec << " weighted decode_reduce";
+    }
+  }
 
   std::vector<float> y = test_input(n, 91);
   for (float& v : y) v *= 0.125f;
@@ -1391,7 +1423,9 @@ TEST_P(GpuSessionStores, CorruptPayloadSetsStatus) {
   using cuda::detail::SessionStep;
   using cuda::detail::StoreKind;
   const auto& [spec, segs, P] = GetParam();
-  if (spec != "sign:block=64" && spec != "natural") GTEST_SKIP() << "one corruption per decoder family is enough";
+  const bool sparse = spec.rfind("topk", 0) == 0 || spec.rfind("randk", 0) == 0;
+  if (spec != "sign:block=64" && spec != "natural" && !sparse)
+    GTEST_SKIP() << "one corruption per decoder family is enough";
   if (segs.size() != 1 || segs[0] % 32 == 0) GTEST_SKIP() << "one segment with padding after its last element";
   const Layout layout(segs);
   const int64_t n = layout.num_elems();
@@ -1405,8 +1439,13 @@ TEST_P(GpuSessionStores, CorruptPayloadSetsStatus) {
     const std::vector<uint8_t> pay = encode(*cpu, test_input(n, 5), key_for(5, 0));
     std::memcpy(packed.data() + stride * static_cast<size_t>(j), pay.data(), bytes);
   }
-  const int bad = P - 1;                                         // in the last launch
-  packed[stride * static_cast<size_t>(bad) + bytes - 1] = 0xff;  // padding / code 255
+  const int bad = P - 1;  // in the last launch
+  if (sparse) {           // a NaN value (randk's values after its 8-byte header)
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    std::memcpy(packed.data() + stride * static_cast<size_t>(bad) + (spec.rfind("randk", 0) == 0 ? 8 : 0), &nan, 4);
+  } else {
+    packed[stride * static_cast<size_t>(bad) + bytes - 1] = 0xff;  // padding / code 255
+  }
   std::vector<uint8_t> last(packed.begin() + static_cast<std::ptrdiff_t>(stride * static_cast<size_t>(bad)),
                             packed.begin() + static_cast<std::ptrdiff_t>(stride * static_cast<size_t>(bad) + bytes));
   EXPECT_THROW(cpu->validate(last), Error) << spec;
@@ -1423,7 +1462,7 @@ TEST_P(GpuSessionStores, CorruptPayloadSetsStatus) {
   EXPECT_EQ(index >> 40, static_cast<uint64_t>(bad)) << spec;
 }
 
-INSTANTIATE_TEST_SUITE_P(QuadCodecs, GpuSessionStores,
+INSTANTIATE_TEST_SUITE_P(FusedStoreCodecs, GpuSessionStores,
                          testing::Combine(testing::ValuesIn(kStoreSpecs), testing::ValuesIn(kStoreLayouts),
                                           testing::Values(2, 3, 130)),
                          [](const testing::TestParamInfo<StoreParam>& p) {
@@ -1431,10 +1470,10 @@ INSTANTIATE_TEST_SUITE_P(QuadCodecs, GpuSessionStores,
                                   std::to_string(std::get<2>(p.param));
                          });
 
-// The codecs outside the quad layout have no fused store: the Session runs its separate passes.
-TEST_F(GpuCodecBehaviour, OnlyQuadLayoutCodecsHaveAFusedStore) {
-  for (const char* spec :
-       {"topk:k=5", "randk:k=5", "sdither:levels=1,norm=l2", "spherical:block=8,bits=4", "topk:k=5,index=rice"})
+// sdither and spherical have no fused store: the Session runs its separate passes. The quad
+// codecs, topk and randk have one.
+TEST_F(GpuCodecBehaviour, QuadAndSparseCodecsHaveAFusedStore) {
+  for (const char* spec : {"sdither:levels=1,norm=l2", "spherical:block=8,bits=4"})
     EXPECT_FALSE(cuda::detail::DeviceCodecAccess::has_decode_store(cuda::DeviceCodec(spec, Layout(100)))) << spec;
   for (const std::string& spec : kStoreSpecs)
     EXPECT_TRUE(cuda::detail::DeviceCodecAccess::has_decode_store(cuda::DeviceCodec(spec, Layout(100)))) << spec;

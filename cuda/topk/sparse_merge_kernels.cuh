@@ -1,0 +1,116 @@
+// SPDX-License-Identifier: Apache-2.0
+// The output pass of the sparse decodes (topk index words, topk index=rice parsed to indices,
+// randk's regenerated selection): a "tile merge" that writes each output element once, with the
+// Session's step in its store (cuda/fused/decode_store.cuh), instead of zeroing the output and
+// scattering each payload into it (docs/performance.md "Passes over memory, per operation").
+//
+// One CTA per tile of kMergeTile elements (grid-stride over the tiles):
+//   1. each payload's entry range of the tile: two binary searches over its sorted index list
+//      (sparse_lower_bound, one thread each, every payload of the launch at once);
+//   2. the tile's sums in shared memory: +0.0f, or the output (accumulate, or a reduce batch after
+//      the first);
+//   3. payload after payload in payload order, the payload's entries merged into the sums
+//      (sparse_merge_entries: the CPU codec's decode_accumulate roundings; the entries of one
+//      payload name distinct elements);
+//   4. every element of the tile stored once through the Store functor (quads; 16-byte stores when
+//      aligned).
+// The launches run after every payload's validation and return at once when it failed (the output
+// is then untouched). They write nothing out of bounds for any payload bytes all the same: an entry
+// range is clamped and each entry's index is checked against the tile.
+#pragma once
+
+#include "cuda/common/device_types.cuh"
+#include "cuda/fused/decode_store.cuh"
+#include "cuda/topk/topk_kernels.cuh"
+
+#include <gcomp/detail/codec_math.hpp>
+#include <gcomp/detail/sparse_merge.hpp>
+
+namespace gcomp::cuda::detail {
+
+inline constexpr int kMergeTile = 4096;  ///< output elements per tile (16 KiB of shared sums)
+static_assert(kMergeTile % (lanes::kQuadElems * kThreads) == 0, "whole quads per thread");
+static_assert(2 * kMaxWeights <= kThreads, "one thread per entry-range bound");
+
+/// topk's index words: payload j's entry e is (read_packed_index of its index stream, value e).
+struct PackedEntries {
+  const uint8_t* payloads;
+  size_t stride;
+  int64_t k;
+  int bits;
+  __device__ const float* vals(int j) const {
+    return reinterpret_cast<const float*>(payloads + static_cast<size_t>(j) * stride);
+  }
+  __device__ int64_t index(int j, int64_t e) const {
+    const auto* packed =
+        reinterpret_cast<const uint32_t*>(payloads + static_cast<size_t>(j) * stride + 4 * static_cast<size_t>(k));
+    return read_packed_index(packed, e, bits);
+  }
+};
+
+/// Index lists in the workspace (topk index=rice parsed, randk's selection): payload j's entry e is
+/// (idx[j k + e], the value e at byte `vals_offset` of the payload).
+struct ListEntries {
+  const uint8_t* payloads;
+  size_t stride;
+  int64_t k;
+  size_t vals_offset;
+  const int64_t* idx;
+  __device__ const float* vals(int j) const {
+    return reinterpret_cast<const float*>(payloads + static_cast<size_t>(j) * stride + vals_offset);
+  }
+  __device__ int64_t index(int j, int64_t e) const { return idx[static_cast<int64_t>(j) * k + e]; }
+};
+
+/// The tile merge of `num_payloads` (<= kMaxWeights) payloads, described above. kOverwrite: one
+/// payload, out = its decoded values, zeros elsewhere. Otherwise the sums start from +0.0f
+/// (start_from_zero) or from out, and payload j adds accumulate(sum, weights.w[j], value).
+/// `scale`: the decoded value is the stored value times scale (topk 1, unbiased randk n/k).
+template <class Entries, bool kOverwrite, class Store>
+__global__ void __launch_bounds__(kThreads)
+    sparse_merge_kernel(Entries src, int64_t n, int num_payloads, WeightList weights, float scale, bool start_from_zero,
+                        float* __restrict__ out, const DeviceStatus* status, Store store) {
+  __shared__ float tile[kMergeTile];
+  __shared__ int64_t bound[2 * kMaxWeights];
+  if (status_failed(status)) return;
+  const int tid = static_cast<int>(threadIdx.x);
+  const bool vec = aligned16(out) && store.aligned();
+  const int64_t tiles = gcomp::detail::ceil_div(n, int64_t{kMergeTile});
+  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    const int64_t begin = t * kMergeTile;
+    const int64_t len = n - begin < kMergeTile ? n - begin : int64_t{kMergeTile};
+    if (tid < 2 * num_payloads) {
+      const int j = tid / 2;
+      bound[tid] = gcomp::detail::sparse_lower_bound([&](int64_t e) { return src.index(j, e); }, src.k,
+                                                     begin + ((tid & 1) != 0 ? len : 0));
+    }
+    for (int64_t q = tid; q * lanes::kQuadElems < len; q += kThreads) {
+      const int64_t first = begin + q * lanes::kQuadElems;
+      const int live = lanes::quad_live(first, n);
+      Quad acc{{0.0f, 0.0f, 0.0f, 0.0f}};
+      if (!kOverwrite && !start_from_zero) acc = load_out_quad(out, first, live, vec);
+#pragma unroll
+      for (int e = 0; e < lanes::kQuadElems; ++e) tile[q * lanes::kQuadElems + e] = acc.v[e];
+    }
+    __syncthreads();
+    for (int j = 0; j < num_payloads; ++j) {
+      const int64_t lo = bound[2 * j];
+      const int64_t hi = bound[2 * j + 1] > lo ? bound[2 * j + 1] : lo;
+      gcomp::detail::sparse_merge_entries([&](int64_t e) { return src.index(j, e); }, src.vals(j), lo, hi, tid,
+                                          kThreads, scale, kOverwrite ? 1.0f : weights.w[j], kOverwrite, begin, len,
+                                          tile);
+      __syncthreads();  // payload j's sums before payload j + 1's
+    }
+    for (int64_t q = tid; q * lanes::kQuadElems < len; q += kThreads) {
+      const int64_t first = begin + q * lanes::kQuadElems;
+      const int live = lanes::quad_live(first, n);
+      Quad s;
+#pragma unroll
+      for (int e = 0; e < lanes::kQuadElems; ++e) s.v[e] = tile[q * lanes::kQuadElems + e];
+      store(out, first, live, vec, s);
+    }
+    __syncthreads();  // the tile and the bounds are reused by the next tile
+  }
+}
+
+}  // namespace gcomp::cuda::detail
