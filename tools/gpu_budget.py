@@ -219,7 +219,10 @@ KERNELS = [
     # lists: the plan's merge_batch): 4 B/el written, out read for the batches after the first
     # (and accumulate), and per entry 4 + w/8 B (index words, w = 26 at n = 2^26: 0.07 B/el at
     # k = n / 100) or 4 + 8 B (index lists: 0.12 B/el) per payload. Hot loop: the store of the tile
-    # (a quad per thread and iteration).
+    # (a quad per thread and iteration). Each payload's entries of a tile come from its per-tile
+    # entry offsets, written before each launch by sparse_tile_starts_kernel (a k-sized pass).
+    (r"sparse_tile_starts_kernel", "topk, randk decode: per-tile entry offsets (per entry: two indices read; 8 B "
+     "written per 4096-element tile and payload)", [], None, {}, "-", "-", None),
     (r"sparse_merge_kernel.*PackedEntriesELb0E.*SessionStore",
      "topk decode-reduce (P <= 64): the tile merge, the Session step in its store", ["LDS", "STG"], 4, {},
      "0.07 P", 4, "4 + 0.07 P"),

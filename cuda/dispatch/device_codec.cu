@@ -234,6 +234,7 @@ struct DeviceCodec::Impl {
     w.rice_len = part<int64_t>(base, wl.rice_len);
     w.rice_off = part<int64_t>(base, wl.rice_off);
     w.rice_temp = part<void>(base, wl.rice_temp);
+    w.merge_starts = part<int64_t>(base, wl.merge_starts);
     w.scratch = part<void>(base, wl.scratch);
     w.sd = detail::SDitherScan{part<void>(base, wl.sd_state), part<unsigned>(base, wl.sd_next)};
     return w;

@@ -78,7 +78,7 @@ struct DevicePlan {
   int64_t groups = 0;                    ///< ceil(n / 32)
   int64_t k = 0;                         ///< topk/randk
   int index_bits = 0;                    ///< topk
-  int merge_batch = 1;                   ///< topk index=rice, randk: payloads per tile merge (index lists in ws.idx)
+  int merge_batch = 1;                   ///< topk, randk decode: payloads per tile-merge launch
   bool rice = false;                     ///< topk index=rice (cuda/topk/rice_kernels.cuh)
   uint32_t rice_b = 0;                   ///< index=rice: Rice parameter b
   int64_t rice_dir = 0;                  ///< index=rice: directory entries D
@@ -148,15 +148,16 @@ struct Workspace {
   int64_t* cnt_b = nullptr;
   int64_t* off_a = nullptr;
   int64_t* off_b = nullptr;
-  void* scan_temp = nullptr;      ///< scan_temp_bytes
-  int64_t* idx = nullptr;         ///< k selected indices (topk); decode: merge_batch lists of k (rice, randk)
-  float* sample = nullptr;        ///< sample_count magnitudes (topk_sampled)
-  uint32_t* round_cnt = nullptr;  ///< topk_sampled: sel_tiles x kRoundWords packed per-tile round counts
-  SDitherScan sd{};               ///< sdither: the encode's tile scan state and tile counter
-  int64_t* rice_len = nullptr;    ///< topk index=rice: k code lengths (decode: group sums)
-  int64_t* rice_off = nullptr;    ///< topk index=rice: k code offsets (decode: index before each group)
-  void* rice_temp = nullptr;      ///< topk index=rice: rice_scan_temp_bytes
-  void* scratch = nullptr;        ///< a codec's own scratch (WorkspaceLayout::scratch)
+  void* scan_temp = nullptr;        ///< scan_temp_bytes
+  int64_t* idx = nullptr;           ///< k selected indices (topk); decode: merge_batch lists of k (rice, randk)
+  float* sample = nullptr;          ///< sample_count magnitudes (topk_sampled)
+  uint32_t* round_cnt = nullptr;    ///< topk_sampled: sel_tiles x kRoundWords packed per-tile round counts
+  SDitherScan sd{};                 ///< sdither: the encode's tile scan state and tile counter
+  int64_t* rice_len = nullptr;      ///< topk index=rice: k code lengths (decode: group sums)
+  int64_t* rice_off = nullptr;      ///< topk index=rice: k code offsets (decode: index before each group)
+  void* rice_temp = nullptr;        ///< topk index=rice: rice_scan_temp_bytes
+  int64_t* merge_starts = nullptr;  ///< topk, randk decode: merge_batch x (tiles + 1) per-tile entry offsets
+  void* scratch = nullptr;          ///< a codec's own scratch (WorkspaceLayout::scratch)
 };
 
 /// What the fused encode pass also updates (the shared enum of gcomp/detail/fused_memory.hpp).
@@ -194,7 +195,7 @@ struct WorkspaceLayout {
   size_t round_cnt = npos;
   size_t hist = npos, cand_key = npos, cand_idx = npos;
   size_t sd_state = npos, sd_next = npos;
-  size_t rice_len = npos, rice_off = npos, rice_temp = npos;
+  size_t rice_len = npos, rice_off = npos, rice_temp = npos, merge_starts = npos;
   size_t scratch = npos;  ///< a codec's own scratch (Workspace::scratch)
   size_t total = 0;
 };

@@ -200,42 +200,49 @@ void randk_encode(const DevicePlan& plan, const Workspace& ws, Input in, const R
 // ---- decodes: validation, then the tile merge (cuda/topk/sparse_merge_kernels.cuh) ---------------
 
 /// The tile merge of P payloads after their validation: kOverwrite decodes payload 0; kAccumulate
-/// and kReduce run batches of `batch` (<= kMaxWeights) payloads in order, each continuing the sums of
-/// the one before (the first from zeros for kReduce). `prepare(first, count)` enqueues what the
-/// batch's index lists need, `entries(first)` gives the batch's Entries. `store` is applied by the
-/// last launch only (the earlier batches keep their partial sums in d_out); a reduce of no payload
-/// stores zeros (through `store`).
+/// and kReduce run batches of the plan's merge_batch (<= kMaxWeights) payloads in order, each
+/// continuing the sums of the one before (the first from zeros for kReduce). Per batch:
+/// `prepare(first, count)` enqueues what the batch's index lists need, then the per-tile entry
+/// offsets (sparse_tile_starts_kernel, k-sized), then the merge of the Entries `entries(first)`.
+/// `store` is applied by the last launch only (the earlier batches keep their partial sums in
+/// d_out); a reduce of no payload stores zeros (through `store`).
 template <class Store, class Prepare, class MakeEntries>
-void launch_sparse_merge(const DevicePlan& plan, const Workspace& ws, int num_payloads, int batch,
-                         const float* h_weights, DecodeMode mode, float scale, float* d_out, cudaStream_t stream,
-                         const Store& store, Prepare prepare, MakeEntries entries) {
+void launch_sparse_merge(const DevicePlan& plan, const Workspace& ws, int num_payloads, const float* h_weights,
+                         DecodeMode mode, float scale, float* d_out, cudaStream_t stream, const Store& store,
+                         Prepare prepare, MakeEntries entries) {
   using Entries = decltype(entries(0));
   constexpr bool kPlain = std::is_same_v<Store, PlainStore>;
-  const unsigned grid = grid_for(gcomp::detail::ceil_div(plan.n, int64_t{kMergeTile}), 1, plan.max_blocks);
+  const int64_t tiles = gcomp::detail::ceil_div(plan.n, int64_t{kMergeTile});
+  const unsigned grid = grid_for(tiles, 1, plan.max_blocks);
+  const auto starts = [&](int first, int count) {
+    prepare(first, count);
+    GCOMP_LAUNCH((sparse_tile_starts_kernel<Entries>), grid_for(count * (plan.k + 1), kThreads, plan.max_blocks),
+                 kThreads, stream, entries(first), count, tiles, ws.merge_starts, ws.status);
+  };
   WeightList w{};
   if (mode == DecodeMode::kOverwrite) {
-    prepare(0, 1);
-    GCOMP_LAUNCH((sparse_merge_kernel<Entries, true, Store>), grid, kThreads, stream, entries(0), plan.n, 1, w, scale,
-                 true, d_out, ws.status, store);
+    starts(0, 1);
+    GCOMP_LAUNCH((sparse_merge_kernel<Entries, true, Store>), grid, kThreads, stream, entries(0), plan.n, 1,
+                 ws.merge_starts, w, scale, true, d_out, ws.status, store);
     return;
   }
   if (num_payloads == 0) {
     if (mode == DecodeMode::kReduce)
-      GCOMP_LAUNCH((sparse_merge_kernel<Entries, false, Store>), grid, kThreads, stream, entries(0), plan.n, 0, w,
-                   scale, true, d_out, ws.status, store);
+      GCOMP_LAUNCH((sparse_merge_kernel<Entries, false, Store>), grid, kThreads, stream, entries(0), plan.n, 0,
+                   ws.merge_starts, w, scale, true, d_out, ws.status, store);
     return;
   }
-  for (int first = 0; first < num_payloads; first += batch) {
-    const int count = std::min(batch, num_payloads - first);
+  for (int first = 0; first < num_payloads; first += plan.merge_batch) {
+    const int count = std::min(plan.merge_batch, num_payloads - first);
     for (int j = 0; j < count; ++j) w.w[j] = h_weights != nullptr ? h_weights[first + j] : 1.0f;
     const bool from_zero = mode == DecodeMode::kReduce && first == 0;
-    prepare(first, count);
+    starts(first, count);
     if (kPlain || first + count < num_payloads)
       GCOMP_LAUNCH((sparse_merge_kernel<Entries, false, PlainStore>), grid, kThreads, stream, entries(first), plan.n,
-                   count, w, scale, from_zero, d_out, ws.status, PlainStore{});
+                   count, ws.merge_starts, w, scale, from_zero, d_out, ws.status, PlainStore{});
     else
       GCOMP_LAUNCH((sparse_merge_kernel<Entries, false, Store>), grid, kThreads, stream, entries(first), plan.n, count,
-                   w, scale, from_zero, d_out, ws.status, store);
+                   ws.merge_starts, w, scale, from_zero, d_out, ws.status, store);
   }
 }
 
@@ -266,8 +273,7 @@ void topk_decode_with(const DevicePlan& plan, const Workspace& ws, const uint8_t
     const auto entries = [&](int first) {
       return ListEntries{d_payloads + static_cast<size_t>(first) * stride, stride, plan.k, 0, ws.idx};
     };
-    launch_sparse_merge(plan, ws, num_payloads, plan.merge_batch, h_weights, mode, 1.0f, d_out, stream, store, prepare,
-                        entries);
+    launch_sparse_merge(plan, ws, num_payloads, h_weights, mode, 1.0f, d_out, stream, store, prepare, entries);
     return;
   }
   const unsigned grid_k = grid_for(plan.k, kThreads, plan.max_blocks);
@@ -280,7 +286,7 @@ void topk_decode_with(const DevicePlan& plan, const Workspace& ws, const uint8_t
     return PackedEntries{d_payloads + static_cast<size_t>(first) * stride, stride, plan.k, plan.index_bits};
   };
   launch_sparse_merge(
-      plan, ws, num_payloads, kMaxWeights, h_weights, mode, 1.0f, d_out, stream, store, [](int, int) {}, entries);
+      plan, ws, num_payloads, h_weights, mode, 1.0f, d_out, stream, store, [](int, int) {}, entries);
 }
 
 /// randk: every payload's values validated, then per batch each payload's selection regenerated
@@ -312,8 +318,8 @@ void randk_decode_with(const DevicePlan& plan, const Workspace& ws, const uint8_
   const auto entries = [&](int first) {
     return ListEntries{d_payloads + static_cast<size_t>(first) * stride, stride, plan.k, 8, ws.idx};
   };
-  launch_sparse_merge(plan, ws, num_payloads, plan.merge_batch, h_weights, mode, randk_value_scale(plan), d_out, stream,
-                      store, prepare, entries);
+  launch_sparse_merge(plan, ws, num_payloads, h_weights, mode, randk_value_scale(plan), d_out, stream, store, prepare,
+                      entries);
 }
 
 void topk_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
@@ -387,7 +393,8 @@ void plan_rice(DevicePlan& p, const Codec& cpu) {
 void topk_plan(DevicePlanner& planner, const CodecSpec& spec) {
   DevicePlan& p = planner.plan;
   sparse_plan(p, spec);
-  p.input_reads = 3;  // the 12-bit histogram, the class counts and compaction, the scatter
+  p.merge_batch = kMaxWeights;  // index words: read in place (index=rice: plan_rice)
+  p.input_reads = 3;            // the 12-bit histogram, the class counts and compaction, the scatter
   if (p.n > 0) plan_sample(p);
   if (spec.options<TopKOptions>().index == IndexCode::kRice) plan_rice(p, planner.cpu);
 }
@@ -412,6 +419,12 @@ void selection_workspace(const DevicePlan& p, WorkspaceLayout& wl, Carver& c) {
   wl.scan_temp = c.take(p.scan_temp_bytes);
 }
 
+/// The decode's per-tile entry offsets: merge_batch payloads x (tiles + 1).
+void merge_workspace(const DevicePlan& p, WorkspaceLayout& wl, Carver& c) {
+  const auto tiles = static_cast<size_t>(gcomp::detail::ceil_div(p.n, int64_t{kMergeTile}));
+  wl.merge_starts = c.take(static_cast<size_t>(p.merge_batch) * (tiles + 1) * sizeof(int64_t));
+}
+
 /// topk: the selection, the k indices (index=rice: merge_batch lists of k for the decode), the
 /// sample and (index=rice) the code lengths and offsets.
 void topk_workspace(const DevicePlan& p, WorkspaceLayout& wl, Carver& c) {
@@ -419,6 +432,7 @@ void topk_workspace(const DevicePlan& p, WorkspaceLayout& wl, Carver& c) {
   selection_workspace(p, wl, c);
   const int lists = p.rice ? p.merge_batch : 1;
   wl.idx = c.take(static_cast<size_t>(p.k) * static_cast<size_t>(lists) * sizeof(int64_t));
+  merge_workspace(p, wl, c);
   wl.sample = c.take(static_cast<size_t>(p.sample_count) * sizeof(float));
   wl.round_cnt = c.take(static_cast<size_t>(p.sel_tiles) * kRoundWords * sizeof(uint32_t));
   if (p.rice) {
@@ -428,11 +442,12 @@ void topk_workspace(const DevicePlan& p, WorkspaceLayout& wl, Carver& c) {
   }
 }
 
-/// randk: the selection and, for the decode, merge_batch index lists of k.
+/// randk: the selection and, for the decode, merge_batch index lists of k and their tile offsets.
 void randk_workspace(const DevicePlan& p, WorkspaceLayout& wl, Carver& c) {
   if (p.n == 0) return;
   selection_workspace(p, wl, c);
   wl.idx = c.take(static_cast<size_t>(p.k) * static_cast<size_t>(p.merge_batch) * sizeof(int64_t));
+  merge_workspace(p, wl, c);
 }
 
 }  // namespace

@@ -4,9 +4,11 @@
 // Session's step in its store (cuda/fused/decode_store.cuh), instead of zeroing the output and
 // scattering each payload into it (docs/performance.md "Passes over memory, per operation").
 //
-// One CTA per tile of kMergeTile elements (grid-stride over the tiles):
-//   1. each payload's entry range of the tile: two binary searches over its sorted index list
-//      (sparse_lower_bound, one thread each, every payload of the launch at once);
+// Before each launch, sparse_tile_starts_kernel (a k-sized pass, one thread per entry) writes each
+// payload's per-tile entry offsets (sparse_tile_starts: start[t] = the first entry with index >=
+// t * kMergeTile). Then one CTA per tile of kMergeTile elements (grid-stride over the tiles):
+//   1. each payload's entry range of the tile: start[t] and start[t + 1] (one thread per bound,
+//      every payload of the launch at once; clamped by sparse_tile_range);
 //   2. the tile's sums in shared memory: +0.0f, or the output (accumulate, or a reduce batch after
 //      the first);
 //   3. payload after payload in payload order, the payload's entries merged into the sums
@@ -31,6 +33,23 @@ namespace gcomp::cuda::detail {
 inline constexpr int kMergeTile = 4096;  ///< output elements per tile (16 KiB of shared sums)
 static_assert(kMergeTile % (lanes::kQuadElems * kThreads) == 0, "whole quads per thread");
 static_assert(2 * kMaxWeights <= kThreads, "one thread per entry-range bound");
+
+/// Payload j's per-tile entry offsets (tiles + 1 of them) at starts + j (tiles + 1), for `count`
+/// payloads, one thread per entry e = 0..k of each (sparse_tile_starts).
+template <class Entries>
+__global__ void __launch_bounds__(kThreads)
+    sparse_tile_starts_kernel(Entries src, int count, int64_t tiles, int64_t* __restrict__ starts,
+                              const DeviceStatus* status) {
+  if (status_failed(status)) return;
+  const int64_t per = src.k + 1;
+  for (int64_t g = global_thread(); g < count * per; g += grid_threads()) {
+    const int j = static_cast<int>(g / per);
+    const int64_t e = g - static_cast<int64_t>(j) * per;
+    int64_t* const mine = starts + static_cast<int64_t>(j) * (tiles + 1);
+    gcomp::detail::sparse_tile_starts([&](int64_t i) { return src.index(j, i); }, src.k, e, int64_t{kMergeTile}, tiles,
+                                      [&](int64_t t) { mine[t] = e; });
+  }
+}
 
 /// topk's index words: payload j's entry e is (read_packed_index of its index stream, value e).
 struct PackedEntries {
@@ -66,10 +85,12 @@ struct ListEntries {
 /// payload, out = its decoded values, zeros elsewhere. Otherwise the sums start from +0.0f
 /// (start_from_zero) or from out, and payload j adds accumulate(sum, weights.w[j], value).
 /// `scale`: the decoded value is the stored value times scale (topk 1, unbiased randk n/k).
+/// `starts`: the payloads' per-tile entry offsets (sparse_tile_starts_kernel).
 template <class Entries, bool kOverwrite, class Store>
 __global__ void __launch_bounds__(kThreads)
-    sparse_merge_kernel(Entries src, int64_t n, int num_payloads, WeightList weights, float scale, bool start_from_zero,
-                        float* __restrict__ out, const DeviceStatus* status, Store store) {
+    sparse_merge_kernel(Entries src, int64_t n, int num_payloads, const int64_t* __restrict__ starts,
+                        WeightList weights, float scale, bool start_from_zero, float* __restrict__ out,
+                        const DeviceStatus* status, Store store) {
   __shared__ float tile[kMergeTile];
   __shared__ int64_t bound[2 * kMaxWeights];
   if (status_failed(status)) return;
@@ -79,11 +100,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
     const int64_t begin = t * kMergeTile;
     const int64_t len = n - begin < kMergeTile ? n - begin : int64_t{kMergeTile};
-    if (tid < 2 * num_payloads) {
-      const int j = tid / 2;
-      bound[tid] = gcomp::detail::sparse_lower_bound([&](int64_t e) { return src.index(j, e); }, src.k,
-                                                     begin + ((tid & 1) != 0 ? len : 0));
-    }
+    if (tid < 2 * num_payloads) bound[tid] = starts[(tid / 2) * (tiles + 1) + t + (tid & 1)];
     for (int64_t q = tid; q * lanes::kQuadElems < len; q += kThreads) {
       const int64_t first = begin + q * lanes::kQuadElems;
       const int live = lanes::quad_live(first, n);
@@ -94,8 +111,9 @@ __global__ void __launch_bounds__(kThreads)
     }
     __syncthreads();
     for (int j = 0; j < num_payloads; ++j) {
-      const int64_t lo = bound[2 * j];
-      const int64_t hi = bound[2 * j + 1] > lo ? bound[2 * j + 1] : lo;
+      int64_t lo = 0;
+      int64_t hi = 0;
+      gcomp::detail::sparse_tile_range(bound[2 * j], bound[2 * j + 1], src.k, lo, hi);
       gcomp::detail::sparse_merge_entries([&](int64_t e) { return src.index(j, e); }, src.vals(j), lo, hi, tid,
                                           kThreads, scale, kOverwrite ? 1.0f : weights.w[j], kOverwrite, begin, len,
                                           tile);

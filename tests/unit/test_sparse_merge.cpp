@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The tile merge of the sparse decodes (include/gcomp/detail/sparse_merge.hpp, run by
 // cuda/topk/sparse_merge_kernels.cuh): the same functions the kernel calls, run here tile by tile
-// over random topk (index words and index=rice) and randk payloads, against the CPU codec's
+// over random topk (index words and index=rice) and randk payloads (the per-tile entry offsets of
+// the k-sized pass, then the merge of each tile), against the CPU codec's
 // decode_reduce (from zeros, and accumulating onto an output) and decode, bit for bit: several P,
 // tile sizes that do and do not divide n, k = 1 and k = n, and the entries of a payload merged in
 // the kernel's strided order. And an unordered index list: nothing is written outside the tile.
@@ -11,6 +12,7 @@
 #include <gcomp/detail/sparse.hpp>
 #include <gcomp/detail/sparse_merge.hpp>
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 #include <string>
@@ -47,23 +49,47 @@ Entries entries_of(const Codec& c, const std::string& spec, const std::vector<ui
   return e;
 }
 
-/// The kernel's tile merge on the host: per tile of `tile` elements, the sums from `start` (the
-/// output, or zeros), each payload's entry range by sparse_lower_bound, its entries merged in the
-/// kernel's strided order (`threads` lanes, lane after lane), payload after payload.
+/// The per-tile entry offsets of one index list as sparse_tile_starts_kernel writes them: every
+/// entry e = 0..k sets the tiles it starts (unset tiles keep `fill`).
+std::vector<int64_t> tile_starts(const std::vector<int64_t>& idx, int64_t tile, int64_t tiles, int64_t fill = -7) {
+  std::vector<int64_t> starts(static_cast<size_t>(tiles + 1), fill);
+  const auto at = [&](int64_t e) { return idx[static_cast<size_t>(e)]; };
+  const auto k = static_cast<int64_t>(idx.size());
+  for (int64_t e = 0; e <= k; ++e)
+    detail::sparse_tile_starts(at, k, e, tile, tiles, [&](int64_t t) {
+      ASSERT_GE(t, 0);
+      ASSERT_LE(t, tiles);
+      starts[static_cast<size_t>(t)] = e;
+    });
+  return starts;
+}
+
+/// The kernel's tile merge on the host: the per-tile entry offsets of each payload, then per tile
+/// of `tile` elements the sums from `start` (the output, or zeros), each payload's entries of the
+/// tile merged in the kernel's strided order (`threads` lanes, lane after lane), payload after
+/// payload.
 std::vector<float> tile_merge(int64_t n, int64_t tile, int threads, const std::vector<Entries>& ps,
                               const std::vector<float>& weights, float scale, bool overwrite,
                               const std::vector<float>& start) {
   std::vector<float> out(static_cast<size_t>(n));
   std::vector<float> sums(static_cast<size_t>(tile));
-  for (int64_t begin = 0; begin < n; begin += tile) {
+  const int64_t tiles = (n + tile - 1) / tile;
+  std::vector<std::vector<int64_t>> starts;
+  for (const Entries& p : ps) starts.push_back(tile_starts(p.idx, tile, tiles));
+  for (int64_t t = 0; t < tiles; ++t) {
+    const int64_t begin = t * tile;
     const int64_t len = std::min(tile, n - begin);
     std::copy(start.begin() + begin, start.begin() + begin + len, sums.begin());
     for (size_t j = 0; j < ps.size(); ++j) {
       const std::vector<int64_t>& idx = ps[j].idx;
       const auto at = [&](int64_t e) { return idx[static_cast<size_t>(e)]; };
       const auto k = static_cast<int64_t>(idx.size());
-      const int64_t lo = detail::sparse_lower_bound(at, k, begin);
-      const int64_t hi = std::max(lo, detail::sparse_lower_bound(at, k, begin + len));
+      int64_t lo = 0;
+      int64_t hi = 0;
+      detail::sparse_tile_range(starts[j][static_cast<size_t>(t)], starts[j][static_cast<size_t>(t + 1)], k, lo, hi);
+      // Strictly increasing indices: every offset set, each the first entry at or past its tile.
+      EXPECT_EQ(lo, std::lower_bound(idx.begin(), idx.end(), begin) - idx.begin());
+      EXPECT_EQ(hi, std::lower_bound(idx.begin(), idx.end(), begin + len) - idx.begin());
       for (int lane = 0; lane < threads; ++lane)
         detail::sparse_merge_entries(at, ps[j].vals.data(), lo, hi, lane, threads, scale, weights[j], overwrite, begin,
                                      len, sums.data());
@@ -140,30 +166,35 @@ TEST(SparseMergeTest, TileMergeEqualsTheCpuDecodeReduceBitForBit) {
   }
 }
 
-// An index list that failed validation (unordered, repeated, out of range) still writes only the
-// tile's own sums: the clamped range and the per-entry check keep every write inside it.
+// An index list that failed validation (unordered, repeated, negative, past n) still sets only
+// offsets of tiles 0..tiles, and the merge writes only the tile's own sums: the clamped range and
+// the per-entry check keep every write inside it, whatever the offsets hold (unset ones too).
 TEST(SparseMergeTest, UnorderedIndicesStayInsideTheTile) {
   const std::vector<int64_t> idx = {90, 3, 17, 17, -5, 64, 200, 40, 1, 63};
   const std::vector<float> vals(idx.size(), 2.0f);
   const auto at = [&](int64_t e) { return idx[static_cast<size_t>(e)]; };
   const auto k = static_cast<int64_t>(idx.size());
   constexpr int64_t kGuard = 8;
-  for (int64_t begin = 0; begin < 128; begin += 32) {
-    std::vector<float> buf(32 + 2 * kGuard, -1.0f);
-    float* tile = buf.data() + kGuard;
-    std::fill(tile, tile + 32, 0.0f);
-    const int64_t lo = detail::sparse_lower_bound(at, k, begin);
-    const int64_t hi_raw = detail::sparse_lower_bound(at, k, begin + 32);
-    EXPECT_GE(lo, 0);
-    EXPECT_LE(lo, k);
-    EXPECT_GE(hi_raw, 0);
-    EXPECT_LE(hi_raw, k);
-    const int64_t hi = std::max(lo, hi_raw);
-    detail::sparse_merge_entries(at, vals.data(), 0, k, 0, 1, 1.0f, 1.0f, false, begin, 32, tile);
-    detail::sparse_merge_entries(at, vals.data(), lo, hi, 0, 1, 1.0f, 1.0f, true, begin, 32, tile);
-    for (int64_t g = 0; g < kGuard; ++g) {
-      EXPECT_EQ(buf[static_cast<size_t>(g)], -1.0f) << "before tile " << begin;
-      EXPECT_EQ(buf[static_cast<size_t>(kGuard + 32 + g)], -1.0f) << "after tile " << begin;
+  constexpr int64_t kTiles = 4;  // n = 128 in tiles of 32
+  for (const int64_t fill : {int64_t{-7}, int64_t{3}, int64_t{1} << 40}) {
+    const std::vector<int64_t> starts = tile_starts(idx, 32, kTiles, fill);  // asserts every t in [0, kTiles]
+    for (int64_t t = 0; t < kTiles; ++t) {
+      const int64_t begin = 32 * t;
+      std::vector<float> buf(32 + 2 * kGuard, -1.0f);
+      float* tile = buf.data() + kGuard;
+      std::fill(tile, tile + 32, 0.0f);
+      int64_t lo = 0;
+      int64_t hi = 0;
+      detail::sparse_tile_range(starts[static_cast<size_t>(t)], starts[static_cast<size_t>(t + 1)], k, lo, hi);
+      EXPECT_GE(lo, 0);
+      EXPECT_LE(lo, hi);
+      EXPECT_LE(hi, k);
+      detail::sparse_merge_entries(at, vals.data(), 0, k, 0, 1, 1.0f, 1.0f, false, begin, 32, tile);
+      detail::sparse_merge_entries(at, vals.data(), lo, hi, 0, 1, 1.0f, 1.0f, true, begin, 32, tile);
+      for (int64_t g = 0; g < kGuard; ++g) {
+        EXPECT_EQ(buf[static_cast<size_t>(g)], -1.0f) << "before tile " << begin;
+        EXPECT_EQ(buf[static_cast<size_t>(kGuard + 32 + g)], -1.0f) << "after tile " << begin;
+      }
     }
   }
 }

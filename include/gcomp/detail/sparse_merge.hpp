@@ -3,7 +3,8 @@
 /// @brief The element math of the sparse decodes' tile merge (cuda/topk/sparse_merge_kernels.cuh):
 /// a payload of (index, value) entries with strictly increasing indices (topk's index words, topk
 /// index=rice parsed to indices, randk's regenerated selection) merged into the sums of one output
-/// tile [begin, begin + len).
+/// tile [begin, begin + len): each payload's entries of the tile from per-tile entry offsets (a
+/// k-sized pass), its entries merged into the tile's sums.
 ///
 /// Per element the merge evaluates what the CPU codec's decode_accumulate calls (and the device's
 /// former fill-zero and scatter passes) evaluate, in the same order: the decoded value is
@@ -18,21 +19,35 @@
 
 namespace gcomp::detail {
 
-/// The first entry e in [0, k) whose index_at(e) is >= i, k when none: a binary search, meaningful
-/// for strictly increasing indices. For any list (a payload that failed validation) the result is
-/// still in [0, k].
-template <class IndexAt>
-GCOMP_HD int64_t sparse_lower_bound(const IndexAt& index_at, int64_t k, int64_t i) {
-  int64_t lo = 0;
-  int64_t hi = k;
-  while (lo < hi) {
-    const int64_t mid = lo + (hi - lo) / 2;
-    if (index_at(mid) < i)
-      lo = mid + 1;
-    else
-      hi = mid;
-  }
-  return lo;
+/// The tile of `tile` elements that index i falls in, clamped to [-1, tiles]: -1 for a negative i
+/// (only a corrupt list has one).
+GCOMP_HD int64_t sparse_tile_of(int64_t i, int64_t tile, int64_t tiles) {
+  if (i < 0) return -1;
+  const int64_t t = i / tile;
+  return t < tiles ? t : tiles;
+}
+
+/// The per-tile entry offsets of one payload, entry by entry (a k-sized pass: one thread per entry
+/// on the device): start[t] is the first entry whose index is >= t * tile (k when none), for
+/// t = 0..tiles, so the entries of tile t are [start[t], start[t + 1]). Entry e (0 <= e <= k; e = k
+/// stands for an index past every tile) is the start of the tiles t with
+/// tile_of(index(e - 1)) < t <= tile_of(index(e)) (index(-1) = -1), and calls set(t) for each:
+/// for strictly increasing indices every t in [0, tiles] is set exactly once. For any list only
+/// tiles in [0, tiles] are set (an unordered list leaves some unset; the merge clamps what it
+/// reads).
+template <class IndexAt, class Set>
+GCOMP_HD void sparse_tile_starts(const IndexAt& index_at, int64_t k, int64_t e, int64_t tile, int64_t tiles,
+                                 const Set& set) {
+  const int64_t prev = e > 0 ? sparse_tile_of(index_at(e - 1), tile, tiles) : -1;
+  const int64_t mine = e < k ? sparse_tile_of(index_at(e), tile, tiles) : tiles;
+  for (int64_t t = prev + 1; t <= mine; ++t) set(t);
+}
+
+/// Entry range [lo, hi) of a tile from the starts of it and of the next tile, clamped to [0, k]
+/// and lo <= hi whatever was stored (a list that failed validation).
+GCOMP_HD void sparse_tile_range(int64_t start, int64_t next, int64_t k, int64_t& lo, int64_t& hi) {
+  lo = start < 0 ? 0 : (start > k ? k : start);
+  hi = next < lo ? lo : (next > k ? k : next);
 }
 
 /// One entry merged into the tile sums `tile` of [begin, begin + len): the decoded value
