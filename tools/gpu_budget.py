@@ -214,7 +214,8 @@ KERNELS = [
      "-", None),
     (r"validate_topk_kernel", "topk decode: validation (per entry: 4 + w/8 B)", [], None, {}, "-", "-", None),
     # The sparse decodes' output pass (sparse_merge_kernels.cuh): one CTA per 4096-element tile,
-    # the sums in shared memory, each element stored once by the Store (the Session step: before
+    # the sums in shared memory, the tile's entries staged 1024 at a time and merged payload after
+    # payload, each element stored once by the Store (the Session step: before
     # the plain stores, whose patterns they also match). Per launch of up to 64 payloads (index
     # lists: the plan's merge_batch): 4 B/el written, out read for the batches after the first
     # (and accumulate), and per entry 4 + w/8 B (index words, w = 26 at n = 2^26: 0.07 B/el at

@@ -4,7 +4,8 @@
 /// a payload of (index, value) entries with strictly increasing indices (topk's index words, topk
 /// index=rice parsed to indices, randk's regenerated selection) merged into the sums of one output
 /// tile [begin, begin + len): each payload's entries of the tile from per-tile entry offsets (a
-/// k-sized pass), its entries merged into the tile's sums.
+/// k-sized pass), the entries of all payloads staged (read at once), then merged into the tile's
+/// sums payload after payload.
 ///
 /// Per element the merge evaluates what the CPU codec's decode_accumulate calls (and the device's
 /// former fill-zero and scatter passes) evaluate, in the same order: the decoded value is
@@ -50,27 +51,38 @@ GCOMP_HD void sparse_tile_range(int64_t start, int64_t next, int64_t k, int64_t&
   hi = next < lo ? lo : (next > k ? k : next);
 }
 
-/// One entry merged into the tile sums `tile` of [begin, begin + len): the decoded value
-/// stored * scale is stored (overwrite) or added as accumulate(sum, weight, value). An index
-/// outside the tile is skipped (only an unordered payload can name one inside its entry range).
-GCOMP_HD void sparse_merge_entry(int64_t i, float stored, float scale, float weight, bool overwrite, int64_t begin,
-                                 int64_t len, float* tile) {
-  const int64_t off = i - begin;
-  if (off < 0 || off >= len) return;
-  const float v = stored * scale;
-  tile[off] = overwrite ? v : accumulate(tile[off], weight, v);
+/// The entries of a tile of `count` payloads, numbered g = 0, 1, ... payload after payload:
+/// pre[j] is the number before payload j (pre[0] = 0, non-decreasing, pre[count] the total).
+/// Entry g < pre[count] belongs to the last payload j with pre[j] <= g (a payload without entries
+/// in the tile is skipped), as its entry lo_j + g - pre[j].
+GCOMP_HD int sparse_payload_of(const int64_t* pre, int count, int64_t g) {
+  int lo = 0;
+  int hi = count - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (pre[mid] <= g)
+      lo = mid;
+    else
+      hi = mid - 1;
+  }
+  return lo;
 }
 
-/// Entries lo + first, lo + first + step, ... below hi of one payload (values `vals`, indices
-/// index_at) merged into the tile: a kernel's thread takes first = its thread index and step = the
-/// block size; the host takes first 0 and step 1. Strictly increasing indices name distinct
-/// elements, so the entries of one payload may be merged in any order.
-template <class IndexAt>
-GCOMP_HD void sparse_merge_entries(const IndexAt& index_at, const float* vals, int64_t lo, int64_t hi, int64_t first,
-                                   int64_t step, float scale, float weight, bool overwrite, int64_t begin, int64_t len,
-                                   float* tile) {
-  for (int64_t e = lo + first; e < hi; e += step)
-    sparse_merge_entry(index_at(e), vals[e], scale, weight, overwrite, begin, len, tile);
+/// A staged entry's place in the tile [begin, begin + len): index i - begin, or -1 outside the
+/// tile (only an unordered payload has an index there inside its entry range).
+GCOMP_HD int32_t sparse_stage_offset(int64_t i, int64_t begin, int64_t len) {
+  const int64_t off = i - begin;
+  return off >= 0 && off < len ? static_cast<int32_t>(off) : -1;
+}
+
+/// One staged entry merged into the tile sums: the decoded value stored * scale is stored
+/// (overwrite) or added as accumulate(sum, weight, value); an offset of -1 is skipped. Strictly
+/// increasing indices make the entries of one payload name distinct elements, so they may be
+/// merged in any order (a kernel's threads at once); payloads go one after another.
+GCOMP_HD void sparse_merge_staged(int32_t off, float stored, float scale, float weight, bool overwrite, float* tile) {
+  if (off < 0) return;
+  const float v = stored * scale;
+  tile[off] = overwrite ? v : accumulate(tile[off], weight, v);
 }
 
 }  // namespace gcomp::detail
