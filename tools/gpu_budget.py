@@ -195,6 +195,8 @@ KERNELS = [
     # Shared by every translation unit (cuda/common/common_kernels.cuh, varlen_kernels.cuh).
     (r"fill_zero_kernel", "decode: out = 0 (a plain reduce of no payload: quad codecs, spherical, sdither)", ["STG"], 1, {}, 0,
      4, None),
+    (r"store_zero_sum_kernel", "Session step of a decode-reduce of no payload (sdither, spherical)", ["STG"], 1, {}, 0, 4,
+     None),
     (r"check_scales_kernel", "encode_with_scales: the caller's scales checked (per block)", [], None, {}, "-", "-",
      None),
     (r"copy_scales_kernel", "compute_scales: the block scales copied out, +Inf on error when shared (per block)", [],
@@ -273,11 +275,17 @@ KERNELS = [
     # that validates and writes (the output is then unspecified on a corrupt payload).
     (r"sdither_validate_header_kernel", "sdither decode: header, directory, padding (per block / chunk / word)", [],
      None, {}, "-", "-", None),
+    (r"sdither_decode_kernel.*SessionStore",
+     "sdither decode: the last payload's walk with the Session step in its store (one thread per chunk)", [], None,
+     {}, "S/8", 4, None),
     (r"sdither_decode_kernel", "sdither decode: the one walk per chunk, validation in (one thread per chunk)", [],
      None, {}, "S/8", 4, None),
     # spherical (spherical_kernels.cuh): m_l-element blocks, B-bit indices.
     (r"spherical_pack_kernel", "spherical encode: index words (per word)", [], None, {}, "-", "-", None),
     (r"spherical_validate_kernel", "spherical decode: norms and indices (per block)", [], None, {}, "-", "-", None),
+    (r"spherical_decode_kernel.*SessionStore",
+     "spherical decode: the last payload with the Session step in its store (one thread per block)", [], None, {},
+     "-", 4, None),
     (r"spherical_decode_kernel", "spherical decode (one thread per block: codeword regenerated, compute bound)", [],
      None, {}, "-", 4, None),
     (r"codebook_normals_kernel", "spherical: codebook normals for the CPU == GPU test (8 B per normal)", [], None, {},

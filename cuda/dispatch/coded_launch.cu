@@ -208,19 +208,30 @@ void grid_decode_store(const DevicePlan& plan, const Workspace& ws, const uint8_
   if (plan.n > 0) grid_decode(plan, ws, d_payloads, stride, num_payloads, nullptr, mode, d_out, stream, store);
 }
 
+/// A decode-reduce of no payload: out = 0 (PlainStore), or the store of a zero sum.
+template <class Store>
+void launch_zero_sum(const DevicePlan& plan, const Workspace& ws, float* d_out, const Store& store,
+                     cudaStream_t stream) {
+  const unsigned grid = grid_for(plan.n, kThreads, plan.max_blocks);
+  if constexpr (std::is_same_v<Store, PlainStore>)
+    GCOMP_LAUNCH(fill_zero_kernel, grid, kThreads, stream, d_out, plan.n, ws.status);
+  else
+    GCOMP_LAUNCH((store_zero_sum_kernel<Store>), grid, kThreads, stream, plan.n, d_out, ws.status, store);
+}
+
 /// The decode of spherical payloads: every payload validated (validate(j, payload j)) before
-/// anything is written, then decode(j, payload j, weight, mode, from_zero) per payload on `grid`
-/// blocks.
-template <class Validate, class Decode>
+/// anything is written, then decode(j, payload j, weight, mode, from_zero, grid, last) per payload
+/// on `grid` blocks; `last` marks the launch that stores through `store` (a Session step applied to
+/// the sum of every payload), the others store plainly into d_out.
+template <class Store, class Validate, class Decode>
 void decode_checked(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
                     int num_payloads, const float* h_weights, DecodeMode mode, float* d_out, unsigned grid,
-                    Validate validate, Decode decode, cudaStream_t stream) {
+                    const Store& store, Validate validate, Decode decode, cudaStream_t stream) {
   for (int j = 0; j < num_payloads; ++j)
     validate(j, d_payloads + static_cast<size_t>(j) * stride, static_cast<uint64_t>(j) << 40);
   if (plan.n == 0) return;
   if (mode == DecodeMode::kReduce && num_payloads == 0) {
-    GCOMP_LAUNCH(fill_zero_kernel, grid_for(plan.n, kThreads, plan.max_blocks), kThreads, stream, d_out, plan.n,
-                 ws.status);
+    launch_zero_sum(plan, ws, d_out, store, stream);
     return;
   }
   const int count = mode == DecodeMode::kOverwrite ? 1 : num_payloads;
@@ -229,7 +240,7 @@ void decode_checked(const DevicePlan& plan, const Workspace& ws, const uint8_t* 
     const float w = weight_of(mode, h_weights, j);
     const int m = mode == DecodeMode::kOverwrite ? 0 : 1;
     const bool from_zero = mode == DecodeMode::kReduce && j == 0;
-    decode(j, pj, w, m, from_zero, grid);
+    decode(j, pj, w, m, from_zero, grid, j + 1 == count);
   }
 }
 
@@ -238,15 +249,15 @@ void decode_checked(const DevicePlan& plan, const Workspace& ws, const uint8_t* 
 /// (sdither_decode_kernel). Validation is inside the decode, so the output is unspecified on a
 /// corrupt payload, as for the other one-pass decoders (DeviceCodec::decode). The kernels of the
 /// payloads after a corrupt one return at once (status word); the status names the first corrupt
-/// payload in rank order (index = j * 2^40 + position, the smallest reported).
-void sdither_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
-                    int num_payloads, const float* h_weights, DecodeMode mode, const RngKey*, float* d_out,
-                    cudaStream_t stream) {
+/// payload in rank order (index = j * 2^40 + position, the smallest reported). The last payload's
+/// walk stores through `store` (PlainStore: out; a SessionStore: the Session's step of the sum).
+template <class Store = PlainStore>
+void sdither_decode_with(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                         int num_payloads, const float* h_weights, DecodeMode mode, float* d_out, cudaStream_t stream,
+                         const Store& store = Store{}) {
   const SDitherParams sp = sdither_params(plan);
   if (mode == DecodeMode::kReduce && num_payloads == 0) {
-    if (plan.n > 0)
-      GCOMP_LAUNCH(fill_zero_kernel, grid_for(plan.n, kThreads, plan.max_blocks), kThreads, stream, d_out, plan.n,
-                   ws.status);
+    if (plan.n > 0) launch_zero_sum(plan, ws, d_out, store, stream);
     return;
   }
   const int64_t header_work = std::max({plan.num_blocks, plan.num_chunks, plan.stream_words, int64_t{1}});
@@ -261,26 +272,61 @@ void sdither_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* 
     const float w = weight_of(mode, h_weights, j);
     const int m = mode == DecodeMode::kOverwrite ? 0 : 1;
     const bool from_zero = mode == DecodeMode::kReduce && j == 0;
-    GCOMP_LAUNCH(sdither_decode_kernel, grid, kThreads, stream, sp, pj, base, w, m, from_zero, d_out, ws.status);
+    if (j + 1 == count)
+      GCOMP_LAUNCH((sdither_decode_kernel<Store>), grid, kThreads, stream, sp, pj, base, w, m, from_zero, d_out,
+                   ws.status, store);
+    else
+      GCOMP_LAUNCH((sdither_decode_kernel<PlainStore>), grid, kThreads, stream, sp, pj, base, w, m, from_zero, d_out,
+                   ws.status, PlainStore{});
   }
+}
+
+void sdither_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                    int num_payloads, const float* h_weights, DecodeMode mode, const RngKey*, float* d_out,
+                    cudaStream_t stream) {
+  sdither_decode_with(plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out, stream);
+}
+
+void sdither_decode_store(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                          int num_payloads, DecodeMode mode, const RngKey*, const SessionStore& store, float* d_out,
+                          cudaStream_t stream) {
+  sdither_decode_with(plan, ws, d_payloads, stride, num_payloads, nullptr, mode, d_out, stream, store);
+}
+
+/// spherical: payload j decoded with its sender's key (its codebook), keys[j].
+template <class Store = PlainStore>
+void spherical_decode_with(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                           int num_payloads, const float* h_weights, DecodeMode mode, const RngKey* keys, float* d_out,
+                           cudaStream_t stream, const Store& store = Store{}) {
+  const SphericalParams pp = spherical_params(plan);
+  decode_checked(
+      plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out,
+      grid_for(plan.num_blocks, kThreads, plan.max_blocks), store,
+      [&](int, const uint8_t* pj, uint64_t base) {
+        GCOMP_LAUNCH(spherical_validate_kernel, grid_for(plan.num_blocks, kThreads, plan.max_blocks), kThreads, stream,
+                     pp, pj, base, ws.status);
+      },
+      [&](int j, const uint8_t* pj, float w, int m, bool from_zero, unsigned grid, bool last) {
+        if (last)
+          GCOMP_LAUNCH((spherical_decode_kernel<Store>), grid, kThreads, stream, pp, pj, keys[j], w, m, from_zero,
+                       d_out, ws.status, store);
+        else
+          GCOMP_LAUNCH((spherical_decode_kernel<PlainStore>), grid, kThreads, stream, pp, pj, keys[j], w, m, from_zero,
+                       d_out, ws.status, PlainStore{});
+      },
+      stream);
 }
 
 void spherical_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
                       int num_payloads, const float* h_weights, DecodeMode mode, const RngKey* keys, float* d_out,
                       cudaStream_t stream) {
-  const SphericalParams pp = spherical_params(plan);
-  decode_checked(
-      plan, ws, d_payloads, stride, num_payloads, h_weights, mode, d_out,
-      grid_for(plan.num_blocks, kThreads, plan.max_blocks),
-      [&](int, const uint8_t* pj, uint64_t base) {
-        GCOMP_LAUNCH(spherical_validate_kernel, grid_for(plan.num_blocks, kThreads, plan.max_blocks), kThreads, stream,
-                     pp, pj, base, ws.status);
-      },
-      [&](int j, const uint8_t* pj, float w, int m, bool from_zero, unsigned grid) {
-        GCOMP_LAUNCH(spherical_decode_kernel, grid, kThreads, stream, pp, pj, keys[j], w, m, from_zero, d_out,
-                     ws.status);  // payload j's codebook: its sender's key
-      },
-      stream);
+  spherical_decode_with(plan, ws, d_payloads, stride, num_payloads, h_weights, mode, keys, d_out, stream);
+}
+
+void spherical_decode_store(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                            int num_payloads, DecodeMode mode, const RngKey* keys, const SessionStore& store,
+                            float* d_out, cudaStream_t stream) {
+  spherical_decode_with(plan, ws, d_payloads, stride, num_payloads, nullptr, mode, keys, d_out, stream, store);
 }
 
 // ---- plans and workspace parts ------------------------------------------------------------------
@@ -360,12 +406,14 @@ extern const DeviceCodecEntry kSDitherDevice{.plan = sdither_plan,
                                              .workspace = sdither_workspace,
                                              .encode = sdither_encode,
                                              .decode = sdither_decode,
+                                             .decode_store = sdither_decode_store,
                                              .scales = sdither_scales_entry,
                                              .encode_scaled = sdither_encode_scaled};
 extern const DeviceCodecEntry kSphericalDevice{.plan = spherical_plan,
                                                .workspace = spherical_workspace,
                                                .encode = spherical_encode,
                                                .decode = spherical_decode,
+                                               .decode_store = spherical_decode_store,
                                                .reads_key = true};
 extern const DeviceCodecEntry kGridDevice{.plan = grid_plan,
                                           .workspace = nullptr,

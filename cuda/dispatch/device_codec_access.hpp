@@ -67,8 +67,8 @@ struct DeviceCodecAccess {
 
   /// True for the codecs with the fused store (their device entry's decode_store): dither,
   /// terngrad, natdither, sign, natural, identity, grid (the quad decoders' store), topk and randk
-  /// (the tile merge's store, cuda/topk/sparse_merge_kernels.cuh). The others (sdither,
-  /// spherical) decode, then the Session runs its step as separate passes.
+  /// (the tile merge's store, cuda/topk/sparse_merge_kernels.cuh), sdither and spherical (the
+  /// last payload's walk or block loop): every device codec.
   static bool has_decode_store(const DeviceCodec& codec);
 
   /// DeviceCodec::decode_reduce (with the size rule of d_sizes when given, else every payload

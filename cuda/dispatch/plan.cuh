@@ -266,9 +266,9 @@ struct DeviceCodecEntry {
   void (*decode)(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
                  int num_payloads, const float* h_weights, DecodeMode mode, const RngKey* keys, float* d_out,
                  cudaStream_t stream);
-  /// The decode with the Session's step in its final store (quad-layout codecs, topk, randk;
-  /// nullable): as `decode` with all weights 1 and mode kOverwrite or kReduce, each output quad
-  /// stored by `store` (cuda/fused/decode_store.cuh; d_out is the accumulator of the batches
+  /// The decode with the Session's step in its final store (nullable; every codec has one): as
+  /// `decode` with all weights 1 and mode kOverwrite or kReduce, the values of the last launch
+  /// stored by `store` (cuda/fused/decode_store.cuh; d_out is the accumulator of the launches
   /// before the last).
   void (*decode_store)(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
                        int num_payloads, DecodeMode mode, const RngKey* keys, const SessionStore& store, float* d_out,

@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
-// The Session step that the quad-layout decoders (dense planes, sign, natural, identity, grid) and
-// the sparse tile merge (topk, randk) apply in their final store (cuda/fused/decode_store.cuh) for
-// the cuda Session's decode entries
-// (DeviceCodecAccess::decode_reduce_store / decode_store, cuda/dispatch/device_codec_access.hpp),
-// so that the mean, the vote, the two-way server step and DIANA's server step cost no pass of their
-// own. Not public API. Host-compilable: the GPU tests use it too.
+// The Session step that the quad-layout decoders (dense planes, sign, natural, identity, grid), the
+// sparse tile merge (topk, randk) and the sdither and spherical decoders (their last payload's
+// launch) apply in their final store (cuda/fused/decode_store.cuh) for the cuda Session's decode
+// entries (DeviceCodecAccess::decode_reduce_store / decode_store,
+// cuda/dispatch/device_codec_access.hpp), so that the mean, the vote, the two-way server step and
+// DIANA's server step cost no pass of their own. Not public API. Host-compilable: the GPU tests
+// use it too.
 #pragma once
 
 #include <cstdint>

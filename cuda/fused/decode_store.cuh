@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// The final store of decode_quads_kernel (cuda/fused/decode_elements.cuh) and of the sparse tile
-// merge (cuda/topk/sparse_merge_kernels.cuh): the plain store of the decoded (or reduced) quad, or
-// the Session's decode-side step applied to it in registers, so that
+// The final store of decode_quads_kernel (cuda/fused/decode_elements.cuh), of the sparse tile
+// merge (cuda/topk/sparse_merge_kernels.cuh) and, element by element, of the sdither and spherical
+// decode kernels: the plain store of the decoded (or reduced) value, or the Session's decode-side
+// step applied to it in registers, so that
 // the step costs no pass of its own (docs/performance.md "Passes over memory, per operation").
 // The element math is gcomp/detail/session_math.hpp, the functions the host-f32 twin's separate
 // calls evaluate (tests/unit/test_session_math.cpp), so the fused store has their bits.
@@ -69,5 +70,21 @@ struct SessionStore : SessionStep {
     }
   }
 };
+
+/// Element i of a decoder that writes one element at a time (sdither's chunk walk, spherical's
+/// block loop): the quad store of element i alone, so both stores keep the quad form's bits.
+template <class Store>
+__device__ inline void store_element(const Store& store, float* __restrict__ out, int64_t i, float s) {
+  store(out, i, 1, false, Quad{{s, 0.0f, 0.0f, 0.0f}});
+}
+
+/// The store of a zero sum over n elements: a decode-reduce of no payload through `store`
+/// (PlainStore: out = 0).
+template <class Store>
+__global__ void __launch_bounds__(kThreads)
+    store_zero_sum_kernel(int64_t n, float* __restrict__ out, const DeviceStatus* status, Store store) {
+  if (status_failed(status)) return;
+  for (int64_t i = global_thread(); i < n; i += grid_threads()) store_element(store, out, i, 0.0f);
+}
 
 }  // namespace gcomp::cuda::detail

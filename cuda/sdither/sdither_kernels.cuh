@@ -39,6 +39,7 @@
 #include "cuda/common/device_types.cuh"
 #include <gcomp/detail/fused_memory.hpp>
 #include "cuda/dispatch/plan.cuh"
+#include "cuda/fused/decode_store.cuh"
 
 #include <gcomp/detail/codec_math.hpp>
 #include <gcomp/detail/payload_rules.hpp>
@@ -285,17 +286,23 @@ __global__ void __launch_bounds__(kThreads)
 /// gcompErrorCorruptPayload at index_base + its first element; what it (or any other chunk of the
 /// payload) wrote is then unspecified (DeviceCodec::decode). Runs only when the header checks
 /// passed (sdither_validate_header_kernel just before: the offsets are then within the stream)
-/// and no earlier payload failed.
+/// and no earlier payload failed. The element is stored by `store` (cuda/fused/decode_store.cuh):
+/// PlainStore writes out; the Session's SessionStore, given to the last payload's walk only,
+/// applies its step to the element's sum (out of the payloads before it, read here) and writes
+/// the step's outputs instead.
+template <class Store>
 __global__ void __launch_bounds__(kThreads)
     sdither_decode_kernel(SDitherParams p, const uint8_t* payload, uint64_t index_base, float weight, int mode,
-                          bool from_zero, float* out, DeviceStatus* status) {
+                          bool from_zero, float* out, DeviceStatus* status, Store store) {
   using namespace gcomp::detail;
   if (status_failed(status)) return;
   const float* scales = reinterpret_cast<const float*>(payload);
   const uint32_t* header = sd_header(p, payload);
   const uint32_t* dir = header + 1;
   const uint32_t* stream = dir + p.num_chunks;
-  auto put = [&](int64_t i, float v) { out[i] = mode == 0 ? v : accumulate(from_zero ? 0.0f : out[i], weight, v); };
+  auto put = [&](int64_t i, float v) {
+    store_element(store, out, i, mode == 0 ? v : accumulate(from_zero ? 0.0f : out[i], weight, v));
+  };
   for (int64_t c = global_thread(); c < p.num_chunks; c += grid_threads()) {
     const int64_t begin = c * p.chunk;
     const int64_t len = (p.n - begin < p.chunk ? p.n - begin : p.chunk);

@@ -295,10 +295,10 @@ class DeviceOps final : public VecOps<float> {
   }
 
   // The decode-side steps of the Session in the decoders' final store (cuda/fused/decode_store.cuh)
-  // for the quad-layout codecs and in the tile merge's store for topk and randk: the sum of the
-  // decoded messages stays in registers (shared memory) and only the step's outputs are written
-  // (docs/performance.md "Passes over memory, per operation"). The other codecs (sdither,
-  // spherical) decode, then run the separate passes. Every
+  // for the quad-layout codecs (the sum of the decoded messages stays in registers), in the tile
+  // merge's store for topk and randk (the sums in shared memory), and in the last payload's walk
+  // of sdither and spherical (which reads the sum of the payloads before it): only the step's
+  // outputs are written (docs/performance.md "Passes over memory, per operation"). Every
   // output is scratch or a W() buffer of the engine: a corrupt payload (reported at the end of the
   // step) leaves them unspecified and the step fails with the state unchanged.
 
@@ -361,8 +361,8 @@ class DeviceOps final : public VecOps<float> {
     VecOps<float>::decode_diana(c, payloads, stride, count, sizes, keys, a, mean, h, alpha, h_out, g, lr, u, n);
   }
   // The downlink: each message decoded into its range, times a in the same store (a != 1; a = 1
-  // is the plain decode, no product, as the default). Fused when every message is of a
-  // codec with the fused store (quad layout, topk, randk) that fills its range.
+  // is the plain decode, no product, as the default). Fused when every message is of a codec
+  // with a fused store (every device codec) that fills its range.
   void decode_scale(const int* cs, int count, uint8_t* payloads, size_t stride, const size_t* sizes, const RngKey* keys,
                     const size_t* offsets, float a, float* out) override {
     bool fused = a != 1.0f;

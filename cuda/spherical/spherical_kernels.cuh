@@ -20,6 +20,7 @@
 #pragma once
 
 #include "cuda/common/device_types.cuh"
+#include "cuda/fused/decode_store.cuh"
 #include <gcomp/detail/fused_memory.hpp>
 
 #include <gcomp/detail/codec_math.hpp>
@@ -180,11 +181,13 @@ __global__ void __launch_bounds__(kThreads)
     raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(p.blocks[p.num_blocks]));
 }
 
-/// Decode of one validated payload, one thread per block: mode 0 out = v; otherwise
-/// out = accumulate(from_zero ? 0 : out, weight, v).
+/// Decode of one validated payload, one thread per block: mode 0 s = v; otherwise
+/// s = accumulate(from_zero ? 0 : out, weight, v); s stored by `store` (cuda/fused/decode_store.cuh:
+/// PlainStore out = s; the Session's SessionStore, on the last payload only, its step of s).
+template <class Store>
 __global__ void __launch_bounds__(kThreads)
     spherical_decode_kernel(SphericalParams p, const uint8_t* payload, gcomp::detail::RngKey key, float weight,
-                            int mode, bool from_zero, float* out, const DeviceStatus* status) {
+                            int mode, bool from_zero, float* out, const DeviceStatus* status, Store store) {
   using namespace gcomp::detail;
   if (status_failed(status)) return;
   const float* nus = reinterpret_cast<const float*>(payload);
@@ -210,7 +213,7 @@ __global__ void __launch_bounds__(kThreads)
     for (int64_t k = 0; k < len; ++k) {
       const float v = nu != 0.0f ? spherical_value(factor, g(t0 + static_cast<uint64_t>(k)), n2) : 0.0f;
       const int64_t i = begin + k;
-      out[i] = mode == 0 ? v : accumulate(from_zero ? 0.0f : out[i], weight, v);
+      store_element(store, out, i, mode == 0 ? v : accumulate(from_zero ? 0.0f : out[i], weight, v));
     }
   }
 }

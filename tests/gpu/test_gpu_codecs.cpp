@@ -1220,8 +1220,9 @@ TEST_F(GpuCodecBehaviour, OnePassDecodersSeeEveryCorruption) {
 
 // ------------------------------------------- the cuda Session's fused decode stores
 
-// DeviceCodecAccess (cuda/dispatch/session_decode.hpp): the Session step in the quad decoders'
-// final store against decode_reduce / decode followed by the separate steps, with the host's
+// DeviceCodecAccess (cuda/dispatch/session_decode.hpp): the Session step in the decoders' final
+// store (the quad decoders', sdither's chunk walk, spherical's block loop: the last launch's)
+// against decode_reduce / decode followed by the separate steps, with the host's
 // element math (gcomp/detail/session_math.hpp, checked against the host-f32 calls by
 // tests/unit/test_session_math.cpp), bit for bit. 2 payloads: sums of two signs tie (the vote's
 // tie rule); 130 payloads: three launches of at most 64 (the step in the last only); the output
@@ -1243,6 +1244,10 @@ const std::vector<std::string> kStoreSpecs = {
     "topk:k=7,index=rice",
     "randk:k=50,unbiased=1",
     "randk:ratio=0.2,unbiased=0",
+    // The last payload's launch of the sdither chunk walk and the spherical block loop.
+    "sdither:levels=1,norm=l2",
+    "sdither:levels=2,norm=linf,block=8",
+    "spherical:block=8,bits=4",
 };
 const std::vector<std::vector<int64_t>> kStoreLayouts = {{1}, {33}, {4097}, {5, 0, 4097, 31}};
 
@@ -1470,11 +1475,11 @@ INSTANTIATE_TEST_SUITE_P(FusedStoreCodecs, GpuSessionStores,
                                   std::to_string(std::get<2>(p.param));
                          });
 
-// sdither and spherical have no fused store: the Session runs its separate passes. The quad
-// codecs, topk and randk have one.
-TEST_F(GpuCodecBehaviour, QuadAndSparseCodecsHaveAFusedStore) {
-  for (const char* spec : {"sdither:levels=1,norm=l2", "spherical:block=8,bits=4"})
-    EXPECT_FALSE(cuda::detail::DeviceCodecAccess::has_decode_store(cuda::DeviceCodec(spec, Layout(100)))) << spec;
+// Every device codec has a fused store: the Session runs no separate pass after a decode.
+TEST_F(GpuCodecBehaviour, EveryCodecHasAFusedStore) {
+  for (const char* spec :
+       {"topk:k=5", "randk:k=5", "topk:k=5,index=rice", "sdither:levels=1,norm=l2", "spherical:block=8,bits=4"})
+    EXPECT_TRUE(cuda::detail::DeviceCodecAccess::has_decode_store(cuda::DeviceCodec(spec, Layout(100)))) << spec;
   for (const std::string& spec : kStoreSpecs)
     EXPECT_TRUE(cuda::detail::DeviceCodecAccess::has_decode_store(cuda::DeviceCodec(spec, Layout(100)))) << spec;
 }
