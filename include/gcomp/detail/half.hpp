@@ -12,21 +12,22 @@ namespace gcomp::detail {
 /// bfloat16 bits to float: the upper half of a float (exact, NaN and Inf kept).
 GCOMP_HD float bf16_to_float(uint16_t h) { return bits_float(static_cast<uint32_t>(h) << 16); }
 
-/// IEEE binary16 bits to float (exact for every value: normals, subnormals, zeros, Inf, NaN).
+/// IEEE binary16 bits to float (exact for every value: normals, subnormals, zeros, Inf, NaN with
+/// its sign and payload). No branch or loop (the cuda kernels that load f16 gradients inline it):
+/// normals rebias the exponent, Inf / NaN keep the mantissa bits, and a subnormal (or zero) m *
+/// 2^-24 is the integer m converted (exact below 2^24) times 2^-24, whose product is a normal fp32
+/// value (>= 2^-24), so no denormal is involved on either side.
 GCOMP_HD float f16_to_float(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t exp = (h >> 10) & 0x1fu;
-  uint32_t mant = h & 0x3ffu;
-  if (exp == 0x1fu) return bits_float(sign | 0x7f800000u | (mant << 13));  // Inf / NaN
-  if (exp != 0) return bits_float(sign | ((exp + 112u) << 23) | (mant << 13));
-  if (mant == 0) return bits_float(sign);  // +-0
-  // Subnormal: value = mant * 2^-24; normalise.
-  int e = -1;
-  do {
-    mant <<= 1;
-    ++e;
-  } while ((mant & 0x400u) == 0);
-  return bits_float(sign | ((static_cast<uint32_t>(112 - e)) << 23) | ((mant & 0x3ffu) << 13));
+  const uint32_t em = h & 0x7fffu;                               // exponent and mantissa
+  const uint32_t normal = (em + (112u << 10)) << 13;             // exponent 1..30: rebias by 127 - 15
+  const uint32_t special = 0x7f800000u | ((em & 0x3ffu) << 13);  // exponent 31: Inf / NaN
+#if defined(__CUDA_ARCH__)
+  const uint32_t small = float_bits(__fmul_rn(static_cast<float>(em), 0x1p-24f));  // exponent 0
+#else
+  const uint32_t small = float_bits(static_cast<float>(em) * 0x1p-24f);
+#endif
+  return bits_float(sign | (em >= 0x7c00u ? special : (em >= 0x400u ? normal : small)));
 }
 
 }  // namespace gcomp::detail
