@@ -23,7 +23,7 @@ __global__ void __launch_bounds__(kThreads) check_finite_kernel(Input in, int64_
     constexpr bool kWhole = decltype(whole)::value;
     const int64_t first = q * lanes::kQuadElems;
     const int live = kWhole ? lanes::kQuadElems : lanes::quad_live(first, n);
-    const Quad x = load_quad(in, first, live, kWhole);
+    const Quad x = load_input_quad(in, first, live, kWhole);
 #pragma unroll
     for (int j = 0; j < lanes::kQuadElems; ++j)
       if (j < live && !gcomp::detail::is_finite_f(x.v[j]))

@@ -9,6 +9,7 @@
 #include <gcomp/cuda.hpp>
 #include <gcomp/detail/codec_math.hpp>
 #include <gcomp/detail/fused_memory.hpp>
+#include <gcomp/detail/grad_source.hpp>
 #include <gcomp/detail/hd.hpp>
 #include <gcomp/detail/reduce.hpp>
 #include <gcomp/detail/session_math.hpp>
@@ -43,19 +44,37 @@ __device__ inline bool status_failed(const DeviceStatus* st) {
 /// = 1, b = -1 (diana_delta_f: the CPU's delta buffer, bit for bit), or the Session's p = a x + b y
 /// (the bits lincomb_kernel would store). Recomputed in every pass that reads it, so no pass
 /// stores it first.
+///
+/// `src` (gcomp/detail/grad_source.hpp) says how x is stored: kSrcF32, the floats at x; else the
+/// Session's gradient view (step_device's bf16 / f16 gradient, nonfinite = zero): x points at the
+/// stored elements, widened exactly and/or zeroed as they load (load_src: the bits of the copy
+/// widen / zero_nonfinite would store). Only load_input_quad reads a view, element by element (a
+/// view is never aligned16(), so the 16-byte loop of every quad kernel is the fp32 code alone);
+/// load_quad and the element accessor operator() read fp32 only, so a codec whose kernels use them
+/// on its input never gets a view (DevicePlan::quad_input, checked by DeviceCodec's encode).
 struct Input {
   const float* x;
   const float* y = nullptr;  ///< the second operand; null: the input is x itself
   float a = 1.0f;            ///< with y: the factors of x and y
   float b = -1.0f;
+  uint32_t src = gcomp::detail::kSrcF32;  ///< how x is stored (uniform: the same for every element)
 
   /// The input element from the operands' elements (y given).
-  __device__ float of(float xi, float yi) const { return gcomp::detail::lincomb_f(a, xi, b, yi); }
+  __device__ float of(float xv, float yv) const { return gcomp::detail::lincomb_f(a, xv, b, yv); }
+  /// Element i of fp32 operands (src kSrcF32).
   __device__ float operator()(int64_t i) const { return y == nullptr ? x[i] : of(x[i], y[i]); }
-  /// Both pointers 16-byte aligned: quads starting at a multiple of 4 load as one float4 each.
-  __device__ bool aligned16() const {
-    return (reinterpret_cast<uintptr_t>(x) & 15u) == 0 && (reinterpret_cast<uintptr_t>(y) & 15u) == 0;
+  /// Element i of a gradient view (src not kSrcF32): x's element loaded as stored.
+  __device__ float viewed(int64_t i) const {
+    const float xv = gcomp::detail::load_src(x, src, i);
+    return y == nullptr ? xv : of(xv, y[i]);
   }
+  /// fp32 x and both pointers 16-byte aligned: quads starting at a multiple of 4 load as one float4 each.
+  __device__ bool aligned16() const {
+    return src == gcomp::detail::kSrcF32 && (reinterpret_cast<uintptr_t>(x) & 15u) == 0 &&
+           (reinterpret_cast<uintptr_t>(y) & 15u) == 0;
+  }
+  /// x alone, as stored (DIANA's g of the input g - h).
+  __device__ Input x_only() const { return Input{x, nullptr, 1.0f, -1.0f, src}; }
 };
 
 /// Four consecutive elements of one thread (the quad layout of cuda/common/lanes.hpp).
@@ -81,6 +100,22 @@ __device__ inline Quad load_quad(const Input& in, int64_t first, int live, bool 
 #pragma unroll
   for (int j = 0; j < lanes::kQuadElems; ++j)
     if (j < live) q.v[j] = in(first + j);
+  return q;
+}
+
+/// load_quad of an encoder's input, which may be the Session's gradient view (Input::src): a view
+/// is never `vec` (aligned16() is false), so where vec is a compile-time true (the 16-byte loop of
+/// the quad kernels) this is load_quad itself. A view loads one element at a time (not unrolled,
+/// so its widening adds no registers to the fp32 paths), rotated into place: after 4 turns v[j]
+/// holds element first + j.
+__device__ inline Quad load_input_quad(const Input& in, int64_t first, int live, bool vec) {
+  if (vec || in.src == gcomp::detail::kSrcF32) return load_quad(in, first, live, vec);
+  Quad q{{0.0f, 0.0f, 0.0f, 0.0f}};
+#pragma unroll 1
+  for (int j = 0; j < lanes::kQuadElems; ++j) {
+    const float e = j < live ? in.viewed(first + j) : 0.0f;
+    q = Quad{{q.v[1], q.v[2], q.v[3], e}};
+  }
   return q;
 }
 
@@ -169,14 +204,14 @@ __device__ inline void for_each_span(int64_t n, bool vec, Span&& span) {
 template <gcomp::detail::FuseMode kFuse>
 __device__ inline Quad load_encode_quad(const Input& in, int64_t first, int live, bool vec, Quad& h) {
   if constexpr (kFuse == gcomp::detail::FuseMode::kDiana) {
-    const Quad g = load_quad(Input{in.x}, first, live, vec);
+    const Quad g = load_input_quad(in.x_only(), first, live, vec);
     h = load_out_quad(in.y, first, live, vec);
     Quad x;
 #pragma unroll
     for (int j = 0; j < lanes::kQuadElems; ++j) x.v[j] = gcomp::detail::diana_delta_f(g.v[j], h.v[j]);
     return x;
   } else {
-    return load_quad(in, first, live, vec);
+    return load_input_quad(in, first, live, vec);
   }
 }
 

@@ -398,6 +398,8 @@ void grid_plan(DevicePlanner& planner, const CodecSpec& spec) {
   const GridOptions& o = spec.options<GridOptions>();
   planner.plan.bits = o.level_bits;
   planner.plan.step = o.quantum;
+  // The whole-byte widths encode in quads (grid_encode_quads); the others a warp per 32 elements.
+  planner.plan.quad_input = o.level_bits == 8 || o.level_bits == 16 || o.level_bits == 32;
 }
 
 }  // namespace

@@ -264,10 +264,21 @@ struct DeviceCodec::Impl {
                   std::string(what) + ": " + name + " must be 4-byte aligned");
   }
 
+  /// The input x: not null, aligned to its stored element (4 bytes for fp32, 2 for the Session's
+  /// bf16 / f16 gradient view, Input::src).
+  void check_input(const char* what, const Input& in) const {
+    const uint32_t bytes = gcomp::detail::src_bytes(in.src);
+    GCOMP_EXPECTS(plan.n == 0 || in.x != nullptr, gcompErrorInvalidArgument, std::string(what) + ": input is null");
+    GCOMP_EXPECTS(reinterpret_cast<uintptr_t>(in.x) % bytes == 0, gcompErrorInvalidArgument,
+                  std::string(what) + ": input must be " + std::to_string(bytes) + "-byte aligned");
+    GCOMP_EXPECTS(in.src == gcomp::detail::kSrcF32 || plan.quad_input, gcompErrorInternal,
+                  std::string(what) + ": " + std::string(spec.name()) + " cannot load a gradient view");
+  }
+
   /// fold_check: DevicePlan::fold_check for this call (the Session's EF/DIANA memory).
   void encode(const char* what, Input in, const RngKey& key, void* d_payload, Fuse fuse, float* d_mem, float alpha,
               bool sampled, void* d_workspace, size_t workspace_bytes, Stream stream, bool fold_check = false) const {
-    check_vector(what, "input", in.x);
+    check_input(what, in);
     check_vector(what, "payload", payload_bytes > 0 ? d_payload : nullptr);
     if (fuse != Fuse::kNone) check_vector(what, "memory", d_mem);
     const detail::Workspace w = begin_call(what, d_workspace, workspace_bytes, stream);
@@ -299,28 +310,28 @@ struct DeviceCodec::Impl {
   }
 
   /// inf_on_error: a failed computation leaves +Inf in every scale instead of nothing (sharing).
-  void compute_scales(const float* d_x, float* d_scales, void* d_workspace, size_t workspace_bytes, Stream stream,
+  void compute_scales(Input in, float* d_scales, void* d_workspace, size_t workspace_bytes, Stream stream,
                       bool inf_on_error = false) const {
     const char* what = "compute_scales";
     check_shareable(what);
-    check_vector(what, "input", d_x);
+    check_input(what, in);
     check_vector(what, "scales", num_scales > 0 ? d_scales : nullptr);
     const detail::Workspace w = begin_call(what, d_workspace, workspace_bytes, stream);
-    detail::launch_shared_scales(entry, plan, w, Input{d_x}, d_scales, inf_on_error, stream);
+    detail::launch_shared_scales(entry, plan, w, in, d_scales, inf_on_error, stream);
   }
 
   /// check_input = false: no non-finite pass over x, and a non-finite scale is gcompErrorNonFinite
   /// (the Session's max of compute_scales outputs, DeviceCodecAccess::encode_with_shared_scales).
-  void encode_with_scales(const float* d_x, const float* d_scales, const RngKey& key, void* d_payload,
-                          void* d_workspace, size_t workspace_bytes, Stream stream, bool check_input = true) const {
+  void encode_with_scales(Input in, const float* d_scales, const RngKey& key, void* d_payload, void* d_workspace,
+                          size_t workspace_bytes, Stream stream, bool check_x = true) const {
     const char* what = "encode_with_scales";
     check_shareable(what);
-    check_vector(what, "input", d_x);
+    check_input(what, in);
     check_vector(what, "scales", num_scales > 0 ? d_scales : nullptr);
     check_vector(what, "payload", payload_bytes > 0 ? d_payload : nullptr);
     const detail::Workspace w = begin_call(what, d_workspace, workspace_bytes, stream);
-    detail::launch_encode_with_scales(entry, plan, w, Input{d_x}, d_scales, key, static_cast<uint8_t*>(d_payload),
-                                      check_input, stream);
+    detail::launch_encode_with_scales(entry, plan, w, in, d_scales, key, static_cast<uint8_t*>(d_payload), check_x,
+                                      stream);
   }
 
   /// `keys`: count host keys, payload j's at keys[j] (nullptr only for codecs that read none).
@@ -384,12 +395,12 @@ int64_t DeviceCodec::num_scales() const { return impl_->num_scales; }
 
 void DeviceCodec::compute_scales(const float* d_x, float* d_scales, void* d_workspace, size_t workspace_bytes,
                                  Stream stream) const {
-  impl_->compute_scales(d_x, d_scales, d_workspace, workspace_bytes, stream);
+  impl_->compute_scales(Input{d_x}, d_scales, d_workspace, workspace_bytes, stream);
 }
 
 void DeviceCodec::encode_with_scales(const float* d_x, const float* d_scales, const RngKey& key, void* d_payload,
                                      void* d_workspace, size_t workspace_bytes, Stream stream) const {
-  impl_->encode_with_scales(d_x, d_scales, key, d_payload, d_workspace, workspace_bytes, stream);
+  impl_->encode_with_scales(Input{d_x}, d_scales, key, d_payload, d_workspace, workspace_bytes, stream);
 }
 
 void DeviceCodec::encode(const float* d_x, const RngKey& key, void* d_payload, void* d_workspace,
@@ -414,15 +425,32 @@ namespace detail {
 
 bool DeviceCodecAccess::forms_lincomb_cheaper(const DeviceCodec& k) { return k.impl_->plan.input_reads < 3; }
 
-void DeviceCodecAccess::encode_ef_lincomb(const DeviceCodec& k, float a, const float* d_x, float b, const float* d_y,
+bool DeviceCodecAccess::loads_views(const DeviceCodec& k) { return k.impl_->plan.quad_input; }
+
+namespace {
+
+/// The kernels' input of source x (with a second operand y and its factors).
+Input input_of(const Source& x, const float* y = nullptr, float a = 1.0f, float b = -1.0f) {
+  return Input{static_cast<const float*>(x.data), y, a, b, x.src};
+}
+
+}  // namespace
+
+void DeviceCodecAccess::encode(const DeviceCodec& k, const Source& x, const RngKey& key, void* d_payload,
+                               void* d_workspace, size_t workspace_bytes, Stream stream) {
+  k.impl_->encode("encode", input_of(x), key, d_payload, Fuse::kNone, nullptr, 0.0f, false, d_workspace,
+                  workspace_bytes, stream);
+}
+
+void DeviceCodecAccess::encode_ef_lincomb(const DeviceCodec& k, float a, const Source& x, float b, const float* d_y,
                                           float* d_e, const RngKey& key, void* d_payload, void* d_workspace,
                                           size_t workspace_bytes, Stream stream) {
   const DeviceCodec::Impl& m = *k.impl_;
   const char* what = "encode_ef_lincomb";
-  GCOMP_EXPECTS(m.plan.n == 0 || (d_e != d_x && d_e != d_y), gcompErrorInvalidArgument,
+  GCOMP_EXPECTS(m.plan.n == 0 || (d_e != x.data && d_e != d_y), gcompErrorInvalidArgument,
                 std::string(what) + ": e must not alias x or y");
   m.check_vector(what, "y", d_y);
-  m.encode(what, Input{d_x, d_y, a, b}, key, d_payload, Fuse::kEF, d_e, 0.0f, false, d_workspace, workspace_bytes,
+  m.encode(what, input_of(x, d_y, a, b), key, d_payload, Fuse::kEF, d_e, 0.0f, false, d_workspace, workspace_bytes,
            stream, true);
 }
 
@@ -434,31 +462,31 @@ void DeviceCodecAccess::encode_ef_unchecked(const DeviceCodec& k, const float* d
   m.encode(what, Input{d_p}, key, d_payload, Fuse::kEF, d_e, 0.0f, false, d_workspace, workspace_bytes, stream, true);
 }
 
-void DeviceCodecAccess::encode_diana(const DeviceCodec& k, const float* d_g, const float* d_h, float* d_h_out,
+void DeviceCodecAccess::encode_diana(const DeviceCodec& k, const Source& g, const float* d_h, float* d_h_out,
                                      float alpha, const RngKey& key, void* d_payload, void* d_workspace,
                                      size_t workspace_bytes, Stream stream) {
   const DeviceCodec::Impl& m = *k.impl_;
   const char* what = "encode_diana";
-  GCOMP_EXPECTS(m.plan.n == 0 || (d_g != d_h && d_g != d_h_out), gcompErrorInvalidArgument,
+  GCOMP_EXPECTS(m.plan.n == 0 || (g.data != d_h && g.data != d_h_out), gcompErrorInvalidArgument,
                 std::string(what) + ": g must not alias h or h_out");
   m.check_vector(what, "h", d_h);
   m.check_vector(what, "h_out", d_h_out);
   if (d_h_out != d_h && m.entry.selected_memory && m.plan.n > 0)
     GCOMP_CUDA_TRY(
         cudaMemcpyAsync(d_h_out, d_h, static_cast<size_t>(m.plan.n) * sizeof(float), cudaMemcpyDeviceToDevice, stream));
-  m.encode(what, Input{d_g, d_h, 1.0f, -1.0f}, key, d_payload, Fuse::kDiana, d_h_out, alpha, false, d_workspace,
+  m.encode(what, input_of(g, d_h, 1.0f, -1.0f), key, d_payload, Fuse::kDiana, d_h_out, alpha, false, d_workspace,
            workspace_bytes, stream, d_h_out != d_h);
 }
 
-void DeviceCodecAccess::compute_shared_scales(const DeviceCodec& k, const float* d_x, float* d_scales,
-                                              void* d_workspace, size_t workspace_bytes, Stream stream) {
-  k.impl_->compute_scales(d_x, d_scales, d_workspace, workspace_bytes, stream, true);
+void DeviceCodecAccess::compute_shared_scales(const DeviceCodec& k, const Source& x, float* d_scales, void* d_workspace,
+                                              size_t workspace_bytes, Stream stream) {
+  k.impl_->compute_scales(input_of(x), d_scales, d_workspace, workspace_bytes, stream, true);
 }
 
-void DeviceCodecAccess::encode_with_shared_scales(const DeviceCodec& k, const float* d_x, const float* d_scales,
+void DeviceCodecAccess::encode_with_shared_scales(const DeviceCodec& k, const Source& x, const float* d_scales,
                                                   const RngKey& key, void* d_payload, void* d_workspace,
                                                   size_t workspace_bytes, Stream stream) {
-  k.impl_->encode_with_scales(d_x, d_scales, key, d_payload, d_workspace, workspace_bytes, stream, false);
+  k.impl_->encode_with_scales(input_of(x), d_scales, key, d_payload, d_workspace, workspace_bytes, stream, false);
 }
 
 }  // namespace detail

@@ -9,13 +9,34 @@
 #include "cuda/dispatch/session_decode.hpp"
 
 #include <gcomp/cuda.hpp>
+#include <gcomp/detail/grad_source.hpp>
 
 #include <cstddef>
 #include <cstdint>
 
 namespace gcomp::cuda::detail {
 
+/// An encoder input x as stored: the floats at `data` (kSrcF32, implicit from a float pointer), or
+/// (codecs with loads_views) the Session's gradient view (gcomp/detail/grad_source.hpp, cuda/common/device_types.cuh
+/// `Input::src`): bf16 / f16 elements widened exactly as the kernels load them, and/or NaN/Inf
+/// loaded as +0; the payload and memories are those of the encode of the widened / zeroed copy.
+struct Source {
+  const void* data = nullptr;
+  uint32_t src = gcomp::detail::kSrcF32;
+  Source(const float* x) : data(x) {}  // NOLINT(google-explicit-constructor): fp32 is the plain case
+  Source(const void* x, uint32_t s) : data(x), src(s) {}
+};
+
 struct DeviceCodecAccess {
+  /// True when the codec's encodes take a gradient view as x (DevicePlan::quad_input: identity,
+  /// sign, natural, dither, natdither, terngrad, grid with bits 8, 16, 32); the others need the
+  /// floats (gcompErrorInternal for a view).
+  static bool loads_views(const DeviceCodec& k);
+
+  /// DeviceCodec::encode of the input x as stored (a gradient view: the bytes read are its own).
+  static void encode(const DeviceCodec& k, const Source& x, const RngKey& key, void* d_payload, void* d_workspace,
+                     size_t workspace_bytes, Stream stream);
+
   /// True when encode_ef_lincomb reads less than a lincomb pass into a buffer followed by
   /// encode_ef: the encode reads its input in fewer than 3 full passes (8 B/el each for p formed
   /// from x and y, against 12 B/el for storing p and then 4 B/el per pass). False for topk (3
@@ -24,10 +45,10 @@ struct DeviceCodecAccess {
 
   /// encode_ef of p = lincomb_f(a, x[i], b, y[i]) (gcomp/detail/session_math.hpp: the bits the
   /// Session's lincomb() would store), p formed in every pass that reads it and never stored:
-  /// payload = C(p), e = p - decode(payload). d_e must not alias d_x or d_y (checked). d_e is a
+  /// payload = C(p), e = p - decode(payload). d_e must not alias x or d_y (checked). d_e is a
   /// buffer a failed step drops (the Session's second buffer of its error array): the encode reports
   /// a non-finite p in its own pass (DevicePlan::fold_check), e is then unspecified.
-  static void encode_ef_lincomb(const DeviceCodec& k, float a, const float* d_x, float b, const float* d_y, float* d_e,
+  static void encode_ef_lincomb(const DeviceCodec& k, float a, const Source& x, float b, const float* d_y, float* d_e,
                                 const RngKey& key, void* d_payload, void* d_workspace, size_t workspace_bytes,
                                 Stream stream);
 
@@ -39,12 +60,12 @@ struct DeviceCodecAccess {
 
   /// DeviceCodec::encode_diana with the new memory in d_h_out: payload = Q(g - h), h_out = h +
   /// alpha decode(payload); h is only read (d_h_out == d_h: the public in-place call). d_h_out
-  /// must not alias d_g. The dense codecs write every element of h_out in their encode pass; the
+  /// must not alias g. The dense codecs write every element of h_out in their encode pass; the
   /// codecs whose update writes the selected elements only (topk, randk) copy h into h_out first,
   /// so h_out is then written even when the encode reports a data error. With d_h_out != d_h (the
   /// Session's second buffer, dropped by a failed step) the encode reports a non-finite g - h in
   /// its own pass (DevicePlan::fold_check): h_out is then unspecified.
-  static void encode_diana(const DeviceCodec& k, const float* d_g, const float* d_h, float* d_h_out, float alpha,
+  static void encode_diana(const DeviceCodec& k, const Source& g, const float* d_h, float* d_h_out, float alpha,
                            const RngKey& key, void* d_payload, void* d_workspace, size_t workspace_bytes,
                            Stream stream);
 
@@ -52,7 +73,7 @@ struct DeviceCodecAccess {
   /// gcompErrorNonFinite) every entry of d_scales becomes +Inf instead of staying untouched, so
   /// the max over the ranks is +Inf on every rank (as the host-f32 twin sends), whatever the
   /// allreduce's max does with NaN.
-  static void compute_shared_scales(const DeviceCodec& k, const float* d_x, float* d_scales, void* d_workspace,
+  static void compute_shared_scales(const DeviceCodec& k, const Source& x, float* d_scales, void* d_workspace,
                                     size_t workspace_bytes, Stream stream);
 
   /// DeviceCodec::encode_with_scales of the Session, whose scales are the max over the ranks of
@@ -61,9 +82,8 @@ struct DeviceCodecAccess {
   /// which makes the max +Inf); a non-finite scale is status gcompErrorNonFinite (a non-finite
   /// gradient on some rank), a negative one gcompErrorInvalidArgument. The payload is untouched on
   /// either.
-  static void encode_with_shared_scales(const DeviceCodec& k, const float* d_x, const float* d_scales,
-                                        const RngKey& key, void* d_payload, void* d_workspace, size_t workspace_bytes,
-                                        Stream stream);
+  static void encode_with_shared_scales(const DeviceCodec& k, const Source& x, const float* d_scales, const RngKey& key,
+                                        void* d_payload, void* d_workspace, size_t workspace_bytes, Stream stream);
 
   /// True for the codecs with the fused store (their device entry's decode_store): dither,
   /// terngrad, natdither, sign, natural, identity, grid (the quad decoders' store), topk and randk

@@ -250,6 +250,7 @@ void dense_plan(DevicePlanner& planner, const CodecSpec& spec) {
   if (p.clip > 0.0) p.input_reads = 3;  // mean and max, centered squares, quantize
   planner.upload_tables(q.block);
   p.num_scales = p.num_blocks;
+  p.quad_input = true;
 }
 
 /// terngrad with clip: the per-block max |x| and mean of the clip threshold.
@@ -265,17 +266,18 @@ void sign_plan(DevicePlanner& planner, const CodecSpec& spec) {
   DevicePlan& p = planner.plan;
   const SignOptions& o = spec.options<SignOptions>();
   p.scaled = o.scaled;
+  p.quad_input = true;
   if (!o.scaled) return;
   planner.upload_tables(o.block);
   p.num_scales = p.num_blocks;
 }
 
-/// natural and identity: nothing beyond the common fields.
-void no_plan(DevicePlanner&, const CodecSpec&) {}
+/// natural and identity: nothing beyond the common fields (their encodes are quad kernels).
+void quad_plan(DevicePlanner& planner, const CodecSpec&) { planner.plan.quad_input = true; }
 
 }  // namespace
 
-extern const DeviceCodecEntry kIdentityDevice{.plan = no_plan,
+extern const DeviceCodecEntry kIdentityDevice{.plan = quad_plan,
                                               .workspace = nullptr,
                                               .encode = identity_encode,
                                               .decode = quad_decode<make_identity>,
@@ -306,7 +308,7 @@ extern const DeviceCodecEntry kSignDevice{.plan = sign_plan,
                                           .encode = sign_encode,
                                           .decode = quad_decode<make_sign>,
                                           .decode_store = quad_decode_store<make_sign>};
-extern const DeviceCodecEntry kNaturalDevice{.plan = no_plan,
+extern const DeviceCodecEntry kNaturalDevice{.plan = quad_plan,
                                              .workspace = nullptr,
                                              .encode = natural_encode,
                                              .decode = quad_decode<make_natural>,

@@ -120,7 +120,7 @@ __global__ void __launch_bounds__(kThreads)
       const auto quad = [&](int64_t e, auto whole) {
         constexpr bool kWhole = decltype(whole)::value;
         const int live = kWhole ? lanes::kQuadElems : lanes::quad_live(e, len);
-        const Quad x = load_quad(in, begin + e, live, kWhole);
+        const Quad x = load_input_quad(in, begin + e, live, kWhole);
 #pragma unroll
         for (int j = 0; j < lanes::kQuadElems; ++j)
           if (j < live) mx = max(mx, gcomp::detail::float_bits(x.v[j]) & 0x7fffffffu);
@@ -144,7 +144,7 @@ __global__ void __launch_bounds__(kThreads)
         for (int h = 0; h < 2; ++h) {
           const int64_t e = round + 128 * h + lanes::kQuadElems * t;
           const int live = kWhole ? lanes::kQuadElems : lanes::quad_live(e, len);
-          const Quad x = load_quad(in, begin + e, live, kWhole);
+          const Quad x = load_input_quad(in, begin + e, live, kWhole);
 #pragma unroll
           for (int j = 0; j < lanes::kQuadElems; ++j) {
             if (j < live) acc[h][j] = op.combine(acc[h][j], op.term(x.v[j]));

@@ -22,7 +22,9 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace gcomp::detail {
@@ -34,6 +36,7 @@ using cuda::DeviceStatus;
 using cuda::detail::DeviceCodecAccess;
 using cuda::detail::kThreads;
 using cuda::detail::SessionStep;
+using cuda::detail::Source;
 using cuda::detail::StoreKind;
 
 /// Everything DeviceOps allocates, released by its destructor. A member, so that a constructor
@@ -107,6 +110,7 @@ class DeviceOps final : public VecOps<float> {
   uint8_t* alloc_bytes(size_t n) override { return static_cast<uint8_t*>(alloc_raw(n)); }
 
   void to_host(float* h_dst, const float* src, size_t n) override {
+    plain(src);
     if (n > 0) GCOMP_CUDA_TRY(cudaMemcpyAsync(h_dst, src, n * sizeof(float), cudaMemcpyDeviceToHost, stream_));
     GCOMP_CUDA_TRY(cudaStreamSynchronize(stream_));
   }
@@ -116,6 +120,7 @@ class DeviceOps final : public VecOps<float> {
   }
 
   void copy(float* dst, const float* src, size_t n) override {
+    plain(src);
     if (dst != src && n > 0)
       GCOMP_CUDA_TRY(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
   }
@@ -137,18 +142,44 @@ class DeviceOps final : public VecOps<float> {
     }
   }
   void zero_nonfinite(float* dst, const float* src, size_t n) override {
+    plain(src);
     GCOMP_LAUNCH(cuda::detail::zero_nonfinite_kernel, grid(n), kThreads, stream_, dst, src, static_cast<int64_t>(n));
   }
+  // The gradient view (docs/gpu.md "Session on the GPU"): g stands for src widened / zeroed; the
+  // kernels that read g load src (Input::src, lincomb_src_kernel, nonfinite_flag_src_kernel), the
+  // others get the copy written first (plain()).
+  bool view_input(float* g, const void* src, GradType type, bool zero, size_t n) override {
+    view_ = View{g, src, type, zero, n, n > 0};
+    return true;
+  }
   void scale(float* dst, float a, const float* x, size_t n) override {
+    plain(x);
     GCOMP_LAUNCH(cuda::detail::scale_kernel, grid(n), kThreads, stream_, dst, a, x, static_cast<int64_t>(n));
   }
+  // With the gradient view as x (or as y: the operands swapped, which changes no bit, a x + b y
+  // being b y + a x in IEEE arithmetic), lincomb_src_kernel loads it.
   void lincomb(float* dst, float a, const float* x, float b, const float* y, size_t n) override {
+    if (viewed(y) && !viewed(x)) {
+      std::swap(a, b);
+      std::swap(x, y);
+    }
+    if (viewed(x) && !viewed(y)) {
+      const Source v = source(x);
+      GCOMP_LAUNCH(cuda::detail::lincomb_src_kernel, grid(n), kThreads, stream_, dst, a, v.data, v.src, b, y,
+                   static_cast<int64_t>(n));
+      return;
+    }
+    plain(x);
+    plain(y);
     GCOMP_LAUNCH(cuda::detail::lincomb_kernel, grid(n), kThreads, stream_, dst, a, x, b, y, static_cast<int64_t>(n));
   }
   void mul(float* dst, const float* x, const float* y, size_t n) override {
+    plain(x);
+    plain(y);
     GCOMP_LAUNCH(cuda::detail::mul_kernel, grid(n), kThreads, stream_, dst, x, y, static_cast<int64_t>(n));
   }
   void vote(float* u, const float* acc, float lr, bool tie_to_zero, size_t n) override {
+    plain(acc);
     GCOMP_LAUNCH(cuda::detail::vote_kernel, grid(n), kThreads, stream_, u, acc, lr, tie_to_zero,
                  static_cast<int64_t>(n));
   }
@@ -156,7 +187,7 @@ class DeviceOps final : public VecOps<float> {
   // The one host synchronization of a step with nonfinite = error/skip: the agreed flag.
   bool has_nonfinite(const float* x, size_t n) override {
     GCOMP_CUDA_TRY(cudaMemsetAsync(flags_, 0, sizeof(int64_t), stream_));
-    GCOMP_LAUNCH(cuda::detail::nonfinite_flag_kernel, grid(n), kThreads, stream_, x, static_cast<int64_t>(n), flags_);
+    flag_nonfinite(x, n);
     auto* h = reinterpret_cast<int64_t*>(h_small_);
     GCOMP_CUDA_TRY(cudaMemcpyAsync(h, flags_, sizeof(int64_t), cudaMemcpyDeviceToHost, stream_));
     GCOMP_CUDA_TRY(cudaStreamSynchronize(stream_));
@@ -164,7 +195,7 @@ class DeviceOps final : public VecOps<float> {
   }
   void nonfinite_agree(const float* x, size_t n, int64_t* local, int64_t* any) override {
     GCOMP_CUDA_TRY(cudaMemsetAsync(flags_, 0, 2 * sizeof(int64_t), stream_));
-    GCOMP_LAUNCH(cuda::detail::nonfinite_flag_kernel, grid(n), kThreads, stream_, x, static_cast<int64_t>(n), flags_);
+    flag_nonfinite(x, n);
     auto* h = reinterpret_cast<int64_t*>(h_small_);
     if (host_comm_) {
       GCOMP_CUDA_TRY(cudaMemcpyAsync(h, flags_, sizeof(int64_t), cudaMemcpyDeviceToHost, stream_));
@@ -208,12 +239,13 @@ class DeviceOps final : public VecOps<float> {
   [[nodiscard]] size_t encoded_bytes(int c) const override { return dev(c).encoded_bytes(); }
 
   void encode(int c, const float* x, const RngKey& key, uint8_t* payload) override {
-    dev(c).encode(x, key, payload, ws_, ws_bytes_, stream_);
+    DeviceCodecAccess::encode(dev(c), source_for(c, x), key, payload, ws_, ws_bytes_, stream_);
     merge();
   }
   // e is the second buffer of an error array (a failed step drops it): the fused encode reports a
   // non-finite p in its own pass, without DeviceCodec::encode_ef's check pass before it.
   void encode_ef(int c, const float* p, float* e, const RngKey& key, uint8_t* payload) override {
+    plain(p);
     DeviceCodecAccess::encode_ef_unchecked(dev(c), p, e, key, payload, ws_, ws_bytes_, stream_);
     merge();
   }
@@ -225,14 +257,16 @@ class DeviceOps final : public VecOps<float> {
       VecOps<float>::encode_ef_lincomb(c, a, x, b, y, e, scratch, key, payload, n);
       return;
     }
-    DeviceCodecAccess::encode_ef_lincomb(dev(c), a, x, b, y, e, key, payload, ws_, ws_bytes_, stream_);
+    plain(y);  // the engine's y is never the gradient (x is)
+    DeviceCodecAccess::encode_ef_lincomb(dev(c), a, source_for(c, x), b, y, e, key, payload, ws_, ws_bytes_, stream_);
     merge();
   }
   // The dense codecs read h and write h_out in their encode pass (no copy of h); topk and randk,
   // whose update writes the selected elements only, copy h into h_out first.
   void encode_diana(int c, const float* g, const float* h, float* h_out, float alpha, const RngKey& key,
                     uint8_t* payload) override {
-    DeviceCodecAccess::encode_diana(dev(c), g, h, h_out, alpha, key, payload, ws_, ws_bytes_, stream_);
+    plain(h);
+    DeviceCodecAccess::encode_diana(dev(c), source_for(c, g), h, h_out, alpha, key, payload, ws_, ws_bytes_, stream_);
     merge();
   }
   // TernGrad scaler sharing on the device (docs/gpu.md "Session on the GPU"): the block scales
@@ -250,7 +284,8 @@ class DeviceOps final : public VecOps<float> {
   void encode_shared_scale(int c, const float* x, const RngKey& key, uint8_t* payload) override {
     Entry& e = codecs_[static_cast<size_t>(c)];
     const DeviceCodec& k = *e.dev;
-    DeviceCodecAccess::compute_shared_scales(k, x, e.d_scales, ws_, ws_bytes_, stream_);
+    const Source xs = source_for(c, x);
+    DeviceCodecAccess::compute_shared_scales(k, xs, e.d_scales, ws_, ws_bytes_, stream_);
     merge();
     if (e.num_scales > 0) {
       if (host_comm_) {
@@ -268,7 +303,7 @@ class DeviceOps final : public VecOps<float> {
         comm_.allreduce(e.d_scales, e.d_scales, e.num_scales, DataType::kF32, ReduceOp::kMax, stream_);
       }
     }
-    DeviceCodecAccess::encode_with_shared_scales(k, x, e.d_scales, key, payload, ws_, ws_bytes_, stream_);
+    DeviceCodecAccess::encode_with_shared_scales(k, xs, e.d_scales, key, payload, ws_, ws_bytes_, stream_);
     merge();
   }
   void decode(int c, const uint8_t* payload, const RngKey& key, float* out) override {
@@ -323,6 +358,7 @@ class DeviceOps final : public VecOps<float> {
   void decode_mean_add(int c, uint8_t* payloads, size_t stride, int count, const size_t* sizes,
                        const std::vector<RngKey>& keys, float a, float* scratch, const float* y, float* w,
                        size_t n) override {
+    plain(y);
     SessionStep st;
     st.kind = StoreKind::kMeanAdd;
     st.a = a;
@@ -348,6 +384,7 @@ class DeviceOps final : public VecOps<float> {
   void decode_diana(int c, uint8_t* payloads, size_t stride, int count, const size_t* sizes,
                     const std::vector<RngKey>& keys, float a, float* mean, const float* h, float alpha, float* h_out,
                     float* g, float lr, float* u, size_t n) override {
+    plain(h);
     SessionStep st;
     st.kind = StoreKind::kDiana;
     st.a = a;
@@ -487,6 +524,7 @@ class DeviceOps final : public VecOps<float> {
   // them), and every host-side verdict (peer status words) comes before the update is written.
   [[nodiscard]] bool update_in_caller_buffer() const override { return !host_comm_; }
   void begin_step() override {
+    view_ = View{};
     sizes_used_ = 0;
     if (host_comm_) reset_sticky();  // device communicator: kept until device_status() reads it
     if (!res_.timing.empty()) {
@@ -548,6 +586,61 @@ class DeviceOps final : public VecOps<float> {
     float* h_scales = nullptr;
     float* h_scales_max = nullptr;
   };
+
+  /// The gradient view of the step (view_input): g stands for data widened from `type` and, with
+  /// zero, NaN/Inf as +0; active until the copy is written (materialize) or the next step.
+  struct View {
+    const float* g = nullptr;
+    const void* data = nullptr;
+    GradType type = GradType::kF32;
+    bool zero = false;
+    size_t n = 0;
+    bool active = false;
+  };
+  /// True when p points into the viewed gradient.
+  [[nodiscard]] bool viewed(const float* p) const {
+    const std::less<const float*> before;
+    return view_.active && !before(p, view_.g) && before(p, view_.g + view_.n);
+  }
+  /// What the kernels load for x: the view's elements from x's position on, or x itself.
+  [[nodiscard]] Source source(const float* x) const {
+    if (!viewed(x)) return Source{x};
+    uint32_t src = view_.type == GradType::kBF16  ? gcomp::detail::kSrcBF16
+                   : view_.type == GradType::kF16 ? gcomp::detail::kSrcF16
+                                                  : gcomp::detail::kSrcF32;
+    if (view_.zero) src |= gcomp::detail::kSrcZero;
+    const auto at = static_cast<size_t>(x - view_.g) * gcomp::detail::src_bytes(src);
+    return Source{static_cast<const uint8_t*>(view_.data) + at, src};
+  }
+  /// x as codec c's encodes load it: the view where they can (DeviceCodecAccess::loads_views: the
+  /// quad-layout codecs), else the floats (the copy written first, once).
+  [[nodiscard]] Source source_for(int c, const float* x) {
+    if (!DeviceCodecAccess::loads_views(dev(c))) plain(x);
+    return source(x);
+  }
+  /// x for a kernel that reads floats: with the view, its copy written first (once).
+  void plain(const float* x) {
+    if (viewed(x)) materialize();
+  }
+  /// The copy the view stands for, written into g (widen, then zero_nonfinite in place).
+  void materialize() {
+    const View v = view_;
+    view_ = View{};
+    auto* g = const_cast<float*>(v.g);  // alloc()'d by the engine: its own buffer
+    if (v.type != GradType::kF32) widen(v.data, v.type, g, v.n);
+    if (v.zero) zero_nonfinite(g, v.type != GradType::kF32 ? g : static_cast<const float*>(v.data), v.n);
+    if (v.type == GradType::kF32 && !v.zero) copy(g, static_cast<const float*>(v.data), v.n);
+  }
+  /// flags_[0] = 1 when x (the gradient view included) holds a NaN or Inf.
+  void flag_nonfinite(const float* x, size_t n) {
+    const auto m = static_cast<int64_t>(n);
+    if (viewed(x)) {
+      const Source v = source(x);
+      GCOMP_LAUNCH(cuda::detail::nonfinite_flag_src_kernel, grid(n), kThreads, stream_, v.data, v.src, m, flags_);
+      return;
+    }
+    GCOMP_LAUNCH(cuda::detail::nonfinite_flag_kernel, grid(n), kThreads, stream_, x, m, flags_);
+  }
 
   const DeviceCodec& dev(int c) const { return *codecs_[static_cast<size_t>(c)].dev; }
   /// decode_reduce of codec c with the Session step `st` in the decoders' store; false (nothing
@@ -654,6 +747,7 @@ class DeviceOps final : public VecOps<float> {
   }
 
   Resources res_;  // first member: destroyed last, after the codecs
+  View view_{};
   Communicator& comm_;
   const bool host_comm_;
   Stream stream_ = nullptr;    // where operations are enqueued now: res_.stream, or a step_device's

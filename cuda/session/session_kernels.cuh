@@ -6,6 +6,7 @@
 
 #include "cuda/common/device_types.cuh"
 
+#include <gcomp/detail/grad_source.hpp>
 #include <gcomp/detail/half.hpp>
 #include <gcomp/detail/session_math.hpp>
 
@@ -41,6 +42,15 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t i = global_thread(); i < n; i += grid_threads()) dst[i] = gcomp::detail::lincomb_f(a, x[i], b, y[i]);
 }
 
+/// lincomb_kernel with x loaded from the Session's gradient view (`src`, gcomp/detail/grad_source.hpp:
+/// bf16 / f16 widened exactly, nonfinite = zero's +0 for NaN/Inf): lincomb_kernel's bits on the
+/// widened / zeroed copy, the copy not written (2 B/el of x read for a 16-bit gradient).
+__global__ void __launch_bounds__(kThreads)
+    lincomb_src_kernel(float* dst, float a, const void* x, uint32_t src, float b, const float* y, int64_t n) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads())
+    dst[i] = gcomp::detail::lincomb_f(a, gcomp::detail::load_src(x, src, i), b, y[i]);
+}
+
 __global__ void __launch_bounds__(kThreads) mul_kernel(float* dst, const float* x, const float* y, int64_t n) {
   for (int64_t i = global_thread(); i < n; i += grid_threads()) dst[i] = gcomp::detail::mul_rn(x[i], y[i]);
 }
@@ -54,6 +64,13 @@ __global__ void __launch_bounds__(kThreads)
 __global__ void __launch_bounds__(kThreads) nonfinite_flag_kernel(const float* x, int64_t n, int64_t* flag) {
   for (int64_t i = global_thread(); i < n; i += grid_threads())
     if (!gcomp::detail::is_finite_f(x[i])) *flag = 1;
+}
+
+/// nonfinite_flag_kernel of the Session's gradient view (`src`: bf16 / f16 elements widened as they load).
+__global__ void __launch_bounds__(kThreads)
+    nonfinite_flag_src_kernel(const void* x, uint32_t src, int64_t n, int64_t* flag) {
+  for (int64_t i = global_thread(); i < n; i += grid_threads())
+    if (!gcomp::detail::is_finite_f(gcomp::detail::load_src(x, src, i))) *flag = 1;
 }
 
 /// Keeps the first codec error of a step: copies the workspace status word into the sticky one

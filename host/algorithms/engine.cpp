@@ -118,7 +118,13 @@ class EngineImpl final : public Engine {
 
   /// One round: grad and out in the ops' memory space. The gradient is read completely before out
   /// is written; out is written only when the step succeeds (device: at the end of the step).
-  StepStats run(const T* grad, T* out);
+  /// grad16 (step_device): the gradient is the `type` elements there instead (grad unused), widened
+  /// exactly.
+  StepStats run(const T* grad, T* out, const void* grad16 = nullptr, GradType type = GradType::kF32);
+  /// The gradient the step reads: grad; grad16 widened exactly; with nonfinite = zero its NaN/Inf
+  /// as +0. Where the ops' kernels load that view (VecOps::view_input, view_input_) nothing is
+  /// written and gin_ stands for it; else the copy is written into gin_.
+  const T* gradient(const T* grad, const void* grad16, GradType type);
   /// run() on host buffers (the device stages them through its own).
   StepStats run_host(const T* h_grad, T* h_update);
   /// step() of the host API for either element type E: converted to T where E is not T.
@@ -208,6 +214,9 @@ class EngineImpl final : public Engine {
   T lr_{}, mu_{}, one_minus_mu_{}, alpha_{}, inv_p_{};
   bool share_scale_ = false;
   int delay_bound_ = 0;
+  // Every consumer of the gradient in this configuration loads the ops' gradient view (device):
+  // not the delay queue (it stores the gradient) nor track_norms (it reads it back on the host).
+  bool view_input_ = false;
 
   int up_ = -1, down_ = -1;  // whole-vector codecs
   std::vector<int> up_shard_, down_shard_;
@@ -341,6 +350,7 @@ EngineImpl<T>::EngineImpl(Communicator& comm, const Layout& layout, const Sessio
     st_[name] = Array{o.alloc(size), name == "delay_queue" ? nullptr : o.alloc(size), size, false};
   late_agreement_ = std::is_same_v<T, float> && o.synchronous_errors() && cfg.nonfinite != NonFinitePolicy::kZero &&
                     delay_bound_ == 0 && a != Algorithm::kHessianEc;
+  view_input_ = delay_bound_ == 0 && !cfg.track_norms;
 }
 
 template <class T>
@@ -759,7 +769,22 @@ void EngineImpl<T>::track(StepStats& s) {
 }
 
 template <class T>
-StepStats EngineImpl<T>::run(const T* grad, T* out) {
+const T* EngineImpl<T>::gradient(const T* grad, const void* grad16, GradType type) {
+  VecOps<T>& o = *ops_;
+  const bool zero = cfg_.nonfinite == NonFinitePolicy::kZero;
+  if (grad16 == nullptr && !zero) return grad;
+  const void* src = grad16 != nullptr ? grad16 : static_cast<const void*>(grad);
+  if (grad16 == nullptr) type = GradType::kF32;
+  if (view_input_ && o.view_input(gin_, src, type, zero, n_)) return gin_;
+  if (grad16 != nullptr) o.widen(grad16, type, gin_, n_);
+  // Finite entries are kept bit for bit and every rank runs the step, so no agreement is needed
+  // (and none is waited for).
+  if (zero) o.zero_nonfinite(gin_, grad16 != nullptr ? gin_ : grad, n_);
+  return gin_;
+}
+
+template <class T>
+StepStats EngineImpl<T>::run(const T* grad, T* out, const void* grad16, GradType type) {
   NvtxRange step_range("gcomp step");
   struct ClosePhase {  // the phase ranges nest inside the step range, also on an exception
     NvtxPhase& p;
@@ -771,21 +796,19 @@ StepStats EngineImpl<T>::run(const T* grad, T* out) {
   failed_status_ = 0;
   o.begin_step();
   enter(Phase::kEncode);
-  // The gradient the step reads: the caller's, or (nonfinite = zero) a copy with NaN/Inf -> 0.
-  const T* g = grad;
+  // The gradient the step reads: the caller's, widened (bf16 / f16), or (nonfinite = zero) with
+  // NaN/Inf -> 0; a view the kernels load where they all can, else a copy (gradient()).
+  const T* g = gradient(grad, grad16, type);
   if (cfg_.nonfinite == NonFinitePolicy::kZero) {
-    // Finite entries are kept bit for bit and every rank runs the step, so no agreement is
-    // needed (and none is waited for).
-    o.zero_nonfinite(gin_, grad, n_);
-    g = gin_;
+    // every rank runs the step: no agreement
   } else if (late_agreement_) {
     agree_pending_ = true;  // agree(), on the status words of the first exchange
     grad_nonfinite_ = false;
-    grad_ = grad;
+    grad_ = g;
   } else {
     enter(Phase::kComm);
     int64_t bad = 0, any_bad = 0;
-    o.nonfinite_agree(grad, n_, &bad, &any_bad);
+    o.nonfinite_agree(g, n_, &bad, &any_bad);
     if (any_bad && cfg_.nonfinite == NonFinitePolicy::kError)
       GCOMP_FAIL(gcompErrorNonFinite, std::string("non-finite gradient on ") + (bad ? "this rank" : "another rank") +
                                           " at step " + std::to_string(k_) + "; state unchanged");
@@ -1051,12 +1074,12 @@ StepStats EngineImpl<T>::step_device(const void* d_grad, GradType type, float* d
     ops_->set_stream(stream);
     StepStats s;
     try {
-      const float* g = static_cast<const float*>(d_grad);
-      if (type != GradType::kF32) {  // widened exactly by the first kernel
-        ops_->widen(d_grad, type, gin_, n_);
-        g = gin_;
-      }
-      s = run(g, d_update);
+      // A 16-bit gradient is widened exactly: loaded as such by the kernels (view_input), or by a
+      // first pass into gin_.
+      if (type == GradType::kF32)
+        s = run(static_cast<const float*>(d_grad), d_update);
+      else
+        s = run(nullptr, d_update, d_grad, type);
     } catch (...) {
       try {
         ops_->use_own_stream();  // switches back first, whatever the CUDA calls after it report

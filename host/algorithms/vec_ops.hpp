@@ -57,6 +57,16 @@ class VecOps {
   virtual void widen(const void* src, GradType type, T* dst, size_t n) = 0;
   /// dst[i] = finite(src[i]) ? src[i] : +0 (dst may equal src); finite in fp32, as nonfinite_agree.
   virtual void zero_nonfinite(T* dst, const T* src, size_t n) = 0;
+  /// The step's gradient as the implementation's kernels load it, without the copy widen() and
+  /// zero_nonfinite() would write: after it returns true, g (n elements from alloc()) stands, until
+  /// the next begin_step(), for src widened exactly from `type` (kF32: src's floats) and with `zero`
+  /// its NaN/Inf as +0 (zero_nonfinite's bits). Every call that reads elements of g loads them from
+  /// src instead (the same floats); a call that cannot writes g first (that copy, once), so the
+  /// engine passes the view only where every consumer of g takes it. src may be g itself (kF32 with
+  /// zero). false (the host implementations): nothing done, the caller writes g.
+  virtual bool view_input(T* /*g*/, const void* /*src*/, GradType /*type*/, bool /*zero*/, size_t /*n*/) {
+    return false;
+  }
   /// dst = a * x
   virtual void scale(T* dst, T a, const T* x, size_t n) = 0;
   /// dst = a * x + b * y (two products, then their sum; never fused)

@@ -2,8 +2,8 @@
 // The cuda Session backend against its CPU twin (host-f32): for every algorithm, several sizes and
 // layouts, on local ranks (payloads staged through pinned host memory), the device session's
 // updates and state must equal the twin's bit for bit, step after step. Gradients go in through
-// step_device() on a non-default stream (fp32 and bf16) and through the host API. Skips without a
-// device.
+// step_device() on a non-default stream (fp32, bf16 and f16, with and without nonfinite = zero) and
+// through the host API. Skips without a device.
 #include "algorithms/session_cases.hpp"
 #include "gpu/gpu_test_util.hpp"
 
@@ -13,6 +13,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
+#include <string>
 #include <mutex>
 #include <tuple>
 
@@ -130,6 +132,189 @@ TEST_F(GpuSessionMisc, Bf16DeviceGradientsEqualTheirWidenedValues) {
     }
   });
 }
+
+// The Session's gradient view (docs/gpu.md "Session on the GPU"): bf16 / f16 device gradients are
+// loaded and widened by the kernels that read them, and nonfinite = zero maps NaN/Inf to +0 as they
+// load, instead of a widened / zeroed copy; where a consumer cannot load the view (the delay queue)
+// the copy stays. Either way every update and the final state must equal the host-f32 twin's, which
+// is given the exactly widened fp32 gradient (and zeroes it itself), bit for bit.
+enum class GradMode { kBf16, kF16, kF32Zero, kBf16Zero, kF16Zero, kBf16Skip };
+
+GradType type_of(GradMode m) {
+  switch (m) {
+    case GradMode::kBf16:
+    case GradMode::kBf16Zero:
+    case GradMode::kBf16Skip: return GradType::kBF16;
+    case GradMode::kF16:
+    case GradMode::kF16Zero: return GradType::kF16;
+    case GradMode::kF32Zero: return GradType::kF32;
+  }
+  return GradType::kF32;
+}
+
+const char* mode_name(GradMode m) {
+  switch (m) {
+    case GradMode::kBf16: return "bf16";
+    case GradMode::kF16: return "f16";
+    case GradMode::kF32Zero: return "f32_zero";
+    case GradMode::kBf16Zero: return "bf16_zero";
+    case GradMode::kF16Zero: return "f16_zero";
+    case GradMode::kBf16Skip: return "bf16_skip";
+  }
+  return "?";
+}
+
+// Rank r's gradient at step k: 16-bit patterns in `bits` (bf16 / f16; empty for fp32) and the exact
+// widening, the twin's input. Normal values in [1/8, 2) of both signs, every 97th entry subnormal
+// (in the 16-bit type: a subnormal of bf16 or f16), and with `nonfinite` every 53rd entry NaN or
+// +-Inf (negative NaN included).
+std::vector<float> typed_grad(GradType type, int r, int k, int64_t n, bool nonfinite, std::vector<uint16_t>& bits) {
+  std::vector<float> wide(static_cast<size_t>(n));
+  bits.assign(type == GradType::kF32 ? 0 : static_cast<size_t>(n), 0);
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t h = static_cast<uint32_t>(i + 1) * 2654435761u ^ static_cast<uint32_t>(r * 40503 + k * 9973 + 7);
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    const bool neg = (h & 1u) != 0;
+    const bool sub = i % 97 == 5;
+    const bool bad = nonfinite && i % 53 == 7;
+    const bool nan = bad && (h >> 1) % 3 == 0;
+    const auto I = static_cast<size_t>(i);
+    if (type == GradType::kF32) {
+      float v = static_cast<float>(0.125 + 1.875 * static_cast<double>(h >> 8) / 16777216.0);
+      if (sub) v = std::ldexp(static_cast<float>(1 + (h >> 8) % 1000), -140);
+      if (bad) v = nan ? std::nanf("") : std::numeric_limits<float>::infinity();
+      wide[I] = neg ? -v : v;
+      continue;
+    }
+    const auto sign = static_cast<uint16_t>(neg ? 0x8000u : 0u);
+    const bool bf = type == GradType::kBF16;
+    uint32_t b = bf ? 0x3e00u + (h >> 8) % 0x200u : 0x3000u + (h >> 8) % 0x1000u;
+    if (sub) b = 1u + (h >> 8) % (bf ? 0x7fu : 0x3ffu);
+    if (bad) b = nan ? (bf ? 0x7fc1u : 0x7e01u) : (bf ? 0x7f80u : 0x7c00u);
+    bits[I] = static_cast<uint16_t>(sign | b);
+    wide[I] = bf ? detail::bf16_to_float(bits[I]) : detail::f16_to_float(bits[I]);
+  }
+  return wide;
+}
+
+using ViewParam = std::tuple<std::string, GradMode>;
+
+class GpuSessionViewTest : public GpuParamFixture<ViewParam> {};
+
+TEST_P(GpuSessionViewTest, TypedAndZeroedDeviceGradientsEqualTheHostF32Twin) {
+  const SessCase& c = session_case(std::get<0>(GetParam()));
+  const GradMode mode = std::get<1>(GetParam());
+  const GradType type = type_of(mode);
+  const bool zero = mode == GradMode::kF32Zero || mode == GradMode::kBf16Zero || mode == GradMode::kF16Zero;
+  const bool skip = mode == GradMode::kBf16Skip;
+  // Odd segment sizes: the sharded servers' shards start at odd offsets (2-byte aligned views).
+  const Layout layout(std::vector<int64_t>{517, 3, 40});
+  const int64_t n = layout.num_elems();
+  constexpr int kViewSteps = 8;
+  std::vector<std::vector<std::vector<float>>> u_host(kSessRanks), u_dev(kSessRanks);
+  std::vector<std::vector<int>> skipped_host(kSessRanks), skipped_dev(kSessRanks);
+  std::vector<std::vector<std::pair<std::string, std::vector<double>>>> st_host(kSessRanks), st_dev(kSessRanks);
+  std::mutex m;
+  for (Backend backend : {Backend::kHostF32, Backend::kCuda}) {
+    run_local(kSessRanks, [&](Communicator& comm) {
+      const int r = comm.rank();
+      SessionConfig cfg = sess_config(c, backend);
+      cfg.nonfinite = zero ? NonFinitePolicy::kZero : skip ? NonFinitePolicy::kSkip : NonFinitePolicy::kError;
+      Session s(comm, layout, cfg);
+      cudaStream_t stream = nullptr;
+      if (backend == Backend::kCuda) GCOMP_TEST_CUDA(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+      DeviceBuffer<uint16_t> d_16(static_cast<size_t>(n), stream);
+      DeviceBuffer<float> d_32(static_cast<size_t>(n), stream), d_u(static_cast<size_t>(n), stream);
+      std::vector<std::vector<float>> us;
+      std::vector<int> sk;
+      for (int k = 0; k < kViewSteps; ++k) {
+        // zero: NaN/Inf in every rank's gradient at every step; skip: in rank 1's at steps 3 and 7.
+        const bool bad = zero || (skip && r == 1 && k % 4 == 3);
+        std::vector<uint16_t> bits;
+        const std::vector<float> wide = typed_grad(type, r, k, n, bad, bits);
+        std::vector<float> u(static_cast<size_t>(n));
+        StepStats st;
+        if (backend == Backend::kHostF32) {
+          st = s.step(std::span<const float>(wide), std::span<float>(u));
+        } else if (k % 2 == 0) {
+          if (type == GradType::kF32) {
+            d_32.upload(wide);
+            st = s.step_device(d_32.get(), type, d_u.get(), stream);
+          } else {
+            d_16.upload(bits);
+            st = s.step_device(d_16.get(), type, d_u.get(), stream);
+          }
+          GCOMP_TEST_CUDA(cudaStreamSynchronize(stream));
+          u = d_u.download();
+        } else {
+          st = s.step(std::span<const float>(wide), std::span<float>(u));  // host API: the view of gin_ itself
+        }
+        us.push_back(u);
+        sk.push_back(st.skipped ? 1 : 0);
+      }
+      std::vector<std::pair<std::string, std::vector<double>>> state;
+      for (const auto& [name, v] : s.state()) state.emplace_back(name, *v);
+      EXPECT_EQ(s.device_status(), gcompSuccess);
+      if (stream != nullptr) (void)cudaStreamDestroy(stream);
+      std::lock_guard<std::mutex> lock(m);
+      (backend == Backend::kCuda ? u_dev : u_host)[r] = us;
+      (backend == Backend::kCuda ? skipped_dev : skipped_host)[r] = sk;
+      (backend == Backend::kCuda ? st_dev : st_host)[r] = state;
+    });
+  }
+  for (int r = 0; r < kSessRanks; ++r) {
+    EXPECT_EQ(skipped_host[r], skipped_dev[r]) << "rank " << r;
+    if (skip) {
+      EXPECT_EQ(skipped_dev[r][3], 1) << "rank " << r;
+    }
+    for (int k = 0; k < kViewSteps; ++k) {
+      const auto& a = u_host[r][k];
+      const auto& b = u_dev[r][k];
+      ASSERT_EQ(a.size(), b.size());
+      for (size_t i = 0; i < a.size(); ++i)
+        ASSERT_EQ(std::memcmp(&a[i], &b[i], sizeof(float)), 0)
+            << mode_name(mode) << " rank " << r << " step " << k << " element " << i << ": host-f32 " << a[i]
+            << ", cuda " << b[i];
+    }
+    ASSERT_EQ(st_host[r].size(), st_dev[r].size());
+    for (size_t a = 0; a < st_host[r].size(); ++a) {
+      EXPECT_EQ(st_host[r][a].first, st_dev[r][a].first);
+      EXPECT_TRUE(st_host[r][a].second == st_dev[r][a].second) << "state " << st_host[r][a].first << " rank " << r;
+    }
+  }
+}
+
+// EF-SGD with a dense (dither, scaled sign with momentum, unscaled sign) and a sparse codec (topk:
+// the lincomb pass loads the view; randk under DIANA), DIANA, compressed-gd with dither (and
+// TernGrad's shared scales), Signum (the momentum's lincomb loads the view as y), two-way rounds
+// (sharded: views from odd shard offsets; replicated), hessian-ec (host callbacks beside the view),
+// spherical, and a delayed configuration (the queue stores the gradient: the copy stays).
+const std::vector<std::string> kViewCases = {"ef_sgd_dither",
+                                             "ef_sgd_topk",
+                                             "ef_sgd_sign_momentum",
+                                             "ef_sgd_sign_unscaled",
+                                             "diana",
+                                             "diana_randk",
+                                             "qsgd",
+                                             "terngrad_shared",
+                                             "signum",
+                                             "dist_ef_sgdm_sharded",
+                                             "doublesqueeze_sharded",
+                                             "doublesqueeze_replicated",
+                                             "hessian_ec_full",
+                                             "compressed_gd_spherical",
+                                             "gd_momentum_delay"};
+
+INSTANTIATE_TEST_SUITE_P(GradientViews, GpuSessionViewTest,
+                         testing::Combine(testing::ValuesIn(kViewCases),
+                                          testing::Values(GradMode::kBf16, GradMode::kF16, GradMode::kF32Zero,
+                                                          GradMode::kBf16Zero, GradMode::kF16Zero,
+                                                          GradMode::kBf16Skip)),
+                         [](const auto& param_info) {
+                           return std::get<0>(param_info.param) + "_" + mode_name(std::get<1>(param_info.param));
+                         });
 
 // step_device on a caller's stream that is destroyed right after the call (no sync), then the host
 // API, state() and a checkpoint: they run on the session's own stream, after the step's work, and
