@@ -11,8 +11,12 @@
 #include <gcomp/detail/half.hpp>
 #include <gcomp/session.hpp>
 
+#include <unistd.h>
+
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <memory>
 #include <limits>
 #include <string>
 #include <mutex>
@@ -392,6 +396,90 @@ TEST_F(GpuSessionMisc, NonFiniteSkipAndCheckpointResume) {
     (void)t.step(std::span<const float>(grad_of(0, 5, n)), std::span<float>(u2));
     EXPECT_TRUE(u1 == u2);
   });
+}
+
+// The cuda Session on a device communicator: nccl with one rank on the one GPU. Its own paths run
+// here and nowhere else in this suite (the other tests use local ranks, whose messages are staged
+// through pinned host memory): the update computed in d_update itself, the messages and the
+// non-finite agreement on the device (nccl collectives, the agreed flag read back), the status
+// read by device_status() instead of the step. For every session case, each update and the final
+// state must equal the host-f32 twin's (one local rank) bit for bit; for three cases also under
+// nonfinite = skip with a NaN in the gradient at step 3 (skipped, zero update, state kept).
+TEST_F(GpuSessionMisc, OneRankNcclSessionsEqualTheHostF32Twin) {
+  if (!nccl_available()) GTEST_SKIP() << "built without the nccl backend";
+  if (const std::string why = nccl_unusable(); !why.empty()) GTEST_SKIP() << "nccl unusable: " << why;
+  int device = 0;
+  GCOMP_TEST_CUDA(cudaGetDevice(&device));
+  NcclOptions options;
+  options.bootstrap = NcclBootstrap::kFile;
+  options.rank = 0;
+  options.world_size = 1;
+  options.device = device;
+  options.timeout_ms = 60000;
+  options.id_file = testing::TempDir() + "gcomp_session_nccl_id_" + std::to_string(::getpid());
+  const std::unique_ptr<Communicator> nccl = make_nccl_communicator(options);
+  std::remove(options.id_file.c_str());
+  const Layout layout(std::vector<int64_t>{517, 3, 40});
+  const int64_t n = layout.num_elems();
+  const auto N = static_cast<size_t>(n);
+  constexpr int kNcclSteps = 6;
+  for (const SessCase& c : kSessionCases) {
+    const std::string name = c.name;
+    const bool with_skip = name == "ef_sgd_topk" || name == "diana" || name == "dist_ef_sgdm_sharded";
+    for (const bool skip : {false, true}) {
+      if (skip && !with_skip) continue;
+      SCOPED_TRACE(name + (skip ? " (nonfinite = skip)" : ""));
+      const auto config = [&](Backend backend) {
+        SessionConfig cfg = sess_config(c, backend);
+        if (skip) cfg.nonfinite = NonFinitePolicy::kSkip;
+        return cfg;
+      };
+      const auto grad = [&](int k) {
+        std::vector<float> g = grad_of(0, k, n);
+        if (skip && k == 3) g[N / 2] = std::nanf("");
+        return g;
+      };
+      std::vector<std::vector<float>> u_host, u_dev;
+      std::vector<int> skipped_host, skipped_dev;
+      std::vector<std::pair<std::string, std::vector<double>>> st_host, st_dev;
+      run_local(1, [&](Communicator& local) {
+        Session s(local, layout, config(Backend::kHostF32));
+        for (int k = 0; k < kNcclSteps; ++k) {
+          const std::vector<float> g = grad(k);
+          std::vector<float> u(N);
+          skipped_host.push_back(s.step(std::span<const float>(g), std::span<float>(u)).skipped ? 1 : 0);
+          u_host.push_back(u);
+        }
+        for (const auto& [key, v] : s.state()) st_host.emplace_back(key, *v);
+      });
+      {
+        Session s(*nccl, layout, config(Backend::kCuda));
+        DeviceBuffer<float> d_g(N, stream_), d_u(N, stream_);
+        for (int k = 0; k < kNcclSteps; ++k) {
+          d_g.upload(grad(k));
+          const StepStats st = s.step_device(d_g.get(), GradType::kF32, d_u.get(), stream_);
+          sync();
+          skipped_dev.push_back(st.skipped ? 1 : 0);
+          u_dev.push_back(d_u.download());
+        }
+        EXPECT_EQ(s.device_status(), gcompSuccess);
+        for (const auto& [key, v] : s.state()) st_dev.emplace_back(key, *v);
+      }
+      EXPECT_EQ(skipped_host, skipped_dev);
+      for (int k = 0; k < kNcclSteps; ++k) {
+        const auto K = static_cast<size_t>(k);
+        ASSERT_EQ(u_host[K].size(), u_dev[K].size());
+        for (size_t i = 0; i < N; ++i)
+          ASSERT_EQ(std::memcmp(&u_host[K][i], &u_dev[K][i], sizeof(float)), 0)
+              << "step " << k << " element " << i << ": host-f32 " << u_host[K][i] << ", cuda/nccl " << u_dev[K][i];
+      }
+      ASSERT_EQ(st_host.size(), st_dev.size());
+      for (size_t a = 0; a < st_host.size(); ++a) {
+        EXPECT_EQ(st_host[a].first, st_dev[a].first);
+        EXPECT_TRUE(st_host[a].second == st_dev[a].second) << "state " << st_host[a].first;
+      }
+    }
+  }
 }
 
 }  // namespace
