@@ -39,6 +39,29 @@ std::vector<float> grad_of(int rank, int step, int64_t n) {
   return g;
 }
 
+using StateList = std::vector<std::pair<std::string, std::vector<double>>>;
+
+/// One rank's device run equals its host-f32 twin's bit for bit: the update of every step, then the
+/// final state (names and values). `what` names the run in the messages. Callers wrap it in
+/// ASSERT_NO_FATAL_FAILURE, so that the first differing element ends the test.
+void expect_same_run(const std::vector<std::vector<float>>& u_host, const std::vector<std::vector<float>>& u_dev,
+                     const StateList& st_host, const StateList& st_dev, const std::string& what) {
+  ASSERT_EQ(u_host.size(), u_dev.size()) << what;
+  for (size_t k = 0; k < u_host.size(); ++k) {
+    const auto& a = u_host[k];
+    const auto& b = u_dev[k];
+    ASSERT_EQ(a.size(), b.size()) << what << " step " << k;
+    for (size_t i = 0; i < a.size(); ++i)
+      ASSERT_EQ(std::memcmp(&a[i], &b[i], sizeof(float)), 0)
+          << what << " step " << k << " element " << i << ": host-f32 " << a[i] << ", cuda " << b[i];
+  }
+  ASSERT_EQ(st_host.size(), st_dev.size()) << what;
+  for (size_t a = 0; a < st_host.size(); ++a) {
+    EXPECT_EQ(st_host[a].first, st_dev[a].first) << what;
+    EXPECT_TRUE(st_host[a].second == st_dev[a].second) << "state " << st_host[a].first << " " << what;
+  }
+}
+
 using Param = std::tuple<SessCase, std::vector<int64_t>>;
 
 class GpuSessionTest : public GpuParamFixture<Param> {};
@@ -53,7 +76,7 @@ TEST_P(GpuSessionTest, DeviceStepsEqualTheHostF32TwinBitForBit) {
   if (c.server == ServerMode::kSharded && n < kSessRanks) GTEST_SKIP() << "fewer elements than ranks";
   // Per rank, per step: updates (host twin, device); final state.
   std::vector<std::vector<std::vector<float>>> u_host(kSessRanks), u_dev(kSessRanks);
-  std::vector<std::vector<std::pair<std::string, std::vector<double>>>> st_host(kSessRanks), st_dev(kSessRanks);
+  std::vector<StateList> st_host(kSessRanks), st_dev(kSessRanks);
   std::mutex m;
   for (Backend backend : {Backend::kHostF32, Backend::kCuda}) {
     run_local(kSessRanks, [&](Communicator& comm) {
@@ -78,7 +101,7 @@ TEST_P(GpuSessionTest, DeviceStepsEqualTheHostF32TwinBitForBit) {
         }
         us.push_back(u);
       }
-      std::vector<std::pair<std::string, std::vector<double>>> st;
+      StateList st;
       for (const auto& [name, v] : s.state()) st.emplace_back(name, *v);
       EXPECT_EQ(s.device_status(), gcompSuccess);
       if (stream != nullptr) (void)cudaStreamDestroy(stream);
@@ -87,21 +110,8 @@ TEST_P(GpuSessionTest, DeviceStepsEqualTheHostF32TwinBitForBit) {
       (backend == Backend::kCuda ? st_dev : st_host)[r] = st;
     });
   }
-  for (int r = 0; r < kSessRanks; ++r) {
-    for (int k = 0; k < kSteps; ++k) {
-      const auto& a = u_host[r][k];
-      const auto& b = u_dev[r][k];
-      ASSERT_EQ(a.size(), b.size());
-      for (size_t i = 0; i < a.size(); ++i)
-        ASSERT_EQ(std::memcmp(&a[i], &b[i], sizeof(float)), 0)
-            << "rank " << r << " step " << k << " element " << i << ": host-f32 " << a[i] << ", cuda " << b[i];
-    }
-    ASSERT_EQ(st_host[r].size(), st_dev[r].size());
-    for (size_t a = 0; a < st_host[r].size(); ++a) {
-      EXPECT_EQ(st_host[r][a].first, st_dev[r][a].first);
-      EXPECT_TRUE(st_host[r][a].second == st_dev[r][a].second) << "state " << st_host[r][a].first << " rank " << r;
-    }
-  }
+  for (int r = 0; r < kSessRanks; ++r)
+    ASSERT_NO_FATAL_FAILURE(expect_same_run(u_host[r], u_dev[r], st_host[r], st_dev[r], "rank " + std::to_string(r)));
 }
 
 INSTANTIATE_TEST_SUITE_P(AllAlgorithms, GpuSessionTest,
@@ -219,7 +229,7 @@ TEST_P(GpuSessionViewTest, TypedAndZeroedDeviceGradientsEqualTheHostF32Twin) {
   constexpr int kViewSteps = 8;
   std::vector<std::vector<std::vector<float>>> u_host(kSessRanks), u_dev(kSessRanks);
   std::vector<std::vector<int>> skipped_host(kSessRanks), skipped_dev(kSessRanks);
-  std::vector<std::vector<std::pair<std::string, std::vector<double>>>> st_host(kSessRanks), st_dev(kSessRanks);
+  std::vector<StateList> st_host(kSessRanks), st_dev(kSessRanks);
   std::mutex m;
   for (Backend backend : {Backend::kHostF32, Backend::kCuda}) {
     run_local(kSessRanks, [&](Communicator& comm) {
@@ -258,7 +268,7 @@ TEST_P(GpuSessionViewTest, TypedAndZeroedDeviceGradientsEqualTheHostF32Twin) {
         us.push_back(u);
         sk.push_back(st.skipped ? 1 : 0);
       }
-      std::vector<std::pair<std::string, std::vector<double>>> state;
+      StateList state;
       for (const auto& [name, v] : s.state()) state.emplace_back(name, *v);
       EXPECT_EQ(s.device_status(), gcompSuccess);
       if (stream != nullptr) (void)cudaStreamDestroy(stream);
@@ -273,20 +283,8 @@ TEST_P(GpuSessionViewTest, TypedAndZeroedDeviceGradientsEqualTheHostF32Twin) {
     if (skip) {
       EXPECT_EQ(skipped_dev[r][3], 1) << "rank " << r;
     }
-    for (int k = 0; k < kViewSteps; ++k) {
-      const auto& a = u_host[r][k];
-      const auto& b = u_dev[r][k];
-      ASSERT_EQ(a.size(), b.size());
-      for (size_t i = 0; i < a.size(); ++i)
-        ASSERT_EQ(std::memcmp(&a[i], &b[i], sizeof(float)), 0)
-            << mode_name(mode) << " rank " << r << " step " << k << " element " << i << ": host-f32 " << a[i]
-            << ", cuda " << b[i];
-    }
-    ASSERT_EQ(st_host[r].size(), st_dev[r].size());
-    for (size_t a = 0; a < st_host[r].size(); ++a) {
-      EXPECT_EQ(st_host[r][a].first, st_dev[r][a].first);
-      EXPECT_TRUE(st_host[r][a].second == st_dev[r][a].second) << "state " << st_host[r][a].first << " rank " << r;
-    }
+    ASSERT_NO_FATAL_FAILURE(expect_same_run(u_host[r], u_dev[r], st_host[r], st_dev[r],
+                                            std::string(mode_name(mode)) + " rank " + std::to_string(r)));
   }
 }
 
@@ -329,7 +327,7 @@ TEST_F(GpuSessionMisc, HostApiAfterTheCallerStreamIsDestroyed) {
   const std::string path = testing::TempDir() + "/gpu_sess_stream_ckpt";
   for (const char* name : {"diana", "compressed_gd_spherical"}) {
     std::vector<std::vector<float>> dev_updates, twin_updates;
-    std::vector<std::pair<std::string, std::vector<double>>> dev_state, twin_state;
+    StateList dev_state, twin_state;
     for (Backend backend : {Backend::kCuda, Backend::kHostF32}) {
       run_local(1, [&](Communicator& comm) {
         Session s(comm, Layout(n), sess_config(session_case(name), backend));
@@ -352,7 +350,7 @@ TEST_F(GpuSessionMisc, HostApiAfterTheCallerStreamIsDestroyed) {
           us.push_back(u);
         }
         EXPECT_EQ(s.device_status(), gcompSuccess);
-        std::vector<std::pair<std::string, std::vector<double>>> st;
+        StateList st;
         for (const auto& [key, v] : s.state()) st.emplace_back(key, *v);
         s.save(path);
         Session t(comm, Layout(n), sess_config(session_case(name), backend));
@@ -441,7 +439,7 @@ TEST_F(GpuSessionMisc, OneRankNcclSessionsEqualTheHostF32Twin) {
       };
       std::vector<std::vector<float>> u_host, u_dev;
       std::vector<int> skipped_host, skipped_dev;
-      std::vector<std::pair<std::string, std::vector<double>>> st_host, st_dev;
+      StateList st_host, st_dev;
       run_local(1, [&](Communicator& local) {
         Session s(local, layout, config(Backend::kHostF32));
         for (int k = 0; k < kNcclSteps; ++k) {
@@ -466,18 +464,7 @@ TEST_F(GpuSessionMisc, OneRankNcclSessionsEqualTheHostF32Twin) {
         for (const auto& [key, v] : s.state()) st_dev.emplace_back(key, *v);
       }
       EXPECT_EQ(skipped_host, skipped_dev);
-      for (int k = 0; k < kNcclSteps; ++k) {
-        const auto K = static_cast<size_t>(k);
-        ASSERT_EQ(u_host[K].size(), u_dev[K].size());
-        for (size_t i = 0; i < N; ++i)
-          ASSERT_EQ(std::memcmp(&u_host[K][i], &u_dev[K][i], sizeof(float)), 0)
-              << "step " << k << " element " << i << ": host-f32 " << u_host[K][i] << ", cuda/nccl " << u_dev[K][i];
-      }
-      ASSERT_EQ(st_host.size(), st_dev.size());
-      for (size_t a = 0; a < st_host.size(); ++a) {
-        EXPECT_EQ(st_host[a].first, st_dev[a].first);
-        EXPECT_TRUE(st_host[a].second == st_dev[a].second) << "state " << st_host[a].first;
-      }
+      ASSERT_NO_FATAL_FAILURE(expect_same_run(u_host, u_dev, st_host, st_dev, "nccl"));
     }
   }
 }
