@@ -41,6 +41,13 @@ std::vector<float> grad_of(int rank, int step, int64_t n) {
 
 using StateList = std::vector<std::pair<std::string, std::vector<double>>>;
 
+/// A copy of the session's named state arrays (Session::state() is valid until the next step).
+StateList state_of(const Session& s) {
+  StateList out;
+  for (const auto& [name, v] : s.state()) out.emplace_back(name, *v);
+  return out;
+}
+
 /// One rank's device run equals its host-f32 twin's bit for bit: the update of every step, then the
 /// final state (names and values). `what` names the run in the messages. Callers wrap it in
 /// ASSERT_NO_FATAL_FAILURE, so that the first differing element ends the test.
@@ -101,8 +108,7 @@ TEST_P(GpuSessionTest, DeviceStepsEqualTheHostF32TwinBitForBit) {
         }
         us.push_back(u);
       }
-      StateList st;
-      for (const auto& [name, v] : s.state()) st.emplace_back(name, *v);
+      const StateList st = state_of(s);
       EXPECT_EQ(s.device_status(), gcompSuccess);
       if (stream != nullptr) (void)cudaStreamDestroy(stream);
       std::lock_guard<std::mutex> lock(m);
@@ -268,8 +274,7 @@ TEST_P(GpuSessionViewTest, TypedAndZeroedDeviceGradientsEqualTheHostF32Twin) {
         us.push_back(u);
         sk.push_back(st.skipped ? 1 : 0);
       }
-      StateList state;
-      for (const auto& [name, v] : s.state()) state.emplace_back(name, *v);
+      const StateList state = state_of(s);
       EXPECT_EQ(s.device_status(), gcompSuccess);
       if (stream != nullptr) (void)cudaStreamDestroy(stream);
       std::lock_guard<std::mutex> lock(m);
@@ -350,8 +355,7 @@ TEST_F(GpuSessionMisc, HostApiAfterTheCallerStreamIsDestroyed) {
           us.push_back(u);
         }
         EXPECT_EQ(s.device_status(), gcompSuccess);
-        StateList st;
-        for (const auto& [key, v] : s.state()) st.emplace_back(key, *v);
+        const StateList st = state_of(s);
         s.save(path);
         Session t(comm, Layout(n), sess_config(session_case(name), backend));
         t.load(path);
@@ -448,7 +452,7 @@ TEST_F(GpuSessionMisc, OneRankNcclSessionsEqualTheHostF32Twin) {
           skipped_host.push_back(s.step(std::span<const float>(g), std::span<float>(u)).skipped ? 1 : 0);
           u_host.push_back(u);
         }
-        for (const auto& [key, v] : s.state()) st_host.emplace_back(key, *v);
+        st_host = state_of(s);
       });
       {
         Session s(*nccl, layout, config(Backend::kCuda));
@@ -461,7 +465,7 @@ TEST_F(GpuSessionMisc, OneRankNcclSessionsEqualTheHostF32Twin) {
           u_dev.push_back(d_u.download());
         }
         EXPECT_EQ(s.device_status(), gcompSuccess);
-        for (const auto& [key, v] : s.state()) st_dev.emplace_back(key, *v);
+        st_dev = state_of(s);
       }
       EXPECT_EQ(skipped_host, skipped_dev);
       ASSERT_NO_FATAL_FAILURE(expect_same_run(u_host, u_dev, st_host, st_dev, "nccl"));
