@@ -308,10 +308,13 @@ KERNELS = [
     (r"mul_kernel", "Session: dst = x y (compensation=diagonal)", ["LDG", "STG"], 1, {}, 8, 4, None),
     (r"vote_kernel", "Session majority vote: u = lr sign(acc) (uplink codecs without the fused store)",
      ["LDG", "STG"], 1, {}, 4, 4, None),
-    (r"nonfinite_flag_kernel", "Session nonfinite=error/skip: any non-finite", ["LDG"], 1, {}, 4, 0, None),
-    (r"nonfinite_flag_src_kernel", "Session nonfinite=error/skip: any non-finite in a bf16/f16 gradient view", ["LDG"], 1,
-     {}, 2, 0, None),
+    (r"nonfinite_flag_kernel", "Session nonfinite=error/skip: any non-finite (late agreement: only after the encode "
+     "reported one; a delay, hessian-ec: every step)", ["LDG"], 1, {}, 4, 0, None),
+    (r"nonfinite_flag_src_kernel", "Session nonfinite=error/skip: any non-finite in a bf16/f16 gradient view (as above)",
+     ["LDG"], 1, {}, 2, 0, None),
     (r"merge_status_kernel", "Session: call status -> step status (one thread)", [], None, {}, "-", "-", None),
+    (r"status_words_kernel", "Session: the status words of the message slots (one thread per slot)", [], None, {}, "-",
+     "-", None),
 ]
 
 # Kernels of the "before" code only (--before): the after-era check below does not expect them.

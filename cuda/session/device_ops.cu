@@ -74,10 +74,12 @@ class DeviceOps final : public VecOps<float> {
     GCOMP_CUDA_TRY(cudaEventCreateWithFlags(&res_.event, cudaEventDisableTiming));
     stream_ = res_.stream;
     sticky_ = reinterpret_cast<DeviceStatus*>(alloc_bytes(sizeof(DeviceStatus)));
+    step_ = host_comm_ ? sticky_ : reinterpret_cast<DeviceStatus*>(alloc_bytes(sizeof(DeviceStatus)));
     flags_ = reinterpret_cast<int64_t*>(alloc_bytes(2 * sizeof(int64_t)));
     h_small_ = alloc_pinned(64);
     h_length_ = alloc_pinned(sizeof(uint32_t));
-    reset_sticky();
+    reset_status(sticky_);
+    reset_status(step_);
     GCOMP_CUDA_TRY(cudaStreamSynchronize(stream_));
   }
 
@@ -184,7 +186,6 @@ class DeviceOps final : public VecOps<float> {
                  static_cast<int64_t>(n));
   }
 
-  // The one host synchronization of a step with nonfinite = error/skip: the agreed flag.
   bool has_nonfinite(const float* x, size_t n) override {
     GCOMP_CUDA_TRY(cudaMemsetAsync(flags_, 0, sizeof(int64_t), stream_));
     flag_nonfinite(x, n);
@@ -193,6 +194,8 @@ class DeviceOps final : public VecOps<float> {
     GCOMP_CUDA_TRY(cudaStreamSynchronize(stream_));
     return h[0] != 0;
   }
+  // The agreement before the step (a delay, hessian-ec): a scan of x, the flags' allreduce, and
+  // one host synchronization for the agreed flag.
   void nonfinite_agree(const float* x, size_t n, int64_t* local, int64_t* any) override {
     GCOMP_CUDA_TRY(cudaMemsetAsync(flags_, 0, 2 * sizeof(int64_t), stream_));
     flag_nonfinite(x, n);
@@ -210,6 +213,25 @@ class DeviceOps final : public VecOps<float> {
     GCOMP_CUDA_TRY(cudaStreamSynchronize(stream_));
     *local = h[0];
     *any = h[1];
+  }
+
+  // The late agreement (VecOps::begin_agreement). Device communicator: put_status enqueues a scan
+  // of x gated on the step's status record (every thread returns at once unless a kernel of the
+  // step reported gcompErrorNonFinite) and writes the words from its flag: no host sync beyond the
+  // exchange's own (get_status). Host communicator: stage_down reads the status record anyway;
+  // x is scanned only when it holds gcompErrorNonFinite (staged_word()).
+  [[nodiscard]] bool agrees_on_device() const override { return true; }
+  void begin_agreement(const float* x, size_t n) override {
+    agree_x_ = x;
+    agree_n_ = n;
+    agree_scanned_ = false;
+  }
+  void end_agreement(bool decided) override {
+    agree_x_ = nullptr;
+    if (!decided) return;
+    reset_status(step_);  // the policy decided the step: what its kernels reported is not an error
+    last_ = DeviceStatus{};
+    last_.index = UINT64_MAX;
   }
 
   int add_codec(const CodecSpec& spec, const Layout& layout, bool shared_scale) override {
@@ -496,7 +518,7 @@ class DeviceOps final : public VecOps<float> {
     }
     stage_down(send, stride * static_cast<size_t>(comm_.size()), 0, 0);
     if (last_.code != gcompSuccess) {
-      const auto code = static_cast<int32_t>(last_.code);
+      const int32_t code = staged_word();
       for (int j = 0; j < comm_.size(); ++j)
         if (send_bytes[j] >= 4) std::memcpy(h_send_ + stride * static_cast<size_t>(j) + send_bytes[j] - 4, &code, 4);
     }
@@ -504,13 +526,22 @@ class DeviceOps final : public VecOps<float> {
     stage_up(recv, stride, recv_bytes);
   }
 
+  // The words written by a kernel (the word its argument): no host sync. In an agreement on a device
+  // communicator, a word 0 becomes kNonFiniteGradientWord when the gated scan of the gradient
+  // (once per agreement) found NaN/Inf.
   void put_status(uint8_t* buf, size_t stride, int slots, int32_t status) override {
-    auto* h = reinterpret_cast<int32_t*>(h_small_);
-    *h = status;
-    for (int j = 0; j < slots; ++j)
-      GCOMP_CUDA_TRY(
-          cudaMemcpyAsync(buf + stride * static_cast<size_t>(j + 1) - 4, h, 4, cudaMemcpyHostToDevice, stream_));
-    GCOMP_CUDA_TRY(cudaStreamSynchronize(stream_));  // h_small_ is reused
+    if (slots <= 0) return;
+    const int64_t* flag = nullptr;
+    if (agree_x_ != nullptr && !host_comm_) {
+      if (!agree_scanned_) {
+        GCOMP_CUDA_TRY(cudaMemsetAsync(flags_, 0, sizeof(int64_t), stream_));
+        flag_nonfinite(agree_x_, agree_n_, step_);
+        agree_scanned_ = true;
+      }
+      flag = flags_;
+    }
+    GCOMP_LAUNCH(cuda::detail::status_words_kernel, grid(static_cast<size_t>(slots)), kThreads, stream_, buf,
+                 static_cast<uint64_t>(stride), slots, status, flag, kNonFiniteGradientWord);
   }
   void get_status(const uint8_t* buf, size_t stride, int slots, int32_t* out) override {
     if (slots <= 0) return;
@@ -525,8 +556,13 @@ class DeviceOps final : public VecOps<float> {
   [[nodiscard]] bool update_in_caller_buffer() const override { return !host_comm_; }
   void begin_step() override {
     view_ = View{};
+    agree_x_ = nullptr;
     sizes_used_ = 0;
-    if (host_comm_) reset_sticky();  // device communicator: kept until device_status() reads it
+    if (host_comm_) {
+      reset_status(sticky_);
+    } else {
+      fold_step();  // the sticky record keeps every error until device_status() reads it
+    }
     if (!res_.timing.empty()) {
       marks_ = 0;
       phase(Phase::kEncode);
@@ -538,9 +574,10 @@ class DeviceOps final : public VecOps<float> {
     throw_if_failed();
   }
   gcompStatus_t device_status(uint64_t* index) override {
+    if (!host_comm_) fold_step();
     read_sticky();
     const DeviceStatus st = last_;
-    reset_sticky();
+    reset_status(sticky_);
     GCOMP_CUDA_TRY(cudaStreamSynchronize(stream_));
     if (index != nullptr) *index = st.index;
     return static_cast<gcompStatus_t>(st.code);
@@ -631,15 +668,16 @@ class DeviceOps final : public VecOps<float> {
     if (v.zero) zero_nonfinite(g, v.type != GradType::kF32 ? g : static_cast<const float*>(v.data), v.n);
     if (v.type == GradType::kF32 && !v.zero) copy(g, static_cast<const float*>(v.data), v.n);
   }
-  /// flags_[0] = 1 when x (the gradient view included) holds a NaN or Inf.
-  void flag_nonfinite(const float* x, size_t n) {
+  /// flags_[0] = 1 when x (the gradient view included) holds a NaN or Inf; with a gate (a status
+  /// record), only when that record holds gcompErrorNonFinite (every thread returns at once else).
+  void flag_nonfinite(const float* x, size_t n, const DeviceStatus* gate = nullptr) {
     const auto m = static_cast<int64_t>(n);
     if (viewed(x)) {
       const Source v = source(x);
-      GCOMP_LAUNCH(cuda::detail::nonfinite_flag_src_kernel, grid(n), kThreads, stream_, v.data, v.src, m, flags_);
+      GCOMP_LAUNCH(cuda::detail::nonfinite_flag_src_kernel, grid(n), kThreads, stream_, v.data, v.src, m, flags_, gate);
       return;
     }
-    GCOMP_LAUNCH(cuda::detail::nonfinite_flag_kernel, grid(n), kThreads, stream_, x, m, flags_);
+    GCOMP_LAUNCH(cuda::detail::nonfinite_flag_kernel, grid(n), kThreads, stream_, x, m, flags_, gate);
   }
 
   const DeviceCodec& dev(int c) const { return *codecs_[static_cast<size_t>(c)].dev; }
@@ -686,11 +724,17 @@ class DeviceOps final : public VecOps<float> {
     GCOMP_CUDA_TRY(err);
     return st != cudaStreamCaptureStatusNone;
   }
+  /// A call's status (the workspace's record) into the step's record (its first error kept).
   void merge() {
-    GCOMP_LAUNCH(cuda::detail::merge_status_kernel, 1u, 1u, stream_, static_cast<const DeviceStatus*>(ws_), sticky_);
+    GCOMP_LAUNCH(cuda::detail::merge_status_kernel, 1u, 1u, stream_, static_cast<const DeviceStatus*>(ws_), step_);
   }
-  void reset_sticky() {
-    auto* b = reinterpret_cast<uint8_t*>(sticky_);
+  /// Device communicator: the step's record into the sticky one, then cleared (on the stream).
+  void fold_step() {
+    GCOMP_LAUNCH(cuda::detail::merge_status_kernel, 1u, 1u, stream_, static_cast<const DeviceStatus*>(step_), sticky_);
+    reset_status(step_);
+  }
+  void reset_status(DeviceStatus* st) {
+    auto* b = reinterpret_cast<uint8_t*>(st);
     GCOMP_CUDA_TRY(cudaMemsetAsync(b, 0, offsetof(DeviceStatus, index), stream_));
     GCOMP_CUDA_TRY(cudaMemsetAsync(b + offsetof(DeviceStatus, index), 0xff, sizeof(uint64_t), stream_));
   }
@@ -742,8 +786,16 @@ class DeviceOps final : public VecOps<float> {
     if (bytes > 0) GCOMP_CUDA_TRY(cudaMemcpyAsync(h_send_, send, bytes, cudaMemcpyDeviceToHost, stream_));
     read_sticky();
     if (last_.code == gcompSuccess || stride < 4) return;
-    const auto code = static_cast<int32_t>(last_.code);
+    const int32_t code = staged_word();
     for (int j = 0; j < slots; ++j) std::memcpy(h_send_ + stride * static_cast<size_t>(j + 1) - 4, &code, 4);
+  }
+  /// The word of a staged message whose step recorded an error (last_): in an agreement, a
+  /// gcompErrorNonFinite with NaN/Inf in the gradient is kNonFiniteGradientWord (a scan, on this
+  /// failure only), as the engine classifies a synchronous failure.
+  int32_t staged_word() {
+    const auto code = static_cast<int32_t>(last_.code);
+    if (agree_x_ == nullptr || code != gcompErrorNonFinite) return code;
+    return has_nonfinite(agree_x_, agree_n_) ? kNonFiniteGradientWord : code;
   }
 
   Resources res_;  // first member: destroyed last, after the codecs
@@ -756,8 +808,12 @@ class DeviceOps final : public VecOps<float> {
   std::vector<Entry> codecs_;
   void* ws_ = nullptr;
   size_t ws_bytes_ = 0;
-  DeviceStatus* sticky_ = nullptr;
+  DeviceStatus* sticky_ = nullptr;  // the errors not yet reported (host communicator: of the step)
+  DeviceStatus* step_ = nullptr;    // the step's errors (host communicator: sticky_ itself)
   DeviceStatus last_{};
+  const float* agree_x_ = nullptr;  // the gradient of an agreement in progress (begin_agreement)
+  size_t agree_n_ = 0;
+  bool agree_scanned_ = false;  // flags_[0] holds the gated scan of agree_x_
   int64_t* flags_ = nullptr;
   uint8_t* h_small_ = nullptr;
   uint8_t* h_length_ = nullptr;  // a variable-length payload's length field (used_bytes)

@@ -80,10 +80,10 @@ size_t round4(size_t b) { return (b + 3) / 4 * 4; }
 
 // Every message slot ends with its sender's status word (VecOps::put_status).
 constexpr size_t kStatusBytes = 4;
-// The status word of a rank whose gradient holds NaN/Inf, in the first exchange of a late-agreement
-// step (docs/algorithms.md "Non-finite gradients"): no gcompStatus_t value, so that every rank tells
-// it from a failure of the algorithm's own values (gcompErrorNonFinite).
-constexpr int32_t kNonFiniteGradient = (1 << 16) | gcompErrorNonFinite;
+constexpr int32_t kNonFiniteGradient = kNonFiniteGradientWord;
+// A value put_status never writes: the word in the buffer is not known on the host (the device
+// wrote it, VecOps::begin_agreement), so the next exchange writes its word again.
+constexpr int32_t kUnknownWord = INT32_MIN;
 
 constexpr const char* kPhaseNames[kNumPhases] = {"gcomp encode", "gcomp communicate", "gcomp decode", "gcomp update"};
 
@@ -230,10 +230,11 @@ class EngineImpl final : public Engine {
   int32_t sent_status_ = 0, sent2_status_ = 0;  // the status words now in send_ / send2_
   std::exception_ptr failed_;                   // local(): this step's failure, not yet reported
   int32_t failed_status_ = 0;
-  // Late non-finite agreement (fp32 host state, no delay, not hessian-ec; docs/algorithms.md
-  // "Non-finite gradients"): the step runs its local part first and agrees on the status words of
-  // its first exchange (no collective of its own), the gradient's non-finite check folded into the
-  // codec's encode.
+  // Late non-finite agreement (fp32 state: host-f32 and cuda; no delay, not hessian-ec;
+  // docs/algorithms.md "Non-finite gradients"): the step runs its local part first and agrees on
+  // the status words of its first exchange (no collective of its own), the gradient's non-finite
+  // check folded into the codec's encode (device: the word found on the device,
+  // VecOps::begin_agreement).
   bool late_agreement_ = false;
   bool agree_pending_ = false;   // this step has not agreed yet
   bool grad_nonfinite_ = false;  // this rank's gradient holds NaN/Inf (late agreement)
@@ -348,8 +349,8 @@ EngineImpl<T>::EngineImpl(Communicator& comm, const Layout& layout, const Sessio
   // collective) leaves the state as it was, with no copy of it per step.
   for (const auto& [name, size] : state_arrays(cfg, n_, mine))
     st_[name] = Array{o.alloc(size), name == "delay_queue" ? nullptr : o.alloc(size), size, false};
-  late_agreement_ = std::is_same_v<T, float> && o.synchronous_errors() && cfg.nonfinite != NonFinitePolicy::kZero &&
-                    delay_bound_ == 0 && a != Algorithm::kHessianEc;
+  late_agreement_ = std::is_same_v<T, float> && (o.synchronous_errors() || o.agrees_on_device()) &&
+                    cfg.nonfinite != NonFinitePolicy::kZero && delay_bound_ == 0 && a != Algorithm::kHessianEc;
   view_input_ = delay_bound_ == 0 && !cfg.track_norms;
 }
 
@@ -440,10 +441,13 @@ template <class T>
 void EngineImpl<T>::agree() {
   if (!agree_pending_) return;
   agree_pending_ = false;
-  if (std::find(peer_status_.begin(), peer_status_.end(), kNonFiniteGradient) == peer_status_.end()) return;
+  const bool decided = std::find(peer_status_.begin(), peer_status_.end(), kNonFiniteGradient) != peer_status_.end();
+  ops_->end_agreement(decided);
+  if (!decided) return;
   // The policy decides the step; this rank's kept failure (its codec refusing the non-finite
-  // input) and any other rank's failure are not reported.
-  const bool mine = grad_nonfinite_;
+  // input) and any other rank's failure are not reported. This rank's word is its own slot's
+  // (the device classifies its gradient there, not on the host).
+  const bool mine = grad_nonfinite_ || peer_status_[static_cast<size_t>(rank_)] == kNonFiniteGradient;
   failed_ = nullptr;
   failed_status_ = 0;
   grad_nonfinite_ = false;
@@ -458,9 +462,11 @@ void EngineImpl<T>::exchange(bool all_to_all, uint8_t* send, uint8_t* recv, size
   VecOps<T>& o = *ops_;
   const int slots = all_to_all ? P_ : 1;
   const int32_t word = status_word();
-  if (sent != word) {  // the words stay in the buffer: rewritten only when they change
+  // The words stay in the buffer: rewritten only when they change, and in an agreeing exchange
+  // (the device may write the word of its own finding).
+  if (sent != word || agree_pending_) {
     o.put_status(send, stride, slots, word);
-    sent = word;
+    sent = agree_pending_ && o.agrees_on_device() ? kUnknownWord : word;
   }
   if (all_to_all)
     o.alltoall(send, recv, stride);
@@ -805,6 +811,7 @@ StepStats EngineImpl<T>::run(const T* grad, T* out, const void* grad16, GradType
     agree_pending_ = true;  // agree(), on the status words of the first exchange
     grad_nonfinite_ = false;
     grad_ = g;
+    o.begin_agreement(g, n_);
   } else {
     enter(Phase::kComm);
     int64_t bad = 0, any_bad = 0;

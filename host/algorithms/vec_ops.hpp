@@ -24,6 +24,11 @@
 
 namespace gcomp::detail {
 
+/// The status word of a rank whose gradient holds NaN/Inf, in the first exchange of a late-agreement
+/// step (docs/algorithms.md "Non-finite gradients"): no gcompStatus_t value, so that every rank tells
+/// it from a failure of the algorithm's own values (gcompErrorNonFinite).
+constexpr int32_t kNonFiniteGradientWord = (1 << 16) | gcompErrorNonFinite;
+
 /// The phases of a step, as StepStats reports their times (time_phases) and NVTX names them.
 enum class Phase : int { kEncode = 0, kComm = 1, kDecode = 2, kUpdate = 3 };
 inline constexpr int kNumPhases = 4;
@@ -80,6 +85,19 @@ class VecOps {
   /// (an allreduce). Device: the host reads both (syncs). "Non-finite" is in the precision of the
   /// messages (fp32): a double beyond the fp32 range counts (zero_nonfinite zeroes it too).
   virtual void nonfinite_agree(const T* x, size_t n, int64_t* local, int64_t* any) = 0;
+  /// The late agreement with asynchronous errors (device; docs/algorithms.md "Non-finite
+  /// gradients"): between begin_agreement(x, n) and end_agreement(), every status word this rank
+  /// sends (put_status; with a host communicator also the device error staged into a message) is
+  /// kNonFiniteGradientWord when it would be 0 or gcompErrorNonFinite, a kernel of the step has
+  /// reported gcompErrorNonFinite and x (the step's gradient, n elements) holds NaN/Inf. x is
+  /// scanned only after such a report (device communicator: a scan gated on the device's status,
+  /// no host sync; host communicator: when the staged status says so). end_agreement(decided):
+  /// decided = a rank's word said "non-finite gradient" and the policy decided the step: the errors
+  /// its kernels reported are dropped (neither end_step() nor device_status() reports them).
+  /// Host backends: no-ops (their errors are thrown by the call: the engine classifies them).
+  [[nodiscard]] virtual bool agrees_on_device() const { return false; }
+  virtual void begin_agreement(const T* /*x*/, size_t /*n*/) {}
+  virtual void end_agreement(bool /*decided*/) {}
 
   // Codecs, by the handle add_codec() returns. Messages are always the codec's fp32 payloads: a
   // double implementation rounds its input to fp32 for the codec and widens decoded values.

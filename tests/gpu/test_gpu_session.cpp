@@ -323,6 +323,117 @@ INSTANTIATE_TEST_SUITE_P(GradientViews, GpuSessionViewTest,
                            return std::get<0>(param_info.param) + "_" + mode_name(std::get<1>(param_info.param));
                          });
 
+// nonfinite = error and skip on local ranks (a host communicator: the messages and their status
+// words staged through pinned memory). Rank 1's gradient holds a NaN at step 2 and an Inf at step 4.
+// Where the engine agrees late (docs/algorithms.md "Non-finite gradients": no delay, not hessian-ec)
+// the device's encode reports the non-finite input, the staged status word tells a non-finite
+// gradient from a failure of the algorithm's own values, and the policy decides the step on every
+// rank; elsewhere the agreement comes before the step. Either way each rank's outcome of every step
+// (the update; or the error's status and whether it names this rank or another), the step counts
+// and the final state must equal the host-f32 twin's, and the device status must stay clean (the
+// errors the encode reported on the decided steps are dropped).
+using PolicyParam = std::tuple<SessCase, NonFinitePolicy>;
+
+class GpuSessionPolicyTest : public GpuParamFixture<PolicyParam> {};
+
+/// One step's outcome: the update, or (a thrown gcomp::Error) its status and where it says the
+/// non-finite gradient was (1: this rank, 2: another rank, 0: neither).
+struct StepOutcome {
+  std::vector<float> u;
+  int status = 0;
+  int where = 0;
+  bool skipped = false;
+  uint64_t count = 0;  // step_count() after the step
+  bool operator==(const StepOutcome& o) const {
+    return status == o.status && where == o.where && skipped == o.skipped && count == o.count &&
+           std::memcmp(u.data(), o.u.data(), u.size() * sizeof(float)) == 0 && u.size() == o.u.size();
+  }
+};
+
+TEST_P(GpuSessionPolicyTest, NonFiniteGradientsEqualTheHostF32Twin) {
+  const SessCase& c = std::get<0>(GetParam());
+  const NonFinitePolicy policy = std::get<1>(GetParam());
+  const Layout layout(std::vector<int64_t>{517, 3, 40});
+  const int64_t n = layout.num_elems();
+  constexpr int kPolicySteps = 7;
+  std::vector<std::vector<StepOutcome>> out_host(kSessRanks), out_dev(kSessRanks);
+  std::vector<StateList> st_host(kSessRanks), st_dev(kSessRanks);
+  std::mutex m;
+  for (Backend backend : {Backend::kHostF32, Backend::kCuda}) {
+    run_local(kSessRanks, [&](Communicator& comm) {
+      const int r = comm.rank();
+      SessionConfig cfg = sess_config(c, backend);
+      cfg.nonfinite = policy;
+      Session s(comm, layout, cfg);
+      DeviceBuffer<float> d_g(static_cast<size_t>(n), stream_), d_u(static_cast<size_t>(n), stream_);
+      std::vector<StepOutcome> outs;
+      for (int k = 0; k < kPolicySteps; ++k) {
+        std::vector<float> g = grad_of(r, k, n);
+        if (r == 1 && k == 2) g[static_cast<size_t>(n) / 2] = std::nanf("");
+        if (r == 1 && k == 4) g[static_cast<size_t>(n) - 1] = -std::numeric_limits<float>::infinity();
+        StepOutcome o;
+        o.u.assign(static_cast<size_t>(n), 0.0f);
+        try {
+          StepStats st;
+          if (backend == Backend::kCuda && k % 2 == 0) {
+            d_g.upload(g);
+            st = s.step_device(d_g.get(), GradType::kF32, d_u.get(), stream_);
+            GCOMP_TEST_CUDA(cudaStreamSynchronize(stream_));
+            o.u = d_u.download();
+          } else {
+            st = s.step(std::span<const float>(g), std::span<float>(o.u));
+          }
+          o.skipped = st.skipped;
+        } catch (const Error& e) {
+          o.u.clear();
+          o.status = static_cast<int>(e.status());
+          const std::string what = e.what();
+          o.where = what.find("on this rank") != std::string::npos      ? 1
+                    : what.find("on another rank") != std::string::npos ? 2
+                                                                        : 0;
+        }
+        o.count = s.step_count();
+        outs.push_back(o);
+      }
+      const StateList st = state_of(s);
+      EXPECT_EQ(s.device_status(), gcompSuccess) << "rank " << r;
+      std::lock_guard<std::mutex> lock(m);
+      (backend == Backend::kCuda ? out_dev : out_host)[r] = outs;
+      (backend == Backend::kCuda ? st_dev : st_host)[r] = st;
+    });
+  }
+  for (int r = 0; r < kSessRanks; ++r) {
+    ASSERT_EQ(out_host[r].size(), out_dev[r].size());
+    for (size_t k = 0; k < out_host[r].size(); ++k) {
+      const StepOutcome& h = out_host[r][k];
+      const StepOutcome& d = out_dev[r][k];
+      EXPECT_TRUE(h == d) << "rank " << r << " step " << k << ": host-f32 status " << h.status << " where " << h.where
+                          << " skipped " << h.skipped << " count " << h.count << "; cuda status " << d.status
+                          << " where " << d.where << " skipped " << d.skipped << " count " << d.count;
+    }
+    // The twin itself: the bad steps are decided on every rank, the others run.
+    for (const int k : {2, 4}) {
+      const StepOutcome& h = out_host[r][static_cast<size_t>(k)];
+      if (policy == NonFinitePolicy::kSkip) {
+        EXPECT_TRUE(h.skipped) << "rank " << r << " step " << k;
+      } else {
+        EXPECT_EQ(h.status, static_cast<int>(gcompErrorNonFinite)) << "rank " << r << " step " << k;
+        EXPECT_EQ(h.where, r == 1 ? 1 : 2) << "rank " << r << " step " << k;
+      }
+    }
+    EXPECT_EQ(out_host[r].back().count, static_cast<uint64_t>(kPolicySteps - 2)) << "rank " << r;
+    EXPECT_TRUE(st_host[r] == st_dev[r]) << "final state, rank " << r;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllAlgorithms, GpuSessionPolicyTest,
+                         testing::Combine(testing::ValuesIn(kSessionCases),
+                                          testing::Values(NonFinitePolicy::kError, NonFinitePolicy::kSkip)),
+                         [](const auto& param_info) {
+                           return std::string(std::get<0>(param_info.param).name) +
+                                  (std::get<1>(param_info.param) == NonFinitePolicy::kSkip ? "_skip" : "_error");
+                         });
+
 // step_device on a caller's stream that is destroyed right after the call (no sync), then the host
 // API, state() and a checkpoint: they run on the session's own stream, after the step's work, and
 // equal the host-f32 twin bit for bit. A session that kept using the last step_device stream would
@@ -403,10 +514,13 @@ TEST_F(GpuSessionMisc, NonFiniteSkipAndCheckpointResume) {
 // The cuda Session on a device communicator: nccl with one rank on the one GPU. Its own paths run
 // here and nowhere else in this suite (the other tests use local ranks, whose messages are staged
 // through pinned host memory): the update computed in d_update itself, the messages and the
-// non-finite agreement on the device (nccl collectives, the agreed flag read back), the status
+// non-finite agreement on the status words the device writes (a scan of the gradient gated on the
+// step's status record, no host sync of its own; before the step for the delay and hessian-ec
+// cases: nccl allreduce of the flags), the status
 // read by device_status() instead of the step. For every session case, each update and the final
-// state must equal the host-f32 twin's (one local rank) bit for bit; for three cases also under
-// nonfinite = skip with a NaN in the gradient at step 3 (skipped, zero update, state kept).
+// state must equal the host-f32 twin's (one local rank) bit for bit; also under nonfinite = skip
+// and error with a NaN in the gradient at step 3 (skipped with a zero update, or gcompErrorNonFinite
+// "on this rank"; state and step count kept; the device status clean afterwards).
 TEST_F(GpuSessionMisc, OneRankNcclSessionsEqualTheHostF32Twin) {
   if (!nccl_available()) GTEST_SKIP() << "built without the nccl backend";
   if (const std::string why = nccl_unusable(); !why.empty()) GTEST_SKIP() << "nccl unusable: " << why;
@@ -427,30 +541,38 @@ TEST_F(GpuSessionMisc, OneRankNcclSessionsEqualTheHostF32Twin) {
   constexpr int kNcclSteps = 6;
   for (const SessCase& c : kSessionCases) {
     const std::string name = c.name;
-    const bool with_skip = name == "ef_sgd_topk" || name == "diana" || name == "dist_ef_sgdm_sharded";
-    for (const bool skip : {false, true}) {
-      if (skip && !with_skip) continue;
-      SCOPED_TRACE(name + (skip ? " (nonfinite = skip)" : ""));
+    for (const int policy : {0, 1, 2}) {  // none, skip, error
+      const bool bad = policy != 0;
+      SCOPED_TRACE(name + (policy == 1 ? " (nonfinite = skip)" : policy == 2 ? " (nonfinite = error)" : ""));
       const auto config = [&](Backend backend) {
         SessionConfig cfg = sess_config(c, backend);
-        if (skip) cfg.nonfinite = NonFinitePolicy::kSkip;
+        cfg.nonfinite = policy == 1 ? NonFinitePolicy::kSkip : NonFinitePolicy::kError;
         return cfg;
       };
       const auto grad = [&](int k) {
         std::vector<float> g = grad_of(0, k, n);
-        if (skip && k == 3) g[N / 2] = std::nanf("");
+        if (bad && k == 3) g[N / 2] = std::nanf("");
         return g;
       };
+      // Per step: skipped (1), thrown gcompErrorNonFinite naming this rank (2), else 0.
       std::vector<std::vector<float>> u_host, u_dev;
       std::vector<int> skipped_host, skipped_dev;
       StateList st_host, st_dev;
+      const auto outcome = [](auto&& run_step) {
+        try {
+          return run_step().skipped ? 1 : 0;
+        } catch (const Error& e) {
+          const bool mine = std::string(e.what()).find("on this rank") != std::string::npos;
+          return e.status() == gcompErrorNonFinite && mine ? 2 : 3;
+        }
+      };
       run_local(1, [&](Communicator& local) {
         Session s(local, layout, config(Backend::kHostF32));
         for (int k = 0; k < kNcclSteps; ++k) {
           const std::vector<float> g = grad(k);
           std::vector<float> u(N);
-          skipped_host.push_back(s.step(std::span<const float>(g), std::span<float>(u)).skipped ? 1 : 0);
-          u_host.push_back(u);
+          skipped_host.push_back(outcome([&] { return s.step(std::span<const float>(g), std::span<float>(u)); }));
+          u_host.push_back(skipped_host.back() >= 2 ? std::vector<float>() : u);
         }
         st_host = state_of(s);
       });
@@ -459,15 +581,19 @@ TEST_F(GpuSessionMisc, OneRankNcclSessionsEqualTheHostF32Twin) {
         DeviceBuffer<float> d_g(N, stream_), d_u(N, stream_);
         for (int k = 0; k < kNcclSteps; ++k) {
           d_g.upload(grad(k));
-          const StepStats st = s.step_device(d_g.get(), GradType::kF32, d_u.get(), stream_);
+          skipped_dev.push_back(outcome([&] { return s.step_device(d_g.get(), GradType::kF32, d_u.get(), stream_); }));
           sync();
-          skipped_dev.push_back(st.skipped ? 1 : 0);
-          u_dev.push_back(d_u.download());
+          u_dev.push_back(skipped_dev.back() >= 2 ? std::vector<float>() : d_u.download());
         }
+        // The errors the encode reported on the decided step are not reported later.
         EXPECT_EQ(s.device_status(), gcompSuccess);
+        EXPECT_EQ(s.step_count(), static_cast<uint64_t>(bad ? kNcclSteps - 1 : kNcclSteps));
         st_dev = state_of(s);
       }
       EXPECT_EQ(skipped_host, skipped_dev);
+      if (bad) {
+        EXPECT_EQ(skipped_host[3], policy == 1 ? 1 : 2);
+      }
       ASSERT_NO_FATAL_FAILURE(expect_same_run(u_host, u_dev, st_host, st_dev, "nccl"));
     }
   }
