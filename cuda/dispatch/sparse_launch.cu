@@ -186,9 +186,13 @@ void randk_encode(const DevicePlan& plan, const Workspace& ws, Input in, const R
     return;
   }
   ScatterArgs args = encode_scatter_args(in, fuse, d_mem, alpha);
-  GCOMP_LAUNCH(check_finite_kernel,
-               grid_for(gcomp::detail::ceil_div(plan.n, int64_t{lanes::kQuadElems}), kThreads, plan.max_blocks),
-               kThreads, stream, in, plan.n, ws.status);
+  // The EF scatter reads every element of the input; with a memory the caller drops on failure
+  // (the Session's second buffer, plan.fold_check) it checks them there, without a pass of its own.
+  args.check = fuse == Fuse::kEF && plan.fold_check;
+  if (!args.check)
+    GCOMP_LAUNCH(check_finite_kernel,
+                 grid_for(gcomp::detail::ceil_div(plan.n, int64_t{lanes::kQuadElems}), kThreads, plan.max_blocks),
+                 kThreads, stream, in, plan.n, ws.status);
   args.hdr_out = reinterpret_cast<uint32_t*>(d_payload);
   args.vals_out = reinterpret_cast<float*>(d_payload + 8);
   args.scale = randk_value_scale(plan);

@@ -373,12 +373,16 @@ struct ScatterArgs {
   float* mem;
   float alpha;
   float scale;  ///< encode: decoded value = stored value * scale (1 for topk; n/k for unbiased randk)
+  /// encode with FuseMode::kEF of a key that does not read the values (randk): the pass reads every
+  /// value, so it reports a non-finite one (gcompErrorNonFinite at its index) instead of a check
+  /// pass before it; the payload and the memory are then unspecified (DevicePlan::fold_check).
+  bool check;
 };
 
 template <class KeyFn>
 __global__ void __launch_bounds__(kThreads)
     scatter_selected_kernel(KeyFn kf, int64_t n, int64_t tiles, const SelectState* s, const int64_t* off_a,
-                            const int64_t* off_b, ScatterArgs a, const DeviceStatus* status) {
+                            const int64_t* off_b, ScatterArgs a, DeviceStatus* status) {
   using Scan = cub::BlockScan<uint32_t, kThreads>;
   __shared__ typename Scan::TempStorage tmp;
   if (status_failed(status)) return;
@@ -424,6 +428,7 @@ __global__ void __launch_bounds__(kThreads)
           float v = x.v[j];
           if constexpr (!KeyFn::kFromValue) {
             if (selected || a.fuse == gcomp::detail::FuseMode::kEF) v = a.in(i);
+            if (a.check && !gcomp::detail::is_finite_f(v)) raise_status(status, gcompErrorNonFinite, i);
           }
           if (selected) {
             a.vals_out[pos] = v;
