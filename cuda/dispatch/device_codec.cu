@@ -294,6 +294,7 @@ struct DeviceCodec::Impl {
       return;
     }
     detail::DevicePlan p = plan;
+    p.fold_check = fold_check;
     p.sample_start = static_cast<int64_t>(gcomp::detail::philox_word(key, gcomp::detail::kStreamSelect, 0) %
                                           static_cast<uint64_t>(p.sample_stride));
     p.sample_count = gcomp::detail::ceil_div(p.n - p.sample_start, p.sample_stride);
@@ -471,7 +472,7 @@ void DeviceCodecAccess::encode_diana(const DeviceCodec& k, const Source& g, cons
                 std::string(what) + ": g must not alias h or h_out");
   m.check_vector(what, "h", d_h);
   m.check_vector(what, "h_out", d_h_out);
-  if (d_h_out != d_h && m.entry.selected_memory && m.plan.n > 0)
+  if (d_h_out != d_h && m.entry.selected_memory && !m.entry.diana_full_memory && m.plan.n > 0)
     GCOMP_CUDA_TRY(
         cudaMemcpyAsync(d_h_out, d_h, static_cast<size_t>(m.plan.n) * sizeof(float), cudaMemcpyDeviceToDevice, stream));
   m.encode(what, input_of(g, d_h, 1.0f, -1.0f), key, d_payload, Fuse::kDiana, d_h_out, alpha, false, d_workspace,

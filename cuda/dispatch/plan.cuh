@@ -292,6 +292,10 @@ struct DeviceCodecEntry {
   /// their memory). A DIANA encode into a separate output h_out copies h there first; the dense
   /// codecs write every element of h_out from h = in.y in their encode pass.
   bool selected_memory = false;
+  /// With selected_memory: a DIANA encode into a separate h_out (DevicePlan::fold_check) writes
+  /// every element of h_out in its scatter pass, the unselected ones from h = in.y, which that pass
+  /// already loads for its keys (topk: |g - h|): no copy of h first.
+  bool diana_full_memory = false;
 };
 
 /// Shared block scales (DeviceCodec::compute_scales / encode_with_scales, codecs whose entry has

@@ -151,6 +151,9 @@ void topk_encode_impl(const DevicePlan& plan, const Workspace& ws, Input in, uin
   args.vals_out = reinterpret_cast<float*>(d_payload);
   args.idx_out = ws.idx;
   args.scale = 1.0f;
+  // DIANA into a separate h_out (the Session's second buffer): every element written by the
+  // scatter, h itself where not selected (DeviceCodecEntry::diana_full_memory: no copy of h).
+  args.full_memory = fuse == Fuse::kDiana && plan.fold_check;
   const MagnitudeKey kf{in};
   if (sampled) {
     sampled_threshold(plan, ws, in, stream);  // its first count pass checks finiteness
@@ -462,7 +465,8 @@ extern const DeviceCodecEntry kTopKDevice{.plan = topk_plan,
                                           .decode = topk_decode,
                                           .decode_store = topk_decode_store,
                                           .encode_sampled = topk_encode_sampled,
-                                          .selected_memory = true};
+                                          .selected_memory = true,
+                                          .diana_full_memory = true};
 extern const DeviceCodecEntry kRandKDevice{.plan = randk_plan,
                                            .workspace = randk_workspace,
                                            .encode = randk_encode,

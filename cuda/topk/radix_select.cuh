@@ -377,6 +377,9 @@ struct ScatterArgs {
   /// value, so it reports a non-finite one (gcompErrorNonFinite at its index) instead of a check
   /// pass before it; the payload and the memory are then unspecified (DevicePlan::fold_check).
   bool check;
+  /// encode with FuseMode::kDiana into a separate memory array: every element of it written (the
+  /// unselected ones h = in.y), where the in-place update writes the selected elements only.
+  bool full_memory;
 };
 
 template <class KeyFn>
@@ -436,7 +439,8 @@ __global__ void __launch_bounds__(kThreads)
           }
           using gcomp::detail::FuseMode;
           if (a.fuse == FuseMode::kEF) a.mem[i] = selected ? fused_memory(a.fuse, v, a.alpha, v * a.scale) : v;
-          if (a.fuse == FuseMode::kDiana && selected) a.mem[i] = fused_memory(a.fuse, a.in.y[i], a.alpha, v * a.scale);
+          if (a.fuse == FuseMode::kDiana && (selected || a.full_memory))
+            a.mem[i] = selected ? fused_memory(a.fuse, a.in.y[i], a.alpha, v * a.scale) : a.in.y[i];
         } else if (selected) {  // kDecodeIndices
           a.idx_out[pos] = i;
         }

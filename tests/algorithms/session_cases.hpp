@@ -83,6 +83,9 @@ inline constexpr SessionCase kSessionCases[] = {
     // under the two-way server's p~ = e~ + mean, randk's downlink decode times a (replicated).
     {"doublesqueeze_replicated_topk", Algorithm::kDoubleSqueeze, "topk:k=9", "randk:k=7,unbiased=0", 0.0,
      ServerMode::kReplicated, 0},
+    // DIANA with topk: the cuda backend's scatter writes every element of the new h (h itself where
+    // not selected) instead of a copy of h first.
+    {"diana_topk", Algorithm::kDiana, "topk:k=7", "identity", 0.0, ServerMode::kReplicated, 0},
 };
 
 /// The delay table of the kTable cases: 12 delays in [0, 2], whole rows for 1, 2, 3, 4 or 6 ranks.
@@ -111,6 +114,8 @@ inline SessionConfig session_case_config(const SessionCase& c, Backend backend) 
   cfg.lr = 0.05;
   cfg.seed = 19;
   cfg.backend = backend;
+  // A biased codec has no auto alpha (1/(omega + 1)): DIANA with topk takes a fixed one.
+  if (c.algo == Algorithm::kDiana && std::string_view(c.codec).starts_with("topk")) cfg.alpha = 0.25;
   if (c.algo == Algorithm::kHessianEc) {
     const std::string_view name = c.name;
     cfg.compensation = name == "hessian_ec_full"       ? Compensation::kHessian
