@@ -11,6 +11,7 @@
 #include "cuda/grid/grid_kernels.cuh"
 #include "cuda/quant/block_reduce.cuh"
 #include "cuda/sdither/sdither_kernels.cuh"
+#include "cuda/sdither/sdither_merge_kernels.cuh"
 #include "cuda/spherical/spherical_kernels.cuh"
 #include "host/codecs/registry.hpp"
 #include "host/codecs/spherical.hpp"
@@ -19,9 +20,11 @@
 #include <gcomp/detail/elias.hpp>
 #include <gcomp/detail/norms.hpp>
 #include <gcomp/detail/reduce.hpp>
+#include <gcomp/detail/sdither_merge.hpp>
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace gcomp::cuda::detail {
@@ -251,23 +254,20 @@ void decode_checked(const DevicePlan& plan, const Workspace& ws, const uint8_t* 
 /// payloads after a corrupt one return at once (status word); the status names the first corrupt
 /// payload in rank order (index = j * 2^40 + position, the smallest reported). The last payload's
 /// walk stores through `store` (PlainStore: out; a SessionStore: the Session's step of the sum).
-template <class Store = PlainStore>
-void sdither_decode_with(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
-                         int num_payloads, const float* h_weights, DecodeMode mode, float* d_out, cudaStream_t stream,
-                         const Store& store = Store{}) {
+/// A decode-reduce of two or more payloads whose chunk and s allow it (sdither_merge_batch) takes
+/// sdither_merge_batched instead: the same status, the same bits.
+template <class Store>
+void sdither_decode_each(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                         int count, const float* h_weights, DecodeMode mode, float* d_out, cudaStream_t stream,
+                         const Store& store) {
   const SDitherParams sp = sdither_params(plan);
-  if (mode == DecodeMode::kReduce && num_payloads == 0) {
-    if (plan.n > 0) launch_zero_sum(plan, ws, d_out, store, stream);
-    return;
-  }
   const int64_t header_work = std::max({plan.num_blocks, plan.num_chunks, plan.stream_words, int64_t{1}});
   const unsigned header_grid = grid_for(header_work, kThreads, plan.max_blocks);
   const unsigned grid = grid_for(plan.num_chunks, kThreads, plan.max_blocks);
-  const int count = mode == DecodeMode::kOverwrite ? 1 : num_payloads;
   for (int j = 0; j < count; ++j) {
     const uint8_t* pj = d_payloads + static_cast<size_t>(j) * stride;
     const uint64_t base = static_cast<uint64_t>(j) << 40;
-    GCOMP_LAUNCH(sdither_validate_header_kernel, header_grid, kThreads, stream, sp, pj, base, ws.status);
+    GCOMP_LAUNCH(sdither_validate_header_kernel, header_grid, kThreads, stream, sp, pj, base, ws.status, nullptr, 0u);
     if (plan.n == 0) continue;
     const float w = weight_of(mode, h_weights, j);
     const int m = mode == DecodeMode::kOverwrite ? 0 : 1;
@@ -279,6 +279,60 @@ void sdither_decode_with(const DevicePlan& plan, const Workspace& ws, const uint
       GCOMP_LAUNCH((sdither_decode_kernel<PlainStore>), grid, kThreads, stream, sp, pj, base, w, m, from_zero, d_out,
                    ws.status, PlainStore{});
   }
+}
+
+/// The merged decode-reduce (cuda/sdither/sdither_merge_kernels.cuh) of `count` >= 2 payloads in
+/// batches of `batch` (sdither_merge_batch), each continuing the sums of the one before (the first
+/// from zeros for kReduce). Per batch: the walkable word set to "all" (ws.sd.next_tile, the
+/// encode's tile counter, unused by a decode), the header kernel of each payload in rank order
+/// (each lowers the word when its payload fails or an earlier error stops it), then one launch,
+/// a CTA per chunk, that walks the payloads before the word and stores every element once;
+/// `store` only in the last batch's launch (the earlier ones keep their partial sums in d_out).
+template <class Store>
+void sdither_merge_batched(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                           int count, int batch, const float* h_weights, DecodeMode mode, float* d_out,
+                           cudaStream_t stream, const Store& store) {
+  constexpr bool kPlain = std::is_same_v<Store, PlainStore>;
+  const SDitherParams sp = sdither_params(plan);
+  const int64_t header_work = std::max({plan.num_blocks, plan.num_chunks, plan.stream_words, int64_t{1}});
+  const unsigned header_grid = grid_for(header_work, kThreads, plan.max_blocks);
+  const unsigned grid = grid_for(plan.num_chunks, 1, plan.max_blocks);
+  unsigned* const walkable = ws.sd.next_tile;
+  WeightList w{};
+  for (int first = 0; first < count; first += batch) {
+    const int size = std::min(batch, count - first);
+    GCOMP_CUDA_TRY(cudaMemsetAsync(walkable, 0xff, sizeof(unsigned), stream));
+    for (int j = 0; j < size; ++j) {
+      const uint8_t* pj = d_payloads + static_cast<size_t>(first + j) * stride;
+      GCOMP_LAUNCH(sdither_validate_header_kernel, header_grid, kThreads, stream, sp, pj,
+                   static_cast<uint64_t>(first + j) << 40, ws.status, walkable, static_cast<unsigned>(j));
+      w.w[j] = weight_of(mode, h_weights, first + j);
+    }
+    const uint8_t* pb = d_payloads + static_cast<size_t>(first) * stride;
+    const bool from_zero = mode == DecodeMode::kReduce && first == 0;
+    if (kPlain || first + size < count)
+      GCOMP_LAUNCH((sdither_merge_kernel<PlainStore>), grid, kThreads, stream, sp, pb, stride, size, first, w,
+                   from_zero, walkable, d_out, ws.status, PlainStore{});
+    else
+      GCOMP_LAUNCH((sdither_merge_kernel<Store>), grid, kThreads, stream, sp, pb, stride, size, first, w, from_zero,
+                   walkable, d_out, ws.status, store);
+  }
+}
+
+template <class Store = PlainStore>
+void sdither_decode_with(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
+                         int num_payloads, const float* h_weights, DecodeMode mode, float* d_out, cudaStream_t stream,
+                         const Store& store = Store{}) {
+  if (mode == DecodeMode::kReduce && num_payloads == 0) {
+    if (plan.n > 0) launch_zero_sum(plan, ws, d_out, store, stream);
+    return;
+  }
+  const int count = mode == DecodeMode::kOverwrite ? 1 : num_payloads;
+  const int batch = gcomp::detail::sdither_merge_batch(plan.chunk, plan.levels);
+  if (count >= 2 && batch >= 2 && plan.n > 0)
+    sdither_merge_batched(plan, ws, d_payloads, stride, count, batch, h_weights, mode, d_out, stream, store);
+  else
+    sdither_decode_each(plan, ws, d_payloads, stride, count, h_weights, mode, d_out, stream, store);
 }
 
 void sdither_decode(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,

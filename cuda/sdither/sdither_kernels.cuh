@@ -33,7 +33,9 @@
 // (include/gcomp/detail/elias.hpp), the parser of the format's validation rules, and writes every
 // element of the chunk (zeros between records) in increasing index order as the records pass the
 // rules. As for the other one-pass decoders, a corrupt payload sets the status and leaves the
-// output unspecified.
+// output unspecified. A decode-reduce of several payloads runs the header kernels of a batch, then
+// one merged walk of the batch (cuda/sdither/sdither_merge_kernels.cuh: the output read and
+// written once per batch) where the chunk and s allow it (sdither_merge_batch).
 #pragma once
 
 #include "cuda/common/device_types.cuh"
@@ -247,33 +249,42 @@ __global__ void __launch_bounds__(kThreads)
 /// SDitherCodec::parse's payload-level checks: T <= Wbits, scales finite and >= +0, dir[0] = 0,
 /// offsets non-decreasing and <= T, no records when n = 0, zero stream bits from T on.
 /// Status index: index_base + the first element of the block / chunk, or + n. No walk of the
-/// stream: sdither_decode_kernel walks it once, after this kernel.
+/// stream: sdither_decode_kernel (or the merged decode-reduce, sdither_merge_kernels.cuh) walks it
+/// once, after this kernel. `walkable` (the merged decode-reduce's word, else null): lowered to
+/// `slot` (atomicMin) when this payload's header fails or its check does not run because an
+/// earlier error is set, so that the merge walks only the payloads before it.
 __global__ void __launch_bounds__(kThreads)
-    sdither_validate_header_kernel(SDitherParams p, const uint8_t* payload, uint64_t index_base, DeviceStatus* status) {
+    sdither_validate_header_kernel(SDitherParams p, const uint8_t* payload, uint64_t index_base, DeviceStatus* status,
+                                   unsigned* walkable, unsigned slot) {
   using namespace gcomp::detail;
-  if (status_failed(status)) return;  // an earlier payload (or the size rule) failed
+  const auto fail = [&](uint64_t at) {
+    raise_status(status, gcompErrorCorruptPayload, index_base + at);
+    if (walkable != nullptr) atomicMin(walkable, slot);
+  };
+  if (status_failed(status)) {  // an earlier payload (or the size rule) failed
+    if (walkable != nullptr && threadIdx.x == 0) atomicMin(walkable, slot);
+    return;
+  }
   const uint32_t* header = sd_header(p, payload);
   const uint32_t total = header[0];
   if (static_cast<int64_t>(total) > p.worst_bits || (p.num_chunks == 0 && total != 0u)) {
-    if (global_thread() == 0) raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(p.n));
+    if (global_thread() == 0) fail(static_cast<uint64_t>(p.n));
     return;
   }
   const float* scales = reinterpret_cast<const float*>(payload);
   for (int64_t b = global_thread(); b < p.num_blocks; b += grid_threads()) {
-    if (!scale_ok(scales[b]))
-      raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(p.blocks[b]));
+    if (!scale_ok(scales[b])) fail(static_cast<uint64_t>(p.blocks[b]));
   }
   const uint32_t* dir = header + 1;
   for (int64_t c = global_thread(); c < p.num_chunks; c += grid_threads()) {
     const bool bad = (c == 0 && dir[0] != 0u) || (c > 0 && dir[c] < dir[c - 1]) || dir[c] > total;
-    if (bad) raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(c * p.chunk));
+    if (bad) fail(static_cast<uint64_t>(c * p.chunk));
   }
   const uint32_t* stream = dir + p.num_chunks;
   const int64_t w0 = static_cast<int64_t>(total / 32u);
   for (int64_t w = w0 + global_thread(); w < p.stream_words; w += grid_threads()) {
     const uint32_t keep = (w == w0 && total % 32u != 0u) ? ((1u << (total % 32u)) - 1u) : 0u;
-    if ((stream[w] & ~keep) != 0u)
-      raise_status(status, gcompErrorCorruptPayload, index_base + static_cast<uint64_t>(p.n));
+    if ((stream[w] & ~keep) != 0u) fail(static_cast<uint64_t>(p.n));
   }
 }
 

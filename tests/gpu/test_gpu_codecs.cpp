@@ -899,6 +899,148 @@ TEST_F(GpuCodecBehaviour, CorruptSditherStreamsSetStatus) {
   EXPECT_TRUE(bitwise_equal(d_out.download(), decode(*cpu, good, RngKey{})));
 }
 
+// sdither's decode_reduce of two or more payloads is the merged walk (cuda/sdither/
+// sdither_merge_kernels.cuh: batches of sdither_merge_batch payloads, the output read and written
+// once per batch): equal to the CPU codec's decode_reduce bit for bit for one payload (the
+// per-payload walk), one batch, a batch and a bit, and several batches; levels 1/2/4/127, l2 and
+// linf, blocks, gamma and delta, chunk 1, chunks not dividing n, a chunk above n, the largest
+// merged chunk (two slices) and one above it (the per-payload walk again).
+TEST_F(GpuCodecBehaviour, SditherMergedDecodeReduceMatchesCpu) {
+  struct Case {
+    const char* spec;
+    std::vector<int64_t> sizes;
+  };
+  const std::vector<Case> cases = {
+      {"sdither:levels=1,norm=l2", {9000, 0, 1200}},
+      {"sdither:levels=2,norm=linf,block=64,chunk=1", {130, 0, 70}},
+      {"sdither:levels=4,norm=linf,block=100,chunk=64", {1000}},
+      {"sdither:levels=4,norm=l2,block=50,code=delta,chunk=7", {1300, 700}},
+      {"sdither:levels=1,norm=linf,code=delta,chunk=5000", {333}},
+      {"sdither:levels=127,norm=linf,block=40,chunk=100", {901}},
+      {"sdither:levels=2,norm=l2,chunk=16384", {40000}},
+      {"sdither:levels=2,norm=l2,chunk=16385", {40000}},
+  };
+  for (const Case& cs : cases) {
+    const Layout layout(cs.sizes);
+    const int64_t n = layout.num_elems();
+    const auto cpu = make_codec(cs.spec, layout);
+    cuda::DeviceCodec gpu(cs.spec, layout);
+    const size_t bytes = cpu->encoded_bytes();
+    const size_t stride = bytes + 8;
+    DeviceBuffer<uint8_t> ws(gpu.workspace_bytes(), stream_);
+    for (const int P : {1, 2, 3, 9, 130}) {
+      std::vector<uint8_t> packed(stride * static_cast<size_t>(P), 0);
+      std::vector<std::vector<uint8_t>> payloads;
+      std::vector<RngKey> keys;
+      std::vector<float> weights;
+      for (int j = 0; j < P; ++j) {
+        keys.push_back(key_for(31, static_cast<uint32_t>(j)));
+        payloads.push_back(encode(*cpu, test_input(n, 40 + static_cast<uint64_t>(j)), keys.back()));
+        std::memcpy(packed.data() + stride * static_cast<size_t>(j), payloads.back().data(), bytes);
+        weights.push_back(j % 3 == 0 ? 1.0f : (j % 3 == 1 ? -0.75f : 0.3f + 0.01f * static_cast<float>(j)));
+      }
+      std::vector<std::span<const uint8_t>> spans(payloads.begin(), payloads.end());
+      DeviceBuffer<uint8_t> d_payloads(packed, stream_);
+      DeviceBuffer<float> d_out(static_cast<size_t>(n), stream_);
+      for (const bool weighted : {true, false}) {
+        const std::vector<float> w = weighted ? weights : std::vector<float>(static_cast<size_t>(P), 1.0f);
+        std::vector<float> want(static_cast<size_t>(n), 0.0f);
+        cpu->decode_reduce(spans, keys, w, want);
+        d_out.fill_bytes(0x7f);
+        gpu.decode_reduce(d_payloads.get(), stride, P, weighted ? weights.data() : nullptr, keys.data(), d_out.get(),
+                          ws.get(), gpu.workspace_bytes(), stream_);
+        EXPECT_EQ(cuda::read_status(ws.get(), stream_), gcompSuccess) << cs.spec << " P " << P;
+        EXPECT_TRUE(bitwise_equal(d_out.download(), want))
+            << cs.spec << " P " << P << (weighted ? " weighted" : " unit weights");
+      }
+    }
+  }
+}
+
+// The merged decode-reduce reports the status index of the per-payload decode across batches
+// (chunk 64: 64 payloads a batch, so 130 payloads are batches of 64, 64 and 2): the first corrupt
+// payload in rank order, at its walk's or its header's position, whichever of a corrupt stream
+// and a corrupt header comes first; the payloads after a failed header are not walked.
+TEST_F(GpuCodecBehaviour, SditherMergedDecodeReduceNamesTheFirstCorruptPayload) {
+  const Layout layout(1000);
+  const std::string spec = "sdither:levels=4,norm=linf,block=100,chunk=64";
+  const auto cpu = make_codec(spec, layout);
+  cuda::DeviceCodec gpu(spec, layout);
+  const size_t bytes = cpu->encoded_bytes();
+  const size_t kT = 10, kDir = 11, kStream = 27;  // 10 scales, T, 16 chunk offsets, the stream
+  DeviceBuffer<uint8_t> ws(gpu.workspace_bytes(), stream_);
+  std::vector<std::vector<uint8_t>> good;
+  for (int j = 0; j < 130; ++j)
+    good.push_back(encode(*cpu, test_input(1000, 60 + static_cast<uint64_t>(j)), key_for(9, 0)));
+  ASSERT_GT(load_word(good[0], kDir + 1), 0u) << "chunk 0 needs records";
+  const auto walk_bad = [&](std::vector<uint8_t> p) {  // an over-long gap prefix at stream bit 0
+    store_word(p, kStream, 0u);
+    return p;
+  };
+  const auto header_bad = [&](std::vector<uint8_t> p) {  // T beyond the worst case: index n
+    store_word(p, kT, 0xffffffffu);
+    return p;
+  };
+  // The index a plain decode reports for payload j with a corrupt stream, as payload j.
+  const auto walk_index = [&](int j) {
+    DeviceBuffer<uint8_t> d_p(walk_bad(good[static_cast<size_t>(j)]), stream_);
+    DeviceBuffer<float> d_out(1000, stream_);
+    uint64_t index = 0;
+    gpu.decode(d_p.get(), RngKey{}, d_out.get(), ws.get(), gpu.workspace_bytes(), stream_);
+    EXPECT_EQ(cuda::read_status(ws.get(), stream_, &index), gcompErrorCorruptPayload) << "payload " << j;
+    return (static_cast<uint64_t>(j) << 40) + index;
+  };
+  const auto header_index = [](int j) { return (static_cast<uint64_t>(j) << 40) + 1000; };
+  struct Scenario {
+    int count;
+    std::vector<std::pair<int, bool>> bad;  ///< (payload, header corrupt rather than the stream)
+    uint64_t index;
+  };
+  const std::vector<Scenario> scenarios = {
+      {9, {{3, false}}, walk_index(3)},
+      {9, {{3, false}, {5, true}}, walk_index(3)},
+      {9, {{3, true}, {5, false}}, header_index(3)},
+      {130, {{70, false}, {100, true}}, walk_index(70)},
+      {130, {{66, true}, {100, false}}, header_index(66)},
+      {130, {{129, false}}, walk_index(129)},
+      {130, {{10, true}, {129, false}}, header_index(10)},
+  };
+  for (const Scenario& sc : scenarios) {
+    std::vector<uint8_t> packed;
+    for (int j = 0; j < sc.count; ++j) {
+      std::vector<uint8_t> p = good[static_cast<size_t>(j)];
+      for (const auto& [at, header] : sc.bad)
+        if (at == j) p = header ? header_bad(p) : walk_bad(p);
+      packed.insert(packed.end(), p.begin(), p.end());
+    }
+    DeviceBuffer<uint8_t> d_packed(packed, stream_);
+    DeviceBuffer<float> d_out(1000, stream_);
+    uint64_t index = 0;
+    gpu.decode_reduce(d_packed.get(), bytes, sc.count, nullptr, nullptr, d_out.get(), ws.get(), gpu.workspace_bytes(),
+                      stream_);
+    EXPECT_EQ(cuda::read_status(ws.get(), stream_, &index), gcompErrorCorruptPayload) << sc.count;
+    EXPECT_EQ(index, sc.index) << "P " << sc.count << ": payload " << (index >> 40) << " position "
+                               << (index & ((uint64_t{1} << 40) - 1));
+  }
+  // Then the good payloads reduce exactly (the status and the walkable word are reset per call).
+  std::vector<uint8_t> packed;
+  std::vector<std::span<const uint8_t>> spans;
+  for (const auto& p : good) {
+    packed.insert(packed.end(), p.begin(), p.end());
+    spans.emplace_back(p);
+  }
+  DeviceBuffer<uint8_t> d_packed(packed, stream_);
+  DeviceBuffer<float> d_out(1000, stream_);
+  gpu.decode_reduce(d_packed.get(), bytes, 130, nullptr, nullptr, d_out.get(), ws.get(), gpu.workspace_bytes(),
+                    stream_);
+  EXPECT_EQ(cuda::read_status(ws.get(), stream_), gcompSuccess);
+  std::vector<float> want(1000, 0.0f);
+  const std::vector<RngKey> keys(130, RngKey{});
+  const std::vector<float> ones(130, 1.0f);
+  cpu->decode_reduce(spans, keys, ones, want);
+  EXPECT_TRUE(bitwise_equal(d_out.download(), want));
+}
+
 // spherical validates first and leaves the output untouched; grid (a one-pass decoder) reports the
 // corruption, its output is unspecified (DeviceCodec::decode).
 TEST_F(GpuCodecBehaviour, CorruptSphericalAndGridPayloadsAreRejected) {
