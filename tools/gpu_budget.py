@@ -283,14 +283,15 @@ KERNELS = [
      None, {}, "S/8", 4, None),
     # The decode-reduce of P >= 2 payloads (sdither_merge_kernels.cuh), in batches of
     # sdither_merge_batch (32 KiB of one-byte staging slices: 8 payloads at chunk 4096, 64 at chunk
-    # <= 512): one CTA per chunk, the batch's walks at once (a thread per payload) into shared
+    # <= 512): one CTA per group of chunks (sdither_merge_group: one chunk of 4096, several short
+    # ones), the batch's walks of the group at once (a thread per payload and chunk) into shared
     # memory, then every element summed in payload order and stored once (out read for the batches
     # after the first: 4 B/el). Hot loop: the sum of an element over the slices.
     (r"sdither_merge_kernel.*SessionStore",
-     "sdither decode-reduce (a batch): the merged walk, the Session step in its store (a CTA per chunk)",
+     "sdither decode-reduce (a batch): the merged walk, the Session step in its store (a CTA per chunk group)",
      ["LDS", "STG"], 1, {}, "S/8 P", 4, "4 + S/8 P"),
     (r"sdither_merge_kernel", "sdither decode-reduce (a batch): the merged walk, each element stored once "
-     "(a CTA per chunk)", ["LDS", "STG"], 1, {}, "S/8 P", 4, "4 + S/8 P"),
+     "(a CTA per chunk group)", ["LDS", "STG"], 1, {}, "S/8 P", 4, "4 + S/8 P"),
     # spherical (spherical_kernels.cuh): m_l-element blocks, B-bit indices.
     (r"spherical_pack_kernel", "spherical encode: index words (per word)", [], None, {}, "-", "-", None),
     (r"spherical_validate_kernel", "spherical decode: norms and indices (per block)", [], None, {}, "-", "-", None),

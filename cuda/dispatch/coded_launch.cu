@@ -286,7 +286,8 @@ void sdither_decode_each(const DevicePlan& plan, const Workspace& ws, const uint
 /// from zeros for kReduce). Per batch: the walkable word set to "all" (ws.sd.next_tile, the
 /// encode's tile counter, unused by a decode), the header kernel of each payload in rank order
 /// (each lowers the word when its payload fails or an earlier error stops it), then one launch,
-/// a CTA per chunk, that walks the payloads before the word and stores every element once;
+/// a CTA per group of chunks (sdither_merge_group), that walks the payloads before the word and
+/// stores every element once;
 /// `store` only in the last batch's launch (the earlier ones keep their partial sums in d_out).
 template <class Store>
 void sdither_merge_batched(const DevicePlan& plan, const Workspace& ws, const uint8_t* d_payloads, size_t stride,
@@ -296,7 +297,6 @@ void sdither_merge_batched(const DevicePlan& plan, const Workspace& ws, const ui
   const SDitherParams sp = sdither_params(plan);
   const int64_t header_work = std::max({plan.num_blocks, plan.num_chunks, plan.stream_words, int64_t{1}});
   const unsigned header_grid = grid_for(header_work, kThreads, plan.max_blocks);
-  const unsigned grid = grid_for(plan.num_chunks, 1, plan.max_blocks);
   unsigned* const walkable = ws.sd.next_tile;
   WeightList w{};
   for (int first = 0; first < count; first += batch) {
@@ -310,12 +310,14 @@ void sdither_merge_batched(const DevicePlan& plan, const Workspace& ws, const ui
     }
     const uint8_t* pb = d_payloads + static_cast<size_t>(first) * stride;
     const bool from_zero = mode == DecodeMode::kReduce && first == 0;
+    const int64_t group = gcomp::detail::sdither_merge_group(plan.chunk, size);
+    const unsigned grid = grid_for(gcomp::detail::ceil_div(plan.num_chunks, group), 1, plan.max_blocks);
     if (kPlain || first + size < count)
-      GCOMP_LAUNCH((sdither_merge_kernel<PlainStore>), grid, kThreads, stream, sp, pb, stride, size, first, w,
+      GCOMP_LAUNCH((sdither_merge_kernel<PlainStore>), grid, kThreads, stream, sp, pb, stride, size, first, group, w,
                    from_zero, walkable, d_out, ws.status, PlainStore{});
     else
-      GCOMP_LAUNCH((sdither_merge_kernel<Store>), grid, kThreads, stream, sp, pb, stride, size, first, w, from_zero,
-                   walkable, d_out, ws.status, store);
+      GCOMP_LAUNCH((sdither_merge_kernel<Store>), grid, kThreads, stream, sp, pb, stride, size, first, group, w,
+                   from_zero, walkable, d_out, ws.status, store);
   }
 }
 

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 /// @file sdither_merge.hpp
 /// @brief The element math of sdither's merged decode-reduce (cuda/sdither/sdither_merge_kernels.cuh):
-/// a batch of P payloads decoded chunk by chunk, each payload's chunk walked once into a staging
-/// slice of one byte per element (its level and sign), then the slices added element by element in
-/// payload order, so that the output is read and written once per batch instead of once per payload.
+/// a batch of P payloads decoded a group of chunks at a time, each payload's chunk walked once into
+/// a staging slice of one byte per element (its level and sign), then the slices added element by
+/// element in payload order, so that the output is read and written once per batch instead of once
+/// per payload.
 ///
 /// Per element the merge evaluates what the CPU codec's decode_reduce (and the per-payload chunk
 /// walk, sdither_decode_chunk) evaluates, in the same order: v = dither_value(level, negative,
@@ -39,6 +40,20 @@ GCOMP_HD int sdither_merge_batch(int64_t chunk, uint32_t levels) {
   const int64_t fit = kSdStageBytes / chunk;
   if (fit < 2) return 0;
   return fit < kSdMergeMaxPayloads ? static_cast<int>(fit) : kSdMergeMaxPayloads;
+}
+
+/// Walker threads of one CTA of the merge (the kernels' block size): one per (payload, chunk) walk.
+inline constexpr int kSdMergeWalkers = 256;
+
+/// Chunks per CTA of a merged batch of `count` (1 <= count <= sdither_merge_batch) payloads: as
+/// many consecutive chunks as fit the staging area (count slices of the group's elements) with a
+/// walker thread for each payload's walk of each chunk; at least 1. Short chunks thus share a
+/// CTA (chunk 64, 8 payloads: 32 chunks, 2048 elements); the default chunk 4096 takes one.
+GCOMP_HD int64_t sdither_merge_group(int64_t chunk, int count) {
+  const int64_t by_stage = kSdStageBytes / (chunk * count);
+  const int64_t by_walkers = kSdMergeWalkers / count;
+  const int64_t g = by_stage < by_walkers ? by_stage : by_walkers;
+  return g < 1 ? 1 : g;
 }
 
 /// The staging byte of a record (1 <= level <= kSdStageMaxLevels); 0 stands for no record.
