@@ -904,7 +904,7 @@ TEST_F(GpuCodecBehaviour, CorruptSditherStreamsSetStatus) {
 // once per batch): equal to the CPU codec's decode_reduce bit for bit for one payload (the
 // per-payload walk), one batch, a batch and a bit, and several batches; levels 1/2/4/127, l2 and
 // linf, blocks, gamma and delta, chunk 1, chunks not dividing n, a chunk above n, the largest
-// merged chunk (two slices) and one above it (the per-payload walk again).
+// merged chunk (two slices), and one above it and s = 200 (the per-payload walk again).
 TEST_F(GpuCodecBehaviour, SditherMergedDecodeReduceMatchesCpu) {
   struct Case {
     const char* spec;
@@ -919,6 +919,7 @@ TEST_F(GpuCodecBehaviour, SditherMergedDecodeReduceMatchesCpu) {
       {"sdither:levels=127,norm=linf,block=40,chunk=100", {901}},
       {"sdither:levels=2,norm=l2,chunk=16384", {40000}},
       {"sdither:levels=2,norm=l2,chunk=16385", {40000}},
+      {"sdither:levels=200,norm=linf,block=64,chunk=64", {3000}},  // s above a staging byte: per payload
   };
   for (const Case& cs : cases) {
     const Layout layout(cs.sizes);
