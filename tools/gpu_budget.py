@@ -117,6 +117,19 @@ KERNELS = [
     # exact top-k / random-k: before, 4 histogram passes + count + scatter over all n, one element
     # per thread (random-k: a Philox block per key per pass); after, pass 1 (histogram of the top 12
     # bits), pass 2 (compact_candidates) and pass 3 (scatter) over all n, a quad per thread.
+    # The Session's gradient view (ViewMagnitudeKey): their own
+    # instantiations, so the fp32 rows below keep their code. bf16 / f16 elements load one at a time
+    # (2 B/el; fp32 with nonfinite=zero 4 B/el), instead of a widened / zeroed copy first (6-8 B/el).
+    (r"radix_histogram_kernel.*ViewMagnitudeKey", "topk, gradient view: radix histogram passes (pass 1 and the "
+     "full path's)", ["LDG", "MATCH"], 4, {"LDG": 4}, 2, 0, None),
+    (r"compact_candidates_kernel.*ViewMagnitudeKey", "topk, gradient view: pass 2, class A counts + candidate "
+     "compaction", ["LDG", "VOTE"], 4, {"LDG": 4}, 2, 0.0625, None),
+    (r"count_tiles_kernel.*ViewMagnitudeKey", "topk, gradient view: class count pass (full path only; SASS / "
+     "element: the view's element load alone)", ["LDG"], 1, {}, 2, 0, None),
+    (r"scatter_selected_kernel.*ViewMagnitudeKey", "topk, gradient view: scatter pass", ["LDG", "BAR"], 4, {"LDG": 4}, 2,
+     0.02, None),
+    (r"count_rounds_kernel.*ViewMagnitudeKey", "topk sampled, gradient view: the adaptation rounds' counts, "
+     "finiteness (SASS / element: the view's element load alone)", ["LDG"], 1, {}, 2, 0, None),
     (r"radix_histogram_kernelINS1_12MagnitudeKeyEEEvT_lii", "topk: pass 1, 12-bit histogram", ["LDG", "MATCH"],
      "auto", {}, 4, 0, None),
     (r"radix_histogram_kernelINS1_9RandomKeyEEEvT_lii", "randk: pass 1, 12-bit histogram", ["IMAD", "MATCH"], 4, {},

@@ -48,10 +48,12 @@ __device__ inline bool status_failed(const DeviceStatus* st) {
 /// `src` (gcomp/detail/grad_source.hpp) says how x is stored: kSrcF32, the floats at x; else the
 /// Session's gradient view (step_device's bf16 / f16 gradient, nonfinite = zero): x points at the
 /// stored elements, widened exactly and/or zeroed as they load (load_src: the bits of the copy
-/// widen / zero_nonfinite would store). Only load_input_quad reads a view, element by element (a
-/// view is never aligned16(), so the 16-byte loop of every quad kernel is the fp32 code alone);
-/// load_quad and the element accessor operator() read fp32 only, so a codec whose kernels use them
-/// on its input never gets a view (DevicePlan::quad_input, checked by DeviceCodec's encode).
+/// widen / zero_nonfinite would store). load_input_quad, load_view_quad and viewed() read a view,
+/// element by element (a view is never aligned16(), so the 16-byte loop of every quad kernel is the
+/// fp32 code alone); load_quad and the element accessor operator() read fp32 only, so a codec whose
+/// kernels use them on its input never gets a view (DevicePlan::loads_view, checked by
+/// DeviceCodec's encode). The sparse selections (cuda/topk/radix_select.cuh) have view
+/// instantiations of their kernels (ViewMagnitudeKey), so their fp32 code stays as it was.
 struct Input {
   const float* x;
   const float* y = nullptr;  ///< the second operand; null: the input is x itself
@@ -103,13 +105,10 @@ __device__ inline Quad load_quad(const Input& in, int64_t first, int live, bool 
   return q;
 }
 
-/// load_quad of an encoder's input, which may be the Session's gradient view (Input::src): a view
-/// is never `vec` (aligned16() is false), so where vec is a compile-time true (the 16-byte loop of
-/// the quad kernels) this is load_quad itself. A view loads one element at a time (not unrolled,
-/// so its widening adds no registers to the fp32 paths), rotated into place: after 4 turns v[j]
-/// holds element first + j.
-__device__ inline Quad load_input_quad(const Input& in, int64_t first, int live, bool vec) {
-  if (vec || in.src == gcomp::detail::kSrcF32) return load_quad(in, first, live, vec);
+/// Elements first .. first + live - 1 of a gradient view (Input::src not kSrcF32; the rest 0), one
+/// element at a time (not unrolled, so its widening adds no registers to the fp32 paths), rotated
+/// into place: after 4 turns v[j] holds element first + j.
+__device__ inline Quad load_view_quad(const Input& in, int64_t first, int live) {
   Quad q{{0.0f, 0.0f, 0.0f, 0.0f}};
 #pragma unroll 1
   for (int j = 0; j < lanes::kQuadElems; ++j) {
@@ -117,6 +116,14 @@ __device__ inline Quad load_input_quad(const Input& in, int64_t first, int live,
     q = Quad{{q.v[1], q.v[2], q.v[3], e}};
   }
   return q;
+}
+
+/// load_quad of an encoder's input, which may be the Session's gradient view (Input::src): a view
+/// is never `vec` (aligned16() is false), so where vec is a compile-time true (the 16-byte loop of
+/// the quad kernels) this is load_quad itself; a view loads by load_view_quad.
+__device__ inline Quad load_input_quad(const Input& in, int64_t first, int live, bool vec) {
+  if (vec || in.src == gcomp::detail::kSrcF32) return load_quad(in, first, live, vec);
+  return load_view_quad(in, first, live);
 }
 
 /// Stores the live elements of a quad to dst[first ..]: one 16-byte store when whole and `vec`.

@@ -455,7 +455,7 @@ void grid_plan(DevicePlanner& planner, const CodecSpec& spec) {
   planner.plan.bits = o.level_bits;
   planner.plan.step = o.quantum;
   // The whole-byte widths encode in quads (grid_encode_quads); the others a warp per 32 elements.
-  planner.plan.quad_input = o.level_bits == 8 || o.level_bits == 16 || o.level_bits == 32;
+  planner.plan.loads_view = o.level_bits == 8 || o.level_bits == 16 || o.level_bits == 32;
 }
 
 }  // namespace

@@ -271,7 +271,7 @@ struct DeviceCodec::Impl {
     GCOMP_EXPECTS(plan.n == 0 || in.x != nullptr, gcompErrorInvalidArgument, std::string(what) + ": input is null");
     GCOMP_EXPECTS(reinterpret_cast<uintptr_t>(in.x) % bytes == 0, gcompErrorInvalidArgument,
                   std::string(what) + ": input must be " + std::to_string(bytes) + "-byte aligned");
-    GCOMP_EXPECTS(in.src == gcomp::detail::kSrcF32 || plan.quad_input, gcompErrorInternal,
+    GCOMP_EXPECTS(in.src == gcomp::detail::kSrcF32 || plan.loads_view, gcompErrorInternal,
                   std::string(what) + ": " + std::string(spec.name()) + " cannot load a gradient view");
   }
 
@@ -426,7 +426,7 @@ namespace detail {
 
 bool DeviceCodecAccess::forms_lincomb_cheaper(const DeviceCodec& k) { return k.impl_->plan.input_reads < 3; }
 
-bool DeviceCodecAccess::loads_views(const DeviceCodec& k) { return k.impl_->plan.quad_input; }
+bool DeviceCodecAccess::loads_views(const DeviceCodec& k) { return k.impl_->plan.loads_view; }
 
 namespace {
 
@@ -438,9 +438,11 @@ Input input_of(const Source& x, const float* y = nullptr, float a = 1.0f, float 
 }  // namespace
 
 void DeviceCodecAccess::encode(const DeviceCodec& k, const Source& x, const RngKey& key, void* d_payload,
-                               void* d_workspace, size_t workspace_bytes, Stream stream) {
-  k.impl_->encode("encode", input_of(x), key, d_payload, Fuse::kNone, nullptr, 0.0f, false, d_workspace,
-                  workspace_bytes, stream);
+                               void* d_workspace, size_t workspace_bytes, Stream stream, bool sampled) {
+  GCOMP_EXPECTS(!sampled || k.impl_->entry.encode_sampled != nullptr, gcompErrorNotSupported,
+                "topk_sampled: only the topk codec has a sampled-threshold path");
+  k.impl_->encode(sampled ? "topk_sampled" : "encode", input_of(x), key, d_payload, Fuse::kNone, nullptr, 0.0f, sampled,
+                  d_workspace, workspace_bytes, stream);
 }
 
 void DeviceCodecAccess::encode_ef_lincomb(const DeviceCodec& k, float a, const Source& x, float b, const float* d_y,

@@ -28,14 +28,15 @@ struct Source {
 };
 
 struct DeviceCodecAccess {
-  /// True when the codec's encodes take a gradient view as x (DevicePlan::quad_input: identity,
-  /// sign, natural, dither, natdither, terngrad, grid with bits 8, 16, 32); the others need the
-  /// floats (gcompErrorInternal for a view).
+  /// True when the codec's encodes take a gradient view as x (DevicePlan::loads_view: identity,
+  /// sign, natural, dither, natdither, terngrad, grid with bits 8, 16, 32, topk (exact, sampled,
+  /// index=rice), randk); the others need the floats (gcompErrorInternal for a view).
   static bool loads_views(const DeviceCodec& k);
 
-  /// DeviceCodec::encode of the input x as stored (a gradient view: the bytes read are its own).
+  /// DeviceCodec::encode of the input x as stored (a gradient view: the bytes read are its own);
+  /// `sampled`: DeviceCodec::topk_sampled instead (topk only).
   static void encode(const DeviceCodec& k, const Source& x, const RngKey& key, void* d_payload, void* d_workspace,
-                     size_t workspace_bytes, Stream stream);
+                     size_t workspace_bytes, Stream stream, bool sampled = false);
 
   /// True when encode_ef_lincomb reads less than a lincomb pass into a buffer followed by
   /// encode_ef: the encode reads its input in fewer than 3 full passes (8 B/el each for p formed

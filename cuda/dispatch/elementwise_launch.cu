@@ -250,7 +250,7 @@ void dense_plan(DevicePlanner& planner, const CodecSpec& spec) {
   if (p.clip > 0.0) p.input_reads = 3;  // mean and max, centered squares, quantize
   planner.upload_tables(q.block);
   p.num_scales = p.num_blocks;
-  p.quad_input = true;
+  p.loads_view = true;
 }
 
 /// terngrad with clip: the per-block max |x| and mean of the clip threshold.
@@ -266,14 +266,14 @@ void sign_plan(DevicePlanner& planner, const CodecSpec& spec) {
   DevicePlan& p = planner.plan;
   const SignOptions& o = spec.options<SignOptions>();
   p.scaled = o.scaled;
-  p.quad_input = true;
+  p.loads_view = true;
   if (!o.scaled) return;
   planner.upload_tables(o.block);
   p.num_scales = p.num_blocks;
 }
 
 /// natural and identity: nothing beyond the common fields (their encodes are quad kernels).
-void quad_plan(DevicePlanner& planner, const CodecSpec&) { planner.plan.quad_input = true; }
+void quad_plan(DevicePlanner& planner, const CodecSpec&) { planner.plan.loads_view = true; }
 
 }  // namespace
 

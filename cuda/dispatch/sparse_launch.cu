@@ -73,8 +73,9 @@ void select_threshold_and_counts(const DevicePlan& plan, const Workspace& ws, Ke
                ws.select, ws.cnt_a, ws.cnt_b, kRunFull);
 }
 
-/// Step 3 of radix_select.cuh: the scans of the tile counts and the scatter pass.
-template <class KeyFn>
+/// Step 3 of radix_select.cuh: the scans of the tile counts and the scatter pass (kViewIn: the
+/// encode's input is the Session's gradient view, scatter_selected_kernel).
+template <class KeyFn, bool kViewIn = false>
 void scan_and_scatter(const DevicePlan& plan, const Workspace& ws, KeyFn kf, const ScatterArgs& args,
                       cudaStream_t stream) {
   const int64_t tiles = plan.sel_tiles;
@@ -82,16 +83,16 @@ void scan_and_scatter(const DevicePlan& plan, const Workspace& ws, KeyFn kf, con
   GCOMP_CUDA_TRY(cub::DeviceScan::ExclusiveSum(ws.scan_temp, bytes, ws.cnt_a, ws.off_a, tiles, stream));
   bytes = plan.scan_temp_bytes;
   GCOMP_CUDA_TRY(cub::DeviceScan::ExclusiveSum(ws.scan_temp, bytes, ws.cnt_b, ws.off_b, tiles, stream));
-  GCOMP_LAUNCH((scatter_selected_kernel<KeyFn>), grid_for(tiles, 1, plan.max_blocks), kThreads, stream, kf, plan.n,
-               tiles, ws.select, ws.off_a, ws.off_b, args, ws.status);
+  GCOMP_LAUNCH((scatter_selected_kernel<KeyFn, kViewIn>), grid_for(tiles, 1, plan.max_blocks), kThreads, stream, kf,
+               plan.n, tiles, ws.select, ws.off_a, ws.off_b, args, ws.status);
 }
 
 /// The exact selection of k over the plan's n elements, scattered by `args`.
-template <class KeyFn>
+template <class KeyFn, bool kViewIn = false>
 void select_exact(const DevicePlan& plan, const Workspace& ws, KeyFn kf, const ScatterArgs& args, bool report_nonfinite,
                   cudaStream_t stream) {
   select_threshold_and_counts(plan, ws, kf, report_nonfinite, stream);
-  scan_and_scatter(plan, ws, kf, args, stream);
+  scan_and_scatter<KeyFn, kViewIn>(plan, ws, kf, args, stream);
 }
 
 /// Four 8-bit digits over `n` keys (the DGC sample: small, no candidate path).
@@ -105,15 +106,18 @@ float randk_value_scale(const DevicePlan& plan) {
 }
 
 /// DGC-style threshold (spec §4.4) into the select state: sample, select on the sample, adapt.
+/// KeyFn: MagnitudeKey, or ViewMagnitudeKey for the Session's gradient view.
+template <class KeyFn>
 void sampled_threshold(const DevicePlan& plan, const Workspace& ws, Input in, cudaStream_t stream) {
-  GCOMP_LAUNCH(gather_sample_kernel, grid_for(plan.sample_count, kThreads, plan.max_blocks), kThreads, stream, in,
-               plan.sample_start, plan.sample_stride, plan.sample_count, ws.sample);
+  constexpr bool kView = std::is_same_v<KeyFn, ViewMagnitudeKey>;
+  GCOMP_LAUNCH(gather_sample_kernel<kView>, grid_for(plan.sample_count, kThreads, plan.max_blocks), kThreads, stream,
+               in, plan.sample_start, plan.sample_stride, plan.sample_count, ws.sample);
   init_select(ws, plan.sample_k, nullptr, 0, 0, stream);
   radix_passes_8bit(plan, ws, MagnitudeKey{Input{ws.sample, nullptr}}, plan.sample_count, stream);
   GCOMP_LAUNCH(sample_threshold_kernel, 1, 1, stream, ws.select, plan.k);
   // Every adaptation round's count in one pass over x (which also checks finiteness), then the
   // round that stands, its tile counts as the truncate mode's class counts, and the mode.
-  GCOMP_LAUNCH(count_rounds_kernel, grid_for(plan.sel_tiles, 1, plan.max_blocks), kThreads, stream, in, plan.n,
+  GCOMP_LAUNCH(count_rounds_kernel<KeyFn>, grid_for(plan.sel_tiles, 1, plan.max_blocks), kThreads, stream, in, plan.n,
                plan.sel_tiles, ws.select, ws.round_cnt, ws.status);
   GCOMP_LAUNCH(finish_rounds_kernel, grid_for(plan.sel_tiles, kThreads, plan.max_blocks), kThreads, stream, ws.select,
                plan.k, ws.round_cnt, plan.sel_tiles, ws.cnt_a, ws.cnt_b);
@@ -142,6 +146,23 @@ ScatterArgs encode_scatter_args(Input in, Fuse fuse, float* d_mem, float alpha) 
   return args;
 }
 
+/// topk's selection (or, `sampled`, the DGC-style threshold first) with keys KeyFn: MagnitudeKey,
+/// or ViewMagnitudeKey for the Session's gradient view.
+template <class KeyFn>
+void topk_select(const DevicePlan& plan, const Workspace& ws, Input in, const ScatterArgs& args, bool sampled,
+                 cudaStream_t stream) {
+  KeyFn kf{};
+  kf.in = in;
+  if (sampled) {
+    sampled_threshold<KeyFn>(plan, ws, in, stream);  // its first count pass checks finiteness
+    // Truncate mode (decided on the device) skips the exact selection; otherwise it runs here.
+    select_exact(plan, ws, kf, args, false, stream);
+  } else {
+    init_select(ws, plan.k, nullptr, 0, 0, stream);
+    select_exact(plan, ws, kf, args, true, stream);
+  }
+}
+
 /// topk: the exact selection (or, `sampled`, the DGC-style threshold), then the index words or the
 /// Rice-coded index stream.
 void topk_encode_impl(const DevicePlan& plan, const Workspace& ws, Input in, uint8_t* d_payload, Fuse fuse,
@@ -154,15 +175,10 @@ void topk_encode_impl(const DevicePlan& plan, const Workspace& ws, Input in, uin
   // DIANA into a separate h_out (the Session's second buffer): every element written by the
   // scatter, h itself where not selected (DeviceCodecEntry::diana_full_memory: no copy of h).
   args.full_memory = fuse == Fuse::kDiana && plan.fold_check;
-  const MagnitudeKey kf{in};
-  if (sampled) {
-    sampled_threshold(plan, ws, in, stream);  // its first count pass checks finiteness
-    // Truncate mode (decided on the device) skips the exact selection; otherwise it runs here.
-    select_exact(plan, ws, kf, args, false, stream);
-  } else {
-    init_select(ws, plan.k, nullptr, 0, 0, stream);
-    select_exact(plan, ws, kf, args, true, stream);
-  }
+  if (in.src == gcomp::detail::kSrcF32)
+    topk_select<MagnitudeKey>(plan, ws, in, args, sampled, stream);
+  else
+    topk_select<ViewMagnitudeKey>(plan, ws, in, args, sampled, stream);
   if (plan.rice) {
     launch_rice_pack(plan, ws, d_payload, stream);
     return;
@@ -402,6 +418,7 @@ void topk_plan(DevicePlanner& planner, const CodecSpec& spec) {
   sparse_plan(p, spec);
   p.merge_batch = kMaxWeights;  // index words: read in place (index=rice: plan_rice)
   p.input_reads = 3;            // the 12-bit histogram, the class counts and compaction, the scatter
+  p.loads_view = true;          // ViewMagnitudeKey: every pass over x loads the gradient view
   if (p.n > 0) plan_sample(p);
   if (spec.options<TopKOptions>().index == IndexCode::kRice) plan_rice(p, planner.cpu);
 }

@@ -64,6 +64,19 @@ struct MagnitudeKey {
   }
 };
 
+/// MagnitudeKey of the Session's gradient view (Input::src not kSrcF32: bf16 / f16 elements
+/// widened, and/or NaN/Inf loaded as +0, as they load): the keys and values of the widened /
+/// zeroed copy, so every pass of the selection sees that copy's floats. Its own instantiations of
+/// the selection kernels, so the fp32 ones keep their code.
+struct ViewMagnitudeKey : MagnitudeKey {
+  __device__ uint32_t operator()(int64_t i) const { return gcomp::detail::float_bits(in.viewed(i)) & 0x7fffffffu; }
+  __device__ void keys4(int64_t first, int live, uint32_t (&k)[lanes::kQuadElems], Quad& x) const {
+    x = load_view_quad(in, first, live);
+#pragma unroll
+    for (int j = 0; j < lanes::kQuadElems; ++j) k[j] = gcomp::detail::float_bits(x.v[j]) & 0x7fffffffu;
+  }
+};
+
 /// randk key: complemented Philox word of the selection stream. The step and rank come from the
 /// select state (the encoder's RngKey, or the header of the payload being decoded). keys4: the four
 /// keys of a quad from its one Philox block (the words of elements 4q .. 4q + 3); no value is read.
@@ -382,7 +395,16 @@ struct ScatterArgs {
   bool full_memory;
 };
 
-template <class KeyFn>
+/// Input::viewed(i) out of line: the scatter's gather of a view (kViewIn) is one call per loaded
+/// element, so its widening is not unrolled into the quad loop (no spills there).
+__device__ __noinline__ float viewed_element(const float* x, const float* y, float a, float b, uint32_t src,
+                                             int64_t i) {
+  return Input{x, y, a, b, src}.viewed(i);
+}
+
+/// kViewIn: the encode's input a.in is the Session's gradient view (randk: its selected elements,
+/// and with EF all, are loaded by Input::viewed; topk's values come from its keys4).
+template <class KeyFn, bool kViewIn = false>
 __global__ void __launch_bounds__(kThreads)
     scatter_selected_kernel(KeyFn kf, int64_t n, int64_t tiles, const SelectState* s, const int64_t* off_a,
                             const int64_t* off_b, ScatterArgs a, DeviceStatus* status) {
@@ -430,7 +452,8 @@ __global__ void __launch_bounds__(kThreads)
         if (a.op == ScatterOp::kEncode) {
           float v = x.v[j];
           if constexpr (!KeyFn::kFromValue) {
-            if (selected || a.fuse == gcomp::detail::FuseMode::kEF) v = a.in(i);
+            if (selected || a.fuse == gcomp::detail::FuseMode::kEF)
+              v = kViewIn ? viewed_element(a.in.x, a.in.y, a.in.a, a.in.b, a.in.src, i) : a.in(i);
             if (a.check && !gcomp::detail::is_finite_f(v)) raise_status(status, gcompErrorNonFinite, i);
           }
           if (selected) {

@@ -58,11 +58,14 @@ __global__ void __launch_bounds__(kThreads) validate_topk_kernel(const uint8_t* 
 
 // ------------------------------------------------------------------ sampled threshold (§4.4)
 
-/// sample[s] = |x[start + s * stride]|.
+/// sample[s] = |x[start + s * stride]| (kView: x is the Session's gradient view, Input::viewed).
+template <bool kView>
 __global__ void __launch_bounds__(kThreads)
     gather_sample_kernel(Input in, int64_t start, int64_t stride, int64_t count, float* sample) {
-  for (int64_t s = global_thread(); s < count; s += grid_threads())
-    sample[s] = gcomp::detail::abs_f(in(start + s * stride));
+  for (int64_t s = global_thread(); s < count; s += grid_threads()) {
+    const int64_t i = start + s * stride;
+    sample[s] = gcomp::detail::abs_f(kView ? in.viewed(i) : in(i));
+  }
 }
 
 /// After the selection on the sample: thr = its k_s-th largest magnitude; reset for selecting k.
@@ -85,12 +88,15 @@ __global__ void sample_threshold_kernel(SelectState* s, int64_t k) {
 /// totals to s->round_count. A NaN/Inf element reports gcompErrorNonFinite
 /// at the smallest such index (each thread keeps its first bad index, in increasing index order,
 /// and raises it once); every kernel that writes the payload or the memory runs after this one and
-/// returns when the status is set.
+/// returns when the status is set. KeyFn: MagnitudeKey, or ViewMagnitudeKey for the Session's
+/// gradient view.
+template <class KeyFn>
 __global__ void __launch_bounds__(kThreads)
     count_rounds_kernel(Input in, int64_t n, int64_t tiles, SelectState* s, uint32_t* __restrict__ round_cnt,
                         DeviceStatus* status) {
   __shared__ uint32_t warp_sums[kWarpsPerBlock][kRoundWords];
-  MagnitudeKey kf{in};
+  KeyFn kf{};
+  kf.in = in;
   kf.prepare(*s);
   uint32_t thr_key[kAdaptRounds];
   gcomp::detail::sampled_round_keys(s->thr, thr_key);

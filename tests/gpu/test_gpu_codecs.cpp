@@ -11,6 +11,8 @@
 
 #include <gcomp/codec.hpp>
 #include <gcomp/cuda.hpp>
+#include <gcomp/detail/grad_source.hpp>
+#include <gcomp/detail/half.hpp>
 #include <gcomp/detail/philox.hpp>
 #include <gcomp/detail/session_math.hpp>
 #include <gcomp/detail/sparse.hpp>
@@ -371,6 +373,125 @@ TEST_P(GpuCodecs, DianaIntoASecondBufferMatchesInPlace) {
   EXPECT_TRUE(bytes_equal(d_payload.download(), want_payload));
   EXPECT_TRUE(bitwise_equal(d_h_out.download(), h));
   EXPECT_TRUE(bitwise_equal(d_h.download(), h0)) << "h written";
+}
+
+/// x rounded to a 16-bit type (kSrcBF16: the high half of its bits; kSrcF16: truncated, tiny
+/// values to a signed zero, large ones to the largest finite), every 97th element a subnormal of
+/// that type, and with `bad` every 61st (from index 3) a NaN or an Inf of either sign.
+std::vector<uint16_t> view_bits(const std::vector<float>& x, uint32_t type, bool bad) {
+  std::vector<uint16_t> bits(x.size());
+  const bool bf = type == detail::kSrcBF16;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const uint32_t f = detail::float_bits(x[i]);
+    const auto sign = static_cast<uint16_t>((f >> 16) & 0x8000u);
+    uint16_t v = 0;
+    if (bf) {
+      v = static_cast<uint16_t>(f >> 16);
+    } else {
+      const int e = static_cast<int>((f >> 23) & 0xffu) - 127 + 15;
+      v = e >= 31  ? static_cast<uint16_t>(sign | 0x7bffu)
+          : e <= 0 ? sign
+                   : static_cast<uint16_t>(sign | (static_cast<uint32_t>(e) << 10) | ((f & 0x7fffffu) >> 13));
+    }
+    if (i % 97 == 5) v = static_cast<uint16_t>(sign | (1u + i % (bf ? 0x7fu : 0x3ffu)));
+    if (bad && i % 61 == 3) {
+      const uint32_t kind = static_cast<uint32_t>(i / 61) % 4;  // NaN, -NaN, +Inf, -Inf
+      const uint16_t nan = bf ? 0x7fc1u : 0x7e01u, inf = bf ? 0x7f80u : 0x7c00u;
+      v = static_cast<uint16_t>((kind == 1 || kind == 3 ? 0x8000u : 0u) | (kind < 2 ? nan : inf));
+    }
+    bits[i] = v;
+  }
+  return bits;
+}
+
+// The Session's gradient view as an encoder's x (DeviceCodecAccess with a Source of bf16 / f16
+// elements at an address that is 2-byte aligned only, with and without kSrcZero), for every codec
+// that loads views: each encode form (encode; topk_sampled, whose sample also reads NaN/Inf
+// elements; the EF of p = a x + b y; DIANA into a second buffer) equals the same call on the
+// widened (and zeroed) fp32 copy, the payload and memory bit for bit; a NaN/Inf element without
+// kSrcZero is gcompErrorNonFinite at the same index as the copy's, with kSrcZero it loads as +0.
+TEST_P(GpuCodecs, GradientViewsEqualTheWidenedCopy) {
+  using cuda::detail::DeviceCodecAccess;
+  using cuda::detail::Source;
+  if (!DeviceCodecAccess::loads_views(*gpu_)) GTEST_SKIP() << gpu_->spec().name() << " loads no gradient view";
+  const auto nz = static_cast<size_t>(n_);
+  const std::vector<float> x = test_input(n_, seed_ + 40), y = test_input(n_, seed_ + 41);
+  std::vector<float> h = test_input(n_, seed_ + 42);
+  for (float& v : h) v *= 0.25f;
+  const RngKey key = key_for(seed_, 3);
+  DeviceBuffer<uint16_t> d_bits(nz + 1, stream_);
+  DeviceBuffer<float> d_wide(nz, stream_), d_y(y, stream_), d_h(h, stream_), d_mem(nz, stream_);
+  DeviceBuffer<uint8_t> d_payload(gpu_->encoded_bytes(), stream_);
+  struct Outcome {
+    gcompStatus_t status = gcompSuccess;
+    uint64_t index = 0;
+    std::vector<uint8_t> payload;
+    std::vector<float> mem;
+  };
+  enum Form { kEncode, kSampled, kEfLincomb, kDiana };
+  const auto run = [&](Form form, const Source& in) {
+    d_payload.fill_bytes(0);
+    d_mem.fill_bytes(0xff);
+    const size_t wsb = gpu_->workspace_bytes();
+    switch (form) {
+      case kEncode:
+      case kSampled:
+        DeviceCodecAccess::encode(*gpu_, in, key, d_payload.get(), ws_->get(), wsb, stream_, form == kSampled);
+        break;
+      case kEfLincomb:
+        DeviceCodecAccess::encode_ef_lincomb(*gpu_, 1.0f, in, -0.75f, d_y.get(), d_mem.get(), key, d_payload.get(),
+                                             ws_->get(), wsb, stream_);
+        break;
+      case kDiana:
+        DeviceCodecAccess::encode_diana(*gpu_, in, d_h.get(), d_mem.get(), 0.3f, key, d_payload.get(), ws_->get(), wsb,
+                                        stream_);
+        break;
+    }
+    Outcome o;
+    o.status = cuda::read_status(ws_->get(), stream_, &o.index);
+    if (o.status == gcompSuccess) {
+      o.payload = d_payload.download();
+      o.mem = d_mem.download();
+    }
+    return o;
+  };
+  for (const uint32_t type : {detail::kSrcBF16, detail::kSrcF16}) {
+    for (const bool bad : {false, true}) {
+      for (const bool zero : {false, true}) {
+        if (zero && !bad) continue;
+        const std::vector<uint16_t> bits = view_bits(x, type, bad);
+        std::vector<float> wide(nz);
+        bool any_bad = false;
+        for (size_t i = 0; i < nz; ++i) {
+          wide[i] = type == detail::kSrcBF16 ? detail::bf16_to_float(bits[i]) : detail::f16_to_float(bits[i]);
+          any_bad = any_bad || !std::isfinite(wide[i]);
+          if (zero) wide[i] = detail::zero_nonfinite_f(wide[i]);
+        }
+        std::vector<uint16_t> shifted(nz + 1, 0);  // the view starts at element 1: 2-byte aligned only
+        std::copy(bits.begin(), bits.end(), shifted.begin() + 1);
+        d_bits.upload(shifted);
+        d_wide.upload(wide);
+        const Source view(d_bits.get() + 1, type | (zero ? detail::kSrcZero : 0u));
+        for (const Form form : {kEncode, kSampled, kEfLincomb, kDiana}) {
+          if (form == kSampled && gpu_->spec().id() != CodecId::kTopK) continue;
+          const std::string what = std::string(type == detail::kSrcBF16 ? "bf16" : "f16") + (bad ? " nonfinite" : "") +
+                                   (zero ? " zero" : "") + " form " + std::to_string(static_cast<int>(form));
+          const Outcome want = run(form, Source(d_wide.get()));
+          const Outcome got = run(form, view);
+          EXPECT_EQ(want.status, bad && any_bad && !zero ? gcompErrorNonFinite : gcompSuccess) << what;
+          EXPECT_EQ(got.status, want.status) << what;
+          if (want.status != gcompSuccess) {
+            EXPECT_EQ(got.index, want.index) << what;
+            continue;
+          }
+          EXPECT_TRUE(bytes_equal(got.payload, want.payload)) << what;
+          if (form == kEfLincomb || form == kDiana) {
+            EXPECT_TRUE(bitwise_equal(got.mem, want.mem)) << what;
+          }
+        }
+      }
+    }
+  }
 }
 
 std::vector<CodecParam> all_params(const std::vector<std::string>& specs,

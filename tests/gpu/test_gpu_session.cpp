@@ -219,12 +219,31 @@ std::vector<float> typed_grad(GradType type, int r, int k, int64_t n, bool nonfi
   return wide;
 }
 
+// Cases of the gradient-view suite alone (beside kSessionCases): the Session feeds the gradient
+// itself to the encoders of topk (exact, index=rice) and randk in compressed-gd (encode of g),
+// DIANA (g - h) and EF-SGD with randk (p = a x + b y formed as loaded).
+constexpr SessionCase kViewOnlyCases[] = {
+    {"compressed_gd_topk", Algorithm::kCompressedGd, "topk:k=9", "identity", 0.0, ServerMode::kReplicated, 0},
+    {"compressed_gd_topk_rice", Algorithm::kCompressedGd, "topk:ratio=0.05,index=rice", "identity", 0.0,
+     ServerMode::kReplicated, 0},
+    {"compressed_gd_randk", Algorithm::kCompressedGd, "randk:k=9,unbiased=1", "identity", 0.0, ServerMode::kReplicated,
+     0},
+    {"diana_topk", Algorithm::kDiana, "topk:k=7", "identity", 0.0, ServerMode::kReplicated, 0},  // alpha 0.25
+    {"ef_sgd_randk", Algorithm::kEfSgd, "randk:k=9,unbiased=0", "identity", 0.0, ServerMode::kReplicated, 0},
+};
+
+const SessCase& view_case(const std::string& name) {
+  for (const SessionCase& c : kViewOnlyCases)
+    if (name == c.name) return c;
+  return session_case(name);
+}
+
 using ViewParam = std::tuple<std::string, GradMode>;
 
 class GpuSessionViewTest : public GpuParamFixture<ViewParam> {};
 
 TEST_P(GpuSessionViewTest, TypedAndZeroedDeviceGradientsEqualTheHostF32Twin) {
-  const SessCase& c = session_case(std::get<0>(GetParam()));
+  const SessCase& c = view_case(std::get<0>(GetParam()));
   const GradMode mode = std::get<1>(GetParam());
   const GradType type = type_of(mode);
   const bool zero = mode == GradMode::kF32Zero || mode == GradMode::kBf16Zero || mode == GradMode::kF16Zero;
@@ -241,6 +260,7 @@ TEST_P(GpuSessionViewTest, TypedAndZeroedDeviceGradientsEqualTheHostF32Twin) {
     run_local(kSessRanks, [&](Communicator& comm) {
       const int r = comm.rank();
       SessionConfig cfg = sess_config(c, backend);
+      if (std::string_view(c.name) == "diana_topk") cfg.alpha = 0.25;  // a biased codec: alpha given
       cfg.nonfinite = zero ? NonFinitePolicy::kZero : skip ? NonFinitePolicy::kSkip : NonFinitePolicy::kError;
       Session s(comm, layout, cfg);
       cudaStream_t stream = nullptr;
@@ -293,17 +313,25 @@ TEST_P(GpuSessionViewTest, TypedAndZeroedDeviceGradientsEqualTheHostF32Twin) {
   }
 }
 
-// EF-SGD with a dense (dither, scaled sign with momentum, unscaled sign) and a sparse codec (topk:
-// the lincomb pass loads the view; randk under DIANA), DIANA, compressed-gd with dither (and
-// TernGrad's shared scales), Signum (the momentum's lincomb loads the view as y), two-way rounds
-// (sharded: views from odd shard offsets; replicated), hessian-ec (host callbacks beside the view),
-// spherical, and a delayed configuration (the queue stores the gradient: the copy stays).
+// EF-SGD with a dense (dither, scaled sign with momentum, unscaled sign) and a sparse codec (topk
+// and topk index=rice: the lincomb pass loads the view; randk: its encode forms p from the view),
+// DIANA (dither; topk and randk load g - h from the view), compressed-gd with dither (and
+// TernGrad's shared scales), topk, topk index=rice and randk (their encodes load g), Signum (the
+// momentum's lincomb loads the view as y), two-way rounds (sharded: views from odd shard offsets;
+// replicated), hessian-ec (host callbacks beside the view), spherical, and a delayed configuration
+// (the queue stores the gradient: the copy stays).
 const std::vector<std::string> kViewCases = {"ef_sgd_dither",
                                              "ef_sgd_topk",
+                                             "ef_sgd_topk_rice",
+                                             "ef_sgd_randk",
                                              "ef_sgd_sign_momentum",
                                              "ef_sgd_sign_unscaled",
                                              "diana",
                                              "diana_randk",
+                                             "diana_topk",
+                                             "compressed_gd_topk",
+                                             "compressed_gd_topk_rice",
+                                             "compressed_gd_randk",
                                              "qsgd",
                                              "terngrad_shared",
                                              "signum",
