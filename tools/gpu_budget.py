@@ -117,7 +117,7 @@ KERNELS = [
     # exact top-k / random-k: before, 4 histogram passes + count + scatter over all n, one element
     # per thread (random-k: a Philox block per key per pass); after, pass 1 (histogram of the top 12
     # bits), pass 2 (compact_candidates) and pass 3 (scatter) over all n, a quad per thread.
-    # The Session's gradient view (ViewMagnitudeKey): their own
+    # The Session's gradient view (ViewMagnitudeKey; randk's scatter with kViewIn): their own
     # instantiations, so the fp32 rows below keep their code. bf16 / f16 elements load one at a time
     # (2 B/el; fp32 with nonfinite=zero 4 B/el), instead of a widened / zeroed copy first (6-8 B/el).
     (r"radix_histogram_kernel.*ViewMagnitudeKey", "topk, gradient view: radix histogram passes (pass 1 and the "
@@ -128,6 +128,8 @@ KERNELS = [
      "element: the view's element load alone)", ["LDG"], 1, {}, 2, 0, None),
     (r"scatter_selected_kernel.*ViewMagnitudeKey", "topk, gradient view: scatter pass", ["LDG", "BAR"], 4, {"LDG": 4}, 2,
      0.02, None),
+    (r"scatter_selected_kernel.*RandomKeyELb1E", "randk, gradient view: scatter pass (the gather's widening out of "
+     "line)", ["IMAD", "BAR"], 4, {}, 0.02, 0.04, None),
     (r"count_rounds_kernel.*ViewMagnitudeKey", "topk sampled, gradient view: the adaptation rounds' counts, "
      "finiteness (SASS / element: the view's element load alone)", ["LDG"], 1, {}, 2, 0, None),
     (r"radix_histogram_kernelINS1_12MagnitudeKeyEEEvT_lii", "topk: pass 1, 12-bit histogram", ["LDG", "MATCH"],

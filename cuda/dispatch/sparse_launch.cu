@@ -217,7 +217,10 @@ void randk_encode(const DevicePlan& plan, const Workspace& ws, Input in, const R
   args.scale = randk_value_scale(plan);
   const RandomKey kf{key};
   init_select(ws, plan.k, nullptr, key.step, key.rank, stream);
-  select_exact(plan, ws, kf, args, false, stream);
+  if (in.src == gcomp::detail::kSrcF32)
+    select_exact(plan, ws, kf, args, false, stream);
+  else
+    select_exact<RandomKey, true>(plan, ws, kf, args, false, stream);  // the gather loads the gradient view
 }
 
 // ---- decodes: validation, then the tile merge (cuda/topk/sparse_merge_kernels.cuh) ---------------
@@ -427,6 +430,7 @@ void randk_plan(DevicePlanner& planner, const CodecSpec& spec) {
   sparse_plan(planner.plan, spec);
   planner.plan.unbiased = spec.options<RandKOptions>().unbiased;
   planner.plan.merge_batch = list_merge_batch(planner.plan.n, planner.plan.k);
+  planner.plan.loads_view = true;  // check_finite_kernel and the scatter's gather load the gradient view
 }
 
 /// The exact selection's state, histogram, candidates, tile counts and scan storage.
