@@ -71,6 +71,8 @@ KERNELS = [
      "grid:bits=16 encode, a quad per thread (finiteness folded in)", ["LDG", "STG", "?LDG*128"], "auto", {}, 4, 2, 6),
     (r"grid_encode_quads_kernelILi1ELNS_6detail8FuseModeE0ELb1E",
      "grid:bits=8 encode, a quad per thread (finiteness folded in)", ["LDG", "STG", "?LDG*128"], "auto", {}, 4, 1, 5),
+    (r"grid_encode_kernelILb[01]ELb1E", "grid:bits=12 encode of the Session's gradient view (bf16 / f16 loaded "
+     "one element per lane; bits 25..31 the same loop, double level)", ["LDG", "SHFL"], 1, {"SHFL": 4}, 2, 1.5, 3.5),
     (r"grid_encode_kernelILb1E", "grid:bits=12 encode, a warp per 32 elements (finiteness folded in)",
      ["LDG", "SHFL"], 1, {"SHFL": 4}, 4, 1.5, 5.5),
     # The Session's step in the quad decoders' last store (SessionStore, cuda/fused/decode_store.cuh;
@@ -150,6 +152,8 @@ KERNELS = [
      None),
     (r"scatter_selected_kernel.*RandomKey", "randk: scatter pass (decode: the index list)", ["IMAD", "BAR"], {"before": 1, "after": 4}, {},
      0.04, 0.04, None),
+    (r"spherical_encode_kernelILb1E", "spherical encode of the Session's gradient view (compute bound)", [], None, {},
+     2, "-", None),
     (r"spherical_encode_kernel", "spherical encode (compute bound)", [], None, {}, 4, "-", None),
     # ---- every other kernel under cuda/ (s7): the fused EF/DIANA and overwrite variants, the
     # per-entry, per-word and one-thread kernels. Bytes per element of the n-element arrays; "-"
@@ -285,8 +289,8 @@ KERNELS = [
     # (does not read x) and ONE pass over x (look-back scan, records, directory, fused memory).
     (r"sdither_init_kernel", "sdither encode: tile state, scales, stream zeroed (per word)", [], None, {}, 0, "W/8",
      None),
-    (r"sdither_encode_kernel", "sdither encode: the one pass (look-back scan + records)", [], None, {}, 4, "S/8",
-     None),
+    (r"sdither_encode_kernel", "sdither encode: the one pass (look-back scan + records; the Session's gradient "
+     "view: 2 B/el for bf16 / f16, loaded by viewed_element)", [], None, {}, 4, "S/8", None),
     # The decode per payload: the header kernel (no walk of the stream), then ONE walk per chunk
     # that validates and writes (the output is then unspecified on a corrupt payload).
     (r"sdither_validate_header_kernel", "sdither decode: header, directory, padding (per block / chunk / word)", [],

@@ -79,6 +79,14 @@ struct Input {
   __device__ Input x_only() const { return Input{x, nullptr, 1.0f, -1.0f, src}; }
 };
 
+/// Input::viewed(i) out of line (the operands by value): a kernel that loads a gradient view in an
+/// unrolled loop (randk's scatter, sdither's tile load) makes one call per element instead of
+/// inlining the widening into every unrolled step (code size, registers).
+__device__ __noinline__ inline float viewed_element(const float* x, const float* y, float a, float b, uint32_t src,
+                                                    int64_t i) {
+  return Input{x, y, a, b, src}.viewed(i);
+}
+
 /// Four consecutive elements of one thread (the quad layout of cuda/common/lanes.hpp).
 struct Quad {
   float v[lanes::kQuadElems];

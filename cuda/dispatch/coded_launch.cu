@@ -99,8 +99,13 @@ void spherical_encode(const DevicePlan& plan, const Workspace& ws, Input in, con
   if (plan.n == 0) return;
   block_norms(plan, ws, in, gcomp::detail::SquareSumOp{}, stream);
   const SphericalParams p = spherical_params(plan);
-  GCOMP_LAUNCH(spherical_encode_kernel, grid_for(plan.num_blocks, kWarpsPerBlock, plan.max_blocks), kThreads, stream, p,
-               in, ws.scales, key, ws.idx, d_payload, fuse, d_mem, alpha, ws.status);
+  const unsigned grid = grid_for(plan.num_blocks, kWarpsPerBlock, plan.max_blocks);
+  if (in.src == gcomp::detail::kSrcF32)
+    GCOMP_LAUNCH(spherical_encode_kernel<false>, grid, kThreads, stream, p, in, ws.scales, key, ws.idx, d_payload, fuse,
+                 d_mem, alpha, ws.status);
+  else  // the Session's gradient view
+    GCOMP_LAUNCH(spherical_encode_kernel<true>, grid, kThreads, stream, p, in, ws.scales, key, ws.idx, d_payload, fuse,
+                 d_mem, alpha, ws.status);
   GCOMP_LAUNCH(spherical_pack_kernel, grid_for(plan.index_words, kThreads, plan.max_blocks), kThreads, stream, p,
                ws.idx, d_payload, ws.status);
 }
@@ -149,12 +154,21 @@ void grid_encode(const DevicePlan& plan, const Workspace& ws, Input in, uint8_t*
     default: break;
   }
   const unsigned grid = grid_for(plan.groups, kWarpsPerBlock, plan.max_blocks);
-  if (plan.bits <= gcomp::detail::kGridFloatMaxBits)
-    GCOMP_LAUNCH(grid_encode_kernel<true>, grid, kThreads, stream, grid_params(plan), in, words, fuse,
-                 fuse == Fuse::kNone || plan.fold_check, d_mem, alpha, ws.status);
-  else
-    GCOMP_LAUNCH(grid_encode_kernel<false>, grid, kThreads, stream, grid_params(plan), in, words, fuse,
-                 fuse == Fuse::kNone || plan.fold_check, d_mem, alpha, ws.status);
+  const bool check = fuse == Fuse::kNone || plan.fold_check;
+  const bool view = in.src != gcomp::detail::kSrcF32;  // the Session's gradient view
+  const bool single = plan.bits <= gcomp::detail::kGridFloatMaxBits;
+  if (single && !view)
+    GCOMP_LAUNCH((grid_encode_kernel<true, false>), grid, kThreads, stream, grid_params(plan), in, words, fuse, check,
+                 d_mem, alpha, ws.status);
+  if (single && view)
+    GCOMP_LAUNCH((grid_encode_kernel<true, true>), grid, kThreads, stream, grid_params(plan), in, words, fuse, check,
+                 d_mem, alpha, ws.status);
+  if (!single && !view)
+    GCOMP_LAUNCH((grid_encode_kernel<false, false>), grid, kThreads, stream, grid_params(plan), in, words, fuse, check,
+                 d_mem, alpha, ws.status);
+  if (!single && view)
+    GCOMP_LAUNCH((grid_encode_kernel<false, true>), grid, kThreads, stream, grid_params(plan), in, words, fuse, check,
+                 d_mem, alpha, ws.status);
 }
 
 /// Weight of payload j for a decode mode.
@@ -407,6 +421,7 @@ void sdither_plan(DevicePlanner& planner, const CodecSpec& spec) {
   GCOMP_CUDA_TRY(SdTileState::AllocationSize(static_cast<int>(p.sd_tiles), p.sd_state_bytes));
   planner.upload_tables(q.block);
   p.num_scales = p.num_blocks;
+  p.loads_view = true;  // the scale pass (load_input_quad) and sdither_encode_kernel (viewed_element)
   // encoded_bits() = 32 (m + 1 + D) + Wbits exactly (integers below 2^53).
   p.worst_bits = static_cast<int64_t>(planner.cpu.encoded_bits()) - 32 * (p.num_blocks + 1 + p.num_chunks);
   p.stream_words = gcomp::detail::ceil_div(p.worst_bits, 32);
@@ -442,6 +457,7 @@ void spherical_plan(DevicePlanner& planner, const CodecSpec& spec) {
   p.beta_len = planner.tables() + at;
   p.beta_val = reinterpret_cast<const double*>(planner.tables() + at + lens.size());
   p.num_scales = p.num_blocks;
+  p.loads_view = true;  // the norm pass (load_input_quad) and spherical_encode_kernel<true>
   p.index_words = gcomp::detail::ceil_div(p.num_blocks * static_cast<int64_t>(o.index_bits), 32);
 }
 
@@ -454,8 +470,9 @@ void grid_plan(DevicePlanner& planner, const CodecSpec& spec) {
   const GridOptions& o = spec.options<GridOptions>();
   planner.plan.bits = o.level_bits;
   planner.plan.step = o.quantum;
-  // The whole-byte widths encode in quads (grid_encode_quads); the others a warp per 32 elements.
-  planner.plan.loads_view = o.level_bits == 8 || o.level_bits == 16 || o.level_bits == 32;
+  // The whole-byte widths encode in quads (grid_encode_quads), the others a warp per 32 elements
+  // (grid_encode_kernel's view instantiations): every width loads the gradient view.
+  planner.plan.loads_view = true;
 }
 
 }  // namespace

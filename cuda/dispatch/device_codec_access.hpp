@@ -28,9 +28,9 @@ struct Source {
 };
 
 struct DeviceCodecAccess {
-  /// True when the codec's encodes take a gradient view as x (DevicePlan::loads_view: identity,
-  /// sign, natural, dither, natdither, terngrad, grid with bits 8, 16, 32, topk (exact, sampled,
-  /// index=rice), randk); the others need the floats (gcompErrorInternal for a view).
+  /// True when the codec's encodes take a gradient view as x (DevicePlan::loads_view: every device
+  /// codec, topk's exact, sampled and index=rice encodes included); a codec without it would need
+  /// the floats (gcompErrorInternal for a view).
   static bool loads_views(const DeviceCodec& k);
 
   /// DeviceCodec::encode of the input x as stored (a gradient view: the bytes read are its own);

@@ -106,11 +106,13 @@ struct DevicePlan {
   /// the memory, like the payload, is then unspecified. The public DeviceCodec calls keep the check
   /// (their memory must stay untouched). Set on a copy of the plan per call.
   bool fold_check = false;
-  /// Every encode kernel of the codec loads its input through load_input_quad or Input::load (the
-  /// quad layout: identity, sign, natural, dither, natdither, terngrad, grid with bits 8, 16, 32;
-  /// topk's selection passes, sample and scatter; randk's check pass and gather), so its input may
-  /// be the Session's gradient view (Input::src: bf16 / f16 widened, NaN/Inf as +0 on load). Set by
-  /// the codec's plan; DeviceCodec's encode refuses a view otherwise.
+  /// Every encode kernel of the codec loads its input through load_input_quad, viewed_element or a
+  /// view instantiation (the quad layout: identity, sign, natural, dither, natdither, terngrad, grid
+  /// with bits 8, 16, 32; grid's other widths and spherical: kView kernels; sdither:
+  /// viewed_element; topk: ViewMagnitudeKey in every pass; randk: its check pass and the scatter's
+  /// gather), so its input may be the Session's gradient view (Input::src: bf16 / f16 widened,
+  /// NaN/Inf as +0 on load). Set by the codec's plan (every device codec); DeviceCodec's encode
+  /// refuses a view otherwise.
   bool loads_view = false;
 
   // sdither (spec §5.2(a)), spherical (§5.2(b)), grid (§6.1)

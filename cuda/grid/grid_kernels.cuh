@@ -100,8 +100,10 @@ __global__ void __launch_bounds__(kThreads)
 /// Encode of the other widths, a warp per 32-element group (fuse: none, EF e = p - v, DIANA
 /// mem = h + alpha v with h = in.y; gcomp/detail/fused_memory.hpp). `check`: the non-finite check folded into this
 /// pass (plain encode: one read of the input; the payload's content is then unspecified); the fused
-/// variants run check_finite_kernel before, so that nothing is written.
-template <bool kFloat>
+/// variants run check_finite_kernel before, so that nothing is written. kView: x is the Session's
+/// gradient view (Input::viewed: bf16 / f16 widened, NaN/Inf as +0 as they load); its own
+/// instantiations, so the fp32 ones keep their code.
+template <bool kFloat, bool kView = false>
 __global__ void __launch_bounds__(kThreads)
     grid_encode_kernel(GridParams p, Input in, uint32_t* __restrict__ payload, gcomp::detail::FuseMode fuse, bool check,
                        float* mem, float alpha, DeviceStatus* status) {
@@ -119,7 +121,7 @@ __global__ void __launch_bounds__(kThreads)
     float x = 0.0f;
     int64_t level = 0;
     if (live) {
-      x = in(i);
+      x = kView ? in.viewed(i) : in(i);
       level = grid_level_dev<kFloat>(x, p);
       if (check && !is_finite_f(x)) raise_status(status, gcompErrorNonFinite, static_cast<uint64_t>(i));
     }

@@ -106,7 +106,10 @@ struct SdTemp {
 /// (from i0 = begin + 16 tid) and quantizes them exactly as the CPU does, into items[j][tid]. With
 /// a fuse mode, x[j] becomes what the memory update needs of item j: EF the new memory
 /// fused_memory(kEF, x, -, v), DIANA the decoded value v (dither_value; 0 for level 0). A
-/// __syncthreads follows the transpose (tmp.exchange is reusable on return).
+/// __syncthreads follows the transpose (tmp.exchange is reusable on return). x may be the
+/// Session's gradient view (Input::src: bf16 / f16 widened, NaN/Inf as +0 as they load): a uniform
+/// branch to viewed_element, out of line, so the kernel is not instantiated twice (its code is
+/// large) and the fp32 loads keep their form.
 __device__ inline void sd_quantize_tile(const SDitherParams& p, Input in, const float* scales,
                                         const gcomp::detail::RngKey& key, int64_t begin, gcomp::detail::FuseMode fuse,
                                         float alpha, SdTemp& tmp, float (&x)[kSDitherItems]) {
@@ -115,7 +118,8 @@ __device__ inline void sd_quantize_tile(const SDitherParams& p, Input in, const 
 #pragma unroll
   for (int j = 0; j < kSDitherItems; ++j) {
     const int64_t i = begin + static_cast<int64_t>(j) * kThreads + tid;
-    x[j] = i < p.n ? in(i) : 0.0f;
+    const bool view = in.src != gcomp::detail::kSrcF32;
+    x[j] = i >= p.n ? 0.0f : (view ? viewed_element(in.x, in.y, in.a, in.b, in.src, i) : in(i));
   }
   SdExchange(tmp.exchange).StripedToBlocked(x);
   __syncthreads();

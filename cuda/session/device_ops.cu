@@ -649,8 +649,8 @@ class DeviceOps final : public VecOps<float> {
     const auto at = static_cast<size_t>(x - view_.g) * gcomp::detail::src_bytes(src);
     return Source{static_cast<const uint8_t*>(view_.data) + at, src};
   }
-  /// x as codec c's encodes load it: the view where they can (DeviceCodecAccess::loads_views: the
-  /// quad-layout codecs), else the floats (the copy written first, once).
+  /// x as codec c's encodes load it: the view where they can (DeviceCodecAccess::loads_views: every
+  /// device codec), else the floats (the copy written first, once).
   [[nodiscard]] Source source_for(int c, const float* x) {
     if (!DeviceCodecAccess::loads_views(dev(c))) plain(x);
     return source(x);

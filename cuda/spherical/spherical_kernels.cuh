@@ -83,7 +83,10 @@ struct CodebookNormals {
 };
 
 /// Search (and fused update: fuse 0 none, 1 EF e = p - v, 2 DIANA mem = h + alpha v, h = in.y). Writes the
-/// norms into the payload and the indices into `index`.
+/// norms into the payload and the indices into `index`. kView: x is the Session's gradient view
+/// (Input::viewed: bf16 / f16 widened, NaN/Inf as +0 as they load; its own instantiation, so the
+/// fp32 one keeps its code).
+template <bool kView>
 __global__ void __launch_bounds__(kThreads)
     spherical_encode_kernel(SphericalParams p, Input in, const float* norms, gcomp::detail::RngKey key, int64_t* index,
                             uint8_t* payload, gcomp::detail::FuseMode fuse, float* mem, float alpha,
@@ -108,7 +111,7 @@ __global__ void __launch_bounds__(kThreads)
         double n2 = 0.0;
         for (int64_t k = 0; k < len; ++k, ++t) {
           const double gk = g(t);
-          dot = dot + gk * static_cast<double>(in(begin + k));
+          dot = dot + gk * static_cast<double>(kView ? in.viewed(begin + k) : in(begin + k));
           n2 = n2 + gk * gk;
         }
         const double score = codeword_score(dot, n2);
@@ -147,7 +150,8 @@ __global__ void __launch_bounds__(kThreads)
                                                                static_cast<uint64_t>(len), static_cast<uint64_t>(k))),
                                               best_n2)
                             : 0.0f;
-        mem[i] = fused_memory(fuse, fuse == gcomp::detail::FuseMode::kEF ? in(i) : in.y[i], alpha, v);
+        const float base = fuse == gcomp::detail::FuseMode::kEF ? (kView ? in.viewed(i) : in(i)) : in.y[i];
+        mem[i] = fused_memory(fuse, base, alpha, v);
       }
     }
     __syncwarp();

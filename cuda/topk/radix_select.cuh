@@ -395,13 +395,6 @@ struct ScatterArgs {
   bool full_memory;
 };
 
-/// Input::viewed(i) out of line: the scatter's gather of a view (kViewIn) is one call per loaded
-/// element, so its widening is not unrolled into the quad loop (no spills there).
-__device__ __noinline__ float viewed_element(const float* x, const float* y, float a, float b, uint32_t src,
-                                             int64_t i) {
-  return Input{x, y, a, b, src}.viewed(i);
-}
-
 /// kViewIn: the encode's input a.in is the Session's gradient view (randk: its selected elements,
 /// and with EF all, are loaded by Input::viewed; topk's values come from its keys4).
 template <class KeyFn, bool kViewIn = false>

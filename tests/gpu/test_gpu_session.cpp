@@ -220,8 +220,9 @@ std::vector<float> typed_grad(GradType type, int r, int k, int64_t n, bool nonfi
 }
 
 // Cases of the gradient-view suite alone (beside kSessionCases): the Session feeds the gradient
-// itself to the encoders of topk (exact, index=rice) and randk in compressed-gd (encode of g),
-// DIANA (g - h) and EF-SGD with randk (p = a x + b y formed as loaded).
+// itself to the encoders of topk (exact, index=rice), randk, grid (bits 12 and 5: the warp-per-32
+// encoder), sdither and spherical in compressed-gd (encode of g), DIANA (g - h) and EF-SGD (p = a x
+// + b y formed as loaded).
 constexpr SessionCase kViewOnlyCases[] = {
     {"compressed_gd_topk", Algorithm::kCompressedGd, "topk:k=9", "identity", 0.0, ServerMode::kReplicated, 0},
     {"compressed_gd_topk_rice", Algorithm::kCompressedGd, "topk:ratio=0.05,index=rice", "identity", 0.0,
@@ -230,6 +231,12 @@ constexpr SessionCase kViewOnlyCases[] = {
      0},
     {"diana_topk", Algorithm::kDiana, "topk:k=7", "identity", 0.0, ServerMode::kReplicated, 0},  // alpha 0.25
     {"ef_sgd_randk", Algorithm::kEfSgd, "randk:k=9,unbiased=0", "identity", 0.0, ServerMode::kReplicated, 0},
+    {"compressed_gd_grid12", Algorithm::kCompressedGd, "grid:step=0.01,bits=12", "identity", 0.0,
+     ServerMode::kReplicated, 0},
+    {"ef_sgd_grid5", Algorithm::kEfSgd, "grid:step=0.05,bits=5", "identity", 0.0, ServerMode::kReplicated, 0},
+    {"compressed_gd_sdither", Algorithm::kCompressedGd, "sdither:levels=2,norm=linf,block=64,chunk=33", "identity", 0.0,
+     ServerMode::kReplicated, 0},
+    {"ef_sgd_spherical", Algorithm::kEfSgd, "spherical:block=8,bits=3", "identity", 0.0, ServerMode::kReplicated, 0},
 };
 
 const SessCase& view_case(const std::string& name) {
@@ -313,10 +320,11 @@ TEST_P(GpuSessionViewTest, TypedAndZeroedDeviceGradientsEqualTheHostF32Twin) {
   }
 }
 
-// EF-SGD with a dense (dither, scaled sign with momentum, unscaled sign) and a sparse codec (topk
-// and topk index=rice: the lincomb pass loads the view; randk: its encode forms p from the view),
-// DIANA (dither; topk and randk load g - h from the view), compressed-gd with dither (and
-// TernGrad's shared scales), topk, topk index=rice and randk (their encodes load g), Signum (the
+// EF-SGD with a dense (dither, scaled sign with momentum, unscaled sign, grid bits=5, spherical)
+// and a sparse codec (topk and topk index=rice: the lincomb pass loads the view; randk: its encode
+// forms p from the view), DIANA (dither, sdither; topk and randk load g - h from the view),
+// compressed-gd with dither (and TernGrad's shared scales), topk, topk index=rice, randk, grid
+// bits=12 and sdither (their encodes load g), Signum (the
 // momentum's lincomb loads the view as y), two-way rounds (sharded: views from odd shard offsets;
 // replicated), hessian-ec (host callbacks beside the view), spherical, and a delayed configuration
 // (the queue stores the gradient: the copy stays).
@@ -332,6 +340,11 @@ const std::vector<std::string> kViewCases = {"ef_sgd_dither",
                                              "compressed_gd_topk",
                                              "compressed_gd_topk_rice",
                                              "compressed_gd_randk",
+                                             "compressed_gd_grid12",
+                                             "ef_sgd_grid5",
+                                             "compressed_gd_sdither",
+                                             "diana_sdither",
+                                             "ef_sgd_spherical",
                                              "qsgd",
                                              "terngrad_shared",
                                              "signum",
