@@ -13,6 +13,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -473,6 +474,112 @@ INSTANTIATE_TEST_SUITE_P(AllAlgorithms, GpuSessionPolicyTest,
                          [](const auto& param_info) {
                            return std::string(std::get<0>(param_info.param).name) +
                                   (std::get<1>(param_info.param) == NonFinitePolicy::kSkip ? "_skip" : "_error");
+                         });
+
+/// Equal bit for bit, except that any two NaNs count as equal: a NaN that arithmetic creates (Inf -
+/// Inf of an overflowed state) has the x86 default NaN's bits on the host and the canonical CUDA
+/// NaN's on the device.
+template <class F>
+bool same_bits_or_nan(const std::vector<F>& a, const std::vector<F>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (std::memcmp(&a[i], &b[i], sizeof(F)) != 0 && !(std::isnan(a[i]) && std::isnan(b[i]))) return false;
+  return true;
+}
+
+// A codec that refuses a finite gradient (an overflow of the algorithm's own values: rank 1's
+// gradient is 3e38 everywhere at step 2, finite in fp32, whose l2/l1 block norms and sums overflow)
+// on local ranks. The cuda encode records gcompErrorNonFinite on the device; when the message is
+// staged the gradient is scanned (the late agreement, nonfinite = error: DeviceOps::staged_word),
+// finds nothing, and the word is the codec's status, so the step fails on every rank as on the
+// twin instead of being decided by the policy; with nonfinite = zero there is no agreement and the
+// word is the status as it is. Codecs that do not overflow on it run the step. Per rank and step
+// the status, the update, the step count and the final state must equal the twin's (any two NaNs
+// equal: an overflowed state may make them); a rank whose twin names the failed rank ("failed on
+// rank N") gets the same message. (The failed rank's own message is the twin codec's text, thrown
+// where it failed, against the device's "failed on this rank": only the status is compared there.)
+class GpuSessionOverflowTest : public GpuParamFixture<PolicyParam> {};
+
+TEST_P(GpuSessionOverflowTest, FiniteGradientRefusedByTheCodecFailsAsOnTheHostF32Twin) {
+  const SessCase& c = std::get<0>(GetParam());
+  const NonFinitePolicy policy = std::get<1>(GetParam());
+  const Layout layout(std::vector<int64_t>{517, 3, 40});
+  const int64_t n = layout.num_elems();
+  constexpr int kOverflowSteps = 5;
+  struct Outcome {
+    std::vector<float> u;
+    int status = 0;
+    std::string what;
+    uint64_t count = 0;
+  };
+  std::vector<std::vector<Outcome>> out_host(kSessRanks), out_dev(kSessRanks);
+  std::vector<StateList> st_host(kSessRanks), st_dev(kSessRanks);
+  std::mutex m;
+  for (Backend backend : {Backend::kHostF32, Backend::kCuda}) {
+    run_local(kSessRanks, [&](Communicator& comm) {
+      const int r = comm.rank();
+      SessionConfig cfg = sess_config(c, backend);
+      cfg.nonfinite = policy;
+      Session s(comm, layout, cfg);
+      DeviceBuffer<float> d_g(static_cast<size_t>(n), stream_), d_u(static_cast<size_t>(n), stream_);
+      std::vector<Outcome> outs;
+      for (int k = 0; k < kOverflowSteps; ++k) {
+        std::vector<float> g = grad_of(r, k, n);
+        if (r == 1 && k == 2) std::fill(g.begin(), g.end(), 3e38f);
+        Outcome o;
+        o.u.assign(static_cast<size_t>(n), 0.0f);
+        try {
+          if (backend == Backend::kCuda && k % 2 == 0) {
+            d_g.upload(g);
+            (void)s.step_device(d_g.get(), GradType::kF32, d_u.get(), stream_);
+            GCOMP_TEST_CUDA(cudaStreamSynchronize(stream_));
+            o.u = d_u.download();
+          } else {
+            (void)s.step(std::span<const float>(g), std::span<float>(o.u));
+          }
+        } catch (const Error& e) {
+          o.u.clear();
+          o.status = static_cast<int>(e.status());
+          o.what = e.what();
+        }
+        o.count = s.step_count();
+        outs.push_back(o);
+      }
+      const StateList st = state_of(s);
+      EXPECT_EQ(s.device_status(), gcompSuccess) << "rank " << r;
+      std::lock_guard<std::mutex> lock(m);
+      (backend == Backend::kCuda ? out_dev : out_host)[r] = outs;
+      (backend == Backend::kCuda ? st_dev : st_host)[r] = st;
+    });
+  }
+  for (int r = 0; r < kSessRanks; ++r) {
+    ASSERT_EQ(out_host[r].size(), out_dev[r].size());
+    for (size_t k = 0; k < out_host[r].size(); ++k) {
+      const Outcome& h = out_host[r][k];
+      const Outcome& d = out_dev[r][k];
+      EXPECT_EQ(h.status, d.status) << "rank " << r << " step " << k << ": host-f32 '" << h.what << "', cuda '"
+                                    << d.what << "'";
+      EXPECT_EQ(h.count, d.count) << "rank " << r << " step " << k;
+      EXPECT_TRUE(same_bits_or_nan(h.u, d.u)) << "rank " << r << " step " << k << ": the updates differ";
+      if (h.what.find("failed on rank ") != std::string::npos) {
+        EXPECT_EQ(h.what, d.what) << "rank " << r << " step " << k;
+      }
+    }
+    ASSERT_EQ(st_host[r].size(), st_dev[r].size());
+    for (size_t a = 0; a < st_host[r].size(); ++a) {
+      EXPECT_EQ(st_host[r][a].first, st_dev[r][a].first);
+      EXPECT_TRUE(same_bits_or_nan(st_host[r][a].second, st_dev[r][a].second))
+          << "final state " << st_host[r][a].first << ", rank " << r;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllAlgorithms, GpuSessionOverflowTest,
+                         testing::Combine(testing::ValuesIn(kSessionCases),
+                                          testing::Values(NonFinitePolicy::kError, NonFinitePolicy::kZero)),
+                         [](const auto& param_info) {
+                           return std::string(std::get<0>(param_info.param).name) +
+                                  (std::get<1>(param_info.param) == NonFinitePolicy::kZero ? "_zero" : "_error");
                          });
 
 // step_device on a caller's stream that is destroyed right after the call (no sync), then the host
