@@ -636,6 +636,59 @@ TEST_F(GpuSessionMisc, HostApiAfterTheCallerStreamIsDestroyed) {
   }
 }
 
+// sdither's merged decode-reduce runs in batches of sdither_merge_batch(chunk, s) payloads and
+// applies the Session's step in the store of the last batch only (the earlier ones keep their
+// partial sums in the scratch accumulator: coded_launch.cu sdither_merge_batched). A chunk of
+// 16384 holds two payloads a batch, so the 3 local ranks reduce in a batch of 2 (plain store) and
+// one of 1 (the step's store): the mean times lr (compressed-gd), DIANA's server step, and the
+// two-way server's p~ = e~ + mean of each shard (sharded doublesqueeze) with the downlink decode
+// times lr. Every update and the final state must equal the host-f32 twin's bit for bit.
+TEST_F(GpuSessionMisc, SditherMergedBatchesStoreTheStepInTheLastBatch) {
+  const Layout layout(std::vector<int64_t>{40000, 7});
+  const int64_t n = layout.num_elems();
+  const char* spec = "sdither:levels=2,norm=l2,block=512,chunk=16384";
+  const SessionCase cases[] = {
+      {"compressed_gd_sdither_16384", Algorithm::kCompressedGd, spec, "identity", 0.0, ServerMode::kReplicated, 0},
+      {"diana_sdither_16384", Algorithm::kDiana, spec, "identity", 0.0, ServerMode::kReplicated, 0},
+      {"doublesqueeze_sharded_sdither_16384", Algorithm::kDoubleSqueeze, spec, spec, 0.0, ServerMode::kSharded, 0},
+  };
+  for (const SessionCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    std::vector<std::vector<std::vector<float>>> u_host(kSessRanks), u_dev(kSessRanks);
+    std::vector<StateList> st_host(kSessRanks), st_dev(kSessRanks);
+    std::mutex m;
+    for (Backend backend : {Backend::kHostF32, Backend::kCuda}) {
+      run_local(kSessRanks, [&](Communicator& comm) {
+        const int r = comm.rank();
+        Session s(comm, layout, sess_config(c, backend));
+        DeviceBuffer<float> d_g(static_cast<size_t>(n), stream_), d_u(static_cast<size_t>(n), stream_);
+        std::vector<std::vector<float>> us;
+        for (int k = 0; k < 4; ++k) {
+          const std::vector<float> g = grad_of(r, k, n);
+          std::vector<float> u(static_cast<size_t>(n));
+          if (backend == Backend::kCuda && k % 2 == 0) {
+            d_g.upload(g);
+            (void)s.step_device(d_g.get(), GradType::kF32, d_u.get(), stream_);
+            GCOMP_TEST_CUDA(cudaStreamSynchronize(stream_));
+            u = d_u.download();
+          } else {
+            (void)s.step(std::span<const float>(g), std::span<float>(u));
+          }
+          us.push_back(u);
+        }
+        const StateList st = state_of(s);
+        EXPECT_EQ(s.device_status(), gcompSuccess) << "rank " << r;
+        std::lock_guard<std::mutex> lock(m);
+        (backend == Backend::kCuda ? u_dev : u_host)[r] = us;
+        (backend == Backend::kCuda ? st_dev : st_host)[r] = st;
+      });
+    }
+    for (int r = 0; r < kSessRanks; ++r)
+      ASSERT_NO_FATAL_FAILURE(expect_same_run(u_host[r], u_dev[r], st_host[r], st_dev[r],
+                                              std::string(c.name) + " rank " + std::to_string(r)));
+  }
+}
+
 TEST_F(GpuSessionMisc, NonFiniteSkipAndCheckpointResume) {
   const int64_t n = 257;
   SessionConfig cfg = sess_config(session_case("dist_ef_sgdm_sharded"), Backend::kCuda);
