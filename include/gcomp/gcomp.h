@@ -668,13 +668,16 @@ GCOMP_EXPORT GCOMP_NODISCARD gcompStatus_t gcompSessionApply(gcompSession_t sess
  *
  * Memory: @p d_grad and @p d_update are device memory (cudaMalloc or managed), 4-byte aligned
  * (2-byte for 16-bit gradients); they may overlap (the update is copied out last).
- * Synchronization (docs/gpu.md "Session on the GPU"): with a device communicator (nccl) and
- * nonfinite gcompNonFiniteZero the call does not wait for the GPU; with gcompNonFiniteError/Skip it
- * reads the agreed non-finite flag (one 8-byte copy and a stream sync); with a host communicator
+ * Synchronization (docs/gpu.md "Session on the GPU"): with a device communicator (nccl) the call
+ * reads the peers' 4-byte status words after each exchange (a copy and a stream sync: one exchange
+ * per step for the one-way algorithms, two for the two-way rounds; a variable-length codec also
+ * reads each message's length field, and each received word on its own), whatever the nonfinite
+ * policy (gcompNonFiniteError/Skip agree on those words; with a delay or hessian-ec they read the
+ * agreed flag before the step instead: one 8-byte copy and a stream sync); with a host communicator
  * (local, mpi) the payloads are staged through pinned host buffers allocated at creation (a stream
  * sync before each collective, and one at the end of the step to read the codec status). No
- * allocation in any case. hessian-ec with Hessian/Diagonal compensation and TernGrad scaler sharing
- * stage through host memory (sync).
+ * allocation in any case. hessian-ec with Hessian/Diagonal compensation stages through host memory
+ * (sync), and TernGrad scaler sharing does with a host communicator.
  * Determinism: bit-identical to a gcompBackendHostF32 session with the same configuration and seed.
  * @param[in]  session  the session (backend gcompBackendCuda).
  * @param[in]  d_grad   device array of num_elems elements of @p type.

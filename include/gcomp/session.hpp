@@ -180,11 +180,15 @@ class Session {
   ///                      the session's buffer and copied out last). It may alias d_grad.
   /// @param[in]  stream   CUDA stream (nullptr: the legacy default stream); every kernel, copy and
   ///                      (nccl) collective of the step goes on it.
-  /// Host synchronization (docs/gpu.md "Session on the GPU"): none with a device communicator
-  /// (nccl) and nonfinite=kZero; one 8-byte read of the agreed non-finite flag per step with
-  /// kError/kSkip; with a host communicator (local, mpi) the payloads are staged through pinned
-  /// host buffers allocated at construction, which syncs the stream before each collective and
-  /// once at the end of the step (codec status check). hessian-ec with kHessian/kDiagonal stages
+  /// Host synchronization (docs/gpu.md "Session on the GPU"): with a device communicator (nccl),
+  /// after each exchange the peers' 4-byte status words are read with a stream sync (one exchange
+  /// per step for the one-way algorithms, two for the two-way rounds; a variable-length codec adds
+  /// a read of each message's length field and reads each received word on its own), whatever the
+  /// nonfinite policy: kError/kSkip agree on those words, with no sync of their own (with a delay
+  /// or hessian-ec the agreement comes before the step: a flag allreduce and one 8-byte read); with
+  /// a host communicator (local, mpi) the payloads are staged through pinned host buffers
+  /// allocated at construction, which syncs the stream before each collective and once at the end
+  /// of the step (codec status check). hessian-ec with kHessian/kDiagonal stages
   /// the callbacks through host memory (syncs). TernGrad scaler sharing runs on the device
   /// (DeviceCodec::compute_scales, allreduce max, encode_with_scales): no extra sync with a device
   /// communicator, one (the scales to the host) with a host communicator.
@@ -195,8 +199,10 @@ class Session {
 
   /// kCuda: syncs the stream of the last step and returns the first codec data error (status word,
   /// DeviceStatus) recorded by the steps since the last check, then clears it. With a device
-  /// communicator and nonfinite=kZero the step itself never syncs, so this is where such errors
-  /// (a non-finite intermediate, e.g. overflowing state) surface. gcompSuccess on other backends.
+  /// communicator the step does not throw such errors (a non-finite intermediate, e.g. overflowing
+  /// state), whatever the nonfinite policy, so this is where they surface; the errors of a step
+  /// that the policy decided (a non-finite gradient with kError/kSkip) are dropped, not reported
+  /// here. gcompSuccess on other backends.
   gcompStatus_t device_status(uint64_t* index = nullptr);
 
   [[nodiscard]] uint64_t step_count() const;
