@@ -194,15 +194,17 @@ class Session {
   /// communicator, one (the scales to the host) with a host communicator.
   /// Determinism: bit-identical to a kHostF32 session with the same configuration and seed.
   /// @throws gcomp::Error gcompErrorNotSupported on another backend; as step() otherwise. On a
-  ///         thrown error the state is untouched (restored on the stream).
+  ///         thrown error the state is untouched (the step's new values were written to second
+  ///         buffers, which it drops).
   StepStats step_device(const void* d_grad, GradType type, float* d_update, Stream stream);
 
   /// kCuda: syncs the stream of the last step and returns the first codec data error (status word,
   /// DeviceStatus) recorded by the steps since the last check, then clears it. With a device
   /// communicator the step does not throw such errors (a non-finite intermediate, e.g. overflowing
-  /// state), whatever the nonfinite policy, so this is where they surface; the errors of a step
-  /// that the policy decided (a non-finite gradient with kError/kSkip) are dropped, not reported
-  /// here. gcompSuccess on other backends.
+  /// state), whatever the nonfinite policy, so this is where they surface; such a step is
+  /// committed, and its update and the state it wrote are unspecified (restore a checkpoint). The
+  /// errors of a step that the policy decided (a non-finite gradient with kError/kSkip) are
+  /// dropped, not reported here. gcompSuccess on other backends.
   gcompStatus_t device_status(uint64_t* index = nullptr);
 
   [[nodiscard]] uint64_t step_count() const;
