@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <limits>
 #include <string>
@@ -376,30 +377,41 @@ INSTANTIATE_TEST_SUITE_P(GradientViews, GpuSessionViewTest,
 // errors the encode reported on the decided steps are dropped).
 using PolicyParam = std::tuple<SessCase, NonFinitePolicy>;
 
-class GpuSessionPolicyTest : public GpuParamFixture<PolicyParam> {};
-
-/// One step's outcome: the update, or (a thrown gcomp::Error) its status and where it says the
-/// non-finite gradient was (1: this rank, 2: another rank, 0: neither).
+/// One rank's outcome of one step: the update (empty when the step threw), the thrown gcomp::Error's
+/// status and message, the skipped flag, and step_count() after the step.
 struct StepOutcome {
   std::vector<float> u;
   int status = 0;
-  int where = 0;
+  std::string what;
   bool skipped = false;
-  uint64_t count = 0;  // step_count() after the step
-  bool operator==(const StepOutcome& o) const {
-    return status == o.status && where == o.where && skipped == o.skipped && count == o.count &&
-           std::memcmp(u.data(), o.u.data(), u.size() * sizeof(float)) == 0 && u.size() == o.u.size();
+  uint64_t count = 0;
+  /// Where the message says the non-finite gradient was: 1 this rank, 2 another rank, 0 neither.
+  [[nodiscard]] int where() const {
+    return what.find("on this rank") != std::string::npos      ? 1
+           : what.find("on another rank") != std::string::npos ? 2
+                                                               : 0;
   }
 };
 
-TEST_P(GpuSessionPolicyTest, NonFiniteGradientsEqualTheHostF32Twin) {
-  const SessCase& c = std::get<0>(GetParam());
-  const NonFinitePolicy policy = std::get<1>(GetParam());
+/// Both backends' runs of case c under `policy` on kSessRanks local ranks, `steps` steps, rank r's
+/// gradient at step k grad_of(r, k) changed by spoil(r, k, g): per backend, rank and step the
+/// outcome, and per rank the final state. The cuda session takes every other step through
+/// step_device on `stream`, the others through the host API; its device status must be clean at
+/// the end.
+struct TwinRuns {
+  std::vector<std::vector<StepOutcome>> host, dev;
+  std::vector<StateList> st_host, st_dev;
+};
+
+TwinRuns run_policy_twins(const SessCase& c, NonFinitePolicy policy, int steps,
+                          const std::function<void(int, int, std::vector<float>&)>& spoil, cudaStream_t stream) {
   const Layout layout(std::vector<int64_t>{517, 3, 40});
   const int64_t n = layout.num_elems();
-  constexpr int kPolicySteps = 7;
-  std::vector<std::vector<StepOutcome>> out_host(kSessRanks), out_dev(kSessRanks);
-  std::vector<StateList> st_host(kSessRanks), st_dev(kSessRanks);
+  TwinRuns t;
+  t.host.resize(kSessRanks);
+  t.dev.resize(kSessRanks);
+  t.st_host.resize(kSessRanks);
+  t.st_dev.resize(kSessRanks);
   std::mutex m;
   for (Backend backend : {Backend::kHostF32, Backend::kCuda}) {
     run_local(kSessRanks, [&](Communicator& comm) {
@@ -407,20 +419,19 @@ TEST_P(GpuSessionPolicyTest, NonFiniteGradientsEqualTheHostF32Twin) {
       SessionConfig cfg = sess_config(c, backend);
       cfg.nonfinite = policy;
       Session s(comm, layout, cfg);
-      DeviceBuffer<float> d_g(static_cast<size_t>(n), stream_), d_u(static_cast<size_t>(n), stream_);
+      DeviceBuffer<float> d_g(static_cast<size_t>(n), stream), d_u(static_cast<size_t>(n), stream);
       std::vector<StepOutcome> outs;
-      for (int k = 0; k < kPolicySteps; ++k) {
+      for (int k = 0; k < steps; ++k) {
         std::vector<float> g = grad_of(r, k, n);
-        if (r == 1 && k == 2) g[static_cast<size_t>(n) / 2] = std::nanf("");
-        if (r == 1 && k == 4) g[static_cast<size_t>(n) - 1] = -std::numeric_limits<float>::infinity();
+        spoil(r, k, g);
         StepOutcome o;
         o.u.assign(static_cast<size_t>(n), 0.0f);
         try {
           StepStats st;
           if (backend == Backend::kCuda && k % 2 == 0) {
             d_g.upload(g);
-            st = s.step_device(d_g.get(), GradType::kF32, d_u.get(), stream_);
-            GCOMP_TEST_CUDA(cudaStreamSynchronize(stream_));
+            st = s.step_device(d_g.get(), GradType::kF32, d_u.get(), stream);
+            GCOMP_TEST_CUDA(cudaStreamSynchronize(stream));
             o.u = d_u.download();
           } else {
             st = s.step(std::span<const float>(g), std::span<float>(o.u));
@@ -429,10 +440,7 @@ TEST_P(GpuSessionPolicyTest, NonFiniteGradientsEqualTheHostF32Twin) {
         } catch (const Error& e) {
           o.u.clear();
           o.status = static_cast<int>(e.status());
-          const std::string what = e.what();
-          o.where = what.find("on this rank") != std::string::npos      ? 1
-                    : what.find("on another rank") != std::string::npos ? 2
-                                                                        : 0;
+          o.what = e.what();
         }
         o.count = s.step_count();
         outs.push_back(o);
@@ -440,41 +448,12 @@ TEST_P(GpuSessionPolicyTest, NonFiniteGradientsEqualTheHostF32Twin) {
       const StateList st = state_of(s);
       EXPECT_EQ(s.device_status(), gcompSuccess) << "rank " << r;
       std::lock_guard<std::mutex> lock(m);
-      (backend == Backend::kCuda ? out_dev : out_host)[r] = outs;
-      (backend == Backend::kCuda ? st_dev : st_host)[r] = st;
+      (backend == Backend::kCuda ? t.dev : t.host)[static_cast<size_t>(r)] = outs;
+      (backend == Backend::kCuda ? t.st_dev : t.st_host)[static_cast<size_t>(r)] = st;
     });
   }
-  for (int r = 0; r < kSessRanks; ++r) {
-    ASSERT_EQ(out_host[r].size(), out_dev[r].size());
-    for (size_t k = 0; k < out_host[r].size(); ++k) {
-      const StepOutcome& h = out_host[r][k];
-      const StepOutcome& d = out_dev[r][k];
-      EXPECT_TRUE(h == d) << "rank " << r << " step " << k << ": host-f32 status " << h.status << " where " << h.where
-                          << " skipped " << h.skipped << " count " << h.count << "; cuda status " << d.status
-                          << " where " << d.where << " skipped " << d.skipped << " count " << d.count;
-    }
-    // The twin itself: the bad steps are decided on every rank, the others run.
-    for (const int k : {2, 4}) {
-      const StepOutcome& h = out_host[r][static_cast<size_t>(k)];
-      if (policy == NonFinitePolicy::kSkip) {
-        EXPECT_TRUE(h.skipped) << "rank " << r << " step " << k;
-      } else {
-        EXPECT_EQ(h.status, static_cast<int>(gcompErrorNonFinite)) << "rank " << r << " step " << k;
-        EXPECT_EQ(h.where, r == 1 ? 1 : 2) << "rank " << r << " step " << k;
-      }
-    }
-    EXPECT_EQ(out_host[r].back().count, static_cast<uint64_t>(kPolicySteps - 2)) << "rank " << r;
-    EXPECT_TRUE(st_host[r] == st_dev[r]) << "final state, rank " << r;
-  }
+  return t;
 }
-
-INSTANTIATE_TEST_SUITE_P(AllAlgorithms, GpuSessionPolicyTest,
-                         testing::Combine(testing::ValuesIn(kSessionCases),
-                                          testing::Values(NonFinitePolicy::kError, NonFinitePolicy::kSkip)),
-                         [](const auto& param_info) {
-                           return std::string(std::get<0>(param_info.param).name) +
-                                  (std::get<1>(param_info.param) == NonFinitePolicy::kSkip ? "_skip" : "_error");
-                         });
 
 /// Equal bit for bit, except that any two NaNs count as equal: a NaN that arithmetic creates (Inf -
 /// Inf of an overflowed state) has the x86 default NaN's bits on the host and the canonical CUDA
@@ -486,6 +465,54 @@ bool same_bits_or_nan(const std::vector<F>& a, const std::vector<F>& b) {
     if (std::memcmp(&a[i], &b[i], sizeof(F)) != 0 && !(std::isnan(a[i]) && std::isnan(b[i]))) return false;
   return true;
 }
+
+class GpuSessionPolicyTest : public GpuParamFixture<PolicyParam> {};
+
+TEST_P(GpuSessionPolicyTest, NonFiniteGradientsEqualTheHostF32Twin) {
+  const SessCase& c = std::get<0>(GetParam());
+  const NonFinitePolicy policy = std::get<1>(GetParam());
+  constexpr int kPolicySteps = 7;
+  const TwinRuns t = run_policy_twins(
+      c, policy, kPolicySteps,
+      [](int r, int k, std::vector<float>& g) {
+        if (r == 1 && k == 2) g[g.size() / 2] = std::nanf("");
+        if (r == 1 && k == 4) g.back() = -std::numeric_limits<float>::infinity();
+      },
+      stream_);
+  for (int r = 0; r < kSessRanks; ++r) {
+    const auto R = static_cast<size_t>(r);
+    ASSERT_EQ(t.host[R].size(), t.dev[R].size());
+    for (size_t k = 0; k < t.host[R].size(); ++k) {
+      const StepOutcome& h = t.host[R][k];
+      const StepOutcome& d = t.dev[R][k];
+      EXPECT_TRUE(h.status == d.status && h.where() == d.where() && h.skipped == d.skipped && h.count == d.count &&
+                  h.u.size() == d.u.size() && std::memcmp(h.u.data(), d.u.data(), h.u.size() * sizeof(float)) == 0)
+          << "rank " << r << " step " << k << ": host-f32 status " << h.status << " '" << h.what << "' skipped "
+          << h.skipped << " count " << h.count << "; cuda status " << d.status << " '" << d.what << "' skipped "
+          << d.skipped << " count " << d.count;
+    }
+    // The twin itself: the bad steps are decided on every rank, the others run.
+    for (const int k : {2, 4}) {
+      const StepOutcome& h = t.host[R][static_cast<size_t>(k)];
+      if (policy == NonFinitePolicy::kSkip) {
+        EXPECT_TRUE(h.skipped) << "rank " << r << " step " << k;
+      } else {
+        EXPECT_EQ(h.status, static_cast<int>(gcompErrorNonFinite)) << "rank " << r << " step " << k;
+        EXPECT_EQ(h.where(), r == 1 ? 1 : 2) << "rank " << r << " step " << k;
+      }
+    }
+    EXPECT_EQ(t.host[R].back().count, static_cast<uint64_t>(kPolicySteps - 2)) << "rank " << r;
+    EXPECT_TRUE(t.st_host[R] == t.st_dev[R]) << "final state, rank " << r;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllAlgorithms, GpuSessionPolicyTest,
+                         testing::Combine(testing::ValuesIn(kSessionCases),
+                                          testing::Values(NonFinitePolicy::kError, NonFinitePolicy::kSkip)),
+                         [](const auto& param_info) {
+                           return std::string(std::get<0>(param_info.param).name) +
+                                  (std::get<1>(param_info.param) == NonFinitePolicy::kSkip ? "_skip" : "_error");
+                         });
 
 // A codec that refuses a finite gradient (an overflow of the algorithm's own values: rank 1's
 // gradient is 3e38 everywhere at step 2, finite in fp32, whose l2/l1 block norms and sums overflow)
@@ -501,62 +528,18 @@ bool same_bits_or_nan(const std::vector<F>& a, const std::vector<F>& b) {
 class GpuSessionOverflowTest : public GpuParamFixture<PolicyParam> {};
 
 TEST_P(GpuSessionOverflowTest, FiniteGradientRefusedByTheCodecFailsAsOnTheHostF32Twin) {
-  const SessCase& c = std::get<0>(GetParam());
-  const NonFinitePolicy policy = std::get<1>(GetParam());
-  const Layout layout(std::vector<int64_t>{517, 3, 40});
-  const int64_t n = layout.num_elems();
-  constexpr int kOverflowSteps = 5;
-  struct Outcome {
-    std::vector<float> u;
-    int status = 0;
-    std::string what;
-    uint64_t count = 0;
-  };
-  std::vector<std::vector<Outcome>> out_host(kSessRanks), out_dev(kSessRanks);
-  std::vector<StateList> st_host(kSessRanks), st_dev(kSessRanks);
-  std::mutex m;
-  for (Backend backend : {Backend::kHostF32, Backend::kCuda}) {
-    run_local(kSessRanks, [&](Communicator& comm) {
-      const int r = comm.rank();
-      SessionConfig cfg = sess_config(c, backend);
-      cfg.nonfinite = policy;
-      Session s(comm, layout, cfg);
-      DeviceBuffer<float> d_g(static_cast<size_t>(n), stream_), d_u(static_cast<size_t>(n), stream_);
-      std::vector<Outcome> outs;
-      for (int k = 0; k < kOverflowSteps; ++k) {
-        std::vector<float> g = grad_of(r, k, n);
+  const TwinRuns t = run_policy_twins(
+      std::get<0>(GetParam()), std::get<1>(GetParam()), 5,
+      [](int r, int k, std::vector<float>& g) {
         if (r == 1 && k == 2) std::fill(g.begin(), g.end(), 3e38f);
-        Outcome o;
-        o.u.assign(static_cast<size_t>(n), 0.0f);
-        try {
-          if (backend == Backend::kCuda && k % 2 == 0) {
-            d_g.upload(g);
-            (void)s.step_device(d_g.get(), GradType::kF32, d_u.get(), stream_);
-            GCOMP_TEST_CUDA(cudaStreamSynchronize(stream_));
-            o.u = d_u.download();
-          } else {
-            (void)s.step(std::span<const float>(g), std::span<float>(o.u));
-          }
-        } catch (const Error& e) {
-          o.u.clear();
-          o.status = static_cast<int>(e.status());
-          o.what = e.what();
-        }
-        o.count = s.step_count();
-        outs.push_back(o);
-      }
-      const StateList st = state_of(s);
-      EXPECT_EQ(s.device_status(), gcompSuccess) << "rank " << r;
-      std::lock_guard<std::mutex> lock(m);
-      (backend == Backend::kCuda ? out_dev : out_host)[r] = outs;
-      (backend == Backend::kCuda ? st_dev : st_host)[r] = st;
-    });
-  }
+      },
+      stream_);
   for (int r = 0; r < kSessRanks; ++r) {
-    ASSERT_EQ(out_host[r].size(), out_dev[r].size());
-    for (size_t k = 0; k < out_host[r].size(); ++k) {
-      const Outcome& h = out_host[r][k];
-      const Outcome& d = out_dev[r][k];
+    const auto R = static_cast<size_t>(r);
+    ASSERT_EQ(t.host[R].size(), t.dev[R].size());
+    for (size_t k = 0; k < t.host[R].size(); ++k) {
+      const StepOutcome& h = t.host[R][k];
+      const StepOutcome& d = t.dev[R][k];
       EXPECT_EQ(h.status, d.status) << "rank " << r << " step " << k << ": host-f32 '" << h.what << "', cuda '"
                                     << d.what << "'";
       EXPECT_EQ(h.count, d.count) << "rank " << r << " step " << k;
@@ -565,11 +548,11 @@ TEST_P(GpuSessionOverflowTest, FiniteGradientRefusedByTheCodecFailsAsOnTheHostF3
         EXPECT_EQ(h.what, d.what) << "rank " << r << " step " << k;
       }
     }
-    ASSERT_EQ(st_host[r].size(), st_dev[r].size());
-    for (size_t a = 0; a < st_host[r].size(); ++a) {
-      EXPECT_EQ(st_host[r][a].first, st_dev[r][a].first);
-      EXPECT_TRUE(same_bits_or_nan(st_host[r][a].second, st_dev[r][a].second))
-          << "final state " << st_host[r][a].first << ", rank " << r;
+    ASSERT_EQ(t.st_host[R].size(), t.st_dev[R].size());
+    for (size_t a = 0; a < t.st_host[R].size(); ++a) {
+      EXPECT_EQ(t.st_host[R][a].first, t.st_dev[R][a].first);
+      EXPECT_TRUE(same_bits_or_nan(t.st_host[R][a].second, t.st_dev[R][a].second))
+          << "final state " << t.st_host[R][a].first << ", rank " << r;
     }
   }
 }
