@@ -87,6 +87,32 @@ TEST(GradSourceTest, SixteenBitGradientsLoadAsTheirWidenedCopyForEveryBitPattern
   EXPECT_EQ(float_bits(src_value(0x8001u, kSrcF16)), float_bits(-std::ldexp(1.0f, -24)));
 }
 
+// The cuda kernels' vector load of a bf16 / f16 quad (cuda/common/device_types.cuh load_view_quad):
+// four consecutive elements read as one little-endian 64-bit word, element j's bits taken by
+// src_raw_in_word, give load_src's float of that element, for every pattern in every lane
+// position (the other lanes holding other patterns), with and without kSrcZero.
+TEST(GradSourceTest, SixteenBitQuadWordsLoadAsTheirElements) {
+  for (uint32_t type : {kSrcBF16, kSrcF16})
+    for (uint32_t zero : {0u, kSrcZero}) {
+      const uint32_t src = type | zero;
+      for (int j = 0; j < 4; ++j)
+        for (uint32_t h = 0; h < 65536; ++h) {
+          uint16_t quad[4];
+          for (int l = 0; l < 4; ++l)  // the other lanes: patterns that differ from h and from each other
+            quad[l] = static_cast<uint16_t>(l == j ? h : (h * 40503u + 0x9e37u * static_cast<uint32_t>(l + 1)));
+          uint64_t word = 0;
+          std::memcpy(&word, quad, sizeof word);  // what an 8-byte load of the quad holds
+          for (int l = 0; l < 4; ++l) {
+            ASSERT_EQ(src_raw_in_word(word, l), quad[l]) << std::hex << "lane " << l << " pattern " << h;
+            ASSERT_EQ(float_bits(src_value(src_raw_in_word(word, l), src)), float_bits(load_src(quad, src, l)))
+                << std::hex << "src " << src << " lane " << l << " pattern " << quad[l];
+          }
+          ASSERT_EQ(float_bits(src_value(src_raw_in_word(word, j), src)), widened_then_zeroed(h, src))
+              << std::hex << "src " << src << " lane " << j << " pattern " << h;
+        }
+    }
+}
+
 TEST(GradSourceTest, Fp32ZeroOnLoadIsZeroNonfinite) {
   const std::vector<uint32_t> named = {
       0x00000000u, 0x80000000u,               // +-0

@@ -36,11 +36,19 @@ GCOMP_HD float src_value(uint32_t raw, uint32_t src) {
   return (src & kSrcZero) != 0 ? zero_nonfinite_f(v) : v;
 }
 
-/// Element i of an input stored as `src` at p.
-GCOMP_HD float load_src(const void* p, uint32_t src, int64_t i) {
-  const uint32_t raw = (src & kSrcTypeMask) == kSrcF32 ? float_bits(static_cast<const float*>(p)[i])
-                                                       : uint32_t{static_cast<const uint16_t*>(p)[i]};
-  return src_value(raw, src);
+/// The stored bits of element i of an input stored as `src` at p (src_value's `raw`).
+GCOMP_HD uint32_t src_raw(const void* p, uint32_t src, int64_t i) {
+  return (src & kSrcTypeMask) == kSrcF32 ? float_bits(static_cast<const float*>(p)[i])
+                                         : uint32_t{static_cast<const uint16_t*>(p)[i]};
 }
+
+/// Element i of an input stored as `src` at p.
+GCOMP_HD float load_src(const void* p, uint32_t src, int64_t i) { return src_value(src_raw(p, src, i), src); }
+
+/// The stored bits (src_value's `raw`) of element j (0..3) of four consecutive 16-bit elements
+/// read as one little-endian 64-bit word, as an 8-byte load of them holds it: element j in bits
+/// 16 j .. 16 j + 15. src_value(src_raw_in_word(w, j), src) is load_src of that element (the
+/// cuda kernels' vector load of a bf16 / f16 quad, cuda/common/device_types.cuh load_view_quad).
+GCOMP_HD uint32_t src_raw_in_word(uint64_t word, int j) { return static_cast<uint32_t>(word >> (16 * j)) & 0xffffu; }
 
 }  // namespace gcomp::detail
