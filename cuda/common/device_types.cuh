@@ -48,9 +48,10 @@ __device__ inline bool status_failed(const DeviceStatus* st) {
 /// `src` (gcomp/detail/grad_source.hpp) says how x is stored: kSrcF32, the floats at x; else the
 /// Session's gradient view (step_device's bf16 / f16 gradient, nonfinite = zero): x points at the
 /// stored elements, widened exactly and/or zeroed as they load (load_src: the bits of the copy
-/// widen / zero_nonfinite would store). load_input_quad, load_view_quad and viewed() read a view,
-/// element by element (a view is never aligned16(), so the 16-byte loop of every quad kernel is the
-/// fp32 code alone); load_quad and the element accessor operator() read fp32 only, so a codec whose
+/// widen / zero_nonfinite would store). load_input_quad and load_view_quad read a view by quads
+/// (one 8-byte load of a bf16 / f16 quad where it is 8-byte aligned, else element by element),
+/// viewed() one element (a view is never aligned16(), so the 16-byte loop of every quad kernel is
+/// the fp32 code alone); load_quad and the element accessor operator() read fp32 only, so a codec whose
 /// kernels use them on its input never gets a view (DevicePlan::loads_view, checked by
 /// DeviceCodec's encode). The sparse selections (cuda/topk/radix_select.cuh) have view
 /// instantiations of their kernels (ViewMagnitudeKey), so their fp32 code stays as it was.
@@ -113,15 +114,41 @@ __device__ inline Quad load_quad(const Input& in, int64_t first, int live, bool 
   return q;
 }
 
-/// Elements first .. first + live - 1 of a gradient view (Input::src not kSrcF32; the rest 0), one
-/// element at a time (not unrolled, so its widening adds no registers to the fp32 paths), rotated
-/// into place: after 4 turns v[j] holds element first + j.
+/// Elements first .. first + live - 1 of a gradient view (Input::src not kSrcF32; the rest 0). The
+/// four 16-bit patterns of a bf16 / f16 quad are gathered into one 64-bit word: one 8-byte load
+/// when the quad is whole, x 8-byte aligned and `first` a multiple of 4 (the same for every quad
+/// of a launch in the quad kernels, whose quads start at multiples of 4: warps do not diverge on
+/// it), else (the tail quad, a view whose start is not 8-byte aligned, a block-scale tile starting
+/// off a multiple of 4) 2-byte loads of the live elements. Then each element is src_value of its
+/// bits (src_raw_in_word: load_src's floats bit for bit), one element at a time in a loop that is
+/// not unrolled (so the widening adds as few registers as it can to the kernels it shares with the
+/// fp32 paths), rotated into place: after 4 turns v[j] holds element first + j. An fp32 view with
+/// kSrcZero loads element by element (src_raw); y, where given, too.
 __device__ inline Quad load_view_quad(const Input& in, int64_t first, int live) {
+  const bool half = gcomp::detail::src_bytes(in.src) == 2u;
+  const auto* xs = reinterpret_cast<const uint16_t*>(in.x) + first;  // a 16-bit view's quad
+  uint64_t word = 0;  // a 16-bit view: the quad's four patterns (0 past live)
+  if (half) {
+    if (live == lanes::kQuadElems && (reinterpret_cast<uintptr_t>(in.x) & 7u) == 0 && (first & 3) == 0) {
+      const uint2 w = __ldg(reinterpret_cast<const uint2*>(xs));
+      word = static_cast<uint64_t>(w.y) << 32 | w.x;
+    } else {
+#pragma unroll 1
+      for (int j = 0; j < live; ++j) word |= static_cast<uint64_t>(xs[j]) << (16 * j);
+    }
+  }
   Quad q{{0.0f, 0.0f, 0.0f, 0.0f}};
 #pragma unroll 1
   for (int j = 0; j < lanes::kQuadElems; ++j) {
-    const float e = j < live ? in.viewed(first + j) : 0.0f;
+    float e = 0.0f;
+    if (j < live) {
+      const uint32_t raw =
+          half ? gcomp::detail::src_raw_in_word(word, 0) : gcomp::detail::src_raw(in.x, in.src, first + j);
+      const float xv = gcomp::detail::src_value(raw, in.src);
+      e = in.y == nullptr ? xv : in.of(xv, in.y[first + j]);
+    }
     q = Quad{{q.v[1], q.v[2], q.v[3], e}};
+    word >>= 16;
   }
   return q;
 }

@@ -66,8 +66,9 @@ struct MagnitudeKey {
 
 /// MagnitudeKey of the Session's gradient view (Input::src not kSrcF32: bf16 / f16 elements
 /// widened, and/or NaN/Inf loaded as +0, as they load): the keys and values of the widened /
-/// zeroed copy, so every pass of the selection sees that copy's floats. Its own instantiations of
-/// the selection kernels, so the fp32 ones keep their code.
+/// zeroed copy, so every pass of the selection sees that copy's floats (keys4: load_view_quad, one
+/// 8-byte load per quad of an 8-byte aligned bf16 / f16 view). Its own instantiations of the
+/// selection kernels, so the fp32 ones keep their code.
 struct ViewMagnitudeKey : MagnitudeKey {
   __device__ uint32_t operator()(int64_t i) const { return gcomp::detail::float_bits(in.viewed(i)) & 0x7fffffffu; }
   __device__ void keys4(int64_t first, int live, uint32_t (&k)[lanes::kQuadElems], Quad& x) const {
