@@ -377,7 +377,8 @@ TEST_P(GpuCodecs, DianaIntoASecondBufferMatchesInPlace) {
 
 /// x rounded to a 16-bit type (kSrcBF16: the high half of its bits; kSrcF16: truncated, tiny
 /// values to a signed zero, large ones to the largest finite), every 97th element a subnormal of
-/// that type, and with `bad` every 61st (from index 3) a NaN or an Inf of either sign.
+/// that type, and with `bad` every 61st (from index 3) and the last a NaN or an Inf of either sign
+/// (the last one in the tail quad where n is not a multiple of 4: the element loads' zeroing).
 std::vector<uint16_t> view_bits(const std::vector<float>& x, uint32_t type, bool bad) {
   std::vector<uint16_t> bits(x.size());
   const bool bf = type == detail::kSrcBF16;
@@ -394,7 +395,7 @@ std::vector<uint16_t> view_bits(const std::vector<float>& x, uint32_t type, bool
                    : static_cast<uint16_t>(sign | (static_cast<uint32_t>(e) << 10) | ((f & 0x7fffffu) >> 13));
     }
     if (i % 97 == 5) v = static_cast<uint16_t>(sign | (1u + i % (bf ? 0x7fu : 0x3ffu)));
-    if (bad && i % 61 == 3) {
+    if (bad && (i % 61 == 3 || i + 1 == x.size())) {
       const uint32_t kind = static_cast<uint32_t>(i / 61) % 4;  // NaN, -NaN, +Inf, -Inf
       const uint16_t nan = bf ? 0x7fc1u : 0x7e01u, inf = bf ? 0x7f80u : 0x7c00u;
       v = static_cast<uint16_t>((kind == 1 || kind == 3 ? 0x8000u : 0u) | (kind < 2 ? nan : inf));
@@ -405,7 +406,10 @@ std::vector<uint16_t> view_bits(const std::vector<float>& x, uint32_t type, bool
 }
 
 // The Session's gradient view as an encoder's x (DeviceCodecAccess with a Source of bf16 / f16
-// elements at an address that is 2-byte aligned only, with and without kSrcZero), for every codec
+// elements, with and without kSrcZero, at an address that is 2-byte aligned only: every quad loads
+// element by element; and at one 8-byte but not 16-byte aligned: the whole quads of the quad
+// kernels and topk's passes take one 8-byte load each, the tail quad and the unaligned blocks'
+// quads element loads, the NaN/Inf elements in both), for every codec
 // that loads views: each encode form (encode; topk_sampled, whose sample also reads NaN/Inf
 // elements; the EF of p = a x + b y; DIANA into a second buffer) equals the same call on the
 // widened (and zeroed) fp32 copy, the payload and memory bit for bit; a NaN/Inf element without
@@ -419,7 +423,7 @@ TEST_P(GpuCodecs, GradientViewsEqualTheWidenedCopy) {
   std::vector<float> h = test_input(n_, seed_ + 42);
   for (float& v : h) v *= 0.25f;
   const RngKey key = key_for(seed_, 3);
-  DeviceBuffer<uint16_t> d_bits(nz + 1, stream_);
+  DeviceBuffer<uint16_t> d_bits(nz + 4, stream_);
   DeviceBuffer<float> d_wide(nz, stream_), d_y(y, stream_), d_h(h, stream_), d_mem(nz, stream_);
   DeviceBuffer<uint8_t> d_payload(gpu_->encoded_bytes(), stream_);
   struct Outcome {
@@ -467,26 +471,30 @@ TEST_P(GpuCodecs, GradientViewsEqualTheWidenedCopy) {
           any_bad = any_bad || !std::isfinite(wide[i]);
           if (zero) wide[i] = detail::zero_nonfinite_f(wide[i]);
         }
-        std::vector<uint16_t> shifted(nz + 1, 0);  // the view starts at element 1: 2-byte aligned only
-        std::copy(bits.begin(), bits.end(), shifted.begin() + 1);
-        d_bits.upload(shifted);
         d_wide.upload(wide);
-        const Source view(d_bits.get() + 1, type | (zero ? detail::kSrcZero : 0u));
-        for (const Form form : {kEncode, kSampled, kEfLincomb, kDiana}) {
-          if (form == kSampled && gpu_->spec().id() != CodecId::kTopK) continue;
-          const std::string what = std::string(type == detail::kSrcBF16 ? "bf16" : "f16") + (bad ? " nonfinite" : "") +
-                                   (zero ? " zero" : "") + " form " + std::to_string(static_cast<int>(form));
-          const Outcome want = run(form, Source(d_wide.get()));
-          const Outcome got = run(form, view);
-          EXPECT_EQ(want.status, bad && any_bad && !zero ? gcompErrorNonFinite : gcompSuccess) << what;
-          EXPECT_EQ(got.status, want.status) << what;
-          if (want.status != gcompSuccess) {
-            EXPECT_EQ(got.index, want.index) << what;
-            continue;
-          }
-          EXPECT_TRUE(bytes_equal(got.payload, want.payload)) << what;
-          if (form == kEfLincomb || form == kDiana) {
-            EXPECT_TRUE(bitwise_equal(got.mem, want.mem)) << what;
+        // The view starts at element 1 (2-byte aligned only) or 4 (8-byte aligned, not 16).
+        for (const size_t offset : {size_t{1}, size_t{4}}) {
+          std::vector<uint16_t> shifted(nz + 4, 0);
+          std::copy(bits.begin(), bits.end(), shifted.begin() + static_cast<std::ptrdiff_t>(offset));
+          d_bits.upload(shifted);
+          const Source view(d_bits.get() + offset, type | (zero ? detail::kSrcZero : 0u));
+          for (const Form form : {kEncode, kSampled, kEfLincomb, kDiana}) {
+            if (form == kSampled && gpu_->spec().id() != CodecId::kTopK) continue;
+            const std::string what = std::string(type == detail::kSrcBF16 ? "bf16" : "f16") +
+                                     (bad ? " nonfinite" : "") + (zero ? " zero" : "") + " offset " +
+                                     std::to_string(offset) + " form " + std::to_string(static_cast<int>(form));
+            const Outcome want = run(form, Source(d_wide.get()));
+            const Outcome got = run(form, view);
+            EXPECT_EQ(want.status, bad && any_bad && !zero ? gcompErrorNonFinite : gcompSuccess) << what;
+            EXPECT_EQ(got.status, want.status) << what;
+            if (want.status != gcompSuccess) {
+              EXPECT_EQ(got.index, want.index) << what;
+              continue;
+            }
+            EXPECT_TRUE(bytes_equal(got.payload, want.payload)) << what;
+            if (form == kEfLincomb || form == kDiana) {
+              EXPECT_TRUE(bitwise_equal(got.mem, want.mem)) << what;
+            }
           }
         }
       }
