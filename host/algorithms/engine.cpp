@@ -80,7 +80,6 @@ size_t round4(size_t b) { return (b + 3) / 4 * 4; }
 
 // Every message slot ends with its sender's status word (VecOps::put_status).
 constexpr size_t kStatusBytes = 4;
-constexpr int32_t kNonFiniteGradient = kNonFiniteGradientWord;
 // A value put_status never writes: the word in the buffer is not known on the host (the device
 // wrote it, VecOps::begin_agreement), so the next exchange writes its word again.
 constexpr int32_t kUnknownWord = INT32_MIN;
@@ -178,11 +177,11 @@ class EngineImpl final : public Engine {
   /// non-finite when the gradient is), and a scan of the gradient then tells a non-finite
   /// gradient from an overflow of the algorithm's own values.
   void classify_failure(gcompStatus_t status);
-  /// The status word this rank sends: kNonFiniteGradient when classify_failure() found its
+  /// The status word this rank sends: kNonFiniteGradientWord when classify_failure() found its
   /// gradient non-finite, else its kept failure's status (0 when none).
-  [[nodiscard]] int32_t status_word() const { return grad_nonfinite_ ? kNonFiniteGradient : failed_status_; }
+  [[nodiscard]] int32_t status_word() const { return grad_nonfinite_ ? kNonFiniteGradientWord : failed_status_; }
   /// The non-finite agreement of a late-agreement step, on the status words of its first
-  /// exchange (peer_status_): when any rank's word is kNonFiniteGradient, the policy decides the
+  /// exchange (peer_status_): when any rank's word is kNonFiniteGradientWord, the policy decides the
   /// step on every rank alike (error: gcompErrorNonFinite; skip: SkipStep). Else nothing.
   void agree();
   /// This rank's part of a step before a collective (encodes, callbacks). A failure is kept, not
@@ -441,13 +440,14 @@ template <class T>
 void EngineImpl<T>::agree() {
   if (!agree_pending_) return;
   agree_pending_ = false;
-  const bool decided = std::find(peer_status_.begin(), peer_status_.end(), kNonFiniteGradient) != peer_status_.end();
+  const bool decided =
+      std::find(peer_status_.begin(), peer_status_.end(), kNonFiniteGradientWord) != peer_status_.end();
   ops_->end_agreement(decided);
   if (!decided) return;
   // The policy decides the step; this rank's kept failure (its codec refusing the non-finite
   // input) and any other rank's failure are not reported. This rank's word is its own slot's
   // (the device classifies its gradient there, not on the host).
-  const bool mine = grad_nonfinite_ || peer_status_[static_cast<size_t>(rank_)] == kNonFiniteGradient;
+  const bool mine = grad_nonfinite_ || peer_status_[static_cast<size_t>(rank_)] == kNonFiniteGradientWord;
   failed_ = nullptr;
   failed_status_ = 0;
   grad_nonfinite_ = false;
